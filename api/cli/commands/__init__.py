@@ -1,0 +1,1 @@
+"""One module per subcommand; each exposes ``COMMANDS`` (a list of click commands)."""

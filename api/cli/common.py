@@ -1,0 +1,131 @@
+"""Shared CLI plumbing: error handling, output formats, the default portfolio and parameter set."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CLIError(click.ClickException):
+    """Bad input: printed as one line, exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if is_dataclass(o):
+        return asdict(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def echo_json(obj: Any) -> None:
+    """Print JSON (NaN and infinities become null) on stdout."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    text = json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default, allow_nan=True))),
+                      ensure_ascii=False, indent=2, allow_nan=False)
+    click.echo(text)
+
+
+def note(msg: str) -> None:
+    """A progress or information line on stderr."""
+    click.echo(msg, err=True)
+
+
+def load_model(parameters: str | None):
+    from models.parameters import DEFAULT_REGION, ParameterError, load_parameters
+
+    try:
+        return load_parameters(parameters or DEFAULT_REGION)
+    except ParameterError as exc:
+        raise CLIError(str(exc).replace("\n", "; ")) from exc
+
+
+def load_portfolio_or_demo(path: str | None, params):
+    """The given portfolio file, or the shipped 5,000-parcel Lishui demo portfolio."""
+    from models.portfolio import PortfolioError, load_portfolio
+
+    if path is None:
+        from models.demo import demo_portfolio_path
+
+        path = str(demo_portfolio_path())
+    try:
+        return load_portfolio(path, params)
+    except PortfolioError as exc:
+        first = exc.problems[0]
+        more = f" (and {len(exc.problems) - 1} more problem(s); run `carbon-risk validate {path}` for all)" \
+            if len(exc.problems) > 1 else ""
+        raise CLIError(f"{first}{more}") from exc
+
+
+def portfolio_option(f: Callable) -> Callable:
+    return click.option("--portfolio", "-p", "portfolio", type=click.Path(dir_okay=False), default=None,
+                        help="Portfolio file (CSV, Parquet, xlsx, GeoJSON). Default: the shipped Lishui demo.")(f)
+
+
+def parameters_option(f: Callable) -> Callable:
+    return click.option("--parameters", "parameters", default=None, metavar="REGION|FILE",
+                        help="Parameter set: a shipped region id or a YAML file. Default: lishui.")(f)
+
+
+def format_option(f: Callable) -> Callable:
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                        show_default=True, help="Output format on stdout.")(f)
+
+
+def run_guarded(group: click.Group, argv: list[str]) -> int:
+    """Run the CLI: bad input -> one line + exit 2; unexpected failure -> one line + exit 1."""
+    try:
+        group.main(args=argv, prog_name="carbon-risk", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILURE
+    except click.UsageError as exc:
+        click.echo(f"carbon-risk: {exc.format_message()}", err=True)
+        return EXIT_BAD_INPUT
+    except click.ClickException as exc:
+        click.echo(f"carbon-risk: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        click.echo(f"carbon-risk: failed: {type(exc).__name__}: {exc}", err=True)
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,177 @@
+"""Carbon accounting: stock volume -> biomass -> carbon -> tCO2e, and project crediting.
+
+Two conversion methods for trees, so their structural difference is visible:
+
+* ``"bef"`` -- IPCC 2006 Vol. 4 Eq. 2.8 / CCER AR-CM-001 (and NDRC provincial inventory guideline):
+  ``C [tC/ha] = V * D * BEF * (1 + R) * CF``
+* ``"fang"`` -- Fang et al. (2001) continuous biomass expansion: ``B [Mg/ha] = a*V + b`` (total tree
+  biomass, above + below ground), ``C = B * CF``. Below ``fang_min_volume_m3_per_ha`` the biomass is
+  scaled linearly to zero (the intercept ``b`` is fitted on established stands). Species without a
+  Fang function fall back to the BEF method, and results say so.
+
+Bamboo is modelled directly in tC/ha (see :mod:`models.growth`), so its carbon needs no conversion.
+``tCO2e = tC * 44/12``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from models.parameters import ModelParameters
+
+CarbonMethod = Literal["bef", "fang"]
+CARBON_METHODS: tuple[str, ...] = ("bef", "fang")
+
+
+@dataclass(frozen=True)
+class CarbonFactors:
+    """Per-parcel linear conversion ``C = slope * V + intercept`` (tC/ha), with the Fang ramp.
+
+    For the BEF method ``intercept`` is 0 and ``ramp_volume`` irrelevant. For Fang, below
+    ``ramp_volume`` the carbon is ``(slope*ramp + intercept) * V / ramp``.
+    """
+
+    slope: np.ndarray
+    intercept: np.ndarray
+    ramp_volume: float
+    method: str
+
+    def tc_per_ha(self, volume_m3_per_ha: np.ndarray) -> np.ndarray:
+        """Tree carbon density (tC/ha) from stock volume (m3/ha), any broadcastable shape."""
+        v = np.asarray(volume_m3_per_ha, dtype=np.float64)
+        c = v * self.slope
+        if self.method == "bef":
+            return c
+        c += self.intercept
+        ramp = self.ramp_volume
+        if ramp > 0:
+            low = v < ramp
+            if np.any(low):
+                full = (self.slope * ramp + self.intercept) * (v / ramp)
+                c = np.where(low, full, c)
+        return np.maximum(c, 0.0)
+
+
+def carbon_factors(params: ModelParameters, species_code: np.ndarray, method: CarbonMethod = "bef") -> CarbonFactors:
+    """Conversion factors for parcels of the given species codes.
+
+    Bamboo species get zeros (their carbon is simulated directly).
+    """
+    if method not in CARBON_METHODS:
+        raise ValueError(f"unknown carbon method {method!r}; use one of {CARBON_METHODS}")
+    t = params.tables
+    sc = np.asarray(species_code)
+    bef_slope = t.wood_density_t_per_m3 * t.bef * (1.0 + t.root_shoot_ratio) * t.carbon_fraction
+    bef_slope = np.where(t.is_bamboo, 0.0, bef_slope)
+    if method == "bef":
+        return CarbonFactors(bef_slope[sc], np.zeros(sc.shape), 0.0, "bef")
+    use_fang = t.has_fang & ~t.is_bamboo
+    slope = np.where(use_fang, t.fang_a * t.carbon_fraction, bef_slope)
+    intercept = np.where(use_fang, t.fang_b * t.carbon_fraction, 0.0)
+    ramp = params.file.carbon.fang_min_volume_m3_per_ha.value
+    return CarbonFactors(slope[sc], intercept[sc], ramp, "fang")
+
+
+def tree_carbon_tc_per_ha(volume_m3_per_ha, wood_density_t_per_m3, bef, root_shoot_ratio, carbon_fraction):
+    """IPCC/CCER stand carbon ``V * D * BEF * (1 + R) * CF`` in tC/ha (scalar or arrays)."""
+    return (np.asarray(volume_m3_per_ha) * wood_density_t_per_m3 * bef * (1.0 + root_shoot_ratio)
+            * carbon_fraction)
+
+
+def fang_carbon_tc_per_ha(volume_m3_per_ha, a, b, carbon_fraction):
+    """Fang et al. (2001): ``(a*V + b) * CF`` in tC/ha (no low-volume ramp)."""
+    return (a * np.asarray(volume_m3_per_ha) + b) * carbon_fraction
+
+
+def co2e(tc, params: ModelParameters | None = None):
+    """tC -> tCO2e (44/12)."""
+    ratio = params.file.carbon.co2_per_c.value if params is not None else 44.0 / 12.0
+    return np.asarray(tc) * ratio
+
+
+def species_fallback_to_bef(params: ModelParameters) -> list[str]:
+    """Tree species for which the Fang method falls back to BEF (no published function)."""
+    t = params.tables
+    return [s for i, s in enumerate(params.species_ids) if not t.is_bamboo[i] and not t.has_fang[i]]
+
+
+# --------------------------------------------------------------------------------------------
+# Crediting
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CreditingRules:
+    """Project crediting: removals above baseline, minus leakage, minus a non-permanence buffer.
+
+    Credits are issued at the end of each monitoring period (every ``monitoring_period_years``):
+
+    ``issued = max(0, ΔS - baseline * ΔS⁺ - leakage * ΔS⁺ - deficit) * (1 - buffer)``
+
+    where ``ΔS`` is the change in stock (tCO2e) over the period and ``ΔS⁺`` its positive part. A
+    period with a net loss (a reversal) issues nothing, and its loss is carried forward as a deficit
+    that later removals must make good before new credits are issued (the usual registry rule that
+    reversals are compensated before further issuance).
+    """
+
+    monitoring_period_years: int
+    baseline_removal_fraction: float
+    leakage_fraction: float
+    buffer_fraction: float
+
+    @classmethod
+    def from_parameters(cls, params: ModelParameters, **overrides: float) -> "CreditingRules":
+        c = params.file.crediting
+        vals = dict(
+            monitoring_period_years=int(c.monitoring_period_years.value),
+            baseline_removal_fraction=c.baseline_removal_fraction.value,
+            leakage_fraction=c.leakage_fraction.value,
+            buffer_fraction=c.buffer_fraction.value,
+        )
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k not in vals:
+                raise ValueError(f"unknown crediting rule {k!r}")
+            vals[k] = type(vals[k])(v)
+        rules = cls(**vals)
+        rules.validate()
+        return rules
+
+    def validate(self) -> None:
+        if self.monitoring_period_years < 1:
+            raise ValueError("monitoring_period_years must be >= 1")
+        for name in ("baseline_removal_fraction", "leakage_fraction", "buffer_fraction"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {v}")
+        if self.baseline_removal_fraction + self.leakage_fraction >= 1:
+            raise ValueError("baseline_removal_fraction + leakage_fraction must be < 1")
+
+    def is_issuance_year(self, year_index: np.ndarray | int) -> np.ndarray | bool:
+        """True at the end of a monitoring period (1-based year count divisible by the period)."""
+        return (np.asarray(year_index) + 1) % self.monitoring_period_years == 0
+
+    def issue(self, stock_change_tco2e: np.ndarray, deficit_tco2e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Credits issued for one monitoring period.
+
+        Parameters
+        ----------
+        stock_change_tco2e : ndarray
+            Net stock change over the period (tCO2e), any shape.
+        deficit_tco2e : ndarray
+            Uncompensated reversals carried from earlier periods (>= 0).
+
+        Returns
+        -------
+        issued, buffer, new_deficit : ndarray
+            Credits issued to the project, credits withheld in the buffer, and the carried deficit.
+        """
+        d = np.asarray(stock_change_tco2e, dtype=np.float64)
+        gain = np.maximum(d, 0.0)
+        net = d - (self.baseline_removal_fraction + self.leakage_fraction) * gain - deficit_tco2e
+        creditable = np.maximum(net, 0.0)
+        new_deficit = np.maximum(-net, 0.0)
+        buffer = creditable * self.buffer_fraction
+        return creditable - buffer, buffer, new_deficit

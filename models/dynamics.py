@@ -1,0 +1,379 @@
+"""The stand simulator: growth, perils and carbon for a block of paths, year by year.
+
+:class:`ForestSimulator` is the science half of the Monte Carlo engine. It knows nothing of money,
+chunks or workers: given a block of paths (a :class:`~models.rng.KeyedRandom` naming their global
+indices) it yields, for each simulated year, the carbon state of every (path, parcel) pair and the
+losses of every peril. :mod:`finance_engine.simulation` decides which blocks to run where and how
+to aggregate them.
+
+Three levels of growth uncertainty (see :mod:`models.growth`):
+
+* parameter uncertainty -- asymptote and rate multipliers drawn once per path and species group;
+* a region-wide climate-year shock shared by all parcels, AR(1) in time;
+* parcel-level noise, independent by parcel and year.
+
+Each can be switched off (``SimulationSwitches``) for closed-form checks and attribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
+from models.growth import GrowthInputs, bamboo_logistic_step, grow_relative_maturity, resolve_growth
+from models.parameters import ModelParameters
+from models.perils import Peril, PerilLosses, StandState, YearContext, peril_classes
+from models.portfolio import Portfolio
+from models.rng import KeyedRandom, group_keys
+
+DEFAULT_START_YEAR = 2026
+
+
+@dataclass(frozen=True)
+class SimulationSwitches:
+    """What is random and what is on. Defaults are the full model."""
+
+    parameter_uncertainty: bool = True
+    growth_shocks: bool = True
+    parcel_noise: bool = True
+    background_mortality: bool = True
+    cascades: bool = True
+    independent: bool = False
+    perils: tuple[str, ...] | None = None  # None: every enabled peril in the parameter file
+
+    def without(self, *perils: str) -> "SimulationSwitches":
+        """The same switches with some perils turned off."""
+        current = self.perils
+        return replace(self, perils=tuple(p for p in (current or ()) if p not in perils) if current is not None
+                       else ("__all_but__", *perils))
+
+
+@dataclass(frozen=True)
+class Modifiers:
+    """Scenario modifiers applied on top of the parameter file (see finance_engine.stress).
+
+    ``hazard`` / ``severity``: peril -> multiplier (scalar, or a function of the 0-based year
+    returning a scalar). ``growth``: 0-based year -> growth multiplier (drought years).
+    ``forced_events``: 0-based year -> peril -> list of event dicts understood by that peril.
+    ``climate_pathway``: name of the ``perils.climate`` pathway to use.
+    """
+
+    hazard: dict[str, Any] = field(default_factory=dict)
+    severity: dict[str, Any] = field(default_factory=dict)
+    growth: dict[int, float] = field(default_factory=dict)
+    forced_events: dict[int, dict[str, list[dict]]] = field(default_factory=dict)
+    climate_pathway: str | None = None
+
+
+@dataclass
+class YearOutput:
+    """One simulated year for a block of paths. Carbon arrays are tC/ha, shape (n_paths, n_parcels)."""
+
+    year: int
+    calendar_year: int
+    carbon_start_tc_per_ha: np.ndarray
+    carbon_end_tc_per_ha: np.ndarray
+    growth_tc_per_ha: np.ndarray
+    mortality_tc_per_ha: np.ndarray
+    losses: list[tuple[str, PerilLosses, np.ndarray]]  # (peril, sparse losses, loss tC/ha per entry)
+
+
+def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
+    sigma = np.sqrt(np.log1p(cv * cv))
+    return np.exp(sigma * z - 0.5 * sigma * sigma)
+
+
+class ForestSimulator:
+    """Simulate a portfolio's stands under growth uncertainty and perils.
+
+    Parameters
+    ----------
+    params : ModelParameters
+    portfolio : Portfolio
+    carbon_method : {"bef", "fang"}
+    switches : SimulationSwitches
+    modifiers : Modifiers, optional
+    start_year : int
+        Calendar year of simulation year 0 (climate trends are indexed by calendar year).
+    """
+
+    def __init__(self, params: ModelParameters, portfolio: Portfolio, *, carbon_method: CarbonMethod = "bef",
+                 switches: SimulationSwitches | None = None, modifiers: Modifiers | None = None,
+                 start_year: int = DEFAULT_START_YEAR):
+        if portfolio.parameter_sha256 and portfolio.parameter_sha256 != params.sha256:
+            raise ValueError("the portfolio was validated against a different parameter set")
+        self.params = params
+        self.portfolio = portfolio
+        self.carbon_method = carbon_method
+        self.switches = switches or SimulationSwitches()
+        self.modifiers = modifiers or Modifiers()
+        self.start_year = int(start_year)
+        self.factors = carbon_factors(params, portfolio.species_code, carbon_method)
+        nt = portfolio.n_tree
+        self.tree_factors = CarbonFactors(self.factors.slope[:nt], self.factors.intercept[:nt],
+                                          self.factors.ramp_volume, self.factors.method)
+        self.growth: GrowthInputs = resolve_growth(
+            params, portfolio.species_code, portfolio.site_code, portfolio.age_years,
+            portfolio.volume_m3_per_ha, portfolio.bamboo_carbon_tc_per_ha)
+        self.n_tree = portfolio.n_tree
+        sp_codes = np.asarray(portfolio.species_code, dtype=np.intp)
+        self._species_keys = group_keys([f"species:{s}" for s in params.species_ids])
+        self._parcel_species = sp_codes
+        gu = params.file.growth_uncertainty
+        self._cv_a = gu.asymptote_cv.value
+        self._cv_k = gu.rate_cv.value
+        self._shock_sd = gu.regional_shock_sd.value
+        self._shock_rho = gu.regional_shock_autocorrelation.value
+        self._noise_sd = gu.parcel_noise_sd.value
+        self._mortality = gu.background_mortality_rate.value if self.switches.background_mortality else 0.0
+        regen = params.file.regeneration
+        self._replant_delay = int(regen.replanting_delay_years.value)
+        bamboo_sp = [s for s in params.file.species.values() if s.bamboo is not None]
+        self._bamboo_establishment = bamboo_sp[0].bamboo.establishment_stock_tc_per_ha.value if bamboo_sp else 0.0
+        self.perils: list[Peril] = self._build_perils()
+        cascades = params.perils.get("cascades")
+        self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
+        climate = params.perils.get("climate")
+        pathway_name = self.modifiers.climate_pathway or (climate.default_pathway if climate else None)
+        if climate is not None:
+            if pathway_name not in climate.pathways:
+                raise ValueError(f"unknown climate pathway {pathway_name!r}; known: {sorted(climate.pathways)}")
+            self.climate = climate.pathways[pathway_name]
+        else:
+            if self.modifiers.climate_pathway not in (None, "current"):
+                raise ValueError("this parameter set defines no climate pathways")
+            self.climate = None
+        self.climate_pathway = pathway_name or "current"
+
+    # ------------------------------------------------------------------------------------------
+    def _build_perils(self) -> list[Peril]:
+        classes = peril_classes()
+        wanted = self.switches.perils
+        if wanted is not None and wanted[:1] == ("__all_but__",):
+            names = [n for n in classes if n not in wanted[1:]]
+        elif wanted is not None:
+            unknown = [n for n in wanted if n not in classes]
+            if unknown:
+                raise ValueError(f"unknown peril(s) {unknown}; known: {list(classes)}")
+            names = [n for n in classes if n in wanted]
+        else:
+            names = list(classes)
+        out = []
+        for n in names:
+            p = self.params.perils.get(n)
+            if p is None or not p.enabled:
+                continue
+            out.append(classes[n](p, self.params, self.portfolio))
+        return out
+
+    @property
+    def peril_names(self) -> list[str]:
+        return [p.name for p in self.perils]
+
+    def initial_carbon_tc_per_ha(self) -> np.ndarray:
+        """Today's carbon density per parcel (tC/ha), deterministic."""
+        g = self.growth
+        tree_c = self.factors.tc_per_ha(g.initial_volume_m3_per_ha)
+        return np.where(g.is_bamboo, g.initial_bamboo_tc_per_ha, tree_c)
+
+    def expected_annual_sink_tc_per_ha(self) -> np.ndarray:
+        """First-year carbon gain of each parcel with every multiplier at 1 and no losses (tC/ha/yr).
+
+        Gross of background mortality: this is the deterministic "expected sink" of today's stands.
+        """
+        g = self.growth
+        u0 = (np.clip(g.initial_volume_m3_per_ha / g.asymptote_m3_per_ha, 0, 1 - 1e-12)) ** (1 / g.shape)
+        u1 = grow_relative_maturity(u0, g.rate_per_year, 1.0)
+        v1 = g.asymptote_m3_per_ha * u1 ** g.shape
+        tree = self.factors.tc_per_ha(v1) - self.factors.tc_per_ha(g.initial_volume_m3_per_ha)
+        managed1 = np.minimum(np.maximum(g.bamboo_ceiling_tc_per_ha, g.bamboo_managed_tc_per_ha),
+                              g.bamboo_managed_tc_per_ha + g.bamboo_drift_tc_per_ha_yr)
+        b1 = bamboo_logistic_step(np.maximum(g.initial_bamboo_tc_per_ha, 1e-9), managed1, g.bamboo_rate_per_year, 1.0)
+        bamboo = b1 - g.initial_bamboo_tc_per_ha
+        return np.where(g.is_bamboo, bamboo, tree)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, rnd: KeyedRandom, years: int) -> Iterator[YearOutput]:
+        """Yield one :class:`YearOutput` per simulated year for the paths of ``rnd``."""
+        if years < 1:
+            raise ValueError("years must be >= 1")
+        if rnd.n_parcels != self.portfolio.n_parcels:
+            raise ValueError("the random source covers a different number of parcels")
+        g = self.growth
+        sw = self.switches
+        n_paths, n = rnd.n_paths, self.portfolio.n_parcels
+        nt = self.n_tree
+        sp = self._parcel_species
+
+        # parameter uncertainty: once per path and species group
+        if sw.parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
+            from scipy.special import ndtri
+
+            za = ndtri(rnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
+            zk = ndtri(rnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
+            a_mult = _lognormal_mean_one(za, self._cv_a)[:, sp[:nt]]
+            k_mult = _lognormal_mean_one(zk, self._cv_k)[:, sp[:nt]]
+        else:
+            a_mult = np.ones((n_paths, nt))
+            k_mult = np.ones((n_paths, nt))
+        asym = g.asymptote_m3_per_ha[None, :nt] * a_mult
+        rate = g.rate_per_year[None, :nt] * k_mult
+        shape = g.shape[None, :nt]
+        inv_shape = 1.0 / shape
+        v0 = np.broadcast_to(g.initial_volume_m3_per_ha[None, :nt], (n_paths, nt))
+        u = np.clip(v0 / asym, 0.0, 1.0 - 1e-12) ** inv_shape
+        bamboo_c = np.broadcast_to(g.initial_bamboo_tc_per_ha[None, nt:], (n_paths, n - nt)).copy()
+        age = np.broadcast_to(self.portfolio.age_years[None, :], (n_paths, n)).astype(np.float32)
+        carbon = np.empty((n_paths, n))
+        carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape) if nt else 0.0
+        carbon[:, nt:] = bamboo_c
+        fire_mult = np.ones((n_paths, n), dtype=np.float32)
+        pest_mult = np.ones((n_paths, n), dtype=np.float32)
+        cascade_until = np.full((n_paths, n), -1, dtype=np.int16)
+        states = [p.init_state(n_paths, rnd) for p in self.perils]
+        shock = np.zeros(n_paths)
+        noise_half_width = np.sqrt(3.0) * self._noise_sd
+
+        for y in range(years):
+            cal = self.start_year + y
+            carbon_start = carbon.copy()
+            # ---- growth ---------------------------------------------------------------------
+            if sw.growth_shocks and self._shock_sd > 0:
+                z = rnd.path_normal("growth.regional_shock", y)
+                if y == 0:
+                    shock = self._shock_sd * z
+                else:
+                    shock = self._shock_rho * shock + np.sqrt(1 - self._shock_rho**2) * self._shock_sd * z
+                m_path = np.exp(shock - 0.5 * self._shock_sd**2)
+            else:
+                m_path = np.ones(n_paths)
+            m_path = m_path * float(self.modifiers.growth.get(y, 1.0))
+            if sw.parcel_noise and self._noise_sd > 0:
+                mult = rnd.parcel_uniform("growth.parcel_noise", y)
+                mult *= 2.0 * noise_half_width
+                mult += 1.0 - noise_half_width
+                mult *= m_path[:, None]
+            else:
+                mult = np.broadcast_to(m_path[:, None], (n_paths, n)).copy()
+            waiting = age < 0  # destroyed stands waiting for replanting do not grow
+            mult[waiting] = 0.0
+            if nt:
+                u = grow_relative_maturity(u, rate, mult[:, :nt])
+                carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
+            if n > nt:
+                managed = np.minimum(np.maximum(g.bamboo_ceiling_tc_per_ha, g.bamboo_managed_tc_per_ha[nt:]),
+                                     g.bamboo_managed_tc_per_ha[nt:] + g.bamboo_drift_tc_per_ha_yr * (y + 1))
+                # a replanted stand starts from the establishment stock (new shoots from rhizomes)
+                np.maximum(bamboo_c, self._bamboo_establishment, out=bamboo_c)
+                bamboo_c = bamboo_logistic_step(bamboo_c, managed[None, :], g.bamboo_rate_per_year, mult[:, nt:])
+                bamboo_c[waiting[:, nt:]] = 0.0
+                carbon[:, nt:] = bamboo_c
+            growth = carbon - carbon_start
+            age += 1.0
+            # ---- background mortality ---------------------------------------------------------
+            if self._mortality > 0:
+                mortality = carbon.copy()
+                self._scale(carbon, u, asym, bamboo_c, shape, None, None, 1.0 - self._mortality)
+                mortality -= carbon
+            else:
+                mortality = np.zeros_like(carbon)
+            # ---- perils -----------------------------------------------------------------------
+            if self._cascades is not None:
+                active = cascade_until >= y
+                fire_mult = np.where(active, np.float32(self._cascades.fire_multiplier.value), np.float32(1.0))
+                pest_mult = np.where(active, np.float32(self._cascades.pest_multiplier.value), np.float32(1.0))
+            stand = StandState(carbon_tc_per_ha=carbon, age_years=age, fire_multiplier=fire_mult,
+                               pest_multiplier=pest_mult)
+            ctx = YearContext(
+                year=y, calendar_year=cal, rnd=rnd, stand=stand, drought=np.zeros(n_paths, dtype=bool),
+                hazard_multiplier=self._multipliers("hazard", y, cal),
+                severity_multiplier=self._multipliers("severity", y, cal),
+                forced_events=self.modifiers.forced_events.get(y, {}),
+                independent=sw.independent,
+            )
+            losses: list[tuple[str, PerilLosses, np.ndarray]] = []
+            for peril, state in zip(self.perils, states):
+                pl = peril.step(ctx, state)
+                if len(pl) == 0:
+                    losses.append((peril.name, pl, np.empty(0)))
+                    continue
+                f = np.clip(pl.loss_fraction, 0.0, 1.0)
+                before = carbon[pl.path_pos, pl.parcel_pos]
+                self._scale(carbon, u, asym, bamboo_c, shape, pl.path_pos, pl.parcel_pos, 1.0 - f)
+                if pl.stand_replacing.any():
+                    pp, qq = pl.path_pos[pl.stand_replacing], pl.parcel_pos[pl.stand_replacing]
+                    self._replace(carbon, u, bamboo_c, age, pp, qq)
+                lost = before - carbon[pl.path_pos, pl.parcel_pos]
+                losses.append((peril.name, pl, lost))
+                if self._cascades is not None and peril.name in self._cascades.breakage_perils:
+                    hit = f >= self._cascades.damage_threshold.value
+                    if hit.any():
+                        cascade_until[pl.path_pos[hit], pl.parcel_pos[hit]] = y + int(self._cascades.years.value)
+            yield YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
+                             carbon_end_tc_per_ha=carbon.copy(), growth_tc_per_ha=growth,
+                             mortality_tc_per_ha=mortality, losses=losses)
+
+    # ------------------------------------------------------------------------------------------
+    def _multipliers(self, kind: str, y: int, cal: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        mods = getattr(self.modifiers, kind)
+        for p in self.perils:
+            m = self.climate.multiplier(kind, p.name, cal) if self.climate is not None else 1.0
+            s = mods.get(p.name, 1.0)
+            s = s(y) if callable(s) else s
+            out[p.name] = m * s
+        return out
+
+    def _tree_carbon_at(self, vol: np.ndarray, qq: np.ndarray) -> np.ndarray:
+        f = self.factors
+        c = vol * f.slope[qq]
+        if f.method == "bef":
+            return c
+        c += f.intercept[qq]
+        ramp = f.ramp_volume
+        if ramp > 0:
+            c = np.where(vol < ramp, (f.slope[qq] * ramp + f.intercept[qq]) * (vol / ramp), c)
+        return np.maximum(c, 0.0)
+
+    def _scale(self, carbon, u, asym, bamboo_c, shape, pp, qq, keep) -> None:
+        """Keep a share ``keep`` of the stock of the (pp, qq) pairs (all pairs when None).
+
+        Trees lose volume (their maturity falls) and their carbon is recomputed from volume, so the
+        Fang intercept stays consistent; bamboo loses carbon directly.
+        """
+        nt = self.n_tree
+        if pp is None:
+            if nt:
+                u *= keep ** (1.0 / shape)
+                carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
+            if bamboo_c.size:
+                bamboo_c *= keep
+                carbon[:, nt:] = bamboo_c
+            return
+        tree = qq < nt
+        if tree.any():
+            pt, qt = pp[tree], qq[tree]
+            c_t = shape[0, qt]
+            u[pt, qt] *= keep[tree] ** (1.0 / c_t)
+            carbon[pt, qt] = self._tree_carbon_at(asym[pt, qt] * u[pt, qt] ** c_t, qt)
+        if (~tree).any():
+            pb, qb = pp[~tree], qq[~tree] - nt
+            bamboo_c[pb, qb] *= keep[~tree]
+            carbon[pb, qb + nt] = bamboo_c[pb, qb]
+
+    def _replace(self, carbon, u, bamboo_c, age, pp, qq) -> None:
+        """Destroy stands: trees restart at age 0 after the replanting delay, bamboo from rhizomes."""
+        nt = self.n_tree
+        age[pp, qq] = -float(self._replant_delay)
+        tree = qq < nt
+        u[pp[tree], qq[tree]] = 0.0
+        carbon[pp[tree], qq[tree]] = self._tree_carbon_at(np.zeros(int(tree.sum())), qq[tree])
+        pb, qb = pp[~tree], qq[~tree] - nt
+        bamboo_c[pb, qb] = 0.0
+        carbon[pb, qb + nt] = 0.0
+
+
+__all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "Modifiers", "SimulationSwitches", "YearOutput"]

@@ -1,0 +1,75 @@
+"""Perils that destroy forest carbon, one module each, behind one interface (:mod:`models.perils.base`).
+
+The registry below maps a peril's name (its block under ``perils:`` in the parameter file) to its
+class. The stand simulator builds the enabled perils in ``order``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.perils.base import Peril, PerilLosses, PerilParams, StandState, YearContext
+
+PERIL_CLASSES: dict[str, type[Peril]] = {}
+
+
+def register(cls: type[Peril]) -> type[Peril]:
+    """Class decorator: add a peril to the registry (names and codes must be unique)."""
+    if cls.name in PERIL_CLASSES and PERIL_CLASSES[cls.name] is not cls:
+        raise ValueError(f"peril name {cls.name!r} registered twice")
+    if any(c.code == cls.code and c is not cls for c in PERIL_CLASSES.values()):
+        raise ValueError(f"peril code {cls.code} registered twice")
+    PERIL_CLASSES[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers them.
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in ("base",) and not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def validate_peril_parameters(raw: dict[str, Any], model_file: Any) -> dict[str, PerilParams]:
+    """Validate every ``perils.<name>`` block with its peril's own schema.
+
+    Blocks that are not perils (for example shared ``cascades`` or ``climate`` settings) are
+    validated by the modules that register them under those names.
+    """
+    _load_builtin()
+    unknown = [k for k in raw if k not in PERIL_CLASSES and k not in AUXILIARY_BLOCKS]
+    if unknown:
+        raise ValueError(f"unknown peril block(s) {unknown}; known: {sorted(PERIL_CLASSES) + sorted(AUXILIARY_BLOCKS)}")
+    out: dict[str, Any] = {}
+    for name, block in raw.items():
+        if name in PERIL_CLASSES:
+            out[name] = PERIL_CLASSES[name].validate_params(block or {}, model_file)
+        else:
+            out[name] = AUXILIARY_BLOCKS[name].model_validate(block or {})
+    return out
+
+
+# Non-peril blocks under ``perils:`` (name -> pydantic model), registered by their modules.
+AUXILIARY_BLOCKS: dict[str, Any] = {}
+
+
+def peril_classes() -> dict[str, type[Peril]]:
+    _load_builtin()
+    return dict(sorted(PERIL_CLASSES.items(), key=lambda kv: kv[1].order))
+
+
+__all__ = [
+    "AUXILIARY_BLOCKS",
+    "PERIL_CLASSES",
+    "Peril",
+    "PerilLosses",
+    "PerilParams",
+    "StandState",
+    "YearContext",
+    "peril_classes",
+    "register",
+    "validate_peril_parameters",
+]

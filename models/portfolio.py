@@ -1,0 +1,598 @@
+"""Parcels (小班, forest sub-compartments) and portfolios of them.
+
+A portfolio is read from CSV, Parquet, Excel (xlsx) or GeoJSON through one validator, which reports
+*every* bad row at once (file, row, column, value, reason). A validated :class:`Portfolio` holds the
+parcels in a canonical order (trees before bamboo, then by ``parcel_id``), so results never depend on
+the row order of the input file, plus structure-of-arrays columns for the vectorised maths.
+
+Columns
+-------
+Required: ``parcel_id``, ``province``, ``city``, ``county``, ``township``, ``village``, ``latitude``,
+``longitude``, ``area_ha``, ``species_group``, ``age_years``, ``site_class``.
+Optional: ``volume_m3_per_ha`` (measured stock; derived from the growth curve when absent),
+``bamboo_carbon_tc_per_ha`` (measured bamboo stand carbon), ``origin`` (plantation / natural, default
+plantation), ``elevation_m`` (default 300), ``fire_protection`` and ``pest_control`` (none / basic /
+enhanced, default basic), ``project_id`` (default empty).
+Species may be given by id (``chinese_fir``), Chinese name (``杉木``) or any alias in the parameter file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from models.parameters import SITE_CLASSES, ModelParameters
+
+LEVELS: tuple[str, ...] = ("province", "city", "county", "township", "village")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "parcel_id",
+    *LEVELS,
+    "latitude",
+    "longitude",
+    "area_ha",
+    "species_group",
+    "age_years",
+    "site_class",
+)
+OPTIONAL_COLUMNS: dict[str, Any] = {
+    "volume_m3_per_ha": np.nan,
+    "bamboo_carbon_tc_per_ha": np.nan,
+    "origin": "plantation",
+    "elevation_m": 300.0,
+    "fire_protection": "basic",
+    "pest_control": "basic",
+    "project_id": "",
+}
+MANAGEMENT_LEVELS: tuple[str, ...] = ("none", "basic", "enhanced")
+ORIGINS: dict[str, str] = {
+    "plantation": "plantation",
+    "planted": "plantation",
+    "人工": "plantation",
+    "人工林": "plantation",
+    "natural": "natural",
+    "天然": "natural",
+    "天然林": "natural",
+}
+_MANAGEMENT_ALIASES = {"none": "none", "无": "none", "basic": "basic", "一般": "basic", "普通": "basic",
+                       "enhanced": "enhanced", "加强": "enhanced", "重点": "enhanced"}
+_ROMAN = {"I": 0, "II": 1, "III": 2, "IV": 3, "V": 4, "1": 0, "2": 1, "3": 2, "4": 3, "5": 4,
+          "Ⅰ": 0, "Ⅱ": 1, "Ⅲ": 2, "Ⅳ": 3, "Ⅴ": 4}
+# Site index (dominant height in m at base age 20) -> site class. Thresholds are an assumption
+# (typical Chinese fir site-index tables run 8-22 m); calibrate per species when data allow.
+SITE_INDEX_THRESHOLDS_M: tuple[float, ...] = (18.0, 16.0, 14.0, 12.0)
+# China's mainland bounding box (degrees); a coarse plausibility check, not a border test.
+CHINA_LAT = (18.0, 53.6)
+CHINA_LON = (73.5, 135.1)
+MAX_REPORTED_PROBLEMS = 10_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad value: where it is and why it is wrong. ``row`` counts data rows from 1."""
+
+    file: str
+    row: int | None
+    column: str | None
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column {self.column!r}"
+        val = "" if self.value is None else f" (value {self.value!r})"
+        return f"{where}{val}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.value
+        if isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        return {"file": self.file, "row": self.row, "column": self.column, "value": v, "reason": self.reason}
+
+
+class PortfolioError(ValueError):
+    """A portfolio could not be read or has invalid rows. ``problems`` lists every one."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        head = f"{len(problems)} problem(s) in portfolio"
+        shown = "\n".join(f"  {p}" for p in problems[:200])
+        more = f"\n  ... and {len(problems) - 200} more" if len(problems) > 200 else ""
+        super().__init__(f"{head}:\n{shown}{more}")
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------
+def _read_csv(path: Path) -> pd.DataFrame:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            raise PortfolioError([Problem(str(path), None, None, None,
+                                          "file is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")])
+    from io import StringIO
+
+    try:
+        return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        raise PortfolioError([Problem(str(path), None, None, None, f"not a valid CSV file: {exc}")]) from exc
+    except pd.errors.EmptyDataError:
+        raise PortfolioError([Problem(str(path), None, None, None, "file is empty")])
+
+
+def _read_geojson(path: Path) -> pd.DataFrame:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PortfolioError([Problem(str(path), None, None, None, f"not valid GeoJSON: {exc}")]) from exc
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
+        raise PortfolioError([Problem(str(path), None, None, None, "GeoJSON must be a FeatureCollection")])
+    rows: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for i, feat in enumerate(doc["features"], start=1):
+        props = dict((feat or {}).get("properties") or {})
+        geom = (feat or {}).get("geometry")
+        try:
+            lon, lat = _geometry_point(geom)
+            props.setdefault("longitude", lon)
+            props.setdefault("latitude", lat)
+        except ValueError as exc:
+            if "latitude" not in props or "longitude" not in props:
+                problems.append(Problem(str(path), i, "geometry", None, str(exc)))
+        rows.append(props)
+    if problems:
+        raise PortfolioError(problems)
+    return pd.DataFrame(rows)
+
+
+def _ring_centroid(ring: list) -> tuple[float, float, float]:
+    """Area-weighted centroid of a linear ring (shoelace). Returns (x, y, signed area)."""
+    pts = np.asarray(ring, dtype=float)[:, :2]
+    x, y = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    cross = x * y1 - x1 * y
+    a = cross.sum() / 2.0
+    if abs(a) < 1e-15:
+        return float(x.mean()), float(y.mean()), 0.0
+    cx = ((x + x1) * cross).sum() / (6 * a)
+    cy = ((y + y1) * cross).sum() / (6 * a)
+    return float(cx), float(cy), float(a)
+
+
+def _geometry_point(geom: dict | None) -> tuple[float, float]:
+    if not geom or "type" not in geom:
+        raise ValueError("feature has no geometry and no latitude/longitude properties")
+    t, coords = geom["type"], geom.get("coordinates")
+    try:
+        if t == "Point":
+            return float(coords[0]), float(coords[1])
+        if t == "Polygon":
+            cx, cy, _ = _polygon_centroid(coords)
+            return cx, cy
+        if t == "MultiPolygon":
+            parts = [_polygon_centroid(p) for p in coords]
+            w = np.array([abs(a) for _, _, a in parts])
+            if w.sum() == 0:
+                return float(np.mean([p[0] for p in parts])), float(np.mean([p[1] for p in parts]))
+            return float(np.dot(w, [p[0] for p in parts]) / w.sum()), float(np.dot(w, [p[1] for p in parts]) / w.sum())
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"malformed {t} coordinates") from exc
+    raise ValueError(f"geometry type {t!r} is not supported (use Point, Polygon or MultiPolygon)")
+
+
+def _polygon_centroid(rings: list) -> tuple[float, float, float]:
+    """Centroid of a polygon with holes: outer ring minus inner rings."""
+    parts = [_ring_centroid(r) for r in rings]
+    outer = parts[0]
+    sign = 1.0 if outer[2] >= 0 else -1.0
+    area = outer[2] * sign
+    mx, my = outer[0] * area, outer[1] * area
+    for cx, cy, a in parts[1:]:
+        a = abs(a)
+        area -= a
+        mx -= cx * a
+        my -= cy * a
+    if area <= 0:
+        return outer[0], outer[1], outer[2]
+    return mx / area, my / area, area
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a portfolio file into a raw DataFrame (no validation).
+
+    Supports ``.csv`` (UTF-8, UTF-8 with BOM, or GB18030 as saved by Excel), ``.parquet``,
+    ``.xlsx`` and ``.geojson`` / ``.json`` (a GeoJSON FeatureCollection of points or polygons,
+    whose area-weighted centroid is used).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise PortfolioError([Problem(str(p), None, None, None, "file not found")])
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            return _read_csv(p)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if suffix in (".xlsx", ".xlsm"):
+            return pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object)
+        if suffix in (".geojson", ".json"):
+            return _read_geojson(p)
+    except PortfolioError:
+        raise
+    except Exception as exc:  # a corrupt file of a known type: report it as bad input, not a crash
+        raise PortfolioError([Problem(str(p), None, None, None, f"cannot read {suffix} file: {exc}")]) from exc
+    raise PortfolioError([Problem(str(p), None, None, None,
+                                  f"unsupported file type {suffix!r}; use .csv, .parquet, .xlsx or .geojson")])
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def _is_blank(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return isinstance(v, str) and v.strip() == ""
+
+
+def _to_float(v: Any) -> float | None:
+    if _is_blank(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError("not a number")
+    try:
+        f = float(str(v).strip().replace(",", "")) if isinstance(v, str) else float(v)
+    except (TypeError, ValueError):
+        raise ValueError("not a number") from None
+    if not math.isfinite(f):
+        raise ValueError("not a finite number")
+    return f
+
+
+def _site_code(v: Any) -> int:
+    s = str(v).strip().upper()
+    if s in _ROMAN:
+        return _ROMAN[s]
+    try:
+        si = float(s)
+    except ValueError:
+        raise ValueError("site_class must be I-V (or 1-5) or a site index in metres") from None
+    if not math.isfinite(si) or si <= 0 or si > 40:
+        raise ValueError("site index must lie in (0, 40] m")
+    for code, threshold in enumerate(SITE_INDEX_THRESHOLDS_M):
+        if si >= threshold:
+            return code
+    return len(SITE_INDEX_THRESHOLDS_M)
+
+
+def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<table>") -> "Portfolio":
+    """Validate a raw table and build a :class:`Portfolio`.
+
+    Every problem in every row is collected before raising :class:`PortfolioError`.
+    """
+    problems: list[Problem] = []
+    df = df.copy()
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise PortfolioError([Problem(source, None, c, None, "required column is missing") for c in missing])
+    if len(df) == 0:
+        raise PortfolioError([Problem(source, None, None, None, "portfolio has no parcels")])
+    for c, default in OPTIONAL_COLUMNS.items():
+        if c not in df.columns:
+            df[c] = default
+
+    tables = params.tables
+    aliases = params.species_aliases
+    n = len(df)
+    out: dict[str, list[Any]] = {k: [] for k in (
+        "parcel_id", *LEVELS, "latitude", "longitude", "area_ha", "species_group", "age_years", "site_class",
+        "volume_m3_per_ha", "bamboo_carbon_tc_per_ha", "origin", "elevation_m", "fire_protection",
+        "pest_control", "project_id")}
+    seen_ids: dict[str, int] = {}
+    records = df.to_dict("records")
+    for i, rec in enumerate(records, start=1):
+        def bad(col: str, reason: str) -> None:
+            problems.append(Problem(source, i, col, rec.get(col), reason))
+
+        # identifiers and levels
+        pid = rec.get("parcel_id")
+        if _is_blank(pid):
+            bad("parcel_id", "parcel_id is empty")
+            pid_s = ""
+        else:
+            pid_s = str(pid).strip()
+            if isinstance(pid, float) and pid.is_integer():
+                pid_s = str(int(pid))
+            if pid_s in seen_ids:
+                bad("parcel_id", f"duplicate parcel_id (first seen in row {seen_ids[pid_s]})")
+            else:
+                seen_ids[pid_s] = i
+        out["parcel_id"].append(pid_s)
+        for lv in LEVELS:
+            v = rec.get(lv)
+            if _is_blank(v):
+                bad(lv, f"{lv} is empty")
+                out[lv].append("")
+            else:
+                out[lv].append(str(v).strip())
+
+        # numbers
+        def number(col: str, lo: float | None, hi: float | None, *, required: bool, lo_open: bool = False,
+                   reason: str | None = None) -> float | None:
+            try:
+                f = _to_float(rec.get(col))
+            except ValueError as exc:
+                bad(col, str(exc))
+                return None
+            if f is None:
+                if required:
+                    bad(col, f"{col} is empty")
+                return None
+            if (lo is not None and (f <= lo if lo_open else f < lo)) or (hi is not None and f > hi):
+                bad(col, reason or f"{col} must lie in {'(' if lo_open else '['}{lo}, {hi}]")
+                return None
+            return f
+
+        lat = number("latitude", CHINA_LAT[0], CHINA_LAT[1], required=True,
+                     reason=f"latitude outside China ({CHINA_LAT[0]}..{CHINA_LAT[1]} degrees N)")
+        lon = number("longitude", CHINA_LON[0], CHINA_LON[1], required=True,
+                     reason=f"longitude outside China ({CHINA_LON[0]}..{CHINA_LON[1]} degrees E)")
+        area = number("area_ha", 0.0, 1e6, required=True, lo_open=True, reason="area_ha must be positive (<= 1e6 ha)")
+        out["latitude"].append(lat)
+        out["longitude"].append(lon)
+        out["area_ha"].append(area)
+
+        # species
+        sp_raw = rec.get("species_group")
+        sid = None
+        if _is_blank(sp_raw):
+            bad("species_group", "species_group is empty")
+        else:
+            sid = aliases.get(str(sp_raw).strip().lower())
+            if sid is None:
+                bad("species_group", f"unknown species group; known: {', '.join(params.species_ids)} "
+                                     "(or their Chinese names)")
+        out["species_group"].append(sid)
+
+        age = number("age_years", 0.0, None, required=True, reason="age_years must be >= 0")
+        if age is not None and sid is not None:
+            max_age = tables.max_age_years[params.species_index[sid]]
+            if age > max_age:
+                bad("age_years", f"age {age:g} is beyond the {sid} growth curve's range (0-{max_age:g} years)")
+                age = None
+        out["age_years"].append(age)
+
+        sc = rec.get("site_class")
+        code = None
+        if _is_blank(sc):
+            bad("site_class", "site_class is empty")
+        else:
+            try:
+                code = _site_code(sc)
+            except ValueError as exc:
+                bad("site_class", str(exc))
+        out["site_class"].append(code)
+
+        vol = number("volume_m3_per_ha", 0.0, 3000.0, required=False,
+                     reason="volume_m3_per_ha must lie in [0, 3000]")
+        if vol is not None and sid is not None and tables.is_bamboo[params.species_index[sid]]:
+            bad("volume_m3_per_ha", "bamboo is modelled per hectare of carbon: use bamboo_carbon_tc_per_ha")
+            vol = None
+        out["volume_m3_per_ha"].append(vol)
+        bc = number("bamboo_carbon_tc_per_ha", 0.0, 300.0, required=False,
+                    reason="bamboo_carbon_tc_per_ha must lie in [0, 300]")
+        if bc is not None and sid is not None and not tables.is_bamboo[params.species_index[sid]]:
+            bad("bamboo_carbon_tc_per_ha", "only bamboo parcels take bamboo_carbon_tc_per_ha")
+            bc = None
+        out["bamboo_carbon_tc_per_ha"].append(bc)
+        elev = number("elevation_m", -200.0, 6000.0, required=False, reason="elevation_m must lie in [-200, 6000]")
+        out["elevation_m"].append(OPTIONAL_COLUMNS["elevation_m"] if elev is None else elev)
+
+        # categories
+        o = rec.get("origin")
+        o_s = OPTIONAL_COLUMNS["origin"] if _is_blank(o) else ORIGINS.get(str(o).strip().lower())
+        if o_s is None:
+            bad("origin", "origin must be plantation or natural (人工 / 天然)")
+        out["origin"].append(o_s)
+        for col in ("fire_protection", "pest_control"):
+            v = rec.get(col)
+            m = OPTIONAL_COLUMNS[col] if _is_blank(v) else _MANAGEMENT_ALIASES.get(str(v).strip().lower())
+            if m is None:
+                bad(col, f"{col} must be one of none, basic, enhanced")
+            out[col].append(m)
+        proj = rec.get("project_id")
+        out["project_id"].append("" if _is_blank(proj) else str(proj).strip())
+        if len(problems) >= MAX_REPORTED_PROBLEMS:
+            problems.append(Problem(source, None, None, None, f"stopped after {MAX_REPORTED_PROBLEMS} problems"))
+            break
+
+    if problems:
+        raise PortfolioError(problems)
+    return Portfolio.from_columns(out, params, source=source)
+
+
+def load_portfolio(path: str | Path, params: ModelParameters) -> "Portfolio":
+    """Read and validate a portfolio file. Raises :class:`PortfolioError` listing every bad row."""
+    return validate_frame(read_table(path), params, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# The validated portfolio
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Portfolio:
+    """Validated parcels in canonical order, as columns.
+
+    The first ``n_tree`` parcels are trees and the rest bamboo; within each kind parcels are sorted
+    by ``parcel_id``. Arrays are read-only.
+    """
+
+    frame: pd.DataFrame
+    species_code: np.ndarray
+    site_code: np.ndarray
+    n_tree: int
+    source: str = "<table>"
+    parameter_sha256: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, list[Any]], params: ModelParameters, source: str = "<table>") -> "Portfolio":
+        frame = pd.DataFrame(cols)
+        species_code = frame["species_group"].map(params.species_index).to_numpy(np.int16)
+        is_bamboo = params.tables.is_bamboo[species_code]
+        frame["site_class"] = [SITE_CLASSES[c] for c in frame["site_class"]]
+        frame["_kind"] = np.where(is_bamboo, 1, 0)
+        frame = frame.sort_values(["_kind", "parcel_id"], kind="mergesort").reset_index(drop=True)
+        n_tree = int((frame["_kind"] == 0).sum())
+        frame = frame.drop(columns="_kind")
+        for c in ("latitude", "longitude", "area_ha", "age_years", "volume_m3_per_ha",
+                  "bamboo_carbon_tc_per_ha", "elevation_m"):
+            frame[c] = frame[c].astype(np.float64)
+        species_code = frame["species_group"].map(params.species_index).to_numpy(np.int16)
+        site_code = frame["site_class"].map({s: i for i, s in enumerate(SITE_CLASSES)}).to_numpy(np.int8)
+        for a in (species_code, site_code):
+            a.setflags(write=False)
+        return cls(frame=frame, species_code=species_code, site_code=site_code, n_tree=n_tree,
+                   source=source, parameter_sha256=params.sha256)
+
+    # ---- basic columns --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def n_parcels(self) -> int:
+        return len(self.frame)
+
+    def _array(self, col: str, dtype=np.float64) -> np.ndarray:
+        key = ("col", col)
+        if key not in self._cache:
+            a = self.frame[col].to_numpy(dtype)
+            a.setflags(write=False)
+            self._cache[key] = a
+        return self._cache[key]
+
+    @property
+    def parcel_id(self) -> np.ndarray:
+        return self._array("parcel_id", object)
+
+    @property
+    def area_ha(self) -> np.ndarray:
+        return self._array("area_ha")
+
+    @property
+    def age_years(self) -> np.ndarray:
+        return self._array("age_years")
+
+    @property
+    def latitude(self) -> np.ndarray:
+        return self._array("latitude")
+
+    @property
+    def longitude(self) -> np.ndarray:
+        return self._array("longitude")
+
+    @property
+    def elevation_m(self) -> np.ndarray:
+        return self._array("elevation_m")
+
+    @property
+    def volume_m3_per_ha(self) -> np.ndarray:
+        return self._array("volume_m3_per_ha")
+
+    @property
+    def bamboo_carbon_tc_per_ha(self) -> np.ndarray:
+        return self._array("bamboo_carbon_tc_per_ha")
+
+    @cached_property
+    def fire_protection_code(self) -> np.ndarray:
+        a = self.frame["fire_protection"].map({m: i for i, m in enumerate(MANAGEMENT_LEVELS)}).to_numpy(np.int8)
+        a.setflags(write=False)
+        return a
+
+    @cached_property
+    def pest_control_code(self) -> np.ndarray:
+        a = self.frame["pest_control"].map({m: i for i, m in enumerate(MANAGEMENT_LEVELS)}).to_numpy(np.int8)
+        a.setflags(write=False)
+        return a
+
+    @cached_property
+    def is_natural(self) -> np.ndarray:
+        a = (self.frame["origin"] == "natural").to_numpy()
+        a.setflags(write=False)
+        return a
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """Stable 64-bit random-stream keys of the parcels (see :mod:`models.rng`)."""
+        from models.rng import parcel_keys
+
+        k = parcel_keys(self.parcel_id)
+        k.setflags(write=False)
+        return k
+
+    def level_codes(self, level: str) -> tuple[np.ndarray, np.ndarray]:
+        """Integer group code per parcel and the sorted group labels for an account level.
+
+        A group is the full path from province down to ``level`` (two villages with the same name in
+        different townships are different groups). ``level`` may also be ``"portfolio"``,
+        ``"parcel"``, ``"project_id"`` or ``"species_group"``.
+        """
+        key = ("level", level)
+        if key in self._cache:
+            return self._cache[key]
+        if level == "portfolio":
+            codes = np.zeros(self.n_parcels, dtype=np.int64)
+            labels = np.array(["portfolio"], dtype=object)
+        elif level == "parcel":
+            codes = np.arange(self.n_parcels, dtype=np.int64)
+            labels = self.parcel_id.copy()
+        elif level in ("project_id", "species_group", "site_class"):
+            labels_s, codes = np.unique(self.frame[level].to_numpy(str), return_inverse=True)
+            labels = labels_s.astype(object)
+        elif level in LEVELS:
+            depth = LEVELS.index(level) + 1
+            joined = self.frame[list(LEVELS[:depth])].agg("/".join, axis=1).to_numpy(str)
+            labels_s, codes = np.unique(joined, return_inverse=True)
+            labels = labels_s.astype(object)
+        else:
+            raise ValueError(f"unknown level {level!r}; use portfolio, {', '.join(LEVELS)}, parcel, "
+                             "project_id or species_group")
+        codes = codes.astype(np.int64)
+        codes.setflags(write=False)
+        self._cache[key] = (codes, labels)
+        return codes, labels
+
+    def subset(self, mask_or_ids: np.ndarray | Iterable[str], params: ModelParameters) -> "Portfolio":
+        """A new portfolio of some parcels (boolean mask over canonical order, or parcel ids)."""
+        if isinstance(mask_or_ids, np.ndarray) and mask_or_ids.dtype == bool:
+            frame = self.frame[mask_or_ids]
+        else:
+            ids = set(str(x) for x in mask_or_ids)
+            unknown = ids - set(self.parcel_id)
+            if unknown:
+                raise ValueError(f"parcels not in the portfolio: {sorted(unknown)[:20]}")
+            frame = self.frame[self.frame["parcel_id"].isin(ids)]
+        if len(frame) == 0:
+            raise ValueError("the subset has no parcels")
+        cols = {c: frame[c].tolist() for c in frame.columns}
+        cols["site_class"] = [SITE_CLASSES.index(s) for s in cols["site_class"]]
+        return Portfolio.from_columns(cols, params, source=self.source)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The canonical table, as it would be written back to a file."""
+        return self.frame.copy()
