@@ -237,7 +237,12 @@ class ParameterFile(_Strict):
     species: dict[str, Species]
     site_classes: list[str]
     management: dict[str, dict[str, Sourced]]
-    perils: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    perils: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+
+    @field_validator("perils", mode="before")
+    @classmethod
+    def _perils_default(cls, v: Any) -> Any:
+        return {} if v is None else v
 
     @model_validator(mode="after")
     def _check(self) -> "ParameterFile":
