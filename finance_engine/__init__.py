@@ -1,0 +1,1 @@
+"""Monte Carlo engine and the money: price paths, collateral, insurance, stress tests."""
