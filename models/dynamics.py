@@ -43,6 +43,15 @@ class SimulationSwitches:
     cascades: bool = True
     independent: bool = False
     perils: tuple[str, ...] | None = None  # None: every enabled peril in the parameter file
+    # Paths ``k*m .. k*m+m-1`` share one draw of the uncertain parameters (a nested design), so the
+    # spread of results splits into parameter (epistemic) uncertainty and sampling noise.
+    parameter_set_size: int = 4
+    # Antithetic variates for the region-wide climate-year shock: path 2k+1 mirrors path 2k.
+    antithetic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.parameter_set_size < 1:
+            raise ValueError("parameter_set_size must be >= 1")
 
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
@@ -212,8 +221,9 @@ class ForestSimulator:
         if sw.parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
             from scipy.special import ndtri
 
-            za = ndtri(rnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
-            zk = ndtri(rnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
+            prnd = self.parameter_random(rnd)
+            za = ndtri(prnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
+            zk = ndtri(prnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
             a_mult = _lognormal_mean_one(za, self._cv_a)[:, sp[:nt]]
             k_mult = _lognormal_mean_one(zk, self._cv_k)[:, sp[:nt]]
         else:
@@ -242,7 +252,7 @@ class ForestSimulator:
             carbon_start = carbon.copy()
             # ---- growth ---------------------------------------------------------------------
             if sw.growth_shocks and self._shock_sd > 0:
-                z = rnd.path_normal("growth.regional_shock", y)
+                z = self._shock_normal(rnd, y)
                 if y == 0:
                     shock = self._shock_sd * z
                 else:
@@ -317,6 +327,19 @@ class ForestSimulator:
                              mortality_tc_per_ha=mortality, losses=losses)
 
     # ------------------------------------------------------------------------------------------
+    def parameter_random(self, rnd: KeyedRandom) -> KeyedRandom:
+        """Random streams for the uncertain parameters: keyed by parameter set, not by path."""
+        m = self.switches.parameter_set_size
+        return KeyedRandom(rnd.seed, np.asarray(rnd.path_ids) // m, rnd.parcel_keys)
+
+    def _shock_normal(self, rnd: KeyedRandom, year: int) -> np.ndarray:
+        if not self.switches.antithetic:
+            return rnd.path_normal("growth.regional_shock", year)
+        ids = np.asarray(rnd.path_ids)
+        base = KeyedRandom(rnd.seed, ids // 2, rnd.parcel_keys)
+        sign = np.where(ids % 2 == 0, 1.0, -1.0)
+        return sign * base.path_normal("growth.regional_shock", year)
+
     def _multipliers(self, kind: str, y: int, cal: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         mods = getattr(self.modifiers, kind)

@@ -1,0 +1,233 @@
+"""One chunk of paths: run the stand simulator and reduce it to what the run reports.
+
+A chunk is a contiguous range of global path indices made of whole ``PATH_BLOCK`` blocks. It
+returns, for the coarse levels, every path's value of every metric and year; for fine levels
+(many groups, or parcels) only sums and sums of squares per path block. Nothing it returns grows
+with parcels x paths, and nothing depends on which other paths share the chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from finance_engine.simulation.aggregate import Aggregator
+from finance_engine.simulation.config import MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, SimulationConfig
+from models.carbon import CreditingRules
+from models.dynamics import ForestSimulator
+from models.parameters import ModelParameters
+from models.portfolio import Portfolio
+from models.rng import KeyedRandom
+
+BASE_METRICS: tuple[str, ...] = (
+    "stock_tco2e",           # carbon stock at the end of the year
+    "sink_tco2e",            # net change of the stock during the year (end - start)
+    "growth_tco2e",          # gross growth
+    "mortality_tco2e",       # background mortality
+    "loss_tco2e",            # carbon destroyed by all perils
+)
+CREDIT_METRICS: tuple[str, ...] = ("credits_issued_tco2e", "buffer_withheld_tco2e")
+# horizon metrics kept per parcel (means and standard errors only)
+PARCEL_METRICS: tuple[str, ...] = ("stock_end_tco2e", "cumulative_loss_tco2e", "cumulative_credits_tco2e",
+                                   "mean_annual_sink_tco2e")
+# loss metrics are read from the upper tail, the others from the lower tail
+UPPER_TAIL_PREFIX = "loss"
+
+
+def metric_names(peril_names: list[str]) -> tuple[str, ...]:
+    return (*BASE_METRICS, *(f"loss_{p}_tco2e" for p in peril_names), *CREDIT_METRICS)
+
+
+@dataclass
+class EngineSetup:
+    """What every chunk needs, built once per process from picklable inputs."""
+
+    params: ModelParameters
+    portfolio: Portfolio
+    config: SimulationConfig
+    simulator: ForestSimulator = field(init=False)
+    aggregator: Aggregator = field(init=False)
+    crediting: CreditingRules = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.simulator = ForestSimulator(self.params, self.portfolio, carbon_method=c.carbon_method,
+                                         switches=c.switches, modifiers=c.modifiers, start_year=c.start_year)
+        levels = tuple(dict.fromkeys((*c.levels, "project_id")))
+        if c.loss_table_level is not None:
+            levels = tuple(dict.fromkeys((*levels, c.loss_table_level)))
+        self.aggregator = Aggregator(self.portfolio, levels)
+        self.crediting = CreditingRules.from_parameters(self.params, **c.crediting)
+        co2 = self.params.file.carbon.co2_per_c.value
+        self.weight = self.portfolio.area_ha * co2  # tC/ha -> tCO2e per parcel
+        self.metrics = metric_names(self.simulator.peril_names)
+        self.summary_levels = tuple(lv for lv in c.levels if lv != "parcel"
+                                    and self.aggregator.groups[lv].n_groups <= MAX_GROUPS_FOR_QUANTILES)
+        self.moment_levels = tuple(lv for lv in c.levels if lv != "parcel" and lv not in self.summary_levels)
+        proj = self.aggregator.groups["project_id"]
+        self.project_of_parcel = proj.parcel_group
+        self.n_projects = proj.n_groups
+        self.project_is_credited = np.array([str(lbl) != "" for lbl in proj.labels], dtype=float)
+
+    @property
+    def peril_codes(self) -> dict[str, int]:
+        return {p.name: p.code for p in self.simulator.perils}
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    path_start: int
+    path_stop: int
+    per_path: dict[str, np.ndarray]           # level -> (n_metrics, years, n_paths, n_groups)
+    block_moments: dict[str, np.ndarray]      # level -> (n_blocks, 2, n_metrics, years, n_groups)
+    parcel_moments: np.ndarray | None         # (n_blocks, 2, n_parcel_metrics, n_parcels)
+    elt: dict[str, np.ndarray] | None
+    initial_stock: dict[str, np.ndarray]      # level -> (n_groups,)
+
+
+def _block_sums(values: np.ndarray, path_start: int) -> np.ndarray:
+    """Sum and sum of squares of ``values`` (n_paths, ...) over each PATH_BLOCK of paths.
+
+    Blocks are global (paths ``b*PATH_BLOCK .. (b+1)*PATH_BLOCK-1``); the chunk starts on a block
+    boundary and only the run's last block may be short. Each block is reduced on its own, so its
+    sums do not depend on the other blocks of the chunk.
+    """
+    n = values.shape[0]
+    bounds = list(range(0, n, PATH_BLOCK)) + [n]
+    out = np.empty((len(bounds) - 1, 2, *values.shape[1:]))
+    for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):  # loop over blocks, not paths
+        rows = values[lo:hi]
+        out[b, 0] = rows.sum(axis=0)
+        out[b, 1] = (rows * rows).sum(axis=0)
+    return out
+
+
+def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
+              cancelled: Any = None) -> ChunkResult:
+    """Simulate paths ``path_start .. path_stop-1`` and reduce them."""
+    if path_start % PATH_BLOCK or ((path_stop - path_start) % PATH_BLOCK and path_stop != setup.config.paths):
+        raise ValueError("chunks must consist of whole path blocks (only the last may be short)")
+    cfg = setup.config
+    sim, agg = setup.simulator, setup.aggregator
+    n_paths = path_stop - path_start
+    years = cfg.years
+    metrics = setup.metrics
+    m_index = {m: i for i, m in enumerate(metrics)}
+    perils = sim.peril_names
+    rnd = KeyedRandom(cfg.seed, np.arange(path_start, path_stop, dtype=np.int64), setup.portfolio.keys)
+    w = setup.weight
+
+    coarse_levels = setup.summary_levels + setup.moment_levels
+    per_level = {lv: np.zeros((len(metrics), years, n_paths, agg.groups[lv].n_groups)) for lv in coarse_levels}
+
+    init_c = sim.initial_carbon_tc_per_ha() * w
+    initial_stock = {lv: agg.sum_dense(init_c[None, :])[lv][0] for lv in (*coarse_levels, "project_id")}
+    # crediting state (project level)
+    last_issue_stock = np.broadcast_to(init_c, (n_paths, init_c.size)).copy()
+    deficit = np.zeros((n_paths, setup.n_projects))
+    want_parcel = "parcel" in cfg.levels
+    if want_parcel:
+        cum_loss = np.zeros((n_paths, init_c.size))
+        cum_credit = np.zeros((n_paths, init_c.size))
+    elt_parts: list[dict[str, np.ndarray]] = []
+    elt_level = cfg.loss_table_level
+
+    stock = None
+    for out in sim.run(rnd, years):
+        y = out.year
+        if cancelled is not None and cancelled():
+            raise InterruptedError("simulation cancelled")
+        stock = out.carbon_end_tc_per_ha * w
+        start = out.carbon_start_tc_per_ha * w
+        growth = out.growth_tc_per_ha * w
+        sums_stock = agg.sum_dense(stock)
+        sums_start = agg.sum_dense(start)
+        sums_growth = agg.sum_dense(growth)
+        loss_total = {lv: np.zeros((n_paths, agg.groups[lv].n_groups)) for lv in coarse_levels}
+        for name, pl, lost in out.losses:
+            if len(pl) == 0:
+                continue
+            lost_t = lost * w[pl.parcel_pos]
+            sums = agg.sum_sparse(n_paths, pl.path_pos, pl.parcel_pos, lost_t)
+            for lv in coarse_levels:
+                per_level[lv][m_index[f"loss_{name}_tco2e"], y] = sums[lv]
+                loss_total[lv] += sums[lv]
+            if want_parcel:
+                np.add.at(cum_loss, (pl.path_pos, pl.parcel_pos), lost_t)
+            if elt_level is not None:
+                elt_parts.append(_elt_rows(setup, name, y, path_start, pl, lost_t, elt_level))
+        for lv in coarse_levels:
+            arr = per_level[lv]
+            arr[m_index["stock_tco2e"], y] = sums_stock[lv]
+            arr[m_index["sink_tco2e"], y] = sums_stock[lv] - sums_start[lv]
+            arr[m_index["growth_tco2e"], y] = sums_growth[lv]
+            arr[m_index["loss_tco2e"], y] = loss_total[lv]
+            # stock identity: end = start + growth - mortality - losses
+            arr[m_index["mortality_tco2e"], y] = sums_start[lv] + sums_growth[lv] - loss_total[lv] - sums_stock[lv]
+        # ---- crediting at the end of each monitoring period --------------------------------
+        if setup.crediting.is_issuance_year(y):
+            change = stock - last_issue_stock
+            proj_change = agg.sum_level(change, "project_id")
+            issued, buffer, deficit = setup.crediting.issue(proj_change, deficit)
+            # parcels outside any project (empty project_id) are not credited
+            issued *= setup.project_is_credited
+            buffer *= setup.project_is_credited
+            gain = np.maximum(change, 0.0)
+            proj_gain = agg.sum_level(gain, "project_id")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = np.where(proj_gain > 0, issued / proj_gain, 0.0)
+                bshare = np.where(proj_gain > 0, buffer / proj_gain, 0.0)
+            parcel_credit = gain * share[:, setup.project_of_parcel]
+            parcel_buffer = gain * bshare[:, setup.project_of_parcel]
+            sums_c = agg.sum_dense(parcel_credit)
+            sums_b = agg.sum_dense(parcel_buffer)
+            for lv in coarse_levels:
+                per_level[lv][m_index["credits_issued_tco2e"], y] = sums_c[lv]
+                per_level[lv][m_index["buffer_withheld_tco2e"], y] = sums_b[lv]
+            if want_parcel:
+                cum_credit += parcel_credit
+            last_issue_stock = stock.copy()
+
+    per_path = {lv: per_level[lv] for lv in setup.summary_levels}
+    block_moments = {}
+    for lv in setup.moment_levels:
+        # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums
+        block_moments[lv] = _block_sums(np.moveaxis(per_level[lv], 2, 0), path_start)
+    parcel_moments = None
+    if want_parcel:
+        pm = np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years], axis=1)
+        parcel_moments = _block_sums(pm, path_start)
+    elt = None
+    if elt_level is not None:
+        elt = ({k: np.concatenate([p[k] for p in elt_parts]) for k in elt_parts[0]} if elt_parts
+               else _empty_elt())
+    return ChunkResult(index, path_start, path_stop, per_path, block_moments, parcel_moments, elt, initial_stock)
+
+
+def _empty_elt() -> dict[str, np.ndarray]:
+    return {"path": np.empty(0, np.int64), "year": np.empty(0, np.int64), "peril_code": np.empty(0, np.int64),
+            "event": np.empty(0, np.int64), "group": np.empty(0, np.int64), "loss_tco2e": np.empty(0)}
+
+
+def _elt_rows(setup: EngineSetup, peril: str, year: int, path_start: int, pl, lost_t: np.ndarray,
+              level: str) -> dict[str, np.ndarray]:
+    """Event loss rows for one peril-year: one row per (path, event, group)."""
+    group = setup.aggregator.groups[level].parcel_group[pl.parcel_pos]
+    n_groups = setup.aggregator.groups[level].n_groups
+    # combine (path, event, group) into one sortable key; sum losses per key in parcel order
+    order = np.lexsort((pl.parcel_pos, group, pl.event, pl.path_pos))
+    path, ev, grp, loss = pl.path_pos[order], pl.event[order], group[order], lost_t[order]
+    key = (path.astype(np.int64) * (int(ev.max()) + 1) + ev) * n_groups + grp
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    sums = np.add.reduceat(loss, starts)
+    return {
+        "path": path[starts].astype(np.int64) + path_start,
+        "year": np.full(starts.size, year, dtype=np.int64),
+        "peril_code": np.full(starts.size, setup.peril_codes[peril], dtype=np.int64),
+        "event": ev[starts].astype(np.int64),
+        "group": grp[starts].astype(np.int64),
+        "loss_tco2e": sums,
+    }

@@ -1,0 +1,86 @@
+"""Run configuration of the Monte Carlo engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.carbon import CARBON_METHODS
+from models.dynamics import DEFAULT_START_YEAR, Modifiers, SimulationSwitches
+from models.portfolio import LEVELS
+
+# The unit of path bookkeeping. Chunks are whole blocks, and moment sums are kept per block and
+# added in block order at the end, so results do not depend on the chunk size or on which worker
+# finished first.
+PATH_BLOCK = 32
+ALL_LEVELS: tuple[str, ...] = ("portfolio", *LEVELS, "project_id", "species_group", "parcel")
+DEFAULT_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.10, 0.50, 0.90, 0.95, 0.99)
+DEFAULT_TAIL_LEVELS: tuple[float, ...] = (0.95, 0.99)
+# Levels with at most this many groups keep every path's value (quantiles, TVaR); finer levels
+# keep streaming moments (mean, standard error) only, so memory never grows with parcels x paths.
+MAX_GROUPS_FOR_QUANTILES = 200
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines a run's numbers (and nothing that only affects speed).
+
+    Parameters
+    ----------
+    years : int
+        Horizon in years (simulation years 0 .. years-1; calendar year = start_year + year).
+    paths : int
+        Number of Monte Carlo paths.
+    seed : int
+        Seed of every random stream.
+    levels : tuple of str
+        Account levels to report: ``portfolio``, ``province`` .. ``village``, ``project_id``,
+        ``species_group``, ``parcel``.
+    carbon_method : {"bef", "fang"}
+    switches, modifiers :
+        See :mod:`models.dynamics`.
+    crediting : dict
+        Overrides of the crediting rules (``monitoring_period_years``, ``buffer_fraction``, ...).
+    loss_table_level : str or None
+        Level at which the event loss table is kept (``None``: no table; ``"portfolio"`` gives one
+        row per event).
+    scenario : str
+        A label recorded with the result.
+    """
+
+    years: int
+    paths: int
+    seed: int
+    levels: tuple[str, ...] = ("portfolio",)
+    carbon_method: str = "bef"
+    switches: SimulationSwitches = field(default_factory=SimulationSwitches)
+    modifiers: Modifiers = field(default_factory=Modifiers)
+    crediting: dict[str, Any] = field(default_factory=dict)
+    start_year: int = DEFAULT_START_YEAR
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    tail_levels: tuple[float, ...] = DEFAULT_TAIL_LEVELS
+    loss_table_level: str | None = None
+    scenario: str = "baseline"
+
+    def validate(self) -> None:
+        if not isinstance(self.years, int) or not 1 <= self.years <= 200:
+            raise ValueError(f"years must be a whole number in [1, 200], got {self.years!r}")
+        if not isinstance(self.paths, int) or not 1 <= self.paths <= 10_000_000:
+            raise ValueError(f"paths must be a whole number in [1, 10000000], got {self.paths!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a whole number in [0, 2**63), got {self.seed!r}")
+        if self.carbon_method not in CARBON_METHODS:
+            raise ValueError(f"carbon_method must be one of {CARBON_METHODS}, got {self.carbon_method!r}")
+        bad = [lv for lv in self.levels if lv not in ALL_LEVELS]
+        if bad or not self.levels:
+            raise ValueError(f"unknown level(s) {bad}; use {', '.join(ALL_LEVELS)}")
+        if self.loss_table_level is not None and self.loss_table_level not in ALL_LEVELS:
+            raise ValueError(f"unknown loss_table_level {self.loss_table_level!r}")
+        for q in self.quantiles:
+            if not 0 < q < 1:
+                raise ValueError(f"quantiles must lie in (0, 1), got {q}")
+        for t in self.tail_levels:
+            if not 0 < t < 1:
+                raise ValueError(f"tail levels must lie in (0, 1), got {t}")
+        if not 1900 <= self.start_year <= 2200:
+            raise ValueError(f"start_year must lie in 1900-2200, got {self.start_year}")

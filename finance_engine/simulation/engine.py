@@ -1,0 +1,252 @@
+"""``simulate``: growth, perils, carbon accounting and crediting for all parcels and paths.
+
+The run is split into chunks of whole path blocks. Chunks run in this process, in a pool of
+processes, or on a Dask distributed cluster; each is a pure function of (inputs, seed, path range),
+and results are assembled by path index, so the numbers are the same whichever way they ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup, run_chunk
+from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
+from finance_engine.simulation.result import SimulationResult, assemble_result
+from models.dynamics import Modifiers, SimulationSwitches
+from models.parameters import ModelParameters
+from models.portfolio import Portfolio
+
+DEFAULT_CHUNK_PATHS = 64
+
+
+class SimulationCancelled(RuntimeError):
+    """Raised when a run is cancelled through its ``cancel`` callback."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a run: chunks done out of total, elapsed and estimated remaining seconds."""
+
+    chunks_done: int
+    chunks_total: int
+    elapsed_s: float
+    eta_s: float | None
+
+    @property
+    def fraction(self) -> float:
+        return self.chunks_done / self.chunks_total if self.chunks_total else 1.0
+
+
+# ---- per-process cache of the setup (built once per worker process) -------------------------
+_SETUP_CACHE: dict[str, EngineSetup] = {}
+
+
+def _setup_token(params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> str:
+    h = hashlib.sha256()
+    h.update(params.sha256.encode())
+    h.update(pickle.dumps(config))
+    h.update(pd.util.hash_pandas_object(portfolio.frame, index=False).values.tobytes())
+    return h.hexdigest()
+
+
+def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> EngineSetup:
+    s = _SETUP_CACHE.get(token)
+    if s is None:
+        if len(_SETUP_CACHE) > 4:
+            _SETUP_CACHE.clear()
+        s = EngineSetup(params, portfolio, config)
+        _SETUP_CACHE[token] = s
+    return s
+
+
+def _chunk_task(token: str, payload: Any, index: int, start: int, stop: int) -> ChunkResult:
+    """Worker entry point (pickled by process pools and Dask)."""
+    params, portfolio, config = payload if not isinstance(payload, bytes) else pickle.loads(payload)
+    return run_chunk(_get_setup(token, params, portfolio, config), index, start, stop)
+
+
+_WORKER_PAYLOAD: dict[str, Any] = {}
+
+
+def _init_pool_worker(token: str, payload: bytes) -> None:
+    _WORKER_PAYLOAD[token] = pickle.loads(payload)
+
+
+def _pool_task(token: str, index: int, start: int, stop: int) -> ChunkResult:
+    params, portfolio, config = _WORKER_PAYLOAD[token]
+    return run_chunk(_get_setup(token, params, portfolio, config), index, start, stop)
+
+
+# ---------------------------------------------------------------------------------------------
+def chunk_ranges(paths: int, chunk_paths: int) -> list[tuple[int, int, int]]:
+    """(index, start, stop) of each chunk; chunk sizes are rounded up to whole path blocks."""
+    size = max(PATH_BLOCK, -(-int(chunk_paths) // PATH_BLOCK) * PATH_BLOCK)
+    return [(i, s, min(s + size, paths)) for i, s in enumerate(range(0, paths, size))]
+
+
+def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: int, seed: int, *,
+             scenario: str = "baseline", levels: Iterable[str] = ("portfolio",), carbon_method: str = "bef",
+             switches: SimulationSwitches | None = None, modifiers: Modifiers | None = None,
+             crediting: dict[str, Any] | None = None, start_year: int | None = None,
+             loss_table_level: str | None = None, quantiles: Iterable[float] | None = None,
+             chunk_paths: int = DEFAULT_CHUNK_PATHS, workers: int = 1, scheduler: str | Any | None = None,
+             progress: Callable[[Progress], None] | None = None,
+             cancel: Callable[[], bool] | None = None, keep_paths: bool = True) -> SimulationResult:
+    """Run the Monte Carlo simulation and summarise it.
+
+    Parameters
+    ----------
+    portfolio : Portfolio
+        Validated parcels (see :func:`models.portfolio.load_portfolio`).
+    model : ModelParameters
+        The parameter set the portfolio was validated against.
+    years, paths, seed : int
+        Horizon (years), Monte Carlo paths, seed.
+    scenario : str
+        Label recorded with the result (stress scenarios pass ``modifiers``).
+    levels : iterable of str
+        ``portfolio``, ``province`` .. ``village``, ``project_id``, ``species_group``, ``parcel``.
+    carbon_method : {"bef", "fang"}
+    switches, modifiers : see :mod:`models.dynamics`.
+    crediting : dict, optional
+        Overrides of the parameter file's crediting rules.
+    loss_table_level : str, optional
+        Keep an event loss table summed at this level (``"portfolio"``: one row per event).
+    chunk_paths : int
+        Paths per chunk (rounded up to a multiple of 32). Affects memory and speed, never results.
+    workers : int
+        Local worker processes (1: run in this process).
+    scheduler : str or distributed.Client, optional
+        ``"local-cluster"`` (a Dask LocalCluster of ``workers`` processes), a ``tcp://host:port``
+        address of a Dask scheduler, or a ``distributed.Client``. Results are identical to a local run.
+    progress : callable, optional
+        Called with a :class:`Progress` after each chunk.
+    cancel : callable, optional
+        Polled between chunks; when it returns True the run stops with :class:`SimulationCancelled`.
+    keep_paths : bool
+        Keep the per-path arrays in the result (needed by collateral and insurance pricing).
+
+    Returns
+    -------
+    SimulationResult
+    """
+    base = switches or SimulationSwitches()
+    config = SimulationConfig(
+        years=int(years) if isinstance(years, (int, np.integer)) else years,
+        paths=int(paths) if isinstance(paths, (int, np.integer)) else paths,
+        seed=int(seed) if isinstance(seed, (int, np.integer)) else seed,
+        levels=tuple(dict.fromkeys(levels)), carbon_method=carbon_method,
+        switches=base, modifiers=modifiers or Modifiers(), crediting=dict(crediting or {}),
+        loss_table_level=loss_table_level, scenario=scenario,
+    )
+    if start_year is not None:
+        config = replace(config, start_year=int(start_year))
+    if quantiles is not None:
+        config = replace(config, quantiles=tuple(float(q) for q in quantiles))
+    config.validate()
+    if portfolio.parameter_sha256 and portfolio.parameter_sha256 != model.sha256:
+        raise ValueError("the portfolio was validated against a different parameter set")
+    if chunk_paths < 1:
+        raise ValueError("chunk_paths must be >= 1")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+
+    t0 = time.perf_counter()
+    tasks = chunk_ranges(config.paths, chunk_paths)
+    token = _setup_token(model, portfolio, config)
+    setup = _get_setup(token, model, portfolio, config)  # validates perils and levels up front
+    results: dict[int, ChunkResult] = {}
+
+    def report() -> None:
+        if progress is not None:
+            done = len(results)
+            el = time.perf_counter() - t0
+            eta = el / done * (len(tasks) - done) if done else None
+            progress(Progress(done, len(tasks), el, eta))
+
+    report()
+    if scheduler is not None:
+        _run_dask(scheduler, workers, token, (model, portfolio, config), tasks, results, report, cancel)
+        backend = "dask"
+    elif workers > 1 and len(tasks) > 1:
+        _run_pool(workers, token, (model, portfolio, config), tasks, results, report, cancel)
+        backend = f"processes({workers})"
+    else:
+        for i, s, e in tasks:
+            if cancel is not None and cancel():
+                raise SimulationCancelled("simulation cancelled")
+            results[i] = run_chunk(setup, i, s, e)
+            report()
+        backend = "local"
+    elapsed = time.perf_counter() - t0
+    ordered = [results[i] for i, _, _ in tasks]
+    return assemble_result(setup, ordered, keep_paths=keep_paths,
+                           run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
+                                     "chunk_paths": tasks[0][2] - tasks[0][1]})
+
+
+def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
+    blob = pickle.dumps(payload)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker, initargs=(token, blob)) as pool:
+        pending: dict[Future, int] = {pool.submit(_pool_task, token, i, s, e): i for i, s, e in tasks}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    results[pending.pop(f)] = f.result()
+                    report()
+                if cancel is not None and cancel():
+                    raise SimulationCancelled("simulation cancelled")
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+def _run_dask(scheduler: Any, workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    own_cluster = None
+    if isinstance(scheduler, str):
+        if scheduler == "local-cluster":
+            own_cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=40)
+            client = Client(own_cluster)
+        else:
+            client = Client(scheduler, timeout="20s")
+        own_client = True
+    else:
+        client, own_client = scheduler, False
+    try:
+        blob = client.scatter(pickle.dumps(payload), broadcast=True, hash=False)
+        futures = {client.submit(_chunk_task, token, blob, i, s, e, pure=False, key=f"crechunk-{token[:12]}-{i}"): i
+                   for i, s, e in tasks}
+        ac = as_completed(list(futures))
+        for f in ac:
+            results[futures[f]] = f.result()
+            report()
+            if cancel is not None and cancel():
+                client.cancel(list(futures))
+                raise SimulationCancelled("simulation cancelled")
+    finally:
+        if own_client:
+            client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+__all__ = ["DEFAULT_CHUNK_PATHS", "PARCEL_METRICS", "Progress", "SimulationCancelled", "chunk_ranges",
+           "default_workers", "simulate"]

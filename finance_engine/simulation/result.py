@@ -1,0 +1,257 @@
+"""The result of a simulation: summaries with their uncertainty, loss tables and provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup
+from finance_engine.simulation.summary import (
+    horizon_per_path,
+    nested_moments,
+    summarise_moments,
+    summarise_per_path,
+)
+from models import MODEL_VERSION
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the code that ran (``unknown`` outside a checkout)."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+@dataclass
+class SimulationResult:
+    """Everything a run reports.
+
+    Attributes
+    ----------
+    provenance : dict
+        Model version, parameter set (region, version, SHA-256), seed, paths, years, carbon method,
+        scenario, switches, crediting rules, climate pathway, perils, code version.
+    metrics : tuple of str
+        Names of the yearly metrics (all in tCO2e).
+    summary : DataFrame
+        One row per level, group, metric and year: mean, sd, ``mc_se`` (Monte Carlo standard error
+        of the mean), ``parameter_sd`` (parameter uncertainty), quantiles and TVaR.
+    horizon : DataFrame
+        The same over the whole horizon (flows summed, stock at the end).
+    parcel_summary : DataFrame or None
+        Per-parcel means and standard errors of horizon metrics (when ``parcel`` level asked).
+    initial_stock : DataFrame
+        Today's deterministic stock (tCO2e) by level and group.
+    elt : DataFrame or None
+        Event loss table: ``path``, ``year``, ``sim_year`` (= path * years + year), ``event_id``,
+        ``peril``, ``group`` (at ``loss_table_level``), ``loss_tco2e``.
+    per_path : dict
+        level -> array (metric, year, path, group), kept when asked (collateral and insurance use it).
+    labels : dict
+        level -> group labels, in the order of the per-path arrays.
+    run_info : dict
+        How it ran (backend, chunks, seconds). Not part of the result's identity.
+    """
+
+    provenance: dict[str, Any]
+    metrics: tuple[str, ...]
+    summary: pd.DataFrame
+    horizon: pd.DataFrame
+    parcel_summary: pd.DataFrame | None
+    initial_stock: pd.DataFrame
+    elt: pd.DataFrame | None
+    per_path: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+    # ---- access ---------------------------------------------------------------------------
+    def metric(self, metric: str, level: str = "portfolio", group: str | None = None) -> pd.DataFrame:
+        """Rows of the yearly summary for one metric (and group)."""
+        df = self.summary[(self.summary["metric"] == metric) & (self.summary["level"] == level)]
+        if group is not None:
+            df = df[df["group"] == group]
+        if df.empty:
+            raise KeyError(f"no summary for metric {metric!r} at level {level!r}")
+        return df.reset_index(drop=True)
+
+    def paths_of(self, metric: str, level: str = "portfolio") -> np.ndarray:
+        """Per-path values (year, path, group) of one metric at a level kept with ``keep_paths``."""
+        if level not in self.per_path:
+            raise KeyError(f"per-path values of level {level!r} were not kept")
+        return self.per_path[level][self.metrics.index(metric)]
+
+    def year_loss_table(self, level: str = "portfolio") -> pd.DataFrame:
+        """Year loss table: one row per path and year (and group), total and per-peril losses."""
+        arr = self.per_path.get(level)
+        if arr is None:
+            raise KeyError(f"per-path values of level {level!r} were not kept")
+        years, paths, groups = arr.shape[1:]
+        y, p, g = np.meshgrid(np.arange(years), np.arange(paths), np.arange(groups), indexing="ij")
+        df = pd.DataFrame({"path": p.ravel(), "year": y.ravel(),
+                           "sim_year": (p * years + y).ravel(), "group": self.labels[level][g.ravel()]})
+        for m in self.metrics:
+            if m.startswith("loss"):
+                df[m] = arr[self.metrics.index(m)].ravel()
+        return df.sort_values(["path", "year", "group"], kind="mergesort").reset_index(drop=True)
+
+    # ---- serialisation ----------------------------------------------------------------------
+    def to_dict(self, include_summary: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {"provenance": self.provenance, "metrics": list(self.metrics),
+                             "initial_stock": self.initial_stock.to_dict(orient="records"),
+                             "run_info": self.run_info}
+        if include_summary:
+            d["summary"] = self.summary.to_dict(orient="records")
+            d["horizon"] = self.horizon.to_dict(orient="records")
+            if self.parcel_summary is not None:
+                d["parcel_summary"] = self.parcel_summary.to_dict(orient="records")
+        if self.elt is not None:
+            d["event_loss_table_rows"] = int(len(self.elt))
+        return d
+
+    def write(self, directory: str | Path, fmt: str = "csv") -> list[Path]:
+        """Write summary, horizon, loss tables and provenance (CSV or Parquet) into a directory."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError("fmt must be csv or parquet")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tables = {"summary": self.summary, "horizon": self.horizon, "initial_stock": self.initial_stock}
+        if self.parcel_summary is not None:
+            tables["parcel_summary"] = self.parcel_summary
+        if self.elt is not None:
+            tables["event_loss_table"] = self.elt
+        if "portfolio" in self.per_path:
+            tables["year_loss_table"] = self.year_loss_table("portfolio")
+        written = []
+        for name, df in tables.items():
+            p = out / f"{name}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(p, index=False)
+            else:
+                df.to_parquet(p, index=False)
+            written.append(p)
+        p = out / "provenance.json"
+        p.write_text(json.dumps({"provenance": self.provenance, "run_info": self.run_info}, indent=2,
+                                ensure_ascii=False, default=str), encoding="utf-8")
+        written.append(p)
+        return written
+
+
+def _switches_dict(sw) -> dict[str, Any]:
+    d = dataclasses.asdict(sw)
+    d["perils"] = list(d["perils"]) if d["perils"] is not None else None
+    return d
+
+
+def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths: bool,
+                    run_info: dict[str, Any]) -> SimulationResult:
+    cfg = setup.config
+    sim = setup.simulator
+    metrics = setup.metrics
+    sw = cfg.switches
+    frames, hframes = [], []
+    per_path: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for lv in setup.summary_levels:
+        arr = np.concatenate([c.per_path[lv] for c in chunks], axis=2)
+        lab = setup.aggregator.groups[lv].labels
+        labels[lv] = lab
+        frames.append(summarise_per_path(arr, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
+                                         sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels))
+        harr, hnames = horizon_per_path(arr, metrics)
+        hdf = summarise_per_path(harr, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
+                                 sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels)
+        hframes.append(hdf.drop(columns=["year", "calendar_year"]))
+        if keep_paths:
+            per_path[lv] = arr
+    for lv in setup.moment_levels:
+        blocks = np.concatenate([c.block_moments[lv] for c in chunks], axis=0)
+        sums = blocks.sum(axis=0)
+        lab = setup.aggregator.groups[lv].labels
+        labels[lv] = lab
+        frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year))
+    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    horizon = pd.concat(hframes, ignore_index=True) if hframes else pd.DataFrame()
+
+    parcel_summary = None
+    if "parcel" in cfg.levels:
+        blocks = np.concatenate([c.parcel_moments for c in chunks], axis=0)
+        s = blocks.sum(axis=0)  # (2, parcel_metrics, parcels)
+        n = cfg.paths
+        mean = s[0] / n
+        var = np.maximum(s[1] / n - mean * mean, 0.0) * (n / max(n - 1, 1))
+        parcel_summary = pd.DataFrame({"parcel_id": setup.portfolio.parcel_id})
+        for i, m in enumerate(PARCEL_METRICS):
+            parcel_summary[f"{m}_mean"] = mean[i]
+            parcel_summary[f"{m}_mc_se"] = np.sqrt(var[i] / n)
+
+    init_rows = []
+    for lv, vals in chunks[0].initial_stock.items():
+        if lv in cfg.levels:
+            for g, v in zip(setup.aggregator.groups[lv].labels, vals):
+                init_rows.append({"level": lv, "group": g, "stock_tco2e": float(v)})
+    initial_stock = pd.DataFrame(init_rows, columns=["level", "group", "stock_tco2e"])
+
+    elt = None
+    if cfg.loss_table_level is not None:
+        parts = [c.elt for c in chunks if c.elt is not None]
+        raw = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        code_to_name = {p.code: p.name for p in sim.perils}
+        order = np.lexsort((raw["group"], raw["event"], raw["peril_code"], raw["year"], raw["path"]))
+        path = raw["path"][order]
+        year = raw["year"][order]
+        pc = raw["peril_code"][order]
+        ev = raw["event"][order]
+        # event ids unique within the run: (path, year, peril, event)
+        event_id = ((path * cfg.years + year) * 64 + pc) * 1_000_000 + ev
+        elt = pd.DataFrame({
+            "path": path, "year": year, "sim_year": path * cfg.years + year, "event_id": event_id,
+            "peril": pd.Categorical([code_to_name.get(int(c), str(c)) for c in pc]) if pc.size else
+            pd.Categorical([]),
+            "group": setup.aggregator.groups[cfg.loss_table_level].labels[raw["group"][order]],
+            "loss_tco2e": raw["loss_tco2e"][order],
+        })
+
+    p = setup.params
+    provenance = {
+        "model_version": MODEL_VERSION,
+        "code_version": code_version(),
+        "region": p.region,
+        "parameter_version": p.version,
+        "parameter_sha256": p.sha256,
+        "seed": cfg.seed,
+        "paths": cfg.paths,
+        "years": cfg.years,
+        "start_year": cfg.start_year,
+        "carbon_method": cfg.carbon_method,
+        "scenario": cfg.scenario,
+        "climate_pathway": sim.climate_pathway,
+        "perils": sim.peril_names,
+        "switches": _switches_dict(sw),
+        "crediting": dataclasses.asdict(setup.crediting),
+        "levels": list(cfg.levels),
+        "portfolio": {"source": setup.portfolio.source, "parcels": setup.portfolio.n_parcels,
+                      "area_ha": float(setup.portfolio.area_ha.sum())},
+    }
+    return SimulationResult(provenance=provenance, metrics=metrics, summary=summary, horizon=horizon,
+                            parcel_summary=parcel_summary, initial_stock=initial_stock, elt=elt,
+                            per_path=per_path, labels=labels, run_info=run_info)
+
+
+__all__ = ["SimulationResult", "assemble_result", "code_version", "nested_moments"]

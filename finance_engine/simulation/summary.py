@@ -1,0 +1,137 @@
+"""Summary statistics of per-path results, with both kinds of uncertainty reported apart.
+
+Paths come in parameter sets of ``m`` consecutive paths that share one draw of the uncertain model
+parameters (:attr:`models.dynamics.SimulationSwitches.parameter_set_size`). For a statistic ``X``,
+a one-way random-effects analysis of variance over the ``G`` sets separates
+
+* the **Monte Carlo standard error** of the mean, ``sqrt(s_b^2 / G)`` with ``s_b^2`` the variance of
+  the set means -- it shrinks as paths are added;
+* the **parameter (epistemic) standard deviation**, ``sqrt(max(0, (MSB - MSW) / m))`` -- the spread of
+  the conditional mean ``E[X | parameters]`` across parameter draws, which more paths do not narrow
+  but better data would (Searle, Casella & McCulloch 1992, *Variance Components*, ch. 3).
+
+Quantiles are the empirical ones (``numpy.quantile``, linear interpolation), TVaR the mean beyond the
+quantile on the adverse side: the upper tail for losses, the lower tail for stock, sink and credits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _q_label(q: float) -> str:
+    return f"p{round(q * 100):02d}" if abs(q * 100 - round(q * 100)) < 1e-9 else f"p{q * 100:g}"
+
+
+def is_upper_tail(metric: str) -> bool:
+    """Losses are adverse when large; stock, sink and credits when small."""
+    return "loss" in metric
+
+
+def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) -> dict[str, np.ndarray]:
+    """Mean, sd, MC standard error and parameter sd along axis 0 of ``x`` (paths first).
+
+    Sets are consecutive runs of ``set_size`` paths; a short last set is dropped from the variance
+    decomposition but kept in the mean.
+    """
+    n = x.shape[0]
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1) if n > 1 else np.full(mean.shape, np.nan)
+    m = max(int(set_size), 1)
+    g = n // m
+    if m == 1 or g < 2:
+        se = sd / np.sqrt(n) if n > 1 else np.full(mean.shape, np.nan)
+        psd = np.zeros(mean.shape) if not parameter_uncertainty else np.full(mean.shape, np.nan)
+        return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+    sets = x[: g * m].reshape(g, m, *x.shape[1:])
+    set_means = sets.mean(axis=1)
+    var_b = set_means.var(axis=0, ddof=1)
+    msw = sets.var(axis=1, ddof=1).mean(axis=0)
+    msb = m * var_b
+    se = np.sqrt(var_b / g)
+    psd = np.sqrt(np.maximum(0.0, (msb - msw) / m)) if parameter_uncertainty else np.zeros(mean.shape)
+    return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+
+
+def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[float, ...],
+               upper: np.ndarray) -> dict[str, np.ndarray]:
+    """Quantiles and TVaR along axis 0. ``upper`` (broadcastable bool) marks upper-tail metrics."""
+    out: dict[str, np.ndarray] = {}
+    qs = np.quantile(x, quantiles, axis=0)
+    for q, v in zip(quantiles, qs):
+        out[_q_label(q)] = v
+    s = np.sort(x, axis=0)
+    n = x.shape[0]
+    for t in tail_levels:
+        k = max(1, int(np.ceil(n * (1 - t))))
+        hi = s[n - k:].mean(axis=0)
+        lo = s[:k].mean(axis=0)
+        out[f"tvar{round(t * 100):02d}"] = np.where(upper, hi, lo)
+    return out
+
+
+def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: np.ndarray, level: str,
+                       start_year: int, set_size: int, parameter_uncertainty: bool,
+                       quantiles: tuple[float, ...], tail_levels: tuple[float, ...]) -> pd.DataFrame:
+    """Tidy summary of a (metrics, years, paths, groups) array: one row per metric, year and group."""
+    n_metrics, years, n_paths, n_groups = per_path.shape
+    x = np.moveaxis(per_path, 2, 0)  # paths first
+    mom = nested_moments(x, set_size, parameter_uncertainty)
+    upper = np.array([is_upper_tail(m) for m in metrics])[:, None, None]
+    tails = tail_stats(x, quantiles, tail_levels, upper)
+    idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")
+    df = pd.DataFrame({
+        "level": level,
+        "group": labels[idx_g.ravel()],
+        "metric": np.asarray(metrics, dtype=object)[idx_m.ravel()],
+        "year": idx_y.ravel(),
+        "calendar_year": idx_y.ravel() + start_year,
+    })
+    for k, v in {**mom, **tails}.items():
+        df[k] = v.ravel()
+    return df
+
+
+def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], labels: np.ndarray, level: str,
+                      start_year: int) -> pd.DataFrame:
+    """Mean and standard error from (2, metrics, years, groups) sums and sums of squares.
+
+    Used for fine levels, where keeping every path would cost memory in proportion to
+    groups x paths. Paths are treated as independent here (the nested-design split is not
+    available), so ``parameter_sd`` is not reported.
+    """
+    s1, s2 = sums[0], sums[1]
+    mean = s1 / n_paths
+    var = np.maximum(s2 / n_paths - mean * mean, 0.0) * (n_paths / max(n_paths - 1, 1))
+    sd = np.sqrt(var)
+    n_metrics, years, n_groups = mean.shape
+    idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")
+    return pd.DataFrame({
+        "level": level,
+        "group": labels[idx_g.ravel()],
+        "metric": np.asarray(metrics, dtype=object)[idx_m.ravel()],
+        "year": idx_y.ravel(),
+        "calendar_year": idx_y.ravel() + start_year,
+        "mean": mean.ravel(),
+        "sd": sd.ravel(),
+        "mc_se": (sd / np.sqrt(n_paths)).ravel(),
+        "parameter_sd": np.nan,
+    })
+
+
+def horizon_per_path(per_path: np.ndarray, metrics: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Whole-horizon values per path: flows summed over years, the stock at the end.
+
+    Returns an array (metrics, 1, paths, groups) and the metric names (``cumulative_...``).
+    """
+    out = np.empty((len(metrics), 1, *per_path.shape[2:]))
+    names = []
+    for i, m in enumerate(metrics):
+        if m == "stock_tco2e":
+            out[i, 0] = per_path[i, -1]
+            names.append("stock_end_tco2e")
+        else:
+            out[i, 0] = per_path[i].sum(axis=0)
+            names.append(f"cumulative_{m}")
+    return out, tuple(names)
