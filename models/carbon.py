@@ -5,7 +5,8 @@ Two conversion methods for trees, so their structural difference is visible:
 * ``"bef"`` -- IPCC 2006 Vol. 4 Eq. 2.8 / CCER AR-CM-001 (and NDRC provincial inventory guideline):
   ``C [tC/ha] = V * D * BEF * (1 + R) * CF``
 * ``"fang"`` -- Fang et al. (2001) continuous biomass expansion: ``B [Mg/ha] = a*V + b`` (total tree
-  biomass, above + below ground), ``C = B * CF``. Below ``fang_min_volume_m3_per_ha`` the biomass is
+  biomass, above + below ground), ``C = B * 0.5`` (the carbon fraction Fang et al. used, in the
+  parameter file as ``fang_carbon_fraction``). Below ``fang_min_volume_m3_per_ha`` the biomass is
   scaled linearly to zero (the intercept ``b`` is fitted on established stands). Species without a
   Fang function fall back to the BEF method, and results say so.
 
@@ -69,8 +70,9 @@ def carbon_factors(params: ModelParameters, species_code: np.ndarray, method: Ca
     if method == "bef":
         return CarbonFactors(bef_slope[sc], np.zeros(sc.shape), 0.0, "bef")
     use_fang = t.has_fang & ~t.is_bamboo
-    slope = np.where(use_fang, t.fang_a * t.carbon_fraction, bef_slope)
-    intercept = np.where(use_fang, t.fang_b * t.carbon_fraction, 0.0)
+    cf = params.file.carbon.fang_carbon_fraction.value
+    slope = np.where(use_fang, t.fang_a * cf, bef_slope)
+    intercept = np.where(use_fang, t.fang_b * cf, 0.0)
     ramp = params.file.carbon.fang_min_volume_m3_per_ha.value
     return CarbonFactors(slope[sc], intercept[sc], ramp, "fang")
 
@@ -81,8 +83,8 @@ def tree_carbon_tc_per_ha(volume_m3_per_ha, wood_density_t_per_m3, bef, root_sho
             * carbon_fraction)
 
 
-def fang_carbon_tc_per_ha(volume_m3_per_ha, a, b, carbon_fraction):
-    """Fang et al. (2001): ``(a*V + b) * CF`` in tC/ha (no low-volume ramp)."""
+def fang_carbon_tc_per_ha(volume_m3_per_ha, a, b, carbon_fraction=0.5):
+    """Fang et al. (2001): ``(a*V + b) * CF`` in tC/ha (no low-volume ramp; Fang used CF = 0.5)."""
     return (a * np.asarray(volume_m3_per_ha) + b) * carbon_fraction
 
 

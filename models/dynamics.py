@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
-from models.growth import GrowthInputs, bamboo_logistic_step, grow_relative_maturity, resolve_growth
+from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
 from models.perils import Peril, PerilLosses, StandState, YearContext, peril_classes
 from models.portfolio import Portfolio
@@ -142,6 +142,8 @@ class ForestSimulator:
         self._replant_delay = int(regen.replanting_delay_years.value)
         bamboo_sp = [s for s in params.file.species.values() if s.bamboo is not None]
         self._bamboo_establishment = bamboo_sp[0].bamboo.establishment_stock_tc_per_ha.value if bamboo_sp else 0.0
+        # a stand measured above the ceiling keeps its measured level as its own ceiling
+        self._bamboo_ceiling = np.maximum(self.growth.bamboo_ceiling_tc_per_ha, self.growth.bamboo_managed_tc_per_ha)
         self.perils: list[Peril] = self._build_perils()
         cascades = params.perils.get("cascades")
         self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
@@ -198,9 +200,8 @@ class ForestSimulator:
         u1 = grow_relative_maturity(u0, g.rate_per_year, 1.0)
         v1 = g.asymptote_m3_per_ha * u1 ** g.shape
         tree = self.factors.tc_per_ha(v1) - self.factors.tc_per_ha(g.initial_volume_m3_per_ha)
-        managed1 = np.minimum(np.maximum(g.bamboo_ceiling_tc_per_ha, g.bamboo_managed_tc_per_ha),
-                              g.bamboo_managed_tc_per_ha + g.bamboo_drift_tc_per_ha_yr)
-        b1 = bamboo_logistic_step(np.maximum(g.initial_bamboo_tc_per_ha, 1e-9), managed1, g.bamboo_rate_per_year, 1.0)
+        b1 = bamboo_step(np.maximum(g.initial_bamboo_tc_per_ha, 1e-9), g.bamboo_managed_tc_per_ha,
+                         g.bamboo_drift_tc_per_ha_yr, self._bamboo_ceiling, g.bamboo_rate_per_year, 1.0)
         bamboo = b1 - g.initial_bamboo_tc_per_ha
         return np.where(g.is_bamboo, bamboo, tree)
 
@@ -274,11 +275,12 @@ class ForestSimulator:
                 u = grow_relative_maturity(u, rate, mult[:, :nt])
                 carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
             if n > nt:
-                managed = np.minimum(np.maximum(g.bamboo_ceiling_tc_per_ha, g.bamboo_managed_tc_per_ha[nt:]),
-                                     g.bamboo_managed_tc_per_ha[nt:] + g.bamboo_drift_tc_per_ha_yr * (y + 1))
+                managed = np.minimum(self._bamboo_ceiling[nt:],
+                                     g.bamboo_managed_tc_per_ha[nt:] + g.bamboo_drift_tc_per_ha_yr * y)
                 # a replanted stand starts from the establishment stock (new shoots from rhizomes)
                 np.maximum(bamboo_c, self._bamboo_establishment, out=bamboo_c)
-                bamboo_c = bamboo_logistic_step(bamboo_c, managed[None, :], g.bamboo_rate_per_year, mult[:, nt:])
+                bamboo_c = bamboo_step(bamboo_c, managed[None, :], g.bamboo_drift_tc_per_ha_yr,
+                                       self._bamboo_ceiling[None, nt:], g.bamboo_rate_per_year, mult[:, nt:])
                 bamboo_c[waiting[:, nt:]] = 0.0
                 carbon[:, nt:] = bamboo_c
             growth = carbon - carbon_start

@@ -18,8 +18,9 @@ Moso bamboo
 -----------
 Bamboo stands regenerate clonally, so they are modelled by stand carbon ``C`` [tC/ha] rather than
 volume. Selective harvest of old culms holds a managed stand at a level ``M``; a younger or damaged
-stand recovers toward it logistically at rate ``r``: ``C' = M / (1 + (M/C - 1) exp(-r m))``. The
-managed level rises by the management drift ``g`` per year (denser culm stands under intensive
+stand recovers toward it logistically at rate ``r``, ``L(C) = M / (1 + (M/C - 1) exp(-r m))``, and
+every stand gains the management drift on top: ``C' = min(K, L(C) + g m)``. The managed level
+rises by the management drift ``g`` per year (denser culm stands under intensive
 management; Zhejiang NFI 2009-14, Xu et al. 2017) up to the biological ceiling ``K`` (Wang et al.).
 Established stands therefore sink about ``g`` ≈ 0.54 tC/ha/yr, the published Zhejiang figure.
 """
@@ -62,12 +63,22 @@ def grow_relative_maturity(u, rate_per_year, multiplier):
 def bamboo_logistic_step(carbon_tc_per_ha, managed_tc_per_ha, rate_per_year, multiplier):
     """One year of bamboo recovery toward the managed level (exact logistic solution).
 
-    A stand above its managed level is thinned to it (selective harvest).
+    A stand above its managed level declines toward it (harvest of the extra culms).
     """
     c = np.maximum(np.asarray(carbon_tc_per_ha, dtype=np.float64), 1e-9)
     m = managed_tc_per_ha
-    grown = m / (1.0 + (m / c - 1.0) * np.exp(-rate_per_year * multiplier))
-    return np.minimum(grown, m)
+    return m / (1.0 + (m / c - 1.0) * np.exp(-rate_per_year * multiplier))
+
+
+def bamboo_step(carbon_tc_per_ha, managed_now_tc_per_ha, drift_tc_per_ha_yr, ceiling_tc_per_ha,
+                rate_per_year, multiplier):
+    """One year of Moso bamboo: logistic recovery toward today's managed level plus the drift.
+
+    ``C' = min(K, logistic(C -> M_t) + g m)``: an established stand (``C = M_t``) gains ``g m``, a
+    damaged one recovers at rate ``r`` on top.
+    """
+    grown = bamboo_logistic_step(carbon_tc_per_ha, managed_now_tc_per_ha, rate_per_year, multiplier)
+    return np.minimum(grown + drift_tc_per_ha_yr * multiplier, ceiling_tc_per_ha)
 
 
 def bamboo_carbon_at_age(age_years, managed_tc_per_ha, rate_per_year, establishment_tc_per_ha):
@@ -164,9 +175,3 @@ def expected_volume_path(inputs: GrowthInputs, years: int) -> np.ndarray:
         u = grow_relative_maturity(u, inputs.rate_per_year, 1.0)
         out[y] = inputs.asymptote_m3_per_ha * u ** inputs.shape
     return np.where(inputs.is_bamboo[None, :], 0.0, out)
-
-
-def bamboo_managed_level(inputs: GrowthInputs, years_from_start: float | np.ndarray) -> np.ndarray:
-    """Managed bamboo level ``min(K, M0 + g t)`` (tC/ha) at ``t`` years into the run."""
-    return np.minimum(np.maximum(inputs.bamboo_ceiling_tc_per_ha, inputs.bamboo_managed_tc_per_ha),
-                      inputs.bamboo_managed_tc_per_ha + inputs.bamboo_drift_tc_per_ha_yr * years_from_start)

@@ -218,6 +218,7 @@ class Regeneration(_Strict):
 
 class CarbonConstants(_Strict):
     co2_per_c: Sourced
+    fang_carbon_fraction: Sourced
     fang_min_volume_m3_per_ha: Sourced
 
 
