@@ -235,6 +235,8 @@ class ForestSimulator:
         shape = g.shape[None, :nt]
         inv_shape = 1.0 / shape
         v0 = np.broadcast_to(g.initial_volume_m3_per_ha[None, :nt], (n_paths, nt))
+        # today's volume is observed: a drawn asymptote below it is raised to just above it
+        asym = np.maximum(asym, v0 * 1.001)
         u = np.clip(v0 / asym, 0.0, 1.0 - 1e-12) ** inv_shape
         bamboo_c = np.broadcast_to(g.initial_bamboo_tc_per_ha[None, nt:], (n_paths, n - nt)).copy()
         age = np.broadcast_to(self.portfolio.age_years[None, :], (n_paths, n)).astype(np.float32)

@@ -1,0 +1,193 @@
+"""The Monte Carlo engine: reproducible to the bit, honest about its error."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finance_engine.simulation import SimulationCancelled, chunk_ranges, simulate
+from models.dynamics import SimulationSwitches
+from models.portfolio import validate_frame
+from models.rng import KeyedRandom
+from tests.conftest import make_frame
+
+LEVELS = ("portfolio", "county", "village", "species_group", "parcel")
+
+
+@pytest.fixture(scope="module")
+def portfolio(params):
+    df = make_frame(120, seed=5)
+    df["project_id"] = np.where(np.arange(120) % 2 == 0, "PRJ-1", "")
+    return validate_frame(df, params, source="engine-test")
+
+
+def _run(portfolio, params, **kw):
+    args = dict(years=8, paths=96, seed=11, levels=LEVELS, loss_table_level="county")
+    args.update(kw)
+    return simulate(portfolio, params, **args)
+
+
+def _assert_identical(a, b):
+    pd.testing.assert_frame_equal(a.summary, b.summary, check_exact=True)
+    pd.testing.assert_frame_equal(a.horizon, b.horizon, check_exact=True)
+    pd.testing.assert_frame_equal(a.parcel_summary, b.parcel_summary, check_exact=True)
+    pd.testing.assert_frame_equal(a.elt, b.elt, check_exact=True)
+    for lv in a.per_path:
+        np.testing.assert_array_equal(a.per_path[lv], b.per_path[lv])
+
+
+def test_bit_identical_across_chunk_sizes(portfolio, params):
+    a = _run(portfolio, params, chunk_paths=32)
+    b = _run(portfolio, params, chunk_paths=64)
+    c = _run(portfolio, params, chunk_paths=1000)
+    _assert_identical(a, b)
+    _assert_identical(a, c)
+    assert a.run_info["chunks"] == 3 and c.run_info["chunks"] == 1
+
+
+def test_bit_identical_with_worker_processes(portfolio, params):
+    a = _run(portfolio, params, chunk_paths=32)
+    b = _run(portfolio, params, chunk_paths=32, workers=2)
+    assert b.run_info["backend"] == "processes(2)"
+    _assert_identical(a, b)
+
+
+def test_bit_identical_on_dask_local_cluster(portfolio, params):
+    a = _run(portfolio, params, chunk_paths=32)
+    b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="local-cluster")
+    assert b.run_info["backend"] == "dask"
+    _assert_identical(a, b)
+
+
+def test_row_order_of_the_file_does_not_matter(params):
+    df = make_frame(80, seed=9)
+    a = simulate(validate_frame(df, params), params, years=5, paths=64, seed=3, levels=("county", "parcel"))
+    shuffled = df.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    b = simulate(validate_frame(shuffled, params), params, years=5, paths=64, seed=3, levels=("county", "parcel"))
+    pd.testing.assert_frame_equal(a.summary, b.summary, check_exact=True)
+    pd.testing.assert_frame_equal(a.parcel_summary, b.parcel_summary, check_exact=True)
+
+
+def test_removing_a_parcel_leaves_other_parcels_draws_unchanged(params):
+    pf = validate_frame(make_frame(50), params)
+    rnd = KeyedRandom(5, np.arange(10), pf.keys)
+    keep = np.arange(1, 50)
+    sub = rnd.subset_parcels(keep)
+    np.testing.assert_array_equal(rnd.parcel_uniform("fire.hazard", 3)[:, keep], sub.parcel_uniform("fire.hazard", 3))
+    # and a path's draws do not depend on which other paths share the block
+    other = KeyedRandom(5, np.arange(7, 9), pf.keys)
+    np.testing.assert_array_equal(rnd.parcel_uniform("x", 0)[7:9], other.parcel_uniform("x", 0))
+
+
+def test_same_seed_same_result_different_seed_different(portfolio, params):
+    a = _run(portfolio, params, paths=32, levels=("portfolio",), loss_table_level=None)
+    b = _run(portfolio, params, paths=32, levels=("portfolio",), loss_table_level=None)
+    c = _run(portfolio, params, paths=32, levels=("portfolio",), loss_table_level=None, seed=12)
+    pd.testing.assert_frame_equal(a.summary, b.summary, check_exact=True)
+    assert not np.array_equal(a.per_path["portfolio"], c.per_path["portfolio"])
+
+
+def test_reported_standard_error_matches_spread_of_repeated_runs(params):
+    pf = validate_frame(make_frame(40, seed=2), params)
+    means, ses = [], []
+    for seed in range(24):
+        r = simulate(pf, params, years=3, paths=64, seed=seed)
+        row = r.metric("stock_tco2e").iloc[-1]
+        means.append(row["mean"])
+        ses.append(row["mc_se"])
+    spread = np.std(means, ddof=1)
+    reported = np.sqrt(np.mean(np.square(ses)))
+    # the ratio of two sd estimates from 24 runs: about +-30 % at 2 sigma
+    assert 0.6 < spread / reported < 1.5, (spread, reported)
+
+
+def test_parameter_uncertainty_reported_apart(portfolio, params):
+    # growth only: with perils on, their year-to-year noise needs far more paths to separate
+    on = _run(portfolio, params, paths=128, levels=("portfolio",), loss_table_level=None,
+              switches=SimulationSwitches(perils=()))
+    off = _run(portfolio, params, paths=128, levels=("portfolio",), loss_table_level=None,
+               switches=SimulationSwitches(parameter_uncertainty=False, perils=()))
+    stock_on = on.metric("stock_tco2e").iloc[-1]
+    stock_off = off.metric("stock_tco2e").iloc[-1]
+    assert stock_off["parameter_sd"] == 0.0
+    assert stock_on["parameter_sd"] > 0.0
+    # parameter uncertainty does not shrink with paths; the sampling error does
+    assert stock_on["parameter_sd"] > stock_on["mc_se"]
+
+
+def test_levels_sum_to_portfolio(portfolio, params):
+    r = _run(portfolio, params)
+    for metric in ("stock_tco2e", "loss_tco2e", "credits_issued_tco2e"):
+        total = r.paths_of(metric, "portfolio")[..., 0]
+        for lv in ("county", "village", "species_group"):
+            np.testing.assert_allclose(r.paths_of(metric, lv).sum(axis=-1), total, rtol=1e-12, atol=1e-6)
+    init = r.initial_stock
+    assert init[init.level == "county"].stock_tco2e.sum() == pytest.approx(
+        init[init.level == "portfolio"].stock_tco2e.iloc[0], rel=1e-12)
+
+
+def test_stock_identity_and_credits(portfolio, params):
+    r = _run(portfolio, params)
+    m = {k: r.paths_of(k)[..., 0] for k in r.metrics}
+    init = r.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0]
+    prev = np.vstack([np.full((1, m["stock_tco2e"].shape[1]), init), m["stock_tco2e"][:-1]])
+    np.testing.assert_allclose(m["sink_tco2e"], m["stock_tco2e"] - prev, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(prev + m["growth_tco2e"] - m["mortality_tco2e"] - m["loss_tco2e"],
+                               m["stock_tco2e"], rtol=1e-9, atol=1e-6)
+    # credits only at the end of monitoring periods (5 years) and only for parcels in a project
+    assert np.all(m["credits_issued_tco2e"][[0, 1, 2, 3, 5, 6, 7]] == 0)
+    assert np.all(m["credits_issued_tco2e"][4] >= 0) and m["credits_issued_tco2e"][4].mean() > 0
+    ps = r.parcel_summary.set_index("parcel_id")
+    not_in_project = portfolio.frame.loc[portfolio.frame.project_id == "", "parcel_id"]
+    assert (ps.loc[not_in_project, "cumulative_credits_tco2e_mean"] == 0).all()
+
+
+def test_event_loss_table_matches_yearly_losses(portfolio, params):
+    r = _run(portfolio, params, years=10, paths=256, levels=("portfolio",), loss_table_level="portfolio")
+    if not r.provenance["perils"]:
+        pytest.skip("no perils enabled in the parameter set")
+    elt = r.elt
+    assert (elt.sim_year == elt.path * 10 + elt.year).all()
+    assert elt.event_id.is_unique
+    by_year = elt.groupby(["path", "year"]).loss_tco2e.sum()
+    loss = r.paths_of("loss_tco2e")[..., 0]  # (years, paths)
+    for (p, y), v in by_year.items():
+        assert v == pytest.approx(loss[y, p], rel=1e-9)
+    assert loss.sum() == pytest.approx(elt.loss_tco2e.sum(), rel=1e-9)
+
+
+def test_progress_and_cancel(portfolio, params):
+    seen = []
+    _run(portfolio, params, levels=("portfolio",), loss_table_level=None, chunk_paths=32, progress=seen.append)
+    assert [p.chunks_done for p in seen] == [0, 1, 2, 3]
+    assert seen[-1].fraction == 1.0 and seen[-1].eta_s == 0.0
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    with pytest.raises(SimulationCancelled):
+        _run(portfolio, params, levels=("portfolio",), chunk_paths=32, cancel=cancel)
+
+
+def test_provenance_recorded(portfolio, params):
+    r = _run(portfolio, params, paths=32, levels=("portfolio",), loss_table_level=None)
+    p = r.provenance
+    assert p["parameter_sha256"] == params.sha256 and p["seed"] == 11 and p["paths"] == 32
+    assert p["model_version"] and p["code_version"]
+    d = r.to_dict()
+    assert d["provenance"]["years"] == 8
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(years=0), "years"), (dict(paths=0), "paths"), (dict(seed=-1), "seed"),
+    (dict(levels=("district",)), "unknown level"), (dict(carbon_method="x"), "carbon_method"),
+])
+def test_bad_arguments(portfolio, params, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        _run(portfolio, params, **kw)
+
+
+def test_chunk_ranges_are_whole_blocks():
+    assert chunk_ranges(100, 40) == [(0, 0, 64), (1, 64, 100)]
+    assert chunk_ranges(64, 1) == [(0, 0, 32), (1, 32, 64)]
