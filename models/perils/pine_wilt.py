@@ -1,0 +1,474 @@
+"""Pine wilt disease (松材线虫病, *Bursaphelenchus xylophilus*, vector *Monochamus alternatus*).
+
+A spatial epidemic on pine hosts, in two layers.
+
+**Landscape layer: a grid metapopulation.** Parcel centroids are projected to km (equirectangular
+at ``grid_reference_latitude_deg``) and binned into square cells of ``cell_size_km``. The grid is the
+set of cells holding host parcels, dilated by ``grid_buffer_km`` (the forest between portfolio
+parcels is assumed to carry pines too, so the epidemic can cross it). Each path holds one
+infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
+cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
+
+``h_i = lambda * sum_{j: 0 < d_ij <= R} c_j I_j  +  mu * sum_j c_j I_j / n_cells  +  iota``
+
+where ``I_j`` is the infection flag of cell ``j``, ``R = spread_radius_km`` the reach of natural
+vector flight in a year, ``lambda = local_transmission_rate``, ``mu = long_distance_jump_rate``
+(human-mediated jumps per infected cell and year, landing uniformly on the grid), ``iota =
+introduction_rate_per_cell`` (wood brought in from outside), and ``c_j`` the source cell's
+infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels
+(sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for cells
+without portfolio parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
+KD-tree and applied to all paths at once by a sparse matmul; nothing is all-pairs. On a line of
+cells with ``R`` < 2 cells and infectivity ``c`` the front advances one cell a year with probability
+``1 - exp(-lambda c)``, so its mean speed is that probability times ``cell_size_km`` km/yr.
+
+Initial state: in the counties of ``initial_epidemic`` (Lishui has cases in Jingning), each cell
+holding host parcels is infected at the start with ``cell_infection_probability``.
+
+**Parcel layer.** A host parcel (tree species with ``pine_share`` > 0, below the altitude limit) in
+an infected cell becomes infected in a year with probability
+
+``p = parcel_infection_probability * pine_share * a(elevation) * m_control * pest_multiplier * hazard``
+
+where ``a`` is 1 below ``altitude_limit_m - altitude_taper_m`` and falls linearly to 0 at
+``altitude_limit_m`` (no infection above it), ``m_control`` the ``management.pest_control``
+multiplier of the parcel's level, ``pest_multiplier`` the cascade multiplier of storm-weakened pines
+and ``hazard`` the scenario multiplier ``ctx.hazard("pine_wilt")``.
+
+Once infected, a parcel's pines die at a yearly rate ``m`` for ``outbreak_years`` years: the
+uncontrolled rate for pest-control level ``none``, otherwise the controlled rate plus the
+``sanitation_removal_rate`` of pines felled around infected trees (carbon removed too). The mortality
+part is multiplied by ``ctx.severity("pine_wilt")`` and the cascade ``pest_multiplier``. The share of
+the original pines still standing after ``n`` years is ``(1 - m)^n``; the loss of a year is
+``m`` times the pine share of the parcel's current carbon, ``s = s0 L / (s0 L + 1 - s0)`` with ``s0``
+the species' pine share and ``L`` the surviving pine fraction, so a mixed stand loses only pines.
+After ``outbreak_years`` the episode is over and the parcel is not infected again (survivors and
+regrowth are treated as non-host, e.g. replanted broadleaf).
+
+State per (path, parcel) is kept only for host parcels: years since infection (int16, -1 while
+susceptible) and the surviving pine fraction (float32); per (path, cell) one infection flag.
+
+**Randomness.** Streams ``pine_wilt.initial`` and ``pine_wilt.spread`` are keyed by stable cell keys
+(:func:`models.rng.group_keys` of ``"pine_wilt:<ix>:<iy>"``), ``pine_wilt.parcel`` by parcel keys, so
+a path's draws do not depend on how paths are blocked.
+
+**Independent mode** (``ctx.independent``): no contagion. Each host parcel is infected with
+probability ``pi_c(t) * p``, where ``pi_c(t)`` is the marginal probability that its cell is
+infected in year ``t`` under the spatial model, estimated once per seed from a shadow run of the
+cell process on ``independent_shadow_paths`` paths (streams ``pine_wilt.shadow.*``). The yearly
+marginal infection probability of a susceptible parcel is therefore the spatial model's, up to that
+Monte Carlo error; cumulative infection matches to first order in ``p``.
+
+**Forced events**: ``ctx.forced_events["pine_wilt"]`` is a list of dicts with keys ``counties``
+and/or ``townships`` (lists of names; a township may be written ``county/township``) and optionally
+``parcel_probability`` (default ``forced_outbreak_parcel_probability``). The cells of the named areas
+become infected this year and their host parcels are infected with at least that probability
+(times the same host factors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import sparse
+from scipy.spatial import cKDTree
+
+from models.parameters.schema import Confidence, Sourced
+from models.perils import register
+from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
+from models.portfolio import MANAGEMENT_LEVELS
+from models.rng import KeyedRandom, group_keys
+
+KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
+
+
+class ForcedEventError(ValueError):
+    """A forced pine wilt event is malformed or names areas the portfolio does not have."""
+
+
+class InitialEpidemic(BaseModel):
+    """Where the disease already is when the simulation starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    counties: list[str]
+    cell_infection_probability: Sourced
+    source: str
+    confidence: Confidence
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "InitialEpidemic":
+        if not 0 <= self.cell_infection_probability.value <= 1:
+            raise ValueError("initial_epidemic.cell_infection_probability must lie in [0, 1]")
+        return self
+
+
+class PineWiltParams(PerilParams):
+    """The ``perils.pine_wilt`` block (see the module docstring for how each number is used)."""
+
+    cell_size_km: Sourced
+    grid_buffer_km: Sourced
+    grid_reference_latitude_deg: Sourced
+    spread_radius_km: Sourced
+    local_transmission_rate: Sourced
+    long_distance_jump_rate: Sourced
+    introduction_rate_per_cell: Sourced
+    initial_epidemic: InitialEpidemic
+    parcel_infection_probability: Sourced
+    forced_outbreak_parcel_probability: Sourced
+    altitude_limit_m: Sourced
+    altitude_taper_m: Sourced
+    mortality_rate_uncontrolled: Sourced
+    mortality_rate_controlled: Sourced
+    sanitation_removal_rate: Sourced
+    outbreak_years: Sourced
+    background_pest_control: Literal["none", "basic", "enhanced"] = "basic"
+    independent_shadow_paths: int = Field(default=256, ge=16, le=100_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PineWiltParams":
+        def rng(name: str, lo: float, hi: float) -> None:
+            v = getattr(self, name).value
+            if not lo <= v <= hi:
+                raise ValueError(f"pine_wilt.{name} = {v} is outside [{lo}, {hi}]")
+
+        rng("cell_size_km", 0.1, 100.0)
+        rng("grid_buffer_km", 0.0, 200.0)
+        rng("grid_reference_latitude_deg", -80.0, 80.0)
+        rng("spread_radius_km", 0.0, 100.0)
+        rng("local_transmission_rate", 0.0, 100.0)
+        rng("long_distance_jump_rate", 0.0, 10.0)
+        rng("introduction_rate_per_cell", 0.0, 1.0)
+        for name in ("parcel_infection_probability", "forced_outbreak_parcel_probability",
+                     "mortality_rate_uncontrolled", "mortality_rate_controlled", "sanitation_removal_rate"):
+            rng(name, 0.0, 1.0)
+        rng("altitude_limit_m", 0.0, 9000.0)
+        rng("altitude_taper_m", 0.0, 5000.0)
+        d = self.outbreak_years.value
+        if d != int(d) or not 1 <= d <= 100:
+            raise ValueError(f"pine_wilt.outbreak_years must be a whole number in [1, 100], got {d}")
+        return self
+
+
+@dataclass
+class PineWiltState:
+    """Per-path state of a block of paths.
+
+    Attributes
+    ----------
+    cell_infected : ndarray of bool, shape (n_paths, n_cells)
+    years_infected : ndarray of int16, shape (n_paths, n_hosts)
+        Mortality years already applied since infection; -1 while susceptible; ``outbreak_years``
+        once the episode is over.
+    pine_left : ndarray of float32, shape (n_paths, n_hosts)
+        Share of the parcel's original pines still standing (1 until infected).
+    """
+
+    cell_infected: np.ndarray
+    years_infected: np.ndarray
+    pine_left: np.ndarray
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """The landscape grid: cell integer coordinates, centres (km), keys and the neighbour matrix."""
+
+    ij: np.ndarray  # (n_cells, 2) int64 grid coordinates
+    centre_km: np.ndarray  # (n_cells, 2)
+    keys: np.ndarray  # (n_cells,) uint64
+    neighbours: sparse.csr_matrix  # (n_cells, n_cells) 0/1, symmetric, zero diagonal
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.ij.shape[0])
+
+
+def project_km(latitude: np.ndarray, longitude: np.ndarray, reference_latitude_deg: float) -> np.ndarray:
+    """Equirectangular projection (km) at a fixed reference latitude: shape (n, 2) as (x, y)."""
+    x = np.asarray(longitude, float) * KM_PER_DEGREE * np.cos(np.deg2rad(reference_latitude_deg))
+    y = np.asarray(latitude, float) * KM_PER_DEGREE
+    return np.column_stack([x, y])
+
+
+def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radius_km: float) -> CellGrid:
+    """Grid of the occupied cells dilated by ``buffer_km``, with its sparse neighbour matrix.
+
+    Parameters
+    ----------
+    cells_ij : ndarray of int, shape (n, 2)
+        Grid coordinates of the occupied cells (duplicates allowed).
+    cell_size_km, buffer_km, radius_km : float
+        Cell side, dilation radius, and the reach of one year's natural spread (km); cells whose
+        centres lie within ``radius_km`` of each other are neighbours.
+    """
+    occ = np.unique(np.asarray(cells_ij, dtype=np.int64).reshape(-1, 2), axis=0)
+    r = int(np.floor(buffer_km / cell_size_km + 1e-9))
+    if r > 0 and occ.size:
+        d = np.arange(-r, r + 1)
+        dx, dy = np.meshgrid(d, d, indexing="ij")
+        keep = dx**2 + dy**2 <= (buffer_km / cell_size_km) ** 2 + 1e-9
+        offsets = np.column_stack([dx[keep], dy[keep]])
+        occ = np.unique((occ[:, None, :] + offsets[None, :, :]).reshape(-1, 2), axis=0)
+    centre = (occ + 0.5) * cell_size_km
+    n = occ.shape[0]
+    if n > 1 and radius_km > 0:
+        pairs = cKDTree(centre).query_pairs(r=radius_km * (1 + 1e-9), output_type="ndarray")
+    else:
+        pairs = np.empty((0, 2), dtype=np.int64)
+    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    w = sparse.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n))
+    keys = group_keys([f"pine_wilt:{i}:{j}" for i, j in occ])
+    return CellGrid(ij=occ, centre_km=centre, keys=keys, neighbours=w)
+
+
+def _match_names(labels: np.ndarray, name: str, full: np.ndarray | None = None) -> np.ndarray:
+    """Parcels whose label equals ``name`` (or whose ``county/township`` path ends with it), else
+    whose label starts with it (``景宁`` for ``景宁畲族自治县``)."""
+    m = labels == name
+    if full is not None and "/" in name:
+        m |= (full == name) | np.char.endswith(full.astype(str), "/" + name)
+    if not m.any():
+        m = np.char.startswith(labels.astype(str), name)
+    return m
+
+
+@register
+class PineWilt(Peril):
+    """Pine wilt disease: a grid-metapopulation epidemic with parcel-level pine mortality."""
+
+    name: ClassVar[str] = "pine_wilt"
+    code: ClassVar[int] = 5
+    order: ClassVar[int] = 50
+    Params: ClassVar[type[PerilParams]] = PineWiltParams
+
+    def __init__(self, params: PineWiltParams, model, portfolio):
+        super().__init__(params, model, portfolio)
+        p = params
+        tables = model.tables
+        sp = np.asarray(portfolio.species_code, dtype=np.intp)
+        pine_share = tables.pine_share[sp]
+        limit, taper = p.altitude_limit_m.value, p.altitude_taper_m.value
+        elev = portfolio.elevation_m
+        if taper > 0:
+            alt = np.clip((limit - elev) / taper, 0.0, 1.0)
+        else:
+            alt = (elev < limit).astype(float)
+        is_tree = ~tables.is_bamboo[sp]
+        host = is_tree & (pine_share > 0) & (alt > 0)
+        self.host_idx = np.flatnonzero(host).astype(np.int64)
+        control = np.array([model.file.management["pest_control"][lv].value for lv in MANAGEMENT_LEVELS])
+        code = np.asarray(portfolio.pest_control_code, dtype=np.intp)[self.host_idx]
+        self.pine_share = pine_share[self.host_idx]
+        self.host_factor = self.pine_share * alt[self.host_idx] * control[code]
+        controlled = code > 0
+        self.mortality = np.where(controlled, p.mortality_rate_controlled.value, p.mortality_rate_uncontrolled.value)
+        self.sanitation = np.where(controlled, p.sanitation_removal_rate.value, 0.0)
+        self.outbreak_years = int(p.outbreak_years.value)
+
+        # ---- landscape grid ----------------------------------------------------------------
+        size = p.cell_size_km.value
+        xy = project_km(portfolio.latitude[self.host_idx], portfolio.longitude[self.host_idx],
+                        p.grid_reference_latitude_deg.value)
+        host_ij = np.floor(xy / size).astype(np.int64)
+        self.grid = build_grid(host_ij, size, p.grid_buffer_km.value, p.spread_radius_km.value)
+        self.host_cell = self._cell_index(host_ij)
+        nc = self.grid.n_cells
+        area = portfolio.area_ha[self.host_idx]
+        wsum = np.bincount(self.host_cell, weights=area, minlength=nc)
+        csum = np.bincount(self.host_cell, weights=area * control[code], minlength=nc)
+        background = control[MANAGEMENT_LEVELS.index(p.background_pest_control)]
+        self.infectivity = np.where(wsum > 0, csum / np.where(wsum > 0, wsum, 1.0), background).astype(np.float32)
+        # neighbour matrix with the source cell's infectivity folded in: pressure = I @ W'
+        self._w_local = (sparse.diags(self.infectivity) @ self.grid.neighbours).tocsr().astype(np.float32)
+        self._w_local_t = self._w_local.T.tocsr()
+
+        # ---- areas (all parcels, for forced events and the initial epidemic) --------------------
+        frame = portfolio.frame
+        self._county = frame["county"].to_numpy(str)
+        self._township = frame["township"].to_numpy(str)
+        self._county_township = np.char.add(np.char.add(self._county, "/"), self._township)
+        init_mask = np.zeros(nc, dtype=bool)
+        for name in p.initial_epidemic.counties:
+            m = _match_names(self._county[self.host_idx], name)
+            init_mask[self.host_cell[m]] = True
+        self.initial_cells = init_mask
+        self._shadow: dict[int, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def _cell_index(self, ij: np.ndarray) -> np.ndarray:
+        """Grid positions of integer cell coordinates (all must be in the grid)."""
+        g = self.grid.ij
+        span = g.max(axis=0) - g.min(axis=0) + 1 if g.size else np.array([1, 1])
+        lo = g.min(axis=0) if g.size else np.array([0, 0])
+        code_g = (g[:, 0] - lo[0]) * span[1] + (g[:, 1] - lo[1])
+        code_q = (ij[:, 0] - lo[0]) * span[1] + (ij[:, 1] - lo[1])
+        order = np.argsort(code_g)
+        pos = np.searchsorted(code_g[order], code_q)
+        return order[pos].astype(np.int64)
+
+    @property
+    def n_hosts(self) -> int:
+        return int(self.host_idx.size)
+
+    def init_state(self, n_paths: int, rnd: KeyedRandom) -> PineWiltState:
+        return PineWiltState(
+            cell_infected=self._initial_cells(rnd),
+            years_infected=np.full((n_paths, self.n_hosts), -1, dtype=np.int16),
+            pine_left=np.ones((n_paths, self.n_hosts), dtype=np.float32),
+        )
+
+    def _initial_cells(self, rnd: KeyedRandom, prefix: str = "pine_wilt") -> np.ndarray:
+        p0 = self.params.initial_epidemic.cell_infection_probability.value
+        if not self.initial_cells.any() or p0 <= 0:
+            return np.zeros((rnd.n_paths, self.grid.n_cells), dtype=bool)
+        u = rnd.keyed_uniform(f"{prefix}.initial", 0, self.grid.keys)
+        return self.initial_cells[None, :] & (u < p0)
+
+    # ---- landscape dynamics --------------------------------------------------------------
+    def cell_hazard(self, infected: np.ndarray) -> np.ndarray:
+        """Yearly infection hazard of every cell, shape (n_paths, n_cells), from the infected flags."""
+        p = self.params
+        x = infected.astype(np.float32)
+        local = np.asarray(self._w_local_t @ x.T).T  # (n_paths, n_cells): sum_j c_j I_j w_ji
+        emitted = x @ self.infectivity  # (n_paths,)
+        h = p.local_transmission_rate.value * local
+        h += (p.long_distance_jump_rate.value * emitted / max(self.grid.n_cells, 1))[:, None]
+        h += p.introduction_rate_per_cell.value
+        return h
+
+    def advance_cells(self, infected: np.ndarray, year: int, rnd: KeyedRandom, forced_cells: np.ndarray | None,
+                      prefix: str = "pine_wilt") -> None:
+        """One year of the cell SI process, in place."""
+        if self.grid.n_cells == 0:
+            return
+        prob = -np.expm1(-self.cell_hazard(infected))
+        u = rnd.keyed_uniform(f"{prefix}.spread", year, self.grid.keys)
+        infected |= u < prob
+        if forced_cells is not None:
+            infected |= forced_cells[None, :]
+
+    def _shadow_marginal(self, seed: int, year: int, forced_cells: np.ndarray | None) -> np.ndarray:
+        """Marginal probability that each cell is infected in ``year`` (independent mode)."""
+        sh = self._shadow.get(seed)
+        if sh is None:
+            n = self.params.independent_shadow_paths
+            srnd = KeyedRandom(seed, np.arange(n, dtype=np.int64), np.empty(0, dtype=np.uint64))
+            sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": []}
+            self._shadow[seed] = sh
+        while len(sh["pi"]) <= year:
+            y = len(sh["pi"])
+            self.advance_cells(sh["state"], y, sh["rnd"], forced_cells if y == year else None, "pine_wilt.shadow")
+            sh["pi"].append(sh["state"].mean(axis=0))
+        return sh["pi"][year]
+
+    # ---- forced events ---------------------------------------------------------------------
+    def forced_masks(self, events: list[dict]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Cells to infect and per-host forced infection probabilities of this year's forced events.
+
+        Raises
+        ------
+        ForcedEventError
+            Unknown keys, empty areas, names not in the portfolio, or a probability outside [0, 1].
+        """
+        if not events:
+            return None, None
+        if not isinstance(events, (list, tuple)):
+            raise ForcedEventError("forced pine_wilt events must be a list of dicts")
+        allowed = {"counties", "townships", "parcel_probability"}
+        cells = np.zeros(self.grid.n_cells, dtype=bool)
+        prob = np.zeros(self.n_hosts)
+        for k, ev in enumerate(events):
+            if not isinstance(ev, dict):
+                raise ForcedEventError(f"forced pine_wilt event {k}: must be a dict, got {type(ev).__name__}")
+            bad = sorted(set(ev) - allowed)
+            if bad:
+                raise ForcedEventError(f"forced pine_wilt event {k}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+            if not ev.get("counties") and not ev.get("townships"):
+                raise ForcedEventError(f"forced pine_wilt event {k}: name at least one of `counties`, `townships`")
+            pe = ev.get("parcel_probability", self.params.forced_outbreak_parcel_probability.value)
+            if isinstance(pe, bool) or not isinstance(pe, (int, float)) or not 0 <= pe <= 1:
+                raise ForcedEventError(f"forced pine_wilt event {k}: parcel_probability must be a number in [0, 1], "
+                                       f"got {pe!r}")
+            area = np.zeros(self.portfolio.n_parcels, dtype=bool)
+            for key, labels, full in (("counties", self._county, None),
+                                      ("townships", self._township, self._county_township)):
+                names = ev.get(key) or []
+                if isinstance(names, str) or not isinstance(names, (list, tuple)):
+                    raise ForcedEventError(f"forced pine_wilt event {k}: `{key}` must be a list of names")
+                for nm in names:
+                    m = _match_names(labels, str(nm), full)
+                    if not m.any():
+                        known = sorted(set(labels.tolist()))
+                        raise ForcedEventError(f"forced pine_wilt event {k}: {key[:-1] if key == 'townships' else 'county'}"
+                                               f" {nm!r} is not in the portfolio; known: {known[:30]}")
+                    area |= m
+            in_area = area[self.host_idx]
+            cells[self.host_cell[in_area]] = True
+            prob = np.where(in_area, np.maximum(prob, float(pe)), prob)
+        return cells, prob
+
+    # ---- one year --------------------------------------------------------------------------
+    def step(self, ctx: YearContext, state: PineWiltState) -> PerilLosses:
+        if self.n_hosts == 0:
+            return PerilLosses.empty()
+        y = ctx.year
+        n_paths = ctx.rnd.n_paths
+        forced_cells, forced_prob = self.forced_masks(ctx.forced_events.get(self.name, []))
+        years = state.years_infected
+        susceptible = years < 0
+        base = self.params.parcel_infection_probability.value
+        if ctx.independent:
+            pi = self._shadow_marginal(int(ctx.rnd.seed), y, forced_cells)
+            cell_p = pi[self.host_cell]
+            cand = susceptible & (cell_p > 0)[None, :]
+        else:
+            self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells)
+            cell_p = None
+            cand = susceptible & state.cell_infected[:, self.host_cell]
+        if forced_prob is not None:
+            cand |= susceptible & (forced_prob > 0)[None, :]
+        cand &= ctx.stand.age_years[:, self.host_idx] > 0
+        pp, qq = np.nonzero(cand)
+        if pp.size:
+            gq = self.host_idx[qq]
+            hazard = np.broadcast_to(np.asarray(ctx.hazard(self.name), dtype=float), (n_paths,))
+            weak = ctx.stand.pest_multiplier[pp, gq].astype(float)
+            factor = self.host_factor[qq] * weak * hazard[pp]
+            if cell_p is None:
+                p = base * factor
+            else:
+                p = cell_p[qq] * base * factor
+            if forced_prob is not None:
+                p = np.maximum(p, forced_prob[qq] * factor)
+            u = ctx.rnd.sparse_uniform("pine_wilt.parcel", y, pp, gq)
+            new = u < np.minimum(p, 1.0)
+            years[pp[new], qq[new]] = 0
+            state.pine_left[pp[new], qq[new]] = 1.0
+
+        # ---- mortality of infected stands ---------------------------------------------------------
+        pp, qq = np.nonzero((years >= 0) & (years < self.outbreak_years))
+        if pp.size == 0:
+            return PerilLosses.empty()
+        gq = self.host_idx[qq]
+        severity = np.broadcast_to(np.asarray(ctx.severity(self.name), dtype=float), (n_paths,))
+        m = self.mortality[qq] * ctx.stand.pest_multiplier[pp, gq].astype(float) * severity[pp]
+        m = np.minimum(m + self.sanitation[qq], 1.0)
+        left = state.pine_left[pp, qq].astype(float)
+        s0 = self.pine_share[qq]
+        share = s0 * left / (s0 * left + (1.0 - s0))
+        loss = share * m
+        state.pine_left[pp, qq] = (left * (1.0 - m)).astype(np.float32)
+        years[pp, qq] += 1
+        keep = loss > 0
+        z = np.zeros(int(keep.sum()), dtype=np.int64)
+        return PerilLosses(pp[keep].astype(np.int64), gq[keep], loss[keep], z, np.zeros(z.size, dtype=bool))
+
+
+Params = PineWiltParams
+
+__all__ = ["CellGrid", "ForcedEventError", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
+           "project_km"]

@@ -1,0 +1,322 @@
+"""Pine wilt disease: mortality curve, spread speed, host limits, forced outbreaks, determinism."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.dynamics import ForestSimulator, SimulationSwitches
+from models.parameters.schema import Sourced
+from models.perils.base import StandState, YearContext
+from models.perils.pine_wilt import KM_PER_DEGREE, ForcedEventError, PineWilt, build_grid
+from models.portfolio import validate_frame
+from models.rng import KeyedRandom
+
+REF_LAT = 28.1
+
+
+def frame(lat, lon, species, county="景宁畲族自治县", township="甲镇", elevation=300.0, pest_control="none",
+          prefix="P") -> pd.DataFrame:
+    n = len(lat)
+    return pd.DataFrame({
+        "parcel_id": [f"{prefix}{i:05d}" for i in range(n)],
+        "province": "浙江省", "city": "丽水市",
+        "county": county if not np.isscalar(county) else [county] * n,
+        "township": township if not np.isscalar(township) else [township] * n,
+        "village": "一村",
+        "latitude": lat, "longitude": lon, "area_ha": 10.0,
+        "species_group": species if not np.isscalar(species) else [species] * n,
+        "age_years": 20, "site_class": "II",
+        "elevation_m": elevation, "pest_control": pest_control,
+    })
+
+
+def pw_params(params, **values):
+    """The Lishui pine wilt block with some values replaced (Sourced fields keep their labels)."""
+    base = params.perils["pine_wilt"]
+    upd = {}
+    for k, v in values.items():
+        cur = getattr(base, k)
+        upd[k] = Sourced(value=float(v), source="domain_doc", confidence="assumption") if isinstance(cur, Sourced) else v
+    return base.model_copy(update=upd)
+
+
+QUIET = dict(introduction_rate_per_cell=0.0, long_distance_jump_rate=0.0)
+
+
+def no_initial(params):
+    ie = params.perils["pine_wilt"].initial_epidemic.model_copy(update={"counties": []})
+    return {"initial_epidemic": ie}
+
+
+def ctx_for(rnd, n, year, forced=None, independent=False, hazard=1.0, severity=1.0, carbon=50.0):
+    p = rnd.n_paths
+    stand = StandState(np.full((p, n), carbon), np.full((p, n), 20.0, np.float32),
+                       np.ones((p, n), np.float32), np.ones((p, n), np.float32))
+    return YearContext(year=year, calendar_year=2026 + year, rnd=rnd, stand=stand, drought=np.zeros(p, bool),
+                       hazard_multiplier={"pine_wilt": hazard}, severity_multiplier={"pine_wilt": severity},
+                       forced_events={"pine_wilt": forced} if forced else {}, independent=independent)
+
+
+def dense_loss(pl, p, n):
+    out = np.zeros((p, n))
+    out[pl.path_pos, pl.parcel_pos] = pl.loss_fraction
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+def test_grid_neighbours_8_cells_within_reach():
+    ij = np.array([[i, j] for i in range(5) for j in range(5)])
+    g = build_grid(ij, 3.0, 0.0, 4.5)
+    deg = np.asarray(g.neighbours.sum(axis=1)).ravel()
+    centre = int(np.flatnonzero((g.ij == [2, 2]).all(axis=1))[0])
+    corner = int(np.flatnonzero((g.ij == [0, 0]).all(axis=1))[0])
+    assert deg[centre] == 8 and deg[corner] == 3
+    assert g.neighbours.diagonal().sum() == 0
+    # dilation by one cell adds the ring around the 5x5 block
+    assert build_grid(ij, 3.0, 3.0, 4.5).n_cells == 25 + 4 * 5
+
+
+def test_mortality_curve_matches_closed_form(params):
+    # pure Masson pine (s0 = 1) and mixed conifer (s0 = 0.5); no control vs basic control
+    lat = np.full(4, 28.0)
+    lon = np.full(4, 119.5)
+    species = ["masson_pine", "masson_pine", "mixed_conifer", "chinese_fir"]
+    pf = validate_frame(frame(lat, lon, species, pest_control=["none", "basic", "none", "none"]), params)
+    prm = pw_params(params, **QUIET, **no_initial(params))
+    peril = PineWilt(prm, params, pf)
+    rnd = KeyedRandom(3, np.arange(2), pf.keys)
+    state = peril.init_state(2, rnd)
+    state.years_infected[:] = 0  # every host parcel infected at the start of year 0
+    m_u = prm.mortality_rate_uncontrolled.value
+    m_c = prm.mortality_rate_controlled.value + prm.sanitation_removal_rate.value
+    years = int(prm.outbreak_years.value)
+    pid = list(pf.parcel_id)
+    pos = {s: pid.index(f"P{i:05d}") for i, s in enumerate(["pine_none", "pine_basic", "mixed", "fir"])}
+    severity = np.array([1.0, 1.5])  # path 1 under a 1.5x severity stress
+    for y in range(years + 3):
+        loss = dense_loss(peril.step(ctx_for(rnd, pf.n_parcels, y, severity=severity), state), 2, pf.n_parcels)
+        active = y < years
+        for path, sev in enumerate(severity):
+            m = m_u * sev
+            assert loss[path, pos["pine_none"]] == pytest.approx(m if active else 0.0)
+            mc = prm.mortality_rate_controlled.value * sev + prm.sanitation_removal_rate.value
+            assert loss[path, pos["pine_basic"]] == pytest.approx(mc if active else 0.0)
+            left = (1 - m) ** y  # pines left before this year's loss
+            share = 0.5 * left / (0.5 * left + 0.5)
+            assert loss[path, pos["mixed"]] == pytest.approx(share * m if active else 0.0, rel=1e-6)
+            assert loss[path, pos["fir"]] == 0.0
+    # cumulative pine mortality: domain_parameters.md §4.2 "cumulative 50-90% in 5-10 yr" (uncontrolled)
+    assert 0.5 <= 1 - (1 - m_u) ** 5 <= 0.9 and 0.5 <= 1 - (1 - m_u) ** 10 <= 0.9
+    assert 0.03 <= prm.mortality_rate_controlled.value <= 0.10 and m_c < m_u
+    host = list(peril.host_idx)
+    assert state.pine_left[0, host.index(pos["pine_none"])] == pytest.approx((1 - m_u) ** years, rel=1e-5)
+
+
+def _line_portfolio(params, n_cells, size_km):
+    kx = KM_PER_DEGREE * np.cos(np.deg2rad(REF_LAT))
+    i0, j0 = int(119.0 * kx // size_km), int(28.0 * KM_PER_DEGREE // size_km)
+    lon = (i0 + np.arange(n_cells) + 0.5) * size_km / kx
+    lat = np.full(n_cells, (j0 + 0.5) * size_km / KM_PER_DEGREE)
+    county = ["起点县"] + ["其他县"] * (n_cells - 1)
+    return validate_frame(frame(lat, lon, "masson_pine", county=county), params)
+
+
+@pytest.mark.parametrize("rate,radius_cells,expected_cells_per_year", [
+    (1.0, 1.2, 1 - np.exp(-1.0)),  # one neighbour each side: the front moves with prob 1-exp(-lambda)
+    (60.0, 2.2, 2.0),  # near-certain transmission, reach of two cells: two cells a year
+])
+def test_front_speed_on_a_line_matches_kernel(params, rate, radius_cells, expected_cells_per_year):
+    size = params.perils["pine_wilt"].cell_size_km.value
+    n_cells, years, n_paths = 80, 20, 200
+    pf = _line_portfolio(params, n_cells, size)
+    prm = pw_params(params, **QUIET, **no_initial(params), grid_buffer_km=0.0, local_transmission_rate=rate,
+                    spread_radius_km=radius_cells * size)
+    peril = PineWilt(prm, params, pf)
+    assert peril.grid.n_cells == n_cells
+    assert np.allclose(peril.infectivity, 1.0)  # pest_control none everywhere
+    rnd = KeyedRandom(11, np.arange(n_paths), pf.keys)
+    state = peril.init_state(n_paths, rnd)
+    for y in range(years + 1):
+        peril.step(ctx_for(rnd, pf.n_parcels, y, forced=[{"counties": ["起点县"]}] if y == 0 else None), state)
+    x = peril.grid.ij[:, 0] - peril.grid.ij[:, 0].min()
+    front = np.where(state.cell_infected, x[None, :], -1).max(axis=1)
+    speed = front / years  # cells per year
+    mean, se = speed.mean(), speed.std(ddof=1) / np.sqrt(n_paths)
+    assert abs(mean - expected_cells_per_year) <= 4 * max(se, 1e-3)
+    # in km/yr, the natural spread of domain_parameters.md §4.2 is 2-5 km/yr for the default kernel
+    if rate == 1.0:
+        q = 1 - np.exp(-params.perils["pine_wilt"].local_transmission_rate.value * 0.7)
+        assert 2.0 <= q * size <= 5.0
+
+
+def test_no_infection_above_altitude_or_on_non_pine(params):
+    rng = np.random.default_rng(5)
+    n = 400
+    lat, lon = rng.uniform(27.9, 28.0, n), rng.uniform(119.5, 119.6, n)
+    species = np.array(["masson_pine", "chinese_fir", "evergreen_broadleaf", "moso_bamboo"])[np.arange(n) % 4]
+    elev = np.where(np.arange(n) % 8 < 4, 300.0, rng.uniform(1000.0, 1500.0, n))
+    elev[(np.arange(n) % 8 == 4)] = 900.0  # half-way down the taper (limit 1000, taper 200)
+    elev[(np.arange(n) % 16 == 0)] = 1000.0  # exactly at the limit
+    pf = validate_frame(frame(lat, lon, species, elevation=elev), params)
+    prm = pw_params(params, **QUIET, **no_initial(params))
+    peril = PineWilt(prm, params, pf)
+    n_paths = 64
+    rnd = KeyedRandom(1, np.arange(n_paths), pf.keys)
+    state = peril.init_state(n_paths, rnd)
+    ever = np.zeros((n_paths, pf.n_parcels), bool)
+    first = None
+    for y in range(6):
+        pl = peril.step(ctx_for(rnd, pf.n_parcels, y, forced=[{"counties": ["景宁"], "parcel_probability": 0.4}]), state)
+        ever[pl.path_pos, pl.parcel_pos] = True
+        if y == 0:
+            first = ever.copy()
+    sp = np.asarray(pf.frame["species_group"])
+    el = pf.elevation_m
+    pine_low = (sp == "masson_pine") & (el < 800)
+    assert ever[:, pine_low].mean() > 0.5  # the disease does reach low pines
+    assert not ever[:, sp != "masson_pine"].any()
+    assert not ever[:, el >= 1000.0].any()
+    # first-year infection rate: 0.4 below the taper, 0.4 * 0.5 at 900 m (closed form)
+    taper = (sp == "masson_pine") & (el == 900.0)
+    for mask, p in ((pine_low, 0.4), (taper, 0.2)):
+        k = first[:, mask]
+        assert abs(k.mean() - p) <= 4 * np.sqrt(p * (1 - p) / k.size)
+
+
+def test_hazard_multiplier_scales_infection(params):
+    rng = np.random.default_rng(2)
+    n = 300
+    pf = validate_frame(frame(rng.uniform(27.9, 28.0, n), rng.uniform(119.5, 119.6, n), "masson_pine"), params)
+    prm = pw_params(params, **QUIET, **no_initial(params), parcel_infection_probability=0.1)
+    peril = PineWilt(prm, params, pf)
+    n_paths = 64
+    rnd = KeyedRandom(9, np.arange(n_paths), pf.keys)
+    state = peril.init_state(n_paths, rnd)
+    state.cell_infected[:] = True
+    hazard = np.where(np.arange(n_paths) % 2 == 0, 1.0, 2.5)
+    pl = peril.step(ctx_for(rnd, pf.n_parcels, 0, hazard=hazard), state)
+    hit = np.zeros((n_paths, pf.n_parcels), bool)
+    hit[pl.path_pos, pl.parcel_pos] = True
+    for sel, p in ((hazard == 1.0, 0.1), (hazard == 2.5, 0.25)):
+        k = hit[sel]
+        assert abs(k.mean() - p) <= 4 * np.sqrt(p * (1 - p) / k.size)
+
+
+def test_forced_outbreak_starts_where_named(params):
+    rng = np.random.default_rng(4)
+    n = 300
+    west = np.arange(n) < n // 2
+    lon = np.where(west, rng.uniform(119.0, 119.1, n), rng.uniform(120.0, 120.1, n))  # ~100 km apart
+    county = np.where(west, "莲都区", "龙泉市")
+    township = np.where(rng.uniform(size=n) < 0.5, "甲镇", "乙乡")
+    pf = validate_frame(frame(rng.uniform(28.0, 28.1, n), lon, "masson_pine", county=county, township=township), params)
+    prm = pw_params(params, **QUIET, **no_initial(params))
+    peril = PineWilt(prm, params, pf)
+    rnd = KeyedRandom(2, np.arange(16), pf.keys)
+    state = peril.init_state(16, rnd)
+    assert not state.cell_infected.any()
+    pl = peril.step(ctx_for(rnd, pf.n_parcels, 0, forced=[{"townships": ["龙泉市/乙乡"], "parcel_probability": 1.0}]),
+                    state)
+    fr = pf.frame
+    named = ((fr["county"] == "龙泉市") & (fr["township"] == "乙乡")).to_numpy()
+    hit = np.zeros((16, pf.n_parcels), bool)
+    hit[pl.path_pos, pl.parcel_pos] = True
+    assert hit[:, named].all() and not hit[:, west].any()
+    west_cells = np.unique(peril.host_cell[west[peril.host_idx]])
+    assert not state.cell_infected[:, west_cells].any()
+    # other parcels sharing the newly infected cells: the ordinary rate (no control: multiplier 1)
+    assert peril.n_hosts == pf.n_parcels  # all pines at 300 m: host positions are parcel positions
+    in_cell = state.cell_infected[0, peril.host_cell]
+    assert in_cell[named].all()
+    others = hit[:, ~named & in_cell]
+    p = prm.parcel_infection_probability.value
+    assert abs(others.mean() - p) <= 4 * np.sqrt(p * (1 - p) / others.size)
+    # bad events: clear errors naming the problem
+    with pytest.raises(ForcedEventError, match="unknown key"):
+        peril.forced_masks([{"county": ["龙泉市"]}])
+    with pytest.raises(ForcedEventError, match="not in the portfolio"):
+        peril.forced_masks([{"counties": ["庆元县"]}])
+    with pytest.raises(ForcedEventError, match="parcel_probability"):
+        peril.forced_masks([{"counties": ["龙泉市"], "parcel_probability": 1.5}])
+    with pytest.raises(ValueError, match="at least one"):
+        peril.forced_masks([{}])
+
+
+def _sim_portfolio(params, n=600, seed=8):
+    rng = np.random.default_rng(seed)
+    lat, lon = rng.uniform(27.9, 28.2, n), rng.uniform(119.4, 119.8, n)
+    county = np.where(lon < 119.5, "景宁畲族自治县", "云和县")
+    species = rng.choice(["masson_pine", "mixed_conifer", "chinese_fir", "moso_bamboo"], n)
+    return validate_frame(frame(lat, lon, species, county=county, elevation=rng.uniform(100, 1100, n),
+                                pest_control=rng.choice(["none", "basic", "enhanced"], n)), params)
+
+
+def test_draws_do_not_depend_on_path_blocking(params):
+    pf = _sim_portfolio(params, n=300)
+    sim = ForestSimulator(params, pf, switches=SimulationSwitches(perils=("pine_wilt",)))
+
+    def losses(path_ids, path):
+        out = []
+        rnd = KeyedRandom(42, np.asarray(path_ids), pf.keys)
+        k = list(path_ids).index(path)
+        for yo in sim.run(rnd, 12):
+            (_, pl, lost), = yo.losses
+            sel = pl.path_pos == k
+            out.append((pl.parcel_pos[sel].tolist(), pl.loss_fraction[sel].tolist(), lost[sel].tolist()))
+        return out
+
+    a = losses(range(8), 5)
+    b = losses(range(32), 5)
+    c = losses(range(4, 12), 5)
+    assert a == b == c
+    assert sum(len(x[0]) for x in a) > 0  # the epidemic did something on this path
+
+
+def test_independent_mode_matches_marginal_infection_rate(params):
+    pf = _sim_portfolio(params)
+    # scattered foci that grow: the regime where contagion makes parcels move together
+    prm = pw_params(params, introduction_rate_per_cell=0.001, long_distance_jump_rate=0.0, **no_initial(params))
+    n_paths, years = 256, 10
+    shares = {}
+    for indep in (False, True):
+        peril = PineWilt(prm, params, pf)
+        rnd = KeyedRandom(5, np.arange(n_paths), pf.keys)
+        state = peril.init_state(n_paths, rnd)
+        for y in range(years):
+            peril.step(ctx_for(rnd, pf.n_parcels, y, independent=indep), state)
+        shares[indep] = (state.years_infected >= 0).mean(axis=1)  # infected share of hosts, per path
+    sp, si = shares[False], shares[True]
+    se = np.sqrt(2 * sp.var(ddof=1) / n_paths + si.var(ddof=1) / n_paths)  # spatial, shadow and independent error
+    assert 0.02 < sp.mean() < 0.95
+    assert abs(sp.mean() - si.mean()) <= 4 * se
+    # contagion gone: far less co-movement of parcels across paths
+    assert si.var() < sp.var() / 4
+
+
+def test_speed_5000_parcels_64_paths_30_years(params):
+    rng = np.random.default_rng(0)
+    n = 5000
+    pf = validate_frame(frame(rng.uniform(27.4, 28.8, n), rng.uniform(118.7, 120.5, n),
+                              rng.choice(["masson_pine", "mixed_conifer", "chinese_fir"], n),
+                              county=rng.choice(["景宁畲族自治县", "莲都区"], n), pest_control="basic"), params)
+    peril = PineWilt(params.perils["pine_wilt"], params, pf)
+    rnd = KeyedRandom(1, np.arange(64), pf.keys)
+    state = peril.init_state(64, rnd)
+    ctxs = [ctx_for(rnd, pf.n_parcels, y) for y in range(30)]
+    t0 = time.perf_counter()
+    n_loss = sum(len(peril.step(c, state)) for c in ctxs)
+    elapsed = time.perf_counter() - t0
+    assert n_loss > 0
+    assert elapsed < 3.0, f"pine wilt took {elapsed:.2f}s for 5,000 parcels x 64 paths x 30 years"
+
+
+def test_parameter_block_targets(params):
+    p = params.perils["pine_wilt"]
+    assert p.altitude_limit_m.value == 1000.0 and p.altitude_limit_m.confidence == "read"
+    control = params.file.management["pest_control"]["basic"].value
+    assert 0.02 <= p.parcel_infection_probability.value * control <= 0.05  # §4.2: 2-5 %/yr, epidemic county
+    assert 0.10 <= p.mortality_rate_uncontrolled.value <= 0.30
