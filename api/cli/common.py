@@ -129,3 +129,47 @@ def run_guarded(group: click.Group, argv: list[str]) -> int:
         click.echo(f"carbon-risk: failed: {type(exc).__name__}: {exc}", err=True)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+class ProgressBar:
+    """A one-line progress bar with ETA on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, enabled: bool | None = None):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = ""
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * p.fraction)
+        eta = "" if p.eta_s is None else f" ETA {p.eta_s:5.1f}s"
+        line = f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {p.chunks_done}/{p.chunks_total}{eta}"
+        if line != self._last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self._last = line
+        if p.chunks_done == p.chunks_total:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def simulation_options(f: Callable) -> Callable:
+    """--years --paths --seed --workers --chunk-paths --scheduler --carbon-method."""
+    opts = [
+        click.option("--years", type=click.IntRange(1, 200), default=30, show_default=True, help="Horizon in years."),
+        click.option("--paths", type=click.IntRange(1, 10_000_000), default=1000, show_default=True,
+                     help="Monte Carlo paths."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True),
+        click.option("--carbon-method", type=click.Choice(["bef", "fang"]), default="bef", show_default=True),
+        click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+                     help="Local worker processes."),
+        click.option("--chunk-paths", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
+                     help="Paths per chunk (memory/speed only; results are identical)."),
+        click.option("--scheduler", default=None, metavar="local-cluster|tcp://HOST:PORT",
+                     help="Run the chunks on a Dask cluster."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
