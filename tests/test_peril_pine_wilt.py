@@ -11,7 +11,8 @@ import pytest
 from models.dynamics import ForestSimulator, SimulationSwitches
 from models.parameters.schema import Sourced
 from models.perils.base import StandState, YearContext
-from models.perils.pine_wilt import KM_PER_DEGREE, ForcedEventError, PineWilt, build_grid
+from models.perils._weather import ForcedEventError
+from models.perils.pine_wilt import KM_PER_DEGREE, PineWilt, build_grid
 from models.portfolio import validate_frame
 from models.rng import KeyedRandom
 
@@ -238,8 +239,10 @@ def test_forced_outbreak_starts_where_named(params):
     # bad events: clear errors naming the problem
     with pytest.raises(ForcedEventError, match="unknown key"):
         peril.forced_masks([{"county": ["龙泉市"]}])
-    with pytest.raises(ForcedEventError, match="not in the portfolio"):
-        peril.forced_masks([{"counties": ["庆元县"]}])
+    with pytest.raises(ForcedEventError, match="non-text"):
+        peril.forced_masks([{"counties": [3]}])
+    cells, prob = peril.forced_masks([{"counties": ["庆元县"]}])  # not in this portfolio: hits nothing
+    assert not cells.any() and not prob.any()
     with pytest.raises(ForcedEventError, match="parcel_probability"):
         peril.forced_masks([{"counties": ["龙泉市"], "parcel_probability": 1.5}])
     with pytest.raises(ValueError, match="at least one"):

@@ -60,7 +60,8 @@ marginal infection probability of a susceptible parcel is therefore the spatial 
 Monte Carlo error; cumulative infection matches to first order in ``p``.
 
 **Forced events**: ``ctx.forced_events["pine_wilt"]`` is a list of dicts with keys ``counties``
-and/or ``townships`` (lists of names; a township may be written ``county/township``) and optionally
+and/or ``townships`` (lists of names; a township may be written ``county/township``; names the portfolio does not hold hit
+nothing, as for the weather perils) and optionally
 ``parcel_probability`` (default ``forced_outbreak_parcel_probability``). The cells of the named areas
 become infected this year and their host parcels are infected with at least that probability
 (times the same host factors).
@@ -78,6 +79,7 @@ from scipy.spatial import cKDTree
 
 from models.parameters.schema import Confidence, Sourced
 from models.perils import register
+from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
 from models.rng import KeyedRandom, group_keys
@@ -85,8 +87,6 @@ from models.rng import KeyedRandom, group_keys
 KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
 
 
-class ForcedEventError(ValueError):
-    """A forced pine wilt event is malformed or names areas the portfolio does not have."""
 
 
 class InitialEpidemic(BaseModel):
@@ -372,7 +372,8 @@ class PineWilt(Peril):
         Raises
         ------
         ForcedEventError
-            Unknown keys, empty areas, names not in the portfolio, or a probability outside [0, 1].
+            Unknown keys, no area named, non-text names, or a probability outside [0, 1]. Names the
+            portfolio does not hold hit nothing.
         """
         if not events:
             return None, None
@@ -400,12 +401,12 @@ class PineWilt(Peril):
                 if isinstance(names, str) or not isinstance(names, (list, tuple)):
                     raise ForcedEventError(f"forced pine_wilt event {k}: `{key}` must be a list of names")
                 for nm in names:
-                    m = _match_names(labels, str(nm), full)
-                    if not m.any():
-                        known = sorted(set(labels.tolist()))
-                        raise ForcedEventError(f"forced pine_wilt event {k}: {key[:-1] if key == 'townships' else 'county'}"
-                                               f" {nm!r} is not in the portfolio; known: {known[:30]}")
-                    area |= m
+                    if not isinstance(nm, str) or not nm.strip():
+                        raise ForcedEventError(f"forced pine_wilt event {k}: `{key}` holds a non-text or empty name "
+                                               f"{nm!r}")
+                    # a name this portfolio does not hold hits nothing (a city-wide scenario may run on
+                    # part of the city), as for the weather perils
+                    area |= _match_names(labels, nm.strip(), full)
             in_area = area[self.host_idx]
             cells[self.host_cell[in_area]] = True
             prob = np.where(in_area, np.maximum(prob, float(pe)), prob)
@@ -470,5 +471,5 @@ class PineWilt(Peril):
 
 Params = PineWiltParams
 
-__all__ = ["CellGrid", "ForcedEventError", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
+__all__ = ["CellGrid", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
            "project_km"]
