@@ -1,0 +1,70 @@
+"""Five-level carbon accounts: every level sums exactly from the villages up."""
+
+import numpy as np
+import pytest
+
+from finance_engine.accounts import carbon_accounts
+from models.portfolio import LEVELS, validate_frame
+from tests.conftest import make_frame
+
+
+@pytest.fixture(scope="module")
+def accounts(params):
+    pf = validate_frame(make_frame(150, seed=4), params)
+    return pf, carbon_accounts(pf, params, sink_paths=64, seed=1)
+
+
+KG_COLUMNS = ["area_ha_kg", "stock_bef_tco2e_kg", "stock_fang_tco2e_kg", "potential_sink_tco2e_per_yr_kg",
+              "expected_sink_tco2e_per_yr_kg", "expected_loss_tco2e_per_yr_kg"]
+
+
+def test_every_level_is_the_exact_sum_of_the_level_below(accounts):
+    _, acc = accounts
+    t = acc.table
+    chain = ["portfolio", *LEVELS]
+    for parent, child in zip(chain[:-1], chain[1:]):
+        keys = list(LEVELS[: chain.index(parent)])
+        p = t[t.level == parent]
+        c = t[t.level == child]
+        if keys:
+            summed = c.groupby(keys)[KG_COLUMNS].sum().sort_index()
+            got = p.set_index(keys)[KG_COLUMNS].sort_index()
+            assert list(summed.index) == list(got.index)
+        else:
+            summed = c[KG_COLUMNS].sum().to_frame().T
+            got = p[KG_COLUMNS]
+        np.testing.assert_array_equal(summed.to_numpy(), got.to_numpy())
+    assert t.parcels[t.level == "portfolio"].iloc[0] == 150
+
+
+def test_stock_matches_parcel_conversion(accounts, params):
+    pf, acc = accounts
+    from models.dynamics import ForestSimulator
+
+    expected = (ForestSimulator(params, pf).initial_carbon_tc_per_ha() * pf.area_ha).sum() * 44 / 12
+    assert acc.level("portfolio").stock_bef_tco2e.iloc[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_expected_sink_is_below_potential_and_has_error_bars(accounts):
+    _, acc = accounts
+    tot = acc.level("portfolio").iloc[0]
+    assert tot.expected_sink_tco2e_per_yr_mc_se > 0
+    assert tot.expected_sink_tco2e_per_yr < tot.potential_sink_tco2e_per_yr + 4 * tot.expected_sink_tco2e_per_yr_mc_se
+    county = acc.level("county")
+    assert county.expected_sink_tco2e_per_yr_mc_se.notna().all()
+
+
+def test_tree_nests_all_five_levels(accounts):
+    _, acc = accounts
+    tree = acc.tree()
+    node, depth = tree, 0
+    while node["children"]:
+        assert node["stock_bef_tco2e"] == pytest.approx(sum(c["stock_bef_tco2e"] for c in node["children"]), abs=1e-6)
+        node = node["children"][0]
+        depth += 1
+    assert depth == 5
+
+
+def test_bad_level(accounts):
+    with pytest.raises(ValueError, match="unknown level"):
+        accounts[1].level("district")
