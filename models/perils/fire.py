@@ -1,0 +1,261 @@
+"""Forest fire: per-parcel burn probability with a shared fire-weather year, and loss given burn.
+
+Hazard
+------
+The probability that parcel ``q`` burns in year ``t`` on path ``i`` is
+
+    p_iq = min(1, b x F_s(q) x A(age) x M_q x W_i,c(q) x D_i x K_iq x h_i)
+
+* ``b``: base annual burn probability (``base_burn_probability_per_year``; default 2e-4/yr, range
+  5e-5 to 1.2e-3, derived from Zhejiang statistics, domain_parameters.md §4.1).
+* ``F_s``: species flammability (``species.<id>.traits.flammability``).
+* ``A``: ``young_burn_multiplier`` for stands younger than ``young_age_years``, else 1.
+* ``M_q``: fire-protection multiplier ``management.fire_protection.<none|basic|enhanced>`` selected by
+  ``portfolio.fire_protection_code``.
+* ``W``: the fire-weather year factor, shared by every parcel of a county and largely by the whole
+  city: ``W = exp(s_c Z_i - s_c^2/2) x exp(s_k Z_ik - s_k^2/2)`` with ``Z_i`` one standard normal per
+  path-year (stream ``"fire.weather"``) and ``Z_ik`` one per path-year-county (stream
+  ``"fire.weather.county"``, keyed by county name). ``E[W] = 1``, so ``b`` stays the long-run mean;
+  ``s_c = city_weather_log_sd`` and ``s_k = county_weather_log_sd`` make bad fire years hit many
+  parcels at once. No temporal correlation is assumed (none is declared in the parameters).
+* ``D``: ``drought_multiplier`` when the drought peril marked the path (``ctx.drought``), else 1.
+* ``K``: ``ctx.stand.fire_multiplier`` (cascades: dead fuel after wind or ice breakage).
+* ``h``: ``ctx.hazard("fire")`` (climate pathway x scenario).
+
+A uniform per (path, parcel) (stream ``"fire.hazard"``) below ``p`` means the parcel burns. Stands
+waiting for replanting (age < 0) or without carbon cannot burn.
+
+Damage
+------
+Each burned parcel is its own event (event index: running number within the path-year). Given a
+burn, with two independent uniforms from the damage streams,
+
+    burned area share  a ~ U(burned_area_fraction)                (stream ``"fire.damage.area"``)
+    carbon loss given burn  c ~ U(loss_given_burn[class])          (stream ``"fire.damage.carbon"``)
+    loss fraction  = min(1, a x min(1, c x sev)),  sev = ctx.severity("fire")
+
+where ``class`` is ``young`` for stands younger than ``young_age_years`` and otherwise the species'
+``fuel_class`` (conifer / mixed / broadleaf / bamboo). Defaults: conifer 0.3-0.7, broadleaf 0.2-0.4,
+young 0.8-1.0 (domain_parameters.md §4.1, assumption). A loss of at least
+``regeneration.stand_replacing_loss_fraction`` is stand-replacing: the simulator restarts the stand
+from age 0 after the replanting delay.
+
+Independent mode
+----------------
+With ``ctx.independent`` the weather factor is replaced by its mean ``E[W] = 1`` (each parcel keeps
+its own hazard draw with the same marginal probability, apart from the cap at 1), and the drought
+flag is read per parcel when the drought peril provides one (see :mod:`models.perils.drought`).
+
+Forced events
+-------------
+``ctx.forced_events["fire"]`` is a list of dicts, each a severe fire-weather year:
+
+* ``weather_factor`` (float in (0, 10000], required): replaces the drawn weather factor ``W`` of the
+  affected parcels this year (``3.0`` is a severe year: three times the base probabilities);
+* ``counties`` (list of county names, optional, default all): only these counties' parcels.
+
+With several forced events, each parcel takes the largest factor among those that cover it.
+Unknown keys or bad values raise :class:`ValueError` naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import model_validator
+from scipy.special import ndtri
+
+from models.parameters.schema import Sourced
+from models.perils import register
+from models.perils._weather import (
+    SourcedRange,
+    check_range,
+    check_value,
+    county_codes,
+    forced_counties,
+    forced_events,
+    forced_number,
+    per_path,
+    running_event_index,
+    stand_replacing_threshold,
+)
+from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
+from models.portfolio import MANAGEMENT_LEVELS
+
+FORCED_KEYS = {
+    "weather_factor": "fire-weather factor replacing the drawn one, e.g. 3.0 for a severe year",
+    "counties": "list of county names the factor applies to (default: all)",
+}
+
+
+class FireParams(PerilParams):
+    """``perils.fire`` block."""
+
+    base_burn_probability_per_year: Sourced
+    city_weather_log_sd: Sourced
+    county_weather_log_sd: Sourced
+    drought_multiplier: Sourced
+    young_age_years: Sourced
+    young_burn_multiplier: Sourced
+    burned_area_fraction: SourcedRange
+    loss_given_burn: dict[str, SourcedRange]
+    fuel_class: dict[str, str]
+
+    @model_validator(mode="after")
+    def _check(self) -> "FireParams":
+        check_value(self.base_burn_probability_per_year, "base_burn_probability_per_year", 0.0, 0.5)
+        check_value(self.city_weather_log_sd, "city_weather_log_sd", 0.0, 3.0)
+        check_value(self.county_weather_log_sd, "county_weather_log_sd", 0.0, 3.0)
+        check_value(self.drought_multiplier, "drought_multiplier", 0.0, 20.0)
+        check_value(self.young_age_years, "young_age_years", 0.0, 100.0)
+        check_value(self.young_burn_multiplier, "young_burn_multiplier", 0.0, 20.0)
+        check_range(self.burned_area_fraction, "burned_area_fraction", 0.0, 1.0)
+        if "young" not in self.loss_given_burn:
+            raise ValueError("loss_given_burn needs a `young` class (stands younger than young_age_years)")
+        for k, r in self.loss_given_burn.items():
+            check_range(r, f"loss_given_burn.{k}", 0.0, 1.0)
+        unknown = sorted({c for c in self.fuel_class.values() if c not in self.loss_given_burn})
+        if unknown:
+            raise ValueError(f"fuel_class uses classes {unknown} that loss_given_burn does not define")
+        return self
+
+
+@register
+class Fire(Peril):
+    """Forest fire (see the module docstring)."""
+
+    name: ClassVar[str] = "fire"
+    code: ClassVar[int] = 12
+    order: ClassVar[int] = 20
+    Params: ClassVar[type[PerilParams]] = FireParams
+
+    @classmethod
+    def validate_params(cls, raw: dict[str, Any], model_file: Any) -> PerilParams:
+        p = cls.Params.model_validate(raw)
+        missing = [s for s in model_file.species if s not in p.fuel_class]
+        if missing:
+            raise ValueError(f"fire.fuel_class lacks species {missing}")
+        extra = [s for s in p.fuel_class if s not in model_file.species]
+        if extra:
+            raise ValueError(f"fire.fuel_class names unknown species {extra}")
+        return p
+
+    def __init__(self, params: FireParams, model, portfolio):
+        super().__init__(params, model, portfolio)
+        tables = model.tables
+        sp = np.asarray(portfolio.species_code, dtype=np.intp)
+        prot = model.file.management["fire_protection"]
+        prot_mult = np.array([prot[m].value for m in MANAGEMENT_LEVELS])
+        #: static part of the burn probability per parcel: b x F_s x M_q  (1/yr)
+        self.static_probability = (params.base_burn_probability_per_year.value * tables.flammability[sp]
+                                   * prot_mult[np.asarray(portfolio.fire_protection_code, dtype=np.intp)])
+        self._static_upper = self.static_probability * max(1.0, params.young_burn_multiplier.value) * (1 + 1e-9)
+        self.county_code, self.county_labels, self._county_keys = county_codes(portfolio)
+        classes = sorted(params.loss_given_burn)
+        self._class_low = np.array([params.loss_given_burn[c].low for c in classes])
+        self._class_span = np.array([params.loss_given_burn[c].high - params.loss_given_burn[c].low for c in classes])
+        self._young_class = classes.index("young")
+        self._parcel_class = np.array([classes.index(params.fuel_class[model.species_ids[s]]) for s in sp],
+                                      dtype=np.intp)
+        self._threshold = stand_replacing_threshold(model)
+
+    # ------------------------------------------------------------------------------------------
+    def county_weather(self, ctx: YearContext) -> np.ndarray:
+        """Fire-weather factor W per (path, county) this year, shape (n_paths, n_counties).
+
+        Ones in independent mode (apart from forced events); forced events replace the factor of the
+        counties they cover.
+        """
+        p: FireParams = self.params
+        n_paths, n_c = ctx.rnd.n_paths, len(self.county_labels)
+        if ctx.independent:
+            w = np.ones((n_paths, n_c))
+        else:
+            sc, sk = p.city_weather_log_sd.value, p.county_weather_log_sd.value
+            city = np.exp(sc * ctx.rnd.path_normal("fire.weather", ctx.year) - 0.5 * sc * sc)
+            if sk > 0:
+                zk = ndtri(ctx.rnd.keyed_uniform("fire.weather.county", ctx.year, self._county_keys))
+                w = np.exp(sk * zk - 0.5 * sk * sk) * city[:, None]
+            else:
+                w = np.repeat(city[:, None], n_c, axis=1)
+        forced = forced_events(ctx, self.name, FORCED_KEYS, required=("weather_factor",))
+        if forced:
+            fw = np.zeros(n_c)
+            covered = np.zeros(n_c, dtype=bool)
+            one_per_county = np.arange(n_c)
+            for ev in forced:
+                f = forced_number(ev, "weather_factor", self.name, None, 0.0, 1e4)
+                m = forced_counties(ev, self.name, self.county_labels, one_per_county)
+                fw = np.where(m, np.maximum(fw, f), fw)
+                covered |= m
+            w = np.where(covered[None, :], fw[None, :], w)
+        return w
+
+    def _path_factor(self, ctx: YearContext) -> np.ndarray:
+        """Climate/scenario hazard x drought multiplier: (n_paths, 1), or (n_paths, n_parcels) when
+        the drought flag is per parcel (independent mode)."""
+        h = per_path(ctx.hazard(self.name), ctx.rnd.n_paths)
+        d = np.asarray(ctx.drought, dtype=bool)
+        dm = self.params.drought_multiplier.value
+        if d.ndim == 2:
+            return h[:, None] * np.where(d, dm, 1.0)
+        return (h * np.where(d, dm, 1.0))[:, None]
+
+    def _probability_at(self, ctx: YearContext, w_county: np.ndarray, factor: np.ndarray,
+                        pp: np.ndarray, qq: np.ndarray) -> np.ndarray:
+        p: FireParams = self.params
+        age = ctx.stand.age_years[pp, qq]
+        prob = np.where(age < p.young_age_years.value, p.young_burn_multiplier.value, 1.0)
+        prob *= self.static_probability[qq]
+        prob *= ctx.stand.fire_multiplier[pp, qq]
+        prob *= w_county[pp, self.county_code[qq]]
+        prob *= factor[pp, qq] if factor.shape[1] > 1 else factor[pp, 0]
+        prob[(age < 0) | (ctx.stand.carbon_tc_per_ha[pp, qq] <= 0)] = 0.0
+        return np.minimum(prob, 1.0)
+
+    def burn_probability(self, ctx: YearContext) -> np.ndarray:
+        """Annual burn probability per (path, parcel) this year, shape (n_paths, n_parcels).
+
+        Dense, for inspection and tests; :meth:`step` evaluates it only where it can matter.
+        """
+        n_paths, n = ctx.rnd.n_paths, ctx.rnd.n_parcels
+        pp, qq = np.divmod(np.arange(n_paths * n), n)
+        return self._probability_at(ctx, self.county_weather(ctx), self._path_factor(ctx), pp, qq).reshape(n_paths, n)
+
+    def loss_given_burn(self, ctx: YearContext, pp: np.ndarray, qq: np.ndarray) -> np.ndarray:
+        """Carbon loss fraction of burned pairs (before the stand-replacing rule)."""
+        p: FireParams = self.params
+        young = ctx.stand.age_years[pp, qq] < p.young_age_years.value
+        cls = np.where(young, self._young_class, self._parcel_class[qq])
+        area = p.burned_area_fraction.draw(ctx.rnd.sparse_uniform("fire.damage.area", ctx.year, pp, qq))
+        c = self._class_low[cls] + self._class_span[cls] * ctx.rnd.sparse_uniform("fire.damage.carbon", ctx.year,
+                                                                                  pp, qq)
+        sev = per_path(ctx.severity(self.name), ctx.rnd.n_paths)[pp]
+        return np.minimum(area * np.minimum(c * sev, 1.0), 1.0)
+
+    def step(self, ctx: YearContext, state) -> PerilLosses:
+        p: FireParams = self.params
+        w_county = self.county_weather(ctx)
+        factor = self._path_factor(ctx)
+        # Screen with an upper bound of p per (path, parcel), then evaluate p exactly on candidates:
+        # the same decisions as ``u < burn_probability(ctx)`` at a fraction of the dense work.
+        k_max = ctx.stand.fire_multiplier.max(axis=1)
+        g = w_county * (factor.max(axis=1) * k_max)[:, None]
+        bound = g[:, self.county_code]
+        bound *= self._static_upper[None, :]
+        u = ctx.rnd.parcel_uniform("fire.hazard", ctx.year)
+        pp, qq = np.nonzero(u < bound)
+        if pp.size == 0:
+            return PerilLosses.empty()
+        burn = u[pp, qq] < self._probability_at(ctx, w_county, factor, pp, qq)
+        pp, qq = pp[burn], qq[burn]
+        if pp.size == 0:
+            return PerilLosses.empty()
+        frac = self.loss_given_burn(ctx, pp, qq)
+        pos = frac > 0
+        pp, qq, frac = pp[pos].astype(np.int64), qq[pos].astype(np.int64), frac[pos]
+        return PerilLosses(pp, qq, frac, running_event_index(pp), frac >= self._threshold)
+
+
+__all__ = ["Fire", "FireParams"]
