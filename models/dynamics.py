@@ -375,7 +375,10 @@ class ForestSimulator:
         if pp is None:
             if nt:
                 u *= keep ** (1.0 / shape)
-                carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
+                if self.tree_factors.method == "bef":  # carbon is proportional to volume
+                    carbon[:, :nt] *= keep
+                else:
+                    carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
             if bamboo_c.size:
                 bamboo_c *= keep
                 carbon[:, nt:] = bamboo_c

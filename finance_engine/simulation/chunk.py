@@ -136,16 +136,17 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     elt_level = cfg.loss_table_level
 
     stock = None
+    sums_start = {lv: np.broadcast_to(v, (n_paths, v.size)) for lv, v in initial_stock.items()}
     for out in sim.run(rnd, years):
         y = out.year
         if cancelled is not None and cancelled():
             raise InterruptedError("simulation cancelled")
         stock = out.carbon_end_tc_per_ha * w
-        start = out.carbon_start_tc_per_ha * w
         growth = out.growth_tc_per_ha * w
-        sums_stock = agg.sum_dense(stock)
-        sums_start = agg.sum_dense(start)
-        sums_growth = agg.sum_dense(growth)
+        # one gather for both: rows 0..n-1 stock, n..2n-1 growth (each row is summed on its own)
+        both = agg.sum_dense(np.concatenate([stock, growth], axis=0))
+        sums_stock = {lv: v[:n_paths] for lv, v in both.items()}
+        sums_growth = {lv: v[n_paths:] for lv, v in both.items()}
         loss_total = {lv: np.zeros((n_paths, agg.groups[lv].n_groups)) for lv in coarse_levels}
         for name, pl, lost in out.losses:
             if len(pl) == 0:
@@ -167,6 +168,7 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
             arr[m_index["loss_tco2e"], y] = loss_total[lv]
             # stock identity: end = start + growth - mortality - losses
             arr[m_index["mortality_tco2e"], y] = sums_start[lv] + sums_growth[lv] - loss_total[lv] - sums_stock[lv]
+        sums_start = sums_stock  # this year's end is next year's start
         # ---- crediting at the end of each monitoring period --------------------------------
         if setup.crediting.is_issuance_year(y):
             change = stock - last_issue_stock
