@@ -1,0 +1,268 @@
+"""Typhoon wind: regional storms whose damage falls off inland and away from the track.
+
+Coast model
+-----------
+Lishui is inland; the coast nearest to it (Wenzhou / Taizhou) is modelled as the straight line
+through ``coast_point_a`` (27.4N, 120.6E) and ``coast_point_b`` (28.9N, 121.6E). Coordinates are
+projected equirectangularly at the line's mean latitude (x = lon x 111.32 x cos(lat0) km,
+y = lat x 110.57 km). For each parcel
+
+* ``d_q`` = perpendicular distance inland from that line (km, 0 on the sea side), and
+* ``t_q`` = position along the coast axis (km from point A, positive toward B).
+
+Qingtian, Jingning and Jinyun come out nearest (roughly 50-90 km); Longquan and Qingyuan the
+farthest (about 150-200 km).
+
+Hazard
+------
+The number of damaging storms per path-year is Poisson with mean ``lambda x h``
+(``annual_rate``, ``h = ctx.hazard("typhoon")``; stream ``"typhoon.count"``). Storm ``k`` crosses the
+coast at ``s_k ~ U(landfall_km)`` along the coast axis and moves inland perpendicular to it, with an
+intensity ``I_k ~ U(intensity)`` (streams ``"typhoon.track"`` and ``"typhoon.intensity"``, keyed by
+path and storm number). Its wind field at parcel ``q`` is
+
+    w_kq = I_k x exp(-d_q / inland_decay_km) x exp(-0.5 ((t_q - s_k) / track_width_km)^2),
+
+and the parcel suffers windthrow with probability ``min(1, max_hit_probability x w_kq)`` (stream
+``"typhoon.hazard.s<k>"``): damage is patchy, so only some parcels in the swath are hit.
+
+Damage
+------
+Given a hit, the carbon lost is
+
+    loss = min(1, L x V_q x sev),   L ~ U(loss_given_hit)   (stream ``"typhoon.damage.s<k>"``)
+    V_q = wind_vulnerability_s x H(age) x E(elevation)
+    H = clip(age / full_height_age_years, min_height_factor, 1)    (short young stands catch less wind)
+    E = 1 + elevation_gain_per_km x elevation_m / 1000             (exposed ridges)
+
+with ``sev = ctx.severity("typhoon")``. Defaults: 0.2-0.5 damaging events per year regionally and
+1-10 % loss in affected parcels (domain_parameters.md §4.3, assumption; Lionrock 2016 blew down 7.7 %
+of trees in one event). A parcel hit by two storms in one year keeps ``1 - prod(1 - loss_k)`` and the
+event index of its larger loss; event index = storm number within the path-year.
+
+Independent mode
+----------------
+With ``ctx.independent`` there are no shared storms: each parcel is hit with probability
+``1 - exp(-lambda h m_q)``, where ``m_q = E_{s,I}[min(1, max_hit_probability x w)]`` is its expected
+per-storm hit probability (computed once by quadrature over the uniform track and intensity), which is
+the parcel's marginal probability of at least one hit under the shared-storm model. Loss given hit is
+drawn as above.
+
+Forced events
+-------------
+``ctx.forced_events["typhoon"]`` is a list of dicts, each one storm added to this year on every path:
+
+* ``track`` (float, km, required): landfall position along the coast axis (0 = 27.4N 120.6E,
+  positive toward 28.9N 121.6E; about 40-90 km passes closest to Qingtian and Jinyun);
+* ``intensity`` (float in (0, 10], default the upper end of ``intensity``): the storm's ``I``.
+
+Forced storms get event indices after the random storms of the year. Unknown keys or bad values raise
+:class:`ValueError` naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
+from scipy.stats import poisson
+
+from models.parameters.schema import Confidence, Sourced
+from models.perils import register
+from models.perils._weather import (
+    SourcedRange,
+    check_range,
+    check_value,
+    combine_losses,
+    forced_events,
+    forced_number,
+    per_path,
+    stand_replacing_threshold,
+)
+from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
+from models.rng import KeyedRandom, group_keys
+
+FORCED_KEYS = {
+    "track": "landfall position along the coast axis, km from 27.4N 120.6E toward 28.9N 121.6E",
+    "intensity": "storm intensity I (default: upper end of the intensity range)",
+}
+KM_PER_DEG_LAT = 110.57
+KM_PER_DEG_LON_EQUATOR = 111.32
+MAX_STORMS_PER_YEAR = 20
+
+
+class CoastPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latitude: float
+    longitude: float
+    source: str
+    confidence: Confidence
+    note: str | None = None
+
+
+class TyphoonParams(PerilParams):
+    """``perils.typhoon`` block."""
+
+    annual_rate: Sourced
+    coast_point_a: CoastPoint
+    coast_point_b: CoastPoint
+    landfall_km: SourcedRange
+    intensity: SourcedRange
+    inland_decay_km: Sourced
+    track_width_km: Sourced
+    max_hit_probability: Sourced
+    loss_given_hit: SourcedRange
+    full_height_age_years: Sourced
+    min_height_factor: Sourced
+    elevation_gain_per_km: Sourced
+
+    @model_validator(mode="after")
+    def _check(self) -> "TyphoonParams":
+        check_value(self.annual_rate, "annual_rate", 0.0, 10.0)
+        check_range(self.intensity, "intensity", 0.0, 10.0)
+        check_value(self.inland_decay_km, "inland_decay_km", 0.0, 1e4, lo_open=True)
+        check_value(self.track_width_km, "track_width_km", 0.0, 1e4, lo_open=True)
+        check_value(self.max_hit_probability, "max_hit_probability", 0.0, 1.0)
+        check_range(self.loss_given_hit, "loss_given_hit", 0.0, 1.0)
+        check_value(self.full_height_age_years, "full_height_age_years", 0.0, 200.0, lo_open=True)
+        check_value(self.min_height_factor, "min_height_factor", 0.0, 1.0)
+        check_value(self.elevation_gain_per_km, "elevation_gain_per_km", 0.0, 10.0)
+        if (self.coast_point_a.latitude, self.coast_point_a.longitude) == (
+                self.coast_point_b.latitude, self.coast_point_b.longitude):
+            raise ValueError("coast_point_a and coast_point_b must differ")
+        return self
+
+
+def coast_coordinates(params: TyphoonParams, latitude: np.ndarray, longitude: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Distance inland from the coast line and position along it, both in km.
+
+    Returns
+    -------
+    inland_km : ndarray
+        Perpendicular distance to the line A-B on the landward (west) side; 0 on the sea side.
+    along_km : ndarray
+        Coordinate along the coast axis, km from point A toward point B.
+    """
+    a, b = params.coast_point_a, params.coast_point_b
+    kx = KM_PER_DEG_LON_EQUATOR * np.cos(np.radians(0.5 * (a.latitude + b.latitude)))
+    dx, dy = (b.longitude - a.longitude) * kx, (b.latitude - a.latitude) * KM_PER_DEG_LAT
+    norm = np.hypot(dx, dy)
+    ex, ey = dx / norm, dy / norm  # unit vector along the coast
+    px = (np.asarray(longitude, dtype=float) - a.longitude) * kx
+    py = (np.asarray(latitude, dtype=float) - a.latitude) * KM_PER_DEG_LAT
+    along = px * ex + py * ey
+    # left of the A->B direction (A south-west of B) is inland: cross(e, p) > 0
+    inland = ex * py - ey * px
+    return np.maximum(inland, 0.0), along
+
+
+@register
+class Typhoon(Peril):
+    """Typhoon wind (see the module docstring)."""
+
+    name: ClassVar[str] = "typhoon"
+    code: ClassVar[int] = 13
+    order: ClassVar[int] = 30
+    Params: ClassVar[type[PerilParams]] = TyphoonParams
+
+    def __init__(self, params: TyphoonParams, model, portfolio):
+        super().__init__(params, model, portfolio)
+        self.inland_km, self.along_km = coast_coordinates(params, portfolio.latitude, portfolio.longitude)
+        sp = np.asarray(portfolio.species_code, dtype=np.intp)
+        self._wind_vuln = model.tables.wind_vulnerability[sp]
+        self._elev_factor = 1.0 + params.elevation_gain_per_km.value * np.maximum(portfolio.elevation_m, 0.0) / 1000.0
+        self._coast_decay = np.exp(-self.inland_km / params.inland_decay_km.value)
+        self._storm_keys = group_keys([f"storm:{k}" for k in range(MAX_STORMS_PER_YEAR)])
+        self.expected_hit_per_storm = self._expected_hit_per_storm()
+        self._threshold = stand_replacing_threshold(model)
+
+    # ------------------------------------------------------------------------------------------
+    def hit_probability(self, track_km: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+        """Hit probability of every parcel for storms (track, intensity), shape (n_storms, n_parcels)."""
+        p: TyphoonParams = self.params
+        z = (self.along_km[None, :] - np.asarray(track_km, float)[:, None]) / p.track_width_km.value
+        w = np.asarray(intensity, float)[:, None] * self._coast_decay[None, :] * np.exp(-0.5 * z * z)
+        return np.minimum(p.max_hit_probability.value * w, 1.0)
+
+    def _expected_hit_per_storm(self, n_track: int = 400, n_int: int = 16) -> np.ndarray:
+        """m_q = E[min(1, max_hit_probability x w)] over uniform track and intensity (midpoint rule)."""
+        p: TyphoonParams = self.params
+        s = p.landfall_km.draw((np.arange(n_track) + 0.5) / n_track)
+        i = p.intensity.draw((np.arange(n_int) + 0.5) / n_int)
+        ss, ii = np.repeat(s, n_int), np.tile(i, n_track)
+        out = np.zeros(self.inland_km.size)
+        for lo in range(0, ss.size, 512):  # bounded memory for large portfolios
+            out += self.hit_probability(ss[lo:lo + 512], ii[lo:lo + 512]).sum(axis=0)
+        return out / ss.size
+
+    def vulnerability(self, ctx: YearContext, pp: np.ndarray, qq: np.ndarray) -> np.ndarray:
+        p: TyphoonParams = self.params
+        age = ctx.stand.age_years[pp, qq]
+        height = np.clip(age / p.full_height_age_years.value, p.min_height_factor.value, 1.0)
+        return self._wind_vuln[qq] * height * self._elev_factor[qq]
+
+    def storm_counts(self, ctx: YearContext) -> np.ndarray:
+        """Number of random damaging storms per path this year."""
+        lam = self.params.annual_rate.value * per_path(ctx.hazard(self.name), ctx.rnd.n_paths)
+        u = ctx.rnd.path_uniform("typhoon.count", ctx.year)
+        n = poisson.ppf(u, lam)
+        return np.minimum(np.nan_to_num(n, nan=0.0), MAX_STORMS_PER_YEAR).astype(np.int64)
+
+    def _damage(self, ctx, pp, qq, stream: str) -> np.ndarray:
+        sev = per_path(ctx.severity(self.name), ctx.rnd.n_paths)[pp]
+        loss = self.params.loss_given_hit.draw(ctx.rnd.sparse_uniform(stream, ctx.year, pp, qq))
+        return np.minimum(loss * self.vulnerability(ctx, pp, qq) * sev, 1.0)
+
+    def step(self, ctx: YearContext, state) -> PerilLosses:
+        p: TyphoonParams = self.params
+        rnd = ctx.rnd
+        n_paths, n = rnd.n_paths, rnd.n_parcels
+        alive = (ctx.stand.age_years >= 0) & (ctx.stand.carbon_tc_per_ha > 0)
+        parts_p, parts_q, parts_f, parts_e = [], [], [], []
+
+        def add(pp, qq, stream, event):
+            event = np.broadcast_to(np.asarray(event, dtype=np.int64), pp.shape)
+            keep = alive[pp, qq]
+            pp, qq = pp[keep], qq[keep]
+            if pp.size:
+                parts_p.append(pp)
+                parts_q.append(qq)
+                parts_f.append(self._damage(ctx, pp, qq, stream))
+                parts_e.append(event[keep])
+
+        if ctx.independent:
+            lam = p.annual_rate.value * per_path(ctx.hazard(self.name), n_paths)
+            prob = -np.expm1(-lam[:, None] * self.expected_hit_per_storm[None, :])
+            pp, qq = np.nonzero(rnd.parcel_uniform("typhoon.hazard.parcel", ctx.year) < prob)
+            add(pp, qq, "typhoon.damage.parcel", 0)
+            n_random = np.zeros(n_paths, dtype=np.int64)
+        else:
+            n_random = self.storm_counts(ctx)
+            if n_random.any():
+                kmax = int(n_random.max())
+                tracks = p.landfall_km.draw(rnd.keyed_uniform("typhoon.track", ctx.year, self._storm_keys[:kmax]))
+                inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", ctx.year, self._storm_keys[:kmax]))
+                for k in range(kmax):
+                    rows = np.flatnonzero(n_random > k)
+                    sub = KeyedRandom(rnd.seed, np.asarray(rnd.path_ids)[rows], rnd.parcel_keys)
+                    prob = self.hit_probability(tracks[rows, k], inten[rows, k])
+                    r, qq = np.nonzero(sub.parcel_uniform(f"typhoon.hazard.s{k}", ctx.year) < prob)
+                    add(rows[r], qq, f"typhoon.damage.s{k}", k)
+        forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
+        for j, ev in enumerate(forced):
+            track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
+            inten = forced_number(ev, "intensity", self.name, p.intensity.high, 0.0, 10.0)
+            prob = self.hit_probability(np.array([track]), np.array([inten]))
+            pp, qq = np.nonzero(rnd.parcel_uniform(f"typhoon.hazard.forced{j}", ctx.year) < prob)
+            add(pp, qq, f"typhoon.damage.forced{j}", n_random[pp] + j)
+        if not parts_p:
+            return PerilLosses.empty()
+        pp, qq, f, e = combine_losses(np.concatenate(parts_p), np.concatenate(parts_q), np.concatenate(parts_f),
+                                      np.concatenate(parts_e), n)
+        pos = f > 0
+        return PerilLosses(pp[pos], qq[pos], f[pos], e[pos], f[pos] >= self._threshold)
+
+
+__all__ = ["Typhoon", "TyphoonParams", "coast_coordinates"]
