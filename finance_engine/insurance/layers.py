@@ -1,0 +1,376 @@
+"""Excess-of-loss layers priced on loss tables: occurrence and aggregate XoL, reinstatements, quota share.
+
+Layer terms (finance_practice.md §3; GEMAct ``Layer``, peers.md §2)
+-------------------------------------------------------------------
+For attachment ``A`` (>= 0) and limit ``C`` (> 0, ``np.inf`` = unlimited) the layer loss of a loss
+``x`` is ``l(x) = min(max(x - A, 0), C)``.
+
+* **Occurrence basis** (per-event XoL, "xl"): each event's loss ``L_e`` passes through the layer,
+  and the year's layer loss is ``Z_y = sum_{e in y} l(L_e)``. An optional annual aggregate
+  deductible ``D`` and aggregate limit ``M`` then give the ceded annual loss
+  ``X_y = min(max(Z_y - D, 0), M)``.
+* **Aggregate basis** (annual aggregate XoL / stop loss): ``X_y = l(S_y)`` with ``S_y`` the year's
+  total loss.
+* A participation ``share`` in (0, 1] scales every ceded amount.
+
+Outputs (:class:`LayerResult`), with ``N`` simulated years and ``X_y`` the annual ceded loss:
+
+* pure premium ``E[X] = mean_y X_y`` (the expected layer loss per year; for aggregate basis it is
+  the Monte Carlo estimate of ``int_A^{A+C} S(x) dx``), its Monte Carlo standard error
+  ``sd(X) / sqrt(N)`` (years are i.i.d.; ``sd`` with ``ddof=1``) and ``sd(X)``;
+* probability of attachment ``P(X_y > 0)``;
+* probability of exhaustion: the share of years whose annual capacity is used up. With an annual
+  aggregate limit (given, or ``(K+1) C`` from K reinstatements) that is ``P(X_y >= M)``; without one it
+  is ``P(some event of the year has L_e >= A + C)`` (occurrence) or ``P(S_y >= A + C)`` (aggregate);
+  0 for an unlimited layer;
+* expected number of events per year with ``L_e > A`` (occurrence basis; before any aggregate
+  deductible or limit), or ``P(S_y > A)`` for the aggregate basis (a year enters a stop-loss layer at
+  most once).
+
+Reinstatements (GEMAct ``Layer(n_reinst, reinst_percentage)``; Sundt 1991, *ASTIN Bull.* 21(1); Antal
+2009, *Quantitative methods in reinsurance*, §2.4)
+-----------------------------------------------------------------------------------------------------
+A per-event layer of cover ``C`` with ``K`` reinstatements has annual aggregate cover ``(K+1) C``.
+Reinstatement ``k`` (k = 1..K) is paid pro rata to the amount of cover it restores (pro rata
+capita, not pro rata temporis), at ``c_k`` times the upfront premium ``P``::
+
+    ceded          X   = min(max(Z - D, 0), (K+1) C)
+    slice k        Z_k = min(max(Z - D - (k-1) C, 0), C)        (the loss that uses up the k-th cover)
+    reinstatement  R   = P * sum_k c_k Z_k / C
+
+Setting the expected total premium equal to the expected ceded loss, ``P + E[R] = E[X]``, gives the
+upfront pure premium (GEMAct ``costing``)::
+
+    P = E[X] / (1 + sum_k c_k E[Z_k] / C)
+
+:class:`LayerResult` reports ``expected_loss = E[X]`` (the full pure premium), ``upfront_premium = P``
+and ``expected_reinstatement_premium = E[R] = E[X] - P``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .tables import EventLosses, InsuranceInputError, annual_aggregate, as_loss_array, event_losses
+
+__all__ = [
+    "Reinstatements",
+    "LayerResult",
+    "layer_loss",
+    "price_layer",
+    "price_layer_events",
+    "price_annual_layer",
+    "occurrence_layer_annual",
+    "quota_share",
+]
+
+Basis = Literal["occurrence", "aggregate"]
+
+
+@dataclass(frozen=True)
+class Reinstatements:
+    """Reinstatement terms of a per-event layer.
+
+    Attributes
+    ----------
+    count : int
+        Number of reinstatements ``K`` (>= 0); the annual aggregate cover is ``(K+1) * limit``.
+    premium_pct : tuple of float
+        Reinstatement premium of each reinstatement as a fraction of the upfront premium
+        (1.0 = 100 %), length ``K``. A scalar given to :meth:`of` is repeated.
+    """
+
+    count: int
+    premium_pct: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 0:
+            raise InsuranceInputError(f"reinstatements.count must be an integer >= 0, got {self.count!r}")
+        if len(self.premium_pct) != self.count:
+            raise InsuranceInputError(
+                f"reinstatements.premium_pct needs {self.count} value(s), got {len(self.premium_pct)}")
+        for c in self.premium_pct:
+            if not (math.isfinite(c) and c >= 0):
+                raise InsuranceInputError(f"reinstatements.premium_pct must be finite and >= 0, got {c!r}")
+
+    @classmethod
+    def of(cls, spec) -> "Reinstatements":
+        """Build from a :class:`Reinstatements`, or ``(count, pct)`` with ``pct`` a scalar or a sequence."""
+        if isinstance(spec, Reinstatements):
+            return spec
+        try:
+            count, pct = spec
+        except (TypeError, ValueError):
+            raise InsuranceInputError(
+                f"reinstatements must be Reinstatements or (count, premium_pct), got {spec!r}") from None
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+            raise InsuranceInputError(f"reinstatements count must be an integer, got {count!r}")
+        if np.ndim(pct) == 0:
+            pcts = (float(pct),) * int(count)
+        else:
+            pcts = tuple(float(c) for c in pct)
+        return cls(int(count), pcts)
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """Pure-premium statistics of a layer over ``n_years`` simulated years (loss unit of the input).
+
+    Attributes
+    ----------
+    basis : {"occurrence", "aggregate"}
+    attachment, limit : float
+        Layer terms (``limit`` may be ``inf``).
+    aggregate_deductible, aggregate_limit : float
+        Annual aggregate terms of a per-event layer (0 and ``inf`` when absent; ``aggregate_limit`` is
+        ``(K+1) * limit`` with K reinstatements).
+    share : float
+        Participation applied to every ceded amount.
+    n_years : int
+    expected_loss : float
+        Pure premium: expected annual ceded loss ``E[X]``.
+    expected_loss_se : float
+        Monte Carlo standard error of ``expected_loss`` (``sd_annual_loss / sqrt(n_years)``).
+    sd_annual_loss : float
+        Standard deviation of the annual ceded loss (ddof=1; 0 when ``n_years == 1``).
+    prob_attachment, prob_exhaustion : float
+        See the module docstring.
+    expected_events_in_layer : float
+        Expected number of events per year entering the layer (see the module docstring).
+    reinstatements : Reinstatements or None
+    upfront_premium : float
+        Upfront pure premium ``P`` (equals ``expected_loss`` without reinstatements).
+    expected_reinstatement_premium : float
+        ``E[R] = expected_loss - upfront_premium``.
+    annual_loss : ndarray, shape (n_years,)
+        The annual ceded losses ``X_y`` (for risk measures and capital; not part of equality).
+    """
+
+    basis: str
+    attachment: float
+    limit: float
+    aggregate_deductible: float
+    aggregate_limit: float
+    share: float
+    n_years: int
+    expected_loss: float
+    expected_loss_se: float
+    sd_annual_loss: float
+    prob_attachment: float
+    prob_exhaustion: float
+    expected_events_in_layer: float
+    reinstatements: Reinstatements | None
+    upfront_premium: float
+    expected_reinstatement_premium: float
+    annual_loss: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def pure_rate_on_line(self) -> float:
+        """Expected layer loss / (share x limit): the rate on line of the pure premium (nan if unlimited)."""
+        cap = self.share * self.limit
+        return self.expected_loss / cap if math.isfinite(cap) else float("nan")
+
+    def expected_loss_ci(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation confidence interval of ``expected_loss`` (CLT over i.i.d. years)."""
+        from scipy.stats import norm
+
+        if not 0 < confidence < 1:
+            raise InsuranceInputError(f"confidence must be in (0, 1), got {confidence}")
+        z = float(norm.ppf(0.5 + confidence / 2))
+        return (self.expected_loss - z * self.expected_loss_se, self.expected_loss + z * self.expected_loss_se)
+
+
+# ---------------------------------------------------------------------------------------------------
+def _check_terms(attachment, limit, *, name_a: str = "attachment", name_l: str = "limit") -> tuple[float, float]:
+    try:
+        a, c = float(attachment), float(limit)
+    except (TypeError, ValueError):
+        raise InsuranceInputError(f"{name_a} and {name_l} must be numbers, got {attachment!r}, {limit!r}") from None
+    if not (math.isfinite(a) and a >= 0):
+        raise InsuranceInputError(f"{name_a} must be finite and >= 0, got {attachment!r}")
+    if math.isnan(c) or c <= 0:
+        raise InsuranceInputError(f"{name_l} must be > 0 (np.inf for unlimited), got {limit!r}")
+    return a, c
+
+
+def layer_loss(x, attachment: float, limit: float) -> np.ndarray:
+    """Elementwise layer loss ``min(max(x - attachment, 0), limit)`` (array in, float64 array out)."""
+    a, c = _check_terms(attachment, limit)
+    return np.minimum(np.maximum(np.asarray(x, dtype=np.float64) - a, 0.0), c)
+
+
+def _summary(annual: np.ndarray) -> tuple[float, float, float]:
+    n = annual.size
+    mean = float(annual.mean())
+    sd = float(annual.std(ddof=1)) if n > 1 else 0.0
+    return mean, sd / math.sqrt(n), sd
+
+
+def occurrence_layer_annual(events: EventLosses, attachment: float, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-event XoL summed per year.
+
+    Returns
+    -------
+    z : ndarray, shape (n_years,)
+        Annual sum of per-event layer losses ``Z_y`` (before aggregate terms and share).
+    n_in_layer : ndarray of int, shape (n_years,)
+        Number of events per year with loss > attachment.
+    n_exhausting : ndarray of int, shape (n_years,)
+        Number of events per year with loss >= attachment + limit (0 for an unlimited layer).
+    """
+    a, c = _check_terms(attachment, limit)
+    per_event = np.minimum(np.maximum(events.loss - a, 0.0), c)
+    z = annual_aggregate(events, per_event)
+    n_in = np.bincount(events.year[events.loss > a], minlength=events.n_years)
+    if math.isfinite(c):
+        n_ex = np.bincount(events.year[events.loss >= a + c], minlength=events.n_years)
+    else:
+        n_ex = np.zeros(events.n_years, dtype=np.int64)
+    return z, n_in, n_ex
+
+
+def price_layer_events(events: EventLosses, attachment: float, limit: float, basis: Basis = "occurrence",
+                       reinstatements=None, *, aggregate_deductible: float = 0.0,
+                       aggregate_limit: float = np.inf, share: float = 1.0) -> LayerResult:
+    """:func:`price_layer` on already validated events (see :func:`finance_engine.insurance.tables.event_losses`)."""
+    a, c = _check_terms(attachment, limit)
+    d, m = _check_terms(aggregate_deductible, aggregate_limit, name_a="aggregate_deductible",
+                        name_l="aggregate_limit")
+    try:
+        share = float(share)
+    except (TypeError, ValueError):
+        raise InsuranceInputError(f"share must be a number in (0, 1], got {share!r}") from None
+    if not 0 < share <= 1:
+        raise InsuranceInputError(f"share must be in (0, 1], got {share}")
+    if basis not in ("occurrence", "aggregate"):
+        raise InsuranceInputError(f"basis must be 'occurrence' or 'aggregate', got {basis!r}")
+    rein = Reinstatements.of(reinstatements) if reinstatements is not None else None
+
+    if basis == "aggregate":
+        if d != 0 or math.isfinite(m):
+            raise InsuranceInputError("aggregate_deductible / aggregate_limit apply to occurrence basis only; "
+                                      "for aggregate basis use attachment and limit")
+        if rein is not None:
+            raise InsuranceInputError("reinstatements apply to occurrence (per-event) layers only")
+        total = annual_aggregate(events)
+        x = np.minimum(np.maximum(total - a, 0.0), c)
+        exhausted = total >= a + c if math.isfinite(c) else np.zeros(total.size, dtype=bool)
+        n_in_mean = float((total > a).mean())
+    else:
+        z, n_in, n_ex = occurrence_layer_annual(events, a, c)
+        if rein is not None:
+            if math.isfinite(m):
+                raise InsuranceInputError("give either reinstatements or aggregate_limit, not both "
+                                          "(K reinstatements set aggregate_limit = (K+1) * limit)")
+            if not math.isfinite(c):
+                raise InsuranceInputError("reinstatements need a finite limit")
+            m = (rein.count + 1) * c
+        x = np.minimum(np.maximum(z - d, 0.0), m)
+        exhausted = x >= m if math.isfinite(m) else n_ex > 0
+        n_in_mean = float(n_in.mean())
+
+    mean, se, sd = _summary(x)
+    upfront = mean
+    if rein is not None and rein.count > 0:
+        zd = np.maximum(z - d, 0.0)
+        k = np.arange(rein.count, dtype=np.float64)
+        # mean of each slice min(max(Z - D - (k-1)C, 0), C), k = 1..K, without a (n_years, K) temporary
+        slice_means = np.array([np.minimum(np.maximum(zd - kk * c, 0.0), c).mean() for kk in k])
+        upfront = mean / (1.0 + float(np.dot(rein.premium_pct, slice_means)) / c)
+    return LayerResult(
+        basis=basis, attachment=a, limit=c, aggregate_deductible=d, aggregate_limit=m, share=share,
+        n_years=events.n_years, expected_loss=share * mean, expected_loss_se=share * se,
+        sd_annual_loss=share * sd, prob_attachment=float((x > 0).mean()),
+        prob_exhaustion=float(exhausted.mean()), expected_events_in_layer=n_in_mean,
+        reinstatements=rein, upfront_premium=share * upfront,
+        expected_reinstatement_premium=share * (mean - upfront), annual_loss=share * x,
+    )
+
+
+def price_layer(elt: pd.DataFrame, n_years: int, attachment: float, limit: float, basis: Basis = "occurrence",
+                reinstatements=None, *, aggregate_deductible: float = 0.0, aggregate_limit: float = np.inf,
+                share: float = 1.0, year_col: str = "year", event_col: str | Sequence[str] = "event_id",
+                loss_col: str = "loss") -> LayerResult:
+    """Price an excess-of-loss layer on an event loss table.
+
+    Parameters
+    ----------
+    elt : DataFrame
+        Event loss table with columns ``year`` (0..n_years-1), ``event_id``, ``loss`` (>= 0); years
+        without a row had no loss. Rows with the same (year, event id) are summed into one event.
+    n_years : int
+        Number of simulated years.
+    attachment : float
+        ``A`` >= 0 (per event for occurrence basis, on the annual total for aggregate basis).
+    limit : float
+        ``C`` > 0; ``np.inf`` for an unlimited layer.
+    basis : {"occurrence", "aggregate"}
+        Per-event XoL summed per year, or annual aggregate XoL (stop loss).
+    reinstatements : Reinstatements or (count, premium_pct), optional
+        Occurrence basis only; sets the annual aggregate limit to ``(count+1) * limit`` and splits the
+        pure premium into upfront and expected reinstatement premium (module docstring).
+    aggregate_deductible, aggregate_limit : float
+        Annual aggregate deductible and limit on the summed per-event layer losses (occurrence basis).
+    share : float
+        Participation in (0, 1].
+    year_col, event_col, loss_col : str
+        Column names when the ELT uses others (e.g. ``"sim_year"``, ``("peril", "event")``,
+        ``"loss_tco2e"``).
+
+    Returns
+    -------
+    LayerResult
+
+    Raises
+    ------
+    InsuranceInputError
+        Naming the column or argument at fault.
+    """
+    events = event_losses(elt, n_years, year_col=year_col, event_col=event_col, loss_col=loss_col)
+    return price_layer_events(events, attachment, limit, basis, reinstatements,
+                              aggregate_deductible=aggregate_deductible, aggregate_limit=aggregate_limit,
+                              share=share)
+
+
+def price_annual_layer(annual_losses, attachment: float, limit: float, *, share: float = 1.0) -> LayerResult:
+    """Aggregate-basis (stop-loss) layer on a sample of annual losses, one value per simulated year.
+
+    For engine outputs that are already annual (e.g. a year loss table column or per-path annual
+    losses). Same outputs as :func:`price_layer` with ``basis="aggregate"``.
+    """
+    arr = as_loss_array(annual_losses, "annual_losses")
+    n = arr.size
+    events = EventLosses(np.arange(n, dtype=np.int64), arr, n)
+    return price_layer_events(events, attachment, limit, "aggregate", share=share)
+
+
+def quota_share(losses, cession: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split losses (per event or per year: the split is linear) into ceded and retained parts.
+
+    Parameters
+    ----------
+    losses : array_like
+        Losses >= 0.
+    cession : float
+        Ceded fraction ``q`` in [0, 1].
+
+    Returns
+    -------
+    ceded, retained : ndarray
+        ``q * losses`` and ``(1 - q) * losses``; they add up to ``losses``.
+    """
+    try:
+        q = float(cession)
+    except (TypeError, ValueError):
+        raise InsuranceInputError(f"cession must be a number in [0, 1], got {cession!r}") from None
+    if not 0 <= q <= 1:
+        raise InsuranceInputError(f"cession must be in [0, 1], got {cession}")
+    x = as_loss_array(np.atleast_1d(np.asarray(losses, dtype=np.float64)), "losses") if np.size(losses) else \
+        np.zeros(0)
+    ceded = q * x
+    return ceded, x - ceded

@@ -1,0 +1,239 @@
+"""Risk measures on a sample of annual losses: AAL, EP curves, PML, VaR, TVaR, survival function.
+
+All functions take one loss per simulated year (``n`` i.i.d. years) and treat the sample as the
+empirical distribution ``F_n``; the sorted sample is ``x_(1) <= ... <= x_(n)``.
+
+AAL
+    ``mean(x)``, standard error ``sd(x, ddof=1) / sqrt(n)``, normal (CLT) confidence interval
+    ``mean +- z_{(1+c)/2} se`` (Oasis ALT/ALCT, peers.md §1).
+Exceedance probability (EP) curve
+    For each distinct loss value ``v``: ``EP(v) = #{x_i >= v} / n`` and return period ``1 / EP``
+    (Oasis EPT convention: the k-th largest loss has EP ``k / n``). **OEP** uses the annual maximum
+    event loss, **AEP** the annual aggregate (finance_practice.md §3).
+Survival function
+    ``S_n(t) = #{x_i > t} / n``.
+VaR (quantile, PML)
+    Lower quantile ``VaR_p = inf{x : F_n(x) >= p} = x_(ceil(n p))``. The PML at return period ``T``
+    is ``VaR_{1 - 1/T}`` of the OEP (annual max) or AEP (annual aggregate) sample.
+TVaR (expected shortfall)
+    ``TVaR_p = 1/(1-p) int_p^1 VaR_u du``, exact for ``F_n``: with ``k = ceil(n p)``,
+    ``TVaR_p = [ (k - n p) x_(k) + sum_{i > k} x_(i) ] / (n (1 - p))`` (Acerbi & Tasche 2002,
+    *J. Banking Finance* 26:1487). Always ``>= VaR_p``; equals ``E[L | L >= VaR_p]`` for continuous F.
+Quantile confidence interval (distribution-free, order statistics)
+    The number of sample values below the true quantile ``xi_p`` is Binomial(n, p) for continuous F,
+    so ``P(x_(r) <= xi_p <= x_(s)) >= B(s-1) - B(r-1)`` with ``B`` the Binomial(n, p) CDF; this bound
+    holds for any F (atoms included). We take ``r = B^{-1}(alpha/2)`` and
+    ``s = B^{-1}(1 - alpha/2) + 1`` (``B^{-1}(q)`` the smallest k with ``B(k) >= q``), so the coverage
+    is at least ``1 - alpha`` (David & Nagaraja 2003, *Order Statistics*, §7.1; Conover 1999,
+    *Practical Nonparametric Statistics*, §3.2). When ``r = 0`` the lower bound is 0 (losses are
+    >= 0); when ``s > n`` the sample is too short and the upper bound is ``inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .defaults import load_insurance_defaults
+from .tables import InsuranceInputError, as_loss_array, event_losses, annual_aggregate, annual_max_occurrence
+
+__all__ = [
+    "AALResult",
+    "aal",
+    "exceedance_curve",
+    "ep_curves",
+    "survival_function",
+    "var",
+    "tvar",
+    "quantile_ci",
+    "pml",
+    "pml_table",
+    "var_tvar_table",
+]
+
+
+@dataclass(frozen=True)
+class AALResult:
+    """Average annual loss with its Monte Carlo uncertainty (loss unit of the input).
+
+    Attributes
+    ----------
+    mean, se, ci_low, ci_high : float
+    confidence : float
+    n_years : int
+    """
+
+    mean: float
+    se: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_years: int
+
+
+def _confidence(confidence: float | None) -> float:
+    c = load_insurance_defaults().ci_confidence if confidence is None else float(confidence)
+    if not 0 < c < 1:
+        raise InsuranceInputError(f"confidence must be in (0, 1), got {confidence}")
+    return c
+
+
+def _level(p: float, name: str = "level") -> float:
+    p = float(p)
+    if not 0 < p < 1:
+        raise InsuranceInputError(f"{name} must be in (0, 1), got {p}")
+    return p
+
+
+def aal(losses, confidence: float | None = None) -> AALResult:
+    """Average annual loss, standard error and normal confidence interval of a sample of annual losses."""
+    x = as_loss_array(losses, allow_negative=True)
+    c = _confidence(confidence)
+    n = x.size
+    mean = float(x.mean())
+    se = float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    z = float(stats.norm.ppf(0.5 + c / 2))
+    return AALResult(mean, se, mean - z * se, mean + z * se, c, n)
+
+
+def exceedance_curve(losses) -> pd.DataFrame:
+    """Empirical exceedance-probability curve of annual losses.
+
+    Returns
+    -------
+    DataFrame
+        One row per distinct loss value, largest first: ``loss``, ``exceedance_probability``
+        (``#{x >= loss} / n``) and ``return_period_years`` (``1 / exceedance_probability``).
+    """
+    x = np.sort(as_loss_array(losses, allow_negative=True))[::-1]
+    n = x.size
+    last = np.r_[x[1:] != x[:-1], True]          # last occurrence of each value in descending order
+    ep = (np.flatnonzero(last) + 1) / n
+    return pd.DataFrame({"loss": x[last], "exceedance_probability": ep, "return_period_years": 1.0 / ep})
+
+
+def ep_curves(elt: pd.DataFrame, n_years: int, **columns) -> dict[str, pd.DataFrame]:
+    """OEP (annual max event) and AEP (annual aggregate) curves of an ELT, zero years included.
+
+    Returns ``{"OEP": DataFrame, "AEP": DataFrame}`` as from :func:`exceedance_curve`.
+    """
+    ev = event_losses(elt, n_years, **columns)
+    return {"OEP": exceedance_curve(annual_max_occurrence(ev)), "AEP": exceedance_curve(annual_aggregate(ev))}
+
+
+def survival_function(losses, t) -> np.ndarray:
+    """Empirical survival function ``S_n(t) = #{x > t} / n`` at the points ``t`` (array out)."""
+    x = np.sort(as_loss_array(losses, allow_negative=True))
+    t = np.asarray(t, dtype=np.float64)
+    return (x.size - np.searchsorted(x, t, side="right")) / x.size
+
+
+def _var_sorted(xs: np.ndarray, p: float) -> float:
+    n = xs.size
+    k = max(1, math.ceil(n * p - 1e-9 * n * p))   # tolerance so that n*p = 99.5 exactly at p=0.995 is not 100
+    return float(xs[min(k, n) - 1])
+
+
+def var(losses, level: float) -> float:
+    """Value at risk: the lower empirical quantile ``x_(ceil(n p))`` at ``level = p`` in (0, 1)."""
+    p = _level(level)
+    return _var_sorted(np.sort(as_loss_array(losses, allow_negative=True)), p)
+
+
+def _tvar_sorted(xs: np.ndarray, p: float) -> float:
+    n = xs.size
+    k = max(1, min(n, math.ceil(n * p - 1e-9 * n * p)))
+    tail = float(xs[k:].sum()) + (k - n * p) * float(xs[k - 1])
+    return tail / (n * (1.0 - p))
+
+
+def tvar(losses, level: float) -> float:
+    """Tail value at risk (expected shortfall) at ``level = p``, exact for the empirical distribution."""
+    p = _level(level)
+    return _tvar_sorted(np.sort(as_loss_array(losses, allow_negative=True)), p)
+
+
+def quantile_ci(losses, level: float, confidence: float | None = None) -> tuple[float, float, int, int]:
+    """Distribution-free confidence interval of the ``level`` quantile (module docstring).
+
+    Returns
+    -------
+    low, high : float
+        ``x_(r)`` and ``x_(s)`` (0 when ``r = 0`` for non-negative data, ``inf`` when ``s > n``).
+    r, s : int
+        The 1-based order-statistic ranks used.
+    """
+    xs = np.sort(as_loss_array(losses, allow_negative=True))
+    return _quantile_ci_sorted(xs, _level(level), _confidence(confidence))
+
+
+def _quantile_ci_sorted(xs: np.ndarray, p: float, c: float) -> tuple[float, float, int, int]:
+    n = xs.size
+    alpha = 1.0 - c
+    r = int(stats.binom.ppf(alpha / 2, n, p))
+    s = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+    if r >= 1:
+        low = float(xs[r - 1])
+    else:
+        low = 0.0 if xs[0] >= 0 else -math.inf
+    high = float(xs[s - 1]) if s <= n else math.inf
+    return low, high, r, s
+
+
+def pml(losses, return_periods: Sequence[float] | None = None, confidence: float | None = None) -> pd.DataFrame:
+    """Probable maximum loss at return periods, with distribution-free confidence intervals.
+
+    Parameters
+    ----------
+    losses : array_like
+        Annual losses (annual max event for OEP-PML, annual aggregate for AEP-PML).
+    return_periods : sequence of float, optional
+        Years (> 1); default from ``insurance_defaults.yaml`` (10, 20, 50, 100, 200, 250).
+    confidence : float, optional
+        Two-sided confidence of the interval (default 0.95 from the data file).
+
+    Returns
+    -------
+    DataFrame
+        ``return_period_years``, ``non_exceedance_probability`` (``1 - 1/T``), ``loss`` (VaR),
+        ``ci_low``, ``ci_high``, ``rank_low``, ``rank_high`` (1-based order statistics), ``n_years``.
+    """
+    xs = np.sort(as_loss_array(losses, allow_negative=True))
+    rps = load_insurance_defaults().return_periods_years if return_periods is None else tuple(return_periods)
+    c = _confidence(confidence)
+    rows = []
+    for t in rps:
+        t = float(t)
+        if not t > 1:
+            raise InsuranceInputError(f"return periods must be > 1 year, got {t}")
+        p = 1.0 - 1.0 / t
+        lo, hi, r, s = _quantile_ci_sorted(xs, p, c)
+        rows.append((t, p, _var_sorted(xs, p), lo, hi, r, s, xs.size))
+    return pd.DataFrame(rows, columns=["return_period_years", "non_exceedance_probability", "loss", "ci_low",
+                                       "ci_high", "rank_low", "rank_high", "n_years"])
+
+
+def pml_table(elt: pd.DataFrame, n_years: int, return_periods: Sequence[float] | None = None,
+              confidence: float | None = None, **columns) -> pd.DataFrame:
+    """OEP and AEP PML of an ELT at return periods: :func:`pml` rows with a ``basis`` column."""
+    ev = event_losses(elt, n_years, **columns)
+    oep = pml(annual_max_occurrence(ev), return_periods, confidence).assign(basis="OEP")
+    aep = pml(annual_aggregate(ev), return_periods, confidence).assign(basis="AEP")
+    out = pd.concat([oep, aep], ignore_index=True)
+    return out[["basis", *[c for c in out.columns if c != "basis"]]]
+
+
+def var_tvar_table(losses, levels: Sequence[float] | None = None) -> pd.DataFrame:
+    """VaR and TVaR at ``levels`` (default 0.90, 0.95, 0.99, 0.995 from the data file).
+
+    Returns a DataFrame with ``level``, ``var``, ``tvar``.
+    """
+    xs = np.sort(as_loss_array(losses, allow_negative=True))
+    lv = load_insurance_defaults().var_levels if levels is None else tuple(levels)
+    rows = [(p, _var_sorted(xs, p), _tvar_sorted(xs, p)) for p in (_level(q, "levels") for q in lv)]
+    return pd.DataFrame(rows, columns=["level", "var", "tvar"])
