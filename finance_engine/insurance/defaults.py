@@ -99,10 +99,14 @@ def _load(path: str, region: str) -> InsuranceDefaults:
     with open(resolve_parameter_path(region), encoding="utf-8") as fh:
         refs = set((yaml.safe_load(fh) or {}).get("references", {}))
     try:
-        rm, ld, ra = raw["risk_measures"], raw["loadings"], raw["rate_adjustment"]
-        rules_raw, schemes_raw = raw["central_subsidy_rules"], raw["subsidy_schemes"]
-    except KeyError as e:
-        raise InsuranceDefaultsError(f"{p}: missing section {e.args[0]!r}") from None
+        return _build(raw, refs, p)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InsuranceDefaultsError(f"{p}: missing or malformed field ({type(e).__name__}: {e})") from None
+
+
+def _build(raw: Mapping[str, Any], refs: set[str], p: Path) -> InsuranceDefaults:
+    rm, ld, ra = raw["risk_measures"], raw["loadings"], raw["rate_adjustment"]
+    rules_raw, schemes_raw = raw["central_subsidy_rules"], raw["subsidy_schemes"]
 
     rps = tuple(float(t) for t in _item(rm["return_periods_years"], "risk_measures.return_periods_years", refs, p))
     if not rps or any(not t > 1 for t in rps):

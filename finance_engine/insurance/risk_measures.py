@@ -17,7 +17,7 @@ VaR (quantile, PML)
     is ``VaR_{1 - 1/T}`` of the OEP (annual max) or AEP (annual aggregate) sample.
 TVaR (expected shortfall)
     ``TVaR_p = 1/(1-p) int_p^1 VaR_u du``, exact for ``F_n``: with ``k = ceil(n p)``,
-    ``TVaR_p = [ (k - n p) x_(k) + sum_{i > k} x_(i) ] / (n (1 - p))`` (Acerbi & Tasche 2002,
+    ``TVaR_p = [ (k - n p) x_(k) + sum_{i > k} x_(i) ] / (n - n p)`` (Acerbi & Tasche 2002,
     *J. Banking Finance* 26:1487). Always ``>= VaR_p``; equals ``E[L | L >= VaR_p]`` for continuous F.
 Quantile confidence interval (distribution-free, order statistics)
     The number of sample values below the true quantile ``xi_p`` is Binomial(n, p) for continuous F,
@@ -147,9 +147,11 @@ def var(losses, level: float) -> float:
 
 def _tvar_sorted(xs: np.ndarray, p: float) -> float:
     n = xs.size
-    k = max(1, min(n, math.ceil(n * p - 1e-9 * n * p)))
-    tail = float(xs[k:].sum()) + (k - n * p) * float(xs[k - 1])
-    return tail / (n * (1.0 - p))
+    np_ = n * p
+    k = max(1, min(n, math.ceil(np_ - 1e-9 * np_)))
+    w = max(k - np_, 0.0)                      # weight of x_(k) in the tail of mass n (1 - p) = (n - k) + w
+    tail = float(xs[k:].sum()) + w * float(xs[k - 1])
+    return tail / ((n - k) + w) if (n - k) + w > 0 else float(xs[k - 1])
 
 
 def tvar(losses, level: float) -> float:
