@@ -150,7 +150,9 @@ class Fire(Peril):
         #: static part of the burn probability per parcel: b x F_s x M_q  (1/yr)
         self.static_probability = (params.base_burn_probability_per_year.value * tables.flammability[sp]
                                    * prot_mult[np.asarray(portfolio.fire_protection_code, dtype=np.intp)])
-        self._static_upper = self.static_probability * max(1.0, params.young_burn_multiplier.value) * (1 + 1e-9)
+        # upper bound of b x F x A x M over parcels (screening in :meth:`step`)
+        self._static_upper_max = float(self.static_probability.max(initial=0.0)
+                                       * max(1.0, params.young_burn_multiplier.value) * (1 + 1e-9))
         self.county_code, self.county_labels, self._county_keys = county_codes(portfolio)
         classes = sorted(params.loss_given_burn)
         self._class_low = np.array([params.loss_given_burn[c].low for c in classes])
@@ -241,11 +243,9 @@ class Fire(Peril):
         # Screen with an upper bound of p per (path, parcel), then evaluate p exactly on candidates:
         # the same decisions as ``u < burn_probability(ctx)`` at a fraction of the dense work.
         k_max = ctx.stand.fire_multiplier.max(axis=1)
-        g = w_county * (factor.max(axis=1) * k_max)[:, None]
-        bound = g[:, self.county_code]
-        bound *= self._static_upper[None, :]
+        bound = w_county.max(axis=1) * factor.max(axis=1) * k_max * self._static_upper_max
         u = ctx.rnd.parcel_uniform("fire.hazard", ctx.year)
-        pp, qq = np.nonzero(u < bound)
+        pp, qq = np.nonzero(u < bound[:, None])
         if pp.size == 0:
             return PerilLosses.empty()
         burn = u[pp, qq] < self._probability_at(ctx, w_county, factor, pp, qq)

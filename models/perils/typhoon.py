@@ -10,8 +10,8 @@ y = lat x 110.57 km). For each parcel
 * ``d_q`` = perpendicular distance inland from that line (km, 0 on the sea side), and
 * ``t_q`` = position along the coast axis (km from point A, positive toward B).
 
-Qingtian, Jingning and Jinyun come out nearest (roughly 50-90 km); Longquan and Qingyuan the
-farthest (about 150-200 km).
+With county-seat coordinates Qingtian comes out nearest (about 70 km inland), Jinyun, Jingning and
+Liandu next (about 115 km), and Yunhe, Qingyuan, Songyang, Longquan and Suichang farthest (130-180 km).
 
 Hazard
 ------
@@ -53,7 +53,7 @@ Forced events
 ``ctx.forced_events["typhoon"]`` is a list of dicts, each one storm added to this year on every path:
 
 * ``track`` (float, km, required): landfall position along the coast axis (0 = 27.4N 120.6E,
-  positive toward 28.9N 121.6E; about 40-90 km passes closest to Qingtian and Jinyun);
+  positive toward 28.9N 121.6E; about 55 km passes over Qingtian, about 95 km over Jinyun);
 * ``intensity`` (float in (0, 10], default the upper end of ``intensity``): the storm's ``I``.
 
 Forced storms get event indices after the random storms of the year. Unknown keys or bad values raise
@@ -219,12 +219,11 @@ class Typhoon(Peril):
         p: TyphoonParams = self.params
         rnd = ctx.rnd
         n_paths, n = rnd.n_paths, rnd.n_parcels
-        alive = (ctx.stand.age_years >= 0) & (ctx.stand.carbon_tc_per_ha > 0)
         parts_p, parts_q, parts_f, parts_e = [], [], [], []
 
         def add(pp, qq, stream, event):
             event = np.broadcast_to(np.asarray(event, dtype=np.int64), pp.shape)
-            keep = alive[pp, qq]
+            keep = (ctx.stand.age_years[pp, qq] >= 0) & (ctx.stand.carbon_tc_per_ha[pp, qq] > 0)
             pp, qq = pp[keep], qq[keep]
             if pp.size:
                 parts_p.append(pp)
@@ -259,8 +258,11 @@ class Typhoon(Peril):
             add(pp, qq, f"typhoon.damage.forced{j}", n_random[pp] + j)
         if not parts_p:
             return PerilLosses.empty()
-        pp, qq, f, e = combine_losses(np.concatenate(parts_p), np.concatenate(parts_q), np.concatenate(parts_f),
-                                      np.concatenate(parts_e), n)
+        if len(parts_p) == 1:  # one storm: every pair once already
+            pp, qq, f, e = parts_p[0], parts_q[0], parts_f[0], parts_e[0]
+        else:
+            pp, qq, f, e = combine_losses(np.concatenate(parts_p), np.concatenate(parts_q), np.concatenate(parts_f),
+                                          np.concatenate(parts_e), n)
         pos = f > 0
         return PerilLosses(pp[pos], qq[pos], f[pos], e[pos], f[pos] >= self._threshold)
 
