@@ -1,0 +1,124 @@
+"""Issuance risk: credits are issued only if verified, possibly late, under rules that can change.
+
+Applied to the simulated issuance stream ``Q[path, year]`` (tCO2e issued at the end of a monitoring
+period), path by path with keyed random numbers (streams ``issuance.*``), vectorised over paths:
+
+* each issuance fails verification with probability ``f`` (its credits are lost);
+* otherwise it is delayed by ``d`` years with probability ``p_delay`` (credits arrive later; a
+  delay past the horizon loses them from the valuation);
+* a methodology change arrives at rate ``m`` per year (first arrival time exponential); issuance
+  after it is multiplied by ``factor``.
+
+Parameters: ``finance_engine/data/issuance_risk.yaml`` (every figure an assumption, labelled so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from models.rng import KeyedRandom
+
+ISSUANCE_PATH = Path(__file__).resolve().parent / "data" / "issuance_risk.yaml"
+_NO_PARCELS = np.empty(0, np.uint64)
+
+
+class _Sourced(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float
+    source: str
+    confidence: str
+    note: str | None = None
+
+
+class _IssuanceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int
+    verification_failure_probability: _Sourced
+    delay_probability: _Sourced
+    delay_years: _Sourced
+    methodology_change_rate_per_year: _Sourced
+    methodology_change_issuance_factor: _Sourced
+
+    @model_validator(mode="after")
+    def _check(self) -> "_IssuanceFile":
+        IssuanceRisk(self.verification_failure_probability.value, self.delay_probability.value,
+                     int(self.delay_years.value), self.methodology_change_rate_per_year.value,
+                     self.methodology_change_issuance_factor.value)
+        return self
+
+
+@dataclass(frozen=True)
+class IssuanceRisk:
+    """Parameters of the issuance-risk model (see module docstring)."""
+
+    verification_failure_probability: float = 0.0
+    delay_probability: float = 0.0
+    delay_years: int = 1
+    methodology_change_rate_per_year: float = 0.0
+    methodology_change_issuance_factor: float = 1.0
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("verification_failure_probability", "delay_probability"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {v}")
+        if self.delay_years < 0 or self.delay_years > 10:
+            raise ValueError(f"delay_years must lie in 0-10, got {self.delay_years}")
+        if not 0 <= self.methodology_change_rate_per_year < 1:
+            raise ValueError("methodology_change_rate_per_year must lie in [0, 1)")
+        if not 0 <= self.methodology_change_issuance_factor <= 1:
+            raise ValueError("methodology_change_issuance_factor must lie in [0, 1]")
+
+    @classmethod
+    def none(cls) -> "IssuanceRisk":
+        """Every credit is issued on time (the switch-off for attribution)."""
+        return cls()
+
+    def apply(self, issued_tco2e: np.ndarray, path_ids: np.ndarray, seed: int) -> np.ndarray:
+        """Realised issuance, shape (years, n_paths), from the simulated one (same shape)."""
+        q = np.asarray(issued_tco2e, dtype=np.float64)
+        years, n = q.shape
+        if n != len(path_ids):
+            raise ValueError("issued_tco2e must have one column per path id")
+        rnd = KeyedRandom(int(seed), np.asarray(path_ids, dtype=np.int64), _NO_PARCELS)
+        out = np.zeros_like(q)
+        # methodology change: first arrival of a Poisson process, in years
+        if self.methodology_change_rate_per_year > 0:
+            u = rnd.path_uniform("issuance.methodology_change", 0)
+            t_change = -np.log(u) / self.methodology_change_rate_per_year
+        else:
+            t_change = np.full(n, np.inf)
+        for y in range(years):  # loop over years, vectorised over paths
+            row = q[y]
+            if not np.any(row):
+                continue
+            fail = rnd.path_uniform("issuance.verification", y) < self.verification_failure_probability
+            delay = rnd.path_uniform("issuance.delay", y) < self.delay_probability
+            amount = np.where(fail, 0.0, row)
+            factor = np.where(y + 1 > t_change, self.methodology_change_issuance_factor, 1.0)
+            amount = amount * factor
+            on_time = ~delay
+            out[y] += np.where(on_time, amount, 0.0)
+            late = y + self.delay_years
+            if late < years:
+                out[late] += np.where(delay, amount, 0.0)
+        return out
+
+
+def load_issuance_risk(path: str | Path | None = None) -> IssuanceRisk:
+    p = Path(path) if path else ISSUANCE_PATH
+    raw = p.read_bytes()
+    try:
+        f = _IssuanceFile.model_validate(yaml.safe_load(raw))
+    except ValidationError as exc:
+        raise ValueError(f"{p}: invalid issuance-risk file: {exc}") from exc
+    return IssuanceRisk(f.verification_failure_probability.value, f.delay_probability.value, int(f.delay_years.value),
+                        f.methodology_change_rate_per_year.value, f.methodology_change_issuance_factor.value,
+                        sha256=hashlib.sha256(raw).hexdigest())

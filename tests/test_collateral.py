@@ -1,0 +1,109 @@
+"""Carbon-pledge collateral valuation: closed forms and bad terms."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from finance_engine.collateral import LoanTerms, LoanTermsError, balance_schedule, value_collateral
+from finance_engine.issuance import IssuanceRisk
+from finance_engine.price import PriceModelParams, load_price_model
+from models.carbon import carbon_factors
+from models.dynamics import SimulationSwitches
+from models.growth import chapman_richards_volume
+from models.portfolio import validate_frame
+from tests.conftest import make_frame
+
+CALM = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False,
+                          background_mortality=False, perils=())
+
+
+@pytest.fixture(scope="module")
+def portfolio(params):
+    return validate_frame(make_frame(30, seed=8, species=["chinese_fir", "masson_pine"]), params)
+
+
+def _flat_prices(price=60.0):
+    pms = load_price_model()
+    calm = PriceModelParams(long_run_price_cny_per_tco2e=price, mean_reversion_per_year=0.5,
+                            volatility_per_sqrt_year=0.0)
+    return dataclasses.replace(pms, models={"cea": calm}, start_price_cny_per_tco2e=price)
+
+
+def test_deterministic_value_equals_analytic_present_value(portfolio, params):
+    terms = LoanTerms(amount_cny=100_000, term_years=5, interest_rate=0.04, discount_rate=0.05,
+                      crediting_horizon_years=20)
+    v = value_collateral(portfolio, params, terms, paths=64, seed=3, attribution=False, sensitivities=False,
+                         price_model_set=_flat_prices(60.0), issuance_risk=IssuanceRisk.none(), switches=CALM)
+    # analytic: stock on the yield curve, credits every 5 years = gain x (1 - baseline - leakage) x (1 - buffer)
+    t = params.tables
+    sc, site = portfolio.species_code, portfolio.site_code
+    a = t.asymptote_m3_per_ha[sc, site]
+    k, c = t.growth_rate_per_year[sc], t.growth_shape[sc]
+    f = carbon_factors(params, sc, "bef")
+    cr = params.file.crediting
+    keep = (1 - cr.baseline_removal_fraction.value - cr.leakage_fraction.value) * (1 - cr.buffer_fraction.value)
+    stock = lambda yrs: (f.tc_per_ha(chapman_richards_volume(portfolio.age_years + yrs, a, k, c))
+                         * portfolio.area_ha).sum() * 44 / 12
+    pv = 0.0
+    for end in (5, 10, 15, 20):
+        credits = (stock(end) - stock(end - 5)) * keep
+        pv += credits * 60.0 / 1.05**end
+    assert v.value_today["value_cny"] == pytest.approx(pv, rel=1e-9)
+    assert v.value_today["mc_se_cny"] == pytest.approx(0.0, abs=1e-6 * pv)
+
+
+def test_balance_schedules():
+    base = dict(amount_cny=1000.0, term_years=4, interest_rate=0.05)
+    assert list(balance_schedule(LoanTerms(**base, amortisation="bullet"))) == [1000, 1000, 1000, 1000, 0]
+    assert list(balance_schedule(LoanTerms(**base, amortisation="linear"))) == [1000, 750, 500, 250, 0]
+    b = balance_schedule(LoanTerms(**base, amortisation="annuity"))
+    pay = 1000 * 0.05 / (1 - 1.05**-4)
+    assert b[1] == pytest.approx(1000 * 1.05 - pay)
+    assert b[-1] == 0
+
+
+def test_full_model_outputs_are_consistent(portfolio, params):
+    terms = LoanTerms(amount_cny=60_000, term_years=3, interest_rate=0.04, borrower_pd=0.02,
+                      forest_right_mortgage_cny=20_000, crediting_horizon_years=15,
+                      insurance={"agreed_price_cny_per_tco2e": 60.0})
+    v = value_collateral(portfolio, params, terms, paths=256, seed=5, attribution=True, attribution_paths=128)
+    vt = v.value_today
+    assert vt["value_cny"] > 0 and vt["mc_se_cny"] > 0
+    lo, hi = vt["ci95_cny"]
+    assert lo < vt["value_cny"] < hi
+    assert len(v.by_year) == 3
+    assert (v.by_year.value_p05_cny <= v.by_year.value_p50_cny).all()
+    assert (v.by_year.value_p50_cny <= v.by_year.value_p95_cny).all()
+    # the largest safe loan is the target quantile of the worst value-to-balance ratio
+    s = v.sizing
+    assert 0 < s["max_loan_cny"] < vt["value_cny"] * 2
+    beta = balance_schedule(LoanTerms(**{**terms.model_dump(), "amount_cny": 1.0}))[:3]
+    worst = (v.paths["value"][1:4] / beta[:, None]).min(axis=0)
+    assert np.mean(worst < s["max_loan_cny"]) <= terms.target_shortfall_probability + 1 / 256
+    assert v.credit["irb_capital_k"] > 0 and v.credit["firb_lgd_unsecured"] == pytest.approx(0.40)
+    assert v.credit["firb_lgd_carbon_as_other_physical"] < 0.40
+    sec = v.security
+    assert sec["carbon_share_of_security"] == pytest.approx(vt["value_cny"] / (vt["value_cny"] + 20_000))
+    d = v.drivers.set_index("driver")
+    # common random numbers: without a peril or issuance risk the pledge is worth at least as much
+    assert d.loc["without issuance risk", "value_effect_cny"] > 0
+    assert d.loc["without assigned insurance", "expected_shortfall_cny"] >= d.loc["full model", "expected_shortfall_cny"]
+    sens = v.sensitivities.set_index("case")
+    assert sens.loc["price -50%", "value_cny"] == pytest.approx(vt["value_cny"] * 0.5, rel=0.02)
+    out = v.to_dict()
+    assert out["provenance"]["seed"] == 5 and out["provenance"]["paths"] == 256
+    assert out["provenance"]["parameter_sha256"] == params.sha256
+
+
+@pytest.mark.parametrize("terms,parcels,msg", [
+    (dict(amount_cny=-5, term_years=3, interest_rate=0.04), None, "amount_cny"),
+    (dict(amount_cny=1e5, term_years=40, interest_rate=0.04, crediting_horizon_years=30), None, "beyond the crediting horizon"),
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04, pledge_rate=0.7, ltv_trigger=0.5), None, "below the pledge_rate"),
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04), ["NOPE-1"], "not in the portfolio"),
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04, guarantee_cny=-1), None, "guarantee_cny"),
+])
+def test_bad_terms_get_clear_errors(portfolio, params, terms, parcels, msg):
+    with pytest.raises(LoanTermsError, match=msg):
+        value_collateral(portfolio, params, terms, parcel_ids=parcels, paths=32, attribution=False,
+                         sensitivities=False)
