@@ -370,7 +370,8 @@ def quota_share(losses, cession: float) -> tuple[np.ndarray, np.ndarray]:
         raise InsuranceInputError(f"cession must be a number in [0, 1], got {cession!r}") from None
     if not 0 <= q <= 1:
         raise InsuranceInputError(f"cession must be in [0, 1], got {cession}")
-    x = as_loss_array(np.atleast_1d(np.asarray(losses, dtype=np.float64)), "losses") if np.size(losses) else \
-        np.zeros(0)
+    x = np.asarray(losses, dtype=np.float64)
+    if x.ndim != 1 or not np.isfinite(x).all() or (x < 0).any():
+        raise InsuranceInputError("losses must be a 1-d array of finite values >= 0")
     ceded = q * x
     return ceded, x - ceded
