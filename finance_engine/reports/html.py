@@ -1,0 +1,50 @@
+"""Shared pieces of the HTML reports: embedded plots and a page template (works offline, no CDN)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written by servers and CLIs
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+
+def figure_to_data_uri(fig) -> str:
+    """A matplotlib figure as an inline PNG data URI (the report stays one self-contained file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def fmt_number(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def table_html(df: pd.DataFrame, digits: int = 0, percent: tuple[str, ...] = ()) -> str:
+    fmt = {c: (lambda x: f"{x:.1%}") for c in percent if c in df.columns}
+    for c in df.columns:
+        if c not in fmt and pd.api.types.is_float_dtype(df[c]):
+            fmt[c] = (lambda x, d=digits: fmt_number(x, d))
+    return df.to_html(index=False, formatters=fmt, border=0, classes="t", escape=True)
+
+
+def render(template: str, **context: Any) -> str:
+    _env.filters["n"] = fmt_number
+    _env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}%"
+    return _env.get_template(template).render(**context)
