@@ -43,7 +43,7 @@ import yaml
 
 from models.growth import bamboo_carbon_at_age, chapman_richards_volume
 from models.parameters import SITE_CLASSES, ModelParameters, load_parameters
-from models.portfolio import LEVELS, MANAGEMENT_LEVELS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from models.portfolio import MANAGEMENT_LEVELS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_SETTINGS_PATH = DATA_DIR / "demo_lishui.yaml"
@@ -328,9 +328,7 @@ def generate_demo_portfolio(n_parcels: int = DEMO_N_PARCELS, seed: int = DEMO_SE
         "pest_control": np.array(MANAGEMENT_LEVELS, dtype=object)[pest],
         "project_id": project.astype(object),
     }
-    frame = pd.DataFrame(out, columns=list(COLUMNS))
-    assert tuple(frame.columns) == COLUMNS and set(LEVELS) <= set(frame.columns)
-    return frame
+    return pd.DataFrame(out, columns=list(COLUMNS))
 
 
 def write_demo_csv(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -118,6 +118,14 @@ class PortfolioError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Readers
 # --------------------------------------------------------------------------------------------
+def _with_raw_header(df: pd.DataFrame, header: pd.DataFrame) -> pd.DataFrame:
+    """Restore the file's own column names (pandas renames a repeated ``x`` to ``x.1``), so that the
+    validator can report a repeated column instead of silently ignoring its second copy."""
+    if len(header) == 1 and header.shape[1] == df.shape[1]:
+        df.columns = ["" if pd.isna(v) else str(v) for v in header.iloc[0].tolist()]
+    return df
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     raw = path.read_bytes()
     try:
@@ -131,7 +139,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     from io import StringIO
 
     try:
-        return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        df = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        return _with_raw_header(df, pd.read_csv(StringIO(text), header=None, nrows=1, dtype=str,
+                                                keep_default_na=False, skipinitialspace=True))
     except pd.errors.ParserError as exc:
         raise PortfolioError([Problem(str(path), None, None, None, f"not a valid CSV file: {exc}")]) from exc
     except pd.errors.EmptyDataError:
@@ -232,7 +242,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(p)
         if suffix in (".xlsx", ".xlsm"):
-            return pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object)
+            df = pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object)
+            return _with_raw_header(df, pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object,
+                                                      header=None, nrows=1))
         if suffix in (".geojson", ".json"):
             return _read_geojson(p)
     except PortfolioError:
@@ -381,6 +393,9 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     if len(df) == 0 and len(df.columns) == 0:
         raise PortfolioError([Problem(source, None, None, None, "portfolio has no parcels (the table is empty)")])
+    repeated = sorted({c for c in df.columns if c and list(df.columns).count(c) > 1})
+    if repeated:
+        raise PortfolioError([Problem(source, None, c, None, "column appears more than once") for c in repeated])
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise PortfolioError([Problem(source, None, c, None, "required column is missing") for c in missing])

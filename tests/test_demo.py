@@ -9,6 +9,8 @@ import pytest
 from models.demo import (
     DEMO_N_PARCELS,
     DEMO_SEED,
+    DEMO_SETTINGS_PATH,
+    DemoSettingsError,
     demo_portfolio_path,
     generate_demo_portfolio,
     load_demo_settings,
@@ -109,8 +111,15 @@ def test_bad_arguments(params):
         generate_demo_portfolio(0, 1, params)
 
 
-def test_settings_shares_sum_to_one():
+def test_settings_weights_and_bad_shares(tmp_path):
     s = load_demo_settings()
-    assert np.isclose(s.forest_weight.sum(), 1.0)
-    assert s.species_share[-1] == 1.0
     assert len(s.county_names) == 9
+    # forest area weights: Longquan largest (stock 14.56 M m3, coverage 84.2 %), Liandu 102,600 ha read
+    assert s.county_names[int(np.argmax(s.forest_weight))] == "龙泉市"
+    liandu = s.county_names.index("莲都区")
+    assert s.forest_weight[liandu] == pytest.approx(102_600 / 1_393_846, rel=1e-6)
+    text = DEMO_SETTINGS_PATH.read_text(encoding="utf-8").replace("{share: 0.33, ages: fir", "{share: 0.53, ages: fir")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(DemoSettingsError, match="species shares: shares must be non-negative and sum to 1"):
+        load_demo_settings(bad)

@@ -101,6 +101,24 @@ def test_missing_required_columns_are_all_listed(tmp_path, params):
     assert all(p.file == str(path) and p.row is None for p in probs)
 
 
+def test_repeated_column_is_reported(tmp_path, params):
+    path = tmp_path / "twice.csv"
+    df = _frame()
+    text = df.to_csv(index=False, lineterminator="\n").replace("area_ha", "age_years", 1)
+    path.write_text(text, encoding="utf-8")
+    probs = _problems(lambda: load_portfolio(path, params))
+    assert [(p.column, p.reason) for p in probs] == [("age_years", "column appears more than once")]
+
+
+def test_blank_trailing_columns_as_excel_writes_them_are_ignored(tmp_path, params):
+    df = _frame()
+    path = tmp_path / "trailing.csv"
+    lines = df.to_csv(index=False, lineterminator="\n").splitlines()
+    path.write_text("\n".join(ln + ",," for ln in lines) + "\n", encoding="utf-8")
+    _write_csv(df, tmp_path / "clean.csv")
+    pd.testing.assert_frame_equal(load_portfolio(path, params).frame, load_portfolio(tmp_path / "clean.csv", params).frame)
+
+
 def test_every_bad_row_is_reported_in_row_order(tmp_path, params):
     def edit(df):
         df.loc[1, "species_group"] = "unobtainium"
