@@ -108,7 +108,10 @@ def format_option(f: Callable) -> Callable:
 def run_guarded(group: click.Group, argv: list[str]) -> int:
     """Run the CLI: bad input -> one line + exit 2; unexpected failure -> one line + exit 1."""
     try:
-        group.main(args=argv, prog_name="carbon-risk", standalone_mode=False)
+        rv = group.main(args=argv, prog_name="carbon-risk", standalone_mode=False)
+        # with standalone_mode=False click returns ctx.exit(n)'s code instead of raising
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
