@@ -1,0 +1,232 @@
+"""Jobs: long simulations run by worker threads inside the server, persisted in the database.
+
+Life cycle: ``queued -> running -> succeeded | failed | cancelled``. The job row holds the request,
+progress (fraction of chunks done) and ETA (fed by the engine's ``progress`` callback), log lines,
+error detail and, on success, the id of the stored simulation run.
+
+Restarts: on start the runner re-queues every job found ``running`` (its server died mid-run) and
+runs all queued jobs in creation order. A job's numbers depend only on its request (portfolio,
+model, seed, ...), never on how its paths were chunked or how often it was started, so a rerun gives
+the same result. Cancel: a queued job is cancelled at once; a running one at the next chunk boundary
+(the engine polls the ``cancel`` callback between chunks). A graceful shutdown stops a running job
+the same way and puts it back in the queue.
+
+One server process runs the jobs (``Settings.job_workers`` threads); with several processes on one
+database a job is still claimed by exactly one of them (a conditional UPDATE), but the re-queueing
+of ``running`` jobs at start assumes the others are down.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+
+from api.db.models import Job, PortfolioRow, utcnow
+from api.requestctx import reset_request_id, set_request_id
+from api.services import cells, new_id, run_simulation, store_run
+
+log = logging.getLogger("carbon_risk.api.jobs")
+MAX_LOG_LINES = 200
+PROGRESS_WRITE_INTERVAL_S = 0.5
+CANCEL_POLL_INTERVAL_S = 0.5
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _stamp(msg: str) -> str:
+    return f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')}Z {msg}"
+
+
+def _append(job: Job, msg: str) -> None:
+    lines = list(job.log or [])
+    lines.append(_stamp(msg))
+    job.log = lines[-MAX_LOG_LINES:]
+
+
+def create_job(s, *, tenant_id: str, key_id: str, kind: str, request: dict[str, Any], request_id: str) -> Job:
+    job = Job(id=new_id("job"), tenant_id=tenant_id, kind=kind, status="queued", request=request, progress=0.0,
+              eta_s=None, log=[], error=None, result_id=None, cancel_requested=False, attempts=0,
+              created_by=key_id, request_id=request_id, created_at=utcnow())
+    _append(job, "queued")
+    s.add(job)
+    s.flush()
+    return job
+
+
+class _Stop(Exception):
+    pass
+
+
+class JobRunner:
+    """Worker threads that run queued jobs (see the module docstring)."""
+
+    def __init__(self, db, settings, models, portfolios):
+        self.db, self.settings, self.models, self.portfolios = db, settings, models, portfolios
+        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        for i in range(self.settings.job_workers):
+            t = threading.Thread(target=self._loop, name=f"job-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def recover(self) -> list[str]:
+        """Re-queue interrupted jobs and enqueue every queued job; returns their ids in order."""
+        with self.db.session() as s:
+            for job in s.scalars(select(Job).where(Job.status == "running")):
+                job.status = "queued"
+                job.progress, job.eta_s = 0.0, None
+                _append(job, "re-queued: the server stopped while the job was running")
+            ids = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id)))
+        for i in ids:
+            self._queue.put(i)
+        if ids:
+            log.info("recovered %d queued job(s)", len(ids))
+        return ids
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def submit(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._lock:
+            ev = self._cancel.get(job_id)
+        if ev is not None:
+            ev.set()
+
+    # ---- worker ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job_id = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.run_one(job_id)
+            except Exception:  # noqa: BLE001 - a worker thread must survive anything
+                log.exception("job worker failed on %s", job_id)
+
+    def _claim(self, job_id: str) -> Job | None:
+        with self.db.session() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                            .values(status="running", started_at=utcnow(), attempts=Job.attempts + 1))
+            if res.rowcount != 1:
+                return None
+            job = s.get(Job, job_id)
+            _append(job, f"running (attempt {job.attempts})")
+            return job
+
+    def run_one(self, job_id: str) -> None:
+        job = self._claim(job_id)
+        if job is None:
+            return
+        token = set_request_id(job.request_id)
+        ev = threading.Event()
+        with self._lock:
+            self._cancel[job_id] = ev
+        try:
+            self._execute(job, ev)
+        finally:
+            with self._lock:
+                self._cancel.pop(job_id, None)
+            reset_request_id(token)
+
+    def _execute(self, job: Job, ev: threading.Event) -> None:
+        from finance_engine.simulation import SimulationCancelled
+
+        t0 = time.perf_counter()
+        last = {"write": 0.0, "poll": 0.0}
+        req = job.request
+        log.info("job %s started: %s", job.id, {k: req.get(k) for k in ("portfolio_id", "years", "paths", "seed")})
+
+        def progress(p) -> None:
+            now = time.perf_counter()
+            if now - last["write"] < PROGRESS_WRITE_INTERVAL_S and p.chunks_done < p.chunks_total:
+                return
+            last["write"] = now
+            with self.db.session() as s:
+                j = s.get(Job, job.id)
+                j.progress = round(p.fraction, 6)
+                j.eta_s = None if p.eta_s is None else round(float(p.eta_s), 2)
+                _append(j, f"progress {p.chunks_done}/{p.chunks_total} chunks")
+
+        def cancel() -> bool:
+            if ev.is_set() or self._stopping.is_set():
+                return True
+            now = time.perf_counter()
+            if now - last["poll"] >= CANCEL_POLL_INTERVAL_S:
+                last["poll"] = now
+                with self.db.session() as s:
+                    if s.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
+                        ev.set()
+                        return True
+            return False
+
+        try:
+            with self.db.session() as s:
+                pfrow = s.get(PortfolioRow, req["portfolio_id"])
+                if pfrow is None or pfrow.tenant_id != job.tenant_id:
+                    raise ValueError(f"portfolio {req['portfolio_id']!r} no longer exists")
+            params = self.models.get(pfrow.region)
+            pf = self.portfolios.get(pfrow, params)
+            result = run_simulation(pf, params, req, chunk_paths=self.settings.job_chunk_paths,
+                                    progress=progress, cancel=cancel)
+        except SimulationCancelled:
+            self._finish_cancelled(job.id)
+            return
+        except ValueError as exc:
+            self._fail(job.id, {"type": "invalid-request", "detail": str(exc)})
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("job %s failed", job.id)
+            self._fail(job.id, {"type": "internal-error", "detail": f"{type(exc).__name__}: {exc}",
+                                "trace_tail": traceback.format_exc().splitlines()[-3:]})
+            return
+        with self.db.session() as s:
+            j = s.get(Job, job.id)
+            run = store_run(s, tenant_id=j.tenant_id, key_id=j.created_by, portfolio=pfrow, req=req, result=result,
+                            job_id=j.id, request_id=j.request_id)
+            j.status, j.result_id, j.progress, j.eta_s = "succeeded", run.id, 1.0, 0.0
+            j.finished_at = utcnow()
+            _append(j, f"succeeded in {time.perf_counter() - t0:.1f} s: result {run.id} "
+                       f"({cells(pf.n_parcels, req['paths'], req['years'])} parcel-path-years)")
+        log.info("job %s succeeded", job.id)
+
+    def _finish_cancelled(self, job_id: str) -> None:
+        with self.db.session() as s:
+            j = s.get(Job, job_id)
+            if self._stopping.is_set() and not j.cancel_requested:
+                j.status, j.progress, j.eta_s = "queued", 0.0, None
+                _append(j, "interrupted by a server shutdown; re-queued")
+                log.info("job %s re-queued at shutdown", job_id)
+                return
+            j.status, j.finished_at, j.eta_s = "cancelled", utcnow(), None
+            _append(j, "cancelled")
+        log.info("job %s cancelled", job_id)
+
+    def _fail(self, job_id: str, error: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            j = s.get(Job, job_id)
+            j.status, j.finished_at, j.error, j.eta_s = "failed", utcnow(), error, None
+            _append(j, f"failed: {error['detail']}")
+        log.warning("job %s failed: %s", job_id, error["detail"])
+
+
+__all__ = ["JobRunner", "TERMINAL", "create_job"]

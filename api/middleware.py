@@ -1,0 +1,252 @@
+"""The service's ASGI middleware: request ids, access log, body size limit and idempotency.
+
+One pure-ASGI layer (no BaseHTTPMiddleware, so streaming and context variables behave):
+
+1. **Request id.** The client's ``X-Request-ID`` (if it is a sane token) or a new one; set in a
+   context variable that every log line prints, and echoed in the ``X-Request-ID`` response header.
+2. **Body limit.** Bodies larger than ``Settings.max_body_bytes`` get 413 (checked against
+   ``Content-Length`` first, then while reading a chunked body).
+3. **Idempotency.** A ``POST`` with an ``Idempotency-Key`` header is stored with its response,
+   keyed by (tenant, key). The same key with the same method, path and body replays the stored
+   response (header ``Idempotency-Replayed: true``); the same key with a different request gets
+   422; a request still in flight with the key gets 409. Only final answers are stored (2xx and
+   4xx other than 401, 403, 409, 429); 5xx and those errors can be retried with the same key.
+   The body is compared byte for byte, except a multipart boundary, which is normalised.
+4. **Last resort.** An exception that escapes the app becomes a 500 problem document (with the
+   request id), logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import timedelta
+
+import anyio
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from api.db.models import IdempotencyRecord, utcnow
+from api.problems import problem_response
+from api.requestctx import new_request_id, reset_request_id, set_request_id
+from api.security import verify_key
+
+log = logging.getLogger("carbon_risk.api.access")
+IDEMPOTENCY_HEADER = b"idempotency-key"
+STALE_IN_FLIGHT = timedelta(minutes=15)
+_NOT_STORED = {401, 403, 409, 429}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _header(scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+class ServiceMiddleware:
+    def __init__(self, app, settings, db):
+        self.app, self.settings, self.db = app, settings, db
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id(_header(scope, b"x-request-id"))
+        token = set_request_id(rid)
+        t0 = time.perf_counter()
+        status_box = {"status": 0, "started": False}
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status_box["status"] = message["status"]
+                status_box["started"] = True
+                message = {**message, "headers": [*message.get("headers", []), rid_header]}
+            await send(message)
+
+        async def respond(resp):
+            await resp(scope, _empty_receive, send_with_id)
+
+        try:
+            try:
+                body = await self._read_body(scope, receive)
+            except _TooLarge:
+                await respond(problem_response(413, f"request body larger than {self.settings.max_body_bytes} bytes",
+                                               kind="payload-too-large", instance=scope.get("path")))
+                return
+            replay_receive = _replayer(body)
+            key = _header(scope, IDEMPOTENCY_HEADER)
+            if scope["method"] == "POST" and key is not None:
+                await self._idempotent(scope, replay_receive, send_with_id, respond, key, body)
+            else:
+                await self.app(scope, replay_receive, send_with_id)
+        except Exception:  # noqa: BLE001 - the last resort: never a bare 500 without a problem document
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not status_box["started"]:
+                await respond(problem_response(500, "internal error; quote the request_id when reporting it",
+                                               instance=scope.get("path")))
+        finally:
+            log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), status_box["status"],
+                     (time.perf_counter() - t0) * 1000)
+            reset_request_id(token)
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        cl = _header(scope, b"content-length")
+        if cl is not None:
+            try:
+                if int(cl) > limit:
+                    raise _TooLarge
+            except ValueError:
+                pass
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    # ---- idempotency ------------------------------------------------------------------------
+    async def _idempotent(self, scope, receive, send, respond, key: str, body: bytes):
+        if not (1 <= len(key) <= 200):
+            await respond(problem_response(400, "Idempotency-Key must be 1-200 characters",
+                                           kind="bad-idempotency-key", instance=scope.get("path")))
+            return
+        api_key = _key_from_scope(scope)
+        principal = await anyio.to_thread.run_sync(self._principal, api_key) if api_key else None
+        if principal is None:  # let the app answer 401
+            await self.app(scope, receive, send)
+            return
+        method_path = f"{scope['method']} {scope['path']}"
+        digest = _body_digest(scope, body)
+        verdict, rec = await anyio.to_thread.run_sync(self._claim, principal.tenant_id, key, method_path, digest)
+        if verdict == "mismatch":
+            await respond(problem_response(
+                422, "this Idempotency-Key was used with a different request (method, path or body)",
+                kind="idempotency-key-reused", instance=scope.get("path")))
+            return
+        if verdict == "in-flight":
+            await respond(problem_response(409, "a request with this Idempotency-Key is still being processed",
+                                           kind="idempotency-in-flight", instance=scope.get("path")))
+            return
+        if verdict == "replay":
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rec["headers"].items()]
+            headers.append((b"idempotency-replayed", b"true"))
+            await send({"type": "http.response.start", "status": rec["status"], "headers": headers})
+            await send({"type": "http.response.body", "body": rec["body"]})
+            return
+        captured = {"status": None, "headers": [], "body": []}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            status = captured["status"]
+            if status is not None and status < 500 and status not in _NOT_STORED:
+                keep = {k.decode("latin-1"): v.decode("latin-1") for k, v in captured["headers"]
+                        if k.lower() in (b"content-type", b"location")}
+                await anyio.to_thread.run_sync(self._store, principal.tenant_id, key, status, keep,
+                                               b"".join(captured["body"]))
+            else:
+                await anyio.to_thread.run_sync(self._release, principal.tenant_id, key)
+
+    def _principal(self, api_key: str):
+        with self.db.session() as s:
+            return verify_key(s, api_key)
+
+    def _claim(self, tenant_id: str, key: str, method_path: str, digest: str):
+        for _ in range(2):
+            with self.db.session() as s:
+                rec = s.get(IdempotencyRecord, (tenant_id, key))
+                if rec is None:
+                    s.add(IdempotencyRecord(tenant_id=tenant_id, key=key, method_path=method_path,
+                                            body_sha256=digest, created_at=utcnow()))
+                    try:
+                        s.flush()
+                    except IntegrityError:
+                        s.rollback()
+                        continue
+                    return "new", None
+                if rec.method_path != method_path or rec.body_sha256 != digest:
+                    return "mismatch", None
+                if rec.status_code is None:
+                    if utcnow() - rec.created_at > STALE_IN_FLIGHT:  # abandoned by a crashed server
+                        rec.created_at = utcnow()
+                        return "new", None
+                    return "in-flight", None
+                return "replay", {"status": rec.status_code, "headers": dict(rec.headers or {}),
+                                  "body": bytes(rec.body or b"")}
+        return "in-flight", None
+
+    def _store(self, tenant_id, key, status, headers, body):
+        with self.db.session() as s:
+            rec = s.get(IdempotencyRecord, (tenant_id, key))
+            if rec is not None:
+                rec.status_code, rec.headers, rec.body = status, headers, body
+
+    def _release(self, tenant_id, key):
+        with self.db.session() as s:
+            s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant_id,
+                                                      IdempotencyRecord.key == key,
+                                                      IdempotencyRecord.status_code.is_(None)))
+
+
+def _key_from_scope(scope) -> str | None:
+    auth = _header(scope, b"authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return _header(scope, b"x-api-key")
+
+
+def _body_digest(scope, body: bytes) -> str:
+    ctype = _header(scope, b"content-type") or ""
+    if ctype.lower().startswith("multipart/") and "boundary=" in ctype:
+        boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"')
+        if boundary:
+            body = body.replace(boundary.encode("latin-1"), b"BOUNDARY")
+            ctype = ctype.replace(boundary, "BOUNDARY")
+    h = hashlib.sha256()
+    h.update(ctype.encode("latin-1"))
+    h.update(b"\0")
+    h.update(body)
+    return h.hexdigest()
+
+
+def _replayer(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep_forever()
+
+    return receive
+
+
+async def _empty_receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+__all__ = ["ServiceMiddleware"]

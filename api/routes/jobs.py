@@ -1,0 +1,75 @@
+"""Jobs: list, get (status, progress, ETA, log, error), result, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import Job, SimulationRun, utcnow
+from api.jobs import TERMINAL
+from api.problems import ApiProblem
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.schemas import JobOut, JobStatus, Page, SimulationOut
+from api.security import ANALYSTS, Principal, require_roles
+from api.services import audit, count, get_owned, page, run_out
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_PROBLEMS)
+analyst = require_roles(*ANALYSTS)
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    return {k: getattr(job, k) for k in ("id", "kind", "status", "request", "progress", "eta_s", "log", "error",
+                                         "result_id", "attempts", "cancel_requested", "created_by", "created_at",
+                                         "started_at", "finished_at")}
+
+
+@router.get("", response_model=Page[JobOut], summary="List your jobs (newest first)")
+def list_jobs(status: JobStatus | None = Query(None), paging: Paging = Depends(), who: Principal = Depends(analyst),
+              s: Session = Depends(db_session)):
+    q = select(Job).where(Job.tenant_id == who.tenant_id)
+    if status is not None:
+        q = q.where(Job.status == status)
+    total = count(s, q)
+    rows = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(paging.limit).offset(paging.offset)).all()
+    return page([job_out(j) for j in rows], total, paging.limit, paging.offset)
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="A job: status, progress, ETA, log, error")
+def get_job(job_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    return job_out(get_owned(s, Job, job_id, who, "job"))
+
+
+@router.get("/{job_id}/result", response_model=SimulationOut,
+            summary="The result of a succeeded job (409 while it is not finished)")
+def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    job = get_owned(s, Job, job_id, who, "job")
+    if job.status != "succeeded" or job.result_id is None:
+        raise ApiProblem(409, f"job {job_id} is {job.status}; a result exists only when it succeeded",
+                         kind="job-not-finished", job_status=job.status)
+    return run_out(get_owned(s, SimulationRun, job.result_id, who, "simulation"))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, status_code=202,
+             summary="Cancel a job (queued: at once; running: at the next chunk)")
+def cancel_job(job_id: str, request: Request, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    job = get_owned(s, Job, job_id, who, "job")
+    if job.status in TERMINAL:
+        raise ApiProblem(409, f"job {job_id} is already {job.status}", kind="job-finished", job_status=job.status)
+    job.cancel_requested = True
+    lines = list(job.log or [])
+    if job.status == "queued":
+        job.status, job.finished_at = "cancelled", utcnow()
+        lines.append(f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S')}Z cancelled before it started")
+    else:
+        lines.append(f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S')}Z cancel requested")
+    job.log = lines
+    audit(s, who, "job.cancel", "job", job_id)
+    s.flush()
+    out = job_out(job)
+    s.commit()
+    request.app.state.jobs.request_cancel(job_id)
+    return out

@@ -1,0 +1,204 @@
+"""Portfolios: upload (multipart file or JSON), list, get (summary + parcels), delete, accounts."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.db.models import PortfolioRow
+from api.problems import ApiProblem
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.schemas import AccountLevel, AccountsOut, Page, PortfolioDetail, PortfolioJSON, PortfolioOut
+from api.security import ANALYSTS, Principal, require_roles
+from api.services import (
+    audit,
+    clean,
+    count,
+    frame_from_geojson,
+    frame_from_records,
+    frame_from_upload,
+    get_owned,
+    page,
+    records,
+    store_portfolio,
+    validate,
+)
+
+router = APIRouter(prefix="/v1/portfolios", tags=["portfolios"], responses=AUTH_PROBLEMS)
+analyst = require_roles(*ANALYSTS)
+
+_UPLOAD_SCHEMA = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "CSV, Parquet, xlsx, GeoJSON (.geojson/.json) or JSON records (.json)"},
+                "name": {"type": "string", "maxLength": 200},
+                "region": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,59}$", "default": "lishui"}}}},
+        "application/json": {"schema": PortfolioJSON.model_json_schema()},
+    },
+}
+
+
+def portfolio_out(row: PortfolioRow) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in ("id", "name", "source", "region", "parameter_sha256", "n_parcels", "area_ha",
+                                         "data_sha256", "summary", "created_by", "created_at")}
+
+
+async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
+    """(name, region, source, raw) where raw is ('file', filename, bytes) or ('json', PortfolioJSON)."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception as exc:  # malformed multipart is bad input, never a 500
+            raise ApiProblem(400, f"malformed multipart body: {exc}", kind="bad-request") from exc
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiProblem(422, "multipart field 'file' (the portfolio file) is missing", kind="validation-error",
+                             errors=[{"field": "body/file", "reason": "missing"}])
+        data = await upload.read()
+        name = str(form.get("name") or upload.filename or "portfolio")[:200]
+        region = str(form.get("region") or "lishui")
+        return name, region, upload.filename or "upload", ("file", upload.filename or "upload.csv", data)
+    if ctype in ("application/json", "application/geo+json") or ctype.endswith("+json"):
+        body = await request.body()
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiProblem(400, f"body is not valid JSON: {exc}", kind="bad-request") from exc
+        try:
+            req = PortfolioJSON.model_validate(doc)
+        except Exception as exc:
+            errs = [{"field": "/".join(str(x) for x in e["loc"]), "reason": e["msg"]} for e in exc.errors()] \
+                if hasattr(exc, "errors") else [{"reason": str(exc)}]
+            raise ApiProblem(422, f"{len(errs)} invalid field(s) in the request", kind="validation-error",
+                             title="Invalid request", errors=errs) from exc
+        return req.name, req.region, "json", ("json", req)
+    raise ApiProblem(415, "send the portfolio as multipart/form-data (field 'file') or application/json",
+                     kind="unsupported-media-type")
+
+
+@router.post("", status_code=201, response_model=PortfolioOut, summary="Upload a portfolio",
+             openapi_extra={"requestBody": _UPLOAD_SCHEMA},
+             responses={201: {"headers": {"Location": {"schema": {"type": "string"}}}}})
+async def create_portfolio(request: Request, who: Principal = Depends(analyst)):
+    """Upload parcels as a file (multipart field ``file``: CSV, Parquet, xlsx, GeoJSON or JSON records)
+    or as JSON (``{"name", "parcels": [...]}`` or ``{"name", "geojson": {...}}``). Every bad row is
+    listed in the 422 problem's ``errors`` as ``{row, column, value, reason}``."""
+    name, region, source, raw = await _parse_upload(request)
+    state = request.app.state
+
+    def work():
+        params = state.models.get(region)
+        if raw[0] == "file":
+            df = frame_from_upload(raw[1], raw[2])
+            src = raw[1]
+        elif raw[1].parcels is not None:
+            df, src = frame_from_records(raw[1].parcels), "json"
+        else:
+            df, src = frame_from_geojson(raw[1].geojson), "geojson"
+        pf = validate(df, params, source=str(src)[:300])
+        with state.db.session() as s:
+            row = store_portfolio(s, who, name, pf, params)
+            audit(s, who, "portfolio.create", "portfolio", row.id, name=name, parcels=row.n_parcels,
+                  data_sha256=row.data_sha256, parameter_sha256=row.parameter_sha256)
+            return portfolio_out(row)
+
+    out = await run_in_threadpool(work)
+    return JSONResponse(json.loads(PortfolioOut.model_validate(out).model_dump_json()), status_code=201,
+                        headers={"Location": f"/v1/portfolios/{out['id']}"})
+
+
+@router.get("", response_model=Page[PortfolioOut], summary="List your portfolios (newest first)")
+def list_portfolios(paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    q = select(PortfolioRow).where(PortfolioRow.tenant_id == who.tenant_id)
+    total = count(s, q)
+    rows = s.scalars(q.order_by(PortfolioRow.created_at.desc(), PortfolioRow.id)
+                     .limit(paging.limit).offset(paging.offset)).all()
+    return page([portfolio_out(r) for r in rows], total, paging.limit, paging.offset)
+
+
+@router.get("/{portfolio_id}", response_model=PortfolioDetail, summary="A portfolio: summary and parcels (paged)")
+def get_portfolio(portfolio_id: str, request: Request, paging: Paging = Depends(), who: Principal = Depends(analyst),
+                  s: Session = Depends(db_session)):
+    row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+    df = pd.read_parquet(io.BytesIO(row.data_parquet))
+    sub = df.iloc[paging.offset:paging.offset + paging.limit]
+    return {**portfolio_out(row), "parcels": page(records(sub), len(df), paging.limit, paging.offset)}
+
+
+@router.delete("/{portfolio_id}", status_code=204, summary="Delete a portfolio (its results are kept)")
+def delete_portfolio(portfolio_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+    s.delete(row)
+    audit(s, who, "portfolio.delete", "portfolio", portfolio_id)
+    return Response(status_code=204)
+
+
+# ---- five-level carbon accounts -----------------------------------------------------------------
+class AccountsCache:
+    """Computed accounts by (portfolio data, model, sink paths, seed); small in-process LRU."""
+
+    def __init__(self, size: int = 16):
+        self.size, self._d, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, compute):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        value = compute()
+        with self._lock:
+            self._d[key] = value
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return value
+
+
+def accounts_response(state, who: Principal, row: PortfolioRow, level: str | None, paths: int, seed: int,
+                      paging: Paging) -> dict[str, Any]:
+    """Accounts of a stored portfolio (shared by the portfolio and simulation endpoints)."""
+    from finance_engine.accounts import carbon_accounts
+
+    limit = state.settings.role_max_cells.get(who.role, 0)
+    if row.n_parcels * paths > limit:
+        raise ApiProblem(422, f"{row.n_parcels} parcels x {paths} paths exceeds the {who.role} limit of {limit}",
+                         kind="limit-exceeded")
+    params = state.models.get(row.region)
+    pf = state.portfolios.get(row, params)
+    acc = state.accounts_cache.get((row.data_sha256, params.sha256, paths, seed),
+                                   lambda: carbon_accounts(pf, params, sink_paths=paths, seed=seed))
+    d = acc.to_dict(level)
+    rows = d["rows"]
+    return {"portfolio_id": row.id, "level": level, "sink_paths": paths, "seed": seed,
+            "provenance": clean(d["provenance"]), "units": d["units"],
+            "rows": page(clean(rows[paging.offset:paging.offset + paging.limit]), len(rows), paging.limit,
+                         paging.offset)}
+
+
+@router.get("/{portfolio_id}/accounts", response_model=AccountsOut,
+            summary="Five-level carbon accounts (stock today, expected annual sink)")
+def portfolio_accounts(portfolio_id: str, request: Request,
+                       level: AccountLevel | None = Query(None, description="one level (default: all)"),
+                       paths: int | None = Query(None, ge=1, le=100_000,
+                                                 description="Monte Carlo paths of the sink estimate"),
+                       seed: int = Query(20260101, ge=0, le=2**63 - 1),
+                       paging: Paging = Depends(), who: Principal = Depends(analyst),
+                       s: Session = Depends(db_session)):
+    row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+    state = request.app.state
+    return accounts_response(state, who, row, level, paths or state.settings.accounts_default_paths, seed, paging)

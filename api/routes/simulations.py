@@ -1,0 +1,156 @@
+"""Simulations: run (small at once, large as a job), list, get, summary rows, accounts, loss table."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.db.models import PortfolioRow, SimulationRun
+from api.jobs import create_job
+from api.problems import ApiProblem
+from api.requestctx import current_request_id
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.jobs import job_out
+from api.routes.portfolios import accounts_response
+from api.schemas import AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
+from api.security import ANALYSTS, Principal, require_roles
+from api.services import audit, cells, clean, count, get_owned, page, run_out, run_simulation, store_run
+
+router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
+analyst = require_roles(*ANALYSTS)
+
+
+def _encode(model, data: dict[str, Any]) -> Any:
+    import json
+
+    return json.loads(model.model_validate(data).model_dump_json())
+
+
+@router.post("", status_code=201, response_model=SimulationOut, summary="Run a simulation",
+             responses={201: {"description": "Finished at once; the stored result",
+                              "headers": {"Location": {"schema": {"type": "string"}}}},
+                        202: {"model": JobOut, "description": "Accepted as a job; poll the Location",
+                              "headers": {"Location": {"schema": {"type": "string"}}}}})
+async def create_simulation(body: SimulationRequest, request: Request, who: Principal = Depends(analyst)):
+    """Runs growth, perils and carbon for every parcel and path of a stored portfolio.
+
+    Requests up to ``sync_max_cells`` parcels x paths x years (default 2,000,000) are answered at
+    once (201 with the stored result); larger ones, or ``mode: job``, become a job (202, Location
+    of the job). Each role has a ceiling on parcels x paths x years (422 ``limit-exceeded``)."""
+    state = request.app.state
+    req = body.model_dump(mode="json")
+    rid = current_request_id()
+
+    def prepare():
+        with state.db.session() as s:
+            pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
+            n = cells(pf.n_parcels, body.paths, body.years)
+            limit = state.settings.role_max_cells.get(who.role, 0)
+            if n > limit:
+                raise ApiProblem(422, f"{pf.n_parcels} parcels x {body.paths} paths x {body.years} years = {n} "
+                                      f"exceeds the {who.role} limit of {limit}", kind="limit-exceeded",
+                                 limit=limit, cells=n)
+            if body.mode == "job" or n > state.settings.sync_max_cells:
+                job = create_job(s, tenant_id=who.tenant_id, key_id=who.key_id, kind="simulation", request=req,
+                                 request_id=rid)
+                audit(s, who, "simulation.submit", "job", job.id, request=req, cells=n)
+                return "job", job_out(job), pf
+            return "sync", None, pf
+
+    kind, job, pf = await run_in_threadpool(prepare)
+    if kind == "job":
+        state.jobs.submit(job["id"])
+        return JSONResponse(_encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    def run_now():
+        params = state.models.get(pf.region)
+        portfolio = state.portfolios.get(pf, params)
+        try:
+            result = run_simulation(portfolio, params, req, chunk_paths=64)
+        except ValueError as exc:
+            raise ApiProblem(422, str(exc), kind="invalid-simulation") from exc
+        with state.db.session() as s:
+            run = store_run(s, tenant_id=who.tenant_id, key_id=who.key_id, portfolio=pf, req=req, result=result,
+                            job_id=None, request_id=rid)
+            audit(s, who, "simulation.create", "simulation", run.id, request=req,
+                  parameter_sha256=run.parameter_sha256, seed=run.seed, code_version=run.code_version)
+            return run_out(run)
+
+    out = await run_in_threadpool(run_now)
+    return JSONResponse(_encode(SimulationOut, out), status_code=201, headers={"Location": f"/v1/simulations/{out['id']}"})
+
+
+@router.get("", response_model=Page[SimulationOut], summary="List your simulation results (newest first)")
+def list_simulations(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+                     who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    q = select(SimulationRun).where(SimulationRun.tenant_id == who.tenant_id)
+    if portfolio_id is not None:
+        q = q.where(SimulationRun.portfolio_id == portfolio_id)
+    total = count(s, q)
+    rows = s.scalars(q.order_by(SimulationRun.created_at.desc(), SimulationRun.id).limit(paging.limit)
+                     .offset(paging.offset)).all()
+    return page([run_out(r) for r in rows], total, paging.limit, paging.offset)
+
+
+@router.get("/{simulation_id}", response_model=SimulationOut, summary="A simulation result with its audit trail")
+def get_simulation(simulation_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    return run_out(get_owned(s, SimulationRun, simulation_id, who, "simulation"))
+
+
+@router.get("/{simulation_id}/summary", response_model=Page[dict[str, Any]],
+            summary="Yearly summary rows (filter by level, group, metric, year; paged)")
+def simulation_summary(simulation_id: str, level: Level | None = None,
+                       group: str | None = Query(None, max_length=300),
+                       metric: str | None = Query(None, max_length=60),
+                       year: int | None = Query(None, ge=0, le=199), paging: Paging = Depends(),
+                       who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
+    rows = run.result.get("summary", [])
+    if level is not None:
+        rows = [r for r in rows if r.get("level") == level]
+    if group is not None:
+        rows = [r for r in rows if r.get("group") == group]
+    if metric is not None:
+        rows = [r for r in rows if r.get("metric") == metric]
+    if year is not None:
+        rows = [r for r in rows if r.get("year") == year]
+    return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset)
+
+
+@router.get("/{simulation_id}/event-loss-table", response_model=Page[dict[str, Any]],
+            summary="Event loss table rows (when the run kept one; paged)")
+def simulation_elt(simulation_id: str, paging: Paging = Depends(), who: Principal = Depends(analyst),
+                   s: Session = Depends(db_session)):
+    run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
+    if run.elt_parquet is None:
+        raise ApiProblem(404, "this run kept no event loss table (set loss_table_level)", kind="not-found")
+    df = pd.read_parquet(io.BytesIO(run.elt_parquet))
+    sub = df.iloc[paging.offset:paging.offset + paging.limit].copy()
+    sub["peril"] = sub["peril"].astype(str)
+    return page(clean(sub.to_dict(orient="records")), len(df), paging.limit, paging.offset)
+
+
+@router.get("/{simulation_id}/accounts", response_model=AccountsOut,
+            summary="Five-level carbon accounts of the run's portfolio, with the run's seed and paths")
+def simulation_accounts(simulation_id: str, request: Request, level: AccountLevel | None = None,
+                        paging: Paging = Depends(), who: Principal = Depends(analyst),
+                        s: Session = Depends(db_session)):
+    """The accounts (stock today, expected first-year sink and loss) of the portfolio the run used,
+    estimated with the run's seed and number of paths (the first year of the run)."""
+    run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
+    pf = s.get(PortfolioRow, run.portfolio_id)
+    if pf is None or pf.tenant_id != who.tenant_id:
+        raise ApiProblem(404, f"the portfolio {run.portfolio_id!r} of this run was deleted", kind="not-found")
+    if pf.data_sha256 != run.portfolio_sha256:
+        raise ApiProblem(409, "the run's portfolio data changed", kind="conflict")
+    return accounts_response(request.app.state, who, pf, level, int(run.request["paths"]), int(run.seed), paging)
+
+
+__all__ = ["router"]

@@ -1,0 +1,281 @@
+"""Request and response models of the HTTP API (pydantic v2); they make the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Level = Literal["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
+                "parcel"]
+AccountLevel = Literal["portfolio", "province", "city", "county", "township", "village"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Peril = Literal["fire", "drought", "typhoon", "ice_storm", "pine_wilt"]
+T = TypeVar("T")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: ``items``, the ``total`` count, and the offset of the next page (or null)."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+# ---- portfolios ---------------------------------------------------------------------------------
+class PortfolioJSON(Strict):
+    """A portfolio sent as JSON: parcel records (the columns of docs/portfolio format) or a GeoJSON
+    FeatureCollection."""
+
+    name: str = Field(min_length=1, max_length=200)
+    region: str = Field("lishui", pattern=r"^[a-z][a-z0-9_]{0,59}$")
+    parcels: list[dict[str, Any]] | None = Field(None, max_length=1_000_000)
+    geojson: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PortfolioJSON":
+        if (self.parcels is None) == (self.geojson is None):
+            raise ValueError("give exactly one of 'parcels' (a list of records) or 'geojson' (a FeatureCollection)")
+        return self
+
+
+class PortfolioOut(BaseModel):
+    id: str
+    name: str
+    source: str
+    region: str
+    parameter_sha256: str
+    n_parcels: int
+    area_ha: float
+    data_sha256: str
+    summary: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+class PortfolioDetail(PortfolioOut):
+    parcels: Page[dict[str, Any]]
+
+
+# ---- loans and policies -------------------------------------------------------------------------
+class LoanTerms(Strict):
+    """A loan secured on (part of) a portfolio's forest carbon."""
+
+    amount_cny: float = Field(gt=0, le=1e12, description="principal, CNY")
+    term_years: float = Field(gt=0, le=50)
+    rate: float = Field(ge=0, le=1, description="annual interest rate, as a fraction (0.045 = 4.5 %)")
+    parcel_ids: list[str] | None = Field(None, max_length=1_000_000,
+                                         description="pledged parcels (default: the whole portfolio)")
+    borrower: str | None = Field(None, max_length=200)
+    currency: Literal["CNY"] = "CNY"
+
+
+class PolicyTerms(Strict):
+    """An insurance policy on a portfolio's forest carbon."""
+
+    sum_insured_cny: float = Field(gt=0, le=1e13)
+    perils: list[Peril] = Field(min_length=1, description="covered perils")
+    deductible_cny: float = Field(0.0, ge=0)
+    limit_cny: float | None = Field(None, gt=0, description="largest payment (default: the sum insured)")
+    term_years: float = Field(1.0, gt=0, le=50)
+    parcel_ids: list[str] | None = Field(None, max_length=1_000_000,
+                                         description="insured parcels (default: the whole portfolio)")
+    currency: Literal["CNY"] = "CNY"
+
+    @field_validator("perils")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("perils must not repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> "PolicyTerms":
+        limit = self.limit_cny if self.limit_cny is not None else self.sum_insured_cny
+        if limit > self.sum_insured_cny:
+            raise ValueError("limit_cny must not exceed sum_insured_cny")
+        if self.deductible_cny >= limit:
+            raise ValueError("deductible_cny must be below the limit")
+        return self
+
+
+class LoanCreate(Strict):
+    name: str = Field("", max_length=200)
+    terms: LoanTerms
+
+
+class PolicyCreate(Strict):
+    name: str = Field("", max_length=200)
+    terms: PolicyTerms
+
+
+class InstrumentOut(BaseModel):
+    id: str
+    portfolio_id: str
+    kind: Literal["loan", "policy"]
+    name: str
+    terms: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+# ---- simulations --------------------------------------------------------------------------------
+class SimulationRequest(Strict):
+    """A Monte Carlo run of a stored portfolio (see finance_engine.simulation.simulate)."""
+
+    portfolio_id: str = Field(pattern=ID_PATTERN)
+    years: int = Field(30, ge=1, le=200)
+    paths: int = Field(1000, ge=1, le=10_000_000)
+    seed: int = Field(2026, ge=0, le=2**63 - 1)
+    levels: list[Level] = Field(default_factory=lambda: ["portfolio", "county"], min_length=1, max_length=9)
+    carbon_method: Literal["bef", "fang"] = "bef"
+    scenario: str = Field("baseline", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:-]+$",
+                          description="a label recorded with the result")
+    climate_pathway: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,39}$",
+                                        description="a climate pathway of the model (default: the model's)")
+    perils: list[Peril] | None = Field(None, description="perils to simulate (default: all; [] for none)")
+    loss_table_level: Level | None = None
+    mode: Literal["auto", "job"] = Field("auto", description="auto: small runs answered at once, large ones "
+                                                             "as a job; job: always a job")
+
+
+class Audit(BaseModel):
+    request: dict[str, Any]
+    request_sha256: str
+    model_version: str
+    code_version: str
+    region: str
+    parameter_sha256: str
+    portfolio_sha256: str
+    seed: int
+    created_by: str
+    request_id: str
+    created_at: datetime
+
+
+class SimulationOut(BaseModel):
+    id: str
+    portfolio_id: str
+    job_id: str | None
+    audit: Audit
+    provenance: dict[str, Any]
+    metrics: list[str]
+    initial_stock: list[dict[str, Any]]
+    horizon: list[dict[str, Any]]
+    summary_rows: int
+    event_loss_table_rows: int | None
+    run_info: dict[str, Any]
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: JobStatus
+    request: dict[str, Any]
+    progress: float = Field(description="fraction done, 0-1")
+    eta_s: float | None = Field(description="estimated seconds left (null until the first chunk)")
+    log: list[str]
+    error: dict[str, Any] | None
+    result_id: str | None
+    attempts: int
+    cancel_requested: bool
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+# ---- models, scenarios, audit ---------------------------------------------------------------------
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    version: str
+    sha256: str
+    description: str
+
+
+class ModelDetail(ModelOut):
+    model_version: str
+    references: dict[str, str]
+    parameters: dict[str, Any]
+    yaml: str
+
+
+class ScenarioOut(BaseModel):
+    id: str
+    kind: Literal["climate_pathway", "stress"]
+    model: str | None
+    description: str
+    source: str | None
+    confidence: str | None
+    sha256: str
+
+
+class ScenarioDetail(ScenarioOut):
+    content: dict[str, Any]
+
+
+class AuditOut(BaseModel):
+    id: int
+    key_id: str
+    action: str
+    resource_type: str
+    resource_id: str
+    detail: dict[str, Any]
+    request_id: str
+    at: datetime
+
+
+class AccountsOut(BaseModel):
+    portfolio_id: str
+    level: AccountLevel | None
+    sink_paths: int
+    seed: int
+    provenance: dict[str, Any]
+    units: dict[str, str]
+    rows: Page[dict[str, Any]]
+
+
+# ---- admin --------------------------------------------------------------------------------------
+class TenantCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+    role: Literal["bank", "insurer", "bureau", "admin"]
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class KeyCreate(Strict):
+    expires_days: float | None = Field(None, gt=0, le=3650)
+    label: str = Field("", max_length=100)
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant_id: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the API key; shown once, never again")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,109 @@
+"""Service settings, read from the environment (``CRE_*`` variables and ``DATABASE_URL``).
+
+Every limit of the service lives here with its default; ``docs/api.md`` lists them. Settings are a
+frozen dataclass passed to :func:`api.app.create_app`, so tests build apps with their own limits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+ROLES: tuple[str, ...] = ("bank", "insurer", "bureau", "admin")
+DEFAULT_DATA_DIR = Path("var")
+
+
+def default_database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    return f"sqlite:///{data_dir / 'carbon_risk.sqlite'}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(float(raw))
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one service instance.
+
+    Attributes
+    ----------
+    database_url : str
+        SQLAlchemy URL (``sqlite:///var/carbon_risk.sqlite`` by default;
+        ``postgresql+psycopg://user:pass@host:5432/db`` in production).
+    max_body_bytes : int
+        Largest accepted request body (bytes); larger ones get 413.
+    role_max_cells : dict
+        Per role, the largest ``parcels x paths x years`` of a simulation (also applied to the
+        ``parcels x paths`` of an accounts request).
+    sync_max_cells : int
+        Simulations up to this many ``parcels x paths x years`` are answered in the request (201);
+        larger ones run as a job (202).
+    rate_per_s, rate_burst : float
+        Token bucket per API key: ``rate_burst`` requests at once, refilled at ``rate_per_s``.
+    job_workers : int
+        Worker threads running jobs inside the server.
+    job_chunk_paths : int
+        Paths per chunk in jobs (progress granularity only; results do not depend on it).
+    page_max : int
+        Largest ``limit`` of a list endpoint.
+    """
+
+    database_url: str = field(default_factory=default_database_url)
+    max_body_bytes: int = 50 * 1024 * 1024
+    role_max_cells: dict[str, int] = field(default_factory=lambda: {
+        "bank": 200_000_000, "insurer": 200_000_000, "bureau": 5_000_000_000, "admin": 0})
+    sync_max_cells: int = 2_000_000
+    rate_per_s: float = 20.0
+    rate_burst: float = 60.0
+    job_workers: int = 1
+    job_chunk_paths: int = 32
+    page_max: int = 500
+    accounts_default_paths: int = 200
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Settings from environment variables (see ``docs/api.md``), then ``overrides``."""
+        env = os.environ if env is None else env
+        base = cls()
+        cells = dict(base.role_max_cells)
+        for role in ROLES:
+            cells[role] = _int(env, f"CRE_MAX_CELLS_{role.upper()}", cells[role])
+        s = cls(
+            database_url=env.get("DATABASE_URL") or base.database_url,
+            max_body_bytes=_int(env, "CRE_MAX_BODY_BYTES", base.max_body_bytes),
+            role_max_cells=cells,
+            sync_max_cells=_int(env, "CRE_SYNC_MAX_CELLS", base.sync_max_cells),
+            rate_per_s=_float(env, "CRE_RATE_PER_S", base.rate_per_s),
+            rate_burst=_float(env, "CRE_RATE_BURST", base.rate_burst),
+            job_workers=max(1, _int(env, "CRE_JOB_WORKERS", base.job_workers)),
+            job_chunk_paths=max(1, _int(env, "CRE_JOB_CHUNK_PATHS", base.job_chunk_paths)),
+            page_max=max(1, _int(env, "CRE_PAGE_MAX", base.page_max)),
+            accounts_default_paths=max(1, _int(env, "CRE_ACCOUNTS_PATHS", base.accounts_default_paths)),
+            log_level=env.get("CRE_LOG_LEVEL", base.log_level),
+        )
+        return replace(s, **overrides) if overrides else s
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+__all__ = ["ROLES", "Settings", "default_database_url"]
