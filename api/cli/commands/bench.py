@@ -1,0 +1,47 @@
+"""``carbon-risk bench``: the engine benchmarks (throughput, memory, RNG share, loan latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from api.cli.common import echo_json, note
+
+
+@click.command("bench")
+@click.option("--cases", multiple=True, type=click.Choice(
+    ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory"]),
+    help="Cases to run (repeat; default: all).")
+@click.option("--demo-paths", type=click.IntRange(32, 100_000), default=256, show_default=True)
+@click.option("--city-paths", type=click.IntRange(32, 100_000), default=64, show_default=True)
+@click.option("--memory-paths", type=click.IntRange(32, 1_000_000), default=256, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Result JSON (default: benchmarks/results/).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def bench(cases, demo_paths, city_paths, memory_paths, workers, out, fmt):
+    """Measure the engine: parcel-path-years per second, peak memory, engine/RNG time, loan latency.
+
+    Each case runs in its own process; results are written to a JSON file so runs can be compared.
+
+    \b
+    Examples:
+      carbon-risk bench --cases demo_full --cases rng_only
+      carbon-risk bench --cases city --city-paths 128
+    """
+    from finance_engine.bench import ALL_CASES, run
+
+    doc = run(list(cases) or ALL_CASES, demo_paths, city_paths, memory_paths, workers,
+              Path(out) if out else None, echo=note)
+    if fmt == "json":
+        echo_json(doc)
+        return
+    for name, r in doc["results"].items():
+        rate = r.get("parcel_path_years_per_s")
+        click.echo(f"{name:18s} {r['seconds']:8.2f} s  "
+                   + (f"{rate / 1e6:8.2f} M parcel-path-years/s  " if rate else " " * 33)
+                   + f"peak {r['peak_rss_mb']:7.0f} MB"
+                   + (f"  engine/RNG {r['engine_to_rng_ratio']:.1f}x" if "engine_to_rng_ratio" in r else ""))
+
+
+COMMANDS = [bench]

@@ -1,0 +1,188 @@
+"""Engine benchmarks: throughput, peak memory, RNG share, loan-valuation latency.
+
+Run ``carbon-risk bench`` (or ``python benchmarks/bench_engine.py`` in a checkout). Each case runs in a fresh
+subprocess so its peak resident memory can be read; results go to ``benchmarks/results/*.json``
+so runs on different commits can be compared. Nothing here is asserted by the tests.
+
+Cases
+-----
+``demo_full``      the full model (growth, every peril, accounting, crediting) on the shipped
+                   5,000-parcel portfolio; throughput in parcel-path-years per second.
+``rng_only``       drawing exactly the random numbers the ``demo_full`` run consumed, in the same
+                   (paths x parcels) shapes, with the engine's keyed generator; and the same count
+                   with numpy's PCG64 for reference. The engine/RNG ratio is the practical limit.
+``loan``           one loan's valuation run: 50 parcels, 10,000 paths, 30 years.
+``city``           a city-scale run on a generated 200,000-parcel portfolio (``--city-paths``
+                   paths, default 64) -- extrapolate to 1,000 paths by throughput.
+``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
+                   depends on chunk size and parcels, not on paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+def default_results_dir() -> Path:
+    """``benchmarks/results`` of the checkout when run from it, else ``./bench-results``."""
+    here = Path.cwd() / "benchmarks" / "results"
+    return here if here.parent.is_dir() else Path.cwd() / "bench-results"
+
+
+def _case(name: str, args: dict) -> dict:
+    """Run one case in a subprocess; return its JSON plus peak RSS in MB."""
+    code = f"import json,sys; from finance_engine.bench import _run_case; print(json.dumps(_run_case({name!r}, {args!r})))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark case {name} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _peak_rss_mb() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(ru, ch) / 1024.0
+
+
+def _run_case(name: str, args: dict) -> dict:
+    import numpy as np
+
+    import models.rng as rng_mod
+    from finance_engine.simulation import simulate
+    from models.demo import demo_portfolio_path, generate_demo_portfolio
+    from models.parameters import load_parameters
+    from models.portfolio import load_portfolio, validate_frame
+
+    params = load_parameters()
+    if name in ("demo_full", "rng_only"):
+        pf = load_portfolio(demo_portfolio_path(), params)
+        paths, years = args.get("paths", 256), args.get("years", 30)
+        shapes: list[tuple[int, ...]] = []
+        orig = rng_mod._to_unit
+
+        def counting(z):
+            shapes.append(z.shape)
+            return orig(z)
+
+        rng_mod._to_unit = counting
+        simulate(pf, params, years=2, paths=32, seed=1)  # warm-up (imports, caches)
+        shapes.clear()
+        t = time.perf_counter()
+        simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 1))
+        dt = time.perf_counter() - t
+        rng_mod._to_unit = orig
+        n_draws = int(sum(np.prod(s) for s in shapes))
+        ppy = pf.n_parcels * paths * years
+        out = {"parcels": pf.n_parcels, "paths": paths, "years": years, "seconds": dt,
+               "parcel_path_years_per_s": ppy / dt, "random_numbers": n_draws,
+               "random_numbers_per_parcel_path_year": n_draws / ppy}
+        if name == "rng_only":
+            # the same draws in the same shapes, nothing else
+            rnd = rng_mod.KeyedRandom(1, np.arange(64), pf.keys)
+            t = time.perf_counter()
+            done = 0
+            i = 0
+            for s in shapes:
+                if len(s) == 2 and s[1] == pf.n_parcels:
+                    r = rng_mod.KeyedRandom(1, np.arange(s[0]), pf.keys)
+                    r.parcel_uniform("bench", i)
+                elif len(s) == 2:
+                    rnd.keyed_uniform("bench", i, np.arange(s[1], dtype=np.uint64))
+                else:
+                    rng_mod._to_unit(rng_mod._mix_inplace(np.arange(int(np.prod(s)), dtype=np.uint64)))
+                done += int(np.prod(s))
+                i += 1
+            keyed = time.perf_counter() - t
+            g = np.random.default_rng(1)
+            t = time.perf_counter()
+            for s in shapes:
+                g.random(s)
+            pcg = time.perf_counter() - t
+            out.update({"rng_keyed_seconds": keyed, "rng_pcg64_seconds": pcg,
+                        "engine_to_rng_ratio": dt / keyed, "engine_to_pcg64_ratio": dt / pcg})
+        out["peak_rss_mb"] = _peak_rss_mb()
+        return out
+    if name == "loan":
+        pf = load_portfolio(demo_portfolio_path(), params)
+        ids = pf.parcel_id[:: max(1, pf.n_parcels // 50)][:50]
+        sub = pf.subset(ids, params)
+        simulate(sub, params, years=2, paths=32, seed=1)
+        t = time.perf_counter()
+        simulate(sub, params, years=30, paths=10_000, seed=1, chunk_paths=2048)
+        dt = time.perf_counter() - t
+        return {"parcels": 50, "paths": 10_000, "years": 30, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
+    if name in ("city", "city_memory"):
+        n = args.get("parcels", 200_000)
+        frame = generate_demo_portfolio(n, 7, params)
+        pf = validate_frame(frame, params)
+        paths, years = args.get("paths", 64), args.get("years", 30)
+        t = time.perf_counter()
+        simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
+                 chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
+        dt = time.perf_counter() - t
+        ppy = n * paths * years
+        return {"parcels": n, "paths": paths, "years": years, "seconds": dt, "parcel_path_years_per_s": ppy / dt,
+                "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb()}
+    raise ValueError(f"unknown case {name}")
+
+
+def run(cases: list[str], demo_paths: int = 256, city_paths: int = 64, memory_paths: int = 256,
+        workers: int = 2, out: Path | None = None, echo=print) -> dict:
+    results: dict[str, dict] = {}
+    for c in cases:
+        if c == "demo_full":
+            args = {"paths": demo_paths, "workers": 1}
+        elif c == "demo_full_workers":
+            args = {"paths": demo_paths, "workers": workers}
+        elif c == "rng_only":
+            args = {"paths": demo_paths}
+        elif c == "city":
+            args = {"paths": city_paths, "workers": workers}
+        elif c == "city_memory":
+            args = {"paths": memory_paths, "workers": workers}
+        else:
+            args = {}
+        echo(f"running {c} {args} ...")
+        real = "demo_full" if c == "demo_full_workers" else c
+        results[c] = _case(real, args)
+        echo(f"  {json.dumps(results[c])}")
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    doc = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+           "results": results}
+    results_dir = default_results_dir()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = out or results_dir / f"bench-{doc['when'].replace(':', '')}-{commit}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    echo(f"wrote {path}")
+    return doc
+
+
+ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=ALL_CASES, choices=ALL_CASES)
+    ap.add_argument("--demo-paths", type=int, default=256)
+    ap.add_argument("--city-paths", type=int, default=64)
+    ap.add_argument("--memory-paths", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    run(a.cases, a.demo_paths, a.city_paths, a.memory_paths, a.workers, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
