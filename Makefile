@@ -15,9 +15,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-## make run: set everything up and run the demo analysis on the embedded defaults
+## make run: set everything up and serve the API on http://127.0.0.1:8000 with demo tenants and keys
+## (the old demo analysis: `$(BIN)/carbon-risk demo`)
 run: $(STAMP)
-	$(BIN)/carbon-risk demo
+	$(BIN)/carbon-risk serve --demo
 
 ## make test: set up and run the whole test suite
 test: $(STAMP)

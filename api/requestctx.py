@@ -57,6 +57,7 @@ def configure_logging(level: str = "INFO") -> None:
         h.addFilter(RequestIdFilter())
         root.addHandler(h)
     root.setLevel(level)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers = []

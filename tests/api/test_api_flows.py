@@ -1,0 +1,306 @@
+"""In-process API tests (TestClient) on SQLite and PostgreSQL: portfolios, validation errors, loans
+and policies, simulations (at once and as jobs) against direct finance_engine runs, accounts,
+models, scenarios, audit, pagination, idempotency, problem documents and request ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finance_engine.accounts import carbon_accounts
+from finance_engine.simulation import simulate
+from models.parameters import load_parameters
+from models.portfolio import validate_frame
+from tests.api.conftest import csv_bytes, upload
+from tests.conftest import make_frame
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r, status: int, kind: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
+    assert body["request_id"] == r.headers["x-request-id"]
+    if kind:
+        assert body["type"].endswith("/" + kind), body
+    return body
+
+
+def wait_job(client, headers, job_id, timeout=60.0) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        j = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if j["status"] in ("succeeded", "failed", "cancelled"):
+            return j
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {j}")
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_parameters("lishui")
+
+
+# ---- portfolios -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "xlsx", "geojson", "json"])
+def test_upload_each_format_gives_the_same_portfolio(env, fmt):
+    df = make_frame(30, seed=3)
+    if fmt == "csv":
+        data = df.to_csv(index=False).encode()
+    elif fmt == "parquet":
+        buf = io.BytesIO(); df.to_parquet(buf, index=False); data = buf.getvalue()
+    elif fmt == "xlsx":
+        buf = io.BytesIO(); df.to_excel(buf, index=False); data = buf.getvalue()
+    elif fmt == "geojson":
+        feats = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [r.longitude, r.latitude]},
+                  "properties": {k: v for k, v in r._asdict().items() if k not in ("Index", "latitude", "longitude")}}
+                 for r in df.itertuples()]
+        data = json.dumps({"type": "FeatureCollection", "features": feats}, default=float).encode()
+    else:
+        data = df.to_json(orient="records").encode()
+    pid = upload(env.client, env.h("bank"), data, filename=f"p.{fmt}", name=f"fmt-{fmt}")
+    got = env.client.get(f"/v1/portfolios/{pid}?limit=500", headers=env.h("bank")).json()
+    assert got["n_parcels"] == 30
+    assert got["area_ha"] == pytest.approx(df["area_ha"].sum(), rel=1e-12)
+    assert sorted(p["parcel_id"] for p in got["parcels"]["items"]) == sorted(df["parcel_id"])
+
+
+def test_json_body_upload_and_every_bad_row_listed(env):
+    df = make_frame(20, seed=4)
+    bad = df.copy()
+    bad["area_ha"] = bad["area_ha"].astype(object)
+    bad.loc[2, "area_ha"] = -5
+    bad.loc[5, "species_group"] = "baobab"
+    bad.loc[9, "latitude"] = 80.0
+    r = env.client.post("/v1/portfolios", headers=env.h("bank"),
+                        json={"name": "bad", "parcels": json.loads(bad.to_json(orient="records"))})
+    body = assert_problem(r, 422, "invalid-portfolio")
+    got = {(e["row"], e["column"]) for e in body["errors"]}
+    assert got == {(3, "area_ha"), (6, "species_group"), (10, "latitude")}
+    assert all(set(e) >= {"row", "column", "value", "reason"} for e in body["errors"])
+    ok = env.client.post("/v1/portfolios", headers=env.h("bank"),
+                         json={"name": "good", "parcels": json.loads(df.to_json(orient="records"))})
+    assert ok.status_code == 201 and ok.headers["location"] == f"/v1/portfolios/{ok.json()['id']}"
+
+
+def test_upload_bad_inputs_are_problems_not_500(env):
+    c, h = env.client, env.h("bank")
+    assert_problem(c.post("/v1/portfolios", headers=h, files={"file": ("p.exe", b"MZ", "x")}), 415)
+    assert_problem(c.post("/v1/portfolios", headers=h, files={"file": ("p.parquet", b"not parquet", "x")}), 422)
+    assert_problem(c.post("/v1/portfolios", headers=h, files={"file": ("p.csv", b"", "text/csv")}), 422)
+    assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "text/plain"}, content=b"x"), 415)
+    assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "application/json"}, content=b"{nope"), 400)
+    assert_problem(c.post("/v1/portfolios", headers=h, json={"name": "x"}), 422, "validation-error")
+    assert_problem(c.post("/v1/portfolios", headers=h, json={"name": "x", "parcels": [1, 2]}), 422)
+    assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "multipart/form-data; boundary=zz"},
+                          content=b"--zz\r\ngarbage"), 422)
+
+
+def test_list_pagination_and_delete(env):
+    c, h = env.client, env.h("insurer", "b")
+    ids = [upload(c, h, csv_bytes(10, seed=i), name=f"page-{i}") for i in range(3)]
+    first = c.get("/v1/portfolios?limit=2", headers=h).json()
+    total = first["total"]
+    assert total >= 4 and len(first["items"]) == 2 and first["next_offset"] == 2
+    seen = [p["id"] for p in first["items"]]
+    off = first["next_offset"]
+    while off is not None:
+        nxt = c.get(f"/v1/portfolios?limit=2&offset={off}", headers=h).json()
+        seen += [p["id"] for p in nxt["items"]]
+        off = nxt["next_offset"]
+    assert len(seen) == total == len(set(seen)) and set(ids) <= set(seen)
+    assert_problem(c.get("/v1/portfolios?limit=0", headers=h), 422)
+    assert_problem(c.get("/v1/portfolios?limit=501", headers=h), 422)
+    assert c.delete(f"/v1/portfolios/{ids[0]}", headers=h).status_code == 204
+    assert_problem(c.get(f"/v1/portfolios/{ids[0]}", headers=h), 404)
+    assert c.get("/v1/portfolios", headers=h).json()["total"] == total - 1
+
+
+# ---- loans and policies -----------------------------------------------------------------------------
+def test_loans_and_policies_validated(env):
+    c, pid = env.client, env.portfolios[("bank", "a")]
+    h = env.h("bank")
+    parcels = [p["parcel_id"] for p in c.get(f"/v1/portfolios/{pid}?limit=5", headers=h).json()["parcels"]["items"]]
+    ok = c.post(f"/v1/portfolios/{pid}/loans", headers=h,
+                json={"name": "L1", "terms": {"amount_cny": 5e6, "term_years": 5, "rate": 0.045, "parcel_ids": parcels}})
+    assert ok.status_code == 201, ok.text
+    loan = ok.json()
+    assert loan["kind"] == "loan" and loan["terms"]["parcel_ids"] == parcels
+    assert c.get(f"/v1/loans/{loan['id']}", headers=h).json() == loan
+    assert c.get(f"/v1/portfolios/{pid}/loans", headers=h).json()["total"] == 1
+    body = assert_problem(c.post(f"/v1/portfolios/{pid}/loans", headers=h,
+                                 json={"terms": {"amount_cny": 0, "term_years": 5, "rate": 0.04}}), 422)
+    assert any("amount_cny" in e["field"] for e in body["errors"])
+    body = assert_problem(c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={
+        "terms": {"amount_cny": 1, "term_years": 5, "rate": 0.04, "parcel_ids": ["nope", parcels[0]]}}), 422)
+    assert [e["value"] for e in body["errors"]] == ["nope"]
+    ip, hi = env.portfolios[("insurer", "a")], env.h("insurer")
+    pol = c.post(f"/v1/portfolios/{ip}/policies", headers=hi, json={"terms": {
+        "sum_insured_cny": 1e7, "perils": ["fire", "typhoon"], "deductible_cny": 1e5, "limit_cny": 5e6}})
+    assert pol.status_code == 201, pol.text
+    assert_problem(c.post(f"/v1/portfolios/{ip}/policies", headers=hi, json={"terms": {
+        "sum_insured_cny": 1e7, "perils": ["fire"], "limit_cny": 2e7}}), 422)
+    assert_problem(c.post(f"/v1/portfolios/{ip}/policies", headers=hi, json={"terms": {
+        "sum_insured_cny": 1e7, "perils": ["meteor"]}}), 422)
+    # a policy id is not a loan
+    assert_problem(c.get(f"/v1/loans/{pol.json()['id']}", headers=env.h("bureau")), 404)
+    assert c.delete(f"/v1/policies/{pol.json()['id']}", headers=hi).status_code == 204
+
+
+# ---- simulations ------------------------------------------------------------------------------------
+def _direct(params, n=50, seed_frame=0, **kw):
+    pf = validate_frame(make_frame(n, seed=seed_frame), params, source="p.csv")
+    return simulate(pf, params, **kw)
+
+
+def test_small_simulation_answered_at_once_equals_direct_run(env, params):
+    c, h, pid = env.client, env.h("bank"), env.portfolios[("bank", "a")]
+    req = {"portfolio_id": pid, "years": 4, "paths": 96, "seed": 11, "levels": ["portfolio", "county"]}
+    r = c.post("/v1/simulations", headers=h, json=req)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert r.headers["location"] == f"/v1/simulations/{out['id']}"
+    a = out["audit"]
+    assert a["seed"] == 11 and a["parameter_sha256"] == params.sha256 and a["created_by"] == env.keys[("bank", "a")][4:16]
+    assert a["request"]["paths"] == 96 and a["code_version"] and a["model_version"] and a["request_id"]
+    direct = _direct(params, years=4, paths=96, seed=11, levels=("portfolio", "county"))
+    rows = c.get(f"/v1/simulations/{out['id']}/summary?limit=500", headers=h).json()
+    assert rows["total"] == len(direct.summary)
+    got = pd.DataFrame(rows["items"]).sort_values(["level", "group", "metric", "year"]).reset_index(drop=True)
+    exp = direct.summary.sort_values(["level", "group", "metric", "year"]).reset_index(drop=True)
+    np.testing.assert_array_equal(got["mean"].to_numpy(float), exp["mean"].to_numpy(float))
+    np.testing.assert_array_equal(got["p95"].to_numpy(float), exp["p95"].to_numpy(float))
+    f = c.get(f"/v1/simulations/{out['id']}/summary?level=portfolio&metric=stock_tco2e&year=3", headers=h).json()
+    assert f["total"] == 1 and f["items"][0]["year"] == 3
+    assert c.get(f"/v1/simulations/{out['id']}", headers=h).json()["audit"] == out["audit"]
+
+
+def test_large_simulation_is_a_job_with_progress_and_same_result(env, params):
+    c, h, pid = env.client, env.h("bureau"), env.portfolios[("bureau", "a")]
+    req = {"portfolio_id": pid, "years": 3, "paths": 160, "seed": 5, "levels": ["portfolio"], "mode": "job"}
+    r = c.post("/v1/simulations", headers=h, json=req)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}" and job["status"] in ("queued", "running", "succeeded")
+    j = wait_job(c, h, job["id"])
+    assert j["status"] == "succeeded" and j["progress"] == 1.0 and j["error"] is None
+    assert any("progress" in line for line in j["log"]) and j["attempts"] == 1
+    res = c.get(f"/v1/jobs/{job['id']}/result", headers=h).json()
+    assert res["job_id"] == job["id"] and res["id"] == j["result_id"]
+    direct = _direct(params, years=3, paths=160, seed=5, levels=("portfolio",))
+    exp = direct.horizon.sort_values(["metric"]).reset_index(drop=True)
+    got = pd.DataFrame(res["horizon"]).sort_values(["metric"]).reset_index(drop=True)
+    np.testing.assert_array_equal(got["mean"].to_numpy(float), exp["mean"].to_numpy(float))
+    assert c.get("/v1/jobs?status=succeeded", headers=h).json()["total"] >= 1
+    assert_problem(c.post(f"/v1/jobs/{job['id']}/cancel", headers=h), 409, "job-finished")
+
+
+def test_cancel_a_queued_job_and_limits(env):
+    c, h, pid = env.client, env.h("insurer"), env.portfolios[("insurer", "a")]
+    runner = env.app.state.jobs
+    # hold the worker busy-free: cancel immediately after submission; a queued job is cancelled at once,
+    # a running one at its next chunk. Either way it ends cancelled and has no result.
+    r = c.post("/v1/simulations", headers=h, json={"portfolio_id": pid, "years": 30, "paths": 20000, "seed": 1,
+                                                   "mode": "job"})
+    assert r.status_code == 202
+    jid = r.json()["id"]
+    cr = c.post(f"/v1/jobs/{jid}/cancel", headers=h)
+    assert cr.status_code == 202 and cr.json()["cancel_requested"] is True
+    j = wait_job(c, h, jid)
+    assert j["status"] == "cancelled" and j["result_id"] is None
+    assert_problem(c.get(f"/v1/jobs/{jid}/result", headers=h), 409, "job-not-finished")
+    assert runner is not None
+    over = c.post("/v1/simulations", headers=h, json={"portfolio_id": pid, "years": 200, "paths": 10_000_000})
+    assert_problem(over, 422, "limit-exceeded")
+    bad = c.post("/v1/simulations", headers=h, json={"portfolio_id": pid, "climate_pathway": "ice_age", "paths": 32,
+                                                     "years": 1})
+    assert_problem(bad, 422, "invalid-simulation")
+    assert_problem(c.post("/v1/simulations", headers=h, json={"portfolio_id": "pf_nothere"}), 404)
+
+
+def test_accounts_match_finance_engine(env, params):
+    c, h, pid = env.client, env.h("bureau"), env.portfolios[("bureau", "a")]
+    r = c.get(f"/v1/portfolios/{pid}/accounts?level=county&paths=64&seed=9", headers=h)
+    assert r.status_code == 200, r.text
+    pf = validate_frame(make_frame(50), params, source="p.csv")
+    acc = carbon_accounts(pf, params, sink_paths=64, seed=9).level("county")
+    got = pd.DataFrame(r.json()["rows"]["items"]).sort_values("county").reset_index(drop=True)
+    assert list(got["county"]) == sorted(acc["county"])
+    np.testing.assert_allclose(got["stock_bef_tco2e"], acc.sort_values("county")["stock_bef_tco2e"], rtol=0, atol=0)
+    full = c.get(f"/v1/portfolios/{pid}/accounts?paths=64&seed=9&limit=500", headers=h).json()
+    levels = pd.DataFrame(full["rows"]["items"]).groupby("level")["stock_bef_tco2e"].sum()
+    # exact roll-up: every level sums to the portfolio total (integer kilograms underneath)
+    for lv in ("province", "city", "county", "township", "village"):
+        assert levels[lv] == pytest.approx(levels["portfolio"], rel=1e-12)
+
+
+# ---- models, scenarios, audit -----------------------------------------------------------------------
+def test_models_and_scenarios(env, params):
+    c, h = env.client, env.h("admin")
+    lst = c.get("/v1/models", headers=h).json()
+    assert "lishui" in [m["id"] for m in lst["items"]]
+    m = c.get("/v1/models/lishui", headers=h).json()
+    import hashlib
+
+    assert m["sha256"] == params.sha256 == hashlib.sha256(m["yaml"].encode()).hexdigest()
+    assert m["references"] and m["parameters"]["region"] == "lishui"
+    assert_problem(c.get("/v1/models/..%2Fetc", headers=h), 404)
+    assert_problem(c.get("/v1/models/atlantis", headers=h), 404)
+    sc = c.get("/v1/scenarios", headers=h).json()
+    ids = [s["id"] for s in sc["items"]]
+    assert "lishui.climate.warming" in ids
+    w = c.get("/v1/scenarios/lishui.climate.warming", headers=h).json()
+    assert w["content"]["hazard"]["fire"]["2100"] == 3.0 and w["source"] == "anderegg_2022"
+
+
+def test_audit_lists_own_records_only(env):
+    c = env.client
+    a = c.get("/v1/audit?limit=500", headers=env.h("bank", "a")).json()
+    b = c.get("/v1/audit?limit=500", headers=env.h("bank", "b")).json()
+    ida, idb = {x["id"] for x in a["items"]}, {x["id"] for x in b["items"]}
+    assert a["total"] >= 2 and b["total"] >= 1 and not ida & idb
+    assert {x["key_id"] for x in a["items"]} == {env.keys[("bank", "a")][4:16]}
+    assert any(x["action"] == "simulation.create" for x in a["items"])
+
+
+# ---- protocol: problems, request ids, idempotency, limits ---------------------------------------------
+def test_problem_documents_and_request_ids(env):
+    c = env.client
+    assert_problem(c.get("/v1/portfolios"), 401, "unauthenticated")
+    assert_problem(c.get("/v1/portfolios", headers={"Authorization": "Bearer cre_000000000000_" + "x" * 43}), 401)
+    assert_problem(c.get("/v1/nothing-here"), 404)
+    assert_problem(c.put("/v1/portfolios", headers=env.h("bank")), 405)
+    assert_problem(c.post("/v1/simulations", headers=env.h("bank"), content=b"[1,2"), 422, "validation-error")
+    r = c.get("/healthz", headers={"X-Request-ID": "trace-123"})
+    assert r.headers["x-request-id"] == "trace-123"
+    r = c.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["x-request-id"] != "bad id with spaces" and len(r.headers["x-request-id"]) == 32
+
+
+def test_idempotency_replays_and_rejects_a_different_body(env):
+    c, h, pid = env.client, env.h("bank", "b"), env.portfolios[("bank", "b")]
+    body = {"portfolio_id": pid, "years": 2, "paths": 32, "seed": 3}
+    hk = {**h, "Idempotency-Key": "sim-abc-1"}
+    r1 = c.post("/v1/simulations", headers=hk, json=body)
+    r2 = c.post("/v1/simulations", headers=hk, json=body)
+    assert r1.status_code == r2.status_code == 201
+    assert r2.json() == r1.json() and r2.headers["idempotency-replayed"] == "true"
+    assert r2.headers["location"] == r1.headers["location"]
+    assert c.get("/v1/simulations", headers=h).json()["total"] == 1
+    assert_problem(c.post("/v1/simulations", headers=hk, json={**body, "seed": 4}), 422, "idempotency-key-reused")
+    # the same key belongs to another tenant independently
+    other = c.post("/v1/simulations", headers={**env.h("bank", "a"), "Idempotency-Key": "sim-abc-1"},
+                   json={**body, "portfolio_id": env.portfolios[("bank", "a")]})
+    assert other.status_code == 201 and "idempotency-replayed" not in other.headers
+    # multipart uploads replay too (the boundary differs between sends)
+    hu = {**h, "Idempotency-Key": "upload-1"}
+    u1 = c.post("/v1/portfolios", headers=hu, files={"file": ("p.csv", csv_bytes(5), "text/csv")}, data={"name": "i"})
+    u2 = c.post("/v1/portfolios", headers=hu, files={"file": ("p.csv", csv_bytes(5), "text/csv")}, data={"name": "i"})
+    assert u1.status_code == 201 and u2.json()["id"] == u1.json()["id"]
