@@ -52,6 +52,10 @@ class SimulationSwitches:
     def __post_init__(self) -> None:
         if self.parameter_set_size < 1:
             raise ValueError("parameter_set_size must be >= 1")
+        if self.antithetic and self.parameter_set_size % 2:
+            # antithetic pairs (2k, 2k+1) must fall inside one set, so the set means (from which the
+            # standard error is computed) average each pair: the reported error stays honest
+            raise ValueError("antithetic variates need an even parameter_set_size")
 
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
