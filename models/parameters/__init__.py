@@ -216,7 +216,7 @@ def load_parameters(region_or_path: str | Path = DEFAULT_REGION) -> ModelParamet
     except ValidationError as exc:
         raise ParameterError(_format_validation_error(path, exc)) from exc
     except ValueError as exc:
-        raise ParameterError(f"{path}: perils: {exc}") from exc
+        raise ParameterError(f"{path}: invalid parameter file: {exc}") from exc
     return ModelParameters(file=pfile, sha256=hashlib.sha256(raw).hexdigest(), path=str(path), perils=perils)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from models.perils.base import Peril, PerilLosses, PerilParams, StandState, YearContext
 
 PERIL_CLASSES: dict[str, type[Peril]] = {}
@@ -44,11 +46,21 @@ def validate_peril_parameters(raw: dict[str, Any], model_file: Any) -> dict[str,
     if unknown:
         raise ValueError(f"unknown peril block(s) {unknown}; known: {sorted(PERIL_CLASSES) + sorted(AUXILIARY_BLOCKS)}")
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for name, block in raw.items():
-        if name in PERIL_CLASSES:
-            out[name] = PERIL_CLASSES[name].validate_params(block or {}, model_file)
-        else:
-            out[name] = AUXILIARY_BLOCKS[name].model_validate(block or {})
+        try:
+            if name in PERIL_CLASSES:
+                out[name] = PERIL_CLASSES[name].validate_params(block or {}, model_file)
+            else:
+                out[name] = AUXILIARY_BLOCKS[name].model_validate(block or {})
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = ".".join(str(x) for x in e["loc"])
+                problems.append(f"perils.{name}{'.' + loc if loc else ''}: {e['msg']}")
+        except ValueError as exc:
+            problems.append(f"perils.{name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
     return out
 
 
