@@ -1,0 +1,612 @@
+"""Run stress scenarios against the baseline on common random numbers.
+
+Every scenario is simulated with the *same seed* as the baseline. Every random draw of the engine and
+of the price model is keyed by (seed, stream, year, path, parcel), so path ``j`` of a scenario sees
+the same weather, fires and price shocks as path ``j`` of the baseline except where the scenario
+changes them. The scenario's effect is then estimated from **paired per-path differences**
+``d_j = X_j(scenario) - X_j(baseline)``: its mean and Monte Carlo standard error (paths grouped into
+parameter sets, :func:`finance_engine.simulation.summary.nested_moments`) are reported next to the
+scenario's own mean and standard error. Because the pairs share most of their noise, the difference's
+standard error is far smaller than either run's; a scenario that changes nothing has a difference of
+exactly zero on every path.
+
+Money: carbon flows of year ``y`` are valued at the scenario's price at the end of that year
+(``price[:, y + 1]``, CNY/tCO2e): stock value, credit value and loss value in CNY.
+
+Instruments (when a registry is given, :mod:`finance_engine.stress.registry`): per loan the
+collateral value paths (engine credits of the pledged unit x issuance risk x price, valued as in
+:mod:`finance_engine.collateral`), the probability that the value falls below the balance, the
+forced-sale shortfall, F-IRB LGD, expected loss and IRB capital; per policy the payouts of its
+stock-loss cover; the insurer's annual loss against premiums, reinsurance and capital; the public
+budgets' premium subsidies and the public share of the payouts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from finance_engine.collateral import _credit_view, _money, balance_schedule
+from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
+from finance_engine.insurance import layer_loss, split_premium
+from finance_engine.insurance.risk_measures import var
+from finance_engine.issuance import IssuanceRisk, load_issuance_risk
+from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
+from finance_engine.simulation import simulate
+from finance_engine.simulation.result import SimulationResult, code_version
+from finance_engine.simulation.summary import nested_moments
+from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
+from finance_engine.stress.scenarios import StressScenario, load_scenario
+from models import MODEL_VERSION
+from models.dynamics import DEFAULT_START_YEAR, ForestSimulator, SimulationSwitches
+from models.parameters import ModelParameters
+from models.portfolio import Portfolio
+
+DEFAULT_LEVELS: tuple[str, ...] = ("portfolio", "county", "township")
+REPORT_METRICS: tuple[str, ...] = ("stock_tco2e", "sink_tco2e", "credits_issued_tco2e", "loss_tco2e")
+VALUE_METRICS: dict[str, str] = {"stock_value_cny": "stock_tco2e", "credits_value_cny": "credits_issued_tco2e",
+                                 "loss_value_cny": "loss_tco2e"}
+FOOTPRINT_PERILS: tuple[str, ...] = ("fire", "typhoon", "ice_storm")
+MAX_FOOTPRINT_PATHS = 512
+
+
+@dataclass(frozen=True)
+class StressSettings:
+    """How the stress test runs (everything that defines its numbers)."""
+
+    years: int = 10
+    paths: int = 1000
+    seed: int = 2026
+    levels: tuple[str, ...] = DEFAULT_LEVELS
+    start_year: int = DEFAULT_START_YEAR
+    carbon_method: str = "bef"
+    price_model: str = "cea"
+    switches: SimulationSwitches = field(default_factory=SimulationSwitches)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.years <= 100:
+            raise ValueError(f"years must lie in 1-100, got {self.years}")
+        if self.paths < 8:
+            raise ValueError(f"paths must be >= 8, got {self.paths}")
+
+
+@dataclass
+class ScenarioRun:
+    """One scenario's engine result and its price paths (paths, horizon + 1) in CNY/tCO2e."""
+
+    scenario: StressScenario
+    result: SimulationResult
+    prices: np.ndarray
+    horizon_years: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices and engine runs
+# ---------------------------------------------------------------------------------------------
+def scenario_prices(scenario: StressScenario, pms: PriceModelSet, paths: int, years: int, seed: int, *,
+                    start_year: int = DEFAULT_START_YEAR, model: str = "cea") -> np.ndarray:
+    """Price paths (paths, years + 1), CNY/tCO2e, on common random numbers across scenarios.
+
+    The baseline is the stochastic price model ``model`` started at today's price; a named price
+    scenario runs the same draws around its curve (:func:`finance_engine.price.simulate_scenario_paths`);
+    shocks then multiply the price from their year on (or in their year only).
+    """
+    ids = np.arange(paths)
+    pm = pms.model(scenario.price_model or model)
+    if scenario.price_scenario is None:
+        p = simulate_price_paths(pm, ids, years, seed, start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+    else:
+        p = simulate_scenario_paths(pms.scenario(scenario.price_scenario), pm, ids, years, seed,
+                                    base_year=start_year, start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+    p = p[:, :: pm.steps_per_year] if pm.steps_per_year > 1 else p
+    factor = np.ones(years + 1)
+    for y, change, persistent in scenario.price_shocks:
+        if y <= years:
+            if persistent:
+                factor[y:] *= 1.0 + change
+            else:
+                factor[y] *= 1.0 + change
+    return p * factor[None, :]
+
+
+def run_scenario(portfolio: Portfolio, params: ModelParameters, scenario: StressScenario, settings: StressSettings,
+                 *, horizon_years: int | None = None, extra_levels: Sequence[str] = (), pms: PriceModelSet | None = None,
+                 workers: int = 1, chunk_paths: int = 64, loss_table_level: str | None = None,
+                 progress: Callable | None = None, portfolio_override: Portfolio | None = None) -> ScenarioRun:
+    """Simulate one scenario (engine + prices) with the settings' seed."""
+    pms = pms or load_price_model()
+    H = int(horizon_years or settings.years)
+    levels = tuple(dict.fromkeys(("portfolio", *settings.levels, *extra_levels)))
+    res = simulate(portfolio_override or portfolio, params, years=H, paths=settings.paths, seed=settings.seed,
+                   scenario=scenario.name, levels=levels, carbon_method=settings.carbon_method,
+                   switches=settings.switches, modifiers=scenario.modifiers(settings.start_year),
+                   start_year=settings.start_year, loss_table_level=loss_table_level, workers=workers,
+                   chunk_paths=chunk_paths, progress=progress, keep_paths=True)
+    prices = scenario_prices(scenario, pms, settings.paths, H, settings.seed, start_year=settings.start_year,
+                             model=settings.price_model)
+    return ScenarioRun(scenario, res, prices, H)
+
+
+def metric_paths(run: ScenarioRun, level: str, years: int) -> dict[str, np.ndarray]:
+    """Report metrics of a level as arrays (years, paths, groups), tCO2e and CNY."""
+    res = run.result
+    out = {}
+    names = [*REPORT_METRICS, *(m for m in res.metrics if m.startswith("loss_") and m != "loss_tco2e")]
+    for m in names:
+        out[m] = res.paths_of(m, level)[:years]
+    price = run.prices[:, 1:years + 1].T[:, :, None]  # (years, paths, 1)
+    for m, src in VALUE_METRICS.items():
+        out[m] = out[src] * price
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired comparison
+# ---------------------------------------------------------------------------------------------
+def _moments(x: np.ndarray, sw: SimulationSwitches) -> dict[str, np.ndarray]:
+    """Mean and MC standard error over the path axis (axis 1 of (years, paths, groups))."""
+    return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.parameter_uncertainty)
+
+
+def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], years: int, start_year: int,
+                 switches: SimulationSwitches) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """By-year and whole-horizon tables of scenario, baseline and paired difference.
+
+    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, baseline_mean,
+    diff_mean, diff_mc_se, diff_p05, diff_p95. Horizon: flows summed over the years, stock at the end.
+    """
+    rows_y, rows_h = [], []
+    for lv in levels:
+        b = metric_paths(base, lv, years)
+        s = metric_paths(scen, lv, years)
+        labels = base.result.labels[lv]
+        for m in s:
+            xs, xb = s[m], b[m]
+            d = xs - xb
+            ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
+            Y, G = ms["mean"].shape
+            yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
+            rows_y.append(pd.DataFrame({
+                "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
+                "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
+                "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(), "baseline_mean": mb.ravel(),
+                "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel()}))
+            if m.startswith("stock"):
+                hs, hb = xs[-1:], xb[-1:]
+                name = m.replace("stock_", "stock_end_")
+            else:
+                hs, hb = xs.sum(axis=0, keepdims=True), xb.sum(axis=0, keepdims=True)
+                name = f"cumulative_{m}"
+            hd = hs - hb
+            ms, md = _moments(hs, switches), _moments(hd, switches)
+            rows_h.append(pd.DataFrame({
+                "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
+                "mean": ms["mean"][0], "mc_se": ms["mc_se"][0], "baseline_mean": hb.mean(axis=1)[0],
+                "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0],
+                "diff_p05": np.quantile(hd[0], 0.05, axis=0), "diff_p95": np.quantile(hd[0], 0.95, axis=0)}))
+    return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruments
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class InstrumentOutcome:
+    """Loans, policies, insurer and budgets under one scenario (per-path arrays kept for levers)."""
+
+    loans: pd.DataFrame
+    policies: pd.DataFrame
+    insurer: dict[str, Any]
+    budget: dict[str, Any]
+    portfolio: dict[str, Any]
+    loan_paths: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    insurer_annual_gross: np.ndarray | None = field(default=None, repr=False)  # (years, paths)
+
+
+def _unit_series(run: ScenarioRun, metric: str, unit: str) -> np.ndarray:
+    labels = list(run.result.labels["project_id"])
+    g = labels.index(UNIT_PREFIX + unit)
+    return run.result.paths_of(metric, "project_id")[:, :, g]  # (H, paths)
+
+
+def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: StressSettings, *,
+                         pms: PriceModelSet | None = None, issuance: IssuanceRisk | None = None,
+                         pledge_rate_cap: float | None = None, price_floor_cny_per_tco2e: float | None = None,
+                         extra_policies: Sequence = ()) -> InstrumentOutcome:
+    """Loans, policies, the insurer and the public budgets under one scenario run.
+
+    Parameters
+    ----------
+    pledge_rate_cap : float, optional
+        A policy lever: each loan is cut to at most ``cap x`` today's collateral value under the
+        baseline-free valuation of this run (loan volume falls, risk falls).
+    price_floor_cny_per_tco2e : float, optional
+        A state buy-back (收储) floor: pledged credits can always be sold to the state at this
+        price, so the bank's cash flows use ``max(price, floor)``; the budget pays the difference
+        on the credits it buys (reported as buy-back cost).
+    extra_policies : sequence of PolicyEntry-like objects with a ``unit`` attribute
+        Added covers (compulsory sink insurance lever).
+    """
+    pms = pms or load_price_model()
+    iss = issuance or load_issuance_risk()
+    reg: Registry = bound.registry
+    n = settings.paths
+    ids = np.arange(n)
+    seed = settings.seed
+    years = settings.years
+    H = run.horizon_years
+    haircut = pms.liquidity_haircut.draws(ids, seed)
+    loan_rows, loan_paths = [], {}
+    buyback = np.zeros((years, n))
+    for ln in reg.loans:
+        unit = bound.unit_of_loan[ln.id]
+        terms = ln.terms
+        Hl = min(terms.crediting_horizon_years, H)
+        credits = iss.apply(_unit_series(run, "credits_issued_tco2e", unit)[:Hl], ids, seed)
+        stock = _unit_series(run, "stock_tco2e", unit)[:Hl]
+        prices = run.prices[:, :Hl + 1].T.copy()
+        if terms.credit_type != "ccer":
+            prices = prices * pms.spreads[terms.credit_type].factors(ids, seed)[None, :]
+        if price_floor_cny_per_tco2e is not None:
+            floored = np.maximum(prices, price_floor_cny_per_tco2e)
+            gap = (floored - prices)[1:years + 1]
+            buyback += gap * credits[:years]
+            prices = floored
+        money = _money(credits, stock, prices, terms)
+        v0 = float(money.pv_total.mean())
+        amount = terms.amount_cny
+        if pledge_rate_cap is not None:
+            amount = min(amount, pledge_rate_cap * max(v0, 0.0))
+        if amount <= 0:
+            loan_rows.append({"loan": ln.id, "unit": unit, "amount_cny": 0.0, "collateral_value_cny": v0})
+            continue
+        t2 = terms.model_copy(update={"amount_cny": amount})
+        rf = (1 - haircut) * (1 - t2.liquidation_cost_fraction) * (1 + t2.discount_rate) ** -t2.liquidation_time_years
+        cv = _credit_view(money.value_paths, t2, rf, None)
+        below_any = cv["below"].any(axis=0)
+        mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size, True)
+        shortfall = cv["shortfall"]                       # (T, paths)
+        bal = balance_schedule(t2)[:t2.term_years]
+        sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
+        row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": t2.term_years,
+               "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
+               "coverage": v0 / amount, "p_value_below_balance_any_time": float(below_any.mean()),
+               "expected_shortfall_at_default_cny": float(shortfall.mean()), "simulated_lgd": sim_lgd}
+        if t2.borrower_pd is not None:
+            m = min(max(float(t2.term_years), 1.0), 5.0)
+            lgd = float(foundation_lgd_star(amount, max(v0, 0.0) + t2.forest_right_mortgage_cny).lgd)
+            k = float(irb_capital_requirement(t2.borrower_pd, lgd, m))
+            row.update({"pd": t2.borrower_pd, "firb_lgd": lgd,
+                        "expected_loss_cny": float(expected_loss(t2.borrower_pd, lgd, amount)),
+                        "expected_loss_simulated_cny": t2.borrower_pd * sim_lgd * amount,
+                        "capital_k": k, "capital_cny": k * amount})
+        loan_rows.append(row)
+        loan_paths[ln.id] = {"pv": money.pv_total, "below_any": below_any, "value": money.value_paths,
+                             "balance": cv["balance"]}
+    loans = pd.DataFrame(loan_rows)
+
+    # ---- policies, insurer, budgets ------------------------------------------------------------
+    pol_rows = []
+    annual = np.zeros((years, n))
+    public_payout = np.zeros((years, n))
+    premium_total = 0.0
+    subsidy_total: dict[str, float] = {}
+    perils = set(run.result.provenance["perils"])
+    policies = [(p, bound.unit_of_policy[p.id]) for p in reg.policies] + [(p, p.unit) for p in extra_policies]
+    for pol, unit in policies:
+        loss = np.zeros((years, n))
+        for peril in pol.covered_perils:
+            if peril in perils:
+                loss += _unit_series(run, f"loss_{peril}_tco2e", unit)[:years]
+        pay = np.minimum(np.maximum(loss - pol.annual_deductible_tco2e, 0.0) * pol.agreed_price_cny_per_tco2e,
+                         pol.annual_limit_cny)
+        split = split_premium(pol.annual_premium_cny, pol.subsidy_scheme)
+        annual += pay
+        public_payout += split.public_share * pay
+        premium_total += pol.annual_premium_cny
+        for k, v in split.amounts.items():
+            subsidy_total[k] = subsidy_total.get(k, 0.0) + v
+        flat = pay.ravel()
+        pol_rows.append({"policy": pol.id, "unit": unit, "annual_premium_cny": pol.annual_premium_cny,
+                         "expected_annual_payout_cny": float(flat.mean()),
+                         "expected_annual_payout_mc_se_cny": float(pay.mean(axis=0).std(ddof=1) / np.sqrt(n)),
+                         "loss_ratio": float(flat.mean() / pol.annual_premium_cny) if pol.annual_premium_cny else np.nan,
+                         "p_payout_above_premium": float((flat > pol.annual_premium_cny).mean()),
+                         "payout_1_in_100_cny": var(flat, 0.99), "public_share": split.public_share})
+    ins = reg.insurer
+    qs = ins.quota_share_cession
+    retained = (1 - qs) * annual
+    recovery = layer_loss(retained, ins.stop_loss.attachment_cny, ins.stop_loss.limit_cny) \
+        if ins.stop_loss is not None else np.zeros_like(retained)
+    net = retained - recovery
+    net_premium = premium_total * (1 - qs)
+    result = net - net_premium  # annual underwriting loss (+) or gain (-), before expenses
+    flat_g, flat_n = annual.ravel(), net.ravel()
+    cum_result = result.sum(axis=0)
+    insurer = {
+        "policies": len(policies), "annual_premium_cny": premium_total,
+        "expected_annual_gross_loss_cny": float(flat_g.mean()),
+        "gross_loss_ratio": float(flat_g.mean() / premium_total) if premium_total else None,
+        "gross_annual_loss_1_in_100_cny": var(flat_g, 0.99) if flat_g.size else 0.0,
+        "expected_annual_net_loss_cny": float(flat_n.mean()),
+        "net_annual_loss_1_in_100_cny": var(flat_n, 0.99) if flat_n.size else 0.0,
+        "net_annual_loss_1_in_200_cny": var(flat_n, 0.995) if flat_n.size else 0.0,
+        "expected_reinsurance_recovery_cny": float((qs * annual + recovery).mean()),
+        "p_annual_net_loss_above_net_premium": float((result > 0).mean()),
+        "capital_cny": ins.capital_cny,
+        "p_capital_exhausted_over_horizon": float((np.maximum.accumulate(np.cumsum(result, axis=0), axis=0)[-1]
+                                                   > ins.capital_cny).mean()) if np.isfinite(ins.capital_cny) else 0.0,
+        "max_cumulative_underwriting_loss_1_in_100_cny": var(np.max(np.cumsum(result, axis=0), axis=0), 0.99),
+        "expected_cumulative_result_cny": float(-cum_result.mean()),
+    }
+    public_prem = sum(v for k, v in subsidy_total.items() if k != "insured")
+    flat_pp = public_payout.ravel()
+    bb = buyback.ravel()
+    budget = {
+        "annual_premium_subsidy_cny": public_prem,
+        "annual_premium_subsidy_by_budget_cny": {k: v for k, v in subsidy_total.items() if k != "insured"},
+        "expected_annual_public_payout_cost_cny": float(flat_pp.mean()),
+        "public_payout_cost_1_in_100_cny": var(flat_pp, 0.99) if flat_pp.size else 0.0,
+        "expected_annual_buyback_cost_cny": float(bb.mean()),
+        "buyback_cost_1_in_100_cny": var(bb, 0.99) if bb.size else 0.0,
+        "expected_annual_total_cny": float(public_prem + flat_pp.mean() + bb.mean()),
+        "total_1_in_100_cny": float(public_prem + var(flat_pp + bb, 0.99)) if flat_pp.size else public_prem,
+        "note": "payout cost = public share of the premium x payouts (the budgets fund that share of the cover)",
+    }
+    port: dict[str, Any] = {}
+    if not loans.empty and "collateral_value_cny" in loans:
+        active = loans[loans.amount_cny > 0]
+        amt = float(active.amount_cny.sum())
+        port = {"loans": int(len(active)), "loan_volume_cny": amt,
+                "collateral_value_cny": float(active.collateral_value_cny.sum()),
+                "collateral_coverage": float(active.collateral_value_cny.sum() / amt) if amt else None}
+        if amt:
+            below = sum(loan_paths[l]["below_any"] * a for l, a in zip(active.loan, active.amount_cny))
+            port["share_of_lending_with_collateral_below_balance"] = float(np.mean(below) / amt)
+            port["share_of_lending_with_collateral_below_balance_1_in_100"] = var(below / amt, 0.99)
+        if "expected_loss_cny" in active:
+            port["bank_expected_loss_cny"] = float(active.expected_loss_cny.fillna(0).sum())
+            port["bank_capital_cny"] = float(active.capital_cny.fillna(0).sum())
+    return InstrumentOutcome(loans, pd.DataFrame(pol_rows), insurer, budget, port, loan_paths, annual)
+
+
+def pledged_footprints(bound: BoundRegistry, params: ModelParameters, scenario: StressScenario,
+                       settings: StressSettings, *, workers: int = 1) -> pd.DataFrame:
+    """Share of the pledged stock inside one fire, typhoon or ice-storm footprint.
+
+    The pledged parcels are simulated on their own with an event loss table per parcel (fire,
+    typhoon and ice-storm draws are keyed by parcel, county and path, so the pledged parcels are hit
+    exactly as in the full run; only pine-wilt spread, not used here, depends on the rest). For each
+    event the share of today's pledged stock in the parcels it hits is computed; reported per peril:
+    the largest share, the 1-in-100 annual largest share, and P(an event covers > 10 %).
+    """
+    units = np.concatenate([bound.unit_parcels[u] for u in sorted(set(bound.unit_of_loan.values()))]) \
+        if bound.unit_of_loan else np.empty(0, dtype=np.intp)
+    if units.size == 0:
+        return pd.DataFrame()
+    mask = np.zeros(bound.portfolio.n_parcels, dtype=bool)
+    mask[units] = True
+    sub = bound.portfolio.subset(mask, params)
+    sim = ForestSimulator(params, sub, carbon_method=settings.carbon_method)
+    co2 = params.file.carbon.co2_per_c.value
+    stock0 = pd.Series(sim.initial_carbon_tc_per_ha() * sub.area_ha * co2, index=sub.parcel_id)
+    paths = min(settings.paths, MAX_FOOTPRINT_PATHS)
+    res = simulate(sub, params, years=settings.years, paths=paths, seed=settings.seed, scenario=scenario.name,
+                   levels=("portfolio",), switches=settings.switches, modifiers=scenario.modifiers(settings.start_year),
+                   start_year=settings.start_year, loss_table_level="parcel", workers=workers, keep_paths=False)
+    elt = res.elt
+    elt = elt[elt.peril.astype(str).isin(FOOTPRINT_PERILS)]
+    total = float(stock0.sum())
+    rows = []
+    for peril in FOOTPRINT_PERILS:
+        e = elt[elt.peril.astype(str) == peril]
+        if e.empty:
+            rows.append({"scenario": scenario.name, "peril": peril, "events": 0, "max_share": 0.0,
+                         "annual_max_share_1_in_100": 0.0, "p_event_over_10pct_per_year": 0.0, "paths": paths})
+            continue
+        share = stock0.reindex(e.group.to_numpy()).to_numpy() / total
+        ev = pd.DataFrame({"sim_year": e.sim_year.to_numpy(), "event_id": e.event_id.to_numpy(), "share": share})
+        per_event = ev.groupby(["sim_year", "event_id"], sort=False)["share"].sum()
+        annual_max = np.zeros(paths * settings.years)
+        mx = per_event.groupby(level=0).max()
+        annual_max[mx.index.to_numpy()] = mx.to_numpy()
+        rows.append({"scenario": scenario.name, "peril": peril, "events": int(per_event.size),
+                     "max_share": float(per_event.max()),
+                     "annual_max_share_1_in_100": var(annual_max, 0.99),
+                     "p_event_over_10pct_per_year": float((annual_max > 0.10).mean()), "paths": paths})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stress test
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StressResult:
+    """Every table of a stress test, tidy, plus provenance.
+
+    Attributes
+    ----------
+    scenarios : DataFrame
+        One row per scenario: name, version, title, sha256, what it changes.
+    by_year, horizon : DataFrame
+        Scenario vs baseline by level, group, metric (and year); see :func:`compare_runs`.
+    portfolio : DataFrame
+        Per scenario: the portfolio's horizon figures and the instruments' headline numbers.
+    loans, policies, insurer, budget, footprints : DataFrame
+        Per scenario (empty without a registry).
+    concentration : DataFrame
+        Per scenario, the counties and townships with the largest extra loss (tCO2e and % of stock).
+    """
+
+    settings: StressSettings
+    scenarios: pd.DataFrame
+    by_year: pd.DataFrame
+    horizon: pd.DataFrame
+    portfolio: pd.DataFrame
+    concentration: pd.DataFrame
+    loans: pd.DataFrame
+    policies: pd.DataFrame
+    insurer: pd.DataFrame
+    budget: pd.DataFrame
+    footprints: pd.DataFrame
+    provenance: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        out = {"scenarios": self.scenarios, "portfolio": self.portfolio, "horizon": self.horizon,
+               "by_year": self.by_year, "concentration": self.concentration, "loans": self.loans,
+               "policies": self.policies, "insurer": self.insurer, "budget": self.budget,
+               "footprints": self.footprints}
+        return {k: v for k, v in out.items() if v is not None and not v.empty}
+
+    def level(self, level: str, metric: str = "cumulative_loss_tco2e") -> pd.DataFrame:
+        h = self.horizon
+        return h[(h.level == level) & (h.metric == metric)].reset_index(drop=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provenance": self.provenance, "notes": self.notes,
+                **{k: _records(v) for k, v in self.tables().items()}}
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+            for r in df.to_dict(orient="records")]
+
+
+def _resolve(s: str | StressScenario) -> StressScenario:
+    return s if isinstance(s, StressScenario) else load_scenario(s)
+
+
+def _portfolio_row(name: str, horizon: pd.DataFrame, inst: InstrumentOutcome | None) -> dict[str, Any]:
+    h = horizon[(horizon.level == "portfolio") & (horizon.scenario == name)].set_index("metric")
+    row: dict[str, Any] = {"scenario": name}
+    for m in ("stock_end_tco2e", "cumulative_sink_tco2e", "cumulative_credits_issued_tco2e", "cumulative_loss_tco2e",
+              "cumulative_loss_value_cny", "cumulative_credits_value_cny", "stock_end_value_cny"):
+        if m in h.index:
+            row[m] = float(h.at[m, "mean"])
+            row[f"{m}_mc_se"] = float(h.at[m, "mc_se"])
+            row[f"{m}_diff"] = float(h.at[m, "diff_mean"])
+            row[f"{m}_diff_mc_se"] = float(h.at[m, "diff_mc_se"])
+    if inst is not None:
+        row.update({f"bank_{k}" if not k.startswith("bank") else k: v for k, v in inst.portfolio.items()})
+        for k in ("expected_annual_gross_loss_cny", "gross_loss_ratio", "net_annual_loss_1_in_100_cny",
+                  "p_capital_exhausted_over_horizon"):
+            row[f"insurer_{k}"] = inst.insurer.get(k)
+        for k in ("expected_annual_total_cny", "total_1_in_100_cny"):
+            row[f"budget_{k}"] = inst.budget.get(k)
+    return row
+
+
+def _concentration(horizon: pd.DataFrame, initial_stock: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    """The ``top`` counties and townships by extra loss over the baseline, per scenario."""
+    rows = []
+    for (scn, lv), g in horizon[horizon.level.isin(["county", "township"])].groupby(["scenario", "level"], sort=False):
+        loss = g[g.metric == "cumulative_loss_tco2e"].set_index("group")
+        stock = initial_stock[initial_stock.level == lv].set_index("group")["stock_tco2e"]
+        d = loss.assign(extra_loss_share_of_stock=loss.diff_mean / stock.reindex(loss.index))
+        key = "mean" if scn == "baseline" else "diff_mean"  # the baseline: who loses most at all
+        d = d.sort_values(key, ascending=False).head(top).reset_index()
+        for rank, r in enumerate(d.itertuples(), start=1):
+            rows.append({"scenario": scn, "level": lv, "rank": rank, "group": r.group,
+                         "loss_tco2e": r.mean, "baseline_loss_tco2e": r.baseline_mean,
+                         "extra_loss_tco2e": r.diff_mean, "extra_loss_mc_se": r.diff_mc_se,
+                         "extra_loss_share_of_stock": r.extra_loss_share_of_stock})
+    return pd.DataFrame(rows)
+
+
+def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: Iterable[str | StressScenario], *,
+                    registry: Registry | None = None, settings: StressSettings | None = None,
+                    pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int = 64,
+                    footprints: bool = True, progress: Callable[[str], None] | None = None) -> StressResult:
+    """Run each scenario against the baseline on common random numbers.
+
+    Parameters
+    ----------
+    portfolio, params :
+        Parcels and their parameter set.
+    scenarios : iterable of names, paths or StressScenario
+        The baseline is always run (first); naming it again adds its (zero-difference) row.
+    registry : Registry, optional
+        Loans and policies against the portfolio; their units are credited as projects.
+    settings : StressSettings
+        Horizon, paths, seed, account levels. The engine runs over ``max(years, crediting horizon of
+        every loan)`` years so collateral values see the whole crediting stream; every other table
+        covers ``years``.
+    """
+    t0 = time.perf_counter()
+    st = settings or StressSettings()
+    pms = pms or load_price_model()
+    iss = load_issuance_risk()
+    say = progress or (lambda msg: None)
+    wanted = [_resolve(s) for s in scenarios]
+    base = load_scenario("baseline")
+    bound = bind_registry(registry, portfolio, params) if registry is not None and (registry.loans or registry.policies) else None
+    run_pf = bound.portfolio if bound is not None else portfolio
+    H = st.years
+    if bound is not None and registry.loans:
+        H = max(H, max(min(ln.terms.crediting_horizon_years, 100) for ln in registry.loans))
+    extra = ("project_id",) if bound is not None else ()
+    notes: list[str] = []
+    say(f"baseline: {st.paths} paths x {H} years")
+    base_run = run_scenario(run_pf, params, base, st, horizon_years=H, extra_levels=extra, pms=pms, workers=workers,
+                            chunk_paths=chunk_paths)
+    ys, hs, prow, loans, pols, insr, bud, fps, meta = [], [], [], [], [], [], [], [], []
+    order = [base] + [s for s in wanted if s.sha256 != base.sha256 or s.name != base.name]
+    counties = set(run_pf.frame["county"])
+    for s in order:
+        say(f"scenario {s.name}")
+        run = base_run if s is base else run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=extra,
+                                                      pms=pms, workers=workers, chunk_paths=chunk_paths)
+        by, hz = compare_runs(base_run, run, st.levels, st.years, st.start_year, st.switches)
+        ys.append(by)
+        hs.append(hz)
+        inst = None
+        if bound is not None:
+            inst = evaluate_instruments(bound, run, st, pms=pms, issuance=iss)
+            for df, out in ((inst.loans, loans), (inst.policies, pols)):
+                if not df.empty:
+                    out.append(df.assign(scenario=s.name))
+            insr.append({"scenario": s.name, **inst.insurer})
+            bud.append({"scenario": s.name, **{k: v for k, v in inst.budget.items() if not isinstance(v, dict)},
+                        **{f"subsidy_{k}_cny": v for k, v in inst.budget["annual_premium_subsidy_by_budget_cny"].items()}})
+            if footprints and registry.loans:
+                fps.append(pledged_footprints(bound, params, s, st, workers=workers))
+        prow.append(_portfolio_row(s.name, hz, inst))
+        for _, peril, ev in s.forced_events:
+            missing = [c for c in ev.get("counties", []) if c not in counties]
+            if missing:
+                notes.append(f"{s.name}: forced {peril} names counties not in the portfolio (hit nothing): {missing}")
+        d = s.describe()
+        meta.append({"scenario": s.name, "version": s.version, "title": s.title, "sha256": s.sha256,
+                     "source": s.source, "confidence": s.confidence,
+                     "changes": "; ".join(f"{k}: {v}" for k, v in d.items()
+                                          if k in ("hazard", "severity", "growth", "forced_events", "climate_pathway",
+                                                   "price_scenario", "price_shocks") and v)})
+    by_year = pd.concat(ys, ignore_index=True)
+    horizon = pd.concat(hs, ignore_index=True)
+    prov = {
+        "model_version": MODEL_VERSION, "code_version": code_version(),
+        **{k: base_run.result.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",
+                                                      "carbon_method", "start_year")},
+        "seed": st.seed, "paths": st.paths, "years": st.years, "engine_horizon_years": H,
+        "levels": list(st.levels), "price_model": st.price_model, "price_model_sha256": pms.sha256,
+        "issuance_risk_sha256": iss.sha256, "portfolio": portfolio.source, "parcels": portfolio.n_parcels,
+        "scenario_sha256": {m["scenario"]: m["sha256"] for m in meta},
+        "method": "paired per-path differences on common random numbers (same seed for every scenario)",
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+    }
+    return StressResult(
+        settings=st, scenarios=pd.DataFrame(meta), by_year=by_year, horizon=horizon, portfolio=pd.DataFrame(prow),
+        concentration=_concentration(horizon, base_run.result.initial_stock), loans=pd.concat(loans, ignore_index=True) if loans else pd.DataFrame(),
+        policies=pd.concat(pols, ignore_index=True) if pols else pd.DataFrame(), insurer=pd.DataFrame(insr),
+        budget=pd.DataFrame(bud), footprints=pd.concat(fps, ignore_index=True) if fps else pd.DataFrame(),
+        provenance=prov, notes=notes)
+
+
+__all__ = ["DEFAULT_LEVELS", "InstrumentOutcome", "ScenarioRun", "StressResult", "StressSettings", "compare_runs",
+           "evaluate_instruments", "metric_paths", "pledged_footprints", "run_scenario", "run_stress_test",
+           "scenario_prices"]
