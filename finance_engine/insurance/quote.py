@@ -1,0 +1,612 @@
+"""Quote a forest-carbon policy (and its reinsurance) on the Monte Carlo engine: one typed result.
+
+Steps of :func:`quote`
+----------------------
+1. **Simulate** the portfolio with the engine (``years`` policy years, ``paths`` paths) at portfolio
+   level and at the account level asked (county by default), keeping the portfolio event loss table.
+2. **Cover payouts** per simulated year (and event) from :mod:`.covers`: stock-loss indemnity on the
+   ELT, sink index on the simulated net sink, price floor on price paths with the same path ids.
+3. **Price** (:func:`quote_losses`, engine-free, so an insurer's own payout table can be priced too):
+
+   * pure premium ``E[P]`` per year with its Monte Carlo standard error (``sd/sqrt(n)``; with the
+     engine's nested parameter sets, the between-set standard error, which also carries parameter
+     uncertainty);
+   * risk load by the standard-deviation principle, Wang transform, proportional hazard or cost of
+     capital on the 1-in-200 loss (C-ROSS II / Solvency II: VaR 99.5 %) (:mod:`.loadings`);
+   * gross premium ``G = (E[P] + risk load + fixed costs) / (1 - expense ratio - profit ratio)``;
+   * rate on sum insured ``G / SI``, premium per mu (1 ha = 15 mu), per ha and per tCO2e insured,
+     expected loss ratio ``E[P] / G``;
+   * the subsidy split between central, provincial, city, county budgets and the insured
+     (:mod:`.subsidy`), and the rate-adjustment check: the charged rate over the base pure-loss rate
+     with expense load ``E[P] / (1 - expense ratio) / SI`` must lie in [0.75, 1.25] for subsidised
+     products (银保监规〔2023〕4号);
+   * risk outputs: AAL, OEP and AEP curves, PML at 10-250 yr with distribution-free CIs, VaR/TVaR;
+   * reinsurance: a quota share (ceded first), per-event XoL layers on the retained event payouts,
+     then annual-aggregate layers on what the per-event layers leave: expected layer loss, the
+     technical reinsurance premium (the same risk-load principle applied to the layer's annual loss,
+     no expenses), rate on line, multiple, probabilities of attachment and exhaustion, and the
+     insurer's 1-in-200 capital ``VaR_99.5 - mean`` gross and net of the programme.
+4. **Provenance**: model version, code version, parameter SHA-256, seed, paths, years, the hash of
+   ``insurance_defaults.yaml`` and of the price-model file when prices are used.
+
+Money is CNY per policy year; carbon tCO2e.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .basis_risk import basis_risk
+from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
+                     per_path_to_sim_years, price_floor_losses, sink_index_losses, stock_loss_losses, CoverError)
+from .defaults import DEFAULTS_PATH, load_insurance_defaults
+from .layers import EventLosses, LayerResult, price_annual_layer, price_layer_events
+from .loadings import (PremiumResult, cost_of_capital_premium, gross_premium, proportional_hazard_premium,
+                       standard_deviation_premium, wang_transform_premium)
+from .reinsurance import layer_quote
+from .risk_measures import _var_sorted, aal, pml, var_tvar_table
+from .subsidy import SubsidyShares, check_central_eligibility, check_rate_adjustment, split_premium, subsidy_shares
+from .tables import InsuranceInputError, annual_max_occurrence
+
+__all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium",
+           "default_loading"]
+
+#: Unit conversion: 1 hectare = 15 mu (亩).
+MU_PER_HA = 15.0
+LoadingMethod = Literal["none", "sd", "wang", "ph", "coc"]
+_PARAM_NAME = {"sd": "alpha", "wang": "lambda", "ph": "rho", "coc": "coc_rate", "none": None}
+
+
+def _quote_defaults() -> Mapping[str, Any]:
+    q = load_insurance_defaults().raw.get("quote")
+    if not isinstance(q, Mapping):
+        raise InsuranceInputError(f"{DEFAULTS_PATH}: missing `quote` block")
+    return {k: v["value"] for k, v in q.items()}
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How the pure premium becomes a gross premium.
+
+    Attributes
+    ----------
+    method : {"none", "sd", "wang", "ph", "coc"}
+        Risk-load principle: none, standard deviation ``alpha``, Wang transform ``lambda``,
+        proportional hazard ``rho``, cost of capital ``coc_rate`` on ``VaR_99.5 - mean``.
+    parameter : float
+        The principle's parameter.
+    expense_ratio, profit_ratio : float
+        Fractions of the gross premium.
+    fixed_costs_cny : float
+        Fixed costs per year.
+    """
+
+    method: LoadingMethod
+    parameter: float
+    expense_ratio: float
+    profit_ratio: float
+    fixed_costs_cny: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in _PARAM_NAME:
+            raise InsuranceInputError(f"loading.method must be one of {list(_PARAM_NAME)}, got {self.method!r}")
+        for name in ("parameter", "expense_ratio", "profit_ratio", "fixed_costs_cny"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InsuranceInputError(f"loading.{name} must be a finite number >= 0, got {v!r}")
+        if self.method == "ph" and self.parameter <= 0:
+            raise InsuranceInputError("loading.parameter (rho) must be > 0")
+        if self.expense_ratio + self.profit_ratio >= 1:
+            raise InsuranceInputError("loading.expense_ratio + loading.profit_ratio must be < 1")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "parameter_name": _PARAM_NAME[self.method], "parameter": self.parameter,
+                "expense_ratio": self.expense_ratio, "profit_ratio": self.profit_ratio,
+                "fixed_costs_cny": self.fixed_costs_cny}
+
+
+def default_loading(method: LoadingMethod | None = None, parameter: float | None = None, *,
+                    expense_ratio: float | None = None, profit_ratio: float | None = None,
+                    fixed_costs_cny: float = 0.0) -> Loading:
+    """A :class:`Loading` with every missing value from ``insurance_defaults.yaml`` (``quote`` block)."""
+    q = _quote_defaults()
+    m = method or q["loading_method"]
+    if parameter is None:
+        parameter = {"sd": q["sd_alpha"], "wang": q["wang_lambda"], "ph": q["ph_rho"],
+                     "coc": load_insurance_defaults().cost_of_capital_rate, "none": 0.0}.get(m, 0.0)
+    return Loading(m, float(parameter), float(q["expense_ratio"] if expense_ratio is None else expense_ratio),
+                   float(q["profit_ratio"] if profit_ratio is None else profit_ratio), float(fixed_costs_cny))
+
+
+def risk_loaded_premium(annual_losses, loading: Loading) -> PremiumResult:
+    """The risk-loaded (technical) premium of a sample of annual losses under ``loading.method``."""
+    x = np.asarray(annual_losses, dtype=np.float64)
+    if loading.method == "sd":
+        return standard_deviation_premium(x, loading.parameter)
+    if loading.method == "wang":
+        return wang_transform_premium(x, loading.parameter)
+    if loading.method == "ph":
+        return proportional_hazard_premium(x, loading.parameter)
+    if loading.method == "coc":
+        return cost_of_capital_premium(x, loading.parameter)
+    m = float(x.mean())
+    return PremiumResult("none", m, 0.0, m, {})
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A reinsurance layer on the insurer's gross payouts (CNY).
+
+    Attributes
+    ----------
+    attachment_cny, limit_cny : float
+        ``A`` >= 0 and ``C`` > 0 (per event for ``occurrence``, on the year's total for ``aggregate``).
+    basis : {"occurrence", "aggregate"}
+    reinstatements : int or None
+        Occurrence basis: None = no annual aggregate limit (every event can use the full limit);
+        K >= 0 = K paid reinstatements, annual cover ``(K + 1) x limit``.
+    reinstatement_pct : float
+        Premium of each reinstatement as a fraction of the upfront premium.
+    share : float
+        Reinsurer's participation in (0, 1].
+    """
+
+    attachment_cny: float
+    limit_cny: float
+    basis: Literal["occurrence", "aggregate"] = "occurrence"
+    reinstatements: int | None = None
+    reinstatement_pct: float = 1.0
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("attachment_cny", "limit_cny"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise InsuranceInputError(f"layer.{name} must be a number, got {v!r}")
+        if not (math.isfinite(self.attachment_cny) and self.attachment_cny >= 0):
+            raise InsuranceInputError(f"layer.attachment_cny must be finite and >= 0, got {self.attachment_cny}")
+        if not self.limit_cny > 0:
+            raise InsuranceInputError(f"layer.limit_cny must be > 0, got {self.limit_cny}")
+        if self.basis not in ("occurrence", "aggregate"):
+            raise InsuranceInputError(f"layer.basis must be occurrence or aggregate, got {self.basis!r}")
+        if self.reinstatements is not None:
+            if self.basis == "aggregate":
+                raise InsuranceInputError("layer.reinstatements apply to occurrence layers only")
+            if not isinstance(self.reinstatements, int) or self.reinstatements < 0:
+                raise InsuranceInputError(f"layer.reinstatements must be an integer >= 0, got {self.reinstatements!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.limit_cny:,.0f} xs {self.attachment_cny:,.0f} ({self.basis})"
+
+    def to_dict(self) -> dict:
+        return {"attachment_cny": self.attachment_cny, "limit_cny": self.limit_cny, "basis": self.basis,
+                "reinstatements": self.reinstatements, "reinstatement_pct": self.reinstatement_pct,
+                "share": self.share}
+
+
+@dataclass
+class Quote:
+    """One priced policy: JSON-ready parts plus the samples behind them (not serialised).
+
+    Attributes
+    ----------
+    provenance : dict
+        Model and code version, parameter SHA-256, seed, paths, years, defaults and price-model hashes.
+    cover, loading : dict
+        The terms quoted.
+    exposure : dict
+        Area (ha, mu), insured tonnes, sum insured (CNY).
+    premium : dict
+        Pure premium with MC standard error and CI, risk load, expenses, profit, gross premium, rate on
+        sum insured, per mu / ha / tCO2e, expected loss ratio.
+    subsidy, rate_band : dict
+    risk : dict
+        ``aal``, ``var_tvar`` (records), ``pml`` (records, OEP and AEP), ``ep_curve`` (records on a grid
+        of return periods), ``prob_payout``.
+    aal_by_peril, aal_by_level : list of dict
+    layers : list of dict
+    capital : dict or None
+    basis_risk : dict or None
+    samples : dict of ndarray
+        ``annual_payout_cny`` etc. (for notebooks; not part of the JSON).
+    """
+
+    provenance: dict[str, Any]
+    cover: dict[str, Any]
+    loading: dict[str, Any]
+    exposure: dict[str, Any]
+    premium: dict[str, Any]
+    subsidy: dict[str, Any]
+    rate_band: dict[str, Any]
+    risk: dict[str, Any]
+    aal_by_peril: list[dict[str, Any]]
+    aal_by_level: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+    capital: dict[str, Any] | None
+    basis_risk: dict[str, Any] | None
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    _FIELDS = ("provenance", "cover", "loading", "exposure", "premium", "subsidy", "rate_band", "risk",
+               "aal_by_peril", "aal_by_level", "layers", "capital", "basis_risk")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._FIELDS}
+
+    def to_json(self, **kw) -> str:
+        """JSON text; non-finite numbers become null."""
+        return json.dumps(_clean(self.to_dict()), ensure_ascii=False, allow_nan=False, **kw)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Quote":
+        missing = [k for k in cls._FIELDS if k not in d]
+        if missing:
+            raise InsuranceInputError(f"quote is missing field(s) {missing}")
+        return cls(**{k: d[k] for k in cls._FIELDS})
+
+    def cover_terms(self):
+        """The cover as a typed object (:func:`finance_engine.insurance.covers.cover_from_dict`)."""
+        return cover_from_dict(self.cover)
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """A list-of-records part (``aal_by_peril``, ``layers``, ``risk.pml`` ...) as a DataFrame."""
+        obj: Any = self
+        for key in part.split("."):
+            obj = obj[key] if isinstance(obj, Mapping) else getattr(obj, key)
+        return pd.DataFrame(obj)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, (np.floating,)):
+        return _clean(float(o))
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, Mapping):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return _clean(df.to_dict(orient="records"))
+
+
+def _file_sha256(path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _ep_grid(n_years: int, return_periods: Sequence[float]) -> np.ndarray:
+    grid = np.geomspace(1.0 + 1e-9, max(float(n_years), 2.0), 48)
+    return np.unique(np.round(np.r_[grid, [t for t in return_periods if t <= n_years]], 6))
+
+
+def _layer_record(spec: LayerSpec, lay: LayerResult, loading: Loading) -> tuple[dict[str, Any], float]:
+    prem = risk_loaded_premium(lay.annual_loss, Loading(loading.method, loading.parameter, 0.0, 0.0)).premium
+    lq = layer_quote(lay, prem)
+    upfront = prem * (lay.upfront_premium / lay.expected_loss) if lay.expected_loss > 0 else prem
+    return {
+        "layer": spec.name, **spec.to_dict(),
+        "aggregate_limit_cny": lay.aggregate_limit,
+        "expected_layer_loss_cny": lay.expected_loss, "expected_layer_loss_se_cny": lay.expected_loss_se,
+        "sd_layer_loss_cny": lay.sd_annual_loss,
+        "reinsurance_premium_cny": prem, "upfront_premium_cny": upfront,
+        "rate_on_line": lq.rate_on_line, "multiple": lq.multiple,
+        "prob_attachment": lay.prob_attachment, "prob_exhaustion": lay.prob_exhaustion,
+        "expected_events_in_layer": lay.expected_events_in_layer,
+    }, prem
+
+
+def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], quota_share: float,
+                 loading: Loading, level: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    if not layers and quota_share == 0:
+        return [], None
+    c = float(quota_share)
+    if not 0 <= c < 1:
+        raise InsuranceInputError(f"quota_share must be in [0, 1), got {quota_share}")
+    for basis in ("occurrence", "aggregate"):
+        ls = sorted((s for s in layers if s.basis == basis), key=lambda s: s.attachment_cny)
+        for a, b in zip(ls, ls[1:]):
+            if a.attachment_cny + a.limit_cny > b.attachment_cny + 1e-9:
+                raise InsuranceInputError(f"layers overlap: {a.name} and {b.name}")
+    retained = EventLosses(events.year, (1.0 - c) * events.loss, events.n_years)
+    rows, ceded, prem_total = [], c * annual, 0.0
+    for spec in sorted(layers, key=lambda s: (s.basis != "occurrence", s.attachment_cny)):
+        if spec.basis == "occurrence":
+            rein = (spec.reinstatements, spec.reinstatement_pct) if spec.reinstatements is not None else None
+            lay = price_layer_events(retained, spec.attachment_cny, spec.limit_cny, "occurrence", rein,
+                                     share=spec.share)
+        else:   # inures after the quota share and the per-event layers
+            occ = sum((r["_annual"] for r in rows if r["basis"] == "occurrence"), np.zeros_like(annual))
+            lay = price_annual_layer(np.maximum((1.0 - c) * annual - occ, 0.0), spec.attachment_cny,
+                                     spec.limit_cny, share=spec.share)
+        rec, prem = _layer_record(spec, lay, loading)
+        rec["_annual"] = lay.annual_loss
+        rows.append(rec)
+        ceded = ceded + lay.annual_loss
+        prem_total += prem
+    net = annual - ceded
+    gross_s, net_s = np.sort(annual), np.sort(net)
+    gv, nv = _var_sorted(gross_s, level), _var_sorted(net_s, level)
+    gm, nm = float(annual.mean()), float(net.mean())
+    xol_mean = float(sum(r["expected_layer_loss_cny"] for r in rows))
+    capital = {
+        "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_capital_cny": gv - gm,
+        "net_mean_cny": nm, "net_var_cny": nv, "net_capital_cny": nv - nm,
+        "capital_relief_cny": (gv - gm) - (nv - nm), "quota_share_cession": c,
+        "ceded_quota_share_mean_cny": float((c * annual).mean()), "ceded_xol_mean_cny": xol_mean,
+        "reinsurance_premium_cny": prem_total, "cost_of_reinsurance_cny": prem_total - xol_mean,
+    }
+    for r in rows:
+        r.pop("_annual")
+    return _clean(rows), _clean(capital)
+
+
+def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float, insured_tco2e: float,
+                 loading: Loading | None = None, subsidy: str | SubsidyShares | None = "commercial_forest",
+                 subsidised: bool = True, layers: Sequence[LayerSpec] = (), quota_share: float = 0.0,
+                 cover: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
+                 parameter_set_size: int = 1, paths_years: tuple[int, int] | None = None,
+                 return_periods: Sequence[float] | None = None,
+                 aal_by_peril: list[dict] | None = None, aal_by_level: list[dict] | None = None,
+                 true_loss_tolerance_cny: float = 0.0) -> Quote:
+    """Price a cover from its simulated payouts (engine-free; see the module docstring).
+
+    Parameters
+    ----------
+    losses : CoverLosses
+        Payouts per simulated year and event (:mod:`.covers`).
+    sum_insured_cny : float
+        > 0; the denominator of the rate.
+    area_ha : float
+        Insured area (> 0), for the premium per ha and per mu.
+    insured_tco2e : float
+        Insured tonnes (stock, expected sink or credit volume), for the premium per tCO2e.
+    loading : Loading, optional
+        Default: :func:`default_loading`.
+    subsidy : str or SubsidyShares or None
+        Subsidy scheme of ``insurance_defaults.yaml`` (``commercial_forest``, ``public_welfare_forest``,
+        ...), explicit shares, or None (the insured pays all).
+    subsidised : bool
+        Which regulatory rate-adjustment band applies.
+    layers, quota_share :
+        Reinsurance programme.
+    parameter_set_size, paths_years :
+        With ``paths_years = (paths, years)`` from an engine run whose paths share parameter draws in
+        sets of ``parameter_set_size``, the standard error of the pure premium is the between-set one.
+    """
+    d = load_insurance_defaults()
+    loading = loading or default_loading()
+    si = float(sum_insured_cny)
+    if not (math.isfinite(si) and si > 0):
+        raise InsuranceInputError(f"sum_insured_cny must be finite and > 0, got {sum_insured_cny!r}")
+    if not (math.isfinite(float(area_ha)) and area_ha > 0):
+        raise InsuranceInputError(f"area_ha must be finite and > 0, got {area_ha!r}")
+    annual = losses.annual_payout_cny
+    n = annual.size
+    a = aal(annual)
+    se, psd = a.se, None
+    if paths_years is not None and parameter_set_size > 1:
+        from finance_engine.simulation.summary import nested_moments
+
+        p, y = paths_years
+        if p * y != n:
+            raise InsuranceInputError(f"paths_years {paths_years} does not match {n} simulated years")
+        mom = nested_moments(annual.reshape(p, y).mean(axis=1)[:, None], parameter_set_size, True)
+        if np.isfinite(mom["mc_se"][0]):
+            se = float(mom["mc_se"][0])
+            psd = float(mom["parameter_sd"][0]) if np.isfinite(mom["parameter_sd"][0]) else None
+    z = 1.959963984540054
+    prem = risk_loaded_premium(annual, loading)
+    gp = gross_premium(a.mean, max(prem.risk_load, 0.0), loading.fixed_costs_cny, loading.expense_ratio,
+                       loading.profit_ratio)
+    mu = float(area_ha) * MU_PER_HA
+    premium = {
+        "pure_premium_cny": a.mean, "pure_premium_mc_se_cny": se,
+        "pure_premium_ci95_cny": [a.mean - z * se, a.mean + z * se],
+        "pure_premium_iid_se_cny": a.se, "parameter_sd_cny": psd,
+        "sd_annual_payout_cny": float(annual.std(ddof=1)) if n > 1 else 0.0,
+        "risk_load_cny": gp.risk_load, "risk_loaded_premium_cny": a.mean + gp.risk_load,
+        "fixed_costs_cny": gp.fixed_costs, "expenses_cny": gp.variable_expenses, "profit_cny": gp.profit,
+        "gross_premium_cny": gp.gross, "sum_insured_cny": si,
+        "pure_rate": a.mean / si, "rate_on_sum_insured": gp.gross / si,
+        "premium_per_mu_cny": gp.gross / mu, "premium_per_ha_cny": gp.gross / float(area_ha),
+        "premium_per_tco2e_cny": gp.gross / insured_tco2e if insured_tco2e > 0 else None,
+        "expected_loss_ratio": gp.loss_ratio, "loading_parameters": dict(prem.parameters),
+    }
+    # ---- subsidy and rate band ------------------------------------------------------------------
+    if subsidy is None:
+        shares = SubsidyShares(0.0, 0.0, 0.0, 0.0, 1.0)
+    else:
+        shares = subsidy_shares(subsidy) if isinstance(subsidy, str) else subsidy
+    split = split_premium(gp.gross, shares)
+    sub = {"scheme": subsidy if isinstance(subsidy, str) else ("none" if subsidy is None else "custom"),
+           "shares": shares.as_dict(), "amounts_cny": dict(split.amounts), "public_share": split.public_share,
+           "central_rule": shares.rule,
+           "central_eligible": check_central_eligibility(shares) if shares.rule else None}
+    base_rate = a.mean / (1.0 - loading.expense_ratio) / si
+    if base_rate > 0 and gp.gross > 0:
+        rb = check_rate_adjustment(gp.gross / si, base_rate, subsidised=subsidised)
+        band = {"rate": rb.rate, "base_rate": rb.base_rate, "factor": rb.factor, "band": list(rb.band),
+                "within_band": rb.within_band, "subsidised": subsidised,
+                "rate_at_band_top": rb.base_rate * rb.band[1]}
+    else:
+        band = {"rate": gp.gross / si, "base_rate": base_rate, "factor": None, "band": None, "within_band": None,
+                "subsidised": subsidised, "rate_at_band_top": None}
+    # ---- risk ---------------------------------------------------------------------------------
+    rps = tuple(d.return_periods_years if return_periods is None else return_periods)
+    occ = annual_max_occurrence(losses.events)
+    pml_df = pd.concat([pml(occ, rps).assign(basis="OEP"), pml(annual, rps).assign(basis="AEP")],
+                       ignore_index=True)
+    grid = _ep_grid(n, rps)
+    so, sa = np.sort(occ), np.sort(annual)
+    ep = pd.DataFrame({"return_period_years": grid, "exceedance_probability": 1.0 / grid,
+                       "oep_cny": [_var_sorted(so, 1 - 1 / t) for t in grid],
+                       "aep_cny": [_var_sorted(sa, 1 - 1 / t) for t in grid]})
+    risk = {"aal": {"mean_cny": a.mean, "se_cny": se, "ci_low_cny": a.mean - z * se,
+                    "ci_high_cny": a.mean + z * se, "n_years": n},
+            "prob_payout": float((annual > 0).mean()),
+            "var_tvar": _records(var_tvar_table(annual)),
+            "pml": _records(pml_df[["basis", *[c for c in pml_df.columns if c != "basis"]]]),
+            "ep_curve": _records(ep)}
+    # ---- reinsurance ------------------------------------------------------------------------------
+    layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), quota_share, loading,
+                                       d.capital_level)
+    br = None
+    if losses.true_loss_cny is not None:
+        br = _clean(basis_risk(annual, losses.true_loss_cny, true_loss_tolerance_cny).to_dict())
+        br["definition"] = ("true loss = agreed price x max(expected sink - true sink, 0) per policy year; "
+                            "payout on the measured index below the trigger")
+        if "true_sink_tco2e" in losses.index and "measured_sink_tco2e" in losses.index:
+            br["index_error_sd_tco2e"] = float(np.std(losses.index["measured_sink_tco2e"]
+                                                      - losses.index["true_sink_tco2e"]))
+    samples = {"annual_payout_cny": annual, "max_event_payout_cny": occ}
+    if losses.true_loss_cny is not None:
+        samples["true_loss_cny"] = losses.true_loss_cny
+    samples.update({k: np.asarray(v) for k, v in losses.index.items()})
+    exposure = {"area_ha": float(area_ha), "area_mu": mu, "insured_tco2e": float(insured_tco2e),
+                "sum_insured_cny": si, "sum_insured_per_mu_cny": si / mu}
+    return Quote(provenance=_clean(dict(provenance or {})), cover=_clean(dict(cover or {})),
+                 loading=loading.to_dict(), exposure=exposure, premium=_clean(premium), subsidy=_clean(sub),
+                 rate_band=_clean(band), risk=risk, aal_by_peril=_clean(list(aal_by_peril or [])),
+                 aal_by_level=_clean(list(aal_by_level or [])), layers=layer_rows, capital=capital,
+                 basis_risk=br, samples=samples)
+
+
+# =====================================================================================================
+# On the engine
+# =====================================================================================================
+def _aal_row(x: np.ndarray, price: float, **labels) -> dict[str, Any]:
+    a = aal(x)
+    return {**labels, "aal_tco2e": a.mean, "aal_se_tco2e": a.se, "aal_cny": a.mean * price,
+            "aal_se_cny": a.se * price}
+
+
+def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, params, *, paths: int = 2000,
+          years: int = 1, seed: int = 2026, loading: Loading | None = None,
+          subsidy: str | SubsidyShares | None = "commercial_forest", subsidised: bool = True,
+          layers: Sequence[LayerSpec] = (), quota_share: float = 0.0, account_level: str | None = "county",
+          price_model_set=None, switches=None, workers: int = 1, chunk_paths: int = 256,
+          simulation=None) -> Quote:
+    """Quote ``cover`` on ``portfolio``: simulate, compute payouts, price (module docstring).
+
+    Parameters
+    ----------
+    cover : StockLossCover, SinkIndexCover or PriceFloorCover
+    portfolio, params : the insured parcels and their parameter set.
+    paths, years, seed : Monte Carlo paths, policy years per path (1: a one-year policy), seed.
+    loading, subsidy, subsidised, layers, quota_share : see :func:`quote_losses`.
+    account_level : str or None
+        Level for the AAL by account (``county``, ``township``, ``project_id`` ...).
+    price_model_set : PriceModelSet, optional
+        For the price floor (default: the shipped price model).
+    switches : models.dynamics.SimulationSwitches, optional
+    simulation : SimulationResult, optional
+        A run to reuse (must have kept per-path values at portfolio level, and the ELT for stock-loss).
+
+    Raises
+    ------
+    InsuranceInputError
+        Bad terms (naming the field).
+    """
+    from finance_engine.simulation import simulate
+    from finance_engine.simulation.result import code_version
+    from models import MODEL_VERSION
+
+    if isinstance(paths, bool) or not isinstance(paths, (int, np.integer)) or paths < 2:
+        raise InsuranceInputError(f"paths must be an integer >= 2, got {paths!r}")
+    if isinstance(years, bool) or not isinstance(years, (int, np.integer)) or not 1 <= years <= 100:
+        raise InsuranceInputError(f"years must be an integer in [1, 100], got {years!r}")
+    if not isinstance(cover, (StockLossCover, SinkIndexCover, PriceFloorCover)):
+        raise CoverError(f"cover must be a StockLossCover, SinkIndexCover or PriceFloorCover, got {type(cover).__name__}")
+    levels = ("portfolio",) + ((account_level,) if account_level and account_level != "portfolio" else ())
+    res = simulation
+    if res is None:
+        res = simulate(portfolio, params, years=years, paths=paths, seed=seed, levels=levels,
+                       loss_table_level="portfolio" if isinstance(cover, StockLossCover) else None,
+                       switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote")
+    paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
+    n = paths * years
+    stock0 = float(res.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0])
+    area = float(res.provenance["portfolio"]["area_ha"])
+    prov = {"model_version": MODEL_VERSION, "code_version": code_version(),
+            **{k: res.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",
+                                              "climate_pathway", "start_year", "carbon_method")},
+            "seed": seed, "paths": paths, "years": years, "portfolio": res.provenance["portfolio"],
+            "insurance_defaults_sha256": _file_sha256(DEFAULTS_PATH),
+            "method": "engine paths -> cover payouts per simulated year -> premium principles on the annual payouts"}
+    set_size = res.provenance["switches"]["parameter_set_size"] if res.provenance["switches"]["parameter_uncertainty"] else 1
+    # ground-up AAL by peril (tCO2e destroyed) and by account level
+    unit_price = getattr(cover, "price_cny_per_tco2e", None) or cover.strike_cny_per_tco2e
+    covered = cover.perils if isinstance(cover, StockLossCover) else None
+    by_peril = []
+    for m in res.metrics:
+        if m.startswith("loss_") and m != "loss_tco2e":
+            peril = m[5:-6]
+            by_peril.append(_aal_row(per_path_to_sim_years(res.paths_of(m)[..., 0]), unit_price, peril=peril,
+                                     covered=covered is None or peril in covered))
+    by_level = []
+    if account_level and account_level in res.per_path and account_level != "portfolio":
+        names = [f"loss_{p}_tco2e" for p in (covered or [m[5:-6] for m in res.metrics
+                                                        if m.startswith("loss_") and m != "loss_tco2e"])]
+        names = [m for m in names if m in res.metrics]
+        arr = sum(res.paths_of(m, account_level) for m in names)
+        stock_lv = res.initial_stock.query("level == @account_level").set_index("group").stock_tco2e
+        for g, lab in enumerate(res.labels[account_level]):
+            row = _aal_row(per_path_to_sim_years(arr[..., g]), unit_price, level=account_level, group=str(lab))
+            row["stock_tco2e"] = float(stock_lv.get(lab, float("nan")))
+            by_level.append(row)
+
+    if isinstance(cover, StockLossCover):
+        if res.elt is None:
+            raise InsuranceInputError("the simulation has no event loss table: run it with loss_table_level='portfolio'")
+        losses = stock_loss_losses(res.elt, n, cover, stock0)
+        si = cover.sum_insured_cny(stock0)
+        insured = stock0
+        pay_peril = losses.payout_by_peril()
+        for row in by_peril:
+            x = pay_peril.get(row["peril"])
+            row["payout_aal_cny"] = float(x.mean()) if x is not None else 0.0
+    elif isinstance(cover, SinkIndexCover):
+        sink = res.paths_of("sink_tco2e")[..., 0]
+        losses = sink_index_losses(sink, cover, seed=seed, path_ids=np.arange(paths))
+        e = float(np.mean(losses.index["expected_sink_tco2e"]))
+        insured = e
+        si = float(np.mean(losses.index["limit_cny"])) * cover.participation
+        if not math.isfinite(si):
+            si = cover.participation * cover.price_cny_per_tco2e * cover.trigger_fraction * e
+    else:
+        from finance_engine.price import load_price_model, simulate_price_paths
+
+        pms = price_model_set or load_price_model()
+        try:
+            model = pms.model(cover.price_model)
+        except ValueError as exc:
+            raise CoverError(f"price_model: {exc}") from None
+        prices = simulate_price_paths(model, np.arange(paths), years, seed,
+                                      start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+        vol = cover.volume_tco2e if cover.volume_tco2e is not None else res.paths_of("credits_issued_tco2e")[..., 0]
+        losses = price_floor_losses(prices, vol, cover)
+        insured = float(np.mean(losses.index["volume_tco2e"]))
+        if insured <= 0:
+            raise CoverError("volume_tco2e: the simulated credits issued are 0 in the policy years (crediting "
+                             "issues later); give a fixed volume_tco2e or more years")
+        si = cover.participation * min(cover.limit_cny, cover.strike_cny_per_tco2e * insured)
+        prov["price_model_sha256"] = pms.sha256
+        prov["price_model"] = cover.price_model
+    return quote_losses(losses, sum_insured_cny=si, area_ha=area, insured_tco2e=insured, loading=loading,
+                        subsidy=subsidy, subsidised=subsidised, layers=layers, quota_share=quota_share,
+                        cover=cover.to_dict(), provenance=prov, parameter_set_size=set_size,
+                        paths_years=(paths, years), aal_by_peril=by_peril, aal_by_level=by_level)

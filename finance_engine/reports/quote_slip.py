@@ -1,0 +1,89 @@
+"""The quote slip for an insurer: one self-contained HTML file (plots embedded as PNG, no CDN).
+
+Built from a :class:`finance_engine.insurance.quote.Quote` or from its ``to_dict()`` JSON alone (the
+exceedance curves are stored on a return-period grid), so a slip can be re-rendered from a saved quote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from finance_engine.reports.html import figure_to_data_uri, render, table_html
+
+__all__ = ["exceedance_plot", "premium_buildup_plot", "render_quote_slip"]
+
+
+def _as_dict(q) -> Mapping[str, Any]:
+    return q.to_dict() if hasattr(q, "to_dict") else q
+
+
+def exceedance_plot(q) -> str:
+    """OEP and AEP of the policy's payouts against the return period (log axis), with the layers."""
+    d = _as_dict(q)
+    ep = pd.DataFrame(d["risk"]["ep_curve"])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.plot(ep.return_period_years, ep.oep_cny, label="OEP (largest event of the year)", color="#2e6b3a")
+    ax.plot(ep.return_period_years, ep.aep_cny, label="AEP (annual total)", color="#a05a00", ls="--")
+    for lay in d.get("layers") or []:
+        ax.axhspan(lay["attachment_cny"], lay["attachment_cny"] + lay["limit_cny"], color="#5577aa", alpha=0.12)
+    ax.axvline(200, color="#a00", lw=0.8, ls=":", label="1-in-200")
+    ax.set_xscale("log")
+    ax.set_xlabel("return period (years)")
+    ax.set_ylabel("payout (CNY)")
+    ax.set_title("Exceedance curves of the policy payout" + (" (layers shaded)" if d.get("layers") else ""))
+    ax.legend(fontsize=8, loc="upper left")
+    return figure_to_data_uri(fig)
+
+
+def premium_buildup_plot(q) -> str:
+    """Stacked bar: pure premium, risk load, fixed costs, expenses, profit = gross premium."""
+    p = _as_dict(q)["premium"]
+    parts = [("pure premium", p["pure_premium_cny"], "#2e6b3a"), ("risk load", p["risk_load_cny"], "#7fa86b"),
+             ("fixed costs", p["fixed_costs_cny"], "#bbb"), ("expenses", p["expenses_cny"], "#d9a441"),
+             ("profit", p["profit_cny"], "#a05a00")]
+    fig, ax = plt.subplots(figsize=(7, 1.9))
+    left = 0.0
+    for name, v, c in parts:
+        ax.barh([0], [v], left=left, color=c, label=f"{name} {v:,.0f}")
+        left += v
+    ax.set_yticks([])
+    ax.set_xlabel("CNY per year")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    ax.set_title(f"Gross premium {p['gross_premium_cny']:,.0f} CNY")
+    return figure_to_data_uri(fig)
+
+
+def render_quote_slip(q, title_suffix: str | None = None) -> str:
+    """The quote slip HTML (exceedance plot, premium build-up, subsidy split, PML, layer table, provenance)."""
+    d = _as_dict(q)
+    cover = d["cover"]
+    title_suffix = title_suffix or cover.get("kind", "policy")
+    pml = pd.DataFrame(d["risk"]["pml"])
+    pml_wide = pml.pivot(index="return_period_years", columns="basis", values=["loss", "ci_low", "ci_high"])
+    pml_wide.columns = [f"{b}_{v}_cny" for v, b in pml_wide.columns]
+    pml_wide = pml_wide.reset_index()
+    sub = d["subsidy"]
+    subsidy = pd.DataFrame({"payer": list(sub["shares"]), "share": list(sub["shares"].values()),
+                            "amount_cny": [sub["amounts_cny"][k] for k in sub["shares"]]})
+    layers = pd.DataFrame(d["layers"]) if d.get("layers") else None
+    if layers is not None:
+        layers = layers[["layer", "expected_layer_loss_cny", "reinsurance_premium_cny", "rate_on_line", "multiple",
+                         "prob_attachment", "prob_exhaustion"]]
+    by_peril = pd.DataFrame(d["aal_by_peril"]) if d.get("aal_by_peril") else None
+    by_level = pd.DataFrame(d["aal_by_level"]) if d.get("aal_by_level") else None
+    return render(
+        "quote_slip.html", title=f"Quote slip — {title_suffix}", title_suffix=title_suffix, q=d,
+        cover_items=[(k, v) for k, v in cover.items()],
+        ep_plot=exceedance_plot(d), buildup_plot=premium_buildup_plot(d),
+        pml=table_html(pml_wide),
+        var_tvar=table_html(pd.DataFrame(d["risk"]["var_tvar"])),
+        subsidy=table_html(subsidy, percent=("share",)),
+        layers=None if layers is None else table_html(layers, digits=0,
+                                                      percent=("rate_on_line", "prob_attachment", "prob_exhaustion")),
+        by_peril=None if by_peril is None else table_html(by_peril),
+        by_level=None if by_level is None else table_html(by_level),
+        provenance=d["provenance"],
+    )
