@@ -49,6 +49,7 @@ from finance_engine.price import (
     PriceModelSet,
     load_price_model,
     simulate_price_paths,
+    simulate_scenario_paths,
 )
 from finance_engine.simulation import simulate
 from finance_engine.simulation.result import code_version
@@ -97,6 +98,11 @@ class LoanTerms(BaseModel):
     borrower_pd: float | None = Field(default=None, gt=0, lt=1)
     credit_type: Literal["ccer", "carbon_puhui", "tanpiao"] = "ccer"
     price_model: str = "cea"
+    price_scenario: str | None = Field(default=None, description="NGFS-style scenario the prices fluctuate around "
+                                       "(current_policies, delayed_transition, net_zero, price_crash); None: the "
+                                       "mean-reverting model's own level")
+    price_loss_correlation: float = Field(default=0.0, ge=-1, le=1, description="correlation of the price shock "
+                                          "with the pledged forest's annual loss (stress scenarios)")
     crediting_horizon_years: int = Field(default=30, ge=1, le=100)
     target_shortfall_probability: float = Field(default=0.01, gt=0, lt=0.5)
     insurance: AssignedInsurance | None = None
@@ -201,6 +207,39 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
               if m.startswith("loss_") and m != "loss_tco2e"}
     stock0 = float(res.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0])
     return _Physical(credits, stock, losses, stock0, res.provenance)
+
+
+def loss_factor(phys: "_Physical") -> np.ndarray:
+    """A standard-normal factor per (path, year) that ranks the pledged forest's annual loss.
+
+    Normal scores of the rank of each path's loss within its year (ties at mid-rank): a high factor is
+    a high loss. Fed to the price model with a negative correlation, prices fall in bad loss years.
+    Returns shape (N, H), as the price model's ``common_factor`` expects.
+    """
+    from scipy.stats import norm, rankdata
+
+    loss = sum(phys.losses.values()) if phys.losses else np.zeros_like(phys.credits)  # (H, N)
+    n = loss.shape[1]
+    ranks = rankdata(loss, axis=1, method="average")
+    return norm.ppf((ranks - 0.5) / n).T  # (N, H)
+
+
+def _price_paths(pms: PriceModelSet, model: PriceModelParams, terms: "LoanTerms", ids: np.ndarray, years: int,
+                 seed: int, level_factor: float = 1.0, factor: np.ndarray | None = None) -> np.ndarray:
+    """Price paths (years+1, N) in CNY/tCO2e for the loan's credit type, scenario and correlation."""
+    kw = dict(common_factor=factor, factor_correlation=terms.price_loss_correlation if factor is not None else 0.0)
+    if terms.price_scenario:
+        # a level sensitivity scales the whole scenario curve (the caller scales the model's level too)
+        p = level_factor * simulate_scenario_paths(pms.scenario(terms.price_scenario), model, ids, years, seed,
+                                                   base_year=pms.base_year,
+                                                   start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e, **kw)
+    else:
+        p = simulate_price_paths(model, ids, years, seed,
+                                 start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e * level_factor, **kw)
+    p = p.T
+    if terms.credit_type != "ccer":
+        p = p * pms.spreads[terms.credit_type].factors(ids, seed)[None, :]
+    return p
 
 
 def _regress_conditional(y: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
@@ -320,12 +359,10 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     ids = np.arange(paths)
     pmodel = pms.model(terms.price_model)
 
+    factor = loss_factor(phys) if terms.price_loss_correlation else None
+
     def prices_for(model: PriceModelParams, level_factor: float = 1.0) -> np.ndarray:
-        p = simulate_price_paths(model, ids, H, seed,
-                                 start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e * level_factor).T  # (H+1, N)
-        if terms.credit_type != "ccer":
-            p = p * pms.spreads[terms.credit_type].factors(ids, seed)[None, :]
-        return p
+        return _price_paths(pms, model, terms, ids, H, seed, level_factor, factor)
 
     prices = prices_for(pmodel)
     realised = iss.apply(phys.credits, ids, seed)
@@ -477,7 +514,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     return CollateralValuation(
         provenance=provenance, terms=terms.model_dump(mode="json"), value_today=value_today, by_year=by_year,
         risk=risk, sizing=sizing, credit=credit, security=security, drivers=drivers, sensitivities=sens,
-        paths={"value": money.value_paths, "balance": cv["balance"], "prices": prices, "credits": realised},
+        paths={"value": money.value_paths, "balance": cv["balance"], "prices": prices, "credits": realised,
+               "loss_tco2e": sum(phys.losses.values()) if phys.losses else np.zeros_like(realised)},
     )
 
 
@@ -487,11 +525,10 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     H = terms.crediting_horizon_years
     pmodel = pms.model(terms.price_model)
 
+    factor = loss_factor(base_phys) if (terms.price_loss_correlation and n == base_paths) else None
+
     def prices(model):
-        p = simulate_price_paths(model, ids, H, seed, start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e).T
-        if terms.credit_type != "ccer":
-            p = p * pms.spreads[terms.credit_type].factors(ids, seed)[None, :]
-        return p
+        return _price_paths(pms, model, terms, ids, H, seed, 1.0, factor)
 
     base_prices = prices(pmodel)
     haircut = pms.liquidity_haircut.draws(ids, seed)

@@ -107,3 +107,23 @@ def test_bad_terms_get_clear_errors(portfolio, params, terms, parcels, msg):
     with pytest.raises(LoanTermsError, match=msg):
         value_collateral(portfolio, params, terms, parcel_ids=parcels, paths=32, attribution=False,
                          sensitivities=False)
+
+
+def test_price_scenario_and_loss_correlation(portfolio, params):
+    base = dict(amount_cny=60_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15)
+    kw = dict(paths=256, seed=5, attribution=False, sensitivities=False)
+    plain = value_collateral(portfolio, params, base, **kw)
+    crash = value_collateral(portfolio, params, {**base, "price_scenario": "price_crash"}, **kw)
+    assert crash.value_today["value_cny"] < plain.value_today["value_cny"]
+    from scipy.stats import spearmanr
+
+    def mean_rank_corr(v):
+        dlogp = np.diff(np.log(v.paths["prices"]), axis=0)   # (H, N): price change during year y
+        loss = v.paths["loss_tco2e"]                          # (H, N)
+        return np.mean([spearmanr(dlogp[y], loss[y]).statistic for y in range(loss.shape[0]) if loss[y].std() > 0])
+
+    corr = value_collateral(portfolio, params, {**base, "price_loss_correlation": -0.8}, **kw)
+    assert mean_rank_corr(corr) < -0.4          # prices fall in the paths' bad loss years
+    assert abs(mean_rank_corr(plain)) < 0.1     # and are independent of losses by default
+    with pytest.raises(LoanTermsError, match="price_loss_correlation"):
+        value_collateral(portfolio, params, {**base, "price_loss_correlation": 2.0}, **kw)
