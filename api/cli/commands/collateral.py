@@ -52,6 +52,10 @@ def _load_terms_file(path: str) -> dict:
 @click.option("--mortgage", "forest_right_mortgage_cny", type=float, default=None, help="Forest-right mortgage value, CNY.")
 @click.option("--guarantee", "guarantee_cny", type=float, default=None, help="Guarantee, CNY.")
 @click.option("--credit-type", type=click.Choice(["ccer", "carbon_puhui", "tanpiao"]), default=None)
+@click.option("--price-scenario", type=click.Choice(["current_policies", "delayed_transition", "net_zero", "price_crash"]),
+              default=None, help="Let prices fluctuate around an NGFS-style scenario path.")
+@click.option("--price-loss-correlation", type=click.FloatRange(-1, 1), default=None,
+              help="Correlate price shocks with the pledged forest's annual losses (stress).")
 @click.option("--insured-price", type=float, default=None,
               help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock.")
 @click.option("--parcels", "parcel_ids", default=None, help="Comma-separated pledged parcel ids.")
