@@ -240,6 +240,19 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     years = settings.years
     H = run.horizon_years
     haircut = pms.liquidity_haircut.draws(ids, seed)
+    perils = set(run.result.provenance["perils"])
+    policies = [(p, bound.unit_of_policy[p.id]) for p in reg.policies] + [(p, p.unit) for p in extra_policies]
+    payouts = []
+    unit_payout: dict[str, np.ndarray] = {}
+    for pol, unit in policies:
+        loss = np.zeros((H, n))
+        for peril in pol.covered_perils:
+            if peril in perils:
+                loss += _unit_series(run, f"loss_{peril}_tco2e", unit)
+        pay = np.minimum(np.maximum(loss - pol.annual_deductible_tco2e, 0.0) * pol.agreed_price_cny_per_tco2e,
+                         pol.annual_limit_cny)
+        payouts.append(pay)
+        unit_payout[unit] = unit_payout.get(unit, 0.0) + pay
     loan_rows, loan_paths = [], {}
     buyback = np.zeros((years, n))
     for ln in reg.loans:
@@ -266,7 +279,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             continue
         t2 = terms.model_copy(update={"amount_cny": amount})
         rf = (1 - haircut) * (1 - t2.liquidation_cost_fraction) * (1 + t2.discount_rate) ** -t2.liquidation_time_years
-        cv = _credit_view(money.value_paths, t2, rf, None)
+        # a policy on the pledged unit is assigned to the bank: its payouts go to the bank first
+        cv = _credit_view(money.value_paths, t2, rf, unit_payout.get(unit))
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size, True)
         shortfall = cv["shortfall"]                       # (T, paths)
@@ -295,15 +309,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     public_payout = np.zeros((years, n))
     premium_total = 0.0
     subsidy_total: dict[str, float] = {}
-    perils = set(run.result.provenance["perils"])
-    policies = [(p, bound.unit_of_policy[p.id]) for p in reg.policies] + [(p, p.unit) for p in extra_policies]
-    for pol, unit in policies:
-        loss = np.zeros((years, n))
-        for peril in pol.covered_perils:
-            if peril in perils:
-                loss += _unit_series(run, f"loss_{peril}_tco2e", unit)[:years]
-        pay = np.minimum(np.maximum(loss - pol.annual_deductible_tco2e, 0.0) * pol.agreed_price_cny_per_tco2e,
-                         pol.annual_limit_cny)
+    for (pol, unit), pay_h in zip(policies, payouts):
+        pay = pay_h[:years]
         split = split_premium(pol.annual_premium_cny, pol.subsidy_scheme)
         annual += pay
         public_payout += split.public_share * pay

@@ -1,0 +1,226 @@
+"""Buffer adequacy: does a non-permanence buffer cover the reversals, compared with Verra's NPRT.
+
+Definitions (per path, over the horizon, summed over credited projects)
+----------------------------------------------------------------------
+* **Gross credits** ``G``: credits issued plus the buffer withheld (tCO2e) -- what the projects
+  generated before the buffer deduction.
+* **Reversals** ``R``: at each verification (every monitoring period, :class:`models.carbon.CreditingRules`)
+  a project whose stock fell since the previous verification has a reversal equal to the fall
+  ``max(0, S_prev - S_now)``; ``R`` sums them over projects and verifications (the engine carries
+  the same fall as a deficit before new issuance).
+* A buffer of fraction ``b`` holds ``b G`` units; it is **exhausted** on a path when ``R > b G``.
+
+:func:`buffer_adequacy` returns ``P(R > b G)`` with its binomial standard error and the buffers
+that cover the reversals with 95 % and 99 % probability, the empirical quantiles of ``R / G``.
+
+The Verra AFOLU Non-Permanence Risk Tool v4.2 scores natural risk per hazard from the frequency
+(return interval) and the loss per event, Table 10, times a mitigation multiplier
+(``finance_engine/data/stress_defaults.yaml``). :func:`nprt_natural_risk` estimates both from a
+simulation at the project scale and scores them, so the simulated buffer need can be put next to the
+tool's score for the same hazards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from finance_engine.stress.run import ScenarioRun
+from models.carbon import CreditingRules
+from models.parameters import ModelParameters
+
+DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "data" / "stress_defaults.yaml"
+NPRT_ROWS = ("insignificant", "minor", "major", "devastating", "catastrophic")
+
+
+class BufferInputError(ValueError):
+    """Bad input to a buffer calculation; the message names the argument."""
+
+
+@lru_cache(maxsize=2)
+def load_stress_defaults(path: str | None = None) -> dict[str, Any]:
+    """The stress defaults file (NPRT table, mitigation, lever defaults), checked for shape."""
+    p = Path(path) if path else DEFAULTS_PATH
+    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    t = raw["nprt_table_10"]
+    if len(t["return_interval_bounds_years"]) != 4 or len(t["loss_bounds"]) != 4:
+        raise BufferInputError(f"{p}: nprt_table_10 needs 4 return-interval and 4 loss bounds")
+    for r in NPRT_ROWS:
+        if len(t["rows"].get(r, [])) != 5:
+            raise BufferInputError(f"{p}: nprt_table_10.rows.{r} needs 5 scores")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# NPRT scoring
+# ---------------------------------------------------------------------------------------------
+def nprt_frequency_class(return_interval_years: float) -> int:
+    """Column of Table 10: 0 for events more often than every 10 years ... 4 for >= 100 years."""
+    if not return_interval_years > 0:
+        raise BufferInputError(f"return_interval_years must be > 0, got {return_interval_years}")
+    bounds = load_stress_defaults()["nprt_table_10"]["return_interval_bounds_years"]
+    return int(np.searchsorted(np.asarray(bounds, float), return_interval_years, side="right"))
+
+
+def nprt_loss_class(loss_fraction: float) -> str:
+    """Row of Table 10 for a loss per event (share of project carbon)."""
+    if not 0 <= loss_fraction <= 1:
+        raise BufferInputError(f"loss_fraction must lie in [0, 1], got {loss_fraction}")
+    bounds = load_stress_defaults()["nprt_table_10"]["loss_bounds"]
+    return NPRT_ROWS[int(np.searchsorted(np.asarray(bounds, float), loss_fraction, side="right"))]
+
+
+def nprt_ls_score(return_interval_years: float, loss_fraction: float) -> float:
+    """Likelihood x significance score of NPRT v4.2 Table 10 (``inf`` for FAIL)."""
+    row = load_stress_defaults()["nprt_table_10"]["rows"][nprt_loss_class(loss_fraction)]
+    v = row[nprt_frequency_class(return_interval_years)]
+    return float("inf") if str(v).upper() == "FAIL" else float(v)
+
+
+def nprt_mitigation(peril: str) -> float:
+    d = load_stress_defaults()
+    cls = d["nprt_peril_mitigation"].get(peril, "none")
+    return float(d["nprt_mitigation_multipliers"][cls])
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffer adequacy
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BufferAdequacy:
+    """Reversals against a buffer, over one horizon."""
+
+    buffer_fraction: float
+    p_exhausted: float
+    p_exhausted_se: float
+    buffer_needed_95: float
+    buffer_needed_99: float
+    mean_reversal_share: float
+    paths: int
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def buffer_adequacy(reversals_tco2e, gross_credits_tco2e, buffer_fraction: float) -> BufferAdequacy:
+    """Probability that reversals exceed a buffer, and the buffers covering them at 95 % and 99 %.
+
+    Parameters
+    ----------
+    reversals_tco2e, gross_credits_tco2e : array (paths,)
+        Reversals and gross credits over the horizon per path (tCO2e).
+    buffer_fraction : float
+        Share of gross credits withheld, in [0, 1].
+
+    Returns
+    -------
+    BufferAdequacy
+        ``buffer_needed_q`` is the empirical ``q`` quantile of ``R / G`` (paths with ``G = 0`` count
+        as ``R / G = 0`` when ``R = 0`` and as ``inf`` otherwise).
+    """
+    r = np.asarray(reversals_tco2e, dtype=float)
+    g = np.asarray(gross_credits_tco2e, dtype=float)
+    if r.ndim != 1 or r.shape != g.shape or r.size < 2:
+        raise BufferInputError("reversals_tco2e and gross_credits_tco2e must be 1-d arrays of the same length >= 2")
+    if not (np.isfinite(r).all() and np.isfinite(g).all()) or (r < 0).any() or (g < 0).any():
+        raise BufferInputError("reversals and gross credits must be finite and >= 0")
+    if not 0 <= buffer_fraction <= 1:
+        raise BufferInputError(f"buffer_fraction must lie in [0, 1], got {buffer_fraction}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(g > 0, r / np.where(g > 0, g, 1.0), np.where(r > 0, np.inf, 0.0))
+    exhausted = r > buffer_fraction * g
+    p = float(exhausted.mean())
+    n = r.size
+    return BufferAdequacy(float(buffer_fraction), p, float(np.sqrt(p * (1 - p) / n)),
+                          float(np.quantile(share, 0.95, method="inverted_cdf")),
+                          float(np.quantile(share, 0.99, method="inverted_cdf")),
+                          float(np.mean(share[np.isfinite(share)])) if np.isfinite(share).any() else float("inf"), n)
+
+
+def reversals_and_credits(run: ScenarioRun, params: ModelParameters, years: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-path reversals and gross credits (tCO2e) of the credited projects over ``years``.
+
+    ``run`` must keep the ``project_id`` level (``extra_levels=("project_id",)``).
+    """
+    res = run.result
+    if "project_id" not in res.per_path:
+        raise BufferInputError("the run did not keep the project_id level; run it with extra_levels=('project_id',)")
+    labels = np.asarray(res.labels["project_id"], dtype=str)
+    credited = labels != ""
+    stock = res.paths_of("stock_tco2e", "project_id")[:years][:, :, credited]       # (Y, P, G)
+    init = res.initial_stock[res.initial_stock.level == "project_id"].set_index("group")["stock_tco2e"]
+    s0 = init.reindex(labels[credited]).to_numpy()
+    rules = CreditingRules(**res.provenance["crediting"]) if "crediting" in res.provenance \
+        else CreditingRules.from_parameters(params)
+    rev = np.zeros(stock.shape[1])
+    prev = np.broadcast_to(s0, stock.shape[1:])
+    for y in range(years):
+        if rules.is_issuance_year(y):
+            rev += np.maximum(prev - stock[y], 0.0).sum(axis=1)
+            prev = stock[y]
+    issued = res.paths_of("credits_issued_tco2e", "project_id")[:years][:, :, credited].sum(axis=(0, 2))
+    withheld = res.paths_of("buffer_withheld_tco2e", "project_id")[:years][:, :, credited].sum(axis=(0, 2))
+    return rev, issued + withheld
+
+
+def nprt_natural_risk(run: ScenarioRun, years: int, materiality: float | None = None) -> pd.DataFrame:
+    """NPRT natural-risk scores of each peril estimated from a run at the project scale.
+
+    For every credited project and year, a peril's loss share is its loss over the stock at the start of
+    the year. A year with a share of at least ``materiality`` (default from the data file) is an event.
+    Frequency: events per project-year, as a return interval; loss per event: the mean share in event
+    years. Score = Table 10 LS x the peril's mitigation multiplier.
+    """
+    res = run.result
+    mat = float(load_stress_defaults()["nprt_event_materiality"]["value"] if materiality is None else materiality)
+    labels = np.asarray(res.labels["project_id"], dtype=str)
+    credited = labels != ""
+    stock = res.paths_of("stock_tco2e", "project_id")[:years][:, :, credited]
+    init = res.initial_stock[res.initial_stock.level == "project_id"].set_index("group")["stock_tco2e"]
+    s0 = init.reindex(labels[credited]).to_numpy()
+    start = np.concatenate([np.broadcast_to(s0, stock.shape[1:])[None], stock[:-1]], axis=0)
+    rows = []
+    for m in res.metrics:
+        if not m.startswith("loss_") or m == "loss_tco2e":
+            continue
+        peril = m[5:-6]
+        loss = res.paths_of(m, "project_id")[:years][:, :, credited]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(start > 0, loss / np.where(start > 0, start, 1.0), 0.0)
+        event = share >= mat
+        f = float(event.mean())
+        sev = float(share[event].mean()) if event.any() else 0.0
+        ri = 1.0 / f if f > 0 else float("inf")
+        ls = nprt_ls_score(ri if np.isfinite(ri) else 1e9, min(sev, 1.0))
+        mult = nprt_mitigation(peril)
+        rows.append({"peril": peril, "event_rate_per_project_year": f, "return_interval_years": ri,
+                     "loss_per_event": sev, "loss_class": nprt_loss_class(min(sev, 1.0)),
+                     "frequency_class": nprt_frequency_class(ri if np.isfinite(ri) else 1e9),
+                     "ls_score": ls, "mitigation_multiplier": mult, "score": ls * mult,
+                     "expected_loss_share_per_year": float(share.mean())})
+    return pd.DataFrame(rows)
+
+
+def buffer_report(run: ScenarioRun, params: ModelParameters, years: int,
+                  buffer_fraction: float | None = None) -> dict[str, Any]:
+    """Buffer adequacy of a run next to the NPRT natural-risk score for the same hazards."""
+    b = params.file.crediting.buffer_fraction.value if buffer_fraction is None else float(buffer_fraction)
+    rev, gross = reversals_and_credits(run, params, years)
+    ad = buffer_adequacy(rev, gross, b)
+    nprt = nprt_natural_risk(run, years)
+    total = float(nprt["score"].sum())
+    return {"scenario": run.scenario.name, "years": years, **ad.as_dict(),
+            "nprt_natural_risk_score_pct": total, "nprt_natural_risk_buffer": total / 100.0,
+            "nprt_scores": nprt, "mean_reversals_tco2e": float(rev.mean()),
+            "mean_gross_credits_tco2e": float(gross.mean())}
+
+
+__all__ = ["BufferAdequacy", "BufferInputError", "buffer_adequacy", "buffer_report", "load_stress_defaults",
+           "nprt_frequency_class", "nprt_loss_class", "nprt_ls_score", "nprt_mitigation", "nprt_natural_risk",
+           "reversals_and_credits"]
