@@ -158,7 +158,7 @@ class JobRunner:
 
         def progress(p) -> None:
             now = time.perf_counter()
-            if now - last["write"] < PROGRESS_WRITE_INTERVAL_S and p.chunks_done < p.chunks_total:
+            if (now - last["write"] < PROGRESS_WRITE_INTERVAL_S and p.chunks_done not in (1, p.chunks_total)):
                 return
             last["write"] = now
             with self.db.session() as s:

@@ -11,7 +11,7 @@ from api.problems import problem_responses
 
 PAGE_MAX = 500
 # problem documents every authenticated endpoint may answer with
-AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 413, 422, 429)
+AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429)
 
 
 def db_session(request: Request) -> Iterator[Session]:
