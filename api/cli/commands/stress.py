@@ -1,0 +1,228 @@
+"""``carbon-risk stress``: scenarios against the baseline on common random numbers; reverse stress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from api.cli.common import (
+    CLIError,
+    echo_json,
+    format_option,
+    load_model,
+    load_portfolio_or_demo,
+    note,
+    parameters_option,
+    portfolio_option,
+)
+from api.cli.tables import render_table
+
+LEVEL_CHOICES = ["county", "township", "village", "project_id", "species_group"]
+
+
+def _common(f):
+    opts = [
+        portfolio_option, parameters_option,
+        click.option("--registry", "registry_file", type=click.Path(dir_okay=False), default=None,
+                     help="Loans and policies against the portfolio (YAML/JSON). 'demo': the shipped example."),
+        click.option("--years", type=click.IntRange(1, 100), default=10, show_default=True),
+        click.option("--paths", type=click.IntRange(8, 1_000_000), default=1000, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True),
+        click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _registry(path):
+    if path is None:
+        return None
+    from finance_engine.stress.registry import RegistryError, read_registry
+
+    if path == "demo":
+        path = str(Path(__file__).resolve().parents[3] / "finance_engine" / "data" / "stress_registry_demo.yaml")
+    try:
+        return read_registry(path)
+    except RegistryError as exc:
+        raise CLIError(str(exc).replace("\n", "; ")) from exc
+
+
+def _scenarios(names, use_all):
+    from finance_engine.stress.scenarios import ScenarioError, load_scenario, scenario_library
+
+    refs = list(scenario_library()) if use_all else list(names)
+    if not refs:
+        raise CLIError("name at least one --scenario (a library name or a file) or give --all")
+    try:
+        return [load_scenario(r) for r in refs]
+    except ScenarioError as exc:
+        raise CLIError(str(exc).replace("\n", "; ")) from exc
+
+
+@click.group("stress", invoke_without_command=True)
+@_common
+@click.option("--scenario", "-s", "scenario_refs", multiple=True, metavar="NAME|FILE",
+              help="A scenario of the library or a scenario file; repeat for several.")
+@click.option("--all", "use_all", is_flag=True, help="Every scenario of the shipped library.")
+@click.option("--level", "levels", multiple=True, type=click.Choice(LEVEL_CHOICES), default=("county",),
+              show_default=True, help="Account level(s) reported besides the portfolio; repeat for several.")
+@click.option("--levers", is_flag=True, help="Also the policy levers (with a registry) and management levers.")
+@click.option("--buffer", "with_buffer", is_flag=True, help="Also buffer adequacy vs the Verra NPRT score.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write a report: .html (self-contained), .xlsx (one sheet per table) or .json.")
+@format_option
+@click.pass_context
+def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, workers, scenario_refs, use_all, levels,
+           levers, with_buffer, output, fmt):
+    """Stress scenarios against the baseline: carbon, credits, losses, banks, insurer, budgets.
+
+    \b
+    Examples:
+      carbon-risk stress --all --paths 500
+      carbon-risk stress -s ice_storm_2008 -s carbon_price_crash --registry demo -o stress.html
+      carbon-risk stress -s my_scenario.yaml --level township --format json
+      carbon-risk stress list
+      carbon-risk stress reverse --shock severity:ice_storm --metric collateral_coverage --registry demo
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from finance_engine.stress.run import StressSettings, run_stress_test
+
+    scns = _scenarios(scenario_refs, use_all)
+    reg = _registry(registry_file)
+    params = load_model(parameters)
+    pf = load_portfolio_or_demo(portfolio, params)
+    lv = tuple(dict.fromkeys(("portfolio", *levels, "county", "township")))
+    st = StressSettings(years=years, paths=paths, seed=seed, levels=lv)
+    res = run_stress_test(pf, params, scns, registry=reg, settings=st, workers=workers, progress=note)
+    extra = _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers)
+    if output:
+        _write(res, output, extra)
+        note(f"wrote {output}")
+    if fmt == "json":
+        echo_json({**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}})
+        return
+    cols = ["scenario", "cumulative_loss_tco2e", "cumulative_loss_tco2e_diff", "cumulative_loss_tco2e_diff_mc_se",
+            "cumulative_credits_issued_tco2e_diff", "cumulative_credits_value_cny_diff"]
+    cols += [c for c in ("bank_collateral_coverage", "bank_share_of_lending_with_collateral_below_balance",
+                         "insurer_gross_loss_ratio", "budget_expected_annual_total_cny") if c in res.portfolio]
+    click.echo(f"{pf.n_parcels:,} parcels, {paths} paths x {years} years, seed {seed} (common random numbers)")
+    click.echo(render_table(res.portfolio[cols]))
+    c = res.concentration[(res.concentration.level == "county") & (res.concentration["rank"] == 1)]
+    if not c.empty:
+        click.echo("\nCounty losing most per scenario:")
+        click.echo(render_table(c[["scenario", "group", "extra_loss_tco2e", "extra_loss_mc_se",
+                                   "extra_loss_share_of_stock"]]))
+    for k, v in extra.items():
+        click.echo(f"\n{k}:")
+        click.echo(render_table(v))
+    for n in res.notes:
+        note(n)
+
+
+def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
+    import pandas as pd
+
+    extra = {}
+    if not (levers or with_buffer):
+        return extra
+    from finance_engine.stress.registry import bind_registry
+    from finance_engine.stress.run import run_scenario
+    from finance_engine.stress.scenarios import load_scenario
+
+    bound = bind_registry(reg, pf, params) if reg is not None and reg.loans else None
+    run_pf = bound.portfolio if bound is not None else pf
+    H = max([st.years] + [ln.terms.crediting_horizon_years for ln in (reg.loans if bound else [])])
+    runs = [run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=("project_id",), workers=workers)
+            for s in [load_scenario("baseline"), *[s for s in scns if s.name != "baseline"]]]
+    if with_buffer:
+        from finance_engine.stress.buffer import buffer_report
+
+        rows, scores = [], []
+        for r in runs:
+            b = buffer_report(r, params, st.years)
+            scores.append(b.pop("nprt_scores").assign(scenario=r.scenario.name))
+            rows.append(b)
+        extra["buffer"] = pd.DataFrame(rows)
+        extra["nprt_scores"] = pd.concat(scores, ignore_index=True)
+    if levers:
+        from finance_engine.stress.levers import default_management_actions, management_levers, policy_levers
+
+        if bound is not None:
+            extra["policy_levers"] = policy_levers(bound, runs[0], runs[1:], st)
+        extra["management_levers"] = management_levers(pf, params, default_management_actions(), st, workers=workers)
+    return extra
+
+
+def _write(res, output: str, extra) -> None:
+    suffix = Path(output).suffix.lower()
+    if suffix == ".json":
+        payload = {**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}}
+        Path(output).write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    elif suffix == ".xlsx":
+        from finance_engine.reports.stress_report import write_stress_workbook
+
+        write_stress_workbook(res, output, extra)
+    elif suffix in (".html", ".htm"):
+        from finance_engine.reports.stress_report import render_stress_report
+
+        Path(output).write_text(render_stress_report(res, extra=extra), encoding="utf-8")
+    else:
+        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
+
+
+@stress.command("list")
+@format_option
+def list_scenarios(fmt):
+    """The shipped scenario library."""
+    from finance_engine.stress.scenarios import load_scenario, scenario_library
+
+    rows = [{"name": n, "version": (s := load_scenario(n)).version, "title": s.title, "sha256": s.sha256[:12]}
+            for n in scenario_library()]
+    if fmt == "json":
+        echo_json(rows)
+    else:
+        import pandas as pd
+
+        click.echo(render_table(pd.DataFrame(rows)))
+
+
+@stress.command("reverse")
+@_common
+@click.option("--shock", required=True, metavar="KIND:PERIL|price_drop",
+              help="hazard:<peril>, severity:<peril> or price_drop.")
+@click.option("--metric", type=click.Choice(["collateral_coverage", "insured_loss_over_capital", "buffer_use",
+                                             "p_buffer_exhausted"]), default="collateral_coverage", show_default=True)
+@click.option("--threshold", type=float, default=1.0, show_default=True)
+@click.option("--lo", type=float, default=None, help="Lower end of the search bracket (default 1, or 0 for price_drop).")
+@click.option("--hi", type=float, default=None, help="Upper end (default 10, or 0.99 for price_drop).")
+@click.option("--base", "base_ref", default="baseline", show_default=True, help="Base scenario (name or file).")
+@format_option
+def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, shock, metric, threshold, lo, hi,
+            base_ref, fmt):
+    """Smallest shock at which a metric crosses a threshold (root search on common random numbers)."""
+    from finance_engine.stress.reverse import ReverseStressError, reverse_stress_test
+    from finance_engine.stress.run import StressSettings
+
+    kind, _, peril = shock.partition(":")
+    base = _scenarios([base_ref], False)[0]
+    reg = _registry(registry_file)
+    params = load_model(parameters)
+    pf = load_portfolio_or_demo(portfolio, params)
+    try:
+        r = reverse_stress_test(pf, params, shock=(kind, peril or None), metric=metric, threshold=threshold, lo=lo,
+                                hi=hi, base=base, registry=reg, settings=StressSettings(years=years, paths=paths, seed=seed),
+                                workers=workers)
+    except ReverseStressError as exc:
+        raise CLIError(str(exc)) from exc
+    if fmt == "json":
+        echo_json(r.as_dict())
+    else:
+        click.echo(f"{metric} crosses {threshold:g} at {shock} = {r.multiplier:.4g} "
+                   f"(base value {r.metric_at_base:.4g}; {len(r.evaluations)} evaluations, seed {seed}, {paths} paths)")
+
+
+COMMANDS = [stress]

@@ -1,0 +1,74 @@
+"""The stress-test report: one self-contained HTML file (plots embedded) and an Excel workbook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from finance_engine.reports.html import figure_to_data_uri, render, table_html
+
+
+def _portfolio_plot(r) -> str:
+    h = r.horizon[(r.horizon.level == "portfolio") & (r.horizon.metric == "cumulative_loss_tco2e")]
+    fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(h) + 1.2))
+    ax.barh(h.scenario, h.diff_mean, xerr=1.96 * h.diff_mc_se, color="#a33", ecolor="#333")
+    ax.set_xlabel("extra carbon loss over the horizon vs baseline (tCO2e, 95 % CI of the paired difference)")
+    ax.invert_yaxis()
+    return figure_to_data_uri(fig)
+
+
+def _county_plot(r) -> str:
+    h = r.horizon[(r.horizon.level == "county") & (r.horizon.metric == "cumulative_loss_tco2e")]
+    piv = h.pivot_table(index="group", columns="scenario", values="diff_mean", aggfunc="first")
+    piv.index = [g.split("/")[-1] for g in piv.index]
+    piv = piv.drop(columns=[c for c in ("baseline",) if c in piv.columns])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if not piv.empty:
+        im = ax.imshow(piv.to_numpy(), aspect="auto", cmap="Reds")
+        ax.set_yticks(range(len(piv.index)), piv.index, fontsize=7)
+        ax.set_xticks(range(len(piv.columns)), piv.columns, rotation=40, ha="right", fontsize=7)
+        fig.colorbar(im, ax=ax, label="extra loss (tCO2e)")
+    ax.set_title("Extra carbon loss by county and scenario")
+    return figure_to_data_uri(fig)
+
+
+def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
+    """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
+    port_cols = [c for c in r.portfolio.columns if not c.endswith("_mc_se") or c.endswith("_diff_mc_se")]
+    county = r.horizon[(r.horizon.level == "county") & (r.horizon.metric.isin(
+        ["cumulative_loss_tco2e", "cumulative_sink_tco2e", "cumulative_loss_value_cny"]))]
+    county = county[["scenario", "group", "metric", "mean", "mc_se", "diff_mean", "diff_mc_se"]]
+    return render(
+        "stress_report.html", title=f"Stress test — {title_suffix}", title_suffix=title_suffix, r=r,
+        scenarios=table_html(r.scenarios.drop(columns=["sha256"]).assign(sha256=r.scenarios.sha256.str[:12])),
+        portfolio=table_html(r.portfolio[port_cols].set_index("scenario").T.reset_index().rename(columns={"index": "metric"}), digits=2),
+        plot_portfolio=_portfolio_plot(r), plot_county=_county_plot(r), county=table_html(county),
+        concentration=table_html(r.concentration, digits=2, percent=("extra_loss_share_of_stock",)),
+        footprints=None if r.footprints.empty else table_html(r.footprints, digits=3),
+        loans=None if r.loans.empty else table_html(r.loans, digits=2),
+        insurer=None if r.insurer.empty else table_html(r.insurer.set_index("scenario").T.reset_index(), digits=2),
+        budget=None if r.budget.empty else table_html(r.budget.drop(columns=["note"]).set_index("scenario").T.reset_index(), digits=0),
+        extra={k: table_html(v, digits=2) for k, v in (extra or {}).items()}, notes=r.notes,
+        provenance={k: v for k, v in r.provenance.items()})
+
+
+def write_stress_workbook(r, path: str | Path, extra: Mapping[str, pd.DataFrame] | None = None) -> Path:
+    """An Excel workbook with one sheet per table (and a provenance sheet)."""
+    p = Path(path)
+    with pd.ExcelWriter(p) as xw:
+        for name, df in {**r.tables(), **(extra or {})}.items():
+            out = df.copy()
+            for c in out.columns:
+                if out[c].dtype == object:
+                    out[c] = out[c].map(lambda v: v if isinstance(v, (str, int, float, type(None), np.number)) else str(v))
+            out.to_excel(xw, sheet_name=name[:31], index=False)
+        pd.DataFrame([{"key": k, "value": str(v)} for k, v in r.provenance.items()]).to_excel(
+            xw, sheet_name="provenance", index=False)
+    return p
+
+
+__all__ = ["render_stress_report", "write_stress_workbook"]
