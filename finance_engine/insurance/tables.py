@@ -105,11 +105,15 @@ def _event_codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
             lo = int(c.min()) if c.size else 0
             c = c - lo
             card = int(c.max()) + 1 if c.size else 1
+            if card > 4 * c.size + 16:   # sparse ids (e.g. the engine's path/year/peril-coded ids): renumber
+                c, uniques = pd.factorize(c, sort=True)
+                c = c.astype(np.int64, copy=False)
+                card = max(len(uniques), 1)
         else:
             c, uniques = pd.factorize(s, sort=False)
             c = c.astype(np.int64, copy=False)
             card = max(len(uniques), 1)
-        if code.size and int(code.max()) > (np.iinfo(np.int64).max // card) - card:
+        if code.size and int(code.max()) + 1 > np.iinfo(np.int64).max // card:
             raise InsuranceInputError(f"event id columns {list(cols)} have too many distinct values to combine")
         code = code * card + c
     return code

@@ -1,0 +1,361 @@
+"""``carbon-risk quote`` (price a forest-carbon policy and its reinsurance on the engine) and
+``carbon-risk price-layer`` (price an excess-of-loss layer on an insurer's own event loss table)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import click
+
+from api.cli.common import (
+    CLIError,
+    echo_json,
+    format_option,
+    load_model,
+    load_portfolio_or_demo,
+    note,
+    parameters_option,
+    portfolio_option,
+)
+from api.cli.tables import render_table
+
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "w": 1e4, "万": 1e4, "bn": 1e9}
+
+
+def parse_amount(text: str, what: str) -> float:
+    """``1500``, ``2.5e6``, ``300k``, ``12M``, ``inf`` -> float (CNY)."""
+    t = str(text).strip().lower().replace(",", "").replace("_", "")
+    if t in ("inf", "unlimited", "none"):
+        return math.inf
+    m = re.fullmatch(r"([0-9.]+(?:e[+-]?\d+)?)\s*(k|m|w|万|bn|)", t)
+    if not m:
+        raise CLIError(f"{what}: not an amount: {text!r} (e.g. 500000, 300k, 12M, inf)")
+    try:
+        return float(m.group(1)) * _SUFFIX[m.group(2)]
+    except ValueError:
+        raise CLIError(f"{what}: not an amount: {text!r}") from None
+
+
+def parse_deductible(text: str | None, basis: str):
+    """``500t`` (tCO2e), ``1%`` (of the insured stock), ``20000`` / ``20000cny`` / ``20k`` (CNY)."""
+    from finance_engine.insurance.covers import Deductible
+
+    if text is None:
+        return Deductible(0.0, "cny", basis)
+    t = text.strip().lower()
+    try:
+        if t.endswith("%"):
+            return Deductible(float(t[:-1]) / 100.0, "stock_fraction", basis)
+        if t.endswith("tco2e") or t.endswith("t"):
+            return Deductible(float(t.removesuffix("tco2e").removesuffix("t")), "tco2e", basis)
+        return Deductible(parse_amount(t.removesuffix("cny"), "--deductible"), "cny", basis)
+    except ValueError as exc:
+        raise CLIError(f"--deductible {text!r}: {exc} (use e.g. 500t, 1%, 20000)") from None
+
+
+def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float):
+    from finance_engine.insurance import InsuranceInputError
+    from finance_engine.insurance.quote import LayerSpec
+
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise CLIError(f"--layer {text!r}: use ATTACHMENT:LIMIT in CNY, e.g. 2M:8M")
+    try:
+        return LayerSpec(parse_amount(parts[0], "--layer attachment"), parse_amount(parts[1], "--layer limit"), basis,
+                         reinstatements if basis == "occurrence" else None, pct, share)
+    except InsuranceInputError as exc:
+        raise CLIError(f"--layer {text!r}: {exc}") from None
+
+
+@click.command("quote")
+@portfolio_option
+@parameters_option
+@click.option("--cover", type=click.Choice(["stock-loss", "sink-index", "price-floor"]), default="stock-loss",
+              show_default=True, help="Cover type.")
+@click.option("--price", "price", type=float, default=None,
+              help="Agreed price, CNY/tCO2e (default: the price model's start price, 60).")
+@click.option("--perils", default=None, help="Covered perils, comma-separated (stock-loss; default: all).")
+@click.option("--deductible", default=None, help="Stock-loss deductible: 500t (tCO2e), 1%% (of stock) or 20000 (CNY).")
+@click.option("--deductible-basis", type=click.Choice(["annual", "event"]), default="annual", show_default=True)
+@click.option("--limit", "limit", default=None, help="Annual limit in CNY (e.g. 5M; default: none / triggered sink value).")
+@click.option("--participation", type=float, default=1.0, show_default=True)
+@click.option("--trigger", type=float, default=None, help="Sink index trigger as a fraction of the expected sink (default 0.8).")
+@click.option("--expected-sink", type=float, default=None, help="Expected sink, tCO2e/yr (default: the model mean).")
+@click.option("--index-error", type=click.Choice(["none", "normal", "lognormal"]), default="none", show_default=True,
+              help="Measurement error of the sink index (remote-sensing inversion).")
+@click.option("--error-cv", type=float, default=None, help="CV of the index error (default 0.10 when an error is asked).")
+@click.option("--strike", type=float, default=None, help="Price floor strike, CNY/tCO2e (default: --price).")
+@click.option("--volume", type=float, default=None, help="Price floor volume, tCO2e/yr (default: simulated credits issued).")
+@click.option("--price-model", default="cea", show_default=True, help="Price model for the floor.")
+@click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
+              help="Risk-load principle (default: coc, cost of capital on the 1-in-200 loss).")
+@click.option("--lambda", "--loading-parameter", "loading_parameter", type=float, default=None,
+              help="Parameter of the principle: sd alpha, Wang lambda, PH rho or CoC rate.")
+@click.option("--expense-ratio", type=float, default=None, help="Expense ratio (default 0.20).")
+@click.option("--profit-ratio", type=float, default=None, help="Profit ratio (default 0.05).")
+@click.option("--fixed-costs", type=float, default=0.0, show_default=True, help="Fixed costs, CNY/yr.")
+@click.option("--subsidy", default="commercial_forest", show_default=True,
+              help="Subsidy scheme (commercial_forest, public_welfare_forest, hebei_chestnut_2015) or none.")
+@click.option("--unsubsidised", is_flag=True, help="Check against the unsubsidised rate band [0.5, 1.5].")
+@click.option("--layer", "layer_specs", multiple=True, metavar="ATTACH:LIMIT",
+              help="Reinsurance XoL layer in CNY (repeatable), e.g. --layer 2M:8M.")
+@click.option("--layer-basis", type=click.Choice(["occurrence", "aggregate"]), default="occurrence", show_default=True)
+@click.option("--reinstatements", type=click.IntRange(0, 20), default=None, help="Paid reinstatements of each occurrence layer.")
+@click.option("--reinstatement-pct", type=float, default=1.0, show_default=True)
+@click.option("--layer-share", type=float, default=1.0, show_default=True)
+@click.option("--quota-share", type=float, default=0.0, show_default=True, help="Quota-share cession (ceded first).")
+@click.option("--level", "account_level", default="county", show_default=True, help="Account level for the AAL table.")
+@click.option("--paths", type=click.IntRange(2, 1_000_000), default=2000, show_default=True)
+@click.option("--years", type=click.IntRange(1, 100), default=1, show_default=True, help="Policy years per path.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the quote: .html (quote slip), .xlsx or .json.")
+@format_option
+def quote(portfolio, parameters, cover, price, perils, deductible, deductible_basis, limit, participation, trigger,
+          expected_sink, index_error, error_cv, strike, volume, price_model, loading, loading_parameter,
+          expense_ratio, profit_ratio, fixed_costs, subsidy, unsubsidised, layer_specs, layer_basis,
+          reinstatements, reinstatement_pct, layer_share, quota_share, account_level, paths, years, seed, workers,
+          output, fmt):
+    """Price a forest-carbon insurance policy (and reinsurance layers) on the simulated portfolio.
+
+    \b
+    Examples:
+      carbon-risk quote                                   # stock-loss cover, all perils, 60 CNY/t
+      carbon-risk quote --perils fire,pine_wilt --deductible 1% --limit 20M --layer 2M:8M
+      carbon-risk quote --cover sink-index --price 35 --trigger 0.8 --index-error normal --error-cv 0.1
+      carbon-risk quote --cover price-floor --strike 55 --volume 100000 --loading wang --lambda 0.3
+      carbon-risk quote --format json -o slip.html
+    """
+    from finance_engine.insurance import InsuranceInputError
+    from finance_engine.insurance.covers import PriceFloorCover, SinkIndexCover, StockLossCover
+    from finance_engine.insurance.quote import _quote_defaults, default_loading
+    from finance_engine.insurance.quote import quote as run_quote
+    from finance_engine.price import PriceModelError, load_price_model
+
+    try:
+        pms = load_price_model()
+        price = pms.start_price_cny_per_tco2e if price is None else price
+        lim = None if limit is None else parse_amount(limit, "--limit")
+        if cover == "stock-loss":
+            c = StockLossCover(price, perils=perils, deductible=parse_deductible(deductible, deductible_basis),
+                               limit_cny=math.inf if lim is None else lim, participation=participation)
+        elif cover == "sink-index":
+            qd = _quote_defaults()
+            cv = error_cv if error_cv is not None else (qd["index_error_cv"] if index_error != "none" else 0.0)
+            c = SinkIndexCover(price, qd["sink_trigger_fraction"] if trigger is None else trigger, lim, expected_sink,
+                               index_error, cv, participation)
+        else:
+            c = PriceFloorCover(price if strike is None else strike, volume, math.inf if lim is None else lim,
+                                participation, price_model)
+        ld = default_loading(loading, loading_parameter, expense_ratio=expense_ratio, profit_ratio=profit_ratio,
+                             fixed_costs_cny=fixed_costs)
+        layers = [parse_layer(s, layer_basis, reinstatements, reinstatement_pct, layer_share) for s in layer_specs]
+    except (InsuranceInputError, PriceModelError) as exc:
+        raise CLIError(str(exc)) from exc
+    params = load_model(parameters)
+    pf = load_portfolio_or_demo(portfolio, params)
+    note(f"quoting {cover} on {pf.n_parcels} parcels: {paths} paths x {years} year(s), seed {seed}")
+    try:
+        q = run_quote(c, pf, params, paths=paths, years=years, seed=seed, loading=ld,
+                      subsidy=None if subsidy.lower() == "none" else subsidy, subsidised=not unsubsidised,
+                      layers=layers, quota_share=quota_share, account_level=account_level, price_model_set=pms,
+                      workers=workers)
+    except (InsuranceInputError, PriceModelError) as exc:
+        raise CLIError(str(exc)) from exc
+    except ValueError as exc:   # e.g. an unknown account level from the engine
+        raise CLIError(str(exc)) from exc
+    if output:
+        _write(q, output)
+        note(f"wrote {output}")
+    if fmt == "json":
+        echo_json(json.loads(q.to_json()))
+        return
+    _print_quote(q)
+
+
+def _pct(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _print_quote(q) -> None:
+    p, e = q.premium, q.exposure
+    click.echo(f"Cover {q.cover['kind']}: area {e['area_ha']:,.1f} ha ({e['area_mu']:,.0f} mu), insured "
+               f"{e['insured_tco2e']:,.0f} tCO2e, sum insured {e['sum_insured_cny']:,.0f} CNY")
+    click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}); "
+               f"risk load ({q.loading['method']}) {p['risk_load_cny']:,.0f}; expenses {p['expenses_cny']:,.0f}; "
+               f"profit {p['profit_cny']:,.0f}")
+    click.echo(f"Gross premium {p['gross_premium_cny']:,.0f} CNY = {p['rate_on_sum_insured']:.2%} of sum insured "
+               f"(pure rate {p['pure_rate']:.2%}); {p['premium_per_mu_cny']:,.2f} CNY/mu, "
+               f"{p['premium_per_ha_cny']:,.2f} CNY/ha, "
+               + (f"{p['premium_per_tco2e_cny']:,.2f} CNY/tCO2e; " if p['premium_per_tco2e_cny'] is not None else "")
+               + f"expected loss ratio {_pct(p['expected_loss_ratio'], 0)}")
+    rb = q.rate_band
+    if rb.get("factor") is not None:
+        click.echo(f"Rate-adjustment factor {rb['factor']:.2f} (band {rb['band'][0]}-{rb['band'][1]}): "
+                   + ("within" if rb["within_band"] else f"OUTSIDE; the band allows at most {rb['rate_at_band_top']:.2%}"))
+    s = q.subsidy
+    click.echo("Subsidy (" + str(s["scheme"]) + "): " + ", ".join(f"{k} {v:,.0f}" for k, v in s["amounts_cny"].items()))
+    click.echo("\nPML (CNY) with 95% CI:")
+    click.echo(render_table(q.frame("risk.pml")[["basis", "return_period_years", "loss", "ci_low", "ci_high"]]))
+    click.echo("\nVaR / TVaR of the annual payout:")
+    click.echo(render_table(q.frame("risk.var_tvar")))
+    if q.aal_by_peril:
+        click.echo("\nAAL by peril (ground-up, destroyed stock at the agreed price):")
+        click.echo(render_table(q.frame("aal_by_peril")))
+    if q.aal_by_level:
+        click.echo("\nAAL by account:")
+        click.echo(render_table(q.frame("aal_by_level")[["group", "aal_tco2e", "aal_cny", "aal_se_cny"]]))
+    if q.layers:
+        click.echo("\nReinsurance layers:")
+        click.echo(render_table(q.frame("layers")[["layer", "expected_layer_loss_cny", "reinsurance_premium_cny",
+                                                   "rate_on_line", "multiple", "prob_attachment", "prob_exhaustion"]]))
+        c = q.capital
+        click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} -> net {c['net_capital_cny']:,.0f} CNY "
+                   f"(relief {c['capital_relief_cny']:,.0f}; cost of reinsurance {c['cost_of_reinsurance_cny']:,.0f})")
+    if q.basis_risk:
+        b = q.basis_risk
+        corr = "-" if b["correlation"] is None else f"{b['correlation']:.3f}"
+        click.echo(f"\nBasis risk: corr(payout, true loss) {corr}; P(loss, no payout) "
+                   f"{b['prob_loss_no_payout']:.1%}; P(payout, no loss) {b['prob_payout_no_loss']:.1%}; "
+                   f"RMSE {b['rmse_cny']:,.0f} CNY")
+    pv = q.provenance
+    click.echo(f"\nmodel {pv['model_version']} ({pv['code_version']}), parameters sha256 {pv['parameter_sha256'][:12]}, "
+               f"seed {pv['seed']}, {pv['paths']} paths x {pv['years']} year(s)")
+
+
+def _write(q, output: str) -> None:
+    suffix = Path(output).suffix.lower()
+    if suffix == ".json":
+        Path(output).write_text(q.to_json(indent=2), encoding="utf-8")
+    elif suffix == ".xlsx":
+        import pandas as pd
+
+        with pd.ExcelWriter(output) as xw:
+            pd.DataFrame([{k: str(v) if isinstance(v, (list, dict)) else v for k, v in q.premium.items()}]).to_excel(
+                xw, sheet_name="premium", index=False)
+            pd.DataFrame([q.exposure]).to_excel(xw, sheet_name="exposure", index=False)
+            pd.DataFrame([q.subsidy["amounts_cny"]]).to_excel(xw, sheet_name="subsidy", index=False)
+            q.frame("risk.pml").to_excel(xw, sheet_name="pml", index=False)
+            q.frame("risk.ep_curve").to_excel(xw, sheet_name="ep_curve", index=False)
+            q.frame("risk.var_tvar").to_excel(xw, sheet_name="var_tvar", index=False)
+            for part in ("aal_by_peril", "aal_by_level", "layers"):
+                if getattr(q, part):
+                    q.frame(part).to_excel(xw, sheet_name=part, index=False)
+            if q.capital:
+                pd.DataFrame([q.capital]).to_excel(xw, sheet_name="capital", index=False)
+            pd.DataFrame([{k: str(v) for k, v in q.provenance.items()}]).to_excel(xw, sheet_name="provenance",
+                                                                                 index=False)
+    elif suffix in (".html", ".htm"):
+        from finance_engine.reports.quote_slip import render_quote_slip
+
+        Path(output).write_text(render_quote_slip(q), encoding="utf-8")
+    else:
+        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
+
+
+# =====================================================================================================
+def _read_elt(path: str):
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{path}: no such file")
+    if p.is_dir():
+        raise CLIError(f"{path}: is a directory, not an event loss table")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix == ".parquet":
+            df = pd.read_parquet(p)
+        elif suffix == ".xlsx":
+            df = pd.read_excel(p)
+        else:
+            raise CLIError(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or .xlsx")
+    except CLIError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"{path}: the file is empty (an ELT needs the header year,event_id,loss)") from None
+    except Exception as exc:  # noqa: BLE001 - unreadable file -> one clear line
+        raise CLIError(f"{path}: cannot read the file ({type(exc).__name__}: {exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+@click.command("price-layer")
+@click.argument("elt_file", metavar="ELT", type=click.Path(dir_okay=True))
+@click.option("--years", "n_years", type=click.IntRange(1, None), required=True,
+              help="Number of simulated years the table covers (years without a row had no loss).")
+@click.option("--attachment", required=True, help="Attachment (loss unit of the table), e.g. 2M.")
+@click.option("--limit", "limit", required=True, help="Limit (or inf).")
+@click.option("--basis", type=click.Choice(["occurrence", "aggregate"]), default="occurrence", show_default=True)
+@click.option("--reinstatements", type=click.IntRange(0, 20), default=None, help="Paid reinstatements (occurrence).")
+@click.option("--reinstatement-pct", type=float, default=1.0, show_default=True)
+@click.option("--share", type=float, default=1.0, show_default=True, help="Participation in the layer.")
+@click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
+              help="Risk-load principle for the technical premium (default: coc).")
+@click.option("--lambda", "--loading-parameter", "loading_parameter", type=float, default=None)
+@click.option("--year-col", default="year", show_default=True)
+@click.option("--event-col", default="event_id", show_default=True)
+@click.option("--loss-col", default="loss", show_default=True)
+@format_option
+def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements, reinstatement_pct, share, loading,
+                    loading_parameter, year_col, event_col, loss_col, fmt):
+    """Price an excess-of-loss layer on your own event loss table (columns year, event_id, loss).
+
+    \b
+    Examples:
+      carbon-risk price-layer elt.csv --years 10000 --attachment 2M --limit 8M
+      carbon-risk price-layer elt.parquet --years 5000 --attachment 0 --limit 5M --basis aggregate --format json
+      carbon-risk price-layer engine_elt.csv --years 2000 --attachment 1e5 --limit 4e5 \\
+          --year-col sim_year --loss-col loss_tco2e
+    """
+    from finance_engine.insurance import InsuranceInputError, layer_quote, price_layer
+    from finance_engine.insurance.quote import default_loading, risk_loaded_premium
+
+    df = _read_elt(elt_file)
+    a = parse_amount(attachment, "--attachment")
+    lim = parse_amount(limit, "--limit")
+    rein = (reinstatements, reinstatement_pct) if reinstatements is not None else None
+    try:
+        lay = price_layer(df, n_years, a, lim, basis, rein, share=share, year_col=year_col, event_col=event_col,
+                          loss_col=loss_col)
+        ld = default_loading(loading, loading_parameter, expense_ratio=0.0, profit_ratio=0.0)
+        prem = risk_loaded_premium(lay.annual_loss, ld)
+        lq = layer_quote(lay, prem.premium)
+    except InsuranceInputError as exc:
+        raise CLIError(f"{elt_file}: {exc}") from exc
+    lo, hi = lay.expected_loss_ci()
+    out = {
+        "layer": {"attachment": a, "limit": lim, "basis": basis, "share": share,
+                  "reinstatements": None if rein is None else {"count": rein[0], "premium_pct": rein[1]},
+                  "aggregate_limit": lay.aggregate_limit},
+        "n_years": lay.n_years, "events": int(len(df)),
+        "pure_premium": lay.expected_loss, "pure_premium_se": lay.expected_loss_se, "pure_premium_ci95": [lo, hi],
+        "sd_annual_loss": lay.sd_annual_loss, "prob_attachment": lay.prob_attachment,
+        "prob_exhaustion": lay.prob_exhaustion, "expected_events_in_layer": lay.expected_events_in_layer,
+        "upfront_pure_premium": lay.upfront_premium,
+        "expected_reinstatement_premium": lay.expected_reinstatement_premium,
+        "technical_premium": prem.premium, "loading": ld.to_dict(), "rate_on_line": lq.rate_on_line,
+        "multiple": lq.multiple, "pure_rate_on_line": lay.pure_rate_on_line,
+    }
+    if fmt == "json":
+        echo_json(out)
+        return
+    click.echo(f"Layer {lim:,.0f} xs {a:,.0f} ({basis}) on {elt_file}: {lay.n_years:,} years, {len(df):,} rows")
+    click.echo(f"Pure premium {lay.expected_loss:,.2f} (s.e. {lay.expected_loss_se:,.2f}; 95% CI {lo:,.2f} - {hi:,.2f}); "
+               f"sd {lay.sd_annual_loss:,.2f}")
+    click.echo(f"P(attachment) {lay.prob_attachment:.2%}; P(exhaustion) {lay.prob_exhaustion:.2%}; "
+               f"events in layer per year {lay.expected_events_in_layer:.4f}")
+    if rein is not None:
+        click.echo(f"Upfront pure premium {lay.upfront_premium:,.2f} + expected reinstatement premium "
+                   f"{lay.expected_reinstatement_premium:,.2f}")
+    click.echo(f"Technical premium ({ld.method} {ld.parameter}) {prem.premium:,.2f}: rate on line "
+               f"{lq.rate_on_line:.2%}, multiple {lq.multiple:.2f}")
+
+
+COMMANDS = [quote, price_layer_cmd]
