@@ -184,3 +184,13 @@ def test_quote_is_reproducible_and_block_split_invariant(small_portfolio_module,
     with pytest.raises(InsuranceInputError, match="cover must be"):
         quote("stock", small_portfolio_module, params_module, paths=8)
     assert isinstance(a.frame("risk.ep_curve"), pd.DataFrame)
+
+
+def test_published_rates_are_the_reference_figures():
+    from benchmarks.insurance_rates import published_rates
+
+    pub = published_rates().set_index("case")["rate"]
+    # finance_practice.md §2: Xinluo 1.2 M on 20 M; Fuding 240k on 3 M; Huangyan ~0.60 %; Fujian 2 and 3 per mille
+    assert pub["xinluo_2021"] == pytest.approx(1.2 / 20) and pub["fuding_2022"] == pytest.approx(0.24 / 3)
+    assert pub["fujian_2010_public_welfare"] == 0.002 and pub["fujian_2010_commercial"] == 0.003
+    assert pub["hebei_chestnut_2015"] == 0.0038
