@@ -11,6 +11,17 @@ import pandas as pd
 
 from finance_engine.reports.html import figure_to_data_uri, render, table_html
 
+# Romanised names of Lishui's nine counties for plot labels (the plotting fonts may lack CJK glyphs;
+# the tables keep the Chinese names).
+COUNTY_LABELS = {"莲都区": "Liandu", "龙泉市": "Longquan", "青田县": "Qingtian", "云和县": "Yunhe", "庆元县": "Qingyuan",
+                 "缙云县": "Jinyun", "遂昌县": "Suichang", "松阳县": "Songyang", "景宁畲族自治县": "Jingning"}
+
+
+def plot_label(group: str) -> str:
+    """A plot label for an account group (last path component, romanised when it is a Lishui county)."""
+    name = str(group).split("/")[-1]
+    return COUNTY_LABELS.get(name, name)
+
 
 def _portfolio_plot(r) -> str:
     h = r.horizon[(r.horizon.level == "portfolio") & (r.horizon.metric == "cumulative_loss_tco2e")]
@@ -24,7 +35,7 @@ def _portfolio_plot(r) -> str:
 def _county_plot(r) -> str:
     h = r.horizon[(r.horizon.level == "county") & (r.horizon.metric == "cumulative_loss_tco2e")]
     piv = h.pivot_table(index="group", columns="scenario", values="diff_mean", aggfunc="first")
-    piv.index = [g.split("/")[-1] for g in piv.index]
+    piv.index = [plot_label(g) for g in piv.index]
     piv = piv.drop(columns=[c for c in ("baseline",) if c in piv.columns])
     fig, ax = plt.subplots(figsize=(8, 4))
     if not piv.empty:
@@ -71,4 +82,4 @@ def write_stress_workbook(r, path: str | Path, extra: Mapping[str, pd.DataFrame]
     return p
 
 
-__all__ = ["render_stress_report", "write_stress_workbook"]
+__all__ = ["COUNTY_LABELS", "plot_label", "render_stress_report", "write_stress_workbook"]

@@ -171,8 +171,10 @@ def _validate_portfolio(file: str, parameters: str | None, fmt: str) -> None:
 
 @click.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--kind", type=click.Choice(["auto", "portfolio", "parameters"]), default="auto", show_default=True,
-              help="What FILE is (auto: .yaml/.yml is a parameter file, anything else a portfolio).")
+@click.option("--kind", type=click.Choice(["auto", "portfolio", "parameters", "scenario"]), default="auto",
+              show_default=True,
+              help="What FILE is (auto: .yaml/.yml is a parameter file, anything else a portfolio; "
+                   "scenario: a stress scenario file).")
 @parameters_option
 @format_option
 def validate(file, kind, parameters, fmt):
@@ -190,7 +192,11 @@ def validate(file, kind, parameters, fmt):
     """
     if kind == "auto":
         kind = "parameters" if Path(file).suffix.lower() in (".yaml", ".yml") else "portfolio"
-    if kind == "parameters":
+    if kind == "scenario":
+        from api.cli.commands.stress import validate_scenario_file
+
+        validate_scenario_file(file, fmt)
+    elif kind == "parameters":
         _validate_parameters(file, fmt)
     else:
         _validate_portfolio(file, parameters, fmt)

@@ -225,4 +225,25 @@ def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, s
                    f"(base value {r.metric_at_base:.4g}; {len(r.evaluations)} evaluations, seed {seed}, {paths} paths)")
 
 
+def validate_scenario_file(file: str, fmt: str) -> None:
+    """``carbon-risk validate FILE --kind scenario``: exit 0 with a summary, or 2 naming the field."""
+    from finance_engine.stress.scenarios import ScenarioError, load_scenario
+
+    try:
+        s = load_scenario(file)
+    except ScenarioError as exc:
+        lines = str(exc).splitlines()
+        if fmt == "json":
+            echo_json([{"file": file, "reason": ln.strip()} for ln in lines])
+        else:
+            for ln in lines:
+                click.echo(ln, err=True)
+        raise CLIError(f"{file}: the scenario file is not valid") from exc
+    if fmt == "json":
+        echo_json({"file": file, "kind": "scenario", "valid": True, **s.describe()})
+    else:
+        click.echo(f"{file}: OK, scenario {s.name} {s.version}, {len(s.forced_events)} forced event(s), "
+                   f"sha256 {s.sha256[:12]}")
+
+
 COMMANDS = [stress]

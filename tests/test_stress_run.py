@@ -1,0 +1,166 @@
+"""Stress run: instruments on common random numbers, accounts that add up, reverse search, buffer, NPRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finance_engine.accounts import KG_PER_T
+from finance_engine.stress.accounts import scenario_accounts
+from finance_engine.stress.buffer import (BufferInputError, buffer_adequacy, nprt_frequency_class, nprt_loss_class,
+                                          nprt_ls_score)
+from finance_engine.stress.registry import RegistryError, bind_registry, parse_registry
+from finance_engine.stress.reverse import ReverseStressError, find_threshold, reverse_stress_test
+from finance_engine.stress.run import StressSettings, evaluate_instruments, run_scenario, run_stress_test
+from finance_engine.stress.scenarios import load_scenario
+from models.portfolio import LEVELS, validate_frame
+from tests.conftest import make_frame
+
+
+@pytest.fixture(scope="module")
+def pf(params):
+    return validate_frame(make_frame(120, seed=7), params, source="stress-run")
+
+
+def _registry(pf):
+    ids = list(pf.parcel_id)
+    return parse_registry({
+        "loans": [{"id": "A", "parcel_ids": ids[:30], "terms": {"amount_cny": 150000, "term_years": 3,
+                                                                 "interest_rate": 0.04, "borrower_pd": 0.02,
+                                                                 "crediting_horizon_years": 6}},
+                  {"id": "B", "parcel_ids": ids[30:50], "terms": {"amount_cny": 80000, "term_years": 2,
+                                                                   "interest_rate": 0.04,
+                                                                   "crediting_horizon_years": 6}}],
+        "policies": [{"id": "P", "loan": "A", "agreed_price_cny_per_tco2e": 60, "annual_premium_cny": 3000,
+                      "annual_limit_cny": 100000}],
+        "insurer": {"capital_cny": 50000, "quota_share_cession": 0.2},
+    })
+
+
+# ---- accounts ---------------------------------------------------------------------------------
+def test_accounts_add_up_exactly_at_every_level(pf, params):
+    acc = scenario_accounts(pf, params, "severe_fire_weather", StressSettings(years=2, paths=32, seed=3))
+    t = acc.table
+    ints = [c for c in t.columns if c.endswith(("_kg", "_fen"))]
+    assert ints and all(t[c].dtype == np.int64 for c in ints)
+    for depth in range(1, len(LEVELS)):
+        parent, child = LEVELS[depth - 1], LEVELS[depth]
+        keys = list(LEVELS[:depth])
+        kids = t[t.level == child].groupby(keys)[ints].sum()
+        par = t[t.level == parent].set_index(keys)[ints]
+        assert (kids.loc[par.index] == par).all().all(), f"{child} does not sum to {parent}"
+    top = t[t.level == "portfolio"][ints].iloc[0]
+    assert (t[t.level == "village"][ints].sum() == top).all()
+    # the exact sums stay within rounding (0.5 kg per village) of the engine's portfolio mean
+    n_v = int((t.level == "village").sum())
+    tree = acc.tree()
+    assert tree["children"][0]["name"] == "浙江省"
+    assert abs(top["stock_end_tco2e_kg"] / KG_PER_T - t[t.level == "portfolio"].stock_end_tco2e.iloc[0]) < 1e-9
+    assert n_v == t[t.level == "village"].shape[0]
+
+
+# ---- instruments under CRN ---------------------------------------------------------------------
+def test_price_shock_scales_collateral_value_exactly_and_leaves_carbon_alone(pf, params):
+    reg = _registry(pf)
+    bound = bind_registry(reg, pf, params)
+    st = StressSettings(years=3, paths=32, seed=9, levels=("portfolio",))
+    base = run_scenario(bound.portfolio, params, load_scenario("baseline"), st, horizon_years=6,
+                        extra_levels=("project_id",))
+    shocked = load_scenario("baseline").with_price_shock(1, -0.5)
+    s = run_scenario(bound.portfolio, params, shocked, st, horizon_years=6, extra_levels=("project_id",))
+    np.testing.assert_array_equal(base.result.per_path["portfolio"], s.result.per_path["portfolio"])
+    a, b = evaluate_instruments(bound, base, st), evaluate_instruments(bound, s, st)
+    ratio = b.loans.collateral_value_cny.to_numpy() / a.loans.collateral_value_cny.to_numpy()
+    np.testing.assert_allclose(ratio, 0.5, rtol=1e-12)
+    # insurance pays in tCO2e x agreed price: a market price shock changes nothing for the insurer
+    assert a.insurer["expected_annual_gross_loss_cny"] == b.insurer["expected_annual_gross_loss_cny"]
+    assert a.budget["annual_premium_subsidy_cny"] == pytest.approx(3000 * 0.8)  # commercial forest: insured pays 20 %
+
+
+def test_stress_test_end_to_end(pf, params):
+    res = run_stress_test(pf, params, ["ice_storm_2008"], registry=_registry(pf),
+                          settings=StressSettings(years=3, paths=32, seed=4), footprints=True)
+    assert list(res.scenarios.scenario) == ["baseline", "ice_storm_2008"]
+    h = res.horizon[(res.horizon.level == "portfolio") & (res.horizon.metric == "cumulative_loss_ice_storm_tco2e")]
+    base, ice = h.set_index("scenario").loc["baseline"], h.set_index("scenario").loc["ice_storm_2008"]
+    assert base.diff_mean == 0 and ice.diff_mean > 0
+    assert ice.diff_mc_se < ice.mc_se  # CRN: the paired difference is far more precise than the level
+    assert set(res.footprints.peril) == {"fire", "typhoon", "ice_storm"}
+    assert (res.footprints.max_share <= 1 + 1e-12).all()
+    assert {"collateral_value_cny", "p_value_below_balance_any_time"} <= set(res.loans.columns)
+
+
+def test_registry_errors_name_the_field(pf, params):
+    with pytest.raises(RegistryError, match=r"loans.0.terms.amount_cny"):
+        parse_registry({"loans": [{"id": "x", "parcel_ids": ["T00001"], "terms": {"amount_cny": -1, "term_years": 1,
+                                                                                  "interest_rate": 0.04}}]})
+    with pytest.raises(RegistryError, match=r"policies.0.loan"):
+        parse_registry({"policies": [{"id": "p", "loan": "nope", "agreed_price_cny_per_tco2e": 1,
+                                      "annual_premium_cny": 1}]})
+    reg = parse_registry({"loans": [{"id": "x", "parcel_ids": ["ZZZ"], "terms": {"amount_cny": 1, "term_years": 1,
+                                                                                 "interest_rate": 0.04}}]})
+    with pytest.raises(RegistryError, match=r"loans.0.parcel_ids"):
+        bind_registry(reg, pf, params)
+
+
+# ---- reverse stress ----------------------------------------------------------------------------
+def test_find_threshold_closed_form_and_step():
+    m, ev = find_threshold(lambda m: 3.0 / m, 1.0, 1.0, 10.0, xtol=1e-8)
+    assert m == pytest.approx(3.0, abs=1e-7)
+    # a stepped metric (as with finitely many paths): the step at 2.5 is found to xtol
+    m, _ = find_threshold(lambda m: float(m >= 2.5), 0.5, 1.0, 10.0, xtol=1e-6)
+    assert 2.5 <= m <= 2.5 + 2e-6
+    with pytest.raises(ReverseStressError, match="does not cross"):
+        find_threshold(lambda m: 5.0, 1.0, 1.0, 2.0)
+
+
+def test_reverse_price_drop_finds_the_known_threshold(pf, params):
+    """Coverage is linear in a persistent price shock: C(d) = (1 - d) C0, so C = 1 at d* = 1 - 1/C0."""
+    reg = _registry(pf)
+    st = StressSettings(years=3, paths=32, seed=2)
+    bound = bind_registry(reg, pf, params)
+    run = run_scenario(bound.portfolio, params, load_scenario("baseline"), st, horizon_years=6,
+                       extra_levels=("project_id",))
+    c0 = evaluate_instruments(bound, run, st).portfolio["collateral_coverage"]
+    assert c0 > 1
+    r = reverse_stress_test(pf, params, shock=("price_drop", None), metric="collateral_coverage", threshold=1.0,
+                            registry=reg, settings=st, xtol=1e-7)
+    assert r.multiplier == pytest.approx(1 - 1 / c0, abs=1e-6)
+    assert r.metric_at_base == pytest.approx(c0)
+
+
+# ---- buffer and NPRT ---------------------------------------------------------------------------
+def test_buffer_adequacy_on_a_known_distribution():
+    # R/G takes the values 0.01 .. 1.00 once each: the 95 % and 99 % buffers are 0.95 and 0.99 exactly
+    r = np.arange(1, 101) / 100.0
+    ad = buffer_adequacy(r * 2.0, np.full(100, 2.0), 0.15)
+    assert ad.buffer_needed_95 == pytest.approx(0.95) and ad.buffer_needed_99 == pytest.approx(0.99)
+    assert ad.p_exhausted == pytest.approx(0.85)
+    # uniform(0, 0.2) reversal shares: P(R > 0.15 G) = 0.25, within a few binomial standard errors
+    rng = np.random.default_rng(1)
+    g = rng.uniform(100, 200, 20000)
+    share = rng.uniform(0, 0.2, 20000)
+    ad = buffer_adequacy(share * g, g, 0.15)
+    assert abs(ad.p_exhausted - 0.25) < 4 * ad.p_exhausted_se
+    assert ad.buffer_needed_99 == pytest.approx(0.198, abs=0.002)
+    with pytest.raises(BufferInputError, match="buffer_fraction"):
+        buffer_adequacy(r, r, 1.5)
+
+
+@pytest.mark.parametrize("ri, loss, score", [
+    (5, 0.80, float("inf")), (5, 0.60, 30), (5, 0.30, 20), (5, 0.10, 5), (5, 0.01, 4),
+    (15, 0.80, 30), (15, 0.30, 5), (15, 0.10, 4), (15, 0.01, 3),
+    (30, 0.60, 5), (30, 0.10, 3), (75, 0.80, 5), (75, 0.01, 1), (200, 0.80, 4), (200, 0.30, 2), (200, 0.01, 1),
+    (10, 0.25, 5), (25, 0.05, 3), (100, 0.70, 4), (50, 0.50, 4),
+])
+def test_nprt_table_10_lookup(ri, loss, score):
+    """NPRT v4.2 Table 10 (domain_parameters.md §5), including the class boundaries."""
+    assert nprt_ls_score(ri, loss) == score
+
+
+def test_nprt_classes_and_lishui_mapping():
+    assert nprt_frequency_class(9.99) == 0 and nprt_frequency_class(10) == 1 and nprt_frequency_class(100) == 4
+    assert nprt_loss_class(0.049) == "insignificant" and nprt_loss_class(0.70) == "catastrophic"
+    # domain_parameters.md §5: fire 10-25 yr, minor -> LS 4; ice storm 25-50 yr, minor/major -> 3-4
+    assert nprt_ls_score(15, 0.10) == 4
+    assert nprt_ls_score(40, 0.10) == 3 and nprt_ls_score(40, 0.30) == 4

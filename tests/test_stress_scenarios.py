@@ -1,0 +1,105 @@
+"""Stress scenarios: the library loads, bad files name the field, scenarios change exactly what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finance_engine.stress.run import StressSettings, compare_runs, run_scenario
+from finance_engine.stress.scenarios import ScenarioError, load_scenario, scenario_library
+from models.portfolio import validate_frame
+from tests.conftest import make_frame
+
+LIBRARY = {"baseline", "severe_fire_weather", "pine_wilt_epidemic", "ice_storm_2008", "super_typhoon",
+           "carbon_price_crash", "transition_price_surge", "climate_trend_fire", "perfect_storm"}
+
+
+def test_library_is_complete_and_hashed():
+    names = set(scenario_library())
+    assert LIBRARY <= names
+    hashes = {load_scenario(n).sha256 for n in names}
+    assert len(hashes) == len(names)
+    assert load_scenario("baseline").is_baseline
+
+
+def test_combination_merges_parts():
+    ps = load_scenario("perfect_storm")
+    perils = sorted(p for _, p, _ in ps.forced_events)
+    assert perils == sorted(["fire", "drought", "ice_storm", "pine_wilt", "typhoon"])
+    assert ps.price_scenario == "price_crash" and ps.climate_pathway == "warming"
+    # the ice storm keeps its year (year 2 of the horizon -> 0-based 1)
+    assert [y for y, p, _ in ps.forced_events if p == "ice_storm"] == [1]
+
+
+def _write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("body, field", [
+    ("name: x\nversion: '1'\nhazard: {firee: 2.0}\n", "hazard"),
+    ("name: x\nversion: '1'\nhazard: {fire: -1}\n", "hazard"),
+    ("name: x\nversion: '1'\ngrowth: {0: 0.5}\n", "growth"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: ice_storm, countys: [a]}]\n", "forced_events.0"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 0, peril: ice_storm}]\n", "forced_events.0.year"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 1, peril: typhoon}]\n", "forced_events.0.track"),
+    ("name: x\nversion: '1'\nprice: {scenario: moon}\n", "price.scenario"),
+    ("name: x\nversion: '1'\nclimate_pathway: hot\n", "climate_pathway"),
+    ("name: x\nversion: '1'\nconfidence: sure\n", "confidence"),
+    ("name: x\nbogus: 1\nversion: '1'\n", "bogus"),
+    ("version: '1'\n", "name"),
+])
+def test_bad_files_name_the_field_and_the_file(tmp_path, body, field):
+    p = _write(tmp_path, body)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(p)
+    msg = str(e.value)
+    assert str(p) in msg and field in msg
+
+
+def test_conflicting_combination_and_cycles(tmp_path):
+    a = _write(tmp_path, "name: a\nversion: '1'\nprice: {scenario: net_zero}\nincludes: [carbon_price_crash]\n", "a.yaml")
+    with pytest.raises(ScenarioError, match="price.scenario"):
+        load_scenario(a)
+    _write(tmp_path, "name: b\nversion: '1'\nincludes: [c.yaml]\n", "b.yaml")
+    _write(tmp_path, "name: c\nversion: '1'\nincludes: [b.yaml]\n", "c.yaml")
+    with pytest.raises(ScenarioError, match="cycle"):
+        load_scenario(tmp_path / "b.yaml")
+
+
+@pytest.fixture(scope="module")
+def pf(params):
+    return validate_frame(make_frame(150, seed=3), params, source="stress")
+
+
+def test_baseline_vs_baseline_difference_is_exactly_zero(pf, params):
+    st = StressSettings(years=3, paths=32, seed=11, levels=("portfolio", "county"))
+    base = load_scenario("baseline")
+    a = run_scenario(pf, params, base, st)
+    b = run_scenario(pf, params, base, st)
+    by, hz = compare_runs(a, b, st.levels, st.years, st.start_year, st.switches)
+    assert (by.diff_mean == 0).all() and (by.diff_mc_se == 0).all()
+    assert (hz.diff_mean == 0).all()
+
+
+def test_forced_ice_storm_hits_only_the_named_counties(pf, params):
+    # no cascades: a damaged stand would otherwise burn more easily later (still only in the named county)
+    from dataclasses import replace
+
+    st = StressSettings(years=3, paths=32, seed=5, levels=("portfolio", "county"))
+    st = replace(st, switches=replace(st.switches, cascades=False))
+    base = run_scenario(pf, params, load_scenario("baseline"), st)
+    ice = run_scenario(pf, params, load_scenario("ice_storm_2008"), st)  # Longquan, Qingyuan, Suichang, Jingning
+    labels = list(base.result.labels["county"])
+    hit = [i for i, g in enumerate(labels) if g.endswith(("龙泉市", "遂昌县"))]
+    other = [i for i, g in enumerate(labels) if g.endswith("莲都区")]
+    assert hit and other
+    for m in ("loss_ice_storm_tco2e", "stock_tco2e", "loss_tco2e"):
+        b, s = base.result.paths_of(m, "county"), ice.result.paths_of(m, "county")
+        # parcels elsewhere: identical on every path and year
+        np.testing.assert_array_equal(b[:, :, other], s[:, :, other])
+    b, s = base.result.paths_of("loss_ice_storm_tco2e", "county"), ice.result.paths_of("loss_ice_storm_tco2e", "county")
+    np.testing.assert_array_equal(b[0], s[0])                 # year 1: nothing yet
+    extra = (s[1] - b[1])[:, hit]
+    assert (extra >= 0).all() and (extra.sum(axis=0) > 0).all()  # year 2: the storm hits both named counties
