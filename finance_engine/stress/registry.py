@@ -42,6 +42,12 @@ from models.parameters import SITE_CLASSES, ModelParameters
 from models.portfolio import Portfolio
 
 UNIT_PREFIX = "unit:"
+DEMO_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "data" / "stress_registry_demo.yaml"
+
+
+def demo_registry_path() -> Path:
+    """The example registry of loans and policies against the shipped demo portfolio."""
+    return DEMO_REGISTRY_PATH
 
 
 class RegistryError(ValueError):
@@ -215,5 +221,5 @@ def bind_registry(registry: Registry, portfolio: Portfolio, params: ModelParamet
     return BoundRegistry(registry, run_pf, unit_of_loan, unit_of_policy, unit_parcels)
 
 
-__all__ = ["BoundRegistry", "InsurerEntry", "LoanEntry", "PolicyEntry", "Registry", "RegistryError", "StopLoss",
+__all__ = ["DEMO_REGISTRY_PATH", "demo_registry_path", "BoundRegistry", "InsurerEntry", "LoanEntry", "PolicyEntry", "Registry", "RegistryError", "StopLoss",
            "UNIT_PREFIX", "bind_registry", "parse_registry", "read_registry"]

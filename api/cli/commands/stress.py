@@ -40,10 +40,10 @@ def _common(f):
 def _registry(path):
     if path is None:
         return None
-    from finance_engine.stress.registry import RegistryError, read_registry
+    from finance_engine.stress.registry import RegistryError, demo_registry_path, read_registry
 
     if path == "demo":
-        path = str(Path(__file__).resolve().parents[3] / "finance_engine" / "data" / "stress_registry_demo.yaml")
+        path = str(demo_registry_path())
     try:
         return read_registry(path)
     except RegistryError as exc:
