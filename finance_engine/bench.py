@@ -14,6 +14,7 @@ Cases
 ``loan``           one loan's valuation run: 50 parcels, 10,000 paths, 30 years.
 ``city``           a city-scale run on a generated 200,000-parcel portfolio (``--city-paths``
                    paths, default 64) -- extrapolate to 1,000 paths by throughput.
+``price_layer``    layer pricing of a shuffled 1,000,000-row event loss table.
 ``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
                    depends on chunk size and parcels, not on paths.
 """
@@ -132,6 +133,19 @@ def _run_case(name: str, args: dict) -> dict:
         ppy = n * paths * years
         return {"parcels": n, "paths": paths, "years": years, "seconds": dt, "parcel_path_years_per_s": ppy / dt,
                 "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb()}
+    if name == "price_layer":
+        import pandas as pd
+
+        from finance_engine.insurance import price_layer
+
+        rng = np.random.default_rng(3)
+        n_rows, n_years = 1_000_000, 200_000
+        elt = pd.DataFrame({"year": rng.integers(0, n_years, n_rows), "event_id": np.arange(n_rows),
+                            "loss": rng.exponential(10.0, n_rows)})
+        price_layer(elt.head(1000), n_years, 20.0, 30.0)
+        t = time.perf_counter()
+        price_layer(elt, n_years, 20.0, 30.0)
+        return {"rows": n_rows, "seconds": time.perf_counter() - t, "peak_rss_mb": _peak_rss_mb()}
     raise ValueError(f"unknown case {name}")
 
 
@@ -168,7 +182,7 @@ def run(cases: list[str], demo_paths: int = 256, city_paths: int = 64, memory_pa
     return doc
 
 
-ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory"]
+ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]
 
 
 def main(argv: list[str] | None = None) -> int:

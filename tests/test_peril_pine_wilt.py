@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -298,23 +297,6 @@ def test_independent_mode_matches_marginal_infection_rate(params):
     assert abs(sp.mean() - si.mean()) <= 4 * se
     # contagion gone: far less co-movement of parcels across paths
     assert si.var() < sp.var() / 4
-
-
-def test_speed_5000_parcels_64_paths_30_years(params):
-    rng = np.random.default_rng(0)
-    n = 5000
-    pf = validate_frame(frame(rng.uniform(27.4, 28.8, n), rng.uniform(118.7, 120.5, n),
-                              rng.choice(["masson_pine", "mixed_conifer", "chinese_fir"], n),
-                              county=rng.choice(["景宁畲族自治县", "莲都区"], n), pest_control="basic"), params)
-    peril = PineWilt(params.perils["pine_wilt"], params, pf)
-    rnd = KeyedRandom(1, np.arange(64), pf.keys)
-    state = peril.init_state(64, rnd)
-    ctxs = [ctx_for(rnd, pf.n_parcels, y) for y in range(30)]
-    t0 = time.perf_counter()
-    n_loss = sum(len(peril.step(c, state)) for c in ctxs)
-    elapsed = time.perf_counter() - t0
-    assert n_loss > 0
-    assert elapsed < 3.0, f"pine wilt took {elapsed:.2f}s for 5,000 parcels x 64 paths x 30 years"
 
 
 def test_parameter_block_targets(params):

@@ -11,7 +11,7 @@ from api.cli.common import echo_json, note
 
 @click.command("bench")
 @click.option("--cases", multiple=True, type=click.Choice(
-    ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory"]),
+    ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]),
     help="Cases to run (repeat; default: all).")
 @click.option("--demo-paths", type=click.IntRange(32, 100_000), default=256, show_default=True)
 @click.option("--city-paths", type=click.IntRange(32, 100_000), default=64, show_default=True)
