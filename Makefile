@@ -30,8 +30,8 @@ bench: $(STAMP)
 ## regenerate the lock from pyproject's pins (needs network to PyPI)
 lock:
 	rm -rf /tmp/crelock && $(PYTHON) -m venv /tmp/crelock
-	/tmp/crelock/bin/pip install --quiet -e ".[test]"
-	/tmp/crelock/bin/pip freeze --exclude-editable | grep -v '^carbon-risk-engine' > requirements.lock
+	/tmp/crelock/bin/pip install --quiet setuptools wheel -e ".[test]"
+	/tmp/crelock/bin/pip freeze --all --exclude-editable | grep -v -E '^(carbon-risk-engine|pip)==' > requirements.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
