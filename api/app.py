@@ -17,6 +17,7 @@ from api.middleware import ServiceMiddleware
 from api.problems import Problem, install_problem_handlers
 from api.requestctx import configure_logging
 from api.routes import ROUTERS
+from api.routes import ui as ui_routes
 from api.routes.portfolios import AccountsCache
 from api.security import RateLimiter
 from api.services import ModelRegistry, PortfolioCache
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
     install_problem_handlers(app)
     for r in ROUTERS:
         app.include_router(r)
+    app.include_router(ui_routes.router)  # the dashboard at /ui (docs/dashboard.md)
     app.add_middleware(ServiceMiddleware, settings=settings, db=db)
 
     base_openapi = app.openapi

@@ -1,0 +1,158 @@
+// Hand-written SVG charts (no library, no network): a bar chart with error bars, an exceedance curve
+// and a fan chart. Each draws into an <svg role="img"> with a <title> and a <desc> listing its data.
+
+const NS = "http://www.w3.org/2000/svg";
+
+export function el(name, attrs = {}, parent = null) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+/** Round tick values from at or below `lo` to at or above `hi`. */
+export function niceTicks(lo, hi, n = 5) {
+  if (!(hi > lo)) { hi = lo + 1; }
+  const raw = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+  const out = [];
+  const first = Math.floor(lo / step + 1e-9), last = Math.ceil(hi / step - 1e-9);
+  for (let i = first; i <= last; i++) out.push(i === 0 ? 0 : +(i * step).toPrecision(12));
+  return out;
+}
+
+export function shortNum(v) {
+  const a = Math.abs(v);
+  if (a >= 1e9) return `${+(v / 1e9).toPrecision(3)}G`;
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
+  if (a >= 1e3) return `${+(v / 1e3).toPrecision(3)}k`;
+  return `${+v.toPrecision(3)}`;
+}
+
+function frame(svg, title, desc, W, H) {
+  svg.replaceChildren();
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  const tid = `${svg.id}-title`;
+  const did = `${svg.id}-desc`;
+  el("title", { id: tid }, svg).textContent = title;
+  el("desc", { id: did }, svg).textContent = desc;
+  svg.setAttribute("aria-labelledby", `${tid} ${did}`);
+}
+
+function axisLabel(svg, text, x, y, rotate = false) {
+  const e = el("text", { x, y, class: "axis-title", "text-anchor": "middle" }, svg);
+  if (rotate) e.setAttribute("transform", `rotate(-90 ${x} ${y})`);
+  e.textContent = text;
+}
+
+/**
+ * Horizontal bars: one per label, value with an optional ± error bar.
+ * @param {SVGSVGElement} svg
+ * @param {{labels: string[], values: number[], errors?: number[], title: string, xLabel: string}} d
+ */
+export function barChart(svg, { labels, values, errors = [], title, xLabel }) {
+  const W = 640, rowH = 26, top = 12, left = 190, right = 24, bottom = 48;
+  const H = top + bottom + rowH * labels.length;
+  frame(svg, title, labels.map((l, i) => `${l}: ${shortNum(values[i])}`).join("; "), W, H);
+  const hi = Math.max(1e-9, ...values.map((v, i) => v + (errors[i] || 0)));
+  const lo = Math.min(0, ...values.map((v, i) => v - (errors[i] || 0)));
+  const ticks = niceTicks(lo, hi, 5);
+  const x0 = Math.min(lo, ticks[0]), x1 = Math.max(hi, ticks[ticks.length - 1]);
+  const X = (v) => left + ((v - x0) / (x1 - x0)) * (W - left - right);
+  const g = el("g", { class: "grid" }, svg);
+  for (const tk of ticks) {
+    el("line", { x1: X(tk), x2: X(tk), y1: top, y2: H - bottom }, g);
+    el("text", { x: X(tk), y: H - bottom + 16, "text-anchor": "middle", class: "tick" }, svg).textContent = shortNum(tk);
+  }
+  labels.forEach((lab, i) => {
+    const y = top + i * rowH;
+    const v = values[i];
+    el("text", { x: left - 8, y: y + rowH / 2 + 4, "text-anchor": "end", class: "tick label" }, svg).textContent = lab;
+    const bar = el("rect", { x: Math.min(X(0), X(v)), y: y + 4, width: Math.max(1, Math.abs(X(v) - X(0))), height: rowH - 8,
+      class: "bar", "data-label": lab, "data-value": String(v) }, svg);
+    el("title", {}, bar).textContent = `${lab}: ${shortNum(v)}`;
+    const e = errors[i];
+    if (e > 0) {
+      const ey = y + rowH / 2;
+      el("line", { x1: X(v - e), x2: X(v + e), y1: ey, y2: ey, class: "errbar" }, svg);
+      el("line", { x1: X(v - e), x2: X(v - e), y1: ey - 5, y2: ey + 5, class: "errbar" }, svg);
+      el("line", { x1: X(v + e), x2: X(v + e), y1: ey - 5, y2: ey + 5, class: "errbar" }, svg);
+    }
+  });
+  axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
+}
+
+/**
+ * Exceedance curve: loss on x, probability of exceeding it on y (log scale 0.001-1).
+ * @param {{points: {loss: number, prob: number}[], title: string, xLabel: string, yLabel: string}} d
+ */
+export function exceedanceChart(svg, { points, title, xLabel, yLabel }) {
+  const W = 640, H = 320, left = 70, right = 24, top = 14, bottom = 48;
+  const pts = points.filter((p) => Number.isFinite(p.loss) && p.prob > 0).sort((a, b) => a.loss - b.loss);
+  frame(svg, title, pts.map((p) => `P(loss > ${shortNum(p.loss)}) = ${p.prob}`).join("; "), W, H);
+  if (!pts.length) return;
+  const ticks = niceTicks(Math.min(0, pts[0].loss), pts[pts.length - 1].loss, 5);
+  const x0 = ticks[0], x1 = ticks[ticks.length - 1];
+  const X = (v) => left + ((v - x0) / (x1 - x0 || 1)) * (W - left - right);
+  const yTicks = [1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005];
+  const ymin = Math.log10(0.005);
+  const Y = (p) => top + (Math.log10(p) / ymin) * (H - top - bottom);
+  const g = el("g", { class: "grid" }, svg);
+  for (const tk of ticks) {
+    el("line", { x1: X(tk), x2: X(tk), y1: top, y2: H - bottom }, g);
+    el("text", { x: X(tk), y: H - bottom + 16, "text-anchor": "middle", class: "tick" }, svg).textContent = shortNum(tk);
+  }
+  for (const p of yTicks) {
+    el("line", { x1: left, x2: W - right, y1: Y(p), y2: Y(p) }, g);
+    el("text", { x: left - 6, y: Y(p) + 4, "text-anchor": "end", class: "tick" }, svg).textContent = p >= 0.01 ? `${p * 100}%` : `${p * 100}%`;
+  }
+  el("polyline", { points: pts.map((p) => `${X(p.loss)},${Y(p.prob)}`).join(" "), class: "line" }, svg);
+  for (const p of pts) {
+    const c = el("circle", { cx: X(p.loss), cy: Y(p.prob), r: 4, class: "dot", "data-prob": String(p.prob), "data-loss": String(p.loss) }, svg);
+    el("title", {}, c).textContent = `P > ${shortNum(p.loss)}: ${(p.prob * 100).toFixed(1)} %`;
+  }
+  axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
+  axisLabel(svg, yLabel, 16, (top + H - bottom) / 2, true);
+}
+
+/**
+ * Fan chart over years: bands p05-p95, p10-p90, (p25-p75 if given) and the median line.
+ * @param {{rows: {year: number, p05: number, p10: number, p50: number, p90: number, p95: number, mean?: number}[]}} d
+ */
+export function fanChart(svg, { rows, title, xLabel, yLabel }) {
+  const W = 640, H = 320, left = 70, right = 24, top = 14, bottom = 48;
+  frame(svg, title, rows.map((r) => `${r.year}: ${shortNum(r.p50)} (${shortNum(r.p05)}-${shortNum(r.p95)})`).join("; "), W, H);
+  if (!rows.length) return;
+  const lo = Math.min(...rows.map((r) => r.p05)), hi = Math.max(...rows.map((r) => r.p95));
+  const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 1;
+  const yt = niceTicks(lo - pad, hi + pad, 5);
+  const y0 = Math.min(lo - pad, yt[0]), y1 = Math.max(hi + pad, yt[yt.length - 1]);
+  const xs = rows.map((r) => r.year);
+  const xa = Math.min(...xs), xb = Math.max(...xs);
+  const X = (v) => left + ((v - xa) / (xb - xa || 1)) * (W - left - right);
+  const Y = (v) => top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom);
+  const g = el("g", { class: "grid" }, svg);
+  for (const tk of yt) {
+    el("line", { x1: left, x2: W - right, y1: Y(tk), y2: Y(tk) }, g);
+    el("text", { x: left - 6, y: Y(tk) + 4, "text-anchor": "end", class: "tick" }, svg).textContent = shortNum(tk);
+  }
+  const step = Math.max(1, Math.ceil(rows.length / 10));
+  rows.forEach((r, i) => {
+    if (i % step === 0 || i === rows.length - 1) {
+      el("text", { x: X(r.year), y: H - bottom + 16, "text-anchor": "middle", class: "tick" }, svg).textContent = String(r.year);
+    }
+  });
+  const band = (a, b, cls) => {
+    const up = rows.map((r) => `${X(r.year)},${Y(r[b])}`);
+    const dn = rows.slice().reverse().map((r) => `${X(r.year)},${Y(r[a])}`);
+    el("polygon", { points: [...up, ...dn].join(" "), class: cls }, svg);
+  };
+  band("p05", "p95", "band band-90");
+  band("p10", "p90", "band band-80");
+  if (rows.every((r) => Number.isFinite(r.p25) && Number.isFinite(r.p75))) band("p25", "p75", "band band-50");
+  el("polyline", { points: rows.map((r) => `${X(r.year)},${Y(r.p50)}`).join(" "), class: "line median" }, svg);
+  axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
+  axisLabel(svg, yLabel, 16, (top + H - bottom) / 2, true);
+}

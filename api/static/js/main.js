@@ -1,0 +1,491 @@
+// The dashboard: sign in, choose or upload a portfolio, map, run a stress test as a job and watch it,
+// results (charts, county table), five-level accounts, report downloads. All text via i18n.js.
+
+import { Api, ApiError, forgetKey, saveKey, savedKey } from "./api.js";
+import { applyI18n, fmt, fmtPct, getLang, placeName, setLang, speciesName, t } from "./i18n.js";
+import { barChart, exceedanceChart, fanChart } from "./charts.js";
+import { ParcelMap } from "./map.js";
+import { buildTree, renderTree } from "./accounts.js";
+import { RUNNERS, detectRunner } from "./runners.js";
+
+const $ = (sel) => document.querySelector(sel);
+const POLL_MS = 400;
+
+const state = {
+  api: null, keyId: "", openapi: null, runner: null,
+  portfolios: [], portfolio: null, parcels: [],
+  job: null, view: null, accounts: null, accountsFor: null, tree: null,
+  colour: "species",
+};
+window.__dashboard = state;  // for debugging and the browser tests (read only)
+
+// ---------------------------------------------------------------------------------------------
+// sign in
+// ---------------------------------------------------------------------------------------------
+async function signIn(key) {
+  const api = new Api(key);
+  try {
+    await api.get("/v1/portfolios", { limit: 1 });  // checks the key and that its role may analyse
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) throw new Error(t("signin_role", { role: "admin" }));
+    if (e instanceof ApiError) throw new Error(t("signin_bad_key", { status: e.status }));
+    throw e;
+  }
+  state.api = api;
+  state.keyId = (/^cre_([0-9a-f]{12})_/.exec(key) || [])[1] || "";
+  saveKey(key);
+}
+
+function showApp(on) {
+  $("#signin-view").hidden = on;
+  $("#app-view").hidden = !on;
+  $("#sign-out").hidden = !on;
+  renderWho();
+}
+
+function renderWho() {
+  $("#who").textContent = state.api ? t("signed_in_as", { key: state.keyId }) : "";
+}
+
+async function afterSignIn() {
+  showApp(true);
+  try {
+    const r = await fetch("/openapi.json");
+    state.openapi = r.ok ? await r.json() : null;
+  } catch { state.openapi = null; }
+  state.runner = RUNNERS[detectRunner(state.openapi)];
+  await Promise.all([loadPortfolios(), loadRunOptions()]);
+  renderRunMode();
+}
+
+// ---------------------------------------------------------------------------------------------
+// tabs
+// ---------------------------------------------------------------------------------------------
+const TABS = ["portfolio", "run", "results", "accounts", "reports"];
+
+function selectTab(name, focus = false) {
+  for (const n of TABS) {
+    const tab = $(`#tab-${n}`), page = $(`#page-${n}`);
+    const on = n === name;
+    tab.setAttribute("aria-selected", on ? "true" : "false");
+    tab.tabIndex = on ? 0 : -1;
+    page.hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  if (name === "accounts") loadAccounts();
+  if (name === "portfolio") state.map?.reset();
+}
+
+function installTabs() {
+  for (const n of TABS) $(`#tab-${n}`).addEventListener("click", () => selectTab(n));
+  $("#tabs").addEventListener("keydown", (e) => {
+    const cur = TABS.findIndex((n) => $(`#tab-${n}`).getAttribute("aria-selected") === "true");
+    let next = null;
+    if (e.key === "ArrowRight") next = (cur + 1) % TABS.length;
+    else if (e.key === "ArrowLeft") next = (cur + TABS.length - 1) % TABS.length;
+    else if (e.key === "Home") next = 0;
+    else if (e.key === "End") next = TABS.length - 1;
+    if (next !== null) { e.preventDefault(); selectTab(TABS[next], true); }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// portfolios and the map
+// ---------------------------------------------------------------------------------------------
+async function loadPortfolios(selectId = null) {
+  const page = await state.api.get("/v1/portfolios", { limit: 500 });
+  state.portfolios = page.items;
+  renderPortfolioSelect(selectId || state.portfolio?.id || page.items[0]?.id);
+  if (page.items.length) await choosePortfolio($("#portfolio-select").value);
+}
+
+function renderPortfolioSelect(selected) {
+  const sel = $("#portfolio-select");
+  sel.replaceChildren();
+  if (!state.portfolios.length) {
+    const o = new Option(t("no_portfolios"), "");
+    o.disabled = true;
+    sel.add(o);
+  }
+  for (const p of state.portfolios) {
+    const o = new Option(`${p.name} — ${fmt(p.n_parcels)} · ${fmt(p.area_ha)} ha`, p.id);
+    sel.add(o);
+  }
+  if (selected) sel.value = selected;
+}
+
+async function choosePortfolio(id) {
+  const p = state.portfolios.find((x) => x.id === id);
+  if (!p || state.portfolio?.id === id) return;
+  state.portfolio = p;
+  state.view = null;
+  state.accounts = null;
+  renderPortfolioSummary();
+  renderResults();
+  state.parcels = [];
+  const status = $("#parcel-status");
+  const all = [];
+  let offset = 0;
+  for (;;) {
+    const d = await state.api.get(`/v1/portfolios/${id}`, { limit: 500, offset });
+    if (state.portfolio?.id !== id) return;  // another portfolio was chosen meanwhile
+    all.push(...d.parcels.items);
+    status.textContent = t("loading_parcels", { done: all.length, total: d.parcels.total });
+    if (d.parcels.next_offset === null) break;
+    offset = d.parcels.next_offset;
+  }
+  state.parcels = all;
+  status.textContent = "";
+  state.map.setParcels(all);
+  paintMap();
+}
+
+function renderPortfolioSummary() {
+  const p = state.portfolio;
+  const dl = $("#portfolio-summary");
+  dl.replaceChildren();
+  if (!p) return;
+  const add = (k, v, id) => {
+    const dt = document.createElement("dt");
+    dt.textContent = t(k);
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    if (id) dd.id = id;
+    dl.append(dt, dd);
+  };
+  add("parcels", fmt(p.n_parcels), "sum-parcels");
+  add("area_ha", fmt(p.area_ha, 1), "sum-area");
+  add("counties", fmt(Object.keys(p.summary?.counties || {}).length));
+  if (p.summary?.mean_age_years !== undefined) add("mean_age", fmt(p.summary.mean_age_years, 1));
+}
+
+function paintMap() {
+  const riskOk = !!state.view?.townshipRisk?.size;
+  $("#colour-risk").disabled = !riskOk;
+  $("#risk-note").hidden = riskOk;
+  if (!riskOk && state.colour === "risk") {
+    state.colour = "species";
+    document.querySelector('input[name="colour"][value="species"]').checked = true;
+  }
+  const mode = state.colour;
+  state.map.colourBy(mode, mode === "risk" ? state.view.townshipRisk : null,
+    { species: speciesName, place: placeName, legendTitle: t(mode === "risk" ? "color_risk" : "color_species") });
+  $("#map").setAttribute("aria-label", t("map_label", { mode: t(mode === "risk" ? "color_risk" : "color_species") }));
+}
+
+async function upload(e) {
+  e.preventDefault();
+  const f = $("#upload-file").files[0];
+  const st = $("#upload-status");
+  if (!f) { st.textContent = t("upload_no_file"); return; }
+  const form = new FormData();
+  form.append("file", f, f.name);
+  const name = $("#upload-name").value.trim();
+  if (name) form.append("name", name);
+  st.textContent = t("uploading");
+  try {
+    const resp = await state.api.raw("POST", "/v1/portfolios", { form });
+    const p = await resp.json();
+    st.textContent = t("uploaded", { name: p.name, n: fmt(p.n_parcels) });
+    state.portfolio = null;
+    await loadPortfolios(p.id);
+  } catch (err) {
+    let detail = err.message;
+    const errs = err.problem?.errors;
+    if (errs?.length) {
+      detail += ": " + errs.slice(0, 5).map((x) => (x.row !== undefined ? `row ${x.row} ${x.column}: ${x.reason}` : `${x.field}: ${x.reason}`)).join("; ");
+    }
+    st.textContent = t("upload_errors", { detail });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// running: a job with progress, ETA and cancel
+// ---------------------------------------------------------------------------------------------
+async function loadRunOptions() {
+  state.runOptions = await state.runner.options(state.api);
+  renderRunOptions();
+}
+
+function renderRunOptions() {
+  const sel = $("#run-scenario");
+  const cur = sel.value;
+  sel.replaceChildren();
+  for (const o of state.runOptions || []) sel.add(new Option(o.label(getLang()), o.value));
+  if (cur) sel.value = cur;
+}
+
+function renderRunMode() {
+  const stress = state.runner.kind === "stress";
+  $("#run-mode-note").textContent = stress ? "" : t("run_using_sim");
+  $("#run-mode-note").hidden = stress;
+  $("#run-scenario-label").textContent = t(stress ? "scenario" : "climate_pathway");
+}
+
+function setRunning(on) {
+  $("#run-start").disabled = on;
+  $("#run-cancel").disabled = !on;
+}
+
+function renderJob(job) {
+  const p = Math.max(0, Math.min(1, job.progress || 0));
+  $("#run-progress").value = p;
+  $("#run-progress").setAttribute("aria-valuetext", `${Math.round(100 * p)} %`);
+  $("#run-pct").textContent = `${Math.round(100 * p)} %`;
+  $("#run-status").textContent = t(`st_${job.status}`);
+  $("#run-status").dataset.status = job.status;
+  $("#run-eta").textContent = job.status === "running" && Number.isFinite(job.eta_s)
+    ? t("eta_value", { s: fmt(job.eta_s, 0) }) : t("eta_unknown");
+  $("#run-log").textContent = (job.log || []).join("\n");
+  $("#run-error").textContent = job.status === "failed" ? t("job_failed", { error: job.error?.message || JSON.stringify(job.error) }) : "";
+}
+
+async function startRun(e) {
+  e.preventDefault();
+  if (!state.portfolio) return;
+  const form = {
+    option: $("#run-scenario").value,
+    years: Number($("#run-years").value), paths: Number($("#run-paths").value), seed: Number($("#run-seed").value),
+  };
+  $("#run-error").textContent = "";
+  setRunning(true);
+  try {
+    const job = await state.runner.start(state.api, state.portfolio, form);
+    state.job = job;
+    renderJob(job);
+    await poll(job.id);
+  } catch (err) {
+    $("#run-error").textContent = t("error", { detail: problemText(err) });
+  } finally {
+    setRunning(false);
+  }
+}
+
+function problemText(err) {
+  const errs = err.problem?.errors;
+  return errs?.length ? `${err.message}: ${errs.map((x) => `${x.field ?? x.column}: ${x.reason}`).join("; ")}` : err.message;
+}
+
+async function poll(id) {
+  for (;;) {
+    const job = await state.api.get(`/v1/jobs/${id}`);
+    state.job = job;
+    renderJob(job);
+    if (job.status === "succeeded") {
+      state.view = await state.runner.result(state.api, job, state.portfolio, state.parcels);
+      state.accounts = null;
+      renderResults();
+      paintMap();
+      selectTab("results", true);
+      return;
+    }
+    if (job.status === "failed" || job.status === "cancelled") return;
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+async function cancelRun() {
+  if (!state.job) return;
+  $("#run-cancel").disabled = true;
+  $("#run-status").textContent = t("cancelling");
+  try {
+    const job = await state.api.raw("POST", `/v1/jobs/${state.job.id}/cancel`).then((r) => r.json());
+    renderJob(job);
+  } catch (err) {
+    $("#run-error").textContent = t("error", { detail: problemText(err) });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// results
+// ---------------------------------------------------------------------------------------------
+function renderResults() {
+  const v = state.view;
+  $("#results").hidden = !v;
+  $("#results-empty").hidden = !!v;
+  $("#reports-empty").hidden = !!v;
+  renderReports();
+  if (!v) return;
+  $("#result-id").textContent = v.id;
+  $("#result-settings").textContent = `${v.title ? v.title + " · " : ""}${t("run_settings", v.settings)}`;
+  const k = $("#kpis");
+  k.replaceChildren();
+  for (const [key, val] of v.kpis) {
+    const d = document.createElement("div");
+    d.className = "kpi";
+    d.dataset.kpi = key;
+    d.dataset.value = String(val);
+    const n = document.createElement("span");
+    n.className = "kpi-value";
+    n.textContent = fmt(val);
+    const l = document.createElement("span");
+    l.className = "kpi-label";
+    l.textContent = t(key);
+    d.append(n, l);
+    k.appendChild(d);
+  }
+  const rows = v.counties;
+  barChart($("#chart-county"), {
+    labels: rows.map((r) => placeName(r.county)), values: rows.map((r) => r.loss), errors: rows.map((r) => 2 * (r.se || 0)),
+    title: t("chart_county"), xLabel: t("axis_loss"),
+  });
+  exceedanceChart($("#chart-exceed"), { points: v.exceedance, title: t("chart_exceed"), xLabel: t("axis_loss"), yLabel: t("axis_prob") });
+  fanChart($("#chart-fan"), { rows: v.fan, title: t("chart_fan"), xLabel: t("axis_year"), yLabel: t("axis_stock") });
+  const tb = $("#county-table tbody");
+  tb.replaceChildren();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.county = r.county;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = placeName(r.county);
+    tr.appendChild(th);
+    for (const [col, val, text] of [["area_ha", r.area, fmt(r.area, 1)], ["loss_tco2e", r.loss, fmt(r.loss)],
+      ["mc_se", r.se, fmt(r.se)], ["loss_per_ha_yr", r.perHaYr, fmt(r.perHaYr, 3)], ["share_of_stock", r.share, fmtPct(r.share, 2)]]) {
+      const td = document.createElement("td");
+      td.className = "num";
+      td.dataset.col = col;
+      td.dataset.value = val === null || val === undefined ? "" : String(val);
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    tb.appendChild(tr);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// accounts
+// ---------------------------------------------------------------------------------------------
+async function loadAccounts() {
+  const st = $("#acc-status");
+  const path = state.view?.accountsPath || (state.portfolio ? `/v1/portfolios/${state.portfolio.id}/accounts` : null);
+  if (!path) return;
+  const query = state.view?.accountsPath ? {} : { paths: 64 };
+  if (state.accountsFor !== path || !state.accounts) {
+    st.textContent = t("loading_accounts");
+    state.accountsFor = path;
+    try {
+      const rows = [];
+      let offset = 0;
+      for (;;) {
+        const d = await state.api.get(path, { ...query, limit: 500, offset });
+        rows.push(...d.rows.items);
+        if (d.rows.next_offset === null) break;
+        offset = d.rows.next_offset;
+      }
+      if (state.accountsFor !== path) return;
+      state.accounts = rows;
+    } catch (err) {
+      st.textContent = t("error", { detail: problemText(err) });
+      state.accountsFor = null;
+      return;
+    }
+  }
+  st.textContent = "";
+  renderAccounts();
+}
+
+function renderAccounts() {
+  if (!state.accounts) return;
+  const cols = [
+    { key: "parcels", fmt: (v) => fmt(v) }, { key: "area_ha", fmt: (v) => fmt(v, 1) },
+    { key: "stock_bef_tco2e", fmt: (v) => fmt(v) }, { key: "expected_sink_tco2e_per_yr", fmt: (v) => fmt(v) },
+    { key: "expected_loss_tco2e_per_yr", fmt: (v) => fmt(v) },
+  ];
+  state.tree = renderTree($("#accounts-table tbody"), buildTree(state.accounts), { columns: cols, t, place: placeName, openDepth: 2 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// reports
+// ---------------------------------------------------------------------------------------------
+function renderReports() {
+  const ul = $("#report-list");
+  ul.replaceChildren();
+  const v = state.view;
+  if (!v) return;
+  for (const r of v.reports(state.openapi)) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary";
+    b.dataset.report = r.id;
+    b.textContent = r.labelKey ? t(r.labelKey) : t("dl_report", { name: r.name });
+    b.addEventListener("click", async () => {
+      const st = $("#report-status");
+      st.textContent = t("downloading");
+      try {
+        const out = await state.api.download(r.path, r.file, r.query);
+        st.textContent = t("downloaded", { file: `${out.name} (${fmt(out.size)} B)` });
+      } catch (err) {
+        st.textContent = t("error", { detail: problemText(err) });
+      }
+    });
+    li.appendChild(b);
+    ul.appendChild(li);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// language
+// ---------------------------------------------------------------------------------------------
+function renderLanguage() {
+  applyI18n();
+  $("#lang-toggle").textContent = t("lang_other");
+  renderWho();
+  if (state.api) {
+    renderPortfolioSelect(state.portfolio?.id);
+    renderPortfolioSummary();
+    renderRunOptions();
+    renderRunMode();
+    if (state.job) renderJob(state.job);
+    renderResults();
+    if (state.parcels.length) paintMap();
+    if (state.accounts) renderAccounts();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// start
+// ---------------------------------------------------------------------------------------------
+function init() {
+  state.map = new ParcelMap($("#map"), $("#map-legend"));
+  installTabs();
+  $("#lang-toggle").addEventListener("click", () => { setLang(getLang() === "zh" ? "en" : "zh"); renderLanguage(); });
+  $("#signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const key = $("#api-key").value.trim();
+    const err = $("#signin-error");
+    err.textContent = t("signing_in");
+    try {
+      await signIn(key);
+      err.textContent = "";
+      $("#api-key").value = "";
+      await afterSignIn();
+      $("#tab-portfolio").focus();
+    } catch (ex) {
+      err.textContent = ex.message;
+    }
+  });
+  $("#sign-out").addEventListener("click", () => { forgetKey(); window.location.reload(); });
+  $("#portfolio-select").addEventListener("change", (e) => choosePortfolio(e.target.value));
+  $("#upload-form").addEventListener("submit", upload);
+  document.querySelectorAll('input[name="colour"]').forEach((r) => r.addEventListener("change", (e) => {
+    state.colour = e.target.value;
+    paintMap();
+  }));
+  $("#zoom-in").addEventListener("click", () => state.map.zoom(1.25));
+  $("#zoom-out").addEventListener("click", () => state.map.zoom(0.8));
+  $("#zoom-reset").addEventListener("click", () => state.map.reset());
+  $("#run-form").addEventListener("submit", startRun);
+  $("#run-cancel").addEventListener("click", cancelRun);
+  $("#acc-expand").addEventListener("click", () => state.tree?.expandAll());
+  $("#acc-collapse").addEventListener("click", () => state.tree?.collapseAll());
+  renderLanguage();
+  const key = savedKey();
+  if (key) {
+    signIn(key).then(afterSignIn).catch(() => { forgetKey(); showApp(false); });
+  }
+  document.body.dataset.ready = "true";
+}
+
+init();
