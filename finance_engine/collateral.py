@@ -136,7 +136,12 @@ def balance_schedule(terms: LoanTerms) -> np.ndarray:
 
 @dataclass
 class CollateralValuation:
-    """Everything a credit officer needs about one pledge. Money in CNY, carbon in tCO2e."""
+    """Everything a credit officer needs about one pledge. Money in CNY, carbon in tCO2e.
+
+    ``by_year`` row ``t`` compares the collateral value at the *end* of loan year ``t`` with the
+    balance outstanding *during* that year (before the year-end instalment): the exposure the bank
+    has if the borrower defaults in year ``t``.
+    """
 
     provenance: dict[str, Any]
     terms: dict[str, Any]
@@ -442,6 +447,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     max_loan = float(np.quantile(ratio, q))
     sizing = {
         "target_shortfall_probability": q,
+        "max_loan_by_target_cny": {f"{t:g}": float(max(np.quantile(ratio, t), 0.0))
+                                   for t in (0.005, 0.01, 0.02, 0.05, 0.10)},
         "max_loan_cny": max(max_loan, 0.0),
         "implied_haircut": float(1 - max_loan / v0) if v0 > 0 else None,
         "practice_loan_cny": float(v0 * terms.pledge_rate),
@@ -549,7 +556,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     rows = [{"driver": "full model", "value_cny": v_base, "p_value_below_balance_any_time": p_base,
              "expected_shortfall_cny": s_base}]
     calm = dataclasses.replace(pmodel, volatility_per_sqrt_year=0.0, jump_intensity_per_year=0.0)
-    cases = [("price volatility", None, prices(calm), iss)]
+    cases = [("price volatility and jumps", None, prices(calm), iss)]
     for peril in base_phys.losses:
         cases.append((peril, base_sw.without(peril), base_prices, iss))
     cases.append(("issuance risk", None, base_prices, IssuanceRisk.none()))

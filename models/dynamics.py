@@ -92,6 +92,9 @@ class YearOutput:
     growth_tc_per_ha: np.ndarray
     mortality_tc_per_ha: np.ndarray
     losses: list[tuple[str, PerilLosses, np.ndarray]]  # (peril, sparse losses, loss tC/ha per entry)
+    # clear-fell harvest at the rotation age: (path positions, parcel positions, tC/ha removed)
+    harvest: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)))
 
 
 def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
@@ -144,6 +147,10 @@ class ForestSimulator:
         self._mortality = gu.background_mortality_rate.value if self.switches.background_mortality else 0.0
         regen = params.file.regeneration
         self._replant_delay = int(regen.replanting_delay_years.value)
+        # clear-fell rotations (tree parcels with a rotation age; trees come first in canonical order)
+        rot = np.asarray(portfolio.rotation_age_years, dtype=float)
+        self._rotation_idx = np.flatnonzero(np.isfinite(rot[:portfolio.n_tree])).astype(np.intp)
+        self._rotation_age = rot[self._rotation_idx].astype(np.float32)
         bamboo_sp = [s for s in params.file.species.values() if s.bamboo is not None]
         self._bamboo_establishment = bamboo_sp[0].bamboo.establishment_stock_tc_per_ha.value if bamboo_sp else 0.0
         # a stand measured above the ceiling keeps its measured level as its own ceiling
@@ -330,9 +337,25 @@ class ForestSimulator:
                     hit = f >= self._cascades.damage_threshold.value
                     if hit.any():
                         cascade_until[pl.path_pos[hit], pl.parcel_pos[hit]] = y + int(self._cascades.years.value)
-            yield YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
+            # ---- clear-fell at the rotation age, replant at once ---------------------------------
+            harvest = None
+            if self._rotation_idx.size:
+                due = age[:, self._rotation_idx] >= self._rotation_age[None, :]
+                if due.any():
+                    hp, hk = np.nonzero(due)
+                    hq = self._rotation_idx[hk]
+                    removed = carbon[hp, hq].copy()
+                    u[hp, hq] = 0.0
+                    carbon[hp, hq] = self._tree_carbon_at(np.zeros(hq.size), hq)
+                    removed -= carbon[hp, hq]
+                    age[hp, hq] = 0.0
+                    harvest = (hp.astype(np.int64), hq.astype(np.int64), removed)
+            out = YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
                              carbon_end_tc_per_ha=carbon.copy(), growth_tc_per_ha=growth,
                              mortality_tc_per_ha=mortality, losses=losses)
+            if harvest is not None:
+                out.harvest = harvest
+            yield out
 
     # ------------------------------------------------------------------------------------------
     def parameter_random(self, rnd: KeyedRandom) -> KeyedRandom:

@@ -12,7 +12,8 @@ Required: ``parcel_id``, ``province``, ``city``, ``county``, ``township``, ``vil
 Optional: ``volume_m3_per_ha`` (measured stock; derived from the growth curve when absent),
 ``bamboo_carbon_tc_per_ha`` (measured bamboo stand carbon), ``origin`` (plantation / natural, default
 plantation), ``elevation_m`` (default 300), ``fire_protection`` and ``pest_control`` (none / basic /
-enhanced, default basic), ``project_id`` (default empty).
+enhanced, default basic), ``project_id`` (default empty), ``rotation_age_years`` (trees: clear-fell
+and replant at this age; empty: never clear-felled).
 Species may be given by id (``chinese_fir``), Chinese name (``杉木``) or any alias in the parameter file.
 """
 
@@ -49,6 +50,7 @@ OPTIONAL_COLUMNS: dict[str, Any] = {
     "fire_protection": "basic",
     "pest_control": "basic",
     "project_id": "",
+    "rotation_age_years": np.nan,
 }
 MANAGEMENT_LEVELS: tuple[str, ...] = ("none", "basic", "enhanced")
 ORIGINS: dict[str, str] = {
@@ -75,7 +77,7 @@ MAX_REPORTED_PROBLEMS = 10_000
 _CANONICAL_COLUMNS: tuple[str, ...] = (
     "parcel_id", *LEVELS, "latitude", "longitude", "area_ha", "species_group", "age_years", "site_class",
     "volume_m3_per_ha", "bamboo_carbon_tc_per_ha", "origin", "elevation_m", "fire_protection",
-    "pest_control", "project_id")
+    "pest_control", "project_id", "rotation_age_years")
 
 
 @dataclass(frozen=True)
@@ -508,6 +510,11 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     out["pest_control"] = category(17, "pest_control", _MANAGEMENT_ALIASES,
                                    "pest_control must be one of none, basic, enhanced")
     out["project_id"], _ = _text_column(df["project_id"])
+    rot, rot_ok = number(19, "rotation_age_years", 0.0, 500.0, required=False, lo_open=True,
+                         reason="rotation_age_years must lie in (0, 500]")
+    bad.add(19, "rotation_age_years", rot_ok & is_bamboo,
+            "bamboo is harvested selectively every year: rotation_age_years applies to trees only")
+    out["rotation_age_years"] = np.where(is_bamboo, np.nan, rot)
 
     if bad:
         raise PortfolioError(bad.problems())
@@ -548,8 +555,10 @@ class Portfolio:
         frame = frame.sort_values(["_kind", "parcel_id"], kind="mergesort").reset_index(drop=True)
         n_tree = int((frame["_kind"] == 0).sum())
         frame = frame.drop(columns="_kind")
+        if "rotation_age_years" not in frame.columns:
+            frame["rotation_age_years"] = np.nan
         for c in ("latitude", "longitude", "area_ha", "age_years", "volume_m3_per_ha",
-                  "bamboo_carbon_tc_per_ha", "elevation_m"):
+                  "bamboo_carbon_tc_per_ha", "elevation_m", "rotation_age_years"):
             frame[c] = frame[c].astype(np.float64)
         species_code = frame["species_group"].map(params.species_index).to_numpy(np.int16)
         site_code = frame["site_class"].map({s: i for i, s in enumerate(SITE_CLASSES)}).to_numpy(np.int8)
@@ -605,6 +614,11 @@ class Portfolio:
     @property
     def bamboo_carbon_tc_per_ha(self) -> np.ndarray:
         return self._array("bamboo_carbon_tc_per_ha")
+
+    @property
+    def rotation_age_years(self) -> np.ndarray:
+        """Clear-fell age of each tree parcel (NaN: never clear-felled, e.g. a carbon project)."""
+        return self._array("rotation_age_years")
 
     @cached_property
     def fire_protection_code(self) -> np.ndarray:

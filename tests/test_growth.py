@@ -121,3 +121,46 @@ def test_growth_uncertainty_levels_are_mean_one(params):
     se = g_full.std() / np.sqrt(g_full.size)
     # parameter draws are shared by sets of 4 paths; allow for that with a wider band
     assert abs(g_full.mean() - g_det) < 4 * se * 2
+
+
+def test_clear_fell_at_rotation_age(params):
+    from finance_engine.simulation import simulate
+
+    df = make_frame(3, species=["chinese_fir"])
+    df["age_years"] = 20
+    df["site_class"] = "II"
+    df["rotation_age_years"] = [25, 30, None]
+    pf = validate_frame(df, params)
+    sw = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False,
+                            background_mortality=False, perils=())
+    sim = ForestSimulator(params, pf, switches=sw)
+    outs = list(sim.run(KeyedRandom(1, np.arange(1), pf.keys), 12))
+    a, k, c = _growth(params, "chinese_fir")
+    f = sim.factors.tc_per_ha
+    # the parcel with rotation 25 is felled at the end of year index 4 (age 25) and replanted
+    hp, hq, hv = outs[4].harvest
+    felled = pf.frame.parcel_id.iloc[hq].tolist()
+    assert felled == [pf.frame.parcel_id[pf.frame.rotation_age_years == 25].iloc[0]]
+    assert hv[0] == pytest.approx(f(np.array([chapman_richards_volume(25, a["II"], k, c)]))[0], rel=1e-9)
+    q = hq[0]
+    assert outs[4].carbon_end_tc_per_ha[0, q] == 0.0
+    assert outs[5].carbon_end_tc_per_ha[0, q] == pytest.approx(f(np.array([chapman_richards_volume(1, a["II"], k, c)]))[0])
+    # the engine reports the harvest and keeps the stock identity
+    r = simulate(pf, params, years=12, paths=32, seed=1, switches=sw)
+    h = r.paths_of("harvest_tco2e")[:, :, 0]
+    assert np.count_nonzero(h[:, 0]) == 2 and h[4, 0] > 0 and h[9, 0] > 0   # felled at age 25 and age 30
+    # a longer rotation keeps more carbon standing on average
+    short = df.assign(rotation_age_years=25)
+    long_ = df.assign(rotation_age_years=40)
+    means = [simulate(validate_frame(d, params), params, years=40, paths=32, seed=1, switches=sw)
+             .paths_of("stock_tco2e")[..., 0].mean() for d in (short, long_)]
+    assert means[1] > means[0]
+
+
+def test_rotation_is_for_trees_only(params):
+    from models.portfolio import PortfolioError
+
+    df = make_frame(4, species=["moso_bamboo"])
+    df["rotation_age_years"] = 5
+    with pytest.raises(PortfolioError, match="rotation_age_years applies to trees only"):
+        validate_frame(df, params)

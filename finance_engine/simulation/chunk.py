@@ -27,6 +27,7 @@ BASE_METRICS: tuple[str, ...] = (
     "growth_tco2e",          # gross growth
     "mortality_tco2e",       # background mortality
     "loss_tco2e",            # carbon destroyed by all perils
+    "harvest_tco2e",         # carbon removed by clear-fell at the rotation age
 )
 CREDIT_METRICS: tuple[str, ...] = ("credits_issued_tco2e", "buffer_withheld_tco2e")
 # horizon metrics kept per parcel (means and standard errors only)
@@ -160,14 +161,21 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
                 np.add.at(cum_loss, (pl.path_pos, pl.parcel_pos), lost_t)
             if elt_level is not None:
                 elt_parts.append(_elt_rows(setup, name, y, path_start, pl, lost_t, elt_level))
+        hp, hq, hv = out.harvest
+        if hv.size:
+            harvest_sums = agg.sum_sparse(n_paths, hp, hq, hv * w[hq])
+        else:
+            harvest_sums = {lv: 0.0 for lv in coarse_levels}
         for lv in coarse_levels:
             arr = per_level[lv]
+            arr[m_index["harvest_tco2e"], y] = harvest_sums[lv]
             arr[m_index["stock_tco2e"], y] = sums_stock[lv]
             arr[m_index["sink_tco2e"], y] = sums_stock[lv] - sums_start[lv]
             arr[m_index["growth_tco2e"], y] = sums_growth[lv]
             arr[m_index["loss_tco2e"], y] = loss_total[lv]
-            # stock identity: end = start + growth - mortality - losses
-            arr[m_index["mortality_tco2e"], y] = sums_start[lv] + sums_growth[lv] - loss_total[lv] - sums_stock[lv]
+            # stock identity: end = start + growth - mortality - losses - harvest
+            arr[m_index["mortality_tco2e"], y] = (sums_start[lv] + sums_growth[lv] - loss_total[lv]
+                                                  - harvest_sums[lv] - sums_stock[lv])
         sums_start = sums_stock  # this year's end is next year's start
         # ---- crediting at the end of each monitoring period --------------------------------
         if setup.crediting.is_issuance_year(y):

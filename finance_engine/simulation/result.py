@@ -206,6 +206,11 @@ def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths
         if lv in cfg.levels:
             for g, v in zip(setup.aggregator.groups[lv].labels, vals):
                 init_rows.append({"level": lv, "group": g, "stock_tco2e": float(v)})
+    if "parcel" in cfg.levels:
+        co2 = setup.params.file.carbon.co2_per_c.value
+        parcel_stock = sim.initial_carbon_tc_per_ha() * setup.portfolio.area_ha * co2
+        init_rows.extend({"level": "parcel", "group": g, "stock_tco2e": float(v)}
+                         for g, v in zip(setup.portfolio.parcel_id, parcel_stock))
     initial_stock = pd.DataFrame(init_rows, columns=["level", "group", "stock_tco2e"])
 
     elt = None
