@@ -164,3 +164,25 @@ def test_nprt_classes_and_lishui_mapping():
     # domain_parameters.md §5: fire 10-25 yr, minor -> LS 4; ice storm 25-50 yr, minor/major -> 3-4
     assert nprt_ls_score(15, 0.10) == 4
     assert nprt_ls_score(40, 0.10) == 3 and nprt_ls_score(40, 0.30) == 4
+
+
+def test_longer_rotation_lever_adds_sink(params):
+    from finance_engine.stress.levers import ManagementAction, default_management_actions, management_levers
+    from finance_engine.stress.run import StressSettings
+    from models.dynamics import SimulationSwitches
+    from models.portfolio import validate_frame
+    from tests.conftest import make_frame
+
+    df = make_frame(12, seed=2, species=["chinese_fir"])
+    df["age_years"] = 22
+    df["rotation_age_years"] = 25
+    pf = validate_frame(df, params)
+    acts = default_management_actions(pf)
+    assert acts[0].rotation_extension_years == 10
+    st = StressSettings(years=10, paths=32, seed=1,
+                        switches=SimulationSwitches(perils=(), parameter_uncertainty=False))
+    out = management_levers(pf, params, [acts[0]], st)
+    row = out.iloc[0]
+    # felling at 25 within the horizon removes the stock; a 10-year longer rotation keeps it growing
+    assert row["added_mean_sink_tco2e"] > 0 and np.isfinite(row["cost_per_added_tco2e"])
+    assert default_management_actions(validate_frame(make_frame(5), params))[0].rotation_extension_years is None

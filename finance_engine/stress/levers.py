@@ -127,6 +127,8 @@ class ManagementAction:
     fire_protection, pest_control : {"none", "basic", "enhanced"}, optional
     species_to : str, optional
         New species group (e.g. ``mixed_conifer_broadleaf`` for pine conversion).
+    rotation_extension_years : int, optional
+        Lengthen the clear-fell rotation of the selected parcels that have one (``rotation_age_years``).
     cost_cny_per_ha_per_year : float
         Cost of the action per treated hectare and year (CNY).
     """
@@ -138,6 +140,7 @@ class ManagementAction:
     fire_protection: str | None = None
     pest_control: str | None = None
     species_to: str | None = None
+    rotation_extension_years: int | None = None
     cost_cny_per_ha_per_year: float = 0.0
 
     def __post_init__(self) -> None:
@@ -147,8 +150,12 @@ class ManagementAction:
                 raise LeverError(f"{self.name}: {f} must be one of {MANAGEMENT_LEVELS}, got {v!r}")
         if not self.cost_cny_per_ha_per_year >= 0:
             raise LeverError(f"{self.name}: cost_cny_per_ha_per_year must be >= 0")
-        if self.fire_protection is None and self.pest_control is None and self.species_to is None:
-            raise LeverError(f"{self.name}: the action changes nothing (set fire_protection, pest_control or species_to)")
+        if self.rotation_extension_years is not None and not 0 < self.rotation_extension_years <= 200:
+            raise LeverError(f"{self.name}: rotation_extension_years must lie in (0, 200]")
+        if (self.fire_protection is None and self.pest_control is None and self.species_to is None
+                and self.rotation_extension_years is None):
+            raise LeverError(f"{self.name}: the action changes nothing (set fire_protection, pest_control, "
+                             "species_to or rotation_extension_years)")
 
     def mask(self, portfolio: Portfolio) -> np.ndarray:
         f = portfolio.frame
@@ -164,9 +171,14 @@ class ManagementAction:
     def apply(self, portfolio: Portfolio, params: ModelParameters) -> tuple[Portfolio, float]:
         """The changed portfolio and the treated area (ha)."""
         m = self.mask(portfolio)
+        if self.rotation_extension_years is not None:
+            m &= np.isfinite(portfolio.rotation_age_years)
         if not m.any():
-            raise LeverError(f"{self.name}: the selectors match no parcel")
+            raise LeverError(f"{self.name}: the selectors match no parcel"
+                             + (" with a rotation age" if self.rotation_extension_years is not None else ""))
         frame = portfolio.frame.copy()
+        if self.rotation_extension_years is not None:
+            frame.loc[m, "rotation_age_years"] = frame.loc[m, "rotation_age_years"] + self.rotation_extension_years
         if self.fire_protection is not None:
             frame.loc[m, "fire_protection"] = self.fire_protection
         if self.pest_control is not None:
@@ -226,10 +238,17 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
     return df
 
 
-def default_management_actions() -> list[ManagementAction]:
-    """The three actions the bureau asks about first (costs from ``stress_defaults.yaml``, assumptions)."""
+def default_management_actions(portfolio: Portfolio | None = None) -> list[ManagementAction]:
+    """The actions the bureau asks about first (costs from ``stress_defaults.yaml``, assumptions).
+
+    A longer rotation (+10 years) is included when the portfolio has clear-fell rotations.
+    """
     c = load_stress_defaults()["management_costs_cny_per_ha_per_year"]
-    return [
+    extra = []
+    if portfolio is not None and np.isfinite(portfolio.rotation_age_years).any():
+        extra.append(ManagementAction("rotations 10 years longer", rotation_extension_years=10,
+                                      cost_cny_per_ha_per_year=float(c["longer_rotation"]["value"])))
+    return extra + [
         ManagementAction("enhanced fire protection (all parcels)", fire_protection="enhanced",
                          cost_cny_per_ha_per_year=float(c["enhanced_fire_protection"]["value"])),
         ManagementAction("enhanced pest control on pines", species=("masson_pine", "other_pines"),

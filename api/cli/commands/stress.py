@@ -153,7 +153,7 @@ def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
 
         if bound is not None:
             extra["policy_levers"] = policy_levers(bound, runs[0], runs[1:], st)
-        extra["management_levers"] = management_levers(pf, params, default_management_actions(), st, workers=workers)
+        extra["management_levers"] = management_levers(pf, params, default_management_actions(pf), st, workers=workers)
     return extra
 
 
