@@ -32,7 +32,13 @@ def cli() -> None:
       carbon-risk demo                          # the whole demo analysis on the shipped portfolio
       carbon-risk validate my_parcels.csv       # check a portfolio file, list every bad row
       carbon-risk accounts --level county       # carbon stock and sink by county
-      carbon-risk accounts --format json        # the same, as JSON
+      carbon-risk simulate --years 30 --paths 2000 -o out/
+      carbon-risk collateral --amount 1500000 --term 3 --rate 0.0435 --project LS-LQ-P01 -o memo.html
+      carbon-risk quote --cover sink-index -o slip.html
+      carbon-risk stress --all -o stress.html
+      carbon-risk serve --demo                  # the HTTP API and dashboard on http://127.0.0.1:8000
+
+    Every command: --help for its options and examples; --format json for machine-readable output.
     """
 
 
