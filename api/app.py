@@ -7,10 +7,12 @@ runner (which re-queues jobs interrupted by a restart). See ``docs/api.md`` for 
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.compute import ComputePool, ResultCache
 from api.db.session import Database
 from api.jobs import JobRunner
 from api.middleware import ServiceMiddleware
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         db.upgrade()
+        if settings.compute_warm:  # spawn and initialise the compute workers in the background
+            threading.Thread(target=app.state.compute.start, name="compute-warm", daemon=True).start()
         if start_jobs:
             app.state.jobs.start()
         log.info("service ready on %s database", db.backend)
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
             yield
         finally:
             app.state.jobs.stop()
+            app.state.compute.shutdown()
             db.dispose()
 
     app = FastAPI(title="carbon-risk-engine API", version=__version__, description=DESCRIPTION,
@@ -68,6 +73,9 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
     app.state.accounts_cache = AccountsCache()
     app.state.rate_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     app.state.jobs = JobRunner(db, settings, app.state.models, app.state.portfolios)
+    app.state.compute = ComputePool(settings.compute_workers)  # CPU-bound work off the event loop
+    app.state.result_cache = ResultCache(settings.result_cache_size)
+    app.state.jobs.compute = app.state.compute
     install_problem_handlers(app)
     for r in ROUTERS:
         app.include_router(r)

@@ -73,6 +73,7 @@ class JobRunner:
         self._stopping = threading.Event()
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self.compute = None  # the app's ComputePool (finance jobs run there)
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,6 +151,13 @@ class JobRunner:
 
     def _execute(self, job: Job, ev: threading.Event) -> None:
         from finance_engine.simulation import SimulationCancelled
+
+        if job.kind != "simulation":  # collateral, quote, stress_test: run in the compute pool
+            from api.finance import run_finance_job
+
+            log.info("job %s (%s) started", job.id, job.kind)
+            run_finance_job(self, job, ev, _append)
+            return
 
         t0 = time.perf_counter()
         last = {"write": 0.0, "poll": 0.0}

@@ -214,6 +214,7 @@ class ScenarioOut(BaseModel):
     id: str
     kind: Literal["climate_pathway", "stress"]
     model: str | None
+    version: str | None = Field(None, description="the scenario file's version (pathways: the parameter file's)")
     description: str
     source: str | None
     confidence: str | None

@@ -64,6 +64,14 @@ class Settings:
         Paths per chunk in jobs (progress granularity only; results do not depend on it).
     page_max : int
         Largest ``limit`` of a list endpoint.
+    compute_workers : int or None
+        Processes of the compute pool that runs synchronous engine work (None: the CPU count; 0: run
+        in the server's threads).
+    result_cache_size : int
+        Results of identical collateral and quote requests kept in memory (0: none).
+    compute_warm : bool
+        Start and initialise the compute pool's processes when the app starts (the server does;
+        tests start it on first use).
     """
 
     database_url: str = field(default_factory=default_database_url)
@@ -78,6 +86,9 @@ class Settings:
     page_max: int = 500
     accounts_default_paths: int = 200
     log_level: str = "INFO"
+    compute_workers: int | None = None
+    result_cache_size: int = 256
+    compute_warm: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -99,6 +110,10 @@ class Settings:
             page_max=max(1, _int(env, "CRE_PAGE_MAX", base.page_max)),
             accounts_default_paths=max(1, _int(env, "CRE_ACCOUNTS_PATHS", base.accounts_default_paths)),
             log_level=env.get("CRE_LOG_LEVEL", base.log_level),
+            compute_workers=(None if env.get("CRE_COMPUTE_WORKERS") in (None, "")
+                             else max(0, _int(env, "CRE_COMPUTE_WORKERS", 0))),
+            result_cache_size=max(0, _int(env, "CRE_RESULT_CACHE", base.result_cache_size)),
+            compute_warm=env.get("CRE_COMPUTE_WARM", "1") not in ("0", "false", "no"),
         )
         return replace(s, **overrides) if overrides else s
 

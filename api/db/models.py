@@ -112,6 +112,42 @@ class SimulationRun(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class FinanceResult(Base):
+    """An immutable finance result (collateral valuation, insurance quote, layer price, stress test)
+    with its audit trail; ``kind`` says which."""
+
+    __tablename__ = "finance_results"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    portfolio_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    instrument_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(40))
+    code_version: Mapped[str] = mapped_column(String(60))
+    region: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    parameter_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    portfolio_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(40))
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ResultArtifact(Base):
+    """A rendered report of a finance result (HTML memo, quote slip, stress report, workbook, accounts)."""
+
+    __tablename__ = "result_artifacts"
+    result_id: Mapped[str] = mapped_column(ForeignKey("finance_results.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(120))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -160,5 +196,5 @@ class AuditRecord(Base):
     __table_args__ = (Index("ix_audit_tenant_at", "tenant_id", "id"),)
 
 
-__all__ = ["ApiKey", "AuditRecord", "Base", "IdempotencyRecord", "Instrument", "Job", "PortfolioRow",
-           "SimulationRun", "Tenant", "utcnow"]
+__all__ = ["ApiKey", "AuditRecord", "Base", "FinanceResult", "IdempotencyRecord", "Instrument", "Job", "PortfolioRow",
+           "ResultArtifact", "SimulationRun", "Tenant", "utcnow"]

@@ -3,17 +3,21 @@
 from api.routes import (
     admin,
     audit,
+    collateral,
     health,
     jobs,
     loans,
     models,
     policies,
     portfolios,
+    quotes,
     scenarios,
     simulations,
+    stress,
 )
 
 ROUTERS = [health.router, portfolios.router, loans.router, policies.router, simulations.router, jobs.router,
-           models.router, scenarios.router, audit.router, admin.router]
+           models.router, scenarios.router, audit.router, admin.router, collateral.router, quotes.router,
+           stress.router]
 
 __all__ = ["ROUTERS"]

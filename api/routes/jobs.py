@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import Job, SimulationRun, utcnow
+from api.db.models import FinanceResult, Job, SimulationRun, utcnow
+from api.finance_schemas import FinanceResultOut
 from api.jobs import TERMINAL
 from api.problems import ApiProblem
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
@@ -43,13 +44,18 @@ def get_job(job_id: str, who: Principal = Depends(analyst), s: Session = Depends
     return job_out(get_owned(s, Job, job_id, who, "job"))
 
 
-@router.get("/{job_id}/result", response_model=SimulationOut,
+@router.get("/{job_id}/result", response_model=SimulationOut | FinanceResultOut,
             summary="The result of a succeeded job (409 while it is not finished)")
 def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    """A simulation result, or for collateral / quote / stress-test jobs the finance result."""
     job = get_owned(s, Job, job_id, who, "job")
     if job.status != "succeeded" or job.result_id is None:
         raise ApiProblem(409, f"job {job_id} is {job.status}; a result exists only when it succeeded",
                          kind="job-not-finished", job_status=job.status)
+    if job.kind != "simulation":
+        from api.finance import result_out
+
+        return result_out(get_owned(s, FinanceResult, job.result_id, who, "result"))
     return run_out(get_owned(s, SimulationRun, job.result_id, who, "simulation"))
 
 

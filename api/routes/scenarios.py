@@ -1,6 +1,6 @@
 """Scenarios: the climate pathways of each model, and the stress scenarios shipped as YAML files in
-``finance_engine/scenarios/`` (that library arrives with the stress tests; until then only the
-pathways are listed)."""
+``finance_engine/scenarios/`` (the stress library of finance_engine.stress.scenarios, with each file's
+version and SHA-256; run them with POST /v1/stress-tests)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def all_scenarios(models) -> list[dict[str, Any]]:
         for name, body in sorted((climate.get("pathways") or {}).items()):
             content = clean(body)
             out.append({"id": f"{region}.climate.{name}", "kind": "climate_pathway", "model": region,
+                        "version": str(p.version),
                         "description": str(body.get("description", "")).strip(), "source": body.get("source"),
                         "confidence": body.get("confidence"), "sha256": _sha(content), "content": content})
     d = scenario_dir()
@@ -52,6 +53,7 @@ def all_scenarios(models) -> list[dict[str, Any]]:
             if not isinstance(doc, dict):
                 continue
             out.append({"id": f"stress.{f.stem}", "kind": "stress", "model": doc.get("model") or doc.get("region"),
+                        "version": None if doc.get("version") is None else str(doc.get("version")),
                         "description": str(doc.get("description", "")).strip(), "source": doc.get("source"),
                         "confidence": doc.get("confidence"), "sha256": hashlib.sha256(raw).hexdigest(),
                         "content": clean(doc)})

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.compute import pf_ref, task_simulate
 from api.db.models import PortfolioRow, SimulationRun
 from api.jobs import create_job
 from api.problems import ApiProblem
@@ -21,7 +22,7 @@ from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
 from api.schemas import AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
 from api.security import ANALYSTS, Principal, require_roles
-from api.services import audit, cells, clean, count, get_owned, page, run_out, run_simulation, store_run
+from api.services import audit, cells, clean, count, get_owned, page, run_out, store_run
 
 router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
@@ -69,13 +70,13 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
         state.jobs.submit(job["id"])
         return JSONResponse(_encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
+    # the engine runs in the compute pool (api.compute): the event loop and other requests go on
+    try:
+        result = await state.compute.run(task_simulate, pf_ref(pf), req, 64)
+    except ValueError as exc:
+        raise ApiProblem(422, str(exc), kind="invalid-simulation") from exc
+
     def run_now():
-        params = state.models.get(pf.region)
-        portfolio = state.portfolios.get(pf, params)
-        try:
-            result = run_simulation(portfolio, params, req, chunk_paths=64)
-        except ValueError as exc:
-            raise ApiProblem(422, str(exc), kind="invalid-simulation") from exc
         with state.db.session() as s:
             run = store_run(s, tenant_id=who.tenant_id, key_id=who.key_id, portfolio=pf, req=req, result=result,
                             job_id=None, request_id=rid)

@@ -17,6 +17,9 @@ import pytest
 from tests.api.conftest import ROLES
 
 A = ("bank", "insurer", "bureau")
+LENDERS = ("bank", "bureau")
+UNDERWRITERS = ("insurer", "bureau")
+TERMS = {"amount_cny": 1e5, "term_years": 2, "interest_rate": 0.05, "crediting_horizon_years": 4}
 ALL = ROLES
 ACCESS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/portfolios"): A,
@@ -49,6 +52,24 @@ ACCESS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/scenarios"): ALL,
     ("GET", "/v1/scenarios/{scenario_id}"): ALL,
     ("GET", "/v1/audit"): ALL,
+    ("POST", "/v1/collateral-valuations"): LENDERS,
+    ("GET", "/v1/collateral-valuations"): LENDERS,
+    ("GET", "/v1/collateral-valuations/{valuation_id}"): LENDERS,
+    ("GET", "/v1/collateral-valuations/{valuation_id}/memo"): LENDERS,
+    ("POST", "/v1/quotes"): UNDERWRITERS,
+    ("GET", "/v1/quotes"): UNDERWRITERS,
+    ("GET", "/v1/quotes/{quote_id}"): UNDERWRITERS,
+    ("GET", "/v1/quotes/{quote_id}/slip"): UNDERWRITERS,
+    ("POST", "/v1/layer-pricing"): UNDERWRITERS,
+    ("GET", "/v1/layer-pricing"): UNDERWRITERS,
+    ("GET", "/v1/layer-pricing/{layer_id}"): UNDERWRITERS,
+    ("POST", "/v1/stress-tests"): ("bureau",),
+    ("GET", "/v1/stress-tests"): ("bureau",),
+    ("GET", "/v1/stress-tests/{stress_test_id}"): ("bureau",),
+    ("GET", "/v1/stress-tests/{stress_test_id}/tables/{table}"): ("bureau",),
+    ("GET", "/v1/stress-tests/{stress_test_id}/accounts"): ("bureau",),
+    ("GET", "/v1/stress-tests/{stress_test_id}/report"): ("bureau",),
+    ("GET", "/v1/stress-tests/{stress_test_id}/workbook"): ("bureau",),
     ("GET", "/v1/admin/tenants"): ("admin",),
     ("POST", "/v1/admin/tenants"): ("admin",),
     ("GET", "/v1/admin/tenants/{tenant_id}/keys"): ("admin",),
@@ -60,7 +81,8 @@ SHARED = {"/v1/models/{model_id}", "/v1/scenarios/{scenario_id}", "/v1/admin/ten
           "/v1/admin/keys/{key_id}/revoke"}
 
 # routes whose body names a tenant-owned resource (the test sends another tenant's)
-OWNED_IN_BODY = {("POST", "/v1/simulations")}
+OWNED_IN_BODY = {("POST", "/v1/simulations"), ("POST", "/v1/collateral-valuations"), ("POST", "/v1/quotes"),
+                 ("POST", "/v1/stress-tests")}
 
 
 def app_routes(app) -> set[tuple[str, str]]:
@@ -92,12 +114,21 @@ def other(env):
         if c.get(f"/v1/jobs/{job}", headers=h).json()["status"] == "succeeded":
             break
         time.sleep(0.05)
+    val = c.post("/v1/collateral-valuations", headers=h, json={"portfolio_id": pid, "terms": TERMS, "paths": 32,
+                                                               "sensitivities": False}).json()["id"]
+    qt = c.post("/v1/quotes", headers=h, json={"portfolio_id": pid, "cover": {"kind": "stock-loss"},
+                                               "paths": 32}).json()["id"]
+    lp = c.post("/v1/layer-pricing", headers=h, json={"rows": [{"year": 0, "event_id": 1, "loss": 5.0}],
+                                                      "n_years": 2, "attachment": 1}).json()["id"]
+    st = c.post("/v1/stress-tests", headers=h, json={"portfolio_id": pid, "years": 1, "paths": 8, "mode": "auto",
+                                                     "footprints": False}).json()["id"]
     admin = env.h("admin", "a")
     tenants = c.get("/v1/admin/tenants?limit=500", headers=admin).json()["items"]
     tid = next(t["id"] for t in tenants if t["name"] == "bureau-b")
     return {"portfolio_id": pid, "item_id": None, "loan": loan, "policy": policy, "simulation_id": sim,
             "job_id": job, "model_id": "lishui", "scenario_id": "lishui.climate.current", "tenant_id": tid,
-            "key_id": env.keys[("bureau", "b")][4:16]}
+            "key_id": env.keys[("bureau", "b")][4:16], "valuation_id": val, "quote_id": qt, "layer_id": lp,
+            "stress_test_id": st, "table": "portfolio"}
 
 
 def fill(path: str, ids: dict) -> str:
@@ -120,6 +151,14 @@ def body_for(method: str, path: str, ids: dict, role: str):
         return {"terms": {"sum_insured_cny": 1e6, "perils": ["fire"]}}
     if path == "/v1/simulations":
         return {"portfolio_id": ids["portfolio_id"], "years": 1, "paths": 32}
+    if path == "/v1/collateral-valuations":
+        return {"portfolio_id": ids["portfolio_id"], "terms": TERMS, "paths": 32}
+    if path == "/v1/quotes":
+        return {"portfolio_id": ids["portfolio_id"], "cover": {"kind": "stock-loss"}, "paths": 32}
+    if path == "/v1/stress-tests":
+        return {"portfolio_id": ids["portfolio_id"], "years": 1, "paths": 8}
+    if path == "/v1/layer-pricing":
+        return {"rows": [{"year": 0, "event_id": 1, "loss": 5.0}], "n_years": 2, "attachment": 1}
     if path == "/v1/admin/tenants":
         return {"name": f"new-{role}-{time.time_ns()}", "role": "bank"}
     if path.endswith("/keys"):
@@ -168,7 +207,8 @@ def test_roles_and_tenant_isolation(env, other, method, path, role):
     assert r.status_code < 400, (method, path, role, r.status_code, r.text)
     if method == "GET" and "items" in r.json():
         text = r.text
-        for k in ("portfolio_id", "loan", "policy", "simulation_id", "job_id"):
+        for k in ("portfolio_id", "loan", "policy", "simulation_id", "job_id", "valuation_id", "quote_id", "layer_id",
+                  "stress_test_id"):
             if path.startswith("/v1/admin"):
                 continue
             assert other[k] not in text, (path, role, k)

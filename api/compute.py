@@ -1,0 +1,415 @@
+"""CPU-bound work of the service in a process pool, so the event loop and other requests are not blocked.
+
+:class:`ComputePool` wraps one :class:`concurrent.futures.ProcessPoolExecutor` (``workers`` processes,
+default the CPU count; started on first use with the ``spawn`` method, so no server thread or database
+connection is copied into a worker). Each worker process is initialised once
+(:func:`_init_worker`: imports the engine, loads the parameter sets, the price model and the issuance
+risk model) and keeps validated portfolios in a small LRU keyed by the SHA-256 of their stored
+Parquet bytes, so a portfolio is validated once per worker however often it is valued.
+
+The task functions below (``task_*``) are the only code that runs in the workers. They are thin: they
+call ``finance_engine`` and return JSON-ready dicts (or bytes of rendered reports). Numbers do not
+depend on which worker ran a task or how many there are: every draw of the engine is keyed by seed,
+stream name, year, path id and parcel key.
+
+``workers=0`` runs the tasks in the calling thread (no pool); tests of the pool itself use it.
+
+:class:`ResultCache` keeps the results of recent identical requests (same task, portfolio bytes,
+model, code and request, seed included): a repeat is answered from memory with the same numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+# ---- per-worker state ---------------------------------------------------------------------------
+_W: dict[str, Any] = {"portfolios": OrderedDict()}
+_PORTFOLIO_CACHE = 16
+
+
+def _init_worker() -> None:
+    """Import and load everything a task needs, once per worker process."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from finance_engine.issuance import load_issuance_risk
+    from finance_engine.price import load_price_model
+    from models.parameters import available_regions, load_parameters
+
+    _W["params"] = {r: load_parameters(r) for r in available_regions()}
+    _W["pms"] = load_price_model()
+    _W["iss"] = load_issuance_risk()
+    _W["portfolios"] = OrderedDict()
+
+
+def _state() -> dict[str, Any]:
+    if "params" not in _W:
+        _init_worker()
+    return _W
+
+
+def _params(region: str):
+    return _state()["params"][region]
+
+
+def pf_ref(row) -> dict[str, Any]:
+    """What a worker needs to rebuild a stored portfolio: region, data hash, source label, Parquet bytes."""
+    return {"region": row.region, "sha256": row.data_sha256, "source": row.source, "data": row.data_parquet}
+
+
+def _portfolio(ref: dict[str, Any]):
+    """The validated portfolio of stored Parquet bytes (cached per worker by hash, model and source)."""
+    region, data_sha256, data = ref["region"], ref["sha256"], ref["data"]
+    import pandas as pd
+
+    from models.portfolio import validate_frame
+
+    st = _state()
+    cache: OrderedDict = st["portfolios"]
+    key = (region, data_sha256, ref["source"])
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    if hashlib.sha256(data).hexdigest() != data_sha256:
+        raise RuntimeError("portfolio bytes do not match their hash")
+    pf = validate_frame(pd.read_parquet(io.BytesIO(data)), _params(region), source=ref["source"])
+    cache[key] = pf
+    while len(cache) > _PORTFOLIO_CACHE:
+        cache.popitem(last=False)
+    return pf
+
+
+def clean(obj: Any) -> Any:
+    """JSON-ready copy: NaN/inf -> null, numpy scalars -> Python, tuples -> lists."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    return str(obj)
+
+
+# ---- tasks ----------------------------------------------------------------------------------------
+def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int = 64):
+    """:func:`api.services.run_simulation` in a worker; returns the SimulationResult."""
+    from api.services import run_simulation
+
+    return run_simulation(_portfolio(ref), _params(ref["region"]), req, chunk_paths=chunk_paths)
+
+
+def _valuation(ref: dict[str, Any], req: dict[str, Any]):
+    from finance_engine.collateral import value_collateral
+
+    st = _state()
+    return value_collateral(
+        _portfolio(ref), _params(ref["region"]), req["terms"], parcel_ids=req.get("parcel_ids"),
+        project_id=req.get("project_id"), paths=req["paths"], seed=req["seed"], attribution=req["attribution"],
+        attribution_paths=req.get("attribution_paths"), sensitivities=req["sensitivities"],
+        price_model_set=st["pms"], issuance_risk=st["iss"], workers=1, chunk_paths=1024)
+
+
+def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """:func:`finance_engine.collateral.value_collateral` -> ``CollateralValuation.to_dict()`` (cleaned)."""
+    return clean(_valuation(ref, req).to_dict())
+
+
+def task_collateral_memo(ref: dict[str, Any], req: dict[str, Any]) -> tuple[str, dict]:
+    """Re-run a valuation (same seed: the same numbers) and render its HTML collateral memo.
+
+    Returns the HTML and the valuation's dict, so the caller can check it equals the stored result."""
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    v = _valuation(ref, req)
+    name = req.get("name") or "carbon-pledge loan"
+    return render_collateral_memo(v, title_suffix=name), clean(v.to_dict())
+
+
+def quote_inputs(req: dict[str, Any]):
+    """The typed cover, loading and layers of a quote request (raises the engine's input errors)."""
+    from finance_engine.insurance import cover_from_dict, default_loading
+    from finance_engine.insurance.quote import LayerSpec
+
+    cover = cover_from_dict(req["cover"])
+    ld = req.get("loading")
+    loading = None if ld is None else default_loading(ld.get("method"), ld.get("parameter"),
+                                                      expense_ratio=ld.get("expense_ratio"),
+                                                      profit_ratio=ld.get("profit_ratio"),
+                                                      fixed_costs_cny=ld.get("fixed_costs_cny") or 0.0)
+    layers = [LayerSpec(attachment_cny=l["attachment_cny"], limit_cny=l["limit_cny"], basis=l.get("basis", "occurrence"),
+                        reinstatements=l.get("reinstatements"), reinstatement_pct=l.get("reinstatement_pct", 1.0),
+                        share=l.get("share", 1.0)) for l in req.get("layers") or []]
+    return cover, loading, layers
+
+
+def task_quote(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned)."""
+    from finance_engine.insurance import quote
+
+    cover, loading, layers = quote_inputs(req)
+    q = quote(cover, _portfolio(ref), _params(ref["region"]), paths=req["paths"], years=req["years"],
+              seed=req["seed"], loading=loading, subsidy=req.get("subsidy"), subsidised=req["subsidised"],
+              layers=layers, quota_share=req["quota_share"], account_level=req.get("account_level"),
+              price_model_set=_state()["pms"], workers=1)
+    return clean(q.to_dict())
+
+
+def task_quote_slip(result: dict[str, Any], title: str | None) -> str:
+    """The quote slip HTML of a stored quote (rendered from its JSON alone)."""
+    from finance_engine.reports.quote_slip import render_quote_slip
+
+    _state()
+    return render_quote_slip(result, title_suffix=title)
+
+
+def records_frame(rows: list) -> "pd.DataFrame":
+    """A loss table from records; an empty list is an empty table with numeric columns (no loss)."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame({"year": pd.Series([], dtype="int64"), "event_id": pd.Series([], dtype="int64"),
+                             "loss": pd.Series([], dtype="float64")})
+    return pd.DataFrame.from_records(rows)
+
+
+def read_loss_table(filename: str, data: bytes):
+    """An event loss table from uploaded CSV, Parquet or JSON bytes (columns year, event_id, loss)."""
+    import pandas as pd
+
+    from finance_engine.insurance import InsuranceInputError
+
+    suffix = Path(filename or "elt.csv").suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(io.BytesIO(data))
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(io.BytesIO(data))
+        if suffix == ".json":
+            doc = json.loads(data.decode("utf-8-sig"))
+            if isinstance(doc, dict) and "rows" in doc:
+                doc = doc["rows"]
+            if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+                raise InsuranceInputError("a JSON loss table must be a list of {year, event_id, loss} objects")
+            return records_frame(doc)
+    except InsuranceInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+        raise InsuranceInputError(f"file: cannot read the loss table as {suffix or 'csv'}: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    raise InsuranceInputError(f"file: unsupported loss table type {suffix or '(none)'!r}; use .csv, .parquet or .json")
+
+
+def layer_result_dict(lay) -> dict[str, Any]:
+    """A :class:`finance_engine.insurance.LayerResult` as JSON (without the annual samples)."""
+    lo, hi = lay.expected_loss_ci(0.95)
+    return clean({
+        "basis": lay.basis, "attachment": lay.attachment, "limit": lay.limit,
+        "aggregate_deductible": lay.aggregate_deductible, "aggregate_limit": lay.aggregate_limit,
+        "share": lay.share, "n_years": lay.n_years, "expected_loss": lay.expected_loss,
+        "expected_loss_se": lay.expected_loss_se, "expected_loss_ci95": [lo, hi],
+        "sd_annual_loss": lay.sd_annual_loss, "prob_attachment": lay.prob_attachment,
+        "prob_exhaustion": lay.prob_exhaustion, "expected_events_in_layer": lay.expected_events_in_layer,
+        "reinstatements": None if lay.reinstatements is None else
+        {"count": lay.reinstatements.count, "premium_pct": lay.reinstatements.premium_pct},
+        "upfront_premium": lay.upfront_premium, "expected_reinstatement_premium": lay.expected_reinstatement_premium,
+        "pure_rate_on_line": lay.pure_rate_on_line,
+    })
+
+
+def task_layer(filename: str, data: bytes | None, rows: list | None, req: dict[str, Any]) -> dict[str, Any]:
+    """:func:`finance_engine.insurance.price_layer` on an uploaded event loss table."""
+    import pandas as pd
+
+    from finance_engine.insurance import price_layer
+
+    elt = read_loss_table(filename, data) if data is not None else records_frame(rows or [])
+    rein = req.get("reinstatements")
+    lay = price_layer(elt, req["n_years"], req["attachment"], math.inf if req["limit"] is None else req["limit"],
+                      req["basis"], None if rein is None else (rein, req.get("reinstatement_pct", 1.0)),
+                      share=req.get("share", 1.0))
+    return {**layer_result_dict(lay), "table": {"rows": int(len(elt)), "sha256": req.get("table_sha256")}}
+
+
+class InlineScenarioError(ValueError):
+    """An inline stress scenario is invalid (the message names the scenario and the field)."""
+
+
+def load_inline_scenario(i: int, spec: Any):
+    """A :class:`finance_engine.stress.scenarios.StressScenario` from an inline JSON object or YAML text.
+
+    ``includes`` may name library scenarios only (never a file of the server)."""
+    import yaml
+
+    from finance_engine.stress.scenarios import ScenarioError, load_scenario, scenario_library
+
+    where = f"inline_scenarios.{i}"
+    if isinstance(spec, str):
+        try:
+            doc = yaml.safe_load(spec)
+        except yaml.YAMLError as exc:
+            raise InlineScenarioError(f"{where}: not valid YAML or JSON: {str(exc)[:300]}") from None
+    else:
+        doc = spec
+    if not isinstance(doc, dict):
+        raise InlineScenarioError(f"{where}: a scenario must be a mapping of field -> value")
+    inc = doc.get("includes") or []
+    lib = set(scenario_library())
+    if not isinstance(inc, list) or not all(isinstance(x, str) and x in lib for x in inc):
+        raise InlineScenarioError(f"{where}.includes: may only name library scenarios ({', '.join(sorted(lib))})")
+    with tempfile.TemporaryDirectory(prefix="cre-scn-") as d:
+        p = Path(d) / f"inline_{i}.json"
+        p.write_text(json.dumps(doc, default=str), encoding="utf-8")
+        try:
+            return load_scenario(p)
+        except ScenarioError as exc:
+            raise InlineScenarioError(str(exc).replace(str(p), where)) from None
+
+
+def stress_inputs(req: dict[str, Any]):
+    """Scenarios (library names and inline ones) and the registry of a stress request."""
+    from finance_engine.stress.registry import parse_registry
+    from finance_engine.stress.scenarios import load_scenario
+
+    scns = [load_scenario(n) for n in req.get("scenarios") or []]
+    scns += [load_inline_scenario(i, s) for i, s in enumerate(req.get("inline_scenarios") or [])]
+    reg = req.get("registry")
+    registry = None if not reg else parse_registry(reg, "registry")
+    return scns, registry
+
+
+def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """:func:`finance_engine.stress.run.run_stress_test`, its HTML report and Excel workbook, and the
+    five-level accounts of each scenario (:func:`finance_engine.stress.accounts.scenario_accounts`)."""
+    from finance_engine.reports.stress_report import render_stress_report, write_stress_workbook
+    from finance_engine.stress.accounts import scenario_accounts
+    from finance_engine.stress.run import StressSettings, run_stress_test
+
+    pf, params, pms = _portfolio(ref), _params(ref["region"]), _state()["pms"]
+    scns, registry = stress_inputs(req)
+    st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
+    r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
+                        footprints=req.get("footprints", True))
+    out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
+    out["artifacts"]["report.html"] = ("text/html; charset=utf-8",
+                                       render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())
+    with tempfile.TemporaryDirectory(prefix="cre-xlsx-") as d:
+        p = write_stress_workbook(r, Path(d) / "stress.xlsx")
+        out["artifacts"]["report.xlsx"] = (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", p.read_bytes())
+    if req.get("accounts", True):
+        by_name = {s.name: s for s in scns}
+        accounts = {}
+        for name in r.scenarios["scenario"]:
+            acc = scenario_accounts(pf, params, by_name.get(name, name), st, pms=pms)
+            accounts[name] = {**clean(acc.to_dict()), "tree": clean(acc.tree())}
+        out["artifacts"]["accounts.json"] = ("application/json", json.dumps(accounts, allow_nan=False).encode())
+    return out
+
+
+# ---- the pool -------------------------------------------------------------------------------------
+class ComputePool:
+    """A lazily started process pool (see the module docstring)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_init_worker)
+            return self._pool
+
+    def start(self) -> None:
+        """Start the workers now (and initialise each) instead of on the first task."""
+        if self.workers > 0:
+            ex = self._executor()
+            for f in [ex.submit(os.getpid) for _ in range(self.workers)]:
+                f.result()
+
+    def submit(self, fn: Callable, *args) -> Future:
+        if self.workers <= 0:
+            f: Future = Future()
+            try:
+                f.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                f.set_exception(exc)
+            return f
+        return self._executor().submit(fn, *args)
+
+    async def run(self, fn: Callable, *args) -> Any:
+        """Run ``fn(*args)`` in a worker without blocking the event loop."""
+        if self.workers <= 0:
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(fn, *args)
+        return await asyncio.wrap_future(self._executor().submit(fn, *args))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+class ResultCache:
+    """Results of recent identical requests, by a key of everything that defines their numbers (LRU)."""
+
+    def __init__(self, size: int = 256):
+        self.size, self._d, self._lock = size, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def get(self, key: str):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        return None
+
+    def put(self, key: str, value) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+
+__all__ = ["ComputePool", "pf_ref", "InlineScenarioError", "ResultCache", "clean", "layer_result_dict", "load_inline_scenario",
+           "quote_inputs", "read_loss_table", "stress_inputs", "task_collateral", "task_collateral_memo", "task_layer",
+           "task_quote", "task_quote_slip", "task_simulate", "task_stress"]

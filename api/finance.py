@@ -1,0 +1,390 @@
+"""The thin layer between the finance routes and finance_engine: requests -> engine calls, results and
+their audit, jobs, reports.
+
+A finance request is turned into a plain JSON dict (the *engine request*: everything that defines the
+numbers, seed included), checked against the caller's tenant and role limits, then either run at once
+in the compute pool (:mod:`api.compute`) or queued as a job. Results are stored once in
+``finance_results`` with their provenance; rendered reports in ``result_artifacts``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.compute import InlineScenarioError, pf_ref, task_collateral, task_quote, task_stress
+from api.db.models import FinanceResult, Instrument, Job, PortfolioRow, ResultArtifact, utcnow
+from api.problems import ApiProblem
+from api.security import Principal
+from api.services import audit, get_owned, new_id, sha256_json
+
+log = logging.getLogger("carbon_risk.api.finance")
+
+KIND_PATH = {"collateral": "collateral-valuations", "quote": "quotes", "layer": "layer-pricing",
+             "stress_test": "stress-tests"}
+REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"]}
+TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress}
+ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
+# the engine's input errors: bad terms, covers, tables, scenarios, registries (all ValueError subclasses)
+INPUT_ERRORS = (ValueError, KeyError)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    from finance_engine.simulation.result import code_version as cv
+
+    return cv()
+
+
+def problem_from(exc: Exception, kind: str, prefix: str = "") -> ApiProblem:
+    """A 422 problem from an engine input error; ``errors`` name the fields the message names."""
+    msg = str(exc).strip() or type(exc).__name__
+    errors = []
+    for part in msg.replace("\n", ";").split(";"):
+        part = part.strip()
+        if ":" in part:
+            field, reason = part.split(":", 1)
+            if field and len(field) < 120 and " " not in field.strip():
+                errors.append({"field": prefix + field.strip(), "reason": reason.strip()})
+    return ApiProblem(422, msg[:2000], kind=kind, errors=errors or [{"field": prefix.rstrip("/") or "body",
+                                                                     "reason": msg[:500]}])
+
+
+def check_limit(settings, who: Principal, cells: int, what: str) -> None:
+    limit = settings.role_max_cells.get(who.role, 0)
+    if cells > limit:
+        raise ApiProblem(422, f"{what} = {cells} parcel-path-years exceeds the {who.role} limit of {limit}",
+                         kind="limit-exceeded", limit=limit, cells=cells)
+
+
+def _parcel_ids_of(pf: PortfolioRow) -> list[str]:
+    return pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id"])["parcel_id"].astype(str).tolist()
+
+
+def _count_pledged(pf: PortfolioRow, parcel_ids, project_id) -> int:
+    if parcel_ids:
+        return len(parcel_ids)
+    if project_id is not None:
+        col = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["project_id"])["project_id"].astype(str)
+        return int((col == project_id).sum()) or pf.n_parcels
+    return pf.n_parcels
+
+
+def _instrument(s: Session, who: Principal, id_: str, kind: str) -> Instrument:
+    row = get_owned(s, Instrument, id_, who, kind)
+    if row.kind != kind:
+        raise ApiProblem(404, f"no {kind} {id_!r}", kind="not-found")
+    return row
+
+
+def _portfolio_for(s: Session, who: Principal, portfolio_id: str | None, inst: Instrument | None) -> PortfolioRow:
+    if inst is not None:
+        if portfolio_id is not None and portfolio_id != inst.portfolio_id:
+            raise ApiProblem(422, f"{inst.kind} {inst.id} is registered against portfolio {inst.portfolio_id}, "
+                                  f"not {portfolio_id}", kind="validation-error",
+                             errors=[{"field": "body/portfolio_id", "reason": "not the instrument's portfolio"}])
+        portfolio_id = inst.portfolio_id
+    return get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+
+
+# ---- collateral -------------------------------------------------------------------------------------
+def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Engine ``LoanTerms`` fields from a registered loan's terms and the request's overrides.
+
+    The registry keeps ``rate`` (-> ``interest_rate``) and ``term_years`` (the engine values whole years)."""
+    t: dict[str, Any] = {}
+    if loan is not None:
+        term = float(loan["term_years"])
+        if term != int(term):
+            raise ApiProblem(422, f"the loan's term_years={term} is not a whole number of years; the valuation runs "
+                                  "in whole years (override it in terms.term_years)", kind="invalid-loan-terms",
+                             errors=[{"field": "loan/terms/term_years", "reason": "not a whole number of years"}])
+        t.update(amount_cny=float(loan["amount_cny"]), term_years=int(term), interest_rate=float(loan["rate"]))
+    t.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(t.get("insurance"), dict):
+        t["insurance"] = {k: v for k, v in t["insurance"].items() if v is not None}
+    missing = [k for k in ("amount_cny", "term_years", "interest_rate") if k not in t]
+    if missing:
+        raise ApiProblem(422, f"terms need {', '.join(missing)} (or a registered loan_id)", kind="invalid-loan-terms",
+                         errors=[{"field": f"body/terms/{k}", "reason": "required without a loan_id"} for k in missing])
+    return t
+
+
+def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[PortfolioRow, str | None, dict, int]:
+    """(portfolio row, loan id, engine request, cells) of a collateral request."""
+    loan = _instrument(s, who, body.loan_id, "loan") if body.loan_id else None
+    pf = _portfolio_for(s, who, body.portfolio_id, loan)
+    overrides = body.terms.model_dump(mode="json") if body.terms is not None else {}
+    terms = loan_engine_terms(loan.terms if loan else None, overrides)
+    parcel_ids, project_id = body.parcel_ids, body.project_id
+    if parcel_ids is None and project_id is None and loan is not None and loan.terms.get("parcel_ids"):
+        parcel_ids = list(loan.terms["parcel_ids"])
+    H = int(terms.get("crediting_horizon_years") or 30)
+    n = _count_pledged(pf, parcel_ids, project_id)
+    cells = n * body.paths * H
+    if body.attribution:
+        cells += n * min(body.paths, body.attribution_paths or 2000) * H * ATTRIBUTION_RUNS
+    req = {"portfolio_id": pf.id, "loan_id": loan.id if loan else None, "terms": terms, "parcel_ids": parcel_ids,
+           "project_id": project_id, "paths": body.paths, "seed": body.seed, "attribution": body.attribution,
+           "attribution_paths": body.attribution_paths, "sensitivities": body.sensitivities,
+           "name": body.name or (loan.name if loan else "")}
+    return pf, (loan.id if loan else None), req, cells
+
+
+# ---- quotes -----------------------------------------------------------------------------------------
+COVER_FIELDS = {
+    "stock-loss": {"price_cny_per_tco2e", "perils", "deductible", "limit_cny", "participation"},
+    "sink-index": {"price_cny_per_tco2e", "trigger_fraction", "limit_cny", "expected_sink_tco2e", "error", "error_cv",
+                   "participation"},
+    "price-floor": {"strike_cny_per_tco2e", "volume_tco2e", "limit_cny", "participation", "price_model"},
+}
+
+
+@functools.lru_cache(maxsize=1)
+def default_price_cny_per_tco2e() -> float:
+    from finance_engine.price import load_price_model
+
+    return float(load_price_model().start_price_cny_per_tco2e)
+
+
+def engine_cover(cover: dict[str, Any] | None, policy: dict[str, Any] | None) -> dict[str, Any]:
+    """The cover dict for ``finance_engine.insurance.cover_from_dict``.
+
+    From a registered policy: a stock-loss cover on its perils, with its deductible (CNY, annual
+    aggregate) and limit (default: the sum insured); the request's ``cover`` fields override."""
+    d: dict[str, Any] = {}
+    if policy is not None:
+        d = {"kind": "stock-loss", "perils": list(policy["perils"]),
+             "deductible": {"amount": float(policy.get("deductible_cny") or 0.0), "unit": "cny", "basis": "annual"},
+             "limit_cny": float(policy.get("limit_cny") or policy["sum_insured_cny"])}
+    if cover is not None:
+        given = {k: v for k, v in cover.items() if v is not None}
+        if policy is not None and given.get("kind", "stock-loss") != "stock-loss":
+            d = {}
+        d.update(given)
+    kind = d.get("kind", "stock-loss")
+    d["kind"] = kind
+    extra = sorted(set(d) - COVER_FIELDS[kind] - {"kind"})
+    if extra:
+        raise ApiProblem(422, f"field(s) {extra} do not apply to a {kind} cover", kind="invalid-cover",
+                         errors=[{"field": f"body/cover/{k}", "reason": f"not a field of a {kind} cover"} for k in extra])
+    if kind in ("stock-loss", "sink-index") and "price_cny_per_tco2e" not in d:
+        d["price_cny_per_tco2e"] = default_price_cny_per_tco2e()
+    if kind == "price-floor" and "strike_cny_per_tco2e" not in d:
+        raise ApiProblem(422, "a price-floor cover needs strike_cny_per_tco2e", kind="invalid-cover",
+                         errors=[{"field": "body/cover/strike_cny_per_tco2e", "reason": "required"}])
+    if kind == "stock-loss":
+        from finance_engine.insurance.covers import KNOWN_PERILS
+
+        d.setdefault("perils", list(KNOWN_PERILS))
+    if kind == "stock-loss" and isinstance(d.get("deductible"), dict):
+        d["deductible"] = {k: v for k, v in d["deductible"].items() if v is not None}
+    return d
+
+
+def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str | None, dict, int]:
+    pol = _instrument(s, who, body.policy_id, "policy") if body.policy_id else None
+    pf = _portfolio_for(s, who, body.portfolio_id, pol)
+    cover = engine_cover(body.cover.model_dump(mode="json") if body.cover else None, pol.terms if pol else None)
+    req = {"portfolio_id": pf.id, "policy_id": pol.id if pol else None, "cover": cover, "paths": body.paths,
+           "years": body.years, "seed": body.seed,
+           "loading": body.loading.model_dump(mode="json") if body.loading else None, "subsidy": body.subsidy,
+           "subsidised": body.subsidised, "layers": [l.model_dump(mode="json") for l in body.layers],
+           "quota_share": body.quota_share, "account_level": body.account_level,
+           "name": body.name or (pol.name if pol else "")}
+    if pol is not None and pol.terms.get("parcel_ids"):
+        raise ApiProblem(422, "the policy insures a subset of the portfolio's parcels; quotes price whole portfolios "
+                              "(upload the insured parcels as their own portfolio)", kind="invalid-cover",
+                         errors=[{"field": "policy/terms/parcel_ids", "reason": "subsets are not quoted"}])
+    return pf, (pol.id if pol else None), req, pf.n_parcels * body.paths * body.years
+
+
+def check_quote_inputs(req: dict[str, Any]) -> None:
+    """Build the typed cover, loading and layers now, so bad terms are a 422 before any work."""
+    from api.compute import quote_inputs
+
+    try:
+        quote_inputs(req)
+    except INPUT_ERRORS + (TypeError,) as exc:
+        raise problem_from(exc, "invalid-cover", "body/") from exc
+
+
+# ---- stress -----------------------------------------------------------------------------------------
+def registered_loans_registry(s: Session, who: Principal, pf: PortfolioRow) -> tuple[list[dict], list[str]]:
+    """The loans registered against ``pf`` as engine registry entries (and notes on what was skipped)."""
+    rows = s.scalars(select(Instrument).where(Instrument.tenant_id == who.tenant_id, Instrument.kind == "loan",
+                                              Instrument.portfolio_id == pf.id).order_by(Instrument.created_at)).all()
+    loans, notes = [], []
+    all_ids = None
+    for r in rows:
+        term = float(r.terms["term_years"])
+        if term != int(term):
+            notes.append(f"loan {r.id} skipped: term_years={term} is not a whole number of years")
+            continue
+        ids = r.terms.get("parcel_ids")
+        if not ids:
+            all_ids = all_ids or _parcel_ids_of(pf)
+            ids = all_ids
+        loans.append({"id": r.id, "parcel_ids": list(ids),
+                      "terms": {"amount_cny": float(r.terms["amount_cny"]), "term_years": int(term),
+                                "interest_rate": float(r.terms["rate"])}})
+    return loans, notes
+
+
+def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict, int]:
+    from api.compute import stress_inputs
+
+    pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
+    registry = dict(body.registry) if body.registry else None
+    notes: list[str] = []
+    if body.use_registered_loans:
+        loans, notes = registered_loans_registry(s, who, pf)
+        if loans:
+            registry = registry or {}
+            registry["loans"] = list(registry.get("loans") or []) + loans
+    req = {"portfolio_id": pf.id, "scenarios": list(body.scenarios), "inline_scenarios": list(body.inline_scenarios),
+           "years": body.years, "paths": body.paths, "seed": body.seed, "levels": list(body.levels),
+           "registry": registry, "accounts": body.accounts, "footprints": body.footprints, "name": body.name,
+           "api_notes": notes}
+    try:
+        scns, reg = stress_inputs(req)
+        if reg is not None:
+            df = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id", "project_id"])
+            known, projects = set(df.parcel_id.astype(str)), set(df.project_id.astype(str))
+            for kind, items in (("loans", reg.loans), ("policies", reg.policies)):
+                for i, it in enumerate(items):
+                    bad = [p for p in (it.parcel_ids or []) if p not in known]
+                    if bad or (it.project_id is not None and it.project_id not in projects):
+                        raise ValueError(f"registry.{kind}.{i}: " + (f"parcels not in the portfolio: {bad[:10]}" if bad
+                                                                     else f"project {it.project_id!r} has no parcels"))
+    except InlineScenarioError as exc:
+        raise problem_from(exc, "invalid-scenario", "body/") from exc
+    except INPUT_ERRORS as exc:
+        raise problem_from(exc, "invalid-stress-test", "body/") from exc
+    horizon = body.years
+    if reg is not None and reg.loans:
+        horizon = max(horizon, max(min(ln.terms.crediting_horizon_years, 100) for ln in reg.loans))
+    runs = 1 + len({sc.sha256 for sc in scns})
+    cells = pf.n_parcels * body.paths * horizon * runs * (2 if body.accounts else 1)
+    return pf, req, cells
+
+
+# ---- storage ----------------------------------------------------------------------------------------
+def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: PortfolioRow | None,
+                 instrument_id: str | None, req: dict[str, Any], result: dict[str, Any], job_id: str | None,
+                 request_id: str) -> FinanceResult:
+    prov = result.get("provenance") or {}
+    from models import MODEL_VERSION
+
+    row = FinanceResult(
+        id=new_id({"collateral": "cv", "quote": "qt", "layer": "lp", "stress_test": "st"}[kind]),
+        tenant_id=tenant_id, kind=kind, portfolio_id=pf.id if pf is not None else None, instrument_id=instrument_id,
+        job_id=job_id, request=req, request_sha256=sha256_json(req),
+        model_version=str(prov.get("model_version") or MODEL_VERSION),
+        code_version=str(prov.get("code_version") or code_version()),
+        region=prov.get("region") or (pf.region if pf is not None else None),
+        parameter_sha256=prov.get("parameter_sha256") or (pf.parameter_sha256 if pf is not None else None),
+        portfolio_sha256=pf.data_sha256 if pf is not None else None,
+        seed=int(prov["seed"]) if prov.get("seed") is not None else req.get("seed"),
+        result=result, created_by=key_id, request_id=request_id, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row
+
+
+def put_artifact(s: Session, result_id: str, name: str, media_type: str, content: bytes) -> None:
+    if s.get(ResultArtifact, (result_id, name)) is None:
+        s.add(ResultArtifact(result_id=result_id, name=name, media_type=media_type, content=content,
+                             created_at=utcnow()))
+        s.flush()
+
+
+STRESS_BIG_TABLES = ("by_year", "horizon")
+
+
+def result_out(row: FinanceResult, full: bool = False) -> dict[str, Any]:
+    res = row.result
+    if row.kind == "stress_test" and not full:
+        res = {k: v for k, v in res.items() if k not in STRESS_BIG_TABLES}
+        res["tables"] = {k: len(row.result.get(k) or []) for k in ("by_year", "horizon", "scenarios", "portfolio",
+                                                                  "concentration", "loans", "policies", "insurer",
+                                                                  "budget", "footprints") if k in row.result}
+    base = f"/v1/{KIND_PATH[row.kind]}/{row.id}"
+    return {"id": row.id, "kind": row.kind, "portfolio_id": row.portfolio_id, "instrument_id": row.instrument_id,
+            "job_id": row.job_id,
+            "audit": {"request": row.request, "request_sha256": row.request_sha256,
+                      "model_version": row.model_version, "code_version": row.code_version, "region": row.region,
+                      "parameter_sha256": row.parameter_sha256, "portfolio_sha256": row.portfolio_sha256,
+                      "seed": row.seed, "created_by": row.created_by, "request_id": row.request_id,
+                      "created_at": row.created_at},
+            "result": res, "reports": [f"{base}/{r}" for r in REPORTS[row.kind]]}
+
+
+# ---- jobs -------------------------------------------------------------------------------------------
+def run_finance_job(runner, job: Job, ev, append) -> None:
+    """Run a finance job in the compute pool; the job thread waits, polling for a cancel.
+
+    A running engine call cannot be interrupted inside a worker: a cancel marks the job cancelled at
+    once and the worker's result is discarded when it arrives."""
+    t0 = time.perf_counter()
+    req = job.request
+    try:
+        with runner.db.session() as s:
+            pf = s.get(PortfolioRow, req["portfolio_id"])
+            if pf is None or pf.tenant_id != job.tenant_id:
+                raise ValueError(f"portfolio {req['portfolio_id']!r} no longer exists")
+        fut = runner.compute.submit(TASKS[job.kind], pf_ref(pf), req)
+        last_poll = 0.0
+        while True:
+            try:
+                out = fut.result(timeout=0.25)
+                break
+            except TimeoutError:
+                pass
+            if ev.is_set() or runner._stopping.is_set():
+                fut.cancel()
+                runner._finish_cancelled(job.id)
+                return
+            if time.perf_counter() - last_poll > 0.5:
+                last_poll = time.perf_counter()
+                with runner.db.session() as s:
+                    if s.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
+                        ev.set()
+    except INPUT_ERRORS as exc:
+        runner._fail(job.id, {"type": "invalid-request", "detail": str(exc)[:2000]})
+        return
+    except Exception as exc:  # noqa: BLE001
+        log.exception("job %s failed", job.id)
+        runner._fail(job.id, {"type": "internal-error", "detail": f"{type(exc).__name__}: {str(exc)[:500]}"})
+        return
+    artifacts = {}
+    if job.kind == "stress_test":
+        artifacts = out["artifacts"]
+        out = out["result"]
+        if req.get("api_notes"):
+            out["notes"] = list(out.get("notes") or []) + list(req["api_notes"])
+    with runner.db.session() as s:
+        j = s.get(Job, job.id)
+        if j.status != "running":  # cancelled while the worker ran
+            return
+        row = store_result(s, kind=job.kind, tenant_id=j.tenant_id, key_id=j.created_by, pf=pf,
+                           instrument_id=req.get("loan_id") or req.get("policy_id"), req=req, result=out,
+                           job_id=j.id, request_id=j.request_id)
+        for name, (media, content) in artifacts.items():
+            put_artifact(s, row.id, name, media, content)
+        j.status, j.result_id, j.progress, j.eta_s = "succeeded", row.id, 1.0, 0.0
+        j.finished_at = utcnow()
+        append(j, f"succeeded in {time.perf_counter() - t0:.1f} s: result {row.id}")
+    log.info("job %s succeeded", job.id)
+
+
+__all__ = ["KIND_PATH", "REPORTS", "TASKS", "check_limit", "check_quote_inputs", "code_version", "engine_cover",
+           "loan_engine_terms", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",
+           "put_artifact", "result_out", "run_finance_job", "store_result"]

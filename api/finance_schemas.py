@@ -1,0 +1,236 @@
+"""Request and response models of the finance endpoints: collateral valuations, insurance quotes, layer
+pricing and stress tests (pydantic v2; they make the OpenAPI document).
+
+Ranges here are only sanity bounds (so no request can ask for absurd work or overflow); the engine
+validates the terms themselves and its errors come back as 422 problems naming the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from api.schemas import ID_PATTERN, Level, Peril, Strict
+
+Mode = Literal["auto", "job"]
+NAME = Field("", max_length=200, description="a label for reports")
+MONEY = dict(ge=0, le=1e13)
+
+
+# ---- collateral ---------------------------------------------------------------------------------
+class AssignedInsuranceIn(Strict):
+    """A sink-loss policy assigned to the bank (its payouts go to the bank first)."""
+
+    covered_perils: list[Peril] | None = Field(None, min_length=1)
+    agreed_price_cny_per_tco2e: float = Field(gt=0, le=1e6)
+    annual_deductible_tco2e: float | None = Field(None, ge=0, le=1e12)
+    annual_limit_cny: float | None = Field(None, gt=0, le=1e13)
+
+
+class CollateralTerms(Strict):
+    """Terms of a carbon-pledge loan (``finance_engine.collateral.LoanTerms``). With a ``loan_id``
+    these override the registered loan's terms; without one, ``amount_cny``, ``term_years`` and
+    ``interest_rate`` are required. Omitted fields take the engine's defaults."""
+
+    amount_cny: float | None = Field(None, gt=0, le=1e13, description="loan principal, CNY")
+    term_years: int | None = Field(None, ge=1, le=100, description="whole years")
+    interest_rate: float | None = Field(None, ge=0, le=1, description="annual, as a fraction")
+    amortisation: Literal["bullet", "annuity", "linear"] | None = None
+    discount_rate: float | None = Field(None, ge=-0.99, le=1)
+    pledge_rate: float | None = Field(None, ge=0, le=10, description="maximum LTV at origination (质押率)")
+    ltv_trigger: float | None = Field(None, ge=0, le=10, description="LTV above which a top-up is called")
+    liquidation_cost_fraction: float | None = Field(None, ge=0, le=1)
+    liquidation_time_years: float | None = Field(None, ge=0, le=10)
+    forest_right_mortgage_cny: float | None = Field(None, **MONEY)
+    guarantee_cny: float | None = Field(None, **MONEY)
+    borrower_pd: float | None = Field(None, ge=0, le=1)
+    credit_type: Literal["ccer", "carbon_puhui", "tanpiao"] | None = None
+    price_model: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
+    price_scenario: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
+    price_loss_correlation: float | None = Field(None, ge=-1, le=1)
+    crediting_horizon_years: int | None = Field(None, ge=1, le=100)
+    target_shortfall_probability: float | None = Field(None, ge=0, le=1)
+    insurance: AssignedInsuranceIn | None = None
+
+
+class CollateralRequest(Strict):
+    """Value the pledged carbon of a loan (``finance_engine.collateral.value_collateral``)."""
+
+    portfolio_id: str | None = Field(None, pattern=ID_PATTERN, description="default: the loan's portfolio")
+    loan_id: str | None = Field(None, pattern=ID_PATTERN, description="a registered loan (POST .../loans)")
+    terms: CollateralTerms | None = None
+    parcel_ids: list[str] | None = Field(None, min_length=1, max_length=1_000_000,
+                                         description="pledged parcels (default: the loan's, else the portfolio)")
+    project_id: str | None = Field(None, min_length=1, max_length=200, description="pledge one project's parcels")
+    paths: int = Field(1000, ge=32, le=1_000_000)
+    seed: int = Field(2026, ge=0, le=2**63 - 1)
+    attribution: bool = Field(False, description="value drivers switched off in turn (about 9 more runs)")
+    attribution_paths: int | None = Field(None, ge=32, le=1_000_000, description="paths of each attribution run "
+                                                                                  "(default min(paths, 2000))")
+    sensitivities: bool = True
+    name: str = NAME
+    mode: Mode = "auto"
+
+    @model_validator(mode="after")
+    def _target(self) -> "CollateralRequest":
+        if self.loan_id is None and self.portfolio_id is None:
+            raise ValueError("give portfolio_id (with terms) or loan_id")
+        if self.loan_id is None and self.terms is None:
+            raise ValueError("give terms (amount_cny, term_years, interest_rate) or a registered loan_id")
+        if self.parcel_ids is not None and self.project_id is not None:
+            raise ValueError("give at most one of parcel_ids and project_id")
+        return self
+
+
+# ---- insurance ------------------------------------------------------------------------------------
+class DeductibleIn(Strict):
+    amount: float = Field(0.0, **MONEY)
+    unit: Literal["cny", "tco2e", "stock_fraction"] = "cny"
+    basis: Literal["annual", "event"] = "annual"
+
+
+class CoverIn(Strict):
+    """A cover (``finance_engine.insurance.covers``): fields apply per ``kind`` (others are refused)."""
+
+    kind: Literal["stock-loss", "sink-index", "price-floor"] = "stock-loss"
+    price_cny_per_tco2e: float | None = Field(None, gt=0, le=1e6, description="agreed price (stock-loss, sink-index; "
+                                                                             "default: the price model's start price)")
+    perils: list[Peril] | None = Field(None, min_length=1, description="stock-loss")
+    deductible: DeductibleIn | None = Field(None, description="stock-loss")
+    limit_cny: float | None = Field(None, gt=0, le=1e15)
+    participation: float | None = Field(None, gt=0, le=1)
+    trigger_fraction: float | None = Field(None, gt=0, le=2, description="sink-index")
+    expected_sink_tco2e: float | None = Field(None, gt=0, le=1e12, description="sink-index")
+    error: Literal["none", "normal", "lognormal"] | None = Field(None, description="sink-index")
+    error_cv: float | None = Field(None, ge=0, le=5, description="sink-index")
+    strike_cny_per_tco2e: float | None = Field(None, gt=0, le=1e6, description="price-floor (required)")
+    volume_tco2e: float | None = Field(None, gt=0, le=1e12, description="price-floor")
+    price_model: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$", description="price-floor")
+
+
+class LoadingIn(Strict):
+    method: Literal["none", "sd", "wang", "ph", "coc"] | None = None
+    parameter: float | None = Field(None, ge=0, le=100)
+    expense_ratio: float | None = Field(None, ge=0, lt=1)
+    profit_ratio: float | None = Field(None, ge=0, lt=1)
+    fixed_costs_cny: float | None = Field(None, **MONEY)
+
+
+class LayerIn(Strict):
+    attachment_cny: float = Field(ge=0, le=1e15)
+    limit_cny: float = Field(gt=0, le=1e15)
+    basis: Literal["occurrence", "aggregate"] = "occurrence"
+    reinstatements: int | None = Field(None, ge=0, le=20)
+    reinstatement_pct: float = Field(1.0, ge=0, le=10)
+    share: float = Field(1.0, gt=0, le=1)
+
+
+class QuoteRequest(Strict):
+    """Quote a policy on a portfolio (``finance_engine.insurance.quote``)."""
+
+    portfolio_id: str | None = Field(None, pattern=ID_PATTERN, description="default: the policy's portfolio")
+    policy_id: str | None = Field(None, pattern=ID_PATTERN, description="a registered policy (POST .../policies)")
+    cover: CoverIn | None = Field(None, description="the cover (default with a policy_id: a stock-loss cover "
+                                                    "built from the policy's perils, deductible and limit)")
+    paths: int = Field(2000, ge=32, le=1_000_000)
+    years: int = Field(1, ge=1, le=100, description="policy years simulated per path")
+    seed: int = Field(2026, ge=0, le=2**63 - 1)
+    loading: LoadingIn | None = None
+    subsidy: str | None = Field("commercial_forest", max_length=60, pattern=r"^[a-z][a-z0-9_]*$")
+    subsidised: bool = True
+    layers: list[LayerIn] = Field(default_factory=list, max_length=10)
+    quota_share: float = Field(0.0, ge=0, lt=1)
+    account_level: Level | None = "county"
+    name: str = NAME
+    mode: Mode = "auto"
+
+    @model_validator(mode="after")
+    def _target(self) -> "QuoteRequest":
+        if self.policy_id is None and self.portfolio_id is None:
+            raise ValueError("give portfolio_id (with cover) or policy_id")
+        if self.policy_id is None and self.cover is None:
+            raise ValueError("give a cover or a registered policy_id")
+        return self
+
+
+class LayerPricingJSON(Strict):
+    """Layer pricing with the loss table inline (``rows``); multipart uploads send it as ``file``."""
+
+    rows: list[dict[str, Any]] = Field(max_length=5_000_000, description="event loss table: year, event_id, loss")
+    n_years: int = Field(ge=1, le=100_000_000)
+    attachment: float = Field(ge=0, le=1e18)
+    limit: float | None = Field(None, gt=0, le=1e18, description="null: unlimited")
+    basis: Literal["occurrence", "aggregate"] = "occurrence"
+    reinstatements: int | None = Field(None, ge=0, le=20)
+    reinstatement_pct: float = Field(1.0, ge=0, le=10)
+    share: float = Field(1.0, gt=0, le=1)
+    name: str = NAME
+
+
+# ---- stress ---------------------------------------------------------------------------------------
+StressLevel = Literal["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group"]
+
+
+class StressRequest(Strict):
+    """A stress test (``finance_engine.stress.run.run_stress_test``): each scenario against the
+    baseline on common random numbers."""
+
+    portfolio_id: str = Field(pattern=ID_PATTERN)
+    scenarios: list[str] = Field(default_factory=list, max_length=20,
+                                 description="library scenario names (GET /v1/scenarios, ids stress.<name>)")
+    inline_scenarios: list[dict[str, Any] | str] = Field(default_factory=list, max_length=10,
+                                                         description="scenario documents (JSON objects or YAML "
+                                                                     "text) in the library's format")
+    years: int = Field(10, ge=1, le=100)
+    paths: int = Field(500, ge=8, le=1_000_000)
+    seed: int = Field(2026, ge=0, le=2**63 - 1)
+    levels: list[StressLevel] = Field(default_factory=lambda: ["portfolio", "county", "township"], min_length=1,
+                                      max_length=8)
+    registry: dict[str, Any] | None = Field(None, description="loans, policies and insurer in the engine's "
+                                                              "registry format (as carbon-risk stress --registry)")
+    use_registered_loans: bool = Field(False, description="add the loans registered against the portfolio")
+    accounts: bool = Field(True, description="also compute each scenario's five-level accounts")
+    footprints: bool = True
+    name: str = NAME
+    mode: Mode = Field("job", description="job (default) or auto: small tests answered at once")
+
+    @model_validator(mode="after")
+    def _names(self) -> "StressRequest":
+        import re
+
+        bad = [s for s in self.scenarios if not re.fullmatch(r"[a-z0-9_]{1,80}", s)]
+        if bad:
+            raise ValueError(f"scenarios: not library names: {bad[:5]}")
+        return self
+
+
+# ---- results --------------------------------------------------------------------------------------
+class FinanceAudit(BaseModel):
+    request: dict[str, Any]
+    request_sha256: str
+    model_version: str
+    code_version: str
+    region: str | None
+    parameter_sha256: str | None
+    portfolio_sha256: str | None
+    seed: int | None
+    created_by: str
+    request_id: str
+    created_at: datetime
+
+
+class FinanceResultOut(BaseModel):
+    id: str
+    kind: Literal["collateral", "quote", "layer", "stress_test"]
+    portfolio_id: str | None
+    instrument_id: str | None
+    job_id: str | None
+    audit: FinanceAudit
+    result: dict[str, Any]
+    reports: list[str] = Field(description="report downloads of this result (paths)")
+
+
+__all__ = ["CollateralRequest", "CollateralTerms", "CoverIn", "FinanceAudit", "FinanceResultOut", "LayerIn",
+           "LayerPricingJSON", "LoadingIn", "QuoteRequest", "StressRequest"]

@@ -1,0 +1,190 @@
+"""Insurance quotes on the engine (``finance_engine.insurance.quote``) with their HTML quote slip, and
+layer pricing on an uploaded event loss table (``finance_engine.insurance.price_layer``).
+Roles: insurer and bureau (the roles that register policies)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.compute import task_layer, task_quote_slip
+from api.finance import INPUT_ERRORS, check_quote_inputs, prepare_quote, problem_from, put_artifact, result_out, \
+    store_result
+from api.finance_schemas import FinanceResultOut, LayerPricingJSON, QuoteRequest
+from api.problems import ApiProblem
+from api.requestctx import current_request_id
+from api.routes._finance import CREATED, HTML, artifact, create_result, download, encode, get_result, list_results
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.schemas import Page
+from api.security import Principal, require_roles
+from api.services import audit
+
+router = APIRouter(tags=["insurance"], responses=AUTH_PROBLEMS)
+underwriter = require_roles("insurer", "bureau")
+
+
+@router.post("/v1/quotes", status_code=201, response_model=FinanceResultOut, summary="Quote a policy",
+             responses=CREATED)
+async def create_quote(body: QuoteRequest, request: Request, who: Principal = Depends(underwriter)):
+    """Prices a stock-loss, sink-index or price-floor cover on a stored portfolio: pure premium with
+    its Monte Carlo error, risk load, expenses, gross premium and rates, subsidy split and rate band,
+    AAL, OEP/AEP, PML, reinsurance layers and capital (``finance_engine.insurance.quote``).
+
+    Give a registered ``policy_id`` (a stock-loss cover on its perils, deductible and limit) or a
+    ``portfolio_id`` with a ``cover``. Small requests (parcels x paths x years up to
+    ``CRE_SYNC_MAX_CELLS``) answer at once (201), larger ones become a job (202)."""
+
+    def prepare(s):
+        out = prepare_quote(s, who, body)
+        check_quote_inputs(out[2])
+        return out
+
+    return await create_result(request, who, "quote", prepare, body.mode, what="parcels x paths x years")
+
+
+@router.get("/v1/quotes", response_model=Page[FinanceResultOut], summary="Your quotes (newest first)")
+def list_quotes(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+                who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+    return list_results(s, who, "quote", portfolio_id, paging)
+
+
+@router.get("/v1/quotes/{quote_id}", response_model=FinanceResultOut, summary="A quote with its audit")
+def get_quote(quote_id: str, who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+    return result_out(get_result(s, who, "quote", quote_id))
+
+
+@router.get("/v1/quotes/{quote_id}/slip", response_class=HTMLResponse, responses=HTML,
+            summary="The HTML quote slip (a download)")
+async def quote_slip(quote_id: str, request: Request, who: Principal = Depends(underwriter)):
+    """The self-contained quote slip (exceedance curves, premium build-up, subsidy, PML, layers),
+    rendered from the stored quote and kept for later."""
+    state = request.app.state
+
+    def load():
+        with state.db.session() as s:
+            row = get_result(s, who, "quote", quote_id)
+            a = artifact(s, row.id, "slip.html")
+            return row, (a.content if a is not None else None)
+
+    row, content = await run_in_threadpool(load)
+    if content is None:
+        content = (await state.compute.run(task_quote_slip, row.result, row.request.get("name") or None)).encode()
+
+        def save():
+            with state.db.session() as s:
+                put_artifact(s, row.id, "slip.html", "text/html; charset=utf-8", content)
+
+        await run_in_threadpool(save)
+    return download(content, "text/html; charset=utf-8", f"quote-slip-{row.id}.html")
+
+
+# ---- layer pricing on an uploaded loss table ----------------------------------------------------------
+_LAYER_FIELDS = {"n_years": int, "attachment": float, "limit": float, "basis": str, "reinstatements": int,
+                 "reinstatement_pct": float, "share": float, "name": str}
+_LAYER_SCHEMA = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "n_years", "attachment"],
+            "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "event loss table: CSV, Parquet or JSON with columns year, event_id, loss"},
+                "n_years": {"type": "integer", "minimum": 1}, "attachment": {"type": "number", "minimum": 0},
+                "limit": {"type": "number", "exclusiveMinimum": 0, "description": "omit for unlimited"},
+                "basis": {"type": "string", "enum": ["occurrence", "aggregate"]},
+                "reinstatements": {"type": "integer", "minimum": 0}, "reinstatement_pct": {"type": "number"},
+                "share": {"type": "number"}, "name": {"type": "string"}}}},
+        "application/json": {"schema": LayerPricingJSON.model_json_schema()},
+    },
+}
+
+
+def _invalid(errs: list[dict]) -> ApiProblem:
+    return ApiProblem(422, f"{len(errs)} invalid field(s) in the request", kind="validation-error",
+                      title="Invalid request", errors=errs)
+
+
+async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str, bytes | None]:
+    """(terms, filename, file bytes or None for inline rows)."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=20)
+        except Exception as exc:  # malformed multipart is bad input, never a 500
+            raise ApiProblem(400, f"malformed multipart body: {exc}", kind="bad-request") from exc
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _invalid([{"field": "body/file", "reason": "missing (the event loss table)"}])
+        fields = {k: form.get(k) for k in _LAYER_FIELDS if isinstance(form.get(k), str) and form.get(k) != ""}
+        try:
+            terms = LayerPricingJSON.model_validate({"rows": [], **fields})
+        except ValidationError as exc:
+            raise _invalid([{"field": "body/" + "/".join(str(x) for x in e["loc"]), "reason": e["msg"]}
+                            for e in exc.errors()]) from exc
+        return terms, upload.filename or "elt.csv", await upload.read()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            doc = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiProblem(400, f"body is not valid JSON: {exc}", kind="bad-request") from exc
+        try:
+            return LayerPricingJSON.model_validate(doc), "inline", None
+        except ValidationError as exc:
+            raise _invalid([{"field": "body/" + "/".join(str(x) for x in e["loc"]), "reason": e["msg"]}
+                            for e in exc.errors()]) from exc
+    raise ApiProblem(415, "send the loss table as multipart/form-data (field 'file') or application/json ('rows')",
+                     kind="unsupported-media-type")
+
+
+@router.post("/v1/layer-pricing", status_code=201, response_model=FinanceResultOut,
+             summary="Price an excess-of-loss layer on your own event loss table",
+             openapi_extra={"requestBody": _LAYER_SCHEMA},
+             responses={201: {"headers": {"Location": {"schema": {"type": "string"}}}}})
+async def create_layer_price(request: Request, who: Principal = Depends(underwriter)):
+    """Upload an event loss table (multipart ``file``: CSV, Parquet or JSON with columns ``year``
+    (0..n_years-1), ``event_id``, ``loss``; or JSON ``rows``) with ``n_years``, ``attachment``,
+    ``limit`` (omit: unlimited) and ``basis`` (occurrence or aggregate). Returns the pure premium, its
+    standard error, the standard deviation, the probabilities of attachment and exhaustion
+    (``finance_engine.insurance.price_layer``). A bad table answers 422 naming the problem."""
+    terms, filename, data = await _parse_layer_request(request)
+    state = request.app.state
+    rid = current_request_id()
+    table_sha = hashlib.sha256(data if data is not None else json.dumps(terms.rows, sort_keys=True,
+                                                                        default=str).encode()).hexdigest()
+    req = {**terms.model_dump(mode="json", exclude={"rows"}), "table_sha256": table_sha, "table_source": filename}
+    try:
+        out = await state.compute.run(task_layer, filename, data, None if data is not None else terms.rows, req)
+    except INPUT_ERRORS as exc:
+        raise problem_from(exc, "invalid-loss-table", "") from exc
+
+    def save():
+        with state.db.session() as s:
+            row = store_result(s, kind="layer", tenant_id=who.tenant_id, key_id=who.key_id, pf=None,
+                               instrument_id=None, req=req, result=out, job_id=None, request_id=rid)
+            audit(s, who, "layer.create", "layer", row.id, request_sha256=row.request_sha256, table_sha256=table_sha)
+            return result_out(row)
+
+    body = await run_in_threadpool(save)
+    return JSONResponse(encode(FinanceResultOut, body), status_code=201,
+                        headers={"Location": f"/v1/layer-pricing/{body['id']}"})
+
+
+@router.get("/v1/layer-pricing", response_model=Page[FinanceResultOut], summary="Your layer prices (newest first)")
+def list_layer_prices(paging: Paging = Depends(), who: Principal = Depends(underwriter),
+                      s: Session = Depends(db_session)):
+    return list_results(s, who, "layer", None, paging)
+
+
+@router.get("/v1/layer-pricing/{layer_id}", response_model=FinanceResultOut, summary="A layer price with its audit")
+def get_layer_price(layer_id: str, who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+    return result_out(get_result(s, who, "layer", layer_id))
+
+
+__all__ = ["router"]
