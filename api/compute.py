@@ -388,6 +388,7 @@ class ResultCache:
 
     def __init__(self, size: int = 256):
         self.size, self._d, self._lock = size, OrderedDict(), threading.Lock()
+        self._inflight: dict[str, asyncio.Future] = {}
 
     @staticmethod
     def key(*parts: Any) -> str:
@@ -399,6 +400,29 @@ class ResultCache:
                 self._d.move_to_end(key)
                 return self._d[key]
         return None
+
+    async def single_flight(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The cached value, or the result of ``compute()`` (awaited once however many callers ask for
+        the same key at the same time; all of them get its result or its exception). Event-loop only."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        fut = self._inflight.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            value = await compute()
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        self.put(key, value)
+        fut.set_result(value)
+        return value
 
     def put(self, key: str, value) -> None:
         if self.size <= 0:

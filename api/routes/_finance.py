@@ -69,11 +69,13 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
         out = state.result_cache.get(key)
     if out is None:
         try:
-            out = await state.compute.run(TASKS[kind], pf_ref(pf), req)
+            if key is None:
+                out = await state.compute.run(TASKS[kind], pf_ref(pf), req)
+            else:  # identical requests in flight share one computation (no stampede on a cold cache)
+                out = await state.result_cache.single_flight(
+                    key, lambda: state.compute.run(TASKS[kind], pf_ref(pf), req))
         except INPUT_ERRORS as exc:
             raise problem_from(exc, ERROR_KIND[kind], "body/") from exc
-        if key is not None:
-            state.result_cache.put(key, out)
     artifacts = {}
     if kind == "stress_test":
         artifacts, out = out["artifacts"], dict(out["result"])

@@ -344,3 +344,30 @@ def test_scenarios_list_the_stress_library_with_version_and_hash(env):
         assert stress[f"stress.{n}"]["sha256"] == hashlib.sha256(raw).hexdigest()
         one = env.client.get(f"/v1/scenarios/stress.{n}", headers=env.h("admin")).json()
         assert one["content"]["version"] == load_scenario(n).version == stress[f"stress.{n}"]["version"]
+
+
+def test_identical_requests_share_one_computation():
+    import asyncio
+
+    from api.compute import ResultCache
+
+    calls = []
+
+    async def compute():
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return {"v": 1}
+
+    async def failing():
+        await asyncio.sleep(0.01)
+        raise ValueError("terms: bad")
+
+    async def main():
+        rc = ResultCache(4)
+        got = await asyncio.gather(*[rc.single_flight("k", compute) for _ in range(8)])
+        assert got == [{"v": 1}] * 8 and len(calls) == 1
+        assert await rc.single_flight("k", compute) == {"v": 1} and len(calls) == 1  # cached
+        res = await asyncio.gather(*[rc.single_flight("bad", failing) for _ in range(3)], return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in res) and rc.get("bad") is None  # errors are not cached
+
+    asyncio.run(main())
