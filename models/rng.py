@@ -21,6 +21,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtri
 
+from models._kernels import keyed_uniform_grid, keyed_uniform_pairs
+
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -79,6 +81,24 @@ def _to_unit(z: np.ndarray) -> np.ndarray:
     return u
 
 
+def _grid(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Uniforms for every (row, key): the compiled kernel (equal to :func:`reference_grid`)."""
+    return keyed_uniform_grid(rows, keys, np.empty((rows.size, keys.size)))
+
+
+def _pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Uniforms for aligned (row, key) pairs: the compiled kernel."""
+    a = np.ascontiguousarray(a, dtype=np.uint64)
+    b = np.ascontiguousarray(b, dtype=np.uint64)
+    return keyed_uniform_pairs(a, b, np.empty(a.size))
+
+
+def reference_grid(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The plain-numpy definition of :func:`_grid` (the tests hold the kernel to it)."""
+    z = np.asarray(rows, dtype=np.uint64)[:, None] ^ np.asarray(keys, dtype=np.uint64)[None, :]
+    return _to_unit(_mix_inplace(z))
+
+
 @dataclass(frozen=True)
 class KeyedRandom:
     """Random numbers for a block of paths over a fixed set of parcels.
@@ -129,9 +149,7 @@ class KeyedRandom:
     # ---- one number per (path, key) -------------------------------------------------
     def keyed_uniform(self, stream: str, year: int, keys: np.ndarray) -> np.ndarray:
         """Shape (n_paths, len(keys)): one uniform per path and key (parcel, county, cell...)."""
-        rows = self._rows(stream, year)
-        z = rows[:, None] ^ np.asarray(keys, dtype=np.uint64)[None, :]
-        return _to_unit(_mix_inplace(z))
+        return _grid(self._rows(stream, year), np.ascontiguousarray(keys, dtype=np.uint64))
 
     def parcel_uniform(self, stream: str, year: int = 0) -> np.ndarray:
         """Shape (n_paths, n_parcels)."""
@@ -147,14 +165,12 @@ class KeyedRandom:
         number of pairs: used for damage draws of rare events.
         """
         rows = self._rows(stream, year)
-        z = rows[np.asarray(path_pos)] ^ self.parcel_keys[np.asarray(parcel_pos)]
-        return _to_unit(_mix_inplace(z))
+        return _pairs(rows[np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Uniforms at (path position, key) pairs; ``keys`` is aligned with ``path_pos``."""
         rows = self._rows(stream, year)
-        z = rows[np.asarray(path_pos)] ^ np.asarray(keys, dtype=np.uint64)
-        return _to_unit(_mix_inplace(z))
+        return _pairs(rows[np.asarray(path_pos)], np.asarray(keys, dtype=np.uint64))
 
     def subset_parcels(self, positions: np.ndarray) -> "KeyedRandom":
         """The same streams restricted to some parcels (their draws are unchanged)."""

@@ -1,0 +1,36 @@
+"""The compiled kernels compute exactly what their plain numpy / SciPy definitions compute."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from models._kernels import keyed_uniform_pairs, sum_by_group
+from models.rng import _grid, reference_grid
+
+
+def test_keyed_uniform_grid_equals_numpy_reference():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 2**63, 37, dtype=np.int64).astype(np.uint64)
+    keys = rng.integers(0, 2**63, 513, dtype=np.int64).astype(np.uint64)
+    got = _grid(rows, keys)
+    np.testing.assert_array_equal(got, reference_grid(rows, keys))
+    assert got.min() > 0 and got.max() < 1
+
+
+def test_keyed_uniform_pairs_equal_the_grid_entries():
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, 2**63, 9, dtype=np.int64).astype(np.uint64)
+    keys = rng.integers(0, 2**63, 11, dtype=np.int64).astype(np.uint64)
+    i, j = rng.integers(0, 9, 50), rng.integers(0, 11, 50)
+    got = keyed_uniform_pairs(rows[i], keys[j], np.empty(50))
+    np.testing.assert_array_equal(got, reference_grid(rows, keys)[i, j])
+
+
+def test_sum_by_group_equals_sparse_indicator_product_bit_for_bit():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(17, 400)) * 10 ** rng.uniform(-3, 6, size=(17, 400))
+    g = rng.integers(0, 23, 400).astype(np.intp)
+    ind = sp.csr_matrix((np.ones(400), (np.arange(400), g)), shape=(400, 23))
+    got = sum_by_group(x, g, 23, np.empty((17, 23)))
+    np.testing.assert_array_equal(got, np.asarray(x @ ind))
+    # each row's sums do not depend on the other rows
+    np.testing.assert_array_equal(sum_by_group(x[5:6], g, 23, np.empty((1, 23)))[0], got[5])
