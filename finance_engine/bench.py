@@ -67,45 +67,53 @@ def _run_case(name: str, args: dict) -> dict:
     if name in ("demo_full", "rng_only"):
         pf = load_portfolio(demo_portfolio_path(), params)
         paths, years = args.get("paths", 256), args.get("years", 30)
-        shapes: list[tuple[int, ...]] = []
-        orig = rng_mod._to_unit
+        # count every random number the run consumes, by wrapping the three generator entry points
+        calls: list[tuple[str, tuple[int, ...]]] = []
+        originals = (rng_mod._grid, rng_mod._pairs, rng_mod._to_unit)
 
-        def counting(z):
-            shapes.append(z.shape)
-            return orig(z)
+        def grid(rows, keys):
+            calls.append(("grid", (rows.size, keys.size)))
+            return originals[0](rows, keys)
 
-        rng_mod._to_unit = counting
-        simulate(pf, params, years=2, paths=32, seed=1)  # warm-up (imports, caches)
-        shapes.clear()
+        def pairs(a, b):
+            calls.append(("pairs", (np.size(a),)))
+            return originals[1](a, b)
+
+        def to_unit(z):
+            calls.append(("unit", (z.size,)))
+            return originals[2](z)
+
+        rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = grid, pairs, to_unit
+        simulate(pf, params, years=2, paths=32, seed=1)  # warm-up (imports, compiled kernels)
+        calls.clear()
         t = time.perf_counter()
         simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 1))
         dt = time.perf_counter() - t
-        rng_mod._to_unit = orig
-        n_draws = int(sum(np.prod(s) for s in shapes))
+        rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = originals
+        n_draws = int(sum(np.prod(s) for _, s in calls))
         ppy = pf.n_parcels * paths * years
         out = {"parcels": pf.n_parcels, "paths": paths, "years": years, "seconds": dt,
                "parcel_path_years_per_s": ppy / dt, "random_numbers": n_draws,
                "random_numbers_per_parcel_path_year": n_draws / ppy}
         if name == "rng_only":
-            # the same draws in the same shapes, nothing else
-            rnd = rng_mod.KeyedRandom(1, np.arange(64), pf.keys)
+            # the same draws in the same shapes with the engine's generator, nothing else
+            rs = np.random.default_rng(1)
+            def u64(size):
+                return rs.integers(0, 2**63, size, dtype=np.int64).astype(np.uint64)
+
+            inputs = [(kind, u64(s[0]), u64(s[1]) if kind == "grid" else None) for kind, s in calls]
             t = time.perf_counter()
-            done = 0
-            i = 0
-            for s in shapes:
-                if len(s) == 2 and s[1] == pf.n_parcels:
-                    r = rng_mod.KeyedRandom(1, np.arange(s[0]), pf.keys)
-                    r.parcel_uniform("bench", i)
-                elif len(s) == 2:
-                    rnd.keyed_uniform("bench", i, np.arange(s[1], dtype=np.uint64))
+            for kind, a, b in inputs:
+                if kind == "grid":
+                    rng_mod._grid(a, b)
+                elif kind == "pairs":
+                    rng_mod._pairs(a, a)
                 else:
-                    rng_mod._to_unit(rng_mod._mix_inplace(np.arange(int(np.prod(s)), dtype=np.uint64)))
-                done += int(np.prod(s))
-                i += 1
+                    rng_mod._to_unit(a)
             keyed = time.perf_counter() - t
             g = np.random.default_rng(1)
             t = time.perf_counter()
-            for s in shapes:
+            for _, s in calls:
                 g.random(s)
             pcg = time.perf_counter() - t
             out.update({"rng_keyed_seconds": keyed, "rng_pcg64_seconds": pcg,
