@@ -117,3 +117,15 @@ def test_forced_storm_hits_near_track_more_and_validation(params):
                      ({"track": 0.0, "intensity": -1.0}, "intensity")):
         with pytest.raises(ValueError, match=key):
             ty.step(context(pf, 2, forced={"typhoon": [bad]}), None)
+
+
+def test_poisson_inverse_cdf_matches_scipy():
+    from scipy.stats import poisson
+
+    from models.perils.typhoon import poisson_inverse_cdf
+
+    rng = np.random.default_rng(7)
+    u = rng.random(200_000)
+    lam = rng.uniform(0.0, 4.0, u.size)
+    expected = np.minimum(poisson.ppf(u, lam), 20).astype(np.int64)
+    np.testing.assert_array_equal(poisson_inverse_cdf(u, lam, 20), expected)

@@ -66,7 +66,6 @@ from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
-from scipy.stats import poisson
 
 from models.parameters.schema import Confidence, Sourced
 from models.perils import register
@@ -99,6 +98,26 @@ class CoastPoint(BaseModel):
     source: str
     confidence: Confidence
     note: str | None = None
+
+
+def poisson_inverse_cdf(u: np.ndarray, lam: np.ndarray, k_max: int) -> np.ndarray:
+    """Smallest k with P(N <= k) >= u for N ~ Poisson(lam), capped at ``k_max`` (vectorised).
+
+    The CDF is accumulated term by term (pmf_k = pmf_{k-1} lam / k), a loop over k only; it is
+    much faster than ``scipy.stats.poisson.ppf`` for the small rates of storms.
+    """
+    lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), u.shape)
+    pmf = np.exp(-lam)
+    cdf = pmf.copy()
+    n = np.zeros(u.shape, dtype=np.int64)
+    for k in range(1, k_max + 1):
+        below = cdf < u
+        if not below.any():
+            break
+        n += below
+        pmf = pmf * lam / k
+        cdf = cdf + pmf
+    return n
 
 
 class TyphoonParams(PerilParams):
@@ -207,8 +226,7 @@ class Typhoon(Peril):
         """Number of random damaging storms per path this year."""
         lam = self.params.annual_rate.value * per_path(ctx.hazard(self.name), ctx.rnd.n_paths)
         u = ctx.rnd.path_uniform("typhoon.count", ctx.year)
-        n = poisson.ppf(u, lam)
-        return np.minimum(np.nan_to_num(n, nan=0.0), MAX_STORMS_PER_YEAR).astype(np.int64)
+        return poisson_inverse_cdf(u, lam, MAX_STORMS_PER_YEAR)
 
     def _damage(self, ctx, pp, qq, stream: str) -> np.ndarray:
         sev = per_path(ctx.severity(self.name), ctx.rnd.n_paths)[pp]
