@@ -61,3 +61,41 @@ def sum_by_group(values, group, n_groups, out):
         for j in range(n_cols):
             out[i, group[j]] += values[i, j]
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def pine_wilt_cell_year(infected, indptr, indices, data, infectivity, local_rate, jump_rate, intro_rate,
+                        rows, keys):
+    """One year of the pine wilt cell SI process, in place (see ``PineWilt.advance_cells``).
+
+    ``(indptr, indices, data)`` is the CSR neighbour matrix with the source cell's infectivity
+    folded in (row = source cell). Only infected cells are visited to build the local pressure, so
+    the cost follows the epidemic, not the grid. Arithmetic is float32, in the order of the numpy
+    reference ``PineWilt.cell_hazard``: ``h = (local_rate * local + jump_rate * emitted / n) + intro``,
+    ``p = -expm1(-h)``; a cell is infected when its keyed uniform is below ``p``.
+    """
+    n_paths, n_cells = infected.shape
+    local = np.zeros(n_cells, dtype=np.float32)
+    lr = np.float32(local_rate)
+    jr = np.float32(jump_rate)
+    ir = np.float32(intro_rate)
+    nc = np.float32(max(n_cells, 1))
+    for p in range(n_paths):
+        local[:] = 0.0
+        emitted = np.float32(0.0)
+        for j in range(n_cells):
+            if infected[p, j]:
+                emitted += infectivity[j]
+                for k in range(indptr[j], indptr[j + 1]):
+                    local[indices[k]] += data[k]
+        jump = jr * emitted / nc
+        r = rows[p]
+        for i in range(n_cells):
+            if infected[p, i]:
+                continue
+            h = (lr * local[i] + jump) + ir
+            prob = -np.expm1(-h)
+            z = _mix(r ^ keys[i])
+            if (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT < prob:
+                infected[p, i] = True
+    return infected

@@ -34,3 +34,24 @@ def test_sum_by_group_equals_sparse_indicator_product_bit_for_bit():
     np.testing.assert_array_equal(got, np.asarray(x @ ind))
     # each row's sums do not depend on the other rows
     np.testing.assert_array_equal(sum_by_group(x[5:6], g, 23, np.empty((1, 23)))[0], got[5])
+
+
+def test_pine_wilt_cell_kernel_equals_numpy_definition(params):
+    from models.perils.pine_wilt import PineWilt
+    from models.portfolio import validate_frame
+    from models.rng import KeyedRandom
+    from tests.conftest import make_frame
+
+    pf = validate_frame(make_frame(300, seed=4, species=["masson_pine", "mixed_conifer"]), params)
+    peril = PineWilt(params.perils["pine_wilt"], params, pf)
+    rnd = KeyedRandom(9, np.arange(64), pf.keys)
+    rng = np.random.default_rng(0)
+    for year in range(5):
+        infected = rng.random((64, peril.grid.n_cells)) < 0.05
+        # numpy definition: hazard from the current state, keyed uniforms, all cells at once
+        prob = -np.expm1(-peril.cell_hazard(infected))
+        u = rnd.keyed_uniform("pine_wilt.spread", year, peril.grid.keys)
+        expected = infected | (u < prob)
+        got = infected.copy()
+        peril.advance_cells(got, year, rnd, None)
+        assert np.array_equal(got, expected)

@@ -82,6 +82,7 @@ from models.perils import register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
+from models._kernels import pine_wilt_cell_year
 from models.rng import KeyedRandom, group_keys
 
 KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
@@ -345,9 +346,14 @@ class PineWilt(Peril):
         """One year of the cell SI process, in place."""
         if self.grid.n_cells == 0:
             return
-        prob = -np.expm1(-self.cell_hazard(infected))
-        u = rnd.keyed_uniform(f"{prefix}.spread", year, self.grid.keys)
-        infected |= u < prob
+        # compiled: visits only infected cells to build the pressure (the numpy definition is
+        # cell_hazard + keyed uniforms; tests/test_kernels.py holds the kernel to it)
+        w = self._w_local
+        p = self.params
+        pine_wilt_cell_year(infected, w.indptr, w.indices, w.data, self.infectivity,
+                            p.local_transmission_rate.value, p.long_distance_jump_rate.value,
+                            p.introduction_rate_per_cell.value, rnd._rows(f"{prefix}.spread", year),
+                            np.ascontiguousarray(self.grid.keys, dtype=np.uint64))
         if forced_cells is not None:
             infected |= forced_cells[None, :]
 
