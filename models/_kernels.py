@@ -89,12 +89,17 @@ def pine_wilt_cell_year(infected, indptr, indices, data, infectivity, local_rate
                 for k in range(indptr[j], indptr[j + 1]):
                     local[indices[k]] += data[k]
         jump = jr * emitted / nc
+        # cells without infected neighbours share one hazard (lr * 0 + jump) + ir: compute it once
+        prob_far = -np.expm1(-((lr * np.float32(0.0) + jump) + ir))
         r = rows[p]
         for i in range(n_cells):
             if infected[p, i]:
                 continue
-            h = (lr * local[i] + jump) + ir
-            prob = -np.expm1(-h)
+            if local[i] == 0.0:
+                prob = prob_far
+            else:
+                h = (lr * local[i] + jump) + ir
+                prob = -np.expm1(-h)
             z = _mix(r ^ keys[i])
             if (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT < prob:
                 infected[p, i] = True
