@@ -1,6 +1,7 @@
 """Carbon-pledge collateral valuation: closed forms and bad terms."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,44 @@ def test_price_scenario_and_loss_correlation(portfolio, params):
     assert abs(mean_rank_corr(plain)) < 0.1     # and are independent of losses by default
     with pytest.raises(LoanTermsError, match="price_loss_correlation"):
         value_collateral(portfolio, params, {**base, "price_loss_correlation": 2.0}, **kw)
+
+
+def test_single_peril_expected_loss_matches_analytic(tmp_path):
+    """One peril of known annual probability: the expected loss in the pledge equals sum_i p_i x C_i."""
+    import yaml
+
+    from models.parameters import load_parameters
+
+    src = Path(__file__).resolve().parent.parent / "models" / "parameters" / "lishui.yaml"
+    raw = yaml.safe_load(src.read_text(encoding="utf-8"))
+    fire = raw["perils"]["fire"]
+    fire["base_burn_probability_per_year"]["value"] = 0.02
+    fire["burned_area_fraction"].update(low=1.0, high=1.0)
+    for cls in fire["loss_given_burn"].values():
+        cls.update(low=1.0, high=1.0)          # a burn destroys the stand: loss = all its carbon
+    p_file = tmp_path / "fire_only.yaml"
+    p_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    params = load_parameters(p_file)
+    df = make_frame(30, seed=11, species=["chinese_fir", "masson_pine", "evergreen_broadleaf"])
+    df["age_years"] = np.maximum(df["age_years"], 12)   # no young-stand factor
+    pf = validate_frame(df, params)
+    sw = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False,
+                            background_mortality=False, independent=True, perils=("fire",))
+    terms = LoanTerms(amount_cny=10_000, term_years=1, interest_rate=0.04, crediting_horizon_years=1)
+    paths = 4000
+    v = value_collateral(pf, params, terms, paths=paths, seed=21, attribution=False, sensitivities=False,
+                         switches=sw)
+    # analytic: p_i = base x flammability x protection (weather mean 1 in independent mode); the loss
+    # falls after the year's growth, so it takes the carbon the stand has after one year
+    from models.dynamics import ForestSimulator
+
+    sim = ForestSimulator(params, pf, switches=sw)
+    c1 = sim.initial_carbon_tc_per_ha() + sim.expected_annual_sink_tc_per_ha()
+    loss_i = c1 * pf.area_ha * 44 / 12
+    t = params.tables
+    prot = np.array([params.file.management["fire_protection"][k].value for k in ("none", "basic", "enhanced")])
+    p_i = 0.02 * t.flammability[pf.species_code] * prot[pf.fire_protection_code]
+    expected = float((p_i * loss_i).sum())
+    se = float(np.sqrt((p_i * (1 - p_i) * loss_i**2).sum() / paths))
+    got = v.value_today["expected_stock_loss_during_term_tco2e"]["fire"]
+    assert abs(got - expected) < 4 * se, (got, expected, se)
