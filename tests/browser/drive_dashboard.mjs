@@ -3,7 +3,11 @@
 // (the last line). tests/browser/test_dashboard.py runs it and checks those numbers against the API.
 //
 //   node drive_dashboard.mjs --base http://127.0.0.1:PORT --key cre_... --out DIR
-//        [--portfolio "Lishui demo portfolio"] [--years 3] [--paths 32] [--seed 7] [--chromium /usr/bin/chromium]
+//        [--portfolio "Lishui demo portfolio"] [--years 3] [--paths 32] [--seed 7] [--scenario super_typhoon]
+//        [--cancel-paths 4096] [--chromium /usr/bin/chromium]
+//
+// The main run is a stress test when the API has /v1/stress-tests (then a simulation follows, for the
+// distribution charts), else a simulation.
 
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -12,7 +16,7 @@ import path from "node:path";
 
 function args() {
   const a = { years: "3", paths: "32", seed: "7", chromium: "/usr/bin/chromium", portfolio: "Lishui demo portfolio",
-    cancelPaths: "4096" };
+    "cancel-paths": "4096", scenario: "super_typhoon" };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, "")] = v[i + 1];
   for (const k of ["base", "key", "out"]) if (!a[k]) throw new Error(`--${k} is required`);
@@ -22,7 +26,7 @@ function args() {
 const opt = args();
 fs.mkdirSync(opt.out, { recursive: true });
 const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "cre-chromium-"));
-const out = { screenshots: [], consoleErrors: [], failedRequests: [], progressSeen: [] };
+const out = { screenshots: [], consoleErrors: [], failedRequests: [] };
 const log = (...m) => process.stderr.write(`[drive] ${m.join(" ")}\n`);
 
 const ctx = await chromium.launchPersistentContext(userDir, {
@@ -95,11 +99,21 @@ try {
   out.viewBoxReset = (await page.getAttribute("#map", "viewBox")) === vb0;
   await shot("portfolio-map-species");
 
-  // 3. start a run and cancel it (a big one), then a small one that runs to 100 %
+  // 3. start a big simulation and cancel it (a simulation job stops at its next chunk of paths)
   await page.getByRole("tab", { name: "压力测试" }).click();
+  out.runKinds = await page.$$eval("#run-kind option", (os) => os.map((o) => o.value));
+  const kindVisible = await page.locator("#run-kind-field").isVisible();
+  out.mainKind = out.runKinds[0] || "simulation";
+  const chooseKind = async (kind) => {
+    if (kindVisible) {
+      await page.getByLabel("运行类型").selectOption(kind);
+      await page.waitForFunction((k) => window.__dashboard.runner.kind === k && document.querySelector("#run-scenario").options.length > 0, kind);
+    }
+  };
+  await chooseKind("simulation");
   out.runModeNote = await text("#run-mode-note");
   await page.getByLabel("模拟年数").fill(opt.years);
-  await page.getByLabel("蒙特卡洛路径数").fill(opt.cancelPaths);
+  await page.getByLabel("蒙特卡洛路径数").fill(opt["cancel-paths"]);
   await page.getByLabel("随机种子").fill(opt.seed);
   await page.getByRole("button", { name: "开始运行" }).click();
   await page.waitForFunction(() => ["running", "queued"].includes(document.querySelector("#run-status").dataset.status));
@@ -109,43 +123,65 @@ try {
   out.cancelledStatusText = await text("#run-status");
   await shot("run-cancelled");
 
-  await page.getByLabel("蒙特卡洛路径数").fill(opt.paths);
-  await page.getByRole("button", { name: "开始运行" }).click();
-  const t0 = Date.now();
-  for (;;) {
-    const s = await page.evaluate(() => ({
-      status: document.querySelector("#run-status").dataset.status,
-      value: Number(document.querySelector("#run-progress").value),
-      pct: document.querySelector("#run-pct").textContent,
-      eta: document.querySelector("#run-eta").textContent,
-      job: window.__dashboard.job && window.__dashboard.job.id,
-    }));
-    if (s.job && s.job !== out.cancelledJob) {
-      const last = out.progressSeen[out.progressSeen.length - 1];
-      if (!last || last.value !== s.value || last.status !== s.status) out.progressSeen.push(s);
-      if (s.status === "succeeded" || s.status === "failed" || s.status === "cancelled") break;
+  // a run to 100 %, watching the progress bar
+  async function runToEnd(kind, option) {
+    await page.getByRole("tab", { name: "压力测试" }).click();
+    await chooseKind(kind);
+    if (option) await page.locator("#run-scenario").selectOption(option);
+    const r = { kind, option: await page.locator("#run-scenario").inputValue(), progressSeen: [] };
+    await page.getByLabel("蒙特卡洛路径数").fill(opt.paths);
+    const before = await page.evaluate(() => window.__dashboard.job && window.__dashboard.job.id);
+    await page.getByRole("button", { name: "开始运行" }).click();
+    const t0 = Date.now();
+    for (;;) {
+      const s = await page.evaluate(() => ({
+        status: document.querySelector("#run-status").dataset.status,
+        value: Number(document.querySelector("#run-progress").value),
+        pct: document.querySelector("#run-pct").textContent,
+        eta: document.querySelector("#run-eta").textContent,
+        job: window.__dashboard.job && window.__dashboard.job.id,
+      }));
+      if (s.job && s.job !== before) {
+        const last = r.progressSeen[r.progressSeen.length - 1];
+        if (!last || last.value !== s.value || last.status !== s.status) r.progressSeen.push(s);
+        if (["succeeded", "failed", "cancelled"].includes(s.status)) break;
+      }
+      if (Date.now() - t0 > 90000) throw new Error(`the ${kind} run did not finish within 90 s`);
+      await page.waitForTimeout(50);
     }
-    if (Date.now() - t0 > 60000) throw new Error("the run did not finish within 60 s");
-    await page.waitForTimeout(50);
+    r.jobId = await page.evaluate(() => window.__dashboard.job.id);
+    r.finalPct = await text("#run-pct");
+    r.error = await text("#run-error");
+    await page.waitForFunction((j) => {
+      const d = window.__dashboard;
+      return d.job.id === j && d.job.result_id && d.view && d.view.id === d.job.result_id &&
+        !document.querySelector("#results").hidden;
+    }, r.jobId);
+    r.resultTabSelected = await page.getAttribute("#tab-results", "aria-selected");
+    r.resultId = await text("#result-id");
+    r.kpis = await page.$$eval("#kpis .kpi", (ks) => ks.map((k) => ({ key: k.dataset.kpi, value: Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent })));
+    r.countyCaption = await text("#cap-county");
+    r.bars = await page.$$eval("#chart-county rect.bar", (bs) => bs.map((b) => ({ label: b.dataset.label, value: Number(b.dataset.value) })));
+    r.baseMarks = await page.$$eval("#chart-county line.base-mark[data-value]", (ls) => ls.map((l) => Number(l.dataset.value)));
+    r.exceedanceShown = await page.locator("#chart-exceed").isVisible();
+    r.exceedanceNote = await text("#exceed-note").catch(() => "");
+    r.exceedanceDots = await page.$$eval("#chart-exceed circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
+    r.fanCaption = await text("#cap-fan");
+    r.fanBands = await page.locator("#chart-fan polygon.band").count();
+    r.fanMedian = await page.locator("#chart-fan polyline.median").count();
+    r.fanBaseline = await page.locator("#chart-fan polyline.baseline").count();
+    r.countyHeader = await page.$$eval("#county-table thead th", (ths) => ths.map((t) => t.textContent));
+    r.countyRows = await page.$$eval("#county-table tbody tr", (rs) => rs.map((row) => {
+      const o = { county: row.dataset.county, name: row.querySelector("th").textContent };
+      row.querySelectorAll("td").forEach((td) => { o[td.dataset.col] = td.dataset.value === "" ? null : Number(td.dataset.value); o[`${td.dataset.col}_text`] = td.textContent; });
+      return o;
+    }));
+    return r;
   }
-  out.jobId = await page.evaluate(() => window.__dashboard.job.id);
-  out.finalPct = await text("#run-pct");
-  await page.waitForSelector("#results:not([hidden])");
-  out.resultTabSelected = await page.getAttribute("#tab-results", "aria-selected");
 
-  // 4. results: charts and the county table
-  out.resultId = await text("#result-id");
-  out.kpis = await page.$$eval("#kpis .kpi", (ks) => ks.map((k) => ({ key: k.dataset.kpi, value: Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent })));
-  out.bars = await page.$$eval("#chart-county rect.bar", (bs) => bs.map((b) => ({ label: b.dataset.label, value: Number(b.dataset.value) })));
-  out.exceedanceDots = await page.$$eval("#chart-exceed circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
-  out.fanBands = await page.locator("#chart-fan polygon.band").count();
-  out.fanMedian = await page.locator("#chart-fan polyline.median").count();
-  out.countyRows = await page.$$eval("#county-table tbody tr", (rs) => rs.map((r) => {
-    const o = { county: r.dataset.county, name: r.querySelector("th").textContent };
-    r.querySelectorAll("td").forEach((td) => { o[td.dataset.col] = td.dataset.value === "" ? null : Number(td.dataset.value); o[`${td.dataset.col}_text`] = td.textContent; });
-    return o;
-  }));
-  await shot("results");
+  const main = await runToEnd(out.mainKind, out.mainKind === "stress" ? opt.scenario : null);
+  out.runs = [main];
+  await shot(`results-${main.kind}`);
 
   // risk colouring on the map now that a run exists
   await page.getByRole("tab", { name: "资产组合与地图" }).click();
@@ -157,9 +193,12 @@ try {
   await page.getByRole("tab", { name: "压力测试" }).click();
   await shot("run-finished");
 
-  // 5. accounts: drill down province -> city -> county -> township -> village
+  // 4. accounts: drill down province -> city -> county -> township -> village
   await page.getByRole("tab", { name: "五级碳账户" }).click();
-  await page.waitForSelector("#accounts-table tbody tr");
+  await page.waitForFunction(() => window.__dashboard.accounts && document.querySelectorAll("#accounts-table tbody tr").length > 0);
+  out.accountsQuery = await page.evaluate(() => window.__dashboard.accountsFor);
+  out.accountsHeader = await page.$$eval("#accounts-table thead th", (ths) => ths.map((t) => t.textContent));
+  const stockCol = main.kind === "stress" ? "stock_end_tco2e" : "stock_bef_tco2e";
   const visible = () => page.$$eval("#accounts-table tbody tr", (rs) => rs.filter((r) => !r.hidden).map((r) => r.dataset.level));
   out.accountsRowsTotal = await page.locator("#accounts-table tbody tr").count();
   out.accountsVisibleInitially = await visible();
@@ -172,25 +211,29 @@ try {
   await twp.locator("button.toggle").focus();
   await page.keyboard.press("Enter");  // keyboard works too
   out.accountsAfterTownship = await visible();
-  out.accountsVillageRows = await page.$$eval(`#accounts-table tbody tr[data-level="village"]`, (rs, parent) =>
+  out.accountsVillageRows = await page.$$eval(`#accounts-table tbody tr[data-level="village"]`, (rs, [parent, col]) =>
     rs.filter((r) => !r.hidden && r.dataset.parent === parent).map((r) => ({ key: r.dataset.key,
-      stock: Number(r.querySelector('td[data-col="stock_bef_tco2e"]').dataset.value) })), out.accountsFirstTownship);
-  out.accountsCountyStock = Number(await county.locator('td[data-col="stock_bef_tco2e"]').getAttribute("data-value"));
+      stock: Number(r.querySelector(`td[data-col="${col}"]`).dataset.value) })), [out.accountsFirstTownship, stockCol]);
+  out.accountsCountyStock = Number(await county.locator(`td[data-col="${stockCol}"]`).getAttribute("data-value"));
   await shot("accounts");
   await county.locator("button.toggle").click();
   out.accountsAfterCollapse = await visible();
 
-  // 6. reports
+  // 5. reports: every button downloads a file
   await page.getByRole("tab", { name: "报告下载" }).click();
   out.reportButtons = await page.$$eval("#report-list button", (bs) => bs.map((b) => b.dataset.report));
-  const [dl] = await Promise.all([page.waitForEvent("download"), page.locator('#report-list button[data-report="result-json"]').click()]);
-  const dlFile = path.join(opt.out, "download-result.json");
-  await dl.saveAs(dlFile);
-  out.downloadFile = dlFile;
-  out.downloadName = dl.suggestedFilename();
+  out.reportSources = await page.evaluate(() => Object.fromEntries(window.__dashboard.view.reports(window.__dashboard.openapi)
+    .map((r) => [r.id, { path: r.path, query: r.query || {} }])));
+  out.downloads = {};
+  for (const id of out.reportButtons) {
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.locator(`#report-list button[data-report="${id}"]`).click()]);
+    const file = path.join(opt.out, `download-${id}-${dl.suggestedFilename()}`);
+    await dl.saveAs(file);
+    out.downloads[id] = { file, name: dl.suggestedFilename() };
+  }
   await shot("reports");
 
-  // 7. language: English, every page again
+  // 6. language: English, every page again
   await page.getByRole("button", { name: "切换到英文界面" }).click();
   out.langAfterToggle = await page.getAttribute("html", "lang");
   out.tabsEnglish = await page.$$eval("[role=tab]", (ts) => ts.map((t) => t.textContent));
@@ -205,6 +248,12 @@ try {
   await shot("portfolio-english");
   await page.getByRole("button", { name: "Switch to the Chinese interface" }).click();
   out.langBack = await page.getAttribute("html", "lang");
+  // 7. with a stress test as the main run, a simulation too: its percentiles draw the distribution charts
+  if (main.kind === "stress") {
+    out.runs.push(await runToEnd("simulation", null));
+    await shot("results-simulation");
+  }
+
 } catch (e) {
   out.error = String(e && e.stack || e);
   try { await shot("failure"); } catch { /* ignore */ }

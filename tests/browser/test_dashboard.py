@@ -1,8 +1,10 @@
 """The /ui dashboard in a real browser (headless Debian Chromium driven by playwright-core), against a
 real ``carbon-risk serve --demo`` process: sign in with the bureau demo key, choose the demo portfolio,
-cancel a big run, run a small one to 100 %, then check that the charts, the county losses table, the
-KPIs, the exceedance points and the five-level accounts show exactly the numbers the API returns for
-that result; drill into the accounts tree; download a report; switch language.
+cancel a big run, run a small stress test (super typhoon vs baseline) to 100 %, then check that the
+charts, the county losses table, the KPIs and the five-level accounts show exactly the numbers the API
+returns for that result; drill into the accounts tree; download every report and compare it with the
+API's bytes; switch language; then run a simulation, whose percentiles draw the exceedance curve and
+the fan chart. (Without the stress-test endpoint the main run is that simulation.)
 
 A screenshot of each page is saved under ``tests/browser/artifacts/<time>/`` (git-ignored) and the
 paths are printed. Skips, saying why, when Chromium or Node is missing (``.ci/run`` installs them).
@@ -22,6 +24,7 @@ from api.bootstrap import DEMO_PORTFOLIO_NAME, demo_key
 from tests.browser.conftest import ARTIFACTS, CHROMIUM
 
 YEARS, PATHS, SEED = 3, 96, 7  # 3 chunks of 32 paths: progress has steps to show
+SCENARIO = "super_typhoon"  # the stress scenario of the main run (a forced typhoon over Qingtian)
 
 
 def _all(c: httpx.Client, path: str, key: str = "items", **params) -> list[dict]:
@@ -42,6 +45,7 @@ def driven(browser_driver, demo_server):
     key = demo_key("bureau")[1]
     cmd = ["node", str(browser_driver), "--base", demo_server.base, "--key", key, "--out", str(out_dir),
            "--portfolio", DEMO_PORTFOLIO_NAME, "--years", str(YEARS), "--paths", str(PATHS), "--seed", str(SEED),
+           "--scenario", SCENARIO,
            "--chromium", CHROMIUM]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=browser_driver.parent)
     assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
@@ -81,42 +85,49 @@ def test_progress_cancel_and_run_to_completion(driven):
     cancelled = c.get(f"/v1/jobs/{shown['cancelledJob']}").json()
     assert cancelled["status"] == "cancelled" and cancelled["cancel_requested"] is True
     assert shown["cancelledStatusText"] == "已取消"
-    seen = shown["progressSeen"]
-    assert seen[-1]["status"] == "succeeded" and seen[-1]["value"] == 1 and shown["finalPct"] == "100 %"
-    values = [s["value"] for s in seen]
-    assert values == sorted(values), "the progress bar went backwards"
-    assert any(s["status"] in ("queued", "running") for s in seen), "never saw the job before it finished"
-    job = c.get(f"/v1/jobs/{shown['jobId']}").json()
-    assert job["status"] == "succeeded" and job["result_id"] == shown["resultId"]
-    assert job["request"]["paths"] == PATHS and job["request"]["years"] == YEARS and job["request"]["seed"] == SEED
-    assert shown["resultTabSelected"] == "true"
+    paths = c.get("/openapi.json").json()["paths"]
+    # the main run is a stress test when the API has the endpoint, then a simulation follows
+    assert shown["mainKind"] == ("stress" if "/v1/stress-tests" in paths else "simulation")
+    assert [r["kind"] for r in shown["runs"]] == (["stress", "simulation"] if shown["mainKind"] == "stress"
+                                                  else ["simulation"])
+    for run in shown["runs"]:
+        seen = run["progressSeen"]
+        assert seen[-1]["status"] == "succeeded" and seen[-1]["value"] == 1 and run["finalPct"] == "100 %"
+        values = [s["value"] for s in seen]
+        assert values == sorted(values), "the progress bar went backwards"
+        assert any(s["status"] in ("queued", "running") for s in seen), "never saw the job before it finished"
+        job = c.get(f"/v1/jobs/{run['jobId']}").json()
+        assert job["status"] == "succeeded" and job["result_id"] == run["resultId"]
+        assert (job["request"]["paths"], job["request"]["years"], job["request"]["seed"]) == (PATHS, YEARS, SEED)
+        if run["kind"] == "stress":
+            assert job["kind"] == "stress_test" and job["request"]["scenarios"] == [SCENARIO]
+        assert run["resultTabSelected"] == "true" and run["error"] == ""
 
 
-def test_results_show_the_api_numbers(driven):
-    shown, c, _ = driven
-    sim = c.get(f"/v1/simulations/{shown['resultId']}").json()
+def _check_simulation_run(run, c):
+    sim = c.get(f"/v1/simulations/{run['resultId']}").json()
     hz = sim["horizon"]
     county = {r["group"].split("/")[-1]: r for r in hz if r["level"] == "county" and r["metric"] == "cumulative_loss_tco2e"}
     port = {r["metric"]: r for r in hz if r["level"] == "portfolio"}
-    rows = shown["countyRows"]
+    rows = run["countyRows"]
     assert {r["county"] for r in rows} == set(county)
     pf = c.get(f"/v1/portfolios/{sim['portfolio_id']}", params={"limit": 1}).json()
     stock0 = {r["group"].split("/")[-1]: r["stock_tco2e"] for r in sim["initial_stock"] if r["level"] == "county"}
     for r in rows:
         api = county[r["county"]]
-        assert r["loss_tco2e"] == pytest.approx(api["mean"], rel=1e-12)
-        assert r["mc_se"] == pytest.approx(api["mc_se"], rel=1e-12)
-        assert r["loss_tco2e_text"] == f"{api['mean']:,.0f}"
+        assert r["loss"] == pytest.approx(api["mean"], rel=1e-12)
+        assert r["se"] == pytest.approx(api["mc_se"], rel=1e-12)
+        assert r["loss_text"] == f"{api['mean']:,.0f}"
         area = pf["summary"]["counties"][r["county"]]["area_ha"]
-        assert r["area_ha"] == pytest.approx(area, rel=1e-9)
-        assert r["loss_per_ha_yr"] == pytest.approx(api["mean"] / area / YEARS, rel=1e-9)
-        assert r["share_of_stock"] == pytest.approx(api["mean"] / stock0[r["county"]], rel=1e-12)
+        assert r["area"] == pytest.approx(area, rel=1e-9)
+        assert r["perHaYr"] == pytest.approx(api["mean"] / area / YEARS, rel=1e-9)
+        assert r["share"] == pytest.approx(api["mean"] / stock0[r["county"]], rel=1e-12)
     # sorted by loss, and the counties add up to the portfolio (the table misses no county)
-    losses = [r["loss_tco2e"] for r in rows]
+    losses = [r["loss"] for r in rows]
     assert losses == sorted(losses, reverse=True)
     assert sum(losses) == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-9)
-    assert [(b["label"], b["value"]) for b in shown["bars"]] == [(r["name"], r["loss_tco2e"]) for r in rows]
-    kpi = {k["key"]: k["value"] for k in shown["kpis"]}
+    assert [(b["label"], b["value"]) for b in run["bars"]] == [(r["name"], r["loss"]) for r in rows]
+    kpi = {k["key"]: k["value"] for k in run["kpis"]}
     assert kpi["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["mean"], rel=1e-12)
     assert kpi["kpi_sink"] == pytest.approx(port["cumulative_sink_tco2e"]["mean"], rel=1e-12)
     assert kpi["kpi_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-12)
@@ -125,16 +136,75 @@ def test_results_show_the_api_numbers(driven):
     loss = port["cumulative_loss_tco2e"]
     want = sorted((round(1 - q, 2), loss[k]) for k, q in
                   (("p01", .01), ("p05", .05), ("p10", .1), ("p50", .5), ("p90", .9), ("p95", .95), ("p99", .99)))
-    got = sorted((d["prob"], d["loss"]) for d in shown["exceedanceDots"])
+    got = sorted((d["prob"], d["loss"]) for d in run["exceedanceDots"])
+    assert run["exceedanceShown"] is True
     assert [g[0] for g in got] == [w[0] for w in want]
     assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-12)
-    assert shown["fanBands"] == 2 and shown["fanMedian"] == 1
+    assert run["fanBands"] == 2 and run["fanMedian"] == 1 and run["fanBaseline"] == 0
+
+
+def _check_stress_run(run, c):
+    sid = run["resultId"]
+
+    def table(name, **q):
+        return _all(c, f"/v1/stress-tests/{sid}/tables/{name}", scenario=SCENARIO, **q)
+
+    county = {r["group"].split("/")[-1]: r for r in table("horizon", level="county", metric="cumulative_loss_tco2e")}
+    port = {r["metric"]: r for r in table("horizon", level="portfolio")}
+    rows = run["countyRows"]
+    assert {r["county"] for r in rows} == set(county) and len(rows) == 9
+    for r in rows:
+        api = county[r["county"]]
+        assert (r["loss"], r["se"], r["base"], r["diff"], r["diffSe"]) == pytest.approx(
+            (api["mean"], api["mc_se"], api["baseline_mean"], api["diff_mean"], api["diff_mc_se"]), rel=1e-12)
+        assert r["loss_text"] == f"{api['mean']:,.0f}" and r["diff_text"] == f"{api['diff_mean']:,.0f}"
+        # paired difference of means = difference of the means (common random numbers, same paths)
+        assert r["diff"] == pytest.approx(r["loss"] - r["base"], rel=1e-9, abs=1e-6)
+        assert r["perHaYr"] == pytest.approx(api["mean"] / r["area"] / YEARS, rel=1e-12)
+    losses = [r["loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    assert sum(losses) == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-9)
+    assert [(b["label"], b["value"]) for b in run["bars"]] == [(r["name"], r["loss"]) for r in rows]
+    assert run["baseMarks"] == pytest.approx([r["base"] for r in rows], rel=1e-12)
+    kpi = {k["key"]: k["value"] for k in run["kpis"]}
+    assert kpi["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["mean"], rel=1e-12)
+    assert kpi["kpi_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-12)
+    assert kpi["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mean"], rel=1e-12)
+    assert kpi["kpi_extra_loss_se"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mc_se"], rel=1e-12)
+    assert kpi["kpi_value_end"] == pytest.approx(port["stock_end_value_cny"]["mean"], rel=1e-12)
+    assert kpi["kpi_loss_value"] == pytest.approx(port["cumulative_loss_value_cny"]["mean"], rel=1e-12)
+    # the super typhoon forces an event over Qingtian: the county with the largest extra loss
+    assert max(rows, key=lambda r: r["diff"])["county"] == "青田县"
+    value = table("by_year", level="portfolio", metric="stock_value_cny")
+    assert len(value) == YEARS and run["fanMedian"] == 1 and run["fanBaseline"] == 1
+    if "p05" in port["cumulative_loss_tco2e"]:  # a stress result with percentiles draws its exceedance curve
+        assert run["exceedanceShown"] is True and len(run["exceedanceDots"]) >= 5
+    else:  # none: the page says so instead of drawing a curve it does not have
+        assert run["exceedanceShown"] is False and run["exceedanceDots"] == [] and run["exceedanceNote"]
+
+
+def test_results_show_the_api_numbers(driven):
+    shown, c, _ = driven
+    for run in shown["runs"]:
+        (_check_stress_run if run["kind"] == "stress" else _check_simulation_run)(run, c)
     assert shown["riskColouredDots"] == 5000 and shown["riskLegendItems"] == 5
+    if len(shown["runs"]) == 2:  # same seed, paths, years and climate: the stress baseline is that simulation
+        base = {r["county"]: r["base"] for r in shown["runs"][0]["countyRows"]}
+        sim = {r["county"]: r["loss"] for r in shown["runs"][1]["countyRows"]}
+        assert base.keys() == sim.keys()
+        for k in base:
+            assert base[k] == pytest.approx(sim[k], rel=1e-9), k
 
 
 def test_accounts_drill_down(driven):
     shown, c, _ = driven
-    rows = _all(c, f"/v1/simulations/{shown['resultId']}/accounts", key="rows")
+    main = shown["runs"][0]
+    if main["kind"] == "stress":
+        rows = _all(c, f"/v1/stress-tests/{main['resultId']}/accounts", key="rows", scenario=SCENARIO)
+        stock = "stock_end_tco2e"
+    else:
+        rows = _all(c, f"/v1/simulations/{main['resultId']}/accounts", key="rows")
+        stock = "stock_bef_tco2e"
     five = [r for r in rows if r["level"] in ("province", "city", "county", "township", "village")]
     assert shown["accountsRowsTotal"] == len(five)
     n_counties = sum(r["level"] == "county" for r in rows)
@@ -142,25 +212,37 @@ def test_accounts_drill_down(driven):
     assert shown["accountsAfterCollapse"] == shown["accountsVisibleInitially"]
     county_name = shown["accountsFirstCounty"].split("/")[-1]
     api_county = next(r for r in rows if r["level"] == "county" and r["county"] == county_name)
-    assert shown["accountsCountyStock"] == pytest.approx(api_county["stock_bef_tco2e"], rel=1e-12)
+    assert shown["accountsCountyStock"] == pytest.approx(api_county[stock], rel=1e-12)
     n_twp = sum(r["level"] == "township" and r["county"] == county_name for r in rows)
     assert shown["accountsAfterCounty"].count("township") == n_twp
     twp_name = shown["accountsFirstTownship"].split("/")[-1]
-    villages = {r["village"]: r["stock_bef_tco2e"] for r in rows
+    villages = {r["village"]: r[stock] for r in rows
                 if r["level"] == "village" and r["county"] == county_name and r["township"] == twp_name}
     got = {v["key"].split("/")[-1]: v["stock"] for v in shown["accountsVillageRows"]}
     assert got.keys() == villages.keys() and len(got) > 0
-    for name, stock in villages.items():
-        assert got[name] == pytest.approx(stock, rel=1e-12)
+    for name, value in villages.items():
+        assert got[name] == pytest.approx(value, rel=1e-12)
     assert shown["accountsAfterTownship"].count("village") == len(villages)
+    # the villages add up to their township (the accounts are exact roll-ups)
+    api_twp = next(r for r in rows if r["level"] == "township" and r["township"] == twp_name)
+    assert sum(villages.values()) == pytest.approx(api_twp[stock], rel=1e-6)
 
 
-def test_report_download_and_language(driven):
+def test_report_downloads_and_language(driven):
     shown, c, out_dir = driven
-    assert "result-json" in shown["reportButtons"] and "accounts-json" in shown["reportButtons"]
-    got = json.loads(Path(shown["downloadFile"]).read_text())
-    assert got == c.get(f"/v1/simulations/{shown['resultId']}").json()
-    assert shown["downloadName"] == f"{shown['resultId']}.json"
+    main = shown["runs"][0]
+    want = {"result-json"} | ({"stress-report", "stress-workbook", "stress-accounts"} if main["kind"] == "stress"
+                              else {"accounts-json"})
+    assert want <= set(shown["reportButtons"]) and set(shown["downloads"]) == set(shown["reportButtons"])
+    for rid, dl in shown["downloads"].items():
+        src = shown["reportSources"][rid]
+        r = c.get(src["path"], params=src["query"])
+        assert r.status_code == 200, (rid, r.text[:300])
+        body = Path(dl["file"]).read_bytes()
+        if r.headers["content-type"].startswith("application/json"):
+            assert json.loads(body) == r.json(), rid
+        else:
+            assert body == r.content, rid
     assert shown["langAfterToggle"] == "en" and shown["langBack"] == "zh-CN"
     assert shown["tabsEnglish"] == ["Portfolio & map", "Stress test", "Results", "Five-level accounts", "Reports"]
     assert shown["countyCaptionEnglish"] == "Losses by county"

@@ -83,6 +83,6 @@ def test_every_string_exists_in_chinese_and_english():
         text = js.read_text()
         used |= set(re.findall(r'\bt\("([a-z0-9_]+)"', text))
         used |= set(re.findall(r'labelKey: "([a-z0-9_]+)"', text))
-        used |= {k for k in re.findall(r'\["(kpi_[a-z0-9_]+)"', text)}
+        used |= set(re.findall(r'"((?:col|kpi|chart|dl|run|lv|st|axis|legend)_[a-z0-9_]+)"', text))
     missing = used - zh
     assert not missing, f"strings used but not in the dictionary: {missing}"

@@ -4,8 +4,8 @@
 
 export const LEVELS = ["province", "city", "county", "township", "village"];
 
-/** Build the tree: nodes {row, key, level, name, children[]} under a virtual root. */
-export function buildTree(rows) {
+/** Build the tree: nodes {row, key, level, name, children[]} under a virtual root, children by `sortKey` descending. */
+export function buildTree(rows, sortKey = "stock_bef_tco2e") {
   const byKey = new Map();
   const root = { children: [], key: "" };
   const keyOf = (r, depth) => LEVELS.slice(0, depth + 1).map((l) => r[l] ?? "").join("/");
@@ -20,7 +20,7 @@ export function buildTree(rows) {
     (parent || root).children.push(node);
   }
   const sortRec = (n) => {
-    n.children.sort((a, b) => (b.row.stock_bef_tco2e ?? 0) - (a.row.stock_bef_tco2e ?? 0));
+    n.children.sort((a, b) => (b.row[sortKey] ?? 0) - (a.row[sortKey] ?? 0));
     n.children.forEach(sortRec);
   };
   sortRec(root);

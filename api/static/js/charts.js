@@ -50,13 +50,14 @@ function axisLabel(svg, text, x, y, rotate = false) {
 /**
  * Horizontal bars: one per label, value with an optional ± error bar.
  * @param {SVGSVGElement} svg
- * @param {{labels: string[], values: number[], errors?: number[], title: string, xLabel: string}} d
+ * With `baseline` (one value per label) a dark tick marks each label's baseline value.
+ * @param {{labels: string[], values: number[], errors?: number[], baseline?: number[], title: string, xLabel: string}} d
  */
-export function barChart(svg, { labels, values, errors = [], title, xLabel }) {
+export function barChart(svg, { labels, values, errors = [], baseline = null, baselineLabel = "", title, xLabel }) {
   const W = 640, rowH = 26, top = 12, left = 190, right = 24, bottom = 48;
   const H = top + bottom + rowH * labels.length;
   frame(svg, title, labels.map((l, i) => `${l}: ${shortNum(values[i])}`).join("; "), W, H);
-  const hi = Math.max(1e-9, ...values.map((v, i) => v + (errors[i] || 0)));
+  const hi = Math.max(1e-9, ...values.map((v, i) => v + (errors[i] || 0)), ...(baseline || []).filter(Number.isFinite));
   const lo = Math.min(0, ...values.map((v, i) => v - (errors[i] || 0)));
   const ticks = niceTicks(lo, hi, 5);
   const x0 = Math.min(lo, ticks[0]), x1 = Math.max(hi, ticks[ticks.length - 1]);
@@ -73,6 +74,11 @@ export function barChart(svg, { labels, values, errors = [], title, xLabel }) {
     const bar = el("rect", { x: Math.min(X(0), X(v)), y: y + 4, width: Math.max(1, Math.abs(X(v) - X(0))), height: rowH - 8,
       class: "bar", "data-label": lab, "data-value": String(v) }, svg);
     el("title", {}, bar).textContent = `${lab}: ${shortNum(v)}`;
+    const b = baseline?.[i];
+    if (Number.isFinite(b)) {
+      const m = el("line", { x1: X(b), x2: X(b), y1: y + 1, y2: y + rowH - 1, class: "base-mark", "data-value": String(b) }, svg);
+      el("title", {}, m).textContent = `${baselineLabel}: ${shortNum(b)}`;
+    }
     const e = errors[i];
     if (e > 0) {
       const ey = y + rowH / 2;
@@ -82,6 +88,11 @@ export function barChart(svg, { labels, values, errors = [], title, xLabel }) {
     }
   });
   axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
+  if (baseline) {
+    const lx = W - right - 150;
+    el("line", { x1: lx, x2: lx, y1: H - 18, y2: H - 4, class: "base-mark" }, svg);
+    el("text", { x: lx + 6, y: H - 7, class: "tick" }, svg).textContent = baselineLabel;
+  }
 }
 
 /**
@@ -118,14 +129,16 @@ export function exceedanceChart(svg, { points, title, xLabel, yLabel }) {
 }
 
 /**
- * Fan chart over years: bands p05-p95, p10-p90, (p25-p75 if given) and the median line.
- * @param {{rows: {year: number, p05: number, p10: number, p50: number, p90: number, p95: number, mean?: number}[]}} d
+ * Fan chart over years: the bands p05-p95, p10-p90 and p25-p75 that the rows have, the median (p50)
+ * line, and a dashed `base` line when the rows have one (a stress test's baseline).
+ * @param {{rows: {year: number, p05: number, p10?: number, p50: number, p90?: number, p95: number, base?: number}[]}} d
  */
-export function fanChart(svg, { rows, title, xLabel, yLabel }) {
+export function fanChart(svg, { rows, title, xLabel, yLabel, baselineLabel = "" }) {
   const W = 640, H = 320, left = 70, right = 24, top = 14, bottom = 48;
   frame(svg, title, rows.map((r) => `${r.year}: ${shortNum(r.p50)} (${shortNum(r.p05)}-${shortNum(r.p95)})`).join("; "), W, H);
   if (!rows.length) return;
-  const lo = Math.min(...rows.map((r) => r.p05)), hi = Math.max(...rows.map((r) => r.p95));
+  const bases = rows.map((r) => r.base).filter(Number.isFinite);
+  const lo = Math.min(...rows.map((r) => r.p05), ...bases), hi = Math.max(...rows.map((r) => r.p95), ...bases);
   const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 1;
   const yt = niceTicks(lo - pad, hi + pad, 5);
   const y0 = Math.min(lo - pad, yt[0]), y1 = Math.max(hi + pad, yt[yt.length - 1]);
@@ -149,10 +162,17 @@ export function fanChart(svg, { rows, title, xLabel, yLabel }) {
     const dn = rows.slice().reverse().map((r) => `${X(r.year)},${Y(r[a])}`);
     el("polygon", { points: [...up, ...dn].join(" "), class: cls }, svg);
   };
-  band("p05", "p95", "band band-90");
-  band("p10", "p90", "band band-80");
-  if (rows.every((r) => Number.isFinite(r.p25) && Number.isFinite(r.p75))) band("p25", "p75", "band band-50");
+  const has = (a, b) => rows.every((r) => Number.isFinite(r[a]) && Number.isFinite(r[b]));
+  if (has("p05", "p95")) band("p05", "p95", "band band-90");
+  if (has("p10", "p90")) band("p10", "p90", "band band-80");
+  if (has("p25", "p75")) band("p25", "p75", "band band-50");
   el("polyline", { points: rows.map((r) => `${X(r.year)},${Y(r.p50)}`).join(" "), class: "line median" }, svg);
+  if (bases.length === rows.length) {
+    el("polyline", { points: rows.map((r) => `${X(r.year)},${Y(r.base)}`).join(" "), class: "line baseline" }, svg);
+    const lx = left + 10;
+    el("line", { x1: lx, x2: lx + 24, y1: top + 10, y2: top + 10, class: "line baseline" }, svg);
+    el("text", { x: lx + 30, y: top + 14, class: "tick" }, svg).textContent = baselineLabel;
+  }
   axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
   axisLabel(svg, yLabel, 16, (top + H - bottom) / 2, true);
 }

@@ -6,7 +6,7 @@ import { applyI18n, fmt, fmtPct, getLang, placeName, setLang, speciesName, t } f
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
 import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
-import { RUNNERS, detectRunner } from "./runners.js";
+import { RUNNERS, SIM_ACCOUNT_COLUMNS, availableRunners } from "./runners.js";
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 400;
@@ -53,9 +53,10 @@ async function afterSignIn() {
     const r = await fetch("/openapi.json");
     state.openapi = r.ok ? await r.json() : null;
   } catch { state.openapi = null; }
-  state.runner = RUNNERS[detectRunner(state.openapi)];
+  state.runnerKinds = availableRunners(state.openapi);
+  state.runner = RUNNERS[state.runnerKinds[0]];
+  renderRunKinds();
   await Promise.all([loadPortfolios(), loadRunOptions()]);
-  renderRunMode();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,6 +206,16 @@ async function upload(e) {
 async function loadRunOptions() {
   state.runOptions = await state.runner.options(state.api);
   renderRunOptions();
+  renderRunMode();
+}
+
+function renderRunKinds() {
+  const sel = $("#run-kind");
+  const cur = state.runner?.kind;
+  sel.replaceChildren();
+  for (const k of state.runnerKinds || []) sel.add(new Option(t(`run_kind_${k}`), k));
+  if (cur) sel.value = cur;
+  $("#run-kind-field").hidden = (state.runnerKinds || []).length < 2;
 }
 
 function renderRunOptions() {
@@ -212,13 +223,17 @@ function renderRunOptions() {
   const cur = sel.value;
   sel.replaceChildren();
   for (const o of state.runOptions || []) sel.add(new Option(o.label(getLang()), o.value));
-  if (cur) sel.value = cur;
+  if (cur && [...sel.options].some((o) => o.value === cur)) sel.value = cur;
+  if (state.runner.kind === "stress" && !cur) {
+    const first = [...sel.options].find((o) => o.value !== "baseline");
+    if (first) sel.value = first.value;
+  }
 }
 
 function renderRunMode() {
   const stress = state.runner.kind === "stress";
-  $("#run-mode-note").textContent = stress ? "" : t("run_using_sim");
-  $("#run-mode-note").hidden = stress;
+  const onlySim = !(state.runnerKinds || []).includes("stress");
+  $("#run-mode-note").textContent = t(stress ? "run_note_stress" : onlySim ? "run_using_sim" : "run_note_sim");
   $("#run-scenario-label").textContent = t(stress ? "scenario" : "climate_pathway");
 }
 
@@ -250,8 +265,10 @@ async function startRun(e) {
   $("#run-error").textContent = "";
   setRunning(true);
   try {
-    const job = await state.runner.start(state.api, state.portfolio, form);
+    const runner = state.runner;
+    const job = await runner.start(state.api, state.portfolio, form);
     state.job = job;
+    state.jobRunner = runner;
     renderJob(job);
     await poll(job.id);
   } catch (err) {
@@ -272,7 +289,7 @@ async function poll(id) {
     state.job = job;
     renderJob(job);
     if (job.status === "succeeded") {
-      state.view = await state.runner.result(state.api, job, state.portfolio, state.parcels);
+      state.view = await state.jobRunner.result(state.api, job, state.portfolio, state.parcels);
       state.accounts = null;
       renderResults();
       paintMap();
@@ -325,12 +342,35 @@ function renderResults() {
     k.appendChild(d);
   }
   const rows = v.counties;
+  const stress = v.kind === "stress";
+  $("#cap-county").textContent = t(stress ? "chart_county_stress" : "chart_county");
   barChart($("#chart-county"), {
     labels: rows.map((r) => placeName(r.county)), values: rows.map((r) => r.loss), errors: rows.map((r) => 2 * (r.se || 0)),
-    title: t("chart_county"), xLabel: t("axis_loss"),
+    baseline: stress ? rows.map((r) => r.base) : null, baselineLabel: t("legend_baseline"),
+    title: t(stress ? "chart_county_stress" : "chart_county"), xLabel: t("axis_loss"),
   });
+  const hasExceed = v.exceedance.length > 0;
+  $("#chart-exceed").toggleAttribute("hidden", !hasExceed);  // an SVG element has no .hidden property
+  $("#exceed-note").hidden = hasExceed;
+  $("#exceed-note").textContent = hasExceed ? "" : t("no_percentiles");
   exceedanceChart($("#chart-exceed"), { points: v.exceedance, title: t("chart_exceed"), xLabel: t("axis_loss"), yLabel: t("axis_prob") });
-  fanChart($("#chart-fan"), { rows: v.fan, title: t("chart_fan"), xLabel: t("axis_year"), yLabel: t("axis_stock") });
+  const fanTitle = t({ fan: "chart_fan", value_fan: "chart_value_fan", value_path: "chart_value_path" }[v.fanKind]);
+  $("#cap-fan").textContent = fanTitle;
+  fanChart($("#chart-fan"), { rows: v.fan, title: fanTitle, xLabel: t("axis_year"),
+    yLabel: t(v.fanKind === "fan" ? "axis_stock" : "axis_value"), baselineLabel: t("legend_baseline") });
+  const head = $("#county-table thead tr");
+  head.replaceChildren();
+  const th0 = document.createElement("th");
+  th0.scope = "col";
+  th0.textContent = t("col_county");
+  head.appendChild(th0);
+  for (const [, label] of v.countyColumns) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.className = "num";
+    th.textContent = t(label);
+    head.appendChild(th);
+  }
   const tb = $("#county-table tbody");
   tb.replaceChildren();
   for (const r of rows) {
@@ -340,13 +380,13 @@ function renderResults() {
     th.scope = "row";
     th.textContent = placeName(r.county);
     tr.appendChild(th);
-    for (const [col, val, text] of [["area_ha", r.area, fmt(r.area, 1)], ["loss_tco2e", r.loss, fmt(r.loss)],
-      ["mc_se", r.se, fmt(r.se)], ["loss_per_ha_yr", r.perHaYr, fmt(r.perHaYr, 3)], ["share_of_stock", r.share, fmtPct(r.share, 2)]]) {
+    for (const [col, , digits, kind] of v.countyColumns) {
+      const val = r[col];
       const td = document.createElement("td");
       td.className = "num";
       td.dataset.col = col;
       td.dataset.value = val === null || val === undefined ? "" : String(val);
-      td.textContent = text;
+      td.textContent = kind === "pct" ? fmtPct(val, digits) : fmt(val, digits);
       tr.appendChild(td);
     }
     tb.appendChild(tr);
@@ -358,17 +398,19 @@ function renderResults() {
 // ---------------------------------------------------------------------------------------------
 async function loadAccounts() {
   const st = $("#acc-status");
-  const path = state.view?.accountsPath || (state.portfolio ? `/v1/portfolios/${state.portfolio.id}/accounts` : null);
-  if (!path) return;
-  const query = state.view?.accountsPath ? {} : { paths: 64 };
+  const base = state.view?.accountsPath || (state.portfolio ? `/v1/portfolios/${state.portfolio.id}/accounts` : null);
+  if (!base) return;
+  const query = state.view?.accountsPath ? state.view.accountsQuery : { paths: 64 };
+  const path = `${base}?${new URLSearchParams(query)}`;
   if (state.accountsFor !== path || !state.accounts) {
     st.textContent = t("loading_accounts");
     state.accountsFor = path;
+    state.accounts = null;
     try {
       const rows = [];
       let offset = 0;
       for (;;) {
-        const d = await state.api.get(path, { ...query, limit: 500, offset });
+        const d = await state.api.get(base, { ...query, limit: 500, offset });
         rows.push(...d.rows.items);
         if (d.rows.next_offset === null) break;
         offset = d.rows.next_offset;
@@ -387,12 +429,19 @@ async function loadAccounts() {
 
 function renderAccounts() {
   if (!state.accounts) return;
-  const cols = [
-    { key: "parcels", fmt: (v) => fmt(v) }, { key: "area_ha", fmt: (v) => fmt(v, 1) },
-    { key: "stock_bef_tco2e", fmt: (v) => fmt(v) }, { key: "expected_sink_tco2e_per_yr", fmt: (v) => fmt(v) },
-    { key: "expected_loss_tco2e_per_yr", fmt: (v) => fmt(v) },
-  ];
-  state.tree = renderTree($("#accounts-table tbody"), buildTree(state.accounts), { columns: cols, t, place: placeName, openDepth: 2 });
+  const spec = (state.view?.accountsPath && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
+  const head = $("#accounts-table thead tr");
+  head.replaceChildren();
+  for (const [label, cls] of [["col_name", ""], ["col_level", ""], ...spec.map(([, l]) => [l, "num"])]) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    if (cls) th.className = cls;
+    th.textContent = t(label);
+    head.appendChild(th);
+  }
+  const cols = spec.map(([key, , digits]) => ({ key, fmt: (v) => fmt(v, digits) }));
+  state.tree = renderTree($("#accounts-table tbody"), buildTree(state.accounts, (spec.find(([k]) => /stock_(end|bef)/.test(k)) || spec[0])[0]),
+    { columns: cols, t, place: placeName, openDepth: 2 });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,6 +484,7 @@ function renderLanguage() {
   if (state.api) {
     renderPortfolioSelect(state.portfolio?.id);
     renderPortfolioSummary();
+    renderRunKinds();
     renderRunOptions();
     renderRunMode();
     if (state.job) renderJob(state.job);
@@ -477,6 +527,11 @@ function init() {
   $("#zoom-out").addEventListener("click", () => state.map.zoom(0.8));
   $("#zoom-reset").addEventListener("click", () => state.map.reset());
   $("#run-form").addEventListener("submit", startRun);
+  $("#run-kind").addEventListener("change", async (e) => {
+    state.runner = RUNNERS[e.target.value];
+    $("#run-scenario").value = "";
+    await loadRunOptions();
+  });
   $("#run-cancel").addEventListener("click", cancelRun);
   $("#acc-expand").addEventListener("click", () => state.tree?.expandAll());
   $("#acc-collapse").addEventListener("click", () => state.tree?.collapseAll());

@@ -6,6 +6,17 @@
 
 const QUANTILES = [["p01", 0.01], ["p05", 0.05], ["p10", 0.10], ["p50", 0.50], ["p90", 0.90], ["p95", 0.95], ["p99", 0.99]];
 
+// columns of the county table and the accounts tree: [row key, dictionary label, decimals, kind]
+export const SIM_COUNTY_COLUMNS = [["area", "col_area", 1], ["loss", "col_loss", 0], ["se", "col_se", 0],
+  ["perHaYr", "col_loss_per_ha", 3], ["share", "col_loss_share", 2, "pct"]];
+export const SIM_ACCOUNT_COLUMNS = [["parcels", "col_parcels", 0], ["area_ha", "col_area", 1],
+  ["stock_bef_tco2e", "col_stock", 0], ["expected_sink_tco2e_per_yr", "col_sink", 0],
+  ["expected_loss_tco2e_per_yr", "col_acc_loss", 0]];
+export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["loss", "col_scn_loss", 0],
+  ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0], ["perHaYr", "col_loss_per_ha", 3]];
+export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 0], ["stock_end_tco2e", "col_stock_end", 0],
+  ["sink_tco2e", "col_acc_sink_run", 0], ["loss_tco2e", "col_acc_loss_run", 0], ["loss_value_cny", "col_loss_value", 0]];
+
 /** The last part of a "province/city/county/..." group label. */
 export const leaf = (group) => String(group).split("/").pop();
 
@@ -54,8 +65,9 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
     settings: { paths: req.paths, years, seed: sim.audit?.seed ?? req.seed },
     kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean], ["kpi_sink", pf("cumulative_sink_tco2e").mean],
       ["kpi_loss", loss.mean], ["kpi_loss_p99", loss.p99]],
-    counties, exceedance, fan, townshipRisk,
-    accountsPath: `/v1/simulations/${sim.id}/accounts`,
+    counties, exceedance, fan, fanKind: "fan", townshipRisk,
+    countyColumns: SIM_COUNTY_COLUMNS,
+    accountsPath: `/v1/simulations/${sim.id}/accounts`, accountsQuery: {}, accountsColumns: SIM_ACCOUNT_COLUMNS,
     reports: (openapi) => [
       { id: "result-json", labelKey: "dl_result_json", path: `/v1/simulations/${sim.id}`, file: `${sim.id}.json` },
       { id: "accounts-json", labelKey: "dl_accounts_json", path: `/v1/simulations/${sim.id}/accounts`, query: { limit: 500 }, file: `${sim.id}-accounts.json` },
@@ -114,9 +126,95 @@ export const RUNNERS = {
   },
 };
 
-/** Which runner the API supports (the stress-test endpoint when it exists, else simulations). */
-export function detectRunner(openapi) {
+/**
+ * The view model of a stress test (GET /v1/jobs/{id}/result of a stress job) for one scenario, from
+ * its horizon and by-year tables. The tables carry means and Monte Carlo errors (paired with the
+ * baseline); percentiles, when a result has them, give the exceedance curve and a value fan.
+ */
+export function stressView(st, tables, scenario, portfolio, parcels) {
+  const req = st.audit?.request || {};
+  const years = Number(req.years) || 1;
+  const { county, portfolioRows, township, valueByYear } = tables;
+  const countyArea = areaBy(parcels, "county");
+  const summaryCounties = portfolio?.summary?.counties || {};
+  const counties = county.map((r) => {
+    const name = leaf(r.group);
+    const area = countyArea.get(name) ?? summaryCounties[name]?.area_ha ?? null;
+    return { county: name, group: r.group, area, loss: r.mean, se: r.mc_se, base: r.baseline_mean, diff: r.diff_mean,
+      diffSe: r.diff_mc_se, perHaYr: area ? r.mean / area / years : null };
+  }).sort((a, b) => b.loss - a.loss);
+  const pf = Object.fromEntries(portfolioRows.map((r) => [r.metric, r]));
+  const loss = pf.cumulative_loss_tco2e || {};
+  const exceedance = QUANTILES.filter(([k]) => Number.isFinite(loss[k])).map(([k, q]) => ({ loss: loss[k], prob: +(1 - q).toFixed(2) }));
+  const hasPct = valueByYear.length && valueByYear.every((r) => Number.isFinite(r.p05) && Number.isFinite(r.p95));
+  const fan = valueByYear.map((r) => (hasPct
+    ? { year: r.calendar_year, p05: r.p05, p10: r.p10, p50: r.p50, p90: r.p90, p95: r.p95, base: r.baseline_mean }
+    : { year: r.calendar_year, p05: r.mean - 2 * r.mc_se, p95: r.mean + 2 * r.mc_se, p50: r.mean, base: r.baseline_mean }))
+    .sort((a, b) => a.year - b.year);
+  const twpArea = areaBy(parcels, "township");
+  const townshipRisk = new Map();
+  for (const r of township) {
+    const name = leaf(r.group);
+    const a = twpArea.get(name);
+    if (a) townshipRisk.set(name, r.mean / a / years);
+  }
+  const meta = (st.result.scenarios || []).find((m) => m.scenario === scenario) || {};
+  const reports = (st.reports || []).map((path) => {
+    const last = path.split("/").pop();
+    const ext = { report: "html", workbook: "xlsx", accounts: "json" }[last] || "bin";
+    return { id: `stress-${last}`, labelKey: `dl_stress_${last}`, path, file: `${st.id}-${last}.${ext}`,
+      query: last === "accounts" ? { scenario, limit: 500 } : undefined };
+  });
+  return {
+    kind: "stress", id: st.id, scenario, title: meta.title || scenario,
+    settings: { paths: req.paths, years, seed: st.audit?.seed ?? req.seed },
+    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean], ["kpi_loss", loss.mean], ["kpi_extra_loss", loss.diff_mean],
+      ["kpi_extra_loss_se", loss.diff_mc_se], ["kpi_value_end", pf.stock_end_value_cny?.mean],
+      ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean]].filter(([, v]) => Number.isFinite(v)),
+    counties, exceedance, fan, fanKind: hasPct ? "value_fan" : "value_path", townshipRisk,
+    countyColumns: STRESS_COUNTY_COLUMNS,
+    accountsPath: `/v1/stress-tests/${st.id}/accounts`, accountsQuery: { scenario }, accountsColumns: STRESS_ACCOUNT_COLUMNS,
+    reports: () => [{ id: "result-json", labelKey: "dl_result_json", path: `/v1/stress-tests/${st.id}`, file: `${st.id}.json` },
+      ...reports],
+  };
+}
+
+RUNNERS.stress = {
+  kind: "stress",
+  /** The stress scenario library (GET /v1/scenarios, ids stress.<name>); the baseline always runs. */
+  async options(api) {
+    const items = await api.all("/v1/scenarios");
+    return items.filter((s) => s.kind === "stress").map((s) => {
+      const name = s.id.replace(/^stress\./, "");
+      const d = s.description || "";
+      return { value: name, label: () => `${name}${d ? ` — ${d.slice(0, 70)}${d.length > 70 ? "…" : ""}` : ""}` };
+    });
+  },
+  async start(api, portfolio, form) {
+    const { body } = await api.post("/v1/stress-tests", {
+      portfolio_id: portfolio.id, scenarios: form.option && form.option !== "baseline" ? [form.option] : [],
+      years: form.years, paths: form.paths, seed: form.seed, levels: ["portfolio", "county", "township"],
+      accounts: true, mode: "job",
+    });
+    return body;
+  },
+  async result(api, job, portfolio, parcels) {
+    const st = await api.get(`/v1/jobs/${job.id}/result`);
+    const scenario = job.request?.scenarios?.[0] || "baseline";
+    const tbl = (table, q) => api.all(`/v1/stress-tests/${st.id}/tables/${table}`, { scenario, ...q });
+    const [county, portfolioRows, township, valueByYear] = await Promise.all([
+      tbl("horizon", { level: "county", metric: "cumulative_loss_tco2e" }), tbl("horizon", { level: "portfolio" }),
+      tbl("horizon", { level: "township", metric: "cumulative_loss_tco2e" }),
+      tbl("by_year", { level: "portfolio", metric: "stock_value_cny" })]);
+    return stressView(st, { county, portfolioRows, township, valueByYear }, scenario, portfolio, parcels);
+  },
+};
+
+/** The runners the API supports: the stress-test endpoint first when it exists, then simulations. */
+export function availableRunners(openapi) {
   const paths = Object.keys(openapi?.paths || {});
-  if (RUNNERS.stress && paths.some((p) => /^\/v1\/stress/.test(p))) return "stress";
-  return "simulation";
+  const out = [];
+  if (paths.includes("/v1/stress-tests") && paths.includes("/v1/stress-tests/{stress_test_id}/tables/{table}")) out.push("stress");
+  out.push("simulation");
+  return out;
 }
