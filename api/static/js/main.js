@@ -430,6 +430,8 @@ async function loadAccounts() {
 function renderAccounts() {
   if (!state.accounts) return;
   const spec = (state.view?.accountsPath && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
+  $("#acc-help").textContent = state.view?.kind === "stress"
+    ? t("accounts_help_stress", { scenario: state.view.scenario }) : t("accounts_help");
   const head = $("#accounts-table thead tr");
   head.replaceChildren();
   for (const [label, cls] of [["col_name", ""], ["col_level", ""], ...spec.map(([, l]) => [l, "num"])]) {
