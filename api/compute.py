@@ -33,6 +33,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
+from models._yaml import load_yaml
 
 # ---- per-worker state ---------------------------------------------------------------------------
 _W: dict[str, Any] = {"portfolios": OrderedDict()}
@@ -273,7 +274,7 @@ def load_inline_scenario(i: int, spec: Any):
     where = f"inline_scenarios.{i}"
     if isinstance(spec, str):
         try:
-            doc = yaml.safe_load(spec)
+            doc = load_yaml(spec)
         except yaml.YAMLError as exc:
             raise InlineScenarioError(f"{where}: not valid YAML or JSON: {str(exc)[:300]}") from None
     else:

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy.special import ndtr, ndtri
+from models._yaml import load_yaml
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CREDIT_PARAMETERS_PATH = DATA_DIR / "credit_parameters.yaml"
@@ -122,7 +122,7 @@ def load_credit_parameters(path: str | Path | None = None, *, region: str = "lis
         data = p.read_bytes()
     except OSError as e:
         raise CreditInputError(f"cannot read credit parameter file {p}: {e}") from None
-    raw = yaml.safe_load(data) or {}
+    raw = load_yaml(data) or {}
     try:
         f = _CreditFile.model_validate(raw)
     except ValidationError as err:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from models.rng import KeyedRandom
+from models._yaml import load_yaml
 
 ISSUANCE_PATH = Path(__file__).resolve().parent / "data" / "issuance_risk.yaml"
 _NO_PARCELS = np.empty(0, np.uint64)
@@ -116,7 +116,7 @@ def load_issuance_risk(path: str | Path | None = None) -> IssuanceRisk:
     p = Path(path) if path else ISSUANCE_PATH
     raw = p.read_bytes()
     try:
-        f = _IssuanceFile.model_validate(yaml.safe_load(raw))
+        f = _IssuanceFile.model_validate(load_yaml(raw))
     except ValidationError as exc:
         raise ValueError(f"{p}: invalid issuance-risk file: {exc}") from exc
     return IssuanceRisk(f.verification_failure_probability.value, f.delay_probability.value, int(f.delay_years.value),

@@ -38,6 +38,7 @@ Parameters live in ``finance_engine/data/price_model.yaml`` and the public refer
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,13 +46,13 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import optimize, stats
 from scipy.special import gammaln, logsumexp
 
 from models.parameters import resolve_parameter_path
 from models.rng import KeyedRandom
+from models._yaml import load_yaml
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PRICE_MODEL_PATH = DATA_DIR / "price_model.yaml"
@@ -554,7 +555,7 @@ def _sources(obj: Any) -> set[str]:
 def reference_keys(region: str = "lishui") -> set[str]:
     """Keys of ``references:`` in the region parameter file (the allowed source keys)."""
     with open(resolve_parameter_path(region), encoding="utf-8") as fh:
-        return set((yaml.safe_load(fh) or {}).get("references", {}))
+        return set((load_yaml(fh) or {}).get("references", {}))
 
 
 @dataclass(frozen=True)
@@ -602,14 +603,29 @@ def load_price_model(path: str | Path | None = None, *, region: str = "lishui") 
     """Load and validate the price-model parameter file (default: the shipped one).
 
     Raises :class:`PriceModelError` naming the file and the field on any problem, including a source
-    key that is not in ``references:`` of the region parameter file.
+    key that is not in ``references:`` of the region parameter file. The validated set is cached
+    per process and reloaded when either file changes on disk.
     """
     p = Path(path) if path is not None else PRICE_MODEL_PATH
+    try:
+        stamp = (str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size, region,
+                 resolve_parameter_path(region).stat().st_mtime_ns)
+    except OSError:
+        return _load_price_model(p, region)  # raises the readable error
+    return _load_price_model_cached(stamp)
+
+
+@lru_cache(maxsize=16)
+def _load_price_model_cached(stamp: tuple) -> "PriceModelSet":
+    return _load_price_model(Path(stamp[0]), stamp[3])
+
+
+def _load_price_model(p: Path, region: str) -> "PriceModelSet":
     try:
         data = p.read_bytes()
     except OSError as e:
         raise PriceModelError(f"cannot read price model file {p}: {e}") from None
-    raw = yaml.safe_load(data) or {}
+    raw = load_yaml(data) or {}
     try:
         f = _PriceFile.model_validate(raw)
     except ValidationError as err:

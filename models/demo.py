@@ -44,6 +44,7 @@ import yaml
 from models.growth import bamboo_carbon_at_age, chapman_richards_volume
 from models.parameters import SITE_CLASSES, ModelParameters, load_parameters
 from models.portfolio import MANAGEMENT_LEVELS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from models._yaml import load_yaml
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_SETTINGS_PATH = DATA_DIR / "demo_lishui.yaml"
@@ -124,7 +125,7 @@ def load_demo_settings(path: str | Path = DEMO_SETTINGS_PATH) -> DemoSettings:
     """Read and check the demo settings YAML file."""
     p = Path(path)
     try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+        d = load_yaml(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise DemoSettingsError(f"{p}: cannot read demo settings ({exc})") from exc
     try:

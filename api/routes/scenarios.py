@@ -17,6 +17,7 @@ from api.routes.common import AUTH_PROBLEMS, Paging
 from api.schemas import Page, ScenarioDetail, ScenarioOut
 from api.security import EVERYONE, Principal, require_roles
 from api.services import clean, page
+from models._yaml import load_yaml
 
 router = APIRouter(prefix="/v1/scenarios", tags=["scenarios"], responses=AUTH_PROBLEMS)
 anyone = require_roles(*EVERYONE)
@@ -47,7 +48,7 @@ def all_scenarios(models) -> list[dict[str, Any]]:
         for f in sorted(d.glob("*.y*ml")):
             raw = f.read_bytes()
             try:
-                doc = yaml.safe_load(raw.decode("utf-8"))
+                doc = load_yaml(raw.decode("utf-8"))
             except (UnicodeDecodeError, yaml.YAMLError):
                 continue
             if not isinstance(doc, dict):

@@ -13,11 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from models.parameters import resolve_parameter_path
 
 from .tables import InsuranceInputError
+from models._yaml import load_yaml
 
 __all__ = ["DEFAULTS_PATH", "BUDGETS", "InsuranceDefaults", "CentralSubsidyRule", "load_insurance_defaults"]
 
@@ -93,11 +93,11 @@ def _pair(v: Any, where: str, p: Path) -> tuple[float, float]:
 def _load(path: str, region: str) -> InsuranceDefaults:
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(p.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise InsuranceDefaultsError(f"cannot read insurance defaults {p}: {e}") from None
     with open(resolve_parameter_path(region), encoding="utf-8") as fh:
-        refs = set((yaml.safe_load(fh) or {}).get("references", {}))
+        refs = set((load_yaml(fh) or {}).get("references", {}))
     try:
         return _build(raw, refs, p)
     except (KeyError, TypeError, AttributeError) as e:

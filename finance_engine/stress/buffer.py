@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from finance_engine.stress.run import ScenarioRun
 from models.carbon import CreditingRules
 from models.parameters import ModelParameters
+from models._yaml import load_yaml
 
 DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "data" / "stress_defaults.yaml"
 NPRT_ROWS = ("insignificant", "minor", "major", "devastating", "catastrophic")
@@ -47,7 +47,7 @@ class BufferInputError(ValueError):
 def load_stress_defaults(path: str | None = None) -> dict[str, Any]:
     """The stress defaults file (NPRT table, mitigation, lever defaults), checked for shape."""
     p = Path(path) if path else DEFAULTS_PATH
-    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    raw = load_yaml(p.read_text(encoding="utf-8"))
     t = raw["nprt_table_10"]
     if len(t["return_interval_bounds_years"]) != 4 or len(t["loss_bounds"]) != 4:
         raise BufferInputError(f"{p}: nprt_table_10 needs 4 return-interval and 4 loss bounds")

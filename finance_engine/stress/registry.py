@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from finance_engine.collateral import LoanTerms
 from models.parameters import SITE_CLASSES, ModelParameters
 from models.portfolio import Portfolio
+from models._yaml import load_yaml
 
 UNIT_PREFIX = "unit:"
 DEMO_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "data" / "stress_registry_demo.yaml"
@@ -128,7 +129,7 @@ def read_registry(path: str | Path) -> Registry:
     except OSError as exc:
         raise RegistryError(f"{p}: cannot read registry file ({exc.strerror})") from None
     try:
-        raw = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise RegistryError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
     return parse_registry(raw or {}, str(p))

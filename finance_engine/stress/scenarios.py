@@ -48,6 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.dynamics import DEFAULT_START_YEAR, Modifiers
+from models._yaml import load_yaml
 
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CONFIDENCE_LABELS = ("read", "derived", "memory", "assumption")
@@ -361,7 +362,7 @@ def read_scenario_file(path: str | Path) -> tuple[ScenarioFile, bytes]:
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read scenario file ({exc.strerror})") from None
     try:
-        raw = json.loads(data) if p.suffix.lower() == ".json" else yaml.safe_load(data)
+        raw = json.loads(data) if p.suffix.lower() == ".json" else load_yaml(data)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(raw, dict):

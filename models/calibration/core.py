@@ -50,6 +50,7 @@ import yaml
 from models.calibration.fit import FitError, PoissonFit, SeverityFit, fit_beta, fit_lognormal, fit_poisson
 from models.calibration.records import KNOWN_PERILS, CalibrationError, LossData
 from models.parameters import ModelParameters, ParameterError, load_parameters
+from models._yaml import load_yaml
 
 REFERENCE_KEY = "calibration_records"
 
@@ -282,7 +283,7 @@ def updated_parameter_document(result: CalibrationResult, params: ModelParameter
                                ) -> dict[str, Any]:
     """The parameter file as a mapping, with the fitted values in place and the records cited."""
     base = Path(params.path)
-    doc = yaml.safe_load(base.read_text(encoding="utf-8"))
+    doc = load_yaml(base.read_text(encoding="utf-8"))
     doc = copy.deepcopy(doc)
     rp = Path(records_path)
     sha = hashlib.sha256(rp.read_bytes()).hexdigest() if rp.exists() else "unknown"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from models._yaml import load_yaml
 
 SPEC_PATH = Path(__file__).resolve().parent / "example_spec.yaml"
 KNOWN_PERILS = ("fire", "typhoon", "ice_storm")
@@ -165,7 +165,7 @@ def load_loss_data(records_path: str | Path, exposure_path: str | Path) -> LossD
 @lru_cache(maxsize=1)
 def example_spec() -> dict:
     """The record model of ``example_spec.yaml`` as plain numbers (``{section: {name: value}}``)."""
-    raw = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    raw = load_yaml(SPEC_PATH.read_text(encoding="utf-8"))
 
     def val(v):
         return v["value"] if isinstance(v, dict) and "value" in v else v

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from models.parameters.schema import SITE_CLASSES, ParameterFile, Species, Sourced
+from models._yaml import load_yaml
 
 PARAMETER_DIR = Path(__file__).resolve().parent
 DEFAULT_REGION = "lishui"
@@ -200,7 +201,7 @@ def load_parameters(region_or_path: str | Path = DEFAULT_REGION) -> ModelParamet
     except OSError as exc:
         raise ParameterError(f"{path}: cannot read parameter file ({exc.strerror})") from exc
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        data = load_yaml(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ParameterError(f"{path}: not a valid UTF-8 YAML file ({exc})") from exc
     if not isinstance(data, dict):

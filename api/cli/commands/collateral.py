@@ -18,6 +18,7 @@ from api.cli.common import (
     portfolio_option,
 )
 from api.cli.tables import render_table
+from models._yaml import load_yaml
 
 
 def _load_terms_file(path: str) -> dict:
@@ -29,7 +30,7 @@ def _load_terms_file(path: str) -> dict:
     except OSError as exc:
         raise CLIError(f"{path}: cannot read terms file ({exc.strerror})") from exc
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise CLIError(f"{path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):
