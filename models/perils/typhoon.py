@@ -194,8 +194,15 @@ class Typhoon(Peril):
         self._elev_factor = 1.0 + params.elevation_gain_per_km.value * np.maximum(portfolio.elevation_m, 0.0) / 1000.0
         self._coast_decay = np.exp(-self.inland_km / params.inland_decay_km.value)
         self._storm_keys = group_keys([f"storm:{k}" for k in range(MAX_STORMS_PER_YEAR)])
-        self.expected_hit_per_storm = self._expected_hit_per_storm()
+        self._expected_hit: np.ndarray | None = None
         self._threshold = stand_replacing_threshold(model)
+
+    @property
+    def expected_hit_per_storm(self) -> np.ndarray:
+        """Per-parcel mean hit probability of one storm (independent mode); computed on first use."""
+        if self._expected_hit is None:
+            self._expected_hit = self._expected_hit_per_storm()
+        return self._expected_hit
 
     # ------------------------------------------------------------------------------------------
     def hit_probability(self, track_km: np.ndarray, intensity: np.ndarray) -> np.ndarray:
@@ -212,8 +219,11 @@ class Typhoon(Peril):
         i = p.intensity.draw((np.arange(n_int) + 0.5) / n_int)
         ss, ii = np.repeat(s, n_int), np.tile(i, n_track)
         out = np.zeros(self.inland_km.size)
-        for lo in range(0, ss.size, 512):  # bounded memory for large portfolios
-            out += self.hit_probability(ss[lo:lo + 512], ii[lo:lo + 512]).sum(axis=0)
+        # batches of quadrature points sized so a batch holds about 4 M values: bounded memory for
+        # city-scale portfolios (the result does not depend on the batch size beyond rounding)
+        step = max(1, 4_000_000 // max(self.inland_km.size, 1))
+        for lo in range(0, ss.size, step):
+            out += self.hit_probability(ss[lo:lo + step], ii[lo:lo + step]).sum(axis=0)
         return out / ss.size
 
     def vulnerability(self, ctx: YearContext, pp: np.ndarray, qq: np.ndarray) -> np.ndarray:
