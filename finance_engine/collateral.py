@@ -205,7 +205,8 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
                        switches: SimulationSwitches, workers: int, chunk_paths: int) -> _Physical:
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
-                   switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral")
+                   switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
+                   summarise=False)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
@@ -501,9 +502,13 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         rows = []
         for label, lf, volf in (("price -50%", 0.5, 1.0), ("price -30%", 0.7, 1.0), ("price +30%", 1.3, 1.0),
                                 ("volatility x0.5", 1.0, 0.5), ("volatility x1.5", 1.0, 1.5)):
-            model = dataclasses.replace(pmodel, volatility_per_sqrt_year=pmodel.volatility_per_sqrt_year * volf,
-                                        long_run_price_cny_per_tco2e=pmodel.long_run_price_cny_per_tco2e * lf)
-            p = prices_for(model, lf)
+            if volf == 1.0:
+                # shifting the start and the long-run level of the log-price model by ln(lf) shifts
+                # every path by ln(lf): the level sensitivity is the base paths scaled, no re-draw
+                p = prices * lf
+            else:
+                model = dataclasses.replace(pmodel, volatility_per_sqrt_year=pmodel.volatility_per_sqrt_year * volf)
+                p = prices_for(model, 1.0)
             mm = _money(realised, phys.stock, p, terms)
             cvs = _credit_view(mm.value_paths, terms, recovery_factor, payout)
             rows.append({"case": label, "value_cny": float(mm.pv_total.mean()),

@@ -100,7 +100,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
              loss_table_level: str | None = None, quantiles: Iterable[float] | None = None,
              chunk_paths: int = DEFAULT_CHUNK_PATHS, workers: int = 1, scheduler: str | Any | None = None,
              progress: Callable[[Progress], None] | None = None,
-             cancel: Callable[[], bool] | None = None, keep_paths: bool = True) -> SimulationResult:
+             cancel: Callable[[], bool] | None = None, keep_paths: bool = True,
+             summarise: bool = True) -> SimulationResult:
     """Run the Monte Carlo simulation and summarise it.
 
     Parameters
@@ -132,6 +133,9 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         Called with a :class:`Progress` after each chunk.
     cancel : callable, optional
         Polled between chunks; when it returns True the run stops with :class:`SimulationCancelled`.
+    summarise : bool
+        Compute the summary tables (set False when only the per-path arrays are wanted, e.g. by
+        collateral valuation: the statistics of the finance result are computed there).
     keep_paths : bool
         Keep the per-path arrays in the result (needed by collateral and insurance pricing).
 
@@ -189,7 +193,9 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         backend = "local"
     elapsed = time.perf_counter() - t0
     ordered = [results[i] for i, _, _ in tasks]
-    return assemble_result(setup, ordered, keep_paths=keep_paths,
+    if not (summarise or keep_paths):
+        raise ValueError("a run that neither summarises nor keeps paths reports nothing")
+    return assemble_result(setup, ordered, keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1]})
 

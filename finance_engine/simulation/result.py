@@ -160,7 +160,7 @@ def _switches_dict(sw) -> dict[str, Any]:
 
 
 def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths: bool,
-                    run_info: dict[str, Any]) -> SimulationResult:
+                    run_info: dict[str, Any], summarise: bool = True) -> SimulationResult:
     cfg = setup.config
     sim = setup.simulator
     metrics = setup.metrics
@@ -172,14 +172,16 @@ def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths
         arr = np.concatenate([c.per_path[lv] for c in chunks], axis=2)
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
+        if keep_paths:
+            per_path[lv] = arr
+        if not summarise:
+            continue
         frames.append(summarise_per_path(arr, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
                                          sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels))
         harr, hnames = horizon_per_path(arr, metrics)
         hdf = summarise_per_path(harr, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
                                  sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels)
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
-        if keep_paths:
-            per_path[lv] = arr
     for lv in setup.moment_levels:
         blocks = np.concatenate([c.block_moments[lv] for c in chunks], axis=0)
         sums = blocks.sum(axis=0)
