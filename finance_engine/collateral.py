@@ -178,12 +178,11 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
                    project_id: str | None = None) -> Portfolio:
     """The pledged parcels as a portfolio of their own, credited as one project."""
     if parcel_ids is None and project_id is None:
-        sub = portfolio
+        mask = np.ones(portfolio.n_parcels, dtype=bool)
     elif project_id is not None:
         mask = (portfolio.frame["project_id"] == project_id).to_numpy()
         if not mask.any():
             raise LoanTermsError(f"project_id {project_id!r} has no parcels in the portfolio")
-        sub = portfolio.subset(mask, params)
     else:
         ids = [str(x) for x in parcel_ids]
         if not ids:
@@ -192,14 +191,8 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
         if unknown:
             raise LoanTermsError(f"parcels not in the portfolio: {unknown[:20]}"
                                  + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""))
-        sub = portfolio.subset(ids, params)
-    frame = sub.frame.copy()
-    frame["project_id"] = PLEDGE_PROJECT
-    cols = {c: frame[c].tolist() for c in frame.columns}
-    from models.parameters import SITE_CLASSES
-
-    cols["site_class"] = [SITE_CLASSES.index(s) for s in cols["site_class"]]
-    return Portfolio.from_columns(cols, params, source=f"{portfolio.source} (pledged)")
+        mask = np.isin(portfolio.parcel_id, np.asarray(ids, dtype=object))
+    return portfolio.select(mask, project_id=PLEDGE_PROJECT)
 
 
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,

@@ -679,6 +679,30 @@ class Portfolio:
         self._cache[key] = (codes, labels)
         return codes, labels
 
+    def select(self, mask: np.ndarray, **set_columns: Any) -> "Portfolio":
+        """The parcels under a boolean mask (canonical order kept), optionally with columns set.
+
+        Cheaper than :meth:`subset` (no re-validation or re-sorting): only columns that do not
+        affect the canonical order (``project_id``, management levels, ...) may be set.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.n_parcels,):
+            raise ValueError("mask must have one entry per parcel")
+        if not mask.any():
+            raise ValueError("the selection has no parcels")
+        bad = set(set_columns) & {"parcel_id", "species_group", "site_class"}
+        if bad:
+            raise ValueError(f"select() cannot change {sorted(bad)}; use subset()")
+        frame = self.frame[mask].reset_index(drop=True)
+        for col, value in set_columns.items():
+            frame[col] = value
+        sc = self.species_code[mask].copy()
+        site = self.site_code[mask].copy()
+        for a in (sc, site):
+            a.setflags(write=False)
+        return Portfolio(frame=frame, species_code=sc, site_code=site, n_tree=int(mask[:self.n_tree].sum()),
+                         source=self.source, parameter_sha256=self.parameter_sha256)
+
     def subset(self, mask_or_ids: np.ndarray | Iterable[str], params: ModelParameters) -> "Portfolio":
         """A new portfolio of some parcels (boolean mask over canonical order, or parcel ids)."""
         if isinstance(mask_or_ids, np.ndarray) and mask_or_ids.dtype == bool:
