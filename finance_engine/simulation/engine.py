@@ -7,6 +7,7 @@ and results are assembled by path index, so the numbers are the same whichever w
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -51,20 +52,25 @@ _SETUP_CACHE: dict[str, EngineSetup] = {}
 
 
 def _setup_token(params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> str:
+    """Identity of what the set-up depends on: everything but the seed and the path count."""
     h = hashlib.sha256()
     h.update(params.sha256.encode())
-    h.update(pickle.dumps(config))
+    h.update(pickle.dumps(replace(config, seed=0, paths=1)))
     h.update(pd.util.hash_pandas_object(portfolio.frame, index=False).values.tobytes())
     return h.hexdigest()
 
 
 def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> EngineSetup:
+    """The per-process set-up for this run (perils, aggregation), reused across seeds and path counts."""
     s = _SETUP_CACHE.get(token)
     if s is None:
         if len(_SETUP_CACHE) > 4:
             _SETUP_CACHE.clear()
         s = EngineSetup(params, portfolio, config)
         _SETUP_CACHE[token] = s
+    if s.config is not config and s.config != config:
+        s = copy.copy(s)  # share the expensive parts, carry this run's seed and path count
+        s.config = config
     return s
 
 
