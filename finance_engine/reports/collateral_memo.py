@@ -39,8 +39,10 @@ def render_collateral_memo(v, title_suffix: str = "carbon-pledge loan") -> str:
                          "p_value_below_balance", "p_top_up_call", "expected_top_up_cny"]]
     return render(
         "collateral_memo.html", title=f"Collateral memo — {title_suffix}", title_suffix=title_suffix, v=v,
-        fan=fan_chart(v), by_year=table_html(by_year, percent=("p_value_below_balance", "p_top_up_call")),
-        drivers=None if v.drivers is None else table_html(v.drivers, percent=("p_value_below_balance_any_time",)),
+        fan=fan_chart(v), by_year=table_html(by_year, percent=("p_value_below_balance", "p_top_up_call"),
+                                             decimals={"ltv_p95": 2}),
+        drivers=None if v.drivers is None else table_html(v.drivers, percent=("p_value_below_balance_any_time",
+                                                                              "shortfall_effect")),
         drivers_plot=None if v.drivers is None else drivers_chart(v),
         sensitivities=None if v.sensitivities is None else table_html(v.sensitivities,
                                                                       percent=("p_value_below_balance_any_time",)),

@@ -36,8 +36,12 @@ def fmt_number(v: Any, digits: int = 0) -> str:
     return str(v)
 
 
-def table_html(df: pd.DataFrame, digits: int = 0, percent: tuple[str, ...] = ()) -> str:
+def table_html(df: pd.DataFrame, digits: int = 0, percent: tuple[str, ...] = (),
+               decimals: dict[str, int] | None = None) -> str:
     fmt = {c: (lambda x: f"{x:.1%}") for c in percent if c in df.columns}
+    for c, d in (decimals or {}).items():
+        if c in df.columns:
+            fmt[c] = (lambda x, d=d: fmt_number(x, d))
     for c in df.columns:
         if c not in fmt and pd.api.types.is_float_dtype(df[c]):
             fmt[c] = (lambda x, d=digits: fmt_number(x, d))
