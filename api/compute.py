@@ -34,6 +34,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 from models._yaml import load_yaml
+from api.jsonable import clean  # noqa: F401  (re-exported for the tasks below)
 
 # ---- per-worker state ---------------------------------------------------------------------------
 _W: dict[str, Any] = {"portfolios": OrderedDict()}
@@ -90,33 +91,6 @@ def _portfolio(ref: dict[str, Any]):
     while len(cache) > _PORTFOLIO_CACHE:
         cache.popitem(last=False)
     return pf
-
-
-def clean(obj: Any) -> Any:
-    """JSON-ready copy: NaN/inf -> null, numpy scalars -> Python, tuples -> lists."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return clean(obj.tolist())
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if isinstance(obj, pd.Timestamp):
-        return obj.isoformat()
-    return str(obj)
 
 
 # ---- tasks ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.db.models import AuditRecord, PortfolioRow, SimulationRun, utcnow
+from api.jsonable import clean
 from api.problems import ApiProblem, json_safe
 from api.requestctx import current_request_id
 from api.security import Principal
@@ -37,30 +38,6 @@ def new_id(prefix: str) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-def clean(obj: Any) -> Any:
-    """JSON-ready copy: NaN/inf -> null, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (np.floating,)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return clean(obj.tolist())
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if isinstance(obj, pd.Timestamp):
-        return obj.isoformat()
-    return str(obj)
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
