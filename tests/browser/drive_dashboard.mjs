@@ -58,6 +58,7 @@ async function shot(name) {
 }
 
 const text = (sel) => page.locator(sel).innerText();
+const run = page.locator("#page-run");  // the run form (other pages have paths and seed fields too)
 
 try {
   // 1. sign in
@@ -112,9 +113,9 @@ try {
   };
   await chooseKind("simulation");
   out.runModeNote = await text("#run-mode-note");
-  await page.getByLabel("模拟年数").fill(opt.years);
-  await page.getByLabel("蒙特卡洛路径数").fill(opt["cancel-paths"]);
-  await page.getByLabel("随机种子").fill(opt.seed);
+  await run.getByLabel("模拟年数").fill(opt.years);
+  await run.getByLabel("蒙特卡洛路径数").fill(opt["cancel-paths"]);
+  await run.getByLabel("随机种子").fill(opt.seed);
   await page.getByRole("button", { name: "开始运行" }).click();
   await page.waitForFunction(() => ["running", "queued"].includes(document.querySelector("#run-status").dataset.status));
   await page.getByRole("button", { name: "取消" }).click();
@@ -129,7 +130,7 @@ try {
     await chooseKind(kind);
     if (option) await page.locator("#run-scenario").selectOption(option);
     const r = { kind, option: await page.locator("#run-scenario").inputValue(), progressSeen: [] };
-    await page.getByLabel("蒙特卡洛路径数").fill(opt.paths);
+    await run.getByLabel("蒙特卡洛路径数").fill(opt.paths);
     const before = await page.evaluate(() => window.__dashboard.job && window.__dashboard.job.id);
     await page.getByRole("button", { name: "开始运行" }).click();
     const t0 = Date.now();

@@ -52,12 +52,13 @@ function axisLabel(svg, text, x, y, rotate = false) {
  * @param {SVGSVGElement} svg
  * With `baseline` (one value per label) a dark tick marks each label's baseline value.
  * @param {{labels: string[], values: number[], errors?: number[], baseline?: number[], title: string, xLabel: string}} d
+ * `minMax` is the least upper end of the axis (so that all-zero probabilities still get a readable scale).
  */
-export function barChart(svg, { labels, values, errors = [], baseline = null, baselineLabel = "", title, xLabel }) {
+export function barChart(svg, { labels, values, errors = [], baseline = null, baselineLabel = "", title, xLabel, minMax = 1e-9 }) {
   const W = 640, rowH = 26, top = 12, left = 190, right = 24, bottom = 48;
   const H = top + bottom + rowH * labels.length;
   frame(svg, title, labels.map((l, i) => `${l}: ${shortNum(values[i])}`).join("; "), W, H);
-  const hi = Math.max(1e-9, ...values.map((v, i) => v + (errors[i] || 0)), ...(baseline || []).filter(Number.isFinite));
+  const hi = Math.max(minMax, ...values.map((v, i) => v + (errors[i] || 0)), ...(baseline || []).filter(Number.isFinite));
   const lo = Math.min(0, ...values.map((v, i) => v - (errors[i] || 0)));
   const ticks = niceTicks(lo, hi, 5);
   const x0 = Math.min(lo, ticks[0]), x1 = Math.max(hi, ticks[ticks.length - 1]);

@@ -1,5 +1,6 @@
 // The dashboard: sign in, choose or upload a portfolio, map, run a stress test as a job and watch it,
-// results (charts, county table), five-level accounts, report downloads. All text via i18n.js.
+// results (charts, county table), five-level accounts, report downloads; value a loan and quote a cover
+// (finance.js; the pages a key's role may use). All text via i18n.js.
 
 import { Api, ApiError, forgetKey, saveKey, savedKey } from "./api.js";
 import { applyI18n, fmt, fmtPct, getLang, placeName, setLang, speciesName, t } from "./i18n.js";
@@ -7,6 +8,7 @@ import { barChart, exceedanceChart, fanChart } from "./charts.js";
 import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
 import { RUNNERS, SIM_ACCOUNT_COLUMNS, availableRunners } from "./runners.js";
+import { financeAccess, installFinance } from "./finance.js";
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 400;
@@ -15,8 +17,9 @@ const state = {
   api: null, keyId: "", openapi: null, runner: null,
   portfolios: [], portfolio: null, parcels: [],
   job: null, view: null, accounts: null, accountsFor: null, tree: null,
-  colour: "species",
+  colour: "species", access: { loan: false, quote: false },
 };
+let finance = null;  // the loan and quote pages (finance.js)
 window.__dashboard = state;  // for debugging and the browser tests (read only)
 
 // ---------------------------------------------------------------------------------------------
@@ -53,7 +56,11 @@ async function afterSignIn() {
     const r = await fetch("/openapi.json");
     state.openapi = r.ok ? await r.json() : null;
   } catch { state.openapi = null; }
-  state.runnerKinds = availableRunners(state.openapi);
+  state.access = await financeAccess(state.api);
+  $("#tab-loan").hidden = !state.access.loan;
+  $("#tab-quote").hidden = !state.access.quote;
+  // a role without stress tests (bank, insurer) runs simulations on the same page
+  state.runnerKinds = availableRunners(state.openapi).filter((k) => k !== "stress" || state.access.stress);
   state.runner = RUNNERS[state.runnerKinds[0]];
   renderRunKinds();
   await Promise.all([loadPortfolios(), loadRunOptions()]);
@@ -62,7 +69,8 @@ async function afterSignIn() {
 // ---------------------------------------------------------------------------------------------
 // tabs
 // ---------------------------------------------------------------------------------------------
-const TABS = ["portfolio", "run", "results", "accounts", "reports"];
+const TABS = ["portfolio", "loan", "quote", "run", "results", "accounts", "reports"];
+const shownTabs = () => TABS.filter((n) => !$(`#tab-${n}`).hidden);
 
 function selectTab(name, focus = false) {
   for (const n of TABS) {
@@ -80,13 +88,14 @@ function selectTab(name, focus = false) {
 function installTabs() {
   for (const n of TABS) $(`#tab-${n}`).addEventListener("click", () => selectTab(n));
   $("#tabs").addEventListener("keydown", (e) => {
-    const cur = TABS.findIndex((n) => $(`#tab-${n}`).getAttribute("aria-selected") === "true");
+    const tabs = shownTabs();
+    const cur = tabs.findIndex((n) => $(`#tab-${n}`).getAttribute("aria-selected") === "true");
     let next = null;
-    if (e.key === "ArrowRight") next = (cur + 1) % TABS.length;
-    else if (e.key === "ArrowLeft") next = (cur + TABS.length - 1) % TABS.length;
+    if (e.key === "ArrowRight") next = (cur + 1) % tabs.length;
+    else if (e.key === "ArrowLeft") next = (cur + tabs.length - 1) % tabs.length;
     else if (e.key === "Home") next = 0;
-    else if (e.key === "End") next = TABS.length - 1;
-    if (next !== null) { e.preventDefault(); selectTab(TABS[next], true); }
+    else if (e.key === "End") next = tabs.length - 1;
+    if (next !== null) { e.preventDefault(); selectTab(tabs[next], true); }
   });
 }
 
@@ -124,6 +133,7 @@ async function choosePortfolio(id) {
   renderPortfolioSummary();
   renderResults();
   state.parcels = [];
+  finance.portfolioChanged();
   const status = $("#parcel-status");
   const all = [];
   let offset = 0;
@@ -137,6 +147,7 @@ async function choosePortfolio(id) {
   }
   state.parcels = all;
   status.textContent = "";
+  finance.portfolioChanged();
   state.map.setParcels(all);
   paintMap();
 }
@@ -233,7 +244,8 @@ function renderRunOptions() {
 function renderRunMode() {
   const stress = state.runner.kind === "stress";
   const onlySim = !(state.runnerKinds || []).includes("stress");
-  $("#run-mode-note").textContent = t(stress ? "run_note_stress" : onlySim ? "run_using_sim" : "run_note_sim");
+  const roleOnly = onlySim && availableRunners(state.openapi).includes("stress");  // the endpoint exists, the role may not
+  $("#run-mode-note").textContent = t(stress ? "run_note_stress" : roleOnly ? "run_sim_role" : onlySim ? "run_using_sim" : "run_note_sim");
   $("#run-scenario-label").textContent = t(stress ? "scenario" : "climate_pathway");
 }
 
@@ -493,6 +505,7 @@ function renderLanguage() {
     renderResults();
     if (state.parcels.length) paintMap();
     if (state.accounts) renderAccounts();
+    finance.render();
   }
 }
 
@@ -501,6 +514,7 @@ function renderLanguage() {
 // ---------------------------------------------------------------------------------------------
 function init() {
   state.map = new ParcelMap($("#map"), $("#map-legend"));
+  finance = installFinance(state);
   installTabs();
   $("#lang-toggle").addEventListener("click", () => { setLang(getLang() === "zh" ? "en" : "zh"); renderLanguage(); });
   $("#signin-form").addEventListener("submit", async (e) => {

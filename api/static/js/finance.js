@@ -1,0 +1,439 @@
+// The two finance pages: value a carbon-pledge loan (POST /v1/collateral-valuations, bank and bureau)
+// and quote an insurance cover (POST /v1/quotes, insurer and bureau) on the chosen portfolio. A small
+// request is answered at once (201); a large one becomes a job (202) that is polled like the runners'.
+// A problem+json error is shown next to the form field its `errors[].field` names. Every number on the
+// page carries its exact value in a data-value attribute (the browser tests compare them with the API).
+
+import { ApiError } from "./api.js";
+import { fmt, fmtPct, t } from "./i18n.js";
+import { barChart, exceedanceChart, fanChart } from "./charts.js";
+
+const $ = (sel) => document.querySelector(sel);
+const POLL_MS = 400;
+
+// request field (last path segment of errors[].field) -> the input that shows its error
+const LOAN_FIELDS = {
+  project_id: "loan-pledge", parcel_ids: "loan-pledge", amount_cny: "loan-amount", term_years: "loan-term",
+  crediting_horizon_years: "loan-term", interest_rate: "loan-rate", borrower_pd: "loan-pd",
+  forest_right_mortgage_cny: "loan-mortgage", paths: "loan-paths", attribution_paths: "loan-paths", seed: "loan-seed",
+};
+const QUOTE_FIELDS = {
+  kind: "quote-kind", price_cny_per_tco2e: "quote-price", perils: "quote-perils", deductible: "quote-deductible",
+  amount: "quote-deductible", limit_cny: "quote-limit", trigger_fraction: "quote-trigger", paths: "quote-paths",
+  seed: "quote-seed",
+};
+
+/** Reads an optional number input: null when empty. */
+function num(id) {
+  const v = $(`#${id}`).value.trim();
+  return v === "" ? null : Number(v);
+}
+
+/** The body of POST /v1/collateral-valuations from the loan form (rates and PD are entered in %). */
+export function loanRequest(portfolioId) {
+  const terms = { amount_cny: num("loan-amount"), term_years: num("loan-term"), interest_rate: num("loan-rate") };
+  if (terms.interest_rate !== null) terms.interest_rate /= 100;
+  const pd = num("loan-pd");
+  if (pd !== null) terms.borrower_pd = pd / 100;
+  const mortgage = num("loan-mortgage");
+  if (mortgage !== null) terms.forest_right_mortgage_cny = mortgage;
+  const body = { portfolio_id: portfolioId, terms, paths: num("loan-paths"), seed: num("loan-seed"), mode: "auto" };
+  const project = $("#loan-pledge").value;
+  if (project) body.project_id = project;
+  if ($("#loan-attribution").checked) body.attribution = true;
+  return body;
+}
+
+/** The body of POST /v1/quotes from the quote form. */
+export function quoteRequest(portfolioId) {
+  const kind = $("#quote-kind").value;
+  const cover = { kind };
+  const price = num("quote-price");
+  if (price !== null) cover.price_cny_per_tco2e = price;
+  const limit = num("quote-limit");
+  if (limit !== null) cover.limit_cny = limit;
+  if (kind === "stock-loss") {
+    cover.perils = [...document.querySelectorAll('#quote-perils input[name="peril"]:checked')].map((c) => c.value);
+    const ded = num("quote-deductible");
+    if (ded !== null) cover.deductible = { amount: ded, unit: "cny", basis: "annual" };
+  } else {
+    const trig = num("quote-trigger");
+    if (trig !== null) cover.trigger_fraction = trig;
+  }
+  return { portfolio_id: portfolioId, cover, paths: num("quote-paths"), seed: num("quote-seed"), mode: "auto" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// shared: submit, poll a job, errors next to fields
+// ---------------------------------------------------------------------------------------------
+function clearErrors(prefix) {
+  document.querySelectorAll(`#${prefix}-form .field-error`).forEach((p) => { p.textContent = ""; });
+  document.querySelectorAll(`#${prefix}-form [aria-invalid]`).forEach((e) => e.removeAttribute("aria-invalid"));
+  $(`#${prefix}-error`).textContent = "";
+}
+
+/** Puts each of a problem's errors next to the field it names; the rest (and the detail) in the form's alert. */
+export function showProblem(prefix, fields, err) {
+  const rest = [];
+  const errs = err instanceof ApiError ? (err.problem?.errors || []) : [];
+  for (const e of errs) {
+    const parts = String(e.field ?? e.column ?? "").split(/[/.]/).reverse();
+    const id = parts.map((p) => fields[p]).find(Boolean);
+    if (id) {
+      const p = $(`#${id}-error`);
+      p.textContent = p.textContent ? `${p.textContent}; ${e.reason}` : e.reason;
+      $(`#${id}`).setAttribute("aria-invalid", "true");
+    } else {
+      rest.push(`${e.field ?? ""}: ${e.reason}`);
+    }
+  }
+  $(`#${prefix}-error`).textContent = t("error", { detail: rest.length ? `${err.message} (${rest.join("; ")})` : err.message });
+  const first = document.querySelector(`#${prefix}-form [aria-invalid="true"]`);
+  if (first) first.focus();
+}
+
+/** POST, then for a 202 job poll it to the end; returns the finance result (FinanceResultOut). */
+async function submit(api, prefix, path, body, onJob) {
+  const bar = $(`#${prefix}-progress`);
+  const status = $(`#${prefix}-status`);
+  status.textContent = t("fin_computing");
+  const { status: code, body: out } = await api.post(path, body);
+  if (code !== 202) return out;
+  bar.hidden = false;
+  for (;;) {
+    const job = await api.get(`/v1/jobs/${out.id}`);
+    onJob(job);
+    bar.value = Math.max(0, Math.min(1, job.progress || 0));
+    status.textContent = t("fin_job", { id: job.id, status: t(`st_${job.status}`), pct: Math.round(100 * bar.value) });
+    status.dataset.status = job.status;
+    if (job.status === "succeeded") return api.get(`/v1/jobs/${job.id}/result`);
+    if (job.status === "failed" || job.status === "cancelled") {
+      throw new Error(t("job_failed", { error: job.error?.message || t(`st_${job.status}`) }));
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rendering helpers
+// ---------------------------------------------------------------------------------------------
+/** KPI tiles: [key, value, text, sub-text?] each with its exact value in data-value. */
+function kpis(box, items) {
+  box.replaceChildren();
+  for (const [key, value, text, sub] of items) {
+    const d = document.createElement("div");
+    d.className = "kpi";
+    d.dataset.kpi = key;
+    d.dataset.value = value === null || value === undefined ? "" : String(value);
+    const n = document.createElement("span");
+    n.className = "kpi-value";
+    n.textContent = text;
+    const l = document.createElement("span");
+    l.className = "kpi-label";
+    l.textContent = t(key);
+    d.append(n, l);
+    if (sub) {
+      const s = document.createElement("span");
+      s.className = "kpi-sub";
+      s.textContent = sub;
+      d.appendChild(s);
+    }
+    box.appendChild(d);
+  }
+}
+
+/** A definition list of [key, value, text] with data-key / data-value on each <dd>. */
+function kv(dl, items) {
+  dl.replaceChildren();
+  for (const [key, value, text] of items) {
+    const dt = document.createElement("dt");
+    dt.textContent = t(key);
+    const dd = document.createElement("dd");
+    dd.dataset.key = key;
+    dd.dataset.value = value === null || value === undefined ? "" : String(value);
+    dd.textContent = text;
+    dl.append(dt, dd);
+  }
+}
+
+/** A table from records: columns [field, labelKey, formatter(value) -> text, numeric?]. */
+function table(tbl, rows, columns) {
+  const head = document.createElement("tr");
+  for (const [, label, , numeric] of columns) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    if (numeric !== false) th.className = "num";
+    th.textContent = t(label);
+    head.appendChild(th);
+  }
+  tbl.tHead.replaceChildren(head);
+  const tb = tbl.tBodies[0];
+  tb.replaceChildren();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    columns.forEach(([field, , f, numeric], i) => {
+      const c = document.createElement(i === 0 ? "th" : "td");
+      if (i === 0) c.scope = "row";
+      if (numeric !== false) c.className = "num";
+      c.dataset.col = field;
+      const v = r[field];
+      c.dataset.value = v === null || v === undefined ? "" : String(v);
+      c.textContent = f(v, r);
+      tr.appendChild(c);
+    });
+    tb.appendChild(tr);
+  }
+}
+
+const cny = (v) => fmt(v, 0);
+const pct = (d) => (v) => fmtPct(v, d);
+const yesNo = (v) => t(v ? "yes" : "no");
+
+async function download(api, statusSel, path, file) {
+  const st = $(statusSel);
+  st.textContent = t("downloading");
+  try {
+    const out = await api.download(path, file);
+    st.textContent = t("downloaded", { file: `${out.name} (${fmt(out.size)} B)` });
+  } catch (err) {
+    st.textContent = t("error", { detail: err.message });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the loan page
+// ---------------------------------------------------------------------------------------------
+function renderPledgeOptions(state) {
+  const sel = $("#loan-pledge");
+  const cur = sel.value;
+  sel.replaceChildren();
+  const p = state.portfolio;
+  sel.add(new Option(p ? t("loan_whole_portfolio", { n: fmt(p.n_parcels), ha: fmt(p.area_ha, 1) }) : "—", ""));
+  const projects = new Map();
+  for (const x of state.parcels) {
+    const id = x.project_id;
+    if (id === null || id === undefined || id === "") continue;
+    const e = projects.get(id) || { n: 0, ha: 0 };
+    e.n += 1;
+    e.ha += x.area_ha || 0;
+    projects.set(id, e);
+  }
+  for (const [id, e] of [...projects].sort((a, b) => String(a[0]).localeCompare(String(b[0])))) {
+    sel.add(new Option(t("loan_project_option", { id, n: fmt(e.n), ha: fmt(e.ha, 1) }), id));
+  }
+  if ([...sel.options].some((o) => o.value === cur)) sel.value = cur;
+}
+
+function renderLoan(fin) {
+  const r = fin.loan;
+  $("#loan-results").hidden = !r;
+  if (!r) return;
+  const v = r.result;
+  const vt = v.value_today, risk = v.risk, sz = v.sizing, terms = v.terms;
+  $("#loan-id").textContent = r.id;
+  $("#loan-settings").textContent = t("loan_settings", {
+    pledge: r.audit?.request?.project_id || t("loan_whole"), parcels: fmt(vt.pledged_parcels),
+    ha: fmt(vt.pledged_area_ha, 1), paths: fmt(v.provenance?.paths), seed: v.provenance?.seed });
+  kpis($("#loan-kpis"), [
+    ["kpi_value_today", vt.value_cny, cny(vt.value_cny), t("pm_se", { se: cny(vt.mc_se_cny) })],
+    ["kpi_value_se", vt.mc_se_cny, cny(vt.mc_se_cny)],
+    ["kpi_ci95_low", vt.ci95_cny[0], cny(vt.ci95_cny[0])],
+    ["kpi_ci95_high", vt.ci95_cny[1], cny(vt.ci95_cny[1])],
+    ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny),
+      t("at_shortfall", { p: fmtPct(sz.target_shortfall_probability, 1) })],
+    ["kpi_ltv0", risk.ltv_at_origination, fmtPct(risk.ltv_at_origination, 1)],
+    ["kpi_p_below_any", risk.p_value_below_balance_any_time, fmtPct(risk.p_value_below_balance_any_time, 1),
+      t("pm_se", { se: fmtPct(risk.p_value_below_balance_any_time_mc_se, 1) })],
+    ["kpi_stock_today", vt.stock_today_tco2e, fmt(vt.stock_today_tco2e, 0)],
+    ["kpi_amount", terms.amount_cny, cny(terms.amount_cny)],
+  ]);
+  const by = v.by_year || [];
+  fanChart($("#chart-loan-fan"), {
+    rows: by.map((y) => ({ year: y.year, p05: y.value_p05_cny, p50: y.value_p50_cny, p95: y.value_p95_cny, base: y.balance_cny })),
+    title: t("chart_loan_fan"), xLabel: t("axis_loan_year"), yLabel: t("axis_value"), baselineLabel: t("legend_balance"),
+  });
+  barChart($("#chart-loan-below"), {
+    labels: by.map((y) => t("year_n", { n: y.year })), values: by.map((y) => 100 * y.p_value_below_balance),
+    title: t("chart_loan_below"), xLabel: t("axis_pct"), minMax: 5,
+  });
+  table($("#loan-years"), by, [
+    ["year", "col_year", (x) => String(x)], ["balance_cny", "col_balance", cny],
+    ["value_p05_cny", "col_value_p05", cny], ["value_p50_cny", "col_value_p50", cny], ["value_p95_cny", "col_value_p95", cny],
+    ["ltv_p50", "col_ltv_p50", pct(1)], ["ltv_p95", "col_ltv_p95", pct(1)],
+    ["p_value_below_balance", "col_p_below", pct(1)], ["p_top_up_call", "col_p_call", pct(1)],
+    ["expected_top_up_cny", "col_top_up", cny],
+  ]);
+  const sec = v.security;
+  kv($("#loan-security"), [
+    ["sec_carbon", sec.carbon_value_cny, cny(sec.carbon_value_cny)],
+    ["sec_mortgage", sec.forest_right_mortgage_cny, cny(sec.forest_right_mortgage_cny)],
+    ["sec_guarantee", sec.guarantee_cny, cny(sec.guarantee_cny)],
+    ["sec_carbon_share", sec.carbon_share_of_security, fmtPct(sec.carbon_share_of_security, 1)],
+    ["sec_cover", sec.carbon_cover_of_exposure, fmtPct(sec.carbon_cover_of_exposure, 1)],
+    ["sec_unsecured", sec.unsecured_cny, cny(sec.unsecured_cny)],
+    ["sec_enhancement_only", sec.credit_enhancement_only, yesNo(sec.credit_enhancement_only)],
+  ]);
+  const c = v.credit;
+  $("#loan-credit-none").hidden = !!c;
+  $("#loan-credit").hidden = !c;
+  $("#loan-credit-note").textContent = c ? t("credit_note") : "";
+  if (c) {
+    kv($("#loan-credit"), [
+      ["cr_pd", c.pd, fmtPct(c.pd, 2)], ["cr_ead", c.ead_cny, cny(c.ead_cny)],
+      ["cr_maturity", c.maturity_years, fmt(c.maturity_years, 1)],
+      ["cr_lgd_secured", c.firb_lgd_carbon_as_other_physical, fmtPct(c.firb_lgd_carbon_as_other_physical, 1)],
+      ["cr_lgd_unsecured", c.firb_lgd_unsecured, fmtPct(c.firb_lgd_unsecured, 1)],
+      ["cr_lgd_sim", c.simulated_lgd_forced_sale, fmtPct(c.simulated_lgd_forced_sale, 1)],
+      ["cr_el", c.expected_loss_cny, cny(c.expected_loss_cny)],
+      ["cr_el_unsecured", c.expected_loss_unsecured_cny, cny(c.expected_loss_unsecured_cny)],
+      ["cr_k", c.irb_capital_k, fmtPct(c.irb_capital_k, 2)],
+      ["cr_rwa", c.rwa_cny, cny(c.rwa_cny)], ["cr_rwa_unsecured", c.rwa_unsecured_cny, cny(c.rwa_unsecured_cny)],
+    ]);
+  }
+  $("#loan-drivers-card").hidden = !v.drivers;
+  if (v.drivers) {
+    table($("#loan-drivers"), v.drivers, [
+      ["driver", "col_driver", (x) => x, false],
+      ["value_cny", "col_value", cny], ["value_effect_cny", "col_value_effect", cny],
+      ["p_value_below_balance_any_time", "col_p_below_any", pct(1)], ["shortfall_effect", "col_shortfall_effect", pct(1)],
+      ["expected_shortfall_cny", "col_exp_shortfall", cny],
+    ]);
+  }
+  $("#loan-sens-card").hidden = !v.sensitivities;
+  if (v.sensitivities) {
+    table($("#loan-sens"), v.sensitivities, [
+      ["case", "col_case", (x) => x, false], ["value_cny", "col_value", cny], ["change_cny", "col_change", cny],
+      ["p_value_below_balance_any_time", "col_p_below_any", pct(1)],
+    ]);
+  }
+}
+
+async function valueLoan(e, state, fin) {
+  e.preventDefault();
+  if (!state.portfolio) return;
+  clearErrors("loan");
+  $("#loan-submit").disabled = true;
+  $("#loan-progress").hidden = true;
+  try {
+    fin.loanRequest = loanRequest(state.portfolio.id);
+    fin.loan = await submit(state.api, "loan", "/v1/collateral-valuations", fin.loanRequest, (job) => { fin.loanJob = job; });
+    $("#loan-status").textContent = t("fin_done");
+    renderLoan(fin);
+  } catch (err) {
+    $("#loan-status").textContent = "";
+    showProblem("loan", LOAN_FIELDS, err);
+  } finally {
+    $("#loan-submit").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the quote page
+// ---------------------------------------------------------------------------------------------
+function renderQuoteKind() {
+  const stock = $("#quote-kind").value === "stock-loss";
+  $("#quote-perils").disabled = !stock;
+  $("#quote-perils").hidden = !stock;
+  $("#quote-deductible").closest(".field").hidden = !stock;
+  $("#quote-trigger-field").hidden = stock;
+}
+
+function renderQuote(fin) {
+  const r = fin.quote;
+  $("#quote-results").hidden = !r;
+  if (!r) return;
+  const q = r.result;
+  const pr = q.premium, ex = q.exposure;
+  $("#quote-id").textContent = r.id;
+  $("#quote-settings").textContent = t("quote_settings", {
+    kind: t(q.cover?.kind === "sink-index" ? "cover_sink_index" : "cover_stock_loss"),
+    ha: fmt(ex.area_ha, 1), si: cny(ex.sum_insured_cny), paths: fmt(q.provenance?.paths), seed: q.provenance?.seed });
+  kpis($("#quote-kpis"), [
+    ["kpi_pure", pr.pure_premium_cny, cny(pr.pure_premium_cny), t("pm_se", { se: cny(pr.pure_premium_mc_se_cny) })],
+    ["kpi_pure_se", pr.pure_premium_mc_se_cny, cny(pr.pure_premium_mc_se_cny)],
+    ["kpi_gross", pr.gross_premium_cny, cny(pr.gross_premium_cny)],
+    ["kpi_rate", pr.rate_on_sum_insured, fmtPct(pr.rate_on_sum_insured, 3)],
+    ["kpi_per_mu", pr.premium_per_mu_cny, fmt(pr.premium_per_mu_cny, 2)],
+    ["kpi_per_ha", pr.premium_per_ha_cny, fmt(pr.premium_per_ha_cny, 2)],
+    ["kpi_per_tco2e", pr.premium_per_tco2e_cny, fmt(pr.premium_per_tco2e_cny, 3)],
+    ["kpi_loss_ratio", pr.expected_loss_ratio, fmtPct(pr.expected_loss_ratio, 1)],
+    ["kpi_sum_insured", ex.sum_insured_cny, cny(ex.sum_insured_cny)],
+    ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2)],
+  ]);
+  const ep = (q.risk.ep_curve || []).filter((p) => p.exceedance_probability >= 0.005 && p.exceedance_probability < 1)
+    .map((p) => ({ loss: p.aep_cny, prob: p.exceedance_probability }));
+  exceedanceChart($("#chart-quote-ep"), { points: ep, title: t("chart_quote_ep"), xLabel: t("axis_payout"), yLabel: t("axis_prob") });
+  table($("#quote-pml"), q.risk.pml || [], [
+    ["basis", "col_basis", (x) => x, false], ["return_period_years", "col_return_period", (x) => fmt(x, 0)],
+    ["loss", "col_pml", cny], ["ci_low", "col_ci_low", cny], ["ci_high", "col_ci_high", cny],
+  ]);
+  const sub = q.subsidy;
+  $("#quote-subsidy-cap").textContent = t("quote_subsidy", { scheme: sub.scheme });
+  const payers = Object.keys(sub.amounts_cny || {}).map((k) => ({ payer: k, share: sub.shares?.[k], amount: sub.amounts_cny[k] }));
+  table($("#quote-subsidy"), payers, [
+    ["payer", "col_payer", (x) => t(`payer_${x}`), false], ["share", "col_share", pct(1)], ["amount", "col_amount", cny],
+  ]);
+}
+
+async function priceQuote(e, state, fin) {
+  e.preventDefault();
+  if (!state.portfolio) return;
+  clearErrors("quote");
+  $("#quote-submit").disabled = true;
+  $("#quote-progress").hidden = true;
+  try {
+    fin.quoteRequest = quoteRequest(state.portfolio.id);
+    fin.quote = await submit(state.api, "quote", "/v1/quotes", fin.quoteRequest, (job) => { fin.quoteJob = job; });
+    $("#quote-status").textContent = t("fin_done");
+    renderQuote(fin);
+  } catch (err) {
+    $("#quote-status").textContent = "";
+    showProblem("quote", QUOTE_FIELDS, err);
+  } finally {
+    $("#quote-submit").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wiring
+// ---------------------------------------------------------------------------------------------
+/** Which finance pages (and stress tests) this key may use: GET of each list answers 200 or 403 (role). */
+export async function financeAccess(api) {
+  const may = async (path) => {
+    try { await api.get(path, { limit: 1 }); return true; } catch (e) {
+      if (e instanceof ApiError && (e.status === 403 || e.status === 404)) return false;
+      throw e;
+    }
+  };
+  const [loan, quote, stress] = await Promise.all([may("/v1/collateral-valuations"), may("/v1/quotes"),
+    may("/v1/stress-tests")]);
+  return { loan, quote, stress };
+}
+
+export function installFinance(state) {
+  const fin = { loan: null, quote: null, loanRequest: null, quoteRequest: null, loanJob: null, quoteJob: null };
+  state.finance = fin;
+  $("#loan-form").addEventListener("submit", (e) => valueLoan(e, state, fin));
+  $("#quote-form").addEventListener("submit", (e) => priceQuote(e, state, fin));
+  $("#quote-kind").addEventListener("change", renderQuoteKind);
+  $("#loan-memo").addEventListener("click", () => fin.loan && download(state.api, "#loan-dl-status",
+    `/v1/collateral-valuations/${fin.loan.id}/memo`, `collateral-memo-${fin.loan.id}.html`));
+  $("#quote-slip").addEventListener("click", () => fin.quote && download(state.api, "#quote-dl-status",
+    `/v1/quotes/${fin.quote.id}/slip`, `quote-slip-${fin.quote.id}.html`));
+  renderQuoteKind();
+  return {
+    /** The chosen portfolio (or its parcels) changed: results of another portfolio no longer apply. */
+    portfolioChanged() {
+      document.querySelectorAll(".fin-portfolio-name").forEach((s) => { s.textContent = state.portfolio?.name || "—"; });
+      if (fin.loan && fin.loan.portfolio_id !== state.portfolio?.id) { fin.loan = null; renderLoan(fin); }
+      if (fin.quote && fin.quote.portfolio_id !== state.portfolio?.id) { fin.quote = null; renderQuote(fin); }
+      renderPledgeOptions(state);
+    },
+    render() {
+      document.querySelectorAll(".fin-portfolio-name").forEach((s) => { s.textContent = state.portfolio?.name || "—"; });
+      renderPledgeOptions(state);
+      renderLoan(fin);
+      renderQuote(fin);
+    },
+  };
+}

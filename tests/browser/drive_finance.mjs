@@ -1,0 +1,175 @@
+// Drives the dashboard's loan valuation and insurance quote pages with playwright-core and Debian's
+// Chromium: sign in with the bank demo key, value a loan on one demo project (first with a bad amount,
+// whose error must appear next to the amount field), download the memo; sign out, sign in with the
+// insurer demo key, price a stock-loss cover, download the quote slip, switch to English. Prints what
+// the page showed (and the request bodies it sent) as one JSON document on stdout (the last line);
+// tests/browser/test_finance_pages.py checks it against the API.
+//
+//   node drive_finance.mjs --base http://127.0.0.1:PORT --bank-key cre_... --insurer-key cre_... --out DIR
+//        [--portfolio "Lishui demo portfolio"] [--project LS-SC-P01] [--amount 600000] [--loan-paths 200] [--quote-paths 256]
+//        [--seed 7] [--chromium /usr/bin/chromium]
+
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+function args() {
+  const a = { chromium: "/usr/bin/chromium", portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
+    "loan-paths": "200", amount: "600000", "quote-paths": "256", seed: "7" };
+  const v = process.argv.slice(2);
+  for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, "")] = v[i + 1];
+  for (const k of ["base", "bank-key", "insurer-key", "out"]) if (!a[k]) throw new Error(`--${k} is required`);
+  return a;
+}
+
+const opt = args();
+fs.mkdirSync(opt.out, { recursive: true });
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "cre-chromium-"));
+const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [] };
+const log = (...m) => process.stderr.write(`[drive-finance] ${m.join(" ")}\n`);
+
+const ctx = await chromium.launchPersistentContext(userDir, {
+  executablePath: opt.chromium,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  viewport: { width: 1400, height: 1000 },
+  acceptDownloads: true,
+  locale: "zh-CN",
+});
+const page = ctx.pages()[0] || await ctx.newPage();
+page.setDefaultTimeout(60000);
+page.on("console", (m) => { if (m.type() === "error") out.consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => out.consoleErrors.push(String(e)));
+page.on("requestfailed", (r) => out.failedRequests.push(`${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+page.on("response", async (r) => {
+  if (!r.url().startsWith(opt.base) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) {
+    out.failedRequests.push(`external ${r.url()}`);
+  }
+  const req = r.request();
+  if (req.method() === "POST" && /\/v1\/(collateral-valuations|quotes)$/.test(new URL(r.url()).pathname)) {
+    out.posts.push({ path: new URL(r.url()).pathname, status: r.status(), body: JSON.parse(req.postData() || "null") });
+  }
+});
+
+async function shot(name) {
+  const file = path.join(opt.out, `${String(out.screenshots.length + 1).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  out.screenshots.push(file);
+  log("screenshot", file);
+}
+
+const text = (sel) => page.locator(sel).innerText();
+const loan = page.locator("#page-loan"), quote = page.locator("#page-quote");
+const kpis = (sel) => page.$$eval(`${sel} .kpi`, (ks) => Object.fromEntries(ks.map((k) => [k.dataset.kpi,
+  { value: k.dataset.value === "" ? null : Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent }])));
+const kvs = (sel) => page.$$eval(`${sel} dd`, (ds) => Object.fromEntries(ds.map((d) => [d.dataset.key, d.dataset.value])));
+const rows = (sel) => page.$$eval(`${sel} tbody tr`, (rs) => rs.map((r) => Object.fromEntries(
+  [...r.children].map((c) => [c.dataset.col, { value: c.dataset.value, text: c.textContent }]))));
+
+async function signIn(key) {
+  await page.goto(`${opt.base}/ui`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.getByLabel("API 密钥").fill(key);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#app-view:not([hidden])");
+  const label = await page.locator("#portfolio-select option", { hasText: opt.portfolio }).first().innerText();
+  await page.getByLabel("选择资产组合").selectOption({ label });
+  await page.waitForFunction((name) => {
+    const s = window.__dashboard;
+    return s.portfolio && s.portfolio.name === name && s.parcels.length === s.portfolio.n_parcels;
+  }, opt.portfolio);
+  return page.$$eval("[role=tab]", (ts) => ts.filter((t) => !t.hidden).map((t) => t.id));
+}
+
+async function download(button, name) {
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.locator(button).click()]);
+  const file = path.join(opt.out, `download-${name}-${dl.suggestedFilename()}`);
+  await dl.saveAs(file);
+  return { file, name: dl.suggestedFilename() };
+}
+
+try {
+  // ---- bank: value a loan on one project -------------------------------------------------------
+  out.bankTabs = await signIn(opt["bank-key"]);
+  out.portfolioId = await page.evaluate(() => window.__dashboard.portfolio.id);
+  await page.getByRole("tab", { name: "贷款估值" }).click();
+  out.pledgeOptions = await page.$$eval("#loan-pledge option", (os) => os.map((o) => ({ value: o.value, text: o.textContent })));
+  await page.getByLabel("质押小班（按项目，或整个组合）").selectOption(opt.project);
+  await page.getByLabel("贷款金额（元）").fill("-5");
+  await page.getByLabel("期限（年）").fill("3");
+  await page.getByLabel("年利率（%）").fill("4.5");
+  await page.getByLabel("借款人违约概率 PD（%，可选）").fill("2");
+  await page.getByLabel("林权抵押价值（元，可选）").fill("50000");
+  await loan.getByLabel("蒙特卡洛路径数").fill(opt["loan-paths"]);
+  await loan.getByLabel("随机种子").fill(opt.seed);
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  await page.waitForFunction(() => document.querySelector("#loan-amount-error").textContent !== "");
+  out.loanAmountError = await text("#loan-amount-error");
+  out.loanAmountInvalid = await page.getAttribute("#loan-amount", "aria-invalid");
+  out.loanOtherFieldErrors = await page.$$eval("#loan-form .field-error", (ps) => ps.filter((p) => p.id !== "loan-amount-error" && p.textContent).map((p) => p.id));
+  out.loanAlert = await text("#loan-error");
+  await shot("loan-bad-amount");
+
+  await page.getByLabel("贷款金额（元）").fill(opt.amount);
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  await page.waitForFunction(() => {
+    const f = window.__dashboard.finance;
+    return f.loan && !document.querySelector("#loan-results").hidden && document.querySelector("#loan-id").textContent === f.loan.id;
+  });
+  out.loanAmountErrorAfter = await text("#loan-amount-error");
+  out.loanId = await text("#loan-id");
+  out.loanKpis = await kpis("#loan-kpis");
+  out.loanYears = await rows("#loan-years");
+  out.loanSecurity = await kvs("#loan-security");
+  out.loanCredit = await kvs("#loan-credit");
+  out.loanSens = await rows("#loan-sens");
+  out.loanFan = {
+    bands: await page.locator("#chart-loan-fan polygon.band").count(),
+    median: await page.locator("#chart-loan-fan polyline.median").count(),
+    balance: await page.locator("#chart-loan-fan polyline.baseline").count(),
+  };
+  out.loanBelowBars = await page.$$eval("#chart-loan-below rect.bar", (bs) => bs.map((b) => Number(b.dataset.value)));
+  out.memo = await download("#loan-memo", "memo");
+  out.memoStatus = await text("#loan-dl-status");
+  await shot("loan-result");
+
+  // ---- insurer: quote a stock-loss cover ------------------------------------------------------
+  await page.getByRole("button", { name: "退出" }).click();
+  await page.waitForSelector('body[data-ready="true"]');
+  out.insurerTabs = await signIn(opt["insurer-key"]);
+  await page.getByRole("tab", { name: "保险报价" }).click();
+  await page.getByLabel("保障类型").selectOption("stock-loss");
+  await page.getByLabel("约定价格（元/tCO₂e）").fill("60");
+  await page.getByLabel("干旱").uncheck();
+  await page.getByLabel("年免赔额（元）").fill("20000");
+  await quote.getByLabel("蒙特卡洛路径数").fill(opt["quote-paths"]);
+  await quote.getByLabel("随机种子").fill(opt.seed);
+  await page.getByRole("button", { name: "报价", exact: true }).click();
+  await page.waitForFunction(() => {
+    const f = window.__dashboard.finance;
+    return f.quote && !document.querySelector("#quote-results").hidden && document.querySelector("#quote-id").textContent === f.quote.id;
+  });
+  out.quoteId = await text("#quote-id");
+  out.quoteKpis = await kpis("#quote-kpis");
+  out.quotePml = await rows("#quote-pml");
+  out.quoteSubsidy = await rows("#quote-subsidy");
+  out.quoteEpDots = await page.$$eval("#chart-quote-ep circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
+  out.slip = await download("#quote-slip", "slip");
+  await shot("quote-result");
+
+  // ---- English ----------------------------------------------------------------------------------
+  await page.getByRole("button", { name: "切换到英文界面" }).click();
+  out.tabsEnglish = await page.$$eval("[role=tab]", (ts) => ts.filter((t) => !t.hidden).map((t) => t.textContent));
+  out.quoteHeadingEnglish = await text("#page-quote > .card > h2");
+  out.grossLabelEnglish = await text('#quote-kpis .kpi[data-kpi="kpi_gross"] .kpi-label');
+  await shot("quote-result-english");
+} catch (e) {
+  out.error = String(e && e.stack || e);
+  try { await shot("failure"); } catch { /* ignore */ }
+} finally {
+  await ctx.close();
+  fs.rmSync(userDir, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(out) + "\n");

@@ -1,0 +1,203 @@
+"""The dashboard's loan valuation and insurance quote pages in a real browser (headless Debian Chromium
+driven by playwright-core) against a real ``carbon-risk serve --demo`` process.
+
+The bank demo key values a loan pledged on one demo project (a bad amount first: its 422 must show
+next to the amount field), the insurer demo key prices a stock-loss cover. The test sends the very
+request bodies the page sent to the API itself (httpx, same key) and checks that every number the page
+shows is the API's; the loan balance column is also checked against the closed-form annuity
+schedule, the subsidy split against the gross premium. The memo and the quote slip downloads must be
+the API's bytes. Screenshots go to ``tests/browser/artifacts/<time>-finance/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.bootstrap import DEMO_PORTFOLIO_NAME, demo_key
+from tests.browser.conftest import ARTIFACTS, CHROMIUM
+
+PROJECT = "LS-SC-P01"  # a demo project of 30 parcels in Suichang
+LOAN_PATHS, QUOTE_PATHS, SEED = 200, 256, 7
+AMOUNT, TERM, RATE_PCT, PD_PCT, MORTGAGE = 600_000.0, 3, 4.5, 2.0, 50_000.0
+PERILS = ["fire", "pine_wilt", "typhoon", "ice_storm"]  # the driver unticks drought
+DEDUCTIBLE = 20_000.0
+
+
+@pytest.fixture(scope="module")
+def driven(browser_driver, demo_server):
+    """Run the finance driver once; returns (what the page showed, bank client, insurer client)."""
+    out_dir = ARTIFACTS / (time.strftime("%Y%m%d-%H%M%S") + "-finance")
+    bank, insurer = demo_key("bank")[1], demo_key("insurer")[1]
+    cmd = ["node", str(browser_driver.parent / "drive_finance.mjs"), "--base", demo_server.base,
+           "--bank-key", bank, "--insurer-key", insurer, "--out", str(out_dir), "--portfolio", DEMO_PORTFOLIO_NAME,
+           "--project", PROJECT, "--amount", f"{AMOUNT:.0f}", "--loan-paths", str(LOAN_PATHS), "--quote-paths", str(QUOTE_PATHS),
+           "--seed", str(SEED), "--chromium", CHROMIUM]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=browser_driver.parent)
+    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
+    shown = json.loads(lines[-1])
+    for path in shown["screenshots"]:
+        print(f"finance screenshot: {path}")
+    assert shown.get("error") is None, f"{shown['error']}\n--- driver log ---\n{r.stderr[-3000:]}"
+    clients = [httpx.Client(base_url=demo_server.base, headers={"Authorization": f"Bearer {k}"}, timeout=120)
+               for k in (bank, insurer)]
+    try:
+        yield shown, clients[0], clients[1]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _posts(shown, path):
+    return [p for p in shown["posts"] if p["path"] == path]
+
+
+def test_roles_see_their_pages(driven):
+    shown, _, _ = driven
+    assert "tab-loan" in shown["bankTabs"] and "tab-quote" not in shown["bankTabs"]
+    assert "tab-quote" in shown["insurerTabs"] and "tab-loan" not in shown["insurerTabs"]
+    # no CDN, no tile server; the only console errors are the answers the page expects (the role
+    # probes' 403 and the deliberate 422)
+    assert shown["failedRequests"] == []
+    assert [e for e in shown["consoleErrors"] if not re.search(r"status of (403|422)\b", e)] == []
+
+
+def test_pledge_choices_are_the_portfolio_projects(driven):
+    shown, bank, _ = driven
+    pf = bank.get(f"/v1/portfolios/{shown['portfolioId']}", params={"limit": 500}).json()
+    total = pf["parcels"]["total"]
+    ids, offset = [], 0
+    while offset is not None:
+        d = bank.get(f"/v1/portfolios/{shown['portfolioId']}", params={"limit": 500, "offset": offset}).json()
+        ids += [p["project_id"] for p in d["parcels"]["items"]]
+        offset = d["parcels"]["next_offset"]
+    assert len(ids) == total
+    values = [o["value"] for o in shown["pledgeOptions"]]
+    assert values[0] == "" and sorted(values[1:]) == sorted({i for i in ids if i})
+    n = sum(i == PROJECT for i in ids)
+    assert f"{n}" in next(o["text"] for o in shown["pledgeOptions"] if o["value"] == PROJECT)
+
+
+def test_bad_amount_is_shown_next_to_its_field(driven):
+    shown, bank, _ = driven
+    bad, good = _posts(shown, "/v1/collateral-valuations")
+    assert bad["status"] == 422 and bad["body"]["terms"]["amount_cny"] == -5
+    problem = bank.post("/v1/collateral-valuations", json=bad["body"]).json()
+    reason = next(e["reason"] for e in problem["errors"] if e["field"].endswith("amount_cny"))
+    assert shown["loanAmountError"] == reason and shown["loanAmountInvalid"] == "true"
+    assert shown["loanOtherFieldErrors"] == [] and shown["loanAmountErrorAfter"] == ""
+    assert good["status"] == 201
+
+
+def test_loan_page_shows_the_api_valuation(driven):
+    shown, bank, _ = driven
+    sent = _posts(shown, "/v1/collateral-valuations")[-1]["body"]
+    assert sent == {"portfolio_id": shown["portfolioId"], "project_id": PROJECT, "paths": LOAN_PATHS, "seed": SEED,
+                    "mode": "auto", "terms": {"amount_cny": AMOUNT, "term_years": TERM, "interest_rate": RATE_PCT / 100,
+                                              "borrower_pd": PD_PCT / 100, "forest_right_mortgage_cny": MORTGAGE}}
+    r = bank.post("/v1/collateral-valuations", json=sent)
+    assert r.status_code == 201, r.text[:500]
+    v = r.json()["result"]
+    stored = bank.get(f"/v1/collateral-valuations/{shown['loanId']}").json()
+    assert stored["audit"]["request"]["project_id"] == PROJECT
+    assert {k: stored["result"][k] for k in ("value_today", "by_year", "sizing")} == \
+           {k: v[k] for k in ("value_today", "by_year", "sizing")}
+    k = {key: d["value"] for key, d in shown["loanKpis"].items()}
+    vt = v["value_today"]
+    assert k["kpi_value_today"] == pytest.approx(vt["value_cny"], rel=1e-12)
+    assert k["kpi_value_se"] == pytest.approx(vt["mc_se_cny"], rel=1e-12)
+    assert [k["kpi_ci95_low"], k["kpi_ci95_high"]] == pytest.approx(vt["ci95_cny"], rel=1e-12)
+    assert k["kpi_max_loan"] == pytest.approx(v["sizing"]["max_loan_cny"], rel=1e-12)
+    assert k["kpi_ltv0"] == pytest.approx(v["risk"]["ltv_at_origination"], rel=1e-12)
+    assert k["kpi_p_below_any"] == pytest.approx(v["risk"]["p_value_below_balance_any_time"], rel=1e-12)
+    assert shown["loanKpis"]["kpi_value_today"]["text"] == f"{vt['value_cny']:,.0f}"
+    # the by-year table is the API's by_year, and its balance is the annuity schedule (closed form)
+    by = v["by_year"]
+    assert len(shown["loanYears"]) == len(by) == TERM
+    g = 1 + RATE_PCT / 100
+    for row, api in zip(shown["loanYears"], by):
+        t = int(row["year"]["value"])
+        assert t == api["year"]
+        assert float(row["balance_cny"]["value"]) == pytest.approx(
+            AMOUNT * (g ** TERM - g ** (t - 1)) / (g ** TERM - 1), rel=1e-12)
+        for col in ("balance_cny", "value_p05_cny", "value_p50_cny", "value_p95_cny", "ltv_p50", "ltv_p95",
+                    "p_value_below_balance", "p_top_up_call", "expected_top_up_cny"):
+            assert float(row[col]["value"]) == pytest.approx(api[col], rel=1e-12), (t, col)
+    assert shown["loanBelowBars"] == pytest.approx([100 * y["p_value_below_balance"] for y in by], rel=1e-12)
+    assert shown["loanFan"] == {"bands": 1, "median": 1, "balance": 1}
+    sec = v["security"]
+    assert float(shown["loanSecurity"]["sec_carbon"]) == pytest.approx(sec["carbon_value_cny"], rel=1e-12)
+    assert float(shown["loanSecurity"]["sec_mortgage"]) == MORTGAGE == sec["forest_right_mortgage_cny"]
+    assert float(shown["loanSecurity"]["sec_unsecured"]) == pytest.approx(sec["unsecured_cny"], rel=1e-12, abs=1e-9)
+    assert shown["loanSecurity"]["sec_enhancement_only"] == str(sec["credit_enhancement_only"]).lower()
+    cr = v["credit"]
+    assert float(shown["loanCredit"]["cr_pd"]) == PD_PCT / 100 == cr["pd"]
+    for key, field in (("cr_el", "expected_loss_cny"), ("cr_rwa", "rwa_cny"), ("cr_k", "irb_capital_k"),
+                       ("cr_lgd_secured", "firb_lgd_carbon_as_other_physical")):
+        assert float(shown["loanCredit"][key]) == pytest.approx(cr[field], rel=1e-12), key
+    # EL = PD x LGD x EAD (the Basel definition)
+    assert cr["expected_loss_cny"] == pytest.approx(cr["pd"] * cr["firb_lgd_carbon_as_other_physical"] * AMOUNT)
+    assert [r["case"]["value"] for r in shown["loanSens"]] == [s["case"] for s in v["sensitivities"]]
+
+
+def test_memo_download_is_the_api_memo(driven):
+    shown, bank, _ = driven
+    body = Path(shown["memo"]["file"]).read_bytes()
+    r = bank.get(f"/v1/collateral-valuations/{shown['loanId']}/memo")
+    assert r.status_code == 200 and body == r.content and b"<html" in body[:500].lower()
+
+
+def test_quote_page_shows_the_api_premium(driven):
+    shown, _, insurer = driven
+    (post,) = _posts(shown, "/v1/quotes")
+    sent = post["body"]
+    assert sent["cover"] == {"kind": "stock-loss", "price_cny_per_tco2e": 60, "perils": PERILS,
+                             "deductible": {"amount": DEDUCTIBLE, "unit": "cny", "basis": "annual"}}
+    assert (sent["paths"], sent["seed"]) == (QUOTE_PATHS, SEED)
+    r = insurer.post("/v1/quotes", json=sent)
+    assert r.status_code == 201, r.text[:500]
+    q = r.json()["result"]
+    pr = q["premium"]
+    k = {key: d["value"] for key, d in shown["quoteKpis"].items()}
+    for key, field in (("kpi_pure", "pure_premium_cny"), ("kpi_pure_se", "pure_premium_mc_se_cny"),
+                       ("kpi_gross", "gross_premium_cny"), ("kpi_rate", "rate_on_sum_insured"),
+                       ("kpi_per_mu", "premium_per_mu_cny"), ("kpi_per_ha", "premium_per_ha_cny"),
+                       ("kpi_per_tco2e", "premium_per_tco2e_cny"), ("kpi_loss_ratio", "expected_loss_ratio")):
+        assert k[key] == pytest.approx(pr[field], rel=1e-12), key
+    assert shown["quoteKpis"]["kpi_gross"]["text"] == f"{pr['gross_premium_cny']:,.0f}"
+    # per mu = per ha / 15 (1 ha = 15 mu); rate = gross / sum insured
+    assert k["kpi_per_mu"] == pytest.approx(k["kpi_per_ha"] / 15, rel=1e-12)
+    assert k["kpi_rate"] == pytest.approx(k["kpi_gross"] / k["kpi_sum_insured"], rel=1e-12)
+    pml = q["risk"]["pml"]
+    assert [(r["basis"]["value"], float(r["return_period_years"]["value"]), float(r["loss"]["value"]))
+            for r in shown["quotePml"]] == [(p["basis"], p["return_period_years"], pytest.approx(p["loss"], rel=1e-12))
+                                            for p in pml]
+    # the subsidy split adds up to the gross premium
+    sub = {r["payer"]["value"]: float(r["amount"]["value"]) for r in shown["quoteSubsidy"]}
+    assert sub == pytest.approx(q["subsidy"]["amounts_cny"], rel=1e-12)
+    assert sum(sub.values()) == pytest.approx(pr["gross_premium_cny"], rel=1e-12)
+    ep = sorted((p["exceedance_probability"], p["aep_cny"]) for p in q["risk"]["ep_curve"]
+                if 0.005 <= p["exceedance_probability"] < 1)
+    dots = sorted((d["prob"], d["loss"]) for d in shown["quoteEpDots"])
+    assert len(ep) > 5 and [d[0] for d in dots] == pytest.approx([e[0] for e in ep], rel=1e-12)
+    assert [d[1] for d in dots] == pytest.approx([e[1] for e in ep], rel=1e-12)
+
+
+def test_slip_download_and_english(driven):
+    shown, _, insurer = driven
+    body = Path(shown["slip"]["file"]).read_bytes()
+    r = insurer.get(f"/v1/quotes/{shown['quoteId']}/slip")
+    assert r.status_code == 200 and body == r.content
+    assert shown["tabsEnglish"][:2] == ["Portfolio & map", "Insurance quote"]
+    assert shown["grossLabelEnglish"] == "Gross premium (CNY)"
+    assert len(shown["screenshots"]) == 4
+    for p in shown["screenshots"]:
+        assert Path(p).stat().st_size > 10_000
