@@ -1,6 +1,7 @@
 // Drives the dashboard's loan valuation and insurance quote pages with playwright-core and Debian's
 // Chromium: sign in with the bank demo key, value a loan on one demo project (first with a bad amount,
-// whose error must appear next to the amount field), download the memo; sign out, sign in with the
+// whose error must appear next to the amount field), download the memo, then value one on the whole
+// portfolio (a job, polled); sign out, sign in with the
 // insurer demo key, price a stock-loss cover, download the quote slip, switch to English. Prints what
 // the page showed (and the request bodies it sent) as one JSON document on stdout (the last line);
 // tests/browser/test_finance_pages.py checks it against the API.
@@ -134,6 +135,20 @@ try {
   out.memo = await download("#loan-memo", "memo");
   out.memoStatus = await text("#loan-dl-status");
   await shot("loan-result");
+
+  // the whole portfolio pledged is too big to answer at once: a job (202) that the page polls
+  await page.getByLabel("质押小班（按项目，或整个组合）").selectOption("");
+  await loan.getByLabel("蒙特卡洛路径数").fill("32");
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  await page.waitForFunction((prev) => {
+    const f = window.__dashboard.finance;
+    return f.loan && f.loan.id !== prev && document.querySelector("#loan-id").textContent === f.loan.id;
+  }, out.loanId, { timeout: 90000 });
+  out.jobLoan = {
+    id: await text("#loan-id"), job: await page.evaluate(() => window.__dashboard.finance.loanJob),
+    status: await text("#loan-status"), progressVisible: await page.locator("#loan-progress").isVisible(),
+    value: Number(await page.getAttribute('#loan-kpis .kpi[data-kpi="kpi_value_today"]', "data-value")),
+  };
 
   // ---- insurer: quote a stock-loss cover ------------------------------------------------------
   await page.getByRole("button", { name: "退出" }).click();

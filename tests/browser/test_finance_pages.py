@@ -2,7 +2,7 @@
 driven by playwright-core) against a real ``carbon-risk serve --demo`` process.
 
 The bank demo key values a loan pledged on one demo project (a bad amount first: its 422 must show
-next to the amount field), the insurer demo key prices a stock-loss cover. The test sends the very
+next to the amount field), then one on the whole portfolio (a job the page polls), the insurer demo key prices a stock-loss cover. The test sends the very
 request bodies the page sent to the API itself (httpx, same key) and checks that every number the page
 shows is the API's; the loan balance column is also checked against the closed-form annuity
 schedule, the subsidy split against the gross premium. The memo and the quote slip downloads must be
@@ -88,7 +88,7 @@ def test_pledge_choices_are_the_portfolio_projects(driven):
 
 def test_bad_amount_is_shown_next_to_its_field(driven):
     shown, bank, _ = driven
-    bad, good = _posts(shown, "/v1/collateral-valuations")
+    bad, good, _ = _posts(shown, "/v1/collateral-valuations")
     assert bad["status"] == 422 and bad["body"]["terms"]["amount_cny"] == -5
     problem = bank.post("/v1/collateral-valuations", json=bad["body"]).json()
     reason = next(e["reason"] for e in problem["errors"] if e["field"].endswith("amount_cny"))
@@ -99,7 +99,7 @@ def test_bad_amount_is_shown_next_to_its_field(driven):
 
 def test_loan_page_shows_the_api_valuation(driven):
     shown, bank, _ = driven
-    sent = _posts(shown, "/v1/collateral-valuations")[-1]["body"]
+    sent = _posts(shown, "/v1/collateral-valuations")[1]["body"]
     assert sent == {"portfolio_id": shown["portfolioId"], "project_id": PROJECT, "paths": LOAN_PATHS, "seed": SEED,
                     "mode": "auto", "terms": {"amount_cny": AMOUNT, "term_years": TERM, "interest_rate": RATE_PCT / 100,
                                               "borrower_pd": PD_PCT / 100, "forest_right_mortgage_cny": MORTGAGE}}
@@ -146,6 +146,19 @@ def test_loan_page_shows_the_api_valuation(driven):
     # EL = PD x LGD x EAD (the Basel definition)
     assert cr["expected_loss_cny"] == pytest.approx(cr["pd"] * cr["firb_lgd_carbon_as_other_physical"] * AMOUNT)
     assert [r["case"]["value"] for r in shown["loanSens"]] == [s["case"] for s in v["sensitivities"]]
+
+
+def test_a_big_valuation_runs_as_a_job(driven):
+    shown, bank, _ = driven
+    post = _posts(shown, "/v1/collateral-valuations")[2]
+    assert post["status"] == 202 and "project_id" not in post["body"] and post["body"]["paths"] == 32
+    seen = shown["jobLoan"]
+    job = bank.get(f"/v1/jobs/{seen['job']['id']}").json()
+    assert seen["job"]["status"] == job["status"] == "succeeded" and job["kind"] == "collateral"
+    assert job["result_id"] == seen["id"] and seen["progressVisible"]
+    res = bank.get(f"/v1/jobs/{job['id']}/result").json()
+    assert res["result"]["value_today"]["pledged_parcels"] == 5000
+    assert seen["value"] == pytest.approx(res["result"]["value_today"]["value_cny"], rel=1e-12)
 
 
 def test_memo_download_is_the_api_memo(driven):
