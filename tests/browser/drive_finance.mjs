@@ -179,6 +179,7 @@ try {
   out.tabsEnglish = await page.$$eval("[role=tab]", (ts) => ts.filter((t) => !t.hidden).map((t) => t.textContent));
   out.quoteHeadingEnglish = await text("#page-quote > .card > h2");
   out.grossLabelEnglish = await text('#quote-kpis .kpi[data-kpi="kpi_gross"] .kpi-label');
+  out.quoteStatusEnglish = await text("#quote-status");
   await shot("quote-result-english");
 } catch (e) {
   out.error = String(e && e.stack || e);

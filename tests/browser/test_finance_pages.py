@@ -211,6 +211,7 @@ def test_slip_download_and_english(driven):
     assert r.status_code == 200 and body == r.content
     assert shown["tabsEnglish"][:2] == ["Portfolio & map", "Insurance quote"]
     assert shown["grossLabelEnglish"] == "Gross premium (CNY)"
+    assert shown["quoteStatusEnglish"] == "Done."
     assert len(shown["screenshots"]) == 4
     for p in shown["screenshots"]:
         assert Path(p).stat().st_size > 10_000

@@ -97,6 +97,7 @@ async function submit(api, prefix, path, body, onJob) {
   const bar = $(`#${prefix}-progress`);
   const status = $(`#${prefix}-status`);
   status.textContent = t("fin_computing");
+  delete status.dataset.done;
   const { status: code, body: out } = await api.post(path, body);
   if (code !== 202) return out;
   bar.hidden = false;
@@ -318,6 +319,7 @@ async function valueLoan(e, state, fin) {
     fin.loanRequest = loanRequest(state.portfolio.id);
     fin.loan = await submit(state.api, "loan", "/v1/collateral-valuations", fin.loanRequest, (job) => { fin.loanJob = job; });
     $("#loan-status").textContent = t("fin_done");
+    $("#loan-status").dataset.done = "true";
     renderLoan(fin);
   } catch (err) {
     $("#loan-status").textContent = "";
@@ -385,6 +387,7 @@ async function priceQuote(e, state, fin) {
     fin.quoteRequest = quoteRequest(state.portfolio.id);
     fin.quote = await submit(state.api, "quote", "/v1/quotes", fin.quoteRequest, (job) => { fin.quoteJob = job; });
     $("#quote-status").textContent = t("fin_done");
+    $("#quote-status").dataset.done = "true";
     renderQuote(fin);
   } catch (err) {
     $("#quote-status").textContent = "";
@@ -430,6 +433,7 @@ export function installFinance(state) {
       renderPledgeOptions(state);
     },
     render() {
+      for (const p of ["loan", "quote"]) if ($(`#${p}-status`).dataset.done) $(`#${p}-status`).textContent = t("fin_done");
       document.querySelectorAll(".fin-portfolio-name").forEach((s) => { s.textContent = state.portfolio?.name || "—"; });
       renderPledgeOptions(state);
       renderLoan(fin);
