@@ -88,6 +88,11 @@ def test_stress_test_end_to_end(pf, params):
     assert set(res.footprints.peril) == {"fire", "typhoon", "ice_storm"}
     assert (res.footprints.max_share <= 1 + 1e-12).all()
     assert {"collateral_value_cny", "p_value_below_balance_any_time"} <= set(res.loans.columns)
+    # distribution of each scenario's value over paths, by year and over the horizon
+    for table in (res.horizon, res.by_year):
+        q = table[["p01", "p05", "p50", "p95", "p99"]].to_numpy()
+        assert (np.diff(q, axis=1) >= 0).all()
+    assert ice["p99"] >= ice["mean"] >= ice["p01"]
 
 
 def test_registry_errors_name_the_field(pf, params):

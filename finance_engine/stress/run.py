@@ -156,9 +156,12 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                  switches: SimulationSwitches) -> tuple[pd.DataFrame, pd.DataFrame]:
     """By-year and whole-horizon tables of scenario, baseline and paired difference.
 
-    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, baseline_mean,
-    diff_mean, diff_mc_se, diff_p05, diff_p95. Horizon: flows summed over the years, stock at the end.
+    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, p01, p05, p50, p95,
+    p99 (quantiles of the scenario's value over paths), baseline_mean, diff_mean, diff_mc_se, diff_p05,
+    diff_p95. Horizon: flows summed over the years, stock at the end.
     """
+    qs = (0.01, 0.05, 0.50, 0.95, 0.99)
+    qnames = ("p01", "p05", "p50", "p95", "p99")
     rows_y, rows_h = [], []
     for lv in levels:
         b = metric_paths(base, lv, years)
@@ -170,10 +173,13 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
             Y, G = ms["mean"].shape
             yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
+            qy = np.quantile(xs, qs, axis=1)  # (quantile, year, group)
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
                 "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
-                "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(), "baseline_mean": mb.ravel(),
+                "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(),
+                **{n: qy[i].ravel() for i, n in enumerate(qnames)},
+                "baseline_mean": mb.ravel(),
                 "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel()}))
             if m.startswith("stock"):
                 hs, hb = xs[-1:], xb[-1:]
@@ -183,9 +189,12 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                 name = f"cumulative_{m}"
             hd = hs - hb
             ms, md = _moments(hs, switches), _moments(hd, switches)
+            qh = np.quantile(hs[0], qs, axis=0)  # (quantile, group)
             rows_h.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
-                "mean": ms["mean"][0], "mc_se": ms["mc_se"][0], "baseline_mean": hb.mean(axis=1)[0],
+                "mean": ms["mean"][0], "mc_se": ms["mc_se"][0],
+                **{n: qh[i] for i, n in enumerate(qnames)},
+                "baseline_mean": hb.mean(axis=1)[0],
                 "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0],
                 "diff_p05": np.quantile(hd[0], 0.05, axis=0), "diff_p95": np.quantile(hd[0], 0.95, axis=0)}))
     return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
