@@ -100,3 +100,20 @@ def test_unknown_region_and_bad_yaml(tmp_path):
     bad.write_text("region: [unclosed", encoding="utf-8")
     with pytest.raises(ParameterError, match="not a valid UTF-8 YAML"):
         load_parameters(bad)
+
+
+def test_read_data_file_names_the_file(tmp_path):
+    from models._yaml import DataFileError, read_data_file
+
+    good = tmp_path / "a.yaml"
+    good.write_text("x: 1\n", encoding="utf-8")
+    assert read_data_file(good)[0] == {"x": 1}
+    js = tmp_path / "a.json"
+    js.write_text('{"x": 2}', encoding="utf-8")
+    assert read_data_file(js)[0] == {"x": 2}
+    bad = tmp_path / "b.json"
+    bad.write_text("{nope", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"b\.json: not valid JSON"):
+        read_data_file(bad)
+    with pytest.raises(DataFileError, match="cannot read scenario file"):
+        read_data_file(tmp_path / "missing.yaml", "scenario file")

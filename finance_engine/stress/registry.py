@@ -28,19 +28,17 @@ as one project, like :func:`finance_engine.collateral.select_pledged`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finance_engine.collateral import LoanTerms
 from models.parameters import SITE_CLASSES, ModelParameters
 from models.portfolio import Portfolio
-from models._yaml import load_yaml
+from models._yaml import DataFileError, read_data_file
 
 UNIT_PREFIX = "unit:"
 DEMO_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "data" / "stress_registry_demo.yaml"
@@ -125,13 +123,9 @@ def read_registry(path: str | Path) -> Registry:
     """Read and validate a registry file. Raises :class:`RegistryError` naming the field."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"{p}: cannot read registry file ({exc.strerror})") from None
-    try:
-        raw = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise RegistryError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+        raw, _ = read_data_file(p, "registry file")
+    except DataFileError as exc:
+        raise RegistryError(str(exc)) from None
     return parse_registry(raw or {}, str(p))
 
 

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.dynamics import DEFAULT_START_YEAR, Modifiers
-from models._yaml import load_yaml
+from models._yaml import DataFileError, read_data_file
 
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CONFIDENCE_LABELS = ("read", "derived", "memory", "assumption")
@@ -358,13 +357,9 @@ def read_scenario_file(path: str | Path) -> tuple[ScenarioFile, bytes]:
     """Parse and validate one file (no includes resolved). Raises :class:`ScenarioError`."""
     p = Path(path)
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ScenarioError(f"{p}: cannot read scenario file ({exc.strerror})") from None
-    try:
-        raw = json.loads(data) if p.suffix.lower() == ".json" else load_yaml(data)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+        raw, data = read_data_file(p, "scenario file")
+    except DataFileError as exc:
+        raise ScenarioError(str(exc)) from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{p}: a scenario file must be a mapping of field -> value")
     try:

@@ -18,21 +18,14 @@ from api.cli.common import (
     portfolio_option,
 )
 from api.cli.tables import render_table
-from models._yaml import load_yaml
+from models._yaml import DataFileError, read_data_file
 
 
 def _load_terms_file(path: str) -> dict:
-    import yaml
-
-    p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read terms file ({exc.strerror})") from exc
-    try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise CLIError(f"{path}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        data, _ = read_data_file(path, "terms file")
+    except DataFileError as exc:
+        raise CLIError(str(exc)) from exc
     if not isinstance(data, dict):
         raise CLIError(f"{path}: the terms file must be a mapping of field -> value")
     return data
