@@ -48,7 +48,7 @@ def serve_cmd(host, port, database_url, demo, log_level):
         for role, key in keys.items():
             note(f"  {role:8s} {key}")
         note(f"try: curl -H 'Authorization: Bearer {keys.get('bank', '')}' http://{host}:{port}/v1/portfolios")
-    note(f"serving on http://{host}:{port} (docs at /docs), database {app.state.db.engine.url.render_as_string()}")
+    note(f"serving on http://{host}:{port} (dashboard at /ui, API docs at /docs), database {app.state.db.engine.url.render_as_string()}")
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
 
 
