@@ -43,6 +43,9 @@ _PORTFOLIO_CACHE = 16
 
 def _init_worker() -> None:
     """Import and load everything a task needs, once per worker process."""
+    from finance_engine._workers import exit_with_parent
+
+    exit_with_parent()  # a killed server must not leave its workers behind
     import matplotlib
 
     matplotlib.use("Agg")

@@ -222,3 +222,40 @@ def test_antithetic_climate_shock_reduces_error_and_reports_it_honestly(params):
     assert 0.5 < ratio < 1.7, ratio
     with pytest.raises(ValueError, match="even parameter_set_size"):
         SimulationSwitches(antithetic=True, parameter_set_size=3)
+
+
+def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A worker process must not outlive a killed parent (kill -9 of a server or a CLI run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+        from finance_engine._workers import exit_with_parent
+        def init():
+            exit_with_parent(poll_seconds=0.2)
+        if __name__ == "__main__":
+            ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=init)
+            print(ex.submit(os.getpid).result(), flush=True)
+            time.sleep(60)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed parent")

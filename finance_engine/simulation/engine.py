@@ -84,6 +84,9 @@ _WORKER_PAYLOAD: dict[str, Any] = {}
 
 
 def _init_pool_worker(token: str, payload: bytes) -> None:
+    from finance_engine._workers import exit_with_parent
+
+    exit_with_parent()
     _WORKER_PAYLOAD[token] = pickle.loads(payload)
 
 
