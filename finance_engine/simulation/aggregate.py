@@ -19,15 +19,6 @@ from models._kernels import sum_by_group
 from models.portfolio import LEVELS, Portfolio
 
 
-def _runs(sorted_labels: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal values in a sorted label array."""
-    if sorted_labels.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    change = np.ones(sorted_labels.size, dtype=bool)
-    change[1:] = sorted_labels[1:] != sorted_labels[:-1]
-    return np.flatnonzero(change)
-
-
 @dataclass(frozen=True)
 class LevelGroups:
     """How to sum parcels into the groups of one level."""
@@ -65,16 +56,14 @@ class Aggregator:
             parcel_runs[lv] = np.flatnonzero(change)
         self._starts_v = parcel_runs["village"]
         self.groups: dict[str, LevelGroups] = {}
-        self._rollup: dict[str, np.ndarray] = {}
         for depth, lv in enumerate(LEVELS, start=1):
             starts = parcel_runs[lv]
             labels = np.array(["/".join(c[i] for c in sorted_cols[:depth]) for i in starts], dtype=object)
-            group_sorted = np.cumsum(np.isin(np.arange(self.n_parcels), starts)) - 1
+            is_start = np.zeros(self.n_parcels, dtype=bool)
+            is_start[starts] = True
             parcel_group = np.empty(self.n_parcels, dtype=np.intp)
-            parcel_group[self._perm_v] = group_sorted
+            parcel_group[self._perm_v] = np.cumsum(is_start) - 1
             self.groups[lv] = LevelGroups(lv, labels, parcel_group)
-            # villages -> this level: the village index at which each group of this level starts
-            self._rollup[lv] = np.searchsorted(self._starts_v, starts)
         self.groups["portfolio"] = LevelGroups("portfolio", np.array(["portfolio"], dtype=object),
                                                np.zeros(self.n_parcels, dtype=np.intp))
         self.groups["parcel"] = LevelGroups("parcel", portfolio.parcel_id.copy(), np.arange(self.n_parcels))

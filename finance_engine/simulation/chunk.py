@@ -89,7 +89,7 @@ class ChunkResult:
     initial_stock: dict[str, np.ndarray]      # level -> (n_groups,)
 
 
-def _block_sums(values: np.ndarray, path_start: int) -> np.ndarray:
+def _block_sums(values: np.ndarray) -> np.ndarray:
     """Sum and sum of squares of ``values`` (n_paths, ...) over each PATH_BLOCK of paths.
 
     Blocks are global (paths ``b*PATH_BLOCK .. (b+1)*PATH_BLOCK-1``); the chunk starts on a block
@@ -205,11 +205,11 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     block_moments = {}
     for lv in setup.moment_levels:
         # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums
-        block_moments[lv] = _block_sums(np.moveaxis(per_level[lv], 2, 0), path_start)
+        block_moments[lv] = _block_sums(np.moveaxis(per_level[lv], 2, 0))
     parcel_moments = None
     if want_parcel:
         pm = np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years], axis=1)
-        parcel_moments = _block_sums(pm, path_start)
+        parcel_moments = _block_sums(pm)
     elt = None
     if elt_level is not None:
         elt = ({k: np.concatenate([p[k] for p in elt_parts]) for k in elt_parts[0]} if elt_parts
