@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy.special import ndtr, ndtri
 from models._yaml import load_yaml
+from models.parameters import format_validation_error
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CREDIT_PARAMETERS_PATH = DATA_DIR / "credit_parameters.yaml"
@@ -126,9 +127,7 @@ def load_credit_parameters(path: str | Path | None = None, *, region: str = "lis
     try:
         f = _CreditFile.model_validate(raw)
     except ValidationError as err:
-        lines = [f"{p}: invalid credit parameter file ({err.error_count()} problem(s))"]
-        lines += [f"  {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise CreditInputError("\n".join(lines)) from None
+        raise CreditInputError(format_validation_error(p, err, "credit parameter file")) from None
     missing = {v.source for v in f.__dict__.values() if isinstance(v, _Sourced)} - reference_keys(region)
     if missing:
         raise CreditInputError(f"{p}: sources not listed under `references` of {region}: {sorted(missing)}")

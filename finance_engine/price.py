@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scipy import optimize, stats
 from scipy.special import gammaln, logsumexp
 
-from models.parameters import resolve_parameter_path
+from models.parameters import format_validation_error, resolve_parameter_path
 from models.rng import KeyedRandom
 from models._yaml import load_yaml
 
@@ -629,10 +629,7 @@ def _load_price_model(p: Path, region: str) -> "PriceModelSet":
     try:
         f = _PriceFile.model_validate(raw)
     except ValidationError as err:
-        lines = [f"{p}: invalid price model file ({err.error_count()} problem(s))"]
-        for e in err.errors():
-            lines.append(f"  {'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}")
-        raise PriceModelError("\n".join(lines)) from None
+        raise PriceModelError(format_validation_error(p, err, "price model file")) from None
     missing = _sources(raw) - reference_keys(region)
     if missing:
         raise PriceModelError(f"{p}: sources not listed under `references` of {region}: {sorted(missing)}")

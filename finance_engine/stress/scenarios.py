@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.dynamics import DEFAULT_START_YEAR, Modifiers
 from models._yaml import DataFileError, read_data_file
+from models.parameters import format_validation_error
 
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CONFIDENCE_LABELS = ("read", "derived", "memory", "assumption")
@@ -344,15 +345,6 @@ def _locate(ref: str, relative_to: Path | None) -> Path:
     raise ScenarioError(f"unknown scenario {ref!r}: not a file and not in the library ({', '.join(scenario_library())})")
 
 
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid scenario file ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].replace("Value error, ", "")
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def read_scenario_file(path: str | Path) -> tuple[ScenarioFile, bytes]:
     """Parse and validate one file (no includes resolved). Raises :class:`ScenarioError`."""
     p = Path(path)
@@ -365,7 +357,7 @@ def read_scenario_file(path: str | Path) -> tuple[ScenarioFile, bytes]:
     try:
         spec = ScenarioFile.model_validate(raw)
     except ValidationError as err:
-        raise ScenarioError(_format_errors(p, err)) from None
+        raise ScenarioError(format_validation_error(p, err, "scenario file", strip_value_error=True)) from None
     _check_semantics(p, spec)
     return spec, data
 

@@ -46,11 +46,17 @@ def resolve_parameter_path(region_or_path: str | Path = DEFAULT_REGION) -> Path:
     return candidate
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid parameter file ({err.error_count()} problem(s))"]
+def format_validation_error(path: Path | str, err: ValidationError, what: str = "parameter file",
+                            strip_value_error: bool = False) -> str:
+    """One line naming the file and the number of problems, then one line per field: ``loc: message``.
+
+    Shared by every data-file loader (parameters, price model, credit defaults, scenarios).
+    """
+    lines = [f"{path}: invalid {what} ({err.error_count()} problem(s))"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
+        msg = e["msg"].replace("Value error, ", "") if strip_value_error else e["msg"]
+        lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
 
@@ -209,13 +215,13 @@ def load_parameters(region_or_path: str | Path = DEFAULT_REGION) -> ModelParamet
     try:
         pfile = ParameterFile.model_validate(data)
     except ValidationError as exc:
-        raise ParameterError(_format_validation_error(path, exc)) from exc
+        raise ParameterError(format_validation_error(path, exc)) from exc
     from models.perils import validate_peril_parameters  # local import: perils import parameters
 
     try:
         perils = validate_peril_parameters(pfile.perils, pfile)
     except ValidationError as exc:
-        raise ParameterError(_format_validation_error(path, exc)) from exc
+        raise ParameterError(format_validation_error(path, exc)) from exc
     except ValueError as exc:
         raise ParameterError(f"{path}: invalid parameter file: {exc}") from exc
     return ModelParameters(file=pfile, sha256=hashlib.sha256(raw).hexdigest(), path=str(path), perils=perils)
@@ -228,5 +234,6 @@ __all__ = [
     "SITE_CLASSES",
     "SpeciesTables",
     "available_regions",
+    "format_validation_error",
     "load_parameters",
 ]
