@@ -4,10 +4,6 @@ result as a direct finance_engine run with the same seed. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,47 +20,15 @@ from models.portfolio import validate_frame
 from tests.api.conftest import new_database
 from tests.api.pgcluster import free_port
 from tests.conftest import make_frame
+from tests.server_process import ServeProcess
 
-CLI = str(Path(sys.executable).parent / "carbon-risk")
 
 
-class Server:
+class Server(ServeProcess):
+    """The server on a given database (SQLite file or PostgreSQL)."""
+
     def __init__(self, url: str, tmp: Path, **env):
-        self.url, self.tmp, self.port = url, tmp, free_port()
-        self.env = {**os.environ, "DATABASE_URL": url, "CRE_JOB_CHUNK_PATHS": "32", "CRE_RATE_PER_S": "1000",
-                    "CRE_RATE_BURST": "1000", **{k: str(v) for k, v in env.items()}}
-        self.proc = None
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Server":
-        self.log = open(self.tmp / f"server-{time.time_ns()}.log", "wb")
-        self.proc = subprocess.Popen([CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
-        t0 = time.time()
-        while time.time() - t0 < 60:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.tmp / self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+        super().__init__(tmp, {"DATABASE_URL": url, **env})
 
 
 def make_key(url: str, role: str = "bureau") -> dict:
@@ -100,7 +64,7 @@ def test_smoke_over_http(db_url, tmp_path):
             assert r.status_code == 200 and r.json()["total"] > 0
             r = c.get("/v1/jobs/job_missing")
             assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
-        log = (tmp_path / srv.log.name).read_text()
+        log = srv.log_path.read_text()
     finally:
         srv.stop()
     del log

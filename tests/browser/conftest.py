@@ -11,19 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.api.pgcluster import free_port
+from tests.server_process import ServeProcess
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 CHROMIUM = os.environ.get("CRE_CHROMIUM", "/usr/bin/chromium")
-CLI = str(Path(sys.executable).parent / "carbon-risk")
 
 
 def _skip_reason() -> str | None:
@@ -47,42 +43,10 @@ def browser_driver() -> Path:
     return HERE / "drive_dashboard.mjs"
 
 
-class DemoServer:
+def DemoServer(tmp: Path) -> ServeProcess:
     """``carbon-risk serve --demo`` on a free port with its own SQLite file."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.port = tmp, free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'dashboard.sqlite'}",
-                    "CRE_JOB_CHUNK_PATHS": "32", "CRE_RATE_PER_S": "1000", "CRE_RATE_BURST": "1000"}
-        self.proc = None
-
-    def start(self) -> "DemoServer":
-        self.log_path = self.tmp / "server.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([CLI, "serve", "--demo", "--port", str(self.port), "--log-level", "warning"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
-        t0 = time.time()
-        while time.time() - t0 < 90:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+    return ServeProcess(tmp, {"DATABASE_URL": f"sqlite:///{tmp / 'dashboard.sqlite'}"}, args=("--demo",),
+                        ready_timeout_s=90)
 
 
 @pytest.fixture(scope="module")
