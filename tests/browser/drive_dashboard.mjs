@@ -9,53 +9,15 @@
 // The main run is a stress test when the API has /v1/stress-tests (then a simulation follows, for the
 // distribution charts), else a simulation.
 
-import { chromium } from "playwright-core";
-import fs from "node:fs";
-import os from "node:os";
+import { openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
 
-function args() {
-  const a = { years: "3", paths: "32", seed: "7", chromium: "/usr/bin/chromium", portfolio: "Lishui demo portfolio",
-    "cancel-paths": "4096", scenario: "super_typhoon" };
-  const v = process.argv.slice(2);
-  for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, "")] = v[i + 1];
-  for (const k of ["base", "key", "out"]) if (!a[k]) throw new Error(`--${k} is required`);
-  return a;
-}
-
-const opt = args();
-fs.mkdirSync(opt.out, { recursive: true });
-const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "cre-chromium-"));
+const opt = parseArgs({ years: "3", paths: "32", seed: "7", portfolio: "Lishui demo portfolio",
+    "cancel-paths": "4096", scenario: "super_typhoon" }, ["base", "key", "out"]);
 const out = { screenshots: [], consoleErrors: [], failedRequests: [] };
 const log = (...m) => process.stderr.write(`[drive] ${m.join(" ")}\n`);
 
-const ctx = await chromium.launchPersistentContext(userDir, {
-  executablePath: opt.chromium,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  viewport: { width: 1400, height: 1000 },
-  acceptDownloads: true,
-  locale: "zh-CN",
-});
-const page = ctx.pages()[0] || await ctx.newPage();
-page.setDefaultTimeout(60000);
-page.on("console", (m) => { if (m.type() === "error") out.consoleErrors.push(m.text()); });
-page.on("pageerror", (e) => out.consoleErrors.push(String(e)));
-page.on("requestfailed", (r) => out.failedRequests.push(`${r.method()} ${r.url()} ${r.failure()?.errorText}`));
-page.on("response", (r) => {
-  // anything outside the server under test would be a CDN or tile server: record it
-  if (!r.url().startsWith(opt.base) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) {
-    out.failedRequests.push(`external ${r.url()}`);
-  }
-});
-
-async function shot(name) {
-  const file = path.join(opt.out, `${String(out.screenshots.length + 1).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  out.screenshots.push(file);
-  log("screenshot", file);
-}
+const { page, shot, close } = await openBrowser(opt, out, log);
 
 const text = (sel) => page.locator(sel).innerText();
 const run = page.locator("#page-run");  // the run form (other pages have paths and seed fields too)
@@ -259,7 +221,6 @@ try {
   out.error = String(e && e.stack || e);
   try { await shot("failure"); } catch { /* ignore */ }
 } finally {
-  await ctx.close();
-  fs.rmSync(userDir, { recursive: true, force: true });
+  await close();
 }
 process.stdout.write(JSON.stringify(out) + "\n");

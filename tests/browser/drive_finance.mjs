@@ -10,56 +10,21 @@
 //        [--portfolio "Lishui demo portfolio"] [--project LS-SC-P01] [--amount 600000] [--loan-paths 200] [--quote-paths 256]
 //        [--seed 7] [--chromium /usr/bin/chromium]
 
-import { chromium } from "playwright-core";
-import fs from "node:fs";
-import os from "node:os";
+import { openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
 
-function args() {
-  const a = { chromium: "/usr/bin/chromium", portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
-    "loan-paths": "200", amount: "600000", "quote-paths": "256", seed: "7" };
-  const v = process.argv.slice(2);
-  for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, "")] = v[i + 1];
-  for (const k of ["base", "bank-key", "insurer-key", "out"]) if (!a[k]) throw new Error(`--${k} is required`);
-  return a;
-}
-
-const opt = args();
-fs.mkdirSync(opt.out, { recursive: true });
-const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "cre-chromium-"));
+const opt = parseArgs({ portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
+    "loan-paths": "200", amount: "600000", "quote-paths": "256", seed: "7" }, ["base", "bank-key", "insurer-key", "out"]);
 const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [] };
 const log = (...m) => process.stderr.write(`[drive-finance] ${m.join(" ")}\n`);
 
-const ctx = await chromium.launchPersistentContext(userDir, {
-  executablePath: opt.chromium,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  viewport: { width: 1400, height: 1000 },
-  acceptDownloads: true,
-  locale: "zh-CN",
-});
-const page = ctx.pages()[0] || await ctx.newPage();
-page.setDefaultTimeout(60000);
-page.on("console", (m) => { if (m.type() === "error") out.consoleErrors.push(m.text()); });
-page.on("pageerror", (e) => out.consoleErrors.push(String(e)));
-page.on("requestfailed", (r) => out.failedRequests.push(`${r.method()} ${r.url()} ${r.failure()?.errorText}`));
-page.on("response", async (r) => {
-  if (!r.url().startsWith(opt.base) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) {
-    out.failedRequests.push(`external ${r.url()}`);
-  }
+const { page, shot, close } = await openBrowser(opt, out, log);
+page.on("response", (r) => {
   const req = r.request();
   if (req.method() === "POST" && /\/v1\/(collateral-valuations|quotes)$/.test(new URL(r.url()).pathname)) {
     out.posts.push({ path: new URL(r.url()).pathname, status: r.status(), body: JSON.parse(req.postData() || "null") });
   }
 });
-
-async function shot(name) {
-  const file = path.join(opt.out, `${String(out.screenshots.length + 1).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  out.screenshots.push(file);
-  log("screenshot", file);
-}
 
 const text = (sel) => page.locator(sel).innerText();
 const loan = page.locator("#page-loan"), quote = page.locator("#page-quote");
@@ -185,7 +150,6 @@ try {
   out.error = String(e && e.stack || e);
   try { await shot("failure"); } catch { /* ignore */ }
 } finally {
-  await ctx.close();
-  fs.rmSync(userDir, { recursive: true, force: true });
+  await close();
 }
 process.stdout.write(JSON.stringify(out) + "\n");
