@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from models._stand_kernels import apply_losses, grow_year
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
@@ -81,20 +82,43 @@ class Modifiers:
     climate_pathway: str | None = None
 
 
+@dataclass(frozen=True)
+class GroupSums:
+    """Ask the simulator for group sums instead of dense arrays.
+
+    ``stock_start_sums[i, g]`` is the sum over parcels ``j`` of group ``g`` (``group_of_parcel[j]``)
+    of ``weight[j] * carbon_start[i, j]``, added in ascending parcel order; ``growth_sums`` the same
+    for the year's gross growth. With ``weight`` = area (ha) x 44/12 the sums are in tCO2e.
+    """
+
+    group_of_parcel: np.ndarray
+    n_groups: int
+    weight: np.ndarray
+
+
 @dataclass
 class YearOutput:
-    """One simulated year for a block of paths. Carbon arrays are tC/ha, shape (n_paths, n_parcels)."""
+    """One simulated year for a block of paths. Carbon arrays are tC/ha, shape (n_paths, n_parcels).
+
+    With :class:`GroupSums` requested the dense start, growth and mortality arrays are ``None`` and
+    ``stock_start_sums`` / ``growth_sums`` (n_paths, n_groups) hold their weighted group sums.
+    """
 
     year: int
     calendar_year: int
-    carbon_start_tc_per_ha: np.ndarray
+    carbon_start_tc_per_ha: np.ndarray | None
     carbon_end_tc_per_ha: np.ndarray
-    growth_tc_per_ha: np.ndarray
-    mortality_tc_per_ha: np.ndarray
+    growth_tc_per_ha: np.ndarray | None
+    mortality_tc_per_ha: np.ndarray | None
     losses: list[tuple[str, PerilLosses, np.ndarray]]  # (peril, sparse losses, loss tC/ha per entry)
     # clear-fell harvest at the rotation age: (path positions, parcel positions, tC/ha removed)
     harvest: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)))
+    stock_start_sums: np.ndarray | None = None
+    growth_sums: np.ndarray | None = None
+
+
+_EMPTY2 = np.empty((0, 0))
 
 
 def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
@@ -217,8 +241,15 @@ class ForestSimulator:
         return np.where(g.is_bamboo, bamboo, tree)
 
     # ------------------------------------------------------------------------------------------
-    def run(self, rnd: KeyedRandom, years: int) -> Iterator[YearOutput]:
-        """Yield one :class:`YearOutput` per simulated year for the paths of ``rnd``."""
+    def run(self, rnd: KeyedRandom, years: int, *, group_sums: GroupSums | None = None) -> Iterator[YearOutput]:
+        """Yield one :class:`YearOutput` per simulated year for the paths of ``rnd``.
+
+        Without ``group_sums`` every year carries dense (paths x parcels) arrays of the start stock,
+        growth and background mortality, and its own copy of the end stock. With ``group_sums`` the
+        growth pass adds the weighted start stock and growth into group sums instead (one compiled
+        pass, no dense outputs), and ``carbon_end_tc_per_ha`` is the simulator's live state: read it
+        before asking for the next year.
+        """
         if years < 1:
             raise ValueError("years must be >= 1")
         if rnd.n_parcels != self.portfolio.n_parcels:
@@ -242,29 +273,48 @@ class ForestSimulator:
             a_mult = np.ones((n_paths, nt))
             k_mult = np.ones((n_paths, nt))
         asym = g.asymptote_m3_per_ha[None, :nt] * a_mult
-        rate = g.rate_per_year[None, :nt] * k_mult
-        shape = g.shape[None, :nt]
-        inv_shape = 1.0 / shape
+        rate = np.ascontiguousarray(g.rate_per_year[None, :nt] * k_mult)
+        shape = np.ascontiguousarray(g.shape[:nt])
         v0 = np.broadcast_to(g.initial_volume_m3_per_ha[None, :nt], (n_paths, nt))
         # today's volume is observed: a drawn asymptote below it is raised to just above it
-        asym = np.maximum(asym, v0 * 1.001)
-        u = np.clip(v0 / asym, 0.0, 1.0 - 1e-12) ** inv_shape
-        bamboo_c = np.broadcast_to(g.initial_bamboo_tc_per_ha[None, nt:], (n_paths, n - nt)).copy()
+        asym = np.ascontiguousarray(np.maximum(asym, v0 * 1.001))
+        u = np.clip(v0 / asym, 0.0, 1.0 - 1e-12) ** (1.0 / shape[None, :])
         age = np.broadcast_to(self.portfolio.age_years[None, :], (n_paths, n)).astype(np.float32)
         carbon = np.empty((n_paths, n))
-        carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape) if nt else 0.0
-        carbon[:, nt:] = bamboo_c
+        carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape[None, :]) if nt else 0.0
+        carbon[:, nt:] = g.initial_bamboo_tc_per_ha[None, nt:]
         fire_mult = np.ones((n_paths, n), dtype=np.float32)
         pest_mult = np.ones((n_paths, n), dtype=np.float32)
         cascade_until = np.full((n_paths, n), -1, dtype=np.int16)
         states = [p.init_state(n_paths, rnd) for p in self.perils]
         shock = np.zeros(n_paths)
         noise_half_width = np.sqrt(3.0) * self._noise_sd
+        keep = 1.0 - self._mortality
+        keep_pow = np.ascontiguousarray(keep ** (1.0 / shape)) if nt else np.ones(0)
+        tf = self.tree_factors
+        slope = np.ascontiguousarray(tf.slope, dtype=np.float64)
+        intercept = np.ascontiguousarray(tf.intercept, dtype=np.float64)
+        fang = tf.method != "bef"
+        ceiling_b = np.ascontiguousarray(self._bamboo_ceiling[nt:], dtype=np.float64)
+        managed_b = g.bamboo_managed_tc_per_ha[nt:]
+        casc = self._cascades
+        fire_value = np.float32(casc.fire_multiplier.value if casc is not None else 1.0)
+        pest_value = np.float32(casc.pest_multiplier.value if casc is not None else 1.0)
+        dense = group_sums is None
+        if dense:
+            group = np.zeros(n, dtype=np.intp)
+            weight = np.zeros(n)
+            sums_shape = (n_paths, 1)
+        else:
+            group = np.ascontiguousarray(group_sums.group_of_parcel, dtype=np.intp)
+            weight = np.ascontiguousarray(group_sums.weight, dtype=np.float64)
+            sums_shape = (n_paths, int(group_sums.n_groups))
+        no_rows = np.empty(0, dtype=np.uint64)
+        keys = np.ascontiguousarray(rnd.parcel_keys, dtype=np.uint64)
 
         for y in range(years):
             cal = self.start_year + y
-            carbon_start = carbon.copy()
-            # ---- growth ---------------------------------------------------------------------
+            # ---- growth and background mortality: one compiled pass -----------------------------
             if sw.growth_shocks and self._shock_sd > 0:
                 z = self._shock_normal(rnd, y)
                 if y == 0:
@@ -274,42 +324,23 @@ class ForestSimulator:
                 m_path = np.exp(shock - 0.5 * self._shock_sd**2)
             else:
                 m_path = np.ones(n_paths)
-            m_path = m_path * float(self.modifiers.growth.get(y, 1.0))
-            if sw.parcel_noise and self._noise_sd > 0:
-                mult = rnd.parcel_uniform("growth.parcel_noise", y)
-                mult *= 2.0 * noise_half_width
-                mult += 1.0 - noise_half_width
-                mult *= m_path[:, None]
-            else:
-                mult = np.broadcast_to(m_path[:, None], (n_paths, n)).copy()
-            waiting = age < 0  # destroyed stands waiting for replanting do not grow
-            mult[waiting] = 0.0
-            if nt:
-                u = grow_relative_maturity(u, rate, mult[:, :nt])
-                carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
-            if n > nt:
-                managed = np.minimum(self._bamboo_ceiling[nt:],
-                                     g.bamboo_managed_tc_per_ha[nt:] + g.bamboo_drift_tc_per_ha_yr * y)
-                # a replanted stand starts from the establishment stock (new shoots from rhizomes)
-                np.maximum(bamboo_c, self._bamboo_establishment, out=bamboo_c)
-                bamboo_c = bamboo_step(bamboo_c, managed[None, :], g.bamboo_drift_tc_per_ha_yr,
-                                       self._bamboo_ceiling[None, nt:], g.bamboo_rate_per_year, mult[:, nt:])
-                bamboo_c[waiting[:, nt:]] = 0.0
-                carbon[:, nt:] = bamboo_c
-            growth = carbon - carbon_start
-            age += 1.0
-            # ---- background mortality ---------------------------------------------------------
-            if self._mortality > 0:
-                mortality = carbon.copy()
-                self._scale(carbon, u, asym, bamboo_c, shape, None, None, 1.0 - self._mortality)
-                mortality -= carbon
-            else:
-                mortality = np.zeros_like(carbon)
+            m_path = np.ascontiguousarray(m_path * float(self.modifiers.growth.get(y, 1.0)))
+            with_noise = sw.parcel_noise and self._noise_sd > 0
+            noise_rows = rnd.stream_rows("growth.parcel_noise", y) if with_noise else no_rows
+            managed_now = np.ascontiguousarray(np.minimum(ceiling_b, managed_b + g.bamboo_drift_tc_per_ha_yr * y))
+            carbon_start = carbon.copy() if dense else None
+            growth = np.empty((n_paths, n)) if dense else _EMPTY2
+            mortality = np.empty((n_paths, n)) if dense else _EMPTY2
+            stock_sums = np.empty(sums_shape)
+            growth_sums = np.empty(sums_shape)
+            grow_year(carbon, u, age, asym, rate, shape, keep_pow, slope, intercept, float(tf.ramp_volume), fang,
+                      noise_rows, keys, float(2.0 * noise_half_width), float(1.0 - noise_half_width), m_path,
+                      managed_now, ceiling_b, float(g.bamboo_rate_per_year), float(g.bamboo_drift_tc_per_ha_yr),
+                      float(self._bamboo_establishment), float(keep), self._mortality > 0,
+                      cascade_until, y, fire_value, pest_value, fire_mult, pest_mult, casc is not None,
+                      group, weight, stock_sums, growth_sums, not dense,
+                      growth, mortality, dense)
             # ---- perils -----------------------------------------------------------------------
-            if self._cascades is not None:
-                active = cascade_until >= y
-                fire_mult = np.where(active, np.float32(self._cascades.fire_multiplier.value), np.float32(1.0))
-                pest_mult = np.where(active, np.float32(self._cascades.pest_multiplier.value), np.float32(1.0))
             stand = StandState(carbon_tc_per_ha=carbon, age_years=age, fire_multiplier=fire_mult,
                                pest_multiplier=pest_mult)
             ctx = YearContext(
@@ -325,18 +356,14 @@ class ForestSimulator:
                 if len(pl) == 0:
                     losses.append((peril.name, pl, np.empty(0)))
                     continue
-                f = np.clip(pl.loss_fraction, 0.0, 1.0)
-                before = carbon[pl.path_pos, pl.parcel_pos]
-                self._scale(carbon, u, asym, bamboo_c, shape, pl.path_pos, pl.parcel_pos, 1.0 - f)
-                if pl.stand_replacing.any():
-                    pp, qq = pl.path_pos[pl.stand_replacing], pl.parcel_pos[pl.stand_replacing]
-                    self._replace(carbon, u, bamboo_c, age, pp, qq)
-                lost = before - carbon[pl.path_pos, pl.parcel_pos]
+                lost = apply_losses(carbon, u, age, asym, shape, slope, intercept, float(tf.ramp_volume), fang,
+                                    pl.path_pos, pl.parcel_pos, pl.loss_fraction, pl.stand_replacing,
+                                    np.float32(-float(self._replant_delay)))
                 losses.append((peril.name, pl, lost))
-                if self._cascades is not None and peril.name in self._cascades.breakage_perils:
-                    hit = f >= self._cascades.damage_threshold.value
+                if casc is not None and peril.name in casc.breakage_perils:
+                    hit = np.clip(pl.loss_fraction, 0.0, 1.0) >= casc.damage_threshold.value
                     if hit.any():
-                        cascade_until[pl.path_pos[hit], pl.parcel_pos[hit]] = y + int(self._cascades.years.value)
+                        cascade_until[pl.path_pos[hit], pl.parcel_pos[hit]] = y + int(casc.years.value)
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._rotation_idx.size:
@@ -351,8 +378,12 @@ class ForestSimulator:
                     age[hp, hq] = 0.0
                     harvest = (hp.astype(np.int64), hq.astype(np.int64), removed)
             out = YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
-                             carbon_end_tc_per_ha=carbon.copy(), growth_tc_per_ha=growth,
-                             mortality_tc_per_ha=mortality, losses=losses)
+                             carbon_end_tc_per_ha=carbon.copy() if dense else carbon,
+                             growth_tc_per_ha=growth if dense else None,
+                             mortality_tc_per_ha=mortality if dense else None, losses=losses)
+            if not dense:
+                out.stock_start_sums = stock_sums
+                out.growth_sums = growth_sums
             if harvest is not None:
                 out.harvest = harvest
             yield out
@@ -392,45 +423,4 @@ class ForestSimulator:
             c = np.where(vol < ramp, (f.slope[qq] * ramp + f.intercept[qq]) * (vol / ramp), c)
         return np.maximum(c, 0.0)
 
-    def _scale(self, carbon, u, asym, bamboo_c, shape, pp, qq, keep) -> None:
-        """Keep a share ``keep`` of the stock of the (pp, qq) pairs (all pairs when None).
-
-        Trees lose volume (their maturity falls) and their carbon is recomputed from volume, so the
-        Fang intercept stays consistent; bamboo loses carbon directly.
-        """
-        nt = self.n_tree
-        if pp is None:
-            if nt:
-                u *= keep ** (1.0 / shape)
-                if self.tree_factors.method == "bef":  # carbon is proportional to volume
-                    carbon[:, :nt] *= keep
-                else:
-                    carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape)
-            if bamboo_c.size:
-                bamboo_c *= keep
-                carbon[:, nt:] = bamboo_c
-            return
-        tree = qq < nt
-        if tree.any():
-            pt, qt = pp[tree], qq[tree]
-            c_t = shape[0, qt]
-            u[pt, qt] *= keep[tree] ** (1.0 / c_t)
-            carbon[pt, qt] = self._tree_carbon_at(asym[pt, qt] * u[pt, qt] ** c_t, qt)
-        if (~tree).any():
-            pb, qb = pp[~tree], qq[~tree] - nt
-            bamboo_c[pb, qb] *= keep[~tree]
-            carbon[pb, qb + nt] = bamboo_c[pb, qb]
-
-    def _replace(self, carbon, u, bamboo_c, age, pp, qq) -> None:
-        """Destroy stands: trees restart at age 0 after the replanting delay, bamboo from rhizomes."""
-        nt = self.n_tree
-        age[pp, qq] = -float(self._replant_delay)
-        tree = qq < nt
-        u[pp[tree], qq[tree]] = 0.0
-        carbon[pp[tree], qq[tree]] = self._tree_carbon_at(np.zeros(int(tree.sum())), qq[tree])
-        pb, qb = pp[~tree], qq[~tree] - nt
-        bamboo_c[pb, qb] = 0.0
-        carbon[pb, qb + nt] = 0.0
-
-
-__all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "Modifiers", "SimulationSwitches", "YearOutput"]
+__all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "GroupSums", "Modifiers", "SimulationSwitches", "YearOutput"]

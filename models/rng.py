@@ -138,6 +138,14 @@ class KeyedRandom:
         z ^= base
         return _mix_inplace(z)
 
+    def stream_rows(self, stream: str, year: int = 0) -> np.ndarray:
+        """Shape (n_paths,) uint64: the keyed row hash of each path for a stream and year.
+
+        A compiled kernel turns row ``r`` and parcel key ``k`` into the uniform
+        ``unit(mix(r ^ k))``, exactly :meth:`parcel_uniform`'s number, without the dense array.
+        """
+        return self._rows(stream, year)
+
     # ---- one number per path ---------------------------------------------------------
     def path_uniform(self, stream: str, year: int = 0) -> np.ndarray:
         """Shape (n_paths,): one uniform per path (shared by all parcels)."""

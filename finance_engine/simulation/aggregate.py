@@ -1,11 +1,17 @@
 """Summing parcel values into account levels, deterministically.
 
-A path's village sums add each village's parcels in ascending parcel order, one path row at a
-time (a compiled loop, :func:`models._kernels.sum_by_group`; the same order as SciPy's sparse
-indicator product, which the tests use as the reference); coarser administrative levels are sums
-of the village sums, so a county is *by construction* the sum of its villages, for every path.
-Each row's result does not depend on how many paths are processed together (the tests check
-this), which keeps results bit-identical across chunk sizes.
+Parcels are first summed into *cells*: the coarsest partition that every requested level is a
+union of (the groups of the finest administrative level asked for, split further by project or
+species group when those levels are asked for). A path's cell sums add each cell's parcels in
+ascending parcel order, one path row at a time (a compiled loop:
+:func:`models._kernels.sum_by_group` for dense arrays, the stand simulator's growth pass for stock
+and growth, :func:`~finance_engine.simulation._kernels.sum_sparse_by_group` for sparse losses).
+The finest administrative level asked for is the sum of its cells, each coarser level asked for
+the sum of the next finer one, and the portfolio the sum of the coarsest: a reported county is
+*by construction* the sum of its reported villages, for every path. (A portfolio total therefore
+depends, in the last bits, on which administrative levels were asked for alongside it.) Each
+row's result does not depend on how many paths are processed together (the tests check this),
+which keeps results bit-identical across chunk sizes.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from finance_engine.simulation._kernels import is_sorted_pairs, sum_sparse_by_group
 from models._kernels import sum_by_group
-
 from models.portfolio import LEVELS, Portfolio
 
 
@@ -73,32 +79,58 @@ class Aggregator:
                 codes, labels = portfolio.level_codes(lv)
                 self.groups[lv] = LevelGroups(lv, labels, np.ascontiguousarray(codes, dtype=np.intp))
                 self._other.append(lv)
-        n_v = self.groups["village"].n_groups
-        # village -> coarser level: the group of the first parcel of each village
-        first_parcel_of_village = self._perm_v[self._starts_v]
-        self._village_of_parcel = np.ascontiguousarray(self.groups["village"].parcel_group, dtype=np.intp)
-        self._n_village = n_v
-        self._level_of_village = {lv: np.ascontiguousarray(self.groups[lv].parcel_group[first_parcel_of_village],
-                                                           dtype=np.intp) for lv in LEVELS[:-1]}
+        # The administrative levels asked for are chained: the finest is summed from parcels (through
+        # cells), each coarser one from the next finer one asked for, and the portfolio from the
+        # coarsest; so every reported county is by construction the sum of its reported villages.
+        self._admin_chain = [lv for lv in reversed(LEVELS) if lv in self.levels]
+        if self._admin_chain:
+            base = self.groups[self._admin_chain[0]].parcel_group
+        else:
+            base = np.zeros(self.n_parcels, dtype=np.intp)
+        # cells: unique (finest admin group, other level codes) combinations, ordered by the former
+        codes = [base] + [self.groups[lv].parcel_group for lv in self._other]
+        cell_rows, cell_of_parcel = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
+        self.cell_of_parcel = np.ascontiguousarray(cell_of_parcel.reshape(-1), dtype=np.intp)
+        self.n_cells = int(cell_rows.shape[0])
+        self._base_of_cell = np.ascontiguousarray(cell_rows[:, 0], dtype=np.intp)
+        self._n_base = int(base.max(initial=-1)) + 1
+        self._other_of_cell = {lv: np.ascontiguousarray(cell_rows[:, k + 1], dtype=np.intp)
+                               for k, lv in enumerate(self._other)}
+        # each chained level -> the next coarser one: the group of the first parcel of each group
+        self._coarser_of: dict[str, np.ndarray] = {}
+        for fine, coarse in zip(self._admin_chain[:-1], self._admin_chain[1:]):
+            first = np.zeros(self.groups[fine].n_groups, dtype=np.intp)
+            first[self.groups[fine].parcel_group[::-1]] = np.arange(self.n_parcels)[::-1]
+            self._coarser_of[coarse] = np.ascontiguousarray(self.groups[coarse].parcel_group[first], dtype=np.intp)
+        self._portfolio = "portfolio" in self.levels
         self.groups_all = dict(self.groups)
         self.groups = {lv: self.groups[lv] for lv in self.levels}
 
+    def from_cells(self, cells: np.ndarray) -> dict[str, np.ndarray]:
+        """Cell sums (..., n_cells) -> level -> (..., n_groups), for every level but ``parcel``."""
+        out: dict[str, np.ndarray] = {}
+        lead = cells.shape[:-1]
+        flat = np.ascontiguousarray(cells, dtype=np.float64).reshape(-1, cells.shape[-1])
+        top = _sum(flat, self._base_of_cell, self._n_base)
+        if self._admin_chain:
+            out[self._admin_chain[0]] = top
+            for coarse in self._admin_chain[1:]:
+                top = _sum(top, self._coarser_of[coarse], self.groups_all[coarse].n_groups)
+                out[coarse] = top
+        if self._portfolio:
+            out["portfolio"] = top if top.shape[1] == 1 and not self._admin_chain else \
+                _sum(top, np.zeros(top.shape[1], np.intp), 1)
+        for lv in self._other:
+            out[lv] = _sum(flat, self._other_of_cell[lv], self.groups_all[lv].n_groups)
+        return {lv: v.reshape(*lead, v.shape[1]) for lv, v in out.items()}
+
+    def sum_cells(self, values: np.ndarray) -> np.ndarray:
+        """Sum an (n_rows, n_parcels) array into cells: (n_rows, n_cells)."""
+        return _sum(np.ascontiguousarray(values, dtype=np.float64), self.cell_of_parcel, self.n_cells)
+
     def sum_dense(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Sum an (n_paths, n_parcels) array into every level: level -> (n_paths, n_groups)."""
-        out: dict[str, np.ndarray] = {}
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        if any(lv in LEVELS or lv == "portfolio" for lv in self.levels):
-            village = _sum(values, self._village_of_parcel, self._n_village)
-            coarser = {"village": village}
-            for lv in LEVELS[:-1]:
-                coarser[lv] = _sum(village, self._level_of_village[lv], self.groups_all[lv].n_groups)
-            coarser["portfolio"] = _sum(coarser["province"], np.zeros(coarser["province"].shape[1], np.intp), 1)
-            for lv in self.levels:
-                if lv in coarser:
-                    out[lv] = coarser[lv]
-        for lv in self._other:
-            g = self.groups_all[lv]
-            out[lv] = _sum(values, g.parcel_group, g.n_groups)
+        out = self.from_cells(self.sum_cells(values))
         if "parcel" in self.levels:
             out["parcel"] = values
         return out
@@ -108,18 +140,24 @@ class Aggregator:
         g = self.groups_all[level]
         return _sum(np.ascontiguousarray(values, dtype=np.float64), g.parcel_group, g.n_groups)
 
+    def sparse_cells(self, n_paths: int, path_pos: np.ndarray, parcel_pos: np.ndarray, values: np.ndarray,
+                     weight: np.ndarray) -> np.ndarray:
+        """Sum sparse entries ``values * weight[parcel]`` into cells: (n_paths, n_cells).
+
+        Entries are put in (path, parcel) order first (when they are not already), so each cell's
+        sum runs in parcel order.
+        """
+        pp = np.ascontiguousarray(path_pos, dtype=np.int64)
+        qq = np.ascontiguousarray(parcel_pos, dtype=np.int64)
+        vv = np.ascontiguousarray(values, dtype=np.float64)
+        if not is_sorted_pairs(pp, qq):
+            order = np.lexsort((qq, pp))
+            pp, qq, vv = pp[order], qq[order], vv[order]
+        return sum_sparse_by_group(pp, qq, vv, np.ascontiguousarray(weight, dtype=np.float64),
+                                   self.cell_of_parcel, np.empty((n_paths, self.n_cells)))
+
     def sum_sparse(self, n_paths: int, path_pos: np.ndarray, parcel_pos: np.ndarray,
                    values: np.ndarray) -> dict[str, np.ndarray]:
-        """Sum sparse (path, parcel, value) entries into every level: level -> (n_paths, n_groups).
-
-        Entries are first sorted by (path, parcel), so each group's sum runs in parcel order.
-        """
-        order = np.lexsort((parcel_pos, path_pos))
-        pp, qq, vv = path_pos[order], parcel_pos[order], values[order]
-        out: dict[str, np.ndarray] = {}
-        for lv in self.levels:
-            g = self.groups[lv]
-            arr = np.zeros((n_paths, g.n_groups))
-            np.add.at(arr, (pp, g.parcel_group[qq]), vv)
-            out[lv] = arr
-        return out
+        """Sum sparse (path, parcel, value) entries into every level: level -> (n_paths, n_groups)."""
+        ones = np.ones(self.n_parcels)
+        return self.from_cells(self.sparse_cells(n_paths, path_pos, parcel_pos, values, ones))

@@ -16,7 +16,7 @@ import numpy as np
 from finance_engine.simulation.aggregate import Aggregator
 from finance_engine.simulation.config import MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, SimulationConfig
 from models.carbon import CreditingRules
-from models.dynamics import ForestSimulator
+from models.dynamics import ForestSimulator, GroupSums
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
 from models.rng import KeyedRandom
@@ -136,49 +136,59 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     elt_parts: list[dict[str, np.ndarray]] = []
     elt_level = cfg.loss_table_level
 
-    stock = None
+    def fill_stock(y: int, start: dict[str, np.ndarray], end: dict[str, np.ndarray]) -> None:
+        """Stock, sink and (by the stock identity) mortality of year ``y`` from its start and end sums."""
+        for lv in coarse_levels:
+            arr = per_level[lv]
+            arr[m_index["stock_tco2e"], y] = end[lv]
+            arr[m_index["sink_tco2e"], y] = end[lv] - start[lv]
+            # stock identity: end = start + growth - mortality - losses - harvest
+            arr[m_index["mortality_tco2e"], y] = (start[lv] + arr[m_index["growth_tco2e"], y]
+                                                  - arr[m_index["loss_tco2e"], y]
+                                                  - arr[m_index["harvest_tco2e"], y] - end[lv])
+
+    carbon = None
     sums_start = {lv: np.broadcast_to(v, (n_paths, v.size)) for lv, v in initial_stock.items()}
-    for out in sim.run(rnd, years):
+    group_sums = GroupSums(agg.cell_of_parcel, agg.n_cells, w)
+    # per year, one stack of cell sums goes up the levels in one call: start stock, growth, all
+    # losses, harvest, then one slot per peril
+    slot_metric = [None, "growth_tco2e", "loss_tco2e", "harvest_tco2e", *(f"loss_{p}_tco2e" for p in perils)]
+    stack = np.zeros((len(slot_metric), n_paths, agg.n_cells))
+    for out in sim.run(rnd, years, group_sums=group_sums):
         y = out.year
         if cancelled is not None and cancelled():
             raise InterruptedError("simulation cancelled")
-        stock = out.carbon_end_tc_per_ha * w
-        growth = out.growth_tc_per_ha * w
-        # one gather for both: rows 0..n-1 stock, n..2n-1 growth (each row is summed on its own)
-        both = agg.sum_dense(np.concatenate([stock, growth], axis=0))
-        sums_stock = {lv: v[:n_paths] for lv, v in both.items()}
-        sums_growth = {lv: v[n_paths:] for lv, v in both.items()}
-        loss_total = {lv: np.zeros((n_paths, agg.groups[lv].n_groups)) for lv in coarse_levels}
-        for name, pl, lost in out.losses:
+        carbon = out.carbon_end_tc_per_ha  # the simulator's live state: used before the next year
+        stack[0] = out.stock_start_sums
+        stack[1] = out.growth_sums
+        stack[2:] = 0.0
+        for k, (name, pl, lost) in enumerate(out.losses):
             if len(pl) == 0:
                 continue
-            lost_t = lost * w[pl.parcel_pos]
-            sums = agg.sum_sparse(n_paths, pl.path_pos, pl.parcel_pos, lost_t)
-            for lv in coarse_levels:
-                per_level[lv][m_index[f"loss_{name}_tco2e"], y] = sums[lv]
-                loss_total[lv] += sums[lv]
-            if want_parcel:
-                np.add.at(cum_loss, (pl.path_pos, pl.parcel_pos), lost_t)
-            if elt_level is not None:
-                elt_parts.append(_elt_rows(setup, name, y, path_start, pl, lost_t, elt_level))
+            stack[4 + k] = agg.sparse_cells(n_paths, pl.path_pos, pl.parcel_pos, lost, w)
+            stack[2] += stack[4 + k]
+            if want_parcel or elt_level is not None:
+                lost_t = lost * w[pl.parcel_pos]
+                if want_parcel:
+                    np.add.at(cum_loss, (pl.path_pos, pl.parcel_pos), lost_t)
+                if elt_level is not None:
+                    elt_parts.append(_elt_rows(setup, name, y, path_start, pl, lost_t, elt_level))
         hp, hq, hv = out.harvest
         if hv.size:
-            harvest_sums = agg.sum_sparse(n_paths, hp, hq, hv * w[hq])
-        else:
-            harvest_sums = {lv: 0.0 for lv in coarse_levels}
+            stack[3] = agg.sparse_cells(n_paths, hp, hq, hv, w)
+        by_level = agg.from_cells(stack)
         for lv in coarse_levels:
-            arr = per_level[lv]
-            arr[m_index["harvest_tco2e"], y] = harvest_sums[lv]
-            arr[m_index["stock_tco2e"], y] = sums_stock[lv]
-            arr[m_index["sink_tco2e"], y] = sums_stock[lv] - sums_start[lv]
-            arr[m_index["growth_tco2e"], y] = sums_growth[lv]
-            arr[m_index["loss_tco2e"], y] = loss_total[lv]
-            # stock identity: end = start + growth - mortality - losses - harvest
-            arr[m_index["mortality_tco2e"], y] = (sums_start[lv] + sums_growth[lv] - loss_total[lv]
-                                                  - harvest_sums[lv] - sums_stock[lv])
-        sums_start = sums_stock  # this year's end is next year's start
+            arr, sums = per_level[lv], by_level[lv]
+            for k in range(1, len(slot_metric)):
+                arr[m_index[slot_metric[k]], y] = sums[k]
+        if y > 0:
+            # this year's start stock (summed by the growth pass) is last year's end stock
+            start_now = {lv: v[0] for lv, v in by_level.items()}
+            fill_stock(y - 1, sums_start, start_now)
+            sums_start = start_now
         # ---- crediting at the end of each monitoring period --------------------------------
         if setup.crediting.is_issuance_year(y):
+            stock = carbon * w
             change = stock - last_issue_stock
             proj_change = agg.sum_level(change, "project_id")
             issued, buffer, deficit = setup.crediting.issue(proj_change, deficit)
@@ -199,7 +209,9 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
                 per_level[lv][m_index["buffer_withheld_tco2e"], y] = sums_b[lv]
             if want_parcel:
                 cum_credit += parcel_credit
-            last_issue_stock = stock.copy()
+            last_issue_stock = stock
+    stock = carbon * w
+    fill_stock(years - 1, sums_start, agg.sum_dense(stock))
 
     per_path = {lv: per_level[lv] for lv in setup.summary_levels}
     block_moments = {}

@@ -1,0 +1,157 @@
+"""The stand simulator's compiled passes against plain numpy compositions of models.growth/carbon."""
+
+import numpy as np
+import pytest
+
+from models._stand_kernels import apply_losses, grow_year
+from models.carbon import CarbonFactors
+from models.growth import bamboo_step, grow_relative_maturity
+from models.rng import KeyedRandom
+
+N_TREE, N_BAMBOO = 37, 11
+N = N_TREE + N_BAMBOO
+
+
+def _state(n_paths, seed=0, fang=False):
+    rng = np.random.default_rng(seed)
+    s = dict(
+        carbon=np.concatenate([rng.uniform(0, 80, (n_paths, N_TREE)), rng.uniform(0, 40, (n_paths, N_BAMBOO))], 1),
+        u=rng.uniform(0.0, 0.95, (n_paths, N_TREE)),
+        age=rng.integers(-3, 60, (n_paths, N)).astype(np.float32),
+        asym=rng.uniform(100, 400, (n_paths, N_TREE)),
+        rate=rng.uniform(0.02, 0.08, (n_paths, N_TREE)),
+        shape=rng.uniform(1.2, 3.0, N_TREE),
+        slope=rng.uniform(0.2, 0.6, N_TREE),
+        intercept=rng.uniform(5, 20, N_TREE) if fang else np.zeros(N_TREE),
+        cascade_until=rng.choice(np.array([-1, -1, -1, 2, 5], dtype=np.int16), (n_paths, N)),
+        m_path=rng.uniform(0.7, 1.3, n_paths),
+        managed=rng.uniform(30, 45, N_BAMBOO),
+        ceiling=np.full(N_BAMBOO, 60.0),
+        group=rng.integers(0, 6, N).astype(np.intp),
+        weight=rng.uniform(1, 20, N),
+    )
+    # tree carbon consistent with maturity (BEF), as the simulator keeps it
+    if not fang:
+        s["carbon"][:, :N_TREE] = s["slope"] * s["asym"] * s["u"] ** s["shape"]
+    return s
+
+
+def _run(s, rows, keys, year=3, fang=False, keep=0.99, dense=True, sums=True):
+    """Apply grow_year to a copy of the state; return (state after, growth, mortality, stock, growth sums)."""
+    s = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+    n_paths = s["carbon"].shape[0]
+    fire, pest = np.ones((n_paths, N), np.float32), np.ones((n_paths, N), np.float32)
+    growth, mort = (np.empty((n_paths, N)), np.empty((n_paths, N))) if dense else (np.empty((0, 0)),) * 2
+    ss, gs = np.empty((n_paths, 6)), np.empty((n_paths, 6))
+    hw = np.sqrt(3.0) * 0.1
+    grow_year(s["carbon"], s["u"], s["age"], s["asym"], s["rate"], s["shape"], keep ** (1 / s["shape"]),
+              s["slope"], s["intercept"], 10.0, fang, rows, keys, 2 * hw, 1 - hw, s["m_path"],
+              s["managed"], s["ceiling"], 0.3, 0.54, 2.0, keep, keep < 1,
+              s["cascade_until"], year, np.float32(1.5), np.float32(2.0), fire, pest, True,
+              s["group"], s["weight"], ss, gs, sums, growth, mort, dense)
+    return s, growth, mort, ss, gs, fire, pest
+
+
+def _reference(s, rnd, year=3, fang=False, keep=0.99):
+    """The same year in plain numpy (models.growth / models.carbon functions)."""
+    hw = np.sqrt(3.0) * 0.1
+    u_noise = rnd.parcel_uniform("growth.parcel_noise", year)
+    mult = (u_noise * (2 * hw) + (1 - hw)) * s["m_path"][:, None]
+    mult[s["age"] < 0] = 0.0
+    tf = CarbonFactors(s["slope"], s["intercept"], 10.0, "fang" if fang else "bef")
+    c0 = s["carbon"]
+    u1 = grow_relative_maturity(s["u"], s["rate"], mult[:, :N_TREE])
+    v1 = s["asym"] * u1 ** s["shape"]
+    c1 = np.empty_like(c0)
+    c1[:, :N_TREE] = tf.tc_per_ha(v1)
+    b = np.maximum(c0[:, N_TREE:], 2.0)
+    b = bamboo_step(b, s["managed"][None, :], 0.54, s["ceiling"][None, :], 0.3, mult[:, N_TREE:])
+    b[s["age"][:, N_TREE:] < 0] = 0.0
+    c1[:, N_TREE:] = b
+    c2 = c1 * keep
+    if fang:
+        c2[:, :N_TREE] = tf.tc_per_ha(v1 * keep)
+    u2 = u1 * keep ** (1 / s["shape"])
+    active = s["cascade_until"] >= year
+    return dict(c1=c1, c2=c2, u2=u2, age=s["age"] + 1, fire=np.where(active, 1.5, 1.0), pest=np.where(active, 2.0, 1.0))
+
+
+@pytest.mark.parametrize("fang", [False, True])
+def test_grow_year_matches_the_numpy_composition_of_the_growth_and_carbon_models(fang):
+    n_paths = 9
+    s = _state(n_paths, fang=fang)
+    keys = np.arange(1, N + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    rnd = KeyedRandom(5, np.arange(n_paths), keys)
+    rows = rnd.stream_rows("growth.parcel_noise", 3)
+    after, growth, mort, ss, gs, fire, pest = _run(s, rows, keys, fang=fang)
+    ref = _reference(s, rnd, fang=fang)
+    # compiled/SIMD exp and pow may differ from numpy's in the last bit
+    np.testing.assert_allclose(after["carbon"], ref["c2"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(after["u"], ref["u2"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(after["age"], ref["age"])
+    np.testing.assert_allclose(growth, ref["c1"] - s["carbon"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(mort, ref["c1"] - ref["c2"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_array_equal(fire, ref["fire"])
+    np.testing.assert_array_equal(pest, ref["pest"])
+    # group sums of the weighted start stock and growth
+    exp_ss = np.zeros((n_paths, 6))
+    exp_gs = np.zeros((n_paths, 6))
+    np.add.at(exp_ss, (slice(None), s["group"]), s["carbon"] * s["weight"])
+    np.add.at(exp_gs, (slice(None), s["group"]), (ref["c1"] - s["carbon"]) * s["weight"])
+    np.testing.assert_allclose(ss, exp_ss, rtol=1e-12)
+    np.testing.assert_allclose(gs, exp_gs, rtol=1e-9, atol=1e-9)
+    # waiting stands do not grow; a destroyed tree stand (u = 0) stays at zero volume
+    waiting = s["age"][:, :N_TREE] < 0
+    np.testing.assert_allclose(after["u"][waiting], (s["u"] * 0.99 ** (1 / s["shape"]))[waiting], rtol=1e-12)
+
+
+def test_each_path_row_is_independent_of_the_block_it_is_computed_in():
+    """Bit-identical rows whatever the number of rows computed together (chunk-size independence)."""
+    n_paths = 700  # several blocks of rows
+    s = _state(n_paths, seed=3)
+    keys = np.arange(1, N + 1, dtype=np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+    rnd = KeyedRandom(9, np.arange(n_paths), keys)
+    whole = _run(s, rnd.stream_rows("growth.parcel_noise", 3), keys, dense=False)
+    for lo, hi in [(0, 1), (13, 77), (650, 700)]:
+        part_state = {k: (v[lo:hi] if isinstance(v, np.ndarray) and v.ndim == 2 else v) for k, v in s.items()}
+        part_state["m_path"] = s["m_path"][lo:hi]
+        sub = KeyedRandom(9, np.arange(lo, hi), keys)
+        part = _run(part_state, sub.stream_rows("growth.parcel_noise", 3), keys, dense=False)
+        for a, b in zip(whole, part):
+            if isinstance(a, dict):
+                for k in ("carbon", "u", "age"):
+                    np.testing.assert_array_equal(a[k][lo:hi], b[k])
+            elif a.size:
+                np.testing.assert_array_equal(a[lo:hi], b)
+
+
+@pytest.mark.parametrize("fang", [False, True])
+def test_apply_losses_scales_volume_and_restarts_destroyed_stands(fang):
+    s = _state(6, seed=4, fang=fang)
+    tf = CarbonFactors(s["slope"], s["intercept"], 10.0, "fang" if fang else "bef")
+    if fang:
+        s["carbon"][:, :N_TREE] = tf.tc_per_ha(s["asym"] * s["u"] ** s["shape"])
+    pp = np.array([0, 0, 1, 2, 3, 5, 5], dtype=np.int64)
+    qq = np.array([0, N_TREE + 1, 4, 7, N_TREE + 2, 3, 20], dtype=np.int64)
+    f = np.array([0.25, 0.5, 1.0, 0.9, 0.95, -0.1, 1.3])  # out-of-range fractions are clipped
+    rep = np.array([False, False, False, True, True, False, False])
+    carbon, u, age = s["carbon"].copy(), s["u"].copy(), s["age"].copy()
+    lost = apply_losses(carbon, u, age, s["asym"], s["shape"], s["slope"], s["intercept"], 10.0, fang,
+                        pp, qq, f, rep, np.float32(-3.0))
+    keep = 1 - np.clip(f, 0, 1)
+    before = s["carbon"][pp, qq]
+    for k, (i, j) in enumerate(zip(pp, qq)):
+        if j < N_TREE:
+            u_exp = 0.0 if rep[k] else s["u"][i, j] * keep[k] ** (1 / s["shape"][j])
+            assert u[i, j] == pytest.approx(u_exp, rel=1e-13, abs=1e-15)
+            vol = s["asym"][i, j] * u_exp ** s["shape"][j]
+            one = CarbonFactors(s["slope"][j:j + 1], s["intercept"][j:j + 1], 10.0, tf.method)
+            c_exp = float(one.tc_per_ha(np.array([vol]))[0])
+            assert carbon[i, j] == pytest.approx(c_exp, rel=1e-12, abs=1e-12)
+        else:
+            assert carbon[i, j] == (0.0 if rep[k] else before[k] * keep[k])
+        assert age[i, j] == (-3.0 if rep[k] else s["age"][i, j])
+    np.testing.assert_allclose(lost, before - carbon[pp, qq], rtol=0, atol=0)
+    untouched = np.ones(carbon.shape, bool)
+    untouched[pp, qq] = False
+    np.testing.assert_array_equal(carbon[untouched], s["carbon"][untouched])
