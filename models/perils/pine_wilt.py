@@ -82,7 +82,7 @@ from models.perils import register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
-from models._kernels import pine_wilt_cell_year
+from models.perils._pine_wilt_kernels import cell_year, parcel_year
 from models.rng import KeyedRandom, group_keys
 
 KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
@@ -286,6 +286,8 @@ class PineWilt(Peril):
         # neighbour matrix with the source cell's infectivity folded in: pressure = I @ W'
         self._w_local = (sparse.diags(self.infectivity) @ self.grid.neighbours).tocsr().astype(np.float32)
         self._w_local_t = self._w_local.T.tocsr()
+        self._w_local_t.sort_indices()  # the compiled gather adds sources in ascending order
+        self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
 
         # ---- areas (all parcels, for forced events and the initial epidemic) --------------------
         frame = portfolio.frame
@@ -346,14 +348,14 @@ class PineWilt(Peril):
         """One year of the cell SI process, in place."""
         if self.grid.n_cells == 0:
             return
-        # compiled: visits only infected cells to build the pressure (the numpy definition is
-        # cell_hazard + keyed uniforms; tests/test_kernels.py holds the kernel to it)
-        w = self._w_local
+        # compiled (the numpy definition is cell_hazard + keyed uniforms; tests/test_kernels.py and
+        # tests/test_pine_wilt_kernels.py hold the kernel to it)
+        w, wt = self._w_local, self._w_local_t
         p = self.params
-        pine_wilt_cell_year(infected, w.indptr, w.indices, w.data, self.infectivity,
-                            p.local_transmission_rate.value, p.long_distance_jump_rate.value,
-                            p.introduction_rate_per_cell.value, rnd._rows(f"{prefix}.spread", year),
-                            np.ascontiguousarray(self.grid.keys, dtype=np.uint64))
+        cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity,
+                  p.local_transmission_rate.value,
+                  p.long_distance_jump_rate.value, p.introduction_rate_per_cell.value,
+                  rnd.stream_rows(f"{prefix}.spread", year), self._cell_keys)
         if forced_cells is not None:
             infected |= forced_cells[None, :]
 
@@ -419,22 +421,65 @@ class PineWilt(Peril):
         return cells, prob
 
     # ---- one year --------------------------------------------------------------------------
-    def step(self, ctx: YearContext, state: PineWiltState) -> PerilLosses:
-        if self.n_hosts == 0:
-            return PerilLosses.empty()
+    def _year_inputs(self, ctx: YearContext, state: PineWiltState) -> dict[str, Any]:
+        """Advance the cells and gather what the parcel infections and mortality of the year need."""
         y = ctx.year
         n_paths = ctx.rnd.n_paths
         forced_cells, forced_prob = self.forced_masks(ctx.forced_events.get(self.name, []))
-        years = state.years_infected
-        susceptible = years < 0
         base = self.params.parcel_infection_probability.value
         if ctx.independent:
             pi = self._shadow_marginal(int(ctx.rnd.seed), y, forced_cells)
             cell_p = pi[self.host_cell]
-            cand = susceptible & (cell_p > 0)[None, :]
         else:
             self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells)
             cell_p = None
+        return dict(
+            cell_p=cell_p, forced_prob=forced_prob, base=base,
+            hazard=np.broadcast_to(np.asarray(ctx.hazard(self.name), dtype=float), (n_paths,)),
+            severity=np.broadcast_to(np.asarray(ctx.severity(self.name), dtype=float), (n_paths,)),
+        )
+
+    def step(self, ctx: YearContext, state: PineWiltState) -> PerilLosses:
+        if self.n_hosts == 0:
+            return PerilLosses.empty()
+        a = self._year_inputs(ctx, state)
+        cell_p, forced_prob = a["cell_p"], a["forced_prob"]
+        spatial = cell_p is None
+        if spatial:
+            pre = np.full(self.n_hosts, a["base"])
+            possible = np.zeros(0, dtype=bool)
+            cells = state.cell_infected
+        else:
+            pre = cell_p * a["base"]
+            possible = cell_p > 0
+            cells = np.zeros((0, 0), dtype=bool)
+        has_forced = forced_prob is not None
+        fprob = np.ascontiguousarray(forced_prob, dtype=float) if has_forced else np.zeros(0)
+        # one compiled pass over (path, host): infections, then mortality (reference_parcel_year is
+        # its numpy definition)
+        pp, gq, loss = parcel_year(
+            state.years_infected, state.pine_left, cells, spatial, possible, self.host_cell, self.host_idx,
+            ctx.stand.age_years, ctx.stand.pest_multiplier, np.ascontiguousarray(a["hazard"]), pre,
+            self.host_factor, fprob, has_forced, ctx.rnd.stream_rows("pine_wilt.parcel", ctx.year),
+            np.ascontiguousarray(ctx.rnd.parcel_keys, dtype=np.uint64), self.mortality, self.sanitation,
+            self.pine_share, np.ascontiguousarray(a["severity"]), self.outbreak_years)
+        if pp.size == 0:
+            return PerilLosses.empty()
+        z = np.zeros(pp.size, dtype=np.int64)
+        return PerilLosses(pp, gq, loss, z, np.zeros(z.size, dtype=bool))
+
+    def reference_step(self, ctx: YearContext, state: PineWiltState) -> PerilLosses:
+        """The plain-numpy definition of :meth:`step` (the tests hold the compiled pass to it)."""
+        if self.n_hosts == 0:
+            return PerilLosses.empty()
+        a = self._year_inputs(ctx, state)
+        cell_p, forced_prob, base = a["cell_p"], a["forced_prob"], a["base"]
+        y = ctx.year
+        years = state.years_infected
+        susceptible = years < 0
+        if cell_p is not None:
+            cand = susceptible & (cell_p > 0)[None, :]
+        else:
             cand = susceptible & state.cell_infected[:, self.host_cell]
         if forced_prob is not None:
             cand |= susceptible & (forced_prob > 0)[None, :]
@@ -442,9 +487,8 @@ class PineWilt(Peril):
         pp, qq = np.nonzero(cand)
         if pp.size:
             gq = self.host_idx[qq]
-            hazard = np.broadcast_to(np.asarray(ctx.hazard(self.name), dtype=float), (n_paths,))
             weak = ctx.stand.pest_multiplier[pp, gq].astype(float)
-            factor = self.host_factor[qq] * weak * hazard[pp]
+            factor = self.host_factor[qq] * weak * a["hazard"][pp]
             if cell_p is None:
                 p = base * factor
             else:
@@ -461,12 +505,12 @@ class PineWilt(Peril):
         if pp.size == 0:
             return PerilLosses.empty()
         gq = self.host_idx[qq]
-        severity = np.broadcast_to(np.asarray(ctx.severity(self.name), dtype=float), (n_paths,))
-        m = self.mortality[qq] * ctx.stand.pest_multiplier[pp, gq].astype(float) * severity[pp]
+        m = self.mortality[qq] * ctx.stand.pest_multiplier[pp, gq].astype(float) * a["severity"][pp]
         m = np.minimum(m + self.sanitation[qq], 1.0)
         left = state.pine_left[pp, qq].astype(float)
         s0 = self.pine_share[qq]
-        share = s0 * left / (s0 * left + (1.0 - s0))
+        with np.errstate(invalid="ignore"):  # 0/0 for a pure-pine stand already dead: NaN, dropped below
+            share = s0 * left / (s0 * left + (1.0 - s0))
         loss = share * m
         state.pine_left[pp, qq] = (left * (1.0 - m)).astype(np.float32)
         years[pp, qq] += 1

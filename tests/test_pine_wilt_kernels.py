@@ -1,0 +1,154 @@
+"""The pine wilt compiled kernels equal their plain-numpy definitions element by element."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from models.perils._pine_wilt_kernels import cell_year, uniform_threshold
+from models.perils.base import StandState, YearContext
+from models.perils.pine_wilt import PineWilt
+from models.portfolio import validate_frame
+from models.rng import KeyedRandom, _to_unit, reference_grid
+from tests.conftest import make_frame
+from tests.test_peril_pine_wilt import pw_params
+
+TWO53 = 2**53
+
+
+def unit(m: np.ndarray) -> np.ndarray:
+    """models.rng's uniform of the 53-bit integers m (hash z = m << 11)."""
+    return _to_unit(np.asarray(m, dtype=np.uint64) << np.uint64(11))
+
+
+# ---- integer thresholds ----------------------------------------------------------------------
+def test_uniform_threshold_splits_the_uniforms_exactly():
+    rng = np.random.default_rng(0)
+    probs = [0.0, -0.5, 1.0, 1.5, 1e-300, 2.0**-54, 2.0**-53, 0.5, 1 - 2.0**-53, float("nan"), float("inf")]
+    probs += list(rng.random(300))
+    probs += list(rng.random(300).astype(np.float32).astype(float))  # the kernel's probabilities are float32
+    probs += list(10.0 ** rng.uniform(-12, 0, 300))
+    m_exact = np.concatenate([rng.integers(0, TWO53, 200), [0, 1, 2**52 - 1, 2**52, 2**52 + 1, TWO53 - 1]])
+    probs += list(unit(m_exact))  # p equal to a uniform: that uniform is not below p
+    probs += list(np.nextafter(unit(m_exact), 2.0))
+    for p in probs:
+        t = int(uniform_threshold(float(p)))
+        assert 0 <= t <= TWO53
+        m = np.arange(t - 3, t + 3)
+        m = m[(m >= 0) & (m < TWO53)]
+        np.testing.assert_array_equal(unit(m) < p, m < t, err_msg=f"p={p!r}")
+    # the edges: no uniform is below 0; every uniform but the top one (which rounds to 1.0) is below 1
+    assert int(uniform_threshold(0.0)) == 0 and int(uniform_threshold(float("nan"))) == 0
+    assert int(uniform_threshold(1.0)) == TWO53 - 1 and unit(TWO53 - 1)[()] == 1.0
+    assert int(uniform_threshold(1.5)) == TWO53
+
+
+# ---- the cell process --------------------------------------------------------------------------
+def _reference_cells(infected, w_t, infectivity, lr, jr, ir, u):
+    """numpy: pressure summed over infected sources in ascending order (CSR rows sorted), float32."""
+    x = infected.astype(np.float32)
+    local = np.asarray(w_t @ x.T).T
+    emitted = np.cumsum(x * infectivity[None, :], axis=1, dtype=np.float32)[:, -1]  # in cell order
+    h = np.float32(lr) * local
+    h += (np.float32(jr) * emitted / np.float32(max(infected.shape[1], 1)))[:, None]
+    h += np.float32(ir)
+    return infected | (u < -np.expm1(-h))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cell_year_equals_numpy_on_a_random_graph(seed):
+    # a random symmetric graph with arbitrary positive weights (many distinct pressures, so the
+    # per-path threshold cache collides), paths from nearly empty to full, both kernel branches
+    rng = np.random.default_rng(seed)
+    n_cells, n_paths = 300, 40
+    a = sparse.random(n_cells, n_cells, density=0.03, random_state=seed, format="csr")
+    a = ((a + a.T) > 0).astype(np.float32)
+    a.setdiag(0)
+    a.eliminate_zeros()
+    infectivity = rng.uniform(0.05, 1.0, n_cells).astype(np.float32)
+    infectivity[:5] = 0.0  # cells that emit nothing: touched, pressure 0
+    w = (sparse.diags(infectivity) @ a).tocsr().astype(np.float32)
+    w_t = w.T.tocsr()
+    w_t.sort_indices()
+    share = np.linspace(0.0, 1.0, n_paths)
+    infected = rng.random((n_paths, n_cells)) < share[:, None]
+    infected[-1] = True
+    keys = rng.integers(0, 2**63, n_cells).astype(np.uint64)
+    rows = rng.integers(0, 2**63, n_paths).astype(np.uint64)
+    u = reference_grid(rows, keys)
+    for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01), (8.0, 0.0, 0.0)):
+        expected = _reference_cells(infected, w_t, infectivity, lr, jr, ir, u)
+        got = infected.copy()
+        cell_year(got, w.indptr, w.indices, w.data, w_t.indptr, w_t.indices, w_t.data, infectivity, lr, jr, ir,
+                  rows, keys)
+        np.testing.assert_array_equal(got, expected)
+        assert (got & ~infected).any()  # the test exercises new infections
+
+
+def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params):
+    frame = make_frame(400, seed=7, species=["masson_pine", "mixed_conifer"])
+    frame["pest_control"] = np.random.default_rng(7).choice(["none", "basic", "enhanced"], len(frame))
+    pf = validate_frame(frame, params)
+    prm = pw_params(params, introduction_rate_per_cell=0.01)
+    peril = PineWilt(prm, params, pf)
+    rnd = KeyedRandom(11, np.arange(48), pf.keys)
+    infected = peril.init_state(48, rnd).cell_infected
+    fractions = []
+    for year in range(25):
+        prob = -np.expm1(-peril.cell_hazard(infected))
+        u = rnd.keyed_uniform("pine_wilt.spread", year, peril.grid.keys)
+        expected = infected | (u < prob)
+        peril.advance_cells(infected, year, rnd, None)
+        np.testing.assert_array_equal(infected, expected)
+        fractions.append(infected.mean())
+    assert fractions[0] < 0.5 < fractions[-1]  # both the scatter and the gather regime were run
+
+
+# ---- the parcel pass -----------------------------------------------------------------------------
+def _stand(rng, n_paths, n):
+    age = rng.uniform(-3, 40, (n_paths, n)).astype(np.float32)
+    pest = np.where(rng.random((n_paths, n)) < 0.2, 2.0, 1.0).astype(np.float32)
+    return StandState(rng.uniform(10, 80, (n_paths, n)), age, np.ones_like(pest), pest)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_step_equals_reference_step(params, independent):
+    frame = make_frame(300, seed=3, species=["masson_pine", "mixed_conifer", "chinese_fir"])
+    frame["pest_control"] = np.random.default_rng(3).choice(["none", "basic", "enhanced"], len(frame))
+    pf = validate_frame(frame, params)
+    peril = PineWilt(params.perils["pine_wilt"], params, pf)
+    n_paths = 64
+    rnd = KeyedRandom(5, np.arange(n_paths), pf.keys)
+    rng = np.random.default_rng(1)
+    state = peril.init_state(n_paths, rnd)
+    outbreak = peril.outbreak_years
+    state.years_infected[:] = rng.integers(-1, outbreak + 1, state.years_infected.shape).astype(np.int16)
+    state.years_infected[rng.random(state.years_infected.shape) < 0.5] = -1
+    state.pine_left[:] = rng.uniform(0.2, 1.0, state.pine_left.shape).astype(np.float32)
+    state.cell_infected |= rng.random(state.cell_infected.shape) < 0.3
+    county = str(pf.frame["county"].iloc[0])
+    township = str(pf.frame["township"].iloc[0])
+    forced = {1: [{"counties": [county]}], 2: [{"townships": [township], "parcel_probability": 0.9}]}
+    ref = copy.deepcopy(state)
+    n_losses = 0
+    for year in range(4):
+        stand = _stand(rng, n_paths, pf.n_parcels)
+        ctx = YearContext(year=year, calendar_year=2026 + year, rnd=rnd, stand=stand, drought=np.zeros(n_paths, bool),
+                          hazard_multiplier={"pine_wilt": np.linspace(0.5, 30.0, n_paths)},
+                          severity_multiplier={"pine_wilt": np.linspace(0.5, 6.0, n_paths)},
+                          forced_events={"pine_wilt": forced[year]} if year in forced else {},
+                          independent=independent)
+        a = peril.reference_step(ctx, ref)
+        b = peril.step(ctx, state)
+        for f in ("path_pos", "parcel_pos", "loss_fraction", "event", "stand_replacing"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype, f
+            np.testing.assert_array_equal(x, y, err_msg=f)
+        for f in ("cell_infected", "years_infected", "pine_left"):
+            np.testing.assert_array_equal(getattr(ref, f), getattr(state, f), err_msg=f)
+        n_losses += len(a)
+    # non-trivial: many losses (more than the kernel's first output buffer), capped mortality included
+    assert n_losses > 2 * 1024 and (a.loss_fraction > 0).all()
