@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from models.parameters.schema import Confidence, Sourced
+from models.perils._screen_kernels import group_sums, pair_order
 
 
 class SourcedRange(BaseModel):
@@ -141,7 +142,28 @@ def combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.nd
     """Merge repeated (path, parcel) pairs: survival multiplies, the event is the largest loss's.
 
     Returns path_pos, parcel_pos, fraction, event with each pair once, sorted by (path, parcel).
+    Within a pair the losses are taken largest first (ties in input order) and the survival
+    ``sum(log1p(-loss))`` is added in that order; :func:`reference_combine_losses` is the plain
+    numpy definition (lexsort and bincount), which the compiled sort reproduces bit for bit.
     """
+    if path_pos.size == 0:
+        return path_pos, parcel_pos, fraction, event
+    pp = np.ascontiguousarray(path_pos, dtype=np.int64)
+    qq = np.ascontiguousarray(parcel_pos, dtype=np.int64)
+    fraction = np.ascontiguousarray(fraction, dtype=np.float64)
+    order, first = pair_order(pp, qq, fraction, int(pp.max()) + 1, int(n_parcels))
+    fs = fraction[order]
+    log_keep, full = group_sums(np.log1p(-np.minimum(fs, 1.0 - 1e-15)), first, fs >= 1.0)
+    frac = -np.expm1(log_keep)
+    frac[full] = 1.0
+    head = order[first]
+    return pp[head], qq[head], frac, np.asarray(event)[head]
+
+
+def reference_combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.ndarray,
+                             event: np.ndarray, n_parcels: int
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Plain-numpy definition of :func:`combine_losses` (the tests hold the compiled one to it)."""
     if path_pos.size == 0:
         return path_pos, parcel_pos, fraction, event
     pair = path_pos.astype(np.int64) * n_parcels + parcel_pos
@@ -155,6 +177,28 @@ def combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.nd
     frac[np.bincount(grp, weights=(fraction >= 1.0).astype(float)) > 0] = 1.0
     up = pair[first]
     return (up // n_parcels).astype(np.int64), (up % n_parcels).astype(np.int64), frac, event[first]
+
+
+def parcel_keys_u64(rnd: Any) -> np.ndarray:
+    """The random streams' parcel keys as a contiguous uint64 array (the compiled screens' input)."""
+    return np.ascontiguousarray(rnd.parcel_keys, dtype=np.uint64)
+
+
+def capacity_estimate(expected_hits: float, limit: int) -> int:
+    """Initial output size of a compiled screen: the expected number of hits with a margin of
+    about six standard deviations, at most ``limit`` (the screens grow their outputs if needed)."""
+    e = max(float(expected_hits), 0.0)
+    return int(min(limit, 1.05 * e + 6.0 * np.sqrt(e) + 256))
+
+
+def stand_rows_hash(rnd: Any, stream: str, year: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-path hash rows of ``stream`` (``KeyedRandom._rows``), optionally for some path positions.
+
+    ``KeyedRandom(seed, path_ids[rows], keys)._rows(...)`` equals ``rnd._rows(...)[rows]`` (each
+    path's row depends on its id only), so a subset of paths never needs its own KeyedRandom.
+    """
+    full = rnd._rows(stream, year)
+    return full if rows is None else np.ascontiguousarray(full[rows])
 
 
 def running_event_index(path_pos: np.ndarray) -> np.ndarray:

@@ -53,13 +53,17 @@ from models.parameters.schema import Sourced
 from models.perils import register
 from models.perils._weather import (
     SourcedRange,
+    capacity_estimate,
     check_range,
     check_value,
     forced_events,
     forced_number,
+    parcel_keys_u64,
     per_path,
     stand_replacing_threshold,
+    stand_rows_hash,
 )
+from models.perils._screen_kernels import drought_rows, keyed_flags
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 
 FORCED_KEYS = {"severity": "mortality multiplier of the imposed drought, default 1.0"}
@@ -93,7 +97,7 @@ class Drought(Peril):
 
     def __init__(self, params: DroughtParams, model, portfolio):
         super().__init__(params, model, portfolio)
-        self._plantation = ~np.asarray(portfolio.is_natural, dtype=bool)
+        self._plantation = np.ascontiguousarray(~np.asarray(portfolio.is_natural, dtype=bool))
         self._threshold = stand_replacing_threshold(model)
 
     def drought_probability(self, ctx: YearContext) -> np.ndarray:
@@ -108,17 +112,30 @@ class Drought(Peril):
         forced = forced_events(ctx, self.name, FORCED_KEYS)
         forced_sev = max((forced_number(ev, "severity", self.name, 1.0, 0.0, 20.0) for ev in forced), default=0.0)
         sev_path = per_path(ctx.severity(self.name), n_paths)
+        age_all, carbon_all = ctx.stand.age_years, ctx.stand.carbon_tc_per_ha
 
         if ctx.independent:
-            hit = ctx.rnd.parcel_uniform("drought.hazard.parcel", ctx.year) < prob[:, None]
-            sev = np.where(hit, 1.0, 0.0)
+            # one compiled pass: the dense drought flags (fire reads them) and the hit pairs
+            hit = np.empty((n_paths, n), dtype=bool)
+            pp, qq = keyed_flags(stand_rows_hash(ctx.rnd, "drought.hazard.parcel", ctx.year), parcel_keys_u64(ctx.rnd),
+                                 np.ascontiguousarray(prob, dtype=np.float64), hit,
+                                 capacity_estimate(np.clip(prob, 0.0, 1.0).sum() * n, n_paths * n))
             if forced:
+                pp, qq = np.divmod(np.arange(n_paths * n), n)
+                sev_pair = np.maximum(np.where(hit[pp, qq], 1.0, 0.0), forced_sev)
                 hit[:] = True
-                sev = np.maximum(sev, forced_sev)
+            else:
+                sev_pair = np.ones(pp.size)
             ctx.drought = hit
-            sev = sev * sev_path[:, None]
-            pp, qq = np.nonzero(hit)
-            sev_pair = sev[pp, qq]
+            sev_pair = sev_pair * sev_path[pp]
+            if pp.size == 0:
+                return PerilLosses.empty()
+            age = age_all[pp, qq]
+            alive = (age >= 0) & (carbon_all[pp, qq] > 0)
+            young = self._plantation[qq] & (age <= p.young_age_years.value)
+            share = np.where(young, 1.0, p.established_stand_factor.value)
+            keep = alive & (share > 0) & (sev_pair > 0)
+            pp, qq, share, sev_pair = pp[keep], qq[keep], share[keep], sev_pair[keep]
         else:
             dry = ctx.rnd.path_uniform("drought.hazard", ctx.year) < prob
             sev = np.where(dry, 1.0, 0.0)
@@ -130,17 +147,13 @@ class Drought(Peril):
             rows = np.flatnonzero(dry)
             if rows.size == 0:
                 return PerilLosses.empty()
-            pp = np.repeat(rows, n)
-            qq = np.tile(np.arange(n), rows.size)
-            sev_pair = sev[pp]
-        if pp.size == 0:
-            return PerilLosses.empty()
-        age = ctx.stand.age_years[pp, qq]
-        alive = (age >= 0) & (ctx.stand.carbon_tc_per_ha[pp, qq] > 0)
-        young = self._plantation[qq] & (age <= p.young_age_years.value)
-        share = np.where(young, 1.0, p.established_stand_factor.value)
-        keep = alive & (share > 0) & (sev_pair > 0)
-        pp, qq, share, sev_pair = pp[keep], qq[keep], share[keep], sev_pair[keep]
+            # the young/established share and the alive test per pair of the dry paths, compiled;
+            # ``age <= young_age_years`` compares in the type numpy would use (float32 for float32 ages)
+            young_age = p.young_age_years.value
+            young_age = np.result_type(age_all.dtype, young_age).type(young_age)
+            pp, qq, share, sev_pair = drought_rows(rows, np.ascontiguousarray(sev[rows]), age_all, carbon_all,
+                                                   self._plantation, young_age,
+                                                   float(p.established_stand_factor.value))
         if pp.size == 0:
             return PerilLosses.empty()
         m = p.mortality.draw(ctx.rnd.sparse_uniform("drought.damage", ctx.year, pp, qq))

@@ -68,14 +68,17 @@ from scipy.special import ndtri
 
 from models.parameters.schema import Sourced
 from models.perils import register
+from models.perils._screen_kernels import BOUND_SLACK, fire_candidates
 from models.perils._weather import (
     SourcedRange,
+    capacity_estimate,
     check_range,
     check_value,
     county_codes,
     forced_counties,
     forced_events,
     forced_number,
+    parcel_keys_u64,
     per_path,
     running_event_index,
     stand_replacing_threshold,
@@ -150,9 +153,10 @@ class Fire(Peril):
         #: static part of the burn probability per parcel: b x F_s x M_q  (1/yr)
         self.static_probability = (params.base_burn_probability_per_year.value * tables.flammability[sp]
                                    * prot_mult[np.asarray(portfolio.fire_protection_code, dtype=np.intp)])
-        # upper bound of b x F x A x M over parcels (screening in :meth:`step`)
-        self._static_upper_max = float(self.static_probability.max(initial=0.0)
-                                       * max(1.0, params.young_burn_multiplier.value) * (1 + 1e-9))
+        # upper bound of b x F x A x M per parcel (screening in :meth:`step`)
+        self._parcel_bound = np.ascontiguousarray(
+            self.static_probability * max(1.0, params.young_burn_multiplier.value) * BOUND_SLACK, dtype=np.float64)
+        self._parcel_bound_sum = float(self._parcel_bound.sum())
         self.county_code, self.county_labels, self._county_keys = county_codes(portfolio)
         classes = sorted(params.loss_given_burn)
         self._class_low = np.array([params.loss_given_burn[c].low for c in classes])
@@ -206,13 +210,18 @@ class Fire(Peril):
 
     def _probability_at(self, ctx: YearContext, w_county: np.ndarray, factor: np.ndarray,
                         pp: np.ndarray, qq: np.ndarray) -> np.ndarray:
+        """Exact burn probability at pairs; ``factor`` is the (n_paths, 1) or (n_paths, n_parcels)
+        array of :meth:`_path_factor`, or already its values at the pairs (1-D)."""
         p: FireParams = self.params
         age = ctx.stand.age_years[pp, qq]
         prob = np.where(age < p.young_age_years.value, p.young_burn_multiplier.value, 1.0)
         prob *= self.static_probability[qq]
         prob *= ctx.stand.fire_multiplier[pp, qq]
         prob *= w_county[pp, self.county_code[qq]]
-        prob *= factor[pp, qq] if factor.shape[1] > 1 else factor[pp, 0]
+        if factor.ndim == 1:
+            prob *= factor
+        else:
+            prob *= factor[pp, qq] if factor.shape[1] > 1 else factor[pp, 0]
         prob[(age < 0) | (ctx.stand.carbon_tc_per_ha[pp, qq] <= 0)] = 0.0
         return np.minimum(prob, 1.0)
 
@@ -237,18 +246,28 @@ class Fire(Peril):
         return np.minimum(area * np.minimum(c * sev, 1.0), 1.0)
 
     def step(self, ctx: YearContext, state) -> PerilLosses:
-        p: FireParams = self.params
         w_county = self.county_weather(ctx)
-        factor = self._path_factor(ctx)
-        # Screen with an upper bound of p per (path, parcel), then evaluate p exactly on candidates:
-        # the same decisions as ``u < burn_probability(ctx)`` at a fraction of the dense work.
-        k_max = ctx.stand.fire_multiplier.max(axis=1)
-        bound = w_county.max(axis=1) * factor.max(axis=1) * k_max * self._static_upper_max
-        u = ctx.rnd.parcel_uniform("fire.hazard", ctx.year)
-        pp, qq = np.nonzero(u < bound[:, None])
+        n_paths = ctx.rnd.n_paths
+        h = per_path(ctx.hazard(self.name), n_paths)
+        d = np.asarray(ctx.drought, dtype=bool)
+        dm = self.params.drought_multiplier.value
+        if d.ndim == 2:  # per-parcel drought flags (independent mode): never build the dense factor
+            factor_bound = np.maximum(h * dm, h)
+        else:
+            factor = (h * np.where(d, dm, 1.0))[:, None]
+            factor_bound = factor[:, 0]
+        # Screen with an upper bound of p per (path, parcel) in one compiled pass (hash, compare, keep
+        # the candidates), then evaluate p exactly on the candidates: the same decisions as
+        # ``u < burn_probability(ctx)`` without the dense uniform or probability arrays.
+        path_bound = w_county.max(axis=1, initial=0.0) * factor_bound
+        rows = ctx.rnd._rows("fire.hazard", ctx.year)
+        cap = capacity_estimate(path_bound.sum() * self._parcel_bound_sum, n_paths * ctx.rnd.n_parcels)
+        pp, qq, u = fire_candidates(rows, parcel_keys_u64(ctx.rnd), path_bound, self._parcel_bound,
+                                    ctx.stand.fire_multiplier, cap)
         if pp.size == 0:
             return PerilLosses.empty()
-        burn = u[pp, qq] < self._probability_at(ctx, w_county, factor, pp, qq)
+        f_at = h[pp] * np.where(d[pp, qq], dm, 1.0) if d.ndim == 2 else factor
+        burn = u < self._probability_at(ctx, w_county, f_at, pp, qq)
         pp, qq = pp[burn], qq[burn]
         if pp.size == 0:
             return PerilLosses.empty()

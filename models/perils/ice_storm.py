@@ -56,6 +56,7 @@ from models.parameters.schema import Sourced
 from models.perils import register
 from models.perils._weather import (
     SourcedRange,
+    capacity_estimate,
     check_range,
     check_value,
     combine_losses,
@@ -63,11 +64,13 @@ from models.perils._weather import (
     forced_counties,
     forced_events,
     forced_number,
+    parcel_keys_u64,
     per_path,
     stand_replacing_threshold,
+    stand_rows_hash,
 )
+from models.perils._screen_kernels import keyed_hits
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
-from models.rng import KeyedRandom
 
 FORCED_KEYS = {
     "severity": "storm severity S relative to 2008 (default 1.0)",
@@ -133,6 +136,8 @@ class IceStorm(Peril):
         #: static vulnerability per parcel: species x elevation (the density factor is applied at run time)
         self.static_vulnerability = model.tables.ice_vulnerability[sp] * elev_factor
         self.county_code, self.county_labels, _ = county_codes(portfolio)
+        self._ones = np.ones(self.county_code.size)
+        self._all_parcels = np.ones(self.county_code.size, dtype=bool)
         self._threshold = stand_replacing_threshold(model)
 
     def density_factor(self, carbon_tc_per_ha: np.ndarray) -> np.ndarray:
@@ -154,18 +159,31 @@ class IceStorm(Peril):
         sev = per_path(ctx.severity(self.name), ctx.rnd.n_paths)[pp]
         return np.minimum(stems * p.volume_loss_per_damaged_stem.value * sev, 1.0)
 
+    def _living_hits(self, ctx: YearContext, stream: str, rows: np.ndarray, threshold: np.ndarray,
+                     exposed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Living pairs of the paths ``rows`` whose ``stream`` uniform lies below ``threshold`` (one
+        per row), optionally only parcels marked ``exposed``. Equal to
+        ``np.nonzero((parcel_uniform(stream)[rows] < threshold[:, None]) & exposed & alive[rows])``
+        with ``alive = (age >= 0) & (carbon > 0)``, in one compiled pass without dense arrays."""
+        mask = self._all_parcels if exposed is None else exposed
+        threshold = np.ascontiguousarray(threshold, dtype=np.float64)
+        cap = capacity_estimate(np.clip(threshold, 0.0, 1.0).sum() * np.count_nonzero(mask), rows.size * mask.size)
+        i, qq, _ = keyed_hits(stand_rows_hash(ctx.rnd, stream, ctx.year, rows), parcel_keys_u64(ctx.rnd),
+                              threshold, self._ones, mask, rows, ctx.stand.age_years, ctx.stand.carbon_tc_per_ha,
+                              True, cap)
+        return rows[i], qq
+
     def step(self, ctx: YearContext, state) -> PerilLosses:
         p: IceStormParams = self.params
         rnd = ctx.rnd
         n_paths, n = rnd.n_paths, rnd.n_parcels
-        alive = (ctx.stand.age_years >= 0) & (ctx.stand.carbon_tc_per_ha > 0)
+        all_rows = np.arange(n_paths)
         hit_p = p.parcel_hit_probability.value
         prob = self.storm_probability(ctx)
         parts = []
 
         if ctx.independent:
-            storm = rnd.parcel_uniform("ice_storm.hazard.independent", ctx.year) < prob[:, None]
-            pp, qq = np.nonzero(storm & alive)
+            pp, qq = self._living_hits(ctx, "ice_storm.hazard.independent", all_rows, prob)
             if pp.size:
                 s = p.event_severity.draw(rnd.sparse_uniform("ice_storm.severity.parcel", ctx.year, pp, qq))
                 hit = rnd.sparse_uniform("ice_storm.hazard.parcel", ctx.year, pp, qq) < hit_p
@@ -175,16 +193,14 @@ class IceStorm(Peril):
             rows = np.flatnonzero(rnd.path_uniform("ice_storm.hazard", ctx.year) < prob)
             if rows.size:
                 s_path = p.event_severity.draw(rnd.path_uniform("ice_storm.severity", ctx.year))
-                sub = KeyedRandom(rnd.seed, np.asarray(rnd.path_ids)[rows], rnd.parcel_keys)
-                r, qq = np.nonzero((sub.parcel_uniform("ice_storm.hazard.parcel", ctx.year) < hit_p) & alive[rows])
-                pp = rows[r]
+                pp, qq = self._living_hits(ctx, "ice_storm.hazard.parcel", rows, np.full(rows.size, hit_p))
                 parts.append((pp, qq, self.damage(ctx, pp, qq, s_path[pp], "ice_storm.damage"),
                               np.zeros(pp.size, np.int64)))
         for j, ev in enumerate(forced_events(ctx, self.name, FORCED_KEYS)):
             s = forced_number(ev, "severity", self.name, 1.0, 0.0, 5.0)
             exposed = forced_counties(ev, self.name, self.county_labels, self.county_code)
-            hit = rnd.parcel_uniform(f"ice_storm.hazard.forced{j}", ctx.year) < hit_p
-            pp, qq = np.nonzero(hit & exposed[None, :] & alive)
+            pp, qq = self._living_hits(ctx, f"ice_storm.hazard.forced{j}", all_rows, np.full(n_paths, hit_p),
+                                       np.ascontiguousarray(exposed, dtype=bool))
             parts.append((pp, qq, self.damage(ctx, pp, qq, np.full(pp.size, s), f"ice_storm.damage.forced{j}"),
                           np.full(pp.size, j + 1, dtype=np.int64)))
         parts = [x for x in parts if x[0].size]

@@ -71,16 +71,20 @@ from models.parameters.schema import Confidence, Sourced
 from models.perils import register
 from models.perils._weather import (
     SourcedRange,
+    capacity_estimate,
     check_range,
     check_value,
     combine_losses,
     forced_events,
     forced_number,
+    parcel_keys_u64,
     per_path,
     stand_replacing_threshold,
+    stand_rows_hash,
 )
+from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
-from models.rng import KeyedRandom, group_keys
+from models.rng import group_keys
 
 FORCED_KEYS = {
     "track": "landfall position along the coast axis, km from 27.4N 120.6E toward 28.9N 121.6E",
@@ -192,7 +196,10 @@ class Typhoon(Peril):
         sp = np.asarray(portfolio.species_code, dtype=np.intp)
         self._wind_vuln = model.tables.wind_vulnerability[sp]
         self._elev_factor = 1.0 + params.elevation_gain_per_km.value * np.maximum(portfolio.elevation_m, 0.0) / 1000.0
-        self._coast_decay = np.exp(-self.inland_km / params.inland_decay_km.value)
+        self._coast_decay = np.ascontiguousarray(np.exp(-self.inland_km / params.inland_decay_km.value), dtype=np.float64)
+        self._along = np.ascontiguousarray(self.along_km, dtype=np.float64)
+        self._coast_decay_sum = float(self._coast_decay.sum())
+        self._all_parcels = np.ones(self.inland_km.size, dtype=bool)
         self._storm_keys = group_keys([f"storm:{k}" for k in range(MAX_STORMS_PER_YEAR)])
         self._expected_hit: np.ndarray | None = None
         self._threshold = stand_replacing_threshold(model)
@@ -243,27 +250,53 @@ class Typhoon(Peril):
         loss = self.params.loss_given_hit.draw(ctx.rnd.sparse_uniform(stream, ctx.year, pp, qq))
         return np.minimum(loss * self.vulnerability(ctx, pp, qq) * sev, 1.0)
 
+    def _storm_hits(self, ctx: YearContext, stream: str, rows: np.ndarray, track_km: np.ndarray,
+                    intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Living pairs hit by one storm per path: path positions ``rows`` (storm track and intensity
+        per row). Equal to ``np.nonzero(parcel_uniform(stream) [rows] < hit_probability(...))``
+        restricted to living stands, without the dense arrays: a compiled screen with an upper bound,
+        then the exact probability (numpy, as :meth:`hit_probability`) on the candidates."""
+        p: TyphoonParams = self.params
+        track_km = np.ascontiguousarray(track_km, dtype=np.float64)
+        intensity = np.ascontiguousarray(intensity, dtype=np.float64)
+        i, qq, u = storm_candidates(stand_rows_hash(ctx.rnd, stream, ctx.year, rows), parcel_keys_u64(ctx.rnd),
+                                    rows, track_km, intensity, self._along, self._coast_decay,
+                                    float(p.track_width_km.value), float(p.max_hit_probability.value),
+                                    ctx.stand.age_years, ctx.stand.carbon_tc_per_ha,
+                                    capacity_estimate(np.minimum(p.max_hit_probability.value * intensity, 1.0).sum()
+                                                      * self._coast_decay_sum, rows.size * self.along_km.size))
+        if i.size:
+            z = (self.along_km[qq] - track_km[i]) / p.track_width_km.value
+            w = intensity[i] * self._coast_decay[qq] * np.exp(-0.5 * z * z)
+            hit = u < np.minimum(p.max_hit_probability.value * w, 1.0)
+            i, qq = i[hit], qq[hit]
+        return rows[i], qq
+
     def step(self, ctx: YearContext, state) -> PerilLosses:
         p: TyphoonParams = self.params
         rnd = ctx.rnd
         n_paths, n = rnd.n_paths, rnd.n_parcels
+        all_rows = np.arange(n_paths)
         parts_p, parts_q, parts_f, parts_e = [], [], [], []
 
         def add(pp, qq, stream, event):
-            event = np.broadcast_to(np.asarray(event, dtype=np.int64), pp.shape)
-            keep = (ctx.stand.age_years[pp, qq] >= 0) & (ctx.stand.carbon_tc_per_ha[pp, qq] > 0)
-            pp, qq = pp[keep], qq[keep]
+            # pp, qq: living pairs only (the screens skip stands waiting for replanting or without carbon)
             if pp.size:
                 parts_p.append(pp)
                 parts_q.append(qq)
                 parts_f.append(self._damage(ctx, pp, qq, stream))
-                parts_e.append(event[keep])
+                parts_e.append(np.broadcast_to(np.asarray(event, dtype=np.int64), pp.shape))
 
         if ctx.independent:
             lam = p.annual_rate.value * per_path(ctx.hazard(self.name), n_paths)
-            prob = -np.expm1(-lam[:, None] * self.expected_hit_per_storm[None, :])
-            pp, qq = np.nonzero(rnd.parcel_uniform("typhoon.hazard.parcel", ctx.year) < prob)
-            add(pp, qq, "typhoon.damage.parcel", 0)
+            m = self.expected_hit_per_storm
+            # 1 - exp(-x) <= x: screen with lam x m, then the exact probability on the candidates
+            pp, qq, u = keyed_hits(stand_rows_hash(rnd, "typhoon.hazard.parcel", ctx.year), parcel_keys_u64(rnd),
+                                   np.ascontiguousarray(lam), m * BOUND_SLACK, self._all_parcels, all_rows,
+                                   ctx.stand.age_years, ctx.stand.carbon_tc_per_ha, True,
+                                   capacity_estimate(lam.sum() * m.sum(), n_paths * n))
+            hit = u < -np.expm1(-lam[pp] * m[qq])
+            add(pp[hit], qq[hit], "typhoon.damage.parcel", 0)
             n_random = np.zeros(n_paths, dtype=np.int64)
         else:
             n_random = self.storm_counts(ctx)
@@ -273,16 +306,14 @@ class Typhoon(Peril):
                 inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", ctx.year, self._storm_keys[:kmax]))
                 for k in range(kmax):
                     rows = np.flatnonzero(n_random > k)
-                    sub = KeyedRandom(rnd.seed, np.asarray(rnd.path_ids)[rows], rnd.parcel_keys)
-                    prob = self.hit_probability(tracks[rows, k], inten[rows, k])
-                    r, qq = np.nonzero(sub.parcel_uniform(f"typhoon.hazard.s{k}", ctx.year) < prob)
-                    add(rows[r], qq, f"typhoon.damage.s{k}", k)
+                    pp, qq = self._storm_hits(ctx, f"typhoon.hazard.s{k}", rows, tracks[rows, k], inten[rows, k])
+                    add(pp, qq, f"typhoon.damage.s{k}", k)
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
         for j, ev in enumerate(forced):
             track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
             inten = forced_number(ev, "intensity", self.name, p.intensity.high, 0.0, 10.0)
-            prob = self.hit_probability(np.array([track]), np.array([inten]))
-            pp, qq = np.nonzero(rnd.parcel_uniform(f"typhoon.hazard.forced{j}", ctx.year) < prob)
+            pp, qq = self._storm_hits(ctx, f"typhoon.hazard.forced{j}", all_rows, np.full(n_paths, track),
+                                      np.full(n_paths, inten))
             add(pp, qq, f"typhoon.damage.forced{j}", n_random[pp] + j)
         if not parts_p:
             return PerilLosses.empty()
