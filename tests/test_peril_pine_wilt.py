@@ -246,6 +246,16 @@ def test_forced_outbreak_starts_where_named(params):
         peril.forced_masks([{"counties": ["龙泉市"], "parcel_probability": 1.5}])
     with pytest.raises(ValueError, match="at least one"):
         peril.forced_masks([{}])
+    # the masks of an event list are computed once and shared read-only; a bad list fails every time
+    ev = [{"townships": ["龙泉市/乙乡"]}]
+    c1, p1 = peril.forced_masks(ev)
+    c2, p2 = peril.forced_masks([{"townships": ["龙泉市/乙乡"]}])
+    assert np.array_equal(c1, c2) and np.array_equal(p1, p2) and c1[peril.host_cell[named]].all()
+    with pytest.raises(ValueError, match="read-only"):
+        p1[0] = 1.0
+    for _ in range(2):
+        with pytest.raises(ForcedEventError, match="unknown key"):
+            peril.forced_masks([{"county": ["龙泉市"]}])
 
 
 def _sim_portfolio(params, n=600, seed=8):

@@ -18,7 +18,9 @@ introduction_rate_per_cell`` (wood brought in from outside), and ``c_j`` the sou
 infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels
 (sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for cells
 without portfolio parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
-KD-tree and applied to all paths at once by a sparse matmul; nothing is all-pairs. On a line of
+KD-tree; nothing is all-pairs. Its numpy definition (:meth:`PineWilt.cell_hazard`) is a sparse matmul
+over all paths; the compiled year (:mod:`models.perils._pine_wilt_kernels`) visits only infected cells
+and their neighbours and gives the same float32 numbers and decisions. On a line of
 cells with ``R`` < 2 cells and infectivity ``c`` the front advances one cell a year with probability
 ``1 - exp(-lambda c)``, so its mean speed is that probability times ``cell_size_km`` km/yr.
 
@@ -300,6 +302,8 @@ class PineWilt(Peril):
             init_mask[self.host_cell[m]] = True
         self.initial_cells = init_mask
         self._shadow: dict[int, dict[str, Any]] = {}
+        self._forced_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._base_probability = np.full(self.n_hosts, p.parcel_infection_probability.value)
 
     # ------------------------------------------------------------------------------------------
     def _cell_index(self, ij: np.ndarray) -> np.ndarray:
@@ -385,6 +389,18 @@ class PineWilt(Peril):
         """
         if not events:
             return None, None
+        key = repr(events)  # the same events recur in every block of paths: match the names once
+        hit = self._forced_cache.get(key)
+        if hit is None:
+            hit = self._forced_masks(events)
+            for a in hit:
+                a.setflags(write=False)
+            if len(self._forced_cache) >= 64:
+                self._forced_cache.clear()
+            self._forced_cache[key] = hit
+        return hit
+
+    def _forced_masks(self, events: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(events, (list, tuple)):
             raise ForcedEventError("forced pine_wilt events must be a list of dicts")
         allowed = {"counties", "townships", "parcel_probability"}
@@ -446,7 +462,7 @@ class PineWilt(Peril):
         cell_p, forced_prob = a["cell_p"], a["forced_prob"]
         spatial = cell_p is None
         if spatial:
-            pre = np.full(self.n_hosts, a["base"])
+            pre = self._base_probability
             possible = np.zeros(0, dtype=bool)
             cells = state.cell_infected
         else:
