@@ -197,9 +197,10 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
                        switches: SimulationSwitches, workers: int, chunk_paths: int) -> _Physical:
+    # a pledge is small and the officer waits: threads in this process, no worker start-up
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
-                   summarise=False)
+                   summarise=False, scheduler="threads" if workers > 1 else None)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
@@ -335,6 +336,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         Also switch each value driver off in turn (common random numbers) on ``attribution_paths``.
     sensitivities : bool
         Price level and volatility sensitivities (price-only reruns, cheap).
+    workers, chunk_paths :
+        Threads that run the engine's chunks of ``chunk_paths`` paths (results do not depend on either).
 
     Raises
     ------

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from models._stand_kernels import apply_losses, grow_year
+from models._stand_kernels import TreeGrowth, apply_losses, grow_year
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
@@ -116,9 +116,6 @@ class YearOutput:
         default_factory=lambda: (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)))
     stock_start_sums: np.ndarray | None = None
     growth_sums: np.ndarray | None = None
-
-
-_EMPTY2 = np.empty((0, 0))
 
 
 def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
@@ -261,56 +258,68 @@ class ForestSimulator:
         sp = self._parcel_species
 
         # parameter uncertainty: once per path and species group
+        n_species = len(self._species_keys)
         if sw.parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
             from scipy.special import ndtri
 
             prnd = self.parameter_random(rnd)
             za = ndtri(prnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
             zk = ndtri(prnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
-            a_mult = _lognormal_mean_one(za, self._cv_a)[:, sp[:nt]]
-            k_mult = _lognormal_mean_one(zk, self._cv_k)[:, sp[:nt]]
+            a_mult = _lognormal_mean_one(za, self._cv_a)
+            k_mult = _lognormal_mean_one(zk, self._cv_k)
         else:
-            a_mult = np.ones((n_paths, nt))
-            k_mult = np.ones((n_paths, nt))
-        asym = g.asymptote_m3_per_ha[None, :nt] * a_mult
-        rate = np.ascontiguousarray(g.rate_per_year[None, :nt] * k_mult)
-        shape = np.ascontiguousarray(g.shape[:nt])
-        v0 = np.broadcast_to(g.initial_volume_m3_per_ha[None, :nt], (n_paths, nt))
-        # today's volume is observed: a drawn asymptote below it is raised to just above it
-        asym = np.ascontiguousarray(np.maximum(asym, v0 * 1.001))
-        u = np.clip(v0 / asym, 0.0, 1.0 - 1e-12) ** (1.0 / shape[None, :])
-        age = np.broadcast_to(self.portfolio.age_years[None, :], (n_paths, n)).astype(np.float32)
+            a_mult = np.ones((n_paths, n_species))
+            k_mult = np.ones((n_paths, n_species))
+        shape = np.ascontiguousarray(g.shape[:nt], dtype=np.float64)
+        keep = 1.0 - self._mortality
+        tf = self.tree_factors
+        v0 = np.ascontiguousarray(g.initial_volume_m3_per_ha[:nt], dtype=np.float64)
+        tree = TreeGrowth(
+            a_base=np.ascontiguousarray(g.asymptote_m3_per_ha[:nt], dtype=np.float64),
+            # today's volume is observed: a drawn asymptote below it is raised to just above it
+            a_floor=v0 * 1.001,
+            k_base=np.ascontiguousarray(g.rate_per_year[:nt], dtype=np.float64),
+            species=np.ascontiguousarray(sp[:nt], dtype=np.intp),
+            a_mult=np.ascontiguousarray(a_mult, dtype=np.float64),
+            k_mult=np.ascontiguousarray(k_mult, dtype=np.float64),
+            shape=shape, keep_pow=np.ascontiguousarray(keep ** (1.0 / shape)),
+            slope=np.ascontiguousarray(tf.slope, dtype=np.float64),
+            intercept=np.ascontiguousarray(tf.intercept, dtype=np.float64),
+            ramp=float(tf.ramp_volume), fang=tf.method != "bef")
+        asym = tree.asymptote()
+        # the kernels walk rows: every (paths x parcels) state array must be C-ordered (fancy
+        # indexing and astype of a broadcast view can hand back Fortran-ordered arrays)
+        u = np.ascontiguousarray(np.clip(v0[None, :] / asym, 0.0, 1.0 - 1e-12) ** (1.0 / shape[None, :]))
+        age = np.empty((n_paths, n), dtype=np.float32)
+        age[:] = self.portfolio.age_years[None, :]
         carbon = np.empty((n_paths, n))
-        carbon[:, :nt] = self.tree_factors.tc_per_ha(asym * u ** shape[None, :]) if nt else 0.0
+        carbon[:, :nt] = tf.tc_per_ha(asym * u ** shape[None, :]) if nt else 0.0
         carbon[:, nt:] = g.initial_bamboo_tc_per_ha[None, nt:]
-        fire_mult = np.ones((n_paths, n), dtype=np.float32)
-        pest_mult = np.ones((n_paths, n), dtype=np.float32)
-        cascade_until = np.full((n_paths, n), -1, dtype=np.int16)
+        del asym
+        casc = self._cascades
+        if casc is not None:
+            fire_mult = np.ones((n_paths, n), dtype=np.float32)
+            pest_mult = np.ones((n_paths, n), dtype=np.float32)
+            cascade_until = np.full((n_paths, n), -1, dtype=np.int16)
+            cascades = (cascade_until, np.float32(casc.fire_multiplier.value), np.float32(casc.pest_multiplier.value),
+                        fire_mult, pest_mult)
+        else:
+            fire_mult = np.ones((n_paths, n), dtype=np.float32)
+            pest_mult = fire_mult
+            cascades = None
         states = [p.init_state(n_paths, rnd) for p in self.perils]
         shock = np.zeros(n_paths)
         noise_half_width = np.sqrt(3.0) * self._noise_sd
-        keep = 1.0 - self._mortality
-        keep_pow = np.ascontiguousarray(keep ** (1.0 / shape)) if nt else np.ones(0)
-        tf = self.tree_factors
-        slope = np.ascontiguousarray(tf.slope, dtype=np.float64)
-        intercept = np.ascontiguousarray(tf.intercept, dtype=np.float64)
-        fang = tf.method != "bef"
         ceiling_b = np.ascontiguousarray(self._bamboo_ceiling[nt:], dtype=np.float64)
         managed_b = g.bamboo_managed_tc_per_ha[nt:]
-        casc = self._cascades
-        fire_value = np.float32(casc.fire_multiplier.value if casc is not None else 1.0)
-        pest_value = np.float32(casc.pest_multiplier.value if casc is not None else 1.0)
         dense = group_sums is None
-        if dense:
-            group = np.zeros(n, dtype=np.intp)
-            weight = np.zeros(n)
-            sums_shape = (n_paths, 1)
-        else:
+        if not dense:
             group = np.ascontiguousarray(group_sums.group_of_parcel, dtype=np.intp)
             weight = np.ascontiguousarray(group_sums.weight, dtype=np.float64)
-            sums_shape = (n_paths, int(group_sums.n_groups))
+            n_groups = int(group_sums.n_groups)
         no_rows = np.empty(0, dtype=np.uint64)
         keys = np.ascontiguousarray(rnd.parcel_keys, dtype=np.uint64)
+        replant_age = np.float32(-float(self._replant_delay))
 
         for y in range(years):
             cal = self.start_year + y
@@ -329,17 +338,12 @@ class ForestSimulator:
             noise_rows = rnd.stream_rows("growth.parcel_noise", y) if with_noise else no_rows
             managed_now = np.ascontiguousarray(np.minimum(ceiling_b, managed_b + g.bamboo_drift_tc_per_ha_yr * y))
             carbon_start = carbon.copy() if dense else None
-            growth = np.empty((n_paths, n)) if dense else _EMPTY2
-            mortality = np.empty((n_paths, n)) if dense else _EMPTY2
-            stock_sums = np.empty(sums_shape)
-            growth_sums = np.empty(sums_shape)
-            grow_year(carbon, u, age, asym, rate, shape, keep_pow, slope, intercept, float(tf.ramp_volume), fang,
-                      noise_rows, keys, float(2.0 * noise_half_width), float(1.0 - noise_half_width), m_path,
-                      managed_now, ceiling_b, float(g.bamboo_rate_per_year), float(g.bamboo_drift_tc_per_ha_yr),
-                      float(self._bamboo_establishment), float(keep), self._mortality > 0,
-                      cascade_until, y, fire_value, pest_value, fire_mult, pest_mult, casc is not None,
-                      group, weight, stock_sums, growth_sums, not dense,
-                      growth, mortality, dense)
+            dense_out = (np.empty((n_paths, n)), np.empty((n_paths, n))) if dense else None
+            sums = None if dense else (group, weight, np.empty((n_paths, n_groups)), np.empty((n_paths, n_groups)))
+            bamboo = (managed_now, ceiling_b, float(g.bamboo_rate_per_year), float(g.bamboo_drift_tc_per_ha_yr),
+                      float(self._bamboo_establishment))
+            grow_year(carbon, u, age, tree, noise_rows, keys, float(2.0 * noise_half_width),
+                      float(1.0 - noise_half_width), m_path, bamboo, float(keep), cascades, y, sums, dense_out)
             # ---- perils -----------------------------------------------------------------------
             stand = StandState(carbon_tc_per_ha=carbon, age_years=age, fire_multiplier=fire_mult,
                                pest_multiplier=pest_mult)
@@ -356,9 +360,8 @@ class ForestSimulator:
                 if len(pl) == 0:
                     losses.append((peril.name, pl, np.empty(0)))
                     continue
-                lost = apply_losses(carbon, u, age, asym, shape, slope, intercept, float(tf.ramp_volume), fang,
-                                    pl.path_pos, pl.parcel_pos, pl.loss_fraction, pl.stand_replacing,
-                                    np.float32(-float(self._replant_delay)))
+                lost = apply_losses(carbon, u, age, tree, pl.path_pos, pl.parcel_pos, pl.loss_fraction,
+                                    pl.stand_replacing, replant_age)
                 losses.append((peril.name, pl, lost))
                 if casc is not None and peril.name in casc.breakage_perils:
                     hit = np.clip(pl.loss_fraction, 0.0, 1.0) >= casc.damage_threshold.value
@@ -379,11 +382,10 @@ class ForestSimulator:
                     harvest = (hp.astype(np.int64), hq.astype(np.int64), removed)
             out = YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
                              carbon_end_tc_per_ha=carbon.copy() if dense else carbon,
-                             growth_tc_per_ha=growth if dense else None,
-                             mortality_tc_per_ha=mortality if dense else None, losses=losses)
+                             growth_tc_per_ha=dense_out[0] if dense else None,
+                             mortality_tc_per_ha=dense_out[1] if dense else None, losses=losses)
             if not dense:
-                out.stock_start_sums = stock_sums
-                out.growth_sums = growth_sums
+                out.stock_start_sums, out.growth_sums = sums[2], sums[3]
             if harvest is not None:
                 out.harvest = harvest
             yield out

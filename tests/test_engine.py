@@ -51,6 +51,17 @@ def test_bit_identical_with_worker_processes(portfolio, params):
     _assert_identical(a, b)
 
 
+def test_bit_identical_on_threads(portfolio, params):
+    a = _run(portfolio, params, chunk_paths=32)
+    b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads")
+    assert b.run_info["backend"] == "threads(2)"
+    _assert_identical(a, b)
+    seen = []
+    with pytest.raises(SimulationCancelled):
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads",
+             cancel=lambda: len(seen) > 0, progress=seen.append)
+
+
 def test_bit_identical_on_dask_local_cluster(portfolio, params):
     a = _run(portfolio, params, chunk_paths=32)
     b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="local-cluster")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models._stand_kernels import apply_losses, grow_year
+from models._stand_kernels import TreeGrowth, apply_losses, grow_year
 from models.carbon import CarbonFactors
 from models.growth import bamboo_step, grow_relative_maturity
 from models.rng import KeyedRandom
@@ -18,8 +18,12 @@ def _state(n_paths, seed=0, fang=False):
         carbon=np.concatenate([rng.uniform(0, 80, (n_paths, N_TREE)), rng.uniform(0, 40, (n_paths, N_BAMBOO))], 1),
         u=rng.uniform(0.0, 0.95, (n_paths, N_TREE)),
         age=rng.integers(-3, 60, (n_paths, N)).astype(np.float32),
-        asym=rng.uniform(100, 400, (n_paths, N_TREE)),
-        rate=rng.uniform(0.02, 0.08, (n_paths, N_TREE)),
+        a_base=rng.uniform(100, 400, N_TREE),
+        a_floor=rng.uniform(0, 150, N_TREE),
+        k_base=rng.uniform(0.02, 0.08, N_TREE),
+        species=rng.integers(0, 3, N_TREE).astype(np.intp),
+        a_mult=rng.lognormal(0, 0.2, (n_paths, 3)),
+        k_mult=rng.lognormal(0, 0.2, (n_paths, 3)),
         shape=rng.uniform(1.2, 3.0, N_TREE),
         slope=rng.uniform(0.2, 0.6, N_TREE),
         intercept=rng.uniform(5, 20, N_TREE) if fang else np.zeros(N_TREE),
@@ -30,10 +34,17 @@ def _state(n_paths, seed=0, fang=False):
         group=rng.integers(0, 6, N).astype(np.intp),
         weight=rng.uniform(1, 20, N),
     )
+    s["asym"] = np.maximum(s["a_base"] * s["a_mult"][:, s["species"]], s["a_floor"])
+    s["rate"] = s["k_base"] * s["k_mult"][:, s["species"]]
     # tree carbon consistent with maturity (BEF), as the simulator keeps it
     if not fang:
         s["carbon"][:, :N_TREE] = s["slope"] * s["asym"] * s["u"] ** s["shape"]
     return s
+
+
+def _tree(s, fang, keep=0.99):
+    return TreeGrowth(s["a_base"], s["a_floor"], s["k_base"], s["species"], s["a_mult"], s["k_mult"], s["shape"],
+                      keep ** (1 / s["shape"]), s["slope"], s["intercept"], 10.0, fang)
 
 
 def _run(s, rows, keys, year=3, fang=False, keep=0.99, dense=True, sums=True):
@@ -44,11 +55,10 @@ def _run(s, rows, keys, year=3, fang=False, keep=0.99, dense=True, sums=True):
     growth, mort = (np.empty((n_paths, N)), np.empty((n_paths, N))) if dense else (np.empty((0, 0)),) * 2
     ss, gs = np.empty((n_paths, 6)), np.empty((n_paths, 6))
     hw = np.sqrt(3.0) * 0.1
-    grow_year(s["carbon"], s["u"], s["age"], s["asym"], s["rate"], s["shape"], keep ** (1 / s["shape"]),
-              s["slope"], s["intercept"], 10.0, fang, rows, keys, 2 * hw, 1 - hw, s["m_path"],
-              s["managed"], s["ceiling"], 0.3, 0.54, 2.0, keep, keep < 1,
-              s["cascade_until"], year, np.float32(1.5), np.float32(2.0), fire, pest, True,
-              s["group"], s["weight"], ss, gs, sums, growth, mort, dense)
+    grow_year(s["carbon"], s["u"], s["age"], _tree(s, fang, keep), rows, keys, 2 * hw, 1 - hw, s["m_path"],
+              (s["managed"], s["ceiling"], 0.3, 0.54, 2.0), keep,
+              (s["cascade_until"], np.float32(1.5), np.float32(2.0), fire, pest), year,
+              (s["group"], s["weight"], ss, gs) if sums else None, (growth, mort) if dense else None)
     return s, growth, mort, ss, gs, fire, pest
 
 
@@ -136,8 +146,7 @@ def test_apply_losses_scales_volume_and_restarts_destroyed_stands(fang):
     f = np.array([0.25, 0.5, 1.0, 0.9, 0.95, -0.1, 1.3])  # out-of-range fractions are clipped
     rep = np.array([False, False, False, True, True, False, False])
     carbon, u, age = s["carbon"].copy(), s["u"].copy(), s["age"].copy()
-    lost = apply_losses(carbon, u, age, s["asym"], s["shape"], s["slope"], s["intercept"], 10.0, fang,
-                        pp, qq, f, rep, np.float32(-3.0))
+    lost = apply_losses(carbon, u, age, _tree(s, fang), pp, qq, f, rep, np.float32(-3.0))
     keep = 1 - np.clip(f, 0, 1)
     before = s["carbon"][pp, qq]
     for k, (i, j) in enumerate(zip(pp, qq)):
@@ -155,3 +164,21 @@ def test_apply_losses_scales_volume_and_restarts_destroyed_stands(fang):
     untouched = np.ones(carbon.shape, bool)
     untouched[pp, qq] = False
     np.testing.assert_array_equal(carbon[untouched], s["carbon"][untouched])
+
+
+def test_tiling_does_not_change_any_number(monkeypatch):
+    """Tiles of a few parcels (column tiles, one row each) give the numbers of whole-row tiles."""
+    import models._stand_kernels as ks
+
+    s = _state(40, seed=6)
+    keys = np.arange(1, N + 1, dtype=np.uint64) * np.uint64(0x94D049BB133111EB)
+    rows = KeyedRandom(2, np.arange(40), keys).stream_rows("growth.parcel_noise", 3)
+    whole = _run(s, rows, keys)
+    monkeypatch.setattr(ks, "TILE_ELEMENTS", 16)  # 16 columns per tile: N = 48 parcels span three tiles
+    tiled = _run(s, rows, keys)
+    for a, b in zip(whole, tiled):
+        if isinstance(a, dict):
+            for k in ("carbon", "u", "age"):
+                np.testing.assert_array_equal(a[k], b[k])
+        else:
+            np.testing.assert_array_equal(a, b)

@@ -170,8 +170,8 @@ def simulation_options(f: Callable) -> Callable:
                      help="Local worker processes."),
         click.option("--chunk-paths", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
                      help="Paths per chunk (memory/speed only; results are identical)."),
-        click.option("--scheduler", default=None, metavar="local-cluster|tcp://HOST:PORT",
-                     help="Run the chunks on a Dask cluster."),
+        click.option("--scheduler", default=None, metavar="threads|local-cluster|tcp://HOST:PORT",
+                     help="threads: --workers threads in this process; local-cluster or tcp://HOST:PORT: a Dask cluster."),
     ]
     for o in reversed(opts):
         f = o(f)

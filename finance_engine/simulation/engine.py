@@ -134,10 +134,13 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     chunk_paths : int
         Paths per chunk (rounded up to a multiple of 32). Affects memory and speed, never results.
     workers : int
-        Local worker processes (1: run in this process).
+        Local worker processes (1: run in this process), or threads with ``scheduler="threads"``.
     scheduler : str or distributed.Client, optional
-        ``"local-cluster"`` (a Dask LocalCluster of ``workers`` processes), a ``tcp://host:port``
-        address of a Dask scheduler, or a ``distributed.Client``. Results are identical to a local run.
+        ``"threads"`` (``workers`` threads in this process: no start-up cost, so best for small
+        portfolios with many paths such as one loan; the compiled kernels and numpy's vectorised
+        loops release the GIL), ``"local-cluster"`` (a Dask LocalCluster of ``workers``
+        processes), a ``tcp://host:port`` address of a Dask scheduler, or a ``distributed.Client``.
+        Results are identical to a local run.
     progress : callable, optional
         Called with a :class:`Progress` after each chunk.
     cancel : callable, optional
@@ -187,7 +190,10 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
             progress(Progress(done, len(tasks), el, eta))
 
     report()
-    if scheduler is not None:
+    if scheduler == "threads":
+        _run_threads(workers, setup, tasks, results, report, cancel)
+        backend = f"threads({workers})"
+    elif scheduler is not None:
         _run_dask(scheduler, workers, token, (model, portfolio, config), tasks, results, report, cancel)
         backend = "dask"
     elif workers > 1 and len(tasks) > 1:
@@ -207,6 +213,32 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     return assemble_result(setup, ordered, keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1]})
+
+
+def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cancel) -> None:
+    """Chunks on a pool of threads sharing this process's set-up (chunks never write to it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = {"cancelled": False}
+
+    def cancelled() -> bool:
+        return stop["cancelled"]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="carbon-chunk") as pool:
+        pending: dict[Future, int] = {pool.submit(run_chunk, setup, i, s, e, cancelled): i for i, s, e in tasks}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    results[pending.pop(f)] = f.result()
+                    report()
+                if cancel is not None and cancel():
+                    raise SimulationCancelled("simulation cancelled")
+        except BaseException:
+            stop["cancelled"] = True
+            for f in pending:
+                f.cancel()
+            raise
 
 
 def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
