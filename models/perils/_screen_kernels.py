@@ -7,11 +7,11 @@ dense uniform array, a dense probability array, a comparison and ``np.nonzero``:
 SplitMix64 of :mod:`models.rng`, bit for bit) one pair at a time, compare it with a bound and write
 only the pairs that pass, in row-major order (the order of ``np.nonzero``).
 
-Exactness: the kernels use only comparisons, products and sums, never a transcendental function
-whose last bit could differ from numpy's (numpy's ``exp``/``log1p``/``expm1`` are SIMD code). Where a
-probability needs ``exp`` or ``expm1`` the kernel screens with an upper bound (a relative slack of
-1e-9, far above any rounding difference) and the peril evaluates the exact probability with numpy on
-the few candidates, so the decisions are those of the dense numpy code. The tests
+Exactness: the kernels use only comparisons, products, sums and divisions, never a transcendental
+function whose last bit could differ from numpy's (numpy's ``exp``/``log1p``/``expm1`` are SIMD code).
+Where a probability needs ``exp`` or ``expm1`` the kernel screens with an upper bound (a relative
+slack of 1e-9, far above any rounding difference) and the peril evaluates the exact probability with
+numpy on the few candidates, so the decisions are those of the dense numpy code. The tests
 (``tests/test_screen_kernels.py``) hold each kernel to a plain-numpy reference element by element.
 
 Outputs start at a capacity the caller estimates and double when needed, so the cost follows the
@@ -19,8 +19,6 @@ number of hits, not the array size.
 """
 
 from __future__ import annotations
-
-import math
 
 import numba as nb
 import numpy as np
@@ -42,20 +40,31 @@ def _unit(r, key):
 
 
 @nb.njit(cache=True, nogil=True)
-def _hash_row(r, keys, buf):
-    """buf[j] = unit(mix(r ^ keys[j])) for one row (a loop the compiler vectorises)."""
-    for j in range(keys.size):
-        buf[j] = _unit(r, keys[j])
+def _flag_buffers(n):
+    """A flag row padded to whole 8-byte words (and its word view) and a position buffer."""
+    nw = (n + 7) // 8
+    flag = np.zeros(8 * nw, dtype=np.uint8)
+    return flag, flag.view(np.uint64), np.empty(8 * nw + 1, dtype=np.int64)
 
 
 @nb.njit(cache=True, nogil=True)
-def _compress(flag, hj):
-    """Positions of the set flags of one row into ``hj`` (branch-free); returns their number."""
-    c = 0
-    for j in range(flag.size):
-        hj[c] = j
-        c += flag[j]
-    return c
+def _compress(flag, words, n, c, hj):
+    """Positions of the ``c`` set flags of one row into ``hj``, in order; returns their number.
+
+    Sparse rows skip empty 8-byte words; dense rows use a branch-free pass.
+    """
+    k = 0
+    if 16 * c <= n:
+        for w in range(words.size):
+            if words[w] != 0:
+                for j in range(8 * w, 8 * w + 8):
+                    hj[k] = j
+                    k += flag[j]
+    else:
+        for j in range(n):
+            hj[k] = j
+            k += flag[j]
+    return k
 
 
 @nb.njit(cache=True, nogil=True)
@@ -74,17 +83,20 @@ def _reserve(oi, oj, ou, k, extra):
 
 
 @nb.njit(cache=True, nogil=True)
-def _append(oi, oj, ou, k, i, hj, buf, c):
+def _append(oi, oj, ou, k, i, hj, c, r, keys, want_u):
+    """Append row ``i``'s ``c`` hits ``hj[:c]``; with ``want_u`` their uniforms (hashed again)."""
     for t in range(c):
+        j = hj[t]
         oi[k + t] = i
-        oj[k + t] = hj[t]
-        ou[k + t] = buf[hj[t]]
+        oj[k + t] = j
+        ou[k + t] = _unit(r, keys[j]) if want_u else 0.0
 
 
-# Each screen works row by row: hash the row into a buffer (vectorised), flag the pairs that pass
-# (vectorised), then compress the flags and append the row's hits. Output arrays start at the
-# caller's ``capacity`` (an estimate; memory of an np.empty array is only committed when written)
-# and double when a row does not fit.
+# Each screen works row by row: one vectorised pass hashes the row and flags the pairs that pass,
+# then the flags are compressed to positions and the row's hits appended (their uniforms hashed
+# again: hits are few, or their uniforms are not needed). Output arrays start at the caller's
+# ``capacity`` (an estimate; an np.empty array's memory is only committed where written) and
+# double when a row does not fit.
 
 
 @nb.njit(cache=True, nogil=True)
@@ -98,63 +110,53 @@ def fire_candidates(rows, keys, path_bound, parcel_bound, fire_multiplier, capac
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
-    buf = np.empty(n, dtype=np.float64)
-    flag = np.empty(n, dtype=np.uint8)
-    hj = np.empty(n + 1, dtype=np.int64)
+    flag, words, hj = _flag_buffers(n)
     k = 0
     for i in range(n_rows):
         b = path_bound[i]
         if not b > 0.0:
             continue
-        _hash_row(rows[i], keys, buf)
+        r = rows[i]
         c = 0
         for j in range(n):
-            f = buf[j] < b * parcel_bound[j] * fire_multiplier[i, j]
+            f = _unit(r, keys[j]) < b * parcel_bound[j] * fire_multiplier[i, j]
             flag[j] = f
             c += f
         if c:
-            c = _compress(flag, hj)
+            c = _compress(flag, words, n, c, hj)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
-            _append(oi, oj, ou, k, i, hj, buf, c)
+            _append(oi, oj, ou, k, i, hj, c, r, keys, True)
             k += c
     return oi[:k], oj[:k], ou[:k]
 
 
 @nb.njit(cache=True, nogil=True)
-def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, age, carbon, alive_only, capacity):
-    """Pairs with ``u[i, j] < row_threshold[i] * col_threshold[j]`` and ``col_mask[j]``.
+def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, age, carbon, want_u, capacity):
+    """Living pairs with ``u[i, j] < row_threshold[i] * col_threshold[j]`` and ``col_mask[j]``.
 
-    With ``alive_only`` also ``age[s, j] >= 0`` and ``carbon[s, j] > 0`` where ``s = stand_row[i]``
-    (the stand's row of hash row ``i``). Returns ``(i, j, u)`` in row-major order. With
-    ``col_threshold`` all ones the comparison is exactly ``u < row_threshold[i]``.
+    Living: ``age[s, j] >= 0`` and ``carbon[s, j] > 0`` where ``s = stand_row[i]`` (the stand's row
+    of hash row ``i``). Returns ``(i, j, u)`` in row-major order (``u`` zeros unless ``want_u``).
+    With ``col_threshold`` all ones the comparison is exactly ``u < row_threshold[i]``.
     """
     n_rows, n = rows.size, keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
-    buf = np.empty(n, dtype=np.float64)
-    flag = np.empty(n, dtype=np.uint8)
-    hj = np.empty(n + 1, dtype=np.int64)
+    flag, words, hj = _flag_buffers(n)
     k = 0
     for i in range(n_rows):
         t = row_threshold[i]
         s = stand_row[i]
-        _hash_row(rows[i], keys, buf)
+        r = rows[i]
         c = 0
-        if alive_only:
-            for j in range(n):
-                f = col_mask[j] and age[s, j] >= 0 and carbon[s, j] > 0 and buf[j] < t * col_threshold[j]
-                flag[j] = f
-                c += f
-        else:
-            for j in range(n):
-                f = col_mask[j] and buf[j] < t * col_threshold[j]
-                flag[j] = f
-                c += f
+        for j in range(n):
+            f = col_mask[j] & (age[s, j] >= 0) & (carbon[s, j] > 0) & (_unit(r, keys[j]) < t * col_threshold[j])
+            flag[j] = f
+            c += f
         if c:
-            c = _compress(flag, hj)
+            c = _compress(flag, words, n, c, hj)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
-            _append(oi, oj, ou, k, i, hj, buf, c)
+            _append(oi, oj, ou, k, i, hj, c, r, keys, want_u)
             k += c
     return oi[:k], oj[:k], ou[:k]
 
@@ -166,21 +168,21 @@ def keyed_flags(rows, keys, row_threshold, flags, capacity):
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
-    buf = np.empty(n, dtype=np.float64)
-    hj = np.empty(n + 1, dtype=np.int64)
+    flag, words, hj = _flag_buffers(n)
     k = 0
     for i in range(n_rows):
         t = row_threshold[i]
-        _hash_row(rows[i], keys, buf)
+        r = rows[i]
         c = 0
         for j in range(n):
-            f = buf[j] < t
+            f = _unit(r, keys[j]) < t
+            flag[j] = f
             flags[i, j] = f
             c += f
         if c:
-            c = _compress(flags[i], hj)
+            c = _compress(flag, words, n, c, hj)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
-            _append(oi, oj, ou, k, i, hj, buf, c)
+            _append(oi, oj, ou, k, i, hj, c, r, keys, False)
             k += c
     return oi[:k], oj[:k]
 
@@ -191,41 +193,43 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
     """Living pairs whose uniform lies below an upper bound of a storm's hit probability.
 
     The hit probability of hash row ``i`` (storm track ``track_km[i]``, intensity ``intensity[i]``)
-    at parcel ``j`` is ``min(1, max_hit x I_i x coast_decay_j x exp(-z^2 / 2))`` with
-    ``z = (along_km[j] - track_km[i]) / track_width_km``. The screen keeps ``(i, j, u)`` when
-    ``u`` is below that times :data:`BOUND_SLACK` (``exp`` here is libm's, numpy's may differ in the
-    last bit, hence the slack); the caller evaluates the exact probability on the candidates.
-    Only pairs with ``age[s, j] >= 0`` and ``carbon[s, j] > 0`` (``s = stand_row[i]``) are kept.
+    at parcel ``j`` is ``min(1, max_hit x I_i x coast_decay_j x exp(-x))`` with ``x = z^2 / 2`` and
+    ``z = (along_km[j] - track_km[i]) / track_width_km``. The screen keeps ``(i, j, u)`` when ``u``
+    is below ``max_hit x I_i x coast_decay_j / (1 + x + x^2/2 + x^3/6)`` (``exp(x)`` is at least
+    that polynomial for x >= 0) times :data:`BOUND_SLACK`: no ``exp`` here, whose last bit could
+    differ from numpy's; the caller evaluates the exact probability on the candidates. Only pairs
+    with ``age[s, j] >= 0`` and ``carbon[s, j] > 0`` (``s = stand_row[i]``) are kept.
     """
     n_rows, n = rows.size, keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
-    buf = np.empty(n, dtype=np.float64)
-    flag = np.empty(n, dtype=np.uint8)
-    hj = np.empty(n + 1, dtype=np.int64)
+    flag, words, hj = _flag_buffers(n)
     k = 0
     for i in range(n_rows):
         s = stand_row[i]
+        r = rows[i]
         top = max_hit_probability * intensity[i] * BOUND_SLACK
         tr = track_km[i]
-        _hash_row(rows[i], keys, buf)
         c = 0
         for j in range(n):  # the track factor is at most 1: a cheap first screen
-            f = age[s, j] >= 0 and carbon[s, j] > 0 and buf[j] < top * coast_decay[j]
+            f = (age[s, j] >= 0) & (carbon[s, j] > 0) & (_unit(r, keys[j]) < top * coast_decay[j])
             flag[j] = f
             c += f
         if c:
-            c = _compress(flag, hj)
+            c = _compress(flag, words, n, c, hj)
+            oi, oj, ou = _reserve(oi, oj, ou, k, c)
             m = 0
             for t in range(c):
                 j = hj[t]
                 z = (along_km[j] - tr) / track_width_km
-                if buf[j] < top * coast_decay[j] * math.exp(-0.5 * z * z):
-                    hj[m] = j
+                x = 0.5 * z * z
+                u = _unit(r, keys[j])
+                if u * (1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))) < top * coast_decay[j]:
+                    oi[k + m] = i
+                    oj[k + m] = j
+                    ou[k + m] = u
                     m += 1
-            oi, oj, ou = _reserve(oi, oj, ou, k, m)
-            _append(oi, oj, ou, k, i, hj, buf, m)
             k += m
     return oi[:k], oj[:k], ou[:k]
 
@@ -263,53 +267,88 @@ def drought_rows(rows, sev_row, age, carbon, plantation, young_age, established_
 
 
 @nb.njit(cache=True, nogil=True)
+def _pair_sort(path_pos, parcel_pos, n_paths, n_parcels):
+    """Stable order by (path, parcel): a counting sort by path, then each path's segment stably
+    by parcel (left alone when already ascending, the usual case for one event per path)."""
+    m = path_pos.size
+    start = np.zeros(n_paths + 1, dtype=np.int64)
+    for k in range(m):
+        start[path_pos[k] + 1] += 1
+    for c in range(n_paths):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    order = np.empty(m, dtype=np.int64)
+    seg_q = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        p = path_pos[k]
+        order[fill[p]] = k
+        seg_q[fill[p]] = parcel_pos[k]
+        fill[p] += 1
+    count = np.zeros(0, dtype=np.int64)
+    tmp_o = np.empty(0, dtype=np.int64)
+    for p in range(n_paths):
+        a, b = start[p], start[p + 1]
+        ascending = True
+        for k in range(a + 1, b):
+            if seg_q[k] < seg_q[k - 1]:
+                ascending = False
+                break
+        if ascending:
+            continue
+        if 4 * (b - a) >= n_parcels:  # dense segment: counting sort by parcel
+            if count.size == 0:
+                count = np.zeros(n_parcels + 1, dtype=np.int64)
+                tmp_o = np.empty(m, dtype=np.int64)
+            count[:] = 0
+            for k in range(a, b):
+                count[seg_q[k] + 1] += 1
+            for c in range(n_parcels):
+                count[c + 1] += count[c]
+            for k in range(a, b):
+                q = seg_q[k]
+                tmp_o[a + count[q]] = order[k]
+                count[q] += 1
+            for k in range(a, b):
+                order[k] = tmp_o[k]
+                seg_q[k] = parcel_pos[order[k]]
+        else:
+            sub = np.argsort(seg_q[a:b], kind="mergesort")
+            o = order[a:b][sub]
+            order[a:b] = o
+            for k in range(a, b):
+                seg_q[k] = parcel_pos[order[k]]
+    return order, seg_q, start
+
+
+@nb.njit(cache=True, nogil=True)
 def pair_order(path_pos, parcel_pos, fraction, n_paths, n_parcels):
     """Stable order by (path, parcel), then by fraction descending: ``np.lexsort((-fraction, pair))``.
 
-    Two stable counting sorts (parcel, then path) and an insertion sort of each run of equal pairs
-    (runs are short: a pair appears once per event). Returns the order and a flag per sorted
-    position marking the first of each pair.
+    A stable sort by pair (:func:`_pair_sort`), then each run of equal pairs (short: a pair
+    appears once per event) insertion-sorted by fraction, largest first, ties in input order.
+    Returns the order and a flag per sorted position marking the first of each pair.
     """
     m = path_pos.size
-    count = np.zeros(n_parcels + 1, dtype=np.int64)
-    for k in range(m):
-        count[parcel_pos[k] + 1] += 1
-    for c in range(n_parcels):
-        count[c + 1] += count[c]
-    tmp = np.empty(m, dtype=np.int64)
-    for k in range(m):
-        q = parcel_pos[k]
-        tmp[count[q]] = k
-        count[q] += 1
-    count = np.zeros(n_paths + 1, dtype=np.int64)
-    for k in range(m):
-        count[path_pos[k] + 1] += 1
-    for c in range(n_paths):
-        count[c + 1] += count[c]
-    order = np.empty(m, dtype=np.int64)
-    for t in range(m):
-        k = tmp[t]
-        p = path_pos[k]
-        order[count[p]] = k
-        count[p] += 1
+    order, seg_q, seg_start = _pair_sort(path_pos, parcel_pos, n_paths, n_parcels)
     first = np.zeros(m, dtype=np.bool_)
-    start = 0
-    while start < m:
-        end = start + 1
-        p0, q0 = path_pos[order[start]], parcel_pos[order[start]]
-        while end < m and path_pos[order[end]] == p0 and parcel_pos[order[end]] == q0:
-            end += 1
-        first[start] = True
-        # stable insertion sort of order[start:end] by fraction, largest first
-        for a in range(start + 1, end):
-            x = order[a]
-            fx = fraction[x]
-            b = a - 1
-            while b >= start and fraction[order[b]] < fx:
-                order[b + 1] = order[b]
-                b -= 1
-            order[b + 1] = x
-        start = end
+    for p in range(n_paths):
+        a, b = seg_start[p], seg_start[p + 1]
+        k = a
+        while k < b:
+            first[k] = True
+            end = k + 1
+            while end < b and seg_q[end] == seg_q[k]:
+                end += 1
+            # stable insertion sort of order[k:end] by fraction, largest first
+            for t in range(k + 1, end):
+                x = order[t]
+                fx = fraction[x]
+                u = t - 1
+                while u >= k and fraction[order[u]] < fx:
+                    order[u + 1] = order[u]
+                    u -= 1
+                order[u + 1] = x
+            k = end
     return order, first
 
 

@@ -160,8 +160,8 @@ class Drought(Peril):
         frac = np.minimum(m * share * sev_pair, 1.0)
         pos = frac > 0
         pp, qq, frac = pp[pos], qq[pos], frac[pos]
-        return PerilLosses(pp.astype(np.int64), qq.astype(np.int64), frac, np.zeros(pp.size, dtype=np.int64),
-                           frac >= self._threshold)
+        return PerilLosses(pp.astype(np.int64, copy=False), qq.astype(np.int64, copy=False), frac,
+                           np.zeros(pp.size, dtype=np.int64), frac >= self._threshold)
 
 
 __all__ = ["Drought", "DroughtParams"]

@@ -273,7 +273,7 @@ class Fire(Peril):
             return PerilLosses.empty()
         frac = self.loss_given_burn(ctx, pp, qq)
         pos = frac > 0
-        pp, qq, frac = pp[pos].astype(np.int64), qq[pos].astype(np.int64), frac[pos]
+        pp, qq, frac = pp[pos].astype(np.int64, copy=False), qq[pos].astype(np.int64, copy=False), frac[pos]
         return PerilLosses(pp, qq, frac, running_event_index(pp), frac >= self._threshold)
 
 

@@ -170,7 +170,7 @@ class IceStorm(Peril):
         cap = capacity_estimate(np.clip(threshold, 0.0, 1.0).sum() * np.count_nonzero(mask), rows.size * mask.size)
         i, qq, _ = keyed_hits(stand_rows_hash(ctx.rnd, stream, ctx.year, rows), parcel_keys_u64(ctx.rnd),
                               threshold, self._ones, mask, rows, ctx.stand.age_years, ctx.stand.carbon_tc_per_ha,
-                              True, cap)
+                              False, cap)
         return rows[i], qq
 
     def step(self, ctx: YearContext, state) -> PerilLosses:
@@ -208,8 +208,8 @@ class IceStorm(Peril):
             return PerilLosses.empty()
         pp, qq, f, e = combine_losses(*(np.concatenate([x[i] for x in parts]) for i in range(4)), n)
         pos = f > 0
-        return PerilLosses(pp[pos].astype(np.int64), qq[pos].astype(np.int64), f[pos], e[pos],
-                           f[pos] >= self._threshold)
+        pp, qq = pp[pos].astype(np.int64, copy=False), qq[pos].astype(np.int64, copy=False)
+        return PerilLosses(pp, qq, f[pos], e[pos], f[pos] >= self._threshold)
 
 
 __all__ = ["IceStorm", "IceStormParams"]

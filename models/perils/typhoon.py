@@ -196,7 +196,8 @@ class Typhoon(Peril):
         sp = np.asarray(portfolio.species_code, dtype=np.intp)
         self._wind_vuln = model.tables.wind_vulnerability[sp]
         self._elev_factor = 1.0 + params.elevation_gain_per_km.value * np.maximum(portfolio.elevation_m, 0.0) / 1000.0
-        self._coast_decay = np.ascontiguousarray(np.exp(-self.inland_km / params.inland_decay_km.value), dtype=np.float64)
+        self._coast_decay = np.ascontiguousarray(np.exp(-self.inland_km / params.inland_decay_km.value),
+                                                 dtype=np.float64)
         self._along = np.ascontiguousarray(self.along_km, dtype=np.float64)
         self._coast_decay_sum = float(self._coast_decay.sum())
         self._all_parcels = np.ones(self.inland_km.size, dtype=bool)
