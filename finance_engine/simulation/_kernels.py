@@ -33,3 +33,48 @@ def sum_sparse_by_group(path_pos, parcel_pos, values, weight, group, out):
         q = parcel_pos[k]
         out[path_pos[k], group[q]] += values[k] * weight[q]
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def issuance_changes(carbon, weight, last_issue, project, change_sums, gain_sums):
+    """Stock change since the last issuance, summed by project: all changes, and the gains only.
+
+    ``change = carbon * weight - last_issue`` per (path, parcel), tCO2e; sums run in parcel order.
+    """
+    n_paths, n = carbon.shape
+    change_sums[:, :] = 0.0
+    gain_sums[:, :] = 0.0
+    for i in range(n_paths):
+        for j in range(n):
+            ch = carbon[i, j] * weight[j] - last_issue[i, j]
+            p = project[j]
+            change_sums[i, p] += ch
+            if ch > 0.0:
+                gain_sums[i, p] += ch
+
+
+@nb.njit(cache=True, nogil=True)
+def issuance_shares(carbon, weight, last_issue, project, credit_share, buffer_share, cell, credit_cells,
+                    buffer_cells, cum_credit, with_parcels):
+    """Credits and buffer of each parcel (its share of its project's issuance), summed into cells.
+
+    A parcel's credits are its gain since the last issuance times its project's credits per unit of
+    gain (``credit_share[path, project]``); the same for the buffer. ``last_issue`` becomes this
+    year's stock (tCO2e); ``cum_credit`` accumulates parcel credits when ``with_parcels``.
+    """
+    n_paths, n = carbon.shape
+    credit_cells[:, :] = 0.0
+    buffer_cells[:, :] = 0.0
+    for i in range(n_paths):
+        for j in range(n):
+            stock = carbon[i, j] * weight[j]
+            ch = stock - last_issue[i, j]
+            gain = ch if ch > 0.0 else 0.0
+            p = project[j]
+            pc = gain * credit_share[i, p]
+            c = cell[j]
+            credit_cells[i, c] += pc
+            buffer_cells[i, c] += gain * buffer_share[i, p]
+            if with_parcels:
+                cum_credit[i, j] += pc
+            last_issue[i, j] = stock

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from finance_engine.simulation._kernels import issuance_changes, issuance_shares
 from finance_engine.simulation.aggregate import Aggregator
 from finance_engine.simulation.config import MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, SimulationConfig
 from models.carbon import CreditingRules
@@ -130,9 +131,12 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     last_issue_stock = np.broadcast_to(init_c, (n_paths, init_c.size)).copy()
     deficit = np.zeros((n_paths, setup.n_projects))
     want_parcel = "parcel" in cfg.levels
+    proj_change = np.empty((n_paths, setup.n_projects))
+    proj_gain = np.empty((n_paths, setup.n_projects))
+    credit_cells = np.empty((2, n_paths, agg.n_cells))
+    cum_credit = np.zeros((n_paths, init_c.size) if want_parcel else (0, 0))
     if want_parcel:
         cum_loss = np.zeros((n_paths, init_c.size))
-        cum_credit = np.zeros((n_paths, init_c.size))
     elt_parts: list[dict[str, np.ndarray]] = []
     elt_level = cfg.loss_table_level
 
@@ -188,28 +192,20 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
             sums_start = start_now
         # ---- crediting at the end of each monitoring period --------------------------------
         if setup.crediting.is_issuance_year(y):
-            stock = carbon * w
-            change = stock - last_issue_stock
-            proj_change = agg.sum_level(change, "project_id")
+            issuance_changes(carbon, w, last_issue_stock, setup.project_of_parcel, proj_change, proj_gain)
             issued, buffer, deficit = setup.crediting.issue(proj_change, deficit)
             # parcels outside any project (empty project_id) are not credited
             issued *= setup.project_is_credited
             buffer *= setup.project_is_credited
-            gain = np.maximum(change, 0.0)
-            proj_gain = agg.sum_level(gain, "project_id")
             with np.errstate(divide="ignore", invalid="ignore"):
                 share = np.where(proj_gain > 0, issued / proj_gain, 0.0)
                 bshare = np.where(proj_gain > 0, buffer / proj_gain, 0.0)
-            parcel_credit = gain * share[:, setup.project_of_parcel]
-            parcel_buffer = gain * bshare[:, setup.project_of_parcel]
-            sums_c = agg.sum_dense(parcel_credit)
-            sums_b = agg.sum_dense(parcel_buffer)
+            issuance_shares(carbon, w, last_issue_stock, setup.project_of_parcel, share, bshare,
+                            agg.cell_of_parcel, credit_cells[0], credit_cells[1], cum_credit, want_parcel)
+            by_level = agg.from_cells(credit_cells)
             for lv in coarse_levels:
-                per_level[lv][m_index["credits_issued_tco2e"], y] = sums_c[lv]
-                per_level[lv][m_index["buffer_withheld_tco2e"], y] = sums_b[lv]
-            if want_parcel:
-                cum_credit += parcel_credit
-            last_issue_stock = stock
+                per_level[lv][m_index["credits_issued_tco2e"], y] = by_level[lv][0]
+                per_level[lv][m_index["buffer_withheld_tco2e"], y] = by_level[lv][1]
     stock = carbon * w
     fill_stock(years - 1, sums_start, agg.sum_dense(stock))
 
