@@ -1,0 +1,278 @@
+"""The weather perils' compiled screens compute exactly what their plain-numpy definitions compute.
+
+Each kernel of :mod:`models.perils._screen_kernels` is compared element by element (pairs, their
+order and their uniforms) with the dense numpy expression it replaces, and each peril's screened
+``step`` with the dense definition of its hazard (uniform below probability, then living stands).
+"""
+
+import numpy as np
+import pytest
+
+from models.perils._screen_kernels import (
+    BOUND_SLACK,
+    drought_rows,
+    fire_candidates,
+    group_sums,
+    keyed_flags,
+    keyed_hits,
+    pair_order,
+    storm_candidates,
+)
+from models.perils._weather import combine_losses, reference_combine_losses
+from models.perils.drought import Drought
+from models.perils.ice_storm import IceStorm
+from models.perils.typhoon import Typhoon
+from models.rng import reference_grid
+from tests.weather_support import context, lishui_like_portfolio, stand
+
+N_ROWS, N_COLS = 23, 517  # N_COLS not a multiple of 8: the padded flag words are exercised
+
+
+def _keys(seed, n):
+    return np.random.default_rng(seed).integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+
+
+def _stand_arrays(seed, n_rows=N_ROWS, n_cols=N_COLS):
+    rng = np.random.default_rng(seed)
+    age = rng.integers(-3, 40, (n_rows, n_cols)).astype(np.float32)
+    carbon = rng.gamma(2.0, 20.0, (n_rows, n_cols))
+    carbon[rng.random((n_rows, n_cols)) < 0.1] = 0.0
+    return age, carbon
+
+
+def _assert_pairs(got, i, j, u=None):
+    np.testing.assert_array_equal(got[0], i)
+    np.testing.assert_array_equal(got[1], j)
+    assert got[0].dtype == np.int64 and got[1].dtype == np.int64
+    if u is not None:
+        np.testing.assert_array_equal(got[2], u)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.003, 0.05, 0.9])
+def test_fire_candidates_equal_dense_comparison(level):
+    rows, keys = _keys(0, N_ROWS), _keys(1, N_COLS)
+    rng = np.random.default_rng(2)
+    path_bound = level * rng.uniform(0.0, 2.0, N_ROWS)
+    path_bound[3] = 0.0
+    parcel_bound = rng.uniform(0.1, 1.0, N_COLS)
+    fm = np.where(rng.random((N_ROWS, N_COLS)) < 0.2, np.float32(2.0), np.float32(1.0))
+    u = reference_grid(rows, keys)
+    i, j = np.nonzero(u < path_bound[:, None] * parcel_bound[None, :] * fm)
+    got = fire_candidates(rows, keys, path_bound, parcel_bound, fm, 8)  # small capacity: outputs must grow
+    _assert_pairs(got, i, j, u[i, j])
+
+
+@pytest.mark.parametrize("want_u", [True, False])
+def test_keyed_hits_equal_dense_comparison_on_living_masked_pairs(want_u):
+    rows, keys = _keys(3, 11), _keys(4, N_COLS)
+    age, carbon = _stand_arrays(5)
+    stand_row = np.array([0, 2, 3, 5, 7, 8, 13, 14, 17, 20, 22])
+    rng = np.random.default_rng(6)
+    thr = rng.uniform(0.0, 0.9, 11)
+    col = rng.uniform(0.5, 1.0, N_COLS)
+    mask = rng.random(N_COLS) < 0.7
+    u = reference_grid(rows, keys)
+    alive = (age[stand_row] >= 0) & (carbon[stand_row] > 0)
+    i, j = np.nonzero((u < thr[:, None] * col[None, :]) & mask[None, :] & alive)
+    got = keyed_hits(rows, keys, thr, col, mask, stand_row, age, carbon, want_u, 4)
+    _assert_pairs(got, i, j, u[i, j] if want_u else np.zeros(i.size))
+
+
+def test_keyed_flags_equal_dense_comparison():
+    rows, keys = _keys(7, N_ROWS), _keys(8, N_COLS)
+    thr = np.random.default_rng(9).uniform(0.0, 0.3, N_ROWS)
+    dense = reference_grid(rows, keys) < thr[:, None]
+    flags = np.empty((N_ROWS, N_COLS), dtype=bool)
+    got = keyed_flags(rows, keys, thr, flags, 16)
+    np.testing.assert_array_equal(flags, dense)
+    _assert_pairs(got, *np.nonzero(dense))
+
+
+def test_storm_candidates_hold_every_hit_and_only_living_pairs_below_the_bound():
+    rows, keys = _keys(10, N_ROWS), _keys(11, N_COLS)
+    age, carbon = _stand_arrays(12)
+    rng = np.random.default_rng(13)
+    stand_row = np.arange(N_ROWS)
+    track, inten = rng.uniform(-150, 250, N_ROWS), rng.uniform(0.5, 1.5, N_ROWS)
+    along, decay = rng.uniform(0, 200, N_COLS), np.exp(-rng.uniform(50, 200, N_COLS) / 80.0)
+    width, max_hit = 60.0, 0.5
+    i, j, u = storm_candidates(rows, keys, stand_row, track, inten, along, decay, width, max_hit, age, carbon, 8)
+    grid = reference_grid(rows, keys)
+    np.testing.assert_array_equal(u, grid[i, j])
+    z = (along[None, :] - track[:, None]) / width
+    prob = np.minimum(max_hit * (inten[:, None] * decay[None, :] * np.exp(-0.5 * z * z)), 1.0)
+    alive = (age >= 0) & (carbon > 0)
+    hi, hj = np.nonzero((grid < prob) & alive)
+    cand = np.zeros((N_ROWS, N_COLS), dtype=bool)
+    cand[i, j] = True
+    assert cand[hi, hj].all() and hi.size > 50  # every hit is a candidate
+    assert alive[i, j].all()
+    bound = max_hit * inten[:, None] * decay[None, :] * BOUND_SLACK
+    assert (u < bound[i, j]).all()
+    assert np.all(np.diff(i * N_COLS + j) > 0)  # row-major order
+    assert i.size < 1.5 * hi.size  # a tight screen: few candidates are not hits
+
+
+def test_drought_rows_equal_numpy_definition():
+    age, carbon = _stand_arrays(14)
+    rng = np.random.default_rng(15)
+    plantation = rng.random(N_COLS) < 0.6
+    rows = np.array([1, 4, 5, 9, 20])
+    sev = np.array([1.0, 0.0, 2.5, 1.0, 0.7])
+    young_age = np.float32(5.0)
+    pp, qq = np.repeat(rows, N_COLS), np.tile(np.arange(N_COLS), rows.size)
+    sev_pair = np.repeat(sev, N_COLS)
+    a = age[pp, qq]
+    share = np.where(plantation[qq] & (a <= 5.0), 1.0, 0.1)
+    keep = (a >= 0) & (carbon[pp, qq] > 0) & (share > 0) & (sev_pair > 0)
+    got = drought_rows(rows, sev, age, carbon, plantation, young_age, 0.1)
+    _assert_pairs(got, pp[keep], qq[keep])
+    np.testing.assert_array_equal(got[2], share[keep])
+    np.testing.assert_array_equal(got[3], sev_pair[keep])
+
+
+def _loss_parts(seed, n_paths=40, n=300, n_parts=5, shuffle=False):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(n_parts):
+        p, q = np.nonzero(rng.random((n_paths, n)) < 0.2)
+        parts.append((p, q))
+    pp = np.concatenate([x[0] for x in parts])
+    qq = np.concatenate([x[1] for x in parts])
+    f = rng.choice([0.0, 0.01, 0.05, 0.3, 0.5, 1.0], pp.size) * rng.choice([1.0, 0.5], pp.size)
+    f[rng.random(pp.size) < 0.3] = 0.25  # many ties: their order is the input order
+    ev = rng.integers(0, 6, pp.size)
+    if shuffle:
+        perm = rng.permutation(pp.size)
+        pp, qq, f, ev = pp[perm], qq[perm], f[perm], ev[perm]
+    return pp, qq, f, ev, n
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_combine_losses_equals_lexsort_bincount_definition_bit_for_bit(shuffle):
+    pp, qq, f, ev, n = _loss_parts(16, shuffle=shuffle)
+    got = combine_losses(pp, qq, f, ev, n)
+    want = reference_combine_losses(pp, qq, f, ev, n)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    assert np.array_equal(got[2].view(np.uint64), want[2].view(np.uint64))  # the same bits, -0.0 included
+    # dense paths (a segment longer than n_parcels / 4 out of order) take the counting sort
+    pp, qq, f, ev, n = _loss_parts(17, n_paths=3, n=40, n_parts=4, shuffle=True)
+    for g, w in zip(combine_losses(pp, qq, f, ev, n), reference_combine_losses(pp, qq, f, ev, n)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_pair_order_is_lexsort_and_group_sums_are_bincount():
+    pp, qq, f, ev, n = _loss_parts(18, shuffle=True)
+    order, first = pair_order(pp, qq, f, int(pp.max()) + 1, n)
+    want = np.lexsort((-f, pp * n + qq))
+    np.testing.assert_array_equal(order, want)
+    key = (pp * n + qq)[want]
+    np.testing.assert_array_equal(first, np.r_[True, key[1:] != key[:-1]])
+    v = np.random.default_rng(19).normal(size=pp.size)
+    sums, anyf = group_sums(v, first, f[order] >= 1.0)
+    grp = np.cumsum(first) - 1
+    np.testing.assert_array_equal(sums, np.bincount(grp, weights=v))
+    np.testing.assert_array_equal(anyf, np.bincount(grp, weights=(f[order] >= 1.0).astype(float)) > 0)
+
+
+# ---- the perils' screened steps against their dense numpy definitions -------------------------------
+def _weather_stand(pf, n_paths, seed=20):
+    st = stand(n_paths, pf)
+    rng = np.random.default_rng(seed)
+    st.age_years[rng.random(st.age_years.shape) < 0.05] = -1.0
+    st.carbon_tc_per_ha[rng.random(st.carbon_tc_per_ha.shape) < 0.05] = 0.0
+    return st
+
+
+def _alive(st):
+    return (st.age_years >= 0) & (st.carbon_tc_per_ha > 0)
+
+
+def test_typhoon_storm_hits_equal_dense_definition(params):
+    pf = lishui_like_portfolio(params, 400)
+    ty = Typhoon(params.perils["typhoon"], params, pf)
+    st = _weather_stand(pf, 30)
+    forced = {"typhoon": [{"track": 55.0}, {"track": 120.0, "intensity": 0.8}]}
+    ctx = context(pf, 30, year=2, st=st, hazard={"typhoon": 4.0}, forced=forced)
+    pl = ty.step(ctx, None)
+    # dense definition: every storm's uniform below its hit probability on living stands, merged
+    rnd, n_random = ctx.rnd, ty.storm_counts(ctx)
+    kmax = int(n_random.max())
+    assert kmax >= 2
+    p = params.perils["typhoon"]
+    tracks = p.landfall_km.draw(rnd.keyed_uniform("typhoon.track", 2, ty._storm_keys[:kmax]))
+    inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", 2, ty._storm_keys[:kmax]))
+    hit = np.zeros((30, pf.n_parcels), dtype=bool)
+    for k in range(kmax):
+        prob = ty.hit_probability(tracks[:, k], inten[:, k])
+        hit |= (rnd.parcel_uniform(f"typhoon.hazard.s{k}", 2) < prob) & (n_random > k)[:, None]
+    for j, ev in enumerate(forced["typhoon"]):
+        prob = ty.hit_probability(np.array([ev["track"]]), np.array([ev.get("intensity", p.intensity.high)]))
+        hit |= rnd.parcel_uniform(f"typhoon.hazard.forced{j}", 2) < prob
+    hp, hq = np.nonzero(hit & _alive(st))
+    assert hp.size > 200
+    np.testing.assert_array_equal(pl.path_pos, hp)
+    np.testing.assert_array_equal(pl.parcel_pos, hq)
+
+
+def test_typhoon_independent_hits_equal_dense_definition(params):
+    pf = lishui_like_portfolio(params, 300)
+    ty = Typhoon(params.perils["typhoon"], params, pf)
+    st = _weather_stand(pf, 40)
+    ctx = context(pf, 40, year=1, st=st, hazard={"typhoon": 3.0}, independent=True)
+    pl = ty.step(ctx, None)
+    lam = params.perils["typhoon"].annual_rate.value * 3.0
+    prob = -np.expm1(-lam * ty.expected_hit_per_storm[None, :])
+    hp, hq = np.nonzero((ctx.rnd.parcel_uniform("typhoon.hazard.parcel", 1) < prob) & _alive(st))
+    assert hp.size > 100
+    np.testing.assert_array_equal(pl.path_pos, hp)
+    np.testing.assert_array_equal(pl.parcel_pos, hq)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_ice_storm_hits_equal_dense_definition(params, independent):
+    pf = lishui_like_portfolio(params, 300)
+    ice = IceStorm(params.perils["ice_storm"], params, pf)
+    st = _weather_stand(pf, 40)
+    forced = {"ice_storm": [{"counties": ["龙泉市", "遂昌县"], "severity": 1.0}]}
+    ctx = context(pf, 40, year=4, st=st, hazard={"ice_storm": 10.0}, forced=forced, independent=independent)
+    pl = ice.step(ctx, None)
+    rnd, hit_p = ctx.rnd, params.perils["ice_storm"].parcel_hit_probability.value
+    prob = ice.storm_probability(ctx)
+    if independent:
+        storm = rnd.parcel_uniform("ice_storm.hazard.independent", 4) < prob[:, None]
+        hit = storm & (rnd.parcel_uniform("ice_storm.hazard.parcel", 4) < hit_p)
+    else:
+        storm = (rnd.path_uniform("ice_storm.hazard", 4) < prob)[:, None]
+        hit = storm & (rnd.parcel_uniform("ice_storm.hazard.parcel", 4) < hit_p)
+    exposed = np.isin(pf.frame["county"].to_numpy(str), ["龙泉市", "遂昌县"])
+    hit |= (rnd.parcel_uniform("ice_storm.hazard.forced0", 4) < hit_p) & exposed[None, :]
+    hp, hq = np.nonzero(hit & _alive(st))
+    assert hp.size > 500
+    np.testing.assert_array_equal(pl.path_pos, hp)
+    np.testing.assert_array_equal(pl.parcel_pos, hq)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_drought_pairs_and_flags_equal_dense_definition(params, independent):
+    pf = lishui_like_portfolio(params, 300)
+    dr = Drought(params.perils["drought"], params, pf)
+    st = _weather_stand(pf, 60)
+    st.age_years[:, ::3] = 3.0  # young plantations
+    ctx = context(pf, 60, year=5, st=st, hazard={"drought": 8.0}, independent=independent)
+    pl = dr.step(ctx, None)
+    prob = dr.drought_probability(ctx)
+    if independent:
+        dry = ctx.rnd.parcel_uniform("drought.hazard.parcel", 5) < prob[:, None]
+        np.testing.assert_array_equal(ctx.drought, dry)
+    else:
+        dry = np.broadcast_to((ctx.rnd.path_uniform("drought.hazard", 5) < prob)[:, None], st.age_years.shape)
+        np.testing.assert_array_equal(ctx.drought, dry[:, 0])
+    hp, hq = np.nonzero(dry & _alive(st))  # every living stand loses something (established factor > 0)
+    assert hp.size > 1000
+    np.testing.assert_array_equal(pl.path_pos, hp)
+    np.testing.assert_array_equal(pl.parcel_pos, hq)
+    young = ~np.asarray(pf.is_natural)[hq] & (st.age_years[hp, hq] <= 5)
+    assert (pl.loss_fraction[young] >= params.perils["drought"].mortality.low).all()
