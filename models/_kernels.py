@@ -61,3 +61,12 @@ def sum_by_group(values, group, n_groups, out):
         for j in range(n_cols):
             out[i, group[j]] += values[i, j]
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def keyed_rows(path_ids, base, out):
+    """out[i] = mix(path_ids[i] * golden ^ base): the row hash of each path for one stream and year."""
+    g = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(path_ids.size):
+        out[i] = _mix((np.uint64(path_ids[i]) * g) ^ base)
+    return out

@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtri
 
-from models._kernels import keyed_uniform_grid, keyed_uniform_pairs
+from models._kernels import keyed_rows, keyed_uniform_grid, keyed_uniform_pairs
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -133,10 +133,24 @@ class KeyedRandom:
         return _mix_int(_mix_int(int(self.seed) ^ stream_key(stream)) ^ ((int(year) + 1) * _GOLDEN & _MASK))
 
     def _rows(self, stream: str, year: int) -> np.ndarray:
+        """mix(path_id * golden ^ base) per path: the compiled kernel (equal to :meth:`reference_rows`)."""
+        ids = self._ids_u64
+        return keyed_rows(ids, np.uint64(self._base(stream, year)), np.empty(ids.size, dtype=np.uint64))
+
+    def reference_rows(self, stream: str, year: int) -> np.ndarray:
+        """The plain-numpy definition of the row hashes (the tests hold the kernel to it)."""
         base = np.uint64(self._base(stream, year))
         z = np.asarray(self.path_ids, dtype=np.uint64) * np.uint64(_GOLDEN)
         z ^= base
         return _mix_inplace(z)
+
+    @property
+    def _ids_u64(self) -> np.ndarray:
+        ids = self.__dict__.get("_ids_cache")
+        if ids is None:
+            ids = np.ascontiguousarray(self.path_ids, dtype=np.uint64)
+            object.__setattr__(self, "_ids_cache", ids)
+        return ids
 
     def stream_rows(self, stream: str, year: int = 0) -> np.ndarray:
         """Shape (n_paths,) uint64: the keyed row hash of each path for a stream and year.

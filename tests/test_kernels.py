@@ -55,3 +55,14 @@ def test_pine_wilt_cell_kernel_equals_numpy_definition(params):
         got = infected.copy()
         peril.advance_cells(got, year, rnd, None)
         assert np.array_equal(got, expected)
+
+
+def test_row_hashes_equal_the_numpy_definition():
+    from models.rng import KeyedRandom
+
+    ids = np.array([0, 1, 2, 31, 32, 10**6, 2**40 + 7, 2**62 - 1], dtype=np.int64)
+    rnd = KeyedRandom(2**63 + 5, ids, np.arange(3, dtype=np.uint64))
+    for stream, year in (("fire.hazard", 0), ("growth.parcel_noise", 29), ("x", 199)):
+        np.testing.assert_array_equal(rnd.stream_rows(stream, year), rnd.reference_rows(stream, year))
+    # and the uniforms built on them are unchanged by the cache of the path ids
+    np.testing.assert_array_equal(rnd.path_uniform("a", 1), rnd.path_uniform("a", 1))
