@@ -2,7 +2,7 @@
 
 :func:`cell_year` is one year of the landscape SI process (the numpy definition is
 ``PineWilt.cell_hazard`` plus keyed uniforms), :func:`parcel_year` the parcel infections and the
-pine mortality of one year (the numpy definition is ``PineWilt.reference_parcel_year``). Both give
+pine mortality of one year (the numpy definition is ``PineWilt.reference_step``). Both give
 bit-identical results to their definitions; ``tests/test_pine_wilt_kernels.py`` checks them
 element by element.
 
@@ -179,7 +179,7 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                 pine_share, severity, outbreak_years):
     """Parcel infections and pine mortality of one year, in place, in one pass over (path, host).
 
-    Equal to ``PineWilt.reference_parcel_year`` (numpy): a susceptible host ``q`` of path ``p``
+    Equal to ``PineWilt.reference_step`` (numpy): a susceptible host ``q`` of path ``p``
     with stand age > 0 is a candidate if its cell is infected (``spatial``; else if
     ``cell_possible[q]``) or a forced probability applies; its infection probability is
     ``pre[q] * f`` (``f = host_factor[q] * pest[p, g] * hazard[p]``, ``pre`` = base probability,

@@ -471,7 +471,7 @@ class PineWilt(Peril):
             cells = np.zeros((0, 0), dtype=bool)
         has_forced = forced_prob is not None
         fprob = np.ascontiguousarray(forced_prob, dtype=float) if has_forced else np.zeros(0)
-        # one compiled pass over (path, host): infections, then mortality (reference_parcel_year is
+        # one compiled pass over (path, host): infections, then mortality (reference_step is
         # its numpy definition)
         pp, gq, loss = parcel_year(
             state.years_infected, state.pine_left, cells, spatial, possible, self.host_cell, self.host_idx,
