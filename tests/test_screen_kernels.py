@@ -11,7 +11,7 @@ import pytest
 from models.perils._screen_kernels import (
     BOUND_SLACK,
     drought_rows,
-    fire_candidates,
+    fire_burns,
     group_sums,
     keyed_flags,
     keyed_hits,
@@ -48,18 +48,36 @@ def _assert_pairs(got, i, j, u=None):
         np.testing.assert_array_equal(got[2], u)
 
 
+@pytest.mark.parametrize("per_parcel_drought", [False, True])
 @pytest.mark.parametrize("level", [0.0, 0.003, 0.05, 0.9])
-def test_fire_candidates_equal_dense_comparison(level):
+def test_fire_burns_equal_dense_numpy_probability(level, per_parcel_drought):
     rows, keys = _keys(0, N_ROWS), _keys(1, N_COLS)
     rng = np.random.default_rng(2)
-    path_bound = level * rng.uniform(0.0, 2.0, N_ROWS)
-    path_bound[3] = 0.0
-    parcel_bound = rng.uniform(0.1, 1.0, N_COLS)
+    age, carbon = _stand_arrays(3)
+    age[:, ::4] = np.float32(10.3)  # young_age 10.3 compares in float32, as numpy does with float32 ages
+    static = level * rng.uniform(0.2, 1.0, N_COLS)
+    county = rng.integers(0, 4, N_COLS)
+    w = rng.lognormal(0.0, 0.8, (N_ROWS, 4))
+    w[5] = 0.0  # a path without fire weather
     fm = np.where(rng.random((N_ROWS, N_COLS)) < 0.2, np.float32(2.0), np.float32(1.0))
-    u = reference_grid(rows, keys)
-    i, j = np.nonzero(u < path_bound[:, None] * parcel_bound[None, :] * fm)
-    got = fire_candidates(rows, keys, path_bound, parcel_bound, fm, 8)  # small capacity: outputs must grow
-    _assert_pairs(got, i, j, u[i, j])
+    h = rng.uniform(0.5, 3.0, N_ROWS)
+    dm, ym = 2.0, 1.5
+    drought = rng.random((N_ROWS, N_COLS)) < 0.3 if per_parcel_drought else np.zeros((1, 1), dtype=bool)
+    path_factor = h if per_parcel_drought else h * np.where(rng.random(N_ROWS) < 0.3, dm, 1.0)
+    # the numpy definition (Fire._probability_at, dense)
+    prob = np.where(age < 10.3, ym, 1.0)
+    prob *= static[None, :]
+    prob *= fm
+    prob *= w[:, county]
+    prob *= h[:, None] * np.where(drought, dm, 1.0) if per_parcel_drought else path_factor[:, None]
+    prob[(age < 0) | (carbon <= 0)] = 0.0
+    i, j = np.nonzero(reference_grid(rows, keys) < np.minimum(prob, 1.0))
+    path_bound = w.max(axis=1) * (np.maximum(h * dm, h) if per_parcel_drought else path_factor)
+    parcel_bound = static * ym * BOUND_SLACK
+    got = fire_burns(rows, keys, path_bound, parcel_bound, fm, age, carbon, w, county, static,
+                     np.float32(10.3), ym, path_factor, drought, dm, per_parcel_drought, 8)
+    _assert_pairs(got, i, j)
+    assert level == 0.0 or i.size > 0
 
 
 @pytest.mark.parametrize("want_u", [True, False])

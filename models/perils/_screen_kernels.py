@@ -100,11 +100,18 @@ def _append(oi, oj, ou, k, i, hj, c, r, keys, want_u):
 
 
 @nb.njit(cache=True, nogil=True)
-def fire_candidates(rows, keys, path_bound, parcel_bound, fire_multiplier, capacity):
-    """Pairs with ``u[i, j] < path_bound[i] * parcel_bound[j] * fire_multiplier[i, j]``.
+def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbon, w_county, county_code,
+               static_probability, young_age, young_multiplier, path_factor, drought, drought_multiplier,
+               per_parcel_drought, capacity):
+    """Burned pairs: ``u[i, j] < p[i, j]`` with the fire peril's exact burn probability.
 
-    Returns ``(i, j, u)`` in row-major order. Used by the fire peril as a screen: the bound must be
-    at least the burn probability, which is then evaluated exactly on the candidates.
+    ``p = min(1, A x static[j] x K[i, j] x W[i, county[j]] x D)`` where ``A = young_multiplier`` when
+    ``age[i, j] < young_age`` (``young_age`` already of the type numpy compares in) else 1, ``K`` the
+    fire multiplier, and ``D = path_factor[i]``, or with ``per_parcel_drought``
+    ``path_factor[i] x (drought_multiplier if drought[i, j] else 1)``; ``p = 0`` when ``age < 0`` or
+    ``carbon <= 0``. The products are taken in the order of ``Fire._probability_at`` (so the decisions
+    are bit for bit the numpy ones). Pairs are first screened with
+    ``path_bound[i] x parcel_bound[j] x K[i, j]`` (an upper bound of p); returns ``(i, j)`` row-major.
     """
     n_rows, n = rows.size, keys.size
     oi = np.empty(capacity, dtype=np.int64)
@@ -125,9 +132,26 @@ def fire_candidates(rows, keys, path_bound, parcel_bound, fire_multiplier, capac
         if c:
             c = _compress(flag, words, n, c, hj)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
-            _append(oi, oj, ou, k, i, hj, c, r, keys, True)
-            k += c
-    return oi[:k], oj[:k], ou[:k]
+            m = 0
+            for t in range(c):
+                j = hj[t]
+                a = age[i, j]
+                prob = young_multiplier if a < young_age else 1.0
+                prob = prob * static_probability[j]
+                prob = prob * np.float64(fire_multiplier[i, j])
+                prob = prob * w_county[i, county_code[j]]
+                if per_parcel_drought:
+                    prob = prob * (path_factor[i] * (drought_multiplier if drought[i, j] else 1.0))
+                else:
+                    prob = prob * path_factor[i]
+                if a < 0 or carbon[i, j] <= 0:
+                    prob = 0.0
+                if _unit(r, keys[j]) < min(prob, 1.0):
+                    oi[k + m] = i
+                    oj[k + m] = j
+                    m += 1
+            k += m
+    return oi[:k], oj[:k]
 
 
 @nb.njit(cache=True, nogil=True)

@@ -68,7 +68,7 @@ from scipy.special import ndtri
 
 from models.parameters.schema import Sourced
 from models.perils import register
-from models.perils._screen_kernels import BOUND_SLACK, fire_candidates
+from models.perils._screen_kernels import BOUND_SLACK, fire_burns
 from models.perils._weather import (
     SourcedRange,
     capacity_estimate,
@@ -157,7 +157,9 @@ class Fire(Peril):
         self._parcel_bound = np.ascontiguousarray(
             self.static_probability * max(1.0, params.young_burn_multiplier.value) * BOUND_SLACK, dtype=np.float64)
         self._parcel_bound_sum = float(self._parcel_bound.sum())
+        self._static = np.ascontiguousarray(self.static_probability, dtype=np.float64)
         self.county_code, self.county_labels, self._county_keys = county_codes(portfolio)
+        self._county_code = np.ascontiguousarray(self.county_code, dtype=np.int64)
         classes = sorted(params.loss_given_burn)
         self._class_low = np.array([params.loss_given_burn[c].low for c in classes])
         self._class_span = np.array([params.loss_given_burn[c].high - params.loss_given_burn[c].low for c in classes])
@@ -246,34 +248,36 @@ class Fire(Peril):
         return np.minimum(area * np.minimum(c * sev, 1.0), 1.0)
 
     def step(self, ctx: YearContext, state) -> PerilLosses:
-        w_county = self.county_weather(ctx)
+        p: FireParams = self.params
+        w_county = np.ascontiguousarray(self.county_weather(ctx), dtype=np.float64)
         n_paths = ctx.rnd.n_paths
         h = per_path(ctx.hazard(self.name), n_paths)
         d = np.asarray(ctx.drought, dtype=bool)
-        dm = self.params.drought_multiplier.value
-        if d.ndim == 2:  # per-parcel drought flags (independent mode): never build the dense factor
-            factor_bound = np.maximum(h * dm, h)
+        dm = p.drought_multiplier.value
+        per_parcel = d.ndim == 2
+        if per_parcel:  # drought flags per parcel (independent mode): never build the dense factor
+            path_factor, factor_bound = h, np.maximum(h * dm, h)
         else:
-            factor = (h * np.where(d, dm, 1.0))[:, None]
-            factor_bound = factor[:, 0]
-        # Screen with an upper bound of p per (path, parcel) in one compiled pass (hash, compare, keep
-        # the candidates), then evaluate p exactly on the candidates: the same decisions as
-        # ``u < burn_probability(ctx)`` without the dense uniform or probability arrays.
+            path_factor = h * np.where(d, dm, 1.0)
+            factor_bound, d = path_factor, np.zeros((1, 1), dtype=bool)
+        # One compiled pass: hash the hazard uniform of each (path, parcel), screen it with an upper
+        # bound of p, evaluate p exactly (the products of :meth:`_probability_at`, in its order) on
+        # the candidates and keep the burned pairs: the decisions of ``u < burn_probability(ctx)``
+        # without the dense uniform or probability arrays.
         path_bound = w_county.max(axis=1, initial=0.0) * factor_bound
-        rows = ctx.rnd._rows("fire.hazard", ctx.year)
+        age = ctx.stand.age_years
+        young_age = p.young_age_years.value
+        young_age = np.result_type(age.dtype, young_age).type(young_age)
         cap = capacity_estimate(path_bound.sum() * self._parcel_bound_sum, n_paths * ctx.rnd.n_parcels)
-        pp, qq, u = fire_candidates(rows, parcel_keys_u64(ctx.rnd), path_bound, self._parcel_bound,
-                                    ctx.stand.fire_multiplier, cap)
-        if pp.size == 0:
-            return PerilLosses.empty()
-        f_at = h[pp] * np.where(d[pp, qq], dm, 1.0) if d.ndim == 2 else factor
-        burn = u < self._probability_at(ctx, w_county, f_at, pp, qq)
-        pp, qq = pp[burn], qq[burn]
+        pp, qq = fire_burns(ctx.rnd._rows("fire.hazard", ctx.year), parcel_keys_u64(ctx.rnd), path_bound,
+                            self._parcel_bound, ctx.stand.fire_multiplier, age, ctx.stand.carbon_tc_per_ha, w_county,
+                            self._county_code, self._static, young_age, float(p.young_burn_multiplier.value),
+                            np.ascontiguousarray(path_factor, dtype=np.float64), d, float(dm), per_parcel, cap)
         if pp.size == 0:
             return PerilLosses.empty()
         frac = self.loss_given_burn(ctx, pp, qq)
         pos = frac > 0
-        pp, qq, frac = pp[pos].astype(np.int64, copy=False), qq[pos].astype(np.int64, copy=False), frac[pos]
+        pp, qq, frac = pp[pos], qq[pos], frac[pos]
         return PerilLosses(pp, qq, frac, running_event_index(pp), frac >= self._threshold)
 
 
