@@ -68,6 +68,19 @@ def _compress(flag, words, n, c, hj):
 
 
 @nb.njit(cache=True, nogil=True)
+def _living(hj, c, age, carbon, s):
+    """Keep the positions ``hj[:c]`` whose stand ``s`` is alive (``age >= 0`` and ``carbon > 0``),
+    in order; returns their number. The stand arrays are read only at screened pairs."""
+    m = 0
+    for t in range(c):
+        j = hj[t]
+        if age[s, j] >= 0 and carbon[s, j] > 0:
+            hj[m] = j
+            m += 1
+    return m
+
+
+@nb.njit(cache=True, nogil=True)
 def _reserve(oi, oj, ou, k, extra):
     """The output arrays with room for ``k + extra`` entries (doubling; the first ``k`` kept)."""
     if k + extra <= oi.size:
@@ -174,11 +187,12 @@ def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, ag
         r = rows[i]
         c = 0
         for j in range(n):
-            f = col_mask[j] & (age[s, j] >= 0) & (carbon[s, j] > 0) & (_unit(r, keys[j]) < t * col_threshold[j])
+            f = col_mask[j] & (_unit(r, keys[j]) < t * col_threshold[j])
             flag[j] = f
             c += f
         if c:
             c = _compress(flag, words, n, c, hj)
+            c = _living(hj, c, age, carbon, s)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
             _append(oi, oj, ou, k, i, hj, c, r, keys, want_u)
             k += c
@@ -237,11 +251,12 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
         tr = track_km[i]
         c = 0
         for j in range(n):  # the track factor is at most 1: a cheap first screen
-            f = (age[s, j] >= 0) & (carbon[s, j] > 0) & (_unit(r, keys[j]) < top * coast_decay[j])
+            f = _unit(r, keys[j]) < top * coast_decay[j]
             flag[j] = f
             c += f
         if c:
             c = _compress(flag, words, n, c, hj)
+            c = _living(hj, c, age, carbon, s)
             oi, oj, ou = _reserve(oi, oj, ou, k, c)
             m = 0
             for t in range(c):
