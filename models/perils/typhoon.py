@@ -254,7 +254,7 @@ class Typhoon(Peril):
     def _storm_hits(self, ctx: YearContext, stream: str, rows: np.ndarray, track_km: np.ndarray,
                     intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Living pairs hit by one storm per path: path positions ``rows`` (storm track and intensity
-        per row). Equal to ``np.nonzero(parcel_uniform(stream) [rows] < hit_probability(...))``
+        per row). Equal to ``np.nonzero(parcel_uniform(stream)[rows] < hit_probability(...))``
         restricted to living stands, without the dense arrays: a compiled screen with an upper bound,
         then the exact probability (numpy, as :meth:`hit_probability`) on the candidates."""
         p: TyphoonParams = self.params
