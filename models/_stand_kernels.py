@@ -34,7 +34,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _TO_UNIT = 2.0**-53
 #: elements per tile (the tile's state and scratch buffers, ~0.5 MB, stay in the L2 cache)
-TILE_ELEMENTS = 1 << 13
+TILE_ELEMENTS = 1 << 14
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

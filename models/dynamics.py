@@ -28,7 +28,7 @@ from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, res
 from models.parameters import ModelParameters
 from models.perils import Peril, PerilLosses, StandState, YearContext, peril_classes
 from models.portfolio import Portfolio
-from models.rng import KeyedRandom, group_keys
+from models.rng import KeyedRandom, group_keys, normal_from_uniform
 
 DEFAULT_START_YEAR = 2026
 
@@ -260,11 +260,9 @@ class ForestSimulator:
         # parameter uncertainty: once per path and species group
         n_species = len(self._species_keys)
         if sw.parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
-            from scipy.special import ndtri
-
             prnd = self.parameter_random(rnd)
-            za = ndtri(prnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
-            zk = ndtri(prnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
+            za = normal_from_uniform(prnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
+            zk = normal_from_uniform(prnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
             a_mult = _lognormal_mean_one(za, self._cv_a)
             k_mult = _lognormal_mean_one(zk, self._cv_k)
         else:

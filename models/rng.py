@@ -74,11 +74,23 @@ def group_keys(labels) -> np.ndarray:
 
 
 def _to_unit(z: np.ndarray) -> np.ndarray:
-    """uint64 -> float64 strictly inside (0, 1): 53 random bits plus a half-ulp offset."""
+    """uint64 -> float64 in (0, 1]: 53 random bits plus a half-ulp offset.
+
+    The largest hash rounds to exactly 1.0 (probability 2**-53): harmless for ``u < p`` tests, and
+    :func:`normal_from_uniform` keeps it away from ``ndtri(1) = inf``.
+    """
     u = (z >> np.uint64(11)).astype(np.float64)
     u += 0.5
     u *= _TO_UNIT
     return u
+
+
+_BELOW_ONE = float(np.nextafter(1.0, 0.0))
+
+
+def normal_from_uniform(u: np.ndarray) -> np.ndarray:
+    """Standard normal quantile of keyed uniforms, finite for every draw (1.0 maps to ndtri(1 - 2**-53))."""
+    return ndtri(np.minimum(u, _BELOW_ONE))
 
 
 def _grid(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -166,7 +178,7 @@ class KeyedRandom:
         return _to_unit(self._rows(stream, year))
 
     def path_normal(self, stream: str, year: int = 0) -> np.ndarray:
-        return ndtri(self.path_uniform(stream, year))
+        return normal_from_uniform(self.path_uniform(stream, year))
 
     # ---- one number per (path, key) -------------------------------------------------
     def keyed_uniform(self, stream: str, year: int, keys: np.ndarray) -> np.ndarray:
@@ -178,7 +190,7 @@ class KeyedRandom:
         return self.keyed_uniform(stream, year, self.parcel_keys)
 
     def parcel_normal(self, stream: str, year: int = 0) -> np.ndarray:
-        return ndtri(self.parcel_uniform(stream, year))
+        return normal_from_uniform(self.parcel_uniform(stream, year))
 
     def sparse_uniform(self, stream: str, year: int, path_pos: np.ndarray, parcel_pos: np.ndarray) -> np.ndarray:
         """Uniforms at selected (path position, parcel position) pairs only.
@@ -199,4 +211,4 @@ class KeyedRandom:
         return KeyedRandom(self.seed, self.path_ids, self.parcel_keys[positions])
 
 
-__all__ = ["KeyedRandom", "group_keys", "parcel_keys", "stream_key"]
+__all__ = ["KeyedRandom", "group_keys", "normal_from_uniform", "parcel_keys", "stream_key"]

@@ -289,3 +289,10 @@ def test_large_unsorted_table_prices_exactly():
                         "loss": rng.exponential(10.0, n_rows)})
     r = price_layer(elt, n_years, 20.0, 30.0)              # unsorted rows: includes the sort
     assert r.expected_loss == pytest.approx(layer_loss(elt["loss"], 20.0, 30.0).sum() / n_years, rel=1e-9)
+
+
+def test_rate_on_line_of_a_denormal_limit_is_finite():
+    """share x limit underflows to 0 for a limit of 5e-324: the rate must not divide by zero."""
+    elt = pd.DataFrame({"year": [0, 1, 2], "event_id": [0, 1, 2], "loss": [1.0, 0.0, 3.0]})
+    r = price_layer(elt, 3, 0.5, 5e-324, share=0.5)
+    assert math.isfinite(r.pure_rate_on_line) and 0.0 <= r.pure_rate_on_line <= 1.0

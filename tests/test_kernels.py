@@ -66,3 +66,12 @@ def test_row_hashes_equal_the_numpy_definition():
         np.testing.assert_array_equal(rnd.stream_rows(stream, year), rnd.reference_rows(stream, year))
     # and the uniforms built on them are unchanged by the cache of the path ids
     np.testing.assert_array_equal(rnd.path_uniform("a", 1), rnd.path_uniform("a", 1))
+
+
+def test_the_largest_hash_gives_a_finite_normal():
+    from models.rng import _to_unit, normal_from_uniform
+
+    top = _to_unit(np.array([np.iinfo(np.uint64).max], dtype=np.uint64))
+    assert top[0] == 1.0  # 53 random bits + half an ulp round up to 1 for the largest hash
+    z = normal_from_uniform(np.array([top[0], 0.5, _to_unit(np.array([0], dtype=np.uint64))[0]]))
+    assert np.isfinite(z).all() and z[1] == 0.0 and 8.0 < z[0] < 9.0 and -9.0 < z[2] < -8.0

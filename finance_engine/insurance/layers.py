@@ -172,8 +172,10 @@ class LayerResult:
     @property
     def pure_rate_on_line(self) -> float:
         """Expected layer loss / (share x limit): the rate on line of the pure premium (nan if unlimited)."""
-        cap = self.share * self.limit
-        return self.expected_loss / cap if math.isfinite(cap) else float("nan")
+        if not math.isfinite(self.limit):
+            return float("nan")
+        # divide in two steps: share x limit can underflow to 0 for a tiny (denormal) limit
+        return self.expected_loss / self.share / self.limit
 
     def expected_loss_ci(self, confidence: float = 0.95) -> tuple[float, float]:
         """Normal-approximation confidence interval of ``expected_loss`` (CLT over i.i.d. years)."""
