@@ -112,7 +112,7 @@ def _valuation(ref: dict[str, Any], req: dict[str, Any]):
         _portfolio(ref), _params(ref["region"]), req["terms"], parcel_ids=req.get("parcel_ids"),
         project_id=req.get("project_id"), paths=req["paths"], seed=req["seed"], attribution=req["attribution"],
         attribution_paths=req.get("attribution_paths"), sensitivities=req["sensitivities"],
-        price_model_set=st["pms"], issuance_risk=st["iss"], workers=1, chunk_paths=1024)
+        price_model_set=st["pms"], issuance_risk=st["iss"], workers=1)
 
 
 def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def _run_case(name: str, args: dict) -> dict:
     import numpy as np
 
     import models.rng as rng_mod
-    from finance_engine.simulation import simulate
+    from finance_engine.simulation import balanced_chunk_paths, simulate
     from models.demo import demo_portfolio_path, generate_demo_portfolio
     from models.parameters import load_parameters
     from models.portfolio import load_portfolio, validate_frame
@@ -126,8 +126,9 @@ def _run_case(name: str, args: dict) -> dict:
         pf = load_portfolio(demo_portfolio_path(), params)
         ids = pf.parcel_id[:: max(1, pf.n_parcels // 50)][:50]
         sub = pf.subset(ids, params)
-        kw = dict(levels=("portfolio",), scenario="collateral", summarise=False, chunk_paths=1024)
         workers = args.get("workers", 2)
+        kw = dict(levels=("portfolio",), scenario="collateral", summarise=False,
+                  chunk_paths=balanced_chunk_paths(10_000, sub.n_parcels, workers))
         simulate(sub, params, years=2, paths=64, seed=1, workers=workers, scheduler="threads", **kw)  # warm-up
         timings = {}
         for label, extra in (("seconds", dict(workers=workers, scheduler="threads")), ("seconds_one_thread", {})):

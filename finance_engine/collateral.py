@@ -51,7 +51,7 @@ from finance_engine.price import (
     simulate_price_paths,
     simulate_scenario_paths,
 )
-from finance_engine.simulation import simulate
+from finance_engine.simulation import balanced_chunk_paths, simulate
 from finance_engine.simulation.result import code_version
 from finance_engine.simulation.summary import nested_moments
 from models import MODEL_VERSION
@@ -196,7 +196,9 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 
 
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
-                       switches: SimulationSwitches, workers: int, chunk_paths: int) -> _Physical:
+                       switches: SimulationSwitches, workers: int, chunk_paths: int | None) -> _Physical:
+    if chunk_paths is None:
+        chunk_paths = balanced_chunk_paths(paths, pledged.n_parcels, workers)
     # a pledge is small and the officer waits: threads in this process, no worker start-up
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
@@ -320,7 +322,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                      attribution: bool = True, attribution_paths: int | None = 2000,
                      sensitivities: bool = True, price_model_set: PriceModelSet | None = None,
                      issuance_risk: IssuanceRisk | None = None, switches: SimulationSwitches | None = None,
-                     workers: int = 1, chunk_paths: int = 1024) -> CollateralValuation:
+                     workers: int = 1, chunk_paths: int | None = None) -> CollateralValuation:
     """Value the pledged carbon of a loan and its risk over the term.
 
     Parameters
@@ -337,7 +339,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     sensitivities : bool
         Price level and volatility sensitivities (price-only reruns, cheap).
     workers, chunk_paths :
-        Threads that run the engine's chunks of ``chunk_paths`` paths (results do not depend on either).
+        Threads that run the engine's chunks of ``chunk_paths`` paths (default: one chunk per thread
+        within a memory bound, see :func:`~finance_engine.simulation.balanced_chunk_paths`). Results
+        do not depend on either.
 
     Raises
     ------

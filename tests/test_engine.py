@@ -270,3 +270,13 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the worker outlived its killed parent")
+
+
+def test_balanced_chunks_are_whole_blocks_one_per_worker_within_the_memory_bound():
+    from finance_engine.simulation import balanced_chunk_paths
+
+    assert balanced_chunk_paths(10_000, 50, 2) == 5024  # 5,000 rounded up to whole 32-path blocks
+    assert balanced_chunk_paths(10_000, 50, 1) == 10_016
+    assert balanced_chunk_paths(10_000, 200_000, 2) == 32  # 4e6 elements / 200k parcels = 20 -> one block
+    assert balanced_chunk_paths(10, 5, 4) == 32
+    assert len(chunk_ranges(10_000, balanced_chunk_paths(10_000, 50, 2))) == 2
