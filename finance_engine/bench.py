@@ -14,8 +14,8 @@ Cases
 ``loan``           one loan's valuation run: 50 parcels, 10,000 paths, 30 years, exactly as
                    :func:`finance_engine.collateral.value_collateral` runs the engine (per-path
                    results, no summary tables) on ``--workers`` threads; also on one thread.
-``city``           a city-scale run on a generated 200,000-parcel portfolio (``--city-paths``
-                   paths, default 64) -- extrapolate to 1,000 paths by throughput.
+``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
+                   ``--city-paths`` paths (default 1,000), 30 years, ``--workers`` processes.
 ``price_layer``    layer pricing of a shuffled 1,000,000-row event loss table.
 ``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
                    depends on chunk size and parcels, not on paths.
@@ -85,13 +85,36 @@ def _run_case(name: str, args: dict) -> dict:
             calls.append(("unit", (z.size,)))
             return originals[2](z)
 
+        # Compiled kernels hash their uniforms inline from per-path row hashes (KeyedRandom._rows):
+        # such a call by anything but KeyedRandom's own array methods stands for one uniform per row
+        # and key -- parcels, or grid cells for the pine wilt spread (an upper bound: infected cells
+        # draw nothing). The pine wilt parcel infections hash only their candidate pairs, an unknown
+        # number: they are left out, so the count errs low (and the engine/RNG ratio high).
+        from models.dynamics import ForestSimulator
+
+        sim = ForestSimulator(params, pf)
+        n_cells = next((p.grid.n_cells for p in sim.perils if p.name == "pine_wilt"), 0)
+        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "sparse_keyed_uniform", "parcel_uniform"}
+        rows_original = rng_mod.KeyedRandom._rows
+
+        def rows(self, stream, year):
+            out = rows_original(self, stream, year)
+            caller = sys._getframe(1)
+            if caller.f_code.co_name not in internal and stream != "pine_wilt.parcel":
+                n_keys = n_cells if stream.endswith(".spread") else self.n_parcels
+                subset = caller.f_locals.get("rows") if caller.f_code.co_name == "stand_rows_hash" else None
+                calls.append(("grid", (out.size if subset is None else len(subset), n_keys)))
+            return out
+
         rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = grid, pairs, to_unit
+        rng_mod.KeyedRandom._rows = rows
         simulate(pf, params, years=2, paths=32, seed=1)  # warm-up (imports, compiled kernels)
         calls.clear()
         t = time.perf_counter()
         simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 1))
         dt = time.perf_counter() - t
         rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = originals
+        rng_mod.KeyedRandom._rows = rows_original
         n_draws = int(sum(np.prod(s) for _, s in calls))
         ppy = pf.n_parcels * paths * years
         out = {"parcels": pf.n_parcels, "paths": paths, "years": years, "seconds": dt,
@@ -144,7 +167,7 @@ def _run_case(name: str, args: dict) -> dict:
         n = args.get("parcels", 200_000)
         frame = generate_demo_portfolio(n, 7, params)
         pf = validate_frame(frame, params)
-        paths, years = args.get("paths", 64), args.get("years", 30)
+        paths, years = args.get("paths", 1000), args.get("years", 30)
         t = time.perf_counter()
         simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
                  chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
@@ -168,7 +191,7 @@ def _run_case(name: str, args: dict) -> dict:
     raise ValueError(f"unknown case {name}")
 
 
-def run(cases: list[str], demo_paths: int = 256, city_paths: int = 64, memory_paths: int = 256,
+def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_paths: int = 256,
         workers: int = 2, out: Path | None = None, echo=print) -> dict:
     results: dict[str, dict] = {}
     for c in cases:
@@ -210,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=ALL_CASES, choices=ALL_CASES)
     ap.add_argument("--demo-paths", type=int, default=256)
-    ap.add_argument("--city-paths", type=int, default=64)
+    ap.add_argument("--city-paths", type=int, default=1000)
     ap.add_argument("--memory-paths", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)

@@ -14,7 +14,7 @@ from api.cli.common import echo_json, note
     ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]),
     help="Cases to run (repeat; default: all).")
 @click.option("--demo-paths", type=click.IntRange(32, 100_000), default=256, show_default=True)
-@click.option("--city-paths", type=click.IntRange(32, 100_000), default=64, show_default=True)
+@click.option("--city-paths", type=click.IntRange(32, 100_000), default=1000, show_default=True)
 @click.option("--memory-paths", type=click.IntRange(32, 1_000_000), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Result JSON (default: benchmarks/results/).")

@@ -1,0 +1,15 @@
+"""The benchmark harness runs and counts the random numbers the engine consumes (speed is not asserted)."""
+
+import models.rng as rng_mod
+from finance_engine.bench import _run_case
+
+
+def test_rng_only_case_counts_inline_draws_and_restores_the_generator():
+    before = (rng_mod._grid, rng_mod._pairs, rng_mod._to_unit, rng_mod.KeyedRandom._rows)
+    out = _run_case("rng_only", {"paths": 32, "years": 2})
+    assert (rng_mod._grid, rng_mod._pairs, rng_mod._to_unit, rng_mod.KeyedRandom._rows) == before
+    # every (path, parcel, year) draws at least its growth noise and its fire hazard inline (compiled
+    # kernels), so the count must be at least 2 per parcel-path-year; the cell draws of pine wilt add more
+    assert out["random_numbers_per_parcel_path_year"] >= 2.0
+    assert out["random_numbers"] == round(out["random_numbers_per_parcel_path_year"] * 5000 * 32 * 2)
+    assert out["rng_keyed_seconds"] > 0 and out["engine_to_rng_ratio"] > 1
