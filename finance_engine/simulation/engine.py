@@ -229,6 +229,24 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
                                      "chunk_paths": tasks[0][2] - tasks[0][1]})
 
 
+def _collect(pending: dict[Future, int], results, report, cancel, on_abort: Callable[[], None] | None = None) -> None:
+    """Gather finished chunks as they come (reporting progress), polling ``cancel`` in between."""
+    try:
+        while pending:
+            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                results[pending.pop(f)] = f.result()
+                report()
+            if cancel is not None and cancel():
+                raise SimulationCancelled("simulation cancelled")
+    except BaseException:
+        if on_abort is not None:
+            on_abort()
+        for f in pending:
+            f.cancel()
+        raise
+
+
 def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cancel) -> None:
     """Chunks on a pool of threads sharing this process's set-up (chunks never write to it)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -238,39 +256,19 @@ def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cance
     def cancelled() -> bool:
         return stop["cancelled"]
 
+    def abort() -> None:
+        stop["cancelled"] = True  # running chunks stop at their next year
+
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="carbon-chunk") as pool:
-        pending: dict[Future, int] = {pool.submit(run_chunk, setup, i, s, e, cancelled): i for i, s, e in tasks}
-        try:
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
-                    results[pending.pop(f)] = f.result()
-                    report()
-                if cancel is not None and cancel():
-                    raise SimulationCancelled("simulation cancelled")
-        except BaseException:
-            stop["cancelled"] = True
-            for f in pending:
-                f.cancel()
-            raise
+        pending = {pool.submit(run_chunk, setup, i, s, e, cancelled): i for i, s, e in tasks}
+        _collect(pending, results, report, cancel, abort)
 
 
 def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
     blob = pickle.dumps(payload)
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker, initargs=(token, blob)) as pool:
-        pending: dict[Future, int] = {pool.submit(_pool_task, token, i, s, e): i for i, s, e in tasks}
-        try:
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
-                    results[pending.pop(f)] = f.result()
-                    report()
-                if cancel is not None and cancel():
-                    raise SimulationCancelled("simulation cancelled")
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+        pending = {pool.submit(_pool_task, token, i, s, e): i for i, s, e in tasks}
+        _collect(pending, results, report, cancel)
 
 
 def _run_dask(scheduler: Any, workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
