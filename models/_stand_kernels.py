@@ -109,9 +109,11 @@ def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise
                 m = (_unit(r ^ keys[j]) * noise_scale + noise_offset) * mp
             else:
                 m = mp
-            m_out[b, j - j0] = m
-            k = k_base[j] * k_mult[i, species[j]] if j < nt else bamboo_rate
-            e[b, j - j0] = -(k * m)
+            if j < nt:
+                e[b, j - j0] = -((k_base[j] * k_mult[i, species[j]]) * m)
+            else:
+                m_out[b, j - j0] = m  # the bamboo drift needs the multiplier itself
+                e[b, j - j0] = -(bamboo_rate * m)
 
 
 @nb.njit(cache=True, nogil=True)
