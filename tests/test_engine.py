@@ -280,3 +280,38 @@ def test_balanced_chunks_are_whole_blocks_one_per_worker_within_the_memory_bound
     assert balanced_chunk_paths(10_000, 200_000, 2) == 32  # 4e6 elements / 200k parcels = 20 -> one block
     assert balanced_chunk_paths(10, 5, 4) == 32
     assert len(chunk_ranges(10_000, balanced_chunk_paths(10_000, 50, 2))) == 2
+
+
+def test_bit_identical_across_chunk_sizes_when_some_paths_see_two_typhoons(params):
+    """A block in which no path has two storms never merges losses: the merge must leave single hits exact."""
+    df = make_frame(90, seed=3, species=["chinese_fir", "masson_pine"])
+    pf = validate_frame(df, params, source="typhoon-chunks")
+    sw = SimulationSwitches(parcel_noise=False, background_mortality=False, cascades=False, perils=("typhoon",))
+    kw = dict(years=7, paths=70, seed=4, switches=sw)
+    _assert_identical(_run(pf, params, chunk_paths=32, **kw), _run(pf, params, chunk_paths=96, **kw))
+
+
+def test_threads_from_a_cold_set_up_in_independent_mode(params, monkeypatch):
+    """Independent mode fills a shared shadow epidemic lazily: threads starting together must not
+    advance it twice. A fresh set-up (no earlier run has filled it), and a pause inside each shadow
+    step that widens the window a race would need (it changes no arithmetic)."""
+    import time
+
+    from finance_engine.simulation import engine
+    from models.perils.pine_wilt import PineWilt
+
+    advance = PineWilt.advance_cells
+
+    def slow_advance(self, *args, **kwargs):
+        time.sleep(0.02)
+        return advance(self, *args, **kwargs)
+
+    df = make_frame(150, seed=8, species=["masson_pine", "chinese_fir"])
+    pf = validate_frame(df, params, source="threads-independent")
+    kw = dict(years=6, paths=128, seed=21, switches=SimulationSwitches(independent=True), chunk_paths=32)
+    engine._SETUP_CACHE.clear()
+    a = _run(pf, params, **kw)
+    engine._SETUP_CACHE.clear()
+    monkeypatch.setattr(PineWilt, "advance_cells", slow_advance)
+    b = _run(pf, params, workers=4, scheduler="threads", **kw)
+    _assert_identical(a, b)

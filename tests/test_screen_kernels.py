@@ -294,3 +294,19 @@ def test_drought_pairs_and_flags_equal_dense_definition(params, independent):
     np.testing.assert_array_equal(pl.parcel_pos, hq)
     young = ~np.asarray(pf.is_natural)[hq] & (st.age_years[hp, hq] <= 5)
     assert (pl.loss_fraction[young] >= params.perils["drought"].mortality.low).all()
+
+
+def test_a_pair_hit_once_keeps_its_loss_bit_for_bit():
+    """-expm1(log1p(-f)) != f for this f: a single hit must not take the round trip, or a pair's loss
+    would depend on whether another path of the same block was hit twice."""
+    f_single = float.fromhex("0x1.fa61c2bbb6aacp-4")
+    assert -np.expm1(np.log1p(-f_single)) != f_single
+    pp = np.array([0, 1, 1], dtype=np.int64)
+    qq = np.array([3, 2, 2], dtype=np.int64)
+    f = np.array([f_single, 0.2, 0.5])
+    ev = np.array([0, 0, 1], dtype=np.int64)
+    for fn in (combine_losses, reference_combine_losses):
+        gp, gq, gf, ge = fn(pp, qq, f, ev, 5)
+        np.testing.assert_array_equal(gp, [0, 1])
+        assert gf[0] == f_single  # hit once: exactly its loss
+        assert gf[1] == pytest.approx(1 - 0.8 * 0.5, rel=1e-15) and ge[1] == 1  # merged; the larger loss's event

@@ -248,7 +248,11 @@ def _collect(pending: dict[Future, int], results, report, cancel, on_abort: Call
 
 
 def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cancel) -> None:
-    """Chunks on a pool of threads sharing this process's set-up (chunks never write to it)."""
+    """Chunks on a pool of threads sharing this process's set-up.
+
+    Chunks only read the set-up; its lazily filled caches (the pine wilt shadow epidemic of
+    independent mode, forced-event masks) fill under a lock or idempotently.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     stop = {"cancelled": False}

@@ -143,7 +143,8 @@ def combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.nd
 
     Returns path_pos, parcel_pos, fraction, event with each pair once, sorted by (path, parcel).
     Within a pair the losses are taken largest first (ties in input order) and the survival
-    ``sum(log1p(-loss))`` is added in that order; :func:`reference_combine_losses` is the plain
+    ``sum(log1p(-loss))`` is added in that order; a pair hit once keeps its loss exactly.
+    :func:`reference_combine_losses` is the plain
     numpy definition (lexsort and bincount), which the compiled sort reproduces bit for bit.
     """
     if path_pos.size == 0:
@@ -156,8 +157,18 @@ def combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.nd
     log_keep, full = group_sums(np.log1p(-np.minimum(fs, 1.0 - 1e-15)), first, fs >= 1.0)
     frac = -np.expm1(log_keep)
     frac[full] = 1.0
+    _keep_single_losses(frac, fs, first)
     head = order[first]
     return pp[head], qq[head], frac, np.asarray(event)[head]
+
+
+def _keep_single_losses(frac: np.ndarray, sorted_fraction: np.ndarray, first: np.ndarray) -> None:
+    """A pair hit once keeps its loss exactly: ``-expm1(log1p(-f))`` can differ from ``f`` in the last
+    bit, and whether a pair goes through the merge must not depend on which other paths share the
+    block (a chunk with no path hit twice need not call :func:`combine_losses` at all)."""
+    starts = np.flatnonzero(first)
+    single = np.diff(np.append(starts, first.size)) == 1
+    frac[single] = sorted_fraction[starts[single]]
 
 
 def reference_combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fraction: np.ndarray,
@@ -175,6 +186,7 @@ def reference_combine_losses(path_pos: np.ndarray, parcel_pos: np.ndarray, fract
     log_keep = np.bincount(grp, weights=np.log1p(-np.minimum(fraction, 1.0 - 1e-15)))
     frac = -np.expm1(log_keep)
     frac[np.bincount(grp, weights=(fraction >= 1.0).astype(float)) > 0] = 1.0
+    _keep_single_losses(frac, fraction, first)
     up = pair[first]
     return (up // n_parcels).astype(np.int64), (up % n_parcels).astype(np.int64), frac, event[first]
 

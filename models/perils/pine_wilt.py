@@ -71,6 +71,7 @@ become infected this year and their host parcels are infected with at least that
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -86,6 +87,9 @@ from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
 from models.perils._pine_wilt_kernels import cell_year, parcel_year
 from models.rng import KeyedRandom, group_keys
+
+# guards the lazily filled independent-mode shadow epidemic, shared by chunks running on threads
+_SHADOW_LOCK = threading.Lock()
 
 KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
 
@@ -364,18 +368,24 @@ class PineWilt(Peril):
             infected |= forced_cells[None, :]
 
     def _shadow_marginal(self, seed: int, year: int, forced_cells: np.ndarray | None) -> np.ndarray:
-        """Marginal probability that each cell is infected in ``year`` (independent mode)."""
-        sh = self._shadow.get(seed)
-        if sh is None:
-            n = self.params.independent_shadow_paths
-            srnd = KeyedRandom(seed, np.arange(n, dtype=np.int64), np.empty(0, dtype=np.uint64))
-            sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": []}
-            self._shadow[seed] = sh
-        while len(sh["pi"]) <= year:
-            y = len(sh["pi"])
-            self.advance_cells(sh["state"], y, sh["rnd"], forced_cells if y == year else None, "pine_wilt.shadow")
-            sh["pi"].append(sh["state"].mean(axis=0))
-        return sh["pi"][year]
+        """Marginal probability that each cell is infected in ``year`` (independent mode).
+
+        The shadow epidemic is filled lazily and shared by every block of paths of the run; the lock
+        keeps chunks running on threads (``scheduler="threads"``) from advancing it twice.
+        """
+        with _SHADOW_LOCK:
+            sh = self._shadow.get(seed)
+            if sh is None:
+                n = self.params.independent_shadow_paths
+                srnd = KeyedRandom(seed, np.arange(n, dtype=np.int64), np.empty(0, dtype=np.uint64))
+                sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": []}
+                self._shadow[seed] = sh
+            while len(sh["pi"]) <= year:
+                y = len(sh["pi"])
+                self.advance_cells(sh["state"], y, sh["rnd"], forced_cells if y == year else None,
+                                   "pine_wilt.shadow")
+                sh["pi"].append(sh["state"].mean(axis=0))
+            return sh["pi"][year]
 
     # ---- forced events ---------------------------------------------------------------------
     def forced_masks(self, events: list[dict]) -> tuple[np.ndarray | None, np.ndarray | None]:
