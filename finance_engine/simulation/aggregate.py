@@ -7,9 +7,12 @@ ascending parcel order, one path row at a time (a compiled loop:
 :func:`models._kernels.sum_by_group` for dense arrays, the stand simulator's growth pass for stock
 and growth, :func:`~finance_engine.simulation._kernels.sum_sparse_by_group` for sparse losses).
 The finest administrative level asked for is the sum of its cells, each coarser level asked for
-the sum of the next finer one, and the portfolio the sum of the coarsest: a reported county is
-*by construction* the sum of its reported villages, for every path. (A portfolio total therefore
-depends, in the last bits, on which administrative levels were asked for alongside it.) Each
+the sum of the next finer one, and the portfolio the sum of the coarsest: a reported county's
+stock, growth, losses, harvest and credits are *by construction* the sums of its reported villages',
+for every path. (Sink and background mortality are differences -- end minus start, and the stock
+identity's residual -- taken at each level, so they add up across levels only to rounding. A
+portfolio total depends, in the last bits, on which levels were asked for alongside it, the event
+loss table's level included, because they shape the cells.) Each
 row's result does not depend on how many paths are processed together (the tests check this),
 which keeps results bit-identical across chunk sizes.
 """
