@@ -27,14 +27,22 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def keyed_unit(row, key):
+    """The keyed uniform of a path's row hash and a key: ``unit(mix(row ^ key))`` (see models.rng).
+
+    The one definition every compiled kernel draws its uniforms with.
+    """
+    return (np.float64(_mix(row ^ key) >> np.uint64(11)) + 0.5) * _TO_UNIT
+
+
 @nb.njit(cache=True, nogil=True)
 def keyed_uniform_grid(rows, keys, out):
     """out[i, j] = unit(mix(rows[i] ^ keys[j])): one uniform per (path, key)."""
     for i in range(rows.size):
         r = rows[i]
         for j in range(keys.size):
-            z = _mix(r ^ keys[j])
-            out[i, j] = (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT
+            out[i, j] = keyed_unit(r, keys[j])
     return out
 
 
@@ -42,8 +50,7 @@ def keyed_uniform_grid(rows, keys, out):
 def keyed_uniform_pairs(a, b, out):
     """out[k] = unit(mix(a[k] ^ b[k])): uniforms at selected (path, key) pairs."""
     for k in range(a.size):
-        z = _mix(a[k] ^ b[k])
-        out[k] = (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT
+        out[k] = keyed_unit(a[k], b[k])
     return out
 
 

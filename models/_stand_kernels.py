@@ -30,19 +30,10 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_TO_UNIT = 2.0**-53
+from models._kernels import keyed_unit
+
 #: elements per tile (the tile's state and scratch buffers, ~0.5 MB, stay in the L2 cache)
 TILE_ELEMENTS = 1 << 14
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _unit(z):
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    z = z ^ (z >> np.uint64(31))
-    return (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -106,7 +97,7 @@ def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise
             if age[i, j] < 0.0:
                 m = 0.0  # a destroyed stand waiting for replanting does not grow
             elif with_noise:
-                m = (_unit(r ^ keys[j]) * noise_scale + noise_offset) * mp
+                m = (keyed_unit(r, keys[j]) * noise_scale + noise_offset) * mp
             else:
                 m = mp
             if j < nt:

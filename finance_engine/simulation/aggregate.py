@@ -144,11 +144,6 @@ class Aggregator:
             out["parcel"] = values
         return out
 
-    def sum_level(self, values: np.ndarray, level: str) -> np.ndarray:
-        """Sum an (n_paths, n_parcels) array into one non-administrative level (e.g. project_id)."""
-        g = self.groups_all[level]
-        return _sum(np.ascontiguousarray(values, dtype=np.float64), g.parcel_group, g.n_groups)
-
     def sparse_cells(self, n_paths: int, path_pos: np.ndarray, parcel_pos: np.ndarray, values: np.ndarray,
                      weight: np.ndarray) -> np.ndarray:
         """Sum sparse entries ``values * weight[parcel]`` into cells: (n_paths, n_cells).
@@ -164,9 +159,3 @@ class Aggregator:
             pp, qq, vv = pp[order], qq[order], vv[order]
         return sum_sparse_by_group(pp, qq, vv, np.ascontiguousarray(weight, dtype=np.float64),
                                    self.cell_of_parcel, np.empty((n_paths, self.n_cells)))
-
-    def sum_sparse(self, n_paths: int, path_pos: np.ndarray, parcel_pos: np.ndarray,
-                   values: np.ndarray) -> dict[str, np.ndarray]:
-        """Sum sparse (path, parcel, value) entries into every level: level -> (n_paths, n_groups)."""
-        ones = np.ones(self.n_parcels)
-        return self.from_cells(self.sparse_cells(n_paths, path_pos, parcel_pos, values, ones))

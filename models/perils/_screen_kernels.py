@@ -23,20 +23,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_TO_UNIT = 2.0**-53
+from models._kernels import keyed_unit
+
 #: relative slack of every screening bound (rounding differences are ~1e-16 relative)
 BOUND_SLACK = 1.0 + 1e-9
-
-
-@nb.njit(cache=True, nogil=True)
-def _unit(r, key):
-    z = r ^ key
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    z = z ^ (z >> np.uint64(31))
-    return (np.float64(z >> np.uint64(11)) + 0.5) * _TO_UNIT
 
 
 @nb.njit(cache=True, nogil=True)
@@ -102,7 +92,7 @@ def _append(oi, oj, ou, k, i, hj, c, r, keys, want_u):
         j = hj[t]
         oi[k + t] = i
         oj[k + t] = j
-        ou[k + t] = _unit(r, keys[j]) if want_u else 0.0
+        ou[k + t] = keyed_unit(r, keys[j]) if want_u else 0.0
 
 
 # Each screen works row by row: one vectorised pass hashes the row and flags the pairs that pass,
@@ -139,7 +129,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbo
         r = rows[i]
         c = 0
         for j in range(n):
-            f = _unit(r, keys[j]) < b * parcel_bound[j] * fire_multiplier[i, j]
+            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * fire_multiplier[i, j]
             flag[j] = f
             c += f
         if c:
@@ -159,7 +149,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbo
                     prob = prob * path_factor[i]
                 if a < 0 or carbon[i, j] <= 0:
                     prob = 0.0
-                if _unit(r, keys[j]) < min(prob, 1.0):
+                if keyed_unit(r, keys[j]) < min(prob, 1.0):
                     oi[k + m] = i
                     oj[k + m] = j
                     m += 1
@@ -187,7 +177,7 @@ def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, ag
         r = rows[i]
         c = 0
         for j in range(n):
-            f = col_mask[j] & (_unit(r, keys[j]) < t * col_threshold[j])
+            f = col_mask[j] & (keyed_unit(r, keys[j]) < t * col_threshold[j])
             flag[j] = f
             c += f
         if c:
@@ -213,7 +203,7 @@ def keyed_flags(rows, keys, row_threshold, flags, capacity):
         r = rows[i]
         c = 0
         for j in range(n):
-            f = _unit(r, keys[j]) < t
+            f = keyed_unit(r, keys[j]) < t
             flag[j] = f
             flags[i, j] = f
             c += f
@@ -251,7 +241,7 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
         tr = track_km[i]
         c = 0
         for j in range(n):  # the track factor is at most 1: a cheap first screen
-            f = _unit(r, keys[j]) < top * coast_decay[j]
+            f = keyed_unit(r, keys[j]) < top * coast_decay[j]
             flag[j] = f
             c += f
         if c:
@@ -263,7 +253,7 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
                 j = hj[t]
                 z = (along_km[j] - tr) / track_width_km
                 x = 0.5 * z * z
-                u = _unit(r, keys[j])
+                u = keyed_unit(r, keys[j])
                 if u * (1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))) < top * coast_decay[j]:
                     oi[k + m] = i
                     oj[k + m] = j
