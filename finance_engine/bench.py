@@ -15,10 +15,14 @@ Cases
                    :func:`finance_engine.collateral.value_collateral` runs the engine (per-path
                    results, no summary tables) on ``--workers`` threads; also on one thread.
 ``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
-                   ``--city-paths`` paths (default 1,000), 30 years, ``--workers`` processes.
+                   ``--city-paths`` paths (default 1,000), 30 years, on ``--workers`` threads
+                   (``--city-scheduler threads``, the default) or worker processes
+                   (``--city-scheduler processes``, the engine's default local backend).
 ``price_layer``    layer pricing of a shuffled 1,000,000-row event loss table.
 ``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
-                   depends on chunk size and parcels, not on paths.
+                   depends on chunk size and parcels, hardly on paths. With threads the one process
+                   holds everything, so its peak is the run's; with processes the figure is the
+                   largest single process (the parent or one worker), not their sum.
 """
 
 from __future__ import annotations
@@ -169,11 +173,15 @@ def _run_case(name: str, args: dict) -> dict:
         pf = validate_frame(frame, params)
         paths, years = args.get("paths", 1000), args.get("years", 30)
         t = time.perf_counter()
+        scheduler = args.get("scheduler", "threads")
+        del frame  # the validated portfolio keeps what the engine reads
         simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
+                 scheduler=None if scheduler == "processes" else scheduler,
                  chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
         dt = time.perf_counter() - t
         ppy = n * paths * years
-        return {"parcels": n, "paths": paths, "years": years, "seconds": dt, "parcel_path_years_per_s": ppy / dt,
+        return {"parcels": n, "paths": paths, "years": years, "scheduler": scheduler, "workers": args.get("workers", 2),
+                "seconds": dt, "parcel_path_years_per_s": ppy / dt,
                 "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb()}
     if name == "price_layer":
         import pandas as pd
@@ -192,7 +200,7 @@ def _run_case(name: str, args: dict) -> dict:
 
 
 def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_paths: int = 256,
-        workers: int = 2, out: Path | None = None, echo=print) -> dict:
+        workers: int = 2, out: Path | None = None, echo=print, city_scheduler: str = "threads") -> dict:
     results: dict[str, dict] = {}
     for c in cases:
         if c == "demo_full":
@@ -202,9 +210,9 @@ def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_
         elif c == "rng_only":
             args = {"paths": demo_paths}
         elif c == "city":
-            args = {"paths": city_paths, "workers": workers}
+            args = {"paths": city_paths, "workers": workers, "scheduler": city_scheduler}
         elif c == "city_memory":
-            args = {"paths": memory_paths, "workers": workers}
+            args = {"paths": memory_paths, "workers": workers, "scheduler": city_scheduler}
         elif c == "loan":
             args = {"workers": workers}
         else:
@@ -226,6 +234,7 @@ def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_
     return doc
 
 
+CITY_SCHEDULERS = ("threads", "processes")
 ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]
 
 
@@ -236,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--city-paths", type=int, default=1000)
     ap.add_argument("--memory-paths", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--city-scheduler", choices=CITY_SCHEDULERS, default="threads")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
-    run(a.cases, a.demo_paths, a.city_paths, a.memory_paths, a.workers, a.out)
+    run(a.cases, a.demo_paths, a.city_paths, a.memory_paths, a.workers, a.out, city_scheduler=a.city_scheduler)
     return 0
 
 

@@ -315,3 +315,28 @@ def test_threads_from_a_cold_set_up_in_independent_mode(params, monkeypatch):
     monkeypatch.setattr(PineWilt, "advance_cells", slow_advance)
     b = _run(pf, params, workers=4, scheduler="threads", **kw)
     _assert_identical(a, b)
+
+
+def test_chunk_store_holds_per_path_results_once_equal_to_the_joined_chunks(portfolio, params):
+    from finance_engine.simulation.chunk import EngineSetup, run_chunk
+    from finance_engine.simulation.engine import SimulationConfig
+    from finance_engine.simulation.result import ChunkStore
+
+    cfg = SimulationConfig(years=4, paths=80, seed=3, levels=("portfolio", "county"))
+    setup = EngineSetup(params, portfolio, cfg)
+    chunks = [run_chunk(setup, i, s, e) for i, s, e in chunk_ranges(80, 32)]
+    joined = {lv: np.concatenate([c.per_path[lv] for c in chunks], axis=2) for lv in setup.summary_levels}
+    store = ChunkStore(setup)
+    for c in reversed(chunks):  # arrival order does not matter
+        store[c.index] = c
+        assert c.per_path == {}  # the chunk no longer holds its copy
+    assert set(store) == {0, 1, 2}
+    for lv in setup.summary_levels:
+        np.testing.assert_array_equal(store.per_path[lv], joined[lv])
+
+
+def test_a_run_that_reports_nothing_is_refused_before_it_runs(portfolio, params):
+    seen = []
+    with pytest.raises(ValueError, match="reports nothing"):
+        _run(portfolio, params, summarise=False, keep_paths=False, progress=seen.append)
+    assert seen == []

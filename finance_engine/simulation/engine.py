@@ -21,7 +21,7 @@ import pandas as pd
 
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup, run_chunk
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
-from finance_engine.simulation.result import SimulationResult, assemble_result
+from finance_engine.simulation.result import ChunkStore, SimulationResult, assemble_result
 from models.dynamics import Modifiers, SimulationSwitches
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
@@ -189,12 +189,14 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         raise ValueError("chunk_paths must be >= 1")
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    if not (summarise or keep_paths):
+        raise ValueError("a run that neither summarises nor keeps paths reports nothing")
 
     t0 = time.perf_counter()
     tasks = chunk_ranges(config.paths, chunk_paths)
     token = _setup_token(model, portfolio, config)
     setup = _get_setup(token, model, portfolio, config)  # validates perils and levels up front
-    results: dict[int, ChunkResult] = {}
+    results = ChunkStore(setup)  # per-path arrays go into whole-run arrays as chunks finish
 
     def report() -> None:
         if progress is not None:
@@ -222,9 +224,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         backend = "local"
     elapsed = time.perf_counter() - t0
     ordered = [results[i] for i, _, _ in tasks]
-    if not (summarise or keep_paths):
-        raise ValueError("a run that neither summarises nor keeps paths reports nothing")
     return assemble_result(setup, ordered, keep_paths=keep_paths, summarise=summarise,
+                           per_path_arrays=results.per_path,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1]})
 

@@ -159,8 +159,36 @@ def _switches_dict(sw) -> dict[str, Any]:
     return d
 
 
+class ChunkStore(dict):
+    """Finished chunks by index, their per-path arrays moved into whole-run arrays on arrival.
+
+    Each chunk's (metrics, years, chunk paths, groups) array is copied into its paths' slice of one
+    preallocated (metrics, years, paths, groups) array per level and dropped from the chunk, so the
+    run holds the per-path results once (not once in the chunks and again when they are joined).
+    The values are the same as joining the chunks in path order.
+    """
+
+    def __init__(self, setup: EngineSetup):
+        super().__init__()
+        cfg = setup.config
+        self.per_path = {lv: np.empty((len(setup.metrics), cfg.years, cfg.paths,
+                                       setup.aggregator.groups[lv].n_groups)) for lv in setup.summary_levels}
+
+    def __setitem__(self, index: int, chunk: ChunkResult) -> None:
+        for lv, arr in self.per_path.items():
+            arr[:, :, chunk.path_start:chunk.path_stop] = chunk.per_path[lv]
+        chunk.per_path = {}
+        super().__setitem__(index, chunk)
+
+
 def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths: bool,
-                    run_info: dict[str, Any], summarise: bool = True) -> SimulationResult:
+                    run_info: dict[str, Any], summarise: bool = True,
+                    per_path_arrays: dict[str, np.ndarray] | None = None) -> SimulationResult:
+    """The run's result from its chunks in path order.
+
+    ``per_path_arrays`` are the whole-run per-path arrays of a :class:`ChunkStore` (whose chunks
+    no longer hold them); without it they are joined from the chunks.
+    """
     cfg = setup.config
     sim = setup.simulator
     metrics = setup.metrics
@@ -169,7 +197,10 @@ def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths
     per_path: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for lv in setup.summary_levels:
-        arr = np.concatenate([c.per_path[lv] for c in chunks], axis=2)
+        if per_path_arrays is not None:
+            arr = per_path_arrays[lv]
+        else:
+            arr = np.concatenate([c.per_path[lv] for c in chunks], axis=2)
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
         if keep_paths:
@@ -261,4 +292,4 @@ def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths
                             per_path=per_path, labels=labels, run_info=run_info)
 
 
-__all__ = ["SimulationResult", "assemble_result", "code_version", "nested_moments"]
+__all__ = ["ChunkStore", "SimulationResult", "assemble_result", "code_version", "nested_moments"]

@@ -76,10 +76,15 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
                        quantiles: tuple[float, ...], tail_levels: tuple[float, ...]) -> pd.DataFrame:
     """Tidy summary of a (metrics, years, paths, groups) array: one row per metric, year and group."""
     n_metrics, years, n_paths, n_groups = per_path.shape
-    x = np.moveaxis(per_path, 2, 0)  # paths first
-    mom = nested_moments(x, set_size, parameter_uncertainty)
-    upper = np.array([is_upper_tail(m) for m in metrics])[:, None, None]
-    tails = tail_stats(x, quantiles, tail_levels, upper)
+    # one metric at a time: the sorts and deviations are temporaries of one metric's size, not the
+    # whole array's (per-path arrays of a many-path run are the largest thing a run holds)
+    stats: dict[str, np.ndarray] = {}
+    for i, m in enumerate(metrics):
+        x = np.moveaxis(per_path[i], 1, 0)  # (paths, years, groups)
+        one = {**nested_moments(x, set_size, parameter_uncertainty),
+               **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)))}
+        for k, v in one.items():
+            stats.setdefault(k, np.empty((n_metrics, years, n_groups)))[i] = v
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")
     df = pd.DataFrame({
         "level": level,
@@ -88,7 +93,7 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
         "year": idx_y.ravel(),
         "calendar_year": idx_y.ravel() + start_year,
     })
-    for k, v in {**mom, **tails}.items():
+    for k, v in stats.items():
         df[k] = v.ravel()
     return df
 

@@ -336,8 +336,13 @@ class PineWilt(Peril):
         p0 = self.params.initial_epidemic.cell_infection_probability.value
         if not self.initial_cells.any() or p0 <= 0:
             return np.zeros((rnd.n_paths, self.grid.n_cells), dtype=bool)
-        u = rnd.keyed_uniform(f"{prefix}.initial", 0, self.grid.keys)
-        return self.initial_cells[None, :] & (u < p0)
+        # draws only for the cells that can start infected: the same numbers as the dense
+        # ``initial_cells & (keyed_uniform(keys) < p0)``
+        cells = np.flatnonzero(self.initial_cells)
+        u = rnd.keyed_uniform(f"{prefix}.initial", 0, self.grid.keys[cells])
+        infected = np.zeros((rnd.n_paths, self.grid.n_cells), dtype=bool)
+        infected[:, cells] = u < p0
+        return infected
 
     # ---- landscape dynamics --------------------------------------------------------------
     def cell_hazard(self, infected: np.ndarray) -> np.ndarray:

@@ -17,9 +17,11 @@ from api.cli.common import echo_json, note
 @click.option("--city-paths", type=click.IntRange(32, 100_000), default=1000, show_default=True)
 @click.option("--memory-paths", type=click.IntRange(32, 1_000_000), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--city-scheduler", type=click.Choice(["threads", "processes"]), default="threads", show_default=True,
+              help="How the city cases run their --workers: threads in one process, or worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Result JSON (default: benchmarks/results/).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def bench(cases, demo_paths, city_paths, memory_paths, workers, out, fmt):
+def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, out, fmt):
     """Measure the engine: parcel-path-years per second, peak memory, engine/RNG time, loan latency.
 
     Each case runs in its own process; results are written to a JSON file so runs can be compared.
@@ -28,11 +30,12 @@ def bench(cases, demo_paths, city_paths, memory_paths, workers, out, fmt):
     Examples:
       carbon-risk bench --cases demo_full --cases rng_only
       carbon-risk bench --cases city --city-paths 128
+      carbon-risk bench --cases city_memory --memory-paths 10000 --city-scheduler processes
     """
     from finance_engine.bench import ALL_CASES, run
 
     doc = run(list(cases) or ALL_CASES, demo_paths, city_paths, memory_paths, workers,
-              Path(out) if out else None, echo=note)
+              Path(out) if out else None, echo=note, city_scheduler=city_scheduler)
     if fmt == "json":
         echo_json(doc)
         return
