@@ -319,7 +319,7 @@ def test_threads_from_a_cold_set_up_in_independent_mode(params, monkeypatch):
 
 def test_chunk_store_holds_per_path_results_once_equal_to_the_joined_chunks(portfolio, params):
     from finance_engine.simulation.chunk import EngineSetup, run_chunk
-    from finance_engine.simulation.engine import SimulationConfig
+    from finance_engine.simulation.config import SimulationConfig
     from finance_engine.simulation.result import ChunkStore
 
     cfg = SimulationConfig(years=4, paths=80, seed=3, levels=("portfolio", "county"))
@@ -340,3 +340,21 @@ def test_a_run_that_reports_nothing_is_refused_before_it_runs(portfolio, params)
     with pytest.raises(ValueError, match="reports nothing"):
         _run(portfolio, params, summarise=False, keep_paths=False, progress=seen.append)
     assert seen == []
+
+
+def test_chunks_in_this_process_write_into_the_run_arrays(portfolio, params):
+    from finance_engine.simulation.chunk import EngineSetup, run_chunk
+    from finance_engine.simulation.config import SimulationConfig
+    from finance_engine.simulation.result import ChunkStore
+
+    cfg = SimulationConfig(years=4, paths=64, seed=3, levels=("portfolio", "county"))
+    setup = EngineSetup(params, portfolio, cfg)
+    copied = {c.index: c.per_path for c in (run_chunk(setup, i, s, e) for i, s, e in chunk_ranges(64, 32))}
+    store = ChunkStore(setup)
+    for i, s, e in chunk_ranges(64, 32):
+        views = store.views(s, e)
+        chunk = run_chunk(setup, i, s, e, out=views)
+        assert all(chunk.per_path[lv] is views[lv] for lv in views)  # written in place
+        store[i] = chunk
+    for lv in setup.summary_levels:
+        np.testing.assert_array_equal(store.per_path[lv], np.concatenate([copied[0][lv], copied[1][lv]], axis=2))

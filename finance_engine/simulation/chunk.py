@@ -108,8 +108,13 @@ def _block_sums(values: np.ndarray) -> np.ndarray:
 
 
 def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
-              cancelled: Any = None) -> ChunkResult:
-    """Simulate paths ``path_start .. path_stop-1`` and reduce them."""
+              cancelled: Any = None, out: dict[str, np.ndarray] | None = None) -> ChunkResult:
+    """Simulate paths ``path_start .. path_stop-1`` and reduce them.
+
+    ``out`` (level -> zero-filled (metrics, years, chunk paths, groups) array, for the levels of
+    ``setup.summary_levels``) receives the per-path results in place: a chunk running in the
+    process that holds the run's arrays writes straight into them.
+    """
     if path_start % PATH_BLOCK or ((path_stop - path_start) % PATH_BLOCK and path_stop != setup.config.paths):
         raise ValueError("chunks must consist of whole path blocks (only the last may be short)")
     cfg = setup.config
@@ -123,7 +128,9 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     w = setup.weight
 
     coarse_levels = setup.summary_levels + setup.moment_levels
-    per_level = {lv: np.zeros((len(metrics), years, n_paths, agg.groups[lv].n_groups)) for lv in coarse_levels}
+    per_level = {lv: (out[lv] if out is not None and lv in out
+                      else np.zeros((len(metrics), years, n_paths, agg.groups[lv].n_groups)))
+                 for lv in coarse_levels}
 
     init_c = sim.initial_carbon_tc_per_ha() * w
     initial_stock = {lv: agg.sum_dense(init_c[None, :])[lv][0] for lv in (*coarse_levels, "project_id")}

@@ -219,7 +219,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         for i, s, e in tasks:
             if cancel is not None and cancel():
                 raise SimulationCancelled("simulation cancelled")
-            results[i] = run_chunk(setup, i, s, e)
+            results[i] = run_chunk(setup, i, s, e, out=results.views(s, e))
             report()
         backend = "local"
     elapsed = time.perf_counter() - t0
@@ -265,7 +265,7 @@ def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cance
         stop["cancelled"] = True  # running chunks stop at their next year
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="carbon-chunk") as pool:
-        pending = {pool.submit(run_chunk, setup, i, s, e, cancelled): i for i, s, e in tasks}
+        pending = {pool.submit(run_chunk, setup, i, s, e, cancelled, results.views(s, e)): i for i, s, e in tasks}
         _collect(pending, results, report, cancel, abort)
 
 

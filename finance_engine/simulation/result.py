@@ -165,18 +165,30 @@ class ChunkStore(dict):
     Each chunk's (metrics, years, chunk paths, groups) array is copied into its paths' slice of one
     preallocated (metrics, years, paths, groups) array per level and dropped from the chunk, so the
     run holds the per-path results once (not once in the chunks and again when they are joined).
-    The values are the same as joining the chunks in path order.
+    Chunks that run in this process write into their slices directly (:meth:`views`). The values
+    are the same as joining the chunks in path order.
     """
 
     def __init__(self, setup: EngineSetup):
         super().__init__()
         cfg = setup.config
-        self.per_path = {lv: np.empty((len(setup.metrics), cfg.years, cfg.paths,
+        self._views: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        # zero-filled: a chunk leaves the credit metrics of years without issuance at zero
+        self.per_path = {lv: np.zeros((len(setup.metrics), cfg.years, cfg.paths,
                                        setup.aggregator.groups[lv].n_groups)) for lv in setup.summary_levels}
 
+    def views(self, path_start: int, path_stop: int) -> dict[str, np.ndarray]:
+        """The slices of paths ``path_start .. path_stop-1``, for :func:`run_chunk`'s ``out``."""
+        v = {lv: arr[:, :, path_start:path_stop] for lv, arr in self.per_path.items()}
+        self._views[(path_start, path_stop)] = v
+        return v
+
     def __setitem__(self, index: int, chunk: ChunkResult) -> None:
+        given = self._views.pop((chunk.path_start, chunk.path_stop), {})
         for lv, arr in self.per_path.items():
-            arr[:, :, chunk.path_start:chunk.path_stop] = chunk.per_path[lv]
+            part = chunk.per_path[lv]
+            if part is not given.get(lv):  # computed elsewhere (another process): copy it in
+                arr[:, :, chunk.path_start:chunk.path_stop] = part
         chunk.per_path = {}
         super().__setitem__(index, chunk)
 
