@@ -152,3 +152,21 @@ def test_step_equals_reference_step(params, independent):
         n_losses += len(a)
     # non-trivial: many losses (more than the kernel's first output buffer), capped mortality included
     assert n_losses > 2 * 1024 and (a.loss_fraction > 0).all()
+
+
+def test_a_pure_pine_stand_with_no_pines_left_loses_nothing_more():
+    """s = s0 L / (s0 L + 1 - s0) is 0/0 for s0 = 1, L = 0: the kernel records no loss (the numpy
+    reference's NaN, which is not > 0) and still advances the outbreak year."""
+    from models.perils._pine_wilt_kernels import parcel_year
+
+    years = np.array([[1, 1]], dtype=np.int16)  # both hosts in year 1 of their outbreak
+    pine_left = np.array([[0.0, 0.5]], dtype=np.float32)  # the first has no pines left
+    one = np.ones((1, 2), dtype=np.float32)
+    pp, gq, loss = parcel_year(
+        years, pine_left, np.zeros((0, 0), dtype=bool), False, np.zeros(2, dtype=bool), np.zeros(2, np.int64),
+        np.arange(2, dtype=np.int64), one, one, np.ones(1), np.zeros(2), np.ones(2), np.zeros(0), False,
+        np.zeros(1, np.uint64), np.zeros(2, np.uint64), np.full(2, 0.4), np.zeros(2), np.ones(2), np.ones(1), 5)
+    np.testing.assert_array_equal(gq, [1])  # only the stand with pines loses carbon
+    assert loss[0] == pytest.approx(0.4)  # a pure-pine stand: its whole carbon is pine, m = 0.4 of it
+    np.testing.assert_array_equal(years, [[2, 2]])
+    assert pine_left[0, 0] == 0.0 and pine_left[0, 1] == pytest.approx(0.3)

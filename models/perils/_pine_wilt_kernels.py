@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import _mix
+from models._kernels import _mix, keyed_unit
 
 _TO_UNIT = 2.0**-53
 _TWO53 = 2**53
@@ -173,7 +173,7 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
     return infected
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")  # 0/0 is NaN as in numpy (a fully dead pure-pine stand)
+@nb.njit(cache=True, nogil=True)
 def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age, pest,
                 hazard, pre, host_factor, forced_prob, has_forced, rows, keys, mortality, sanitation,
                 pine_share, severity, outbreak_years):
@@ -199,7 +199,6 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
     out_g = np.empty(cap, dtype=np.int64)
     out_l = np.empty(cap, dtype=np.float64)
     n = 0
-    s11 = np.uint64(11)
     for p in range(n_paths):
         if cap - n < n_hosts:  # room for every host of this path (buffers are re-bound only here)
             cap = max(2 * cap, n + n_hosts)
@@ -232,7 +231,7 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                         pf = forced_prob[q] * factor
                         if pf > pr or pf != pf:  # np.maximum, NaN included
                             pr = pf
-                    u = (np.float64(_mix(r ^ keys[g]) >> s11) + 0.5) * _TO_UNIT
+                    u = keyed_unit(r, keys[g])
                     if u < pr and u < 1.0:
                         yv = 0
                         years[p, q] = 0
@@ -244,7 +243,11 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                     m = 1.0
                 left = np.float64(pine_left[p, q])
                 s0 = pine_share[q]
-                share = s0 * left / (s0 * left + (1.0 - s0))
+                pines = s0 * left
+                whole = pines + (1.0 - s0)
+                # a pure-pine stand with no pines left has nothing to lose (numpy's 0/0 = NaN,
+                # which the reference drops as not > 0)
+                share = pines / whole if whole > 0.0 else 0.0
                 loss = share * m
                 pine_left[p, q] = np.float32(left * (1.0 - m))
                 years[p, q] = yv + 1
