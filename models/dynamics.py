@@ -302,7 +302,9 @@ class ForestSimulator:
             cascades = (cascade_until, np.float32(casc.fire_multiplier.value), np.float32(casc.pest_multiplier.value),
                         fire_mult, pest_mult)
         else:
+            # no cascades: both multipliers are the same all-ones array, which nothing may write
             fire_mult = np.ones((n_paths, n), dtype=np.float32)
+            fire_mult.setflags(write=False)
             pest_mult = fire_mult
             cascades = None
         states = [p.init_state(n_paths, rnd) for p in self.perils]
