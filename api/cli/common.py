@@ -171,7 +171,9 @@ def simulation_options(f: Callable) -> Callable:
         click.option("--chunk-paths", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
                      help="Paths per chunk (memory/speed only; results are identical)."),
         click.option("--scheduler", default=None, metavar="threads|local-cluster|tcp://HOST:PORT",
-                     help="threads: --workers threads in this process; local-cluster or tcp://HOST:PORT: a Dask cluster."),
+                     help="threads: --workers threads in this process (one copy of the portfolio and set-up: "
+                          "the least memory for a large portfolio); local-cluster or tcp://HOST:PORT: a Dask cluster. "
+                          "Default: --workers local processes."),
     ]
     for o in reversed(opts):
         f = o(f)
