@@ -65,8 +65,21 @@ def sum_by_group(values, group, n_groups, out):
     for i in range(n_rows):
         for g in range(n_groups):
             out[i, g] = 0.0
+        if n_cols == 0:
+            continue
+        # the running sum of the current group stays in a register while its parcels are adjacent
+        # (sorted groups, a single group): the same additions in the same order as
+        # ``out[i, group[j]] += values[i, j]``, without a store and reload per parcel
+        cur = group[0]
+        acc = 0.0
         for j in range(n_cols):
-            out[i, group[j]] += values[i, j]
+            g = group[j]
+            if g != cur:
+                out[i, cur] = acc
+                cur = g
+                acc = out[i, g]
+            acc += values[i, j]
+        out[i, cur] = acc
     return out
 
 

@@ -34,6 +34,12 @@ def test_sum_by_group_equals_sparse_indicator_product_bit_for_bit():
     np.testing.assert_array_equal(got, np.asarray(x @ ind))
     # each row's sums do not depend on the other rows
     np.testing.assert_array_equal(sum_by_group(x[5:6], g, 23, np.empty((1, 23)))[0], got[5])
+    # sorted groups (runs), a single group, and groups that come back after others
+    for g2 in (np.sort(g), np.zeros(400, dtype=np.intp), np.arange(400) % 3, np.repeat(np.arange(20), 20)[::-1].copy()):
+        n2 = int(g2.max()) + 1
+        ind2 = sp.csr_matrix((np.ones(400), (np.arange(400), g2)), shape=(400, n2))
+        np.testing.assert_array_equal(sum_by_group(x, g2, n2, np.empty((17, n2))), np.asarray(x @ ind2))
+    assert sum_by_group(np.empty((3, 0)), np.empty(0, np.intp), 2, np.full((3, 2), 7.0)).tolist() == [[0.0, 0.0]] * 3
 
 
 def test_pine_wilt_cell_kernel_equals_numpy_definition(params):

@@ -115,8 +115,12 @@ class Aggregator:
         self.groups_all = dict(self.groups)
         self.groups = {lv: self.groups[lv] for lv in self.levels}
 
-    def from_cells(self, cells: np.ndarray) -> dict[str, np.ndarray]:
-        """Cell sums (..., n_cells) -> level -> (..., n_groups), for every level but ``parcel``."""
+    def from_cells(self, cells: np.ndarray, only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Cell sums (..., n_cells) -> level -> (..., n_groups), for every level but ``parcel``.
+
+        ``only`` skips the project and species-group levels not in it (the administrative chain and
+        the portfolio are always summed: coarser levels come from finer ones).
+        """
         out: dict[str, np.ndarray] = {}
         lead = cells.shape[:-1]
         flat = np.ascontiguousarray(cells, dtype=np.float64).reshape(-1, cells.shape[-1])
@@ -130,7 +134,8 @@ class Aggregator:
             out["portfolio"] = top if top.shape[1] == 1 and not self._admin_chain else \
                 _sum(top, np.zeros(top.shape[1], np.intp), 1)
         for lv in self._other:
-            out[lv] = _sum(flat, self._other_of_cell[lv], self.groups_all[lv].n_groups)
+            if only is None or lv in only:
+                out[lv] = _sum(flat, self._other_of_cell[lv], self.groups_all[lv].n_groups)
         return {lv: v.reshape(*lead, v.shape[1]) for lv, v in out.items()}
 
     def sum_cells(self, values: np.ndarray) -> np.ndarray:

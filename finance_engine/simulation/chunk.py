@@ -187,7 +187,7 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
         hp, hq, hv = out.harvest
         if hv.size:
             stack[3] = agg.sparse_cells(n_paths, hp, hq, hv, w)
-        by_level = agg.from_cells(stack)
+        by_level = agg.from_cells(stack, coarse_levels)
         for lv in coarse_levels:
             arr, sums = per_level[lv], by_level[lv]
             for k in range(1, len(slot_metric)):
@@ -209,7 +209,7 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
                 bshare = np.where(proj_gain > 0, buffer / proj_gain, 0.0)
             issuance_shares(carbon, w, last_issue_stock, setup.project_of_parcel, share, bshare,
                             agg.cell_of_parcel, credit_cells[0], credit_cells[1], cum_credit, want_parcel)
-            by_level = agg.from_cells(credit_cells)
+            by_level = agg.from_cells(credit_cells, coarse_levels)
             for lv in coarse_levels:
                 per_level[lv][m_index["credits_issued_tco2e"], y] = by_level[lv][0]
                 per_level[lv][m_index["buffer_withheld_tco2e"], y] = by_level[lv][1]
