@@ -153,9 +153,9 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         ``"threads"`` (``workers`` threads in this process: no start-up cost, so best for small
         portfolios with many paths such as one loan, and one copy of the portfolio and set-up, so
         the least memory for a large one: the city benchmark's 10,000-path run stays under 2 GB on
-        threads; the compiled kernels and numpy's vectorised loops release the GIL), ``"local-cluster"`` (a Dask LocalCluster of ``workers``
-        processes), a ``tcp://host:port`` address of a Dask scheduler, or a ``distributed.Client``.
-        Results are identical to a local run.
+        threads; the compiled kernels and numpy's vectorised loops release the GIL),
+        ``"local-cluster"`` (a Dask LocalCluster of ``workers`` processes), a ``tcp://host:port``
+        address of a Dask scheduler, or a ``distributed.Client``. Results are identical to a local run.
     progress : callable, optional
         Called with a :class:`Progress` after each chunk.
     cancel : callable, optional
