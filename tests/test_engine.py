@@ -1,5 +1,7 @@
 """The Monte Carlo engine: reproducible to the bit, honest about its error."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -358,3 +360,26 @@ def test_chunks_in_this_process_write_into_the_run_arrays(portfolio, params):
         store[i] = chunk
     for lv in setup.summary_levels:
         np.testing.assert_array_equal(store.per_path[lv], np.concatenate([copied[0][lv], copied[1][lv]], axis=2))
+
+
+def test_a_forked_pool_worker_uses_the_inherited_set_up_without_a_payload(portfolio, params):
+    import pickle
+
+    from finance_engine.simulation import engine
+    from finance_engine.simulation.chunk import run_chunk
+    from finance_engine.simulation.config import SimulationConfig
+
+    cfg = SimulationConfig(years=3, paths=64, seed=4, levels=("portfolio",))
+    token = engine._setup_token(params, portfolio, cfg)
+    setup = engine._get_setup(token, params, portfolio, cfg)  # what the parent holds when it forks
+    engine._load_worker_payload(token, None, pickle.dumps(replace(cfg, seed=9)))
+    try:
+        assert engine._WORKER_PAYLOAD[token][:2] == (None, None)  # no copy of the portfolio or model
+        got = engine._pool_task(token, 1, 32, 64)
+        want = run_chunk(engine._get_setup(token, params, portfolio, replace(cfg, seed=9)), 1, 32, 64)
+        np.testing.assert_array_equal(got.per_path["portfolio"], want.per_path["portfolio"])
+        assert setup.config.seed == 4  # the inherited set-up itself is not changed
+        with pytest.raises(RuntimeError, match="without the parent's set-up"):
+            engine._load_worker_payload("no-such-token", None, pickle.dumps(cfg))
+    finally:
+        engine._WORKER_PAYLOAD.pop(token, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import multiprocessing
 import os
 import pickle
 import time
@@ -83,11 +84,26 @@ def _chunk_task(token: str, payload: Any, index: int, start: int, stop: int) -> 
 _WORKER_PAYLOAD: dict[str, Any] = {}
 
 
-def _init_pool_worker(token: str, payload: bytes) -> None:
+def _init_pool_worker(token: str, payload: bytes | None, config_blob: bytes | None = None) -> None:
     from finance_engine._workers import exit_with_parent
 
     exit_with_parent()
-    _WORKER_PAYLOAD[token] = pickle.loads(payload)
+    _load_worker_payload(token, payload, config_blob)
+
+
+def _load_worker_payload(token: str, payload: bytes | None, config_blob: bytes | None) -> None:
+    """Keep what a pool worker's chunks need.
+
+    ``payload`` is the pickled (model, portfolio, config). A forked worker is sent none: it
+    inherited the parent's set-up (``_SETUP_CACHE``), so it needs only the run's config, and holds
+    no copy of its own of the portfolio or the model.
+    """
+    if payload is not None:
+        _WORKER_PAYLOAD[token] = pickle.loads(payload)
+        return
+    if token not in _SETUP_CACHE:
+        raise RuntimeError("pool worker started without a payload and without the parent's set-up")
+    _WORKER_PAYLOAD[token] = (None, None, pickle.loads(config_blob))
 
 
 def _pool_task(token: str, index: int, start: int, stop: int) -> ChunkResult:
@@ -271,8 +287,15 @@ def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cance
 
 
 def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
-    blob = pickle.dumps(payload)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker, initargs=(token, blob)) as pool:
+    ctx = multiprocessing.get_context()
+    if ctx.get_start_method() == "fork" and token in _SETUP_CACHE:
+        # forked workers inherit this process's set-up: send them only the config (no second
+        # copy of the portfolio and model per worker, no set-up to rebuild)
+        initargs = (token, None, pickle.dumps(payload[2]))
+    else:
+        initargs = (token, pickle.dumps(payload), None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker,
+                             initargs=initargs) as pool:
         pending = {pool.submit(_pool_task, token, i, s, e): i for i, s, e in tasks}
         _collect(pending, results, report, cancel)
 
