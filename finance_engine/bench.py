@@ -21,8 +21,11 @@ Cases
 ``price_layer``    layer pricing of a shuffled 1,000,000-row event loss table.
 ``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
                    depends on chunk size and parcels, hardly on paths. With threads the one process
-                   holds everything, so its peak is the run's; with processes the figure is the
-                   largest single process (the parent or one worker), not their sum.
+                   holds everything, so its peak is the run's; with processes ``peak_rss_mb`` is the
+                   largest single process (the parent or one worker), not their sum. Both city cases
+                   also report ``peak_pss_total_mb``: the largest summed proportional set size of the
+                   case's process and its workers (shared pages counted once), the run's physical
+                   memory whatever the scheduler.
 """
 
 from __future__ import annotations
@@ -58,6 +61,75 @@ def _peak_rss_mb() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ch = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(ru, ch) / 1024.0
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size of one process (kB): a page shared by n processes counts 1/n in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (Linux ``/proc``)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    # the command name may hold spaces and parentheses: the fields follow the last ')'
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier]
+        tree.extend(frontier)
+    return tree
+
+
+class PeakPss:
+    """Largest summed PSS of this process and its descendants while the block runs, in MiB.
+
+    Unlike the largest single process's ``ru_maxrss``, the sum covers worker processes, and counts
+    pages they share with the parent after ``fork`` once: it is the run's physical memory. Sampled
+    every ``interval`` seconds by a background thread, so a peak shorter than that can be missed.
+    ``mb`` is None where ``/proc/<pid>/smaps_rollup`` is not available (not Linux).
+    """
+
+    def __init__(self, interval: float = 0.25):
+        import threading
+
+        self.interval = interval
+        self._peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.available = os.path.exists(f"/proc/{os.getpid()}/smaps_rollup")
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            self._peak_kb = max(self._peak_kb, sum(_pss_kb(p) for p in _process_tree(me)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakPss":
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def mb(self) -> float | None:
+        return self._peak_kb / 1024.0 if self.available else None
 
 
 def _run_case(name: str, args: dict) -> dict:
@@ -175,14 +247,16 @@ def _run_case(name: str, args: dict) -> dict:
         t = time.perf_counter()
         scheduler = args.get("scheduler", "threads")
         del frame  # the validated portfolio keeps what the engine reads
-        simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
-                 scheduler=None if scheduler == "processes" else scheduler,
-                 chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
+        with PeakPss() as pss:
+            simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
+                     scheduler=None if scheduler == "processes" else scheduler,
+                     chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
         dt = time.perf_counter() - t
         ppy = n * paths * years
         return {"parcels": n, "paths": paths, "years": years, "scheduler": scheduler, "workers": args.get("workers", 2),
                 "seconds": dt, "parcel_path_years_per_s": ppy / dt,
-                "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb()}
+                "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb(),
+                "peak_pss_total_mb": pss.mb}
     if name == "price_layer":
         import pandas as pd
 

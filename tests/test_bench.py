@@ -1,5 +1,11 @@
 """The benchmark harness runs and counts the random numbers the engine consumes (speed is not asserted)."""
 
+import os
+import subprocess
+import sys
+
+import pytest
+
 import models.rng as rng_mod
 from finance_engine.bench import _run_case
 
@@ -13,3 +19,17 @@ def test_rng_only_case_counts_inline_draws_and_restores_the_generator():
     assert out["random_numbers_per_parcel_path_year"] >= 2.0
     assert out["random_numbers"] == round(out["random_numbers_per_parcel_path_year"] * 5000 * 32 * 2)
     assert out["rng_keyed_seconds"] > 0 and out["engine_to_rng_ratio"] > 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux /proc")
+def test_peak_pss_counts_the_memory_of_child_processes():
+    from finance_engine.bench import PeakPss, _process_tree, _pss_kb
+
+    own_mb = _pss_kb(os.getpid()) / 1024
+    code = "import sys, time; x = b'\\x01' * (200 * 2**20); print('ready', flush=True); time.sleep(1.0)"
+    with PeakPss(interval=0.05) as pss:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"  # the child holds its 200 MiB now
+        assert child.pid in _process_tree(os.getpid())
+        child.wait()
+    assert pss.mb is not None and pss.mb >= own_mb + 190  # this process plus the child's 200 MiB
