@@ -240,9 +240,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
             report()
         backend = "local"
     elapsed = time.perf_counter() - t0
-    ordered = [results[i] for i, _, _ in tasks]
-    return assemble_result(setup, ordered, keep_paths=keep_paths, summarise=summarise,
-                           per_path_arrays=results.per_path,
+    return assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1]})
 

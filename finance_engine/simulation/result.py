@@ -193,14 +193,10 @@ class ChunkStore(dict):
         super().__setitem__(index, chunk)
 
 
-def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths: bool,
-                    run_info: dict[str, Any], summarise: bool = True,
-                    per_path_arrays: dict[str, np.ndarray] | None = None) -> SimulationResult:
-    """The run's result from its chunks in path order.
-
-    ``per_path_arrays`` are the whole-run per-path arrays of a :class:`ChunkStore` (whose chunks
-    no longer hold them); without it they are joined from the chunks.
-    """
+def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int], *, keep_paths: bool,
+                    run_info: dict[str, Any], summarise: bool = True) -> SimulationResult:
+    """The run's result from its finished chunks (``store``, taken in ``chunk_order``, i.e. path order)."""
+    chunks = [store[i] for i in chunk_order]
     cfg = setup.config
     sim = setup.simulator
     metrics = setup.metrics
@@ -209,10 +205,7 @@ def assemble_result(setup: EngineSetup, chunks: list[ChunkResult], *, keep_paths
     per_path: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for lv in setup.summary_levels:
-        if per_path_arrays is not None:
-            arr = per_path_arrays[lv]
-        else:
-            arr = np.concatenate([c.per_path[lv] for c in chunks], axis=2)
+        arr = store.per_path[lv]
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
         if keep_paths:
