@@ -16,10 +16,13 @@ transcendental functions:
 5. :func:`_finish` -- volume -> carbon (:mod:`models.carbon`), the bamboo step, background
    mortality, ageing, cascade multipliers, and the weighted start-stock and growth group sums.
 
+Steps 1, 3 and 5 are made of small passes over one tile row each, written so the compiler
+vectorises them (zero-based loops over few arrays; see the note above :func:`_multiplier_row`).
+
 Every step is elementwise (numpy's SIMD ``exp``/``log`` give each element the same result
 wherever it sits in the array), and group sums add each path row in ascending parcel order, so a
 row's numbers do not depend on which other rows share the block or the chunk.
-``tests/test_growth_kernel.py`` holds the pass to a plain-numpy composition of
+``tests/test_stand_kernels.py`` holds the pass to a plain-numpy composition of
 :mod:`models.growth` and :mod:`models.carbon`.
 """
 
@@ -83,37 +86,181 @@ def _asym(i, j, a_base, a_floor, a_mult, species):
     return a if a >= a_floor[j] else a_floor[j]
 
 
+# The row passes below loop over zero-based slices (``for j in range(x.size)``), never over
+# ``range(j0, j1)``: numba wraps negative indices, and an index the compiler cannot prove
+# non-negative turns each access into a select that keeps the loop scalar (3-4x slower here).
+# Each pass also touches few arrays: a loop that writes several arrays and reads many needs more
+# run-time overlap checks than the compiler will emit.
+
+@nb.njit(cache=True, nogil=True)
+def _multiplier_row(out, age, keys, r, with_noise, noise_scale, noise_offset, mp):
+    """``m`` of one row: path multiplier times keyed parcel noise; 0 for stands waiting for replanting."""
+    for j in range(out.size):
+        m = (keyed_unit(r, keys[j]) * noise_scale + noise_offset) * mp if with_noise else mp
+        out[j] = 0.0 if age[j] < 0.0 else m
+
+
+@nb.njit(cache=True, nogil=True)
+def _tree_rate_row(e, k_base, k_mult, species):
+    """``e = -k m`` for trees, ``k = k_base[j] k_mult[species[j]]`` (a gather: a pass of its own)."""
+    for j in range(e.size):
+        e[j] = -((k_base[j] * k_mult[species[j]]) * e[j])
+
+
+@nb.njit(cache=True, nogil=True)
+def _bamboo_rate_row(e, m, bamboo_rate):
+    """``e = -rate m`` for bamboo; ``m`` is kept for the management drift."""
+    for j in range(e.size):
+        m[j] = e[j]
+        e[j] = -(bamboo_rate * e[j])
+
+
 @nb.njit(cache=True, nogil=True)
 def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise_offset,
                k_base, k_mult, species, bamboo_rate, e, m_out):
     """``m`` and ``e = -k m`` on a tile: trees use ``k_base[j] k_mult[i, species[j]]``, bamboo ``bamboo_rate``."""
-    nt = k_base.size
+    jt = min(max(j0, k_base.size), j1)  # tree columns j0..jt-1, bamboo jt..j1-1
+    n_tree, width = jt - j0, j1 - j0
+    kb, sp, ks = k_base[j0:jt], species[j0:jt], keys[j0:j1]
     with_noise = noise_rows.size > 0
     for i in range(r0, r1):
         b = i - r0
-        mp = m_path[i]
         r = noise_rows[i] if with_noise else np.uint64(0)
-        for j in range(j0, j1):
-            if age[i, j] < 0.0:
-                m = 0.0  # a destroyed stand waiting for replanting does not grow
-            elif with_noise:
-                m = (keyed_unit(r, keys[j]) * noise_scale + noise_offset) * mp
-            else:
-                m = mp
-            if j < nt:
-                e[b, j - j0] = -((k_base[j] * k_mult[i, species[j]]) * m)
-            else:
-                m_out[b, j - j0] = m  # the bamboo drift needs the multiplier itself
-                e[b, j - j0] = -(bamboo_rate * m)
+        eb = e[b, :width]
+        _multiplier_row(eb, age[i, j0:j1], ks, r, with_noise, noise_scale, noise_offset, m_path[i])
+        _tree_rate_row(eb[:n_tree], kb, k_mult[i], sp)
+        _bamboo_rate_row(eb[n_tree:], m_out[b, n_tree:width], bamboo_rate)
+
+
+@nb.njit(cache=True, nogil=True)
+def _maturity_row(u, e):
+    for j in range(u.size):
+        u[j] = 1.0 - (1.0 - u[j]) * e[j]
 
 
 @nb.njit(cache=True, nogil=True)
 def _maturity(r0, r1, j0, jt, u, e):
     """``u' = 1 - (1 - u) e`` for the tree parcels ``j0..jt-1`` of a tile, in place."""
     for i in range(r0, r1):
-        b = i - r0
-        for j in range(j0, jt):
-            u[i, j] = 1.0 - (1.0 - u[i, j]) * e[b, j - j0]
+        _maturity_row(u[i, j0:jt], e[i - r0, :jt - j0])
+
+
+@nb.njit(cache=True, nogil=True)
+def _grown_tree_carbon_row(c1, c2, a_floor, up, slope, intercept, ramp, fang, keep, with_mortality):
+    """``c1`` (holding the drawn asymptote on entry) -> grown carbon; ``c2`` the carbon after mortality."""
+    if fang and with_mortality:
+        for j in range(c1.size):
+            a = c1[j]
+            v1 = (a if a >= a_floor[j] else a_floor[j]) * up[j]  # never below today's volume
+            c1[j] = _tree_carbon(v1, slope[j], intercept[j], ramp, True)
+            # mortality keeps a share `keep` of the volume: V -> V keep
+            c2[j] = _tree_carbon(v1 * keep, slope[j], intercept[j], ramp, True)
+        return
+    for j in range(c1.size):
+        a = c1[j]
+        v1 = (a if a >= a_floor[j] else a_floor[j]) * up[j]
+        c1[j] = _tree_carbon(v1, slope[j], intercept[j], ramp, fang)
+    if with_mortality:
+        for j in range(c1.size):
+            c2[j] = c1[j] * keep  # BEF carbon is proportional to volume
+    else:
+        for j in range(c1.size):
+            c2[j] = c1[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather_asymptote_row(out, a_base, a_mult, species):
+    for j in range(out.size):
+        out[j] = a_base[j] * a_mult[species[j]]
+
+
+@nb.njit(cache=True, nogil=True)
+def _swap_row(a, b):
+    for j in range(a.size):
+        t = a[j]
+        a[j] = b[j]
+        b[j] = t
+
+
+@nb.njit(cache=True, nogil=True)
+def _scale_row(a, f):
+    for j in range(a.size):
+        a[j] *= f[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _age_row(a):
+    one32 = np.float32(1.0)
+    for j in range(a.size):
+        a[j] += one32
+
+
+@nb.njit(cache=True, nogil=True)
+def _bamboo_row(cr, agr, c0r, c1r, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
+                with_mortality):
+    """Bamboo of one row: logistic recovery toward the managed level plus the drift, capped.
+
+    On entry ``c0r`` holds ``exp(-rate m)`` and ``c1r`` the multiplier ``m``; on exit they hold the
+    start and the grown carbon, and ``cr`` the carbon after background mortality.
+    """
+    for j in range(cr.size):
+        c0 = cr[j]
+        bc = c0 if c0 > establishment else establishment
+        cc = bc if bc > 1e-9 else 1e-9
+        mm = managed_now[j]
+        grown = mm / (1.0 + (mm / cc - 1.0) * c0r[j])
+        bc = grown + bamboo_drift * c1r[j]
+        if bc > bamboo_ceiling[j]:
+            bc = bamboo_ceiling[j]
+        if agr[j] < 0.0:
+            bc = 0.0
+        c0r[j] = c0
+        c1r[j] = bc
+        cr[j] = bc * keep if with_mortality else bc
+
+
+@nb.njit(cache=True, nogil=True)
+def _cascade_row(cu, fm, pm, year, fire_value, pest_value):
+    """Multipliers start at 1; only pairs that ever cascaded (until >= 0) are rewritten (a select)."""
+    one32 = np.float32(1.0)
+    for j in range(cu.size):
+        c = cu[j]
+        fm[j] = (fire_value if c >= year else one32) if c >= 0 else fm[j]
+        pm[j] = (pest_value if c >= year else one32) if c >= 0 else pm[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _sums_row(c0r, c1r, group, weight, ss, gs):
+    """``ss[group[j]] += weight[j] c0``, ``gs[group[j]] += weight[j] (c1 - c0)`` in parcel order.
+
+    The running sums of the current group stay in registers while its parcels are adjacent: the
+    same additions in the same order, without a store and reload per parcel.
+    """
+    if c0r.size == 0:
+        return
+    cur = group[0]
+    s_acc = ss[cur]
+    g_acc = gs[cur]
+    for j in range(c0r.size):
+        g = group[j]
+        if g != cur:
+            ss[cur] = s_acc
+            gs[cur] = g_acc
+            cur = g
+            s_acc = ss[g]
+            g_acc = gs[g]
+        c0 = c0r[j]
+        s_acc += weight[j] * c0
+        g_acc += weight[j] * (c1r[j] - c0)
+    ss[cur] = s_acc
+    gs[cur] = g_acc
+
+
+@nb.njit(cache=True, nogil=True)
+def _dense_row(c0r, c1r, cr, go, mo):
+    for j in range(c0r.size):
+        go[j] = c1r[j] - c0r[j]
+        mo[j] = c1r[j] - cr[j]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -121,52 +268,44 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
             slope, intercept, ramp, fang, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
             with_mortality, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult, with_cascades,
             group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
+    """Carbon after growth and mortality, ageing, cascade multipliers, and sums or dense outputs.
+
+    The start carbon ``c0`` and grown carbon ``c1`` (before background mortality) of each pair are
+    kept in ``e`` and ``m``, which are spent once the new carbon is known, for the sums and dense
+    outputs.
+    """
     nt = u.shape[1]
-    one32 = np.float32(1.0)
+    jt = min(max(j0, nt), j1)
+    n_tree, width = jt - j0, j1 - j0
+    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
+    sl, ic = slope[j0:jt], intercept[j0:jt]
+    k0, k1 = max(jt - nt, 0), max(j1 - nt, 0)  # bamboo columns of the tile, as bamboo indices
+    mb, cb = managed_now[k0:k1], bamboo_ceiling[k0:k1]
+    gr, wt = group[j0:j1], weight[j0:j1]  # empty without sums
     for i in range(r0, r1):
         b = i - r0
-        for j in range(j0, j1):
-            c0 = carbon[i, j]
-            a = age[i, j]
-            if j < nt:
-                v1 = _asym(i, j, a_base, a_floor, a_mult, species) * u_pow[b, j - j0]
-                c1 = _tree_carbon(v1, slope[j], intercept[j], ramp, fang)
-                c2 = c1
-                if with_mortality:
-                    # mortality keeps a share `keep` of the volume: u -> u keep^(1/c), V -> V keep
-                    u[i, j] *= keep_pow[j]
-                    c2 = _tree_carbon(v1 * keep, slope[j], intercept[j], ramp, fang) if fang else c1 * keep
-            else:
-                k = j - nt
-                # bamboo: logistic recovery toward the managed level plus the drift, capped
-                bc = c0 if c0 > establishment else establishment
-                cc = bc if bc > 1e-9 else 1e-9
-                mm = managed_now[k]
-                grown = mm / (1.0 + (mm / cc - 1.0) * e[b, j - j0])
-                bc = grown + bamboo_drift * m[b, j - j0]
-                if bc > bamboo_ceiling[k]:
-                    bc = bamboo_ceiling[k]
-                if a < 0.0:
-                    bc = 0.0
-                c1 = bc
-                c2 = c1 * keep if with_mortality else c1
-            carbon[i, j] = c2
-            age[i, j] = a + one32
-            # multipliers start at 1; only pairs that ever cascaded (until >= 0) need rewriting
-            if with_cascades and cascade_until[i, j] >= 0:
-                if cascade_until[i, j] >= year:
-                    fire_mult[i, j] = fire_value
-                    pest_mult[i, j] = pest_value
-                else:
-                    fire_mult[i, j] = one32
-                    pest_mult[i, j] = one32
-            if with_sums:
-                g = group[j]
-                stock_sums[i, g] += weight[j] * c0
-                growth_sums[i, g] += weight[j] * (c1 - c0)
-            if with_dense:
-                growth_out[i, j] = c1 - c0
-                mortality_out[i, j] = c1 - c2
+        cr, agr = carbon[i, j0:j1], age[i, j0:j1]
+        c0r, c1r = e[b, :width], m[b, :width]
+        if n_tree:
+            # trees: volume A u^c -> carbon (models.carbon), then background mortality: c1 into
+            # c1r, the carbon after mortality into c0r, then swapped with the start carbon
+            _gather_asymptote_row(c1r[:n_tree], ab, a_mult[i], sp)
+            _grown_tree_carbon_row(c1r[:n_tree], c0r[:n_tree], af, u_pow[b, :n_tree], sl, ic, ramp, fang, keep,
+                                   with_mortality)
+            _swap_row(cr[:n_tree], c0r[:n_tree])
+            if with_mortality:
+                _scale_row(u[i, j0:jt], kp)  # u -> u keep^(1/c): the volume A u^c -> keep A u^c
+        if width > n_tree:
+            _bamboo_row(cr[n_tree:], agr[n_tree:], c0r[n_tree:], c1r[n_tree:], mb, cb, bamboo_drift, establishment,
+                        keep, with_mortality)
+        _age_row(agr)
+        if with_cascades:
+            _cascade_row(cascade_until[i, j0:j1], fire_mult[i, j0:j1], pest_mult[i, j0:j1], year, fire_value,
+                         pest_value)
+        if with_sums:
+            _sums_row(c0r, c1r, gr, wt, stock_sums[i], growth_sums[i])
+        if with_dense:
+            _dense_row(c0r, c1r, cr, growth_out[i, j0:j1], mortality_out[i, j0:j1])
 
 
 def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
