@@ -16,8 +16,8 @@ transcendental functions:
 5. :func:`_finish` -- volume -> carbon (:mod:`models.carbon`), the bamboo step, background
    mortality, ageing, cascade multipliers, and the weighted start-stock and growth group sums.
 
-Steps 1, 3 and 5 are made of small passes over one tile row each, written so the compiler
-vectorises them (zero-based loops over few arrays; see the note above :func:`_multiplier_row`).
+Steps 1, 3 and 5 are made of small passes over the rows of a tile, written so the compiler
+vectorises them (zero-based loops over few arrays; see the note above :func:`_exponents`).
 
 Every step is elementwise (numpy's SIMD ``exp``/``log`` give each element the same result
 wherever it sits in the array), and group sums add each path row in ascending parcel order, so a
@@ -86,39 +86,23 @@ def _asym(i, j, a_base, a_floor, a_mult, species):
     return a if a >= a_floor[j] else a_floor[j]
 
 
-# The row passes below loop over zero-based slices (``for j in range(x.size)``), never over
-# ``range(j0, j1)``: numba wraps negative indices, and an index the compiler cannot prove
+# The passes below loop over zero-based slices of one row (``for j in range(x.size)``), never
+# over ``range(j0, j1)``: numba wraps negative indices, and an index the compiler cannot prove
 # non-negative turns each access into a select that keeps the loop scalar (3-4x slower here).
-# Each pass also touches few arrays: a loop that writes several arrays and reads many needs more
-# run-time overlap checks than the compiler will emit.
-
-@nb.njit(cache=True, nogil=True)
-def _multiplier_row(out, age, keys, r, with_noise, noise_scale, noise_offset, mp):
-    """``m`` of one row: path multiplier times keyed parcel noise; 0 for stands waiting for replanting."""
-    for j in range(out.size):
-        m = (keyed_unit(r, keys[j]) * noise_scale + noise_offset) * mp if with_noise else mp
-        out[j] = 0.0 if age[j] < 0.0 else m
-
-
-@nb.njit(cache=True, nogil=True)
-def _tree_rate_row(e, k_base, k_mult, species):
-    """``e = -k m`` for trees, ``k = k_base[j] k_mult[species[j]]`` (a gather: a pass of its own)."""
-    for j in range(e.size):
-        e[j] = -((k_base[j] * k_mult[species[j]]) * e[j])
-
-
-@nb.njit(cache=True, nogil=True)
-def _bamboo_rate_row(e, m, bamboo_rate):
-    """``e = -rate m`` for bamboo; ``m`` is kept for the management drift."""
-    for j in range(e.size):
-        m[j] = e[j]
-        e[j] = -(bamboo_rate * e[j])
-
+# Each loop also touches few arrays: a loop that writes several arrays and reads many needs more
+# run-time overlap checks than the compiler will emit. Each pass walks all the rows of a tile, so
+# a portfolio of a few parcels (one loan: short rows, many of them) pays one call per tile.
 
 @nb.njit(cache=True, nogil=True)
 def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise_offset,
                k_base, k_mult, species, bamboo_rate, e, m_out):
-    """``m`` and ``e = -k m`` on a tile: trees use ``k_base[j] k_mult[i, species[j]]``, bamboo ``bamboo_rate``."""
+    """``m`` and ``e = -k m`` on a tile: trees use ``k_base[j] k_mult[i, species[j]]``, bamboo ``bamboo_rate``.
+
+    ``m`` is the path multiplier times the keyed parcel noise, 0 for a stand waiting for
+    replanting (a select); bamboo keeps ``m`` in ``m_out`` for the management drift. The trees'
+    look-up of their species' rate multiplier is a loop of its own (a gather in the hashing loop
+    keeps it scalar).
+    """
     jt = min(max(j0, k_base.size), j1)  # tree columns j0..jt-1, bamboo jt..j1-1
     n_tree, width = jt - j0, j1 - j0
     kb, sp, ks = k_base[j0:jt], species[j0:jt], keys[j0:j1]
@@ -126,141 +110,163 @@ def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise
     for i in range(r0, r1):
         b = i - r0
         r = noise_rows[i] if with_noise else np.uint64(0)
-        eb = e[b, :width]
-        _multiplier_row(eb, age[i, j0:j1], ks, r, with_noise, noise_scale, noise_offset, m_path[i])
-        _tree_rate_row(eb[:n_tree], kb, k_mult[i], sp)
-        _bamboo_rate_row(eb[n_tree:], m_out[b, n_tree:width], bamboo_rate)
-
-
-@nb.njit(cache=True, nogil=True)
-def _maturity_row(u, e):
-    for j in range(u.size):
-        u[j] = 1.0 - (1.0 - u[j]) * e[j]
+        mp = m_path[i]
+        out, ag = e[b, :width], age[i, j0:j1]
+        for j in range(width):
+            m = (keyed_unit(r, ks[j]) * noise_scale + noise_offset) * mp if with_noise else mp
+            out[j] = 0.0 if ag[j] < 0.0 else m
+        et, km = e[b, :n_tree], k_mult[i]
+        for j in range(n_tree):
+            et[j] = -((kb[j] * km[sp[j]]) * et[j])
+        eb, mb = e[b, n_tree:width], m_out[b, n_tree:width]
+        for j in range(width - n_tree):
+            mb[j] = eb[j]
+            eb[j] = -(bamboo_rate * eb[j])
 
 
 @nb.njit(cache=True, nogil=True)
 def _maturity(r0, r1, j0, jt, u, e):
     """``u' = 1 - (1 - u) e`` for the tree parcels ``j0..jt-1`` of a tile, in place."""
     for i in range(r0, r1):
-        _maturity_row(u[i, j0:jt], e[i - r0, :jt - j0])
+        ur, er = u[i, j0:jt], e[i - r0, :jt - j0]
+        for j in range(ur.size):
+            ur[j] = 1.0 - (1.0 - ur[j]) * er[j]
 
 
 @nb.njit(cache=True, nogil=True)
-def _grown_tree_carbon_row(c1, c2, a_floor, up, slope, intercept, ramp, fang, keep, with_mortality):
-    """``c1`` (holding the drawn asymptote on entry) -> grown carbon; ``c2`` the carbon after mortality."""
-    if fang and with_mortality:
-        for j in range(c1.size):
-            a = c1[j]
-            v1 = (a if a >= a_floor[j] else a_floor[j]) * up[j]  # never below today's volume
-            c1[j] = _tree_carbon(v1, slope[j], intercept[j], ramp, True)
-            # mortality keeps a share `keep` of the volume: V -> V keep
-            c2[j] = _tree_carbon(v1 * keep, slope[j], intercept[j], ramp, True)
-        return
-    for j in range(c1.size):
-        a = c1[j]
-        v1 = (a if a >= a_floor[j] else a_floor[j]) * up[j]
-        c1[j] = _tree_carbon(v1, slope[j], intercept[j], ramp, fang)
-    if with_mortality:
-        for j in range(c1.size):
-            c2[j] = c1[j] * keep  # BEF carbon is proportional to volume
-    else:
-        for j in range(c1.size):
-            c2[j] = c1[j]
+def _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                slope, intercept, ramp, fang, keep, with_mortality):
+    """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), then background mortality.
 
-
-@nb.njit(cache=True, nogil=True)
-def _gather_asymptote_row(out, a_base, a_mult, species):
-    for j in range(out.size):
-        out[j] = a_base[j] * a_mult[species[j]]
-
-
-@nb.njit(cache=True, nogil=True)
-def _swap_row(a, b):
-    for j in range(a.size):
-        t = a[j]
-        a[j] = b[j]
-        b[j] = t
-
-
-@nb.njit(cache=True, nogil=True)
-def _scale_row(a, f):
-    for j in range(a.size):
-        a[j] *= f[j]
-
-
-@nb.njit(cache=True, nogil=True)
-def _age_row(a):
-    one32 = np.float32(1.0)
-    for j in range(a.size):
-        a[j] += one32
-
-
-@nb.njit(cache=True, nogil=True)
-def _bamboo_row(cr, agr, c0r, c1r, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
-                with_mortality):
-    """Bamboo of one row: logistic recovery toward the managed level plus the drift, capped.
-
-    On entry ``c0r`` holds ``exp(-rate m)`` and ``c1r`` the multiplier ``m``; on exit they hold the
-    start and the grown carbon, and ``cr`` the carbon after background mortality.
+    On exit ``carbon`` holds the carbon after mortality, ``c0`` the start carbon and ``c1`` the
+    grown carbon (before mortality); mortality keeps a share ``keep`` of the volume: ``u -> u
+    keep^(1/c)``, so ``A u^c -> keep A u^c``.
     """
-    for j in range(cr.size):
-        c0 = cr[j]
-        bc = c0 if c0 > establishment else establishment
-        cc = bc if bc > 1e-9 else 1e-9
-        mm = managed_now[j]
-        grown = mm / (1.0 + (mm / cc - 1.0) * c0r[j])
-        bc = grown + bamboo_drift * c1r[j]
-        if bc > bamboo_ceiling[j]:
-            bc = bamboo_ceiling[j]
-        if agr[j] < 0.0:
-            bc = 0.0
-        c0r[j] = c0
-        c1r[j] = bc
-        cr[j] = bc * keep if with_mortality else bc
+    n = jt - j0
+    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
+    sl, ic = slope[j0:jt], intercept[j0:jt]
+    for i in range(r0, r1):
+        b = i - r0
+        g1, g2, up, am = c1[b, :n], c0[b, :n], u_pow[b, :n], a_mult[i]
+        for j in range(n):
+            g1[j] = ab[j] * am[sp[j]]  # the drawn asymptote (a gather: its own loop)
+        # grown carbon into g1, carbon after mortality into g2
+        if fang and with_mortality:
+            for j in range(n):
+                a = g1[j]
+                v1 = (a if a >= af[j] else af[j]) * up[j]  # never below today's volume
+                g1[j] = _tree_carbon(v1, sl[j], ic[j], ramp, True)
+                g2[j] = _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True)
+        else:
+            for j in range(n):
+                a = g1[j]
+                v1 = (a if a >= af[j] else af[j]) * up[j]
+                g1[j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+            if with_mortality:
+                for j in range(n):
+                    g2[j] = g1[j] * keep  # BEF carbon is proportional to volume
+            else:
+                for j in range(n):
+                    g2[j] = g1[j]
+        cr = carbon[i, j0:jt]
+        for j in range(n):  # new carbon in, start carbon out
+            t = cr[j]
+            cr[j] = g2[j]
+            g2[j] = t
+        if with_mortality:
+            ur = u[i, j0:jt]
+            for j in range(n):
+                ur[j] *= kp[j]
 
 
 @nb.njit(cache=True, nogil=True)
-def _cascade_row(cu, fm, pm, year, fire_value, pest_value):
-    """Multipliers start at 1; only pairs that ever cascaded (until >= 0) are rewritten (a select)."""
+def _grow_bamboo(r0, r1, j0, jt, j1, n_tree, carbon, age, c0, c1, managed_now, bamboo_ceiling, bamboo_drift,
+                 establishment, keep, with_mortality):
+    """Bamboo of a tile: logistic recovery toward the managed level plus the drift, capped.
+
+    On entry ``c0`` holds ``exp(-rate m)`` and ``c1`` the multiplier ``m``; on exit they hold the
+    start and the grown carbon, and ``carbon`` the carbon after background mortality.
+    """
+    n, off = j1 - jt, jt - j0
+    mn, cl = managed_now[jt - n_tree:j1 - n_tree], bamboo_ceiling[jt - n_tree:j1 - n_tree]
+    for i in range(r0, r1):
+        b = i - r0
+        cr, ag, e, m = carbon[i, jt:j1], age[i, jt:j1], c0[b, off:off + n], c1[b, off:off + n]
+        for j in range(n):
+            start = cr[j]
+            bc = start if start > establishment else establishment
+            cc = bc if bc > 1e-9 else 1e-9
+            mm = mn[j]
+            grown = mm / (1.0 + (mm / cc - 1.0) * e[j])
+            bc = grown + bamboo_drift * m[j]
+            if bc > cl[j]:
+                bc = cl[j]
+            if ag[j] < 0.0:
+                bc = 0.0
+            e[j] = start
+            m[j] = bc
+            cr[j] = bc * keep if with_mortality else bc
+
+
+@nb.njit(cache=True, nogil=True)
+def _age_and_cascades(r0, r1, j0, j1, age, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult,
+                      with_cascades):
+    """Every stand ages a year; cascade multipliers start at 1 and only pairs that ever cascaded
+    (until >= 0) are rewritten (a select, so the loop vectorises)."""
     one32 = np.float32(1.0)
-    for j in range(cu.size):
-        c = cu[j]
-        fm[j] = (fire_value if c >= year else one32) if c >= 0 else fm[j]
-        pm[j] = (pest_value if c >= year else one32) if c >= 0 else pm[j]
+    for i in range(r0, r1):
+        ag = age[i, j0:j1]
+        for j in range(ag.size):
+            ag[j] += one32
+        if with_cascades:
+            cu, fm, pm = cascade_until[i, j0:j1], fire_mult[i, j0:j1], pest_mult[i, j0:j1]
+            for j in range(cu.size):
+                c = cu[j]
+                fm[j] = (fire_value if c >= year else one32) if c >= 0 else fm[j]
+                pm[j] = (pest_value if c >= year else one32) if c >= 0 else pm[j]
 
 
 @nb.njit(cache=True, nogil=True)
-def _sums_row(c0r, c1r, group, weight, ss, gs):
-    """``ss[group[j]] += weight[j] c0``, ``gs[group[j]] += weight[j] (c1 - c0)`` in parcel order.
+def _sums(r0, r1, j0, j1, c0, c1, group, weight, stock_sums, growth_sums):
+    """``stock_sums[i, group[j]] += weight[j] c0``, ``growth_sums[...] += weight[j] (c1 - c0)`` in parcel order.
 
     The running sums of the current group stay in registers while its parcels are adjacent: the
     same additions in the same order, without a store and reload per parcel.
     """
-    if c0r.size == 0:
+    gr, wt = group[j0:j1], weight[j0:j1]
+    n = j1 - j0
+    if n == 0:
         return
-    cur = group[0]
-    s_acc = ss[cur]
-    g_acc = gs[cur]
-    for j in range(c0r.size):
-        g = group[j]
-        if g != cur:
-            ss[cur] = s_acc
-            gs[cur] = g_acc
-            cur = g
-            s_acc = ss[g]
-            g_acc = gs[g]
-        c0 = c0r[j]
-        s_acc += weight[j] * c0
-        g_acc += weight[j] * (c1r[j] - c0)
-    ss[cur] = s_acc
-    gs[cur] = g_acc
+    for i in range(r0, r1):
+        b = i - r0
+        s0, s1, ss, gs = c0[b, :n], c1[b, :n], stock_sums[i], growth_sums[i]
+        cur = gr[0]
+        s_acc = ss[cur]
+        g_acc = gs[cur]
+        for j in range(n):
+            g = gr[j]
+            if g != cur:
+                ss[cur] = s_acc
+                gs[cur] = g_acc
+                cur = g
+                s_acc = ss[g]
+                g_acc = gs[g]
+            s_acc += wt[j] * s0[j]
+            g_acc += wt[j] * (s1[j] - s0[j])
+        ss[cur] = s_acc
+        gs[cur] = g_acc
 
 
 @nb.njit(cache=True, nogil=True)
-def _dense_row(c0r, c1r, cr, go, mo):
-    for j in range(c0r.size):
-        go[j] = c1r[j] - c0r[j]
-        mo[j] = c1r[j] - cr[j]
+def _dense(r0, r1, j0, j1, c0, c1, carbon, growth_out, mortality_out):
+    """Growth ``c1 - c0`` and background mortality ``c1 - carbon`` per pair."""
+    n = j1 - j0
+    for i in range(r0, r1):
+        b = i - r0
+        s0, s1, cr, go, mo = c0[b, :n], c1[b, :n], carbon[i, j0:j1], growth_out[i, j0:j1], mortality_out[i, j0:j1]
+        for j in range(n):
+            go[j] = s1[j] - s0[j]
+            mo[j] = s1[j] - cr[j]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -275,37 +281,19 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
     outputs.
     """
     nt = u.shape[1]
-    jt = min(max(j0, nt), j1)
-    n_tree, width = jt - j0, j1 - j0
-    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
-    sl, ic = slope[j0:jt], intercept[j0:jt]
-    k0, k1 = max(jt - nt, 0), max(j1 - nt, 0)  # bamboo columns of the tile, as bamboo indices
-    mb, cb = managed_now[k0:k1], bamboo_ceiling[k0:k1]
-    gr, wt = group[j0:j1], weight[j0:j1]  # empty without sums
-    for i in range(r0, r1):
-        b = i - r0
-        cr, agr = carbon[i, j0:j1], age[i, j0:j1]
-        c0r, c1r = e[b, :width], m[b, :width]
-        if n_tree:
-            # trees: volume A u^c -> carbon (models.carbon), then background mortality: c1 into
-            # c1r, the carbon after mortality into c0r, then swapped with the start carbon
-            _gather_asymptote_row(c1r[:n_tree], ab, a_mult[i], sp)
-            _grown_tree_carbon_row(c1r[:n_tree], c0r[:n_tree], af, u_pow[b, :n_tree], sl, ic, ramp, fang, keep,
-                                   with_mortality)
-            _swap_row(cr[:n_tree], c0r[:n_tree])
-            if with_mortality:
-                _scale_row(u[i, j0:jt], kp)  # u -> u keep^(1/c): the volume A u^c -> keep A u^c
-        if width > n_tree:
-            _bamboo_row(cr[n_tree:], agr[n_tree:], c0r[n_tree:], c1r[n_tree:], mb, cb, bamboo_drift, establishment,
-                        keep, with_mortality)
-        _age_row(agr)
-        if with_cascades:
-            _cascade_row(cascade_until[i, j0:j1], fire_mult[i, j0:j1], pest_mult[i, j0:j1], year, fire_value,
-                         pest_value)
-        if with_sums:
-            _sums_row(c0r, c1r, gr, wt, stock_sums[i], growth_sums[i])
-        if with_dense:
-            _dense_row(c0r, c1r, cr, growth_out[i, j0:j1], mortality_out[i, j0:j1])
+    jt = min(max(j0, nt), j1)  # tree columns j0..jt-1, bamboo jt..j1-1
+    if jt > j0:
+        _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, e, m, keep_pow, slope,
+                    intercept, ramp, fang, keep, with_mortality)
+    if j1 > jt:
+        _grow_bamboo(r0, r1, j0, jt, j1, nt, carbon, age, e, m, managed_now, bamboo_ceiling, bamboo_drift,
+                     establishment, keep, with_mortality)
+    _age_and_cascades(r0, r1, j0, j1, age, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult,
+                      with_cascades)
+    if with_sums:
+        _sums(r0, r1, j0, j1, e, m, group, weight, stock_sums, growth_sums)
+    if with_dense:
+        _dense(r0, r1, j0, j1, e, m, carbon, growth_out, mortality_out)
 
 
 def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
