@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from models.perils._pine_wilt_kernels import cell_year, uniform_threshold
+from models.perils._pine_wilt_kernels import SLACK, _lowest_bit, cell_year, cell_year_tracked, uniform_threshold
 from models.perils.base import StandState, YearContext
-from models.perils.pine_wilt import PineWilt
+from models.perils.pine_wilt import CellTracking, PineWilt, _neighbour_bits
 from models.portfolio import validate_frame
 from models.rng import KeyedRandom, _to_unit, reference_grid
 from tests.conftest import make_frame
@@ -88,23 +88,119 @@ def test_cell_year_equals_numpy_on_a_random_graph(seed):
         assert (got & ~infected).any()  # the test exercises new infections
 
 
-def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params):
+@pytest.mark.parametrize("tracked", [True, False])
+def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params, tracked):
     frame = make_frame(400, seed=7, species=["masson_pine", "mixed_conifer"])
     frame["pest_control"] = np.random.default_rng(7).choice(["none", "basic", "enhanced"], len(frame))
     pf = validate_frame(frame, params)
     prm = pw_params(params, introduction_rate_per_cell=0.01)
     peril = PineWilt(prm, params, pf)
     rnd = KeyedRandom(11, np.arange(48), pf.keys)
-    infected = peril.init_state(48, rnd).cell_infected
+    state = peril.init_state(48, rnd)
+    infected = state.cell_infected
+    # tracked: the state kept between years, as a run keeps it; else each year starts afresh
+    assert state.cell_tracking is not None
+    tracking = state.cell_tracking if tracked else None
     fractions = []
     for year in range(25):
         prob = -np.expm1(-peril.cell_hazard(infected))
         u = rnd.keyed_uniform("pine_wilt.spread", year, peril.grid.keys)
         expected = infected | (u < prob)
-        peril.advance_cells(infected, year, rnd, None)
+        peril.advance_cells(infected, year, rnd, None, tracking=tracking)
         np.testing.assert_array_equal(infected, expected)
         fractions.append(infected.mean())
-    assert fractions[0] < 0.5 < fractions[-1]  # both the scatter and the gather regime were run
+    assert fractions[0] < 0.5 < fractions[-1]  # from a few infected cells to most
+
+
+def _random_graph(seed, n_cells, density):
+    rng = np.random.default_rng(seed)
+    a = sparse.random(n_cells, n_cells, density=density, random_state=seed, format="csr")
+    a = ((a + a.T) > 0).astype(np.float32)
+    a.setdiag(0)
+    a.eliminate_zeros()
+    infectivity = rng.uniform(0.05, 1.0, n_cells).astype(np.float32)
+    infectivity[:5] = 0.0  # cells that emit nothing: neighbours with pressure 0
+    w = (sparse.diags(infectivity) @ a).tocsr().astype(np.float32)
+    w_t = w.T.tocsr()
+    w_t.sort_indices()
+    return w, w_t, infectivity
+
+
+def test_neighbour_bits_are_positions_in_the_transposed_rows():
+    for seed, density in ((0, 0.02), (1, 0.05), (2, 0.15)):
+        w, w_t, _ = _random_graph(seed, 200, density)
+        degree = int(np.diff(w_t.indptr).max())
+        got = _neighbour_bits(w, w_t)
+        if degree > 64:
+            assert got is None  # the general kernel takes over
+            continue
+        bit_value, bit = got
+        assert bit.dtype.itemsize * 8 >= degree and (bit.dtype == np.uint8 or bit.dtype.itemsize * 4 < degree)
+        source = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+        for k in range(w.nnz):
+            i, j = w.indices[k], source[k]
+            row = w_t.indices[w_t.indptr[i]:w_t.indptr[i + 1]]
+            assert int(bit_value[k]) == 1 << int(np.flatnonzero(row == j)[0])
+        np.testing.assert_array_equal(bit.astype(np.uint64), np.uint64(1) << np.arange(bit.size, dtype=np.uint64))
+    assert _neighbour_bits(*_random_graph(3, 200, 0.5)[:2]) is None
+
+
+def test_lowest_bit_of_every_single_bit_and_of_random_words():
+    for k in range(64):
+        assert int(_lowest_bit(np.uint64(1) << np.uint64(k))) == k
+    rng = np.random.default_rng(0)
+    for word in rng.integers(1, 2**63, 500, dtype=np.int64).astype(np.uint64) * np.uint64(3):
+        w = int(word)
+        if w:
+            assert int(_lowest_bit(np.uint64(w))) == (w & -w).bit_length() - 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("slack", [SLACK, 0.5])
+def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, slack):
+    # the tracked kernel keeps masks and a running emitted sum between years; flags set and cleared
+    # from outside between years (forced outbreaks; tests) must be picked up. slack=0.5 widens the
+    # bracket so that nearly every path-year takes the exact fallback, which must agree too.
+    rng = np.random.default_rng(seed)
+    n_cells, n_paths = 250, 32
+    w, w_t, infectivity = _random_graph(seed, n_cells, 0.03)
+    bit_value, bit = _neighbour_bits(w, w_t)
+    keys = rng.integers(0, 2**63, n_cells).astype(np.uint64)
+    infected = rng.random((n_paths, n_cells)) < np.linspace(0.0, 0.9, n_paths)[:, None]
+    infected[-1] = True
+    tracking = CellTracking.empty(n_paths, n_cells, bit.dtype)
+    for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01)):
+        for year in range(6):
+            rows = rng.integers(0, 2**63, n_paths).astype(np.uint64)
+            expected = _reference_cells(infected, w_t, infectivity, lr, jr, ir, reference_grid(rows, keys))
+            got = infected.copy()
+            cell_year_tracked(got, tracking.known, tracking.mask, tracking.emitted_sum, tracking.n_infected, w.indptr,
+                              w.indices, bit_value, w_t.indptr, w_t.data, bit, infectivity, lr, jr, ir, rows, keys,
+                              slack)
+            np.testing.assert_array_equal(got, expected)
+            infected = got
+            # outside changes: some flags set, some cleared (the SI process never clears one)
+            infected[rng.random(infected.shape) < 0.02] = True
+            infected[rng.random(infected.shape) < 0.02] = False
+    assert tracking.n_infected.tolist() == tracking.known.sum(axis=1).tolist()
+
+
+def test_advance_cells_uses_the_general_kernel_above_64_neighbours(params):
+    # 1-km cells reaching 5 km: about 80 neighbours, more than a 64-bit mask holds
+    pf = validate_frame(make_frame(200, seed=5, species=["masson_pine"]), params)
+    peril = PineWilt(pw_params(params, cell_size_km=1.0, spread_radius_km=5.0, introduction_rate_per_cell=0.01),
+                     params, pf)
+    assert peril._bits is None
+    rnd = KeyedRandom(2, np.arange(16), pf.keys)
+    state = peril.init_state(16, rnd)
+    assert state.cell_tracking is None
+    infected = state.cell_infected
+    infected |= np.random.default_rng(0).random(infected.shape) < 0.05
+    for year in range(3):
+        expected = infected | (rnd.keyed_uniform("pine_wilt.spread", year, peril.grid.keys)
+                               < -np.expm1(-peril.cell_hazard(infected)))
+        peril.advance_cells(infected, year, rnd, None)
+        np.testing.assert_array_equal(infected, expected)
 
 
 # ---- the parcel pass -----------------------------------------------------------------------------

@@ -19,8 +19,9 @@ infectivity: the area-weighted ``management.pest_control`` multiplier of its hos
 (sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for cells
 without portfolio parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
 KD-tree; nothing is all-pairs. Its numpy definition (:meth:`PineWilt.cell_hazard`) is a sparse matmul
-over all paths; the compiled year (:mod:`models.perils._pine_wilt_kernels`) visits only infected cells
-and their neighbours and gives the same float32 numbers and decisions. On a line of
+over all paths; the compiled year (:mod:`models.perils._pine_wilt_kernels`) keeps each path's
+infected-neighbour masks between years (:class:`CellTracking`, part of the state) and gives the same
+float32 numbers and decisions. On a line of
 cells with ``R`` < 2 cells and infectivity ``c`` the front advances one cell a year with probability
 ``1 - exp(-lambda c)``, so its mean speed is that probability times ``cell_size_km`` km/yr.
 
@@ -48,7 +49,8 @@ After ``outbreak_years`` the episode is over and the parcel is not infected agai
 regrowth are treated as non-host, e.g. replanted broadleaf).
 
 State per (path, parcel) is kept only for host parcels: years since infection (int16, -1 while
-susceptible) and the surviving pine fraction (float32); per (path, cell) one infection flag.
+susceptible) and the surviving pine fraction (float32); per (path, cell) one infection flag, plus the
+compiled year's bookkeeping (a copy of the flags and a neighbour mask, 2 bytes with up to 8 neighbours).
 
 **Randomness.** Streams ``pine_wilt.initial`` and ``pine_wilt.spread`` are keyed by stable cell keys
 (:func:`models.rng.group_keys` of ``"pine_wilt:<ix>:<iy>"``), ``pine_wilt.parcel`` by parcel keys, so
@@ -85,7 +87,7 @@ from models.perils import register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
-from models.perils._pine_wilt_kernels import cell_year, parcel_year
+from models.perils._pine_wilt_kernels import cell_year, cell_year_tracked, parcel_year
 from models.rng import KeyedRandom, group_keys
 
 # guards the lazily filled independent-mode shadow epidemic, shared by chunks running on threads
@@ -177,6 +179,28 @@ class PineWiltState:
     cell_infected: np.ndarray
     years_infected: np.ndarray
     pine_left: np.ndarray
+    cell_tracking: "CellTracking | None" = None
+
+
+@dataclass
+class CellTracking:
+    """What the tracked cell kernel keeps between years (see ``cell_year_tracked``).
+
+    ``known`` (n_paths, n_cells) bool: the flags the rest was built from; ``mask`` (n_paths,
+    n_cells) unsigned: bit ``b`` set when the ``b``-th neighbour source of the cell is infected;
+    ``emitted_sum`` (n_paths,) float64 and ``n_infected`` (n_paths,) int64. All start at zero: the
+    first year picks up the initial flags.
+    """
+
+    known: np.ndarray
+    mask: np.ndarray
+    emitted_sum: np.ndarray
+    n_infected: np.ndarray
+
+    @classmethod
+    def empty(cls, n_paths: int, n_cells: int, mask_dtype) -> "CellTracking":
+        return cls(np.zeros((n_paths, n_cells), dtype=bool), np.zeros((n_paths, n_cells), dtype=mask_dtype),
+                   np.zeros(n_paths), np.zeros(n_paths, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -230,6 +254,29 @@ def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radi
     w = sparse.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n))
     keys = group_keys([f"pine_wilt:{i}:{j}" for i, j in occ])
     return CellGrid(ij=occ, centre_km=centre, keys=keys, neighbours=w)
+
+
+def _neighbour_bits(w: sparse.csr_matrix, w_t: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bit of each neighbour entry for the tracked cell kernel, or None when a cell has over 64 sources.
+
+    Entry ``k`` of ``w`` (row = source ``j``, column = target ``i``) gets ``1 << b`` with ``b`` the
+    position of ``j`` in the target's sorted transposed row; the mask type is the narrowest unsigned
+    integer holding the largest neighbourhood. Returns ``(bit_value, bit)`` with ``bit[b] = 1 << b``.
+    """
+    degree = int(np.diff(w_t.indptr).max()) if w_t.shape[0] else 0
+    if degree > 64:
+        return None
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(t).itemsize * 8 >= degree)
+    bit = (np.uint64(1) << np.arange(np.dtype(dtype).itemsize * 8, dtype=np.uint64)).astype(dtype)
+    n = w.shape[0]
+    source = np.repeat(np.arange(n), np.diff(w.indptr))
+    target = w.indices
+    # position of (source, target) in the target's transposed row: rank among the target's sources
+    order = np.lexsort((source, target))
+    rank = np.empty(w.nnz, dtype=np.int64)
+    starts = w_t.indptr[target[order]]
+    rank[order] = np.arange(w.nnz) - starts
+    return np.ascontiguousarray(bit[rank]), bit
 
 
 def _match_names(labels: np.ndarray, name: str, full: np.ndarray | None = None) -> np.ndarray:
@@ -294,6 +341,7 @@ class PineWilt(Peril):
         self._w_local_t = self._w_local.T.tocsr()
         self._w_local_t.sort_indices()  # the compiled gather adds sources in ascending order
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
+        self._bits = _neighbour_bits(self._w_local, self._w_local_t)
 
         # ---- areas (all parcels, for forced events and the initial epidemic) --------------------
         frame = portfolio.frame
@@ -328,6 +376,7 @@ class PineWilt(Peril):
     def init_state(self, n_paths: int, rnd: KeyedRandom) -> PineWiltState:
         return PineWiltState(
             cell_infected=self._initial_cells(rnd),
+            cell_tracking=self._new_tracking(n_paths),
             years_infected=np.full((n_paths, self.n_hosts), -1, dtype=np.int16),
             pine_left=np.ones((n_paths, self.n_hosts), dtype=np.float32),
         )
@@ -356,19 +405,34 @@ class PineWilt(Peril):
         h += p.introduction_rate_per_cell.value
         return h
 
+    def _new_tracking(self, n_paths: int) -> CellTracking | None:
+        if self._bits is None:
+            return None
+        return CellTracking.empty(n_paths, self.grid.n_cells, self._bits[1].dtype)
+
     def advance_cells(self, infected: np.ndarray, year: int, rnd: KeyedRandom, forced_cells: np.ndarray | None,
-                      prefix: str = "pine_wilt") -> None:
-        """One year of the cell SI process, in place."""
+                      prefix: str = "pine_wilt", tracking: CellTracking | None = None) -> None:
+        """One year of the cell SI process, in place.
+
+        ``tracking`` is the state the tracked kernel keeps between years for these flags (from
+        :meth:`init_state`); without it the year is computed from the flags alone.
+        """
         if self.grid.n_cells == 0:
             return
         # compiled (the numpy definition is cell_hazard + keyed uniforms; tests/test_kernels.py and
-        # tests/test_pine_wilt_kernels.py hold the kernel to it)
+        # tests/test_pine_wilt_kernels.py hold both kernels to it)
         w, wt = self._w_local, self._w_local_t
         p = self.params
-        cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity,
-                  p.local_transmission_rate.value,
-                  p.long_distance_jump_rate.value, p.introduction_rate_per_cell.value,
-                  rnd.stream_rows(f"{prefix}.spread", year), self._cell_keys)
+        rows = rnd.stream_rows(f"{prefix}.spread", year)
+        rates = (p.local_transmission_rate.value, p.long_distance_jump_rate.value, p.introduction_rate_per_cell.value)
+        if self._bits is not None:
+            t = tracking if tracking is not None else self._new_tracking(infected.shape[0])
+            bit_value, bit = self._bits
+            cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, w.indptr, w.indices, bit_value,
+                              wt.indptr, wt.data, bit, self.infectivity, *rates, rows, self._cell_keys)
+        else:
+            cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity, *rates,
+                      rows, self._cell_keys)
         if forced_cells is not None:
             infected |= forced_cells[None, :]
 
@@ -383,12 +447,13 @@ class PineWilt(Peril):
             if sh is None:
                 n = self.params.independent_shadow_paths
                 srnd = KeyedRandom(seed, np.arange(n, dtype=np.int64), np.empty(0, dtype=np.uint64))
-                sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": []}
+                sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": [],
+                      "tracking": self._new_tracking(n)}
                 self._shadow[seed] = sh
             while len(sh["pi"]) <= year:
                 y = len(sh["pi"])
                 self.advance_cells(sh["state"], y, sh["rnd"], forced_cells if y == year else None,
-                                   "pine_wilt.shadow")
+                                   "pine_wilt.shadow", sh["tracking"])
                 sh["pi"].append(sh["state"].mean(axis=0))
             return sh["pi"][year]
 
@@ -462,7 +527,7 @@ class PineWilt(Peril):
             pi = self._shadow_marginal(int(ctx.rnd.seed), y, forced_cells)
             cell_p = pi[self.host_cell]
         else:
-            self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells)
+            self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking)
             cell_p = None
         return dict(
             cell_p=cell_p, forced_prob=forced_prob, base=base,
@@ -552,5 +617,5 @@ class PineWilt(Peril):
 
 Params = PineWiltParams
 
-__all__ = ["CellGrid", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
+__all__ = ["CellGrid", "CellTracking", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
            "project_km"]
