@@ -70,14 +70,29 @@ def uniform_threshold(p):
 
 
 @nb.njit(cache=True, nogil=True)
+def _hazard_threshold(loc, jump, lr, ir):
+    """Integer threshold of a cell with local pressure ``loc`` and long-distance term ``jump``.
+
+    The hazard ``h = (lr * loc + jump) + ir`` (float32, in this order) and ``p = -expm1(-h)``: every
+    kernel decides through this one expression, so they agree bit for bit.
+    """
+    return uniform_threshold(np.float64(-np.expm1(-((lr * loc + jump) + ir))))
+
+
+@nb.njit(cache=True, nogil=True)
+def _jump(emitted, jr, nc):
+    """The long-distance term ``jr * emitted / n_cells`` (float32)."""
+    return jr * emitted / nc
+
+
+@nb.njit(cache=True, nogil=True)
 def _threshold_of(loc, lr, jump, ir, p, slot_gen, slot_bits, slot_thr):
     """Integer threshold of a cell with local pressure ``loc`` > 0 on path ``p`` (memoised per path)."""
     b = np.float32(loc).view(np.uint32)
     s = np.int64((np.uint64(b) * _GOLD) >> _SLOT_SHIFT)
     if slot_gen[s] == p and slot_bits[s] == b:
         return slot_thr[s]
-    h = (lr * loc + jump) + ir
-    t = uniform_threshold(np.float64(-np.expm1(-h)))
+    t = _hazard_threshold(loc, jump, lr, ir)
     slot_gen[s] = p
     slot_bits[s] = b
     slot_thr[s] = t
@@ -138,9 +153,9 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
                             touched[n_touched] = i
                             n_touched += 1
                         local[i] += data[k]
-            jump = jr * emitted / nc
+            jump = _jump(emitted, jr, nc)
             # cells without infected neighbours share one hazard (lr * 0 + jump) + ir
-            t_far = uniform_threshold(np.float64(-np.expm1(-((lr * np.float32(0.0) + jump) + ir))))
+            t_far = _hazard_threshold(np.float32(0.0), jump, lr, ir)
             thr[:] = t_far
             for t in range(n_touched):
                 i = touched[t]
@@ -154,8 +169,8 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
             for j in range(n_cells):
                 if infected[p, j]:
                     emitted += infectivity[j]
-            jump = jr * emitted / nc
-            t_far = uniform_threshold(np.float64(-np.expm1(-((lr * np.float32(0.0) + jump) + ir))))
+            jump = _jump(emitted, jr, nc)
+            t_far = _hazard_threshold(np.float32(0.0), jump, lr, ir)
             n_new = 0
             for i in range(n_cells):
                 if infected[p, i]:
@@ -270,16 +285,21 @@ SLACK = 2.0**-18
 
 
 @nb.njit(cache=True, nogil=True)
-def _far_threshold(emitted, lr, jr, ir, nc):
-    """Threshold of a cell with no infected neighbour: ``(lr * 0 + jr * emitted / nc) + ir`` (float32)."""
-    jump = jr * emitted / nc
-    return uniform_threshold(np.float64(-np.expm1(-((lr * np.float32(0.0) + jump) + ir))))
+def _local_threshold(loc, emitted, lr, jr, ir, nc):
+    """Threshold of a cell with local pressure ``loc`` (0: no infected neighbour) given ``emitted``."""
+    return _hazard_threshold(loc, _jump(emitted, jr, nc), lr, ir)
 
 
 @nb.njit(cache=True, nogil=True)
-def _local_threshold(loc, emitted, lr, jr, ir, nc):
-    jump = jr * emitted / nc
-    return uniform_threshold(np.float64(-np.expm1(-((lr * loc + jump) + ir))))
+def _mask_pressure(m, t_data, base, n_sources, bit):
+    """Local pressure of a cell whose infected sources are the set bits of ``m``: their ``t_data``
+    terms (from ``base``) added in ascending order, float32 -- the reference's sum exactly. A
+    select, not a branch: adding +0.0 leaves a float32 sum unchanged."""
+    loc = np.float32(0.0)
+    zero32 = np.float32(0.0)
+    for b in range(n_sources):
+        loc += t_data[base + b] if m & bit[b] else zero32
+    return loc
 
 
 @nb.njit(cache=True, nogil=True)
@@ -323,18 +343,14 @@ def _exact_path(inf_p, kn_p, m_p, t_indptr, t_data, bit, infectivity, lr, jr, ir
         inf_p[j] = kn_p[j]
         if kn_p[j]:
             emitted += infectivity[j]
-    t_far = _far_threshold(emitted, lr, jr, ir, nc)
+    t_far = _local_threshold(np.float32(0.0), emitted, lr, jr, ir, nc)
     for i in range(n_cells):
         if kn_p[i]:
             continue
         m = m_p[i]
         ti = t_far
         if m != 0:
-            loc = np.float32(0.0)
-            base = t_indptr[i]
-            for b in range(t_indptr[i + 1] - base):
-                if m & bit[b]:
-                    loc += t_data[base + b]
+            loc = _mask_pressure(m, t_data, t_indptr[i], t_indptr[i + 1] - t_indptr[i], bit)
             if loc != 0.0:
                 ti = _local_threshold(loc, emitted, lr, jr, ir, nc)
         if (_mix(r ^ keys[i]) >> s11) < ti:
@@ -437,11 +453,11 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
         e_lo = _f32_down(max(s - err, 0.0))
         e_hi = _f32_up(s + err)
         exact = e_lo == e_hi
-        t_lo = _far_threshold(e_lo, lr, jr, ir, nc)
+        t_lo = _local_threshold(np.float32(0.0), e_lo, lr, jr, ir, nc)
         t_hi = t_lo
         if not exact:
             t_lo = _lower(t_lo, slack)
-            t_hi = _upper(_far_threshold(e_hi, lr, jr, ir, nc), slack)
+            t_hi = _upper(_local_threshold(np.float32(0.0), e_hi, lr, jr, ir, nc), slack)
         r = rows[p]
         # ---- one vectorised pass: the decisions of the cells with no infected neighbour (one
         # threshold), and a flag byte per cell: 1 = susceptible with infected neighbours (decided
@@ -470,14 +486,7 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
                     new[n_new] = i
                     n_new += 1
                     continue
-                m = m_p[i]
-                # the infected sources' terms in ascending order (a select, not a branch: adding
-                # +0.0 leaves a float32 sum unchanged)
-                loc = np.float32(0.0)
-                base = t_indptr[i]
-                zero32 = np.float32(0.0)
-                for b in range(t_indptr[i + 1] - base):
-                    loc += t_data[base + b] if m & bit[b] else zero32
+                loc = _mask_pressure(m_p[i], t_data, t_indptr[i], t_indptr[i + 1] - t_indptr[i], bit)
                 h = _mix(r ^ keys[i]) >> s11
                 if loc == 0.0:
                     lo_i, hi_i = t_lo, t_hi
