@@ -110,6 +110,8 @@ def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params,
         np.testing.assert_array_equal(infected, expected)
         fractions.append(infected.mean())
     assert fractions[0] < 0.5 < fractions[-1]  # from a few infected cells to most
+    with pytest.raises(ValueError, match="cell tracking of shape"):
+        peril.advance_cells(infected[:10], 0, rnd, None, tracking=state.cell_tracking)
 
 
 def _random_graph(seed, n_cells, density):

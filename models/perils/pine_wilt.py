@@ -174,6 +174,9 @@ class PineWiltState:
         once the episode is over.
     pine_left : ndarray of float32, shape (n_paths, n_hosts)
         Share of the parcel's original pines still standing (1 until infected).
+    cell_tracking : CellTracking or None
+        The compiled cell year's bookkeeping for ``cell_infected`` (None where a cell has over 64
+        neighbours). ``cell_infected`` may be changed from outside: the next year picks that up.
     """
 
     cell_infected: np.ndarray
@@ -427,6 +430,8 @@ class PineWilt(Peril):
         rates = (p.local_transmission_rate.value, p.long_distance_jump_rate.value, p.introduction_rate_per_cell.value)
         if self._bits is not None:
             t = tracking if tracking is not None else self._new_tracking(infected.shape[0])
+            if t.known.shape != infected.shape:
+                raise ValueError(f"cell tracking of shape {t.known.shape} for flags of shape {infected.shape}")
             bit_value, bit = self._bits
             cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, w.indptr, w.indices, bit_value,
                               wt.indptr, wt.data, bit, self.infectivity, *rates, rows, self._cell_keys)
