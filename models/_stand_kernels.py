@@ -125,6 +125,15 @@ def _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise
 
 
 @nb.njit(cache=True, nogil=True)
+def _scale_columns(x, c):
+    """``x[b, j] *= c[j]`` (the Chapman-Richards shape times ``log u``), row by row."""
+    for b in range(x.shape[0]):
+        xr = x[b]
+        for j in range(xr.size):
+            xr[j] *= c[j]
+
+
+@nb.njit(cache=True, nogil=True)
 def _maturity(r0, r1, j0, jt, u, e):
     """``u' = 1 - (1 - u) e`` for the tree parcels ``j0..jt-1`` of a tile, in place."""
     for i in range(r0, r1):
@@ -335,9 +344,11 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
     nt = u.shape[1]
     cols = min(n, TILE_ELEMENTS) if n else 1
     rows = max(1, TILE_ELEMENTS // max(n, 1))
-    e = np.empty((min(rows, n_paths), cols))
-    m = np.empty_like(e)
-    u_pow = np.empty_like(e)
+    # scratch: each tile takes a C-contiguous (tile rows x tile columns) view from the front of a flat
+    # buffer, so numpy's exp/log see one contiguous run (a narrow 2-D view costs a call per row: a
+    # loan's tiles are hundreds of rows of 50 parcels)
+    size = min(rows, n_paths) * cols
+    e_buf, m_buf, pow_buf = np.empty(size), np.empty(size), np.empty(size)
     f32 = np.empty((0, 0), dtype=np.float32)
     cu, fv, pv, fm, pm = cascades if cascades is not None else (np.empty((0, 0), np.int16), np.float32(1),
                                                                  np.float32(1), f32, f32)
@@ -353,18 +364,20 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
             r1 = min(n_paths, r0 + rows)
             for j0 in range(0, n, cols):
                 j1 = min(n, j0 + cols)
-                eb, mb, pb = e[:r1 - r0, :j1 - j0], m[:r1 - r0, :j1 - j0], u_pow[:r1 - r0, :j1 - j0]
+                shape = (r1 - r0, j1 - j0)
+                eb = e_buf[:shape[0] * shape[1]].reshape(shape)
+                mb = m_buf[:shape[0] * shape[1]].reshape(shape)
                 _exponents(r0, r1, j0, j1, age, m_path, noise_rows, keys, noise_scale, noise_offset,
                            tree.k_base, tree.k_mult, tree.species, b_rate, eb, mb)
                 np.exp(eb, out=eb)
                 jt = min(j1, nt)
+                pt = pow_buf[:shape[0] * max(jt - j0, 0)].reshape(shape[0], max(jt - j0, 0))
                 if jt > j0:
                     _maturity(r0, r1, j0, jt, u, eb)
-                    pt = pb[:, :jt - j0]
                     np.log(u[r0:r1, j0:jt], out=pt)
-                    pt *= tree.shape[j0:jt]
+                    _scale_columns(pt, tree.shape[j0:jt])
                     np.exp(pt, out=pt)
-                _finish(r0, r1, j0, j1, carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, pb,
+                _finish(r0, r1, j0, j1, carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, pt,
                         eb, mb, tree.keep_pow, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
                         ceiling, b_drift, establishment, keep, keep < 1.0, cu, year, fv, pv, fm, pm,
                         cascades is not None, group, weight, ss, gs, sums is not None, go, mo, dense is not None)
