@@ -10,7 +10,8 @@ Cases
                    5,000-parcel portfolio; throughput in parcel-path-years per second.
 ``rng_only``       drawing exactly the random numbers the ``demo_full`` run consumed, in the same
                    (paths x parcels) shapes, with the engine's keyed generator; and the same count
-                   with numpy's PCG64 for reference. The engine/RNG ratio is the practical limit.
+                   with numpy's PCG64 and Philox for reference. The engine/RNG ratio is the
+                   practical limit.
 ``loan``           one loan's valuation run: 50 parcels, 10,000 paths, 30 years, exactly as
                    :func:`finance_engine.collateral.value_collateral` runs the engine (per-path
                    results, no summary tables) on ``--workers`` threads; also on one thread.
@@ -212,13 +213,18 @@ def _run_case(name: str, args: dict) -> dict:
                 else:
                     rng_mod._to_unit(a)
             keyed = time.perf_counter() - t
-            g = np.random.default_rng(1)
-            t = time.perf_counter()
-            for _, s in calls:
-                g.random(s)
-            pcg = time.perf_counter() - t
-            out.update({"rng_keyed_seconds": keyed, "rng_pcg64_seconds": pcg,
-                        "engine_to_rng_ratio": dt / keyed, "engine_to_pcg64_ratio": dt / pcg})
+            # and the same count with numpy's generators: PCG64 (its default) and Philox (the
+            # counter-based generator issue 4 names as an alternative to ours)
+            timed = {}
+            for label, bits in (("pcg64", np.random.PCG64(1)), ("philox", np.random.Philox(1))):
+                g = np.random.Generator(bits)
+                t = time.perf_counter()
+                for _, s in calls:
+                    g.random(s)
+                timed[label] = time.perf_counter() - t
+            out.update({"rng_keyed_seconds": keyed, "rng_pcg64_seconds": timed["pcg64"],
+                        "rng_philox_seconds": timed["philox"], "engine_to_rng_ratio": dt / keyed,
+                        "engine_to_pcg64_ratio": dt / timed["pcg64"], "engine_to_philox_ratio": dt / timed["philox"]})
         out["peak_rss_mb"] = _peak_rss_mb()
         return out
     if name == "loan":

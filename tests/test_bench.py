@@ -19,6 +19,9 @@ def test_rng_only_case_counts_inline_draws_and_restores_the_generator():
     assert out["random_numbers_per_parcel_path_year"] >= 2.0
     assert out["random_numbers"] == round(out["random_numbers_per_parcel_path_year"] * 5000 * 32 * 2)
     assert out["rng_keyed_seconds"] > 0 and out["engine_to_rng_ratio"] > 1
+    for g in ("pcg64", "philox"):  # numpy's generators, timed on the same count, for reference
+        assert out[f"rng_{g}_seconds"] > 0
+        assert out[f"engine_to_{g}_ratio"] == pytest.approx(out["seconds"] / out[f"rng_{g}_seconds"])
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux /proc")

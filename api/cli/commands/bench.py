@@ -44,7 +44,9 @@ def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, 
         click.echo(f"{name:18s} {r['seconds']:8.2f} s  "
                    + (f"{rate / 1e6:8.2f} M parcel-path-years/s  " if rate else " " * 33)
                    + f"peak {r['peak_rss_mb']:7.0f} MB"
-                   + (f"  engine/RNG {r['engine_to_rng_ratio']:.1f}x" if "engine_to_rng_ratio" in r else ""))
+                   + (f"  engine/RNG {r['engine_to_rng_ratio']:.1f}x" if "engine_to_rng_ratio" in r else "")
+                   + (f" (PCG64 {r['engine_to_pcg64_ratio']:.1f}x, Philox {r['engine_to_philox_ratio']:.1f}x)"
+                      if "engine_to_philox_ratio" in r else ""))
 
 
 COMMANDS = [bench]
