@@ -159,14 +159,16 @@ def test_lowest_bit_of_every_single_bit_and_of_random_words():
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("slack", [SLACK, 0.5])
-def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, slack):
+@pytest.mark.parametrize("density, mask_type", [(0.03, np.uint32), (0.08, np.uint64)])
+def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, slack, density, mask_type):
     # the tracked kernel keeps masks and a running emitted sum between years; flags set and cleared
     # from outside between years (forced outbreaks; tests) must be picked up. slack=0.5 widens the
     # bracket so that nearly every path-year takes the exact fallback, which must agree too.
     rng = np.random.default_rng(seed)
     n_cells, n_paths = 250, 32
-    w, w_t, infectivity = _random_graph(seed, n_cells, 0.03)
+    w, w_t, infectivity = _random_graph(seed, n_cells, density)
     bit_value, bit = _neighbour_bits(w, w_t)
+    assert bit.dtype == mask_type  # 17-32 and 33-64 neighbours (the loan tests run 8, in uint8)
     keys = rng.integers(0, 2**63, n_cells).astype(np.uint64)
     infected = rng.random((n_paths, n_cells)) < np.linspace(0.0, 0.9, n_paths)[:, None]
     infected[-1] = True
