@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from api.cli import main
@@ -82,3 +83,28 @@ def test_demo_runs_small(capsys):
     assert main(["demo", "--paths", "32", "--years", "3", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "1. Measure" in out and "2. Risk" in out and "Provenance" in out
+
+
+def test_help_examples_name_projects_and_parcels_of_the_shipped_demo():
+    # an example a user copies from --help must run on the shipped portfolio: every --project and
+    # --parcels id in an example that does not bring its own portfolio file exists in the demo
+    import re
+
+    from api.cli import cli
+    from models.demo import demo_portfolio_path
+
+    demo = pd.read_csv(demo_portfolio_path(), dtype=str)
+    projects, parcels = set(demo["project_id"].dropna()), set(demo["parcel_id"])
+    texts = [cli.help] + [c.help or "" for c in cli.commands.values()]
+    examples = [ln.strip() for t in texts for ln in t.splitlines() if ln.strip().startswith("carbon-risk ")]
+    checked = 0
+    for ex in examples:
+        if re.search(r"(^| )(-p|--portfolio) ", ex):
+            continue
+        for pid in re.findall(r"--project (\S+)", ex):
+            assert pid in projects, ex
+            checked += 1
+        for ids in re.findall(r"--parcels ([A-Z]\S+)", ex):
+            assert set(ids.split(",")) <= parcels, ex
+            checked += 1
+    assert checked >= 3

@@ -67,7 +67,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
 
     \b
     Examples:
-      carbon-risk collateral --amount 3000000 --term 3 --rate 0.0435 --project LS-PRJ-001
+      carbon-risk collateral --amount 3000000 --term 3 --rate 0.0435 --project LS-LQ-P03
       carbon-risk collateral --terms loan.yaml --pd 0.02 --mortgage 1500000 --format json
       carbon-risk collateral --amount 200000 --term 2 --rate 0.04 --parcels LS-000001,LS-000002 -o memo.html
     """
