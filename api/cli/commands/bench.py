@@ -7,17 +7,16 @@ from pathlib import Path
 import click
 
 from api.cli.common import echo_json, note
+from finance_engine.bench import ALL_CASES, CITY_SCHEDULERS
 
 
 @click.command("bench")
-@click.option("--cases", multiple=True, type=click.Choice(
-    ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]),
-    help="Cases to run (repeat; default: all).")
+@click.option("--cases", multiple=True, type=click.Choice(ALL_CASES), help="Cases to run (repeat; default: all).")
 @click.option("--demo-paths", type=click.IntRange(32, 100_000), default=256, show_default=True)
 @click.option("--city-paths", type=click.IntRange(32, 100_000), default=1000, show_default=True)
 @click.option("--memory-paths", type=click.IntRange(32, 1_000_000), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--city-scheduler", type=click.Choice(["threads", "processes"]), default="threads", show_default=True,
+@click.option("--city-scheduler", type=click.Choice(CITY_SCHEDULERS), default="threads", show_default=True,
               help="How the city cases run their --workers: threads in one process, or worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Result JSON (default: benchmarks/results/).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -32,7 +31,7 @@ def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, 
       carbon-risk bench --cases city --city-paths 128
       carbon-risk bench --cases city_memory --memory-paths 10000 --city-scheduler processes
     """
-    from finance_engine.bench import ALL_CASES, run
+    from finance_engine.bench import run
 
     doc = run(list(cases) or ALL_CASES, demo_paths, city_paths, memory_paths, workers,
               Path(out) if out else None, echo=note, city_scheduler=city_scheduler)
