@@ -10,7 +10,7 @@ from scipy import sparse
 
 from models.perils._pine_wilt_kernels import SLACK, _lowest_bit, cell_year, cell_year_tracked, uniform_threshold
 from models.perils.base import StandState, YearContext
-from models.perils.pine_wilt import CellTracking, PineWilt, _neighbour_bits
+from models.perils.pine_wilt import CellTracking, PineWilt, _neighbour_bits, pressure_table
 from models.portfolio import validate_frame
 from models.rng import KeyedRandom, _to_unit, reference_grid
 from tests.conftest import make_frame
@@ -157,18 +157,42 @@ def test_lowest_bit_of_every_single_bit_and_of_random_words():
             assert int(_lowest_bit(np.uint64(w))) == (w & -w).bit_length() - 1
 
 
+def test_pressure_table_holds_each_masks_float32_sum_in_bit_order():
+    for seed in (0, 1):
+        w, w_t, _ = _random_graph(seed, 120, 0.01)
+        bit_value, bit = _neighbour_bits(w, w_t)
+        assert bit.dtype == np.uint8
+        index, pressures = pressure_table(w_t, bit)
+        assert index.size == 256 * 120 and pressures[0] == 0.0 and (np.diff(pressures) > 0).all()
+        for i in range(120):
+            terms = w_t.data[w_t.indptr[i]:w_t.indptr[i + 1]]
+            for m in range(1 << terms.size):
+                expected = np.float32(0.0)
+                for b in range(terms.size):
+                    if m >> b & 1:
+                        expected = np.float32(expected + terms[b])
+                assert pressures[index[256 * i + m]] == expected
+    # wider masks: no table, the kernel sums from the mask
+    w, w_t, _ = _random_graph(0, 250, 0.03)
+    index, pressures = pressure_table(w_t, _neighbour_bits(w, w_t)[1])
+    assert index.size == 0
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("slack", [SLACK, 0.5])
-@pytest.mark.parametrize("density, mask_type", [(0.03, np.uint32), (0.08, np.uint64)])
+@pytest.mark.parametrize("density, mask_type", [(0.005, np.uint8), (0.03, np.uint32), (0.08, np.uint64)])
 def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, slack, density, mask_type):
     # the tracked kernel keeps masks and a running emitted sum between years; flags set and cleared
     # from outside between years (forced outbreaks; tests) must be picked up. slack=0.5 widens the
-    # bracket so that nearly every path-year takes the exact fallback, which must agree too.
+    # bracket so that nearly every path-year takes the exact fallback, which must agree too. With
+    # 8-bit masks the kernel reads tabulated pressures, with wider ones it sums from the mask.
     rng = np.random.default_rng(seed)
     n_cells, n_paths = 250, 32
     w, w_t, infectivity = _random_graph(seed, n_cells, density)
     bit_value, bit = _neighbour_bits(w, w_t)
-    assert bit.dtype == mask_type  # 17-32 and 33-64 neighbours (the loan tests run 8, in uint8)
+    assert bit.dtype == mask_type  # up to 8, 17-32 and 33-64 neighbours
+    table = pressure_table(w_t, bit)
+    assert (table[0].size > 0) == (mask_type == np.uint8)
     keys = rng.integers(0, 2**63, n_cells).astype(np.uint64)
     infected = rng.random((n_paths, n_cells)) < np.linspace(0.0, 0.9, n_paths)[:, None]
     infected[-1] = True
@@ -179,8 +203,8 @@ def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, 
             expected = _reference_cells(infected, w_t, infectivity, lr, jr, ir, reference_grid(rows, keys))
             got = infected.copy()
             cell_year_tracked(got, tracking.known, tracking.mask, tracking.emitted_sum, tracking.n_infected, w.indptr,
-                              w.indices, bit_value, w_t.indptr, w_t.data, bit, infectivity, lr, jr, ir, rows, keys,
-                              slack)
+                              w.indices, bit_value, w_t.indptr, w_t.data, bit, *table, infectivity, lr, jr, ir, rows,
+                              keys, slack)
             np.testing.assert_array_equal(got, expected)
             infected = got
             # outside changes: some flags set, some cleared (the SI process never clears one)
