@@ -14,7 +14,12 @@ Cases
                    practical limit.
 ``loan``           one loan's valuation run: 50 parcels, 10,000 paths, 30 years, exactly as
                    :func:`finance_engine.collateral.value_collateral` runs the engine (per-path
-                   results, no summary tables) on ``--workers`` threads; also on one thread.
+                   results, no summary tables) on ``--workers`` threads; also on one thread. The
+                   50 parcels are every 100th of the demo portfolio, spread over the whole city:
+                   the worst case for the pine wilt landscape (413 cells around 12 pine stands).
+``loan_project``   the same run for the demo's largest project of at most 50 parcels (in the
+                   shipped demo ``LS-LQ-P03``: 47 parcels in one township, a 115-cell landscape),
+                   the shape of a carbon-pledge loan: one borrower's forest.
 ``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
                    ``--city-paths`` paths (default 1,000), 30 years, on ``--workers`` threads
                    (``--city-scheduler threads``, the default) or worker processes
@@ -133,6 +138,15 @@ class PeakPss:
         return self._peak_kb / 1024.0 if self.available else None
 
 
+def largest_project(portfolio, max_parcels: int) -> str:
+    """Id of the portfolio's project with the most parcels, at most ``max_parcels`` (ties: the first id)."""
+    counts = portfolio.frame["project_id"].value_counts()
+    counts = counts[counts <= max_parcels]
+    if counts.empty:
+        raise ValueError(f"no project of at most {max_parcels} parcels")
+    return str(counts[counts == counts.max()].sort_index().index[0])
+
+
 def _run_case(name: str, args: dict) -> dict:
     import numpy as np
 
@@ -227,9 +241,13 @@ def _run_case(name: str, args: dict) -> dict:
                         "engine_to_pcg64_ratio": dt / timed["pcg64"], "engine_to_philox_ratio": dt / timed["philox"]})
         out["peak_rss_mb"] = _peak_rss_mb()
         return out
-    if name == "loan":
+    if name in ("loan", "loan_project"):
         pf = load_portfolio(demo_portfolio_path(), params)
-        ids = pf.parcel_id[:: max(1, pf.n_parcels // 50)][:50]
+        project = largest_project(pf, 50) if name == "loan_project" else None
+        if project is None:
+            ids = pf.parcel_id[:: max(1, pf.n_parcels // 50)][:50]
+        else:
+            ids = pf.parcel_id[pf.frame["project_id"].to_numpy() == project]
         sub = pf.subset(ids, params)
         workers = args.get("workers", 2)
         kw = dict(levels=("portfolio",), scenario="collateral", summarise=False,
@@ -243,8 +261,9 @@ def _run_case(name: str, args: dict) -> dict:
                 simulate(sub, params, years=30, paths=10_000, seed=1, **extra, **kw)
                 best = min(best, time.perf_counter() - t)
             timings[label] = best
-        return {"parcels": 50, "paths": 10_000, "years": 30, "threads": workers, **timings,
-                "parcel_path_years_per_s": 50 * 10_000 * 30 / timings["seconds"], "peak_rss_mb": _peak_rss_mb()}
+        n = sub.n_parcels
+        return {"project": project, "parcels": n, "paths": 10_000, "years": 30, "threads": workers, **timings,
+                "parcel_path_years_per_s": n * 10_000 * 30 / timings["seconds"], "peak_rss_mb": _peak_rss_mb()}
     if name in ("city", "city_memory"):
         n = args.get("parcels", 200_000)
         frame = generate_demo_portfolio(n, 7, params)
@@ -293,7 +312,7 @@ def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_
             args = {"paths": city_paths, "workers": workers, "scheduler": city_scheduler}
         elif c == "city_memory":
             args = {"paths": memory_paths, "workers": workers, "scheduler": city_scheduler}
-        elif c == "loan":
+        elif c in ("loan", "loan_project"):
             args = {"workers": workers}
         else:
             args = {}
@@ -315,7 +334,8 @@ def run(cases: list[str], demo_paths: int = 256, city_paths: int = 1000, memory_
 
 
 CITY_SCHEDULERS = ("threads", "processes")
-ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "city", "city_memory", "price_layer"]
+ALL_CASES = ["demo_full", "demo_full_workers", "rng_only", "loan", "loan_project", "city", "city_memory",
+             "price_layer"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,3 +36,18 @@ def test_peak_pss_counts_the_memory_of_child_processes():
         assert child.pid in _process_tree(os.getpid())
         child.wait()
     assert pss.mb is not None and pss.mb >= own_mb + 190  # this process plus the child's 200 MiB
+
+
+def test_loan_project_case_takes_the_largest_project_within_the_parcel_limit(params):
+    from finance_engine.bench import largest_project
+    from models.demo import demo_portfolio_path
+    from models.portfolio import load_portfolio
+
+    pf = load_portfolio(demo_portfolio_path(), params)
+    counts = pf.frame["project_id"].value_counts()
+    chosen = largest_project(pf, 50)
+    assert counts[chosen] == counts[counts <= 50].max() <= 50
+    assert chosen == "LS-LQ-P03"  # the bench docs name it: 47 parcels in one township
+    assert pf.frame.loc[pf.frame["project_id"] == chosen, "township"].nunique() == 1
+    with pytest.raises(ValueError, match="no project of at most"):
+        largest_project(pf, int(counts.min()) - 1)
