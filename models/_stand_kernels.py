@@ -35,8 +35,11 @@ import numpy as np
 
 from models._kernels import keyed_unit
 
-#: elements per tile (the tile's state and scratch buffers, ~0.5 MB, stay in the L2 cache)
-TILE_ELEMENTS = 1 << 14
+#: elements per tile. Each pass over a tile is a call that releases the GIL and takes it back, which
+#: threads running chunks side by side contend for: 64k elements (scratch about 1.5 MB) give a loan's
+#: 5,024-path chunk 4 tiles a year instead of 15, with no loss on one thread against 16k or 256k
+#: (interleaved A/B; docs/performance.md)
+TILE_ELEMENTS = 1 << 16
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
