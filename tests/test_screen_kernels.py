@@ -106,17 +106,25 @@ def test_keyed_flags_equal_dense_comparison():
     _assert_pairs(got, *np.nonzero(dense))
 
 
-def test_storm_candidates_hold_every_hit_and_only_living_pairs_below_the_bound():
+@pytest.mark.parametrize("span_km", [200.0, 5.0])  # a city's parcels; one loan's, far from most tracks
+def test_storm_candidates_hold_every_hit_and_only_living_pairs_below_the_bound(span_km):
     rows, keys = _keys(10, N_ROWS), _keys(11, N_COLS)
     age, carbon = _stand_arrays(12)
     rng = np.random.default_rng(13)
     stand_row = np.arange(N_ROWS)
     track, inten = rng.uniform(-150, 250, N_ROWS), rng.uniform(0.5, 1.5, N_ROWS)
-    along, decay = rng.uniform(0, 200, N_COLS), np.exp(-rng.uniform(50, 200, N_COLS) / 80.0)
+    along, decay = 60.0 + rng.uniform(0, span_km, N_COLS), np.exp(-rng.uniform(50, 200, N_COLS) / 80.0)
+    track[:3] = along.min(), along.max(), along.mean()  # tracks at the span's ends and inside it
     width, max_hit = 60.0, 0.5
     i, j, u = storm_candidates(rows, keys, stand_row, track, inten, along, decay, width, max_hit, age, carbon, 8)
     grid = reference_grid(rows, keys)
     np.testing.assert_array_equal(u, grid[i, j])
+    # exactly the living pairs under the polynomial bound (the row's first pass drops none of them)
+    x = 0.5 * ((along[None, :] - track[:, None]) / width) ** 2
+    poly = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))
+    top = max_hit * inten * BOUND_SLACK
+    expected = (grid * poly < top[:, None] * decay[None, :]) & (age >= 0) & (carbon > 0)
+    _assert_pairs((i, j), *np.nonzero(expected))
     z = (along[None, :] - track[:, None]) / width
     prob = np.minimum(max_hit * (inten[:, None] * decay[None, :] * np.exp(-0.5 * z * z)), 1.0)
     alive = (age >= 0) & (carbon > 0)

@@ -227,21 +227,32 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
     that polynomial for x >= 0) times :data:`BOUND_SLACK`: no ``exp`` here, whose last bit could
     differ from numpy's; the caller evaluates the exact probability on the candidates. Only pairs
     with ``age[s, j] >= 0`` and ``carbon[s, j] > 0`` (``s = stand_row[i]``) are kept.
+
+    A first pass over the row uses the polynomial at the parcels' nearest ``along_km`` to the track
+    (0 when the track crosses their span): every operation from the distance to the product is
+    monotone under rounding, so it is at most each parcel's own and the pass keeps every pair the
+    exact screen keeps, while a track far from a compact portfolio (one loan's parcels) leaves few.
     """
     n_rows, n = rows.size, keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
     flag, words, hj = _flag_buffers(n)
+    lo = along_km.min() if n else 0.0
+    hi = along_km.max() if n else 0.0
     k = 0
     for i in range(n_rows):
         s = stand_row[i]
         r = rows[i]
         top = max_hit_probability * intensity[i] * BOUND_SLACK
         tr = track_km[i]
+        # the polynomial at the nearest parcel: the same expressions as below, for that parcel
+        z0 = (lo - tr) / track_width_km if tr < lo else ((hi - tr) / track_width_km if tr > hi else 0.0)
+        x0 = 0.5 * z0 * z0
+        p0 = 1.0 + x0 * (1.0 + x0 * (0.5 + x0 * (1.0 / 6.0)))
         c = 0
-        for j in range(n):  # the track factor is at most 1: a cheap first screen
-            f = keyed_unit(r, keys[j]) < top * coast_decay[j]
+        for j in range(n):  # a cheap first screen: the track factor at the nearest parcel
+            f = keyed_unit(r, keys[j]) * p0 < top * coast_decay[j]
             flag[j] = f
             c += f
         if c:
