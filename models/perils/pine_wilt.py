@@ -372,6 +372,9 @@ class PineWilt(Peril):
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
         self._pressures = (pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None)
+        # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
+        # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
+        self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
 
         # ---- areas (all parcels, for forced events and the initial epidemic) --------------------
         frame = portfolio.frame
@@ -460,7 +463,7 @@ class PineWilt(Peril):
             if t.known.shape != infected.shape:
                 raise ValueError(f"cell tracking of shape {t.known.shape} for flags of shape {infected.shape}")
             bit_value, bit = self._bits
-            cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, w.indptr, w.indices, bit_value,
+            cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, *self._sources_u32, bit_value,
                               wt.indptr, wt.data, bit, *self._pressures, self.infectivity, *rates, rows,
                               self._cell_keys)
         else:
