@@ -201,6 +201,16 @@ class KeyedRandom:
         rows = self._rows(stream, year)
         return _pairs(rows[np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
+    def sparse_uniform_streams(self, streams: list[str], year: int, stream_index: np.ndarray, path_pos: np.ndarray,
+                               parcel_pos: np.ndarray) -> np.ndarray:
+        """Uniforms at pairs, each from its own stream: pair ``t`` draws from ``streams[stream_index[t]]``.
+
+        Equal to ``sparse_uniform(streams[s], year, ...)`` pair by pair, in one call for several
+        streams (the storms of a year).
+        """
+        rows = np.stack([self._rows(s, year) for s in streams]) if streams else np.empty((0, self.n_paths), np.uint64)
+        return _pairs(rows[np.asarray(stream_index), np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
+
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Uniforms at (path position, key) pairs; ``keys`` is aligned with ``path_pos``."""
         rows = self._rows(stream, year)

@@ -231,16 +231,30 @@ def test_typhoon_storm_hits_equal_dense_definition(params):
     tracks = p.landfall_km.draw(rnd.keyed_uniform("typhoon.track", 2, ty._storm_keys[:kmax]))
     inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", 2, ty._storm_keys[:kmax]))
     hit = np.zeros((30, pf.n_parcels), dtype=bool)
-    for k in range(kmax):
-        prob = ty.hit_probability(tracks[:, k], inten[:, k])
-        hit |= (rnd.parcel_uniform(f"typhoon.hazard.s{k}", 2) < prob) & (n_random > k)[:, None]
-    for j, ev in enumerate(forced["typhoon"]):
-        prob = ty.hit_probability(np.array([ev["track"]]), np.array([ev.get("intensity", p.intensity.high)]))
-        hit |= rnd.parcel_uniform(f"typhoon.hazard.forced{j}", 2) < prob
-    hp, hq = np.nonzero(hit & _alive(st))
+    # and each storm's losses on its hits (damage stream per storm), merged storm by storm in order
+    parts = []
+    storms = [(f"s{k}", ty.hit_probability(tracks[:, k], inten[:, k]) * (n_random > k)[:, None], k)
+              for k in range(kmax)]
+    storms += [(f"forced{j}", ty.hit_probability(np.array([ev["track"]]),
+                                                 np.array([ev.get("intensity", p.intensity.high)])), n_random + j)
+               for j, ev in enumerate(forced["typhoon"])]
+    for name, prob, event in storms:
+        h = (rnd.parcel_uniform(f"typhoon.hazard.{name}", 2) < prob) & _alive(st)
+        hit |= h
+        sp, sq = np.nonzero(h)
+        loss = p.loss_given_hit.draw(rnd.parcel_uniform(f"typhoon.damage.{name}", 2)[sp, sq])
+        frac = np.minimum(loss * ty.vulnerability(ctx, sp, sq), 1.0)  # severity 1
+        parts.append((sp, sq, frac, np.broadcast_to(event, (30,))[sp]))
+    hp, hq = np.nonzero(hit)
     assert hp.size > 200
     np.testing.assert_array_equal(pl.path_pos, hp)
     np.testing.assert_array_equal(pl.parcel_pos, hq)
+    ep, eq, ef, ee = reference_combine_losses(*(np.concatenate(x) for x in zip(*parts)), pf.n_parcels)
+    assert ep.size < sum(x[0].size for x in parts)  # some pairs are hit by two storms
+    np.testing.assert_array_equal(pl.path_pos, ep)
+    np.testing.assert_array_equal(pl.parcel_pos, eq)
+    np.testing.assert_array_equal(pl.loss_fraction, ef)
+    np.testing.assert_array_equal(pl.event, ee)
 
 
 def test_typhoon_independent_hits_equal_dense_definition(params):

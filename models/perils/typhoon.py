@@ -246,47 +246,44 @@ class Typhoon(Peril):
         u = ctx.rnd.path_uniform("typhoon.count", ctx.year)
         return poisson_inverse_cdf(u, lam, MAX_STORMS_PER_YEAR)
 
-    def _damage(self, ctx, pp, qq, stream: str) -> np.ndarray:
+    def _damage(self, ctx, pp, qq, u: np.ndarray) -> np.ndarray:
+        """Loss fraction of hit pairs ``(pp, qq)`` given their damage uniforms ``u``."""
         sev = per_path(ctx.severity(self.name), ctx.rnd.n_paths)[pp]
-        loss = self.params.loss_given_hit.draw(ctx.rnd.sparse_uniform(stream, ctx.year, pp, qq))
+        loss = self.params.loss_given_hit.draw(u)
         return np.minimum(loss * self.vulnerability(ctx, pp, qq) * sev, 1.0)
 
-    def _storm_hits(self, ctx: YearContext, stream: str, rows: np.ndarray, track_km: np.ndarray,
+    def _storm_hits(self, ctx: YearContext, hashes: np.ndarray, stand_row: np.ndarray, track_km: np.ndarray,
                     intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Living pairs hit by one storm per path: path positions ``rows`` (storm track and intensity
-        per row). Equal to ``np.nonzero(parcel_uniform(stream)[rows] < hit_probability(...))``
-        restricted to living stands, without the dense arrays: a compiled screen with an upper bound,
-        then the exact probability (numpy, as :meth:`hit_probability`) on the candidates."""
+        """Living pairs hit by storms, one storm per hash row: row ``i`` is path position
+        ``stand_row[i]`` under a storm with track ``track_km[i]`` and intensity ``intensity[i]``, its
+        uniforms hashed from ``hashes[i]``. Returns ``(i, qq)`` row-major. Equal to
+        ``np.nonzero(u < hit_probability(...))`` restricted to living stands, without the dense arrays:
+        a compiled screen with an upper bound, then the exact probability (numpy, as
+        :meth:`hit_probability`) on the candidates."""
         p: TyphoonParams = self.params
         track_km = np.ascontiguousarray(track_km, dtype=np.float64)
         intensity = np.ascontiguousarray(intensity, dtype=np.float64)
-        i, qq, u = storm_candidates(stand_rows_hash(ctx.rnd, stream, ctx.year, rows), parcel_keys_u64(ctx.rnd),
-                                    rows, track_km, intensity, self._along, self._coast_decay,
-                                    float(p.track_width_km.value), float(p.max_hit_probability.value),
-                                    ctx.stand.age_years, ctx.stand.carbon_tc_per_ha,
+        i, qq, u = storm_candidates(hashes, parcel_keys_u64(ctx.rnd), stand_row, track_km, intensity, self._along,
+                                    self._coast_decay, float(p.track_width_km.value),
+                                    float(p.max_hit_probability.value), ctx.stand.age_years,
+                                    ctx.stand.carbon_tc_per_ha,
                                     capacity_estimate(np.minimum(p.max_hit_probability.value * intensity, 1.0).sum()
-                                                      * self._coast_decay_sum, rows.size * self.along_km.size))
+                                                      * self._coast_decay_sum, hashes.size * self.along_km.size))
         if i.size:
             z = (self.along_km[qq] - track_km[i]) / p.track_width_km.value
             w = intensity[i] * self._coast_decay[qq] * np.exp(-0.5 * z * z)
             hit = u < np.minimum(p.max_hit_probability.value * w, 1.0)
             i, qq = i[hit], qq[hit]
-        return rows[i], qq
+        return i, qq
 
     def step(self, ctx: YearContext, state) -> PerilLosses:
         p: TyphoonParams = self.params
         rnd = ctx.rnd
         n_paths, n = rnd.n_paths, rnd.n_parcels
         all_rows = np.arange(n_paths)
-        parts_p, parts_q, parts_f, parts_e = [], [], [], []
-
-        def add(pp, qq, stream, event):
-            # pp, qq: living pairs only (the screens skip stands waiting for replanting or without carbon)
-            if pp.size:
-                parts_p.append(pp)
-                parts_q.append(qq)
-                parts_f.append(self._damage(ctx, pp, qq, stream))
-                parts_e.append(np.broadcast_to(np.asarray(event, dtype=np.int64), pp.shape))
+        # the year's losses, one part per storm with hits (random storms in order, then forced ones)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        n_storms_hit = 0
 
         if ctx.independent:
             lam = p.annual_rate.value * per_path(ctx.hazard(self.name), n_paths)
@@ -297,7 +294,11 @@ class Typhoon(Peril):
                                    ctx.stand.age_years, ctx.stand.carbon_tc_per_ha, True,
                                    capacity_estimate(lam.sum() * m.sum(), n_paths * n))
             hit = u < -np.expm1(-lam[pp] * m[qq])
-            add(pp[hit], qq[hit], "typhoon.damage.parcel", 0)
+            pp, qq = pp[hit], qq[hit]
+            if pp.size:
+                u = rnd.sparse_uniform("typhoon.damage.parcel", ctx.year, pp, qq)
+                parts.append((pp, qq, self._damage(ctx, pp, qq, u), np.zeros(pp.size, dtype=np.int64)))
+                n_storms_hit = 1
             n_random = np.zeros(n_paths, dtype=np.int64)
         else:
             n_random = self.storm_counts(ctx)
@@ -305,24 +306,36 @@ class Typhoon(Peril):
                 kmax = int(n_random.max())
                 tracks = p.landfall_km.draw(rnd.keyed_uniform("typhoon.track", ctx.year, self._storm_keys[:kmax]))
                 inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", ctx.year, self._storm_keys[:kmax]))
-                for k in range(kmax):
-                    rows = np.flatnonzero(n_random > k)
-                    pp, qq = self._storm_hits(ctx, f"typhoon.hazard.s{k}", rows, tracks[rows, k], inten[rows, k])
-                    add(pp, qq, f"typhoon.damage.s{k}", k)
+                # every random storm of the year in one screen: storm k's rows (the paths with more than
+                # k storms) follow storm k-1's, so the hits come out storm by storm, each row-major, as
+                # one screen per storm would give them, in a few calls instead of a few per storm
+                rows = [np.flatnonzero(n_random > k) for k in range(kmax)]
+                storm = np.repeat(np.arange(kmax), [r.size for r in rows])
+                path = np.concatenate(rows)
+                hashes = np.concatenate([stand_rows_hash(rnd, f"typhoon.hazard.s{k}", ctx.year, r)
+                                         for k, r in enumerate(rows)])
+                i, qq = self._storm_hits(ctx, hashes, path, tracks[path, storm], inten[path, storm])
+                if i.size:
+                    pp, k_of = path[i], storm[i]
+                    u = rnd.sparse_uniform_streams([f"typhoon.damage.s{k}" for k in range(kmax)], ctx.year, k_of,
+                                                   pp, qq)
+                    parts.append((pp, qq, self._damage(ctx, pp, qq, u), k_of))
+                    n_storms_hit = int(np.unique(k_of).size)
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
         for j, ev in enumerate(forced):
             track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
             inten = forced_number(ev, "intensity", self.name, p.intensity.high, 0.0, 10.0)
-            pp, qq = self._storm_hits(ctx, f"typhoon.hazard.forced{j}", all_rows, np.full(n_paths, track),
-                                      np.full(n_paths, inten))
-            add(pp, qq, f"typhoon.damage.forced{j}", n_random[pp] + j)
-        if not parts_p:
+            pp, qq = self._storm_hits(ctx, stand_rows_hash(rnd, f"typhoon.hazard.forced{j}", ctx.year), all_rows,
+                                      np.full(n_paths, track), np.full(n_paths, inten))
+            if pp.size:
+                u = rnd.sparse_uniform(f"typhoon.damage.forced{j}", ctx.year, pp, qq)
+                parts.append((pp, qq, self._damage(ctx, pp, qq, u), n_random[pp] + j))
+                n_storms_hit += 1
+        if not parts:
             return PerilLosses.empty()
-        if len(parts_p) == 1:  # one storm: every pair once already
-            pp, qq, f, e = parts_p[0], parts_q[0], parts_f[0], parts_e[0]
-        else:
-            pp, qq, f, e = combine_losses(np.concatenate(parts_p), np.concatenate(parts_q), np.concatenate(parts_f),
-                                          np.concatenate(parts_e), n)
+        pp, qq, f, e = (np.concatenate(x) for x in zip(*parts))
+        if n_storms_hit > 1:  # one storm hits each pair once already
+            pp, qq, f, e = combine_losses(pp, qq, f, e, n)
         pos = f > 0
         return PerilLosses(pp[pos], qq[pos], f[pos], e[pos], f[pos] >= self._threshold)
 
