@@ -90,3 +90,27 @@ def keyed_rows(path_ids, base, out):
     for i in range(path_ids.size):
         out[i] = _mix((np.uint64(path_ids[i]) * g) ^ base)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def poisson_counts(u, pmf0, lam, k_max, out):
+    """``out[i]`` = smallest k with P(N <= k) >= u[i], N ~ Poisson(lam[i]), capped at ``k_max``.
+
+    ``pmf0 = exp(-lam)`` comes from the caller (numpy's ``exp``, so every implementation starts from
+    the same number); the CDF is then accumulated term by term, ``pmf_k = pmf_{k-1} lam / k``, with
+    the operations of ``models.perils.typhoon.reference_poisson_inverse_cdf``. An element stops once
+    its CDF reaches ``u`` (adding a non-negative term never lowers it, so the numpy loop over all
+    elements gives the same counts), in one pass instead of a few numpy passes per ``k``.
+    """
+    for i in range(u.size):
+        pmf = pmf0[i]
+        cdf = pmf
+        n = 0
+        for k in range(1, k_max + 1):
+            if not cdf < u[i]:
+                break
+            n += 1
+            pmf = pmf * lam[i] / np.float64(k)
+            cdf = cdf + pmf
+        out[i] = n
+    return out

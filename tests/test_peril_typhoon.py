@@ -129,3 +129,20 @@ def test_poisson_inverse_cdf_matches_scipy():
     lam = rng.uniform(0.0, 4.0, u.size)
     expected = np.minimum(poisson.ppf(u, lam), 20).astype(np.int64)
     np.testing.assert_array_equal(poisson_inverse_cdf(u, lam, 20), expected)
+
+
+def test_poisson_kernel_equals_its_numpy_definition_at_the_edges():
+    from models.perils.typhoon import poisson_inverse_cdf, reference_poisson_inverse_cdf
+
+    rng = np.random.default_rng(8)
+    u = rng.random(50_000)
+    u[:6] = [0.0, 1.0, np.nextafter(1.0, 0.0), 5e-324, np.nan, 0.5]
+    lam = rng.uniform(0.0, 12.0, u.size)
+    lam[6:12] = [0.0, np.inf, np.nan, 1e-300, 700.0, 746.0]  # exp(-746) underflows to 0
+    for k_max in (0, 1, 3, 20):
+        with np.errstate(invalid="ignore"):  # inf x exp(-inf) = nan, in both
+            expected = reference_poisson_inverse_cdf(u, lam, k_max)
+        np.testing.assert_array_equal(poisson_inverse_cdf(u, lam, k_max), expected)
+    # a scalar rate and a 2-D shape, as storm_counts and callers may pass them
+    u2 = u[:600].reshape(20, 30)
+    np.testing.assert_array_equal(poisson_inverse_cdf(u2, 0.35, 8), reference_poisson_inverse_cdf(u2, 0.35, 8))

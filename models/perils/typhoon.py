@@ -82,6 +82,7 @@ from models.perils._weather import (
     stand_replacing_threshold,
     stand_rows_hash,
 )
+from models._kernels import poisson_counts
 from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.rng import group_keys
@@ -107,9 +108,19 @@ class CoastPoint(BaseModel):
 def poisson_inverse_cdf(u: np.ndarray, lam: np.ndarray, k_max: int) -> np.ndarray:
     """Smallest k with P(N <= k) >= u for N ~ Poisson(lam), capped at ``k_max`` (vectorised).
 
-    The CDF is accumulated term by term (pmf_k = pmf_{k-1} lam / k), a loop over k only; it is
+    The CDF is accumulated term by term (pmf_k = pmf_{k-1} lam / k) in one compiled pass
+    (:func:`models._kernels.poisson_counts`, equal to :func:`reference_poisson_inverse_cdf`); it is
     much faster than ``scipy.stats.poisson.ppf`` for the small rates of storms.
     """
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    lam = np.ascontiguousarray(np.broadcast_to(np.asarray(lam, dtype=np.float64), u.shape)).ravel()
+    pmf0 = np.exp(-lam)
+    out = np.empty(u.size, dtype=np.int64)
+    return poisson_counts(u.ravel(), pmf0, lam, int(k_max), out).reshape(u.shape)
+
+
+def reference_poisson_inverse_cdf(u: np.ndarray, lam: np.ndarray, k_max: int) -> np.ndarray:
+    """The numpy definition of :func:`poisson_inverse_cdf` (a loop over k only)."""
     lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), u.shape)
     pmf = np.exp(-lam)
     cdf = pmf.copy()
