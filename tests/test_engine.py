@@ -168,6 +168,57 @@ def test_event_loss_table_matches_yearly_losses(portfolio, params):
     assert loss.sum() == pytest.approx(elt.loss_tco2e.sum(), rel=1e-9)
 
 
+def test_threaded_runs_lower_the_gil_switch_interval_and_restore_it(portfolio, params):
+    import sys
+    import threading
+
+    from finance_engine.simulation.engine import THREADS_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    assert before > THREADS_SWITCH_INTERVAL_S  # Python's default, 5 ms
+    during = []
+
+    def progress(_):
+        during.append(sys.getswitchinterval())
+
+    _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", progress=progress)
+    # (the first report comes before the chunks start)
+    assert set(during[1:]) == {THREADS_SWITCH_INTERVAL_S} and sys.getswitchinterval() == before
+    # a cancelled run restores it too; one worker leaves it alone
+    with pytest.raises(SimulationCancelled):
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", cancel=lambda: True)
+    assert sys.getswitchinterval() == before
+    during.clear()
+    _run(portfolio, params, chunk_paths=32, workers=1, scheduler="threads", progress=progress)
+    assert set(during) == {before}
+    # overlapping runs (the API's jobs): the last one out restores the interval
+    errors = []
+
+    def job():
+        try:
+            _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", progress=progress)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    during.clear()
+    jobs = [threading.Thread(target=job) for _ in range(3)]
+    for t in jobs:
+        t.start()
+    for t in jobs:
+        t.join()
+    assert not errors and THREADS_SWITCH_INTERVAL_S in during and set(during) <= {before, THREADS_SWITCH_INTERVAL_S}
+    assert sys.getswitchinterval() == before
+    # a caller's own smaller interval is kept
+    sys.setswitchinterval(THREADS_SWITCH_INTERVAL_S / 2)
+    try:
+        during.clear()
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", progress=progress)
+        assert set(during) == {THREADS_SWITCH_INTERVAL_S / 2}
+        assert sys.getswitchinterval() == THREADS_SWITCH_INTERVAL_S / 2
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_progress_and_cancel(portfolio, params):
     seen = []
     _run(portfolio, params, levels=("portfolio",), loss_table_level=None, chunk_paths=32, progress=seen.append)
