@@ -51,3 +51,16 @@ def test_loan_project_case_takes_the_largest_project_within_the_parcel_limit(par
     assert pf.frame.loc[pf.frame["project_id"] == chosen, "township"].nunique() == 1
     with pytest.raises(ValueError, match="no project of at most"):
         largest_project(pf, int(counts.min()) - 1)
+
+
+def test_bench_table_shows_a_loans_median_first_run_and_one_thread():
+    from api.cli.commands.bench import table_row
+
+    loan = {"seconds": 0.27, "seconds_median": 0.3, "seconds_first_run": 0.37, "seconds_one_thread": 0.45,
+            "parcel_path_years_per_s": 5.2e7, "peak_rss_mb": 368.0}
+    line = table_row("loan_project", loan)
+    assert line.startswith("loan_project") and "0.27 s" in line and "52.00 M parcel-path-years/s" in line
+    assert "(median 0.30 s, first run 0.37 s, one thread 0.45 s)" in line
+    rng = {"seconds": 1.5, "peak_rss_mb": 500.0, "engine_to_rng_ratio": 26.0, "engine_to_pcg64_ratio": 4.2,
+           "engine_to_philox_ratio": 2.3}
+    assert table_row("rng_only", rng).endswith("engine/RNG 26.0x (PCG64 4.2x, Philox 2.3x)")

@@ -39,13 +39,20 @@ def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, 
         echo_json(doc)
         return
     for name, r in doc["results"].items():
-        rate = r.get("parcel_path_years_per_s")
-        click.echo(f"{name:18s} {r['seconds']:8.2f} s  "
-                   + (f"{rate / 1e6:8.2f} M parcel-path-years/s  " if rate else " " * 33)
-                   + f"peak {r['peak_rss_mb']:7.0f} MB"
-                   + (f"  engine/RNG {r['engine_to_rng_ratio']:.1f}x" if "engine_to_rng_ratio" in r else "")
-                   + (f" (PCG64 {r['engine_to_pcg64_ratio']:.1f}x, Philox {r['engine_to_philox_ratio']:.1f}x)"
-                      if "engine_to_philox_ratio" in r else ""))
+        click.echo(table_row(name, r))
+
+
+def table_row(name: str, r: dict) -> str:
+    """One case's line of the bench table."""
+    rate = r.get("parcel_path_years_per_s")
+    return (f"{name:18s} {r['seconds']:8.2f} s  "
+            + (f"{rate / 1e6:8.2f} M parcel-path-years/s  " if rate else " " * 33)
+            + f"peak {r['peak_rss_mb']:7.0f} MB"
+            + (f"  engine/RNG {r['engine_to_rng_ratio']:.1f}x" if "engine_to_rng_ratio" in r else "")
+            + (f" (PCG64 {r['engine_to_pcg64_ratio']:.1f}x, Philox {r['engine_to_philox_ratio']:.1f}x)"
+               if "engine_to_philox_ratio" in r else "")
+            + (f"  (median {r['seconds_median']:.2f} s, first run {r['seconds_first_run']:.2f} s, "
+               f"one thread {r['seconds_one_thread']:.2f} s)" if "seconds_median" in r else ""))
 
 
 COMMANDS = [bench]
