@@ -140,6 +140,14 @@ class PeakPss:
         return self._peak_kb / 1024.0 if self.available else None
 
 
+def calling_frame(frame):
+    """``frame``, or the function frame around it when it is a comprehension's (``<listcomp>`` and
+    the like are frames of their own before Python 3.12): who really asked for the numbers."""
+    while frame.f_back is not None and frame.f_code.co_name.startswith("<") and frame.f_code.co_name != "<module>":
+        frame = frame.f_back
+    return frame
+
+
 def largest_project(portfolio, max_parcels: int) -> str:
     """Id of the portfolio's project with the most parcels, at most ``max_parcels`` (ties: the first id)."""
     counts = portfolio.frame["project_id"].value_counts()
@@ -193,7 +201,7 @@ def _run_case(name: str, args: dict) -> dict:
 
         def rows(self, stream, year):
             out = rows_original(self, stream, year)
-            caller = sys._getframe(1)
+            caller = calling_frame(sys._getframe(1))
             if caller.f_code.co_name not in internal and stream != "pine_wilt.parcel":
                 n_keys = n_cells if stream.endswith(".spread") else self.n_parcels
                 subset = caller.f_locals.get("rows") if caller.f_code.co_name == "stand_rows_hash" else None

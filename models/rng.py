@@ -208,7 +208,9 @@ class KeyedRandom:
         Equal to ``sparse_uniform(streams[s], year, ...)`` pair by pair, in one call for several
         streams (the storms of a year).
         """
-        rows = np.stack([self._rows(s, year) for s in streams]) if streams else np.empty((0, self.n_paths), np.uint64)
+        rows = np.empty((len(streams), self.n_paths), dtype=np.uint64)
+        for k, s in enumerate(streams):
+            rows[k] = self._rows(s, year)
         return _pairs(rows[np.asarray(stream_index), np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -64,3 +64,16 @@ def test_bench_table_shows_a_loans_median_first_run_and_one_thread():
     rng = {"seconds": 1.5, "peak_rss_mb": 500.0, "engine_to_rng_ratio": 26.0, "engine_to_pcg64_ratio": 4.2,
            "engine_to_philox_ratio": 2.3}
     assert table_row("rng_only", rng).endswith("engine/RNG 26.0x (PCG64 4.2x, Philox 2.3x)")
+
+
+def test_the_draw_counter_sees_through_comprehension_frames():
+    # rng_only counts row hashes by who asked for them; a comprehension's frame is not the asker
+    import sys
+
+    from finance_engine.bench import calling_frame
+
+    def sparse_uniform_streams():
+        return [calling_frame(sys._getframe(0)).f_code.co_name for _ in range(2)]
+
+    assert sparse_uniform_streams() == ["sparse_uniform_streams"] * 2
+    assert calling_frame(sys._getframe(0)).f_code.co_name == sys._getframe(0).f_code.co_name
