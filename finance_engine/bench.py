@@ -16,9 +16,9 @@ Cases
                    :func:`finance_engine.collateral.value_collateral` runs the engine (per-path
                    results, no summary tables) on ``--workers`` threads: the first full-size run
                    of the process, then the best and median of five (a warm service), and the
-                   best of three on one thread. The
-                   50 parcels are every 100th of the demo portfolio, spread over the whole city:
-                   the worst case for the pine wilt landscape (413 cells around 12 pine stands).
+                   best of three on one thread. The 50 parcels are every 100th of the demo
+                   portfolio, spread over the whole city: the worst case for the pine wilt
+                   landscape (413 cells around 12 pine stands).
 ``loan_project``   the same run for the demo's largest project of at most 50 parcels (in the
                    shipped demo ``LS-LQ-P03``: 47 parcels in one township, a 115-cell landscape),
                    the shape of a carbon-pledge loan: one borrower's forest.

@@ -322,7 +322,6 @@ def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cance
             _collect(pending, results, report, cancel, abort)
 
 
-
 def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
     ctx = multiprocessing.get_context()
     if ctx.get_start_method() == "fork" and token in _SETUP_CACHE:

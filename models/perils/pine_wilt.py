@@ -371,7 +371,7 @@ class PineWilt(Peril):
         self._w_local_t.sort_indices()  # the compiled gather adds sources in ascending order
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
-        self._pressures = (pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None)
+        self._pressures = pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))

@@ -67,6 +67,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from models._kernels import poisson_counts
 from models.parameters.schema import Confidence, Sourced
 from models.perils import register
 from models.perils._weather import (
@@ -82,7 +83,6 @@ from models.perils._weather import (
     stand_replacing_threshold,
     stand_rows_hash,
 )
-from models._kernels import poisson_counts
 from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.rng import group_keys
