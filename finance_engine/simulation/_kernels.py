@@ -35,6 +35,14 @@ def sum_sparse_by_group(path_pos, parcel_pos, values, weight, group, out):
     return out
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _switch_group(out_a, out_b, i, cur, nxt, acc_a, acc_b):
+    """Store row ``i``'s two running sums of group ``cur`` and load those of group ``nxt``."""
+    out_a[i, cur] = acc_a
+    out_b[i, cur] = acc_b
+    return out_a[i, nxt], out_b[i, nxt]
+
+
 @nb.njit(cache=True, nogil=True)
 def issuance_changes(carbon, weight, last_issue, project, change_sums, gain_sums):
     """Stock change since the last issuance, summed by project: all changes, and the gains only.
@@ -55,11 +63,8 @@ def issuance_changes(carbon, weight, last_issue, project, change_sums, gain_sums
         for j in range(n):
             p = project[j]
             if p != cur:
-                change_sums[i, cur] = c_acc
-                gain_sums[i, cur] = g_acc
+                c_acc, g_acc = _switch_group(change_sums, gain_sums, i, cur, p, c_acc, g_acc)
                 cur = p
-                c_acc = change_sums[i, p]
-                g_acc = gain_sums[i, p]
             ch = carbon[i, j] * weight[j] - last_issue[i, j]
             c_acc += ch
             g_acc += ch if ch > 0.0 else 0.0
@@ -89,11 +94,8 @@ def issuance_shares(carbon, weight, last_issue, project, credit_share, buffer_sh
         for j in range(n):
             c = cell[j]
             if c != cur:
-                credit_cells[i, cur] = cr_acc
-                buffer_cells[i, cur] = bu_acc
+                cr_acc, bu_acc = _switch_group(credit_cells, buffer_cells, i, cur, c, cr_acc, bu_acc)
                 cur = c
-                cr_acc = credit_cells[i, c]
-                bu_acc = buffer_cells[i, c]
             stock = carbon[i, j] * weight[j]
             ch = stock - last_issue[i, j]
             gain = ch if ch > 0.0 else 0.0
