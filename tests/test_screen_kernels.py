@@ -10,7 +10,7 @@ import pytest
 
 from models.perils._screen_kernels import (
     BOUND_SLACK,
-    drought_rows,
+    drought_losses,
     fire_burns,
     group_sums,
     keyed_flags,
@@ -139,22 +139,27 @@ def test_storm_candidates_hold_every_hit_and_only_living_pairs_below_the_bound(s
     assert i.size < 1.5 * hi.size  # a tight screen: few candidates are not hits
 
 
-def test_drought_rows_equal_numpy_definition():
+def test_drought_losses_equal_numpy_definition():
     age, carbon = _stand_arrays(14)
     rng = np.random.default_rng(15)
     plantation = rng.random(N_COLS) < 0.6
     rows = np.array([1, 4, 5, 9, 20])
-    sev = np.array([1.0, 0.0, 2.5, 1.0, 0.7])
+    sev = np.array([1.0, 0.0, 2.5, 1.0, 60.0])  # a severity so high that losses are capped at 1
     young_age = np.float32(5.0)
+    keys, damage_rows = _keys(16, N_COLS), _keys(17, rows.size)
+    low, span = 0.01, 0.04
     pp, qq = np.repeat(rows, N_COLS), np.tile(np.arange(N_COLS), rows.size)
-    sev_pair = np.repeat(sev, N_COLS)
+    i = np.repeat(np.arange(rows.size), N_COLS)
     a = age[pp, qq]
     share = np.where(plantation[qq] & (a <= 5.0), 1.0, 0.1)
-    keep = (a >= 0) & (carbon[pp, qq] > 0) & (share > 0) & (sev_pair > 0)
-    got = drought_rows(rows, sev, age, carbon, plantation, young_age, 0.1)
+    m = low + span * reference_grid(damage_rows, keys)[i, qq]
+    loss = np.minimum(m * share * sev[i], 1.0)
+    keep = (a >= 0) & (carbon[pp, qq] > 0) & (share > 0) & (sev[i] > 0) & (loss > 0)
+    got = drought_losses(rows, sev, age, carbon, plantation, young_age, 0.1, damage_rows, keys, low, span, 0.5)
     _assert_pairs(got, pp[keep], qq[keep])
-    np.testing.assert_array_equal(got[2], share[keep])
-    np.testing.assert_array_equal(got[3], sev_pair[keep])
+    np.testing.assert_array_equal(got[2], loss[keep])
+    np.testing.assert_array_equal(got[3], loss[keep] >= 0.5)
+    assert got[3].any() and not got[3].all() and (got[2] == 1.0).any()
 
 
 def _loss_parts(seed, n_paths=40, n=300, n_parts=5, shuffle=False):
@@ -316,6 +321,12 @@ def test_drought_pairs_and_flags_equal_dense_definition(params, independent):
     np.testing.assert_array_equal(pl.parcel_pos, hq)
     young = ~np.asarray(pf.is_natural)[hq] & (st.age_years[hp, hq] <= 5)
     assert (pl.loss_fraction[young] >= params.perils["drought"].mortality.low).all()
+    # and the losses: share x mortality (its own damage stream), capped at 1 (severity 1 here)
+    p = params.perils["drought"]
+    share = np.where(young, 1.0, p.established_stand_factor.value)
+    m = p.mortality.draw(ctx.rnd.parcel_uniform("drought.damage", 5)[hp, hq])
+    np.testing.assert_array_equal(pl.loss_fraction, np.minimum(m * share * 1.0, 1.0))
+    np.testing.assert_array_equal(pl.stand_replacing, pl.loss_fraction >= dr._threshold)
 
 
 def test_a_pair_hit_once_keeps_its_loss_bit_for_bit():

@@ -275,35 +275,42 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
 
 
 @nb.njit(cache=True, nogil=True)
-def drought_rows(rows, sev_row, age, carbon, plantation, young_age, established_factor):
-    """Pairs of the paths ``rows`` that a drought damages, with their share and severity.
+def drought_losses(rows, sev_row, age, carbon, plantation, young_age, established_factor, damage_rows, keys,
+                   mortality_low, mortality_span, replacing_threshold):
+    """Losses of the pairs of the paths ``rows`` that a drought damages.
 
     For each ``p = rows[i]`` and parcel ``j`` in order: alive = ``age >= 0`` and ``carbon > 0``;
-    share = 1 for plantations with ``age <= young_age`` else ``established_factor``; the pair is kept
-    when alive, ``share > 0`` and ``sev_row[i] > 0``. ``young_age`` must already have the type the
-    numpy comparison ``age <= young_age`` uses. Returns ``(path, parcel, share, sev)``.
+    share ``s`` = 1 for plantations with ``age <= young_age`` else ``established_factor``; mortality
+    ``m = mortality_low + mortality_span * u`` with ``u`` the keyed uniform of ``damage_rows[i]`` and
+    ``keys[j]`` (``SourcedRange.draw``); loss ``min((m * s) * sev_row[i], 1)`` (numpy's ``minimum``:
+    a NaN stays NaN). A pair is kept when alive, ``s > 0``, ``sev_row[i] > 0`` and its loss is
+    positive. ``young_age`` must already have the type the numpy comparison ``age <= young_age``
+    uses. Returns ``(path, parcel, loss, loss >= replacing_threshold)``: the numbers of
+    ``Drought.step``'s numpy definition (tests/test_screen_kernels.py) in one pass.
     """
     n = age.shape[1]
     cap = rows.size * n
     op = np.empty(cap, dtype=np.int64)
     oq = np.empty(cap, dtype=np.int64)
-    osh = np.empty(cap, dtype=np.float64)
-    osv = np.empty(cap, dtype=np.float64)
+    ol = np.empty(cap, dtype=np.float64)
     k = 0
     for i in range(rows.size):
         p = rows[i]
         sv = sev_row[i]
         if not sv > 0:
             continue
+        r = damage_rows[i]
         for j in range(n):
             a = age[p, j]
             share = 1.0 if (plantation[j] and a <= young_age) else established_factor
+            m = mortality_low + mortality_span * keyed_unit(r, keys[j])
+            loss = m * share * sv
+            loss = 1.0 if loss > 1.0 else loss
             op[k] = p
             oq[k] = j
-            osh[k] = share
-            osv[k] = sv
-            k += a >= 0 and carbon[p, j] > 0 and share > 0
-    return op[:k], oq[:k], osh[:k], osv[:k]
+            ol[k] = loss
+            k += a >= 0 and carbon[p, j] > 0 and share > 0 and loss > 0
+    return op[:k], oq[:k], ol[:k], ol[:k] >= replacing_threshold
 
 
 @nb.njit(cache=True, nogil=True)

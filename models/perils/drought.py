@@ -63,7 +63,7 @@ from models.perils._weather import (
     stand_replacing_threshold,
     stand_rows_hash,
 )
-from models.perils._screen_kernels import drought_rows, keyed_flags
+from models.perils._screen_kernels import drought_losses, keyed_flags
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 
 FORCED_KEYS = {"severity": "mortality multiplier of the imposed drought, default 1.0"}
@@ -147,13 +147,20 @@ class Drought(Peril):
             rows = np.flatnonzero(dry)
             if rows.size == 0:
                 return PerilLosses.empty()
-            # the young/established share and the alive test per pair of the dry paths, compiled;
-            # ``age <= young_age_years`` compares in the type numpy would use (float32 for float32 ages)
+            # share, mortality draw, loss and the alive test per pair of the dry paths in one compiled
+            # pass; ``age <= young_age_years`` compares in the type numpy would use (float32 for float32
+            # ages); the damage uniforms are those of ``sparse_uniform("drought.damage", ...)``
             young_age = p.young_age_years.value
             young_age = np.result_type(age_all.dtype, young_age).type(young_age)
-            pp, qq, share, sev_pair = drought_rows(rows, np.ascontiguousarray(sev[rows]), age_all, carbon_all,
-                                                   self._plantation, young_age,
-                                                   float(p.established_stand_factor.value))
+            mortality = p.mortality
+            pp, qq, frac, replacing = drought_losses(
+                rows, np.ascontiguousarray(sev[rows]), age_all, carbon_all, self._plantation, young_age,
+                float(p.established_stand_factor.value), stand_rows_hash(ctx.rnd, "drought.damage", ctx.year, rows),
+                parcel_keys_u64(ctx.rnd), float(mortality.low), float(mortality.high - mortality.low),
+                float(self._threshold))
+            if pp.size == 0:
+                return PerilLosses.empty()
+            return PerilLosses(pp, qq, frac, np.zeros(pp.size, dtype=np.int64), replacing)
         if pp.size == 0:
             return PerilLosses.empty()
         m = p.mortality.draw(ctx.rnd.sparse_uniform("drought.damage", ctx.year, pp, qq))
