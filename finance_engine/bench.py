@@ -189,14 +189,15 @@ def _run_case(name: str, args: dict) -> dict:
         # Compiled kernels hash their uniforms inline from per-path row hashes (KeyedRandom._rows):
         # such a call by anything but KeyedRandom's own array methods stands for one uniform per row
         # and key -- parcels, or grid cells for the pine wilt spread (an upper bound: infected cells
-        # draw nothing). The pine wilt parcel infections hash only their candidate pairs, an unknown
-        # number: they are left out, so the count errs low (and the engine/RNG ratio high).
+        # draw nothing). The pine wilt parcel infections hash only their candidate pairs, and the
+        # typhoon's damage draws (KeyedRandom.streams_rows) one per hit, unknown numbers: they are
+        # left out, so the count errs low (and the engine/RNG ratio high).
         from models.dynamics import ForestSimulator
 
         sim = ForestSimulator(params, pf)
         n_cells = next((p.grid.n_cells for p in sim.perils if p.name == "pine_wilt"), 0)
-        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "sparse_uniform_streams", "sparse_keyed_uniform",
-                    "parcel_uniform"}
+        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "sparse_uniform_streams", "streams_rows",
+                    "sparse_keyed_uniform", "parcel_uniform"}
         rows_original = rng_mod.KeyedRandom._rows
 
         def rows(self, stream, year):

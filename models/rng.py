@@ -201,16 +201,23 @@ class KeyedRandom:
         rows = self._rows(stream, year)
         return _pairs(rows[np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
+    def streams_rows(self, streams: list[str], year: int) -> np.ndarray:
+        """Shape (len(streams), n_paths) uint64: :meth:`stream_rows` of several streams, for kernels
+        that draw a few pairs from each (a year's storms); row ``k``, path ``p`` and parcel key ``q``
+        give ``sparse_uniform(streams[k], year, p, q)``'s number."""
+        rows = np.empty((len(streams), self.n_paths), dtype=np.uint64)
+        for k, s in enumerate(streams):
+            rows[k] = self._rows(s, year)
+        return rows
+
     def sparse_uniform_streams(self, streams: list[str], year: int, stream_index: np.ndarray, path_pos: np.ndarray,
                                parcel_pos: np.ndarray) -> np.ndarray:
         """Uniforms at pairs, each from its own stream: pair ``t`` draws from ``streams[stream_index[t]]``.
 
         Equal to ``sparse_uniform(streams[s], year, ...)`` pair by pair, in one call for several
-        streams (the storms of a year).
+        streams.
         """
-        rows = np.empty((len(streams), self.n_paths), dtype=np.uint64)
-        for k, s in enumerate(streams):
-            rows[k] = self._rows(s, year)
+        rows = self.streams_rows(streams, year)
         return _pairs(rows[np.asarray(stream_index), np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:

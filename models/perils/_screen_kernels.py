@@ -275,6 +275,62 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
 
 
 @nb.njit(cache=True, nogil=True)
+def storm_exponent(i, qq, along_km, track_km, track_width_km):
+    """``-0.5 z^2`` with ``z = (along_km[qq] - track_km[i]) / track_width_km`` per candidate pair, the
+    operations of ``Typhoon.hit_probability`` in its order (numpy's ``exp`` is then taken by the caller)."""
+    out = np.empty(i.size, dtype=np.float64)
+    for t in range(i.size):
+        z = (along_km[qq[t]] - track_km[i[t]]) / track_width_km
+        out[t] = -0.5 * z * z
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def storm_losses(i, qq, u, track_factor, intensity, coast_decay, max_hit_probability, stand_row, storm_of_row,
+                 damage_rows, keys, loss_low, loss_span, wind_vulnerability, elevation_factor, age, full_height_age,
+                 min_height_factor, one, severity):
+    """Hits among storm candidates and their losses, in candidate order.
+
+    Candidate ``t`` (hash row ``i[t]``, parcel ``qq[t]``, hazard uniform ``u[t]``) is hit when ``u <
+    min(max_hit x (I x decay) x track_factor, 1)`` (``Typhoon.hit_probability``; ``track_factor`` is
+    numpy's ``exp(-0.5 z^2)``). A hit's loss is ``min((L x V) x sev, 1)`` with ``L = loss_low +
+    loss_span x u'``, ``u'`` the keyed uniform of ``damage_rows[storm_of_row[i], path]`` and the
+    parcel's key (its storm's damage stream), ``V = (wind x H) x E`` and ``H = clip(age /
+    full_height_age, min_height_factor, one)`` in the age array's own type (``full_height_age``,
+    ``min_height_factor`` and ``one`` come in that type, as numpy computes it). Returns ``(path,
+    parcel, storm, loss)`` of the hits: the numbers of ``Typhoon.step``'s numpy definition.
+    """
+    m = i.size
+    op = np.empty(m, dtype=np.int64)
+    oq = np.empty(m, dtype=np.int64)
+    ok = np.empty(m, dtype=np.int64)
+    ol = np.empty(m, dtype=np.float64)
+    n = 0
+    for t in range(m):
+        r = i[t]
+        q = qq[t]
+        w = intensity[r] * coast_decay[q] * track_factor[t]
+        prob = max_hit_probability * w
+        prob = 1.0 if prob > 1.0 else prob
+        if not u[t] < prob:
+            continue
+        p = stand_row[r]
+        k = storm_of_row[r]
+        loss = loss_low + loss_span * keyed_unit(damage_rows[k, p], keys[q])
+        h = age[p, q] / full_height_age
+        h = min_height_factor if h < min_height_factor else h
+        h = one if h > one else h
+        v = wind_vulnerability[q] * np.float64(h) * elevation_factor[q]
+        f = loss * v * severity[p]
+        op[n] = p
+        oq[n] = q
+        ok[n] = k
+        ol[n] = 1.0 if f > 1.0 else f
+        n += 1
+    return op[:n], oq[:n], ok[:n], ol[:n]
+
+
+@nb.njit(cache=True, nogil=True)
 def drought_losses(rows, sev_row, age, carbon, plantation, young_age, established_factor, damage_rows, keys,
                    mortality_low, mortality_span, replacing_threshold):
     """Losses of the pairs of the paths ``rows`` that a drought damages.

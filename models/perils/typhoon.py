@@ -83,7 +83,7 @@ from models.perils._weather import (
     stand_replacing_threshold,
     stand_rows_hash,
 )
-from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates
+from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates, storm_exponent, storm_losses
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.rng import group_keys
 
@@ -207,6 +207,8 @@ class Typhoon(Peril):
         sp = np.asarray(portfolio.species_code, dtype=np.intp)
         self._wind_vuln = model.tables.wind_vulnerability[sp]
         self._elev_factor = 1.0 + params.elevation_gain_per_km.value * np.maximum(portfolio.elevation_m, 0.0) / 1000.0
+        self._wind_vuln_c = np.ascontiguousarray(self._wind_vuln, dtype=np.float64)
+        self._elev_factor_c = np.ascontiguousarray(self._elev_factor, dtype=np.float64)
         self._coast_decay = np.ascontiguousarray(np.exp(-self.inland_km / params.inland_decay_km.value),
                                                  dtype=np.float64)
         self._along = np.ascontiguousarray(self.along_km, dtype=np.float64)
@@ -263,29 +265,42 @@ class Typhoon(Peril):
         loss = self.params.loss_given_hit.draw(u)
         return np.minimum(loss * self.vulnerability(ctx, pp, qq) * sev, 1.0)
 
-    def _storm_hits(self, ctx: YearContext, hashes: np.ndarray, stand_row: np.ndarray, track_km: np.ndarray,
-                    intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Living pairs hit by storms, one storm per hash row: row ``i`` is path position
-        ``stand_row[i]`` under a storm with track ``track_km[i]`` and intensity ``intensity[i]``, its
-        uniforms hashed from ``hashes[i]``. Returns ``(i, qq)`` row-major. Equal to
-        ``np.nonzero(u < hit_probability(...))`` restricted to living stands, without the dense arrays:
-        a compiled screen with an upper bound, then the exact probability (numpy, as
-        :meth:`hit_probability`) on the candidates."""
+    def _storm_losses(self, ctx: YearContext, hashes: np.ndarray, stand_row: np.ndarray, track_km: np.ndarray,
+                      intensity: np.ndarray, storm_of_row: np.ndarray, damage_streams: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Living pairs hit by storms and their losses, one storm per hash row.
+
+        Row ``i`` is path position ``stand_row[i]`` under storm ``storm_of_row[i]`` (track
+        ``track_km[i]``, intensity ``intensity[i]``), its hazard uniforms hashed from ``hashes[i]`` and
+        its damage uniforms drawn from ``damage_streams[storm_of_row[i]]``. Returns ``(path, parcel,
+        storm, loss)`` row-major. Equal to ``np.nonzero(u < hit_probability(...))`` on living stands
+        with :meth:`_damage`'s losses, without dense arrays: a compiled screen with an upper bound,
+        numpy's ``exp`` of the track term on the candidates (as :meth:`hit_probability`), then one
+        compiled pass for the exact test and the losses.
+        """
         p: TyphoonParams = self.params
+        rnd = ctx.rnd
         track_km = np.ascontiguousarray(track_km, dtype=np.float64)
         intensity = np.ascontiguousarray(intensity, dtype=np.float64)
-        i, qq, u = storm_candidates(hashes, parcel_keys_u64(ctx.rnd), stand_row, track_km, intensity, self._along,
-                                    self._coast_decay, float(p.track_width_km.value),
-                                    float(p.max_hit_probability.value), ctx.stand.age_years,
-                                    ctx.stand.carbon_tc_per_ha,
+        width = float(p.track_width_km.value)
+        i, qq, u = storm_candidates(hashes, parcel_keys_u64(rnd), stand_row, track_km, intensity, self._along,
+                                    self._coast_decay, width, float(p.max_hit_probability.value),
+                                    ctx.stand.age_years, ctx.stand.carbon_tc_per_ha,
                                     capacity_estimate(np.minimum(p.max_hit_probability.value * intensity, 1.0).sum()
                                                       * self._coast_decay_sum, hashes.size * self.along_km.size))
-        if i.size:
-            z = (self.along_km[qq] - track_km[i]) / p.track_width_km.value
-            w = intensity[i] * self._coast_decay[qq] * np.exp(-0.5 * z * z)
-            hit = u < np.minimum(p.max_hit_probability.value * w, 1.0)
-            i, qq = i[hit], qq[hit]
-        return i, qq
+        if i.size == 0:
+            return i, qq, i, np.empty(0)
+        track_factor = np.exp(storm_exponent(i, qq, self._along, track_km, width))
+        age = ctx.stand.age_years
+        as_age = age.dtype.type  # numpy divides and clips the ages in their own type
+        return storm_losses(i, qq, u, track_factor, intensity, self._coast_decay, float(p.max_hit_probability.value),
+                            np.ascontiguousarray(stand_row, dtype=np.int64),
+                            np.ascontiguousarray(storm_of_row, dtype=np.int64),
+                            rnd.streams_rows(damage_streams, ctx.year), parcel_keys_u64(rnd),
+                            float(p.loss_given_hit.low), float(p.loss_given_hit.high - p.loss_given_hit.low),
+                            self._wind_vuln_c, self._elev_factor_c, age, as_age(p.full_height_age_years.value),
+                            as_age(p.min_height_factor.value), as_age(1.0),
+                            np.ascontiguousarray(per_path(ctx.severity(self.name), rnd.n_paths)))
 
     def step(self, ctx: YearContext, state) -> PerilLosses:
         p: TyphoonParams = self.params
@@ -325,22 +340,20 @@ class Typhoon(Peril):
                 path = np.concatenate(rows)
                 hashes = np.concatenate([stand_rows_hash(rnd, f"typhoon.hazard.s{k}", ctx.year, r)
                                          for k, r in enumerate(rows)])
-                i, qq = self._storm_hits(ctx, hashes, path, tracks[path, storm], inten[path, storm])
-                if i.size:
-                    pp, k_of = path[i], storm[i]
-                    u = rnd.sparse_uniform_streams([f"typhoon.damage.s{k}" for k in range(kmax)], ctx.year, k_of,
-                                                   pp, qq)
-                    parts.append((pp, qq, self._damage(ctx, pp, qq, u), k_of))
+                pp, qq, k_of, f = self._storm_losses(ctx, hashes, path, tracks[path, storm], inten[path, storm],
+                                                     storm, [f"typhoon.damage.s{k}" for k in range(kmax)])
+                if pp.size:
+                    parts.append((pp, qq, f, k_of))
                     n_storms_hit = int(np.unique(k_of).size)
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
         for j, ev in enumerate(forced):
             track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
             inten = forced_number(ev, "intensity", self.name, p.intensity.high, 0.0, 10.0)
-            pp, qq = self._storm_hits(ctx, stand_rows_hash(rnd, f"typhoon.hazard.forced{j}", ctx.year), all_rows,
-                                      np.full(n_paths, track), np.full(n_paths, inten))
+            pp, qq, _, f = self._storm_losses(ctx, stand_rows_hash(rnd, f"typhoon.hazard.forced{j}", ctx.year),
+                                              all_rows, np.full(n_paths, track), np.full(n_paths, inten),
+                                              np.zeros(n_paths, dtype=np.int64), [f"typhoon.damage.forced{j}"])
             if pp.size:
-                u = rnd.sparse_uniform(f"typhoon.damage.forced{j}", ctx.year, pp, qq)
-                parts.append((pp, qq, self._damage(ctx, pp, qq, u), n_random[pp] + j))
+                parts.append((pp, qq, f, n_random[pp] + j))
                 n_storms_hit += 1
         if not parts:
             return PerilLosses.empty()
