@@ -300,6 +300,30 @@ def test_ice_storm_hits_equal_dense_definition(params, independent):
     np.testing.assert_array_equal(pl.parcel_pos, hq)
 
 
+def test_ice_storm_losses_of_one_storm_equal_the_plain_numpy_expression(params):
+    # one storm a year, no forced event: the step skips the merge and computes the damage in place;
+    # the losses must be the plain expression's, bit for bit
+    pf = lishui_like_portfolio(params, 300)
+    ice = IceStorm(params.perils["ice_storm"], params, pf)
+    st = _weather_stand(pf, 40)
+    ctx = context(pf, 40, year=4, st=st, hazard={"ice_storm": 10.0})
+    pl = ice.step(ctx, None)
+    p, rnd = params.perils["ice_storm"], ctx.rnd
+    storm = rnd.path_uniform("ice_storm.hazard", 4) < ice.storm_probability(ctx)
+    hit = storm[:, None] & (rnd.parcel_uniform("ice_storm.hazard.parcel", 4) < p.parcel_hit_probability.value)
+    hp, hq = np.nonzero(hit & _alive(st))
+    assert hp.size > 500
+    s_path = p.event_severity.draw(rnd.path_uniform("ice_storm.severity", 4))
+    r = np.maximum(st.carbon_tc_per_ha[hp, hq], 0.0) / p.density_reference_tc_per_ha.value
+    density = np.clip(r ** p.density_exponent.value, p.density_factor_min.value, p.density_factor_max.value)
+    v = ice.static_vulnerability[hq] * density
+    stems = np.minimum(p.stem_damage.draw(rnd.parcel_uniform("ice_storm.damage", 4)[hp, hq]) * s_path[hp] * v, 1.0)
+    loss = np.minimum(stems * p.volume_loss_per_damaged_stem.value * 1.0, 1.0)
+    np.testing.assert_array_equal(pl.path_pos, hp)
+    np.testing.assert_array_equal(pl.parcel_pos, hq)
+    np.testing.assert_array_equal(pl.loss_fraction, loss)
+
+
 @pytest.mark.parametrize("independent", [False, True])
 def test_drought_pairs_and_flags_equal_dense_definition(params, independent):
     pf = lishui_like_portfolio(params, 300)
