@@ -54,6 +54,19 @@ def keyed_uniform_pairs(a, b, out):
     return out
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def switch_group(out_a, out_b, i, cur, nxt, acc_a, acc_b):
+    """Store row ``i``'s two running sums of group ``cur`` and load those of group ``nxt``.
+
+    For passes that keep a group's running sums in registers while its parcels are adjacent (the
+    growth pass's stock and growth sums, the crediting sums): the same additions in the same order
+    as ``out[i, group[j]] += ...``, without a store and reload per parcel.
+    """
+    out_a[i, cur] = acc_a
+    out_b[i, cur] = acc_b
+    return out_a[i, nxt], out_b[i, nxt]
+
+
 @nb.njit(cache=True, nogil=True)
 def sum_by_group(values, group, n_groups, out):
     """out[i, g] = sum of values[i, j] over parcels j of group g, added in parcel order.

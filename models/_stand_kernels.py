@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from models._kernels import keyed_unit
+from models._kernels import keyed_unit, switch_group
 
 #: elements per tile. Each pass over a tile is a call that releases the GIL and takes it back, which
 #: threads running chunks side by side contend for: 64k elements (scratch about 1.5 MB) give a loan's
@@ -258,11 +258,8 @@ def _sums(r0, r1, j0, j1, c0, c1, group, weight, stock_sums, growth_sums):
         for j in range(n):
             g = gr[j]
             if g != cur:
-                ss[cur] = s_acc
-                gs[cur] = g_acc
+                s_acc, g_acc = switch_group(stock_sums, growth_sums, i, cur, g, s_acc, g_acc)
                 cur = g
-                s_acc = ss[g]
-                g_acc = gs[g]
             s_acc += wt[j] * s0[j]
             g_acc += wt[j] * (s1[j] - s0[j])
         ss[cur] = s_acc

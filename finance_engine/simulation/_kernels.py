@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from models._kernels import switch_group
+
 
 @nb.njit(cache=True, nogil=True)
 def is_sorted_pairs(path_pos, parcel_pos):
@@ -35,14 +37,6 @@ def sum_sparse_by_group(path_pos, parcel_pos, values, weight, group, out):
     return out
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _switch_group(out_a, out_b, i, cur, nxt, acc_a, acc_b):
-    """Store row ``i``'s two running sums of group ``cur`` and load those of group ``nxt``."""
-    out_a[i, cur] = acc_a
-    out_b[i, cur] = acc_b
-    return out_a[i, nxt], out_b[i, nxt]
-
-
 @nb.njit(cache=True, nogil=True)
 def issuance_changes(carbon, weight, last_issue, project, change_sums, gain_sums):
     """Stock change since the last issuance, summed by project: all changes, and the gains only.
@@ -63,7 +57,7 @@ def issuance_changes(carbon, weight, last_issue, project, change_sums, gain_sums
         for j in range(n):
             p = project[j]
             if p != cur:
-                c_acc, g_acc = _switch_group(change_sums, gain_sums, i, cur, p, c_acc, g_acc)
+                c_acc, g_acc = switch_group(change_sums, gain_sums, i, cur, p, c_acc, g_acc)
                 cur = p
             ch = carbon[i, j] * weight[j] - last_issue[i, j]
             c_acc += ch
@@ -94,7 +88,7 @@ def issuance_shares(carbon, weight, last_issue, project, credit_share, buffer_sh
         for j in range(n):
             c = cell[j]
             if c != cur:
-                cr_acc, bu_acc = _switch_group(credit_cells, buffer_cells, i, cur, c, cr_acc, bu_acc)
+                cr_acc, bu_acc = switch_group(credit_cells, buffer_cells, i, cur, c, cr_acc, bu_acc)
                 cur = c
             stock = carbon[i, j] * weight[j]
             ch = stock - last_issue[i, j]

@@ -85,6 +85,12 @@ def _jump(emitted, jr, nc):
     return jr * emitted / nc
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _rates32(local_rate, jump_rate, intro_rate, n_cells):
+    """The rates and the cell count as the float32 numbers the hazard is computed in."""
+    return np.float32(local_rate), np.float32(jump_rate), np.float32(intro_rate), np.float32(max(n_cells, 1))
+
+
 @nb.njit(cache=True, nogil=True)
 def _threshold_of(loc, lr, jump, ir, p, slot_gen, slot_bits, slot_thr):
     """Integer threshold of a cell with local pressure ``loc`` > 0 on path ``p`` (memoised per path)."""
@@ -127,10 +133,7 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
     slot_bits = np.zeros(_SLOTS, dtype=np.uint32)
     slot_thr = np.zeros(_SLOTS, dtype=np.uint64)
     slot_gen = np.full(_SLOTS, -1, dtype=np.int64)
-    lr = np.float32(local_rate)
-    jr = np.float32(jump_rate)
-    ir = np.float32(intro_rate)
-    nc = np.float32(max(n_cells, 1))
+    lr, jr, ir, nc = _rates32(local_rate, jump_rate, intro_rate, n_cells)
     s11 = np.uint64(11)
     for p in range(n_paths):
         n_inf = 0
@@ -422,10 +425,7 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
     n_words = (n_cells + 7) // 8
     flag_words = np.zeros(n_words, dtype=np.uint64)
     flag = flag_words.view(np.uint8)  # its tail past n_cells stays 0
-    lr = np.float32(local_rate)
-    jr = np.float32(jump_rate)
-    ir = np.float32(intro_rate)
-    nc = np.float32(max(n_cells, 1))
+    lr, jr, ir, nc = _rates32(local_rate, jump_rate, intro_rate, n_cells)
     s11 = np.uint64(11)
     for p in range(n_paths):
         inf_p, kn_p, m_p = infected[p], known[p], mask[p]
