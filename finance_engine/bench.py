@@ -196,8 +196,8 @@ def _run_case(name: str, args: dict) -> dict:
 
         sim = ForestSimulator(params, pf)
         n_cells = next((p.grid.n_cells for p in sim.perils if p.name == "pine_wilt"), 0)
-        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "sparse_uniform_streams", "streams_rows",
-                    "sparse_keyed_uniform", "parcel_uniform"}
+        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "streams_rows", "sparse_keyed_uniform",
+                    "parcel_uniform"}
         rows_original = rng_mod.KeyedRandom._rows
 
         def rows(self, stream, year):

@@ -210,16 +210,6 @@ class KeyedRandom:
             rows[k] = self._rows(s, year)
         return rows
 
-    def sparse_uniform_streams(self, streams: list[str], year: int, stream_index: np.ndarray, path_pos: np.ndarray,
-                               parcel_pos: np.ndarray) -> np.ndarray:
-        """Uniforms at pairs, each from its own stream: pair ``t`` draws from ``streams[stream_index[t]]``.
-
-        Equal to ``sparse_uniform(streams[s], year, ...)`` pair by pair, in one call for several
-        streams.
-        """
-        rows = self.streams_rows(streams, year)
-        return _pairs(rows[np.asarray(stream_index), np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
-
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Uniforms at (path position, key) pairs; ``keys`` is aligned with ``path_pos``."""
         rows = self._rows(stream, year)

@@ -72,8 +72,8 @@ def test_the_draw_counter_sees_through_comprehension_frames():
 
     from finance_engine.bench import calling_frame
 
-    def sparse_uniform_streams():
+    def streams_rows():
         return [calling_frame(sys._getframe(0)).f_code.co_name for _ in range(2)]
 
-    assert sparse_uniform_streams() == ["sparse_uniform_streams"] * 2
+    assert streams_rows() == ["streams_rows"] * 2
     assert calling_frame(sys._getframe(0)).f_code.co_name == sys._getframe(0).f_code.co_name

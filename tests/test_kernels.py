@@ -74,17 +74,18 @@ def test_row_hashes_equal_the_numpy_definition():
     np.testing.assert_array_equal(rnd.path_uniform("a", 1), rnd.path_uniform("a", 1))
 
 
-def test_sparse_uniforms_from_several_streams_are_each_streams_own():
-    from models.rng import KeyedRandom
+def test_stacked_stream_rows_give_each_streams_own_uniforms():
+    from models.rng import KeyedRandom, _pairs
 
     rng = np.random.default_rng(3)
     rnd = KeyedRandom(7, np.arange(100, 140), rng.integers(0, 2**63, 25, dtype=np.int64).astype(np.uint64))
     streams = ["typhoon.damage.s0", "typhoon.damage.s1", "typhoon.damage.s2"]
     which, pp, qq = rng.integers(0, 3, 200), rng.integers(0, 40, 200), rng.integers(0, 25, 200)
-    got = rnd.sparse_uniform_streams(streams, 4, which, pp, qq)
+    rows = rnd.streams_rows(streams, 4)  # as storm_losses hashes them: row of (stream, path) ^ parcel key
+    got = _pairs(rows[which, pp], rnd.parcel_keys[qq])
     expected = np.choose(which, [rnd.parcel_uniform(s, 4)[pp, qq] for s in streams])
     np.testing.assert_array_equal(got, expected)
-    assert rnd.sparse_uniform_streams([], 4, which[:0], pp[:0], qq[:0]).size == 0
+    assert rnd.streams_rows([], 4).shape == (0, 40)
 
 
 def test_the_largest_hash_gives_a_finite_normal():
