@@ -14,7 +14,7 @@ transcendental functions:
 3. :func:`_maturity` -- ``u' = 1 - (1 - u) exp(-k m)`` (formulas in :mod:`models.growth`);
 4. ``numpy.log``, ``*= c``, ``numpy.exp`` -- ``u'**c`` as ``exp(c log u')``;
 5. :func:`_finish` -- volume -> carbon (:mod:`models.carbon`), the bamboo step, background
-   mortality, ageing, cascade multipliers, and the weighted start-stock and growth group sums.
+   mortality, ageing, and the weighted start-stock and growth group sums.
 
 Steps 1, 3 and 5 are made of small passes over the rows of a tile, written so the compiler
 vectorises them (zero-based loops over few arrays; see the note above :func:`_exponents`).
@@ -221,21 +221,13 @@ def _grow_bamboo(r0, r1, j0, jt, j1, n_tree, carbon, age, c0, c1, managed_now, b
 
 
 @nb.njit(cache=True, nogil=True)
-def _age_and_cascades(r0, r1, j0, j1, age, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult,
-                      with_cascades):
-    """Every stand ages a year; cascade multipliers start at 1 and only pairs that ever cascaded
-    (until >= 0) are rewritten (a select, so the loop vectorises)."""
+def _age(r0, r1, j0, j1, age):
+    """Every stand ages a year."""
     one32 = np.float32(1.0)
     for i in range(r0, r1):
         ag = age[i, j0:j1]
         for j in range(ag.size):
             ag[j] += one32
-        if with_cascades:
-            cu, fm, pm = cascade_until[i, j0:j1], fire_mult[i, j0:j1], pest_mult[i, j0:j1]
-            for j in range(cu.size):
-                c = cu[j]
-                fm[j] = (fire_value if c >= year else one32) if c >= 0 else fm[j]
-                pm[j] = (pest_value if c >= year else one32) if c >= 0 else pm[j]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -281,9 +273,8 @@ def _dense(r0, r1, j0, j1, c0, c1, carbon, growth_out, mortality_out):
 @nb.njit(cache=True, nogil=True)
 def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_pow, e, m, keep_pow,
             slope, intercept, ramp, fang, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
-            with_mortality, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult, with_cascades,
-            group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
-    """Carbon after growth and mortality, ageing, cascade multipliers, and sums or dense outputs.
+            with_mortality, group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
+    """Carbon after growth and mortality, ageing, and sums or dense outputs.
 
     The start carbon ``c0`` and grown carbon ``c1`` (before background mortality) of each pair are
     kept in ``e`` and ``m``, which are spent once the new carbon is known, for the sums and dense
@@ -297,8 +288,7 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
     if j1 > jt:
         _grow_bamboo(r0, r1, j0, jt, j1, nt, carbon, age, e, m, managed_now, bamboo_ceiling, bamboo_drift,
                      establishment, keep, with_mortality)
-    _age_and_cascades(r0, r1, j0, j1, age, cascade_until, year, fire_value, pest_value, fire_mult, pest_mult,
-                      with_cascades)
+    _age(r0, r1, j0, j1, age)
     if with_sums:
         _sums(r0, r1, j0, j1, e, m, group, weight, stock_sums, growth_sums)
     if with_dense:
@@ -306,7 +296,7 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
 
 
 def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
-              keep, cascades, year, sums, dense):
+              keep, sums, dense):
     """One year of growth and background mortality for a block of paths, in place.
 
     Parameters
@@ -331,9 +321,6 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
         and establishment stock (tC/ha).
     keep : float
         Share of the stock kept by background mortality (``1 - rate``); 1 for none.
-    cascades : tuple or None
-        ``(cascade_until, fire_value, pest_value, fire_mult, pest_mult)``: pairs with
-        ``cascade_until >= year`` get the fire and pest multipliers.
     sums : tuple or None
         ``(group, weight, stock_sums, growth_sums)``: ``stock_sums[i, group[j]] += weight[j] *
         carbon_start[i, j]`` and the same for growth, in ascending parcel order per row.
@@ -349,9 +336,6 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
     # loan's tiles are hundreds of rows of 50 parcels)
     size = min(rows, n_paths) * cols
     e_buf, m_buf, pow_buf = np.empty(size), np.empty(size), np.empty(size)
-    f32 = np.empty((0, 0), dtype=np.float32)
-    cu, fv, pv, fm, pm = cascades if cascades is not None else (np.empty((0, 0), np.int16), np.float32(1),
-                                                                 np.float32(1), f32, f32)
     empty = np.empty((0, 0))
     group, weight, ss, gs = sums if sums is not None else (np.empty(0, np.intp), np.empty(0), empty, empty)
     go, mo = dense if dense is not None else (empty, empty)
@@ -379,8 +363,8 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
                     np.exp(pt, out=pt)
                 _finish(r0, r1, j0, j1, carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, pt,
                         eb, mb, tree.keep_pow, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
-                        ceiling, b_drift, establishment, keep, keep < 1.0, cu, year, fv, pv, fm, pm,
-                        cascades is not None, group, weight, ss, gs, sums is not None, go, mo, dense is not None)
+                        ceiling, b_drift, establishment, keep, keep < 1.0, group, weight, ss, gs, sums is not None,
+                        go, mo, dense is not None)
 
 
 @nb.njit(cache=True, nogil=True)

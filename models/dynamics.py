@@ -295,18 +295,14 @@ class ForestSimulator:
         carbon[:, nt:] = g.initial_bamboo_tc_per_ha[None, nt:]
         del asym
         casc = self._cascades
+        # cascade windows: 2 bytes a pair; the perils derive their multipliers from it
+        weakened_until = np.full((n_paths, n), -1, dtype=np.int16)
         if casc is not None:
-            fire_mult = np.ones((n_paths, n), dtype=np.float32)
-            pest_mult = np.ones((n_paths, n), dtype=np.float32)
-            cascade_until = np.full((n_paths, n), -1, dtype=np.int16)
-            cascades = (cascade_until, np.float32(casc.fire_multiplier.value), np.float32(casc.pest_multiplier.value),
-                        fire_mult, pest_mult)
+            fire_weak, pest_weak = np.float32(casc.fire_multiplier.value), np.float32(casc.pest_multiplier.value)
+            window = int(casc.years.value)
         else:
-            # no cascades: both multipliers are the same all-ones array, which nothing may write
-            fire_mult = np.ones((n_paths, n), dtype=np.float32)
-            fire_mult.setflags(write=False)
-            pest_mult = fire_mult
-            cascades = None
+            weakened_until.setflags(write=False)  # nothing opens a window
+            fire_weak = pest_weak = np.float32(1.0)
         states = [p.init_state(n_paths, rnd) for p in self.perils]
         shock = np.zeros(n_paths)
         noise_half_width = np.sqrt(3.0) * self._noise_sd
@@ -343,10 +339,10 @@ class ForestSimulator:
             bamboo = (managed_now, ceiling_b, float(g.bamboo_rate_per_year), float(g.bamboo_drift_tc_per_ha_yr),
                       float(self._bamboo_establishment))
             grow_year(carbon, u, age, tree, noise_rows, keys, float(2.0 * noise_half_width),
-                      float(1.0 - noise_half_width), m_path, bamboo, float(keep), cascades, y, sums, dense_out)
+                      float(1.0 - noise_half_width), m_path, bamboo, float(keep), sums, dense_out)
             # ---- perils -----------------------------------------------------------------------
-            stand = StandState(carbon_tc_per_ha=carbon, age_years=age, fire_multiplier=fire_mult,
-                               pest_multiplier=pest_mult)
+            stand = StandState(carbon_tc_per_ha=carbon, age_years=age, weakened_until=weakened_until, year=y,
+                               fire_weakened_multiplier=fire_weak, pest_weakened_multiplier=pest_weak)
             ctx = YearContext(
                 year=y, calendar_year=cal, rnd=rnd, stand=stand, drought=np.zeros(n_paths, dtype=bool),
                 hazard_multiplier=self._multipliers("hazard", y, cal),
@@ -355,6 +351,7 @@ class ForestSimulator:
                 independent=sw.independent,
             )
             losses: list[tuple[str, PerilLosses, np.ndarray]] = []
+            broken: list[tuple[np.ndarray, np.ndarray]] = []
             for peril, state in zip(self.perils, states):
                 pl = peril.step(ctx, state)
                 if len(pl) == 0:
@@ -366,7 +363,11 @@ class ForestSimulator:
                 if casc is not None and peril.name in casc.breakage_perils:
                     hit = np.clip(pl.loss_fraction, 0.0, 1.0) >= casc.damage_threshold.value
                     if hit.any():
-                        cascade_until[pl.path_pos[hit], pl.parcel_pos[hit]] = y + int(casc.years.value)
+                        broken.append((pl.path_pos[hit], pl.parcel_pos[hit]))
+            # breakage opens cascade windows from next year on: every peril of this year saw the
+            # windows as they stood when the year began
+            for bp, bq in broken:
+                weakened_until[bp, bq] = y + window
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._rotation_idx.size:

@@ -47,8 +47,10 @@ def test_burn_probability_is_the_product_of_its_factors(params):
 def test_step_burns_exactly_where_uniform_below_probability(params):
     pf = lishui_like_portfolio(params, 300)
     fire = Fire(params.perils["fire"], params, pf)
-    st = stand(50, pf, fire_multiplier=1.0)
-    st.fire_multiplier[:, ::7] = 2.0
+    st = stand(50, pf, fire_multiplier=2.0, year=3)
+    st.weakened_until[:, 1::7] = 2  # closed last year
+    st.weakened_until[:, 2::7] = -1
+    st.weakened_until[:, 3::7] = 5  # open until year 5
     ctx = context(pf, 50, year=3, st=st, drought=np.arange(50) % 5 == 0, forced={"fire": [{"weather_factor": 40.0}]})
     pl = fire.step(ctx, None)
     u = ctx.rnd.parcel_uniform("fire.hazard", 3)

@@ -55,7 +55,7 @@ def no_initial(params):
 def ctx_for(rnd, n, year, forced=None, independent=False, hazard=1.0, severity=1.0, carbon=50.0):
     p = rnd.n_paths
     stand = StandState(np.full((p, n), carbon), np.full((p, n), 20.0, np.float32),
-                       np.ones((p, n), np.float32), np.ones((p, n), np.float32))
+                       np.full((p, n), -1, np.int16), year=year)
     return YearContext(year=year, calendar_year=2026 + year, rnd=rnd, stand=stand, drought=np.zeros(p, bool),
                        hazard_multiplier={"pine_wilt": hazard}, severity_multiplier={"pine_wilt": severity},
                        forced_events={"pine_wilt": forced} if forced else {}, independent=independent)

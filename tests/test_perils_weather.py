@@ -88,6 +88,47 @@ def test_breakage_raises_fire_risk_through_cascades(params):
     assert abs(r - 1.0) < 4 * rel
 
 
+def test_a_breakage_opens_its_cascade_window_from_the_next_year(params, monkeypatch):
+    """Pairs broken in year 1 are weakened in years 2 .. 1 + window, for every peril; a peril later in
+    the storm's own year (pine wilt) still sees the stand as the year began."""
+    from models.perils.ice_storm import IceStorm
+    from models.perils.pine_wilt import PineWilt
+
+    pf = uniform_portfolio(params, 200, species="masson_pine", elevation_m=900.0)
+    cas = params.perils["cascades"]
+    window = int(cas.years.value)
+    seen, broken = {}, {}
+    ice_step, pest_step = IceStorm.step, PineWilt.step
+
+    def ice(self, ctx, state):
+        pl = ice_step(self, ctx, state)
+        hit = np.clip(pl.loss_fraction, 0.0, 1.0) >= cas.damage_threshold.value
+        broken[ctx.year] = (pl.path_pos[hit], pl.parcel_pos[hit])
+        return pl
+
+    def pest(self, ctx, state):
+        assert ctx.stand.year == ctx.year
+        seen[ctx.year] = (ctx.stand.weakened(), ctx.stand.pest_multiplier_at())
+        return pest_step(self, ctx, state)
+
+    monkeypatch.setattr(IceStorm, "step", ice)
+    monkeypatch.setattr(PineWilt, "step", pest)
+    mods = Modifiers(hazard={"ice_storm": 0.0}, forced_events={1: {"ice_storm": [{"severity": 1.2}]}})
+    sim = ForestSimulator(params, pf, switches=SimulationSwitches(perils=("ice_storm", "pine_wilt")), modifiers=mods)
+    n_paths = 20
+    run_losses(sim, KeyedRandom(3, np.arange(n_paths), pf.keys), window + 3)
+    expected = np.zeros((n_paths, pf.n_parcels), dtype=bool)
+    expected[broken[1]] = True
+    assert 0 < expected.sum() < expected.size and not any(broken[y][0].size for y in broken if y != 1)
+    pest_weak = np.float32(cas.pest_multiplier.value)
+    for year, (weak, mult) in seen.items():
+        want = expected if 2 <= year <= 1 + window else np.zeros_like(expected)
+        np.testing.assert_array_equal(weak, want, err_msg=f"year {year}")
+        assert mult.dtype == np.float32
+        np.testing.assert_array_equal(mult, np.where(want, pest_weak, np.float32(1.0)))
+    assert sorted(seen) == list(range(window + 3))
+
+
 def test_results_do_not_depend_on_how_paths_are_split(params):
     pf = lishui_like_portfolio(params, 150, seed=6)
     mods = Modifiers(hazard={"ice_storm": 20.0, "typhoon": 3.0, "drought": 4.0, "fire": 20.0})

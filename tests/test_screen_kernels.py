@@ -59,7 +59,9 @@ def test_fire_burns_equal_dense_numpy_probability(level, per_parcel_drought):
     county = rng.integers(0, 4, N_COLS)
     w = rng.lognormal(0.0, 0.8, (N_ROWS, 4))
     w[5] = 0.0  # a path without fire weather
-    fm = np.where(rng.random((N_ROWS, N_COLS)) < 0.2, np.float32(2.0), np.float32(1.0))
+    # cascade windows: a fifth of the pairs open this year (year 4), some just closed or not yet broken
+    until = rng.choice(np.array([-1, 3, 4, 6], dtype=np.int16), (N_ROWS, N_COLS), p=[0.7, 0.1, 0.1, 0.1])
+    fm = np.where(until >= 4, np.float32(2.0), np.float32(1.0))
     h = rng.uniform(0.5, 3.0, N_ROWS)
     dm, ym = 2.0, 1.5
     drought = rng.random((N_ROWS, N_COLS)) < 0.3 if per_parcel_drought else np.zeros((1, 1), dtype=bool)
@@ -74,7 +76,7 @@ def test_fire_burns_equal_dense_numpy_probability(level, per_parcel_drought):
     i, j = np.nonzero(reference_grid(rows, keys) < np.minimum(prob, 1.0))
     path_bound = w.max(axis=1) * (np.maximum(h * dm, h) if per_parcel_drought else path_factor)
     parcel_bound = static * ym * BOUND_SLACK
-    got = fire_burns(rows, keys, path_bound, parcel_bound, fm, age, carbon, w, county, static,
+    got = fire_burns(rows, keys, path_bound, parcel_bound, until, 4, np.float32(2.0), age, carbon, w, county, static,
                      np.float32(10.3), ym, path_factor, drought, dm, per_parcel_drought, 8)
     _assert_pairs(got, i, j)
     assert level == 0.0 or i.size > 0

@@ -27,7 +27,6 @@ def _state(n_paths, seed=0, fang=False):
         shape=rng.uniform(1.2, 3.0, N_TREE),
         slope=rng.uniform(0.2, 0.6, N_TREE),
         intercept=rng.uniform(5, 20, N_TREE) if fang else np.zeros(N_TREE),
-        cascade_until=rng.choice(np.array([-1, -1, -1, 2, 5], dtype=np.int16), (n_paths, N)),
         m_path=rng.uniform(0.7, 1.3, n_paths),
         managed=rng.uniform(30, 45, N_BAMBOO),
         ceiling=np.full(N_BAMBOO, 60.0),
@@ -47,19 +46,17 @@ def _tree(s, fang, keep=0.99):
                       keep ** (1 / s["shape"]), s["slope"], s["intercept"], 10.0, fang)
 
 
-def _run(s, rows, keys, year=3, fang=False, keep=0.99, dense=True, sums=True):
+def _run(s, rows, keys, fang=False, keep=0.99, dense=True, sums=True):
     """Apply grow_year to a copy of the state; return (state after, growth, mortality, stock, growth sums)."""
     s = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
     n_paths = s["carbon"].shape[0]
-    fire, pest = np.ones((n_paths, N), np.float32), np.ones((n_paths, N), np.float32)
     growth, mort = (np.empty((n_paths, N)), np.empty((n_paths, N))) if dense else (np.empty((0, 0)),) * 2
     ss, gs = np.empty((n_paths, 6)), np.empty((n_paths, 6))
     hw = np.sqrt(3.0) * 0.1
     grow_year(s["carbon"], s["u"], s["age"], _tree(s, fang, keep), rows, keys, 2 * hw, 1 - hw, s["m_path"],
               (s["managed"], s["ceiling"], 0.3, 0.54, 2.0), keep,
-              (s["cascade_until"], np.float32(1.5), np.float32(2.0), fire, pest), year,
               (s["group"], s["weight"], ss, gs) if sums else None, (growth, mort) if dense else None)
-    return s, growth, mort, ss, gs, fire, pest
+    return s, growth, mort, ss, gs
 
 
 def _reference(s, rnd, year=3, fang=False, keep=0.99):
@@ -82,8 +79,7 @@ def _reference(s, rnd, year=3, fang=False, keep=0.99):
     if fang:
         c2[:, :N_TREE] = tf.tc_per_ha(v1 * keep)
     u2 = u1 * keep ** (1 / s["shape"])
-    active = s["cascade_until"] >= year
-    return dict(c1=c1, c2=c2, u2=u2, age=s["age"] + 1, fire=np.where(active, 1.5, 1.0), pest=np.where(active, 2.0, 1.0))
+    return dict(c1=c1, c2=c2, u2=u2, age=s["age"] + 1)
 
 
 @pytest.mark.parametrize("fang", [False, True])
@@ -93,7 +89,7 @@ def test_grow_year_matches_the_numpy_composition_of_the_growth_and_carbon_models
     keys = np.arange(1, N + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     rnd = KeyedRandom(5, np.arange(n_paths), keys)
     rows = rnd.stream_rows("growth.parcel_noise", 3)
-    after, growth, mort, ss, gs, fire, pest = _run(s, rows, keys, fang=fang)
+    after, growth, mort, ss, gs = _run(s, rows, keys, fang=fang)
     ref = _reference(s, rnd, fang=fang)
     # compiled/SIMD exp and pow may differ from numpy's in the last bit
     np.testing.assert_allclose(after["carbon"], ref["c2"], rtol=1e-12, atol=1e-12)
@@ -101,8 +97,6 @@ def test_grow_year_matches_the_numpy_composition_of_the_growth_and_carbon_models
     np.testing.assert_array_equal(after["age"], ref["age"])
     np.testing.assert_allclose(growth, ref["c1"] - s["carbon"], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(mort, ref["c1"] - ref["c2"], rtol=1e-9, atol=1e-10)
-    np.testing.assert_array_equal(fire, ref["fire"])
-    np.testing.assert_array_equal(pest, ref["pest"])
     # group sums of the weighted start stock and growth
     exp_ss = np.zeros((n_paths, 6))
     exp_gs = np.zeros((n_paths, 6))

@@ -54,14 +54,17 @@ def lishui_like_portfolio(params, n: int, seed: int = 0):
     return validate_frame(frame, params, source="lishui_like")
 
 
-def stand(n_paths: int, portfolio, *, carbon: float | np.ndarray = 40.0, age=None, fire_multiplier: float = 1.0):
+def stand(n_paths: int, portfolio, *, carbon: float | np.ndarray = 40.0, age=None, fire_multiplier: float = 1.0,
+          weakened: bool = True, year: int = 0):
+    """A stand state; with ``weakened`` every pair is in a cascade window this ``year`` and burns with
+    ``fire_multiplier`` (clear ``weakened_until`` where a pair should not be)."""
     n = portfolio.n_parcels
     a = portfolio.age_years if age is None else age
     return StandState(
         carbon_tc_per_ha=np.broadcast_to(np.asarray(carbon, dtype=float), (n_paths, n)).copy(),
         age_years=np.broadcast_to(np.asarray(a, dtype=np.float32), (n_paths, n)).copy(),
-        fire_multiplier=np.full((n_paths, n), fire_multiplier, dtype=np.float32),
-        pest_multiplier=np.ones((n_paths, n), dtype=np.float32),
+        weakened_until=np.full((n_paths, n), year if weakened else -1, dtype=np.int16), year=year,
+        fire_weakened_multiplier=np.float32(fire_multiplier),
     )
 
 

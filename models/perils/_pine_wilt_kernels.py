@@ -195,15 +195,16 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
 
 
 @nb.njit(cache=True, nogil=True)
-def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age, pest,
-                hazard, pre, host_factor, forced_prob, has_forced, rows, keys, mortality, sanitation,
-                pine_share, severity, outbreak_years):
+def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age,
+                weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob, has_forced, rows, keys,
+                mortality, sanitation, pine_share, severity, outbreak_years):
     """Parcel infections and pine mortality of one year, in place, in one pass over (path, host).
 
     Equal to ``PineWilt.reference_step`` (numpy): a susceptible host ``q`` of path ``p``
     with stand age > 0 is a candidate if its cell is infected (``spatial``; else if
     ``cell_possible[q]``) or a forced probability applies; its infection probability is
-    ``pre[q] * f`` (``f = host_factor[q] * pest[p, g] * hazard[p]``, ``pre`` = base probability,
+    ``pre[q] * f`` (``f = host_factor[q] * pest[p, g] * hazard[p]``, ``pest[p, g]`` the float32
+    ``pest_weak`` where ``weakened_until[p, g] >= year`` and 1 elsewhere, ``pre`` = base probability,
     times the cell marginal in independent mode), raised to ``forced_prob[q] * f``; it is
     infected when its keyed uniform is below that and below 1. Then every host in its outbreak
     loses ``m`` times its pine carbon share and its years and surviving pines advance.
@@ -215,6 +216,7 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
         The positive losses, in row-major (path, host) order.
     """
     n_paths, n_hosts = years.shape
+    one32 = np.float32(1.0)
     cap = max(1024, 2 * n_hosts)
     out_p = np.empty(cap, dtype=np.int64)
     out_g = np.empty(cap, dtype=np.int64)
@@ -246,7 +248,8 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                 if has_forced and forced_prob[q] > 0:
                     cand = True
                 if cand and age[p, g] > 0:
-                    factor = host_factor[q] * np.float64(pest[p, g]) * hz
+                    weak = pest_weak if weakened_until[p, g] >= year else one32
+                    factor = host_factor[q] * np.float64(weak) * hz
                     pr = pre[q] * factor
                     if has_forced:
                         pf = forced_prob[q] * factor
@@ -258,7 +261,8 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                         years[p, q] = 0
                         pine_left[p, q] = 1.0
             if yv >= 0 and yv < outbreak_years:
-                m = mortality[q] * np.float64(pest[p, g]) * sv
+                weak = pest_weak if weakened_until[p, g] >= year else one32
+                m = mortality[q] * np.float64(weak) * sv
                 m = m + sanitation[q]
                 if m > 1.0:
                     m = 1.0

@@ -103,20 +103,22 @@ def _append(oi, oj, ou, k, i, hj, c, r, keys, want_u):
 
 
 @nb.njit(cache=True, nogil=True)
-def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbon, w_county, county_code,
-               static_probability, young_age, young_multiplier, path_factor, drought, drought_multiplier,
+def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_weak, age, carbon, w_county,
+               county_code, static_probability, young_age, young_multiplier, path_factor, drought, drought_multiplier,
                per_parcel_drought, capacity):
     """Burned pairs: ``u[i, j] < p[i, j]`` with the fire peril's exact burn probability.
 
     ``p = min(1, A x static[j] x K[i, j] x W[i, county[j]] x D)`` where ``A = young_multiplier`` when
     ``age[i, j] < young_age`` (``young_age`` already of the type numpy compares in) else 1, ``K`` the
-    fire multiplier, and ``D = path_factor[i]``, or with ``per_parcel_drought``
+    cascade multiplier (float32 ``fire_weak`` where ``weakened_until[i, j] >= year``, else 1), and
+    ``D = path_factor[i]``, or with ``per_parcel_drought``
     ``path_factor[i] x (drought_multiplier if drought[i, j] else 1)``; ``p = 0`` when ``age < 0`` or
     ``carbon <= 0``. The products are taken in the order of ``Fire._probability_at`` (so the decisions
     are bit for bit the numpy ones). Pairs are first screened with
     ``path_bound[i] x parcel_bound[j] x K[i, j]`` (an upper bound of p); returns ``(i, j)`` row-major.
     """
     n_rows, n = rows.size, keys.size
+    one32 = np.float32(1.0)
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
@@ -127,9 +129,10 @@ def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbo
         if not b > 0.0:
             continue
         r = rows[i]
+        wu = weakened_until[i]
         c = 0
         for j in range(n):
-            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * fire_multiplier[i, j]
+            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * (fire_weak if wu[j] >= year else one32)
             flag[j] = f
             c += f
         if c:
@@ -141,7 +144,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, fire_multiplier, age, carbo
                 a = age[i, j]
                 prob = young_multiplier if a < young_age else 1.0
                 prob = prob * static_probability[j]
-                prob = prob * np.float64(fire_multiplier[i, j])
+                prob = prob * np.float64(fire_weak if wu[j] >= year else one32)
                 prob = prob * w_county[i, county_code[j]]
                 if per_parcel_drought:
                     prob = prob * (path_factor[i] * (drought_multiplier if drought[i, j] else 1.0))

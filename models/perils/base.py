@@ -45,16 +45,38 @@ class StandState:
         (after growth of this year, before this peril).
     age_years : ndarray
         Stand age; negative while a destroyed stand waits to be replanted.
-    fire_multiplier : ndarray
-        Multiplier on the burn probability from earlier damage (cascades); 1 where none.
-    pest_multiplier : ndarray
-        Multiplier on pine wilt infection and mortality from earlier damage (weakened pines).
+    weakened_until : ndarray of int16
+        Last simulation year of the pair's cascade window after wind or ice breakage (dead fuel,
+        weakened pines), -1 for none. The pair is weakened this year when ``weakened_until >= year``;
+        breakage in a year opens its window from the next year on (the simulator writes it after
+        the year's last peril). Two bytes a pair instead of a float32 multiplier per peril: the
+        multipliers follow from it (:meth:`fire_multiplier_at`, :meth:`pest_multiplier_at`).
+    year : int
+        The simulation year the state is at.
+    fire_weakened_multiplier, pest_weakened_multiplier : numpy.float32
+        Multiplier on the burn probability, and on pine wilt infection and mortality, of a weakened
+        pair (1 elsewhere).
     """
 
     carbon_tc_per_ha: np.ndarray
     age_years: np.ndarray
-    fire_multiplier: np.ndarray
-    pest_multiplier: np.ndarray
+    weakened_until: np.ndarray
+    year: int = 0
+    fire_weakened_multiplier: np.float32 = np.float32(1.0)
+    pest_weakened_multiplier: np.float32 = np.float32(1.0)
+
+    def weakened(self, pp: np.ndarray | None = None, qq: np.ndarray | None = None) -> np.ndarray:
+        """Whether pairs (all pairs when ``pp`` is None) are weakened this year."""
+        wu = self.weakened_until if pp is None else self.weakened_until[pp, qq]
+        return wu >= self.year
+
+    def fire_multiplier_at(self, pp: np.ndarray | None = None, qq: np.ndarray | None = None) -> np.ndarray:
+        """Cascade multiplier on the burn probability at pairs (all pairs when ``pp`` is None), float32."""
+        return np.where(self.weakened(pp, qq), np.float32(self.fire_weakened_multiplier), np.float32(1.0))
+
+    def pest_multiplier_at(self, pp: np.ndarray | None = None, qq: np.ndarray | None = None) -> np.ndarray:
+        """Cascade multiplier on pine wilt infection and mortality at pairs, float32."""
+        return np.where(self.weakened(pp, qq), np.float32(self.pest_weakened_multiplier), np.float32(1.0))
 
 
 @dataclass

@@ -19,7 +19,7 @@ The probability that parcel ``q`` burns in year ``t`` on path ``i`` is
   ``s_c = city_weather_log_sd`` and ``s_k = county_weather_log_sd`` make bad fire years hit many
   parcels at once. No temporal correlation is assumed (none is declared in the parameters).
 * ``D``: ``drought_multiplier`` when the drought peril marked the path (``ctx.drought``), else 1.
-* ``K``: ``ctx.stand.fire_multiplier`` (cascades: dead fuel after wind or ice breakage).
+* ``K``: ``ctx.stand.fire_multiplier_at`` (cascades: dead fuel after wind or ice breakage).
 * ``h``: ``ctx.hazard("fire")`` (climate pathway x scenario).
 
 A uniform per (path, parcel) (stream ``"fire.hazard"``) below ``p`` means the parcel burns. Stands
@@ -218,7 +218,7 @@ class Fire(Peril):
         age = ctx.stand.age_years[pp, qq]
         prob = np.where(age < p.young_age_years.value, p.young_burn_multiplier.value, 1.0)
         prob *= self.static_probability[qq]
-        prob *= ctx.stand.fire_multiplier[pp, qq]
+        prob *= ctx.stand.fire_multiplier_at(pp, qq)
         prob *= w_county[pp, self.county_code[qq]]
         if factor.ndim == 1:
             prob *= factor
@@ -270,7 +270,8 @@ class Fire(Peril):
         young_age = np.result_type(age.dtype, young_age).type(young_age)
         cap = capacity_estimate(path_bound.sum() * self._parcel_bound_sum, n_paths * ctx.rnd.n_parcels)
         pp, qq = fire_burns(ctx.rnd._rows("fire.hazard", ctx.year), parcel_keys_u64(ctx.rnd), path_bound,
-                            self._parcel_bound, ctx.stand.fire_multiplier, age, ctx.stand.carbon_tc_per_ha, w_county,
+                            self._parcel_bound, ctx.stand.weakened_until, ctx.stand.year,
+                            np.float32(ctx.stand.fire_weakened_multiplier), age, ctx.stand.carbon_tc_per_ha, w_county,
                             self._county_code, self._static, young_age, float(p.young_burn_multiplier.value),
                             np.ascontiguousarray(path_factor, dtype=np.float64), d, float(dm), per_parcel, cap)
         if pp.size == 0:

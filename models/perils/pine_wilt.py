@@ -591,7 +591,8 @@ class PineWilt(Peril):
         # its numpy definition)
         pp, gq, loss = parcel_year(
             state.years_infected, state.pine_left, cells, spatial, possible, self.host_cell, self.host_idx,
-            ctx.stand.age_years, ctx.stand.pest_multiplier, np.ascontiguousarray(a["hazard"]), pre,
+            ctx.stand.age_years, ctx.stand.weakened_until, ctx.stand.year,
+            np.float32(ctx.stand.pest_weakened_multiplier), np.ascontiguousarray(a["hazard"]), pre,
             self.host_factor, fprob, has_forced, ctx.rnd.stream_rows("pine_wilt.parcel", ctx.year),
             np.ascontiguousarray(ctx.rnd.parcel_keys, dtype=np.uint64), self.mortality, self.sanitation,
             self.pine_share, np.ascontiguousarray(a["severity"]), self.outbreak_years)
@@ -619,7 +620,7 @@ class PineWilt(Peril):
         pp, qq = np.nonzero(cand)
         if pp.size:
             gq = self.host_idx[qq]
-            weak = ctx.stand.pest_multiplier[pp, gq].astype(float)
+            weak = ctx.stand.pest_multiplier_at(pp, gq).astype(float)
             factor = self.host_factor[qq] * weak * a["hazard"][pp]
             if cell_p is None:
                 p = base * factor
@@ -637,7 +638,7 @@ class PineWilt(Peril):
         if pp.size == 0:
             return PerilLosses.empty()
         gq = self.host_idx[qq]
-        m = self.mortality[qq] * ctx.stand.pest_multiplier[pp, gq].astype(float) * a["severity"][pp]
+        m = self.mortality[qq] * ctx.stand.pest_multiplier_at(pp, gq).astype(float) * a["severity"][pp]
         m = np.minimum(m + self.sanitation[qq], 1.0)
         left = state.pine_left[pp, qq].astype(float)
         s0 = self.pine_share[qq]
