@@ -97,7 +97,7 @@ def _portfolio(ref: dict[str, Any]):
 
 
 # ---- tasks ----------------------------------------------------------------------------------------
-def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int = 64):
+def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int | None = None):
     """:func:`api.services.run_simulation` in a worker; returns the SimulationResult."""
     from api.services import run_simulation
 

@@ -220,7 +220,7 @@ def cells(n_parcels: int, paths: int, years: int) -> int:
     return int(n_parcels) * int(paths) * int(years)
 
 
-def run_simulation(pf, params, req: dict[str, Any], *, chunk_paths: int = 64,
+def run_simulation(pf, params, req: dict[str, Any], *, chunk_paths: int | None = None,
                    progress: Callable | None = None, cancel: Callable[[], bool] | None = None):
     """Run :func:`finance_engine.simulation.simulate` for a validated request dict."""
     from finance_engine.simulation import simulate

@@ -335,6 +335,41 @@ def test_balanced_chunks_are_whole_blocks_one_per_worker_within_the_memory_bound
     assert len(chunk_ranges(10_000, balanced_chunk_paths(10_000, 50, 2))) == 2
 
 
+@pytest.mark.parametrize("paths,n_parcels,workers", [
+    (1000, 200_000, 2), (10_000, 200_000, 2), (1000, 5_000, 1), (256, 5_000, 2), (10_000, 47, 2), (10_000, 47, 1),
+    (1, 3, 1), (33, 1, 8), (100_000, 1_000, 4), (5_000, 30_000, 2),
+])
+def test_automatic_chunks_hold_the_memory_bound_and_keep_every_worker_busy(paths, n_parcels, workers):
+    from finance_engine.simulation import PATH_BLOCK, auto_chunk_paths
+    from finance_engine.simulation.engine import (AUTO_CHUNKS_PER_WORKER, AUTO_MAX_CHUNK_ELEMENTS,
+                                                  AUTO_MIN_CHUNK_ELEMENTS)
+
+    size = auto_chunk_paths(paths, n_parcels, workers)
+    sizes = [e - s for _, s, e in chunk_ranges(paths, size)]
+    assert size % PATH_BLOCK == 0 and sum(sizes) == paths
+    # memory: a chunk holds at most the element bound, or one path block when a block alone exceeds it
+    assert size * n_parcels <= AUTO_MAX_CHUNK_ELEMENTS or size == PATH_BLOCK
+    # every worker gets a chunk whenever the paths make enough blocks for it
+    assert len(sizes) >= min(workers, -(-paths // PATH_BLOCK))
+    # chunks are even: the last is short by less than one block per chunk
+    assert max(sizes) - min(sizes) < PATH_BLOCK * len(sizes)
+    # no more chunks than the aim per worker, unless the memory bound asks for more
+    if size * n_parcels < AUTO_MAX_CHUNK_ELEMENTS - PATH_BLOCK * n_parcels:
+        assert len(sizes) <= max(workers * AUTO_CHUNKS_PER_WORKER, workers)
+    # big enough to be efficient, unless that would leave a worker idle or break the memory bound
+    if len(sizes) > workers and (size + PATH_BLOCK) * n_parcels <= AUTO_MAX_CHUNK_ELEMENTS:
+        assert size * n_parcels >= AUTO_MIN_CHUNK_ELEMENTS - PATH_BLOCK * n_parcels
+
+
+def test_automatic_chunks_of_the_documented_cases():
+    from finance_engine.simulation import auto_chunk_paths
+
+    assert auto_chunk_paths(10_000, 200_000, 2) == 32  # the city: one path block a chunk (6.4 M elements)
+    assert auto_chunk_paths(1000, 5_000, 1) == 256  # the demo: 4 chunks of 250 paths (1.25 M elements each)
+    assert auto_chunk_paths(10_000, 47, 2) == 5024  # a loan: one chunk per thread, as balanced_chunk_paths
+    assert auto_chunk_paths(100_000, 1_000, 4) == 4000  # 4 M elements: the memory bound, 25 chunks
+
+
 def test_bit_identical_across_chunk_sizes_when_some_paths_see_two_typhoons(params):
     """A block in which no path has two storms never merges losses: the merge must leave single hits exact."""
     df = make_frame(90, seed=3, species=["chinese_fir", "masson_pine"])

@@ -168,8 +168,9 @@ def simulation_options(f: Callable) -> Callable:
         click.option("--carbon-method", type=click.Choice(["bef", "fang"]), default="bef", show_default=True),
         click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
                      help="Local worker processes."),
-        click.option("--chunk-paths", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
-                     help="Paths per chunk (memory/speed only; results are identical)."),
+        click.option("--chunk-paths", type=click.IntRange(1, 1_000_000), default=None,
+                     help="Paths per chunk (memory/speed only; results are identical). Default: sized from the "
+                          "paths, parcels and workers, at most 4 million path-parcels a chunk (about 250 MB)."),
         click.option("--scheduler", default=None, metavar="threads|local-cluster|tcp://HOST:PORT",
                      help="threads: --workers threads in this process (one copy of the portfolio and set-up: "
                           "the least memory for a large portfolio); local-cluster or tcp://HOST:PORT: a Dask cluster. "

@@ -498,7 +498,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
           years: int = 1, seed: int = 2026, loading: Loading | None = None,
           subsidy: str | SubsidyShares | None = "commercial_forest", subsidised: bool = True,
           layers: Sequence[LayerSpec] = (), quota_share: float = 0.0, account_level: str | None = "county",
-          price_model_set=None, switches=None, workers: int = 1, chunk_paths: int = 256,
+          price_model_set=None, switches=None, workers: int = 1, chunk_paths: int | None = None,
           simulation=None) -> Quote:
     """Quote ``cover`` on ``portfolio``: simulate, compute payouts, price (module docstring).
 

@@ -5,9 +5,9 @@ Entry point: :func:`simulate`. See :mod:`finance_engine.simulation.engine` for t
 """
 
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
-from finance_engine.simulation.engine import (Progress, SimulationCancelled, balanced_chunk_paths, chunk_ranges,
-                                              simulate)
+from finance_engine.simulation.engine import (Progress, SimulationCancelled, auto_chunk_paths, balanced_chunk_paths,
+                                              chunk_ranges, simulate)
 from finance_engine.simulation.result import SimulationResult
 
 __all__ = ["PATH_BLOCK", "Progress", "SimulationCancelled", "SimulationConfig", "SimulationResult",
-           "balanced_chunk_paths", "chunk_ranges", "simulate"]
+           "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "simulate"]

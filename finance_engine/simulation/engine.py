@@ -30,7 +30,15 @@ from models.dynamics import Modifiers, SimulationSwitches
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
 
-DEFAULT_CHUNK_PATHS = 64
+#: the automatic chunk size (``chunk_paths=None``, :func:`auto_chunk_paths`): a chunk holds at most this
+#: many (paths x parcels) elements -- about 30 bytes of stand state each plus the year's transients, so
+#: about 250 MB a chunk -- but never fewer than one path block
+AUTO_MAX_CHUNK_ELEMENTS = 4_000_000
+#: ... and at least this many where the paths allow: below it a chunk-year's fixed Python and kernel-call
+#: work (about a millisecond) starts to show against its arithmetic
+AUTO_MIN_CHUNK_ELEMENTS = 1_000_000
+#: ... aiming at this many chunks per worker (progress steps, cancel points, load balance)
+AUTO_CHUNKS_PER_WORKER = 4
 
 
 class SimulationCancelled(RuntimeError):
@@ -121,6 +129,39 @@ def chunk_ranges(paths: int, chunk_paths: int) -> list[tuple[int, int, int]]:
     return [(i, s, min(s + size, paths)) for i, s in enumerate(range(0, paths, size))]
 
 
+def _whole_blocks(size: int, paths: int, cap: int) -> int:
+    """``size`` rounded up to whole path blocks but at most ``cap`` (itself whole blocks), then evened
+    out over the chunks it makes."""
+    size = min(max(PATH_BLOCK, -(-int(size) // PATH_BLOCK) * PATH_BLOCK), cap)
+    n_chunks = -(-int(paths) // size)
+    even = -(-int(paths) // max(1, n_chunks))
+    return max(PATH_BLOCK, -(-even // PATH_BLOCK) * PATH_BLOCK)
+
+
+def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1) -> int:
+    """Paths per chunk when the caller leaves it to the engine (``simulate(chunk_paths=None)``).
+
+    Aims at ``AUTO_CHUNKS_PER_WORKER`` chunks per worker; makes chunks of at least
+    ``AUTO_MIN_CHUNK_ELEMENTS`` (paths x parcels) elements as long as every worker still gets one,
+    and of at most ``AUTO_MAX_CHUNK_ELEMENTS`` (the memory bound; a chunk is never under one path
+    block). Rounded to whole path blocks and evened out across the chunks. The whole-city run
+    (200,000 parcels) gets 32-path chunks, the 5,000-parcel demo a few hundred paths, a loan one
+    chunk per worker. Results never depend on the chunk size.
+
+    Examples
+    --------
+    >>> auto_chunk_paths(1000, 200_000, workers=2), auto_chunk_paths(1000, 5_000), auto_chunk_paths(10_000, 47, 2)
+    (32, 256, 5024)
+    """
+    paths, n = max(1, int(paths)), max(1, int(n_parcels))
+    workers = max(1, int(workers))
+    size = -(-paths // (workers * AUTO_CHUNKS_PER_WORKER))
+    size = max(size, -(-AUTO_MIN_CHUNK_ELEMENTS // n))
+    size = min(size, -(-paths // workers))
+    cap = max(PATH_BLOCK, AUTO_MAX_CHUNK_ELEMENTS // n // PATH_BLOCK * PATH_BLOCK)  # whole blocks, rounded down
+    return _whole_blocks(size, paths, cap)
+
+
 def balanced_chunk_paths(paths: int, n_parcels: int, workers: int = 1,
                          max_elements: int = 4_000_000) -> int:
     """Paths per chunk that give each worker one chunk, within a memory bound.
@@ -140,7 +181,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
              switches: SimulationSwitches | None = None, modifiers: Modifiers | None = None,
              crediting: dict[str, Any] | None = None, start_year: int | None = None,
              loss_table_level: str | None = None, quantiles: Iterable[float] | None = None,
-             chunk_paths: int = DEFAULT_CHUNK_PATHS, workers: int = 1, scheduler: str | Any | None = None,
+             chunk_paths: int | None = None, workers: int = 1, scheduler: str | Any | None = None,
              progress: Callable[[Progress], None] | None = None,
              cancel: Callable[[], bool] | None = None, keep_paths: bool = True,
              summarise: bool = True) -> SimulationResult:
@@ -164,8 +205,10 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         Overrides of the parameter file's crediting rules.
     loss_table_level : str, optional
         Keep an event loss table summed at this level (``"portfolio"``: one row per event).
-    chunk_paths : int
+    chunk_paths : int, optional
         Paths per chunk (rounded up to a multiple of 32). Affects memory and speed, never results.
+        Default: sized from the paths, parcels and workers within a memory bound
+        (:func:`auto_chunk_paths`).
     workers : int
         Local worker processes (1: run in this process), or threads with ``scheduler="threads"``.
     scheduler : str or distributed.Client, optional
@@ -205,6 +248,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     config.validate()
     if portfolio.parameter_sha256 and portfolio.parameter_sha256 != model.sha256:
         raise ValueError("the portfolio was validated against a different parameter set")
+    if chunk_paths is None:
+        chunk_paths = auto_chunk_paths(config.paths, portfolio.n_parcels, workers)
     if chunk_paths < 1:
         raise ValueError("chunk_paths must be >= 1")
     if workers < 1:
@@ -372,6 +417,6 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-__all__ = ["DEFAULT_CHUNK_PATHS", "PARCEL_METRICS", "Progress", "SimulationCancelled", "balanced_chunk_paths",
-           "chunk_ranges",
-           "default_workers", "simulate"]
+__all__ = ["AUTO_CHUNKS_PER_WORKER", "AUTO_MAX_CHUNK_ELEMENTS", "AUTO_MIN_CHUNK_ELEMENTS", "PARCEL_METRICS", "Progress",
+           "SimulationCancelled", "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "default_workers",
+           "simulate"]

@@ -115,7 +115,7 @@ def scenario_prices(scenario: StressScenario, pms: PriceModelSet, paths: int, ye
 
 def run_scenario(portfolio: Portfolio, params: ModelParameters, scenario: StressScenario, settings: StressSettings,
                  *, horizon_years: int | None = None, extra_levels: Sequence[str] = (), pms: PriceModelSet | None = None,
-                 workers: int = 1, chunk_paths: int = 64, loss_table_level: str | None = None,
+                 workers: int = 1, chunk_paths: int | None = None, loss_table_level: str | None = None,
                  progress: Callable | None = None, portfolio_override: Portfolio | None = None) -> ScenarioRun:
     """Simulate one scenario (engine + prices) with the settings' seed."""
     pms = pms or load_price_model()
@@ -536,7 +536,7 @@ def _concentration(horizon: pd.DataFrame, initial_stock: pd.DataFrame, top: int 
 
 def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: Iterable[str | StressScenario], *,
                     registry: Registry | None = None, settings: StressSettings | None = None,
-                    pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int = 64,
+                    pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int | None = None,
                     footprints: bool = True, progress: Callable[[str], None] | None = None) -> StressResult:
     """Run each scenario against the baseline on common random numbers.
 
