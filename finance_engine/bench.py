@@ -25,7 +25,9 @@ Cases
 ``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
                    ``--city-paths`` paths (default 1,000), 30 years, on ``--workers`` threads
                    (``--city-scheduler threads``, the default) or worker processes
-                   (``--city-scheduler processes``, the engine's default local backend).
+                   (``--city-scheduler processes``, the engine's default local backend), in the
+                   engine's own chunk size (``auto_chunk_paths``: 32 paths), recorded as
+                   ``chunk_paths``.
 ``price_layer``    layer pricing of a shuffled 1,000,000-row event loss table.
 ``city_memory``    peak memory of the city run with ``--memory-paths`` paths (default 256): memory
                    depends on chunk size and parcels, hardly on paths. With threads the one process
@@ -293,13 +295,14 @@ def _run_case(name: str, args: dict) -> dict:
         scheduler = args.get("scheduler", "threads")
         del frame  # the validated portfolio keeps what the engine reads
         with PeakPss() as pss:
-            simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
-                     scheduler=None if scheduler == "processes" else scheduler,
-                     chunk_paths=args.get("chunk_paths", 32), levels=("portfolio", "county"))
+            # the engine's own chunk size (auto_chunk_paths: 32 paths for 200,000 parcels), as a user gets it
+            res = simulate(pf, params, years=years, paths=paths, seed=1, workers=args.get("workers", 2),
+                           scheduler=None if scheduler == "processes" else scheduler,
+                           chunk_paths=args.get("chunk_paths"), levels=("portfolio", "county"))
         dt = time.perf_counter() - t
         ppy = n * paths * years
         return {"parcels": n, "paths": paths, "years": years, "scheduler": scheduler, "workers": args.get("workers", 2),
-                "seconds": dt, "parcel_path_years_per_s": ppy / dt,
+                "chunk_paths": res.run_info["chunk_paths"], "seconds": dt, "parcel_path_years_per_s": ppy / dt,
                 "seconds_for_1000_paths": dt * 1000 / paths, "peak_rss_mb": _peak_rss_mb(),
                 "peak_pss_total_mb": pss.mb}
     if name == "price_layer":

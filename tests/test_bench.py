@@ -77,3 +77,13 @@ def test_the_draw_counter_sees_through_comprehension_frames():
 
     assert streams_rows() == ["streams_rows"] * 2
     assert calling_frame(sys._getframe(0)).f_code.co_name == sys._getframe(0).f_code.co_name
+
+
+def test_city_case_runs_with_the_engines_own_chunk_size():
+    """The city cases measure what a user gets: the automatic chunk size, recorded with the result."""
+    from finance_engine.bench import _case
+    from finance_engine.simulation import auto_chunk_paths
+
+    r = _case("city", {"parcels": 300, "paths": 256, "years": 2, "workers": 2, "scheduler": "threads"})
+    assert r["chunk_paths"] == auto_chunk_paths(256, 300, 2) == 128
+    assert r["parcels"] == 300 and r["seconds"] > 0 and r["peak_pss_total_mb"] > 0
