@@ -418,3 +418,42 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
                   tree.intercept, tree.ramp, tree.fang, pp, qq, keep, keep_pow,
                   np.ascontiguousarray(stand_replacing, dtype=np.bool_), replant_age, lost)
     return lost
+
+
+@nb.njit(cache=True, nogil=True)
+def harvest_due(age, rotation_age):
+    """Tree pairs at or past their rotation age: ``np.nonzero(age[:, :n] >= rotation_age)``, ``n =
+    rotation_age.size``.
+
+    ``rotation_age`` is float32 per tree parcel, ``inf`` where a parcel is not clear-felled; ``age``
+    is float32, so the comparison is numpy's. Returns ``(path, parcel)`` int64 in row-major order,
+    without the (paths x parcels) mask: each row is first counted in a vectorised pass and only a row
+    with a due stand is walked again.
+    """
+    n_paths = age.shape[0]
+    n = rotation_age.size
+    cap = 64
+    out_p = np.empty(cap, dtype=np.int64)
+    out_q = np.empty(cap, dtype=np.int64)
+    k = 0
+    for i in range(n_paths):
+        row = age[i, :n]
+        c = 0
+        for j in range(n):
+            c += row[j] >= rotation_age[j]
+        if c == 0:
+            continue
+        if k + c > cap:
+            cap = max(2 * cap, k + c)
+            a = np.empty(cap, dtype=np.int64)
+            a[:k] = out_p[:k]
+            out_p = a
+            b = np.empty(cap, dtype=np.int64)
+            b[:k] = out_q[:k]
+            out_q = b
+        for j in range(n):
+            if row[j] >= rotation_age[j]:
+                out_p[k] = i
+                out_q[k] = j
+                k += 1
+    return out_p[:k], out_q[:k]

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from models._stand_kernels import TreeGrowth, apply_losses, grow_year
+from models._stand_kernels import TreeGrowth, apply_losses, grow_year, harvest_due
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
@@ -171,7 +171,8 @@ class ForestSimulator:
         # clear-fell rotations (tree parcels with a rotation age; trees come first in canonical order)
         rot = np.asarray(portfolio.rotation_age_years, dtype=float)
         self._rotation_idx = np.flatnonzero(np.isfinite(rot[:portfolio.n_tree])).astype(np.intp)
-        self._rotation_age = rot[self._rotation_idx].astype(np.float32)
+        # per tree parcel, inf where it is never clear-felled: one contiguous compare per row
+        self._rotation_threshold = np.ascontiguousarray(rot[:portfolio.n_tree], dtype=np.float32)
         bamboo_sp = [s for s in params.file.species.values() if s.bamboo is not None]
         self._bamboo_establishment = bamboo_sp[0].bamboo.establishment_stock_tc_per_ha.value if bamboo_sp else 0.0
         # a stand measured above the ceiling keeps its measured level as its own ceiling
@@ -371,10 +372,8 @@ class ForestSimulator:
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._rotation_idx.size:
-                due = age[:, self._rotation_idx] >= self._rotation_age[None, :]
-                if due.any():
-                    hp, hk = np.nonzero(due)
-                    hq = self._rotation_idx[hk]
+                hp, hq = harvest_due(age, self._rotation_threshold)
+                if hp.size:
                     removed = carbon[hp, hq].copy()
                     u[hp, hq] = 0.0
                     carbon[hp, hq] = self._tree_carbon_at(np.zeros(hq.size), hq)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models._stand_kernels import TreeGrowth, apply_losses, grow_year
+from models._stand_kernels import TreeGrowth, apply_losses, grow_year, harvest_due
 from models.carbon import CarbonFactors
 from models.growth import bamboo_step, grow_relative_maturity
 from models.rng import KeyedRandom
@@ -176,3 +176,24 @@ def test_tiling_does_not_change_any_number(monkeypatch):
                 np.testing.assert_array_equal(a[k], b[k])
         else:
             np.testing.assert_array_equal(a, b)
+
+
+def test_harvest_due_equals_the_numpy_mask_in_row_major_order():
+    """Tree pairs at or past the rotation age (float32 compare, inf or NaN: never), in np.nonzero's
+    order, also past the kernel's first output buffer; bamboo columns after the tree ones are ignored."""
+    rng = np.random.default_rng(11)
+    n_paths, n_tree, n_bamboo = 300, 40, 5
+    rot = np.where(rng.random(n_tree) < 0.6, rng.uniform(20, 40, n_tree), np.inf)
+    rot[3] = np.nan
+    age = rng.uniform(-3, 45, (n_paths, n_tree + n_bamboo)).astype(np.float32)
+    age[:, 7] = np.float32(rot[7]) if np.isfinite(rot[7]) else age[:, 7]  # exactly at the rotation age: due
+    age[:, n_tree:] = 1000.0  # bamboo: never clear-felled
+    threshold = rot.astype(np.float32)
+    idx = np.flatnonzero(np.isfinite(rot))
+    hp, hk = np.nonzero(age[:, idx] >= threshold[idx][None, :])
+    got_p, got_q = harvest_due(age, threshold)
+    assert got_p.dtype == got_q.dtype == np.int64 and hp.size > 64
+    np.testing.assert_array_equal(got_p, hp)
+    np.testing.assert_array_equal(got_q, idx[hk])
+    empty = harvest_due(np.zeros((4, n_tree + n_bamboo), np.float32), threshold)
+    assert empty[0].size == empty[1].size == 0
