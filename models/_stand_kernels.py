@@ -421,20 +421,23 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
 
 
 @nb.njit(cache=True, nogil=True)
-def harvest_due(age, rotation_age):
-    """Tree pairs at or past their rotation age: ``np.nonzero(age[:, :n] >= rotation_age)``, ``n =
-    rotation_age.size``.
+def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
+    """Clear-fell every tree stand at or past its rotation age and replant it at once, in place.
 
-    ``rotation_age`` is float32 per tree parcel, ``inf`` where a parcel is not clear-felled; ``age``
-    is float32, so the comparison is numpy's. Returns ``(path, parcel)`` int64 in row-major order,
-    without the (paths x parcels) mask: each row is first counted in a vectorised pass and only a row
-    with a due stand is walked again.
+    Due pairs are ``np.nonzero(age[:, :n] >= rotation_age)`` (``n = rotation_age.size``; float32
+    ``rotation_age`` is ``inf`` where a parcel is never clear-felled, compared in float32 as numpy
+    does). Each due stand restarts: carbon ``carbon_at_zero[j]`` (the carbon of zero volume), maturity 0,
+    age 0. Returns ``(path, parcel, removed)`` in row-major order, ``removed = carbon before -
+    carbon_at_zero`` (tC/ha). Each row is first counted in a vectorised pass; only a row with a due
+    stand is walked again, so no (paths x parcels) mask is built.
     """
     n_paths = age.shape[0]
     n = rotation_age.size
     cap = 64
     out_p = np.empty(cap, dtype=np.int64)
     out_q = np.empty(cap, dtype=np.int64)
+    out_r = np.empty(cap, dtype=np.float64)
+    zero32 = np.float32(0.0)
     k = 0
     for i in range(n_paths):
         row = age[i, :n]
@@ -451,9 +454,17 @@ def harvest_due(age, rotation_age):
             b = np.empty(cap, dtype=np.int64)
             b[:k] = out_q[:k]
             out_q = b
+            r = np.empty(cap, dtype=np.float64)
+            r[:k] = out_r[:k]
+            out_r = r
+        cr, ur = carbon[i], u[i]
         for j in range(n):
             if row[j] >= rotation_age[j]:
                 out_p[k] = i
                 out_q[k] = j
+                out_r[k] = cr[j] - carbon_at_zero[j]
+                cr[j] = carbon_at_zero[j]
+                ur[j] = 0.0
+                row[j] = zero32
                 k += 1
-    return out_p[:k], out_q[:k]
+    return out_p[:k], out_q[:k], out_r[:k]

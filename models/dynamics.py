@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from models._stand_kernels import TreeGrowth, apply_losses, grow_year, harvest_due
+from models._stand_kernels import TreeGrowth, apply_losses, clear_fell, grow_year
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
@@ -173,6 +173,9 @@ class ForestSimulator:
         self._rotation_idx = np.flatnonzero(np.isfinite(rot[:portfolio.n_tree])).astype(np.intp)
         # per tree parcel, inf where it is never clear-felled: one contiguous compare per row
         self._rotation_threshold = np.ascontiguousarray(rot[:portfolio.n_tree], dtype=np.float32)
+        # a replanted stand's carbon (zero volume), per tree parcel: the same elementwise expression
+        self._carbon_at_zero = np.ascontiguousarray(
+            self._tree_carbon_at(np.zeros(portfolio.n_tree), np.arange(portfolio.n_tree)), dtype=np.float64)
         bamboo_sp = [s for s in params.file.species.values() if s.bamboo is not None]
         self._bamboo_establishment = bamboo_sp[0].bamboo.establishment_stock_tc_per_ha.value if bamboo_sp else 0.0
         # a stand measured above the ceiling keeps its measured level as its own ceiling
@@ -372,14 +375,9 @@ class ForestSimulator:
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._rotation_idx.size:
-                hp, hq = harvest_due(age, self._rotation_threshold)
+                hp, hq, removed = clear_fell(age, self._rotation_threshold, carbon, u, self._carbon_at_zero)
                 if hp.size:
-                    removed = carbon[hp, hq].copy()
-                    u[hp, hq] = 0.0
-                    carbon[hp, hq] = self._tree_carbon_at(np.zeros(hq.size), hq)
-                    removed -= carbon[hp, hq]
-                    age[hp, hq] = 0.0
-                    harvest = (hp.astype(np.int64), hq.astype(np.int64), removed)
+                    harvest = (hp, hq, removed)
             out = YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
                              carbon_end_tc_per_ha=carbon.copy() if dense else carbon,
                              growth_tc_per_ha=dense_out[0] if dense else None,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models._stand_kernels import TreeGrowth, apply_losses, grow_year, harvest_due
+from models._stand_kernels import TreeGrowth, apply_losses, clear_fell, grow_year
 from models.carbon import CarbonFactors
 from models.growth import bamboo_step, grow_relative_maturity
 from models.rng import KeyedRandom
@@ -178,22 +178,37 @@ def test_tiling_does_not_change_any_number(monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
-def test_harvest_due_equals_the_numpy_mask_in_row_major_order():
-    """Tree pairs at or past the rotation age (float32 compare, inf or NaN: never), in np.nonzero's
-    order, also past the kernel's first output buffer; bamboo columns after the tree ones are ignored."""
+def test_clear_fell_equals_the_numpy_mask_and_restarts_the_due_stands():
+    """Tree pairs at or past the rotation age (float32 compare; inf or NaN: never) are felled in
+    np.nonzero's order, also past the kernel's first output buffer: removed = carbon - carbon at zero
+    volume, then carbon at zero volume, maturity 0, age 0. Bamboo columns after the trees are ignored."""
     rng = np.random.default_rng(11)
     n_paths, n_tree, n_bamboo = 300, 40, 5
     rot = np.where(rng.random(n_tree) < 0.6, rng.uniform(20, 40, n_tree), np.inf)
     rot[3] = np.nan
+    rot[7] = 30.0
     age = rng.uniform(-3, 45, (n_paths, n_tree + n_bamboo)).astype(np.float32)
-    age[:, 7] = np.float32(rot[7]) if np.isfinite(rot[7]) else age[:, 7]  # exactly at the rotation age: due
+    age[::2, 7] = np.float32(30.0)  # exactly at the rotation age: due
     age[:, n_tree:] = 1000.0  # bamboo: never clear-felled
+    carbon = rng.uniform(0, 90, (n_paths, n_tree + n_bamboo))
+    u = rng.uniform(0, 1, (n_paths, n_tree))
+    at_zero = rng.uniform(0, 3, n_tree)  # Fang carbon of zero volume may be above 0
     threshold = rot.astype(np.float32)
+    # the numpy definition
     idx = np.flatnonzero(np.isfinite(rot))
     hp, hk = np.nonzero(age[:, idx] >= threshold[idx][None, :])
-    got_p, got_q = harvest_due(age, threshold)
-    assert got_p.dtype == got_q.dtype == np.int64 and hp.size > 64
-    np.testing.assert_array_equal(got_p, hp)
-    np.testing.assert_array_equal(got_q, idx[hk])
-    empty = harvest_due(np.zeros((4, n_tree + n_bamboo), np.float32), threshold)
-    assert empty[0].size == empty[1].size == 0
+    hq = idx[hk]
+    want_age, want_c, want_u = age.copy(), carbon.copy(), u.copy()
+    removed = want_c[hp, hq].copy()
+    want_u[hp, hq] = 0.0
+    want_c[hp, hq] = at_zero[hq]
+    removed -= want_c[hp, hq]
+    want_age[hp, hq] = 0.0
+    got = clear_fell(age, threshold, carbon, u, at_zero)
+    assert got[0].dtype == got[1].dtype == np.int64 and hp.size > 64 and (hq == 7).sum() >= n_paths // 2
+    for g, w in zip(got, (hp, hq, removed)):
+        np.testing.assert_array_equal(g, w)
+    for g, w in ((age, want_age), (carbon, want_c), (u, want_u)):
+        np.testing.assert_array_equal(g, w)
+    none = clear_fell(np.zeros((4, n_tree + n_bamboo), np.float32), threshold, carbon[:4], u[:4], at_zero)
+    assert all(a.size == 0 for a in none)
