@@ -97,6 +97,23 @@ def sum_by_group(values, group, n_groups, out):
 
 
 @nb.njit(cache=True, nogil=True)
+def reserve_hits(oi, oj, ou, k, extra):
+    """Output arrays (int64, int64, float64) with room for ``k + extra`` entries: the same arrays when
+    they fit, else new ones of twice the size (or ``k + extra``) holding the first ``k`` entries. The
+    compiled passes that collect sparse hits (pairs and a value) grow their buffers with it."""
+    if k + extra <= oi.size:
+        return oi, oj, ou
+    cap = max(2 * oi.size, k + extra)
+    a = np.empty(cap, dtype=np.int64)
+    a[:k] = oi[:k]
+    b = np.empty(cap, dtype=np.int64)
+    b[:k] = oj[:k]
+    c = np.empty(cap, dtype=np.float64)
+    c[:k] = ou[:k]
+    return a, b, c
+
+
+@nb.njit(cache=True, nogil=True)
 def keyed_rows(path_ids, base, out):
     """out[i] = mix(path_ids[i] * golden ^ base): the row hash of each path for one stream and year."""
     g = np.uint64(0x9E3779B97F4A7C15)

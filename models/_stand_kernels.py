@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from models._kernels import keyed_unit, switch_group
+from models._kernels import keyed_unit, reserve_hits, switch_group
 
 #: elements per tile. Each pass over a tile is a call that releases the GIL and takes it back, which
 #: threads running chunks side by side contend for: 64k elements (scratch about 1.5 MB) give a loan's
@@ -433,10 +433,9 @@ def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
     """
     n_paths = age.shape[0]
     n = rotation_age.size
-    cap = 64
-    out_p = np.empty(cap, dtype=np.int64)
-    out_q = np.empty(cap, dtype=np.int64)
-    out_r = np.empty(cap, dtype=np.float64)
+    out_p = np.empty(64, dtype=np.int64)
+    out_q = np.empty(64, dtype=np.int64)
+    out_r = np.empty(64, dtype=np.float64)
     zero32 = np.float32(0.0)
     k = 0
     for i in range(n_paths):
@@ -446,17 +445,8 @@ def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
             c += row[j] >= rotation_age[j]
         if c == 0:
             continue
-        if k + c > cap:
-            cap = max(2 * cap, k + c)
-            a = np.empty(cap, dtype=np.int64)
-            a[:k] = out_p[:k]
-            out_p = a
-            b = np.empty(cap, dtype=np.int64)
-            b[:k] = out_q[:k]
-            out_q = b
-            r = np.empty(cap, dtype=np.float64)
-            r[:k] = out_r[:k]
-            out_r = r
+        if k + c > out_p.size:
+            out_p, out_q, out_r = reserve_hits(out_p, out_q, out_r, k, c)
         cr, ur = carbon[i], u[i]
         for j in range(n):
             if row[j] >= rotation_age[j]:

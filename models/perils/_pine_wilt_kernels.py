@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import _mix, keyed_unit
+from models._kernels import _mix, keyed_unit, reserve_hits
 
 _TO_UNIT = 2.0**-53
 _TWO53 = 2**53
@@ -223,17 +223,8 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
     out_l = np.empty(cap, dtype=np.float64)
     n = 0
     for p in range(n_paths):
-        if cap - n < n_hosts:  # room for every host of this path (buffers are re-bound only here)
-            cap = max(2 * cap, n + n_hosts)
-            a = np.empty(cap, dtype=np.int64)
-            a[:n] = out_p[:n]
-            out_p = a
-            b = np.empty(cap, dtype=np.int64)
-            b[:n] = out_g[:n]
-            out_g = b
-            c = np.empty(cap, dtype=np.float64)
-            c[:n] = out_l[:n]
-            out_l = c
+        if n + n_hosts > out_p.size:  # room for every host of this path (buffers are re-bound only here)
+            out_p, out_g, out_l = reserve_hits(out_p, out_g, out_l, n, n_hosts)
         r = rows[p]
         hz = hazard[p]
         sv = severity[p]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import keyed_unit
+from models._kernels import keyed_unit, reserve_hits
 
 #: relative slack of every screening bound (rounding differences are ~1e-16 relative)
 BOUND_SLACK = 1.0 + 1e-9
@@ -68,21 +68,6 @@ def _living(hj, c, age, carbon, s):
             hj[m] = j
             m += 1
     return m
-
-
-@nb.njit(cache=True, nogil=True)
-def _reserve(oi, oj, ou, k, extra):
-    """The output arrays with room for ``k + extra`` entries (doubling; the first ``k`` kept)."""
-    if k + extra <= oi.size:
-        return oi, oj, ou
-    cap = max(2 * oi.size, k + extra)
-    a = np.empty(cap, dtype=np.int64)
-    a[:k] = oi[:k]
-    b = np.empty(cap, dtype=np.int64)
-    b[:k] = oj[:k]
-    c = np.empty(cap, dtype=np.float64)
-    c[:k] = ou[:k]
-    return a, b, c
 
 
 @nb.njit(cache=True, nogil=True)
@@ -137,7 +122,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_
             c += f
         if c:
             c = _compress(flag, words, n, c, hj)
-            oi, oj, ou = _reserve(oi, oj, ou, k, c)
+            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
             m = 0
             for t in range(c):
                 j = hj[t]
@@ -186,7 +171,7 @@ def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, ag
         if c:
             c = _compress(flag, words, n, c, hj)
             c = _living(hj, c, age, carbon, s)
-            oi, oj, ou = _reserve(oi, oj, ou, k, c)
+            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
             _append(oi, oj, ou, k, i, hj, c, r, keys, want_u)
             k += c
     return oi[:k], oj[:k], ou[:k]
@@ -212,7 +197,7 @@ def keyed_flags(rows, keys, row_threshold, flags, capacity):
             c += f
         if c:
             c = _compress(flag, words, n, c, hj)
-            oi, oj, ou = _reserve(oi, oj, ou, k, c)
+            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
             _append(oi, oj, ou, k, i, hj, c, r, keys, False)
             k += c
     return oi[:k], oj[:k]
@@ -261,7 +246,7 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
         if c:
             c = _compress(flag, words, n, c, hj)
             c = _living(hj, c, age, carbon, s)
-            oi, oj, ou = _reserve(oi, oj, ou, k, c)
+            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
             m = 0
             for t in range(c):
                 j = hj[t]
