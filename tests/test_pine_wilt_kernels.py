@@ -236,7 +236,8 @@ def _stand(rng, n_paths, n, year):
     """A random stand: a fifth of the pairs in a cascade window this year, some windows just closed."""
     age = rng.uniform(-3, 40, (n_paths, n)).astype(np.float32)
     until = rng.choice(np.array([-1, year - 1, year, year + 2], dtype=np.int16), (n_paths, n), p=[0.7, 0.1, 0.1, 0.1])
-    return StandState(rng.uniform(10, 80, (n_paths, n)), age, until, year=year, pest_weakened_multiplier=np.float32(2.0))
+    return StandState(rng.uniform(10, 80, (n_paths, n)), age, until, year=year,
+                      pest_weakened_multiplier=np.float32(2.0))
 
 
 @pytest.mark.parametrize("independent", [False, True])
@@ -289,8 +290,9 @@ def test_a_pure_pine_stand_with_no_pines_left_loses_nothing_more():
     one = np.ones((1, 2), dtype=np.float32)
     pp, gq, loss = parcel_year(
         years, pine_left, np.zeros((0, 0), dtype=bool), False, np.zeros(2, dtype=bool), np.zeros(2, np.int64),
-        np.arange(2, dtype=np.int64), one, np.full((1, 2), -1, np.int16), 0, np.float32(2.0), np.ones(1), np.zeros(2), np.ones(2), np.zeros(0), False,
-        np.zeros(1, np.uint64), np.zeros(2, np.uint64), np.full(2, 0.4), np.zeros(2), np.ones(2), np.ones(1), 5)
+        np.arange(2, dtype=np.int64), one, np.full((1, 2), -1, np.int16), 0, np.float32(2.0), np.ones(1),
+        np.zeros(2), np.ones(2), np.zeros(0), False, np.zeros(1, np.uint64), np.zeros(2, np.uint64), np.full(2, 0.4),
+        np.zeros(2), np.ones(2), np.ones(1), 5)
     np.testing.assert_array_equal(gq, [1])  # only the stand with pines loses carbon
     assert loss[0] == pytest.approx(0.4)  # a pure-pine stand: its whole carbon is pine, m = 0.4 of it
     np.testing.assert_array_equal(years, [[2, 2]])

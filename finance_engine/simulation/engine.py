@@ -208,7 +208,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     chunk_paths : int, optional
         Paths per chunk (rounded up to a multiple of 32). Affects memory and speed, never results.
         Default: sized from the paths, parcels and workers within a memory bound
-        (:func:`auto_chunk_paths`).
+        (:func:`auto_chunk_paths`). On a remote Dask cluster the engine does not know how many
+        workers it has: pass ``workers`` (or ``chunk_paths``) to give each of them chunks.
     workers : int
         Local worker processes (1: run in this process), or threads with ``scheduler="threads"``.
     scheduler : str or distributed.Client, optional

@@ -114,9 +114,10 @@ def scenario_prices(scenario: StressScenario, pms: PriceModelSet, paths: int, ye
 
 
 def run_scenario(portfolio: Portfolio, params: ModelParameters, scenario: StressScenario, settings: StressSettings,
-                 *, horizon_years: int | None = None, extra_levels: Sequence[str] = (), pms: PriceModelSet | None = None,
-                 workers: int = 1, chunk_paths: int | None = None, loss_table_level: str | None = None,
-                 progress: Callable | None = None, portfolio_override: Portfolio | None = None) -> ScenarioRun:
+                 *, horizon_years: int | None = None, extra_levels: Sequence[str] = (),
+                 pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int | None = None,
+                 loss_table_level: str | None = None, progress: Callable | None = None,
+                 portfolio_override: Portfolio | None = None) -> ScenarioRun:
     """Simulate one scenario (engine + prices) with the settings' seed."""
     pms = pms or load_price_model()
     H = int(horizon_years or settings.years)
