@@ -73,16 +73,40 @@ def _peak_rss_mb() -> float:
     return max(ru, ch) / 1024.0
 
 
+def _status_kb(pid: int, field: str) -> int | None:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``: the process's peak resident set)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _pss_kb(pid: int) -> int:
-    """Proportional set size of one process (kB): a page shared by n processes counts 1/n in each."""
+    """Proportional set size of one process (kB): a page shared by n processes counts 1/n in each.
+
+    Capped at the process's peak resident set (``VmHWM``), an upper bound at every moment since PSS
+    never exceeds RSS. The kernel builds ``smaps_rollup`` by walking the address space while the
+    process goes on mapping and unmapping memory, so a reading is not atomic: one threaded
+    10,000-path city run read 2,786 MiB against a peak RSS of 1,729 MiB (a region counted twice,
+    presumably; the cause was not pinned down).
+    """
+    pss = None
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                    pss = int(line.split()[1])
+                    break
     except OSError:
         pass
-    return 0
+    if pss is None:
+        return 0
+    hwm = _status_kb(pid, "VmHWM")
+    return min(pss, hwm) if hwm is not None else pss
 
 
 def _process_tree(root: int) -> list[int]:

@@ -87,3 +87,12 @@ def test_city_case_runs_with_the_engines_own_chunk_size():
     r = _case("city", {"parcels": 300, "paths": 256, "years": 2, "workers": 2, "scheduler": "threads"})
     assert r["chunk_paths"] == auto_chunk_paths(256, 300, 2) == 128
     assert r["parcels"] == 300 and r["seconds"] > 0 and r["peak_pss_total_mb"] > 0
+
+
+def test_a_process_pss_never_reads_above_its_peak_resident_set():
+    from finance_engine.bench import _pss_kb, _status_kb
+
+    pid = os.getpid()
+    hwm = _status_kb(pid, "VmHWM")
+    assert hwm is not None and 0 < _pss_kb(pid) <= hwm
+    assert _status_kb(pid, "NoSuchField") is None and _pss_kb(2**22 + 12345) == 0  # no such process: 0
