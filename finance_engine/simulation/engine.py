@@ -123,19 +123,23 @@ def _pool_task(token: str, index: int, start: int, stop: int) -> ChunkResult:
 
 
 # ---------------------------------------------------------------------------------------------
+def _whole_blocks(size: int) -> int:
+    """``size`` paths rounded up to whole path blocks (at least one)."""
+    return max(PATH_BLOCK, -(-int(size) // PATH_BLOCK) * PATH_BLOCK)
+
+
 def chunk_ranges(paths: int, chunk_paths: int) -> list[tuple[int, int, int]]:
     """(index, start, stop) of each chunk; chunk sizes are rounded up to whole path blocks."""
-    size = max(PATH_BLOCK, -(-int(chunk_paths) // PATH_BLOCK) * PATH_BLOCK)
+    size = _whole_blocks(chunk_paths)
     return [(i, s, min(s + size, paths)) for i, s in enumerate(range(0, paths, size))]
 
 
-def _whole_blocks(size: int, paths: int, cap: int) -> int:
+def _even_blocks(size: int, paths: int, cap: int) -> int:
     """``size`` rounded up to whole path blocks but at most ``cap`` (itself whole blocks), then evened
     out over the chunks it makes."""
-    size = min(max(PATH_BLOCK, -(-int(size) // PATH_BLOCK) * PATH_BLOCK), cap)
+    size = min(_whole_blocks(size), cap)
     n_chunks = -(-int(paths) // size)
-    even = -(-int(paths) // max(1, n_chunks))
-    return max(PATH_BLOCK, -(-even // PATH_BLOCK) * PATH_BLOCK)
+    return _whole_blocks(-(-int(paths) // max(1, n_chunks)))
 
 
 def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1) -> int:
@@ -159,11 +163,11 @@ def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1) -> int:
     size = max(size, -(-AUTO_MIN_CHUNK_ELEMENTS // n))
     size = min(size, -(-paths // workers))
     cap = max(PATH_BLOCK, AUTO_MAX_CHUNK_ELEMENTS // n // PATH_BLOCK * PATH_BLOCK)  # whole blocks, rounded down
-    return _whole_blocks(size, paths, cap)
+    return _even_blocks(size, paths, cap)
 
 
 def balanced_chunk_paths(paths: int, n_parcels: int, workers: int = 1,
-                         max_elements: int = 4_000_000) -> int:
+                         max_elements: int = AUTO_MAX_CHUNK_ELEMENTS) -> int:
     """Paths per chunk that give each worker one chunk, within a memory bound.
 
     Few large chunks minimise the engine's per-chunk, per-year overhead, which dominates small
@@ -172,8 +176,7 @@ def balanced_chunk_paths(paths: int, n_parcels: int, workers: int = 1,
     """
     per_worker = -(-int(paths) // max(1, int(workers)))
     cap = max(PATH_BLOCK, int(max_elements) // max(1, int(n_parcels)))
-    size = min(per_worker, cap)
-    return max(PATH_BLOCK, -(-size // PATH_BLOCK) * PATH_BLOCK)
+    return _whole_blocks(min(per_worker, cap))
 
 
 def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: int, seed: int, *,
