@@ -344,7 +344,9 @@ class Typhoon(Peril):
                                                      storm, [f"typhoon.damage.s{k}" for k in range(kmax)])
                 if pp.size:
                     parts.append((pp, qq, f, k_of))
-                    n_storms_hit = int(np.unique(k_of).size)
+                    # the hits come storm by storm: count the storms where the storm index changes
+                    # (no sort of a year's hits, which can be a million pairs in a city chunk)
+                    n_storms_hit = 1 + int(np.count_nonzero(k_of[1:] != k_of[:-1]))
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
         for j, ev in enumerate(forced):
             track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
