@@ -136,39 +136,39 @@ class Drought(Peril):
             share = np.where(young, 1.0, p.established_stand_factor.value)
             keep = alive & (share > 0) & (sev_pair > 0)
             pp, qq, share, sev_pair = pp[keep], qq[keep], share[keep], sev_pair[keep]
-        else:
-            dry = ctx.rnd.path_uniform("drought.hazard", ctx.year) < prob
-            sev = np.where(dry, 1.0, 0.0)
-            if forced:
-                dry[:] = True
-                sev = np.maximum(sev, forced_sev)
-            ctx.drought |= dry
-            sev = sev * sev_path
-            rows = np.flatnonzero(dry)
-            if rows.size == 0:
-                return PerilLosses.empty()
-            # share, mortality draw, loss and the alive test per pair of the dry paths in one compiled
-            # pass; ``age <= young_age_years`` compares in the type numpy would use (float32 for float32
-            # ages); the damage uniforms are those of ``sparse_uniform("drought.damage", ...)``
-            young_age = p.young_age_years.value
-            young_age = np.result_type(age_all.dtype, young_age).type(young_age)
-            mortality = p.mortality
-            pp, qq, frac, replacing = drought_losses(
-                rows, np.ascontiguousarray(sev[rows]), age_all, carbon_all, self._plantation, young_age,
-                float(p.established_stand_factor.value), stand_rows_hash(ctx.rnd, "drought.damage", ctx.year, rows),
-                parcel_keys_u64(ctx.rnd), float(mortality.low), float(mortality.high - mortality.low),
-                float(self._threshold))
             if pp.size == 0:
                 return PerilLosses.empty()
-            return PerilLosses(pp, qq, frac, np.zeros(pp.size, dtype=np.int64), replacing)
+            m = p.mortality.draw(ctx.rnd.sparse_uniform("drought.damage", ctx.year, pp, qq))
+            frac = np.minimum(m * share * sev_pair, 1.0)
+            pos = frac > 0
+            pp, qq, frac = pp[pos], qq[pos], frac[pos]
+            return PerilLosses(pp.astype(np.int64, copy=False), qq.astype(np.int64, copy=False), frac,
+                               np.zeros(pp.size, dtype=np.int64), frac >= self._threshold)
+        # one regional drought per path
+        dry = ctx.rnd.path_uniform("drought.hazard", ctx.year) < prob
+        sev = np.where(dry, 1.0, 0.0)
+        if forced:
+            dry[:] = True
+            sev = np.maximum(sev, forced_sev)
+        ctx.drought |= dry
+        sev = sev * sev_path
+        rows = np.flatnonzero(dry)
+        if rows.size == 0:
+            return PerilLosses.empty()
+        # share, mortality draw, loss and the alive test per pair of the dry paths in one compiled
+        # pass; ``age <= young_age_years`` compares in the type numpy would use (float32 for float32
+        # ages); the damage uniforms are those of ``sparse_uniform("drought.damage", ...)``
+        young_age = p.young_age_years.value
+        young_age = np.result_type(age_all.dtype, young_age).type(young_age)
+        mortality = p.mortality
+        pp, qq, frac, replacing = drought_losses(
+            rows, np.ascontiguousarray(sev[rows]), age_all, carbon_all, self._plantation, young_age,
+            float(p.established_stand_factor.value), stand_rows_hash(ctx.rnd, "drought.damage", ctx.year, rows),
+            parcel_keys_u64(ctx.rnd), float(mortality.low), float(mortality.high - mortality.low),
+            float(self._threshold))
         if pp.size == 0:
             return PerilLosses.empty()
-        m = p.mortality.draw(ctx.rnd.sparse_uniform("drought.damage", ctx.year, pp, qq))
-        frac = np.minimum(m * share * sev_pair, 1.0)
-        pos = frac > 0
-        pp, qq, frac = pp[pos], qq[pos], frac[pos]
-        return PerilLosses(pp.astype(np.int64, copy=False), qq.astype(np.int64, copy=False), frac,
-                           np.zeros(pp.size, dtype=np.int64), frac >= self._threshold)
+        return PerilLosses(pp, qq, frac, np.zeros(pp.size, dtype=np.int64), replacing)
 
 
 __all__ = ["Drought", "DroughtParams"]
