@@ -170,9 +170,9 @@ class ForestSimulator:
         self._replant_delay = int(regen.replanting_delay_years.value)
         # clear-fell rotations (tree parcels with a rotation age; trees come first in canonical order)
         rot = np.asarray(portfolio.rotation_age_years, dtype=float)
-        self._rotation_idx = np.flatnonzero(np.isfinite(rot[:portfolio.n_tree])).astype(np.intp)
         # per tree parcel, inf where it is never clear-felled: one contiguous compare per row
         self._rotation_threshold = np.ascontiguousarray(rot[:portfolio.n_tree], dtype=np.float32)
+        self._clear_fells = bool(np.isfinite(self._rotation_threshold).any())
         # a replanted stand's carbon (zero volume), per tree parcel: the same elementwise expression
         self._carbon_at_zero = np.ascontiguousarray(
             self._tree_carbon_at(np.zeros(portfolio.n_tree), np.arange(portfolio.n_tree)), dtype=np.float64)
@@ -374,7 +374,7 @@ class ForestSimulator:
                 weakened_until[bp, bq] = y + window
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
-            if self._rotation_idx.size:
+            if self._clear_fells:
                 hp, hq, removed = clear_fell(age, self._rotation_threshold, carbon, u, self._carbon_at_zero)
                 if hp.size:
                     harvest = (hp, hq, removed)
