@@ -67,6 +67,13 @@ def switch_group(out_a, out_b, i, cur, nxt, acc_a, acc_b):
     return out_a[i, nxt], out_b[i, nxt]
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def cascade_multiplier(weakened_until, year, weakened_value):
+    """A pair's cascade multiplier in a compiled pass: ``weakened_value`` (float32) while its window is
+    open, ``weakened_until >= year``, else 1 (``models.perils.base.StandState``'s rule, in float32)."""
+    return weakened_value if weakened_until >= year else np.float32(1.0)
+
+
 @nb.njit(cache=True, nogil=True)
 def sum_by_group(values, group, n_groups, out):
     """out[i, g] = sum of values[i, j] over parcels j of group g, added in parcel order.

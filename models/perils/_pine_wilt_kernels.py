@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import _mix, keyed_unit, reserve_hits
+from models._kernels import _mix, cascade_multiplier, keyed_unit, reserve_hits
 
 _TO_UNIT = 2.0**-53
 _TWO53 = 2**53
@@ -216,7 +216,6 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
         The positive losses, in row-major (path, host) order.
     """
     n_paths, n_hosts = years.shape
-    one32 = np.float32(1.0)
     cap = max(1024, 2 * n_hosts)
     out_p = np.empty(cap, dtype=np.int64)
     out_g = np.empty(cap, dtype=np.int64)
@@ -239,8 +238,7 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                 if has_forced and forced_prob[q] > 0:
                     cand = True
                 if cand and age[p, g] > 0:
-                    weak = pest_weak if weakened_until[p, g] >= year else one32
-                    factor = host_factor[q] * np.float64(weak) * hz
+                    factor = host_factor[q] * np.float64(cascade_multiplier(weakened_until[p, g], year, pest_weak)) * hz
                     pr = pre[q] * factor
                     if has_forced:
                         pf = forced_prob[q] * factor
@@ -252,8 +250,7 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                         years[p, q] = 0
                         pine_left[p, q] = 1.0
             if yv >= 0 and yv < outbreak_years:
-                weak = pest_weak if weakened_until[p, g] >= year else one32
-                m = mortality[q] * np.float64(weak) * sv
+                m = mortality[q] * np.float64(cascade_multiplier(weakened_until[p, g], year, pest_weak)) * sv
                 m = m + sanitation[q]
                 if m > 1.0:
                     m = 1.0

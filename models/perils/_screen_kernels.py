@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import keyed_unit, reserve_hits
+from models._kernels import cascade_multiplier, keyed_unit, reserve_hits
 
 #: relative slack of every screening bound (rounding differences are ~1e-16 relative)
 BOUND_SLACK = 1.0 + 1e-9
@@ -103,7 +103,6 @@ def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_
     ``path_bound[i] x parcel_bound[j] x K[i, j]`` (an upper bound of p); returns ``(i, j)`` row-major.
     """
     n_rows, n = rows.size, keys.size
-    one32 = np.float32(1.0)
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
@@ -117,7 +116,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_
         wu = weakened_until[i]
         c = 0
         for j in range(n):
-            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * (fire_weak if wu[j] >= year else one32)
+            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * cascade_multiplier(wu[j], year, fire_weak)
             flag[j] = f
             c += f
         if c:
@@ -129,7 +128,7 @@ def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_
                 a = age[i, j]
                 prob = young_multiplier if a < young_age else 1.0
                 prob = prob * static_probability[j]
-                prob = prob * np.float64(fire_weak if wu[j] >= year else one32)
+                prob = prob * np.float64(cascade_multiplier(wu[j], year, fire_weak))
                 prob = prob * w_county[i, county_code[j]]
                 if per_parcel_drought:
                     prob = prob * (path_factor[i] * (drought_multiplier if drought[i, j] else 1.0))
