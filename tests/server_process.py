@@ -22,18 +22,19 @@ class ServeProcess:
     """Start with :meth:`start` (waits for ``/readyz``), end with :meth:`stop` or :meth:`kill9`."""
 
     def __init__(self, tmp: Path, env: dict[str, object], args: tuple[str, ...] = (),
-                 ready_timeout_s: float = 60.0):
+                 ready_timeout_s: float = 60.0, log_level: str = "warning"):
         self.tmp, self.port = tmp, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **TEST_ENV, **{k: str(v) for k, v in env.items()}}
         self.args = tuple(args)
         self.ready_timeout_s = ready_timeout_s
+        self.log_level = log_level
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServeProcess":
         self.log_path = self.tmp / f"server-{time.time_ns()}.log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([CLI, "serve", *self.args, "--port", str(self.port), "--log-level", "warning"],
+        self.proc = subprocess.Popen([CLI, "serve", *self.args, "--port", str(self.port), "--log-level", self.log_level],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
         t0 = time.time()
         while time.time() - t0 < self.ready_timeout_s:

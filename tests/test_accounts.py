@@ -37,11 +37,27 @@ def test_every_level_is_the_exact_sum_of_the_level_below(accounts):
     assert t.parcels[t.level == "portfolio"].iloc[0] == 150
 
 
-def test_stock_matches_parcel_conversion(accounts, params):
-    pf, acc = accounts
-    from models.dynamics import ForestSimulator
+# Table 1.2 of the reference sheet (NDRC provincial inventory guide / AR-CM-001 defaults): wood density
+# (t/m3), BEF, root:shoot, carbon fraction; evergreen broadleaf takes the mixed-broadleaf (阔叶混) row
+PUBLISHED_BEF_FACTORS = {"chinese_fir": (0.307, 1.634, 0.246, 0.520), "masson_pine": (0.380, 1.472, 0.187, 0.460),
+                         "evergreen_broadleaf": (0.482, 1.514, 0.262, 0.490)}
 
-    expected = (ForestSimulator(params, pf).initial_carbon_tc_per_ha() * pf.area_ha).sum() * 44 / 12
+
+def test_stock_matches_published_conversion_factors(params):
+    """Measured volumes and bamboo carbon through the published factors: V D BEF (1 + R) CF x 44/12 per ha."""
+    frame = make_frame(60, seed=11)
+    rng = np.random.default_rng(11)
+    bamboo = frame.species_group == "moso_bamboo"
+    frame["volume_m3_per_ha"] = np.where(bamboo, np.nan, rng.uniform(20.0, 250.0, len(frame)))
+    frame["bamboo_carbon_tc_per_ha"] = np.where(bamboo, rng.uniform(20.0, 60.0, len(frame)), np.nan)
+    pf = validate_frame(frame, params)
+    acc = carbon_accounts(pf, params, sink_paths=0)
+    per_ha = np.array([np.prod(PUBLISHED_BEF_FACTORS[sp][:2]) * (1 + PUBLISHED_BEF_FACTORS[sp][2])
+                       * PUBLISHED_BEF_FACTORS[sp][3] * v if sp in PUBLISHED_BEF_FACTORS else c
+                       for sp, v, c in zip(frame.species_group, frame.volume_m3_per_ha, frame.bamboo_carbon_tc_per_ha)])
+    assert bamboo.any() and (~bamboo).any()
+    expected = (per_ha * frame.area_ha).sum() * 44 / 12
+    # kg rounding per parcel, summed over 60 parcels: well inside 1e-6 relative
     assert acc.level("portfolio").stock_bef_tco2e.iloc[0] == pytest.approx(expected, rel=1e-6)
 
 

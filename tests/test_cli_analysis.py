@@ -65,7 +65,7 @@ def test_collateral_command(portfolio_csv, capsys, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["accounts", "-p", "/nonexistent.csv"], "file not found"),
-    (["simulate", "--paths", "0"], "0"),
+    (["simulate", "--paths", "0"], "'--paths': 0 is not in the range"),
     (["collateral", "--amount", "100", "--term", "3"], "missing loan term interest_rate"),
     (["collateral", "--amount", "-1", "--term", "3", "--rate", "0.04", "--paths", "32"], "amount_cny"),
     (["collateral", "--amount", "1000", "--term", "3", "--rate", "0.04", "--parcels", "NOPE", "--paths", "32"],

@@ -27,8 +27,8 @@ from tests.server_process import ServeProcess
 class Server(ServeProcess):
     """The server on a given database (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str, tmp: Path, **env):
-        super().__init__(tmp, {"DATABASE_URL": url, **env})
+    def __init__(self, url: str, tmp: Path, log_level: str = "warning", **env):
+        super().__init__(tmp, {"DATABASE_URL": url, **env}, log_level=log_level)
 
 
 def make_key(url: str, role: str = "bureau") -> dict:
@@ -47,7 +47,7 @@ def db_url(backend, tmp_path_factory, request):
 
 def test_smoke_over_http(db_url, tmp_path):
     h = make_key(db_url)
-    srv = Server(db_url, tmp_path).start()
+    srv = Server(db_url, tmp_path, log_level="info").start()
     try:
         with httpx.Client(base_url=srv.base, headers=h, timeout=60) as c:
             assert c.get("/healthz").json()["status"] == "ok"
@@ -67,7 +67,8 @@ def test_smoke_over_http(db_url, tmp_path):
         log = srv.log_path.read_text()
     finally:
         srv.stop()
-    del log
+    # the request log carries the client's request id on the request's own line
+    assert any("[smoke-1]" in line and "POST /v1/simulations -> 201" in line for line in log.splitlines()), log[-2000:]
 
 
 def test_job_survives_kill_9_and_gives_the_same_result(db_url, tmp_path):
