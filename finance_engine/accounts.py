@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from finance_engine.simulation import simulate
+from finance_engine.simulation.result import code_version
+from models import MODEL_VERSION
 from models.dynamics import ForestSimulator
 from models.parameters import ModelParameters
 from models.portfolio import LEVELS, Portfolio
@@ -141,7 +143,9 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
     parcel["potential_sink_tco2e_per_yr_kg"] = _to_kg(potential)
     levels_for_se = ("portfolio", *LEVELS)
     se_rows: dict[str, pd.Series] = {}
-    provenance: dict[str, Any] = {**params.provenance(), "portfolio": portfolio.source, "parcels": portfolio.n_parcels}
+    # the model and code that made the numbers, with or without the sink run
+    provenance: dict[str, Any] = {"model_version": MODEL_VERSION, "code_version": code_version(),
+                                  **params.provenance(), "portfolio": portfolio.source, "parcels": portfolio.n_parcels}
     if sink_paths:
         res = simulate(portfolio, params, years=1, paths=sink_paths, seed=seed,
                        levels=("parcel", *levels_for_se), keep_paths=True)

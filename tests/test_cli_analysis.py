@@ -83,6 +83,9 @@ def test_demo_runs_small(capsys):
     assert main(["demo", "--paths", "32", "--years", "3", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "1. Measure" in out and "2. Risk" in out and "Provenance" in out
+    # every return-period loss carries its confidence interval, and the provenance names the model
+    assert out.count("year loss:") == 4 and out.count("95% CI") == 4
+    assert "model 0." in out and "seed" in out and "paths 32" in out
 
 
 def test_help_examples_name_projects_and_parcels_of_the_shipped_demo():

@@ -62,7 +62,8 @@ def accounts(portfolio, parameters, level, paths, seed, output, fmt):
                                "expected_sink_tco2e_per_yr_mc_se") if c in t.columns]
     click.echo(render_table(t[show]))
     p = acc.provenance
-    click.echo(f"\nparameters {p['region']} {p['parameter_version']} sha256 {p['parameter_sha256'][:12]}"
+    click.echo(f"\nmodel {p['model_version']}; parameters {p['region']} {p['parameter_version']} "
+               f"sha256 {p['parameter_sha256'][:12]}"
                + (f"; sink from {p['paths']} paths, seed {p['seed']}, perils: {', '.join(p['perils'])}"
                   if "paths" in p else ""))
 
