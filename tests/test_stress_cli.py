@@ -26,6 +26,23 @@ def test_stress_cli_json_and_reports(tmp_path, capsys):
     assert {"scenarios", "horizon", "by_year", "provenance"} <= set(pd.ExcelFile(tmp_path / "r.xlsx").sheet_names)
 
 
+def test_stress_cli_text_shows_error_bars_and_provenance_with_instruments(tmp_path, capsys):
+    # the shipped demo portfolio and registry: loans, policies and an insurer, so every headline figure shows
+    rc = main(["stress", "-s", "ice_storm_2008", "--registry", "demo", "--years", "2", "--paths", "32",
+               "-o", str(tmp_path / "r.xlsx")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "model 0." in out and "sha256" in out and "seed" in out
+    for figure in ("loss_tco2e vs baseline", "bank_collateral_coverage", "insurer_gross_loss_ratio",
+                   "budget_expected_annual_total_cny"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(figure))
+        assert line.count("±") == 2, line  # baseline and the scenario
+    import pandas as pd
+
+    insurer = pd.read_excel(tmp_path / "r.xlsx", sheet_name="insurer")
+    assert {"gross_loss_ratio_mc_se", "net_annual_loss_1_in_200_ci95_low_cny"} <= set(insurer.columns)
+
+
 def test_bad_scenario_is_exit_2_naming_the_field(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nversion: '1'\nforced_events: [{year: 2, peril: ice_storm, severty: 1}]\n", encoding="utf-8")

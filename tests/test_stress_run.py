@@ -86,6 +86,55 @@ def test_price_shock_scales_collateral_value_exactly_and_leaves_carbon_alone(pf,
     assert a.budget["annual_premium_subsidy_cny"] == pytest.approx(3000 * 0.8)  # commercial forest: insured pays 20 %
 
 
+def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
+    """Every simulated instrument figure has a standard error (means, probabilities) or a 95 % interval
+    (1-in-N figures). With one path per parameter set the paths are independent draws, so the closed forms
+    hold: a probability's error is sqrt(p (1 - p) / (n - 1)), a mean's is its sample sd / sqrt(n)."""
+    from dataclasses import replace as dc_replace
+
+    from models.dynamics import SimulationSwitches
+
+    reg = _registry(pf)
+    bound = bind_registry(reg, pf, params)
+    n = 64
+    st = StressSettings(years=3, paths=n, seed=5, levels=("portfolio",),
+                        switches=SimulationSwitches(parameter_set_size=1))
+    run = run_scenario(bound.portfolio, params, load_scenario("ice_storm_2008"), st, horizon_years=6,
+                       extra_levels=("project_id",))
+    out = evaluate_instruments(bound, run, st)
+    loan = out.loans.iloc[0]
+    p = loan.p_value_below_balance_any_time
+    assert loan.p_value_below_balance_any_time_mc_se == pytest.approx(np.sqrt(p * (1 - p) / (n - 1)), rel=1e-12)
+    below = out.loan_paths[loan.loan]["below_any"]
+    assert below.mean() == p
+    pv = out.loan_paths[loan.loan]["pv"]
+    assert loan.collateral_value_mc_se_cny == pytest.approx(pv.std(ddof=1) / np.sqrt(n), rel=1e-12)
+    assert loan.coverage_mc_se == pytest.approx(loan.collateral_value_mc_se_cny / loan.amount_cny, rel=1e-12)
+    ins = out.insurer
+    per_path = out.insurer_annual_gross.mean(axis=0)
+    assert ins["expected_annual_gross_loss_mc_se_cny"] == pytest.approx(per_path.std(ddof=1) / np.sqrt(n), rel=1e-12)
+    assert ins["gross_loss_ratio_mc_se"] == pytest.approx(ins["expected_annual_gross_loss_mc_se_cny"]
+                                                          / ins["annual_premium_cny"], rel=1e-12)
+    # 1-in-N figures sit inside their order-statistic interval
+    for d in (ins, out.budget, out.portfolio, *out.policies.to_dict("records")):
+        for k, v in d.items():
+            if "_ci95_low" in k:
+                point = d[k.replace("_ci95_low", "")]
+                assert v <= point <= d[k.replace("_low", "_high")], k
+    pol = out.policies.iloc[0]
+    assert pol.expected_annual_payout_mc_se_cny >= 0 and np.isfinite(pol.p_payout_above_premium_mc_se)
+    assert out.portfolio["share_of_lending_with_collateral_below_balance_mc_se"] >= 0
+    # more paths per parameter set: the error of the mean counts sets, not paths (nested design)
+    st4 = dc_replace(st, switches=SimulationSwitches(parameter_set_size=4))
+    run4 = run_scenario(bound.portfolio, params, load_scenario("ice_storm_2008"), st4, horizon_years=6,
+                        extra_levels=("project_id",))
+    out4 = evaluate_instruments(bound, run4, st4)
+    x = out4.loan_paths[loan.loan]["below_any"].astype(float)
+    set_means = x.reshape(-1, 4).mean(axis=1)
+    assert out4.loans.iloc[0].p_value_below_balance_any_time_mc_se == pytest.approx(
+        set_means.std(ddof=1) / np.sqrt(n // 4), rel=1e-12)
+
+
 def test_stress_test_end_to_end(pf, params):
     res = run_stress_test(pf, params, ["ice_storm_2008"], registry=_registry(pf),
                           settings=StressSettings(years=3, paths=32, seed=4), footprints=True)

@@ -49,7 +49,7 @@ def _county_plot(r) -> str:
 
 def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
     """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
-    port_cols = [c for c in r.portfolio.columns if not c.endswith("_mc_se") or c.endswith("_diff_mc_se")]
+    port_cols = list(r.portfolio.columns)  # every figure with its Monte Carlo error
     county = r.horizon[(r.horizon.level == "county") & (r.horizon.metric.isin(
         ["cumulative_loss_tco2e", "cumulative_sink_tco2e", "cumulative_loss_value_cny"]))]
     county = county[["scenario", "group", "metric", "mean", "mc_se", "diff_mean", "diff_mc_se"]]

@@ -33,7 +33,7 @@ import pandas as pd
 from finance_engine.collateral import _credit_view, _money, balance_schedule
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
 from finance_engine.insurance import layer_loss, split_premium
-from finance_engine.insurance.risk_measures import var
+from finance_engine.insurance.risk_measures import quantile_ci, var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
@@ -245,6 +245,19 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     iss = issuance or load_issuance_risk()
     reg: Registry = bound.registry
     n = settings.paths
+    set_size = settings.switches.parameter_set_size
+
+    def se(per_path: np.ndarray) -> float:
+        """Monte Carlo standard error of the mean of a per-path figure (paths nested in parameter sets)."""
+        return float(nested_moments(np.asarray(per_path, dtype=float)[:, None], set_size, True)["mc_se"][0])
+
+    def tail(x: np.ndarray, level: float) -> tuple[float, list[float]]:
+        """The ``level`` quantile (VaR) and its 95 % order-statistic interval, treating values as draws."""
+        if x.size == 0:
+            return 0.0, [0.0, 0.0]
+        lo, hi, _, _ = quantile_ci(x, level)
+        return var(x, level), [lo, hi]
+
     ids = np.arange(n)
     seed = settings.seed
     years = settings.years
@@ -296,10 +309,15 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         shortfall = cv["shortfall"]                       # (T, paths)
         bal = balance_schedule(t2)[:t2.term_years]
         sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
+        lgd_scale = 1.0 / (bal.sum()) if bal.sum() > 0 else 0.0
         row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": t2.term_years,
                "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
-               "coverage": v0 / amount, "p_value_below_balance_any_time": float(below_any.mean()),
-               "expected_shortfall_at_default_cny": float(shortfall.mean()), "simulated_lgd": sim_lgd}
+               "coverage": v0 / amount, "coverage_mc_se": float(mom["mc_se"][0]) / amount,
+               "p_value_below_balance_any_time": float(below_any.mean()),
+               "p_value_below_balance_any_time_mc_se": se(below_any),
+               "expected_shortfall_at_default_cny": float(shortfall.mean()),
+               "expected_shortfall_at_default_mc_se_cny": se(shortfall.mean(axis=0)),
+               "simulated_lgd": sim_lgd, "simulated_lgd_mc_se": se(shortfall.sum(axis=0) * lgd_scale)}
         if t2.borrower_pd is not None:
             m = min(max(float(t2.term_years), 1.0), 5.0)
             lgd = float(foundation_lgd_star(amount, max(v0, 0.0) + t2.forest_right_mortgage_cny).lgd)
@@ -328,12 +346,19 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         for k, v in split.amounts.items():
             subsidy_total[k] = subsidy_total.get(k, 0.0) + v
         flat = pay.ravel()
-        pol_rows.append({"policy": pol.id, "unit": unit, "annual_premium_cny": pol.annual_premium_cny,
+        prem = pol.annual_premium_cny
+        pay_se = se(pay.mean(axis=0))
+        p100, p100_ci = tail(flat, 0.99)
+        pol_rows.append({"policy": pol.id, "unit": unit, "annual_premium_cny": prem,
                          "expected_annual_payout_cny": float(flat.mean()),
-                         "expected_annual_payout_mc_se_cny": float(pay.mean(axis=0).std(ddof=1) / np.sqrt(n)),
-                         "loss_ratio": float(flat.mean() / pol.annual_premium_cny) if pol.annual_premium_cny else np.nan,
-                         "p_payout_above_premium": float((flat > pol.annual_premium_cny).mean()),
-                         "payout_1_in_100_cny": var(flat, 0.99), "public_share": split.public_share})
+                         "expected_annual_payout_mc_se_cny": pay_se,
+                         "loss_ratio": float(flat.mean() / prem) if prem else np.nan,
+                         "loss_ratio_mc_se": pay_se / prem if prem else np.nan,
+                         "p_payout_above_premium": float((flat > prem).mean()),
+                         "p_payout_above_premium_mc_se": se((pay > prem).mean(axis=0)),
+                         "payout_1_in_100_cny": p100, "payout_1_in_100_ci95_low_cny": p100_ci[0],
+                         "payout_1_in_100_ci95_high_cny": p100_ci[1],
+                         "public_share": split.public_share})
     ins = reg.insurer
     qs = ins.quota_share_cession
     retained = (1 - qs) * annual
@@ -344,35 +369,63 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     result = net - net_premium  # annual underwriting loss (+) or gain (-), before expenses
     flat_g, flat_n = annual.ravel(), net.ravel()
     cum_result = result.sum(axis=0)
+    gross_se = se(annual.mean(axis=0))
+    exhausted = (np.maximum.accumulate(np.cumsum(result, axis=0), axis=0)[-1] > ins.capital_cny
+                 if np.isfinite(ins.capital_cny) else np.zeros(n, dtype=bool))
+    g100, g100_ci = tail(flat_g, 0.99)
+    n100, n100_ci = tail(flat_n, 0.99)
+    n200, n200_ci = tail(flat_n, 0.995)
+    c100, c100_ci = tail(np.max(np.cumsum(result, axis=0), axis=0), 0.99)
     insurer = {
         "policies": len(policies), "annual_premium_cny": premium_total,
-        "expected_annual_gross_loss_cny": float(flat_g.mean()),
+        "expected_annual_gross_loss_cny": float(flat_g.mean()), "expected_annual_gross_loss_mc_se_cny": gross_se,
         "gross_loss_ratio": float(flat_g.mean() / premium_total) if premium_total else None,
-        "gross_annual_loss_1_in_100_cny": var(flat_g, 0.99) if flat_g.size else 0.0,
+        "gross_loss_ratio_mc_se": gross_se / premium_total if premium_total else None,
+        "gross_annual_loss_1_in_100_cny": g100, "gross_annual_loss_1_in_100_ci95_low_cny": g100_ci[0],
+        "gross_annual_loss_1_in_100_ci95_high_cny": g100_ci[1],
         "expected_annual_net_loss_cny": float(flat_n.mean()),
-        "net_annual_loss_1_in_100_cny": var(flat_n, 0.99) if flat_n.size else 0.0,
-        "net_annual_loss_1_in_200_cny": var(flat_n, 0.995) if flat_n.size else 0.0,
+        "expected_annual_net_loss_mc_se_cny": se(net.mean(axis=0)),
+        "net_annual_loss_1_in_100_cny": n100, "net_annual_loss_1_in_100_ci95_low_cny": n100_ci[0],
+        "net_annual_loss_1_in_100_ci95_high_cny": n100_ci[1],
+        "net_annual_loss_1_in_200_cny": n200, "net_annual_loss_1_in_200_ci95_low_cny": n200_ci[0],
+        "net_annual_loss_1_in_200_ci95_high_cny": n200_ci[1],
         "expected_reinsurance_recovery_cny": float((qs * annual + recovery).mean()),
+        "expected_reinsurance_recovery_mc_se_cny": se((qs * annual + recovery).mean(axis=0)),
         "p_annual_net_loss_above_net_premium": float((result > 0).mean()),
+        "p_annual_net_loss_above_net_premium_mc_se": se((result > 0).mean(axis=0)),
         "capital_cny": ins.capital_cny,
-        "p_capital_exhausted_over_horizon": float((np.maximum.accumulate(np.cumsum(result, axis=0), axis=0)[-1]
-                                                   > ins.capital_cny).mean()) if np.isfinite(ins.capital_cny) else 0.0,
-        "max_cumulative_underwriting_loss_1_in_100_cny": var(np.max(np.cumsum(result, axis=0), axis=0), 0.99),
+        "p_capital_exhausted_over_horizon": float(exhausted.mean()),
+        "p_capital_exhausted_over_horizon_mc_se": se(exhausted),
+        "max_cumulative_underwriting_loss_1_in_100_cny": c100,
+        "max_cumulative_underwriting_loss_1_in_100_ci95_low_cny": c100_ci[0],
+        "max_cumulative_underwriting_loss_1_in_100_ci95_high_cny": c100_ci[1],
         "expected_cumulative_result_cny": float(-cum_result.mean()),
+        "expected_cumulative_result_mc_se_cny": se(cum_result),
     }
     public_prem = sum(v for k, v in subsidy_total.items() if k != "insured")
     flat_pp = public_payout.ravel()
     bb = buyback.ravel()
+    pp100, pp100_ci = tail(flat_pp, 0.99)
+    bb100, bb100_ci = tail(bb, 0.99)
+    t100, t100_ci = tail(flat_pp + bb, 0.99)
     budget = {
         "annual_premium_subsidy_cny": public_prem,
         "annual_premium_subsidy_by_budget_cny": {k: v for k, v in subsidy_total.items() if k != "insured"},
         "expected_annual_public_payout_cost_cny": float(flat_pp.mean()),
-        "public_payout_cost_1_in_100_cny": var(flat_pp, 0.99) if flat_pp.size else 0.0,
+        "expected_annual_public_payout_cost_mc_se_cny": se(public_payout.mean(axis=0)),
+        "public_payout_cost_1_in_100_cny": pp100, "public_payout_cost_1_in_100_ci95_low_cny": pp100_ci[0],
+        "public_payout_cost_1_in_100_ci95_high_cny": pp100_ci[1],
         "expected_annual_buyback_cost_cny": float(bb.mean()),
-        "buyback_cost_1_in_100_cny": var(bb, 0.99) if bb.size else 0.0,
+        "expected_annual_buyback_cost_mc_se_cny": se(buyback.mean(axis=0)),
+        "buyback_cost_1_in_100_cny": bb100, "buyback_cost_1_in_100_ci95_low_cny": bb100_ci[0],
+        "buyback_cost_1_in_100_ci95_high_cny": bb100_ci[1],
         "expected_annual_total_cny": float(public_prem + flat_pp.mean() + bb.mean()),
-        "total_1_in_100_cny": float(public_prem + var(flat_pp + bb, 0.99)) if flat_pp.size else public_prem,
-        "note": "payout cost = public share of the premium x payouts (the budgets fund that share of the cover)",
+        "expected_annual_total_mc_se_cny": se((public_payout + buyback).mean(axis=0)),
+        "total_1_in_100_cny": float(public_prem + t100) if flat_pp.size else public_prem,
+        "total_1_in_100_ci95_low_cny": public_prem + t100_ci[0],
+        "total_1_in_100_ci95_high_cny": public_prem + t100_ci[1],
+        "note": "payout cost = public share of the premium x payouts (the budgets fund that share of the cover); "
+                "mc_se: Monte Carlo standard error; ci95: order-statistic interval of a 1-in-N figure",
     }
     port: dict[str, Any] = {}
     if not loans.empty and "collateral_value_cny" in loans:
@@ -382,9 +435,14 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                 "collateral_value_cny": float(active.collateral_value_cny.sum()),
                 "collateral_coverage": float(active.collateral_value_cny.sum() / amt) if amt else None}
         if amt:
+            port["collateral_coverage_mc_se"] = se(sum(loan_paths[l]["pv"] for l in active.loan)) / amt
             below = sum(loan_paths[l]["below_any"] * a for l, a in zip(active.loan, active.amount_cny))
             port["share_of_lending_with_collateral_below_balance"] = float(np.mean(below) / amt)
-            port["share_of_lending_with_collateral_below_balance_1_in_100"] = var(below / amt, 0.99)
+            port["share_of_lending_with_collateral_below_balance_mc_se"] = se(below / amt)
+            b100, b100_ci = tail(below / amt, 0.99)
+            port["share_of_lending_with_collateral_below_balance_1_in_100"] = b100
+            key = "share_of_lending_with_collateral_below_balance_1_in_100"
+            port[f"{key}_ci95_low"], port[f"{key}_ci95_high"] = b100_ci
         if "expected_loss_cny" in active:
             port["bank_expected_loss_cny"] = float(active.expected_loss_cny.fillna(0).sum())
             port["bank_capital_cny"] = float(active.capital_cny.fillna(0).sum())
@@ -510,10 +568,13 @@ def _portfolio_row(name: str, horizon: pd.DataFrame, inst: InstrumentOutcome | N
             row[f"{m}_diff_mc_se"] = float(h.at[m, "diff_mc_se"])
     if inst is not None:
         row.update({f"bank_{k}" if not k.startswith("bank") else k: v for k, v in inst.portfolio.items()})
-        for k in ("expected_annual_gross_loss_cny", "gross_loss_ratio", "net_annual_loss_1_in_100_cny",
-                  "p_capital_exhausted_over_horizon"):
+        for k in ("expected_annual_gross_loss_cny", "expected_annual_gross_loss_mc_se_cny", "gross_loss_ratio",
+                  "gross_loss_ratio_mc_se", "net_annual_loss_1_in_100_cny", "net_annual_loss_1_in_100_ci95_low_cny",
+                  "net_annual_loss_1_in_100_ci95_high_cny",
+                  "p_capital_exhausted_over_horizon", "p_capital_exhausted_over_horizon_mc_se"):
             row[f"insurer_{k}"] = inst.insurer.get(k)
-        for k in ("expected_annual_total_cny", "total_1_in_100_cny"):
+        for k in ("expected_annual_total_cny", "expected_annual_total_mc_se_cny", "total_1_in_100_cny",
+                  "total_1_in_100_ci95_low_cny", "total_1_in_100_ci95_high_cny"):
             row[f"budget_{k}"] = inst.budget.get(k)
     return row
 

@@ -105,12 +105,11 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     if fmt == "json":
         echo_json({**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}})
         return
-    cols = ["scenario", "cumulative_loss_tco2e", "cumulative_loss_tco2e_diff", "cumulative_loss_tco2e_diff_mc_se",
-            "cumulative_credits_issued_tco2e_diff", "cumulative_credits_value_cny_diff"]
-    cols += [c for c in ("bank_collateral_coverage", "bank_share_of_lending_with_collateral_below_balance",
-                         "insurer_gross_loss_ratio", "budget_expected_annual_total_cny") if c in res.portfolio]
-    click.echo(f"{pf.n_parcels:,} parcels, {paths} paths x {years} years, seed {seed} (common random numbers)")
-    click.echo(render_table(res.portfolio[cols]))
+    p = res.provenance
+    click.echo(f"{pf.n_parcels:,} parcels, {paths} paths x {years} years, seed {seed} (common random numbers); "
+               f"model {p['model_version']}, parameters {p['parameter_version']} sha256 {p['parameter_sha256'][:12]}")
+    click.echo(render_table(_headline(res.portfolio)))
+    click.echo("value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' rows)")
     c = res.concentration[(res.concentration.level == "county") & (res.concentration["rank"] == 1)]
     if not c.empty:
         click.echo("\nCounty losing most per scenario:")
@@ -121,6 +120,33 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
         click.echo(render_table(v))
     for n in res.notes:
         note(n)
+
+
+#: the headline figures of a stress test, each shown with its Monte Carlo standard error
+HEADLINE = ("cumulative_loss_tco2e", "cumulative_loss_tco2e_diff", "cumulative_credits_issued_tco2e_diff",
+            "cumulative_credits_value_cny_diff", "bank_collateral_coverage",
+            "bank_share_of_lending_with_collateral_below_balance", "insurer_gross_loss_ratio",
+            "budget_expected_annual_total_cny")
+
+
+def _headline(portfolio):
+    """One row per headline figure, one column per scenario: ``value ± standard error``."""
+    import pandas as pd
+
+    from api.cli.tables import _fmt
+
+    rows = []
+    for c in HEADLINE:
+        if c not in portfolio:
+            continue
+        se = f"{c[:-4]}_mc_se_cny" if c.endswith("_cny") else f"{c}_mc_se"
+        label = c.replace("cumulative_", "").replace("_diff", " vs baseline")
+        row = {"figure": label}
+        for _, r in portfolio.iterrows():
+            v, e = r[c], r.get(se)
+            row[r["scenario"]] = _fmt(v) if e is None or pd.isna(e) else f"{_fmt(v)} ± {_fmt(e)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
