@@ -84,14 +84,24 @@ class ChunkResult:
     path_start: int
     path_stop: int
     per_path: dict[str, np.ndarray]           # level -> (n_metrics, years, n_paths, n_groups)
-    block_moments: dict[str, np.ndarray]      # level -> (n_blocks, 2, n_metrics, years, n_groups)
-    parcel_moments: np.ndarray | None         # (n_blocks, 2, n_parcel_metrics, n_parcels)
+    block_moments: dict[str, np.ndarray]      # level -> (n_blocks, 3, n_metrics, years, n_groups)
+    parcel_moments: np.ndarray | None         # (n_blocks, 3, n_parcel_metrics, n_parcels)
     elt: dict[str, np.ndarray] | None
     initial_stock: dict[str, np.ndarray]      # level -> (n_groups,)
+    # the short last parameter set's sum and sum of squares (only in the chunk that holds it): key = level,
+    # or "parcel" for the parcel moments
+    short_set: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _block_sums(values: np.ndarray) -> np.ndarray:
-    """Sum and sum of squares of ``values`` (n_paths, ...) over each PATH_BLOCK of paths.
+def _block_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray:
+    """Moment sums of ``values`` (n_paths, ...) over each PATH_BLOCK of paths.
+
+    Per block: the sum, the sum of squares, and the sum of squared *set sums* over the block's complete
+    parameter sets (paths ``k*set_size .. (k+1)*set_size-1``; the nested design of
+    :class:`~models.dynamics.SimulationSwitches`), from which :func:`summarise_moments` gives the same
+    nested standard error and parameter sd as :func:`nested_moments` gives from every path. When
+    ``set_size`` does not divide PATH_BLOCK, sets straddle blocks and the third sum is NaN (paths are
+    then treated as independent).
 
     Blocks are global (paths ``b*PATH_BLOCK .. (b+1)*PATH_BLOCK-1``); the chunk starts on a block
     boundary and only the run's last block may be short. Each block is reduced on its own, so its
@@ -99,12 +109,30 @@ def _block_sums(values: np.ndarray) -> np.ndarray:
     """
     n = values.shape[0]
     bounds = list(range(0, n, PATH_BLOCK)) + [n]
-    out = np.empty((len(bounds) - 1, 2, *values.shape[1:]))
+    out = np.empty((len(bounds) - 1, 3, *values.shape[1:]))
+    m = int(set_size)
+    nested = PATH_BLOCK % m == 0
+    complete_end = (n_paths_total // m) * m - path_start  # chunk-relative end of the last complete set
     for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):  # loop over blocks, not paths
         rows = values[lo:hi]
         out[b, 0] = rows.sum(axis=0)
         out[b, 1] = (rows * rows).sum(axis=0)
+        if not nested:
+            out[b, 2] = np.nan
+            continue
+        k = max(0, min(hi, complete_end) - lo) // m  # complete sets in this block
+        sets = rows[:k * m].reshape(k, m, *values.shape[1:]).sum(axis=1)
+        out[b, 2] = (sets * sets).sum(axis=0)
     return out
+
+
+def _short_set_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray | None:
+    """Sum and sum of squares of the run's short last parameter set, if this chunk holds it (else None)."""
+    first = (n_paths_total // set_size) * set_size  # the short set's first path
+    if first == n_paths_total or not path_start <= first < path_start + values.shape[0]:
+        return None
+    rows = values[first - path_start:]
+    return np.stack([rows.sum(axis=0), (rows * rows).sum(axis=0)])
 
 
 def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
@@ -217,19 +245,28 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     fill_stock(years - 1, sums_start, agg.sum_dense(stock))
 
     per_path = {lv: per_level[lv] for lv in setup.summary_levels}
-    block_moments = {}
+    block_moments, short_set = {}, {}
+    m = cfg.switches.parameter_set_size
     for lv in setup.moment_levels:
         # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums
-        block_moments[lv] = _block_sums(np.moveaxis(per_level[lv], 2, 0))
+        v = np.moveaxis(per_level[lv], 2, 0)
+        block_moments[lv] = _block_sums(v, path_start, cfg.paths, m)
+        short = _short_set_sums(v, path_start, cfg.paths, m)
+        if short is not None:
+            short_set[lv] = short
     parcel_moments = None
     if want_parcel:
         pm = np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years], axis=1)
-        parcel_moments = _block_sums(pm)
+        parcel_moments = _block_sums(pm, path_start, cfg.paths, m)
+        short = _short_set_sums(pm, path_start, cfg.paths, m)
+        if short is not None:
+            short_set["parcel"] = short
     elt = None
     if elt_level is not None:
         elt = ({k: np.concatenate([p[k] for p in elt_parts]) for k in elt_parts[0]} if elt_parts
                else _empty_elt())
-    return ChunkResult(index, path_start, path_stop, per_path, block_moments, parcel_moments, elt, initial_stock)
+    return ChunkResult(index, path_start, path_stop, per_path, block_moments, parcel_moments, elt, initial_stock,
+                       short_set)
 
 
 def _empty_elt() -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ import pandas as pd
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup
 from finance_engine.simulation.summary import (
     horizon_per_path,
+    moments_from_sums,
     nested_moments,
     summarise_moments,
     summarise_per_path,
@@ -218,26 +219,26 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         hdf = summarise_per_path(harr, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
                                  sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels)
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
+    short = {k: v for c in chunks for k, v in c.short_set.items()}  # at most one chunk holds the short set
     for lv in setup.moment_levels:
         blocks = np.concatenate([c.block_moments[lv] for c in chunks], axis=0)
         sums = blocks.sum(axis=0)
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
-        frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year))
+        frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
+                                        sw.parameter_uncertainty, short.get(lv)))
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     horizon = pd.concat(hframes, ignore_index=True) if hframes else pd.DataFrame()
 
     parcel_summary = None
     if "parcel" in cfg.levels:
         blocks = np.concatenate([c.parcel_moments for c in chunks], axis=0)
-        s = blocks.sum(axis=0)  # (2, parcel_metrics, parcels)
-        n = cfg.paths
-        mean = s[0] / n
-        var = np.maximum(s[1] / n - mean * mean, 0.0) * (n / max(n - 1, 1))
+        mo = moments_from_sums(blocks.sum(axis=0), cfg.paths, sw.parameter_set_size,  # (3, parcel_metrics, parcels)
+                               sw.parameter_uncertainty, short.get("parcel"))
         parcel_summary = pd.DataFrame({"parcel_id": setup.portfolio.parcel_id})
         for i, m in enumerate(PARCEL_METRICS):
-            parcel_summary[f"{m}_mean"] = mean[i]
-            parcel_summary[f"{m}_mc_se"] = np.sqrt(var[i] / n)
+            parcel_summary[f"{m}_mean"] = mo["mean"][i]
+            parcel_summary[f"{m}_mc_se"] = mo["mc_se"][i]
 
     init_rows = []
     for lv, vals in chunks[0].initial_stock.items():

@@ -98,18 +98,50 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
     return df
 
 
-def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], labels: np.ndarray, level: str,
-                      start_year: int) -> pd.DataFrame:
-    """Mean and standard error from (2, metrics, years, groups) sums and sums of squares.
+def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_uncertainty: bool,
+                      short_set: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Mean, sd, MC standard error and parameter sd from streamed moment sums: :func:`nested_moments`'s numbers.
 
-    Used for fine levels, where keeping every path would cost memory in proportion to
-    groups x paths. Paths are treated as independent here (the nested-design split is not
-    available), so ``parameter_sd`` is not reported.
+    ``sums`` is (3, ...): the sum, the sum of squares, and the sum of squared set sums over complete
+    parameter sets (NaN when sets were not tracked); ``short_set`` (2, ...) the sum and sum of squares of
+    the short last set, if any. With ``g`` complete sets of ``m`` paths the set means' variance is
+    ``(Q/m^2 - S^2/(g m^2)) / (g - 1)`` (``S`` the complete sets' sum, ``Q`` their squared set sums), the
+    standard error its square root over ``g``, and the within-set mean square ``(S2 - Q/m) / (g (m - 1))``,
+    as in the one-way random-effects decomposition of :func:`nested_moments`.
     """
-    s1, s2 = sums[0], sums[1]
-    mean = s1 / n_paths
-    var = np.maximum(s2 / n_paths - mean * mean, 0.0) * (n_paths / max(n_paths - 1, 1))
-    sd = np.sqrt(var)
+    s1, s2, q = sums[0], sums[1], sums[2]
+    n = n_paths
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean * mean, 0.0) * (n / max(n - 1, 1))
+    sd = np.sqrt(var) if n > 1 else np.full(mean.shape, np.nan)
+    m = max(int(set_size), 1)
+    g = n // m
+    if m == 1 or g < 2 or np.isnan(q).any():
+        se = sd / np.sqrt(n) if n > 1 else np.full(mean.shape, np.nan)
+        psd = np.full(mean.shape, np.nan) if parameter_uncertainty else np.zeros(mean.shape)
+        return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+    c1, c2 = (s1, s2) if short_set is None else (s1 - short_set[0], s2 - short_set[1])
+    var_b = np.maximum((q / (m * m) - c1 * c1 / (g * m * m)) / (g - 1), 0.0)
+    se = np.sqrt(var_b / g)
+    if parameter_uncertainty:
+        msw = np.maximum(c2 - q / m, 0.0) / (g * (m - 1))
+        psd = np.sqrt(np.maximum(0.0, (m * var_b - msw) / m))
+    else:
+        psd = np.zeros(mean.shape)
+    return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+
+
+def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], labels: np.ndarray, level: str,
+                      start_year: int, set_size: int = 1, parameter_uncertainty: bool = True,
+                      short_set: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean, standard error and parameter sd from (3, metrics, years, groups) streamed sums.
+
+    Used for fine levels, where keeping every path would cost memory in proportion to groups x paths
+    (no quantiles there). The error counts parameter sets, not paths, as :func:`nested_moments` does
+    (:func:`moments_from_sums`).
+    """
+    mo = moments_from_sums(sums, n_paths, set_size, parameter_uncertainty, short_set)
+    mean = mo["mean"]
     n_metrics, years, n_groups = mean.shape
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")
     return pd.DataFrame({
@@ -119,9 +151,9 @@ def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], 
         "year": idx_y.ravel(),
         "calendar_year": idx_y.ravel() + start_year,
         "mean": mean.ravel(),
-        "sd": sd.ravel(),
-        "mc_se": (sd / np.sqrt(n_paths)).ravel(),
-        "parameter_sd": np.nan,
+        "sd": mo["sd"].ravel(),
+        "mc_se": mo["mc_se"].ravel(),
+        "parameter_sd": mo["parameter_sd"].ravel(),
     })
 
 
