@@ -55,6 +55,15 @@ def test_species_without_fang_fall_back_to_bef(params):
     assert bef == pytest.approx(fang)
 
 
+def test_evergreen_broadleaf_uses_the_mixed_broadleaf_factors_under_both_methods(params):
+    # domain_parameters.md §1.4: Fang's evergreen/other broadleaf coefficients are memory (low); "use the
+    # Table 1.2 阔叶混 BCEF instead": 100 m3/ha x 0.482 x 1.514 x 1.262 x 0.490 = 45.1 tC/ha
+    code = _code(params, "evergreen_broadleaf")
+    assert params.species("evergreen_broadleaf").fang is None
+    for method in ("bef", "fang"):
+        assert carbon_factors(params, code, method).tc_per_ha(np.array([100.0]))[0] == pytest.approx(45.13, abs=0.01)
+
+
 def test_bamboo_has_no_volume_conversion(params):
     code = _code(params, "moso_bamboo")
     assert carbon_factors(params, code, "bef").tc_per_ha(np.array([100.0]))[0] == 0.0
