@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
+from finance_engine.mc_error import lower_tail_mean_se, mean_se, quantile_ci
 from finance_engine.price import (
     PriceModelParams,
     PriceModelSet,
@@ -393,9 +394,11 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "pledged_area_ha": float(pledged.area_ha.sum()),
         "stock_today_tco2e": phys.stock0,
         "credits_over_horizon_tco2e": {"mean": float(total_credits.mean()),
-                                       "p10": float(np.quantile(total_credits, 0.10)),
-                                       "p50": float(np.quantile(total_credits, 0.50)),
-                                       "p90": float(np.quantile(total_credits, 0.90))},
+                                       "mc_se": mean_se(total_credits, set_size),
+                                       **{f"p{round(100 * q)}": float(np.quantile(total_credits, q))
+                                          for q in (0.10, 0.50, 0.90)},
+                                       **{f"p{round(100 * q)}_ci95": quantile_ci(total_credits, q)
+                                          for q in (0.10, 0.50, 0.90)}},
         "credits_during_term_tco2e": float(realised[:T].sum(axis=0).mean()),
         "expected_stock_loss_during_term_tco2e": {k: float(v[:T].sum(axis=0).mean()) for k, v in phys.losses.items()},
         "issuance_realisation_ratio": float(realised.sum() / phys.credits.sum()) if phys.credits.sum() > 0 else None,
@@ -413,13 +416,18 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         v = vals[t - 1]
         rows.append({
             "year": t, "balance_cny": float(cv["balance"][t - 1]),
-            "value_mean_cny": float(v.mean()), "value_mc_se_cny": float(v.std(ddof=1) / np.sqrt(paths)),
+            "value_mean_cny": float(v.mean()), "value_mc_se_cny": mean_se(v, set_size),
             "value_p05_cny": float(np.quantile(v, 0.05)), "value_p50_cny": float(np.quantile(v, 0.50)),
             "value_p95_cny": float(np.quantile(v, 0.95)),
+            **{f"value_p{k:02d}_ci95_{end}_cny": b for k in (5, 50, 95)
+               for end, b in zip(("low", "high"), quantile_ci(v, k / 100))},
             "ltv_p50": float(np.quantile(cv["ltv"][t - 1], 0.50, method="higher")),
             "ltv_p95": float(np.quantile(cv["ltv"][t - 1], 0.95, method="higher")),
+            **{f"ltv_p95_ci95_{end}": b for end, b in zip(("low", "high"), quantile_ci(cv["ltv"][t - 1], 0.95))},
             "p_value_below_balance": float(cv["below"][t - 1].mean()),
+            "p_value_below_balance_mc_se": mean_se(cv["below"][t - 1], set_size),
             "p_top_up_call": float(cv["calls"][t - 1].mean()),
+            "p_top_up_call_mc_se": mean_se(cv["calls"][t - 1], set_size),
             "expected_top_up_cny": float(cv["call_size"][t - 1].mean()),
         })
     by_year = pd.DataFrame(rows)
@@ -428,32 +436,43 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     end_v = vals[-1]
     risk = {
         "p_value_below_balance_any_time": float(any_below.mean()),
-        "p_value_below_balance_any_time_mc_se": float(np.sqrt(any_below.mean() * (1 - any_below.mean()) / paths)),
+        "p_value_below_balance_any_time_mc_se": mean_se(any_below, set_size),
         "p_any_top_up_call": float((n_calls > 0).mean()),
+        "p_any_top_up_call_mc_se": mean_se(n_calls > 0, set_size),
         "expected_number_of_top_up_calls": float(n_calls.mean()),
+        "expected_number_of_top_up_calls_mc_se": mean_se(n_calls, set_size),
         "expected_top_up_size_cny": float(cv["call_size"].sum(axis=0).mean()),
+        "expected_top_up_size_mc_se_cny": mean_se(cv["call_size"].sum(axis=0), set_size),
         "mean_call_size_given_call_cny": float(cv["call_size"][cv["calls"]].mean()) if cv["calls"].any() else 0.0,
-        "collateral_var95_cny": float(v0 - np.quantile(end_v, 0.05)),
-        "collateral_var99_cny": float(v0 - np.quantile(end_v, 0.01)),
-        "collateral_es95_cny": float(v0 - end_v[end_v <= np.quantile(end_v, 0.05)].mean()),
-        "collateral_es99_cny": float(v0 - end_v[end_v <= np.quantile(end_v, 0.01)].mean()),
         "value_horizon_year": T,
         "ltv_at_origination": float(terms.amount_cny / v0) if v0 > 0 else float("inf"),
     }
+    for pct, tail_p in ((95, 0.05), (99, 0.01)):
+        # VaR: today's value less the value's tail quantile at the end of the term; its interval is the
+        # quantile's order-statistic interval mirrored; ES: the tail mean's asymptotic error
+        lo, hi = quantile_ci(end_v, tail_p)
+        risk[f"collateral_var{pct}_cny"] = float(v0 - np.quantile(end_v, tail_p))
+        risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
+        risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= np.quantile(end_v, tail_p)].mean())
+        risk[f"collateral_es{pct}_mc_se_cny"] = lower_tail_mean_se(end_v, tail_p)
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):
         ratio = np.where(beta[:, None] > 0, vals / beta[:, None], np.inf).min(axis=0)
     q = terms.target_shortfall_probability
     max_loan = float(np.quantile(ratio, q))
+    targets = (0.005, 0.01, 0.02, 0.05, 0.10)
     sizing = {
         "target_shortfall_probability": q,
-        "max_loan_by_target_cny": {f"{t:g}": float(max(np.quantile(ratio, t), 0.0))
-                                   for t in (0.005, 0.01, 0.02, 0.05, 0.10)},
+        "max_loan_by_target_cny": {f"{t:g}": float(max(np.quantile(ratio, t), 0.0)) for t in targets},
+        # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval
+        "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in quantile_ci(ratio, t)] for t in targets},
         "max_loan_cny": max(max_loan, 0.0),
+        "max_loan_ci95_cny": [max(b, 0.0) for b in quantile_ci(ratio, q)],
         "implied_haircut": float(1 - max_loan / v0) if v0 > 0 else None,
         "practice_loan_cny": float(v0 * terms.pledge_rate),
         "p_shortfall_at_practice_loan": float((ratio < v0 * terms.pledge_rate).mean()),
+        "p_shortfall_at_practice_loan_mc_se": mean_se(ratio < v0 * terms.pledge_rate, set_size),
         "requested_loan_within_limit": bool(terms.amount_cny <= max_loan),
         "requested_ltv_exceeds_pledge_rate": bool(terms.amount_cny > terms.pledge_rate * v0),
     }
@@ -511,9 +530,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                 p = prices_for(model, 1.0)
             mm = _money(realised, phys.stock, p, terms)
             cvs = _credit_view(mm.value_paths, terms, recovery_factor, payout)
+            below_s = cvs["below"].any(axis=0)
             rows.append({"case": label, "value_cny": float(mm.pv_total.mean()),
                          "change_cny": float(mm.pv_total.mean() - v0),
-                         "p_value_below_balance_any_time": float(cvs["below"].any(axis=0).mean())})
+                         "change_mc_se_cny": mean_se(mm.pv_total - money.pv_total, set_size),
+                         "p_value_below_balance_any_time": float(below_s.mean()),
+                         "p_value_below_balance_any_time_mc_se": mean_se(below_s, set_size)})
         sens = pd.DataFrame(rows)
     provenance = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
@@ -546,20 +568,35 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     haircut = pms.liquidity_haircut.draws(ids, seed)
     rf = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * (1 + terms.discount_rate) ** -terms.liquidation_time_years
 
+    set_size = base_sw.parameter_set_size
+
     def evaluate(phys, price_paths, issuance, insured=True):
+        """Per path: value today, whether value falls below the balance at any time, total shortfall."""
         realised = issuance.apply(phys.credits, ids, seed)
         payout = _insurance_payout(phys, terms.insurance) if (terms.insurance and insured) else None
         mm = _money(realised, phys.stock, price_paths, terms)
         cvs = _credit_view(mm.value_paths, terms, rf, payout)
-        return float(mm.pv_total.mean()), float(cvs["below"].any(axis=0).mean()), float(cvs["shortfall"].sum(axis=0).mean())
+        return mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0)
+
+    def row(driver, per_path, base_per_path=None):
+        """Means, and for a driver switched off the effects with the error of the paired difference."""
+        v, b, s = per_path
+        out = {"driver": driver, "value_cny": float(v.mean()), "p_value_below_balance_any_time": float(b.mean()),
+               "expected_shortfall_cny": float(s.mean())}
+        if base_per_path is not None:
+            out.update({"value_effect_cny": float(v.mean() - base_per_path[0].mean()),
+                        "value_effect_mc_se_cny": mean_se(v - base_per_path[0], set_size),
+                        "shortfall_effect": float(b.mean() - base_per_path[1].mean()),
+                        "shortfall_effect_mc_se": mean_se(b - base_per_path[1], set_size)})
+        return out
 
     if n == base_paths:
         base = base_phys
     else:
         base = _simulate_physical(pledged, params, H, n, seed, base_sw, workers, chunk_paths)
-    v_base, p_base, s_base = evaluate(base, base_prices, iss)
-    rows = [{"driver": "full model", "value_cny": v_base, "p_value_below_balance_any_time": p_base,
-             "expected_shortfall_cny": s_base}]
+    base_pp = evaluate(base, base_prices, iss)
+    rows = [{**row("full model", base_pp), "value_effect_cny": 0.0, "value_effect_mc_se_cny": 0.0,
+             "shortfall_effect": 0.0, "shortfall_effect_mc_se": 0.0}]
     calm = dataclasses.replace(pmodel, volatility_per_sqrt_year=0.0, jump_intensity_per_year=0.0)
     cases = [("price volatility and jumps", None, prices(calm), iss)]
     for peril in base_phys.losses:
@@ -569,19 +606,11 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
                                                             parcel_noise=False), base_prices, iss))
     for label, sw, pp, issuance in cases:
         phys = base if sw is None else _simulate_physical(pledged, params, H, n, seed, sw, workers, chunk_paths)
-        v, p, s = evaluate(phys, pp, issuance)
-        rows.append({"driver": f"without {label}", "value_cny": v, "p_value_below_balance_any_time": p,
-                     "expected_shortfall_cny": s})
-    df = pd.DataFrame(rows)
-    df["value_effect_cny"] = df["value_cny"] - v_base   # > 0: the driver costs this much value
-    df["shortfall_effect"] = df["p_value_below_balance_any_time"] - p_base
+        # value_effect > 0: the driver costs this much value; the errors are those of the paired (CRN) differences
+        rows.append(row(f"without {label}", evaluate(phys, pp, issuance), base_pp))
     if terms.insurance is not None:
-        no_ins = evaluate(base, base_prices, iss, insured=False)
-        df = pd.concat([df, pd.DataFrame([{"driver": "without assigned insurance", "value_cny": no_ins[0],
-                                           "p_value_below_balance_any_time": no_ins[1],
-                                           "expected_shortfall_cny": no_ins[2],
-                                           "value_effect_cny": no_ins[0] - v_base,
-                                           "shortfall_effect": no_ins[1] - p_base}])], ignore_index=True)
+        rows.append(row("without assigned insurance", evaluate(base, base_prices, iss, insured=False), base_pp))
+    df = pd.DataFrame(rows)
     df["paths"] = n
     return df
 

@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finance_engine.mc_error import order_statistic_ci
+
 from .defaults import load_insurance_defaults
 from .tables import InsuranceInputError, as_loss_array, event_losses, annual_aggregate, annual_max_occurrence
 
@@ -175,16 +177,7 @@ def quantile_ci(losses, level: float, confidence: float | None = None) -> tuple[
 
 
 def _quantile_ci_sorted(xs: np.ndarray, p: float, c: float) -> tuple[float, float, int, int]:
-    n = xs.size
-    alpha = 1.0 - c
-    r = int(stats.binom.ppf(alpha / 2, n, p))
-    s = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
-    if r >= 1:
-        low = float(xs[r - 1])
-    else:
-        low = 0.0 if xs[0] >= 0 else -math.inf
-    high = float(xs[s - 1]) if s <= n else math.inf
-    return low, high, r, s
+    return order_statistic_ci(xs, p, c)
 
 
 def pml(losses, return_periods: Sequence[float] | None = None, confidence: float | None = None) -> pd.DataFrame:

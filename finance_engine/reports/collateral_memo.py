@@ -35,16 +35,17 @@ def drivers_chart(v) -> str:
 
 
 def render_collateral_memo(v, title_suffix: str = "carbon-pledge loan") -> str:
-    by_year = v.by_year[["year", "balance_cny", "value_p05_cny", "value_p50_cny", "value_p95_cny", "ltv_p95",
-                         "p_value_below_balance", "p_top_up_call", "expected_top_up_cny"]]
+    probs = ("p_value_below_balance", "p_value_below_balance_mc_se", "p_top_up_call", "p_top_up_call_mc_se")
+    by_year = v.by_year[["year", "balance_cny", "value_mean_cny", "value_mc_se_cny", "value_p05_cny", "value_p50_cny",
+                         "value_p95_cny", "ltv_p95", *probs, "expected_top_up_cny"]]
     return render(
         "collateral_memo.html", title=f"Collateral memo — {title_suffix}", title_suffix=title_suffix, v=v,
-        fan=fan_chart(v), by_year=table_html(by_year, percent=("p_value_below_balance", "p_top_up_call"),
-                                             decimals={"ltv_p95": 2}),
-        drivers=None if v.drivers is None else table_html(v.drivers, percent=("p_value_below_balance_any_time",
-                                                                              "shortfall_effect")),
+        fan=fan_chart(v), by_year=table_html(by_year, percent=probs, decimals={"ltv_p95": 2}),
+        drivers=None if v.drivers is None else table_html(v.drivers, percent=(
+            "p_value_below_balance_any_time", "shortfall_effect", "shortfall_effect_mc_se")),
         drivers_plot=None if v.drivers is None else drivers_chart(v),
         sensitivities=None if v.sensitivities is None else table_html(v.sensitivities,
-                                                                      percent=("p_value_below_balance_any_time",)),
+                                                                      percent=("p_value_below_balance_any_time",
+                                                                               "p_value_below_balance_any_time_mc_se")),
         provenance=v.provenance,
     )

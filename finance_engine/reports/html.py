@@ -32,6 +32,10 @@ def fmt_number(v: Any, digits: int = 0) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (int, float)):
+        if v != v:
+            return "-"
+        if v in (float("inf"), float("-inf")):
+            return "unbounded"  # an interval end that needs more paths
         return f"{v:,.{digits}f}"
     return str(v)
 

@@ -33,8 +33,9 @@ import pandas as pd
 from finance_engine.collateral import _credit_view, _money, balance_schedule
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
 from finance_engine.insurance import layer_loss, split_premium
-from finance_engine.insurance.risk_measures import quantile_ci, var
+from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
+from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
 from finance_engine.simulation.result import SimulationResult, code_version
@@ -248,15 +249,13 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     set_size = settings.switches.parameter_set_size
 
     def se(per_path: np.ndarray) -> float:
-        """Monte Carlo standard error of the mean of a per-path figure (paths nested in parameter sets)."""
-        return float(nested_moments(np.asarray(per_path, dtype=float)[:, None], set_size, True)["mc_se"][0])
+        return mean_se(per_path, set_size)
 
     def tail(x: np.ndarray, level: float) -> tuple[float, list[float]]:
-        """The ``level`` quantile (VaR) and its 95 % order-statistic interval, treating values as draws."""
+        """The ``level`` quantile (VaR) and its 95 % order-statistic interval (finance_engine.mc_error)."""
         if x.size == 0:
             return 0.0, [0.0, 0.0]
-        lo, hi, _, _ = quantile_ci(x, level)
-        return var(x, level), [lo, hi]
+        return var(x, level), quantile_ci(x, level)
 
     ids = np.arange(n)
     seed = settings.seed

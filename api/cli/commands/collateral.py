@@ -100,18 +100,21 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     click.echo(f"Value today: {vt['value_cny']:,.0f} CNY  (MC s.e. {vt['mc_se_cny']:,.0f}; "
                f"parameter sd {vt['parameter_sd_cny']:,.0f}; 95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
     c = vt["credits_over_horizon_tco2e"]
-    click.echo(f"Credits over {v.provenance['horizon_years']} years: P10 {c['p10']:,.0f} / P50 {c['p50']:,.0f} / "
-               f"P90 {c['p90']:,.0f} tCO2e; price today {vt['price_today_cny_per_tco2e']:.1f} CNY/t; "
+    click.echo(f"Credits over {v.provenance['horizon_years']} years: mean {c['mean']:,.0f} ± {c['mc_se']:,.0f}; "
+               + " / ".join(f"P{k} {c[f'p{k}']:,.0f} ({_ci(c[f'p{k}_ci95'])})" for k in (10, 50, 90))
+               + f" tCO2e; price today {vt['price_today_cny_per_tco2e']:.1f} CNY/t; "
                f"practice appraisal (expected sink x price) {vt['appraisal_practice_cny']:,.0f} CNY")
     click.echo("\nOver the term:")
     click.echo(render_table(v.by_year[["year", "balance_cny", "value_p05_cny", "value_p50_cny", "value_p95_cny",
                                        "ltv_p95", "p_value_below_balance", "p_top_up_call"]]))
     r, s = v.risk, v.sizing
-    click.echo(f"\nP(value below balance at any time) {r['p_value_below_balance_any_time']:.2%}; "
-               f"P(any top-up call) {r['p_any_top_up_call']:.2%}; collateral VaR95 {r['collateral_var95_cny']:,.0f}, "
-               f"ES99 {r['collateral_es99_cny']:,.0f} CNY")
+    click.echo(f"\nP(value below balance at any time) {r['p_value_below_balance_any_time']:.2%} "
+               f"± {r['p_value_below_balance_any_time_mc_se']:.2%}; P(any top-up call) {r['p_any_top_up_call']:.2%} "
+               f"± {r['p_any_top_up_call_mc_se']:.2%}; collateral VaR95 {r['collateral_var95_cny']:,.0f} "
+               f"({_ci(r['collateral_var95_ci95_cny'])}), ES99 {r['collateral_es99_cny']:,.0f} "
+               f"± {r['collateral_es99_mc_se_cny']:,.0f} CNY")
     click.echo(f"Largest loan for P(shortfall) <= {s['target_shortfall_probability']:.0%}: {s['max_loan_cny']:,.0f} CNY "
-               f"(haircut {s['implied_haircut']:.0%}); requested loan "
+               f"({_ci(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}); requested loan "
                f"{'within' if s['requested_loan_within_limit'] else 'ABOVE'} that limit")
     sec = v.security
     click.echo(f"Carbon covers {sec['carbon_cover_of_exposure']:.0%} of the exposure, {sec['carbon_share_of_security']:.0%} "
@@ -122,7 +125,8 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
                    f"EL {cr['expected_loss_cny']:,.0f} CNY, K {cr['irb_capital_k']:.2%}, RWA {cr['rwa_cny']:,.0f} CNY")
     if v.drivers is not None:
         click.echo("\nWhat drives value down (each switched off in turn, common random numbers):")
-        click.echo(render_table(v.drivers[["driver", "value_cny", "value_effect_cny", "p_value_below_balance_any_time"]]))
+        click.echo(render_table(v.drivers[["driver", "value_cny", "value_effect_cny", "value_effect_mc_se_cny",
+                                           "p_value_below_balance_any_time", "shortfall_effect_mc_se"]]))
     p = v.provenance
     click.echo(f"\nmodel {p['model_version']} ({p['code_version']}), parameters sha256 {p['parameter_sha256'][:12]}, "
                f"seed {p['seed']}, {p['paths']} paths")
@@ -156,4 +160,13 @@ def _write(v, output: str) -> None:
         raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
 
 
+
+def _ci(bounds) -> str:
+    """``95% CI low - high`` of an interval (an unbounded end: too few paths for that quantile)."""
+    lo, hi = bounds
+    show = [f"{b:,.0f}" if b == b and abs(b) != float("inf") else "unbounded" for b in (lo, hi)]
+    return f"95% CI {show[0]} - {show[1]}"
+
+
 COMMANDS = [collateral]
+

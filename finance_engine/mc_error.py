@@ -1,0 +1,88 @@
+"""Monte Carlo error of figures computed from simulated paths.
+
+Three kinds of figure, three kinds of error bar:
+
+Means and probabilities (a probability is the mean of a 0/1 indicator)
+    The standard error counts *parameter sets*, not paths: paths ``k m .. k m + m - 1`` share one draw of
+    the uncertain growth parameters (:class:`models.dynamics.SimulationSwitches`), so their values are
+    correlated and the error is ``sd(set means) / sqrt(g)`` over the ``g`` complete sets
+    (:func:`finance_engine.simulation.summary.nested_moments`). With one path per set this is the usual
+    ``sd / sqrt(n)``; for a probability ``p`` that is ``sqrt(p (1 - p) / (n - 1))``.
+Quantiles (VaR, 1-in-N figures, percentiles, largest loan at a target probability)
+    A distribution-free interval from order statistics: the number of sample values below the true
+    ``p``-quantile is Binomial(n, p), so ``[x_(r), x_(s)]`` with ``r = B^{-1}(alpha/2)`` and
+    ``s = B^{-1}(1 - alpha/2) + 1`` covers it with probability at least ``1 - alpha`` (David & Nagaraja
+    2003, *Order Statistics*, §7.1; Conover 1999, *Practical Nonparametric Statistics*, §3.2). ``r = 0``
+    gives an unbounded lower end (``-inf``; 0 for data that cannot be negative), ``s > n`` an unbounded
+    upper end (``inf``): too few paths for that quantile.
+Tail means (expected shortfall, TVaR)
+    The asymptotic standard error of the empirical tail mean ``ES_p = E[X | X <= q_p]`` (lower tail of mass
+    ``p``): ``sqrt((Var(X | X <= q_p) + (1 - p) (q_p - ES_p)^2) / (n p))`` (Brazauskas, Jones, Puri &
+    Zitikis 2008, *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
+
+Interval and tail errors treat paths as independent draws; with shared parameter draws they are a little
+optimistic, which the documentation of each figure says.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from finance_engine.simulation.summary import nested_moments
+
+#: two-sided confidence of the quantile intervals
+CONFIDENCE = 0.95
+
+
+def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
+    """Standard error of the mean of a per-path figure (paths nested in parameter sets of ``set_size``)."""
+    x = np.asarray(per_path, dtype=float).reshape(-1)
+    return float(nested_moments(x[:, None], set_size, True)["mc_se"][0])
+
+
+def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFIDENCE,
+                       non_negative: bool | None = None) -> tuple[float, float, int, int]:
+    """Distribution-free interval of the ``p``-quantile from an ascending sample (module docstring).
+
+    Returns ``(low, high, r, s)``: ``x_(r)``, ``x_(s)`` and their 1-based ranks. ``non_negative`` says
+    whether the data cannot be negative (default: read off the sample's smallest value).
+    """
+    xs = sorted_x
+    n = xs.size
+    alpha = 1.0 - confidence
+    r = int(stats.binom.ppf(alpha / 2, n, p))
+    s = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+    if r >= 1:
+        low = float(xs[r - 1])
+    else:
+        floor_zero = (xs[0] >= 0) if non_negative is None else non_negative
+        low = 0.0 if floor_zero else -math.inf
+    high = float(xs[s - 1]) if s <= n else math.inf
+    return low, high, r, s
+
+
+def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE) -> list[float]:
+    """``[low, high]``: the order-statistic interval of the ``p``-quantile of a sample of paths."""
+    xs = np.sort(np.asarray(x, dtype=float).reshape(-1))
+    if xs.size == 0:
+        return [math.nan, math.nan]
+    low, high, _, _ = order_statistic_ci(xs, p, confidence)
+    return [low, high]
+
+
+def lower_tail_mean_se(x: np.ndarray, p: float) -> float:
+    """Standard error of ``E[X | X <= q_p]`` estimated from a sample (module docstring; NaN if too few)."""
+    xs = np.asarray(x, dtype=float).reshape(-1)
+    n = xs.size
+    q = np.quantile(xs, p)
+    tail = xs[xs <= q]
+    if n < 2 or tail.size < 2:
+        return math.nan
+    es = tail.mean()
+    return float(math.sqrt((tail.var(ddof=1) + (1 - p) * (q - es) ** 2) / (n * p)))
+
+
+__all__ = ["CONFIDENCE", "lower_tail_mean_se", "mean_se", "order_statistic_ci", "quantile_ci"]
