@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
-from finance_engine.mc_error import lower_tail_mean_se, mean_se, quantile_ci
+from finance_engine.mc_error import mean_se, quantile_ci, tail_mean_se
 from finance_engine.price import (
     PriceModelParams,
     PriceModelSet,
@@ -454,7 +454,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         risk[f"collateral_var{pct}_cny"] = float(v0 - np.quantile(end_v, tail_p))
         risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
         risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= np.quantile(end_v, tail_p)].mean())
-        risk[f"collateral_es{pct}_mc_se_cny"] = lower_tail_mean_se(end_v, tail_p)
+        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False)
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):

@@ -16,9 +16,10 @@ Quantiles (VaR, 1-in-N figures, percentiles, largest loan at a target probabilit
     gives an unbounded lower end (``-inf``; 0 for data that cannot be negative), ``s > n`` an unbounded
     upper end (``inf``): too few paths for that quantile.
 Tail means (expected shortfall, TVaR)
-    The asymptotic standard error of the empirical tail mean ``ES_p = E[X | X <= q_p]`` (lower tail of mass
-    ``p``): ``sqrt((Var(X | X <= q_p) + (1 - p) (q_p - ES_p)^2) / (n p))`` (Brazauskas, Jones, Puri &
-    Zitikis 2008, *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
+    The asymptotic standard error of an empirical tail mean over a tail of mass ``a`` beyond the quantile
+    ``q`` (``ES = E[X | X <= q]`` of values, or ``TVaR = E[X | X >= q]`` of losses):
+    ``sqrt((Var(X | tail) + (1 - a) (q - ES)^2) / (n a))`` (Brazauskas, Jones, Puri & Zitikis 2008,
+    *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
 
 Interval and tail errors treat paths as independent draws; with shared parameter draws they are a little
 optimistic, which the documentation of each figure says.
@@ -73,16 +74,22 @@ def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE) -> list
     return [low, high]
 
 
-def lower_tail_mean_se(x: np.ndarray, p: float) -> float:
-    """Standard error of ``E[X | X <= q_p]`` estimated from a sample (module docstring; NaN if too few)."""
+def tail_mean_se(x: np.ndarray, level: float, upper: bool = True) -> float:
+    """Standard error of an empirical tail mean (module docstring; NaN when the tail has under two values).
+
+    ``upper``: ``E[X | X >= q_level]`` (TVaR of losses, tail mass ``1 - level``); else
+    ``E[X | X <= q_level]`` (expected shortfall of values, tail mass ``level``).
+    """
     xs = np.asarray(x, dtype=float).reshape(-1)
     n = xs.size
-    q = np.quantile(xs, p)
-    tail = xs[xs <= q]
-    if n < 2 or tail.size < 2:
+    if n < 2:
+        return math.nan
+    q = np.quantile(xs, level)
+    tail, mass = (xs[xs >= q], 1.0 - level) if upper else (xs[xs <= q], level)
+    if tail.size < 2:
         return math.nan
     es = tail.mean()
-    return float(math.sqrt((tail.var(ddof=1) + (1 - p) * (q - es) ** 2) / (n * p)))
+    return float(math.sqrt((tail.var(ddof=1) + (1.0 - mass) * (q - es) ** 2) / (n * mass)))
 
 
-__all__ = ["CONFIDENCE", "lower_tail_mean_se", "mean_se", "order_statistic_ci", "quantile_ci"]
+__all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

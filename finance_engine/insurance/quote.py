@@ -43,6 +43,8 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from finance_engine.mc_error import quantile_ci
+
 from .basis_risk import basis_risk
 from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
                      per_path_to_sim_years, price_floor_losses, sink_index_losses, stock_loss_losses, CoverError)
@@ -341,10 +343,14 @@ def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[Layer
     gross_s, net_s = np.sort(annual), np.sort(net)
     gv, nv = _var_sorted(gross_s, level), _var_sorted(net_s, level)
     gm, nm = float(annual.mean()), float(net.mean())
+    g_ci, n_ci = quantile_ci(gross_s, level), quantile_ci(net_s, level)
     xol_mean = float(sum(r["expected_layer_loss_cny"] for r in rows))
     capital = {
-        "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_capital_cny": gv - gm,
-        "net_mean_cny": nm, "net_var_cny": nv, "net_capital_cny": nv - nm,
+        "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_var_ci95_cny": g_ci,
+        "gross_capital_cny": gv - gm, "net_mean_cny": nm, "net_var_cny": nv, "net_var_ci95_cny": n_ci,
+        "net_capital_cny": nv - nm,
+        # the quantile dominates the capital's error: its interval less the mean
+        "gross_capital_ci95_cny": [b - gm for b in g_ci], "net_capital_ci95_cny": [b - nm for b in n_ci],
         "capital_relief_cny": (gv - gm) - (nv - nm), "quota_share_cession": c,
         "ceded_quota_share_mean_cny": float((c * annual).mean()), "ceded_xol_mean_cny": xol_mean,
         "reinsurance_premium_cny": prem_total, "cost_of_reinsurance_cny": prem_total - xol_mean,
@@ -579,6 +585,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         for row in by_peril:
             x = pay_peril.get(row["peril"])
             row["payout_aal_cny"] = float(x.mean()) if x is not None else 0.0
+            row["payout_aal_se_cny"] = float(x.std(ddof=1) / math.sqrt(x.size)) if x is not None and x.size > 1 else 0.0
     elif isinstance(cover, SinkIndexCover):
         sink = res.paths_of("sink_tco2e")[..., 0]
         losses = sink_index_losses(sink, cover, seed=seed, path_ids=np.arange(paths))

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from finance_engine.mc_error import order_statistic_ci
+from finance_engine.mc_error import order_statistic_ci, tail_mean_se
 
 from .defaults import load_insurance_defaults
 from .tables import InsuranceInputError, as_loss_array, event_losses, annual_aggregate, annual_max_occurrence
@@ -224,11 +224,17 @@ def pml_table(elt: pd.DataFrame, n_years: int, return_periods: Sequence[float] |
 
 
 def var_tvar_table(losses, levels: Sequence[float] | None = None) -> pd.DataFrame:
-    """VaR and TVaR at ``levels`` (default 0.90, 0.95, 0.99, 0.995 from the data file).
+    """VaR and TVaR at ``levels`` (default 0.90, 0.95, 0.99, 0.995 from the data file), with their errors.
 
-    Returns a DataFrame with ``level``, ``var``, ``tvar``.
+    Returns a DataFrame with ``level``, ``var``, ``var_ci_low``, ``var_ci_high`` (the distribution-free
+    interval at the data file's confidence), ``tvar`` and ``tvar_se`` (the tail mean's asymptotic standard
+    error, :func:`finance_engine.mc_error.tail_mean_se`).
     """
     xs = np.sort(as_loss_array(losses, allow_negative=True))
     lv = load_insurance_defaults().var_levels if levels is None else tuple(levels)
-    rows = [(p, _var_sorted(xs, p), _tvar_sorted(xs, p)) for p in (_level(q, "levels") for q in lv)]
-    return pd.DataFrame(rows, columns=["level", "var", "tvar"])
+    c = _confidence(None)
+    rows = []
+    for p in (_level(q, "levels") for q in lv):
+        lo, hi, _, _ = _quantile_ci_sorted(xs, p, c)
+        rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p), tail_mean_se(xs, p, upper=True)))
+    return pd.DataFrame(rows, columns=["level", "var", "var_ci_low", "var_ci_high", "tvar", "tvar_se"])

@@ -211,10 +211,16 @@ def _print_quote(q) -> None:
         click.echo(render_table(q.frame("aal_by_level")[["group", "aal_tco2e", "aal_cny", "aal_se_cny"]]))
     if q.layers:
         click.echo("\nReinsurance layers:")
-        click.echo(render_table(q.frame("layers")[["layer", "expected_layer_loss_cny", "reinsurance_premium_cny",
-                                                   "rate_on_line", "multiple", "prob_attachment", "prob_exhaustion"]]))
+        click.echo(render_table(q.frame("layers")[["layer", "expected_layer_loss_cny", "expected_layer_loss_se_cny",
+                                                   "reinsurance_premium_cny", "rate_on_line", "multiple",
+                                                   "prob_attachment", "prob_exhaustion"]]))
         c = q.capital
-        click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} -> net {c['net_capital_cny']:,.0f} CNY "
+
+        def ci(b):
+            return " - ".join("unbounded" if x is None else f"{x:,.0f}" for x in b)
+
+        click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} (95% CI {ci(c['gross_capital_ci95_cny'])}) "
+                   f"-> net {c['net_capital_cny']:,.0f} (95% CI {ci(c['net_capital_ci95_cny'])}) CNY "
                    f"(relief {c['capital_relief_cny']:,.0f}; cost of reinsurance {c['cost_of_reinsurance_cny']:,.0f})")
     if q.basis_risk:
         b = q.basis_risk
