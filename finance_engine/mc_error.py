@@ -32,7 +32,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from finance_engine.simulation.summary import nested_moments
+from finance_engine.simulation.summary import nested_moments, tail_mean_and_se
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -81,15 +81,11 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True) -> float:
     ``E[X | X <= q_level]`` (expected shortfall of values, tail mass ``level``).
     """
     xs = np.asarray(x, dtype=float).reshape(-1)
-    n = xs.size
-    if n < 2:
+    if xs.size < 2:
         return math.nan
     q = np.quantile(xs, level)
-    tail, mass = (xs[xs >= q], 1.0 - level) if upper else (xs[xs <= q], level)
-    if tail.size < 2:
-        return math.nan
-    es = tail.mean()
-    return float(math.sqrt((tail.var(ddof=1) + (1.0 - mass) * (q - es) ** 2) / (n * mass)))
+    tail = xs[xs >= q] if upper else xs[xs <= q]
+    return float(tail_mean_and_se(tail, q, xs.size)[1])
 
 
 __all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

@@ -503,3 +503,20 @@ def test_streamed_fine_level_errors_equal_the_nested_decomposition(portfolio, pa
     # the parcel level's streamed error is the same decomposition of the per-path parcel values
     ps = streamed.parcel_summary.set_index("parcel_id")
     assert (ps.filter(like="_mc_se") >= 0).all().all()
+
+
+def test_quantiles_and_tvar_carry_their_monte_carlo_error(portfolio, params):
+    """Every quantile in a summary has its order-statistic interval, every TVaR its standard error: the same
+    numbers finance_engine.mc_error gives for one column of per-path values."""
+    from finance_engine.mc_error import quantile_ci, tail_mean_se
+
+    r = simulate(portfolio, params, years=3, paths=256, seed=9, levels=("portfolio", "county"), keep_paths=True)
+    for table in (r.summary, r.horizon):
+        for q in ("p01", "p05", "p10", "p50", "p90", "p95", "p99"):
+            assert (table[f"{q}_ci_low"] <= table[q]).all() and (table[q] <= table[f"{q}_ci_high"]).all(), q
+        assert (table["tvar95_se"].dropna() >= 0).all() and table["tvar95_se"].notna().any()
+    s = r.summary.set_index(["level", "group", "metric", "year"])
+    loss = r.paths_of("loss_tco2e")[2, :, 0]  # year 2, portfolio
+    row = s.loc[("portfolio", r.summary[r.summary.level == "portfolio"].group.iloc[0], "loss_tco2e", 2)]
+    assert [row.p95_ci_low, row.p95_ci_high] == quantile_ci(loss, 0.95)
+    assert row.tvar95_se == pytest.approx(tail_mean_se(loss, 0.95, upper=True), rel=0.05)

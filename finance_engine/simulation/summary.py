@@ -11,7 +11,9 @@ a one-way random-effects analysis of variance over the ``G`` sets separates
   but better data would (Searle, Casella & McCulloch 1992, *Variance Components*, ch. 3).
 
 Quantiles are the empirical ones (``numpy.quantile``, linear interpolation), TVaR the mean beyond the
-quantile on the adverse side: the upper tail for losses, the lower tail for stock, sink and credits.
+quantile on the adverse side: the upper tail for losses, the lower tail for stock, sink and credits. Each
+comes with its Monte Carlo error: an order-statistic interval for a quantile, an asymptotic standard
+error for a TVaR (:func:`tail_stats`).
 """
 
 from __future__ import annotations
@@ -54,20 +56,52 @@ def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) ->
     return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
 
 
+def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``tail`` (the tail's values along axis 0, out of ``n``) and its asymptotic standard error.
+
+    ``sqrt((Var(X | tail) + (1 - a) (edge - mean)^2) / (n a))`` with ``a`` the tail's share of the sample
+    and ``edge`` the quantile where it starts (Brazauskas, Jones, Puri & Zitikis 2008, *J. Statist. Plann.
+    Inference* 138:3590); NaN for a tail of one value.
+    """
+    k = tail.shape[0]
+    mean = tail.mean(axis=0)
+    if k < 2:
+        return mean, np.full(np.shape(mean), np.nan)
+    a = k / n
+    return mean, np.sqrt((tail.var(axis=0, ddof=1) + (1 - a) * (edge - mean) ** 2) / (n * a))
+
+
 def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[float, ...],
-               upper: np.ndarray) -> dict[str, np.ndarray]:
-    """Quantiles and TVaR along axis 0. ``upper`` (broadcastable bool) marks upper-tail metrics."""
+               upper: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """Quantiles and TVaR along axis 0, each with its Monte Carlo error.
+
+    ``upper`` (broadcastable bool) marks upper-tail metrics. Each quantile ``pNN`` comes with the
+    distribution-free order-statistic interval ``pNN_ci_low`` .. ``pNN_ci_high`` at ``confidence``
+    (:func:`finance_engine.mc_error.order_statistic_ci`: ``-inf`` / ``inf`` where the paths are too few
+    for that end), each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of a tail mean
+    (:func:`finance_engine.mc_error.tail_mean_se`). Both treat paths as independent draws.
+    """
+    from scipy import stats as sps
+
     out: dict[str, np.ndarray] = {}
     qs = np.quantile(x, quantiles, axis=0)
-    for q, v in zip(quantiles, qs):
-        out[_q_label(q)] = v
     s = np.sort(x, axis=0)
     n = x.shape[0]
+    alpha = 1.0 - confidence
+    for q, v in zip(quantiles, qs):
+        label = _q_label(q)
+        out[label] = v
+        # the ranks depend only on n and q: one pair for every column
+        r = int(sps.binom.ppf(alpha / 2, n, q))
+        hi_rank = int(sps.binom.ppf(1 - alpha / 2, n, q)) + 1
+        out[f"{label}_ci_low"] = s[r - 1] if r >= 1 else np.where(s[0] >= 0, 0.0, -np.inf)
+        out[f"{label}_ci_high"] = s[hi_rank - 1] if hi_rank <= n else np.full(v.shape, np.inf)
     for t in tail_levels:
         k = max(1, int(np.ceil(n * (1 - t))))
-        hi = s[n - k:].mean(axis=0)
-        lo = s[:k].mean(axis=0)
-        out[f"tvar{round(t * 100):02d}"] = np.where(upper, hi, lo)
+        name = f"tvar{round(t * 100):02d}"
+        (hi, hi_se), (lo, lo_se) = (tail_mean_and_se(s[n - k:], s[n - k], n), tail_mean_and_se(s[:k], s[k - 1], n))
+        out[name] = np.where(upper, hi, lo)
+        out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
 
 

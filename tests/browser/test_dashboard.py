@@ -132,6 +132,19 @@ def _check_simulation_run(run, c):
     assert kpi["kpi_sink"] == pytest.approx(port["cumulative_sink_tco2e"]["mean"], rel=1e-12)
     assert kpi["kpi_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-12)
     assert kpi["kpi_loss_p99"] == pytest.approx(port["cumulative_loss_tco2e"]["p99"], rel=1e-12)
+    # every KPI shows its Monte Carlo error: the mean's standard error, the percentile's interval
+    err = {k["key"]: k for k in run["kpis"]}
+    for key, metric in (("kpi_stock_end", "stock_end_tco2e"), ("kpi_sink", "cumulative_sink_tco2e"),
+                        ("kpi_loss", "cumulative_loss_tco2e")):
+        assert err[key]["err"] == pytest.approx(port[metric]["mc_se"], rel=1e-12)
+        assert err[key]["errText"].startswith("± ")
+    lo, hi = err["kpi_loss_p99"]["err"]
+    assert lo == pytest.approx(port["cumulative_loss_tco2e"]["p99_ci_low"], rel=1e-12)
+    assert hi == port["cumulative_loss_tco2e"]["p99_ci_high"]  # None (unbounded) with few paths
+    assert err["kpi_loss_p99"]["errText"].startswith("95% CI")
+    # the run settings name the model and the parameter set that made the numbers
+    assert sim["audit"]["model_version"] in run["settingsText"]
+    assert sim["audit"]["parameter_sha256"][:12] in run["settingsText"]
     # the exceedance curve: P(loss > q-quantile) = 1 - q at the API's percentiles
     loss = port["cumulative_loss_tco2e"]
     want = sorted((round(1 - q, 2), loss[k]) for k, q in
@@ -167,10 +180,12 @@ def _check_stress_run(run, c):
     assert [(b["label"], b["value"]) for b in run["bars"]] == [(r["name"], r["loss"]) for r in rows]
     assert run["baseMarks"] == pytest.approx([r["base"] for r in rows], rel=1e-12)
     kpi = {k["key"]: k["value"] for k in run["kpis"]}
+    err = {k["key"]: k["err"] for k in run["kpis"]}
     assert kpi["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["mean"], rel=1e-12)
+    assert err["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["mc_se"], rel=1e-12)
     assert kpi["kpi_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-12)
+    assert err["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mc_se"], rel=1e-12)
     assert kpi["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mean"], rel=1e-12)
-    assert kpi["kpi_extra_loss_se"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mc_se"], rel=1e-12)
     assert kpi["kpi_value_end"] == pytest.approx(port["stock_end_value_cny"]["mean"], rel=1e-12)
     assert kpi["kpi_loss_value"] == pytest.approx(port["cumulative_loss_value_cny"]["mean"], rel=1e-12)
     # the super typhoon forces an event over Qingtian: the county with the largest extra loss

@@ -53,7 +53,7 @@ def demo(paths, years, seed, workers):
             *[m for m in h.metric if m.startswith("cumulative_loss_") and m != "cumulative_loss_tco2e"],
             "cumulative_credits_issued_tco2e", "cumulative_buffer_withheld_tco2e"]
     h = h.set_index("metric").loc[[k for k in keep if k in set(h.metric)]].reset_index()
-    click.echo(render_table(h[["metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95"]]))
+    click.echo(render_table(h[["metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95", "tvar95_se"]]))
     click.echo("mc_se: Monte Carlo standard error (more paths narrow it); parameter_sd: growth-parameter "
                "uncertainty (better data would narrow it).")
     loss = res.paths_of("loss_tco2e")[..., 0]  # (years, paths)

@@ -70,9 +70,11 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
         return
     h = res.horizon
     h = h[h.level.isin(["portfolio"])] if "portfolio" in levels else h
-    cols = ["level", "group", "metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95"]
+    cols = ["level", "group", "metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95", "tvar95_se"]
     click.echo(f"Whole horizon ({years} years, {paths} paths), tCO2e:")
     click.echo(render_table(h[[c for c in cols if c in h.columns]]))
+    click.echo("mc_se / tvar95_se: Monte Carlo standard errors; each percentile's 95% interval is in the "
+               "pNN_ci_low / pNN_ci_high columns of --format json and --output")
     p = res.provenance
     click.echo(f"\nmodel {p['model_version']} ({p['code_version']}), parameters {p['parameter_version']} "
                f"sha256 {p['parameter_sha256'][:12]}, seed {p['seed']}, {p['paths']} paths, "

@@ -339,7 +339,7 @@ function renderResults() {
   $("#result-settings").textContent = `${v.title ? v.title + " · " : ""}${t("run_settings", v.settings)}`;
   const k = $("#kpis");
   k.replaceChildren();
-  for (const [key, val] of v.kpis) {
+  for (const [key, val, err] of v.kpis) {
     const d = document.createElement("div");
     d.className = "kpi";
     d.dataset.kpi = key;
@@ -347,10 +347,20 @@ function renderResults() {
     const n = document.createElement("span");
     n.className = "kpi-value";
     n.textContent = fmt(val);
+    d.append(n);
+    if (err !== undefined) {
+      // the Monte Carlo error: "± s.e.", or a quantile's 95 % interval (an open end: too few paths)
+      d.dataset.err = JSON.stringify(err);
+      const e = document.createElement("span");
+      e.className = "kpi-err";
+      const end = (x) => (Number.isFinite(x) ? fmt(x) : t("ci_unbounded"));
+      e.textContent = Array.isArray(err) ? `95% CI ${end(err[0])} – ${end(err[1])}` : `± ${fmt(err)}`;
+      d.append(e);
+    }
     const l = document.createElement("span");
     l.className = "kpi-label";
     l.textContent = t(key);
-    d.append(n, l);
+    d.append(l);
     k.appendChild(d);
   }
   const rows = v.counties;

@@ -21,6 +21,12 @@ export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 
 export const leaf = (group) => String(group).split("/").pop();
 
 /** Area (ha) of each value of `key` among the parcels. */
+/** Run settings shown with a result: paths, years, seed, and the model and parameter set that made it. */
+function runSettings(req, years, audit) {
+  return { paths: req.paths, years, seed: audit?.seed ?? req.seed, model: audit?.model_version ?? "?",
+    sha: (audit?.parameter_sha256 ?? "").slice(0, 12) };
+}
+
 export function areaBy(parcels, key) {
   const m = new Map();
   for (const p of parcels) m.set(p[key], (m.get(p[key]) || 0) + (p.area_ha || 0));
@@ -62,9 +68,11 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
   }
   return {
     kind: "simulation", id: sim.id, title: req.climate_pathway || "",
-    settings: { paths: req.paths, years, seed: sim.audit?.seed ?? req.seed },
-    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean], ["kpi_sink", pf("cumulative_sink_tco2e").mean],
-      ["kpi_loss", loss.mean], ["kpi_loss_p99", loss.p99]],
+    settings: runSettings(req, years, sim.audit),
+    // each KPI with its Monte Carlo error: a standard error, or a quantile's [low, high] interval
+    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se],
+      ["kpi_sink", pf("cumulative_sink_tco2e").mean, pf("cumulative_sink_tco2e").mc_se],
+      ["kpi_loss", loss.mean, loss.mc_se], ["kpi_loss_p99", loss.p99, [loss.p99_ci_low, loss.p99_ci_high]]],
     counties, exceedance, fan, fanKind: "fan", townshipRisk,
     countyColumns: SIM_COUNTY_COLUMNS,
     accountsPath: `/v1/simulations/${sim.id}/accounts`, accountsQuery: {}, accountsColumns: SIM_ACCOUNT_COLUMNS,
@@ -167,10 +175,12 @@ export function stressView(st, tables, scenario, portfolio, parcels) {
   });
   return {
     kind: "stress", id: st.id, scenario, title: meta.title || scenario,
-    settings: { paths: req.paths, years, seed: st.audit?.seed ?? req.seed },
-    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean], ["kpi_loss", loss.mean], ["kpi_extra_loss", loss.diff_mean],
-      ["kpi_extra_loss_se", loss.diff_mc_se], ["kpi_value_end", pf.stock_end_value_cny?.mean],
-      ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean]].filter(([, v]) => Number.isFinite(v)),
+    settings: runSettings(req, years, st.audit),
+    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se], ["kpi_loss", loss.mean, loss.mc_se],
+      ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se],
+      ["kpi_value_end", pf.stock_end_value_cny?.mean, pf.stock_end_value_cny?.mc_se],
+      ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean, pf.cumulative_loss_value_cny?.mc_se],
+    ].filter(([, v]) => Number.isFinite(v)),
     counties, exceedance, fan, fanKind: hasPct ? "value_fan" : "value_path", townshipRisk,
     countyColumns: STRESS_COUNTY_COLUMNS,
     accountsPath: `/v1/stress-tests/${st.id}/accounts`, accountsQuery: { scenario }, accountsColumns: STRESS_ACCOUNT_COLUMNS,
