@@ -21,13 +21,18 @@ class Strict(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of a list: ``items``, the ``total`` count, and the offset of the next page (or null)."""
+    """One page of a list: ``items``, the ``total`` count, and the offset of the next page (or null).
+
+    Pages of a result's rows also carry the result's ``provenance`` (model version, parameter hash, seed,
+    paths...), so a client that keeps only the rows keeps what made them.
+    """
 
     items: list[T]
     total: int
     limit: int
     offset: int
     next_offset: int | None
+    provenance: dict[str, Any] | None = None
 
 
 # ---- portfolios ---------------------------------------------------------------------------------

@@ -44,9 +44,12 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return clean(df.to_dict(orient="records"))
 
 
-def page(items: list, total: int, limit: int, offset: int) -> dict[str, Any]:
+def page(items: list, total: int, limit: int, offset: int, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     nxt = offset + limit if offset + limit < total else None
-    return {"items": items, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
+    out = {"items": items, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
+    if provenance is not None:
+        out["provenance"] = provenance
+    return out
 
 
 # ---- models ----------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def simulation_summary(simulation_id: str, level: Level | None = None,
         rows = [r for r in rows if r.get("metric") == metric]
     if year is not None:
         rows = [r for r in rows if r.get("year") == year]
-    return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset)
+    return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset,
+                run.result.get("provenance", {}))
 
 
 @router.get("/{simulation_id}/event-loss-table", response_model=Page[dict[str, Any]],
@@ -135,7 +136,8 @@ def simulation_elt(simulation_id: str, paging: Paging = Depends(), who: Principa
     df = pd.read_parquet(io.BytesIO(run.elt_parquet))
     sub = df.iloc[paging.offset:paging.offset + paging.limit].copy()
     sub["peril"] = sub["peril"].astype(str)
-    return page(clean(sub.to_dict(orient="records")), len(df), paging.limit, paging.offset)
+    return page(clean(sub.to_dict(orient="records")), len(df), paging.limit, paging.offset,
+                run.result.get("provenance", {}))
 
 
 @router.get("/{simulation_id}/accounts", response_model=AccountsOut,

@@ -56,11 +56,13 @@ def get_stress_test(stress_test_id: str, who: Principal = Depends(bureau), s: Se
 def stress_table(stress_test_id: str, table: TABLES, scenario: str | None = Query(None, max_length=120),
                  level: str | None = Query(None, max_length=40), metric: str | None = Query(None, max_length=80),
                  paging: Paging = Depends(), who: Principal = Depends(bureau), s: Session = Depends(db_session)):
-    rows = get_result(s, who, "stress_test", stress_test_id).result.get(table) or []
+    result = get_result(s, who, "stress_test", stress_test_id).result
+    rows = result.get(table) or []
     for key, want in (("scenario", scenario), ("level", level), ("metric", metric)):
         if want is not None:
             rows = [r for r in rows if r.get(key) == want]
-    return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset)
+    return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset,
+                result.get("provenance", {}))
 
 
 @router.get("/{stress_test_id}/accounts", response_model=dict[str, Any],

@@ -269,6 +269,9 @@ def test_stress_test_job_equals_the_engine(env, ids, params, pf20):
                            headers=env.h("bureau")).json()
         rows += p["items"]
         off = p["next_offset"]
+        # every page says what made its rows
+        assert p["provenance"]["seed"] == st.seed and p["provenance"]["parameter_sha256"] == params.sha256
+        assert p["provenance"]["model_version"] == got["result"]["provenance"]["model_version"]
     assert rows == d["horizon"]
     # accounts of a scenario, as a table and a tree, equal the engine's
     acc = clean(scenario_accounts(pf20, params, _inline_scenario(), st).to_dict("county"))

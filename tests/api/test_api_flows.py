@@ -179,6 +179,9 @@ def test_small_simulation_answered_at_once_equals_direct_run(env, params):
     np.testing.assert_array_equal(got["p95"].to_numpy(float), exp["p95"].to_numpy(float))
     f = c.get(f"/v1/simulations/{out['id']}/summary?level=portfolio&metric=stock_tco2e&year=3", headers=h).json()
     assert f["total"] == 1 and f["items"][0]["year"] == 3
+    # a page of rows carries the run's provenance, so rows kept on their own still say what made them
+    assert f["provenance"]["seed"] == 11 and f["provenance"]["paths"] == 96
+    assert f["provenance"]["parameter_sha256"] == params.sha256 and f["provenance"]["model_version"] == a["model_version"]
     assert c.get(f"/v1/simulations/{out['id']}", headers=h).json()["audit"] == out["audit"]
 
 
