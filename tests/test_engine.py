@@ -500,6 +500,13 @@ def test_streamed_fine_level_errors_equal_the_nested_decomposition(portfolio, pa
         np.testing.assert_allclose(b["parameter_sd"], a["parameter_sd"], rtol=1e-6, atol=1e-5)
     if set_size == 4:  # parameter uncertainty shows: the nested error exceeds the independent-path one somewhere
         assert (b["mc_se"] > b["sd"] / np.sqrt(paths) * 1.05).any()
+    # the whole horizon (flows summed, stock at the end) is streamed the same way
+    ha = kept.horizon[kept.horizon.level == "village"].reset_index(drop=True)
+    hb = streamed.horizon[streamed.horizon.level == "village"].reset_index(drop=True)
+    assert list(ha.metric) == list(hb.metric) and len(hb) > 0
+    np.testing.assert_allclose(hb["mean"], ha["mean"], rtol=1e-12, atol=1e-9)
+    if set_size != 3:
+        np.testing.assert_allclose(hb["mc_se"], ha["mc_se"], rtol=1e-7, atol=1e-6)
     # the parcel level's streamed error is the same decomposition of the per-path parcel values
     ps = streamed.parcel_summary.set_index("parcel_id")
     assert (ps.filter(like="_mc_se") >= 0).all().all()

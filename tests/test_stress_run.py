@@ -249,3 +249,30 @@ def test_longer_rotation_lever_adds_sink(params):
     # felling at 25 within the horizon removes the stock; a 10-year longer rotation keeps it growing
     assert row["added_mean_sink_tco2e"] > 0 and np.isfinite(row["cost_per_added_tco2e"])
     assert default_management_actions(validate_frame(make_frame(5), params))[0].rotation_extension_years is None
+
+
+def test_accounts_carry_their_errors_at_every_level(pf, params):
+    """Each account row's error is its own level's engine error (a county's is not its villages' summed), and
+    the value errors follow the delta method (stock) or bound it from above (flows)."""
+    st = StressSettings(years=2, paths=64, seed=3)
+    acc = scenario_accounts(pf, params, "severe_fire_weather", st)
+    t = acc.table
+    scn = load_scenario("severe_fire_weather")
+    res = simulate(pf, params, years=2, paths=64, seed=3, scenario=scn.name, levels=("portfolio", "county"),
+                   modifiers=scn.modifiers(st.start_year), start_year=st.start_year)
+    h = res.horizon.set_index(["level", "group", "metric"])
+    county = t[t.level == "county"].iloc[0]
+    g = "/".join(county[x] for x in LEVELS[:3])
+    assert county.stock_end_tco2e_mc_se == pytest.approx(h.at[("county", g, "stock_end_tco2e"), "mc_se"], rel=1e-9)
+    assert county.loss_tco2e_mc_se == pytest.approx(h.at[("county", g, "cumulative_loss_tco2e"), "mc_se"], rel=1e-9)
+    for lv in ("portfolio", *LEVELS):
+        rows = t[t.level == lv]
+        assert rows.stock_end_tco2e_mc_se.notna().all() and (rows.stock_end_tco2e_mc_se > 0).all(), lv
+        assert (rows.loss_value_cny_mc_se_max >= 0).all()
+    top = t[t.level == "portfolio"].iloc[0]
+    # errors do not add up: the portfolio's error is below the sum of its villages' (losses are not perfectly
+    # correlated across villages)
+    assert top.loss_tco2e_mc_se < t[t.level == "village"].loss_tco2e_mc_se.sum()
+    # the end value's error is at least the carbon side's: price x the stock's error
+    price_end = top.stock_end_value_cny / top.stock_end_tco2e
+    assert top.stock_end_value_cny_mc_se >= price_end * top.stock_end_tco2e_mc_se * (1 - 1e-9)

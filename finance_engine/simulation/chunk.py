@@ -16,6 +16,7 @@ import numpy as np
 from finance_engine.simulation._kernels import issuance_changes, issuance_shares
 from finance_engine.simulation.aggregate import Aggregator
 from finance_engine.simulation.config import MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, SimulationConfig
+from finance_engine.simulation.summary import horizon_per_path
 from models.carbon import CreditingRules
 from models.dynamics import ForestSimulator, GroupSums
 from models.parameters import ModelParameters
@@ -84,7 +85,8 @@ class ChunkResult:
     path_start: int
     path_stop: int
     per_path: dict[str, np.ndarray]           # level -> (n_metrics, years, n_paths, n_groups)
-    block_moments: dict[str, np.ndarray]      # level -> (n_blocks, 3, n_metrics, years, n_groups)
+    # level -> (n_blocks, 3, n_metrics, years, n_groups); "<level>:horizon" -> (n_blocks, 3, n_metrics, 1, n_groups)
+    block_moments: dict[str, np.ndarray]
     parcel_moments: np.ndarray | None         # (n_blocks, 3, n_parcel_metrics, n_parcels)
     elt: dict[str, np.ndarray] | None
     initial_stock: dict[str, np.ndarray]      # level -> (n_groups,)
@@ -248,12 +250,15 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     block_moments, short_set = {}, {}
     m = cfg.switches.parameter_set_size
     for lv in setup.moment_levels:
-        # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums
-        v = np.moveaxis(per_level[lv], 2, 0)
-        block_moments[lv] = _block_sums(v, path_start, cfg.paths, m)
-        short = _short_set_sums(v, path_start, cfg.paths, m)
-        if short is not None:
-            short_set[lv] = short
+        # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums; the whole
+        # horizon's per-path values (flows summed, stock at the end) are streamed too, as "<level>:horizon"
+        harr, _ = horizon_per_path(per_level[lv], metrics)
+        for key, arr in ((lv, per_level[lv]), (f"{lv}:horizon", harr)):
+            v = np.moveaxis(arr, 2, 0)
+            block_moments[key] = _block_sums(v, path_start, cfg.paths, m)
+            short = _short_set_sums(v, path_start, cfg.paths, m)
+            if short is not None:
+                short_set[key] = short
     parcel_moments = None
     if want_parcel:
         pm = np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years], axis=1)

@@ -227,6 +227,12 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         labels[lv] = lab
         frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
                                         sw.parameter_uncertainty, short.get(lv)))
+        hkey = f"{lv}:horizon"
+        hsums = np.concatenate([c.block_moments[hkey] for c in chunks], axis=0).sum(axis=0)
+        _, hnames = horizon_per_path(np.empty((len(metrics), 1, 0, 0)), metrics)
+        hdf = summarise_moments(hsums, cfg.paths, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
+                                sw.parameter_uncertainty, short.get(hkey))
+        hframes.append(hdf.drop(columns=["year", "calendar_year"]))
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     horizon = pd.concat(hframes, ignore_index=True) if hframes else pd.DataFrame()
 
