@@ -30,9 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
-
-from finance_engine.simulation.summary import nested_moments, tail_mean_and_se
+from finance_engine.simulation.summary import nested_moments, order_statistic_ranks, tail_mean_and_se
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -53,9 +51,7 @@ def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFI
     """
     xs = sorted_x
     n = xs.size
-    alpha = 1.0 - confidence
-    r = int(stats.binom.ppf(alpha / 2, n, p))
-    s = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+    r, s = order_statistic_ranks(n, p, confidence)
     if r >= 1:
         low = float(xs[r - 1])
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 
 def _q_label(q: float) -> str:
@@ -56,6 +57,17 @@ def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) ->
     return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
 
 
+def order_statistic_ranks(n: int, p: float, confidence: float) -> tuple[int, int]:
+    """1-based ranks ``(r, s)`` of the distribution-free interval ``[x_(r), x_(s)]`` of the ``p``-quantile.
+
+    ``r = B^{-1}(alpha/2)``, ``s = B^{-1}(1 - alpha/2) + 1`` with ``B`` the Binomial(n, p) CDF: coverage at
+    least ``confidence`` (David & Nagaraja 2003, *Order Statistics*, §7.1). ``r = 0`` or ``s > n``: that end
+    of the interval is unbounded.
+    """
+    alpha = 1.0 - confidence
+    return int(stats.binom.ppf(alpha / 2, n, p)), int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+
+
 def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``tail`` (the tail's values along axis 0, out of ``n``) and its asymptotic standard error.
 
@@ -81,25 +93,21 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
     for that end), each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of a tail mean
     (:func:`finance_engine.mc_error.tail_mean_se`). Both treat paths as independent draws.
     """
-    from scipy import stats as sps
-
     out: dict[str, np.ndarray] = {}
     qs = np.quantile(x, quantiles, axis=0)
     s = np.sort(x, axis=0)
     n = x.shape[0]
-    alpha = 1.0 - confidence
     for q, v in zip(quantiles, qs):
         label = _q_label(q)
         out[label] = v
-        # the ranks depend only on n and q: one pair for every column
-        r = int(sps.binom.ppf(alpha / 2, n, q))
-        hi_rank = int(sps.binom.ppf(1 - alpha / 2, n, q)) + 1
+        r, hi_rank = order_statistic_ranks(n, q, confidence)  # the same ranks for every column
         out[f"{label}_ci_low"] = s[r - 1] if r >= 1 else np.where(s[0] >= 0, 0.0, -np.inf)
         out[f"{label}_ci_high"] = s[hi_rank - 1] if hi_rank <= n else np.full(v.shape, np.inf)
     for t in tail_levels:
         k = max(1, int(np.ceil(n * (1 - t))))
         name = f"tvar{round(t * 100):02d}"
-        (hi, hi_se), (lo, lo_se) = (tail_mean_and_se(s[n - k:], s[n - k], n), tail_mean_and_se(s[:k], s[k - 1], n))
+        hi, hi_se = tail_mean_and_se(s[n - k:], s[n - k], n)
+        lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
@@ -112,13 +120,13 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
     n_metrics, years, n_paths, n_groups = per_path.shape
     # one metric at a time: the sorts and deviations are temporaries of one metric's size, not the
     # whole array's (per-path arrays of a many-path run are the largest thing a run holds)
-    stats: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
     for i, m in enumerate(metrics):
         x = np.moveaxis(per_path[i], 1, 0)  # (paths, years, groups)
         one = {**nested_moments(x, set_size, parameter_uncertainty),
                **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)))}
         for k, v in one.items():
-            stats.setdefault(k, np.empty((n_metrics, years, n_groups)))[i] = v
+            columns.setdefault(k, np.empty((n_metrics, years, n_groups)))[i] = v
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")
     df = pd.DataFrame({
         "level": level,
@@ -127,7 +135,7 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
         "year": idx_y.ravel(),
         "calendar_year": idx_y.ravel() + start_year,
     })
-    for k, v in stats.items():
+    for k, v in columns.items():
         df[k] = v.ravel()
     return df
 
