@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 
 def _q_label(q: float) -> str:
@@ -64,6 +63,8 @@ def order_statistic_ranks(n: int, p: float, confidence: float) -> tuple[int, int
     least ``confidence`` (David & Nagaraja 2003, *Order Statistics*, §7.1). ``r = 0`` or ``s > n``: that end
     of the interval is unbounded.
     """
+    from scipy import stats  # here, not at import: scipy.stats adds about 30 MB to every engine process
+
     alpha = 1.0 - confidence
     return int(stats.binom.ppf(alpha / 2, n, p)), int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
 
