@@ -64,6 +64,22 @@ def test_evergreen_broadleaf_uses_the_mixed_broadleaf_factors_under_both_methods
         assert carbon_factors(params, code, method).tc_per_ha(np.array([100.0]))[0] == pytest.approx(45.13, abs=0.01)
 
 
+@pytest.mark.parametrize("name,factors", [
+    # domain_parameters.md Table 1.2 rows (D, BEF, R, CF)
+    ("湿地松", (0.424, 1.614, 0.264, 0.511)),
+    ("木荷", (0.598, 1.894, 0.258, 0.497)),
+    ("枫香", (0.598, 1.765, 0.398, 0.497)),
+])
+def test_species_with_their_own_reference_row_use_it(params, name, factors):
+    # slash pine, Schima and Liquidambar have their own rows in the reference table; entered by their Chinese
+    # names they get those factors, not their group's (V D BEF (1 + R) CF at 100 m3/ha)
+    sid = params.species_aliases[name]
+    d, bef, r, cf = factors
+    c = carbon_factors(params, _code(params, sid), "bef").tc_per_ha(np.array([100.0]))[0]
+    assert c == pytest.approx(100 * d * bef * (1 + r) * cf, rel=1e-12)
+    assert carbon_factors(params, _code(params, sid), "fang").tc_per_ha(np.array([100.0]))[0] == pytest.approx(c)
+
+
 def test_bamboo_has_no_volume_conversion(params):
     code = _code(params, "moso_bamboo")
     assert carbon_factors(params, code, "bef").tc_per_ha(np.array([100.0]))[0] == 0.0

@@ -119,7 +119,7 @@ export const DICT = {
     species: {
       chinese_fir: "杉木", masson_pine: "马尾松", other_pines: "其他松类", cryptomeria: "柳杉",
       mixed_conifer: "针叶混交林", mixed_conifer_broadleaf: "针阔混交林", evergreen_broadleaf: "常绿阔叶林",
-      hard_broadleaf: "硬阔叶林", oaks: "栎类", moso_bamboo: "毛竹",
+      hard_broadleaf: "硬阔叶林", oaks: "栎类", moso_bamboo: "毛竹", slash_pine: "湿地松", schima: "木荷", liquidambar: "枫香",
     },
     places: {},
   },
@@ -239,7 +239,7 @@ export const DICT = {
     species: {
       chinese_fir: "Chinese fir", masson_pine: "Masson pine", other_pines: "Other pines", cryptomeria: "Cryptomeria",
       mixed_conifer: "Mixed conifer", mixed_conifer_broadleaf: "Mixed conifer-broadleaf", evergreen_broadleaf: "Evergreen broadleaf",
-      hard_broadleaf: "Hard broadleaf", oaks: "Oaks", moso_bamboo: "Moso bamboo",
+      hard_broadleaf: "Hard broadleaf", oaks: "Oaks", moso_bamboo: "Moso bamboo", slash_pine: "Slash pine", schima: "Schima", liquidambar: "Sweetgum",
     },
     // Lishui's nine counties; other place names are shown as they are in the data
     places: {

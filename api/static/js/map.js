@@ -8,6 +8,7 @@ export const SPECIES_COLOURS = {
   chinese_fir: "#1b7837", masson_pine: "#e08214", other_pines: "#fdb863", cryptomeria: "#5aae61",
   mixed_conifer: "#8073ac", mixed_conifer_broadleaf: "#2166ac", evergreen_broadleaf: "#35978f",
   hard_broadleaf: "#8c510a", oaks: "#bf812d", moso_bamboo: "#a6d96a",
+  slash_pine: "#b35806", schima: "#543005", liquidambar: "#c51b7d",
 };
 const FALLBACK = ["#666", "#999", "#333"];
 export const RISK_COLOURS = ["#fee5d9", "#fcae91", "#fb6a4a", "#de2d26", "#a50f15"];
