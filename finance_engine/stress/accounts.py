@@ -100,8 +100,6 @@ def scenario_accounts(portfolio: Portfolio, params: ModelParameters, scenario: s
     return CarbonAccounts(table=table, provenance=prov, units=units)
 
 
-__all__ = ["FEN_PER_CNY", "scenario_accounts"]
-
 
 def _attach_errors(table: pd.DataFrame, res, flows: list[str], years: list[int], price: np.ndarray,
                    price_se: np.ndarray) -> None:
@@ -136,3 +134,6 @@ def _attach_errors(table: pd.DataFrame, res, flows: list[str], years: list[int],
             q, q_se = by_year(metric, y, "mean"), by_year(metric, y, "mc_se")
             bound += price[y + 1] * q_se + np.abs(q) * price_se[y + 1]
         table[f"{col}_mc_se_max"] = bound
+
+
+__all__ = ["FEN_PER_CNY", "scenario_accounts"]
