@@ -348,7 +348,9 @@ function renderResults() {
     n.className = "kpi-value";
     n.textContent = fmt(val);
     d.append(n);
-    if (err !== undefined) {
+    // results stored before errors were reported have none: show the value alone
+    const known = Array.isArray(err) ? err.some((x) => x !== undefined) : err !== undefined && err !== null;
+    if (known) {
       // the Monte Carlo error: "± s.e.", or a quantile's 95 % interval (an open end: too few paths)
       d.dataset.err = JSON.stringify(err);
       const e = document.createElement("span");
