@@ -135,6 +135,22 @@ def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
         set_means.std(ddof=1) / np.sqrt(n // 4), rel=1e-12)
 
 
+def test_a_loan_cut_to_the_pledge_cap_has_no_coverage_error(pf, params):
+    """The pledge-rate lever sets each loan at cap x its estimated value, so its coverage is 1 / cap by
+    construction: no Monte Carlo error, for the loan or (when all are capped) the bank's portfolio."""
+    reg = _registry(pf)
+    bound = bind_registry(reg, pf, params)
+    st = StressSettings(years=3, paths=64, seed=5, levels=("portfolio",))
+    run = run_scenario(bound.portfolio, params, load_scenario("baseline"), st, horizon_years=6,
+                       extra_levels=("project_id",))
+    free = evaluate_instruments(bound, run, st)
+    capped = evaluate_instruments(bound, run, st, pledge_rate_cap=0.01)  # far below the requested amounts
+    assert list(capped.loans.coverage) == pytest.approx([100.0] * len(capped.loans))
+    assert (capped.loans.coverage_mc_se == 0).all()
+    assert capped.portfolio["collateral_coverage_mc_se"] == 0.0
+    assert (free.loans.coverage_mc_se > 0).all() and free.portfolio["collateral_coverage_mc_se"] > 0
+
+
 def test_stress_test_end_to_end(pf, params):
     res = run_stress_test(pf, params, ["ice_storm_2008"], registry=_registry(pf),
                           settings=StressSettings(years=3, paths=32, seed=4), footprints=True)

@@ -214,7 +214,7 @@ class InstrumentOutcome:
     insurer: dict[str, Any]
     budget: dict[str, Any]
     portfolio: dict[str, Any]
-    loan_paths: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    loan_paths: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     insurer_annual_gross: np.ndarray | None = field(default=None, repr=False)  # (years, paths)
 
 
@@ -311,7 +311,9 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         lgd_scale = 1.0 / (bal.sum()) if bal.sum() > 0 else 0.0
         row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": t2.term_years,
                "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
-               "coverage": v0 / amount, "coverage_mc_se": float(mom["mc_se"][0]) / amount,
+               # a loan cut to the cap x the estimated value has coverage 1 / cap by construction
+               "coverage": v0 / amount,
+               "coverage_mc_se": 0.0 if amount < terms.amount_cny else float(mom["mc_se"][0]) / amount,
                "p_value_below_balance_any_time": float(below_any.mean()),
                "p_value_below_balance_any_time_mc_se": se(below_any),
                "expected_shortfall_at_default_cny": float(shortfall.mean()),
@@ -327,7 +329,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                         "capital_k": k, "capital_cny": k * amount})
         loan_rows.append(row)
         loan_paths[ln.id] = {"pv": money.pv_total, "below_any": below_any, "value": money.value_paths,
-                             "balance": cv["balance"]}
+                             "balance": cv["balance"], "capped": amount < terms.amount_cny}
     loans = pd.DataFrame(loan_rows)
 
     # ---- policies, insurer, budgets ------------------------------------------------------------
@@ -434,7 +436,9 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                 "collateral_value_cny": float(active.collateral_value_cny.sum()),
                 "collateral_coverage": float(active.collateral_value_cny.sum() / amt) if amt else None}
         if amt:
-            port["collateral_coverage_mc_se"] = se(sum(loan_paths[l]["pv"] for l in active.loan)) / amt
+            # capped loans' value-to-amount is fixed by construction: only the others' values are uncertain
+            free = [loan_paths[l]["pv"] for l in active.loan if not loan_paths[l]["capped"]]
+            port["collateral_coverage_mc_se"] = se(sum(free)) / amt if free else 0.0
             below = sum(loan_paths[l]["below_any"] * a for l, a in zip(active.loan, active.amount_cny))
             port["share_of_lending_with_collateral_below_balance"] = float(np.mean(below) / amt)
             port["share_of_lending_with_collateral_below_balance_mc_se"] = se(below / amt)
