@@ -73,15 +73,20 @@ def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE) -> list
 def tail_mean_se(x: np.ndarray, level: float, upper: bool = True) -> float:
     """Standard error of an empirical tail mean (module docstring; NaN when the tail has under two values).
 
-    ``upper``: ``E[X | X >= q_level]`` (TVaR of losses, tail mass ``1 - level``); else
-    ``E[X | X <= q_level]`` (expected shortfall of values, tail mass ``level``).
+    ``upper``: the mean of the largest ``ceil(n (1 - level))`` values (TVaR of losses); else of the smallest
+    ``ceil(n level)`` (expected shortfall of values). The tail is a fixed count of sorted values, as the
+    estimators use, not the values beyond the quantile: with ties at the quantile (annual payouts that are
+    mostly zero) the latter would take in the whole tied mass and understate the error many times over.
     """
-    xs = np.asarray(x, dtype=float).reshape(-1)
-    if xs.size < 2:
+    xs = np.sort(np.asarray(x, dtype=float).reshape(-1))
+    n = xs.size
+    if n < 2:
         return math.nan
-    q = np.quantile(xs, level)
-    tail = xs[xs >= q] if upper else xs[xs <= q]
-    return float(tail_mean_and_se(tail, q, xs.size)[1])
+    if upper:
+        k = max(1, math.ceil(n * (1.0 - level) - 1e-9))
+        return float(tail_mean_and_se(xs[n - k:], xs[n - k], n)[1])
+    k = max(1, math.ceil(n * level - 1e-9))
+    return float(tail_mean_and_se(xs[:k], xs[k - 1], n)[1])
 
 
 __all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

@@ -79,6 +79,21 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, capsys):
     assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_collateral_json_report_is_valid_json_with_open_interval_ends(tmp_path, capsys):
+    # 32 paths cannot bound a 95th percentile from above: the open end is written as null, not Infinity
+    import json
+
+    out = tmp_path / "loan.json"
+    assert main(["collateral", "--project", "LS-LQ-P03", "--amount", "200000", "--term", "3", "--rate", "0.0435",
+                 "--paths", "32", "--no-attribution", "-o", str(out)]) == 0
+
+    def reject(token):
+        raise ValueError(f"not JSON: {token}")
+
+    d = json.loads(out.read_text(encoding="utf-8"), parse_constant=reject)
+    assert d["by_year"][0]["value_p95_ci95_high_cny"] is None
+
+
 def test_demo_runs_small(capsys):
     assert main(["demo", "--paths", "32", "--years", "3", "--workers", "1"]) == 0
     out = capsys.readouterr().out

@@ -209,3 +209,17 @@ def test_var_interval_covers_and_tvar_error_matches_repeated_samples():
     assert covered / 300 >= 0.92
     assert np.mean(tvars) == pytest.approx(true_var + 1, rel=0.03)
     assert np.std(tvars, ddof=1) == pytest.approx(np.mean(ses), rel=0.15)
+
+
+def test_tvar_error_holds_when_most_years_pay_nothing():
+    """Annual payouts are mostly zero, so the VaR often is 0 and values tie at it: the TVaR's error must
+    still match the spread of repeated estimates (a tail taken as 'values >= VaR' would take in every zero)."""
+    rng = np.random.default_rng(5)
+    tvars, ses = [], []
+    for _ in range(300):
+        x = np.where(rng.random(2000) < 0.95, 0.0, rng.exponential(10_000.0, size=2000))
+        t = var_tvar_table(x, levels=(0.90,)).iloc[0]
+        assert t["var"] == 0.0
+        tvars.append(t.tvar)
+        ses.append(t.tvar_se)
+    assert np.std(tvars, ddof=1) == pytest.approx(np.mean(ses), rel=0.15)

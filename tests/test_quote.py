@@ -98,6 +98,16 @@ def test_layers_and_capital_against_loss_table_maths():
     # retained annual: 175, 0, 60, 0, 350, 0 -> stop loss 200 xs 100: 75, 0, 0, 0, 200, 0
     assert q2.layers[0]["expected_layer_loss_cny"] == pytest.approx(275 / 6)
     assert q2.capital["ceded_quota_share_mean_cny"] == pytest.approx(0.5 * annual.mean())
+    # the 1-in-200 capital's interval: six years cannot bound the 99.5 % quantile from above
+    lo, hi = q.capital["gross_capital_ci95_cny"]
+    assert lo <= q.capital["gross_capital_cny"] and hi is None  # JSON-ready: an open end is null
+    # a slip renders from a quote stored before intervals were reported (the API renders stored JSON)
+    from finance_engine.reports.quote_slip import render_quote_slip
+
+    old = q.to_dict()
+    for k in ("gross_var_ci95_cny", "net_var_ci95_cny", "gross_capital_ci95_cny", "net_capital_ci95_cny"):
+        old["capital"].pop(k)
+    assert "1-in-200 capital" in render_quote_slip(old) and "95 % CI" in render_quote_slip(q)
     with pytest.raises(InsuranceInputError, match="overlap"):
         quote_losses(CoverLosses(annual, ev), sum_insured_cny=1.0, area_ha=1.0, insured_tco2e=1.0,
                      layers=[LayerSpec(0.0, 200.0), LayerSpec(100.0, 200.0)])

@@ -149,6 +149,32 @@ def test_a_loan_cut_to_the_pledge_cap_has_no_coverage_error(pf, params):
     assert (capped.loans.coverage_mc_se == 0).all()
     assert capped.portfolio["collateral_coverage_mc_se"] == 0.0
     assert (free.loans.coverage_mc_se > 0).all() and free.portfolio["collateral_coverage_mc_se"] > 0
+    # one loan cut, one not: the delta method on R = (F + C) / (A_free + cap C) against perturbing the paths
+    v = free.loans.set_index("loan").collateral_value_cny
+    # A asks 150,000, B 80,000: a cap between their amount-to-value ratios cuts A only
+    ratio = {ln.id: ln.terms.amount_cny / v[ln.id] for ln in reg.loans}
+    assert ratio[reg.loans[0].id] > ratio[reg.loans[1].id]
+    cap = 0.5 * (ratio[reg.loans[0].id] + ratio[reg.loans[1].id])
+    mixed = evaluate_instruments(bound, run, st, pledge_rate_cap=cap)
+    cut = mixed.loans.set_index("loan")
+    assert cut.loc[reg.loans[0].id, "amount_cny"] < reg.loans[0].terms.amount_cny  # loan A cut
+    assert cut.loc[reg.loans[1].id, "amount_cny"] == reg.loans[1].terms.amount_cny  # loan B not
+    pa, pb = mixed.loan_paths[reg.loans[0].id]["pv"], mixed.loan_paths[reg.loans[1].id]["pv"]
+    amt_b = reg.loans[1].terms.amount_cny
+
+    def coverage(pa_, pb_):  # the coverage as the lever computes it, from the paths' values
+        return (pa_.mean() + pb_.mean()) / (cap * pa_.mean() + amt_b)
+
+    r = coverage(pa, pb)
+    assert mixed.portfolio["collateral_coverage"] == pytest.approx(r, rel=1e-12)
+    # numerical gradient of R with respect to each path's values, then the error of that linearised mean
+    eps = 1e-6
+    ga = (coverage(pa * (1 + eps), pb) - r) / (eps * pa.mean())
+    gb = (coverage(pa, pb * (1 + eps)) - r) / (eps * pb.mean())
+    from finance_engine.mc_error import mean_se
+
+    want = mean_se(ga * pa + gb * pb, 4)
+    assert mixed.portfolio["collateral_coverage_mc_se"] == pytest.approx(want, rel=1e-4)
 
 
 def test_stress_test_end_to_end(pf, params):

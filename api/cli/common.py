@@ -50,13 +50,17 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def echo_json(obj: Any) -> None:
-    """Print JSON (NaN and infinities become null) on stdout."""
+def json_text(obj: Any) -> str:
+    """Valid JSON of a result (NaN and infinities, such as an unbounded interval end, become null)."""
     if hasattr(obj, "to_dict"):
         obj = obj.to_dict()
-    text = json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default, allow_nan=True))),
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default, allow_nan=True))),
                       ensure_ascii=False, indent=2, allow_nan=False)
-    click.echo(text)
+
+
+def echo_json(obj: Any) -> None:
+    """Print JSON (NaN and infinities become null) on stdout."""
+    click.echo(json_text(obj))
 
 
 def note(msg: str) -> None:

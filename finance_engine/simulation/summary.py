@@ -159,19 +159,24 @@ def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_u
     sd = np.sqrt(var) if n > 1 else np.full(mean.shape, np.nan)
     m = max(int(set_size), 1)
     g = n // m
-    if m == 1 or g < 2 or np.isnan(q).any():
-        se = sd / np.sqrt(n) if n > 1 else np.full(mean.shape, np.nan)
-        psd = np.full(mean.shape, np.nan) if parameter_uncertainty else np.zeros(mean.shape)
-        return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+    iid_se = sd / np.sqrt(n) if n > 1 else np.full(mean.shape, np.nan)
+    iid_psd = np.full(mean.shape, np.nan) if parameter_uncertainty else np.zeros(mean.shape)
+    if m == 1 or g < 2:
+        return {"mean": mean, "sd": sd, "mc_se": iid_se, "parameter_sd": iid_psd}
     c1, c2 = (s1, s2) if short_set is None else (s1 - short_set[0], s2 - short_set[1])
-    var_b = np.maximum((q / (m * m) - c1 * c1 / (g * m * m)) / (g - 1), 0.0)
-    se = np.sqrt(var_b / g)
-    if parameter_uncertainty:
-        msw = np.maximum(c2 - q / m, 0.0) / (g * (m - 1))
-        psd = np.sqrt(np.maximum(0.0, (m * var_b - msw) / m))
-    else:
-        psd = np.zeros(mean.shape)
-    return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
+    with np.errstate(invalid="ignore"):
+        var_b = np.maximum((q / (m * m) - c1 * c1 / (g * m * m)) / (g - 1), 0.0)
+        se = np.sqrt(var_b / g)
+        if parameter_uncertainty:
+            msw = np.maximum(c2 - q / m, 0.0) / (g * (m - 1))
+            psd = np.sqrt(np.maximum(0.0, (m * var_b - msw) / m))
+        else:
+            psd = np.zeros(mean.shape)
+    # cells whose sets were not tracked (NaN set sums: sets straddling blocks) keep the independent-path figures,
+    # each cell on its own
+    untracked = np.isnan(q)
+    return {"mean": mean, "sd": sd, "mc_se": np.where(untracked, iid_se, se),
+            "parameter_sd": np.where(untracked, iid_psd, psd)}
 
 
 def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], labels: np.ndarray, level: str,

@@ -436,9 +436,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                 "collateral_value_cny": float(active.collateral_value_cny.sum()),
                 "collateral_coverage": float(active.collateral_value_cny.sum() / amt) if amt else None}
         if amt:
-            # capped loans' value-to-amount is fixed by construction: only the others' values are uncertain
-            free = [loan_paths[l]["pv"] for l in active.loan if not loan_paths[l]["capped"]]
-            port["collateral_coverage_mc_se"] = se(sum(free)) / amt if free else 0.0
+            # R = (F + C) / (A_free + cap C): a capped loan's amount moves with its own value estimate, so
+            # (delta method) dR/dF = 1/A and dR/dC = (1 - cap R)/A; with every loan capped R = 1/cap, no error
+            r_cov = port["collateral_coverage"]
+            weight = {l: 1.0 - pledge_rate_cap * r_cov if loan_paths[l]["capped"] else 1.0 for l in active.loan}
+            port["collateral_coverage_mc_se"] = (0.0 if all(loan_paths[l]["capped"] for l in active.loan) else
+                                                 se(sum(weight[l] * loan_paths[l]["pv"] for l in active.loan)) / amt)
             below = sum(loan_paths[l]["below_any"] * a for l, a in zip(active.loan, active.amount_cny))
             port["share_of_lending_with_collateral_below_balance"] = float(np.mean(below) / amt)
             port["share_of_lending_with_collateral_below_balance_mc_se"] = se(below / amt)

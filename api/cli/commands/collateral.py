@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import click
 from api.cli.common import (
     CLIError,
     echo_json,
+    json_text,
     format_option,
     load_model,
     load_portfolio_or_demo,
@@ -135,15 +135,15 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
 def _write(v, output: str) -> None:
     suffix = Path(output).suffix.lower()
     if suffix == ".json":
-        Path(output).write_text(json.dumps(v.to_dict(), ensure_ascii=False, indent=2, default=float), encoding="utf-8")
+        Path(output).write_text(json_text(v), encoding="utf-8")
     elif suffix == ".xlsx":
         import pandas as pd
 
         with pd.ExcelWriter(output) as xw:
             pd.DataFrame([v.value_today]).astype(str).to_excel(xw, sheet_name="value_today", index=False)
             v.by_year.to_excel(xw, sheet_name="by_year", index=False)
-            pd.DataFrame([v.risk]).to_excel(xw, sheet_name="risk", index=False)
-            pd.DataFrame([v.sizing]).to_excel(xw, sheet_name="sizing", index=False)
+            pd.DataFrame([_flat(v.risk)]).to_excel(xw, sheet_name="risk", index=False)
+            pd.DataFrame([_flat(v.sizing)]).to_excel(xw, sheet_name="sizing", index=False)
             pd.DataFrame([v.security]).to_excel(xw, sheet_name="security", index=False)
             if v.credit:
                 pd.DataFrame([v.credit]).to_excel(xw, sheet_name="credit", index=False)
@@ -159,6 +159,19 @@ def _write(v, output: str) -> None:
     else:
         raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
 
+
+
+def _flat(d: dict) -> dict:
+    """One spreadsheet cell per number: ``{"x": [lo, hi]}`` -> ``x_low``, ``x_high``; nested dicts -> ``x_key``."""
+    out = {}
+    for k, val in d.items():
+        if isinstance(val, dict):
+            out.update(_flat({f"{k}_{kk}": vv for kk, vv in val.items()}))
+        elif isinstance(val, (list, tuple)) and len(val) == 2:
+            out[f"{k}_low"], out[f"{k}_high"] = val
+        else:
+            out[k] = val
+    return out
 
 
 def _ci(bounds) -> str:

@@ -216,8 +216,8 @@ def _print_quote(q) -> None:
                                                    "prob_attachment", "prob_exhaustion"]]))
         c = q.capital
 
-        def ci(b):
-            return " - ".join("unbounded" if x is None else f"{x:,.0f}" for x in b)
+        def ci(b):  # an open end (too few years for the quantile) is null or inf
+            return " - ".join("unbounded" if x is None or abs(x) == float("inf") else f"{x:,.0f}" for x in b)
 
         click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} (95% CI {ci(c['gross_capital_ci95_cny'])}) "
                    f"-> net {c['net_capital_cny']:,.0f} (95% CI {ci(c['net_capital_ci95_cny'])}) CNY "

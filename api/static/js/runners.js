@@ -22,13 +22,13 @@ export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 
 /** The last part of a "province/city/county/..." group label. */
 export const leaf = (group) => String(group).split("/").pop();
 
-/** Area (ha) of each value of `key` among the parcels. */
 /** Run settings shown with a result: paths, years, seed, and the model and parameter set that made it. */
 function runSettings(req, years, audit) {
   return { paths: req.paths, years, seed: audit?.seed ?? req.seed, model: audit?.model_version ?? "?",
     sha: (audit?.parameter_sha256 ?? "").slice(0, 12) };
 }
 
+/** Area (ha) of each value of `key` among the parcels. */
 export function areaBy(parcels, key) {
   const m = new Map();
   for (const p of parcels) m.set(p[key], (m.get(p[key]) || 0) + (p.area_ha || 0));
