@@ -192,6 +192,11 @@ def test_stress_test_end_to_end(pf, params):
     for table in (res.horizon, res.by_year):
         q = table[["p01", "p05", "p50", "p95", "p99"]].to_numpy()
         assert (np.diff(q, axis=1) >= 0).all()
+        # each percentile with its order-statistic interval (32 paths: the 1 % and 99 % ends are open)
+        for k in ("p01", "p05", "p50", "p95", "p99"):
+            assert (table[f"{k}_ci_low"] <= table[k]).all() and (table[k] <= table[f"{k}_ci_high"]).all()
+        assert np.isinf(table["p99_ci_high"]).all()
+    assert (res.horizon.diff_p05_ci_low <= res.horizon.diff_p05).all()
     assert ice["p99"] >= ice["mean"] >= ice["p01"]
 
 

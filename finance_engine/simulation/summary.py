@@ -84,6 +84,25 @@ def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.nda
     return mean, np.sqrt((tail.var(axis=0, ddof=1) + (1 - a) * (edge - mean) ** 2) / (n * a))
 
 
+def quantiles_with_ci(x: np.ndarray, quantiles: tuple[float, ...], confidence: float = 0.95,
+                      labels: tuple[str, ...] | None = None, sorted_x: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Quantiles along axis 0 (``numpy.quantile``) with their order-statistic intervals.
+
+    Returns ``pNN`` (or the given ``labels``), ``pNN_ci_low`` and ``pNN_ci_high`` for each quantile; an end
+    the sample cannot support is ``-inf`` (0 for data that are not negative) or ``inf``.
+    """
+    s = np.sort(x, axis=0) if sorted_x is None else sorted_x
+    n = x.shape[0]
+    out: dict[str, np.ndarray] = {}
+    for i, (q, v) in enumerate(zip(quantiles, np.quantile(x, quantiles, axis=0))):
+        label = labels[i] if labels is not None else _q_label(q)
+        out[label] = v
+        r, hi_rank = order_statistic_ranks(n, q, confidence)  # the same ranks for every column
+        out[f"{label}_ci_low"] = s[r - 1] if r >= 1 else np.where(s[0] >= 0, 0.0, -np.inf)
+        out[f"{label}_ci_high"] = s[hi_rank - 1] if hi_rank <= n else np.full(v.shape, np.inf)
+    return out
+
+
 def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[float, ...],
                upper: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
     """Quantiles and TVaR along axis 0, each with its Monte Carlo error.
@@ -94,16 +113,9 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
     for that end), each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of a tail mean
     (:func:`finance_engine.mc_error.tail_mean_se`). Both treat paths as independent draws.
     """
-    out: dict[str, np.ndarray] = {}
-    qs = np.quantile(x, quantiles, axis=0)
     s = np.sort(x, axis=0)
     n = x.shape[0]
-    for q, v in zip(quantiles, qs):
-        label = _q_label(q)
-        out[label] = v
-        r, hi_rank = order_statistic_ranks(n, q, confidence)  # the same ranks for every column
-        out[f"{label}_ci_low"] = s[r - 1] if r >= 1 else np.where(s[0] >= 0, 0.0, -np.inf)
-        out[f"{label}_ci_high"] = s[hi_rank - 1] if hi_rank <= n else np.full(v.shape, np.inf)
+    out = quantiles_with_ci(x, quantiles, confidence, sorted_x=s)
     for t in tail_levels:
         k = max(1, int(np.ceil(n * (1 - t))))
         name = f"tvar{round(t * 100):02d}"

@@ -39,7 +39,7 @@ from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
 from finance_engine.simulation.result import SimulationResult, code_version
-from finance_engine.simulation.summary import nested_moments
+from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from models import MODEL_VERSION
@@ -160,7 +160,8 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
 
     Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, p01, p05, p50, p95,
     p99 (quantiles of the scenario's value over paths), baseline_mean, diff_mean, diff_mc_se, diff_p05,
-    diff_p95. Horizon: flows summed over the years, stock at the end.
+    diff_p95 (horizon only). Each quantile ``q`` has its 95 % order-statistic interval ``q_ci_low`` ..
+    ``q_ci_high``. Horizon: flows summed over the years, stock at the end.
     """
     qs = (0.01, 0.05, 0.50, 0.95, 0.99)
     qnames = ("p01", "p05", "p50", "p95", "p99")
@@ -175,12 +176,12 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
             Y, G = ms["mean"].shape
             yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
-            qy = np.quantile(xs, qs, axis=1)  # (quantile, year, group)
+            qy = quantiles_with_ci(np.moveaxis(xs, 1, 0), qs, labels=qnames)  # each (year, group)
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
                 "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
                 "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(),
-                **{n: qy[i].ravel() for i, n in enumerate(qnames)},
+                **{k: v.ravel() for k, v in qy.items()},
                 "baseline_mean": mb.ravel(),
                 "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel()}))
             if m.startswith("stock"):
@@ -191,14 +192,13 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                 name = f"cumulative_{m}"
             hd = hs - hb
             ms, md = _moments(hs, switches), _moments(hd, switches)
-            qh = np.quantile(hs[0], qs, axis=0)  # (quantile, group)
             rows_h.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
                 "mean": ms["mean"][0], "mc_se": ms["mc_se"][0],
-                **{n: qh[i] for i, n in enumerate(qnames)},
+                **quantiles_with_ci(hs[0], qs, labels=qnames),  # each (group,)
                 "baseline_mean": hb.mean(axis=1)[0],
                 "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0],
-                "diff_p05": np.quantile(hd[0], 0.05, axis=0), "diff_p95": np.quantile(hd[0], 0.95, axis=0)}))
+                **quantiles_with_ci(hd[0], (0.05, 0.95), labels=("diff_p05", "diff_p95"))}))
     return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
 
 
