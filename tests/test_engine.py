@@ -545,3 +545,22 @@ def test_streamed_levels_are_bit_identical_across_chunks_with_a_short_last_set(p
         pd.testing.assert_frame_equal(runs[0].horizon, other.horizon, check_exact=True)
         pd.testing.assert_frame_equal(runs[0].parcel_summary, other.parcel_summary, check_exact=True)
     assert runs[0].summary.parameter_sd.notna().all()  # the nested split, short set and all
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_a_set_up_reused_across_horizons_gives_the_same_numbers(portfolio, params, independent):
+    """The set-up is shared by runs that differ only in seed, paths or years (a service valuing loan after
+    loan): a 6-year run after a 2-year one on the same set-up equals a 6-year run on a fresh one, pine wilt's
+    shadow epidemic of independent mode included."""
+    from finance_engine.simulation import engine
+
+    kw = dict(years=6, paths=64, seed=13, levels=("portfolio", "county"),
+              switches=SimulationSwitches(independent=independent))
+    engine._SETUP_CACHE.clear()
+    fresh = simulate(portfolio, params, **kw)
+    engine._SETUP_CACHE.clear()
+    simulate(portfolio, params, **{**kw, "years": 2})
+    reused = simulate(portfolio, params, **kw)
+    assert len(engine._SETUP_CACHE) == 1  # one set-up served both horizons
+    pd.testing.assert_frame_equal(fresh.summary, reused.summary, check_exact=True)
+    pd.testing.assert_frame_equal(fresh.horizon, reused.horizon, check_exact=True)

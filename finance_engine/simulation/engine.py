@@ -64,10 +64,11 @@ _SETUP_CACHE: dict[str, EngineSetup] = {}
 
 
 def _setup_token(params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> str:
-    """Identity of what the set-up depends on: everything but the seed and the path count."""
+    """Identity of what the set-up depends on: everything but the seed, the path count and the horizon (the
+    set-up holds no per-year state; a run's years reach its chunks through the run's own config)."""
     h = hashlib.sha256()
     h.update(params.sha256.encode())
-    h.update(pickle.dumps(replace(config, seed=0, paths=1)))
+    h.update(pickle.dumps(replace(config, seed=0, paths=1, years=1)))
     h.update(pd.util.hash_pandas_object(portfolio.frame, index=False).values.tobytes())
     return h.hexdigest()
 
