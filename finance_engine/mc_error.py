@@ -30,7 +30,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from finance_engine.simulation.summary import nested_moments, order_statistic_ranks, tail_mean_and_se
+
+from finance_engine.simulation.summary import (nested_moments, order_statistic_bounds, order_statistic_ranks,
+                                               tail_mean_and_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -42,23 +44,15 @@ def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
     return float(nested_moments(x[:, None], set_size, True)["mc_se"][0])
 
 
-def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFIDENCE,
-                       non_negative: bool | None = None) -> tuple[float, float, int, int]:
-    """Distribution-free interval of the ``p``-quantile from an ascending sample (module docstring).
+def order_statistic_ci(sorted_x: np.ndarray, p: float,
+                       confidence: float = CONFIDENCE) -> tuple[float, float, int, int]:
+    """Distribution-free interval of the ``p``-quantile from an ascending 1-D sample (module docstring).
 
-    Returns ``(low, high, r, s)``: ``x_(r)``, ``x_(s)`` and their 1-based ranks. ``non_negative`` says
-    whether the data cannot be negative (default: read off the sample's smallest value).
+    Returns ``(low, high, r, s)``: ``x_(r)``, ``x_(s)`` and their 1-based ranks (an open lower end is 0 for
+    a sample that is not negative).
     """
-    xs = sorted_x
-    n = xs.size
-    r, s = order_statistic_ranks(n, p, confidence)
-    if r >= 1:
-        low = float(xs[r - 1])
-    else:
-        floor_zero = (xs[0] >= 0) if non_negative is None else non_negative
-        low = 0.0 if floor_zero else -math.inf
-    high = float(xs[s - 1]) if s <= n else math.inf
-    return low, high, r, s
+    low, high = order_statistic_bounds(sorted_x, p, confidence)
+    return (float(low), float(high), *order_statistic_ranks(sorted_x.size, p, confidence))
 
 
 def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE) -> list[float]:

@@ -173,11 +173,8 @@ def quantile_ci(losses, level: float, confidence: float | None = None) -> tuple[
         The 1-based order-statistic ranks used.
     """
     xs = np.sort(as_loss_array(losses, allow_negative=True))
-    return _quantile_ci_sorted(xs, _level(level), _confidence(confidence))
+    return order_statistic_ci(xs, _level(level), _confidence(confidence))
 
-
-def _quantile_ci_sorted(xs: np.ndarray, p: float, c: float) -> tuple[float, float, int, int]:
-    return order_statistic_ci(xs, p, c)
 
 
 def pml(losses, return_periods: Sequence[float] | None = None, confidence: float | None = None) -> pd.DataFrame:
@@ -207,7 +204,7 @@ def pml(losses, return_periods: Sequence[float] | None = None, confidence: float
         if not t > 1:
             raise InsuranceInputError(f"return periods must be > 1 year, got {t}")
         p = 1.0 - 1.0 / t
-        lo, hi, r, s = _quantile_ci_sorted(xs, p, c)
+        lo, hi, r, s = order_statistic_ci(xs, p, c)
         rows.append((t, p, _var_sorted(xs, p), lo, hi, r, s, xs.size))
     return pd.DataFrame(rows, columns=["return_period_years", "non_exceedance_probability", "loss", "ci_low",
                                        "ci_high", "rank_low", "rank_high", "n_years"])
@@ -235,6 +232,6 @@ def var_tvar_table(losses, levels: Sequence[float] | None = None) -> pd.DataFram
     c = _confidence(None)
     rows = []
     for p in (_level(q, "levels") for q in lv):
-        lo, hi, _, _ = _quantile_ci_sorted(xs, p, c)
+        lo, hi, _, _ = order_statistic_ci(xs, p, c)
         rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p), tail_mean_se(xs, p, upper=True)))
     return pd.DataFrame(rows, columns=["level", "var", "var_ci_low", "var_ci_high", "tvar", "tvar_se"])

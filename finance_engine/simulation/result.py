@@ -15,6 +15,7 @@ import pandas as pd
 
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup
 from finance_engine.simulation.summary import (
+    horizon_metric_names,
     horizon_per_path,
     moments_from_sums,
     nested_moments,
@@ -229,8 +230,7 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
                                         sw.parameter_uncertainty, short.get(lv)))
         hkey = f"{lv}:horizon"
         hsums = np.concatenate([c.block_moments[hkey] for c in chunks], axis=0).sum(axis=0)
-        _, hnames = horizon_per_path(np.empty((len(metrics), 1, 0, 0)), metrics)
-        hdf = summarise_moments(hsums, cfg.paths, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
+        hdf = summarise_moments(hsums, cfg.paths, horizon_metric_names(metrics), lab, lv, cfg.start_year, sw.parameter_set_size,
                                 sw.parameter_uncertainty, short.get(hkey))
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

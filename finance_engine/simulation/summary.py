@@ -18,6 +18,8 @@ error for a TVaR (:func:`tail_stats`).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -56,6 +58,7 @@ def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) ->
     return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd}
 
 
+@functools.lru_cache(maxsize=256)  # the same few (paths, quantile) pairs for every metric, group and level
 def order_statistic_ranks(n: int, p: float, confidence: float) -> tuple[int, int]:
     """1-based ranks ``(r, s)`` of the distribution-free interval ``[x_(r), x_(s)]`` of the ``p``-quantile.
 
@@ -67,6 +70,19 @@ def order_statistic_ranks(n: int, p: float, confidence: float) -> tuple[int, int
 
     alpha = 1.0 - confidence
     return int(stats.binom.ppf(alpha / 2, n, p)), int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+
+
+def order_statistic_bounds(sorted_x: np.ndarray, p: float, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """``x_(r)`` and ``x_(s)`` of :func:`order_statistic_ranks` along axis 0 of an ascending sample.
+
+    An end the sample cannot support is unbounded: ``inf`` above; below, ``-inf``, or 0 for a column
+    whose smallest value is not negative.
+    """
+    n = sorted_x.shape[0]
+    r, s = order_statistic_ranks(n, p, confidence)
+    low = sorted_x[r - 1] if r >= 1 else np.where(sorted_x[0] >= 0, 0.0, -np.inf)
+    high = sorted_x[s - 1] if s <= n else np.full(np.shape(sorted_x[0]), np.inf)
+    return low, high
 
 
 def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,21 +101,19 @@ def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.nda
 
 
 def quantiles_with_ci(x: np.ndarray, quantiles: tuple[float, ...], confidence: float = 0.95,
-                      labels: tuple[str, ...] | None = None, sorted_x: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                      labels: tuple[str, ...] | None = None,
+                      sorted_x: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Quantiles along axis 0 (``numpy.quantile``) with their order-statistic intervals.
 
     Returns ``pNN`` (or the given ``labels``), ``pNN_ci_low`` and ``pNN_ci_high`` for each quantile; an end
     the sample cannot support is ``-inf`` (0 for data that are not negative) or ``inf``.
     """
     s = np.sort(x, axis=0) if sorted_x is None else sorted_x
-    n = x.shape[0]
     out: dict[str, np.ndarray] = {}
     for i, (q, v) in enumerate(zip(quantiles, np.quantile(x, quantiles, axis=0))):
         label = labels[i] if labels is not None else _q_label(q)
         out[label] = v
-        r, hi_rank = order_statistic_ranks(n, q, confidence)  # the same ranks for every column
-        out[f"{label}_ci_low"] = s[r - 1] if r >= 1 else np.where(s[0] >= 0, 0.0, -np.inf)
-        out[f"{label}_ci_high"] = s[hi_rank - 1] if hi_rank <= n else np.full(v.shape, np.inf)
+        out[f"{label}_ci_low"], out[f"{label}_ci_high"] = order_statistic_bounds(s, q, confidence)
     return out
 
 
@@ -223,12 +237,11 @@ def horizon_per_path(per_path: np.ndarray, metrics: tuple[str, ...]) -> tuple[np
     Returns an array (metrics, 1, paths, groups) and the metric names (``cumulative_...``).
     """
     out = np.empty((len(metrics), 1, *per_path.shape[2:]))
-    names = []
     for i, m in enumerate(metrics):
-        if m == "stock_tco2e":
-            out[i, 0] = per_path[i, -1]
-            names.append("stock_end_tco2e")
-        else:
-            out[i, 0] = per_path[i].sum(axis=0)
-            names.append(f"cumulative_{m}")
-    return out, tuple(names)
+        out[i, 0] = per_path[i, -1] if m == "stock_tco2e" else per_path[i].sum(axis=0)
+    return out, horizon_metric_names(metrics)
+
+
+def horizon_metric_names(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The whole-horizon names of yearly metrics: ``stock_end_tco2e`` and ``cumulative_<flow>``."""
+    return tuple("stock_end_tco2e" if m == "stock_tco2e" else f"cumulative_{m}" for m in metrics)
