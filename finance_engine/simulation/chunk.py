@@ -248,24 +248,25 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
 
     per_path = {lv: per_level[lv] for lv in setup.summary_levels}
     block_moments, short_set = {}, {}
-    m = cfg.switches.parameter_set_size
+
+    def stream(key: str, values: np.ndarray) -> np.ndarray:
+        """Block sums of ``values`` (paths first); the short last set's sums go to ``short_set[key]``."""
+        m = cfg.switches.parameter_set_size
+        short = _short_set_sums(values, path_start, cfg.paths, m)
+        if short is not None:
+            short_set[key] = short
+        return _block_sums(values, path_start, cfg.paths, m)
+
     for lv in setup.moment_levels:
         # (metrics, years, paths, groups) -> (paths, metrics, years, groups) for block sums; the whole
         # horizon's per-path values (flows summed, stock at the end) are streamed too, as "<level>:horizon"
         harr, _ = horizon_per_path(per_level[lv], metrics)
         for key, arr in ((lv, per_level[lv]), (f"{lv}:horizon", harr)):
-            v = np.moveaxis(arr, 2, 0)
-            block_moments[key] = _block_sums(v, path_start, cfg.paths, m)
-            short = _short_set_sums(v, path_start, cfg.paths, m)
-            if short is not None:
-                short_set[key] = short
+            block_moments[key] = stream(key, np.moveaxis(arr, 2, 0))
     parcel_moments = None
     if want_parcel:
-        pm = np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years], axis=1)
-        parcel_moments = _block_sums(pm, path_start, cfg.paths, m)
-        short = _short_set_sums(pm, path_start, cfg.paths, m)
-        if short is not None:
-            short_set["parcel"] = short
+        parcel_moments = stream("parcel", np.stack([stock, cum_loss, cum_credit, (stock - init_c[None, :]) / years],
+                                                   axis=1))
     elt = None
     if elt_level is not None:
         elt = ({k: np.concatenate([p[k] for p in elt_parts]) for k in elt_parts[0]} if elt_parts
