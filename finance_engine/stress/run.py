@@ -308,12 +308,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         shortfall = cv["shortfall"]                       # (T, paths)
         bal = balance_schedule(t2)[:t2.term_years]
         sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
+        capped = amount < terms.amount_cny  # cut to the pledge cap x its estimated value
         lgd_scale = 1.0 / (bal.sum()) if bal.sum() > 0 else 0.0
         row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": t2.term_years,
                "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
-               # a loan cut to the cap x the estimated value has coverage 1 / cap by construction
-               "coverage": v0 / amount,
-               "coverage_mc_se": 0.0 if amount < terms.amount_cny else float(mom["mc_se"][0]) / amount,
+               # a capped loan has coverage 1 / cap by construction
+               "coverage": v0 / amount, "coverage_mc_se": 0.0 if capped else float(mom["mc_se"][0]) / amount,
                "p_value_below_balance_any_time": float(below_any.mean()),
                "p_value_below_balance_any_time_mc_se": se(below_any),
                "expected_shortfall_at_default_cny": float(shortfall.mean()),
@@ -329,7 +329,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                         "capital_k": k, "capital_cny": k * amount})
         loan_rows.append(row)
         loan_paths[ln.id] = {"pv": money.pv_total, "below_any": below_any, "value": money.value_paths,
-                             "balance": cv["balance"], "capped": amount < terms.amount_cny}
+                             "balance": cv["balance"], "capped": capped}
     loans = pd.DataFrame(loan_rows)
 
     # ---- policies, insurer, budgets ------------------------------------------------------------
@@ -371,12 +371,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     flat_g, flat_n = annual.ravel(), net.ravel()
     cum_result = result.sum(axis=0)
     gross_se = se(annual.mean(axis=0))
-    exhausted = (np.maximum.accumulate(np.cumsum(result, axis=0), axis=0)[-1] > ins.capital_cny
-                 if np.isfinite(ins.capital_cny) else np.zeros(n, dtype=bool))
+    worst_cumulative = np.cumsum(result, axis=0).max(axis=0)  # per path: the deepest cumulative underwriting loss
+    exhausted = (worst_cumulative > ins.capital_cny if np.isfinite(ins.capital_cny) else np.zeros(n, dtype=bool))
     g100, g100_ci = tail(flat_g, 0.99)
     n100, n100_ci = tail(flat_n, 0.99)
     n200, n200_ci = tail(flat_n, 0.995)
-    c100, c100_ci = tail(np.max(np.cumsum(result, axis=0), axis=0), 0.99)
+    c100, c100_ci = tail(worst_cumulative, 0.99)
     insurer = {
         "policies": len(policies), "annual_premium_cny": premium_total,
         "expected_annual_gross_loss_cny": float(flat_g.mean()), "expected_annual_gross_loss_mc_se_cny": gross_se,
