@@ -43,6 +43,12 @@ def render_table(df: pd.DataFrame, max_rows: int = 200) -> str:
     return "\n".join(out)
 
 
+def interval_text(bounds, open_end: str = "unbounded") -> str:
+    """``95% CI low - high`` of a Monte Carlo interval; an end that is null, NaN or infinite (too few draws
+    to bound that quantile) is shown as ``open_end``."""
+    return "95% CI " + " - ".join(f"{b:,.0f}" if b is not None and math.isfinite(b) else open_end for b in bounds)
+
+
 def _width(s: str) -> int:
     # East Asian wide characters take two columns
     return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)

@@ -17,7 +17,7 @@ from api.cli.common import (
     parameters_option,
     portfolio_option,
 )
-from api.cli.tables import render_table
+from api.cli.tables import interval_text, render_table
 from models._yaml import DataFileError, read_data_file
 
 
@@ -101,7 +101,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
                f"parameter sd {vt['parameter_sd_cny']:,.0f}; 95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
     c = vt["credits_over_horizon_tco2e"]
     click.echo(f"Credits over {v.provenance['horizon_years']} years: mean {c['mean']:,.0f} ± {c['mc_se']:,.0f}; "
-               + " / ".join(f"P{k} {c[f'p{k}']:,.0f} ({_ci(c[f'p{k}_ci95'])})" for k in (10, 50, 90))
+               + " / ".join(f"P{k} {c[f'p{k}']:,.0f} ({interval_text(c[f'p{k}_ci95'])})" for k in (10, 50, 90))
                + f" tCO2e; price today {vt['price_today_cny_per_tco2e']:.1f} CNY/t; "
                f"practice appraisal (expected sink x price) {vt['appraisal_practice_cny']:,.0f} CNY")
     click.echo("\nOver the term:")
@@ -111,10 +111,10 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     click.echo(f"\nP(value below balance at any time) {r['p_value_below_balance_any_time']:.2%} "
                f"± {r['p_value_below_balance_any_time_mc_se']:.2%}; P(any top-up call) {r['p_any_top_up_call']:.2%} "
                f"± {r['p_any_top_up_call_mc_se']:.2%}; collateral VaR95 {r['collateral_var95_cny']:,.0f} "
-               f"({_ci(r['collateral_var95_ci95_cny'])}), ES99 {r['collateral_es99_cny']:,.0f} "
+               f"({interval_text(r['collateral_var95_ci95_cny'])}), ES99 {r['collateral_es99_cny']:,.0f} "
                f"± {r['collateral_es99_mc_se_cny']:,.0f} CNY")
     click.echo(f"Largest loan for P(shortfall) <= {s['target_shortfall_probability']:.0%}: {s['max_loan_cny']:,.0f} CNY "
-               f"({_ci(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}); requested loan "
+               f"({interval_text(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}); requested loan "
                f"{'within' if s['requested_loan_within_limit'] else 'ABOVE'} that limit")
     sec = v.security
     click.echo(f"Carbon covers {sec['carbon_cover_of_exposure']:.0%} of the exposure, {sec['carbon_share_of_security']:.0%} "
@@ -172,13 +172,6 @@ def _flat(d: dict) -> dict:
         else:
             out[k] = val
     return out
-
-
-def _ci(bounds) -> str:
-    """``95% CI low - high`` of an interval (an unbounded end: too few paths for that quantile)."""
-    lo, hi = bounds
-    show = [f"{b:,.0f}" if b == b and abs(b) != float("inf") else "unbounded" for b in (lo, hi)]
-    return f"95% CI {show[0]} - {show[1]}"
 
 
 COMMANDS = [collateral]

@@ -59,16 +59,14 @@ def demo(paths, years, seed, workers):
     loss = res.paths_of("loss_tco2e")[..., 0]  # (years, paths)
     annual = loss.ravel()
     stock0 = res.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0]
-    import numpy as np
-
+    from api.cli.tables import interval_text
     from finance_engine.insurance import pml
 
     # simulated years as the sample; the interval is the distribution-free order-statistic one
     for row in pml(annual, (10, 50, 100, 200)).itertuples():
         rp, q = int(row.return_period_years), row.loss
-        high = f"{row.ci_high:,.0f}" if np.isfinite(row.ci_high) else "unbounded: too few simulated years"
-        click.echo(f"  1-in-{rp:<3d} year loss: {q:12,.0f} tCO2e ({100 * q / stock0:.2f}% of today's stock; "
-                   f"95% CI {row.ci_low:,.0f} - {high})")
+        ci = interval_text((row.ci_low, row.ci_high), open_end="unbounded: too few simulated years")
+        click.echo(f"  1-in-{rp:<3d} year loss: {q:12,.0f} tCO2e ({100 * q / stock0:.2f}% of today's stock; {ci})")
     elt = res.elt
     click.echo(f"Event loss table: {len(elt):,} events over {paths * years:,} simulated years "
                f"(write it with `carbon-risk simulate --loss-table portfolio -o DIR`).")

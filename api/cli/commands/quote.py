@@ -20,7 +20,7 @@ from api.cli.common import (
     parameters_option,
     portfolio_option,
 )
-from api.cli.tables import render_table
+from api.cli.tables import interval_text, render_table
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "w": 1e4, "万": 1e4, "bn": 1e9}
 
@@ -215,12 +215,9 @@ def _print_quote(q) -> None:
                                                    "reinsurance_premium_cny", "rate_on_line", "multiple",
                                                    "prob_attachment", "prob_exhaustion"]]))
         c = q.capital
-
-        def ci(b):  # an open end (too few years for the quantile) is null or inf
-            return " - ".join("unbounded" if x is None or abs(x) == float("inf") else f"{x:,.0f}" for x in b)
-
-        click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} (95% CI {ci(c['gross_capital_ci95_cny'])}) "
-                   f"-> net {c['net_capital_cny']:,.0f} (95% CI {ci(c['net_capital_ci95_cny'])}) CNY "
+        click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} "
+                   f"({interval_text(c['gross_capital_ci95_cny'])}) -> net {c['net_capital_cny']:,.0f} "
+                   f"({interval_text(c['net_capital_ci95_cny'])}) CNY "
                    f"(relief {c['capital_relief_cny']:,.0f}; cost of reinsurance {c['cost_of_reinsurance_cny']:,.0f})")
     if q.basis_risk:
         b = q.basis_risk
