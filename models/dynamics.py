@@ -307,7 +307,7 @@ class ForestSimulator:
         else:
             weakened_until.setflags(write=False)  # nothing opens a window
             fire_weak = pest_weak = np.float32(1.0)
-        states = [p.init_state(n_paths, rnd) for p in self.perils]
+        states = [p.init_state(n_paths, rnd, years=years) for p in self.perils]
         shock = np.zeros(n_paths)
         noise_half_width = np.sqrt(3.0) * self._noise_sd
         ceiling_b = np.ascontiguousarray(self._bamboo_ceiling[nt:], dtype=np.float64)

@@ -315,3 +315,61 @@ def test_parameter_block_targets(params):
     control = params.file.management["pest_control"]["basic"].value
     assert 0.02 <= p.parcel_infection_probability.value * control <= 0.05  # §4.2: 2-5 %/yr, epidemic county
     assert 0.10 <= p.mortality_rate_uncontrolled.value <= 0.30
+
+
+# ---- the landscape footprint ----------------------------------------------------------------------
+def test_footprint_is_the_year_by_year_epidemic(params):
+    """footprint <= y gives, bit for bit, the flags the year-by-year cell process has after year y."""
+    pf = _sim_portfolio(params, n=300)
+    prm = pw_params(params, introduction_rate_per_cell=0.002)
+    peril = PineWilt(prm, params, pf)
+    rnd = KeyedRandom(11, np.arange(64, 128), pf.keys)
+    fp = peril.compute_footprint(rnd, 15)
+    assert fp.dtype == np.int16 and fp.shape == (64, peril.grid.n_cells)
+    flags = peril._initial_cells(rnd)
+    assert np.array_equal(flags, fp < 0) and flags.any()
+    tracking = peril._new_tracking(64)
+    for y in range(15):
+        peril.advance_cells(flags, y, rnd, None, tracking=tracking)
+        assert np.array_equal(flags, fp <= y), y
+    assert (fp > 0).any()
+    short = peril.compute_footprint(rnd, 3)  # a shorter horizon: the same years, later ones never
+    assert np.array_equal(short, np.where(fp < 3, fp, 32767)) and (short == 32767).any()
+
+
+def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
+    """A block that reads the shared footprint loses exactly what a block stepping its own cells
+    does, also when a forced outbreak makes the epidemic its own in year 4; blocks are cached and a
+    second portfolio on the same landscape reads them without simulating the cells again."""
+    import models.perils.pine_wilt as pw
+
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    monkeypatch.setattr(pw, "_FOOTPRINT_BYTES", 0)
+    pf = _sim_portfolio(params, n=300)
+    prm = pw_params(params, introduction_rate_per_cell=0.002)
+    years = 9
+    for forced_year in (None, 4):
+        runs = []
+        for horizon in (None, years):
+            peril = PineWilt(prm, params, pf)
+            rnd = KeyedRandom(3, np.arange(32, 96), pf.keys)
+            state = peril.init_state(64, rnd, years=horizon)
+            assert (state.cell_infected is None) == (horizon is not None)
+            out = []
+            for y in range(years):
+                forced = [{"counties": ["云和县"]}] if y == forced_year else None
+                pl = peril.step(ctx_for(rnd, pf.n_parcels, y, forced=forced), state)
+                out.append(dense_loss(pl, 64, pf.n_parcels))
+            runs.append((np.stack(out), state.years_infected.copy(), state.pine_left.copy()))
+        for a, b in zip(*runs):
+            assert np.array_equal(a, b)
+        assert runs[0][0].sum() > 0
+    # the second portfolio's run reads the cached blocks: no cell process is simulated again
+    calls = []
+    monkeypatch.setattr(PineWilt, "compute_footprint", lambda self, rnd, years: calls.append(1))
+    peril = PineWilt(prm, params, pf.subset(pf.parcel_id[:200], params))
+    if peril._grid_token == PineWilt(prm, params, pf)._grid_token:  # same grid, same epidemic
+        rnd = KeyedRandom(3, np.arange(32, 96), peril.portfolio.keys)
+        state = peril.init_state(64, rnd, years=years)
+        peril.step(ctx_for(rnd, peril.portfolio.n_parcels, 0), state)
+        assert not calls

@@ -216,7 +216,7 @@ def load_parameters(region_or_path: str | Path = DEFAULT_REGION) -> ModelParamet
         pfile = ParameterFile.model_validate(data)
     except ValidationError as exc:
         raise ParameterError(format_validation_error(path, exc)) from exc
-    from models.perils import validate_peril_parameters  # local import: perils import parameters
+    from models.perils import attach_peril_data, validate_peril_parameters  # local: perils import parameters
 
     try:
         perils = validate_peril_parameters(pfile.perils, pfile)
@@ -224,6 +224,10 @@ def load_parameters(region_or_path: str | Path = DEFAULT_REGION) -> ModelParamet
         raise ParameterError(format_validation_error(path, exc)) from exc
     except ValueError as exc:
         raise ParameterError(f"{path}: invalid parameter file: {exc}") from exc
+    try:  # data files the perils name (the pine wilt landscape), checked against their hashes
+        perils = attach_peril_data(perils, path.parent)
+    except ValueError as exc:
+        raise ParameterError(f"{path}: {exc}") from exc
     return ModelParameters(file=pfile, sha256=hashlib.sha256(raw).hexdigest(), path=str(path), perils=perils)
 
 

@@ -64,6 +64,20 @@ def validate_peril_parameters(raw: dict[str, Any], model_file: Any) -> dict[str,
     return out
 
 
+def attach_peril_data(perils: dict[str, Any], base_dir: Any) -> dict[str, Any]:
+    """Each peril block with the data files it names read, checked and attached (``base_dir``: the
+    parameter file's folder). Raises ``ValueError`` naming the block and the file."""
+    out = dict(perils)
+    for name, block in perils.items():
+        cls = PERIL_CLASSES.get(name)
+        if cls is not None:
+            try:
+                out[name] = cls.attach_data(block, base_dir)
+            except ValueError as exc:
+                raise ValueError(f"perils.{name}: {exc}") from exc
+    return out
+
+
 # Non-peril blocks under ``perils:`` (name -> pydantic model), registered by their modules.
 AUXILIARY_BLOCKS: dict[str, Any] = {}
 
@@ -81,6 +95,7 @@ __all__ = [
     "PerilParams",
     "StandState",
     "YearContext",
+    "attach_peril_data",
     "peril_classes",
     "register",
     "validate_peril_parameters",

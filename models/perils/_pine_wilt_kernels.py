@@ -195,6 +195,19 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
 
 
 @nb.njit(cache=True, nogil=True)
+def record_infection_year(infected, year_of, year):
+    """``year_of[p, i] = year`` where cell ``i`` of path ``p`` is infected and ``year_of`` is later
+    (the landscape footprint; numpy: ``year_of[infected & (year_of > year)] = year``)."""
+    n_paths, n_cells = infected.shape
+    y = np.int16(year)
+    for p in range(n_paths):
+        for i in range(n_cells):
+            if infected[p, i] and year_of[p, i] > y:
+                year_of[p, i] = y
+    return year_of
+
+
+@nb.njit(cache=True, nogil=True)
 def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age,
                 weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob, has_forced, rows, keys,
                 mortality, sanitation, pine_share, severity, outbreak_years):

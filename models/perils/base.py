@@ -14,6 +14,8 @@ Adding a peril is one new module plus its parameters: subclass :class:`Peril`, s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -174,8 +176,12 @@ class Peril(ABC):
         self.model = model
         self.portfolio = portfolio
 
-    def init_state(self, n_paths: int, rnd: "KeyedRandom") -> Any:
-        """Per-path state for a block of paths (None when the peril keeps none)."""
+    def init_state(self, n_paths: int, rnd: "KeyedRandom", years: int | None = None) -> Any:
+        """Per-path state for a block of paths (None when the peril keeps none).
+
+        ``years`` is the run's horizon when the simulator knows it (a peril may prepare its whole
+        run ahead, as pine wilt's landscape epidemic does), None when a caller steps years itself.
+        """
         return None
 
     @abstractmethod
@@ -186,3 +192,10 @@ class Peril(ABC):
     def validate_params(cls, raw: dict[str, Any], model_file: Any) -> PerilParams:
         """Validate this peril's parameter block (override to cross-check against the model)."""
         return cls.Params.model_validate(raw)
+
+    @classmethod
+    def attach_data(cls, params: PerilParams, base_dir: "Path") -> PerilParams:
+        """Read and check the data files the block names (relative to ``base_dir``, the parameter
+        file's folder) and attach them to ``params``; raise ``ValueError`` naming the file on a
+        problem. Most perils name none."""
+        return params

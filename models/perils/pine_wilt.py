@@ -73,12 +73,15 @@ become infected this year and their host parcels are infected with at least that
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from scipy import sparse
 from scipy.spatial import cKDTree
 
@@ -87,13 +90,25 @@ from models.perils import register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
-from models.perils._pine_wilt_kernels import cell_year, cell_year_tracked, parcel_year
+from models.perils._pine_wilt_kernels import cell_year, cell_year_tracked, parcel_year, record_infection_year
+from models.perils.pine_wilt_landscape import Landscape, majority_labels, read_landscape
 from models.rng import KeyedRandom, group_keys
 
 # guards the lazily filled independent-mode shadow epidemic, shared by chunks running on threads
 _SHADOW_LOCK = threading.Lock()
 
 KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one degree in radians
+
+#: a cell's footprint year when it is not infected within the horizon
+NEVER = np.int16(np.iinfo(np.int16).max)
+#: paths per footprint block: the engine's path block (chunks are whole blocks)
+PATH_BLOCK = 32
+#: the process-wide footprint cache: (landscape token, seed, first path, paths) -> (years, int16 block)
+_FOOTPRINTS: "OrderedDict[tuple, tuple[int, np.ndarray]]" = OrderedDict()
+_FOOTPRINT_BYTES = 0
+_FOOTPRINT_LOCK = threading.Lock()
+#: its bound (least recently used blocks go first): 10,000 paths of the 2,666-cell Lishui landscape take 53 MB
+FOOTPRINT_CACHE_BYTES = 128 * 2**20
 
 
 
@@ -113,6 +128,24 @@ class InitialEpidemic(BaseModel):
         if not 0 <= self.cell_infection_probability.value <= 1:
             raise ValueError("initial_epidemic.cell_infection_probability must lie in [0, 1]")
         return self
+
+
+class LandscapeRef(BaseModel):
+    """``perils.pine_wilt.landscape``: the region's landscape file (see :mod:`models.perils.pine_wilt_landscape`).
+
+    ``file`` is read relative to the parameter file's folder and must have the SHA-256 ``sha256``,
+    so the parameter hash every result records covers it. ``cell_size_km`` and
+    ``grid_reference_latitude_deg`` are those it was built with: they must equal the block's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    cell_size_km: float
+    grid_reference_latitude_deg: float
+    source: str
+    confidence: Confidence
+    note: str | None = None
 
 
 class PineWiltParams(PerilParams):
@@ -136,6 +169,10 @@ class PineWiltParams(PerilParams):
     outbreak_years: Sourced
     background_pest_control: Literal["none", "basic", "enhanced"] = "basic"
     independent_shadow_paths: int = Field(default=256, ge=16, le=100_000)
+    # None: the landscape is built from each run's own portfolio (its host parcels' cells, dilated)
+    landscape: LandscapeRef | None = None
+    # the landscape file's content, attached by PineWilt.attach_data when the parameter file is loaded
+    _landscape: Landscape | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> "PineWiltParams":
@@ -159,7 +196,18 @@ class PineWiltParams(PerilParams):
         d = self.outbreak_years.value
         if d != int(d) or not 1 <= d <= 100:
             raise ValueError(f"pine_wilt.outbreak_years must be a whole number in [1, 100], got {d}")
+        ls = self.landscape
+        if ls is not None:
+            for name in ("cell_size_km", "grid_reference_latitude_deg"):
+                if getattr(ls, name) != getattr(self, name).value:
+                    raise ValueError(f"pine_wilt.landscape.{name} = {getattr(ls, name)} differs from "
+                                     f"pine_wilt.{name} = {getattr(self, name).value}: rebuild the landscape")
         return self
+
+    @property
+    def landscape_data(self) -> Landscape | None:
+        """The region's landscape (None: each run builds its own from its portfolio)."""
+        return self._landscape if self.landscape is not None else None
 
 
 @dataclass
@@ -168,7 +216,10 @@ class PineWiltState:
 
     Attributes
     ----------
-    cell_infected : ndarray of bool, shape (n_paths, n_cells)
+    cell_infected : ndarray of bool, shape (n_paths, n_cells), or None
+        The cells' infection flags when the block steps its landscape year by year itself (a state
+        made without a horizon, or from the year a forced outbreak changes this run's epidemic);
+        None while the block reads the shared landscape footprint (:meth:`PineWilt.footprint`).
     years_infected : ndarray of int16, shape (n_paths, n_hosts)
         Mortality years already applied since infection; -1 while susceptible; ``outbreak_years``
         once the episode is over.
@@ -177,12 +228,19 @@ class PineWiltState:
     cell_tracking : CellTracking or None
         The compiled cell year's bookkeeping for ``cell_infected`` (None where a cell has over 64
         neighbours). ``cell_infected`` may be changed from outside: the next year picks that up.
+    horizon : int or None
+        The run's years, when the simulator said them: the footprint covers them.
+    host_cell_year : ndarray of int16, shape (n_paths, n_host_cells), or None
+        The footprint of the cells holding this portfolio's hosts (the year each was infected; -1
+        at the start, :data:`NEVER` not within the horizon), read lazily.
     """
 
-    cell_infected: np.ndarray
+    cell_infected: np.ndarray | None
     years_infected: np.ndarray
     pine_left: np.ndarray
     cell_tracking: "CellTracking | None" = None
+    horizon: int | None = None
+    host_cell_year: np.ndarray | None = None
 
 
 @dataclass
@@ -227,7 +285,8 @@ def project_km(latitude: np.ndarray, longitude: np.ndarray, reference_latitude_d
     return np.column_stack([x, y])
 
 
-def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radius_km: float) -> CellGrid:
+def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radius_km: float,
+               fixed_ij: np.ndarray | None = None) -> CellGrid:
     """Grid of the occupied cells dilated by ``buffer_km``, with its sparse neighbour matrix.
 
     Parameters
@@ -237,6 +296,9 @@ def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radi
     cell_size_km, buffer_km, radius_km : float
         Cell side, dilation radius, and the reach of one year's natural spread (km); cells whose
         centres lie within ``radius_km`` of each other are neighbours.
+    fixed_ij : ndarray of int, shape (m, 2), optional
+        Cells taken as they are (a region's landscape, already dilated); the grid is their union
+        with the dilated ``cells_ij``. Cells are sorted by (x, y) either way.
     """
     occ = np.unique(np.asarray(cells_ij, dtype=np.int64).reshape(-1, 2), axis=0)
     r = int(np.floor(buffer_km / cell_size_km + 1e-9))
@@ -246,6 +308,8 @@ def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radi
         keep = dx**2 + dy**2 <= (buffer_km / cell_size_km) ** 2 + 1e-9
         offsets = np.column_stack([dx[keep], dy[keep]])
         occ = np.unique((occ[:, None, :] + offsets[None, :, :]).reshape(-1, 2), axis=0)
+    if fixed_ij is not None:
+        occ = np.unique(np.concatenate([occ, np.asarray(fixed_ij, dtype=np.int64).reshape(-1, 2)]), axis=0)
     centre = (occ + 0.5) * cell_size_km
     n = occ.shape[0]
     if n > 1 and radius_km > 0:
@@ -308,6 +372,15 @@ def pressure_table(w_t: sparse.csr_matrix, bit: np.ndarray) -> tuple[np.ndarray,
     return index.astype(dtype), pressures.astype(np.float32)
 
 
+def _rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each row of the (n, 2) integer array ``a``, whether it is a row of ``b``."""
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return np.zeros(a.shape[0], dtype=bool)
+    lo = np.minimum(a.min(axis=0), b.min(axis=0))
+    span = np.maximum(a.max(axis=0), b.max(axis=0)) - lo + 1
+    return np.isin((a[:, 0] - lo[0]) * span[1] + (a[:, 1] - lo[1]), (b[:, 0] - lo[0]) * span[1] + (b[:, 1] - lo[1]))
+
+
 def _match_names(labels: np.ndarray, name: str, full: np.ndarray | None = None) -> np.ndarray:
     """Parcels whose label equals ``name`` (or whose ``county/township`` path ends with it), else
     whose label starts with it (``景宁`` for ``景宁畲族自治县``)."""
@@ -327,6 +400,16 @@ class PineWilt(Peril):
     code: ClassVar[int] = 5
     order: ClassVar[int] = 50
     Params: ClassVar[type[PerilParams]] = PineWiltParams
+
+    @classmethod
+    def attach_data(cls, params: PineWiltParams, base_dir: Path) -> PineWiltParams:
+        """Read the region's landscape file the block names (checked against its SHA-256)."""
+        ref = params.landscape
+        if ref is None:
+            return params
+        out = params.model_copy()
+        out._landscape = read_landscape(Path(base_dir) / ref.file, ref.sha256)
+        return out
 
     def __init__(self, params: PineWiltParams, model, portfolio):
         super().__init__(params, model, portfolio)
@@ -357,14 +440,28 @@ class PineWilt(Peril):
         xy = project_km(portfolio.latitude[self.host_idx], portfolio.longitude[self.host_idx],
                         p.grid_reference_latitude_deg.value)
         host_ij = np.floor(xy / size).astype(np.int64)
-        self.grid = build_grid(host_ij, size, p.grid_buffer_km.value, p.spread_radius_km.value)
+        land = p.landscape_data
+        if land is None:  # the portfolio's own landscape: its host cells, dilated
+            self.grid = build_grid(host_ij, size, p.grid_buffer_km.value, p.spread_radius_km.value)
+            outside = np.ones(self.n_hosts, dtype=bool)
+        else:  # the region's landscape, extended (dilated) around hosts that lie beyond it
+            outside = ~_rows_in(host_ij, land.ij)
+            self.grid = build_grid(host_ij[outside], size, p.grid_buffer_km.value, p.spread_radius_km.value,
+                                   fixed_ij=land.ij)
         self.host_cell = self._cell_index(host_ij)
+        #: hosts outside the region's landscape (all of them without one): only their cells take
+        #: infectivity and area labels from this portfolio
+        self.hosts_outside_landscape = int(outside.sum()) if land is not None else 0
         nc = self.grid.n_cells
         area = portfolio.area_ha[self.host_idx]
-        wsum = np.bincount(self.host_cell, weights=area, minlength=nc)
-        csum = np.bincount(self.host_cell, weights=area * control[code], minlength=nc)
+        wsum = np.bincount(self.host_cell[outside], weights=area[outside], minlength=nc)
+        csum = np.bincount(self.host_cell[outside], weights=(area * control[code])[outside], minlength=nc)
         background = control[MANAGEMENT_LEVELS.index(p.background_pest_control)]
-        self.infectivity = np.where(wsum > 0, csum / np.where(wsum > 0, wsum, 1.0), background).astype(np.float32)
+        infectivity = np.where(wsum > 0, csum / np.where(wsum > 0, wsum, 1.0), background).astype(np.float32)
+        self._land_pos = self._cell_index(land.ij) if land is not None else np.empty(0, dtype=np.int64)
+        if land is not None:
+            infectivity[self._land_pos] = land.infectivity
+        self.infectivity = infectivity
         # neighbour matrix with the source cell's infectivity folded in: pressure = I @ W'
         self._w_local = (sparse.diags(self.infectivity) @ self.grid.neighbours).tocsr().astype(np.float32)
         self._w_local_t = self._w_local.T.tocsr()
@@ -375,17 +472,26 @@ class PineWilt(Peril):
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
+        # the cells holding this portfolio's hosts, and each host's position among them
+        self._host_cells, self._host_cell_local = np.unique(self.host_cell, return_inverse=True)
+        self._host_cell_local = self._host_cell_local.astype(np.int64)
 
         # ---- areas (all parcels, for forced events and the initial epidemic) --------------------
         frame = portfolio.frame
         self._county = frame["county"].to_numpy(str)
         self._township = frame["township"].to_numpy(str)
         self._county_township = np.char.add(np.char.add(self._county, "/"), self._township)
+        self._outside = outside
+        self._land = land
+        if land is not None:
+            has_host = land.host_area_ha > 0
+            self._land_labels = (land.county, land.township, np.char.add(np.char.add(land.county, "/"), land.township),
+                                 has_host)
         init_mask = np.zeros(nc, dtype=bool)
         for name in p.initial_epidemic.counties:
-            m = _match_names(self._county[self.host_idx], name)
-            init_mask[self.host_cell[m]] = True
+            init_mask |= self._area_cells({"counties": [name]})
         self.initial_cells = init_mask
+        self._grid_token = self._landscape_token()
         self._shadow: dict[int, dict[str, Any]] = {}
         self._forced_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._base_probability = np.full(self.n_hosts, p.parcel_infection_probability.value)
@@ -406,13 +512,90 @@ class PineWilt(Peril):
     def n_hosts(self) -> int:
         return int(self.host_idx.size)
 
-    def init_state(self, n_paths: int, rnd: KeyedRandom) -> PineWiltState:
+    def init_state(self, n_paths: int, rnd: KeyedRandom, years: int | None = None) -> PineWiltState:
+        """The block's state. With the run's ``years`` the block reads the landscape's footprint
+        (computed once and shared, :meth:`footprint`); without, it steps its cells year by year."""
+        shared = years is not None and self.grid.n_cells > 0
         return PineWiltState(
-            cell_infected=self._initial_cells(rnd),
-            cell_tracking=self._new_tracking(n_paths),
+            cell_infected=None if shared else self._initial_cells(rnd),
+            cell_tracking=None if shared else self._new_tracking(n_paths),
             years_infected=np.full((n_paths, self.n_hosts), -1, dtype=np.int16),
             pine_left=np.ones((n_paths, self.n_hosts), dtype=np.float32),
+            horizon=int(years) if shared else None,
         )
+
+    # ---- the landscape footprint: the epidemic's cells, computed once per paths and seed ----------
+    def _landscape_token(self) -> str:
+        """Identity of everything the cell process depends on besides the seed and the paths."""
+        p = self.params
+        h = hashlib.sha256()
+        for a in (self.grid.ij, self.infectivity, self.initial_cells, self.grid.neighbours.indptr,
+                  self.grid.neighbours.indices):
+            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(b"|")
+        h.update(repr((p.local_transmission_rate.value, p.long_distance_jump_rate.value,
+                       p.introduction_rate_per_cell.value, p.initial_epidemic.cell_infection_probability.value,
+                       self._bits is not None)).encode())
+        return h.hexdigest()
+
+    def compute_footprint(self, rnd: KeyedRandom, years: int) -> np.ndarray:
+        """The year each cell of each path is infected, without forced outbreaks.
+
+        Returns
+        -------
+        ndarray of int16, shape (n_paths, n_cells)
+            -1 for a cell infected at the start, ``y`` for one infected by year ``y``'s spread
+            (0-based), :data:`NEVER` for one still susceptible after ``years`` years. The flags
+            the year-by-year process has after year ``y`` are ``footprint <= y``, bit for bit.
+        """
+        flags = self._initial_cells(rnd)
+        out = np.full(flags.shape, NEVER, dtype=np.int16)
+        out[flags] = -1
+        tracking = self._new_tracking(rnd.n_paths)
+        for y in range(int(years)):
+            self.advance_cells(flags, y, rnd, None, tracking=tracking)
+            record_infection_year(flags, out, y)
+        return out
+
+    def footprint(self, rnd: KeyedRandom, years: int, cells: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`compute_footprint` of the cells ``cells`` (all when None), from the shared cache.
+
+        The cell process is a function of the landscape, the seed and the path alone, so a
+        footprint is kept per 32-path block (keyed by :meth:`_landscape_token`, the seed and the
+        block) in a process-wide LRU cache of :data:`FOOTPRINT_CACHE_BYTES`: every portfolio
+        on the same landscape -- loan after loan in a service, a stress scenario and its baseline --
+        reads the same epidemic instead of simulating it again. Paths that are not whole blocks
+        (not a contiguous range from a multiple of 32) are computed and not kept.
+        """
+        ids = np.asarray(rnd.path_ids)
+        n = ids.size
+        whole = n > 0 and ids[0] % PATH_BLOCK == 0 and bool(np.all(np.diff(ids) == 1))
+        if not whole:
+            fp = self.compute_footprint(rnd, years)
+            return fp if cells is None else np.ascontiguousarray(fp[:, cells])
+        start = int(ids[0])
+        keys = [(self._grid_token, int(rnd.seed), b, min(PATH_BLOCK, start + n - b))
+                for b in range(start, start + n, PATH_BLOCK)]
+        with _FOOTPRINT_LOCK:
+            got = [_FOOTPRINTS.get(k) for k in keys]
+            if all(g is not None and g[0] >= years for g in got):
+                for k in keys:
+                    _FOOTPRINTS.move_to_end(k)
+                parts = [g[1] if cells is None else g[1][:, cells] for g in got]
+                return np.ascontiguousarray(np.concatenate(parts))
+        fp = self.compute_footprint(rnd, years)
+        with _FOOTPRINT_LOCK:
+            global _FOOTPRINT_BYTES
+            for k in keys:
+                block = fp[k[2] - start:k[2] - start + k[3]].copy()
+                old = _FOOTPRINTS.pop(k, None)
+                if old is not None:
+                    _FOOTPRINT_BYTES -= old[1].nbytes
+                _FOOTPRINTS[k] = (int(years), block)
+                _FOOTPRINT_BYTES += block.nbytes
+            while _FOOTPRINT_BYTES > FOOTPRINT_CACHE_BYTES and _FOOTPRINTS:
+                _FOOTPRINT_BYTES -= _FOOTPRINTS.popitem(last=False)[1][1].nbytes
+        return fp if cells is None else np.ascontiguousarray(fp[:, cells])
 
     def _initial_cells(self, rnd: KeyedRandom, prefix: str = "pine_wilt") -> np.ndarray:
         p0 = self.params.initial_epidemic.cell_infection_probability.value
@@ -534,9 +717,7 @@ class PineWilt(Peril):
             if isinstance(pe, bool) or not isinstance(pe, (int, float)) or not 0 <= pe <= 1:
                 raise ForcedEventError(f"forced pine_wilt event {k}: parcel_probability must be a number in [0, 1], "
                                        f"got {pe!r}")
-            area = np.zeros(self.portfolio.n_parcels, dtype=bool)
-            for key, labels, full in (("counties", self._county, None),
-                                      ("townships", self._township, self._county_township)):
+            for key in ("counties", "townships"):
                 names = ev.get(key) or []
                 if isinstance(names, str) or not isinstance(names, (list, tuple)):
                     raise ForcedEventError(f"forced pine_wilt event {k}: `{key}` must be a list of names")
@@ -544,13 +725,40 @@ class PineWilt(Peril):
                     if not isinstance(nm, str) or not nm.strip():
                         raise ForcedEventError(f"forced pine_wilt event {k}: `{key}` holds a non-text or empty name "
                                                f"{nm!r}")
-                    # a name this portfolio does not hold hits nothing (a city-wide scenario may run on
-                    # part of the city), as for the weather perils
-                    area |= _match_names(labels, nm.strip(), full)
+            # a name this portfolio (or landscape) does not hold hits nothing (a city-wide scenario may
+            # run on part of the city), as for the weather perils
+            area = self._named_parcels(ev)
+            cells |= self._area_cells(ev, area)
             in_area = area[self.host_idx]
-            cells[self.host_cell[in_area]] = True
             prob = np.where(in_area, np.maximum(prob, float(pe)), prob)
         return cells, prob
+
+    def _named_parcels(self, ev: dict) -> np.ndarray:
+        """The portfolio's parcels in the counties and townships an event names (names checked)."""
+        area = np.zeros(self.portfolio.n_parcels, dtype=bool)
+        for key, labels, full in (("counties", self._county, None),
+                                  ("townships", self._township, self._county_township)):
+            for nm in ev.get(key) or []:
+                area |= _match_names(labels, nm.strip(), full)
+        return area
+
+    def _area_cells(self, ev: dict, parcels: np.ndarray | None = None) -> np.ndarray:
+        """Cells holding host parcels in the areas an event names: the region's landscape cells by
+        their labels, and the cells of this portfolio's hosts beyond the landscape (all of them
+        without one) by the parcels' own."""
+        area = self._named_parcels(ev) if parcels is None else parcels
+        cells = np.zeros(self.grid.n_cells, dtype=bool)
+        in_area = area[self.host_idx] & self._outside
+        cells[self.host_cell[in_area]] = True
+        if self._land is not None:
+            county, township, full, has_host = self._land_labels
+            m = np.zeros(self._land.n_cells, dtype=bool)
+            for nm in ev.get("counties") or []:
+                m |= _match_names(county, nm.strip())
+            for nm in ev.get("townships") or []:
+                m |= _match_names(township, nm.strip(), full)
+            cells[self._land_pos[m & has_host]] = True
+        return cells
 
     # ---- one year --------------------------------------------------------------------------
     def _year_inputs(self, ctx: YearContext, state: PineWiltState) -> dict[str, Any]:
@@ -559,14 +767,29 @@ class PineWilt(Peril):
         n_paths = ctx.rnd.n_paths
         forced_cells, forced_prob = self.forced_masks(ctx.forced_events.get(self.name, []))
         base = self.params.parcel_infection_probability.value
+        cells, host_cell = np.zeros((0, 0), dtype=bool), self.host_cell
         if ctx.independent:
             pi = self._shadow_marginal(int(ctx.rnd.seed), y, forced_cells)
             cell_p = pi[self.host_cell]
+        elif state.cell_infected is None and forced_cells is None:
+            # the shared footprint: the flags of the hosts' cells after this year's spread
+            if state.host_cell_year is None or y >= state.horizon:
+                state.horizon = max(state.horizon, y + 1)
+                state.host_cell_year = self.footprint(ctx.rnd, state.horizon, self._host_cells)
+            cells, host_cell = state.host_cell_year <= y, self._host_cell_local
+            cell_p = None
         else:
+            if state.cell_infected is None:
+                # a forced outbreak makes this run's epidemic its own from this year on: it goes on
+                # year by year from the footprint's flags at the start of the year
+                state.cell_infected = self.footprint(ctx.rnd, max(state.horizon, y + 1)) < y
+                state.cell_tracking = self._new_tracking(n_paths)
+                state.host_cell_year = None
             self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking)
+            cells = state.cell_infected
             cell_p = None
         return dict(
-            cell_p=cell_p, forced_prob=forced_prob, base=base,
+            cell_p=cell_p, forced_prob=forced_prob, base=base, cells=cells, host_cell=host_cell,
             hazard=np.broadcast_to(np.asarray(ctx.hazard(self.name), dtype=float), (n_paths,)),
             severity=np.broadcast_to(np.asarray(ctx.severity(self.name), dtype=float), (n_paths,)),
         )
@@ -580,17 +803,15 @@ class PineWilt(Peril):
         if spatial:
             pre = self._base_probability
             possible = np.zeros(0, dtype=bool)
-            cells = state.cell_infected
         else:
             pre = cell_p * a["base"]
             possible = cell_p > 0
-            cells = np.zeros((0, 0), dtype=bool)
         has_forced = forced_prob is not None
         fprob = np.ascontiguousarray(forced_prob, dtype=float) if has_forced else np.zeros(0)
         # one compiled pass over (path, host): infections, then mortality (reference_step is
         # its numpy definition)
         pp, gq, loss = parcel_year(
-            state.years_infected, state.pine_left, cells, spatial, possible, self.host_cell, self.host_idx,
+            state.years_infected, state.pine_left, a["cells"], spatial, possible, a["host_cell"], self.host_idx,
             ctx.stand.age_years, ctx.stand.weakened_until, ctx.stand.year,
             np.float32(ctx.stand.pest_weakened_multiplier), np.ascontiguousarray(a["hazard"]), pre,
             self.host_factor, fprob, has_forced, ctx.rnd.stream_rows("pine_wilt.parcel", ctx.year),
@@ -613,7 +834,7 @@ class PineWilt(Peril):
         if cell_p is not None:
             cand = susceptible & (cell_p > 0)[None, :]
         else:
-            cand = susceptible & state.cell_infected[:, self.host_cell]
+            cand = susceptible & a["cells"][:, a["host_cell"]]
         if forced_prob is not None:
             cand |= susceptible & (forced_prob > 0)[None, :]
         cand &= ctx.stand.age_years[:, self.host_idx] > 0
