@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,8 +136,9 @@ def test_front_speed_on_a_line_matches_kernel(params, rate, radius_cells, expect
     size = params.perils["pine_wilt"].cell_size_km.value
     n_cells, years, n_paths = 80, 20, 200
     pf = _line_portfolio(params, n_cells, size)
+    # the portfolio's own landscape (the line alone), not the region's
     prm = pw_params(params, **QUIET, **no_initial(params), grid_buffer_km=0.0, local_transmission_rate=rate,
-                    spread_radius_km=radius_cells * size)
+                    spread_radius_km=radius_cells * size, landscape=None)
     peril = PineWilt(prm, params, pf)
     assert peril.grid.n_cells == n_cells
     assert np.allclose(peril.infectivity, 1.0)  # pest_control none everywhere
@@ -214,7 +218,7 @@ def test_forced_outbreak_starts_where_named(params):
     county = np.where(west, "莲都区", "龙泉市")
     township = np.where(rng.uniform(size=n) < 0.5, "甲镇", "乙乡")
     pf = validate_frame(frame(rng.uniform(28.0, 28.1, n), lon, "masson_pine", county=county, township=township), params)
-    prm = pw_params(params, **QUIET, **no_initial(params))
+    prm = pw_params(params, **QUIET, **no_initial(params), landscape=None)  # the portfolio's own cells and labels
     peril = PineWilt(prm, params, pf)
     rnd = KeyedRandom(2, np.arange(16), pf.keys)
     state = peril.init_state(16, rnd)
@@ -368,8 +372,130 @@ def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
     calls = []
     monkeypatch.setattr(PineWilt, "compute_footprint", lambda self, rnd, years: calls.append(1))
     peril = PineWilt(prm, params, pf.subset(pf.parcel_id[:200], params))
-    if peril._grid_token == PineWilt(prm, params, pf)._grid_token:  # same grid, same epidemic
-        rnd = KeyedRandom(3, np.arange(32, 96), peril.portfolio.keys)
-        state = peril.init_state(64, rnd, years=years)
+    assert peril._grid_token == PineWilt(prm, params, pf)._grid_token  # the region's landscape: one epidemic
+    rnd = KeyedRandom(3, np.arange(32, 96), peril.portfolio.keys)
+    state = peril.init_state(64, rnd, years=years)
+    peril.step(ctx_for(rnd, peril.portfolio.n_parcels, 0), state)
+    assert not calls
+    # a longer horizon than the blocks hold, or paths not in whole blocks: simulated, not read
+    state = peril.init_state(64, rnd, years=years + 1)
+    with pytest.raises(TypeError):  # the stub returns None
         peril.step(ctx_for(rnd, peril.portfolio.n_parcels, 0), state)
-        assert not calls
+    assert len(calls) == 1
+
+
+# ---- the region's landscape ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo(params):
+    from models.demo import demo_portfolio_path
+    from models.portfolio import load_portfolio
+
+    return load_portfolio(demo_portfolio_path(), params)
+
+
+def test_a_loan_runs_the_citys_epidemic(params, demo):
+    """A loan's parcels lose to pine wilt exactly what they lose in the city-wide run on the same
+    draws: both run on the region's landscape (until numbers version 3 a one-township loan ran on
+    its own 115 cells, which the Jingning foci never reached: a quarter of the city run's loss)."""
+    proj = demo.frame["project_id"].value_counts().index[0]
+    loan = demo.subset(demo.parcel_id[demo.frame["project_id"].to_numpy() == proj], params)
+    prm = params.perils["pine_wilt"]
+    city_peril, loan_peril = PineWilt(prm, params, demo), PineWilt(prm, params, loan)
+    assert loan_peril.grid.n_cells == city_peril.grid.n_cells == prm.landscape_data.n_cells
+    assert loan_peril._grid_token == city_peril._grid_token and loan_peril.hosts_outside_landscape == 0
+    assert loan_peril.initial_cells.any()  # the Jingning foci, whether or not the loan holds parcels there
+    assert np.array_equal(loan_peril.initial_cells, city_peril.initial_cells)
+    years, n_paths = 12, 32
+    pos = np.flatnonzero(np.isin(demo.parcel_id, loan.parcel_id))
+    assert np.array_equal(demo.parcel_id[pos], loan.parcel_id)  # the same canonical order
+    lost = {}
+    for name, peril, pf in (("city", city_peril, demo), ("loan", loan_peril, loan)):
+        rnd = KeyedRandom(17, np.arange(n_paths), pf.keys)
+        state = peril.init_state(n_paths, rnd, years=years)
+        out = [dense_loss(peril.step(ctx_for(rnd, pf.n_parcels, y), state), n_paths, pf.n_parcels)
+               for y in range(years)]
+        lost[name] = np.stack(out)
+    assert np.array_equal(lost["city"][:, :, pos], lost["loan"])
+    assert lost["loan"].sum() > 0
+
+
+def test_landscape_labels_place_foci_and_outbreaks(params):
+    """The initial epidemic and forced outbreaks fall on the region's cells by their labels, also
+    for a portfolio with no parcel in the named county; hosts beyond the landscape extend it."""
+    land = params.perils["pine_wilt"].landscape_data
+    jingning = (land.county == "景宁畲族自治县") & (land.host_area_ha > 0)
+    assert jingning.sum() > 0
+    rng = np.random.default_rng(3)
+    inside = validate_frame(frame(rng.uniform(28.05, 28.1, 20), rng.uniform(119.1, 119.15, 20), "masson_pine",
+                                  county="龙泉市"), params)
+    peril = PineWilt(params.perils["pine_wilt"], params, inside)
+    assert peril.hosts_outside_landscape == 0
+    assert peril.initial_cells.sum() == jingning.sum()
+    assert np.array_equal(peril.initial_cells[peril._land_pos], jingning)
+    cells, prob = peril.forced_masks([{"counties": ["景宁畲族自治县"]}])
+    assert cells.sum() == jingning.sum() and not prob.any()  # cells infected; none of this portfolio's parcels
+    town = land.township[jingning][0]
+    cells_t, _ = peril.forced_masks([{"townships": [f"景宁畲族自治县/{town}"]}])
+    assert 0 < cells_t.sum() <= cells.sum() and not (cells_t & ~cells).any()
+    # a pine stand 150 km east of Lishui: the landscape is kept and extended around it
+    far = validate_frame(frame(np.array([28.05, 29.5]), np.array([119.1, 121.0]), "masson_pine", county="龙泉市"),
+                         params)
+    ext = PineWilt(params.perils["pine_wilt"], params, far)
+    assert ext.hosts_outside_landscape == 1
+    assert ext.grid.n_cells > land.n_cells and _rows_in_all(land.ij, ext.grid.ij)
+    assert ext._grid_token != peril._grid_token
+
+
+def _rows_in_all(a, b):
+    return {tuple(x) for x in a} <= {tuple(x) for x in b}
+
+
+def test_landscape_file_is_checked(params, tmp_path):
+    import hashlib
+
+    from models.parameters import ParameterError, load_parameters
+    from models.perils.pine_wilt_landscape import LandscapeError, parse_landscape, read_landscape
+
+    ref = params.perils["pine_wilt"].landscape
+    shipped = Path(params.path).parent / ref.file
+    data = shipped.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == ref.sha256
+    good = "ix,iy,county,township,host_area_ha,infectivity\n3,4,景宁畲族自治县,甲镇,12.5,0.7\n3,5,,,0,0.7\n"
+    land = parse_landscape(good.encode(), "x.csv")
+    assert land.n_cells == 2 and land.infectivity.dtype == np.float32 and land.county[0] == "景宁畲族自治县"
+    for bad, where in ((good.replace("3,5,", "3,4,"), "row 3, fields ix/iy: cell (3, 4) repeats row 2"),
+                       (good.replace(",0.7\n3", ",11\n3"), "row 2, field infectivity"),
+                       (good.replace("3,5,", "3,x,"), "row 3, field iy"),
+                       (good.replace("12.5", "-1"), "row 2, field host_area_ha"),
+                       (good.replace("infectivity", "infect"), "missing column")):
+        with pytest.raises(LandscapeError, match=f"x.csv: .*{re.escape(where)}"):
+            parse_landscape(bad.encode(), "x.csv")
+    # a landscape whose content does not match the hash the parameter file names is refused
+    changed = tmp_path / ref.file
+    changed.write_bytes(data.replace(b"0.699999988", b"0.8", 1))
+    with pytest.raises(LandscapeError, match="SHA-256"):
+        read_landscape(changed, ref.sha256)
+    text = Path(params.path).read_text(encoding="utf-8")
+    (tmp_path / "region.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ParameterError, match=f"region.yaml: perils.pine_wilt: .*{ref.file}: SHA-256"):
+        load_parameters(tmp_path / "region.yaml")  # found next to the copy, and refused
+    changed.unlink()  # a copied parameter file finds the shipped landscape by name
+    assert load_parameters(tmp_path / "region.yaml").perils["pine_wilt"].landscape_data.n_cells == land_cells(params)
+
+
+def land_cells(params):
+    return params.perils["pine_wilt"].landscape_data.n_cells
+
+
+def test_shipped_landscape_is_the_demo_registrys(params, tmp_path):
+    """`carbon-risk landscape` rebuilds the shipped landscape from the shipped registry byte for byte."""
+    from click.testing import CliRunner
+
+    from api.cli import cli
+
+    out = tmp_path / "landscape.csv"
+    res = CliRunner().invoke(cli, ["landscape", "-o", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    ref = params.perils["pine_wilt"].landscape
+    assert out.read_bytes() == (Path(params.path).parent / ref.file).read_bytes()
+    assert f'"sha256": "{ref.sha256}"' in res.output

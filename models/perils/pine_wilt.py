@@ -4,8 +4,13 @@ A spatial epidemic on pine hosts, in two layers.
 
 **Landscape layer: a grid metapopulation.** Parcel centroids are projected to km (equirectangular
 at ``grid_reference_latitude_deg``) and binned into square cells of ``cell_size_km``. The grid is the
-set of cells holding host parcels, dilated by ``grid_buffer_km`` (the forest between portfolio
-parcels is assumed to carry pines too, so the epidemic can cross it). Each path holds one
+region's landscape (``landscape``, :mod:`models.perils.pine_wilt_landscape`): the cells of the
+region's registry of pine parcels, dilated by ``grid_buffer_km`` (the forest between registry
+parcels is assumed to carry pines too, so the epidemic can cross it), extended in the same way around
+any host parcel of the portfolio that lies beyond it. So every portfolio of the region -- one loan,
+an insurer's book, the whole city -- runs the same epidemic, and a parcel's pine wilt losses do not
+depend on which other parcels are run with it. Without a ``landscape`` entry the grid is the
+portfolio's own host cells, dilated (numbers versions 1 and 2). Each path holds one
 infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
 cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
 
@@ -15,9 +20,9 @@ where ``I_j`` is the infection flag of cell ``j``, ``R = spread_radius_km`` the 
 vector flight in a year, ``lambda = local_transmission_rate``, ``mu = long_distance_jump_rate``
 (human-mediated jumps per infected cell and year, landing uniformly on the grid), ``iota =
 introduction_rate_per_cell`` (wood brought in from outside), and ``c_j`` the source cell's
-infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels
-(sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for cells
-without portfolio parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
+infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels in the
+registry (sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for
+cells without host parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
 KD-tree; nothing is all-pairs. Its numpy definition (:meth:`PineWilt.cell_hazard`) is a sparse matmul
 over all paths; the compiled year (:mod:`models.perils._pine_wilt_kernels`) keeps each path's
 infected-neighbour masks between years (:class:`CellTracking`, part of the state) and gives the same
@@ -26,7 +31,15 @@ cells with ``R`` < 2 cells and infectivity ``c`` the front advances one cell a y
 ``1 - exp(-lambda c)``, so its mean speed is that probability times ``cell_size_km`` km/yr.
 
 Initial state: in the counties of ``initial_epidemic`` (Lishui has cases in Jingning), each cell
-holding host parcels is infected at the start with ``cell_infection_probability``.
+holding host parcels (a landscape cell by its label: the township holding most of its host area) is
+infected at the start with ``cell_infection_probability``.
+
+**Footprint.** The cell process depends on the landscape, the seed and the path alone, so a run
+computes it for its whole horizon at once (:meth:`PineWilt.compute_footprint`: the year each cell is
+infected) and keeps it per 32-path block in a process-wide cache; a later run on the same landscape
+and seed (the next loan in a service, a stress scenario's baseline) reads it instead of simulating
+the cells again, bit for bit the same. A forced outbreak makes a run's epidemic its own from that
+year on: it goes on year by year from the footprint's flags.
 
 **Parcel layer.** A host parcel (tree species with ``pine_share`` > 0, below the altitude limit) in
 an infected cell becomes infected in a year with probability
@@ -407,8 +420,14 @@ class PineWilt(Peril):
         ref = params.landscape
         if ref is None:
             return params
+        from models.parameters import PARAMETER_DIR
+
+        # next to the parameter file; else the shipped one of that name (a copied parameter file keeps
+        # finding it): the hash check makes either safe
+        places = [Path(base_dir) / ref.file, PARAMETER_DIR / ref.file]
+        found = next((q for q in places if q.is_file()), places[0])
         out = params.model_copy()
-        out._landscape = read_landscape(Path(base_dir) / ref.file, ref.sha256)
+        out._landscape = read_landscape(found, ref.sha256)
         return out
 
     def __init__(self, params: PineWiltParams, model, portfolio):
@@ -523,6 +542,20 @@ class PineWilt(Peril):
             pine_left=np.ones((n_paths, self.n_hosts), dtype=np.float32),
             horizon=int(years) if shared else None,
         )
+
+    def as_landscape(self) -> Landscape:
+        """This portfolio's grid as a region's landscape (:mod:`models.perils.pine_wilt_landscape`):
+        built from the region's registry of forest parcels, it is the landscape every portfolio of
+        the region then runs on. A cell's labels are those of the township (``county/township``)
+        holding most of its host area."""
+        nc = self.grid.n_cells
+        area = self.portfolio.area_ha[self.host_idx]
+        full = majority_labels(self.host_cell, nc, area, self._county_township[self.host_idx])
+        county, _, township = np.char.partition(full, "/").T
+        return Landscape(ij=self.grid.ij.copy(), county=np.asarray(county, dtype=str),
+                         township=np.asarray(township, dtype=str),
+                         host_area_ha=np.bincount(self.host_cell, weights=area, minlength=nc),
+                         infectivity=self.infectivity.copy())
 
     # ---- the landscape footprint: the epidemic's cells, computed once per paths and seed ----------
     def _landscape_token(self) -> str:
@@ -875,5 +908,5 @@ class PineWilt(Peril):
 
 Params = PineWiltParams
 
-__all__ = ["CellGrid", "CellTracking", "PineWilt", "PineWiltParams", "PineWiltState", "build_grid",
-           "project_km"]
+__all__ = ["CellGrid", "CellTracking", "LandscapeRef", "NEVER", "PineWilt", "PineWiltParams", "PineWiltState",
+           "build_grid", "project_km"]
