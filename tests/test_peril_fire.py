@@ -63,6 +63,36 @@ def test_step_burns_exactly_where_uniform_below_probability(params):
         np.testing.assert_array_equal(pl.event[pl.path_pos == path], np.arange((pl.path_pos == path).sum()))
 
 
+def test_step_with_drawn_weather_burns_exactly_where_uniform_below_probability(params, monkeypatch):
+    """Without a forced year the step screens with a bound of each path's county weather and computes
+    the exact factors only at the screened pairs: the same burns as the dense definition, and ndtri
+    runs on far fewer numbers than paths x counties."""
+    import models.perils.fire as fire_mod
+
+    pf = lishui_like_portfolio(params, 400)
+    fire = Fire(params.perils["fire"], params, pf)
+    assert len(fire.county_labels) == 9
+    calls = []
+    real = fire_mod.ndtri
+    monkeypatch.setattr(fire_mod, "ndtri", lambda u: (calls.append(np.size(u)), real(u))[1])
+    n_paths = 200
+    for year, hazard in ((3, 150.0), (4, np.linspace(1.0, 400.0, n_paths)), (5, 1.0)):
+        st = stand(n_paths, pf, fire_multiplier=2.0, year=year)
+        st.weakened_until[:, 1::3] = -1
+        ctx = context(pf, n_paths, year=year, st=st, drought=np.arange(n_paths) % 4 == 0,
+                      hazard={"fire": hazard})
+        calls.clear()
+        pl = fire.step(ctx, None)
+        assert sum(calls) <= n_paths * 10  # once per path for the bound, at most once per path and county
+        if np.isscalar(hazard) and hazard == 1.0:
+            assert sum(calls) < n_paths * 9 / 4  # an ordinary year: far fewer than paths x counties
+        u = ctx.rnd.parcel_uniform("fire.hazard", year)
+        p, q = np.nonzero(u < fire.burn_probability(ctx))
+        assert len(pl) == p.size > 5
+        np.testing.assert_array_equal(pl.path_pos, p)
+        np.testing.assert_array_equal(pl.parcel_pos, q)
+
+
 def test_long_run_burn_rate_and_its_spread_match_the_weather_model(params):
     """E[W] = 1: the mean burn rate over many weather years equals b x flammability, and the variance
     of the yearly city rate is the closed form p^2 Var(W_bar) + binomial noise."""
