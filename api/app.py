@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
     app.state.accounts_cache = AccountsCache()
     app.state.rate_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     app.state.jobs = JobRunner(db, settings, app.state.models, app.state.portfolios)
-    app.state.compute = ComputePool(settings.compute_workers)  # CPU-bound work off the event loop
+    # CPU-bound work off the event loop; a warm pool also simulates the pine wilt landscape ahead
+    app.state.compute = ComputePool(settings.compute_workers,
+                                    warm_paths=settings.landscape_warm_paths if settings.compute_warm else 0)
     app.state.result_cache = ResultCache(settings.result_cache_size)
     app.state.jobs.compute = app.state.compute
     install_problem_handlers(app)

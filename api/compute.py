@@ -41,8 +41,15 @@ _W: dict[str, Any] = {"portfolios": OrderedDict()}
 _PORTFOLIO_CACHE = 16
 
 
-def _init_worker() -> None:
-    """Import and load everything a task needs, once per worker process."""
+#: the seed and horizon a warm worker simulates the pine wilt landscape for: the API's default seed
+#: (``api.finance_schemas``) and crediting horizon (``finance_engine.collateral.LoanTerms``)
+WARM_SEED, WARM_YEARS = 2026, 30
+
+
+def _init_worker(warm_paths: int = 0) -> None:
+    """Import and load everything a task needs, once per worker process; with ``warm_paths``, also
+    simulate each region's pine wilt landscape for that many paths of the default seed (its footprint
+    is shared by every valuation on that seed, :func:`models.perils.pine_wilt.warm_footprint`)."""
     from finance_engine._workers import exit_with_parent
 
     exit_with_parent()  # a killed server must not leave its workers behind
@@ -57,6 +64,11 @@ def _init_worker() -> None:
     _W["pms"] = load_price_model()
     _W["iss"] = load_issuance_risk()
     _W["portfolios"] = OrderedDict()
+    if warm_paths > 0:
+        from models.perils.pine_wilt import warm_footprint
+
+        for params in _W["params"].values():
+            warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
 
 
 def _state() -> dict[str, Any]:
@@ -316,8 +328,9 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
 class ComputePool:
     """A lazily started process pool (see the module docstring)."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, warm_paths: int = 0):
         self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self.warm_paths = int(warm_paths)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -326,7 +339,7 @@ class ComputePool:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_init_worker)
+                                                 initializer=_init_worker, initargs=(self.warm_paths,))
             return self._pool
 
     def start(self) -> None:

@@ -15,7 +15,8 @@ from tests.api.pgcluster import free_port
 
 CLI = str(Path(sys.executable).parent / "carbon-risk")
 # small chunks so jobs report progress often; a rate limit the tests never hit
-TEST_ENV = {"CRE_JOB_CHUNK_PATHS": "32", "CRE_RATE_PER_S": "1000", "CRE_RATE_BURST": "1000"}
+TEST_ENV = {"CRE_JOB_CHUNK_PATHS": "32", "CRE_RATE_PER_S": "1000", "CRE_RATE_BURST": "1000",
+            "CRE_LANDSCAPE_WARM_PATHS": "64"}  # the compute workers warm a little of the landscape
 
 
 class ServeProcess:

@@ -499,3 +499,27 @@ def test_shipped_landscape_is_the_demo_registrys(params, tmp_path):
     ref = params.perils["pine_wilt"].landscape
     assert out.read_bytes() == (Path(params.path).parent / ref.file).read_bytes()
     assert f'"sha256": "{ref.sha256}"' in res.output
+
+
+def test_warm_footprint_serves_the_first_loan(params, demo, monkeypatch):
+    """A service's workers simulate the landscape ahead (warm_footprint); a loan's run then reads it."""
+    import models.perils.pine_wilt as pw
+    from api.compute import WARM_SEED, WARM_YEARS
+    from api.settings import Settings
+
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    monkeypatch.setattr(pw, "_FOOTPRINT_BYTES", 0)
+    # what a compute worker of a warm pool does when it starts (tests/server_process.py runs real ones)
+    assert pw.warm_footprint(params, WARM_SEED, 96, WARM_YEARS, block_paths=64) == 96 * land_cells(params) * 2
+    land = params.perils["pine_wilt"].landscape_data
+    assert pw._FOOTPRINT_BYTES == 96 * land.n_cells * 2 and len(pw._FOOTPRINTS) == 3
+    calls = []
+    monkeypatch.setattr(PineWilt, "compute_footprint", lambda self, rnd, years: calls.append(1))
+    loan = demo.subset(demo.parcel_id[:40], params)
+    peril = PineWilt(params.perils["pine_wilt"], params, loan)
+    rnd = KeyedRandom(WARM_SEED, np.arange(32, 96), loan.keys)
+    state = peril.init_state(64, rnd, years=30)
+    peril.step(ctx_for(rnd, loan.n_parcels, 0), state)
+    assert not calls and state.host_cell_year.shape == (64, peril._host_cells.size)
+    assert Settings.from_env({}).landscape_warm_paths == 10_000
+    assert Settings.from_env({"CRE_LANDSCAPE_WARM_PATHS": "0"}).landscape_warm_paths == 0

@@ -405,6 +405,40 @@ def _match_names(labels: np.ndarray, name: str, full: np.ndarray | None = None) 
     return m
 
 
+class _NoParcels:
+    """An empty portfolio: what :meth:`PineWilt.for_landscape` runs the landscape for."""
+
+    n_parcels = 0
+    species_code = pest_control_code = np.empty(0, dtype=np.intp)
+    elevation_m = latitude = longitude = area_ha = np.empty(0)
+    keys = np.empty(0, dtype=np.uint64)
+
+    @property
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"county": pd.Series([], dtype=str), "township": pd.Series([], dtype=str)})
+
+
+def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 1024) -> int:
+    """Compute the region's landscape footprint for paths ``0 .. paths-1`` into the shared cache.
+
+    What a service does when it starts: its first loan on ``seed`` then reads the epidemic as the
+    next ones do. Computed ``block_paths`` at a time (the cell state of a block is about 5 bytes a
+    path and cell). Returns the bytes the cache holds afterwards (0 without a landscape).
+    """
+    block = model.perils.get("pine_wilt")
+    if block is None or not block.enabled or block.landscape_data is None:
+        return 0
+    peril = PineWilt.for_landscape(block, model)
+    step = max(PATH_BLOCK, block_paths // PATH_BLOCK * PATH_BLOCK)
+    for start in range(0, int(paths), step):
+        ids = np.arange(start, min(int(paths), start + step), dtype=np.int64)
+        peril.footprint(KeyedRandom(int(seed), ids, np.empty(0, dtype=np.uint64)), int(years),
+                        np.empty(0, dtype=np.int64))
+    return _FOOTPRINT_BYTES
+
+
 @register
 class PineWilt(Peril):
     """Pine wilt disease: a grid-metapopulation epidemic with parcel-level pine mortality."""
@@ -429,6 +463,14 @@ class PineWilt(Peril):
         out = params.model_copy()
         out._landscape = read_landscape(found, ref.sha256)
         return out
+
+    @classmethod
+    def for_landscape(cls, params: PineWiltParams, model) -> "PineWilt":
+        """The peril on the region's landscape with no parcels: its cell process (and so its
+        footprint) is the one every portfolio inside the landscape runs."""
+        if params.landscape_data is None:
+            raise ValueError("pine_wilt has no landscape: the epidemic's grid comes from each portfolio")
+        return cls(params, model, _NoParcels())
 
     def __init__(self, params: PineWiltParams, model, portfolio):
         super().__init__(params, model, portfolio)
@@ -909,4 +951,4 @@ class PineWilt(Peril):
 Params = PineWiltParams
 
 __all__ = ["CellGrid", "CellTracking", "LandscapeRef", "NEVER", "PineWilt", "PineWiltParams", "PineWiltState",
-           "build_grid", "project_km"]
+           "build_grid", "project_km", "warm_footprint"]
