@@ -17,11 +17,14 @@ Cases
                    results, no summary tables) on ``--workers`` threads: the first full-size run
                    of the process, then the best and median of five (a warm service), and the
                    best of three on one thread. The 50 parcels are every 100th of the demo
-                   portfolio, spread over the whole city: the worst case for the pine wilt
-                   landscape (413 cells around 12 pine stands).
+                   portfolio, spread over the whole city (nine counties). Every loan runs the
+                   region's pine wilt landscape (2,666 cells): the first run of a process on a
+                   seed simulates it for the 10,000 paths (``seconds_first_run``), later runs on
+                   that seed read its footprint from the process's cache, as a service does
+                   after its workers have warmed it (``CRE_LANDSCAPE_WARM_PATHS``).
 ``loan_project``   the same run for the demo's largest project of at most 50 parcels (in the
-                   shipped demo ``LS-LQ-P03``: 47 parcels in one township, a 115-cell landscape),
-                   the shape of a carbon-pledge loan: one borrower's forest.
+                   shipped demo ``LS-LQ-P03``: 47 parcels in one township of Longquan), the shape
+                   of a carbon-pledge loan: one borrower's forest.
 ``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
                    ``--city-paths`` paths (default 1,000), 30 years, on ``--workers`` threads
                    (``--city-scheduler threads``, the default) or worker processes

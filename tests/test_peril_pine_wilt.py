@@ -523,3 +523,16 @@ def test_warm_footprint_serves_the_first_loan(params, demo, monkeypatch):
     assert not calls and state.host_cell_year.shape == (64, peril._host_cells.size)
     assert Settings.from_env({}).landscape_warm_paths == 10_000
     assert Settings.from_env({"CRE_LANDSCAPE_WARM_PATHS": "0"}).landscape_warm_paths == 0
+
+
+def test_landscape_command_refuses_a_registry_without_pines(params, tmp_path):
+    from click.testing import CliRunner
+
+    from api.cli import cli
+
+    reg = tmp_path / "firs.csv"
+    frame(np.full(5, 28.0), np.linspace(119.4, 119.5, 5), "chinese_fir").to_csv(reg, index=False)
+    res = CliRunner().invoke(cli, ["landscape", str(reg), "-o", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "no pine host parcels" in res.output and not (tmp_path / "x.csv").exists()
+    res = CliRunner().invoke(cli, ["landscape", str(reg), "-o", str(tmp_path / "no" / "x.csv")])
+    assert res.exit_code == 2 and "does not exist" in res.output
