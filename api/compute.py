@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -67,8 +68,12 @@ def _init_worker(warm_paths: int = 0) -> None:
     if warm_paths > 0:
         from models.perils.pine_wilt import warm_footprint
 
-        for params in _W["params"].values():
-            warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
+        for region, params in _W["params"].items():
+            try:
+                warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
+            except Exception:  # noqa: BLE001 - warming only saves time: a failure must not break the pool
+                logging.getLogger("carbon_risk.compute").exception(
+                    "could not simulate the %s pine wilt landscape ahead; valuations will simulate it", region)
 
 
 def _state() -> dict[str, Any]:

@@ -220,6 +220,13 @@ class ForestSimulator:
     def peril_names(self) -> list[str]:
         return [p.name for p in self.perils]
 
+    def notes(self) -> dict[str, Any]:
+        """What the perils record about their set-up for this portfolio (:meth:`Peril.notes`)."""
+        out: dict[str, Any] = {}
+        for p in self.perils:
+            out.update(p.notes())
+        return out
+
     def initial_carbon_tc_per_ha(self) -> np.ndarray:
         """Today's carbon density per parcel (tC/ha), deterministic."""
         g = self.growth

@@ -377,7 +377,7 @@ def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
     state = peril.init_state(64, rnd, years=years)
     peril.step(ctx_for(rnd, peril.portfolio.n_parcels, 0), state)
     assert not calls
-    # a longer horizon than the blocks hold, or paths not in whole blocks: simulated, not read
+    # a longer horizon than the blocks hold: simulated, not read (paths not in whole blocks: test_footprint_cache_keeps_the_longer_horizon_and_skips_odd_paths)
     state = peril.init_state(64, rnd, years=years + 1)
     with pytest.raises(TypeError):  # the stub returns None
         peril.step(ctx_for(rnd, peril.portfolio.n_parcels, 0), state)
@@ -460,19 +460,24 @@ def test_landscape_file_is_checked(params, tmp_path):
     shipped = Path(params.path).parent / ref.file
     data = shipped.read_bytes()
     assert hashlib.sha256(data).hexdigest() == ref.sha256
-    good = "ix,iy,county,township,host_area_ha,infectivity\n3,4,景宁畲族自治县,甲镇,12.5,0.7\n3,5,,,0,0.7\n"
+    head = "ix,iy,county,township,host_area_none_ha,host_area_basic_ha,host_area_enhanced_ha\n"
+    good = head + "3,4,景宁畲族自治县,甲镇,10,30,0\n3,5,,,0,0,0\n"
     land = parse_landscape(good.encode(), "x.csv")
-    assert land.n_cells == 2 and land.infectivity.dtype == np.float32 and land.county[0] == "景宁畲族自治县"
+    assert land.n_cells == 2 and land.county[0] == "景宁畲族自治县" and land.host_area_ha.tolist() == [40.0, 0.0]
+    # infectivity: the hosts' mean pest-control multiplier, the background where there are none
+    inf = land.infectivity(np.array([1.0, 0.7, 0.4]), 0.7)
+    assert inf.dtype == np.float32 and inf.tolist() == pytest.approx([(10 + 30 * 0.7) / 40, 0.7])
     for bad, where in ((good.replace("3,5,", "3,4,"), "row 3, fields ix/iy: cell (3, 4) repeats row 2"),
-                       (good.replace(",0.7\n3", ",11\n3"), "row 2, field infectivity"),
+                       (good.replace(",30,", ",nan,"), "row 2, field host_area_basic_ha"),
                        (good.replace("3,5,", "3,x,"), "row 3, field iy"),
-                       (good.replace("12.5", "-1"), "row 2, field host_area_ha"),
-                       (good.replace("infectivity", "infect"), "missing column")):
+                       (good.replace(",10,", ",-1,"), "row 2, field host_area_none_ha"),
+                       (good.replace("enhanced_ha", "enhanced"), "missing column")):
         with pytest.raises(LandscapeError, match=f"x.csv: .*{re.escape(where)}"):
             parse_landscape(bad.encode(), "x.csv")
     # a landscape whose content does not match the hash the parameter file names is refused
     changed = tmp_path / ref.file
-    changed.write_bytes(data.replace(b"0.699999988", b"0.8", 1))
+    changed.write_bytes(data.replace(b"\n3881,1020,,,0.0000", b"\n3881,1020,,,1.0000", 1))
+    assert changed.read_bytes() != data
     with pytest.raises(LandscapeError, match="SHA-256"):
         read_landscape(changed, ref.sha256)
     text = Path(params.path).read_text(encoding="utf-8")
@@ -536,3 +541,75 @@ def test_landscape_command_refuses_a_registry_without_pines(params, tmp_path):
     assert res.exit_code == 2 and "no pine host parcels" in res.output and not (tmp_path / "x.csv").exists()
     res = CliRunner().invoke(cli, ["landscape", str(reg), "-o", str(tmp_path / "no" / "x.csv")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_landscape_follows_the_parameter_file(params, tmp_path, demo):
+    """Pest-control multipliers apply when a run starts (no rebuild); a value the landscape was built with
+    must match the block; a block naming a landscape that was never read refuses to run."""
+    from models.parameters import ParameterError, load_parameters
+
+    text = Path(params.path).read_text(encoding="utf-8")
+    edited = text.replace("grid_buffer_km: {value: 10.0", "grid_buffer_km: {value: 6.0", 1)
+    assert edited != text
+    (tmp_path / "buffer.yaml").write_text(edited, encoding="utf-8")
+    with pytest.raises(ParameterError, match="landscape.grid_buffer_km = 10.0 differs .* rebuild the landscape"):
+        load_parameters(tmp_path / "buffer.yaml")
+    # a stronger basic control: the same landscape file, lower infectivity wherever basic control is
+    prm = params.perils["pine_wilt"]
+    land = prm.landscape_data
+    edited = text.replace("    basic: {value: 0.7, source: domain_doc, confidence: assumption}",
+                          "    basic: {value: 0.5, source: domain_doc, confidence: assumption}", 1)
+    assert edited != text
+    (tmp_path / "control.yaml").write_text(edited, encoding="utf-8")
+    strong = load_parameters(tmp_path / "control.yaml")
+    before = PineWilt(prm, params, demo)
+    after = PineWilt(strong.perils["pine_wilt"], strong, demo)
+    assert np.array_equal(after.infectivity[after._land_pos], land.infectivity([1.0, 0.5, 0.4], 0.5))
+    basic = land.host_area_by_level[:, 1] > 0
+    gone = (land.host_area_ha == 0)  # background cells: background_pest_control is basic
+    lower = after.infectivity[after._land_pos] < before.infectivity[before._land_pos]
+    assert lower[basic].all() and lower[gone].all() and basic.any()
+    assert after._grid_token != before._grid_token  # another epidemic: not read from the other's footprint
+    # validated without reading its file: no silent fallback to the portfolio's own grid
+    bare = type(prm).model_validate(prm.model_dump())
+    with pytest.raises(ValueError, match="names a file that was not read"):
+        PineWilt(bare, params, demo)
+
+
+def test_footprint_cache_keeps_the_longer_horizon_and_skips_odd_paths(params, monkeypatch):
+    import models.perils.pine_wilt as pw
+
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    monkeypatch.setattr(pw, "_FOOTPRINT_BYTES", 0)
+    peril = PineWilt.for_landscape(params.perils["pine_wilt"], params)
+    none = np.empty(0, dtype=np.int64)
+    peril.footprint(KeyedRandom(5, np.arange(64), none.astype(np.uint64)), 12, none)
+    assert {v[0] for v in pw._FOOTPRINTS.values()} == {12} and len(pw._FOOTPRINTS) == 2
+    # a run over more paths (one block new) and a shorter horizon recomputes, but keeps the 12-year blocks
+    peril.footprint(KeyedRandom(5, np.arange(96), none.astype(np.uint64)), 6, none)
+    years = {k[2]: v[0] for k, v in pw._FOOTPRINTS.items()}
+    assert years == {0: 12, 32: 12, 64: 6}
+    assert not next(iter(pw._FOOTPRINTS.values()))[1].flags.writeable
+    # paths that are not whole blocks are computed, equal to the cached ones, and not kept
+    odd = peril.footprint(KeyedRandom(5, np.array([3, 4, 40]), none.astype(np.uint64)), 12)
+    full = peril.footprint(KeyedRandom(5, np.arange(64), none.astype(np.uint64)), 12)
+    assert np.array_equal(odd, full[[3, 4, 40]]) and len(pw._FOOTPRINTS) == 3
+
+
+def test_runs_record_hosts_outside_the_landscape(params, tmp_path):
+    from click.testing import CliRunner
+
+    from api.cli import cli
+    from finance_engine.simulation import simulate
+
+    far = validate_frame(frame(np.array([28.05, 29.5]), np.array([119.1, 121.0]), "masson_pine", county="龙泉市"),
+                         params)
+    res = simulate(far, params, years=2, paths=32, seed=1)
+    assert res.run_info["pine_wilt_hosts_outside_landscape"] == 1
+    inside = far.subset(far.parcel_id[:1], params)
+    assert simulate(inside, params, years=2, paths=32, seed=1).run_info["pine_wilt_hosts_outside_landscape"] == 0
+    path = tmp_path / "far.csv"
+    far.to_frame().to_csv(path, index=False)
+    out = CliRunner().invoke(cli, ["simulate", "--portfolio", str(path), "--years", "2", "--paths", "32"])
+    assert out.exit_code == 0, out.output
+    assert "1 pine parcel(s) lie outside the region's pine wilt landscape" in out.output

@@ -295,7 +295,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     elapsed = time.perf_counter() - t0
     return assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
-                                     "chunk_paths": tasks[0][2] - tasks[0][1]})
+                                     "chunk_paths": tasks[0][2] - tasks[0][1], **setup.simulator.notes()})
 
 
 def _collect(pending: dict[Future, int], results, report, cancel, on_abort: Callable[[], None] | None = None) -> None:

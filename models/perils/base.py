@@ -184,6 +184,11 @@ class Peril(ABC):
         """
         return None
 
+    def notes(self) -> dict[str, Any]:
+        """Facts about how this peril was set up for the portfolio that a result should record (for
+        example pine wilt's hosts outside the region's landscape); empty for most perils."""
+        return {}
+
     @abstractmethod
     def step(self, ctx: YearContext, state: Any) -> PerilLosses:
         """Losses of this year. May update ``state`` in place."""

@@ -7,9 +7,10 @@ at ``grid_reference_latitude_deg``) and binned into square cells of ``cell_size_
 region's landscape (``landscape``, :mod:`models.perils.pine_wilt_landscape`): the cells of the
 region's registry of pine parcels, dilated by ``grid_buffer_km`` (the forest between registry
 parcels is assumed to carry pines too, so the epidemic can cross it), extended in the same way around
-any host parcel of the portfolio that lies beyond it. So every portfolio of the region -- one loan,
-an insurer's book, the whole city -- runs the same epidemic, and a parcel's pine wilt losses do not
-depend on which other parcels are run with it. Without a ``landscape`` entry the grid is the
+any host parcel of the portfolio that lies beyond it. So every portfolio of the region whose pine
+parcels lie within the landscape -- one loan, an insurer's book, the whole city -- runs the same
+epidemic, and a parcel's pine wilt losses do not depend on which other parcels are run with it
+(hosts beyond the landscape change the run's epidemic: :meth:`PineWilt.notes` records them). Without a ``landscape`` entry the grid is the
 portfolio's own host cells, dilated (numbers versions 1 and 2). Each path holds one
 infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
 cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
@@ -22,7 +23,9 @@ vector flight in a year, ``lambda = local_transmission_rate``, ``mu = long_dista
 introduction_rate_per_cell`` (wood brought in from outside), and ``c_j`` the source cell's
 infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels in the
 registry (sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for
-cells without host parcels. The neighbour sum is one sparse (cells x cells) matrix built once with a
+cells without host parcels (cells of the extension: the portfolio's own host parcels). Inside the
+landscape a portfolio's pest control acts on its parcels' infection and mortality, not on the
+spread. The neighbour sum is one sparse (cells x cells) matrix built once with a
 KD-tree; nothing is all-pairs. Its numpy definition (:meth:`PineWilt.cell_hazard`) is a sparse matmul
 over all paths; the compiled year (:mod:`models.perils._pine_wilt_kernels`) keeps each path's
 infected-neighbour masks between years (:class:`CellTracking`, part of the state) and gives the same
@@ -120,7 +123,7 @@ PATH_BLOCK = 32
 _FOOTPRINTS: "OrderedDict[tuple, tuple[int, np.ndarray]]" = OrderedDict()
 _FOOTPRINT_BYTES = 0
 _FOOTPRINT_LOCK = threading.Lock()
-#: its bound (least recently used blocks go first): 10,000 paths of the 2,666-cell Lishui landscape take 53 MB
+#: its bound (least recently used blocks go first): 10,000 paths of the 2,666-cell Lishui landscape take 51 MiB
 FOOTPRINT_CACHE_BYTES = 128 * 2**20
 
 
@@ -146,9 +149,13 @@ class InitialEpidemic(BaseModel):
 class LandscapeRef(BaseModel):
     """``perils.pine_wilt.landscape``: the region's landscape file (see :mod:`models.perils.pine_wilt_landscape`).
 
-    ``file`` is read relative to the parameter file's folder and must have the SHA-256 ``sha256``,
-    so the parameter hash every result records covers it. ``cell_size_km`` and
-    ``grid_reference_latitude_deg`` are those it was built with: they must equal the block's.
+    ``file`` is read relative to the parameter file's folder (else the shipped file of that name)
+    and must have the SHA-256 ``sha256``, so the parameter hash every result records covers it.
+    ``cell_size_km``, ``grid_reference_latitude_deg``, ``grid_buffer_km`` and ``altitude_limit_m``
+    are the block's values it was built with (they decide which cells and hosts exist): they must
+    equal the block's, or the landscape must be rebuilt. Species' ``pine_share`` also decides which
+    parcels are hosts; a change there needs a rebuild too (not checked). Pest-control multipliers are
+    applied when a run starts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -156,6 +163,8 @@ class LandscapeRef(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     cell_size_km: float
     grid_reference_latitude_deg: float
+    grid_buffer_km: float
+    altitude_limit_m: float
     source: str
     confidence: Confidence
     note: str | None = None
@@ -211,16 +220,22 @@ class PineWiltParams(PerilParams):
             raise ValueError(f"pine_wilt.outbreak_years must be a whole number in [1, 100], got {d}")
         ls = self.landscape
         if ls is not None:
-            for name in ("cell_size_km", "grid_reference_latitude_deg"):
+            for name in ("cell_size_km", "grid_reference_latitude_deg", "grid_buffer_km", "altitude_limit_m"):
                 if getattr(ls, name) != getattr(self, name).value:
                     raise ValueError(f"pine_wilt.landscape.{name} = {getattr(ls, name)} differs from "
-                                     f"pine_wilt.{name} = {getattr(self, name).value}: rebuild the landscape")
+                                     f"pine_wilt.{name} = {getattr(self, name).value}: rebuild the landscape "
+                                     f"(`carbon-risk landscape`, with the landscape entry removed) or restore the value")
         return self
 
     @property
     def landscape_data(self) -> Landscape | None:
         """The region's landscape (None: each run builds its own from its portfolio)."""
-        return self._landscape if self.landscape is not None else None
+        if self.landscape is None:
+            return None
+        if self._landscape is None:  # validated without PineWilt.attach_data: never fall back silently
+            raise ValueError("pine_wilt.landscape names a file that was not read: load the parameter file with "
+                             "models.parameters.load_parameters")
+        return self._landscape
 
 
 @dataclass
@@ -521,7 +536,7 @@ class PineWilt(Peril):
         infectivity = np.where(wsum > 0, csum / np.where(wsum > 0, wsum, 1.0), background).astype(np.float32)
         self._land_pos = self._cell_index(land.ij) if land is not None else np.empty(0, dtype=np.int64)
         if land is not None:
-            infectivity[self._land_pos] = land.infectivity
+            infectivity[self._land_pos] = land.infectivity(control, background)
         self.infectivity = infectivity
         # neighbour matrix with the source cell's infectivity folded in: pressure = I @ W'
         self._w_local = (sparse.diags(self.infectivity) @ self.grid.neighbours).tocsr().astype(np.float32)
@@ -569,6 +584,14 @@ class PineWilt(Peril):
         pos = np.searchsorted(code_g[order], code_q)
         return order[pos].astype(np.int64)
 
+    def notes(self) -> dict[str, Any]:
+        """With a landscape, how many of the portfolio's host parcels lie beyond it: the grid is then
+        extended around them, and this run's epidemic is no longer the region's alone (the jump term
+        is shared over more cells and the new cells infect the landscape's)."""
+        if self._land is None:
+            return {}
+        return {"pine_wilt_hosts_outside_landscape": self.hosts_outside_landscape}
+
     @property
     def n_hosts(self) -> int:
         return int(self.host_idx.size)
@@ -594,10 +617,11 @@ class PineWilt(Peril):
         area = self.portfolio.area_ha[self.host_idx]
         full = majority_labels(self.host_cell, nc, area, self._county_township[self.host_idx])
         county, _, township = np.char.partition(full, "/").T
+        code = np.asarray(self.portfolio.pest_control_code, dtype=np.intp)[self.host_idx]
+        by_level = np.column_stack([np.bincount(self.host_cell, weights=np.where(code == k, area, 0.0), minlength=nc)
+                                    for k in range(len(MANAGEMENT_LEVELS))])
         return Landscape(ij=self.grid.ij.copy(), county=np.asarray(county, dtype=str),
-                         township=np.asarray(township, dtype=str),
-                         host_area_ha=np.bincount(self.host_cell, weights=area, minlength=nc),
-                         infectivity=self.infectivity.copy())
+                         township=np.asarray(township, dtype=str), host_area_by_level=by_level)
 
     # ---- the landscape footprint: the epidemic's cells, computed once per paths and seed ----------
     def _landscape_token(self) -> str:
@@ -635,6 +659,9 @@ class PineWilt(Peril):
     def footprint(self, rnd: KeyedRandom, years: int, cells: np.ndarray | None = None) -> np.ndarray:
         """:meth:`compute_footprint` of the cells ``cells`` (all when None), from the shared cache.
 
+        Read from a block computed for a longer horizon, a cell infected after ``years`` shows that
+        later year instead of :data:`NEVER`: either way it is not infected within the horizon.
+
         The cell process is a function of the landscape, the seed and the path alone, so a
         footprint is kept per 32-path block (keyed by :meth:`_landscape_token`, the seed and the
         block) in a process-wide LRU cache of :data:`FOOTPRINT_CACHE_BYTES`: every portfolio
@@ -662,11 +689,16 @@ class PineWilt(Peril):
         with _FOOTPRINT_LOCK:
             global _FOOTPRINT_BYTES
             for k in keys:
+                old = _FOOTPRINTS.get(k)
+                if old is not None and old[0] >= years:  # keep a longer horizon already there
+                    _FOOTPRINTS.move_to_end(k)
+                    continue
                 block = fp[k[2] - start:k[2] - start + k[3]].copy()
-                old = _FOOTPRINTS.pop(k, None)
+                block.setflags(write=False)  # shared by every run that reads it
                 if old is not None:
                     _FOOTPRINT_BYTES -= old[1].nbytes
                 _FOOTPRINTS[k] = (int(years), block)
+                _FOOTPRINTS.move_to_end(k)
                 _FOOTPRINT_BYTES += block.nbytes
             while _FOOTPRINT_BYTES > FOOTPRINT_CACHE_BYTES and _FOOTPRINTS:
                 _FOOTPRINT_BYTES -= _FOOTPRINTS.popitem(last=False)[1][1].nbytes

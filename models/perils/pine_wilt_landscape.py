@@ -7,11 +7,14 @@ reached -- the initial foci in Jingning were not in it -- and its pine wilt loss
 quarter of what the same parcels lost in the city-wide run on the same draws.
 
 A :class:`Landscape` is a fixed list of grid cells (integer coordinates at the pine wilt
-``cell_size_km``) with, per cell, the host (pine) area of the region's registry, the infectivity
-of the cell as a source (the area-weighted ``management.pest_control`` multiplier of its host
-parcels, ``background_pest_control`` where it holds none) and the county and township holding most
-of its host area (empty for cells without hosts). Those labels place the initial epidemic and the
-forced outbreaks of stress scenarios on the region's cells.
+``cell_size_km``) with, per cell, the host (pine) area of the region's registry under each
+``pest_control`` level and the county and township holding most of its host area (empty for cells
+without hosts). A cell's infectivity as a source is computed when a run starts, from those areas and
+the parameter file's ``management.pest_control`` multipliers (``background_pest_control`` where it
+holds no host), so editing a multiplier needs no new landscape. The labels place the initial epidemic
+and the forced outbreaks of stress scenarios on the region's cells: the registry decides which cells
+hold pines, so a portfolio parcel in a cell where the registry has none starts uninfected even in an
+initial-epidemic county.
 
 :func:`build_landscape` derives it from a registry of the region's forest parcels (the bureau's
 forest inventory; for Lishui the shipped demo registry stands in for it) exactly as the pine wilt
@@ -31,14 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("ix", "iy", "county", "township", "host_area_ha", "infectivity")
+#: the pest-control levels whose host areas a landscape keeps (models.portfolio.MANAGEMENT_LEVELS)
+LEVELS = ("none", "basic", "enhanced")
+COLUMNS = ("ix", "iy", "county", "township", *(f"host_area_{lv}_ha" for lv in LEVELS))
 
 
 class LandscapeError(ValueError):
     """A landscape file that cannot be used: names the file, and the row and field where it can."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by the file's SHA-256, not elementwise
 class Landscape:
     """The region's grid cells and what the epidemic needs of them.
 
@@ -48,32 +53,42 @@ class Landscape:
         Grid coordinates (cell index along x and y at ``cell_size_km``), unique, sorted.
     county, township : ndarray of str, shape (n_cells,)
         Labels of the cell's largest host area ('' where the cell holds no host parcel).
-    host_area_ha : ndarray of float64, shape (n_cells,)
-        Pine host area of the registry in the cell (ha).
-    infectivity : ndarray of float32, shape (n_cells,)
-        The cell's weight as a source of infection (pest-control multiplier, 1 = no control).
+    host_area_by_level : ndarray of float64, shape (n_cells, 3)
+        Pine host area of the registry in the cell (ha) under pest-control ``none``, ``basic`` and
+        ``enhanced`` (:data:`LEVELS`).
     """
 
     ij: np.ndarray
     county: np.ndarray
     township: np.ndarray
-    host_area_ha: np.ndarray
-    infectivity: np.ndarray
+    host_area_by_level: np.ndarray
 
     @property
     def n_cells(self) -> int:
         return int(self.ij.shape[0])
 
+    @property
+    def host_area_ha(self) -> np.ndarray:
+        """Pine host area of each cell (ha)."""
+        return self.host_area_by_level.sum(axis=1)
+
+    def infectivity(self, control: np.ndarray, background: float) -> np.ndarray:
+        """Each cell's weight as a source of infection (float32): the host area's mean pest-control
+        multiplier (``control[k]`` for level ``LEVELS[k]``), ``background`` where it holds no host."""
+        area = self.host_area_by_level
+        total = area.sum(axis=1)
+        weighted = area @ np.asarray(control, dtype=np.float64)
+        return np.where(total > 0, weighted / np.where(total > 0, total, 1.0), background).astype(np.float32)
+
 
 def landscape_csv(landscape: Landscape) -> bytes:
-    """The landscape as CSV bytes (UTF-8, ``\\n`` line ends; float32 infectivity to 9 digits, which
-    reads back to the same float32)."""
+    """The landscape as CSV bytes (UTF-8, ``\\n`` line ends, areas to the square metre)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for k in range(landscape.n_cells):
         w.writerow([int(landscape.ij[k, 0]), int(landscape.ij[k, 1]), landscape.county[k], landscape.township[k],
-                    f"{float(landscape.host_area_ha[k]):.6f}", f"{float(landscape.infectivity[k]):.9g}"])
+                    *(f"{float(a):.4f}" for a in landscape.host_area_by_level[k])])
     return out.getvalue().encode("utf-8")
 
 
@@ -91,8 +106,7 @@ def parse_landscape(data: bytes, name: str) -> Landscape:
     ------
     LandscapeError
         Naming ``name``, the row (line number) and the field of the first problem: a missing
-        column, a non-integer cell coordinate, a repeated cell, a negative or non-finite area, an
-        infectivity outside [0, 10].
+        column, a non-integer cell coordinate, a repeated cell, a negative or non-finite area.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -102,7 +116,7 @@ def parse_landscape(data: bytes, name: str) -> Landscape:
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise LandscapeError(f"{name}: missing column(s) {missing}; a landscape has {list(COLUMNS)}")
-    ij, county, township, area, infect = [], [], [], [], []
+    ij, county, township, area = [], [], [], []
     seen: dict[tuple[int, int], int] = {}
     for line, row in enumerate(reader, start=2):
         cell = []
@@ -116,27 +130,25 @@ def parse_landscape(data: bytes, name: str) -> Landscape:
             raise LandscapeError(f"{name}: row {line}, fields ix/iy: cell {key} repeats row {seen[key]}")
         seen[key] = line
         values = []
-        for field, lo, hi in (("host_area_ha", 0.0, np.inf), ("infectivity", 0.0, 10.0)):
+        for field in COLUMNS[4:]:
             try:
                 v = float(row[field])
             except (TypeError, ValueError):
                 raise LandscapeError(f"{name}: row {line}, field {field}: {row[field]!r} is not a number") from None
-            if not (np.isfinite(v) and lo <= v <= hi):
-                raise LandscapeError(f"{name}: row {line}, field {field}: {v} is outside [{lo}, {hi}]")
+            if not (np.isfinite(v) and v >= 0.0):
+                raise LandscapeError(f"{name}: row {line}, field {field}: {v} is not a finite area >= 0")
             values.append(v)
         ij.append(cell)
         county.append(row["county"] or "")
         township.append(row["township"] or "")
-        area.append(values[0])
-        infect.append(values[1])
+        area.append(values)
     if not ij:
         raise LandscapeError(f"{name}: no cells")
     ij_a = np.asarray(ij, dtype=np.int64)
     order = np.lexsort((ij_a[:, 1], ij_a[:, 0]))  # the order build_grid gives its cells
     return Landscape(ij=ij_a[order], county=np.asarray(county, dtype=str)[order],
                      township=np.asarray(township, dtype=str)[order],
-                     host_area_ha=np.asarray(area, dtype=np.float64)[order],
-                     infectivity=np.asarray(infect, dtype=np.float32)[order])
+                     host_area_by_level=np.asarray(area, dtype=np.float64).reshape(-1, len(LEVELS))[order])
 
 
 _LOADED: dict[tuple[str, str], Landscape] = {}
@@ -183,5 +195,5 @@ def majority_labels(cell: np.ndarray, n_cells: int, weight: np.ndarray, labels: 
     return out.astype(str)
 
 
-__all__ = ["COLUMNS", "Landscape", "LandscapeError", "landscape_csv", "majority_labels", "parse_landscape",
+__all__ = ["COLUMNS", "LEVELS", "Landscape", "LandscapeError", "landscape_csv", "majority_labels", "parse_landscape",
            "read_landscape", "write_landscape"]

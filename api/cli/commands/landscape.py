@@ -12,7 +12,7 @@ from api.cli.common import CLIError, echo_json, format_option, load_model, load_
 @click.command("landscape")
 @click.argument("registry", type=click.Path(dir_okay=False), required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), required=True,
-              help="The landscape CSV to write (ix, iy, county, township, host_area_ha, infectivity).")
+              help="The landscape CSV to write (ix, iy, county, township, host area by pest-control level).")
 @parameters_option
 @format_option
 def landscape(registry, output, parameters, fmt):
@@ -21,7 +21,7 @@ def landscape(registry, output, parameters, fmt):
     The epidemic of pine wilt disease spreads between forests whoever owns them, so every portfolio
     of a region -- one loan, an insurer's book, the whole city -- runs on the region's landscape:
     the 3-km cells of the registry's pine parcels, dilated by `grid_buffer_km`, with each cell's
-    host area, pest-control infectivity and largest township. REGISTRY is the region's forest
+    host area under each pest-control level and its largest township. REGISTRY is the region's forest
     inventory (any portfolio file; default: the shipped Lishui demo registry). Name the file and
     the SHA-256 this prints under `perils.pine_wilt.landscape` in the parameter file.
 
@@ -52,7 +52,8 @@ def landscape(registry, output, parameters, fmt):
                "cells_with_hosts": int((land.host_area_ha > 0).sum()), "host_area_ha": float(land.host_area_ha.sum()),
                "registry": registry or "demo", "registry_parcels": int(reg.n_parcels),
                "cell_size_km": block.cell_size_km.value,
-               "grid_reference_latitude_deg": block.grid_reference_latitude_deg.value}
+               "grid_reference_latitude_deg": block.grid_reference_latitude_deg.value,
+               "grid_buffer_km": block.grid_buffer_km.value, "altitude_limit_m": block.altitude_limit_m.value}
     if fmt == "json":
         echo_json(summary)
         return
@@ -60,8 +61,9 @@ def landscape(registry, output, parameters, fmt):
                f"{summary['host_area_ha']:,.0f} ha) from {reg.n_parcels:,} registry parcels")
     click.echo("name it in the parameter file under perils.pine_wilt:")
     click.echo(f"    landscape: {{file: {path.name}, sha256: {digest}, cell_size_km: {summary['cell_size_km']}, "
-               f"grid_reference_latitude_deg: {summary['grid_reference_latitude_deg']}, source: ..., "
-               f"confidence: ...}}")
+               f"grid_reference_latitude_deg: {summary['grid_reference_latitude_deg']}, "
+               f"grid_buffer_km: {summary['grid_buffer_km']}, altitude_limit_m: {summary['altitude_limit_m']}, "
+               "source: ..., confidence: ...}")
 
 
 COMMANDS = [landscape]
