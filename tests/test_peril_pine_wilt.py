@@ -554,6 +554,11 @@ def test_landscape_follows_the_parameter_file(params, tmp_path, demo):
     (tmp_path / "buffer.yaml").write_text(edited, encoding="utf-8")
     with pytest.raises(ParameterError, match="landscape.grid_buffer_km = 10.0 differs .* rebuild the landscape"):
         load_parameters(tmp_path / "buffer.yaml")
+    edited = text.replace("altitude_limit_m: {value: 1000.0", "altitude_limit_m: {value: 1200.0", 1)
+    assert edited != text
+    (tmp_path / "altitude.yaml").write_text(edited, encoding="utf-8")
+    with pytest.raises(ParameterError, match="landscape.altitude_limit_m = 1000.0 differs"):
+        load_parameters(tmp_path / "altitude.yaml")
     # a stronger basic control: the same landscape file, lower infectivity wherever basic control is
     prm = params.perils["pine_wilt"]
     land = prm.landscape_data
@@ -570,10 +575,12 @@ def test_landscape_follows_the_parameter_file(params, tmp_path, demo):
     lower = after.infectivity[after._land_pos] < before.infectivity[before._land_pos]
     assert lower[basic].all() and lower[gone].all() and basic.any()
     assert after._grid_token != before._grid_token  # another epidemic: not read from the other's footprint
-    # validated without reading its file: no silent fallback to the portfolio's own grid
+    # validated without reading its file, or copied to name another file: no silent fallback, no other cells
     bare = type(prm).model_validate(prm.model_dump())
-    with pytest.raises(ValueError, match="names a file that was not read"):
-        PineWilt(bare, params, demo)
+    other = prm.model_copy(update={"landscape": prm.landscape.model_copy(update={"sha256": "0" * 64})})
+    for block in (bare, other):
+        with pytest.raises(ValueError, match="names a file that was not read"):
+            PineWilt(block, params, demo)
 
 
 def test_footprint_cache_keeps_the_longer_horizon_and_skips_odd_paths(params, monkeypatch):
@@ -613,3 +620,20 @@ def test_runs_record_hosts_outside_the_landscape(params, tmp_path):
     out = CliRunner().invoke(cli, ["simulate", "--portfolio", str(path), "--years", "2", "--paths", "32"])
     assert out.exit_code == 0, out.output
     assert "1 pine parcel(s) lie outside the region's pine wilt landscape" in out.output
+
+
+def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
+    """Warming only saves time: a worker whose landscape simulation fails logs it and serves on."""
+    import api.compute as compute
+    import models.perils.pine_wilt as pw
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room for the footprint")
+
+    monkeypatch.setattr(pw, "warm_footprint", fail)
+    monkeypatch.setattr(compute, "_W", {"portfolios": compute.OrderedDict()})
+    monkeypatch.setattr("finance_engine._workers.exit_with_parent", lambda: None)
+    with caplog.at_level("ERROR", logger="carbon_risk.compute"):
+        compute._init_worker(64)
+    assert "could not simulate the lishui pine wilt landscape ahead" in caplog.text
+    assert "lishui" in compute._W["params"] and "pms" in compute._W

@@ -193,8 +193,9 @@ class PineWiltParams(PerilParams):
     independent_shadow_paths: int = Field(default=256, ge=16, le=100_000)
     # None: the landscape is built from each run's own portfolio (its host parcels' cells, dilated)
     landscape: LandscapeRef | None = None
-    # the landscape file's content, attached by PineWilt.attach_data when the parameter file is loaded
+    # the landscape file's content and SHA-256, attached by PineWilt.attach_data when the file is loaded
     _landscape: Landscape | None = PrivateAttr(default=None)
+    _landscape_sha256: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> "PineWiltParams":
@@ -232,7 +233,9 @@ class PineWiltParams(PerilParams):
         """The region's landscape (None: each run builds its own from its portfolio)."""
         if self.landscape is None:
             return None
-        if self._landscape is None:  # validated without PineWilt.attach_data: never fall back silently
+        if self._landscape is None or self._landscape_sha256 != self.landscape.sha256.lower():
+            # validated without PineWilt.attach_data, or copied with another landscape entry: never fall
+            # back silently, never run on another file's cells
             raise ValueError("pine_wilt.landscape names a file that was not read: load the parameter file with "
                              "models.parameters.load_parameters")
         return self._landscape
@@ -477,6 +480,7 @@ class PineWilt(Peril):
         found = next((q for q in places if q.is_file()), places[0])
         out = params.model_copy()
         out._landscape = read_landscape(found, ref.sha256)
+        out._landscape_sha256 = ref.sha256.lower()
         return out
 
     @classmethod

@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: the pest-control levels whose host areas a landscape keeps (models.portfolio.MANAGEMENT_LEVELS)
-LEVELS = ("none", "basic", "enhanced")
+from models.portfolio import MANAGEMENT_LEVELS
+
+#: the pest-control levels whose host areas a landscape keeps, in the portfolio's order
+LEVELS = MANAGEMENT_LEVELS
 COLUMNS = ("ix", "iy", "county", "township", *(f"host_area_{lv}_ha" for lv in LEVELS))
 
 
@@ -43,7 +45,7 @@ class LandscapeError(ValueError):
     """A landscape file that cannot be used: names the file, and the row and field where it can."""
 
 
-@dataclass(frozen=True, eq=False)  # arrays: compared by the file's SHA-256, not elementwise
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity (the parameter file names its SHA-256)
 class Landscape:
     """The region's grid cells and what the epidemic needs of them.
 
