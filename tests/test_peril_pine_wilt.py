@@ -619,7 +619,7 @@ def test_runs_record_hosts_outside_the_landscape(params, tmp_path):
     far.to_frame().to_csv(path, index=False)
     out = CliRunner().invoke(cli, ["simulate", "--portfolio", str(path), "--years", "2", "--paths", "32"])
     assert out.exit_code == 0, out.output
-    assert "1 pine parcel(s) lie outside the region's pine wilt landscape" in out.output
+    assert "1 pine parcel(s) lie outside the region's pine wilt landscape; their cells are simulated" in out.output
 
 
 def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
@@ -637,3 +637,39 @@ def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
         compute._init_worker(64)
     assert "could not simulate the lishui pine wilt landscape ahead" in caplog.text
     assert "lishui" in compute._W["params"] and "pms" in compute._W
+
+
+def test_hosts_beyond_the_landscape_do_not_change_the_regions_epidemic(params, demo, monkeypatch):
+    """An extended grid's landscape cells follow the region's own process, so a parcel inside the landscape
+    loses the same whether or not the run also holds pines beyond it; stepped and footprint runs agree."""
+    import models.perils.pine_wilt as pw
+
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    monkeypatch.setattr(pw, "_FOOTPRINT_BYTES", 0)
+    inside = demo.subset(demo.parcel_id[demo.frame["project_id"].to_numpy() == demo.frame["project_id"].value_counts()
+                                        .index[0]], params)
+    far_frame = frame(np.array([29.5, 29.52]), np.array([121.0, 121.02]), "masson_pine", county="龙泉市", prefix="F")
+    both_frame = pd.concat([inside.to_frame(), far_frame], ignore_index=True)
+    both = validate_frame(both_frame, params)
+    prm = params.perils["pine_wilt"]
+    p_in, p_both = PineWilt(prm, params, inside), PineWilt(prm, params, both)
+    region = PineWilt.for_landscape(prm, params)
+    assert p_both.hosts_outside_landscape == 2 and p_both.grid.n_cells > region.grid.n_cells
+    assert p_in._grid_token == region._grid_token != p_both._grid_token
+    years, n_paths = 12, 64
+    rnd = KeyedRandom(21, np.arange(n_paths), both.keys)
+    fp = p_both.compute_footprint(rnd, years)
+    assert np.array_equal(fp[:, p_both._land_pos], region.compute_footprint(rnd, years))
+    assert (fp[:, np.setdiff1d(np.arange(p_both.grid.n_cells), p_both._land_pos)] < 32767).any()  # the extension lives
+    # the inside parcels lose the same in both runs, and a stepped run of the extended grid matches its footprint run
+    pos = np.flatnonzero(np.isin(both.parcel_id, inside.parcel_id))
+    assert np.array_equal(both.parcel_id[pos], inside.parcel_id)
+    lost = {}
+    for name, peril, pf, horizon in (("inside", p_in, inside, years), ("both", p_both, both, years),
+                                      ("both stepped", p_both, both, None)):
+        r = KeyedRandom(21, np.arange(n_paths), pf.keys)
+        state = peril.init_state(n_paths, r, years=horizon)
+        lost[name] = np.stack([dense_loss(peril.step(ctx_for(r, pf.n_parcels, y), state), n_paths, pf.n_parcels)
+                               for y in range(years)])
+    assert np.array_equal(lost["both"][:, :, pos], lost["inside"]) and lost["inside"].sum() > 0
+    assert np.array_equal(lost["both"], lost["both stepped"])

@@ -462,7 +462,7 @@ def pledged_footprints(bound: BoundRegistry, params: ModelParameters, scenario: 
     The pledged parcels are simulated on their own with an event loss table per parcel (fire,
     typhoon and ice-storm draws are keyed by parcel, county and path, so the pledged parcels are hit
     exactly as in the full run; pine wilt, not used here, spreads over the region's landscape, the same
-    in both unless either run's pines lie beyond it). For each
+    in both). For each
     event the share of today's pledged stock in the parcels it hits is computed; reported per peril:
     the largest share, the 1-in-100 annual largest share, and P(an event covers > 10 %).
     """

@@ -7,10 +7,11 @@ at ``grid_reference_latitude_deg``) and binned into square cells of ``cell_size_
 region's landscape (``landscape``, :mod:`models.perils.pine_wilt_landscape`): the cells of the
 region's registry of pine parcels, dilated by ``grid_buffer_km`` (the forest between registry
 parcels is assumed to carry pines too, so the epidemic can cross it), extended in the same way around
-any host parcel of the portfolio that lies beyond it. So every portfolio of the region whose pine
-parcels lie within the landscape -- one loan, an insurer's book, the whole city -- runs the same
-epidemic, and a parcel's pine wilt losses do not depend on which other parcels are run with it
-(hosts beyond the landscape change the run's epidemic: :meth:`PineWilt.notes` records them). Without a ``landscape`` entry the grid is the
+any host parcel of the portfolio that lies beyond it. The landscape's cells of such an extended grid
+follow the region's own process every year (the extension feels the region's epidemic but does not
+feed back into it). So every portfolio of the region -- one loan, an insurer's book, the whole city
+-- runs the same epidemic on the region's cells, and a parcel's pine wilt losses do not depend on
+which other parcels are run with it (:meth:`PineWilt.notes` records hosts beyond the landscape). Without a ``landscape`` entry the grid is the
 portfolio's own host cells, dilated (numbers versions 1 and 2). Each path holds one
 infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
 cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
@@ -264,6 +265,9 @@ class PineWiltState:
     host_cell_year : ndarray of int16, shape (n_paths, n_host_cells), or None
         The footprint of the cells holding this portfolio's hosts (the year each was infected; -1
         at the start, :data:`NEVER` not within the horizon), read lazily.
+    own_epidemic : bool
+        A forced outbreak has made this run's epidemic its own: the region's process no longer
+        drives the landscape's cells of an extended grid.
     """
 
     cell_infected: np.ndarray | None
@@ -272,6 +276,7 @@ class PineWiltState:
     cell_tracking: "CellTracking | None" = None
     horizon: int | None = None
     host_cell_year: np.ndarray | None = None
+    own_epidemic: bool = False
 
 
 @dataclass
@@ -571,6 +576,9 @@ class PineWilt(Peril):
         for name in p.initial_epidemic.counties:
             init_mask |= self._area_cells({"counties": [name]})
         self.initial_cells = init_mask
+        #: with hosts beyond the landscape: the region's own process, which drives the landscape's cells
+        #: of this (extended) grid every year, so the extension never feeds back into the region's epidemic
+        self._region = (PineWilt.for_landscape(p, model) if land is not None and outside.any() else None)
         self._grid_token = self._landscape_token()
         self._shadow: dict[int, dict[str, Any]] = {}
         self._forced_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -590,8 +598,8 @@ class PineWilt(Peril):
 
     def notes(self) -> dict[str, Any]:
         """With a landscape, how many of the portfolio's host parcels lie beyond it: the grid is then
-        extended around them, and this run's epidemic is no longer the region's alone (the jump term
-        is shared over more cells and the new cells infect the landscape's)."""
+        extended around them, and their cells run an epidemic of this portfolio's own, driven by the
+        region's (which they do not change)."""
         if self._land is None:
             return {}
         return {"pine_wilt_hosts_outside_landscape": self.hosts_outside_landscape}
@@ -639,6 +647,8 @@ class PineWilt(Peril):
         h.update(repr((p.local_transmission_rate.value, p.long_distance_jump_rate.value,
                        p.introduction_rate_per_cell.value, p.initial_epidemic.cell_infection_probability.value,
                        self._bits is not None)).encode())
+        if self._region is not None:  # the landscape's cells follow the region's process
+            h.update(b"driven by " + self._region._grid_token.encode())
         return h.hexdigest()
 
     def compute_footprint(self, rnd: KeyedRandom, years: int) -> np.ndarray:
@@ -652,13 +662,23 @@ class PineWilt(Peril):
             the year-by-year process has after year ``y`` are ``footprint <= y``, bit for bit.
         """
         flags = self._initial_cells(rnd)
+        region = self._region.footprint(rnd, years) if self._region is not None else None
+        if region is not None:
+            flags[:, self._land_pos] = region < 0
         out = np.full(flags.shape, NEVER, dtype=np.int16)
         out[flags] = -1
         tracking = self._new_tracking(rnd.n_paths)
         for y in range(int(years)):
             self.advance_cells(flags, y, rnd, None, tracking=tracking)
+            if region is not None:  # the region's cells as the region's epidemic has them
+                flags[:, self._land_pos] = region <= y
             record_infection_year(flags, out, y)
         return out
+
+    def _region_flags(self, rnd: KeyedRandom, year: int, upto: int) -> np.ndarray:
+        """The landscape's cells as the region's epidemic has them after year ``upto`` (-1: at the
+        start), for a block stepping year by year (read from the region's footprint)."""
+        return self._region.footprint(rnd, max(year + 1, 30)) <= upto
 
     def footprint(self, rnd: KeyedRandom, years: int, cells: np.ndarray | None = None) -> np.ndarray:
         """:meth:`compute_footprint` of the cells ``cells`` (all when None), from the shared cache.
@@ -896,7 +916,13 @@ class PineWilt(Peril):
                 state.cell_infected = self.footprint(ctx.rnd, max(state.horizon, y + 1)) < y
                 state.cell_tracking = self._new_tracking(n_paths)
                 state.host_cell_year = None
+            if forced_cells is not None:
+                state.own_epidemic = True
+            if self._region is not None and not state.own_epidemic and y == 0:
+                state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y, -1)
             self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking)
+            if self._region is not None and not state.own_epidemic:
+                state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y, y)
             cells = state.cell_infected
             cell_p = None
         return dict(

@@ -64,9 +64,9 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
         raise CLIError(str(exc)) from exc
     outside = res.run_info.get("pine_wilt_hosts_outside_landscape", 0)
     if outside:
-        note(f"note: {outside} pine parcel(s) lie outside the region's pine wilt landscape; it is extended around "
-             "them, so this run's epidemic differs from the region's (build a landscape that covers them: "
-             "carbon-risk landscape)")
+        note(f"note: {outside} pine parcel(s) lie outside the region's pine wilt landscape; their cells are "
+             "simulated around them, driven by the region's epidemic but not part of it (build a landscape that "
+             "covers them: carbon-risk landscape)")
     if output:
         files = res.write(Path(output), output_format)
         note("wrote " + ", ".join(str(f) for f in files))
