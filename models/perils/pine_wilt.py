@@ -11,9 +11,9 @@ any host parcel of the portfolio that lies beyond it. The landscape's cells of s
 follow the region's own process every year (the extension feels the region's epidemic but does not
 feed back into it). So every portfolio of the region -- one loan, an insurer's book, the whole city
 -- runs the same epidemic on the region's cells, and a parcel's pine wilt losses do not depend on
-which other parcels are run with it (:meth:`PineWilt.notes` records hosts beyond the landscape). Without a ``landscape`` entry the grid is the
-portfolio's own host cells, dilated (numbers versions 1 and 2). Each path holds one
-infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
+which other parcels are run with it (:meth:`PineWilt.notes` records hosts beyond the landscape).
+Without a ``landscape`` entry the grid is the portfolio's own host cells, dilated (numbers versions 1
+and 2). Each path holds one infected/susceptible flag per cell (an SI process: a cell stays infected). Each year a susceptible
 cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
 
 ``h_i = lambda * sum_{j: 0 < d_ij <= R} c_j I_j  +  mu * sum_j c_j I_j / n_cells  +  iota``
