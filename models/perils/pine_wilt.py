@@ -675,10 +675,11 @@ class PineWilt(Peril):
             record_infection_year(flags, out, y)
         return out
 
-    def _region_flags(self, rnd: KeyedRandom, year: int, upto: int) -> np.ndarray:
-        """The landscape's cells as the region's epidemic has them after year ``upto`` (-1: at the
-        start), for a block stepping year by year (read from the region's footprint)."""
-        return self._region.footprint(rnd, max(year + 1, 30)) <= upto
+    def _region_flags(self, rnd: KeyedRandom, year: int) -> np.ndarray:
+        """The landscape's cells as the region's epidemic has them after ``year``, for a block
+        stepping year by year (read from the region's footprint, computed for 30 years or more; the
+        initial flags are the region's already: the same cells, labels and draws)."""
+        return self._region.footprint(rnd, max(year + 1, 30)) <= year
 
     def footprint(self, rnd: KeyedRandom, years: int, cells: np.ndarray | None = None) -> np.ndarray:
         """:meth:`compute_footprint` of the cells ``cells`` (all when None), from the shared cache.
@@ -918,11 +919,9 @@ class PineWilt(Peril):
                 state.host_cell_year = None
             if forced_cells is not None:
                 state.own_epidemic = True
-            if self._region is not None and not state.own_epidemic and y == 0:
-                state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y, -1)
             self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking)
             if self._region is not None and not state.own_epidemic:
-                state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y, y)
+                state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y)
             cells = state.cell_infected
             cell_p = None
         return dict(
