@@ -14,10 +14,9 @@ Adding a peril is one new module plus its parameters: subclass :class:`Peril`, s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np

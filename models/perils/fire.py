@@ -180,11 +180,10 @@ class Fire(Peril):
         if ctx.independent:
             w = np.ones((n_paths, n_c))
         else:
-            sc, sk = p.city_weather_log_sd.value, p.county_weather_log_sd.value
-            city = np.exp(sc * ctx.rnd.path_normal("fire.weather", ctx.year) - 0.5 * sc * sc)
-            if sk > 0:
-                zk = ndtri(ctx.rnd.keyed_uniform("fire.weather.county", ctx.year, self._county_keys))
-                w = np.exp(sk * zk - 0.5 * sk * sk) * city[:, None]
+            city = self._city_weather(ctx)
+            if p.county_weather_log_sd.value > 0:
+                w = self._weather_at(ctx.rnd.keyed_uniform("fire.weather.county", ctx.year, self._county_keys),
+                                     city[:, None])
             else:
                 w = np.repeat(city[:, None], n_c, axis=1)
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("weather_factor",))
@@ -257,9 +256,7 @@ class Fire(Peril):
         :meth:`_weather_at` gives any county's exact factor -- so ``ndtri`` runs once per path
         and once per screened pair instead of once per path and county.
         """
-        p: FireParams = self.params
-        sc, sk = p.city_weather_log_sd.value, p.county_weather_log_sd.value
-        city = np.exp(sc * ctx.rnd.path_normal("fire.weather", ctx.year) - 0.5 * sc * sc)
+        city = self._city_weather(ctx)
         u = ctx.rnd.keyed_uniform("fire.weather.county", ctx.year, self._county_keys)
         u_max = u[:, 0].copy()
         for c in range(1, u.shape[1]):  # column by column: a reduction along the short rows is 6x slower
@@ -267,9 +264,15 @@ class Fire(Peril):
         top = self._weather_at(u_max, city) * BOUND_SLACK
         return np.repeat(top[:, None], u.shape[1], axis=1), u, city
 
+    def _city_weather(self, ctx: YearContext) -> np.ndarray:
+        """The city-wide fire-weather factor of each path, ``exp(s_c Z - s_c^2/2)``."""
+        sc = self.params.city_weather_log_sd.value
+        return np.exp(sc * ctx.rnd.path_normal("fire.weather", ctx.year) - 0.5 * sc * sc)
+
     def _weather_at(self, u: np.ndarray, city: np.ndarray) -> np.ndarray:
-        """County weather factors of uniforms ``u`` on paths with city factors ``city`` (aligned),
-        by the operations of :meth:`county_weather`."""
+        """County weather factors of county uniforms ``u`` on paths with city factors ``city``
+        (broadcast against ``u``): the one expression :meth:`county_weather` and the screened step
+        share, so both give the same factors bit for bit."""
         sk = self.params.county_weather_log_sd.value
         return np.exp(sk * ndtri(u) - 0.5 * sk * sk) * city
 

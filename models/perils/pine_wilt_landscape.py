@@ -16,9 +16,9 @@ and the forced outbreaks of stress scenarios on the region's cells: the registry
 hold pines, so a portfolio parcel in a cell where the registry has none starts uninfected even in an
 initial-epidemic county.
 
-:func:`build_landscape` derives it from a registry of the region's forest parcels (the bureau's
-forest inventory; for Lishui the shipped demo registry stands in for it) exactly as the pine wilt
-peril builds a portfolio's grid: host parcels' cells dilated by ``grid_buffer_km``. It is stored as
+:meth:`models.perils.pine_wilt.PineWilt.as_landscape` derives it from a registry of the region's
+forest parcels (the bureau's forest inventory; for Lishui the shipped demo registry stands in for it)
+exactly as the pine wilt peril builds a portfolio's grid: host parcels' cells dilated by ``grid_buffer_km``. It is stored as
 a CSV (:func:`write_landscape`) named in the parameter file with its SHA-256
 (``perils.pine_wilt.landscape``), so the parameter hash that every result records covers it;
 :func:`read_landscape` checks the hash and every row. ``carbon-risk landscape`` writes one.
