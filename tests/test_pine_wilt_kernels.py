@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from models.perils._pine_wilt_kernels import SLACK, _lowest_bit, cell_year, cell_year_tracked, uniform_threshold
+from models.perils._pine_wilt_kernels import (GRID_PER_UNIT, SLACK, _lowest_bit, cell_year, cell_year_tracked,
+                                              hazard_threshold, hazard_threshold_grid, uniform_threshold)
 from models.perils.base import StandState, YearContext
 from models.perils.pine_wilt import CellTracking, PineWilt, _neighbour_bits, pressure_table
 from models.portfolio import validate_frame
@@ -178,6 +179,23 @@ def test_pressure_table_holds_each_masks_float32_sum_in_bit_order():
     assert index.size == 0
 
 
+def test_hazard_grid_bounds_the_threshold_of_every_hazard_between_its_points():
+    # the tracked kernel decides a near cell from lo[k] and hi[k + 1] when its hazard lies in
+    # [g_k, g_(k+1)]: every threshold there must lie between them (dense float32 hazards, the grid
+    # points themselves and their float32 neighbours included)
+    lo, hi = hazard_threshold_grid(20.0)
+    assert lo.size == hi.size == 20 * GRID_PER_UNIT + 2 and (lo <= hi).all()
+    assert (np.diff(lo.astype(np.float64)) >= 0).all() and (np.diff(hi.astype(np.float64)) >= 0).all()
+    rng = np.random.default_rng(0)
+    points = np.arange(lo.size - 1, dtype=np.float32) / np.float32(GRID_PER_UNIT)
+    hz = np.concatenate([rng.random(200_000).astype(np.float32) * np.float32(20.0),
+                         rng.random(20_000).astype(np.float32) * np.float32(0.05), points,
+                         np.nextafter(points, np.float32(np.inf)), np.nextafter(points[1:], np.float32(0))])
+    k = (hz * np.float32(GRID_PER_UNIT)).astype(np.int64)  # floor, as the kernel takes it
+    t = np.array([int(hazard_threshold(np.float32(h))) for h in hz[::7]], dtype=np.uint64)
+    assert (lo[k[::7]] <= t).all() and (t < hi[k[::7] + 1]).all()
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("slack", [SLACK, 0.5])
 @pytest.mark.parametrize("density, mask_type", [(0.005, np.uint8), (0.03, np.uint32), (0.08, np.uint64)])
@@ -197,14 +215,19 @@ def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, 
     infected = rng.random((n_paths, n_cells)) < np.linspace(0.0, 0.9, n_paths)[:, None]
     infected[-1] = True
     tracking = CellTracking.empty(n_paths, n_cells, bit.dtype)
+    no_grid = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64))
     for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01)):
+        # near cells decided from the hazard grid's bounds (with tabulated pressures), or from
+        # each threshold: the same decisions either way
+        hz_max = lr * float(table[1].max()) + jr * float(infectivity.sum()) / n_cells * 1.01 + ir
         for year in range(6):
+            grid = hazard_threshold_grid(hz_max, slack) if year % 2 == 0 else no_grid
             rows = rng.integers(0, 2**63, n_paths).astype(np.uint64)
             expected = _reference_cells(infected, w_t, infectivity, lr, jr, ir, reference_grid(rows, keys))
             got = infected.copy()
             cell_year_tracked(got, tracking.known, tracking.mask, tracking.emitted_sum, tracking.n_infected, w.indptr,
                               w.indices, bit_value, w_t.indptr, w_t.data, bit, *table, infectivity, lr, jr, ir, rows,
-                              keys, slack)
+                              keys, *grid, slack)
             np.testing.assert_array_equal(got, expected)
             infected = got
             # outside changes: some flags set, some cleared (the SI process never clears one)

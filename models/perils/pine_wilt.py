@@ -107,7 +107,8 @@ from models.perils import register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
-from models.perils._pine_wilt_kernels import cell_year, cell_year_tracked, parcel_year, record_infection_year
+from models.perils._pine_wilt_kernels import (cell_year, cell_year_tracked, hazard_threshold_grid, parcel_year,
+                                              record_infection_year)
 from models.perils.pine_wilt_landscape import Landscape, majority_labels, read_landscape
 from models.rng import KeyedRandom, group_keys
 
@@ -554,6 +555,7 @@ class PineWilt(Peril):
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
         self._pressures = pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
+        self._hazard_grid = self._threshold_grid()
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
@@ -595,6 +597,22 @@ class PineWilt(Peril):
         order = np.argsort(code_g)
         pos = np.searchsorted(code_g[order], code_q)
         return order[pos].astype(np.int64)
+
+    def _threshold_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounding thresholds over every hazard a cell with infected neighbours can have
+        (:func:`hazard_threshold_grid`), for the tracked kernel with tabulated pressures; empty
+        arrays otherwise (the kernel then computes each threshold)."""
+        empty = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64))
+        if self._pressures is None or self._pressures[0].size == 0:
+            return empty
+        p = self.params
+        n = max(self.grid.n_cells, 1)
+        hz_max = (p.local_transmission_rate.value * float(self._pressures[1].max())
+                  + p.long_distance_jump_rate.value * float(self.infectivity.sum()) / n * (1 + 1e-6)
+                  + p.introduction_rate_per_cell.value)
+        if not np.isfinite(hz_max) or hz_max > 64.0:  # thresholds are all but 2**53 there: no grid
+            return empty
+        return hazard_threshold_grid(hz_max)
 
     def notes(self) -> dict[str, Any]:
         """With a landscape, how many of the portfolio's host parcels lie beyond it: the grid is then
@@ -780,7 +798,7 @@ class PineWilt(Peril):
             bit_value, bit = self._bits
             cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, *self._sources_u32, bit_value,
                               wt.indptr, wt.data, bit, *self._pressures, self.infectivity, *rates, rows,
-                              self._cell_keys)
+                              self._cell_keys, *self._hazard_grid)
         else:
             cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity, *rates,
                       rows, self._cell_keys)
