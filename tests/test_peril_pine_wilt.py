@@ -673,3 +673,49 @@ def test_hosts_beyond_the_landscape_do_not_change_the_regions_epidemic(params, d
                                for y in range(years)])
     assert np.array_equal(lost["both"][:, :, pos], lost["inside"]) and lost["inside"].sum() > 0
     assert np.array_equal(lost["both"], lost["both stepped"])
+
+
+def test_pest_control_action_changes_the_regions_landscape(params, demo):
+    """A pest-control action on the region's registry gives the landscape the changed registry would
+    give (byte for byte), slows the region's epidemic, and keeps the parameter file's hash; on a
+    smaller portfolio it moves that portfolio's share only."""
+    from finance_engine.stress.levers import ManagementAction
+    from models.perils.pine_wilt import with_pest_control
+    from models.perils.pine_wilt_landscape import landscape_csv
+
+    action = ManagementAction("enhanced pest control on every pine", pest_control="enhanced")
+    changed, area_registry = action.apply(demo, params)
+    run_params, moved = action.landscape(demo, params)
+    block = params.perils["pine_wilt"]
+    rebuilt = PineWilt(block.model_copy(update={"landscape": None}), params, changed).as_landscape()
+    got = run_params.perils["pine_wilt"].landscape_data
+    assert landscape_csv(got) == landscape_csv(rebuilt)
+    before = block.landscape_data.host_area_by_level.sum(axis=0)
+    assert moved == pytest.approx(before[0] + before[1], rel=1e-9)  # all host area not enhanced before
+    assert got.host_area_by_level[:, :2].sum() == pytest.approx(0.0, abs=1e-6)
+    assert run_params.sha256 == params.sha256 and run_params.perils["fire"] is params.perils["fire"]
+    ref = run_params.perils["pine_wilt"].landscape
+    assert ref.sha256 != block.landscape.sha256 and "stress lever" in ref.note
+    # results record the variant (and the engine's per-process set-up tells it from the file's)
+    assert ref.sha256 in run_params.variant and params.variant == ""
+    assert run_params.provenance()["parameter_variant"] == run_params.variant
+    assert "parameter_variant" not in params.provenance()
+    # the region's epidemic is slower. On the same draws the SI process is monotone in the hazards
+    # (lower infectivity: every cell's hazard is lower given the same infected cells), so no cell is
+    # infected earlier, and many later
+    rnd = KeyedRandom(3, np.arange(64), np.empty(0, dtype=np.uint64))
+    fp0 = PineWilt.for_landscape(block, params).compute_footprint(rnd, 10)
+    fp1 = PineWilt.for_landscape(run_params.perils["pine_wilt"], params).compute_footprint(rnd, 10)
+    assert (fp1 >= fp0).all() and (fp1 <= 9).mean() < (fp0 <= 9).mean() - 0.03
+    # a loan's parcels move only their own host area (at most what each cell holds at each level)
+    loan = demo.subset(demo.parcel_id[:40], params)
+    _, moved_loan = with_pest_control(params, loan, np.ones(loan.n_parcels, dtype=bool), "enhanced", "test")
+    hosts = PineWilt(block, params, loan)
+    not_enhanced = loan.pest_control_code[hosts.host_idx] != 2
+    assert 0 < moved_loan <= loan.area_ha[hosts.host_idx][not_enhanced].sum() + 1e-9
+    # nothing to move: the same parameters
+    none_params, none_moved = with_pest_control(params, loan, np.zeros(loan.n_parcels, dtype=bool), "enhanced", "t")
+    assert none_params is params and none_moved == 0.0
+    # fire protection does not touch pine wilt's landscape
+    fire = ManagementAction("fire", fire_protection="enhanced")
+    assert fire.landscape(demo, params) == (params, 0.0)

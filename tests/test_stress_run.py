@@ -323,3 +323,32 @@ def test_accounts_carry_their_errors_at_every_level(pf, params):
     # the end value's error is at least the carbon side's: price x the stock's error
     price_end = top.stock_end_value_cny / top.stock_end_tco2e
     assert top.stock_end_value_cny_mc_se >= price_end * top.stock_end_tco2e_mc_se * (1 - 1e-9)
+
+
+def test_pest_control_lever_slows_the_regions_spread(params):
+    """The pest-control lever changes the region's landscape as well as the treated parcels, so it adds
+    more sink than the same change on the parcels alone (common random numbers)."""
+    from finance_engine.stress.levers import ManagementAction, management_levers
+    from finance_engine.stress.run import StressSettings
+    from models.demo import demo_portfolio_path
+    from models.dynamics import SimulationSwitches
+    from models.portfolio import load_portfolio
+
+    # the region's registry (the shipped landscape is built from it), as in the bureau's city-wide test
+    pf = load_portfolio(demo_portfolio_path(), params)
+    action = ManagementAction("enhanced pest control", species=("masson_pine", "other_pines"), pest_control="enhanced")
+    sw = SimulationSwitches(perils=("pine_wilt",), parameter_uncertainty=False)
+    st = StressSettings(years=10, paths=32, seed=2, switches=sw)
+    row = management_levers(pf, params, [action], st).iloc[0]
+    assert row["landscape_host_area_changed_ha"] > 0
+    changed, _ = action.apply(pf, params)
+    parcels_only = simulate(changed, params, years=st.years, paths=st.paths, seed=st.seed, levels=("portfolio",),
+                            switches=sw, start_year=st.start_year).paths_of("sink_tco2e").sum(axis=0)[:, 0]
+    assert row["sink_mean_tco2e"] > parcels_only.mean() > row["sink_mean_baseline_tco2e"]
+    # in the same process as the file's runs (the engine's set-up cache must tell them apart), and recorded
+    run_params, moved = action.landscape(pf, params)
+    assert moved == row["landscape_host_area_changed_ha"]
+    res = simulate(changed, run_params, years=st.years, paths=st.paths, seed=st.seed, levels=("portfolio",),
+                   switches=sw, start_year=st.start_year)
+    assert res.paths_of("sink_tco2e").sum(axis=0)[:, 0].mean() == row["sink_mean_tco2e"]
+    assert res.provenance["parameter_variant"] == run_params.variant and "stress lever" in run_params.variant

@@ -68,6 +68,7 @@ def _setup_token(params: ModelParameters, portfolio: Portfolio, config: Simulati
     set-up holds no per-year state; a run's years reach its chunks through the run's own config)."""
     h = hashlib.sha256()
     h.update(params.sha256.encode())
+    h.update(params.variant.encode())  # a variant of the file (a stress lever's landscape) is another set-up
     h.update(pickle.dumps(replace(config, seed=0, paths=1, years=1)))
     h.update(pd.util.hash_pandas_object(portfolio.frame, index=False).values.tobytes())
     return h.hexdigest()

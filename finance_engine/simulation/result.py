@@ -285,6 +285,7 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         "region": p.region,
         "parameter_version": p.version,
         "parameter_sha256": p.sha256,
+        **({"parameter_variant": p.variant} if p.variant else {}),
         "seed": cfg.seed,
         "paths": cfg.paths,
         "years": cfg.years,

@@ -38,6 +38,7 @@ from finance_engine.stress.run import ScenarioRun, StressSettings, evaluate_inst
 from models.dynamics import ForestSimulator
 from models.parameters import SITE_CLASSES, ModelParameters
 from models.portfolio import MANAGEMENT_LEVELS, Portfolio
+from models.perils.pine_wilt import with_pest_control
 
 
 class LeverError(ValueError):
@@ -168,6 +169,21 @@ class ManagementAction:
             m &= f["parcel_id"].isin(self.parcel_ids).to_numpy()
         return m
 
+    def landscape(self, portfolio: Portfolio, params: ModelParameters) -> tuple[ModelParameters, float]:
+        """Parameters for the changed portfolio's runs, and the region's host area whose pest control changed (ha).
+
+        Pine wilt spreads over the region's landscape, whose cells' infectivity follows the pest control
+        of the region's pines. A ``pest_control`` action moves the treated parcels' host area in the
+        landscape to the new level (:func:`models.perils.pine_wilt.with_pest_control`), so that it slows
+        the spread between cells as well as the treated parcels' infection: all of it in the bureau's
+        city-wide test (the portfolio is the region's registry), the portfolio's own share of its cells
+        otherwise. Other actions run on ``params`` as they are.
+        """
+        if self.pest_control is None:
+            return params, 0.0
+        m = self.mask(portfolio)
+        return with_pest_control(params, portfolio, m, self.pest_control, f"stress lever {self.name!r}")
+
     def apply(self, portfolio: Portfolio, params: ModelParameters) -> tuple[Portfolio, float]:
         """The changed portfolio and the treated area (ha)."""
         m = self.mask(portfolio)
@@ -200,7 +216,9 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
                       settings: StressSettings | None = None, *, scenario=None, workers: int = 1) -> pd.DataFrame:
     """Effect of each action on the horizon sink and its risk, and its cost per added tCO2e.
 
-    Columns: action, treated_area_ha, cost_cny, sink_mean_tco2e (baseline management and with the
+    Columns: action, treated_area_ha, landscape_host_area_changed_ha (the region's pine host area
+    whose pest control the action changes, so that it also slows pine wilt's spread between cells;
+    see :meth:`ManagementAction.landscape`), cost_cny, sink_mean_tco2e (baseline management and with the
     action), added_mean_sink_tco2e and its paired MC standard error, added_risk_adjusted_sink_tco2e
     (mean - k sd), added_p05_sink_tco2e, cost_per_added_tco2e (of the risk-adjusted sink; inf when
     nothing is added), rank (cheapest first).
@@ -209,22 +227,24 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
     k = _lever("risk_adjusted_sd_multiple")
     mods = scenario.modifiers(st.start_year) if scenario is not None else None
 
-    def sink(pf: Portfolio) -> np.ndarray:
-        res = simulate(pf, params, years=st.years, paths=st.paths, seed=st.seed, levels=("portfolio",),
+    def sink(pf: Portfolio, run_params: ModelParameters) -> np.ndarray:
+        res = simulate(pf, run_params, years=st.years, paths=st.paths, seed=st.seed, levels=("portfolio",),
                        switches=st.switches, modifiers=mods, start_year=st.start_year, workers=workers)
         return res.paths_of("sink_tco2e").sum(axis=0)[:, 0]
 
-    base = sink(portfolio)
+    base = sink(portfolio, params)
     ra = lambda x: float(x.mean() - k * x.std(ddof=1))  # noqa: E731
     rows = []
     for a in actions:
         pf, area = a.apply(portfolio, params)
-        x = sink(pf)
+        run_params, landscape_area = a.landscape(portfolio, params)
+        x = sink(pf, run_params)
         d = x - base
         mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.parameter_uncertainty)
         cost = a.cost_cny_per_ha_per_year * area * st.years
         added_ra = ra(x) - ra(base)
-        rows.append({"action": a.name, "treated_area_ha": area, "cost_cny": cost,
+        rows.append({"action": a.name, "treated_area_ha": area, "landscape_host_area_changed_ha": landscape_area,
+                     "cost_cny": cost,
                      "sink_mean_baseline_tco2e": float(base.mean()), "sink_mean_tco2e": float(x.mean()),
                      "added_mean_sink_tco2e": float(d.mean()), "added_mean_sink_mc_se": float(mom["mc_se"][0]),
                      "sink_sd_baseline_tco2e": float(base.std(ddof=1)), "sink_sd_tco2e": float(x.std(ddof=1)),

@@ -74,12 +74,17 @@ class ModelParameters:
         Where it was read from.
     perils : dict
         Peril name -> validated peril parameter object (see :mod:`models.perils`).
+    variant : str
+        Empty for the file as read; else what was derived from it in memory (a stress lever's pine
+        wilt landscape, say). Results record it next to the file's hash, and the engine's per-process
+        set-up tells variants of one file apart by it.
     """
 
     file: ParameterFile
     sha256: str
     path: str
     perils: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -91,7 +96,10 @@ class ModelParameters:
         return self.file.version
 
     def provenance(self) -> dict[str, str]:
-        return {"region": self.region, "parameter_version": self.version, "parameter_sha256": self.sha256}
+        out = {"region": self.region, "parameter_version": self.version, "parameter_sha256": self.sha256}
+        if self.variant:
+            out["parameter_variant"] = self.variant
+        return out
 
     # ---- species tables -----------------------------------------------------------------
     @cached_property

@@ -109,7 +109,7 @@ from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
 from models.perils._pine_wilt_kernels import (cell_year, cell_year_tracked, hazard_threshold_grid, parcel_year,
                                               record_infection_year)
-from models.perils.pine_wilt_landscape import Landscape, majority_labels, read_landscape
+from models.perils.pine_wilt_landscape import Landscape, landscape_csv, majority_labels, parse_landscape, read_landscape
 from models.rng import KeyedRandom, group_keys
 
 # guards the lazily filled independent-mode shadow epidemic, shared by chunks running on threads
@@ -229,6 +229,22 @@ class PineWiltParams(PerilParams):
                                      f"pine_wilt.{name} = {getattr(self, name).value}: rebuild the landscape "
                                      f"(`carbon-risk landscape`, with the landscape entry removed) or restore the value")
         return self
+
+    def with_landscape(self, landscape: Landscape, note: str) -> "PineWiltParams":
+        """This block on another landscape of the same cells (a management change of a stress lever).
+
+        The copy names the new landscape's SHA-256 (of its CSV, :func:`landscape_csv`) and ``note``
+        (what changed, from which file); its footprints are cached apart from the file's.
+        """
+        if self.landscape is None:
+            raise ValueError("pine_wilt has no landscape to change")
+        data = landscape_csv(landscape)
+        sha = hashlib.sha256(data).hexdigest()
+        ref = self.landscape.model_copy(update={"sha256": sha, "note": f"{note} (from {self.landscape.file})"})
+        out = self.model_copy(update={"landscape": ref})
+        out._landscape = parse_landscape(data, f"{self.landscape.file} + {note}")  # what the hash describes
+        out._landscape_sha256 = sha
+        return out
 
     @property
     def landscape_data(self) -> Landscape | None:
@@ -463,6 +479,28 @@ def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 
     return _FOOTPRINT_BYTES
 
 
+def with_pest_control(model, portfolio, selected: np.ndarray, level: str, note: str):
+    """Parameters on which pine wilt spreads as if ``portfolio``'s ``selected`` parcels had pest
+    control ``level`` (:meth:`PineWilt.landscape_with_pest_control`), and the host area moved (ha).
+
+    The parameters are ``model`` itself when pine wilt is off, has no landscape, or nothing moves;
+    otherwise a copy whose pine wilt block names the changed landscape (``note`` says what changed),
+    which keeps the parameter file's hash and records the change as its ``variant``.
+    """
+    import dataclasses
+
+    block = model.perils.get(PineWilt.name)
+    if block is None or not block.enabled or block.landscape is None:
+        return model, 0.0
+    changed, moved = PineWilt(block, model, portfolio).landscape_with_pest_control(selected, level)
+    if moved <= 0.0:
+        return model, 0.0
+    new_block = block.with_landscape(changed, note)
+    variant = f"pine_wilt.landscape sha256 {new_block.landscape.sha256} ({note})"
+    return dataclasses.replace(model, perils={**model.perils, PineWilt.name: new_block},
+                               variant="; ".join(v for v in (model.variant, variant) if v)), moved
+
+
 @register
 class PineWilt(Peril):
     """Pine wilt disease: a grid-metapopulation epidemic with parcel-level pine mortality."""
@@ -538,6 +576,7 @@ class PineWilt(Peril):
         #: hosts outside the region's landscape (all of them without one): only their cells take
         #: infectivity and area labels from this portfolio
         self.hosts_outside_landscape = int(outside.sum()) if land is not None else 0
+        self._host_outside = outside
         nc = self.grid.n_cells
         area = portfolio.area_ha[self.host_idx]
         wsum = np.bincount(self.host_cell[outside], weights=area[outside], minlength=nc)
@@ -652,6 +691,45 @@ class PineWilt(Peril):
                                     for k in range(len(MANAGEMENT_LEVELS))])
         return Landscape(ij=self.grid.ij.copy(), county=np.asarray(county, dtype=str),
                          township=np.asarray(township, dtype=str), host_area_by_level=by_level)
+
+    def landscape_with_pest_control(self, selected: np.ndarray, level: str) -> tuple[Landscape, float]:
+        """The region's landscape after this portfolio's ``selected`` parcels take pest control ``level``.
+
+        In each landscape cell, the selected host parcels' area moves from the pest-control level it
+        had to ``level`` (at most the area the landscape holds at that level: the registry, not the
+        portfolio, says what a cell holds). When the portfolio is the region's registry, as in the
+        bureau's city-wide stress test, the result is the landscape the changed registry would give
+        (:meth:`as_landscape`); a smaller portfolio changes its own cells' share. Hosts outside the
+        landscape already set their cells' infectivity from the portfolio.
+
+        Parameters
+        ----------
+        selected : ndarray of bool, shape (n_parcels,)
+            The parcels the action treats.
+        level : {"none", "basic", "enhanced"}
+
+        Returns
+        -------
+        (Landscape, float)
+            The changed landscape and the host area it moved (ha).
+        """
+        land = self.params.landscape_data
+        if land is None:
+            raise ValueError("pine_wilt has no landscape: the portfolio's own pest control sets its grid")
+        new = MANAGEMENT_LEVELS.index(level)
+        row_of = np.full(self.grid.n_cells, -1, dtype=np.int64)
+        row_of[self._land_pos] = np.arange(land.n_cells)
+        row = row_of[self.host_cell]
+        ok = np.asarray(selected, dtype=bool)[self.host_idx] & ~self._host_outside & (row >= 0)
+        code = np.asarray(self.portfolio.pest_control_code, dtype=np.intp)[self.host_idx]
+        wanted = np.zeros_like(land.host_area_by_level)
+        np.add.at(wanted, (row[ok], code[ok]), self.portfolio.area_ha[self.host_idx][ok])
+        moved = np.minimum(land.host_area_by_level, wanted)
+        moved[:, new] = 0.0
+        by_level = land.host_area_by_level - moved
+        by_level[:, new] += moved.sum(axis=1)
+        return (Landscape(ij=land.ij, county=land.county, township=land.township, host_area_by_level=by_level),
+                float(moved.sum()))
 
     # ---- the landscape footprint: the epidemic's cells, computed once per paths and seed ----------
     def _landscape_token(self) -> str:
@@ -1030,4 +1108,4 @@ class PineWilt(Peril):
 Params = PineWiltParams
 
 __all__ = ["CellGrid", "CellTracking", "LandscapeRef", "NEVER", "PineWilt", "PineWiltParams", "PineWiltState",
-           "build_grid", "project_km", "warm_footprint"]
+           "build_grid", "project_km", "warm_footprint", "with_pest_control"]
