@@ -639,6 +639,12 @@ class Portfolio:
         return a
 
     @cached_property
+    def content_hash(self) -> bytes:
+        """A hash of the table's content (pandas' row hashes, in row order), computed once: the
+        portfolio is not changed after it is built (a change makes a new one)."""
+        return pd.util.hash_pandas_object(self.frame, index=False).values.tobytes()
+
+    @cached_property
     def keys(self) -> np.ndarray:
         """Stable 64-bit random-stream keys of the parcels (see :mod:`models.rng`)."""
         from models.rng import parcel_keys

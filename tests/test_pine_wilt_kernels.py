@@ -227,7 +227,7 @@ def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, 
             got = infected.copy()
             cell_year_tracked(got, tracking.known, tracking.mask, tracking.emitted_sum, tracking.n_infected, w.indptr,
                               w.indices, bit_value, w_t.indptr, w_t.data, bit, *table, infectivity, lr, jr, ir, rows,
-                              keys, *grid, slack)
+                              keys, *grid, np.empty((0, 0), dtype=np.int16), year, True, slack)
             np.testing.assert_array_equal(got, expected)
             infected = got
             # outside changes: some flags set, some cleared (the SI process never clears one)

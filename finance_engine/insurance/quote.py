@@ -545,7 +545,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
                        switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote")
     paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
     n = paths * years
-    stock0 = float(res.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0])
+    init = res.initial_stock
+    stock0 = float(init.loc[init["level"] == "portfolio", "stock_tco2e"].iloc[0])
     area = float(res.provenance["portfolio"]["area_ha"])
     prov = {"model_version": MODEL_VERSION, "code_version": code_version(),
             **{k: res.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",

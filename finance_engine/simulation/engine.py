@@ -21,7 +21,6 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-import pandas as pd
 
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup, run_chunk
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
@@ -70,7 +69,7 @@ def _setup_token(params: ModelParameters, portfolio: Portfolio, config: Simulati
     h.update(params.sha256.encode())
     h.update(params.variant.encode())  # a variant of the file (a stress lever's landscape) is another set-up
     h.update(pickle.dumps(replace(config, seed=0, paths=1, years=1)))
-    h.update(pd.util.hash_pandas_object(portfolio.frame, index=False).values.tobytes())
+    h.update(portfolio.content_hash)
     return h.hexdigest()
 
 

@@ -413,7 +413,7 @@ def _lowest_bit(word):
 @nb.njit(cache=True, nogil=True)
 def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, indices, bit_value, t_indptr, t_data,
                       bit, pressure_index, pressures, infectivity, local_rate, jump_rate, intro_rate, rows, keys,
-                      grid_lo, grid_hi, slack=SLACK):
+                      grid_lo, grid_hi, year_of, year, sync=True, slack=SLACK):
     """One year of the pine wilt cell SI process, in place: the same decisions as :func:`cell_year`.
 
     Instead of rebuilding every path's neighbour pressure each year, each path keeps state between
@@ -449,6 +449,11 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
     falls inside (about once in 10^4 path-years), the path-year is redone exactly
     (:func:`_exact_path`).
 
+    ``year_of`` (int16, shape (n_paths, n_cells); empty: not kept) gets ``year`` at each cell this
+    call infects: the footprint's record, without a pass over the flags. ``sync=False`` skips the
+    look for flags changed outside, which the caller then guarantees there were none since the
+    last call (a footprint's years after the first).
+
     A cell with infected neighbours needs its own threshold, about 18 ns of ``expm1`` and
     ``uniform_threshold``; the shipped landscape's pressures take some 19,000 distinct values, so the
     memo rarely saves one. With ``grid_lo``/``grid_hi`` from :func:`hazard_threshold_grid` (empty:
@@ -470,12 +475,15 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
     lr, jr, ir, nc = _rates32(local_rate, jump_rate, intro_rate, n_cells)
     s11 = np.uint64(11)
     scale = np.float32(GRID_PER_UNIT)
+    record = year_of.size > 0
+    y16 = np.int16(year)
     for p in range(n_paths):
         inf_p, kn_p, m_p = infected[p], known[p], mask[p]
         # ---- flags changed outside since the last call: bring the state up to date
         changed = False
-        for j in range(n_cells):
-            changed |= inf_p[j] != kn_p[j]
+        if sync:
+            for j in range(n_cells):
+                changed |= inf_p[j] != kn_p[j]
         if changed:
             cleared = False
             for j in range(n_cells):
@@ -599,6 +607,8 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
         # ---- this year's infections tell their neighbours (cell order: a deterministic sum)
         for t in range(n_new):
             j = new[t]
+            if record:
+                year_of[p, j] = y16
             kn_p[j] = True
             for k in range(indptr[j], indptr[j + 1]):
                 m_p[indices[k]] |= bit_value[k]

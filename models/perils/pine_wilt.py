@@ -119,6 +119,7 @@ KM_PER_DEGREE = 6371.0088 * np.pi / 180.0  # mean Earth radius (IUGG) times one 
 
 #: a cell's footprint year when it is not infected within the horizon
 NEVER = np.int16(np.iinfo(np.int16).max)
+_NO_YEARS = np.empty((0, 0), dtype=np.int16)  # cell_year_tracked: no footprint to record into
 #: paths per footprint block: the engine's path block (chunks are whole blocks)
 PATH_BLOCK = 32
 #: the process-wide footprint cache: (landscape token, seed, first path, paths) -> (years, int16 block)
@@ -764,11 +765,16 @@ class PineWilt(Peril):
         out = np.full(flags.shape, NEVER, dtype=np.int16)
         out[flags] = -1
         tracking = self._new_tracking(rnd.n_paths)
+        # the tracked kernel records its own infections; flags set from outside (the region's) are
+        # recorded after it and must be picked up by its next year
+        direct = tracking is not None and region is None
         for y in range(int(years)):
-            self.advance_cells(flags, y, rnd, None, tracking=tracking)
+            self.advance_cells(flags, y, rnd, None, tracking=tracking, year_of=out if direct else None,
+                               sync=not direct or y == 0)
             if region is not None:  # the region's cells as the region's epidemic has them
                 flags[:, self._land_pos] = region <= y
-            record_infection_year(flags, out, y)
+            if not direct:
+                record_infection_year(flags, out, y)
         return out
 
     def _region_flags(self, rnd: KeyedRandom, year: int) -> np.ndarray:
@@ -855,11 +861,15 @@ class PineWilt(Peril):
         return CellTracking.empty(n_paths, self.grid.n_cells, self._bits[1].dtype)
 
     def advance_cells(self, infected: np.ndarray, year: int, rnd: KeyedRandom, forced_cells: np.ndarray | None,
-                      prefix: str = "pine_wilt", tracking: CellTracking | None = None) -> None:
+                      prefix: str = "pine_wilt", tracking: CellTracking | None = None,
+                      year_of: np.ndarray | None = None, sync: bool = True) -> None:
         """One year of the cell SI process, in place.
 
         ``tracking`` is the state the tracked kernel keeps between years for these flags (from
-        :meth:`init_state`); without it the year is computed from the flags alone.
+        :meth:`init_state`); without it the year is computed from the flags alone. ``year_of`` (the
+        footprint being built) gets ``year`` at the cells this year infects, when the tracked kernel
+        runs; ``sync=False`` promises the tracked kernel that ``infected`` changed only through it
+        since its last year (see :func:`cell_year_tracked`).
         """
         if self.grid.n_cells == 0:
             return
@@ -876,7 +886,8 @@ class PineWilt(Peril):
             bit_value, bit = self._bits
             cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, *self._sources_u32, bit_value,
                               wt.indptr, wt.data, bit, *self._pressures, self.infectivity, *rates, rows,
-                              self._cell_keys, *self._hazard_grid)
+                              self._cell_keys, *self._hazard_grid,
+                              _NO_YEARS if year_of is None else year_of, year, sync)
         else:
             cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity, *rates,
                       rows, self._cell_keys)
