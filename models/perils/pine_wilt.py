@@ -426,13 +426,23 @@ def pressure_table(w_t: sparse.csr_matrix, bit: np.ndarray) -> tuple[np.ndarray,
     return index.astype(dtype), pressures.astype(np.float32)
 
 
+def _cell_codes(*cells: np.ndarray) -> list[np.ndarray]:
+    """One integer per cell of each (n, 2) integer coordinate array, the same cell the same code in all
+    of them (row-major over the arrays' joint bounding box)."""
+    full = [c for c in cells if c.shape[0]]
+    if not full:
+        return [np.zeros(0, dtype=np.int64) for _ in cells]
+    lo = np.min([c.min(axis=0) for c in full], axis=0)
+    span = np.max([c.max(axis=0) for c in full], axis=0) - lo + 1
+    return [(c[:, 0] - lo[0]) * span[1] + (c[:, 1] - lo[1]) for c in cells]
+
+
 def _rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each row of the (n, 2) integer array ``a``, whether it is a row of ``b``."""
     if a.shape[0] == 0 or b.shape[0] == 0:
         return np.zeros(a.shape[0], dtype=bool)
-    lo = np.minimum(a.min(axis=0), b.min(axis=0))
-    span = np.maximum(a.max(axis=0), b.max(axis=0)) - lo + 1
-    return np.isin((a[:, 0] - lo[0]) * span[1] + (a[:, 1] - lo[1]), (b[:, 0] - lo[0]) * span[1] + (b[:, 1] - lo[1]))
+    code_a, code_b = _cell_codes(a, b)
+    return np.isin(code_a, code_b)
 
 
 def _match_names(labels: np.ndarray, name: str, full: np.ndarray | None = None) -> np.ndarray:
@@ -629,11 +639,7 @@ class PineWilt(Peril):
     # ------------------------------------------------------------------------------------------
     def _cell_index(self, ij: np.ndarray) -> np.ndarray:
         """Grid positions of integer cell coordinates (all must be in the grid)."""
-        g = self.grid.ij
-        span = g.max(axis=0) - g.min(axis=0) + 1 if g.size else np.array([1, 1])
-        lo = g.min(axis=0) if g.size else np.array([0, 0])
-        code_g = (g[:, 0] - lo[0]) * span[1] + (g[:, 1] - lo[1])
-        code_q = (ij[:, 0] - lo[0]) * span[1] + (ij[:, 1] - lo[1])
+        code_g, code_q = _cell_codes(self.grid.ij, np.asarray(ij).reshape(-1, 2))
         order = np.argsort(code_g)
         pos = np.searchsorted(code_g[order], code_q)
         return order[pos].astype(np.int64)
