@@ -74,6 +74,27 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("server did not start")
 
 
+def _server_cpu(proc) -> tuple[float, float] | None:
+    """CPU seconds (user + system) of a server we started and of its worker processes, or None."""
+    if proc is None:
+        return None
+    import psutil
+
+    try:
+        main = psutil.Process(proc.pid)
+        t = main.cpu_times()
+        workers = 0.0
+        for c in main.children(recursive=True):
+            try:
+                ct = c.cpu_times()
+                workers += ct.user + ct.system
+            except psutil.NoSuchProcess:
+                continue
+        return t.user + t.system, workers
+    except psutil.NoSuchProcess:
+        return None
+
+
 def run_phase(base: str, h: dict, body_for, clients: int, requests: int, max_seconds: float) -> dict:
     """Send ``requests`` POSTs from ``clients`` threads; latencies and errors."""
     lat: list[float] = []
@@ -171,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
                 body_for = (lambda i: {**base_body, "seed": 1})
             else:
                 raise SystemExit(f"unknown phase {name!r}")
+            before = _server_cpu(proc)
             phases[name] = run_phase(base, h, body_for, args.clients, args.requests, args.max_seconds)
+            after = _server_cpu(proc)
+            if before and after:  # where the CPU went, per request: the server process and its workers
+                n = max(phases[name]["requests"], 1)
+                phases[name]["server_cpu_s_per_request"] = round((after[0] - before[0]) / n, 4)
+                phases[name]["workers_cpu_s_per_request"] = round((after[1] - before[1]) / n, 4)
     finally:
         if proc is not None:
             proc.terminate()

@@ -53,7 +53,7 @@ from finance_engine.price import (
     simulate_scenario_paths,
 )
 from finance_engine.simulation import balanced_chunk_paths, simulate
-from finance_engine.simulation.result import code_version
+from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
 from models import MODEL_VERSION
 from models.dynamics import SimulationSwitches
@@ -540,8 +540,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         sens = pd.DataFrame(rows)
     provenance = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
-        **{k: phys.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",
-                                           "climate_pathway", "start_year", "carbon_method")},
+        **carried_provenance(phys.provenance),
         "seed": seed, "paths": paths, "horizon_years": H,
         "price_model_sha256": pms.sha256, "issuance_risk_sha256": iss.sha256,
         "method": "engine paths + issuance risk + OU-jump prices; value at t by least-squares regression on (stock, price)",

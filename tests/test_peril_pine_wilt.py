@@ -620,6 +620,17 @@ def test_runs_record_hosts_outside_the_landscape(params, tmp_path):
     out = CliRunner().invoke(cli, ["simulate", "--portfolio", str(path), "--years", "2", "--paths", "32"])
     assert out.exit_code == 0, out.output
     assert "1 pine parcel(s) lie outside the region's pine wilt landscape; their cells are simulated" in out.output
+    assert res.provenance["model_notes"] == {"pine_wilt_hosts_outside_landscape": 1}
+    # results built on the engine carry the note, and the CLI shows it (a valuation here)
+    from finance_engine.collateral import value_collateral
+
+    terms = {"amount_cny": 100_000, "term_years": 2, "interest_rate": 0.05, "crediting_horizon_years": 3}
+    v = value_collateral(far, params, terms, paths=64, seed=1, attribution=False, sensitivities=False)
+    assert v.provenance["model_notes"] == {"pine_wilt_hosts_outside_landscape": 1}
+    out = CliRunner().invoke(cli, ["collateral", "--portfolio", str(path), "--amount", "100000", "--term", "2",
+                                   "--rate", "0.05", "--paths", "64", "--no-attribution", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert "1 pine parcel(s) lie outside the region's pine wilt landscape" in out.output
 
 
 def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):

@@ -68,6 +68,26 @@ def note(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def model_notes_text(notes: dict | None) -> list[str]:
+    """Readable lines for what the engine's perils recorded about a run's set-up (provenance
+    ``model_notes``): an empty list when there is nothing to say."""
+    out = []
+    outside = (notes or {}).get("pine_wilt_hosts_outside_landscape", 0)
+    if outside:
+        out.append(f"note: {outside} pine parcel(s) lie outside the region's pine wilt landscape; their cells are "
+                   "simulated around them, driven by the region's epidemic but not part of it (build a landscape "
+                   "that covers them: carbon-risk landscape)")
+    return out
+
+
+def show_model_notes(provenance: dict) -> None:
+    """Print :func:`model_notes_text` of a result's provenance on stderr, with its parameter variant."""
+    for line in model_notes_text(provenance.get("model_notes")):
+        note(line)
+    if provenance.get("parameter_variant"):
+        note(f"note: parameters derived from the file in memory: {provenance['parameter_variant']}")
+
+
 def load_model(parameters: str | None):
     from models.parameters import DEFAULT_REGION, ParameterError, load_parameters
 

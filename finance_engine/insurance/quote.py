@@ -528,7 +528,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         Bad terms (naming the field).
     """
     from finance_engine.simulation import simulate
-    from finance_engine.simulation.result import code_version
+    from finance_engine.simulation.result import carried_provenance, code_version
     from models import MODEL_VERSION
 
     if isinstance(paths, bool) or not isinstance(paths, (int, np.integer)) or paths < 2:
@@ -549,8 +549,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     stock0 = float(init.loc[init["level"] == "portfolio", "stock_tco2e"].iloc[0])
     area = float(res.provenance["portfolio"]["area_ha"])
     prov = {"model_version": MODEL_VERSION, "code_version": code_version(),
-            **{k: res.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",
-                                              "climate_pathway", "start_year", "carbon_method")},
+            **carried_provenance(res.provenance),
             "seed": seed, "paths": paths, "years": years, "portfolio": res.provenance["portfolio"],
             "insurance_defaults_sha256": _file_sha256(DEFAULTS_PATH),
             "method": "engine paths -> cover payouts per simulated year -> premium principles on the annual payouts"}

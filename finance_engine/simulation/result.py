@@ -195,6 +195,17 @@ class ChunkStore(dict):
         super().__setitem__(index, chunk)
 
 
+#: provenance a derived result (a valuation, a quote, a stress test) carries over from its engine run
+CARRIED_PROVENANCE = ("region", "parameter_version", "parameter_sha256", "parameter_variant", "perils",
+                      "climate_pathway", "start_year", "carbon_method", "model_notes")
+
+
+def carried_provenance(provenance: dict[str, Any], keys: tuple[str, ...] = CARRIED_PROVENANCE) -> dict[str, Any]:
+    """The engine run's ``keys`` that a result built on it records (those the run has: a parameter
+    variant only when the parameters were derived in memory)."""
+    return {k: provenance[k] for k in keys if k in provenance}
+
+
 def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int], *, keep_paths: bool,
                     run_info: dict[str, Any], summarise: bool = True) -> SimulationResult:
     """The run's result from its finished chunks (``store``, taken in ``chunk_order``, i.e. path order)."""
@@ -294,6 +305,8 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         "scenario": cfg.scenario,
         "climate_pathway": sim.climate_pathway,
         "perils": sim.peril_names,
+        # what the perils record about their set-up for this portfolio (pine wilt: hosts outside the landscape)
+        "model_notes": sim.notes(),
         "switches": _switches_dict(sw),
         "crediting": dataclasses.asdict(setup.crediting),
         "levels": list(cfg.levels),

@@ -20,6 +20,7 @@ import pandas as pd
 from finance_engine.accounts import KG_PER_T, CarbonAccounts, roll_up
 from finance_engine.price import PriceModelSet, load_price_model
 from finance_engine.simulation import simulate
+from finance_engine.simulation.result import carried_provenance
 from finance_engine.stress.run import StressSettings, scenario_prices
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from models.parameters import ModelParameters
@@ -88,9 +89,10 @@ def scenario_accounts(portfolio: Portfolio, params: ModelParameters, scenario: s
     for c in fen_cols:
         table[c[:-4]] = table[c] / FEN_PER_CNY
     _attach_errors(table, res, flows, years, price, price_se)
-    prov: dict[str, Any] = {**{k: res.provenance[k] for k in ("model_version", "code_version", "region",
-                                                               "parameter_version", "parameter_sha256", "seed",
-                                                               "paths", "years", "start_year", "climate_pathway")},
+    prov: dict[str, Any] = {**carried_provenance(res.provenance, ("model_version", "code_version", "region",
+                                                                  "parameter_version", "parameter_sha256",
+                                                                  "parameter_variant", "seed", "paths", "years",
+                                                                  "start_year", "climate_pathway", "model_notes")),
                             "scenario": scn.name, "scenario_sha256": scn.sha256, "price_model_sha256": pms.sha256}
     units = {"*_tco2e": "tCO2e, Monte Carlo mean over the horizon (stock: start and end; flows: summed)",
              "*_cny": "CNY at the scenario's mean price path", "*_kg": "integer kg CO2e (exact sums)",

@@ -38,7 +38,7 @@ from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
-from finance_engine.simulation.result import SimulationResult, code_version
+from finance_engine.simulation.result import SimulationResult, carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
@@ -675,8 +675,7 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     horizon = pd.concat(hs, ignore_index=True)
     prov = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
-        **{k: base_run.result.provenance[k] for k in ("region", "parameter_version", "parameter_sha256", "perils",
-                                                      "carbon_method", "start_year")},
+        **carried_provenance(base_run.result.provenance),
         "seed": st.seed, "paths": st.paths, "years": st.years, "engine_horizon_years": H,
         "levels": list(st.levels), "price_model": st.price_model, "price_model_sha256": pms.sha256,
         "issuance_risk_sha256": iss.sha256, "portfolio": portfolio.source, "parcels": portfolio.n_parcels,

@@ -16,6 +16,7 @@ from api.cli.common import (
     note,
     parameters_option,
     portfolio_option,
+    show_model_notes,
 )
 from api.cli.tables import interval_text, render_table
 from models._yaml import DataFileError, read_data_file
@@ -88,6 +89,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
                              attribution=not no_attribution, workers=workers)
     except LoanTermsError as exc:
         raise CLIError(str(exc)) from exc
+    show_model_notes(v.provenance)
     if output:
         _write(v, output)
         note(f"wrote {output}")

@@ -19,6 +19,7 @@ from api.cli.common import (
     note,
     parameters_option,
     portfolio_option,
+    show_model_notes,
 )
 from api.cli.tables import interval_text, render_table
 
@@ -168,6 +169,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         raise CLIError(str(exc)) from exc
     except ValueError as exc:   # e.g. an unknown account level from the engine
         raise CLIError(str(exc)) from exc
+    show_model_notes(q.provenance)
     if output:
         _write(q, output)
         note(f"wrote {output}")

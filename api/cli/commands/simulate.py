@@ -16,6 +16,7 @@ from api.cli.common import (
     note,
     parameters_option,
     portfolio_option,
+    show_model_notes,
     simulation_options,
 )
 from api.cli.tables import render_table
@@ -62,11 +63,7 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
                        workers=workers, scheduler=scheduler, progress=ProgressBar("simulating"))
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    outside = res.run_info.get("pine_wilt_hosts_outside_landscape", 0)
-    if outside:
-        note(f"note: {outside} pine parcel(s) lie outside the region's pine wilt landscape; their cells are "
-             "simulated around them, driven by the region's epidemic but not part of it (build a landscape that "
-             "covers them: carbon-risk landscape)")
+    show_model_notes(res.provenance)
     if output:
         files = res.write(Path(output), output_format)
         note("wrote " + ", ".join(str(f) for f in files))

@@ -16,6 +16,7 @@ from api.cli.common import (
     note,
     parameters_option,
     portfolio_option,
+    show_model_notes,
 )
 from api.cli.tables import render_table
 
@@ -98,6 +99,7 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     lv = tuple(dict.fromkeys(("portfolio", *levels, "county", "township")))
     st = StressSettings(years=years, paths=paths, seed=seed, levels=lv)
     res = run_stress_test(pf, params, scns, registry=reg, settings=st, workers=workers, progress=note)
+    show_model_notes(res.provenance)
     extra = _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers)
     if output:
         _write(res, output, extra)
