@@ -265,6 +265,11 @@ def test_models_and_scenarios(env, params):
 
 def test_audit_lists_own_records_only(env):
     c = env.client
+    # records of its own, whatever ran before (or whether anything did): each tenant's portfolio upload,
+    # and a simulation of tenant a (other tests count tenant b's simulations)
+    req = {"portfolio_id": env.portfolios[("bank", "a")], "years": 2, "paths": 32, "seed": 21, "levels": ["portfolio"]}
+    r = c.post("/v1/simulations", headers=env.h("bank", "a"), json=req)
+    assert r.status_code == 201, r.text
     a = c.get("/v1/audit?limit=500", headers=env.h("bank", "a")).json()
     b = c.get("/v1/audit?limit=500", headers=env.h("bank", "b")).json()
     ida, idb = {x["id"] for x in a["items"]}, {x["id"] for x in b["items"]}
