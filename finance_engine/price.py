@@ -207,13 +207,23 @@ class _Draws:
         else:
             self.rnd = KeyedRandom(int(seed), ids, _NO_PARCELS)
 
-    def normal(self, stream: str, step: int) -> np.ndarray:
-        z = self.rnd.path_normal(stream, step)
-        return z * self.sign if self.antithetic else z
+    def _at(self, idx: np.ndarray | None) -> KeyedRandom:
+        # a path's draws depend on its id alone: the paths ``idx`` get the numbers they get in the block
+        return self.rnd if idx is None else KeyedRandom(self.rnd.seed, self.rnd.path_ids[idx], _NO_PARCELS)
 
-    def uniform(self, stream: str, step: int) -> np.ndarray:
-        u = self.rnd.path_uniform(stream, step)
-        return np.where(self.odd, 1.0 - u, u) if self.antithetic else u
+    def normal(self, stream: str, step: int, idx: np.ndarray | None = None) -> np.ndarray:
+        """Standard normals of every path of the block, or of the paths at positions ``idx``."""
+        z = self._at(idx).path_normal(stream, step)
+        if not self.antithetic:
+            return z
+        return z * (self.sign if idx is None else self.sign[idx])
+
+    def uniform(self, stream: str, step: int, idx: np.ndarray | None = None) -> np.ndarray:
+        """Uniforms of every path of the block, or of the paths at positions ``idx``."""
+        u = self._at(idx).path_uniform(stream, step)
+        if not self.antithetic:
+            return u
+        return np.where(self.odd if idx is None else self.odd[idx], 1.0 - u, u)
 
 
 def _check_common_factor(common_factor, factor_correlation: float, n_paths: int, n_steps: int):
@@ -274,10 +284,12 @@ def _simulate_log_deviation(params: PriceModelParams, ids: np.ndarray, years: in
             counts = np.minimum(np.searchsorted(poisson_cdf, draws.uniform("price.jump_count", step), side="left"),
                                 k_max)
             for i in range(int(counts.max(initial=0))):  # loop over the events of a step
-                has = counts > i
-                tau = draws.uniform(f"price.jump_time.{i}", step)  # fraction of the step elapsed at the jump
-                size = m_j + s_j * draws.normal(f"price.jump_size.{i}", step)
-                y += np.where(has, size * np.exp(-k * dt * (1.0 - tau)), 0.0)
+                # the i-th jump's time and size, drawn for the paths that have one (a path's draws are
+                # keyed by its id, so these are the numbers a draw for every path gives them)
+                has = np.flatnonzero(counts > i)
+                tau = draws.uniform(f"price.jump_time.{i}", step, has)  # fraction of the step elapsed at the jump
+                size = m_j + s_j * draws.normal(f"price.jump_size.{i}", step, has)
+                y[has] += size * np.exp(-k * dt * (1.0 - tau))
         out[:, step + 1] = y
     return out
 

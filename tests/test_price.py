@@ -25,7 +25,7 @@ from finance_engine.price import (
     simulate_scenario_paths,
     time_grid_years,
 )
-from finance_engine.price import PRICE_MODEL_PATH
+from finance_engine.price import PRICE_MODEL_PATH, _decay_and_variance
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,56 @@ def test_random_walk_limit_variance():
 # ---------------------------------------------------------------------------------------------------
 # reproducibility and antithetics
 # ---------------------------------------------------------------------------------------------------
+def _reference_paths(p: PriceModelParams, ids: np.ndarray, years: int, seed: int, p0: float, antithetic: bool,
+                     f=None, rho: float = 0.0) -> np.ndarray:
+    """The OU-jump paths with every draw made for every path (jump times and sizes too, used where a
+    path has the jump): the definition the simulator's jump draws for the jumping paths alone must equal."""
+    from scipy import stats
+
+    from models.rng import KeyedRandom
+
+    rnd = KeyedRandom(seed, ids // 2 if antithetic else ids, np.empty(0, dtype=np.uint64))
+    odd = (ids % 2) == 1
+    sign = np.where(odd, -1.0, 1.0) if antithetic else 1.0
+    normal = lambda s, t: rnd.path_normal(s, t) * sign  # noqa: E731
+    uniform = lambda s, t: np.where(odd, 1.0 - rnd.path_uniform(s, t), rnd.path_uniform(s, t)) if antithetic \
+        else rnd.path_uniform(s, t)  # noqa: E731
+    dt = 1.0 / p.steps_per_year
+    k = p.mean_reversion_per_year
+    a, v = _decay_and_variance(k, dt)
+    sd = p.volatility_per_sqrt_year * math.sqrt(v)
+    lam_dt = p.jump_intensity_per_year * dt
+    k_max = int(stats.poisson.ppf(1.0 - 1e-15, lam_dt)) + 2
+    cdf = stats.poisson.cdf(np.arange(k_max + 1), lam_dt)
+    y = np.full(ids.size, math.log(p0) - p.mu_log)
+    out = [y.copy()]
+    for step in range(years * p.steps_per_year):
+        y *= a
+        z = normal("price.diffusion", step)
+        if f is not None:
+            z = rho * f[:, step] + math.sqrt(max(0.0, 1.0 - rho * rho)) * z
+        y += sd * z
+        counts = np.minimum(np.searchsorted(cdf, uniform("price.jump_count", step), side="left"), k_max)
+        for i in range(int(counts.max(initial=0))):
+            tau = uniform(f"price.jump_time.{i}", step)
+            size = p.jump_mean_log + p.jump_sd_log * normal(f"price.jump_size.{i}", step)
+            y += np.where(counts > i, size * np.exp(-k * dt * (1.0 - tau)), 0.0)
+        out.append(y.copy())
+    return np.exp(np.column_stack(out) + p.mu_log)
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+@pytest.mark.parametrize("rho", [None, -0.4])
+def test_jump_draws_for_the_jumping_paths_only_give_the_every_path_definition(antithetic, rho):
+    p = PriceModelParams(75.0, 0.5, 0.3, 1.5, -0.1, 0.3, steps_per_year=2)  # several jumps a step
+    ids = np.arange(5, 1205)
+    f = None if rho is None else np.random.default_rng(3).standard_normal((ids.size, 20))
+    got = simulate_price_paths(p, ids, 10, seed=9, start_price_cny_per_tco2e=60.0, antithetic=antithetic,
+                               common_factor=f, factor_correlation=rho or 0.0)
+    ref = _reference_paths(p, ids, 10, 9, 60.0, antithetic, f, rho or 0.0)
+    assert np.array_equal(got, ref)
+
+
 @pytest.mark.parametrize("antithetic", [False, True])
 def test_paths_identical_whatever_the_blocking(antithetic):
     p = PriceModelParams(75.0, 0.5, 0.3, 1.5, -0.1, 0.3, steps_per_year=2)
