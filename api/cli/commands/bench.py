@@ -52,7 +52,10 @@ def table_row(name: str, r: dict) -> str:
             + (f" (PCG64 {r['engine_to_pcg64_ratio']:.1f}x, Philox {r['engine_to_philox_ratio']:.1f}x)"
                if "engine_to_philox_ratio" in r else "")
             + (f"  (median {r['seconds_median']:.2f} s, first run {r['seconds_first_run']:.2f} s, "
-               f"one thread {r['seconds_one_thread']:.2f} s)" if "seconds_median" in r else ""))
+               f"one thread {r['seconds_one_thread']:.2f} s)" if "seconds_one_thread" in r else "")
+            + (f"  (median {r['seconds_median']:.2f} s; with price sensitivities {r['seconds_with_sensitivities']:.2f} s,"
+               f" median {r['seconds_with_sensitivities_median']:.2f} s; first run {r['seconds_first_run']:.2f} s)"
+               if "seconds_with_sensitivities" in r else ""))
 
 
 COMMANDS = [bench]
