@@ -65,15 +65,19 @@ def _init_worker(warm_paths: int = 0) -> None:
     _W["pms"] = load_price_model()
     _W["iss"] = load_issuance_risk()
     _W["portfolios"] = OrderedDict()
+    from models.perils import footprint_store
+
     if warm_paths > 0:
         from models.perils.pine_wilt import warm_footprint
 
         for region, params in _W["params"].items():
-            try:
+            try:  # read from the machine's footprint store when an earlier worker has written it
                 warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
             except Exception:  # noqa: BLE001 - warming only saves time: a failure must not break the pool
                 logging.getLogger("carbon_risk.compute").exception(
                     "could not simulate the %s pine wilt landscape ahead; valuations will simulate it", region)
+    # requests read the store but do not write to it: their seeds are their own
+    footprint_store.set_writes(False)
 
 
 def _state() -> dict[str, Any]:

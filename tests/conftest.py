@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from models.parameters import load_parameters
 from models.portfolio import validate_frame
+
+
+def pytest_configure(config):
+    # no footprint store on disk unless a test names one: tests count computed footprints and must not
+    # write to the user's cache; the servers they start inherit this. (In a hook, so that importing
+    # make_frame from here, as benchmarks/load_api.py does, changes nothing.)
+    os.environ["CRE_FOOTPRINT_STORE"] = "off"
 
 
 @pytest.fixture(scope="session")

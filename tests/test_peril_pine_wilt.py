@@ -643,6 +643,7 @@ def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
 
     monkeypatch.setattr(pw, "warm_footprint", fail)
     monkeypatch.setattr(compute, "_W", {"portfolios": compute.OrderedDict()})
+    monkeypatch.setattr("models.perils.footprint_store._writes", True)  # a worker turns writes off
     monkeypatch.setattr("finance_engine._workers.exit_with_parent", lambda: None)
     with caplog.at_level("ERROR", logger="carbon_risk.compute"):
         compute._init_worker(64)

@@ -103,7 +103,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from models.parameters.schema import Confidence, Sourced
-from models.perils import register
+from models.perils import footprint_store, register
 from models.perils._weather import ForcedEventError
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
@@ -799,8 +799,10 @@ class PineWilt(Peril):
         footprint is kept per 32-path block (keyed by :meth:`_landscape_token`, the seed and the
         block) in a process-wide LRU cache of :data:`FOOTPRINT_CACHE_BYTES`: every portfolio
         on the same landscape -- loan after loan in a service, a stress scenario and its baseline --
-        reads the same epidemic instead of simulating it again. Paths that are not whole blocks
-        (not a contiguous range from a multiple of 32) are computed and not kept.
+        reads the same epidemic instead of simulating it again. Blocks the cache lacks are read from
+        the store on disk (:mod:`models.perils.footprint_store`), which the next process reads too;
+        blocks computed here are written to it. Paths that are not whole blocks (not a contiguous
+        range from a multiple of 32) are computed and not kept.
         """
         ids = np.asarray(rnd.path_ids)
         n = ids.size
@@ -818,7 +820,24 @@ class PineWilt(Peril):
                     _FOOTPRINTS.move_to_end(k)
                 parts = [g[1] if cells is None else g[1][:, cells] for g in got]
                 return np.ascontiguousarray(np.concatenate(parts))
+        # the next place: the store on disk, shared by this machine's processes
+        stored = [g[1] if g is not None and g[0] >= years else
+                  footprint_store.read_block(k[0], k[1], k[2], k[3], int(years), self.grid.n_cells)
+                  for k, g in zip(keys, got)]
+        if all(b is not None for b in stored):
+            fp = np.concatenate(stored)
+            self._keep_footprint(keys, start, years, fp)
+            return fp if cells is None else np.ascontiguousarray(fp[:, cells])
         fp = self.compute_footprint(rnd, years)
+        for k, b in zip(keys, stored):
+            if b is None:
+                footprint_store.write_block(k[0], k[1], k[2], int(years), fp[k[2] - start:k[2] - start + k[3]])
+        self._keep_footprint(keys, start, years, fp)
+        return fp if cells is None else np.ascontiguousarray(fp[:, cells])
+
+    @staticmethod
+    def _keep_footprint(keys: list[tuple], start: int, years: int, fp: np.ndarray) -> None:
+        """Put a range's blocks in the process-wide cache (a longer horizon already there is kept)."""
         with _FOOTPRINT_LOCK:
             global _FOOTPRINT_BYTES
             for k in keys:
@@ -835,7 +854,6 @@ class PineWilt(Peril):
                 _FOOTPRINT_BYTES += block.nbytes
             while _FOOTPRINT_BYTES > FOOTPRINT_CACHE_BYTES and _FOOTPRINTS:
                 _FOOTPRINT_BYTES -= _FOOTPRINTS.popitem(last=False)[1][1].nbytes
-        return fp if cells is None else np.ascontiguousarray(fp[:, cells])
 
     def _initial_cells(self, rnd: KeyedRandom, prefix: str = "pine_wilt") -> np.ndarray:
         p0 = self.params.initial_epidemic.cell_infection_probability.value
