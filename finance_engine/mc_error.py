@@ -21,8 +21,14 @@ Tail means (expected shortfall, TVaR)
     ``sqrt((Var(X | tail) + (1 - a) (q - ES)^2) / (n a))`` (Brazauskas, Jones, Puri & Zitikis 2008,
     *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
 
-Interval and tail errors treat paths as independent draws; with shared parameter draws they are a little
-optimistic, which the documentation of each figure says.
+    With paths in parameter sets the share of paths below a quantile varies more than a binomial share:
+    the interval's ranks move away from ``n p`` by the square root of the quantile's design effect, the
+    variance of that share counted over sets against the binomial one (Kish 1965; Woodruff 1952, *JASA*
+    47:635; :func:`finance_engine.simulation.summary.quantile_design_effect`). Where the caller gives the
+    set size (the engine's summaries, valuations, stress tests) the intervals do so.
+
+Tail errors treat paths as independent draws; with shared parameter draws they are optimistic, which the
+documentation of each figure says.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import math
 import numpy as np
 
 from finance_engine.simulation.summary import (nested_moments, order_statistic_bounds, order_statistic_ranks,
-                                               tail_mean_and_se)
+                                               quantile_design_effect, tail_mean_and_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -55,11 +61,17 @@ def order_statistic_ci(sorted_x: np.ndarray, p: float,
     return (float(low), float(high), *order_statistic_ranks(sorted_x.size, p, confidence))
 
 
-def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE) -> list[float]:
-    """``[low, high]``: the order-statistic interval of the ``p``-quantile of a sample of paths."""
-    xs = np.sort(np.asarray(x, dtype=float).reshape(-1))
+def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_size: int = 1) -> list[float]:
+    """``[low, high]``: the order-statistic interval of the ``p``-quantile of a sample of paths (in path
+    order), widened by its design effect when paths come in parameter sets of ``set_size``."""
+    x = np.asarray(x, dtype=float).reshape(-1)
+    xs = np.sort(x)
     if xs.size == 0:
         return [math.nan, math.nan]
+    deff = quantile_design_effect(x, np.quantile(x, p), p, set_size)
+    if deff is not None and deff > 1.0:
+        low, high = order_statistic_bounds(xs, p, confidence, np.asarray(deff))
+        return [float(low), float(high)]
     low, high, _, _ = order_statistic_ci(xs, p, confidence)
     return [low, high]
 

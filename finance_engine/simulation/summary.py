@@ -72,17 +72,59 @@ def order_statistic_ranks(n: int, p: float, confidence: float) -> tuple[int, int
     return int(stats.binom.ppf(alpha / 2, n, p)), int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
 
 
-def order_statistic_bounds(sorted_x: np.ndarray, p: float, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def order_statistic_bounds(sorted_x: np.ndarray, p: float, confidence: float,
+                           deff: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``x_(r)`` and ``x_(s)`` of :func:`order_statistic_ranks` along axis 0 of an ascending sample.
 
     An end the sample cannot support is unbounded: ``inf`` above; below, ``-inf``, or 0 for a column
-    whose smallest value is not negative.
+    whose smallest value is not negative. ``deff`` (one per column, see :func:`quantile_design_effect`)
+    widens the ranks' distances from ``n p`` by ``sqrt(deff)`` where it exceeds 1.
     """
     n = sorted_x.shape[0]
     r, s = order_statistic_ranks(n, p, confidence)
+    if deff is not None and np.any(np.asarray(deff) > 1.0):
+        return _widened_bounds(sorted_x, p, r, s, np.asarray(deff, dtype=float))
     low = sorted_x[r - 1] if r >= 1 else np.where(sorted_x[0] >= 0, 0.0, -np.inf)
     high = sorted_x[s - 1] if s <= n else np.full(np.shape(sorted_x[0]), np.inf)
     return low, high
+
+
+def _widened_bounds(sorted_x: np.ndarray, p: float, r: int, s: int, deff: np.ndarray):
+    n = sorted_x.shape[0]
+    flat = sorted_x.reshape(n, -1)
+    k = flat.shape[1]
+    w = np.sqrt(np.maximum(np.broadcast_to(deff, sorted_x.shape[1:]).reshape(k), 1.0))
+    c = n * p
+    rw = np.where(w > 1.0, np.floor(c - (c - r) * w), r).astype(np.int64)
+    sw = np.where(w > 1.0, np.ceil(c + (s - c) * w), s).astype(np.int64)
+    cols = np.arange(k)
+    low = np.where(rw >= 1, flat[np.clip(rw - 1, 0, n - 1), cols], np.where(flat[0] >= 0, 0.0, -np.inf))
+    high = np.where(sw <= n, flat[np.clip(sw - 1, 0, n - 1), cols], np.inf)
+    shape = sorted_x.shape[1:]
+    return low.reshape(shape), high.reshape(shape)
+
+
+def quantile_design_effect(x: np.ndarray, q: np.ndarray, p: float, set_size: int) -> np.ndarray | None:
+    """Kish's design effect of a quantile's indicator ``1{x <= q}`` with paths in parameter sets.
+
+    Paths ``k m .. k m + m - 1`` share a draw of the uncertain parameters, so the share of paths at or
+    below a quantile varies more than a binomial share of independent paths: its variance is that of
+    the set means over the ``g`` sets, over ``g`` (:func:`nested_moments`). The ratio of that to the
+    binomial ``p (1 - p) / n`` is the design effect (Kish 1965, *Survey Sampling*, §8.2); a quantile's
+    interval follows the interval of the distribution function at it (Woodruff 1952, *JASA* 47:635),
+    so its order-statistic ranks move from ``n p`` by ``sqrt(deff)`` times their distance
+    (:func:`order_statistic_bounds`). Returns None with sets of one path or fewer than two sets; values
+    below 1 (antithetic pairs within sets) leave the interval as it is.
+    """
+    n = x.shape[0]
+    m = max(int(set_size), 1)
+    g = n // m
+    if m == 1 or g < 2 or not 0.0 < p < 1.0:
+        return None
+    below = x[: g * m] <= q
+    share = below.reshape(g, m, *x.shape[1:]).mean(axis=1)
+    var_g = share.var(axis=0, ddof=1) / g
+    return var_g / (p * (1.0 - p) / n)
 
 
 def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,34 +144,38 @@ def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.nda
 
 def quantiles_with_ci(x: np.ndarray, quantiles: tuple[float, ...], confidence: float = 0.95,
                       labels: tuple[str, ...] | None = None,
-                      sorted_x: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                      sorted_x: np.ndarray | None = None, set_size: int = 1) -> dict[str, np.ndarray]:
     """Quantiles along axis 0 (``numpy.quantile``) with their order-statistic intervals.
 
     Returns ``pNN`` (or the given ``labels``), ``pNN_ci_low`` and ``pNN_ci_high`` for each quantile; an end
-    the sample cannot support is ``-inf`` (0 for data that are not negative) or ``inf``.
+    the sample cannot support is ``-inf`` (0 for data that are not negative) or ``inf``. With paths in
+    parameter sets of ``set_size`` (in path order along axis 0) the intervals are widened by the
+    quantile's design effect (:func:`quantile_design_effect`).
     """
     s = np.sort(x, axis=0) if sorted_x is None else sorted_x
     out: dict[str, np.ndarray] = {}
     for i, (q, v) in enumerate(zip(quantiles, np.quantile(x, quantiles, axis=0))):
         label = labels[i] if labels is not None else _q_label(q)
         out[label] = v
-        out[f"{label}_ci_low"], out[f"{label}_ci_high"] = order_statistic_bounds(s, q, confidence)
+        deff = quantile_design_effect(x, v, q, set_size)
+        out[f"{label}_ci_low"], out[f"{label}_ci_high"] = order_statistic_bounds(s, q, confidence, deff)
     return out
 
 
 def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[float, ...],
-               upper: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
+               upper: np.ndarray, confidence: float = 0.95, set_size: int = 1) -> dict[str, np.ndarray]:
     """Quantiles and TVaR along axis 0, each with its Monte Carlo error.
 
     ``upper`` (broadcastable bool) marks upper-tail metrics. Each quantile ``pNN`` comes with the
     distribution-free order-statistic interval ``pNN_ci_low`` .. ``pNN_ci_high`` at ``confidence``
     (:func:`finance_engine.mc_error.order_statistic_ci`: ``-inf`` / ``inf`` where the paths are too few
-    for that end), each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of a tail mean
-    (:func:`finance_engine.mc_error.tail_mean_se`). Both treat paths as independent draws.
+    for that end), widened by the design effect of paths in parameter sets of ``set_size``
+    (:func:`quantile_design_effect`); each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of
+    a tail mean (:func:`finance_engine.mc_error.tail_mean_se`), which treats paths as independent draws.
     """
     s = np.sort(x, axis=0)
     n = x.shape[0]
-    out = quantiles_with_ci(x, quantiles, confidence, sorted_x=s)
+    out = quantiles_with_ci(x, quantiles, confidence, sorted_x=s, set_size=set_size)
     for t in tail_levels:
         k = max(1, int(np.ceil(n * (1 - t))))
         name = f"tvar{round(t * 100):02d}"
@@ -151,7 +197,7 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
     for i, m in enumerate(metrics):
         x = np.moveaxis(per_path[i], 1, 0)  # (paths, years, groups)
         one = {**nested_moments(x, set_size, parameter_uncertainty),
-               **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)))}
+               **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)), set_size=set_size)}
         for k, v in one.items():
             columns.setdefault(k, np.empty((n_metrics, years, n_groups)))[i] = v
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")

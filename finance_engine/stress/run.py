@@ -176,7 +176,8 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
             Y, G = ms["mean"].shape
             yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
-            qy = quantiles_with_ci(np.moveaxis(xs, 1, 0), qs, labels=qnames)  # each (year, group)
+            m_set = switches.parameter_set_size
+            qy = quantiles_with_ci(np.moveaxis(xs, 1, 0), qs, labels=qnames, set_size=m_set)  # each (year, group)
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
                 "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
@@ -195,10 +196,10 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             rows_h.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
                 "mean": ms["mean"][0], "mc_se": ms["mc_se"][0],
-                **quantiles_with_ci(hs[0], qs, labels=qnames),  # each (group,)
+                **quantiles_with_ci(hs[0], qs, labels=qnames, set_size=m_set),  # each (group,)
                 "baseline_mean": hb.mean(axis=1)[0],
                 "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0],
-                **quantiles_with_ci(hd[0], (0.05, 0.95), labels=("diff_p05", "diff_p95"))}))
+                **quantiles_with_ci(hd[0], (0.05, 0.95), labels=("diff_p05", "diff_p95"), set_size=m_set)}))
     return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
 
 
@@ -255,7 +256,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         """The ``level`` quantile (VaR) and its 95 % order-statistic interval (finance_engine.mc_error)."""
         if x.size == 0:
             return 0.0, [0.0, 0.0]
-        return var(x, level), quantile_ci(x, level)
+        return var(x, level), quantile_ci(x, level, set_size=set_size)
 
     ids = np.arange(n)
     seed = settings.seed
