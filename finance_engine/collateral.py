@@ -456,7 +456,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         risk[f"collateral_var{pct}_cny"] = float(v0 - np.quantile(end_v, tail_p))
         risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
         risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= np.quantile(end_v, tail_p)].mean())
-        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False)
+        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False, set_size=set_size)
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):

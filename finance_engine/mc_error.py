@@ -15,20 +15,19 @@ Quantiles (VaR, 1-in-N figures, percentiles, largest loan at a target probabilit
     2003, *Order Statistics*, §7.1; Conover 1999, *Practical Nonparametric Statistics*, §3.2). ``r = 0``
     gives an unbounded lower end (``-inf``; 0 for data that cannot be negative), ``s > n`` an unbounded
     upper end (``inf``): too few paths for that quantile.
-Tail means (expected shortfall, TVaR)
-    The asymptotic standard error of an empirical tail mean over a tail of mass ``a`` beyond the quantile
-    ``q`` (``ES = E[X | X <= q]`` of values, or ``TVaR = E[X | X >= q]`` of losses):
-    ``sqrt((Var(X | tail) + (1 - a) (q - ES)^2) / (n a))`` (Brazauskas, Jones, Puri & Zitikis 2008,
-    *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
-
     With paths in parameter sets the share of paths below a quantile varies more than a binomial share:
     the interval's ranks move away from ``n p`` by the square root of the quantile's design effect, the
     variance of that share counted over sets against the binomial one (Kish 1965; Woodruff 1952, *JASA*
     47:635; :func:`finance_engine.simulation.summary.quantile_design_effect`). Where the caller gives the
     set size (the engine's summaries, valuations, stress tests) the intervals do so.
-
-Tail errors treat paths as independent draws; with shared parameter draws they are optimistic, which the
-documentation of each figure says.
+Tail means (expected shortfall, TVaR)
+    The asymptotic standard error of an empirical tail mean over a tail of mass ``a`` beyond the quantile
+    ``q`` (``ES = E[X | X <= q]`` of values, or ``TVaR = E[X | X >= q]`` of losses):
+    ``sqrt((Var(X | tail) + (1 - a) (q - ES)^2) / (n a))`` (Brazauskas, Jones, Puri & Zitikis 2008,
+    *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
+    The tail mean's error is widened by its own design effect, that of its influence values (the same
+    references; :func:`finance_engine.simulation.summary.tail_design_effect`), where the caller gives the set
+    size.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import math
 import numpy as np
 
 from finance_engine.simulation.summary import (nested_moments, order_statistic_bounds, order_statistic_ranks,
-                                               quantile_design_effect, tail_mean_and_se)
+                                               quantile_design_effect, tail_design_effect, tail_mean_and_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -76,23 +75,31 @@ def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_siz
     return [low, high]
 
 
-def tail_mean_se(x: np.ndarray, level: float, upper: bool = True) -> float:
+def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int = 1) -> float:
     """Standard error of an empirical tail mean (module docstring; NaN when the tail has under two values).
 
     ``upper``: the mean of the largest ``ceil(n (1 - level))`` values (TVaR of losses); else of the smallest
     ``ceil(n level)`` (expected shortfall of values). The tail is a fixed count of sorted values, as the
     estimators use, not the values beyond the quantile: with ties at the quantile (annual payouts that are
     mostly zero) the latter would take in the whole tied mass and understate the error many times over.
+    With paths in parameter sets of ``set_size`` (in path order) the error is widened by the tail mean's
+    design effect (:func:`finance_engine.simulation.summary.tail_design_effect`).
     """
-    xs = np.sort(np.asarray(x, dtype=float).reshape(-1))
+    x = np.asarray(x, dtype=float).reshape(-1)
+    xs = np.sort(x)
     n = xs.size
     if n < 2:
         return math.nan
     if upper:
         k = max(1, math.ceil(n * (1.0 - level) - 1e-9))
-        return float(tail_mean_and_se(xs[n - k:], xs[n - k], n)[1])
-    k = max(1, math.ceil(n * level - 1e-9))
-    return float(tail_mean_and_se(xs[:k], xs[k - 1], n)[1])
+        se, edge = tail_mean_and_se(xs[n - k:], xs[n - k], n)[1], xs[n - k]
+    else:
+        k = max(1, math.ceil(n * level - 1e-9))
+        se, edge = tail_mean_and_se(xs[:k], xs[k - 1], n)[1], xs[k - 1]
+    deff = tail_design_effect(x, edge, k / n, upper, set_size)
+    if deff is not None and deff > 1.0:
+        se = se * math.sqrt(float(deff))
+    return float(se)
 
 
 __all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

@@ -60,3 +60,20 @@ def test_summary_columns_take_the_design_effect_column_by_column():
     assert width[0] > 1.5 * (plain["p50_ci_high"][0] - plain["p50_ci_low"][0])
     assert plain["p50_ci_low"][1] == out["p50_ci_low"][1] or abs(width[1] / (plain["p50_ci_high"][1]
                                                                         - plain["p50_ci_low"][1]) - 1) < 0.2
+
+
+def test_tail_mean_errors_of_grouped_paths_cover_the_true_tail_mean():
+    from finance_engine.mc_error import tail_mean_se
+
+    rng = np.random.default_rng(4)
+    sigma = np.hypot(1.0, 0.45)
+    true_tvar = sigma * stats.norm.pdf(stats.norm.ppf(0.95)) / 0.05  # E[X | X >= q95] of N(0, sigma^2)
+    hits = {1: 0, 4: 0}
+    reps = 400
+    for _ in range(reps):
+        x = _grouped(rng, 250, 4, 1.0, 0.45)
+        k = int(np.ceil(x.size * 0.05))
+        est = np.sort(x)[-k:].mean()
+        for size in hits:
+            hits[size] += abs(est - true_tvar) <= 1.96 * tail_mean_se(x, 0.95, upper=True, set_size=size)
+    assert hits[4] / reps >= 0.90 and hits[1] < hits[4] - 0.05 * reps

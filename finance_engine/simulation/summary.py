@@ -127,6 +127,27 @@ def quantile_design_effect(x: np.ndarray, q: np.ndarray, p: float, set_size: int
     return var_g / (p * (1.0 - p) / n)
 
 
+def tail_design_effect(x: np.ndarray, edge: np.ndarray, a: float, upper: bool, set_size: int) -> np.ndarray | None:
+    """Design effect of a tail mean's estimate with paths in parameter sets (see :func:`quantile_design_effect`).
+
+    The tail mean over a tail of mass ``a`` beyond ``edge`` is the mean of ``psi = edge + (x - edge) 1{tail} / a``
+    (its influence values; their variance over ``n`` is :func:`tail_mean_and_se`'s asymptotic one). Returns the
+    variance of ``psi``'s mean counted over sets against that of independent paths (None with sets of one path
+    or fewer than two sets).
+    """
+    n = x.shape[0]
+    m = max(int(set_size), 1)
+    g = n // m
+    if m == 1 or g < 2 or not a > 0:
+        return None
+    dev = x[: g * m] - edge
+    psi = np.where(dev >= 0 if upper else dev <= 0, dev, 0.0) / a
+    var_iid = psi.var(axis=0, ddof=1) / (g * m)
+    var_sets = psi.reshape(g, m, *x.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var_iid > 0, var_sets / var_iid, 1.0)
+
+
 def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``tail`` (the tail's values along axis 0, out of ``n``) and its asymptotic standard error.
 
@@ -171,7 +192,8 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
     (:func:`finance_engine.mc_error.order_statistic_ci`: ``-inf`` / ``inf`` where the paths are too few
     for that end), widened by the design effect of paths in parameter sets of ``set_size``
     (:func:`quantile_design_effect`); each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of
-    a tail mean (:func:`finance_engine.mc_error.tail_mean_se`), which treats paths as independent draws.
+    a tail mean (:func:`finance_engine.mc_error.tail_mean_se`), widened likewise by its design effect
+    (:func:`tail_design_effect`).
     """
     s = np.sort(x, axis=0)
     n = x.shape[0]
@@ -181,6 +203,10 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
         name = f"tvar{round(t * 100):02d}"
         hi, hi_se = tail_mean_and_se(s[n - k:], s[n - k], n)
         lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
+        for se, edge, is_upper in ((hi_se, s[n - k], True), (lo_se, s[k - 1], False)):
+            deff = tail_design_effect(x, edge, k / n, is_upper, set_size)
+            if deff is not None:
+                se *= np.sqrt(np.maximum(deff, 1.0))
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
