@@ -59,10 +59,18 @@ def test_another_seed_horizon_landscape_or_source_is_another_block(params, on_di
     base = store.block_key(token, 5, 0, 32, 12)
     assert len({base, store.block_key(token, 6, 0, 32, 12), store.block_key(token, 5, 32, 32, 12),
                 store.block_key(token, 5, 0, 32, 13), store.block_key(token[::-1], 5, 0, 32, 12)}) == 5
-    # an edit to the code of the cell process invalidates every stored footprint
+    # an edit to the code of the cell process, or a numpy / numba upgrade, invalidates every stored footprint
     monkeypatch.setattr(store, "source_digest", lambda: "0" * 64)
     assert store.block_key(token, 5, 0, 32, 12) != base
     monkeypatch.undo()
+    import numba
+
+    store.source_digest.cache_clear()
+    monkeypatch.setattr(numba, "__version__", "0.0.0")
+    assert store.block_key(token, 5, 0, 32, 12) != base
+    monkeypatch.undo()
+    store.source_digest.cache_clear()
+    assert store.block_key(token, 5, 0, 32, 12) == base
     from models.perils import pine_wilt_landscape
 
     for module in (pw, pine_wilt_landscape):

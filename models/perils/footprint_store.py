@@ -10,9 +10,9 @@ Each 32-path block is one ``.npy`` file (int16, shape (paths, cells)). Its name 
 
 * :data:`FORMAT`, the layout of the file;
 * :func:`source_digest`, the SHA-256 of the source files the cell process is defined in (the peril,
-  its compiled kernels, the keyed random numbers and the landscape module): **any edit to them
-  invalidates every stored footprint**, so a footprint is never read by code that would compute
-  another one;
+  its compiled kernels, the keyed random numbers and the landscape module) and of the numpy, numba
+  and llvmlite versions: **any edit to them, or upgrade, invalidates every stored footprint**, so a
+  footprint is never read by code that would compute another one;
 * the landscape token (the grid, the cells' infectivity, the initial cells, the spread rates), the
   seed, the block's first path, its number of paths and the horizon in years.
 
@@ -80,12 +80,21 @@ def max_bytes() -> int:
 
 @lru_cache(maxsize=1)
 def source_digest() -> str:
-    """SHA-256 over the source files of the cell process (:data:`SOURCES`)."""
+    """SHA-256 over the source files of the cell process (:data:`SOURCES`) and the versions of what
+    compiles and runs it (numpy, numba, llvmlite, the machine's architecture): an upgrade that could
+    round a hazard differently reads none of the old footprints."""
+    import platform
+
+    import llvmlite
+    import numba
+
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for rel in SOURCES:
         h.update(rel.encode() + b"\0")
         h.update((root / rel).read_bytes())
+    h.update(f"numpy {np.__version__} numba {numba.__version__} llvmlite {llvmlite.__version__} "
+             f"{platform.machine()}".encode())
     return h.hexdigest()
 
 
