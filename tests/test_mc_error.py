@@ -77,3 +77,13 @@ def test_tail_mean_errors_of_grouped_paths_cover_the_true_tail_mean():
         for size in hits:
             hits[size] += abs(est - true_tvar) <= 1.96 * tail_mean_se(x, 0.95, upper=True, set_size=size)
     assert hits[4] / reps >= 0.90 and hits[1] < hits[4] - 0.05 * reps
+
+
+def test_ties_at_the_quantile_are_no_design_effect():
+    # zero-inflated losses of independent paths: the share at or below p05 = 0 is about 0.6, not 0.05, and
+    # its variance is binomial for that share, so nothing widens the interval
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random(4000) < 0.6, 0.0, rng.exponential(1.0, 4000))
+    deff = float(quantile_design_effect(x, np.quantile(x, 0.05), 0.05, 4))
+    assert 0.8 < deff < 1.25
+    assert quantile_design_effect(np.zeros(400), 0.0, 0.5, 4) == 1.0  # every path at the quantile

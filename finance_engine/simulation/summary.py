@@ -109,12 +109,13 @@ def quantile_design_effect(x: np.ndarray, q: np.ndarray, p: float, set_size: int
 
     Paths ``k m .. k m + m - 1`` share a draw of the uncertain parameters, so the share of paths at or
     below a quantile varies more than a binomial share of independent paths: its variance is that of
-    the set means over the ``g`` sets, over ``g`` (:func:`nested_moments`). The ratio of that to the
-    binomial ``p (1 - p) / n`` is the design effect (Kish 1965, *Survey Sampling*, §8.2); a quantile's
+    the set means over the ``g`` complete sets, over ``g`` (:func:`nested_moments`). The ratio of that to
+    the binomial ``s (1 - s) / (g m)`` of the same share ``s`` (``p``, or more where values tie at the
+    quantile, as zero losses do) is the design effect (Kish 1965, *Survey Sampling*, §8.2); a quantile's
     interval follows the interval of the distribution function at it (Woodruff 1952, *JASA* 47:635),
     so its order-statistic ranks move from ``n p`` by ``sqrt(deff)`` times their distance
-    (:func:`order_statistic_bounds`). Returns None with sets of one path or fewer than two sets; values
-    below 1 (antithetic pairs within sets) leave the interval as it is.
+    (:func:`order_statistic_bounds`). Returns None with sets of one path or fewer than two sets; 1 where
+    the share is 0 or 1; values below 1 (antithetic pairs within sets) leave the interval as it is.
     """
     n = x.shape[0]
     m = max(int(set_size), 1)
@@ -123,8 +124,10 @@ def quantile_design_effect(x: np.ndarray, q: np.ndarray, p: float, set_size: int
         return None
     below = x[: g * m] <= q
     share = below.reshape(g, m, *x.shape[1:]).mean(axis=1)
-    var_g = share.var(axis=0, ddof=1) / g
-    return var_g / (p * (1.0 - p) / n)
+    s = share.mean(axis=0)
+    var_iid = s * (1.0 - s) / (g * m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var_iid > 0, share.var(axis=0, ddof=1) / g / var_iid, 1.0)
 
 
 def tail_design_effect(x: np.ndarray, edge: np.ndarray, a: float, upper: bool, set_size: int) -> np.ndarray | None:
