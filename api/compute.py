@@ -47,10 +47,11 @@ _PORTFOLIO_CACHE = 16
 WARM_SEED, WARM_YEARS = 2026, 30
 
 
-def _init_worker(warm_paths: int = 0) -> None:
+def _init_worker(warm_paths: int = 0, pool_worker: bool = False) -> None:
     """Import and load everything a task needs, once per worker process; with ``warm_paths``, also
     simulate each region's pine wilt landscape for that many paths of the default seed (its footprint
-    is shared by every valuation on that seed, :func:`models.perils.pine_wilt.warm_footprint`)."""
+    is shared by every valuation on that seed, :func:`models.perils.pine_wilt.warm_footprint`). A pool
+    worker then only reads the footprint store (its requests' seeds are their own)."""
     from finance_engine._workers import exit_with_parent
 
     exit_with_parent()  # a killed server must not leave its workers behind
@@ -76,8 +77,8 @@ def _init_worker(warm_paths: int = 0) -> None:
             except Exception:  # noqa: BLE001 - warming only saves time: a failure must not break the pool
                 logging.getLogger("carbon_risk.compute").exception(
                     "could not simulate the %s pine wilt landscape ahead; valuations will simulate it", region)
-    # requests read the store but do not write to it: their seeds are their own
-    footprint_store.set_writes(False)
+    if pool_worker:  # requests read the store but do not write to it: their seeds are their own
+        footprint_store.set_writes(False)
 
 
 def _state() -> dict[str, Any]:
@@ -348,7 +349,7 @@ class ComputePool:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_init_worker, initargs=(self.warm_paths,))
+                                                 initializer=_init_worker, initargs=(self.warm_paths, True))
             return self._pool
 
     def start(self) -> None:

@@ -381,6 +381,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout)
     set_size = base_sw.parameter_set_size
+    # the quantile and tail errors count the parameter sets only when the paths of a set share a draw
+    q_set = set_size if base_sw.parameter_uncertainty else 1
     mom = nested_moments(money.pv_total[:, None], set_size, True)
     v0 = float(mom["mean"][0])
     T = terms.term_years
@@ -398,7 +400,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                                        "mc_se": mean_se(total_credits, set_size),
                                        **{f"p{round(100 * q)}": float(np.quantile(total_credits, q))
                                           for q in (0.10, 0.50, 0.90)},
-                                       **{f"p{round(100 * q)}_ci95": quantile_ci(total_credits, q, set_size=set_size)
+                                       **{f"p{round(100 * q)}_ci95": quantile_ci(total_credits, q, set_size=q_set)
                                           for q in (0.10, 0.50, 0.90)}},
         "credits_during_term_tco2e": float(realised[:T].sum(axis=0).mean()),
         "expected_stock_loss_during_term_tco2e": {k: float(v[:T].sum(axis=0).mean()) for k, v in phys.losses.items()},
@@ -421,11 +423,11 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
             "value_p05_cny": float(np.quantile(v, 0.05)), "value_p50_cny": float(np.quantile(v, 0.50)),
             "value_p95_cny": float(np.quantile(v, 0.95)),
             **{f"value_p{k:02d}_ci95_{end}_cny": b for k in (5, 50, 95)
-               for end, b in zip(("low", "high"), quantile_ci(v, k / 100, set_size=set_size))},
+               for end, b in zip(("low", "high"), quantile_ci(v, k / 100, set_size=q_set))},
             "ltv_p50": float(np.quantile(cv["ltv"][t - 1], 0.50, method="higher")),
             "ltv_p95": float(np.quantile(cv["ltv"][t - 1], 0.95, method="higher")),
             **{f"ltv_p95_ci95_{end}": b
-               for end, b in zip(("low", "high"), quantile_ci(cv["ltv"][t - 1], 0.95, set_size=set_size))},
+               for end, b in zip(("low", "high"), quantile_ci(cv["ltv"][t - 1], 0.95, set_size=q_set))},
             "p_value_below_balance": float(cv["below"][t - 1].mean()),
             "p_value_below_balance_mc_se": mean_se(cv["below"][t - 1], set_size),
             "p_top_up_call": float(cv["calls"][t - 1].mean()),
@@ -452,11 +454,11 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     for pct, tail_p in ((95, 0.05), (99, 0.01)):
         # VaR: today's value less the value's tail quantile at the end of the term; its interval is the
         # quantile's order-statistic interval mirrored; ES: the tail mean's asymptotic error
-        lo, hi = quantile_ci(end_v, tail_p, set_size=set_size)
+        lo, hi = quantile_ci(end_v, tail_p, set_size=q_set)
         risk[f"collateral_var{pct}_cny"] = float(v0 - np.quantile(end_v, tail_p))
         risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
         risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= np.quantile(end_v, tail_p)].mean())
-        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False, set_size=set_size)
+        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False, set_size=q_set)
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):
@@ -468,10 +470,10 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "target_shortfall_probability": q,
         "max_loan_by_target_cny": {f"{t:g}": float(max(np.quantile(ratio, t), 0.0)) for t in targets},
         # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval
-        "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in quantile_ci(ratio, t, set_size=set_size)]
+        "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in quantile_ci(ratio, t, set_size=q_set)]
                                         for t in targets},
         "max_loan_cny": max(max_loan, 0.0),
-        "max_loan_ci95_cny": [max(b, 0.0) for b in quantile_ci(ratio, q, set_size=set_size)],
+        "max_loan_ci95_cny": [max(b, 0.0) for b in quantile_ci(ratio, q, set_size=q_set)],
         "implied_haircut": float(1 - max_loan / v0) if v0 > 0 else None,
         "practice_loan_cny": float(v0 * terms.pledge_rate),
         "p_shortfall_at_practice_loan": float((ratio < v0 * terms.pledge_rate).mean()),

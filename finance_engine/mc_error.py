@@ -19,7 +19,8 @@ Quantiles (VaR, 1-in-N figures, percentiles, largest loan at a target probabilit
     the interval's ranks move away from ``n p`` by the square root of the quantile's design effect, the
     variance of that share counted over sets against the binomial one (Kish 1965; Woodruff 1952, *JASA*
     47:635; :func:`finance_engine.simulation.summary.quantile_design_effect`). Where the caller gives the
-    set size (the engine's summaries, valuations, stress tests) the intervals do so.
+    set size (the engine's summaries, valuations, stress tests, when parameter uncertainty is on: without
+    it the paths are independent and an estimated design effect would only add noise) the intervals do so.
 Tail means (expected shortfall, TVaR)
     The asymptotic standard error of an empirical tail mean over a tail of mass ``a`` beyond the quantile
     ``q`` (``ES = E[X | X <= q]`` of values, or ``TVaR = E[X | X >= q]`` of losses):
@@ -36,8 +37,9 @@ import math
 
 import numpy as np
 
-from finance_engine.simulation.summary import (nested_moments, order_statistic_bounds, order_statistic_ranks,
-                                               quantile_design_effect, tail_design_effect, tail_mean_and_se)
+from finance_engine.simulation.summary import (_widened_se, nested_moments, order_statistic_bounds,
+                                               order_statistic_ranks, quantile_design_effect, tail_design_effect,
+                                               tail_mean_and_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -96,10 +98,7 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     else:
         k = max(1, math.ceil(n * level - 1e-9))
         se, edge = tail_mean_and_se(xs[:k], xs[k - 1], n)[1], xs[k - 1]
-    deff = tail_design_effect(x, edge, k / n, upper, set_size)
-    if deff is not None and deff > 1.0:
-        se = se * math.sqrt(float(deff))
-    return float(se)
+    return float(_widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 
 __all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

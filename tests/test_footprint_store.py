@@ -139,7 +139,10 @@ def test_a_read_only_process_reads_but_does_not_write(params, on_disk, monkeypat
 
     monkeypatch.setattr("api.compute._W", {})
     monkeypatch.setattr("finance_engine._workers.exit_with_parent", lambda: None)
-    _init_worker(32)  # warms (and stores) the default seed, then turns writes off
+    _init_worker(0)  # the service's own process (no pool): writes stay on
+    assert store._writes is True
+    monkeypatch.setattr("api.compute._W", {})
+    _init_worker(32, True)  # a pool worker warms (and stores) the default seed, then turns writes off
     assert store._writes is False
     warm = sorted(on_disk.rglob("*.npy"))
     assert len(warm) == 1
@@ -149,3 +152,31 @@ def test_a_read_only_process_reads_but_does_not_write(params, on_disk, monkeypat
     assert sorted(on_disk.rglob("*.npy")) == warm
     monkeypatch.setattr(PineWilt, "compute_footprint", lambda *a: pytest.fail("computed again"))
     assert peril.footprint(KeyedRandom(WARM_SEED, np.arange(32), np.empty(0, np.uint64)), WARM_YEARS).shape[0] == 32
+
+
+def test_an_empty_or_stale_file_and_the_size_bound(params, on_disk, monkeypatch):
+    """An empty block (a crash between create and write) is ignored; a crashed writer's old temporary
+    file goes at the next prune; a process prunes at its first write."""
+    import os
+    import time
+
+    peril = PineWilt.for_landscape(params.perils["pine_wilt"], params)
+    good = peril.footprint(_rnd(n=32), 3)
+    (f,) = on_disk.rglob("*.npy")
+    f.write_bytes(b"")
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    assert np.array_equal(peril.footprint(_rnd(n=32), 3), good)
+    tmp = f.with_name(".x.npy.1.2.tmp")
+    tmp.write_bytes(b"partial")
+    old = time.time() - 2 * store.STALE_TMP_SECONDS
+    os.utime(tmp, (old, old))
+    fresh = f.with_name(".y.npy.1.2.tmp")
+    fresh.write_bytes(b"being written")
+    store.prune(on_disk)
+    assert not tmp.exists() and fresh.exists() and f.exists()
+    # the first write of a process prunes: a store already over its bound shrinks
+    monkeypatch.setenv("CRE_FOOTPRINT_STORE_MB", "0")
+    monkeypatch.setattr(store, "_writes_since_prune", 0)
+    monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    peril.footprint(_rnd(seed=6, n=32), 3)
+    assert list(on_disk.rglob("*.npy")) == []

@@ -87,3 +87,14 @@ def test_ties_at_the_quantile_are_no_design_effect():
     deff = float(quantile_design_effect(x, np.quantile(x, 0.05), 0.05, 4))
     assert 0.8 < deff < 1.25
     assert quantile_design_effect(np.zeros(400), 0.0, 0.5, 4) == 1.0  # every path at the quantile
+
+
+def test_tail_errors_are_widened_whatever_the_shape():
+    from finance_engine.simulation.summary import tail_stats
+
+    rng = np.random.default_rng(6)
+    x = _grouped(rng, 250, 4, 1.0, 0.3)
+    one = tail_stats(x, (0.5,), (0.95,), np.array(True), set_size=4)["tvar95_se"]
+    cube = tail_stats(x[:, None, None], (0.5,), (0.95,), np.array(True), set_size=4)["tvar95_se"]
+    plain = tail_stats(x, (0.5,), (0.95,), np.array(True))["tvar95_se"]
+    assert float(one) == float(cube.ravel()[0]) > 1.3 * float(plain)

@@ -352,3 +352,21 @@ def test_pest_control_lever_slows_the_regions_spread(params):
                    switches=sw, start_year=st.start_year)
     assert res.paths_of("sink_tco2e").sum(axis=0)[:, 0].mean() == row["sink_mean_tco2e"]
     assert res.provenance["parameter_variant"] == run_params.variant and "stress lever" in run_params.variant
+
+
+def test_a_lever_with_a_rotation_and_pest_control_moves_the_treated_parcels_only(params):
+    from finance_engine.stress.levers import ManagementAction
+    from models.demo import demo_portfolio_path
+    from models.portfolio import Portfolio, load_portfolio
+
+    pf = load_portfolio(demo_portfolio_path(), params)
+    frame = pf.frame.copy()
+    frame["rotation_age_years"] = np.where(np.arange(len(frame)) % 2 == 0, 40.0, np.nan)
+    cols = {c: frame[c].tolist() for c in frame.columns}
+    from models.parameters import SITE_CLASSES
+
+    cols["site_class"] = [SITE_CLASSES.index(s) for s in cols["site_class"]]
+    half = Portfolio.from_columns(cols, params, source="half with rotations")
+    both = ManagementAction("both", pest_control="enhanced", rotation_extension_years=5)
+    only = ManagementAction("pest", pest_control="enhanced", parcel_ids=tuple(half.parcel_id[both.treated(half)]))
+    assert both.landscape(half, params)[1] == only.landscape(half, params)[1] > 0

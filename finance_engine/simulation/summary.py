@@ -151,6 +151,11 @@ def tail_design_effect(x: np.ndarray, edge: np.ndarray, a: float, upper: bool, s
         return np.where(var_iid > 0, var_sets / var_iid, 1.0)
 
 
+def _widened_se(se: np.ndarray, deff: np.ndarray | None) -> np.ndarray:
+    """A standard error times the square root of its design effect where that exceeds 1."""
+    return se if deff is None else se * np.sqrt(np.maximum(deff, 1.0))
+
+
 def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``tail`` (the tail's values along axis 0, out of ``n``) and its asymptotic standard error.
 
@@ -206,10 +211,8 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
         name = f"tvar{round(t * 100):02d}"
         hi, hi_se = tail_mean_and_se(s[n - k:], s[n - k], n)
         lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
-        for se, edge, is_upper in ((hi_se, s[n - k], True), (lo_se, s[k - 1], False)):
-            deff = tail_design_effect(x, edge, k / n, is_upper, set_size)
-            if deff is not None:
-                se *= np.sqrt(np.maximum(deff, 1.0))
+        hi_se = _widened_se(hi_se, tail_design_effect(x, s[n - k], k / n, True, set_size))
+        lo_se = _widened_se(lo_se, tail_design_effect(x, s[k - 1], k / n, False, set_size))
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
@@ -226,7 +229,8 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
     for i, m in enumerate(metrics):
         x = np.moveaxis(per_path[i], 1, 0)  # (paths, years, groups)
         one = {**nested_moments(x, set_size, parameter_uncertainty),
-               **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)), set_size=set_size)}
+               **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)),
+                            set_size=set_size if parameter_uncertainty else 1)}
         for k, v in one.items():
             columns.setdefault(k, np.empty((n_metrics, years, n_groups)))[i] = v
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")

@@ -181,14 +181,19 @@ class ManagementAction:
         """
         if self.pest_control is None:
             return params, 0.0
-        m = self.mask(portfolio)
-        return with_pest_control(params, portfolio, m, self.pest_control, f"stress lever {self.name!r}")
+        return with_pest_control(params, portfolio, self.treated(portfolio), self.pest_control,
+                                 f"stress lever {self.name!r}")
 
-    def apply(self, portfolio: Portfolio, params: ModelParameters) -> tuple[Portfolio, float]:
-        """The changed portfolio and the treated area (ha)."""
+    def treated(self, portfolio: Portfolio) -> np.ndarray:
+        """The parcels the action changes: the selectors' (and, to lengthen rotations, those with one)."""
         m = self.mask(portfolio)
         if self.rotation_extension_years is not None:
             m &= np.isfinite(portfolio.rotation_age_years)
+        return m
+
+    def apply(self, portfolio: Portfolio, params: ModelParameters) -> tuple[Portfolio, float]:
+        """The changed portfolio and the treated area (ha)."""
+        m = self.treated(portfolio)
         if not m.any():
             raise LeverError(f"{self.name}: the selectors match no parcel"
                              + (" with a rotation age" if self.rotation_extension_years is not None else ""))

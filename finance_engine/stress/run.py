@@ -38,7 +38,7 @@ from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
-from finance_engine.simulation.result import SimulationResult, carried_provenance, code_version
+from finance_engine.simulation.result import CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
@@ -176,7 +176,7 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
             Y, G = ms["mean"].shape
             yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
-            m_set = switches.parameter_set_size
+            m_set = switches.parameter_set_size if switches.parameter_uncertainty else 1
             qy = quantiles_with_ci(np.moveaxis(xs, 1, 0), qs, labels=qnames, set_size=m_set)  # each (year, group)
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
@@ -248,6 +248,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     reg: Registry = bound.registry
     n = settings.paths
     set_size = settings.switches.parameter_set_size
+    q_set = set_size if settings.switches.parameter_uncertainty else 1  # sets share a draw only then
 
     def se(per_path: np.ndarray) -> float:
         return mean_se(per_path, set_size)
@@ -256,7 +257,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         """The ``level`` quantile (VaR) and its 95 % order-statistic interval (finance_engine.mc_error)."""
         if x.size == 0:
             return 0.0, [0.0, 0.0]
-        return var(x, level), quantile_ci(x, level, set_size=set_size)
+        return var(x, level), quantile_ci(x, level, set_size=q_set)
 
     ids = np.arange(n)
     seed = settings.seed
@@ -676,7 +677,9 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     horizon = pd.concat(hs, ignore_index=True)
     prov = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
-        **carried_provenance(base_run.result.provenance),
+        # not the climate pathway: a scenario may change it (the scenarios table says each one's)
+        **carried_provenance(base_run.result.provenance,
+                             tuple(k for k in CARRIED_PROVENANCE if k != "climate_pathway")),
         "seed": st.seed, "paths": st.paths, "years": st.years, "engine_horizon_years": H,
         "levels": list(st.levels), "price_model": st.price_model, "price_model_sha256": pms.sha256,
         "issuance_risk_sha256": iss.sha256, "portfolio": portfolio.source, "parcels": portfolio.n_parcels,

@@ -19,7 +19,8 @@ Each 32-path block is one ``.npy`` file (int16, shape (paths, cells)). Its name 
 A file is written to a temporary name and renamed (concurrent writers never leave a torn file), and
 checked on read (shape, type, values): a file that fails is ignored and the block computed again.
 The store keeps at most ``CRE_FOOTPRINT_STORE_MB`` MiB (default 1,024), dropping the least
-recently used files first.
+recently used files first (checked at a process's first write and every 64 after), and removes a
+crashed writer's temporary files after an hour.
 
 Where: ``CRE_FOOTPRINT_STORE`` names the folder; ``off`` (or an empty value) turns the store off;
 unset, it is ``$XDG_CACHE_HOME/carbon-risk-engine/footprints`` (``~/.cache/...``).
@@ -36,6 +37,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,6 +51,8 @@ FORMAT = 1
 SOURCES = ("perils/pine_wilt.py", "perils/_pine_wilt_kernels.py", "perils/pine_wilt_landscape.py", "rng.py",
            "_kernels.py")
 DEFAULT_MAX_MB = 1024
+#: temporary files older than this are a crashed writer's, removed when the store is pruned
+STALE_TMP_SECONDS = 3600
 
 _PRUNE_LOCK = threading.Lock()
 _writes_since_prune = 0
@@ -118,7 +122,7 @@ def read_block(token: str, seed: int, start: int, n_paths: int, years: int, n_ce
         a = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         log.warning("ignoring an unreadable pine wilt footprint %s (%s)", p, exc)
         return None
     if a.dtype != np.int16 or a.shape != (n_paths, n_cells) or (a < -1).any() or \
@@ -144,6 +148,8 @@ def write_block(token: str, seed: int, start: int, years: int, block: np.ndarray
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(block, dtype=np.int16), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())  # the data on disk before the name: a crash leaves no empty block
         os.replace(tmp, p)
     except OSError as exc:
         log.warning("could not store a pine wilt footprint in %s (%s)", folder, exc)
@@ -153,10 +159,9 @@ def write_block(token: str, seed: int, start: int, years: int, block: np.ndarray
             pass
         return
     with _PRUNE_LOCK:
+        # a process prunes at its first write (short command-line runs write few blocks), then every 64
+        due = _writes_since_prune % 64 == 0
         _writes_since_prune += 1
-        due = _writes_since_prune >= 64
-        if due:
-            _writes_since_prune = 0
     if due:
         prune(folder)
 
@@ -169,15 +174,24 @@ def prune(folder: Path | None = None, limit: int | None = None) -> int:
         return 0
     limit = max_bytes() if limit is None else limit
     files = []
+    stale = time.time() - STALE_TMP_SECONDS
     for sub in folder.iterdir():
         if not sub.is_dir():
             continue
-        for f in sub.glob("*.npy"):
+        for f in sub.iterdir():
             try:
                 st = f.stat()
             except OSError:
                 continue
-            files.append((st.st_mtime, st.st_size, f))
+            if f.suffix == ".tmp":  # a writer's temporary file: left behind if it crashed
+                if st.st_mtime < stale:
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
+                continue
+            if f.suffix == ".npy":
+                files.append((st.st_mtime, st.st_size, f))
     total = sum(s for _, s, _ in files)
     for _, size, f in sorted(files, key=lambda t: t[0]):
         if total <= limit:
