@@ -180,3 +180,31 @@ def test_an_empty_or_stale_file_and_the_size_bound(params, on_disk, monkeypatch)
     monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
     peril.footprint(_rnd(seed=6, n=32), 3)
     assert list(on_disk.rglob("*.npy")) == []
+
+
+def test_footprints_command_shows_prunes_and_clears(params, on_disk):
+    import json
+
+    from click.testing import CliRunner
+
+    from api.cli import cli
+
+    PineWilt.for_landscape(params.perils["pine_wilt"], params).footprint(_rnd(n=64), 3)
+    out = CliRunner().invoke(cli, ["footprints", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    info = json.loads(out.output)
+    assert info["folder"] == str(on_disk) and info["blocks"] == 2 and info["bytes"] > 0
+    out = CliRunner().invoke(cli, ["footprints"])
+    assert "2 blocks" in out.output
+    out = CliRunner().invoke(cli, ["footprints", "--clear"])
+    assert out.exit_code == 0 and "cleared" in out.output and "0 blocks" in out.output
+    assert list(on_disk.rglob("*.npy")) == []
+
+
+def test_footprints_command_when_the_store_is_off():
+    from click.testing import CliRunner
+
+    from api.cli import cli
+
+    out = CliRunner().invoke(cli, ["footprints"])
+    assert out.exit_code == 0 and "off" in out.output

@@ -204,5 +204,37 @@ def prune(folder: Path | None = None, limit: int | None = None) -> int:
     return total
 
 
-__all__ = ["DEFAULT_MAX_MB", "FORMAT", "SOURCES", "block_key", "max_bytes", "prune", "read_block", "set_writes",
-           "source_digest", "store_dir", "write_block"]
+def usage(folder: Path | None = None) -> dict:
+    """What the store holds: its folder, blocks, bytes and bound (an empty store if it does not exist)."""
+    folder = folder if folder is not None else store_dir()
+    out = {"folder": str(folder) if folder is not None else None, "enabled": folder is not None, "blocks": 0,
+           "bytes": 0, "max_bytes": max_bytes()}
+    if folder is None or not folder.is_dir():
+        return out
+    for f in folder.glob("*/*.npy"):
+        try:
+            out["bytes"] += f.stat().st_size
+            out["blocks"] += 1
+        except OSError:
+            continue
+    return out
+
+
+def clear(folder: Path | None = None) -> int:
+    """Delete every stored block and temporary file; returns the bytes freed."""
+    folder = folder if folder is not None else store_dir()
+    if folder is None or not folder.is_dir():
+        return 0
+    freed = 0
+    for f in list(folder.glob("*/*.npy")) + list(folder.glob("*/.*.tmp")):
+        try:
+            size = f.stat().st_size
+            f.unlink()
+            freed += size
+        except OSError:
+            continue
+    return freed
+
+
+__all__ = ["DEFAULT_MAX_MB", "FORMAT", "SOURCES", "block_key", "clear", "max_bytes", "prune", "read_block",
+           "set_writes", "source_digest", "store_dir", "usage", "write_block"]
