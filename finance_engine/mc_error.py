@@ -39,7 +39,7 @@ import numpy as np
 
 from finance_engine.simulation.summary import (_widened_se, nested_moments, order_statistic_bounds,
                                                order_statistic_ranks, quantile_design_effect, tail_design_effect,
-                                               tail_mean_and_se)
+                                               tail_mean_and_se, widened_ranks)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -51,15 +51,26 @@ def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
     return float(nested_moments(x[:, None], set_size, True)["mc_se"][0])
 
 
-def order_statistic_ci(sorted_x: np.ndarray, p: float,
-                       confidence: float = CONFIDENCE) -> tuple[float, float, int, int]:
+def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFIDENCE,
+                       x: np.ndarray | None = None, set_size: int = 1) -> tuple[float, float, int, int]:
     """Distribution-free interval of the ``p``-quantile from an ascending 1-D sample (module docstring).
 
     Returns ``(low, high, r, s)``: ``x_(r)``, ``x_(s)`` and their 1-based ranks (an open lower end is 0 for
-    a sample that is not negative).
+    a sample that is not negative). With the sample ``x`` in its own order, in groups of ``set_size``
+    correlated values (paths of a parameter set; a path's years), the ranks are widened by the
+    quantile's design effect.
     """
+    n = sorted_x.size
+    r, s = order_statistic_ranks(n, p, confidence)
+    deff = None if x is None else quantile_design_effect(x, np.quantile(x, p), p, set_size)
+    if deff is not None and deff > 1.0:
+        rw, sw = widened_ranks(n, p, r, s, deff)
+        r, s = int(rw), int(sw)
+        low = float(sorted_x[r - 1]) if r >= 1 else (0.0 if sorted_x[0] >= 0 else -math.inf)
+        high = float(sorted_x[s - 1]) if s <= n else math.inf
+        return low, high, r, s
     low, high = order_statistic_bounds(sorted_x, p, confidence)
-    return (float(low), float(high), *order_statistic_ranks(sorted_x.size, p, confidence))
+    return float(low), float(high), r, s
 
 
 def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_size: int = 1) -> list[float]:
@@ -69,11 +80,7 @@ def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_siz
     xs = np.sort(x)
     if xs.size == 0:
         return [math.nan, math.nan]
-    deff = quantile_design_effect(x, np.quantile(x, p), p, set_size)
-    if deff is not None and deff > 1.0:
-        low, high = order_statistic_bounds(xs, p, confidence, np.asarray(deff))
-        return [float(low), float(high)]
-    low, high, _, _ = order_statistic_ci(xs, p, confidence)
+    low, high, _, _ = order_statistic_ci(xs, p, confidence, x, set_size)
     return [low, high]
 
 

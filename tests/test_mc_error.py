@@ -98,3 +98,18 @@ def test_tail_errors_are_widened_whatever_the_shape():
     cube = tail_stats(x[:, None, None], (0.5,), (0.95,), np.array(True), set_size=4)["tvar95_se"]
     plain = tail_stats(x, (0.5,), (0.95,), np.array(True))["tvar95_se"]
     assert float(one) == float(cube.ravel()[0]) > 1.3 * float(plain)
+
+
+def test_insurance_measures_count_groups_of_correlated_years():
+    from finance_engine.insurance.risk_measures import pml, var_tvar_table
+
+    rng = np.random.default_rng(7)
+    # 500 "paths" of 4 years each sharing a path effect: annual losses, path-major
+    x = np.exp(_grouped(rng, 500, 4, 0.8, 0.4))
+    plain, grouped = pml(x, (10, 50)), pml(x, (10, 50), group_size=4)
+    assert (grouped["loss"] == plain["loss"]).all()
+    assert ((grouped["ci_high"] - grouped["ci_low"]) > (plain["ci_high"] - plain["ci_low"])).all()
+    assert (grouped["rank_low"] <= plain["rank_low"]).all() and (grouped["rank_high"] >= plain["rank_high"]).all()
+    t0, t1 = var_tvar_table(x, (0.95,)), var_tvar_table(x, (0.95,), group_size=4)
+    assert t1["tvar"].iloc[0] == t0["tvar"].iloc[0] and t1["tvar_se"].iloc[0] > t0["tvar_se"].iloc[0]
+    assert pml(x, (10,), group_size=1).equals(pml(x, (10,)))

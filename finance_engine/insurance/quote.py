@@ -312,7 +312,7 @@ def _layer_record(spec: LayerSpec, lay: LayerResult, loading: Loading) -> tuple[
 
 
 def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], quota_share: float,
-                 loading: Loading, level: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                 loading: Loading, group: int, level: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     if not layers and quota_share == 0:
         return [], None
     c = float(quota_share)
@@ -343,7 +343,7 @@ def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[Layer
     gross_s, net_s = np.sort(annual), np.sort(net)
     gv, nv = _var_sorted(gross_s, level), _var_sorted(net_s, level)
     gm, nm = float(annual.mean()), float(net.mean())
-    g_ci, n_ci = quantile_ci(gross_s, level), quantile_ci(net_s, level)
+    g_ci, n_ci = quantile_ci(annual, level, set_size=group), quantile_ci(net, level, set_size=group)
     xol_mean = float(sum(r["expected_layer_loss_cny"] for r in rows))
     capital = {
         "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_var_ci95_cny": g_ci,
@@ -391,7 +391,9 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         Reinsurance programme.
     parameter_set_size, paths_years :
         With ``paths_years = (paths, years)`` from an engine run whose paths share parameter draws in
-        sets of ``parameter_set_size``, the standard error of the pure premium is the between-set one.
+        sets of ``parameter_set_size``, the standard error of the pure premium is the between-set one,
+        and the PML, VaR and TVaR errors count groups of ``parameter_set_size x years`` simulated years
+        (a set's paths, each path's years) by their design effect.
     """
     d = load_insurance_defaults()
     loading = loading or default_loading()
@@ -414,6 +416,9 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         if np.isfinite(mom["mc_se"][0]):
             se = float(mom["mc_se"][0])
             psd = float(mom["parameter_sd"][0]) if np.isfinite(mom["parameter_sd"][0]) else None
+    # simulated years are path-major (sim_year = path * years + year): a path's years, and the paths of a
+    # parameter set, are correlated; the quantile and tail errors count such groups
+    group = paths_years[1] * max(int(parameter_set_size), 1) if paths_years is not None else 1
     z = 1.959963984540054
     prem = risk_loaded_premium(annual, loading)
     gp = gross_premium(a.mean, max(prem.risk_load, 0.0), loading.fixed_costs_cny, loading.expense_ratio,
@@ -454,8 +459,8 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     # ---- risk ---------------------------------------------------------------------------------
     rps = tuple(d.return_periods_years if return_periods is None else return_periods)
     occ = annual_max_occurrence(losses.events)
-    pml_df = pd.concat([pml(occ, rps).assign(basis="OEP"), pml(annual, rps).assign(basis="AEP")],
-                       ignore_index=True)
+    pml_df = pd.concat([pml(occ, rps, group_size=group).assign(basis="OEP"),
+                        pml(annual, rps, group_size=group).assign(basis="AEP")], ignore_index=True)
     grid = _ep_grid(n, rps)
     so, sa = np.sort(occ), np.sort(annual)
     ep = pd.DataFrame({"return_period_years": grid, "exceedance_probability": 1.0 / grid,
@@ -464,11 +469,11 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     risk = {"aal": {"mean_cny": a.mean, "se_cny": se, "ci_low_cny": a.mean - z * se,
                     "ci_high_cny": a.mean + z * se, "n_years": n},
             "prob_payout": float((annual > 0).mean()),
-            "var_tvar": _records(var_tvar_table(annual)),
+            "var_tvar": _records(var_tvar_table(annual, group_size=group)),
             "pml": _records(pml_df[["basis", *[c for c in pml_df.columns if c != "basis"]]]),
             "ep_curve": _records(ep)}
     # ---- reinsurance ------------------------------------------------------------------------------
-    layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), quota_share, loading,
+    layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), quota_share, loading, group,
                                        d.capital_level)
     br = None
     if losses.true_loss_cny is not None:

@@ -177,7 +177,8 @@ def quantile_ci(losses, level: float, confidence: float | None = None) -> tuple[
 
 
 
-def pml(losses, return_periods: Sequence[float] | None = None, confidence: float | None = None) -> pd.DataFrame:
+def pml(losses, return_periods: Sequence[float] | None = None, confidence: float | None = None,
+        group_size: int = 1) -> pd.DataFrame:
     """Probable maximum loss at return periods, with distribution-free confidence intervals.
 
     Parameters
@@ -188,6 +189,10 @@ def pml(losses, return_periods: Sequence[float] | None = None, confidence: float
         Years (> 1); default from ``insurance_defaults.yaml`` (10, 20, 50, 100, 200, 250).
     confidence : float, optional
         Two-sided confidence of the interval (default 0.95 from the data file).
+    group_size : int
+        Consecutive years that are correlated (a simulated path's years, and the paths of a parameter
+        set): the intervals are widened by the quantile's design effect over such groups
+        (:func:`finance_engine.mc_error.order_statistic_ci`). 1: independent years.
 
     Returns
     -------
@@ -195,7 +200,8 @@ def pml(losses, return_periods: Sequence[float] | None = None, confidence: float
         ``return_period_years``, ``non_exceedance_probability`` (``1 - 1/T``), ``loss`` (VaR),
         ``ci_low``, ``ci_high``, ``rank_low``, ``rank_high`` (1-based order statistics), ``n_years``.
     """
-    xs = np.sort(as_loss_array(losses, allow_negative=True))
+    x = as_loss_array(losses, allow_negative=True)
+    xs = np.sort(x)
     rps = load_insurance_defaults().return_periods_years if return_periods is None else tuple(return_periods)
     c = _confidence(confidence)
     rows = []
@@ -204,7 +210,7 @@ def pml(losses, return_periods: Sequence[float] | None = None, confidence: float
         if not t > 1:
             raise InsuranceInputError(f"return periods must be > 1 year, got {t}")
         p = 1.0 - 1.0 / t
-        lo, hi, r, s = order_statistic_ci(xs, p, c)
+        lo, hi, r, s = order_statistic_ci(xs, p, c, x, group_size)
         rows.append((t, p, _var_sorted(xs, p), lo, hi, r, s, xs.size))
     return pd.DataFrame(rows, columns=["return_period_years", "non_exceedance_probability", "loss", "ci_low",
                                        "ci_high", "rank_low", "rank_high", "n_years"])
@@ -220,18 +226,21 @@ def pml_table(elt: pd.DataFrame, n_years: int, return_periods: Sequence[float] |
     return out[["basis", *[c for c in out.columns if c != "basis"]]]
 
 
-def var_tvar_table(losses, levels: Sequence[float] | None = None) -> pd.DataFrame:
+def var_tvar_table(losses, levels: Sequence[float] | None = None, group_size: int = 1) -> pd.DataFrame:
     """VaR and TVaR at ``levels`` (default 0.90, 0.95, 0.99, 0.995 from the data file), with their errors.
 
     Returns a DataFrame with ``level``, ``var``, ``var_ci_low``, ``var_ci_high`` (the distribution-free
     interval at the data file's confidence), ``tvar`` and ``tvar_se`` (the tail mean's asymptotic standard
-    error, :func:`finance_engine.mc_error.tail_mean_se`).
+    error, :func:`finance_engine.mc_error.tail_mean_se`); both widened by their design effect over
+    ``group_size`` consecutive correlated years (see :func:`pml`).
     """
-    xs = np.sort(as_loss_array(losses, allow_negative=True))
+    x = as_loss_array(losses, allow_negative=True)
+    xs = np.sort(x)
     lv = load_insurance_defaults().var_levels if levels is None else tuple(levels)
     c = _confidence(None)
     rows = []
     for p in (_level(q, "levels") for q in lv):
-        lo, hi, _, _ = order_statistic_ci(xs, p, c)
-        rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p), tail_mean_se(xs, p, upper=True)))
+        lo, hi, _, _ = order_statistic_ci(xs, p, c, x, group_size)
+        rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p),
+                     tail_mean_se(x, p, upper=True, set_size=group_size)))
     return pd.DataFrame(rows, columns=["level", "var", "var_ci_low", "var_ci_high", "tvar", "tvar_se"])

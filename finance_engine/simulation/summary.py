@@ -89,14 +89,22 @@ def order_statistic_bounds(sorted_x: np.ndarray, p: float, confidence: float,
     return low, high
 
 
+def widened_ranks(n: int, p: float, r: int, s: int, deff) -> tuple[np.ndarray, np.ndarray]:
+    """The ranks ``(r, s)`` of :func:`order_statistic_ranks` with their distances from ``n p`` times
+    ``sqrt(deff)`` where the design effect exceeds 1 (rounded outwards): 0 or ``n + 1`` and beyond
+    mean an unbounded end."""
+    w = np.sqrt(np.maximum(np.asarray(deff, dtype=float), 1.0))
+    c = n * p
+    rw = np.where(w > 1.0, np.floor(c - (c - r) * w), r).astype(np.int64)
+    sw = np.where(w > 1.0, np.ceil(c + (s - c) * w), s).astype(np.int64)
+    return rw, sw
+
+
 def _widened_bounds(sorted_x: np.ndarray, p: float, r: int, s: int, deff: np.ndarray):
     n = sorted_x.shape[0]
     flat = sorted_x.reshape(n, -1)
     k = flat.shape[1]
-    w = np.sqrt(np.maximum(np.broadcast_to(deff, sorted_x.shape[1:]).reshape(k), 1.0))
-    c = n * p
-    rw = np.where(w > 1.0, np.floor(c - (c - r) * w), r).astype(np.int64)
-    sw = np.where(w > 1.0, np.ceil(c + (s - c) * w), s).astype(np.int64)
+    rw, sw = widened_ranks(n, p, r, s, np.broadcast_to(deff, sorted_x.shape[1:]).reshape(k))
     cols = np.arange(k)
     low = np.where(rw >= 1, flat[np.clip(rw - 1, 0, n - 1), cols], np.where(flat[0] >= 0, 0.0, -np.inf))
     high = np.where(sw <= n, flat[np.clip(sw - 1, 0, n - 1), cols], np.inf)
