@@ -92,13 +92,17 @@ def test_broken_or_foreign_files_are_ignored_and_recomputed(params, on_disk, mon
         assert np.array_equal(np.load(f), good)  # rewritten
 
 
-def test_an_unwritable_store_only_costs_time(params, tmp_path, monkeypatch):
+def test_an_unwritable_store_only_costs_time(params, tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the store's folder would be")
     monkeypatch.setenv("CRE_FOOTPRINT_STORE", str(blocker / "fp"))
     monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
+    monkeypatch.setattr(store, "_writes", True)
     peril = PineWilt.for_landscape(params.perils["pine_wilt"], params)
-    assert peril.footprint(_rnd(n=32), 4).shape == (32, peril.grid.n_cells)
+    with caplog.at_level("WARNING", logger="carbon_risk.footprints"):
+        assert peril.footprint(_rnd(n=96), 4).shape == (96, peril.grid.n_cells)
+    # three blocks failed to store: one warning
+    assert caplog.text.count("could not store pine wilt footprints") == 1
 
 
 def test_prune_keeps_the_most_recently_used(tmp_path):

@@ -57,6 +57,7 @@ STALE_TMP_SECONDS = 3600
 _PRUNE_LOCK = threading.Lock()
 _writes_since_prune = 0
 _writes = True
+_warned: set = set()  # folders a write has failed in (warned once)
 
 
 def set_writes(on: bool) -> bool:
@@ -152,7 +153,9 @@ def write_block(token: str, seed: int, start: int, years: int, block: np.ndarray
             os.fsync(f.fileno())  # the data on disk before the name: a crash leaves no empty block
         os.replace(tmp, p)
     except OSError as exc:
-        log.warning("could not store a pine wilt footprint in %s (%s)", folder, exc)
+        if folder not in _warned:  # once per folder and process: a read-only home must not flood the log
+            _warned.add(folder)
+            log.warning("could not store pine wilt footprints in %s (%s); runs simulate them instead", folder, exc)
         try:
             tmp.unlink()
         except OSError:
