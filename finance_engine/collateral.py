@@ -381,8 +381,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout)
     set_size = base_sw.parameter_set_size
-    # the quantile and tail errors count the parameter sets only when the paths of a set share a draw
-    q_set = set_size if base_sw.parameter_uncertainty else 1
+    q_set = base_sw.correlated_set_size  # the quantile and tail errors count sets that share a draw
     mom = nested_moments(money.pv_total[:, None], set_size, True)
     v0 = float(mom["mean"][0])
     T = terms.term_years

@@ -58,6 +58,12 @@ class SimulationSwitches:
             # standard error is computed) average each pair: the reported error stays honest
             raise ValueError("antithetic variates need an even parameter_set_size")
 
+    @property
+    def correlated_set_size(self) -> int:
+        """Paths that share a parameter draw: ``parameter_set_size`` with parameter uncertainty on, else 1
+        (the paths are then independent, and errors that count sets would only add noise)."""
+        return self.parameter_set_size if self.parameter_uncertainty else 1
+
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
         current = self.perils

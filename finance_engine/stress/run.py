@@ -176,7 +176,7 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, mb, md = _moments(xs, switches), xb.mean(axis=1), _moments(d, switches)
             Y, G = ms["mean"].shape
             yy, gg = np.meshgrid(np.arange(Y), np.arange(G), indexing="ij")
-            m_set = switches.parameter_set_size if switches.parameter_uncertainty else 1
+            m_set = switches.correlated_set_size
             qy = quantiles_with_ci(np.moveaxis(xs, 1, 0), qs, labels=qnames, set_size=m_set)  # each (year, group)
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
@@ -248,7 +248,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     reg: Registry = bound.registry
     n = settings.paths
     set_size = settings.switches.parameter_set_size
-    q_set = set_size if settings.switches.parameter_uncertainty else 1  # sets share a draw only then
+    q_set = settings.switches.correlated_set_size
 
     def se(per_path: np.ndarray) -> float:
         return mean_se(per_path, set_size)
