@@ -37,9 +37,8 @@ import math
 
 import numpy as np
 
-from finance_engine.simulation.summary import (_widened_se, nested_moments, order_statistic_bounds,
-                                               order_statistic_ranks, quantile_design_effect, tail_design_effect,
-                                               tail_mean_and_se, widened_ranks)
+from finance_engine.simulation.summary import (nested_moments, order_statistic_ranks, quantile_design_effect,
+                                               tail_design_effect, tail_mean_and_se, widened_ranks, widened_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -62,15 +61,13 @@ def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFI
     """
     n = sorted_x.size
     r, s = order_statistic_ranks(n, p, confidence)
-    deff = None if x is None else quantile_design_effect(x, np.quantile(x, p), p, set_size)
-    if deff is not None and deff > 1.0:
-        rw, sw = widened_ranks(n, p, r, s, deff)
-        r, s = int(rw), int(sw)
-        low = float(sorted_x[r - 1]) if r >= 1 else (0.0 if sorted_x[0] >= 0 else -math.inf)
-        high = float(sorted_x[s - 1]) if s <= n else math.inf
-        return low, high, r, s
-    low, high = order_statistic_bounds(sorted_x, p, confidence)
-    return float(low), float(high), r, s
+    if x is not None and set_size > 1:
+        deff = quantile_design_effect(x, np.quantile(sorted_x, p), p, set_size)
+        if deff is not None:
+            r, s = (int(v) for v in widened_ranks(n, p, r, s, deff))
+    low = float(sorted_x[r - 1]) if r >= 1 else (0.0 if sorted_x[0] >= 0 else -math.inf)
+    high = float(sorted_x[s - 1]) if s <= n else math.inf
+    return low, high, r, s
 
 
 def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_size: int = 1) -> list[float]:
@@ -105,7 +102,7 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     else:
         k = max(1, math.ceil(n * level - 1e-9))
         se, edge = tail_mean_and_se(xs[:k], xs[k - 1], n)[1], xs[k - 1]
-    return float(_widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
+    return float(widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 
 __all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]

@@ -125,17 +125,13 @@ def quantile_design_effect(x: np.ndarray, q: np.ndarray, p: float, set_size: int
     (:func:`order_statistic_bounds`). Returns None with sets of one path or fewer than two sets; 1 where
     the share is 0 or 1; values below 1 (antithetic pairs within sets) leave the interval as it is.
     """
-    n = x.shape[0]
     m = max(int(set_size), 1)
-    g = n // m
+    g = x.shape[0] // m
     if m == 1 or g < 2 or not 0.0 < p < 1.0:
         return None
     below = x[: g * m] <= q
-    share = below.reshape(g, m, *x.shape[1:]).mean(axis=1)
-    s = share.mean(axis=0)
-    var_iid = s * (1.0 - s) / (g * m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var_iid > 0, share.var(axis=0, ddof=1) / g / var_iid, 1.0)
+    s = below.mean(axis=0)
+    return _design_effect(below, m, s * (1.0 - s) / (g * m))
 
 
 def tail_design_effect(x: np.ndarray, edge: np.ndarray, a: float, upper: bool, set_size: int) -> np.ndarray | None:
@@ -146,20 +142,26 @@ def tail_design_effect(x: np.ndarray, edge: np.ndarray, a: float, upper: bool, s
     variance of ``psi``'s mean counted over sets against that of independent paths (None with sets of one path
     or fewer than two sets).
     """
-    n = x.shape[0]
     m = max(int(set_size), 1)
-    g = n // m
+    g = x.shape[0] // m
     if m == 1 or g < 2 or not a > 0:
         return None
     dev = x[: g * m] - edge
     psi = np.where(dev >= 0 if upper else dev <= 0, dev, 0.0) / a
-    var_iid = psi.var(axis=0, ddof=1) / (g * m)
-    var_sets = psi.reshape(g, m, *x.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
+    return _design_effect(psi, m, psi.var(axis=0, ddof=1) / (g * m))
+
+
+def _design_effect(values: np.ndarray, m: int, var_iid: np.ndarray) -> np.ndarray:
+    """The variance of the mean of ``values`` (complete sets of ``m`` along axis 0) counted over the
+    sets, as :func:`nested_moments` counts it, against ``var_iid``, its variance for independent
+    values; 1 where that is 0."""
+    g = values.shape[0] // m
+    var_sets = values.reshape(g, m, *values.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(var_iid > 0, var_sets / var_iid, 1.0)
 
 
-def _widened_se(se: np.ndarray, deff: np.ndarray | None) -> np.ndarray:
+def widened_se(se: np.ndarray, deff: np.ndarray | None) -> np.ndarray:
     """A standard error times the square root of its design effect where that exceeds 1."""
     return se if deff is None else se * np.sqrt(np.maximum(deff, 1.0))
 
@@ -219,8 +221,8 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
         name = f"tvar{round(t * 100):02d}"
         hi, hi_se = tail_mean_and_se(s[n - k:], s[n - k], n)
         lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
-        hi_se = _widened_se(hi_se, tail_design_effect(x, s[n - k], k / n, True, set_size))
-        lo_se = _widened_se(lo_se, tail_design_effect(x, s[k - 1], k / n, False, set_size))
+        hi_se = widened_se(hi_se, tail_design_effect(x, s[n - k], k / n, True, set_size))
+        lo_se = widened_se(lo_se, tail_design_effect(x, s[k - 1], k / n, False, set_size))
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
