@@ -243,14 +243,72 @@ def _check_common_factor(common_factor, factor_correlation: float, n_paths: int,
     return f
 
 
-def _simulate_log_deviation(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, y0: np.ndarray,
-                            antithetic: bool, common_factor, factor_correlation: float,
-                            volatility: float | None = None) -> np.ndarray:
-    """OU-jump deviation ``y = x - mu`` (mean-zero reversion), shape (n_paths, n_steps + 1)."""
+@dataclass(frozen=True)
+class PriceShocks:
+    """The draws of a block of price paths, kept so the paths can be rebuilt at another volatility.
+
+    The OU-jump deviation is linear in its shocks: ``y' = a y + sd z + jumps`` with ``sd = sigma
+    sqrt(v)``. Only ``sd`` depends on the volatility, so one set of draws gives the paths of any
+    volatility, each bit for bit what a simulation with that volatility draws (the tests hold them to
+    it): a volatility sensitivity costs the recursion, not the draws.
+
+    Attributes
+    ----------
+    diffusion : ndarray (n_paths, n_steps) or None
+        Standard normals of each step after the common-factor mix; None when the diffusion is off
+        (zero volatility and no common factor), which then cannot be rebuilt at another volatility.
+    jumps : tuple
+        Per step, the step's jumps in order: ``(positions, increments)``, the paths with an i-th jump
+        and its log-price increment at the end of the step.
+    decay : float
+        ``a = exp(-kappa dt)``.
+    unit_variance : float
+        ``v = (1 - a^2) / (2 kappa)``: a step's diffusion variance per unit ``sigma^2``.
+    """
+
+    diffusion: np.ndarray | None
+    jumps: tuple[tuple[tuple[np.ndarray, np.ndarray], ...], ...]
+    decay: float
+    unit_variance: float
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.jumps)
+
+    def deviation(self, y0: np.ndarray, volatility: float) -> np.ndarray:
+        """The deviation ``y`` (n_paths, n_steps + 1) from ``y0`` at ``volatility`` (1/sqrt(year))."""
+        sd = float(volatility) * math.sqrt(self.unit_variance)
+        if self.diffusion is None and sd > 0:
+            raise PriceModelError("these draws have no diffusion (zero volatility): simulate the paths again")
+        a = self.decay
+        out = np.empty((np.shape(y0)[0], self.n_steps + 1))
+        y = np.array(y0, dtype=float, copy=True)
+        out[:, 0] = y
+        for step, events in enumerate(self.jumps):
+            y *= a
+            if self.diffusion is not None:
+                y += sd * self.diffusion[:, step]
+            for has, increment in events:
+                y[has] += increment
+            out[:, step + 1] = y
+        return out
+
+
+def _check_years_seed(years, seed) -> None:
     if isinstance(years, bool) or not isinstance(years, (int, np.integer)) or years < 0:
         raise PriceModelError(f"years must be an integer >= 0, got {years!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
         raise PriceModelError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+
+
+def price_shocks(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, antithetic: bool,
+                 common_factor, factor_correlation: float, diffusion: bool = True) -> PriceShocks:
+    """The keyed draws of the OU-jump deviation for paths ``ids`` (see :class:`PriceShocks`).
+
+    ``diffusion=False`` skips the diffusion normals (a run with zero volatility and no common factor
+    draws none).
+    """
+    _check_years_seed(years, seed)
     spy = params.steps_per_year
     n_steps = int(years) * spy
     n = ids.size
@@ -259,9 +317,7 @@ def _simulate_log_deviation(params: PriceModelParams, ids: np.ndarray, years: in
     rho_c = math.sqrt(max(0.0, 1.0 - rho * rho))
     dt = 1.0 / spy
     k = params.mean_reversion_per_year
-    sigma = params.volatility_per_sqrt_year if volatility is None else float(volatility)
     a, v = _decay_and_variance(k, dt)
-    sd = sigma * math.sqrt(v)
     lam_dt = params.jump_intensity_per_year * dt
     m_j, s_j = params.jump_mean_log, params.jump_sd_log
     draws = _Draws(int(seed), ids, antithetic)
@@ -269,17 +325,16 @@ def _simulate_log_deviation(params: PriceModelParams, ids: np.ndarray, years: in
         # Poisson inverse CDF by table look-up: count = min{k : F(k) >= u}
         k_max = int(stats.poisson.ppf(1.0 - 1e-15, lam_dt)) + 2
         poisson_cdf = stats.poisson.cdf(np.arange(k_max + 1), lam_dt)
-
-    out = np.empty((n, n_steps + 1))
-    y = np.array(y0, dtype=float, copy=True)
-    out[:, 0] = y
+    with_diffusion = diffusion or f is not None
+    z_all = np.empty((n, n_steps)) if with_diffusion else None
+    jumps = []
     for step in range(n_steps):
-        y *= a
-        if sd > 0 or f is not None:
+        if with_diffusion:
             z = draws.normal("price.diffusion", step)
             if f is not None:
                 z = rho * f[:, step] + rho_c * z
-            y += sd * z
+            z_all[:, step] = z
+        events = []
         if lam_dt > 0:
             counts = np.minimum(np.searchsorted(poisson_cdf, draws.uniform("price.jump_count", step), side="left"),
                                 k_max)
@@ -289,9 +344,9 @@ def _simulate_log_deviation(params: PriceModelParams, ids: np.ndarray, years: in
                 has = np.flatnonzero(counts > i)
                 tau = draws.uniform(f"price.jump_time.{i}", step, has)  # fraction of the step elapsed at the jump
                 size = m_j + s_j * draws.normal(f"price.jump_size.{i}", step, has)
-                y[has] += size * np.exp(-k * dt * (1.0 - tau))
-        out[:, step + 1] = y
-    return out
+                events.append((has, size * np.exp(-k * dt * (1.0 - tau))))
+        jumps.append(tuple(events))
+    return PriceShocks(z_all, tuple(jumps), a, v)
 
 
 def _start_array(start_price_cny_per_tco2e, n: int) -> np.ndarray:
@@ -333,11 +388,38 @@ def simulate_price_paths(params: PriceModelParams, path_ids, years: int, seed: i
         Price in CNY/tCO2e; column 0 is the start price, column ``s`` the price at ``s / steps_per_year``
         years (see :func:`time_grid_years`).
     """
+    return simulate_price_paths_by_volatility(params, path_ids, years, seed, (1.0,),
+                                              start_price_cny_per_tco2e=start_price_cny_per_tco2e,
+                                              antithetic=antithetic, common_factor=common_factor,
+                                              factor_correlation=factor_correlation)[0]
+
+
+def _check_volatility_factors(volatility_factors) -> tuple[float, ...]:
+    factors = tuple(float(x) for x in volatility_factors)
+    if not factors or not all(math.isfinite(x) and x >= 0 for x in factors):
+        raise PriceModelError(f"volatility_factors must be one or more finite numbers >= 0, got {volatility_factors!r}")
+    return factors
+
+
+def simulate_price_paths_by_volatility(params: PriceModelParams, path_ids, years: int, seed: int,
+                                       volatility_factors: Sequence[float], *, start_price_cny_per_tco2e,
+                                       antithetic: bool = False, common_factor: np.ndarray | None = None,
+                                       factor_correlation: float = 0.0) -> list[np.ndarray]:
+    """:func:`simulate_price_paths` at several volatilities from one set of draws.
+
+    Element ``i`` equals ``simulate_price_paths(params.with_(volatility_per_sqrt_year=f_i * sigma), ...)``
+    bit for bit (``f_i = volatility_factors[i]``): the deviation is linear in its shocks
+    (:class:`PriceShocks`), so a volatility sensitivity costs one recursion over the steps instead of
+    the draws. Arguments otherwise as :func:`simulate_price_paths`.
+    """
+    factors = _check_volatility_factors(volatility_factors)
     ids = _check_path_ids(path_ids)
     p0 = _start_array(start_price_cny_per_tco2e, ids.size)
-    y = _simulate_log_deviation(params, ids, years, seed, np.log(p0) - params.mu_log, antithetic,
-                                common_factor, factor_correlation)
-    return np.exp(y + params.mu_log)
+    sigmas = [params.volatility_per_sqrt_year * f for f in factors]
+    shocks = price_shocks(params, ids, years, seed, antithetic, common_factor, factor_correlation,
+                          diffusion=max(sigmas) > 0)
+    y0 = np.log(p0) - params.mu_log
+    return [np.exp(shocks.deviation(y0, s) + params.mu_log) for s in sigmas]
 
 
 # =====================================================================================================
@@ -398,15 +480,37 @@ def simulate_scenario_paths(scenario: PriceScenario, params: PriceModelParams, p
     With zero volatility and no jumps the paths equal the scenario curve. Arguments and output as
     :func:`simulate_price_paths`.
     """
+    return simulate_scenario_paths_by_volatility(scenario, params, path_ids, years, seed, (1.0,),
+                                                 base_year=base_year,
+                                                 start_price_cny_per_tco2e=start_price_cny_per_tco2e,
+                                                 antithetic=antithetic, common_factor=common_factor,
+                                                 factor_correlation=factor_correlation)[0]
+
+
+def simulate_scenario_paths_by_volatility(scenario: PriceScenario, params: PriceModelParams, path_ids, years: int,
+                                          seed: int, volatility_factors: Sequence[float], *, base_year: float,
+                                          start_price_cny_per_tco2e=None, antithetic: bool = False,
+                                          common_factor: np.ndarray | None = None,
+                                          factor_correlation: float = 0.0) -> list[np.ndarray]:
+    """:func:`simulate_scenario_paths` at several volatilities from one set of draws.
+
+    The factors scale the volatility the scenario runs at (its own ``volatility_per_sqrt_year`` if
+    set, else the model's); element ``i`` equals a run at ``f_i`` times it, bit for bit (see
+    :func:`simulate_price_paths_by_volatility`).
+    """
+    factors = _check_volatility_factors(volatility_factors)
     ids = _check_path_ids(path_ids)
     curve = scenario.path(base_year, years, params.steps_per_year)
     if start_price_cny_per_tco2e is None:
         y0 = np.zeros(ids.size)
     else:
         y0 = np.log(_start_array(start_price_cny_per_tco2e, ids.size) / curve[0])
-    y = _simulate_log_deviation(params, ids, years, seed, y0, antithetic, common_factor, factor_correlation,
-                                volatility=scenario.volatility_per_sqrt_year)
-    return curve[None, :] * np.exp(y)
+    sigma = (params.volatility_per_sqrt_year if scenario.volatility_per_sqrt_year is None
+             else float(scenario.volatility_per_sqrt_year))
+    sigmas = [sigma * f for f in factors]
+    shocks = price_shocks(params, ids, years, seed, antithetic, common_factor, factor_correlation,
+                          diffusion=max(sigmas) > 0)
+    return [curve[None, :] * np.exp(shocks.deviation(y0, s)) for s in sigmas]
 
 
 # =====================================================================================================
@@ -1006,9 +1110,10 @@ def calibrate_price_model(history: pd.DataFrame, *, jumps: bool | Literal["auto"
 
 __all__ = [
     "DATA_DIR", "LiquidityHaircut", "LocalCreditSpread", "POINT_KINDS", "PriceFitReport", "PriceModelError",
-    "PriceModelParams", "PriceModelSet", "PriceScenario", "calibrate_price_model", "forced_sale_value",
+    "PriceModelParams", "PriceModelSet", "PriceScenario", "PriceShocks", "calibrate_price_model", "forced_sale_value",
     "load_price_model", "load_reference_prices", "local_credit_price", "log_price_moments",
-    "reference_price_history", "simulate_price_paths", "simulate_scenario_paths", "time_grid_years",
+    "price_shocks", "reference_price_history", "simulate_price_paths", "simulate_price_paths_by_volatility",
+    "simulate_scenario_paths", "simulate_scenario_paths_by_volatility", "time_grid_years",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -21,8 +22,11 @@ from finance_engine.price import (
     load_reference_prices,
     local_credit_price,
     reference_price_history,
+    price_shocks,
     simulate_price_paths,
+    simulate_price_paths_by_volatility,
     simulate_scenario_paths,
+    simulate_scenario_paths_by_volatility,
     time_grid_years,
 )
 from finance_engine.price import PRICE_MODEL_PATH, _decay_and_variance
@@ -131,6 +135,53 @@ def test_jump_draws_for_the_jumping_paths_only_give_the_every_path_definition(an
                                common_factor=f, factor_correlation=rho or 0.0)
     ref = _reference_paths(p, ids, 10, 9, 60.0, antithetic, f, rho or 0.0)
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+@pytest.mark.parametrize("rho", [None, -0.4])
+def test_paths_at_several_volatilities_equal_separate_runs_bit_for_bit(antithetic, rho):
+    p = PriceModelParams(75.0, 0.5, 0.3, 1.5, -0.1, 0.3, steps_per_year=2)
+    ids = np.arange(3, 803)
+    f = None if rho is None else np.random.default_rng(4).standard_normal((ids.size, 20))
+    kw = dict(start_price_cny_per_tco2e=60.0, antithetic=antithetic, common_factor=f, factor_correlation=rho or 0.0)
+    factors = (1.0, 0.5, 1.5, 0.0)
+    got = simulate_price_paths_by_volatility(p, ids, 10, 9, factors, **kw)
+    for g, fac in zip(got, factors):
+        one = simulate_price_paths(p.with_(volatility_per_sqrt_year=p.volatility_per_sqrt_year * fac), ids, 10, 9, **kw)
+        assert np.array_equal(g, one)
+    # and the base run is the every-draw definition (the recursion adds nothing of its own)
+    assert np.array_equal(got[0], _reference_paths(p, ids, 10, 9, 60.0, antithetic, f, rho or 0.0))
+
+
+def test_scenario_paths_at_several_volatilities_scale_the_scenarios_own_volatility(pm):
+    own = PriceScenario("vol", "own volatility", "test", "assumption", (2025.0, 2060.0), (80.0, 120.0),
+                        volatility_per_sqrt_year=0.45)
+    p = pm.model("cea")
+    ids = np.arange(500)
+    got = simulate_scenario_paths_by_volatility(own, p, ids, 12, 5, (1.0, 0.5), base_year=2025.0,
+                                                start_price_cny_per_tco2e=70.0)
+    half = dataclasses.replace(own, volatility_per_sqrt_year=0.45 * 0.5)
+    assert np.array_equal(got[0], simulate_scenario_paths(own, p, ids, 12, 5, base_year=2025.0,
+                                                          start_price_cny_per_tco2e=70.0))
+    assert np.array_equal(got[1], simulate_scenario_paths(half, p, ids, 12, 5, base_year=2025.0,
+                                                          start_price_cny_per_tco2e=70.0))
+    # the model's own volatility plays no part when the scenario sets one
+    other = p.with_(volatility_per_sqrt_year=0.05)
+    assert np.array_equal(got[0], simulate_scenario_paths(own, other, ids, 12, 5, base_year=2025.0,
+                                                          start_price_cny_per_tco2e=70.0))
+
+
+def test_price_shocks_without_diffusion_refuse_a_volatility():
+    p = PriceModelParams(75.0, 0.5, 0.0, 0.3, -0.1, 0.3)
+    shocks = price_shocks(p, np.arange(10), 5, 1, False, None, 0.0, diffusion=False)
+    assert shocks.diffusion is None and shocks.n_steps == 5
+    assert shocks.deviation(np.zeros(10), 0.0).shape == (10, 6)
+    with pytest.raises(PriceModelError, match="no diffusion"):
+        shocks.deviation(np.zeros(10), 0.2)
+    with pytest.raises(PriceModelError, match="volatility_factors"):
+        simulate_price_paths_by_volatility(p, np.arange(10), 5, 1, (), start_price_cny_per_tco2e=60.0)
+    with pytest.raises(PriceModelError, match="volatility_factors"):
+        simulate_price_paths_by_volatility(p, np.arange(10), 5, 1, (1.0, -1.0), start_price_cny_per_tco2e=60.0)
 
 
 @pytest.mark.parametrize("antithetic", [False, True])
