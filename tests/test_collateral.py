@@ -171,6 +171,60 @@ def test_price_scenario_and_loss_correlation(portfolio, params):
         value_collateral(portfolio, params, {**base, "price_loss_correlation": 2.0}, **kw)
 
 
+def test_sensitivities_equal_their_explicit_revaluations(portfolio, params):
+    """Level cases scale the base money (prices, flows, fits and values are linear in the price level);
+    volatility cases re-run the recursion on the base draws. Both equal a revaluation from scratch."""
+    from finance_engine.collateral import _credit_view, _money, _price_paths
+
+    pms = load_price_model()
+    terms = LoanTerms(amount_cny=60_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15,
+                      price_scenario="price_crash")  # a scenario with a volatility of its own
+    v = value_collateral(portfolio, params, terms, paths=256, seed=5, attribution=False)
+    sens = v.sensitivities.set_index("case")
+    ids = np.arange(256)
+    credits = v.paths["credits"]
+    # the stock the regressions used is not among the outputs: simulate it again (same seed and paths)
+    from finance_engine.collateral import _simulate_physical, select_pledged
+
+    stock = _simulate_physical(select_pledged(portfolio, params, None, None), params, 15, 256, 5,
+                               SimulationSwitches(), 1, None).stock
+    base = _money(credits, stock, v.paths["prices"], terms)
+    assert np.array_equal(base.value_paths, v.paths["value"])
+    for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3)):
+        explicit = _money(credits, stock, v.paths["prices"] * lf, terms)
+        assert sens.loc[label, "value_cny"] == pytest.approx(explicit.pv_total.mean(), rel=1e-12)
+    haircut = pms.liquidity_haircut.draws(ids, 5)
+    rf = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * (1 + terms.discount_rate) ** -terms.liquidation_time_years
+    own = pms.scenario("price_crash").volatility_per_sqrt_year
+    for label, volf in (("volatility x0.5", 0.5), ("volatility x1.5", 1.5)):
+        scen = dataclasses.replace(pms.scenario("price_crash"), volatility_per_sqrt_year=own * volf)
+        pms_v = dataclasses.replace(pms, scenarios={**pms.scenarios, "price_crash": scen})
+        p = _price_paths(pms_v, pms.model(terms.price_model), terms, ids, 15, 5)[0]
+        explicit = _money(credits, stock, p, terms)
+        below = _credit_view(explicit.value_paths, terms, rf)["below"].any(axis=0)
+        assert sens.loc[label, "value_cny"] == pytest.approx(explicit.pv_total.mean(), rel=1e-12)
+        assert sens.loc[label, "p_value_below_balance_any_time"] == pytest.approx(below.mean(), abs=1e-12)
+        # the scenario's own volatility is what the case scales: the value moves
+        assert sens.loc[label, "change_cny"] != 0.0
+
+
+def test_calm_price_driver_follows_a_scenarios_curve(params):
+    """'Without price volatility and jumps' runs the price at zero volatility, even a scenario's own."""
+    from finance_engine.collateral import _price_paths
+
+    pms = load_price_model()
+    terms = LoanTerms(amount_cny=60_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15,
+                      price_scenario="price_crash")
+    calm = dataclasses.replace(pms.model(terms.price_model), jump_intensity_per_year=0.0)
+    p = _price_paths(pms, calm, terms, np.arange(64), 15, 5, None, (0.0,))[0]
+    curve = pms.scenario("price_crash").path(pms.base_year, 15, 1)
+    y0 = np.log(pms.start_price_cny_per_tco2e / curve[0])
+    a = np.exp(-calm.mean_reversion_per_year)
+    expected = curve * np.exp(y0 * a ** np.arange(16))  # the start's deviation decays onto the curve
+    assert np.allclose(p, expected[:, None], rtol=1e-12)
+    assert np.ptp(p, axis=1).max() == 0.0
+
+
 def test_single_peril_expected_loss_matches_analytic(tmp_path):
     """One peril of known annual probability: the expected loss in the pledge equals sum_i p_i x C_i."""
     import yaml
