@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
-from finance_engine.mc_error import mean_se, quantile_ci, tail_mean_se
+from finance_engine.mc_error import mean_se, quantiles_and_cis, tail_mean_se
 from finance_engine.price import (
     PriceModelParams,
     PriceModelSet,
@@ -279,12 +279,6 @@ class _Money:
     cash_flows: np.ndarray      # (H, N) CNY at t = y+1
     prices: np.ndarray          # (H+1, N) CNY/tCO2e
 
-    def scaled(self, factor: float) -> "_Money":
-        """The money of prices ``factor`` times these: every cash flow, the regressions' fits (their
-        targets scale, their standardised regressors do not) and so every value scale with it."""
-        return _Money(self.value_paths * factor, self.pv_total * factor, self.cash_flows * factor,
-                      self.prices * factor)
-
 
 def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray, terms: LoanTerms) -> _Money:
     """Cash flows, their present value and the collateral's value at the end of each year of the term.
@@ -424,6 +418,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     T = terms.term_years
 
     total_credits = realised.sum(axis=0)
+    credit_ps = (0.10, 0.50, 0.90)
+    credit_qs, credit_cis = quantiles_and_cis(total_credits, credit_ps, set_size=q_set)
     value_today = {
         "value_cny": v0,
         "mc_se_cny": float(mom["mc_se"][0]),
@@ -434,10 +430,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "stock_today_tco2e": phys.stock0,
         "credits_over_horizon_tco2e": {"mean": float(total_credits.mean()),
                                        "mc_se": mean_se(total_credits, set_size),
-                                       **{f"p{round(100 * q)}": float(np.quantile(total_credits, q))
-                                          for q in (0.10, 0.50, 0.90)},
-                                       **{f"p{round(100 * q)}_ci95": quantile_ci(total_credits, q, set_size=q_set)
-                                          for q in (0.10, 0.50, 0.90)}},
+                                       **{f"p{round(100 * q)}": v for q, v in zip(credit_ps, credit_qs)},
+                                       **{f"p{round(100 * q)}_ci95": ci for q, ci in zip(credit_ps, credit_cis)}},
         "credits_during_term_tco2e": float(realised[:T].sum(axis=0).mean()),
         "expected_stock_loss_during_term_tco2e": {k: float(v[:T].sum(axis=0).mean()) for k, v in phys.losses.items()},
         "issuance_realisation_ratio": float(realised.sum() / phys.credits.sum()) if phys.credits.sum() > 0 else None,
@@ -453,17 +447,17 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     rows = []
     for t in range(1, T + 1):
         v = vals[t - 1]
+        # one sort of the year's values and one of its LTVs for all their quantiles and intervals
+        vq, vci = quantiles_and_cis(v, (0.05, 0.50, 0.95), set_size=q_set)
+        lq, lci = quantiles_and_cis(cv["ltv"][t - 1], (0.50, 0.95), set_size=q_set, method="higher")
         rows.append({
             "year": t, "balance_cny": float(cv["balance"][t - 1]),
             "value_mean_cny": float(v.mean()), "value_mc_se_cny": mean_se(v, set_size),
-            "value_p05_cny": float(np.quantile(v, 0.05)), "value_p50_cny": float(np.quantile(v, 0.50)),
-            "value_p95_cny": float(np.quantile(v, 0.95)),
-            **{f"value_p{k:02d}_ci95_{end}_cny": b for k in (5, 50, 95)
-               for end, b in zip(("low", "high"), quantile_ci(v, k / 100, set_size=q_set))},
-            "ltv_p50": float(np.quantile(cv["ltv"][t - 1], 0.50, method="higher")),
-            "ltv_p95": float(np.quantile(cv["ltv"][t - 1], 0.95, method="higher")),
-            **{f"ltv_p95_ci95_{end}": b
-               for end, b in zip(("low", "high"), quantile_ci(cv["ltv"][t - 1], 0.95, set_size=q_set))},
+            "value_p05_cny": vq[0], "value_p50_cny": vq[1], "value_p95_cny": vq[2],
+            **{f"value_p{k:02d}_ci95_{end}_cny": b for k, ci in zip((5, 50, 95), vci)
+               for end, b in zip(("low", "high"), ci)},
+            "ltv_p50": lq[0], "ltv_p95": lq[1],
+            **{f"ltv_p95_ci95_{end}": b for end, b in zip(("low", "high"), lci[1])},
             "p_value_below_balance": float(cv["below"][t - 1].mean()),
             "p_value_below_balance_mc_se": mean_se(cv["below"][t - 1], set_size),
             "p_top_up_call": float(cv["calls"][t - 1].mean()),
@@ -487,29 +481,29 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "value_horizon_year": T,
         "ltv_at_origination": float(terms.amount_cny / v0) if v0 > 0 else float("inf"),
     }
-    for pct, tail_p in ((95, 0.05), (99, 0.01)):
+    end_q, end_ci = quantiles_and_cis(end_v, (0.05, 0.01), set_size=q_set)
+    for (pct, tail_p), qv, (lo, hi) in zip(((95, 0.05), (99, 0.01)), end_q, end_ci):
         # VaR: today's value less the value's tail quantile at the end of the term; its interval is the
         # quantile's order-statistic interval mirrored; ES: the tail mean's asymptotic error
-        lo, hi = quantile_ci(end_v, tail_p, set_size=q_set)
-        risk[f"collateral_var{pct}_cny"] = float(v0 - np.quantile(end_v, tail_p))
+        risk[f"collateral_var{pct}_cny"] = float(v0 - qv)
         risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
-        risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= np.quantile(end_v, tail_p)].mean())
+        risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= qv].mean())
         risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False, set_size=q_set)
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):
         ratio = np.where(beta[:, None] > 0, vals / beta[:, None], np.inf).min(axis=0)
     q = terms.target_shortfall_probability
-    max_loan = float(np.quantile(ratio, q))
     targets = (0.005, 0.01, 0.02, 0.05, 0.10)
+    # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval
+    ratio_q, ratio_ci = quantiles_and_cis(ratio, (q, *targets), set_size=q_set)
+    max_loan = ratio_q[0]
     sizing = {
         "target_shortfall_probability": q,
-        "max_loan_by_target_cny": {f"{t:g}": float(max(np.quantile(ratio, t), 0.0)) for t in targets},
-        # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval
-        "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in quantile_ci(ratio, t, set_size=q_set)]
-                                        for t in targets},
+        "max_loan_by_target_cny": {f"{t:g}": max(v, 0.0) for t, v in zip(targets, ratio_q[1:])},
+        "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in ci] for t, ci in zip(targets, ratio_ci[1:])},
         "max_loan_cny": max(max_loan, 0.0),
-        "max_loan_ci95_cny": [max(b, 0.0) for b in quantile_ci(ratio, q, set_size=q_set)],
+        "max_loan_ci95_cny": [max(b, 0.0) for b in ratio_ci[0]],
         "implied_haircut": float(1 - max_loan / v0) if v0 > 0 else None,
         "practice_loan_cny": float(v0 * terms.pledge_rate),
         "p_shortfall_at_practice_loan": float((ratio < v0 * terms.pledge_rate).mean()),
@@ -561,16 +555,19 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     if sensitivities:
         rows = []
         # shifting the start and the long-run level of the log-price model by ln(lf) shifts every path
-        # by ln(lf): prices, cash flows and values all scale by lf (no re-draw, no refit)
-        cases = [(label, money.scaled(lf)) for label, lf in (("price -50%", 0.5), ("price -30%", 0.7),
-                                                             ("price +30%", 1.3))]
-        cases += [(label, _money(realised, phys.stock, p, terms)) for label, p in zip(vol_cases, vol_prices)]
-        for label, mm in cases:
-            cvs = _credit_view(mm.value_paths, terms, recovery_factor, payout)
+        # by ln(lf): prices and cash flows scale by lf, and so do the regressions' fits (their targets
+        # scale, their standardised regressors do not) and every value: no re-draw, no refit
+        cases = [(label, money.value_paths * lf, money.pv_total * lf)
+                 for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3))]
+        for label, p in zip(vol_cases, vol_prices):
+            mm = _money(realised, phys.stock, p, terms)
+            cases.append((label, mm.value_paths, mm.pv_total))
+        for label, value_paths, pv_total in cases:
+            cvs = _credit_view(value_paths, terms, recovery_factor, payout)
             below_s = cvs["below"].any(axis=0)
-            rows.append({"case": label, "value_cny": float(mm.pv_total.mean()),
-                         "change_cny": float(mm.pv_total.mean() - v0),
-                         "change_mc_se_cny": mean_se(mm.pv_total - money.pv_total, set_size),
+            rows.append({"case": label, "value_cny": float(pv_total.mean()),
+                         "change_cny": float(pv_total.mean() - v0),
+                         "change_mc_se_cny": mean_se(pv_total - money.pv_total, set_size),
                          "p_value_below_balance_any_time": float(below_s.mean()),
                          "p_value_below_balance_any_time_mc_se": mean_se(below_s, set_size)})
         sens = pd.DataFrame(rows)

@@ -51,18 +51,20 @@ def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
 
 
 def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFIDENCE,
-                       x: np.ndarray | None = None, set_size: int = 1) -> tuple[float, float, int, int]:
+                       x: np.ndarray | None = None, set_size: int = 1,
+                       quantile: float | None = None) -> tuple[float, float, int, int]:
     """Distribution-free interval of the ``p``-quantile from an ascending 1-D sample (module docstring).
 
     Returns ``(low, high, r, s)``: ``x_(r)``, ``x_(s)`` and their 1-based ranks (an open lower end is 0 for
     a sample that is not negative). With the sample ``x`` in its own order, in groups of ``set_size``
     correlated values (paths of a parameter set; a path's years), the ranks are widened by the
-    quantile's design effect.
+    quantile's design effect, taken at ``quantile`` (``numpy.quantile(sorted_x, p)`` if not given).
     """
     n = sorted_x.size
     r, s = order_statistic_ranks(n, p, confidence)
     if x is not None and set_size > 1:
-        deff = quantile_design_effect(x, np.quantile(sorted_x, p), p, set_size)
+        q = np.quantile(sorted_x, p) if quantile is None else quantile
+        deff = quantile_design_effect(x, q, p, set_size)
         if deff is not None:
             r, s = (int(v) for v in widened_ranks(n, p, r, s, deff))
     low = float(sorted_x[r - 1]) if r >= 1 else (0.0 if sorted_x[0] >= 0 else -math.inf)
@@ -79,6 +81,23 @@ def quantile_ci(x: np.ndarray, p: float, confidence: float = CONFIDENCE, set_siz
         return [math.nan, math.nan]
     low, high, _, _ = order_statistic_ci(xs, p, confidence, x, set_size)
     return [low, high]
+
+
+def quantiles_and_cis(x: np.ndarray, ps: tuple[float, ...], confidence: float = CONFIDENCE, set_size: int = 1,
+                      method: str = "linear") -> tuple[list[float], list[list[float]]]:
+    """The ``ps``-quantiles of a sample of paths (``numpy.quantile`` with ``method``) and their intervals.
+
+    The same numbers as ``numpy.quantile(x, p, method=method)`` and :func:`quantile_ci` for each ``p``,
+    from one sort of the sample: a valuation asks for several quantiles of the same paths.
+    """
+    x = np.asarray(x, dtype=float).reshape(-1)
+    if x.size == 0:
+        return [math.nan] * len(ps), [[math.nan, math.nan] for _ in ps]
+    xs = np.sort(x)
+    linear = np.quantile(xs, ps)  # where the intervals' design effects are taken
+    qs = [float(v) for v in (linear if method == "linear" else np.quantile(xs, ps, method=method))]
+    cis = [list(order_statistic_ci(xs, p, confidence, x, set_size, q)[:2]) for p, q in zip(ps, linear)]
+    return qs, cis
 
 
 def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int = 1) -> float:
@@ -105,4 +124,4 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     return float(widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 
-__all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "tail_mean_se"]
+__all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "quantiles_and_cis", "tail_mean_se"]

@@ -254,9 +254,10 @@ class PriceShocks:
 
     Attributes
     ----------
-    diffusion : ndarray (n_paths, n_steps) or None
-        Standard normals of each step after the common-factor mix; None when the diffusion is off
-        (zero volatility and no common factor), which then cannot be rebuilt at another volatility.
+    diffusion : ndarray (n_steps, n_paths) or None
+        Standard normals of each step after the common-factor mix (a step's row is contiguous); None
+        when the diffusion is off (zero volatility and no common factor), which then cannot be rebuilt
+        at another volatility.
     jumps : tuple
         Per step, the step's jumps in order: ``(positions, increments)``, the paths with an i-th jump
         and its log-price increment at the end of the step.
@@ -281,17 +282,32 @@ class PriceShocks:
         if self.diffusion is None and sd > 0:
             raise PriceModelError("these draws have no diffusion (zero volatility): simulate the paths again")
         a = self.decay
-        out = np.empty((np.shape(y0)[0], self.n_steps + 1))
-        y = np.array(y0, dtype=float, copy=True)
-        out[:, 0] = y
+        # steps along rows (contiguous per step), handed back transposed: (n_paths, n_steps + 1)
+        out = np.empty((self.n_steps + 1, np.shape(y0)[0]))
+        y = out[0]
+        y[:] = y0
         for step, events in enumerate(self.jumps):
-            y *= a
+            nxt = out[step + 1]
+            np.multiply(y, a, out=nxt)
             if self.diffusion is not None:
-                y += sd * self.diffusion[:, step]
+                nxt += sd * self.diffusion[step]
             for has, increment in events:
-                y[has] += increment
-            out[:, step + 1] = y
-        return out
+                nxt[has] += increment
+            y = nxt
+        return out.T
+
+
+def _poisson_counts(cdf: np.ndarray, u: np.ndarray, k_max: int) -> np.ndarray:
+    """``min(k_max, min{k : cdf[k] >= u})`` per uniform: ``searchsorted(cdf, u, side="left")``, counted as
+    the number of CDF values below ``u``, level by level while any uniform is still above (most paths
+    have no jump: the first comparison settles them)."""
+    counts = np.zeros(u.size, dtype=np.int64)
+    for c in cdf:  # non-decreasing: once no uniform exceeds c, none exceeds a later value
+        above = u > c
+        if not above.any():
+            break
+        counts += above
+    return np.minimum(counts, k_max)
 
 
 def _check_years_seed(years, seed) -> None:
@@ -326,18 +342,17 @@ def price_shocks(params: PriceModelParams, ids: np.ndarray, years: int, seed: in
         k_max = int(stats.poisson.ppf(1.0 - 1e-15, lam_dt)) + 2
         poisson_cdf = stats.poisson.cdf(np.arange(k_max + 1), lam_dt)
     with_diffusion = diffusion or f is not None
-    z_all = np.empty((n, n_steps)) if with_diffusion else None
+    z_all = np.empty((n_steps, n)) if with_diffusion else None
     jumps = []
     for step in range(n_steps):
         if with_diffusion:
             z = draws.normal("price.diffusion", step)
             if f is not None:
                 z = rho * f[:, step] + rho_c * z
-            z_all[:, step] = z
+            z_all[step] = z
         events = []
         if lam_dt > 0:
-            counts = np.minimum(np.searchsorted(poisson_cdf, draws.uniform("price.jump_count", step), side="left"),
-                                k_max)
+            counts = _poisson_counts(poisson_cdf, draws.uniform("price.jump_count", step), k_max)
             for i in range(int(counts.max(initial=0))):  # loop over the events of a step
                 # the i-th jump's time and size, drawn for the paths that have one (a path's draws are
                 # keyed by its id, so these are the numbers a draw for every path gives them)

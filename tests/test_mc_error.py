@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from finance_engine.mc_error import quantile_ci
+from finance_engine.mc_error import quantile_ci, quantiles_and_cis
 from finance_engine.simulation.summary import quantile_design_effect, quantiles_with_ci
 
 
@@ -113,3 +113,26 @@ def test_insurance_measures_count_groups_of_correlated_years():
     t0, t1 = var_tvar_table(x, (0.95,)), var_tvar_table(x, (0.95,), group_size=4)
     assert t1["tvar"].iloc[0] == t0["tvar"].iloc[0] and t1["tvar_se"].iloc[0] > t0["tvar_se"].iloc[0]
     assert pml(x, (10,), group_size=1).equals(pml(x, (10,)))
+
+
+@pytest.mark.parametrize("set_size", [1, 4, 20])
+@pytest.mark.parametrize("method", ["linear", "higher"])
+def test_quantiles_from_one_sort_equal_the_one_at_a_time_figures(set_size, method):
+    rng = np.random.default_rng(11)
+    x = np.repeat(rng.normal(size=500), 4)[:1999] + rng.normal(size=1999)  # sets of correlated paths
+    ps = (0.01, 0.05, 0.5, 0.95)
+    qs, cis = quantiles_and_cis(x, ps, set_size=set_size, method=method)
+    for p, q, ci in zip(ps, qs, cis):
+        assert q == np.quantile(x, p, method=method)
+        assert ci == quantile_ci(x, p, set_size=set_size)
+
+
+def test_set_means_by_strided_sums_equal_numpys_reduction():
+    from finance_engine.simulation.summary import _design_effect
+
+    rng = np.random.default_rng(5)
+    for m in (2, 3, 4, 16, 17):
+        for values in (rng.random((4000, 3)), rng.random(4000) < 0.2):
+            g = values.shape[0] // m
+            by_numpy = values[:g * m].reshape(g, m, *values.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
+            assert np.array_equal(_design_effect(values[:g * m], m, np.ones(np.shape(by_numpy))), by_numpy)
