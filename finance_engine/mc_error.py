@@ -94,10 +94,14 @@ def quantiles_and_cis(x: np.ndarray, ps: tuple[float, ...], confidence: float = 
     if x.size == 0:
         return [math.nan] * len(ps), [[math.nan, math.nan] for _ in ps]
     xs = np.sort(x)
-    linear = np.quantile(xs, ps)  # where the intervals' design effects are taken
-    qs = [float(v) for v in (linear if method == "linear" else np.quantile(xs, ps, method=method))]
+    qs = np.quantile(xs, ps, method=method)
+    if set_size > 1:  # the intervals' design effects are taken at the linear quantiles
+        with np.errstate(invalid="ignore"):  # inf - inf between infinite values (an LTV of a worthless pledge)
+            linear = qs if method == "linear" else np.quantile(xs, ps)
+    else:
+        linear = [None] * len(ps)
     cis = [list(order_statistic_ci(xs, p, confidence, x, set_size, q)[:2]) for p, q in zip(ps, linear)]
-    return qs, cis
+    return [float(v) for v in qs], cis
 
 
 def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int = 1) -> float:
