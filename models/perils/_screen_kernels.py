@@ -15,7 +15,11 @@ numpy on the few candidates, so the decisions are those of the dense numpy code.
 (``tests/test_screen_kernels.py``) hold each kernel to a plain-numpy reference element by element.
 
 Outputs start at a capacity the caller estimates and double when needed, so the cost follows the
-number of hits, not the array size.
+number of hits, not the array size. Each screen's row loop is a pass of its own that stops before a row
+whose hits would not fit, and its caller grows the outputs and resumes there: an output array rebound
+inside the row loop, or a row taken as a view (``x = a[i]``), costs reference counting on every row
+(some 35 ns, more than the hashing of a 47-parcel row), so the loops index ``a[i, j]`` and never
+rebind their arrays.
 """
 
 from __future__ import annotations
@@ -88,6 +92,50 @@ def _append(oi, oj, ou, k, i, hj, c, r, keys, want_u):
 
 
 @nb.njit(cache=True, nogil=True)
+def _fire_rows(i0, rows, keys, path_bound, parcel_bound, weakened_until, year, fire_weak, age, carbon, w_county,
+               county_code, static_probability, young_age, young_multiplier, path_factor, drought, drought_multiplier,
+               per_parcel_drought, oi, oj, k, flag, words, hj):
+    """:func:`fire_burns`' rows from ``i0``; stops before a row whose candidates would not fit.
+    Returns (the row to resume at, or ``rows.size``; the number of hits so far)."""
+    n_rows, n = rows.size, keys.size
+    for i in range(i0, n_rows):
+        b = path_bound[i]
+        if not b > 0.0:
+            continue
+        r = rows[i]
+        c = 0
+        for j in range(n):
+            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * cascade_multiplier(weakened_until[i, j], year,
+                                                                                   fire_weak)
+            flag[j] = f
+            c += f
+        if c:
+            if k + c > oi.size:
+                return i, k
+            c = _compress(flag, words, n, c, hj)
+            m = 0
+            for t in range(c):
+                j = hj[t]
+                a = age[i, j]
+                prob = young_multiplier if a < young_age else 1.0
+                prob = prob * static_probability[j]
+                prob = prob * np.float64(cascade_multiplier(weakened_until[i, j], year, fire_weak))
+                prob = prob * w_county[i, county_code[j]]
+                if per_parcel_drought:
+                    prob = prob * (path_factor[i] * (drought_multiplier if drought[i, j] else 1.0))
+                else:
+                    prob = prob * path_factor[i]
+                if a < 0 or carbon[i, j] <= 0:
+                    prob = 0.0
+                if keyed_unit(r, keys[j]) < min(prob, 1.0):
+                    oi[k + m] = i
+                    oj[k + m] = j
+                    m += 1
+            k += m
+    return n_rows, k
+
+
+@nb.njit(cache=True, nogil=True)
 def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_weak, age, carbon, w_county,
                county_code, static_probability, young_age, young_multiplier, path_factor, drought, drought_multiplier,
                per_parcel_drought, capacity):
@@ -102,46 +150,43 @@ def fire_burns(rows, keys, path_bound, parcel_bound, weakened_until, year, fire_
     are bit for bit the numpy ones). Pairs are first screened with
     ``path_bound[i] x parcel_bound[j] x K[i, j]`` (an upper bound of p); returns ``(i, j)`` row-major.
     """
-    n_rows, n = rows.size, keys.size
+    n = keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
-    ou = np.empty(capacity, dtype=np.float64)
+    ou = np.empty(capacity, dtype=np.float64)  # unused: reserve_hits grows the three together
     flag, words, hj = _flag_buffers(n)
-    k = 0
-    for i in range(n_rows):
-        b = path_bound[i]
-        if not b > 0.0:
-            continue
+    i, k = 0, 0
+    while True:
+        i, k = _fire_rows(i, rows, keys, path_bound, parcel_bound, weakened_until, year, fire_weak, age, carbon,
+                          w_county, county_code, static_probability, young_age, young_multiplier, path_factor,
+                          drought, drought_multiplier, per_parcel_drought, oi, oj, k, flag, words, hj)
+        if i >= rows.size:
+            return oi[:k], oj[:k]
+        oi, oj, ou = reserve_hits(oi, oj, ou, k, n)
+
+
+@nb.njit(cache=True, nogil=True)
+def _keyed_hit_rows(i0, rows, keys, row_threshold, col_threshold, col_mask, stand_row, age, carbon, want_u,
+                    oi, oj, ou, k, flag, words, hj):
+    """:func:`keyed_hits`' rows from ``i0``; stops before a row whose hits would not fit."""
+    n_rows, n = rows.size, keys.size
+    for i in range(i0, n_rows):
+        t = row_threshold[i]
+        s = stand_row[i]
         r = rows[i]
-        wu = weakened_until[i]
         c = 0
         for j in range(n):
-            f = keyed_unit(r, keys[j]) < b * parcel_bound[j] * cascade_multiplier(wu[j], year, fire_weak)
+            f = col_mask[j] & (keyed_unit(r, keys[j]) < t * col_threshold[j])
             flag[j] = f
             c += f
         if c:
+            if k + c > oi.size:
+                return i, k
             c = _compress(flag, words, n, c, hj)
-            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
-            m = 0
-            for t in range(c):
-                j = hj[t]
-                a = age[i, j]
-                prob = young_multiplier if a < young_age else 1.0
-                prob = prob * static_probability[j]
-                prob = prob * np.float64(cascade_multiplier(wu[j], year, fire_weak))
-                prob = prob * w_county[i, county_code[j]]
-                if per_parcel_drought:
-                    prob = prob * (path_factor[i] * (drought_multiplier if drought[i, j] else 1.0))
-                else:
-                    prob = prob * path_factor[i]
-                if a < 0 or carbon[i, j] <= 0:
-                    prob = 0.0
-                if keyed_unit(r, keys[j]) < min(prob, 1.0):
-                    oi[k + m] = i
-                    oj[k + m] = j
-                    m += 1
-            k += m
-    return oi[:k], oj[:k]
+            c = _living(hj, c, age, carbon, s)
+            _append(oi, oj, ou, k, i, hj, c, r, keys, want_u)
+            k += c
+    return n_rows, k
 
 
 @nb.njit(cache=True, nogil=True)
@@ -152,40 +197,25 @@ def keyed_hits(rows, keys, row_threshold, col_threshold, col_mask, stand_row, ag
     of hash row ``i``). Returns ``(i, j, u)`` in row-major order (``u`` zeros unless ``want_u``).
     With ``col_threshold`` all ones the comparison is exactly ``u < row_threshold[i]``.
     """
-    n_rows, n = rows.size, keys.size
+    n = keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
     flag, words, hj = _flag_buffers(n)
-    k = 0
-    for i in range(n_rows):
-        t = row_threshold[i]
-        s = stand_row[i]
-        r = rows[i]
-        c = 0
-        for j in range(n):
-            f = col_mask[j] & (keyed_unit(r, keys[j]) < t * col_threshold[j])
-            flag[j] = f
-            c += f
-        if c:
-            c = _compress(flag, words, n, c, hj)
-            c = _living(hj, c, age, carbon, s)
-            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
-            _append(oi, oj, ou, k, i, hj, c, r, keys, want_u)
-            k += c
-    return oi[:k], oj[:k], ou[:k]
+    i, k = 0, 0
+    while True:
+        i, k = _keyed_hit_rows(i, rows, keys, row_threshold, col_threshold, col_mask, stand_row, age, carbon,
+                               want_u, oi, oj, ou, k, flag, words, hj)
+        if i >= rows.size:
+            return oi[:k], oj[:k], ou[:k]
+        oi, oj, ou = reserve_hits(oi, oj, ou, k, n)
 
 
 @nb.njit(cache=True, nogil=True)
-def keyed_flags(rows, keys, row_threshold, flags, capacity):
-    """``flags[i, j] = u[i, j] < row_threshold[i]`` (dense), and the hit pairs ``(i, j)`` row-major."""
+def _keyed_flag_rows(i0, rows, keys, row_threshold, flags, oi, oj, ou, k, flag, words, hj):
+    """:func:`keyed_flags`' rows from ``i0``; stops before a row whose hits would not fit."""
     n_rows, n = rows.size, keys.size
-    oi = np.empty(capacity, dtype=np.int64)
-    oj = np.empty(capacity, dtype=np.int64)
-    ou = np.empty(capacity, dtype=np.float64)
-    flag, words, hj = _flag_buffers(n)
-    k = 0
-    for i in range(n_rows):
+    for i in range(i0, n_rows):
         t = row_threshold[i]
         r = rows[i]
         c = 0
@@ -195,11 +225,67 @@ def keyed_flags(rows, keys, row_threshold, flags, capacity):
             flags[i, j] = f
             c += f
         if c:
+            if k + c > oi.size:
+                return i, k
             c = _compress(flag, words, n, c, hj)
-            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
             _append(oi, oj, ou, k, i, hj, c, r, keys, False)
             k += c
-    return oi[:k], oj[:k]
+    return n_rows, k
+
+
+@nb.njit(cache=True, nogil=True)
+def keyed_flags(rows, keys, row_threshold, flags, capacity):
+    """``flags[i, j] = u[i, j] < row_threshold[i]`` (dense), and the hit pairs ``(i, j)`` row-major."""
+    n = keys.size
+    oi = np.empty(capacity, dtype=np.int64)
+    oj = np.empty(capacity, dtype=np.int64)
+    ou = np.empty(capacity, dtype=np.float64)
+    flag, words, hj = _flag_buffers(n)
+    i, k = 0, 0
+    while True:
+        i, k = _keyed_flag_rows(i, rows, keys, row_threshold, flags, oi, oj, ou, k, flag, words, hj)
+        if i >= rows.size:
+            return oi[:k], oj[:k]
+        oi, oj, ou = reserve_hits(oi, oj, ou, k, n)
+
+
+@nb.njit(cache=True, nogil=True)
+def _storm_candidate_rows(i0, rows, keys, stand_row, track_km, intensity, along_km, coast_decay, track_width_km,
+                          max_hit_probability, age, carbon, lo, hi, oi, oj, ou, k, flag, words, hj):
+    """:func:`storm_candidates`' rows from ``i0``; stops before a row whose candidates would not fit."""
+    n_rows, n = rows.size, keys.size
+    for i in range(i0, n_rows):
+        s = stand_row[i]
+        r = rows[i]
+        top = max_hit_probability * intensity[i] * BOUND_SLACK
+        tr = track_km[i]
+        # the polynomial at the nearest parcel: the same expressions as below, for that parcel
+        z0 = (lo - tr) / track_width_km if tr < lo else ((hi - tr) / track_width_km if tr > hi else 0.0)
+        x0 = 0.5 * z0 * z0
+        p0 = 1.0 + x0 * (1.0 + x0 * (0.5 + x0 * (1.0 / 6.0)))
+        c = 0
+        for j in range(n):  # a cheap first screen: the track factor at the nearest parcel
+            f = keyed_unit(r, keys[j]) * p0 < top * coast_decay[j]
+            flag[j] = f
+            c += f
+        if c:
+            if k + c > oi.size:
+                return i, k
+            c = _compress(flag, words, n, c, hj)
+            c = _living(hj, c, age, carbon, s)
+            m = 0
+            for t in range(c):
+                j = hj[t]
+                z = (along_km[j] - tr) / track_width_km
+                x = 0.5 * z * z
+                u = keyed_unit(r, keys[j])
+                if u * (1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))) < top * coast_decay[j]:
+                    oi[k + m] = i
+                    oj[k + m] = j
+                    ou[k + m] = u
+                    m += 1
+            k += m
+    return n_rows, k
 
 
 @nb.njit(cache=True, nogil=True)
@@ -220,45 +306,21 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
     monotone under rounding, so it is at most each parcel's own and the pass keeps every pair the
     exact screen keeps, while a track far from a compact portfolio (one loan's parcels) leaves few.
     """
-    n_rows, n = rows.size, keys.size
+    n = keys.size
     oi = np.empty(capacity, dtype=np.int64)
     oj = np.empty(capacity, dtype=np.int64)
     ou = np.empty(capacity, dtype=np.float64)
     flag, words, hj = _flag_buffers(n)
     lo = along_km.min() if n else 0.0
     hi = along_km.max() if n else 0.0
-    k = 0
-    for i in range(n_rows):
-        s = stand_row[i]
-        r = rows[i]
-        top = max_hit_probability * intensity[i] * BOUND_SLACK
-        tr = track_km[i]
-        # the polynomial at the nearest parcel: the same expressions as below, for that parcel
-        z0 = (lo - tr) / track_width_km if tr < lo else ((hi - tr) / track_width_km if tr > hi else 0.0)
-        x0 = 0.5 * z0 * z0
-        p0 = 1.0 + x0 * (1.0 + x0 * (0.5 + x0 * (1.0 / 6.0)))
-        c = 0
-        for j in range(n):  # a cheap first screen: the track factor at the nearest parcel
-            f = keyed_unit(r, keys[j]) * p0 < top * coast_decay[j]
-            flag[j] = f
-            c += f
-        if c:
-            c = _compress(flag, words, n, c, hj)
-            c = _living(hj, c, age, carbon, s)
-            oi, oj, ou = reserve_hits(oi, oj, ou, k, c)
-            m = 0
-            for t in range(c):
-                j = hj[t]
-                z = (along_km[j] - tr) / track_width_km
-                x = 0.5 * z * z
-                u = keyed_unit(r, keys[j])
-                if u * (1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)))) < top * coast_decay[j]:
-                    oi[k + m] = i
-                    oj[k + m] = j
-                    ou[k + m] = u
-                    m += 1
-            k += m
-    return oi[:k], oj[:k], ou[:k]
+    i, k = 0, 0
+    while True:
+        i, k = _storm_candidate_rows(i, rows, keys, stand_row, track_km, intensity, along_km, coast_decay,
+                                     track_width_km, max_hit_probability, age, carbon, lo, hi, oi, oj, ou, k,
+                                     flag, words, hj)
+        if i >= rows.size:
+            return oi[:k], oj[:k], ou[:k]
+        oi, oj, ou = reserve_hits(oi, oj, ou, k, n)
 
 
 @nb.njit(cache=True, nogil=True)
