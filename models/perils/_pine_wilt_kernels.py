@@ -214,35 +214,16 @@ def record_infection_year(infected, year_of, year):
 
 
 @nb.njit(cache=True, nogil=True)
-def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age,
-                weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob, has_forced, rows, keys,
-                mortality, sanitation, pine_share, severity, outbreak_years):
-    """Parcel infections and pine mortality of one year, in place, in one pass over (path, host).
-
-    Equal to ``PineWilt.reference_step`` (numpy): a susceptible host ``q`` of path ``p``
-    with stand age > 0 is a candidate if its cell is infected (``spatial``; else if
-    ``cell_possible[q]``) or a forced probability applies; its infection probability is
-    ``pre[q] * f`` (``f = host_factor[q] * pest[p, g] * hazard[p]``, ``pest[p, g]`` the float32
-    ``pest_weak`` where ``weakened_until[p, g] >= year`` and 1 elsewhere, ``pre`` = base probability,
-    times the cell marginal in independent mode), raised to ``forced_prob[q] * f``; it is
-    infected when its keyed uniform is below that and below 1. Then every host in its outbreak
-    loses ``m`` times its pine carbon share and its years and surviving pines advance.
-
-    Returns
-    -------
-    path_pos, parcel_pos : ndarray of int64
-    loss : ndarray of float64
-        The positive losses, in row-major (path, host) order.
-    """
+def _parcel_year_rows(p0, years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age,
+                      weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob, has_forced, rows, keys,
+                      mortality, sanitation, pine_share, severity, outbreak_years, out_p, out_g, out_l, n):
+    """:func:`parcel_year`'s paths from ``p0``; stops before a path whose hosts might not fit (the
+    outputs are never re-bound inside the loop: that would cost reference counting on every path).
+    Returns (the path to resume at, or ``n_paths``; the number of losses so far)."""
     n_paths, n_hosts = years.shape
-    cap = max(1024, 2 * n_hosts)
-    out_p = np.empty(cap, dtype=np.int64)
-    out_g = np.empty(cap, dtype=np.int64)
-    out_l = np.empty(cap, dtype=np.float64)
-    n = 0
-    for p in range(n_paths):
-        if n + n_hosts > out_p.size:  # room for every host of this path (buffers are re-bound only here)
-            out_p, out_g, out_l = reserve_hits(out_p, out_g, out_l, n, n_hosts)
+    for p in range(p0, n_paths):
+        if n + n_hosts > out_p.size:  # room for every host of this path
+            return p, n
         r = rows[p]
         hz = hazard[p]
         sv = severity[p]
@@ -288,7 +269,44 @@ def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_ce
                     out_g[n] = g
                     out_l[n] = loss
                     n += 1
-    return out_p[:n].copy(), out_g[:n].copy(), out_l[:n].copy()
+    return n_paths, n
+
+
+@nb.njit(cache=True, nogil=True)
+def parcel_year(years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx, age,
+                weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob, has_forced, rows, keys,
+                mortality, sanitation, pine_share, severity, outbreak_years):
+    """Parcel infections and pine mortality of one year, in place, in one pass over (path, host).
+
+    Equal to ``PineWilt.reference_step`` (numpy): a susceptible host ``q`` of path ``p``
+    with stand age > 0 is a candidate if its cell is infected (``spatial``; else if
+    ``cell_possible[q]``) or a forced probability applies; its infection probability is
+    ``pre[q] * f`` (``f = host_factor[q] * pest[p, g] * hazard[p]``, ``pest[p, g]`` the float32
+    ``pest_weak`` where ``weakened_until[p, g] >= year`` and 1 elsewhere, ``pre`` = base probability,
+    times the cell marginal in independent mode), raised to ``forced_prob[q] * f``; it is
+    infected when its keyed uniform is below that and below 1. Then every host in its outbreak
+    loses ``m`` times its pine carbon share and its years and surviving pines advance.
+
+    Returns
+    -------
+    path_pos, parcel_pos : ndarray of int64
+    loss : ndarray of float64
+        The positive losses, in row-major (path, host) order.
+    """
+    n_paths, n_hosts = years.shape
+    cap = max(1024, 2 * n_hosts)
+    out_p = np.empty(cap, dtype=np.int64)
+    out_g = np.empty(cap, dtype=np.int64)
+    out_l = np.empty(cap, dtype=np.float64)
+    p, n = 0, 0
+    while True:
+        p, n = _parcel_year_rows(p, years, pine_left, cell_infected, spatial, cell_possible, host_cell, host_idx,
+                                 age, weakened_until, year, pest_weak, hazard, pre, host_factor, forced_prob,
+                                 has_forced, rows, keys, mortality, sanitation, pine_share, severity, outbreak_years,
+                                 out_p, out_g, out_l, n)
+        if p >= n_paths:
+            return out_p[:n].copy(), out_g[:n].copy(), out_l[:n].copy()
+        out_p, out_g, out_l = reserve_hits(out_p, out_g, out_l, n, n_hosts)
 
 
 # ---- the tracked cell year -------------------------------------------------------------------
