@@ -146,14 +146,9 @@ def _maturity(r0, r1, j0, jt, u, e):
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
-                slope, intercept, ramp, fang, keep, with_mortality):
-    """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), then background mortality.
-
-    On exit ``carbon`` holds the carbon after mortality, ``c0`` the start carbon and ``c1`` the
-    grown carbon (before mortality); mortality keeps a share ``keep`` of the volume: ``u -> u
-    keep^(1/c)``, so ``A u^c -> keep A u^c``.
-    """
+def _grow_trees_wide(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                     slope, intercept, ramp, fang, keep, with_mortality):
+    """:func:`_grow_trees` on wide rows: each row's arrays taken as views (they vectorise best)."""
     n = jt - j0
     ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
     sl, ic = slope[j0:jt], intercept[j0:jt]
@@ -189,6 +184,71 @@ def _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_p
             ur = u[i, j0:jt]
             for j in range(n):
                 ur[j] *= kp[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow_trees_narrow(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                       slope, intercept, ramp, fang, keep, with_mortality):
+    """:func:`_grow_trees_wide` for short rows (a loan's few parcels): the same arithmetic in the same
+    order, indexing the tile's 2-D views instead of taking a view of each row, whose reference
+    counting in this branching body costs more than a short row's arithmetic (45 ns a row); on
+    wide rows the row views vectorise better (15 % faster on the 5,000-parcel demo).
+    """
+    n = jt - j0
+    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
+    sl, ic = slope[j0:jt], intercept[j0:jt]
+    cr, ur = carbon[:, j0:jt], u[:, j0:jt]
+    for i in range(r0, r1):
+        b = i - r0
+        for j in range(n):
+            c1[b, j] = ab[j] * a_mult[i, sp[j]]  # the drawn asymptote (a gather: its own loop)
+        # grown carbon into c1, carbon after mortality into c0
+        if fang and with_mortality:
+            for j in range(n):
+                a = c1[b, j]
+                v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]  # never below today's volume
+                c1[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, True)
+                c0[b, j] = _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True)
+        else:
+            for j in range(n):
+                a = c1[b, j]
+                v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]
+                c1[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+            if with_mortality:
+                for j in range(n):
+                    c0[b, j] = c1[b, j] * keep  # BEF carbon is proportional to volume
+            else:
+                for j in range(n):
+                    c0[b, j] = c1[b, j]
+        for j in range(n):  # new carbon in, start carbon out
+            t = cr[i, j]
+            cr[i, j] = c0[b, j]
+            c0[b, j] = t
+        if with_mortality:
+            for j in range(n):
+                ur[i, j] *= kp[j]
+
+
+#: tree columns below which a tile's rows take the indexed pass (:func:`_grow_trees_narrow`)
+NARROW_ROW = 100
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                slope, intercept, ramp, fang, keep, with_mortality):
+    """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), then background mortality.
+
+    On exit ``carbon`` holds the carbon after mortality, ``c0`` the start carbon and ``c1`` the
+    grown carbon (before mortality); mortality keeps a share ``keep`` of the volume: ``u -> u
+    keep^(1/c)``, so ``A u^c -> keep A u^c``. Two passes with the same arithmetic, chosen by the
+    row width.
+    """
+    if jt - j0 < NARROW_ROW:
+        _grow_trees_narrow(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                           slope, intercept, ramp, fang, keep, with_mortality)
+    else:
+        _grow_trees_wide(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+                         slope, intercept, ramp, fang, keep, with_mortality)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -421,6 +481,34 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
 
 
 @nb.njit(cache=True, nogil=True)
+def _clear_fell_rows(i0, age, rotation_age, carbon, u, carbon_at_zero, out_p, out_q, out_r, k):
+    """:func:`clear_fell`'s rows from ``i0``; stops before a row whose due stands would not fit (the
+    outputs are never re-bound, and rows are indexed, not viewed, inside the loop: either costs
+    reference counting on every row). Returns (the row to resume at, or ``n_paths``; the count)."""
+    n_paths = age.shape[0]
+    n = rotation_age.size
+    zero32 = np.float32(0.0)
+    for i in range(i0, n_paths):
+        c = 0
+        for j in range(n):
+            c += age[i, j] >= rotation_age[j]
+        if c == 0:
+            continue
+        if k + c > out_p.size:
+            return i, k
+        for j in range(n):
+            if age[i, j] >= rotation_age[j]:
+                out_p[k] = i
+                out_q[k] = j
+                out_r[k] = carbon[i, j] - carbon_at_zero[j]
+                carbon[i, j] = carbon_at_zero[j]
+                u[i, j] = 0.0
+                age[i, j] = zero32
+                k += 1
+    return n_paths, k
+
+
+@nb.njit(cache=True, nogil=True)
 def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
     """Clear-fell every tree stand at or past its rotation age and replant it at once, in place.
 
@@ -431,30 +519,12 @@ def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
     carbon_at_zero`` (tC/ha). Each row is first counted in a vectorised pass; only a row with a due
     stand is walked again, so no (paths x parcels) mask is built.
     """
-    n_paths = age.shape[0]
-    n = rotation_age.size
     out_p = np.empty(64, dtype=np.int64)
     out_q = np.empty(64, dtype=np.int64)
     out_r = np.empty(64, dtype=np.float64)
-    zero32 = np.float32(0.0)
-    k = 0
-    for i in range(n_paths):
-        row = age[i, :n]
-        c = 0
-        for j in range(n):
-            c += row[j] >= rotation_age[j]
-        if c == 0:
-            continue
-        if k + c > out_p.size:
-            out_p, out_q, out_r = reserve_hits(out_p, out_q, out_r, k, c)
-        cr, ur = carbon[i], u[i]
-        for j in range(n):
-            if row[j] >= rotation_age[j]:
-                out_p[k] = i
-                out_q[k] = j
-                out_r[k] = cr[j] - carbon_at_zero[j]
-                cr[j] = carbon_at_zero[j]
-                ur[j] = 0.0
-                row[j] = zero32
-                k += 1
-    return out_p[:k], out_q[:k], out_r[:k]
+    i, k = 0, 0
+    while True:
+        i, k = _clear_fell_rows(i, age, rotation_age, carbon, u, carbon_at_zero, out_p, out_q, out_r, k)
+        if i >= age.shape[0]:
+            return out_p[:k], out_q[:k], out_r[:k]
+        out_p, out_q, out_r = reserve_hits(out_p, out_q, out_r, k, rotation_age.size)
