@@ -212,3 +212,29 @@ def test_clear_fell_equals_the_numpy_mask_and_restarts_the_due_stands():
         np.testing.assert_array_equal(g, w)
     none = clear_fell(np.zeros((4, n_tree + n_bamboo), np.float32), threshold, carbon[:4], u[:4], at_zero)
     assert all(a.size == 0 for a in none)
+
+
+@pytest.mark.parametrize("fang", [False, True])
+@pytest.mark.parametrize("with_mortality", [False, True])
+@pytest.mark.parametrize("width,j0", [(1, 0), (47, 0), (150, 0), (40, 25)])
+def test_narrow_and_wide_tree_passes_give_the_same_numbers(fang, with_mortality, width, j0):
+    """The indexed pass for short rows and the row-view pass for wide ones: bit for bit the same."""
+    from models._stand_kernels import _grow_trees_narrow, _grow_trees_wide
+
+    rng = np.random.default_rng(width + j0)
+    n_paths, n = 300, j0 + width + 3
+    r0, r1, jt = 20, 280, j0 + width
+    base = dict(carbon=rng.uniform(0, 80, (n_paths, n)), u=rng.uniform(0, 0.95, (n_paths, n)),
+                u_pow=rng.uniform(0, 1, (r1 - r0, width)), c0=np.zeros((r1 - r0, width)),
+                c1=np.zeros((r1 - r0, width)))
+    const = (rng.uniform(100, 400, n), rng.uniform(0, 150, n), rng.lognormal(0, 0.2, (n_paths, 3)),
+             rng.integers(0, 3, n).astype(np.intp))
+    tail = (rng.uniform(0.98, 1.0, n), rng.uniform(0.2, 0.6, n), rng.uniform(5, 20, n) if fang else np.zeros(n),
+            10.0, fang, 0.99, with_mortality)
+    out = []
+    for f in (_grow_trees_narrow, _grow_trees_wide):
+        s = {k: v.copy() for k, v in base.items()}
+        f(r0, r1, j0, jt, s["carbon"], s["u"], *const, s["u_pow"], s["c0"], s["c1"], *tail)
+        out.append(s)
+    for k in base:
+        assert np.array_equal(out[0][k], out[1][k]), k
