@@ -111,6 +111,12 @@ def reference_grid(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return _to_unit(_mix_inplace(z))
 
 
+#: the base hash of each (seed, stream, year), kept across chunks: a chunk-year asks for some 25 of them,
+#: each two scalar mixes in Python (under the GIL that a run's threads share)
+_BASES: dict[tuple, int] = {}
+_BASES_MAX = 1 << 16
+
+
 @dataclass(frozen=True)
 class KeyedRandom:
     """Random numbers for a block of paths over a fixed set of parcels.
@@ -142,7 +148,14 @@ class KeyedRandom:
         return int(len(self.parcel_keys))
 
     def _base(self, stream: str, year: int) -> int:
-        return _mix_int(_mix_int(int(self.seed) ^ stream_key(stream)) ^ ((int(year) + 1) * _GOLDEN & _MASK))
+        key = (self.seed, stream, year)
+        base = _BASES.get(key)
+        if base is None:
+            if len(_BASES) > _BASES_MAX:
+                _BASES.clear()
+            base = _BASES[key] = _mix_int(_mix_int(int(self.seed) ^ stream_key(stream))
+                                          ^ ((int(year) + 1) * _GOLDEN & _MASK))
+        return base
 
     def _rows(self, stream: str, year: int) -> np.ndarray:
         """mix(path_id * golden ^ base) per path: the compiled kernel (equal to :meth:`reference_rows`)."""
