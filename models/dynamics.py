@@ -418,8 +418,17 @@ class ForestSimulator:
     def _multipliers(self, kind: str, y: int, cal: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         mods = getattr(self.modifiers, kind)
+        # the pathway's multipliers depend on (kind, peril, calendar year) only: interpolated once
+        # per simulator, not per chunk-year (numpy's interp holds the GIL the chunks' threads share)
+        cache = self.__dict__.setdefault("_climate_cache", {})
         for p in self.perils:
-            m = self.climate.multiplier(kind, p.name, cal) if self.climate is not None else 1.0
+            if self.climate is None:
+                m = 1.0
+            else:
+                key = (kind, p.name, cal)
+                m = cache.get(key)
+                if m is None:
+                    m = cache[key] = self.climate.multiplier(kind, p.name, cal)
             s = mods.get(p.name, 1.0)
             s = s(y) if callable(s) else s
             out[p.name] = m * s
