@@ -454,6 +454,27 @@ def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope
         lost_out[k] = before - after
 
 
+@nb.njit(cache=True, nogil=True)
+def _loss_shares(loss_fraction, keep, neg_fraction):
+    """With ``f = clip(loss, 0, 1)`` (NaN stays NaN): ``keep = 1 - f`` and ``-f`` (which then takes
+    numpy's ``log1p``). Exact operations, so these are numpy's numbers."""
+    for k in range(loss_fraction.size):
+        f = loss_fraction[k]
+        f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
+        keep[k] = 1.0 - f
+        neg_fraction[k] = -f
+
+
+@nb.njit(cache=True, nogil=True)
+def _divide_by_shape(keep_pow, parcel_pos, shape):
+    """``keep_pow /= shape[min(q, n_tree - 1)]``: the tree parcels' Chapman-Richards ``c`` (a bamboo
+    row is divided by the last tree's, as numpy's gather did, and never used); an exact division."""
+    last = shape.size - 1
+    for k in range(keep_pow.size):
+        q = parcel_pos[k]
+        keep_pow[k] = keep_pow[k] / shape[q if q < last else last]
+
+
 def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stand_replacing, replant_age):
     """Apply one peril's sparse losses to the stand state, in place; return the carbon lost (tC/ha).
 
@@ -466,14 +487,17 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
     """
     pp = np.ascontiguousarray(path_pos, dtype=np.int64)
     qq = np.ascontiguousarray(parcel_pos, dtype=np.int64)
-    f = np.clip(np.asarray(loss_fraction, dtype=np.float64), 0.0, 1.0)
-    keep = 1.0 - f
+    m = pp.size
+    keep, keep_pow = np.empty(m), np.empty(m)
     nt = u.shape[1]
+    # the exact steps compiled (clip, 1 - f, the division by c); numpy's own log1p and exp between them
+    _loss_shares(np.ascontiguousarray(loss_fraction, dtype=np.float64), keep, keep_pow)
     with np.errstate(divide="ignore"):  # f = 1: log1p(-1) = -inf, keep_pow = 0
-        keep_pow = np.log1p(-f)
-        keep_pow /= tree.shape[np.minimum(qq, max(nt - 1, 0))] if nt else 1.0
+        np.log1p(keep_pow, out=keep_pow)
+        if nt:
+            _divide_by_shape(keep_pow, qq, np.ascontiguousarray(tree.shape[:nt], dtype=np.float64))
         np.exp(keep_pow, out=keep_pow)
-    lost = np.empty(pp.size)
+    lost = np.empty(m)
     _apply_losses(carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, tree.shape, tree.slope,
                   tree.intercept, tree.ramp, tree.fang, pp, qq, keep, keep_pow,
                   np.ascontiguousarray(stand_replacing, dtype=np.bool_), replant_age, lost)
