@@ -84,7 +84,7 @@ class ChunkResult:
     index: int
     path_start: int
     path_stop: int
-    per_path: dict[str, np.ndarray]           # level -> (n_metrics, years, n_paths, n_groups)
+    per_path: dict[str, np.ndarray] | None    # level -> (n_metrics, years, n_paths, n_groups); None: written in place
     # level -> (n_blocks, 3, n_metrics, years, n_groups); "<level>:horizon" -> (n_blocks, 3, n_metrics, 1, n_groups)
     block_moments: dict[str, np.ndarray]
     parcel_moments: np.ndarray | None         # (n_blocks, 3, n_parcel_metrics, n_parcels)

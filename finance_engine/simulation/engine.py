@@ -221,8 +221,12 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         portfolios with many paths such as one loan, and one copy of the portfolio and set-up, so
         the least memory for a large one: the city benchmark's 10,000-path run stays under 2 GB on
         threads; the compiled kernels and numpy's vectorised loops release the GIL),
-        ``"local-cluster"`` (a Dask LocalCluster of ``workers`` processes), a ``tcp://host:port``
-        address of a Dask scheduler, or a ``distributed.Client``. Results are identical to a local run.
+        ``"warm"`` (``workers`` processes kept alive between runs, writing their per-path results into
+        shared memory: the fastest for one loan valued after another in a long-lived process, since two
+        threads contend for the GIL; the first warm run starts the workers, a few seconds; see
+        :mod:`finance_engine.simulation.warm_pool`), ``"local-cluster"`` (a Dask LocalCluster of
+        ``workers`` processes), a ``tcp://host:port`` address of a Dask scheduler, or a
+        ``distributed.Client``. Results are identical to a local run.
     progress : callable, optional
         Called with a :class:`Progress` after each chunk.
     cancel : callable, optional
@@ -279,6 +283,12 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     if scheduler == "threads":
         _run_threads(workers, setup, tasks, results, report, cancel)
         backend = f"threads({workers})"
+    elif scheduler == "warm":
+        from finance_engine.simulation.warm_pool import run_warm
+
+        run_warm(workers, token, _payload_bytes(token, model, portfolio), pickle.dumps(config), tasks, results,
+                 report, cancel, SimulationCancelled)
+        backend = f"warm({workers})"
     elif scheduler is not None:
         _run_dask(scheduler, workers, token, (model, portfolio, config), tasks, results, report, cancel)
         backend = "dask"
@@ -296,6 +306,19 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     return assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1], **setup.simulator.notes()})
+
+
+_PAYLOADS: dict[str, bytes] = {}
+
+
+def _payload_bytes(token: str, model: ModelParameters, portfolio: Portfolio) -> bytes:
+    """The pickled (model, portfolio) of a set-up, kept for the warm pool's next runs on it."""
+    b = _PAYLOADS.get(token)
+    if b is None:
+        if len(_PAYLOADS) > 4:
+            _PAYLOADS.clear()
+        b = _PAYLOADS[token] = pickle.dumps((model, portfolio))
+    return b
 
 
 def _collect(pending: dict[Future, int], results, report, cancel, on_abort: Callable[[], None] | None = None) -> None:

@@ -187,10 +187,11 @@ class ChunkStore(dict):
 
     def __setitem__(self, index: int, chunk: ChunkResult) -> None:
         given = self._views.pop((chunk.path_start, chunk.path_stop), {})
-        for lv, arr in self.per_path.items():
-            part = chunk.per_path[lv]
-            if part is not given.get(lv):  # computed elsewhere (another process): copy it in
-                arr[:, :, chunk.path_start:chunk.path_stop] = part
+        if chunk.per_path is not None:  # None: written in place into these arrays (the warm pool's shared file)
+            for lv, arr in self.per_path.items():
+                part = chunk.per_path[lv]
+                if part is not given.get(lv):  # computed elsewhere (another process): copy it in
+                    arr[:, :, chunk.path_start:chunk.path_stop] = part
         chunk.per_path = {}
         super().__setitem__(index, chunk)
 

@@ -1,0 +1,87 @@
+"""The engine's warm worker processes (scheduler="warm"): the same numbers, kept between runs, cleaned up."""
+
+import os
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+
+from finance_engine.collateral import LoanTermsError, value_collateral
+from finance_engine.simulation import SimulationCancelled
+from finance_engine.simulation import warm_pool as wp
+from tests.test_engine import _assert_identical, _run, portfolio  # noqa: F401  (the engine tests' fixture)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_pool_afterwards():
+    yield
+    wp.shutdown_warm_pool()
+
+
+def _my_files():
+    folder = wp.shared_folder()
+    return [n for n in os.listdir(folder) if n.startswith(f"{wp.FILE_PREFIX}{os.getpid()}-")]
+
+
+def test_warm_runs_are_bit_identical_and_reuse_their_workers(portfolio, params):  # noqa: F811
+    a = _run(portfolio, params, chunk_paths=32)
+    b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")
+    assert b.run_info["backend"] == "warm(2)"
+    _assert_identical(a, b)
+    pids = set(wp.warm_pool(2)._processes)
+    c = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm", seed=12)
+    d = _run(portfolio, params, chunk_paths=64, seed=12)
+    _assert_identical(c, d)
+    assert set(wp.warm_pool(2)._processes) == pids  # the same workers, kept warm
+    assert _my_files() == []  # each run's shared file is gone once its arrays are mapped
+
+
+def test_a_warm_valuation_equals_the_threaded_one(params):
+    from tests.conftest import make_frame
+    from models.portfolio import validate_frame
+
+    pf = validate_frame(make_frame(30, seed=8, species=["chinese_fir", "masson_pine"]), params)
+    terms = dict(amount_cny=60_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15)
+    kw = dict(paths=256, seed=5, attribution=True, attribution_paths=128, workers=2, chunk_paths=128)
+    t = value_collateral(pf, params, terms, **kw)
+    w = value_collateral(pf, params, terms, **kw, scheduler="warm")
+    assert w.value_today == t.value_today and w.risk == t.risk and w.sizing == t.sizing
+    np.testing.assert_array_equal(w.paths["value"], t.paths["value"])
+    assert w.drivers.equals(t.drivers) and w.sensitivities.equals(t.sensitivities)
+    with pytest.raises(LoanTermsError, match="scheduler"):
+        value_collateral(pf, params, terms, **kw, scheduler="dask")
+
+
+def test_a_cancelled_warm_run_stops_and_leaves_no_file(portfolio, params):  # noqa: F811
+    seen = []
+    with pytest.raises(SimulationCancelled):
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm", cancel=lambda: len(seen) > 0,
+             progress=seen.append)
+    assert _my_files() == []
+
+
+def test_a_crashed_runs_stale_file_is_removed(portfolio, params):  # noqa: F811
+    stale = os.path.join(wp.shared_folder(), f"{wp.FILE_PREFIX}1-stale")
+    with open(stale, "wb") as f:
+        f.write(b"\0" * 64)
+    old = time.time() - 2 * wp.STALE_FILE_SECONDS
+    os.utime(stale, (old, old))
+    _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")
+    assert not os.path.exists(stale)
+
+
+def test_a_dead_worker_fails_its_run_and_the_next_run_starts_a_new_pool(portfolio, params):  # noqa: F811
+    a = _run(portfolio, params, chunk_paths=32)
+    _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")  # the pool is up
+    pool = wp.warm_pool(2)
+    victim = next(iter(pool._processes))
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.5)
+    with pytest.raises(BrokenProcessPool):
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")
+    assert _my_files() == []
+    b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")  # a new pool
+    _assert_identical(a, b)
+    assert victim not in wp.warm_pool(2)._processes
