@@ -24,13 +24,17 @@ Cases
                    after its workers have warmed it (``CRE_LANDSCAPE_WARM_PATHS``).
 ``loan_project``   the same run for the demo's largest project of at most 50 parcels (in the
                    shipped demo ``LS-LQ-P03``: 47 parcels in one township of Longquan), the shape
-                   of a carbon-pledge loan: one borrower's forest.
+                   of a carbon-pledge loan: one borrower's forest. Both loan cases also time the
+                   engine's warm worker processes (``scheduler="warm"``, two processes kept between
+                   runs: ``seconds_warm``, best and median of five after the run that starts them,
+                   ``seconds_warm_first_run``).
 ``loan_valuation`` the whole of one loan's valuation, :func:`finance_engine.collateral.value_collateral`
                    end to end (engine, issuance, price paths, the value regressions, credit view,
                    sizing) for ``loan_project``'s loan: a 5-year loan on a 30-year crediting horizon,
                    10,000 paths, attribution off, on ``--workers`` threads; ``seconds`` without the
                    price sensitivities, ``seconds_with_sensitivities`` with them (the default of the
-                   call), both warm (best and median of five), and the first run of the process.
+                   call), both warm (best and median of five), and the first run of the process;
+                   ``seconds_warm``: with its sensitivities on the engine's warm worker processes.
 ``city``           the target's city-scale run: a generated 200,000-parcel portfolio,
                    ``--city-paths`` paths (default 1,000), 30 years, on ``--workers`` threads
                    (``--city-scheduler threads``, the default) or worker processes
@@ -183,6 +187,27 @@ def calling_frame(frame):
     return frame
 
 
+def _warm_timings(run) -> dict[str, float]:
+    """``run`` on the engine's warm worker processes (``scheduler="warm"``): its first call (which starts
+    the workers and fills their caches) apart, then the best and median of five; the pool is stopped
+    afterwards (its workers' memory is not this process's ``peak_rss_mb``)."""
+    from finance_engine.simulation.warm_pool import shutdown_warm_pool
+
+    try:
+        t = time.perf_counter()
+        run()
+        out = {"seconds_warm_first_run": time.perf_counter() - t}
+        runs = []
+        for _ in range(5):
+            t = time.perf_counter()
+            run()
+            runs.append(time.perf_counter() - t)
+        out.update(seconds_warm=min(runs), seconds_warm_median=float(sorted(runs)[len(runs) // 2]))
+        return out
+    finally:
+        shutdown_warm_pool()
+
+
 def largest_project(portfolio, max_parcels: int) -> str:
     """Id of the portfolio's project with the most parcels, at most ``max_parcels`` (ties: the first id)."""
     counts = portfolio.frame["project_id"].value_counts()
@@ -316,6 +341,8 @@ def _run_case(name: str, args: dict) -> dict:
             timings[label] = min(runs)
             if label == "seconds":
                 timings["seconds_median"] = float(np.median(runs))
+        timings.update(_warm_timings(lambda: simulate(sub, params, years=30, paths=10_000, seed=1, workers=workers,
+                                                      scheduler="warm", **kw)))
         n = sub.n_parcels
         return {"project": project, "parcels": n, "paths": 10_000, "years": 30, "threads": workers, **timings,
                 "parcel_path_years_per_s": n * 10_000 * 30 / timings["seconds"], "peak_rss_mb": _peak_rss_mb()}
@@ -340,6 +367,8 @@ def _run_case(name: str, args: dict) -> dict:
             timings[label] = min(runs)
             timings[f"{label}_median"] = float(np.median(runs))
         timings["seconds_median"] = timings.pop("seconds_median")
+        timings.update(_warm_timings(lambda: value_collateral(pf, params, terms, **kw, sensitivities=True,
+                                                              scheduler="warm")))
         return {"project": project, "paths": paths, "years": 30, "threads": args.get("workers", 2), **timings,
                 "peak_rss_mb": _peak_rss_mb()}
     if name in ("city", "city_memory"):

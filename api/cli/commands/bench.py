@@ -55,7 +55,9 @@ def table_row(name: str, r: dict) -> str:
                f"one thread {r['seconds_one_thread']:.2f} s)" if "seconds_one_thread" in r else "")
             + (f"  (median {r['seconds_median']:.2f} s; with price sensitivities {r['seconds_with_sensitivities']:.2f} s,"
                f" median {r['seconds_with_sensitivities_median']:.2f} s; first run {r['seconds_first_run']:.2f} s)"
-               if "seconds_with_sensitivities" in r else ""))
+               if "seconds_with_sensitivities" in r else "")
+            + (f"  [warm processes {r['seconds_warm']:.2f} s, median {r['seconds_warm_median']:.2f} s]"
+               if "seconds_warm" in r else ""))
 
 
 COMMANDS = [bench]
