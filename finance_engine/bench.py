@@ -249,15 +249,15 @@ def _run_case(name: str, args: dict) -> dict:
         # Compiled kernels hash their uniforms inline from per-path row hashes (KeyedRandom._rows):
         # such a call by anything but KeyedRandom's own array methods stands for one uniform per row
         # and key -- parcels, or grid cells for the pine wilt spread (an upper bound: infected cells
-        # draw nothing). The pine wilt parcel infections hash only their candidate pairs, and the
-        # typhoon's damage draws (KeyedRandom.streams_rows) one per hit, unknown numbers: they are
-        # left out, so the count errs low (and the engine/RNG ratio high).
+        # draw nothing). The typhoon hashes a row per (path, storm) pair (pair_rows: one uniform per
+        # parcel each, as a row above) and a track and an intensity per pair (pair_uniforms). The pine
+        # wilt parcel infections hash only their candidate pairs, and the typhoon's damage draws one
+        # per hit, unknown numbers: they are left out, so the count errs low (and the ratio high).
         from models.dynamics import ForestSimulator
 
         sim = ForestSimulator(params, pf)
         n_cells = next((p.grid.n_cells for p in sim.perils if p.name == "pine_wilt"), 0)
-        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "streams_rows", "sparse_keyed_uniform",
-                    "parcel_uniform"}
+        internal = {"path_uniform", "keyed_uniform", "sparse_uniform", "sparse_keyed_uniform", "parcel_uniform"}
         rows_original = rng_mod.KeyedRandom._rows
 
         def rows(self, stream, year):
@@ -269,8 +269,21 @@ def _run_case(name: str, args: dict) -> dict:
                 calls.append(("grid", (out.size if subset is None else len(subset), n_keys)))
             return out
 
+        import models.perils.typhoon as typhoon_mod
+
+        typhoon_originals = (typhoon_mod.pair_rows, typhoon_mod.pair_uniforms)
+
+        def storm_rows(path_ids, path, storm, bases):
+            calls.append(("grid", (np.size(path), pf.n_parcels)))
+            return typhoon_originals[0](path_ids, path, storm, bases)
+
+        def storm_uniforms(path_ids, path, base, keys, storm):
+            calls.append(("pairs", (np.size(path),)))
+            return typhoon_originals[1](path_ids, path, base, keys, storm)
+
         rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = grid, pairs, to_unit
         rng_mod.KeyedRandom._rows = rows
+        typhoon_mod.pair_rows, typhoon_mod.pair_uniforms = storm_rows, storm_uniforms
         simulate(pf, params, years=2, paths=32, seed=1)  # warm-up (imports, compiled kernels)
         calls.clear()
         t = time.perf_counter()
@@ -278,6 +291,7 @@ def _run_case(name: str, args: dict) -> dict:
         dt = time.perf_counter() - t
         rng_mod._grid, rng_mod._pairs, rng_mod._to_unit = originals
         rng_mod.KeyedRandom._rows = rows_original
+        typhoon_mod.pair_rows, typhoon_mod.pair_uniforms = typhoon_originals
         n_draws = int(sum(np.prod(s) for _, s in calls))
         ppy = pf.n_parcels * paths * years
         out = {"parcels": pf.n_parcels, "paths": paths, "years": years, "seconds": dt,

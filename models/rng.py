@@ -214,14 +214,16 @@ class KeyedRandom:
         rows = self._rows(stream, year)
         return _pairs(rows[np.asarray(path_pos)], self.parcel_keys[np.asarray(parcel_pos)])
 
-    def streams_rows(self, streams: list[str], year: int) -> np.ndarray:
-        """Shape (len(streams), n_paths) uint64: :meth:`stream_rows` of several streams, for kernels
-        that draw a few pairs from each (a year's storms); row ``k``, path ``p`` and parcel key ``q``
-        give ``sparse_uniform(streams[k], year, p, q)``'s number."""
-        rows = np.empty((len(streams), self.n_paths), dtype=np.uint64)
-        for k, s in enumerate(streams):
-            rows[k] = self._rows(s, year)
-        return rows
+    @property
+    def path_ids_u64(self) -> np.ndarray:
+        """The paths' global ids as contiguous uint64 (what the compiled row hashes take)."""
+        return self._ids_u64
+
+    def stream_bases(self, streams: list[str], year: int) -> np.ndarray:
+        """Shape (len(streams),) uint64: each stream's base hash this year. A compiled kernel gives
+        path id ``p``'s row of stream ``k`` as ``mix(p * golden ^ bases[k])``, :meth:`stream_rows`'
+        number, for the few paths it needs."""
+        return np.array([self._base(s, year) for s in streams], dtype=np.uint64)
 
     def sparse_keyed_uniform(self, stream: str, year: int, path_pos: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Uniforms at (path position, key) pairs; ``keys`` is aligned with ``path_pos``."""

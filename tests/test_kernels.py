@@ -74,18 +74,18 @@ def test_row_hashes_equal_the_numpy_definition():
     np.testing.assert_array_equal(rnd.path_uniform("a", 1), rnd.path_uniform("a", 1))
 
 
-def test_stacked_stream_rows_give_each_streams_own_uniforms():
-    from models.rng import KeyedRandom, _pairs
+def test_stream_bases_give_each_streams_own_rows():
+    """A kernel hashing path id p's row of stream k from ``stream_bases`` gets ``stream_rows``' number."""
+    from models.rng import KeyedRandom, _mix_int
 
-    rng = np.random.default_rng(3)
-    rnd = KeyedRandom(7, np.arange(100, 140), rng.integers(0, 2**63, 25, dtype=np.int64).astype(np.uint64))
+    rnd = KeyedRandom(7, np.arange(100, 140), np.arange(25, dtype=np.uint64))
     streams = ["typhoon.damage.s0", "typhoon.damage.s1", "typhoon.damage.s2"]
-    which, pp, qq = rng.integers(0, 3, 200), rng.integers(0, 40, 200), rng.integers(0, 25, 200)
-    rows = rnd.streams_rows(streams, 4)  # as storm_losses hashes them: row of (stream, path) ^ parcel key
-    got = _pairs(rows[which, pp], rnd.parcel_keys[qq])
-    expected = np.choose(which, [rnd.parcel_uniform(s, 4)[pp, qq] for s in streams])
-    np.testing.assert_array_equal(got, expected)
-    assert rnd.streams_rows([], 4).shape == (0, 40)
+    bases = rnd.stream_bases(streams, 4)
+    for k, s in enumerate(streams):
+        by_base = [_mix_int((int(p) * 0x9E3779B97F4A7C15 & (2**64 - 1)) ^ int(bases[k])) for p in range(100, 140)]
+        np.testing.assert_array_equal(rnd.stream_rows(s, 4), np.array(by_base, dtype=np.uint64))
+    assert rnd.stream_bases([], 4).shape == (0,)
+    np.testing.assert_array_equal(rnd.path_ids_u64, np.arange(100, 140, dtype=np.uint64))
 
 
 def test_the_largest_hash_gives_a_finite_normal():

@@ -369,3 +369,30 @@ def test_a_pair_hit_once_keeps_its_loss_bit_for_bit():
         np.testing.assert_array_equal(gp, [0, 1])
         assert gf[0] == f_single  # hit once: exactly its loss
         assert gf[1] == pytest.approx(1 - 0.8 * 0.5, rel=1e-15) and ge[1] == 1  # merged; the larger loss's event
+
+
+def test_storm_pairs_and_their_hashes_equal_the_per_storm_grids():
+    """A year's (path, storm) pairs, their hazard rows and their track uniforms, hashed pair by pair, are
+    the numbers of the per-storm path lists and the (paths x storms) grids at those pairs."""
+    from models.perils._screen_kernels import pair_rows, pair_uniforms, storm_pairs
+    from models.rng import KeyedRandom, group_keys
+
+    rng = np.random.default_rng(4)
+    ids = np.sort(rng.choice(100_000, 700, replace=False)).astype(np.int64)
+    rnd = KeyedRandom(77, ids, np.arange(3, dtype=np.uint64))
+    n_random = rng.poisson(0.8, ids.size).astype(np.int64)
+    storm_keys = group_keys([f"storm:{k}" for k in range(8)])
+    for kmax in (1, 3, int(n_random.max())):
+        rows = [np.flatnonzero(n_random > k) for k in range(kmax)]
+        path, storm = storm_pairs(n_random, kmax)
+        np.testing.assert_array_equal(path, np.concatenate(rows))
+        np.testing.assert_array_equal(storm, np.repeat(np.arange(kmax), [r.size for r in rows]))
+        streams = [f"typhoon.hazard.s{k}" for k in range(kmax)]
+        want = np.concatenate([rnd.stream_rows(s, 5)[r] for s, r in zip(streams, rows)])
+        np.testing.assert_array_equal(pair_rows(rnd.path_ids_u64, path, storm, rnd.stream_bases(streams, 5)), want)
+        grid = rnd.keyed_uniform("typhoon.track", 5, storm_keys[:kmax])
+        base = rnd.stream_bases(["typhoon.track"], 5)[0]
+        np.testing.assert_array_equal(pair_uniforms(rnd.path_ids_u64, path, base, storm_keys, storm),
+                                      grid[path, storm])
+    empty = storm_pairs(np.zeros(5, dtype=np.int64), 0)
+    assert empty[0].size == 0 and empty[1].size == 0

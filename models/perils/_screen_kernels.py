@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from models._kernels import cascade_multiplier, keyed_unit, reserve_hits
+from models._kernels import _mix, cascade_multiplier, keyed_unit, reserve_hits
 
 #: relative slack of every screening bound (rounding differences are ~1e-16 relative)
 BOUND_SLACK = 1.0 + 1e-9
@@ -323,6 +323,53 @@ def storm_candidates(rows, keys, stand_row, track_km, intensity, along_km, coast
         oi, oj, ou = reserve_hits(oi, oj, ou, k, n)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _row_hash(path_id, base):
+    """``KeyedRandom``'s row hash of a path in a stream: ``mix(path_id * golden ^ base)`` (``keyed_rows``)."""
+    return _mix((np.uint64(path_id) * _GOLDEN) ^ base)
+
+
+@nb.njit(cache=True, nogil=True)
+def storm_pairs(n_random, kmax):
+    """(path, storm) of a year's random storms, storm by storm: storm ``k``'s rows are the paths with more
+    than ``k`` storms, in path order (``np.flatnonzero(n_random > k)`` for ``k < kmax``, concatenated)."""
+    total = 0
+    for i in range(n_random.size):
+        total += min(n_random[i], kmax)
+    path = np.empty(total, dtype=np.int64)
+    storm = np.empty(total, dtype=np.int64)
+    t = 0
+    for k in range(kmax):
+        for i in range(n_random.size):
+            if n_random[i] > k:
+                path[t] = i
+                storm[t] = k
+                t += 1
+    return path, storm
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_rows(path_ids, path, storm, bases):
+    """Row hash of path ``path[t]`` in stream ``storm[t]`` (bases from ``KeyedRandom.stream_bases``): the
+    numbers of ``KeyedRandom.stream_rows(stream_k)[path]`` without a full row per stream."""
+    out = np.empty(path.size, dtype=np.uint64)
+    for t in range(path.size):
+        out[t] = _row_hash(path_ids[path[t]], bases[storm[t]])
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_uniforms(path_ids, path, base, keys, storm):
+    """``keyed_uniform(stream, year, keys)[path, storm]`` (``base`` the stream's base hash) for the pairs only."""
+    out = np.empty(path.size, dtype=np.float64)
+    for t in range(path.size):
+        out[t] = keyed_unit(_row_hash(path_ids[path[t]], base), keys[storm[t]])
+    return out
+
+
 @nb.njit(cache=True, nogil=True)
 def storm_exponent(i, qq, along_km, track_km, track_width_km):
     """``-0.5 z^2`` with ``z = (along_km[qq] - track_km[i]) / track_width_km`` per candidate pair, the
@@ -336,18 +383,18 @@ def storm_exponent(i, qq, along_km, track_km, track_width_km):
 
 @nb.njit(cache=True, nogil=True)
 def storm_losses(i, qq, u, track_factor, intensity, coast_decay, max_hit_probability, stand_row, storm_of_row,
-                 damage_rows, keys, loss_low, loss_span, wind_vulnerability, elevation_factor, age, full_height_age,
-                 min_height_factor, one, severity):
+                 path_ids, damage_bases, keys, loss_low, loss_span, wind_vulnerability, elevation_factor, age,
+                 full_height_age, min_height_factor, one, severity):
     """Hits among storm candidates and their losses, in candidate order.
 
     Candidate ``t`` (hash row ``i[t]``, parcel ``qq[t]``, hazard uniform ``u[t]``) is hit when ``u <
     min(max_hit x (I x decay) x track_factor, 1)`` (``Typhoon.hit_probability``; ``track_factor`` is
     numpy's ``exp(-0.5 z^2)``). A hit's loss is ``min((L x V) x sev, 1)`` with ``L = loss_low +
-    loss_span x u'``, ``u'`` the keyed uniform of ``damage_rows[storm_of_row[i], path]`` and the
-    parcel's key (its storm's damage stream), ``V = (wind x H) x E`` and ``H = clip(age /
-    full_height_age, min_height_factor, one)`` in the age array's own type (``full_height_age``,
-    ``min_height_factor`` and ``one`` come in that type, as numpy computes it). Returns ``(path,
-    parcel, storm, loss)`` of the hits: the numbers of ``Typhoon.step``'s numpy definition.
+    loss_span x u'``, ``u'`` the keyed uniform of the path's row in its storm's damage stream (base hash
+    ``damage_bases[storm_of_row[i]]``, path id ``path_ids[path]``) and the parcel's key, ``V = (wind x
+    H) x E`` and ``H = clip(age / full_height_age, min_height_factor, one)`` in the age array's own type
+    (``full_height_age``, ``min_height_factor`` and ``one`` come in that type, as numpy computes it).
+    Returns ``(path, parcel, storm, loss)`` of the hits: the numbers of ``Typhoon.step``'s numpy definition.
     """
     m = i.size
     op = np.empty(m, dtype=np.int64)
@@ -365,7 +412,7 @@ def storm_losses(i, qq, u, track_factor, intensity, coast_decay, max_hit_probabi
             continue
         p = stand_row[r]
         k = storm_of_row[r]
-        loss = loss_low + loss_span * keyed_unit(damage_rows[k, p], keys[q])
+        loss = loss_low + loss_span * keyed_unit(_row_hash(path_ids[p], damage_bases[k]), keys[q])
         h = age[p, q] / full_height_age
         h = min_height_factor if h < min_height_factor else h
         h = one if h > one else h

@@ -83,7 +83,8 @@ from models.perils._weather import (
     stand_replacing_threshold,
     stand_rows_hash,
 )
-from models.perils._screen_kernels import BOUND_SLACK, keyed_hits, storm_candidates, storm_exponent, storm_losses
+from models.perils._screen_kernels import (BOUND_SLACK, keyed_hits, pair_rows, pair_uniforms, storm_candidates,
+                                            storm_exponent, storm_losses, storm_pairs)
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.rng import group_keys
 
@@ -296,7 +297,7 @@ class Typhoon(Peril):
         return storm_losses(i, qq, u, track_factor, intensity, self._coast_decay, float(p.max_hit_probability.value),
                             np.ascontiguousarray(stand_row, dtype=np.int64),
                             np.ascontiguousarray(storm_of_row, dtype=np.int64),
-                            rnd.streams_rows(damage_streams, ctx.year), parcel_keys_u64(rnd),
+                            rnd.path_ids_u64, rnd.stream_bases(damage_streams, ctx.year), parcel_keys_u64(rnd),
                             float(p.loss_given_hit.low), float(p.loss_given_hit.high - p.loss_given_hit.low),
                             self._wind_vuln_c, self._elev_factor_c, age, as_age(p.full_height_age_years.value),
                             as_age(p.min_height_factor.value), as_age(1.0),
@@ -330,18 +331,21 @@ class Typhoon(Peril):
             n_random = self.storm_counts(ctx)
             if n_random.any():
                 kmax = int(n_random.max())
-                tracks = p.landfall_km.draw(rnd.keyed_uniform("typhoon.track", ctx.year, self._storm_keys[:kmax]))
-                inten = p.intensity.draw(rnd.keyed_uniform("typhoon.intensity", ctx.year, self._storm_keys[:kmax]))
                 # every random storm of the year in one screen: storm k's rows (the paths with more than
                 # k storms) follow storm k-1's, so the hits come out storm by storm, each row-major, as
-                # one screen per storm would give them, in a few calls instead of a few per storm
-                rows = [np.flatnonzero(n_random > k) for k in range(kmax)]
-                storm = np.repeat(np.arange(kmax), [r.size for r in rows])
-                path = np.concatenate(rows)
-                hashes = np.concatenate([stand_rows_hash(rnd, f"typhoon.hazard.s{k}", ctx.year, r)
-                                         for k, r in enumerate(rows)])
-                pp, qq, k_of, f = self._storm_losses(ctx, hashes, path, tracks[path, storm], inten[path, storm],
-                                                     storm, [f"typhoon.damage.s{k}" for k in range(kmax)])
+                # one screen per storm would give them, in a few calls instead of a few per storm. Each
+                # (path, storm) pair's track, intensity and hazard row are hashed for that pair only:
+                # the numbers of the (paths x storms) grids at the pair
+                path, storm = storm_pairs(n_random, kmax)
+                ids = rnd.path_ids_u64
+                keys = self._storm_keys
+                track_base, inten_base = rnd.stream_bases(["typhoon.track", "typhoon.intensity"], ctx.year)
+                tracks = p.landfall_km.draw(pair_uniforms(ids, path, track_base, keys, storm))
+                inten = p.intensity.draw(pair_uniforms(ids, path, inten_base, keys, storm))
+                hashes = pair_rows(ids, path, storm,
+                                   rnd.stream_bases([f"typhoon.hazard.s{k}" for k in range(kmax)], ctx.year))
+                pp, qq, k_of, f = self._storm_losses(ctx, hashes, path, tracks, inten, storm,
+                                                     [f"typhoon.damage.s{k}" for k in range(kmax)])
                 if pp.size:
                     parts.append((pp, qq, f, k_of))
                     # the hits come storm by storm: count the storms where the storm index changes
