@@ -6,6 +6,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from finance_engine.collateral import LoanTermsError, value_collateral
@@ -85,3 +86,36 @@ def test_a_dead_worker_fails_its_run_and_the_next_run_starts_a_new_pool(portfoli
     b = _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")  # a new pool
     _assert_identical(a, b)
     assert victim not in wp.warm_pool(2)._processes
+
+
+def test_warm_runs_from_two_threads_take_the_pool_in_turn(portfolio, params):  # noqa: F811
+    """A second thread asking for another pool size waits for the first run instead of resizing the pool
+    under it (which left the first run waiting for ever)."""
+    import threading
+
+    long = dict(paths=16384, years=20, levels=("portfolio",), loss_table_level=None)  # long enough to be overtaken
+    want = {2: _run(portfolio, params, chunk_paths=512, seed=21, **long),
+            3: _run(portfolio, params, chunk_paths=32, seed=22)}
+    _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")  # the pool is up, two workers
+    got, errors = {}, []
+
+    def run(workers, seed, delay):
+        time.sleep(delay)
+        kw = long if workers == 2 else {}
+        try:
+            got[workers] = _run(portfolio, params, chunk_paths=512 if workers == 2 else 32, workers=workers,
+                                scheduler="warm", seed=seed, **kw)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(2, 21, 0.0)), threading.Thread(target=run, args=(3, 22, 1.0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a warm run hung"
+    assert errors == []
+    _assert_identical(got[3], want[3])
+    pd.testing.assert_frame_equal(got[2].summary, want[2].summary, check_exact=True)
+    np.testing.assert_array_equal(got[2].per_path["portfolio"], want[2].per_path["portfolio"])
+    assert _my_files() == []

@@ -40,6 +40,9 @@ from typing import Any, Callable
 import numpy as np
 
 _LOCK = threading.Lock()
+#: held for a whole run: warm runs from several threads go one after another (the pool's workers are all
+#: a run's), and the pool is never resized or stopped under a running run
+_RUN_LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"pool": None, "workers": 0}
 #: per-path result files older than this in the shared-memory folder are a crashed run's: removed
 STALE_FILE_SECONDS = 3600.0
@@ -74,12 +77,13 @@ def warm_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def shutdown_warm_pool() -> None:
-    """Stop the warm pool's workers (the next warm run starts new ones)."""
-    with _LOCK:
-        pool = _STATE["pool"]
-        _STATE.update(pool=None, workers=0)
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    """Stop the warm pool's workers once no run is using them (the next warm run starts new ones)."""
+    with _RUN_LOCK:
+        with _LOCK:
+            pool = _STATE["pool"]
+            _STATE.update(pool=None, workers=0)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 atexit.register(shutdown_warm_pool)
@@ -159,8 +163,14 @@ def run_warm(workers: int, token: str, payload: bytes, config_blob: bytes, tasks
 
     ``payload`` is the pickled (model, portfolio) and ``config_blob`` the run's pickled config; a
     worker unpickles the payload only when it has no set-up for ``token`` yet. The store's per-path
-    arrays are replaced by arrays mapped from a shared file the workers write into.
+    arrays are replaced by arrays mapped from a shared file the workers write into. Runs from several
+    threads take the pool one after another.
     """
+    with _RUN_LOCK:
+        _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error)
+
+
+def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error) -> None:
     shapes = {lv: arr.shape for lv, arr in store.per_path.items()}
     layout, size = layout_of(shapes)
     path = create_result_file(size)
