@@ -60,6 +60,8 @@ REFERENCE_PRICES_PATH = DATA_DIR / "carbon_prices.csv"
 CONFIDENCE_LABELS: tuple[str, ...] = ("read", "derived", "memory", "assumption")
 DAYS_PER_YEAR = 365.25
 MAX_STEPS_PER_YEAR = 366
+#: the largest diffusion volatility a price model or scenario may set (1/sqrt(year))
+MAX_VOLATILITY = 5.0
 _NO_PARCELS = np.empty(0, np.uint64)
 
 
@@ -111,7 +113,7 @@ class PriceModelParams:
             raise PriceModelError(f"long_run_price_cny_per_tco2e must be > 0, got {self.long_run_price_cny_per_tco2e}")
         if not 0 <= self.mean_reversion_per_year <= 100:
             raise PriceModelError(f"mean_reversion_per_year must lie in [0, 100] 1/yr, got {self.mean_reversion_per_year}")
-        if not 0 <= self.volatility_per_sqrt_year <= 5:
+        if not 0 <= self.volatility_per_sqrt_year <= MAX_VOLATILITY:
             raise PriceModelError(f"volatility_per_sqrt_year must lie in [0, 5], got {self.volatility_per_sqrt_year}")
         if not 0 <= self.jump_intensity_per_year <= 365:
             raise PriceModelError(f"jump_intensity_per_year must lie in [0, 365], got {self.jump_intensity_per_year}")
@@ -281,26 +283,17 @@ class PriceShocks:
         sd = float(volatility) * math.sqrt(self.unit_variance)
         if self.diffusion is None and sd > 0:
             raise PriceModelError("these draws have no diffusion (zero volatility): simulate the paths again")
-        a = self.decay
-        # steps along rows (contiguous per step), handed back transposed: (n_paths, n_steps + 1)
-        out = np.empty((self.n_steps + 1, np.shape(y0)[0]))
-        y = out[0]
-        y[:] = y0
-        for step, events in enumerate(self.jumps):
-            nxt = out[step + 1]
-            np.multiply(y, a, out=nxt)
-            if self.diffusion is not None:
-                nxt += sd * self.diffusion[step]
-            for has, increment in events:
-                nxt[has] += increment
-            y = nxt
-        return out.T
+        z = self.diffusion
+        return _recurse(y0, self.decay, sd, self.n_steps,
+                        ((None if z is None else z[step], events) for step, events in enumerate(self.jumps)))
 
 
 def _poisson_counts(cdf: np.ndarray, u: np.ndarray, k_max: int) -> np.ndarray:
     """``min(k_max, min{k : cdf[k] >= u})`` per uniform: ``searchsorted(cdf, u, side="left")``, counted as
     the number of CDF values below ``u``, level by level while any uniform is still above (most paths
     have no jump: the first comparison settles them)."""
+    if cdf.size > 8:  # a high jump intensity: one pass a level would cost more than the binary search
+        return np.minimum(np.searchsorted(cdf, u, side="left"), k_max)
     counts = np.zeros(u.size, dtype=np.int64)
     for c in cdf:  # non-decreasing: once no uniform exceeds c, none exceeds a later value
         above = u > c
@@ -317,13 +310,12 @@ def _check_years_seed(years, seed) -> None:
         raise PriceModelError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
 
-def price_shocks(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, antithetic: bool,
-                 common_factor, factor_correlation: float, diffusion: bool = True) -> PriceShocks:
-    """The keyed draws of the OU-jump deviation for paths ``ids`` (see :class:`PriceShocks`).
-
-    ``diffusion=False`` skips the diffusion normals (a run with zero volatility and no common factor
-    draws none).
-    """
+def _shock_steps(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, antithetic: bool,
+                 common_factor, factor_correlation: float, diffusion: bool = True):
+    """``(decay, unit_variance, n_steps, steps)``: ``steps`` yields each step's keyed draws in order,
+    ``(z, events)`` -- the step's standard normals after the common-factor mix (None without diffusion)
+    and its jumps as ``(positions, increments)`` -- so a single recursion can use them as they come
+    and :func:`price_shocks` can keep them."""
     _check_years_seed(years, seed)
     spy = params.steps_per_year
     n_steps = int(years) * spy
@@ -342,25 +334,62 @@ def price_shocks(params: PriceModelParams, ids: np.ndarray, years: int, seed: in
         k_max = int(stats.poisson.ppf(1.0 - 1e-15, lam_dt)) + 2
         poisson_cdf = stats.poisson.cdf(np.arange(k_max + 1), lam_dt)
     with_diffusion = diffusion or f is not None
-    z_all = np.empty((n_steps, n)) if with_diffusion else None
-    jumps = []
-    for step in range(n_steps):
-        if with_diffusion:
-            z = draws.normal("price.diffusion", step)
-            if f is not None:
-                z = rho * f[:, step] + rho_c * z
+
+    def steps():
+        for step in range(n_steps):
+            z = None
+            if with_diffusion:
+                z = draws.normal("price.diffusion", step)
+                if f is not None:
+                    z = rho * f[:, step] + rho_c * z
+            events = []
+            if lam_dt > 0:
+                counts = _poisson_counts(poisson_cdf, draws.uniform("price.jump_count", step), k_max)
+                for i in range(int(counts.max(initial=0))):  # loop over the events of a step
+                    # the i-th jump's time and size, drawn for the paths that have one (a path's draws are
+                    # keyed by its id, so these are the numbers a draw for every path gives them)
+                    has = np.flatnonzero(counts > i)
+                    tau = draws.uniform(f"price.jump_time.{i}", step, has)  # fraction of the step elapsed
+                    size = m_j + s_j * draws.normal(f"price.jump_size.{i}", step, has)
+                    events.append((has, size * np.exp(-k * dt * (1.0 - tau))))
+            yield z, tuple(events)
+
+    return a, v, n_steps, steps()
+
+
+def _recurse(y0: np.ndarray, decay: float, sd: float, n_steps: int, steps) -> np.ndarray:
+    """The deviation (n_paths, n_steps + 1) from ``y0``: ``y' = a y + sd z + jumps`` step by step."""
+    # steps along rows (contiguous per step), handed back transposed: (n_paths, n_steps + 1)
+    out = np.empty((n_steps + 1, np.shape(y0)[0]))
+    y = out[0]
+    y[:] = y0
+    for step, (z, events) in enumerate(steps):
+        nxt = out[step + 1]
+        np.multiply(y, decay, out=nxt)
+        if z is not None:
+            nxt += sd * z
+        for has, increment in events:
+            nxt[has] += increment
+        y = nxt
+    return out.T
+
+
+def price_shocks(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, antithetic: bool,
+                 common_factor, factor_correlation: float, diffusion: bool = True) -> PriceShocks:
+    """The keyed draws of the OU-jump deviation for paths ``ids``, kept (see :class:`PriceShocks`).
+
+    ``diffusion=False`` skips the diffusion normals (a run with zero volatility and no common factor
+    draws none). Keeping them costs one (steps x paths) array beside the paths.
+    """
+    a, v, n_steps, steps = _shock_steps(params, ids, years, seed, antithetic, common_factor, factor_correlation,
+                                        diffusion)
+    z_all, jumps = None, []
+    for step, (z, events) in enumerate(steps):
+        if z is not None:
+            if z_all is None:
+                z_all = np.empty((n_steps, ids.size))
             z_all[step] = z
-        events = []
-        if lam_dt > 0:
-            counts = _poisson_counts(poisson_cdf, draws.uniform("price.jump_count", step), k_max)
-            for i in range(int(counts.max(initial=0))):  # loop over the events of a step
-                # the i-th jump's time and size, drawn for the paths that have one (a path's draws are
-                # keyed by its id, so these are the numbers a draw for every path gives them)
-                has = np.flatnonzero(counts > i)
-                tau = draws.uniform(f"price.jump_time.{i}", step, has)  # fraction of the step elapsed at the jump
-                size = m_j + s_j * draws.normal(f"price.jump_size.{i}", step, has)
-                events.append((has, size * np.exp(-k * dt * (1.0 - tau))))
-        jumps.append(tuple(events))
+        jumps.append(events)
     return PriceShocks(z_all, tuple(jumps), a, v)
 
 
@@ -403,10 +432,10 @@ def simulate_price_paths(params: PriceModelParams, path_ids, years: int, seed: i
         Price in CNY/tCO2e; column 0 is the start price, column ``s`` the price at ``s / steps_per_year``
         years (see :func:`time_grid_years`).
     """
-    return simulate_price_paths_by_volatility(params, path_ids, years, seed, (1.0,),
-                                              start_price_cny_per_tco2e=start_price_cny_per_tco2e,
-                                              antithetic=antithetic, common_factor=common_factor,
-                                              factor_correlation=factor_correlation)[0]
+    # C-ordered, path by path, as callers index it (the recursion builds it step by step)
+    return np.ascontiguousarray(simulate_price_paths_by_volatility(
+        params, path_ids, years, seed, (1.0,), start_price_cny_per_tco2e=start_price_cny_per_tco2e,
+        antithetic=antithetic, common_factor=common_factor, factor_correlation=factor_correlation)[0])
 
 
 def _check_volatility_factors(volatility_factors) -> tuple[float, ...]:
@@ -430,11 +459,26 @@ def simulate_price_paths_by_volatility(params: PriceModelParams, path_ids, years
     factors = _check_volatility_factors(volatility_factors)
     ids = _check_path_ids(path_ids)
     p0 = _start_array(start_price_cny_per_tco2e, ids.size)
-    sigmas = [params.volatility_per_sqrt_year * f for f in factors]
+    y0 = np.log(p0) - params.mu_log
+    devs = _deviations(params, ids, years, seed, antithetic, common_factor, factor_correlation, y0,
+                       [params.volatility_per_sqrt_year * f for f in factors])
+    return [np.exp(y + params.mu_log) for y in devs]
+
+
+def _deviations(params: PriceModelParams, ids: np.ndarray, years: int, seed: int, antithetic: bool, common_factor,
+                factor_correlation: float, y0: np.ndarray, sigmas: list[float]) -> list[np.ndarray]:
+    """The OU-jump deviation at each volatility of ``sigmas`` from one set of draws: one volatility runs
+    the recursion on the draws as they come (nothing kept), several keep them (:func:`price_shocks`)."""
+    bad = [x for x in sigmas if not 0.0 <= x <= MAX_VOLATILITY]
+    if bad:  # a separate run at that volatility would be refused: so is its sensitivity
+        raise PriceModelError(f"a volatility factor takes the volatility to {bad[0]:g}, outside [0, {MAX_VOLATILITY:g}]")
+    if len(sigmas) == 1:
+        a, v, n_steps, steps = _shock_steps(params, ids, years, seed, antithetic, common_factor, factor_correlation,
+                                            diffusion=sigmas[0] > 0)
+        return [_recurse(y0, a, float(sigmas[0]) * math.sqrt(v), n_steps, steps)]
     shocks = price_shocks(params, ids, years, seed, antithetic, common_factor, factor_correlation,
                           diffusion=max(sigmas) > 0)
-    y0 = np.log(p0) - params.mu_log
-    return [np.exp(shocks.deviation(y0, s) + params.mu_log) for s in sigmas]
+    return [shocks.deviation(y0, x) for x in sigmas]
 
 
 # =====================================================================================================
@@ -468,7 +512,7 @@ class PriceScenario:
             raise PriceModelError(f"scenario {self.name!r}: anchor prices must be finite and > 0, got {list(prs)}")
         if self.confidence not in CONFIDENCE_LABELS:
             raise PriceModelError(f"scenario {self.name!r}: confidence must be one of {CONFIDENCE_LABELS}")
-        if self.volatility_per_sqrt_year is not None and not 0 <= self.volatility_per_sqrt_year <= 5:
+        if self.volatility_per_sqrt_year is not None and not 0 <= self.volatility_per_sqrt_year <= MAX_VOLATILITY:
             raise PriceModelError(f"scenario {self.name!r}: volatility_per_sqrt_year must lie in [0, 5]")
 
     def price_at(self, calendar_year) -> np.ndarray:
@@ -495,11 +539,10 @@ def simulate_scenario_paths(scenario: PriceScenario, params: PriceModelParams, p
     With zero volatility and no jumps the paths equal the scenario curve. Arguments and output as
     :func:`simulate_price_paths`.
     """
-    return simulate_scenario_paths_by_volatility(scenario, params, path_ids, years, seed, (1.0,),
-                                                 base_year=base_year,
-                                                 start_price_cny_per_tco2e=start_price_cny_per_tco2e,
-                                                 antithetic=antithetic, common_factor=common_factor,
-                                                 factor_correlation=factor_correlation)[0]
+    return np.ascontiguousarray(simulate_scenario_paths_by_volatility(
+        scenario, params, path_ids, years, seed, (1.0,), base_year=base_year,
+        start_price_cny_per_tco2e=start_price_cny_per_tco2e, antithetic=antithetic, common_factor=common_factor,
+        factor_correlation=factor_correlation)[0])
 
 
 def simulate_scenario_paths_by_volatility(scenario: PriceScenario, params: PriceModelParams, path_ids, years: int,
@@ -522,10 +565,9 @@ def simulate_scenario_paths_by_volatility(scenario: PriceScenario, params: Price
         y0 = np.log(_start_array(start_price_cny_per_tco2e, ids.size) / curve[0])
     sigma = (params.volatility_per_sqrt_year if scenario.volatility_per_sqrt_year is None
              else float(scenario.volatility_per_sqrt_year))
-    sigmas = [sigma * f for f in factors]
-    shocks = price_shocks(params, ids, years, seed, antithetic, common_factor, factor_correlation,
-                          diffusion=max(sigmas) > 0)
-    return [curve[None, :] * np.exp(shocks.deviation(y0, s)) for s in sigmas]
+    devs = _deviations(params, ids, years, seed, antithetic, common_factor, factor_correlation, y0,
+                       [sigma * f for f in factors])
+    return [curve[None, :] * np.exp(y) for y in devs]
 
 
 # =====================================================================================================

@@ -182,6 +182,24 @@ def test_price_shocks_without_diffusion_refuse_a_volatility():
         simulate_price_paths_by_volatility(p, np.arange(10), 5, 1, (), start_price_cny_per_tco2e=60.0)
     with pytest.raises(PriceModelError, match="volatility_factors"):
         simulate_price_paths_by_volatility(p, np.arange(10), 5, 1, (1.0, -1.0), start_price_cny_per_tco2e=60.0)
+    # a factor that takes the volatility where a separate run would be refused is refused too
+    with pytest.raises(PriceModelError, match="outside"):
+        simulate_price_paths_by_volatility(p.with_(volatility_per_sqrt_year=4.0), np.arange(10), 5, 1, (1.0, 1.5),
+                                           start_price_cny_per_tco2e=60.0)
+
+
+def test_poisson_counts_equal_the_binary_search_at_any_intensity():
+    from scipy import stats
+
+    from finance_engine.price import _poisson_counts
+
+    u = np.random.default_rng(2).random(20_000)
+    u[:3] = [1.0, 1e-300, 0.5]
+    for lam in (0.01, 0.3, 2.0, 40.0):
+        k_max = int(stats.poisson.ppf(1.0 - 1e-15, lam)) + 2
+        cdf = stats.poisson.cdf(np.arange(k_max + 1), lam)
+        want = np.minimum(np.searchsorted(cdf, u, side="left"), k_max)
+        np.testing.assert_array_equal(_poisson_counts(cdf, u, k_max), want)
 
 
 @pytest.mark.parametrize("antithetic", [False, True])
