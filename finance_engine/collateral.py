@@ -255,10 +255,12 @@ def _price_paths(pms: PriceModelSet, model: PriceModelParams, terms: "LoanTerms"
 def _regress_conditional(y: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
     """E[y | x1, x2] by least squares on a quadratic basis (standardised); returns fitted values.
 
-    The six-column fit is solved through its normal equations (the 6 x 6 Gram matrix, by SVD, so a
-    basis that degenerates -- a constant price, say -- still gives the minimum-norm fit): the
-    standardised basis is well conditioned, and the fitted values agree with a QR or SVD fit of the
-    whole basis to about 1e-13 of their scale, at a fifth of the cost.
+    The six-column fit is solved through its normal equations (the 6 x 6 Gram matrix) at a fifth of the
+    cost of an SVD of the whole basis; on a valuation's paths the fitted values agree with that fit to
+    about 1e-13 of their scale. Squaring the basis squares its condition number, so a basis near
+    degeneracy (a stock that takes two values but for tiny noise, a stock and a price collinear to
+    1e-7) would lose digits: where the Gram matrix's condition number exceeds 1e8 the fit falls back
+    to the SVD of the whole basis (``numpy.linalg.lstsq``, minimum-norm where it is singular).
     """
     def z(v):
         s = v.std()
@@ -272,8 +274,12 @@ def _regress_conditional(y: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.nd
     np.multiply(a, a, out=basis[3])
     np.multiply(b, b, out=basis[4])
     np.multiply(a, b, out=basis[5])
-    coef, *_ = np.linalg.lstsq(basis @ basis.T, basis @ y, rcond=None)
-    return coef @ basis
+    gram = basis @ basis.T
+    eig = np.linalg.eigvalsh(gram)  # ascending, 6 values
+    if eig[0] > eig[-1] * 1e-8:
+        return np.linalg.solve(gram, basis @ y) @ basis
+    coef, *_ = np.linalg.lstsq(basis.T, y, rcond=None)
+    return basis.T @ coef
 
 
 @dataclass(frozen=True)
@@ -385,8 +391,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         Where the chunks run when ``workers > 1``: threads of this process (None, the default: no
         start-up), or the engine's warm worker processes (``"warm"``: a fifth faster for a loan, since
         threads contend for the GIL, once the first warm run has started them; for a long-lived
-        process valuing loan after loan, :mod:`finance_engine.simulation.warm_pool`). Results do not
-        depend on it.
+        process valuing loan after loan, :mod:`finance_engine.simulation.warm_pool`; a script needs
+        the ``if __name__ == "__main__":`` guard). Results do not depend on it.
 
     Raises
     ------

@@ -264,3 +264,31 @@ def test_single_peril_expected_loss_matches_analytic(tmp_path):
     se = float(np.sqrt((p_i * (1 - p_i) * loss_i**2).sum() / paths))
     got = v.value_today["expected_stock_loss_during_term_tco2e"]["fire"]
     assert abs(got - expected) < 4 * se, (got, expected, se)
+
+
+@pytest.mark.parametrize("case", ["normal", "two_values_and_noise", "one_outlier", "collinear", "constant"])
+def test_value_regression_equals_the_svd_fit_even_near_degeneracy(case):
+    """The fast normal-equation fit and the SVD fit of the whole basis give the same values; near a
+    degenerate basis (where squaring it would lose digits) the fit is the SVD one."""
+    from finance_engine.collateral import _regress_conditional
+
+    rng = np.random.default_rng(9)
+    n = 5000
+    x1, x2 = rng.lognormal(size=n), rng.lognormal(size=n)
+    if case == "two_values_and_noise":
+        x1 = np.where(rng.random(n) < 0.5, 1.0, 2.0) + 1e-8 * rng.random(n)
+    elif case == "one_outlier":
+        x1 = np.r_[np.ones(n - 1), 5.0]
+    elif case == "collinear":
+        x2 = x1 * (1 + 1e-7 * rng.random(n))
+    elif case == "constant":
+        x2 = np.ones(n)
+    y = 3 * x1 + x2 + x1 * x2 + rng.random(n)
+
+    def z(v):
+        return (v - v.mean()) / v.std() if v.std() > 0 else np.zeros_like(v)
+
+    a, b = z(x1), z(x2)
+    basis = np.column_stack([np.ones(n), a, b, a * a, b * b, a * b])
+    svd_fit = basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
+    assert np.max(np.abs(_regress_conditional(y, x1, x2) - svd_fit)) <= 1e-10 * np.max(np.abs(y))

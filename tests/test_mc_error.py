@@ -131,8 +131,8 @@ def test_set_means_by_strided_sums_equal_numpys_reduction():
     from finance_engine.simulation.summary import _design_effect
 
     rng = np.random.default_rng(5)
-    for m in (2, 3, 4, 16, 17):
-        for values in (rng.random((4000, 3)), rng.random(4000) < 0.2):
+    for m in (2, 3, 4, 7, 8, 12, 16, 17):
+        for values in (rng.random((4000, 3)), rng.random(4000), rng.random(4000) < 0.2):
             g = values.shape[0] // m
             by_numpy = values[:g * m].reshape(g, m, *values.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
             assert np.array_equal(_design_effect(values[:g * m], m, np.ones(np.shape(by_numpy))), by_numpy)

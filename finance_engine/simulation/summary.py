@@ -156,9 +156,10 @@ def _design_effect(values: np.ndarray, m: int, var_iid: np.ndarray) -> np.ndarra
     sets, as :func:`nested_moments` counts it, against ``var_iid``, its variance for independent
     values; 1 where that is 0."""
     g = values.shape[0] // m
-    if m <= 16:
+    if m < 8:
         # a few strided adds: numpy's reduction over a short inner axis pays per set (3x slower); the same
-        # sums in the same order
+        # sums in the same order (numpy adds fewer than eight values one after another; from eight on it
+        # sums pairwise, in another order, so longer sets keep its reduction)
         sums = values[0:g * m:m].astype(np.float64)
         for j in range(1, m):
             sums += values[j:g * m:m]
