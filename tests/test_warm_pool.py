@@ -119,3 +119,33 @@ def test_warm_runs_from_two_threads_take_the_pool_in_turn(portfolio, params):  #
     pd.testing.assert_frame_equal(got[2].summary, want[2].summary, check_exact=True)
     np.testing.assert_array_equal(got[2].per_path["portfolio"], want[2].per_path["portfolio"])
     assert _my_files() == []
+
+
+def test_a_progress_callback_cannot_stop_the_pool_under_its_own_run(portfolio, params):  # noqa: F811
+    def stop(_):
+        wp.shutdown_warm_pool()
+
+    with pytest.raises(RuntimeError, match="inside a warm run"):
+        _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm", progress=stop)
+    assert _my_files() == []
+    _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm")  # the pool still serves
+
+
+def test_a_run_waiting_for_the_pool_can_be_cancelled(portfolio, params):  # noqa: F811
+    with wp._RUN_LOCK:  # another run holds the pool
+        t = time.perf_counter()
+        with pytest.raises(SimulationCancelled):
+            _run(portfolio, params, chunk_paths=32, workers=2, scheduler="warm", cancel=lambda: True)
+        assert time.perf_counter() - t < 5
+
+
+def test_a_full_shared_folder_falls_back_to_the_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(wp, "_folders", lambda: [str(tmp_path / "missing" / "shm"), str(tmp_path)])
+    path = wp.create_result_file(4096)
+    try:
+        assert os.path.dirname(path) == str(tmp_path) and os.path.getsize(path) == 4096
+    finally:
+        os.unlink(path)
+    monkeypatch.setattr(wp, "_folders", lambda: [str(tmp_path / "missing")])
+    with pytest.raises(OSError):
+        wp.create_result_file(4096)

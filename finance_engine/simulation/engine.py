@@ -223,7 +223,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         threads; the compiled kernels and numpy's vectorised loops release the GIL),
         ``"warm"`` (``workers`` processes kept alive between runs, writing their per-path results into
         shared memory: the fastest for one loan valued after another in a long-lived process, since two
-        threads contend for the GIL; the first warm run starts the workers, a few seconds; see
+        threads contend for the GIL; the first warm run starts the workers, a few seconds; a script
+        that calls it at its top level needs the ``if __name__ == "__main__":`` guard; see
         :mod:`finance_engine.simulation.warm_pool`), ``"local-cluster"`` (a Dask LocalCluster of
         ``workers`` processes), a ``tcp://host:port`` address of a Dask scheduler, or a
         ``distributed.Client``. Results are identical to a local run.

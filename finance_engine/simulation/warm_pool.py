@@ -21,7 +21,12 @@ computes the same values wherever it runs (tests hold the warm runs to the threa
 The pool costs its workers' memory (about 0.4 GB each with the region's footprint cache) for as long
 as the process lives: use it in a long-lived process that values loans one after another (a notebook,
 a batch, a service with idle cores), not for one valuation from the shell, where starting the workers
-costs more than they save. :func:`shutdown_warm_pool` stops it; it also stops at exit.
+costs more than they save. :func:`shutdown_warm_pool` stops it; it also stops at exit (after a run
+still going). Runs from several threads take the pool one after another.
+
+As with any ``spawn`` or ``forkserver`` pool, a script that starts warm runs at its top level needs the
+``if __name__ == "__main__":`` guard: the workers import the script's main module once, and without the
+guard they would run it. A notebook or an imported module needs nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ _LOCK = threading.Lock()
 #: held for a whole run: warm runs from several threads go one after another (the pool's workers are all
 #: a run's), and the pool is never resized or stopped under a running run
 _RUN_LOCK = threading.Lock()
+_IN_RUN = threading.local()  # set while this thread runs a warm run (its callbacks may not stop the pool)
 _STATE: dict[str, Any] = {"pool": None, "workers": 0}
 #: per-path result files older than this in the shared-memory folder are a crashed run's: removed
 STALE_FILE_SECONDS = 3600.0
@@ -77,7 +83,13 @@ def warm_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def shutdown_warm_pool() -> None:
-    """Stop the warm pool's workers once no run is using them (the next warm run starts new ones)."""
+    """Stop the warm pool's workers once no run is using them (the next warm run starts new ones).
+
+    Raises ``RuntimeError`` when called from inside a warm run (its progress or cancel callback), which
+    would otherwise wait for itself.
+    """
+    if getattr(_IN_RUN, "active", False):
+        raise RuntimeError("the warm pool cannot be stopped from inside a warm run (a progress or cancel callback)")
     with _RUN_LOCK:
         with _LOCK:
             pool = _STATE["pool"]
@@ -101,6 +113,11 @@ def shared_folder() -> str:
     """Where the per-path result files go: ``/dev/shm`` (memory) where it exists, else the temp folder."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def _folders() -> list[str]:
+    """:func:`shared_folder`, then the temp folder (a small ``/dev/shm``, as containers have by default)."""
+    return list(dict.fromkeys([shared_folder(), tempfile.gettempdir()]))
 
 
 def _remove_stale(folder: str) -> None:
@@ -136,10 +153,20 @@ def map_arrays(path: str, layout: dict[str, tuple[int, tuple[int, ...]]]) -> dic
 
 
 def create_result_file(size: int) -> str:
-    """A zero-filled file of ``size`` bytes in :func:`shared_folder`, its blocks reserved up front
-    (a full shared-memory folder refuses here with ``OSError`` instead of killing a worker that
-    writes into a hole)."""
-    folder = shared_folder()
+    """A zero-filled file of ``size`` bytes in :func:`shared_folder`, or the temp folder when that has no
+    room: its blocks are reserved up front, so a full folder refuses here (``OSError``) instead of
+    killing a worker that writes into a hole."""
+    folders = _folders()
+    for k, folder in enumerate(folders):
+        try:
+            return _create_in(folder, size)
+        except OSError:
+            if k == len(folders) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _create_in(folder: str, size: int) -> str:
     _remove_stale(folder)
     path = os.path.join(folder, f"{FILE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -166,8 +193,16 @@ def run_warm(workers: int, token: str, payload: bytes, config_blob: bytes, tasks
     arrays are replaced by arrays mapped from a shared file the workers write into. Runs from several
     threads take the pool one after another.
     """
-    with _RUN_LOCK:
+    # one run at a time; a run waiting for the pool still answers its cancel
+    while not _RUN_LOCK.acquire(timeout=0.2):
+        if cancel is not None and cancel():
+            raise cancelled_error("simulation cancelled")
+    _IN_RUN.active = True
+    try:
         _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error)
+    finally:
+        _IN_RUN.active = False
+        _RUN_LOCK.release()
 
 
 def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error) -> None:
