@@ -288,7 +288,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         from finance_engine.simulation.warm_pool import run_warm
 
         run_warm(workers, token, _payload_bytes(token, model, portfolio), pickle.dumps(config), tasks, results,
-                 report, cancel, SimulationCancelled)
+                 report, cancel)
         backend = f"warm({workers})"
     elif scheduler is not None:
         _run_dask(scheduler, workers, token, (model, portfolio, config), tasks, results, report, cancel)

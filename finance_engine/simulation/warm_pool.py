@@ -38,11 +38,13 @@ import pickle
 import tempfile
 import threading
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 import numpy as np
+
+from finance_engine.simulation.engine import SimulationCancelled, _collect
 
 _LOCK = threading.Lock()
 #: held for a whole run: warm runs from several threads go one after another (the pool's workers are all
@@ -185,7 +187,7 @@ def _create_in(folder: str, size: int) -> str:
 
 
 def run_warm(workers: int, token: str, payload: bytes, config_blob: bytes, tasks, store, report: Callable[[], None],
-             cancel: Callable[[], bool] | None, cancelled_error: type[BaseException]) -> None:
+             cancel: Callable[[], bool] | None) -> None:
     """Run ``tasks`` (index, path_start, path_stop) on the warm pool, writing per-path results into ``store``.
 
     ``payload`` is the pickled (model, portfolio) and ``config_blob`` the run's pickled config; a
@@ -196,16 +198,16 @@ def run_warm(workers: int, token: str, payload: bytes, config_blob: bytes, tasks
     # one run at a time; a run waiting for the pool still answers its cancel
     while not _RUN_LOCK.acquire(timeout=0.2):
         if cancel is not None and cancel():
-            raise cancelled_error("simulation cancelled")
+            raise SimulationCancelled("simulation cancelled")
     _IN_RUN.active = True
     try:
-        _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error)
+        _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel)
     finally:
         _IN_RUN.active = False
         _RUN_LOCK.release()
 
 
-def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel, cancelled_error) -> None:
+def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel) -> None:
     shapes = {lv: arr.shape for lv, arr in store.per_path.items()}
     layout, size = layout_of(shapes)
     path = create_result_file(size)
@@ -219,19 +221,11 @@ def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel
             _discard(pool)
             raise
         try:
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
-                    store[pending.pop(f)] = f.result()
-                    report()
-                if cancel is not None and cancel():
-                    raise cancelled_error("simulation cancelled")
+            _collect(pending, store, report, cancel)  # cancels the chunks not started when it raises
         except BrokenProcessPool:
             _discard(pool)
             raise
         except BaseException:
-            for f in pending:
-                f.cancel()
             wait(pending)  # running chunks write into the file: let them finish before it goes
             raise
     finally:
