@@ -296,7 +296,7 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     The value at ``t`` is the proceeds received up to ``t``, accrued to ``t``, plus the expected value
     at ``t`` of the flows still to come, discounted to ``t``: their regression on the year's stock and
     price (Longstaff-Schwartz style), floored at 0. Both parts are ``(1 + r)^t`` times sums of the
-    flows' present values at 0, so one cumulative sum gives every year.
+    flows' present values at 0: running sums from each end give every year's.
     """
     H, N = phys_credits.shape
     T = terms.term_years
