@@ -203,11 +203,9 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
         chunk_paths = balanced_chunk_paths(paths, pledged.n_parcels, workers)
     # a pledge is small and the officer waits: threads in this process by default, no worker start-up
     # (or the warm pool's processes a long-lived caller asks for)
-    if scheduler is None and workers > 1:
-        scheduler = "threads"
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
-                   summarise=False, scheduler=scheduler if workers > 1 else None)
+                   summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics

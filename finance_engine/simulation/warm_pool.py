@@ -44,7 +44,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from finance_engine.simulation.engine import SimulationCancelled, _collect
+from finance_engine.simulation.chunk import run_chunk
+from finance_engine.simulation.engine import _SETUP_CACHE, SimulationCancelled, _collect, _get_setup
 
 _LOCK = threading.Lock()
 #: held for a whole run: warm runs from several threads go one after another (the pool's workers are all
@@ -158,14 +159,13 @@ def create_result_file(size: int) -> str:
     """A zero-filled file of ``size`` bytes in :func:`shared_folder`, or the temp folder when that has no
     room: its blocks are reserved up front, so a full folder refuses here (``OSError``) instead of
     killing a worker that writes into a hole."""
-    folders = _folders()
-    for k, folder in enumerate(folders):
+    *first, last = _folders()
+    for folder in first:
         try:
             return _create_in(folder, size)
         except OSError:
-            if k == len(folders) - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+            pass
+    return _create_in(last, size)
 
 
 def _create_in(folder: str, size: int) -> str:
@@ -208,11 +208,11 @@ def run_warm(workers: int, token: str, payload: bytes, config_blob: bytes, tasks
 
 
 def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel) -> None:
-    shapes = {lv: arr.shape for lv, arr in store.per_path.items()}
-    layout, size = layout_of(shapes)
+    layout, size = layout_of({lv: arr.shape for lv, arr in store.per_path.items()})
     path = create_result_file(size)
     try:
-        store.per_path = {lv: map_arrays(path, {lv: layout[lv]}).get(lv, np.zeros(shapes[lv])) for lv in shapes}
+        mapped = map_arrays(path, layout)  # an empty level keeps the store's own (empty) array
+        store.per_path = {lv: mapped.get(lv, arr) for lv, arr in store.per_path.items()}
         pool = warm_pool(workers)
         try:
             pending = {pool.submit(_warm_task, token, payload, config_blob, i, s, e, path, layout): i
@@ -235,16 +235,12 @@ def _run_warm(workers, token, payload, config_blob, tasks, store, report, cancel
 def _warm_task(token: str, payload: bytes, config_blob: bytes, index: int, start: int, stop: int, path: str,
                layout: dict[str, tuple[int, tuple[int, ...]]]):
     """Worker side: the chunk's per-path results go straight into the shared file."""
-    from finance_engine.simulation import engine
-    from finance_engine.simulation.chunk import run_chunk
-
     config = pickle.loads(config_blob)
-    setup = engine._SETUP_CACHE.get(token)
-    if setup is None:
-        params, portfolio = pickle.loads(payload)
-    else:
+    if token in _SETUP_CACHE:
         params = portfolio = None  # _get_setup reuses the cached set-up and carries this run's config
-    setup = engine._get_setup(token, params, portfolio, config)
+    else:
+        params, portfolio = pickle.loads(payload)
+    setup = _get_setup(token, params, portfolio, config)
     arrays = map_arrays(path, layout)
     views = {lv: arrays[lv][:, :, start:stop] for lv in arrays}
     result = run_chunk(setup, index, start, stop, out=views)
