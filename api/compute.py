@@ -14,6 +14,12 @@ stream name, year, path id and parcel key.
 
 ``workers=0`` runs the tasks in the calling thread (no pool); tests of the pool itself use it.
 
+A request that finds the pool idle may use more than one thread of its worker
+(:meth:`ComputePool.run`): a collateral valuation large enough to gain from them
+(:func:`finance_engine.simulation.useful_threads`) runs its chunks on two threads instead of one,
+which the machine's other core would otherwise spend idle. Under load every task keeps one thread,
+so concurrent requests do not contend; background jobs always do. Numbers do not depend on it.
+
 :class:`ResultCache` keeps the results of recent identical requests (same task, portfolio bytes,
 model, code and request, seed included): a repeat is answered from memory with the same numbers.
 """
@@ -40,6 +46,21 @@ from api.jsonable import clean  # noqa: F401  (re-exported for the tasks below)
 # ---- per-worker state ---------------------------------------------------------------------------
 _W: dict[str, Any] = {"portfolios": OrderedDict()}
 _PORTFOLIO_CACHE = 16
+_TASK = threading.local()  # the threads the running task may use (see with_threads)
+
+
+def with_threads(threads: int, fn: Callable, *args) -> Any:
+    """Run the task ``fn(*args)`` with up to ``threads`` threads of this worker for its engine run."""
+    _TASK.threads = max(1, int(threads))
+    try:
+        return fn(*args)
+    finally:
+        _TASK.threads = 1
+
+
+def task_threads() -> int:
+    """The threads the running task may use (1 unless :func:`with_threads` says otherwise)."""
+    return getattr(_TASK, "threads", 1)
 
 
 #: the seed and horizon a warm worker simulates the pine wilt landscape for: the API's default seed
@@ -134,7 +155,7 @@ def _valuation(ref: dict[str, Any], req: dict[str, Any]):
         _portfolio(ref), _params(ref["region"]), req["terms"], parcel_ids=req.get("parcel_ids"),
         project_id=req.get("project_id"), paths=req["paths"], seed=req["seed"], attribution=req["attribution"],
         attribution_paths=req.get("attribution_paths"), sensitivities=req["sensitivities"],
-        price_model_set=st["pms"], issuance_risk=st["iss"], workers=1)
+        price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads())
 
 
 def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +364,7 @@ class ComputePool:
         self.warm_paths = int(warm_paths)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._busy = 0  # tasks submitted and not finished
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -359,23 +381,58 @@ class ComputePool:
             for f in [ex.submit(os.getpid) for _ in range(self.workers)]:
                 f.result()
 
+    @property
+    def busy(self) -> int:
+        """Tasks submitted and not yet finished."""
+        with self._lock:
+            return self._busy
+
+    def _claim(self, idle_threads: bool) -> int:
+        """Count a task in; the threads it may use: more than one only when ``idle_threads`` and no
+        other task is running or queued (at most the pool's workers and the machine's CPUs)."""
+        with self._lock:
+            threads = min(max(self.workers, 1), os.cpu_count() or 1) if idle_threads and self._busy == 0 else 1
+            self._busy += 1
+            return threads
+
+    def _release(self, _f: Any = None) -> None:
+        with self._lock:
+            self._busy -= 1
+
     def submit(self, fn: Callable, *args) -> Future:
+        """Run ``fn(*args)`` in a worker on one thread (background jobs)."""
+        return self._submit(self._claim(False), fn, *args)
+
+    def _submit(self, threads: int, fn: Callable, *args) -> Future:
         if self.workers <= 0:
             f: Future = Future()
             try:
-                f.set_result(fn(*args))
+                f.set_result(with_threads(threads, fn, *args))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
                 f.set_exception(exc)
+            finally:
+                self._release()
             return f
-        return self._executor().submit(fn, *args)
+        try:
+            f = self._executor().submit(with_threads, threads, fn, *args)
+        except BaseException:
+            self._release()
+            raise
+        f.add_done_callback(self._release)
+        return f
 
     async def run(self, fn: Callable, *args) -> Any:
-        """Run ``fn(*args)`` in a worker without blocking the event loop."""
+        """Run ``fn(*args)`` in a worker without blocking the event loop; a task that finds the pool
+        idle may use more than one thread (see the module docstring)."""
+        threads = self._claim(True)
         if self.workers <= 0:
             from starlette.concurrency import run_in_threadpool
 
-            return await run_in_threadpool(fn, *args)
-        return await asyncio.wrap_future(self._executor().submit(fn, *args))
+            try:
+                return await run_in_threadpool(with_threads, threads, fn, *args)
+            finally:
+                self._release()
+        return await asyncio.wrap_future(self._submit(threads, fn, *args))
 
     def shutdown(self) -> None:
         with self._lock:

@@ -52,7 +52,7 @@ from finance_engine.price import (
     simulate_price_paths_by_volatility,
     simulate_scenario_paths_by_volatility,
 )
-from finance_engine.simulation import balanced_chunk_paths, simulate
+from finance_engine.simulation import balanced_chunk_paths, simulate, useful_threads
 from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
 from models import MODEL_VERSION
@@ -200,6 +200,8 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
                        switches: SimulationSwitches, workers: int, chunk_paths: int | None,
                        scheduler: str | None = None) -> _Physical:
     if chunk_paths is None:
+        if scheduler is None:  # a small loan runs faster as one chunk on one thread than on two
+            workers = useful_threads(paths, pledged.n_parcels, workers)
         chunk_paths = balanced_chunk_paths(paths, pledged.n_parcels, workers)
     # a pledge is small and the officer waits: threads in this process by default, no worker start-up
     # (or the warm pool's processes a long-lived caller asks for)
@@ -383,8 +385,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         Price level and volatility sensitivities (price-only reruns, cheap).
     workers, chunk_paths :
         Threads that run the engine's chunks of ``chunk_paths`` paths (default: one chunk per thread
-        within a memory bound, see :func:`~finance_engine.simulation.balanced_chunk_paths`). Results
-        do not depend on either.
+        within a memory bound, see :func:`~finance_engine.simulation.balanced_chunk_paths`; without
+        ``chunk_paths`` or ``scheduler``, a loan too small to gain from threads runs on one,
+        :func:`~finance_engine.simulation.useful_threads`). Results do not depend on either.
     scheduler : {None, "threads", "warm"}
         Where the chunks run when ``workers > 1``: threads of this process (None, the default: no
         start-up), or the engine's warm worker processes (``"warm"``: a fifth faster for a loan, since

@@ -292,3 +292,31 @@ def test_value_regression_equals_the_svd_fit_even_near_degeneracy(case):
     basis = np.column_stack([np.ones(n), a, b, a * a, b * b, a * b])
     svd_fit = basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
     assert np.max(np.abs(_regress_conditional(y, x1, x2) - svd_fit)) <= 1e-10 * np.max(np.abs(y))
+
+
+def test_a_loan_too_small_for_threads_runs_as_one_chunk_on_one_with_the_same_numbers(portfolio, params, monkeypatch):
+    import finance_engine.collateral as col
+    import finance_engine.simulation.engine as engine
+    from finance_engine.simulation import useful_threads
+
+    # a thread pays for itself from about 120,000 parcel-paths (docs/performance.md, eleventh round)
+    assert useful_threads(10_000, 47, 2) == 2 and useful_threads(5_000, 47, 2) == 1
+    assert useful_threads(1_000, 200_000, 2) == 2 and useful_threads(10_000, 47, 1) == 1
+    assert useful_threads(10**6, 1, 8) == 6 and useful_threads(1, 0, 4) == 1
+    runs = []
+    real = col.simulate
+
+    def observe(*a, **k):
+        runs.append((k["workers"], k["scheduler"], k["chunk_paths"]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(col, "simulate", observe)
+    terms = dict(amount_cny=200_000, term_years=3, interest_rate=0.045)
+    small = value_collateral(portfolio, params, terms, paths=256, seed=8, workers=2)
+    assert runs[-1] == (1, None, 256)  # 256 paths x 30 parcels: one chunk, this thread
+    monkeypatch.setattr(engine, "MIN_PARCEL_PATHS_PER_THREAD", 256)
+    threaded = value_collateral(portfolio, params, terms, paths=256, seed=8, workers=2)
+    assert runs[-1] == (2, "threads", 128)
+    explicit = value_collateral(portfolio, params, terms, paths=256, seed=8, workers=2, chunk_paths=64)
+    assert runs[-1] == (2, "threads", 64)  # a caller's chunks are its own choice
+    assert small.to_dict() == threaded.to_dict() == explicit.to_dict()

@@ -6,8 +6,8 @@ Entry point: :func:`simulate`. See :mod:`finance_engine.simulation.engine` for t
 
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
 from finance_engine.simulation.engine import (Progress, SimulationCancelled, auto_chunk_paths, balanced_chunk_paths,
-                                              chunk_ranges, simulate)
+                                              chunk_ranges, simulate, useful_threads)
 from finance_engine.simulation.result import SimulationResult
 
 __all__ = ["PATH_BLOCK", "Progress", "SimulationCancelled", "SimulationConfig", "SimulationResult",
-           "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "simulate"]
+           "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "simulate", "useful_threads"]

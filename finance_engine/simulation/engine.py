@@ -342,6 +342,21 @@ def _collect(pending: dict[Future, int], results, report, cancel, on_abort: Call
 
 #: GIL switch interval while chunks run on threads (s): a tenth of Python's 5 ms default
 THREADS_SWITCH_INTERVAL_S = 0.0005
+#: the parcel-paths a thread needs before a second one pays (see :func:`useful_threads`)
+MIN_PARCEL_PATHS_PER_THREAD = 150_000
+
+
+def useful_threads(paths: int, n_parcels: int, workers: int) -> int:
+    """How many of ``workers`` threads a run of ``paths`` x ``n_parcels`` gains from (at least 1).
+
+    Each chunk pays about 20 ms of Python per 30 years whatever its size, and two threads hold the
+    GIL in turn for it, with a hand-over at each kernel or numpy call. Below about 120,000
+    parcel-paths a thread, two threads were slower than one chunk on one (a 47-parcel loan:
+    2,000 paths 107 ms on two threads against 78 ms on one; 5,000 paths even; 10,000 paths 213 against
+    275 ms; docs/performance.md, eleventh round). Results never depend on the threads used.
+    """
+    share = int(paths) * max(1, int(n_parcels)) // MIN_PARCEL_PATHS_PER_THREAD
+    return max(1, min(int(workers), share))
 _SWITCH_LOCK = threading.Lock()
 _switch_state = {"users": 0, "saved": None}
 

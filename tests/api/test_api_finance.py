@@ -374,3 +374,51 @@ def test_identical_requests_share_one_computation():
         assert all(isinstance(r, ValueError) for r in res) and rc.get("bad") is None  # errors are not cached
 
     asyncio.run(main())
+
+
+def test_a_request_that_finds_the_pool_idle_may_use_both_threads_and_jobs_keep_one():
+    import asyncio
+    import os
+    import time
+
+    from api.compute import ComputePool, task_threads
+
+    pool = ComputePool(workers=2)
+    try:
+        pool.start()
+        both = min(2, os.cpu_count() or 1)
+
+        async def lone_then_loaded():
+            lone = await pool.run(task_threads)
+            job = pool.submit(time.sleep, 1.0)  # a background job holds one worker
+            under_load = await pool.run(task_threads)
+            busy = pool.busy
+            job.result()
+            return lone, under_load, busy
+
+        lone, under_load, busy = asyncio.run(lone_then_loaded())
+        assert lone == both and under_load == 1 and busy == 1  # the job was still running
+        assert pool.submit(task_threads).result() == 1  # jobs run on one thread, idle pool or not
+        for _ in range(50):  # the done callbacks run on the pool's thread just after the results
+            if pool.busy == 0:
+                break
+            time.sleep(0.01)
+        assert pool.busy == 0
+        with pytest.raises(ZeroDivisionError):  # a failed task is counted out too
+            pool.submit(divmod, 1, 0).result()
+        time.sleep(0.05)
+        assert pool.busy == 0 and asyncio.run(pool.run(task_threads)) == both
+    finally:
+        pool.shutdown()
+
+
+def test_the_in_thread_pool_counts_its_tasks_and_runs_them_on_one_thread():
+    import asyncio
+
+    from api.compute import ComputePool, task_threads
+
+    pool = ComputePool(workers=0)
+    assert asyncio.run(pool.run(task_threads)) == 1 and pool.submit(task_threads).result() == 1
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(pool.run(divmod, 1, 0))
+    assert pool.busy == 0
