@@ -187,6 +187,12 @@ class ForestSimulator:
         # a stand measured above the ceiling keeps its measured level as its own ceiling
         self._bamboo_ceiling = np.maximum(self.growth.bamboo_ceiling_tc_per_ha, self.growth.bamboo_managed_tc_per_ha)
         self.perils: list[Peril] = self._build_perils()
+        # epistemic uncertainty of the perils' frequencies (the parameter file's peril_uncertainty),
+        # keyed by peril name: turning a peril off leaves the others' draws as they were
+        pu = params.file.peril_uncertainty
+        self._frequency_log_sd = {p.name: pu[p.name].frequency_log_sd.value for p in self.perils
+                                  if p.name in pu and pu[p.name].frequency_log_sd.value > 0}
+        self._peril_keys = group_keys([f"peril:{name}" for name in self._frequency_log_sd])
         cascades = params.perils.get("cascades")
         self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
         climate = params.perils.get("climate")
@@ -285,6 +291,7 @@ class ForestSimulator:
         else:
             a_mult = np.ones((n_paths, n_species))
             k_mult = np.ones((n_paths, n_species))
+        frequency = self.frequency_multipliers(rnd)
         shape = np.ascontiguousarray(g.shape[:nt], dtype=np.float64)
         keep = 1.0 - self._mortality
         tf = self.tree_factors
@@ -362,7 +369,7 @@ class ForestSimulator:
                                fire_weakened_multiplier=fire_weak, pest_weakened_multiplier=pest_weak)
             ctx = YearContext(
                 year=y, calendar_year=cal, rnd=rnd, stand=stand, drought=np.zeros(n_paths, dtype=bool),
-                hazard_multiplier=self._multipliers("hazard", y, cal),
+                hazard_multiplier=self._multipliers("hazard", y, cal, frequency),
                 severity_multiplier=self._multipliers("severity", y, cal),
                 forced_events=self.modifiers.forced_events.get(y, {}),
                 independent=sw.independent,
@@ -415,7 +422,29 @@ class ForestSimulator:
         sign = np.where(ids % 2 == 0, 1.0, -1.0)
         return sign * base.path_normal("growth.regional_shock", year)
 
-    def _multipliers(self, kind: str, y: int, cal: int) -> dict[str, Any]:
+    def frequency_multipliers(self, rnd: KeyedRandom) -> dict[str, np.ndarray]:
+        """Each peril's frequency multiplier per path: one draw per parameter set.
+
+        ``exp(s z - s^2 / 2)`` with ``s`` the peril's ``frequency_log_sd`` and ``z`` a standard normal
+        keyed by parameter set and peril name (stream ``peril.param.frequency``): a mean-one lognormal
+        that multiplies the peril's hazard, so the perils' long-run rates are as uncertain as the
+        parameter file says, and the spread they cause is reported as parameter uncertainty
+        (``parameter_sd``), not as Monte Carlo error. Empty with parameter uncertainty off.
+
+        Returns
+        -------
+        dict of str to ndarray of float64, shape (n_paths,)
+        """
+        if not (self.switches.parameter_uncertainty and self._frequency_log_sd):
+            return {}
+        z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform("peril.param.frequency", 0,
+                                                                         self._peril_keys))
+        return {name: np.exp(s * z[:, j] - 0.5 * s * s) for j, (name, s) in enumerate(self._frequency_log_sd.items())}
+
+    def _multipliers(self, kind: str, y: int, cal: int, per_path: dict[str, np.ndarray] | None = None
+                     ) -> dict[str, Any]:
+        """The year's ``kind`` ("hazard" or "severity") multiplier of each peril: climate pathway x
+        scenario, times ``per_path[peril]`` where given (the perils' frequency multipliers)."""
         out: dict[str, Any] = {}
         mods = getattr(self.modifiers, kind)
         # the pathway's multipliers depend on (kind, peril, calendar year) only: interpolated once
@@ -432,6 +461,8 @@ class ForestSimulator:
             s = mods.get(p.name, 1.0)
             s = s(y) if callable(s) else s
             out[p.name] = m * s
+            if per_path and p.name in per_path:
+                out[p.name] = out[p.name] * per_path[p.name]
         return out
 
     def _tree_carbon_at(self, vol: np.ndarray, qq: np.ndarray) -> np.ndarray:

@@ -203,6 +203,25 @@ class GrowthUncertainty(_Strict):
         return self
 
 
+class PerilUncertainty(_Strict):
+    """Epistemic uncertainty of one peril: the log-sd of a mean-one lognormal multiplier of its
+    hazard, drawn once per parameter set (see ``models.dynamics``)."""
+
+    frequency_log_sd: Sourced
+
+    @model_validator(mode="after")
+    def _check(self) -> "PerilUncertainty":
+        if not 0 <= self.frequency_log_sd.value <= MAX_FREQUENCY_LOG_SD:
+            raise ValueError(f"frequency_log_sd must lie in [0, {MAX_FREQUENCY_LOG_SD}], got {self.frequency_log_sd.value}")
+        return self
+
+
+#: the largest log-sd a peril's frequency may take (a 95 % interval spanning a factor of about 360)
+MAX_FREQUENCY_LOG_SD = 1.5
+#: parameter-file sections under ``perils`` that are not perils of their own
+NOT_PERILS = ("cascades", "climate")
+
+
 class Regeneration(_Strict):
     replanting_delay_years: Sourced
     stand_replacing_loss_fraction: Sourced
@@ -234,13 +253,14 @@ class ParameterFile(_Strict):
     carbon: CarbonConstants
     crediting: Crediting
     growth_uncertainty: GrowthUncertainty
+    peril_uncertainty: dict[str, PerilUncertainty] = Field(default_factory=dict)
     regeneration: Regeneration
     species: dict[str, Species]
     site_classes: list[str]
     management: dict[str, dict[str, Sourced]]
     perils: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
-    @field_validator("perils", mode="before")
+    @field_validator("perils", "peril_uncertainty", mode="before")
     @classmethod
     def _perils_default(cls, v: Any) -> Any:
         return {} if v is None else v
@@ -282,6 +302,9 @@ class ParameterFile(_Strict):
                 if key in seen and seen[key] != sid:
                     raise ValueError(f"alias {name!r} names both {seen[key]} and {sid}")
                 seen[key] = sid
+        unknown = sorted(set(self.peril_uncertainty) - (set(self.perils) - set(NOT_PERILS)))
+        if unknown:
+            raise ValueError(f"peril_uncertainty names perils the file does not define under `perils`: {unknown}")
         for lever in ("fire_protection", "pest_control"):
             if lever not in self.management:
                 raise ValueError(f"management.{lever} is required")

@@ -7,7 +7,7 @@ city in a year with probability
 
     p_d = annual_probability x h,
 
-where ``h = ctx.hazard("drought")`` is the climate-pathway x scenario hazard multiplier (capped so
+where ``h = ctx.hazard("drought")`` is the climate-pathway x scenario x parameter-set hazard multiplier (capped so
 that p_d <= 1). One uniform per path (stream ``"drought.hazard"``) decides it, so every parcel of a
 path shares the drought year: that is the declared spatial correlation. In a drought year the
 peril

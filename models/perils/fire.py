@@ -20,7 +20,7 @@ The probability that parcel ``q`` burns in year ``t`` on path ``i`` is
   parcels at once. No temporal correlation is assumed (none is declared in the parameters).
 * ``D``: ``drought_multiplier`` when the drought peril marked the path (``ctx.drought``), else 1.
 * ``K``: ``ctx.stand.fire_multiplier_at`` (cascades: dead fuel after wind or ice breakage).
-* ``h``: ``ctx.hazard("fire")`` (climate pathway x scenario).
+* ``h``: ``ctx.hazard("fire")`` (climate pathway x scenario x the parameter set's frequency multiplier).
 
 A uniform per (path, parcel) (stream ``"fire.hazard"``) below ``p`` means the parcel burns. Stands
 waiting for replanting (age < 0) or without carbon cannot burn.

@@ -53,7 +53,8 @@ an infected cell becomes infected in a year with probability
 where ``a`` is 1 below ``altitude_limit_m - altitude_taper_m`` and falls linearly to 0 at
 ``altitude_limit_m`` (no infection above it), ``m_control`` the ``management.pest_control``
 multiplier of the parcel's level, ``pest_multiplier`` the cascade multiplier of storm-weakened pines
-and ``hazard`` the scenario multiplier ``ctx.hazard("pine_wilt")``.
+and ``hazard`` the multiplier ``ctx.hazard("pine_wilt")`` (scenario x the parameter set's frequency
+multiplier; the landscape's cell spread does not take it).
 
 Once infected, a parcel's pines die at a yearly rate ``m`` for ``outbreak_years`` years: the
 uncontrolled rate for pest-control level ``none``, otherwise the controlled rate plus the
