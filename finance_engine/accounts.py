@@ -155,9 +155,12 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
         parcel["expected_loss_tco2e_per_yr_kg"] = _to_kg(ps["cumulative_loss_tco2e_mean"].to_numpy())
         for lv in levels_for_se:
             sub = res.summary[(res.summary.level == lv) & (res.summary.year == 0)]
-            for metric, name in (("sink_tco2e", "expected_sink_tco2e_per_yr_mc_se"),
-                                 ("loss_tco2e", "expected_loss_tco2e_per_yr_mc_se")):
-                s = sub[sub.metric == metric].set_index("group")["mc_se"]
+            # the two kinds of uncertainty, apart: Monte Carlo error and the spread of the parameters
+            for metric, stat, name in (("sink_tco2e", "mc_se", "expected_sink_tco2e_per_yr_mc_se"),
+                                       ("sink_tco2e", "parameter_sd", "expected_sink_tco2e_per_yr_parameter_sd"),
+                                       ("loss_tco2e", "mc_se", "expected_loss_tco2e_per_yr_mc_se"),
+                                       ("loss_tco2e", "parameter_sd", "expected_loss_tco2e_per_yr_parameter_sd")):
+                s = sub[sub.metric == metric].set_index("group")[stat]
                 se_rows.setdefault(name, pd.Series(dtype=float))
                 se_rows[name] = pd.concat([se_rows[name], s.rename(lambda g, lv=lv: (lv, g))])
         provenance.update({k: res.provenance[k] for k in ("model_version", "code_version", "seed", "paths",
@@ -177,7 +180,8 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
             table[name] = [float(s.get(k, np.nan)) for k in keys]
     order = ["level", *LEVELS, "parcels", "area_ha", "stock_bef_tco2e", "stock_fang_tco2e",
              "potential_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr_mc_se",
-             "expected_loss_tco2e_per_yr", "expected_loss_tco2e_per_yr_mc_se"]
+             "expected_sink_tco2e_per_yr_parameter_sd", "expected_loss_tco2e_per_yr",
+             "expected_loss_tco2e_per_yr_mc_se", "expected_loss_tco2e_per_yr_parameter_sd"]
     rest = [c for c in table.columns if c not in order]
     table = table[[c for c in order if c in table.columns] + rest]
     units = {"area_ha": "ha", "stock_bef_tco2e": "tCO2e (IPCC/CCER BEF method)",
@@ -185,5 +189,7 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
              "potential_sink_tco2e_per_yr": "tCO2e/yr, growth net of background mortality, no perils",
              "expected_sink_tco2e_per_yr": "tCO2e/yr, Monte Carlo mean of the first year's stock change",
              "expected_loss_tco2e_per_yr": "tCO2e/yr destroyed by perils, Monte Carlo mean",
+             "*_mc_se": "Monte Carlo standard error of the mean (more paths narrow it)",
+             "*_parameter_sd": "sd from the uncertain growth and peril parameters (better data would narrow it)",
              "*_kg": "integer kilograms CO2e (exact sums)"}
     return CarbonAccounts(table=table, provenance=provenance, units=units)

@@ -68,6 +68,13 @@ def test_expected_sink_is_below_potential_and_has_error_bars(accounts):
     assert tot.expected_sink_tco2e_per_yr < tot.potential_sink_tco2e_per_yr + 4 * tot.expected_sink_tco2e_per_yr_mc_se
     county = acc.level("county")
     assert county.expected_sink_tco2e_per_yr_mc_se.notna().all()
+    # the spread of the parameters is its own line, beside the Monte Carlo error, at every level
+    for lv in ("portfolio", "county", "village"):
+        t = acc.level(lv)
+        for col in ("expected_sink_tco2e_per_yr_parameter_sd", "expected_loss_tco2e_per_yr_parameter_sd"):
+            assert t[col].notna().all() and (t[col] >= 0).all()
+    assert tot.expected_sink_tco2e_per_yr_parameter_sd > 0  # growth curves and peril rates are uncertain
+    assert acc.units["*_parameter_sd"].startswith("sd from the uncertain")
 
 
 def test_tree_nests_all_five_levels(accounts):

@@ -59,8 +59,9 @@ def accounts(portfolio, parameters, level, paths, seed, output, fmt):
     cols = ["level", *([] if level in ("portfolio",) else ([level] if level != "all" else list(LEVELS)))]
     show = cols + [c for c in ("parcels", "area_ha", "stock_bef_tco2e", "stock_fang_tco2e",
                                "potential_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr",
-                               "expected_sink_tco2e_per_yr_mc_se", "expected_loss_tco2e_per_yr",
-                               "expected_loss_tco2e_per_yr_mc_se") if c in t.columns]
+                               "expected_sink_tco2e_per_yr_mc_se", "expected_sink_tco2e_per_yr_parameter_sd",
+                               "expected_loss_tco2e_per_yr", "expected_loss_tco2e_per_yr_mc_se",
+                               "expected_loss_tco2e_per_yr_parameter_sd") if c in t.columns]
     click.echo(render_table(t[show]))
     p = acc.provenance
     click.echo(f"\nmodel {p['model_version']}; parameters {p['region']} {p['parameter_version']} "

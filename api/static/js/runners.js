@@ -11,8 +11,9 @@ export const SIM_COUNTY_COLUMNS = [["area", "col_area", 1], ["loss", "col_loss",
   ["perHaYr", "col_loss_per_ha", 3], ["share", "col_loss_share", 2, "pct"]];
 export const SIM_ACCOUNT_COLUMNS = [["parcels", "col_parcels", 0], ["area_ha", "col_area", 1],
   ["stock_bef_tco2e", "col_stock", 0], ["expected_sink_tco2e_per_yr", "col_sink", 0],
-  ["expected_sink_tco2e_per_yr_mc_se", "col_sink_se", 0],
-  ["expected_loss_tco2e_per_yr", "col_acc_loss", 0], ["expected_loss_tco2e_per_yr_mc_se", "col_loss_se", 0]];
+  ["expected_sink_tco2e_per_yr_mc_se", "col_sink_se", 0], ["expected_sink_tco2e_per_yr_parameter_sd", "col_sink_psd", 0],
+  ["expected_loss_tco2e_per_yr", "col_acc_loss", 0], ["expected_loss_tco2e_per_yr_mc_se", "col_loss_se", 0],
+  ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0]];
 export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["loss", "col_scn_loss", 0],
   ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0], ["perHaYr", "col_loss_per_ha", 3]];
 export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 0], ["stock_end_tco2e", "col_stock_end", 0],
