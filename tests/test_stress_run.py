@@ -370,3 +370,24 @@ def test_a_lever_with_a_rotation_and_pest_control_moves_the_treated_parcels_only
     both = ManagementAction("both", pest_control="enhanced", rotation_extension_years=5)
     only = ManagementAction("pest", pest_control="enhanced", parcel_ids=tuple(half.parcel_id[both.treated(half)]))
     assert both.landscape(half, params)[1] == only.landscape(half, params)[1] > 0
+
+
+def test_the_parameter_spread_is_its_own_line_beside_the_monte_carlo_error(pf, params):
+    from models.dynamics import SimulationSwitches
+
+    def run(switches):
+        return run_stress_test(pf, params, ["severe_fire_weather"], settings=StressSettings(
+            years=10, paths=256, seed=9, levels=("portfolio", "county"), switches=switches))
+
+    on, off = run(SimulationSwitches()), run(SimulationSwitches(parameter_uncertainty=False))
+    for table in (on.horizon, on.by_year):
+        assert (table.parameter_sd >= 0).all() and (table.diff_parameter_sd >= 0).all()
+        # the baseline's difference from itself is zero, so is its spread
+        assert (table[table.scenario == "baseline"].diff_parameter_sd == 0).all()
+    h = on.horizon[on.horizon.level == "portfolio"].set_index(["scenario", "metric"])
+    assert h.loc[("baseline", "stock_end_tco2e"), "parameter_sd"] > 0  # growth curves, peril rates
+    row = on.portfolio.set_index("scenario").loc["severe_fire_weather"]
+    assert row["stock_end_tco2e_parameter_sd"] == h.loc[("severe_fire_weather", "stock_end_tco2e"), "parameter_sd"]
+    assert row["cumulative_loss_tco2e_diff_parameter_sd"] >= 0
+    # without parameter uncertainty every path is independent: no parameter spread at all
+    assert (off.horizon.parameter_sd == 0).all() and (off.horizon.diff_parameter_sd == 0).all()

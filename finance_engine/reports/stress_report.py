@@ -52,7 +52,8 @@ def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: M
     port_cols = list(r.portfolio.columns)  # every figure with its Monte Carlo error
     county = r.horizon[(r.horizon.level == "county") & (r.horizon.metric.isin(
         ["cumulative_loss_tco2e", "cumulative_sink_tco2e", "cumulative_loss_value_cny"]))]
-    county = county[["scenario", "group", "metric", "mean", "mc_se", "diff_mean", "diff_mc_se"]]
+    county = county[["scenario", "group", "metric", "mean", "mc_se", "parameter_sd", "diff_mean", "diff_mc_se",
+                     "diff_parameter_sd"]]
     return render(
         "stress_report.html", title=f"Stress test — {title_suffix}", title_suffix=title_suffix, r=r,
         scenarios=table_html(r.scenarios.drop(columns=["sha256"]).assign(sha256=r.scenarios.sha256.str[:12])),

@@ -150,7 +150,7 @@ def metric_paths(run: ScenarioRun, level: str, years: int) -> dict[str, np.ndarr
 # Paired comparison
 # ---------------------------------------------------------------------------------------------
 def _moments(x: np.ndarray, sw: SimulationSwitches) -> dict[str, np.ndarray]:
-    """Mean and MC standard error over the path axis (axis 1 of (years, paths, groups))."""
+    """Mean, MC standard error and parameter sd over the path axis (axis 1 of (years, paths, groups))."""
     return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.parameter_uncertainty)
 
 
@@ -158,9 +158,11 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                  switches: SimulationSwitches) -> tuple[pd.DataFrame, pd.DataFrame]:
     """By-year and whole-horizon tables of scenario, baseline and paired difference.
 
-    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, p01, p05, p50, p95,
-    p99 (quantiles of the scenario's value over paths), baseline_mean, diff_mean, diff_mc_se, diff_p05,
-    diff_p95 (horizon only). Each quantile ``q`` has its 95 % order-statistic interval ``q_ci_low`` ..
+    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, parameter_sd, p01, p05,
+    p50, p95, p99 (quantiles of the scenario's value over paths), baseline_mean, diff_mean, diff_mc_se,
+    diff_parameter_sd, diff_p05, diff_p95 (horizon only). ``mc_se`` is the Monte Carlo error of the mean
+    (more paths narrow it), ``parameter_sd`` the spread from the uncertain growth and peril parameters
+    (better data would narrow it); for the difference, how much the scenario's effect itself depends on them. Each quantile ``q`` has its 95 % order-statistic interval ``q_ci_low`` ..
     ``q_ci_high``. Horizon: flows summed over the years, stock at the end.
     """
     qs = (0.01, 0.05, 0.50, 0.95, 0.99)
@@ -181,10 +183,11 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             rows_y.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
                 "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
-                "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(),
+                "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(), "parameter_sd": ms["parameter_sd"].ravel(),
                 **{k: v.ravel() for k, v in qy.items()},
                 "baseline_mean": mb.ravel(),
-                "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel()}))
+                "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel(),
+                "diff_parameter_sd": md["parameter_sd"].ravel()}))
             if m.startswith("stock"):
                 hs, hb = xs[-1:], xb[-1:]
                 name = m.replace("stock_", "stock_end_")
@@ -195,10 +198,10 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             ms, md = _moments(hs, switches), _moments(hd, switches)
             rows_h.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
-                "mean": ms["mean"][0], "mc_se": ms["mc_se"][0],
+                "mean": ms["mean"][0], "mc_se": ms["mc_se"][0], "parameter_sd": ms["parameter_sd"][0],
                 **quantiles_with_ci(hs[0], qs, labels=qnames, set_size=m_set),  # each (group,)
                 "baseline_mean": hb.mean(axis=1)[0],
-                "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0],
+                "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0], "diff_parameter_sd": md["parameter_sd"][0],
                 **quantiles_with_ci(hd[0], (0.05, 0.95), labels=("diff_p05", "diff_p95"), set_size=m_set)}))
     return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
 
@@ -573,8 +576,10 @@ def _portfolio_row(name: str, horizon: pd.DataFrame, inst: InstrumentOutcome | N
         if m in h.index:
             row[m] = float(h.at[m, "mean"])
             row[f"{m}_mc_se"] = float(h.at[m, "mc_se"])
+            row[f"{m}_parameter_sd"] = float(h.at[m, "parameter_sd"])
             row[f"{m}_diff"] = float(h.at[m, "diff_mean"])
             row[f"{m}_diff_mc_se"] = float(h.at[m, "diff_mc_se"])
+            row[f"{m}_diff_parameter_sd"] = float(h.at[m, "diff_parameter_sd"])
     if inst is not None:
         row.update({f"bank_{k}" if not k.startswith("bank") else k: v for k, v in inst.portfolio.items()})
         for k in ("expected_annual_gross_loss_cny", "expected_annual_gross_loss_mc_se_cny", "gross_loss_ratio",
