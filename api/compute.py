@@ -15,10 +15,13 @@ stream name, year, path id and parcel key.
 ``workers=0`` runs the tasks in the calling thread (no pool); tests of the pool itself use it.
 
 A request that finds the pool idle may use more than one thread of its worker
-(:meth:`ComputePool.run`): a collateral valuation large enough to gain from them
-(:func:`finance_engine.simulation.useful_threads`) runs its chunks on two threads instead of one,
-which the machine's other core would otherwise spend idle. Under load every task keeps one thread,
-so concurrent requests do not contend; background jobs always do. Numbers do not depend on it.
+(:meth:`ComputePool.run`; up to the pool's workers and the machine's CPUs): a collateral valuation
+large enough to gain from them (:func:`finance_engine.simulation.useful_threads`) runs its chunks on
+several threads instead of one, on cores that would otherwise stay idle. The choice is made when the
+task is submitted: a task that arrives while another runs or waits keeps one thread (so a burst of
+requests does not contend), while the burst's first keeps the threads it was given; background jobs
+keep one thread, and the simulation jobs that run in the server's job thread count as busy
+(:meth:`ComputePool.occupied`). Other server processes are not seen. Numbers do not depend on it.
 
 :class:`ResultCache` keeps the results of recent identical requests (same task, portfolio bytes,
 model, code and request, seed included): a repeat is answered from memory with the same numbers.
@@ -27,6 +30,7 @@ model, code and request, seed included): a repeat is answered from memory with t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -38,10 +42,13 @@ import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from models._yaml import load_yaml
 from api.jsonable import clean  # noqa: F401  (re-exported for the tasks below)
+
+log = logging.getLogger("carbon_risk.compute")
 
 # ---- per-worker state ---------------------------------------------------------------------------
 _W: dict[str, Any] = {"portfolios": OrderedDict()}
@@ -96,7 +103,7 @@ def _init_worker(warm_paths: int = 0, pool_worker: bool = False) -> None:
             try:  # read from the machine's footprint store when an earlier worker has written it
                 warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
             except Exception:  # noqa: BLE001 - warming only saves time: a failure must not break the pool
-                logging.getLogger("carbon_risk.compute").exception(
+                log.exception(
                     "could not simulate the %s pine wilt landscape ahead; valuations will simulate it", region)
     if pool_worker:  # requests read the store but do not write to it: their seeds are their own
         footprint_store.set_writes(False)
@@ -399,6 +406,16 @@ class ComputePool:
         with self._lock:
             self._busy -= 1
 
+    @contextlib.contextmanager
+    def occupied(self) -> Iterator[None]:
+        """Count work done outside the pool (a simulation job in the server's job thread) as busy, so
+        requests meanwhile keep one thread each."""
+        self._claim(False)
+        try:
+            yield
+        finally:
+            self._release()
+
     def submit(self, fn: Callable, *args) -> Future:
         """Run ``fn(*args)`` in a worker on one thread (background jobs)."""
         return self._submit(self._claim(False), fn, *args)
@@ -414,7 +431,14 @@ class ComputePool:
                 self._release()
             return f
         try:
-            f = self._executor().submit(with_threads, threads, fn, *args)
+            try:
+                f = self._executor().submit(with_threads, threads, fn, *args)
+            except BrokenProcessPool:
+                # a worker died (killed, out of memory): the tasks it had failed with this error; the
+                # pool is unusable from then on, so start a new one for this and later tasks
+                log.warning("the compute pool broke (a worker died); starting a new one")
+                self._discard_broken()
+                f = self._executor().submit(with_threads, threads, fn, *args)
         except BaseException:
             self._release()
             raise
@@ -433,6 +457,12 @@ class ComputePool:
             finally:
                 self._release()
         return await asyncio.wrap_future(self._submit(threads, fn, *args))
+
+    def _discard_broken(self) -> None:
+        with self._lock:
+            broken, self._pool = self._pool, None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ of ``running`` jobs at start assumes the others are down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -194,8 +195,10 @@ class JobRunner:
                     raise ValueError(f"portfolio {req['portfolio_id']!r} no longer exists")
             params = self.models.get(pfrow.region)
             pf = self.portfolios.get(pfrow, params)
-            result = run_simulation(pf, params, req, chunk_paths=self.settings.job_chunk_paths,
-                                    progress=progress, cancel=cancel)
+            # the run takes a core of this process: requests meanwhile keep one thread each
+            with self.compute.occupied() if self.compute is not None else contextlib.nullcontext():
+                result = run_simulation(pf, params, req, chunk_paths=self.settings.job_chunk_paths,
+                                        progress=progress, cancel=cancel)
         except SimulationCancelled:
             self._finish_cancelled(job.id)
             return

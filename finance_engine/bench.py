@@ -221,7 +221,7 @@ def _run_case(name: str, args: dict) -> dict:
     import numpy as np
 
     import models.rng as rng_mod
-    from finance_engine.simulation import balanced_chunk_paths, simulate
+    from finance_engine.simulation import balanced_chunk_paths, simulate, useful_threads
     from models.demo import demo_portfolio_path, generate_demo_portfolio
     from models.parameters import load_parameters
     from models.portfolio import load_portfolio, validate_frame
@@ -383,7 +383,9 @@ def _run_case(name: str, args: dict) -> dict:
         timings["seconds_median"] = timings.pop("seconds_median")
         timings.update(_warm_timings(lambda: value_collateral(pf, params, terms, **kw, sensitivities=True,
                                                               scheduler="warm")))
-        return {"project": project, "paths": paths, "years": 30, "threads": args.get("workers", 2), **timings,
+        pledged = pf.frame["project_id"].to_numpy() == project
+        threads = useful_threads(paths, int(pledged.sum()), args.get("workers", 2))  # what value_collateral ran on
+        return {"project": project, "paths": paths, "years": 30, "threads": threads, **timings,
                 "peak_rss_mb": _peak_rss_mb()}
     if name in ("city", "city_memory"):
         n = args.get("parcels", 200_000)

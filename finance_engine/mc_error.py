@@ -4,7 +4,8 @@ Three kinds of figure, three kinds of error bar:
 
 Means and probabilities (a probability is the mean of a 0/1 indicator)
     The standard error counts *parameter sets*, not paths: paths ``k m .. k m + m - 1`` share one draw of
-    the uncertain growth parameters (:class:`models.dynamics.SimulationSwitches`), so their values are
+    the uncertain parameters, the growth curves' and the perils' rates
+    (:class:`models.dynamics.SimulationSwitches`), so their values are
     correlated and the error is ``sd(set means) / sqrt(g)`` over the ``g`` complete sets
     (:func:`finance_engine.simulation.summary.nested_moments`). With one path per set this is the usual
     ``sd / sqrt(n)``; for a probability ``p`` that is ``sqrt(p (1 - p) / (n - 1))``.

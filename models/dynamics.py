@@ -8,10 +8,12 @@ to aggregate them.
 
 Three levels of growth uncertainty (see :mod:`models.growth`):
 
-* parameter uncertainty -- asymptote and rate multipliers drawn once per path and species group;
+* parameter uncertainty -- asymptote and rate multipliers drawn once per parameter set and species group;
 * a region-wide climate-year shock shared by all parcels, AR(1) in time;
 * parcel-level noise, independent by parcel and year.
 
+The perils' long-run rates are uncertain parameters too: each peril's hazard is multiplied by a
+mean-one lognormal drawn once per parameter set (:meth:`ForestSimulator.frequency_multipliers`).
 Each can be switched off (``SimulationSwitches``) for closed-form checks and attribution.
 """
 
@@ -35,9 +37,17 @@ DEFAULT_START_YEAR = 2026
 
 @dataclass(frozen=True)
 class SimulationSwitches:
-    """What is random and what is on. Defaults are the full model."""
+    """What is random and what is on. Defaults are the full model.
+
+    ``parameter_uncertainty`` draws the uncertain parameters once per set of paths: the growth curves'
+    asymptotes and rates (``growth_parameter_uncertainty``) and the perils' long-run rates
+    (``peril_rate_uncertainty``, the parameter file's ``peril_uncertainty``). Off, neither is drawn;
+    each sub-switch turns its part off alone (the valuation's driver attribution does).
+    """
 
     parameter_uncertainty: bool = True
+    growth_parameter_uncertainty: bool = True
+    peril_rate_uncertainty: bool = True
     growth_shocks: bool = True
     parcel_noise: bool = True
     background_mortality: bool = True
@@ -282,7 +292,7 @@ class ForestSimulator:
 
         # parameter uncertainty: once per path and species group
         n_species = len(self._species_keys)
-        if sw.parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
+        if sw.parameter_uncertainty and sw.growth_parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
             prnd = self.parameter_random(rnd)
             za = normal_from_uniform(prnd.keyed_uniform("growth.param.asymptote", 0, self._species_keys))
             zk = normal_from_uniform(prnd.keyed_uniform("growth.param.rate", 0, self._species_keys))
@@ -428,14 +438,16 @@ class ForestSimulator:
         ``exp(s z - s^2 / 2)`` with ``s`` the peril's ``frequency_log_sd`` and ``z`` a standard normal
         keyed by parameter set and peril name (stream ``peril.param.frequency``): a mean-one lognormal
         that multiplies the peril's hazard, so the perils' long-run rates are as uncertain as the
-        parameter file says, and the spread they cause is reported as parameter uncertainty
-        (``parameter_sd``), not as Monte Carlo error. Empty with parameter uncertainty off.
+        parameter file says. The variance analysis identifies the spread they cause as parameter
+        uncertainty (``parameter_sd``); the Monte Carlo error of a mean, which counts parameter sets,
+        grows with it too. Empty with ``parameter_uncertainty`` or ``peril_rate_uncertainty`` off.
 
         Returns
         -------
         dict of str to ndarray of float64, shape (n_paths,)
         """
-        if not (self.switches.parameter_uncertainty and self._frequency_log_sd):
+        sw = self.switches
+        if not (sw.parameter_uncertainty and sw.peril_rate_uncertainty and self._frequency_log_sd):
             return {}
         z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform("peril.param.frequency", 0,
                                                                          self._peril_keys))

@@ -89,6 +89,9 @@ def test_full_model_outputs_are_consistent(portfolio, params):
     d = v.drivers.set_index("driver")
     # common random numbers: without a peril or issuance risk the pledge is worth at least as much
     assert d.loc["without issuance risk", "value_effect_cny"] > 0
+    # the parameters' two parts are separate drivers: growth curves (with the growth noise) and peril rates
+    assert {"without growth uncertainty", "without peril-rate uncertainty"} <= set(d.index)
+    assert np.isfinite(d.loc["without peril-rate uncertainty", ["value_effect_cny", "value_effect_mc_se_cny"]]).all()
     assert d.loc["without assigned insurance", "expected_shortfall_cny"] >= d.loc["full model", "expected_shortfall_cny"]
     sens = v.sensitivities.set_index("case")
     assert sens.loc["price -50%", "value_cny"] == pytest.approx(vt["value_cny"] * 0.5, rel=0.02)
@@ -299,7 +302,7 @@ def test_a_loan_too_small_for_threads_runs_as_one_chunk_on_one_with_the_same_num
     import finance_engine.simulation.engine as engine
     from finance_engine.simulation import useful_threads
 
-    # a thread pays for itself from about 120,000 parcel-paths (docs/performance.md, eleventh round)
+    # threads pay from a crossover of about 120,000 parcel-paths a thread; the bound is 150,000 a thread
     assert useful_threads(10_000, 47, 2) == 2 and useful_threads(5_000, 47, 2) == 1
     assert useful_threads(1_000, 200_000, 2) == 2 and useful_threads(10_000, 47, 1) == 1
     assert useful_threads(10**6, 1, 8) == 6 and useful_threads(1, 0, 4) == 1

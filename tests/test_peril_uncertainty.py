@@ -118,3 +118,39 @@ def test_a_perils_frequency_uncertainty_is_reported_as_parameter_uncertainty(tmp
     assert 0.6 * math.sqrt(math.e - 1) < ratio < 1.6 * math.sqrt(math.e - 1)  # seeds 3-5: 0.83-1.24
     # the mean is not shifted by the mean-one multiplier beyond sampling error
     assert abs(unknown["mean"] - known["mean"]) < 4 * math.hypot(unknown["mc_se"], known["mc_se"])
+
+
+def test_the_engine_multiplies_each_perils_hazard_and_leaves_its_severity(params, portfolio, monkeypatch):
+    from models.perils import peril_classes
+    from models.perils._weather import per_path
+
+    n_paths = 64
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for cls in peril_classes().values():
+        def step(self, ctx, state, _real=cls.step):
+            if ctx.year == 1:
+                seen[self.name] = (per_path(ctx.hazard(self.name), n_paths), per_path(ctx.severity(self.name), n_paths))
+            return _real(self, ctx, state)
+
+        monkeypatch.setattr(cls, "step", step)
+
+    def year_one(switches):
+        seen.clear()
+        sim = ForestSimulator(params, portfolio, switches=switches)
+        rnd = KeyedRandom(7, np.arange(n_paths), portfolio.keys)
+        for _ in sim.run(rnd, 2):
+            pass
+        return dict(seen), sim.frequency_multipliers(rnd)
+
+    drawn, f = year_one(SimulationSwitches())
+    known, none = year_one(SimulationSwitches(peril_rate_uncertainty=False))
+    assert set(drawn) == PERILS and none == {}
+    for name in PERILS:
+        hazard, severity = drawn[name]
+        np.testing.assert_array_equal(hazard, known[name][0] * f[name])  # climate x scenario x the set's draw
+        np.testing.assert_array_equal(severity, known[name][1])
+        assert np.ptp(hazard) > 0  # it varies across parameter sets
+    # the growth parameters' sub-switch leaves the perils' draws alone, and the other way round
+    growth_off = ForestSimulator(params, portfolio, switches=SimulationSwitches(growth_parameter_uncertainty=False))
+    rnd = KeyedRandom(7, np.arange(n_paths), portfolio.keys)
+    assert all(np.array_equal(growth_off.frequency_multipliers(rnd)[k], f[k]) for k in PERILS)

@@ -350,10 +350,11 @@ def useful_threads(paths: int, n_parcels: int, workers: int) -> int:
     """How many of ``workers`` threads a run of ``paths`` x ``n_parcels`` gains from (at least 1).
 
     Each chunk pays about 20 ms of Python per 30 years whatever its size, and two threads hold the
-    GIL in turn for it, with a hand-over at each kernel or numpy call. Below about 120,000
-    parcel-paths a thread, two threads were slower than one chunk on one (a 47-parcel loan:
-    2,000 paths 107 ms on two threads against 78 ms on one; 5,000 paths even; 10,000 paths 213 against
-    275 ms; docs/performance.md, eleventh round). Results never depend on the threads used.
+    GIL in turn for it, with a hand-over at each kernel or numpy call. Two threads were slower than
+    one chunk on one below a crossover of about 120,000 parcel-paths a thread (a 47-parcel loan's engine
+    run: 2,016 paths 107 ms on two threads against 78 ms on one; whole valuations even at 5,000 paths;
+    10,016 paths 213 against 275 ms; docs/performance.md, eleventh round); the bound is set a little
+    above it. Results never depend on the threads used.
     """
     share = int(paths) * max(1, int(n_parcels)) // MIN_PARCEL_PATHS_PER_THREAD
     return max(1, min(int(workers), share))

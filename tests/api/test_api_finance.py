@@ -422,3 +422,45 @@ def test_the_in_thread_pool_counts_its_tasks_and_runs_them_on_one_thread():
     with pytest.raises(ZeroDivisionError):
         asyncio.run(pool.run(divmod, 1, 0))
     assert pool.busy == 0
+
+
+def test_work_outside_the_pool_counts_as_busy():
+    import asyncio
+
+    from api.compute import ComputePool, task_threads
+
+    pool = ComputePool(workers=2)
+    try:
+        with pool.occupied():  # a simulation job in the server's job thread
+            assert pool.busy == 1 and asyncio.run(pool.run(task_threads)) == 1
+        assert pool.busy == 0
+    finally:
+        pool.shutdown()
+
+
+def test_a_pool_whose_worker_died_is_replaced_for_later_tasks():
+    import asyncio
+    import os
+    import signal
+    import time
+
+    from api.compute import ComputePool
+
+    pool = ComputePool(workers=2)
+    try:
+        pool.start()
+        victim = asyncio.run(pool.run(os.getpid))
+        os.kill(victim, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        deadline = time.time() + 20
+        pid = None
+        while time.time() < deadline:  # the executor notices the death in the background
+            try:
+                pid = pool.submit(os.getpid).result(timeout=20)
+            except Exception:  # noqa: BLE001 - a task caught in the breakage fails; later ones must not
+                continue
+            if pid != victim:
+                break
+        assert pid is not None and pid != victim
+        assert asyncio.run(pool.run(os.getpid)) != victim and pool.busy == 0
+    finally:
+        pool.shutdown()
