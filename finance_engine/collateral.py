@@ -659,7 +659,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     cases.append(("issuance risk", None, base_prices, IssuanceRisk.none()))
     cases.append(("growth uncertainty", dataclasses.replace(base_sw, growth_parameter_uncertainty=False,
                                                             growth_shocks=False, parcel_noise=False), base_prices, iss))
-    cases.append(("peril-rate uncertainty", dataclasses.replace(base_sw, peril_rate_uncertainty=False), base_prices, iss))
+    cases.append(("peril-parameter uncertainty", dataclasses.replace(base_sw, peril_parameter_uncertainty=False), base_prices, iss))
     for label, sw, pp, issuance in cases:
         phys = base if sw is None else _simulate_physical(pledged, params, H, n, seed, sw, workers, chunk_paths,
                                                           scheduler)

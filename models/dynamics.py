@@ -13,7 +13,8 @@ Three levels of growth uncertainty (see :mod:`models.growth`):
 * parcel-level noise, independent by parcel and year.
 
 The perils' long-run rates are uncertain parameters too: each peril's hazard is multiplied by a
-mean-one lognormal drawn once per parameter set (:meth:`ForestSimulator.frequency_multipliers`).
+mean-one lognormal drawn once per parameter set (:meth:`ForestSimulator.frequency_multipliers`), and
+the severity of those that declare it likewise (:meth:`ForestSimulator.severity_multipliers`).
 Each can be switched off (``SimulationSwitches``) for closed-form checks and attribution.
 """
 
@@ -41,13 +42,14 @@ class SimulationSwitches:
 
     ``parameter_uncertainty`` draws the uncertain parameters once per set of paths: the growth curves'
     asymptotes and rates (``growth_parameter_uncertainty``) and the perils' long-run rates
-    (``peril_rate_uncertainty``, the parameter file's ``peril_uncertainty``). Off, neither is drawn;
+    and severities (``peril_parameter_uncertainty``, the parameter file's ``peril_uncertainty``). Off,
+    neither is drawn;
     each sub-switch turns its part off alone (the valuation's driver attribution does).
     """
 
     parameter_uncertainty: bool = True
     growth_parameter_uncertainty: bool = True
-    peril_rate_uncertainty: bool = True
+    peril_parameter_uncertainty: bool = True
     growth_shocks: bool = True
     parcel_noise: bool = True
     background_mortality: bool = True
@@ -200,9 +202,11 @@ class ForestSimulator:
         # epistemic uncertainty of the perils' frequencies (the parameter file's peril_uncertainty),
         # keyed by peril name: turning a peril off leaves the others' draws as they were
         pu = params.file.peril_uncertainty
-        self._frequency_log_sd = {p.name: pu[p.name].frequency_log_sd.value for p in self.perils
-                                  if p.name in pu and pu[p.name].frequency_log_sd.value > 0}
-        self._peril_keys = group_keys([f"peril:{name}" for name in self._frequency_log_sd])
+        self._peril_log_sd: dict[str, dict[str, float]] = {}
+        for kind in ("frequency", "severity"):
+            sds = {p.name: getattr(pu[p.name], f"{kind}_log_sd").value for p in self.perils
+                   if p.name in pu and getattr(pu[p.name], f"{kind}_log_sd") is not None}
+            self._peril_log_sd[kind] = {name: s for name, s in sds.items() if s > 0}
         cascades = params.perils.get("cascades")
         self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
         climate = params.perils.get("climate")
@@ -301,7 +305,7 @@ class ForestSimulator:
         else:
             a_mult = np.ones((n_paths, n_species))
             k_mult = np.ones((n_paths, n_species))
-        frequency = self.frequency_multipliers(rnd)
+        frequency, severity = self.frequency_multipliers(rnd), self.severity_multipliers(rnd)
         shape = np.ascontiguousarray(g.shape[:nt], dtype=np.float64)
         keep = 1.0 - self._mortality
         tf = self.tree_factors
@@ -380,7 +384,7 @@ class ForestSimulator:
             ctx = YearContext(
                 year=y, calendar_year=cal, rnd=rnd, stand=stand, drought=np.zeros(n_paths, dtype=bool),
                 hazard_multiplier=self._multipliers("hazard", y, cal, frequency),
-                severity_multiplier=self._multipliers("severity", y, cal),
+                severity_multiplier=self._multipliers("severity", y, cal, severity),
                 forced_events=self.modifiers.forced_events.get(y, {}),
                 independent=sw.independent,
             )
@@ -440,23 +444,33 @@ class ForestSimulator:
         that multiplies the peril's hazard, so the perils' long-run rates are as uncertain as the
         parameter file says. The variance analysis identifies the spread they cause as parameter
         uncertainty (``parameter_sd``); the Monte Carlo error of a mean, which counts parameter sets,
-        grows with it too. Empty with ``parameter_uncertainty`` or ``peril_rate_uncertainty`` off.
+        grows with it too. Empty with ``parameter_uncertainty`` or ``peril_parameter_uncertainty`` off.
 
         Returns
         -------
         dict of str to ndarray of float64, shape (n_paths,)
         """
-        sw = self.switches
-        if not (sw.parameter_uncertainty and sw.peril_rate_uncertainty and self._frequency_log_sd):
+        return self._peril_draws(rnd, "frequency")
+
+    def severity_multipliers(self, rnd: KeyedRandom) -> dict[str, np.ndarray]:
+        """Each peril's severity multiplier per path, as :meth:`frequency_multipliers` with the
+        ``severity_log_sd`` of the perils that declare one (stream ``peril.param.severity``): it
+        multiplies ``ctx.severity(peril)``, the scale of the peril's damage (pine wilt's mortality
+        rates, the ice storm's volume loss)."""
+        return self._peril_draws(rnd, "severity")
+
+    def _peril_draws(self, rnd: KeyedRandom, kind: str) -> dict[str, np.ndarray]:
+        sw, sds = self.switches, self._peril_log_sd[kind]
+        if not (sw.parameter_uncertainty and sw.peril_parameter_uncertainty and sds):
             return {}
-        z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform("peril.param.frequency", 0,
-                                                                         self._peril_keys))
-        return {name: np.exp(s * z[:, j] - 0.5 * s * s) for j, (name, s) in enumerate(self._frequency_log_sd.items())}
+        z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform(
+            f"peril.param.{kind}", 0, group_keys([f"peril:{name}" for name in sds])))
+        return {name: np.exp(s * z[:, j] - 0.5 * s * s) for j, (name, s) in enumerate(sds.items())}
 
     def _multipliers(self, kind: str, y: int, cal: int, per_path: dict[str, np.ndarray] | None = None
                      ) -> dict[str, Any]:
         """The year's ``kind`` ("hazard" or "severity") multiplier of each peril: climate pathway x
-        scenario, times ``per_path[peril]`` where given (the perils' frequency multipliers)."""
+        scenario, times ``per_path[peril]`` where given (the parameter set's draws)."""
         out: dict[str, Any] = {}
         mods = getattr(self.modifiers, kind)
         # the pathway's multipliers depend on (kind, peril, calendar year) only: interpolated once

@@ -90,8 +90,8 @@ def test_full_model_outputs_are_consistent(portfolio, params):
     # common random numbers: without a peril or issuance risk the pledge is worth at least as much
     assert d.loc["without issuance risk", "value_effect_cny"] > 0
     # the parameters' two parts are separate drivers: growth curves (with the growth noise) and peril rates
-    assert {"without growth uncertainty", "without peril-rate uncertainty"} <= set(d.index)
-    assert np.isfinite(d.loc["without peril-rate uncertainty", ["value_effect_cny", "value_effect_mc_se_cny"]]).all()
+    assert {"without growth uncertainty", "without peril-parameter uncertainty"} <= set(d.index)
+    assert np.isfinite(d.loc["without peril-parameter uncertainty", ["value_effect_cny", "value_effect_mc_se_cny"]]).all()
     assert d.loc["without assigned insurance", "expected_shortfall_cny"] >= d.loc["full model", "expected_shortfall_cny"]
     sens = v.sensitivities.set_index("case")
     assert sens.loc["price -50%", "value_cny"] == pytest.approx(vt["value_cny"] * 0.5, rel=0.02)

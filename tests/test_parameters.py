@@ -89,7 +89,8 @@ def test_a_copy_models_another_region(tmp_path):
     (lambda r: r["peril_uncertainty"]["fire"]["frequency_log_sd"].update(value=2.0), "frequency_log_sd"),
     (lambda r: r["peril_uncertainty"].update(cascades=r["peril_uncertainty"]["fire"]), "cascades"),
     (lambda r: r["peril_uncertainty"].update(meteor=r["peril_uncertainty"]["fire"]), "meteor"),
-    (lambda r: r["peril_uncertainty"]["fire"].update(severity_log_sd=0.1), "severity_log_sd"),
+    (lambda r: r["peril_uncertainty"]["pine_wilt"]["severity_log_sd"].update(value=-0.2), "severity_log_sd"),
+    (lambda r: r["peril_uncertainty"]["fire"].update(spread_log_sd=0.1), "spread_log_sd"),
 ])
 def test_invalid_files_name_file_and_field(tmp_path, mutate, needle):
     p = _write(tmp_path, mutate)

@@ -22,6 +22,7 @@ from tests.conftest import make_frame
 from tests.test_parameters import LISHUI
 
 PERILS = {"fire", "typhoon", "ice_storm", "drought", "pine_wilt"}
+SEVERITY_PERILS = {"ice_storm", "pine_wilt"}  # the others draw each event's damage from its range already
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +47,22 @@ def test_multipliers_are_mean_one_lognormals_drawn_once_per_parameter_set(params
     sim = ForestSimulator(params, portfolio, switches=SimulationSwitches(parameter_set_size=4))
     rnd = KeyedRandom(11, np.arange(80_000), portfolio.keys)
     f = sim.frequency_multipliers(rnd)
-    assert set(f) == PERILS
+    g = sim.severity_multipliers(rnd)
+    assert set(f) == PERILS and set(g) == SEVERITY_PERILS
     logs = {}
-    for name, m in f.items():
-        s = params.file.peril_uncertainty[name].frequency_log_sd.value
+    draws = {**{("frequency", k): v for k, v in f.items()}, **{("severity", k): v for k, v in g.items()}}
+    for (kind, name), m in draws.items():
+        s = getattr(params.file.peril_uncertainty[name], f"{kind}_log_sd").value
         sets = m.reshape(-1, 4)
         assert (sets == sets[:, :1]).all()  # the paths of a parameter set share the draw
         x = sets[:, 0]  # 20,000 independent draws
         n = x.size
         # E[exp(s z - s^2/2)] = 1; its sd is sqrt(exp(s^2) - 1)
         assert abs(x.mean() - 1.0) < 4 * math.sqrt(math.expm1(s * s) / n)
-        logs[name] = np.log(x)
-        assert abs(logs[name].mean() + 0.5 * s * s) < 4 * s / math.sqrt(n)
-        assert logs[name].std(ddof=1) == pytest.approx(s, rel=4 * math.sqrt(0.5 / n))
-    # the perils' draws are independent of one another
+        logs[kind, name] = np.log(x)
+        assert abs(logs[kind, name].mean() + 0.5 * s * s) < 4 * s / math.sqrt(n)
+        assert logs[kind, name].std(ddof=1) == pytest.approx(s, rel=4 * math.sqrt(0.5 / n))
+    # the perils' draws are independent of one another, a peril's frequency of its severity too
     names = sorted(logs)
     r = np.corrcoef([logs[k] for k in names])
     assert np.abs(r[np.triu_indices(len(names), 1)]).max() < 4 / math.sqrt(20_000)
@@ -140,16 +143,20 @@ def test_the_engine_multiplies_each_perils_hazard_and_leaves_its_severity(params
         rnd = KeyedRandom(7, np.arange(n_paths), portfolio.keys)
         for _ in sim.run(rnd, 2):
             pass
-        return dict(seen), sim.frequency_multipliers(rnd)
+        return dict(seen), (sim.frequency_multipliers(rnd), sim.severity_multipliers(rnd))
 
-    drawn, f = year_one(SimulationSwitches())
-    known, none = year_one(SimulationSwitches(peril_rate_uncertainty=False))
-    assert set(drawn) == PERILS and none == {}
+    drawn, (f, g) = year_one(SimulationSwitches())
+    known, none = year_one(SimulationSwitches(peril_parameter_uncertainty=False))
+    assert set(drawn) == PERILS and none == ({}, {})
     for name in PERILS:
         hazard, severity = drawn[name]
         np.testing.assert_array_equal(hazard, known[name][0] * f[name])  # climate x scenario x the set's draw
-        np.testing.assert_array_equal(severity, known[name][1])
         assert np.ptp(hazard) > 0  # it varies across parameter sets
+        if name in SEVERITY_PERILS:
+            np.testing.assert_array_equal(severity, known[name][1] * g[name])
+            assert np.ptp(severity) > 0
+        else:
+            np.testing.assert_array_equal(severity, known[name][1])
     # the growth parameters' sub-switch leaves the perils' draws alone, and the other way round
     growth_off = ForestSimulator(params, portfolio, switches=SimulationSwitches(growth_parameter_uncertainty=False))
     rnd = KeyedRandom(7, np.arange(n_paths), portfolio.keys)

@@ -204,20 +204,25 @@ class GrowthUncertainty(_Strict):
 
 
 class PerilUncertainty(_Strict):
-    """Epistemic uncertainty of one peril: the log-sd of a mean-one lognormal multiplier of its
-    hazard, drawn once per parameter set (see ``models.dynamics``)."""
+    """Epistemic uncertainty of one peril: the log-sds of mean-one lognormal multipliers of its
+    hazard (``frequency_log_sd``) and, optionally, of its severity (``severity_log_sd``), drawn once
+    per parameter set (see ``models.dynamics``)."""
 
     frequency_log_sd: Sourced
+    severity_log_sd: Sourced | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "PerilUncertainty":
-        if not 0 <= self.frequency_log_sd.value <= MAX_FREQUENCY_LOG_SD:
-            raise ValueError(f"frequency_log_sd must lie in [0, {MAX_FREQUENCY_LOG_SD}], got {self.frequency_log_sd.value}")
+        for name in ("frequency_log_sd", "severity_log_sd"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v.value <= MAX_LOG_SD:
+                raise ValueError(f"{name} must lie in [0, {MAX_LOG_SD}], got {v.value}")
         return self
 
 
-#: the largest log-sd a peril's frequency may take (a 95 % interval spanning a factor of about 360)
-MAX_FREQUENCY_LOG_SD = 1.5
+#: the largest log-sd a peril's frequency or severity may take (a 95 % interval spanning a factor of
+#: about 360)
+MAX_LOG_SD = 1.5
 #: parameter-file sections under ``perils`` that are not perils of their own
 NOT_PERILS = ("cascades", "climate")
 
