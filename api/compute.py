@@ -431,13 +431,14 @@ class ComputePool:
                 self._release()
             return f
         try:
+            ex = self._executor()
             try:
-                f = self._executor().submit(with_threads, threads, fn, *args)
+                f = ex.submit(with_threads, threads, fn, *args)
             except BrokenProcessPool:
                 # a worker died (killed, out of memory): the tasks it had failed with this error; the
                 # pool is unusable from then on, so start a new one for this and later tasks
                 log.warning("the compute pool broke (a worker died); starting a new one")
-                self._discard_broken()
+                self._discard_broken(ex)
                 f = self._executor().submit(with_threads, threads, fn, *args)
         except BaseException:
             self._release()
@@ -458,11 +459,13 @@ class ComputePool:
                 self._release()
         return await asyncio.wrap_future(self._submit(threads, fn, *args))
 
-    def _discard_broken(self) -> None:
+    def _discard_broken(self, broken: ProcessPoolExecutor) -> None:
+        """Drop ``broken`` if it is still the pool (a thread that met the same breakage a moment later
+        must not drop the new pool another thread has started)."""
         with self._lock:
-            broken, self._pool = self._pool, None
-        if broken is not None:
-            broken.shutdown(wait=False, cancel_futures=True)
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         with self._lock:
