@@ -123,7 +123,8 @@ try {
     r.resultTabSelected = await page.getAttribute("#tab-results", "aria-selected");
     r.resultId = await text("#result-id");
     r.kpis = await page.$$eval("#kpis .kpi", (ks) => ks.map((k) => ({ key: k.dataset.kpi, value: Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
-      err: k.dataset.err === undefined ? null : JSON.parse(k.dataset.err), errText: k.querySelector(".kpi-err")?.textContent ?? null })));
+      err: k.dataset.err === undefined ? null : JSON.parse(k.dataset.err), errText: k.querySelector(".kpi-err")?.textContent ?? null,
+      psd: k.dataset.psd === undefined ? null : Number(k.dataset.psd), psdText: k.querySelector(".kpi-psd")?.textContent ?? null })));
     r.settingsText = await text("#result-settings");
     r.countyCaption = await text("#cap-county");
     r.bars = await page.$$eval("#chart-county rect.bar", (bs) => bs.map((b) => ({ label: b.dataset.label, value: Number(b.dataset.value) })));

@@ -138,6 +138,10 @@ def _check_simulation_run(run, c):
                         ("kpi_loss", "cumulative_loss_tco2e")):
         assert err[key]["err"] == pytest.approx(port[metric]["mc_se"], rel=1e-12)
         assert err[key]["errText"].startswith("± ")
+        # and, apart, the spread from the uncertain parameters
+        assert err[key]["psd"] == pytest.approx(port[metric]["parameter_sd"], rel=1e-12)
+        assert err[key]["psdText"].startswith(("parameter sd", "参数标准差"))
+    assert err["kpi_loss_p99"]["psd"] is None  # a quantile has its interval only
     lo, hi = err["kpi_loss_p99"]["err"]
     assert lo == pytest.approx(port["cumulative_loss_tco2e"]["p99_ci_low"], rel=1e-12)
     assert hi == port["cumulative_loss_tco2e"]["p99_ci_high"]  # None (unbounded) with few paths
@@ -186,6 +190,9 @@ def _check_stress_run(run, c):
     assert kpi["kpi_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["mean"], rel=1e-12)
     assert err["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mc_se"], rel=1e-12)
     assert kpi["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_mean"], rel=1e-12)
+    psd = {k["key"]: k["psd"] for k in run["kpis"]}
+    assert psd["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["parameter_sd"], rel=1e-12)
+    assert psd["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_parameter_sd"], rel=1e-12)
     assert kpi["kpi_value_end"] == pytest.approx(port["stock_end_value_cny"]["mean"], rel=1e-12)
     assert kpi["kpi_loss_value"] == pytest.approx(port["cumulative_loss_value_cny"]["mean"], rel=1e-12)
     # the super typhoon forces an event over Qingtian: the county with the largest extra loss

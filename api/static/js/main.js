@@ -339,7 +339,7 @@ function renderResults() {
   $("#result-settings").textContent = `${v.title ? v.title + " · " : ""}${t("run_settings", v.settings)}`;
   const k = $("#kpis");
   k.replaceChildren();
-  for (const [key, val, err] of v.kpis) {
+  for (const [key, val, err, psd] of v.kpis) {
     const d = document.createElement("div");
     d.className = "kpi";
     d.dataset.kpi = key;
@@ -358,6 +358,14 @@ function renderResults() {
       const end = (x) => (Number.isFinite(x) ? fmt(x) : t("ci_unbounded"));
       e.textContent = Array.isArray(err) ? `95% CI ${end(err[0])} – ${end(err[1])}` : `± ${fmt(err)}`;
       d.append(e);
+    }
+    if (Number.isFinite(psd)) {
+      // apart from the Monte Carlo error: the spread from the uncertain growth and peril parameters
+      d.dataset.psd = String(psd);
+      const ps = document.createElement("span");
+      ps.className = "kpi-psd";
+      ps.textContent = t("kpi_psd", { sd: fmt(psd) });
+      d.append(ps);
     }
     const l = document.createElement("span");
     l.className = "kpi-label";

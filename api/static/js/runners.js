@@ -72,10 +72,11 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
   return {
     kind: "simulation", id: sim.id, title: req.climate_pathway || "",
     settings: runSettings(req, years, sim.audit),
-    // each KPI with its Monte Carlo error: a standard error, or a quantile's [low, high] interval
-    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se],
-      ["kpi_sink", pf("cumulative_sink_tco2e").mean, pf("cumulative_sink_tco2e").mc_se],
-      ["kpi_loss", loss.mean, loss.mc_se], ["kpi_loss_p99", loss.p99, [loss.p99_ci_low, loss.p99_ci_high]]],
+    // each KPI with its Monte Carlo error (a standard error, or a quantile's [low, high] interval) and,
+    // apart, the spread from the uncertain parameters (means only)
+    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se, pf("stock_end_tco2e").parameter_sd],
+      ["kpi_sink", pf("cumulative_sink_tco2e").mean, pf("cumulative_sink_tco2e").mc_se, pf("cumulative_sink_tco2e").parameter_sd],
+      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd], ["kpi_loss_p99", loss.p99, [loss.p99_ci_low, loss.p99_ci_high]]],
     counties, exceedance, fan, fanKind: "fan", townshipRisk,
     countyColumns: SIM_COUNTY_COLUMNS,
     accountsPath: `/v1/simulations/${sim.id}/accounts`, accountsQuery: {}, accountsColumns: SIM_ACCOUNT_COLUMNS,
@@ -179,10 +180,12 @@ export function stressView(st, tables, scenario, portfolio, parcels) {
   return {
     kind: "stress", id: st.id, scenario, title: meta.title || scenario,
     settings: runSettings(req, years, st.audit),
-    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se], ["kpi_loss", loss.mean, loss.mc_se],
-      ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se],
-      ["kpi_value_end", pf.stock_end_value_cny?.mean, pf.stock_end_value_cny?.mc_se],
-      ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean, pf.cumulative_loss_value_cny?.mc_se],
+    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se, pf.stock_end_tco2e?.parameter_sd],
+      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd],
+      ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se, loss.diff_parameter_sd],
+      ["kpi_value_end", pf.stock_end_value_cny?.mean, pf.stock_end_value_cny?.mc_se, pf.stock_end_value_cny?.parameter_sd],
+      ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean, pf.cumulative_loss_value_cny?.mc_se,
+        pf.cumulative_loss_value_cny?.parameter_sd],
     ].filter(([, v]) => Number.isFinite(v)),
     counties, exceedance, fan, fanKind: hasPct ? "value_fan" : "value_path", townshipRisk,
     countyColumns: STRESS_COUNTY_COLUMNS,
