@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -363,6 +364,9 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the pool -------------------------------------------------------------------------------------
+#: a pool that breaks again this soon after it was replaced is not replaced again until then (s)
+REPLACE_BACKOFF_S = 30.0
+
 class ComputePool:
     """A lazily started process pool (see the module docstring)."""
 
@@ -372,6 +376,7 @@ class ComputePool:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._busy = 0  # tasks submitted and not finished
+        self._replaced_at = -REPLACE_BACKOFF_S  # when a broken pool was last replaced (time.monotonic)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -436,9 +441,11 @@ class ComputePool:
                 f = ex.submit(with_threads, threads, fn, *args)
             except BrokenProcessPool:
                 # a worker died (killed, out of memory): the tasks it had failed with this error; the
-                # pool is unusable from then on, so start a new one for this and later tasks
-                log.warning("the compute pool broke (a worker died); starting a new one")
-                self._discard_broken(ex)
+                # pool is unusable from then on, so start a new one for this and later tasks -- unless
+                # the last new one broke too within REPLACE_BACKOFF_S (workers that cannot start):
+                # then fail fast instead of starting pools in a loop
+                if not self._discard_broken(ex):
+                    raise
                 f = self._executor().submit(with_threads, threads, fn, *args)
         except BaseException:
             self._release()
@@ -459,13 +466,19 @@ class ComputePool:
                 self._release()
         return await asyncio.wrap_future(self._submit(threads, fn, *args))
 
-    def _discard_broken(self, broken: ProcessPoolExecutor) -> None:
+    def _discard_broken(self, broken: ProcessPoolExecutor) -> bool:
         """Drop ``broken`` if it is still the pool (a thread that met the same breakage a moment later
-        must not drop the new pool another thread has started)."""
+        must not drop the new pool another thread has started); False when the pool was last replaced
+        less than :data:`REPLACE_BACKOFF_S` ago (it is then kept, broken, until that has passed)."""
         with self._lock:
             if self._pool is broken:
-                self._pool = None
+                now = time.monotonic()
+                if now - self._replaced_at < REPLACE_BACKOFF_S:
+                    return False
+                log.warning("the compute pool broke (a worker died); starting a new one")
+                self._pool, self._replaced_at = None, now
         broken.shutdown(wait=False, cancel_futures=True)
+        return True
 
     def shutdown(self) -> None:
         with self._lock:

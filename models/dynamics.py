@@ -199,8 +199,8 @@ class ForestSimulator:
         # a stand measured above the ceiling keeps its measured level as its own ceiling
         self._bamboo_ceiling = np.maximum(self.growth.bamboo_ceiling_tc_per_ha, self.growth.bamboo_managed_tc_per_ha)
         self.perils: list[Peril] = self._build_perils()
-        # epistemic uncertainty of the perils' frequencies (the parameter file's peril_uncertainty),
-        # keyed by peril name: turning a peril off leaves the others' draws as they were
+        # epistemic uncertainty of the perils' frequencies and severities (the parameter file's
+        # peril_uncertainty), keyed by peril name: turning a peril off leaves the others' draws as they were
         pu = params.file.peril_uncertainty
         self._peril_log_sd: dict[str, dict[str, float]] = {}
         for kind in ("frequency", "severity"):

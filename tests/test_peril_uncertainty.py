@@ -1,9 +1,10 @@
-"""Epistemic uncertainty of the perils' frequencies (the parameter file's ``peril_uncertainty``).
+"""Epistemic uncertainty of the perils' frequencies and severities (the parameter file's ``peril_uncertainty``).
 
-Each peril's hazard is multiplied by a mean-one lognormal ``exp(s z - s^2/2)`` drawn once per parameter
-set, so the spread it causes is reported as parameter uncertainty, not as Monte Carlo error. The tests
-check the draw against the lognormal's closed-form moments, the storm counts against the mixed Poisson's
-mean and variance, and the engine's variance split against its cause.
+Each peril's hazard (and the severity of those that declare one) is multiplied by a mean-one lognormal
+``exp(s z - s^2/2)`` drawn once per parameter set, so the variance analysis reports the spread it causes
+as parameter uncertainty. The tests check the draws against the lognormal's closed-form moments, the
+storm counts against the mixed Poisson's mean and variance, the engine's routing of each draw, and the
+engine's variance split against its cause.
 """
 
 import math
@@ -68,13 +69,16 @@ def test_multipliers_are_mean_one_lognormals_drawn_once_per_parameter_set(params
     assert np.abs(r[np.triu_indices(len(names), 1)]).max() < 4 / math.sqrt(20_000)
     # keyed by peril name: a run without some perils gives the others the same draws
     fewer = ForestSimulator(params, portfolio, switches=SimulationSwitches(perils=("pine_wilt", "fire")))
-    g = fewer.frequency_multipliers(rnd)
-    assert set(g) == {"fire", "pine_wilt"} and all(np.array_equal(g[k], f[k]) for k in g)
+    f2, g2 = fewer.frequency_multipliers(rnd), fewer.severity_multipliers(rnd)
+    assert set(f2) == {"fire", "pine_wilt"} and all(np.array_equal(f2[k], f[k]) for k in f2)
+    assert set(g2) == {"pine_wilt"} and np.array_equal(g2["pine_wilt"], g["pine_wilt"])
     # and by the parameter set's id: the same draws for paths 400.. whatever the block they come in
-    part = sim.frequency_multipliers(KeyedRandom(11, np.arange(400, 480), portfolio.keys))
+    block = KeyedRandom(11, np.arange(400, 480), portfolio.keys)
+    part, part_g = sim.frequency_multipliers(block), sim.severity_multipliers(block)
     assert all(np.array_equal(part[k], f[k][400:480]) for k in f)
+    assert all(np.array_equal(part_g[k], g[k][400:480]) for k in g)
     off = ForestSimulator(params, portfolio, switches=SimulationSwitches(parameter_uncertainty=False))
-    assert off.frequency_multipliers(rnd) == {}
+    assert off.frequency_multipliers(rnd) == {} and off.severity_multipliers(rnd) == {}
 
 
 def test_storm_counts_are_the_mixed_poisson_the_file_declares(tmp_path, portfolio):

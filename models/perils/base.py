@@ -87,8 +87,9 @@ class YearContext:
     ``year`` is the 0-based simulation year and ``calendar_year`` the year it stands for; the keyed
     random streams must be called with ``year``. ``drought`` marks the paths in a regional drought
     year (set by the drought peril, read by fire). ``hazard_multiplier`` and ``severity_multiplier``
-    come from the climate trend and the stress scenario, the hazard's also from the parameter set's
-    frequency multiplier (``ForestSimulator.frequency_multipliers``): peril name -> scalar or (n_paths,) array.
+    come from the climate trend and the stress scenario, and from the parameter set's draws of the
+    peril's frequency and severity (``ForestSimulator.frequency_multipliers``,
+    ``severity_multipliers``): peril name -> scalar or (n_paths,) array.
     ``forced_events`` carries scenario-imposed events for this year (peril name -> list of dicts).
     With ``independent`` set, perils drop every declared spatial and temporal correlation
     (for comparison runs): each parcel then draws its own hazard.

@@ -42,7 +42,9 @@ Forced events
   exposed; parcels elsewhere are untouched. Names must match the portfolio's ``county`` column.
 
 Example: ``{"counties": ["龙泉市", "庆元县"], "severity": 1.0}``. Unknown keys or bad values raise
-:class:`ValueError` naming the key.
+:class:`ValueError` naming the key. A forced storm's damage, like a random one's, is also scaled by
+``ctx.severity("ice_storm")``, which carries the parameter set's severity draw: a "2008-like" storm
+does not know the volume it costs better than the model does.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ multiplier; the landscape's cell spread does not take it).
 Once infected, a parcel's pines die at a yearly rate ``m`` for ``outbreak_years`` years: the
 uncontrolled rate for pest-control level ``none``, otherwise the controlled rate plus the
 ``sanitation_removal_rate`` of pines felled around infected trees (carbon removed too). The mortality
-part is multiplied by ``ctx.severity("pine_wilt")`` and the cascade ``pest_multiplier``. The share of
+part is multiplied by ``ctx.severity("pine_wilt")`` (scenario x the parameter set's severity draw, on
+the controlled and the uncontrolled rate alike) and the cascade ``pest_multiplier``. The share of
 the original pines still standing after ``n`` years is ``(1 - m)^n``; the loss of a year is
 ``m`` times the pine share of the parcel's current carbon, ``s = s0 L / (s0 L + 1 - s0)`` with ``s0``
 the species' pine share and ``L`` the surviving pine fraction, so a mixed stand loses only pines.

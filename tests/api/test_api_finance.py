@@ -449,6 +449,8 @@ def test_a_pool_whose_worker_died_is_replaced_for_later_tasks():
     pool = ComputePool(workers=2)
     try:
         pool.start()
+        first = pool._pool
+        old_pids = set(first._processes)
         victim = asyncio.run(pool.run(os.getpid))
         os.kill(victim, signal.SIGKILL)  # as the kernel's out-of-memory killer would
         deadline = time.time() + 20
@@ -457,10 +459,27 @@ def test_a_pool_whose_worker_died_is_replaced_for_later_tasks():
             try:
                 pid = pool.submit(os.getpid).result(timeout=20)
             except Exception:  # noqa: BLE001 - a task caught in the breakage fails; later ones must not
+                time.sleep(0.05)
                 continue
-            if pid != victim:
+            if pool._pool is not first:
                 break
-        assert pid is not None and pid != victim
-        assert asyncio.run(pool.run(os.getpid)) != victim and pool.busy == 0
+            time.sleep(0.05)  # the surviving old worker answered: the death is not noticed yet
+        assert pool._pool is not first and pid not in old_pids  # a new pool with new workers
+        assert asyncio.run(pool.run(os.getpid)) not in old_pids and pool.busy == 0
+        # a new pool that breaks at once (workers that cannot start) is not replaced in a loop
+        second = pool._pool
+        for p in list(second._processes):
+            os.kill(p, signal.SIGKILL)
+        for _ in range(200):
+            try:
+                pool.submit(os.getpid).result(timeout=20)
+            except Exception:  # noqa: BLE001
+                pass
+            if pool._pool is not second or second._broken:
+                break
+            time.sleep(0.05)
+        with pytest.raises(Exception):
+            pool.submit(os.getpid).result(timeout=20)  # within the back-off: fails fast
+        assert pool._pool is second and pool.busy == 0
     finally:
         pool.shutdown()
