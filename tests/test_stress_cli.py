@@ -37,6 +37,8 @@ def test_stress_cli_text_shows_error_bars_and_provenance_with_instruments(tmp_pa
                    "budget_expected_annual_total_cny"):
         line = next(ln for ln in out.splitlines() if ln.startswith(figure))
         assert line.count("±") == 2, line  # baseline and the scenario
+        # the carbon figures also show, apart, the spread from the uncertain parameters
+        assert line.count("param sd") == (2 if figure.startswith("loss_tco2e") else 0), line
     import pandas as pd
 
     insurer = pd.read_excel(tmp_path / "r.xlsx", sheet_name="insurer")

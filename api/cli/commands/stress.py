@@ -111,7 +111,8 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     click.echo(f"{pf.n_parcels:,} parcels, {paths} paths x {years} years, seed {seed} (common random numbers); "
                f"model {p['model_version']}, parameters {p['parameter_version']} sha256 {p['parameter_sha256'][:12]}")
     click.echo(render_table(_headline(res.portfolio)))
-    click.echo("value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' rows)")
+    click.echo("value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' rows); "
+               "then, for carbon figures, the spread from the uncertain growth and peril parameters (param sd)")
     c = res.concentration[(res.concentration.level == "county") & (res.concentration["rank"] == 1)]
     if not c.empty:
         click.echo("\nCounty losing most per scenario:")
@@ -132,7 +133,8 @@ HEADLINE = ("cumulative_loss_tco2e", "cumulative_loss_tco2e_diff", "cumulative_c
 
 
 def _headline(portfolio):
-    """One row per headline figure, one column per scenario: ``value ± standard error``."""
+    """One row per headline figure, one column per scenario: ``value ± standard error``, then ``param sd
+    ...`` where the figure has a parameter spread (the carbon figures and their values)."""
     import pandas as pd
 
     from api.cli.tables import _fmt
@@ -145,8 +147,9 @@ def _headline(portfolio):
         label = c.replace("cumulative_", "").replace("_diff", " vs baseline")
         row = {"figure": label}
         for _, r in portfolio.iterrows():
-            v, e = r[c], r.get(se)
-            row[r["scenario"]] = _fmt(v) if e is None or pd.isna(e) else f"{_fmt(v)} ± {_fmt(e)}"
+            v, e, psd = r[c], r.get(se), r.get(f"{c}_parameter_sd")
+            text = _fmt(v) if e is None or pd.isna(e) else f"{_fmt(v)} ± {_fmt(e)}"
+            row[r["scenario"]] = text if psd is None or pd.isna(psd) else f"{text}, param sd {_fmt(psd)}"
         rows.append(row)
     return pd.DataFrame(rows)
 
