@@ -36,6 +36,9 @@ def test_quote_table_json_and_slip(portfolio_csv, tmp_path, capsys):
     code, out, _ = _run(["quote", "-p", portfolio_csv, "--paths", "64", "--perils", "fire,pine_wilt",
                          "--deductible", "1t", "--deductible-basis", "event", "--layer", "1k:20k"], capsys)
     assert code == 0 and "Gross premium" in out and "PML" in out and "Reinsurance layers" in out
+    # the pure premium's Monte Carlo error and, apart, its spread from the uncertain parameters
+    line = next(ln for ln in out.splitlines() if ln.startswith("Pure premium"))
+    assert "MC s.e." in line and "parameter sd" in line
     slip = tmp_path / "slip.html"
     code, out, err = _run(["quote", "-p", portfolio_csv, "--paths", "64", "--cover", "sink-index", "--price", "35",
                            "--index-error", "normal", "--loading", "wang", "--lambda", "0.3", "--format", "json",
@@ -47,6 +50,7 @@ def test_quote_table_json_and_slip(portfolio_csv, tmp_path, capsys):
     assert d["provenance"]["paths"] == 64 and d["basis_risk"]["n_years"] == 64
     html = slip.read_text(encoding="utf-8")
     assert "Quote slip" in html and "data:image/png;base64," in html and "Basis risk" in html
+    assert "Parameter uncertainty of the pure premium" in html
     code, out, _ = _run(["quote", "-p", portfolio_csv, "--paths", "32", "--cover", "price-floor", "--strike", "55",
                          "--volume", "1000", "--format", "json", "-o", str(tmp_path / "q.xlsx")], capsys)
     assert code == 0 and json.loads(out)["provenance"]["price_model_sha256"]

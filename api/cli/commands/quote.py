@@ -187,7 +187,9 @@ def _print_quote(q) -> None:
     p, e = q.premium, q.exposure
     click.echo(f"Cover {q.cover['kind']}: area {e['area_ha']:,.1f} ha ({e['area_mu']:,.0f} mu), insured "
                f"{e['insured_tco2e']:,.0f} tCO2e, sum insured {e['sum_insured_cny']:,.0f} CNY")
-    click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}); "
+    psd = p.get("parameter_sd_cny")
+    psd_text = f", parameter sd {psd:,.0f}" if psd is not None else ""
+    click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}{psd_text}); "
                f"risk load ({q.loading['method']}) {p['risk_load_cny']:,.0f}; expenses {p['expenses_cny']:,.0f}; "
                f"profit {p['profit_cny']:,.0f}")
     click.echo(f"Gross premium {p['gross_premium_cny']:,.0f} CNY = {p['rate_on_sum_insured']:.2%} of sum insured "
