@@ -29,7 +29,10 @@ Tail means (expected shortfall, TVaR)
     *J. Statist. Plann. Inference* 138:3590, for the conditional tail expectation).
     The tail mean's error is widened by its own design effect, that of its influence values (the same
     references; :func:`finance_engine.simulation.summary.tail_design_effect`), where the caller gives the set
-    size.
+    size. A tail that lies wholly on an atom (values floored at 0, payouts capped at a limit) would get an
+    error of 0 from that formula, which assumes a continuous distribution at the quantile; its error is
+    that of the count of sample values on the atom instead
+    (:func:`finance_engine.simulation.summary.flat_tail_se`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ import math
 
 import numpy as np
 
-from finance_engine.simulation.summary import (nested_moments, order_statistic_ranks, quantile_design_effect,
-                                               tail_design_effect, tail_mean_and_se, widened_ranks, widened_se)
+from finance_engine.simulation.summary import (flat_tail_se, nested_moments, order_statistic_ranks,
+                                               quantile_design_effect, tail_design_effect, tail_mean_and_se,
+                                               widened_ranks, widened_se)
 
 #: two-sided confidence of the quantile intervals
 CONFIDENCE = 0.95
@@ -126,6 +130,10 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     else:
         k = max(1, math.ceil(n * level - 1e-9))
         se, edge = tail_mean_and_se(xs[:k], xs[k - 1], n)[1], xs[k - 1]
+    if k > 1:  # a tail wholly on an atom (a floor, a cap): the error of the count of values on it
+        flat = float(flat_tail_se(xs, k, upper, x, set_size))
+        if not math.isnan(flat):
+            return flat
     return float(widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 

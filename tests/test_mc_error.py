@@ -136,3 +136,51 @@ def test_set_means_by_strided_sums_equal_numpys_reduction():
             g = values.shape[0] // m
             by_numpy = values[:g * m].reshape(g, m, *values.shape[1:]).mean(axis=1).var(axis=0, ddof=1) / g
             assert np.array_equal(_design_effect(values[:g * m], m, np.ones(np.shape(by_numpy))), by_numpy)
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_a_tail_on_an_atom_has_the_error_of_the_count_on_the_atom(upper):
+    """A collateral value floored at 0 (expected shortfall of values) or a payout capped at its limit
+    (TVaR of losses): the 1 % tail of 256 paths (3 values) often lies wholly on the atom, where the
+    asymptotic formula gives 0. The reported error must match the estimate's spread over repeated samples."""
+    from finance_engine.mc_error import tail_mean_se
+    from finance_engine.simulation.summary import tail_stats
+
+    rng = np.random.default_rng(3)
+    n, level, reps, p_atom = 256, 0.01, 4000, 0.015
+    k = 3
+
+    def sample():
+        x = 10.0 + rng.exponential(100.0, n)
+        x[rng.random(n) < p_atom] = 0.0
+        return -x + 1e4 if upper else x  # the atom at the top (a cap at 1e4) or at the bottom (0)
+
+    est, reported = np.empty(reps), []
+    for r in range(reps):
+        x = sample()
+        xs = np.sort(x)
+        tail = xs[n - k:] if upper else xs[:k]
+        est[r] = tail.mean()
+        if np.all(tail == tail[0]):
+            se = tail_mean_se(x, 1 - level if upper else level, upper=upper)
+            assert se > 0  # not the asymptotic formula's 0
+            reported.append(se)
+            if r < 20:  # the engine's summaries give the same figure
+                ts = tail_stats(x[:, None], (0.5,), (1 - level,), np.array(upper))  # the k = 3 values either way
+                name = next(c for c in ts if c.endswith("_se"))
+                assert ts[name][0] == pytest.approx(se, rel=1e-12)
+    assert len(reported) > reps / 3  # the case is common: P(at least 3 of 256 on the atom) is about 0.5
+    ratio = np.median(reported) / est.std()
+    assert 0.8 < ratio < 1.25, ratio  # seeds 3-5: 1.005-1.015 (the asymptotic formula: 0)
+
+
+def test_a_flat_tail_off_any_atom_keeps_the_asymptotic_error():
+    from finance_engine.mc_error import tail_mean_se
+    from finance_engine.simulation.summary import flat_tail_se, tail_mean_and_se
+
+    x = np.random.default_rng(1).normal(size=1000)
+    xs = np.sort(x)
+    assert np.isnan(flat_tail_se(xs, 10, False)) and np.isnan(flat_tail_se(xs, 10, True))
+    assert tail_mean_se(x, 0.01, upper=False) == pytest.approx(float(tail_mean_and_se(xs[:10], xs[9], 1000)[1]))
+    # every value on the atom: nothing beyond it for the tail to take in, no spread to report
+    assert flat_tail_se(np.zeros(100), 5, False) == 0.0

@@ -191,6 +191,58 @@ def tail_mean_and_se(tail: np.ndarray, edge: np.ndarray, n: int) -> tuple[np.nda
     return mean, np.sqrt((tail.var(axis=0, ddof=1) + (1 - a) * (edge - mean) ** 2) / (n * a))
 
 
+def flat_tail_se(s: np.ndarray, k: int, upper: bool, x: np.ndarray | None = None, set_size: int = 1) -> np.ndarray:
+    """Standard error of a tail mean whose ``k`` tail values are all equal; NaN where they are not.
+
+    A tail that lies wholly on an atom of the distribution -- values floored at 0 (a collateral made
+    worthless), payouts capped at a limit -- gives :func:`tail_mean_and_se` a standard error of 0: the
+    asymptotic formula assumes a continuous distribution at the quantile. Yet the estimate moves with the
+    number ``M`` of sample values on the atom: while ``M >= k`` it is the atom's value ``t``; with fewer it
+    takes in ``k - M`` values from beyond the atom. This error is that of ``M``: binomial with the observed
+    share ``m / n`` (times the design effect of the atom's indicator with paths in parameter sets of
+    ``set_size``, given the unsorted ``x``), the values beyond the atom the sample's own next ones:
+    ``Var = sum_{M < k} P(M) (sum_{j < k - M} (y_j - t) / k)^2``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (n, ...)
+        The values sorted along axis 0 (ascending).
+    k : int
+        The tail's count of values: the ``k`` smallest, or the ``k`` largest with ``upper``.
+    """
+    from scipy.stats import binom
+
+    n = s.shape[0]
+    d = s[::-1] if upper else s  # the tail's side first
+    flat_shape = d.shape[1:]
+    d2 = d.reshape(n, -1)
+    t = d2[0]
+    out = np.full(t.shape, np.nan)
+    cols = np.flatnonzero(d2[k - 1] == t)
+    if k < 1 or cols.size == 0:
+        return out.reshape(flat_shape)
+    dc, tc = d2[:, cols], t[cols]
+    m = (dc == tc).sum(axis=0)  # values on the atom (at least k)
+    j = np.arange(k)[:, None]
+    idx = m[None, :] + j
+    nxt = np.take_along_axis(dc, np.minimum(idx, n - 1), axis=0)
+    gap = np.where(idx < n, nxt - tc, 0.0)  # no value beyond the atom: nothing for the tail to take in
+    c = np.cumsum(gap, axis=0)  # c[r - 1]: the first r gaps
+    counts = np.arange(k)[:, None]
+    pmf = binom.pmf(counts, n, m / n)  # P(M = 0 .. k - 1)
+    var = (pmf * (c[::-1] / k) ** 2).sum(axis=0)
+    if x is not None and set_size > 1:
+        xm = x.reshape(n, -1)[:, cols]
+        g = n // set_size
+        if g >= 2:
+            on_atom = (xm[: g * set_size] == tc).astype(np.float64)
+            share = on_atom.mean(axis=0)
+            deff = _design_effect(on_atom, set_size, share * (1.0 - share) / (g * set_size))
+            var = var * np.maximum(deff, 1.0)
+    out[cols] = np.sqrt(var)
+    return out.reshape(flat_shape)
+
+
 def quantiles_with_ci(x: np.ndarray, quantiles: tuple[float, ...], confidence: float = 0.95,
                       labels: tuple[str, ...] | None = None,
                       sorted_x: np.ndarray | None = None, set_size: int = 1) -> dict[str, np.ndarray]:
@@ -221,7 +273,7 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
     for that end), widened by the design effect of paths in parameter sets of ``set_size``
     (:func:`quantile_design_effect`); each ``tvarNN`` with the asymptotic standard error ``tvarNN_se`` of
     a tail mean (:func:`finance_engine.mc_error.tail_mean_se`), widened likewise by its design effect
-    (:func:`tail_design_effect`).
+    (:func:`tail_design_effect`), or, for a tail wholly on an atom, :func:`flat_tail_se`.
     """
     s = np.sort(x, axis=0)
     n = x.shape[0]
@@ -233,6 +285,10 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
         lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
         hi_se = widened_se(hi_se, tail_design_effect(x, s[n - k], k / n, True, set_size))
         lo_se = widened_se(lo_se, tail_design_effect(x, s[k - 1], k / n, False, set_size))
+        if k > 1:  # a tail wholly on an atom: the error of the count of values on it
+            hi_flat, lo_flat = flat_tail_se(s, k, True, x, set_size), flat_tail_se(s, k, False, x, set_size)
+            hi_se = np.where(np.isnan(hi_flat), hi_se, hi_flat)
+            lo_se = np.where(np.isnan(lo_flat), lo_se, lo_flat)
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
