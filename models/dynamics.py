@@ -41,10 +41,9 @@ class SimulationSwitches:
     """What is random and what is on. Defaults are the full model.
 
     ``parameter_uncertainty`` draws the uncertain parameters once per set of paths: the growth curves'
-    asymptotes and rates (``growth_parameter_uncertainty``) and the perils' long-run rates
-    and severities (``peril_parameter_uncertainty``, the parameter file's ``peril_uncertainty``). Off,
-    neither is drawn;
-    each sub-switch turns its part off alone (the valuation's driver attribution does).
+    asymptotes and rates (``growth_parameter_uncertainty``) and the perils' long-run rates and
+    severities (``peril_parameter_uncertainty``, the parameter file's ``peril_uncertainty``). Off,
+    neither is drawn; each sub-switch turns its part off alone (the valuation's driver attribution does).
     """
 
     parameter_uncertainty: bool = True
@@ -203,10 +202,12 @@ class ForestSimulator:
         # peril_uncertainty), keyed by peril name: turning a peril off leaves the others' draws as they were
         pu = params.file.peril_uncertainty
         self._peril_log_sd: dict[str, dict[str, float]] = {}
+        self._peril_keys: dict[str, np.ndarray] = {}
         for kind in ("frequency", "severity"):
             sds = {p.name: getattr(pu[p.name], f"{kind}_log_sd").value for p in self.perils
                    if p.name in pu and getattr(pu[p.name], f"{kind}_log_sd") is not None}
             self._peril_log_sd[kind] = {name: s for name, s in sds.items() if s > 0}
+            self._peril_keys[kind] = group_keys([f"peril:{name}" for name in self._peril_log_sd[kind]])
         cascades = params.perils.get("cascades")
         self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
         climate = params.perils.get("climate")
@@ -294,7 +295,7 @@ class ForestSimulator:
         nt = self.n_tree
         sp = self._parcel_species
 
-        # parameter uncertainty: once per path and species group
+        # growth parameter uncertainty: once per parameter set and species group
         n_species = len(self._species_keys)
         if sw.parameter_uncertainty and sw.growth_parameter_uncertainty and (self._cv_a > 0 or self._cv_k > 0):
             prnd = self.parameter_random(rnd)
@@ -463,8 +464,8 @@ class ForestSimulator:
         sw, sds = self.switches, self._peril_log_sd[kind]
         if not (sw.parameter_uncertainty and sw.peril_parameter_uncertainty and sds):
             return {}
-        z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform(
-            f"peril.param.{kind}", 0, group_keys([f"peril:{name}" for name in sds])))
+        z = normal_from_uniform(self.parameter_random(rnd).keyed_uniform(f"peril.param.{kind}", 0,
+                                                                         self._peril_keys[kind]))
         return {name: np.exp(s * z[:, j] - 0.5 * s * s) for j, (name, s) in enumerate(sds.items())}
 
     def _multipliers(self, kind: str, y: int, cal: int, per_path: dict[str, np.ndarray] | None = None
