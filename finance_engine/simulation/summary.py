@@ -218,8 +218,10 @@ def flat_tail_se(s: np.ndarray, k: int, upper: bool, x: np.ndarray | None = None
     d2 = d.reshape(n, -1)
     t = d2[0]
     out = np.full(t.shape, np.nan)
+    if k < 1:
+        return out.reshape(flat_shape)
     cols = np.flatnonzero(d2[k - 1] == t)
-    if k < 1 or cols.size == 0:
+    if cols.size == 0:
         return out.reshape(flat_shape)
     dc, tc = d2[:, cols], t[cols]
     m = (dc == tc).sum(axis=0)  # values on the atom (at least k)
@@ -285,10 +287,14 @@ def tail_stats(x: np.ndarray, quantiles: tuple[float, ...], tail_levels: tuple[f
         lo, lo_se = tail_mean_and_se(s[:k], s[k - 1], n)
         hi_se = widened_se(hi_se, tail_design_effect(x, s[n - k], k / n, True, set_size))
         lo_se = widened_se(lo_se, tail_design_effect(x, s[k - 1], k / n, False, set_size))
-        if k > 1:  # a tail wholly on an atom: the error of the count of values on it
-            hi_flat, lo_flat = flat_tail_se(s, k, True, x, set_size), flat_tail_se(s, k, False, x, set_size)
-            hi_se = np.where(np.isnan(hi_flat), hi_se, hi_flat)
-            lo_se = np.where(np.isnan(lo_flat), lo_se, lo_flat)
+        if k > 1:  # a tail wholly on an atom: the error of the count of values on it, for the side used
+            # (a loss's lower tail is mostly zeros: its atom would cost a count's error for nothing)
+            if np.any(upper):
+                hi_flat = flat_tail_se(s, k, True, x, set_size)
+                hi_se = np.where(np.isnan(hi_flat), hi_se, hi_flat)
+            if not np.all(upper):
+                lo_flat = flat_tail_se(s, k, False, x, set_size)
+                lo_se = np.where(np.isnan(lo_flat), lo_se, lo_flat)
         out[name] = np.where(upper, hi, lo)
         out[f"{name}_se"] = np.where(upper, hi_se, lo_se)
     return out
