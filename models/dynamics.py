@@ -14,7 +14,8 @@ Three levels of growth uncertainty (see :mod:`models.growth`):
 
 The perils' long-run rates are uncertain parameters too: each peril's hazard is multiplied by a
 mean-one lognormal drawn once per parameter set (:meth:`ForestSimulator.frequency_multipliers`), and
-the severity of those that declare it likewise (:meth:`ForestSimulator.severity_multipliers`).
+the severity of those that declare it likewise (:meth:`ForestSimulator.severity_multipliers`),
+and pine wilt's landscape spread rates (:func:`spread_draws`).
 Each can be switched off (``SimulationSwitches``) for closed-form checks and attribution.
 """
 
@@ -30,6 +31,7 @@ from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
 from models.perils import Peril, PerilLosses, StandState, YearContext, peril_classes
+from models.perils.pine_wilt import SpreadDraws
 from models.portfolio import Portfolio
 from models.rng import KeyedRandom, group_keys, normal_from_uniform
 
@@ -135,6 +137,25 @@ class YearOutput:
     growth_sums: np.ndarray | None = None
 
 
+def spread_draws(params: ModelParameters, switches: SimulationSwitches) -> SpreadDraws | None:
+    """Pine wilt's landscape spread-rate draws under these switches (None: the file's rates).
+
+    The log-sds of the local transmission and long-distance jump rates come from the parameter
+    file's ``peril_uncertainty.pine_wilt``; they are drawn with the perils' other parameters
+    (``parameter_uncertainty`` and ``peril_parameter_uncertainty`` on), once per parameter set of
+    ``parameter_set_size`` paths. A service that warms the landscape's footprint
+    (:func:`models.perils.pine_wilt.warm_footprint`) passes the draws of the switches its runs use.
+    """
+    pu = params.file.peril_uncertainty.get("pine_wilt")
+    if pu is None or not (switches.parameter_uncertainty and switches.peril_parameter_uncertainty):
+        return None
+    local = pu.local_transmission_log_sd.value if pu.local_transmission_log_sd is not None else 0.0
+    jump = pu.long_distance_jump_log_sd.value if pu.long_distance_jump_log_sd is not None else 0.0
+    if local == 0 and jump == 0:
+        return None
+    return SpreadDraws(float(local), float(jump), int(switches.parameter_set_size))
+
+
 def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
     sigma = np.sqrt(np.log1p(cv * cv))
     return np.exp(sigma * z - 0.5 * sigma * sigma)
@@ -198,6 +219,11 @@ class ForestSimulator:
         # a stand measured above the ceiling keeps its measured level as its own ceiling
         self._bamboo_ceiling = np.maximum(self.growth.bamboo_ceiling_tc_per_ha, self.growth.bamboo_managed_tc_per_ha)
         self.perils: list[Peril] = self._build_perils()
+        #: pine wilt's spread-rate draws (None: the file's rates), which its landscape process takes
+        self.spread_draws = spread_draws(params, self.switches)
+        for p in self.perils:
+            if p.name == "pine_wilt":
+                p.set_spread(self.spread_draws)
         # epistemic uncertainty of the perils' frequencies and severities (the parameter file's
         # peril_uncertainty), keyed by peril name: turning a peril off leaves the others' draws as they were
         pu = params.file.peril_uncertainty
@@ -503,4 +529,5 @@ class ForestSimulator:
             c = np.where(vol < ramp, (f.slope[qq] * ramp + f.intercept[qq]) * (vol / ramp), c)
         return np.maximum(c, 0.0)
 
-__all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "GroupSums", "Modifiers", "SimulationSwitches", "YearOutput"]
+__all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "GroupSums", "Modifiers", "SimulationSwitches", "YearOutput",
+           "spread_draws"]

@@ -155,6 +155,11 @@ def test_a_read_only_process_reads_but_does_not_write(params, on_disk, monkeypat
     peril.footprint(_rnd(seed=77, n=32), 5)  # a request's own seed: computed, not stored
     assert sorted(on_disk.rglob("*.npy")) == warm
     monkeypatch.setattr(PineWilt, "compute_footprint", lambda *a: pytest.fail("computed again"))
+    # the warm-up stored the epidemic of the service's runs: the default switches' spread draws
+    from models.dynamics import SimulationSwitches, spread_draws
+
+    peril.set_spread(spread_draws(params, SimulationSwitches()))
+    assert peril.spread is not None
     assert peril.footprint(KeyedRandom(WARM_SEED, np.arange(32), np.empty(0, np.uint64)), WARM_YEARS).shape[0] == 32
 
 

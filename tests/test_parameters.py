@@ -91,6 +91,12 @@ def test_a_copy_models_another_region(tmp_path):
     (lambda r: r["peril_uncertainty"].update(meteor=r["peril_uncertainty"]["fire"]), "meteor"),
     (lambda r: r["peril_uncertainty"]["pine_wilt"]["severity_log_sd"].update(value=-0.2), "severity_log_sd"),
     (lambda r: r["peril_uncertainty"]["fire"].update(spread_log_sd=0.1), "spread_log_sd"),
+    # spread rates belong to a peril with a landscape process, and lie in the log-sd range
+    (lambda r: r["peril_uncertainty"]["typhoon"].update(
+        local_transmission_log_sd=r["peril_uncertainty"]["pine_wilt"]["local_transmission_log_sd"]),
+     "typhoon.local_transmission_log_sd"),
+    (lambda r: r["peril_uncertainty"]["pine_wilt"]["long_distance_jump_log_sd"].update(value=1.6),
+     "long_distance_jump_log_sd"),
 ])
 def test_invalid_files_name_file_and_field(tmp_path, mutate, needle):
     p = _write(tmp_path, mutate)

@@ -515,13 +515,18 @@ def test_warm_footprint_serves_the_first_loan(params, demo, monkeypatch):
     monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
     monkeypatch.setattr(pw, "_FOOTPRINT_BYTES", 0)
     # what a compute worker of a warm pool does when it starts (tests/server_process.py runs real ones)
-    assert pw.warm_footprint(params, WARM_SEED, 96, WARM_YEARS, block_paths=64) == 96 * land_cells(params) * 2
+    from models.dynamics import spread_draws
+
+    # with the spread draws of the default switches, those of the service's valuations
+    assert pw.warm_footprint(params, WARM_SEED, 96, WARM_YEARS, block_paths=64,
+                             spread=spread_draws(params, SimulationSwitches())) == 96 * land_cells(params) * 2
     land = params.perils["pine_wilt"].landscape_data
     assert pw._FOOTPRINT_BYTES == 96 * land.n_cells * 2 and len(pw._FOOTPRINTS) == 3
     calls = []
     monkeypatch.setattr(PineWilt, "compute_footprint", lambda self, rnd, years: calls.append(1))
     loan = demo.subset(demo.parcel_id[:40], params)
-    peril = PineWilt(params.perils["pine_wilt"], params, loan)
+    peril = next(p for p in ForestSimulator(params, loan).perils if p.name == "pine_wilt")  # as a valuation has it
+    assert peril.spread is not None
     rnd = KeyedRandom(WARM_SEED, np.arange(32, 96), loan.keys)
     state = peril.init_state(64, rnd, years=30)
     peril.step(ctx_for(rnd, loan.n_parcels, 0), state)

@@ -48,13 +48,24 @@ def test_uniform_threshold_splits_the_uniforms_exactly():
 
 
 # ---- the cell process --------------------------------------------------------------------------
+def _rate_cases(rng, n_paths):
+    """(local, jump, intro) rates: the same on every path, or drawn per path as parameter sets do
+    (``PineWilt.path_rates``: the file's rates times mean-one lognormals, float32)."""
+    same = [(np.full(n_paths, lr, np.float32), np.full(n_paths, jr, np.float32), ir)
+            for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01), (8.0, 0.0, 0.0))]
+    drawn = ((2.3 * rng.lognormal(-0.36, 0.85, n_paths)).astype(np.float32),
+             (0.3 * rng.lognormal(-0.17, 0.59, n_paths)).astype(np.float32), 2e-4)
+    return same + [drawn]
+
+
 def _reference_cells(infected, w_t, infectivity, lr, jr, ir, u):
-    """numpy: pressure summed over infected sources in ascending order (CSR rows sorted), float32."""
+    """numpy: pressure summed over infected sources in ascending order (CSR rows sorted), float32;
+    ``lr`` and ``jr`` per path (float32 arrays)."""
     x = infected.astype(np.float32)
     local = np.asarray(w_t @ x.T).T
     emitted = np.cumsum(x * infectivity[None, :], axis=1, dtype=np.float32)[:, -1]  # in cell order
-    h = np.float32(lr) * local
-    h += (np.float32(jr) * emitted / np.float32(max(infected.shape[1], 1)))[:, None]
+    h = lr[:, None] * local
+    h += (jr * emitted / np.float32(max(infected.shape[1], 1)))[:, None]
     h += np.float32(ir)
     return infected | (u < -np.expm1(-h))
 
@@ -80,7 +91,7 @@ def test_cell_year_equals_numpy_on_a_random_graph(seed):
     keys = rng.integers(0, 2**63, n_cells).astype(np.uint64)
     rows = rng.integers(0, 2**63, n_paths).astype(np.uint64)
     u = reference_grid(rows, keys)
-    for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01), (8.0, 0.0, 0.0)):
+    for lr, jr, ir in _rate_cases(rng, n_paths):
         expected = _reference_cells(infected, w_t, infectivity, lr, jr, ir, u)
         got = infected.copy()
         cell_year(got, w.indptr, w.indices, w.data, w_t.indptr, w_t.indices, w_t.data, infectivity, lr, jr, ir,
@@ -216,10 +227,12 @@ def test_tracked_cell_year_equals_numpy_through_years_and_outside_changes(seed, 
     infected[-1] = True
     tracking = CellTracking.empty(n_paths, n_cells, bit.dtype)
     no_grid = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64))
-    for lr, jr, ir in ((2.3, 0.02, 2e-4), (0.3, 0.5, 0.01)):
+    for lr, jr, ir in _rate_cases(rng, n_paths):
         # near cells decided from the hazard grid's bounds (with tabulated pressures), or from
-        # each threshold: the same decisions either way
-        hz_max = lr * float(table[1].max()) + jr * float(infectivity.sum()) / n_cells * 1.01 + ir
+        # each threshold: the same decisions either way. The grid covers the median path's rates:
+        # hazards beyond it (paths with higher drawn rates) take their exact thresholds
+        hz_max = (float(np.median(lr)) * float(table[1].max())
+                  + float(np.median(jr)) * float(infectivity.sum()) / n_cells * 1.01 + ir)
         for year in range(6):
             grid = hazard_threshold_grid(hz_max, slack) if year % 2 == 0 else no_grid
             rows = rng.integers(0, 2**63, n_paths).astype(np.uint64)

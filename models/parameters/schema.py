@@ -206,14 +206,19 @@ class GrowthUncertainty(_Strict):
 class PerilUncertainty(_Strict):
     """Epistemic uncertainty of one peril: the log-sds of mean-one lognormal multipliers of its
     hazard (``frequency_log_sd``) and, optionally, of its severity (``severity_log_sd``), drawn once
-    per parameter set (see ``models.dynamics``)."""
+    per parameter set (see ``models.dynamics``). A peril with a landscape spread process (pine wilt)
+    may also declare those of its local transmission and long-distance jump rates
+    (``models.perils.pine_wilt.SpreadDraws``)."""
 
     frequency_log_sd: Sourced
     severity_log_sd: Sourced | None = None
+    local_transmission_log_sd: Sourced | None = None
+    long_distance_jump_log_sd: Sourced | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "PerilUncertainty":
-        for name in ("frequency_log_sd", "severity_log_sd"):
+        for name in ("frequency_log_sd", "severity_log_sd", "local_transmission_log_sd",
+                     "long_distance_jump_log_sd"):
             v = getattr(self, name)
             if v is not None and not 0 <= v.value <= MAX_LOG_SD:
                 raise ValueError(f"{name} must lie in [0, {MAX_LOG_SD}], got {v.value}")
@@ -225,6 +230,8 @@ class PerilUncertainty(_Strict):
 MAX_LOG_SD = 1.5
 #: parameter-file sections under ``perils`` that are not perils of their own
 NOT_PERILS = ("cascades", "climate")
+#: perils with a landscape spread process, whose rates ``peril_uncertainty`` may draw
+SPREAD_PERILS = ("pine_wilt",)
 
 
 class Regeneration(_Strict):
@@ -310,6 +317,11 @@ class ParameterFile(_Strict):
         unknown = sorted(set(self.peril_uncertainty) - (set(self.perils) - set(NOT_PERILS)))
         if unknown:
             raise ValueError(f"peril_uncertainty names perils the file does not define under `perils`: {unknown}")
+        for name, pu in self.peril_uncertainty.items():
+            for field_name in ("local_transmission_log_sd", "long_distance_jump_log_sd"):
+                if getattr(pu, field_name) is not None and name not in SPREAD_PERILS:
+                    raise ValueError(f"peril_uncertainty.{name}.{field_name}: only a peril with a landscape spread "
+                                     f"process ({', '.join(SPREAD_PERILS)}) has spread rates to draw")
         for lever in ("fire_protection", "pest_control"):
             if lever not in self.management:
                 raise ValueError(f"management.{lever} is required")

@@ -92,9 +92,10 @@ def _jump(emitted, jr, nc):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _rates32(local_rate, jump_rate, intro_rate, n_cells):
-    """The rates and the cell count as the float32 numbers the hazard is computed in."""
-    return np.float32(local_rate), np.float32(jump_rate), np.float32(intro_rate), np.float32(max(n_cells, 1))
+def _rates32(intro_rate, n_cells):
+    """The introduction rate and the cell count as the float32 numbers the hazard is computed in
+    (the local and long-distance rates come per path, already float32)."""
+    return np.float32(intro_rate), np.float32(max(n_cells, 1))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -122,6 +123,8 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
     ``PineWilt.cell_hazard``: ``emitted`` and each cell's ``local`` pressure summed over the infected
     source cells in ascending order from 0, ``h = (local_rate * local + jump_rate * emitted / n) +
     intro``, ``p = -expm1(-h)``; a susceptible cell is infected when its keyed uniform is below ``p``.
+    ``local_rate`` and ``jump_rate`` are float32 arrays of shape (n_paths,): each path's rates, which
+    differ between parameter sets when the spread rates are drawn (``PineWilt.path_rates``).
 
     Per path, whichever is cheaper: while few cells are infected, their pressure is scattered to
     their neighbours (only touched entries are reset afterwards); once most are, each susceptible
@@ -139,9 +142,10 @@ def cell_year(infected, indptr, indices, data, t_indptr, t_indices, t_data, infe
     slot_bits = np.zeros(_SLOTS, dtype=np.uint32)
     slot_thr = np.zeros(_SLOTS, dtype=np.uint64)
     slot_gen = np.full(_SLOTS, -1, dtype=np.int64)
-    lr, jr, ir, nc = _rates32(local_rate, jump_rate, intro_rate, n_cells)
+    ir, nc = _rates32(intro_rate, n_cells)
     s11 = np.uint64(11)
     for p in range(n_paths):
+        lr, jr = np.float32(local_rate[p]), np.float32(jump_rate[p])
         n_inf = 0
         for j in range(n_cells):
             n_inf += infected[p, j]
@@ -467,6 +471,8 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
     falls inside (about once in 10^4 path-years), the path-year is redone exactly
     (:func:`_exact_path`).
 
+    ``local_rate`` and ``jump_rate`` are per path, as in :func:`cell_year`.
+
     ``year_of`` (int16, shape (n_paths, n_cells); empty: not kept) gets ``year`` at each cell this
     call infects: the footprint's record, without a pass over the flags. ``sync=False`` skips the
     look for flags changed outside, which the caller then guarantees there were none since the
@@ -490,13 +496,14 @@ def cell_year_tracked(infected, known, mask, emitted_sum, n_infected, indptr, in
     n_words = (n_cells + 7) // 8
     flag_words = np.zeros(n_words, dtype=np.uint64)
     flag = flag_words.view(np.uint8)  # its tail past n_cells stays 0
-    lr, jr, ir, nc = _rates32(local_rate, jump_rate, intro_rate, n_cells)
+    ir, nc = _rates32(intro_rate, n_cells)
     s11 = np.uint64(11)
     scale = np.float32(GRID_PER_UNIT)
     record = year_of.size > 0
     y16 = np.int16(year)
     for p in range(n_paths):
         inf_p, kn_p, m_p = infected[p], known[p], mask[p]
+        lr, jr = np.float32(local_rate[p]), np.float32(jump_rate[p])
         # ---- flags changed outside since the last call: bring the state up to date
         changed = False
         if sync:

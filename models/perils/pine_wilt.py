@@ -20,7 +20,9 @@ cell ``i`` is infected with probability ``1 - exp(-h_i)``, with hazard
 
 where ``I_j`` is the infection flag of cell ``j``, ``R = spread_radius_km`` the reach of natural
 vector flight in a year, ``lambda = local_transmission_rate``, ``mu = long_distance_jump_rate``
-(human-mediated jumps per infected cell and year, landing uniformly on the grid), ``iota =
+(human-mediated jumps per infected cell and year, landing uniformly on the grid; with parameter
+uncertainty on, ``lambda`` and ``mu`` are the file's rates times mean-one lognormal multipliers drawn
+once per parameter set, :class:`SpreadDraws`, from ``peril_uncertainty.pine_wilt``), ``iota =
 introduction_rate_per_cell`` (wood brought in from outside), and ``c_j`` the source cell's
 infectivity: the area-weighted ``management.pest_control`` multiplier of its host parcels in the
 registry (sanitation felling and wood quarantine slow the spread), ``background_pest_control`` for
@@ -73,7 +75,8 @@ compiled year's bookkeeping (a copy of the flags and a neighbour mask, 2 bytes w
 
 **Randomness.** Streams ``pine_wilt.initial`` and ``pine_wilt.spread`` are keyed by stable cell keys
 (:func:`models.rng.group_keys` of ``"pine_wilt:<ix>:<iy>"``), ``pine_wilt.parcel`` by parcel keys, so
-a path's draws do not depend on how paths are blocked.
+a path's draws do not depend on how paths are blocked. The spread rates' multipliers (stream
+``peril.param.spread``) are keyed by parameter set and rate name.
 
 **Independent mode** (``ctx.independent``): no contagion. Each host parcel is infected with
 probability ``pi_c(t) * p``, where ``pi_c(t)`` is the marginal probability that its cell is
@@ -112,7 +115,7 @@ from models.portfolio import MANAGEMENT_LEVELS
 from models.perils._pine_wilt_kernels import (cell_year, cell_year_tracked, hazard_threshold_grid, parcel_year,
                                               record_infection_year)
 from models.perils.pine_wilt_landscape import Landscape, landscape_csv, majority_labels, parse_landscape, read_landscape
-from models.rng import KeyedRandom, group_keys
+from models.rng import KeyedRandom, group_keys, normal_from_uniform
 
 # guards the lazily filled independent-mode shadow epidemic, shared by chunks running on threads
 _SHADOW_LOCK = threading.Lock()
@@ -130,6 +133,40 @@ _FOOTPRINT_BYTES = 0
 _FOOTPRINT_LOCK = threading.Lock()
 #: its bound (least recently used blocks go first): 10,000 paths of the 2,666-cell Lishui landscape take 51 MiB
 FOOTPRINT_CACHE_BYTES = 128 * 2**20
+#: draw keys of the two spread multipliers (stream ``peril.param.spread``)
+_SPREAD_KEYS = group_keys(["pine_wilt:local_transmission", "pine_wilt:long_distance_jump"])
+
+
+@dataclass(frozen=True)
+class SpreadDraws:
+    """The landscape's uncertain spread rates: mean-one lognormal multipliers of the local
+    transmission rate and of the long-distance jump rate, drawn once per parameter set.
+
+    Paths ``k m .. k m + m - 1`` (``m = parameter_set_size``) share a draw, as they share the
+    growth curves' and the perils' other draws (``models.dynamics.ForestSimulator``). A multiplier is
+    ``exp(s z - s^2 / 2)`` with ``s`` the log-sd from the parameter file's ``peril_uncertainty``
+    and ``z`` a standard normal keyed by parameter set and rate (stream ``peril.param.spread``), so
+    a path's rates depend on its id and the seed alone: the footprint of a block of paths is still
+    a function of the landscape, the seed, the paths and these three numbers (:attr:`token`).
+    """
+
+    local_log_sd: float
+    jump_log_sd: float
+    parameter_set_size: int
+
+    def multipliers(self, rnd: KeyedRandom) -> tuple[np.ndarray, np.ndarray]:
+        """Each path's (local transmission, long-distance jump) multipliers, float64 (n_paths,)."""
+        sets = KeyedRandom(rnd.seed, np.asarray(rnd.path_ids) // self.parameter_set_size,
+                           np.empty(0, dtype=np.uint64))
+        z = normal_from_uniform(sets.keyed_uniform("peril.param.spread", 0, _SPREAD_KEYS))
+        s = np.array([self.local_log_sd, self.jump_log_sd])
+        m = np.exp(s[None, :] * z - 0.5 * s[None, :] ** 2)
+        return m[:, 0], m[:, 1]
+
+    @property
+    def token(self) -> str:
+        """What the footprint depends on besides the landscape, the seed and the paths."""
+        return repr((float(self.local_log_sd), float(self.jump_log_sd), int(self.parameter_set_size)))
 
 
 
@@ -473,17 +510,21 @@ class _NoParcels:
         return pd.DataFrame({"county": pd.Series([], dtype=str), "township": pd.Series([], dtype=str)})
 
 
-def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 1024) -> int:
+def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 1024,
+                   spread: SpreadDraws | None = None) -> int:
     """Compute the region's landscape footprint for paths ``0 .. paths-1`` into the shared cache.
 
     What a service does when it starts: its first loan on ``seed`` then reads the epidemic as the
-    next ones do. Computed ``block_paths`` at a time (the cell state of a block is about 5 bytes a
-    path and cell). Returns the bytes the cache holds afterwards (0 without a landscape).
+    next ones do. ``spread`` must be the draws its runs take (``ForestSimulator.spread_draws`` of
+    their switches, :func:`models.dynamics.spread_draws`), or the cache holds another epidemic.
+    Computed ``block_paths`` at a time (the cell state of a block is about 5 bytes a path and cell).
+    Returns the bytes the cache holds afterwards (0 without a landscape).
     """
     block = model.perils.get("pine_wilt")
     if block is None or not block.enabled or block.landscape_data is None:
         return 0
     peril = PineWilt.for_landscape(block, model)
+    peril.set_spread(spread)
     step = max(PATH_BLOCK, block_paths // PATH_BLOCK * PATH_BLOCK)
     for start in range(0, int(paths), step):
         ids = np.arange(start, min(int(paths), start + step), dtype=np.int64)
@@ -607,7 +648,7 @@ class PineWilt(Peril):
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
         self._pressures = pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
-        self._hazard_grid = self._threshold_grid()
+        self._hazard_grid = self._threshold_grid()  # for the file's rates
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
@@ -634,9 +675,53 @@ class PineWilt(Peril):
         #: of this (extended) grid every year, so the extension never feeds back into the region's epidemic
         self._region = (PineWilt.for_landscape(p, model) if land is not None and outside.any() else None)
         self._grid_token = self._landscape_token()
+        #: the spread rates' draws per parameter set (:meth:`set_spread`); None: the file's rates on every path
+        self.spread: SpreadDraws | None = None
+        self._footprint_token = self._grid_token
+        self._hazard_grids: dict[float, tuple[np.ndarray, np.ndarray]] = {1.0: self._hazard_grid}
         self._shadow: dict[int, dict[str, Any]] = {}
         self._forced_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._base_probability = np.full(self.n_hosts, p.parcel_infection_probability.value)
+
+    def set_spread(self, spread: SpreadDraws | None) -> None:
+        """Draw the landscape's spread rates per parameter set (None: the file's rates on every path).
+
+        Set by the simulator from its switches and the parameter file's ``peril_uncertainty``; the
+        region's process that drives an extended grid takes the same draws. Footprints are cached
+        under the landscape's token and :attr:`SpreadDraws.token` together.
+        """
+        if spread is not None and spread.local_log_sd == 0 and spread.jump_log_sd == 0:
+            spread = None
+        self.spread = spread
+        self._shadow.clear()
+        self._footprint_token = (self._grid_token if spread is None else
+                                 hashlib.sha256(f"{self._grid_token}|spread {spread.token}".encode()).hexdigest())
+        if self._region is not None:
+            self._region.set_spread(spread)
+
+    def path_rates(self, rnd: KeyedRandom) -> tuple[np.ndarray, np.ndarray]:
+        """Each path's local transmission and long-distance jump rates, float32 (n_paths,): the
+        file's rates times the parameter set's :class:`SpreadDraws` multipliers, if any."""
+        p = self.params
+        lr, jr = p.local_transmission_rate.value, p.long_distance_jump_rate.value
+        if self.spread is None:
+            n = rnd.n_paths
+            return np.full(n, lr, dtype=np.float32), np.full(n, jr, dtype=np.float32)
+        m_local, m_jump = self.spread.multipliers(rnd)
+        return (lr * m_local).astype(np.float32), (jr * m_jump).astype(np.float32)
+
+    def _grid_for(self, rates: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The tracked kernel's hazard grid, wide enough for these paths' rates (a hazard beyond
+        the grid only costs its exact threshold): built once per power-of-two scale of the rates."""
+        p = self.params
+        lr, jr = rates
+        top = max(float(lr.max(initial=0.0)) / max(p.local_transmission_rate.value, 1e-300),
+                  float(jr.max(initial=0.0)) / max(p.long_distance_jump_rate.value, 1e-300), 1.0)
+        scale = float(2.0 ** np.ceil(np.log2(top)))
+        grid = self._hazard_grids.get(scale)
+        if grid is None:
+            grid = self._hazard_grids[scale] = self._threshold_grid(scale)
+        return grid
 
     # ------------------------------------------------------------------------------------------
     def _cell_index(self, ij: np.ndarray) -> np.ndarray:
@@ -646,21 +731,24 @@ class PineWilt(Peril):
         pos = np.searchsorted(code_g[order], code_q)
         return order[pos].astype(np.int64)
 
-    def _threshold_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Bounding thresholds over every hazard a cell with infected neighbours can have
-        (:func:`hazard_threshold_grid`), for the tracked kernel with tabulated pressures; empty
-        arrays otherwise (the kernel then computes each threshold)."""
+    def _threshold_grid(self, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Bounding thresholds over every hazard a cell with infected neighbours can have with the
+        rates up to ``scale`` times the file's (:func:`hazard_threshold_grid`), for the tracked
+        kernel with tabulated pressures; empty arrays otherwise (the kernel then computes each
+        threshold)."""
         empty = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64))
         if self._pressures is None or self._pressures[0].size == 0:
             return empty
         p = self.params
         n = max(self.grid.n_cells, 1)
-        hz_max = (p.local_transmission_rate.value * float(self._pressures[1].max())
-                  + p.long_distance_jump_rate.value * float(self.infectivity.sum()) / n * (1 + 1e-6)
+        hz_max = (scale * p.local_transmission_rate.value * float(self._pressures[1].max())
+                  + scale * p.long_distance_jump_rate.value * float(self.infectivity.sum()) / n * (1 + 1e-6)
                   + p.introduction_rate_per_cell.value)
-        if not np.isfinite(hz_max) or hz_max > 64.0:  # thresholds are all but 2**53 there: no grid
+        if not np.isfinite(hz_max):
             return empty
-        return hazard_threshold_grid(hz_max)
+        # thresholds are all but 2**53 beyond a hazard of 64 (p = 1 - e^-64): the grid stops there, and
+        # the rare cell above it takes its exact threshold
+        return hazard_threshold_grid(min(hz_max, 64.0))
 
     def notes(self) -> dict[str, Any]:
         """With a landscape, how many of the portfolio's host parcels lie beyond it: the grid is then
@@ -767,6 +855,7 @@ class PineWilt(Peril):
             the year-by-year process has after year ``y`` are ``footprint <= y``, bit for bit.
         """
         flags = self._initial_cells(rnd)
+        rates = self.path_rates(rnd)
         region = self._region.footprint(rnd, years) if self._region is not None else None
         if region is not None:
             flags[:, self._land_pos] = region < 0
@@ -778,7 +867,7 @@ class PineWilt(Peril):
         direct = tracking is not None and region is None
         for y in range(int(years)):
             self.advance_cells(flags, y, rnd, None, tracking=tracking, year_of=out if direct else None,
-                               sync=not direct or y == 0)
+                               sync=not direct or y == 0, rates=rates)
             if region is not None:  # the region's cells as the region's epidemic has them
                 flags[:, self._land_pos] = region <= y
             if not direct:
@@ -797,8 +886,9 @@ class PineWilt(Peril):
         Read from a block computed for a longer horizon, a cell infected after ``years`` shows that
         later year instead of :data:`NEVER`: either way it is not infected within the horizon.
 
-        The cell process is a function of the landscape, the seed and the path alone, so a
-        footprint is kept per 32-path block (keyed by :meth:`_landscape_token`, the seed and the
+        The cell process is a function of the landscape, the seed and the path alone (and of the
+        spread draws' log-sds and parameter set size, :attr:`spread`), so a footprint is kept per
+        32-path block (keyed by :meth:`_landscape_token` with the spread draws', the seed and the
         block) in a process-wide LRU cache of :data:`FOOTPRINT_CACHE_BYTES`: every portfolio
         on the same landscape -- loan after loan in a service, a stress scenario and its baseline --
         reads the same epidemic instead of simulating it again. Blocks the cache lacks are read from
@@ -813,7 +903,7 @@ class PineWilt(Peril):
             fp = self.compute_footprint(rnd, years)
             return fp if cells is None else np.ascontiguousarray(fp[:, cells])
         start = int(ids[0])
-        keys = [(self._grid_token, int(rnd.seed), b, min(PATH_BLOCK, start + n - b))
+        keys = [(self._footprint_token, int(rnd.seed), b, min(PATH_BLOCK, start + n - b))
                 for b in range(start, start + n, PATH_BLOCK)]
         with _FOOTPRINT_LOCK:
             got = [_FOOTPRINTS.get(k) for k in keys]
@@ -870,14 +960,22 @@ class PineWilt(Peril):
         return infected
 
     # ---- landscape dynamics --------------------------------------------------------------
-    def cell_hazard(self, infected: np.ndarray) -> np.ndarray:
-        """Yearly infection hazard of every cell, shape (n_paths, n_cells), from the infected flags."""
+    def cell_hazard(self, infected: np.ndarray, rates: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Yearly infection hazard of every cell, shape (n_paths, n_cells), from the infected flags.
+
+        ``rates``: each path's float32 local and jump rates (:meth:`path_rates`); None: the file's.
+        """
         p = self.params
         x = infected.astype(np.float32)
         local = np.asarray(self._w_local_t @ x.T).T  # (n_paths, n_cells): sum_j c_j I_j w_ji
         emitted = x @ self.infectivity  # (n_paths,)
-        h = p.local_transmission_rate.value * local
-        h += (p.long_distance_jump_rate.value * emitted / max(self.grid.n_cells, 1))[:, None]
+        if rates is None:
+            n = infected.shape[0]
+            rates = (np.full(n, p.local_transmission_rate.value, dtype=np.float32),
+                     np.full(n, p.long_distance_jump_rate.value, dtype=np.float32))
+        lr, jr = rates
+        h = lr[:, None] * local
+        h += (jr * emitted / max(self.grid.n_cells, 1))[:, None]
         h += p.introduction_rate_per_cell.value
         return h
 
@@ -888,14 +986,16 @@ class PineWilt(Peril):
 
     def advance_cells(self, infected: np.ndarray, year: int, rnd: KeyedRandom, forced_cells: np.ndarray | None,
                       prefix: str = "pine_wilt", tracking: CellTracking | None = None,
-                      year_of: np.ndarray | None = None, sync: bool = True) -> None:
+                      year_of: np.ndarray | None = None, sync: bool = True,
+                      rates: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """One year of the cell SI process, in place.
 
         ``tracking`` is the state the tracked kernel keeps between years for these flags (from
         :meth:`init_state`); without it the year is computed from the flags alone. ``year_of`` (the
         footprint being built) gets ``year`` at the cells this year infects, when the tracked kernel
         runs; ``sync=False`` promises the tracked kernel that ``infected`` changed only through it
-        since its last year (see :func:`cell_year_tracked`).
+        since its last year (see :func:`cell_year_tracked`). ``rates``: the paths' rates from
+        :meth:`path_rates` (computed here when None).
         """
         if self.grid.n_cells == 0:
             return
@@ -904,19 +1004,26 @@ class PineWilt(Peril):
         w, wt = self._w_local, self._w_local_t
         p = self.params
         rows = rnd.stream_rows(f"{prefix}.spread", year)
-        rates = (p.local_transmission_rate.value, p.long_distance_jump_rate.value, p.introduction_rate_per_cell.value)
+        t = None
         if self._bits is not None:
             t = tracking if tracking is not None else self._new_tracking(infected.shape[0])
             if t.known.shape != infected.shape:
                 raise ValueError(f"cell tracking of shape {t.known.shape} for flags of shape {infected.shape}")
+        if rates is None:
+            rates = self.path_rates(rnd)
+        if rates[0].shape != (infected.shape[0],):
+            raise ValueError(f"rates for {rates[0].shape[0]} paths and flags of shape {infected.shape}")
+        lr, jr = (np.ascontiguousarray(r, dtype=np.float32) for r in rates)
+        ir = p.introduction_rate_per_cell.value
+        if t is not None:
             bit_value, bit = self._bits
             cell_year_tracked(infected, t.known, t.mask, t.emitted_sum, t.n_infected, *self._sources_u32, bit_value,
-                              wt.indptr, wt.data, bit, *self._pressures, self.infectivity, *rates, rows,
-                              self._cell_keys, *self._hazard_grid,
+                              wt.indptr, wt.data, bit, *self._pressures, self.infectivity, lr, jr, ir, rows,
+                              self._cell_keys, *self._grid_for((lr, jr)),
                               _NO_YEARS if year_of is None else year_of, year, sync)
         else:
-            cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity, *rates,
-                      rows, self._cell_keys)
+            cell_year(infected, w.indptr, w.indices, w.data, wt.indptr, wt.indices, wt.data, self.infectivity, lr, jr,
+                      ir, rows, self._cell_keys)
         if forced_cells is not None:
             infected |= forced_cells[None, :]
 
@@ -924,7 +1031,9 @@ class PineWilt(Peril):
         """Marginal probability that each cell is infected in ``year`` (independent mode).
 
         The shadow epidemic is filled lazily and shared by every block of paths of the run; the lock
-        keeps chunks running on threads (``scheduler="threads"``) from advancing it twice.
+        keeps chunks running on threads (``scheduler="threads"``) from advancing it twice. Its paths
+        draw their spread rates as any paths do (:attr:`spread`), so the marginal averages over them:
+        independent mode drops the tie between a path's spread rates and its parcels' infections.
         """
         with _SHADOW_LOCK:
             sh = self._shadow.get(seed)
@@ -932,12 +1041,12 @@ class PineWilt(Peril):
                 n = self.params.independent_shadow_paths
                 srnd = KeyedRandom(seed, np.arange(n, dtype=np.int64), np.empty(0, dtype=np.uint64))
                 sh = {"rnd": srnd, "state": self._initial_cells(srnd, "pine_wilt.shadow"), "pi": [],
-                      "tracking": self._new_tracking(n)}
+                      "tracking": self._new_tracking(n), "rates": self.path_rates(srnd)}
                 self._shadow[seed] = sh
             while len(sh["pi"]) <= year:
                 y = len(sh["pi"])
                 self.advance_cells(sh["state"], y, sh["rnd"], forced_cells if y == year else None,
-                                   "pine_wilt.shadow", sh["tracking"])
+                                   "pine_wilt.shadow", sh["tracking"], rates=sh["rates"])
                 sh["pi"].append(sh["state"].mean(axis=0))
             return sh["pi"][year]
 
@@ -1145,4 +1254,4 @@ class PineWilt(Peril):
 Params = PineWiltParams
 
 __all__ = ["CellGrid", "CellTracking", "LandscapeRef", "NEVER", "PineWilt", "PineWiltParams", "PineWiltState",
-           "build_grid", "project_km", "warm_footprint", "with_pest_control"]
+           "SpreadDraws", "build_grid", "project_km", "warm_footprint", "with_pest_control"]

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-NUMBERS_VERSION = "4"
+NUMBERS_VERSION = "5"
 EXPECTED = Path(__file__).with_name("expected.json")
 
 
