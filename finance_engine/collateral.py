@@ -17,9 +17,12 @@ Method
    parameter sets, see :mod:`finance_engine.simulation.summary`).
 5. **Value at year t of the term** = proceeds already received into the supervised account (accrued
    at ``r``) + the conditional expectation of the remaining discounted cash flows given the state at
-   ``t``. The conditional expectation is a least-squares regression across paths on the pledged stock
-   and the price at ``t`` (quadratic basis), the regression approach of Longstaff & Schwartz (2001)
-   used for exposure simulation in bank risk engines (ORE's "American Monte Carlo").
+   ``t``. The conditional expectation is a least-squares regression across paths on the state at ``t``
+   (:mod:`finance_engine.value_regression`): a piecewise-linear spline in the pledged stock times 1
+   and the price, the price's square, and with issuance risk the credits pending issuance and whether
+   the methodology has changed -- the regression approach of Longstaff & Schwartz (2001) used for
+   exposure simulation in bank risk engines (ORE's "American Monte Carlo"). The figures read from
+   these values carry the regression's own sampling error too (a delete-a-group jackknife).
 6. **Credit view.** The loan balance ``b_t`` follows its amortisation. LTV ``b_t / V_t``;
    the probability that ``V_t < b_t`` per year and at any time; top-up calls when LTV exceeds the
    trigger (a call restores LTV to the pledge rate); the largest loan whose shortfall probability is
@@ -43,7 +46,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
-from finance_engine.issuance import IssuanceRisk, load_issuance_risk
+from finance_engine.issuance import IssuanceRisk, RealisedIssuance, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantiles_and_cis, tail_mean_se
 from finance_engine.price import (
     PriceModelParams,
@@ -55,6 +58,7 @@ from finance_engine.price import (
 from finance_engine.simulation import balanced_chunk_paths, simulate, useful_threads
 from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
+from finance_engine.value_regression import conditional_value, jackknife_groups, jackknife_se, jackknife_t
 from models import MODEL_VERSION
 from models.dynamics import SimulationSwitches
 from models.parameters import ModelParameters
@@ -252,51 +256,33 @@ def _price_paths(pms: PriceModelSet, model: PriceModelParams, terms: "LoanTerms"
     return [p.T if spread is None else p.T * spread for p in out]
 
 
-def _regress_conditional(y: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
-    """E[y | x1, x2] by least squares on a quadratic basis (standardised); returns fitted values.
-
-    The six-column fit is solved through its normal equations (the 6 x 6 Gram matrix) at a fifth of the
-    cost of an SVD of the whole basis; on a valuation's paths the fitted values agree with that fit to
-    about 1e-13 of their scale. Squaring the basis squares its condition number, so a basis near
-    degeneracy (a stock that takes two values but for tiny noise, a stock and a price collinear to
-    1e-7) would lose digits: where the Gram matrix's condition number exceeds 1e8 the fit falls back
-    to the SVD of the whole basis (``numpy.linalg.lstsq``, minimum-norm where it is singular).
-    """
-    def z(v):
-        s = v.std()
-        return (v - v.mean()) / s if s > 0 else np.zeros_like(v)
-
-    a, b = z(x1), z(x2)
-    basis = np.empty((6, a.size))
-    basis[0] = 1.0
-    basis[1] = a
-    basis[2] = b
-    np.multiply(a, a, out=basis[3])
-    np.multiply(b, b, out=basis[4])
-    np.multiply(a, b, out=basis[5])
-    gram = basis @ basis.T
-    eig = np.linalg.eigvalsh(gram)  # ascending, 6 values
-    if eig[0] > eig[-1] * 1e-8:
-        return np.linalg.solve(gram, basis @ y) @ basis
-    coef, *_ = np.linalg.lstsq(basis.T, y, rcond=None)
-    return basis.T @ coef
-
-
 @dataclass(frozen=True)
 class _Money:
     value_paths: np.ndarray     # (T+1, N) collateral value at end of year t (t = 0..T)
     pv_total: np.ndarray        # (N,) realised PV at t=0 of the whole stream
     cash_flows: np.ndarray      # (H, N) CNY at t = y+1
     prices: np.ndarray          # (H+1, N) CNY/tCO2e
+    # (T+1, N) what each path's flows turn out to be worth at t (received + the realised remaining): its
+    # mean is the values' mean, and its spread gives that mean's error (the fitted values vary less)
+    realised_paths: np.ndarray
+    # (K, T+1, N) the values under the regressions' delete-a-group refits (groups of ``groups``), or None
+    value_replicates: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
 
-def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray, terms: LoanTerms) -> _Money:
+def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray, terms: LoanTerms,
+           issuance: RealisedIssuance | None = None, groups: tuple[np.ndarray, int] | None = None) -> _Money:
     """Cash flows, their present value and the collateral's value at the end of each year of the term.
 
     The value at ``t`` is the proceeds received up to ``t``, accrued to ``t``, plus the expected value
-    at ``t`` of the flows still to come, discounted to ``t``: their regression on the year's stock and
-    price (Longstaff-Schwartz style), floored at 0. Both parts are ``(1 + r)^t`` times sums of the
-    flows' present values at 0: running sums from each end give every year's.
+    at ``t`` of the flows still to come, discounted to ``t``: their regression on the state at ``t``
+    (the year's stock and price and, given ``issuance`` -- whose ``credits`` are ``phys_credits`` --
+    the credits pending issuance and whether the methodology change has arrived; Longstaff-Schwartz
+    style, :func:`finance_engine.value_regression.conditional_value`), floored at 0. Both parts are
+    ``(1 + r)^t`` times sums of the flows' present values at 0: running sums from each end give every
+    year's. With ``groups`` (each path's jackknife group and their number,
+    :func:`~finance_engine.value_regression.jackknife_groups`) the values under each delete-a-group
+    refit come too.
     """
     H, N = phys_credits.shape
     T = terms.term_years
@@ -317,14 +303,31 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
         if s <= T:
             remaining_pv[s] = acc
     values = np.empty((T + 1, N))
+    realised = np.empty((T + 1, N))
     values[0] = pv_total.mean()  # everyone agrees on today's value: the state is known
+    realised[0] = pv_total
+    g, n_groups = groups if groups is not None else (None, 0)
+    reps = None
+    if g is not None:
+        reps = np.empty((n_groups, T + 1, N))
+        for k in range(n_groups):
+            reps[k, 0] = pv_total[g != k].mean()
     for t in range(1, T + 1):
         grow = (1 + r) ** t
         received = grow * received_pv[t]
         remaining = grow * remaining_pv[t]
-        cond = _regress_conditional(remaining, phys_stock[t - 1], prices[t]) if t < H else remaining
+        realised[t] = received + remaining
+        if t < H:
+            state = ({} if issuance is None else
+                     {"pending": issuance.pending_tco2e[t], "changed": issuance.changed_by(t)})
+            cond, cond_reps = conditional_value(remaining, phys_stock[t - 1], prices[t], **state, groups=g,
+                                                n_groups=n_groups)
+        else:
+            cond, cond_reps = remaining, (None if g is None else np.broadcast_to(remaining, (n_groups, N)))
         values[t] = received + np.maximum(cond, 0.0)
-    return _Money(values, pv_total, cf, prices)
+        if reps is not None:
+            reps[:, t] = received + np.maximum(cond_reps, 0.0)
+    return _Money(values, pv_total, cf, prices, realised, reps, g)
 
 
 def _insurance_payout(phys: _Physical, ins: AssignedInsurance) -> np.ndarray:
@@ -359,6 +362,108 @@ def _credit_view(values: np.ndarray, terms: LoanTerms, recovery_factor: np.ndarr
     shortfall = np.maximum(bal - recovery, 0.0)
     return {"balance": b, "below": below, "ltv": ltv, "calls": calls, "call_size": call_size,
             "shortfall": shortfall}
+
+
+def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndarray, payout: np.ndarray | None,
+                       beta: np.ndarray, sizing_targets: tuple[float, ...], practice_loan: float) -> dict[str, Any] | None:
+    """The figures read from the values at t, on each of the regressions' delete-a-group replicates
+    (the refit without group ``k``, over the paths outside it), with their jackknife standard errors
+    (:func:`finance_engine.value_regression.jackknife_se`): ``{"se": {figure: se}, "t": Student's t}``.
+    None without replicates."""
+    reps, g = money.value_replicates, money.groups
+    if reps is None:
+        return None
+    n_groups = reps.shape[0]
+    T = terms.term_years
+    figs: dict[str, list] = {}
+
+    def add(name, value):
+        figs.setdefault(name, []).append(np.asarray(value, dtype=float))
+
+    bal_t = balance_schedule(terms)[:T]
+    for k in range(n_groups):
+        keep = g != k
+        values = reps[k][:, keep]
+        vals = values[1:T + 1]
+        cvk = _credit_view(values, terms, recovery_factor[keep], None if payout is None else payout[:, keep])
+        # one partition per year for every quantile of the year's values
+        vq = np.quantile(vals, (0.01, 0.05, 0.50, 0.95), axis=1)                  # (4, T)
+        add("value_q", vq[1:].T)                                                  # (T, 3)
+        # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
+        with np.errstate(divide="ignore"):
+            add("ltv_p95", np.where(vq[1] > 0, bal_t / np.where(vq[1] > 0, vq[1], 1.0), np.inf))
+        add("p_below", cvk["below"].mean(axis=1))
+        add("p_call", cvk["calls"].mean(axis=1))
+        add("top_up", cvk["call_size"].mean(axis=1))
+        n_calls = cvk["calls"].sum(axis=0)
+        add("p_below_any", cvk["below"].any(axis=0).mean())
+        add("p_any_call", (n_calls > 0).mean())
+        add("n_calls", n_calls.mean())
+        add("top_up_size", cvk["call_size"].sum(axis=0).mean())
+        v0k, end_v = values[0, 0], vals[-1]
+        for pct, qv in ((95, vq[1, -1]), (99, vq[0, -1])):
+            add(f"var{pct}", v0k - qv)
+            add(f"es{pct}", v0k - end_v[end_v <= qv].mean())
+        with np.errstate(divide="ignore"):
+            ratio = np.where(beta[:, None] > 0, vals / beta[:, None], np.inf).min(axis=0)
+        for i, rq in enumerate(np.quantile(ratio, sizing_targets)):
+            add(f"max_loan_{i}", rq)
+        add("p_shortfall_practice", (ratio < practice_loan).mean())
+        bal = cvk["balance"][:T][:, None]
+        add("sim_lgd", cvk["shortfall"].sum() / np.broadcast_to(bal, cvk["shortfall"].shape).sum())
+    return {"se": {name: jackknife_se(np.array(v)) for name, v in figs.items()}, "t": jackknife_t(n_groups),
+            "groups": n_groups}
+
+
+def _jk_se(jk: dict | None, name: str, index=()) -> float | None:
+    if jk is None:
+        return None
+    v = float(jk["se"][name][index])
+    return v if np.isfinite(v) else None
+
+
+def _at_least(se: float, jk: dict | None, name: str, index=()) -> float:
+    """An error estimate no smaller than the figure's regression jackknife error."""
+    j = _jk_se(jk, name, index)
+    return se if j is None else float(max(se, j)) if np.isfinite(se) else j
+
+
+def _widen(estimate: float, ci: list[float], jk: dict | None, name: str, index=()) -> list[float]:
+    """An interval widened, where it is narrower, to ``estimate -+ t se`` of the figure's regression
+    jackknife (the order statistics' interval takes the values as given; the jackknife also sees the
+    regression's coefficients move with the paths)."""
+    j = _jk_se(jk, name, index)
+    if j is None:
+        return list(ci)
+    half = jk["t"] * j
+    return [float(min(ci[0], estimate - half)), float(max(ci[1], estimate + half))]
+
+
+def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFrame:
+    """The by-year table with its value quantiles' and LTV's intervals and its probabilities' errors
+    widened by the regression's jackknife (:func:`_widen`, :func:`_at_least`)."""
+    if jk is None:
+        return by_year
+    out = by_year.copy()
+    for i in range(len(out)):
+        for j, k in enumerate((5, 50, 95)):
+            lo, hi = _widen(out.at[i, f"value_p{k:02d}_cny"], [out.at[i, f"value_p{k:02d}_ci95_low_cny"],
+                            out.at[i, f"value_p{k:02d}_ci95_high_cny"]], jk, "value_q", (i, j))
+            out.at[i, f"value_p{k:02d}_ci95_low_cny"], out.at[i, f"value_p{k:02d}_ci95_high_cny"] = lo, hi
+        lo, hi = _widen(out.at[i, "ltv_p95"], [out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"]], jk,
+                        "ltv_p95", (i,))
+        out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"] = lo, hi
+        for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call")):
+            out.at[i, col] = _at_least(out.at[i, col], jk, name, (i,))
+    return out
+
+
+def _widen_risk(risk: dict[str, Any], jk: dict | None) -> None:
+    """The any-time probabilities' and the calls' errors, at least their regression jackknife errors."""
+    for key, name in (("p_value_below_balance_any_time_mc_se", "p_below_any"), ("p_any_top_up_call_mc_se", "p_any_call"),
+                      ("expected_number_of_top_up_calls_mc_se", "n_calls"),
+                      ("expected_top_up_size_mc_se_cny", "top_up_size")):
+        risk[key] = _at_least(risk[key], jk, name)
 
 
 def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanTerms | dict, *,
@@ -424,9 +529,11 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # the volatility sensitivities' prices come from the base paths' draws (one draw, three recursions)
     vol_cases = {"volatility x0.5": 0.5, "volatility x1.5": 1.5} if sensitivities else {}
     prices, *vol_prices = _price_paths(pms, pmodel, terms, ids, H, seed, factor, (1.0, *vol_cases.values()))
-    realised = iss.apply(phys.credits, ids, seed)
+    issued = iss.realise(phys.credits, ids, seed)
+    realised = issued.credits
     payout = _insurance_payout(phys, terms.insurance) if terms.insurance else None
-    money = _money(realised, phys.stock, prices, terms)
+    # the regressions' jackknife groups: whole parameter sets (the paths of a set share their draws)
+    money = _money(realised, phys.stock, prices, terms, issued, jackknife_groups(ids, base_sw.correlated_set_size))
     haircut = pms.liquidity_haircut.draws(ids, seed)
     recovery_factor = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * \
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
@@ -464,6 +571,10 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     }
     # ---- by year of the term ------------------------------------------------------------------
     vals = money.value_paths[1:T + 1]
+    beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
+    q = terms.target_shortfall_probability
+    targets = (0.005, 0.01, 0.02, 0.05, 0.10)
+    jk = _jackknife_figures(money, terms, recovery_factor, payout, beta, (q, *targets), v0 * terms.pledge_rate)
     rows = []
     for t in range(1, T + 1):
         v = vals[t - 1]
@@ -472,7 +583,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         lq, lci = quantiles_and_cis(cv["ltv"][t - 1], (0.50, 0.95), set_size=q_set, method="higher")
         rows.append({
             "year": t, "balance_cny": float(cv["balance"][t - 1]),
-            "value_mean_cny": float(v.mean()), "value_mc_se_cny": mean_se(v, set_size),
+            # the fitted values vary less than the paths' outcomes: their mean's error is the outcomes'
+            "value_mean_cny": float(v.mean()), "value_mc_se_cny": mean_se(money.realised_paths[t], set_size),
             "value_p05_cny": vq[0], "value_p50_cny": vq[1], "value_p95_cny": vq[2],
             **{f"value_p{k:02d}_ci95_{end}_cny": b for k, ci in zip((5, 50, 95), vci)
                for end, b in zip(("low", "high"), ci)},
@@ -484,7 +596,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
             "p_top_up_call_mc_se": mean_se(cv["calls"][t - 1], set_size),
             "expected_top_up_cny": float(cv["call_size"][t - 1].mean()),
         })
-    by_year = pd.DataFrame(rows)
+    by_year = _with_regression_error(pd.DataFrame(rows), jk)
     any_below = cv["below"].any(axis=0)
     n_calls = cv["calls"].sum(axis=0)
     end_v = vals[-1]
@@ -501,22 +613,25 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "value_horizon_year": T,
         "ltv_at_origination": float(terms.amount_cny / v0) if v0 > 0 else float("inf"),
     }
+    _widen_risk(risk, jk)
     end_q, end_ci = quantiles_and_cis(end_v, (0.05, 0.01), set_size=q_set)
     for (pct, tail_p), qv, (lo, hi) in zip(((95, 0.05), (99, 0.01)), end_q, end_ci):
         # VaR: today's value less the value's tail quantile at the end of the term; its interval is the
         # quantile's order-statistic interval mirrored; ES: the tail mean's asymptotic error
-        risk[f"collateral_var{pct}_cny"] = float(v0 - qv)
-        risk[f"collateral_var{pct}_ci95_cny"] = [v0 - hi, v0 - lo]
+        # (both widened by the regression's jackknife error, _widen)
+        var = float(v0 - qv)
+        risk[f"collateral_var{pct}_cny"] = var
+        risk[f"collateral_var{pct}_ci95_cny"] = _widen(var, [v0 - hi, v0 - lo], jk, f"var{pct}")
         risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= qv].mean())
-        risk[f"collateral_es{pct}_mc_se_cny"] = tail_mean_se(end_v, tail_p, upper=False, set_size=q_set)
+        risk[f"collateral_es{pct}_mc_se_cny"] = _at_least(
+            tail_mean_se(end_v, tail_p, upper=False, set_size=q_set), jk, f"es{pct}")
     # ---- sizing: the largest loan with shortfall probability <= target -------------------------
-    beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     with np.errstate(divide="ignore"):
         ratio = np.where(beta[:, None] > 0, vals / beta[:, None], np.inf).min(axis=0)
-    q = terms.target_shortfall_probability
-    targets = (0.005, 0.01, 0.02, 0.05, 0.10)
-    # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval
+    # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval,
+    # widened to the regression's jackknife interval where that is wider
     ratio_q, ratio_ci = quantiles_and_cis(ratio, (q, *targets), set_size=q_set)
+    ratio_ci = [_widen(est, ci, jk, f"max_loan_{i}") for i, (est, ci) in enumerate(zip(ratio_q, ratio_ci))]
     max_loan = ratio_q[0]
     sizing = {
         "target_shortfall_probability": q,
@@ -524,10 +639,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "max_loan_by_target_ci95_cny": {f"{t:g}": [max(b, 0.0) for b in ci] for t, ci in zip(targets, ratio_ci[1:])},
         "max_loan_cny": max(max_loan, 0.0),
         "max_loan_ci95_cny": [max(b, 0.0) for b in ratio_ci[0]],
+        "max_loan_mc_se_cny": _jk_se(jk, "max_loan_0"),
         "implied_haircut": float(1 - max_loan / v0) if v0 > 0 else None,
         "practice_loan_cny": float(v0 * terms.pledge_rate),
         "p_shortfall_at_practice_loan": float((ratio < v0 * terms.pledge_rate).mean()),
-        "p_shortfall_at_practice_loan_mc_se": mean_se(ratio < v0 * terms.pledge_rate, set_size),
+        "p_shortfall_at_practice_loan_mc_se": _at_least(mean_se(ratio < v0 * terms.pledge_rate, set_size), jk,
+                                                        "p_shortfall_practice"),
         "requested_loan_within_limit": bool(terms.amount_cny <= max_loan),
         "requested_ltv_exceeds_pledge_rate": bool(terms.amount_cny > terms.pledge_rate * v0),
     }
@@ -557,6 +674,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
             "firb_lgd_carbon_as_other_physical": float(lgd_secured),
             "firb_lgd_unsecured": float(lgd_unsecured),
             "simulated_lgd_forced_sale": sim_lgd,
+            "simulated_lgd_forced_sale_mc_se": _jk_se(jk, "sim_lgd"),
             "expected_loss_cny": float(expected_loss(terms.borrower_pd, lgd_secured, ead)),
             "expected_loss_unsecured_cny": float(expected_loss(terms.borrower_pd, lgd_unsecured, ead)),
             "irb_capital_k": float(irb_capital_requirement(terms.borrower_pd, lgd_secured, m)),
@@ -580,7 +698,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         cases = [(label, money.value_paths * lf, money.pv_total * lf)
                  for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3))]
         for label, p in zip(vol_cases, vol_prices):
-            mm = _money(realised, phys.stock, p, terms)
+            mm = _money(realised, phys.stock, p, terms, issued)
             cases.append((label, mm.value_paths, mm.pv_total))
         for label, value_paths, pv_total in cases:
             cvs = _credit_view(value_paths, terms, recovery_factor, payout)
@@ -596,7 +714,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         **carried_provenance(phys.provenance),
         "seed": seed, "paths": paths, "horizon_years": H,
         "price_model_sha256": pms.sha256, "issuance_risk_sha256": iss.sha256,
-        "method": "engine paths + issuance risk + OU-jump prices; value at t by least-squares regression on (stock, price)",
+        "method": ("engine paths + issuance risk + OU-jump prices; value at t by least-squares regression on the "
+                   "state at t (stock spline x price, pending credits, methodology regime)"),
     }
     return CollateralValuation(
         provenance=provenance, terms=terms.model_dump(mode="json"), value_today=value_today, by_year=by_year,
@@ -626,9 +745,9 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
 
     def evaluate(phys, price_paths, issuance, insured=True):
         """Per path: value today, whether value falls below the balance at any time, total shortfall."""
-        realised = issuance.apply(phys.credits, ids, seed)
+        issued = issuance.realise(phys.credits, ids, seed)
         payout = _insurance_payout(phys, terms.insurance) if (terms.insurance and insured) else None
-        mm = _money(realised, phys.stock, price_paths, terms)
+        mm = _money(issued.credits, phys.stock, price_paths, terms, issued)
         cvs = _credit_view(mm.value_paths, terms, rf, payout)
         return mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0)
 

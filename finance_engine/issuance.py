@@ -83,12 +83,17 @@ class IssuanceRisk:
 
     def apply(self, issued_tco2e: np.ndarray, path_ids: np.ndarray, seed: int) -> np.ndarray:
         """Realised issuance, shape (years, n_paths), from the simulated one (same shape)."""
+        return self.realise(issued_tco2e, path_ids, seed).credits
+
+    def realise(self, issued_tco2e: np.ndarray, path_ids: np.ndarray, seed: int) -> "RealisedIssuance":
+        """Realised issuance and what a lender knows of it along the way (:class:`RealisedIssuance`)."""
         q = np.asarray(issued_tco2e, dtype=np.float64)
         years, n = q.shape
         if n != len(path_ids):
             raise ValueError("issued_tco2e must have one column per path id")
         rnd = KeyedRandom(int(seed), np.asarray(path_ids, dtype=np.int64), _NO_PARCELS)
         out = np.zeros_like(q)
+        pending = np.zeros((years + 1, n))
         # methodology change: first arrival of a Poisson process, in years
         if self.methodology_change_rate_per_year > 0:
             u = rnd.path_uniform("issuance.methodology_change", 0)
@@ -108,8 +113,37 @@ class IssuanceRisk:
             out[y] += np.where(on_time, amount, 0.0)
             late = y + self.delay_years
             if late < years:
-                out[late] += np.where(delay, amount, 0.0)
-        return out
+                held = np.where(delay, amount, 0.0)
+                out[late] += held
+                # verified at t = y + 1, issued at t = late + 1: pending at the ends of the years between
+                pending[y + 1:late + 1] += held
+        return RealisedIssuance(out, t_change, pending)
+
+
+@dataclass(frozen=True)
+class RealisedIssuance:
+    """Realised issuance, and the state of issuance a lender can see at the end of each year.
+
+    Attributes
+    ----------
+    credits : ndarray, shape (years, n_paths)
+        tCO2e issued at the end of year ``y + 1`` (row ``y``).
+    methodology_change_year : ndarray, shape (n_paths,)
+        When the methodology change arrives (years from the start; inf: never). At the end of year
+        ``t`` a lender knows whether it has (``methodology_change_year <= t``): issuance from then on is
+        cut by the change's factor.
+    pending_tco2e : ndarray, shape (years + 1, n_paths)
+        Row ``t``: credits verified by the end of year ``t`` whose delayed issuance falls later within
+        the horizon (known, not yet received).
+    """
+
+    credits: np.ndarray
+    methodology_change_year: np.ndarray
+    pending_tco2e: np.ndarray
+
+    def changed_by(self, t: int) -> np.ndarray:
+        """Whether the methodology change has arrived by the end of year ``t``, per path."""
+        return self.methodology_change_year <= t
 
 
 def load_issuance_risk(path: str | Path | None = None) -> IssuanceRisk:

@@ -286,7 +286,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         unit = bound.unit_of_loan[ln.id]
         terms = ln.terms
         Hl = min(terms.crediting_horizon_years, H)
-        credits = iss.apply(_unit_series(run, "credits_issued_tco2e", unit)[:Hl], ids, seed)
+        issued = iss.realise(_unit_series(run, "credits_issued_tco2e", unit)[:Hl], ids, seed)
+        credits = issued.credits
         stock = _unit_series(run, "stock_tco2e", unit)[:Hl]
         prices = run.prices[:, :Hl + 1].T.copy()
         if terms.credit_type != "ccer":
@@ -296,7 +297,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             gap = (floored - prices)[1:years + 1]
             buyback += gap * credits[:years]
             prices = floored
-        money = _money(credits, stock, prices, terms)
+        money = _money(credits, stock, prices, terms, issued)
         v0 = float(money.pv_total.mean())
         amount = terms.amount_cny
         if pledge_rate_cap is not None:
