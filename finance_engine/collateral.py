@@ -60,6 +60,7 @@ from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import conditional_value, jackknife_groups, jackknife_se, jackknife_t
 from models import MODEL_VERSION
+from models.carbon import CreditingRules
 from models.dynamics import SimulationSwitches
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
@@ -271,7 +272,8 @@ class _Money:
 
 
 def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray, terms: LoanTerms,
-           issuance: RealisedIssuance | None = None, groups: tuple[np.ndarray, int] | None = None) -> _Money:
+           issuance: RealisedIssuance | None = None, groups: tuple[np.ndarray | None, int] | None = None,
+           position: tuple[np.ndarray, int] | None = None) -> _Money:
     """Cash flows, their present value and the collateral's value at the end of each year of the term.
 
     The value at ``t`` is the proceeds received up to ``t``, accrued to ``t``, plus the expected value
@@ -282,7 +284,9 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     ``(1 + r)^t`` times sums of the flows' present values at 0: running sums from each end give every
     year's. With ``groups`` (each path's jackknife group and their number,
     :func:`~finance_engine.value_regression.jackknife_groups`) the values under each delete-a-group
-    refit come too.
+    refit come too. ``position``: the crediting position at each year end (shape (H+1, N),
+    ``CreditingRules.accrued_position``) and the first year it tells more than the stock (the end of
+    the first monitoring period).
     """
     H, N = phys_credits.shape
     T = terms.term_years
@@ -320,6 +324,8 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
         if t < H:
             state = ({} if issuance is None else
                      {"pending": issuance.pending_tco2e[t], "changed": issuance.changed_by(t)})
+            if position is not None and t >= position[1]:
+                state["position"] = position[0][t]
             cond, cond_reps = conditional_value(remaining, phys_stock[t - 1], prices[t], **state, groups=g,
                                                 n_groups=n_groups)
         else:
@@ -364,55 +370,103 @@ def _credit_view(values: np.ndarray, terms: LoanTerms, recovery_factor: np.ndarr
             "shortfall": shortfall}
 
 
+def crediting_position(stock: np.ndarray, stock0: float | np.ndarray, params: ModelParameters | None,
+                       provenance: dict[str, Any] | None = None) -> tuple[np.ndarray, int]:
+    """A crediting unit's position at each year end (``CreditingRules.accrued_position``, under the
+    crediting rules the engine run recorded in its provenance, else the parameter file's) and the
+    first year it adds to the stock: the end of the first monitoring period. For ``_money``."""
+    rules = (CreditingRules(**provenance["crediting"]) if provenance and "crediting" in provenance
+             else CreditingRules.from_parameters(params))
+    return rules.accrued_position(stock, stock0), rules.monitoring_period_years
+
+
+def _crediting_position(params: ModelParameters, phys: _Physical) -> tuple[np.ndarray, int]:
+    return crediting_position(phys.stock, phys.stock0, params, phys.provenance)
+
+
+def _below_any_rate(terms: LoanTerms, scale: float = 1.0):
+    """``stat(values, keep)`` for :func:`_replicate_se`: the share of the kept paths whose value (times
+    ``scale``, a price-level case) falls below the balance at some year of the term."""
+    T = terms.term_years
+    bal = balance_schedule(terms)[:T][:, None] / scale
+
+    def stat(values: np.ndarray, keep: np.ndarray) -> float:
+        return float((values[1:T + 1][:, keep] < bal).any(axis=0).mean())
+    return stat
+
+
+#: a quantile's jackknife error is used where each replicate has at least this many paths beyond it
+MIN_TAIL_PATHS_FOR_JACKKNIFE = 10
+
+
 def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndarray, payout: np.ndarray | None,
-                       beta: np.ndarray, sizing_targets: tuple[float, ...], practice_loan: float) -> dict[str, Any] | None:
+                       beta: np.ndarray, sizing_targets: tuple[float, ...]) -> dict[str, Any] | None:
     """The figures read from the values at t, on each of the regressions' delete-a-group replicates
     (the refit without group ``k``, over the paths outside it), with their jackknife standard errors
-    (:func:`finance_engine.value_regression.jackknife_se`): ``{"se": {figure: se}, "t": Student's t}``.
-    None without replicates."""
+    (:func:`finance_engine.value_regression.jackknife_se`): ``{"se": {figure: se}, "t": Student's t,
+    "groups": K}``. None without replicates. A quantile's error is NaN (not used) where a replicate
+    has fewer than :data:`MIN_TAIL_PATHS_FOR_JACKKNIFE` paths beyond it: the jackknife of a sample's
+    extreme is no error estimate."""
     reps, g = money.value_replicates, money.groups
     if reps is None:
         return None
     n_groups = reps.shape[0]
     T = terms.term_years
-    figs: dict[str, list] = {}
-
-    def add(name, value):
-        figs.setdefault(name, []).append(np.asarray(value, dtype=float))
-
-    bal_t = balance_schedule(terms)[:T]
-    for k in range(n_groups):
-        keep = g != k
-        values = reps[k][:, keep]
-        vals = values[1:T + 1]
-        cvk = _credit_view(values, terms, recovery_factor[keep], None if payout is None else payout[:, keep])
-        # one partition per year for every quantile of the year's values
-        vq = np.quantile(vals, (0.01, 0.05, 0.50, 0.95), axis=1)                  # (4, T)
-        add("value_q", vq[1:].T)                                                  # (T, 3)
-        # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
-        with np.errstate(divide="ignore"):
-            add("ltv_p95", np.where(vq[1] > 0, bal_t / np.where(vq[1] > 0, vq[1], 1.0), np.inf))
-        add("p_below", cvk["below"].mean(axis=1))
-        add("p_call", cvk["calls"].mean(axis=1))
-        add("top_up", cvk["call_size"].mean(axis=1))
-        n_calls = cvk["calls"].sum(axis=0)
-        add("p_below_any", cvk["below"].any(axis=0).mean())
-        add("p_any_call", (n_calls > 0).mean())
-        add("n_calls", n_calls.mean())
-        add("top_up_size", cvk["call_size"].sum(axis=0).mean())
-        v0k, end_v = values[0, 0], vals[-1]
-        for pct, qv in ((95, vq[1, -1]), (99, vq[0, -1])):
-            add(f"var{pct}", v0k - qv)
-            add(f"es{pct}", v0k - end_v[end_v <= qv].mean())
-        with np.errstate(divide="ignore"):
-            ratio = np.where(beta[:, None] > 0, vals / beta[:, None], np.inf).min(axis=0)
-        for i, rq in enumerate(np.quantile(ratio, sizing_targets)):
-            add(f"max_loan_{i}", rq)
-        add("p_shortfall_practice", (ratio < practice_loan).mean())
-        bal = cvk["balance"][:T][:, None]
-        add("sim_lgd", cvk["shortfall"].sum() / np.broadcast_to(bal, cvk["shortfall"].shape).sum())
-    return {"se": {name: jackknife_se(np.array(v)) for name, v in figs.items()}, "t": jackknife_t(n_groups),
-            "groups": n_groups}
+    keep = g[None, :] != np.arange(n_groups)[:, None]          # (K, N)
+    n_keep = keep.sum(axis=1)
+    w = keep / n_keep[:, None]                                  # (K, N): each replicate's path weights
+    b = balance_schedule(terms)
+    bal = b[:T][None, :, None]
+    v = reps[:, 1:T + 1]                                        # (K, T, N)
+    below = v < bal
+    # LTV above the trigger, without the division: bal / v > trigger <=> bal > trigger v (v > 0)
+    calls = ((v <= 0) | (bal > terms.ltv_trigger * v)) & (bal > 0)
+    call_size = np.where(calls, np.maximum(bal - terms.pledge_rate * v, 0.0), 0.0)
+    recovery = v * recovery_factor + terms.forest_right_mortgage_cny + terms.guarantee_cny
+    if payout is not None:
+        recovery = recovery + np.minimum(np.cumsum(payout[:T], axis=0), b[:T][:, None])
+    shortfall = np.maximum(bal - recovery, 0.0)
+    n_calls = calls.sum(axis=1)                                 # (K, N)
+    figs: dict[str, np.ndarray] = {
+        "p_below": np.einsum("ktn,kn->kt", below, w), "p_call": np.einsum("ktn,kn->kt", calls, w),
+        "top_up": np.einsum("ktn,kn->kt", call_size, w),
+        "p_below_any": (below.any(axis=1) * w).sum(axis=1), "p_any_call": ((n_calls > 0) * w).sum(axis=1),
+        "n_calls": (n_calls * w).sum(axis=1), "top_up_size": (call_size.sum(axis=1) * w).sum(axis=1),
+        "sim_lgd": (shortfall.sum(axis=1) * w).sum(axis=1) / b[:T].sum() if b[:T].sum() > 0 else np.zeros(n_groups),
+    }
+    v0 = reps[:, 0, 0]
+    with np.errstate(divide="ignore"):
+        ratio = np.where(beta[None, :, None] > 0, v / beta[None, :, None], np.inf).min(axis=1)  # (K, N)
+    figs["p_shortfall_practice"] = ((ratio < (v0 * terms.pledge_rate)[:, None]) * w).sum(axis=1)
+    value_ps = (0.01, 0.05, 0.50, 0.95)
+    vq = np.empty((n_groups, len(value_ps), T))
+    es = np.empty((n_groups, 2))
+    max_loan = np.empty((n_groups, len(sizing_targets)))
+    for k in range(n_groups):  # the quantiles: one partition per year and replicate
+        vk = v[k][:, keep[k]]
+        vq[k] = np.quantile(vk, value_ps, axis=1)
+        end_v = vk[-1]
+        es[k] = [v0[k] - end_v[end_v <= vq[k, 1, -1]].mean(), v0[k] - end_v[end_v <= vq[k, 0, -1]].mean()]
+        max_loan[k] = np.quantile(ratio[k, keep[k]], sizing_targets)
+    figs["value_q"] = np.transpose(vq[:, 1:], (0, 2, 1))        # (K, T, 3): p05, p50, p95
+    # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
+    with np.errstate(divide="ignore"):
+        figs["ltv_p95"] = np.where(vq[:, 1] > 0, b[:T] / np.where(vq[:, 1] > 0, vq[:, 1], 1.0), np.inf)
+    figs["var95"], figs["var99"] = v0 - vq[:, 1, -1], v0 - vq[:, 0, -1]
+    figs["es95"], figs["es99"] = es[:, 0], es[:, 1]
+    for i in range(len(sizing_targets)):
+        figs[f"max_loan_{i}"] = max_loan[:, i]
+    se = {name: jackknife_se(x) for name, x in figs.items()}
+    few = n_keep.min()
+    thin = {"var95": 0.05, "es95": 0.05, "var99": 0.01, "es99": 0.01,
+            **{f"max_loan_{i}": q for i, q in enumerate(sizing_targets)}}
+    for name, p in thin.items():  # an extreme order statistic's jackknife is no error estimate
+        if few * p < MIN_TAIL_PATHS_FOR_JACKKNIFE:
+            se[name] = np.full(np.shape(se[name]), np.nan)
+    if few * 0.05 < MIN_TAIL_PATHS_FOR_JACKKNIFE:
+        se["value_q"][:, [0, 2]] = np.nan
+        se["ltv_p95"][:] = np.nan
+    return {"se": se, "t": jackknife_t(n_groups), "groups": n_groups}
 
 
 def _jk_se(jk: dict | None, name: str, index=()) -> float | None:
@@ -423,20 +477,48 @@ def _jk_se(jk: dict | None, name: str, index=()) -> float | None:
 
 
 def _at_least(se: float, jk: dict | None, name: str, index=()) -> float:
-    """An error estimate no smaller than the figure's regression jackknife error."""
+    """An error estimate no smaller than the figure's regression jackknife error (a NaN stays NaN: a
+    figure with no error estimate does not get one from the jackknife)."""
     j = _jk_se(jk, name, index)
-    return se if j is None else float(max(se, j)) if np.isfinite(se) else j
+    if j is None or not np.isfinite(se):
+        return se
+    return float(max(se, j))
 
 
-def _widen(estimate: float, ci: list[float], jk: dict | None, name: str, index=()) -> list[float]:
+def _widen(estimate: float, ci: list[float], jk: dict | None, name: str, index=(),
+           low: float = -np.inf, high: float = np.inf) -> list[float]:
     """An interval widened, where it is narrower, to ``estimate -+ t se`` of the figure's regression
     jackknife (the order statistics' interval takes the values as given; the jackknife also sees the
-    regression's coefficients move with the paths)."""
+    regression's coefficients move with the paths), within the figure's possible range [low, high]."""
     j = _jk_se(jk, name, index)
     if j is None:
         return list(ci)
     half = jk["t"] * j
-    return [float(min(ci[0], estimate - half)), float(max(ci[1], estimate + half))]
+    return [float(max(min(ci[0], estimate - half), low)), float(min(max(ci[1], estimate + half), high))]
+
+
+def _replicate_se(money: _Money, stat, other: _Money | None = None) -> float | None:
+    """Jackknife error of a figure over the regressions' delete-a-group replicates:
+    ``stat(values, keep)`` of replicate ``k``'s values (T+1, N) over the paths ``keep`` outside group
+    ``k``; with ``other`` (a run on the same paths and groups) of the paired difference
+    ``stat(values) - stat(other's values)``. None without replicates."""
+    if money.value_replicates is None or (other is not None and other.value_replicates is None):
+        return None
+    reps = []
+    for k in range(money.value_replicates.shape[0]):
+        keep = money.groups != k
+        x = stat(money.value_replicates[k], keep)
+        if other is not None:
+            x = x - stat(other.value_replicates[k], keep)
+        reps.append(x)
+    se = float(jackknife_se(np.array(reps)))
+    return se if np.isfinite(se) else None
+
+
+def _with_jk(se: float, money: _Money, stat) -> float:
+    """``se``, or the figure's regression jackknife error (:func:`_replicate_se`) where that is larger."""
+    jk = _replicate_se(money, stat)
+    return se if jk is None or not np.isfinite(se) else float(max(se, jk))
 
 
 def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFrame:
@@ -448,12 +530,13 @@ def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFra
     for i in range(len(out)):
         for j, k in enumerate((5, 50, 95)):
             lo, hi = _widen(out.at[i, f"value_p{k:02d}_cny"], [out.at[i, f"value_p{k:02d}_ci95_low_cny"],
-                            out.at[i, f"value_p{k:02d}_ci95_high_cny"]], jk, "value_q", (i, j))
+                            out.at[i, f"value_p{k:02d}_ci95_high_cny"]], jk, "value_q", (i, j), low=0.0)
             out.at[i, f"value_p{k:02d}_ci95_low_cny"], out.at[i, f"value_p{k:02d}_ci95_high_cny"] = lo, hi
         lo, hi = _widen(out.at[i, "ltv_p95"], [out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"]], jk,
-                        "ltv_p95", (i,))
+                        "ltv_p95", (i,), low=0.0)
         out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"] = lo, hi
-        for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call")):
+        for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call"),
+                          ("expected_top_up_mc_se_cny", "top_up")):
             out.at[i, col] = _at_least(out.at[i, col], jk, name, (i,))
     return out
 
@@ -533,7 +616,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     realised = issued.credits
     payout = _insurance_payout(phys, terms.insurance) if terms.insurance else None
     # the regressions' jackknife groups: whole parameter sets (the paths of a set share their draws)
-    money = _money(realised, phys.stock, prices, terms, issued, jackknife_groups(ids, base_sw.correlated_set_size))
+    groups = jackknife_groups(ids, base_sw.correlated_set_size)
+    position = _crediting_position(params, phys)
+    money = _money(realised, phys.stock, prices, terms, issued, groups, position)
     haircut = pms.liquidity_haircut.draws(ids, seed)
     recovery_factor = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * \
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
@@ -574,7 +659,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     beta = balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
     q = terms.target_shortfall_probability
     targets = (0.005, 0.01, 0.02, 0.05, 0.10)
-    jk = _jackknife_figures(money, terms, recovery_factor, payout, beta, (q, *targets), v0 * terms.pledge_rate)
+    jk = _jackknife_figures(money, terms, recovery_factor, payout, beta, (q, *targets))
     rows = []
     for t in range(1, T + 1):
         v = vals[t - 1]
@@ -595,6 +680,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
             "p_top_up_call": float(cv["calls"][t - 1].mean()),
             "p_top_up_call_mc_se": mean_se(cv["calls"][t - 1], set_size),
             "expected_top_up_cny": float(cv["call_size"][t - 1].mean()),
+            "expected_top_up_mc_se_cny": mean_se(cv["call_size"][t - 1], set_size),
         })
     by_year = _with_regression_error(pd.DataFrame(rows), jk)
     any_below = cv["below"].any(axis=0)
@@ -621,7 +707,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         # (both widened by the regression's jackknife error, _widen)
         var = float(v0 - qv)
         risk[f"collateral_var{pct}_cny"] = var
-        risk[f"collateral_var{pct}_ci95_cny"] = _widen(var, [v0 - hi, v0 - lo], jk, f"var{pct}")
+        risk[f"collateral_var{pct}_ci95_cny"] = _widen(var, [v0 - hi, v0 - lo], jk, f"var{pct}", high=v0)
         risk[f"collateral_es{pct}_cny"] = float(v0 - end_v[end_v <= qv].mean())
         risk[f"collateral_es{pct}_mc_se_cny"] = _at_least(
             tail_mean_se(end_v, tail_p, upper=False, set_size=q_set), jk, f"es{pct}")
@@ -631,7 +717,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # the largest loan is a quantile of the paths' value-to-balance ratio: its order-statistic interval,
     # widened to the regression's jackknife interval where that is wider
     ratio_q, ratio_ci = quantiles_and_cis(ratio, (q, *targets), set_size=q_set)
-    ratio_ci = [_widen(est, ci, jk, f"max_loan_{i}") for i, (est, ci) in enumerate(zip(ratio_q, ratio_ci))]
+    ratio_ci = [_widen(est, ci, jk, f"max_loan_{i}", low=0.0) for i, (est, ci) in enumerate(zip(ratio_q, ratio_ci))]
     max_loan = ratio_q[0]
     sizing = {
         "target_shortfall_probability": q,
@@ -695,19 +781,22 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         # shifting the start and the long-run level of the log-price model by ln(lf) shifts every path
         # by ln(lf): prices and cash flows scale by lf, and so do the regressions' fits (their targets
         # scale, their standardised regressors do not) and every value: no re-draw, no refit
-        cases = [(label, money.value_paths * lf, money.pv_total * lf)
+        cases = [(label, money.value_paths * lf, money.pv_total * lf, money, lf)
                  for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3))]
         for label, p in zip(vol_cases, vol_prices):
-            mm = _money(realised, phys.stock, p, terms, issued)
-            cases.append((label, mm.value_paths, mm.pv_total))
-        for label, value_paths, pv_total in cases:
+            mm = _money(realised, phys.stock, p, terms, issued, groups, position)
+            cases.append((label, mm.value_paths, mm.pv_total, mm, 1.0))
+        for label, value_paths, pv_total, mm, lf in cases:
             cvs = _credit_view(value_paths, terms, recovery_factor, payout)
             below_s = cvs["below"].any(axis=0)
+            # the probability's error includes the regression's (its jackknife; a price-level case's
+            # replicates are the base's scaled)
+            below_jk = _replicate_se(mm, _below_any_rate(terms, lf))
             rows.append({"case": label, "value_cny": float(pv_total.mean()),
                          "change_cny": float(pv_total.mean() - v0),
                          "change_mc_se_cny": mean_se(pv_total - money.pv_total, set_size),
                          "p_value_below_balance_any_time": float(below_s.mean()),
-                         "p_value_below_balance_any_time_mc_se": mean_se(below_s, set_size)})
+                         "p_value_below_balance_any_time_mc_se": max(mean_se(below_s, set_size), below_jk or 0.0)})
         sens = pd.DataFrame(rows)
     provenance = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
@@ -742,25 +831,30 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     rf = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * (1 + terms.discount_rate) ** -terms.liquidation_time_years
 
     set_size = base_sw.parameter_set_size
+    groups = jackknife_groups(ids, base_sw.correlated_set_size)
+    below_rate = _below_any_rate(terms)
 
     def evaluate(phys, price_paths, issuance, insured=True):
-        """Per path: value today, whether value falls below the balance at any time, total shortfall."""
+        """Per path: value today, whether value falls below the balance at any time, total shortfall;
+        and the money (with its regression replicates)."""
         issued = issuance.realise(phys.credits, ids, seed)
         payout = _insurance_payout(phys, terms.insurance) if (terms.insurance and insured) else None
-        mm = _money(issued.credits, phys.stock, price_paths, terms, issued)
+        mm = _money(issued.credits, phys.stock, price_paths, terms, issued, groups, _crediting_position(params, phys))
         cvs = _credit_view(mm.value_paths, terms, rf, payout)
-        return mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0)
+        return mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0), mm
 
     def row(driver, per_path, base_per_path=None):
-        """Means, and for a driver switched off the effects with the error of the paired difference."""
-        v, b, s = per_path
+        """Means, and for a driver switched off the effects with the error of the paired difference (the
+        shortfall probability's at least its regressions' jackknife error: each arm refits its own)."""
+        v, b, s, mm = per_path
         out = {"driver": driver, "value_cny": float(v.mean()), "p_value_below_balance_any_time": float(b.mean()),
                "expected_shortfall_cny": float(s.mean())}
         if base_per_path is not None:
+            jk = _replicate_se(mm, below_rate, other=base_per_path[3])
             out.update({"value_effect_cny": float(v.mean() - base_per_path[0].mean()),
                         "value_effect_mc_se_cny": mean_se(v - base_per_path[0], set_size),
                         "shortfall_effect": float(b.mean() - base_per_path[1].mean()),
-                        "shortfall_effect_mc_se": mean_se(b - base_per_path[1], set_size)})
+                        "shortfall_effect_mc_se": max(mean_se(b - base_per_path[1], set_size), jk or 0.0)})
         return out
 
     if n == base_paths:

@@ -177,3 +177,33 @@ class CreditingRules:
         new_deficit = np.maximum(-net, 0.0)
         buffer = creditable * self.buffer_fraction
         return creditable - buffer, buffer, new_deficit
+
+    def accrued_position(self, stock_tco2e: np.ndarray, stock0_tco2e: float | np.ndarray) -> np.ndarray:
+        """The position the next verification starts from, at the end of each year (after that year's
+        verification, if it has one): the stock change since the last verification (since the start
+        before the first) less the deficit carried from earlier periods, tCO2e. Its positive part, net of the baseline and leakage shares and the
+        buffer, is what a verification now would issue (:meth:`issue`).
+
+        Parameters
+        ----------
+        stock_tco2e : ndarray, shape (years, n)
+            The crediting unit's stock at the end of each year (row ``y``: end of year ``y + 1``).
+        stock0_tco2e : float or ndarray of shape (n,)
+            Its stock at the start.
+
+        Returns
+        -------
+        ndarray, shape (years + 1, n)
+            Row ``t``: the position at the end of year ``t`` (row 0: the start, 0).
+        """
+        stock = np.asarray(stock_tco2e, dtype=np.float64)
+        years, n = stock.shape
+        out = np.zeros((years + 1, n))
+        last = np.broadcast_to(np.asarray(stock0_tco2e, dtype=np.float64), (n,)).copy()
+        deficit = np.zeros(n)
+        for y in range(years):  # loop over years, vectorised over paths
+            if self.is_issuance_year(y):  # this year's verification has issued what was creditable
+                deficit = self.issue(stock[y] - last, deficit)[2]
+                last = stock[y].copy()
+            out[y + 1] = stock[y] - last - deficit
+        return out

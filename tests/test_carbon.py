@@ -111,6 +111,23 @@ class TestCrediting:
     def test_issuance_years(self):
         assert list(np.flatnonzero(self.rules.is_issuance_year(np.arange(12)))) == [4, 9]
 
+    def test_accrued_position_is_the_next_verifications_starting_point(self):
+        """Every 2 years: gains since the last verification less a carried reversal; a verification year
+        ends at its carried deficit (its creditable gain was issued)."""
+        rules = CreditingRules(monitoring_period_years=2, baseline_removal_fraction=0.0, leakage_fraction=0.0,
+                               buffer_fraction=0.2)
+        stock = np.array([10.0, 20.0, 15.0, 12.0, 30.0, 31.0])[:, None]
+        # yr 1: +10 | yr 2 verified (+20 issued) | yr 3: -5 | yr 4 verified: -8 carried | yr 5: +18 - 8
+        # | yr 6 verified: +19 - 8 = 11 creditable, nothing carried
+        expected = [0.0, 10.0, 0.0, -5.0, -8.0, 10.0, 0.0]
+        np.testing.assert_allclose(rules.accrued_position(stock, 0.0)[:, 0], expected)
+        # with baseline and leakage shares the carried deficit is the net shortfall (issue's)
+        rules = CreditingRules(monitoring_period_years=2, baseline_removal_fraction=0.1, leakage_fraction=0.1,
+                               buffer_fraction=0.2)
+        pos = rules.accrued_position(np.array([[5.0], [-4.0], [6.0], [20.0]]), 0.0)[:, 0]
+        # yr 2 verified: -4 from the start: deficit 4; yr 4 verified: +24 -> 24 - 0.2 x 24 - 4 = 15.2 issued
+        np.testing.assert_allclose(pos, [0.0, 5.0, -4.0, 6.0, 0.0])
+
     def test_bad_rules_rejected(self, params):
         with pytest.raises(ValueError, match="buffer_fraction"):
             CreditingRules.from_parameters(params, buffer_fraction=1.2)

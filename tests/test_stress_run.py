@@ -104,7 +104,10 @@ def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
     out = evaluate_instruments(bound, run, st)
     loan = out.loans.iloc[0]
     p = loan.p_value_below_balance_any_time
-    assert loan.p_value_below_balance_any_time_mc_se == pytest.approx(np.sqrt(p * (1 - p) / (n - 1)), rel=1e-12)
+    # the binomial error, or the collateral regression's jackknife error (which sees its coefficients move
+    # with the paths) where that is larger
+    binomial = np.sqrt(p * (1 - p) / (n - 1))
+    assert loan.p_value_below_balance_any_time_mc_se >= binomial * (1 - 1e-12)
     below = out.loan_paths[loan.loan]["below_any"]
     assert below.mean() == p
     pv = out.loan_paths[loan.loan]["pv"]
@@ -131,8 +134,7 @@ def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
     out4 = evaluate_instruments(bound, run4, st4)
     x = out4.loan_paths[loan.loan]["below_any"].astype(float)
     set_means = x.reshape(-1, 4).mean(axis=1)
-    assert out4.loans.iloc[0].p_value_below_balance_any_time_mc_se == pytest.approx(
-        set_means.std(ddof=1) / np.sqrt(n // 4), rel=1e-12)
+    assert out4.loans.iloc[0].p_value_below_balance_any_time_mc_se >= set_means.std(ddof=1) / np.sqrt(n // 4) * (1 - 1e-12)
 
 
 def test_a_loan_cut_to_the_pledge_cap_has_no_coverage_error(pf, params):

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from finance_engine.collateral import _credit_view, _money, balance_schedule
+from finance_engine.collateral import _below_any_rate, _credit_view, _money, _with_jk, balance_schedule, crediting_position
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
 from finance_engine.insurance import layer_loss, split_premium
 from finance_engine.insurance.risk_measures import var
@@ -42,6 +42,7 @@ from finance_engine.simulation.result import CARRIED_PROVENANCE, SimulationResul
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
+from finance_engine.value_regression import jackknife_groups
 from models import MODEL_VERSION
 from models.dynamics import DEFAULT_START_YEAR, ForestSimulator, SimulationSwitches
 from models.parameters import ModelParameters
@@ -265,6 +266,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     ids = np.arange(n)
     seed = settings.seed
     years = settings.years
+    groups = jackknife_groups(ids, q_set)  # the collateral regressions' jackknife (finance_engine.value_regression)
     H = run.horizon_years
     haircut = pms.liquidity_haircut.draws(ids, seed)
     perils = set(run.result.provenance["perils"])
@@ -297,7 +299,10 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             gap = (floored - prices)[1:years + 1]
             buyback += gap * credits[:years]
             prices = floored
-        money = _money(credits, stock, prices, terms, issued)
+        init = run.result.initial_stock
+        stock0 = float(init.loc[(init.level == "project_id") & (init.group == UNIT_PREFIX + unit), "stock_tco2e"].iloc[0])
+        money = _money(credits, stock, prices, terms, issued, groups,
+                       crediting_position(stock, stock0, None, run.result.provenance))
         v0 = float(money.pv_total.mean())
         amount = terms.amount_cny
         if pledge_rate_cap is not None:
@@ -309,6 +314,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         rf = (1 - haircut) * (1 - t2.liquidation_cost_fraction) * (1 + t2.discount_rate) ** -t2.liquidation_time_years
         # a policy on the pledged unit is assigned to the bank: its payouts go to the bank first
         cv = _credit_view(money.value_paths, t2, rf, unit_payout.get(unit))
+        below_rate = _below_any_rate(t2)
+
+        def mean_short(values, keep, t2=t2, rf=rf, pay=unit_payout.get(unit)):
+            """The mean shortfall at default over the kept paths and the term's years (a replicate's)."""
+            return float(_credit_view(values[:, keep], t2, rf[keep], None if pay is None else pay[:, keep])
+                         ["shortfall"].mean())
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size, True)
         shortfall = cv["shortfall"]                       # (T, paths)
@@ -320,11 +331,14 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
                # a capped loan has coverage 1 / cap by construction
                "coverage": v0 / amount, "coverage_mc_se": 0.0 if capped else float(mom["mc_se"][0]) / amount,
+               # the errors of figures read from the values at t include the regression's (its jackknife)
                "p_value_below_balance_any_time": float(below_any.mean()),
-               "p_value_below_balance_any_time_mc_se": se(below_any),
+               "p_value_below_balance_any_time_mc_se": _with_jk(se(below_any), money, below_rate),
                "expected_shortfall_at_default_cny": float(shortfall.mean()),
-               "expected_shortfall_at_default_mc_se_cny": se(shortfall.mean(axis=0)),
-               "simulated_lgd": sim_lgd, "simulated_lgd_mc_se": se(shortfall.sum(axis=0) * lgd_scale)}
+               "expected_shortfall_at_default_mc_se_cny": _with_jk(se(shortfall.mean(axis=0)), money, mean_short),
+               "simulated_lgd": sim_lgd,
+               "simulated_lgd_mc_se": _with_jk(se(shortfall.sum(axis=0) * lgd_scale), money,
+                                               lambda v, keep: mean_short(v, keep) * t2.term_years * lgd_scale)}
         if t2.borrower_pd is not None:
             m = min(max(float(t2.term_years), 1.0), 5.0)
             lgd = float(foundation_lgd_star(amount, max(v0, 0.0) + t2.forest_right_mortgage_cny).lgd)
