@@ -266,7 +266,7 @@ class _Money:
     # (T+1, N) what each path's flows turn out to be worth at t (received + the realised remaining): its
     # mean is the values' mean, and its spread gives that mean's error (the fitted values vary less)
     realised_paths: np.ndarray
-    # (K, T+1, N) the values under the regressions' delete-a-group refits (groups of ``groups``), or None
+    # (K, T+1, N) float32: the values under the regressions' delete-a-group refits (groups of ``groups``), or None
     value_replicates: np.ndarray | None = None
     groups: np.ndarray | None = None
 
@@ -313,7 +313,8 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     g, n_groups = groups if groups is not None else (None, 0)
     reps = None
     if g is not None:
-        reps = np.empty((n_groups, T + 1, N))
+        # float32: an error estimate needs no more, and it halves the memory (K x (T+1) x N values)
+        reps = np.empty((n_groups, T + 1, N), dtype=np.float32)
         for k in range(n_groups):
             reps[k, 0] = pv_total[g != k].mean()
     for t in range(1, T + 1):
@@ -417,33 +418,49 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
     w = keep / n_keep[:, None]                                  # (K, N): each replicate's path weights
     b = balance_schedule(terms)
     bal = b[:T][None, :, None]
-    v = reps[:, 1:T + 1]                                        # (K, T, N)
-    below = v < bal
-    # LTV above the trigger, without the division: bal / v > trigger <=> bal > trigger v (v > 0)
-    calls = ((v <= 0) | (bal > terms.ltv_trigger * v)) & (bal > 0)
-    call_size = np.where(calls, np.maximum(bal - terms.pledge_rate * v, 0.0), 0.0)
-    recovery = v * recovery_factor + terms.forest_right_mortgage_cny + terms.guarantee_cny
-    if payout is not None:
-        recovery = recovery + np.minimum(np.cumsum(payout[:T], axis=0), b[:T][:, None])
-    shortfall = np.maximum(bal - recovery, 0.0)
-    n_calls = calls.sum(axis=1)                                 # (K, N)
-    figs: dict[str, np.ndarray] = {
-        "p_below": np.einsum("ktn,kn->kt", below, w), "p_call": np.einsum("ktn,kn->kt", calls, w),
-        "top_up": np.einsum("ktn,kn->kt", call_size, w),
-        "p_below_any": (below.any(axis=1) * w).sum(axis=1), "p_any_call": ((n_calls > 0) * w).sum(axis=1),
-        "n_calls": (n_calls * w).sum(axis=1), "top_up_size": (call_size.sum(axis=1) * w).sum(axis=1),
-        "sim_lgd": (shortfall.sum(axis=1) * w).sum(axis=1) / b[:T].sum() if b[:T].sum() > 0 else np.zeros(n_groups),
-    }
-    v0 = reps[:, 0, 0]
-    with np.errstate(divide="ignore"):
-        ratio = np.where(beta[None, :, None] > 0, v / beta[None, :, None], np.inf).min(axis=1)  # (K, N)
-    figs["p_shortfall_practice"] = ((ratio < (v0 * terms.pledge_rate)[:, None]) * w).sum(axis=1)
+    cum_payout = None if payout is None else np.minimum(np.cumsum(payout[:T], axis=0), b[:T][:, None])
+    v0 = reps[:, 0, 0].astype(float)
+    names = ("p_below", "p_call", "top_up", "p_below_any", "p_any_call", "n_calls", "top_up_size", "sim_lgd",
+             "p_shortfall_practice")
+    figs: dict[str, np.ndarray] = {}
+    ratio = np.empty(keep.shape)
+    n_paths = keep.shape[1]
+    # replicates a batch at a time: (batch, T, N) temporaries within about 4 M values each
+    step = max(1, int(4_000_000 // max(T * n_paths, 1)))
+    for k0 in range(0, n_groups, step):
+        ks = slice(k0, min(k0 + step, n_groups))
+        v = reps[ks, 1:T + 1].astype(float)                   # (batch, T, N)
+        wk = w[ks]
+        below = v < bal
+        # LTV above the trigger, without the division: bal / v > trigger <=> bal > trigger v (v > 0)
+        calls = ((v <= 0) | (bal > terms.ltv_trigger * v)) & (bal > 0)
+        call_size = np.where(calls, np.maximum(bal - terms.pledge_rate * v, 0.0), 0.0)
+        recovery = v * recovery_factor + terms.forest_right_mortgage_cny + terms.guarantee_cny
+        if cum_payout is not None:
+            recovery += cum_payout
+        shortfall = np.maximum(bal - recovery, 0.0)
+        n_calls = calls.sum(axis=1)                             # (batch, N)
+        with np.errstate(divide="ignore"):
+            ratio[ks] = np.where(beta[None, :, None] > 0, v / beta[None, :, None], np.inf).min(axis=1)
+        part = {
+            "p_below": np.einsum("ktn,kn->kt", below, wk), "p_call": np.einsum("ktn,kn->kt", calls, wk),
+            "top_up": np.einsum("ktn,kn->kt", call_size, wk),
+            "p_below_any": (below.any(axis=1) * wk).sum(axis=1), "p_any_call": ((n_calls > 0) * wk).sum(axis=1),
+            "n_calls": (n_calls * wk).sum(axis=1), "top_up_size": (call_size.sum(axis=1) * wk).sum(axis=1),
+            "sim_lgd": ((shortfall.sum(axis=1) * wk).sum(axis=1) / b[:T].sum() if b[:T].sum() > 0
+                        else np.zeros(v.shape[0])),
+            "p_shortfall_practice": ((ratio[ks] < (v0[ks] * terms.pledge_rate)[:, None]) * wk).sum(axis=1),
+        }
+        for name in names:
+            figs.setdefault(name, []).append(part[name])
+        del v, below, calls, call_size, recovery, shortfall
+    figs = {name: np.concatenate(parts) for name, parts in figs.items()}
     value_ps = (0.01, 0.05, 0.50, 0.95)
     vq = np.empty((n_groups, len(value_ps), T))
     es = np.empty((n_groups, 2))
     max_loan = np.empty((n_groups, len(sizing_targets)))
     for k in range(n_groups):  # the quantiles: one partition per year and replicate
-        vk = v[k][:, keep[k]]
+        vk = reps[k, 1:T + 1][:, keep[k]].astype(float)
         vq[k] = np.quantile(vk, value_ps, axis=1)
         end_v = vk[-1]
         es[k] = [v0[k] - end_v[end_v <= vq[k, 1, -1]].mean(), v0[k] - end_v[end_v <= vq[k, 0, -1]].mean()]
@@ -507,9 +524,9 @@ def _replicate_se(money: _Money, stat, other: _Money | None = None) -> float | N
     reps = []
     for k in range(money.value_replicates.shape[0]):
         keep = money.groups != k
-        x = stat(money.value_replicates[k], keep)
+        x = stat(money.value_replicates[k].astype(float), keep)
         if other is not None:
-            x = x - stat(other.value_replicates[k], keep)
+            x = x - stat(other.value_replicates[k].astype(float), keep)
         reps.append(x)
     se = float(jackknife_se(np.array(reps)))
     return se if np.isfinite(se) else None
