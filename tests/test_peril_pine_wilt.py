@@ -14,7 +14,7 @@ from models.dynamics import ForestSimulator, SimulationSwitches
 from models.parameters.schema import Sourced
 from models.perils.base import StandState, YearContext
 from models.perils._weather import ForcedEventError
-from models.perils.pine_wilt import KM_PER_DEGREE, PineWilt, build_grid
+from models.perils.pine_wilt import KM_PER_DEGREE, PineWilt, SpreadDraws, build_grid
 from models.portfolio import validate_frame
 from models.rng import KeyedRandom
 
@@ -48,6 +48,8 @@ def pw_params(params, **values):
 
 
 QUIET = dict(introduction_rate_per_cell=0.0, long_distance_jump_rate=0.0)
+#: spread-rate draws as the shipped file declares them (models.dynamics.spread_draws), for runs that set them
+SPREAD = SpreadDraws(0.85, 0.59, 4)
 
 
 def no_initial(params):
@@ -313,6 +315,24 @@ def test_independent_mode_matches_marginal_infection_rate(params):
     assert si.var() < sp.var() / 4
 
 
+def test_the_independent_modes_shadow_draws_its_spread_rates(params):
+    """The shadow epidemic behind independent mode's marginal infection probabilities runs its paths on
+    their parameter sets' spread rates, as any run does: its marginal averages over them."""
+    pf = _sim_portfolio(params)
+    peril = PineWilt(pw_params(params, introduction_rate_per_cell=0.002), params, pf)
+    peril.set_spread(SPREAD)
+    n = peril.params.independent_shadow_paths
+    srnd = KeyedRandom(5, np.arange(n), np.empty(0, dtype=np.uint64))
+    flags = peril._initial_cells(srnd, "pine_wilt.shadow")
+    rates = peril.path_rates(srnd)
+    assert np.unique(rates[0]).size == n // SPREAD.parameter_set_size
+    for y in range(6):
+        expected = flags | (srnd.keyed_uniform("pine_wilt.shadow.spread", y, peril.grid.keys)
+                            < -np.expm1(-peril.cell_hazard(flags, rates)))
+        flags = expected
+        assert np.array_equal(peril._shadow_marginal(5, y, None), expected.mean(axis=0)), y
+
+
 def test_parameter_block_targets(params):
     p = params.perils["pine_wilt"]
     assert p.altitude_limit_m.value == 1000.0 and p.altitude_limit_m.confidence == "read"
@@ -341,9 +361,11 @@ def test_footprint_is_the_year_by_year_epidemic(params):
     assert np.array_equal(short, np.where(fp < 3, fp, 32767)) and (short == 32767).any()
 
 
-def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
+@pytest.mark.parametrize("drawn", [False, True])
+def test_shared_footprint_gives_the_stepped_run(params, monkeypatch, drawn):
     """A block that reads the shared footprint loses exactly what a block stepping its own cells
-    does, also when a forced outbreak makes the epidemic its own in year 4; blocks are cached and a
+    does, also when a forced outbreak makes the epidemic its own in year 4 (with the spread rates
+    drawn per parameter set too: the stepped years take the paths' rates); blocks are cached and a
     second portfolio on the same landscape reads them without simulating the cells again."""
     import models.perils.pine_wilt as pw
 
@@ -356,6 +378,7 @@ def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
         runs = []
         for horizon in (None, years):
             peril = PineWilt(prm, params, pf)
+            peril.set_spread(SPREAD if drawn else None)
             rnd = KeyedRandom(3, np.arange(32, 96), pf.keys)
             state = peril.init_state(64, rnd, years=horizon)
             assert (state.cell_infected is None) == (horizon is not None)
@@ -372,6 +395,7 @@ def test_shared_footprint_gives_the_stepped_run(params, monkeypatch):
     calls = []
     monkeypatch.setattr(PineWilt, "compute_footprint", lambda self, rnd, years: calls.append(1))
     peril = PineWilt(prm, params, pf.subset(pf.parcel_id[:200], params))
+    peril.set_spread(SPREAD if drawn else None)
     assert peril._grid_token == PineWilt(prm, params, pf)._grid_token  # the region's landscape: one epidemic
     rnd = KeyedRandom(3, np.arange(32, 96), peril.portfolio.keys)
     state = peril.init_state(64, rnd, years=years)
@@ -656,9 +680,11 @@ def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
     assert "lishui" in compute._W["params"] and "pms" in compute._W
 
 
-def test_hosts_beyond_the_landscape_do_not_change_the_regions_epidemic(params, demo, monkeypatch):
+@pytest.mark.parametrize("drawn", [False, True])
+def test_hosts_beyond_the_landscape_do_not_change_the_regions_epidemic(params, demo, monkeypatch, drawn):
     """An extended grid's landscape cells follow the region's own process, so a parcel inside the landscape
-    loses the same whether or not the run also holds pines beyond it; stepped and footprint runs agree."""
+    loses the same whether or not the run also holds pines beyond it; stepped and footprint runs agree. With
+    the spread rates drawn, the region's process driving the extended grid takes the same draws."""
     import models.perils.pine_wilt as pw
 
     monkeypatch.setattr(pw, "_FOOTPRINTS", pw.OrderedDict())
@@ -671,6 +697,9 @@ def test_hosts_beyond_the_landscape_do_not_change_the_regions_epidemic(params, d
     prm = params.perils["pine_wilt"]
     p_in, p_both = PineWilt(prm, params, inside), PineWilt(prm, params, both)
     region = PineWilt.for_landscape(prm, params)
+    for peril in (p_in, p_both, region):
+        peril.set_spread(SPREAD if drawn else None)
+    assert p_both._region.spread == (SPREAD if drawn else None)
     assert p_both.hosts_outside_landscape == 2 and p_both.grid.n_cells > region.grid.n_cells
     assert p_in._grid_token == region._grid_token != p_both._grid_token
     years, n_paths = 12, 64

@@ -11,7 +11,7 @@ from scipy import sparse
 from models.perils._pine_wilt_kernels import (GRID_PER_UNIT, SLACK, _lowest_bit, cell_year, cell_year_tracked,
                                               hazard_threshold, hazard_threshold_grid, uniform_threshold)
 from models.perils.base import StandState, YearContext
-from models.perils.pine_wilt import CellTracking, PineWilt, _neighbour_bits, pressure_table
+from models.perils.pine_wilt import CellTracking, PineWilt, SpreadDraws, _neighbour_bits, pressure_table
 from models.portfolio import validate_frame
 from models.rng import KeyedRandom, _to_unit, reference_grid
 from tests.conftest import make_frame
@@ -101,13 +101,23 @@ def test_cell_year_equals_numpy_on_a_random_graph(seed):
 
 
 @pytest.mark.parametrize("tracked", [True, False])
-def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params, tracked):
+@pytest.mark.parametrize("drawn", [False, True])
+def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params, tracked, drawn):
+    """The compiled year against its numpy definition, with the file's rates or each parameter set's
+    drawn rates (``cell_hazard`` then needs the paths' rates: it refuses to guess)."""
     frame = make_frame(400, seed=7, species=["masson_pine", "mixed_conifer"])
     frame["pest_control"] = np.random.default_rng(7).choice(["none", "basic", "enhanced"], len(frame))
     pf = validate_frame(frame, params)
     prm = pw_params(params, introduction_rate_per_cell=0.01)
     peril = PineWilt(prm, params, pf)
+    if drawn:
+        peril.set_spread(SpreadDraws(0.85, 0.59, 4))
     rnd = KeyedRandom(11, np.arange(48), pf.keys)
+    rates = peril.path_rates(rnd) if drawn else None
+    if drawn:
+        assert np.unique(rates[0]).size == 12  # 12 parameter sets
+        with pytest.raises(ValueError, match="path_rates"):
+            peril.cell_hazard(np.zeros((48, peril.grid.n_cells), dtype=bool))
     state = peril.init_state(48, rnd)
     infected = state.cell_infected
     # tracked: the state kept between years, as a run keeps it; else each year starts afresh
@@ -115,10 +125,10 @@ def test_advance_cells_equals_cell_hazard_definition_through_an_epidemic(params,
     tracking = state.cell_tracking if tracked else None
     fractions = []
     for year in range(25):
-        prob = -np.expm1(-peril.cell_hazard(infected))
+        prob = -np.expm1(-peril.cell_hazard(infected, rates))
         u = rnd.keyed_uniform("pine_wilt.spread", year, peril.grid.keys)
         expected = infected | (u < prob)
-        peril.advance_cells(infected, year, rnd, None, tracking=tracking)
+        peril.advance_cells(infected, year, rnd, None, tracking=tracking)  # its rates from path_rates
         np.testing.assert_array_equal(infected, expected)
         fractions.append(infected.mean())
     assert fractions[0] < 0.5 < fractions[-1]  # from a few infected cells to most

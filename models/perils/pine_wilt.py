@@ -511,12 +511,13 @@ class _NoParcels:
 
 
 def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 1024,
-                   spread: SpreadDraws | None = None) -> int:
+                   spread: SpreadDraws | None | Literal["default"] = "default") -> int:
     """Compute the region's landscape footprint for paths ``0 .. paths-1`` into the shared cache.
 
     What a service does when it starts: its first loan on ``seed`` then reads the epidemic as the
     next ones do. ``spread`` must be the draws its runs take (``ForestSimulator.spread_draws`` of
-    their switches, :func:`models.dynamics.spread_draws`), or the cache holds another epidemic.
+    their switches, :func:`models.dynamics.spread_draws`), or the cache holds another epidemic:
+    ``"default"`` (the default) takes those of the default switches, None the file's rates.
     Computed ``block_paths`` at a time (the cell state of a block is about 5 bytes a path and cell).
     Returns the bytes the cache holds afterwards (0 without a landscape).
     """
@@ -524,6 +525,10 @@ def warm_footprint(model, seed: int, paths: int, years: int, block_paths: int = 
     if block is None or not block.enabled or block.landscape_data is None:
         return 0
     peril = PineWilt.for_landscape(block, model)
+    if spread == "default":
+        from models.dynamics import SimulationSwitches, spread_draws  # the simulator's module imports this one
+
+        spread = spread_draws(model, SimulationSwitches())
     peril.set_spread(spread)
     step = max(PATH_BLOCK, block_paths // PATH_BLOCK * PATH_BLOCK)
     for start in range(0, int(paths), step):
@@ -963,13 +968,19 @@ class PineWilt(Peril):
     def cell_hazard(self, infected: np.ndarray, rates: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Yearly infection hazard of every cell, shape (n_paths, n_cells), from the infected flags.
 
-        ``rates``: each path's float32 local and jump rates (:meth:`path_rates`); None: the file's.
+        ``rates``: each path's float32 local and jump rates (:meth:`path_rates`); None: the file's,
+        which only a peril without spread draws has on every path.
         """
         p = self.params
         x = infected.astype(np.float32)
         local = np.asarray(self._w_local_t @ x.T).T  # (n_paths, n_cells): sum_j c_j I_j w_ji
-        emitted = x @ self.infectivity  # (n_paths,)
+        # the infected cells' infectivity added in ascending cell order, float32, as the kernels add it
+        # (a BLAS dot product adds in its own order and can differ in the last bit)
+        emitted = np.cumsum(x * self.infectivity[None, :], axis=1, dtype=np.float32)[:, -1] if x.shape[1] else \
+            np.zeros(x.shape[0], dtype=np.float32)
         if rates is None:
+            if self.spread is not None:
+                raise ValueError("this peril draws its spread rates per parameter set: pass path_rates(rnd)")
             n = infected.shape[0]
             rates = (np.full(n, p.local_transmission_rate.value, dtype=np.float32),
                      np.full(n, p.long_distance_jump_rate.value, dtype=np.float32))
@@ -1011,8 +1022,8 @@ class PineWilt(Peril):
                 raise ValueError(f"cell tracking of shape {t.known.shape} for flags of shape {infected.shape}")
         if rates is None:
             rates = self.path_rates(rnd)
-        if rates[0].shape != (infected.shape[0],):
-            raise ValueError(f"rates for {rates[0].shape[0]} paths and flags of shape {infected.shape}")
+        if any(np.shape(r) != (infected.shape[0],) for r in rates):
+            raise ValueError(f"rates of shapes {[np.shape(r) for r in rates]} for flags of shape {infected.shape}")
         lr, jr = (np.ascontiguousarray(r, dtype=np.float32) for r in rates)
         ir = p.introduction_rate_per_cell.value
         if t is not None:
