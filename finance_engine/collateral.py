@@ -285,8 +285,9 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     year's. With ``groups`` (each path's jackknife group and their number,
     :func:`~finance_engine.value_regression.jackknife_groups`) the values under each delete-a-group
     refit come too. ``position``: the crediting position at each year end (shape (H+1, N),
-    ``CreditingRules.accrued_position``) and the first year it tells more than the stock (the end of
-    the first monitoring period).
+    ``CreditingRules.accrued_position``) and the end of the first monitoring period, after which it
+    tells more than the stock (at the first verification itself it is a function of the stock: a
+    deficit from the start).
     """
     H, N = phys_credits.shape
     T = terms.term_years
@@ -325,7 +326,7 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
         if t < H:
             state = ({} if issuance is None else
                      {"pending": issuance.pending_tco2e[t], "changed": issuance.changed_by(t)})
-            if position is not None and t >= position[1]:
+            if position is not None and t > position[1]:
                 state["position"] = position[0][t]
             cond, cond_reps = conditional_value(remaining, phys_stock[t - 1], prices[t], **state, groups=g,
                                                 n_groups=n_groups)
@@ -374,8 +375,8 @@ def _credit_view(values: np.ndarray, terms: LoanTerms, recovery_factor: np.ndarr
 def crediting_position(stock: np.ndarray, stock0: float | np.ndarray, params: ModelParameters | None,
                        provenance: dict[str, Any] | None = None) -> tuple[np.ndarray, int]:
     """A crediting unit's position at each year end (``CreditingRules.accrued_position``, under the
-    crediting rules the engine run recorded in its provenance, else the parameter file's) and the
-    first year it adds to the stock: the end of the first monitoring period. For ``_money``."""
+    crediting rules the engine run recorded in its provenance, else the parameter file's) and the end
+    of the first monitoring period, after which it adds to the stock. For ``_money``."""
     rules = (CreditingRules(**provenance["crediting"]) if provenance and "crediting" in provenance
              else CreditingRules.from_parameters(params))
     return rules.accrued_position(stock, stock0), rules.monitoring_period_years
@@ -386,18 +387,32 @@ def _crediting_position(params: ModelParameters, phys: _Physical) -> tuple[np.nd
 
 
 def _below_any_rate(terms: LoanTerms, scale: float = 1.0):
-    """``stat(values, keep)`` for :func:`_replicate_se`: the share of the kept paths whose value (times
-    ``scale``, a price-level case) falls below the balance at some year of the term."""
+    """``stat(values, keep)`` for :func:`_replicate_se`: per replicate, the share of its kept paths
+    whose value (times ``scale``, a price-level case) falls below the balance at some year of the term."""
     T = terms.term_years
-    bal = balance_schedule(terms)[:T][:, None] / scale
+    bal = (balance_schedule(terms)[:T] / scale)[None, :, None]
 
-    def stat(values: np.ndarray, keep: np.ndarray) -> float:
-        return float((values[1:T + 1][:, keep] < bal).any(axis=0).mean())
+    def stat(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        below = (values[:, 1:T + 1] < bal).any(axis=1)       # (K, N), one pass over the replicates
+        return (below & keep).sum(axis=1) / keep.sum(axis=1)
     return stat
 
 
 #: a quantile's jackknife error is used where each replicate has at least this many paths beyond it
 MIN_TAIL_PATHS_FOR_JACKKNIFE = 10
+
+
+def _low_quantiles(x: np.ndarray, ps) -> np.ndarray:
+    """``numpy.quantile(x, ps)`` (linear) for low ``ps``, from a partition at the largest order
+    statistic needed and a sort of the values below it (a fraction of the sample)."""
+    n = x.size
+    pos = (n - 1) * np.asarray(ps, dtype=float)
+    lo = np.floor(pos).astype(np.int64)
+    m = int(min(lo.max() + 2, n))
+    low = np.sort(np.partition(x, m - 1)[:m]) if m < n else np.sort(x)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = pos - lo
+    return low[lo] + (low[hi].astype(float) - low[lo]) * frac
 
 
 def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndarray, payout: np.ndarray | None,
@@ -459,12 +474,14 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
     vq = np.empty((n_groups, len(value_ps), T))
     es = np.empty((n_groups, 2))
     max_loan = np.empty((n_groups, len(sizing_targets)))
-    for k in range(n_groups):  # the quantiles: one partition per year and replicate
-        vk = reps[k, 1:T + 1][:, keep[k]].astype(float)
-        vq[k] = np.quantile(vk, value_ps, axis=1)
+    for k in range(n_groups):  # the quantiles: one partition per year and replicate (float32 is enough)
+        vk = reps[k, 1:T + 1][:, keep[k]]
+        vq[k, 1:] = np.quantile(vk, value_ps[1:], axis=1)
         end_v = vk[-1]
+        vq[k, 0] = np.nan
+        vq[k, 0, -1] = _low_quantiles(end_v, value_ps[:1])[0]
         es[k] = [v0[k] - end_v[end_v <= vq[k, 1, -1]].mean(), v0[k] - end_v[end_v <= vq[k, 0, -1]].mean()]
-        max_loan[k] = np.quantile(ratio[k, keep[k]], sizing_targets)
+        max_loan[k] = _low_quantiles(ratio[k, keep[k]], sizing_targets)
     figs["value_q"] = np.transpose(vq[:, 1:], (0, 2, 1))        # (K, T, 3): p05, p50, p95
     # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
     with np.errstate(divide="ignore"):
@@ -515,20 +532,17 @@ def _widen(estimate: float, ci: list[float], jk: dict | None, name: str, index=(
 
 
 def _replicate_se(money: _Money, stat, other: _Money | None = None) -> float | None:
-    """Jackknife error of a figure over the regressions' delete-a-group replicates:
-    ``stat(values, keep)`` of replicate ``k``'s values (T+1, N) over the paths ``keep`` outside group
-    ``k``; with ``other`` (a run on the same paths and groups) of the paired difference
-    ``stat(values) - stat(other's values)``. None without replicates."""
+    """Jackknife error of a figure over the regressions' delete-a-group replicates: ``stat(values,
+    keep)`` takes the replicates' values (K, T+1, N; float32) and which paths each keeps (K, N: those
+    outside its group) and returns the figure per replicate (K,); with ``other`` (a run on the same
+    paths and groups) the error is the paired difference's. None without replicates."""
     if money.value_replicates is None or (other is not None and other.value_replicates is None):
         return None
-    reps = []
-    for k in range(money.value_replicates.shape[0]):
-        keep = money.groups != k
-        x = stat(money.value_replicates[k].astype(float), keep)
-        if other is not None:
-            x = x - stat(other.value_replicates[k].astype(float), keep)
-        reps.append(x)
-    se = float(jackknife_se(np.array(reps)))
+    keep = money.groups[None, :] != np.arange(money.value_replicates.shape[0])[:, None]
+    x = np.asarray(stat(money.value_replicates, keep), dtype=float)
+    if other is not None:
+        x = x - np.asarray(stat(other.value_replicates, keep), dtype=float)
+    se = float(jackknife_se(x))
     return se if np.isfinite(se) else None
 
 

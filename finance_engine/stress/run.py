@@ -317,9 +317,9 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         below_rate = _below_any_rate(t2)
 
         def mean_short(values, keep, t2=t2, rf=rf, pay=unit_payout.get(unit)):
-            """The mean shortfall at default over the kept paths and the term's years (a replicate's)."""
-            return float(_credit_view(values[:, keep], t2, rf[keep], None if pay is None else pay[:, keep])
-                         ["shortfall"].mean())
+            """Per replicate: the mean shortfall at default over its kept paths and the term's years."""
+            return np.array([_credit_view(v[:, k].astype(float), t2, rf[k], None if pay is None else pay[:, k])
+                             ["shortfall"].mean() for v, k in zip(values, keep)])
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size, True)
         shortfall = cv["shortfall"]                       # (T, paths)
