@@ -510,13 +510,17 @@ def _jk_se(jk: dict | None, name: str, index=()) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def _at_least(se: float, jk: dict | None, name: str, index=()) -> float:
-    """An error estimate no smaller than the figure's regression jackknife error (a NaN stays NaN: a
-    figure with no error estimate does not get one from the jackknife)."""
-    j = _jk_se(jk, name, index)
-    if j is None or not np.isfinite(se):
+def _larger_error(se: float, jackknife: float | None) -> float:
+    """An error estimate no smaller than the regression's jackknife error, where there is one (a NaN
+    stays NaN: a figure with no error estimate does not get one from the jackknife)."""
+    if jackknife is None or not np.isfinite(se):
         return se
-    return float(max(se, j))
+    return float(max(se, jackknife))
+
+
+def _at_least(se: float, jk: dict | None, name: str, index=()) -> float:
+    """:func:`_larger_error` with the jackknife error of figure ``name`` of :func:`_jackknife_figures`."""
+    return _larger_error(se, _jk_se(jk, name, index))
 
 
 def _widen(estimate: float, ci: list[float], jk: dict | None, name: str, index=(),
@@ -547,9 +551,8 @@ def _replicate_se(money: _Money, stat, other: _Money | None = None) -> float | N
 
 
 def _with_jk(se: float, money: _Money, stat) -> float:
-    """``se``, or the figure's regression jackknife error (:func:`_replicate_se`) where that is larger."""
-    jk = _replicate_se(money, stat)
-    return se if jk is None or not np.isfinite(se) else float(max(se, jk))
+    """:func:`_larger_error` with the jackknife error of ``stat`` (:func:`_replicate_se`)."""
+    return _larger_error(se, _replicate_se(money, stat))
 
 
 def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFrame:
@@ -822,12 +825,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
             below_s = cvs["below"].any(axis=0)
             # the probability's error includes the regression's (its jackknife; a price-level case's
             # replicates are the base's scaled)
-            below_jk = _replicate_se(mm, _below_any_rate(terms, lf))
             rows.append({"case": label, "value_cny": float(pv_total.mean()),
                          "change_cny": float(pv_total.mean() - v0),
                          "change_mc_se_cny": mean_se(pv_total - money.pv_total, set_size),
                          "p_value_below_balance_any_time": float(below_s.mean()),
-                         "p_value_below_balance_any_time_mc_se": max(mean_se(below_s, set_size), below_jk or 0.0)})
+                         "p_value_below_balance_any_time_mc_se": _with_jk(mean_se(below_s, set_size), mm,
+                                                                          _below_any_rate(terms, lf))})
         sens = pd.DataFrame(rows)
     provenance = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
@@ -881,11 +884,11 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
         out = {"driver": driver, "value_cny": float(v.mean()), "p_value_below_balance_any_time": float(b.mean()),
                "expected_shortfall_cny": float(s.mean())}
         if base_per_path is not None:
-            jk = _replicate_se(mm, below_rate, other=base_per_path[3])
             out.update({"value_effect_cny": float(v.mean() - base_per_path[0].mean()),
                         "value_effect_mc_se_cny": mean_se(v - base_per_path[0], set_size),
                         "shortfall_effect": float(b.mean() - base_per_path[1].mean()),
-                        "shortfall_effect_mc_se": max(mean_se(b - base_per_path[1], set_size), jk or 0.0)})
+                        "shortfall_effect_mc_se": _larger_error(mean_se(b - base_per_path[1], set_size),
+                                                                _replicate_se(mm, below_rate, base_per_path[3]))})
         return out
 
     if n == base_paths:
