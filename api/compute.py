@@ -98,14 +98,12 @@ def _init_worker(warm_paths: int = 0, pool_worker: bool = False) -> None:
     from models.perils import footprint_store
 
     if warm_paths > 0:
-        from models.dynamics import SimulationSwitches, spread_draws
         from models.perils.pine_wilt import warm_footprint
 
         for region, params in _W["params"].items():
             try:  # read from the machine's footprint store when an earlier worker has written it
-                # the default switches' spread draws: those of the service's valuations
-                warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS,
-                               spread=spread_draws(params, SimulationSwitches()))
+                # (warm_footprint's default: the default switches' spread draws, those of the service's valuations)
+                warm_footprint(params, WARM_SEED, warm_paths, WARM_YEARS)
             except Exception:  # noqa: BLE001 - warming only saves time: a failure must not break the pool
                 log.exception(
                     "could not simulate the %s pine wilt landscape ahead; valuations will simulate it", region)

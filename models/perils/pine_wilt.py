@@ -653,7 +653,6 @@ class PineWilt(Peril):
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
         self._pressures = pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
-        self._hazard_grid = self._threshold_grid()  # for the file's rates
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
@@ -683,7 +682,8 @@ class PineWilt(Peril):
         #: the spread rates' draws per parameter set (:meth:`set_spread`); None: the file's rates on every path
         self.spread: SpreadDraws | None = None
         self._footprint_token = self._grid_token
-        self._hazard_grids: dict[float, tuple[np.ndarray, np.ndarray]] = {1.0: self._hazard_grid}
+        #: the tracked kernel's hazard grids by scale of the rates (:meth:`_grid_for`); the file's rates' first
+        self._hazard_grids: dict[float, tuple[np.ndarray, np.ndarray]] = {1.0: self._threshold_grid()}
         self._shadow: dict[int, dict[str, Any]] = {}
         self._forced_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._base_probability = np.full(self.n_hosts, p.parcel_infection_probability.value)
