@@ -45,9 +45,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from finance_engine._credit_kernels import replicate_credit_sums
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
 from finance_engine.issuance import IssuanceRisk, RealisedIssuance, load_issuance_risk
-from finance_engine.mc_error import mean_se, quantiles_and_cis, tail_mean_se
+from finance_engine.mc_error import linear_quantiles, mean_se, mean_ses, quantiles_and_cis, tail_mean_se
 from finance_engine.price import (
     PriceModelParams,
     PriceModelSet,
@@ -58,7 +59,7 @@ from finance_engine.price import (
 from finance_engine.simulation import balanced_chunk_paths, simulate, useful_threads
 from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
-from finance_engine.value_regression import conditional_value, jackknife_groups, jackknife_se, jackknife_t
+from finance_engine.value_regression import conditional_values, jackknife_groups, jackknife_se, jackknife_t
 from models import MODEL_VERSION
 from models.carbon import CreditingRules
 from models.dynamics import SimulationSwitches
@@ -289,53 +290,68 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     tells more than the stock (at the first verification itself it is a function of the stock: a
     deficit from the start).
     """
+    return _money_cases(phys_credits, phys_stock, [prices], terms, issuance, groups, position)[0]
+
+
+def _money_cases(phys_credits: np.ndarray, phys_stock: np.ndarray, price_cases: list[np.ndarray], terms: LoanTerms,
+                 issuance: RealisedIssuance | None = None, groups: tuple[np.ndarray | None, int] | None = None,
+                 position: tuple[np.ndarray, int] | None = None) -> list[_Money]:
+    """:func:`_money` of several price cases on the same paths (a valuation and its volatility
+    sensitivities), each exactly as alone; the regressions share what does not involve the price
+    (:func:`finance_engine.value_regression.conditional_values`)."""
     H, N = phys_credits.shape
     T = terms.term_years
     r = terms.discount_rate
-    cf = phys_credits * prices[1:]
-    times = np.arange(1, H + 1, dtype=float)
-    pv_flows = cf * ((1 + r) ** -times)[:, None]
-    pv_total = pv_flows.sum(axis=0)
-    # running sums by rows (numpy's cumsum down the path axis is several times slower)
-    received_pv = np.empty((T + 1, N))   # row t: flows at 1..t
-    remaining_pv = np.zeros((T + 1, N))  # row t: flows at t+1..H
-    received_pv[0] = 0.0
-    for t in range(1, T + 1):
-        np.add(received_pv[t - 1], pv_flows[t - 1], out=received_pv[t])
-    acc = np.zeros(N)
-    for s in range(H - 1, 0, -1):
-        acc += pv_flows[s]
-        if s <= T:
-            remaining_pv[s] = acc
-    values = np.empty((T + 1, N))
-    realised = np.empty((T + 1, N))
-    values[0] = pv_total.mean()  # everyone agrees on today's value: the state is known
-    realised[0] = pv_total
     g, n_groups = groups if groups is not None else (None, 0)
-    reps = None
-    if g is not None:
-        # float32: an error estimate needs no more, and it halves the memory (K x (T+1) x N values)
-        reps = np.empty((n_groups, T + 1, N), dtype=np.float32)
-        for k in range(n_groups):
-            reps[k, 0] = pv_total[g != k].mean()
+    discount = ((1 + r) ** -np.arange(1, H + 1, dtype=float))[:, None]
+    cases = []
+    for prices in price_cases:
+        cf = phys_credits * prices[1:]
+        pv_flows = cf * discount
+        pv_total = pv_flows.sum(axis=0)
+        # running sums by rows (numpy's cumsum down the path axis is several times slower)
+        received_pv = np.empty((T + 1, N))   # row t: flows at 1..t
+        remaining_pv = np.zeros((T + 1, N))  # row t: flows at t+1..H
+        received_pv[0] = 0.0
+        for t in range(1, T + 1):
+            np.add(received_pv[t - 1], pv_flows[t - 1], out=received_pv[t])
+        acc = np.zeros(N)
+        for s in range(H - 1, 0, -1):
+            acc += pv_flows[s]
+            if s <= T:
+                remaining_pv[s] = acc
+        values = np.empty((T + 1, N))
+        realised = np.empty((T + 1, N))
+        values[0] = pv_total.mean()  # everyone agrees on today's value: the state is known
+        realised[0] = pv_total
+        reps = None
+        if g is not None:
+            # float32: an error estimate needs no more, and it halves the memory (K x (T+1) x N values)
+            reps = np.empty((n_groups, T + 1, N), dtype=np.float32)
+            for k in range(n_groups):
+                reps[k, 0] = pv_total[g != k].mean()
+        cases.append((prices, cf, pv_total, received_pv, remaining_pv, values, realised, reps))
     for t in range(1, T + 1):
         grow = (1 + r) ** t
-        received = grow * received_pv[t]
-        remaining = grow * remaining_pv[t]
-        realised[t] = received + remaining
+        received = [grow * c[3][t] for c in cases]
+        remaining = [grow * c[4][t] for c in cases]
         if t < H:
             state = ({} if issuance is None else
                      {"pending": issuance.pending_tco2e[t], "changed": issuance.changed_by(t)})
             if position is not None and t > position[1]:
                 state["position"] = position[0][t]
-            cond, cond_reps = conditional_value(remaining, phys_stock[t - 1], prices[t], **state, groups=g,
-                                                n_groups=n_groups)
+            fits = conditional_values(remaining, phys_stock[t - 1], [c[0][t] for c in cases], **state, groups=g,
+                                      n_groups=n_groups)
         else:
-            cond, cond_reps = remaining, (None if g is None else np.broadcast_to(remaining, (n_groups, N)))
-        values[t] = received + np.maximum(cond, 0.0)
-        if reps is not None:
-            reps[:, t] = received + np.maximum(cond_reps, 0.0)
-    return _Money(values, pv_total, cf, prices, realised, reps, g)
+            fits = [(rem, None if g is None else np.broadcast_to(rem, (n_groups, N))) for rem in remaining]
+        for (_, _, _, _, _, values, realised, reps), rec, rem, (cond, cond_reps) in zip(cases, received, remaining,
+                                                                                        fits):
+            realised[t] = rec + rem
+            values[t] = rec + np.maximum(cond, 0.0)
+            if reps is not None:
+                reps[:, t] = rec + np.maximum(cond_reps, 0.0)
+    return [_Money(values, pv_total, cf, prices, realised, reps, g)
+            for prices, cf, pv_total, _, _, values, realised, reps in cases]
 
 
 def _insurance_payout(phys: _Physical, ins: AssignedInsurance) -> np.ndarray:
@@ -402,17 +418,17 @@ def _below_any_rate(terms: LoanTerms, scale: float = 1.0):
 MIN_TAIL_PATHS_FOR_JACKKNIFE = 10
 
 
-def _low_quantiles(x: np.ndarray, ps) -> np.ndarray:
-    """``numpy.quantile(x, ps)`` (linear) for low ``ps``, from a partition at the largest order
-    statistic needed and a sort of the values below it (a fraction of the sample)."""
-    n = x.size
-    pos = (n - 1) * np.asarray(ps, dtype=float)
-    lo = np.floor(pos).astype(np.int64)
-    m = int(min(lo.max() + 2, n))
-    low = np.sort(np.partition(x, m - 1)[:m]) if m < n else np.sort(x)
-    hi = np.minimum(lo + 1, m - 1)
-    frac = pos - lo
-    return low[lo] + (low[hi].astype(float) - low[lo]) * frac
+def _kept_quantiles(x: np.ndarray, n_keep: np.ndarray, ps) -> np.ndarray:
+    """Linear quantiles ``ps`` along the last axis of ``x`` (K, ..., N) over each replicate's kept
+    paths, the others set to ``+inf`` (so for every ``j < n_keep[k]`` the ``j``-th smallest of a row of
+    replicate ``k`` is its kept paths' ``j``-th): :func:`~finance_engine.mc_error.linear_quantiles` of
+    the replicates that keep as many paths at once. ``x`` is partitioned in place. Shape (K, ..., len(ps))."""
+    out = np.empty(x.shape[:-1] + (len(ps),))
+    for n in np.unique(n_keep):
+        rows = np.flatnonzero(n_keep == n)
+        whole = rows.size == x.shape[0]
+        out[rows] = linear_quantiles(x if whole else x[rows], ps, overwrite=True, n_valid=int(n))
+    return out
 
 
 def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndarray, payout: np.ndarray | None,
@@ -428,65 +444,42 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
         return None
     n_groups = reps.shape[0]
     T = terms.term_years
-    keep = g[None, :] != np.arange(n_groups)[:, None]          # (K, N)
-    n_keep = keep.sum(axis=1)
-    w = keep / n_keep[:, None]                                  # (K, N): each replicate's path weights
+    n_keep = g.size - np.bincount(g, minlength=n_groups)[:n_groups]  # each replicate's paths
     b = balance_schedule(terms)
-    bal = b[:T][None, :, None]
-    cum_payout = None if payout is None else np.minimum(np.cumsum(payout[:T], axis=0), b[:T][:, None])
+    cum_payout = (np.zeros((0, 0)) if payout is None
+                  else np.ascontiguousarray(np.minimum(np.cumsum(payout[:T], axis=0), b[:T][:, None])))
     v0 = reps[:, 0, 0].astype(float)
-    names = ("p_below", "p_call", "top_up", "p_below_any", "p_any_call", "n_calls", "top_up_size", "sim_lgd",
-             "p_shortfall_practice")
-    figs: dict[str, np.ndarray] = {}
-    ratio = np.empty(keep.shape)
-    n_paths = keep.shape[1]
-    # replicates a batch at a time: (batch, T, N) temporaries within about 4 M values each
-    step = max(1, int(4_000_000 // max(T * n_paths, 1)))
-    for k0 in range(0, n_groups, step):
-        ks = slice(k0, min(k0 + step, n_groups))
-        v = reps[ks, 1:T + 1].astype(float)                   # (batch, T, N)
-        wk = w[ks]
-        below = v < bal
-        # LTV above the trigger, without the division: bal / v > trigger <=> bal > trigger v (v > 0)
-        calls = ((v <= 0) | (bal > terms.ltv_trigger * v)) & (bal > 0)
-        call_size = np.where(calls, np.maximum(bal - terms.pledge_rate * v, 0.0), 0.0)
-        recovery = v * recovery_factor + terms.forest_right_mortgage_cny + terms.guarantee_cny
-        if cum_payout is not None:
-            recovery += cum_payout
-        shortfall = np.maximum(bal - recovery, 0.0)
-        n_calls = calls.sum(axis=1)                             # (batch, N)
-        with np.errstate(divide="ignore"):
-            ratio[ks] = np.where(beta[None, :, None] > 0, v / beta[None, :, None], np.inf).min(axis=1)
-        part = {
-            "p_below": np.einsum("ktn,kn->kt", below, wk), "p_call": np.einsum("ktn,kn->kt", calls, wk),
-            "top_up": np.einsum("ktn,kn->kt", call_size, wk),
-            "p_below_any": (below.any(axis=1) * wk).sum(axis=1), "p_any_call": ((n_calls > 0) * wk).sum(axis=1),
-            "n_calls": (n_calls * wk).sum(axis=1), "top_up_size": (call_size.sum(axis=1) * wk).sum(axis=1),
-            "sim_lgd": ((shortfall.sum(axis=1) * wk).sum(axis=1) / b[:T].sum() if b[:T].sum() > 0
-                        else np.zeros(v.shape[0])),
-            "p_shortfall_practice": ((ratio[ks] < (v0[ks] * terms.pledge_rate)[:, None]) * wk).sum(axis=1),
-        }
-        for name in names:
-            figs.setdefault(name, []).append(part[name])
-        del v, below, calls, call_size, recovery, shortfall
-    figs = {name: np.concatenate(parts) for name, parts in figs.items()}
+    # one compiled pass over the replicates' values: the counts and sums of their credit views
+    by_year, by_rep = np.empty((3, n_groups, T)), np.empty((6, n_groups))
+    ratio = np.empty((n_groups, g.size))
+    replicate_credit_sums(reps, g, np.ascontiguousarray(b[:T], dtype=float), float(terms.ltv_trigger),
+                          float(terms.pledge_rate), np.ascontiguousarray(recovery_factor, dtype=float),
+                          float(terms.forest_right_mortgage_cny + terms.guarantee_cny), cum_payout,
+                          np.ascontiguousarray(beta, dtype=float), v0 * terms.pledge_rate, by_year, by_rep, ratio)
+    per_path = 1.0 / n_keep
+    figs: dict[str, np.ndarray] = {
+        "p_below": by_year[0] * per_path[:, None], "p_call": by_year[1] * per_path[:, None],
+        "top_up": by_year[2] * per_path[:, None],
+        "p_below_any": by_rep[0] * per_path, "p_any_call": by_rep[1] * per_path, "n_calls": by_rep[2] * per_path,
+        "top_up_size": by_rep[3] * per_path,
+        "sim_lgd": by_rep[4] * per_path / b[:T].sum() if b[:T].sum() > 0 else np.zeros(n_groups),
+        "p_shortfall_practice": by_rep[5] * per_path,
+    }
+    # the quantiles: one partition of every replicate and year, the paths of a replicate's group at +inf
+    kept = g[None, :] != np.arange(n_groups)[:, None]                         # (K, N)
+    values = np.where(kept[:, None, :], reps[:, 1:T + 1], np.float32(np.inf))  # (K, T, N) float32
     value_ps = (0.01, 0.05, 0.50, 0.95)
-    vq = np.empty((n_groups, len(value_ps), T))
-    es = np.empty((n_groups, 2))
-    max_loan = np.empty((n_groups, len(sizing_targets)))
-    for k in range(n_groups):  # the quantiles: one partition per year and replicate (float32 is enough)
-        vk = reps[k, 1:T + 1][:, keep[k]]
-        vq[k, 1:] = np.quantile(vk, value_ps[1:], axis=1)
-        end_v = vk[-1]
-        vq[k, 0] = np.nan
-        vq[k, 0, -1] = _low_quantiles(end_v, value_ps[:1])[0]
-        es[k] = [v0[k] - end_v[end_v <= vq[k, 1, -1]].mean(), v0[k] - end_v[end_v <= vq[k, 0, -1]].mean()]
-        max_loan[k] = _low_quantiles(ratio[k, keep[k]], sizing_targets)
-    figs["value_q"] = np.transpose(vq[:, 1:], (0, 2, 1))        # (K, T, 3): p05, p50, p95
+    vq = _kept_quantiles(values, n_keep, value_ps)                              # (K, T, 4)
+    end_v = values[:, -1]                                                       # partitioned: order is lost, not the set
+    es = np.stack([v0 - np.array([end_v[k][end_v[k] <= vq[k, -1, i]].mean() for k in range(n_groups)])
+                   for i in (1, 0)], axis=1)                                    # (K, 2): ES95, ES99
+    max_loan = _kept_quantiles(ratio, n_keep, sizing_targets)                  # (K, len(targets))
+    figs["value_q"] = vq[:, :, 1:]                                              # (K, T, 3): p05, p50, p95
     # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
+    p05 = vq[:, :, 1]
     with np.errstate(divide="ignore"):
-        figs["ltv_p95"] = np.where(vq[:, 1] > 0, b[:T] / np.where(vq[:, 1] > 0, vq[:, 1], 1.0), np.inf)
-    figs["var95"], figs["var99"] = v0 - vq[:, 1, -1], v0 - vq[:, 0, -1]
+        figs["ltv_p95"] = np.where(p05 > 0, b[:T] / np.where(p05 > 0, p05, 1.0), np.inf)
+    figs["var95"], figs["var99"] = v0 - vq[:, -1, 1], v0 - vq[:, -1, 0]
     figs["es95"], figs["es99"] = es[:, 0], es[:, 1]
     for i in range(len(sizing_targets)):
         figs[f"max_loan_{i}"] = max_loan[:, i]
@@ -557,21 +550,32 @@ def _with_jk(se: float, money: _Money, stat) -> float:
 
 def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFrame:
     """The by-year table with its value quantiles' and LTV's intervals and its probabilities' errors
-    widened by the regression's jackknife (:func:`_widen`, :func:`_at_least`)."""
+    widened by the regression's jackknife (:func:`_widen`, :func:`_at_least`), column by column."""
     if jk is None:
         return by_year
     out = by_year.copy()
-    for i in range(len(out)):
-        for j, k in enumerate((5, 50, 95)):
-            lo, hi = _widen(out.at[i, f"value_p{k:02d}_cny"], [out.at[i, f"value_p{k:02d}_ci95_low_cny"],
-                            out.at[i, f"value_p{k:02d}_ci95_high_cny"]], jk, "value_q", (i, j), low=0.0)
-            out.at[i, f"value_p{k:02d}_ci95_low_cny"], out.at[i, f"value_p{k:02d}_ci95_high_cny"] = lo, hi
-        lo, hi = _widen(out.at[i, "ltv_p95"], [out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"]], jk,
-                        "ltv_p95", (i,), low=0.0)
-        out.at[i, "ltv_p95_ci95_low"], out.at[i, "ltv_p95_ci95_high"] = lo, hi
-        for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call"),
-                          ("expected_top_up_mc_se_cny", "top_up")):
-            out.at[i, col] = _at_least(out.at[i, col], jk, name, (i,))
+    half = jk["t"] * jk["se"]["value_q"]                                     # (T, 3); NaN: no jackknife error
+    for j, k in enumerate((5, 50, 95)):
+        est = out[f"value_p{k:02d}_cny"].to_numpy()
+        lo_col, hi_col = f"value_p{k:02d}_ci95_low_cny", f"value_p{k:02d}_ci95_high_cny"
+        ok = np.isfinite(half[:, j])
+        h = np.where(ok, half[:, j], 0.0)
+        out[lo_col] = np.where(ok, np.maximum(np.minimum(out[lo_col].to_numpy(), est - h), 0.0), out[lo_col])
+        out[hi_col] = np.where(ok, np.maximum(out[hi_col].to_numpy(), est + h), out[hi_col])
+    half = jk["t"] * jk["se"]["ltv_p95"]
+    ok = np.isfinite(half)
+    h = np.where(ok, half, 0.0)
+    est = out["ltv_p95"].to_numpy()
+    with np.errstate(invalid="ignore"):  # an infinite LTV (a worthless pledge) keeps its interval
+        out["ltv_p95_ci95_low"] = np.where(ok, np.maximum(np.minimum(out["ltv_p95_ci95_low"].to_numpy(), est - h), 0.0),
+                                           out["ltv_p95_ci95_low"])
+        out["ltv_p95_ci95_high"] = np.where(ok, np.maximum(out["ltv_p95_ci95_high"].to_numpy(), est + h),
+                                            out["ltv_p95_ci95_high"])
+    for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call"),
+                      ("expected_top_up_mc_se_cny", "top_up")):
+        j = jk["se"][name]
+        se = out[col].to_numpy()
+        out[col] = np.where(np.isfinite(j) & np.isfinite(se), np.maximum(se, np.where(np.isfinite(j), j, 0.0)), se)
     return out
 
 
@@ -652,7 +656,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # the regressions' jackknife groups: whole parameter sets (the paths of a set share their draws)
     groups = jackknife_groups(ids, base_sw.correlated_set_size)
     position = _crediting_position(params, phys)
-    money = _money(realised, phys.stock, prices, terms, issued, groups, position)
+    # the valuation and its volatility sensitivities on the same paths: their regressions share the state
+    money, *vol_money = _money_cases(realised, phys.stock, [prices, *vol_prices], terms, issued, groups, position)
     haircut = pms.liquidity_haircut.draws(ids, seed)
     recovery_factor = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * \
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
@@ -694,6 +699,15 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     q = terms.target_shortfall_probability
     targets = (0.005, 0.01, 0.02, 0.05, 0.10)
     jk = _jackknife_figures(money, terms, recovery_factor, payout, beta, (q, *targets))
+    any_below = cv["below"].any(axis=0)
+    n_calls = cv["calls"].sum(axis=0)
+    top_up_size = cv["call_size"].sum(axis=0)
+    # the means' errors in one pass: by year the outcomes' value (the fitted values vary less than the
+    # paths' outcomes: their mean's error is the outcomes'), below-balance, calls and top-ups; then the
+    # term's figures
+    ses = mean_ses(np.concatenate([money.realised_paths[1:T + 1], cv["below"], cv["calls"], cv["call_size"],
+                                   np.stack([any_below, n_calls > 0, n_calls, top_up_size])]), set_size)
+    year_se, term_se = ses[:4 * T].reshape(4, T), ses[4 * T:]
     rows = []
     for t in range(1, T + 1):
         v = vals[t - 1]
@@ -702,33 +716,30 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         lq, lci = quantiles_and_cis(cv["ltv"][t - 1], (0.50, 0.95), set_size=q_set, method="higher")
         rows.append({
             "year": t, "balance_cny": float(cv["balance"][t - 1]),
-            # the fitted values vary less than the paths' outcomes: their mean's error is the outcomes'
-            "value_mean_cny": float(v.mean()), "value_mc_se_cny": mean_se(money.realised_paths[t], set_size),
+            "value_mean_cny": float(v.mean()), "value_mc_se_cny": float(year_se[0, t - 1]),
             "value_p05_cny": vq[0], "value_p50_cny": vq[1], "value_p95_cny": vq[2],
             **{f"value_p{k:02d}_ci95_{end}_cny": b for k, ci in zip((5, 50, 95), vci)
                for end, b in zip(("low", "high"), ci)},
             "ltv_p50": lq[0], "ltv_p95": lq[1],
             **{f"ltv_p95_ci95_{end}": b for end, b in zip(("low", "high"), lci[1])},
             "p_value_below_balance": float(cv["below"][t - 1].mean()),
-            "p_value_below_balance_mc_se": mean_se(cv["below"][t - 1], set_size),
+            "p_value_below_balance_mc_se": float(year_se[1, t - 1]),
             "p_top_up_call": float(cv["calls"][t - 1].mean()),
-            "p_top_up_call_mc_se": mean_se(cv["calls"][t - 1], set_size),
+            "p_top_up_call_mc_se": float(year_se[2, t - 1]),
             "expected_top_up_cny": float(cv["call_size"][t - 1].mean()),
-            "expected_top_up_mc_se_cny": mean_se(cv["call_size"][t - 1], set_size),
+            "expected_top_up_mc_se_cny": float(year_se[3, t - 1]),
         })
     by_year = _with_regression_error(pd.DataFrame(rows), jk)
-    any_below = cv["below"].any(axis=0)
-    n_calls = cv["calls"].sum(axis=0)
     end_v = vals[-1]
     risk = {
         "p_value_below_balance_any_time": float(any_below.mean()),
-        "p_value_below_balance_any_time_mc_se": mean_se(any_below, set_size),
+        "p_value_below_balance_any_time_mc_se": float(term_se[0]),
         "p_any_top_up_call": float((n_calls > 0).mean()),
-        "p_any_top_up_call_mc_se": mean_se(n_calls > 0, set_size),
+        "p_any_top_up_call_mc_se": float(term_se[1]),
         "expected_number_of_top_up_calls": float(n_calls.mean()),
-        "expected_number_of_top_up_calls_mc_se": mean_se(n_calls, set_size),
-        "expected_top_up_size_cny": float(cv["call_size"].sum(axis=0).mean()),
-        "expected_top_up_size_mc_se_cny": mean_se(cv["call_size"].sum(axis=0), set_size),
+        "expected_number_of_top_up_calls_mc_se": float(term_se[2]),
+        "expected_top_up_size_cny": float(top_up_size.mean()),
+        "expected_top_up_size_mc_se_cny": float(term_se[3]),
         "mean_call_size_given_call_cny": float(cv["call_size"][cv["calls"]].mean()) if cv["calls"].any() else 0.0,
         "value_horizon_year": T,
         "ltv_at_origination": float(terms.amount_cny / v0) if v0 > 0 else float("inf"),
@@ -817,8 +828,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         # scale, their standardised regressors do not) and every value: no re-draw, no refit
         cases = [(label, money.value_paths * lf, money.pv_total * lf, money, lf)
                  for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3))]
-        for label, p in zip(vol_cases, vol_prices):
-            mm = _money(realised, phys.stock, p, terms, issued, groups, position)
+        for label, mm in zip(vol_cases, vol_money):
             cases.append((label, mm.value_paths, mm.pv_total, mm, 1.0))
         for label, value_paths, pv_total, mm, lf in cases:
             cvs = _credit_view(value_paths, terms, recovery_factor, payout)

@@ -55,6 +55,44 @@ def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
     return float(nested_moments(x[:, None], set_size, True)["mc_se"][0])
 
 
+def linear_quantiles(x: np.ndarray, ps, overwrite: bool = False, n_valid: int | None = None) -> np.ndarray:
+    """``numpy.quantile(x, ps, axis=-1)`` (method ``"linear"``) with the quantiles on the last axis,
+    bit for bit for float64 data without NaN: shape ``x.shape[:-1] + (len(ps),)``.
+
+    numpy partitions at every order statistic it needs and at the sample's ends at once, which costs
+    several times as many single partitions; this takes them one at a time from the largest down, each
+    on the part below the last, and an order statistic's successor as the smallest value above it.
+    ``overwrite``: partition ``x`` in place instead of a copy. ``n_valid``: the quantiles of the
+    ``n_valid`` smallest values of each row (the others ``+inf``, the paths a jackknife replicate leaves out).
+    """
+    ps = np.asarray(ps, dtype=float)
+    work = x if overwrite else np.array(x, copy=True)
+    n = work.shape[-1] if n_valid is None else int(n_valid)
+    virtual = (n - 1) * ps
+    prev = np.minimum(np.floor(virtual), n - 1).astype(np.intp)
+    at, above = {}, {}
+    bound = work.shape[-1]
+    for i in sorted({int(v) for v in prev}, reverse=True):
+        seg = work[..., :bound]
+        seg.partition(i, axis=-1)
+        at[i] = seg[..., i].copy()  # a later partition of the part below may move it
+        # the next order statistic: the smallest value above (the last pivot closes the part)
+        above[i] = seg[..., i + 1:].min(axis=-1) if i + 1 < min(bound, n) else at[i]
+        bound = i + 1
+    a = np.stack([at[int(i)] for i in prev], axis=-1)
+    b = np.stack([above[int(i)] for i in prev], axis=-1)
+    # numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on
+    t = virtual - prev  # at the top a = b: numpy's other weight there makes no difference
+    d = b - a
+    return np.where(t >= 0.5, b - d * (1 - t), a + d * t)
+
+
+def mean_ses(per_path: np.ndarray, set_size: int = 1) -> np.ndarray:
+    """:func:`mean_se` of each row of ``per_path`` (figures x paths) at once."""
+    x = np.asarray(per_path, dtype=float)
+    return nested_moments(np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T), set_size, True)["mc_se"]
+
+
 def order_statistic_ci(sorted_x: np.ndarray, p: float, confidence: float = CONFIDENCE,
                        x: np.ndarray | None = None, set_size: int = 1,
                        quantile: float | None = None) -> tuple[float, float, int, int]:
@@ -137,4 +175,4 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     return float(widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 
-__all__ = ["CONFIDENCE", "mean_se", "order_statistic_ci", "quantile_ci", "quantiles_and_cis", "tail_mean_se"]
+__all__ = ["CONFIDENCE", "linear_quantiles", "mean_se", "mean_ses", "order_statistic_ci", "quantile_ci", "quantiles_and_cis", "tail_mean_se"]

@@ -25,8 +25,12 @@ the largest safe loan's jackknife error was 0.8-1.4 times its spread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
+
+from finance_engine.mc_error import linear_quantiles
 
 #: stock quantiles at which the value regression's spline may bend (:func:`value_basis`)
 STOCK_KNOT_QUANTILES = (0.01, 0.05, 0.2, 0.5, 0.8, 0.95)
@@ -73,29 +77,57 @@ def value_basis(stock: np.ndarray, price: np.ndarray, pending: np.ndarray | None
     was 515,000 CNY where this basis, calibrated in every such band (|z| <= 1.3), gives 705,000 (with
     the issuance state).
     """
-    a, b = _standardised(stock), _standardised(price)
+    return _basis(_state_rows(stock, pending, changed, position), price)
+
+
+@dataclass(frozen=True)
+class _StateRows:
+    """The basis rows that do not involve the price (:func:`value_basis`), shared by the price cases
+    of a valuation (its volatility sensitivities): the standardised stock ``a``, its hinges, and the
+    pending credits ``p``, methodology indicator ``m`` and crediting position ``c`` where they enter
+    (None where not), with the position's hinges."""
+
+    a: np.ndarray
+    hinges: list[np.ndarray]
+    p: np.ndarray | None
+    m: np.ndarray | None
+    c: np.ndarray | None
+    c_hinges: list[np.ndarray]
+
+
+def _state_rows(stock: np.ndarray, pending: np.ndarray | None, changed: np.ndarray | None,
+                position: np.ndarray | None) -> _StateRows:
+    a = _standardised(stock)
     n = a.size
     qs = [q for q in STOCK_KNOT_QUANTILES if min(q, 1.0 - q) * n >= MIN_PATHS_BEYOND_KNOT]
-    knots = np.unique(np.quantile(a, qs)) if qs else np.empty(0)
+    knots = np.unique(linear_quantiles(a, qs)) if qs else np.empty(0)
     knots = knots[(knots > a.min()) & (knots < a.max())]  # a hinge at an end is 0 or the line itself
-    rows = [np.ones(n), a, b, b * b, a * b]
-    rows += [np.maximum(a - c, 0.0) for c in knots]
-    if pending is not None and pending.std() > 0:
-        p = _standardised(pending)
-        rows += [p, p * b]
-    if changed is not None and 0 < int(changed.sum()) < n:
-        m = changed.astype(float)
-        rows += [m, m * a, m * b]
+    hinges = [np.maximum(a - k, 0.0) for k in knots]
+    p = _standardised(pending) if pending is not None and pending.std() > 0 else None
+    m = changed.astype(float) if changed is not None and 0 < int(changed.sum()) < n else None
+    c, c_hinges = None, []
     if position is not None and position.std() > 0:
         # the next verification credits the stock gained since the last one, less a carried deficit:
         # after the first verification the stock alone no longer tells it (a 9-year loan's values were
         # off by z = -12 to +15 in the bands of this position without it)
         c = _standardised(position)
-        rows += [c, c * b]
         qs = [q for q in POSITION_KNOT_QUANTILES if min(q, 1.0 - q) * n >= MIN_PATHS_BEYOND_KNOT]
-        for k in np.unique(np.quantile(c, qs)) if qs else ():
+        for k in np.unique(linear_quantiles(c, qs)) if qs else ():
             if c.min() < k < c.max():
-                rows.append(np.maximum(c - k, 0.0))
+                c_hinges.append(np.maximum(c - k, 0.0))
+    return _StateRows(a, hinges, p, m, c, c_hinges)
+
+
+def _basis(state: _StateRows, price: np.ndarray) -> np.ndarray:
+    """:func:`value_basis` from the state's rows and the price."""
+    a, b = state.a, _standardised(price)
+    rows = [np.ones(a.size), a, b, b * b, a * b, *state.hinges]
+    if state.p is not None:
+        rows += [state.p, state.p * b]
+    if state.m is not None:
+        rows += [state.m, state.m * a, state.m * b]
+    if state.c is not None:
+        rows += [state.c, state.c * b, *state.c_hinges]
     return np.array(rows)
 
 
@@ -108,11 +140,18 @@ def _coefficients(gram: np.ndarray, rhs: np.ndarray, basis: np.ndarray, y: np.nd
     return np.linalg.lstsq(basis.T, y, rcond=None)[0]
 
 
-def fit(y: np.ndarray, basis: np.ndarray, groups: np.ndarray | None = None,
-        n_groups: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def group_layout(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paths in group order (stable) and each group's bounds in it, shape (n_groups + 1,): what
+    :func:`fit` needs of the groups, computed once for the fits of several targets on the same paths."""
+    order = np.argsort(groups, kind="stable")
+    return order, np.searchsorted(groups[order], np.arange(n_groups + 1))
+
+
+def fit(y: np.ndarray, basis: np.ndarray, groups: np.ndarray | None = None, n_groups: int = 0,
+        layout: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Fitted values of the least-squares regression of ``y`` on the rows of ``basis``, and with
-    ``groups`` (a group 0 .. n_groups-1 per path) the fitted values of every path under each
-    delete-a-group refit, shape (n_groups, n_paths).
+    ``groups`` (a group 0 .. n_groups-1 per path, or their :func:`group_layout`) the fitted values of
+    every path under each delete-a-group refit, shape (n_groups, n_paths).
 
     Solved through the normal equations (the k x k Gram matrix) at a fraction of the cost of an SVD
     of the whole basis; on a valuation's paths the fitted values agree with that fit to about 1e-13
@@ -127,10 +166,12 @@ def fit(y: np.ndarray, basis: np.ndarray, groups: np.ndarray | None = None,
     rhs = basis @ y
     coef = _coefficients(gram, rhs, basis, y)
     fitted = coef @ basis
-    if groups is None:
-        return fitted, None
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
+    if layout is None:
+        if groups is None:
+            return fitted, None
+        layout = group_layout(groups, n_groups)
+    order, bounds = layout
+    n_groups = bounds.size - 1
     b_sorted, y_sorted = basis[:, order], y[order]
     parts = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
     grams = gram - np.stack([b_sorted[:, p] @ b_sorted[:, p].T for p in parts])
@@ -161,20 +202,34 @@ def conditional_value(y: np.ndarray, stock: np.ndarray, price: np.ndarray, pendi
     value, which one basis with a few indicator terms would not follow); otherwise the indicator
     terms of :func:`value_basis` carry it.
     """
-    if changed is not None:
-        n_changed = int(changed.sum())
-        if min(n_changed, changed.size - n_changed) >= MIN_PATHS_OWN_FIT:
-            fitted = np.empty(y.size)
-            reps = None if groups is None else np.empty((n_groups, y.size))
-            for side in (changed, ~changed):
-                f, r = fit(y[side], value_basis(stock[side], price[side], None if pending is None else pending[side],
-                                                None, None if position is None else position[side]),
-                           None if groups is None else groups[side], n_groups)
-                fitted[side] = f
-                if reps is not None:
-                    reps[:, side] = r
-            return fitted, reps
-    return fit(y, value_basis(stock, price, pending, changed, position), groups, n_groups)
+    return conditional_values([y], stock, [price], pending, changed, position, groups, n_groups)[0]
+
+
+def conditional_values(ys: list[np.ndarray], stock: np.ndarray, prices: list[np.ndarray],
+                       pending: np.ndarray | None = None, changed: np.ndarray | None = None,
+                       position: np.ndarray | None = None, groups: np.ndarray | None = None,
+                       n_groups: int = 0) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """:func:`conditional_value` of several price cases on the same paths and state (a valuation and
+    its volatility sensitivities: targets ``ys[i]`` and prices ``prices[i]``), each exactly as alone;
+    what does not involve the price (the stock's spline, the other state terms, the side of the
+    methodology change, the jackknife groups' order) is computed once."""
+    n = stock.size
+    n_changed = -1 if changed is None else int(changed.sum())
+    if changed is None or min(n_changed, n - n_changed) < MIN_PATHS_OWN_FIT:
+        state = _state_rows(stock, pending, changed, position)
+        layout = None if groups is None else group_layout(groups, n_groups)
+        return [fit(y, _basis(state, price), layout=layout) for y, price in zip(ys, prices)]
+    out = [(np.empty(n), None if groups is None else np.empty((n_groups, n))) for _ in ys]
+    for side in (changed, ~changed):
+        state = _state_rows(stock[side], None if pending is None else pending[side], None,
+                            None if position is None else position[side])
+        layout = None if groups is None else group_layout(groups[side], n_groups)
+        for y, price, (fitted, reps) in zip(ys, prices, out):
+            f, r = fit(y[side], _basis(state, price[side]), layout=layout)
+            fitted[side] = f
+            if reps is not None:
+                reps[:, side] = r
+    return out
 
 
 def jackknife_groups(path_ids: np.ndarray, set_size: int,
@@ -207,5 +262,5 @@ def jackknife_t(n_groups: int, confidence: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2, max(n_groups - 1, 1)))
 
 
-__all__ = ["JACKKNIFE_GROUPS", "MIN_JACKKNIFE_GROUPS", "STOCK_KNOT_QUANTILES", "conditional_value", "fit", "jackknife_groups",
-           "jackknife_se", "jackknife_t", "value_basis"]
+__all__ = ["JACKKNIFE_GROUPS", "MIN_JACKKNIFE_GROUPS", "STOCK_KNOT_QUANTILES", "conditional_value", "conditional_values",
+           "fit", "group_layout", "jackknife_groups", "jackknife_se", "jackknife_t", "value_basis"]

@@ -388,14 +388,15 @@ def test_the_regression_at_t_is_given_the_state_at_t_and_nothing_later(portfolio
     from models.carbon import CreditingRules
 
     seen = []
-    real = col.conditional_value
+    real = col.conditional_values
 
-    def spy(y, stock, price, **state):
-        seen.append((stock.copy(), price.copy(), {k: np.copy(v) for k, v in state.items() if k not in ("groups",
-                                                                                                       "n_groups")}))
-        return real(y, stock, price, **state)
+    def spy(ys, stock, prices, **state):
+        assert len(prices) == 1  # no sensitivities: the valuation's own prices only
+        seen.append((stock.copy(), prices[0].copy(), {k: np.copy(v) for k, v in state.items()
+                                                      if k not in ("groups", "n_groups")}))
+        return real(ys, stock, prices, **state)
 
-    monkeypatch.setattr(col, "conditional_value", spy)
+    monkeypatch.setattr(col, "conditional_values", spy)
     terms = LoanTerms(amount_cny=60_000, term_years=7, interest_rate=0.04, crediting_horizon_years=15)
     v = value_collateral(portfolio, params, terms, paths=256, seed=5, attribution=False, sensitivities=False)
     phys = _simulate_physical(select_pledged(portfolio, params, None, None), params, 15, 256, 5,

@@ -184,3 +184,48 @@ def test_a_flat_tail_off_any_atom_keeps_the_asymptotic_error():
     assert tail_mean_se(x, 0.01, upper=False) == pytest.approx(float(tail_mean_and_se(xs[:10], xs[9], 1000)[1]))
     # every value on the atom: nothing beyond it for the tail to take in, no spread to report
     assert flat_tail_se(np.zeros(100), 5, False) == 0.0
+
+
+def test_linear_quantiles_are_numpys_bit_for_bit():
+    """The partition-at-a-time quantiles equal ``numpy.quantile`` (method linear) exactly: the value
+    regression's knots come from them, and its fits must not move by a last bit."""
+    from finance_engine.mc_error import linear_quantiles
+
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        n = int(rng.integers(1, 400))
+        x = rng.normal(size=n) if trial % 3 else rng.integers(0, 5, n).astype(float)  # ties too
+        ps = rng.random(int(rng.integers(1, 8)))
+        ps[0] = (0.0, 1.0, ps[0])[trial % 3]
+        assert np.array_equal(linear_quantiles(x, ps), np.quantile(x, ps)), (n, ps)
+    x = rng.normal(size=(4, 3, 501))
+    ps = (0.01, 0.05, 0.5, 0.95)
+    assert np.array_equal(linear_quantiles(x, ps), np.moveaxis(np.quantile(x, ps, axis=-1), 0, -1))
+    before = x.copy()
+    linear_quantiles(x, ps)
+    assert np.array_equal(x, before)  # a copy unless told to overwrite
+
+
+def test_linear_quantiles_of_the_smallest_values_of_each_row():
+    """``n_valid``: the quantiles of the values below the ``+inf`` padding (a jackknife replicate's
+    kept paths), the top quantile included."""
+    from finance_engine.mc_error import linear_quantiles
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(3, 200))
+    padded = np.where(rng.random((3, 200)) < 0.1, np.inf, x)
+    for row in range(3):
+        kept = padded[row][np.isfinite(padded[row])]
+        ps = (0.0, 0.01, 0.5, 0.95, 1.0)
+        got = linear_quantiles(padded[row], ps, n_valid=kept.size)
+        np.testing.assert_allclose(got, np.quantile(kept, ps), rtol=0, atol=1e-15)
+
+
+def test_mean_ses_is_mean_se_of_each_row():
+    from finance_engine.mc_error import mean_se, mean_ses
+
+    rng = np.random.default_rng(13)
+    rows = np.vstack([rng.normal(size=(3, 1000)) + rng.normal(size=(3, 250)).repeat(4, axis=1),
+                      rng.random((1, 1000)) < 0.1])
+    for set_size in (1, 4):
+        np.testing.assert_allclose(mean_ses(rows, set_size), [mean_se(r, set_size) for r in rows], rtol=1e-12)

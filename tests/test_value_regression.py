@@ -6,6 +6,7 @@ import pytest
 from finance_engine.value_regression import (
     MIN_JACKKNIFE_GROUPS,
     conditional_value,
+    conditional_values,
     fit,
     jackknife_groups,
     jackknife_se,
@@ -88,3 +89,23 @@ def test_the_state_a_lender_sees_separates_the_fits():
     # pending credits enter the basis only where they vary
     assert value_basis(stock, price, pending=np.zeros(n)).shape[0] == value_basis(stock, price).shape[0]
     assert value_basis(stock, price, pending=rng.random(n)).shape[0] == value_basis(stock, price).shape[0] + 2
+
+
+@pytest.mark.parametrize("n_changed", [0, 120, 900])
+def test_price_cases_fitted_together_are_each_fitted_alone(n_changed):
+    """A valuation's volatility sensitivities share the regression's state (the stock's spline, the
+    methodology sides, the groups' order): each case is bit for bit what a fit of its own gives, with
+    the methodology change on no paths, on too few for fits of their own, and on enough."""
+    rng = np.random.default_rng(21)
+    n = 2000
+    stock, pending, position = rng.lognormal(size=n), rng.random(n), rng.normal(size=n)
+    changed = np.zeros(n, dtype=bool)
+    changed[rng.choice(n, n_changed, replace=False)] = True
+    prices = [rng.lognormal(size=n) * f for f in (1.0, 0.7, 1.6)]
+    ys = [p * stock + rng.normal(size=n) for p in prices]
+    groups, k = jackknife_groups(np.arange(n), 4)
+    together = conditional_values(ys, stock, prices, pending, changed, position, groups, k)
+    for y, price, (fitted, reps) in zip(ys, prices, together):
+        alone, alone_reps = conditional_value(y, stock, price, pending, changed, position, groups, k)
+        assert np.array_equal(fitted, alone) and np.array_equal(reps, alone_reps)
+    assert [r is None for _, r in conditional_values(ys, stock, prices)] == [True] * 3

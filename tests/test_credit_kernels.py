@@ -1,0 +1,114 @@
+"""The compiled pass over a loan's regression replicates (finance_engine/_credit_kernels.py) and the
+figures built on it, against their numpy definitions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finance_engine._credit_kernels import replicate_credit_sums
+
+
+def _reference(values, groups, balance, trigger, pledge_rate, rf, other, cum_payout, beta, practice):
+    """The numpy definition: each replicate's credit view over the paths outside its group."""
+    n_rep = values.shape[0]
+    keep = groups[None, :] != np.arange(n_rep)[:, None]
+    v = values[:, 1:].astype(float)
+    bal = balance[None, :, None]
+    below = v < bal
+    calls = ((v <= 0) | (bal > trigger * v)) & (bal > 0)
+    size = np.where(calls, np.maximum(bal - pledge_rate * v, 0.0), 0.0)
+    recovery = v * rf + other + (0.0 if cum_payout.size == 0 else cum_payout)
+    shortfall = np.maximum(bal - recovery, 0.0)
+    with np.errstate(divide="ignore"):
+        ratio = np.where(beta[None, :, None] > 0, v / np.where(beta > 0, beta, 1.0)[None, :, None], np.inf).min(axis=1)
+    k3 = keep[:, None, :]
+    by_year = np.stack([(below & k3).sum(2), (calls & k3).sum(2), (size * k3).sum(2)]).astype(float)
+    n_calls = calls.sum(1)
+    by_rep = np.stack([(below.any(1) & keep).sum(1), ((n_calls > 0) & keep).sum(1), (n_calls * keep).sum(1),
+                       (size.sum(1) * keep).sum(1), (shortfall.sum(1) * keep).sum(1),
+                       ((ratio < practice[:, None]) & keep).sum(1)]).astype(float)
+    return by_year, by_rep, np.where(keep, ratio, np.inf)
+
+
+@pytest.mark.parametrize("with_payout", [False, True])
+def test_replicate_credit_sums_match_their_numpy_definition(with_payout):
+    rng = np.random.default_rng(5)
+    n_rep, n_years, n_paths = 6, 4, 900
+    values = (rng.lognormal(0.0, 0.6, (n_rep, n_years + 1, n_paths)) * 100).astype(np.float32)
+    values[:, 1:][rng.random((n_rep, n_years, n_paths)) < 0.05] = 0.0  # worthless pledges call a top-up
+    groups = (np.arange(n_paths) // 3) % n_rep
+    balance = np.array([120.0, 90.0, 60.0, 0.0])    # a repaid year calls nothing
+    beta = np.array([1.0, 0.75, 0.5, 0.0])          # nor bounds the largest loan
+    rf = rng.uniform(0.5, 0.9, n_paths)
+    cum_payout = (np.minimum(np.cumsum(rng.exponential(5.0, (n_years, n_paths)), axis=0), balance[:, None])
+                  if with_payout else np.zeros((0, 0)))
+    practice = values[:, 0, 0].astype(float) * 0.6
+    want = _reference(values, groups, balance, 0.8, 0.6, rf, 7.0, cum_payout, beta, practice)
+    by_year, by_rep, ratio = np.empty((3, n_rep, n_years)), np.empty((6, n_rep)), np.empty((n_rep, n_paths))
+    replicate_credit_sums(values, groups, balance, 0.8, 0.6, rf, 7.0, cum_payout, beta, practice, by_year, by_rep,
+                          ratio)
+    np.testing.assert_allclose(by_year, want[0], rtol=1e-12)
+    np.testing.assert_allclose(by_rep, want[1], rtol=1e-12)
+    assert np.array_equal(ratio, want[2])
+    assert by_year[1].sum() > 0 and by_rep[4].sum() > 0  # calls and shortfalls were exercised
+
+
+def test_kept_quantiles_are_each_replicates_quantiles():
+    """The replicates' quantiles from one partition of all of them (the left-out paths at +inf) equal
+    ``numpy.quantile`` of each replicate's kept paths, with groups of unequal sizes and ties."""
+    from finance_engine.collateral import _kept_quantiles
+
+    rng = np.random.default_rng(6)
+    for n_paths, ties in ((4000, False), (4002, True), (97, True)):
+        groups = (np.arange(n_paths) // 4) % 10
+        keep = groups[None, :] != np.arange(10)[:, None]
+        x = rng.integers(0, 20, (10, 3, n_paths)).astype(float) if ties else rng.random((10, 3, n_paths))
+        padded = np.where(keep[:, None], x, np.inf)
+        for ps in ((0.01, 0.005, 0.01, 0.02, 0.05, 0.10), (0.01, 0.05, 0.5, 0.95), (0.0, 1.0, 0.999)):
+            got = _kept_quantiles(padded.copy(), keep.sum(axis=1), ps)
+            want = np.array([np.quantile(x[k][:, keep[k]], ps, axis=1).T for k in range(10)])
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+
+
+def test_the_by_year_table_is_widened_cell_by_cell_as_defined():
+    """The by-year table's widening, column at a time, is what :func:`_widen` and :func:`_at_least`
+    give each cell: a NaN jackknife error leaves the cell alone, an infinite LTV keeps its interval."""
+    import finance_engine.collateral as col
+
+    rng = np.random.default_rng(7)
+    T = 5
+    est = np.sort(rng.uniform(100, 200, (T, 3)), axis=1)
+    table = {"year": np.arange(1, T + 1)}
+    for j, k in enumerate((5, 50, 95)):
+        table[f"value_p{k:02d}_cny"] = est[:, j]
+        table[f"value_p{k:02d}_ci95_low_cny"] = est[:, j] - rng.uniform(0, 10, T)
+        table[f"value_p{k:02d}_ci95_high_cny"] = est[:, j] + rng.uniform(0, 10, T)
+    ltv = rng.uniform(0.3, 0.9, T)
+    ltv[2] = np.inf
+    table.update({"ltv_p95": ltv, "ltv_p95_ci95_low": ltv - 0.05, "ltv_p95_ci95_high": ltv + 0.05})
+    table["ltv_p95_ci95_high"][2] = np.inf
+    for name in ("p_value_below_balance_mc_se", "p_top_up_call_mc_se", "expected_top_up_mc_se_cny"):
+        table[name] = rng.uniform(0, 0.02, T)
+    table["p_top_up_call_mc_se"][1] = np.nan
+    by_year = pd.DataFrame(table)
+    se = {"value_q": rng.uniform(0, 8, (T, 3)), "ltv_p95": rng.uniform(0, 0.1, T), "p_below": rng.uniform(0, 0.03, T),
+          "p_call": rng.uniform(0, 0.03, T), "top_up": rng.uniform(0, 0.03, T)}
+    se["value_q"][0, 0] = se["value_q"][3, 2] = np.nan
+    se["ltv_p95"][4] = np.nan
+    se["p_below"][2] = np.nan
+    jk = {"se": se, "t": 2.26, "groups": 10}
+    got = col._with_regression_error(by_year, jk)
+    want = by_year.copy()
+    for i in range(T):
+        for j, k in enumerate((5, 50, 95)):
+            lo, hi = f"value_p{k:02d}_ci95_low_cny", f"value_p{k:02d}_ci95_high_cny"
+            want.loc[i, [lo, hi]] = col._widen(want.at[i, f"value_p{k:02d}_cny"], [want.at[i, lo], want.at[i, hi]],
+                                               jk, "value_q", (i, j), low=0.0)
+        want.loc[i, ["ltv_p95_ci95_low", "ltv_p95_ci95_high"]] = col._widen(
+            want.at[i, "ltv_p95"], [want.at[i, "ltv_p95_ci95_low"], want.at[i, "ltv_p95_ci95_high"]], jk,
+            "ltv_p95", (i,), low=0.0)
+        for c, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call"),
+                        ("expected_top_up_mc_se_cny", "top_up")):
+            want.at[i, c] = col._at_least(want.at[i, c], jk, name, (i,))
+    pd.testing.assert_frame_equal(got, want)
+    assert not got.equals(by_year)  # it widened something
