@@ -349,7 +349,12 @@ def _money_cases(phys_credits: np.ndarray, phys_stock: np.ndarray, price_cases: 
             realised[t] = rec + rem
             values[t] = rec + np.maximum(cond, 0.0)
             if reps is not None:
-                reps[:, t] = rec + np.maximum(cond_reps, 0.0)
+                if cond_reps.flags.writeable:  # the refits' own array: no (K, N) temporaries
+                    np.maximum(cond_reps, 0.0, out=cond_reps)
+                    cond_reps += rec
+                    reps[:, t] = cond_reps
+                else:
+                    reps[:, t] = rec + np.maximum(cond_reps, 0.0)
     return [_Money(values, pv_total, cf, prices, realised, reps, g)
             for prices, cf, pv_total, _, _, values, realised, reps in cases]
 
@@ -830,16 +835,18 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                  for label, lf in (("price -50%", 0.5), ("price -30%", 0.7), ("price +30%", 1.3))]
         for label, mm in zip(vol_cases, vol_money):
             cases.append((label, mm.value_paths, mm.pv_total, mm, 1.0))
-        for label, value_paths, pv_total, mm, lf in cases:
-            cvs = _credit_view(value_paths, terms, recovery_factor, payout)
-            below_s = cvs["below"].any(axis=0)
+        below = [_credit_view(value_paths, terms, recovery_factor, payout)["below"].any(axis=0)
+                 for _, value_paths, _, _, _ in cases]
+        # the errors of the cases' changes and below-balance probabilities in one pass
+        ses = mean_ses(np.stack([pv_total - money.pv_total for _, _, pv_total, _, _ in cases] + below), set_size)
+        for i, ((label, _, pv_total, mm, lf), below_s) in enumerate(zip(cases, below)):
             # the probability's error includes the regression's (its jackknife; a price-level case's
             # replicates are the base's scaled)
             rows.append({"case": label, "value_cny": float(pv_total.mean()),
                          "change_cny": float(pv_total.mean() - v0),
-                         "change_mc_se_cny": mean_se(pv_total - money.pv_total, set_size),
+                         "change_mc_se_cny": float(ses[i]),
                          "p_value_below_balance_any_time": float(below_s.mean()),
-                         "p_value_below_balance_any_time_mc_se": _with_jk(mean_se(below_s, set_size), mm,
+                         "p_value_below_balance_any_time_mc_se": _with_jk(float(ses[len(cases) + i]), mm,
                                                                           _below_any_rate(terms, lf))})
         sens = pd.DataFrame(rows)
     provenance = {
