@@ -421,6 +421,8 @@ def _below_any_rate(terms: LoanTerms, scale: float = 1.0):
 
 #: a quantile's jackknife error is used where each replicate has at least this many paths beyond it
 MIN_TAIL_PATHS_FOR_JACKKNIFE = 10
+#: the replicates' value quantiles are taken on float32 copies of about this many values at a time
+REPLICATE_BATCH_VALUES = 4_000_000
 
 
 def _kept_quantiles(x: np.ndarray, n_keep: np.ndarray, ps) -> np.ndarray:
@@ -470,14 +472,19 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
         "sim_lgd": by_rep[4] * per_path / b[:T].sum() if b[:T].sum() > 0 else np.zeros(n_groups),
         "p_shortfall_practice": by_rep[5] * per_path,
     }
-    # the quantiles: one partition of every replicate and year, the paths of a replicate's group at +inf
-    kept = g[None, :] != np.arange(n_groups)[:, None]                         # (K, N)
-    values = np.where(kept[:, None, :], reps[:, 1:T + 1], np.float32(np.inf))  # (K, T, N) float32
+    # the quantiles: one partition of a batch of replicates and years at a time (float32 copies of about
+    # REPLICATE_BATCH_VALUES values), the paths of a replicate's group at +inf
     value_ps = (0.01, 0.05, 0.50, 0.95)
-    vq = _kept_quantiles(values, n_keep, value_ps)                              # (K, T, 4)
-    end_v = values[:, -1]                                                       # partitioned: order is lost, not the set
-    es = np.stack([v0 - np.array([end_v[k][end_v[k] <= vq[k, -1, i]].mean() for k in range(n_groups)])
-                   for i in (1, 0)], axis=1)                                    # (K, 2): ES95, ES99
+    vq = np.empty((n_groups, T, len(value_ps)))
+    es = np.empty((n_groups, 2))                                                # ES95, ES99
+    step = max(1, int(REPLICATE_BATCH_VALUES // max(T * g.size, 1)))
+    for k0 in range(0, n_groups, step):
+        ks = np.arange(k0, min(k0 + step, n_groups))
+        values = np.where((g[None, :] != ks[:, None])[:, None, :], reps[ks, 1:T + 1], np.float32(np.inf))
+        vq[ks] = _kept_quantiles(values, n_keep[ks], value_ps)                  # (batch, T, 4)
+        end_v = values[:, -1]                                                   # partitioned: the set stays
+        for j, k in enumerate(ks):
+            es[k] = [v0[k] - end_v[j][end_v[j] <= vq[k, -1, i]].mean() for i in (1, 0)]
     max_loan = _kept_quantiles(ratio, n_keep, sizing_targets)                  # (K, len(targets))
     figs["value_q"] = vq[:, :, 1:]                                              # (K, T, 3): p05, p50, p95
     # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)

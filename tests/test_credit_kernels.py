@@ -112,3 +112,29 @@ def test_the_by_year_table_is_widened_cell_by_cell_as_defined():
             want.at[i, c] = col._at_least(want.at[i, c], jk, name, (i,))
     pd.testing.assert_frame_equal(got, want)
     assert not got.equals(by_year)  # it widened something
+
+
+def test_replicate_figures_do_not_depend_on_the_batch_of_replicates(monkeypatch):
+    """The replicates' quantiles are taken on bounded float32 copies, a batch of replicates at a time
+    (a long loan on many paths would otherwise copy all of them at once): one replicate a batch gives
+    the same errors as all in one."""
+    import finance_engine.collateral as col
+    from finance_engine.value_regression import jackknife_groups
+
+    rng = np.random.default_rng(8)
+    n, T, H = 1200, 4, 12
+    terms = col.LoanTerms(amount_cny=40_000, term_years=T, interest_rate=0.04, crediting_horizon_years=H)
+    stock = np.cumsum(rng.lognormal(0.0, 0.3, (H, n)), axis=0) * 100
+    credits = np.diff(np.vstack([np.zeros(n), stock]), axis=0) * rng.uniform(0.5, 1.0, (H, n))
+    prices = rng.lognormal(np.log(50), 0.2, (H + 1, n))
+    money = col._money(credits, stock, prices, terms, groups=jackknife_groups(np.arange(n), 4))
+    beta = col.balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
+    rf = rng.uniform(0.6, 0.9, n)
+    args = (money, terms, rf, None, beta, (0.01, 0.005, 0.05))
+    whole = col._jackknife_figures(*args)
+    monkeypatch.setattr(col, "REPLICATE_BATCH_VALUES", 1)
+    batched = col._jackknife_figures(*args)
+    assert whole["se"].keys() == batched["se"].keys()
+    for name in whole["se"]:
+        np.testing.assert_array_equal(whole["se"][name], batched["se"][name], err_msg=name)
+    assert np.isfinite(whole["se"]["value_q"]).any() and np.isfinite(whole["se"]["es95"])
