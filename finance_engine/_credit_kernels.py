@@ -13,7 +13,7 @@ import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
-def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, recovery_factor, other_security,
+def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, recovery_factor, mortgage, guarantee,
                           cum_payout, beta, practice_loan, by_year, by_replicate, ratio):
     """Counts and sums of the credit view of each replicate over the paths outside its group.
 
@@ -30,8 +30,9 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
         ``balance - pledge_rate * value``.
     recovery_factor : float64 (N,)
         What a forced sale recovers per CNY of value, per path.
-    other_security : float
-        Forest-right mortgage plus guarantee, CNY.
+    mortgage, guarantee : float
+        The forest-right mortgage and the guarantee, CNY: a forced sale recovers
+        ``value * recovery_factor + mortgage + guarantee`` (added in that order).
     cum_payout : float64 (T, N) or (0, 0)
         An assigned policy's payouts received by year ``t + 1``, capped at the balance (empty: none).
     beta : float64 (T,)
@@ -75,7 +76,7 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
                     size = max(bal - pledge_rate * v, 0.0)
                     by_year[2, k, t] += size
                     size_sum += size
-                recovery = v * rf + other_security
+                recovery = v * rf + mortgage + guarantee
                 if has_payout:
                     recovery += cum_payout[t, n]
                 shortfall_sum += max(bal - recovery, 0.0)

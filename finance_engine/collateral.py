@@ -429,7 +429,8 @@ def _kept_quantiles(x: np.ndarray, n_keep: np.ndarray, ps) -> np.ndarray:
     """Linear quantiles ``ps`` along the last axis of ``x`` (K, ..., N) over each replicate's kept
     paths, the others set to ``+inf`` (so for every ``j < n_keep[k]`` the ``j``-th smallest of a row of
     replicate ``k`` is its kept paths' ``j``-th): :func:`~finance_engine.mc_error.linear_quantiles` of
-    the replicates that keep as many paths at once. ``x`` is partitioned in place. Shape (K, ..., len(ps))."""
+    the replicates that keep as many paths at once. ``x``'s order is not kept (it may be partitioned in
+    place). Shape (K, ..., len(ps))."""
     out = np.empty(x.shape[:-1] + (len(ps),))
     for n in np.unique(n_keep):
         rows = np.flatnonzero(n_keep == n)
@@ -461,7 +462,7 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
     ratio = np.empty((n_groups, g.size))
     replicate_credit_sums(reps, g, np.ascontiguousarray(b[:T], dtype=float), float(terms.ltv_trigger),
                           float(terms.pledge_rate), np.ascontiguousarray(recovery_factor, dtype=float),
-                          float(terms.forest_right_mortgage_cny + terms.guarantee_cny), cum_payout,
+                          float(terms.forest_right_mortgage_cny), float(terms.guarantee_cny), cum_payout,
                           np.ascontiguousarray(beta, dtype=float), v0 * terms.pledge_rate, by_year, by_rep, ratio)
     per_path = 1.0 / n_keep
     figs: dict[str, np.ndarray] = {
@@ -482,9 +483,11 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
         ks = np.arange(k0, min(k0 + step, n_groups))
         values = np.where((g[None, :] != ks[:, None])[:, None, :], reps[ks, 1:T + 1], np.float32(np.inf))
         vq[ks] = _kept_quantiles(values, n_keep[ks], value_ps)                  # (batch, T, 4)
-        end_v = values[:, -1]                                                   # partitioned: the set stays
-        for j, k in enumerate(ks):
-            es[k] = [v0[k] - end_v[j][end_v[j] <= vq[k, -1, i]].mean() for i in (1, 0)]
+    # the tail means over each replicate's kept paths in path order (a float32 sum's rounding depends on it)
+    end_v = reps[:, T]
+    for k in range(n_groups):
+        kept_end = end_v[k][g != k]
+        es[k] = [v0[k] - kept_end[kept_end <= vq[k, -1, i]].mean() for i in (1, 0)]
     max_loan = _kept_quantiles(ratio, n_keep, sizing_targets)                  # (K, len(targets))
     figs["value_q"] = vq[:, :, 1:]                                              # (K, T, 3): p05, p50, p95
     # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)

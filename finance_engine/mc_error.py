@@ -57,7 +57,7 @@ def mean_se(per_path: np.ndarray, set_size: int = 1) -> float:
 
 def linear_quantiles(x: np.ndarray, ps, overwrite: bool = False, n_valid: int | None = None) -> np.ndarray:
     """``numpy.quantile(x, ps, axis=-1)`` (method ``"linear"``) with the quantiles on the last axis,
-    bit for bit for float64 data without NaN: shape ``x.shape[:-1] + (len(ps),)``.
+    bit for bit for data without NaN: shape ``x.shape[:-1] + (len(ps),)`` (a scalar ``p`` counts as one).
 
     numpy partitions at every order statistic it needs and at the sample's ends at once, which costs
     several times as many single partitions; this takes them one at a time from the largest down, each
@@ -65,7 +65,7 @@ def linear_quantiles(x: np.ndarray, ps, overwrite: bool = False, n_valid: int | 
     ``overwrite``: partition ``x`` in place instead of a copy. ``n_valid``: the quantiles of the
     ``n_valid`` smallest values of each row (the others ``+inf``, the paths a jackknife replicate leaves out).
     """
-    ps = np.asarray(ps, dtype=float)
+    ps = np.atleast_1d(np.asarray(ps, dtype=float))
     work = x if overwrite else np.array(x, copy=True)
     n = work.shape[-1] if n_valid is None else int(n_valid)
     virtual = (n - 1) * ps

@@ -8,8 +8,9 @@ import pytest
 from finance_engine._credit_kernels import replicate_credit_sums
 
 
-def _reference(values, groups, balance, trigger, pledge_rate, rf, other, cum_payout, beta, practice):
-    """The numpy definition: each replicate's credit view over the paths outside its group."""
+def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guarantee, cum_payout, beta, practice):
+    """The numpy definition (the arithmetic of the vectorised code the kernel replaced): each
+    replicate's credit view over the paths outside its group."""
     n_rep = values.shape[0]
     keep = groups[None, :] != np.arange(n_rep)[:, None]
     v = values[:, 1:].astype(float)
@@ -17,7 +18,9 @@ def _reference(values, groups, balance, trigger, pledge_rate, rf, other, cum_pay
     below = v < bal
     calls = ((v <= 0) | (bal > trigger * v)) & (bal > 0)
     size = np.where(calls, np.maximum(bal - pledge_rate * v, 0.0), 0.0)
-    recovery = v * rf + other + (0.0 if cum_payout.size == 0 else cum_payout)
+    recovery = v * rf + mortgage + guarantee
+    if cum_payout.size:
+        recovery += cum_payout
     shortfall = np.maximum(bal - recovery, 0.0)
     with np.errstate(divide="ignore"):
         ratio = np.where(beta[None, :, None] > 0, v / np.where(beta > 0, beta, 1.0)[None, :, None], np.inf).min(axis=1)
@@ -43,10 +46,10 @@ def test_replicate_credit_sums_match_their_numpy_definition(with_payout):
     cum_payout = (np.minimum(np.cumsum(rng.exponential(5.0, (n_years, n_paths)), axis=0), balance[:, None])
                   if with_payout else np.zeros((0, 0)))
     practice = values[:, 0, 0].astype(float) * 0.6
-    want = _reference(values, groups, balance, 0.8, 0.6, rf, 7.0, cum_payout, beta, practice)
+    want = _reference(values, groups, balance, 0.8, 0.6, rf, 7.0, 3.5, cum_payout, beta, practice)
     by_year, by_rep, ratio = np.empty((3, n_rep, n_years)), np.empty((6, n_rep)), np.empty((n_rep, n_paths))
-    replicate_credit_sums(values, groups, balance, 0.8, 0.6, rf, 7.0, cum_payout, beta, practice, by_year, by_rep,
-                          ratio)
+    replicate_credit_sums(values, groups, balance, 0.8, 0.6, rf, 7.0, 3.5, cum_payout, beta, practice, by_year,
+                          by_rep, ratio)
     np.testing.assert_allclose(by_year, want[0], rtol=1e-12)
     np.testing.assert_allclose(by_rep, want[1], rtol=1e-12)
     assert np.array_equal(ratio, want[2])
@@ -59,15 +62,16 @@ def test_kept_quantiles_are_each_replicates_quantiles():
     from finance_engine.collateral import _kept_quantiles
 
     rng = np.random.default_rng(6)
-    for n_paths, ties in ((4000, False), (4002, True), (97, True)):
+    for n_paths, ties, dtype in ((4000, False, np.float32), (4002, True, np.float32), (97, True, np.float64),
+                                 (4003, False, np.float64)):
         groups = (np.arange(n_paths) // 4) % 10
         keep = groups[None, :] != np.arange(10)[:, None]
-        x = rng.integers(0, 20, (10, 3, n_paths)).astype(float) if ties else rng.random((10, 3, n_paths))
-        padded = np.where(keep[:, None], x, np.inf)
+        x = (rng.integers(0, 20, (10, 3, n_paths)) if ties else rng.random((10, 3, n_paths))).astype(dtype)
+        padded = np.where(keep[:, None], x, dtype(np.inf))
         for ps in ((0.01, 0.005, 0.01, 0.02, 0.05, 0.10), (0.01, 0.05, 0.5, 0.95), (0.0, 1.0, 0.999)):
             got = _kept_quantiles(padded.copy(), keep.sum(axis=1), ps)
             want = np.array([np.quantile(x[k][:, keep[k]], ps, axis=1).T for k in range(10)])
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+            assert np.array_equal(got, want), (n_paths, dtype, ps)  # numpy's own arithmetic, float32 too
 
 
 def test_the_by_year_table_is_widened_cell_by_cell_as_defined():
@@ -117,12 +121,13 @@ def test_the_by_year_table_is_widened_cell_by_cell_as_defined():
 def test_replicate_figures_do_not_depend_on_the_batch_of_replicates(monkeypatch):
     """The replicates' quantiles are taken on bounded float32 copies, a batch of replicates at a time
     (a long loan on many paths would otherwise copy all of them at once): one replicate a batch gives
-    the same errors as all in one."""
+    the same errors as all in one, with groups of unequal sizes too (the tail means sum each
+    replicate's paths in path order, whatever the partitions did)."""
     import finance_engine.collateral as col
     from finance_engine.value_regression import jackknife_groups
 
     rng = np.random.default_rng(8)
-    n, T, H = 1200, 4, 12
+    n, T, H = 1203, 4, 12  # 301 sets: groups of 31 and 30 sets, replicates keeping different numbers of paths
     terms = col.LoanTerms(amount_cny=40_000, term_years=T, interest_rate=0.04, crediting_horizon_years=H)
     stock = np.cumsum(rng.lognormal(0.0, 0.3, (H, n)), axis=0) * 100
     credits = np.diff(np.vstack([np.zeros(n), stock]), axis=0) * rng.uniform(0.5, 1.0, (H, n))
@@ -138,3 +143,31 @@ def test_replicate_figures_do_not_depend_on_the_batch_of_replicates(monkeypatch)
     for name in whole["se"]:
         np.testing.assert_array_equal(whole["se"][name], batched["se"][name], err_msg=name)
     assert np.isfinite(whole["se"]["value_q"]).any() and np.isfinite(whole["se"]["es95"])
+
+
+@pytest.mark.parametrize("term", [4, 12])
+def test_price_cases_valued_together_are_each_valued_alone(term):
+    """A valuation's volatility sensitivities share its regressions' state (``_money_cases``): each
+    case's values and delete-a-group replicates are bit for bit those of ``_money`` alone, with the
+    methodology change splitting the paths, pending credits, the crediting position, and a term as
+    long as the horizon (its last year's values are the realised flows)."""
+    import finance_engine.collateral as col
+    from finance_engine.issuance import RealisedIssuance
+    from finance_engine.value_regression import jackknife_groups
+
+    rng = np.random.default_rng(9)
+    n, H = 1600, 12
+    terms = col.LoanTerms(amount_cny=40_000, term_years=term, interest_rate=0.04, crediting_horizon_years=H)
+    stock = np.cumsum(rng.lognormal(0.0, 0.3, (H, n)), axis=0) * 100
+    credits = np.diff(np.vstack([np.zeros(n), stock]), axis=0) * rng.uniform(0.5, 1.0, (H, n))
+    issued = RealisedIssuance(credits, np.where(rng.random(n) < 0.4, rng.integers(1, H, n), np.inf),
+                              rng.exponential(20.0, (H + 1, n)))
+    position = (rng.normal(size=(H + 1, n)), 5)
+    groups = jackknife_groups(np.arange(n), 4)
+    cases = [rng.lognormal(np.log(50), s, (H + 1, n)) for s in (0.2, 0.1, 0.3)]
+    together = col._money_cases(credits, stock, cases, terms, issued, groups, position)
+    for prices, m in zip(cases, together):
+        alone = col._money(credits, stock, prices, terms, issued, groups, position)
+        for field in ("value_paths", "pv_total", "cash_flows", "realised_paths", "value_replicates"):
+            assert np.array_equal(getattr(m, field), getattr(alone, field)), field
+    assert issued.changed_by(4).sum() >= 200  # the change splits the paths into fits of their own by year 4

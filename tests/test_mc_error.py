@@ -198,9 +198,11 @@ def test_linear_quantiles_are_numpys_bit_for_bit():
         ps = rng.random(int(rng.integers(1, 8)))
         ps[0] = (0.0, 1.0, ps[0])[trial % 3]
         assert np.array_equal(linear_quantiles(x, ps), np.quantile(x, ps)), (n, ps)
-    x = rng.normal(size=(4, 3, 501))
-    ps = (0.01, 0.05, 0.5, 0.95)
-    assert np.array_equal(linear_quantiles(x, ps), np.moveaxis(np.quantile(x, ps, axis=-1), 0, -1))
+    for dtype in (np.float64, np.float32):  # the regression's replicates are float32
+        x = rng.normal(size=(4, 3, 501)).astype(dtype)
+        ps = (0.01, 0.05, 0.5, 0.95)
+        assert np.array_equal(linear_quantiles(x, ps), np.moveaxis(np.quantile(x, ps, axis=-1), 0, -1))
+    assert linear_quantiles(np.arange(5.0), 0.5).tolist() == [2.0]  # a scalar p counts as one
     before = x.copy()
     linear_quantiles(x, ps)
     assert np.array_equal(x, before)  # a copy unless told to overwrite
@@ -214,11 +216,12 @@ def test_linear_quantiles_of_the_smallest_values_of_each_row():
     rng = np.random.default_rng(12)
     x = rng.normal(size=(3, 200))
     padded = np.where(rng.random((3, 200)) < 0.1, np.inf, x)
+    ps = (0.0, 0.01, 0.5, 0.95, 1.0)
     for row in range(3):
         kept = padded[row][np.isfinite(padded[row])]
-        ps = (0.0, 0.01, 0.5, 0.95, 1.0)
-        got = linear_quantiles(padded[row], ps, n_valid=kept.size)
-        np.testing.assert_allclose(got, np.quantile(kept, ps), rtol=0, atol=1e-15)
+        assert np.array_equal(linear_quantiles(padded[row], ps, n_valid=kept.size), np.quantile(kept, ps))
+    one = np.array([np.inf, 3.0, np.inf])
+    assert linear_quantiles(one, ps, n_valid=1).tolist() == [3.0] * len(ps)
 
 
 def test_mean_ses_is_mean_se_of_each_row():

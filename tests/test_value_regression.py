@@ -105,7 +105,13 @@ def test_price_cases_fitted_together_are_each_fitted_alone(n_changed):
     ys = [p * stock + rng.normal(size=n) for p in prices]
     groups, k = jackknife_groups(np.arange(n), 4)
     together = conditional_values(ys, stock, prices, pending, changed, position, groups, k)
+    sides = [changed, ~changed] if n_changed >= 200 else [np.ones(n, dtype=bool)]  # MIN_PATHS_OWN_FIT
     for y, price, (fitted, reps) in zip(ys, prices, together):
-        alone, alone_reps = conditional_value(y, stock, price, pending, changed, position, groups, k)
+        # each case from its own basis and fit, one per side of the change where both sides are large
+        alone, alone_reps = np.empty(n), np.empty((k, n))
+        for side in sides:
+            basis = value_basis(stock[side], price[side], pending[side], changed[side] if len(sides) == 1 else None,
+                                position[side])
+            alone[side], alone_reps[:, side] = fit(y[side], basis, groups[side], k)
         assert np.array_equal(fitted, alone) and np.array_equal(reps, alone_reps)
     assert [r is None for _, r in conditional_values(ys, stock, prices)] == [True] * 3

@@ -52,6 +52,32 @@ def compute() -> dict:
                          "max_loan_cny": v.sizing["max_loan_cny"],
                          "p_value_below_balance_any_time": v.risk["p_value_below_balance_any_time"],
                          "irb_capital_k": v.credit["irb_capital_k"]}
+    # a loan whose figures read the values at t: their regression's jackknife errors, intervals and
+    # sensitivities (unequal jackknife groups: 101 parameter sets)
+    v = value_collateral(pf, params, dict(amount_cny=450_000, term_years=6, interest_rate=0.05, borrower_pd=0.03,
+                                          crediting_horizon_years=20, target_shortfall_probability=0.05,
+                                          forest_right_mortgage_cny=20_000,
+                                          insurance=dict(agreed_price_cny_per_tco2e=60.0,
+                                                         annual_deductible_tco2e=2.0)),
+                         project_id="GOLD-1", paths=404, seed=11, attribution=False, sensitivities=True)
+    by_year = v.by_year.set_index("year")
+    sens = v.sensitivities.set_index("case")
+    out["collateral_errors"] = {
+        "max_loan_cny": v.sizing["max_loan_cny"], "max_loan_mc_se_cny": v.sizing["max_loan_mc_se_cny"],
+        "max_loan_ci95_low_cny": v.sizing["max_loan_ci95_cny"][0],
+        "max_loan_ci95_high_cny": v.sizing["max_loan_ci95_cny"][1],
+        **{f"year{t}_{c}": float(by_year.loc[t, c]) for t in (1, 6)
+           for c in ("value_p05_ci95_low_cny", "value_p50_ci95_high_cny", "ltv_p95_ci95_high",
+                     "p_value_below_balance_mc_se", "expected_top_up_mc_se_cny")},
+        "p_value_below_balance_any_time": v.risk["p_value_below_balance_any_time"],
+        "p_value_below_balance_any_time_mc_se": v.risk["p_value_below_balance_any_time_mc_se"],
+        "expected_top_up_size_mc_se_cny": v.risk["expected_top_up_size_mc_se_cny"],
+        "collateral_var95_ci95_high_cny": v.risk["collateral_var95_ci95_cny"][1],
+        "collateral_es95_mc_se_cny": v.risk["collateral_es95_mc_se_cny"],
+        "simulated_lgd_forced_sale_mc_se": v.credit["simulated_lgd_forced_sale_mc_se"],
+        **{f"{case}_p_below_any_mc_se": float(sens.loc[case, "p_value_below_balance_any_time_mc_se"])
+           for case in ("price -30%", "volatility x0.5", "volatility x1.5")},
+    }
     return out
 
 
