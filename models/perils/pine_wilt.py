@@ -325,6 +325,9 @@ class PineWiltState:
     own_epidemic : bool
         A forced outbreak has made this run's epidemic its own: the region's process no longer
         drives the landscape's cells of an extended grid.
+    cell_rates : tuple of two float32 arrays (n_paths,), or None
+        The paths' spread rates (:meth:`PineWilt.path_rates`) while the block steps its cells
+        itself, drawn once (they do not change from year to year).
     """
 
     cell_infected: np.ndarray | None
@@ -334,6 +337,7 @@ class PineWiltState:
     horizon: int | None = None
     host_cell_year: np.ndarray | None = None
     own_epidemic: bool = False
+    cell_rates: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -1172,7 +1176,10 @@ class PineWilt(Peril):
                 state.host_cell_year = None
             if forced_cells is not None:
                 state.own_epidemic = True
-            self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking)
+            if state.cell_rates is None:
+                state.cell_rates = self.path_rates(ctx.rnd)
+            self.advance_cells(state.cell_infected, y, ctx.rnd, forced_cells, tracking=state.cell_tracking,
+                               rates=state.cell_rates)
             if self._region is not None and not state.own_epidemic:
                 state.cell_infected[:, self._land_pos] = self._region_flags(ctx.rnd, y)
             cells = state.cell_infected
