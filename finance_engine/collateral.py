@@ -218,8 +218,7 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
               if m.startswith("loss_") and m != "loss_tco2e"}
-    init = res.initial_stock
-    stock0 = float(init.loc[init["level"] == "portfolio", "stock_tco2e"].iloc[0])
+    stock0 = float(res.start_stock("portfolio").iloc[0])
     return _Physical(credits, stock, losses, stock0, res.provenance)
 
 

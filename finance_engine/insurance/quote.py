@@ -550,8 +550,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
                        switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote")
     paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
     n = paths * years
-    init = res.initial_stock
-    stock0 = float(init.loc[init["level"] == "portfolio", "stock_tco2e"].iloc[0])
+    stock0 = float(res.start_stock("portfolio").iloc[0])
     area = float(res.provenance["portfolio"]["area_ha"])
     prov = {"model_version": MODEL_VERSION, "code_version": code_version(),
             **carried_provenance(res.provenance),

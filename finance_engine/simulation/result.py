@@ -41,6 +41,11 @@ def code_version() -> str:
     return "unknown"
 
 
+def start_stock_of(initial_stock: pd.DataFrame, level: str) -> pd.Series:
+    """Stock at the start (tCO2e) of each group of ``level`` in an ``initial_stock`` table, indexed by group."""
+    return initial_stock[initial_stock["level"] == level].set_index("group")["stock_tco2e"]
+
+
 @dataclass
 class SimulationResult:
     """Everything a run reports.
@@ -92,6 +97,10 @@ class SimulationResult:
         if df.empty:
             raise KeyError(f"no summary for metric {metric!r} at level {level!r}")
         return df.reset_index(drop=True)
+
+    def start_stock(self, level: str = "portfolio") -> pd.Series:
+        """Today's deterministic stock (tCO2e) of each group of ``level``, indexed by group."""
+        return start_stock_of(self.initial_stock, level)
 
     def paths_of(self, metric: str, level: str = "portfolio") -> np.ndarray:
         """Per-path values (year, path, group) of one metric at a level kept with ``keep_paths``."""
@@ -319,4 +328,4 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
                             per_path=per_path, labels=labels, run_info=run_info)
 
 
-__all__ = ["ChunkStore", "SimulationResult", "assemble_result", "code_version", "nested_moments"]
+__all__ = ["ChunkStore", "SimulationResult", "assemble_result", "code_version", "nested_moments", "start_stock_of"]

@@ -59,7 +59,7 @@ def scenario_accounts(portfolio: Portfolio, params: ModelParameters, scenario: s
     mean = s.pivot_table(index="group", columns=["metric", "year"], values="mean", aggfunc="first")
     years = sorted(s.year.unique())
     last = years[-1]
-    init = res.initial_stock[res.initial_stock.level == "village"].set_index("group")["stock_tco2e"]
+    init = res.start_stock("village")
     groups = mean.index.to_numpy()
     cols: dict[str, np.ndarray] = {"stock_start_tco2e": init.reindex(groups).to_numpy(),
                                    "stock_end_tco2e": mean[("stock_tco2e", last)].to_numpy()}

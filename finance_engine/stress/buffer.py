@@ -154,8 +154,7 @@ def reversals_and_credits(run: ScenarioRun, params: ModelParameters, years: int)
     labels = np.asarray(res.labels["project_id"], dtype=str)
     credited = labels != ""
     stock = res.paths_of("stock_tco2e", "project_id")[:years][:, :, credited]       # (Y, P, G)
-    init = res.initial_stock[res.initial_stock.level == "project_id"].set_index("group")["stock_tco2e"]
-    s0 = init.reindex(labels[credited]).to_numpy()
+    s0 = res.start_stock("project_id").reindex(labels[credited]).to_numpy()
     rules = CreditingRules(**res.provenance["crediting"]) if "crediting" in res.provenance \
         else CreditingRules.from_parameters(params)
     rev = np.zeros(stock.shape[1])
@@ -182,8 +181,7 @@ def nprt_natural_risk(run: ScenarioRun, years: int, materiality: float | None = 
     labels = np.asarray(res.labels["project_id"], dtype=str)
     credited = labels != ""
     stock = res.paths_of("stock_tco2e", "project_id")[:years][:, :, credited]
-    init = res.initial_stock[res.initial_stock.level == "project_id"].set_index("group")["stock_tco2e"]
-    s0 = init.reindex(labels[credited]).to_numpy()
+    s0 = res.start_stock("project_id").reindex(labels[credited]).to_numpy()
     start = np.concatenate([np.broadcast_to(s0, stock.shape[1:])[None], stock[:-1]], axis=0)
     rows = []
     for m in res.metrics:

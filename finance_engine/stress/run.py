@@ -38,7 +38,8 @@ from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
-from finance_engine.simulation.result import CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version
+from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
+                                              start_stock_of)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
@@ -299,8 +300,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             gap = (floored - prices)[1:years + 1]
             buyback += gap * credits[:years]
             prices = floored
-        init = run.result.initial_stock
-        stock0 = float(init.loc[(init.level == "project_id") & (init.group == UNIT_PREFIX + unit), "stock_tco2e"].iloc[0])
+        stock0 = float(run.result.start_stock("project_id")[UNIT_PREFIX + unit])
         money = _money(credits, stock, prices, terms, issued, groups,
                        crediting_position(stock, stock0, None, run.result.provenance))
         v0 = float(money.pv_total.mean())
@@ -613,7 +613,7 @@ def _concentration(horizon: pd.DataFrame, initial_stock: pd.DataFrame, top: int 
     rows = []
     for (scn, lv), g in horizon[horizon.level.isin(["county", "township"])].groupby(["scenario", "level"], sort=False):
         loss = g[g.metric == "cumulative_loss_tco2e"].set_index("group")
-        stock = initial_stock[initial_stock.level == lv].set_index("group")["stock_tco2e"]
+        stock = start_stock_of(initial_stock, lv)
         d = loss.assign(extra_loss_share_of_stock=loss.diff_mean / stock.reindex(loss.index))
         key = "mean" if scn == "baseline" else "diff_mean"  # the baseline: who loses most at all
         d = d.sort_values(key, ascending=False).head(top).reset_index()
