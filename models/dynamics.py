@@ -452,8 +452,7 @@ class ForestSimulator:
     # ------------------------------------------------------------------------------------------
     def parameter_random(self, rnd: KeyedRandom) -> KeyedRandom:
         """Random streams for the uncertain parameters: keyed by parameter set, not by path."""
-        m = self.switches.parameter_set_size
-        return KeyedRandom(rnd.seed, np.asarray(rnd.path_ids) // m, rnd.parcel_keys)
+        return rnd.by_parameter_set(self.switches.parameter_set_size)
 
     def _shock_normal(self, rnd: KeyedRandom, year: int) -> np.ndarray:
         if not self.switches.antithetic:

@@ -230,6 +230,11 @@ class KeyedRandom:
         rows = self._rows(stream, year)
         return _pairs(rows[np.asarray(path_pos)], np.asarray(keys, dtype=np.uint64))
 
+    def by_parameter_set(self, set_size: int) -> "KeyedRandom":
+        """The same seed and parcels keyed by parameter set (path id // ``set_size``) instead of by
+        path: the draws every path of a set shares (its uncertain parameters)."""
+        return KeyedRandom(self.seed, np.asarray(self.path_ids) // max(int(set_size), 1), self.parcel_keys)
+
     def subset_parcels(self, positions: np.ndarray) -> "KeyedRandom":
         """The same streams restricted to some parcels (their draws are unchanged)."""
         return KeyedRandom(self.seed, self.path_ids, self.parcel_keys[positions])

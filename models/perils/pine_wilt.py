@@ -156,8 +156,7 @@ class SpreadDraws:
 
     def multipliers(self, rnd: KeyedRandom) -> tuple[np.ndarray, np.ndarray]:
         """Each path's (local transmission, long-distance jump) multipliers, float64 (n_paths,)."""
-        sets = KeyedRandom(rnd.seed, np.asarray(rnd.path_ids) // self.parameter_set_size,
-                           np.empty(0, dtype=np.uint64))
+        sets = rnd.by_parameter_set(self.parameter_set_size)  # keyed_uniform below does not use its parcels
         z = normal_from_uniform(sets.keyed_uniform("peril.param.spread", 0, _SPREAD_KEYS))
         s = np.array([self.local_log_sd, self.jump_log_sd])
         m = np.exp(s[None, :] * z - 0.5 * s[None, :] ** 2)
