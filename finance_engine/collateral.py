@@ -292,6 +292,20 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     return _money_cases(phys_credits, phys_stock, [prices], terms, issuance, groups, position)[0]
 
 
+@dataclass
+class _CaseFlows:
+    """One price case's flows in :func:`_money_cases`: present values at 0 and what is filled year by year."""
+
+    prices: np.ndarray         # (H+1, N)
+    cash_flows: np.ndarray     # (H, N)
+    pv_total: np.ndarray       # (N,)
+    received_pv: np.ndarray    # (T+1, N): row t, the flows at 1..t
+    remaining_pv: np.ndarray   # (T+1, N): row t, the flows at t+1..H
+    values: np.ndarray         # (T+1, N)
+    realised: np.ndarray       # (T+1, N)
+    replicates: np.ndarray | None  # (K, T+1, N) float32
+
+
 def _money_cases(phys_credits: np.ndarray, phys_stock: np.ndarray, price_cases: list[np.ndarray], terms: LoanTerms,
                  issuance: RealisedIssuance | None = None, groups: tuple[np.ndarray | None, int] | None = None,
                  position: tuple[np.ndarray, int] | None = None) -> list[_Money]:
@@ -309,8 +323,8 @@ def _money_cases(phys_credits: np.ndarray, phys_stock: np.ndarray, price_cases: 
         pv_flows = cf * discount
         pv_total = pv_flows.sum(axis=0)
         # running sums by rows (numpy's cumsum down the path axis is several times slower)
-        received_pv = np.empty((T + 1, N))   # row t: flows at 1..t
-        remaining_pv = np.zeros((T + 1, N))  # row t: flows at t+1..H
+        received_pv = np.empty((T + 1, N))
+        remaining_pv = np.zeros((T + 1, N))
         received_pv[0] = 0.0
         for t in range(1, T + 1):
             np.add(received_pv[t - 1], pv_flows[t - 1], out=received_pv[t])
@@ -319,43 +333,40 @@ def _money_cases(phys_credits: np.ndarray, phys_stock: np.ndarray, price_cases: 
             acc += pv_flows[s]
             if s <= T:
                 remaining_pv[s] = acc
-        values = np.empty((T + 1, N))
-        realised = np.empty((T + 1, N))
-        values[0] = pv_total.mean()  # everyone agrees on today's value: the state is known
-        realised[0] = pv_total
-        reps = None
+        c = _CaseFlows(prices, cf, pv_total, received_pv, remaining_pv, np.empty((T + 1, N)), np.empty((T + 1, N)),
+                       None)
+        c.values[0] = pv_total.mean()  # everyone agrees on today's value: the state is known
+        c.realised[0] = pv_total
         if g is not None:
             # float32: an error estimate needs no more, and it halves the memory (K x (T+1) x N values)
-            reps = np.empty((n_groups, T + 1, N), dtype=np.float32)
+            c.replicates = np.empty((n_groups, T + 1, N), dtype=np.float32)
             for k in range(n_groups):
-                reps[k, 0] = pv_total[g != k].mean()
-        cases.append((prices, cf, pv_total, received_pv, remaining_pv, values, realised, reps))
+                c.replicates[k, 0] = pv_total[g != k].mean()
+        cases.append(c)
     for t in range(1, T + 1):
         grow = (1 + r) ** t
-        received = [grow * c[3][t] for c in cases]
-        remaining = [grow * c[4][t] for c in cases]
+        received = [grow * c.received_pv[t] for c in cases]
+        remaining = [grow * c.remaining_pv[t] for c in cases]
         if t < H:
             state = ({} if issuance is None else
                      {"pending": issuance.pending_tco2e[t], "changed": issuance.changed_by(t)})
             if position is not None and t > position[1]:
                 state["position"] = position[0][t]
-            fits = conditional_values(remaining, phys_stock[t - 1], [c[0][t] for c in cases], **state, groups=g,
+            fits = conditional_values(remaining, phys_stock[t - 1], [c.prices[t] for c in cases], **state, groups=g,
                                       n_groups=n_groups)
         else:
             fits = [(rem, None if g is None else np.broadcast_to(rem, (n_groups, N))) for rem in remaining]
-        for (_, _, _, _, _, values, realised, reps), rec, rem, (cond, cond_reps) in zip(cases, received, remaining,
-                                                                                        fits):
-            realised[t] = rec + rem
-            values[t] = rec + np.maximum(cond, 0.0)
-            if reps is not None:
+        for c, rec, rem, (cond, cond_reps) in zip(cases, received, remaining, fits):
+            c.realised[t] = rec + rem
+            c.values[t] = rec + np.maximum(cond, 0.0)
+            if c.replicates is not None:
                 if cond_reps.flags.writeable:  # the refits' own array: no (K, N) temporaries
                     np.maximum(cond_reps, 0.0, out=cond_reps)
                     cond_reps += rec
-                    reps[:, t] = cond_reps
+                    c.replicates[:, t] = cond_reps
                 else:
-                    reps[:, t] = rec + np.maximum(cond_reps, 0.0)
-    return [_Money(values, pv_total, cf, prices, realised, reps, g)
-            for prices, cf, pv_total, _, _, values, realised, reps in cases]
+                    c.replicates[:, t] = rec + np.maximum(cond_reps, 0.0)
+    return [_Money(c.values, c.pv_total, c.cash_flows, c.prices, c.realised, c.replicates, g) for c in cases]
 
 
 def _insurance_payout(phys: _Physical, ins: AssignedInsurance) -> np.ndarray:

@@ -175,4 +175,5 @@ def tail_mean_se(x: np.ndarray, level: float, upper: bool = True, set_size: int 
     return float(widened_se(se, tail_design_effect(x, edge, k / n, upper, set_size)))
 
 
-__all__ = ["CONFIDENCE", "linear_quantiles", "mean_se", "mean_ses", "order_statistic_ci", "quantile_ci", "quantiles_and_cis", "tail_mean_se"]
+__all__ = ["CONFIDENCE", "linear_quantiles", "mean_se", "mean_ses", "order_statistic_ci", "quantile_ci", "quantiles_and_cis",
+           "tail_mean_se"]
