@@ -573,6 +573,18 @@ def _with_jk(se: float, money: _Money, stat) -> float:
     return _larger_error(se, _replicate_se(money, stat))
 
 
+def _widen_columns(out: pd.DataFrame, est_col: str, lo_col: str, hi_col: str, half: np.ndarray) -> None:
+    """:func:`_widen` of a table's intervals, row by row at once: ``[lo, hi]`` widened to ``est -+ half``
+    where that is wider, within [0, inf); a NaN ``half`` (no jackknife error) leaves the row alone, and
+    an infinite estimate (a worthless pledge's LTV) keeps its interval."""
+    ok = np.isfinite(half)
+    h = np.where(ok, half, 0.0)
+    est = out[est_col].to_numpy()
+    with np.errstate(invalid="ignore"):
+        out[lo_col] = np.where(ok, np.maximum(np.minimum(out[lo_col].to_numpy(), est - h), 0.0), out[lo_col])
+        out[hi_col] = np.where(ok, np.maximum(out[hi_col].to_numpy(), est + h), out[hi_col])
+
+
 def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFrame:
     """The by-year table with its value quantiles' and LTV's intervals and its probabilities' errors
     widened by the regression's jackknife (:func:`_widen`, :func:`_at_least`), column by column."""
@@ -581,21 +593,9 @@ def _with_regression_error(by_year: pd.DataFrame, jk: dict | None) -> pd.DataFra
     out = by_year.copy()
     half = jk["t"] * jk["se"]["value_q"]                                     # (T, 3); NaN: no jackknife error
     for j, k in enumerate((5, 50, 95)):
-        est = out[f"value_p{k:02d}_cny"].to_numpy()
-        lo_col, hi_col = f"value_p{k:02d}_ci95_low_cny", f"value_p{k:02d}_ci95_high_cny"
-        ok = np.isfinite(half[:, j])
-        h = np.where(ok, half[:, j], 0.0)
-        out[lo_col] = np.where(ok, np.maximum(np.minimum(out[lo_col].to_numpy(), est - h), 0.0), out[lo_col])
-        out[hi_col] = np.where(ok, np.maximum(out[hi_col].to_numpy(), est + h), out[hi_col])
-    half = jk["t"] * jk["se"]["ltv_p95"]
-    ok = np.isfinite(half)
-    h = np.where(ok, half, 0.0)
-    est = out["ltv_p95"].to_numpy()
-    with np.errstate(invalid="ignore"):  # an infinite LTV (a worthless pledge) keeps its interval
-        out["ltv_p95_ci95_low"] = np.where(ok, np.maximum(np.minimum(out["ltv_p95_ci95_low"].to_numpy(), est - h), 0.0),
-                                           out["ltv_p95_ci95_low"])
-        out["ltv_p95_ci95_high"] = np.where(ok, np.maximum(out["ltv_p95_ci95_high"].to_numpy(), est + h),
-                                            out["ltv_p95_ci95_high"])
+        _widen_columns(out, f"value_p{k:02d}_cny", f"value_p{k:02d}_ci95_low_cny", f"value_p{k:02d}_ci95_high_cny",
+                       half[:, j])
+    _widen_columns(out, "ltv_p95", "ltv_p95_ci95_low", "ltv_p95_ci95_high", jk["t"] * jk["se"]["ltv_p95"])
     for col, name in (("p_value_below_balance_mc_se", "p_below"), ("p_top_up_call_mc_se", "p_call"),
                       ("expected_top_up_mc_se_cny", "top_up")):
         j = jk["se"][name]
