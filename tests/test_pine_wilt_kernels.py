@@ -200,6 +200,24 @@ def test_pressure_table_holds_each_masks_float32_sum_in_bit_order():
     assert index.size == 0
 
 
+def test_a_pressure_table_is_built_once_per_neighbour_matrix():
+    """Every portfolio inside a landscape (each new loan, each driver of a valuation) tabulates the same
+    matrix: the process builds its table once and shares it, read-only; another matrix gets its own."""
+    from models.perils.pine_wilt import shared_pressure_table
+
+    w, w_t, _ = _random_graph(3, 120, 0.01)
+    bit = _neighbour_bits(w, w_t)[1]
+    first = shared_pressure_table(w_t, bit)
+    again = shared_pressure_table(w_t.copy(), bit.copy())  # equal arrays, other objects
+    assert again[0] is first[0] and again[1] is first[1]
+    assert not first[0].flags.writeable and not first[1].flags.writeable
+    for a, b in zip(first, pressure_table(w_t, bit)):
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+    other = w_t.copy()
+    other.data = other.data * np.float32(1.5)
+    assert shared_pressure_table(other, bit)[1] is not first[1]
+
+
 def test_hazard_grid_bounds_the_threshold_of_every_hazard_between_its_points():
     # the tracked kernel decides a near cell from lo[k] and hi[k + 1] when its hazard lies in
     # [g_k, g_(k+1)]: every threshold there must lie between them (dense float32 hazards, the grid

@@ -133,6 +133,11 @@ _FOOTPRINT_BYTES = 0
 _FOOTPRINT_LOCK = threading.Lock()
 #: its bound (least recently used blocks go first): 10,000 paths of the 2,666-cell Lishui landscape take 51 MiB
 FOOTPRINT_CACHE_BYTES = 128 * 2**20
+#: the pressure tables built (:func:`shared_pressure_table`), by the neighbour matrix they tabulate: every
+#: portfolio inside a region's landscape, and every switch setting of a run (a valuation's drivers), has the same
+_PRESSURE_TABLES: "OrderedDict[str, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_PRESSURE_TABLES_MAX = 8
+_PRESSURE_LOCK = threading.Lock()
 #: draw keys of the two spread multipliers (stream ``peril.param.spread``)
 _SPREAD_KEYS = group_keys(["pine_wilt:local_transmission", "pine_wilt:long_distance_jump"])
 
@@ -468,6 +473,34 @@ def pressure_table(w_t: sparse.csr_matrix, bit: np.ndarray) -> tuple[np.ndarray,
     return index.astype(dtype), pressures.astype(np.float32)
 
 
+def shared_pressure_table(w_t: sparse.csr_matrix, bit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pressure_table`, built once per process for each neighbour matrix (read-only arrays).
+
+    Tabulating a landscape's pressures takes most of a pine wilt peril's set-up (50 of the 65 ms of a
+    loan's simulator on the Lishui landscape: a sort of 256 values a cell), and every portfolio inside
+    the landscape tabulates the same matrix: a new loan, or each driver of a valuation's attribution.
+    """
+    h = hashlib.sha256()
+    for a in (w_t.indptr, w_t.indices, w_t.data, bit):
+        h.update(str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(b"|")
+    key = h.hexdigest()
+    with _PRESSURE_LOCK:
+        table = _PRESSURE_TABLES.get(key)
+        if table is not None:
+            _PRESSURE_TABLES.move_to_end(key)
+            return table
+    table = pressure_table(w_t, bit)
+    for a in table:
+        a.setflags(write=False)
+    with _PRESSURE_LOCK:
+        _PRESSURE_TABLES[key] = table
+        while len(_PRESSURE_TABLES) > _PRESSURE_TABLES_MAX:
+            _PRESSURE_TABLES.popitem(last=False)
+    return table
+
+
 def _cell_codes(*cells: np.ndarray) -> list[np.ndarray]:
     """One integer per cell of each (n, 2) integer coordinate array, the same cell the same code in all
     of them (row-major over the arrays' joint bounding box)."""
@@ -655,7 +688,7 @@ class PineWilt(Peril):
         self._w_local_t.sort_indices()  # the compiled gather adds sources in ascending order
         self._cell_keys = np.ascontiguousarray(self.grid.keys, dtype=np.uint64)
         self._bits = _neighbour_bits(self._w_local, self._w_local_t)
-        self._pressures = pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
+        self._pressures = shared_pressure_table(self._w_local_t, self._bits[1]) if self._bits is not None else None
         # the tracked kernel's neighbour scatter indexes with these: numba wraps negative indices
         # of signed types, which unsigned ones skip (about 5-10 % of the cell year)
         self._sources_u32 = (self._w_local.indptr.astype(np.uint32), self._w_local.indices.astype(np.uint32))
