@@ -565,3 +565,30 @@ def test_a_set_up_reused_across_horizons_gives_the_same_numbers(portfolio, param
     assert len(engine._SETUP_CACHE) == 1  # one set-up served both horizons
     pd.testing.assert_frame_equal(fresh.summary, reused.summary, check_exact=True)
     pd.testing.assert_frame_equal(fresh.horizon, reused.horizon, check_exact=True)
+
+
+def test_set_ups_are_kept_least_recently_used_first_out(portfolio, params, monkeypatch):
+    """A valuation with its drivers runs eight switch settings of one pledge, loan after loan: a process
+    keeps the set-ups it used last instead of dropping them all when a fifth arrives (each rebuilt
+    its perils), within a count and a number of parcels; a set-up taken again comes back as it was."""
+    from finance_engine.simulation import engine
+
+    monkeypatch.setattr(engine, "_SETUP_CACHE", {})
+    kw = dict(years=2, paths=32, seed=3, levels=("portfolio",))
+    settings = [SimulationSwitches(perils=()), SimulationSwitches(perils=("fire",)),
+                SimulationSwitches(perils=("typhoon",)), SimulationSwitches(perils=("fire", "typhoon")),
+                SimulationSwitches(growth_shocks=False), SimulationSwitches(parcel_noise=False)]
+    first = [simulate(portfolio, params, switches=sw, **kw) for sw in settings]
+    kept = dict(engine._SETUP_CACHE)
+    assert len(kept) == len(settings)  # six set-ups kept, not cleared at the fifth
+    again = simulate(portfolio, params, switches=settings[0], **kw)
+    assert engine._SETUP_CACHE == kept and next(reversed(engine._SETUP_CACHE)) == next(iter(kept))  # reused, now newest
+    pd.testing.assert_frame_equal(first[0].summary, again.summary, check_exact=True)
+    # beyond the parcels allowed, the least recently used go (the newest always stays)
+    monkeypatch.setattr(engine, "SETUP_CACHE_PARCELS", 2 * portfolio.n_parcels)
+    simulate(portfolio, params, switches=SimulationSwitches(independent=True), **kw)
+    assert len(engine._SETUP_CACHE) == 2
+    assert list(engine._SETUP_CACHE)[0] == list(kept)[0]  # the one used just before, then the new one
+    monkeypatch.setattr(engine, "SETUP_CACHE_ENTRIES", 1)
+    simulate(portfolio, params, switches=SimulationSwitches(growth_shocks=False), **kw)
+    assert len(engine._SETUP_CACHE) == 1

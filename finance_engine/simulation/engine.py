@@ -59,7 +59,15 @@ class Progress:
 
 
 # ---- per-process cache of the setup (built once per worker process) -------------------------
+#: set-ups by token (:func:`_setup_token`), least recently used first
 _SETUP_CACHE: dict[str, EngineSetup] = {}
+_SETUP_LOCK = threading.Lock()
+#: the set-ups a process keeps: at most this many (a valuation with its drivers runs eight switch settings
+#: of one pledge) ...
+SETUP_CACHE_ENTRIES = 16
+#: ... and within this many parcels together (a city-scale set-up holds its parcels' arrays); the newest
+#: is kept whatever its size
+SETUP_CACHE_PARCELS = 500_000
 
 
 def _setup_token(params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> str:
@@ -75,12 +83,20 @@ def _setup_token(params: ModelParameters, portfolio: Portfolio, config: Simulati
 
 def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> EngineSetup:
     """The per-process set-up for this run (perils, aggregation), reused across seeds and path counts."""
-    s = _SETUP_CACHE.get(token)
+    with _SETUP_LOCK:
+        s = _SETUP_CACHE.pop(token, None)
+        if s is not None:
+            _SETUP_CACHE[token] = s  # now the most recently used
     if s is None:
-        if len(_SETUP_CACHE) > 4:
-            _SETUP_CACHE.clear()
         s = EngineSetup(params, portfolio, config)
-        _SETUP_CACHE[token] = s
+        with _SETUP_LOCK:
+            _SETUP_CACHE.pop(token, None)
+            _SETUP_CACHE[token] = s
+            # the least recently used go first, beyond the count or the parcels (the newest always stays)
+            while len(_SETUP_CACHE) > 1 and (
+                    len(_SETUP_CACHE) > SETUP_CACHE_ENTRIES
+                    or sum(v.portfolio.n_parcels for v in _SETUP_CACHE.values()) > SETUP_CACHE_PARCELS):
+                del _SETUP_CACHE[next(iter(_SETUP_CACHE))]
     if s.config is not config and s.config != config:
         s = copy.copy(s)  # share the expensive parts, carry this run's seed and path count
         s.config = config
