@@ -102,11 +102,13 @@ def test_loan_valuation_case_times_the_whole_valuation():
     out = _run_case("loan_valuation", {"paths": 64, "workers": 1})
     assert out["project"] == "LS-LQ-P03" and out["paths"] == 64 and out["years"] == 30
     for k in ("seconds", "seconds_median", "seconds_with_sensitivities", "seconds_with_sensitivities_median",
-              "seconds_first_run"):
+              "seconds_first_run", "seconds_new_pledge", "seconds_new_pledge_median"):
         assert out[k] > 0, k
     from api.cli.commands.bench import table_row
 
     line = table_row("loan_valuation", {**out, "seconds": 0.33, "seconds_median": 0.35,
                                          "seconds_with_sensitivities": 0.39, "seconds_with_sensitivities_median": 0.4,
-                                         "seconds_first_run": 1.2})
+                                         "seconds_first_run": 1.2, "seconds_new_pledge": 0.36,
+                                         "seconds_new_pledge_median": 0.38})
     assert "(median 0.35 s; with price sensitivities 0.39 s, median 0.40 s; first run 1.20 s)" in line
+    assert "(a new pledge 0.36 s, median 0.38 s)" in line

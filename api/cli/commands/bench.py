@@ -56,6 +56,8 @@ def table_row(name: str, r: dict) -> str:
             + (f"  (median {r['seconds_median']:.2f} s; with price sensitivities {r['seconds_with_sensitivities']:.2f} s,"
                f" median {r['seconds_with_sensitivities_median']:.2f} s; first run {r['seconds_first_run']:.2f} s)"
                if "seconds_with_sensitivities" in r else "")
+            + (f"  (a new pledge {r['seconds_new_pledge']:.2f} s, median {r['seconds_new_pledge_median']:.2f} s)"
+               if "seconds_new_pledge" in r else "")
             + (f"  [warm processes {r['seconds_warm']:.2f} s, median {r['seconds_warm_median']:.2f} s]"
                if "seconds_warm" in r else ""))
 
