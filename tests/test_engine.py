@@ -592,3 +592,20 @@ def test_set_ups_are_kept_least_recently_used_first_out(portfolio, params, monke
     monkeypatch.setattr(engine, "SETUP_CACHE_ENTRIES", 1)
     simulate(portfolio, params, switches=SimulationSwitches(growth_shocks=False), **kw)
     assert len(engine._SETUP_CACHE) == 1
+
+
+def test_warm_pool_payloads_are_kept_as_the_set_ups_are(monkeypatch):
+    """The pickled inputs the warm pool's workers build set-ups from follow the same rule: the least
+    recently used go first, beyond the count or the bytes, where all were dropped at the fifth."""
+    from finance_engine.simulation import engine
+
+    monkeypatch.setattr(engine, "_PAYLOADS", {})
+    first = [engine._payload_bytes(f"token-{i}", {"model": i}, list(range(i))) for i in range(6)]
+    assert len(engine._PAYLOADS) == 6
+    assert engine._payload_bytes("token-0", None, None) is first[0]  # kept, not pickled again
+    assert list(engine._PAYLOADS)[-1] == "token-0"  # now the most recently used
+    import pickle
+
+    monkeypatch.setattr(engine, "PAYLOAD_CACHE_BYTES", len(first[0]) + len(pickle.dumps(({"model": 6}, []))))
+    engine._payload_bytes("token-6", {"model": 6}, [])
+    assert list(engine._PAYLOADS) == ["token-0", "token-6"]  # the two used last, within the bytes

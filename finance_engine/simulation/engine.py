@@ -61,7 +61,7 @@ class Progress:
 # ---- per-process cache of the setup (built once per worker process) -------------------------
 #: set-ups by token (:func:`_setup_token`), least recently used first
 _SETUP_CACHE: dict[str, EngineSetup] = {}
-_SETUP_LOCK = threading.Lock()
+_CACHE_LOCK = threading.Lock()  # the set-up and payload caches (runs on threads share them)
 #: the set-ups a process keeps: at most this many (a valuation with its drivers runs eight switch settings
 #: of one pledge) ...
 SETUP_CACHE_ENTRIES = 16
@@ -81,22 +81,31 @@ def _setup_token(params: ModelParameters, portfolio: Portfolio, config: Simulati
     return h.hexdigest()
 
 
+def _lru_get(cache: dict, key: str):
+    """``cache[key]`` (None when absent), made the most recently used (a dict in use order, oldest first)."""
+    with _CACHE_LOCK:
+        value = cache.pop(key, None)
+        if value is not None:
+            cache[key] = value
+        return value
+
+
+def _lru_put(cache: dict, key: str, value, max_entries: int, weight: Callable[[Any], int], max_weight: int) -> None:
+    """Keep ``value`` as the most recently used, dropping the least recently used beyond ``max_entries``
+    or beyond ``max_weight`` together (the newest always stays)."""
+    with _CACHE_LOCK:
+        cache.pop(key, None)
+        cache[key] = value
+        while len(cache) > 1 and (len(cache) > max_entries or sum(weight(v) for v in cache.values()) > max_weight):
+            del cache[next(iter(cache))]
+
+
 def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> EngineSetup:
     """The per-process set-up for this run (perils, aggregation), reused across seeds and path counts."""
-    with _SETUP_LOCK:
-        s = _SETUP_CACHE.pop(token, None)
-        if s is not None:
-            _SETUP_CACHE[token] = s  # now the most recently used
+    s = _lru_get(_SETUP_CACHE, token)
     if s is None:
         s = EngineSetup(params, portfolio, config)
-        with _SETUP_LOCK:
-            _SETUP_CACHE.pop(token, None)
-            _SETUP_CACHE[token] = s
-            # the least recently used go first, beyond the count or the parcels (the newest always stays)
-            while len(_SETUP_CACHE) > 1 and (
-                    len(_SETUP_CACHE) > SETUP_CACHE_ENTRIES
-                    or sum(v.portfolio.n_parcels for v in _SETUP_CACHE.values()) > SETUP_CACHE_PARCELS):
-                del _SETUP_CACHE[next(iter(_SETUP_CACHE))]
+        _lru_put(_SETUP_CACHE, token, s, SETUP_CACHE_ENTRIES, lambda v: v.portfolio.n_parcels, SETUP_CACHE_PARCELS)
     if s.config is not config and s.config != config:
         s = copy.copy(s)  # share the expensive parts, carry this run's seed and path count
         s.config = config
@@ -326,15 +335,16 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
 
 
 _PAYLOADS: dict[str, bytes] = {}
+#: the pickled set-up inputs kept for the warm pool (as many as the set-ups, within this many bytes together)
+PAYLOAD_CACHE_BYTES = 256 * 2**20
 
 
 def _payload_bytes(token: str, model: ModelParameters, portfolio: Portfolio) -> bytes:
     """The pickled (model, portfolio) of a set-up, kept for the warm pool's next runs on it."""
-    b = _PAYLOADS.get(token)
+    b = _lru_get(_PAYLOADS, token)
     if b is None:
-        if len(_PAYLOADS) > 4:
-            _PAYLOADS.clear()
-        b = _PAYLOADS[token] = pickle.dumps((model, portfolio))
+        b = pickle.dumps((model, portfolio))
+        _lru_put(_PAYLOADS, token, b, SETUP_CACHE_ENTRIES, len, PAYLOAD_CACHE_BYTES)
     return b
 
 
