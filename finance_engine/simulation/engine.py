@@ -25,6 +25,7 @@ import numpy as np
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup, run_chunk
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
 from finance_engine.simulation.result import ChunkStore, SimulationResult, assemble_result
+from models._lru import lru_get, lru_put
 from models.dynamics import Modifiers, SimulationSwitches
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
@@ -61,7 +62,6 @@ class Progress:
 # ---- per-process cache of the setup (built once per worker process) -------------------------
 #: set-ups by token (:func:`_setup_token`), least recently used first
 _SETUP_CACHE: dict[str, EngineSetup] = {}
-_CACHE_LOCK = threading.Lock()  # the set-up and payload caches (runs on threads share them)
 #: the set-ups a process keeps: at most this many (a valuation with its drivers runs eight switch settings
 #: of one pledge) ...
 SETUP_CACHE_ENTRIES = 16
@@ -81,31 +81,12 @@ def _setup_token(params: ModelParameters, portfolio: Portfolio, config: Simulati
     return h.hexdigest()
 
 
-def _lru_get(cache: dict, key: str):
-    """``cache[key]`` (None when absent), made the most recently used (a dict in use order, oldest first)."""
-    with _CACHE_LOCK:
-        value = cache.pop(key, None)
-        if value is not None:
-            cache[key] = value
-        return value
-
-
-def _lru_put(cache: dict, key: str, value, max_entries: int, weight: Callable[[Any], int], max_weight: int) -> None:
-    """Keep ``value`` as the most recently used, dropping the least recently used beyond ``max_entries``
-    or beyond ``max_weight`` together (the newest always stays)."""
-    with _CACHE_LOCK:
-        cache.pop(key, None)
-        cache[key] = value
-        while len(cache) > 1 and (len(cache) > max_entries or sum(weight(v) for v in cache.values()) > max_weight):
-            del cache[next(iter(cache))]
-
-
 def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config: SimulationConfig) -> EngineSetup:
     """The per-process set-up for this run (perils, aggregation), reused across seeds and path counts."""
-    s = _lru_get(_SETUP_CACHE, token)
+    s = lru_get(_SETUP_CACHE, token)
     if s is None:
         s = EngineSetup(params, portfolio, config)
-        _lru_put(_SETUP_CACHE, token, s, SETUP_CACHE_ENTRIES, lambda v: v.portfolio.n_parcels, SETUP_CACHE_PARCELS)
+        lru_put(_SETUP_CACHE, token, s, SETUP_CACHE_ENTRIES, lambda v: v.portfolio.n_parcels, SETUP_CACHE_PARCELS)
     if s.config is not config and s.config != config:
         s = copy.copy(s)  # share the expensive parts, carry this run's seed and path count
         s.config = config
@@ -341,10 +322,10 @@ PAYLOAD_CACHE_BYTES = 256 * 2**20
 
 def _payload_bytes(token: str, model: ModelParameters, portfolio: Portfolio) -> bytes:
     """The pickled (model, portfolio) of a set-up, kept for the warm pool's next runs on it."""
-    b = _lru_get(_PAYLOADS, token)
+    b = lru_get(_PAYLOADS, token)
     if b is None:
         b = pickle.dumps((model, portfolio))
-        _lru_put(_PAYLOADS, token, b, SETUP_CACHE_ENTRIES, len, PAYLOAD_CACHE_BYTES)
+        lru_put(_PAYLOADS, token, b, SETUP_CACHE_ENTRIES, len, PAYLOAD_CACHE_BYTES)
     return b
 
 

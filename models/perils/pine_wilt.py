@@ -107,6 +107,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from models._lru import lru_get, lru_put
 from models.parameters.schema import Confidence, Sourced
 from models.perils import footprint_store, register
 from models.perils._weather import ForcedEventError
@@ -135,9 +136,8 @@ _FOOTPRINT_LOCK = threading.Lock()
 FOOTPRINT_CACHE_BYTES = 128 * 2**20
 #: the pressure tables built (:func:`shared_pressure_table`), by the neighbour matrix they tabulate: every
 #: portfolio inside a region's landscape, and every switch setting of a run (a valuation's drivers), has the same
-_PRESSURE_TABLES: "OrderedDict[str, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_PRESSURE_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 _PRESSURE_TABLES_MAX = 8
-_PRESSURE_LOCK = threading.Lock()
 #: draw keys of the two spread multipliers (stream ``peril.param.spread``)
 _SPREAD_KEYS = group_keys(["pine_wilt:local_transmission", "pine_wilt:long_distance_jump"])
 
@@ -486,18 +486,12 @@ def shared_pressure_table(w_t: sparse.csr_matrix, bit: np.ndarray) -> tuple[np.n
         h.update(np.ascontiguousarray(a).tobytes())
         h.update(b"|")
     key = h.hexdigest()
-    with _PRESSURE_LOCK:
-        table = _PRESSURE_TABLES.get(key)
-        if table is not None:
-            _PRESSURE_TABLES.move_to_end(key)
-            return table
-    table = pressure_table(w_t, bit)
-    for a in table:
-        a.setflags(write=False)
-    with _PRESSURE_LOCK:
-        _PRESSURE_TABLES[key] = table
-        while len(_PRESSURE_TABLES) > _PRESSURE_TABLES_MAX:
-            _PRESSURE_TABLES.popitem(last=False)
+    table = lru_get(_PRESSURE_TABLES, key)
+    if table is None:
+        table = pressure_table(w_t, bit)
+        for a in table:
+            a.setflags(write=False)
+        lru_put(_PRESSURE_TABLES, key, table, _PRESSURE_TABLES_MAX)
     return table
 
 
