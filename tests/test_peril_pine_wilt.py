@@ -662,6 +662,30 @@ def test_runs_record_hosts_outside_the_landscape(params, tmp_path):
     assert "1 pine parcel(s) lie outside the region's pine wilt landscape" in out.output
 
 
+def test_portfolios_inside_the_landscape_share_its_grid(params, demo):
+    """Every pledge inside the region's landscape runs on the same grid, built once per process (read-only)
+    and equal to the grid built for it; a portfolio with a host beyond the landscape gets its own."""
+    from models.perils.pine_wilt import shared_landscape_grid
+
+    def grid_of(pf):
+        return next(p for p in ForestSimulator(params, pf).perils if p.name == "pine_wilt").grid
+
+    a, b = grid_of(demo.subset(demo.parcel_id[:40], params)), grid_of(demo.subset(demo.parcel_id[40:90], params))
+    assert a is b and not a.ij.flags.writeable and not a.neighbours.indices.flags.writeable
+    block = params.perils["pine_wilt"]
+    built = build_grid(np.empty((0, 2), dtype=np.int64), block.cell_size_km.value, block.grid_buffer_km.value,
+                       block.spread_radius_km.value, fixed_ij=block.landscape_data.ij)
+    for x, y in ((a.ij, built.ij), (a.centre_km, built.centre_km), (a.keys, built.keys)):
+        assert np.array_equal(x, y) and x.dtype == y.dtype
+    assert (a.neighbours != built.neighbours).nnz == 0
+    assert shared_landscape_grid(block.landscape_data, block.landscape.sha256, block.cell_size_km.value,
+                                 block.grid_buffer_km.value, 2 * block.spread_radius_km.value) is not a
+    far = validate_frame(frame(np.array([28.05, 29.5]), np.array([119.1, 121.0]), "masson_pine", county="龙泉市"),
+                         params)
+    own = grid_of(far)
+    assert own is not a and own.n_cells > a.n_cells
+
+
 def test_a_failed_warm_up_leaves_the_compute_worker_usable(monkeypatch, caplog):
     """Warming only saves time: a worker whose landscape simulation fails logs it and serves on."""
     import api.compute as compute

@@ -138,6 +138,9 @@ FOOTPRINT_CACHE_BYTES = 128 * 2**20
 #: portfolio inside a region's landscape, and every switch setting of a run (a valuation's drivers), has the same
 _PRESSURE_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 _PRESSURE_TABLES_MAX = 8
+#: the region's grids built (:func:`shared_landscape_grid`), by landscape SHA-256 and grid settings
+_LANDSCAPE_GRIDS: dict[tuple, "CellGrid"] = {}
+_LANDSCAPE_GRIDS_MAX = 4
 #: draw keys of the two spread multipliers (stream ``peril.param.spread``)
 _SPREAD_KEYS = group_keys(["pine_wilt:local_transmission", "pine_wilt:long_distance_jump"])
 
@@ -424,6 +427,27 @@ def build_grid(cells_ij: np.ndarray, cell_size_km: float, buffer_km: float, radi
     return CellGrid(ij=occ, centre_km=centre, keys=keys, neighbours=w)
 
 
+def shared_landscape_grid(land: Landscape, land_sha256: str, cell_size_km: float, buffer_km: float,
+                          radius_km: float) -> CellGrid:
+    """:func:`build_grid` of a region's landscape alone (no host outside it), built once per process
+    (read-only arrays).
+
+    Every portfolio whose pine hosts all lie inside the region's landscape runs on the same grid; a new
+    pledge used to rebuild it (its 2,666 cells' keys and neighbour pairs: 8 of a loan simulator's 12 ms
+    set-up). Keyed by the landscape file's SHA-256, which the parameter file names and the parameter hash
+    covers, and by the grid settings.
+    """
+    key = (land_sha256.lower(), float(cell_size_km), float(buffer_km), float(radius_km))
+    grid = lru_get(_LANDSCAPE_GRIDS, key)
+    if grid is None:
+        grid = build_grid(np.empty((0, 2), dtype=np.int64), cell_size_km, buffer_km, radius_km, fixed_ij=land.ij)
+        for a in (grid.ij, grid.centre_km, grid.keys, grid.neighbours.data, grid.neighbours.indices,
+                  grid.neighbours.indptr):
+            a.setflags(write=False)
+        lru_put(_LANDSCAPE_GRIDS, key, grid, _LANDSCAPE_GRIDS_MAX)
+    return grid
+
+
 def _neighbour_bits(w: sparse.csr_matrix, w_t: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
     """Bit of each neighbour entry for the tracked cell kernel, or None when a cell has over 64 sources.
 
@@ -659,8 +683,12 @@ class PineWilt(Peril):
             outside = np.ones(self.n_hosts, dtype=bool)
         else:  # the region's landscape, extended (dilated) around hosts that lie beyond it
             outside = ~_rows_in(host_ij, land.ij)
-            self.grid = build_grid(host_ij[outside], size, p.grid_buffer_km.value, p.spread_radius_km.value,
-                                   fixed_ij=land.ij)
+            if outside.any():
+                self.grid = build_grid(host_ij[outside], size, p.grid_buffer_km.value, p.spread_radius_km.value,
+                                       fixed_ij=land.ij)
+            else:
+                self.grid = shared_landscape_grid(land, p.landscape.sha256, size, p.grid_buffer_km.value,
+                                                  p.spread_radius_km.value)
         self.host_cell = self._cell_index(host_ij)
         #: hosts outside the region's landscape (all of them without one): only their cells take
         #: infectivity and area labels from this portfolio
@@ -1298,4 +1326,4 @@ class PineWilt(Peril):
 Params = PineWiltParams
 
 __all__ = ["CellGrid", "CellTracking", "LandscapeRef", "NEVER", "PineWilt", "PineWiltParams", "PineWiltState",
-           "SpreadDraws", "build_grid", "project_km", "warm_footprint", "with_pest_control"]
+           "SpreadDraws", "build_grid", "shared_landscape_grid", "project_km", "warm_footprint", "with_pest_control"]
