@@ -137,6 +137,48 @@ def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
     assert out4.loans.iloc[0].p_value_below_balance_any_time_mc_se >= set_means.std(ddof=1) / np.sqrt(n // 4) * (1 - 1e-12)
 
 
+def test_the_budget_counts_its_cash_and_the_insurer_pays_for_its_stop_loss(pf, params):
+    """The budgets pay the premium subsidies and the buy-back; the insurer pays the claims, so the payouts
+    the subsidies funded are reported beside the budgets' cost, not added to it. The insurer's stop-loss
+    recoveries are bought at the registry's premium, which its underwriting result carries."""
+    from finance_engine.insurance import split_premium
+
+    raw = _registry(pf).model_dump()
+    raw["insurer"]["stop_loss"] = {"attachment_cny": 500.0, "limit_cny": 20000.0, "annual_premium_cny": 700.0}
+    st = StressSettings(years=6, paths=64, seed=5, levels=("portfolio",))  # credits issue at the first verification
+    bound = bind_registry(parse_registry(raw), pf, params)
+    run = run_scenario(bound.portfolio, params, load_scenario("ice_storm_2008"), st, horizon_years=6,
+                       extra_levels=("project_id",))
+    out = evaluate_instruments(bound, run, st, price_floor_cny_per_tco2e=500.0)  # a floor above every price
+    b = out.budget
+    split = split_premium(3000.0, "commercial_forest")
+    subsidy = sum(v for k, v in split.amounts.items() if k != "insured")
+    assert b["annual_premium_subsidy_cny"] == pytest.approx(subsidy, rel=1e-12)
+    assert b["expected_annual_buyback_cost_cny"] > 0
+    assert b["expected_annual_total_cny"] == pytest.approx(subsidy + b["expected_annual_buyback_cost_cny"], rel=1e-12)
+    assert b["expected_annual_total_mc_se_cny"] == b["expected_annual_buyback_cost_mc_se_cny"]
+    pay = out.insurer_annual_gross  # the one policy's payouts, (years, paths)
+    assert pay.mean() > 0
+    assert b["expected_annual_publicly_funded_payout_cny"] == pytest.approx(split.public_share * pay.mean(), rel=1e-12)
+    assert not any("payout_cost" in k for k in b)
+    # without a floor the budgets pay the subsidies alone, whatever the storm
+    plain = evaluate_instruments(bound, run, st).budget
+    assert plain["expected_annual_total_cny"] == plain["total_1_in_100_cny"] == pytest.approx(subsidy, rel=1e-12)
+    # the insurer: quota share, then the stop-loss on the retained loss, bought at its premium
+    retained = (1 - 0.2) * pay
+    recovery = np.clip(retained - 500.0, 0.0, 20000.0)
+    assert recovery.mean() > 0
+    result = retained - recovery + 700.0 - 3000.0 * (1 - 0.2)
+    ins = out.insurer
+    assert ins["stop_loss_premium_cny"] == 700.0
+    assert ins["expected_cumulative_result_cny"] == pytest.approx(-result.sum(axis=0).mean(), rel=1e-9)
+    assert ins["p_annual_net_loss_above_net_premium"] == pytest.approx((result > 0).mean(), rel=1e-12)
+    raw["insurer"]["stop_loss"]["annual_premium_cny"] = 1700.0
+    dearer = evaluate_instruments(bind_registry(parse_registry(raw), pf, params), run, st).insurer
+    assert dearer["expected_cumulative_result_cny"] == pytest.approx(ins["expected_cumulative_result_cny"] - 6 * 1000.0,
+                                                                    rel=1e-9)
+
+
 def test_a_loan_cut_to_the_pledge_cap_has_no_coverage_error(pf, params):
     """The pledge-rate lever sets each loan at cap x its estimated value, so its coverage is 1 / cap by
     construction: no Monte Carlo error, for the loan or (when all are capped) the bank's portfolio."""
@@ -223,6 +265,9 @@ def test_registry_errors_name_the_field(pf, params):
                                                                                  "interest_rate": 0.04}}]})
     with pytest.raises(RegistryError, match=r"loans.0.parcel_ids"):
         bind_registry(reg, pf, params)
+    # a stop-loss is bought: its premium is a contract term the registry must give
+    with pytest.raises(RegistryError, match=r"insurer.stop_loss.annual_premium_cny"):
+        parse_registry({"insurer": {"stop_loss": {"attachment_cny": 1000, "limit_cny": 5000}}})
 
 
 # ---- reverse stress ----------------------------------------------------------------------------
@@ -267,6 +312,26 @@ def test_buffer_adequacy_on_a_known_distribution():
     assert ad.buffer_needed_99 == pytest.approx(0.198, abs=0.002)
     with pytest.raises(BufferInputError, match="buffer_fraction"):
         buffer_adequacy(r, r, 1.5)
+
+
+def test_buffer_exhaustion_error_counts_parameter_sets():
+    """Paths of a parameter set share its draws: P(exhausted)'s error is that of the set means over the sets
+    (sqrt(var(set means) / g)), not the binomial one of independent paths."""
+    rng = np.random.default_rng(3)
+    g, m = 200, 8
+    rate = np.repeat(rng.uniform(0.0, 0.4, g), m)  # each set's own exhaustion probability
+    exhausted = rng.random(g * m) < rate
+    gross = np.full(g * m, 100.0)
+    rev = np.where(exhausted, 30.0, 5.0)
+    sets = exhausted.reshape(g, m).mean(axis=1)
+    ad = buffer_adequacy(rev, gross, 0.15, set_size=m)
+    assert ad.p_exhausted == exhausted.mean()
+    assert ad.p_exhausted_se == pytest.approx(np.sqrt(sets.var(ddof=1) / g), rel=1e-12)
+    binomial = buffer_adequacy(rev, gross, 0.15).p_exhausted_se
+    p = exhausted.mean()
+    assert binomial == pytest.approx(np.sqrt(p * (1 - p) / (g * m)), rel=1e-12) and ad.p_exhausted_se > binomial
+    with pytest.raises(BufferInputError, match="set_size"):
+        buffer_adequacy(rev, gross, 0.15, set_size=0)
 
 
 @pytest.mark.parametrize("ri, loss, score", [

@@ -19,7 +19,7 @@ A registry file (YAML or JSON)::
     insurer:
       capital_cny: 2000000
       quota_share_cession: 0.3
-      stop_loss: {attachment_cny: 600000, limit_cny: 2000000}   # on the retained annual loss
+      stop_loss: {attachment_cny: 600000, limit_cny: 2000000, annual_premium_cny: 90000}   # on the retained annual loss
 
 Each loan or policy covers a *unit* of parcels (a project or a list of parcels). Units must not
 overlap unless they are the same set (a parcel is pledged once); the stress run credits each unit
@@ -90,8 +90,12 @@ class PolicyEntry(_Strict):
 
 
 class StopLoss(_Strict):
+    """An annual-aggregate stop-loss on the insurer's retained loss, bought at ``annual_premium_cny``."""
+
     attachment_cny: float = Field(ge=0)
     limit_cny: float = Field(gt=0)
+    #: what the insurer pays for the cover each year (CNY): a contract term, as the policies' premiums are
+    annual_premium_cny: float = Field(ge=0)
 
 
 class InsurerEntry(_Strict):

@@ -17,8 +17,11 @@ Instruments (when a registry is given, :mod:`finance_engine.stress.registry`): p
 collateral value paths (engine credits of the pledged unit x issuance risk x price, valued as in
 :mod:`finance_engine.collateral`), the probability that the value falls below the balance, the
 forced-sale shortfall, F-IRB LGD, expected loss and IRB capital; per policy the payouts of its
-stock-loss cover; the insurer's annual loss against premiums, reinsurance and capital; the public
-budgets' premium subsidies and the public share of the payouts.
+stock-loss cover; the insurer's annual loss against premiums, reinsurance (its quota share and its
+stop-loss, whose premium is a cost) and capital; the public budgets' cash: premium subsidies and the
+buy-back of pledged credits at a price floor. The insurer pays the claims, so they cost the budgets
+nothing beyond the subsidies; the payouts the public share of the premiums funded are reported beside
+the cost, as what the subsidies bought, and not added to it.
 """
 
 from __future__ import annotations
@@ -387,7 +390,9 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         if ins.stop_loss is not None else np.zeros_like(retained)
     net = retained - recovery
     net_premium = premium_total * (1 - qs)
-    result = net - net_premium  # annual underwriting loss (+) or gain (-), before expenses
+    stop_loss_premium = ins.stop_loss.annual_premium_cny if ins.stop_loss is not None else 0.0
+    # annual underwriting loss (+) or gain (-), before expenses: the stop-loss's recoveries are bought
+    result = net + stop_loss_premium - net_premium
     flat_g, flat_n = annual.ravel(), net.ravel()
     cum_result = result.sum(axis=0)
     gross_se = se(annual.mean(axis=0))
@@ -404,6 +409,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         "gross_loss_ratio_mc_se": gross_se / premium_total if premium_total else None,
         "gross_annual_loss_1_in_100_cny": g100, "gross_annual_loss_1_in_100_ci95_low_cny": g100_ci[0],
         "gross_annual_loss_1_in_100_ci95_high_cny": g100_ci[1],
+        "stop_loss_premium_cny": stop_loss_premium,
         "expected_annual_net_loss_cny": float(flat_n.mean()),
         "expected_annual_net_loss_mc_se_cny": se(net.mean(axis=0)),
         "net_annual_loss_1_in_100_cny": n100, "net_annual_loss_1_in_100_ci95_low_cny": n100_ci[0],
@@ -412,6 +418,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         "net_annual_loss_1_in_200_ci95_high_cny": n200_ci[1],
         "expected_reinsurance_recovery_cny": float((qs * annual + recovery).mean()),
         "expected_reinsurance_recovery_mc_se_cny": se((qs * annual + recovery).mean(axis=0)),
+        # net loss plus the stop-loss premium above the net premium: an underwriting loss in the year
         "p_annual_net_loss_above_net_premium": float((result > 0).mean()),
         "p_annual_net_loss_above_net_premium_mc_se": se((result > 0).mean(axis=0)),
         "capital_cny": ins.capital_cny,
@@ -428,24 +435,26 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     bb = buyback.ravel()
     pp100, pp100_ci = tail(flat_pp, 0.99)
     bb100, bb100_ci = tail(bb, 0.99)
-    t100, t100_ci = tail(flat_pp + bb, 0.99)
     budget = {
         "annual_premium_subsidy_cny": public_prem,
         "annual_premium_subsidy_by_budget_cny": {k: v for k, v in subsidy_total.items() if k != "insured"},
-        "expected_annual_public_payout_cost_cny": float(flat_pp.mean()),
-        "expected_annual_public_payout_cost_mc_se_cny": se(public_payout.mean(axis=0)),
-        "public_payout_cost_1_in_100_cny": pp100, "public_payout_cost_1_in_100_ci95_low_cny": pp100_ci[0],
-        "public_payout_cost_1_in_100_ci95_high_cny": pp100_ci[1],
         "expected_annual_buyback_cost_cny": float(bb.mean()),
         "expected_annual_buyback_cost_mc_se_cny": se(buyback.mean(axis=0)),
         "buyback_cost_1_in_100_cny": bb100, "buyback_cost_1_in_100_ci95_low_cny": bb100_ci[0],
         "buyback_cost_1_in_100_ci95_high_cny": bb100_ci[1],
-        "expected_annual_total_cny": float(public_prem + flat_pp.mean() + bb.mean()),
-        "expected_annual_total_mc_se_cny": se((public_payout + buyback).mean(axis=0)),
-        "total_1_in_100_cny": float(public_prem + t100) if flat_pp.size else public_prem,
-        "total_1_in_100_ci95_low_cny": public_prem + t100_ci[0],
-        "total_1_in_100_ci95_high_cny": public_prem + t100_ci[1],
-        "note": "payout cost = public share of the premium x payouts (the budgets fund that share of the cover); "
+        # the budgets' cash: subsidies (fixed) and buy-back; the insurer pays the claims
+        "expected_annual_total_cny": float(public_prem + bb.mean()),
+        "expected_annual_total_mc_se_cny": se(buyback.mean(axis=0)),
+        "total_1_in_100_cny": float(public_prem + bb100),
+        "total_1_in_100_ci95_low_cny": public_prem + bb100_ci[0],
+        "total_1_in_100_ci95_high_cny": public_prem + bb100_ci[1],
+        # what the subsidies bought: the payouts in proportion to the public share of each premium (not a cost)
+        "expected_annual_publicly_funded_payout_cny": float(flat_pp.mean()),
+        "expected_annual_publicly_funded_payout_mc_se_cny": se(public_payout.mean(axis=0)),
+        "publicly_funded_payout_1_in_100_cny": pp100, "publicly_funded_payout_1_in_100_ci95_low_cny": pp100_ci[0],
+        "publicly_funded_payout_1_in_100_ci95_high_cny": pp100_ci[1],
+        "note": "total = premium subsidies + buy-back cost (the insurer pays the claims); publicly funded payout "
+                "= public share of each premium x its payouts, what the subsidies bought, not added to the total; "
                 "mc_se: Monte Carlo standard error; ci95: order-statistic interval of a 1-in-N figure",
     }
     port: dict[str, Any] = {}
