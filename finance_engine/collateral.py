@@ -64,6 +64,7 @@ from models import MODEL_VERSION
 from models.carbon import CreditingRules
 from models.dynamics import SimulationSwitches
 from models.parameters import ModelParameters
+from models.perils import check_peril_names
 from models.portfolio import Portfolio
 
 PLEDGE_PROJECT = "__pledge__"
@@ -79,9 +80,14 @@ class AssignedInsurance(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     covered_perils: tuple[str, ...] = ("fire", "pine_wilt", "typhoon", "ice_storm", "drought")
-    agreed_price_cny_per_tco2e: float = Field(gt=0)
-    annual_deductible_tco2e: float = Field(default=0.0, ge=0)
-    annual_limit_cny: float = Field(default=float("inf"), gt=0)
+    agreed_price_cny_per_tco2e: float = Field(gt=0, allow_inf_nan=False)
+    annual_deductible_tco2e: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    annual_limit_cny: float = Field(default=float("inf"), gt=0, description="CNY a year; unlimited by default")
+
+    @field_validator("covered_perils")
+    @classmethod
+    def _known_perils(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_peril_names(v)  # an unknown name would cover nothing, silently
 
 
 class LoanTerms(BaseModel):
@@ -90,7 +96,7 @@ class LoanTerms(BaseModel):
     Money in CNY, rates per year as fractions, times in years.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every term is finite
     amount_cny: float = Field(gt=0, description="loan principal, CNY")
     term_years: int = Field(ge=1, le=40)
     interest_rate: float = Field(ge=0, lt=0.5)

@@ -82,7 +82,8 @@ _CANONICAL_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad value: where it is and why it is wrong. ``row`` counts data rows from 1."""
+    """One bad value: where it is and why it is wrong. ``row`` counts the file's data rows from 1, blank rows
+    included (a CSV's line number less the header's; an Excel sheet's row number less one)."""
 
     file: str
     row: int | None
@@ -141,7 +142,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     from io import StringIO
 
     try:
-        df = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        # blank lines kept (the validator drops blank rows), so that row numbers are the file's
+        df = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
+                         skip_blank_lines=False)
         return _with_raw_header(df, pd.read_csv(StringIO(text), header=None, nrows=1, dtype=str,
                                                 keep_default_na=False, skipinitialspace=True))
     except pd.errors.ParserError as exc:
@@ -279,6 +282,8 @@ def _text_column(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 _NAN_SPELLINGS = ("nan", "+nan", "-nan")
+#: a number whose commas group thousands (1,234 or -12,345.6): the only commas a numeric cell may hold
+_THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][+-]?\d+)?"
 
 
 def _number_column(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,16 +309,23 @@ def _number_column(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     else:
         is_bool = np.zeros(n, dtype=bool)
     if isinstance(s.dtype, pd.StringDtype):  # CSV: vectorised string kernels
-        cleaned = s.str.strip().str.replace(",", "", regex=False).fillna("")
-        blank = (cleaned == "").to_numpy(dtype=bool)
+        raw = s.str.strip().fillna("")
+        blank = (raw == "").to_numpy(dtype=bool)
     else:
         txt, blank = _text_column(s)
-        cleaned = pd.Series(txt, dtype=object).str.replace(",", "", regex=False)
+        raw = pd.Series(txt, dtype=object)
+    # commas only as thousands separators (1,234.5): "6,14" is a decimal comma, which stripped would read 614
+    comma = raw.str.contains(",", regex=False).fillna(False).to_numpy(dtype=bool)
+    grouped = comma & raw.str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool)
+    cleaned = raw.str.replace(",", "", regex=False) if grouped.any() else raw
     f = pd.to_numeric(cleaned, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     f[is_bool] = np.nan
+    f[comma & ~grouped] = np.nan
     nan = np.isnan(f) & ~blank
     spelled_nan = nan & cleaned.str.lower().isin(_NAN_SPELLINGS).to_numpy(dtype=bool)
     reason[nan & ~spelled_nan] = "not a number"
+    reason[comma & ~grouped] = ("a comma that is not a thousands separator (write decimals with a point: 6.14, "
+                                "and thousands as 1,234 or 1234)")
     reason[spelled_nan | np.isinf(f)] = "not a finite number"
     return np.where(np.isfinite(f), f, np.nan), blank, reason
 
@@ -347,8 +359,9 @@ def _site_codes(txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Problems:
     """Collects bad cells column by column; emits them as :class:`Problem` objects sorted by row."""
 
-    def __init__(self, df: pd.DataFrame, source: str):
+    def __init__(self, df: pd.DataFrame, source: str, row_numbers: np.ndarray | None = None):
         self.df, self.source = df, source
+        self.row_numbers = row_numbers  # the file's data-row number of each row (blank rows dropped)
         self.parts: list[tuple[int, np.ndarray, str, np.ndarray | str]] = []
 
     def add(self, order: int, col: str, mask: np.ndarray, reason: np.ndarray | str) -> None:
@@ -377,10 +390,47 @@ class _Problems:
             value = self.df[col].iloc[i]
             value = value.item() if isinstance(value, np.generic) else value
             r = reason if isinstance(reason, str) else reason[j]
-            out.append(Problem(self.source, i + 1, col, value, r))
+            row = int(self.row_numbers[i]) if self.row_numbers is not None else i + 1
+            out.append(Problem(self.source, row, col, value, r))
         if stopped:
             out.append(Problem(self.source, None, None, None, f"stopped after {MAX_REPORTED_PROBLEMS} problems"))
         return out
+
+
+def _blank_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows with no value in any cell (missing, or text that is empty or only spaces)."""
+    blank = np.ones(len(df), dtype=bool)
+    for c in range(df.shape[1]):
+        col = df.iloc[:, c]
+        empty = col.isna().to_numpy(dtype=bool)
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            empty = empty | col.astype(str).str.strip().eq("").to_numpy(dtype=bool)
+        blank &= empty
+        if not blank.any():
+            break
+    return blank
+
+
+#: a column this close to a known one (difflib's ratio) is taken for a misspelling of it
+_MISSPELT_RATIO = 0.8
+
+
+def _misspelt_columns(columns) -> list[tuple[str, str]]:
+    """Unknown columns that look like a known one absent from the table (``volume_m3_ha`` for
+    ``volume_m3_per_ha``): an optional column misspelt would be ignored silently and its default used."""
+    import difflib
+
+    known = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
+    present = set(columns)
+    absent = [k for k in known if k not in present]
+    out = []
+    for c in columns:
+        if c in known or not c:
+            continue
+        match = difflib.get_close_matches(c, absent, n=1, cutoff=_MISSPELT_RATIO)
+        if match:
+            out.append((c, match[0]))
+    return out
 
 
 def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<table>") -> "Portfolio":
@@ -401,6 +451,18 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise PortfolioError([Problem(source, None, c, None, "required column is missing") for c in missing])
+    misspelt = _misspelt_columns(df.columns)
+    if misspelt:
+        raise PortfolioError([Problem(source, None, c, None, f"unknown column, read as nothing: did you mean {k!r}? "
+                                      f"(rename it, or give the column another name if it is your own)")
+                              for c, k in misspelt])
+    # rows blank in every cell (Excel's trailing formatted rows, blank lines) are not parcels; the others keep
+    # their number in the file, so a problem's row is the file's data row (a CSV's line number less one)
+    blank_rows = _blank_rows(df)
+    row_numbers = None
+    if blank_rows.any():
+        row_numbers = np.flatnonzero(~blank_rows) + 1
+        df = df.loc[~blank_rows]
     if len(df) == 0:
         raise PortfolioError([Problem(source, None, None, None, "portfolio has no parcels")])
     for c, default in OPTIONAL_COLUMNS.items():
@@ -410,7 +472,7 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
 
     tables = params.tables
     n = len(df)
-    bad = _Problems(df, source)
+    bad = _Problems(df, source, row_numbers)
     out: dict[str, Any] = {}
 
     # identifiers and levels

@@ -175,6 +175,11 @@ def test_bad_inputs_name_the_problem(params):
         validate_records(rec.assign(loss_fraction=1.5), exp_v)
     with pytest.raises(CalibrationError, match="required column"):
         validate_records(rec.drop(columns="peril"), exp_v)
+    # an infinite area is bad input named where it is, not a failure of the fit; values print plainly
+    with pytest.raises(CalibrationError, match=r"row 2, column 'area_ha' \(value inf\): must be a finite number > 0"):
+        validate_records(rec.assign(area_ha=[1.0, np.inf] + [1.0] * (len(rec) - 2)), exp_v)
+    with pytest.raises(CalibrationError, match=r"\(value -1.0\)"):
+        validate_exposure(exp.assign(forest_area_ha=-1.0))
 
 
 def test_cli_calibrate_example_roundtrip(tmp_path, capsys):

@@ -166,6 +166,16 @@ def test_tail_mean_error_matches_the_spread_of_repeated_samples():
     (dict(amount_cny=1e5, term_years=3, interest_rate=0.04, pledge_rate=0.7, ltv_trigger=0.5), None, "below the pledge_rate"),
     (dict(amount_cny=1e5, term_years=3, interest_rate=0.04), ["NOPE-1"], "not in the portfolio"),
     (dict(amount_cny=1e5, term_years=3, interest_rate=0.04, guarantee_cny=-1), None, "guarantee_cny"),
+    # every term is finite (an infinite amount printed a balance of "-" and P(below) 100 %)
+    (dict(amount_cny=float("inf"), term_years=3, interest_rate=0.04), None, "amount_cny.*finite"),
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04, forest_right_mortgage_cny=float("inf")), None,
+     "forest_right_mortgage_cny.*finite"),
+    # an unknown peril would cover nothing, silently
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04,
+          insurance={"agreed_price_cny_per_tco2e": 60, "covered_perils": ["fire", "earthquake"]}), None,
+     r"insurance.covered_perils.*unknown peril\(s\) \['earthquake'\]"),
+    (dict(amount_cny=1e5, term_years=3, interest_rate=0.04,
+          insurance={"agreed_price_cny_per_tco2e": float("nan")}), None, "agreed_price_cny_per_tco2e"),
 ])
 def test_bad_terms_get_clear_errors(portfolio, params, terms, parcels, msg):
     with pytest.raises(LoanTermsError, match=msg):

@@ -97,6 +97,12 @@ def test_a_copy_models_another_region(tmp_path):
      "typhoon.local_transmission_log_sd"),
     (lambda r: r["peril_uncertainty"]["pine_wilt"]["long_distance_jump_log_sd"].update(value=1.6),
      "long_distance_jump_log_sd"),
+    # carbon constants: finite and physical; management multipliers on hazards are not negative
+    (lambda r: r["carbon"]["co2_per_c"].update(value=float("nan")), "co2_per_c"),
+    (lambda r: r["carbon"]["co2_per_c"].update(value=-3.67), "co2_per_c"),
+    (lambda r: r["carbon"]["fang_carbon_fraction"].update(value=5.0), "fang_carbon_fraction"),
+    (lambda r: r["species"]["chinese_fir"]["bef"].update(value=float("inf")), "bef"),
+    (lambda r: r["management"]["fire_protection"]["basic"].update(value=-5.0), "management.fire_protection.basic"),
 ])
 def test_invalid_files_name_file_and_field(tmp_path, mutate, needle):
     p = _write(tmp_path, mutate)
@@ -123,6 +129,18 @@ def test_read_data_file_names_the_file(tmp_path):
     js = tmp_path / "a.json"
     js.write_text('{"x": 2}', encoding="utf-8")
     assert read_data_file(js)[0] == {"x": 2}
+    # a repeated key is refused (YAML and JSON keep the last one silently: a terms file with term_years twice)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("terms:\n  term_years: 3\n  amount_cny: 1\n  term_years: 10\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"(?s)twice.yaml.*duplicate key 'term_years' \(first on line 2\)"):
+        read_data_file(twice)
+    js.write_text('{"x": 2, "y": {"z": 1, "z": 2}}', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"(?s)a.json.*duplicate key 'z'"):
+        read_data_file(js)
+    # merge keys may be overridden
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 5\n", encoding="utf-8")
+    assert read_data_file(merged)[0]["use"] == {"x": 5, "y": 2}
     bad = tmp_path / "b.json"
     bad.write_text("{nope", encoding="utf-8")
     with pytest.raises(DataFileError, match=r"b\.json: not valid JSON"):

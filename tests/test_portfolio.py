@@ -236,6 +236,56 @@ def test_parquet_and_xlsx_equal_csv(tmp_path, params):
         pd.testing.assert_frame_equal(load_portfolio(tmp_path / name, params).frame, ref)
 
 
+def test_a_decimal_comma_is_refused_and_thousands_separators_are_read(tmp_path, params):
+    """Commas are read only as thousands separators: "6,14" (a decimal comma) stripped would read 614 ha."""
+    df = _frame(4).astype({"area_ha": object, "elevation_m": object})
+    df.loc[0, "area_ha"] = "6,14"
+    df.loc[1, "elevation_m"] = "1,234.5"
+    df.loc[2, "area_ha"] = "1.234,5"
+    _write_csv(df, tmp_path / "p.csv")
+    probs = _problems(lambda: load_portfolio(tmp_path / "p.csv", params))
+    assert [(p.row, p.column, p.value) for p in probs] == [(1, "area_ha", "6,14"), (3, "area_ha", "1.234,5")]
+    assert all("not a thousands separator" in p.reason for p in probs)
+    df.loc[0, "area_ha"], df.loc[2, "area_ha"] = "1,006.5", "12"
+    _write_csv(df, tmp_path / "p.csv")
+    pf = load_portfolio(tmp_path / "p.csv", params).frame.set_index("parcel_id")
+    assert pf.loc[df.loc[0, "parcel_id"], "area_ha"] == 1006.5
+    assert pf.loc[df.loc[1, "parcel_id"], "elevation_m"] == 1234.5
+
+
+def test_blank_rows_are_skipped_and_rows_keep_their_number_in_the_file(tmp_path, params):
+    """Blank lines and Excel's blank (formatted) rows are not parcels; a problem's row is the file's data row."""
+    df = _frame(6)
+    df["area_ha"] = df["area_ha"].astype(object)
+    df.loc[4, "area_ha"] = "-1"
+    lines = df.to_csv(index=False, lineterminator="\n").splitlines()
+    text = "\n".join(lines[:3] + ["", ",,,"] + lines[3:] + [",,,,,,", ""]) + "\n"  # blank rows after data row 2
+    (tmp_path / "p.csv").write_text(text, encoding="utf-8")
+    probs = _problems(lambda: load_portfolio(tmp_path / "p.csv", params))
+    assert [(p.row, p.column) for p in probs] == [(7, "area_ha")]  # data row 5, two blank rows above it
+    assert text.splitlines()[7].startswith(str(df.loc[4, "parcel_id"]))  # line 8 of the file: row 7 + header
+    blank = pd.DataFrame([[None] * df.shape[1]] * 2, columns=df.columns)
+    xl = pd.concat([df.iloc[:2], blank, df.iloc[2:], blank], ignore_index=True)
+    xl.to_excel(tmp_path / "p.xlsx", index=False, engine="openpyxl")
+    probs = _problems(lambda: load_portfolio(tmp_path / "p.xlsx", params))
+    assert [(p.row, p.column) for p in probs] == [(7, "area_ha")]  # Excel's row 8
+    df.loc[4, "area_ha"] = 3.0
+    _write_csv(pd.concat([df.iloc[:2], blank, df.iloc[2:]], ignore_index=True), tmp_path / "ok.csv")
+    pd.testing.assert_frame_equal(load_portfolio(tmp_path / "ok.csv", params).frame, validate_frame(df, params).frame)
+
+
+def test_a_misspelt_optional_column_is_refused(params):
+    """An optional column misspelt would be ignored and its default used (measured volumes lost)."""
+    df = _frame(4)
+    df["volume_m3_ha"] = 150.0
+    df["pest_contrl"] = "enhanced"
+    df["owner_name"] = "village cooperative"  # a column of the user's own: kept out of the way
+    probs = _problems(lambda: validate_frame(df, params))
+    assert [(p.column, p.reason.split(": ")[1].split("?")[0]) for p in probs] == [
+        ("volume_m3_ha", "did you mean 'volume_m3_per_ha'"), ("pest_contrl", "did you mean 'pest_control'")]
+    validate_frame(df.drop(columns=["volume_m3_ha", "pest_contrl"]), params)
+
+
 def test_excel_numeric_ids_and_site_index(tmp_path, params):
     df = _frame(4)
     df["parcel_id"] = [1.0, 2.0, 3.0, 10.0]  # Excel stores numbers as floats

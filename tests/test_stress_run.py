@@ -265,6 +265,14 @@ def test_registry_errors_name_the_field(pf, params):
                                                                                  "interest_rate": 0.04}}]})
     with pytest.raises(RegistryError, match=r"loans.0.parcel_ids"):
         bind_registry(reg, pf, params)
+    # a policy covers known perils under a known subsidy scheme (an unknown peril covered nothing, silently)
+    pol = {"id": "p", "parcel_ids": ["a"], "agreed_price_cny_per_tco2e": 60, "annual_premium_cny": 1}
+    with pytest.raises(RegistryError, match=r"policies.0.covered_perils: unknown peril\(s\) \['earthquake'\]"):
+        parse_registry({"policies": [{**pol, "covered_perils": ["earthquake"]}]})
+    with pytest.raises(RegistryError, match=r"policies.0.subsidy_scheme: unknown subsidy scheme 'bogus'"):
+        parse_registry({"policies": [{**pol, "subsidy_scheme": "bogus"}]})
+    with pytest.raises(RegistryError, match=r"policies.0.annual_premium_cny"):
+        parse_registry({"policies": [{**pol, "annual_premium_cny": float("inf")}]})
     # a stop-loss is bought: its premium is a contract term the registry must give
     with pytest.raises(RegistryError, match=r"insurer.stop_loss.annual_premium_cny"):
         parse_registry({"insurer": {"stop_loss": {"attachment_cny": 1000, "limit_cny": 5000}}})

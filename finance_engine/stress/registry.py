@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finance_engine.collateral import LoanTerms
 from models.parameters import SITE_CLASSES, ModelParameters
+from models.perils import check_peril_names
 from models.portfolio import Portfolio
 from models._yaml import DataFileError, read_data_file
 
@@ -76,11 +77,26 @@ class PolicyEntry(_Strict):
     project_id: str | None = None
     parcel_ids: list[str] | None = None
     covered_perils: tuple[str, ...] = ("fire", "pine_wilt", "typhoon", "ice_storm", "drought")
-    agreed_price_cny_per_tco2e: float = Field(gt=0)
-    annual_deductible_tco2e: float = Field(default=0.0, ge=0)
+    agreed_price_cny_per_tco2e: float = Field(gt=0, allow_inf_nan=False)
+    annual_deductible_tco2e: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     annual_limit_cny: float = Field(default=float("inf"), gt=0)
-    annual_premium_cny: float = Field(ge=0)
+    annual_premium_cny: float = Field(ge=0, allow_inf_nan=False)
     subsidy_scheme: str = "commercial_forest"
+
+    @field_validator("covered_perils")
+    @classmethod
+    def _known_perils(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_peril_names(v)  # an unknown name would cover nothing, silently
+
+    @field_validator("subsidy_scheme")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        from finance_engine.insurance.defaults import load_insurance_defaults
+
+        schemes = load_insurance_defaults().subsidy_schemes
+        if v not in schemes:
+            raise ValueError(f"unknown subsidy scheme {v!r}; known: {sorted(schemes)}")
+        return v
 
     @model_validator(mode="after")
     def _one_target(self) -> "PolicyEntry":
@@ -92,10 +108,10 @@ class PolicyEntry(_Strict):
 class StopLoss(_Strict):
     """An annual-aggregate stop-loss on the insurer's retained loss, bought at ``annual_premium_cny``."""
 
-    attachment_cny: float = Field(ge=0)
+    attachment_cny: float = Field(ge=0, allow_inf_nan=False)
     limit_cny: float = Field(gt=0)
     #: what the insurer pays for the cover each year (CNY): a contract term, as the policies' premiums are
-    annual_premium_cny: float = Field(ge=0)
+    annual_premium_cny: float = Field(ge=0, allow_inf_nan=False)
 
 
 class InsurerEntry(_Strict):

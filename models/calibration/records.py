@@ -72,7 +72,8 @@ def _require(df: pd.DataFrame, cols: tuple[str, ...], where: str) -> None:
 def _first_bad(mask: np.ndarray, where: str, col: str, values, reason: str) -> None:
     if mask.any():
         i = int(np.flatnonzero(mask)[0])
-        raise CalibrationError(f"{where}, row {i + 1}, column {col!r} (value {values[i]!r}): {reason}"
+        value = values[i].item() if isinstance(values[i], np.generic) else values[i]
+        raise CalibrationError(f"{where}, row {i + 1}, column {col!r} (value {value!r}): {reason}"
                                + (f" ({int(mask.sum()) - 1} more such row(s))" if mask.sum() > 1 else ""))
 
 
@@ -118,7 +119,8 @@ def validate_records(df: pd.DataFrame, exposure: pd.DataFrame, where: str = "rec
     if "area_ha" in df.columns:
         a = pd.to_numeric(df["area_ha"], errors="coerce").to_numpy(float)
         given = df["area_ha"].notna().to_numpy()
-        _first_bad(given & ~(a > 0), where, "area_ha", df["area_ha"].to_numpy(), "must be a number > 0")
+        _first_bad(given & ~((a > 0) & np.isfinite(a)), where, "area_ha", df["area_ha"].to_numpy(),
+                   "must be a finite number > 0")
         out["area_ha"] = np.where(given, a, np.nan)
     else:
         out["area_ha"] = np.nan
@@ -136,7 +138,8 @@ def validate_records(df: pd.DataFrame, exposure: pd.DataFrame, where: str = "rec
         lost = pd.to_numeric(df["stock_lost_tco2e"], errors="coerce").to_numpy(float)
         stock = pd.to_numeric(df["stock_tco2e"], errors="coerce").to_numpy(float)
         use = np.isnan(frac) & df["stock_lost_tco2e"].notna().to_numpy()
-        _first_bad(use & ~(stock > 0), where, "stock_tco2e", df["stock_tco2e"].to_numpy(), "must be a number > 0")
+        _first_bad(use & ~((stock > 0) & np.isfinite(stock)), where, "stock_tco2e", df["stock_tco2e"].to_numpy(),
+                   "must be a finite number > 0")
         _first_bad(use & ~((lost >= 0) & (lost <= stock)), where, "stock_lost_tco2e",
                    df["stock_lost_tco2e"].to_numpy(), "must lie between 0 and stock_tco2e")
         frac = np.where(use, lost / np.where(stock > 0, stock, 1.0), frac)

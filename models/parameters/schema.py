@@ -20,9 +20,9 @@ class _Strict(BaseModel):
 
 
 class Sourced(_Strict):
-    """A number with its source key and confidence label."""
+    """A number with its source key and confidence label (finite: no parameter is NaN or infinite)."""
 
-    value: float
+    value: float = Field(allow_inf_nan=False)
     source: str
     confidence: Confidence
     note: str | None = None
@@ -252,6 +252,19 @@ class CarbonConstants(_Strict):
     fang_carbon_fraction: Sourced
     fang_min_volume_m3_per_ha: Sourced
 
+    @model_validator(mode="after")
+    def _check(self) -> "CarbonConstants":
+        # 44/12 is exact; a file may round it, but not by more than a rounding of the ratio would
+        if not 3.6 <= self.co2_per_c.value <= 3.7:
+            raise ValueError(f"co2_per_c must be the CO2/C molar mass ratio 44/12 = 3.667, got {self.co2_per_c.value}")
+        # dry biomass is 40-55 % carbon (IPCC 2006 Vol. 4 Table 4.3: 0.43-0.55 by tissue and biome)
+        if not 0.3 <= self.fang_carbon_fraction.value <= 0.6:
+            raise ValueError(f"fang_carbon_fraction must lie in [0.3, 0.6] (carbon share of dry biomass), "
+                             f"got {self.fang_carbon_fraction.value}")
+        if self.fang_min_volume_m3_per_ha.value < 0:
+            raise ValueError(f"fang_min_volume_m3_per_ha must be >= 0, got {self.fang_min_volume_m3_per_ha.value}")
+        return self
+
 
 class ParameterFile(_Strict):
     """The whole parameter file, as written on disk."""
@@ -281,6 +294,12 @@ class ParameterFile(_Strict):
     def _check(self) -> "ParameterFile":
         if tuple(self.site_classes) != SITE_CLASSES:
             raise ValueError(f"site_classes must be {list(SITE_CLASSES)}")
+        for kind, levels in self.management.items():
+            for level, mult in levels.items():
+                # multipliers on a hazard (burn probability, infection probability, infectivity)
+                if mult.value < 0:
+                    raise ValueError(f"management.{kind}.{level} is a multiplier on a hazard and must be >= 0, "
+                                     f"got {mult.value}")
         for sid in self.species:
             if not sid.replace("_", "").isalnum() or sid.lower() != sid:
                 raise ValueError(f"species id {sid!r} must be snake_case")

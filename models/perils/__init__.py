@@ -99,6 +99,19 @@ def peril_classes() -> dict[str, type[Peril]]:
     return dict(sorted(PERIL_CLASSES.items(), key=lambda kv: kv[1].order))
 
 
+def check_peril_names(names: Any) -> tuple[str, ...]:
+    """``names`` as a tuple of known peril names (duplicates dropped); ``ValueError`` naming the unknown
+    ones, or an empty list (a cover of no peril pays nothing, which is never what was meant)."""
+    out = tuple(dict.fromkeys(str(n) for n in names))
+    known = list(peril_classes())
+    bad = [n for n in out if n not in known]
+    if bad:
+        raise ValueError(f"unknown peril(s) {bad}; known: {known}")
+    if not out:
+        raise ValueError(f"no peril named; known: {known}")
+    return out
+
+
 __all__ = [
     "AUXILIARY_BLOCKS",
     "PERIL_CLASSES",
@@ -108,6 +121,7 @@ __all__ = [
     "StandState",
     "YearContext",
     "attach_peril_data",
+    "check_peril_names",
     "peril_classes",
     "register",
     "validate_peril_parameters",
