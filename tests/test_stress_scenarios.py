@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finance_engine.stress.run import StressSettings, compare_runs, run_scenario
+from finance_engine.stress.run import StressSettings, compare_runs, run_scenario, run_stress_test
 from finance_engine.stress.scenarios import ScenarioError, load_scenario, scenario_library
 from models.portfolio import validate_frame
 from tests.conftest import make_frame
@@ -44,6 +44,16 @@ def _write(tmp_path, text, name="s.yaml"):
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: ice_storm, countys: [a]}]\n", "forced_events.0"),
     ("name: x\nversion: '1'\nforced_events: [{year: 0, peril: ice_storm}]\n", "forced_events.0.year"),
     ("name: x\nversion: '1'\nforced_events: [{year: 1, peril: typhoon}]\n", "forced_events.0.track"),
+    # each numeric key in the range the peril applies, refused when the file is read (not after a baseline run)
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: ice_storm, severity: -1}]\n",
+     "forced_events.0.severity: -1 must lie in (0.0, 5.0]"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: typhoon, track: 5, intensity: 11}]\n",
+     "forced_events.0.intensity"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: pine_wilt, counties: [a], parcel_probability: 1.5}]\n",
+     "forced_events.0.parcel_probability: 1.5 must lie in [0.0, 1.0]"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: drought, severity: 0}]\n", "forced_events.0.severity"),
+    ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: fire, weather_factor: 2e4}]\n",
+     "forced_events.0.weather_factor"),
     ("name: x\nversion: '1'\nprice: {scenario: moon}\n", "price.scenario"),
     ("name: x\nversion: '1'\nclimate_pathway: hot\n", "climate_pathway"),
     ("name: x\nversion: '1'\nconfidence: sure\n", "confidence"),
@@ -103,3 +113,14 @@ def test_forced_ice_storm_hits_only_the_named_counties(pf, params):
     np.testing.assert_array_equal(b[0], s[0])                 # year 1: nothing yet
     extra = (s[1] - b[1])[:, hit]
     assert (extra >= 0).all() and (extra.sum(axis=0) > 0).all()  # year 2: the storm hits both named counties
+
+
+def test_events_beyond_the_run_are_noted(pf, params, tmp_path):
+    """A forced event or price shock after the run's last year changes nothing: the result says so."""
+    p = _write(tmp_path, "name: late\nversion: '1'\nforced_events: [{year: 5, peril: ice_storm, severity: 1.0}]\n"
+                         "price: {shocks: [{year: 9, change: -0.5}]}\n")
+    res = run_stress_test(pf, params, [str(p)], settings=StressSettings(years=3, paths=16, seed=1))
+    assert "late: forced ice_storm in year 5 lies beyond the run's 3 simulated years (hit nothing)" in res.notes
+    assert "late: the price shock in year 9 lies beyond the run's 3 simulated years (changed nothing)" in res.notes
+    h = res.horizon[res.horizon.scenario == "late"]
+    assert (h.diff_mean == 0).all()

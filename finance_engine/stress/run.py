@@ -692,10 +692,20 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
             if footprints and registry.loans:
                 fps.append(pledged_footprints(bound, params, s, st, workers=workers))
         prow.append(_portfolio_row(s.name, hz, inst))
-        for _, peril, ev in s.forced_events:
+        for y0, peril, ev in s.forced_events:
             missing = [c for c in ev.get("counties", []) if c not in counties]
             if missing:
                 notes.append(f"{s.name}: forced {peril} names counties not in the portfolio (hit nothing): {missing}")
+            if y0 >= H:
+                notes.append(f"{s.name}: forced {peril} in year {y0 + 1} lies beyond the run's {H} simulated years "
+                             "(hit nothing)")
+            elif y0 >= st.years:
+                notes.append(f"{s.name}: forced {peril} in year {y0 + 1} lies beyond the {st.years} reported years "
+                             f"(it shows only in the loans' collateral, simulated over {H} years)")
+        for y1, _, _ in s.price_shocks:
+            if y1 > H:
+                notes.append(f"{s.name}: the price shock in year {y1} lies beyond the run's {H} simulated years "
+                             "(changed nothing)")
         d = s.describe()
         meta.append({"scenario": s.name, "version": s.version, "title": s.title, "sha256": s.sha256,
                      "source": s.source, "confidence": s.confidence,

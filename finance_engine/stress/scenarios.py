@@ -183,6 +183,23 @@ def _known_perils() -> dict[str, dict[str, str]]:
     return out
 
 
+#: pine wilt's forced outbreak: the infection probability of the named areas' host parcels, in [0, 1]
+_PINE_WILT_RANGES = {"parcel_probability": (0.0, 1.0, False)}
+
+
+def _forced_ranges(peril: str) -> dict[str, tuple]:
+    """Each numeric forced-event key's range ``(low, high[, low_open])`` as the peril applies it."""
+    import importlib
+
+    from models.perils import peril_classes
+
+    cls = peril_classes().get(peril)
+    if cls is None:
+        return {}
+    ranges = getattr(importlib.import_module(cls.__module__), "FORCED_RANGES", None)
+    return dict(ranges) if ranges is not None else (_PINE_WILT_RANGES if peril == "pine_wilt" else {})
+
+
 # ---------------------------------------------------------------------------------------------
 # Multipliers as picklable callables of the 0-based simulation year
 # ---------------------------------------------------------------------------------------------
@@ -379,10 +396,16 @@ def _check_semantics(p: Path, spec: ScenarioFile) -> None:
             if k in extra and (isinstance(extra[k], str) or not isinstance(extra[k], list) or not extra[k]
                                or not all(isinstance(x, str) and x.strip() for x in extra[k])):
                 raise ScenarioError(f"{where}.{k}: must be a non-empty list of names")
+        ranges = _forced_ranges(ev.peril)
         for k, v in extra.items():
             if k not in ("counties", "townships") and (isinstance(v, bool) or not isinstance(v, (int, float))
                                                         or not math.isfinite(v)):
                 raise ScenarioError(f"{where}.{k}: must be a number, got {v!r}")
+            if k in ranges:  # the range the peril applies, checked here rather than after a baseline run
+                lo, hi, *rest = ranges[k]
+                lo_open = rest[0] if rest else True
+                if (v <= lo if lo_open else v < lo) or v > hi:
+                    raise ScenarioError(f"{where}.{k}: {v} must lie in {'(' if lo_open else '['}{lo}, {hi}]")
         if ev.peril == "typhoon" and "track" not in extra:
             raise ScenarioError(f"{where}.track: a forced typhoon needs a track (km along the coast axis)")
         if ev.peril == "pine_wilt" and not (extra.get("counties") or extra.get("townships")):

@@ -67,6 +67,8 @@ from models.perils._screen_kernels import drought_losses, keyed_flags
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 
 FORCED_KEYS = {"severity": "mortality multiplier of the imposed drought, default 1.0"}
+#: each numeric key's range (low, high], checked when a scenario is read and when the event is applied
+FORCED_RANGES = {"severity": (0.0, 20.0)}
 
 
 class DroughtParams(PerilParams):
@@ -110,7 +112,7 @@ class Drought(Peril):
         n_paths, n = ctx.rnd.n_paths, ctx.rnd.n_parcels
         prob = self.drought_probability(ctx)
         forced = forced_events(ctx, self.name, FORCED_KEYS)
-        forced_sev = max((forced_number(ev, "severity", self.name, 1.0, 0.0, 20.0) for ev in forced), default=0.0)
+        forced_sev = max((forced_number(ev, "severity", self.name, 1.0, *FORCED_RANGES["severity"]) for ev in forced), default=0.0)
         sev_path = per_path(ctx.severity(self.name), n_paths)
         age_all, carbon_all = ctx.stand.age_years, ctx.stand.carbon_tc_per_ha
 

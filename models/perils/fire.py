@@ -90,6 +90,8 @@ FORCED_KEYS = {
     "weather_factor": "fire-weather factor replacing the drawn one, e.g. 3.0 for a severe year",
     "counties": "list of county names the factor applies to (default: all)",
 }
+#: each numeric key's range (low, high], checked when a scenario is read and when the event is applied
+FORCED_RANGES = {"weather_factor": (0.0, 1e4)}
 
 
 class FireParams(PerilParams):
@@ -192,7 +194,7 @@ class Fire(Peril):
             covered = np.zeros(n_c, dtype=bool)
             one_per_county = np.arange(n_c)
             for ev in forced:
-                f = forced_number(ev, "weather_factor", self.name, None, 0.0, 1e4)
+                f = forced_number(ev, "weather_factor", self.name, None, *FORCED_RANGES["weather_factor"])
                 m = forced_counties(ev, self.name, self.county_labels, one_per_county)
                 fw = np.where(m, np.maximum(fw, f), fw)
                 covered |= m

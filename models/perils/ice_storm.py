@@ -78,6 +78,8 @@ FORCED_KEYS = {
     "severity": "storm severity S relative to 2008 (default 1.0)",
     "counties": "list of county names exposed to the storm (default: all)",
 }
+#: each numeric key's range (low, high], checked when a scenario is read and when the event is applied
+FORCED_RANGES = {"severity": (0.0, 5.0)}
 
 
 class IceStormParams(PerilParams):
@@ -209,7 +211,7 @@ class IceStorm(Peril):
                 parts.append((pp, qq, self.damage(ctx, pp, qq, s_path[pp], "ice_storm.damage"),
                               np.zeros(pp.size, np.int64)))
         for j, ev in enumerate(forced_events(ctx, self.name, FORCED_KEYS)):
-            s = forced_number(ev, "severity", self.name, 1.0, 0.0, 5.0)
+            s = forced_number(ev, "severity", self.name, 1.0, *FORCED_RANGES["severity"])
             exposed = forced_counties(ev, self.name, self.county_labels, self.county_code)
             pp, qq = self._living_hits(ctx, f"ice_storm.hazard.forced{j}", all_rows, np.full(n_paths, hit_p),
                                        np.ascontiguousarray(exposed, dtype=bool))

@@ -92,6 +92,8 @@ FORCED_KEYS = {
     "track": "landfall position along the coast axis, km from 27.4N 120.6E toward 28.9N 121.6E",
     "intensity": "storm intensity I (default: upper end of the intensity range)",
 }
+#: each numeric key's range (low, high], checked when a scenario is read and when the event is applied
+FORCED_RANGES = {"track": (-1e4, 1e4), "intensity": (0.0, 10.0)}
 KM_PER_DEG_LAT = 110.57
 KM_PER_DEG_LON_EQUATOR = 111.32
 MAX_STORMS_PER_YEAR = 20
@@ -353,8 +355,8 @@ class Typhoon(Peril):
                     n_storms_hit = 1 + int(np.count_nonzero(k_of[1:] != k_of[:-1]))
         forced = forced_events(ctx, self.name, FORCED_KEYS, required=("track",))
         for j, ev in enumerate(forced):
-            track = forced_number(ev, "track", self.name, None, -1e4, 1e4)
-            inten = forced_number(ev, "intensity", self.name, p.intensity.high, 0.0, 10.0)
+            track = forced_number(ev, "track", self.name, None, *FORCED_RANGES["track"])
+            inten = forced_number(ev, "intensity", self.name, p.intensity.high, *FORCED_RANGES["intensity"])
             pp, qq, _, f = self._storm_losses(ctx, stand_rows_hash(rnd, f"typhoon.hazard.forced{j}", ctx.year),
                                               all_rows, np.full(n_paths, track), np.full(n_paths, inten),
                                               np.zeros(n_paths, dtype=np.int64), [f"typhoon.damage.forced{j}"])
