@@ -188,6 +188,9 @@ def test_reinstatements_gemact_formula():
     # first slice min(Z, 10) = 0, 5, 10, 10 -> mean 6.25; P = 8.75 / (1 + 1.0 * 6.25 / 10)
     assert r.upfront_premium == pytest.approx(8.75 / 1.625)
     assert r.upfront_premium + r.expected_reinstatement_premium == pytest.approx(8.75)
+    # the reinstatement premium of each year, per unit of upfront premium: slice / C
+    np.testing.assert_allclose(r.annual_reinstatement_factor, [0.0, 0.5, 1.0, 1.0])
+    assert r.pure_rate_on_line == pytest.approx(8.75 / 1.625 / 10)
     assert r.prob_exhaustion == pytest.approx(1 / 4)
     free = price_layer(elt, 4, 0.0, 10.0, reinstatements=Reinstatements(1, (0.0,)))
     assert free.upfront_premium == pytest.approx(8.75) and free.expected_reinstatement_premium == 0

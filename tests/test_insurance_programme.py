@@ -37,11 +37,49 @@ def test_capital_gross_and_net_by_hand(elt):
     r = insurer_capital(elt, 10, attachment=40.0, limit=50.0, reinsurance_premium=9.0, level=0.9)
     assert r.gross_mean == pytest.approx(25.0)
     assert (r.gross_var, r.gross_capital) == (40.0, pytest.approx(15.0))
-    # net: year 9 keeps 40 + 40 = 80, the rest unchanged -> mean 19, VaR_0.9 = 40
-    assert r.net_mean == pytest.approx(19.0)
-    assert r.net_var == 40.0 and r.net_capital == pytest.approx(21.0)
+    # net: year 9 keeps 40 + 40 = 80, the rest unchanged -> retained mean 19, VaR_0.9 = 40; the net loss
+    # also carries the premium 9 paid every year (no reinstatements): mean 28, VaR 49, capital unchanged
+    assert r.net_mean == pytest.approx(19.0 + 9.0)
+    assert r.net_var == pytest.approx(40.0 + 9.0) and r.net_capital == pytest.approx(21.0)
     assert r.cost_of_reinsurance == pytest.approx(3.0)
     assert r.ceded_xol_mean == pytest.approx(6.0)
+    assert r.upfront_premium == pytest.approx(9.0) and r.expected_reinstatement_premium == pytest.approx(0.0)
+
+
+def test_net_capital_counts_the_reinstatement_premiums_paid_in_loss_years():
+    # 1,000 years, 20 with one event of 30; layer 10 xs 10 with one reinstatement at 100 %.
+    # E[X] = 0.02 x 10 = 0.2; first slice Z_1 = 10 in each loss year: P = 0.2 / (1 + 0.02) (Sundt 1991);
+    # a loss year pays 20 retained + upfront P + reinstatement P x 10/10; other years pay P.
+    n = 1000
+    elt = pd.DataFrame({"year": np.arange(20), "event_id": 0, "loss": 30.0})
+    p = 0.2 / 1.02
+    r = insurer_capital(elt, n, attachment=10.0, limit=10.0, reinstatements=(1, 1.0))
+    assert r.upfront_premium == pytest.approx(p) and r.reinsurance_premium == pytest.approx(0.2)
+    assert r.net_var == pytest.approx(20.0 + 2 * p)                 # VaR_0.995 = x_(995): a loss year
+    assert r.net_mean == pytest.approx(0.02 * (20.0 + 2 * p) + 0.98 * p)
+    assert r.net_capital == pytest.approx(19.6 + 0.98 * p)          # 19.792; 19.6 without the reinstatement
+    # a loaded premium 0.5 (upfront 0.5 / 1.02): the reinstatement premium scales with it
+    loaded = insurer_capital(elt, n, attachment=10.0, limit=10.0, reinstatements=(1, 1.0), reinsurance_premium=0.5)
+    assert loaded.net_capital == pytest.approx(19.6 + 0.98 * 0.5 / 1.02)
+    assert loaded.cost_of_reinsurance == pytest.approx(0.3)
+    # half share: the cedant keeps half the layer and pays half the premiums
+    half = insurer_capital(elt, n, attachment=10.0, limit=10.0, reinstatements=(1, 1.0), share=0.5)
+    assert half.net_var == pytest.approx(25.0 + 2 * p / 2)
+    # free reinstatements change nothing but the layer's cover
+    free = insurer_capital(elt, n, attachment=10.0, limit=10.0, reinstatements=(1, 0.0))
+    assert free.net_capital == pytest.approx(19.6)
+
+
+def test_rate_on_line_is_on_the_upfront_premium():
+    # A = 0, C = 10, one reinstatement at 100 %: Z = 0, 5, 10, 25 -> ceded 0, 5, 10, 20, E[X] = 8.75;
+    # first slice 0, 5, 10, 10 -> P = 8.75 / 1.625; a premium of 2 x 8.75 has upfront 17.5 / 1.625
+    elt = pd.DataFrame({"year": [1, 2, 3, 3, 3], "event_id": range(5), "loss": [5.0, 10.0, 10.0, 10.0, 5.0]})
+    layer = price_layer(elt, 4, 0.0, 10.0, reinstatements=(1, 1.0))
+    q = layer_quote(layer, premium=17.5)
+    assert q.upfront_premium == pytest.approx(17.5 / 1.625)
+    assert q.rate_on_line == pytest.approx(17.5 / 1.625 / 10.0)
+    assert q.multiple == pytest.approx(2.0)                       # the multiple stays on the total
+    assert layer.pure_rate_on_line == pytest.approx(8.75 / 1.625 / 10.0)
 
 
 def test_quota_share_scales_capital():

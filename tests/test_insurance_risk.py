@@ -32,8 +32,9 @@ def test_aal_known_sample():
 def test_exceedance_curve_and_survival_on_known_sample():
     ep = exceedance_curve([0.0, 5.0, 10.0, 0.0, 5.0])
     assert list(ep["loss"]) == [10.0, 5.0, 0.0]
-    np.testing.assert_allclose(ep["exceedance_probability"], [0.2, 0.6, 1.0])
-    np.testing.assert_allclose(ep["return_period_years"], [5.0, 5 / 3, 1.0])
+    # P(X > v): nothing exceeds 10, one year in five exceeds 5, three exceed 0
+    np.testing.assert_allclose(ep["exceedance_probability"], [0.0, 0.2, 0.6])
+    np.testing.assert_allclose(ep["return_period_years"], [math.inf, 5.0, 5 / 3])
     np.testing.assert_allclose(survival_function([0.0, 5.0, 10.0, 0.0, 5.0], [-1.0, 0.0, 4.9, 5.0, 10.0]),
                                [1.0, 0.6, 0.6, 0.2, 0.0])
 
@@ -44,7 +45,27 @@ def test_oep_and_aep_curves_of_an_elt():
     curves = ep_curves(elt, 5)
     assert list(curves["OEP"]["loss"]) == [30.0, 20.0, 12.0, 8.0, 0.0]
     assert list(curves["AEP"]["loss"]) == [35.0, 32.0, 20.0, 12.0, 0.0]
-    np.testing.assert_allclose(curves["AEP"]["exceedance_probability"], [0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(curves["AEP"]["exceedance_probability"], [0.0, 0.2, 0.4, 0.6, 0.8])
+
+
+def test_exceedance_curve_and_pml_agree_on_1_to_200():
+    # one convention, the lower quantile VaR_p = x_(ceil(n p)) = inf{x : P(X > x) <= 1 - p}:
+    # 1-in-200 = VaR_0.995 = x_(199) = 199, 1-in-100 = VaR_0.99 = x_(198) = 198
+    x = np.random.default_rng(0).permutation(np.arange(1, 201, dtype=float))
+    ep = exceedance_curve(x).set_index("loss")["return_period_years"]
+    assert ep[199.0] == pytest.approx(200.0) and ep[198.0] == pytest.approx(100.0) and ep[200.0] == math.inf
+    p = pml(x, [100, 200]).set_index("return_period_years")["loss"]
+    assert (p[100.0], p[200.0]) == (198.0, 199.0)
+    assert np.quantile(x, 0.995, method="inverted_cdf") == 199.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(1, 60), elements=st.sampled_from([0.0, 1.0, 2.5, 7.0, 30.0])),
+       st.sampled_from([1.5, 2.0, 3.0, 10.0, 50.0, 200.0]))
+def test_pml_is_the_smallest_loss_on_the_curve_at_that_return_period(x, t):
+    ep = exceedance_curve(x)
+    want = ep.loc[ep["return_period_years"] >= t * (1 - 1e-12), "loss"].min()
+    assert pml(x, [t])["loss"].iloc[0] == want
 
 
 # ---- VaR, TVaR, PML -------------------------------------------------------------------------------
@@ -169,6 +190,26 @@ def test_cost_of_capital_on_known_sample():
     assert r.parameters["capital"] == pytest.approx(995 - 500.5)
     assert r.premium == pytest.approx(500.5 + 0.06 * 494.5)
     assert cost_of_capital_premium(x).parameters["coc_rate"] == 0.06   # Solvency II CoC from the data file
+
+
+def test_cost_of_capital_on_tvar_closed_forms():
+    # 1..1000: TVaR_0.995 = mean of 996..1000 = 998
+    x = np.arange(1, 1001, dtype=float)
+    r = cost_of_capital_premium(x, 0.06, measure="tvar")
+    assert r.parameters["capital"] == pytest.approx(998 - 500.5) and r.parameters["measure"] == "tvar"
+    # a remote layer: 40 in 3 years of 1000, VaR_0.995 = 0 but TVaR_0.995 = 3 x 40 / 5 = 24
+    remote = np.r_[np.zeros(997), np.full(3, 40.0)]
+    assert cost_of_capital_premium(remote, 0.06).risk_load == 0.0
+    t = cost_of_capital_premium(remote, 0.06, measure="tvar")
+    assert t.premium == pytest.approx(0.12 + 0.06 * (24.0 - 0.12))
+    # any layer attaching in fewer than 1 - q of years: multiple 1 + CoC (1 / (1 - q) - 1)
+    assert t.premium / 0.12 == pytest.approx(1 + 0.06 * (1 / 0.005 - 1))
+    # Exp(theta): TVaR_q = theta (1 - ln(1 - q))
+    e = np.random.default_rng(11).exponential(10.0, 400_000)
+    assert cost_of_capital_premium(e, 0.06, measure="tvar").premium == pytest.approx(
+        10.0 + 0.06 * (-10.0 * math.log(0.005)), rel=0.01)
+    with pytest.raises(InsuranceInputError, match="measure"):
+        cost_of_capital_premium(x, 0.06, measure="es")
 
 
 def test_gross_premium_formula():

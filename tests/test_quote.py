@@ -85,7 +85,9 @@ def test_layers_and_capital_against_loss_table_maths():
     lay = q.layers[0]
     # per-event layer 400 xs 100: 0 + 200 | 20 | 400  -> mean 620 / 6
     assert lay["expected_layer_loss_cny"] == pytest.approx(620 / 6)
-    assert lay["rate_on_line"] == pytest.approx(620 / 6 / 400)
+    # rate on line on the upfront premium: first slice min(Z, 400) = 200, 0, 20, 0, 400, 0 -> 620 / 6 as well,
+    # P = (620 / 6) / (1 + 620 / 6 / 400)
+    assert lay["rate_on_line"] == pytest.approx(620 / 6 / (1 + 620 / 6 / 400) / 400)
     assert lay["multiple"] == pytest.approx(1.0)
     assert lay["prob_attachment"] == pytest.approx(3 / 6)
     ref = insurer_capital(ev, attachment=100.0, limit=400.0, reinstatements=(1, 1.0), level=0.995)

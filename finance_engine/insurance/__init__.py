@@ -29,13 +29,15 @@ from .subsidy import (RateBandCheck, SubsidyShares, SubsidySplit, check_central_
 from .basis_risk import BasisRisk, basis_risk
 from .covers import (CoverError, CoverLosses, Deductible, PriceFloorCover, SinkIndexCover, StockLossCover,
                      cover_from_dict, price_floor_losses, sink_index_losses, stock_loss_losses)
-from .quote import LayerSpec, Loading, Quote, default_loading, quote, quote_losses, risk_loaded_premium
+from .quote import (LayerSpec, Loading, Quote, default_loading, layer_premium, quote, quote_losses,
+                    risk_loaded_premium)
 from .tables import (EventLosses, InsuranceInputError, annual_aggregate, annual_max_occurrence, event_losses,
                      year_loss_table)
 
 __all__ = [
     "BasisRisk", "CoverError", "CoverLosses", "Deductible", "LayerSpec", "Loading", "PriceFloorCover", "Quote",
-    "SinkIndexCover", "StockLossCover", "basis_risk", "cover_from_dict", "default_loading", "price_floor_losses",
+    "SinkIndexCover", "StockLossCover", "basis_risk", "cover_from_dict", "default_loading", "layer_premium",
+    "price_floor_losses",
     "quote", "quote_losses", "risk_loaded_premium", "sink_index_losses", "stock_loss_losses",
     "AALResult", "CapitalResult", "EventLosses", "GrossPremium", "InsuranceDefaults", "InsuranceInputError",
     "LayerQuote", "LayerResult", "PremiumResult", "RateBandCheck", "Reinstatements", "SubsidyShares",

@@ -488,20 +488,28 @@ def sink_index_losses(true_sink_tco2e: np.ndarray, cover: SinkIndexCover, *, see
     })
 
 
-def price_floor_losses(prices_cny_per_tco2e: np.ndarray, volume_tco2e, cover: PriceFloorCover) -> CoverLosses:
+def price_floor_losses(prices_cny_per_tco2e: np.ndarray, volume_tco2e, cover: PriceFloorCover, *,
+                       steps_per_year: int = 1) -> CoverLosses:
     """Payouts of a price floor.
 
     Parameters
     ----------
-    prices_cny_per_tco2e : ndarray, shape (paths, years + 1)
+    prices_cny_per_tco2e : ndarray, shape (paths, years * steps_per_year + 1)
         Price paths as from :func:`finance_engine.price.simulate_price_paths` (column 0 = today).
     volume_tco2e : float or ndarray (years, paths)
         Credits sold at the end of each policy year.
     cover : PriceFloorCover
+    steps_per_year : int
+        Price steps per year of the price model (its ``steps_per_year``): the payout is on each policy
+        year's end price, columns ``steps_per_year, 2 steps_per_year, ...``.
     """
     pr = np.asarray(prices_cny_per_tco2e, dtype=np.float64)
-    if pr.ndim != 2 or pr.shape[1] < 2:
-        raise InsuranceInputError(f"prices must be (paths, years + 1) with years >= 1, got shape {pr.shape}")
+    if isinstance(steps_per_year, bool) or not isinstance(steps_per_year, (int, np.integer)) or steps_per_year < 1:
+        raise InsuranceInputError(f"steps_per_year must be an integer >= 1, got {steps_per_year!r}")
+    if pr.ndim != 2 or pr.shape[1] < 2 or (pr.shape[1] - 1) % steps_per_year:
+        raise InsuranceInputError(f"prices must be (paths, years x steps_per_year + 1) with years >= 1 and "
+                                  f"steps_per_year = {steps_per_year}, got shape {pr.shape}")
+    pr = pr[:, ::steps_per_year]
     paths, years = pr.shape[0], pr.shape[1] - 1
     vol = np.broadcast_to(np.asarray(volume_tco2e, dtype=np.float64), (years, paths)) \
         if np.ndim(volume_tco2e) == 0 else np.asarray(volume_tco2e, dtype=np.float64)

@@ -43,8 +43,15 @@ upfront pure premium (GEMAct ``costing``)::
 
     P = E[X] / (1 + sum_k c_k E[Z_k] / C)
 
-:class:`LayerResult` reports ``expected_loss = E[X]`` (the full pure premium), ``upfront_premium = P``
-and ``expected_reinstatement_premium = E[R] = E[X] - P``.
+:class:`LayerResult` reports ``expected_loss = E[X]`` (the full pure premium), ``upfront_premium = P``,
+``expected_reinstatement_premium = E[R] = E[X] - P`` and, per simulated year, the reinstatement factor
+``f_y = sum_k c_k Z_k,y / C`` (``annual_reinstatement_factor``): a year's reinstatement premium is
+``R_y = P f_y`` for any upfront premium ``P`` (pure or loaded), which the cedant pays in its loss years
+(:mod:`.reinsurance` counts it in the net loss). ``P = E[X] / (1 + mean(f))``.
+
+The market rate on line is the upfront premium over the cover, ``P / (share x C)``
+(:attr:`LayerResult.pure_rate_on_line` on the pure upfront premium); the multiple ``(P + E[R]) / E[X]``
+uses the total.
 """
 
 from __future__ import annotations
@@ -149,6 +156,9 @@ class LayerResult:
         ``E[R] = expected_loss - upfront_premium``.
     annual_loss : ndarray, shape (n_years,)
         The annual ceded losses ``X_y`` (for risk measures and capital; not part of equality).
+    annual_reinstatement_factor : ndarray, shape (n_years,)
+        ``f_y = sum_k c_k Z_k,y / limit``: the year's reinstatement premium is ``upfront premium x f_y``
+        (zeros without paid reinstatements; not part of equality).
     """
 
     basis: str
@@ -168,14 +178,20 @@ class LayerResult:
     upfront_premium: float
     expected_reinstatement_premium: float
     annual_loss: np.ndarray = field(repr=False, compare=False)
+    annual_reinstatement_factor: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.annual_reinstatement_factor is None:
+            object.__setattr__(self, "annual_reinstatement_factor", np.zeros(np.shape(self.annual_loss)))
 
     @property
     def pure_rate_on_line(self) -> float:
-        """Expected layer loss / (share x limit): the rate on line of the pure premium (nan if unlimited)."""
+        """Upfront pure premium / (share x limit): the market rate on line of the pure premium (nan if
+        unlimited). Equals ``expected_loss / (share x limit)`` without paid reinstatements."""
         if not math.isfinite(self.limit):
             return float("nan")
         # divide in two steps: share x limit can underflow to 0 for a tiny (denormal) limit
-        return self.expected_loss / self.share / self.limit
+        return self.upfront_premium / self.share / self.limit
 
     def expected_loss_ci(self, confidence: float = 0.95) -> tuple[float, float]:
         """Normal-approximation confidence interval of ``expected_loss`` (CLT over i.i.d. years)."""
@@ -278,12 +294,15 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
 
     mean, se, sd = _summary(x)
     upfront = mean
+    factor = np.zeros(x.size)
     if rein is not None and rein.count > 0:
         zd = np.maximum(z - d, 0.0)
-        k = np.arange(rein.count, dtype=np.float64)
-        # mean of each slice min(max(Z - D - (k-1)C, 0), C), k = 1..K, without a (n_years, K) temporary
-        slice_means = np.array([np.minimum(np.maximum(zd - kk * c, 0.0), c).mean() for kk in k])
-        upfront = mean / (1.0 + float(np.dot(rein.premium_pct, slice_means)) / c)
+        # f_y = sum_k c_k min(max(Z - D - (k-1)C, 0), C) / C, k = 1..K, without a (n_years, K) temporary
+        for kk, ck in enumerate(rein.premium_pct):
+            if ck:
+                factor += ck * np.minimum(np.maximum(zd - kk * c, 0.0), c)
+        factor /= c
+        upfront = mean / (1.0 + float(factor.mean()))
     return LayerResult(
         basis=basis, attachment=a, limit=c, aggregate_deductible=d, aggregate_limit=m, share=share,
         n_years=events.n_years, expected_loss=share * mean, expected_loss_se=share * se,
@@ -291,6 +310,7 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
         prob_exhaustion=float(exhausted.mean()), expected_events_in_layer=n_in_mean,
         reinstatements=rein, upfront_premium=share * upfront,
         expected_reinstatement_premium=share * (mean - upfront), annual_loss=share * x,
+        annual_reinstatement_factor=factor,
     )
 
 

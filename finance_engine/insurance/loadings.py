@@ -12,7 +12,16 @@ With ``L`` the annual loss, sample mean ``m`` and sample standard deviation ``s`
     - Wang transform       ``g(u) = Phi(Phi^{-1}(u) + lambda)``
     - proportional hazard  ``g(u) = u^{1/rho}`` (rho >= 1 loads)
 * cost of capital      ``P = m + CoC (VaR_q(L) - m)``, ``q = 0.995`` (1-in-200) by default: the return
-  on the capital held above the expected loss (Solvency II / C-ROSS II 1-year VaR 99.5 %).
+  on the capital held above the expected loss (Solvency II / C-ROSS II 1-year VaR 99.5 %). With
+  ``measure="tvar"`` the capital is ``TVaR_q(L) - m`` instead (expected shortfall, as the Swiss
+  Solvency Test's target capital, FINMA, ES 99 %): used for reinsurance layers, whose own VaR is 0
+  whenever the layer attaches in fewer than ``1 - q`` of years, so that a VaR-based load would price a
+  remote layer at its expected loss (multiple 1). VaR ignores everything beyond the quantile and is
+  not subadditive; TVaR is coherent (Artzner, Delbaen, Eber & Heath 1999, *Math. Finance* 9(3):203;
+  Acerbi & Tasche 2002, *J. Banking Finance* 26:1487). For a layer that attaches with probability
+  ``p_a < 1 - q`` the TVaR capital is ``E[X] / (1 - q) - E[X]``, so the multiple is
+  ``1 + CoC (1/(1 - q) - 1)`` = 12.9 at 6 % and q = 0.995: the upper end of observed cat-layer multiples
+  for the remotest layers (Lane 2000, *ASTIN Bull.* 30(2):259).
 
 Distortions are evaluated **exactly for the empirical distribution**: with the sorted sample
 ``x_(1) <= ... <= x_(n)``, ``S_n`` is a step function taking the value ``(n - i)/n`` on
@@ -40,7 +49,7 @@ import numpy as np
 from scipy import stats
 
 from .defaults import load_insurance_defaults
-from .risk_measures import _var_sorted
+from .risk_measures import _tvar_sorted, _var_sorted
 from .tables import InsuranceInputError, as_loss_array
 
 __all__ = [
@@ -69,17 +78,18 @@ class PremiumResult:
     risk_load : float
         ``premium - expected_loss``.
     premium : float
-    parameters : Mapping[str, float]
+    parameters : Mapping[str, float | str]
+        The principle's parameters (cost of capital: also ``capital`` and ``measure``).
     """
 
     principle: str
     expected_loss: float
     risk_load: float
     premium: float
-    parameters: Mapping[str, float] = field(default_factory=dict)
+    parameters: Mapping[str, float | str] = field(default_factory=dict)
 
 
-def _result(principle: str, x: np.ndarray, premium: float, **params: float) -> PremiumResult:
+def _result(principle: str, x: np.ndarray, premium: float, **params: float | str) -> PremiumResult:
     m = float(x.mean())
     return PremiumResult(principle, m, float(premium) - m, float(premium), dict(params))
 
@@ -157,11 +167,14 @@ def proportional_hazard_premium(losses, rho: float) -> PremiumResult:
     return _result("proportional_hazard", x, prem, rho=r)
 
 
-def cost_of_capital_premium(losses, coc_rate: float | None = None, level: float | None = None) -> PremiumResult:
-    """``E[L] + CoC (VaR_level(L) - E[L])``.
+def cost_of_capital_premium(losses, coc_rate: float | None = None, level: float | None = None,
+                            measure: str = "var") -> PremiumResult:
+    """``E[L] + CoC (VaR_level(L) - E[L])``, or with ``measure="tvar"`` ``E[L] + CoC (TVaR_level(L) - E[L])``.
 
     Defaults: ``coc_rate`` 6 % and ``level`` 0.995 from ``insurance_defaults.yaml``. The capital
-    ``VaR - E[L]`` is floored at 0. ``VaR`` is the lower empirical quantile (see risk_measures).
+    ``VaR - E[L]`` is floored at 0 (``TVaR >= E[L]`` always). ``VaR`` is the lower empirical quantile and
+    ``TVaR`` the exact tail mean of the empirical distribution (see risk_measures). The result's
+    ``parameters`` carry ``capital`` and ``measure`` (``"var"`` or ``"tvar"``).
     """
     d = load_insurance_defaults()
     x = as_loss_array(losses, allow_negative=True)
@@ -169,9 +182,14 @@ def cost_of_capital_premium(losses, coc_rate: float | None = None, level: float 
     q = float(d.capital_level if level is None else level)
     if not 0 < q < 1:
         raise InsuranceInputError(f"level must be in (0, 1), got {q}")
+    if measure not in ("var", "tvar"):
+        raise InsuranceInputError(f"measure must be 'var' or 'tvar', got {measure!r}")
     m = float(x.mean())
-    capital = max(_var_sorted(np.sort(x), q) - m, 0.0)
-    return _result("cost_of_capital", x, m + c * capital, coc_rate=c, level=q, capital=capital)
+    xs = np.sort(x)
+    risk = _var_sorted(xs, q) if measure == "var" else _tvar_sorted(xs, q)
+    capital = max(risk - m, 0.0)
+    return _result("cost_of_capital", x, m + c * capital, coc_rate=c, level=q, capital=capital,
+                   measure=measure)
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,50 @@ Steps of :func:`quote`
    ELT, sink index on the simulated net sink, price floor on price paths with the same path ids.
 3. **Price** (:func:`quote_losses`, engine-free, so an insurer's own payout table can be priced too):
 
-   * pure premium ``E[P]`` per year with its Monte Carlo standard error (``sd/sqrt(n)``; with the
-     engine's nested parameter sets, the between-set standard error, which also carries parameter
-     uncertainty);
+   * pure premium ``E[P]`` per year with its Monte Carlo standard error: over independent units, a
+     path's mean over its years (a path's years are correlated), and with the engine's nested parameter
+     sets the between-set standard error, which also carries parameter uncertainty; ``sd/sqrt(n)``
+     only for a payout table without ``paths_years`` (independent years);
    * risk load by the standard-deviation principle, Wang transform, proportional hazard or cost of
      capital on the 1-in-200 loss (C-ROSS II / Solvency II: VaR 99.5 %) (:mod:`.loadings`);
    * gross premium ``G = (E[P] + risk load + fixed costs) / (1 - expense ratio - profit ratio)``;
    * rate on sum insured ``G / SI``, premium per mu (1 ha = 15 mu), per ha and per tCO2e insured,
      expected loss ratio ``E[P] / G``;
+   * Monte Carlo errors of the risk load, risk-loaded premium, gross premium, rate, premiums per
+     mu/ha/tCO2e and loss ratio (``*_mc_se*``; 95 % CIs ``estimate +- t_{K-1} se`` for the risk-loaded
+     and gross premium) by a delete-a-group jackknife: the simulated years fall into
+     ``K = 10`` groups of whole parameter sets (each set's paths with all their years; whole paths
+     without sets; single years for a payout table without ``paths_years``), every figure is recomputed
+     without each group in turn, and ``se = sqrt((K-1)/K sum_k (theta_k - mean)^2)``
+     (:func:`finance_engine.value_regression.jackknife_groups`, :func:`~finance_engine.value_regression.jackknife_se`;
+     the delete-d jackknife is consistent for quantile-based figures such as the cost-of-capital load,
+     Shao & Wu 1989, *Ann. Statist.* 17(3):1176). No jackknife error (null) with fewer than 5 groups.
+     The sum insured and the area are taken as given;
    * the subsidy split between central, provincial, city, county budgets and the insured
      (:mod:`.subsidy`), and the rate-adjustment check: the charged rate over the base pure-loss rate
      with expense load ``E[P] / (1 - expense ratio) / SI`` must lie in [0.75, 1.25] for subsidised
      products (银保监规〔2023〕4号);
    * risk outputs: AAL, OEP and AEP curves, PML at 10-250 yr with distribution-free CIs, VaR/TVaR;
    * reinsurance: a quota share (ceded first), per-event XoL layers on the retained event payouts,
-     then annual-aggregate layers on what the per-event layers leave: expected layer loss, the
-     technical reinsurance premium (the same risk-load principle applied to the layer's annual loss,
-     no expenses), rate on line, multiple, probabilities of attachment and exhaustion, and the
-     insurer's 1-in-200 capital ``VaR_99.5 - mean`` gross and net of the programme.
+     then annual-aggregate layers on what the per-event layers leave: expected layer loss (standard
+     error over paths and parameter sets as the pure premium's), the technical reinsurance premium
+     (the same risk-load principle applied to the layer's own annual loss, no expenses; jackknife
+     standard error), rate on line ``upfront premium / (share x limit)`` (market convention; the
+     upfront premium is the expected total premium over ``1 + E[f]``, f the reinstatement factor of
+     :mod:`.layers`), multiple ``expected total premium / E[X]``, probabilities of attachment and
+     exhaustion, and the insurer's 1-in-200 capital ``VaR_99.5 - mean`` gross and net of the programme;
+     the net annual loss is the retained loss plus the reinsurance premiums paid in the year, every
+     layer's (loaded) upfront premium and its reinstatement premiums ``upfront x f_y`` in loss years
+     (:mod:`.reinsurance`).
+
+     **Layer loading.** Under cost of capital a layer is loaded on ``TVaR_99.5 - E[X]`` of its own
+     annual loss, not ``VaR_99.5 - E[X]``: a layer that attaches in fewer than 0.5 % of years has a
+     VaR of 0 and would be priced at its expected loss (multiple 1), however large its tail. TVaR
+     (expected shortfall, the Swiss Solvency Test's capital measure) is coherent and sees the losses
+     beyond the quantile (Artzner et al. 1999; Acerbi & Tasche 2002; :mod:`.loadings`). The policy's own
+     premium keeps the C-ROSS II / Solvency II VaR 99.5 %. The other principles (sd, Wang, PH) are
+     applied to the layer's annual loss as they stand. Each layer row names its ``loading_method`` and
+     ``loading_parameters`` (with the capital and its measure under cost of capital).
 4. **Provenance**: model version, code version, parameter SHA-256, seed, paths, years, the hash of
    ``insurance_defaults.yaml`` and of the price-model file when prices are used.
 
@@ -44,6 +70,8 @@ import numpy as np
 import pandas as pd
 
 from finance_engine.mc_error import quantile_ci
+from finance_engine.simulation.summary import nested_moments
+from finance_engine.value_regression import jackknife_groups, jackknife_se, jackknife_t
 
 from .basis_risk import basis_risk
 from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
@@ -58,7 +86,7 @@ from .subsidy import SubsidyShares, check_central_eligibility, check_rate_adjust
 from .tables import InsuranceInputError, annual_max_occurrence
 
 __all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium",
-           "default_loading"]
+           "layer_premium", "default_loading"]
 
 #: Unit conversion: 1 hectare = 15 mu (亩).
 MU_PER_HA = 15.0
@@ -81,7 +109,8 @@ class Loading:
     ----------
     method : {"none", "sd", "wang", "ph", "coc"}
         Risk-load principle: none, standard deviation ``alpha``, Wang transform ``lambda``,
-        proportional hazard ``rho``, cost of capital ``coc_rate`` on ``VaR_99.5 - mean``.
+        proportional hazard ``rho``, cost of capital ``coc_rate`` on ``VaR_99.5 - mean`` (on
+        ``TVaR_99.5 - mean`` for reinsurance layers, :func:`layer_premium`).
     parameter : float
         The principle's parameter.
     expense_ratio, profit_ratio : float
@@ -140,6 +169,16 @@ def risk_loaded_premium(annual_losses, loading: Loading) -> PremiumResult:
         return cost_of_capital_premium(x, loading.parameter)
     m = float(x.mean())
     return PremiumResult("none", m, 0.0, m, {})
+
+
+def layer_premium(annual_losses, loading: Loading, level: float | None = None) -> PremiumResult:
+    """The technical premium of a reinsurance layer's annual losses: :func:`risk_loaded_premium`, except
+    that cost of capital is charged on ``TVaR_level - mean`` of the layer's loss (module docstring,
+    "Layer loading"); ``level`` defaults to the data file's capital level (0.995)."""
+    if loading.method == "coc":
+        return cost_of_capital_premium(np.asarray(annual_losses, dtype=np.float64), loading.parameter, level,
+                                       measure="tvar")
+    return risk_loaded_premium(annual_losses, loading)
 
 
 @dataclass(frozen=True)
@@ -295,24 +334,111 @@ def _ep_grid(n_years: int, return_periods: Sequence[float]) -> np.ndarray:
     return np.unique(np.round(np.r_[grid, [t for t in return_periods if t <= n_years]], 6))
 
 
-def _layer_record(spec: LayerSpec, lay: LayerResult, loading: Loading) -> tuple[dict[str, Any], float]:
-    prem = risk_loaded_premium(lay.annual_loss, Loading(loading.method, loading.parameter, 0.0, 0.0)).premium
+class _Design:
+    """How the simulated years hang together, for their Monte Carlo errors.
+
+    Simulated years are path-major (``sim_year = path * years + year``); a path's years are correlated
+    and so are the paths of a parameter set. Means take their standard error over path means (between
+    parameter sets when ``set_size > 1``); other figures a delete-a-group jackknife over groups of whole
+    parameter sets (whole paths when ``set_size == 1``; single years without ``paths_years``).
+    """
+
+    def __init__(self, n: int, paths_years: tuple[int, int] | None, set_size: int):
+        self.n = int(n)
+        self.paths_years = paths_years
+        self.set_size = max(int(set_size), 1) if paths_years is not None else 1
+        if paths_years is not None:
+            p, y = (int(v) for v in paths_years)
+            if p * y != n:
+                raise InsuranceInputError(f"paths_years {paths_years} does not match {n} simulated years")
+            self.paths, self.years = p, y
+        else:
+            self.paths, self.years = self.n, 1
+        g, k = jackknife_groups(np.arange(self.paths), self.set_size)
+        self.n_groups = k
+        if g is None:
+            self.keep = None
+        else:
+            year_group = np.repeat(g, self.years)
+            self.keep = [year_group != j for j in range(k)]
+
+    def describe(self) -> str:
+        unit = "parameter sets" if self.set_size > 1 else "paths" if self.paths_years is not None else "years"
+        text = f"means: sd of {unit} / sqrt(count)"
+        if self.keep is None:
+            return text + "; other figures: too few groups for a jackknife error"
+        return (text + f"; other figures: delete-a-group jackknife over {self.n_groups} groups of whole {unit}, "
+                f"95 % CI with Student's t ({self.n_groups - 1} df)")
+
+    @property
+    def t(self) -> float | None:
+        """Student's t for a 95 % interval from a jackknife error (None without one)."""
+        return jackknife_t(self.n_groups) if self.keep is not None else None
+
+    def mean_se(self, x: np.ndarray) -> tuple[float, float | None]:
+        """Standard error of ``mean(x)`` and the parameter sd (None unless paths come in sets)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.paths_years is None:
+            return (float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0), None
+        pm = x.reshape(self.paths, self.years).mean(axis=1)
+        mom = nested_moments(pm[:, None], self.set_size, self.set_size > 1)
+        se = float(mom["mc_se"][0]) if np.isfinite(mom["mc_se"][0]) else math.nan   # one path: unknown
+        psd = float(mom["parameter_sd"][0]) if self.set_size > 1 and np.isfinite(mom["parameter_sd"][0]) else None
+        return se, psd
+
+    def jackknife(self, figures) -> np.ndarray | None:
+        """Jackknife standard errors of ``figures(keep)`` (a vector of figures computed on the simulated
+        years where ``keep`` is True); None with too few groups. Non-finite replicates give NaN."""
+        if self.keep is None:
+            return None
+        reps = np.array([np.asarray(figures(k), dtype=np.float64) for k in self.keep])
+        return np.asarray(jackknife_se(reps), dtype=np.float64)
+
+
+def _se(v) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def _layer_record(spec: LayerSpec, lay: LayerResult, loading: Loading, design: _Design,
+                  level: float) -> tuple[dict[str, Any], float, float]:
+    pr = layer_premium(lay.annual_loss, Loading(loading.method, loading.parameter, 0.0, 0.0), level)
+    prem = pr.premium
     lq = layer_quote(lay, prem)
-    upfront = prem * (lay.upfront_premium / lay.expected_loss) if lay.expected_loss > 0 else prem
+    upfront = lq.upfront_premium
+    el_se, _ = design.mean_se(lay.annual_loss)
+    x, f, cap = lay.annual_loss, lay.annual_reinstatement_factor, lay.share * lay.limit
+
+    def figures(keep):
+        xk = x[keep]
+        pk = layer_premium(xk, Loading(loading.method, loading.parameter, 0.0, 0.0), level).premium
+        uk = pk / (1.0 + float(f[keep].mean()))
+        mk = float(xk.mean())
+        return [pk, uk, uk / lay.share / lay.limit if math.isfinite(cap) else math.nan,
+                pk / mk if mk > 0 else math.nan]
+
+    jk = design.jackknife(figures)
+    if jk is None:
+        jk = [None] * 4
+    method = loading.method + (" on TVaR - mean" if loading.method == "coc" else "")
     return {
         "layer": spec.name, **spec.to_dict(),
         "aggregate_limit_cny": lay.aggregate_limit,
-        "expected_layer_loss_cny": lay.expected_loss, "expected_layer_loss_se_cny": lay.expected_loss_se,
+        "expected_layer_loss_cny": lay.expected_loss, "expected_layer_loss_se_cny": el_se,
+        "expected_layer_loss_iid_se_cny": lay.expected_loss_se,
         "sd_layer_loss_cny": lay.sd_annual_loss,
-        "reinsurance_premium_cny": prem, "upfront_premium_cny": upfront,
-        "rate_on_line": lq.rate_on_line, "multiple": lq.multiple,
+        "reinsurance_premium_cny": prem, "reinsurance_premium_mc_se_cny": _se(jk[0]),
+        "upfront_premium_cny": upfront, "upfront_premium_mc_se_cny": _se(jk[1]),
+        "rate_on_line": lq.rate_on_line, "rate_on_line_mc_se": _se(jk[2]),
+        "multiple": lq.multiple, "multiple_mc_se": _se(jk[3]),
+        "loading_method": method, "loading_parameters": dict(pr.parameters),
         "prob_attachment": lay.prob_attachment, "prob_exhaustion": lay.prob_exhaustion,
         "expected_events_in_layer": lay.expected_events_in_layer,
-    }, prem
+    }, prem, upfront
 
 
 def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], quota_share: float,
-                 loading: Loading, group: int, level: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                 loading: Loading, group: int, level: float,
+                 design: _Design) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     if not layers and quota_share == 0:
         return [], None
     c = float(quota_share)
@@ -325,6 +451,7 @@ def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[Layer
                 raise InsuranceInputError(f"layers overlap: {a.name} and {b.name}")
     retained = EventLosses(events.year, (1.0 - c) * events.loss, events.n_years)
     rows, ceded, prem_total = [], c * annual, 0.0
+    paid = np.zeros_like(annual)      # reinsurance premiums paid in each year: upfront + reinstatements
     for spec in sorted(layers, key=lambda s: (s.basis != "occurrence", s.attachment_cny)):
         if spec.basis == "occurrence":
             rein = (spec.reinstatements, spec.reinstatement_pct) if spec.reinstatements is not None else None
@@ -334,26 +461,33 @@ def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[Layer
             occ = sum((r["_annual"] for r in rows if r["basis"] == "occurrence"), np.zeros_like(annual))
             lay = price_annual_layer(np.maximum((1.0 - c) * annual - occ, 0.0), spec.attachment_cny,
                                      spec.limit_cny, share=spec.share)
-        rec, prem = _layer_record(spec, lay, loading)
+        rec, prem, upfront = _layer_record(spec, lay, loading, design, level)
         rec["_annual"] = lay.annual_loss
         rows.append(rec)
         ceded = ceded + lay.annual_loss
+        paid = paid + upfront * (1.0 + lay.annual_reinstatement_factor)
         prem_total += prem
-    net = annual - ceded
+    net = annual - ceded + paid
     gross_s, net_s = np.sort(annual), np.sort(net)
     gv, nv = _var_sorted(gross_s, level), _var_sorted(net_s, level)
     gm, nm = float(annual.mean()), float(net.mean())
     g_ci, n_ci = quantile_ci(annual, level, set_size=group), quantile_ci(net, level, set_size=group)
     xol_mean = float(sum(r["expected_layer_loss_cny"] for r in rows))
+    upfront_total = float(sum(r["upfront_premium_cny"] for r in rows))
     capital = {
         "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_var_ci95_cny": g_ci,
         "gross_capital_cny": gv - gm, "net_mean_cny": nm, "net_var_cny": nv, "net_var_ci95_cny": n_ci,
         "net_capital_cny": nv - nm,
+        "net_loss_definition": ("gross payout - quota share - XoL recoveries + reinsurance premiums paid in "
+                                "the year (every layer's upfront premium, and its reinstatement premiums in "
+                                "loss years); capital = VaR - mean"),
         # the quantile dominates the capital's error: its interval less the mean
         "gross_capital_ci95_cny": [b - gm for b in g_ci], "net_capital_ci95_cny": [b - nm for b in n_ci],
         "capital_relief_cny": (gv - gm) - (nv - nm), "quota_share_cession": c,
         "ceded_quota_share_mean_cny": float((c * annual).mean()), "ceded_xol_mean_cny": xol_mean,
-        "reinsurance_premium_cny": prem_total, "cost_of_reinsurance_cny": prem_total - xol_mean,
+        "reinsurance_premium_cny": prem_total, "upfront_premium_cny": upfront_total,
+        "expected_reinstatement_premium_cny": prem_total - upfront_total,
+        "cost_of_reinsurance_cny": prem_total - xol_mean,
     }
     for r in rows:
         r.pop("_annual")
@@ -390,10 +524,13 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     layers, quota_share :
         Reinsurance programme.
     parameter_set_size, paths_years :
-        With ``paths_years = (paths, years)`` from an engine run whose paths share parameter draws in
-        sets of ``parameter_set_size``, the standard error of the pure premium is the between-set one,
-        and the PML, VaR and TVaR errors count groups of ``parameter_set_size x years`` simulated years
-        (a set's paths, each path's years) by their design effect.
+        With ``paths_years = (paths, years)`` (simulated years path-major) the standard errors of the
+        pure premium and the layer losses are taken over path means, between parameter sets when paths
+        share parameter draws in sets of ``parameter_set_size``; the jackknife errors of the other
+        premium figures delete whole sets (whole paths when ``parameter_set_size`` is 1); and the PML,
+        VaR and TVaR errors count groups of ``parameter_set_size x years`` simulated years (a set's
+        paths, each path's years) by their design effect. Without ``paths_years`` the years are taken
+        as independent.
     """
     d = load_insurance_defaults()
     loading = loading or default_loading()
@@ -405,37 +542,57 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     annual = losses.annual_payout_cny
     n = annual.size
     a = aal(annual)
-    se, psd = a.se, None
-    if paths_years is not None and parameter_set_size > 1:
-        from finance_engine.simulation.summary import nested_moments
-
-        p, y = paths_years
-        if p * y != n:
-            raise InsuranceInputError(f"paths_years {paths_years} does not match {n} simulated years")
-        mom = nested_moments(annual.reshape(p, y).mean(axis=1)[:, None], parameter_set_size, True)
-        if np.isfinite(mom["mc_se"][0]):
-            se = float(mom["mc_se"][0])
-            psd = float(mom["parameter_sd"][0]) if np.isfinite(mom["parameter_sd"][0]) else None
     # simulated years are path-major (sim_year = path * years + year): a path's years, and the paths of a
-    # parameter set, are correlated; the quantile and tail errors count such groups
+    # parameter set, are correlated; means take their error over path means (between sets), the other
+    # premium figures a jackknife over whole sets, and the quantile and tail errors count such groups
+    design = _Design(n, paths_years, parameter_set_size)
+    se, psd = design.mean_se(annual)
     group = paths_years[1] * max(int(parameter_set_size), 1) if paths_years is not None else 1
     z = 1.959963984540054
-    prem = risk_loaded_premium(annual, loading)
-    gp = gross_premium(a.mean, max(prem.risk_load, 0.0), loading.fixed_costs_cny, loading.expense_ratio,
-                       loading.profit_ratio)
+
+    def build(x: np.ndarray):
+        m = float(x.mean())
+        pr = risk_loaded_premium(x, loading)
+        return pr, gross_premium(m, max(pr.risk_load, 0.0), loading.fixed_costs_cny, loading.expense_ratio,
+                                 loading.profit_ratio)
+
+    prem, gp = build(annual)
+
+    def figures(keep):
+        _, g = build(annual[keep])
+        return [g.risk_load, g.expected_loss + g.risk_load, g.gross, g.loss_ratio]
+
+    jk = design.jackknife(figures)
+    rl_se, rlp_se, g_se, lr_se = (None,) * 4 if jk is None else (_se(v) for v in jk)
+    t = design.t
     mu = float(area_ha) * MU_PER_HA
+
+    def ci(v, e):
+        return [v - t * e, v + t * e] if e is not None and t is not None else None
+
+    def scaled(e, d):
+        return e / d if e is not None else None
+
     premium = {
         "pure_premium_cny": a.mean, "pure_premium_mc_se_cny": se,
         "pure_premium_ci95_cny": [a.mean - z * se, a.mean + z * se],
         "pure_premium_iid_se_cny": a.se, "parameter_sd_cny": psd,
         "sd_annual_payout_cny": float(annual.std(ddof=1)) if n > 1 else 0.0,
-        "risk_load_cny": gp.risk_load, "risk_loaded_premium_cny": a.mean + gp.risk_load,
+        "risk_load_cny": gp.risk_load, "risk_load_mc_se_cny": rl_se,
+        "risk_loaded_premium_cny": a.mean + gp.risk_load, "risk_loaded_premium_mc_se_cny": rlp_se,
+        "risk_loaded_premium_ci95_cny": ci(a.mean + gp.risk_load, rlp_se),
         "fixed_costs_cny": gp.fixed_costs, "expenses_cny": gp.variable_expenses, "profit_cny": gp.profit,
-        "gross_premium_cny": gp.gross, "sum_insured_cny": si,
-        "pure_rate": a.mean / si, "rate_on_sum_insured": gp.gross / si,
-        "premium_per_mu_cny": gp.gross / mu, "premium_per_ha_cny": gp.gross / float(area_ha),
+        "gross_premium_cny": gp.gross, "gross_premium_mc_se_cny": g_se, "gross_premium_ci95_cny": ci(gp.gross, g_se),
+        "sum_insured_cny": si,
+        "pure_rate": a.mean / si, "pure_rate_mc_se": se / si,
+        "rate_on_sum_insured": gp.gross / si, "rate_on_sum_insured_mc_se": scaled(g_se, si),
+        "premium_per_mu_cny": gp.gross / mu, "premium_per_mu_mc_se_cny": scaled(g_se, mu),
+        "premium_per_ha_cny": gp.gross / float(area_ha), "premium_per_ha_mc_se_cny": scaled(g_se, float(area_ha)),
         "premium_per_tco2e_cny": gp.gross / insured_tco2e if insured_tco2e > 0 else None,
-        "expected_loss_ratio": gp.loss_ratio, "loading_parameters": dict(prem.parameters),
+        "premium_per_tco2e_mc_se_cny": scaled(g_se, insured_tco2e) if insured_tco2e > 0 else None,
+        "expected_loss_ratio": gp.loss_ratio, "expected_loss_ratio_mc_se": lr_se,
+        "loading_parameters": dict(prem.parameters),
+        "mc_error_method": design.describe(),
     }
     # ---- subsidy and rate band ------------------------------------------------------------------
     if subsidy is None:
@@ -474,7 +631,7 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
             "ep_curve": _records(ep)}
     # ---- reinsurance ------------------------------------------------------------------------------
     layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), quota_share, loading, group,
-                                       d.capital_level)
+                                       d.capital_level, design)
     br = None
     if losses.true_loss_cny is not None:
         br = _clean(basis_risk(annual, losses.true_loss_cny, true_loss_tolerance_cny).to_dict())
@@ -499,10 +656,10 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
 # =====================================================================================================
 # On the engine
 # =====================================================================================================
-def _aal_row(x: np.ndarray, price: float, **labels) -> dict[str, Any]:
-    a = aal(x)
-    return {**labels, "aal_tco2e": a.mean, "aal_se_tco2e": a.se, "aal_cny": a.mean * price,
-            "aal_se_cny": a.se * price}
+def _aal_row(x: np.ndarray, price: float, design: _Design, **labels) -> dict[str, Any]:
+    m = float(np.mean(x))
+    se, _ = design.mean_se(x)
+    return {**labels, "aal_tco2e": m, "aal_se_tco2e": se, "aal_cny": m * price, "aal_se_cny": se * price}
 
 
 def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, params, *, paths: int = 2000,
@@ -558,6 +715,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
             "insurance_defaults_sha256": _file_sha256(DEFAULTS_PATH),
             "method": "engine paths -> cover payouts per simulated year -> premium principles on the annual payouts"}
     set_size = res.provenance["switches"]["parameter_set_size"] if res.provenance["switches"]["parameter_uncertainty"] else 1
+    design = _Design(n, (paths, years), set_size)
     # ground-up AAL by peril (tCO2e destroyed) and by account level
     unit_price = getattr(cover, "price_cny_per_tco2e", None) or cover.strike_cny_per_tco2e
     covered = cover.perils if isinstance(cover, StockLossCover) else None
@@ -565,7 +723,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     for m in res.metrics:
         if m.startswith("loss_") and m != "loss_tco2e":
             peril = m[5:-6]
-            by_peril.append(_aal_row(per_path_to_sim_years(res.paths_of(m)[..., 0]), unit_price, peril=peril,
+            by_peril.append(_aal_row(per_path_to_sim_years(res.paths_of(m)[..., 0]), unit_price, design, peril=peril,
                                      covered=covered is None or peril in covered))
     by_level = []
     if account_level and account_level in res.per_path and account_level != "portfolio":
@@ -575,7 +733,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         arr = sum(res.paths_of(m, account_level) for m in names)
         stock_lv = res.initial_stock.query("level == @account_level").set_index("group").stock_tco2e
         for g, lab in enumerate(res.labels[account_level]):
-            row = _aal_row(per_path_to_sim_years(arr[..., g]), unit_price, level=account_level, group=str(lab))
+            row = _aal_row(per_path_to_sim_years(arr[..., g]), unit_price, design, level=account_level,
+                           group=str(lab))
             row["stock_tco2e"] = float(stock_lv.get(lab, float("nan")))
             by_level.append(row)
 
@@ -589,7 +748,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         for row in by_peril:
             x = pay_peril.get(row["peril"])
             row["payout_aal_cny"] = float(x.mean()) if x is not None else 0.0
-            row["payout_aal_se_cny"] = float(x.std(ddof=1) / math.sqrt(x.size)) if x is not None and x.size > 1 else 0.0
+            row["payout_aal_se_cny"] = design.mean_se(x)[0] if x is not None else 0.0
     elif isinstance(cover, SinkIndexCover):
         sink = res.paths_of("sink_tco2e")[..., 0]
         losses = sink_index_losses(sink, cover, seed=seed, path_ids=np.arange(paths))
@@ -609,7 +768,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         prices = simulate_price_paths(model, np.arange(paths), years, seed,
                                       start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
         vol = cover.volume_tco2e if cover.volume_tco2e is not None else res.paths_of("credits_issued_tco2e")[..., 0]
-        losses = price_floor_losses(prices, vol, cover)
+        # a model with several steps a year: the credits are sold at each policy year's end price
+        losses = price_floor_losses(prices, vol, cover, steps_per_year=model.steps_per_year)
         insured = float(np.mean(losses.index["volume_tco2e"]))
         if insured <= 0:
             raise CoverError("volume_tco2e: the simulated credits issued are 0 in the policy years (crediting "

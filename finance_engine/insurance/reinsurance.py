@@ -3,8 +3,11 @@
 Quote measures (finance_practice.md §3)
 ----------------------------------------
 * expected layer loss ``E[X]`` (pure premium, :func:`finance_engine.insurance.layers.price_layer`)
-* rate on line ``ROL = premium / (share x limit)``
-* multiple ``premium / E[X]`` (about 1.5-5x for cat layers)
+* rate on line ``ROL = upfront premium / (share x limit)``: the market convention, the premium paid at
+  inception for the cover; with paid reinstatements the upfront premium is ``premium / (1 + E[f])``
+  (:mod:`.layers`), less than the expected total premium
+* multiple ``premium / E[X]`` on the expected *total* premium, upfront plus expected reinstatement
+  premiums (about 1.5-5x for cat layers)
 
 Capital (Solvency II SCR / C-ROSS II: 1-year VaR 99.5 %)
 ---------------------------------------------------------
@@ -18,10 +21,19 @@ Gross: ``L = S`` (annual aggregate of the event losses). Net of the programme, w
 1. quota share with cession ``c`` (optional): retained event loss ``(1 - c) L_e``;
 2. per-event XoL ``(A, C)`` with optional annual aggregate terms/reinstatements (optional) on the
    retained event losses (the quota share inures to the benefit of the XoL);
-3. net annual loss ``N = S - c S - X`` plus the fixed reinsurance premium, which shifts VaR and mean
-   alike and so does not change the capital; it is reported as the cost of reinsurance
-   ``premium - E[X]``. The quota share is taken at original terms (premium ceded pro rata, no
-   commission modelled), so it has no cost of its own here.
+3. the net annual loss is what the cedant pays in the year: the retained loss plus every reinsurance
+   premium paid in that year::
+
+       N_y = S_y - c S_y - X_y + P (1 + f_y),      f_y = sum_k c_k Z_k,y / C
+
+   with ``P`` the upfront premium of the XoL layer (share included) and ``P f_y`` the reinstatement
+   premiums due in year ``y``, pro rata to the cover reinstated (:mod:`.layers`). The reinstatement
+   premiums are paid in loss years, so they raise the net VaR by more than the mean; the fixed upfront
+   premium shifts VaR and mean alike. Net capital ``= VaR_q(N) - E[N]``; ``E[N] = E[S] - c E[S] - E[X] +
+   premium``, so ``net_mean`` carries the cost of reinsurance ``premium - E[X]``. The quota share is
+   taken at original terms (premium ceded pro rata, no commission modelled), so it has no cost of its
+   own in this loss view. :func:`finance_engine.insurance.quote.quote_losses` uses the same convention
+   for a programme of several layers (each layer's loaded upfront premium and reinstatement premiums).
 
 VaR is the lower empirical quantile (:func:`finance_engine.insurance.risk_measures.var`).
 """
@@ -51,13 +63,16 @@ class LayerQuote:
     expected_loss : float
         Expected annual layer loss (pure premium).
     premium : float
-        The (risk-loaded) reinsurance premium per year.
+        The (risk-loaded) reinsurance premium per year: expected total, upfront plus expected
+        reinstatement premiums.
     rate_on_line : float
-        ``premium / (share x limit)`` (nan for an unlimited layer).
+        ``upfront_premium / (share x limit)`` (nan for an unlimited layer).
     multiple : float
-        ``premium / expected_loss`` (inf when the expected loss is 0).
+        ``premium / expected_loss`` on the total (inf when the expected loss is 0).
     prob_attachment, prob_exhaustion : float
         From the layer pricing.
+    upfront_premium : float
+        ``premium / (1 + E[f])``: the part paid at inception (``premium`` without paid reinstatements).
     """
 
     expected_loss: float
@@ -66,20 +81,28 @@ class LayerQuote:
     multiple: float
     prob_attachment: float
     prob_exhaustion: float
+    upfront_premium: float = math.nan
+
+
+def _upfront_share(layer: LayerResult) -> float:
+    """Upfront premium / expected total premium of a layer: ``1 / (1 + E[f])`` (1 without reinstatements)."""
+    f = layer.annual_reinstatement_factor
+    return 1.0 / (1.0 + float(f.mean())) if f is not None and f.size else 1.0
 
 
 def layer_quote(layer: LayerResult, premium: float) -> LayerQuote:
-    """Rate on line and multiple of ``premium`` for a layer priced by :func:`price_layer`."""
+    """Rate on line (on the upfront part) and multiple (on the total) of ``premium``, the expected total
+    premium of a layer priced by :func:`price_layer`."""
     try:
         p = float(premium)
     except (TypeError, ValueError):
         raise InsuranceInputError(f"premium must be a number, got {premium!r}") from None
     if not (math.isfinite(p) and p >= 0):
         raise InsuranceInputError(f"premium must be finite and >= 0, got {premium!r}")
-    cap = layer.share * layer.limit
-    rol = p / cap if math.isfinite(cap) else float("nan")
+    upfront = p * _upfront_share(layer)
+    rol = upfront / layer.share / layer.limit if math.isfinite(layer.limit) else float("nan")
     mult = p / layer.expected_loss if layer.expected_loss > 0 else math.inf
-    return LayerQuote(layer.expected_loss, p, rol, mult, layer.prob_attachment, layer.prob_exhaustion)
+    return LayerQuote(layer.expected_loss, p, rol, mult, layer.prob_attachment, layer.prob_exhaustion, upfront)
 
 
 @dataclass(frozen=True)
@@ -93,11 +116,12 @@ class CapitalResult:
     gross_mean, gross_var, gross_capital : float
         ``E[S]``, ``VaR_q(S)``, ``VaR_q(S) - E[S]``.
     net_mean, net_var, net_capital : float
-        The same for the net annual loss (before the reinsurance premium).
+        The same for the net annual loss, retained loss plus the reinsurance premiums paid in the year
+        (upfront and reinstatement; module docstring).
     ceded_xol_mean, ceded_qs_mean : float
         Expected annual loss ceded to the XoL layer and to the quota share.
     reinsurance_premium : float
-        Premium paid for the XoL layer (0 if not given).
+        Expected total premium of the XoL layer (upfront + expected reinstatement premiums; 0 without one).
     cost_of_reinsurance : float
         ``reinsurance_premium - ceded_xol_mean``.
     capital_relief : float
@@ -119,12 +143,14 @@ class CapitalResult:
     cost_of_reinsurance: float
     capital_relief: float
     layer: LayerResult | None
+    upfront_premium: float = 0.0
+    expected_reinstatement_premium: float = 0.0
 
 
 def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None, *, attachment: float | None = None,
                     limit: float | None = None, reinstatements=None, aggregate_deductible: float = 0.0,
                     aggregate_limit: float = np.inf, share: float = 1.0, quota_share_cession: float = 0.0,
-                    reinsurance_premium: float = 0.0, level: float | None = None,
+                    reinsurance_premium: float | None = None, level: float | None = None,
                     **columns) -> CapitalResult:
     """Capital at ``level`` (default 0.995) gross and net of a quota share and/or a per-event XoL layer.
 
@@ -140,8 +166,12 @@ def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None,
         As for :func:`finance_engine.insurance.layers.price_layer` (occurrence basis).
     quota_share_cession : float
         Ceded quota-share fraction in [0, 1] (applied first).
-    reinsurance_premium : float
-        Premium of the XoL layer (reported as cost; does not change capital).
+    reinsurance_premium : float, optional
+        Expected total annual premium of the XoL layer, upfront plus expected reinstatement premiums
+        (the ``reinsurance_premium_cny`` of a quote's layer). Its upfront part ``premium / (1 + E[f])``
+        is paid every year and the reinstatement premiums ``upfront x f_y`` in loss years, all counted
+        in the net loss (module docstring). Default: the layer's pure premium ``E[X]`` (upfront part the
+        pure upfront premium of :func:`~finance_engine.insurance.layers.price_layer`).
     level : float, optional
         Capital level; default ``capital_level`` of the data file (0.995).
     """
@@ -157,9 +187,13 @@ def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None,
     c = float(quota_share_cession)
     if not 0 <= c <= 1:
         raise InsuranceInputError(f"quota_share_cession must be in [0, 1], got {quota_share_cession}")
-    prem = float(reinsurance_premium)
-    if not (math.isfinite(prem) and prem >= 0):
-        raise InsuranceInputError(f"reinsurance_premium must be finite and >= 0, got {reinsurance_premium}")
+    if reinsurance_premium is not None:
+        try:
+            prem = float(reinsurance_premium)
+        except (TypeError, ValueError):
+            raise InsuranceInputError(f"reinsurance_premium must be a number, got {reinsurance_premium!r}") from None
+        if not (math.isfinite(prem) and prem >= 0):
+            raise InsuranceInputError(f"reinsurance_premium must be finite and >= 0, got {reinsurance_premium}")
     if (attachment is None) != (limit is None):
         raise InsuranceInputError("give both attachment and limit for an XoL layer, or neither")
 
@@ -167,15 +201,23 @@ def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None,
     ceded_qs = c * gross
     layer = None
     ceded_xol = np.zeros_like(gross)
+    paid = np.zeros_like(gross)
+    upfront = 0.0
     if attachment is not None:
         retained = EventLosses(ev.year, (1.0 - c) * ev.loss, ev.n_years)
         layer = price_layer_events(retained, attachment, limit, "occurrence", reinstatements,
                                    aggregate_deductible=aggregate_deductible, aggregate_limit=aggregate_limit,
                                    share=share)
         ceded_xol = layer.annual_loss
-    elif prem:
+        if reinsurance_premium is None:
+            prem = layer.expected_loss
+        upfront = prem * _upfront_share(layer)
+        paid = upfront * (1.0 + layer.annual_reinstatement_factor)
+    elif reinsurance_premium:
         raise InsuranceInputError("reinsurance_premium given without an XoL layer")
-    net = gross - ceded_qs - ceded_xol
+    else:
+        prem = 0.0
+    net = gross - ceded_qs - ceded_xol + paid
 
     def cap(x: np.ndarray) -> tuple[float, float, float]:
         m = float(x.mean())
@@ -186,4 +228,4 @@ def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None,
     nm, nv, nc = cap(net)
     xol_mean = float(ceded_xol.mean())
     return CapitalResult(q, gm, gv, gc, nm, nv, nc, xol_mean, float(ceded_qs.mean()), prem,
-                         prem - xol_mean, gc - nc, layer)
+                         prem - xol_mean, gc - nc, layer, upfront, prem - upfront)

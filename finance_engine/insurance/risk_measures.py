@@ -7,14 +7,21 @@ AAL
     ``mean(x)``, standard error ``sd(x, ddof=1) / sqrt(n)``, normal (CLT) confidence interval
     ``mean +- z_{(1+c)/2} se`` (Oasis ALT/ALCT, peers.md §1).
 Exceedance probability (EP) curve
-    For each distinct loss value ``v``: ``EP(v) = #{x_i >= v} / n`` and return period ``1 / EP``
-    (Oasis EPT convention: the k-th largest loss has EP ``k / n``). **OEP** uses the annual maximum
-    event loss, **AEP** the annual aggregate (finance_practice.md §3).
+    For each distinct loss value ``v``: ``EP(v) = S_n(v) = #{x_i > v} / n``, the probability that a
+    year's loss *exceeds* ``v``, and return period ``1 / EP`` (``inf`` for the largest loss, which no
+    simulated year exceeds). **OEP** uses the annual maximum event loss, **AEP** the annual aggregate
+    (finance_practice.md §3).
 Survival function
     ``S_n(t) = #{x_i > t} / n``.
 VaR (quantile, PML)
-    Lower quantile ``VaR_p = inf{x : F_n(x) >= p} = x_(ceil(n p))``. The PML at return period ``T``
-    is ``VaR_{1 - 1/T}`` of the OEP (annual max) or AEP (annual aggregate) sample.
+    Lower quantile ``VaR_p = inf{x : F_n(x) >= p} = x_(ceil(n p))`` (numpy's ``inverted_cdf``). The PML
+    at return period ``T`` is ``VaR_{1 - 1/T}`` of the OEP (annual max) or AEP (annual aggregate) sample.
+One convention for curve and PML
+    ``VaR_p = inf{x : S_n(x) <= 1 - p}``, so the PML at ``T`` is the smallest loss on the EP curve whose
+    return period is at least ``T``: with ``x = 1..200`` both give 199 at 1-in-200 and 198 at 1-in-100.
+    (The Oasis EPT convention ``EP = #{x_i >= v} / n``, "the k-th largest loss has EP k / n", would put
+    200 at 1-in-200; it is the *upper* quantile, and would disagree with the VaR, TVaR and capital here,
+    which all use the lower quantile; the engine's linear percentiles, 199.005 here, lie between.)
 TVaR (expected shortfall)
     ``TVaR_p = 1/(1-p) int_p^1 VaR_u du``, exact for ``F_n``: with ``k = ceil(n p)``,
     ``TVaR_p = [ (k - n p) x_(k) + sum_{i > k} x_(i) ] / (n - n p)`` (Acerbi & Tasche 2002,
@@ -110,13 +117,17 @@ def exceedance_curve(losses) -> pd.DataFrame:
     -------
     DataFrame
         One row per distinct loss value, largest first: ``loss``, ``exceedance_probability``
-        (``#{x >= loss} / n``) and ``return_period_years`` (``1 / exceedance_probability``).
+        (``#{x > loss} / n``, 0 for the largest) and ``return_period_years`` (``1 / exceedance_probability``,
+        ``inf`` for the largest). The PML at ``T`` (:func:`pml`) is the smallest ``loss`` whose return
+        period is ``>= T`` (module docstring).
     """
     x = np.sort(as_loss_array(losses, allow_negative=True))[::-1]
     n = x.size
-    last = np.r_[x[1:] != x[:-1], True]          # last occurrence of each value in descending order
-    ep = (np.flatnonzero(last) + 1) / n
-    return pd.DataFrame({"loss": x[last], "exceedance_probability": ep, "return_period_years": 1.0 / ep})
+    first = np.r_[True, x[1:] != x[:-1]]         # first occurrence of each value in descending order
+    ep = np.flatnonzero(first) / n               # values before it are the ones strictly above
+    with np.errstate(divide="ignore"):
+        rp = 1.0 / ep
+    return pd.DataFrame({"loss": x[first], "exceedance_probability": ep, "return_period_years": rp})
 
 
 def ep_curves(elt: pd.DataFrame, n_years: int, **columns) -> dict[str, pd.DataFrame]:
