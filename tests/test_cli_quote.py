@@ -93,6 +93,20 @@ def test_price_layer_hand_case(elt_csv, capsys):
     assert code == 0 and "Upfront pure premium" in out
 
 
+def test_price_layer_loads_a_remote_layer_on_its_tvar(tmp_path, capsys):
+    """A layer hit in 1 year of 1,000 has a VaR 99.5 % of 0: cost of capital is charged on its own TVaR 99.5 %
+    (the mean of the worst 5 years, 80), as the quote's layers are, not priced at its expected loss."""
+    elt = tmp_path / "remote.csv"
+    pd.DataFrame({"year": [0], "event_id": [1], "loss": [500.0]}).to_csv(elt, index=False)
+    code, out, _ = _run(["price-layer", str(elt), "--years", "1000", "--attachment", "100", "--limit", "400",
+                         "--loading", "coc", "--format", "json"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert d["pure_premium"] == pytest.approx(0.4)
+    assert d["technical_premium"] == pytest.approx(0.4 + 0.06 * (80.0 - 0.4))  # 1 + 6 % x 199 = 12.94 x E[X]
+    assert d["multiple"] == pytest.approx(12.94) and d["loading_parameters"]["measure"] == "tvar"
+
+
 def test_price_layer_bad_files_exit_2(elt_csv, tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

@@ -5,7 +5,9 @@ One entry point with subcommands; each subcommand lives in its own module under
 
 Conventions every command follows: readable summary on stdout by default; ``--format json`` prints
 the full result as JSON on stdout and nothing else there; progress and notes go to stderr; exit code
-0 on success, 2 on bad input (one clear line, never a traceback), 1 on any other failure.
+0 on success, 2 on bad input (one clear line, never a traceback), 1 on any other failure. Every name,
+suffix and output path is checked before any simulation; ``-o`` replaces an existing file only with
+``--force`` and never one of the command's inputs (:class:`api.cli.common.OutputFile`).
 """
 
 from __future__ import annotations

@@ -7,14 +7,16 @@ import math
 import pandas as pd
 
 
-def _fmt(v) -> str:
+def _fmt(v, missing: str = "-") -> str:
+    if v is None:
+        return missing
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
         if not math.isfinite(v):
-            return "-"
+            return missing
         if v == 0:
             return "0"
         if abs(v) >= 100:
@@ -25,14 +27,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def render_table(df: pd.DataFrame, max_rows: int = 200) -> str:
-    """Right-aligned numbers, left-aligned text, a header rule; long tables are cut with a note."""
+def render_table(df: pd.DataFrame, max_rows: int = 200, missing: str = "-") -> str:
+    """Right-aligned numbers, left-aligned text, a header rule; long tables are cut with a note. A missing
+    value (None, NaN, an infinity) is shown as ``missing`` (e.g. ``open`` for an unbounded interval end)."""
     cut = len(df) > max_rows
     d = df.head(max_rows)
-    cells = [[_fmt(v.item() if hasattr(v, "item") else v) for v in row] for row in d.itertuples(index=False)]
+    cells = [[_fmt(v.item() if hasattr(v, "item") else v, missing) for v in row] for row in d.itertuples(index=False)]
     headers = [str(c) for c in d.columns]
     widths = [max([len(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [pd.api.types.is_numeric_dtype(d[c]) for c in d.columns]
+    numeric = [pd.api.types.is_numeric_dtype(d[c]) or _numbers_or_missing(d[c]) for c in d.columns]
 
     def line(vals):
         return "  ".join(_pad(v, w, right) for v, w, right in zip(vals, widths, numeric))
@@ -41,6 +44,13 @@ def render_table(df: pd.DataFrame, max_rows: int = 200) -> str:
     if cut:
         out.append(f"... {len(df) - max_rows} more rows (use --format json or --output)")
     return "\n".join(out)
+
+
+def _numbers_or_missing(col: pd.Series) -> bool:
+    """An object column of numbers with gaps (None): right-aligned like a numeric one."""
+    vals = [v for v in col if v is not None]
+    return col.dtype == object and len(vals) < len(col) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
 
 
 def interval_text(bounds, open_end: str = "unbounded") -> str:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import click
 
 from api.cli.common import (
+    OutputFile,
     echo_json,
+    force_option,
     format_option,
     load_model,
     load_portfolio_or_demo,
     note,
+    parameter_inputs,
     parameters_option,
+    portfolio_input,
     portfolio_option,
+    provenance_frame,
 )
 from api.cli.tables import render_table
 from models.portfolio import LEVELS
@@ -26,9 +31,11 @@ from models.portfolio import LEVELS
               help="Monte Carlo paths for the expected sink (0: deterministic figures only).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=20260101, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Also write the table: .csv, .xlsx or .json (tree).")
+              help="Also write the table: .csv (provenance in a sibling .provenance.json), .xlsx (with a "
+                   "provenance sheet) or .json (tree and provenance).")
+@force_option
 @format_option
-def accounts(portfolio, parameters, level, paths, seed, output, fmt):
+def accounts(portfolio, parameters, level, paths, seed, output, force, fmt):
     """Carbon stock (tCO2e, by both methods) and expected annual sink, by account level.
 
     Every level sums exactly from the villages up. The expected sink is simulated (one year, every
@@ -43,12 +50,14 @@ def accounts(portfolio, parameters, level, paths, seed, output, fmt):
     from finance_engine.accounts import carbon_accounts
 
     params = load_model(parameters)
+    out = OutputFile(output, suffixes=(".csv", ".xlsx", ".json"), force=force,
+                     inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     note(f"{pf.n_parcels} parcels, {pf.area_ha.sum():,.0f} ha from {pf.source}")
     acc = carbon_accounts(pf, params, sink_paths=paths, seed=seed)
-    if output:
-        _write(acc, output)
-        note(f"wrote {output}")
+    if out is not None:
+        _write(acc, out)
+        note(f"wrote {output}" + (f" and {out.sidecar}" if out.sidecar else ""))
     if fmt == "json":
         d = acc.to_dict()
         d.pop("rows")
@@ -70,24 +79,26 @@ def accounts(portfolio, parameters, level, paths, seed, output, fmt):
                   if "paths" in p else ""))
 
 
-def _write(acc, output: str) -> None:
-    from pathlib import Path
+def _write(acc, out: OutputFile) -> None:
+    import json
 
-    from api.cli.common import CLIError
-
-    suffix = Path(output).suffix.lower()
     table = acc.table[[c for c in acc.table.columns if not c.endswith("_kg")]]
-    if suffix == ".csv":
-        table.to_csv(output, index=False)
-    elif suffix == ".xlsx":
-        table.to_excel(output, index=False, sheet_name="accounts")
-    elif suffix == ".json":
-        import json
+    prov = out.provenance(acc.provenance)
+    if out.suffix == ".csv":
+        out.write(lambda p: table.to_csv(p, index=False), provenance=prov)
+    elif out.suffix == ".xlsx":
+        import pandas as pd
 
-        Path(output).write_text(json.dumps({"provenance": acc.provenance, "tree": acc.tree()},
-                                           ensure_ascii=False, indent=2), encoding="utf-8")
+        def workbook(p):
+            with pd.ExcelWriter(p, engine="openpyxl") as xw:
+                table.to_excel(xw, index=False, sheet_name="accounts")
+                provenance_frame(prov).to_excel(xw, index=False, sheet_name="provenance")
+
+        out.write(workbook)
     else:
-        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .csv, .xlsx or .json")
+        out.write_text(json.dumps({"provenance": acc.provenance, "output": {k: v for k, v in prov.items()
+                                                                           if k != "result"},
+                                   "tree": acc.tree()}, ensure_ascii=False, indent=2, default=str))
 
 
 COMMANDS = [accounts]

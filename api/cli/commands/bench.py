@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from api.cli.common import echo_json, note
+from api.cli.common import OutputFile, echo_json, force_option, note
 from finance_engine.bench import ALL_CASES, CITY_SCHEDULERS
 
 
@@ -19,8 +19,9 @@ from finance_engine.bench import ALL_CASES, CITY_SCHEDULERS
 @click.option("--city-scheduler", type=click.Choice(CITY_SCHEDULERS), default="threads", show_default=True,
               help="How the city cases run their --workers: threads in one process, or worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Result JSON (default: benchmarks/results/).")
+@force_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, out, fmt):
+def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, out, force, fmt):
     """Measure the engine: parcel-path-years per second, peak memory, engine/RNG time, loan latency.
 
     Each case runs in its own process; results are written to a JSON file so runs can be compared.
@@ -33,6 +34,8 @@ def bench(cases, demo_paths, city_paths, memory_paths, workers, city_scheduler, 
     """
     from finance_engine.bench import run
 
+    if out:  # checked before the benchmarks run (minutes), not when their result is written
+        OutputFile(out, suffixes=(".json",), force=force, sidecar=False, option="--out")
     doc = run(list(cases) or ALL_CASES, demo_paths, city_paths, memory_paths, workers,
               Path(out) if out else None, echo=note, city_scheduler=city_scheduler)
     if fmt == "json":

@@ -7,7 +7,17 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from api.cli.common import CLIError, echo_json, format_option, load_model, note, parameters_option
+from api.cli.common import (
+    CLIError,
+    OutputFile,
+    echo_json,
+    force_option,
+    format_option,
+    load_model,
+    note,
+    parameter_inputs,
+    parameters_option,
+)
 from api.cli.tables import render_table
 
 
@@ -17,7 +27,7 @@ from api.cli.tables import render_table
               help="Exposure CSV: county, year, forest_area_ha and fire-weather covariates per county-year.")
 @parameters_option
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write the updated parameter file (YAML) here.")
+              help="Write the updated parameter file (YAML) here (never over the parameter file it starts from).")
 @click.option("--min-records", type=click.IntRange(2, 1_000_000), default=20, show_default=True,
               help="Fewest records a fit needs before it changes a parameter.")
 @click.option("--min-events", type=click.IntRange(1, 1_000_000), default=5, show_default=True,
@@ -26,8 +36,9 @@ from api.cli.tables import render_table
               help="Write simulated example_records.csv and example_exposure.csv into this directory and stop.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=20260101, show_default=True,
               help="Seed of --make-example.")
+@force_option
 @format_option
-def calibrate(records, exposure, parameters, output, min_records, min_events, make_example, seed, fmt):
+def calibrate(records, exposure, parameters, output, min_records, min_events, make_example, seed, force, fmt):
     """Fit fire, typhoon and ice-storm parameters to loss records.
 
     Fire frequency by Poisson regression with the forest area as exposure, fire area by lognormal
@@ -42,12 +53,12 @@ def calibrate(records, exposure, parameters, output, min_records, min_events, ma
       carbon-risk calibrate ex/example_records.csv --exposure ex/example_exposure.csv -o lishui_cal.yaml
       carbon-risk calibrate records.csv --exposure exposure.csv --format json
     """
-    from models.calibration import CalibrationError, calibrate as run_calibration, load_loss_data, write_example
+    from models.calibration import CalibrationError, calibrate as run_calibration, load_loss_data
     from models.calibration import write_parameter_file
     from models.calibration.fit import FitError
 
     if make_example:
-        rp, ep = write_example(make_example, seed=seed)
+        rp, ep = _write_example(make_example, seed, force)
         note(f"wrote {rp} and {ep}")
         if fmt == "json":
             echo_json({"records": str(rp), "exposure": str(ep)})
@@ -59,6 +70,9 @@ def calibrate(records, exposure, parameters, output, min_records, min_events, ma
     if not exposure:
         raise CLIError("--exposure EXPOSURE.csv is required (forest area by county and year)")
     params = load_model(parameters)
+    if output:
+        OutputFile(output, suffixes=(".yaml", ".yml"), force=force, sidecar=False,
+                   inputs=[("loss records", records), ("exposure", exposure), *parameter_inputs(params)])
     try:
         data = load_loss_data(records, exposure)
         result = run_calibration(data, params, min_records=min_records, min_events=min_events)
@@ -75,6 +89,34 @@ def calibrate(records, exposure, parameters, output, min_records, min_events, ma
         echo_json(d)
         return
     _print(result, output)
+
+
+def _write_example(directory: str, seed: int, force: bool) -> tuple[Path, Path]:
+    """``--make-example DIR``: the two example files, refused where they exist (unless ``force``), each
+    moved into place from a temporary folder."""
+    import os
+    import shutil
+    import tempfile
+
+    from models.calibration import write_example
+
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise CLIError(f"--make-example {d}: is a file, not a directory")
+    names = ("example_records.csv", "example_exposure.csv")
+    if not force:
+        there = [n for n in names if (d / n).exists()]
+        if there:
+            raise CLIError(f"--make-example {d}: {', '.join(there)} already exist(s); give --force to replace")
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".example.", dir=d))
+    try:
+        rp, ep = write_example(tmp, seed=seed)
+        for f in (rp, ep):
+            os.replace(f, d / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d / rp.name, d / ep.name
 
 
 def _print(result, output) -> None:

@@ -7,15 +7,22 @@ from pathlib import Path
 import click
 
 from api.cli.common import (
+    FINITE,
     CLIError,
+    OutputFile,
     echo_json,
-    json_text,
+    force_option,
     format_option,
+    interval_columns,
+    json_text,
     load_model,
     load_portfolio_or_demo,
     note,
+    parameter_inputs,
     parameters_option,
+    portfolio_input,
     portfolio_option,
+    provenance_frame,
     show_model_notes,
 )
 from api.cli.tables import interval_text, render_table
@@ -37,34 +44,42 @@ def _load_terms_file(path: str) -> dict:
 @parameters_option
 @click.option("--terms", "terms_file", type=click.Path(dir_okay=False), default=None,
               help="Loan terms as YAML/JSON (fields of LoanTerms); options below override it.")
-@click.option("--amount", "amount_cny", type=float, default=None, help="Loan amount, CNY.")
+@click.option("--amount", "amount_cny", type=FINITE, default=None, help="Loan amount, CNY.")
 @click.option("--term", "term_years", type=int, default=None, help="Term in years.")
-@click.option("--rate", "interest_rate", type=float, default=None, help="Interest rate per year (0.0435 = 4.35 %).")
+@click.option("--rate", "interest_rate", type=FINITE, default=None, help="Interest rate per year (0.0435 = 4.35 %).")
 @click.option("--amortisation", type=click.Choice(["bullet", "annuity", "linear"]), default=None)
-@click.option("--pledge-rate", type=float, default=None, help="Maximum LTV at origination (质押率).")
-@click.option("--ltv-trigger", type=float, default=None, help="LTV above which a top-up is called.")
-@click.option("--pd", "borrower_pd", type=float, default=None, help="Borrower PD (enables LGD, EL, IRB capital).")
-@click.option("--mortgage", "forest_right_mortgage_cny", type=float, default=None, help="Forest-right mortgage value, CNY.")
-@click.option("--guarantee", "guarantee_cny", type=float, default=None, help="Guarantee, CNY.")
+@click.option("--pledge-rate", type=FINITE, default=None, help="Maximum LTV at origination (质押率).")
+@click.option("--ltv-trigger", type=FINITE, default=None, help="LTV above which a top-up is called.")
+@click.option("--pd", "borrower_pd", type=FINITE, default=None, help="Borrower PD (enables LGD, EL, IRB capital).")
+@click.option("--mortgage", "forest_right_mortgage_cny", type=FINITE, default=None,
+              help="Forest-right mortgage value, CNY.")
+@click.option("--guarantee", "guarantee_cny", type=FINITE, default=None, help="Guarantee, CNY.")
 @click.option("--credit-type", type=click.Choice(["ccer", "carbon_puhui", "tanpiao"]), default=None)
 @click.option("--price-scenario", type=click.Choice(["current_policies", "delayed_transition", "net_zero", "price_crash"]),
               default=None, help="Let prices fluctuate around an NGFS-style scenario path.")
 @click.option("--price-loss-correlation", type=click.FloatRange(-1, 1), default=None,
               help="Correlate price shocks with the pledged forest's annual losses (stress).")
-@click.option("--insured-price", type=float, default=None,
-              help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock.")
-@click.option("--parcels", "parcel_ids", default=None, help="Comma-separated pledged parcel ids.")
-@click.option("--project", "project_id", default=None, help="Pledge every parcel of this project_id.")
+@click.option("--insured-price", type=FINITE, default=None,
+              help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock (with a --terms "
+                   "file that has an insurance block, only its agreed price changes).")
+@click.option("--parcels", "parcel_ids", default=None,
+              help="Comma-separated pledged parcel ids. Without --parcels or --project the whole portfolio is pledged.")
+@click.option("--project", "project_id", default=None,
+              help="Pledge every parcel of this project_id (not with --parcels).")
 @click.option("--paths", type=click.IntRange(32, 1_000_000), default=10_000, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
 @click.option("--no-attribution", is_flag=True, help="Skip the value-driver runs (faster).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write a report: .html (collateral memo), .xlsx or .json.")
+              help="Write a report: .html (collateral memo), .xlsx (with loan-terms and provenance sheets) or .json.")
+@force_option
 @format_option
 def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths, seed, no_attribution, workers,
-               output, fmt, insured_price, **overrides):
+               output, force, fmt, insured_price, **overrides):
     """Value the pledged carbon: worth today, how it can fall, and how much is safe to lend.
+
+    The pledge is every parcel of --project, or the --parcels listed; with neither, the whole
+    portfolio is pledged.
 
     \b
     Examples:
@@ -74,24 +89,34 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     """
     from finance_engine.collateral import LoanTermsError, value_collateral
 
+    if parcel_ids is not None and project_id is not None:
+        raise CLIError("give --parcels or --project, not both (neither: the whole portfolio is pledged)")
     terms = _load_terms_file(terms_file) if terms_file else {}
     terms.update({k: v for k, v in overrides.items() if v is not None})
     if insured_price is not None:
-        terms["insurance"] = {"agreed_price_cny_per_tco2e": insured_price}
+        block = terms.get("insurance")
+        terms["insurance"] = {**(block if isinstance(block, dict) else {}),
+                              "agreed_price_cny_per_tco2e": insured_price}
     for req, flag in (("amount_cny", "--amount"), ("term_years", "--term"), ("interest_rate", "--rate")):
         if req not in terms:
             raise CLIError(f"missing loan term {req} (give {flag} or a --terms file)")
     params = load_model(parameters)
+    loan = _check_terms(terms, terms_file)
+    out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
+                     inputs=[portfolio_input(portfolio), *parameter_inputs(params), ("terms file", terms_file)]) \
+        if output else None
     pf = load_portfolio_or_demo(portfolio, params)
-    ids = [x.strip() for x in parcel_ids.split(",") if x.strip()] if parcel_ids else None
+    ids = [x.strip() for x in parcel_ids.split(",") if x.strip()] if parcel_ids is not None else None
+    if ids is not None and not ids:
+        raise CLIError(f"--parcels {parcel_ids!r}: names no parcel id")
     try:
-        v = value_collateral(pf, params, terms, parcel_ids=ids, project_id=project_id, paths=paths, seed=seed,
+        v = value_collateral(pf, params, loan, parcel_ids=ids, project_id=project_id, paths=paths, seed=seed,
                              attribution=not no_attribution, workers=workers)
     except LoanTermsError as exc:
         raise CLIError(str(exc)) from exc
     show_model_notes(v.provenance)
-    if output:
-        _write(v, output)
+    if out is not None:
+        _write(v, out)
         note(f"wrote {output}")
     if fmt == "json":
         echo_json(v.to_dict())
@@ -134,43 +159,86 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
                f"seed {p['seed']}, {p['paths']} paths")
 
 
-def _write(v, output: str) -> None:
-    suffix = Path(output).suffix.lower()
-    if suffix == ".json":
-        Path(output).write_text(json_text(v), encoding="utf-8")
-    elif suffix == ".xlsx":
+def _check_terms(terms: dict, terms_file: str | None):
+    """The loan terms validated, and every name in them known (price model and scenario, covered
+    perils), before any simulation: a bad one is one line naming the source and field, exit 2."""
+    from pydantic import ValidationError
+
+    from finance_engine.collateral import LoanTerms, LoanTermsError
+    from finance_engine.price import PriceModelError, load_price_model
+    from models.perils import peril_classes
+
+    src = terms_file or "loan terms"
+    try:
+        loan = LoanTerms.model_validate(terms)
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'terms'}: "
+                 f"{e.get('msg', '').replace('Value error, ', '')}" for e in exc.errors()]
+        raise CLIError(f"{src}: " + "; ".join(parts)) from None
+    except (LoanTermsError, ValueError) as exc:
+        raise CLIError(f"{src}: {exc}") from None
+    try:
+        pms = load_price_model()
+        pms.model(loan.price_model)
+    except PriceModelError as exc:
+        raise CLIError(f"{src}: price_model: {exc}") from None
+    if loan.price_scenario is not None:
+        try:
+            pms.scenario(loan.price_scenario)
+        except PriceModelError as exc:
+            raise CLIError(f"{src}: price_scenario: {exc}") from None
+    if loan.insurance is not None:
+        known = set(peril_classes())
+        bad = [p for p in loan.insurance.covered_perils if p not in known]
+        if bad:
+            raise CLIError(f"{src}: insurance.covered_perils: unknown peril(s) {bad}; known: {sorted(known)}")
+    return loan
+
+
+def _write(v, out: OutputFile) -> None:
+    if out.suffix == ".json":
+        out.write_text(json_text(v))
+    elif out.suffix == ".xlsx":
         import pandas as pd
 
-        with pd.ExcelWriter(output) as xw:
-            pd.DataFrame([v.value_today]).astype(str).to_excel(xw, sheet_name="value_today", index=False)
-            v.by_year.to_excel(xw, sheet_name="by_year", index=False)
-            pd.DataFrame([_flat(v.risk)]).to_excel(xw, sheet_name="risk", index=False)
-            pd.DataFrame([_flat(v.sizing)]).to_excel(xw, sheet_name="sizing", index=False)
-            pd.DataFrame([v.security]).to_excel(xw, sheet_name="security", index=False)
-            if v.credit:
-                pd.DataFrame([v.credit]).to_excel(xw, sheet_name="credit", index=False)
-            if v.drivers is not None:
-                v.drivers.to_excel(xw, sheet_name="drivers", index=False)
-            if v.sensitivities is not None:
-                v.sensitivities.to_excel(xw, sheet_name="sensitivities", index=False)
-            pd.DataFrame([{k: str(x) for k, x in v.provenance.items()}]).to_excel(xw, sheet_name="provenance", index=False)
-    elif suffix in (".html", ".htm"):
+        prov = out.provenance(v.provenance)
+
+        def workbook(p):
+            with pd.ExcelWriter(p, engine="openpyxl") as xw:
+                pd.DataFrame([_flat(v.value_today)]).to_excel(xw, sheet_name="value_today", index=False)
+                pd.DataFrame([_flat(v.terms)]).to_excel(xw, sheet_name="loan_terms", index=False)
+                v.by_year.to_excel(xw, sheet_name="by_year", index=False)
+                pd.DataFrame([_flat(v.risk)]).to_excel(xw, sheet_name="risk", index=False)
+                pd.DataFrame([_flat(v.sizing)]).to_excel(xw, sheet_name="sizing", index=False)
+                pd.DataFrame([_flat(v.security)]).to_excel(xw, sheet_name="security", index=False)
+                if v.credit:
+                    pd.DataFrame([_flat(v.credit)]).to_excel(xw, sheet_name="credit", index=False)
+                if v.drivers is not None:
+                    v.drivers.to_excel(xw, sheet_name="drivers", index=False)
+                if v.sensitivities is not None:
+                    v.sensitivities.to_excel(xw, sheet_name="sensitivities", index=False)
+                provenance_frame(prov).to_excel(xw, sheet_name="provenance", index=False)
+
+        out.write(workbook)
+    else:
         from finance_engine.reports.collateral_memo import render_collateral_memo
 
-        Path(output).write_text(render_collateral_memo(v), encoding="utf-8")
-    else:
-        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
-
+        out.write_text(render_collateral_memo(v))
 
 
 def _flat(d: dict) -> dict:
-    """One spreadsheet cell per number: ``{"x": [lo, hi]}`` -> ``x_low``, ``x_high``; nested dicts -> ``x_key``."""
+    """One spreadsheet cell per number: ``{"x": [lo, hi]}`` -> ``x_low``, ``x_high``; nested dicts -> ``x_key``;
+    other lists -> text. Numbers stay numbers (an infinite one, e.g. no limit, stays infinite)."""
     out = {}
     for k, val in d.items():
         if isinstance(val, dict):
             out.update(_flat({f"{k}_{kk}": vv for kk, vv in val.items()}))
-        elif isinstance(val, (list, tuple)) and len(val) == 2:
-            out[f"{k}_low"], out[f"{k}_high"] = val
+        elif isinstance(val, (list, tuple)) and len(val) == 2 and all(
+                x is None or isinstance(x, (int, float)) for x in val):
+            lo, hi = interval_columns(k)
+            out[lo], out[hi] = val
+        elif isinstance(val, (list, tuple)):
+            out[k] = ", ".join(str(x) for x in val)
         else:
             out[k] = val
     return out

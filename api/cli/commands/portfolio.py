@@ -11,7 +11,18 @@ import click
 import numpy as np
 import pandas as pd
 
-from api.cli.common import CLIError, echo_json, format_option, load_model, note, parameters_option
+from api.cli.common import (
+    CLIError,
+    OutputFile,
+    echo_json,
+    force_option,
+    format_option,
+    load_model,
+    note,
+    parameter_inputs,
+    parameters_option,
+    provenance_frame,
+)
 
 WRITABLE_SUFFIXES = (".csv", ".parquet", ".xlsx", ".geojson")
 EXCEL_MAX_ROWS = 1_048_575  # one header row + data rows per sheet
@@ -41,29 +52,42 @@ def _json_scalar(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_portfolio_table(frame: pd.DataFrame, output: str | Path) -> Path:
-    """Write a portfolio table in the format of the file suffix (.csv, .parquet, .xlsx, .geojson)."""
+def write_portfolio_table(frame: pd.DataFrame, output: str | Path | OutputFile, *, force: bool = False,
+                          provenance: dict | None = None) -> Path:
+    """Write a portfolio table in the format of the file suffix (.csv, .parquet, .xlsx, .geojson),
+    through a temporary file (an existing file is replaced only with ``force``). An .xlsx gets the
+    ``provenance`` as a second sheet (the parcels stay on the first, the sheet portfolios are read
+    from); the other formats get it in a sibling ``.provenance.json``."""
     from models.demo import write_demo_csv
 
-    path = Path(output)
-    suffix = path.suffix.lower()
-    if suffix not in WRITABLE_SUFFIXES:
-        raise CLIError(f"{path}: unsupported output type {suffix or '(none)'!r}; use {', '.join(WRITABLE_SUFFIXES)}")
-    if not path.parent.exists():
-        raise CLIError(f"{path}: directory {path.parent} does not exist")
-    if suffix == ".csv":
-        write_demo_csv(frame, path)
-    elif suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif suffix == ".xlsx":
-        if len(frame) > EXCEL_MAX_ROWS:
-            raise CLIError(f"{path}: {len(frame):,} parcels do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} rows); "
-                           "use .csv or .parquet")
-        frame.to_excel(path, index=False, sheet_name="parcels", engine="openpyxl")
-    else:
-        path.write_text(json.dumps(_geojson_points(frame), ensure_ascii=False, default=_json_scalar),
-                        encoding="utf-8")
-    return path
+    out = output if isinstance(output, OutputFile) else _portfolio_output(output, force, ())
+    suffix = out.suffix
+    if suffix == ".xlsx" and len(frame) > EXCEL_MAX_ROWS:
+        raise CLIError(f"{out.path}: {len(frame):,} parcels do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} rows); "
+                       "use .csv or .parquet")
+
+    def write(p: Path) -> None:
+        if suffix == ".csv":
+            write_demo_csv(frame, p)
+        elif suffix == ".parquet":
+            frame.to_parquet(p, index=False)
+        elif suffix == ".xlsx":
+            with pd.ExcelWriter(p, engine="openpyxl") as xw:
+                frame.to_excel(xw, index=False, sheet_name="parcels")
+                if provenance is not None:
+                    provenance_frame(provenance).to_excel(xw, index=False, sheet_name="provenance")
+        else:
+            p.write_text(json.dumps(_geojson_points(frame), ensure_ascii=False, default=_json_scalar),
+                         encoding="utf-8")
+
+    out.write(write, provenance=provenance if out.sidecar is not None else None)
+    return out.path
+
+
+def _portfolio_output(output, force: bool, inputs) -> OutputFile:
+    suffix = Path(output).suffix.lower()
+    return OutputFile(output, suffixes=WRITABLE_SUFFIXES, force=force, inputs=inputs,
+                      sidecar=suffix in WRITABLE_SUFFIXES and suffix != ".xlsx")
 
 
 @click.command("demo-portfolio")
@@ -72,10 +96,13 @@ def write_portfolio_table(frame: pd.DataFrame, output: str | Path) -> Path:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True,
               help="Seed: the same parcels and seed always give the identical file.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), required=True,
-              help="Output file; the format follows the suffix: .csv, .parquet, .xlsx or .geojson (points).")
+              help="Output file; the format follows the suffix: .csv, .parquet, .xlsx or .geojson (points). "
+                   "Provenance (seed, parameter file) goes to a provenance sheet (.xlsx) or a sibling "
+                   ".provenance.json.")
 @parameters_option
+@force_option
 @format_option
-def demo_portfolio(n_parcels, seed, output, parameters, fmt):
+def demo_portfolio(n_parcels, seed, output, parameters, force, fmt):
     """Write a synthetic Lishui portfolio (nine real counties, synthetic 合成 townships and villages).
 
     The shipped demo file is `--parcels 5000 --seed 2026`. Locations, species mix, ages, sites and
@@ -90,8 +117,15 @@ def demo_portfolio(n_parcels, seed, output, parameters, fmt):
     from models.demo import generate_demo_portfolio
 
     params = load_model(parameters)
+    out = _portfolio_output(output, force, parameter_inputs(params))
+    if out.suffix == ".xlsx" and n_parcels > EXCEL_MAX_ROWS:
+        raise CLIError(f"{output}: {n_parcels:,} parcels do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} rows); "
+                       "use .csv or .parquet")
     frame = generate_demo_portfolio(n_parcels, seed, params)
-    path = write_portfolio_table(frame, output)
+    prov = out.provenance({"generator": "models.demo.generate_demo_portfolio", "parcels": n_parcels, "seed": seed,
+                           "region": params.region, "parameter_version": params.version,
+                           "parameter_sha256": params.sha256})
+    path = write_portfolio_table(frame, out, provenance=prov)
     summary = {"file": str(path), "parcels": len(frame), "seed": seed, "area_ha": float(frame["area_ha"].sum()),
                "counties": int(frame["county"].nunique())}
     if fmt == "json":
@@ -169,16 +203,48 @@ def _validate_portfolio(file: str, parameters: str | None, fmt: str) -> None:
         click.echo(f"{file}: OK, {pf.n_parcels:,} parcels, {area:,.1f} ha; species: {species}")
 
 
+#: top-level fields of a stress scenario file that a parameter file does not have
+_SCENARIO_FIELDS = {"includes", "climate_pathway", "hazard", "severity", "growth", "forced_events", "price", "title",
+                    "source", "confidence"}
+#: top-level fields of a parameter file
+_PARAMETER_FIELDS = {"region", "references", "carbon", "crediting", "species", "perils", "management",
+                     "site_classes", "growth_uncertainty", "peril_uncertainty", "regeneration"}
+
+
+def _detect_kind(file: str) -> str:
+    """``validate``'s ``--kind auto``: what a file is, from its suffix and, for YAML/JSON, its fields. A .json
+    file is a (GeoJSON) portfolio unless its fields make it a scenario or a parameter file."""
+    suffix = Path(file).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        return "portfolio"
+    fallback = "portfolio" if suffix == ".json" else "parameters"
+    from models._yaml import DataFileError, read_data_file
+
+    try:
+        data, _ = read_data_file(file, "file")
+    except DataFileError:
+        return fallback  # its loader reports why it cannot be read
+    if not isinstance(data, dict):
+        return fallback
+    keys = set(data)
+    if data.get("kind") == "stress_scenario" or (keys & _SCENARIO_FIELDS and not keys & _PARAMETER_FIELDS):
+        return "scenario"
+    if keys & _PARAMETER_FIELDS:
+        return "parameters"
+    return fallback
+
+
 @click.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--kind", type=click.Choice(["auto", "portfolio", "parameters", "scenario"]), default="auto",
               show_default=True,
-              help="What FILE is (auto: .yaml/.yml is a parameter file, anything else a portfolio; "
-                   "scenario: a stress scenario file).")
+              help="What FILE is (auto: a YAML or JSON file that says `kind: stress_scenario` or holds scenario "
+                   "fields is a scenario; any other .yaml/.yml a parameter file; anything else a portfolio).")
 @parameters_option
 @format_option
 def validate(file, kind, parameters, fmt):
-    """Check a portfolio file (CSV, Parquet, xlsx, GeoJSON) or a parameter file (YAML).
+    """Check a portfolio file (CSV, Parquet, xlsx, GeoJSON), a parameter file (YAML) or a stress
+    scenario file (YAML).
 
     Clean: exit 0 and a one-line summary (parcels, area, species counts). Not clean: exit 2 and every
     problem, one per line on stderr (file, row, column, value, reason), or with --format json a JSON
@@ -189,9 +255,10 @@ def validate(file, kind, parameters, fmt):
       carbon-risk validate my_parcels.csv
       carbon-risk validate my_parcels.xlsx --format json
       carbon-risk validate models/parameters/lishui.yaml
+      carbon-risk validate my_scenario.yaml
     """
     if kind == "auto":
-        kind = "parameters" if Path(file).suffix.lower() in (".yaml", ".yml") else "portfolio"
+        kind = _detect_kind(file)
     if kind == "scenario":
         from api.cli.commands.stress import validate_scenario_file
 

@@ -11,18 +11,28 @@ from pathlib import Path
 import click
 
 from api.cli.common import (
+    FINITE,
     CLIError,
+    OutputFile,
     echo_json,
+    force_option,
     format_option,
+    interval_columns,
     load_model,
     load_portfolio_or_demo,
     note,
+    parameter_inputs,
     parameters_option,
+    portfolio_input,
     portfolio_option,
+    provenance_frame,
     show_model_notes,
 )
 from api.cli.tables import interval_text, render_table
 
+#: account levels of the AAL table
+AAL_LEVELS = ["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
+              "parcel"]
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "w": 1e4, "万": 1e4, "bn": 1e9}
 
 
@@ -76,28 +86,28 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @parameters_option
 @click.option("--cover", type=click.Choice(["stock-loss", "sink-index", "price-floor"]), default="stock-loss",
               show_default=True, help="Cover type.")
-@click.option("--price", "price", type=float, default=None,
+@click.option("--price", "price", type=FINITE, default=None,
               help="Agreed price, CNY/tCO2e (default: the price model's start price, 60).")
 @click.option("--perils", default=None, help="Covered perils, comma-separated (stock-loss; default: all).")
-@click.option("--deductible", default=None, help="Stock-loss deductible: 500t (tCO2e), 1%% (of stock) or 20000 (CNY).")
+@click.option("--deductible", default=None, help="Stock-loss deductible: 500t (tCO2e), 1% (of stock) or 20000 (CNY).")
 @click.option("--deductible-basis", type=click.Choice(["annual", "event"]), default="annual", show_default=True)
 @click.option("--limit", "limit", default=None, help="Annual limit in CNY (e.g. 5M; default: none / triggered sink value).")
-@click.option("--participation", type=float, default=1.0, show_default=True)
-@click.option("--trigger", type=float, default=None, help="Sink index trigger as a fraction of the expected sink (default 0.8).")
-@click.option("--expected-sink", type=float, default=None, help="Expected sink, tCO2e/yr (default: the model mean).")
+@click.option("--participation", type=FINITE, default=1.0, show_default=True)
+@click.option("--trigger", type=FINITE, default=None, help="Sink index trigger as a fraction of the expected sink (default 0.8).")
+@click.option("--expected-sink", type=FINITE, default=None, help="Expected sink, tCO2e/yr (default: the model mean).")
 @click.option("--index-error", type=click.Choice(["none", "normal", "lognormal"]), default="none", show_default=True,
               help="Measurement error of the sink index (remote-sensing inversion).")
-@click.option("--error-cv", type=float, default=None, help="CV of the index error (default 0.10 when an error is asked).")
-@click.option("--strike", type=float, default=None, help="Price floor strike, CNY/tCO2e (default: --price).")
-@click.option("--volume", type=float, default=None, help="Price floor volume, tCO2e/yr (default: simulated credits issued).")
+@click.option("--error-cv", type=FINITE, default=None, help="CV of the index error (default 0.10 when an error is asked).")
+@click.option("--strike", type=FINITE, default=None, help="Price floor strike, CNY/tCO2e (default: --price).")
+@click.option("--volume", type=FINITE, default=None, help="Price floor volume, tCO2e/yr (default: simulated credits issued).")
 @click.option("--price-model", default="cea", show_default=True, help="Price model for the floor.")
 @click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
               help="Risk-load principle (default: coc, cost of capital on the 1-in-200 loss).")
-@click.option("--lambda", "--loading-parameter", "loading_parameter", type=float, default=None,
+@click.option("--lambda", "--loading-parameter", "loading_parameter", type=FINITE, default=None,
               help="Parameter of the principle: sd alpha, Wang lambda, PH rho or CoC rate.")
-@click.option("--expense-ratio", type=float, default=None, help="Expense ratio (default 0.20).")
-@click.option("--profit-ratio", type=float, default=None, help="Profit ratio (default 0.05).")
-@click.option("--fixed-costs", type=float, default=0.0, show_default=True, help="Fixed costs, CNY/yr.")
+@click.option("--expense-ratio", type=FINITE, default=None, help="Expense ratio (default 0.20).")
+@click.option("--profit-ratio", type=FINITE, default=None, help="Profit ratio (default 0.05).")
+@click.option("--fixed-costs", type=FINITE, default=0.0, show_default=True, help="Fixed costs, CNY/yr.")
 @click.option("--subsidy", default="commercial_forest", show_default=True,
               help="Subsidy scheme (commercial_forest, public_welfare_forest, hebei_chestnut_2015) or none.")
 @click.option("--unsubsidised", is_flag=True, help="Check against the unsubsidised rate band [0.5, 1.5].")
@@ -105,22 +115,24 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
               help="Reinsurance XoL layer in CNY (repeatable), e.g. --layer 2M:8M.")
 @click.option("--layer-basis", type=click.Choice(["occurrence", "aggregate"]), default="occurrence", show_default=True)
 @click.option("--reinstatements", type=click.IntRange(0, 20), default=None, help="Paid reinstatements of each occurrence layer.")
-@click.option("--reinstatement-pct", type=float, default=1.0, show_default=True)
-@click.option("--layer-share", type=float, default=1.0, show_default=True)
-@click.option("--quota-share", type=float, default=0.0, show_default=True, help="Quota-share cession (ceded first).")
-@click.option("--level", "account_level", default="county", show_default=True, help="Account level for the AAL table.")
+@click.option("--reinstatement-pct", type=FINITE, default=1.0, show_default=True)
+@click.option("--layer-share", type=FINITE, default=1.0, show_default=True)
+@click.option("--quota-share", type=FINITE, default=0.0, show_default=True, help="Quota-share cession (ceded first).")
+@click.option("--level", "account_level", type=click.Choice(AAL_LEVELS), default="county", show_default=True,
+              help="Account level for the AAL table.")
 @click.option("--paths", type=click.IntRange(2, 1_000_000), default=2000, show_default=True)
 @click.option("--years", type=click.IntRange(1, 100), default=1, show_default=True, help="Policy years per path.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write the quote: .html (quote slip), .xlsx or .json.")
+              help="Write the quote: .html (quote slip), .xlsx (money columns in CNY, with a provenance sheet) or .json.")
+@force_option
 @format_option
 def quote(portfolio, parameters, cover, price, perils, deductible, deductible_basis, limit, participation, trigger,
           expected_sink, index_error, error_cv, strike, volume, price_model, loading, loading_parameter,
           expense_ratio, profit_ratio, fixed_costs, subsidy, unsubsidised, layer_specs, layer_basis,
           reinstatements, reinstatement_pct, layer_share, quota_share, account_level, paths, years, seed, workers,
-          output, fmt):
+          output, force, fmt):
     """Price a forest-carbon insurance policy (and reinsurance layers) on the simulated portfolio.
 
     \b
@@ -157,7 +169,20 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         layers = [parse_layer(s, layer_basis, reinstatements, reinstatement_pct, layer_share) for s in layer_specs]
     except (InsuranceInputError, PriceModelError) as exc:
         raise CLIError(str(exc)) from exc
+    try:  # every name checked before the simulation
+        pms.model(price_model)
+    except PriceModelError as exc:
+        raise CLIError(f"--price-model: {exc}") from None
+    if subsidy.lower() != "none":
+        from finance_engine.insurance.subsidy import subsidy_shares
+
+        try:
+            subsidy_shares(subsidy)
+        except InsuranceInputError as exc:
+            raise CLIError(f"--subsidy: {exc} (or none)") from None
     params = load_model(parameters)
+    out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
+                     inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     note(f"quoting {cover} on {pf.n_parcels} parcels: {paths} paths x {years} year(s), seed {seed}")
     try:
@@ -170,8 +195,8 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
     except ValueError as exc:   # e.g. an unknown account level from the engine
         raise CLIError(str(exc)) from exc
     show_model_notes(q.provenance)
-    if output:
-        _write(q, output)
+    if out is not None:
+        _write(q, out)
         note(f"wrote {output}")
     if fmt == "json":
         echo_json(json.loads(q.to_json()))
@@ -203,10 +228,11 @@ def _print_quote(q) -> None:
                    + ("within" if rb["within_band"] else f"OUTSIDE; the band allows at most {rb['rate_at_band_top']:.2%}"))
     s = q.subsidy
     click.echo("Subsidy (" + str(s["scheme"]) + "): " + ", ".join(f"{k} {v:,.0f}" for k, v in s["amounts_cny"].items()))
-    click.echo("\nPML (CNY) with 95% CI:")
-    click.echo(render_table(q.frame("risk.pml")[["basis", "return_period_years", "loss", "ci_low", "ci_high"]]))
-    click.echo("\nVaR / TVaR of the annual payout:")
-    click.echo(render_table(q.frame("risk.var_tvar")))
+    click.echo("\nPML (CNY) with 95% CI (open: too few simulated years to bound that end):")
+    click.echo(render_table(q.frame("risk.pml")[["basis", "return_period_years", "loss", "ci_low", "ci_high"]],
+                            missing="open"))
+    click.echo("\nVaR / TVaR of the annual payout (CNY):")
+    click.echo(render_table(q.frame("risk.var_tvar"), missing="open"))
     if q.aal_by_peril:
         click.echo("\nAAL by peril (ground-up, destroyed stock at the agreed price):")
         click.echo(render_table(q.frame("aal_by_peril")))
@@ -234,34 +260,57 @@ def _print_quote(q) -> None:
                f"seed {pv['seed']}, {pv['paths']} paths x {pv['years']} year(s)")
 
 
-def _write(q, output: str) -> None:
-    suffix = Path(output).suffix.lower()
-    if suffix == ".json":
-        Path(output).write_text(q.to_json(indent=2), encoding="utf-8")
-    elif suffix == ".xlsx":
+#: the quote workbook's column names with their units (the JSON keeps the library's names)
+PML_UNITS = {"loss": "loss_cny", "ci_low": "ci_low_cny", "ci_high": "ci_high_cny"}
+VAR_UNITS = {"level": "confidence_level", "var": "var_cny", "var_ci_low": "var_ci_low_cny",
+             "var_ci_high": "var_ci_high_cny", "tvar": "tvar_cny", "tvar_se": "tvar_se_cny"}
+
+
+def _cells(d: dict) -> dict:
+    """One spreadsheet cell per value: ``x: [lo, hi]`` -> ``x_low``, ``x_high``; other lists and dicts as text."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(x is None or isinstance(x, (int, float)) for x in v):
+            lo, hi = interval_columns(k)
+            out[lo], out[hi] = v
+        elif isinstance(v, (list, tuple, dict)):
+            out[k] = json.dumps(v, ensure_ascii=False, default=str)
+        else:
+            out[k] = v
+    return out
+
+
+def _write(q, out: OutputFile) -> None:
+    if out.suffix == ".json":
+        out.write_text(q.to_json(indent=2))
+    elif out.suffix == ".xlsx":
         import pandas as pd
 
-        with pd.ExcelWriter(output) as xw:
-            pd.DataFrame([{k: str(v) if isinstance(v, (list, dict)) else v for k, v in q.premium.items()}]).to_excel(
-                xw, sheet_name="premium", index=False)
-            pd.DataFrame([q.exposure]).to_excel(xw, sheet_name="exposure", index=False)
-            pd.DataFrame([q.subsidy["amounts_cny"]]).to_excel(xw, sheet_name="subsidy", index=False)
-            q.frame("risk.pml").to_excel(xw, sheet_name="pml", index=False)
-            q.frame("risk.ep_curve").to_excel(xw, sheet_name="ep_curve", index=False)
-            q.frame("risk.var_tvar").to_excel(xw, sheet_name="var_tvar", index=False)
-            for part in ("aal_by_peril", "aal_by_level", "layers"):
-                if getattr(q, part):
-                    q.frame(part).to_excel(xw, sheet_name=part, index=False)
-            if q.capital:
-                pd.DataFrame([q.capital]).to_excel(xw, sheet_name="capital", index=False)
-            pd.DataFrame([{k: str(v) for k, v in q.provenance.items()}]).to_excel(xw, sheet_name="provenance",
-                                                                                 index=False)
-    elif suffix in (".html", ".htm"):
+        prov = out.provenance(q.provenance)
+        s = q.subsidy
+
+        def workbook(p):
+            with pd.ExcelWriter(p, engine="openpyxl") as xw:
+                pd.DataFrame([_cells(q.premium)]).to_excel(xw, sheet_name="premium", index=False)
+                pd.DataFrame([q.exposure]).to_excel(xw, sheet_name="exposure", index=False)
+                pd.DataFrame([{"payer": k, "share": s["shares"].get(k), "amount_cny": v}
+                              for k, v in s["amounts_cny"].items()]).assign(scheme=s["scheme"]).to_excel(
+                    xw, sheet_name="subsidy", index=False)
+                q.frame("risk.pml").rename(columns=PML_UNITS).to_excel(xw, sheet_name="pml", index=False)
+                q.frame("risk.ep_curve").to_excel(xw, sheet_name="ep_curve", index=False)
+                q.frame("risk.var_tvar").rename(columns=VAR_UNITS).to_excel(xw, sheet_name="var_tvar", index=False)
+                for part in ("aal_by_peril", "aal_by_level", "layers"):
+                    if getattr(q, part):
+                        q.frame(part).to_excel(xw, sheet_name=part, index=False)
+                if q.capital:
+                    pd.DataFrame([_cells(q.capital)]).to_excel(xw, sheet_name="capital", index=False)
+                provenance_frame(prov).to_excel(xw, sheet_name="provenance", index=False)
+
+        out.write(workbook)
+    else:
         from finance_engine.reports.quote_slip import render_quote_slip
 
-        Path(output).write_text(render_quote_slip(q), encoding="utf-8")
-    else:
-        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
+        out.write_text(render_quote_slip(q))
 
 
 # =====================================================================================================
@@ -296,16 +345,17 @@ def _read_elt(path: str):
 @click.command("price-layer")
 @click.argument("elt_file", metavar="ELT", type=click.Path(dir_okay=True))
 @click.option("--years", "n_years", type=click.IntRange(1, None), required=True,
-              help="Number of simulated years the table covers (years without a row had no loss).")
+              help="Number N of simulated years the table covers; its year column holds 0-based year indices "
+                   "0 to N-1, i.e. in [0, N) (years without a row had no loss).")
 @click.option("--attachment", required=True, help="Attachment (loss unit of the table), e.g. 2M.")
 @click.option("--limit", "limit", required=True, help="Limit (or inf).")
 @click.option("--basis", type=click.Choice(["occurrence", "aggregate"]), default="occurrence", show_default=True)
 @click.option("--reinstatements", type=click.IntRange(0, 20), default=None, help="Paid reinstatements (occurrence).")
-@click.option("--reinstatement-pct", type=float, default=1.0, show_default=True)
-@click.option("--share", type=float, default=1.0, show_default=True, help="Participation in the layer.")
+@click.option("--reinstatement-pct", type=FINITE, default=1.0, show_default=True)
+@click.option("--share", type=FINITE, default=1.0, show_default=True, help="Participation in the layer.")
 @click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
               help="Risk-load principle for the technical premium (default: coc).")
-@click.option("--lambda", "--loading-parameter", "loading_parameter", type=float, default=None)
+@click.option("--lambda", "--loading-parameter", "loading_parameter", type=FINITE, default=None)
 @click.option("--year-col", default="year", show_default=True)
 @click.option("--event-col", default="event_id", show_default=True)
 @click.option("--loss-col", default="loss", show_default=True)
@@ -322,7 +372,7 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
           --year-col sim_year --loss-col loss_tco2e
     """
     from finance_engine.insurance import InsuranceInputError, layer_quote, price_layer
-    from finance_engine.insurance.quote import default_loading, risk_loaded_premium
+    from finance_engine.insurance.quote import default_loading, layer_premium
 
     df = _read_elt(elt_file)
     a = parse_amount(attachment, "--attachment")
@@ -332,7 +382,7 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
         lay = price_layer(df, n_years, a, lim, basis, rein, share=share, year_col=year_col, event_col=event_col,
                           loss_col=loss_col)
         ld = default_loading(loading, loading_parameter, expense_ratio=0.0, profit_ratio=0.0)
-        prem = risk_loaded_premium(lay.annual_loss, ld)
+        prem = layer_premium(lay.annual_loss, ld)  # cost of capital on the layer's own TVaR, as quote's layers
         lq = layer_quote(lay, prem.premium)
     except InsuranceInputError as exc:
         raise CLIError(f"{elt_file}: {exc}") from exc
@@ -347,7 +397,8 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
         "prob_exhaustion": lay.prob_exhaustion, "expected_events_in_layer": lay.expected_events_in_layer,
         "upfront_pure_premium": lay.upfront_premium,
         "expected_reinstatement_premium": lay.expected_reinstatement_premium,
-        "technical_premium": prem.premium, "loading": ld.to_dict(), "rate_on_line": lq.rate_on_line,
+        "technical_premium": prem.premium, "loading": ld.to_dict(), "loading_parameters": dict(prem.parameters),
+        "upfront_premium": lq.upfront_premium, "rate_on_line": lq.rate_on_line,
         "multiple": lq.multiple, "pure_rate_on_line": lay.pure_rate_on_line,
     }
     if fmt == "json":

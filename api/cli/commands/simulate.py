@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from api.cli.common import (
     CLIError,
+    OutputDir,
     ProgressBar,
     echo_json,
+    force_option,
     format_option,
     load_model,
     load_portfolio_or_demo,
     note,
+    parameter_inputs,
     parameters_option,
+    portfolio_input,
     portfolio_option,
     show_model_notes,
     simulation_options,
@@ -34,12 +37,15 @@ LEVEL_CHOICES = ["portfolio", "province", "city", "county", "township", "village
 @click.option("--loss-table", "loss_table_level", type=click.Choice(LEVEL_CHOICES), default=None,
               help="Keep an event loss table at this level.")
 @click.option("--no-perils", is_flag=True, help="Growth only (no fire, pest, wind, ice, drought).")
-@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
-              help="Directory for summary, horizon, event and year loss tables and provenance.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Folder for summary, horizon, event and year loss tables and provenance. It then holds this "
+                   "run's files only: a folder of a previous run is replaced; any other non-empty folder "
+                   "needs --force.")
 @click.option("--output-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@force_option
 @format_option
 def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, workers, chunk_paths, scheduler,
-                 levels, loss_table_level, no_perils, output, output_format, fmt):
+                 levels, loss_table_level, no_perils, output, output_format, force, fmt):
     """Simulate growth, perils, carbon and credits for every parcel and path.
 
     Prints the whole-horizon summary: mean, Monte Carlo standard error (more paths narrow it),
@@ -55,6 +61,8 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
     from models.dynamics import SimulationSwitches
 
     params = load_model(parameters)
+    out_dir = OutputDir(output, force=force, inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) \
+        if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     switches = SimulationSwitches(perils=()) if no_perils else SimulationSwitches()
     try:
@@ -64,23 +72,45 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     show_model_notes(res.provenance)
-    if output:
-        files = res.write(Path(output), output_format)
-        note("wrote " + ", ".join(str(f) for f in files))
+    if out_dir is not None:
+        names = out_dir.write(lambda tmp: [f.name for f in res.write(tmp, output_format)])
+        note(f"wrote {output}: " + ", ".join(names))
     if fmt == "json":
         echo_json(res.to_dict())
         return
     h = res.horizon
-    h = h[h.level.isin(["portfolio"])] if "portfolio" in levels else h
     cols = ["level", "group", "metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95", "tvar95_se"]
     click.echo(f"Whole horizon ({years} years, {paths} paths), tCO2e:")
-    click.echo(render_table(h[[c for c in cols if c in h.columns]]))
+    full = "portfolio" if "portfolio" in levels else levels[0]
+    click.echo(render_table(h.loc[h.level == full, [c for c in cols if c in h.columns]]))
     click.echo("mc_se / tvar95_se: Monte Carlo standard errors; each percentile's 95% interval is in the "
                "pNN_ci_low / pNN_ci_high columns of --format json and --output")
+    for lv in dict.fromkeys(levels):
+        if lv != full:
+            click.echo(f"\nBy {lv} (mean over paths, tCO2e; every statistic of every level: --format json or -o DIR):")
+            click.echo(render_table(_by_group(h[h.level == lv])))
     p = res.provenance
     click.echo(f"\nmodel {p['model_version']} ({p['code_version']}), parameters {p['parameter_version']} "
                f"sha256 {p['parameter_sha256'][:12]}, seed {p['seed']}, {p['paths']} paths, "
                f"perils: {', '.join(p['perils']) or 'none'}; {res.run_info['elapsed_s']:.1f}s on {res.run_info['backend']}")
+
+
+#: the columns of the per-group tables: metric (and statistic) -> column
+BY_GROUP = (("stock_end_tco2e", "mean", "stock_end"), ("cumulative_sink_tco2e", "mean", "sink"),
+            ("cumulative_loss_tco2e", "mean", "loss"), ("cumulative_loss_tco2e", "mc_se", "loss_mc_se"),
+            ("cumulative_loss_tco2e", "p95", "loss_p95"), ("cumulative_credits_issued_tco2e", "mean", "credits"))
+
+
+def _by_group(h):
+    """One row per group of a level: its end stock, sink, loss (with its error and P95) and credits."""
+    import pandas as pd
+
+    out = pd.DataFrame({"group": pd.unique(h["group"])})
+    for metric, stat, col in BY_GROUP:
+        m = h[h.metric == metric].set_index("group")
+        if stat in m.columns and len(m):
+            out[col] = out["group"].map(m[stat])
+    return out
 
 
 COMMANDS = [simulate_cmd]

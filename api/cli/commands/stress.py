@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import math
 
 import click
 
 from api.cli.common import (
+    FINITE,
     CLIError,
+    OutputFile,
     echo_json,
+    force_option,
     format_option,
     load_model,
     load_portfolio_or_demo,
     note,
+    one_line,
+    parameter_inputs,
     parameters_option,
+    portfolio_input,
     portfolio_option,
+    provenance_frame,
     show_model_notes,
 )
 from api.cli.tables import render_table
@@ -38,52 +45,121 @@ def _common(f):
     return f
 
 
+def _registry_path(path):
+    if path == "demo":
+        from finance_engine.stress.registry import demo_registry_path
+
+        return str(demo_registry_path())
+    return path
+
+
 def _registry(path):
     if path is None:
         return None
-    from finance_engine.stress.registry import RegistryError, demo_registry_path, read_registry
+    from finance_engine.stress.registry import RegistryError, read_registry
 
-    if path == "demo":
-        path = str(demo_registry_path())
+    path = _registry_path(path)
     try:
-        return read_registry(path)
+        reg = read_registry(path)
     except RegistryError as exc:
-        raise CLIError(str(exc).replace("\n", "; ")) from exc
+        raise CLIError(one_line(exc)) from exc
+    for i, ln in enumerate(reg.loans):  # a loan of infinite amount would run, then fail in the credit figures
+        for field, value in ln.terms:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CLIError(f"{path}: loans.{i}.terms.{field}: {value} is not a finite number")
+    return reg
+
+
+def _bind(reg, pf, params, registry_file) -> None:
+    """Bind the registry's loans and policies to the portfolio before any simulation (unknown projects or
+    parcels, overlapping units: exit 2 naming the registry entry)."""
+    if reg is None or not (reg.loans or reg.policies):
+        return
+    from finance_engine.stress.registry import RegistryError, bind_registry
+
+    try:
+        bind_registry(reg, pf, params)
+    except RegistryError as exc:
+        raise CLIError(f"{_registry_path(registry_file)}: {one_line(exc)}") from exc
 
 
 def _scenarios(names, use_all):
+    """The scenarios asked for (``--all``: the library, then any ``-s``), each once. Two different scenarios
+    with one name would share one column of the results: refused, naming both sources."""
     from finance_engine.stress.scenarios import ScenarioError, load_scenario, scenario_library
 
-    refs = list(scenario_library()) if use_all else list(names)
+    refs = [*(scenario_library() if use_all else ()), *names]
     if not refs:
         raise CLIError("name at least one --scenario (a library name or a file) or give --all")
-    try:
-        return [load_scenario(r) for r in refs]
-    except ScenarioError as exc:
-        raise CLIError(str(exc).replace("\n", "; ")) from exc
+    out, source = [], {}
+    for r in refs:
+        try:
+            s = load_scenario(r)
+        except ScenarioError as exc:
+            raise CLIError(one_line(exc)) from exc
+        if s.name in source:
+            first, other = source[s.name]
+            if other.sha256 == s.sha256:
+                continue  # the same scenario named twice: run once
+            raise CLIError(f"scenarios {first!r} and {r!r} are both named {s.name!r} but differ; a stress test "
+                           "reports each scenario under its name: give one of them another `name:`")
+        if s.name == "baseline" and not s.is_baseline:
+            raise CLIError(f"scenario {r!r} is named 'baseline' but changes something; the baseline is the "
+                           "unchanged run every scenario is compared with: give it another `name:`")
+        source[s.name] = (r, s)
+        out.append(s)
+    return out
+
+
+def _scenario_inputs(scns) -> list[tuple[str, str]]:
+    """The scenario files read (each scenario and the files it includes)."""
+    return [(f"scenario file of {s.name}", f) for s in scns for f, _ in s.files]
+
+
+def _warn_forced_events_beyond(scns, years: int, engine_years: int) -> None:
+    """A forced event after the run's last year never happens: say so, naming the scenario, peril and year."""
+    for s in scns:
+        for y, peril, ev in s.forced_events:
+            year = y + 1
+            where = f"scenario {s.name}: forced {peril} in year {year}"
+            if year > engine_years:
+                note(f"warning: {where} lies beyond the run's {engine_years}-year horizon and will not happen "
+                     f"(run --years {year} or more to include it)")
+            elif year > years:
+                note(f"warning: {where} lies beyond the reported {years} years (--years); only the loans' "
+                     f"collateral, simulated over {engine_years} years, sees it")
+
+
+def _engine_years(years: int, reg) -> int:
+    """The engine's horizon: ``years``, or the loans' crediting horizon when longer (as run_stress_test)."""
+    if reg is not None and reg.loans:
+        return max(years, max(min(ln.terms.crediting_horizon_years, 100) for ln in reg.loans))
+    return years
 
 
 @click.group("stress", invoke_without_command=True)
 @_common
 @click.option("--scenario", "-s", "scenario_refs", multiple=True, metavar="NAME|FILE",
               help="A scenario of the library or a scenario file; repeat for several.")
-@click.option("--all", "use_all", is_flag=True, help="Every scenario of the shipped library.")
+@click.option("--all", "use_all", is_flag=True, help="Every scenario of the shipped library (and any --scenario).")
 @click.option("--level", "levels", multiple=True, type=click.Choice(LEVEL_CHOICES), default=("county",),
               show_default=True, help="Account level(s) reported besides the portfolio; repeat for several.")
 @click.option("--levers", is_flag=True, help="Also the policy levers (with a registry) and management levers.")
 @click.option("--buffer", "with_buffer", is_flag=True, help="Also buffer adequacy vs the Verra NPRT score.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write a report: .html (self-contained), .xlsx (one sheet per table) or .json.")
+              help="Write a report: .html (self-contained), .xlsx (one sheet per table, and provenance) or .json.")
+@force_option
 @format_option
 @click.pass_context
 def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, workers, scenario_refs, use_all, levels,
-           levers, with_buffer, output, fmt):
+           levers, with_buffer, output, force, fmt):
     """Stress scenarios against the baseline: carbon, credits, losses, banks, insurer, budgets.
 
     \b
     Examples:
       carbon-risk stress --all --paths 500
       carbon-risk stress -s ice_storm_2008 -s carbon_price_crash --registry demo -o stress.html
+      carbon-risk stress --all -s my_scenario.yaml          # the library and a file of your own
       carbon-risk stress -s my_scenario.yaml --level township --format json
       carbon-risk stress list
       carbon-risk stress reverse --shock severity:ice_storm --metric collateral_coverage --registry demo
@@ -95,14 +171,19 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     scns = _scenarios(scenario_refs, use_all)
     reg = _registry(registry_file)
     params = load_model(parameters)
+    out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
+                     inputs=[portfolio_input(portfolio), *parameter_inputs(params),
+                             ("registry", _registry_path(registry_file)), *_scenario_inputs(scns)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
+    _bind(reg, pf, params, registry_file)
+    _warn_forced_events_beyond(scns, years, _engine_years(years, reg))
     lv = tuple(dict.fromkeys(("portfolio", *levels, "county", "township")))
     st = StressSettings(years=years, paths=paths, seed=seed, levels=lv)
     res = run_stress_test(pf, params, scns, registry=reg, settings=st, workers=workers, progress=note)
     show_model_notes(res.provenance)
     extra = _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers)
-    if output:
-        _write(res, output, extra)
+    if out is not None:
+        _write(res, out, extra)
         note(f"wrote {output}")
     if fmt == "json":
         echo_json({**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}})
@@ -188,21 +269,28 @@ def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
     return extra
 
 
-def _write(res, output: str, extra) -> None:
-    suffix = Path(output).suffix.lower()
-    if suffix == ".json":
+def _write(res, out: OutputFile, extra) -> None:
+    if out.suffix == ".json":
         payload = {**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}}
-        Path(output).write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    elif suffix == ".xlsx":
+        out.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
+    elif out.suffix == ".xlsx":
+        import pandas as pd
+
         from finance_engine.reports.stress_report import write_stress_workbook
 
-        write_stress_workbook(res, output, extra)
-    elif suffix in (".html", ".htm"):
+        prov = out.provenance(res.provenance)
+
+        def workbook(p):
+            write_stress_workbook(res, p, extra)
+            # the provenance sheet as every command writes it: the result's, and the command and its inputs
+            with pd.ExcelWriter(p, engine="openpyxl", mode="a", if_sheet_exists="replace") as xw:
+                provenance_frame(prov).to_excel(xw, sheet_name="provenance", index=False)
+
+        out.write(workbook)
+    else:
         from finance_engine.reports.stress_report import render_stress_report
 
-        Path(output).write_text(render_stress_report(res, extra=extra), encoding="utf-8")
-    else:
-        raise CLIError(f"--output {output}: unsupported file type {suffix!r}; use .html, .xlsx or .json")
+        out.write_text(render_stress_report(res, extra=extra))
 
 
 @stress.command("list")
@@ -227,9 +315,10 @@ def list_scenarios(fmt):
               help="hazard:<peril>, severity:<peril> or price_drop.")
 @click.option("--metric", type=click.Choice(["collateral_coverage", "insured_loss_over_capital", "buffer_use",
                                              "p_buffer_exhausted"]), default="collateral_coverage", show_default=True)
-@click.option("--threshold", type=float, default=1.0, show_default=True)
-@click.option("--lo", type=float, default=None, help="Lower end of the search bracket (default 1, or 0 for price_drop).")
-@click.option("--hi", type=float, default=None, help="Upper end (default 10, or 0.99 for price_drop).")
+@click.option("--threshold", type=FINITE, default=1.0, show_default=True)
+@click.option("--lo", type=FINITE, default=None,
+              help="Lower end of the search bracket (default 1, or 0 for price_drop).")
+@click.option("--hi", type=FINITE, default=None, help="Upper end (default 10, or 0.99 for price_drop).")
 @click.option("--base", "base_ref", default="baseline", show_default=True, help="Base scenario (name or file).")
 @format_option
 def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, shock, metric, threshold, lo, hi,
@@ -238,11 +327,15 @@ def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, s
     from finance_engine.stress.reverse import ReverseStressError, reverse_stress_test
     from finance_engine.stress.run import StressSettings
 
-    kind, _, peril = shock.partition(":")
+    kind, _, peril = _check_shock(shock)
+    if lo is not None and hi is not None and not lo < hi:
+        raise CLIError(f"--lo {lo:g} must be below --hi {hi:g}")
     base = _scenarios([base_ref], False)[0]
     reg = _registry(registry_file)
     params = load_model(parameters)
     pf = load_portfolio_or_demo(portfolio, params)
+    _bind(reg, pf, params, registry_file)
+    _warn_forced_events_beyond([base], years, _engine_years(years, reg))
     try:
         r = reverse_stress_test(pf, params, shock=(kind, peril or None), metric=metric, threshold=threshold, lo=lo,
                                 hi=hi, base=base, registry=reg, settings=StressSettings(years=years, paths=paths, seed=seed),
@@ -254,6 +347,26 @@ def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, s
     else:
         click.echo(f"{metric} crosses {threshold:g} at {shock} = {r.multiplier:.4g} "
                    f"(base value {r.metric_at_base:.4g}; {len(r.evaluations)} evaluations, seed {seed}, {paths} paths)")
+
+
+def _check_shock(shock: str) -> tuple[str, str, str]:
+    """``--shock`` as (kind, ':', peril), every name known before any simulation."""
+    from finance_engine.stress.reverse import SHOCKS
+    from models.perils import peril_classes
+
+    kind, sep, peril = shock.partition(":")
+    if kind not in SHOCKS:
+        raise CLIError(f"--shock {shock!r}: the kind must be one of {', '.join(SHOCKS)}")
+    if kind == "price_drop":
+        if peril:
+            raise CLIError(f"--shock {shock!r}: price_drop takes no peril")
+        return kind, sep, peril
+    known = list(peril_classes())
+    if not peril:
+        raise CLIError(f"--shock {shock!r}: name the peril, e.g. {kind}:ice_storm (perils: {', '.join(known)})")
+    if peril not in known:
+        raise CLIError(f"--shock {shock!r}: unknown peril {peril!r}; known: {', '.join(known)}")
+    return kind, sep, peril
 
 
 def validate_scenario_file(file: str, fmt: str) -> None:
