@@ -609,3 +609,16 @@ def test_warm_pool_payloads_are_kept_as_the_set_ups_are(monkeypatch):
     monkeypatch.setattr(engine, "PAYLOAD_CACHE_BYTES", len(first[0]) + len(pickle.dumps(({"model": 6}, []))))
     engine._payload_bytes("token-6", {"model": 6}, [])
     assert list(engine._PAYLOADS) == ["token-0", "token-6"]  # the two used last, within the bytes
+
+
+def test_writing_a_run_into_a_folder_leaves_no_table_of_an_earlier_run(portfolio, params, tmp_path):
+    """A second run written into the same folder (another format, no loss table) leaves only its own tables
+    beside its provenance; files that are not tables of a run stay."""
+    first = simulate(portfolio, params, years=3, paths=16, seed=1, loss_table_level="county")
+    first.write(tmp_path, "csv")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert (tmp_path / "event_loss_table.csv").exists()
+    second = simulate(portfolio, params, years=2, paths=16, seed=7)
+    written = second.write(tmp_path, "parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in written), "notes.txt"])
+    assert not any(p.suffix == ".csv" for p in tmp_path.iterdir())

@@ -136,12 +136,23 @@ class SimulationResult:
             d["event_loss_table_rows"] = int(len(self.elt))
         return d
 
+    #: the tables :meth:`write` may write (each as ``<name>.csv`` or ``<name>.parquet``)
+    TABLE_NAMES = ("summary", "horizon", "initial_stock", "parcel_summary", "event_loss_table", "year_loss_table")
+
     def write(self, directory: str | Path, fmt: str = "csv") -> list[Path]:
-        """Write summary, horizon, loss tables and provenance (CSV or Parquet) into a directory."""
+        """Write summary, horizon, loss tables and provenance (CSV or Parquet) into a directory.
+
+        Tables of an earlier run in the folder that this run does not write (another format, a loss table
+        it was not asked for) are removed first, so the folder never mixes two runs' files beside one
+        provenance; other files are left alone.
+        """
         if fmt not in ("csv", "parquet"):
             raise ValueError("fmt must be csv or parquet")
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        for name in self.TABLE_NAMES:
+            for suffix in ("csv", "parquet"):
+                (out / f"{name}.{suffix}").unlink(missing_ok=True)
         tables = {"summary": self.summary, "horizon": self.horizon, "initial_stock": self.initial_stock}
         if self.parcel_summary is not None:
             tables["parcel_summary"] = self.parcel_summary
