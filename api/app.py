@@ -96,11 +96,25 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
             schema["components"]["securitySchemes"] = {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "cre_<key id>_<secret>"}}
             schema["security"] = [{"apiKey": []}]
+            _page_limits(schema, settings.page_max)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi
     return app
+
+
+def _page_limits(schema: dict, page_max: int) -> None:
+    """Every list endpoint's ``limit`` as this server enforces it (``Settings.page_max``, CRE_PAGE_MAX)."""
+    from api.routes.common import PAGE_DEFAULT
+
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            for prm in op.get("parameters", []) if isinstance(op, dict) else []:
+                if prm.get("in") == "query" and prm.get("name") == "limit":
+                    sch = prm.setdefault("schema", {})
+                    sch["maximum"] = page_max
+                    sch["default"] = min(PAGE_DEFAULT, page_max)
 
 
 __all__ = ["create_app"]

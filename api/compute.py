@@ -122,8 +122,13 @@ def _params(region: str):
 
 
 def pf_ref(row) -> dict[str, Any]:
-    """What a worker needs to rebuild a stored portfolio: region, data hash, source label, Parquet bytes."""
-    return {"region": row.region, "sha256": row.data_sha256, "source": row.source, "data": row.data_parquet}
+    """What a worker needs to rebuild a stored portfolio: region, data hash, source label, Parquet bytes.
+
+    The source label is the data's hash (:func:`api.services.engine_source`), never the tenant's file
+    name: the workers' caches and the engine's are shared by every tenant with the same data."""
+    from api.services import engine_source
+
+    return {"region": row.region, "sha256": row.data_sha256, "source": engine_source(row), "data": row.data_parquet}
 
 
 def _portfolio(ref: dict[str, Any]):
@@ -314,21 +319,54 @@ def load_inline_scenario(i: int, spec: Any):
     lib = set(scenario_library())
     if not isinstance(inc, list) or not all(isinstance(x, str) and x in lib for x in inc):
         raise InlineScenarioError(f"{where}.includes: may only name library scenarios ({', '.join(sorted(lib))})")
+    if inc:  # the library's own files, by absolute path: a name is never looked up among the server's files
+        doc = {**doc, "includes": [str(library_scenario_path(x)) for x in inc]}
+    from finance_engine.stress.scenarios import LIBRARY_DIR
+
     with tempfile.TemporaryDirectory(prefix="cre-scn-") as d:
         p = Path(d) / f"inline_{i}.json"
         p.write_text(json.dumps(doc, default=str), encoding="utf-8")
         try:
             return load_scenario(p)
-        except ScenarioError as exc:
-            raise InlineScenarioError(str(exc).replace(str(p), where)) from None
+        except ScenarioError as exc:  # name the request's parts, not the server's paths
+            msg = str(exc).replace(str(p), where).replace(str(LIBRARY_DIR) + "/", "library:")
+            raise InlineScenarioError(msg) from None
+
+
+def library_scenario_path(name: str) -> Path:
+    """The shipped file of the stress library scenario ``name`` (``finance_engine/scenarios/<name>.yaml``).
+
+    API callers name library scenarios only: a name is looked up in the library and nowhere else (never
+    as a path of the server, relative or not), so a request can neither read nor probe the server's files."""
+    from finance_engine.stress.scenarios import LIBRARY_DIR, scenario_library
+
+    lib = scenario_library()
+    if name not in lib:
+        raise ScenarioNameError(f"unknown scenario {name!r}: not in the library ({', '.join(lib)})")
+    return LIBRARY_DIR / f"{name}.yaml"
+
+
+class ScenarioNameError(ValueError):
+    """A stress request names a scenario that is not in the library."""
+
+
+def load_library_scenario(name: str):
+    """A library scenario by name, loaded from its shipped file (see :func:`library_scenario_path`)."""
+    from finance_engine.stress.scenarios import load_scenario
+
+    return load_scenario(library_scenario_path(name))
 
 
 def stress_inputs(req: dict[str, Any]):
     """Scenarios (library names and inline ones) and the registry of a stress request."""
     from finance_engine.stress.registry import parse_registry
-    from finance_engine.stress.scenarios import load_scenario
 
-    scns = [load_scenario(n) for n in req.get("scenarios") or []]
+    scns = []
+    for i, n in enumerate(req.get("scenarios") or []):
+        try:
+            scns.append(load_library_scenario(n))
+        except ScenarioNameError as exc:
+            raise ScenarioNameError(f"scenarios.{i}: {exc}") from None
     scns += [load_inline_scenario(i, s) for i, s in enumerate(req.get("inline_scenarios") or [])]
     reg = req.get("registry")
     registry = None if not reg else parse_registry(reg, "registry")
@@ -358,7 +396,10 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
         by_name = {s.name: s for s in scns}
         accounts = {}
         for name in r.scenarios["scenario"]:
-            acc = scenario_accounts(pf, params, by_name.get(name, name), st, pms=pms)
+            scn = by_name.get(name)
+            if scn is None:  # the baseline the engine adds: the library's file, never a lookup by name
+                scn = load_library_scenario(name)
+            acc = scenario_accounts(pf, params, scn, st, pms=pms)
             accounts[name] = {**clean(acc.to_dict()), "tree": clean(acc.tree())}
         out["artifacts"]["accounts.json"] = ("application/json", json.dumps(accounts, allow_nan=False).encode())
     return out
@@ -539,6 +580,7 @@ class ResultCache:
                 self._d.popitem(last=False)
 
 
-__all__ = ["ComputePool", "pf_ref", "InlineScenarioError", "ResultCache", "clean", "layer_result_dict", "load_inline_scenario",
+__all__ = ["ComputePool", "pf_ref", "InlineScenarioError", "ScenarioNameError", "library_scenario_path",
+           "load_library_scenario", "ResultCache", "clean", "layer_result_dict", "load_inline_scenario",
            "quote_inputs", "read_loss_table", "stress_inputs", "task_collateral", "task_collateral_memo", "task_layer",
            "task_quote", "task_quote_slip", "task_simulate", "task_stress"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,11 +20,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.compute import InlineScenarioError, pf_ref, task_collateral, task_quote, task_stress
+from api.compute import InlineScenarioError, ScenarioNameError, pf_ref, task_collateral, task_quote, task_stress
 from api.db.models import FinanceResult, Instrument, Job, PortfolioRow, ResultArtifact, utcnow
-from api.problems import ApiProblem
+from api.problems import ApiProblem, FieldMap, engine_problem
 from api.security import Principal
-from api.services import audit, get_owned, new_id, sha256_json
+from api.services import audit, audit_record, get_owned, job_problem, new_id, own_provenance, sha256_json
 
 log = logging.getLogger("carbon_risk.api.finance")
 
@@ -31,6 +32,7 @@ KIND_PATH = {"collateral": "collateral-valuations", "quote": "quotes", "layer": 
              "stress_test": "stress-tests"}
 REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"]}
 TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress}
+ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test"}
 ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
 # the engine's input errors: bad terms, covers, tables, scenarios, registries (all ValueError subclasses)
 INPUT_ERRORS = (ValueError, KeyError)
@@ -43,18 +45,50 @@ def code_version() -> str:
     return cv()
 
 
-def problem_from(exc: Exception, kind: str, prefix: str = "") -> ApiProblem:
-    """A 422 problem from an engine input error; ``errors`` name the fields the message names."""
-    msg = str(exc).strip() or type(exc).__name__
-    errors = []
-    for part in msg.replace("\n", ";").split(";"):
-        part = part.strip()
-        if ":" in part:
-            field, reason = part.split(":", 1)
-            if field and len(field) < 120 and " " not in field.strip():
-                errors.append({"field": prefix + field.strip(), "reason": reason.strip()})
-    return ApiProblem(422, msg[:2000], kind=kind, errors=errors or [{"field": prefix.rstrip("/") or "body",
-                                                                     "reason": msg[:500]}])
+# where the names in the engine's error messages live in each request (api.problems.FieldMap)
+_TERM_NAMES = ("amount_cny", "term_years", "interest_rate", "amortisation", "discount_rate", "pledge_rate",
+               "ltv_trigger", "liquidation_cost_fraction", "liquidation_time_years", "forest_right_mortgage_cny",
+               "guarantee_cny", "borrower_pd", "credit_type", "price_model", "price_scenario",
+               "price_loss_correlation", "crediting_horizon_years", "target_shortfall_probability", "insurance")
+COLLATERAL_FIELDS = FieldMap(
+    {**{n: f"body/terms/{n}" for n in _TERM_NAMES}, "terms": "body/terms",
+     **{n: f"body/{n}" for n in ("parcel_ids", "project_id", "paths", "seed", "attribution_paths", "loan_id",
+                                 "portfolio_id")}},
+    patterns=((r"unknown price model", "body/terms/price_model"),
+              (r"unknown price scenario", "body/terms/price_scenario"),
+              (r"parcels not in the portfolio|parcel_ids is empty", "body/parcel_ids")))
+_COVER_NAMES = ("kind", "price_cny_per_tco2e", "perils", "deductible", "limit_cny", "participation",
+                "trigger_fraction", "expected_sink_tco2e", "error", "error_cv", "strike_cny_per_tco2e",
+                "volume_tco2e", "price_model")
+QUOTE_FIELDS = FieldMap(
+    {**{n: f"body/cover/{n}" for n in _COVER_NAMES}, "cover": "body/cover", "loading": "body/loading",
+     **{n: f"body/loading/{n}" for n in ("method", "parameter", "expense_ratio", "profit_ratio", "fixed_costs_cny")},
+     "layers": "body/layers", "cession": "body/quota_share",
+     **{n: f"body/{n}" for n in ("subsidy", "subsidised", "quota_share", "account_level", "paths", "years", "seed",
+                                 "policy_id", "portfolio_id")}},
+    patterns=((r"unknown subsidy", "body/subsidy"), (r"unknown price model", "body/cover/price_model"),
+              (r"unknown cover kind", "body/cover/kind"), (r"peril", "body/cover/perils")))
+LAYER_NAMES = ("attachment_cny", "limit_cny", "basis", "reinstatements", "reinstatement_pct", "share")
+STRESS_FIELDS = FieldMap(
+    {n: f"body/{n}" for n in ("scenarios", "inline_scenarios", "registry", "years", "paths", "seed", "levels",
+                              "accounts", "footprints", "portfolio_id")},
+    patterns=((r"unknown scenario", "body/scenarios"),))
+
+
+def layer_pricing_fields(default: str) -> FieldMap:
+    """Layer pricing: the terms are top-level fields; table problems belong to ``default`` (file or rows)."""
+    return FieldMap({**{n: f"body/{n}" for n in ("n_years", "attachment", "limit", "basis", "reinstatements",
+                                                 "reinstatement_pct", "share", "aggregate_deductible",
+                                                 "aggregate_limit")},
+                     "file": "body/file", "rows": "body/rows", "elt": default}, default=default)
+
+
+PROBLEM_FIELDS = {"collateral": COLLATERAL_FIELDS, "quote": QUOTE_FIELDS, "stress_test": STRESS_FIELDS}
+
+
+def problem_from(exc: Exception, kind: str, fields: FieldMap) -> ApiProblem:
+    """A 422 problem from an engine input error; ``errors`` name the request fields the message names."""
+    return engine_problem(exc, kind, fields)
 
 
 def check_limit(settings, who: Principal, cells: int, what: str) -> None:
@@ -117,6 +151,71 @@ def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) ->
     return t
 
 
+def _term_field(name: str, overrides: dict[str, Any], from_loan: bool) -> str:
+    """Where a term came from: the request's ``terms`` or the registered loan (``rate`` there)."""
+    if from_loan and overrides.get(name) is None and name in ("amount_cny", "term_years", "interest_rate"):
+        return "loan/terms/" + ("rate" if name == "interest_rate" else name)
+    return f"body/terms/{name}"
+
+
+def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: dict[str, Any], from_loan: bool,
+                            parcel_ids, project_id) -> None:
+    """What the engine would refuse, checked before any work (so a job is never accepted to fail):
+    the engine's ``LoanTerms`` (bounds, term within the crediting horizon, LTV trigger at least the
+    pledge rate), the price model and scenario, and the pledged parcels. 422 ``invalid-loan-terms``."""
+    from pydantic import ValidationError
+
+    from finance_engine.collateral import LoanTerms
+    from finance_engine.price import PriceModelError
+
+    errors: list[dict[str, Any]] = []
+    try:
+        lt = LoanTerms.model_validate(terms)
+    except ValidationError as exc:
+        lt = None
+        for e in exc.errors():
+            loc = [str(x) for x in e.get("loc", ())]
+            reason = str(e.get("msg", "invalid")).replace("Value error, ", "")
+            if not loc:  # a rule across fields: its message starts with the field it is about
+                m = re.match(r"(\w+)=", reason)
+                loc = [m.group(1)] if m and m.group(1) in _TERM_NAMES else []
+            field = (_term_field(loc[0], overrides, from_loan) + "".join("/" + x for x in loc[1:])) if loc \
+                else "body/terms"
+            err = {"field": field, "reason": reason}
+            if loc and e.get("input") is not None and not isinstance(e["input"], (dict, list)):
+                err["value"] = e["input"]
+            errors.append(err)
+    if lt is not None:
+        pms = _price_models()
+        for name, check in (("price_model", pms.model), ("price_scenario", pms.scenario)):
+            v = getattr(lt, name)
+            if v is not None:
+                try:
+                    check(v)
+                except PriceModelError as exc:
+                    errors.append({"field": f"body/terms/{name}", "value": v, "reason": str(exc)})
+    if parcel_ids is not None or project_id is not None:
+        df = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id", "project_id"])
+        if parcel_ids is not None:
+            known = set(df["parcel_id"].astype(str))
+            unknown = [p for p in parcel_ids if str(p) not in known]
+            errors += [{"field": "body/parcel_ids", "value": p, "reason": "not a parcel of the portfolio"}
+                       for p in unknown[:100]]
+        elif not (df["project_id"].astype(str) == str(project_id)).any():
+            errors.append({"field": "body/project_id", "value": project_id,
+                           "reason": "no parcel of the portfolio belongs to this project"})
+    if errors:
+        raise ApiProblem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:10])[:2000],
+                         kind="invalid-loan-terms", errors=errors)
+
+
+@functools.lru_cache(maxsize=1)
+def _price_models():
+    from finance_engine.price import load_price_model
+
+    return load_price_model()
+
+
 def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[PortfolioRow, str | None, dict, int]:
     """(portfolio row, loan id, engine request, cells) of a collateral request."""
     loan = _instrument(s, who, body.loan_id, "loan") if body.loan_id else None
@@ -126,6 +225,7 @@ def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[Port
     parcel_ids, project_id = body.parcel_ids, body.project_id
     if parcel_ids is None and project_id is None and loan is not None and loan.terms.get("parcel_ids"):
         parcel_ids = list(loan.terms["parcel_ids"])
+    check_collateral_inputs(pf, terms, overrides, loan is not None, parcel_ids, project_id)
     H = int(terms.get("crediting_horizon_years") or 30)
     n = _count_pledged(pf, parcel_ids, project_id)
     cells = n * body.paths * H
@@ -207,13 +307,38 @@ def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str |
 
 
 def check_quote_inputs(req: dict[str, Any]) -> None:
-    """Build the typed cover, loading and layers now, so bad terms are a 422 before any work."""
-    from api.compute import quote_inputs
+    """Build the typed cover, loading, layers and subsidy now, so bad terms are a 422 before any work
+    (a job is never accepted to fail on them); each problem names its field."""
+    from finance_engine.insurance import cover_from_dict, default_loading
+    from finance_engine.insurance.quote import LayerSpec
+    from finance_engine.insurance.subsidy import subsidy_shares
 
-    try:
-        quote_inputs(req)
-    except INPUT_ERRORS + (TypeError,) as exc:
-        raise problem_from(exc, "invalid-cover", "body/") from exc
+    def attempt(fn, fields: FieldMap):
+        try:
+            return fn()
+        except INPUT_ERRORS + (TypeError,) as exc:
+            raise problem_from(exc, "invalid-cover", fields) from exc
+
+    cover = req["cover"]
+    attempt(lambda: cover_from_dict(cover), QUOTE_FIELDS)
+    if cover.get("price_model") is not None:
+        attempt(lambda: _price_models().model(cover["price_model"]), FieldMap({}, "body/cover/price_model"))
+    ld = req.get("loading")
+    if ld is not None:
+        attempt(lambda: default_loading(ld.get("method"), ld.get("parameter"), expense_ratio=ld.get("expense_ratio"),
+                                        profit_ratio=ld.get("profit_ratio"),
+                                        fixed_costs_cny=ld.get("fixed_costs_cny") or 0.0),
+                FieldMap({"loading": "body/loading", **{n: f"body/loading/{n}" for n in (
+                    "method", "parameter", "expense_ratio", "profit_ratio", "fixed_costs_cny", "rho", "lambda")}},
+                    "body/loading"))
+    for i, l in enumerate(req.get("layers") or []):
+        attempt(lambda l=l: LayerSpec(attachment_cny=l["attachment_cny"], limit_cny=l["limit_cny"],
+                                      basis=l.get("basis", "occurrence"), reinstatements=l.get("reinstatements"),
+                                      reinstatement_pct=l.get("reinstatement_pct", 1.0), share=l.get("share", 1.0)),
+                FieldMap({"layer": f"body/layers/{i}", **{n: f"body/layers/{i}/{n}" for n in LAYER_NAMES}},
+                         f"body/layers/{i}"))
+    if req.get("subsidy") is not None:
+        attempt(lambda: subsidy_shares(req["subsidy"]), FieldMap({}, "body/subsidy"))
 
 
 # ---- stress -----------------------------------------------------------------------------------------
@@ -264,10 +389,10 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
                     if bad or (it.project_id is not None and it.project_id not in projects):
                         raise ValueError(f"registry.{kind}.{i}: " + (f"parcels not in the portfolio: {bad[:10]}" if bad
                                                                      else f"project {it.project_id!r} has no parcels"))
-    except InlineScenarioError as exc:
-        raise problem_from(exc, "invalid-scenario", "body/") from exc
+    except (InlineScenarioError, ScenarioNameError) as exc:
+        raise problem_from(exc, "invalid-scenario", STRESS_FIELDS) from exc
     except INPUT_ERRORS as exc:
-        raise problem_from(exc, "invalid-stress-test", "body/") from exc
+        raise problem_from(exc, "invalid-stress-test", STRESS_FIELDS) from exc
     horizon = body.years
     if reg is not None and reg.loans:
         horizon = max(horizon, max(min(ln.terms.crediting_horizon_years, 100) for ln in reg.loans))
@@ -280,6 +405,8 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
 def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: PortfolioRow | None,
                  instrument_id: str | None, req: dict[str, Any], result: dict[str, Any], job_id: str | None,
                  request_id: str) -> FinanceResult:
+    if pf is not None:  # the tenant's own portfolio name, not the engine's label (api.services.engine_source)
+        result = own_provenance(result, pf)
     prov = result.get("provenance") or {}
     from models import MODEL_VERSION
 
@@ -339,7 +466,7 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         with runner.db.session() as s:
             pf = s.get(PortfolioRow, req["portfolio_id"])
             if pf is None or pf.tenant_id != job.tenant_id:
-                raise ValueError(f"portfolio {req['portfolio_id']!r} no longer exists")
+                raise ApiProblem(404, f"portfolio {req['portfolio_id']!r} no longer exists", kind="not-found")
         fut = runner.compute.submit(TASKS[job.kind], pf_ref(pf), req)
         last_poll = 0.0
         while True:
@@ -357,12 +484,16 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
                 with runner.db.session() as s:
                     if s.scalar(select(Job.cancel_requested).where(Job.id == job.id)):
                         ev.set()
+    except ApiProblem as exc:  # a check of the request failed (e.g. the data changed since it was accepted)
+        runner._fail(job.id, job_problem(exc.kind, exc.detail or exc.title, exc.status, exc.title, errors=exc.errors))
+        return
     except INPUT_ERRORS as exc:
-        runner._fail(job.id, {"type": "invalid-request", "detail": str(exc)[:2000]})
+        p = problem_from(exc, ERROR_KINDS.get(job.kind, "invalid-request"), PROBLEM_FIELDS[job.kind])
+        runner._fail(job.id, job_problem(p.kind, p.detail, 422, "Invalid request", errors=p.errors))
         return
     except Exception as exc:  # noqa: BLE001
         log.exception("job %s failed", job.id)
-        runner._fail(job.id, {"type": "internal-error", "detail": f"{type(exc).__name__}: {str(exc)[:500]}"})
+        runner._fail(job.id, job_problem("internal-error", f"{type(exc).__name__}: {str(exc)[:500]}", 500))
         return
     artifacts = {}
     if job.kind == "stress_test":
@@ -370,21 +501,33 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         out = out["result"]
         if req.get("api_notes"):
             out["notes"] = list(out.get("notes") or []) + list(req["api_notes"])
-    with runner.db.session() as s:
-        j = s.get(Job, job.id)
-        if j.status != "running":  # cancelled while the worker ran
-            return
-        row = store_result(s, kind=job.kind, tenant_id=j.tenant_id, key_id=j.created_by, pf=pf,
-                           instrument_id=req.get("loan_id") or req.get("policy_id"), req=req, result=out,
-                           job_id=j.id, request_id=j.request_id)
-        for name, (media, content) in artifacts.items():
-            put_artifact(s, row.id, name, media, content)
-        j.status, j.result_id, j.progress, j.eta_s = "succeeded", row.id, 1.0, 0.0
-        j.finished_at = utcnow()
-        append(j, f"succeeded in {time.perf_counter() - t0:.1f} s: result {row.id}")
+    from api.jobs import JobNoLongerRunning, mark_succeeded
+
+    try:  # the result, its reports, its audit record and the job's success in one transaction
+        with runner.db.session() as s:
+            row = store_result(s, kind=job.kind, tenant_id=job.tenant_id, key_id=job.created_by, pf=pf,
+                               instrument_id=req.get("loan_id") or req.get("policy_id"), req=req, result=out,
+                               job_id=job.id, request_id=job.request_id)
+            for name, (media, content) in artifacts.items():
+                put_artifact(s, row.id, name, media, content)
+            audit_record(s, job.tenant_id, job.created_by, f"{job.kind}.create", job.kind, row.id, job_id=job.id,
+                         request_sha256=row.request_sha256, parameter_sha256=row.parameter_sha256, seed=row.seed,
+                         code_version=row.code_version)
+            mark_succeeded(s, job.id, row.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {row.id}")
+    except JobNoLongerRunning:  # cancelled while the worker ran: the result is discarded
+        log.info("job %s was cancelled before its result was saved; the result is discarded", job.id)
+        return
+    except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
+        log.exception("job %s: saving the result failed", job.id)
+        runner._fail(job.id, job_problem("storage-error", "the result was computed but could not be saved: "
+                                         f"{type(exc).__name__}: {str(exc)[:300]}; submit the request again",
+                                         500, "Result not saved"))
+        return
     log.info("job %s succeeded", job.id)
 
 
-__all__ = ["KIND_PATH", "REPORTS", "TASKS", "check_limit", "check_quote_inputs", "code_version", "engine_cover",
+__all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
+           "STRESS_FIELDS", "TASKS", "check_collateral_inputs", "check_limit", "layer_pricing_fields",
+           "check_quote_inputs", "code_version", "engine_cover",
            "loan_engine_terms", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",
            "put_artifact", "result_out", "run_finance_job", "store_result"]

@@ -1,18 +1,20 @@
 """Request and response models of the finance endpoints: collateral valuations, insurance quotes, layer
 pricing and stress tests (pydantic v2; they make the OpenAPI document).
 
-Ranges here are only sanity bounds (so no request can ask for absurd work or overflow); the engine
-validates the terms themselves and its errors come back as 422 problems naming the field.
+The collateral terms carry the engine's own bounds (``finance_engine.collateral.LoanTerms``), so what
+the OpenAPI document admits the engine values; elsewhere ranges are sanity bounds (so no request can
+ask for absurd work or overflow). The engine's own checks run before a request is answered or queued
+(``api.finance``) and come back as 422 problems naming the field.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from api.schemas import ID_PATTERN, Level, Peril, Strict
+from api.schemas import ID_PATTERN, Level, Peril, Strict, Text
 
 Mode = Literal["auto", "job"]
 NAME = Field("", max_length=200, description="a label for reports")
@@ -32,26 +34,32 @@ class AssignedInsuranceIn(Strict):
 class CollateralTerms(Strict):
     """Terms of a carbon-pledge loan (``finance_engine.collateral.LoanTerms``). With a ``loan_id``
     these override the registered loan's terms; without one, ``amount_cny``, ``term_years`` and
-    ``interest_rate`` are required. Omitted fields take the engine's defaults."""
+    ``interest_rate`` are required. Omitted fields take the engine's defaults. The bounds are the
+    engine's own (so what this schema admits, the engine values); the cross-field rules are checked
+    before any work: ``term_years`` <= ``crediting_horizon_years`` (default 30) and ``ltv_trigger``
+    >= ``pledge_rate`` (defaults 0.8 and 0.6)."""
 
     amount_cny: float | None = Field(None, gt=0, le=1e13, description="loan principal, CNY")
-    term_years: int | None = Field(None, ge=1, le=100, description="whole years")
-    interest_rate: float | None = Field(None, ge=0, le=1, description="annual, as a fraction")
+    term_years: int | None = Field(None, ge=1, le=40, description="whole years (at most the crediting horizon)")
+    interest_rate: float | None = Field(None, ge=0, lt=0.5, description="annual, as a fraction")
     amortisation: Literal["bullet", "annuity", "linear"] | None = None
-    discount_rate: float | None = Field(None, ge=-0.99, le=1)
-    pledge_rate: float | None = Field(None, ge=0, le=10, description="maximum LTV at origination (质押率)")
-    ltv_trigger: float | None = Field(None, ge=0, le=10, description="LTV above which a top-up is called")
-    liquidation_cost_fraction: float | None = Field(None, ge=0, le=1)
-    liquidation_time_years: float | None = Field(None, ge=0, le=10)
+    discount_rate: float | None = Field(None, gt=-0.5, lt=1, description="rate to discount credit cash flows "
+                                                                         "(default 0.045)")
+    pledge_rate: float | None = Field(None, gt=0, le=1,
+                                      description="maximum LTV at origination (质押率, default 0.6)")
+    ltv_trigger: float | None = Field(None, gt=0, le=10, description="LTV above which a top-up is called "
+                                                                     "(default 0.8; >= pledge_rate)")
+    liquidation_cost_fraction: float | None = Field(None, ge=0, lt=1)
+    liquidation_time_years: float | None = Field(None, ge=0, le=5)
     forest_right_mortgage_cny: float | None = Field(None, **MONEY)
     guarantee_cny: float | None = Field(None, **MONEY)
-    borrower_pd: float | None = Field(None, ge=0, le=1)
+    borrower_pd: float | None = Field(None, gt=0, lt=1, description="borrower's one-year probability of default")
     credit_type: Literal["ccer", "carbon_puhui", "tanpiao"] | None = None
     price_model: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
     price_scenario: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
     price_loss_correlation: float | None = Field(None, ge=-1, le=1)
     crediting_horizon_years: int | None = Field(None, ge=1, le=100)
-    target_shortfall_probability: float | None = Field(None, ge=0, le=1)
+    target_shortfall_probability: float | None = Field(None, gt=0, lt=0.5)
     insurance: AssignedInsuranceIn | None = None
 
 
@@ -70,7 +78,7 @@ class CollateralRequest(Strict):
     attribution_paths: int | None = Field(None, ge=32, le=1_000_000, description="paths of each attribution run "
                                                                                   "(default min(paths, 2000))")
     sensitivities: bool = True
-    name: str = NAME
+    name: Text = NAME
     mode: Mode = "auto"
 
     @model_validator(mode="after")
@@ -143,7 +151,7 @@ class QuoteRequest(Strict):
     layers: list[LayerIn] = Field(default_factory=list, max_length=10)
     quota_share: float = Field(0.0, ge=0, lt=1)
     account_level: Level | None = "county"
-    name: str = NAME
+    name: Text = NAME
     mode: Mode = "auto"
 
     @model_validator(mode="after")
@@ -166,7 +174,7 @@ class LayerPricingJSON(Strict):
     reinstatements: int | None = Field(None, ge=0, le=20)
     reinstatement_pct: float = Field(1.0, ge=0, le=10)
     share: float = Field(1.0, gt=0, le=1)
-    name: str = NAME
+    name: Text = NAME
 
 
 # ---- stress ---------------------------------------------------------------------------------------
@@ -178,8 +186,9 @@ class StressRequest(Strict):
     baseline on common random numbers."""
 
     portfolio_id: str = Field(pattern=ID_PATTERN)
-    scenarios: list[str] = Field(default_factory=list, max_length=20,
-                                 description="library scenario names (GET /v1/scenarios, ids stress.<name>)")
+    scenarios: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,80}$")]] = Field(
+        default_factory=list, max_length=20, description="library scenario names (GET /v1/scenarios, ids "
+                                                         "stress.<name>); nothing else is looked up")
     inline_scenarios: list[dict[str, Any] | str] = Field(default_factory=list, max_length=10,
                                                          description="scenario documents (JSON objects or YAML "
                                                                      "text) in the library's format")
@@ -193,17 +202,8 @@ class StressRequest(Strict):
     use_registered_loans: bool = Field(False, description="add the loans registered against the portfolio")
     accounts: bool = Field(True, description="also compute each scenario's five-level accounts")
     footprints: bool = True
-    name: str = NAME
+    name: Text = NAME
     mode: Mode = Field("job", description="job (default) or auto: small tests answered at once")
-
-    @model_validator(mode="after")
-    def _names(self) -> "StressRequest":
-        import re
-
-        bad = [s for s in self.scenarios if not re.fullmatch(r"[a-z0-9_]{1,80}", s)]
-        if bad:
-            raise ValueError(f"scenarios: not library names: {bad[:5]}")
-        return self
 
 
 # ---- results --------------------------------------------------------------------------------------

@@ -8,8 +8,14 @@ Restarts: on start the runner re-queues every job found ``running`` (its server 
 runs all queued jobs in creation order. A job's numbers depend only on its request (portfolio,
 model, seed, ...), never on how its paths were chunked or how often it was started, so a rerun gives
 the same result. Cancel: a queued job is cancelled at once; a running one at the next chunk boundary
-(the engine polls the ``cancel`` callback between chunks). A graceful shutdown stops a running job
-the same way and puts it back in the queue.
+(the engine polls the ``cancel`` callback between chunks); a ``running`` job no worker of this runner
+holds (:meth:`JobRunner.owns`) is cancelled at once by the route. A graceful shutdown stops a running
+job the same way and puts it back in the queue.
+
+A job never stays ``running`` for want of an answer: a failure to save its result marks it failed with a
+``storage-error`` problem detail, and the worker loop's last resort marks it failed too. The result, its
+``<kind>.create`` audit record and the job's success are written in one transaction, conditional on the
+job still running (:func:`mark_succeeded`): a cancel that came first wins and the result is discarded.
 
 One server process runs the jobs (``Settings.job_workers`` threads); with several processes on one
 database a job is still claimed by exactly one of them (a conditional UPDATE), but the re-queueing
@@ -30,8 +36,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from api.db.models import Job, PortfolioRow, utcnow
+from api.problems import ApiProblem, engine_problem
 from api.requestctx import reset_request_id, set_request_id
-from api.services import cells, new_id, run_simulation, store_run
+from api.services import (SIMULATION_FIELDS, audit_record, cells, check_simulation_request, job_problem, new_id,
+                          run_simulation, store_run)
 
 log = logging.getLogger("carbon_risk.api.jobs")
 MAX_LOG_LINES = 200
@@ -64,6 +72,23 @@ class _Stop(Exception):
     pass
 
 
+class JobNoLongerRunning(Exception):
+    """The job stopped being ``running`` (cancelled) before its result was saved: the save is rolled back."""
+
+
+def mark_succeeded(s, job_id: str, result_id: str, message: str) -> None:
+    """Mark a running job succeeded with ``result_id``, in the caller's transaction (with its result and
+    audit record). The update is conditional on the job still running, so a cancel that got there first
+    wins: then :class:`JobNoLongerRunning` is raised and the caller's transaction (the result) rolls back."""
+    lines = list(s.scalar(select(Job.log).where(Job.id == job_id)) or [])
+    lines.append(_stamp(message))
+    res = s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+        status="succeeded", result_id=result_id, progress=1.0, eta_s=0.0, finished_at=utcnow(),
+        log=lines[-MAX_LOG_LINES:]))
+    if res.rowcount != 1:
+        raise JobNoLongerRunning(job_id)
+
+
 class JobRunner:
     """Worker threads that run queued jobs (see the module docstring)."""
 
@@ -88,6 +113,10 @@ class JobRunner:
         """Re-queue interrupted jobs and enqueue every queued job; returns their ids in order."""
         with self.db.session() as s:
             for job in s.scalars(select(Job).where(Job.status == "running")):
+                if job.cancel_requested:  # asked to stop before the server did: nothing to rerun
+                    job.status, job.finished_at, job.eta_s = "cancelled", utcnow(), None
+                    _append(job, "cancelled: the cancel was asked for before the server stopped")
+                    continue
                 job.status = "queued"
                 job.progress, job.eta_s = 0.0, None
                 _append(job, "re-queued: the server stopped while the job was running")
@@ -113,6 +142,11 @@ class JobRunner:
         if ev is not None:
             ev.set()
 
+    def owns(self, job_id: str) -> bool:
+        """Whether a worker thread of this runner holds the job (claimed it and has not finished)."""
+        with self._lock:
+            return job_id in self._cancel
+
     # ---- worker ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -122,8 +156,13 @@ class JobRunner:
                 continue
             try:
                 self.run_one(job_id)
-            except Exception:  # noqa: BLE001 - a worker thread must survive anything
+            except Exception as exc:  # noqa: BLE001 - a worker thread must survive anything
                 log.exception("job worker failed on %s", job_id)
+                try:  # and the job must not stay running (or queued) forever
+                    self._fail(job_id, job_problem("internal-error", f"{type(exc).__name__}: {str(exc)[:500]}",
+                                                   500))
+                except Exception:  # noqa: BLE001 - the database itself is gone: a restart re-queues the job
+                    log.exception("could not mark job %s failed", job_id)
 
     def _claim(self, job_id: str) -> Job | None:
         with self.db.session() as s:
@@ -136,19 +175,21 @@ class JobRunner:
             return job
 
     def run_one(self, job_id: str) -> None:
-        job = self._claim(job_id)
-        if job is None:
-            return
-        token = set_request_id(job.request_id)
         ev = threading.Event()
-        with self._lock:
+        with self._lock:  # held before the claim: a cancel never sees the job running without an owner
             self._cancel[job_id] = ev
         try:
-            self._execute(job, ev)
+            job = self._claim(job_id)
+            if job is None:
+                return
+            token = set_request_id(job.request_id)
+            try:
+                self._execute(job, ev)
+            finally:
+                reset_request_id(token)
         finally:
             with self._lock:
                 self._cancel.pop(job_id, None)
-            reset_request_id(token)
 
     def _execute(self, job: Job, ev: threading.Event) -> None:
         from finance_engine.simulation import SimulationCancelled
@@ -192,8 +233,9 @@ class JobRunner:
             with self.db.session() as s:
                 pfrow = s.get(PortfolioRow, req["portfolio_id"])
                 if pfrow is None or pfrow.tenant_id != job.tenant_id:
-                    raise ValueError(f"portfolio {req['portfolio_id']!r} no longer exists")
+                    raise ApiProblem(404, f"portfolio {req['portfolio_id']!r} no longer exists", kind="not-found")
             params = self.models.get(pfrow.region)
+            check_simulation_request(params, req)
             pf = self.portfolios.get(pfrow, params)
             # the run takes a core of this process: requests meanwhile keep one thread each
             with self.compute.occupied() if self.compute is not None else contextlib.nullcontext():
@@ -202,27 +244,46 @@ class JobRunner:
         except SimulationCancelled:
             self._finish_cancelled(job.id)
             return
+        except ApiProblem as exc:
+            self._fail(job.id, job_problem(exc.kind, exc.detail or exc.title, exc.status, exc.title,
+                                           errors=exc.errors))
+            return
         except ValueError as exc:
-            self._fail(job.id, {"type": "invalid-request", "detail": str(exc)})
+            p = engine_problem(exc, "invalid-simulation", SIMULATION_FIELDS)
+            self._fail(job.id, job_problem(p.kind, p.detail, 422, "Invalid simulation", errors=p.errors))
             return
         except Exception as exc:  # noqa: BLE001
             log.exception("job %s failed", job.id)
-            self._fail(job.id, {"type": "internal-error", "detail": f"{type(exc).__name__}: {exc}",
-                                "trace_tail": traceback.format_exc().splitlines()[-3:]})
+            err = job_problem("internal-error", f"{type(exc).__name__}: {exc}", 500)
+            err["trace_tail"] = traceback.format_exc().splitlines()[-3:]
+            self._fail(job.id, err)
             return
-        with self.db.session() as s:
-            j = s.get(Job, job.id)
-            run = store_run(s, tenant_id=j.tenant_id, key_id=j.created_by, portfolio=pfrow, req=req, result=result,
-                            job_id=j.id, request_id=j.request_id)
-            j.status, j.result_id, j.progress, j.eta_s = "succeeded", run.id, 1.0, 0.0
-            j.finished_at = utcnow()
-            _append(j, f"succeeded in {time.perf_counter() - t0:.1f} s: result {run.id} "
-                       f"({cells(pf.n_parcels, req['paths'], req['years'])} parcel-path-years)")
+        try:  # the result, its audit record and the job's success in one transaction
+            with self.db.session() as s:
+                run = store_run(s, tenant_id=job.tenant_id, key_id=job.created_by, portfolio=pfrow, req=req,
+                                result=result, job_id=job.id, request_id=job.request_id)
+                audit_record(s, job.tenant_id, job.created_by, "simulation.create", "simulation", run.id,
+                             job_id=job.id, request=req, parameter_sha256=run.parameter_sha256, seed=run.seed,
+                             code_version=run.code_version)
+                mark_succeeded(s, job.id, run.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {run.id} "
+                                                  f"({cells(pf.n_parcels, req['paths'], req['years'])} "
+                                                  "parcel-path-years)")
+        except JobNoLongerRunning:  # cancelled meanwhile (e.g. as orphaned): the result is discarded
+            log.info("job %s was cancelled before its result was saved; the result is discarded", job.id)
+            return
+        except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
+            log.exception("job %s: saving the result failed", job.id)
+            self._fail(job.id, job_problem("storage-error", "the result was computed but could not be saved: "
+                                           f"{type(exc).__name__}: {str(exc)[:300]}; submit the request again",
+                                           500, "Result not saved"))
+            return
         log.info("job %s succeeded", job.id)
 
     def _finish_cancelled(self, job_id: str) -> None:
         with self.db.session() as s:
             j = s.get(Job, job_id)
+            if j is None or j.status in TERMINAL:  # already cancelled (e.g. as orphaned) or finished
+                return
             if self._stopping.is_set() and not j.cancel_requested:
                 j.status, j.progress, j.eta_s = "queued", 0.0, None
                 _append(j, "interrupted by a server shutdown; re-queued")
@@ -233,11 +294,14 @@ class JobRunner:
         log.info("job %s cancelled", job_id)
 
     def _fail(self, job_id: str, error: dict[str, Any]) -> None:
+        """Mark the job failed with ``error`` (a problem detail), unless it already ended."""
         with self.db.session() as s:
             j = s.get(Job, job_id)
+            if j is None or j.status in TERMINAL:
+                return
             j.status, j.finished_at, j.error, j.eta_s = "failed", utcnow(), error, None
             _append(j, f"failed: {error['detail']}")
         log.warning("job %s failed: %s", job_id, error["detail"])
 
 
-__all__ = ["JobRunner", "TERMINAL", "create_job"]
+__all__ = ["JobNoLongerRunning", "JobRunner", "TERMINAL", "create_job", "mark_succeeded"]

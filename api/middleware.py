@@ -12,6 +12,11 @@ One pure-ASGI layer (no BaseHTTPMiddleware, so streaming and context variables b
    422; a request still in flight with the key gets 409. Only final answers are stored (2xx and
    4xx other than 401, 403, 409, 429); 5xx and those errors can be retried with the same key.
    The body is compared byte for byte, except a multipart boundary, which is normalised.
+   A response that carries a secret (marked ``Cache-Control: no-store``: a new API key) is never
+   stored: only a marker with its status and ``Location`` is, and a repeat answers 409
+   ``idempotency-response-withheld`` naming the created resource (the request is still not run
+   twice). Records older than ``Settings.idempotency_ttl_s`` (default 24 h) are purged, and such a
+   key starts afresh. A long path (or one with control characters) is stored as its SHA-256.
 4. **Last resort.** An exception that escapes the app becomes a 500 problem document (with the
    request id), logged with its traceback.
 """
@@ -36,6 +41,10 @@ log = logging.getLogger("carbon_risk.api.access")
 IDEMPOTENCY_HEADER = b"idempotency-key"
 STALE_IN_FLIGHT = timedelta(minutes=15)
 _NOT_STORED = {401, 403, 409, 429}
+METHOD_PATH_MAX = 300  # IdempotencyRecord.method_path
+PURGE_INTERVAL_S = 60.0  # expired records are deleted at most this often (per process)
+# a stored response whose body was withheld (it carried a secret): this header key marks it
+WITHHELD = "x-cre-withheld"
 
 
 class _TooLarge(Exception):
@@ -52,6 +61,7 @@ def _header(scope, name: bytes) -> str | None:
 class ServiceMiddleware:
     def __init__(self, app, settings, db):
         self.app, self.settings, self.db = app, settings, db
+        self._last_purge = float("-inf")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -130,7 +140,7 @@ class ServiceMiddleware:
         if principal is None:  # let the app answer 401
             await self.app(scope, receive, send)
             return
-        method_path = f"{scope['method']} {scope['path']}"
+        method_path = _method_path(scope["method"], scope["path"])
         digest = _body_digest(scope, body)
         verdict, rec = await anyio.to_thread.run_sync(self._claim, principal.tenant_id, key, method_path, digest)
         if verdict == "mismatch":
@@ -141,6 +151,15 @@ class ServiceMiddleware:
         if verdict == "in-flight":
             await respond(problem_response(409, "a request with this Idempotency-Key is still being processed",
                                            kind="idempotency-in-flight", instance=scope.get("path")))
+            return
+        if verdict == "replay" and WITHHELD in rec["headers"]:
+            loc = rec["headers"].get("location")
+            await respond(problem_response(
+                409, f"the request with this Idempotency-Key succeeded ({rec['status']}), but its answer carried a "
+                     "secret (an API key is shown once), so it was not stored and cannot be replayed"
+                     + (f"; the resource it created: {loc}" if loc else ""),
+                kind="idempotency-response-withheld", instance=scope.get("path"),
+                headers={"Location": loc} if loc else None, original_status=rec["status"], resource=loc))
             return
         if verdict == "replay":
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rec["headers"].items()]
@@ -163,10 +182,13 @@ class ServiceMiddleware:
         finally:
             status = captured["status"]
             if status is not None and status < 500 and status not in _NOT_STORED:
-                keep = {k.decode("latin-1"): v.decode("latin-1") for k, v in captured["headers"]
+                keep = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in captured["headers"]
                         if k.lower() in (b"content-type", b"location")}
-                await anyio.to_thread.run_sync(self._store, principal.tenant_id, key, status, keep,
-                                               b"".join(captured["body"]))
+                stored = b"".join(captured["body"])
+                if _carries_secret(captured["headers"]):  # never at rest, never replayed
+                    keep = {k: v for k, v in keep.items() if k == "location"} | {WITHHELD: "secret"}
+                    stored = b""
+                await anyio.to_thread.run_sync(self._store, principal.tenant_id, key, status, keep, stored)
             else:
                 await anyio.to_thread.run_sync(self._release, principal.tenant_id, key)
 
@@ -174,10 +196,31 @@ class ServiceMiddleware:
         with self.db.session() as s:
             return verify_key(s, api_key)
 
+    def _purge_expired(self) -> None:
+        """Delete the records older than the TTL (at most every PURGE_INTERVAL_S in this process)."""
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_INTERVAL_S:
+            return
+        self._last_purge = now
+        cutoff = utcnow() - timedelta(seconds=self.settings.idempotency_ttl_s)
+        try:
+            with self.db.session() as s:
+                n = s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)).rowcount
+            if n:
+                log.info("purged %d idempotency record(s) older than %.0f h", n, self.settings.idempotency_ttl_s / 3600)
+        except Exception:  # noqa: BLE001 - housekeeping must not fail the request
+            log.exception("could not purge expired idempotency records")
+
     def _claim(self, tenant_id: str, key: str, method_path: str, digest: str):
+        self._purge_expired()
+        ttl = timedelta(seconds=self.settings.idempotency_ttl_s)
         for _ in range(2):
             with self.db.session() as s:
                 rec = s.get(IdempotencyRecord, (tenant_id, key))
+                if rec is not None and utcnow() - rec.created_at > ttl:  # expired: the key starts afresh
+                    rec.method_path, rec.body_sha256, rec.created_at = method_path, digest, utcnow()
+                    rec.status_code, rec.headers, rec.body = None, None, None
+                    return "new", None
                 if rec is None:
                     s.add(IdempotencyRecord(tenant_id=tenant_id, key=key, method_path=method_path,
                                             body_sha256=digest, created_at=utcnow()))
@@ -209,6 +252,19 @@ class ServiceMiddleware:
             s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant_id,
                                                       IdempotencyRecord.key == key,
                                                       IdempotencyRecord.status_code.is_(None)))
+
+
+def _method_path(method: str, path: str) -> str:
+    """``METHOD /path`` as stored with a record; a path too long for the column is stored as its SHA-256."""
+    mp = f"{method} {path}"
+    if len(mp) <= METHOD_PATH_MAX and mp.isprintable():  # (no NUL or other control characters either)
+        return mp
+    return f"{method} sha256:{hashlib.sha256(path.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def _carries_secret(headers) -> bool:
+    """A response marked ``Cache-Control: no-store`` carries a secret: it must not be kept."""
+    return any(k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in headers)
 
 
 def _key_from_scope(scope) -> str | None:

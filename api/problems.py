@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -113,10 +114,117 @@ def problem_response(status: int, detail: str | None = None, *, kind: str | None
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+# ---- engine errors -> problem errors naming request fields ----------------------------------------
+_LEAD = re.compile(r"\s*([A-Za-z_]\w*(?:\.\w+)*)")
+
+
+class FieldMap:
+    """Where the names in an engine's error message live in the request.
+
+    Engine input errors (``ValueError`` subclasses) name what is wrong at the start of a message part
+    (``borrower_pd: ...``, ``deductible.amount as a stock fraction ...``, ``registry.loans.0: ...``),
+    possibly with indented sub-lines relative to it (``registry: invalid registry\\n  loans: ...``).
+    ``names`` maps such a leading name (its longest dotted prefix) to the request path of the field;
+    the rest of a dotted name is appended (``registry.loans.0`` -> ``body/registry/loans/0``).
+    ``patterns`` map messages without a leading field (``unknown price model 'x'``) to a path;
+    anything else is reported at ``default``.
+    """
+
+    def __init__(self, names: dict[str, str], default: str = "body",
+                 patterns: tuple[tuple[str, str], ...] = ()):
+        self.names, self.default = dict(names), default
+        self.patterns = [(re.compile(rx, re.IGNORECASE), path) for rx, path in patterns]
+
+    def resolve(self, token: str) -> str | None:
+        parts = token.split(".")
+        for i in range(len(parts), 0, -1):
+            base = self.names.get(".".join(parts[:i]))
+            if base is not None:
+                return "/".join([base, *parts[i:]])
+        return None
+
+    def _lead(self, text: str) -> tuple[str | None, str]:
+        """(path of the leading field name or None, the reason: the text after ``name:`` or all of it)."""
+        m = _LEAD.match(text)
+        path = self.resolve(m.group(1)) if m else None
+        if path is None:
+            return None, text.strip()
+        rest = text[m.end():]
+        if rest.lstrip().startswith(":"):
+            reason = rest.lstrip()[1:].strip()
+            deeper, inner = self._lead(reason)  # "terms: term_years=40 is ..." -> the inner field
+            if deeper is not None and deeper != path:
+                return deeper, inner
+            return path, reason or text.strip()
+        return path, text.strip()
+
+    def _pattern(self, text: str) -> str | None:
+        for rx, path in self.patterns:
+            if rx.search(text):
+                return path
+        return None
+
+    def errors(self, message: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        parent: str | None = None
+        for line in message.splitlines():
+            if not line.strip():
+                continue
+            if line[:1].isspace() and parent is not None:  # a sub-problem of the line above
+                m = _LEAD.match(line)
+                if m and line[m.end():].lstrip().startswith(":"):
+                    out.append({"field": parent + "/" + m.group(1).replace(".", "/"),
+                                "reason": line[m.end():].lstrip()[1:].strip()})
+                else:
+                    out.append({"field": parent, "reason": line.strip()})
+                continue
+            # "a; b" are two problems only when b starts with a field name of its own
+            pieces: list[str] = []
+            for piece in line.split("; "):
+                m = _LEAD.match(piece)
+                if pieces and not (m and self.resolve(m.group(1)) is not None):
+                    pieces[-1] += "; " + piece
+                else:
+                    pieces.append(piece)
+            for piece in pieces:
+                path, reason = self._lead(piece)
+                if path is None:
+                    path = self._pattern(piece) or self.default
+                out.append({"field": path, "reason": reason[:500]})
+                parent = path
+        return out or [{"field": self.default, "reason": message.strip()[:500] or "invalid"}]
+
+
+def engine_problem(exc: Exception, kind: str, fields: FieldMap, title: str | None = None) -> "ApiProblem":
+    """A 422 problem from an engine input error, with ``errors[].field`` naming the request fields."""
+    msg = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        msg = str(exc.args[0])
+    return ApiProblem(422, msg[:2000], kind=kind, title=title, errors=fields.errors(msg))
+
+
+def json_body(raw: bytes) -> Any:
+    """A request body parsed as JSON; a body that is not JSON answers 422 ``validation-error`` naming
+    ``body``, as FastAPI answers it on the endpoints whose body it parses itself."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        pos = f" (at character {exc.pos})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiProblem(422, "the body is not valid JSON", kind="validation-error", title="Invalid request",
+                         errors=[{"field": "body", "reason": f"the body is not valid JSON{pos}: {exc}"}]) from exc
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for e in exc.errors():
         loc = [str(x) for x in e.get("loc", ())]
+        if e.get("type") == "json_invalid":  # not JSON at all: the body, wherever the parser stopped
+            pos = f" (at character {loc[1]})" if len(loc) > 1 else ""
+            ctx = (e.get("ctx") or {}).get("error")
+            out.append({"field": "body", "reason": f"the body is not valid JSON{pos}" + (f": {ctx}" if ctx else "")})
+            continue
         item: dict[str, Any] = {"field": "/".join(loc), "reason": e.get("msg", "invalid")}
         if "input" in e and loc and loc[0] != "body":
             item["value"] = e["input"]
@@ -162,5 +270,6 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             for c in codes}
 
 
-__all__ = ["ApiProblem", "PROBLEM_MEDIA_TYPE", "Problem", "ProblemError", "install_problem_handlers", "json_safe",
+__all__ = ["ApiProblem", "FieldMap", "PROBLEM_MEDIA_TYPE", "Problem", "engine_problem", "json_body", "ProblemError",
+           "install_problem_handlers", "json_safe",
            "problem_response", "problem_responses"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Level = Literal["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
                 "parcel"]
@@ -14,6 +15,20 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Peril = Literal["fire", "drought", "typhoon", "ice_storm", "pine_wilt"]
 T = TypeVar("T")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_REASON = "must not contain control characters (U+0000-U+001F, U+007F-U+009F)"
+
+
+def no_control_chars(v: str | None) -> str | None:
+    """Names and labels are printable text: NUL, newlines, tabs and other control characters are refused
+    (PostgreSQL cannot store NUL in a text column; the others only garble reports and logs)."""
+    if v is not None and CONTROL_CHARS.search(v):
+        raise ValueError(CONTROL_REASON)
+    return v
+
+
+#: a name or label: printable text (no control characters)
+Text = Annotated[str, AfterValidator(no_control_chars)]
 
 
 class Strict(BaseModel):
@@ -33,6 +48,7 @@ class Page(BaseModel, Generic[T]):
     offset: int
     next_offset: int | None
     provenance: dict[str, Any] | None = None
+    units: dict[str, str] | None = None
 
 
 # ---- portfolios ---------------------------------------------------------------------------------
@@ -40,7 +56,7 @@ class PortfolioJSON(Strict):
     """A portfolio sent as JSON: parcel records (the columns of docs/portfolio format) or a GeoJSON
     FeatureCollection."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     region: str = Field("lishui", pattern=r"^[a-z][a-z0-9_]{0,59}$")
     parcels: list[dict[str, Any]] | None = Field(None, max_length=1_000_000)
     geojson: dict[str, Any] | None = None
@@ -79,7 +95,7 @@ class LoanTerms(Strict):
     rate: float = Field(ge=0, le=1, description="annual interest rate, as a fraction (0.045 = 4.5 %)")
     parcel_ids: list[str] | None = Field(None, max_length=1_000_000,
                                          description="pledged parcels (default: the whole portfolio)")
-    borrower: str | None = Field(None, max_length=200)
+    borrower: Text | None = Field(None, max_length=200)
     currency: Literal["CNY"] = "CNY"
 
 
@@ -113,12 +129,12 @@ class PolicyTerms(Strict):
 
 
 class LoanCreate(Strict):
-    name: str = Field("", max_length=200)
+    name: Text = Field("", max_length=200)
     terms: LoanTerms
 
 
 class PolicyCreate(Strict):
-    name: str = Field("", max_length=200)
+    name: Text = Field("", max_length=200)
     terms: PolicyTerms
 
 
@@ -266,7 +282,7 @@ class TenantOut(BaseModel):
 
 class KeyCreate(Strict):
     expires_days: float | None = Field(None, gt=0, le=3650)
-    label: str = Field("", max_length=100)
+    label: Text = Field("", max_length=100)
 
 
 class KeyOut(BaseModel):

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import tempfile
 import threading
 import uuid
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from api.db.models import AuditRecord, PortfolioRow, SimulationRun, utcnow
 from api.jsonable import clean
-from api.problems import ApiProblem, json_safe
+from api.problems import ApiProblem, FieldMap, json_safe
 from api.requestctx import current_request_id
 from api.security import Principal
 
@@ -174,6 +175,28 @@ def store_portfolio(s: Session, who: Principal, name: str, pf, params) -> Portfo
     return row
 
 
+def engine_source(row: PortfolioRow) -> str:
+    """The source label the engine sees for a stored portfolio: its data hash, never the uploader's file
+    name. The engine and its caches (set-ups keyed by the portfolio's content, the compute workers'
+    portfolios) may serve one portfolio's objects for another with the same data, so whatever they
+    carry must be the same for both: the tenant's own name is put back by :func:`own_provenance`."""
+    return f"sha256:{row.data_sha256[:16]}"
+
+
+def own_provenance(result: dict[str, Any], row: PortfolioRow) -> dict[str, Any]:
+    """``result`` (a copy) whose provenance names the caller's portfolio (its source, the uploaded file's
+    name) instead of the engine's label (:func:`engine_source`)."""
+    prov = result.get("provenance")
+    if not isinstance(prov, dict) or "portfolio" not in prov:
+        return result
+    pf = prov["portfolio"]
+    if isinstance(pf, dict):
+        pf = {**pf, "source": row.source}
+    else:
+        pf = row.source
+    return {**result, "provenance": {**prov, "portfolio": pf}}
+
+
 class PortfolioCache:
     """Validated :class:`Portfolio` objects of stored rows, by (id, data hash); small LRU."""
 
@@ -191,7 +214,7 @@ class PortfolioCache:
         from models.portfolio import validate_frame
 
         df = pd.read_parquet(io.BytesIO(row.data_parquet))
-        pf = validate_frame(df, params, source=row.source)
+        pf = validate_frame(df, params, source=engine_source(row))
         with self._lock:
             self._d[key] = pf
             while len(self._d) > self.size:
@@ -199,8 +222,19 @@ class PortfolioCache:
         return pf
 
 
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def plausible_id(id_: str) -> bool:
+    """Whether ``id_`` could name a stored row (ids are 1-40 of ``A-Za-z0-9_-``); others are never
+    looked up (a NUL or a 400-character id is simply not found, on every database)."""
+    return isinstance(id_, str) and _ID_RE.match(id_) is not None
+
+
 def get_owned(s: Session, model, id_: str, who: Principal, what: str):
     """A tenant's row by id; 404 (never 403) when it belongs to someone else, so ids leak nothing."""
+    if not plausible_id(id_):
+        raise ApiProblem(404, f"no {what} {id_[:60]!r}", kind="not-found")
     row = s.get(model, id_)
     if row is None or row.tenant_id != who.tenant_id:
         raise ApiProblem(404, f"no {what} {id_!r}", kind="not-found")
@@ -212,15 +246,62 @@ def count(s: Session, q) -> int:
 
 
 # ---- audit -----------------------------------------------------------------------------------
-def audit(s: Session, who: Principal, action: str, resource_type: str, resource_id: str, **detail: Any) -> None:
-    s.add(AuditRecord(tenant_id=who.tenant_id, key_id=who.key_id, action=action, resource_type=resource_type,
+def audit(s: Session, who: Principal, action: str, resource_type: str, resource_id: str, /, **detail: Any) -> None:
+    audit_record(s, who.tenant_id, who.key_id, action, resource_type, resource_id, **detail)
+
+
+def audit_record(s: Session, tenant_id: str, key_id: str, action: str, resource_type: str, resource_id: str, /,
+                 **detail: Any) -> None:
+    """An audit record in the session's transaction (a job records its result as the key that submitted it,
+    with the request id of the submitting request, which the job's thread carries)."""
+    s.add(AuditRecord(tenant_id=tenant_id, key_id=key_id, action=action, resource_type=resource_type,
                       resource_id=resource_id, detail=clean(detail), request_id=current_request_id() or "-",
                       at=utcnow()))
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+def job_problem(kind: str, detail: str, status: int, title: str | None = None,
+                errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A failed job's ``error``: an RFC 9457 problem detail (as the synchronous answer would have been)."""
+    from http import HTTPStatus
+
+    from api.problems import TYPE_BASE
+
+    out: dict[str, Any] = {"type": TYPE_BASE + kind, "title": title or HTTPStatus(status).phrase, "status": status,
+                           "detail": str(detail)[:2000]}
+    if errors:
+        out["errors"] = json_safe(errors)
+    rid = current_request_id()
+    if rid:
+        out["request_id"] = rid
+    return out
 
 
 # ---- simulations -----------------------------------------------------------------------------
 def cells(n_parcels: int, paths: int, years: int) -> int:
     return int(n_parcels) * int(paths) * int(years)
+
+
+SIMULATION_FIELDS = FieldMap(
+    {n: f"body/{n}" for n in ("portfolio_id", "years", "paths", "seed", "levels", "carbon_method", "scenario",
+                              "climate_pathway", "perils", "loss_table_level")},
+    patterns=((r"climate pathway", "body/climate_pathway"), (r"peril", "body/perils"),
+              (r"loss.table", "body/loss_table_level")))
+
+
+def check_simulation_request(params, req: dict[str, Any]) -> None:
+    """What the engine would refuse at once, checked before a run is answered or queued (422
+    ``invalid-simulation``): the climate pathway must be one of the model's."""
+    pathway = req.get("climate_pathway")
+    if pathway is None:
+        return
+    climate = params.perils.get("climate")
+    known = sorted(climate.pathways) if climate is not None else ["current"]
+    if pathway not in known:
+        raise ApiProblem(422, f"unknown climate pathway {pathway!r} of model {params.region!r}; known: {known}",
+                         kind="invalid-simulation", title="Invalid simulation",
+                         errors=[{"field": "body/climate_pathway", "value": pathway,
+                                  "reason": f"not a climate pathway of model {params.region!r} (known: {known})"}])
 
 
 def run_simulation(pf, params, req: dict[str, Any], *, chunk_paths: int | None = None,
@@ -247,7 +328,7 @@ def result_identity(result) -> dict[str, Any]:
 
 def store_run(s: Session, *, tenant_id: str, key_id: str, portfolio: PortfolioRow, req: dict[str, Any], result,
               job_id: str | None, request_id: str) -> SimulationRun:
-    body = clean(result.to_dict(include_summary=True))
+    body = own_provenance(clean(result.to_dict(include_summary=True)), portfolio)
     elt_bytes = None
     if result.elt is not None:
         buf = io.BytesIO()
@@ -281,7 +362,8 @@ def run_out(run: SimulationRun) -> dict[str, Any]:
     }
 
 
-__all__ = ["ModelRegistry", "PortfolioCache", "audit", "cells", "clean", "count", "frame_from_geojson",
-           "frame_from_records", "frame_from_upload", "get_owned", "new_id", "page", "portfolio_summary", "records",
-           "result_identity", "run_out", "run_simulation", "sha256_json", "store_portfolio", "store_run",
-           "validate"]
+__all__ = ["SIMULATION_FIELDS", "ModelRegistry", "PortfolioCache", "audit", "audit_record", "cells",
+           "check_simulation_request", "clean", "count", "engine_source", "frame_from_geojson", "frame_from_records",
+           "frame_from_upload", "get_owned", "job_problem", "new_id", "own_provenance", "page", "plausible_id",
+           "portfolio_summary", "records", "result_identity", "run_out", "run_simulation", "sha256_json",
+           "store_portfolio", "store_run", "validate"]

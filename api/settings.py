@@ -76,6 +76,9 @@ class Settings:
         With ``compute_warm``, each compute process simulates the region's pine wilt landscape for
         this many paths of the default seed and horizon when it starts (about 0.25 s and 5 MB per
         1,000 paths for Lishui), so the first loan valued on it is as fast as the next (0: none).
+    idempotency_ttl_s : float
+        How long a stored ``Idempotency-Key`` answer is kept (seconds, default 24 h): older records
+        are purged, and a key older than this starts afresh.
     """
 
     database_url: str = field(default_factory=default_database_url)
@@ -94,6 +97,7 @@ class Settings:
     result_cache_size: int = 256
     compute_warm: bool = False
     landscape_warm_paths: int = 0
+    idempotency_ttl_s: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -120,6 +124,7 @@ class Settings:
             result_cache_size=max(0, _int(env, "CRE_RESULT_CACHE", base.result_cache_size)),
             compute_warm=env.get("CRE_COMPUTE_WARM", "1") not in ("0", "false", "no"),
             landscape_warm_paths=max(0, _int(env, "CRE_LANDSCAPE_WARM_PATHS", 10_000)),
+            idempotency_ttl_s=max(60.0, _float(env, "CRE_IDEMPOTENCY_TTL_HOURS", base.idempotency_ttl_s / 3600) * 3600),
         )
         return replace(s, **overrides) if overrides else s
 

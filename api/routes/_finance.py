@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref
 from api.db.models import FinanceResult, PortfolioRow, ResultArtifact
-from api.finance import INPUT_ERRORS, KIND_PATH, TASKS, check_limit, code_version, problem_from, put_artifact, \
-    result_out, store_result
+from api.finance import INPUT_ERRORS, KIND_PATH, PROBLEM_FIELDS, TASKS, check_limit, code_version, problem_from, \
+    put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut
 from api.jobs import create_job
 from api.problems import ApiProblem
@@ -75,7 +75,7 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
                 out = await state.result_cache.single_flight(
                     key, lambda: state.compute.run(TASKS[kind], pf_ref(pf), req))
         except INPUT_ERRORS as exc:
-            raise problem_from(exc, ERROR_KIND[kind], "body/") from exc
+            raise problem_from(exc, ERROR_KIND[kind], PROBLEM_FIELDS[kind]) from exc
     artifacts = {}
     if kind == "stress_test":
         artifacts, out = out["artifacts"], dict(out["result"])

@@ -25,14 +25,15 @@ def _check_parcels(pf: PortfolioRow, parcel_ids: list[str] | None) -> None:
     if not parcel_ids:
         if parcel_ids is not None:
             raise ApiProblem(422, "parcel_ids must not be empty (omit it for the whole portfolio)",
-                             kind="validation-error", errors=[{"field": "terms/parcel_ids", "reason": "empty"}])
+                             kind="validation-error", errors=[{"field": "body/terms/parcel_ids", "reason": "empty"}])
         return
     known = set(pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id"])["parcel_id"].astype(str))
     dup = len(set(parcel_ids)) != len(parcel_ids)
     unknown = [p for p in parcel_ids if p not in known]
-    errs = [{"field": "terms/parcel_ids", "value": p, "reason": "not a parcel of the portfolio"} for p in unknown[:1000]]
+    errs = [{"field": "body/terms/parcel_ids", "value": p, "reason": "not a parcel of the portfolio"}
+            for p in unknown[:1000]]
     if dup:
-        errs.append({"field": "terms/parcel_ids", "reason": "parcel ids repeat"})
+        errs.append({"field": "body/terms/parcel_ids", "reason": "parcel ids repeat"})
     if errs:
         raise ApiProblem(422, f"{len(unknown)} parcel id(s) not in portfolio {pf.id}" + (" and repeats" if dup else ""),
                          kind="validation-error", errors=errs)

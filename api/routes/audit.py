@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.db.models import AuditRecord
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import AuditOut, Page
+from api.schemas import ID_PATTERN, AuditOut, Page
 from api.security import EVERYONE, Principal, require_roles
 from api.services import count, page
 
@@ -17,7 +17,9 @@ anyone = require_roles(*EVERYONE)
 
 
 @router.get("", response_model=Page[AuditOut], summary="Your tenant's audit trail (newest first)")
-def list_audit(action: str | None = Query(None, max_length=60), resource_id: str | None = Query(None, max_length=40),
+def list_audit(action: str | None = Query(None, max_length=60, pattern=r"^[a-z_]+(\.[a-z_]+)*$",
+                                          description="e.g. portfolio.create, simulation.submit, job.cancel"),
+               resource_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
                paging: Paging = Depends(), who: Principal = Depends(anyone), s: Session = Depends(db_session)):
     q = select(AuditRecord).where(AuditRecord.tenant_id == who.tenant_id)
     if action is not None:

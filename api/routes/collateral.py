@@ -14,7 +14,7 @@ from api.finance_schemas import CollateralRequest, FinanceResultOut
 from api.problems import ApiProblem
 from api.routes._finance import CREATED, HTML, artifact, create_result, download, get_result, list_results, portfolio_of
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import Page
+from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
 
 router = APIRouter(prefix="/v1/collateral-valuations", tags=["collateral"], responses=AUTH_PROBLEMS)
@@ -44,7 +44,8 @@ async def create_valuation(body: CollateralRequest, request: Request, who: Princ
 
 
 @router.get("", response_model=Page[FinanceResultOut], summary="Your collateral valuations (newest first)")
-def list_valuations(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+def list_valuations(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
+                    paging: Paging = Depends(),
                     who: Principal = Depends(lender), s: Session = Depends(db_session)):
     return list_results(s, who, "collateral", portfolio_id, paging)
 

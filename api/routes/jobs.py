@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.db.models import FinanceResult, Job, SimulationRun, utcnow
@@ -17,6 +17,12 @@ from api.routes.common import AUTH_PROBLEMS, Paging, db_session
 from api.schemas import JobOut, JobStatus, Page, SimulationOut
 from api.security import ANALYSTS, Principal, require_roles
 from api.services import audit, count, get_owned, page, run_out
+
+
+def encode(model, data: dict[str, Any]) -> Any:
+    import json
+
+    return json.loads(model.model_validate(data).model_dump_json())
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
@@ -60,22 +66,42 @@ def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = Depe
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, status_code=202,
-             summary="Cancel a job (queued: at once; running: at the next chunk)")
+             summary="Cancel a job (200 when it is cancelled now or already was; 202 while a running one stops)",
+             responses={200: {"model": JobOut, "description": "Cancelled (now, or already): nothing is left to do"},
+                        202: {"model": JobOut, "description": "A worker is running it: it stops at its next chunk"}})
 def cancel_job(job_id: str, request: Request, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
-    job = get_owned(s, Job, job_id, who, "job")
-    if job.status in TERMINAL:
-        raise ApiProblem(409, f"job {job_id} is already {job.status}", kind="job-finished", job_status=job.status)
-    job.cancel_requested = True
-    lines = list(job.log or [])
-    if job.status == "queued":
-        job.status, job.finished_at = "cancelled", utcnow()
-        lines.append(f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S')}Z cancelled before it started")
+    """Cancel is idempotent. A queued job is cancelled at once, and so is a running one that no worker
+    of this server holds (its server stopped, or its worker died): **200** with the cancelled job. A
+    job a worker is running stops at its next chunk (a finance job at once, its result discarded):
+    **202** with ``cancel_requested``. An already cancelled job answers 200 as it is; a succeeded or
+    failed one 409 ``job-finished``."""
+    runner = request.app.state.jobs
+    for _ in range(3):  # the job may change state under us (a worker finishing): decide on what is stored
+        job = get_owned(s, Job, job_id, who, "job")
+        if job.status == "cancelled":
+            return JSONResponse(encode(JobOut, job_out(job)), status_code=200)
+        if job.status in TERMINAL:
+            raise ApiProblem(409, f"job {job_id} is already {job.status}", kind="job-finished", job_status=job.status)
+        prior = job.status
+        now = prior == "queued" or not runner.owns(job_id)
+        stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%S")
+        lines = list(job.log or [])
+        if now:
+            lines.append(f"{stamp}Z cancelled " + ("before it started" if prior == "queued"
+                                                    else "(no worker of this server was running it)"))
+            values = dict(status="cancelled", cancel_requested=True, finished_at=utcnow(), eta_s=None, log=lines)
+        else:
+            lines.append(f"{stamp}Z cancel requested")
+            values = dict(cancel_requested=True, log=lines)
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == prior).values(**values))
+        if res.rowcount == 1:
+            break
+        s.rollback()
     else:
-        lines.append(f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S')}Z cancel requested")
-    job.log = lines
-    audit(s, who, "job.cancel", "job", job_id)
-    s.flush()
-    out = job_out(job)
+        raise ApiProblem(409, f"job {job_id} is changing state; try again", kind="conflict")
+    audit(s, who, "job.cancel", "job", job_id, status_before=prior, cancelled_now=now)
     s.commit()
-    request.app.state.jobs.request_cancel(job_id)
-    return out
+    s.expire_all()
+    out = job_out(get_owned(s, Job, job_id, who, "job"))
+    runner.request_cancel(job_id)
+    return JSONResponse(encode(JobOut, out), status_code=200 if now else 202)

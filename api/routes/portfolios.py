@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -16,10 +17,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.db.models import PortfolioRow
-from api.problems import ApiProblem
+from api.db.models import Instrument, PortfolioRow
+from api.problems import ApiProblem, json_body
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import AccountLevel, AccountsOut, Page, PortfolioDetail, PortfolioJSON, PortfolioOut
+from api.schemas import (CONTROL_CHARS, CONTROL_REASON, AccountLevel, AccountsOut, Page, PortfolioDetail, PortfolioJSON,
+                         PortfolioOut)
 from api.security import ANALYSTS, Principal, require_roles
 from api.services import (
     audit,
@@ -29,6 +31,7 @@ from api.services import (
     frame_from_records,
     frame_from_upload,
     get_owned,
+    own_provenance,
     page,
     records,
     store_portfolio,
@@ -36,6 +39,7 @@ from api.services import (
 )
 
 router = APIRouter(prefix="/v1/portfolios", tags=["portfolios"], responses=AUTH_PROBLEMS)
+REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 analyst = require_roles(*ANALYSTS)
 
 _UPLOAD_SCHEMA = {
@@ -58,6 +62,16 @@ def portfolio_out(row: PortfolioRow) -> dict[str, Any]:
                                          "data_sha256", "summary", "created_by", "created_at")}
 
 
+def _check_region(state, region: str) -> None:
+    """The model (region) to validate against must be one this server ships: else 422 naming ``region``."""
+    known = state.models.ids()
+    if region not in known:
+        raise ApiProblem(422, f"unknown region {region!r}; this server has models for: {', '.join(known)}",
+                         kind="validation-error", title="Invalid request",
+                         errors=[{"field": "body/region", "value": region[:60],
+                                  "reason": f"not a model of this server (known: {', '.join(known)}; GET /v1/models)"}])
+
+
 async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
     """(name, region, source, raw) where raw is ('file', filename, bytes) or ('json', PortfolioJSON)."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -70,23 +84,36 @@ async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
         if not isinstance(upload, UploadFile):
             raise ApiProblem(422, "multipart field 'file' (the portfolio file) is missing", kind="validation-error",
                              errors=[{"field": "body/file", "reason": "missing"}])
+        errs = []
+        raw_name = form.get("name")
+        if raw_name is not None and not isinstance(raw_name, str):
+            errs.append({"field": "body/name", "reason": "must be text, not a file"})
+        elif raw_name and CONTROL_CHARS.search(raw_name):
+            errs.append({"field": "body/name", "reason": CONTROL_REASON})
+        if upload.filename and CONTROL_CHARS.search(upload.filename):
+            errs.append({"field": "body/file", "reason": "the file name " + CONTROL_REASON})
+        region = form.get("region") or "lishui"
+        if not isinstance(region, str) or not REGION_RE.match(region):
+            errs.append({"field": "body/region", "value": str(region)[:60],
+                         "reason": "must match ^[a-z][a-z0-9_]{0,59}$ (a model id, GET /v1/models)"})
+        if errs:
+            raise ApiProblem(422, f"{len(errs)} invalid field(s) in the request", kind="validation-error",
+                             title="Invalid request", errors=errs)
+        _check_region(request.app.state, region)
         data = await upload.read()
-        name = str(form.get("name") or upload.filename or "portfolio")[:200]
-        region = str(form.get("region") or "lishui")
+        name = str(raw_name or upload.filename or "portfolio")[:200]
         return name, region, upload.filename or "upload", ("file", upload.filename or "upload.csv", data)
     if ctype in ("application/json", "application/geo+json") or ctype.endswith("+json"):
-        body = await request.body()
-        try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiProblem(400, f"body is not valid JSON: {exc}", kind="bad-request") from exc
+        doc = json_body(await request.body())
         try:
             req = PortfolioJSON.model_validate(doc)
         except Exception as exc:
-            errs = [{"field": "/".join(str(x) for x in e["loc"]), "reason": e["msg"]} for e in exc.errors()] \
-                if hasattr(exc, "errors") else [{"reason": str(exc)}]
+            errs = [{"field": "/".join(["body", *(str(x) for x in e["loc"])]),
+                     "reason": e["msg"].replace("Value error, ", "")} for e in exc.errors()] \
+                if hasattr(exc, "errors") else [{"field": "body", "reason": str(exc)}]
             raise ApiProblem(422, f"{len(errs)} invalid field(s) in the request", kind="validation-error",
                              title="Invalid request", errors=errs) from exc
+        _check_region(request.app.state, req.region)
         return req.name, req.region, "json", ("json", req)
     raise ApiProblem(415, "send the portfolio as multipart/form-data (field 'file') or application/json",
                      kind="unsupported-media-type")
@@ -141,20 +168,53 @@ def get_portfolio(portfolio_id: str, request: Request, paging: Paging = Depends(
     return {**portfolio_out(row), "parcels": page(records(sub), len(df), paging.limit, paging.offset)}
 
 
-@router.delete("/{portfolio_id}", status_code=204, summary="Delete a portfolio (its results are kept)")
-def delete_portfolio(portfolio_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+@router.delete("/{portfolio_id}", status_code=204,
+               summary="Delete a portfolio (its results are kept; 409 while loans or policies are registered "
+                       "against it, unless cascade=true)")
+def delete_portfolio(portfolio_id: str,
+                     cascade: bool = Query(False, description="also delete the loans and policies registered "
+                                                              "against it (each gets an audit record)"),
+                     who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+    """Deletes the portfolio; stored results (simulations, valuations, quotes, stress tests) are kept.
+    While loans or policies are registered against it the answer is 409 ``portfolio-has-instruments``
+    listing them: delete them first (each deletion is audited), or give ``cascade=true`` to delete
+    them with it, each with its own audit record."""
     row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+    insts = s.scalars(select(Instrument).where(Instrument.tenant_id == who.tenant_id,
+                                               Instrument.portfolio_id == row.id)
+                      .order_by(Instrument.created_at, Instrument.id)).all()
+    if insts and not cascade:
+        kinds = {k: sum(1 for i in insts if i.kind == k) for k in ("loan", "policy")}
+        raise ApiProblem(409, f"portfolio {row.id} has {kinds['loan']} loan(s) and {kinds['policy']} polic(ies) "
+                              "registered against it: delete them first, or DELETE with ?cascade=true",
+                         kind="portfolio-has-instruments", instruments=[
+                             {"id": i.id, "kind": i.kind, "path": f"/v1/{'loans' if i.kind == 'loan' else 'policies'}"
+                                                                  f"/{i.id}"} for i in insts[:100]],
+                         instrument_count=len(insts))
+    for inst in insts:
+        s.delete(inst)
+        audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,
+              name=inst.name, terms=inst.terms)
+    s.flush()
     s.delete(row)
-    audit(s, who, "portfolio.delete", "portfolio", portfolio_id)
+    audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(insts),
+          deleted_instruments=[i.id for i in insts])
     return Response(status_code=204)
 
 
 # ---- five-level carbon accounts -----------------------------------------------------------------
 class AccountsCache:
-    """Computed accounts by (portfolio data, model, sink paths, seed); small in-process LRU."""
+    """Computed accounts of a stored portfolio, by (tenant, portfolio id, data, model, sink paths, seed);
+    small in-process LRU. The accounts' provenance names the portfolio's source (the uploader's file
+    name), so an entry serves only the portfolio it was computed for: never another tenant's copy of
+    the same data."""
 
     def __init__(self, size: int = 16):
         self.size, self._d, self._lock = size, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def key(row: PortfolioRow, parameter_sha256: str, paths: int, seed: int) -> tuple:
+        return (row.tenant_id, row.id, row.data_sha256, row.source, parameter_sha256, int(paths), int(seed))
 
     def get(self, key, compute):
         with self._lock:
@@ -170,19 +230,33 @@ class AccountsCache:
 
 
 def accounts_response(state, who: Principal, row: PortfolioRow, level: str | None, paths: int, seed: int,
-                      paging: Paging) -> dict[str, Any]:
-    """Accounts of a stored portfolio (shared by the portfolio and simulation endpoints)."""
+                      paging: Paging, paths_field: str = "query/paths") -> dict[str, Any]:
+    """Accounts of a stored portfolio (shared by the portfolio and simulation endpoints).
+
+    Accounts are computed in the request: ``parcels x paths`` above ``sync_max_cells`` answer 422
+    ``sync-limit-exceeded`` with the largest ``paths`` that fits (there is no accounts job)."""
     from finance_engine.accounts import carbon_accounts
 
+    cells = row.n_parcels * paths
     limit = state.settings.role_max_cells.get(who.role, 0)
-    if row.n_parcels * paths > limit:
+    if cells > limit:
         raise ApiProblem(422, f"{row.n_parcels} parcels x {paths} paths exceeds the {who.role} limit of {limit}",
-                         kind="limit-exceeded")
+                         kind="limit-exceeded", limit=limit, cells=cells)
+    sync = state.settings.sync_max_cells
+    if cells > sync:
+        fit = sync // max(row.n_parcels, 1)
+        raise ApiProblem(
+            422, f"{row.n_parcels} parcels x {paths} paths = {cells} exceeds the {sync} cells answered in a request "
+                 f"(CRE_SYNC_MAX_CELLS); accounts are not run as jobs: ask for at most {fit} paths"
+                 + ("" if fit >= 1 else " (none fit: the portfolio alone is too large)"),
+            kind="sync-limit-exceeded", limit=sync, cells=cells, max_paths=fit,
+            errors=[{"field": paths_field, "value": paths,
+                     "reason": f"at most {fit} paths for this portfolio ({row.n_parcels} parcels)"}])
     params = state.models.get(row.region)
     pf = state.portfolios.get(row, params)
-    acc = state.accounts_cache.get((row.data_sha256, params.sha256, paths, seed),
+    acc = state.accounts_cache.get(AccountsCache.key(row, params.sha256, paths, seed),
                                    lambda: carbon_accounts(pf, params, sink_paths=paths, seed=seed))
-    d = acc.to_dict(level)
+    d = own_provenance(acc.to_dict(level), row)  # the caller's name for its portfolio, not the engine's label
     rows = d["rows"]
     return {"portfolio_id": row.id, "level": level, "sink_paths": paths, "seed": seed,
             "provenance": clean(d["provenance"]), "units": d["units"],

@@ -15,14 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.compute import task_layer, task_quote_slip
-from api.finance import INPUT_ERRORS, check_quote_inputs, prepare_quote, problem_from, put_artifact, result_out, \
-    store_result
+from api.finance import INPUT_ERRORS, check_quote_inputs, layer_pricing_fields, prepare_quote, problem_from, \
+    put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut, LayerPricingJSON, QuoteRequest
-from api.problems import ApiProblem
+from api.problems import ApiProblem, json_body
 from api.requestctx import current_request_id
 from api.routes._finance import CREATED, HTML, artifact, create_result, download, encode, get_result, list_results
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import Page
+from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
 from api.services import audit
 
@@ -50,7 +50,8 @@ async def create_quote(body: QuoteRequest, request: Request, who: Principal = De
 
 
 @router.get("/v1/quotes", response_model=Page[FinanceResultOut], summary="Your quotes (newest first)")
-def list_quotes(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+def list_quotes(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
+                paging: Paging = Depends(),
                 who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
     return list_results(s, who, "quote", portfolio_id, paging)
 
@@ -120,8 +121,13 @@ async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str,
         except Exception as exc:  # malformed multipart is bad input, never a 500
             raise ApiProblem(400, f"malformed multipart body: {exc}", kind="bad-request") from exc
         upload = form.get("file")
+        unknown = sorted(set(form.keys()) - set(_LAYER_FIELDS) - {"file"})
+        errs = [{"field": f"body/{k}", "reason": "not a field of a layer-pricing request (known: file, "
+                                                 f"{', '.join(_LAYER_FIELDS)})"} for k in unknown]
         if not isinstance(upload, UploadFile):
-            raise _invalid([{"field": "body/file", "reason": "missing (the event loss table)"}])
+            errs.insert(0, {"field": "body/file", "reason": "missing (the event loss table)"})
+        if errs:  # a misspelt field (limt=...) must not price another layer than the one meant
+            raise _invalid(errs)
         fields = {k: form.get(k) for k in _LAYER_FIELDS if isinstance(form.get(k), str) and form.get(k) != ""}
         try:
             terms = LayerPricingJSON.model_validate({"rows": [], **fields})
@@ -130,10 +136,7 @@ async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str,
                             for e in exc.errors()]) from exc
         return terms, upload.filename or "elt.csv", await upload.read()
     if ctype == "application/json" or ctype.endswith("+json"):
-        try:
-            doc = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiProblem(400, f"body is not valid JSON: {exc}", kind="bad-request") from exc
+        doc = json_body(await request.body())
         try:
             return LayerPricingJSON.model_validate(doc), "inline", None
         except ValidationError as exc:
@@ -162,7 +165,8 @@ async def create_layer_price(request: Request, who: Principal = Depends(underwri
     try:
         out = await state.compute.run(task_layer, filename, data, None if data is not None else terms.rows, req)
     except INPUT_ERRORS as exc:
-        raise problem_from(exc, "invalid-loss-table", "") from exc
+        raise problem_from(exc, "invalid-loss-table", layer_pricing_fields("body/file" if data is not None
+                                                                          else "body/rows")) from exc
 
     def save():
         with state.db.session() as s:

@@ -15,14 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from api.compute import pf_ref, task_simulate
 from api.db.models import PortfolioRow, SimulationRun
 from api.jobs import create_job
-from api.problems import ApiProblem
+from api.problems import ApiProblem, engine_problem
 from api.requestctx import current_request_id
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
 from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
-from api.schemas import AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
+from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
 from api.security import ANALYSTS, Principal, require_roles
-from api.services import audit, cells, clean, count, get_owned, page, run_out, store_run
+from api.services import (SIMULATION_FIELDS, audit, cells, check_simulation_request, clean, count, get_owned, page,
+                          run_out, store_run)
 
 router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
@@ -52,6 +53,7 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
     def prepare():
         with state.db.session() as s:
             pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
+            check_simulation_request(state.models.get(pf.region), req)  # before a job is accepted, too
             n = cells(pf.n_parcels, body.paths, body.years)
             limit = state.settings.role_max_cells.get(who.role, 0)
             if n > limit:
@@ -74,7 +76,7 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
     try:
         result = await state.compute.run(task_simulate, pf_ref(pf), req, 64)
     except ValueError as exc:
-        raise ApiProblem(422, str(exc), kind="invalid-simulation") from exc
+        raise engine_problem(exc, "invalid-simulation", SIMULATION_FIELDS, title="Invalid simulation") from exc
 
     def run_now():
         with state.db.session() as s:
@@ -89,7 +91,8 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
 
 
 @router.get("", response_model=Page[SimulationOut], summary="List your simulation results (newest first)")
-def list_simulations(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+def list_simulations(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
+                     paging: Paging = Depends(),
                      who: Principal = Depends(analyst), s: Session = Depends(db_session)):
     q = select(SimulationRun).where(SimulationRun.tenant_id == who.tenant_id)
     if portfolio_id is not None:
@@ -113,6 +116,11 @@ def simulation_summary(simulation_id: str, level: Level | None = None,
                        year: int | None = Query(None, ge=0, le=199), paging: Paging = Depends(),
                        who: Principal = Depends(analyst), s: Session = Depends(db_session)):
     run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
+    if level == "parcel":  # parcels have horizon results only, not yearly rows
+        raise ApiProblem(422, f"parcel results are not yearly summary rows: GET /v1/simulations/{run.id}/parcels",
+                         kind="validation-error", title="Invalid request",
+                         errors=[{"field": "query/level", "value": level,
+                                  "reason": f"use /v1/simulations/{run.id}/parcels for parcel results"}])
     rows = run.result.get("summary", [])
     if level is not None:
         rows = [r for r in rows if r.get("level") == level]
@@ -124,6 +132,55 @@ def simulation_summary(simulation_id: str, level: Level | None = None,
         rows = [r for r in rows if r.get("year") == year]
     return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset,
                 run.result.get("provenance", {}))
+
+
+PARCEL_COLUMN_UNITS = {
+    "parcel_id": "the parcel's id in the portfolio",
+    "stock_tco2e": "tCO2e: the parcel's deterministic stock today",
+    "stock_end_tco2e": "tCO2e: stock at the end of the horizon",
+    "cumulative_loss_tco2e": "tCO2e: losses to all perils summed over the horizon",
+    "cumulative_credits_tco2e": "tCO2e: credits issued over the horizon",
+    "mean_annual_sink_tco2e": "tCO2e per year: net sink averaged over the horizon",
+}
+
+
+def _parcel_units(columns) -> dict[str, str]:
+    out = {}
+    for c in columns:
+        base = c[:-len("_mean")] if c.endswith("_mean") else c[:-len("_mc_se")] if c.endswith("_mc_se") else c
+        unit = PARCEL_COLUMN_UNITS.get(base, "tCO2e" if base.endswith("_tco2e") else "")
+        if c.endswith("_mean"):
+            unit = f"{unit} (mean over the paths)"
+        elif c.endswith("_mc_se"):
+            unit = f"{unit} (Monte Carlo standard error of the mean)"
+        out[c] = unit
+    return out
+
+
+@router.get("/{simulation_id}/parcels", response_model=Page[dict[str, Any]],
+            summary="Per-parcel horizon results of a run with the 'parcel' level (paged)")
+def simulation_parcels(simulation_id: str, parcel_id: str | None = Query(None, max_length=200),
+                       paging: Paging = Depends(), who: Principal = Depends(analyst),
+                       s: Session = Depends(db_session)):
+    """One row per parcel (portfolio order): its stock today and, over the run's horizon, the mean and
+    Monte Carlo standard error of the end stock, cumulative loss, cumulative credits and mean annual
+    sink (tCO2e; ``units`` names each column). Pages carry the run's ``provenance`` like the summary
+    rows. Runs without ``parcel`` in their ``levels`` kept no parcel results (404)."""
+    run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
+    rows = run.result.get("parcel_summary")
+    if rows is None:
+        raise ApiProblem(404, "this run kept no parcel results (run it with 'parcel' in levels)", kind="not-found")
+    if parcel_id is not None:
+        rows = [r for r in rows if str(r.get("parcel_id")) == parcel_id]
+    sub = rows[paging.offset:paging.offset + paging.limit]
+    stock = {r["group"]: r["stock_tco2e"] for r in run.result.get("initial_stock", []) if r.get("level") == "parcel"}
+    items = [{"parcel_id": r["parcel_id"], "stock_tco2e": stock.get(str(r["parcel_id"])),
+              **{k: v for k, v in r.items() if k != "parcel_id"}} for r in sub]
+    columns = list(items[0]) if items else ["parcel_id", "stock_tco2e"] + [k for k in (rows[0] if rows else {})
+                                                                            if k != "parcel_id"]
+    out = page(items, len(rows), paging.limit, paging.offset, run.result.get("provenance", {}))
+    out["units"] = _parcel_units(columns)
+    return out
 
 
 @router.get("/{simulation_id}/event-loss-table", response_model=Page[dict[str, Any]],
@@ -153,7 +210,8 @@ def simulation_accounts(simulation_id: str, request: Request, level: AccountLeve
         raise ApiProblem(404, f"the portfolio {run.portfolio_id!r} of this run was deleted", kind="not-found")
     if pf.data_sha256 != run.portfolio_sha256:
         raise ApiProblem(409, "the run's portfolio data changed", kind="conflict")
-    return accounts_response(request.app.state, who, pf, level, int(run.request["paths"]), int(run.seed), paging)
+    return accounts_response(request.app.state, who, pf, level, int(run.request["paths"]), int(run.seed), paging,
+                             paths_field="run/request/paths")
 
 
 __all__ = ["router"]

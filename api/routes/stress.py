@@ -16,7 +16,7 @@ from api.finance_schemas import FinanceResultOut, StressRequest
 from api.problems import ApiProblem
 from api.routes._finance import CREATED, HTML, XLSX_TYPE, artifact, create_result, download, get_result, list_results
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import AccountLevel, Page
+from api.schemas import ID_PATTERN, AccountLevel, Page
 from api.security import Principal, require_roles
 from api.services import page
 
@@ -40,7 +40,8 @@ async def create_stress_test(body: StressRequest, request: Request, who: Princip
 
 
 @router.get("", response_model=Page[FinanceResultOut], summary="Your stress tests (newest first)")
-def list_stress_tests(portfolio_id: str | None = Query(None, max_length=40), paging: Paging = Depends(),
+def list_stress_tests(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
+                      paging: Paging = Depends(),
                       who: Principal = Depends(bureau), s: Session = Depends(db_session)):
     return list_results(s, who, "stress_test", portfolio_id, paging)
 

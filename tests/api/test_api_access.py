@@ -43,6 +43,7 @@ ACCESS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/simulations/{simulation_id}/summary"): A,
     ("GET", "/v1/simulations/{simulation_id}/event-loss-table"): A,
     ("GET", "/v1/simulations/{simulation_id}/accounts"): A,
+    ("GET", "/v1/simulations/{simulation_id}/parcels"): A,
     ("GET", "/v1/jobs"): A,
     ("GET", "/v1/jobs/{job_id}"): A,
     ("GET", "/v1/jobs/{job_id}/result"): A,
@@ -72,13 +73,15 @@ ACCESS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/stress-tests/{stress_test_id}/workbook"): ("bureau",),
     ("GET", "/v1/admin/tenants"): ("admin",),
     ("POST", "/v1/admin/tenants"): ("admin",),
+    ("GET", "/v1/admin/tenants/{tenant_id}"): ("admin",),
+    ("GET", "/v1/admin/keys/{key_id}"): ("admin",),
     ("GET", "/v1/admin/tenants/{tenant_id}/keys"): ("admin",),
     ("POST", "/v1/admin/tenants/{tenant_id}/keys"): ("admin",),
     ("POST", "/v1/admin/keys/{key_id}/revoke"): ("admin",),
 }
 # routes whose path ids are not tenant-owned (shared reference data or administration)
 SHARED = {"/v1/models/{model_id}", "/v1/scenarios/{scenario_id}", "/v1/admin/tenants/{tenant_id}/keys",
-          "/v1/admin/keys/{key_id}/revoke"}
+          "/v1/admin/keys/{key_id}/revoke", "/v1/admin/tenants/{tenant_id}", "/v1/admin/keys/{key_id}"}
 
 # routes whose body names a tenant-owned resource (the test sends another tenant's)
 OWNED_IN_BODY = {("POST", "/v1/simulations"), ("POST", "/v1/collateral-valuations"), ("POST", "/v1/quotes"),

@@ -96,7 +96,10 @@ def test_upload_bad_inputs_are_problems_not_500(env):
     assert_problem(c.post("/v1/portfolios", headers=h, files={"file": ("p.parquet", b"not parquet", "x")}), 422)
     assert_problem(c.post("/v1/portfolios", headers=h, files={"file": ("p.csv", b"", "text/csv")}), 422)
     assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "text/plain"}, content=b"x"), 415)
-    assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "application/json"}, content=b"{nope"), 400)
+    # a body that is not JSON answers 422 naming the body, as FastAPI answers it on every other endpoint
+    bad = assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "application/json"}, content=b"{nope"),
+                         422, "validation-error")
+    assert bad["errors"][0]["field"] == "body"
     assert_problem(c.post("/v1/portfolios", headers=h, json={"name": "x"}), 422, "validation-error")
     assert_problem(c.post("/v1/portfolios", headers=h, json={"name": "x", "parcels": [1, 2]}), 422)
     assert_problem(c.post("/v1/portfolios", headers={**h, "content-type": "multipart/form-data; boundary=zz"},
@@ -215,7 +218,9 @@ def test_cancel_a_queued_job_and_limits(env):
     assert r.status_code == 202
     jid = r.json()["id"]
     cr = c.post(f"/v1/jobs/{jid}/cancel", headers=h)
-    assert cr.status_code == 202 and cr.json()["cancel_requested"] is True
+    # 200: it was still queued and is cancelled now; 202: a worker runs it and stops at its next chunk
+    assert cr.status_code in (200, 202) and cr.json()["cancel_requested"] is True
+    assert (cr.status_code == 200) == (cr.json()["status"] == "cancelled")
     j = wait_job(c, h, jid)
     assert j["status"] == "cancelled" and j["result_id"] is None
     assert_problem(c.get(f"/v1/jobs/{jid}/result", headers=h), 409, "job-not-finished")
