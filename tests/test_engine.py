@@ -622,3 +622,17 @@ def test_writing_a_run_into_a_folder_leaves_no_table_of_an_earlier_run(portfolio
     written = second.write(tmp_path, "parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in written), "notes.txt"])
     assert not any(p.suffix == ".csv" for p in tmp_path.iterdir())
+
+
+def test_a_run_reports_its_own_portfolio_name_when_another_brought_the_same_data(params):
+    """Set-ups are cached by the parcels' content: a second portfolio with the same rows under another name
+    (another tenant's upload) must not see the first one's name in its provenance."""
+    df = make_frame(20, seed=11)
+    first = validate_frame(df, params, source="bank_a_confidential_book.csv")
+    second = validate_frame(df, params, source="my_parcels.csv")
+    assert first.content_hash == second.content_hash
+    a = simulate(first, params, years=2, paths=16, seed=3)
+    b = simulate(second, params, years=2, paths=16, seed=3)
+    assert a.provenance["portfolio"]["source"] == "bank_a_confidential_book.csv"
+    assert b.provenance["portfolio"]["source"] == "my_parcels.csv"
+    pd.testing.assert_frame_equal(a.summary, b.summary)

@@ -124,3 +124,22 @@ def test_events_beyond_the_run_are_noted(pf, params, tmp_path):
     assert "late: the price shock in year 9 lies beyond the run's 3 simulated years (changed nothing)" in res.notes
     h = res.horizon[res.horizon.scenario == "late"]
     assert (h.diff_mean == 0).all()
+
+
+def test_library_names_are_the_librarys_whatever_the_working_folder_holds(tmp_path, monkeypatch):
+    """A bare library name, and a library file's include, resolve to the library even where the working folder
+    holds a file of that name; a relative include resolves next to the including file first."""
+    lib = load_scenario("ice_storm_2008")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ice_storm_2008").write_text("name: impostor\nversion: '1'\nhazard: {fire: 9}\n", encoding="utf-8")
+    (tmp_path / "baseline").mkdir()
+    assert load_scenario("ice_storm_2008").sha256 == lib.sha256
+    assert load_scenario("baseline").is_baseline
+    assert load_scenario("perfect_storm").name == "perfect_storm"  # a library file with includes
+    sub = tmp_path / "mine"
+    sub.mkdir()
+    (sub / "part.yaml").write_text("name: part\nversion: '1'\nhazard: {fire: 2}\n", encoding="utf-8")
+    (tmp_path / "part.yaml").write_text("name: other\nversion: '1'\nhazard: {fire: 5}\n", encoding="utf-8")
+    (sub / "top.yaml").write_text("name: top\nversion: '1'\nincludes: [part.yaml]\n", encoding="utf-8")
+    top = load_scenario(sub / "top.yaml")
+    assert top.describe()["hazard"] == load_scenario(sub / "part.yaml").describe()["hazard"]

@@ -90,6 +90,11 @@ def _get_setup(token: str, params: ModelParameters, portfolio: Portfolio, config
     if s.config is not config and s.config != config:
         s = copy.copy(s)  # share the expensive parts, carry this run's seed and path count
         s.config = config
+    if portfolio is not None and s.portfolio is not portfolio and s.portfolio.source != portfolio.source:
+        # the same parcels under another name (a set-up is keyed by content): the run reports its own name,
+        # never the name of whoever brought the same data first (another tenant's file)
+        s = copy.copy(s)
+        s.portfolio = portfolio
     return s
 
 

@@ -351,14 +351,18 @@ def scenario_library() -> list[str]:
 
 
 def _locate(ref: str, relative_to: Path | None) -> Path:
+    """The file of a scenario reference: a bare name of the library is the library's file (a file of that name
+    in the working folder does not replace it); a relative path of an include is relative to the including
+    file first, then to the working folder."""
     p = Path(ref)
-    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-        if not p.is_absolute() and relative_to is not None and not p.exists():
-            p = relative_to / p
-        return p
+    is_file_name = p.suffix.lower() in (".yaml", ".yml", ".json") or len(p.parts) != 1
     lib = LIBRARY_DIR / f"{ref}.yaml"
-    if lib.exists():
+    if not is_file_name and lib.exists():
         return lib
+    if not p.is_absolute() and relative_to is not None and (relative_to / p).exists():
+        return relative_to / p
+    if is_file_name or p.exists():
+        return p
     raise ScenarioError(f"unknown scenario {ref!r}: not a file and not in the library ({', '.join(scenario_library())})")
 
 
