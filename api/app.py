@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True) -> 
 
 
 def _page_limits(schema: dict, page_max: int) -> None:
-    """Every list endpoint's ``limit`` as this server enforces it (``Settings.page_max``, CRE_PAGE_MAX)."""
+    """Every list endpoint's ``limit`` as this server applies it (``Settings.page_max``, CRE_PAGE_MAX): a larger
+    one is lowered to the maximum (not refused), so the schema states it in words, not as ``maximum``."""
     from api.routes.common import PAGE_DEFAULT
 
     for ops in schema.get("paths", {}).values():
@@ -113,8 +114,9 @@ def _page_limits(schema: dict, page_max: int) -> None:
             for prm in op.get("parameters", []) if isinstance(op, dict) else []:
                 if prm.get("in") == "query" and prm.get("name") == "limit":
                     sch = prm.setdefault("schema", {})
-                    sch["maximum"] = page_max
                     sch["default"] = min(PAGE_DEFAULT, page_max)
+                    prm["description"] = (f"items per page; a larger value is lowered to this server's maximum, "
+                                          f"{page_max} (CRE_PAGE_MAX), and the page's limit says the one used")
 
 
 __all__ = ["create_app"]

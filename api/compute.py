@@ -128,7 +128,8 @@ def pf_ref(row) -> dict[str, Any]:
     name: the workers' caches and the engine's are shared by every tenant with the same data."""
     from api.services import engine_source
 
-    return {"region": row.region, "sha256": row.data_sha256, "source": engine_source(row), "data": row.data_parquet}
+    return {"region": row.region, "sha256": row.data_sha256, "source": engine_source(row), "data": row.data_parquet,
+            "name": row.source}  # the tenant's own name, for what a worker renders for this caller only
 
 
 def _portfolio(ref: dict[str, Any]):
@@ -385,6 +386,8 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
     r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
                         footprints=req.get("footprints", True))
+    if "name" in ref:  # the report and workbook show the caller's file name, not the engine's data-hash label
+        r.provenance["portfolio"] = ref["name"]
     out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
     out["artifacts"]["report.html"] = ("text/html; charset=utf-8",
                                        render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())

@@ -24,7 +24,8 @@ from api.compute import InlineScenarioError, ScenarioNameError, pf_ref, task_col
 from api.db.models import FinanceResult, Instrument, Job, PortfolioRow, ResultArtifact, utcnow
 from api.problems import ApiProblem, FieldMap, engine_problem
 from api.security import Principal
-from api.services import audit, audit_record, get_owned, job_problem, new_id, own_provenance, sha256_json
+from api.services import (audit, audit_record, get_owned, internal_job_problem, job_problem, new_id, own_provenance,
+                          sha256_json)
 
 log = logging.getLogger("carbon_risk.api.finance")
 
@@ -493,7 +494,7 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         return
     except Exception as exc:  # noqa: BLE001
         log.exception("job %s failed", job.id)
-        runner._fail(job.id, job_problem("internal-error", f"{type(exc).__name__}: {str(exc)[:500]}", 500))
+        runner._fail(job.id, internal_job_problem(job.id))  # the traceback is in the log, not in the answer
         return
     artifacts = {}
     if job.kind == "stress_test":
@@ -519,9 +520,8 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         return
     except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
         log.exception("job %s: saving the result failed", job.id)
-        runner._fail(job.id, job_problem("storage-error", "the result was computed but could not be saved: "
-                                         f"{type(exc).__name__}: {str(exc)[:300]}; submit the request again",
-                                         500, "Result not saved"))
+        runner._fail(job.id, internal_job_problem(job.id, "storage-error",
+                                                  "the result was computed but could not be saved"))
         return
     log.info("job %s succeeded", job.id)
 

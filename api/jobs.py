@@ -29,7 +29,6 @@ import logging
 import queue
 import threading
 import time
-import traceback
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,8 +37,8 @@ from sqlalchemy import select, update
 from api.db.models import Job, PortfolioRow, utcnow
 from api.problems import ApiProblem, engine_problem
 from api.requestctx import reset_request_id, set_request_id
-from api.services import (SIMULATION_FIELDS, audit_record, cells, check_simulation_request, job_problem, new_id,
-                          run_simulation, store_run)
+from api.services import (SIMULATION_FIELDS, audit_record, cells, check_simulation_request, internal_job_problem,
+                          job_problem, new_id, run_simulation, store_run)
 
 log = logging.getLogger("carbon_risk.api.jobs")
 MAX_LOG_LINES = 200
@@ -159,8 +158,7 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001 - a worker thread must survive anything
                 log.exception("job worker failed on %s", job_id)
                 try:  # and the job must not stay running (or queued) forever
-                    self._fail(job_id, job_problem("internal-error", f"{type(exc).__name__}: {str(exc)[:500]}",
-                                                   500))
+                    self._fail(job_id, internal_job_problem(job_id))
                 except Exception:  # noqa: BLE001 - the database itself is gone: a restart re-queues the job
                     log.exception("could not mark job %s failed", job_id)
 
@@ -254,9 +252,7 @@ class JobRunner:
             return
         except Exception as exc:  # noqa: BLE001
             log.exception("job %s failed", job.id)
-            err = job_problem("internal-error", f"{type(exc).__name__}: {exc}", 500)
-            err["trace_tail"] = traceback.format_exc().splitlines()[-3:]
-            self._fail(job.id, err)
+            self._fail(job.id, internal_job_problem(job.id))  # the traceback is in the log, not in the answer
             return
         try:  # the result, its audit record and the job's success in one transaction
             with self.db.session() as s:
@@ -273,9 +269,8 @@ class JobRunner:
             return
         except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
             log.exception("job %s: saving the result failed", job.id)
-            self._fail(job.id, job_problem("storage-error", "the result was computed but could not be saved: "
-                                           f"{type(exc).__name__}: {str(exc)[:300]}; submit the request again",
-                                           500, "Result not saved"))
+            self._fail(job.id, internal_job_problem(job.id, "storage-error",
+                                                    "the result was computed but could not be saved"))
             return
         log.info("job %s succeeded", job.id)
 

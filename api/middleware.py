@@ -29,7 +29,7 @@ import time
 from datetime import timedelta
 
 import anyio
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from api.db.models import IdempotencyRecord, utcnow
@@ -197,15 +197,20 @@ class ServiceMiddleware:
             return verify_key(s, api_key)
 
     def _purge_expired(self) -> None:
-        """Delete the records older than the TTL (at most every PURGE_INTERVAL_S in this process)."""
+        """Delete the records older than the TTL (at most every PURGE_INTERVAL_S in this process); a request
+        still in flight keeps its record until it is STALE_IN_FLIGHT old, whatever the TTL."""
         now = time.monotonic()
         if now - self._last_purge < PURGE_INTERVAL_S:
             return
         self._last_purge = now
-        cutoff = utcnow() - timedelta(seconds=self.settings.idempotency_ttl_s)
+        t = utcnow()
+        cutoff = t - timedelta(seconds=self.settings.idempotency_ttl_s)
         try:
             with self.db.session() as s:
-                n = s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)).rowcount
+                n = s.execute(delete(IdempotencyRecord).where(
+                    IdempotencyRecord.created_at < cutoff,
+                    or_(IdempotencyRecord.status_code.is_not(None),
+                        IdempotencyRecord.created_at < t - STALE_IN_FLIGHT))).rowcount
             if n:
                 log.info("purged %d idempotency record(s) older than %.0f h", n, self.settings.idempotency_ttl_s / 3600)
         except Exception:  # noqa: BLE001 - housekeeping must not fail the request
@@ -214,13 +219,9 @@ class ServiceMiddleware:
     def _claim(self, tenant_id: str, key: str, method_path: str, digest: str):
         self._purge_expired()
         ttl = timedelta(seconds=self.settings.idempotency_ttl_s)
-        for _ in range(2):
+        for _ in range(3):
             with self.db.session() as s:
                 rec = s.get(IdempotencyRecord, (tenant_id, key))
-                if rec is not None and utcnow() - rec.created_at > ttl:  # expired: the key starts afresh
-                    rec.method_path, rec.body_sha256, rec.created_at = method_path, digest, utcnow()
-                    rec.status_code, rec.headers, rec.body = None, None, None
-                    return "new", None
                 if rec is None:
                     s.add(IdempotencyRecord(tenant_id=tenant_id, key=key, method_path=method_path,
                                             body_sha256=digest, created_at=utcnow()))
@@ -230,12 +231,20 @@ class ServiceMiddleware:
                         s.rollback()
                         continue
                     return "new", None
+                age = utcnow() - rec.created_at
+                in_flight = rec.status_code is None
+                # expired: the key starts afresh (a request still in flight only once it is abandoned)
+                if age > ttl and (not in_flight or age > STALE_IN_FLIGHT):
+                    if _reclaim(s, rec, method_path, digest):
+                        return "new", None
+                    continue  # another request reclaimed it, or a purge removed it, meanwhile
                 if rec.method_path != method_path or rec.body_sha256 != digest:
                     return "mismatch", None
-                if rec.status_code is None:
-                    if utcnow() - rec.created_at > STALE_IN_FLIGHT:  # abandoned by a crashed server
-                        rec.created_at = utcnow()
-                        return "new", None
+                if in_flight:
+                    if age > STALE_IN_FLIGHT:  # abandoned by a crashed server
+                        if _reclaim(s, rec, method_path, digest):
+                            return "new", None
+                        continue
                     return "in-flight", None
                 return "replay", {"status": rec.status_code, "headers": dict(rec.headers or {}),
                                   "body": bytes(rec.body or b"")}
@@ -252,6 +261,17 @@ class ServiceMiddleware:
             s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant_id,
                                                       IdempotencyRecord.key == key,
                                                       IdempotencyRecord.status_code.is_(None)))
+
+
+def _reclaim(s, rec: IdempotencyRecord, method_path: str, digest: str) -> bool:
+    """Take over an expired or abandoned record for a new request, only if no other request (or a purge) has
+    changed it since it was read: one conditional UPDATE, so two requests racing for one key cannot both run."""
+    n = s.execute(update(IdempotencyRecord).where(
+        IdempotencyRecord.tenant_id == rec.tenant_id, IdempotencyRecord.key == rec.key,
+        IdempotencyRecord.created_at == rec.created_at).values(
+        method_path=method_path, body_sha256=digest, created_at=utcnow(), status_code=None, headers=None,
+        body=None).execution_options(synchronize_session=False)).rowcount
+    return n == 1
 
 
 def _method_path(method: str, path: str) -> str:

@@ -260,6 +260,15 @@ def audit_record(s: Session, tenant_id: str, key_id: str, action: str, resource_
 
 
 # ---- jobs ------------------------------------------------------------------------------------
+def internal_job_problem(job_id: str, kind: str = "internal-error", what: str = "the job failed") -> dict[str, Any]:
+    """A failed job's ``error`` for a failure of the server (not of the request): no exception text (it may
+    quote SQL and the stored values, as a 500's body never does), only where to look in the server's log."""
+    detail = f"{what} on the server (job {job_id}); the server's log has the details"
+    if kind == "storage-error":
+        detail += "; submit the request again"
+    return job_problem(kind, detail, 500, "Result not saved" if kind == "storage-error" else None)
+
+
 def job_problem(kind: str, detail: str, status: int, title: str | None = None,
                 errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A failed job's ``error``: an RFC 9457 problem detail (as the synchronous answer would have been)."""
@@ -363,7 +372,7 @@ def run_out(run: SimulationRun) -> dict[str, Any]:
 
 
 __all__ = ["SIMULATION_FIELDS", "ModelRegistry", "PortfolioCache", "audit", "audit_record", "cells",
-           "check_simulation_request", "clean", "count", "engine_source", "frame_from_geojson", "frame_from_records",
+           "check_simulation_request", "clean", "count", "engine_source", "internal_job_problem", "frame_from_geojson", "frame_from_records",
            "frame_from_upload", "get_owned", "job_problem", "new_id", "own_provenance", "page", "plausible_id",
            "portfolio_summary", "records", "result_identity", "run_out", "run_simulation", "sha256_json",
            "store_portfolio", "store_run", "validate"]

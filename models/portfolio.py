@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -141,8 +142,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
                                           "file is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")])
     from io import StringIO
 
+    # blank lines before the header are not the header (they were skipped before blank lines were kept)
+    text = re.sub(r"\A(?:[ \t]*\r?\n)+", "", text)
     try:
-        # blank lines kept (the validator drops blank rows), so that row numbers are the file's
+        # blank lines kept (the validator drops blank rows), so that row numbers count from the header
         df = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
                          skip_blank_lines=False)
         return _with_raw_header(df, pd.read_csv(StringIO(text), header=None, nrows=1, dtype=str,
@@ -316,7 +319,10 @@ def _number_column(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raw = pd.Series(txt, dtype=object)
     # commas only as thousands separators (1,234.5): "6,14" is a decimal comma, which stripped would read 614
     comma = raw.str.contains(",", regex=False).fillna(False).to_numpy(dtype=bool)
-    grouped = comma & raw.str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool)
+    grouped = np.zeros(n, dtype=bool)
+    if comma.any():  # (the pattern only where there is a comma: most columns have none)
+        at = np.flatnonzero(comma)
+        grouped[at] = raw.iloc[at].str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool)
     cleaned = raw.str.replace(",", "", regex=False) if grouped.any() else raw
     f = pd.to_numeric(cleaned, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     f[is_bool] = np.nan
@@ -411,15 +417,42 @@ def _blank_rows(df: pd.DataFrame) -> np.ndarray:
     return blank
 
 
-#: a column this close to a known one (difflib's ratio) is taken for a misspelling of it
-_MISSPELT_RATIO = 0.8
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[^0-9a-z]+", name.lower()) if t]
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """``a`` and ``b`` differ by one inserted, deleted or substituted character, or two swapped neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1:]
+
+
+def _looks_like(column: str, known: str) -> bool:
+    """Whether ``column`` reads as a misspelling of ``known``: the same words spelt with other case or
+    separators (``Elevation_M``, ``volume-m3-per-ha``), one word dropped from a longer name
+    (``volume_m3_ha``), or one word of four letters or more mistyped (``pest_contrl``). A known name with a
+    word changed or added (``elevation_min``, ``project_no``, ``pest_control_2023``) is a column of its own."""
+    c, k = _tokens(column), _tokens(known)
+    if "".join(c) == "".join(k):
+        return True
+    if len(c) >= 2 and len(c) == len(k) - 1 and any(k[:i] + k[i + 1:] == c for i in range(len(k))):
+        return True
+    if len(c) == len(k):
+        diff = [(x, y) for x, y in zip(c, k) if x != y]
+        return len(diff) == 1 and min(len(diff[0][0]), len(diff[0][1])) >= 4 and _one_edit(*diff[0])
+    return False
 
 
 def _misspelt_columns(columns) -> list[tuple[str, str]]:
-    """Unknown columns that look like a known one absent from the table (``volume_m3_ha`` for
-    ``volume_m3_per_ha``): an optional column misspelt would be ignored silently and its default used."""
-    import difflib
-
+    """Unknown columns that read as a misspelling of a known one absent from the table (:func:`_looks_like`):
+    an optional column misspelt would be ignored silently and its default used."""
     known = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
     present = set(columns)
     absent = [k for k in known if k not in present]
@@ -427,9 +460,9 @@ def _misspelt_columns(columns) -> list[tuple[str, str]]:
     for c in columns:
         if c in known or not c:
             continue
-        match = difflib.get_close_matches(c, absent, n=1, cutoff=_MISSPELT_RATIO)
+        match = next((k for k in absent if _looks_like(c, k)), None)
         if match:
-            out.append((c, match[0]))
+            out.append((c, match))
     return out
 
 

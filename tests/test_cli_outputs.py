@@ -81,12 +81,19 @@ def test_simulate_refuses_a_foreign_folder_unless_forced(pf_csv, tmp_path, capsy
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_simulate_force_replaces_a_foreign_folder_but_never_one_holding_an_input(pf_csv, tmp_path, capsys):
+def test_simulate_force_writes_into_a_foreign_folder_keeping_its_files_but_never_one_holding_an_input(
+        pf_csv, tmp_path, capsys):
     out = tmp_path / "mine"
-    out.mkdir()
+    (out / "sub").mkdir(parents=True)
     (out / "notes.txt").write_text("old", encoding="utf-8")
-    assert run(capsys, *SIM, "-p", pf_csv, "-o", out, "--force")[0] == 0
-    assert "notes.txt" not in {p.name for p in out.iterdir()}
+    (out / "sub" / "thesis.txt").write_text("years of work", encoding="utf-8")
+    (out / "event_loss_table.csv").write_text("an earlier run's table", encoding="utf-8")
+    assert run(capsys, *SIM, "-p", pf_csv, "-o", out, "--force", "--output-format", "parquet")[0] == 0
+    names = {p.name for p in out.iterdir()}
+    # the user's files stay; the run's files are this run's (an earlier run's csv table is gone)
+    assert (out / "notes.txt").read_text() == "old" and (out / "sub" / "thesis.txt").read_text() == "years of work"
+    assert {"summary.parquet", "event_loss_table.parquet", "provenance.json"} <= names
+    assert "event_loss_table.csv" not in names and not any(n.startswith(".carbon-risk-run.") for n in names)
     inside = out / "parcels.csv"
     shutil.copy(pf_csv, inside)
     code, _, err = run(capsys, *SIM, "-p", inside, "-o", out, "--force")
@@ -328,3 +335,18 @@ def test_open_interval_ends_are_shown_as_open(pf_csv, capsys):
     code, out, _ = run(capsys, "quote", "-p", pf_csv, "--paths", "20")
     pml = out.split("PML")[1].split("VaR")[0]
     assert code == 0 and "open" in pml and "None" not in pml
+
+
+def test_a_file_that_appears_during_the_run_is_not_overwritten_without_force(tmp_path):
+    """The existence check runs before the work; the move into place re-checks (a hard link fails where the
+    name exists), so a file made meanwhile is refused, not replaced."""
+    from api.cli.common import CLIError, OutputFile
+
+    target = tmp_path / "race.csv"
+    out = OutputFile(target, suffixes=(".csv",), force=False, sidecar=False)
+    target.write_text("theirs", encoding="utf-8")  # appears while the command runs
+    with pytest.raises(CLIError, match="appeared while the command ran"):
+        out.write(lambda p: p.write_text("ours", encoding="utf-8"))
+    assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["race.csv"]
+    OutputFile(target, suffixes=(".csv",), force=True, sidecar=False).write(lambda p: p.write_text("ours"))
+    assert target.read_text() == "ours"

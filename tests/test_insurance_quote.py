@@ -100,7 +100,7 @@ def _compound_poisson_limited_means(lam, theta, attachment, limit, caps, h=0.01)
 
 def test_rate_on_line_is_upfront_over_limit_poisson_exponential():
     # Poisson 0.8 events a year, Exp(10) losses, layer 15 xs 5, one reinstatement at 100 %, no load:
-    # P = E[min(Z, 30)] / (1 + E[min(Z, 15)] / 15), ROL = P / 15 (about 20.2 %; the total premium / 15 is 24.8 %)
+    # P = E[min(Z, 30)] / (1 + E[min(Z, 15)] / 15), ROL = P / 15 (20.37 %; the total premium / 15 is 24.97 %)
     ex, ez1 = _compound_poisson_limited_means(0.8, 10.0, 5.0, 15.0, (30.0, 15.0))
     upfront = ex / (1.0 + ez1 / 15.0)
     rng = np.random.default_rng(1)

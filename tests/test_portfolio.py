@@ -274,6 +274,13 @@ def test_blank_rows_are_skipped_and_rows_keep_their_number_in_the_file(tmp_path,
     pd.testing.assert_frame_equal(load_portfolio(tmp_path / "ok.csv", params).frame, validate_frame(df, params).frame)
 
 
+def test_blank_lines_before_the_header_are_skipped(tmp_path, params):
+    df = _frame(4)
+    body = df.to_csv(index=False, lineterminator="\n")
+    (tmp_path / "p.csv").write_bytes(("\ufeff\n  \n" + body).encode("utf-8"))
+    pd.testing.assert_frame_equal(load_portfolio(tmp_path / "p.csv", params).frame, validate_frame(df, params).frame)
+
+
 def test_a_misspelt_optional_column_is_refused(params):
     """An optional column misspelt would be ignored and its default used (measured volumes lost)."""
     df = _frame(4)
@@ -284,6 +291,13 @@ def test_a_misspelt_optional_column_is_refused(params):
     assert [(p.column, p.reason.split(": ")[1].split("?")[0]) for p in probs] == [
         ("volume_m3_ha", "did you mean 'volume_m3_per_ha'"), ("pest_contrl", "did you mean 'pest_control'")]
     validate_frame(df.drop(columns=["volume_m3_ha", "pest_contrl"]), params)
+    # the same words with other case or separators are the known column misspelt too
+    probs = _problems(lambda: validate_frame(_frame(4).rename(columns={"elevation_m": "Elevation_M"}), params))
+    assert [(p.column, "'elevation_m'" in p.reason) for p in probs] == [("Elevation_M", True)]
+    # a known name with a word changed or added is a column of the user's own (zonal statistics, codes, years)
+    own = _frame(4).assign(elevation_min=1.0, elevation_max=2.0, project_no="7", pest_control_2023="basic",
+                           subproject_id="x", origin_cn="人工")
+    validate_frame(own, params)
 
 
 def test_excel_numeric_ids_and_site_index(tmp_path, params):

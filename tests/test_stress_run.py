@@ -171,6 +171,8 @@ def test_the_budget_counts_its_cash_and_the_insurer_pays_for_its_stop_loss(pf, p
     result = retained - recovery + 700.0 - 3000.0 * (1 - 0.2)
     ins = out.insurer
     assert ins["stop_loss_premium_cny"] == 700.0
+    # the net loss counts the stop-loss premium paid in the year, as the quote's net loss counts its layers'
+    assert ins["expected_annual_net_loss_cny"] == pytest.approx((retained - recovery + 700.0).mean(), rel=1e-12)
     assert ins["expected_cumulative_result_cny"] == pytest.approx(-result.sum(axis=0).mean(), rel=1e-9)
     assert ins["p_annual_net_loss_above_net_premium"] == pytest.approx((result > 0).mean(), rel=1e-12)
     raw["insurer"]["stop_loss"]["annual_premium_cny"] = 1700.0

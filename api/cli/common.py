@@ -317,10 +317,27 @@ class OutputFile:
                 if same_file(t, q):
                     raise CLIError(f"{option} {path}: that is the {role} this command reads ({q}); write the "
                                    "output to another file (--force never replaces an input)")
+        self.force = force
         if not force:
             for t in targets:
                 if t.exists() or t.is_symlink():
                     raise CLIError(f"{option} {path}: {t} already exists; give --force to replace it")
+
+    def _move(self, tmp: Path, target: Path) -> None:
+        """``tmp`` onto ``target``: replacing it only with ``force``; without, a file that appeared there while
+        the command ran is refused, not overwritten (a hard link fails where the name exists)."""
+        if self.force:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise CLIError(f"{self.option} {self.path}: {target} appeared while the command ran; not replaced "
+                           "(give --force to replace it)") from None
+        except OSError:  # a file system without hard links: the check made before the run stands
+            os.replace(tmp, target)
+            return
+        tmp.unlink()
 
     def write(self, writer: Callable[[Path], T], provenance: dict | None = None) -> T:
         """``writer(tmp_path)`` then the move into place; with ``provenance`` (a CSV output) its
@@ -333,9 +350,9 @@ class OutputFile:
                 side.write_text(json_text(provenance) + "\n", encoding="utf-8")
                 _settle_mode(side, self.sidecar)
             _settle_mode(tmp, self.path)
-            os.replace(tmp, self.path)
+            self._move(tmp, self.path)
             if side is not None:
-                os.replace(side, self.sidecar)
+                self._move(side, self.sidecar)
         except BaseException:
             tmp.unlink(missing_ok=True)
             if side is not None:
@@ -375,10 +392,12 @@ def _inside(child: str | Path, folder: Path) -> bool:
 class OutputDir:
     """A folder a command fills with one run's files (``simulate -o DIR``), checked before the run.
 
-    A new or empty folder, or one holding only a previous carbon-risk run's files, is fine; any other
-    folder needs ``force``. A folder holding one of the command's inputs (or the current directory)
-    is refused even with ``force``. :meth:`write` fills a temporary sibling folder and swaps it into
-    place, so the folder only ever holds one run's files and a failed write leaves the old ones.
+    A new or empty folder, or one holding only a previous carbon-risk run's files, is fine: :meth:`write`
+    fills a temporary sibling folder and swaps it into place, so the folder holds one run's files and a
+    failed write leaves the old ones. Any other folder needs ``force``, and then only the run's files in
+    it are replaced (written beside, then renamed over; an earlier run's tables this run does not write
+    are removed): the folder's other files and subfolders are kept. A folder holding one of the command's
+    inputs (or the current directory) is refused even with ``force``.
     """
 
     def __init__(self, path: str | Path, *, force: bool, inputs: Inputs = (), option: str = "--output"):
@@ -404,11 +423,14 @@ class OutputDir:
             names = sorted(e.name for e in self.path.iterdir())
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             raise CLIError(f"{option} {given}: the folder is not empty and does not hold only a previous carbon-risk "
-                           f"run's files ({shown}); give --force to replace its contents, or name a new folder")
+                           f"run's files ({shown}); give --force to write the run's files into it (its other files "
+                           "are kept), or name a new folder")
 
     def write(self, writer: Callable[[Path], T]) -> T:
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir() and any(self.path.iterdir()) and not _is_previous_run(self.path):
+            return self._write_beside(writer)  # --force on a folder with files of its own: keep them
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent))
         old = None
         try:
@@ -430,6 +452,25 @@ class OutputDir:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        return result
+
+    def _write_beside(self, writer: Callable[[Path], T]) -> T:
+        """Write the run into a temporary folder inside the output folder, then rename each of its files over
+        the folder's; an earlier run's files this run does not write are removed, nothing else is touched."""
+        tmp = Path(tempfile.mkdtemp(prefix=".carbon-risk-run.", suffix=".part", dir=self.path))
+        try:
+            result = writer(tmp)
+            made = {p.name for p in tmp.iterdir()}
+            for name in RUN_FILES - made:
+                stale = self.path / name
+                if stale.is_file() and not stale.is_symlink():
+                    stale.unlink()
+            mode = 0o666 & ~_umask()
+            for name in sorted(made - {"provenance.json"}) + ["provenance.json"] * ("provenance.json" in made):
+                os.chmod(tmp / name, mode)
+                os.replace(tmp / name, self.path / name)  # the provenance last: it describes the tables beside it
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return result
 
 

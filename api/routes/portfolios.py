@@ -84,7 +84,9 @@ async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
         if not isinstance(upload, UploadFile):
             raise ApiProblem(422, "multipart field 'file' (the portfolio file) is missing", kind="validation-error",
                              errors=[{"field": "body/file", "reason": "missing"}])
-        errs = []
+        # a misspelt field (regoin=...) must not upload under another region than the one meant
+        errs = [{"field": f"body/{k}", "reason": "not a field of a portfolio upload (known: file, name, region)"}
+                for k in sorted(set(form.keys()) - {"file", "name", "region"})]
         raw_name = form.get("name")
         if raw_name is not None and not isinstance(raw_name, str):
             errs.append({"field": "body/name", "reason": "must be text, not a file"})

@@ -126,6 +126,9 @@ async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str,
                                                  f"{', '.join(_LAYER_FIELDS)})"} for k in unknown]
         if not isinstance(upload, UploadFile):
             errs.insert(0, {"field": "body/file", "reason": "missing (the event loss table)"})
+        # an empty field is not an absent one: an empty limit= would price an unlimited layer
+        errs += [{"field": f"body/{k}", "reason": "empty: give a value or leave the field out"}
+                 for k in _LAYER_FIELDS if isinstance(form.get(k), str) and form.get(k).strip() == ""]
         if errs:  # a misspelt field (limt=...) must not price another layer than the one meant
             raise _invalid(errs)
         fields = {k: form.get(k) for k in _LAYER_FIELDS if isinstance(form.get(k), str) and form.get(k) != ""}

@@ -388,11 +388,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     retained = (1 - qs) * annual
     recovery = layer_loss(retained, ins.stop_loss.attachment_cny, ins.stop_loss.limit_cny) \
         if ins.stop_loss is not None else np.zeros_like(retained)
-    net = retained - recovery
-    net_premium = premium_total * (1 - qs)
     stop_loss_premium = ins.stop_loss.annual_premium_cny if ins.stop_loss is not None else 0.0
-    # annual underwriting loss (+) or gain (-), before expenses: the stop-loss's recoveries are bought
-    result = net + stop_loss_premium - net_premium
+    # the net annual loss counts the reinsurance premium paid in the year, as the quote's net loss does
+    # (finance_engine.insurance.reinsurance): the stop-loss's recoveries are bought
+    net = retained - recovery + stop_loss_premium
+    net_premium = premium_total * (1 - qs)
+    result = net - net_premium  # annual underwriting loss (+) or gain (-), before expenses
     flat_g, flat_n = annual.ravel(), net.ravel()
     cum_result = result.sum(axis=0)
     gross_se = se(annual.mean(axis=0))
@@ -418,7 +419,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         "net_annual_loss_1_in_200_ci95_high_cny": n200_ci[1],
         "expected_reinsurance_recovery_cny": float((qs * annual + recovery).mean()),
         "expected_reinsurance_recovery_mc_se_cny": se((qs * annual + recovery).mean(axis=0)),
-        # net loss plus the stop-loss premium above the net premium: an underwriting loss in the year
+        # the net loss (with the stop-loss premium) above the net premium: an underwriting loss in the year
         "p_annual_net_loss_above_net_premium": float((result > 0).mean()),
         "p_annual_net_loss_above_net_premium_mc_se": se((result > 0).mean(axis=0)),
         "capital_cny": ins.capital_cny,

@@ -138,8 +138,29 @@ def test_identical_data_of_two_tenants_keeps_each_tenants_own_name(env):
         st = c.post("/v1/stress-tests", headers=h, json={"portfolio_id": pid, "years": 1, "paths": 8, "mode": "auto",
                                                          "accounts": False, "footprints": False})
         assert st.status_code == 201 and st.json()["result"]["provenance"]["portfolio"] == own
-        for r in (acc, sim, qt, st):
+        # the report and workbook a worker renders name the caller's file too, never the engine's hash label
+        report = c.get(f"/v1/stress-tests/{st.json()['id']}/report", headers=h)
+        assert report.status_code == 200 and own in report.text and "sha256:" not in _portfolio_line(report.text)
+        book = c.get(f"/v1/stress-tests/{st.json()['id']}/workbook", headers=h)
+        assert book.status_code == 200 and own.encode() in _xlsx_text(book.content)
+        assert b"sha256:" not in _xlsx_text(book.content)
+        for r in (acc, sim, qt, st, report):
             assert other not in r.text
+
+
+def _portfolio_line(html: str) -> str:
+    """The report's text around its portfolio entry."""
+    i = html.find("portfolio")
+    return html[i:i + 300] if i >= 0 else ""
+
+
+def _xlsx_text(data: bytes) -> bytes:
+    """The text of the workbook's XML parts (shared or inline strings)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return b"".join(z.read(n) for n in z.namelist() if n.endswith(".xml"))
 
 
 # ---- 3. jobs never hang; cancel ------------------------------------------------------------------------
@@ -156,7 +177,8 @@ def test_a_simulation_job_whose_result_cannot_be_saved_fails(env, monkeypatch):
     j = wait_job(c, h, jid, timeout=30)
     assert j["status"] == "failed" and j["result_id"] is None
     assert j["error"]["type"].endswith("/storage-error") and j["error"]["status"] == 500
-    assert "disk full" in j["error"]["detail"] and j["error"]["title"]
+    # what failed and where to look, never the exception's text (it may quote SQL and stored values)
+    assert "disk full" not in j["error"]["detail"] and jid in j["error"]["detail"] and j["error"]["title"]
     assert_problem(c.post(f"/v1/jobs/{jid}/cancel", headers=h), 409, "job-finished")
 
 
@@ -173,6 +195,7 @@ def test_a_finance_job_whose_result_cannot_be_saved_fails(env, monkeypatch):
                                                 "mode": "job"}).json()["id"]
     j = wait_job(c, h, jid, timeout=30)
     assert j["status"] == "failed" and j["error"]["type"].endswith("/storage-error"), j
+    assert "disk full" not in j["error"]["detail"] and jid in j["error"]["detail"]
 
 
 def test_a_worker_failure_outside_the_job_marks_it_failed(env, monkeypatch):
@@ -270,6 +293,18 @@ def test_layer_pricing_upload_names_unknown_form_fields(env):
     ok = c.post("/v1/layer-pricing", headers=h, files={"file": ("elt.csv", elt.encode(), "text/csv")},
                 data={"n_years": "4", "attachment": "1", "limit": "3"})
     assert ok.status_code == 201 and ok.json()["result"]["limit"] == 3.0
+    # an empty limit is not an absent one (it priced an unlimited layer)
+    r = c.post("/v1/layer-pricing", headers=h, files={"file": ("elt.csv", elt.encode(), "text/csv")},
+               data={"n_years": "4", "attachment": "1", "limit": ""})
+    assert [e["field"] for e in assert_problem(r, 422, "validation-error")["errors"]] == ["body/limit"]
+
+
+def test_portfolio_upload_names_unknown_form_fields(env):
+    c, h = env.client, env.h("bank")
+    r = c.post("/v1/portfolios", headers=h, files={"file": ("p.csv", csv_bytes(5), "text/csv")},
+               data={"name": "typo", "regoin": "guangxi"})  # a typo of "region": must not upload as lishui
+    assert [e["field"] for e in assert_problem(r, 422, "validation-error")["errors"]] == ["body/regoin"]
+    assert all(p["name"] != "typo" for p in c.get("/v1/portfolios?limit=500", headers=h).json()["items"])
 
 
 # ---- 7. deleting a portfolio with instruments ------------------------------------------------------------
@@ -430,12 +465,14 @@ def test_accounts_beyond_the_synchronous_limit_name_the_paths_that_fit(fresh):
 def test_the_page_maximum_is_the_servers_setting(fresh):
     e = fresh(page_max=10)
     c, h = e.client, e.h("bank")
-    body = assert_problem(c.get("/v1/portfolios?limit=11", headers=h), 422, "validation-error")
-    assert body["errors"][0]["field"] == "query/limit"
-    assert c.get("/v1/portfolios?limit=10", headers=h).json()["limit"] == 10
+    pids = [upload(c, h, csv_bytes(3, seed=k)) for k in range(12)]
+    # a larger limit (the dashboard asks for 500) is lowered to the maximum, and the page says so
+    page = c.get("/v1/portfolios?limit=500", headers=h).json()
+    assert page["limit"] == 10 and len(page["items"]) == 10 and page["next_offset"] == 10 and page["total"] == 12
+    assert c.get("/v1/portfolios?limit=10&offset=10", headers=h).json()["items"][-1]["id"] in pids
     assert c.get("/v1/portfolios", headers=h).json()["limit"] == 10  # the default, lowered to the maximum
     limit = next(p for p in e.app.openapi()["paths"]["/v1/portfolios"]["get"]["parameters"] if p["name"] == "limit")
-    assert limit["schema"]["maximum"] == 10
+    assert limit["schema"]["default"] == 10 and "maximum, 10" in limit["description"]
 
 
 def test_stress_scenarios_are_library_names_never_server_paths(env, tmp_path, monkeypatch):

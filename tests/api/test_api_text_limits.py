@@ -77,3 +77,55 @@ def test_ids_no_row_can_have_are_not_found_with_or_without_an_idempotency_key(en
     assert_problem(c.get("/v1/admin/tenants/a%00b", headers=adm), 404)
     assert_problem(c.get("/v1/admin/keys/a%00b", headers=adm), 404)
     assert_problem(c.post("/v1/admin/keys/a%00b/revoke", headers=adm), 404)
+
+
+def _service_middleware(app):
+    a = app.middleware_stack
+    while a is not None and type(a).__name__ != "ServiceMiddleware":
+        a = getattr(a, "app", None)
+    assert a is not None
+    return a
+
+
+def test_an_expired_idempotency_record_is_taken_over_once_and_one_in_flight_is_kept(env):
+    """Taking over an expired record is one conditional UPDATE: of two requests that read the same expired
+    record, only the first runs (the other sees it in flight); a purge in between leaves the taker to insert
+    afresh. A request still in flight keeps its record until it is abandoned, however short the TTL."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from api.db.models import IdempotencyRecord, utcnow
+    from api.middleware import STALE_IN_FLIGHT, _reclaim
+
+    mw = _service_middleware(env.app)
+    db = env.app.state.db
+    old = utcnow() - timedelta(days=3)
+    with db.session() as s:
+        s.add(IdempotencyRecord(tenant_id="t-race", key="k", method_path="POST /x", body_sha256="d", status_code=201,
+                                headers={}, body=b"{}", created_at=old))
+    with db.session() as s1, db.session() as s2:  # both read the record before either takes it over
+        r1, r2 = s1.get(IdempotencyRecord, ("t-race", "k")), s2.get(IdempotencyRecord, ("t-race", "k"))
+        assert _reclaim(s1, r1, "POST /x", "d2")
+        s1.commit()
+        assert not _reclaim(s2, r2, "POST /x", "d3")
+    with db.session() as s:
+        rec = s.get(IdempotencyRecord, ("t-race", "k"))
+        assert rec.body_sha256 == "d2" and rec.status_code is None
+    assert mw._claim("t-race", "k", "POST /x", "d2") == ("in-flight", None)
+    # in flight for 2 minutes with a TTL of 1 minute: still in flight, and a purge keeps it
+    ttl = mw.settings.idempotency_ttl_s
+    try:
+        object.__setattr__(mw.settings, "idempotency_ttl_s", 60.0)
+        with db.session() as s:
+            s.add(IdempotencyRecord(tenant_id="t-race", key="slow", method_path="POST /x", body_sha256="d",
+                                    created_at=utcnow() - timedelta(minutes=2)))
+            s.add(IdempotencyRecord(tenant_id="t-race", key="gone", method_path="POST /x", body_sha256="d",
+                                    created_at=utcnow() - STALE_IN_FLIGHT - timedelta(minutes=1)))
+        mw._last_purge = float("-inf")
+        assert mw._claim("t-race", "slow", "POST /x", "d") == ("in-flight", None)
+        with db.session() as s:
+            keys = set(s.scalars(select(IdempotencyRecord.key).where(IdempotencyRecord.tenant_id == "t-race")))
+        assert keys == {"k", "slow"}  # the abandoned one purged; the one in flight kept
+    finally:
+        object.__setattr__(mw.settings, "idempotency_ttl_s", ttl)

@@ -108,8 +108,13 @@ async function submit(api, prefix, path, body, onJob) {
     status.textContent = t("fin_job", { id: job.id, status: t(`st_${job.status}`), pct: Math.round(100 * bar.value) });
     status.dataset.status = job.status;
     if (job.status === "succeeded") return api.get(`/v1/jobs/${job.id}/result`);
+    if (job.status === "failed" && job.error && typeof job.error === "object" && (job.error.detail || job.error.title)) {
+      // a failed job's error is a problem document: its field errors go next to the form's inputs
+      const detail = t("job_failed", { error: job.error.detail || job.error.title });
+      throw new ApiError(job.error.status || 500, { ...job.error, detail });
+    }
     if (job.status === "failed" || job.status === "cancelled") {
-      throw new Error(t("job_failed", { error: job.error?.message || t(`st_${job.status}`) }));
+      throw new Error(t("job_failed", { error: t(`st_${job.status}`) }));
     }
     await new Promise((r) => setTimeout(r, POLL_MS));
   }

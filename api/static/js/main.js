@@ -264,7 +264,7 @@ function renderJob(job) {
   $("#run-eta").textContent = job.status === "running" && Number.isFinite(job.eta_s)
     ? t("eta_value", { s: fmt(job.eta_s, 0) }) : t("eta_unknown");
   $("#run-log").textContent = (job.log || []).join("\n");
-  $("#run-error").textContent = job.status === "failed" ? t("job_failed", { error: job.error?.message || JSON.stringify(job.error) }) : "";
+  $("#run-error").textContent = job.status === "failed" ? t("job_failed", { error: job.error?.detail || job.error?.title || JSON.stringify(job.error) }) : "";
 }
 
 async function startRun(e) {
