@@ -167,7 +167,10 @@ class LayerPricingJSON(Strict):
     """Layer pricing with the loss table inline (``rows``); multipart uploads send it as ``file``."""
 
     rows: list[dict[str, Any]] = Field(max_length=5_000_000, description="event loss table: year, event_id, loss")
-    n_years: int = Field(ge=1, le=100_000_000)
+    # a layer's annual losses are arrays of n_years (8 bytes each, several of them): 1,000,000 simulated years is
+    # far beyond a catastrophe model's usual 10,000-100,000, and a larger one held the server for seconds and
+    # gigabytes (100,000,000 years: 0.8 GB an array); the CLI's price-layer prices larger tables locally
+    n_years: int = Field(ge=1, le=1_000_000)
     attachment: float = Field(ge=0, le=1e18)
     limit: float | None = Field(None, gt=0, le=1e18, description="null: unlimited")
     basis: Literal["occurrence", "aggregate"] = "occurrence"

@@ -91,8 +91,9 @@ class LoanTerms(Strict):
     """A loan secured on (part of) a portfolio's forest carbon."""
 
     amount_cny: float = Field(gt=0, le=1e12, description="principal, CNY")
-    term_years: float = Field(gt=0, le=50)
-    rate: float = Field(ge=0, le=1, description="annual interest rate, as a fraction (0.045 = 4.5 %)")
+    # the collateral engine's bounds (finance_engine.collateral.LoanTerms): a registered loan must be one it can value
+    term_years: int = Field(ge=1, le=40, description="whole years")
+    rate: float = Field(ge=0, lt=0.5, description="annual interest rate, as a fraction (0.045 = 4.5 %)")
     parcel_ids: list[str] | None = Field(None, max_length=1_000_000,
                                          description="pledged parcels (default: the whole portfolio)")
     borrower: Text | None = Field(None, max_length=200)

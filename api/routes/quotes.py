@@ -97,7 +97,8 @@ _LAYER_SCHEMA = {
             "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "event loss table: CSV, Parquet or JSON with columns year, event_id, loss"},
-                "n_years": {"type": "integer", "minimum": 1}, "attachment": {"type": "number", "minimum": 0},
+                "n_years": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "attachment": {"type": "number", "minimum": 0},
                 "limit": {"type": "number", "exclusiveMinimum": 0, "description": "omit for unlimited"},
                 "basis": {"type": "string", "enum": ["occurrence", "aggregate"]},
                 "reinstatements": {"type": "integer", "minimum": 0}, "reinstatement_pct": {"type": "number"},

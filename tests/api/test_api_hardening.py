@@ -388,7 +388,7 @@ def test_problems_name_the_request_field(env):
     assert fields(cv({}, parcel_ids=["nope"])) == ["body/parcel_ids"]
     assert fields(cv({}, project_id="nope")) == ["body/project_id"]
     loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h,
-                  json={"terms": {"amount_cny": 1e5, "term_years": 45, "rate": 0.04}}).json()["id"]
+                  json={"terms": {"amount_cny": 1e5, "term_years": 35, "rate": 0.04}}).json()["id"]  # beyond 30 years
     assert fields(c.post("/v1/collateral-valuations", headers=h, json={"loan_id": loan, "paths": 32})) == \
         ["loan/terms/term_years"]
     q = lambda **kw: c.post("/v1/quotes", headers=h, json={"portfolio_id": pid, "paths": 32, **kw})  # noqa: E731
@@ -415,6 +415,21 @@ def test_problems_name_the_request_field(env):
     js = c.post("/v1/portfolios", headers=h, json={"name": "x", "region": "atlantis",
                                                    "parcels": json.loads(make_frame(3).to_json(orient="records"))})
     assert fields(js) == ["body/region"]
+
+
+def test_a_registered_loan_is_one_the_engine_can_value(env):
+    """The registered loan's term and rate carry the engine's bounds: a loan the valuation would refuse is
+    refused when it is registered (it was accepted, then every valuation of it answered 422)."""
+    c, h = env.client, env.h("bank")
+    pid = upload(c, h, csv_bytes(5))
+    for terms, field in (({"term_years": 45}, "body/terms/term_years"), ({"term_years": 2.5}, "body/terms/term_years"),
+                         ({"rate": 0.6}, "body/terms/rate")):
+        body = {"amount_cny": 1e5, "term_years": 3, "rate": 0.04, **terms}
+        r = c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={"name": "L", "terms": body})
+        assert field in [e["field"] for e in assert_problem(r, 422)["errors"]], r.text
+    ok = c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={"name": "L", "terms": {"amount_cny": 1e5,
+                                                                                      "term_years": 40, "rate": 0.49}})
+    assert ok.status_code == 201, ok.text
 
 
 def test_collateral_schema_bounds_are_the_engines():
