@@ -502,28 +502,20 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         out = out["result"]
         if req.get("api_notes"):
             out["notes"] = list(out.get("notes") or []) + list(req["api_notes"])
-    from api.jobs import JobNoLongerRunning, mark_succeeded
+    from api.jobs import mark_succeeded, save_job_result
 
-    try:  # the result, its reports, its audit record and the job's success in one transaction
-        with runner.db.session() as s:
-            row = store_result(s, kind=job.kind, tenant_id=job.tenant_id, key_id=job.created_by, pf=pf,
-                               instrument_id=req.get("loan_id") or req.get("policy_id"), req=req, result=out,
-                               job_id=job.id, request_id=job.request_id)
-            for name, (media, content) in artifacts.items():
-                put_artifact(s, row.id, name, media, content)
-            audit_record(s, job.tenant_id, job.created_by, f"{job.kind}.create", job.kind, row.id, job_id=job.id,
-                         request_sha256=row.request_sha256, parameter_sha256=row.parameter_sha256, seed=row.seed,
-                         code_version=row.code_version)
-            mark_succeeded(s, job.id, row.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {row.id}")
-    except JobNoLongerRunning:  # cancelled while the worker ran: the result is discarded
-        log.info("job %s was cancelled before its result was saved; the result is discarded", job.id)
-        return
-    except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
-        log.exception("job %s: saving the result failed", job.id)
-        runner._fail(job.id, internal_job_problem(job.id, "storage-error",
-                                                  "the result was computed but could not be saved"))
-        return
-    log.info("job %s succeeded", job.id)
+    def save(s) -> None:  # the result, its reports, its audit record and the job's success in one transaction
+        row = store_result(s, kind=job.kind, tenant_id=job.tenant_id, key_id=job.created_by, pf=pf,
+                           instrument_id=req.get("loan_id") or req.get("policy_id"), req=req, result=out,
+                           job_id=job.id, request_id=job.request_id)
+        for name, (media, content) in artifacts.items():
+            put_artifact(s, row.id, name, media, content)
+        audit_record(s, job.tenant_id, job.created_by, f"{job.kind}.create", job.kind, row.id, job_id=job.id,
+                     request_sha256=row.request_sha256, parameter_sha256=row.parameter_sha256, seed=row.seed,
+                     code_version=row.code_version)
+        mark_succeeded(s, job.id, row.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {row.id}")
+
+    save_job_result(runner.db, job.id, save, runner._fail)
 
 
 __all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",

@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select, update
 
@@ -73,6 +73,24 @@ class _Stop(Exception):
 
 class JobNoLongerRunning(Exception):
     """The job stopped being ``running`` (cancelled) before its result was saved: the save is rolled back."""
+
+
+def save_job_result(db, job_id: str, save: Callable[[Any], None], fail: Callable[[str, dict], None]) -> bool:
+    """Run ``save(session)`` -- the result, its reports, its audit record and :func:`mark_succeeded` -- in one
+    transaction. A job cancelled meanwhile keeps its cancel (the result is discarded); a save that fails
+    fails the job with a ``storage-error`` problem (it never stays running). Returns whether it succeeded."""
+    try:
+        with db.session() as s:
+            save(s)
+    except JobNoLongerRunning:
+        log.info("job %s was cancelled before its result was saved; the result is discarded", job_id)
+        return False
+    except Exception:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
+        log.exception("job %s: saving the result failed", job_id)
+        fail(job_id, internal_job_problem(job_id, "storage-error", "the result was computed but could not be saved"))
+        return False
+    log.info("job %s succeeded", job_id)
+    return True
 
 
 def mark_succeeded(s, job_id: str, result_id: str, message: str) -> None:
@@ -254,25 +272,16 @@ class JobRunner:
             log.exception("job %s failed", job.id)
             self._fail(job.id, internal_job_problem(job.id))  # the traceback is in the log, not in the answer
             return
-        try:  # the result, its audit record and the job's success in one transaction
-            with self.db.session() as s:
-                run = store_run(s, tenant_id=job.tenant_id, key_id=job.created_by, portfolio=pfrow, req=req,
-                                result=result, job_id=job.id, request_id=job.request_id)
-                audit_record(s, job.tenant_id, job.created_by, "simulation.create", "simulation", run.id,
-                             job_id=job.id, request=req, parameter_sha256=run.parameter_sha256, seed=run.seed,
-                             code_version=run.code_version)
-                mark_succeeded(s, job.id, run.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {run.id} "
-                                                  f"({cells(pf.n_parcels, req['paths'], req['years'])} "
-                                                  "parcel-path-years)")
-        except JobNoLongerRunning:  # cancelled meanwhile (e.g. as orphaned): the result is discarded
-            log.info("job %s was cancelled before its result was saved; the result is discarded", job.id)
-            return
-        except Exception as exc:  # noqa: BLE001 - the result could not be saved: the job fails, it never hangs
-            log.exception("job %s: saving the result failed", job.id)
-            self._fail(job.id, internal_job_problem(job.id, "storage-error",
-                                                    "the result was computed but could not be saved"))
-            return
-        log.info("job %s succeeded", job.id)
+        def save(s) -> None:  # the result, its audit record and the job's success in one transaction
+            run = store_run(s, tenant_id=job.tenant_id, key_id=job.created_by, portfolio=pfrow, req=req,
+                            result=result, job_id=job.id, request_id=job.request_id)
+            audit_record(s, job.tenant_id, job.created_by, "simulation.create", "simulation", run.id,
+                         job_id=job.id, request=req, parameter_sha256=run.parameter_sha256, seed=run.seed,
+                         code_version=run.code_version)
+            mark_succeeded(s, job.id, run.id, f"succeeded in {time.perf_counter() - t0:.1f} s: result {run.id} "
+                                              f"({cells(pf.n_parcels, req['paths'], req['years'])} parcel-path-years)")
+
+        save_job_result(self.db, job.id, save, self._fail)
 
     def _finish_cancelled(self, job_id: str) -> None:
         with self.db.session() as s:

@@ -46,6 +46,16 @@ def make_frame(n: int = 200, seed: int = 0, species=None, counties=None) -> pd.D
     })
 
 
+@pytest.fixture(scope="module")
+def portfolio_csv(tmp_path_factory):
+    """A 40-parcel portfolio file with one 20-parcel project (``PRJ-A``), for the CLI tests."""
+    df = make_frame(40, seed=12)
+    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
+    p = tmp_path_factory.mktemp("cli") / "parcels.csv"
+    df.to_csv(p, index=False)
+    return str(p)
+
+
 @pytest.fixture
 def small_frame():
     return make_frame()

@@ -2,21 +2,10 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from api.cli import main
-from tests.conftest import make_frame
-
-
-@pytest.fixture(scope="module")
-def portfolio_csv(tmp_path_factory):
-    df = make_frame(40, seed=12)
-    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
-    p = tmp_path_factory.mktemp("cli") / "parcels.csv"
-    df.to_csv(p, index=False)
-    return str(p)
 
 
 def _json(capsys):

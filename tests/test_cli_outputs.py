@@ -7,22 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from api.cli import main
 from models.parameters import PARAMETER_DIR
-from tests.conftest import make_frame
-
-
-@pytest.fixture(scope="module")
-def pf_csv(tmp_path_factory):
-    df = make_frame(40, seed=12)
-    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
-    p = tmp_path_factory.mktemp("outputs") / "parcels.csv"
-    df.to_csv(p, index=False)
-    return str(p)
 
 
 @pytest.fixture
@@ -61,77 +50,77 @@ def region_copy(tmp_path: Path) -> tuple[Path, Path]:
 SIM = ["simulate", "--years", "2", "--paths", "32", "--loss-table", "portfolio"]
 
 
-def test_simulate_output_folder_holds_only_the_last_runs_files(pf_csv, tmp_path, capsys):
+def test_simulate_output_folder_holds_only_the_last_runs_files(portfolio_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(capsys, *SIM, "-p", pf_csv, "-o", out)[0] == 0
+    assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out)[0] == 0
     assert {"summary.csv", "provenance.json"} <= {p.name for p in out.iterdir()}
     # a folder of a previous run is replaced without --force, and keeps no file of the old run
-    assert run(capsys, *SIM, "-p", pf_csv, "-o", out, "--output-format", "parquet")[0] == 0
+    assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out, "--output-format", "parquet")[0] == 0
     names = {p.name for p in out.iterdir()}
     assert "summary.parquet" in names and not any(n.endswith(".csv") for n in names), names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # no temporary folder left
 
 
-def test_simulate_refuses_a_foreign_folder_unless_forced(pf_csv, tmp_path, capsys, no_simulation):
+def test_simulate_refuses_a_foreign_folder_unless_forced(portfolio_csv, tmp_path, capsys, no_simulation):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me", encoding="utf-8")
-    code, _, err = run(capsys, *SIM, "-p", pf_csv, "-o", out)
+    code, _, err = run(capsys, *SIM, "-p", portfolio_csv, "-o", out)
     assert code == 2 and "--force" in one_error_line(err) and "notes.txt" in err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
 def test_simulate_force_writes_into_a_foreign_folder_keeping_its_files_but_never_one_holding_an_input(
-        pf_csv, tmp_path, capsys):
+        portfolio_csv, tmp_path, capsys):
     out = tmp_path / "mine"
     (out / "sub").mkdir(parents=True)
     (out / "notes.txt").write_text("old", encoding="utf-8")
     (out / "sub" / "thesis.txt").write_text("years of work", encoding="utf-8")
     (out / "event_loss_table.csv").write_text("an earlier run's table", encoding="utf-8")
-    assert run(capsys, *SIM, "-p", pf_csv, "-o", out, "--force", "--output-format", "parquet")[0] == 0
+    assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out, "--force", "--output-format", "parquet")[0] == 0
     names = {p.name for p in out.iterdir()}
     # the user's files stay; the run's files are this run's (an earlier run's csv table is gone)
     assert (out / "notes.txt").read_text() == "old" and (out / "sub" / "thesis.txt").read_text() == "years of work"
     assert {"summary.parquet", "event_loss_table.parquet", "provenance.json"} <= names
     assert "event_loss_table.csv" not in names and not any(n.startswith(".carbon-risk-run.") for n in names)
     inside = out / "parcels.csv"
-    shutil.copy(pf_csv, inside)
+    shutil.copy(portfolio_csv, inside)
     code, _, err = run(capsys, *SIM, "-p", inside, "-o", out, "--force")
     assert code == 2 and "portfolio" in one_error_line(err)
-    assert inside.read_bytes() == Path(pf_csv).read_bytes()
+    assert inside.read_bytes() == Path(portfolio_csv).read_bytes()
 
 
 # ---- 2. -o never clobbers, never an input, atomic ----------------------------------------------------------
-def test_output_refuses_an_existing_file_unless_forced(pf_csv, tmp_path, capsys):
+def test_output_refuses_an_existing_file_unless_forced(portfolio_csv, tmp_path, capsys):
     target = tmp_path / "acc.csv"
     target.write_text("precious", encoding="utf-8")
-    code, _, err = run(capsys, "accounts", "-p", pf_csv, "--paths", "0", "-o", target)
+    code, _, err = run(capsys, "accounts", "-p", portfolio_csv, "--paths", "0", "-o", target)
     assert code == 2 and "--force" in one_error_line(err)
     assert target.read_text(encoding="utf-8") == "precious"
-    assert run(capsys, "accounts", "-p", pf_csv, "--paths", "0", "-o", target, "--force")[0] == 0
+    assert run(capsys, "accounts", "-p", portfolio_csv, "--paths", "0", "-o", target, "--force")[0] == 0
     assert "stock_bef_tco2e" in target.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("case", ["accounts", "quote", "collateral", "stress", "demo-portfolio", "landscape",
                                   "calibrate"])
-def test_output_is_never_one_of_the_commands_inputs_even_with_force(case, pf_csv, tmp_path, capsys, no_simulation):
+def test_output_is_never_one_of_the_commands_inputs_even_with_force(case, portfolio_csv, tmp_path, capsys, no_simulation):
     params, land = region_copy(tmp_path)
     if case == "accounts":
         victim = tmp_path / "victim.csv"
-        shutil.copy(pf_csv, victim)
+        shutil.copy(portfolio_csv, victim)
         argv = ["accounts", "-p", victim, "--paths", "32", "-o", victim]
     elif case == "quote":
         victim = tmp_path / "victim.xlsx"
-        pd.read_csv(pf_csv).to_excel(victim, index=False)
+        pd.read_csv(portfolio_csv).to_excel(victim, index=False)
         argv = ["quote", "-p", victim, "-o", victim]
     elif case == "collateral":
         victim = tmp_path / "terms.json"
         victim.write_text(json.dumps({"amount_cny": 1e5, "term_years": 3, "interest_rate": 0.04}), encoding="utf-8")
-        argv = ["collateral", "-p", pf_csv, "--terms", victim, "--paths", "32", "-o", victim]
+        argv = ["collateral", "-p", portfolio_csv, "--terms", victim, "--paths", "32", "-o", victim]
     elif case == "stress":
         victim = tmp_path / "scenario.json"
         victim.write_text(json.dumps({"name": "mine", "version": "1", "hazard": {"fire": 2}}), encoding="utf-8")
-        argv = ["stress", "-p", pf_csv, "-s", victim, "--paths", "8", "--years", "1", "-o", victim]
+        argv = ["stress", "-p", portfolio_csv, "-s", victim, "--paths", "8", "--years", "1", "-o", victim]
     elif case == "demo-portfolio":  # the landscape the parameter file names
         victim = land
         argv = ["demo-portfolio", "--parcels", "5", "--parameters", params, "-o", victim]
@@ -166,12 +155,12 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path, capsys, monkeypatch
 
 
 # ---- 6, 7. collateral ---------------------------------------------------------------------------------------
-def test_collateral_insured_price_changes_only_the_agreed_price(pf_csv, tmp_path, capsys):
+def test_collateral_insured_price_changes_only_the_agreed_price(portfolio_csv, tmp_path, capsys):
     terms = tmp_path / "terms.json"
     terms.write_text(json.dumps({"amount_cny": 1e5, "term_years": 3, "interest_rate": 0.04, "insurance": {
         "agreed_price_cny_per_tco2e": 50, "annual_deductible_tco2e": 10, "covered_perils": ["fire"]}}),
         encoding="utf-8")
-    code, out, err = run(capsys, "collateral", "-p", pf_csv, "--terms", terms, "--insured-price", "70", "--paths",
+    code, out, err = run(capsys, "collateral", "-p", portfolio_csv, "--terms", terms, "--insured-price", "70", "--paths",
                          "32", "--no-attribution", "--format", "json")
     assert code == 0, err
     ins = json.loads(out)["terms"]["insurance"]
@@ -179,8 +168,8 @@ def test_collateral_insured_price_changes_only_the_agreed_price(pf_csv, tmp_path
     assert ins["annual_deductible_tco2e"] == 10 and ins["covered_perils"] == ["fire"]
 
 
-def test_collateral_parcels_and_project_together_are_refused(pf_csv, capsys, no_simulation):
-    code, _, err = run(capsys, "collateral", "-p", pf_csv, "--amount", "1e5", "--term", "3", "--rate", "0.04",
+def test_collateral_parcels_and_project_together_are_refused(portfolio_csv, capsys, no_simulation):
+    code, _, err = run(capsys, "collateral", "-p", portfolio_csv, "--amount", "1e5", "--term", "3", "--rate", "0.04",
                        "--parcels", "T00001", "--project", "PRJ-A", "--paths", "32")
     assert code == 2 and "--parcels or --project, not both" in one_error_line(err)
     code, out, _ = run(capsys, "collateral", "--help")
@@ -188,10 +177,10 @@ def test_collateral_parcels_and_project_together_are_refused(pf_csv, capsys, no_
 
 
 # ---- 9. stress scenarios with one name ----------------------------------------------------------------------
-def test_stress_refuses_two_different_scenarios_with_one_name(pf_csv, tmp_path, capsys, no_simulation):
+def test_stress_refuses_two_different_scenarios_with_one_name(portfolio_csv, tmp_path, capsys, no_simulation):
     mine = tmp_path / "my_ice.yaml"
     mine.write_text("name: ice_storm_2008\nversion: '1'\nhazard: {ice_storm: 3}\n", encoding="utf-8")
-    code, _, err = run(capsys, "stress", "-p", pf_csv, "-s", "ice_storm_2008", "-s", mine, "--paths", "8")
+    code, _, err = run(capsys, "stress", "-p", portfolio_csv, "-s", "ice_storm_2008", "-s", mine, "--paths", "8")
     line = one_error_line(err)
     assert code == 2 and "'ice_storm_2008'" in line and str(mine) in line
 
@@ -228,49 +217,49 @@ COLL = ["collateral", "--amount", "1e5", "--term", "3", "--rate", "0.04", "--pat
     (["accounts", "--paths", "32", "-o", "{tmp}/acc.pdf"], "unsupported file type '.pdf'"),
     (["simulate", "--paths", "32", "--scheduler", "bogus"], "processes, threads, warm, local-cluster"),
 ])
-def test_bad_names_suffixes_and_folders_are_exit_2_before_any_simulation(argv, needle, pf_csv, tmp_path, capsys,
+def test_bad_names_suffixes_and_folders_are_exit_2_before_any_simulation(argv, needle, portfolio_csv, tmp_path, capsys,
                                                                          no_simulation):
     files = {k: str(v) for k, v in _files(tmp_path).items()}
     argv = [a.format(tmp=tmp_path, **files) for a in argv]
-    code, _, err = run(capsys, *argv, "-p", pf_csv)
+    code, _, err = run(capsys, *argv, "-p", portfolio_csv)
     assert code == 2, err
     assert needle in one_error_line(err)
 
 
 # ---- 15. forced events beyond the horizon --------------------------------------------------------------------
-def test_stress_warns_of_a_forced_event_beyond_the_horizon(pf_csv, tmp_path, capsys):
+def test_stress_warns_of_a_forced_event_beyond_the_horizon(portfolio_csv, tmp_path, capsys):
     late = tmp_path / "late.yaml"
     late.write_text("name: late_ice\nversion: '1'\nforced_events:\n  - {year: 50, peril: ice_storm, "
                     "counties: [龙泉市], severity: 1.0}\n", encoding="utf-8")
-    code, _, err = run(capsys, "stress", "-p", pf_csv, "-s", late, "--years", "2", "--paths", "8")
+    code, _, err = run(capsys, "stress", "-p", portfolio_csv, "-s", late, "--years", "2", "--paths", "8")
     assert code == 0, err
     warning = next(ln for ln in err.splitlines() if ln.startswith("warning:"))
     assert "late_ice" in warning and "ice_storm" in warning and "year 50" in warning and "will not happen" in warning
 
 
 # ---- 16. provenance and units --------------------------------------------------------------------------------
-def test_accounts_csv_and_xlsx_carry_provenance(pf_csv, tmp_path, capsys):
+def test_accounts_csv_and_xlsx_carry_provenance(portfolio_csv, tmp_path, capsys):
     csv = tmp_path / "acc.csv"
-    assert run(capsys, "accounts", "-p", pf_csv, "--paths", "32", "--seed", "7", "-o", csv)[0] == 0
+    assert run(capsys, "accounts", "-p", portfolio_csv, "--paths", "32", "--seed", "7", "-o", csv)[0] == 0
     prov = json.loads(Path(f"{csv}.provenance.json").read_text(encoding="utf-8"))
     assert prov["result"]["seed"] == 7 and prov["result"]["paths"] == 32
     assert len(prov["result"]["parameter_sha256"]) == 64
     assert {"portfolio", "parameter file"} <= {i["role"] for i in prov["inputs"]}
-    assert next(i for i in prov["inputs"] if i["role"] == "portfolio")["path"] == pf_csv
+    assert next(i for i in prov["inputs"] if i["role"] == "portfolio")["path"] == portfolio_csv
     xlsx = tmp_path / "acc.xlsx"
-    assert run(capsys, "accounts", "-p", pf_csv, "--paths", "32", "--seed", "7", "-o", xlsx)[0] == 0
+    assert run(capsys, "accounts", "-p", portfolio_csv, "--paths", "32", "--seed", "7", "-o", xlsx)[0] == 0
     sheet = pd.read_excel(xlsx, sheet_name="provenance").set_index("key")["value"]
     assert sheet["result.seed"] == 7 and sheet["result.parameter_sha256"] == prov["result"]["parameter_sha256"]
-    assert sheet["inputs.0.path"] == pf_csv
+    assert sheet["inputs.0.path"] == portfolio_csv
 
 
 @pytest.mark.parametrize("case", ["demo-portfolio.csv", "demo-portfolio.xlsx", "landscape.csv", "stress.xlsx"])
-def test_every_csv_and_workbook_output_records_its_provenance(case, pf_csv, tmp_path, capsys):
+def test_every_csv_and_workbook_output_records_its_provenance(case, portfolio_csv, tmp_path, capsys):
     command, suffix = case.split(".")
     out = tmp_path / f"out.{suffix}"
     argv = {"demo-portfolio": ["demo-portfolio", "--parcels", "5", "--seed", "9"],
-            "landscape": ["landscape", pf_csv],
-            "stress": ["stress", "-p", pf_csv, "-s", "baseline", "--years", "1", "--paths", "8", "--seed", "9"]}[command]
+            "landscape": ["landscape", portfolio_csv],
+            "stress": ["stress", "-p", portfolio_csv, "-s", "baseline", "--years", "1", "--paths", "8", "--seed", "9"]}[command]
     code, _, err = run(capsys, *argv, "-o", out)
     assert code == 0, err
     if suffix == "csv":
@@ -286,9 +275,9 @@ def test_every_csv_and_workbook_output_records_its_provenance(case, pf_csv, tmp_
         assert (prov["result"]["seed"] if suffix == "csv" else sheet["result.seed"]) == 9
 
 
-def test_quote_workbook_columns_name_their_units(pf_csv, tmp_path, capsys):
+def test_quote_workbook_columns_name_their_units(portfolio_csv, tmp_path, capsys):
     out = tmp_path / "q.xlsx"
-    assert run(capsys, "quote", "-p", pf_csv, "--paths", "64", "-o", out)[0] == 0
+    assert run(capsys, "quote", "-p", portfolio_csv, "--paths", "64", "-o", out)[0] == 0
     book = pd.read_excel(out, sheet_name=None)
     assert {"loss_cny", "ci_low_cny", "ci_high_cny"} <= set(book["pml"].columns)
     assert {"var_cny", "var_ci_low_cny", "var_ci_high_cny", "tvar_cny", "tvar_se_cny"} <= set(
@@ -297,9 +286,9 @@ def test_quote_workbook_columns_name_their_units(pf_csv, tmp_path, capsys):
     assert "result.parameter_sha256" in set(book["provenance"]["key"])
 
 
-def test_collateral_workbook_keeps_numbers_numeric_and_has_the_loan_terms(pf_csv, tmp_path, capsys):
+def test_collateral_workbook_keeps_numbers_numeric_and_has_the_loan_terms(portfolio_csv, tmp_path, capsys):
     out = tmp_path / "c.xlsx"
-    assert run(capsys, *COLL, "-p", pf_csv, "--project", "PRJ-A", "--no-attribution", "-o", out)[0] == 0
+    assert run(capsys, *COLL, "-p", portfolio_csv, "--project", "PRJ-A", "--no-attribution", "-o", out)[0] == 0
     book = pd.read_excel(out, sheet_name=None)
     vt = book["value_today"]
     assert pd.api.types.is_float_dtype(vt["value_cny"]) and pd.api.types.is_float_dtype(vt["ci95_low_cny"])
@@ -315,8 +304,8 @@ def test_help_texts(capsys):
     assert "0-based" in run(capsys, "price-layer", "--help")[1]
 
 
-def test_simulate_shows_the_county_rows_by_default(pf_csv, capsys):
-    code, out, _ = run(capsys, "simulate", "-p", pf_csv, "--years", "2", "--paths", "32")
+def test_simulate_shows_the_county_rows_by_default(portfolio_csv, capsys):
+    code, out, _ = run(capsys, "simulate", "-p", portfolio_csv, "--years", "2", "--paths", "32")
     assert code == 0
     assert "By county" in out and "龙泉市" in out and "遂昌县" in out
 
@@ -328,11 +317,11 @@ def test_validate_detects_a_scenario_file(tmp_path, capsys):
     assert code == 0 and "scenario mine" in out, err
 
 
-def test_open_interval_ends_are_shown_as_open(pf_csv, capsys):
+def test_open_interval_ends_are_shown_as_open(portfolio_csv, capsys):
     from api.cli.tables import render_table
 
     assert "None" not in render_table(pd.DataFrame({"x": [1.0, None]}, dtype=object))
-    code, out, _ = run(capsys, "quote", "-p", pf_csv, "--paths", "20")
+    code, out, _ = run(capsys, "quote", "-p", portfolio_csv, "--paths", "20")
     pml = out.split("PML")[1].split("VaR")[0]
     assert code == 0 and "open" in pml and "None" not in pml
 
