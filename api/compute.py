@@ -122,14 +122,10 @@ def _params(region: str):
 
 
 def pf_ref(row) -> dict[str, Any]:
-    """What a worker needs to rebuild a stored portfolio: region, data hash, source label, Parquet bytes.
-
-    The source label is the data's hash (:func:`api.services.engine_source`), never the tenant's file
-    name: the workers' caches and the engine's are shared by every tenant with the same data."""
-    from api.services import engine_source
-
-    return {"region": row.region, "sha256": row.data_sha256, "source": engine_source(row), "data": row.data_parquet,
-            "name": row.source}  # the tenant's own name, for what a worker renders for this caller only
+    """What a worker needs to rebuild a stored portfolio: region, data hash, source (the uploaded file's name),
+    Parquet bytes. A worker keeps validated portfolios by (region, hash, source), and the engine, whose set-ups
+    are keyed by the parcels' content, reports each run's own source: one tenant's name never reaches another."""
+    return {"region": row.region, "sha256": row.data_sha256, "source": row.source, "data": row.data_parquet}
 
 
 def _portfolio(ref: dict[str, Any]):
@@ -386,8 +382,6 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
     r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
                         footprints=req.get("footprints", True))
-    if "name" in ref:  # the report and workbook show the caller's file name, not the engine's data-hash label
-        r.provenance["portfolio"] = ref["name"]
     out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
     out["artifacts"]["report.html"] = ("text/html; charset=utf-8",
                                        render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())

@@ -210,8 +210,8 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: 
                          kind="invalid-loan-terms", errors=errors)
 
 
-@functools.lru_cache(maxsize=1)
 def _price_models():
+    """The price models (``load_price_model`` keeps them, and reloads an edited file)."""
     from finance_engine.price import load_price_model
 
     return load_price_model()
@@ -394,9 +394,9 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
         raise problem_from(exc, "invalid-scenario", STRESS_FIELDS) from exc
     except INPUT_ERRORS as exc:
         raise problem_from(exc, "invalid-stress-test", STRESS_FIELDS) from exc
-    horizon = body.years
-    if reg is not None and reg.loans:
-        horizon = max(horizon, max(min(ln.terms.crediting_horizon_years, 100) for ln in reg.loans))
+    from finance_engine.stress.run import stress_horizon
+
+    horizon = stress_horizon(body.years, reg)
     runs = 1 + len({sc.sha256 for sc in scns})
     cells = pf.n_parcels * body.paths * horizon * runs * (2 if body.accounts else 1)
     return pf, req, cells
@@ -406,7 +406,7 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
 def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: PortfolioRow | None,
                  instrument_id: str | None, req: dict[str, Any], result: dict[str, Any], job_id: str | None,
                  request_id: str) -> FinanceResult:
-    if pf is not None:  # the tenant's own portfolio name, not the engine's label (api.services.engine_source)
+    if pf is not None:  # the caller's portfolio name (a result from the cross-tenant cache names the first asker's)
         result = own_provenance(result, pf)
     prov = result.get("provenance") or {}
     from models import MODEL_VERSION

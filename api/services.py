@@ -175,17 +175,10 @@ def store_portfolio(s: Session, who: Principal, name: str, pf, params) -> Portfo
     return row
 
 
-def engine_source(row: PortfolioRow) -> str:
-    """The source label the engine sees for a stored portfolio: its data hash, never the uploader's file
-    name. The engine and its caches (set-ups keyed by the portfolio's content, the compute workers'
-    portfolios) may serve one portfolio's objects for another with the same data, so whatever they
-    carry must be the same for both: the tenant's own name is put back by :func:`own_provenance`."""
-    return f"sha256:{row.data_sha256[:16]}"
-
-
 def own_provenance(result: dict[str, Any], row: PortfolioRow) -> dict[str, Any]:
     """``result`` (a copy) whose provenance names the caller's portfolio (its source, the uploaded file's
-    name) instead of the engine's label (:func:`engine_source`)."""
+    name): a result served from the cross-tenant result cache (keyed by the data, not the name) was computed
+    for whoever asked first."""
     prov = result.get("provenance")
     if not isinstance(prov, dict) or "portfolio" not in prov:
         return result
@@ -214,7 +207,7 @@ class PortfolioCache:
         from models.portfolio import validate_frame
 
         df = pd.read_parquet(io.BytesIO(row.data_parquet))
-        pf = validate_frame(df, params, source=engine_source(row))
+        pf = validate_frame(df, params, source=row.source)
         with self._lock:
             self._d[key] = pf
             while len(self._d) > self.size:
@@ -337,7 +330,7 @@ def result_identity(result) -> dict[str, Any]:
 
 def store_run(s: Session, *, tenant_id: str, key_id: str, portfolio: PortfolioRow, req: dict[str, Any], result,
               job_id: str | None, request_id: str) -> SimulationRun:
-    body = own_provenance(clean(result.to_dict(include_summary=True)), portfolio)
+    body = clean(result.to_dict(include_summary=True))
     elt_bytes = None
     if result.elt is not None:
         buf = io.BytesIO()
@@ -372,7 +365,7 @@ def run_out(run: SimulationRun) -> dict[str, Any]:
 
 
 __all__ = ["SIMULATION_FIELDS", "ModelRegistry", "PortfolioCache", "audit", "audit_record", "cells",
-           "check_simulation_request", "clean", "count", "engine_source", "internal_job_problem", "frame_from_geojson", "frame_from_records",
+           "check_simulation_request", "clean", "count", "internal_job_problem", "frame_from_geojson", "frame_from_records",
            "frame_from_upload", "get_owned", "job_problem", "new_id", "own_provenance", "page", "plausible_id",
            "portfolio_summary", "records", "result_identity", "run_out", "run_simulation", "sha256_json",
            "store_portfolio", "store_run", "validate"]

@@ -46,11 +46,12 @@ def _write(tmp_path, text, name="s.yaml"):
     ("name: x\nversion: '1'\nforced_events: [{year: 1, peril: typhoon}]\n", "forced_events.0.track"),
     # each numeric key in the range the peril applies, refused when the file is read (not after a baseline run)
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: ice_storm, severity: -1}]\n",
-     "forced_events.0.severity: -1 must lie in (0.0, 5.0]"),
+     "forced_events.0.severity: forced_events['ice_storm']: key 'severity' = -1.0 must lie in (0.0, 5.0]"),
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: typhoon, track: 5, intensity: 11}]\n",
      "forced_events.0.intensity"),
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: pine_wilt, counties: [a], parcel_probability: 1.5}]\n",
-     "forced_events.0.parcel_probability: 1.5 must lie in [0.0, 1.0]"),
+     "forced_events.0.parcel_probability: forced_events['pine_wilt']: key 'parcel_probability' = 1.5 must lie in "
+     "[0.0, 1.0]"),
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: drought, severity: 0}]\n", "forced_events.0.severity"),
     ("name: x\nversion: '1'\nforced_events: [{year: 2, peril: fire, weather_factor: 2e4}]\n",
      "forced_events.0.weather_factor"),

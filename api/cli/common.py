@@ -196,21 +196,6 @@ def _temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def write_atomic(path: str | Path, writer: Callable[[Path], T]) -> T:
-    """Call ``writer(tmp)`` on a temporary file in ``path``'s folder, then move it onto ``path``
-    (``os.replace``): a write that fails half way leaves the old file as it was."""
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
-        result = writer(tmp)
-        _settle_mode(tmp, path)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return result
-
-
 def _file_sha256(p: Path) -> str | None:
     import hashlib
 

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from api.problems import problem_responses
 
-PAGE_MAX = 500  # the default of Settings.page_max (CRE_PAGE_MAX); the app's OpenAPI shows the configured one
 PAGE_DEFAULT = 50
 # problem documents every authenticated endpoint may answer with
 AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429)

@@ -31,7 +31,6 @@ from api.services import (
     frame_from_records,
     frame_from_upload,
     get_owned,
-    own_provenance,
     page,
     records,
     store_portfolio,
@@ -258,7 +257,7 @@ def accounts_response(state, who: Principal, row: PortfolioRow, level: str | Non
     pf = state.portfolios.get(row, params)
     acc = state.accounts_cache.get(AccountsCache.key(row, params.sha256, paths, seed),
                                    lambda: carbon_accounts(pf, params, sink_paths=paths, seed=seed))
-    d = own_provenance(acc.to_dict(level), row)  # the caller's name for its portfolio, not the engine's label
+    d = acc.to_dict(level)  # (the cache is per tenant and portfolio: its provenance names this portfolio)
     rows = d["rows"]
     return {"portfolio_id": row.id, "level": level, "sink_paths": paths, "seed": seed,
             "provenance": clean(d["provenance"]), "units": d["units"],

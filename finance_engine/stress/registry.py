@@ -91,11 +91,9 @@ class PolicyEntry(_Strict):
     @field_validator("subsidy_scheme")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        from finance_engine.insurance.defaults import load_insurance_defaults
+        from finance_engine.insurance.subsidy import subsidy_shares
 
-        schemes = load_insurance_defaults().subsidy_schemes
-        if v not in schemes:
-            raise ValueError(f"unknown subsidy scheme {v!r}; known: {sorted(schemes)}")
+        subsidy_shares(v)  # the scheme the premium will be split by (InsuranceInputError, a ValueError, if unknown)
         return v
 
     @model_validator(mode="after")

@@ -30,7 +30,8 @@ from scipy.optimize import brentq
 from finance_engine.price import load_price_model
 from finance_engine.stress.buffer import reversals_and_credits
 from finance_engine.stress.registry import Registry, bind_registry
-from finance_engine.stress.run import ScenarioRun, StressSettings, evaluate_instruments, run_scenario, scenario_prices
+from finance_engine.stress.run import (ScenarioRun, StressSettings, evaluate_instruments, run_scenario, scenario_prices,
+                                       stress_horizon)
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
@@ -139,9 +140,7 @@ def reverse_stress_test(portfolio: Portfolio, params: ModelParameters, *, shock:
     scn = base if isinstance(base, StressScenario) else load_scenario(base)
     bound = bind_registry(registry, portfolio, params) if registry is not None else None
     run_pf = bound.portfolio if bound is not None else portfolio
-    H = st.years
-    if registry is not None and registry.loans:
-        H = max(H, max(ln.terms.crediting_horizon_years for ln in registry.loans))
+    H = stress_horizon(st.years, registry)
     levels = ("project_id",)
     if kind == "price_drop":
         lo = 0.0 if lo is None else lo

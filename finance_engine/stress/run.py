@@ -584,6 +584,33 @@ class StressResult:
                 **{k: _records(v) for k, v in self.tables().items()}}
 
 
+def stress_horizon(years: int, registry: Registry | None) -> int:
+    """The years a stress test simulates: the reported ``years``, or the loans' crediting horizon when longer
+    (their collateral is valued over it)."""
+    if registry is not None and registry.loans:
+        return max(int(years), max(ln.terms.crediting_horizon_years for ln in registry.loans))
+    return int(years)
+
+
+def timing_notes(scenario: StressScenario, years: int, horizon: int) -> list[str]:
+    """What a scenario's timing leaves out: a forced event or a price shock after the run's last simulated year
+    (``horizon``) changes nothing; a forced event after the reported ``years`` shows only in the loans'
+    collateral. Known before the run (the CLI says it first)."""
+    out = []
+    for y0, peril, _ in scenario.forced_events:
+        if y0 >= horizon:
+            out.append(f"{scenario.name}: forced {peril} in year {y0 + 1} lies beyond the run's {horizon} simulated "
+                       "years (hit nothing)")
+        elif y0 >= years:
+            out.append(f"{scenario.name}: forced {peril} in year {y0 + 1} lies beyond the {years} reported years "
+                       f"(it shows only in the loans' collateral, simulated over {horizon} years)")
+    for y1, _, _ in scenario.price_shocks:
+        if y1 > horizon:
+            out.append(f"{scenario.name}: the price shock in year {y1} lies beyond the run's {horizon} simulated "
+                       "years (changed nothing)")
+    return out
+
+
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
             for r in df.to_dict(orient="records")]
@@ -663,9 +690,7 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     base = load_scenario("baseline")
     bound = bind_registry(registry, portfolio, params) if registry is not None and (registry.loans or registry.policies) else None
     run_pf = bound.portfolio if bound is not None else portfolio
-    H = st.years
-    if bound is not None and registry.loans:
-        H = max(H, max(min(ln.terms.crediting_horizon_years, 100) for ln in registry.loans))
+    H = stress_horizon(st.years, registry)
     extra = ("project_id",) if bound is not None else ()
     notes: list[str] = []
     say(f"baseline: {st.paths} paths x {H} years")
@@ -693,20 +718,11 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
             if footprints and registry.loans:
                 fps.append(pledged_footprints(bound, params, s, st, workers=workers))
         prow.append(_portfolio_row(s.name, hz, inst))
-        for y0, peril, ev in s.forced_events:
+        for _, peril, ev in s.forced_events:
             missing = [c for c in ev.get("counties", []) if c not in counties]
             if missing:
                 notes.append(f"{s.name}: forced {peril} names counties not in the portfolio (hit nothing): {missing}")
-            if y0 >= H:
-                notes.append(f"{s.name}: forced {peril} in year {y0 + 1} lies beyond the run's {H} simulated years "
-                             "(hit nothing)")
-            elif y0 >= st.years:
-                notes.append(f"{s.name}: forced {peril} in year {y0 + 1} lies beyond the {st.years} reported years "
-                             f"(it shows only in the loans' collateral, simulated over {H} years)")
-        for y1, _, _ in s.price_shocks:
-            if y1 > H:
-                notes.append(f"{s.name}: the price shock in year {y1} lies beyond the run's {H} simulated years "
-                             "(changed nothing)")
+        notes += timing_notes(s, st.years, H)
         d = s.describe()
         meta.append({"scenario": s.name, "version": s.version, "title": s.title, "sha256": s.sha256,
                      "source": s.source, "confidence": s.confidence,
@@ -737,4 +753,4 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
 
 __all__ = ["DEFAULT_LEVELS", "InstrumentOutcome", "ScenarioRun", "StressResult", "StressSettings", "compare_runs",
            "evaluate_instruments", "metric_paths", "pledged_footprints", "run_scenario", "run_stress_test",
-           "scenario_prices"]
+           "scenario_prices", "stress_horizon", "timing_notes"]

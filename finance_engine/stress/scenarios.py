@@ -47,6 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.dynamics import DEFAULT_START_YEAR, Modifiers
+from models.perils._weather import ForcedEventError, forced_number
 from models._yaml import DataFileError, read_data_file
 from models.parameters import format_validation_error
 
@@ -183,21 +184,16 @@ def _known_perils() -> dict[str, dict[str, str]]:
     return out
 
 
-#: pine wilt's forced outbreak: the infection probability of the named areas' host parcels, in [0, 1]
-_PINE_WILT_RANGES = {"parcel_probability": (0.0, 1.0, False)}
-
-
+@lru_cache(maxsize=None)
 def _forced_ranges(peril: str) -> dict[str, tuple]:
-    """Each numeric forced-event key's range ``(low, high[, low_open])`` as the peril applies it."""
+    """Each numeric forced-event key's range as the peril applies it (its module's ``FORCED_RANGES``:
+    ``(low, high)`` with the low end open, or ``(low, high, low_open)``)."""
     import importlib
 
     from models.perils import peril_classes
 
     cls = peril_classes().get(peril)
-    if cls is None:
-        return {}
-    ranges = getattr(importlib.import_module(cls.__module__), "FORCED_RANGES", None)
-    return dict(ranges) if ranges is not None else (_PINE_WILT_RANGES if peril == "pine_wilt" else {})
+    return dict(getattr(importlib.import_module(cls.__module__), "FORCED_RANGES", {})) if cls is not None else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,11 +401,12 @@ def _check_semantics(p: Path, spec: ScenarioFile) -> None:
             if k not in ("counties", "townships") and (isinstance(v, bool) or not isinstance(v, (int, float))
                                                         or not math.isfinite(v)):
                 raise ScenarioError(f"{where}.{k}: must be a number, got {v!r}")
-            if k in ranges:  # the range the peril applies, checked here rather than after a baseline run
+            if k in ranges:  # the peril's own range check, here rather than after a baseline run
                 lo, hi, *rest = ranges[k]
-                lo_open = rest[0] if rest else True
-                if (v <= lo if lo_open else v < lo) or v > hi:
-                    raise ScenarioError(f"{where}.{k}: {v} must lie in {'(' if lo_open else '['}{lo}, {hi}]")
+                try:
+                    forced_number(extra, k, ev.peril, None, lo, hi, lo_open=rest[0] if rest else True)
+                except ForcedEventError as exc:
+                    raise ScenarioError(f"{where}.{k}: {exc}") from None
         if ev.peril == "typhoon" and "track" not in extra:
             raise ScenarioError(f"{where}.track: a forced typhoon needs a track (km along the coast axis)")
         if ev.peril == "pine_wilt" and not (extra.get("counties") or extra.get("townships")):

@@ -110,7 +110,7 @@ from scipy.spatial import cKDTree
 from models._lru import lru_get, lru_put
 from models.parameters.schema import Confidence, Sourced
 from models.perils import footprint_store, register
-from models.perils._weather import ForcedEventError
+from models.perils._weather import ForcedEventError, forced_number
 from models.perils.base import Peril, PerilLosses, PerilParams, YearContext
 from models.portfolio import MANAGEMENT_LEVELS
 from models.perils._pine_wilt_kernels import (cell_year, cell_year_tracked, hazard_threshold_grid, parcel_year,
@@ -141,6 +141,9 @@ _PRESSURE_TABLES_MAX = 8
 #: the region's grids built (:func:`shared_landscape_grid`), by landscape SHA-256 and grid settings
 _LANDSCAPE_GRIDS: dict[tuple, "CellGrid"] = {}
 _LANDSCAPE_GRIDS_MAX = 4
+#: a forced outbreak's numeric keys and their range (low, high, low open?), checked when a scenario is read and
+#: when the outbreak is applied
+FORCED_RANGES = {"parcel_probability": (0.0, 1.0, False)}
 #: draw keys of the two spread multipliers (stream ``peril.param.spread``)
 _SPREAD_KEYS = group_keys(["pine_wilt:local_transmission", "pine_wilt:long_distance_jump"])
 
@@ -1156,10 +1159,9 @@ class PineWilt(Peril):
                 raise ForcedEventError(f"forced pine_wilt event {k}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
             if not ev.get("counties") and not ev.get("townships"):
                 raise ForcedEventError(f"forced pine_wilt event {k}: name at least one of `counties`, `townships`")
-            pe = ev.get("parcel_probability", self.params.forced_outbreak_parcel_probability.value)
-            if isinstance(pe, bool) or not isinstance(pe, (int, float)) or not 0 <= pe <= 1:
-                raise ForcedEventError(f"forced pine_wilt event {k}: parcel_probability must be a number in [0, 1], "
-                                       f"got {pe!r}")
+            lo, hi, lo_open = FORCED_RANGES["parcel_probability"]
+            pe = forced_number(ev, "parcel_probability", self.name,
+                               self.params.forced_outbreak_parcel_probability.value, lo, hi, lo_open=lo_open)
             for key in ("counties", "townships"):
                 names = ev.get(key) or []
                 if isinstance(names, str) or not isinstance(names, (list, tuple)):
