@@ -658,14 +658,10 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         Bad terms (negative amounts, a term beyond the horizon, parcels not in the portfolio, an LTV
         trigger below the pledge rate).
     """
-    if not isinstance(terms, LoanTerms):
-        try:
-            terms = LoanTerms.model_validate(terms)
-        except Exception as exc:  # pydantic.ValidationError -> one readable line per field
-            raise LoanTermsError(_readable(exc)) from exc
+    pms = price_model_set or load_price_model()
+    terms = check_loan_terms(terms, pms)
     if paths < 32:
         raise LoanTermsError("paths must be >= 32")
-    pms = price_model_set or load_price_model()
     iss = issuance_risk or load_issuance_risk()
     pledged = select_pledged(portfolio, params, parcel_ids, project_id)
     H = terms.crediting_horizon_years
@@ -962,6 +958,26 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     return df
 
 
+def check_loan_terms(terms: LoanTerms | dict, price_model_set: PriceModelSet | None = None) -> LoanTerms:
+    """The loan terms validated, and the names they look up known (the price model and the price scenario in
+    ``price_model_set``, default the shipped one; covered perils are checked by the schema), before any
+    simulation. Raises :class:`LoanTermsError` naming the field (``price_scenario: unknown ...``)."""
+    if not isinstance(terms, LoanTerms):
+        try:
+            terms = LoanTerms.model_validate(terms)
+        except Exception as exc:  # pydantic.ValidationError -> one readable line per field
+            raise LoanTermsError(_readable(exc)) from exc
+    pms = price_model_set or load_price_model()
+    for name, look_up in (("price_model", pms.model), ("price_scenario", pms.scenario)):
+        value = getattr(terms, name)
+        if value is not None:
+            try:
+                look_up(value)
+            except ValueError as exc:  # PriceModelError
+                raise LoanTermsError(f"{name}: {exc}") from None
+    return terms
+
+
 def _readable(exc: Exception) -> str:
     errs = getattr(exc, "errors", None)
     if callable(errs):
@@ -975,4 +991,4 @@ def _readable(exc: Exception) -> str:
 
 
 __all__ = ["AssignedInsurance", "CollateralValuation", "LoanTerms", "LoanTermsError", "balance_schedule",
-           "select_pledged", "value_collateral"]
+           "check_loan_terms", "select_pledged", "value_collateral"]

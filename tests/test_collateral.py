@@ -527,3 +527,19 @@ def test_a_loan_too_small_for_threads_runs_as_one_chunk_on_one_with_the_same_num
     explicit = value_collateral(portfolio, params, terms, paths=256, seed=8, workers=2, chunk_paths=64)
     assert runs[-1] == (2, "threads", 64)  # a caller's chunks are its own choice
     assert small.to_dict() == threaded.to_dict() == explicit.to_dict()
+
+
+def test_names_in_the_terms_are_checked_before_the_simulation(portfolio, params, monkeypatch):
+    """An unknown price model or price scenario is refused before the engine runs (it failed after it)."""
+    import finance_engine.collateral as C
+
+    def no_engine(*a, **k):
+        raise AssertionError("the engine ran before the terms were checked")
+
+    monkeypatch.setattr(C, "_simulate_physical", no_engine)
+    base = dict(amount_cny=1e5, term_years=3, interest_rate=0.04)
+    with pytest.raises(LoanTermsError, match=r"^price_model: .*nope"):
+        value_collateral(portfolio, params, {**base, "price_model": "nope"}, paths=32, attribution=False)
+    with pytest.raises(LoanTermsError, match=r"^price_scenario: .*moon"):
+        value_collateral(portfolio, params, {**base, "price_scenario": "moon"}, paths=32, attribution=False)
+    assert C.check_loan_terms(base).price_model == "cea"

@@ -206,3 +206,17 @@ def test_published_rates_are_the_reference_figures():
     assert pub["xinluo_2021"] == pytest.approx(1.2 / 20) and pub["fuding_2022"] == pytest.approx(0.24 / 3)
     assert pub["fujian_2010_public_welfare"] == 0.002 and pub["fujian_2010_commercial"] == 0.003
     assert pub["hebei_chestnut_2015"] == 0.0038
+
+
+def test_names_are_checked_before_the_simulation(small_portfolio_module, params_module, monkeypatch):
+    """An unknown subsidy scheme or price model is refused before the engine runs (it failed after it)."""
+    import finance_engine.simulation as sim
+
+    def no_engine(*a, **k):
+        raise AssertionError("the engine ran before the names were checked")
+
+    monkeypatch.setattr(sim, "simulate", no_engine)
+    with pytest.raises(InsuranceInputError, match="bogus"):
+        quote(StockLossCover(60.0), small_portfolio_module, params_module, paths=8, subsidy="bogus")
+    with pytest.raises(InsuranceInputError, match="price_model"):
+        quote(PriceFloorCover(50.0, price_model="nope"), small_portfolio_module, params_module, paths=8)

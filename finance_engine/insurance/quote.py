@@ -699,6 +699,18 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         raise InsuranceInputError(f"years must be an integer in [1, 100], got {years!r}")
     if not isinstance(cover, (StockLossCover, SinkIndexCover, PriceFloorCover)):
         raise CoverError(f"cover must be a StockLossCover, SinkIndexCover or PriceFloorCover, got {type(cover).__name__}")
+    # the names the quote looks up, before the simulation (a misspelt one failed after it)
+    if isinstance(subsidy, str):
+        subsidy_shares(subsidy)
+    price_model = None
+    if isinstance(cover, PriceFloorCover):
+        from finance_engine.price import load_price_model
+
+        pms = price_model_set or load_price_model()
+        try:
+            price_model = pms.model(cover.price_model)
+        except ValueError as exc:
+            raise CoverError(f"price_model: {exc}") from None
     levels = ("portfolio",) + ((account_level,) if account_level and account_level != "portfolio" else ())
     res = simulation
     if res is None:
@@ -758,13 +770,9 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         if not math.isfinite(si):
             si = cover.participation * cover.price_cny_per_tco2e * cover.trigger_fraction * e
     else:
-        from finance_engine.price import load_price_model, simulate_price_paths
+        from finance_engine.price import simulate_price_paths
 
-        pms = price_model_set or load_price_model()
-        try:
-            model = pms.model(cover.price_model)
-        except ValueError as exc:
-            raise CoverError(f"price_model: {exc}") from None
+        model = price_model
         prices = simulate_price_paths(model, np.arange(paths), years, seed,
                                       start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
         vol = cover.volume_tco2e if cover.volume_tco2e is not None else res.paths_of("credits_issued_tco2e")[..., 0]

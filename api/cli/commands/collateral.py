@@ -160,39 +160,14 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
 
 
 def _check_terms(terms: dict, terms_file: str | None):
-    """The loan terms validated, and every name in them known (price model and scenario, covered
-    perils), before any simulation: a bad one is one line naming the source and field, exit 2."""
-    from pydantic import ValidationError
+    """The loan terms validated, and every name in them known (finance_engine.collateral.check_loan_terms),
+    before any simulation: a bad one is one line naming the source and field, exit 2."""
+    from finance_engine.collateral import LoanTermsError, check_loan_terms
 
-    from finance_engine.collateral import LoanTerms, LoanTermsError
-    from finance_engine.price import PriceModelError, load_price_model
-    from models.perils import peril_classes
-
-    src = terms_file or "loan terms"
     try:
-        loan = LoanTerms.model_validate(terms)
-    except ValidationError as exc:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'terms'}: "
-                 f"{e.get('msg', '').replace('Value error, ', '')}" for e in exc.errors()]
-        raise CLIError(f"{src}: " + "; ".join(parts)) from None
-    except (LoanTermsError, ValueError) as exc:
-        raise CLIError(f"{src}: {exc}") from None
-    try:
-        pms = load_price_model()
-        pms.model(loan.price_model)
-    except PriceModelError as exc:
-        raise CLIError(f"{src}: price_model: {exc}") from None
-    if loan.price_scenario is not None:
-        try:
-            pms.scenario(loan.price_scenario)
-        except PriceModelError as exc:
-            raise CLIError(f"{src}: price_scenario: {exc}") from None
-    if loan.insurance is not None:
-        known = set(peril_classes())
-        bad = [p for p in loan.insurance.covered_perils if p not in known]
-        if bad:
-            raise CLIError(f"{src}: insurance.covered_perils: unknown peril(s) {bad}; known: {sorted(known)}")
-    return loan
+        return check_loan_terms(terms)
+    except LoanTermsError as exc:
+        raise CLIError(f"{terms_file or 'loan terms'}: {exc}") from None
 
 
 def _write(v, out: OutputFile) -> None:
