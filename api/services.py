@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from api.db.models import AuditRecord, PortfolioRow, SimulationRun, utcnow
 from api.jsonable import clean
 from api.problems import ApiProblem, FieldMap, json_safe
+from api.schemas import ID_PATTERN
 from api.requestctx import current_request_id
 from api.security import Principal
 
@@ -215,7 +216,7 @@ class PortfolioCache:
         return pf
 
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_ID_RE = re.compile(ID_PATTERN)
 
 
 def plausible_id(id_: str) -> bool:

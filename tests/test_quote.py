@@ -220,3 +220,10 @@ def test_names_are_checked_before_the_simulation(small_portfolio_module, params_
         quote(StockLossCover(60.0), small_portfolio_module, params_module, paths=8, subsidy="bogus")
     with pytest.raises(InsuranceInputError, match="price_model"):
         quote(PriceFloorCover(50.0, price_model="nope"), small_portfolio_module, params_module, paths=8)
+
+
+@pytest.mark.parametrize("field, value", [("share", float("nan")), ("share", 1.5), ("reinstatement_pct", float("inf")),
+                                          ("reinstatement_pct", -0.1)])
+def test_a_layers_share_and_reinstatement_premium_are_finite_and_in_range(field, value):
+    with pytest.raises(InsuranceInputError, match=f"layer.{field}"):
+        LayerSpec(1e6, 4e6, reinstatements=1, **{field: value})

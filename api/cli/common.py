@@ -5,6 +5,7 @@ an existing file without ``--force`` nor ever over an input, written atomically,
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -353,14 +354,19 @@ class OutputFile:
 
 
 #: the files a ``simulate -o DIR`` run writes (finance_engine.simulation.result.SimulationResult.write)
-RUN_TABLES = ("summary", "horizon", "initial_stock", "parcel_summary", "event_loss_table", "year_loss_table")
-RUN_FILES = frozenset({f"{t}.{ext}" for t in RUN_TABLES for ext in ("csv", "parquet")} | {"provenance.json"})
+@functools.lru_cache(maxsize=1)
+def _run_files() -> frozenset[str]:
+    """The files SimulationResult.write writes (imported when needed: the engine is slow to import)."""
+    from finance_engine.simulation.result import SimulationResult
+
+    return frozenset({f"{t}.{ext}" for t in SimulationResult.TABLE_NAMES for ext in ("csv", "parquet")}
+                     | {"provenance.json"})
 
 
 def _is_previous_run(folder: Path) -> bool:
     """A folder holding only the files of a previous ``simulate -o`` run (with its provenance.json)."""
     entries = list(folder.iterdir())
-    if not all(e.name in RUN_FILES and e.is_file() and not e.is_symlink() for e in entries):
+    if not all(e.name in _run_files() and e.is_file() and not e.is_symlink() for e in entries):
         return False
     try:
         doc = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
@@ -446,7 +452,7 @@ class OutputDir:
         try:
             result = writer(tmp)
             made = {p.name for p in tmp.iterdir()}
-            for name in RUN_FILES - made:
+            for name in _run_files() - made:
                 stale = self.path / name
                 if stale.is_file() and not stale.is_symlink():
                     stale.unlink()

@@ -217,6 +217,12 @@ class LayerSpec:
             raise InsuranceInputError(f"layer.limit_cny must be > 0, got {self.limit_cny}")
         if self.basis not in ("occurrence", "aggregate"):
             raise InsuranceInputError(f"layer.basis must be occurrence or aggregate, got {self.basis!r}")
+        if isinstance(self.share, bool) or not isinstance(self.share, (int, float)) or not 0 < self.share <= 1:
+            raise InsuranceInputError(f"layer.share must be a number in (0, 1], got {self.share!r}")
+        if (isinstance(self.reinstatement_pct, bool) or not isinstance(self.reinstatement_pct, (int, float))
+                or not (math.isfinite(self.reinstatement_pct) and self.reinstatement_pct >= 0)):
+            raise InsuranceInputError(f"layer.reinstatement_pct must be a finite number >= 0, "
+                                      f"got {self.reinstatement_pct!r}")
         if self.reinstatements is not None:
             if self.basis == "aggregate":
                 raise InsuranceInputError("layer.reinstatements apply to occurrence layers only")
