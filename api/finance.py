@@ -103,15 +103,6 @@ def _parcel_ids_of(pf: PortfolioRow) -> list[str]:
     return pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id"])["parcel_id"].astype(str).tolist()
 
 
-def _count_pledged(pf: PortfolioRow, parcel_ids, project_id) -> int:
-    if parcel_ids:
-        return len(parcel_ids)
-    if project_id is not None:
-        col = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["project_id"])["project_id"].astype(str)
-        return int((col == project_id).sum()) or pf.n_parcels
-    return pf.n_parcels
-
-
 def _instrument(s: Session, who: Principal, id_: str, kind: str) -> Instrument:
     row = get_owned(s, Instrument, id_, who, kind)
     if row.kind != kind:
@@ -160,14 +151,14 @@ def _term_field(name: str, overrides: dict[str, Any], from_loan: bool) -> str:
 
 
 def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: dict[str, Any], from_loan: bool,
-                            parcel_ids, project_id) -> None:
+                            parcel_ids, project_id) -> int:
     """What the engine would refuse, checked before any work (so a job is never accepted to fail):
     the engine's ``LoanTerms`` (bounds, term within the crediting horizon, LTV trigger at least the
-    pledge rate), the price model and scenario, and the pledged parcels. 422 ``invalid-loan-terms``."""
+    pledge rate), the price model and scenario, and the pledged parcels. 422 ``invalid-loan-terms``; returns
+    the number of parcels pledged."""
     from pydantic import ValidationError
 
-    from finance_engine.collateral import LoanTerms
-    from finance_engine.price import PriceModelError
+    from finance_engine.collateral import LoanTerms, unknown_price_names
 
     errors: list[dict[str, Any]] = []
     try:
@@ -187,14 +178,9 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: 
                 err["value"] = e["input"]
             errors.append(err)
     if lt is not None:
-        pms = _price_models()
-        for name, check in (("price_model", pms.model), ("price_scenario", pms.scenario)):
-            v = getattr(lt, name)
-            if v is not None:
-                try:
-                    check(v)
-                except PriceModelError as exc:
-                    errors.append({"field": f"body/terms/{name}", "value": v, "reason": str(exc)})
+        errors += [{"field": f"body/terms/{name}", "value": getattr(lt, name), "reason": reason}
+                   for name, reason in unknown_price_names(lt, _price_models())]
+    pledged = pf.n_parcels
     if parcel_ids is not None or project_id is not None:
         df = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id", "project_id"])
         if parcel_ids is not None:
@@ -202,12 +188,16 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: 
             unknown = [p for p in parcel_ids if str(p) not in known]
             errors += [{"field": "body/parcel_ids", "value": p, "reason": "not a parcel of the portfolio"}
                        for p in unknown[:100]]
-        elif not (df["project_id"].astype(str) == str(project_id)).any():
-            errors.append({"field": "body/project_id", "value": project_id,
-                           "reason": "no parcel of the portfolio belongs to this project"})
+            pledged = len(parcel_ids) or pledged
+        else:
+            pledged = int((df["project_id"].astype(str) == str(project_id)).sum())
+            if not pledged:
+                errors.append({"field": "body/project_id", "value": project_id,
+                               "reason": "no parcel of the portfolio belongs to this project"})
     if errors:
         raise ApiProblem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:10])[:2000],
                          kind="invalid-loan-terms", errors=errors)
+    return pledged
 
 
 def _price_models():
@@ -226,9 +216,8 @@ def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[Port
     parcel_ids, project_id = body.parcel_ids, body.project_id
     if parcel_ids is None and project_id is None and loan is not None and loan.terms.get("parcel_ids"):
         parcel_ids = list(loan.terms["parcel_ids"])
-    check_collateral_inputs(pf, terms, overrides, loan is not None, parcel_ids, project_id)
+    n = check_collateral_inputs(pf, terms, overrides, loan is not None, parcel_ids, project_id)
     H = int(terms.get("crediting_horizon_years") or 30)
-    n = _count_pledged(pf, parcel_ids, project_id)
     cells = n * body.paths * H
     if body.attribution:
         cells += n * min(body.paths, body.attribution_paths or 2000) * H * ATTRIBUTION_RUNS

@@ -967,15 +967,26 @@ def check_loan_terms(terms: LoanTerms | dict, price_model_set: PriceModelSet | N
             terms = LoanTerms.model_validate(terms)
         except Exception as exc:  # pydantic.ValidationError -> one readable line per field
             raise LoanTermsError(_readable(exc)) from exc
+    unknown = unknown_price_names(terms, price_model_set)
+    if unknown:
+        name, reason = unknown[0]
+        raise LoanTermsError(f"{name}: {reason}")
+    return terms
+
+
+def unknown_price_names(terms: LoanTerms, price_model_set: PriceModelSet | None = None) -> list[tuple[str, str]]:
+    """``(field, reason)`` for each name of the terms the price model set does not know (``price_model``,
+    ``price_scenario``); empty when all are known."""
     pms = price_model_set or load_price_model()
+    out = []
     for name, look_up in (("price_model", pms.model), ("price_scenario", pms.scenario)):
         value = getattr(terms, name)
         if value is not None:
             try:
                 look_up(value)
             except ValueError as exc:  # PriceModelError
-                raise LoanTermsError(f"{name}: {exc}") from None
-    return terms
+                out.append((name, str(exc)))
+    return out
 
 
 def _readable(exc: Exception) -> str:
@@ -991,4 +1002,4 @@ def _readable(exc: Exception) -> str:
 
 
 __all__ = ["AssignedInsurance", "CollateralValuation", "LoanTerms", "LoanTermsError", "balance_schedule",
-           "check_loan_terms", "select_pledged", "value_collateral"]
+           "check_loan_terms", "select_pledged", "unknown_price_names", "value_collateral"]
