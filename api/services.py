@@ -298,8 +298,9 @@ def check_simulation_request(params, req: dict[str, Any]) -> None:
     pathway = req.get("climate_pathway")
     if pathway is None:
         return
-    climate = params.perils.get("climate")
-    known = sorted(climate.pathways) if climate is not None else ["current"]
+    from models.dynamics import climate_pathways
+
+    known = sorted(climate_pathways(params))
     if pathway not in known:
         raise ApiProblem(422, f"unknown climate pathway {pathway!r} of model {params.region!r}; known: {known}",
                          kind="invalid-simulation", title="Invalid simulation",

@@ -161,6 +161,13 @@ def _lognormal_mean_one(z: np.ndarray, cv: float) -> np.ndarray:
     return np.exp(sigma * z - 0.5 * sigma * sigma)
 
 
+def climate_pathways(params: ModelParameters) -> tuple[str, ...]:
+    """The climate pathways a parameter set defines (its ``perils.climate`` block); only ``current`` (today's
+    climate) without one."""
+    climate = params.perils.get("climate")
+    return tuple(climate.pathways) if climate is not None else ("current",)
+
+
 class ForestSimulator:
     """Simulate a portfolio's stands under growth uncertainty and perils.
 
@@ -237,16 +244,12 @@ class ForestSimulator:
         cascades = params.perils.get("cascades")
         self._cascades = cascades if (cascades is not None and cascades.enabled and self.switches.cascades) else None
         climate = params.perils.get("climate")
-        pathway_name = self.modifiers.climate_pathway or (climate.default_pathway if climate else None)
-        if climate is not None:
-            if pathway_name not in climate.pathways:
-                raise ValueError(f"unknown climate pathway {pathway_name!r}; known: {sorted(climate.pathways)}")
-            self.climate = climate.pathways[pathway_name]
-        else:
-            if self.modifiers.climate_pathway not in (None, "current"):
-                raise ValueError("this parameter set defines no climate pathways")
-            self.climate = None
-        self.climate_pathway = pathway_name or "current"
+        pathway_name = self.modifiers.climate_pathway or (climate.default_pathway if climate else None) or "current"
+        known = climate_pathways(params)
+        if pathway_name not in known:
+            raise ValueError(f"unknown climate pathway {pathway_name!r}; known: {sorted(known)}")
+        self.climate = climate.pathways[pathway_name] if climate is not None else None
+        self.climate_pathway = pathway_name
 
     # ------------------------------------------------------------------------------------------
     def _build_perils(self) -> list[Peril]:
@@ -529,4 +532,4 @@ class ForestSimulator:
         return np.maximum(c, 0.0)
 
 __all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "GroupSums", "Modifiers", "SimulationSwitches", "YearOutput",
-           "spread_draws"]
+           "climate_pathways", "spread_draws"]

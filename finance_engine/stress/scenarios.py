@@ -434,10 +434,10 @@ def _check_semantics(p: Path, spec: ScenarioFile) -> None:
 
 @lru_cache(maxsize=1)
 def _climate_pathways() -> tuple[str, ...]:
+    from models.dynamics import climate_pathways
     from models.parameters import load_parameters
 
-    climate = load_parameters("lishui").perils.get("climate")
-    return tuple(climate.pathways) if climate is not None else ("current",)
+    return climate_pathways(load_parameters("lishui"))
 
 
 def load_scenario(ref: str | Path, *, _seen: tuple[str, ...] = (), _relative_to: Path | None = None) -> StressScenario:
