@@ -185,21 +185,30 @@ def task_collateral_memo(ref: dict[str, Any], req: dict[str, Any]) -> tuple[str,
     return render_collateral_memo(v, title_suffix=name), clean(v.to_dict())
 
 
-def quote_inputs(req: dict[str, Any]):
-    """The typed cover, loading and layers of a quote request (raises the engine's input errors)."""
-    from finance_engine.insurance import cover_from_dict, default_loading
+def loading_from(ld: dict[str, Any] | None):
+    """A quote request's ``loading`` as the engine's ``Loading`` (None: the default); raises its input errors."""
+    from finance_engine.insurance import default_loading
+
+    return None if ld is None else default_loading(ld.get("method"), ld.get("parameter"),
+                                                   expense_ratio=ld.get("expense_ratio"),
+                                                   profit_ratio=ld.get("profit_ratio"),
+                                                   fixed_costs_cny=ld.get("fixed_costs_cny") or 0.0)
+
+
+def layer_from(layer: dict[str, Any]):
+    """One of a quote request's ``layers`` as the engine's ``LayerSpec``; raises its input errors."""
     from finance_engine.insurance.quote import LayerSpec
 
-    cover = cover_from_dict(req["cover"])
-    ld = req.get("loading")
-    loading = None if ld is None else default_loading(ld.get("method"), ld.get("parameter"),
-                                                      expense_ratio=ld.get("expense_ratio"),
-                                                      profit_ratio=ld.get("profit_ratio"),
-                                                      fixed_costs_cny=ld.get("fixed_costs_cny") or 0.0)
-    layers = [LayerSpec(attachment_cny=l["attachment_cny"], limit_cny=l["limit_cny"], basis=l.get("basis", "occurrence"),
-                        reinstatements=l.get("reinstatements"), reinstatement_pct=l.get("reinstatement_pct", 1.0),
-                        share=l.get("share", 1.0)) for l in req.get("layers") or []]
-    return cover, loading, layers
+    return LayerSpec(attachment_cny=layer["attachment_cny"], limit_cny=layer["limit_cny"],
+                     basis=layer.get("basis", "occurrence"), reinstatements=layer.get("reinstatements"),
+                     reinstatement_pct=layer.get("reinstatement_pct", 1.0), share=layer.get("share", 1.0))
+
+
+def quote_inputs(req: dict[str, Any]):
+    """The typed cover, loading and layers of a quote request (raises the engine's input errors)."""
+    from finance_engine.insurance import cover_from_dict
+
+    return cover_from_dict(req["cover"]), loading_from(req.get("loading")), [layer_from(l) for l in req.get("layers") or []]
 
 
 def task_quote(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:

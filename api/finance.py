@@ -299,8 +299,8 @@ def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str |
 def check_quote_inputs(req: dict[str, Any]) -> None:
     """Build the typed cover, loading, layers and subsidy now, so bad terms are a 422 before any work
     (a job is never accepted to fail on them); each problem names its field."""
-    from finance_engine.insurance import cover_from_dict, default_loading
-    from finance_engine.insurance.quote import LayerSpec
+    from api.compute import layer_from, loading_from
+    from finance_engine.insurance import cover_from_dict
     from finance_engine.insurance.subsidy import subsidy_shares
 
     def attempt(fn, fields: FieldMap):
@@ -315,16 +315,12 @@ def check_quote_inputs(req: dict[str, Any]) -> None:
         attempt(lambda: _price_models().model(cover["price_model"]), FieldMap({}, "body/cover/price_model"))
     ld = req.get("loading")
     if ld is not None:
-        attempt(lambda: default_loading(ld.get("method"), ld.get("parameter"), expense_ratio=ld.get("expense_ratio"),
-                                        profit_ratio=ld.get("profit_ratio"),
-                                        fixed_costs_cny=ld.get("fixed_costs_cny") or 0.0),
+        attempt(lambda: loading_from(ld),
                 FieldMap({"loading": "body/loading", **{n: f"body/loading/{n}" for n in (
                     "method", "parameter", "expense_ratio", "profit_ratio", "fixed_costs_cny", "rho", "lambda")}},
                     "body/loading"))
     for i, l in enumerate(req.get("layers") or []):
-        attempt(lambda l=l: LayerSpec(attachment_cny=l["attachment_cny"], limit_cny=l["limit_cny"],
-                                      basis=l.get("basis", "occurrence"), reinstatements=l.get("reinstatements"),
-                                      reinstatement_pct=l.get("reinstatement_pct", 1.0), share=l.get("share", 1.0)),
+        attempt(lambda l=l: layer_from(l),
                 FieldMap({"layer": f"body/layers/{i}", **{n: f"body/layers/{i}/{n}" for n in LAYER_NAMES}},
                          f"body/layers/{i}"))
     if req.get("subsidy") is not None:
