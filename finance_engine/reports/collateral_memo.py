@@ -34,7 +34,7 @@ def drivers_chart(v) -> str:
     return figure_to_data_uri(fig)
 
 
-def render_collateral_memo(v, title_suffix: str = "carbon-pledge loan") -> str:
+def render_collateral_memo(v, title_suffix: str = "carbon-pledge loan", extra_provenance: dict | None = None) -> str:
     probs = ("p_value_below_balance", "p_value_below_balance_mc_se", "p_top_up_call", "p_top_up_call_mc_se")
     by_year = v.by_year[["year", "balance_cny", "value_mean_cny", "value_mc_se_cny", "value_p05_cny", "value_p50_cny",
                          "value_p95_cny", "ltv_p95", *probs, "expected_top_up_cny"]]
@@ -47,5 +47,5 @@ def render_collateral_memo(v, title_suffix: str = "carbon-pledge loan") -> str:
         sensitivities=None if v.sensitivities is None else table_html(v.sensitivities,
                                                                       percent=("p_value_below_balance_any_time",
                                                                                "p_value_below_balance_any_time_mc_se")),
-        provenance=v.provenance,
+        provenance={**v.provenance, **(extra_provenance or {})},
     )

@@ -40,19 +40,33 @@ def fmt_number(v: Any, digits: int = 0) -> str:
     return str(v)
 
 
-def table_html(df: pd.DataFrame, digits: int = 0, percent: tuple[str, ...] = (),
-               decimals: dict[str, int] | None = None) -> str:
+def fmt_significant(v: Any) -> str:
+    """A number in a table of mixed figures (amounts, probabilities, ratios): amounts of 100 or more without
+    decimals, others with three significant digits, so a 0.94 % share is not shown as 0.01."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) not in (0, float("inf")):
+        if abs(v) >= 100:
+            return fmt_number(v, 0)
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:,.2f}"
+    return fmt_number(v)
+
+
+def table_html(df: pd.DataFrame, digits: int | None = 0, percent: tuple[str, ...] = (),
+               decimals: dict[str, int] | None = None, missing: str = "-") -> str:
+    """A table; ``digits=None`` formats each number by its size (:func:`fmt_significant`: for tables whose
+    columns mix amounts and probabilities); ``missing`` is what a cell without a value shows (``open`` for
+    an interval's open end: pandas never passes a missing cell to the formatters)."""
     fmt = {c: (lambda x: f"{x:.1%}") for c in percent if c in df.columns}
     for c, d in (decimals or {}).items():
         if c in df.columns:
             fmt[c] = (lambda x, d=d: fmt_number(x, d))
     for c in df.columns:
-        if c not in fmt and pd.api.types.is_float_dtype(df[c]):
-            fmt[c] = (lambda x, d=digits: fmt_number(x, d))
-    return df.to_html(index=False, formatters=fmt, border=0, classes="t", escape=True)
+        if c not in fmt and (digits is None or pd.api.types.is_float_dtype(df[c])):
+            fmt[c] = fmt_significant if digits is None else (lambda x, d=digits: fmt_number(x, d))
+    return df.to_html(index=False, formatters=fmt, border=0, classes="t", escape=True, na_rep=missing)
 
 
 def render(template: str, **context: Any) -> str:
     _env.filters["n"] = fmt_number
     _env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}%"
+    _env.filters["end"] = lambda v, d=0: "open" if v is None or v != v else fmt_number(v, d)  # an interval's end
     return _env.get_template(template).render(**context)

@@ -56,6 +56,19 @@ def premium_buildup_plot(q) -> str:
     return figure_to_data_uri(fig)
 
 
+def _cover_value(v) -> str:
+    """A cover term as a reader writes it: no Python ``None`` or dicts (a deductible is amount, unit, basis)."""
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_cover_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_cover_value(x) for x in v)
+    if isinstance(v, float):
+        return "unlimited" if v == float("inf") else f"{v:,.6g}"
+    return str(v)
+
+
 def render_quote_slip(q, title_suffix: str | None = None) -> str:
     """The quote slip HTML (exceedance plot, premium build-up, subsidy split, PML, layer table, provenance)."""
     d = _as_dict(q)
@@ -69,19 +82,21 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
     subsidy = pd.DataFrame({"payer": list(sub["shares"]), "share": list(sub["shares"].values()),
                             "amount_cny": [sub["amounts_cny"][k] for k in sub["shares"]]})
     layers = pd.DataFrame(d["layers"]) if d.get("layers") else None
-    if layers is not None:
-        layers = layers[["layer", "expected_layer_loss_cny", "reinsurance_premium_cny", "rate_on_line", "multiple",
-                         "prob_attachment", "prob_exhaustion"]]
+    if layers is not None:  # rate on line is on the upfront premium; the multiple on the expected total
+        layers = layers[[c for c in ("layer", "expected_layer_loss_cny", "reinsurance_premium_cny",
+                                     "reinsurance_premium_mc_se_cny", "upfront_premium_cny", "rate_on_line",
+                                     "multiple", "multiple_mc_se", "loading_method", "prob_attachment",
+                                     "prob_exhaustion") if c in layers.columns]]
     by_peril = pd.DataFrame(d["aal_by_peril"]) if d.get("aal_by_peril") else None
     by_level = pd.DataFrame(d["aal_by_level"]) if d.get("aal_by_level") else None
     return render(
         "quote_slip.html", title=f"Quote slip — {title_suffix}", title_suffix=title_suffix, q=d,
-        cover_items=[(k, v) for k, v in cover.items()],
+        cover_items=[(k, _cover_value(v)) for k, v in cover.items()],
         ep_plot=exceedance_plot(d), buildup_plot=premium_buildup_plot(d),
-        pml=table_html(pml_wide),
-        var_tvar=table_html(pd.DataFrame(d["risk"]["var_tvar"])),
+        pml=table_html(pml_wide, missing="open"),
+        var_tvar=table_html(pd.DataFrame(d["risk"]["var_tvar"]), percent=("level",), missing="open"),
         subsidy=table_html(subsidy, percent=("share",)),
-        layers=None if layers is None else table_html(layers, digits=0,
+        layers=None if layers is None else table_html(layers, digits=0, decimals={"multiple": 2, "multiple_mc_se": 2},
                                                       percent=("rate_on_line", "prob_attachment", "prob_exhaustion")),
         by_peril=None if by_peril is None else table_html(by_peril),
         by_level=None if by_level is None else table_html(by_level),

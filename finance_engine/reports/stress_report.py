@@ -47,6 +47,11 @@ def _county_plot(r) -> str:
     return figure_to_data_uri(fig)
 
 
+def _by_metric(df: pd.DataFrame) -> pd.DataFrame:
+    """A per-scenario table turned to one row per figure and one column per scenario."""
+    return df.set_index("scenario").T.rename_axis(index="metric", columns=None).reset_index()
+
+
 def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
     """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
     port_cols = list(r.portfolio.columns)  # every figure with its Monte Carlo error
@@ -57,14 +62,15 @@ def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: M
     return render(
         "stress_report.html", title=f"Stress test — {title_suffix}", title_suffix=title_suffix, r=r,
         scenarios=table_html(r.scenarios.drop(columns=["sha256"]).assign(sha256=r.scenarios.sha256.str[:12])),
-        portfolio=table_html(r.portfolio[port_cols].set_index("scenario").T.reset_index().rename(columns={"index": "metric"}), digits=2),
+        portfolio=table_html(_by_metric(r.portfolio[port_cols]), digits=None),
         plot_portfolio=_portfolio_plot(r), plot_county=_county_plot(r), county=table_html(county),
         concentration=table_html(r.concentration, digits=2, percent=("extra_loss_share_of_stock",)),
         footprints=None if r.footprints.empty else table_html(r.footprints, digits=3),
-        loans=None if r.loans.empty else table_html(r.loans, digits=2),
-        insurer=None if r.insurer.empty else table_html(r.insurer.set_index("scenario").T.reset_index(), digits=2),
-        budget=None if r.budget.empty else table_html(r.budget.drop(columns=["note"]).set_index("scenario").T.reset_index(), digits=0),
-        extra={k: table_html(v, digits=2) for k, v in (extra or {}).items()}, notes=r.notes,
+        loans=None if r.loans.empty else table_html(r.loans, digits=None),
+        insurer=None if r.insurer.empty else table_html(_by_metric(r.insurer), digits=None),
+        budget=None if r.budget.empty else table_html(_by_metric(r.budget.drop(columns=["note"])), digits=None),
+        budget_note=None if r.budget.empty else str(r.budget["note"].iloc[0]),
+        extra={k: table_html(v, digits=None) for k, v in (extra or {}).items()}, notes=r.notes,
         provenance={k: v for k, v in r.provenance.items()})
 
 

@@ -116,7 +116,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
         raise CLIError(str(exc)) from exc
     show_model_notes(v.provenance)
     if out is not None:
-        _write(v, out)
+        _write(v, out, _pledge_label(project_id, ids, pf.source))
         note(f"wrote {output}")
     if fmt == "json":
         echo_json(v.to_dict())
@@ -143,6 +143,8 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     click.echo(f"Largest loan for P(shortfall) <= {s['target_shortfall_probability']:.0%}: {s['max_loan_cny']:,.0f} CNY "
                f"({interval_text(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}); requested loan "
                f"{'within' if s['requested_loan_within_limit'] else 'ABOVE'} that limit")
+    click.echo(f"LTV at origination {r['ltv_at_origination']:.0%} against the pledge rate {v.terms['pledge_rate']:.0%}"
+               + (" -> ABOVE the pledge rate" if s["requested_ltv_exceeds_pledge_rate"] else ""))
     sec = v.security
     click.echo(f"Carbon covers {sec['carbon_cover_of_exposure']:.0%} of the exposure, {sec['carbon_share_of_security']:.0%} "
                "of the security" + (" -> credit enhancement only" if sec["credit_enhancement_only"] else ""))
@@ -170,7 +172,17 @@ def _check_terms(terms: dict, terms_file: str | None):
         raise CLIError(f"{terms_file or 'loan terms'}: {exc}") from None
 
 
-def _write(v, out: OutputFile) -> None:
+def _pledge_label(project_id: str | None, ids: list[str] | None, source: str) -> str:
+    """What was pledged, for a report's title: the project, the parcels, or the whole portfolio."""
+    if project_id is not None:
+        return f"project {project_id} of {source}"
+    if ids is not None:
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        return f"parcels {shown} of {source}"
+    return f"the whole portfolio {source}"
+
+
+def _write(v, out: OutputFile, pledge: str = "carbon-pledge loan") -> None:
     if out.suffix == ".json":
         out.write_text(json_text(v))
     elif out.suffix == ".xlsx":
@@ -198,7 +210,10 @@ def _write(v, out: OutputFile) -> None:
     else:
         from finance_engine.reports.collateral_memo import render_collateral_memo
 
-        out.write_text(render_collateral_memo(v))
+        # the memo names the pledge and the files it was made from (with their SHA-256), as the workbook does
+        doc = out.provenance(v.provenance)
+        inputs = "; ".join(f"{i['role']}: {i['path']} (sha256 {str(i['sha256'])[:12]})" for i in doc["inputs"])
+        out.write_text(render_collateral_memo(v, title_suffix=pledge, extra_provenance={"inputs": inputs}))
 
 
 def _flat(d: dict) -> dict:
