@@ -36,6 +36,10 @@ def test_the_quote_slip_shows_levels_open_ends_and_the_premiums_errors(params):
     gp = q.to_dict()["premium"]
     assert f"{gp['gross_premium_cny']:,.0f} ± {gp['gross_premium_mc_se_cny']:,.0f}" in t
     assert "upfront_premium_cny" in t and "cost of capital on its TVaR" in t
+    # a parameter sd clipped at 0 (the estimate below zero) is not resolved, not zero
+    d = q.to_dict()
+    d["premium"]["parameter_sd_cny"] = 0.0
+    assert "not resolved" in _text(render_quote_slip(d))
 
 
 def test_the_memo_checks_the_pledge_rate(params):

@@ -372,7 +372,8 @@ function renderQuote(fin) {
   exceedanceChart($("#chart-quote-ep"), { points: ep, title: t("chart_quote_ep"), xLabel: t("axis_payout"), yLabel: t("axis_prob") });
   table($("#quote-pml"), q.risk.pml || [], [
     ["basis", "col_basis", (x) => x, false], ["return_period_years", "col_return_period", (x) => fmt(x, 0)],
-    ["loss", "col_pml", cny], ["ci_low", "col_ci_low", cny], ["ci_high", "col_ci_high", cny],
+    ["loss", "col_pml", cny], ["ci_low", "col_ci_low", cny],
+    ["ci_high", "col_ci_high", (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x))],  // an open end
   ]);
   const sub = q.subsidy;
   $("#quote-subsidy-cap").textContent = t("quote_subsidy", { scheme: sub.scheme });
