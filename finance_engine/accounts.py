@@ -137,9 +137,8 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
         stock[method] = sim.initial_carbon_tc_per_ha() * area * co2
         parcel[f"stock_{method}_tco2e_kg"] = _to_kg(stock[method])
     sim = ForestSimulator(params, portfolio)
-    mort = params.file.growth_uncertainty.background_mortality_rate.value
-    potential = (sim.expected_annual_sink_tc_per_ha() * (1 - mort)
-                 - sim.initial_carbon_tc_per_ha() * mort) * area * co2
+    # the curves' net change: background mortality is inside the yield curves (models.growth)
+    potential = sim.expected_annual_sink_tc_per_ha() * area * co2
     parcel["potential_sink_tco2e_per_yr_kg"] = _to_kg(potential)
     levels_for_se = ("portfolio", *LEVELS)
     se_rows: dict[str, pd.Series] = {}

@@ -14,7 +14,8 @@ transcendental functions:
 3. :func:`_maturity` -- ``u' = 1 - (1 - u) exp(-k m)`` (formulas in :mod:`models.growth`);
 4. ``numpy.log``, ``*= c``, ``numpy.exp`` -- ``u'**c`` as ``exp(c log u')``;
 5. :func:`_finish` -- volume -> carbon (:mod:`models.carbon`), the bamboo step, background
-   mortality, ageing, and the weighted start-stock and growth group sums.
+   mortality's flux (reported, not taken off: the curves are net of it), ageing, and the weighted
+   start-stock and gross-growth group sums.
 
 Steps 1, 3 and 5 are made of small passes over the rows of a tile, written so the compiler
 vectorises them (zero-based loops over few arrays; see the note above :func:`_exponents`).
@@ -71,7 +72,6 @@ class TreeGrowth:
     a_mult: np.ndarray      # (n_paths, n_species)
     k_mult: np.ndarray      # (n_paths, n_species)
     shape: np.ndarray       # (n_tree,) Chapman-Richards c
-    keep_pow: np.ndarray    # (n_tree,) keep ** (1/c): maturity kept by background mortality
     slope: np.ndarray       # (n_tree,) tC per m3
     intercept: np.ndarray   # (n_tree,) tC/ha (Fang; 0 for BEF)
     ramp: float             # m3/ha (Fang)
@@ -146,48 +146,45 @@ def _maturity(r0, r1, j0, jt, u, e):
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees_wide(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+def _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                      slope, intercept, ramp, fang, keep, with_mortality):
     """:func:`_grow_trees` on wide rows: each row's arrays taken as views (they vectorise best)."""
     n = jt - j0
-    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
+    ab, af, sp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt]
     sl, ic = slope[j0:jt], intercept[j0:jt]
     for i in range(r0, r1):
         b = i - r0
         g1, g2, up, am = c1[b, :n], c0[b, :n], u_pow[b, :n], a_mult[i]
         for j in range(n):
             g1[j] = ab[j] * am[sp[j]]  # the drawn asymptote (a gather: its own loop)
-        # grown carbon into g1, carbon after mortality into g2
+        # the curve's carbon into g2 (the new stock), gross growth's end point into g1
         if fang and with_mortality:
             for j in range(n):
                 a = g1[j]
                 v1 = (a if a >= af[j] else af[j]) * up[j]  # never below today's volume
-                g1[j] = _tree_carbon(v1, sl[j], ic[j], ramp, True)
-                g2[j] = _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True)
+                c = _tree_carbon(v1, sl[j], ic[j], ramp, True)
+                g2[j] = c
+                g1[j] = c + (c - _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True))
         else:
             for j in range(n):
                 a = g1[j]
                 v1 = (a if a >= af[j] else af[j]) * up[j]
-                g1[j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+                g2[j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
             if with_mortality:
                 for j in range(n):
-                    g2[j] = g1[j] * keep  # BEF carbon is proportional to volume
+                    g1[j] = g2[j] + g2[j] * (1.0 - keep)  # BEF carbon is proportional to volume
             else:
                 for j in range(n):
-                    g2[j] = g1[j]
+                    g1[j] = g2[j]
         cr = carbon[i, j0:jt]
         for j in range(n):  # new carbon in, start carbon out
             t = cr[j]
             cr[j] = g2[j]
             g2[j] = t
-        if with_mortality:
-            ur = u[i, j0:jt]
-            for j in range(n):
-                ur[j] *= kp[j]
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees_narrow(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+def _grow_trees_narrow(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                        slope, intercept, ramp, fang, keep, with_mortality):
     """:func:`_grow_trees_wide` for short rows (a loan's few parcels): the same arithmetic in the same
     order, indexing the tile's 2-D views instead of taking a view of each row, whose reference
@@ -195,38 +192,36 @@ def _grow_trees_narrow(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, speci
     wide rows the row views vectorise better (15 % faster on the 5,000-parcel demo).
     """
     n = jt - j0
-    ab, af, sp, kp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt], keep_pow[j0:jt]
+    ab, af, sp = a_base[j0:jt], a_floor[j0:jt], species[j0:jt]
     sl, ic = slope[j0:jt], intercept[j0:jt]
-    cr, ur = carbon[:, j0:jt], u[:, j0:jt]
+    cr = carbon[:, j0:jt]
     for i in range(r0, r1):
         b = i - r0
         for j in range(n):
             c1[b, j] = ab[j] * a_mult[i, sp[j]]  # the drawn asymptote (a gather: its own loop)
-        # grown carbon into c1, carbon after mortality into c0
+        # the curve's carbon into c0 (the new stock), gross growth's end point into c1
         if fang and with_mortality:
             for j in range(n):
                 a = c1[b, j]
                 v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]  # never below today's volume
-                c1[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, True)
-                c0[b, j] = _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True)
+                c = _tree_carbon(v1, sl[j], ic[j], ramp, True)
+                c0[b, j] = c
+                c1[b, j] = c + (c - _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True))
         else:
             for j in range(n):
                 a = c1[b, j]
                 v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]
-                c1[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+                c0[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
             if with_mortality:
                 for j in range(n):
-                    c0[b, j] = c1[b, j] * keep  # BEF carbon is proportional to volume
+                    c1[b, j] = c0[b, j] + c0[b, j] * (1.0 - keep)  # BEF carbon is proportional to volume
             else:
                 for j in range(n):
-                    c0[b, j] = c1[b, j]
+                    c1[b, j] = c0[b, j]
         for j in range(n):  # new carbon in, start carbon out
             t = cr[i, j]
             cr[i, j] = c0[b, j]
             c0[b, j] = t
-        if with_mortality:
-            for j in range(n):
-                ur[i, j] *= kp[j]
 
 
 #: tree columns below which a tile's rows take the indexed pass (:func:`_grow_trees_narrow`)
@@ -234,20 +229,21 @@ NARROW_ROW = 100
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+def _grow_trees(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                 slope, intercept, ramp, fang, keep, with_mortality):
-    """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), then background mortality.
+    """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), and background mortality's flux.
 
-    On exit ``carbon`` holds the carbon after mortality, ``c0`` the start carbon and ``c1`` the
-    grown carbon (before mortality); mortality keeps a share ``keep`` of the volume: ``u -> u
-    keep^(1/c)``, so ``A u^c -> keep A u^c``. Two passes with the same arithmetic, chosen by the
-    row width.
+    On exit ``carbon`` holds the curve's carbon, ``c0`` the start carbon and ``c1`` the end point of
+    gross growth: the curve's carbon plus the background mortality flux, the carbon of the share
+    ``1 - keep`` of the volume that died during the year. The yield curves give standing (surviving)
+    volume, so the mortality is already inside them: it is reported, not taken off the stand again
+    (:mod:`models.growth`). Two passes with the same arithmetic, chosen by the row width.
     """
     if jt - j0 < NARROW_ROW:
-        _grow_trees_narrow(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+        _grow_trees_narrow(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                            slope, intercept, ramp, fang, keep, with_mortality)
     else:
-        _grow_trees_wide(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, c0, c1, keep_pow,
+        _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                          slope, intercept, ramp, fang, keep, with_mortality)
 
 
@@ -257,7 +253,8 @@ def _grow_bamboo(r0, r1, j0, jt, j1, n_tree, carbon, age, c0, c1, managed_now, b
     """Bamboo of a tile: logistic recovery toward the managed level plus the drift, capped.
 
     On entry ``c0`` holds ``exp(-rate m)`` and ``c1`` the multiplier ``m``; on exit they hold the
-    start and the grown carbon, and ``carbon`` the carbon after background mortality.
+    start carbon and the end point of gross growth (the new carbon plus background mortality's flux,
+    which the managed level and the drift, measured net, already include), and ``carbon`` the new carbon.
     """
     n, off = j1 - jt, jt - j0
     mn, cl = managed_now[jt - n_tree:j1 - n_tree], bamboo_ceiling[jt - n_tree:j1 - n_tree]
@@ -276,8 +273,8 @@ def _grow_bamboo(r0, r1, j0, jt, j1, n_tree, carbon, age, c0, c1, managed_now, b
             if ag[j] < 0.0:
                 bc = 0.0
             e[j] = start
-            m[j] = bc
-            cr[j] = bc * keep if with_mortality else bc
+            m[j] = bc + bc * (1.0 - keep) if with_mortality else bc
+            cr[j] = bc
 
 
 @nb.njit(cache=True, nogil=True)
@@ -331,19 +328,19 @@ def _dense(r0, r1, j0, j1, c0, c1, carbon, growth_out, mortality_out):
 
 
 @nb.njit(cache=True, nogil=True)
-def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_pow, e, m, keep_pow,
+def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_pow, e, m,
             slope, intercept, ramp, fang, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
             with_mortality, group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
-    """Carbon after growth and mortality, ageing, and sums or dense outputs.
+    """The new carbon, ageing, and sums or dense outputs.
 
-    The start carbon ``c0`` and grown carbon ``c1`` (before background mortality) of each pair are
-    kept in ``e`` and ``m``, which are spent once the new carbon is known, for the sums and dense
-    outputs.
+    The start carbon ``c0`` and the end point of gross growth ``c1`` (new carbon plus background
+    mortality's flux) of each pair are kept in ``e`` and ``m``, which are spent once the new carbon is
+    known, for the sums and dense outputs.
     """
     nt = u.shape[1]
     jt = min(max(j0, nt), j1)  # tree columns j0..jt-1, bamboo jt..j1-1
     if jt > j0:
-        _grow_trees(r0, r1, j0, jt, carbon, u, a_base, a_floor, a_mult, species, u_pow, e, m, keep_pow, slope,
+        _grow_trees(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, e, m, slope,
                     intercept, ramp, fang, keep, with_mortality)
     if j1 > jt:
         _grow_bamboo(r0, r1, j0, jt, j1, nt, carbon, age, e, m, managed_now, bamboo_ceiling, bamboo_drift,
@@ -357,12 +354,16 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
 
 def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
               keep, sums, dense):
-    """One year of growth and background mortality for a block of paths, in place.
+    """One year of growth for a block of paths, in place, with background mortality's flux.
+
+    The stand follows its yield curve (standing volume, net of the trees that die) or the bamboo
+    model (net); gross growth is that net change plus background mortality, which is reported as a
+    flux (``1 - keep`` of the end stock) and not taken off the stand a second time.
 
     Parameters
     ----------
     carbon : (n_paths, n_parcels) float64, tC/ha
-        Stand carbon at the start of the year; left at its value after growth and mortality.
+        Stand carbon at the start of the year; left at its value at the end of the year.
     u : (n_paths, n_tree) float64
         Relative maturity of the tree parcels (the first ``n_tree`` parcels), in place.
     age : (n_paths, n_parcels) float32, years
@@ -380,12 +381,13 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
         ceiling of each bamboo parcel (tC/ha), recovery rate (1/yr), management drift (tC/ha/yr)
         and establishment stock (tC/ha).
     keep : float
-        Share of the stock kept by background mortality (``1 - rate``); 1 for none.
+        ``1 -`` the background mortality rate (1/yr): the flux is ``1 - keep`` of the end stock's
+        volume; 1 reports none.
     sums : tuple or None
         ``(group, weight, stock_sums, growth_sums)``: ``stock_sums[i, group[j]] += weight[j] *
-        carbon_start[i, j]`` and the same for growth, in ascending parcel order per row.
+        carbon_start[i, j]`` and the same for gross growth, in ascending parcel order per row.
     dense : tuple or None
-        ``(growth_out, mortality_out)``: growth and background mortality per pair (tC/ha).
+        ``(growth_out, mortality_out)``: gross growth and background mortality per pair (tC/ha).
     """
     n_paths, n = carbon.shape
     nt = u.shape[1]
@@ -422,7 +424,7 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
                     _scale_columns(pt, tree.shape[j0:jt])
                     np.exp(pt, out=pt)
                 _finish(r0, r1, j0, j1, carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, pt,
-                        eb, mb, tree.keep_pow, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
+                        eb, mb, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
                         ceiling, b_drift, establishment, keep, keep < 1.0, group, weight, ss, gs, sums is not None,
                         go, mo, dense is not None)
 

@@ -46,6 +46,9 @@ class SimulationSwitches:
     asymptotes and rates (``growth_parameter_uncertainty``) and the perils' long-run rates and
     severities (``peril_parameter_uncertainty``, the parameter file's ``peril_uncertainty``). Off,
     neither is drawn; each sub-switch turns its part off alone (the valuation's driver attribution does).
+    ``background_mortality`` reports the background mortality flux and gross growth beside the net
+    change; off, growth is reported net and mortality as 0. The stock is the same either way: the yield
+    curves already net it out (:mod:`models.growth`).
     """
 
     parameter_uncertainty: bool = True
@@ -292,7 +295,8 @@ class ForestSimulator:
     def expected_annual_sink_tc_per_ha(self) -> np.ndarray:
         """First-year carbon gain of each parcel with every multiplier at 1 and no losses (tC/ha/yr).
 
-        Gross of background mortality: this is the deterministic "expected sink" of today's stands.
+        The net change along the curves (background mortality is inside them: :mod:`models.growth`):
+        the deterministic "potential sink" of today's stands, before any peril.
         """
         g = self.growth
         u0 = (np.clip(g.initial_volume_m3_per_ha / g.asymptote_m3_per_ha, 0, 1 - 1e-12)) ** (1 / g.shape)
@@ -348,7 +352,7 @@ class ForestSimulator:
             species=np.ascontiguousarray(sp[:nt], dtype=np.intp),
             a_mult=np.ascontiguousarray(a_mult, dtype=np.float64),
             k_mult=np.ascontiguousarray(k_mult, dtype=np.float64),
-            shape=shape, keep_pow=np.ascontiguousarray(keep ** (1.0 / shape)),
+            shape=shape,
             slope=np.ascontiguousarray(tf.slope, dtype=np.float64),
             intercept=np.ascontiguousarray(tf.intercept, dtype=np.float64),
             ramp=float(tf.ramp_volume), fang=tf.method != "bef")

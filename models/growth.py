@@ -23,6 +23,16 @@ every stand gains the management drift on top: ``C' = min(K, L(C) + g m)``. The 
 rises by the management drift ``g`` per year (denser culm stands under intensive
 management; Zhejiang NFI 2009-14, Xu et al. 2017) up to the biological ceiling ``K`` (Wang et al.).
 Established stands therefore sink about ``g`` ≈ 0.54 tC/ha/yr, the published Zhejiang figure.
+
+Background mortality
+--------------------
+Yield tables give the standing (surviving) volume of stands at each age, and the Zhejiang bamboo
+figures are net changes of the standing stock, so the trees and culms that die every year are
+already inside both: the stand follows its curve, and background mortality (the NFI's 枯损, a rate
+of the stock) is a flux reported beside it, with gross growth the net change plus that flux, as in
+the NFI's accounts (gross increment - mortality = net increment). Taking it off the stand again
+would count it twice (CBM-CFS3 reads its net yield curves the same way). The perils' losses are not
+in the curves: they are taken off the stand.
 """
 
 from __future__ import annotations
@@ -116,7 +126,9 @@ def resolve_growth(params: ModelParameters, species_code: np.ndarray, site_code:
 
     Trees without a measured volume start on their site's yield curve at their age. With a measured
     volume, the asymptote is rescaled so the curve passes through the measurement (bounded to
-    ``MEASURED_SCALE_BOUNDS``; a stand more than 4x off its yield table is treated as 4x).
+    ``MEASURED_SCALE_BOUNDS``; a stand more than 4x off its yield table is treated as 4x). A measured
+    bamboo stand's managed level is rescaled the same way, by its measurement over the site's carbon at
+    its age (``measured_scale`` holds either factor).
     """
     t = params.tables
     sc = np.asarray(species_code, dtype=np.intp)
@@ -155,9 +167,15 @@ def resolve_growth(params: ModelParameters, species_code: np.ndarray, site_code:
     if bamboo_carbon_tc_per_ha is not None:
         mb = np.asarray(bamboo_carbon_tc_per_ha, dtype=np.float64)
         has_b = is_bamboo & np.isfinite(mb)
+        # as for trees, a measurement off the site's curve at the stand's age rescales the stand's
+        # managed level (its productivity): an old stand measured below its site's level is managed
+        # there, not "recovering" toward the site's level (which would credit a sink no stand shows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw_b = np.where(init_b > 1e-9, mb / init_b, np.nan)
+        ok_b = has_b & np.isfinite(raw_b) & (mb > 0)
+        scale[ok_b] = np.clip(raw_b[ok_b], *MEASURED_SCALE_BOUNDS)
+        managed = np.where(ok_b, managed * scale, managed)
         init_b = np.where(has_b, mb, init_b)
-        # a measured stand above its site's managed level is managed at its measured level
-        managed = np.where(has_b, np.maximum(managed, mb), managed)
     return GrowthInputs(
         is_bamboo=is_bamboo, asymptote_m3_per_ha=asym, rate_per_year=k, shape=c,
         initial_volume_m3_per_ha=init_v, bamboo_managed_tc_per_ha=managed,

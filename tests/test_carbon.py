@@ -23,7 +23,7 @@ def test_chinese_fir_150_m3_fang_about_41(params):
     assert c == pytest.approx(41.3, abs=0.1)
     # the two methods differ by about 15-20 % (the structural band the reference quotes)
     bef = carbon_factors(params, _code(params, "chinese_fir"), "bef").tc_per_ha(np.array([150.0]))[0]
-    assert 0.12 <= (bef - c) / bef <= 0.20
+    assert 0.15 <= (bef - c) / bef <= 0.20
 
 
 def test_masson_pine_100_m3_bef(params):
