@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from finance_engine.reports.html import fmt_significant
@@ -70,3 +71,180 @@ def test_the_stress_report_explains_the_budgets_total(params):
                         settings=StressSettings(years=2, paths=16), footprints=False)
     t = _text(render_stress_report(r))
     assert "total = premium subsidies + buy-back cost" in t and " index " not in t
+
+
+def test_one_rule_reads_a_clipped_parameter_sd_as_not_resolved():
+    from finance_engine.reports.html import fmt_parameter_sd, parameter_sd_resolved
+
+    # the estimator clips a negative variance component at 0: with a figure that varies, that 0 is not resolved
+    assert not parameter_sd_resolved(0.0, 12.5) and not parameter_sd_resolved(0.0, None)
+    assert fmt_parameter_sd(0.0, 12.5) == "not resolved"
+    assert fmt_parameter_sd(0.0, 12.5, note=True).startswith("not resolved (0: the spread across parameter sets")
+    # a figure that does not vary at all (a scenario's difference from itself) has an exact 0
+    assert parameter_sd_resolved(0.0, 0.0) and fmt_parameter_sd(0.0, 0.0) == "0"
+    assert fmt_parameter_sd(1234.4, 50.0) == "1,234" and fmt_parameter_sd(0.0123, 0.5, digits=None) == "0.0123"
+    assert fmt_parameter_sd(None, 3.0) == "-" and fmt_parameter_sd(float("nan"), 3.0) == "-"
+
+
+def _stress(params, **switches):
+    from finance_engine.stress.registry import DEMO_REGISTRY_PATH, read_registry
+    from finance_engine.stress.run import StressSettings, run_stress_test
+    from models.demo import demo_portfolio_path
+    from models.dynamics import SimulationSwitches
+    from models.portfolio import load_portfolio
+
+    pf = load_portfolio(demo_portfolio_path(), params)
+    st = StressSettings(years=2, paths=16, switches=SimulationSwitches(**switches))
+    return run_stress_test(pf, params, ["baseline"], registry=read_registry(DEMO_REGISTRY_PATH), settings=st,
+                           footprints=False)
+
+
+def _row(html: str, name: str) -> list[str]:
+    """The cells of the table row whose first cell is ``name``."""
+    m = re.search(rf"<tr>\s*<td>{re.escape(name)}</td>(.*?)</tr>", html, flags=re.S)
+    assert m, name
+    return re.findall(r"<td>(.*?)</td>", m.group(1))
+
+
+def test_the_stress_report_says_a_clipped_parameter_sd_is_not_resolved(params):
+    import dataclasses
+
+    from finance_engine.reports.stress_report import render_stress_report
+
+    r = _stress(params)
+    assert r.settings.switches.parameter_uncertainty
+    port, hz = r.portfolio.copy(), r.horizon.copy()
+    for df in (port, hz):  # every parameter sd resolved (5 units) but two clipped at 0 below
+        for c in [c for c in df.columns if c.endswith("parameter_sd")]:
+            df[c] = np.where(df[c.replace("parameter_sd", "mc_se")] > 0, 5.0, df[c])
+    assert port.at[0, "stock_end_tco2e_mc_se"] > 0
+    port.loc[0, "stock_end_tco2e_parameter_sd"] = 0.0
+    county = hz.index[(hz.level == "county") & (hz.metric == "cumulative_loss_tco2e") & (hz.mc_se > 0)][0]
+    hz.loc[county, "parameter_sd"] = 0.0
+    html = render_stress_report(dataclasses.replace(r, portfolio=port, horizon=hz))
+    assert _row(html, "stock_end_tco2e_parameter_sd") == ["not resolved"]
+    assert _row(html, "cumulative_loss_tco2e_parameter_sd") == ["5.00"]
+    # the baseline against itself: no difference on any path, an exact 0 (not "not resolved")
+    assert port.at[0, "stock_end_tco2e_diff_mc_se"] == 0 and _row(html, "stock_end_tco2e_diff_parameter_sd") == ["0"]
+    t = _text(html)
+    assert t.count("not resolved") == 2 + 2  # one cell and its table's footnote, twice
+    assert t.count("clipped at 0 (0: the spread across parameter sets is below the Monte Carlo noise") == 2
+    assert "switched off" not in t
+
+
+def test_the_stress_report_shows_no_parameter_sd_without_parameter_uncertainty(params):
+    from finance_engine.reports.stress_report import render_stress_report
+
+    r = _stress(params, parameter_uncertainty=False)
+    # the engine's tables carry zeros for it: "off", which must not read as "not resolved" nor as 0
+    sd_cols = [c for c in r.portfolio.columns if c.endswith("parameter_sd")]
+    assert sd_cols and (r.portfolio[sd_cols] == 0).all().all() and (r.horizon.parameter_sd == 0).all()
+    html = render_stress_report(r)
+    t = _text(html)
+    assert "parameter_sd" not in html and "not resolved" not in t
+    assert "Parameter uncertainty was switched off" in t
+
+
+def _valuation(params, **kw):
+    from finance_engine.collateral import value_collateral
+    from models.demo import demo_portfolio_path
+    from models.portfolio import load_portfolio
+
+    demo = load_portfolio(demo_portfolio_path(), params)
+    terms = {"amount_cny": 5e6, "term_years": 3, "interest_rate": 0.04, "crediting_horizon_years": 10,
+             "forest_right_mortgage_cny": 2e5, "guarantee_cny": 1e5}
+    return value_collateral(demo, params, terms, project_id="LS-LQ-P03", paths=64, sensitivities=False, **kw)
+
+
+def test_the_memo_drivers_chart_has_the_tables_error_bars(params, monkeypatch):
+    from matplotlib.container import BarContainer
+
+    from finance_engine.reports import collateral_memo
+
+    v = _valuation(params, attribution=True, attribution_paths=32)
+    figs = []
+    monkeypatch.setattr(collateral_memo, "figure_to_data_uri", lambda fig: figs.append(fig) or "data:,")
+    collateral_memo.drivers_chart(v)
+    (ax,) = figs[0].axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert bars.errorbar is not None, "the drivers chart has no error bars"
+    d = v.drivers[v.drivers.driver != "full model"]
+    half = [abs(seg[1][0] - seg[0][0]) / 2 for seg in bars.errorbar.lines[2][0].get_segments()]
+    assert half == pytest.approx(1.96 * d.value_effect_mc_se_cny.to_numpy(), rel=1e-9)
+    assert "95 % CI" in ax.get_xlabel()
+
+
+def test_the_memo_explains_the_expected_shortfall_as_the_code_defines_it(params):
+    from finance_engine.collateral import LoanTerms, balance_schedule
+    from finance_engine.price import load_price_model
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    v = _valuation(params, attribution=True, attribution_paths=64)  # the attribution's base run is the valuation's
+    t = _text(render_collateral_memo(v))
+    i = t.index("expected_shortfall_cny (CNY):")
+    note = t[i:i + 1500]
+    assert "summed over the 3 years of the loan and averaged over the paths" in note
+    assert "liquidation cost (5%)" in note and "discounted at 4.5% over the 0.5-year sale" in note
+    assert "forest-right mortgage (200,000 CNY) and the guarantee (100,000 CNY)" in note
+    assert "not as an expected credit loss" in note
+    # the recipe the note gives reproduces the full model's figure
+    terms = LoanTerms(**v.terms)
+    T, n = terms.term_years, v.provenance["paths"]
+    bal = balance_schedule(terms)[:T, None]
+    haircut = load_price_model().liquidity_haircut.draws(np.arange(n), v.provenance["seed"])
+    assert haircut.mean() == pytest.approx(v.value_today["liquidity_haircut_mean"])
+    sale = ((1 - haircut) * (1 - terms.liquidation_cost_fraction)
+            * (1 + terms.discount_rate) ** -terms.liquidation_time_years)
+    recovery = v.paths["value"][1:T + 1] * sale + terms.forest_right_mortgage_cny + terms.guarantee_cny
+    want = np.maximum(bal - recovery, 0.0).sum(axis=0).mean()
+    got = v.drivers.set_index("driver").at["full model", "expected_shortfall_cny"]
+    assert got > 0 and got == pytest.approx(want, rel=1e-9)
+
+
+def test_the_memo_says_a_clipped_value_sd_is_not_resolved(params):
+    import dataclasses
+
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    v = _valuation(params, attribution=False)
+    label = "Parameter uncertainty of the value (sd, CNY)"
+    t = _text(render_collateral_memo(dataclasses.replace(v, value_today={**v.value_today, "parameter_sd_cny": 0.0})))
+    assert (f"{label}: growth curves, peril rates and damage scales not resolved (0: the spread across parameter "
+            "sets is below the Monte Carlo noise at these paths)") in t
+    t = _text(render_collateral_memo(dataclasses.replace(v, value_today={**v.value_today, "parameter_sd_cny": None})))
+    assert label not in t and "not resolved" not in t  # no parameter uncertainty: no row, not "not resolved"
+
+
+def test_the_slip_says_a_price_floor_covers_no_peril(params):
+    from finance_engine.insurance import PriceFloorCover, StockLossCover, quote
+    from finance_engine.reports.quote_slip import render_quote_slip
+    from models.portfolio import validate_frame
+
+    pf = validate_frame(make_frame(120, seed=4), params, source="slip")
+    q = quote(PriceFloorCover(80.0, volume_tco2e=1000.0), pf, params, paths=64, seed=3)
+    html = render_quote_slip(q)
+    perils = [r["peril"] for r in q.to_dict()["aal_by_peril"]]
+    assert len(perils) >= 4
+    for p in perils:  # the table's covered column: no peril is covered
+        assert _row(html, p)[0] == "no", p
+    t = _text(html)
+    assert "ground-up, not covered: destroyed stock at the strike price" in t
+    assert "pays on the carbon price, not on the perils" in t and "fixed volume of 1,000 tCO2e" in t
+    # a stock-loss cover still lists the perils it covers
+    q = quote(StockLossCover(60.0, perils=("fire", "typhoon")), pf, params, paths=64, seed=3)
+    html = render_quote_slip(q)
+    assert _row(html, "fire")[0] == "True" and _row(html, "drought")[0] == "False"
+    assert "pays on the carbon price" not in _text(html)
+
+
+def test_the_slip_reads_an_exact_zero_sd_as_zero(params):
+    from finance_engine.insurance import StockLossCover, quote
+    from finance_engine.reports.quote_slip import render_quote_slip
+    from models.portfolio import validate_frame
+
+    pf = validate_frame(make_frame(60, seed=4), params, source="slip")
+    d = quote(StockLossCover(60.0), pf, params, paths=64, seed=3).to_dict()
+    label = "Parameter uncertainty of the pure premium (sd, CNY): growth curves, peril rates and damage scales"
+    # no payout on any path: the premium does not vary, and its parameter sd is an exact 0
+    d["premium"].update(parameter_sd_cny=0.0, pure_premium_mc_se_cny=0.0)
+    assert f"{label} 0 " in _text(render_quote_slip(d))

@@ -26,10 +26,15 @@ def fan_chart(v) -> str:
 
 
 def drivers_chart(v) -> str:
+    """Each driver's value effect (CNY) with the 95 % CI of its paired (common random numbers) difference,
+    as in the drivers table (``value_effect_mc_se_cny``)."""
     d = v.drivers[v.drivers.driver != "full model"]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1))
-    ax.barh(d.driver, d.value_effect_cny, color=np.where(d.value_effect_cny > 0, "#2e6b3a", "#a00"))
-    ax.set_xlabel("value gained when the driver is switched off (CNY)")
+    se = d["value_effect_mc_se_cny"].to_numpy(dtype=float) if "value_effect_mc_se_cny" in d else None
+    ax.barh(d.driver, d.value_effect_cny, color=np.where(d.value_effect_cny > 0, "#2e6b3a", "#a00"),
+            xerr=None if se is None else 1.96 * se, ecolor="#333", capsize=3)
+    ax.set_xlabel("value gained when the driver is switched off (CNY; whiskers: 95 % CI of the paired difference)"
+                  if se is not None else "value gained when the driver is switched off (CNY)")
     ax.invert_yaxis()
     return figure_to_data_uri(fig)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,56 @@ def fmt_significant(v: Any) -> str:
     return fmt_number(v)
 
 
+# A parameter (epistemic) sd is the variance-components estimate sqrt(max(0, (MSB - MSW) / m)) over the paths'
+# parameter sets (finance_engine.simulation.summary.nested_moments). An estimate below zero is clipped at 0:
+# the paths do not resolve the parameters' spread, so that 0 reads "not resolved", never "no spread". A run
+# without parameter uncertainty has no parameter sd at all (None, or a table's columns left out), which is
+# "off", not "not resolved". The dashboard applies the same rule (api/static/js/i18n.js, paramSd).
+NOT_RESOLVED = "not resolved"
+NOT_RESOLVED_NOTE = "0: the spread across parameter sets is below the Monte Carlo noise at these paths"
+NOT_RESOLVED_FOOTNOTE = (f"{NOT_RESOLVED}: a parameter sd whose variance-components estimate fell below zero and was "
+                         f"clipped at 0 ({NOT_RESOLVED_NOTE}; more paths may resolve it).")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parameter_sd_resolved(sd: Any, mc_se: Any = None) -> bool:
+    """False for a parameter sd of exactly 0 that the estimator clipped: the figure varies (its Monte Carlo
+    error ``mc_se`` is above 0, or unknown) but the spread across parameter sets is not resolved. A 0 whose
+    figure does not vary at all (``mc_se`` exactly 0: a scenario's difference from itself, a premium with no
+    payout) is an exact 0, and any other value is resolved as it is."""
+    if not _finite(sd) or sd != 0:
+        return True
+    return _finite(mc_se) and mc_se == 0
+
+
+def fmt_parameter_sd(sd: Any, mc_se: Any = None, digits: int | None = 0, note: bool = False) -> str:
+    """A parameter sd as the reports show it: ``not resolved`` (with ``note``: and why) for a clipped 0
+    (:func:`parameter_sd_resolved`), else the number (``digits=None``: by its size, :func:`fmt_significant`).
+    The caller leaves out a run without parameter uncertainty (its sd is None)."""
+    if not parameter_sd_resolved(sd, mc_se):
+        return f"{NOT_RESOLVED} ({NOT_RESOLVED_NOTE})" if note else NOT_RESOLVED
+    return fmt_significant(sd) if digits is None else fmt_number(sd, digits)
+
+
+def with_parameter_sd_text(df: pd.DataFrame, on: bool = True, digits: int | None = 0) -> tuple[pd.DataFrame, bool]:
+    """``df`` with each ``*parameter_sd`` column as text (:func:`fmt_parameter_sd` against the column's Monte
+    Carlo error, the same name with ``mc_se``); with parameter uncertainty off (``on`` False) those columns
+    are left out (the engine fills them with zeros). Returns the table and whether a cell reads not resolved."""
+    cols = [c for c in df.columns if str(c).endswith("parameter_sd")]
+    if not on:
+        return df.drop(columns=cols), False
+    out, unresolved = df.copy(), False
+    for c in cols:
+        se_col = str(c)[:-len("parameter_sd")] + "mc_se"
+        se = df[se_col] if se_col in df.columns else pd.Series(None, index=df.index, dtype=object)
+        out[c] = [fmt_parameter_sd(v, e, digits) for v, e in zip(df[c], se)]
+        unresolved = unresolved or any(not parameter_sd_resolved(v, e) for v, e in zip(df[c], se))
+    return out, unresolved
+
+
 def table_html(df: pd.DataFrame, digits: int | None = 0, percent: tuple[str, ...] = (),
                decimals: dict[str, int] | None = None, missing: str = "-") -> str:
     """A table; ``digits=None`` formats each number by its size (:func:`fmt_significant`: for tables whose
@@ -69,4 +120,5 @@ def render(template: str, **context: Any) -> str:
     _env.filters["n"] = fmt_number
     _env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}%"
     _env.filters["end"] = lambda v, d=0: "open" if v is None or v != v else fmt_number(v, d)  # an interval's end
+    _env.filters["psd"] = fmt_parameter_sd  # {{ sd | psd(mc_se, note=True) }}: a clipped 0 reads not resolved
     return _env.get_template(template).render(**context)

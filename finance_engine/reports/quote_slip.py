@@ -88,9 +88,15 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
                                      "multiple", "multiple_mc_se", "loading_method", "prob_attachment",
                                      "prob_exhaustion") if c in layers.columns]]
     by_peril = pd.DataFrame(d["aal_by_peril"]) if d.get("aal_by_peril") else None
+    price_floor = cover.get("kind") == "price-floor"
+    if by_peril is not None and price_floor and "covered" in by_peril.columns:
+        # the price floor pays (strike - price)+ x volume: no peril triggers a payout (the engine's ground-up
+        # rows mark every peril as covered, meaning only that none is excluded)
+        by_peril["covered"] = "no"
     by_level = pd.DataFrame(d["aal_by_level"]) if d.get("aal_by_level") else None
     return render(
         "quote_slip.html", title=f"Quote slip — {title_suffix}", title_suffix=title_suffix, q=d,
+        price_floor=price_floor,
         cover_items=[(k, _cover_value(v)) for k, v in cover.items()],
         ep_plot=exceedance_plot(d), buildup_plot=premium_buildup_plot(d),
         pml=table_html(pml_wide, missing="open"),

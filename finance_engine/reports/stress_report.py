@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from finance_engine.reports.html import figure_to_data_uri, render, table_html
+from finance_engine.reports.html import (NOT_RESOLVED_FOOTNOTE, figure_to_data_uri, render, table_html,
+                                         with_parameter_sd_text)
 
 # Romanised names of Lishui's nine counties for plot labels (the plotting fonts may lack CJK glyphs;
 # the tables keep the Chinese names).
@@ -54,16 +55,23 @@ def _by_metric(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
     """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
-    port_cols = list(r.portfolio.columns)  # every figure with its Monte Carlo error
+    # every figure with its Monte Carlo error; a parameter sd clipped at 0 reads not resolved, and a run
+    # without parameter uncertainty shows none (the engine reports zeros for it)
+    on = bool(r.settings.switches.parameter_uncertainty)
+    portfolio, port_unresolved = with_parameter_sd_text(r.portfolio, on=on, digits=None)
     county = r.horizon[(r.horizon.level == "county") & (r.horizon.metric.isin(
         ["cumulative_loss_tco2e", "cumulative_sink_tco2e", "cumulative_loss_value_cny"]))]
-    county = county[["scenario", "group", "metric", "mean", "mc_se", "parameter_sd", "diff_mean", "diff_mc_se",
-                     "diff_parameter_sd"]]
+    county, county_unresolved = with_parameter_sd_text(
+        county[["scenario", "group", "metric", "mean", "mc_se", "parameter_sd", "diff_mean", "diff_mc_se",
+                "diff_parameter_sd"]], on=on)
     return render(
         "stress_report.html", title=f"Stress test — {title_suffix}", title_suffix=title_suffix, r=r,
+        parameter_uncertainty=on,
         scenarios=table_html(r.scenarios.drop(columns=["sha256"]).assign(sha256=r.scenarios.sha256.str[:12])),
-        portfolio=table_html(_by_metric(r.portfolio[port_cols]), digits=None),
+        portfolio=table_html(_by_metric(portfolio), digits=None),
+        portfolio_note=NOT_RESOLVED_FOOTNOTE if port_unresolved else None,
         plot_portfolio=_portfolio_plot(r), plot_county=_county_plot(r), county=table_html(county),
+        county_note=NOT_RESOLVED_FOOTNOTE if county_unresolved else None,
         concentration=table_html(r.concentration, digits=2, percent=("extra_loss_share_of_stock",)),
         footprints=None if r.footprints.empty else table_html(r.footprints, digits=3),
         loans=None if r.loans.empty else table_html(r.loans, digits=None),

@@ -7,7 +7,9 @@
 //        [--cancel-paths 4096] [--chromium /usr/bin/chromium]
 //
 // The main run is a stress test when the API has /v1/stress-tests (then a simulation follows, for the
-// distribution charts), else a simulation.
+// distribution charts, and its accounts with their parameter sds), else a simulation. Two small simulations
+// follow with the API's result rewritten on its way to the page: a parameter sd clipped at 0, and a run
+// without parameter uncertainty (the engine's zeros then mean "off").
 
 import { openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
@@ -18,6 +20,14 @@ const out = { screenshots: [], consoleErrors: [], failedRequests: [] };
 const log = (...m) => process.stderr.write(`[drive] ${m.join(" ")}\n`);
 
 const { page, shot, close } = await openBrowser(opt, out, log);
+let rewrite = null;  // (result) => void: rewrites a job's result on its way to the page
+await page.route("**/v1/jobs/*/result", async (route) => {
+  if (!rewrite) return route.fallback();
+  const resp = await route.fetch();
+  const body = await resp.json();
+  rewrite(body);
+  return route.fulfill({ response: resp, json: body });
+});
 
 const text = (sel) => page.locator(sel).innerText();
 const run = page.locator("#page-run");  // the run form (other pages have paths and seed fields too)
@@ -87,12 +97,12 @@ try {
   await shot("run-cancelled");
 
   // a run to 100 %, watching the progress bar
-  async function runToEnd(kind, option) {
+  async function runToEnd(kind, option, paths = opt.paths) {
     await page.getByRole("tab", { name: "压力测试" }).click();
     await chooseKind(kind);
     if (option) await page.locator("#run-scenario").selectOption(option);
     const r = { kind, option: await page.locator("#run-scenario").inputValue(), progressSeen: [] };
-    await run.getByLabel("蒙特卡洛路径数").fill(opt.paths);
+    await run.getByLabel("蒙特卡洛路径数").fill(paths);
     const before = await page.evaluate(() => window.__dashboard.job && window.__dashboard.job.id);
     await page.getByRole("button", { name: "开始运行" }).click();
     const t0 = Date.now();
@@ -124,7 +134,9 @@ try {
     r.resultId = await text("#result-id");
     r.kpis = await page.$$eval("#kpis .kpi", (ks) => ks.map((k) => ({ key: k.dataset.kpi, value: Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
       err: k.dataset.err === undefined ? null : JSON.parse(k.dataset.err), errText: k.querySelector(".kpi-err")?.textContent ?? null,
-      psd: k.dataset.psd === undefined ? null : Number(k.dataset.psd), psdText: k.querySelector(".kpi-psd")?.textContent ?? null })));
+      psd: k.dataset.psd === undefined ? null : Number(k.dataset.psd), psdText: k.querySelector(".kpi-psd")?.textContent ?? null,
+      psdResolved: k.dataset.psdResolved ?? null, psdTitle: k.querySelector(".kpi-psd")?.title ?? null })));
+    r.psdNote = await page.locator("#kpis-psd-note").isVisible() ? await text("#kpis-psd-note") : null;
     r.settingsText = await text("#result-settings");
     r.countyCaption = await text("#cap-county");
     r.bars = await page.$$eval("#chart-county rect.bar", (bs) => bs.map((b) => ({ label: b.dataset.label, value: Number(b.dataset.value) })));
@@ -219,6 +231,35 @@ try {
     out.runs.push(await runToEnd("simulation", null));
     await shot("results-simulation");
   }
+  // the simulation's accounts: each sink and loss with its Monte Carlo s.e. and parameter sd
+  await page.getByRole("tab", { name: "五级碳账户" }).click();
+  await page.waitForFunction((id) => window.__dashboard.accounts && window.__dashboard.accountsFor.includes(id) &&
+    document.querySelectorAll('#accounts-table tbody td[data-psd-resolved]').length > 0, out.runs[out.runs.length - 1].resultId);
+  out.simAccountsFor = await page.evaluate(() => window.__dashboard.accountsFor);
+  out.simAccountsPsd = await page.$$eval("#accounts-table tbody tr", (rs) => rs.flatMap((r) =>
+    [...r.querySelectorAll("td[data-psd-resolved]")].map((td) => {
+      const se = r.querySelector(`td[data-col="${td.dataset.col.replace(/parameter_sd$/, "mc_se")}"]`);
+      return { key: r.dataset.key, col: td.dataset.col, value: td.dataset.value === "" ? null : Number(td.dataset.value),
+        text: td.textContent, resolved: td.dataset.psdResolved, se: se.dataset.value === "" ? null : Number(se.dataset.value) };
+    })));
+  out.simAccountsPsdNote = await page.locator("#acc-psd-note").isVisible() ? await text("#acc-psd-note") : null;
+  await shot("accounts-simulation");
+
+  // two small simulations whose results are rewritten on the way to the page: the end stock's parameter sd
+  // clipped at 0 (the estimator's reading of a negative variance component), then a run that drew no
+  // parameters (its provenance says so, and the engine reports zeros for its parameter sds)
+  rewrite = (sim) => {
+    const row = sim.horizon.find((h) => h.level === "portfolio" && h.metric === "stock_end_tco2e");
+    row.parameter_sd = 0;
+  };
+  out.clippedRun = await runToEnd("simulation", null, "32");
+  await shot("results-sd-not-resolved");
+  rewrite = (sim) => {
+    sim.provenance.switches.parameter_uncertainty = false;
+    for (const h of sim.horizon) h.parameter_sd = 0;
+  };
+  out.offRun = await runToEnd("simulation", null, "32");
+  rewrite = null;
 
 } catch (e) {
   out.error = String(e && e.stack || e);

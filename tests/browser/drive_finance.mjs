@@ -1,7 +1,9 @@
 // Drives the dashboard's loan valuation and insurance quote pages with playwright-core and Debian's
 // Chromium: sign in with the bank demo key, value a loan on one demo project (first with a bad amount,
 // whose error must appear next to the amount field), download the memo, then value one on the whole
-// portfolio (a job, polled); sign out, sign in with the
+// portfolio (a job, polled); then value the project loan twice more with the API's answer rewritten on its
+// way to the page (a parameter sd clipped at 0; one absent, with an open end of the largest safe loan's
+// interval), to see how the page reads them; sign out, sign in with the
 // insurer demo key, price a stock-loss cover, download the quote slip, switch to English. Prints what
 // the page showed (and the request bodies it sent) as one JSON document on stdout (the last line);
 // tests/browser/test_finance_pages.py checks it against the API.
@@ -15,21 +17,33 @@ import path from "node:path";
 
 const opt = parseArgs({ portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
     "loan-paths": "200", amount: "600000", "quote-paths": "256", seed: "7" }, ["base", "bank-key", "insurer-key", "out"]);
-const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [] };
+const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [], rewrittenPosts: [] };
+let rewrite = null;  // (result) => void: rewrites the API's valuation on its way to the page (then not in `posts`)
+const rewrittenRequests = new Set();
 const log = (...m) => process.stderr.write(`[drive-finance] ${m.join(" ")}\n`);
 
 const { page, shot, close } = await openBrowser(opt, out, log);
 page.on("response", (r) => {
   const req = r.request();
   if (req.method() === "POST" && /\/v1\/(collateral-valuations|quotes)$/.test(new URL(r.url()).pathname)) {
-    out.posts.push({ path: new URL(r.url()).pathname, status: r.status(), body: JSON.parse(req.postData() || "null") });
+    (rewrittenRequests.has(req) ? out.rewrittenPosts : out.posts).push({ path: new URL(r.url()).pathname, status: r.status(),
+      body: JSON.parse(req.postData() || "null") });
   }
+});
+await page.route("**/v1/collateral-valuations", async (route) => {
+  if (!rewrite || route.request().method() !== "POST") return route.fallback();
+  rewrittenRequests.add(route.request());
+  const resp = await route.fetch();
+  const body = await resp.json();
+  if (resp.status() === 201) rewrite(body.result);
+  return route.fulfill({ response: resp, json: body });
 });
 
 const text = (sel) => page.locator(sel).innerText();
 const loan = page.locator("#page-loan"), quote = page.locator("#page-quote");
 const kpis = (sel) => page.$$eval(`${sel} .kpi`, (ks) => Object.fromEntries(ks.map((k) => [k.dataset.kpi,
-  { value: k.dataset.value === "" ? null : Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent }])));
+  { value: k.dataset.value === "" ? null : Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
+    sub: k.querySelector(".kpi-sub")?.textContent ?? null }])));
 const kvs = (sel) => page.$$eval(`${sel} dd`, (ds) => Object.fromEntries(ds.map((d) => [d.dataset.key, d.dataset.value])));
 const rows = (sel) => page.$$eval(`${sel} tbody tr`, (rs) => rs.map((r) => Object.fromEntries(
   [...r.children].map((c) => [c.dataset.col, { value: c.dataset.value, text: c.textContent }]))));
@@ -114,6 +128,23 @@ try {
     status: await text("#loan-status"), progressVisible: await page.locator("#loan-progress").isVisible(),
     value: Number(await page.getAttribute('#loan-kpis .kpi[data-kpi="kpi_value_today"]', "data-value")),
   };
+
+  // the project loan again, its answer rewritten on the way to the page: how the page reads a parameter sd
+  // the estimator clipped at 0, and one that is absent (a run without parameter uncertainty) with the
+  // largest safe loan's interval open above
+  async function rewritten(change) {
+    rewrite = change;
+    await page.getByLabel("质押小班（按项目，或整个组合）").selectOption(opt.project);
+    await loan.getByLabel("蒙特卡洛路径数").fill(opt["loan-paths"]);
+    await page.getByRole("button", { name: "估值", exact: true }).click();
+    await page.waitForFunction(() => document.querySelector("#loan-status").dataset.done === "true" &&
+      !document.querySelector("#loan-results").hidden);
+    rewrite = null;
+    return { kpis: await kpis("#loan-kpis"), shown: await page.evaluate(() => window.__dashboard.finance.loan.result.value_today) };
+  }
+  out.loanClipped = await rewritten((v) => { v.value_today.parameter_sd_cny = 0; });
+  await shot("loan-sd-not-resolved");
+  out.loanAbsent = await rewritten((v) => { v.value_today.parameter_sd_cny = null; v.sizing.max_loan_ci95_cny[1] = null; });
 
   // ---- insurer: quote a stock-loss cover ------------------------------------------------------
   await page.getByRole("button", { name: "退出" }).click();

@@ -4,7 +4,10 @@ cancel a big run, run a small stress test (super typhoon vs baseline) to 100 %, 
 charts, the county losses table, the KPIs and the five-level accounts show exactly the numbers the API
 returns for that result; drill into the accounts tree; download every report and compare it with the
 API's bytes; switch language; then run a simulation, whose percentiles draw the exceedance curve and
-the fan chart. (Without the stress-test endpoint the main run is that simulation.)
+the fan chart. (Without the stress-test endpoint the main run is that simulation.) The simulation's accounts
+show each parameter sd by the reports' rule (a 0 the estimator clipped reads "not resolved"); two small
+simulations whose results are rewritten on their way to the page check that rule on a KPI and that a run
+without parameter uncertainty shows no parameter sd at all.
 
 A screenshot of each page is saved under ``tests/browser/artifacts/<time>/`` (git-ignored) and the
 paths are printed. Skips, saying why, when Chromium or Node is missing (``.ci/run`` installs them).
@@ -25,6 +28,13 @@ from tests.browser.conftest import ARTIFACTS, CHROMIUM
 
 YEARS, PATHS, SEED = 3, 96, 7  # 3 chunks of 32 paths: progress has steps to show
 SCENARIO = "super_typhoon"  # the stress scenario of the main run (a forced typhoon over Qingtian)
+NOT_RESOLVED = "未能分辨"  # "not resolved": a parameter sd clipped at 0 (the page is in Chinese)
+
+
+def _psd_text(psd: float, se) -> str:
+    """What the page shows for a parameter sd (the reports' rule, finance_engine/reports/html.py): a 0 of a
+    figure that varies (its Monte Carlo error above 0, or unknown) was clipped by the estimator."""
+    return NOT_RESOLVED if psd == 0 and se != 0 else f"{psd:,.0f}"
 
 
 def _all(c: httpx.Client, path: str, key: str = "items", **params) -> list[dict]:
@@ -140,7 +150,7 @@ def _check_simulation_run(run, c):
         assert err[key]["errText"].startswith("± ")
         # and, apart, the spread from the uncertain parameters
         assert err[key]["psd"] == pytest.approx(port[metric]["parameter_sd"], rel=1e-12)
-        assert err[key]["psdText"].startswith(("parameter sd", "参数标准差"))
+        assert err[key]["psdText"] == f"参数标准差 {_psd_text(port[metric]['parameter_sd'], port[metric]['mc_se'])}"
     assert err["kpi_loss_p99"]["psd"] is None  # a quantile has its interval only
     lo, hi = err["kpi_loss_p99"]["err"]
     assert lo == pytest.approx(port["cumulative_loss_tco2e"]["p99_ci_low"], rel=1e-12)
@@ -193,6 +203,11 @@ def _check_stress_run(run, c):
     psd = {k["key"]: k["psd"] for k in run["kpis"]}
     assert psd["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["parameter_sd"], rel=1e-12)
     assert psd["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_parameter_sd"], rel=1e-12)
+    # each parameter sd by the reports' rule: a 0 the estimator clipped reads "not resolved"
+    for k in run["kpis"]:
+        if k["psd"] is not None:
+            assert k["psdText"] == f"参数标准差 {_psd_text(k['psd'], k['err'])}", k["key"]
+            assert k["psdResolved"] == str(k["psdText"] != f"参数标准差 {NOT_RESOLVED}").lower(), k["key"]
     assert kpi["kpi_value_end"] == pytest.approx(port["stock_end_value_cny"]["mean"], rel=1e-12)
     assert kpi["kpi_loss_value"] == pytest.approx(port["cumulative_loss_value_cny"]["mean"], rel=1e-12)
     # the super typhoon forces an event over Qingtian: the county with the largest extra loss
@@ -216,6 +231,42 @@ def test_results_show_the_api_numbers(driven):
         assert base.keys() == sim.keys()
         for k in base:
             assert base[k] == pytest.approx(sim[k], rel=1e-9), k
+
+
+def test_parameter_sds_clipped_at_zero_read_not_resolved(driven):
+    shown, c, _ = driven
+    # the simulation's accounts, every level: each parameter sd beside its Monte Carlo error, by the rule
+    sim = shown["runs"][-1]
+    assert sim["kind"] == "simulation" and sim["resultId"] in shown["simAccountsFor"]
+    rows = _all(c, f"/v1/simulations/{sim['resultId']}/accounts", key="rows")
+    by_key = {"/".join(str(r[lv]) for lv in ("province", "city", "county", "township", "village")[:depth + 1]): r
+              for r in rows for depth, lv in enumerate(("province", "city", "county", "township", "village"))
+              if r["level"] == lv}
+    cells = shown["simAccountsPsd"]
+    assert len(cells) == 2 * len(by_key) > 0
+    unresolved = 0
+    for cell in cells:
+        api = by_key[cell["key"]]
+        se_col = cell["col"].replace("parameter_sd", "mc_se")
+        assert cell["value"] == pytest.approx(api[cell["col"]], rel=1e-12, abs=0)
+        assert cell["se"] == pytest.approx(api[se_col], rel=1e-12, abs=0)
+        assert cell["text"] == _psd_text(api[cell["col"]], api[se_col]), cell
+        assert cell["resolved"] == str(cell["text"] != NOT_RESOLVED).lower()
+        unresolved += cell["text"] == NOT_RESOLVED
+    assert (shown["simAccountsPsdNote"] is not None) == (unresolved > 0)
+    # a KPI whose parameter sd the estimator clipped at 0: "not resolved", with the reports' footnote
+    kpis = {k["key"]: k for k in shown["clippedRun"]["kpis"]}
+    stock = kpis["kpi_stock_end"]
+    assert stock["psd"] == 0 and stock["err"] > 0
+    assert stock["psdText"] == f"参数标准差 {NOT_RESOLVED}" and stock["psdResolved"] == "false"
+    assert "截断为 0" in stock["psdTitle"] and shown["clippedRun"]["psdNote"] == stock["psdTitle"]
+    sink = kpis["kpi_sink"]
+    assert sink["psdText"] == f"参数标准差 {_psd_text(sink['psd'], sink['err'])}"
+    # a run without parameter uncertainty: its zeros are "off", so no parameter sd is shown at all
+    off = shown["offRun"]
+    assert off["error"] == "" and len(off["kpis"]) == 4
+    assert all(k["psd"] is None and k["psdText"] is None for k in off["kpis"]) and off["psdNote"] is None
+    assert all(k["errText"] for k in off["kpis"])  # the Monte Carlo errors stay
 
 
 def test_accounts_drill_down(driven):

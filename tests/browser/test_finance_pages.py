@@ -2,7 +2,9 @@
 driven by playwright-core) against a real ``carbon-risk serve --demo`` process.
 
 The bank demo key values a loan pledged on one demo project (a bad amount first: its 422 must show
-next to the amount field), then one on the whole portfolio (a job the page polls), the insurer demo key prices a stock-loss cover. The test sends the very
+next to the amount field), then one on the whole portfolio (a job the page polls), then the project loan twice
+more with the API's answer rewritten on its way to the page (the value's parameter sd clipped at 0, then absent
+with an open end of the largest safe loan's interval); the insurer demo key prices a stock-loss cover. The test sends the very
 request bodies the page sent to the API itself (httpx, same key) and checks that every number the page
 shows is the API's; the loan balance column is also checked against the closed-form annuity
 schedule, the subsidy split against the gross premium. The memo and the quote slip downloads must be
@@ -28,6 +30,7 @@ LOAN_PATHS, QUOTE_PATHS, SEED = 200, 256, 7
 AMOUNT, TERM, RATE_PCT, PD_PCT, MORTGAGE = 600_000.0, 3, 4.5, 2.0, 50_000.0
 PERILS = ["fire", "pine_wilt", "typhoon", "ice_storm"]  # the driver unticks drought
 DEDUCTIBLE = 20_000.0
+NOT_RESOLVED = "未能分辨"  # "not resolved": a parameter sd clipped at 0 (the page is in Chinese)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,18 @@ def test_loan_page_shows_the_api_valuation(driven):
     assert k["kpi_ltv0"] == pytest.approx(v["risk"]["ltv_at_origination"], rel=1e-12)
     assert k["kpi_p_below_any"] == pytest.approx(v["risk"]["p_value_below_balance_any_time"], rel=1e-12)
     assert shown["loanKpis"]["kpi_value_today"]["text"] == f"{vt['value_cny']:,.0f}"
+    # the value's parameter sd (a 0 the estimator clipped reads "not resolved") and the largest safe loan's
+    # 95 % interval, in CNY like the figures beside them
+    psd = shown["loanKpis"]["kpi_value_psd"]
+    assert psd["value"] == pytest.approx(vt["parameter_sd_cny"], rel=1e-12)
+    resolved = vt["parameter_sd_cny"] > 0
+    assert psd["text"] == (f"{vt['parameter_sd_cny']:,.0f}" if resolved else NOT_RESOLVED)
+    lo, hi = v["sizing"]["max_loan_ci95_cny"]
+    for key, end in (("kpi_max_loan_ci95_low", lo), ("kpi_max_loan_ci95_high", hi)):
+        tile = shown["loanKpis"][key]
+        assert tile["value"] == (None if end is None else pytest.approx(end, rel=1e-12)), key
+        assert tile["text"] == ("无界" if end is None else f"{end:,.0f}"), key
+    assert lo <= v["sizing"]["max_loan_cny"] <= (hi if hi is not None else float("inf"))
     # the by-year table is the API's by_year, and its balance is the annuity schedule (closed form)
     by = v["by_year"]
     assert len(shown["loanYears"]) == len(by) == TERM
@@ -146,6 +161,22 @@ def test_loan_page_shows_the_api_valuation(driven):
     # EL = PD x LGD x EAD (the Basel definition)
     assert cr["expected_loss_cny"] == pytest.approx(cr["pd"] * cr["firb_lgd_carbon_as_other_physical"] * AMOUNT)
     assert [r["case"]["value"] for r in shown["loanSens"]] == [s["case"] for s in v["sensitivities"]]
+
+
+def test_loan_page_reads_a_clipped_sd_as_not_resolved_and_an_absent_one_as_none(driven):
+    shown, _, _ = driven
+    assert [p["status"] for p in shown["rewrittenPosts"]] == [201, 201]
+    assert all(p["body"]["project_id"] == PROJECT for p in shown["rewrittenPosts"])
+    clipped = shown["loanClipped"]
+    assert clipped["shown"]["parameter_sd_cny"] == 0 and clipped["shown"]["mc_se_cny"] > 0
+    psd = clipped["kpis"]["kpi_value_psd"]
+    assert psd["value"] == 0 and psd["text"] == NOT_RESOLVED
+    assert psd["sub"].startswith(NOT_RESOLVED) and "蒙特卡洛噪声" in psd["sub"]
+    # no parameter sd (a run without parameter uncertainty): no tile at all, neither "0" nor "not resolved"
+    absent = shown["loanAbsent"]
+    assert absent["shown"]["parameter_sd_cny"] is None and "kpi_value_psd" not in absent["kpis"]
+    high = absent["kpis"]["kpi_max_loan_ci95_high"]
+    assert high["value"] is None and high["text"] == "无界"  # an open end: the paths cannot bound it
 
 
 def test_a_big_valuation_runs_as_a_job(driven):
@@ -212,6 +243,6 @@ def test_slip_download_and_english(driven):
     assert shown["tabsEnglish"][:2] == ["Portfolio & map", "Insurance quote"]
     assert shown["grossLabelEnglish"] == "Gross premium (CNY)"
     assert shown["quoteStatusEnglish"] == "Done."
-    assert len(shown["screenshots"]) == 4
+    assert len(shown["screenshots"]) == 5
     for p in shown["screenshots"]:
         assert Path(p).stat().st_size > 10_000

@@ -31,7 +31,9 @@ export function buildTree(rows, sortKey = "stock_bef_tco2e") {
  * Render the tree into a <tbody>.
  * @param {HTMLTableSectionElement} tbody
  * @param {object} root from buildTree
- * @param {{columns: {key: string, fmt: Function}[], t: Function, place: Function, openDepth: number}} opts
+ * @param {{columns: {key: string, fmt: Function, resolved?: Function}[], t: Function, place: Function, openDepth: number}} opts
+ *   each column's `fmt(value, row)` gives its text; `resolved(value, row)`, when given, marks a parameter sd cell
+ *   (data-psd-resolved)
  */
 export function renderTree(tbody, root, { columns, t, place, openDepth = 2 }) {
   tbody.replaceChildren();
@@ -75,7 +77,9 @@ export function renderTree(tbody, root, { columns, t, place, openDepth = 2 }) {
       const v = node.row[c.key];
       td.dataset.value = v === null || v === undefined ? "" : String(v);
       td.dataset.col = c.key;
-      td.textContent = c.fmt(v);
+      td.textContent = c.fmt(v, node.row);
+      const ok = c.resolved?.(v, node.row);
+      if (ok !== undefined) td.dataset.psdResolved = String(ok);  // a parameter sd column (main.js)
       tr.appendChild(td);
     }
     tbody.appendChild(tr);

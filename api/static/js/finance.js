@@ -5,7 +5,7 @@
 // page carries its exact value in a data-value attribute (the browser tests compare them with the API).
 
 import { ApiError } from "./api.js";
-import { fmt, fmtPct, t } from "./i18n.js";
+import { fmt, fmtPct, paramSd, t } from "./i18n.js";
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -240,13 +240,21 @@ function renderLoan(fin) {
   $("#loan-settings").textContent = t("loan_settings", {
     pledge: r.audit?.request?.project_id || t("loan_whole"), parcels: fmt(vt.pledged_parcels),
     ha: fmt(vt.pledged_area_ha, 1), paths: fmt(v.provenance?.paths), seed: v.provenance?.seed });
+  // the value's parameter sd (a 0 the estimator clipped reads "not resolved"; none without parameter
+  // uncertainty) and the largest safe loan's 95 % interval (an open end: unbounded)
+  const psd = paramSd(vt.parameter_sd_cny, { mcSe: vt.mc_se_cny });
+  const [maxLo, maxHi] = sz.max_loan_ci95_cny || [null, null];
+  const end = (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x));
   kpis($("#loan-kpis"), [
     ["kpi_value_today", vt.value_cny, cny(vt.value_cny), t("pm_se", { se: cny(vt.mc_se_cny) })],
     ["kpi_value_se", vt.mc_se_cny, cny(vt.mc_se_cny)],
     ["kpi_ci95_low", vt.ci95_cny[0], cny(vt.ci95_cny[0])],
     ["kpi_ci95_high", vt.ci95_cny[1], cny(vt.ci95_cny[1])],
+    ...(psd ? [["kpi_value_psd", psd.value, psd.text, psd.resolved ? null : t("psd_not_resolved_note")]] : []),
     ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny),
       t("at_shortfall", { p: fmtPct(sz.target_shortfall_probability, 1) })],
+    ...(sz.max_loan_ci95_cny ? [["kpi_max_loan_ci95_low", maxLo, end(maxLo)],
+      ["kpi_max_loan_ci95_high", maxHi, end(maxHi)]] : []),
     ["kpi_ltv0", risk.ltv_at_origination, fmtPct(risk.ltv_at_origination, 1)],
     ["kpi_p_below_any", risk.p_value_below_balance_any_time, fmtPct(risk.p_value_below_balance_any_time, 1),
       t("pm_se", { se: fmtPct(risk.p_value_below_balance_any_time_mc_se, 1) })],
@@ -301,7 +309,9 @@ function renderLoan(fin) {
     table($("#loan-drivers"), v.drivers, [
       ["driver", "col_driver", (x) => x, false],
       ["value_cny", "col_value", cny], ["value_effect_cny", "col_value_effect", cny],
+      ["value_effect_mc_se_cny", "col_value_effect_se", cny],
       ["p_value_below_balance_any_time", "col_p_below_any", pct(1)], ["shortfall_effect", "col_shortfall_effect", pct(1)],
+      ["shortfall_effect_mc_se", "col_shortfall_effect_se", pct(2)],
       ["expected_shortfall_cny", "col_exp_shortfall", cny],
     ]);
   }

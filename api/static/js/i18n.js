@@ -80,6 +80,9 @@ export const DICT = {
     loan_results_heading: "质押品估值结果", dl_memo: "下载贷审会备忘录（HTML）",
     loan_settings: "质押：{pledge}（{parcels} 个小班，{ha} 公顷）· {paths} 条路径，种子 {seed}",
     kpi_value_today: "质押碳汇当前价值（元）", pm_se: "± {se}（蒙特卡洛标准误）", kpi_psd: "参数标准差 {sd}", kpi_value_se: "当前价值的蒙特卡洛标准误（元）",
+    psd_not_resolved: "未能分辨", psd_not_resolved_note: "未能分辨：参数标准差的方差分量估计小于零，已截断为 0（0：在此路径数下，各参数组之间的差异低于蒙特卡洛噪声；增加路径数或可分辨）。",
+    kpi_value_psd: "当前价值的参数标准差（元）", kpi_max_loan_ci95_low: "最大安全贷款额 95% 置信区间下限（元）",
+    kpi_max_loan_ci95_high: "最大安全贷款额 95% 置信区间上限（元）",
     kpi_ci95_low: "当前价值 95% 置信区间下限（元）", kpi_ci95_high: "当前价值 95% 置信区间上限（元）",
     kpi_max_loan: "最大安全贷款额（元）", at_shortfall: "目标不足概率 {p}", kpi_ltv0: "发放时贷款价值比（LTV）",
     kpi_p_below_any: "期内任一年价值低于贷款余额的概率", kpi_stock_today: "质押小班当前碳储量（tCO₂e）", kpi_amount: "贷款金额（元）",
@@ -100,7 +103,8 @@ export const DICT = {
     cr_rwa: "风险加权资产（元）", cr_rwa_unsecured: "风险加权资产，无担保（元）",
     loan_drivers: "价值驱动因素（逐一关闭，公共随机数）", col_driver: "驱动因素", col_value: "价值（元）",
     col_value_effect: "价值变化（元）", col_p_below_any: "期内低于余额概率", col_shortfall_effect: "概率变化",
-    col_exp_shortfall: "预期不足额（元）",
+    col_exp_shortfall: "预期不足额（元）", col_value_effect_se: "价值变化标准误（元）", col_shortfall_effect_se: "概率变化标准误",
+    loan_drivers_note: "预期不足额：在贷款期内每年末强制处置质押品后银行仍未收回的金额（当年未偿余额减去回收额：扣除流动性折扣与处置成本、按处置期贴现后的质押品价值，加林权抵押与保证），按贷款年度加总、按路径取平均。它假定每年都强制处置、不计违约概率，不是预期信用损失（PD × LGD × EAD），也不是质押品的预期亏损（ES）。标准误为关闭该因素与完整模型的配对差值（公共随机数）的蒙特卡洛标准误。",
     loan_sens: "价格敏感性", col_case: "情形", col_change: "价值变化（元）",
     quote_heading: "森林碳汇保险报价", quote_kind: "保障类型", cover_stock_loss: "碳储量损失险", cover_sink_index: "碳汇指数险",
     quote_price: "约定价格（元/tCO₂e）", quote_perils: "承保灾害", peril_fire: "火灾", peril_pine_wilt: "松材线虫病",
@@ -201,6 +205,9 @@ export const DICT = {
     loan_results_heading: "Collateral valuation", dl_memo: "Download the collateral memo (HTML)",
     loan_settings: "Pledge: {pledge} ({parcels} parcels, {ha} ha) · {paths} paths, seed {seed}",
     kpi_value_today: "Value of the pledged carbon today (CNY)", pm_se: "± {se} (Monte Carlo s.e.)", kpi_psd: "parameter sd {sd}", kpi_value_se: "Monte Carlo s.e. of the value today (CNY)",
+    psd_not_resolved: "not resolved", psd_not_resolved_note: "not resolved: a parameter sd whose variance-components estimate fell below zero and was clipped at 0 (0: the spread across parameter sets is below the Monte Carlo noise at these paths; more paths may resolve it).",
+    kpi_value_psd: "Parameter sd of the value today (CNY)", kpi_max_loan_ci95_low: "Largest safe loan, 95 % CI low (CNY)",
+    kpi_max_loan_ci95_high: "Largest safe loan, 95 % CI high (CNY)",
     kpi_ci95_low: "Value today, 95 % CI low (CNY)", kpi_ci95_high: "Value today, 95 % CI high (CNY)",
     kpi_max_loan: "Largest safe loan (CNY)", at_shortfall: "at a target shortfall probability of {p}", kpi_ltv0: "LTV at origination",
     kpi_p_below_any: "P(value below the balance in any year of the term)", kpi_stock_today: "Stock of the pledged parcels today (tCO₂e)", kpi_amount: "Loan amount (CNY)",
@@ -221,7 +228,8 @@ export const DICT = {
     cr_rwa: "Risk-weighted assets (CNY)", cr_rwa_unsecured: "Risk-weighted assets, unsecured (CNY)",
     loan_drivers: "Value drivers (each switched off in turn, common random numbers)", col_driver: "Driver", col_value: "Value (CNY)",
     col_value_effect: "Value change (CNY)", col_p_below_any: "P(below the balance in the term)", col_shortfall_effect: "Change in probability",
-    col_exp_shortfall: "Expected shortfall (CNY)",
+    col_exp_shortfall: "Expected shortfall (CNY)", col_value_effect_se: "s.e. of the value change (CNY)", col_shortfall_effect_se: "s.e. of the probability change",
+    loan_drivers_note: "Expected shortfall: what the bank would still be owed after a forced sale of the pledge at the end of each year of the term (the balance outstanding less the recovery: the collateral value after the liquidity haircut and liquidation cost, discounted over the sale, plus the forest-right mortgage and the guarantee), summed over the term's years and averaged over the paths. It assumes a forced sale in every year, with no probability of default: it is not an expected credit loss (PD × LGD × EAD), nor the collateral's expected shortfall (ES). The standard errors are the Monte Carlo errors of each change against the full model (paired, common random numbers).",
     loan_sens: "Price sensitivities", col_case: "Case", col_change: "Value change (CNY)",
     quote_heading: "Quote a forest carbon insurance cover", quote_kind: "Cover", cover_stock_loss: "Stock loss", cover_sink_index: "Sink index",
     quote_price: "Agreed price (CNY/tCO₂e)", quote_perils: "Covered perils", peril_fire: "Fire", peril_pine_wilt: "Pine wilt",
@@ -295,6 +303,27 @@ export function fmt(x, digits = 0) {
   return new Intl.NumberFormat(lang === "zh" ? "zh-CN" : "en-GB", {
     maximumFractionDigits: digits, minimumFractionDigits: digits,
   }).format(x);
+}
+
+/**
+ * A parameter (epistemic) sd as the dashboard shows it: the rule of the HTML reports
+ * (finance_engine/reports/html.py, parameter_sd_resolved). The engine estimates it by variance components
+ * over the paths' parameter sets and clips an estimate below zero at 0: that 0 means "not resolved" (the
+ * paths do not resolve the parameters' spread), unless the figure does not vary at all (its Monte Carlo
+ * error `mcSe` is exactly 0: an exact 0, such as the baseline's difference from itself). A run without
+ * parameter uncertainty (`on` false) has none, nor has a figure whose sd is absent: null (show nothing).
+ * Returns {value, resolved, text}.
+ */
+export function paramSd(sd, { mcSe = null, on = true, digits = 0 } = {}) {
+  if (on === false || sd === null || sd === undefined || !Number.isFinite(sd)) return null;
+  const resolved = sd !== 0 || mcSe === 0;
+  return { value: sd, resolved, text: resolved ? fmt(sd, digits) : t("psd_not_resolved") };
+}
+
+/** Whether a result's run drew the uncertain parameters: its provenance's switches say so (the engine's
+ * default, and the service's runs, is yes; results without the switch are taken as the default). */
+export function parameterUncertaintyOn(provenance) {
+  return provenance?.switches?.parameter_uncertainty !== false;
 }
 
 export function fmtPct(x, digits = 1) {

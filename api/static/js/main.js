@@ -3,7 +3,7 @@
 // (finance.js; the pages a key's role may use). All text via i18n.js.
 
 import { Api, ApiError, forgetKey, saveKey, savedKey } from "./api.js";
-import { applyI18n, fmt, fmtPct, getLang, placeName, setLang, speciesName, t } from "./i18n.js";
+import { applyI18n, fmt, fmtPct, getLang, paramSd, placeName, setLang, speciesName, t } from "./i18n.js";
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
 import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
@@ -339,6 +339,7 @@ function renderResults() {
   $("#result-settings").textContent = `${v.title ? v.title + " · " : ""}${t("run_settings", v.settings)}`;
   const k = $("#kpis");
   k.replaceChildren();
+  let unresolved = false;
   for (const [key, val, err, psd] of v.kpis) {
     const d = document.createElement("div");
     d.className = "kpi";
@@ -359,12 +360,16 @@ function renderResults() {
       e.textContent = Array.isArray(err) ? `95% CI ${end(err[0])} – ${end(err[1])}` : `± ${fmt(err)}`;
       d.append(e);
     }
-    if (Number.isFinite(psd)) {
-      // apart from the Monte Carlo error: the spread from the uncertain growth and peril parameters
+    const sd = paramSd(psd, { mcSe: Array.isArray(err) ? null : err, on: v.paramOn });
+    if (sd) {
+      // apart from the Monte Carlo error: the spread from the uncertain growth and peril parameters (a 0 the
+      // estimator clipped reads "not resolved"; a run without parameter uncertainty shows none)
       d.dataset.psd = String(psd);
+      d.dataset.psdResolved = String(sd.resolved);
       const ps = document.createElement("span");
       ps.className = "kpi-psd";
-      ps.textContent = t("kpi_psd", { sd: fmt(psd) });
+      ps.textContent = t("kpi_psd", { sd: sd.text });
+      if (!sd.resolved) { ps.title = t("psd_not_resolved_note"); unresolved = true; }
       d.append(ps);
     }
     const l = document.createElement("span");
@@ -373,6 +378,8 @@ function renderResults() {
     d.append(l);
     k.appendChild(d);
   }
+  $("#kpis-psd-note").hidden = !unresolved;
+  $("#kpis-psd-note").textContent = unresolved ? t("psd_not_resolved_note") : "";
   const rows = v.counties;
   const stress = v.kind === "stress";
   $("#cap-county").textContent = t(stress ? "chart_county_stress" : "chart_county");
@@ -473,9 +480,22 @@ function renderAccounts() {
     th.textContent = t(label);
     head.appendChild(th);
   }
-  const cols = spec.map(([key, , digits]) => ({ key, fmt: (v) => fmt(v, digits) }));
+  // a parameter sd column reads against the same figure's Monte Carlo error column (accounts always draw
+  // the parameters: the service runs them with the engine's default switches)
+  let unresolved = false;
+  const cols = spec.map(([key, , digits, kind]) => {
+    if (kind !== "psd") return { key, fmt: (v) => fmt(v, digits) };
+    const se = key.replace(/parameter_sd$/, "mc_se");
+    return { key, fmt: (v, row) => {
+      const sd = paramSd(v, { mcSe: row?.[se] ?? null, digits });
+      if (sd && !sd.resolved) unresolved = true;
+      return sd ? sd.text : fmt(v, digits);
+    }, resolved: (v, row) => paramSd(v, { mcSe: row?.[se] ?? null })?.resolved };
+  });
   state.tree = renderTree($("#accounts-table tbody"), buildTree(state.accounts, (spec.find(([k]) => /stock_(end|bef)/.test(k)) || spec[0])[0]),
     { columns: cols, t, place: placeName, openDepth: 2 });
+  $("#acc-psd-note").hidden = !unresolved;
+  $("#acc-psd-note").textContent = unresolved ? t("psd_not_resolved_note") : "";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@
 //    se, perHaYr, share}], exceedance: [{loss, prob}], fan: [{year, p05, p10, p50, p90, p95}],
 //    townshipRisk: Map(township -> tCO2e/ha/yr), accountsPath, reports(openapi) -> [{id, path, file, ...}]}
 
+import { parameterUncertaintyOn } from "./i18n.js";
+
 const QUANTILES = [["p01", 0.01], ["p05", 0.05], ["p10", 0.10], ["p50", 0.50], ["p90", 0.90], ["p95", 0.95], ["p99", 0.99]];
 
-// columns of the county table and the accounts tree: [row key, dictionary label, decimals, kind]
+// columns of the county table and the accounts tree: [row key, dictionary label, decimals, kind]; a "psd"
+// column is a parameter sd, read against the Monte Carlo error of the same figure (i18n.js, paramSd)
 export const SIM_COUNTY_COLUMNS = [["area", "col_area", 1], ["loss", "col_loss", 0], ["se", "col_se", 0],
   ["perHaYr", "col_loss_per_ha", 3], ["share", "col_loss_share", 2, "pct"]];
 export const SIM_ACCOUNT_COLUMNS = [["parcels", "col_parcels", 0], ["area_ha", "col_area", 1],
   ["stock_bef_tco2e", "col_stock", 0], ["expected_sink_tco2e_per_yr", "col_sink", 0],
-  ["expected_sink_tco2e_per_yr_mc_se", "col_sink_se", 0], ["expected_sink_tco2e_per_yr_parameter_sd", "col_sink_psd", 0],
+  ["expected_sink_tco2e_per_yr_mc_se", "col_sink_se", 0], ["expected_sink_tco2e_per_yr_parameter_sd", "col_sink_psd", 0, "psd"],
   ["expected_loss_tco2e_per_yr", "col_acc_loss", 0], ["expected_loss_tco2e_per_yr_mc_se", "col_loss_se", 0],
-  ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0]];
+  ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0, "psd"]];
 export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["loss", "col_scn_loss", 0],
   ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0], ["perHaYr", "col_loss_per_ha", 3]];
 export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 0], ["stock_end_tco2e", "col_stock_end", 0],
@@ -72,6 +75,9 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
   return {
     kind: "simulation", id: sim.id, title: req.climate_pathway || "",
     settings: runSettings(req, years, sim.audit),
+    // whether the run drew the uncertain parameters: without, its parameter sds are not shown (the engine's
+    // zeros then mean "off", not "not resolved")
+    paramOn: parameterUncertaintyOn(sim.provenance),
     // each KPI with its Monte Carlo error (a standard error, or a quantile's [low, high] interval) and,
     // apart, the spread from the uncertain parameters (means only)
     kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se, pf("stock_end_tco2e").parameter_sd],
@@ -180,6 +186,7 @@ export function stressView(st, tables, scenario, portfolio, parcels) {
   return {
     kind: "stress", id: st.id, scenario, title: meta.title || scenario,
     settings: runSettings(req, years, st.audit),
+    paramOn: parameterUncertaintyOn(st.result?.provenance),
     kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se, pf.stock_end_tco2e?.parameter_sd],
       ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd],
       ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se, loss.diff_parameter_sd],
