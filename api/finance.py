@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -47,17 +47,41 @@ def code_version() -> str:
 
 
 # where the names in the engine's error messages live in each request (api.problems.FieldMap)
-_TERM_NAMES = ("amount_cny", "term_years", "interest_rate", "amortisation", "discount_rate", "pledge_rate",
-               "ltv_trigger", "liquidation_cost_fraction", "liquidation_time_years", "forest_right_mortgage_cny",
-               "guarantee_cny", "borrower_pd", "credit_type", "price_model", "price_scenario",
-               "price_loss_correlation", "crediting_horizon_years", "target_shortfall_probability", "insurance")
-COLLATERAL_FIELDS = FieldMap(
-    {**{n: f"body/terms/{n}" for n in _TERM_NAMES}, "terms": "body/terms",
-     **{n: f"body/{n}" for n in ("parcel_ids", "project_id", "paths", "seed", "attribution_paths", "loan_id",
-                                 "portfolio_id")}},
-    patterns=((r"unknown price model", "body/terms/price_model"),
-              (r"unknown price scenario", "body/terms/price_scenario"),
-              (r"parcels not in the portfolio|parcel_ids is empty", "body/parcel_ids")))
+#: the terms a collateral request takes from a registered loan: the engine's LoanTerms name -> the loan's name
+LOAN_TERMS = {"amount_cny": "amount_cny", "term_years": "term_years", "interest_rate": "rate"}
+
+
+def collateral_fields(from_loan: Iterable[str] = ()) -> FieldMap:
+    """Where a collateral request has each name of the engine's errors: the one map of ``LoanTerms`` (and
+    ``value_collateral``) errors to request fields, whichever path meets them (the pre-check
+    :func:`check_collateral_inputs`, a run at once, a job: :func:`problem_fields`). A field of the engine's
+    ``LoanTerms`` is ``body/terms/<name>``; a term in ``from_loan`` (:func:`loan_held_terms`) is the
+    registered loan's, ``loan/terms/<its name there>``; a rule across fields names the field its message
+    starts with."""
+    from finance_engine.collateral import LoanTerms
+
+    terms = {n: f"body/terms/{n}" for n in LoanTerms.model_fields}
+    terms.update({n: f"loan/terms/{LOAN_TERMS[n]}" for n in from_loan})
+    return FieldMap(
+        {**terms, "terms": "body/terms",
+         **{n: f"body/{n}" for n in ("parcel_ids", "project_id", "paths", "seed", "attribution_paths", "loan_id",
+                                     "portfolio_id")}},
+        patterns=((r"unknown price model", terms["price_model"]),
+                  (r"unknown price scenario", terms["price_scenario"]),
+                  (r"parcels not in the portfolio|parcel_ids is empty", "body/parcel_ids")))
+
+
+def loan_held_terms(terms: dict[str, Any], loan: dict[str, Any] | None) -> tuple[str, ...]:
+    """The engine ``terms`` (:func:`loan_engine_terms`) that are the registered loan's (``loan``: its
+    registered terms): those of :data:`LOAN_TERMS` at the loan's value. A request's override that repeats
+    the loan's own value counts as the loan's too: a stored request (a job's) keeps only the merged terms,
+    so this is the rule every path can apply alike."""
+    if not loan:
+        return ()
+    return tuple(n for n, name in LOAN_TERMS.items() if name in loan and terms.get(n) == loan[name])
+
+
+COLLATERAL_FIELDS = collateral_fields()
 _COVER_NAMES = ("kind", "price_cny_per_tco2e", "perils", "deductible", "limit_cny", "participation",
                 "trigger_fraction", "expected_sink_tco2e", "error", "error_cv", "strike_cny_per_tco2e",
                 "volume_tco2e", "price_model")
@@ -85,6 +109,17 @@ def layer_pricing_fields(default: str) -> FieldMap:
 
 
 PROBLEM_FIELDS = {"collateral": COLLATERAL_FIELDS, "quote": QUOTE_FIELDS, "stress_test": STRESS_FIELDS}
+
+
+def problem_fields(s: Session, tenant_id: str, kind: str, req: dict[str, Any]) -> FieldMap:
+    """Where a stored engine request (a run at once, a job) has the names of the engine's errors: the
+    kind's :data:`PROBLEM_FIELDS`, with a registered loan's terms at ``loan/terms/...`` as the pre-check
+    names them (:func:`loan_held_terms`)."""
+    if kind == "collateral" and req.get("loan_id"):
+        loan = s.get(Instrument, req["loan_id"])
+        if loan is not None and loan.tenant_id == tenant_id:
+            return collateral_fields(loan_held_terms(req.get("terms") or {}, loan.terms))
+    return PROBLEM_FIELDS[kind]
 
 
 def problem_from(exc: Exception, kind: str, fields: FieldMap) -> ApiProblem:
@@ -143,42 +178,35 @@ def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) ->
     return t
 
 
-def _term_field(name: str, overrides: dict[str, Any], from_loan: bool) -> str:
-    """Where a term came from: the request's ``terms`` or the registered loan (``rate`` there)."""
-    if from_loan and overrides.get(name) is None and name in ("amount_cny", "term_years", "interest_rate"):
-        return "loan/terms/" + ("rate" if name == "interest_rate" else name)
-    return f"body/terms/{name}"
-
-
-def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], overrides: dict[str, Any], from_loan: bool,
-                            parcel_ids, project_id) -> int:
+def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[str, Any] | None, parcel_ids,
+                            project_id) -> int:
     """What the engine would refuse, checked before any work (so a job is never accepted to fail):
     the engine's ``LoanTerms`` (bounds, term within the crediting horizon, LTV trigger at least the
     pledge rate), the price model and scenario, and the pledged parcels. 422 ``invalid-loan-terms``; returns
-    the number of parcels pledged."""
+    the number of parcels pledged. ``loan``: the registered loan's terms, if any. Every problem is reported
+    (with the value given), each at the field :func:`collateral_fields` names for it, as the engine's own
+    errors are."""
     from pydantic import ValidationError
 
     from finance_engine.collateral import LoanTerms, unknown_price_names
 
+    fields = collateral_fields(loan_held_terms(terms, loan))
     errors: list[dict[str, Any]] = []
     try:
         lt = LoanTerms.model_validate(terms)
     except ValidationError as exc:
         lt = None
         for e in exc.errors():
-            loc = [str(x) for x in e.get("loc", ())]
+            # as the engine words it (finance_engine.collateral.check_loan_terms): "insurance.agreed_price: ...",
+            # and a rule across fields "terms: ltv_trigger=0.5 is below ..." (the field its message starts with)
+            loc = ".".join(str(x) for x in e.get("loc", ()))
             reason = str(e.get("msg", "invalid")).replace("Value error, ", "")
-            if not loc:  # a rule across fields: its message starts with the field it is about
-                m = re.match(r"(\w+)=", reason)
-                loc = [m.group(1)] if m and m.group(1) in _TERM_NAMES else []
-            field = (_term_field(loc[0], overrides, from_loan) + "".join("/" + x for x in loc[1:])) if loc \
-                else "body/terms"
-            err = {"field": field, "reason": reason}
-            if loc and e.get("input") is not None and not isinstance(e["input"], (dict, list)):
-                err["value"] = e["input"]
-            errors.append(err)
+            found = fields.errors(f"{loc or 'terms'}: {reason}")
+            if loc and len(found) == 1 and e.get("input") is not None and not isinstance(e["input"], (dict, list)):
+                found[0]["value"] = e["input"]
+            errors += found
     if lt is not None:
-        errors += [{"field": f"body/terms/{name}", "value": getattr(lt, name), "reason": reason}
+        errors += [{"field": fields.resolve(name), "value": getattr(lt, name), "reason": reason}
                    for name, reason in unknown_price_names(lt, _price_models())]
     pledged = pf.n_parcels
     if parcel_ids is not None or project_id is not None:
@@ -216,7 +244,7 @@ def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[Port
     parcel_ids, project_id = body.parcel_ids, body.project_id
     if parcel_ids is None and project_id is None and loan is not None and loan.terms.get("parcel_ids"):
         parcel_ids = list(loan.terms["parcel_ids"])
-    n = check_collateral_inputs(pf, terms, overrides, loan is not None, parcel_ids, project_id)
+    n = check_collateral_inputs(pf, terms, loan.terms if loan else None, parcel_ids, project_id)
     H = int(terms.get("crediting_horizon_years") or 30)
     cells = n * body.paths * H
     if body.attribution:
@@ -474,7 +502,9 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         runner._fail(job.id, job_problem(exc.kind, exc.detail or exc.title, exc.status, exc.title, errors=exc.errors))
         return
     except INPUT_ERRORS as exc:
-        p = problem_from(exc, ERROR_KINDS.get(job.kind, "invalid-request"), PROBLEM_FIELDS[job.kind])
+        with runner.db.session() as s:
+            fields = problem_fields(s, job.tenant_id, job.kind, req)
+        p = problem_from(exc, ERROR_KINDS.get(job.kind, "invalid-request"), fields)
         runner._fail(job.id, job_problem(p.kind, p.detail, 422, "Invalid request", errors=p.errors))
         return
     except Exception as exc:  # noqa: BLE001
@@ -503,8 +533,9 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
     save_job_result(runner.db, job.id, save, runner._fail)
 
 
-__all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
-           "STRESS_FIELDS", "TASKS", "check_collateral_inputs", "check_limit", "layer_pricing_fields",
+__all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
+           "STRESS_FIELDS", "TASKS", "check_collateral_inputs", "check_limit", "collateral_fields",
+           "layer_pricing_fields", "loan_held_terms", "problem_fields",
            "check_quote_inputs", "code_version", "engine_cover",
            "loan_engine_terms", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",
            "put_artifact", "result_out", "run_finance_job", "store_result"]

@@ -1,20 +1,22 @@
 """Request and response models of the finance endpoints: collateral valuations, insurance quotes, layer
 pricing and stress tests (pydantic v2; they make the OpenAPI document).
 
-The collateral terms carry the engine's own bounds (``finance_engine.collateral.LoanTerms``), so what
-the OpenAPI document admits the engine values; elsewhere ranges are sanity bounds (so no request can
-ask for absurd work or overflow). The engine's own checks run before a request is answered or queued
-(``api.finance``) and come back as 422 problems naming the field.
+The collateral terms carry the engine's own fields (``finance_engine.collateral.LoanTerms``, through
+:func:`api.schemas.engine_field`), so what the OpenAPI document admits the engine values; elsewhere
+ranges are sanity bounds (so no request can ask for absurd work or overflow). The engine's own checks
+run before a request is answered or queued (``api.finance``) and come back as 422 problems naming the
+field.
 """
-
-from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from annotated_types import Le
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from api.schemas import ID_PATTERN, Level, Peril, Strict, Text
+from api.schemas import ID_PATTERN, Level, Peril, Strict, Text, engine_field
+from finance_engine.collateral import AssignedInsurance, LoanTerms
+from finance_engine.simulation.config import ALL_LEVELS
 
 Mode = Literal["auto", "job"]
 NAME = Field("", max_length=200, description="a label for reports")
@@ -22,44 +24,55 @@ MONEY = dict(ge=0, le=1e13)
 
 
 # ---- collateral ---------------------------------------------------------------------------------
+# The terms are the engine's own fields (api.schemas.engine_field: type, bounds and default from
+# finance_engine.collateral.LoanTerms and AssignedInsurance), with an upper bound on money and ratios the
+# engine leaves open (no request asks for absurd amounts) and a pattern on names.
+_MONEY_CAP = Le(1e13)
+_NAME = StringConstraints(max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
+
+
 class AssignedInsuranceIn(Strict):
     """A sink-loss policy assigned to the bank (its payouts go to the bank first)."""
 
+    # the engine's default is every peril it knows; here null takes it (a list names at least one known peril)
     covered_perils: list[Peril] | None = Field(None, min_length=1)
-    agreed_price_cny_per_tco2e: float = Field(gt=0, le=1e6)
-    annual_deductible_tco2e: float | None = Field(None, ge=0, le=1e12)
-    annual_limit_cny: float | None = Field(None, gt=0, le=1e13)
+    agreed_price_cny_per_tco2e: engine_field(AssignedInsurance, "agreed_price_cny_per_tco2e", Le(1e6), optional=False)
+    annual_deductible_tco2e: engine_field(AssignedInsurance, "annual_deductible_tco2e", Le(1e12)) = None
+    # null: unlimited (the engine's default, an infinite limit JSON cannot carry)
+    annual_limit_cny: engine_field(AssignedInsurance, "annual_limit_cny", _MONEY_CAP) = None
+
+
+def _term(name: str, *sanity, description: str | None = None):
+    return engine_field(LoanTerms, name, *sanity, description=description)
 
 
 class CollateralTerms(Strict):
     """Terms of a carbon-pledge loan (``finance_engine.collateral.LoanTerms``). With a ``loan_id``
     these override the registered loan's terms; without one, ``amount_cny``, ``term_years`` and
-    ``interest_rate`` are required. Omitted fields take the engine's defaults. The bounds are the
-    engine's own (so what this schema admits, the engine values); the cross-field rules are checked
-    before any work: ``term_years`` <= ``crediting_horizon_years`` (default 30) and ``ltv_trigger``
-    >= ``pledge_rate`` (defaults 0.8 and 0.6)."""
+    ``interest_rate`` are required. Omitted fields take the engine's defaults (in each description).
+    The types and bounds are the engine's own (so what this schema admits, the engine values); the
+    cross-field rules are checked before any work: ``term_years`` <= ``crediting_horizon_years`` and
+    ``ltv_trigger`` >= ``pledge_rate``."""
 
-    amount_cny: float | None = Field(None, gt=0, le=1e13, description="loan principal, CNY")
-    term_years: int | None = Field(None, ge=1, le=40, description="whole years (at most the crediting horizon)")
-    interest_rate: float | None = Field(None, ge=0, lt=0.5, description="annual, as a fraction")
-    amortisation: Literal["bullet", "annuity", "linear"] | None = None
-    discount_rate: float | None = Field(None, gt=-0.5, lt=1, description="rate to discount credit cash flows "
-                                                                         "(default 0.045)")
-    pledge_rate: float | None = Field(None, gt=0, le=1,
-                                      description="maximum LTV at origination (质押率, default 0.6)")
-    ltv_trigger: float | None = Field(None, gt=0, le=10, description="LTV above which a top-up is called "
-                                                                     "(default 0.8; >= pledge_rate)")
-    liquidation_cost_fraction: float | None = Field(None, ge=0, lt=1)
-    liquidation_time_years: float | None = Field(None, ge=0, le=5)
-    forest_right_mortgage_cny: float | None = Field(None, **MONEY)
-    guarantee_cny: float | None = Field(None, **MONEY)
-    borrower_pd: float | None = Field(None, gt=0, lt=1, description="borrower's one-year probability of default")
-    credit_type: Literal["ccer", "carbon_puhui", "tanpiao"] | None = None
-    price_model: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
-    price_scenario: str | None = Field(None, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
-    price_loss_correlation: float | None = Field(None, ge=-1, le=1)
-    crediting_horizon_years: int | None = Field(None, ge=1, le=100)
-    target_shortfall_probability: float | None = Field(None, gt=0, lt=0.5)
+    amount_cny: _term("amount_cny", _MONEY_CAP) = None
+    term_years: _term("term_years", description="whole years (at most the crediting horizon)") = None
+    interest_rate: _term("interest_rate", description="annual, as a fraction") = None
+    amortisation: _term("amortisation") = None
+    discount_rate: _term("discount_rate") = None
+    pledge_rate: _term("pledge_rate") = None
+    ltv_trigger: _term("ltv_trigger", Le(10), description="LTV above which a top-up is called; at least "
+                                                          "pledge_rate") = None
+    liquidation_cost_fraction: _term("liquidation_cost_fraction") = None
+    liquidation_time_years: _term("liquidation_time_years") = None
+    forest_right_mortgage_cny: _term("forest_right_mortgage_cny", _MONEY_CAP) = None
+    guarantee_cny: _term("guarantee_cny", _MONEY_CAP) = None
+    borrower_pd: _term("borrower_pd", description="borrower's one-year probability of default") = None
+    credit_type: _term("credit_type") = None
+    price_model: _term("price_model", _NAME) = None
+    price_scenario: _term("price_scenario", _NAME) = None
+    price_loss_correlation: _term("price_loss_correlation") = None
+    crediting_horizon_years: _term("crediting_horizon_years") = None
+    target_shortfall_probability: _term("target_shortfall_probability") = None
     insurance: AssignedInsuranceIn | None = None
 
 
@@ -181,7 +194,8 @@ class LayerPricingJSON(Strict):
 
 
 # ---- stress ---------------------------------------------------------------------------------------
-StressLevel = Literal["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group"]
+# the engine's levels but parcel, on purpose: a stress test tabulates every group of a level for each scenario
+StressLevel = Literal[tuple(lv for lv in ALL_LEVELS if lv != "parcel")]
 
 
 class StressRequest(Strict):

@@ -1,15 +1,23 @@
-"""Request and response models of the HTTP API (pydantic v2); they make the OpenAPI document."""
+"""Request and response models of the HTTP API (pydantic v2); they make the OpenAPI document.
 
-from __future__ import annotations
+(No ``from __future__ import annotations``: the annotations that carry an engine model's fields,
+:func:`engine_field`, are built when the class is.)"""
 
+import math
 import re
+import types
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from annotated_types import Le
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
-Level = Literal["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
-                "parcel"]
+from finance_engine.collateral import LoanTerms as EngineLoanTerms
+from finance_engine.simulation.config import ALL_LEVELS
+
+#: the engine's account levels (``finance_engine.simulation.config.ALL_LEVELS``): simulations, AAL tables
+Level = Literal[ALL_LEVELS]
 AccountLevel = Literal["portfolio", "province", "city", "county", "township", "village"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Peril = Literal["fire", "drought", "typhoon", "ice_storm", "pine_wilt"]
@@ -35,6 +43,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def engine_field(model: type[BaseModel], name: str, *sanity: Any, description: str | None = None,
+                 optional: bool = True) -> Any:
+    """The type of a request field that carries field ``name`` of the engine's pydantic ``model`` as the
+    engine has it: its type and constraints (``model.model_fields[name]``: bounds, finiteness), so the
+    request schema admits only what the engine values and cannot drift from it, and the OpenAPI document
+    shows the engine's bounds. ``sanity``: constraints the API adds (annotated-types or pydantic
+    metadata: upper bounds so no request asks for absurd amounts, name patterns). ``description``
+    (default: the engine's) gets the engine's default appended. ``optional``: also ``None`` (the
+    engine's default; give the field ``= None``)."""
+    f = model.model_fields[name]
+    base = f.annotation
+    if get_origin(base) in (Union, types.UnionType) and type(None) in get_args(base):  # X | None -> X
+        base = Union[tuple(a for a in get_args(base) if a is not type(None))]
+    meta = list(f.metadata)
+    if (model.model_config.get("allow_inf_nan") is False and base is float
+            and not any(isinstance(m, AllowInfNan) for m in meta)):
+        meta.append(AllowInfNan(False))  # the model admits only finite numbers
+    typ = Annotated[(base, *meta, *sanity)] if meta or sanity else base
+    text = description if description is not None else f.description
+    d = f.default
+    if d is not PydanticUndefined and d is not None and isinstance(d, (str, int, float)) and \
+            not (isinstance(d, float) and not math.isfinite(d)):
+        text = f"{text} (default {d})" if text else f"default {d}"
+    return Annotated[typ | None if optional else typ, Field(description=text)]
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a list: ``items``, the ``total`` count, and the offset of the next page (or null).
 
@@ -52,12 +86,17 @@ class Page(BaseModel, Generic[T]):
 
 
 # ---- portfolios ---------------------------------------------------------------------------------
+#: a region (a model id, GET /v1/models): the JSON upload's ``region`` and the multipart form's
+REGION_PATTERN = r"^[a-z][a-z0-9_]{0,59}$"
+DEFAULT_REGION = "lishui"
+
+
 class PortfolioJSON(Strict):
     """A portfolio sent as JSON: parcel records (the columns of docs/portfolio format) or a GeoJSON
     FeatureCollection."""
 
     name: Text = Field(min_length=1, max_length=200)
-    region: str = Field("lishui", pattern=r"^[a-z][a-z0-9_]{0,59}$")
+    region: str = Field(DEFAULT_REGION, pattern=REGION_PATTERN)
     parcels: list[dict[str, Any]] | None = Field(None, max_length=1_000_000)
     geojson: dict[str, Any] | None = None
 
@@ -90,10 +129,12 @@ class PortfolioDetail(PortfolioOut):
 class LoanTerms(Strict):
     """A loan secured on (part of) a portfolio's forest carbon."""
 
-    amount_cny: float = Field(gt=0, le=1e12, description="principal, CNY")
-    # the collateral engine's bounds (finance_engine.collateral.LoanTerms): a registered loan must be one it can value
-    term_years: int = Field(ge=1, le=40, description="whole years")
-    rate: float = Field(ge=0, lt=0.5, description="annual interest rate, as a fraction (0.045 = 4.5 %)")
+    # the collateral engine's own fields (finance_engine.collateral.LoanTerms): a registered loan must be one it
+    # can value (api.finance.LOAN_TERMS: the engine's names of these terms)
+    amount_cny: engine_field(EngineLoanTerms, "amount_cny", Le(1e12), description="principal, CNY", optional=False)
+    term_years: engine_field(EngineLoanTerms, "term_years", description="whole years", optional=False)
+    rate: engine_field(EngineLoanTerms, "interest_rate", description="annual interest rate, as a fraction "
+                                                                     "(0.045 = 4.5 %)", optional=False)
     parcel_ids: list[str] | None = Field(None, max_length=1_000_000,
                                          description="pledged parcels (default: the whole portfolio)")
     borrower: Text | None = Field(None, max_length=200)

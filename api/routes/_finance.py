@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -13,12 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref
 from api.db.models import FinanceResult, PortfolioRow, ResultArtifact
-from api.finance import INPUT_ERRORS, KIND_PATH, PROBLEM_FIELDS, TASKS, check_limit, code_version, problem_from, \
-    put_artifact, result_out, store_result
+from api.finance import ERROR_KINDS, INPUT_ERRORS, KIND_PATH, TASKS, check_limit, code_version, problem_fields, \
+    problem_from, put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut
 from api.jobs import create_job
 from api.problems import ApiProblem
 from api.requestctx import current_request_id
+from api.routes.common import encode
 from api.routes.jobs import job_out
 from api.schemas import JobOut
 from api.security import Principal
@@ -30,11 +30,6 @@ CREATED = {201: {"description": "Finished at once; the stored result",
                  "headers": {"Location": {"schema": {"type": "string"}}}}}
 HTML = {200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "an HTML download"}}
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-ERROR_KIND = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test"}
-
-
-def encode(model, data: dict[str, Any]) -> Any:
-    return json.loads(model.model_validate(data).model_dump_json())
 
 
 async def create_result(request: Request, who: Principal, kind: str, prepare: Callable[[Session], tuple],
@@ -75,7 +70,11 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
                 out = await state.result_cache.single_flight(
                     key, lambda: state.compute.run(TASKS[kind], pf_ref(pf), req))
         except INPUT_ERRORS as exc:
-            raise problem_from(exc, ERROR_KIND[kind], PROBLEM_FIELDS[kind]) from exc
+            def where():  # the fields the engine's error names, as a job's failure names them
+                with state.db.session() as s:
+                    return problem_fields(s, who.tenant_id, kind, req)
+
+            raise problem_from(exc, ERROR_KINDS[kind], await run_in_threadpool(where)) from exc
     artifacts = {}
     if kind == "stress_test":
         artifacts, out = out["artifacts"], dict(out["result"])
@@ -134,5 +133,5 @@ def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow
     return pf
 
 
-__all__ = ["CREATED", "HTML", "XLSX_TYPE", "artifact", "create_result", "download", "encode", "get_result",
+__all__ = ["CREATED", "HTML", "XLSX_TYPE", "artifact", "create_result", "download", "get_result",
            "list_results", "portfolio_of"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import json
+from typing import Any, Iterator
 
 from fastapi import Query, Request
 from sqlalchemy.orm import Session
@@ -12,6 +13,11 @@ from api.problems import problem_responses
 PAGE_DEFAULT = 50
 # problem documents every authenticated endpoint may answer with
 AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429)
+
+
+def encode(model, data: dict[str, Any]) -> Any:
+    """``data`` as the JSON ``model`` makes of it (for a JSONResponse with its own status or headers)."""
+    return json.loads(model.model_validate(data).model_dump_json())
 
 
 def db_session(request: Request) -> Iterator[Session]:

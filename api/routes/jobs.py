@@ -13,16 +13,10 @@ from api.db.models import FinanceResult, Job, SimulationRun, utcnow
 from api.finance_schemas import FinanceResultOut
 from api.jobs import TERMINAL
 from api.problems import ApiProblem
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
 from api.schemas import JobOut, JobStatus, Page, SimulationOut
 from api.security import ANALYSTS, Principal, require_roles
 from api.services import audit, count, get_owned, page, run_out
-
-
-def encode(model, data: dict[str, Any]) -> Any:
-    import json
-
-    return json.loads(model.model_validate(data).model_dump_json())
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)

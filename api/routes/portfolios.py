@@ -20,8 +20,8 @@ from starlette.datastructures import UploadFile
 from api.db.models import Instrument, PortfolioRow
 from api.problems import ApiProblem, json_body
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
-from api.schemas import (CONTROL_CHARS, CONTROL_REASON, AccountLevel, AccountsOut, Page, PortfolioDetail, PortfolioJSON,
-                         PortfolioOut)
+from api.schemas import (CONTROL_CHARS, CONTROL_REASON, DEFAULT_REGION, REGION_PATTERN, AccountLevel, AccountsOut, Page,
+                         PortfolioDetail, PortfolioJSON, PortfolioOut)
 from api.security import ANALYSTS, Principal, require_roles
 from api.services import (
     audit,
@@ -38,7 +38,7 @@ from api.services import (
 )
 
 router = APIRouter(prefix="/v1/portfolios", tags=["portfolios"], responses=AUTH_PROBLEMS)
-REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+REGION_RE = re.compile(REGION_PATTERN)  # the multipart form's region: PortfolioJSON's rule
 analyst = require_roles(*ANALYSTS)
 
 _UPLOAD_SCHEMA = {
@@ -50,7 +50,7 @@ _UPLOAD_SCHEMA = {
                 "file": {"type": "string", "format": "binary",
                          "description": "CSV, Parquet, xlsx, GeoJSON (.geojson/.json) or JSON records (.json)"},
                 "name": {"type": "string", "maxLength": 200},
-                "region": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,59}$", "default": "lishui"}}}},
+                "region": {"type": "string", "pattern": REGION_PATTERN, "default": DEFAULT_REGION}}}},
         "application/json": {"schema": PortfolioJSON.model_json_schema()},
     },
 }
@@ -93,10 +93,11 @@ async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
             errs.append({"field": "body/name", "reason": CONTROL_REASON})
         if upload.filename and CONTROL_CHARS.search(upload.filename):
             errs.append({"field": "body/file", "reason": "the file name " + CONTROL_REASON})
-        region = form.get("region") or "lishui"
-        if not isinstance(region, str) or not REGION_RE.match(region):
+        region = form.get("region") or DEFAULT_REGION
+        # fullmatch: the pattern's $ is the end of the text, as pydantic has it (re.match's $ admits a final newline)
+        if not isinstance(region, str) or not REGION_RE.fullmatch(region):
             errs.append({"field": "body/region", "value": str(region)[:60],
-                         "reason": "must match ^[a-z][a-z0-9_]{0,59}$ (a model id, GET /v1/models)"})
+                         "reason": f"must match {REGION_PATTERN} (a model id, GET /v1/models)"})
         if errs:
             raise ApiProblem(422, f"{len(errs)} invalid field(s) in the request", kind="validation-error",
                              title="Invalid request", errors=errs)

@@ -20,8 +20,8 @@ from api.finance import INPUT_ERRORS, check_quote_inputs, layer_pricing_fields, 
 from api.finance_schemas import FinanceResultOut, LayerPricingJSON, QuoteRequest
 from api.problems import ApiProblem, json_body
 from api.requestctx import current_request_id
-from api.routes._finance import CREATED, HTML, artifact, create_result, download, encode, get_result, list_results
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes._finance import CREATED, HTML, artifact, create_result, download, get_result, list_results
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
 from api.services import audit

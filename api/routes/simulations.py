@@ -17,7 +17,7 @@ from api.db.models import PortfolioRow, SimulationRun
 from api.jobs import create_job
 from api.problems import ApiProblem, engine_problem
 from api.requestctx import current_request_id
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
 from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
@@ -27,12 +27,6 @@ from api.services import (SIMULATION_FIELDS, audit, cells, check_simulation_requ
 
 router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
-
-
-def _encode(model, data: dict[str, Any]) -> Any:
-    import json
-
-    return json.loads(model.model_validate(data).model_dump_json())
 
 
 @router.post("", status_code=201, response_model=SimulationOut, summary="Run a simulation",
@@ -70,7 +64,7 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
     kind, job, pf = await run_in_threadpool(prepare)
     if kind == "job":
         state.jobs.submit(job["id"])
-        return JSONResponse(_encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+        return JSONResponse(encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
     # the engine runs in the compute pool (api.compute): the event loop and other requests go on
     try:
@@ -87,7 +81,7 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
             return run_out(run)
 
     out = await run_in_threadpool(run_now)
-    return JSONResponse(_encode(SimulationOut, out), status_code=201, headers={"Location": f"/v1/simulations/{out['id']}"})
+    return JSONResponse(encode(SimulationOut, out), status_code=201, headers={"Location": f"/v1/simulations/{out['id']}"})
 
 
 @router.get("", response_model=Page[SimulationOut], summary="List your simulation results (newest first)")

@@ -69,7 +69,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from finance_engine.mc_error import quantile_ci
+from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import jackknife_groups, jackknife_se, jackknife_t
 
@@ -382,15 +382,22 @@ class _Design:
         return jackknife_t(self.n_groups) if self.keep is not None else None
 
     def mean_se(self, x: np.ndarray) -> tuple[float, float | None]:
-        """Standard error of ``mean(x)`` and the parameter sd (None unless paths come in sets)."""
+        """Standard error of ``mean(x)`` and the parameter sd (None unless paths come in sets).
+
+        The error is :func:`finance_engine.mc_error.mean_se` of the independent units: the years without
+        ``paths_years``, else the path means in sets of ``set_size``. Kept apart on purpose: a single
+        independent year gives 0 (as :func:`~finance_engine.insurance.risk_measures.aal`'s error and the
+        quote's ``sd_annual_payout_cny``), a single path NaN (unknown); and the parameter sd comes too."""
         x = np.asarray(x, dtype=np.float64)
         if self.paths_years is None:
-            return (float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0), None
+            return (mean_se(x) if x.size > 1 else 0.0), None
         pm = x.reshape(self.paths, self.years).mean(axis=1)
-        mom = nested_moments(pm[:, None], self.set_size, self.set_size > 1)
-        se = float(mom["mc_se"][0]) if np.isfinite(mom["mc_se"][0]) else math.nan   # one path: unknown
-        psd = float(mom["parameter_sd"][0]) if self.set_size > 1 and np.isfinite(mom["parameter_sd"][0]) else None
-        return se, psd
+        se = mean_se(pm, self.set_size)
+        psd = None
+        if self.set_size > 1:
+            sd = float(nested_moments(pm[:, None], self.set_size, True)["parameter_sd"][0])
+            psd = sd if math.isfinite(sd) else None
+        return (se if math.isfinite(se) else math.nan), psd   # one path: unknown
 
     def jackknife(self, figures) -> np.ndarray | None:
         """Jackknife standard errors of ``figures(keep)`` (a vector of figures computed on the simulated

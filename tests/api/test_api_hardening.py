@@ -9,6 +9,7 @@ synchronous limit, the page maximum setting, library-only stress scenarios and t
 from __future__ import annotations
 
 import json
+import types
 from datetime import timedelta
 
 import pandas as pd
@@ -465,6 +466,145 @@ def test_collateral_schema_bounds_are_the_engines():
     assert bounds(api["liquidation_time_years"])[1] == (5, False)
     assert bounds(api["target_shortfall_probability"]) == ((0, True), (0.5, True))
     assert bounds(api["pledge_rate"])[0] == (0, True) and bounds(api["ltv_trigger"])[0] == (0, True)
+
+
+def _engine_type(field_info):
+    """(type, constraints) of a pydantic field: its annotation without ``None`` and ``Annotated`` unwrapped."""
+    from typing import Annotated, Union, get_args, get_origin
+
+    ann, meta = field_info.annotation, list(field_info.metadata)
+    if get_origin(ann) in (Union, types.UnionType) and type(None) in get_args(ann):
+        rest = [a for a in get_args(ann) if a is not type(None)]
+        ann = rest[0] if len(rest) == 1 else Union[tuple(rest)]
+    if get_origin(ann) is Annotated:
+        ann, *inner = get_args(ann)
+        meta += inner
+    return ann, meta
+
+
+@pytest.mark.parametrize("api_model,engine_model,names", [
+    ("api.finance_schemas.CollateralTerms", "finance_engine.collateral.LoanTerms", None),
+    ("api.finance_schemas.AssignedInsuranceIn", "finance_engine.collateral.AssignedInsurance",
+     {"agreed_price_cny_per_tco2e": "agreed_price_cny_per_tco2e", "annual_deductible_tco2e": "annual_deductible_tco2e",
+      "annual_limit_cny": "annual_limit_cny"}),
+    ("api.schemas.LoanTerms", "finance_engine.collateral.LoanTerms",  # a registered loan (api.finance.LOAN_TERMS)
+     {"amount_cny": "amount_cny", "term_years": "term_years", "rate": "interest_rate"}),
+])
+def test_request_terms_carry_the_engines_fields(api_model, engine_model, names):
+    """The request schemas' loan terms are the engine's fields (type and every constraint), not a copy that can
+    drift: a bound changed in finance_engine.collateral changes the API with it (or this fails)."""
+    import importlib
+
+    from pydantic import AllowInfNan
+
+    from api.finance import LOAN_TERMS
+
+    def load(path):
+        mod, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(mod), name)
+
+    api, eng = load(api_model), load(engine_model)
+    if names is None:  # the collateral terms: every engine term, under its own name
+        assert set(api.model_fields) == set(eng.model_fields)
+        names = {n: n for n in eng.model_fields if n != "insurance"}  # insurance: AssignedInsuranceIn, below
+    if api_model == "api.schemas.LoanTerms":
+        assert {eng_name: name for name, eng_name in names.items()} == LOAN_TERMS
+    finite = eng.model_config.get("allow_inf_nan") is False
+    for name, eng_name in names.items():
+        a_type, a_meta = _engine_type(api.model_fields[name])
+        e_type, e_meta = _engine_type(eng.model_fields[eng_name])
+        assert a_type == e_type, name
+        missing = [m for m in e_meta if m not in a_meta]
+        assert not missing, (name, missing)
+        if finite and e_type is float:
+            assert AllowInfNan(False) in a_meta, name
+
+
+def test_a_loan_terms_error_names_one_field_whichever_path_meets_it(env, monkeypatch):
+    """A LoanTerms error names the same request field from the pre-check (at once or before a job is
+    accepted) and from the engine's own error in a run at once and in a job, with and without a registered
+    loan: a term at the loan's value at ``loan/terms/...``, one the request overrides at ``body/terms/...``
+    (one map, api.finance.collateral_fields)."""
+    import api.finance as fin
+    from finance_engine.collateral import check_loan_terms
+
+    c, h = env.client, env.h("bank")
+    pid = upload(c, h, csv_bytes(10))
+    loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h,
+                  json={"terms": {"amount_cny": 1e5, "term_years": 6, "rate": 0.04}}).json()["id"]
+    seeds = iter(range(100, 200))
+
+    def fields(r):
+        if r.status_code == 202:  # a job: its error
+            job = wait_job(c, h, r.json()["id"])
+            assert job["status"] == "failed", job
+            assert job["error"]["type"].endswith("/invalid-loan-terms"), job["error"]
+            return [e["field"] for e in job["error"]["errors"]]
+        return [e["field"] for e in assert_problem(r, 422, "invalid-loan-terms")["errors"]]
+
+    def post(mode, terms, **body):
+        return c.post("/v1/collateral-valuations", headers=h, json={
+            "paths": 32, "sensitivities": False, "mode": mode, "seed": next(seeds), "terms": terms, **body})
+
+    cases = [  # (request, terms but the horizon, field)
+        (dict(loan_id=loan), {}, "loan/terms/term_years"),
+        (dict(loan_id=loan), {"term_years": 7}, "body/terms/term_years"),
+        # an override repeating the loan's own value: the loan's (a job keeps only the merged terms)
+        (dict(loan_id=loan), {"term_years": 6}, "loan/terms/term_years"),
+        (dict(portfolio_id=pid), {**TERMS, "term_years": 6}, "body/terms/term_years"),
+    ]
+    # the pre-check: at once, and before a job is accepted -- a crediting horizon of 5 years
+    for body, terms, field in cases:
+        for mode in ("auto", "job"):
+            assert fields(post(mode, {**terms, "crediting_horizon_years": 5}, **body)) == [field], (body, terms, mode)
+    assert c.get("/v1/jobs?status=queued", headers=h).json()["total"] == 0
+    # the engine's own error (as a later code version might refuse a term the pre-check let through): the task
+    # (run in the server's threads here) refuses a term beyond a horizon of 2 years
+    monkeypatch.setitem(fin.TASKS, "collateral",
+                        lambda ref, req: check_loan_terms({**req["terms"], "crediting_horizon_years": 2}))
+    for body, terms, field in cases:
+        for mode in ("auto", "job"):
+            assert fields(post(mode, {**terms, "crediting_horizon_years": 10}, **body)) == [field], (body, terms, mode)
+    # a rate, which the registry calls rate
+    monkeypatch.setitem(fin.TASKS, "collateral", lambda ref, req: check_loan_terms({**req["terms"], "interest_rate": -1}))
+    for mode in ("auto", "job"):
+        assert fields(post(mode, None, loan_id=loan)) == ["loan/terms/rate"], mode
+        assert fields(post(mode, {"interest_rate": 0.05}, loan_id=loan)) == ["body/terms/interest_rate"], mode
+
+
+def test_the_pre_check_and_the_engines_error_name_the_same_fields():
+    """check_collateral_inputs (every pydantic error, with its value) and the engine's LoanTermsError message
+    (value_collateral's check, a job's or a run's failure) resolve through one map."""
+    from types import SimpleNamespace
+
+    from api.finance import PROBLEM_FIELDS, check_collateral_inputs, collateral_fields, loan_held_terms, problem_from
+    from api.problems import ApiProblem
+    from finance_engine.collateral import LoanTermsError, check_loan_terms
+
+    pf = SimpleNamespace(n_parcels=10)
+    base = {"amount_cny": 1e5, "term_years": 3, "interest_rate": 0.04}
+    loan = {"amount_cny": 1e5, "term_years": 3, "rate": 0.04}
+    for bad in ({"borrower_pd": 1.0}, {"term_years": 45}, {"crediting_horizon_years": 2},
+                {"ltv_trigger": 0.5, "pledge_rate": 0.6}, {"insurance": {"agreed_price_cny_per_tco2e": -1}},
+                {"insurance": {"agreed_price_cny_per_tco2e": 50, "covered_perils": ["flood"]}},
+                {"price_model": "nope"}, {"price_scenario": "nope"}, {"interest_rate": 0.7}):
+        for held in (None, loan):
+            terms = {**base, **bad}
+            with pytest.raises(ApiProblem) as pre:
+                check_collateral_inputs(pf, terms, held, None, None)
+            with pytest.raises(LoanTermsError) as eng:
+                check_loan_terms(terms)
+            want = [e["field"] for e in problem_from(eng.value, "invalid-loan-terms",
+                                                     collateral_fields(loan_held_terms(terms, held))).errors]
+            got = [e["field"] for e in pre.value.errors]
+            assert got[:1] == want[:1] and set(want) <= set(got), (bad, held, got, want)
+            assert all(f.startswith(("body/terms/", "loan/terms/")) for f in got), got
+    assert PROBLEM_FIELDS["collateral"].resolve("term_years") == "body/terms/term_years"
+    assert collateral_fields(["interest_rate"]).resolve("interest_rate") == "loan/terms/rate"
+    # the horizon rule names the term: the loan's when it is the loan's
+    with pytest.raises(ApiProblem) as pre:
+        check_collateral_inputs(pf, {**base, "crediting_horizon_years": 2}, loan, None, None)
+    assert [(e["field"], e.get("value")) for e in pre.value.errors] == [("loan/terms/term_years", None)]
 
 
 # ---- 11. minor ------------------------------------------------------------------------------------------
