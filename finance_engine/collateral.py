@@ -691,7 +691,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout)
     set_size = base_sw.parameter_set_size
     q_set = base_sw.correlated_set_size  # the quantile and tail errors count sets that share a draw
-    mom = nested_moments(money.pv_total[:, None], set_size, True)
+    mom = nested_moments(money.pv_total[:, None], set_size, base_sw.parameter_uncertainty)
     v0 = float(mom["mean"][0])
     T = terms.term_years
 
@@ -701,7 +701,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     value_today = {
         "value_cny": v0,
         "mc_se_cny": float(mom["mc_se"][0]),
-        "parameter_sd_cny": float(mom["parameter_sd"][0]),
+        # None without parameter uncertainty (nothing drawn: not a clipped estimate of 0)
+        "parameter_sd_cny": float(mom["parameter_sd"][0]) if base_sw.parameter_uncertainty else None,
         "ci95_cny": [v0 - 1.96 * float(mom["mc_se"][0]), v0 + 1.96 * float(mom["mc_se"][0])],
         "pledged_parcels": pledged.n_parcels,
         "pledged_area_ha": float(pledged.area_ha.sum()),
@@ -921,7 +922,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
         shortfall probability's at least its regressions' jackknife error: each arm refits its own)."""
         v, b, s, mm = per_path
         out = {"driver": driver, "value_cny": float(v.mean()), "p_value_below_balance_any_time": float(b.mean()),
-               "expected_shortfall_cny": float(s.mean())}
+               "expected_shortfall_cny": float(s.mean()), "expected_shortfall_mc_se_cny": mean_se(s, set_size)}
         if base_per_path is not None:
             out.update({"value_effect_cny": float(v.mean() - base_per_path[0].mean()),
                         "value_effect_mc_se_cny": mean_se(v - base_per_path[0], set_size),

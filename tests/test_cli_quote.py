@@ -141,3 +141,12 @@ def test_engine_elt_can_be_priced_with_column_options(portfolio_csv, tmp_path, c
     elt = pd.read_csv(run / "event_loss_table.csv")
     assert json.loads(out)["pure_premium"] == pytest.approx(elt.loss_tco2e.sum() / 64)
     assert np.isfinite(json.loads(out)["sd_annual_loss"])
+
+
+def test_the_cli_offers_the_engines_levels():
+    """The CLI writes the engine's levels out (importing the engine would slow its start); they must agree."""
+    from api.cli.commands.quote import AAL_LEVELS
+    from api.cli.common import LEVEL_CHOICES
+    from finance_engine.simulation.config import ALL_LEVELS
+
+    assert LEVEL_CHOICES == list(ALL_LEVELS) and AAL_LEVELS is LEVEL_CHOICES

@@ -52,6 +52,24 @@ def test_deterministic_value_equals_analytic_present_value(portfolio, params):
         pv += credits * 60.0 / 1.05**end
     assert v.value_today["value_cny"] == pytest.approx(pv, rel=1e-9)
     assert v.value_today["mc_se_cny"] == pytest.approx(0.0, abs=1e-6 * pv)
+    # nothing drawn: no parameter sd at all (None), not an estimate of 0
+    assert v.value_today["parameter_sd_cny"] is None
+    # the yield curves are net of background mortality: reporting it leaves the credits, and so the value, as they are
+    mort = value_collateral(portfolio, params, terms, paths=64, seed=3, attribution=False, sensitivities=False,
+                            price_model_set=_flat_prices(60.0), issuance_risk=IssuanceRisk.none(),
+                            switches=dataclasses.replace(CALM, background_mortality=True))
+    assert mort.value_today["value_cny"] == v.value_today["value_cny"]
+
+
+def test_each_drivers_expected_shortfall_carries_its_monte_carlo_error(portfolio, params):
+    """A loan larger than its pledge falls short on every path: each driver row's expected shortfall has an
+    error, from the spread of the paths' shortfalls over parameter sets (a row with no shortfall has 0)."""
+    terms = LoanTerms(amount_cny=3_000_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15)
+    v = value_collateral(portfolio, params, terms, paths=64, seed=5, attribution=True, attribution_paths=64,
+                         sensitivities=False)
+    d = v.drivers.set_index("driver")
+    es, se = d["expected_shortfall_cny"], d["expected_shortfall_mc_se_cny"]
+    assert (es > 0).all() and (se > 0).all() and (se < es).all()
 
 
 def test_balance_schedules():
@@ -98,6 +116,7 @@ def test_full_model_outputs_are_consistent(portfolio, params):
     assert {"without growth uncertainty", "without peril-parameter uncertainty"} <= set(d.index)
     assert np.isfinite(d.loc["without peril-parameter uncertainty", ["value_effect_cny", "value_effect_mc_se_cny"]]).all()
     assert d.loc["without assigned insurance", "expected_shortfall_cny"] >= d.loc["full model", "expected_shortfall_cny"]
+    assert vt["parameter_sd_cny"] is not None and vt["parameter_sd_cny"] >= 0
     sens = v.sensitivities.set_index("case")
     assert sens.loc["price -50%", "value_cny"] == pytest.approx(vt["value_cny"] * 0.5, rel=0.02)
     out = v.to_dict()

@@ -262,3 +262,5 @@ def test_price_floor_on_a_quarterly_price_model_pays_on_year_end_prices(engine_r
     year_end = prices[:, [4, 8]]                                        # end of policy years 1 and 2
     assert q.premium["pure_premium_cny"] == pytest.approx(np.maximum(60.0 - year_end, 0.0).mean() * 1000.0)
     assert q.risk["aal"]["n_years"] == 128
+    # the ground-up losses by peril are shown for information: a price floor covers none of them
+    assert q.aal_by_peril and not any(r["covered"] for r in q.aal_by_peril)

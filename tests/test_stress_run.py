@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -478,3 +480,7 @@ def test_the_parameter_spread_is_its_own_line_beside_the_monte_carlo_error(pf, p
     assert row["cumulative_loss_tco2e_diff_parameter_sd"] >= 0
     # without parameter uncertainty every path is independent: no parameter spread at all
     assert (off.horizon.parameter_sd == 0).all() and (off.horizon.diff_parameter_sd == 0).all()
+    # and the provenance says so, so a reader tells these zeros from a clipped estimate
+    assert on.provenance["switches"]["parameter_uncertainty"] is True
+    assert off.provenance["switches"]["parameter_uncertainty"] is False
+    assert json.loads(json.dumps(off.to_dict()["provenance"]))["switches"] == off.provenance["switches"]

@@ -29,6 +29,12 @@ class CLIError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+#: the engine's account levels (``finance_engine.simulation.config.ALL_LEVELS``) as the commands offer them, written
+#: out so the CLI starts without importing the engine (tests/test_cli_quote.py holds the two equal)
+LEVEL_CHOICES = ["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
+                 "parcel"]
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.integer):
         return int(o)

@@ -744,12 +744,20 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     # ground-up AAL by peril (tCO2e destroyed) and by account level
     unit_price = getattr(cover, "price_cny_per_tco2e", None) or cover.strike_cny_per_tco2e
     covered = cover.perils if isinstance(cover, StockLossCover) else None
+
+    def is_covered(peril: str) -> bool:
+        """A stock-loss cover pays for its perils, a sink index for a shortfall from any of them; a price floor
+        pays on the price alone (no peril's loss triggers it)."""
+        if isinstance(cover, PriceFloorCover):
+            return False
+        return covered is None or peril in covered
+
     by_peril = []
     for m in res.metrics:
         if m.startswith("loss_") and m != "loss_tco2e":
             peril = m[5:-6]
             by_peril.append(_aal_row(per_path_to_sim_years(res.paths_of(m)[..., 0]), unit_price, design, peril=peril,
-                                     covered=covered is None or peril in covered))
+                                     covered=is_covered(peril)))
     by_level = []
     if account_level and account_level in res.per_path and account_level != "portfolio":
         names = [f"loss_{p}_tco2e" for p in (covered or [m[5:-6] for m in res.metrics

@@ -175,7 +175,8 @@ class SimulationResult:
         return written
 
 
-def _switches_dict(sw) -> dict[str, Any]:
+def switches_dict(sw) -> dict[str, Any]:
+    """A run's :class:`~models.dynamics.SimulationSwitches` as provenance (JSON-ready)."""
     d = dataclasses.asdict(sw)
     d["perils"] = list(d["perils"]) if d["perils"] is not None else None
     return d
@@ -328,7 +329,7 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         "perils": sim.peril_names,
         # what the perils record about their set-up for this portfolio (pine wilt: hosts outside the landscape)
         "model_notes": sim.notes(),
-        "switches": _switches_dict(sw),
+        "switches": switches_dict(sw),
         "crediting": dataclasses.asdict(setup.crediting),
         "levels": list(cfg.levels),
         "portfolio": {"source": setup.portfolio.source, "parcels": setup.portfolio.n_parcels,

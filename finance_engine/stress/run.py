@@ -42,7 +42,7 @@ from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import simulate
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
-                                              start_stock_of)
+                                              start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
@@ -324,7 +324,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             return np.array([_credit_view(v[:, k].astype(float), t2, rf[k], None if pay is None else pay[:, k])
                              ["shortfall"].mean() for v, k in zip(values, keep)])
         below_any = cv["below"].any(axis=0)
-        mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size, True)
+        mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size,
+                             settings.switches.parameter_uncertainty)
         shortfall = cv["shortfall"]                       # (T, paths)
         bal = balance_schedule(t2)[:t2.term_years]
         sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
@@ -741,6 +742,9 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
         "issuance_risk_sha256": iss.sha256, "portfolio": portfolio.source, "parcels": portfolio.n_parcels,
         "scenario_sha256": {m["scenario"]: m["sha256"] for m in meta},
         "method": "paired per-path differences on common random numbers (same seed for every scenario)",
+        # what was drawn: without parameter uncertainty every parameter_sd column is 0 by construction,
+        # which readers must tell from a clipped estimate
+        "switches": switches_dict(st.switches),
         "elapsed_s": round(time.perf_counter() - t0, 2),
     }
     return StressResult(

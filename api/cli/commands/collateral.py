@@ -124,8 +124,12 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     vt = v.value_today
     click.echo(f"Pledged: {vt['pledged_parcels']} parcels, {vt['pledged_area_ha']:,.1f} ha, "
                f"stock {vt['stock_today_tco2e']:,.0f} tCO2e")
+    from finance_engine.reports.html import fmt_parameter_sd
+
+    psd = vt["parameter_sd_cny"]  # None: drawn without parameter uncertainty; a clipped 0 is "not resolved"
+    psd_text = "" if psd is None else f"parameter sd {fmt_parameter_sd(psd, vt['mc_se_cny'])}; "
     click.echo(f"Value today: {vt['value_cny']:,.0f} CNY  (MC s.e. {vt['mc_se_cny']:,.0f}; "
-               f"parameter sd {vt['parameter_sd_cny']:,.0f}; 95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
+               f"{psd_text}95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
     c = vt["credits_over_horizon_tco2e"]
     click.echo(f"Credits over {v.provenance['horizon_years']} years: mean {c['mean']:,.0f} ± {c['mc_se']:,.0f}; "
                + " / ".join(f"P{k} {c[f'p{k}']:,.0f} ({interval_text(c[f'p{k}_ci95'])})" for k in (10, 50, 90))

@@ -12,6 +12,7 @@ import click
 
 from api.cli.common import (
     FINITE,
+    LEVEL_CHOICES,
     CLIError,
     OutputFile,
     echo_json,
@@ -31,8 +32,7 @@ from api.cli.common import (
 from api.cli.tables import interval_text, render_table
 
 #: account levels of the AAL table
-AAL_LEVELS = ["portfolio", "province", "city", "county", "township", "village", "project_id", "species_group",
-              "parcel"]
+AAL_LEVELS = LEVEL_CHOICES
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "w": 1e4, "万": 1e4, "bn": 1e9}
 
 
@@ -212,8 +212,10 @@ def _print_quote(q) -> None:
     p, e = q.premium, q.exposure
     click.echo(f"Cover {q.cover['kind']}: area {e['area_ha']:,.1f} ha ({e['area_mu']:,.0f} mu), insured "
                f"{e['insured_tco2e']:,.0f} tCO2e, sum insured {e['sum_insured_cny']:,.0f} CNY")
-    psd = p.get("parameter_sd_cny")
-    psd_text = f", parameter sd {psd:,.0f}" if psd is not None else ""
+    from finance_engine.reports.html import fmt_parameter_sd
+
+    psd = p.get("parameter_sd_cny")  # None: drawn without parameter uncertainty; a clipped 0 is "not resolved"
+    psd_text = f", parameter sd {fmt_parameter_sd(psd, p['pure_premium_mc_se_cny'])}" if psd is not None else ""
     click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}{psd_text}); "
                f"risk load ({q.loading['method']}) {p['risk_load_cny']:,.0f}; expenses {p['expenses_cny']:,.0f}; "
                f"profit {p['profit_cny']:,.0f}")

@@ -313,6 +313,7 @@ function renderLoan(fin) {
       ["p_value_below_balance_any_time", "col_p_below_any", pct(1)], ["shortfall_effect", "col_shortfall_effect", pct(1)],
       ["shortfall_effect_mc_se", "col_shortfall_effect_se", pct(2)],
       ["expected_shortfall_cny", "col_exp_shortfall", cny],
+      ["expected_shortfall_mc_se_cny", "col_exp_shortfall_se", cny],
     ]);
   }
   $("#loan-sens-card").hidden = !v.sensitivities;
