@@ -234,3 +234,21 @@ def test_rotation_is_for_trees_only(params):
     df["rotation_age_years"] = 5
     with pytest.raises(PortfolioError, match="rotation_age_years applies to trees only"):
         validate_frame(df, params)
+
+
+def test_lishui_2008_stock_and_gross_increment_are_reproduced_by_a_young_forest(params):
+    """Validation target 2 (domain_parameters.md): Lishui's 2006-08 survey gave a stock of 58.998 M m3 with a gross
+    increment of 4.4248 M m3/yr, 7.5 % of the stock, on about 1.46 Mha (about 40 m3/ha). A young planted forest
+    (age classes even over 1-30 years: an assumption, most of it planted or regrown after the 1980s) of the
+    reference's conifer-heavy mix on site class IV has that stock per hectare, and its gross increment (the
+    curves' net increment plus the 0.5 %/yr background mortality inside them) is that share of it."""
+    mix = {"chinese_fir": 0.35, "masson_pine": 0.25, "evergreen_broadleaf": 0.25, "hard_broadleaf": 0.15}
+    ages = np.arange(1, 31)
+    vol = inc = 0.0
+    for sp, w in mix.items():
+        a, k, c = _growth(params, sp)
+        vol += w * chapman_richards_volume(ages, a["IV"], k, c).mean()
+        inc += w * chapman_richards_increment(ages, a["IV"], k, c).mean()
+    mortality = params.file.growth_uncertainty.background_mortality_rate.value
+    assert 35 <= vol <= 50, vol
+    assert 0.065 <= (inc + mortality * vol) / vol <= 0.085
