@@ -174,6 +174,17 @@ def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     return clean(_valuation(ref, req).to_dict())
 
 
+def task_accounts(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """:func:`finance_engine.accounts.carbon_accounts` -> its table at every level with provenance and units."""
+    from finance_engine.accounts import carbon_accounts
+
+    acc = carbon_accounts(_portfolio(ref), _params(ref["region"]), sink_paths=req["paths"], seed=req["seed"],
+                          workers=task_threads())
+    d = acc.to_dict()
+    return clean({"provenance": d["provenance"], "units": d["units"], "sink_paths": req["paths"], "seed": req["seed"],
+                  "rows": d["rows"]})
+
+
 def task_collateral_memo(ref: dict[str, Any], req: dict[str, Any]) -> tuple[str, dict]:
     """Re-run a valuation (same seed: the same numbers) and render its HTML collateral memo.
 

@@ -20,7 +20,8 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.compute import InlineScenarioError, ScenarioNameError, pf_ref, task_collateral, task_quote, task_stress
+from api.compute import (InlineScenarioError, ScenarioNameError, pf_ref, task_accounts, task_collateral, task_quote,
+                         task_stress)
 from api.db.models import FinanceResult, Instrument, Job, PortfolioRow, ResultArtifact, utcnow
 from api.problems import ApiProblem, FieldMap, engine_problem
 from api.security import Principal
@@ -30,10 +31,12 @@ from api.services import (audit, audit_record, get_owned, internal_job_problem, 
 log = logging.getLogger("carbon_risk.api.finance")
 
 KIND_PATH = {"collateral": "collateral-valuations", "quote": "quotes", "layer": "layer-pricing",
-             "stress_test": "stress-tests"}
-REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"]}
-TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress}
-ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test"}
+             "stress_test": "stress-tests", "accounts": "accounts"}
+REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"],
+           "accounts": ["rows"]}
+TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress, "accounts": task_accounts}
+ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test",
+               "accounts": "invalid-accounts-request"}
 ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
 # the engine's input errors: bad terms, covers, tables, scenarios, registries (all ValueError subclasses)
 INPUT_ERRORS = (ValueError, KeyError)
@@ -108,7 +111,9 @@ def layer_pricing_fields(default: str) -> FieldMap:
                      "file": "body/file", "rows": "body/rows", "elt": default}, default=default)
 
 
-PROBLEM_FIELDS = {"collateral": COLLATERAL_FIELDS, "quote": QUOTE_FIELDS, "stress_test": STRESS_FIELDS}
+ACCOUNTS_FIELDS = FieldMap({n: f"body/{n}" for n in ("portfolio_id", "paths", "seed")})
+PROBLEM_FIELDS = {"collateral": COLLATERAL_FIELDS, "quote": QUOTE_FIELDS, "stress_test": STRESS_FIELDS,
+                  "accounts": ACCOUNTS_FIELDS}
 
 
 def problem_fields(s: Session, tenant_id: str, kind: str, req: dict[str, Any]) -> FieldMap:
@@ -415,6 +420,15 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
     return pf, req, cells
 
 
+def prepare_accounts(s: Session, who: Principal, body, settings) -> tuple[PortfolioRow, None, dict, int]:
+    """Five-level accounts of a stored portfolio as a stored result: ``(portfolio, None, engine request, cells)``,
+    cells being parcels x sink paths (a one-year run)."""
+    pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
+    paths = body.paths or settings.accounts_default_paths
+    req = {"portfolio_id": pf.id, "paths": paths, "seed": body.seed}
+    return pf, None, req, pf.n_parcels * paths
+
+
 # ---- storage ----------------------------------------------------------------------------------------
 def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: PortfolioRow | None,
                  instrument_id: str | None, req: dict[str, Any], result: dict[str, Any], job_id: str | None,
@@ -425,7 +439,7 @@ def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: Port
     from models import MODEL_VERSION
 
     row = FinanceResult(
-        id=new_id({"collateral": "cv", "quote": "qt", "layer": "lp", "stress_test": "st"}[kind]),
+        id=new_id({"collateral": "cv", "quote": "qt", "layer": "lp", "stress_test": "st", "accounts": "ac"}[kind]),
         tenant_id=tenant_id, kind=kind, portfolio_id=pf.id if pf is not None else None, instrument_id=instrument_id,
         job_id=job_id, request=req, request_sha256=sha256_json(req),
         model_version=str(prov.get("model_version") or MODEL_VERSION),
@@ -457,6 +471,9 @@ def result_out(row: FinanceResult, full: bool = False) -> dict[str, Any]:
         res["tables"] = {k: len(row.result.get(k) or []) for k in ("by_year", "horizon", "scenarios", "portfolio",
                                                                   "concentration", "loans", "policies", "insurer",
                                                                   "budget", "footprints") if k in row.result}
+    elif row.kind == "accounts" and not full:  # the rows are paged from /rows
+        res = {k: v for k, v in res.items() if k != "rows"}
+        res["tables"] = {"rows": len(row.result.get("rows") or [])}
     base = f"/v1/{KIND_PATH[row.kind]}/{row.id}"
     return {"id": row.id, "kind": row.kind, "portfolio_id": row.portfolio_id, "instrument_id": row.instrument_id,
             "job_id": row.job_id,
@@ -537,5 +554,5 @@ __all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBL
            "STRESS_FIELDS", "TASKS", "check_collateral_inputs", "check_limit", "collateral_fields",
            "layer_pricing_fields", "loan_held_terms", "problem_fields",
            "check_quote_inputs", "code_version", "engine_cover",
-           "loan_engine_terms", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",
+           "loan_engine_terms", "prepare_accounts", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",
            "put_artifact", "result_out", "run_finance_job", "store_result"]

@@ -238,9 +238,23 @@ class FinanceAudit(BaseModel):
     created_at: datetime
 
 
+class AccountsRequest(Strict):
+    """Five-level carbon accounts of a stored portfolio (``finance_engine.accounts.carbon_accounts``) kept as a
+    result: today's stock by both methods, the potential sink, and the expected first-year sink and loss with
+    their Monte Carlo errors and parameter sds, at the portfolio, province, city, county, township and village
+    levels. Up to ``CRE_SYNC_MAX_CELLS`` parcels x paths the answer comes at once (201); a larger run, or
+    ``mode: job``, becomes a job (202): the city's accounts with as many paths as its errors need."""
+
+    portfolio_id: str = Field(pattern=ID_PATTERN)
+    paths: int | None = Field(None, ge=1, le=1_000_000,
+                              description="Monte Carlo paths of the one-year sink run (default CRE_ACCOUNTS_PATHS)")
+    seed: int = Field(20260101, ge=0, le=2**63 - 1, description="seed of the sink run (the accounts' default)")
+    mode: Mode = Field("auto", description="auto (default: small runs answered at once) or job")
+
+
 class FinanceResultOut(BaseModel):
     id: str
-    kind: Literal["collateral", "quote", "layer", "stress_test"]
+    kind: Literal["collateral", "quote", "layer", "stress_test", "accounts"]
     portfolio_id: str | None
     instrument_id: str | None
     job_id: str | None
@@ -249,5 +263,5 @@ class FinanceResultOut(BaseModel):
     reports: list[str] = Field(description="report downloads of this result (paths)")
 
 
-__all__ = ["CollateralRequest", "CollateralTerms", "CoverIn", "FinanceAudit", "FinanceResultOut", "LayerIn",
+__all__ = ["AccountsRequest", "CollateralRequest", "CollateralTerms", "CoverIn", "FinanceAudit", "FinanceResultOut", "LayerIn",
            "LayerPricingJSON", "LoadingIn", "QuoteRequest", "StressRequest"]

@@ -114,7 +114,7 @@ class CarbonAccounts:
 
 
 def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths: int = 1000,
-                    seed: int = 20260101) -> CarbonAccounts:
+                    seed: int = 20260101, workers: int = 1) -> CarbonAccounts:
     """Today's carbon stock and the expected annual sink at the five account levels.
 
     Parameters
@@ -125,6 +125,8 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
         Monte Carlo paths of the one-year run that estimates the expected sink (0: skip it).
     seed : int
         Seed of that run.
+    workers : int
+        Workers of that run (the numbers do not depend on it).
     """
     co2 = params.file.carbon.co2_per_c.value
     area = portfolio.area_ha
@@ -147,7 +149,7 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
                                   **params.provenance(), "portfolio": portfolio.source, "parcels": portfolio.n_parcels}
     if sink_paths:
         res = simulate(portfolio, params, years=1, paths=sink_paths, seed=seed,
-                       levels=("parcel", *levels_for_se), keep_paths=True)
+                       levels=("parcel", *levels_for_se), keep_paths=True, workers=workers)
         ps = res.parcel_summary.set_index("parcel_id").loc[portfolio.parcel_id]
         # mean_annual_sink over one year = stock change in that year (net of perils and mortality)
         parcel["expected_sink_tco2e_per_yr_kg"] = _to_kg(ps["mean_annual_sink_tco2e_mean"].to_numpy())

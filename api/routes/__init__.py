@@ -1,6 +1,7 @@
 """One module per resource; each exposes ``router`` (an ``APIRouter``)."""
 
 from api.routes import (
+    accounts,
     admin,
     audit,
     collateral,
@@ -18,6 +19,6 @@ from api.routes import (
 
 ROUTERS = [health.router, portfolios.router, loans.router, policies.router, simulations.router, jobs.router,
            models.router, scenarios.router, audit.router, admin.router, collateral.router, quotes.router,
-           stress.router]
+           stress.router, accounts.router]
 
 __all__ = ["ROUTERS"]

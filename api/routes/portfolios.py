@@ -236,7 +236,7 @@ def accounts_response(state, who: Principal, row: PortfolioRow, level: str | Non
     """Accounts of a stored portfolio (shared by the portfolio and simulation endpoints).
 
     Accounts are computed in the request: ``parcels x paths`` above ``sync_max_cells`` answer 422
-    ``sync-limit-exceeded`` with the largest ``paths`` that fits (there is no accounts job)."""
+    ``sync-limit-exceeded`` with the largest ``paths`` that fits; ``POST /v1/accounts`` runs them as a job."""
     from finance_engine.accounts import carbon_accounts
 
     cells = row.n_parcels * paths
@@ -249,7 +249,7 @@ def accounts_response(state, who: Principal, row: PortfolioRow, level: str | Non
         fit = sync // max(row.n_parcels, 1)
         raise ApiProblem(
             422, f"{row.n_parcels} parcels x {paths} paths = {cells} exceeds the {sync} cells answered in a request "
-                 f"(CRE_SYNC_MAX_CELLS); accounts are not run as jobs: ask for at most {fit} paths"
+                 f"(CRE_SYNC_MAX_CELLS): ask for at most {fit} paths here, or run them as a job (POST /v1/accounts)"
                  + ("" if fit >= 1 else " (none fit: the portfolio alone is too large)"),
             kind="sync-limit-exceeded", limit=sync, cells=cells, max_paths=fit,
             errors=[{"field": paths_field, "value": paths,

@@ -27,6 +27,10 @@ ACCESS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/portfolios/{portfolio_id}"): A,
     ("DELETE", "/v1/portfolios/{portfolio_id}"): A,
     ("GET", "/v1/portfolios/{portfolio_id}/accounts"): A,
+    ("POST", "/v1/accounts"): A,
+    ("GET", "/v1/accounts"): A,
+    ("GET", "/v1/accounts/{accounts_id}"): A,
+    ("GET", "/v1/accounts/{accounts_id}/rows"): A,
     ("POST", "/v1/portfolios/{portfolio_id}/loans"): ("bank", "bureau"),
     ("GET", "/v1/portfolios/{portfolio_id}/loans"): ("bank", "bureau"),
     ("GET", "/v1/loans"): ("bank", "bureau"),
@@ -85,7 +89,7 @@ SHARED = {"/v1/models/{model_id}", "/v1/scenarios/{scenario_id}", "/v1/admin/ten
 
 # routes whose body names a tenant-owned resource (the test sends another tenant's)
 OWNED_IN_BODY = {("POST", "/v1/simulations"), ("POST", "/v1/collateral-valuations"), ("POST", "/v1/quotes"),
-                 ("POST", "/v1/stress-tests")}
+                 ("POST", "/v1/stress-tests"), ("POST", "/v1/accounts")}
 
 
 def app_routes(app) -> set[tuple[str, str]]:
@@ -125,13 +129,14 @@ def other(env):
                                                       "n_years": 2, "attachment": 1}).json()["id"]
     st = c.post("/v1/stress-tests", headers=h, json={"portfolio_id": pid, "years": 1, "paths": 8, "mode": "auto",
                                                      "footprints": False}).json()["id"]
+    acc = c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": 8}).json()["id"]
     admin = env.h("admin", "a")
     tenants = c.get("/v1/admin/tenants?limit=500", headers=admin).json()["items"]
     tid = next(t["id"] for t in tenants if t["name"] == "bureau-b")
     return {"portfolio_id": pid, "item_id": None, "loan": loan, "policy": policy, "simulation_id": sim,
             "job_id": job, "model_id": "lishui", "scenario_id": "lishui.climate.current", "tenant_id": tid,
             "key_id": env.keys[("bureau", "b")][4:16], "valuation_id": val, "quote_id": qt, "layer_id": lp,
-            "stress_test_id": st, "table": "portfolio"}
+            "stress_test_id": st, "table": "portfolio", "accounts_id": acc}
 
 
 def fill(path: str, ids: dict) -> str:
@@ -160,6 +165,8 @@ def body_for(method: str, path: str, ids: dict, role: str):
         return {"portfolio_id": ids["portfolio_id"], "cover": {"kind": "stock-loss"}, "paths": 32}
     if path == "/v1/stress-tests":
         return {"portfolio_id": ids["portfolio_id"], "years": 1, "paths": 8}
+    if path == "/v1/accounts":
+        return {"portfolio_id": ids["portfolio_id"], "paths": 8}
     if path == "/v1/layer-pricing":
         return {"rows": [{"year": 0, "event_id": 1, "loss": 5.0}], "n_years": 2, "attachment": 1}
     if path == "/v1/admin/tenants":
@@ -211,7 +218,7 @@ def test_roles_and_tenant_isolation(env, other, method, path, role):
     if method == "GET" and "items" in r.json():
         text = r.text
         for k in ("portfolio_id", "loan", "policy", "simulation_id", "job_id", "valuation_id", "quote_id", "layer_id",
-                  "stress_test_id"):
+                  "stress_test_id", "accounts_id"):
             if path.startswith("/v1/admin"):
                 continue
             assert other[k] not in text, (path, role, k)

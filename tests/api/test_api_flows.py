@@ -249,6 +249,51 @@ def test_accounts_match_finance_engine(env, params):
         assert levels[lv] == pytest.approx(levels["portfolio"], rel=1e-12)
 
 
+def test_accounts_runs_at_once_and_as_jobs_keep_the_engines_numbers(env, params):
+    """POST /v1/accounts: small accounts answered at once (201), large ones (parcels x paths above
+    CRE_SYNC_MAX_CELLS: the portfolio's GET answers 422 and points here) as a job (202), both stored with their
+    provenance and the engine's numbers; rows paged by level; the job's result is the accounts' id."""
+    c, h, pid = env.client, env.h("bureau"), env.portfolios[("bureau", "a")]
+    pf = validate_frame(make_frame(50), params, source="p.csv")
+    r = c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": 64, "seed": 9})
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["kind"] == "accounts" and r.headers["location"] == f"/v1/accounts/{got['id']}"
+    engine = carbon_accounts(pf, params, sink_paths=64, seed=9)
+    assert got["result"]["tables"] == {"rows": len(engine.table)}  # every level, portfolio to village
+    assert "rows" not in got["result"] and got["audit"]["seed"] == 9
+    prov = got["result"]["provenance"]
+    assert prov["seed"] == 9 and prov["paths"] == 64 and prov["parameter_sha256"] == params.sha256
+    assert prov["portfolio"] == "p.csv"
+    rows = c.get(f"/v1/accounts/{got['id']}/rows?level=county&limit=500", headers=h).json()
+    acc = engine.level("county").sort_values("county")
+    county = pd.DataFrame(rows["rows"]["items"]).sort_values("county").reset_index(drop=True)
+    assert rows["sink_paths"] == 64 and rows["rows"]["total"] == len(acc)
+    for col in ("stock_bef_tco2e", "expected_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr_mc_se"):
+        np.testing.assert_array_equal(county[col].to_numpy(), acc[col].to_numpy())
+    # the same numbers as the portfolio's own accounts in the request
+    inline = c.get(f"/v1/portfolios/{pid}/accounts?level=county&paths=64&seed=9", headers=h).json()
+    assert sorted(inline["rows"]["items"], key=lambda x: x["county"]) == county.to_dict("records")
+    # above the synchronous limit: the request refuses and names the job; the job runs it
+    big = env.app.state.settings.sync_max_cells // 50 + 1
+    refused = c.get(f"/v1/portfolios/{pid}/accounts?paths={big}", headers=h)
+    assert_problem(refused, 422, "sync-limit-exceeded")
+    assert "POST /v1/accounts" in refused.json()["detail"]
+    j = c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": 64, "seed": 9, "mode": "job"})
+    assert j.status_code == 202, j.text
+    done = wait_job(c, h, j.json()["id"])
+    assert done["status"] == "succeeded" and done["kind"] == "accounts", done
+    stored = c.get(f"/v1/accounts/{done['result_id']}", headers=h).json()
+    assert stored["job_id"] == j.json()["id"]
+    assert {k: v for k, v in stored["result"]["provenance"].items() if k != "code_version"} == \
+        {k: v for k, v in prov.items() if k != "code_version"}
+    listed = c.get(f"/v1/accounts?portfolio_id={pid}", headers=h).json()["items"]
+    assert {got["id"], stored["id"]} <= {x["id"] for x in listed}
+    assert_problem(c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": 0}), 422)
+    assert_problem(c.post("/v1/accounts", headers=h, json={"portfolio_id": "pf_nothere"}), 404)
+    assert_problem(c.get("/v1/accounts/ac_nothere/rows", headers=h), 404)
+
+
 # ---- models, scenarios, audit -----------------------------------------------------------------------
 def test_models_and_scenarios(env, params):
     c, h = env.client, env.h("admin")
