@@ -116,7 +116,8 @@ class LoanTerms(BaseModel):
                                        "mean-reverting model's own level")
     price_loss_correlation: float = Field(default=0.0, ge=-1, le=1, description="correlation of the price shock "
                                           "with the pledged forest's annual loss (stress scenarios)")
-    crediting_horizon_years: int = Field(default=30, ge=1, le=100)
+    crediting_horizon_years: int = Field(default=30, ge=1, le=100, description="years of credits valued; none is "
+                                         "issued after the parameter file's crediting period (Lishui: 40 years)")
     target_shortfall_probability: float = Field(default=0.01, gt=0, lt=0.5)
     insurance: AssignedInsurance | None = None
 

@@ -114,13 +114,16 @@ class CreditingRules:
     where ``ΔS`` is the change in stock (tCO2e) over the period and ``ΔS⁺`` its positive part. A
     period with a net loss (a reversal) issues nothing, and its loss is carried forward as a deficit
     that later removals must make good before new credits are issued (the usual registry rule that
-    reversals are compensated before further issuance).
+    reversals are compensated before further issuance). Verifications issue only within the
+    crediting period (``crediting_period_years`` from the start; None: no end): the MEE's 2023 CCER
+    rules give forestry projects 20 to 40 years.
     """
 
     monitoring_period_years: int
     baseline_removal_fraction: float
     leakage_fraction: float
     buffer_fraction: float
+    crediting_period_years: int | None = None
 
     @classmethod
     def from_parameters(cls, params: ModelParameters, **overrides: float) -> "CreditingRules":
@@ -130,13 +133,15 @@ class CreditingRules:
             baseline_removal_fraction=c.baseline_removal_fraction.value,
             leakage_fraction=c.leakage_fraction.value,
             buffer_fraction=c.buffer_fraction.value,
+            crediting_period_years=(None if c.crediting_period_years is None
+                                    else int(c.crediting_period_years.value)),
         )
         for k, v in overrides.items():
             if v is None:
                 continue
             if k not in vals:
                 raise ValueError(f"unknown crediting rule {k!r}")
-            vals[k] = type(vals[k])(v)
+            vals[k] = int(v) if k == "crediting_period_years" else type(vals[k])(v)
         rules = cls(**vals)
         rules.validate()
         return rules
@@ -144,6 +149,9 @@ class CreditingRules:
     def validate(self) -> None:
         if self.monitoring_period_years < 1:
             raise ValueError("monitoring_period_years must be >= 1")
+        if self.crediting_period_years is not None and self.crediting_period_years < self.monitoring_period_years:
+            raise ValueError(f"crediting_period_years must be >= monitoring_period_years "
+                             f"({self.monitoring_period_years}), got {self.crediting_period_years}")
         for name in ("baseline_removal_fraction", "leakage_fraction", "buffer_fraction"):
             v = getattr(self, name)
             if not 0 <= v < 1:
@@ -152,8 +160,11 @@ class CreditingRules:
             raise ValueError("baseline_removal_fraction + leakage_fraction must be < 1")
 
     def is_issuance_year(self, year_index: np.ndarray | int) -> np.ndarray | bool:
-        """True at the end of a monitoring period (1-based year count divisible by the period)."""
-        return (np.asarray(year_index) + 1) % self.monitoring_period_years == 0
+        """True at the end of a monitoring period (1-based year count divisible by the period) within the
+        crediting period."""
+        n = np.asarray(year_index) + 1
+        due = n % self.monitoring_period_years == 0
+        return due if self.crediting_period_years is None else due & (n <= self.crediting_period_years)
 
     def issue(self, stock_change_tco2e: np.ndarray, deficit_tco2e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Credits issued for one monitoring period.

@@ -128,6 +128,31 @@ class TestCrediting:
         # yr 2 verified: -4 from the start: deficit 4; yr 4 verified: +24 -> 24 - 0.2 x 24 - 4 = 15.2 issued
         np.testing.assert_allclose(pos, [0.0, 5.0, -4.0, 6.0, 0.0])
 
+    def test_verifications_issue_only_within_the_crediting_period(self, params):
+        """MEE 2023 CCER rules: a forestry project is credited for 20-40 years (Lishui's file: the 40-year maximum)."""
+        rules = CreditingRules.from_parameters(params)
+        assert rules.crediting_period_years == 40 and rules.monitoring_period_years == 5
+        assert list(np.flatnonzero(rules.is_issuance_year(np.arange(60))) + 1) == [5, 10, 15, 20, 25, 30, 35, 40]
+        short = CreditingRules.from_parameters(params, crediting_period_years=20)
+        assert list(np.flatnonzero(short.is_issuance_year(np.arange(60))) + 1) == [5, 10, 15, 20]
+        with pytest.raises(ValueError, match="crediting_period_years"):
+            CreditingRules.from_parameters(params, crediting_period_years=3)
+
+    def test_a_long_run_issues_nothing_after_the_crediting_period(self, params):
+        from finance_engine.simulation import simulate
+        from models.dynamics import SimulationSwitches
+        from models.portfolio import validate_frame
+        from tests.conftest import make_frame
+
+        pf = validate_frame(make_frame(6, seed=3, species=["chinese_fir"]).assign(age_years=5, project_id="P"), params)
+        sw = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False, perils=())
+        res = simulate(pf, params, years=50, paths=4, seed=1, switches=sw, levels=("portfolio",))
+        by = res.summary[(res.summary.metric == "credits_issued_tco2e")].set_index("year")["mean"]
+        assert (by.loc[by.index < 40] > 0).sum() == 8 and (by.loc[by.index >= 40] == 0).all()
+        # the stock keeps growing after it: the credits stop, not the sink
+        sink = res.summary[(res.summary.metric == "sink_tco2e")].set_index("year")["mean"]
+        assert (sink.loc[sink.index >= 40] > 0).all()
+
     def test_bad_rules_rejected(self, params):
         with pytest.raises(ValueError, match="buffer_fraction"):
             CreditingRules.from_parameters(params, buffer_fraction=1.2)

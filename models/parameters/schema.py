@@ -167,12 +167,19 @@ class Crediting(_Strict):
     baseline_removal_fraction: Sourced
     leakage_fraction: Sourced
     buffer_fraction: Sourced
+    #: years from the run's start during which verifications issue credits (None: no end)
+    crediting_period_years: Sourced | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Crediting":
         p = self.monitoring_period_years.value
         if p < 1 or p != int(p):
             raise ValueError(f"monitoring_period_years must be a whole number >= 1, got {p}")
+        if self.crediting_period_years is not None:
+            c = self.crediting_period_years.value
+            if c < p or c != int(c):
+                raise ValueError(f"crediting_period_years must be a whole number of years >= monitoring_period_years "
+                                 f"({p:g}), got {c}")
         for name in ("baseline_removal_fraction", "leakage_fraction", "buffer_fraction"):
             v = getattr(self, name).value
             if not 0 <= v < 1:
