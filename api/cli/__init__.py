@@ -40,7 +40,8 @@ def cli() -> None:
       carbon-risk stress --all -o stress.html
       carbon-risk serve --demo                  # the HTTP API and dashboard on http://127.0.0.1:8000
 
-    Every command: --help for its options and examples; --format json for machine-readable output.
+    Every command: --help for its options and examples. --format json for machine-readable output:
+    every command except demo, serve and admin key revoke.
     """
 
 

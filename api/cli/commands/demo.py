@@ -54,8 +54,9 @@ def demo(paths, years, seed, workers):
             "cumulative_credits_issued_tco2e", "cumulative_buffer_withheld_tco2e"]
     h = h.set_index("metric").loc[[k for k in keep if k in set(h.metric)]].reset_index()
     click.echo(render_table(h[["metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95", "tvar95_se"]]))
-    click.echo("mc_se: Monte Carlo standard error (more paths narrow it); parameter_sd: growth-parameter "
-               "uncertainty (better data would narrow it).")
+    click.echo("mc_se: Monte Carlo standard error (more paths narrow it); parameter_sd: the spread from the "
+               "uncertain growth and peril parameters (peril rates and severities, pine wilt's spread; better data "
+               "would narrow it).")
     loss = res.paths_of("loss_tco2e")[..., 0]  # (years, paths)
     annual = loss.ravel()
     stock0 = res.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0]

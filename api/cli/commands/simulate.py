@@ -38,9 +38,10 @@ LEVEL_CHOICES = ["portfolio", "province", "city", "county", "township", "village
               help="Keep an event loss table at this level.")
 @click.option("--no-perils", is_flag=True, help="Growth only (no fire, pest, wind, ice, drought).")
 @click.option("--output", "-o", type=click.Path(), default=None,
-              help="Folder for summary, horizon, event and year loss tables and provenance. It then holds this "
-                   "run's files only: a folder of a previous run is replaced; any other non-empty folder "
-                   "needs --force.")
+              help="Folder for the summary, horizon and initial-stock tables and provenance, the year loss table "
+                   "when portfolio is among the --level(s) (the default) and the event loss table with "
+                   "--loss-table. It then holds this run's files only: a folder of a previous run is replaced; "
+                   "any other non-empty folder needs --force.")
 @click.option("--output-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @force_option
 @format_option
@@ -54,7 +55,7 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
     \b
     Examples:
       carbon-risk simulate --years 30 --paths 2000
-      carbon-risk simulate --level county --loss-table county -o out/
+      carbon-risk simulate --level portfolio --level county --loss-table county -o out/
       carbon-risk simulate --workers 2 --scheduler local-cluster
     """
     from finance_engine.simulation import simulate

@@ -147,7 +147,7 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
       carbon-risk stress --all -s my_scenario.yaml          # the library and a file of your own
       carbon-risk stress -s my_scenario.yaml --level township --format json
       carbon-risk stress list
-      carbon-risk stress reverse --shock severity:ice_storm --metric collateral_coverage --registry demo
+      carbon-risk stress reverse --shock price_drop --metric collateral_coverage --registry demo
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -309,7 +309,14 @@ def list_scenarios(fmt):
 @format_option
 def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, shock, metric, threshold, lo, hi,
             base_ref, fmt):
-    """Smallest shock at which a metric crosses a threshold (root search on common random numbers)."""
+    """Smallest shock at which a metric crosses a threshold (root search on common random numbers).
+
+    The bank metric (collateral_coverage) needs a registry with loans (--registry demo: the shipped one).
+
+    \b
+    Example:
+      carbon-risk stress reverse --shock price_drop --metric collateral_coverage --registry demo
+    """
     from finance_engine.stress.reverse import ReverseStressError, reverse_stress_test
     from finance_engine.stress.run import StressSettings
 
