@@ -149,4 +149,8 @@ def test_the_cli_offers_the_engines_levels():
     from api.cli.common import LEVEL_CHOICES
     from finance_engine.simulation.config import ALL_LEVELS
 
+    from api.cli.commands.simulate import simulate_cmd
+
     assert LEVEL_CHOICES == list(ALL_LEVELS) and AAL_LEVELS is LEVEL_CHOICES
+    level = next(p for p in simulate_cmd.params if p.name == "levels")
+    assert list(level.type.choices) == LEVEL_CHOICES

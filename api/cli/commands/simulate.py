@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from api.cli.common import (
+    LEVEL_CHOICES,
     CLIError,
     OutputDir,
     ProgressBar,
@@ -23,9 +24,6 @@ from api.cli.common import (
     simulation_options,
 )
 from api.cli.tables import render_table
-
-LEVEL_CHOICES = ["portfolio", "province", "city", "county", "township", "village", "project_id",
-                 "species_group", "parcel"]
 
 
 @click.command("simulate")
