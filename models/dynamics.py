@@ -303,7 +303,9 @@ class ForestSimulator:
         u1 = grow_relative_maturity(u0, g.rate_per_year, 1.0)
         v1 = g.asymptote_m3_per_ha * u1 ** g.shape
         tree = self.factors.tc_per_ha(v1) - self.factors.tc_per_ha(g.initial_volume_m3_per_ha)
-        b1 = bamboo_step(np.maximum(g.initial_bamboo_tc_per_ha, 1e-9), g.bamboo_managed_tc_per_ha,
+        # from the establishment stock at least, as the simulator's bamboo step (a cleared stand regrows from it)
+        b1 = bamboo_step(np.maximum(g.initial_bamboo_tc_per_ha, max(self._bamboo_establishment, 1e-9)),
+                         g.bamboo_managed_tc_per_ha,
                          g.bamboo_drift_tc_per_ha_yr, self._bamboo_ceiling, g.bamboo_rate_per_year, 1.0)
         bamboo = b1 - g.initial_bamboo_tc_per_ha
         return np.where(g.is_bamboo, bamboo, tree)

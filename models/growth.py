@@ -98,6 +98,33 @@ def bamboo_carbon_at_age(age_years, managed_tc_per_ha, rate_per_year, establishm
     return managed_tc_per_ha / (1.0 + (managed_tc_per_ha / c0 - 1.0) * np.exp(-rate_per_year * t))
 
 
+def measured_bamboo_level(measured_tc_per_ha, age_years, site_level_tc_per_ha, has_measurement, rate_per_year,
+                          establishment_tc_per_ha, ceiling_tc_per_ha):
+    """Managed level (tC/ha) of bamboo stands with a measured carbon, and which stands it was fitted for.
+
+    The stand's logistic from the establishment stock ``c0`` passes through its measurement ``C`` at its
+    age: ``C = M / (1 + (M/c0 - 1) e)`` with ``e = exp(-r age)``, so ``M = C (1 - e) / (1 - C e / c0)``
+    where ``C e < c0`` (an established stand has ``e`` near 0 and ``M`` near ``C``). A measurement no
+    level gives at that age (``C e >= c0``: the stand is further on than its age says) keeps the larger
+    of the site's level and ``C``, as does a measured 0 (a cleared stand regrows from its rhizomes). A
+    fitted level stays within ``MEASURED_SCALE_BOUNDS`` of the site's, and at most ``max(ceiling, C)``:
+    only a stand measured above the biological ceiling is managed above it.
+    """
+    c = np.asarray(measured_tc_per_ha, dtype=np.float64)
+    site = np.asarray(site_level_tc_per_ha, dtype=np.float64)
+    e = np.exp(-rate_per_year * np.maximum(np.asarray(age_years, dtype=np.float64), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        solvable = has_measurement & (c > 0) & (c * e < establishment_tc_per_ha) & (site > 0)
+        level = np.where(solvable, c * -np.expm1(-rate_per_year * np.maximum(age_years, 0.0))
+                         / (1.0 - c * e / establishment_tc_per_ha), site)
+    lo, hi = MEASURED_SCALE_BOUNDS
+    level = np.where(solvable, np.clip(level, lo * site, hi * site), level)
+    level = np.where(solvable, np.minimum(level, np.maximum(ceiling_tc_per_ha, c)), level)
+    kept = has_measurement & ~solvable
+    level = np.where(kept & np.isfinite(c), np.maximum(site, np.where(np.isfinite(c), c, 0.0)), level)
+    return level, solvable
+
+
 @dataclass(frozen=True)
 class GrowthInputs:
     """Per-parcel growth parameters resolved from species, site class and measurements.
@@ -167,14 +194,13 @@ def resolve_growth(params: ModelParameters, species_code: np.ndarray, site_code:
     if bamboo_carbon_tc_per_ha is not None:
         mb = np.asarray(bamboo_carbon_tc_per_ha, dtype=np.float64)
         has_b = is_bamboo & np.isfinite(mb)
-        # as for trees, a measurement off the site's curve at the stand's age rescales the stand's
-        # managed level (its productivity): an old stand measured below its site's level is managed
-        # there, not "recovering" toward the site's level (which would credit a sink no stand shows)
+        # as a tree stand's measured volume sets its asymptote, a measured bamboo stand sets its managed
+        # level (its productivity): an old stand measured below its site's level is managed there, not
+        # "recovering" toward the site's level (which would credit a sink no stand shows)
+        fitted_level, fitted = measured_bamboo_level(mb, age, managed, has_b, r, c0, ceiling)
         with np.errstate(divide="ignore", invalid="ignore"):
-            raw_b = np.where(init_b > 1e-9, mb / init_b, np.nan)
-        ok_b = has_b & np.isfinite(raw_b) & (mb > 0)
-        scale[ok_b] = np.clip(raw_b[ok_b], *MEASURED_SCALE_BOUNDS)
-        managed = np.where(ok_b, managed * scale, managed)
+            scale = np.where(fitted, fitted_level / managed, scale)
+        managed = fitted_level
         init_b = np.where(has_b, mb, init_b)
     return GrowthInputs(
         is_bamboo=is_bamboo, asymptote_m3_per_ha=asym, rate_per_year=k, shape=c,

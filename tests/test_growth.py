@@ -94,17 +94,26 @@ def test_a_measured_bamboo_stand_is_managed_at_its_measurement_not_credited_a_re
     sink = sim.expected_annual_sink_tc_per_ha()
     np.testing.assert_allclose(sink, 0.54, atol=0.01)
     np.testing.assert_allclose(sim.growth.bamboo_managed_tc_per_ha, [0.6 * m, m, 1.3 * m], rtol=1e-3)
-    # a young stand measured at twice its site's carbon at its age is twice as productive
+    # a young stand: the level whose logistic from the establishment stock passes through the measurement
     from models.growth import bamboo_carbon_at_age
 
     b = params.species("moso_bamboo").bamboo
-    young = make_frame(1, species=["moso_bamboo"])
-    young["age_years"] = 4
+    r, c0, k = b.recovery_rate_per_year.value, b.establishment_stock_tc_per_ha.value, b.ceiling_tc_per_ha.value
+    young = make_frame(4, species=["moso_bamboo"])
     young["site_class"] = "III"
-    at_age = bamboo_carbon_at_age(4.0, m, b.recovery_rate_per_year.value, b.establishment_stock_tc_per_ha.value)
-    young["bamboo_carbon_tc_per_ha"] = 2 * at_age
+    young["age_years"] = [10, 0, 3, 1]
+    young["bamboo_carbon_tc_per_ha"] = [20.0, 12.0, 30.0, 15.0]
     ys = ForestSimulator(params, validate_frame(young, params))
-    assert ys.growth.bamboo_managed_tc_per_ha[0] == pytest.approx(2 * m)
+    level = ys.growth.bamboo_managed_tc_per_ha
+    assert bamboo_carbon_at_age(10.0, level[0], r, c0) == pytest.approx(20.0, rel=1e-9) and level[0] < m
+    # measurements no level gives at that age (the stand is further on than its age says) keep the site's
+    # level: no made-up productivity, no ceiling raised, no sink above the recovery toward the site's level
+    np.testing.assert_allclose(level[1:], m)
+    assert (ys._bamboo_ceiling == k).all()
+    sink = ys.expected_annual_sink_tc_per_ha()
+    recovery = bamboo_step(np.array([12.0, 30.0, 15.0]), m, b.management_drift_tc_per_ha_yr.value, k, r, 1.0)
+    np.testing.assert_allclose(sink[1:], recovery - [12.0, 30.0, 15.0], rtol=1e-12)
+    assert (sink < 10).all()
 
 
 def test_established_moso_bamboo_sinks_about_half_a_tonne_carbon(params):
@@ -252,3 +261,18 @@ def test_lishui_2008_stock_and_gross_increment_are_reproduced_by_a_young_forest(
     mortality = params.file.growth_uncertainty.background_mortality_rate.value
     assert 35 <= vol <= 50, vol
     assert 0.065 <= (inc + mortality * vol) / vol <= 0.085
+
+
+def test_the_potential_sink_is_the_simulators_first_year_without_noise_or_perils(params):
+    """``expected_annual_sink_tc_per_ha`` (the accounts' potential sink) is what the simulator grows in its first
+    year with every multiplier at 1 and no peril, for trees and for bamboo stands measured below the
+    establishment stock (the simulator regrows those from it)."""
+    df = make_frame(8, species=["chinese_fir", "masson_pine", "moso_bamboo", "moso_bamboo"])
+    df["bamboo_carbon_tc_per_ha"] = [np.nan, np.nan, 0.0, 2.0, np.nan, np.nan, 30.0, np.nan]
+    df["age_years"] = 30
+    pf = validate_frame(df, params)
+    sw = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False, perils=())
+    sim = ForestSimulator(params, pf, switches=sw)
+    first = next(sim.run(KeyedRandom(1, np.arange(2), pf.keys), 1))
+    np.testing.assert_allclose(first.carbon_end_tc_per_ha[0] - first.carbon_start_tc_per_ha[0],
+                               sim.expected_annual_sink_tc_per_ha(), rtol=1e-9, atol=1e-12)
