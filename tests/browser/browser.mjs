@@ -30,7 +30,12 @@ export async function openBrowser(opt, out, log) {
   });
   const page = ctx.pages()[0] || await ctx.newPage();
   page.setDefaultTimeout(60000);
-  page.on("console", (m) => { if (m.type() === "error") out.consoleErrors.push(m.text()); });
+  // each console error with the address it names (a refused request's "status of 422" says which request)
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const where = m.location()?.url;
+    out.consoleErrors.push(where ? `${m.text()} [${where}]` : m.text());
+  });
   page.on("pageerror", (e) => out.consoleErrors.push(String(e)));
   page.on("requestfailed", (r) => {
     // Chromium cancels its own favicon fetch when the page navigates or closes first (net::ERR_ABORTED,

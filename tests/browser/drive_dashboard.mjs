@@ -4,7 +4,15 @@
 //
 //   node drive_dashboard.mjs --base http://127.0.0.1:PORT --key cre_... --out DIR
 //        [--portfolio "Lishui demo portfolio"] [--years 3] [--paths 32] [--seed 7] [--scenario super_typhoon]
-//        [--cancel-paths 4096] [--chromium /usr/bin/chromium]
+//        [--cancel-paths 4096] [--acc-paths 500] [--acc-seed 11] [--acc-cancel-paths 4000]
+//        [--chromium /usr/bin/chromium]
+//
+// Before any run, the portfolio's accounts: at once (the page's default paths), then with --acc-paths, more
+// than the server answers in a request (its GET is refused: the page says so and runs POST /v1/accounts as a
+// job, with progress), then a job with --acc-cancel-paths cancelled. That section records its own error
+// (accPortfolio.error) and the rest of the run goes on. At the end, a simulation's accounts GET is refused on
+// its way to the page (as a server with a smaller CRE_SYNC_MAX_CELLS would): the page runs them as a job with
+// the run's paths and seed.
 //
 // The main run is a stress test when the API has /v1/stress-tests (then a simulation follows, for the
 // distribution charts, and its accounts with their parameter sds), else a simulation. Two small simulations
@@ -15,7 +23,8 @@ import { openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
 
 const opt = parseArgs({ years: "3", paths: "32", seed: "7", portfolio: "Lishui demo portfolio",
-    "cancel-paths": "4096", scenario: "super_typhoon" }, ["base", "key", "out"]);
+    "cancel-paths": "4096", scenario: "super_typhoon", "acc-paths": "500", "acc-seed": "11", "acc-cancel-paths": "4000" },
+  ["base", "key", "out"]);
 const out = { screenshots: [], consoleErrors: [], failedRequests: [] };
 const log = (...m) => process.stderr.write(`[drive] ${m.join(" ")}\n`);
 
@@ -29,8 +38,48 @@ await page.route("**/v1/jobs/*/result", async (route) => {
   return route.fulfill({ response: resp, json: body });
 });
 
+let refuseSimAccounts = null;  // a problem document: the simulation accounts' GET answers it (422) instead
+await page.route("**/v1/simulations/*/accounts*", async (route) => {
+  if (!refuseSimAccounts) return route.fallback();
+  return route.fulfill({ status: 422, contentType: "application/problem+json",
+    body: JSON.stringify({ ...refuseSimAccounts, instance: new URL(route.request().url()).pathname }) });
+});
+
 const text = (sel) => page.locator(sel).innerText();
 const run = page.locator("#page-run");  // the run form (other pages have paths and seed fields too)
+const accPage = page.locator("#page-accounts");
+
+/** Every row of the accounts table: its key, level, name and each cell's exact value, text and psd mark. */
+const accountsTable = () => page.$$eval("#accounts-table tbody tr", (rs) => rs.map((r) => ({
+  key: r.dataset.key, level: r.dataset.level, name: r.querySelector(".acc-name").textContent,
+  cells: Object.fromEntries([...r.querySelectorAll("td[data-col]")].map((td) => [td.dataset.col,
+    { value: td.dataset.value, text: td.textContent, resolved: td.dataset.psdResolved ?? null }])) })));
+const accountsHeader = () => page.$$eval("#accounts-table thead th", (ths) => ths.map((t) => t.textContent));
+
+/** Watch the accounts page until its job ends and the accounts are drawn (or the job ends without them). */
+async function watchAccountsJob(label, before, timeoutMs = 90000) {
+  const seen = [];
+  const t0 = Date.now();
+  for (;;) {
+    const s = await page.evaluate(() => {
+      const st = document.querySelector("#accjob-status");
+      const d = window.__dashboard;
+      return { job: st.dataset.job || null, status: st.dataset.status || null, shown: !document.querySelector("#accjob").hidden,
+        value: Number(document.querySelector("#accjob-progress").value), pct: document.querySelector("#accjob-pct").textContent,
+        eta: document.querySelector("#accjob-eta").textContent, cancelVisible: !document.querySelector("#acc-cancel").hidden,
+        rows: document.querySelectorAll("#accounts-table tbody tr").length, loaded: !!d.accounts, loading: d.accLoading };
+    });
+    if (s.job && s.job !== before) {
+      const last = seen[seen.length - 1];
+      if (!last || last.status !== s.status || last.value !== s.value || last.loaded !== s.loaded) seen.push(s);
+      if (s.status === "succeeded" && s.loaded && s.rows > 0) break;
+      if (["failed", "cancelled"].includes(s.status) && !s.loading) break;
+    }
+    if (Date.now() - t0 > timeoutMs) throw new Error(`${label}: the accounts job did not end within ${timeoutMs / 1000} s (${JSON.stringify(s)})`);
+    await page.waitForTimeout(50);
+  }
+  return seen;
+}
 
 try {
   // 1. sign in
@@ -71,6 +120,62 @@ try {
   await page.getByRole("button", { name: "复位" }).click();
   out.viewBoxReset = (await page.getAttribute("#map", "viewBox")) === vb0;
   await shot("portfolio-map-species");
+
+  // 2b. the portfolio's accounts before any run: at once with the page's default paths, then with more paths
+  // than one request computes (the GET is refused; the page runs them as a job), then a job cancelled
+  out.accPortfolio = {};
+  const A = out.accPortfolio;
+  try {
+    await page.getByRole("tab", { name: "五级碳账户" }).click();
+    await page.waitForFunction(() => window.__dashboard.accounts && document.querySelectorAll("#accounts-table tbody tr").length > 0);
+    A.syncFor = await page.evaluate(() => window.__dashboard.accountsFor);
+    A.syncHeader = await accountsHeader();
+    A.syncMeta = await text("#acc-meta");
+    A.syncNote = await text("#acc-note");
+    A.syncJobShown = await page.locator("#accjob").isVisible();
+    A.sourceShown = await page.locator("#acc-source").isVisible();
+    A.syncRows = await accountsTable();
+    await shot("accounts-portfolio-at-once");
+
+    await accPage.getByLabel("蒙特卡洛路径数").fill(opt["acc-paths"]);
+    await accPage.getByLabel("随机种子").fill(opt["acc-seed"]);
+    await accPage.getByRole("button", { name: "计算碳账户" }).click();
+    A.progressSeen = await watchAccountsJob("accounts", null);
+    A.jobId = await page.getAttribute("#accjob-status", "data-job");
+    A.refusal = await text("#acc-note");
+    A.accountsFor = await page.evaluate(() => window.__dashboard.accountsFor);
+    A.accountsId = await page.getAttribute("#acc-meta", "data-id");
+    A.meta = await text("#acc-meta");
+    A.finalPct = await text("#accjob-pct");
+    A.statusText = await text("#accjob-status");
+    A.error = null;
+    A.pageError = await text("#acc-error");
+    A.header = await accountsHeader();
+    A.rows = await accountsTable();
+    A.psdNote = await page.locator("#acc-psd-note").isVisible() ? await text("#acc-psd-note") : null;
+    A.cancelHiddenAfter = await page.locator("#acc-cancel").isHidden();
+    A.computeEnabledAfter = await page.locator("#acc-compute").isEnabled();
+    await shot("accounts-portfolio-job");
+
+    // a larger job, cancelled while it runs
+    await accPage.getByLabel("蒙特卡洛路径数").fill(opt["acc-cancel-paths"]);
+    await accPage.getByRole("button", { name: "计算碳账户" }).click();
+    await page.waitForFunction((j) => {
+      const st = document.querySelector("#accjob-status");
+      return st.dataset.job && st.dataset.job !== j && ["queued", "running"].includes(st.dataset.status);
+    }, A.jobId);
+    A.cancelJob = await page.getAttribute("#accjob-status", "data-job");
+    A.computeDisabledWhileRunning = await page.locator("#acc-compute").isDisabled();
+    await page.locator("#acc-cancel").click();
+    A.cancelSeen = await watchAccountsJob("cancelled accounts", A.jobId);
+    A.cancelStatusText = await text("#accjob-status");
+    A.cancelMessage = await text("#acc-error");
+    A.cancelRows = await page.locator("#accounts-table tbody tr").count();
+    await shot("accounts-portfolio-cancelled");
+  } catch (e) {
+    A.error = String(e && e.stack || e);
+    try { await shot("accounts-failure"); } catch { /* ignore */ }
+  }
 
   // 3. start a big simulation and cancel it (a simulation job stops at its next chunk of paths)
   await page.getByRole("tab", { name: "压力测试" }).click();
@@ -260,6 +365,31 @@ try {
   };
   out.offRun = await runToEnd("simulation", null, "32");
   rewrite = null;
+
+  // that simulation's accounts, refused at once (as by a server with a smaller CRE_SYNC_MAX_CELLS): the page
+  // says so and computes the same accounts (the run's portfolio, paths and seed) as a job
+  out.simRefused = {};
+  try {
+    refuseSimAccounts = { type: "https://carbon-risk.example/problems/sync-limit-exceeded", title: "Unprocessable Entity",
+      status: 422, detail: "5000 parcels x 32 paths = 160000 exceeds the 100000 cells answered in a request",
+      limit: 100000, cells: 160000, max_paths: 20,
+      errors: [{ field: "run/request/paths", value: 32, reason: "at most 20 paths for this portfolio (5000 parcels)" }] };
+    const before = await page.getAttribute("#accjob-status", "data-job");
+    await page.getByRole("tab", { name: "五级碳账户" }).click();
+    const R = out.simRefused;
+    R.progressSeen = await watchAccountsJob("simulation accounts", before);
+    R.accountsFor = await page.evaluate(() => window.__dashboard.accountsFor);
+    R.jobId = await page.getAttribute("#accjob-status", "data-job");
+    R.refusal = await text("#acc-note");
+    R.accountsId = await page.getAttribute("#acc-meta", "data-id");
+    R.sourceText = await page.locator("#acc-source option:checked").innerText();
+    R.rows = await accountsTable();
+    await shot("accounts-simulation-job");
+  } catch (e) {
+    out.simRefused.error = String(e && e.stack || e);
+  } finally {
+    refuseSimAccounts = null;
+  }
 
 } catch (e) {
   out.error = String(e && e.stack || e);

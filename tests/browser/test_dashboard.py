@@ -4,7 +4,10 @@ cancel a big run, run a small stress test (super typhoon vs baseline) to 100 %, 
 charts, the county losses table, the KPIs and the five-level accounts show exactly the numbers the API
 returns for that result; drill into the accounts tree; download every report and compare it with the
 API's bytes; switch language; then run a simulation, whose percentiles draw the exceedance curve and
-the fan chart. (Without the stress-test endpoint the main run is that simulation.) The simulation's accounts
+the fan chart. (Without the stress-test endpoint the main run is that simulation.) Before any run, the
+portfolio's accounts: at once with the page's default paths, then with more paths than one request computes
+(the GET is refused: the page says so and runs ``POST /v1/accounts`` as a job with progress, and draws its
+``/rows``), then a job cancelled; at the end a simulation's accounts refused at once run as a job too. The simulation's accounts
 show each parameter sd by the reports' rule (a 0 the estimator clipped reads "not resolved"); two small
 simulations whose results are rewritten on their way to the page check that rule on a KPI and that a run
 without parameter uncertainty shows no parameter sd at all.
@@ -16,8 +19,10 @@ paths are printed. Skips, saying why, when Chromium or Node is missing (``.ci/ru
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import httpx
@@ -29,12 +34,58 @@ from tests.browser.conftest import ARTIFACTS, CHROMIUM
 YEARS, PATHS, SEED = 3, 96, 7  # 3 chunks of 32 paths: progress has steps to show
 SCENARIO = "super_typhoon"  # the stress scenario of the main run (a forced typhoon over Qingtian)
 NOT_RESOLVED = "未能分辨"  # "not resolved": a parameter sd clipped at 0 (the page is in Chinese)
+# the portfolio's accounts: 5,000 parcels x 500 paths is above the server's CRE_SYNC_MAX_CELLS (2,000,000, the
+# default), so the page's GET is refused and it runs a job; a larger job is cancelled
+ACC_PATHS, ACC_SEED, ACC_CANCEL_PATHS = 500, 11, 4000
+ACC_DEFAULT = (64, 20260101)  # the accounts page's default paths and seed
+LEVELS = ("province", "city", "county", "township", "village")
+# the accounts table's columns (api/static/js/runners.js SIM_ACCOUNT_COLUMNS): key, decimals, a parameter sd?
+ACC_COLUMNS = [("parcels", 0, False), ("area_ha", 1, False), ("stock_bef_tco2e", 0, False),
+               ("expected_sink_tco2e_per_yr", 0, False), ("expected_sink_tco2e_per_yr_mc_se", 0, False),
+               ("expected_sink_tco2e_per_yr_parameter_sd", 0, True), ("expected_loss_tco2e_per_yr", 0, False),
+               ("expected_loss_tco2e_per_yr_mc_se", 0, False), ("expected_loss_tco2e_per_yr_parameter_sd", 0, True)]
 
 
 def _psd_text(psd: float, se) -> str:
     """What the page shows for a parameter sd (the reports' rule, finance_engine/reports/html.py): a 0 of a
     figure that varies (its Monte Carlo error above 0, or unknown) was clipped by the estimator."""
     return NOT_RESOLVED if psd == 0 and se != 0 else f"{psd:,.0f}"
+
+
+def _js_fmt(x, digits: int) -> str:
+    """A number as the page writes it (Chromium's zh-CN Intl.NumberFormat: groups of three, rounding the number's
+    shortest decimal form, ties away from zero: 53.15 -> "53.2"), "—" for none."""
+    if x is None:
+        return "—"
+    return f"{Decimal(repr(x)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP):,.{digits}f}"
+
+
+def _check_accounts_table(shown_rows: list[dict], api_rows: list[dict]) -> int:
+    """Every row of the page's accounts table is the API's row of the same place (the five levels, each once):
+    exact values, each figure's text, and each parameter sd by the reports' rule. Returns how many parameter
+    sds read "not resolved"."""
+    five = [r for r in api_rows if r["level"] in LEVELS]
+    by_key = {"/".join(str(r[lv] or "") for lv in LEVELS[:LEVELS.index(r["level"]) + 1]): r for r in five}
+    assert len(shown_rows) == len(five) == len(by_key) > 0
+    assert {r["key"] for r in shown_rows} == set(by_key)
+    unresolved = 0
+    for row in shown_rows:
+        api = by_key[row["key"]]
+        assert row["level"] == api["level"]
+        if api[api["level"]]:
+            assert row["name"] == api[api["level"]]
+        assert list(row["cells"]) == [col for col, _, _ in ACC_COLUMNS]
+        for col, digits, psd in ACC_COLUMNS:
+            cell, want = row["cells"][col], api[col]
+            assert (None if cell["value"] == "" else float(cell["value"])) == want, (row["key"], col)
+            if psd:
+                se = api[col.replace("parameter_sd", "mc_se")]
+                text = NOT_RESOLVED if want == 0 and se != 0 else _js_fmt(want, 0)
+                assert cell["text"] == text and cell["resolved"] == str(text != NOT_RESOLVED).lower(), (row["key"], col)
+                unresolved += text == NOT_RESOLVED
+            else:
+                assert cell["text"] == _js_fmt(want, digits) and cell["resolved"] is None, (row["key"], col)
+    return unresolved
 
 
 def _all(c: httpx.Client, path: str, key: str = "items", **params) -> list[dict]:
@@ -55,9 +106,10 @@ def driven(browser_driver, demo_server):
     key = demo_key("bureau")[1]
     cmd = ["node", str(browser_driver), "--base", demo_server.base, "--key", key, "--out", str(out_dir),
            "--portfolio", DEMO_PORTFOLIO_NAME, "--years", str(YEARS), "--paths", str(PATHS), "--seed", str(SEED),
-           "--scenario", SCENARIO,
+           "--scenario", SCENARIO, "--acc-paths", str(ACC_PATHS), "--acc-seed", str(ACC_SEED),
+           "--acc-cancel-paths", str(ACC_CANCEL_PATHS),
            "--chromium", CHROMIUM]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=browser_driver.parent)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=browser_driver.parent)
     assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
@@ -87,7 +139,9 @@ def test_sign_in_portfolio_and_map(driven):
     assert shown["viewBoxChangedByKeys"] and shown["viewBoxReset"]
     # no CDN, no tile server: every request went to the server under test
     assert shown["failedRequests"] == []
-    assert [e for e in shown["consoleErrors"] if "401" not in e] == []
+    # the only failed responses: the bad key (401) and the accounts asked at once but too large (422)
+    refused = re.compile(r"status of 422\b.*\[.*/v1/(portfolios|simulations)/[^/]+/accounts\?")
+    assert [e for e in shown["consoleErrors"] if "status of 401" not in e and not refused.search(e)] == []
 
 
 def test_progress_cancel_and_run_to_completion(driven):
@@ -325,3 +379,80 @@ def test_report_downloads_and_language(driven):
     assert len(shown["screenshots"]) >= 10
     for p in shown["screenshots"]:
         assert Path(p).stat().st_size > 10_000 and Path(p).parent == out_dir
+
+
+def test_portfolio_accounts_above_the_sync_limit_run_as_a_job(driven):
+    shown, c, _ = driven
+    acc = shown["accPortfolio"]
+    assert acc.get("error") is None, acc.get("error")
+    pid = shown["portfolioId"]
+    # before any run the page shows the portfolio's accounts, asked at once with its default paths and seed
+    paths0, seed0 = ACC_DEFAULT
+    assert acc["syncFor"] == f"/v1/portfolios/{pid}/accounts?paths={paths0}&seed={seed0}"
+    assert acc["syncJobShown"] is False and acc["syncNote"] == "" and acc["sourceShown"] is False
+    sync = _all(c, f"/v1/portfolios/{pid}/accounts", key="rows", paths=paths0, seed=seed0)
+    _check_accounts_table(acc["syncRows"], sync)
+    assert acc["syncMeta"].startswith(f"{paths0} 条路径，种子 {seed0} · 模型 ")
+    # more paths than one request computes: the API refuses the GET...
+    r = c.get(f"/v1/portfolios/{pid}/accounts", params={"paths": ACC_PATHS, "seed": ACC_SEED, "limit": 1})
+    assert r.status_code == 422
+    problem = r.json()
+    assert problem["type"].endswith("/sync-limit-exceeded") and 1 <= problem["max_paths"] < ACC_PATHS
+    # ...and the page says so in a sentence with the API's figures, not as a raw error, and runs a job
+    note = acc["refusal"]
+    assert note.startswith(f"5,000 个小班 × {ACC_PATHS} 条路径 = {problem['cells']:,}，")
+    assert f"上限 {problem['limit']:,}" in note and f"至多 {problem['max_paths']} 条路径" in note and "后台任务" in note
+    assert not re.search(r"422|HTTP|sync-limit|出错", note) and acc["pageError"] == ""
+    job = c.get(f"/v1/jobs/{acc['jobId']}").json()
+    assert job["kind"] == "accounts" and job["status"] == "succeeded"
+    assert job["request"] == {"portfolio_id": pid, "paths": ACC_PATHS, "seed": ACC_SEED}
+    assert job["result_id"] == acc["accountsId"]
+    # the job as the stress-test page shows its jobs: progress bar, status, ETA, a cancel button while it runs
+    seen = acc["progressSeen"]
+    assert any(s["status"] in ("queued", "running") and s["shown"] and s["cancelVisible"] for s in seen), seen
+    assert seen[-1]["status"] == "succeeded" and seen[-1]["value"] == 1 and seen[-1]["loaded"]
+    assert [s["value"] for s in seen] == sorted(s["value"] for s in seen)
+    assert acc["finalPct"] == "100 %" and acc["statusText"] == "已完成"
+    assert acc["cancelHiddenAfter"] is True and acc["computeEnabledAfter"] is True
+    # the stored accounts, named on the page with their paths and seed
+    stored = c.get(f"/v1/accounts/{acc['accountsId']}").json()
+    assert (stored["result"]["sink_paths"], stored["result"]["seed"]) == (ACC_PATHS, ACC_SEED)
+    assert acc["accountsFor"] == f"/v1/portfolios/{pid}/accounts?paths={ACC_PATHS}&seed={ACC_SEED}"
+    assert acc["meta"].startswith(f"碳账户记录 {acc['accountsId']} · {ACC_PATHS} 条路径，种子 {ACC_SEED} · 模型 ")
+    # drawn as the accounts asked at once are: the same columns, every row the API's /rows, the same sd rule
+    assert acc["header"] == acc["syncHeader"]
+    rows = _all(c, f"/v1/accounts/{acc['accountsId']}/rows", key="rows")
+    unresolved = _check_accounts_table(acc["rows"], rows)
+    assert (acc["psdNote"] is not None) == (unresolved > 0)
+
+
+def test_portfolio_accounts_job_cancelled(driven):
+    shown, c, _ = driven
+    acc = shown["accPortfolio"]
+    assert acc.get("error") is None, acc.get("error")
+    assert acc["cancelJob"] != acc["jobId"] and acc["computeDisabledWhileRunning"] is True
+    job = c.get(f"/v1/jobs/{acc['cancelJob']}").json()
+    assert job["kind"] == "accounts" and job["request"]["paths"] == ACC_CANCEL_PATHS
+    assert job["status"] == "cancelled" and job["cancel_requested"] is True and job["result_id"] is None
+    assert acc["cancelSeen"][-1]["status"] == "cancelled" and acc["cancelStatusText"] == "已取消"
+    assert acc["cancelMessage"] == "碳账户任务已取消，未显示结果。" and acc["cancelRows"] == 0
+
+
+def test_simulation_accounts_refused_at_once_run_as_a_job(driven):
+    shown, c, _ = driven
+    ref = shown["simRefused"]
+    assert ref.get("error") is None, ref.get("error")
+    sim_id = shown["offRun"]["resultId"]
+    sim = c.get(f"/v1/simulations/{sim_id}").json()
+    assert ref["accountsFor"] == f"/v1/simulations/{sim_id}/accounts?"
+    assert ref["sourceText"] == f"最近一次运行的碳账户（{sim_id}）"
+    assert ref["refusal"].startswith("5,000 个小班 × 32 条路径 = 160,000，") and "至多 20 条路径" in ref["refusal"]
+    # the same accounts as a job: the run's portfolio, paths and seed
+    job = c.get(f"/v1/jobs/{ref['jobId']}").json()
+    assert job["kind"] == "accounts" and job["status"] == "succeeded" and job["result_id"] == ref["accountsId"]
+    assert job["request"] == {"portfolio_id": sim["portfolio_id"], "paths": sim["audit"]["request"]["paths"],
+                              "seed": sim["audit"]["seed"]}
+    rows = _all(c, f"/v1/accounts/{ref['accountsId']}/rows", key="rows")
+    _check_accounts_table(ref["rows"], rows)
+    # and they are the run's accounts: what the simulation's own accounts endpoint answers
+    assert rows == _all(c, f"/v1/simulations/{sim_id}/accounts", key="rows")

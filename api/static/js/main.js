@@ -1,6 +1,6 @@
 // The dashboard: sign in, choose or upload a portfolio, map, run a stress test as a job and watch it,
-// results (charts, county table), five-level accounts, report downloads; value a loan and quote a cover
-// (finance.js; the pages a key's role may use). All text via i18n.js.
+// results (charts, county table), five-level accounts (at once, or as a job when too large), report
+// downloads; value a loan and quote a cover (finance.js; the pages a key's role may use). All text via i18n.js.
 
 import { Api, ApiError, forgetKey, saveKey, savedKey } from "./api.js";
 import { applyI18n, fmt, fmtPct, getLang, paramSd, placeName, setLang, speciesName, t } from "./i18n.js";
@@ -9,9 +9,9 @@ import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
 import { RUNNERS, SIM_ACCOUNT_COLUMNS, availableRunners } from "./runners.js";
 import { financeAccess, installFinance } from "./finance.js";
+import { cancelJob, pollJob, renderJobBlock } from "./jobs.js";
 
 const $ = (sel) => document.querySelector(sel);
-const POLL_MS = 400;
 
 const state = {
   api: null, keyId: "", openapi: null, runner: null,
@@ -129,7 +129,8 @@ async function choosePortfolio(id) {
   if (!p || state.portfolio?.id === id) return;
   state.portfolio = p;
   state.view = null;
-  state.accounts = null;
+  resetAccounts();
+  if (!$("#page-accounts").hidden) loadAccounts();
   renderPortfolioSummary();
   renderResults();
   state.parcels = [];
@@ -254,18 +255,7 @@ function setRunning(on) {
   $("#run-cancel").disabled = !on;
 }
 
-function renderJob(job) {
-  const p = Math.max(0, Math.min(1, job.progress || 0));
-  $("#run-progress").value = p;
-  $("#run-progress").setAttribute("aria-valuetext", `${Math.round(100 * p)} %`);
-  $("#run-pct").textContent = `${Math.round(100 * p)} %`;
-  $("#run-status").textContent = t(`st_${job.status}`);
-  $("#run-status").dataset.status = job.status;
-  $("#run-eta").textContent = job.status === "running" && Number.isFinite(job.eta_s)
-    ? t("eta_value", { s: fmt(job.eta_s, 0) }) : t("eta_unknown");
-  $("#run-log").textContent = (job.log || []).join("\n");
-  $("#run-error").textContent = job.status === "failed" ? t("job_failed", { error: job.error?.detail || job.error?.title || JSON.stringify(job.error) }) : "";
-}
+function renderJob(job) { renderJobBlock("run", job); }
 
 async function startRun(e) {
   e.preventDefault();
@@ -296,21 +286,13 @@ function problemText(err) {
 }
 
 async function poll(id) {
-  for (;;) {
-    const job = await state.api.get(`/v1/jobs/${id}`);
-    state.job = job;
-    renderJob(job);
-    if (job.status === "succeeded") {
-      state.view = await state.jobRunner.result(state.api, job, state.portfolio, state.parcels);
-      state.accounts = null;
-      renderResults();
-      paintMap();
-      selectTab("results", true);
-      return;
-    }
-    if (job.status === "failed" || job.status === "cancelled") return;
-    await new Promise((r) => setTimeout(r, POLL_MS));
-  }
+  const job = await pollJob(state.api, id, { onJob: (j) => { state.job = j; renderJob(j); } });
+  if (job.status !== "succeeded") return;  // failed (its error shown) or cancelled
+  state.view = await state.jobRunner.result(state.api, job, state.portfolio, state.parcels);
+  resetAccounts("run");  // the accounts page shows the new run's accounts
+  renderResults();
+  paintMap();
+  selectTab("results", true);
 }
 
 async function cancelRun() {
@@ -318,8 +300,7 @@ async function cancelRun() {
   $("#run-cancel").disabled = true;
   $("#run-status").textContent = t("cancelling");
   try {
-    const job = await state.api.raw("POST", `/v1/jobs/${state.job.id}/cancel`).then((r) => r.json());
-    renderJob(job);
+    renderJob(await cancelJob(state.api, state.job.id));
   } catch (err) {
     $("#run-error").textContent = t("error", { detail: problemText(err) });
   }
@@ -435,39 +416,208 @@ function renderResults() {
 // ---------------------------------------------------------------------------------------------
 // accounts
 // ---------------------------------------------------------------------------------------------
-async function loadAccounts() {
-  const st = $("#acc-status");
-  const base = state.view?.accountsPath || (state.portfolio ? `/v1/portfolios/${state.portfolio.id}/accounts` : null);
-  if (!base) return;
-  const query = state.view?.accountsPath ? state.view.accountsQuery : { paths: 64 };
-  const path = `${base}?${new URLSearchParams(query)}`;
-  if (state.accountsFor !== path || !state.accounts) {
-    st.textContent = t("loading_accounts");
-    state.accountsFor = path;
-    state.accounts = null;
-    try {
-      const rows = [];
-      let offset = 0;
-      for (;;) {
-        const d = await state.api.get(base, { ...query, limit: 500, offset });
-        rows.push(...d.rows.items);
-        if (d.rows.next_offset === null) break;
-        offset = d.rows.next_offset;
-      }
-      if (state.accountsFor !== path) return;
-      state.accounts = rows;
-    } catch (err) {
-      st.textContent = t("error", { detail: problemText(err) });
-      state.accountsFor = null;
-      return;
-    }
+// Whose accounts: the last run's (a stress test's stored accounts, or a simulation's: its portfolio with the
+// run's paths and seed), or the portfolio's (stock today, expected first-year sink and loss) with the paths
+// and seed of the form. Either is asked at once (GET); a request larger than the server answers at once is
+// refused (422 sync-limit-exceeded), and the page then says so and runs the same accounts as a job
+// (POST /v1/accounts, mode job: progress, ETA, cancel), whose rows come from /v1/accounts/{id}/rows.
+state.accForm = { paths: 64, seed: 20260101 };  // the form's defaults (20260101: the API's default seed)
+
+function accountsSource() {
+  const v = state.view;
+  if (v?.accountsPath && state.accSource !== "portfolio") {
+    return { kind: "run", path: v.accountsPath, query: v.accountsQuery || {}, job: v.accountsJob || null,
+      key: `${v.accountsPath}?${new URLSearchParams(v.accountsQuery || {})}` };
   }
+  const p = state.portfolio;
+  if (!p) return null;
+  const { paths, seed } = state.accForm;  // as last asked (the form's Compute button)
+  const path = `/v1/portfolios/${p.id}/accounts`;
+  const query = { paths, seed };
+  return { kind: "portfolio", path, query, job: { portfolio_id: p.id, paths, seed }, key: `${path}?${new URLSearchParams(query)}` };
+}
+
+/** Forget the accounts shown (another portfolio, a new run): a load or job under way no longer draws. */
+function resetAccounts(source) {
+  if (source) state.accSource = source;
+  state.accGen = (state.accGen || 0) + 1;
+  state.accounts = null;
+  state.accountsFor = null;
+  state.accountsMeta = null;
+  state.accLoading = false;
+  state.accError = null;
+  state.accNote = null;
+  state.accJob = null;
+  renderAccNote();
+  $("#acc-status").textContent = "";
+  $("#acc-meta").textContent = "";
+  $("#accjob").hidden = true;
+  setAccRunning(false);
+  $("#accounts-table tbody").replaceChildren();
+  state.tree = null;
+  $("#acc-psd-note").hidden = true;
+  renderAccountsForm();
+}
+
+/** Why the accounts come from a job, or why there are none: a sentence in the current language. */
+function renderAccNote() {
+  const note = $("#acc-note"), err = $("#acc-error");
+  note.textContent = state.accNote?.() ?? "";
+  err.textContent = state.accError?.() ?? "";
+}
+
+async function computeAccounts(e) {
+  e.preventDefault();
+  state.accForm = { paths: Number($("#acc-paths").value), seed: Number($("#acc-seed").value) };
+  state.accSource = "portfolio";
+  await loadAccounts({ force: true });
+}
+
+async function cancelAccounts() {
+  if (!state.accJob) return;
+  $("#acc-cancel").disabled = true;
+  $("#accjob-status").textContent = t("cancelling");
+  try {
+    const job = await cancelJob(state.api, state.accJob.id);
+    if (state.accJob?.id === job.id) renderJobBlock("accjob", job);
+  } catch (err) {
+    $("#accjob-error").textContent = t("error", { detail: problemText(err) });
+  }
+}
+
+function setAccRunning(on) {
+  $("#acc-compute").disabled = on;
+  $("#acc-source").disabled = on;
+  $("#acc-cancel").disabled = !on;
+  $("#acc-cancel").hidden = !on;
+}
+
+function renderAccountsForm() {
+  const v = state.view;
+  const hasRun = !!v?.accountsPath;
+  $("#acc-source-field").hidden = !hasRun;
+  const sel = $("#acc-source");
+  sel.replaceChildren();
+  if (hasRun) {
+    sel.add(new Option(t("acc_source_run", { id: v.id }), "run"));
+    sel.add(new Option(t("acc_source_portfolio"), "portfolio"));
+    sel.value = state.accSource === "portfolio" ? "portfolio" : "run";
+  }
+  const portfolio = !hasRun || state.accSource === "portfolio";
+  $("#acc-portfolio-fields").hidden = !portfolio;
+  $("#acc-form-help").hidden = !portfolio;
+}
+
+/** Every row of an accounts answer (AccountsOut, or a stress test's), page by page; null if the page moved on. */
+async function accountsRows(path, query, stale) {
+  const rows = [];
+  let offset = 0, first = null;
+  for (;;) {
+    const d = await state.api.get(path, { ...query, limit: 500, offset });
+    if (stale()) return null;
+    first ??= d;
+    rows.push(...d.rows.items);
+    if (d.rows.next_offset === null || d.rows.next_offset === undefined) break;
+    offset = d.rows.next_offset;
+  }
+  const prov = first.provenance || {};
+  return { rows, meta: { paths: first.sink_paths ?? prov.paths ?? null, seed: first.seed ?? prov.seed ?? null,
+    model: prov.model_version ?? "?", sha: (prov.parameter_sha256 ?? "").slice(0, 12) } };
+}
+
+/** An accounts job that ended without accounts: cancelled, or failed (its error is in the job block). */
+class JobEnded extends Error {
+  constructor(job) { super(job.status); this.job = job; }
+}
+
+const problemKind = (err) => (err instanceof ApiError ? String(err.problem?.type || "").split("/").pop() : "");
+
+/** Run the accounts as a job (POST /v1/accounts) and read its rows; null if the page moved on. */
+async function accountsJob(src, stale) {
+  const { status, body } = await state.api.post("/v1/accounts", { ...src.job, mode: "job" });
+  if (stale()) return null;
+  let id = body.id;
+  if (status === 202) {
+    state.accJob = body;
+    $("#accjob").hidden = false;
+    renderJobBlock("accjob", body);
+    setAccRunning(true);
+    $("#acc-status").textContent = "";
+    const job = await pollJob(state.api, body.id, { stop: stale, onJob: (j) => { state.accJob = j; renderJobBlock("accjob", j); } });
+    if (!job) return null;
+    setAccRunning(false);
+    if (job.status !== "succeeded") throw new JobEnded(job);
+    id = job.result_id;
+  }
+  $("#acc-status").textContent = t("loading_accounts_rows");
+  const out = await accountsRows(`/v1/accounts/${id}/rows`, {}, stale);
+  if (out) out.meta.id = id;
+  return out;
+}
+
+/** The sentence for a refused request: too large to answer at once (the page runs a job), or over the role's limit. */
+function refusalText(err, src) {
+  const pr = err.problem || {};
+  const paths = src.job?.paths ?? src.query?.paths;
+  const parcels = paths && pr.cells ? Math.round(pr.cells / paths) : state.portfolio?.n_parcels;
+  const vars = { parcels: fmt(parcels), paths: fmt(paths), cells: fmt(pr.cells), limit: fmt(pr.limit), max: fmt(pr.max_paths) };
+  if (problemKind(err) === "limit-exceeded") return t("acc_role_limit", vars);
+  return t(pr.max_paths >= 1 ? "acc_sync_refused" : "acc_sync_refused_none", vars);
+}
+
+async function loadAccounts({ force = false } = {}) {
+  renderAccountsForm();
+  const src = accountsSource();
+  if (!src) return;
+  if (!force && state.accountsFor === src.key && (state.accounts || state.accLoading || state.accError)) {
+    if (state.accounts) renderAccounts();
+    return;
+  }
+  resetAccounts();
+  const gen = state.accGen;
+  const stale = () => gen !== state.accGen;
+  state.accountsFor = src.key;
+  state.accLoading = true;
+  const st = $("#acc-status");
+  st.textContent = t("loading_accounts");
+  let out = null;
+  try {
+    try {
+      out = await accountsRows(src.path, src.query, stale);
+    } catch (err) {
+      if (!(src.job && problemKind(err) === "sync-limit-exceeded")) throw err;
+      // too large to answer in the request: say so, and compute the same accounts as a job
+      state.accNote = () => refusalText(err, src);
+      renderAccNote();
+      out = await accountsJob(src, stale);
+    }
+  } catch (err) {
+    if (stale()) return;
+    state.accLoading = false;
+    setAccRunning(false);
+    st.textContent = "";
+    // a refusal by size reads as a sentence, not as the API's problem; other errors with their detail
+    state.accError = err instanceof JobEnded ? () => (err.job.status === "cancelled" ? t("acc_job_cancelled") : "")
+      : problemKind(err) === "limit-exceeded" ? () => refusalText(err, src)
+        : () => t("error", { detail: problemText(err) });
+    renderAccNote();
+    if (!state.accJob) state.accountsFor = null;  // no job was run: opening the page again asks again
+    return;
+  }
+  if (!out || stale()) return;
+  state.accLoading = false;
+  state.accounts = out.rows;
+  state.accountsMeta = out.meta;
   st.textContent = "";
   renderAccounts();
 }
 
 function renderAccounts() {
   if (!state.accounts) return;
+  const m = state.accountsMeta;
+  $("#acc-meta").textContent = !m ? "" : (m.id ? `${t("acc_meta_id", { id: m.id })} · ` : "") +
+    t("acc_meta", { paths: m.paths === null ? "?" : fmt(m.paths), seed: m.seed ?? "?", model: m.model, sha: m.sha });
+  $("#acc-meta").dataset.id = m?.id || "";
   const spec = (state.view?.accountsPath && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
   $("#acc-help").textContent = state.view?.kind === "stress"
     ? t("accounts_help_stress", { scenario: state.view.scenario }) : t("accounts_help");
@@ -544,6 +694,9 @@ function renderLanguage() {
     if (state.job) renderJob(state.job);
     renderResults();
     if (state.parcels.length) paintMap();
+    renderAccountsForm();
+    renderAccNote();
+    if (state.accJob) renderJobBlock("accjob", state.accJob);
     if (state.accounts) renderAccounts();
     finance.render();
   }
@@ -589,6 +742,9 @@ function init() {
     await loadRunOptions();
   });
   $("#run-cancel").addEventListener("click", cancelRun);
+  $("#acc-form").addEventListener("submit", computeAccounts);
+  $("#acc-cancel").addEventListener("click", cancelAccounts);
+  $("#acc-source").addEventListener("change", (e) => { state.accSource = e.target.value; loadAccounts(); });
   $("#acc-expand").addEventListener("click", () => state.tree?.expandAll());
   $("#acc-collapse").addEventListener("click", () => state.tree?.collapseAll());
   renderLanguage();

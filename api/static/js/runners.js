@@ -86,6 +86,8 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
     counties, exceedance, fan, fanKind: "fan", townshipRisk,
     countyColumns: SIM_COUNTY_COLUMNS,
     accountsPath: `/v1/simulations/${sim.id}/accounts`, accountsQuery: {}, accountsColumns: SIM_ACCOUNT_COLUMNS,
+    // the same accounts as a job (POST /v1/accounts) when the run's are too large to answer at once
+    accountsJob: { portfolio_id: sim.portfolio_id, paths: Number(req.paths), seed: sim.audit?.seed ?? req.seed },
     reports: (openapi) => [
       { id: "result-json", labelKey: "dl_result_json", path: `/v1/simulations/${sim.id}`, file: `${sim.id}.json` },
       { id: "accounts-json", labelKey: "dl_accounts_json", path: `/v1/simulations/${sim.id}/accounts`, query: { limit: 500 }, file: `${sim.id}-accounts.json` },

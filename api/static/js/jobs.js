@@ -1,0 +1,48 @@
+// A job of the API (GET /v1/jobs/{id}) as the dashboard shows it: poll it to its end, draw it in a progress
+// block (progress bar, percentage, status, ETA, log, error) and cancel it. The stress-test page and the
+// accounts page each have a block whose elements share a prefix: #{prefix}-progress, -pct, -status, -eta,
+// -log and -error.
+
+import { fmt, t } from "./i18n.js";
+
+export const POLL_MS = 400;
+export const TERMINAL = ["succeeded", "failed", "cancelled"];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Poll a job until it ends. `onJob(job)` sees every answer; `stop()` true ends the polling early (the page
+ * moved on: another portfolio, another request), and then the answer is null. Returns the ended job.
+ */
+export async function pollJob(api, id, { onJob = () => {}, stop = () => false, every = POLL_MS } = {}) {
+  for (;;) {
+    if (stop()) return null;
+    const job = await api.get(`/v1/jobs/${id}`);
+    if (stop()) return null;
+    onJob(job);
+    if (TERMINAL.includes(job.status)) return job;
+    await sleep(every);
+  }
+}
+
+/** Ask for a job's cancel (POST /v1/jobs/{id}/cancel); returns the job as the API then reports it. */
+export async function cancelJob(api, id) {
+  return (await api.raw("POST", `/v1/jobs/${id}/cancel`)).json();
+}
+
+/** Draw a job in the progress block whose elements start with `prefix`. */
+export function renderJobBlock(prefix, job) {
+  const $ = (s) => document.querySelector(`#${prefix}-${s}`);
+  const p = Math.max(0, Math.min(1, job.progress || 0));
+  $("progress").value = p;
+  $("progress").setAttribute("aria-valuetext", `${Math.round(100 * p)} %`);
+  $("pct").textContent = `${Math.round(100 * p)} %`;
+  $("status").textContent = t(`st_${job.status}`);
+  $("status").dataset.status = job.status;
+  $("status").dataset.job = job.id;
+  $("eta").textContent = job.status === "running" && Number.isFinite(job.eta_s)
+    ? t("eta_value", { s: fmt(job.eta_s, 0) }) : t("eta_unknown");
+  $("log").textContent = (job.log || []).join("\n");
+  $("error").textContent = job.status === "failed"
+    ? t("job_failed", { error: job.error?.detail || job.error?.title || JSON.stringify(job.error) }) : "";
+}
