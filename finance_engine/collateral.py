@@ -256,10 +256,10 @@ def _price_paths(pms: PriceModelSet, model: PriceModelParams, terms: "LoanTerms"
     if terms.price_scenario:
         out = simulate_scenario_paths_by_volatility(pms.scenario(terms.price_scenario), model, ids, years, seed,
                                                     volatility_factors, base_year=pms.base_year,
-                                                    start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e, **kw)
+                                                    start_price_cny_per_tco2e=pms.start_price(terms.price_model), **kw)
     else:
         out = simulate_price_paths_by_volatility(model, ids, years, seed, volatility_factors,
-                                                 start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e, **kw)
+                                                 start_price_cny_per_tco2e=pms.start_price(terms.price_model), **kw)
     spread = (pms.spreads[terms.credit_type].factors(ids, seed)[None, :] if terms.credit_type != "ccer" else None)
     return [p.T if spread is None else p.T * spread for p in out]
 

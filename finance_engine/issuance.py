@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -29,10 +30,10 @@ _NO_PARCELS = np.empty(0, np.uint64)
 
 
 class _Sourced(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     value: float
     source: str
-    confidence: str
+    confidence: Literal["read", "derived", "memory", "assumption"]
     note: str | None = None
 
 
@@ -47,6 +48,9 @@ class _IssuanceFile(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "_IssuanceFile":
+        d = self.delay_years.value
+        if d != int(d):
+            raise ValueError(f"delay_years must be a whole number of years, got {d}")
         IssuanceRisk(self.verification_failure_probability.value, self.delay_probability.value,
                      int(self.delay_years.value), self.methodology_change_rate_per_year.value,
                      self.methodology_change_issuance_factor.value)
@@ -146,13 +150,27 @@ class RealisedIssuance:
         return self.methodology_change_year <= t
 
 
-def load_issuance_risk(path: str | Path | None = None) -> IssuanceRisk:
+def load_issuance_risk(path: str | Path | None = None, *, region: str = "lishui") -> IssuanceRisk:
+    """Load and validate the issuance-risk file (default: the shipped one). Every value needs a ``source``
+    listed under ``references`` of the region's parameter file and a confidence label (read, derived,
+    memory, assumption); ``delay_years`` is a whole number. Errors name the file and the field."""
+    from models.parameters import format_validation_error
+    from finance_engine.price import reference_keys
+
     p = Path(path) if path else ISSUANCE_PATH
-    raw = p.read_bytes()
     try:
-        f = _IssuanceFile.model_validate(load_yaml(raw))
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read issuance-risk file {p}: {exc}") from None
+    data = load_yaml(raw)
+    try:
+        f = _IssuanceFile.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(f"{p}: invalid issuance-risk file: {exc}") from exc
+        raise ValueError(format_validation_error(p, exc, "issuance-risk file")) from None
+    unknown = sorted({v["source"] for v in data.values() if isinstance(v, dict) and "source" in v}
+                     - reference_keys(region))
+    if unknown:
+        raise ValueError(f"{p}: sources not listed under `references` of {region}: {unknown}")
     return IssuanceRisk(f.verification_failure_probability.value, f.delay_probability.value, int(f.delay_years.value),
                         f.methodology_change_rate_per_year.value, f.methodology_change_issuance_factor.value,
                         sha256=hashlib.sha256(raw).hexdigest())

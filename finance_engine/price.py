@@ -533,9 +533,13 @@ def simulate_scenario_paths(scenario: PriceScenario, params: PriceModelParams, p
                             common_factor: np.ndarray | None = None, factor_correlation: float = 0.0) -> np.ndarray:
     """Stochastic paths around a scenario curve.
 
-    ``ln P_t = ln S(t) + y_t`` with ``y`` the OU-jump deviation of ``params`` reverting to 0 (the long-run
-    level of ``params`` is not used) and volatility ``scenario.volatility_per_sqrt_year`` if set, else
+    ``ln P_t = ln S(t) + y_t`` with ``y`` the OU-jump deviation of ``params`` (the long-run level of
+    ``params`` is not used) and volatility ``scenario.volatility_per_sqrt_year`` if set, else
     ``params.volatility_per_sqrt_year``. ``y_0 = ln(P_0 / S(base_year))`` (0 if no start price is given).
+    The diffusion reverts ``y`` to 0 and the jumps add their own drift, as they shift the base model's
+    level: ``E[y_t] = y_0 e^{-kt} + (lambda m_J / k)(1 - e^{-kt})``, so a scenario's anchors, like the
+    base model's ``L``, are the price level without jumps; with the default downside jumps (0.3 a year of
+    mean -0.10, k = 0.5) paths settle about 6 % below the anchors in log mean.
     With zero volatility and no jumps the paths equal the scenario curve. Arguments and output as
     :func:`simulate_price_paths`.
     """
@@ -575,9 +579,10 @@ def simulate_scenario_paths_by_volatility(scenario: PriceScenario, params: Price
 # =====================================================================================================
 @dataclass(frozen=True)
 class LocalCreditSpread:
-    """Multiplicative basis of a local credit (碳普惠, 碳票) against CCER.
+    """Multiplicative basis of a local credit (碳普惠, 碳票) against the reference (CEA) price path, on which
+    CCER credits are valued themselves.
 
-    ``price_local = price_ccer * F``, ``ln F ~ Normal(ln median_factor, log_sd^2)`` drawn once per path.
+    ``price_local = price_reference * F``, ``ln F ~ Normal(ln median_factor, log_sd^2)`` drawn once per path.
     """
 
     name: str
@@ -600,7 +605,7 @@ class LocalCreditSpread:
 
 def local_credit_price(reference_price_cny_per_tco2e: np.ndarray, spread: LocalCreditSpread, path_ids,
                        seed: int) -> np.ndarray:
-    """Local-credit price paths from CCER (reference) price paths.
+    """Local-credit price paths from reference (CEA) price paths.
 
     Parameters
     ----------
@@ -664,6 +669,8 @@ class _Sourced(_Strict):
 
 class _ModelBlock(_Strict):
     description: str = ""
+    #: today's price of this series (default: the file's ``start_price_cny_per_tco2e``, the CEA's)
+    start_price_cny_per_tco2e: _Sourced | None = None
     long_run_price_cny_per_tco2e: _Sourced
     mean_reversion_per_year: _Sourced
     volatility_per_sqrt_year: _Sourced
@@ -740,6 +747,7 @@ class PriceModelSet:
     base_year : int
         Calendar year of t = 0.
     start_price_cny_per_tco2e : float
+        Today's reference (CEA) price; :meth:`start_price` gives each series' own.
     models : dict[str, PriceModelParams]
         ``"cea"`` (reference) and others (``"pilot_ets"``).
     spreads : dict[str, LocalCreditSpread]
@@ -758,6 +766,13 @@ class PriceModelSet:
     sha256: str
     path: str
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    #: series whose own start price differs from the reference's (``models.<name>.start_price_cny_per_tco2e``)
+    start_prices: Mapping[str, float] = field(default_factory=dict)
+
+    def start_price(self, name: str = "cea") -> float:
+        """Today's price of series ``name`` (CNY/tCO2e): its own, else the reference (CEA) price."""
+        self.model(name)  # an unknown name is refused
+        return float(self.start_prices.get(name, self.start_price_cny_per_tco2e))
 
     def scenario(self, name: str) -> PriceScenario:
         try:
@@ -838,9 +853,14 @@ def _load_price_model(p: Path, region: str) -> "PriceModelSet":
             raise PriceModelError(f"{p}: scenarios.{name}: first anchor {yrs[0]} is after base_year {f.base_year}")
     if not f.start_price_cny_per_tco2e.value > 0:
         raise PriceModelError(f"{p}: start_price_cny_per_tco2e must be > 0")
+    starts = {name: b.start_price_cny_per_tco2e.value for name, b in f.models.items()
+              if b.start_price_cny_per_tco2e is not None}
+    bad = [n for n, v in starts.items() if not v > 0]
+    if bad:
+        raise PriceModelError(f"{p}: models.{bad[0]}.start_price_cny_per_tco2e must be > 0")
     return PriceModelSet(base_year=f.base_year, start_price_cny_per_tco2e=f.start_price_cny_per_tco2e.value,
                          models=models, spreads=spreads, liquidity_haircut=haircut, scenarios=scenarios,
-                         sha256=hashlib.sha256(data).hexdigest(), path=str(p), raw=raw)
+                         sha256=hashlib.sha256(data).hexdigest(), path=str(p), raw=raw, start_prices=starts)
 
 
 _PRICE_COLUMNS = ("series", "date", "price_cny_per_tco2e", "kind", "source", "confidence", "note")

@@ -65,3 +65,25 @@ def test_draws_are_keyed_by_path_and_apply_is_the_realised_credits():
     assert np.array_equal(risk.apply(q, np.arange(512), 11), full.credits)
     with pytest.raises(ValueError, match="one column per path id"):
         risk.apply(q, np.arange(10), 11)
+
+
+@pytest.mark.parametrize("change, field", [
+    (("verification_failure_probability", "confidence", "guess"), "confidence"),
+    (("delay_probability", "source", "no_such_ref"), "no_such_ref"),
+    (("delay_years", "value", 1.9), "whole number"),
+    (("methodology_change_rate_per_year", "value", float("nan")), "methodology_change_rate_per_year"),
+])
+def test_a_bad_issuance_file_is_refused_naming_the_field(tmp_path, change, field):
+    """Labels as everywhere (read, derived, memory, assumption), sources from the references, whole delays."""
+    import yaml
+
+    from finance_engine.issuance import ISSUANCE_PATH
+
+    data = yaml.safe_load(ISSUANCE_PATH.read_text(encoding="utf-8"))
+    block, key, value = change
+    data[block][key] = value
+    p = tmp_path / "issuance.yaml"
+    p.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValueError, match=field) as err:
+        load_issuance_risk(p)
+    assert str(p) in str(err.value) or p.name in str(err.value)

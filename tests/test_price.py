@@ -324,6 +324,13 @@ def test_scenario_paths_stochastic_around_curve(pm):
     assert abs(x[:, -1].mean() - math.log(sc.price_at(2031))) < 4 * math.sqrt(var / n)
     d2 = (x[:, -1] - x[:, -1].mean()) ** 2
     assert abs(d2.mean() - var) < 4 * d2.std() / math.sqrt(n)
+    # with the model's jumps the log mean follows the documented jump drift (lambda m_J / k)(1 - e^{-kt})
+    j = pm.model("cea")
+    assert j.jump_intensity_per_year > 0 and j.jump_mean_log < 0
+    xj = np.log(simulate_scenario_paths(sc, j, np.arange(n), 5, seed=8, base_year=2026)) - np.log(sc.path(2026, 5))
+    drift = j.jump_intensity_per_year * j.jump_mean_log / k * (1 - math.exp(-k * 5))
+    assert abs(xj[:, -1].mean() - drift) < 4 * xj[:, -1].std() / math.sqrt(n)
+    assert drift < -0.05  # the default downside jumps: paths settle about 6 % below the anchors
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,12 +344,14 @@ def test_local_spread_distribution_and_blocking(pm):
     assert abs(lf.mean() - math.log(sp.median_factor)) < 4 * sp.log_sd / math.sqrt(ids.size)
     assert abs(lf.std() - sp.log_sd) < 4 * sp.log_sd / math.sqrt(2 * ids.size)
     assert np.array_equal(sp.factors(ids[100:200], seed=5), f[100:200])
-    ccer = np.full((ids.size, 3), 70.76)
-    local = local_credit_price(ccer, sp, ids, seed=5)
-    np.testing.assert_allclose(local, np.repeat(70.76 * f[:, None], 3, axis=1))
-    # shipped medians reflect the reference ratios (Sanming/FFCER 10-15 vs CCER 70.76; Liandu 71.6 vs 70.76)
-    assert 10 / 70.76 <= sp.median_factor <= 15 / 70.76 * 1.05
-    assert pm.spreads["carbon_puhui"].median_factor == pytest.approx(71.6 / 70.76, abs=0.02)
+    cea = np.full((ids.size, 3), 62.36)
+    local = local_credit_price(cea, sp, ids, seed=5)
+    np.testing.assert_allclose(local, np.repeat(62.36 * f[:, None], 3, axis=1))
+    # against the CEA path the factors multiply (CEA 2025 average 62.36): Liandu 71.6, Sanming 10-15
+    assert pm.spreads["carbon_puhui"].median_factor == pytest.approx(71.6 / 62.36, abs=0.01)
+    assert pm.spreads["tanpiao"].median_factor == pytest.approx(12.5 / 62.36, abs=0.01)
+    # each series starts at its own price: the pilot ETSs at their 2025 average, not the CEA's
+    assert pm.start_price("pilot_ets") == pytest.approx(40.36) and pm.start_price("cea") == pm.start_price_cny_per_tco2e
 
 
 def test_liquidity_haircut(pm):

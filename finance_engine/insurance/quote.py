@@ -794,7 +794,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         from finance_engine.price import simulate_price_paths
 
         prices = simulate_price_paths(price_model, np.arange(paths), years, seed,
-                                      start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+                                      start_price_cny_per_tco2e=pms.start_price(cover.price_model))
         vol = cover.volume_tco2e if cover.volume_tco2e is not None else res.paths_of("credits_issued_tco2e")[..., 0]
         # a model with several steps a year: the credits are sold at each policy year's end price
         losses = price_floor_losses(prices, vol, cover, steps_per_year=price_model.steps_per_year)

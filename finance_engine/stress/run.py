@@ -103,11 +103,12 @@ def scenario_prices(scenario: StressScenario, pms: PriceModelSet, paths: int, ye
     """
     ids = np.arange(paths)
     pm = pms.model(scenario.price_model or model)
+    p0 = pms.start_price(scenario.price_model or model)
     if scenario.price_scenario is None:
-        p = simulate_price_paths(pm, ids, years, seed, start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+        p = simulate_price_paths(pm, ids, years, seed, start_price_cny_per_tco2e=p0)
     else:
         p = simulate_scenario_paths(pms.scenario(scenario.price_scenario), pm, ids, years, seed,
-                                    base_year=start_year, start_price_cny_per_tco2e=pms.start_price_cny_per_tco2e)
+                                    base_year=start_year, start_price_cny_per_tco2e=p0)
     p = p[:, :: pm.steps_per_year] if pm.steps_per_year > 1 else p
     factor = np.ones(years + 1)
     for y, change, persistent in scenario.price_shocks:
