@@ -120,8 +120,8 @@ def measured_bamboo_level(measured_tc_per_ha, age_years, site_level_tc_per_ha, h
     lo, hi = MEASURED_SCALE_BOUNDS
     level = np.where(solvable, np.clip(level, lo * site, hi * site), level)
     level = np.where(solvable, np.minimum(level, np.maximum(ceiling_tc_per_ha, c)), level)
-    kept = has_measurement & ~solvable
-    level = np.where(kept & np.isfinite(c), np.maximum(site, np.where(np.isfinite(c), c, 0.0)), level)
+    kept = has_measurement & ~solvable  # (has_measurement: finite)
+    level = np.where(kept, np.maximum(site, np.nan_to_num(c)), level)
     return level, solvable
 
 
@@ -154,8 +154,8 @@ def resolve_growth(params: ModelParameters, species_code: np.ndarray, site_code:
     Trees without a measured volume start on their site's yield curve at their age. With a measured
     volume, the asymptote is rescaled so the curve passes through the measurement (bounded to
     ``MEASURED_SCALE_BOUNDS``; a stand more than 4x off its yield table is treated as 4x). A measured
-    bamboo stand's managed level is rescaled the same way, by its measurement over the site's carbon at
-    its age (``measured_scale`` holds either factor).
+    bamboo stand is managed at the level whose logistic passes through its measurement at its age
+    (:func:`measured_bamboo_level`); ``measured_scale`` holds either factor against the site's value.
     """
     t = params.tables
     sc = np.asarray(species_code, dtype=np.intp)
