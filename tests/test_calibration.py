@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from models.calibration import (
     CalibrationError,
     LossData,
     calibrate,
+    drought_fire_factor,
     example_spec,
     fit_beta,
     fit_lognormal,
     fit_poisson,
+    load_loss_data,
     simulate_records,
+    stand_fire_factor,
     validate_exposure,
     validate_records,
     weather_log_sds,
@@ -27,6 +31,9 @@ from models.calibration import (
 )
 from models.calibration.fit import FitError
 from models.parameters import load_parameters
+from models.perils.drought import Drought
+from models.perils.fire import Fire
+from tests.weather_support import context, lishui_like_portfolio, stand
 
 
 def loss_data(records: pd.DataFrame, exposure: pd.DataFrame) -> LossData:
@@ -40,6 +47,13 @@ def big_sample():
     spec = {**spec, "ice_storm": {**spec["ice_storm"], "annual_probability": 0.25}}
     rec, exp = simulate_records(np.random.default_rng(123), years=range(1900, 2020), spec=spec)
     return spec, loss_data(rec, exp)
+
+
+def written_data(tmp_path, records: pd.DataFrame, exposure: pd.DataFrame, name: str = "r") -> tuple[LossData, Path, Path]:
+    rp, ep = tmp_path / f"{name}.csv", tmp_path / f"{name}_exposure.csv"
+    records.to_csv(rp, index=False)
+    exposure.to_csv(ep, index=False)
+    return load_loss_data(rp, ep), rp, ep
 
 
 def test_poisson_regression_recovers_coefficients_with_exposure_offset():
@@ -69,17 +83,21 @@ def test_poisson_regression_recovers_coefficients_with_exposure_offset():
 
 def test_severity_fits_recover_parameters():
     rng = np.random.default_rng(11)
-    b = fit_beta(rng.beta(2.0, 5.0, 3000))
-    assert abs(b.params["a"] - 2.0) <= 4 * b.se["a"] and abs(b.params["b"] - 5.0) <= 4 * b.se["b"]
-    assert b.mean == pytest.approx(b.params["a"] / (b.params["a"] + b.params["b"]))
-    assert b.ks_pvalue > 0.001
+    for method in ("moments", "mle"):
+        b = fit_beta(rng.beta(2.0, 5.0, 3000), method=method)
+        assert abs(b.params["a"] - 2.0) <= 4 * b.se["a"] and abs(b.params["b"] - 5.0) <= 4 * b.se["b"]
+        assert b.mean == pytest.approx(b.params["a"] / (b.params["a"] + b.params["b"]))
+        assert abs(b.mean - 2 / 7) <= 4 * b.se_mean and abs(b.variance - 10 / (49 * 8)) <= 4 * b.se_variance
+        assert b.ks_pvalue > 0.001
     ln = fit_lognormal(np.exp(1.5 + 0.8 * rng.standard_normal(3000)))
     assert abs(ln.params["mu"] - 1.5) <= 4 * ln.se["mu"] and abs(ln.params["sigma"] - 0.8) <= 4 * ln.se["sigma"]
     # KS rejects a clearly wrong model: uniform sizes are not lognormal
     bad = fit_lognormal(rng.uniform(1, 2, 3000))
     assert bad.ks_pvalue < 0.01
-    lo, hi = fit_beta(rng.uniform(0.3, 0.7, 5000)).uniform_range()
-    assert lo == pytest.approx(0.3, abs=0.02) and hi == pytest.approx(0.7, abs=0.02)
+    u = fit_beta(rng.uniform(0.3, 0.7, 5000))
+    (lo, hi), (se_lo, se_hi) = u.uniform_range(), u.uniform_range_se()
+    assert abs(lo - 0.3) <= 4 * se_lo and abs(hi - 0.7) <= 4 * se_hi
+    assert ln.se_mean > 0 and abs(ln.mean - np.exp(1.5 + 0.32)) <= 4 * ln.se_mean
     with pytest.raises(FitError, match="at least"):
         fit_beta([0.1, 0.2])
 
@@ -99,28 +117,145 @@ def test_calibration_recovers_record_model(big_sample, params):
     assert abs(area.params["mu"] - true_mu) <= 4 * area.se["mu"]
     assert abs(area.params["sigma"] - f["area_log_sd"]) <= 4 * area.se["sigma"]
     lgb = res.fits["fire.loss_given_burn.conifer"]
-    assert abs(lgb.params["a"] - f["loss_fraction_beta_a"]) <= 4 * lgb.se["a"]
-    assert abs(lgb.params["b"] - f["loss_fraction_beta_b"]) <= 4 * lgb.se["b"]
-    ups = {".".join(u.path): u.new for u in res.updates}
-    # weather log-sds: 120 years and 9 counties; sampling sd of an sd is about s / sqrt(2 dof)
-    ny = len(data.years)
-    assert abs(ups["perils.fire.city_weather_log_sd"]["value"] - sc) <= 4 * sc / np.sqrt(2 * (ny - 1)) + 0.02
-    assert abs(ups["perils.fire.county_weather_log_sd"]["value"] - sk) <= 4 * sk / np.sqrt(2 * ny * 8) + 0.01
-    # base burn probability: mean rate x mean area / mean burned share; the mean rate's error is
-    # dominated by the year-to-year weather (relative sd sqrt((exp(sc^2)-1)/years))
-    b_true = f["mean_rate_per_ha_year"] * f["mean_area_ha"] / params.perils["fire"].burned_area_fraction.mean
-    rel = np.sqrt((np.exp(sc**2) - 1) / ny + (np.exp(sk**2) - 1) / (ny * 9) + area.variance / area.mean**2 / area.n_obs)
-    assert abs(ups["perils.fire.base_burn_probability_per_year"]["value"] / b_true - 1) <= 4 * rel
+    a, b = f["loss_fraction_beta_a"], f["loss_fraction_beta_b"]
+    assert abs(lgb.params["a"] - a) <= 4 * lgb.se["a"]
+    assert abs(lgb.params["b"] - b) <= 4 * lgb.se["b"]
+    assert abs(lgb.mean - a / (a + b)) <= 4 * lgb.se_mean
+    assert abs(lgb.variance - a * b / ((a + b) ** 2 * (a + b + 1))) <= 4 * lgb.se_variance
+    ups = {".".join(u.path): u for u in res.updates}
+    assert all(u.se for u in res.updates)  # every estimate reports its standard error
+    # weather log-sds and the base burn probability against their reported standard errors
+    for name, truth in (("city_weather_log_sd", f["city_weather_log_sd"]),
+                        ("county_weather_log_sd", f["county_weather_log_sd"])):
+        u = ups[f"perils.fire.{name}"]
+        assert abs(u.new["value"] - truth) <= 4 * u.se["value"], name
+    # the long-run b that burns the records' share: rate x mean area / (burned share x E[drought factor])
+    e_d, _ = drought_fire_factor(params)
+    assert e_d == pytest.approx(1 + params.perils["drought"].annual_probability.value
+                                * (params.perils["fire"].drought_multiplier.value - 1))
+    b_true = (f["mean_rate_per_ha_year"] * f["mean_area_ha"]
+              / (params.perils["fire"].burned_area_fraction.mean * e_d))
+    u = ups["perils.fire.base_burn_probability_per_year"]
+    assert abs(u.new["value"] - b_true) <= 4 * u.se["value"]
+    assert f"se {u.se['value']:.2g}" in u.note
     # typhoon rate and ice-storm probability
     ty = res.fits["typhoon.frequency"]
-    assert abs(ty["annual_rate"] - spec["typhoon"]["annual_rate"]) <= 4 * np.sqrt(spec["typhoon"]["annual_rate"] / ny)
+    assert abs(ty["annual_rate"] - spec["typhoon"]["annual_rate"]) <= 4 * ty["se"]
     ice = res.fits["ice_storm.frequency"]
-    p = spec["ice_storm"]["annual_probability"]
-    assert abs(ice["annual_probability"] - p) <= 4 * np.sqrt(p * (1 - p) / ny)
+    assert abs(ice["annual_probability"] - spec["ice_storm"]["annual_probability"]) <= 4 * ice["se"]
     t = res.fits["typhoon.loss_given_hit"]
-    assert abs(t.mean - spec["typhoon"]["loss_fraction_beta_a"] / (spec["typhoon"]["loss_fraction_beta_a"]
-                                                                  + spec["typhoon"]["loss_fraction_beta_b"])) \
-        <= 4 * np.sqrt(t.variance / t.n_obs)
+    ta, tb = spec["typhoon"]["loss_fraction_beta_a"], spec["typhoon"]["loss_fraction_beta_b"]
+    assert abs(t.mean - ta / (ta + tb)) <= 4 * t.se_mean
+
+
+def test_quasi_poisson_standard_errors_follow_the_replication_spread():
+    """Gamma-mixed (over-dispersed) counts: the reported errors, scaled by sqrt(Pearson dispersion), match
+    the spread of the estimates over replications (the Poisson errors were 40 % too small)."""
+    rng = np.random.default_rng(17)
+    n, reps, shape = 300, 400, 1.5
+    e = rng.uniform(1e3, 5e4, n)
+    est, se, disp = [], [], []
+    for _ in range(reps):
+        y = rng.poisson(e * 1e-4 * rng.gamma(shape, 1 / shape, n))
+        fit = fit_poisson(y, e)
+        est.append(fit.intercept)
+        se.append(fit.se_intercept)
+        disp.append(fit.pearson_dispersion)
+        assert fit.se_scale == pytest.approx(np.sqrt(max(1.0, fit.pearson_dispersion)))
+    assert np.mean(disp) > 2
+    sd = np.std(est, ddof=1)
+    # relative sampling error of an sd from `reps` replications: 1 / sqrt(2 (reps - 1))
+    assert abs(np.mean(se) / sd - 1) <= 4 / np.sqrt(2 * (reps - 1))
+
+
+def test_uniform_range_keeps_the_fitted_mean_of_skewed_losses(tmp_path, params):
+    """beta(0.8, 6) losses: mean -/+ sqrt(3 var) would start below 0; the range is [0, 2 mean], which keeps
+    the mean (the clipped range (0, m + sqrt(3 v)) had a mean 35 % too high) and says the variance drops."""
+    rng = np.random.default_rng(3)
+    f = fit_beta(rng.beta(0.8, 6.0, 4000))
+    lo, hi = f.uniform_range()
+    assert lo == 0.0 and (lo + hi) / 2 == pytest.approx(f.mean, rel=1e-12)
+    assert abs(f.mean - 0.8 / 6.8) <= 4 * f.se_mean
+    assert (hi - lo) ** 2 / 12 < f.variance
+    text = f.uniform_description()
+    assert "keeps the fitted mean" in text and "[0, 2 x mean]" in text and "below the fitted" in text
+    # the mirror case: losses near 1 use [2 mean - 1, 1]
+    g = fit_beta(1 - rng.beta(0.8, 6.0, 4000))
+    lo, hi = g.uniform_range()
+    assert hi == 1.0 and (lo + hi) / 2 == pytest.approx(g.mean, rel=1e-12)
+    # and the parameter written: the range's mean is the records' mean, the note says what is kept
+    rec, exp = simulate_records(np.random.default_rng(5))
+    fire = rec["peril"] == "fire"
+    rec.loc[fire, "loss_fraction"] = np.round(rng.beta(0.8, 6.0, int(fire.sum())), 6)
+    rec = rec.drop(columns=["stock_lost_tco2e", "stock_tco2e"])
+    data, rp, _ = written_data(tmp_path, rec, exp)
+    res = calibrate(data, params)
+    u = next(u for u in res.updates if u.path[-1] == "conifer")
+    m = data.records.loc[data.records["peril"] == "fire", "loss_fraction"].mean()
+    assert u.new["low"] == 0.0 and (u.new["low"] + u.new["high"]) / 2 == pytest.approx(m, rel=1e-3)
+    assert "keeps the fitted mean" in u.note
+    lgb = write_parameter_file(res, params, rp, tmp_path / "new.yaml").perils["fire"].loss_given_burn["conifer"]
+    assert lgb.mean == pytest.approx(m, rel=1e-3)
+
+
+def test_total_losses_enter_the_moments_and_are_counted_in_the_note(tmp_path, params):
+    """200 losses from U(0.3, 0.7) and 5 total losses (fraction 1): the engine's uniform range has the
+    sample's mean and variance (the clipped beta MLE gave 0.548 / 0.206 for 0.515 / 0.135)."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.uniform(0.3, 0.7, 200), np.ones(5)])
+    f = fit_beta(x)
+    assert f.mean == pytest.approx(x.mean(), rel=1e-12) and f.variance == pytest.approx(x.var(ddof=1), rel=1e-12)
+    assert (f.n_zero, f.n_one, f.n_clipped) == (0, 5, 0)
+    lo, hi = f.uniform_range()
+    assert (lo + hi) / 2 == pytest.approx(x.mean()) and (hi - lo) ** 2 / 12 == pytest.approx(x.var(ddof=1))
+    assert f.se_mean == pytest.approx(x.std(ddof=1) / np.sqrt(x.size))
+    # through the calibration: the note counts the records at 0 and at 1
+    rec, exp = simulate_records(np.random.default_rng(5))
+    fire = np.flatnonzero((rec["peril"] == "fire").to_numpy())
+    rec = rec.drop(columns=["stock_lost_tco2e", "stock_tco2e"])
+    rec.loc[fire[:5], "loss_fraction"] = 1.0
+    rec.loc[fire[5:7], "loss_fraction"] = 0.0
+    data, _, _ = written_data(tmp_path, rec, exp)
+    res = calibrate(data, params)
+    u = next(u for u in res.updates if u.path[-1] == "conifer")
+    y = data.records.loc[data.records["peril"] == "fire", "loss_fraction"].to_numpy()
+    assert "2 at 0, 5 at 1" in u.note
+    assert (u.new["low"] + u.new["high"]) / 2 == pytest.approx(y.mean(), rel=1e-3)
+    assert (u.new["high"] - u.new["low"]) ** 2 / 12 == pytest.approx(y.var(ddof=1), rel=2e-3)
+
+
+def test_engine_burns_the_records_share_with_the_fitted_file(tmp_path, params):
+    """The fitted b is divided by E[drought factor] and the portfolio's mean stand factor: simulating the
+    engine's drought and fire perils on that portfolio with the written file burns the records' share of the
+    forest a year (fitted rate x mean fire area), within Monte Carlo error."""
+    rec, exp = simulate_records(np.random.default_rng(21))
+    data, rp, _ = written_data(tmp_path, rec, exp)
+    pf = lishui_like_portfolio(params, 2000)
+    res = calibrate(data, params, portfolio=pf)
+    fb = res.fits["fire.base_burn_probability"]
+    target = fb["burned_share_per_year"]
+    e_d, _ = drought_fire_factor(params)
+    s_f, _ = stand_fire_factor(params, pf)
+    assert fb["drought_factor"] == e_d and fb["stand_factor"] == s_f
+    assert s_f != 1.0 and "stand factor S" in res.updates[0].note and "E[drought factor]" in res.updates[0].note
+    assert ("portfolio", "lishui_like") == res.inputs[-1][:2]
+    new = write_parameter_file(res, params, rp, tmp_path / "cal.yaml")
+    fp = new.perils["fire"]
+    assert "stand-factor portfolio lishui_like" in new.file.references["calibration_records"]
+    fire, drought = Fire(fp, new, pf), Drought(new.perils["drought"], new, pf)
+    n_paths, years = 4000, 10
+    area = pf.area_ha
+    burned = []
+    for year in range(years):
+        ctx = context(pf, n_paths, year=year, seed=9, st=stand(n_paths, pf, weakened=False))
+        drought.step(ctx, None)  # sets ctx.drought, as the simulator does before fire
+        pl = fire.step(ctx, None)
+        burned.append(np.bincount(pl.path_pos, weights=area[pl.parcel_pos], minlength=n_paths))
+    share = np.concatenate(burned) / area.sum() * fp.burned_area_fraction.mean
+    mc_se = share.std(ddof=1) / np.sqrt(share.size)
+    assert abs(share.mean() - target) <= 4 * mc_se
+    # the test can tell: without the two divisions the engine would burn e_d x s_f times the records' share
+    assert abs(target * e_d * s_f - target) > 8 * mc_se
 
 
 def test_weather_sd_decomposition_closed_form():
@@ -143,7 +278,6 @@ def test_write_back_loads_and_cites_records(tmp_path, params):
     rp, ep = tmp_path / "r.csv", tmp_path / "e.csv"
     rec.to_csv(rp, index=False)
     exp.to_csv(ep, index=False)
-    from models.calibration import load_loss_data
 
     res = calibrate(load_loss_data(rp, ep), params)
     out = tmp_path / "new.yaml"
@@ -151,7 +285,11 @@ def test_write_back_loads_and_cites_records(tmp_path, params):
     assert new.sha256 != params.sha256 and new.version.endswith("+calibrated")
     b = new.perils["fire"].base_burn_probability_per_year
     assert b.source == "calibration_records" and b.confidence == "derived" and "Poisson" in b.note
-    assert "r.csv" in new.file.references["calibration_records"]
+    ref = new.file.references["calibration_records"]
+    # every input named with its full SHA-256: records, exposure and the parameter file started from
+    for path in (rp, ep):
+        assert f"{path.name} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})" in ref
+    assert params.sha256 in ref and "unknown" not in ref
     upd = {u.path for u in res.updates}
     assert ("perils", "fire", "loss_given_burn", "conifer") in upd
     lgb = new.perils["fire"].loss_given_burn["conifer"]
@@ -160,6 +298,32 @@ def test_write_back_loads_and_cites_records(tmp_path, params):
     assert new.perils["fire"].loss_given_burn["broadleaf"] == params.perils["fire"].loss_given_burn["broadleaf"]
     assert new.file.species == params.file.species
     assert new.perils.get("pine_wilt") == params.perils.get("pine_wilt")
+
+
+def test_write_back_refuses_inputs_it_cannot_name_and_hash(tmp_path, params):
+    rec, exp = simulate_records(np.random.default_rng(5))
+    out = tmp_path / "new.yaml"
+    # tables built in memory: no file to cite
+    with pytest.raises(CalibrationError, match="not read from files"):
+        write_parameter_file(calibrate(loss_data(rec, exp), params), params, tmp_path / "r.csv", out)
+    data, rp, ep = written_data(tmp_path, rec, exp)
+    res = calibrate(data, params)
+    # an exposure file changed since it was read
+    ep.write_text(ep.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    with pytest.raises(CalibrationError, match="exposure file .*changed since"):
+        write_parameter_file(res, params, rp, out)
+    # another records file than the one fitted
+    other = tmp_path / "other.csv"
+    rec.head(50).to_csv(other, index=False)
+    with pytest.raises(CalibrationError, match="records file .*not that of the records the fit read"):
+        write_parameter_file(res, params, other, out, exposure_path=tmp_path / "r_exposure.csv")
+    # a records file that is gone
+    data, rp, ep = written_data(tmp_path, rec, exp, name="s")
+    res = calibrate(data, params)
+    rp.unlink()
+    with pytest.raises(CalibrationError, match="records file .* not found"):
+        write_parameter_file(res, params, rp, out)
+    assert not out.exists()
 
 
 def test_bad_inputs_name_the_problem(params):
@@ -196,6 +360,8 @@ def test_cli_calibrate_example_roundtrip(tmp_path, capsys):
     assert d["output"] == str(out)
     paths = {u["path"] for u in d["updates"]}
     assert "perils.fire.base_burn_probability_per_year" in paths
+    assert all(u["se"] for u in d["updates"])
+    assert {i["role"] for i in d["inputs"]} == {"records", "exposure"}
     assert d["fits"]["fire.frequency"]["observed_vs_expected"]
     new = load_parameters(out)
     assert new.perils["fire"].base_burn_probability_per_year.source == "calibration_records"
@@ -203,6 +369,17 @@ def test_cli_calibrate_example_roundtrip(tmp_path, capsys):
     # the same example seed gives the same file
     assert main(["calibrate", "--make-example", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "example_records.csv").read_bytes() == rp.read_bytes()
+    # --portfolio: the fire rate is divided by the parcels' mean stand factor, and the file cites them
+    capsys.readouterr()
+    out_p = tmp_path / "with_pf.yaml"
+    assert main(["calibrate", str(rp), "--exposure", str(ep), "--portfolio", "demo", "-o", str(out_p),
+                 "--format", "json"]) == 0, capsys.readouterr().err
+    dp = json.loads(capsys.readouterr().out)
+    assert {i["role"] for i in dp["inputs"]} == {"records", "exposure", "portfolio"}
+    b = {u["path"]: u["new"] for u in d["updates"]}["perils.fire.base_burn_probability_per_year"]
+    bp = {u["path"]: u["new"] for u in dp["updates"]}["perils.fire.base_burn_probability_per_year"]
+    assert bp != b
+    assert "demo_portfolio.csv" in yaml.safe_load(out_p.read_text(encoding="utf-8"))["references"]["calibration_records"]
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -13,7 +13,11 @@ from models.calibration.core import (
     CalibrationResult,
     ParameterUpdate,
     calibrate,
+    drought_fire_factor,
+    input_provenance,
+    stand_fire_factor,
     updated_parameter_document,
+    weather_log_sd_fit,
     weather_log_sds,
     write_parameter_file,
 )
@@ -31,7 +35,8 @@ from models.calibration.records import (
 
 __all__ = [
     "CalibrationError", "CalibrationResult", "FitError", "LossData", "ParameterUpdate", "PoissonFit",
-    "SeverityFit", "calibrate", "example_spec", "fit_beta", "fit_lognormal", "fit_poisson", "load_loss_data",
-    "simulate_records", "updated_parameter_document", "validate_exposure", "validate_records",
-    "weather_log_sds", "write_example", "write_parameter_file",
+    "SeverityFit", "calibrate", "drought_fire_factor", "example_spec", "fit_beta", "fit_lognormal", "fit_poisson",
+    "input_provenance", "load_loss_data", "simulate_records", "stand_fire_factor", "updated_parameter_document",
+    "validate_exposure", "validate_records", "weather_log_sd_fit", "weather_log_sds", "write_example",
+    "write_parameter_file",
 ]

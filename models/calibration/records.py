@@ -19,6 +19,8 @@ the observation period of every peril.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,18 +49,23 @@ class LossData:
     exposure: pd.DataFrame
     covariates: tuple[str, ...]
     source: str = "<records>"
+    #: ``(role, path, sha256 of the bytes read)`` of each input file (``records``, ``exposure``); empty
+    #: for tables built in memory, which cannot be cited in a written parameter file
+    inputs: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def years(self) -> np.ndarray:
         return np.unique(self.exposure["year"].to_numpy())
 
 
-def _read_csv(path: str | Path, what: str) -> pd.DataFrame:
+def _read_csv(path: str | Path, what: str) -> tuple[pd.DataFrame, str]:
+    """The table and the SHA-256 of exactly the bytes it was parsed from."""
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise CalibrationError(f"{what} file {p} not found")
+    raw = p.read_bytes()
     try:
-        return pd.read_csv(p, encoding="utf-8-sig")
+        return pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig"), hashlib.sha256(raw).hexdigest()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CalibrationError(f"{p}: not a readable UTF-8 CSV file ({exc})") from exc
 
@@ -156,10 +163,14 @@ def validate_records(df: pd.DataFrame, exposure: pd.DataFrame, where: str = "rec
 
 
 def load_loss_data(records_path: str | Path, exposure_path: str | Path) -> LossData:
-    """Read and validate a records CSV and an exposure CSV."""
-    exp_df, covs = validate_exposure(_read_csv(exposure_path, "exposure"), str(exposure_path))
-    rec = validate_records(_read_csv(records_path, "records"), exp_df, str(records_path))
-    return LossData(rec, exp_df, covs, source=str(records_path))
+    """Read and validate a records CSV and an exposure CSV; each file's SHA-256 (of the bytes read) is
+    kept in ``inputs`` for the provenance of a written parameter file."""
+    exp_raw, exp_sha = _read_csv(exposure_path, "exposure")
+    exp_df, covs = validate_exposure(exp_raw, str(exposure_path))
+    rec_raw, rec_sha = _read_csv(records_path, "records")
+    rec = validate_records(rec_raw, exp_df, str(records_path))
+    return LossData(rec, exp_df, covs, source=str(records_path),
+                    inputs=(("records", str(records_path), rec_sha), ("exposure", str(exposure_path), exp_sha)))
 
 
 # --------------------------------------------------------------------------------------------

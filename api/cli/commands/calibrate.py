@@ -14,9 +14,11 @@ from api.cli.common import (
     force_option,
     format_option,
     load_model,
+    load_portfolio_or_demo,
     note,
     parameter_inputs,
     parameters_option,
+    portfolio_input,
 )
 from api.cli.tables import render_table
 
@@ -26,6 +28,10 @@ from api.cli.tables import render_table
 @click.option("--exposure", "exposure", type=click.Path(dir_okay=False), default=None,
               help="Exposure CSV: county, year, forest_area_ha and fire-weather covariates per county-year.")
 @parameters_option
+@click.option("--portfolio", "-p", "portfolio", type=click.Path(dir_okay=False), default=None,
+              help="Parcels standing for the recorded forest (`demo` for the shipped demo): the fitted fire rate is "
+                   "divided by their mean stand factor (flammability, young stands, fire protection), so the engine "
+                   "burns them at the records' rate. Default: a factor of 1, said in the fire rate's note.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the updated parameter file (YAML) here (never over the parameter file it starts from).")
 @click.option("--min-records", type=click.IntRange(2, 1_000_000), default=20, show_default=True,
@@ -38,14 +44,17 @@ from api.cli.tables import render_table
               help="Seed of --make-example.")
 @force_option
 @format_option
-def calibrate(records, exposure, parameters, output, min_records, min_events, make_example, seed, force, fmt):
+def calibrate(records, exposure, parameters, portfolio, output, min_records, min_events, make_example, seed, force,
+              fmt):
     """Fit fire, typhoon and ice-storm parameters to loss records.
 
-    Fire frequency by Poisson regression with the forest area as exposure, fire area by lognormal
-    and loss fractions by beta maximum likelihood; typhoon and ice-storm frequencies from distinct
-    event dates. Prints the fits with goodness of fit (deviance, pseudo-R2, AIC, KS) and the
+    Fire frequency by Poisson regression with the forest area as exposure (quasi-Poisson standard
+    errors), fire area by lognormal maximum likelihood and loss fractions by their mean and variance
+    (moment estimator; total losses count as they are); typhoon and ice-storm frequencies from
+    distinct event dates. Prints the fits with goodness of fit (deviance, pseudo-R2, AIC, KS) and the
     parameter changes; with -o writes a copy of the parameter file holding the fitted values
-    (source `calibration_records`, confidence `derived`).
+    (source `calibration_records`, confidence `derived`, standard errors in the notes) that cites
+    the records, exposure and parameter files by their SHA-256.
 
     \b
     Examples:
@@ -70,12 +79,16 @@ def calibrate(records, exposure, parameters, output, min_records, min_events, ma
     if not exposure:
         raise CLIError("--exposure EXPOSURE.csv is required (forest area by county and year)")
     params = load_model(parameters)
+    pf = None
+    if portfolio is not None:
+        pf = load_portfolio_or_demo(None if portfolio == "demo" else portfolio, params)
     if output:
         OutputFile(output, suffixes=(".yaml", ".yml"), force=force, sidecar=False,
-                   inputs=[("loss records", records), ("exposure", exposure), *parameter_inputs(params)])
+                   inputs=[("loss records", records), ("exposure", exposure), *parameter_inputs(params),
+                           *([portfolio_input(None if portfolio == "demo" else portfolio)] if portfolio else [])])
     try:
         data = load_loss_data(records, exposure)
-        result = run_calibration(data, params, min_records=min_records, min_events=min_events)
+        result = run_calibration(data, params, min_records=min_records, min_events=min_events, portfolio=pf)
         written = write_parameter_file(result, params, records, output) if output else None
     except (CalibrationError, FitError) as exc:
         raise CLIError(str(exc).replace("\n", "; ")) from exc
