@@ -11,12 +11,11 @@ from sqlalchemy.orm import Session
 
 from api.finance import prepare_accounts, result_out
 from api.finance_schemas import AccountsRequest, FinanceResultOut
-from api.jsonable import clean
 from api.routes._finance import CREATED, create_result, get_result, list_results
 from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.portfolios import accounts_page
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, Page
 from api.security import ANALYSTS, Principal, require_roles
-from api.services import page
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
@@ -52,10 +51,8 @@ def accounts_rows(accounts_id: str, level: AccountLevel | None = Query(None, des
     row = get_result(s, who, "accounts", accounts_id)
     res = row.result
     rows = [r for r in res.get("rows") or [] if level is None or r.get("level") == level]
-    return {"portfolio_id": row.portfolio_id, "level": level, "sink_paths": res["sink_paths"], "seed": res["seed"],
-            "provenance": res["provenance"], "units": res["units"],
-            "rows": page(clean(rows[paging.offset:paging.offset + paging.limit]), len(rows), paging.limit,
-                         paging.offset)}
+    return accounts_page(row.portfolio_id, level, res["sink_paths"], res["seed"], res["provenance"], res["units"],
+                         rows, paging)
 
 
 __all__ = ["router"]

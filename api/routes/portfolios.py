@@ -259,9 +259,15 @@ def accounts_response(state, who: Principal, row: PortfolioRow, level: str | Non
     acc = state.accounts_cache.get(AccountsCache.key(row, params.sha256, paths, seed),
                                    lambda: carbon_accounts(pf, params, sink_paths=paths, seed=seed))
     d = acc.to_dict(level)  # (the cache is per tenant and portfolio: its provenance names this portfolio)
-    rows = d["rows"]
-    return {"portfolio_id": row.id, "level": level, "sink_paths": paths, "seed": seed,
-            "provenance": clean(d["provenance"]), "units": d["units"],
+    return accounts_page(row.id, level, paths, seed, clean(d["provenance"]), d["units"], d["rows"], paging)
+
+
+def accounts_page(portfolio_id: str, level: str | None, paths: int, seed: int, provenance: dict, units: dict,
+                  rows: list[dict], paging: Paging) -> dict[str, Any]:
+    """An ``AccountsOut`` answer: the accounts' provenance and units and one page of their rows (already of
+    ``level``, when one was asked for)."""
+    return {"portfolio_id": portfolio_id, "level": level, "sink_paths": paths, "seed": seed,
+            "provenance": provenance, "units": units,
             "rows": page(clean(rows[paging.offset:paging.offset + paging.limit]), len(rows), paging.limit,
                          paging.offset)}
 
