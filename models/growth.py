@@ -98,31 +98,38 @@ def bamboo_carbon_at_age(age_years, managed_tc_per_ha, rate_per_year, establishm
     return managed_tc_per_ha / (1.0 + (managed_tc_per_ha / c0 - 1.0) * np.exp(-rate_per_year * t))
 
 
+#: ``rate x age`` from which a bamboo stand counts as established (its logistic from the establishment
+#: stock is within e^-6 of any level): ten years at the default rate of 0.6
+ESTABLISHED_RATE_AGE = 6.0
+
+
 def measured_bamboo_level(measured_tc_per_ha, age_years, site_level_tc_per_ha, has_measurement, rate_per_year,
                           establishment_tc_per_ha, ceiling_tc_per_ha):
     """Managed level (tC/ha) of bamboo stands with a measured carbon, and which stands it was fitted for.
 
-    The stand's logistic from the establishment stock ``c0`` passes through its measurement ``C`` at its
-    age: ``C = M / (1 + (M/c0 - 1) e)`` with ``e = exp(-r age)``, so ``M = C (1 - e) / (1 - C e / c0)``
-    where ``C e < c0`` (an established stand has ``e`` near 0 and ``M`` near ``C``). A measurement no
-    level gives at that age (``C e >= c0``: the stand is further on than its age says) keeps the larger
-    of the site's level and ``C``, as does a measured 0 (a cleared stand regrows from its rhizomes). A
-    fitted level stays within ``MEASURED_SCALE_BOUNDS`` of the site's, and at most ``max(ceiling, C)``:
-    only a stand measured above the biological ceiling is managed above it.
+    An established stand (``rate x age >= ESTABLISHED_RATE_AGE``: ten years at the default rate) is
+    managed at the level its logistic from the establishment stock ``c0`` passes through its
+    measurement ``C``: ``C = M / (1 + (M/c0 - 1) e)`` with ``e = exp(-r age)``, so ``M = C (1 - e) /
+    (1 - C e / c0)``, which for such stands is ``C`` within a few per cent -- an old stand measured below
+    its site's level is a less productive stand (as a tree stand's measured volume sets its asymptote), not
+    a damaged one to be credited a recovery. The level is kept within ``MEASURED_SCALE_BOUNDS`` of the
+    site's and at most ``max(ceiling, C)`` (only a stand measured above the biological ceiling is managed
+    above it); a measurement no level reaches at that age (``C e >= c0``) takes that upper bound, so the
+    level grows continuously with ``C``. A younger stand's measurement says little about its level (at
+    age 0 every level starts from ``c0``): it keeps its site's level and starts from ``C``.
     """
     c = np.asarray(measured_tc_per_ha, dtype=np.float64)
     site = np.asarray(site_level_tc_per_ha, dtype=np.float64)
-    e = np.exp(-rate_per_year * np.maximum(np.asarray(age_years, dtype=np.float64), 0.0))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        solvable = has_measurement & (c > 0) & (c * e < establishment_tc_per_ha) & (site > 0)
-        level = np.where(solvable, c * -np.expm1(-rate_per_year * np.maximum(age_years, 0.0))
-                         / (1.0 - c * e / establishment_tc_per_ha), site)
+    ra = rate_per_year * np.maximum(np.asarray(age_years, dtype=np.float64), 0.0)
+    e = np.exp(-ra)
+    fitted = has_measurement & (ra >= ESTABLISHED_RATE_AGE) & (site > 0)
     lo, hi = MEASURED_SCALE_BOUNDS
-    level = np.where(solvable, np.clip(level, lo * site, hi * site), level)
-    level = np.where(solvable, np.minimum(level, np.maximum(ceiling_tc_per_ha, c)), level)
-    kept = has_measurement & ~solvable  # (has_measurement: finite)
-    level = np.where(kept, np.maximum(site, np.nan_to_num(c)), level)
-    return level, solvable
+    upper = np.minimum(hi * site, np.maximum(ceiling_tc_per_ha, np.nan_to_num(c)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        solved = np.maximum(c, 0.0) * -np.expm1(-ra) / (1.0 - c * e / establishment_tc_per_ha)
+    solved = np.where(c * e < establishment_tc_per_ha, solved, np.inf)  # beyond every level: the upper bound
+    level = np.where(fitted, np.clip(np.nan_to_num(solved, nan=np.inf), lo * site, upper), site)
+    return level, fitted
 
 
 @dataclass(frozen=True)

@@ -276,3 +276,26 @@ def test_the_potential_sink_is_the_simulators_first_year_without_noise_or_perils
     first = next(sim.run(KeyedRandom(1, np.arange(2), pf.keys), 1))
     np.testing.assert_allclose(first.carbon_end_tc_per_ha[0] - first.carbon_start_tc_per_ha[0],
                                sim.expected_annual_sink_tc_per_ha(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_measured_bamboo_level_is_monotone_and_bounded_and_young_stands_keep_their_sites(params):
+    """Established stands: the fitted level rises with the measurement without jumps, from a quarter of the
+    site's level to the ceiling (or the measurement above it, up to 4x the site's). Young stands, whose
+    measurement says little about their level, keep the site's (at age 0 every level starts from c0)."""
+    from models.growth import ESTABLISHED_RATE_AGE, MEASURED_SCALE_BOUNDS, measured_bamboo_level
+
+    b = params.species("moso_bamboo").bamboo
+    r, c0, k = b.recovery_rate_per_year.value, b.establishment_stock_tc_per_ha.value, b.ceiling_tc_per_ha.value
+    site = b.managed_stock_tc_per_ha["III"]
+    c = np.linspace(0.0, 250.0, 5001)
+    for age in (ESTABLISHED_RATE_AGE / r, 15.0, 40.0):
+        level, fitted = measured_bamboo_level(c, np.full(c.size, age), np.full(c.size, site), np.ones(c.size, bool),
+                                              r, c0, k)
+        assert fitted.all() and (np.diff(level) >= 0).all()
+        assert np.max(np.diff(level)) < 1.0  # no jump: steps of 0.05 tC/ha in the measurement
+        lo, hi = MEASURED_SCALE_BOUNDS
+        assert level[0] == pytest.approx(lo * site) and level[-1] == pytest.approx(hi * site)
+        assert (level <= np.maximum(k, c) + 1e-9).all()
+    young, fitted = measured_bamboo_level(c, np.full(c.size, 2.0), np.full(c.size, site), np.ones(c.size, bool),
+                                          r, c0, k)
+    assert not fitted.any() and (young == site).all()
