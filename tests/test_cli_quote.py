@@ -154,3 +154,16 @@ def test_the_cli_offers_the_engines_levels():
     assert LEVEL_CHOICES == list(ALL_LEVELS) and AAL_LEVELS is LEVEL_CHOICES
     level = next(p for p in simulate_cmd.params if p.name == "levels")
     assert list(level.type.choices) == LEVEL_CHOICES
+
+
+def test_a_price_floors_default_strike_is_its_series_price_today(portfolio_csv, capsys):
+    """A pilot ETS floor without --strike or --price strikes at the pilot series' own price today (40.36), not
+    the CEA's 60 (which priced it deep in the money)."""
+    from finance_engine.price import load_price_model
+
+    code = main(["quote", "-p", str(portfolio_csv), "--cover", "price-floor", "--price-model", "pilot_ets",
+                 "--volume", "1000", "--paths", "64", "--years", "1", "--format", "json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    cover = json.loads(out.out)["cover"]
+    assert cover["strike_cny_per_tco2e"] == pytest.approx(load_price_model().start_price("pilot_ets"))

@@ -280,6 +280,15 @@ def test_registry_errors_name_the_field(pf, params):
     # a stop-loss is bought: its premium is a contract term the registry must give
     with pytest.raises(RegistryError, match=r"insurer.stop_loss.annual_premium_cny"):
         parse_registry({"insurer": {"stop_loss": {"attachment_cny": 1000, "limit_cny": 5000}}})
+    # every loan is valued on the test's own price path: a loan naming another series or a price scenario is
+    # refused before any simulation (it had been valued on the CEA path all the same)
+    ids = list(pf.parcel_id)
+    for extra, field in (({"price_model": "pilot_ets"}, "price_model"), ({"price_scenario": "net_zero"},
+                                                                         "price_scenario")):
+        reg = parse_registry({"loans": [{"id": "x", "parcel_ids": ids[:5], "terms": {
+            "amount_cny": 1e5, "term_years": 2, "interest_rate": 0.04, **extra}}]})
+        with pytest.raises(RegistryError, match=rf"loans.0.terms.{field}"):
+            run_stress_test(pf, params, ["ice_storm_2008"], registry=reg, settings=StressSettings(years=1, paths=8))
 
 
 # ---- reverse stress ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from finance_engine.simulation import simulate
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
                                               start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
-from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, bind_registry
+from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, RegistryError, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from finance_engine.value_regression import jackknife_groups
 from models import MODEL_VERSION
@@ -664,6 +664,21 @@ def _concentration(horizon: pd.DataFrame, initial_stock: pd.DataFrame, top: int 
     return pd.DataFrame(rows)
 
 
+def check_loan_price_series(registry: Registry, settings: StressSettings) -> None:
+    """A stress test values every loan on its own price path (the run's series, moved by each scenario), so a
+    loan whose terms name another series or a price scenario would be valued on prices it did not ask for:
+    refused, naming the loan's field (the collateral valuation of such a loan is :func:`value_collateral`'s)."""
+    for i, ln in enumerate(registry.loans):
+        t = ln.terms
+        if t.price_model != settings.price_model:
+            raise RegistryError(f"loans.{i}.terms.price_model: {t.price_model!r} is not the stress test's "
+                                f"price series {settings.price_model!r}: a stress test values every loan on its "
+                                f"own price path (run the test with that series, or value the loan alone)")
+        if t.price_scenario is not None:
+            raise RegistryError(f"loans.{i}.terms.price_scenario: {t.price_scenario!r}: a stress test moves "
+                                f"prices by its scenarios, not by a loan's own price scenario")
+
+
 def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: Iterable[str | StressScenario], *,
                     registry: Registry | None = None, settings: StressSettings | None = None,
                     pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int | None = None,
@@ -690,6 +705,8 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     say = progress or (lambda msg: None)
     wanted = [_resolve(s) for s in scenarios]
     base = load_scenario("baseline")
+    if registry is not None:
+        check_loan_price_series(registry, st)
     bound = bind_registry(registry, portfolio, params) if registry is not None and (registry.loans or registry.policies) else None
     run_pf = bound.portfolio if bound is not None else portfolio
     H = stress_horizon(st.years, registry)

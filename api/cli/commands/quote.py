@@ -98,7 +98,8 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @click.option("--index-error", type=click.Choice(["none", "normal", "lognormal"]), default="none", show_default=True,
               help="Measurement error of the sink index (remote-sensing inversion).")
 @click.option("--error-cv", type=FINITE, default=None, help="CV of the index error (default 0.10 when an error is asked).")
-@click.option("--strike", type=FINITE, default=None, help="Price floor strike, CNY/tCO2e (default: --price).")
+@click.option("--strike", type=FINITE, default=None,
+              help="Price floor strike, CNY/tCO2e (default: --price, else the --price-model series' price today).")
 @click.option("--volume", type=FINITE, default=None, help="Price floor volume, tCO2e/yr (default: simulated credits issued).")
 @click.option("--price-model", default="cea", show_default=True, help="Price model for the floor.")
 @click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
@@ -151,6 +152,8 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
 
     try:
         pms = load_price_model()
+        # a price floor's default strike is its own series' price today (a pilot ETS starts lower than the CEA)
+        strike_default = pms.start_price(price_model) if price is None else price
         price = pms.start_price_cny_per_tco2e if price is None else price
         lim = None if limit is None else parse_amount(limit, "--limit")
         if cover == "stock-loss":
@@ -162,7 +165,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
             c = SinkIndexCover(price, qd["sink_trigger_fraction"] if trigger is None else trigger, lim, expected_sink,
                                index_error, cv, participation)
         else:
-            c = PriceFloorCover(price if strike is None else strike, volume, math.inf if lim is None else lim,
+            c = PriceFloorCover(strike_default if strike is None else strike, volume, math.inf if lim is None else lim,
                                 participation, price_model)
         ld = default_loading(loading, loading_parameter, expense_ratio=expense_ratio, profit_ratio=profit_ratio,
                              fixed_costs_cny=fixed_costs)
