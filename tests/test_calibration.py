@@ -168,6 +168,27 @@ def test_quasi_poisson_standard_errors_follow_the_replication_spread():
     assert abs(np.mean(se) / sd - 1) <= 4 / np.sqrt(2 * (reps - 1))
 
 
+def test_the_typhoon_rate_error_widens_for_clustered_years(big_sample, params):
+    """Typhoon events that come in clustered years (more year-to-year spread than a Poisson's) get the
+    quasi-Poisson error: the Poisson error times the root of the yearly counts' dispersion."""
+    spec, data = big_sample
+    rec = data.records
+    ty = rec[rec["peril"] == "typhoon"]
+    # the same events, their years moved so they bunch into every tenth year
+    years = sorted(data.exposure["year"].unique())
+    bunched = ty.copy()
+    event = bunched.groupby("date", sort=True).ngroup().to_numpy()  # an event's records share its date
+    bunched["year"] = [years[10 * (k % (len(years) // 10))] for k in event]
+    bunched["date"] = pd.to_datetime(bunched["year"].astype(str) + "-01-01") + pd.to_timedelta(event % 365, unit="D")
+    plain = calibrate(data, params).fits["typhoon.frequency"]
+    moved = pd.concat([rec[rec["peril"] != "typhoon"], bunched], ignore_index=True)
+    clustered = calibrate(LossData(moved, data.exposure, data.covariates, source="<moved>"), params).fits[
+        "typhoon.frequency"]
+    assert clustered["events"] == plain["events"] and clustered["dispersion"] > 1.5
+    poisson_se = np.sqrt(clustered["events"]) / clustered["years"]
+    assert clustered["se"] == pytest.approx(poisson_se * np.sqrt(clustered["dispersion"]), rel=1e-12)
+
+
 def test_uniform_range_keeps_the_fitted_mean_of_skewed_losses(tmp_path, params):
     """beta(0.8, 6) losses: mean -/+ sqrt(3 var) would start below 0; the range is [0, 2 mean], which keeps
     the mean (the clipped range (0, m + sqrt(3 v)) had a mean 35 % too high) and says the variance drops."""

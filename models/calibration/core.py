@@ -418,15 +418,19 @@ def calibrate(data: LossData, params: ModelParameters, *, min_records: int = 20,
         n_ev = int(per_year.sum())
         if peril == "typhoon":
             rate = n_ev / n_years
-            se_rate = float(np.sqrt(max(n_ev, 1)) / n_years)
+            # quasi-Poisson: scaled by the yearly counts' dispersion when they vary more than a Poisson's
+            dispersion = float(per_year.var(ddof=1) / rate) if rate > 0 and n_years > 1 else 1.0
+            se_rate = float(np.sqrt(max(n_ev, 1)) / n_years * np.sqrt(max(dispersion, 1.0)))
             table = [(str(j), int(np.sum(per_year == j)), float(n_years * _pois(j, rate))) for j in range(3)]
             table.append((">=3", int(np.sum(per_year >= 3)), float(n_years * (1 - sum(_pois(j, rate) for j in range(3))))))
             res.fits["typhoon.frequency"] = {"events": n_ev, "years": n_years, "annual_rate": rate,
-                                             "se": se_rate, "observed_vs_expected_years": table}
+                                             "se": se_rate, "dispersion": dispersion,
+                                             "observed_vs_expected_years": table}
             if n_ev >= min_events:
                 res.updates.append(ParameterUpdate(
                     ("perils", "typhoon", "annual_rate"), {"value": p.annual_rate.value}, {"value": _sig(rate)},
-                    f"Poisson MLE: {n_ev} events (distinct dates) in {n_years} years, se {se_rate:.3g}; "
+                    f"Poisson MLE: {n_ev} events (distinct dates) in {n_years} years, se {se_rate:.3g} (yearly "
+                    f"counts' dispersion {dispersion:.2f}; the error is scaled by its root above 1); "
                     f"years with 0/1/2/>=3 events observed {[t[1] for t in table]} vs expected "
                     f"{[round(t[2], 1) for t in table]}", {"value": se_rate}))
             x = r["loss_fraction"].dropna().to_numpy()
@@ -504,7 +508,8 @@ def updated_parameter_document(result: CalibrationResult, params: ModelParameter
     doc = load_yaml(base.read_text(encoding="utf-8"))
     doc = copy.deepcopy(doc)
     prov = input_provenance(result, records_path, exposure_path)
-    what = {"records": "loss records", "exposure": "exposure", "portfolio": "stand-factor portfolio"}
+    what = {"records": "loss records", "exposure": "exposure",
+            "portfolio": "stand-factor portfolio (the hash of its validated table as CSV)"}
     cited = ", ".join(f"{what.get(role, role)} {name} (sha256 {sha})" for role, name, sha in prov)
     doc["references"][REFERENCE_KEY] = (
         f"{cited}; {result.n_records} records {result.years[0]}-{result.years[1]}, fitted by models.calibration "
