@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from models.rng import KeyedRandom
-from models._yaml import load_yaml
+from models._yaml import read_data_file
 
 ISSUANCE_PATH = Path(__file__).resolve().parent / "data" / "issuance_risk.yaml"
 _NO_PARCELS = np.empty(0, np.uint64)
@@ -158,11 +158,7 @@ def load_issuance_risk(path: str | Path | None = None, *, region: str = "lishui"
     from finance_engine.price import reference_keys
 
     p = Path(path) if path else ISSUANCE_PATH
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read issuance-risk file {p}: {exc}") from None
-    data = load_yaml(raw)
+    data, raw = read_data_file(p, "issuance-risk file")  # unreadable or bad YAML: DataFileError naming the file
     try:
         f = _IssuanceFile.model_validate(data)
     except ValidationError as exc:

@@ -52,7 +52,7 @@ from scipy.special import gammaln, logsumexp
 
 from models.parameters import format_validation_error, resolve_parameter_path
 from models.rng import KeyedRandom
-from models._yaml import load_yaml
+from models._yaml import DataFileError, load_yaml, read_data_file
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PRICE_MODEL_PATH = DATA_DIR / "price_model.yaml"
@@ -810,10 +810,10 @@ def _load_price_model_cached(stamp: tuple) -> "PriceModelSet":
 
 def _load_price_model(p: Path, region: str) -> "PriceModelSet":
     try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise PriceModelError(f"cannot read price model file {p}: {e}") from None
-    raw = load_yaml(data) or {}
+        raw, data = read_data_file(p, "price model file")
+    except DataFileError as e:
+        raise PriceModelError(str(e)) from None
+    raw = raw or {}
     try:
         f = _PriceFile.model_validate(raw)
     except ValidationError as err:

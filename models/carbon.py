@@ -141,6 +141,8 @@ class CreditingRules:
                 continue
             if k not in vals:
                 raise ValueError(f"unknown crediting rule {k!r}")
+            if k in ("crediting_period_years", "monitoring_period_years") and float(v) != int(float(v)):
+                raise ValueError(f"{k} must be a whole number of years, got {v}")
             vals[k] = int(v) if k == "crediting_period_years" else type(vals[k])(v)
         rules = cls(**vals)
         rules.validate()

@@ -137,6 +137,8 @@ class TestCrediting:
         assert list(np.flatnonzero(short.is_issuance_year(np.arange(60))) + 1) == [5, 10, 15, 20]
         with pytest.raises(ValueError, match="crediting_period_years"):
             CreditingRules.from_parameters(params, crediting_period_years=3)
+        with pytest.raises(ValueError, match="whole number"):
+            CreditingRules.from_parameters(params, crediting_period_years=25.7)
 
     def test_a_long_run_issues_nothing_after_the_crediting_period(self, params):
         from finance_engine.simulation import simulate

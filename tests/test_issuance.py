@@ -87,3 +87,12 @@ def test_a_bad_issuance_file_is_refused_naming_the_field(tmp_path, change, field
     with pytest.raises(ValueError, match=field) as err:
         load_issuance_risk(p)
     assert str(p) in str(err.value) or p.name in str(err.value)
+
+
+def test_a_broken_issuance_file_names_the_file(tmp_path):
+    p = tmp_path / "issuance.yaml"
+    p.write_text("verification_failure_probability: {value: [\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="issuance.yaml"):
+        load_issuance_risk(p)
+    with pytest.raises(ValueError, match="missing.yaml"):
+        load_issuance_risk(tmp_path / "missing.yaml")

@@ -504,3 +504,10 @@ def test_calibration_input_errors():
         calibrate_price_model(pd.DataFrame({"date": pd.date_range("2021-01-01", periods=5), "price": [1, 2, 0, 3, 4.0]}))
     with pytest.raises(PriceModelError, match="jump model"):
         calibrate_price_model(reference_price_history("CEA"), jumps=True)
+
+
+def test_a_broken_price_file_names_the_file(tmp_path):
+    p = tmp_path / "prices.yaml"
+    p.write_text("models: {cea: [\n", encoding="utf-8")
+    with pytest.raises(PriceModelError, match="prices.yaml"):
+        load_price_model(p)
