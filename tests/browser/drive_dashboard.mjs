@@ -172,6 +172,14 @@ try {
     A.cancelMessage = await text("#acc-error");
     A.cancelRows = await page.locator("#accounts-table tbody tr").count();
     await shot("accounts-portfolio-cancelled");
+
+    // the first accounts again: the kept run is shown, not computed a second time
+    await accPage.getByLabel("蒙特卡洛路径数").fill(opt["acc-paths"]);
+    await accPage.getByRole("button", { name: "计算碳账户" }).click();
+    await page.waitForFunction((id) => document.querySelector("#acc-meta").dataset.id === id
+      && document.querySelectorAll("#accounts-table tbody tr").length > 0, A.accountsId);
+    A.reusedId = await page.getAttribute("#acc-meta", "data-id");
+    A.reusedRows = await accountsTable();
   } catch (e) {
     A.error = String(e && e.stack || e);
     try { await shot("accounts-failure"); } catch { /* ignore */ }
@@ -301,6 +309,16 @@ try {
   await shot("accounts");
   await county.locator("button.toggle").click();
   out.accountsAfterCollapse = await visible();
+  // the portfolio's own accounts beside a run's: their own columns, whatever the run was
+  if (await page.locator("#acc-source").isVisible()) {
+    await page.locator("#acc-source").selectOption("portfolio");
+    await page.waitForFunction(() => window.__dashboard.accountsFor?.startsWith("/v1/portfolios/")
+      && document.querySelectorAll("#accounts-table tbody tr").length > 0);
+    out.portfolioAccountsHeaderAfterRun = await page.$$eval("#accounts-table thead th", (ths) => ths.map((t) => t.textContent));
+    out.portfolioAccountsHelpAfterRun = await text("#acc-help");
+    await page.locator("#acc-source").selectOption("run");
+    await page.waitForFunction((q) => window.__dashboard.accountsFor === q, out.accountsQuery);
+  }
 
   // 5. reports: every button downloads a file
   await page.getByRole("tab", { name: "报告下载" }).click();

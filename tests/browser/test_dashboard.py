@@ -438,6 +438,29 @@ def test_portfolio_accounts_job_cancelled(driven):
     assert acc["cancelMessage"] == "碳账户任务已取消，未显示结果。" and acc["cancelRows"] == 0
 
 
+def test_the_portfolios_accounts_beside_a_run_have_the_portfolios_columns(driven):
+    """After a stress test, choosing the portfolio's accounts draws the portfolio's columns and help (they had
+    kept the stress test's columns, whose fields the portfolio's rows do not have: blank cells)."""
+    shown, _, _ = driven
+    header = shown.get("portfolioAccountsHeaderAfterRun")
+    assert header is not None, "the driver did not reach the accounts source selector"
+    assert header == shown["accPortfolio"]["syncHeader"]
+    assert "情景" not in shown["portfolioAccountsHelpAfterRun"]
+
+
+def test_the_same_accounts_asked_again_show_the_kept_run(driven):
+    """Asking again for accounts already computed (same portfolio, parameters, paths, seed) shows the kept run:
+    no second job is started."""
+    shown, c, _ = driven
+    acc = shown["accPortfolio"]
+    assert acc.get("error") is None, acc.get("error")
+    assert acc["reusedId"] == acc["accountsId"] and acc["reusedRows"] == acc["rows"]
+    pid = shown["portfolioId"]
+    runs = c.get("/v1/accounts", params={"portfolio_id": pid, "limit": 500}).json()["items"]
+    same = [r for r in runs if (r["audit"]["request"]["paths"], r["audit"]["request"]["seed"]) == (ACC_PATHS, ACC_SEED)]
+    assert len(same) == 1
+
+
 def test_simulation_accounts_refused_at_once_run_as_a_job(driven):
     shown, c, _ = driven
     ref = shown["simRefused"]

@@ -533,8 +533,32 @@ class JobEnded extends Error {
 const problemKind = (err) => (err instanceof ApiError ? String(err.problem?.type || "").split("/").pop() : "");
 
 /** Run the accounts as a job (POST /v1/accounts) and read its rows; null if the page moved on. */
+/** The same accounts run before (same portfolio data, parameters, paths and seed), kept or still under way:
+ * `{ id }` of a kept run, `{ job }` of a queued or running one, or null. Opening the page again, or another
+ * tab, then shows them instead of computing them twice. */
+async function existingAccounts(job) {
+  const p = state.portfolio;
+  const same = (r) => r && r.portfolio_id === job.portfolio_id && r.paths === job.paths && r.seed === job.seed;
+  const [kept, model] = await Promise.all([
+    state.api.get("/v1/accounts", { portfolio_id: job.portfolio_id, limit: 100 }),
+    p ? state.api.get(`/v1/models/${p.region}`) : null]);
+  const hit = (kept.items || []).find((x) => same(x.audit.request) && x.audit.portfolio_sha256 === p?.data_sha256
+    && x.audit.parameter_sha256 === model?.sha256);
+  if (hit) return { id: hit.id };
+  for (const status of ["running", "queued"]) {
+    const jobs = await state.api.get("/v1/jobs", { status, limit: 100 });
+    const live = (jobs.items || []).find((j) => j.kind === "accounts" && same(j.request));
+    if (live) return { job: live };
+  }
+  return null;
+}
+
 async function accountsJob(src, stale) {
-  const { status, body } = await state.api.post("/v1/accounts", { ...src.job, mode: "job" });
+  const found = await existingAccounts(src.job);
+  if (stale()) return null;
+  const { status, body } = found?.id ? { status: 201, body: { id: found.id } }
+    : found?.job ? { status: 202, body: found.job }
+      : await state.api.post("/v1/accounts", { ...src.job, mode: "job" });
   if (stale()) return null;
   let id = body.id;
   if (status === 202) {
@@ -618,8 +642,10 @@ function renderAccounts() {
   $("#acc-meta").textContent = !m ? "" : (m.id ? `${t("acc_meta_id", { id: m.id })} · ` : "") +
     t("acc_meta", { paths: m.paths === null ? "?" : fmt(m.paths), seed: m.seed ?? "?", model: m.model, sha: m.sha });
   $("#acc-meta").dataset.id = m?.id || "";
-  const spec = (state.view?.accountsPath && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
-  $("#acc-help").textContent = state.view?.kind === "stress"
+  // the columns of what is shown: a run's own (a stress test's scenario accounts) or the portfolio's
+  const fromRun = accountsSource()?.kind === "run";
+  const spec = (fromRun && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
+  $("#acc-help").textContent = fromRun && state.view?.kind === "stress"
     ? t("accounts_help_stress", { scenario: state.view.scenario }) : t("accounts_help");
   const head = $("#accounts-table thead tr");
   head.replaceChildren();
