@@ -508,9 +508,10 @@ def updated_parameter_document(result: CalibrationResult, params: ModelParameter
     doc = load_yaml(base.read_text(encoding="utf-8"))
     doc = copy.deepcopy(doc)
     prov = input_provenance(result, records_path, exposure_path)
-    what = {"records": "loss records", "exposure": "exposure",
-            "portfolio": "stand-factor portfolio (the hash of its validated table as CSV)"}
-    cited = ", ".join(f"{what.get(role, role)} {name} (sha256 {sha})" for role, name, sha in prov)
+    what = {"records": "loss records", "exposure": "exposure", "portfolio": "stand-factor portfolio"}
+    # a portfolio is hashed as its validated table (as CSV), not as the file it was read from
+    hashed = {"portfolio": "sha256 of its validated table as CSV"}
+    cited = ", ".join(f"{what.get(role, role)} {name} ({hashed.get(role, 'sha256')} {sha})" for role, name, sha in prov)
     doc["references"][REFERENCE_KEY] = (
         f"{cited}; {result.n_records} records {result.years[0]}-{result.years[1]}, fitted by models.calibration "
         f"against {base.name} version {params.version} (sha256 {params.sha256})")
