@@ -414,3 +414,104 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["calibrate", str(bad)]) == 2
     assert "--exposure" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.csv"), "--exposure", str(exp)]) == 2
+
+
+# ---- stand factor, standard errors: checks that pin the formulas -----------------------------------
+def test_stand_factor_mixed_protection_and_young_boundary_matches_engine(params):
+    """S on six parcels with all three fire-protection levels and one stand exactly at young_age_years:
+    the area-weighted mean of flammability x young x protection (the engine's rule: young when
+    age < young_age_years, so the boundary stand is not young), by hand and from the engine's own
+    per-parcel burn probability divided by b."""
+    from tests.conftest import make_frame
+    from models.portfolio import validate_frame
+
+    fp = params.perils["fire"]
+    young_age, young_mult = fp.young_age_years.value, fp.young_burn_multiplier.value
+    prot = {k: v.value for k, v in params.file.management["fire_protection"].items()}
+    assert len(set(prot.values())) == 3 and young_mult != 1.0  # the test can tell the factors apart
+    rows = [  # species, age, protection, area
+        ("chinese_fir", 3.0, "none", 10.0),
+        ("masson_pine", young_age, "enhanced", 30.0),  # exactly at the boundary: not young
+        ("evergreen_broadleaf", 25.0, "basic", 20.0),
+        ("moso_bamboo", young_age - 1.0, "enhanced", 15.0),
+        ("chinese_fir", 40.0, "none", 5.0),
+        ("masson_pine", young_age + 1.0, "basic", 8.0),
+    ]
+    frame = make_frame(len(rows), seed=4, species=["chinese_fir"])
+    frame["species_group"] = [r[0] for r in rows]
+    frame["age_years"] = [r[1] for r in rows]
+    frame["fire_protection"] = [r[2] for r in rows]
+    frame["area_ha"] = [r[3] for r in rows]
+    pf = validate_frame(frame, params, source="mixed")
+    # the portfolio orders trees before bamboo: take the rows in its order
+    order = [int(pid[1:]) for pid in pf.frame["parcel_id"]]
+    rows = [rows[i] for i in order]
+    assert list(pf.age_years) == [r[1] for r in rows] and list(pf.area_ha) == [r[3] for r in rows]
+
+    flam = {s: params.file.species[s].traits.flammability.value for s in {r[0] for r in rows}}
+    factors = np.array([flam[s] * (young_mult if age < young_age else 1.0) * prot[m] for s, age, m, _ in rows])
+    area = np.array([r[3] for r in rows])
+    s_hand = float(np.sum(area * factors) / area.sum())
+    s_f, txt = stand_fire_factor(params, pf)
+    assert s_f == pytest.approx(s_hand, rel=1e-12)
+    assert "stand factor S" in txt
+    # the engine: burn probability per parcel (no weather, drought, cascades or climate) over b
+    fire = Fire(fp, params, pf)
+    ctx = context(pf, 1, st=stand(1, pf, weakened=False), independent=True)
+    engine = fire.burn_probability(ctx)[0] / fp.base_burn_probability_per_year.value
+    assert engine == pytest.approx(factors, rel=1e-6)
+    assert s_f == pytest.approx(float(np.sum(area * engine) / area.sum()), rel=1e-6)
+    # the alternatives differ by far more than the tolerance: without protection, or with age <= young
+    no_prot = np.array([flam[s] * (young_mult if age < young_age else 1.0) for s, age, _, _ in rows])
+    le = np.array([flam[s] * (young_mult if age <= young_age else 1.0) * prot[m] for s, age, m, _ in rows])
+    for alt in (no_prot, le):
+        assert abs(np.sum(area * alt) / area.sum() - s_hand) > 0.01 * s_hand
+
+
+def test_moment_beta_a_b_standard_errors_match_replication_spread():
+    """The moment fit's se of a and b against the spread of a and b over 500 samples of 1000 from a
+    skewed beta and its mirror (the delta method's Jacobian: a sign error in any of its terms moves one
+    of the four ratios by at least 1.5x). Replication error of an sd from 500 samples ~3 %."""
+    reps, n = 500, 1000
+    rng = np.random.default_rng(2024)
+    for a_true, b_true in ((0.3, 5.0), (5.0, 0.3)):
+        est, se = [], []
+        for _ in range(reps):
+            f = fit_beta(rng.beta(a_true, b_true, n))
+            est.append((f.params["a"], f.params["b"]))
+            se.append((f.se["a"], f.se["b"]))
+        ratio = np.mean(se, axis=0) / np.std(est, axis=0, ddof=1)
+        assert np.all((ratio > 0.8) & (ratio < 1.25)), (a_true, b_true, ratio)
+
+
+def test_uniform_range_end_standard_errors_match_replication_spread():
+    """The uniform range's ends m -/+ sqrt(3 v) of skewed beta(3, 7) losses (not cut at 0 or 1): their
+    reported standard errors against the ends' spread over 400 samples of 1000. The mean-variance
+    covariance matters here (a sign error in it moves both ratios by more than 1.25x)."""
+    reps, n = 400, 1000
+    rng = np.random.default_rng(77)
+    ends, se = [], []
+    for _ in range(reps):
+        f = fit_beta(rng.beta(3.0, 7.0, n))
+        lo, hi = f.uniform_range()
+        assert 0.0 < lo and hi < 1.0
+        ends.append((lo, hi))
+        se.append(f.uniform_range_se())
+    ratio = np.mean(se, axis=0) / np.std(ends, axis=0, ddof=1)
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+
+
+def test_rate_error_with_years_as_clusters_closed_form():
+    """Three years, two counties of 100 ha: yearly counts 3, 1, 4 (8 fires on 600 ha-years), so
+    lam = 8/600, yearly residuals n_y - lam A_y = 1/3, -5/3, 4/3 (squares summing to 14/3) and
+    se = sqrt(3/2 x 14/3) / 600 = sqrt(7) / 600."""
+    from models.calibration.core import _rate_se_by_year
+
+    tab = pd.DataFrame({"year": [2000, 2000, 2001, 2001, 2002, 2002], "county": list("ababab"),
+                        "forest_area_ha": 100.0, "n": [1.0, 2.0, 0.0, 1.0, 4.0, 0.0]})
+    se, ny = _rate_se_by_year(tab, 8 / 600)
+    assert ny == 3 and se == pytest.approx(np.sqrt(7) / 600, rel=1e-12)
+    # two years: the factor Y / (Y - 1) = 2; counts 2, 0 on 50 ha each -> lam = 0.02, residuals +-1
+    two = pd.DataFrame({"year": [1, 2], "forest_area_ha": 50.0, "n": [2.0, 0.0]})
+    assert _rate_se_by_year(two, 0.02)[0] == pytest.approx(np.sqrt(2 * 2) / 100, rel=1e-12)
+    assert np.isnan(_rate_se_by_year(two.iloc[:1], 0.04)[0])
