@@ -14,6 +14,11 @@ stream name, year, path id and parcel key.
 
 ``workers=0`` runs the tasks in the calling thread (no pool); tests of the pool itself use it.
 
+Progress: the accounts, quote and stress tasks take an optional progress channel (:func:`progress_sink`):
+a queue of the pool's :class:`multiprocessing.managers.SyncManager` (:meth:`ComputePool.progress_queue`,
+one manager per pool, a queue per job) that the job thread drains, or with ``workers=0`` the job thread's
+receiver itself. Progress is observation only: the numbers do not depend on it.
+
 A request that finds the pool idle may use more than one thread of its worker
 (:meth:`ComputePool.run`; up to the pool's workers and the machine's CPUs): a collateral valuation
 large enough to gain from them (:func:`finance_engine.simulation.useful_threads`) runs its chunks on
@@ -150,6 +155,60 @@ def _portfolio(ref: dict[str, Any]):
     return pf
 
 
+# ---- progress of a task ---------------------------------------------------------------------------
+def progress_sink(channel: Any) -> Callable[..., None]:
+    """The progress sink of a task: ``sink(fraction, eta_s=None, message=None)`` puts the tuple on
+    ``channel`` (anything with ``put``: a :meth:`ComputePool.progress_queue` proxy from a worker, or the
+    job thread's own receiver when tasks run in-process); ``fraction`` None: ``message`` is a note for
+    the log. None: a no-op. A failing channel (its manager gone) is dropped after a warning: progress is
+    observation only, it never fails a task or changes its numbers."""
+    if channel is None:
+        return lambda *a, **k: None
+    broken: list[bool] = []
+
+    def sink(fraction: float | None, eta_s: float | None = None, message: str | None = None) -> None:
+        if broken:
+            return
+        try:
+            channel.put((None if fraction is None else float(fraction), None if eta_s is None else float(eta_s),
+                         None if message is None else str(message)))
+        except Exception:  # noqa: BLE001 - see the docstring
+            broken.append(True)
+            log.warning("a task's progress channel failed; its progress is no longer reported", exc_info=True)
+    return sink
+
+
+def chunks_line(p) -> str:
+    """The log line of an engine :class:`~finance_engine.simulation.Progress` (simulation and finance jobs)."""
+    return f"progress {p.chunks_done}/{p.chunks_total} chunks"
+
+
+class TaskProgress:
+    """A task's progress as it reports it: ``track(fraction, message)`` (the ETA from the time elapsed
+    since the task started), :meth:`note` (a log line) and :meth:`chunks` (an engine ``progress``
+    callback mapped onto a part of the task)."""
+
+    def __init__(self, channel: Any):
+        self.sink, self.on, self.t0 = progress_sink(channel), channel is not None, time.perf_counter()
+
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        el = time.perf_counter() - self.t0
+        self.sink(fraction, el * (1.0 - fraction) / fraction if fraction > 0 else None, message)
+
+    def note(self, message: str) -> None:
+        self.sink(None, None, message)
+
+    def chunks(self, start: float = 0.0, end: float = 1.0) -> Callable | None:
+        """An engine ``progress`` callback whose run is the part ``start``..``end`` of the task (None when
+        nothing is reported, so the engine does no extra work)."""
+        if not self.on:
+            return None
+
+        def report(p) -> None:
+            self(start + (end - start) * p.fraction, chunks_line(p))
+        return report
+
+
 # ---- tasks ----------------------------------------------------------------------------------------
 def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int | None = None):
     """:func:`api.services.run_simulation` in a worker; returns the SimulationResult."""
@@ -174,12 +233,15 @@ def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     return clean(_valuation(ref, req).to_dict())
 
 
-def task_accounts(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
-    """:func:`finance_engine.accounts.carbon_accounts` -> its table at every level with provenance and units."""
+def task_accounts(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
+                  chunk_paths: int | None = None) -> dict[str, Any]:
+    """:func:`finance_engine.accounts.carbon_accounts` -> its table at every level with provenance and units
+    (``progress``, ``chunk_paths``: see :func:`progress_sink`; the numbers do not depend on them)."""
     from finance_engine.accounts import carbon_accounts
 
+    track = TaskProgress(progress)
     acc = carbon_accounts(_portfolio(ref), _params(ref["region"]), sink_paths=req["paths"], seed=req["seed"],
-                          workers=task_threads())
+                          workers=task_threads(), chunk_paths=chunk_paths, progress=track.chunks())
     d = acc.to_dict()
     return clean({"provenance": d["provenance"], "units": d["units"], "sink_paths": req["paths"], "seed": req["seed"],
                   "rows": d["rows"]})
@@ -222,15 +284,18 @@ def quote_inputs(req: dict[str, Any]):
     return cover_from_dict(req["cover"]), loading_from(req.get("loading")), [layer_from(l) for l in req.get("layers") or []]
 
 
-def task_quote(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
-    """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned)."""
+def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
+               chunk_paths: int | None = None) -> dict[str, Any]:
+    """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned); ``progress``, ``chunk_paths``:
+    see :func:`progress_sink`."""
     from finance_engine.insurance import quote
 
     cover, loading, layers = quote_inputs(req)
     q = quote(cover, _portfolio(ref), _params(ref["region"]), paths=req["paths"], years=req["years"],
               seed=req["seed"], loading=loading, subsidy=req.get("subsidy"), subsidised=req["subsidised"],
               layers=layers, quota_share=req["quota_share"], account_level=req.get("account_level"),
-              price_model_set=_state()["pms"], workers=1)
+              price_model_set=_state()["pms"], workers=1, chunk_paths=chunk_paths,
+              progress=TaskProgress(progress).chunks())
     return clean(q.to_dict())
 
 
@@ -390,18 +455,27 @@ def stress_inputs(req: dict[str, Any]):
     return scns, registry
 
 
-def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+def task_stress(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
+                chunk_paths: int | None = None) -> dict[str, Any]:
     """:func:`finance_engine.stress.run.run_stress_test`, its HTML report and Excel workbook, and the
-    five-level accounts of each scenario (:func:`finance_engine.stress.accounts.scenario_accounts`)."""
+    five-level accounts of each scenario (:func:`finance_engine.stress.accounts.scenario_accounts`).
+
+    ``progress``, ``chunk_paths``: see :func:`progress_sink`. The scenario runs are the first part of the
+    reported fraction and the accounts (one run per scenario, over ``years`` instead of the engine
+    horizon) the rest, weighted by their years; the accounts advance it scenario by scenario."""
     from finance_engine.reports.stress_report import render_stress_report, write_stress_workbook
     from finance_engine.stress.accounts import scenario_accounts
-    from finance_engine.stress.run import StressSettings, run_stress_test
+    from finance_engine.stress.run import StressSettings, run_stress_test, stress_horizon
 
     pf, params, pms = _portfolio(ref), _params(ref["region"]), _state()["pms"]
     scns, registry = stress_inputs(req)
     st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
+    track = TaskProgress(progress)
+    horizon = stress_horizon(st.years, registry)
+    runs_share = horizon / (horizon + st.years) if req.get("accounts", True) else 1.0
     r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
-                        footprints=req.get("footprints", True))
+                        chunk_paths=chunk_paths, footprints=req.get("footprints", True),
+                        progress=track.note, on_progress=track.chunks(0.0, runs_share))
     out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
     out["artifacts"]["report.html"] = ("text/html; charset=utf-8",
                                        render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())
@@ -412,12 +486,14 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     if req.get("accounts", True):
         by_name = {s.name: s for s in scns}
         accounts = {}
-        for name in r.scenarios["scenario"]:
+        names = list(r.scenarios["scenario"])
+        for i, name in enumerate(names):
             scn = by_name.get(name)
             if scn is None:  # the baseline the engine adds: the library's file, never a lookup by name
                 scn = load_library_scenario(name)
             acc = scenario_accounts(pf, params, scn, st, pms=pms)
             accounts[name] = {**clean(acc.to_dict()), "tree": clean(acc.tree())}
+            track(runs_share + (1.0 - runs_share) * (i + 1) / len(names), f"accounts {i + 1}/{len(names)} scenarios")
         out["artifacts"]["accounts.json"] = ("application/json", json.dumps(accounts, allow_nan=False).encode())
     return out
 
@@ -436,6 +512,9 @@ class ComputePool:
         self._lock = threading.Lock()
         self._busy = 0  # tasks submitted and not finished
         self._replaced_at = -REPLACE_BACKOFF_S  # when a broken pool was last replaced (time.monotonic)
+        self._manager = None  # serves the progress queues of tasks (progress_queue), started on first use
+        self._manager_lock = threading.Lock()
+        self._manager_failed = False
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -539,11 +618,46 @@ class ComputePool:
         broken.shutdown(wait=False, cancel_futures=True)
         return True
 
+    def progress_queue(self) -> Any:
+        """A new queue a task in a worker can report its progress to (:func:`progress_sink`): a proxy of
+        a queue in this pool's manager process (picklable, so it is passed as a task argument; started
+        on first use, one per pool), dropped by the caller when the task is done. None when the tasks
+        run in-process (``workers=0``: the caller passes its own receiver) or the manager cannot be
+        started (the task then runs without progress)."""
+        if self.workers <= 0:
+            return None
+        with self._manager_lock:
+            if self._manager is None and not self._manager_failed:
+                from multiprocessing.managers import SyncManager
+
+                from finance_engine._workers import exit_with_parent
+
+                try:
+                    m = SyncManager(ctx=multiprocessing.get_context("spawn"))
+                    m.start(initializer=exit_with_parent)  # a killed server must not leave it behind
+                    self._manager = m
+                except Exception:  # noqa: BLE001 - progress is observation only: jobs run without it
+                    log.exception("could not start the progress manager; finance jobs report no progress")
+                    self._manager_failed = True
+            m = self._manager
+        if m is None:
+            return None
+        try:
+            return m.Queue()
+        except Exception:  # noqa: BLE001 - e.g. the manager process was killed
+            log.warning("the progress manager does not answer; this job reports no progress", exc_info=True)
+            return None
+
     def shutdown(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+        with self._manager_lock:
+            if self._manager is not None:
+                with contextlib.suppress(Exception):
+                    self._manager.shutdown()
+                self._manager = None
 
 
 class ResultCache:
@@ -597,7 +711,7 @@ class ResultCache:
                 self._d.popitem(last=False)
 
 
-__all__ = ["ComputePool", "pf_ref", "InlineScenarioError", "ScenarioNameError", "library_scenario_path",
+__all__ = ["ComputePool", "TaskProgress", "chunks_line", "pf_ref", "progress_sink", "InlineScenarioError", "ScenarioNameError", "library_scenario_path",
            "load_library_scenario", "ResultCache", "clean", "layer_result_dict", "load_inline_scenario",
            "quote_inputs", "read_loss_table", "stress_inputs", "task_collateral", "task_collateral_memo", "task_layer",
            "task_quote", "task_quote_slip", "task_simulate", "task_stress"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import queue
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,9 @@ KIND_PATH = {"collateral": "collateral-valuations", "quote": "quotes", "layer": 
 REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"],
            "accounts": ["rows"]}
 TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress, "accounts": task_accounts}
+#: the kinds whose task reports progress (takes ``progress`` and ``chunk_paths`` after the request); a
+#: collateral valuation jumps from 0 to 1 (it is short: one chunk per thread)
+PROGRESS_KINDS = ("accounts", "quote", "stress_test")
 ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test",
                "accounts": "invalid-accounts-request"}
 ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
@@ -486,19 +490,80 @@ def result_out(row: FinanceResult, full: bool = False) -> dict[str, Any]:
 
 
 # ---- jobs -------------------------------------------------------------------------------------------
+class TaskProgressReceiver:
+    """The job thread's end of a finance task's progress (:func:`api.compute.progress_sink`): takes the
+    task's ``(fraction, eta_s, message)`` items and writes them with the simulation jobs' writer
+    (:class:`api.jobs.ProgressWriter`): the latest fraction, ETA and message at most every
+    ``PROGRESS_WRITE_INTERVAL_S``, notes (``fraction`` None) with the next write, which they force.
+
+    :meth:`drain` empties a worker's queue (polled by the job thread); when the task runs in this
+    thread (``CRE_COMPUTE_WORKERS=0``) the receiver itself is the task's channel (:meth:`put`)."""
+
+    def __init__(self, db, job_id: str):
+        from api.jobs import ProgressWriter
+
+        self.write = ProgressWriter(db, job_id)
+        self.latest: tuple | None = None
+        self.notes: list[str] = []
+        self.failed = False
+
+    def take(self, item: tuple) -> None:
+        fraction, eta_s, message = item
+        if fraction is None:
+            if message:
+                self.notes.append(message)
+        elif self.latest is None or fraction >= self.latest[0]:  # never backwards
+            self.latest = (fraction, eta_s, message)
+
+    def put(self, item: tuple) -> None:
+        self.take(item)
+        self.flush()
+
+    def drain(self, q) -> None:
+        """Take every item waiting on the queue proxy ``q`` and write; a queue that fails is given up."""
+        if q is None or self.failed:
+            return
+        try:
+            while True:
+                self.take(q.get_nowait())
+        except queue.Empty:
+            pass
+        except Exception:  # noqa: BLE001 - progress is observation only: the job goes on without it
+            self.failed = True
+            log.warning("job %s: its progress queue failed; no more progress is written", self.write.job_id,
+                        exc_info=True)
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if self.latest is None and not self.notes:
+            return
+        fraction, eta_s, message = self.latest or (None, None, None)
+        done = fraction is not None and fraction >= 1.0
+        if self.write(fraction, eta_s, message, force=force or done or bool(self.notes), notes=self.notes):
+            self.latest, self.notes = None, []
+
+
 def run_finance_job(runner, job: Job, ev, append) -> None:
-    """Run a finance job in the compute pool; the job thread waits, polling for a cancel.
+    """Run a finance job in the compute pool; the job thread waits, polling for a cancel and writing
+    the task's progress (accounts, quote and stress_test tasks report it; :class:`TaskProgressReceiver`).
 
     A running engine call cannot be interrupted inside a worker: a cancel marks the job cancelled at
     once and the worker's result is discarded when it arrives."""
     t0 = time.perf_counter()
     req = job.request
+    q = receiver = None
     try:
         with runner.db.session() as s:
             pf = s.get(PortfolioRow, req["portfolio_id"])
             if pf is None or pf.tenant_id != job.tenant_id:
                 raise ApiProblem(404, f"portfolio {req['portfolio_id']!r} no longer exists", kind="not-found")
-        fut = runner.compute.submit(TASKS[job.kind], pf_ref(pf), req)
+        args: tuple = ()
+        if job.kind in PROGRESS_KINDS:
+            receiver = TaskProgressReceiver(runner.db, job.id)
+            q = runner.compute.progress_queue()  # None: the task runs in this thread, or without progress
+            channel = q if q is not None else (receiver if runner.compute.workers <= 0 else None)
+            args = (channel, runner.settings.job_chunk_paths)
+        fut = runner.compute.submit(TASKS[job.kind], pf_ref(pf), req, *args)
         last_poll = 0.0
         while True:
             try:
@@ -506,6 +571,8 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
                 break
             except TimeoutError:
                 pass
+            if receiver is not None:
+                receiver.drain(q)
             if ev.is_set() or runner._stopping.is_set():
                 fut.cancel()
                 runner._finish_cancelled(job.id)
@@ -528,6 +595,10 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         log.exception("job %s failed", job.id)
         runner._fail(job.id, internal_job_problem(job.id))  # the traceback is in the log, not in the answer
         return
+    if receiver is not None:  # the task's last reports (they were queued before its result came back)
+        receiver.drain(q)
+        receiver.flush(force=True)
+    q = None  # drop the proxy: its queue in the manager goes with it
     artifacts = {}
     if job.kind == "stress_test":
         artifacts = out["artifacts"]
@@ -551,7 +622,8 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
 
 
 __all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
-           "STRESS_FIELDS", "TASKS", "check_collateral_inputs", "check_limit", "collateral_fields",
+           "PROGRESS_KINDS", "STRESS_FIELDS", "TASKS", "TaskProgressReceiver", "check_collateral_inputs", "check_limit",
+           "collateral_fields",
            "layer_pricing_fields", "loan_held_terms", "problem_fields",
            "check_quote_inputs", "code_version", "engine_cover",
            "loan_engine_terms", "prepare_accounts", "prepare_collateral", "prepare_quote", "prepare_stress", "problem_from",

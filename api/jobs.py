@@ -1,8 +1,9 @@
 """Jobs: long simulations run by worker threads inside the server, persisted in the database.
 
 Life cycle: ``queued -> running -> succeeded | failed | cancelled``. The job row holds the request,
-progress (fraction of chunks done) and ETA (fed by the engine's ``progress`` callback), log lines,
-error detail and, on success, the id of the stored simulation run.
+progress (fraction of chunks done) and ETA (fed by the engine's ``progress`` callback; those of finance
+jobs by their task's progress sink, :func:`api.finance.run_finance_job`; both written by
+:class:`ProgressWriter`), log lines, error detail and, on success, the id of the stored simulation run.
 
 Restarts: on start the runner re-queues every job found ``running`` (its server died mid-run) and
 runs all queued jobs in creation order. A job's numbers depend only on its request (portfolio,
@@ -34,6 +35,7 @@ from typing import Any, Callable
 
 from sqlalchemy import select, update
 
+from api.compute import chunks_line
 from api.db.models import Job, PortfolioRow, utcnow
 from api.problems import ApiProblem, engine_problem
 from api.requestctx import reset_request_id, set_request_id
@@ -65,6 +67,35 @@ def create_job(s, *, tenant_id: str, key_id: str, kind: str, request: dict[str, 
     s.add(job)
     s.flush()
     return job
+
+
+class ProgressWriter:
+    """Writes a running job's progress (0-1), ETA and log lines to its row: at most once every
+    :data:`PROGRESS_WRITE_INTERVAL_S` unless forced (the first write always goes through). Simulation
+    jobs feed it from the engine's progress callback, finance jobs from their task's progress sink
+    (:func:`api.finance.run_finance_job`). A job that is no longer ``running`` is left alone."""
+
+    def __init__(self, db, job_id: str):
+        self.db, self.job_id, self._last = db, job_id, -float("inf")
+
+    def __call__(self, fraction: float | None, eta_s: float | None, message: str | None = None, *,
+                 force: bool = False, notes: tuple[str, ...] | list[str] = ()) -> bool:
+        """Write ``fraction`` and ``eta_s`` (unless ``fraction`` is None), the lines ``notes`` and then
+        ``message``; returns False when skipped (too soon after the last write)."""
+        now = time.perf_counter()
+        if not force and now - self._last < PROGRESS_WRITE_INTERVAL_S:
+            return False
+        self._last = now
+        with self.db.session() as s:
+            j = s.get(Job, self.job_id)
+            if j is None or j.status != "running":
+                return True
+            if fraction is not None:
+                j.progress = round(min(max(float(fraction), 0.0), 1.0), 6)
+                j.eta_s = None if eta_s is None else round(max(float(eta_s), 0.0), 2)
+            for line in (*notes, *((message,) if message else ())):
+                _append(j, line)
+        return True
 
 
 class _Stop(Exception):
@@ -210,7 +241,7 @@ class JobRunner:
     def _execute(self, job: Job, ev: threading.Event) -> None:
         from finance_engine.simulation import SimulationCancelled
 
-        if job.kind != "simulation":  # collateral, quote, stress_test: run in the compute pool
+        if job.kind != "simulation":  # accounts, collateral, quote, stress_test: run in the compute pool
             from api.finance import run_finance_job
 
             log.info("job %s (%s) started", job.id, job.kind)
@@ -218,20 +249,13 @@ class JobRunner:
             return
 
         t0 = time.perf_counter()
-        last = {"write": 0.0, "poll": 0.0}
+        last = {"poll": 0.0}
         req = job.request
         log.info("job %s started: %s", job.id, {k: req.get(k) for k in ("portfolio_id", "years", "paths", "seed")})
+        write = ProgressWriter(self.db, job.id)
 
         def progress(p) -> None:
-            now = time.perf_counter()
-            if (now - last["write"] < PROGRESS_WRITE_INTERVAL_S and p.chunks_done not in (1, p.chunks_total)):
-                return
-            last["write"] = now
-            with self.db.session() as s:
-                j = s.get(Job, job.id)
-                j.progress = round(p.fraction, 6)
-                j.eta_s = None if p.eta_s is None else round(float(p.eta_s), 2)
-                _append(j, f"progress {p.chunks_done}/{p.chunks_total} chunks")
+            write(p.fraction, p.eta_s, chunks_line(p), force=p.chunks_done in (1, p.chunks_total))
 
         def cancel() -> bool:
             if ev.is_set() or self._stopping.is_set():
@@ -308,4 +332,5 @@ class JobRunner:
         log.warning("job %s failed: %s", job_id, error["detail"])
 
 
-__all__ = ["JobNoLongerRunning", "JobRunner", "TERMINAL", "create_job", "mark_succeeded"]
+__all__ = ["JobNoLongerRunning", "JobRunner", "ProgressWriter", "TERMINAL", "create_job",
+           "mark_succeeded"]

@@ -14,12 +14,12 @@ deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from finance_engine.simulation import simulate
+from finance_engine.simulation import Progress, simulate
 from finance_engine.simulation.result import code_version
 from models import MODEL_VERSION
 from models.dynamics import ForestSimulator
@@ -114,7 +114,8 @@ class CarbonAccounts:
 
 
 def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths: int = 1000,
-                    seed: int = 20260101, workers: int = 1) -> CarbonAccounts:
+                    seed: int = 20260101, workers: int = 1, chunk_paths: int | None = None,
+                    progress: Callable[[Progress], None] | None = None) -> CarbonAccounts:
     """Today's carbon stock and the expected annual sink at the five account levels.
 
     Parameters
@@ -125,8 +126,12 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
         Monte Carlo paths of the one-year run that estimates the expected sink (0: skip it).
     seed : int
         Seed of that run.
-    workers : int
-        Workers of that run (the numbers do not depend on it).
+    workers, chunk_paths : int
+        Workers of that run and paths per chunk (default: the engine's choice); the numbers do not
+        depend on them.
+    progress : callable, optional
+        Called with the sink run's :class:`~finance_engine.simulation.Progress` after each chunk
+        (observation only: the numbers do not depend on it).
     """
     co2 = params.file.carbon.co2_per_c.value
     area = portfolio.area_ha
@@ -149,7 +154,8 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
                                   **params.provenance(), "portfolio": portfolio.source, "parcels": portfolio.n_parcels}
     if sink_paths:
         res = simulate(portfolio, params, years=1, paths=sink_paths, seed=seed,
-                       levels=("parcel", *levels_for_se), keep_paths=True, workers=workers)
+                       levels=("parcel", *levels_for_se), keep_paths=True, workers=workers,
+                       chunk_paths=chunk_paths, progress=progress)
         ps = res.parcel_summary.set_index("parcel_id").loc[portfolio.parcel_id]
         # mean_annual_sink over one year = stock change in that year (net of perils and mortality)
         parcel["expected_sink_tco2e_per_yr_kg"] = _to_kg(ps["mean_annual_sink_tco2e_mean"].to_numpy())

@@ -91,3 +91,14 @@ def test_tree_nests_all_five_levels(accounts):
 def test_bad_level(accounts):
     with pytest.raises(ValueError, match="unknown level"):
         accounts[1].level("district")
+
+
+def test_progress_is_observation_only(params):
+    """A progress callback sees the sink run's chunks rise to the last; the numbers do not change (nor with
+    the chunk size)."""
+    pf = validate_frame(make_frame(30, seed=2), params)
+    seen = []
+    with_progress = carbon_accounts(pf, params, sink_paths=160, seed=3, chunk_paths=32, progress=seen.append)
+    assert [(p.chunks_done, p.chunks_total) for p in seen] == [(k, 5) for k in range(6)]
+    assert seen[-1].fraction == 1.0 and seen[-1].eta_s == 0.0
+    assert with_progress.table.equals(carbon_accounts(pf, params, sink_paths=160, seed=3).table)

@@ -493,3 +493,19 @@ def test_the_parameter_spread_is_its_own_line_beside_the_monte_carlo_error(pf, p
     assert on.provenance["switches"]["parameter_uncertainty"] is True
     assert off.provenance["switches"]["parameter_uncertainty"] is False
     assert json.loads(json.dumps(off.to_dict()["provenance"]))["switches"] == off.provenance["switches"]
+
+
+def test_stress_progress_counts_chunks_across_the_runs(pf, params):
+    """``on_progress`` reports the baseline's and every scenario's chunks as one count (runs x chunks of a
+    run), rising to the end; ``progress`` still gets a line per run; the numbers do not change."""
+    st = StressSettings(years=2, paths=96, seed=4)
+    seen, lines = [], []
+    r = run_stress_test(pf, params, ["severe_fire_weather", "ice_storm_2008"], settings=st, chunk_paths=32,
+                        progress=lines.append, on_progress=seen.append)
+    counts = [(p.chunks_done, p.chunks_total) for p in seen]
+    assert {t for _, t in counts} == {9} and counts[-1] == (9, 9)  # 3 runs x 3 chunks
+    assert [d for d, _ in counts] == sorted(d for d, _ in counts) and {d for d, _ in counts} == set(range(10))
+    assert lines[0].startswith("baseline") and "scenario ice_storm_2008" in lines
+    plain = run_stress_test(pf, params, ["severe_fire_weather", "ice_storm_2008"], settings=st)
+    assert json.dumps(r.to_dict()["horizon"], default=str) == json.dumps(plain.to_dict()["horizon"], default=str)
+    assert r.portfolio.equals(plain.portfolio) and r.by_year.equals(plain.by_year)

@@ -680,7 +680,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
           subsidy: str | SubsidyShares | None = "commercial_forest", subsidised: bool = True,
           layers: Sequence[LayerSpec] = (), quota_share: float = 0.0, account_level: str | None = "county",
           price_model_set=None, switches=None, workers: int = 1, chunk_paths: int | None = None,
-          simulation=None) -> Quote:
+          simulation=None, progress=None) -> Quote:
     """Quote ``cover`` on ``portfolio``: simulate, compute payouts, price (module docstring).
 
     Parameters
@@ -696,6 +696,9 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     switches : models.dynamics.SimulationSwitches, optional
     simulation : SimulationResult, optional
         A run to reuse (must have kept per-path values at portfolio level, and the ELT for stock-loss).
+    progress : callable, optional
+        Called with the run's :class:`~finance_engine.simulation.Progress` after each chunk (observation
+        only; not called when ``simulation`` is given).
 
     Raises
     ------
@@ -729,7 +732,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     if res is None:
         res = simulate(portfolio, params, years=years, paths=paths, seed=seed, levels=levels,
                        loss_table_level="portfolio" if isinstance(cover, StockLossCover) else None,
-                       switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote")
+                       switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote",
+                       progress=progress)
     paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
     n = paths * years
     stock0 = float(res.start_stock("portfolio").iloc[0])

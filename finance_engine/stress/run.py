@@ -40,7 +40,7 @@ from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
-from finance_engine.simulation import simulate
+from finance_engine.simulation import Progress, simulate
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
                                               start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
@@ -679,10 +679,34 @@ def check_loan_price_series(registry: Registry, settings: StressSettings) -> Non
                                 f"prices by its scenarios, not by a loan's own price scenario")
 
 
+class RunsProgress:
+    """The progress of several engine runs of equal size (same portfolio, paths, horizon and chunks) as
+    one: run ``k``'s chunk ``i`` of ``n`` is chunk ``k * n + i`` of ``runs * n``; the ETA is the whole
+    one's, from the time of the first report. ``sink`` None: nothing is reported."""
+
+    def __init__(self, sink: Callable[[Progress], None] | None, runs: int):
+        self.sink, self.runs, self.t0 = sink, max(1, int(runs)), None
+
+    def of(self, k: int) -> Callable[[Progress], None] | None:
+        """The ``progress`` callback of run ``k`` (0-based), or None without a sink."""
+        if self.sink is None:
+            return None
+
+        def report(p: Progress) -> None:
+            if self.t0 is None:
+                self.t0 = time.perf_counter() - p.elapsed_s
+            total = self.runs * p.chunks_total
+            done = min(total, k * p.chunks_total + p.chunks_done)
+            el = time.perf_counter() - self.t0
+            self.sink(Progress(done, total, el, el / done * (total - done) if done else None))
+        return report
+
+
 def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: Iterable[str | StressScenario], *,
                     registry: Registry | None = None, settings: StressSettings | None = None,
                     pms: PriceModelSet | None = None, workers: int = 1, chunk_paths: int | None = None,
-                    footprints: bool = True, progress: Callable[[str], None] | None = None) -> StressResult:
+                    footprints: bool = True, progress: Callable[[str], None] | None = None,
+                    on_progress: Callable[[Progress], None] | None = None) -> StressResult:
     """Run each scenario against the baseline on common random numbers.
 
     Parameters
@@ -697,6 +721,12 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
         Horizon, paths, seed, account levels. The engine runs over ``max(years, crediting horizon of
         every loan)`` years so collateral values see the whole crediting stream; every other table
         covers ``years``.
+    progress : callable, optional
+        Called with a line of text as each run starts (the CLI prints them).
+    on_progress : callable, optional
+        Called with a :class:`~finance_engine.simulation.Progress` after each chunk of the scenario
+        runs, counted across all of them (the baseline and one run per scenario, of equal size):
+        ``chunks_done`` of ``runs x chunks of a run``, and the ETA of the whole. Observation only.
     """
     t0 = time.perf_counter()
     st = settings or StressSettings()
@@ -712,16 +742,18 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     H = stress_horizon(st.years, registry)
     extra = ("project_id",) if bound is not None else ()
     notes: list[str] = []
+    order = [base] + [s for s in wanted if s.sha256 != base.sha256 or s.name != base.name]
+    runs = RunsProgress(on_progress, len(order))  # one engine run per entry (the baseline's is shared)
     say(f"baseline: {st.paths} paths x {H} years")
     base_run = run_scenario(run_pf, params, base, st, horizon_years=H, extra_levels=extra, pms=pms, workers=workers,
-                            chunk_paths=chunk_paths)
+                            chunk_paths=chunk_paths, progress=runs.of(0))
     ys, hs, prow, loans, pols, insr, bud, fps, meta = [], [], [], [], [], [], [], [], []
-    order = [base] + [s for s in wanted if s.sha256 != base.sha256 or s.name != base.name]
     counties = set(run_pf.frame["county"])
-    for s in order:
+    for k, s in enumerate(order):
         say(f"scenario {s.name}")
         run = base_run if s is base else run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=extra,
-                                                      pms=pms, workers=workers, chunk_paths=chunk_paths)
+                                                      pms=pms, workers=workers, chunk_paths=chunk_paths,
+                                                      progress=runs.of(k))
         by, hz = compare_runs(base_run, run, st.levels, st.years, st.start_year, st.switches)
         ys.append(by)
         hs.append(hz)
@@ -773,6 +805,6 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
         provenance=prov, notes=notes)
 
 
-__all__ = ["DEFAULT_LEVELS", "InstrumentOutcome", "ScenarioRun", "StressResult", "StressSettings", "compare_runs",
+__all__ = ["DEFAULT_LEVELS", "InstrumentOutcome", "RunsProgress", "ScenarioRun", "StressResult", "StressSettings", "compare_runs",
            "evaluate_instruments", "metric_paths", "pledged_footprints", "run_scenario", "run_stress_test",
            "scenario_prices", "stress_horizon", "timing_notes"]
