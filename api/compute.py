@@ -711,7 +711,8 @@ class ResultCache:
                 self._d.popitem(last=False)
 
 
-__all__ = ["ComputePool", "TaskProgress", "chunks_line", "pf_ref", "progress_sink", "InlineScenarioError", "ScenarioNameError", "library_scenario_path",
-           "load_library_scenario", "ResultCache", "clean", "layer_result_dict", "load_inline_scenario",
-           "quote_inputs", "read_loss_table", "stress_inputs", "task_collateral", "task_collateral_memo", "task_layer",
-           "task_quote", "task_quote_slip", "task_simulate", "task_stress"]
+__all__ = ["ComputePool", "InlineScenarioError", "ResultCache", "ScenarioNameError", "TaskProgress", "chunks_line",
+           "clean", "layer_result_dict", "library_scenario_path", "load_inline_scenario", "load_library_scenario",
+           "pf_ref", "progress_sink", "quote_inputs", "read_loss_table", "stress_inputs", "task_accounts",
+           "task_collateral", "task_collateral_memo", "task_layer", "task_quote", "task_quote_slip", "task_simulate",
+           "task_stress"]
