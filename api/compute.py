@@ -77,7 +77,7 @@ def task_threads() -> int:
 
 
 #: the seed and horizon a warm worker simulates the pine wilt landscape for: the API's default seed
-#: (``api.finance_schemas``) and crediting horizon (``finance_engine.collateral.LoanTerms``)
+#: (``api.finance_schemas``) and crediting horizon (``finance_engine.loan_terms.LoanTerms``)
 WARM_SEED, WARM_YEARS = 2026, 30
 
 

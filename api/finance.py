@@ -65,7 +65,7 @@ def collateral_fields(from_loan: Iterable[str] = ()) -> FieldMap:
     ``LoanTerms`` is ``body/terms/<name>``; a term in ``from_loan`` (:func:`loan_held_terms`) is the
     registered loan's, ``loan/terms/<its name there>``; a rule across fields names the field its message
     starts with."""
-    from finance_engine.collateral import LoanTerms
+    from finance_engine.loan_terms import LoanTerms
 
     terms = {n: f"body/terms/{n}" for n in LoanTerms.model_fields}
     terms.update({n: f"loan/terms/{LOAN_TERMS[n]}" for n in from_loan})
@@ -197,7 +197,7 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
     errors are."""
     from pydantic import ValidationError
 
-    from finance_engine.collateral import LoanTerms, unknown_price_names
+    from finance_engine.loan_terms import LoanTerms, unknown_price_names
 
     fields = collateral_fields(loan_held_terms(terms, loan))
     errors: list[dict[str, Any]] = []
@@ -206,7 +206,7 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
     except ValidationError as exc:
         lt = None
         for e in exc.errors():
-            # as the engine words it (finance_engine.collateral.check_loan_terms): "insurance.agreed_price: ...",
+            # as the engine words it (finance_engine.loan_terms.check_loan_terms): "insurance.agreed_price: ...",
             # and a rule across fields "terms: ltv_trigger=0.5 is below ..." (the field its message starts with)
             loc = ".".join(str(x) for x in e.get("loc", ()))
             reason = str(e.get("msg", "invalid")).replace("Value error, ", "")

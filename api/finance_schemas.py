@@ -1,7 +1,7 @@
 """Request and response models of the finance endpoints: collateral valuations, insurance quotes, layer
 pricing and stress tests (pydantic v2; they make the OpenAPI document).
 
-The collateral terms carry the engine's own fields (``finance_engine.collateral.LoanTerms``, through
+The collateral terms carry the engine's own fields (``finance_engine.loan_terms.LoanTerms``, through
 :func:`api.schemas.engine_field`), so what the OpenAPI document admits the engine values; elsewhere
 ranges are sanity bounds (so no request can ask for absurd work or overflow). The engine's own checks
 run before a request is answered or queued (``api.finance``) and come back as 422 problems naming the
@@ -15,7 +15,7 @@ from annotated_types import Le
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from api.schemas import ID_PATTERN, Level, Peril, Strict, Text, engine_field
-from finance_engine.collateral import AssignedInsurance, LoanTerms
+from finance_engine.loan_terms import AssignedInsurance, LoanTerms
 from finance_engine.simulation.config import ALL_LEVELS
 
 Mode = Literal["auto", "job"]
@@ -25,7 +25,7 @@ MONEY = dict(ge=0, le=1e13)
 
 # ---- collateral ---------------------------------------------------------------------------------
 # The terms are the engine's own fields (api.schemas.engine_field: type, bounds and default from
-# finance_engine.collateral.LoanTerms and AssignedInsurance), with an upper bound on money and ratios the
+# finance_engine.loan_terms.LoanTerms and AssignedInsurance), with an upper bound on money and ratios the
 # engine leaves open (no request asks for absurd amounts) and a pattern on names.
 _MONEY_CAP = Le(1e13)
 _NAME = StringConstraints(max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
@@ -47,7 +47,7 @@ def _term(name: str, *sanity, description: str | None = None):
 
 
 class CollateralTerms(Strict):
-    """Terms of a carbon-pledge loan (``finance_engine.collateral.LoanTerms``). With a ``loan_id``
+    """Terms of a carbon-pledge loan (``finance_engine.loan_terms.LoanTerms``). With a ``loan_id``
     these override the registered loan's terms; without one, ``amount_cny``, ``term_years`` and
     ``interest_rate`` are required. Omitted fields take the engine's defaults (in each description).
     The types and bounds are the engine's own (so what this schema admits, the engine values); the

@@ -13,7 +13,7 @@ from annotated_types import Le
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
-from finance_engine.collateral import LoanTerms as EngineLoanTerms
+from finance_engine.loan_terms import LoanTerms as EngineLoanTerms
 from finance_engine.simulation.config import ALL_LEVELS
 
 #: the engine's account levels (``finance_engine.simulation.config.ALL_LEVELS``): simulations, AAL tables
@@ -129,7 +129,7 @@ class PortfolioDetail(PortfolioOut):
 class LoanTerms(Strict):
     """A loan secured on (part of) a portfolio's forest carbon."""
 
-    # the collateral engine's own fields (finance_engine.collateral.LoanTerms): a registered loan must be one it
+    # the collateral engine's own fields (finance_engine.loan_terms.LoanTerms): a registered loan must be one it
     # can value (api.finance.LOAN_TERMS: the engine's names of these terms)
     amount_cny: engine_field(EngineLoanTerms, "amount_cny", Le(1e12), description="principal, CNY", optional=False)
     term_years: engine_field(EngineLoanTerms, "term_years", description="whole years", optional=False)

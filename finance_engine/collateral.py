@@ -39,15 +39,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from finance_engine._credit_kernels import replicate_credit_sums
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement, irb_rwa
 from finance_engine.issuance import IssuanceRisk, RealisedIssuance, load_issuance_risk
+from finance_engine.loan_terms import (  # re-exported: the terms are part of this module's interface
+    AssignedInsurance,
+    LoanTerms,
+    LoanTermsError,
+    balance_schedule,
+    check_loan_terms,
+    unknown_price_names,
+)
 from finance_engine.mc_error import linear_quantiles, mean_se, mean_ses, quantiles_and_cis, tail_mean_se
 from finance_engine.price import (
     PriceModelParams,
@@ -64,88 +71,10 @@ from models import MODEL_VERSION
 from models.carbon import CreditingRules
 from models.dynamics import SimulationSwitches
 from models.parameters import ModelParameters
-from models.perils import check_peril_names
 from models.portfolio import Portfolio
 
 PLEDGE_PROJECT = "__pledge__"
 CREDIT_ENHANCEMENT_THRESHOLD = 0.20  # carbon below 20 % of the exposure is a credit enhancement only
-
-
-class LoanTermsError(ValueError):
-    """Invalid loan terms; the message names the field."""
-
-
-class AssignedInsurance(BaseModel):
-    """A sink-loss indemnity policy assigned to the bank: payouts go to the bank first."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    covered_perils: tuple[str, ...] = ("fire", "pine_wilt", "typhoon", "ice_storm", "drought")
-    agreed_price_cny_per_tco2e: float = Field(gt=0, allow_inf_nan=False)
-    annual_deductible_tco2e: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    annual_limit_cny: float = Field(default=float("inf"), gt=0, description="CNY a year; unlimited by default")
-
-    @field_validator("covered_perils")
-    @classmethod
-    def _known_perils(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return check_peril_names(v)  # an unknown name would cover nothing, silently
-
-
-class LoanTerms(BaseModel):
-    """Terms of a carbon-pledge loan.
-
-    Money in CNY, rates per year as fractions, times in years.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every term is finite
-    amount_cny: float = Field(gt=0, description="loan principal, CNY")
-    term_years: int = Field(ge=1, le=40)
-    interest_rate: float = Field(ge=0, lt=0.5)
-    amortisation: Literal["bullet", "annuity", "linear"] = "annuity"
-    discount_rate: float = Field(default=0.045, gt=-0.5, lt=1.0, description="rate to discount credit cash flows")
-    pledge_rate: float = Field(default=0.6, gt=0, le=1.0, description="maximum LTV at origination (质押率)")
-    ltv_trigger: float = Field(default=0.8, gt=0, description="LTV above which a top-up is called")
-    liquidation_cost_fraction: float = Field(default=0.05, ge=0, lt=1)
-    liquidation_time_years: float = Field(default=0.5, ge=0, le=5)
-    forest_right_mortgage_cny: float = Field(default=0.0, ge=0)
-    guarantee_cny: float = Field(default=0.0, ge=0)
-    borrower_pd: float | None = Field(default=None, gt=0, lt=1)
-    credit_type: Literal["ccer", "carbon_puhui", "tanpiao"] = "ccer"
-    price_model: str = "cea"
-    price_scenario: str | None = Field(default=None, description="NGFS-style scenario the prices fluctuate around "
-                                       "(current_policies, delayed_transition, net_zero, price_crash); None: the "
-                                       "mean-reverting model's own level")
-    price_loss_correlation: float = Field(default=0.0, ge=-1, le=1, description="correlation of the price shock "
-                                          "with the pledged forest's annual loss (stress scenarios)")
-    crediting_horizon_years: int = Field(default=30, ge=1, le=100, description="years of credits valued; none is "
-                                         "issued after the parameter file's crediting period (Lishui: 40 years)")
-    target_shortfall_probability: float = Field(default=0.01, gt=0, lt=0.5)
-    insurance: AssignedInsurance | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "LoanTerms":
-        if self.term_years > self.crediting_horizon_years:
-            raise ValueError(f"term_years={self.term_years} is beyond the crediting horizon "
-                             f"({self.crediting_horizon_years} years)")
-        if self.ltv_trigger < self.pledge_rate:
-            raise ValueError(f"ltv_trigger={self.ltv_trigger} is below the pledge_rate={self.pledge_rate}: "
-                             "a new loan would be called at once")
-        return self
-
-
-def balance_schedule(terms: LoanTerms) -> np.ndarray:
-    """Outstanding balance at the end of years 0..term (CNY), shape (term+1,); 0 at maturity."""
-    T, r, L = terms.term_years, terms.interest_rate, terms.amount_cny
-    t = np.arange(T + 1, dtype=float)
-    if terms.amortisation == "bullet":
-        b = np.full(T + 1, L)
-    elif terms.amortisation == "linear":
-        b = L * (1 - t / T)
-    elif r == 0:
-        b = L * (1 - t / T)
-    else:  # annuity: level payments A = L r / (1 - (1 + r)^-T)
-        b = L * ((1 + r) ** T - (1 + r) ** t) / ((1 + r) ** T - 1)
-    b[-1] = 0.0
-    return b
 
 
 @dataclass
@@ -958,49 +887,6 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     df = pd.DataFrame(rows)
     df["paths"] = n
     return df
-
-
-def check_loan_terms(terms: LoanTerms | dict, price_model_set: PriceModelSet | None = None) -> LoanTerms:
-    """The loan terms validated, and the names they look up known (the price model and the price scenario in
-    ``price_model_set``, default the shipped one; covered perils are checked by the schema), before any
-    simulation. Raises :class:`LoanTermsError` naming the field (``price_scenario: unknown ...``)."""
-    if not isinstance(terms, LoanTerms):
-        try:
-            terms = LoanTerms.model_validate(terms)
-        except Exception as exc:  # pydantic.ValidationError -> one readable line per field
-            raise LoanTermsError(_readable(exc)) from exc
-    unknown = unknown_price_names(terms, price_model_set)
-    if unknown:
-        name, reason = unknown[0]
-        raise LoanTermsError(f"{name}: {reason}")
-    return terms
-
-
-def unknown_price_names(terms: LoanTerms, price_model_set: PriceModelSet | None = None) -> list[tuple[str, str]]:
-    """``(field, reason)`` for each name of the terms the price model set does not know (``price_model``,
-    ``price_scenario``); empty when all are known."""
-    pms = price_model_set or load_price_model()
-    out = []
-    for name, look_up in (("price_model", pms.model), ("price_scenario", pms.scenario)):
-        value = getattr(terms, name)
-        if value is not None:
-            try:
-                look_up(value)
-            except ValueError as exc:  # PriceModelError
-                out.append((name, str(exc)))
-    return out
-
-
-def _readable(exc: Exception) -> str:
-    errs = getattr(exc, "errors", None)
-    if callable(errs):
-        parts = []
-        for e in errs():
-            loc = ".".join(str(x) for x in e.get("loc", ())) or "terms"
-            msg = e.get("msg", "").replace("Value error, ", "")
-            parts.append(f"{loc}: {msg}")
-        return "; ".join(parts)
-    return str(exc)
 
 
 __all__ = ["AssignedInsurance", "CollateralValuation", "LoanTerms", "LoanTermsError", "balance_schedule",

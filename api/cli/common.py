@@ -523,7 +523,7 @@ INPUT_ERRORS = (
     ("models.parameters", "ParameterError"), ("models.portfolio", "PortfolioError"), ("models._yaml", "DataFileError"),
     ("models.calibration", "CalibrationError"), ("models.perils.pine_wilt_landscape", "LandscapeError"),
     ("finance_engine.stress.scenarios", "ScenarioError"), ("finance_engine.stress.registry", "RegistryError"),
-    ("finance_engine.stress.reverse", "ReverseStressError"), ("finance_engine.collateral", "LoanTermsError"),
+    ("finance_engine.stress.reverse", "ReverseStressError"), ("finance_engine.loan_terms", "LoanTermsError"),
     ("finance_engine.insurance", "InsuranceInputError"), ("finance_engine.price", "PriceModelError"),
 )
 

@@ -6,7 +6,7 @@ A registry file (YAML or JSON)::
       - id: LQ-bank-1
         project_id: LS-LQ-P03            # or parcel_ids: [LS-000001, ...]
         terms: {amount_cny: 1500000, term_years: 3, interest_rate: 0.0435, borrower_pd: 0.02,
-                crediting_horizon_years: 10}          # fields of finance_engine.collateral.LoanTerms
+                crediting_horizon_years: 10}          # fields of finance_engine.loan_terms.LoanTerms
     policies:
       - id: LQ-sink-1
         loan: LQ-bank-1                  # cover the loan's pledged parcels (or project_id / parcel_ids)
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finance_engine.collateral import LoanTerms
+from finance_engine.loan_terms import LoanTerms
 from models.parameters import SITE_CLASSES, ModelParameters
 from models.perils import check_peril_names
 from models.portfolio import Portfolio

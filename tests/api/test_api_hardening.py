@@ -661,3 +661,18 @@ def test_admin_tenant_and_key_resources(env):
     k = c.post(f"{r.headers['location']}/keys", headers=adm, json={"label": "first"})
     assert k.status_code == 201 and c.get(k.headers["location"], headers=adm).json()["label"] == "first"
     assert_problem(c.get("/v1/admin/keys/000000000000", headers=adm), 404)
+
+
+def test_the_service_starts_without_loading_the_valuation_engine():
+    """The request schemas need only the loan terms (``finance_engine.loan_terms``): the service's app loads
+    without the collateral valuation (about a second of imports, paid by the first valuation instead), and
+    ``finance_engine.collateral`` still exports the terms it re-exports."""
+    import subprocess
+    import sys
+
+    code = ("import sys, api.app; import finance_engine.loan_terms as t; "
+            "print('finance_engine.collateral' in sys.modules); "
+            "import finance_engine.collateral as c; print(c.LoanTerms is t.LoanTerms and c.LoanTermsError is "
+            "t.LoanTermsError and c.check_loan_terms is t.check_loan_terms)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"], out

@@ -166,9 +166,9 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
 
 
 def _check_terms(terms: dict, terms_file: str | None):
-    """The loan terms validated, and every name in them known (finance_engine.collateral.check_loan_terms),
+    """The loan terms validated, and every name in them known (finance_engine.loan_terms.check_loan_terms),
     before any simulation: a bad one is one line naming the source and field, exit 2."""
-    from finance_engine.collateral import LoanTermsError, check_loan_terms
+    from finance_engine.loan_terms import LoanTermsError, check_loan_terms
 
     try:
         return check_loan_terms(terms)
