@@ -14,10 +14,13 @@ stream name, year, path id and parcel key.
 
 ``workers=0`` runs the tasks in the calling thread (no pool); tests of the pool itself use it.
 
-Progress: the accounts, quote and stress tasks take an optional progress channel (:func:`progress_sink`):
-a queue of the pool's :class:`multiprocessing.managers.SyncManager` (:meth:`ComputePool.progress_queue`,
-one manager per pool, a queue per job) that the job thread drains, or with ``workers=0`` the job thread's
-receiver itself. Progress is observation only: the numbers do not depend on it.
+Progress: the collateral, accounts, quote and stress tasks take an optional progress channel
+(:func:`progress_sink`): a queue of the pool's :class:`multiprocessing.managers.SyncManager`
+(:meth:`ComputePool.progress_queue`, one manager per pool, a queue per job) that the job thread drains, or
+with ``workers=0`` the job thread's receiver itself. Progress is observation only: the numbers do not
+depend on it. They take a cancel flag too (:meth:`ComputePool.stop_flag`, an event of the same manager, or
+the job's own event in-process), polled at each report (:class:`TaskProgress`): a cancelled job's task
+stops at its engine's next chunk and frees its worker.
 
 A request that finds the pool idle may use more than one thread of its worker
 (:meth:`ComputePool.run`; up to the pool's workers and the machine's CPUs): a collateral valuation
@@ -186,22 +189,46 @@ def chunks_line(p) -> str:
 class TaskProgress:
     """A task's progress as it reports it: ``track(fraction, message)`` (the ETA from the time elapsed
     since the task started), :meth:`note` (a log line) and :meth:`chunks` (an engine ``progress``
-    callback mapped onto a part of the task)."""
+    callback mapped onto a part of the task).
 
-    def __init__(self, channel: Any):
+    ``stop``: the job's cancel flag (anything with ``is_set``: a :meth:`ComputePool.stop_flag` proxy from a
+    worker, or the job thread's own event in-process). Once it is set, the next report raises
+    :class:`~finance_engine.simulation.SimulationCancelled`, which ends the task at the engine's next chunk
+    (or the task's next step), so a cancelled job frees its worker instead of computing a result nobody
+    keeps. A flag that fails (its manager gone) is dropped after a warning, as a failing channel is."""
+
+    def __init__(self, channel: Any, stop: Any = None):
         self.sink, self.on, self.t0 = progress_sink(channel), channel is not None, time.perf_counter()
+        self.stop = stop
+
+    def check(self) -> None:
+        """Raise ``SimulationCancelled`` if the job was cancelled."""
+        if self.stop is None:
+            return
+        try:
+            stopped = self.stop.is_set()
+        except Exception:  # noqa: BLE001 - the flag is gone: the task runs to its end
+            log.warning("a task's cancel flag failed; the task can no longer be stopped early", exc_info=True)
+            self.stop = None
+            return
+        if stopped:
+            from finance_engine.simulation import SimulationCancelled
+
+            raise SimulationCancelled("the job was cancelled")
 
     def __call__(self, fraction: float, message: str | None = None) -> None:
+        self.check()
         el = time.perf_counter() - self.t0
         self.sink(fraction, el * (1.0 - fraction) / fraction if fraction > 0 else None, message)
 
     def note(self, message: str) -> None:
+        self.check()
         self.sink(None, None, message)
 
     def chunks(self, start: float = 0.0, end: float = 1.0) -> Callable | None:
         """An engine ``progress`` callback whose run is the part ``start``..``end`` of the task (None when
-        nothing is reported, so the engine does no extra work)."""
-        if not self.on:
+        nothing is reported or stopped, so the engine does no extra work)."""
+        if not self.on and self.stop is None:
             return None
 
         def report(p) -> None:
@@ -217,7 +244,7 @@ def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int | N
     return run_simulation(_portfolio(ref), _params(ref["region"]), req, chunk_paths=chunk_paths)
 
 
-def _valuation(ref: dict[str, Any], req: dict[str, Any]):
+def _valuation(ref: dict[str, Any], req: dict[str, Any], progress: Callable | None = None):
     from finance_engine.collateral import value_collateral
 
     st = _state()
@@ -225,21 +252,24 @@ def _valuation(ref: dict[str, Any], req: dict[str, Any]):
         _portfolio(ref), _params(ref["region"]), req["terms"], parcel_ids=req.get("parcel_ids"),
         project_id=req.get("project_id"), paths=req["paths"], seed=req["seed"], attribution=req["attribution"],
         attribution_paths=req.get("attribution_paths"), sensitivities=req["sensitivities"],
-        price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads())
+        price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads(), progress=progress)
 
 
-def task_collateral(ref: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
-    """:func:`finance_engine.collateral.value_collateral` -> ``CollateralValuation.to_dict()`` (cleaned)."""
-    return clean(_valuation(ref, req).to_dict())
+def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = None, stop: Any = None) -> dict[str, Any]:
+    """:func:`finance_engine.collateral.value_collateral` -> ``CollateralValuation.to_dict()`` (cleaned);
+    ``progress``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress` (a valuation chooses its own
+    chunks: few large ones, since a small pledge's per-chunk work dominates; its drivers' reruns step it)."""
+    return clean(_valuation(ref, req, TaskProgress(progress, stop).chunks()).to_dict())
 
 
 def task_accounts(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
-                  chunk_paths: int | None = None) -> dict[str, Any]:
+                  chunk_paths: int | None = None, stop: Any = None) -> dict[str, Any]:
     """:func:`finance_engine.accounts.carbon_accounts` -> its table at every level with provenance and units
-    (``progress``, ``chunk_paths``: see :func:`progress_sink`; the numbers do not depend on them)."""
+    (``progress``, ``chunk_paths``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress`; the numbers
+    do not depend on them)."""
     from finance_engine.accounts import carbon_accounts
 
-    track = TaskProgress(progress)
+    track = TaskProgress(progress, stop)
     acc = carbon_accounts(_portfolio(ref), _params(ref["region"]), sink_paths=req["paths"], seed=req["seed"],
                           workers=task_threads(), chunk_paths=chunk_paths, progress=track.chunks())
     d = acc.to_dict()
@@ -285,9 +315,9 @@ def quote_inputs(req: dict[str, Any]):
 
 
 def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
-               chunk_paths: int | None = None) -> dict[str, Any]:
-    """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned); ``progress``, ``chunk_paths``:
-    see :func:`progress_sink`."""
+               chunk_paths: int | None = None, stop: Any = None) -> dict[str, Any]:
+    """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned); ``progress``, ``chunk_paths``,
+    ``stop``: see :func:`progress_sink` and :class:`TaskProgress`."""
     from finance_engine.insurance import quote
 
     cover, loading, layers = quote_inputs(req)
@@ -295,7 +325,7 @@ def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
               seed=req["seed"], loading=loading, subsidy=req.get("subsidy"), subsidised=req["subsidised"],
               layers=layers, quota_share=req["quota_share"], account_level=req.get("account_level"),
               price_model_set=_state()["pms"], workers=1, chunk_paths=chunk_paths,
-              progress=TaskProgress(progress).chunks())
+              progress=TaskProgress(progress, stop).chunks())
     return clean(q.to_dict())
 
 
@@ -456,11 +486,11 @@ def stress_inputs(req: dict[str, Any]):
 
 
 def task_stress(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
-                chunk_paths: int | None = None) -> dict[str, Any]:
+                chunk_paths: int | None = None, stop: Any = None) -> dict[str, Any]:
     """:func:`finance_engine.stress.run.run_stress_test`, its HTML report and Excel workbook, and the
     five-level accounts of each scenario (:func:`finance_engine.stress.accounts.scenario_accounts`).
 
-    ``progress``, ``chunk_paths``: see :func:`progress_sink`. The scenario runs are the first part of the
+    ``progress``, ``chunk_paths``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress`. The scenario runs are the first part of the
     reported fraction and the accounts (one run per scenario, over ``years`` instead of the engine
     horizon) the rest, weighted by their years; the accounts advance it scenario by scenario."""
     from finance_engine.reports.stress_report import render_stress_report, write_stress_workbook
@@ -470,7 +500,7 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
     pf, params, pms = _portfolio(ref), _params(ref["region"]), _state()["pms"]
     scns, registry = stress_inputs(req)
     st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
-    track = TaskProgress(progress)
+    track = TaskProgress(progress, stop)
     horizon = stress_horizon(st.years, registry)
     runs_share = horizon / (horizon + st.years) if req.get("accounts", True) else 1.0
     r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
@@ -646,6 +676,22 @@ class ComputePool:
             return m.Queue()
         except Exception:  # noqa: BLE001 - e.g. the manager process was killed
             log.warning("the progress manager does not answer; this job reports no progress", exc_info=True)
+            return None
+
+    def stop_flag(self) -> Any:
+        """A new cancel flag a task in a worker polls (:class:`TaskProgress`): a proxy of an event in this
+        pool's manager (as :meth:`progress_queue`), set by the job thread when the job is cancelled. None
+        when the tasks run in-process or the manager is not running (the task then runs to its end)."""
+        if self.workers <= 0:
+            return None
+        with self._manager_lock:
+            m = self._manager
+        if m is None:
+            return None
+        try:
+            return m.Event()
+        except Exception:  # noqa: BLE001 - e.g. the manager process was killed
+            log.warning("the progress manager does not answer; this job cannot be stopped early", exc_info=True)
             return None
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ in the compute pool (:mod:`api.compute`) or queued as a job. Results are stored 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -36,9 +37,10 @@ KIND_PATH = {"collateral": "collateral-valuations", "quote": "quotes", "layer": 
 REPORTS = {"collateral": ["memo"], "quote": ["slip"], "layer": [], "stress_test": ["report", "workbook", "accounts"],
            "accounts": ["rows"]}
 TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task_stress, "accounts": task_accounts}
-#: the kinds whose task reports progress (takes ``progress`` and ``chunk_paths`` after the request); a
-#: collateral valuation jumps from 0 to 1 (it is short: one chunk per thread)
-PROGRESS_KINDS = ("accounts", "quote", "stress_test")
+#: the kinds whose task reports progress and can be stopped (takes ``progress`` and ``stop``), and of those
+#: the kinds that run in the jobs' chunks (take ``chunk_paths``: a valuation chooses its own, few and large)
+PROGRESS_KINDS = ("collateral", "accounts", "quote", "stress_test")
+CHUNKED_KINDS = ("accounts", "quote", "stress_test")
 ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test",
                "accounts": "invalid-accounts-request"}
 ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
@@ -547,23 +549,29 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
     """Run a finance job in the compute pool; the job thread waits, polling for a cancel and writing
     the task's progress (accounts, quote and stress_test tasks report it; :class:`TaskProgressReceiver`).
 
-    A running engine call cannot be interrupted inside a worker: a cancel marks the job cancelled at
-    once and the worker's result is discarded when it arrives."""
+    A cancel marks the job cancelled at once and sets the task's cancel flag (:meth:`ComputePool.stop_flag`),
+    on which the task stops at its engine's next chunk, freeing its worker (a task whose flag could not be
+    made runs to its end; its result is discarded either way)."""
+    from finance_engine.simulation import SimulationCancelled
+
     t0 = time.perf_counter()
     req = job.request
-    q = receiver = None
+    q = receiver = stop = None
     try:
         with runner.db.session() as s:
             pf = s.get(PortfolioRow, req["portfolio_id"])
             if pf is None or pf.tenant_id != job.tenant_id:
                 raise ApiProblem(404, f"portfolio {req['portfolio_id']!r} no longer exists", kind="not-found")
-        args: tuple = ()
+        task = TASKS[job.kind]
         if job.kind in PROGRESS_KINDS:
             receiver = TaskProgressReceiver(runner.db, job.id)
             q = runner.compute.progress_queue()  # None: the task runs in this thread, or without progress
-            channel = q if q is not None else (receiver if runner.compute.workers <= 0 else None)
-            args = (channel, runner.settings.job_chunk_paths)
-        fut = runner.compute.submit(TASKS[job.kind], pf_ref(pf), req, *args)
+            in_process = runner.compute.workers <= 0
+            channel = q if q is not None else (receiver if in_process else None)
+            stop = ev if in_process else runner.compute.stop_flag()
+            kw = {"chunk_paths": runner.settings.job_chunk_paths} if job.kind in CHUNKED_KINDS else {}
+            task = functools.partial(task, progress=channel, stop=stop, **kw)
+        fut = runner.compute.submit(task, pf_ref(pf), req)
         last_poll = 0.0
         while True:
             try:
@@ -575,6 +583,9 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
                 receiver.drain(q)
             if ev.is_set() or runner._stopping.is_set():
                 fut.cancel()
+                if stop is not None and stop is not ev:
+                    with contextlib.suppress(Exception):  # the manager gone: the task runs to its end
+                        stop.set()
                 runner._finish_cancelled(job.id)
                 return
             if time.perf_counter() - last_poll > 0.5:
@@ -584,6 +595,9 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
                         ev.set()
     except ApiProblem as exc:  # a check of the request failed (e.g. the data changed since it was accepted)
         runner._fail(job.id, job_problem(exc.kind, exc.detail or exc.title, exc.status, exc.title, errors=exc.errors))
+        return
+    except SimulationCancelled:  # the task saw its cancel flag (in-process, where this thread ran it)
+        runner._finish_cancelled(job.id)
         return
     except INPUT_ERRORS as exc:
         with runner.db.session() as s:
@@ -622,7 +636,7 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
 
 
 __all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
-           "PROGRESS_KINDS", "STRESS_FIELDS", "TASKS", "TaskProgressReceiver", "check_collateral_inputs", "check_limit",
+           "CHUNKED_KINDS", "PROGRESS_KINDS", "STRESS_FIELDS", "TASKS", "TaskProgressReceiver", "check_collateral_inputs", "check_limit",
            "collateral_fields",
            "layer_pricing_fields", "loan_held_terms", "problem_fields",
            "check_quote_inputs", "code_version", "engine_cover",

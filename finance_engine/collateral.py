@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,7 @@ from finance_engine.price import (
     simulate_price_paths_by_volatility,
     simulate_scenario_paths_by_volatility,
 )
-from finance_engine.simulation import balanced_chunk_paths, simulate, useful_threads
+from finance_engine.simulation import Progress, RunsProgress, balanced_chunk_paths, simulate, useful_threads
 from finance_engine.simulation.result import carried_provenance, code_version
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import conditional_values, jackknife_groups, jackknife_se, jackknife_t
@@ -71,6 +71,7 @@ from models import MODEL_VERSION
 from models.carbon import CreditingRules
 from models.dynamics import SimulationSwitches
 from models.parameters import ModelParameters
+from models.perils import peril_classes
 from models.portfolio import Portfolio
 
 PLEDGE_PROJECT = "__pledge__"
@@ -140,7 +141,7 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
                        switches: SimulationSwitches, workers: int, chunk_paths: int | None,
-                       scheduler: str | None = None) -> _Physical:
+                       scheduler: str | None = None, progress: Callable[[Progress], None] | None = None) -> _Physical:
     if chunk_paths is None:
         if scheduler is None:  # a small loan runs faster as one chunk on one thread than on two
             workers = useful_threads(paths, pledged.n_parcels, workers)
@@ -149,7 +150,7 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
     # (or the warm pool's processes a long-lived caller asks for)
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
-                   summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None)
+                   summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None, progress=progress)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
@@ -553,8 +554,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                      attribution: bool = True, attribution_paths: int | None = 2000,
                      sensitivities: bool = True, price_model_set: PriceModelSet | None = None,
                      issuance_risk: IssuanceRisk | None = None, switches: SimulationSwitches | None = None,
-                     workers: int = 1, chunk_paths: int | None = None,
-                     scheduler: str | None = None) -> CollateralValuation:
+                     workers: int = 1, chunk_paths: int | None = None, scheduler: str | None = None,
+                     progress: Callable[[Progress], None] | None = None) -> CollateralValuation:
     """Value the pledged carbon of a loan and its risk over the term.
 
     Parameters
@@ -581,6 +582,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         threads contend for the GIL, once the first warm run has started them; for a long-lived
         process valuing loan after loan, :mod:`finance_engine.simulation.warm_pool`; a script needs
         the ``if __name__ == "__main__":`` guard). Results do not depend on it.
+    progress : callable, optional
+        Called with the :class:`~finance_engine.simulation.Progress` of the valuation's engine runs as one
+        (the valuation's and, with ``attribution``, each driver's rerun, weighted by their paths:
+        :class:`~finance_engine.simulation.RunsProgress`). It may raise
+        :class:`~finance_engine.simulation.SimulationCancelled` to stop the valuation. Results do not
+        depend on it.
 
     Raises
     ------
@@ -598,7 +605,14 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     base_sw = switches or SimulationSwitches()
     if scheduler not in (None, "threads", "warm"):
         raise LoanTermsError(f"scheduler must be None, 'threads' or 'warm', got {scheduler!r}")
-    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler)
+    n_attr = min(paths, attribution_paths or paths)
+    # the engine runs: the valuation's, then the drivers' (one per peril -- known after the first run --,
+    # growth and peril-parameter uncertainty, and the base at fewer paths if the drivers use fewer)
+    runs = RunsProgress(progress, weights=[paths] + ([n_attr] * (len(peril_classes()) + 2 + (n_attr != paths))
+                                                     if attribution else []))
+    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0))
+    if attribution:
+        runs.plan([paths] + [n_attr] * (len(phys.losses) + 2 + (n_attr != paths)))
     ids = np.arange(paths)
     pmodel = pms.model(terms.price_model)
 
@@ -776,8 +790,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # ---- drivers (common random numbers) and sensitivities ------------------------------------
     drivers = None
     if attribution:
-        drivers = _attribution(pledged, params, terms, pms, iss, seed, min(paths, attribution_paths or paths),
-                               workers, chunk_paths, phys, paths, base_sw, scheduler)
+        drivers = _attribution(pledged, params, terms, pms, iss, seed, n_attr, workers, chunk_paths, phys, paths,
+                               base_sw, scheduler, runs)
     sens = None
     if sensitivities:
         rows = []
@@ -819,8 +833,11 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
 
 
 def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths, base_phys, base_paths, base_sw,
-                 scheduler=None):
-    """Value and shortfall probability with each driver switched off in turn, on common random numbers."""
+                 scheduler=None, runs: RunsProgress | None = None):
+    """Value and shortfall probability with each driver switched off in turn, on common random numbers
+    (``runs``: the valuation's progress, whose runs 1.. are this function's engine runs in turn)."""
+    runs = runs or RunsProgress(None)
+    run_no = iter(range(1, 1_000))
     ids = np.arange(n)
     H = terms.crediting_horizon_years
     pmodel = pms.model(terms.price_model)
@@ -864,7 +881,8 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     if n == base_paths:
         base = base_phys
     else:
-        base = _simulate_physical(pledged, params, H, n, seed, base_sw, workers, chunk_paths, scheduler)
+        base = _simulate_physical(pledged, params, H, n, seed, base_sw, workers, chunk_paths, scheduler,
+                                  runs.of(next(run_no)))
     base_pp = evaluate(base, base_prices, iss)
     rows = [{**row("full model", base_pp), "value_effect_cny": 0.0, "value_effect_mc_se_cny": 0.0,
              "shortfall_effect": 0.0, "shortfall_effect_mc_se": 0.0}]
@@ -879,7 +897,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     cases.append(("peril-parameter uncertainty", dataclasses.replace(base_sw, peril_parameter_uncertainty=False), base_prices, iss))
     for label, sw, pp, issuance in cases:
         phys = base if sw is None else _simulate_physical(pledged, params, H, n, seed, sw, workers, chunk_paths,
-                                                          scheduler)
+                                                          scheduler, runs.of(next(run_no)))
         # value_effect > 0: the driver costs this much value; the errors are those of the paired (CRN) differences
         rows.append(row(f"without {label}", evaluate(phys, pp, issuance), base_pp))
     if terms.insurance is not None:

@@ -340,3 +340,23 @@ def test_a_file_that_appears_during_the_run_is_not_overwritten_without_force(tmp
     assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["race.csv"]
     OutputFile(target, suffixes=(".csv",), force=True, sidecar=False).write(lambda p: p.write_text("ours"))
     assert target.read_text() == "ours"
+
+
+def test_progress_bar_draws_notes_above_itself(capsys):
+    """A note while the bar is drawn clears the bar's line, prints the note and draws the bar again below
+    it; a bar at its end starts a new line, after which notes are plain lines; a disabled bar draws nothing."""
+    from api.cli.common import ProgressBar
+    from finance_engine.simulation import Progress
+
+    bar = ProgressBar("stress test", enabled=True)
+    bar(Progress(1, 4, 1.0, 3.0))
+    bar.note("scenario ice_storm_2008")
+    bar(Progress(4, 4, 4.0, 0.0))
+    bar.note("done")
+    err = capsys.readouterr().err
+    first = "\rstress test [#######.......................] 1/4 ETA   3.0s"
+    assert err.startswith(first + "\r" + " " * (len(first) - 1) + "\rscenario ice_storm_2008\n" + first)
+    assert err.endswith("] 4/4 ETA   0.0s\ndone\n")
+    quiet = ProgressBar("x", enabled=False)
+    quiet(Progress(1, 2, 0.1, 0.1))
+    assert capsys.readouterr().err == ""

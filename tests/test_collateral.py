@@ -562,3 +562,51 @@ def test_names_in_the_terms_are_checked_before_the_simulation(portfolio, params,
     with pytest.raises(LoanTermsError, match=r"^price_scenario: .*moon"):
         value_collateral(portfolio, params, {**base, "price_scenario": "moon"}, paths=32, attribution=False)
     assert C.check_loan_terms(base).price_model == "cea"
+
+
+def test_runs_progress_weighs_runs_of_unequal_work():
+    """Chunks are counted across runs (a run not yet seen counts the reporting run's chunks scaled by the
+    weights), the fraction of work is weighted, and a re-plan re-weighs the runs not yet reported."""
+    from finance_engine.simulation import Progress, RunsProgress
+
+    seen = []
+    runs = RunsProgress(seen.append, weights=[4, 1, 1])
+    runs.of(0)(Progress(2, 4, 1.0, 1.0))       # half the first run: 2 of 6 units of work
+    assert (seen[-1].chunks_done, seen[-1].chunks_total) == (2, 6)  # 4 + 1 + 1 chunks
+    assert seen[-1].eta_s == pytest.approx(seen[-1].elapsed_s * (1 - 2 / 6) / (2 / 6))
+    runs.of(0)(Progress(4, 4, 2.0, 0.0))
+    runs.plan([4, 1, 1, 1])                      # a fourth run, learnt after the first
+    runs.of(1)(Progress(1, 1, 0.1, 0.0))
+    assert (seen[-1].chunks_done, seen[-1].chunks_total) == (5, 7)
+    runs.of(3)(Progress(1, 1, 0.1, 0.0))
+    assert (seen[-1].chunks_done, seen[-1].chunks_total) == (7, 7) and seen[-1].eta_s == 0.0
+    assert RunsProgress(None, 3).of(1) is None
+    with pytest.raises(ValueError):
+        RunsProgress(seen.append, weights=[1, 0])
+
+
+def test_a_valuations_progress_covers_its_drivers_and_can_stop_it(portfolio, params):
+    """``progress`` sees the valuation's engine run and each driver's rerun as one count rising to its end
+    (the drivers at their own paths), the numbers do not depend on it, and raising
+    ``SimulationCancelled`` from it stops the valuation."""
+    from finance_engine.simulation import SimulationCancelled
+
+    terms = LoanTerms(amount_cny=50_000, term_years=3, interest_rate=0.04, crediting_horizon_years=6)
+    kw = dict(paths=256, seed=5, attribution=True, attribution_paths=64, sensitivities=False, chunk_paths=64)
+    seen = []
+    v = value_collateral(portfolio, params, terms, progress=seen.append, **kw)
+    fractions = [p.fraction for p in seen]
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    # 4 chunks of the valuation, then one chunk for each driver's run (a peril each, growth, peril
+    # parameters, and the base at 64 paths)
+    n_perils = sum(1 for d in v.drivers["driver"] if d.startswith("without ") and d[8:] in
+                   {"fire", "pine_wilt", "typhoon", "ice_storm", "drought"})
+    assert seen[-1].chunks_total == 4 + n_perils + 3 and seen[-1].eta_s == 0.0
+    plain = value_collateral(portfolio, params, terms, **kw)
+    assert v.to_dict() == plain.to_dict()
+
+    def stop_in_the_drivers(p):
+        if p.chunks_done > 4:
+            raise SimulationCancelled("asked to stop")
+    with pytest.raises(SimulationCancelled):
+        value_collateral(portfolio, params, terms, progress=stop_in_the_drivers, **kw)

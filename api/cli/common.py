@@ -591,6 +591,15 @@ class ProgressBar:
         if p.chunks_done == p.chunks_total:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self._last = ""
+
+    def note(self, msg: str) -> None:
+        """A line on stderr (as :func:`note`) above the bar, which is drawn again below it."""
+        if not self.enabled or not self._last:
+            note(msg)
+            return
+        sys.stderr.write("\r" + " " * len(self._last.lstrip("\r")) + "\r" + msg + "\n" + self._last)
+        sys.stderr.flush()
 
 
 SCHEDULERS = ("processes", "threads", "warm", "local-cluster", "tcp://HOST:PORT")

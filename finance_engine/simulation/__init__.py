@@ -5,9 +5,9 @@ Entry point: :func:`simulate`. See :mod:`finance_engine.simulation.engine` for t
 """
 
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
-from finance_engine.simulation.engine import (Progress, SimulationCancelled, auto_chunk_paths, balanced_chunk_paths,
-                                              chunk_ranges, simulate, useful_threads)
+from finance_engine.simulation.engine import (Progress, RunsProgress, SimulationCancelled, auto_chunk_paths,
+                                              balanced_chunk_paths, chunk_ranges, simulate, useful_threads)
 from finance_engine.simulation.result import SimulationResult
 
-__all__ = ["PATH_BLOCK", "Progress", "SimulationCancelled", "SimulationConfig", "SimulationResult",
+__all__ = ["PATH_BLOCK", "Progress", "RunsProgress", "SimulationCancelled", "SimulationConfig", "SimulationResult",
            "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "simulate", "useful_threads"]

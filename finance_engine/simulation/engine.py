@@ -18,7 +18,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -57,6 +57,51 @@ class Progress:
     @property
     def fraction(self) -> float:
         return self.chunks_done / self.chunks_total if self.chunks_total else 1.0
+
+
+class RunsProgress:
+    """The progress of several engine runs in turn as one (a stress test's scenarios, a valuation with its
+    drivers' reruns): ``of(k)`` is run ``k``'s ``progress`` callback, which reports the whole.
+
+    ``weights``: each run's relative work (e.g. its paths; equal by default). Chunks are counted across
+    the runs: a run that has reported counts its own chunks, one not yet reported counts those of the run
+    reporting scaled by the weights (equal runs of ``n`` chunks: run ``k``'s chunk ``i`` is chunk
+    ``k * n + i`` of ``runs * n``). The ETA is the whole one's, from the weighted work done since the first
+    report. :meth:`plan` re-weighs the runs not yet started (a caller that learns how many there are as it
+    goes); a re-estimate may move the reported fraction back a little, which receivers ignore. ``sink``
+    None: nothing is reported (``of`` gives None, so the engine does no extra work)."""
+
+    def __init__(self, sink: Callable[[Progress], None] | None, runs: int = 1,
+                 weights: Sequence[float] | None = None):
+        self.sink, self.t0 = sink, None
+        self.weights = [float(w) for w in (weights if weights is not None else [1.0] * max(1, int(runs)))]
+        if not self.weights or min(self.weights) <= 0:
+            raise ValueError("RunsProgress needs at least one run, each of positive weight")
+        self._chunks: dict[int, int] = {}
+
+    def plan(self, weights: Sequence[float]) -> None:
+        """The weights of every run from now on (those already reported keep their chunk counts)."""
+        self.weights = [float(w) for w in weights]
+        if not self.weights or min(self.weights) <= 0:
+            raise ValueError("RunsProgress needs at least one run, each of positive weight")
+
+    def of(self, k: int) -> Callable[[Progress], None] | None:
+        """The ``progress`` callback of run ``k`` (0-based), or None without a sink."""
+        if self.sink is None:
+            return None
+
+        def report(p: Progress) -> None:
+            if self.t0 is None:
+                self.t0 = time.perf_counter() - p.elapsed_s
+            w = self.weights
+            self._chunks[k] = p.chunks_total
+            chunks = [self._chunks.get(j, max(1, round(p.chunks_total * w[j] / w[k]))) for j in range(len(w))]
+            total = sum(chunks)
+            done = min(total, sum(chunks[:k]) + p.chunks_done)
+            work = min(1.0, (sum(w[:k]) + w[k] * p.fraction) / sum(w))
+            el = time.perf_counter() - self.t0
+            self.sink(Progress(done, total, el, el / work * (1.0 - work) if work > 0 else None))
+        return report
 
 
 # ---- per-process cache of the setup (built once per worker process) -------------------------
@@ -240,7 +285,9 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         ``workers`` processes), a ``tcp://host:port`` address of a Dask scheduler, or a
         ``distributed.Client``. Results are identical to a local run.
     progress : callable, optional
-        Called with a :class:`Progress` after each chunk.
+        Called with a :class:`Progress` before the first chunk and after each. It may raise
+        :class:`SimulationCancelled` to stop the run (as ``cancel`` does): the finance functions, which run
+        the engine several times and take only a ``progress`` callback, are cancelled that way.
     cancel : callable, optional
         Polled between chunks; when it returns True the run stops with :class:`SimulationCancelled`.
     summarise : bool

@@ -40,7 +40,7 @@ from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
-from finance_engine.simulation import Progress, simulate
+from finance_engine.simulation import Progress, RunsProgress, simulate  # RunsProgress: re-exported
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
                                               start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
@@ -677,29 +677,6 @@ def check_loan_price_series(registry: Registry, settings: StressSettings) -> Non
         if t.price_scenario is not None:
             raise RegistryError(f"loans.{i}.terms.price_scenario: {t.price_scenario!r}: a stress test moves "
                                 f"prices by its scenarios, not by a loan's own price scenario")
-
-
-class RunsProgress:
-    """The progress of several engine runs of equal size (same portfolio, paths, horizon and chunks) as
-    one: run ``k``'s chunk ``i`` of ``n`` is chunk ``k * n + i`` of ``runs * n``; the ETA is the whole
-    one's, from the time of the first report. ``sink`` None: nothing is reported."""
-
-    def __init__(self, sink: Callable[[Progress], None] | None, runs: int):
-        self.sink, self.runs, self.t0 = sink, max(1, int(runs)), None
-
-    def of(self, k: int) -> Callable[[Progress], None] | None:
-        """The ``progress`` callback of run ``k`` (0-based), or None without a sink."""
-        if self.sink is None:
-            return None
-
-        def report(p: Progress) -> None:
-            if self.t0 is None:
-                self.t0 = time.perf_counter() - p.elapsed_s
-            total = self.runs * p.chunks_total
-            done = min(total, k * p.chunks_total + p.chunks_done)
-            el = time.perf_counter() - self.t0
-            self.sink(Progress(done, total, el, el / done * (total - done) if done else None))
-        return report
 
 
 def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: Iterable[str | StressScenario], *,

@@ -131,18 +131,49 @@ def test_stress_job_reports_progress_across_its_runs_and_keeps_the_numbers(app_e
     assert tree == clean(scenario_accounts(pf50, params, "baseline", st).tree())
 
 
-def test_a_cancel_still_stops_a_reporting_job(app_env):
-    """A running accounts job that reports progress is cancelled at once (pool: its worker's result is
-    discarded); in-process the task has finished before the cancel is seen, so the job may succeed."""
+def test_a_cancel_stops_a_reporting_job_and_frees_its_worker(app_env):
+    """A running accounts job is cancelled at once, and its task stops at the engine's next chunk (its
+    cancel flag): the pool's worker is free long before the run would have ended, and no result is kept.
+    In-process the task, run by the job thread, sees the job's own cancel event the same way."""
     c, h, pid = app_env["client"], app_env["h"], app_env["pid"]
-    if app_env["mode"] == "in-process":
-        pytest.skip("in-process the job thread runs the task to its end before it polls for a cancel")
-    r = c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": 12800, "seed": 2, "mode": "job"})
+    pool = c.app.state.compute
+    paths = 64_000 if app_env["mode"] == "pool" else 3200  # whole runs of about 40 s and 5 s
+    r = c.post("/v1/accounts", headers=h, json={"portfolio_id": pid, "paths": paths, "seed": 2, "mode": "job"})
     jid = r.json()["id"]
     t0 = time.time()
     while c.get(f"/v1/jobs/{jid}", headers=h).json()["progress"] <= 0 and time.time() - t0 < 30:
-        time.sleep(0.05)
-    assert c.post(f"/v1/jobs/{jid}/cancel", headers=h).status_code in (200, 202)
+        time.sleep(0.02)
+    t_cancel = time.time()
+    assert pool.busy == 1  # in-process: the job thread inside the task, which polls the job's own event
+    assert c.post(f"/v1/jobs/{jid}/cancel", headers=h).status_code == 202
     job, _ = watch(c, h, jid)
-    assert job["status"] == "cancelled", job
-    assert job["result_id"] is None
+    assert job["status"] == "cancelled" and job["result_id"] is None, job
+    while pool.busy and time.time() - t_cancel < 10:  # the worker's task ends at its next chunk
+        time.sleep(0.02)
+    assert pool.busy == 0 and time.time() - t_cancel < 10
+    last = c.get(f"/v1/jobs/{jid}", headers=h).json()
+    assert last["status"] == "cancelled" and last["progress"] < 0.5, last
+
+
+def test_a_collateral_job_reports_progress_over_its_drivers_and_keeps_the_numbers(app_env, params, pf50):
+    """A collateral valuation run as a job reports the valuation's run and its drivers' reruns as one count
+    (``progress k/n chunks`` rising to the end) and stores the engine's own numbers."""
+    from finance_engine.collateral import value_collateral
+
+    c, h, pid = app_env["client"], app_env["h"], app_env["pid"]
+    terms = {"amount_cny": 200_000, "term_years": 3, "interest_rate": 0.04, "crediting_horizon_years": 8}
+    paths = 16_384 if app_env["mode"] == "pool" else 512  # the pool's job lasts long enough to be watched
+    body = {"portfolio_id": pid, "terms": terms, "paths": paths, "seed": 4, "attribution": True,
+            "attribution_paths": paths // 2, "mode": "job"}
+    r = c.post("/v1/collateral-valuations", headers=h, json=body)
+    assert r.status_code == 202, r.text
+    job, seen = watch(c, h, r.json()["id"], timeout=120)
+    assert job["status"] == "succeeded", job
+    chunks = chunk_lines(job)
+    assert chunks and chunks[-1][0] == chunks[-1][1] and [k for k, _ in chunks] == sorted(k for k, _ in chunks)
+    assert any(0 < k < n for k, n in chunks), job["log"]  # the drivers' reruns step it
+    got = c.get(f"/v1/collateral-valuations/{job['result_id']}", headers=h).json()["result"]
+    want = clean(value_collateral(pf50, params, terms, paths=paths, seed=4, attribution=True,
+                                  attribution_paths=paths // 2).to_dict())
+    assert got["value_today"] == want["value_today"] and got["drivers"] == want["drivers"]
+    assert got["by_year"] == want["by_year"] and got["sizing"] == want["sizing"]

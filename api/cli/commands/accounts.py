@@ -6,6 +6,7 @@ import click
 
 from api.cli.common import (
     OutputFile,
+    ProgressBar,
     echo_json,
     force_option,
     format_option,
@@ -54,7 +55,7 @@ def accounts(portfolio, parameters, level, paths, seed, output, force, fmt):
                      inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     note(f"{pf.n_parcels} parcels, {pf.area_ha.sum():,.0f} ha from {pf.source}")
-    acc = carbon_accounts(pf, params, sink_paths=paths, seed=seed)
+    acc = carbon_accounts(pf, params, sink_paths=paths, seed=seed, progress=ProgressBar("expected sink"))
     if out is not None:
         _write(acc, out)
         note(f"wrote {output}" + (f" and {out.sidecar}" if out.sidecar else ""))

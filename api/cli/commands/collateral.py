@@ -10,6 +10,7 @@ from api.cli.common import (
     FINITE,
     CLIError,
     OutputFile,
+    ProgressBar,
     echo_json,
     force_option,
     format_option,
@@ -111,7 +112,8 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
         raise CLIError(f"--parcels {parcel_ids!r}: names no parcel id")
     try:
         v = value_collateral(pf, params, loan, parcel_ids=ids, project_id=project_id, paths=paths, seed=seed,
-                             attribution=not no_attribution, workers=workers)
+                             attribution=not no_attribution, workers=workers,
+                             progress=ProgressBar("valuing" if no_attribution else "valuing with drivers"))
     except LoanTermsError as exc:
         raise CLIError(str(exc)) from exc
     show_model_notes(v.provenance)

@@ -15,6 +15,7 @@ from api.cli.common import (
     LEVEL_CHOICES,
     CLIError,
     OutputFile,
+    ProgressBar,
     echo_json,
     force_option,
     format_option,
@@ -192,7 +193,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         q = run_quote(c, pf, params, paths=paths, years=years, seed=seed, loading=ld,
                       subsidy=None if subsidy.lower() == "none" else subsidy, subsidised=not unsubsidised,
                       layers=layers, quota_share=quota_share, account_level=account_level, price_model_set=pms,
-                      workers=workers)
+                      workers=workers, progress=ProgressBar("quoting"))
     except (InsuranceInputError, PriceModelError) as exc:
         raise CLIError(str(exc)) from exc
     except ValueError as exc:   # e.g. an unknown account level from the engine

@@ -10,6 +10,7 @@ from api.cli.common import (
     FINITE,
     CLIError,
     OutputFile,
+    ProgressBar,
     echo_json,
     force_option,
     format_option,
@@ -164,7 +165,9 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     said = _warn_timing(scns, years, reg)
     lv = tuple(dict.fromkeys(("portfolio", *levels, "county", "township")))
     st = StressSettings(years=years, paths=paths, seed=seed, levels=lv)
-    res = run_stress_test(pf, params, scns, registry=reg, settings=st, workers=workers, progress=note)
+    bar = ProgressBar("stress test")  # the baseline's and every scenario's runs as one bar
+    res = run_stress_test(pf, params, scns, registry=reg, settings=st, workers=workers, progress=bar.note,
+                          on_progress=bar)
     show_model_notes(res.provenance)
     extra = _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers)
     if out is not None:
