@@ -54,7 +54,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from models._yaml import load_yaml
+from models._yaml import load_untrusted_yaml
 from api.jsonable import clean  # noqa: F401  (re-exported for the tasks below)
 
 log = logging.getLogger("carbon_risk.compute")
@@ -420,9 +420,11 @@ def load_inline_scenario(i: int, spec: Any):
     where = f"inline_scenarios.{i}"
     if isinstance(spec, str):
         try:
-            doc = load_yaml(spec)
+            doc = load_untrusted_yaml(spec)  # bounded: a request's text must not crash or flood the server
         except yaml.YAMLError as exc:
             raise InlineScenarioError(f"{where}: not valid YAML or JSON: {str(exc)[:300]}") from None
+        except ValueError as exc:
+            raise InlineScenarioError(f"{where}: {exc}") from None
     else:
         doc = spec
     if not isinstance(doc, dict):

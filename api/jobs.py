@@ -5,8 +5,11 @@ progress (fraction of chunks done) and ETA (fed by the engine's ``progress`` cal
 jobs by their task's progress sink, :func:`api.finance.run_finance_job`; both written by
 :class:`ProgressWriter`), log lines, error detail and, on success, the id of the stored simulation run.
 
+Queue: jobs run in turn by tenant (:class:`FairQueue`: round robin, each tenant's in creation order), and a
+tenant may have at most ``Settings.max_active_jobs_per_tenant`` jobs queued or running (:func:`create_job`).
+
 Restarts: on start the runner re-queues every job found ``running`` (its server died mid-run) and
-runs all queued jobs in creation order. A job's numbers depend only on its request (portfolio,
+runs all queued jobs, each tenant's in creation order. A job's numbers depend only on its request (portfolio,
 model, seed, ...), never on how its paths were chunked or how often it was started, so a rerun gives
 the same result. Cancel: a queued job is cancelled at once; a running one at the next chunk boundary
 (the engine polls the ``cancel`` callback between chunks); a ``running`` job no worker of this runner
@@ -30,10 +33,11 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from api.compute import chunks_line
 from api.db.models import Job, PortfolioRow, utcnow
@@ -59,7 +63,18 @@ def _append(job: Job, msg: str) -> None:
     job.log = lines[-MAX_LOG_LINES:]
 
 
-def create_job(s, *, tenant_id: str, key_id: str, kind: str, request: dict[str, Any], request_id: str) -> Job:
+def create_job(s, *, tenant_id: str, key_id: str, kind: str, request: dict[str, Any], request_id: str,
+               max_active: int | None = None) -> Job:
+    """A new queued job. ``max_active``: the jobs the tenant may have queued or running at once
+    (``Settings.max_active_jobs_per_tenant``); one more is a 429 ``too-many-jobs`` problem (a soft bound:
+    two requests at the same instant may both pass)."""
+    if max_active is not None:
+        active = s.scalar(select(func.count()).select_from(Job).where(
+            Job.tenant_id == tenant_id, Job.status.in_(("queued", "running"))))
+        if active >= max_active:
+            raise ApiProblem(429, f"this tenant already has {active} job(s) queued or running, the most it may have "
+                                  f"({max_active}); wait for one to finish or cancel one", kind="too-many-jobs",
+                             headers={"Retry-After": "30"}, active_jobs=int(active), limit=int(max_active))
     job = Job(id=new_id("job"), tenant_id=tenant_id, kind=kind, status="queued", request=request, progress=0.0,
               eta_s=None, log=[], error=None, result_id=None, cancel_requested=False, attempts=0,
               created_by=key_id, request_id=request_id, created_at=utcnow())
@@ -137,12 +152,42 @@ def mark_succeeded(s, job_id: str, result_id: str, message: str) -> None:
         raise JobNoLongerRunning(job_id)
 
 
+class FairQueue:
+    """Job ids queued per tenant and handed out in turn by tenant (round robin), each tenant's in the order
+    they came: a tenant that queues twenty jobs holds up another tenant's one job by one job, not twenty.
+    Thread-safe; :meth:`get` blocks up to ``timeout`` seconds and raises ``queue.Empty``."""
+
+    def __init__(self):
+        self._by_tenant: "OrderedDict[str, deque[str]]" = OrderedDict()
+        self._ready = threading.Condition()
+
+    def put(self, job_id: str, tenant_id: str = "") -> None:
+        with self._ready:
+            self._by_tenant.setdefault(tenant_id, deque()).append(job_id)
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> str:
+        with self._ready:
+            if not self._ready.wait_for(lambda: bool(self._by_tenant), timeout):
+                raise queue.Empty
+            tenant, ids = next(iter(self._by_tenant.items()))
+            job_id = ids.popleft()
+            del self._by_tenant[tenant]
+            if ids:  # the tenant's next job waits behind every other tenant's
+                self._by_tenant[tenant] = ids
+            return job_id
+
+    def __len__(self) -> int:
+        with self._ready:
+            return sum(len(v) for v in self._by_tenant.values())
+
+
 class JobRunner:
     """Worker threads that run queued jobs (see the module docstring)."""
 
     def __init__(self, db, settings, models, portfolios):
         self.db, self.settings, self.models, self.portfolios = db, settings, models, portfolios
-        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._queue = FairQueue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._cancel: dict[str, threading.Event] = {}
@@ -168,9 +213,11 @@ class JobRunner:
                 job.status = "queued"
                 job.progress, job.eta_s = 0.0, None
                 _append(job, "re-queued: the server stopped while the job was running")
-            ids = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id)))
-        for i in ids:
-            self._queue.put(i)
+            queued = s.execute(select(Job.id, Job.tenant_id).where(Job.status == "queued")
+                               .order_by(Job.created_at, Job.id)).all()
+        ids = [i for i, _ in queued]
+        for i, tenant in queued:
+            self._queue.put(i, tenant)
         if ids:
             log.info("recovered %d queued job(s)", len(ids))
         return ids
@@ -181,8 +228,9 @@ class JobRunner:
             t.join(timeout)
         self._threads.clear()
 
-    def submit(self, job_id: str) -> None:
-        self._queue.put(job_id)
+    def submit(self, job_id: str, tenant_id: str = "") -> None:
+        """Queue a job created by :func:`create_job` (run in turn with other tenants' jobs: :class:`FairQueue`)."""
+        self._queue.put(job_id, tenant_id)
 
     def request_cancel(self, job_id: str) -> None:
         with self._lock:

@@ -5,7 +5,9 @@ One pure-ASGI layer (no BaseHTTPMiddleware, so streaming and context variables b
 1. **Request id.** The client's ``X-Request-ID`` (if it is a sane token) or a new one; set in a
    context variable that every log line prints, and echoed in the ``X-Request-ID`` response header.
 2. **Body limit.** Bodies larger than ``Settings.max_body_bytes`` get 413 (checked against
-   ``Content-Length`` first, then while reading a chunked body).
+   ``Content-Length`` first, then while reading a chunked body). A request to ``/v1/`` that sends a body
+   is authenticated before the body is read: without a valid API key it gets 401 at once, so nobody
+   without a key can make the server hold megabytes (the key found is kept for the app's own check).
 3. **Idempotency.** A ``POST`` with an ``Idempotency-Key`` header is stored with its response,
    keyed by (tenant, key). The same key with the same method, path and body replays the stored
    response (header ``Idempotency-Replayed: true``); the same key with a different request gets
@@ -34,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.db.models import IdempotencyRecord, utcnow
 from api.problems import problem_response
-from api.requestctx import new_request_id, reset_request_id, set_request_id
+from api.requestctx import loggable_path, new_request_id, reset_request_id, set_request_id
 from api.security import verify_key
 
 log = logging.getLogger("carbon_risk.api.access")
@@ -49,6 +51,14 @@ WITHHELD = "x-cre-withheld"
 
 class _TooLarge(Exception):
     pass
+
+
+def _sends_body(scope) -> bool:
+    """Whether the request announces a body (a non-zero ``Content-Length``, or a chunked one)."""
+    cl = _header(scope, b"content-length")
+    if cl is not None:
+        return cl.strip() not in ("", "0")
+    return (_header(scope, b"transfer-encoding") or "").lower() == "chunked"
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -84,6 +94,16 @@ class ServiceMiddleware:
             await resp(scope, _empty_receive, send_with_id)
 
         try:
+            if _sends_body(scope) and str(scope.get("path", "")).startswith("/v1/"):
+                api_key = _key_from_scope(scope)
+                principal = await anyio.to_thread.run_sync(self._principal, api_key) if api_key else None
+                if principal is None:
+                    await respond(problem_response(
+                        401, "an API key is required (Authorization: Bearer <key> or X-API-Key)" if not api_key
+                        else "the API key is unknown, revoked or expired", kind="unauthenticated",
+                        headers={"WWW-Authenticate": 'Bearer realm="carbon-risk"'}, instance=scope.get("path")))
+                    return
+                scope.setdefault("state", {})["principal"] = principal  # api.security.authenticate reuses it
             try:
                 body = await self._read_body(scope, receive)
             except _TooLarge:
@@ -97,13 +117,13 @@ class ServiceMiddleware:
             else:
                 await self.app(scope, replay_receive, send_with_id)
         except Exception:  # noqa: BLE001 - the last resort: never a bare 500 without a problem document
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error on %s %s", scope.get("method"), loggable_path(scope.get("path")))
             if not status_box["started"]:
                 await respond(problem_response(500, "internal error; quote the request_id when reporting it",
                                                instance=scope.get("path")))
         finally:
-            log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), status_box["status"],
-                     (time.perf_counter() - t0) * 1000)
+            log.info("%s %s -> %s in %.1f ms", scope.get("method"), loggable_path(scope.get("path")),
+                     status_box["status"], (time.perf_counter() - t0) * 1000)
             reset_request_id(token)
 
     async def _read_body(self, scope, receive) -> bytes:

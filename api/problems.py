@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.requestctx import current_request_id
+from api.requestctx import current_request_id, loggable_path
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://carbon-risk.example/problems/"
@@ -214,6 +214,14 @@ def json_body(raw: bytes) -> Any:
         pos = f" (at character {exc.pos})" if isinstance(exc, json.JSONDecodeError) else ""
         raise ApiProblem(422, "the body is not valid JSON", kind="validation-error", title="Invalid request",
                          errors=[{"field": "body", "reason": f"the body is not valid JSON{pos}: {exc}"}]) from exc
+    except RecursionError:
+        raise ApiProblem(422, "the body nests too deeply", kind="validation-error", title="Invalid request",
+                         errors=[{"field": "body", "reason": TOO_DEEP}]) from None
+
+
+TOO_DEEP = "the body's JSON nests too deeply to be read"
+#: FastAPI's answer to a body its own parser fails on in an unexpected way (deep nesting: RecursionError)
+_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -249,6 +257,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else None
+        if exc.status_code == 400 and detail == _BODY_PARSE_ERROR:  # a body, as any unreadable body: 422
+            reason = TOO_DEEP if isinstance(exc.__cause__, RecursionError) else "the body cannot be read as JSON"
+            return problem_response(422, "the body cannot be read", kind="validation-error", title="Invalid request",
+                                    errors=[{"field": "body", "reason": reason}], instance=request.url.path)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
         if exc.status_code == 405:
@@ -258,7 +270,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path))
         return problem_response(500, "internal error; quote the request_id when reporting it",
                                 instance=request.url.path)
 

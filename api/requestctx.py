@@ -43,6 +43,13 @@ class RequestIdFilter(logging.Filter):
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 
 
+def loggable_path(path) -> str:
+    """A request path for a log line: control characters escaped (a percent-encoded newline in a path must
+    not write a forged line of its own into the log)."""
+    text = str(path)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Install one stderr handler with the request-id filter on the root and uvicorn loggers."""
     root = logging.getLogger()
@@ -64,5 +71,5 @@ def configure_logging(level: str = "INFO") -> None:
         lg.propagate = True
 
 
-__all__ = ["LOG_FORMAT", "RequestIdFilter", "configure_logging", "current_request_id", "new_request_id",
-           "reset_request_id", "set_request_id"]
+__all__ = ["LOG_FORMAT", "RequestIdFilter", "configure_logging", "current_request_id", "loggable_path",
+           "new_request_id", "reset_request_id", "set_request_id"]

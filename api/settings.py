@@ -62,6 +62,9 @@ class Settings:
         Worker threads running jobs inside the server.
     job_chunk_paths : int
         Paths per chunk in jobs (progress granularity only; results do not depend on it).
+    max_active_jobs_per_tenant : int
+        Jobs a tenant may have queued or running at once; one more is refused (429 ``too-many-jobs``).
+        Queued jobs are run in turn by tenant, so one tenant's backlog does not hold up the others.
     page_max : int
         Largest ``limit`` of a list endpoint.
     compute_workers : int or None
@@ -102,6 +105,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Settings from environment variables (see ``docs/api.md``), then ``overrides``."""
+    max_active_jobs_per_tenant: int = 20
         env = os.environ if env is None else env
         base = cls()
         cells = dict(base.role_max_cells)
@@ -132,4 +136,6 @@ class Settings:
         return replace(self, **changes)
 
 
+            max_active_jobs_per_tenant=max(1, _int(env, "CRE_MAX_ACTIVE_JOBS_PER_TENANT",
+                                                   base.max_active_jobs_per_tenant)),
 __all__ = ["ROLES", "Settings", "default_database_url"]

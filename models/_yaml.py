@@ -44,6 +44,42 @@ def load_yaml(stream: Any) -> Any:
     return yaml.load(stream, Loader=_LOADER)  # noqa: S506 - the safe loader
 
 
+#: bounds of YAML text from outside (an API request): what a scenario or terms document needs, many times over
+UNTRUSTED_MAX_CHARS = 64 * 1024
+UNTRUSTED_MAX_DEPTH = 32
+UNTRUSTED_MAX_NODES = 20_000
+
+
+def load_untrusted_yaml(text: str, *, max_chars: int = UNTRUSTED_MAX_CHARS, max_depth: int = UNTRUSTED_MAX_DEPTH,
+                        max_nodes: int = UNTRUSTED_MAX_NODES) -> Any:
+    """:func:`load_yaml` of text from outside the server (an API request's inline document), within bounds.
+
+    Checked on the parser's events before anything is built: at most ``max_chars`` characters, ``max_depth``
+    nested collections and ``max_nodes`` nodes, and no anchors or aliases. Deep nesting crashes the C
+    loader's recursive composer (the process, not the request), and aliases expand: a few hundred bytes of
+    nested anchors make gigabytes of a document. Raises ``ValueError`` naming the bound, or
+    ``yaml.YAMLError`` for text that is not YAML."""
+    if not isinstance(text, str):
+        raise ValueError("a YAML document must be text")
+    if len(text) > max_chars:
+        raise ValueError(f"is {len(text):,} characters long; at most {max_chars:,} are accepted")
+    depth = nodes = 0
+    for ev in yaml.parse(text, Loader=_BASE):  # the event parser is iterative: nothing is built here
+        if isinstance(ev, (yaml.AliasEvent,)) or getattr(ev, "anchor", None) is not None:
+            raise ValueError("YAML anchors and aliases (&name, *name) are not accepted")
+        if isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nests more than {max_depth} levels deep")
+        elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        if isinstance(ev, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            nodes += 1
+            if nodes > max_nodes:
+                raise ValueError(f"has more than {max_nodes:,} values")
+    return load_yaml(text)
+
+
 class DataFileError(ValueError):
     """A YAML/JSON data file cannot be read or parsed; the message names the file."""
 

@@ -46,14 +46,14 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
             check_limit(state.settings, who, cells, what)
             if mode == "job" or cells > state.settings.sync_max_cells:
                 job = create_job(s, tenant_id=who.tenant_id, key_id=who.key_id, kind=kind, request=req,
-                                 request_id=rid)
+                                 request_id=rid, max_active=state.settings.max_active_jobs_per_tenant)
                 audit(s, who, f"{kind}.submit", "job", job.id, request=req, cells=cells)
                 return "job", job_out(job), pf, inst_id, req
             return "sync", None, pf, inst_id, req
 
     how, job, pf, inst_id, req = await run_in_threadpool(prep)
     if how == "job":
-        state.jobs.submit(job["id"])
+        state.jobs.submit(job["id"], who.tenant_id)
         return JSONResponse(encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
     key = None
     out = None

@@ -6,12 +6,12 @@ from typing import Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Response
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.db.models import Instrument, PortfolioRow, utcnow
 from api.problems import ApiProblem
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import InstrumentOut, Page
 from api.security import Principal, require_roles
 from api.services import audit, count, get_owned, new_id, page
@@ -47,7 +47,7 @@ def build_router(kind: str, plural: str, create_model, roles: tuple[str, ...]) -
     @router.post(f"/v1/portfolios/{{portfolio_id}}/{plural}", status_code=201, response_model=InstrumentOut,
                  summary=f"Register a {kind} against a portfolio", name=f"create_{kind}")
     def create(portfolio_id: str, body: create_model, response: Response, who: Principal = Depends(dep),
-               s: Session = Depends(db_session)):
+               s: Session = DB_SESSION):
         pf = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
         _check_parcels(pf, body.terms.parcel_ids)
         row = Instrument(id=new_id(kind[:4]), tenant_id=who.tenant_id, portfolio_id=pf.id, kind=kind,
@@ -62,7 +62,7 @@ def build_router(kind: str, plural: str, create_model, roles: tuple[str, ...]) -
     @router.get(f"/v1/portfolios/{{portfolio_id}}/{plural}", response_model=Page[InstrumentOut],
                 summary=f"The {plural} of a portfolio", name=f"list_portfolio_{plural}")
     def list_for_portfolio(portfolio_id: str, paging: Paging = Depends(), who: Principal = Depends(dep),
-                           s: Session = Depends(db_session)):
+                           s: Session = DB_SESSION):
         get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
         q = select(Instrument).where(Instrument.tenant_id == who.tenant_id, Instrument.kind == kind,
                                      Instrument.portfolio_id == portfolio_id)
@@ -73,7 +73,7 @@ def build_router(kind: str, plural: str, create_model, roles: tuple[str, ...]) -
 
     @router.get(f"/v1/{plural}", response_model=Page[InstrumentOut], summary=f"All your {plural}",
                 name=f"list_{plural}")
-    def list_all(paging: Paging = Depends(), who: Principal = Depends(dep), s: Session = Depends(db_session)):
+    def list_all(paging: Paging = Depends(), who: Principal = Depends(dep), s: Session = DB_SESSION):
         q = select(Instrument).where(Instrument.tenant_id == who.tenant_id, Instrument.kind == kind)
         total = count(s, q)
         rows = s.scalars(q.order_by(Instrument.created_at, Instrument.id).limit(paging.limit)
@@ -87,13 +87,18 @@ def build_router(kind: str, plural: str, create_model, roles: tuple[str, ...]) -
         return row
 
     @router.get(f"/v1/{plural}/{{item_id}}", response_model=InstrumentOut, summary=f"A {kind}", name=f"get_{kind}")
-    def get_one(item_id: str, who: Principal = Depends(dep), s: Session = Depends(db_session)):
+    def get_one(item_id: str, who: Principal = Depends(dep), s: Session = DB_SESSION):
         return instrument_out(_get(s, item_id, who))
 
     @router.delete(f"/v1/{plural}/{{item_id}}", status_code=204, summary=f"Delete a {kind}", name=f"delete_{kind}")
-    def delete_one(item_id: str, who: Principal = Depends(dep), s: Session = Depends(db_session)):
+    def delete_one(item_id: str, who: Principal = Depends(dep), s: Session = DB_SESSION):
         row = _get(s, item_id, who)
-        s.delete(row)
+        # conditional on the row still being there: of concurrent deletes of one loan, one is 204 with its audit
+        # record, the others 404 (the row is locked by the first until it commits, then gone)
+        gone = s.execute(delete(Instrument).where(Instrument.id == row.id, Instrument.tenant_id == who.tenant_id)
+                         .execution_options(synchronize_session=False))
+        if gone.rowcount != 1:
+            raise ApiProblem(404, f"no {what} {item_id!r}", kind="not-found")
         audit(s, who, f"{kind}.delete", kind, item_id)
         return Response(status_code=204)
 

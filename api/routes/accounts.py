@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.finance import prepare_accounts, result_out
 from api.finance_schemas import AccountsRequest, FinanceResultOut
 from api.routes._finance import CREATED, create_result, get_result, list_results
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.routes.portfolios import accounts_page
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, Page
 from api.security import ANALYSTS, Principal, require_roles
@@ -36,18 +36,18 @@ async def create_accounts(body: AccountsRequest, request: Request, who: Principa
 
 @router.get("", response_model=Page[FinanceResultOut], summary="Your accounts runs (newest first)")
 def list_accounts(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
-                  paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+                  paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = DB_SESSION):
     return list_results(s, who, "accounts", portfolio_id, paging)
 
 
 @router.get("/{accounts_id}", response_model=FinanceResultOut, summary="An accounts run with its audit (rows under /rows)")
-def get_accounts(accounts_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def get_accounts(accounts_id: str, who: Principal = Depends(analyst), s: Session = DB_SESSION):
     return result_out(get_result(s, who, "accounts", accounts_id))
 
 
 @router.get("/{accounts_id}/rows", response_model=AccountsOut, summary="An accounts run's rows, by level and paged")
 def accounts_rows(accounts_id: str, level: AccountLevel | None = Query(None, description="one level (default: all)"),
-                  paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+                  paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = DB_SESSION):
     row = get_result(s, who, "accounts", accounts_id)
     res = row.result
     rows = [r for r in res.get("rows") or [] if level is None or r.get("level") == level]

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.db.models import ApiKey, Tenant
 from api.problems import ApiProblem
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import KeyCreate, KeyCreated, KeyOut, Page, TenantCreate, TenantOut
 from api.security import Principal, SecurityError, create_key, create_tenant, require_roles, revoke_key
 from api.services import audit, count, page, plausible_id
@@ -26,7 +26,7 @@ def key_out(k: ApiKey) -> dict:
 
 
 @router.get("/tenants", response_model=Page[TenantOut], summary="All tenants")
-def list_tenants(paging: Paging = Depends(), who: Principal = Depends(admin), s: Session = Depends(db_session)):
+def list_tenants(paging: Paging = Depends(), who: Principal = Depends(admin), s: Session = DB_SESSION):
     q = select(Tenant)
     total = count(s, q)
     rows = s.scalars(q.order_by(Tenant.name).limit(paging.limit).offset(paging.offset)).all()
@@ -36,7 +36,7 @@ def list_tenants(paging: Paging = Depends(), who: Principal = Depends(admin), s:
 @router.post("/tenants", response_model=TenantOut, status_code=201, summary="Create a tenant",
              responses={201: {"headers": {"Location": {"schema": {"type": "string"}}}}})
 def post_tenant(body: TenantCreate, response: Response, who: Principal = Depends(admin),
-                s: Session = Depends(db_session)):
+                s: Session = DB_SESSION):
     try:
         t = create_tenant(s, body.name, body.role)
     except SecurityError as exc:
@@ -55,13 +55,13 @@ def _tenant(s: Session, tenant_id: str) -> Tenant:
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut, summary="A tenant")
 def get_tenant(tenant_id: str = Path(max_length=40), who: Principal = Depends(admin),
-               s: Session = Depends(db_session)):
+               s: Session = DB_SESSION):
     return tenant_out(_tenant(s, tenant_id))
 
 
 @router.get("/tenants/{tenant_id}/keys", response_model=Page[KeyOut], summary="A tenant's API keys (never the secret)")
 def list_keys(tenant_id: str = Path(max_length=40), paging: Paging = Depends(), who: Principal = Depends(admin),
-              s: Session = Depends(db_session)):
+              s: Session = DB_SESSION):
     _tenant(s, tenant_id)
     q = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
     total = count(s, q)
@@ -74,7 +74,7 @@ def list_keys(tenant_id: str = Path(max_length=40), paging: Paging = Depends(), 
              responses={201: {"headers": {"Location": {"schema": {"type": "string"}},
                                           "Cache-Control": {"schema": {"type": "string"}}}}})
 def post_key(body: KeyCreate, response: Response, tenant_id: str = Path(max_length=40),
-             who: Principal = Depends(admin), s: Session = Depends(db_session)):
+             who: Principal = Depends(admin), s: Session = DB_SESSION):
     """The answer carries the key, shown this once: it is marked ``Cache-Control: no-store`` and never
     kept, not even for an ``Idempotency-Key`` (a repeat with the same key answers 409
     ``idempotency-response-withheld`` naming the created key, whose metadata is at ``Location``)."""
@@ -87,7 +87,7 @@ def post_key(body: KeyCreate, response: Response, tenant_id: str = Path(max_leng
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut, summary="An API key's metadata (never the secret)")
-def get_key(key_id: str = Path(max_length=40), who: Principal = Depends(admin), s: Session = Depends(db_session)):
+def get_key(key_id: str = Path(max_length=40), who: Principal = Depends(admin), s: Session = DB_SESSION):
     row = s.get(ApiKey, key_id) if plausible_id(key_id) else None
     if row is None:
         raise ApiProblem(404, f"no API key {key_id[:60]!r}", kind="not-found")
@@ -95,7 +95,7 @@ def get_key(key_id: str = Path(max_length=40), who: Principal = Depends(admin), 
 
 
 @router.post("/keys/{key_id}/revoke", response_model=KeyOut, summary="Revoke an API key (effective at once)")
-def post_revoke(key_id: str = Path(max_length=40), who: Principal = Depends(admin), s: Session = Depends(db_session)):
+def post_revoke(key_id: str = Path(max_length=40), who: Principal = Depends(admin), s: Session = DB_SESSION):
     if not plausible_id(key_id):
         raise ApiProblem(404, f"no API key {key_id[:60]!r}", kind="not-found")
     try:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db.models import AuditRecord
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, AuditOut, Page
 from api.security import EVERYONE, Principal, require_roles
 from api.services import count, page
@@ -20,7 +20,7 @@ anyone = require_roles(*EVERYONE)
 def list_audit(action: str | None = Query(None, max_length=60, pattern=r"^[a-z_]+(\.[a-z_]+)*$",
                                           description="e.g. portfolio.create, simulation.submit, job.cancel"),
                resource_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
-               paging: Paging = Depends(), who: Principal = Depends(anyone), s: Session = Depends(db_session)):
+               paging: Paging = Depends(), who: Principal = Depends(anyone), s: Session = DB_SESSION):
     q = select(AuditRecord).where(AuditRecord.tenant_id == who.tenant_id)
     if action is not None:
         q = q.where(AuditRecord.action == action)

@@ -13,7 +13,7 @@ from api.finance import prepare_collateral, put_artifact
 from api.finance_schemas import CollateralRequest, FinanceResultOut
 from api.problems import ApiProblem
 from api.routes._finance import CREATED, HTML, artifact, create_result, download, get_result, list_results, portfolio_of
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
 
@@ -46,12 +46,12 @@ async def create_valuation(body: CollateralRequest, request: Request, who: Princ
 @router.get("", response_model=Page[FinanceResultOut], summary="Your collateral valuations (newest first)")
 def list_valuations(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
                     paging: Paging = Depends(),
-                    who: Principal = Depends(lender), s: Session = Depends(db_session)):
+                    who: Principal = Depends(lender), s: Session = DB_SESSION):
     return list_results(s, who, "collateral", portfolio_id, paging)
 
 
 @router.get("/{valuation_id}", response_model=FinanceResultOut, summary="A collateral valuation with its audit")
-def get_valuation(valuation_id: str, who: Principal = Depends(lender), s: Session = Depends(db_session)):
+def get_valuation(valuation_id: str, who: Principal = Depends(lender), s: Session = DB_SESSION):
     from api.finance import result_out
 
     return result_out(get_result(s, who, "collateral", valuation_id))

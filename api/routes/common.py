@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.problems import problem_responses
@@ -21,8 +21,18 @@ def encode(model, data: dict[str, Any]) -> Any:
 
 
 def db_session(request: Request) -> Iterator[Session]:
+    """The request's database session, committed when the route returns (rolled back if it raises).
+
+    Declare it ``DB_SESSION``: the commit then happens *before* the response is
+    sent, so a client never holds an answer for a write that is not stored (a failed commit is a 500, not a
+    201 the idempotency store would replay), and a revoked key or a deleted loan is gone for the very next
+    request. (The default ``"request"`` scope ends the dependency after the response is sent.)"""
     with request.app.state.db.session() as s:
         yield s
+
+
+#: the request's session as routes declare it: ``s: Session = DB_SESSION`` (see :func:`db_session`)
+DB_SESSION = Depends(db_session, scope="function")
 
 
 class Paging:

@@ -13,7 +13,7 @@ from api.db.models import FinanceResult, Job, SimulationRun, utcnow
 from api.finance_schemas import FinanceResultOut
 from api.jobs import TERMINAL
 from api.problems import ApiProblem
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging, encode
 from api.schemas import JobOut, JobStatus, Page, SimulationOut
 from api.security import ANALYSTS, Principal, require_roles
 from api.services import audit, count, get_owned, page, run_out
@@ -30,7 +30,7 @@ def job_out(job: Job) -> dict[str, Any]:
 
 @router.get("", response_model=Page[JobOut], summary="List your jobs (newest first)")
 def list_jobs(status: JobStatus | None = Query(None), paging: Paging = Depends(), who: Principal = Depends(analyst),
-              s: Session = Depends(db_session)):
+              s: Session = DB_SESSION):
     q = select(Job).where(Job.tenant_id == who.tenant_id)
     if status is not None:
         q = q.where(Job.status == status)
@@ -40,13 +40,13 @@ def list_jobs(status: JobStatus | None = Query(None), paging: Paging = Depends()
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job: status, progress, ETA, log, error")
-def get_job(job_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def get_job(job_id: str, who: Principal = Depends(analyst), s: Session = DB_SESSION):
     return job_out(get_owned(s, Job, job_id, who, "job"))
 
 
 @router.get("/{job_id}/result", response_model=SimulationOut | FinanceResultOut,
             summary="The result of a succeeded job (409 while it is not finished)")
-def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = DB_SESSION):
     """A simulation result, or for collateral / quote / stress-test jobs the finance result."""
     job = get_owned(s, Job, job_id, who, "job")
     if job.status != "succeeded" or job.result_id is None:
@@ -63,7 +63,7 @@ def job_result(job_id: str, who: Principal = Depends(analyst), s: Session = Depe
              summary="Cancel a job (200 when it is cancelled now or already was; 202 while a running one stops)",
              responses={200: {"model": JobOut, "description": "Cancelled (now, or already): nothing is left to do"},
                         202: {"model": JobOut, "description": "A worker is running it: it stops at its next chunk"}})
-def cancel_job(job_id: str, request: Request, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def cancel_job(job_id: str, request: Request, who: Principal = Depends(analyst), s: Session = DB_SESSION):
     """Cancel is idempotent. A queued job is cancelled at once, and so is a running one that no worker
     of this server holds (its server stopped, or its worker died): **200** with the cancelled job. A
     job a worker is running stops at its next chunk (a finance job at once, its result discarded):

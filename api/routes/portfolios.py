@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 
 from api.db.models import Instrument, PortfolioRow
 from api.problems import ApiProblem, json_body
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import (CONTROL_CHARS, CONTROL_REASON, DEFAULT_REGION, REGION_PATTERN, AccountLevel, AccountsOut, Page,
                          PortfolioDetail, PortfolioJSON, PortfolioOut)
 from api.security import ANALYSTS, Principal, require_roles
@@ -153,7 +153,7 @@ async def create_portfolio(request: Request, who: Principal = Depends(analyst)):
 
 
 @router.get("", response_model=Page[PortfolioOut], summary="List your portfolios (newest first)")
-def list_portfolios(paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def list_portfolios(paging: Paging = Depends(), who: Principal = Depends(analyst), s: Session = DB_SESSION):
     q = select(PortfolioRow).where(PortfolioRow.tenant_id == who.tenant_id)
     total = count(s, q)
     rows = s.scalars(q.order_by(PortfolioRow.created_at.desc(), PortfolioRow.id)
@@ -163,7 +163,7 @@ def list_portfolios(paging: Paging = Depends(), who: Principal = Depends(analyst
 
 @router.get("/{portfolio_id}", response_model=PortfolioDetail, summary="A portfolio: summary and parcels (paged)")
 def get_portfolio(portfolio_id: str, request: Request, paging: Paging = Depends(), who: Principal = Depends(analyst),
-                  s: Session = Depends(db_session)):
+                  s: Session = DB_SESSION):
     row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
     df = pd.read_parquet(io.BytesIO(row.data_parquet))
     sub = df.iloc[paging.offset:paging.offset + paging.limit]
@@ -176,7 +176,7 @@ def get_portfolio(portfolio_id: str, request: Request, paging: Paging = Depends(
 def delete_portfolio(portfolio_id: str,
                      cascade: bool = Query(False, description="also delete the loans and policies registered "
                                                               "against it (each gets an audit record)"),
-                     who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+                     who: Principal = Depends(analyst), s: Session = DB_SESSION):
     """Deletes the portfolio; stored results (simulations, valuations, quotes, stress tests) are kept.
     While loans or policies are registered against it the answer is 409 ``portfolio-has-instruments``
     listing them: delete them first (each deletion is audited), or give ``cascade=true`` to delete
@@ -280,7 +280,7 @@ def portfolio_accounts(portfolio_id: str, request: Request,
                                                  description="Monte Carlo paths of the sink estimate"),
                        seed: int = Query(20260101, ge=0, le=2**63 - 1),
                        paging: Paging = Depends(), who: Principal = Depends(analyst),
-                       s: Session = Depends(db_session)):
+                       s: Session = DB_SESSION):
     row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
     state = request.app.state
     return accounts_response(state, who, row, level, paths or state.settings.accounts_default_paths, seed, paging)

@@ -21,7 +21,7 @@ from api.finance_schemas import FinanceResultOut, LayerPricingJSON, QuoteRequest
 from api.problems import ApiProblem, json_body
 from api.requestctx import current_request_id
 from api.routes._finance import CREATED, HTML, artifact, create_result, download, get_result, list_results
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging, encode
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
 from api.services import audit
@@ -52,12 +52,12 @@ async def create_quote(body: QuoteRequest, request: Request, who: Principal = De
 @router.get("/v1/quotes", response_model=Page[FinanceResultOut], summary="Your quotes (newest first)")
 def list_quotes(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
                 paging: Paging = Depends(),
-                who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+                who: Principal = Depends(underwriter), s: Session = DB_SESSION):
     return list_results(s, who, "quote", portfolio_id, paging)
 
 
 @router.get("/v1/quotes/{quote_id}", response_model=FinanceResultOut, summary="A quote with its audit")
-def get_quote(quote_id: str, who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+def get_quote(quote_id: str, who: Principal = Depends(underwriter), s: Session = DB_SESSION):
     return result_out(get_result(s, who, "quote", quote_id))
 
 
@@ -186,12 +186,12 @@ async def create_layer_price(request: Request, who: Principal = Depends(underwri
 
 @router.get("/v1/layer-pricing", response_model=Page[FinanceResultOut], summary="Your layer prices (newest first)")
 def list_layer_prices(paging: Paging = Depends(), who: Principal = Depends(underwriter),
-                      s: Session = Depends(db_session)):
+                      s: Session = DB_SESSION):
     return list_results(s, who, "layer", None, paging)
 
 
 @router.get("/v1/layer-pricing/{layer_id}", response_model=FinanceResultOut, summary="A layer price with its audit")
-def get_layer_price(layer_id: str, who: Principal = Depends(underwriter), s: Session = Depends(db_session)):
+def get_layer_price(layer_id: str, who: Principal = Depends(underwriter), s: Session = DB_SESSION):
     return result_out(get_result(s, who, "layer", layer_id))
 
 

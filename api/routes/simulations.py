@@ -17,7 +17,7 @@ from api.db.models import PortfolioRow, SimulationRun
 from api.jobs import create_job
 from api.problems import ApiProblem, engine_problem
 from api.requestctx import current_request_id
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session, encode
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging, encode
 from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
@@ -56,14 +56,14 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
                                  limit=limit, cells=n)
             if body.mode == "job" or n > state.settings.sync_max_cells:
                 job = create_job(s, tenant_id=who.tenant_id, key_id=who.key_id, kind="simulation", request=req,
-                                 request_id=rid)
+                                 request_id=rid, max_active=state.settings.max_active_jobs_per_tenant)
                 audit(s, who, "simulation.submit", "job", job.id, request=req, cells=n)
                 return "job", job_out(job), pf
             return "sync", None, pf
 
     kind, job, pf = await run_in_threadpool(prepare)
     if kind == "job":
-        state.jobs.submit(job["id"])
+        state.jobs.submit(job["id"], who.tenant_id)
         return JSONResponse(encode(JobOut, job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
     # the engine runs in the compute pool (api.compute): the event loop and other requests go on
@@ -87,7 +87,7 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
 @router.get("", response_model=Page[SimulationOut], summary="List your simulation results (newest first)")
 def list_simulations(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
                      paging: Paging = Depends(),
-                     who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+                     who: Principal = Depends(analyst), s: Session = DB_SESSION):
     q = select(SimulationRun).where(SimulationRun.tenant_id == who.tenant_id)
     if portfolio_id is not None:
         q = q.where(SimulationRun.portfolio_id == portfolio_id)
@@ -98,7 +98,7 @@ def list_simulations(portfolio_id: str | None = Query(None, max_length=40, patte
 
 
 @router.get("/{simulation_id}", response_model=SimulationOut, summary="A simulation result with its audit trail")
-def get_simulation(simulation_id: str, who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+def get_simulation(simulation_id: str, who: Principal = Depends(analyst), s: Session = DB_SESSION):
     return run_out(get_owned(s, SimulationRun, simulation_id, who, "simulation"))
 
 
@@ -108,7 +108,7 @@ def simulation_summary(simulation_id: str, level: Level | None = None,
                        group: str | None = Query(None, max_length=300),
                        metric: str | None = Query(None, max_length=60),
                        year: int | None = Query(None, ge=0, le=199), paging: Paging = Depends(),
-                       who: Principal = Depends(analyst), s: Session = Depends(db_session)):
+                       who: Principal = Depends(analyst), s: Session = DB_SESSION):
     run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
     if level == "parcel":  # parcels have horizon results only, not yearly rows
         raise ApiProblem(422, f"parcel results are not yearly summary rows: GET /v1/simulations/{run.id}/parcels",
@@ -155,7 +155,7 @@ def _parcel_units(columns) -> dict[str, str]:
             summary="Per-parcel horizon results of a run with the 'parcel' level (paged)")
 def simulation_parcels(simulation_id: str, parcel_id: str | None = Query(None, max_length=200),
                        paging: Paging = Depends(), who: Principal = Depends(analyst),
-                       s: Session = Depends(db_session)):
+                       s: Session = DB_SESSION):
     """One row per parcel (portfolio order): its stock today and, over the run's horizon, the mean and
     Monte Carlo standard error of the end stock, cumulative loss, cumulative credits and mean annual
     sink (tCO2e; ``units`` names each column). Pages carry the run's ``provenance`` like the summary
@@ -180,7 +180,7 @@ def simulation_parcels(simulation_id: str, parcel_id: str | None = Query(None, m
 @router.get("/{simulation_id}/event-loss-table", response_model=Page[dict[str, Any]],
             summary="Event loss table rows (when the run kept one; paged)")
 def simulation_elt(simulation_id: str, paging: Paging = Depends(), who: Principal = Depends(analyst),
-                   s: Session = Depends(db_session)):
+                   s: Session = DB_SESSION):
     run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
     if run.elt_parquet is None:
         raise ApiProblem(404, "this run kept no event loss table (set loss_table_level)", kind="not-found")
@@ -195,7 +195,7 @@ def simulation_elt(simulation_id: str, paging: Paging = Depends(), who: Principa
             summary="Five-level carbon accounts of the run's portfolio, with the run's seed and paths")
 def simulation_accounts(simulation_id: str, request: Request, level: AccountLevel | None = None,
                         paging: Paging = Depends(), who: Principal = Depends(analyst),
-                        s: Session = Depends(db_session)):
+                        s: Session = DB_SESSION):
     """The accounts (stock today, expected first-year sink and loss) of the portfolio the run used,
     estimated with the run's seed and number of paths (the first year of the run)."""
     run = get_owned(s, SimulationRun, simulation_id, who, "simulation")

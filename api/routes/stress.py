@@ -15,7 +15,7 @@ from api.finance import prepare_stress, result_out
 from api.finance_schemas import FinanceResultOut, StressRequest
 from api.problems import ApiProblem
 from api.routes._finance import CREATED, HTML, XLSX_TYPE, artifact, create_result, download, get_result, list_results
-from api.routes.common import AUTH_PROBLEMS, Paging, db_session
+from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, AccountLevel, Page
 from api.security import Principal, require_roles
 from api.services import page
@@ -42,13 +42,13 @@ async def create_stress_test(body: StressRequest, request: Request, who: Princip
 @router.get("", response_model=Page[FinanceResultOut], summary="Your stress tests (newest first)")
 def list_stress_tests(portfolio_id: str | None = Query(None, max_length=40, pattern=ID_PATTERN),
                       paging: Paging = Depends(),
-                      who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+                      who: Principal = Depends(bureau), s: Session = DB_SESSION):
     return list_results(s, who, "stress_test", portfolio_id, paging)
 
 
 @router.get("/{stress_test_id}", response_model=FinanceResultOut,
             summary="A stress test: headline tables (the large ones under /tables)")
-def get_stress_test(stress_test_id: str, who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+def get_stress_test(stress_test_id: str, who: Principal = Depends(bureau), s: Session = DB_SESSION):
     return result_out(get_result(s, who, "stress_test", stress_test_id))
 
 
@@ -56,7 +56,7 @@ def get_stress_test(stress_test_id: str, who: Principal = Depends(bureau), s: Se
             summary="One table of a stress test, filtered and paged")
 def stress_table(stress_test_id: str, table: TABLES, scenario: str | None = Query(None, max_length=120),
                  level: str | None = Query(None, max_length=40), metric: str | None = Query(None, max_length=80),
-                 paging: Paging = Depends(), who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+                 paging: Paging = Depends(), who: Principal = Depends(bureau), s: Session = DB_SESSION):
     result = get_result(s, who, "stress_test", stress_test_id).result
     rows = result.get(table) or []
     for key, want in (("scenario", scenario), ("level", level), ("metric", metric)):
@@ -71,7 +71,7 @@ def stress_table(stress_test_id: str, table: TABLES, scenario: str | None = Quer
 def stress_accounts(stress_test_id: str, scenario: str = Query("baseline", max_length=120),
                     level: AccountLevel | None = Query(None, description="one level of the table (default: all)"),
                     format: Literal["table", "tree"] = Query("table"), paging: Paging = Depends(),
-                    who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+                    who: Principal = Depends(bureau), s: Session = DB_SESSION):
     """Province -> city -> county -> township -> village: stock, sink, credits, losses by peril and
     value, each level the exact sum of the villages below it
     (``finance_engine.stress.accounts.scenario_accounts`` with the run's seed, paths and years)."""
@@ -94,7 +94,7 @@ def stress_accounts(stress_test_id: str, scenario: str = Query("baseline", max_l
 
 @router.get("/{stress_test_id}/report", response_class=HTMLResponse, responses=HTML,
             summary="The HTML stress-test report (a download; plots embedded, works offline)")
-def stress_report(stress_test_id: str, who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+def stress_report(stress_test_id: str, who: Principal = Depends(bureau), s: Session = DB_SESSION):
     row = get_result(s, who, "stress_test", stress_test_id)
     a = artifact(s, row.id, "report.html")
     if a is None:
@@ -105,7 +105,7 @@ def stress_report(stress_test_id: str, who: Principal = Depends(bureau), s: Sess
 @router.get("/{stress_test_id}/workbook", responses={200: {"content": {XLSX_TYPE: {"schema": {
     "type": "string", "format": "binary"}}}, "description": "an Excel download"}},
             summary="The stress-test Excel workbook (a sheet per table)")
-def stress_workbook(stress_test_id: str, who: Principal = Depends(bureau), s: Session = Depends(db_session)):
+def stress_workbook(stress_test_id: str, who: Principal = Depends(bureau), s: Session = DB_SESSION):
     row = get_result(s, who, "stress_test", stress_test_id)
     a = artifact(s, row.id, "report.xlsx")
     if a is None:

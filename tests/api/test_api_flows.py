@@ -362,3 +362,20 @@ def test_idempotency_replays_and_rejects_a_different_body(env):
     u1 = c.post("/v1/portfolios", headers=hu, files={"file": ("p.csv", csv_bytes(5), "text/csv")}, data={"name": "i"})
     u2 = c.post("/v1/portfolios", headers=hu, files={"file": ("p.csv", csv_bytes(5), "text/csv")}, data={"name": "i"})
     assert u1.status_code == 201 and u2.json()["id"] == u1.json()["id"]
+
+
+def test_concurrent_deletes_of_one_loan_answer_204_once_with_one_audit_record(env):
+    """Four clients delete the same loan at once: one 204 and one ``loan.delete`` audit record; the others
+    404 (the delete is conditional on the row), on SQLite and PostgreSQL alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, h = env.client, env.h("bank")
+    pid = env.portfolios[("bank", "a")]
+    for _ in range(3):
+        loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h,
+                      json={"name": "L", "terms": {"amount_cny": 1e5, "term_years": 3, "rate": 0.04}}).json()["id"]
+        with ThreadPoolExecutor(4) as ex:
+            codes = sorted(ex.map(lambda _: c.delete(f"/v1/loans/{loan}", headers=h).status_code, range(4)))
+        assert codes == [204, 404, 404, 404], codes
+        audit = c.get(f"/v1/audit?resource_id={loan}", headers=h).json()["items"]
+        assert [a["action"] for a in audit].count("loan.delete") == 1, audit

@@ -561,12 +561,13 @@ def test_a_loan_terms_error_names_one_field_whichever_path_meets_it(env, monkeyp
     # the engine's own error (as a later code version might refuse a term the pre-check let through): the task
     # (run in the server's threads here) refuses a term beyond a horizon of 2 years
     monkeypatch.setitem(fin.TASKS, "collateral",
-                        lambda ref, req: check_loan_terms({**req["terms"], "crediting_horizon_years": 2}))
+                        lambda ref, req, **_: check_loan_terms({**req["terms"], "crediting_horizon_years": 2}))
     for body, terms, field in cases:
         for mode in ("auto", "job"):
             assert fields(post(mode, {**terms, "crediting_horizon_years": 10}, **body)) == [field], (body, terms, mode)
     # a rate, which the registry calls rate
-    monkeypatch.setitem(fin.TASKS, "collateral", lambda ref, req: check_loan_terms({**req["terms"], "interest_rate": -1}))
+    monkeypatch.setitem(fin.TASKS, "collateral",
+                        lambda ref, req, **_: check_loan_terms({**req["terms"], "interest_rate": -1}))
     for mode in ("auto", "job"):
         assert fields(post(mode, None, loan_id=loan)) == ["loan/terms/rate"], mode
         assert fields(post(mode, {"interest_rate": 0.05}, loan_id=loan)) == ["body/terms/interest_rate"], mode
@@ -676,3 +677,149 @@ def test_the_service_starts_without_loading_the_valuation_engine():
             "t.LoanTermsError and c.check_loan_terms is t.check_loan_terms)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"], out
+
+
+def test_a_write_is_committed_before_its_answer_and_a_failed_commit_is_no_success(fresh, monkeypatch):
+    """The request's session commits before the response is sent (``Depends(db_session, scope="function")``):
+    a commit that fails answers 500 -- not a 201 for a loan that was never stored, which the idempotency store
+    would then replay for a day -- and the same request with the same key succeeds once the database does;
+    a key revoked by one request is refused by the next."""
+    from sqlalchemy.orm import Session as OrmSession
+
+    e = fresh()
+    c, h = e.client, e.h("bank")
+    pid = upload(c, h)
+    real_commit, failing = OrmSession.commit, {"on": False}
+
+    def commit(self):
+        if failing["on"] and any(isinstance(o, Instrument) for o in self.new):
+            raise RuntimeError("disk full")
+        return real_commit(self)
+    monkeypatch.setattr(OrmSession, "commit", commit)
+    body = {"name": "L", "terms": {"amount_cny": 1e5, "term_years": 3, "rate": 0.04}}
+    hk = {**h, "Idempotency-Key": "loan-commit-1"}
+    failing["on"] = True
+    r = c.post(f"/v1/portfolios/{pid}/loans", headers=hk, json=body)
+    assert_problem(r, 500)
+    assert c.get("/v1/loans", headers=h).json()["total"] == 0
+    failing["on"] = False
+    again = c.post(f"/v1/portfolios/{pid}/loans", headers=hk, json=body)
+    assert again.status_code == 201 and "Idempotency-Replayed" not in again.headers, again.text
+    assert c.get(f"/v1/loans/{again.json()['id']}", headers=h).status_code == 200
+    # revocation: effective for the next request
+    admin = e.h("admin")
+    tenant = next(t for t in c.get("/v1/admin/tenants", headers=admin).json()["items"] if t["name"] == "bank-a")
+    made = c.post(f"/v1/admin/tenants/{tenant['id']}/keys", headers=admin, json={})
+    assert made.status_code == 201, made.text
+    key2 = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert c.get("/v1/loans", headers=key2).status_code == 200
+    assert c.post(f"/v1/admin/keys/{made.json()['id']}/revoke", headers=admin).status_code == 200
+    assert_problem(c.get("/v1/loans", headers=key2), 401)
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("[" * 50_000 + "]" * 50_000, "too long"),                      # crashed the C loader (segfault)
+    ("a: " + "[" * 40 + "]" * 40, "levels deep"),
+    ("a0: &a0 [x, x]\n" + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8)),
+     "aliases"),                                                      # 7 levels: 10^7 values once expanded
+    ("v: [" + ", ".join(["1"] * 20_001) + "]", "values"),
+])
+def test_inline_yaml_scenarios_are_bounded_before_they_are_built(env, text, reason):
+    """An inline scenario's YAML text is checked on the parser's events before anything is built: length,
+    depth, node count and no anchors/aliases. Each bomb is a 422 naming the scenario, at once."""
+    import time
+
+    from models._yaml import load_untrusted_yaml
+
+    with pytest.raises(ValueError, match=reason if reason != "too long" else "characters long"):
+        load_untrusted_yaml(text)
+    assert load_untrusted_yaml("name: x\nhazard: {fire: 2}") == {"name": "x", "hazard": {"fire": 2}}
+    c, h = env.client, env.h("bureau")
+    pid = upload(c, h, csv_bytes(5))
+    t0 = time.perf_counter()
+    r = c.post("/v1/stress-tests", headers=h, json={"portfolio_id": pid, "inline_scenarios": [text], "years": 1,
+                                                    "paths": 8})
+    assert time.perf_counter() - t0 < 5
+    body = assert_problem(r, 422)
+    assert "inline_scenarios" in r.text and body["errors"][0]["field"].startswith("body/inline_scenarios/0"), body
+
+
+@pytest.mark.parametrize("path", ["/v1/portfolios", "/v1/simulations", "/v1/layer-pricing", "/v1/stress-tests"])
+def test_a_deeply_nested_json_body_is_a_422_naming_the_body(env, path):
+    """JSON nested beyond the parser's recursion (the routes that parse their own body and those FastAPI
+    parses) answers 422 ``validation-error`` naming ``body``, never a 500 or a bare 400."""
+    r = env.client.post(path, headers={**env.h("bureau"), "Content-Type": "application/json"},
+                        content=b"[" * 100_000 + b"]" * 100_000)
+    body = assert_problem(r, 422, "validation-error")
+    assert body["errors"] == [{"field": "body", "reason": "the body's JSON nests too deeply to be read"}], body
+
+
+def test_a_body_without_a_valid_key_is_refused_before_it_is_read(fresh):
+    """A request to /v1/ that sends a body is authenticated first: without a key, or with an unknown one, it
+    is 401 without reading the body (a body far over the size limit gets 401, not 413, and the server never
+    reads the chunks of a streamed one); with a key the body is read and limited as before."""
+    e = fresh(max_body_bytes=20_000)
+    c = e.client
+    read = {"chunks": 0}
+
+    def stream():
+        for _ in range(50):
+            read["chunks"] += 1
+            yield b"x" * 10_000
+    for headers in ({}, {"Authorization": "Bearer cre_nothing_here"}):
+        r = c.post("/v1/portfolios", headers={**headers, "Content-Type": "application/json"}, content=stream())
+        assert_problem(r, 401, "unauthenticated")
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert read["chunks"] <= 2, read  # at most what the client had sent before the answer
+    big = c.post("/v1/portfolios", headers={**e.h("bank"), "Content-Type": "application/json"},
+                 content=b"x" * 30_000)
+    assert_problem(big, 413)
+    ok = c.post("/v1/simulations", headers=e.h("bank"), json={"portfolio_id": "pf_nope", "years": 1, "paths": 8})
+    assert_problem(ok, 404)  # the key checked before the body is the app's caller too
+
+
+def test_a_request_path_cannot_forge_a_log_line(env, caplog):
+    """The access log escapes control characters of the (percent-decoded) path."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="carbon_risk"):
+        env.client.get("/v1/x%0aFAKE%20200", headers=env.h("bank"))
+    lines = [r.getMessage() for r in caplog.records if "FAKE" in r.getMessage()]
+    assert lines and all("\n" not in m and "\\n" in m for m in lines), lines
+
+
+def test_jobs_run_in_turn_by_tenant():
+    """The job queue hands out one job per tenant in turn, each tenant's in the order they came."""
+    import queue as queue_mod
+
+    from api.jobs import FairQueue
+
+    q = FairQueue()
+    for i in range(4):
+        q.put(f"bank-{i}", "bank")
+    q.put("bureau-0", "bureau")
+    q.put("insurer-0", "insurer")
+    q.put("bureau-1", "bureau")
+    assert len(q) == 7
+    assert [q.get(0) for _ in range(7)] == ["bank-0", "bureau-0", "insurer-0", "bank-1", "bureau-1", "bank-2",
+                                            "bank-3"]
+    with pytest.raises(queue_mod.Empty):
+        q.get(0.01)
+
+
+def test_a_tenant_may_have_only_so_many_jobs_queued_or_running(fresh):
+    """One job more than ``max_active_jobs_per_tenant`` is a 429 ``too-many-jobs`` (with Retry-After), stored
+    nowhere; another tenant is not affected; a cancelled job frees its place."""
+    e = fresh(start_jobs=False, max_active_jobs_per_tenant=2)
+    c = e.client
+    body = lambda pid: {"portfolio_id": pid, "years": 1, "paths": 8, "mode": "job"}  # noqa: E731
+    pa, pb = upload(c, e.h("bank")), upload(c, e.h("bank", "b"))
+    jobs = [c.post("/v1/simulations", headers=e.h("bank"), json=body(pa)) for _ in range(2)]
+    assert [r.status_code for r in jobs] == [202, 202]
+    over = c.post("/v1/simulations", headers=e.h("bank"), json=body(pa))
+    p = assert_problem(over, 429, "too-many-jobs")
+    assert over.headers["Retry-After"] and p["limit"] == 2 and p["active_jobs"] == 2
+    assert c.get("/v1/jobs", headers=e.h("bank")).json()["total"] == 2
+    assert c.post("/v1/simulations", headers=e.h("bank", "b"), json=body(pb)).status_code == 202
+    assert c.post(f"/v1/jobs/{jobs[0].json()['id']}/cancel", headers=e.h("bank")).status_code == 200
+    assert c.post("/v1/simulations", headers=e.h("bank"), json=body(pa)).status_code == 202
