@@ -287,7 +287,10 @@ def engine_cover(cover: dict[str, Any] | None, policy: dict[str, Any] | None) ->
     """The cover dict for ``finance_engine.insurance.cover_from_dict``.
 
     From a registered policy: a stock-loss cover on its perils, with its deductible (CNY, annual
-    aggregate) and limit (default: the sum insured); the request's ``cover`` fields override."""
+    aggregate) and limit (default: the sum insured); the request's ``cover`` fields override. A null
+    field is "not given" (the engine's default: for ``limit_cny`` no limit, or for a sink index the value
+    of the triggered sink); an unlimited sink index says ``"limit_cny": "unlimited"``, as its stored
+    ``to_dict`` does, so a stored cover rebuilds to the same terms."""
     d: dict[str, Any] = {}
     if policy is not None:
         d = {"kind": "stock-loss", "perils": list(policy["perils"]),

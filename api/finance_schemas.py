@@ -120,7 +120,9 @@ class CoverIn(Strict):
                                                                              "default: the price model's start price)")
     perils: list[Peril] | None = Field(None, min_length=1, description="stock-loss")
     deductible: DeductibleIn | None = Field(None, description="stock-loss")
-    limit_cny: float | None = Field(None, gt=0, le=1e15)
+    limit_cny: Annotated[float, Field(gt=0, le=1e15)] | Literal["unlimited"] | None = Field(
+        None, description="annual limit in CNY, or \"unlimited\"; null/omitted: none for stock-loss and "
+                                         "price-floor, the value of the triggered sink for sink-index")
     participation: float | None = Field(None, gt=0, le=1)
     trigger_fraction: float | None = Field(None, gt=0, le=2, description="sink-index")
     expected_sink_tco2e: float | None = Field(None, gt=0, le=1e12, description="sink-index")
@@ -159,8 +161,11 @@ class QuoteRequest(Strict):
     years: int = Field(1, ge=1, le=100, description="policy years simulated per path")
     seed: int = Field(2026, ge=0, le=2**63 - 1)
     loading: LoadingIn | None = None
-    subsidy: str | None = Field("commercial_forest", max_length=60, pattern=r"^[a-z][a-z0-9_]*$")
-    subsidised: bool = True
+    subsidy: str | None = Field(None, max_length=60, pattern=r"^[a-z][a-z0-9_]*$",
+                                description="subsidy scheme (commercial_forest, public_welfare_forest, ...); null "
+                                            "(default): none, carbon covers are not in the central forest-insurance "
+                                            "subsidy")
+    subsidised: bool | None = Field(None, description="rate band to check; null: subsidised when a budget pays part")
     layers: list[LayerIn] = Field(default_factory=list, max_length=10)
     quota_share: float = Field(0.0, ge=0, lt=1)
     account_level: Level | None = "county"

@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 from finance_engine.insurance import InsuranceInputError
-from finance_engine.insurance.basis_risk import basis_risk
+from finance_engine.insurance.basis_risk import basis_risk, protection_gap
 from finance_engine.insurance.covers import (CoverError, Deductible, PriceFloorCover, SinkIndexCover, StockLossCover,
                                              cover_from_dict, measured_sink_index, price_floor_losses,
-                                             sink_index_losses, stock_loss_losses)
+                                             sink_index_losses, stock_loss_losses, subset_losses)
 from finance_engine.price import PriceModelParams, simulate_price_paths
 
 
@@ -197,3 +197,88 @@ def test_price_floor_bad_input_and_round_trip():
         assert cover_from_dict(c.to_dict()) == c
     with pytest.raises(CoverError, match="unknown cover kind"):
         cover_from_dict({"kind": "hail"})
+
+
+# ---- basis risk against the perfect-index payout; protection gap -----------------------------------------
+def test_a_perfect_index_has_no_basis_risk_and_error_adds_some():
+    s = _sink()
+    base = dict(price_cny_per_tco2e=35.0, trigger_fraction=0.8, expected_sink_tco2e=1000.0)
+    perfect = sink_index_losses(s, SinkIndexCover(**base), seed=3)
+    # the perfect-index payout is the contract on the true sink: 35 min((800 - S)+, 800), by hand
+    np.testing.assert_allclose(perfect.perfect_index_payout_cny, 35.0 * np.clip(800.0 - s[0], 0.0, 800.0))
+    np.testing.assert_array_equal(perfect.annual_payout_cny, perfect.perfect_index_payout_cny)
+    br = basis_risk(perfect.annual_payout_cny, perfect.perfect_index_payout_cny)
+    assert (br.prob_loss_no_payout, br.prob_payout_no_loss, br.rmse_cny, br.mean_difference_cny) == (0, 0, 0, 0)
+    # against the true loss the same perfect index "misses" every year with 800 <= S < 1000: that is the
+    # contract's retention (a protection gap), not basis risk
+    gap = protection_gap(perfect.perfect_index_payout_cny, perfect.true_loss_cny)
+    in_retention = (s[0] >= 800) & (s[0] < 1000)
+    assert gap.prob_loss_no_payout_by_design == pytest.approx(in_retention.mean())
+    assert gap.prob_loss_no_payout_by_design == pytest.approx(stats.norm.cdf(0) - stats.norm.cdf(-0.5), abs=0.03)
+    # E[gap] = 35 E[min((1000 - S)+, 200)] = 35 int_0^200 P(1000 - S > x) dx for S ~ N(1000, 400^2) (the
+    # limit 800 x 35 is not reached: S > -800 in these draws)
+    from scipy import integrate
+
+    assert s.min() > -800
+    closed = 35.0 * integrate.quad(lambda x: stats.norm.sf(x / 400.0), 0.0, 200.0)[0]
+    assert gap.mean_gap_cny == pytest.approx(closed, rel=0.05)
+    for cv in (0.05, 0.2):
+        noisy = sink_index_losses(s, SinkIndexCover(**base, error="normal", error_cv=cv), seed=3)
+        b = basis_risk(noisy.annual_payout_cny, noisy.perfect_index_payout_cny)
+        assert b.rmse_cny > 0 and b.prob_loss_no_payout > 0 and b.prob_payout_no_loss > 0
+        np.testing.assert_array_equal(noisy.perfect_index_payout_cny, perfect.perfect_index_payout_cny)
+    more = sink_index_losses(s, SinkIndexCover(**base, error="normal", error_cv=0.2), seed=3)
+    less = sink_index_losses(s, SinkIndexCover(**base, error="normal", error_cv=0.05), seed=3)
+    assert (basis_risk(more.annual_payout_cny, more.perfect_index_payout_cny).rmse_cny
+            > basis_risk(less.annual_payout_cny, less.perfect_index_payout_cny).rmse_cny)
+
+
+def test_replicates_re_estimate_the_expected_sink_on_the_kept_paths():
+    rng = np.random.default_rng(4)
+    s = 1000.0 + 400.0 * rng.standard_normal((2, 50))                  # 2 policy years x 50 paths
+    cov = SinkIndexCover(35.0, 0.8, error="normal", error_cv=0.1)
+    full = sink_index_losses(s, cov, seed=5, path_ids=np.arange(100, 150))
+    keep_paths = rng.random(50) < 0.6
+    keep = np.repeat(keep_paths, 2)                                     # path-major: a path's 2 years together
+    rep = subset_losses(full, keep)
+    # independently: the cover on the kept columns alone, E their own mean, the same keyed errors
+    direct = sink_index_losses(s[:, keep_paths], cov, seed=5, path_ids=np.arange(100, 150)[keep_paths])
+    np.testing.assert_allclose(rep.annual_payout_cny, direct.annual_payout_cny)
+    np.testing.assert_allclose(rep.index["expected_sink_tco2e"], np.repeat(s[:, keep_paths].mean(axis=1)[None], keep_paths.sum(), 0).ravel())
+    assert not np.allclose(rep.index["expected_sink_tco2e"], full.index["expected_sink_tco2e"][keep])
+    # a given expected sink is a fixed contract term: subsets are plain slices
+    fixed = sink_index_losses(s, SinkIndexCover(35.0, 0.8, expected_sink_tco2e=1000.0), seed=5)
+    assert fixed.replicate is None
+    np.testing.assert_array_equal(subset_losses(fixed, keep).annual_payout_cny, fixed.annual_payout_cny[keep])
+    with pytest.raises(InsuranceInputError, match="whole paths"):
+        subset_losses(full, np.r_[True, False, np.ones(98, bool)])
+
+
+# ---- an unlimited cover stays unlimited through JSON ----------------------------------------------------
+@pytest.mark.parametrize("cover", [
+    SinkIndexCover(35.0, 1.0, limit_cny=math.inf),
+    SinkIndexCover(35.0, 0.8),                                          # the default limit (triggered sink)
+    SinkIndexCover(35.0, 0.8, limit_cny=5e5),
+    StockLossCover(60.0), StockLossCover(60.0, limit_cny=1e6),
+    PriceFloorCover(55.0, 1e4), PriceFloorCover(55.0, 1e4, limit_cny=2e5),
+])
+def test_cover_terms_round_trip_through_json(cover):
+    import json
+
+    d = json.loads(json.dumps(cover.to_dict(), allow_nan=False))
+    back = cover_from_dict(d)
+    assert back == cover and back.limit_cny == cover.limit_cny
+    if cover.limit_cny is not None and math.isinf(cover.limit_cny):
+        assert d["limit_cny"] == "unlimited"
+    # an unlimited and a default-limit sink index differ after the trip, as before it
+    assert cover_from_dict({**d, "limit_cny": "unlimited"}).limit_cny == math.inf
+
+
+def test_an_unlimited_sink_index_pays_beyond_the_default_limit():
+    s = np.array([[1000.0, -2000.0]])
+    unlimited = sink_index_losses(s, cover_from_dict({"kind": "sink-index", "price_cny_per_tco2e": 10.0,
+                                                      "trigger_fraction": 0.8, "expected_sink_tco2e": 1000.0,
+                                                      "limit_cny": "unlimited"}))
+    np.testing.assert_allclose(unlimited.annual_payout_cny, [0.0, 28_000.0])   # 10 x (800 + 2000), no cap at 8000
+    with pytest.raises(CoverError, match="limit_cny"):
+        SinkIndexCover(10.0, limit_cny="lots")

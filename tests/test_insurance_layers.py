@@ -299,3 +299,32 @@ def test_rate_on_line_of_a_denormal_limit_is_finite():
     elt = pd.DataFrame({"year": [0, 1, 2], "event_id": [0, 1, 2], "loss": [1.0, 0.0, 3.0]})
     r = price_layer(elt, 3, 0.5, 5e-324, share=0.5)
     assert math.isfinite(r.pure_rate_on_line) and 0.0 <= r.pure_rate_on_line <= 1.0
+
+
+# ---- exhaustion is counted only in years the layer pays ----------------------------------------------
+def test_exhaustion_with_an_aggregate_deductible_needs_the_layer_to_pay(small_elt):
+    # A = 10, C = 15: Z = 15 (the 30 event uses up the per-event cover), 0, 2, 0, 10. An aggregate
+    # deductible of 20 absorbs every year: nothing attaches, so nothing can be exhausted (the event of
+    # 30 did reach A + C, which was counted as an exhaustion before)
+    r = price_layer(small_elt, 5, 10.0, 15.0, aggregate_deductible=20.0)
+    np.testing.assert_allclose(r.annual_loss, 0.0)
+    assert r.prob_attachment == 0.0 and r.prob_exhaustion == 0.0
+    # deductible 12: year 0 pays 3 (and had the exhausting event), year 4 pays nothing
+    r = price_layer(small_elt, 5, 10.0, 15.0, aggregate_deductible=12.0)
+    np.testing.assert_allclose(r.annual_loss, [3, 0, 0, 0, 0])
+    assert r.prob_attachment == pytest.approx(1 / 5) and r.prob_exhaustion == pytest.approx(1 / 5)
+    np.testing.assert_array_equal(r.annual_exhausted, [True, False, False, False, False])
+    # with an aggregate limit, exhaustion is the year's recovery reaching it
+    r = price_layer(small_elt, 5, 10.0, 15.0, aggregate_deductible=12.0, aggregate_limit=3.0)
+    np.testing.assert_array_equal(r.annual_exhausted, r.annual_loss >= 3.0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"aggregate_deductible": 15.0}, {"aggregate_deductible": 40.0},
+                                {"aggregate_limit": 25.0}, {"aggregate_deductible": 10.0, "aggregate_limit": 25.0},
+                                {"reinstatements": (1, 1.0)}, {"basis": "aggregate"}])
+def test_exhaustion_never_exceeds_attachment(exp_elt, kw):
+    r = price_layer(exp_elt, N_YEARS, A, C, **kw)
+    assert r.prob_exhaustion <= r.prob_attachment
+    assert not (r.annual_exhausted & (r.annual_loss <= 0)).any()          # year by year
+    assert r.prob_exhaustion == pytest.approx(r.annual_exhausted.mean())
+    assert r.expected_events_in_layer == pytest.approx(r.annual_events_in_layer.mean())

@@ -70,9 +70,14 @@ def test_remote_layer_is_loaded_on_its_tvar_at_the_capital_level():
     assert lay["reinsurance_premium_cny"] == pytest.approx(0.12 + 0.06 * (24.0 - 0.12))
     assert lay["multiple"] == pytest.approx(1 + 0.06 * 199)                   # 12.94, was 1.00
     assert "TVaR" in lay["loading_method"] and lay["loading_parameters"]["measure"] == "tvar"
-    # the policy itself keeps the VaR 99.5 % load: VaR_0.995 of the annual payout is 0 here too
-    assert q.premium["loading_parameters"]["measure"] == "var"
-    assert q.premium["risk_load_cny"] == 0.0
+    # the policy is loaded on the same measure: its annual payout (3 years of 150 in 1,000) has VaR_0.995 = 0
+    # but TVaR_0.995 = 3 x 150 / 5 = 90, E = 0.45: a non-zero load, and a 100 % stop loss on the whole
+    # payout costs exactly the policy's risk-loaded premium
+    assert q.premium["loading_parameters"]["measure"] == "tvar"
+    assert q.premium["risk_load_cny"] == pytest.approx(0.06 * (90.0 - 0.45))
+    stop = _quote(CoverLosses(annual, ev), loading=Loading("coc", 0.06, 0.2, 0.05),
+                  layers=[LayerSpec(0.0, 1e9, basis="aggregate")])
+    assert stop.layers[0]["reinsurance_premium_cny"] == pytest.approx(stop.premium["risk_loaded_premium_cny"])
 
 
 # ---- finding 6: rate on line on the upfront premium ------------------------------------------------
@@ -138,9 +143,12 @@ def test_premium_errors_are_a_jackknife_over_whole_parameter_sets():
                parameter_set_size=m, si=si, area=area, tco2e=tco2e)
     p = q.premium
 
-    def coc(v):                                            # E + 6 % (x_(ceil(n 0.995)) - E), by hand
+    def coc(v):                                            # E + 6 % (TVaR_0.995 - E), by hand
         s = np.sort(v)
-        return v.mean() + 0.06 * max(s[math.ceil(v.size * 0.995) - 1] - v.mean(), 0.0)
+        k = v.size * 0.995                                 # tail of mass n - k: x_(ceil k) weighted ceil(k) - k
+        j = math.ceil(k - 1e-9)
+        tvar = (s[j:].sum() + (j - k) * s[j - 1]) / (v.size - k)
+        return v.mean() + 0.06 * max(tvar - v.mean(), 0.0)
 
     group = np.repeat((np.arange(paths) // m) % 10, years)     # 50 sets dealt round-robin into 10 groups
     reps = []
@@ -264,3 +272,123 @@ def test_price_floor_on_a_quarterly_price_model_pays_on_year_end_prices(engine_r
     assert q.risk["aal"]["n_years"] == 128
     # the ground-up losses by peril are shown for information: a price floor covers none of them
     assert q.aal_by_peril and not any(r["covered"] for r in q.aal_by_peril)
+
+
+# ---- review 2, finding 9: Monte Carlo errors of the probabilities, layer and capital figures ------------
+def test_new_figure_errors_match_the_spread_across_independent_runs():
+    # 150 runs of 400 paths x 3 years in parameter sets of 8 sharing a loss rate; each figure's reported
+    # error (rms over runs) against its sd across runs
+    rng = np.random.default_rng(11)
+    keys = {"prob_payout": [], "attach": [], "exhaust": [], "events": [], "cost": [], "capital": []}
+    errs = {k: [] for k in keys}
+    for _ in range(150):
+        x = _frailty_sample(rng, 400, 3, 8)
+        q = _quote(_cover(x), loading=Loading("coc", 0.06, 0.2, 0.05), paths_years=(400, 3), parameter_set_size=8,
+                   layers=[LayerSpec(10.0, 20.0)], subsidy="commercial_forest")
+        lay = q.layers[0]
+        for k, v, e in (("prob_payout", q.risk["prob_payout"], q.risk["prob_payout_mc_se"]),
+                        ("attach", lay["prob_attachment"], lay["prob_attachment_mc_se"]),
+                        ("exhaust", lay["prob_exhaustion"], lay["prob_exhaustion_mc_se"]),
+                        ("events", lay["expected_events_in_layer"], lay["expected_events_in_layer_mc_se"]),
+                        ("cost", q.capital["cost_of_reinsurance_cny"], q.capital["cost_of_reinsurance_mc_se_cny"]),
+                        ("capital", q.premium["loading_parameters"]["capital"],
+                         q.premium["loading_parameters"]["capital_mc_se_cny"])):
+            keys[k].append(v)
+            errs[k].append(e)
+        # the subsidy amounts' errors are the shares of the gross premium's
+        g_se = q.premium["gross_premium_mc_se_cny"]
+        assert q.subsidy["amounts_mc_se_cny"]["central"] == pytest.approx(0.30 * g_se)
+        assert q.subsidy["amounts_mc_se_cny"]["insured"] == pytest.approx(0.20 * g_se)
+    for k in keys:
+        ratio = math.sqrt(np.mean(np.square(errs[k]))) / np.std(keys[k], ddof=1)
+        assert 0.7 < ratio < 1.4, (k, ratio)
+
+
+def test_capital_relief_error_is_a_paired_jackknife():
+    # by hand: 10 groups of whole parameter sets, relief = (VaR - mean) gross - (VaR - mean) net recomputed on
+    # each replicate, with the layer's premium (no load) re-estimated on it too
+    rng = np.random.default_rng(2)
+    paths, years, m = 200, 2, 4
+    x = _frailty_sample(rng, paths, years, m)
+    q = _quote(_cover(x), loading=NONE, layers=[LayerSpec(0.0, 60.0, basis="aggregate")], paths_years=(paths, years),
+               parameter_set_size=m)
+
+    def relief(v):
+        ceded = np.minimum(v, 60.0)
+        net = v - ceded + ceded.mean()
+        var = lambda a: np.sort(a)[math.ceil(a.size * 0.995) - 1]          # noqa: E731
+        return (var(v) - v.mean()) - (var(net) - net.mean())
+
+    group = np.repeat((np.arange(paths) // m) % 10, years)
+    reps = np.array([relief(x[group != k]) for k in range(10)])
+    assert q.capital["capital_relief_cny"] == pytest.approx(relief(x))
+    assert q.capital["capital_relief_mc_se_cny"] == pytest.approx(
+        math.sqrt(0.9 * ((reps - reps.mean()) ** 2).sum()), rel=1e-9)
+
+
+# ---- review 2, finding 6: the sink index's trigger estimated from the sample --------------------------
+def test_sink_index_errors_include_the_estimated_trigger():
+    # 200 runs of 300 independent paths with a normal sink; the expected sink (and so the trigger) is the
+    # run's own mean. The reported error of the pure premium, re-estimating it in each jackknife replicate,
+    # matches the spread across runs; the error that holds the trigger fixed does not
+    from finance_engine.insurance.covers import SinkIndexCover, sink_index_losses
+
+    rng = np.random.default_rng(8)
+    cov = SinkIndexCover(35.0, 0.8, error="normal", error_cv=0.1)
+    est, ses, fixed_ses = [], [], []
+    for r in range(200):
+        s = (1000.0 + 400.0 * rng.standard_normal(300))[None, :]
+        losses = sink_index_losses(s, cov, seed=r)
+        q = _quote(losses, si=35.0 * 800.0, paths_years=(300, 1), parameter_set_size=1, loading=NONE)
+        est.append(q.premium["pure_premium_cny"])
+        ses.append(q.premium["pure_premium_mc_se_cny"])
+        fixed_ses.append(losses.annual_payout_cny.std(ddof=1) / math.sqrt(300))
+        assert q.premium["mc_error_method"].endswith("jackknife errors too")
+    sd = np.std(est, ddof=1)
+    assert 0.75 < math.sqrt(np.mean(np.square(ses))) / sd < 1.33
+    assert math.sqrt(np.mean(np.square(fixed_ses))) / sd > 1.3         # 1.48: a low mean sink lowers the trigger
+
+
+# ---- review 2, finding 10: t intervals, shared placements -------------------------------------------------
+def test_pure_premium_interval_uses_students_t_over_the_units():
+    rng = np.random.default_rng(3)
+    paths, years, m = 48, 2, 4                                          # 12 parameter sets: t with 11 df
+    x = _frailty_sample(rng, paths, years, m)
+    q = _quote(_cover(x), paths_years=(paths, years), parameter_set_size=m)
+    p = q.premium
+    t = stats.t.ppf(0.975, 11)
+    assert p["pure_premium_ci95_cny"] == pytest.approx([p["pure_premium_cny"] - t * p["pure_premium_mc_se_cny"],
+                                                        p["pure_premium_cny"] + t * p["pure_premium_mc_se_cny"]])
+    assert [q.risk["aal"]["ci_low_cny"], q.risk["aal"]["ci_high_cny"]] == pytest.approx(p["pure_premium_ci95_cny"])
+
+
+def test_a_layer_may_be_shared_between_placements():
+    from finance_engine.insurance import InsuranceInputError
+
+    rng = np.random.default_rng(6)
+    x = _frailty_sample(rng, 200, 1, 1)
+    whole = _quote(_cover(x), loading=NONE, layers=[LayerSpec(20.0, 50.0)])
+    halves = _quote(_cover(x), loading=NONE, layers=[LayerSpec(20.0, 50.0, share=0.5), LayerSpec(20.0, 50.0, share=0.5)])
+    assert [r["expected_layer_loss_cny"] for r in halves.layers] == pytest.approx(
+        [whole.layers[0]["expected_layer_loss_cny"] / 2] * 2)
+    assert halves.capital["net_capital_cny"] == pytest.approx(whole.capital["net_capital_cny"])
+    with pytest.raises(InsuranceInputError, match="adding up to 1.2"):
+        _quote(_cover(x), layers=[LayerSpec(20.0, 50.0, share=0.6), LayerSpec(20.0, 50.0, share=0.6)])
+    with pytest.raises(InsuranceInputError, match="overlap"):
+        _quote(_cover(x), layers=[LayerSpec(20.0, 50.0, share=0.5), LayerSpec(40.0, 50.0, share=0.5)])
+
+
+# ---- review 2, finding 7: no central subsidy for carbon covers by default ---------------------------------
+def test_no_subsidy_by_default_and_explicit_schemes_still_apply():
+    x = np.r_[np.zeros(90), np.full(10, 1000.0)]
+    q = quote_losses(_cover(x), sum_insured_cny=1e4, area_ha=1.0, insured_tco2e=1.0,
+                     loading=Loading("none", 0.0, 0.2, 0.0))
+    s = q.subsidy
+    assert s["scheme"] == "none" and s["amounts_cny"]["insured"] == pytest.approx(q.premium["gross_premium_cny"])
+    assert s["amounts_cny"]["central"] == 0.0 and "replanting cost" in s["note"]
+    # nobody else pays: the unsubsidised rate band [0.5, 1.5] applies
+    assert q.rate_band["subsidised"] is False and q.rate_band["band"] == [0.5, 1.5]
+    e = quote_losses(_cover(x), sum_insured_cny=1e4, area_ha=1.0, insured_tco2e=1.0,
+                     loading=Loading("none", 0.0, 0.2, 0.0), subsidy="commercial_forest")
+    assert e.subsidy["amounts_cny"]["central"] == pytest.approx(0.30 * e.premium["gross_premium_cny"])
+    assert e.rate_band["subsidised"] is True and "replanting-cost" in e.subsidy["note"]

@@ -61,8 +61,12 @@ def test_risk_loads_follow_the_principles():
     assert sd.premium["gross_premium_cny"] == pytest.approx(annual.mean() + 0.2 * annual.std(ddof=1))
     coc = quote_losses(_losses(annual), sum_insured_cny=1e6, area_ha=1.0, insured_tco2e=1.0,
                        loading=Loading("coc", 0.06, 0.0, 0.0))
-    var = np.sort(annual)[math.ceil(5000 * 0.995) - 1]
-    assert coc.premium["risk_load_cny"] == pytest.approx(0.06 * (var - annual.mean()))
+    # one capital measure (insurance_defaults.yaml loadings.capital_measure): TVaR 99.5 %, the mean of the
+    # largest 5000 x 0.005 = 25 annual payouts, less the mean
+    tvar = np.sort(annual)[-25:].mean()
+    assert coc.premium["risk_load_cny"] == pytest.approx(0.06 * (tvar - annual.mean()))
+    assert coc.premium["loading_parameters"]["measure"] == "tvar"
+    assert coc.premium["capital_measure"] == "TVaR (expected shortfall) 99.5 % - mean"
     ph = quote_losses(_losses(annual), sum_insured_cny=1e6, area_ha=1.0, insured_tco2e=1.0,
                       loading=Loading("ph", 1.3, 0.0, 0.0))
     assert ph.premium["risk_load_cny"] > 0
@@ -171,12 +175,27 @@ def test_stock_loss_quote_on_the_engine(run, small_portfolio_module, params_modu
 def test_index_and_floor_quotes_on_the_engine(run, small_portfolio_module, params_module):
     cov = SinkIndexCover(35.0, trigger_fraction=1.0, limit_cny=math.inf)
     q = quote(cov, small_portfolio_module, params_module, simulation=run)
-    s = run.paths_of("sink_tco2e")[0, :, 0]
+    s = run.paths_of("sink_tco2e")[0, :, 0] + run.paths_of("harvest_tco2e")[0, :, 0]      # before harvest
     assert q.premium["pure_premium_cny"] == pytest.approx(35.0 * np.maximum(s.mean() - s, 0).mean())
     assert q.basis_risk["rmse_cny"] == pytest.approx(0.0, abs=1e-6)
-    qe = quote(SinkIndexCover(35.0, 0.8, error="lognormal", error_cv=0.1), small_portfolio_module,
+    # basis risk is the index error alone: a perfect index has none, whatever its trigger and limit ...
+    perfect = quote(SinkIndexCover(35.0, 0.8), small_portfolio_module, params_module, simulation=run).basis_risk
+    assert (perfect["prob_loss_no_payout"], perfect["prob_payout_no_loss"], perfect["rmse_cny"]) == (0.0, 0.0, 0.0)
+    assert perfect["mean_difference_cny"] == 0.0 and perfect["rmse_mc_se_cny"] == 0.0
+    # ... while the trigger's retention is a protection gap, reported apart: 80 % of the expected sink
+    # leaves at least the shortfall between E and 0.8 E unpaid in every year the sink falls below E
+    gap = perfect["protection_gap"]
+    e = s.mean()
+    assert gap["mean_true_loss_cny"] == pytest.approx(35.0 * np.maximum(e - s, 0).mean())
+    assert gap["mean_perfect_index_payout_cny"] == pytest.approx(35.0 * np.clip(0.8 * e - s, 0, 0.8 * e).mean())
+    assert gap["prob_loss_no_payout_by_design"] == pytest.approx(((s < e) & (s >= 0.8 * e)).mean())
+    assert gap["mean_gap_cny"] > 0 and gap["mean_gap_mc_se_cny"] > 0
+    # an index error adds basis risk, strictly
+    qe = quote(SinkIndexCover(35.0, 0.8, error="normal", error_cv=0.2), small_portfolio_module,
                params_module, simulation=run)
-    assert qe.basis_risk["prob_loss_no_payout"] > 0
+    b = qe.basis_risk
+    assert b["rmse_cny"] > 0 and b["prob_loss_no_payout"] + b["prob_payout_no_loss"] > 0
+    assert b["protection_gap"] == pytest.approx(gap)          # the gap does not depend on the index error
     qf = quote(PriceFloorCover(60.0, volume_tco2e=1000.0), small_portfolio_module, params_module, simulation=run)
     assert qf.provenance["price_model_sha256"] and qf.exposure["sum_insured_cny"] == pytest.approx(60_000.0)
     assert 0 < qf.premium["pure_rate"] < 1
@@ -227,3 +246,36 @@ def test_names_are_checked_before_the_simulation(small_portfolio_module, params_
 def test_a_layers_share_and_reinstatement_premium_are_finite_and_in_range(field, value):
     with pytest.raises(InsuranceInputError, match=f"layer.{field}"):
         LayerSpec(1e6, 4e6, reinstatements=1, **{field: value})
+
+
+def test_the_sink_index_pays_on_the_sink_before_harvest(params_module):
+    """A clear-fell at the rotation age is no peril: the index adds the harvest back, so a portfolio that
+    reaches rotation age in the policy year is not paid for its own harvest."""
+    from models.portfolio import validate_frame
+    from tests.conftest import make_frame
+
+    df = make_frame(60, seed=3, species=["chinese_fir", "masson_pine"])
+    df["rotation_age_years"] = np.where(np.arange(60) < 30, df["age_years"].astype(float), np.nan)  # half due now
+    pf = validate_frame(df, params_module, source="rotation")
+    res = simulate(pf, params_module, years=1, paths=64, seed=3, levels=("portfolio",), chunk_paths=64)
+    net = res.paths_of("sink_tco2e")[0, :, 0]
+    harvest = res.paths_of("harvest_tco2e")[0, :, 0]
+    assert harvest.min() > 0 and net.mean() < 0                     # the harvest outweighs the year's growth
+    q = quote(SinkIndexCover(35.0, 0.8), pf, params_module, simulation=res, account_level=None)
+    s = net + harvest
+    e = s.mean()
+    assert q.samples["expected_sink_tco2e"][0] == pytest.approx(e) and e > 0
+    np.testing.assert_allclose(q.samples["true_sink_tco2e"], s)
+    assert q.premium["pure_premium_cny"] == pytest.approx(35.0 * np.clip(0.8 * e - s, 0.0, 0.8 * e).mean())
+    # on the net sink the harvest alone would have paid the full limit in every path
+    assert (net < 0).all() and q.risk["prob_payout"] < 0.5
+
+
+def test_an_unlimited_sink_index_quote_round_trips(run, small_portfolio_module, params_module):
+    cov = SinkIndexCover(35.0, trigger_fraction=0.8, limit_cny=math.inf)
+    q = quote(cov, small_portfolio_module, params_module, simulation=run, account_level=None)
+    d = json.loads(q.to_json())
+    assert d["cover"]["limit_cny"] == "unlimited"
+    assert Quote.from_dict(d).cover_terms() == cov
+    assert Quote.from_dict(d).cover_terms().limit_cny == math.inf
+    assert d["premium"]["capital_measure"].startswith("TVaR")

@@ -11,7 +11,7 @@ of annual losses; it needs nothing from the Monte Carlo engine. Modules:
 ``subsidy``        Chinese forest-insurance premium subsidy split and the rate-adjustment band
 ``defaults``       loader of ``finance_engine/data/insurance_defaults.yaml``
 ``covers``         cover types on simulated portfolios: stock-loss indemnity, sink index, price floor
-``basis_risk``     basis risk of an index cover against the true loss
+``basis_risk``     basis risk of an index cover (against its perfect-index payout) and its protection gap
 ``quote``          the policy quote on the engine: premium build-up, risk outputs, reinsurance, provenance
 """
 
@@ -26,7 +26,7 @@ from .risk_measures import (AALResult, aal, ep_curves, exceedance_curve, pml, pm
                             survival_function, tvar, var, var_tvar_table)
 from .subsidy import (RateBandCheck, SubsidyShares, SubsidySplit, check_central_eligibility,
                       check_rate_adjustment, split_premium, subsidy_shares)
-from .basis_risk import BasisRisk, basis_risk
+from .basis_risk import BasisRisk, ProtectionGap, basis_risk, protection_gap
 from .covers import (CoverError, CoverLosses, Deductible, PriceFloorCover, SinkIndexCover, StockLossCover,
                      cover_from_dict, price_floor_losses, sink_index_losses, stock_loss_losses)
 from .quote import (LayerSpec, Loading, Quote, default_loading, layer_premium, quote, quote_losses,
@@ -36,7 +36,7 @@ from .tables import (EventLosses, InsuranceInputError, annual_aggregate, annual_
 
 __all__ = [
     "BasisRisk", "CoverError", "CoverLosses", "Deductible", "LayerSpec", "Loading", "PriceFloorCover", "Quote",
-    "SinkIndexCover", "StockLossCover", "basis_risk", "cover_from_dict", "default_loading", "layer_premium",
+    "SinkIndexCover", "StockLossCover", "basis_risk", "protection_gap", "ProtectionGap", "cover_from_dict", "default_loading", "layer_premium",
     "price_floor_losses",
     "quote", "quote_losses", "risk_loaded_premium", "sink_index_losses", "stock_loss_losses",
     "AALResult", "CapitalResult", "EventLosses", "GrossPremium", "InsuranceDefaults", "InsuranceInputError",

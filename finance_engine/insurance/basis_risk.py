@@ -1,7 +1,21 @@
-"""Basis risk of an index cover: how far its payouts stray from the loss they are meant to pay.
+"""Basis risk of an index cover, and the protection gap its terms leave by design.
 
-For simulated years ``i = 1..n`` with payout ``P_i`` and true loss ``L_i`` (both CNY, >= 0), and
-``D_i = P_i - L_i`` (finance_practice.md §3, "Index basis risk")::
+An index cover's payout ``P`` can fall short of the insured's true loss ``L`` for two different
+reasons, which the quote reports apart (:mod:`.covers`, "Sink index cover"):
+
+* **basis risk**: the index measures the insured quantity with error, so ``P`` differs from the
+  **perfect-index payout** ``P*``, the same contract (trigger, limit, participation) applied to the
+  true value. Compare ``P`` with ``P*``: :func:`basis_risk` (``reference = P*``). A perfect index
+  has no basis risk (every statistic 0, the correlation 1); any index error adds some.
+* **protection gap**: even a perfect index pays only what the contract promises: nothing below the
+  trigger, at most the limit, the participation's share. ``L - P*`` is the loss uncovered by design:
+  :func:`protection_gap`. Comparing ``P`` with ``L`` directly (as earlier versions did) mixes the two:
+  a perfect index then shows most loss years "unpaid" (those below the trigger), and an index error
+  that sometimes pays below the trigger can even *improve* the headline.
+
+For simulated years ``i = 1..n`` with payout ``P_i`` and reference ``R_i`` (both CNY, >= 0; the
+perfect-index payout for basis risk), and ``D_i = P_i - R_i`` (finance_practice.md §3, "Index basis
+risk")::
 
     correlation               corr(P, L)    (Pearson; nan if either is constant)
     P(loss, no payout)        #{L_i > tol, P_i <= tol} / n
@@ -11,7 +25,15 @@ For simulated years ``i = 1..n`` with payout ``P_i`` and true loss ``L_i`` (both
     quantiles of D            5, 25, 50, 75, 95 %
     P(loss, no payout | loss) the same as a share of the loss years
 
-``tol`` (CNY, default 0) says what counts as "a loss" and "a payout".
+``tol`` (CNY, default 0) says what counts as "a loss" and "a payout"; with the perfect-index payout
+as reference a "loss" is a year in which the contract, measured without error, pays.
+
+Protection gap (:func:`protection_gap`), with true loss ``L_i`` and perfect-index payout ``P*_i``::
+
+    gap                        G_i = max(L_i - P*_i, 0)     (loss the contract leaves to the insured)
+    mean gap, share            mean(G), mean(G) / mean(L)
+    P(loss, no payout by design)   #{L_i > tol, P*_i <= tol} / n
+    excess                     mean(max(P*_i - L_i, 0))     (> 0 only for a trigger above the expected sink)
 """
 
 from __future__ import annotations
@@ -23,7 +45,7 @@ import numpy as np
 
 from .tables import InsuranceInputError, as_loss_array
 
-__all__ = ["BasisRisk", "basis_risk"]
+__all__ = ["BasisRisk", "ProtectionGap", "basis_risk", "protection_gap"]
 
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.50, 0.75, 0.95)
 
@@ -51,12 +73,13 @@ class BasisRisk:
 
 
 def basis_risk(payout_cny, true_loss_cny, tolerance_cny: float = 0.0) -> BasisRisk:
-    """Basis risk of payouts against true losses, one value of each per simulated year.
+    """Basis risk of payouts against a reference, one value of each per simulated year.
 
     Parameters
     ----------
     payout_cny, true_loss_cny : array_like, shape (n,)
-        Non-negative, same length.
+        Non-negative, same length: the payouts on the measured index and the reference they are meant
+        to pay, for an index cover's basis risk the perfect-index payout (module docstring).
     tolerance_cny : float
         Amounts at or below this are "no payout" / "no loss".
 
@@ -90,3 +113,46 @@ def basis_risk(payout_cny, true_loss_cny, tolerance_cny: float = 0.0) -> BasisRi
         difference_quantiles_cny={f"p{int(round(100 * a)):02d}": float(v) for a, v in zip(QUANTILES, q)},
         tolerance_cny=tol,
     )
+
+
+@dataclass(frozen=True)
+class ProtectionGap:
+    """The loss an index contract leaves uncovered by design (module docstring); money in CNY."""
+
+    n_years: int
+    mean_true_loss_cny: float
+    mean_perfect_index_payout_cny: float
+    mean_gap_cny: float
+    gap_share_of_true_loss: float
+    prob_loss_no_payout_by_design: float
+    mean_excess_cny: float
+    tolerance_cny: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def protection_gap(perfect_payout_cny, true_loss_cny, tolerance_cny: float = 0.0) -> ProtectionGap:
+    """The protection gap of a contract: true loss against its perfect-index payout, per simulated year.
+
+    Parameters
+    ----------
+    perfect_payout_cny, true_loss_cny : array_like, shape (n,)
+        Non-negative, same length.
+    tolerance_cny : float
+        Amounts at or below this are "no payout" / "no loss".
+    """
+    p = as_loss_array(perfect_payout_cny, "perfect_payout_cny")
+    ll = as_loss_array(true_loss_cny, "true_loss_cny")
+    if p.size != ll.size:
+        raise InsuranceInputError(f"perfect_payout_cny and true_loss_cny differ in length: {p.size} vs {ll.size}")
+    tol = float(tolerance_cny)
+    if not (math.isfinite(tol) and tol >= 0):
+        raise InsuranceInputError(f"tolerance_cny must be finite and >= 0, got {tolerance_cny!r}")
+    gap = np.maximum(ll - p, 0.0)
+    mean_loss = float(ll.mean())
+    return ProtectionGap(
+        n_years=p.size, mean_true_loss_cny=mean_loss, mean_perfect_index_payout_cny=float(p.mean()),
+        mean_gap_cny=float(gap.mean()), gap_share_of_true_loss=float(gap.mean()) / mean_loss if mean_loss > 0 else math.nan,
+        prob_loss_no_payout_by_design=float(((ll > tol) & (p <= tol)).mean()),
+        mean_excess_cny=float(np.maximum(p - ll, 0.0).mean()), tolerance_cny=tol)

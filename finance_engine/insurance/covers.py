@@ -22,21 +22,47 @@ The event payouts given to the layer maths are shares of ``P_y``: ``s max(g_e - 
 (per-event deductible) or ``P_y g_e / G_y`` with ``G_y = sum g_e`` (annual deductible): pro rata to the
 event's part of ``X_y``, so they add up to ``P_y`` exactly.
 
+*Approximation.* The engine's event loss table has no order of events within a year, so an annual
+deductible and an annual limit are not eroded chronologically (the first events filling the
+deductible, the last ones cut by the limit) but spread over the year's events in proportion to their
+size. The annual payout ``P_y`` (and so the pure premium, the AEP curve and annual-aggregate layers)
+is exact; the **event** payouts are not: in a year that hits the limit, or whose deductible is eroded
+by several events, the largest event's payout is understated (the limit's cut is shared by all
+events, and the deductible taken partly from the largest), so the OEP curve and per-event
+(occurrence) layer losses are understated in such years. With a per-event deductible and no annual
+limit the event payouts are exact.
+
 Sink index cover (碳汇指数保险)
 ------------------------------
-The index is the insured area's measured net sink of the year ``I_y`` (tCO2e; the engine's
-``sink_tco2e`` = stock at year end - stock at year start, growth minus mortality minus peril losses)
-plus a measurement error. With expected sink ``E`` (the model's mean sink of that policy year unless
-given), trigger fraction ``t`` (the trigger is ``T = t E``), price ``p`` and limit ``M``::
+The index is the insured area's measured sink of the year ``I_y`` (tCO2e): the true sink ``S_y``
+plus a measurement error. ``S_y`` is the sink **before harvest**: the engine's ``sink_tco2e``
+(stock at year end - stock at year start) plus its ``harvest_tco2e`` (clear-fell at the rotation age),
+i.e. growth minus mortality minus peril losses, so that a planned harvest (no peril) never triggers a
+payout (:func:`finance_engine.insurance.quote.quote` adds it back). With expected sink ``E``, trigger
+fraction ``t`` (the trigger is ``T = t E``), price ``p``, participation ``s`` and limit ``M``::
 
-    payout        P_y = s * min(p * max(T - I_y, 0), M)                (in proportion to the shortfall)
-    true loss     L_y = p * max(E - S_y, 0)                            (S_y the true sink)
+    payout                 P_y  = s * min(p * max(T - I_y, 0), M)      (in proportion to the shortfall)
+    perfect-index payout   P*_y = s * min(p * max(T - S_y, 0), M)      (the same terms on the true sink)
+    true loss              L_y  = p * max(E - S_y, 0)
 
-i.e. the **true loss** is the shortfall of the true sink below the expected sink, valued at the agreed
-price: the carbon the insured expected to sequester and did not. With ``t = 1``, no error and
-``M = inf`` the payout equals the true loss in every year. The default limit is the value of the
-triggered sink ``p T`` (the sum insured of the published index policies, e.g. Gaochun 2024 pays
-35 CNY/t on the target sink; finance_practice.md §2.1).
+The **true loss** is the shortfall of the true sink below the expected sink at the agreed price: the
+carbon the insured expected to sequester and did not. It splits in two (:mod:`.basis_risk`):
+
+* **basis risk** ``P - P*``: what the index error alone adds or takes away; zero for a perfect index;
+* **protection gap** ``L - P*``: the loss the contract leaves uncovered by design (the trigger's
+  retention ``(1 - t) p E``, the limit, the participation), with or without index error.
+
+With ``t = 1``, ``s = 1``, no error and ``M = inf`` the payout equals the true loss in every year. The
+default limit is the value of the triggered sink ``p T`` (the sum insured of the published index
+policies, e.g. Gaochun 2024 pays 35 CNY/t on the target sink; finance_practice.md §2.1);
+``limit_cny = inf`` (``"unlimited"`` in the cover's dict and JSON) is no limit.
+
+**Expected sink estimated from the sample.** Unless ``expected_sink_tco2e`` is given, ``E`` of each
+policy year is the mean simulated true sink of that year over all paths, so the trigger itself carries
+Monte Carlo error. The result's ``replicate`` recomputes every payout on a subset of whole paths with
+``E`` re-estimated on that subset (the same keyed index errors), so that the quote's delete-a-group
+jackknife errors include the trigger's estimation error (:mod:`.quote`). With ``E`` given the trigger is
+a fixed contract term and subsets are plain slices.
 
 Measurement error of the index (remote-sensing biomass inversion), ``Z`` standard normal keyed by
 (seed, ``"insurance.sink_index_error"``, year, path id):
@@ -57,7 +83,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -79,11 +105,16 @@ __all__ = [
     "measured_sink_index",
     "price_floor_losses",
     "per_path_to_sim_years",
+    "subset_losses",
     "cover_from_dict",
+    "UNLIMITED",
 ]
 
 KNOWN_PERILS: tuple[str, ...] = ("drought", "fire", "typhoon", "ice_storm", "pine_wilt")
 INDEX_ERROR_STREAM = "insurance.sink_index_error"
+#: how an infinite limit is written in a cover's dict (JSON has no infinity, and a null limit of a sink
+#: index means its default limit, the value of the triggered sink)
+UNLIMITED = "unlimited"
 _NO_PARCELS = np.empty(0, np.uint64)
 
 
@@ -95,17 +126,24 @@ def _num(v, name: str, *, low: float | None = None, low_open: bool = False, high
          allow_inf: bool = False) -> float:
     if isinstance(v, bool):
         raise CoverError(f"{name} must be a number, got {v!r}")
+    if allow_inf and isinstance(v, str) and v.strip().lower() == UNLIMITED:
+        return math.inf
     try:
         f = float(v)
     except (TypeError, ValueError):
         raise CoverError(f"{name} must be a number, got {v!r}") from None
     if math.isnan(f) or (math.isinf(f) and not (allow_inf and f > 0)):
-        raise CoverError(f"{name} must be finite{' (or inf)' if allow_inf else ''}, got {v!r}")
+        raise CoverError(f"{name} must be finite{' (or inf / unlimited)' if allow_inf else ''}, got {v!r}")
     if low is not None and (f <= low if low_open else f < low):
         raise CoverError(f"{name} must be {'>' if low_open else '>='} {low}, got {v!r}")
     if high is not None and f > high:
         raise CoverError(f"{name} must be <= {high}, got {v!r}")
     return f
+
+
+def _limit_out(v: float | None):
+    """A limit as written in a cover's dict: ``"unlimited"`` for ``inf`` (round-trips through JSON)."""
+    return UNLIMITED if v is not None and math.isinf(v) else v
 
 
 def _perils(perils) -> tuple[str, ...]:
@@ -201,7 +239,7 @@ class StockLossCover:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "price_cny_per_tco2e": self.price_cny_per_tco2e, "perils": list(self.perils),
-                "deductible": self.deductible.to_dict(), "limit_cny": self.limit_cny,
+                "deductible": self.deductible.to_dict(), "limit_cny": _limit_out(self.limit_cny),
                 "participation": self.participation}
 
 
@@ -215,8 +253,9 @@ class SinkIndexCover:
         Value of a tonne of shortfall, > 0.
     trigger_fraction : float
         Trigger as a fraction of the expected sink, in (0, 2].
-    limit_cny : float or None
-        Annual limit; None: the value of the triggered sink ``price x trigger x expected sink``.
+    limit_cny : float, "unlimited" or None
+        Annual limit; ``inf`` (or ``"unlimited"``): none; None: the value of the triggered sink
+        ``price x trigger x expected sink`` (the default).
     expected_sink_tco2e : float or None
         Expected net sink per year; None: the model's mean sink of each policy year.
     error : {"none", "normal", "lognormal"}
@@ -255,7 +294,7 @@ class SinkIndexCover:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "price_cny_per_tco2e": self.price_cny_per_tco2e,
-                "trigger_fraction": self.trigger_fraction, "limit_cny": self.limit_cny,
+                "trigger_fraction": self.trigger_fraction, "limit_cny": _limit_out(self.limit_cny),
                 "expected_sink_tco2e": self.expected_sink_tco2e, "error": self.error, "error_cv": self.error_cv,
                 "participation": self.participation}
 
@@ -297,7 +336,7 @@ class PriceFloorCover:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "strike_cny_per_tco2e": self.strike_cny_per_tco2e,
-                "volume_tco2e": self.volume_tco2e, "limit_cny": self.limit_cny,
+                "volume_tco2e": self.volume_tco2e, "limit_cny": _limit_out(self.limit_cny),
                 "participation": self.participation, "price_model": self.price_model}
 
 
@@ -317,6 +356,13 @@ class CoverLosses:
         Index cover: the true loss (shortfall below the expected sink x price).
     index : Mapping[str, ndarray]
         Extra per-year arrays (measured and true sink, prices, volume) for reports and tests.
+    perfect_index_payout_cny : ndarray or None, shape (n_years,)
+        Index cover: the payout of the same contract on the true sink (no index error), the reference of
+        the basis risk.
+    replicate : callable or None
+        ``replicate(keep)`` -> :class:`CoverLosses` of the simulated years where the boolean ``keep``
+        (whole paths) is True, recomputed with every sample-estimated term re-estimated on them (the
+        index cover's expected sink); None: a subset is a plain slice (:func:`subset_losses`).
     """
 
     annual_payout_cny: np.ndarray
@@ -324,6 +370,8 @@ class CoverLosses:
     event_peril: np.ndarray | None = None
     true_loss_cny: np.ndarray | None = None
     index: Mapping[str, np.ndarray] = field(default_factory=dict)
+    perfect_index_payout_cny: np.ndarray | None = None
+    replicate: Callable[[np.ndarray], "CoverLosses"] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_years(self) -> int:
@@ -414,6 +462,23 @@ def per_path_to_sim_years(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.T).ravel()
 
 
+def _index_error_draws(seed: int, path_ids: np.ndarray, years: int) -> np.ndarray:
+    """Standard normal ``Z`` (years, paths) of the index error, keyed by (seed, stream, year, path id)."""
+    rnd = KeyedRandom(int(seed), np.asarray(path_ids, dtype=np.int64), _NO_PARCELS)
+    return np.stack([rnd.path_normal(INDEX_ERROR_STREAM, y) for y in range(years)])
+
+
+def _apply_index_error(s: np.ndarray, e: np.ndarray, error: str, error_cv: float, z: np.ndarray | None) -> np.ndarray:
+    if error == "none" or error_cv == 0:
+        return s.copy()
+    if error == "normal":
+        return s + error_cv * np.abs(np.asarray(e, dtype=np.float64).reshape(-1, 1)) * z
+    if error == "lognormal":
+        sig = math.sqrt(math.log1p(error_cv * error_cv))
+        return s * np.exp(sig * z - 0.5 * sig * sig)
+    raise CoverError(f"error must be none, normal or lognormal, got {error!r}")
+
+
 def measured_sink_index(true_sink_tco2e: np.ndarray, expected_sink_tco2e: np.ndarray, error: str, error_cv: float,
                         seed: int, path_ids) -> np.ndarray:
     """The measured index ``I`` (years, paths) from the true sink with keyed measurement error.
@@ -427,55 +492,28 @@ def measured_sink_index(true_sink_tco2e: np.ndarray, expected_sink_tco2e: np.nda
     ids = np.asarray(path_ids, dtype=np.int64)
     if s.ndim != 2 or s.shape[1] != ids.size:
         raise InsuranceInputError(f"true sink must be (years, paths) with paths = {ids.size}, got {s.shape}")
-    rnd = KeyedRandom(int(seed), ids, _NO_PARCELS)
-    z = np.stack([rnd.path_normal(INDEX_ERROR_STREAM, y) for y in range(s.shape[0])])
-    e = np.asarray(expected_sink_tco2e, dtype=np.float64).reshape(-1, 1)
-    if error == "normal":
-        return s + error_cv * np.abs(e) * z
-    if error == "lognormal":
-        sig = math.sqrt(math.log1p(error_cv * error_cv))
-        return s * np.exp(sig * z - 0.5 * sig * sig)
-    raise CoverError(f"error must be none, normal or lognormal, got {error!r}")
+    if error not in ("normal", "lognormal"):
+        raise CoverError(f"error must be none, normal or lognormal, got {error!r}")
+    return _apply_index_error(s, expected_sink_tco2e, error, error_cv, _index_error_draws(seed, ids, s.shape[0]))
 
 
-def sink_index_losses(true_sink_tco2e: np.ndarray, cover: SinkIndexCover, *, seed: int = 0,
-                      path_ids=None) -> CoverLosses:
-    """Payouts and true losses of a sink index cover.
+def _model_expected_sink(s: np.ndarray) -> np.ndarray:
+    e = s.mean(axis=1)
+    if (e <= 0).any():
+        raise CoverError("the model's expected sink is <= 0 in some policy year: give expected_sink_tco2e")
+    return e
 
-    Parameters
-    ----------
-    true_sink_tco2e : ndarray, shape (years, paths)
-        Simulated net sink of the insured area per policy year and path (tCO2e/yr).
-    cover : SinkIndexCover
-    seed : int
-        Seed of the keyed measurement error.
-    path_ids : array of int, optional
-        Global path ids of the columns (default ``0..paths-1``).
 
-    Returns
-    -------
-    CoverLosses
-        ``annual_payout_cny``, ``true_loss_cny`` and ``index`` arrays ``true_sink_tco2e``,
-        ``measured_sink_tco2e``, ``expected_sink_tco2e``, ``trigger_tco2e`` (per simulated year).
-    """
-    s = np.asarray(true_sink_tco2e, dtype=np.float64)
-    if s.ndim != 2 or s.size == 0:
-        raise InsuranceInputError(f"true_sink_tco2e must be a non-empty (years, paths) array, got shape {s.shape}")
-    if not np.isfinite(s).all():
-        raise InsuranceInputError("true_sink_tco2e must be finite")
-    years, paths = s.shape
-    ids = np.arange(paths, dtype=np.int64) if path_ids is None else np.asarray(path_ids, dtype=np.int64)
-    if cover.expected_sink_tco2e is not None:
-        e = np.full(years, cover.expected_sink_tco2e)
-    else:
-        e = s.mean(axis=1)
-        if (e <= 0).any():
-            raise CoverError("the model's expected sink is <= 0 in some policy year: give expected_sink_tco2e")
+def _sink_index_from(s: np.ndarray, e: np.ndarray, z: np.ndarray | None, cover: "SinkIndexCover",
+                     replicate=None) -> CoverLosses:
+    """Payouts on true sink ``s`` (years, paths) with expected sink ``e`` (years,) and error draws ``z``."""
+    years = s.shape[0]
     trig = cover.trigger_fraction * e
-    measured = measured_sink_index(s, e, cover.error, cover.error_cv, seed, ids)
-    p = cover.price_cny_per_tco2e
-    limit = np.full(years, p * trig) if cover.limit_cny is None else np.full(years, cover.limit_cny)
-    pay = cover.participation * np.minimum(p * np.maximum(trig[:, None] - measured, 0.0), limit[:, None])
+    measured = _apply_index_error(s, e, cover.error, cover.error_cv, z)
+    p, part = cover.price_cny_per_tco2e, cover.participation
+    limit = np.full(years, p) * trig if cover.limit_cny is None else np.full(years, cover.limit_cny)
+    pay = part * np.minimum(p * np.maximum(trig[:, None] - measured, 0.0), limit[:, None])
+    perfect = part * np.minimum(p * np.maximum(trig[:, None] - s, 0.0), limit[:, None])
     true_loss = p * np.maximum(e[:, None] - s, 0.0)
     annual = per_path_to_sim_years(pay)
     ones = np.ones_like(s)
@@ -485,7 +523,86 @@ def sink_index_losses(true_sink_tco2e: np.ndarray, cover: SinkIndexCover, *, see
         "expected_sink_tco2e": per_path_to_sim_years(e[:, None] * ones),
         "trigger_tco2e": per_path_to_sim_years(trig[:, None] * ones),
         "limit_cny": per_path_to_sim_years(limit[:, None] * ones),
-    })
+    }, per_path_to_sim_years(perfect), replicate)
+
+
+def sink_index_losses(true_sink_tco2e: np.ndarray, cover: SinkIndexCover, *, seed: int = 0,
+                      path_ids=None) -> CoverLosses:
+    """Payouts, perfect-index payouts and true losses of a sink index cover.
+
+    Parameters
+    ----------
+    true_sink_tco2e : ndarray, shape (years, paths)
+        Simulated sink of the insured area before harvest per policy year and path (tCO2e/yr; module
+        docstring).
+    cover : SinkIndexCover
+    seed : int
+        Seed of the keyed measurement error.
+    path_ids : array of int, optional
+        Global path ids of the columns (default ``0..paths-1``).
+
+    Returns
+    -------
+    CoverLosses
+        ``annual_payout_cny``, ``true_loss_cny``, ``perfect_index_payout_cny`` and ``index`` arrays
+        ``true_sink_tco2e``, ``measured_sink_tco2e``, ``expected_sink_tco2e``, ``trigger_tco2e``,
+        ``limit_cny`` (per simulated year). Without ``cover.expected_sink_tco2e`` the result's
+        ``replicate`` re-estimates the expected sink on a subset of paths (module docstring).
+    """
+    s = np.asarray(true_sink_tco2e, dtype=np.float64)
+    if s.ndim != 2 or s.size == 0:
+        raise InsuranceInputError(f"true_sink_tco2e must be a non-empty (years, paths) array, got shape {s.shape}")
+    if not np.isfinite(s).all():
+        raise InsuranceInputError("true_sink_tco2e must be finite")
+    years, paths = s.shape
+    ids = np.arange(paths, dtype=np.int64) if path_ids is None else np.asarray(path_ids, dtype=np.int64)
+    if ids.shape != (paths,):
+        raise InsuranceInputError(f"path_ids must have one id per path ({paths}), got shape {ids.shape}")
+    z = _index_error_draws(seed, ids, years) if cover.error != "none" and cover.error_cv > 0 else None
+    if cover.expected_sink_tco2e is not None:
+        return _sink_index_from(s, np.full(years, cover.expected_sink_tco2e), z, cover)
+
+    def replicate(keep: np.ndarray) -> CoverLosses:
+        """The cover on the kept whole paths, with the expected sink re-estimated on them."""
+        kp = _kept_paths(keep, paths, years)
+        sk = s[:, kp]
+        return _sink_index_from(sk, _model_expected_sink(sk), None if z is None else z[:, kp], cover)
+
+    return _sink_index_from(s, _model_expected_sink(s), z, cover, replicate)
+
+
+def _kept_paths(keep: np.ndarray, paths: int, years: int) -> np.ndarray:
+    k = np.asarray(keep, dtype=bool)
+    if k.shape != (paths * years,):
+        raise InsuranceInputError(f"keep must have one flag per simulated year ({paths * years}), got {k.shape}")
+    kp = k.reshape(paths, years)
+    if not (kp == kp[:, :1]).all():
+        raise InsuranceInputError("keep must keep or drop whole paths (all of a path's years)")
+    return kp[:, 0]
+
+
+def subset_losses(losses: CoverLosses, keep: np.ndarray) -> CoverLosses:
+    """The payouts of the simulated years where ``keep`` is True, years renumbered in order.
+
+    ``losses.replicate(keep)`` when the cover re-estimates sample-based terms (the index cover's expected
+    sink), else a plain slice of every per-year array and of the events of the kept years.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    if losses.replicate is not None:
+        return losses.replicate(keep)
+    if keep.shape != (losses.n_years,):
+        raise InsuranceInputError(f"keep must have one flag per simulated year ({losses.n_years}), got {keep.shape}")
+    new_year = np.cumsum(keep) - 1
+    ev = losses.events
+    m = keep[ev.year]
+    events = EventLosses(new_year[ev.year[m]].astype(np.int64), ev.loss[m], int(keep.sum()))
+
+    def cut(a):
+        return None if a is None else np.asarray(a)[keep]
+
+    return CoverLosses(losses.annual_payout_cny[keep], events,
+                       None if losses.event_peril is None else losses.event_peril[m], cut(losses.true_loss_cny),
+                       {k: np.asarray(v)[keep] for k, v in losses.index.items()}, cut(losses.perfect_index_payout_cny))
 
 
 def price_floor_losses(prices_cny_per_tco2e: np.ndarray, volume_tco2e, cover: PriceFloorCover, *,
@@ -525,7 +642,12 @@ def price_floor_losses(prices_cny_per_tco2e: np.ndarray, volume_tco2e, cover: Pr
 
 
 def cover_from_dict(d: Mapping) -> StockLossCover | SinkIndexCover | PriceFloorCover:
-    """Rebuild a cover from its ``to_dict`` form (JSON round trip)."""
+    """Rebuild a cover from its ``to_dict`` form (JSON round trip).
+
+    ``limit_cny``: a number, ``"unlimited"`` (no limit, how ``to_dict`` writes ``inf``), or null/absent:
+    no limit for a stock-loss cover or a price floor, but the **default limit** (the value of the triggered
+    sink) for a sink index. ``cover_from_dict(c.to_dict()) == c`` for every cover, through JSON too.
+    """
     d = dict(d)
     kind = d.pop("kind", None)
     if kind == "stock-loss":

@@ -50,6 +50,7 @@ class InsuranceDefaults:
     ci_confidence: float
     capital_level: float
     cost_of_capital_rate: float
+    capital_measure: str
     wang_lambda_range: tuple[float, float]
     ph_rho_range: tuple[float, float]
     sd_alpha_range: tuple[float, float]
@@ -108,6 +109,9 @@ def _build(raw: Mapping[str, Any], refs: set[str], p: Path) -> InsuranceDefaults
     rm, ld, ra = raw["risk_measures"], raw["loadings"], raw["rate_adjustment"]
     rules_raw, schemes_raw = raw["central_subsidy_rules"], raw["subsidy_schemes"]
 
+    measure = _item(ld["capital_measure"], "loadings.capital_measure", refs, p)
+    if measure not in ("var", "tvar"):
+        raise InsuranceDefaultsError(f"{p}: loadings.capital_measure must be var or tvar, got {measure!r}")
     rps = tuple(float(t) for t in _item(rm["return_periods_years"], "risk_measures.return_periods_years", refs, p))
     if not rps or any(not t > 1 for t in rps):
         raise InsuranceDefaultsError(f"{p}: risk_measures.return_periods_years must be > 1")
@@ -149,6 +153,7 @@ def _build(raw: Mapping[str, Any], refs: set[str], p: Path) -> InsuranceDefaults
         capital_level=_fraction(_item(rm["capital_level"], "risk_measures.capital_level", refs, p), "capital", p),
         cost_of_capital_rate=_fraction(_item(ld["cost_of_capital_rate"], "loadings.cost_of_capital_rate", refs, p),
                                        "loadings.cost_of_capital_rate", p),
+        capital_measure=str(measure),
         wang_lambda_range=_pair(_item(ld["wang_lambda_range"], "loadings.wang_lambda_range", refs, p), "wang", p),
         ph_rho_range=_pair(_item(ld["ph_rho_range"], "loadings.ph_rho_range", refs, p), "ph", p),
         sd_alpha_range=_pair(_item(ld["sd_alpha_range"], "loadings.sd_alpha_range", refs, p), "sd", p),

@@ -19,10 +19,12 @@ Outputs (:class:`LayerResult`), with ``N`` simulated years and ``X_y`` the annua
   the Monte Carlo estimate of ``int_A^{A+C} S(x) dx``), its Monte Carlo standard error
   ``sd(X) / sqrt(N)`` (years are i.i.d.; ``sd`` with ``ddof=1``) and ``sd(X)``;
 * probability of attachment ``P(X_y > 0)``;
-* probability of exhaustion: the share of years whose annual capacity is used up. With an annual
-  aggregate limit (given, or ``(K+1) C`` from K reinstatements) that is ``P(X_y >= M)``; without one it
-  is ``P(some event of the year has L_e >= A + C)`` (occurrence) or ``P(S_y >= A + C)`` (aggregate);
-  0 for an unlimited layer;
+* probability of exhaustion: the share of years whose capacity is used up **and** the layer pays, so
+  that ``P(exhaustion) <= P(attachment)`` always. With an annual aggregate limit (given, or ``(K+1) C``
+  from K reinstatements) that is ``P(X_y >= M)`` (the year's recovery reaches the aggregate limit);
+  without one it is ``P(some event of the year has L_e >= A + C and X_y > 0)`` (occurrence: an event
+  uses up the per-event cover and the layer pays, i.e. an aggregate deductible does not absorb the whole
+  year) or ``P(S_y >= A + C)`` (aggregate); 0 for an unlimited layer;
 * expected number of events per year with ``L_e > A`` (occurrence basis; before any aggregate
   deductible or limit), or ``P(S_y > A)`` for the aggregate basis (a year enters a stop-loss layer at
   most once).
@@ -159,6 +161,11 @@ class LayerResult:
     annual_reinstatement_factor : ndarray, shape (n_years,)
         ``f_y = sum_k c_k Z_k,y / limit``: the year's reinstatement premium is ``upfront premium x f_y``
         (zeros without paid reinstatements; not part of equality).
+    annual_exhausted : ndarray of bool, shape (n_years,)
+        Whether the year exhausts the layer (``prob_exhaustion`` is its mean; not part of equality).
+    annual_events_in_layer : ndarray, shape (n_years,)
+        Events of the year entering the layer (``expected_events_in_layer`` is its mean; not part of
+        equality).
     """
 
     basis: str
@@ -179,6 +186,8 @@ class LayerResult:
     expected_reinstatement_premium: float
     annual_loss: np.ndarray = field(repr=False, compare=False)
     annual_reinstatement_factor: np.ndarray | None = field(default=None, repr=False, compare=False)
+    annual_exhausted: np.ndarray | None = field(default=None, repr=False, compare=False)
+    annual_events_in_layer: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.annual_reinstatement_factor is None:
@@ -278,7 +287,7 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
         total = annual_aggregate(events)
         x = np.minimum(np.maximum(total - a, 0.0), c)
         exhausted = total >= a + c if math.isfinite(c) else np.zeros(total.size, dtype=bool)
-        n_in_mean = float((total > a).mean())
+        n_in = (total > a).astype(np.float64)
     else:
         z, n_in, n_ex = occurrence_layer_annual(events, a, c)
         if rein is not None:
@@ -289,8 +298,10 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
                 raise InsuranceInputError("reinstatements need a finite limit")
             m = (rein.count + 1) * c
         x = np.minimum(np.maximum(z - d, 0.0), m)
-        exhausted = x >= m if math.isfinite(m) else n_ex > 0
-        n_in_mean = float(n_in.mean())
+        # exhausted: the year's recovery reaches the aggregate limit; without one, an event uses up the
+        # per-event cover and the layer pays (an aggregate deductible may absorb such an event)
+        exhausted = x >= m if math.isfinite(m) else (n_ex > 0) & (x > 0)
+        n_in = n_in.astype(np.float64)
 
     mean, se, sd = _summary(x)
     upfront = mean
@@ -307,10 +318,11 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
         basis=basis, attachment=a, limit=c, aggregate_deductible=d, aggregate_limit=m, share=share,
         n_years=events.n_years, expected_loss=share * mean, expected_loss_se=share * se,
         sd_annual_loss=share * sd, prob_attachment=float((x > 0).mean()),
-        prob_exhaustion=float(exhausted.mean()), expected_events_in_layer=n_in_mean,
+        prob_exhaustion=float(exhausted.mean()), expected_events_in_layer=float(n_in.mean()),
         reinstatements=rein, upfront_premium=share * upfront,
         expected_reinstatement_premium=share * (mean - upfront), annual_loss=share * x,
-        annual_reinstatement_factor=factor,
+        annual_reinstatement_factor=factor, annual_exhausted=np.asarray(exhausted, dtype=bool),
+        annual_events_in_layer=n_in,
     )
 
 

@@ -13,7 +13,7 @@ Steps of :func:`quote`
      sets the between-set standard error, which also carries parameter uncertainty; ``sd/sqrt(n)``
      only for a payout table without ``paths_years`` (independent years);
    * risk load by the standard-deviation principle, Wang transform, proportional hazard or cost of
-     capital on the 1-in-200 loss (C-ROSS II / Solvency II: VaR 99.5 %) (:mod:`.loadings`);
+     capital on the 1-in-200 capital measure (TVaR 99.5 %, below) (:mod:`.loadings`);
    * gross premium ``G = (E[P] + risk load + fixed costs) / (1 - expense ratio - profit ratio)``;
    * rate on sum insured ``G / SI``, premium per mu (1 ha = 15 mu), per ha and per tCO2e insured,
      expected loss ratio ``E[P] / G``;
@@ -28,7 +28,7 @@ Steps of :func:`quote`
      Shao & Wu 1989, *Ann. Statist.* 17(3):1176). No jackknife error (null) with fewer than 5 groups.
      The sum insured and the area are taken as given;
    * the subsidy split between central, provincial, city, county budgets and the insured
-     (:mod:`.subsidy`), and the rate-adjustment check: the charged rate over the base pure-loss rate
+     (:mod:`.subsidy`; none by default, :data:`NO_CENTRAL_SUBSIDY_NOTE`), and the rate-adjustment check: the charged rate over the base pure-loss rate
      with expense load ``E[P] / (1 - expense ratio) / SI`` must lie in [0.75, 1.25] for subsidised
      products (银保监规〔2023〕4号);
    * risk outputs: AAL, OEP and AEP curves, PML at 10-250 yr with distribution-free CIs, VaR/TVaR;
@@ -44,14 +44,25 @@ Steps of :func:`quote`
      layer's (loaded) upfront premium and its reinstatement premiums ``upfront x f_y`` in loss years
      (:mod:`.reinsurance`).
 
-     **Layer loading.** Under cost of capital a layer is loaded on ``TVaR_99.5 - E[X]`` of its own
-     annual loss, not ``VaR_99.5 - E[X]``: a layer that attaches in fewer than 0.5 % of years has a
-     VaR of 0 and would be priced at its expected loss (multiple 1), however large its tail. TVaR
+     **Loading (one capital measure).** Under cost of capital the policy and every layer are loaded on
+     the capital measure of ``insurance_defaults.yaml`` (``loadings.capital_measure``, default TVaR:
+     ``TVaR_99.5 - E[X]`` of the annual loss), named in the quote (``premium.capital_measure``,
+     ``loading_parameters.measure``). With VaR a cover or layer that pays in fewer than 0.5 % of years
+     has a VaR of 0 and is priced at its expected loss, however large its tail, and a 100 % stop loss on
+     the policy would cost more than the policy's own risk-loaded premium for the same risk. TVaR
      (expected shortfall, the Swiss Solvency Test's capital measure) is coherent and sees the losses
-     beyond the quantile (Artzner et al. 1999; Acerbi & Tasche 2002; :mod:`.loadings`). The policy's own
-     premium keeps the C-ROSS II / Solvency II VaR 99.5 %. The other principles (sd, Wang, PH) are
-     applied to the layer's annual loss as they stand. Each layer row names its ``loading_method`` and
-     ``loading_parameters`` (with the capital and its measure under cost of capital).
+     beyond the quantile (Artzner et al. 1999; Acerbi & Tasche 2002; :mod:`.loadings`). The insurer's
+     solvency capital in the ``capital`` block stays VaR 99.5 % (C-ROSS II / Solvency II). The other
+     principles (sd, Wang, PH) are applied to the annual loss as they stand. Each layer row names its
+     ``loading_method`` and ``loading_parameters`` (with the capital and its error under cost of capital).
+   * Monte Carlo errors of the probabilities (``risk.prob_payout``, each layer's attachment, exhaustion
+     and expected events in layer) as means over units; of the capital relief, the cost of reinsurance
+     and the capitals of the loads by the jackknife, each replicate recomputing the whole programme
+     (paired: gross and net on the same replicate); of the subsidy amounts as shares of the gross
+     premium's. A sink index whose expected sink is estimated from the run re-estimates it in every
+     replicate (:func:`.covers.subset_losses`), and the errors of its means are jackknife errors too.
+   * index covers: ``basis_risk`` against the perfect-index payout (index error only) and its
+     ``protection_gap`` against the true loss (:mod:`.basis_risk`).
 4. **Provenance**: model version, code version, parameter SHA-256, seed, paths, years, the hash of
    ``insurance_defaults.yaml`` and of the price-model file when prices are used.
 
@@ -73,20 +84,22 @@ from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import jackknife_groups, jackknife_se, jackknife_t
 
-from .basis_risk import basis_risk
+from .basis_risk import basis_risk, protection_gap
 from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
-                     per_path_to_sim_years, price_floor_losses, sink_index_losses, stock_loss_losses, CoverError)
+                     per_path_to_sim_years, price_floor_losses, sink_index_losses, stock_loss_losses, subset_losses,
+                     CoverError)
 from .defaults import DEFAULTS_PATH, load_insurance_defaults
 from .layers import EventLosses, LayerResult, price_annual_layer, price_layer_events
-from .loadings import (PremiumResult, cost_of_capital_premium, gross_premium, proportional_hazard_premium,
+from .loadings import (GrossPremium, PremiumResult, cost_of_capital_premium, gross_premium, proportional_hazard_premium,
                        standard_deviation_premium, wang_transform_premium)
 from .reinsurance import layer_quote
 from .risk_measures import _var_sorted, aal, pml, var_tvar_table
+from scipy import stats
 from .subsidy import SubsidyShares, check_central_eligibility, check_rate_adjustment, split_premium, subsidy_shares
 from .tables import InsuranceInputError, annual_max_occurrence
 
 __all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium",
-           "layer_premium", "default_loading"]
+           "layer_premium", "default_loading", "capital_measure_text", "NO_CENTRAL_SUBSIDY_NOTE"]
 
 #: Unit conversion: 1 hectare = 15 mu (亩).
 MU_PER_HA = 15.0
@@ -109,8 +122,8 @@ class Loading:
     ----------
     method : {"none", "sd", "wang", "ph", "coc"}
         Risk-load principle: none, standard deviation ``alpha``, Wang transform ``lambda``,
-        proportional hazard ``rho``, cost of capital ``coc_rate`` on ``VaR_99.5 - mean`` (on
-        ``TVaR_99.5 - mean`` for reinsurance layers, :func:`layer_premium`).
+        proportional hazard ``rho``, cost of capital ``coc_rate`` on the data file's capital measure
+        (``TVaR_99.5 - mean``), for the policy and its reinsurance layers alike.
     parameter : float
         The principle's parameter.
     expense_ratio, profit_ratio : float
@@ -156,8 +169,12 @@ def default_loading(method: LoadingMethod | None = None, parameter: float | None
                    float(q["profit_ratio"] if profit_ratio is None else profit_ratio), float(fixed_costs_cny))
 
 
-def risk_loaded_premium(annual_losses, loading: Loading) -> PremiumResult:
-    """The risk-loaded (technical) premium of a sample of annual losses under ``loading.method``."""
+def risk_loaded_premium(annual_losses, loading: Loading, level: float | None = None) -> PremiumResult:
+    """The risk-loaded (technical) premium of a sample of annual losses under ``loading.method``.
+
+    Cost of capital is charged on the capital measure of ``insurance_defaults.yaml``
+    (``loadings.capital_measure``, TVaR: ``TVaR_level - mean``) at ``level`` (default
+    ``risk_measures.capital_level``, 0.995), the same for a policy and a reinsurance layer."""
     x = np.asarray(annual_losses, dtype=np.float64)
     if loading.method == "sd":
         return standard_deviation_premium(x, loading.parameter)
@@ -166,19 +183,15 @@ def risk_loaded_premium(annual_losses, loading: Loading) -> PremiumResult:
     if loading.method == "ph":
         return proportional_hazard_premium(x, loading.parameter)
     if loading.method == "coc":
-        return cost_of_capital_premium(x, loading.parameter)
+        return cost_of_capital_premium(x, loading.parameter, level, measure=load_insurance_defaults().capital_measure)
     m = float(x.mean())
     return PremiumResult("none", m, 0.0, m, {})
 
 
 def layer_premium(annual_losses, loading: Loading, level: float | None = None) -> PremiumResult:
-    """The technical premium of a reinsurance layer's annual losses: :func:`risk_loaded_premium`, except
-    that cost of capital is charged on ``TVaR_level - mean`` of the layer's loss (module docstring,
-    "Layer loading"); ``level`` defaults to the data file's capital level (0.995)."""
-    if loading.method == "coc":
-        return cost_of_capital_premium(np.asarray(annual_losses, dtype=np.float64), loading.parameter, level,
-                                       measure="tvar")
-    return risk_loaded_premium(annual_losses, loading)
+    """The technical premium of a reinsurance layer's annual losses: :func:`risk_loaded_premium` (one
+    capital measure for the policy and its layers, module docstring "Loading")."""
+    return risk_loaded_premium(annual_losses, loading, level)
 
 
 @dataclass(frozen=True)
@@ -370,7 +383,7 @@ class _Design:
 
     def describe(self) -> str:
         unit = "parameter sets" if self.set_size > 1 else "paths" if self.paths_years is not None else "years"
-        text = f"means: sd of {unit} / sqrt(count)"
+        text = f"means and probabilities: sd of {unit} / sqrt(count), 95 % CI with Student's t"
         if self.keep is None:
             return text + "; other figures: too few groups for a jackknife error"
         return (text + f"; other figures: delete-a-group jackknife over {self.n_groups} groups of whole {unit}, "
@@ -380,6 +393,13 @@ class _Design:
     def t(self) -> float | None:
         """Student's t for a 95 % interval from a jackknife error (None without one)."""
         return jackknife_t(self.n_groups) if self.keep is not None else None
+
+    @property
+    def mean_t(self) -> float | None:
+        """Student's t for a 95 % interval of a mean from its error over ``units`` independent units (years
+        without ``paths_years``, else complete parameter sets or paths): ``units - 1`` degrees of freedom."""
+        units = self.n if self.paths_years is None else self.paths // self.set_size
+        return float(stats.t.ppf(0.975, units - 1)) if units >= 2 else None
 
     def mean_se(self, x: np.ndarray) -> tuple[float, float | None]:
         """Standard error of ``mean(x)`` and the parameter sd (None unless paths come in sets).
@@ -399,96 +419,200 @@ class _Design:
             psd = sd if math.isfinite(sd) else None
         return (se if math.isfinite(se) else math.nan), psd   # one path: unknown
 
-    def jackknife(self, figures) -> np.ndarray | None:
-        """Jackknife standard errors of ``figures(keep)`` (a vector of figures computed on the simulated
-        years where ``keep`` is True); None with too few groups. Non-finite replicates give NaN."""
-        if self.keep is None:
-            return None
-        reps = np.array([np.asarray(figures(k), dtype=np.float64) for k in self.keep])
-        return np.asarray(jackknife_se(reps), dtype=np.float64)
 
 
 def _se(v) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-def _layer_record(spec: LayerSpec, lay: LayerResult, loading: Loading, design: _Design,
-                  level: float) -> tuple[dict[str, Any], float, float]:
-    pr = layer_premium(lay.annual_loss, Loading(loading.method, loading.parameter, 0.0, 0.0), level)
-    prem = pr.premium
-    lq = layer_quote(lay, prem)
-    upfront = lq.upfront_premium
-    el_se, _ = design.mean_se(lay.annual_loss)
-    x, f, cap = lay.annual_loss, lay.annual_reinstatement_factor, lay.share * lay.limit
-
-    def figures(keep):
-        xk = x[keep]
-        pk = layer_premium(xk, Loading(loading.method, loading.parameter, 0.0, 0.0), level).premium
-        uk = pk / (1.0 + float(f[keep].mean()))
-        mk = float(xk.mean())
-        return [pk, uk, uk / lay.share / lay.limit if math.isfinite(cap) else math.nan,
-                pk / mk if mk > 0 else math.nan]
-
-    jk = design.jackknife(figures)
-    if jk is None:
-        jk = [None] * 4
-    method = loading.method + (" on TVaR - mean" if loading.method == "coc" else "")
-    return {
-        "layer": spec.name, **spec.to_dict(),
-        "aggregate_limit_cny": lay.aggregate_limit,
-        "expected_layer_loss_cny": lay.expected_loss, "expected_layer_loss_se_cny": el_se,
-        "expected_layer_loss_iid_se_cny": lay.expected_loss_se,
-        "sd_layer_loss_cny": lay.sd_annual_loss,
-        "reinsurance_premium_cny": prem, "reinsurance_premium_mc_se_cny": _se(jk[0]),
-        "upfront_premium_cny": upfront, "upfront_premium_mc_se_cny": _se(jk[1]),
-        "rate_on_line": lq.rate_on_line, "rate_on_line_mc_se": _se(jk[2]),
-        "multiple": lq.multiple, "multiple_mc_se": _se(jk[3]),
-        "loading_method": method, "loading_parameters": dict(pr.parameters),
-        "prob_attachment": lay.prob_attachment, "prob_exhaustion": lay.prob_exhaustion,
-        "expected_events_in_layer": lay.expected_events_in_layer,
-    }, prem, upfront
+_MEASURE_NAME = {"tvar": "TVaR (expected shortfall)", "var": "VaR"}
 
 
-def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], quota_share: float,
-                 loading: Loading, group: int, level: float,
-                 design: _Design) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    if not layers and quota_share == 0:
-        return [], None
+def capital_measure_text(level: float | None = None, measure: str | None = None) -> str:
+    """The cost-of-capital load's capital measure in words, e.g. ``TVaR (expected shortfall) 99.5 % - mean``."""
+    d = load_insurance_defaults()
+    q = d.capital_level if level is None else float(level)
+    m = d.capital_measure if measure is None else measure
+    return f"{_MEASURE_NAME[m]} {100 * q:g} % - mean"
+
+
+# ---- the figures of one sample (the whole run, or a jackknife replicate) -----------------------------
+@dataclass
+class _Placed:
+    """One layer of the programme on one sample: its loss statistics and technical premium."""
+
+    spec: LayerSpec
+    lay: LayerResult
+    prem: PremiumResult
+    upfront: float
+    rate_on_line: float
+    multiple: float
+
+
+@dataclass
+class _Programme:
+    placed: list[_Placed]
+    ceded: np.ndarray
+    paid: np.ndarray
+    net: np.ndarray
+
+
+def _check_layers(layers: Sequence[LayerSpec], quota_share: float) -> float:
+    """The quota share as a float, after checking it and that distinct layers do not overlap.
+
+    Placements of the **same** layer (same basis, attachment and limit; a layer split between
+    reinsurers) may share it as long as their shares add up to at most 1."""
     c = float(quota_share)
     if not 0 <= c < 1:
         raise InsuranceInputError(f"quota_share must be in [0, 1), got {quota_share}")
     for basis in ("occurrence", "aggregate"):
-        ls = sorted((s for s in layers if s.basis == basis), key=lambda s: s.attachment_cny)
+        same: dict[tuple[float, float], list[LayerSpec]] = {}
+        for s in layers:
+            if s.basis == basis:
+                same.setdefault((s.attachment_cny, s.limit_cny), []).append(s)
+        for placements in same.values():
+            total = sum(s.share for s in placements)
+            if len(placements) > 1 and total > 1 + 1e-9:
+                raise InsuranceInputError(f"layers overlap: the placements of {placements[0].name} have shares "
+                                          f"adding up to {total:g} > 1")
+        ls = sorted(same, key=lambda k: k[0])
         for a, b in zip(ls, ls[1:]):
-            if a.attachment_cny + a.limit_cny > b.attachment_cny + 1e-9:
-                raise InsuranceInputError(f"layers overlap: {a.name} and {b.name}")
+            if a[0] + a[1] > b[0] + 1e-9:
+                raise InsuranceInputError(f"layers overlap: {same[a][0].name} and {same[b][0].name}")
+    return c
+
+
+def _programme(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], c: float, loading: Loading,
+               level: float) -> _Programme:
+    """The reinsurance programme on one sample: quota share first, per-event layers on the retained
+    events, then annual-aggregate layers on what the per-event layers leave."""
     retained = EventLosses(events.year, (1.0 - c) * events.loss, events.n_years)
-    rows, ceded, prem_total = [], c * annual, 0.0
-    paid = np.zeros_like(annual)      # reinsurance premiums paid in each year: upfront + reinstatements
+    ceded, paid, occ = c * annual, np.zeros_like(annual), np.zeros_like(annual)
+    tech = Loading(loading.method, loading.parameter, 0.0, 0.0)
+    placed = []
     for spec in sorted(layers, key=lambda s: (s.basis != "occurrence", s.attachment_cny)):
         if spec.basis == "occurrence":
             rein = (spec.reinstatements, spec.reinstatement_pct) if spec.reinstatements is not None else None
             lay = price_layer_events(retained, spec.attachment_cny, spec.limit_cny, "occurrence", rein,
                                      share=spec.share)
+            occ = occ + lay.annual_loss
         else:   # inures after the quota share and the per-event layers
-            occ = sum((r["_annual"] for r in rows if r["basis"] == "occurrence"), np.zeros_like(annual))
             lay = price_annual_layer(np.maximum((1.0 - c) * annual - occ, 0.0), spec.attachment_cny,
                                      spec.limit_cny, share=spec.share)
-        rec, prem, upfront = _layer_record(spec, lay, loading, design, level)
-        rec["_annual"] = lay.annual_loss
-        rows.append(rec)
+        pr = layer_premium(lay.annual_loss, tech, level)
+        lq = layer_quote(lay, pr.premium)
+        placed.append(_Placed(spec, lay, pr, lq.upfront_premium, lq.rate_on_line, lq.multiple))
         ceded = ceded + lay.annual_loss
-        paid = paid + upfront * (1.0 + lay.annual_reinstatement_factor)
-        prem_total += prem
-    net = annual - ceded + paid
-    gross_s, net_s = np.sort(annual), np.sort(net)
-    gv, nv = _var_sorted(gross_s, level), _var_sorted(net_s, level)
-    gm, nm = float(annual.mean()), float(net.mean())
-    g_ci, n_ci = quantile_ci(annual, level, set_size=group), quantile_ci(net, level, set_size=group)
-    xol_mean = float(sum(r["expected_layer_loss_cny"] for r in rows))
-    upfront_total = float(sum(r["upfront_premium_cny"] for r in rows))
+        paid = paid + lq.upfront_premium * (1.0 + lay.annual_reinstatement_factor)
+    return _Programme(placed, ceded, paid, annual - ceded + paid)
+
+
+def _capital_scalars(annual: np.ndarray, prog: _Programme, level: float) -> dict[str, float]:
+    gm, nm = float(annual.mean()), float(prog.net.mean())
+    gv, nv = _var_sorted(np.sort(annual), level), _var_sorted(np.sort(prog.net), level)
+    prem_total = float(sum(p.prem.premium for p in prog.placed))
+    xol_mean = float(sum(p.lay.expected_loss for p in prog.placed))
+    return {"gm": gm, "nm": nm, "gv": gv, "nv": nv, "relief": (gv - gm) - (nv - nm), "prem_total": prem_total,
+            "xol_mean": xol_mean, "cost": prem_total - xol_mean}
+
+
+def _premium_of(x: np.ndarray, loading: Loading) -> tuple[PremiumResult, GrossPremium]:
+    pr = risk_loaded_premium(x, loading)
+    return pr, gross_premium(float(x.mean()), max(pr.risk_load, 0.0), loading.fixed_costs_cny,
+                             loading.expense_ratio, loading.profit_ratio)
+
+
+def _index_arrays(losses: CoverLosses) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(payout, perfect-index payout, true loss) of an index cover, else None."""
+    if losses.true_loss_cny is None:
+        return None
+    perfect = losses.perfect_index_payout_cny
+    return losses.annual_payout_cny, (losses.true_loss_cny if perfect is None else perfect), losses.true_loss_cny
+
+
+def _basis_scalars(arrs, tol: float) -> dict[str, float]:
+    pay, perfect, true = arrs
+    br = basis_risk(pay, perfect, tol)
+    gap = protection_gap(perfect, true, tol)
+    return {"corr": br.correlation, "rmse": br.rmse_cny, "mean_diff": br.mean_difference_cny,
+            "p_miss": br.prob_loss_no_payout, "p_extra": br.prob_payout_no_loss, "p_miss_given": br.prob_no_payout_given_loss,
+            "gap": gap.mean_gap_cny, "gap_share": gap.gap_share_of_true_loss,
+            "p_gap": gap.prob_loss_no_payout_by_design, "perfect": gap.mean_perfect_index_payout_cny,
+            "true": gap.mean_true_loss_cny, "excess": gap.mean_excess_cny}
+
+
+def _sample_figures(losses: CoverLosses, loading: Loading, layers: Sequence[LayerSpec], c: float, level: float,
+                    tol: float) -> dict[str, float]:
+    """Every scalar figure the quote gives a jackknife error, on one sample (a replicate)."""
+    x = losses.annual_payout_cny
+    pr, g = _premium_of(x, loading)
+    out = {"pure": float(x.mean()), "risk_load": g.risk_load, "risk_loaded": g.expected_loss + g.risk_load,
+           "gross": g.gross, "loss_ratio": g.loss_ratio, "capital": pr.parameters.get("capital", math.nan),
+           "prob_payout": float((x > 0).mean())}
+    arrs = _index_arrays(losses)
+    if arrs is not None:
+        out.update({f"br_{k}": v for k, v in _basis_scalars(arrs, tol).items()})
+    if layers or c:
+        prog = _programme(losses.events, x, layers, c, loading, level)
+        for i, p in enumerate(prog.placed):
+            out.update({f"L{i}_prem": p.prem.premium, f"L{i}_upfront": p.upfront, f"L{i}_rol": p.rate_on_line,
+                        f"L{i}_mult": p.multiple if math.isfinite(p.multiple) else math.nan,
+                        f"L{i}_el": p.lay.expected_loss, f"L{i}_attach": p.lay.prob_attachment,
+                        f"L{i}_exhaust": p.lay.prob_exhaustion, f"L{i}_events": p.lay.expected_events_in_layer,
+                        f"L{i}_capital": p.prem.parameters.get("capital", math.nan)})
+        cs = _capital_scalars(x, prog, level)
+        out.update({"relief": cs["relief"], "cost": cs["cost"]})
+    return out
+
+
+def _layer_record(p: _Placed, loading: Loading, err: Mapping[str, float | None], i: int,
+                  design: _Design, reestimated: bool) -> dict[str, Any]:
+    lay, spec = p.lay, p.spec
+
+    def mean_err(key: str, per_year: np.ndarray) -> float | None:
+        """A mean's error: over units (path means / parameter sets), or the jackknife when the cover
+        re-estimates sample-based terms (the expected sink) in each replicate."""
+        return err.get(key) if reestimated else _se(design.mean_se(per_year)[0])
+
+    method = loading.method + (f" on {capital_measure_text(p.prem.parameters.get('level'), p.prem.parameters.get('measure'))}"
+                               if loading.method == "coc" else "")
+    params = dict(p.prem.parameters)
+    if loading.method == "coc":
+        params["capital_mc_se_cny"] = err.get(f"L{i}_capital")
+    return {
+        "layer": spec.name, **spec.to_dict(),
+        "aggregate_limit_cny": lay.aggregate_limit,
+        "expected_layer_loss_cny": lay.expected_loss, "expected_layer_loss_se_cny": mean_err(f"L{i}_el", lay.annual_loss),
+        "expected_layer_loss_iid_se_cny": lay.expected_loss_se,
+        "sd_layer_loss_cny": lay.sd_annual_loss,
+        "reinsurance_premium_cny": p.prem.premium, "reinsurance_premium_mc_se_cny": err.get(f"L{i}_prem"),
+        "upfront_premium_cny": p.upfront, "upfront_premium_mc_se_cny": err.get(f"L{i}_upfront"),
+        "rate_on_line": p.rate_on_line, "rate_on_line_mc_se": err.get(f"L{i}_rol"),
+        "multiple": p.multiple, "multiple_mc_se": err.get(f"L{i}_mult"),
+        "loading_method": method, "loading_parameters": params,
+        "prob_attachment": lay.prob_attachment,
+        "prob_attachment_mc_se": mean_err(f"L{i}_attach", (lay.annual_loss > 0).astype(np.float64)),
+        "prob_exhaustion": lay.prob_exhaustion,
+        "prob_exhaustion_mc_se": mean_err(f"L{i}_exhaust", lay.annual_exhausted.astype(np.float64)),
+        "expected_events_in_layer": lay.expected_events_in_layer,
+        "expected_events_in_layer_mc_se": mean_err(f"L{i}_events", lay.annual_events_in_layer),
+    }
+
+
+def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSpec], c: float,
+                 loading: Loading, group: int, level: float, design: _Design, err: Mapping[str, float | None],
+                 reestimated: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    if not layers and c == 0:
+        return [], None
+    prog = _programme(events, annual, layers, c, loading, level)
+    rows = [_layer_record(p, loading, err, i, design, reestimated) for i, p in enumerate(prog.placed)]
+    cs = _capital_scalars(annual, prog, level)
+    gm, nm, gv, nv = cs["gm"], cs["nm"], cs["gv"], cs["nv"]
+    g_ci, n_ci = quantile_ci(annual, level, set_size=group), quantile_ci(prog.net, level, set_size=group)
+    upfront_total = float(sum(p.upfront for p in prog.placed))
     capital = {
-        "level": level, "gross_mean_cny": gm, "gross_var_cny": gv, "gross_var_ci95_cny": g_ci,
+        "level": level, "measure": f"VaR {100 * level:g} % - mean (C-ROSS II / Solvency II solvency capital)",
+        "gross_mean_cny": gm, "gross_var_cny": gv, "gross_var_ci95_cny": g_ci,
         "gross_capital_cny": gv - gm, "net_mean_cny": nm, "net_var_cny": nv, "net_var_ci95_cny": n_ci,
         "net_capital_cny": nv - nm,
         "net_loss_definition": ("gross payout - quota share - XoL recoveries + reinsurance premiums paid in "
@@ -496,20 +620,34 @@ def _reinsurance(events: EventLosses, annual: np.ndarray, layers: Sequence[Layer
                                 "loss years); capital = VaR - mean"),
         # the quantile dominates the capital's error: its interval less the mean
         "gross_capital_ci95_cny": [b - gm for b in g_ci], "net_capital_ci95_cny": [b - nm for b in n_ci],
-        "capital_relief_cny": (gv - gm) - (nv - nm), "quota_share_cession": c,
-        "ceded_quota_share_mean_cny": float((c * annual).mean()), "ceded_xol_mean_cny": xol_mean,
-        "reinsurance_premium_cny": prem_total, "upfront_premium_cny": upfront_total,
-        "expected_reinstatement_premium_cny": prem_total - upfront_total,
-        "cost_of_reinsurance_cny": prem_total - xol_mean,
+        "capital_relief_cny": cs["relief"], "capital_relief_mc_se_cny": err.get("relief"),
+        "quota_share_cession": c,
+        "ceded_quota_share_mean_cny": float((c * annual).mean()), "ceded_xol_mean_cny": cs["xol_mean"],
+        "reinsurance_premium_cny": cs["prem_total"], "upfront_premium_cny": upfront_total,
+        "expected_reinstatement_premium_cny": cs["prem_total"] - upfront_total,
+        "cost_of_reinsurance_cny": cs["cost"], "cost_of_reinsurance_mc_se_cny": err.get("cost"),
+        "mc_error_method": ("capital relief and cost of reinsurance: the delete-a-group jackknife of the premiums "
+                            "(paired: gross and net from the same replicate, common random numbers)"),
     }
-    for r in rows:
-        r.pop("_annual")
     return _clean(rows), _clean(capital)
 
 
+#: a note on the subsidy split of the quote (finance_practice.md §2.1, §2.2)
+NO_CENTRAL_SUBSIDY_NOTE = (
+    "No premium subsidy by default: the central forest-insurance premium subsidy (central 30 % commercial / "
+    "50 % public-welfare forest, finance_practice.md §2.2) is for policy forest insurance whose sum insured is "
+    "the replanting cost; the carbon covers priced here (stock loss at a carbon price, sink index, price floor) "
+    "are not in it, and the published carbon-sink policies were paid by their insured, mostly district "
+    "governments and state forest farms, from local budgets (§2.1). Give a scheme to split the premium.")
+CENTRAL_SCHEME_NOTE = (
+    "The scheme's central share assumes the cover qualifies for the central forest-insurance premium subsidy, "
+    "which is for replanting-cost policy forest insurance (finance_practice.md §2.2); no carbon-sink policy is "
+    "known to have received it (§2.1).")
+
+
 def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float, insured_tco2e: float,
-                 loading: Loading | None = None, subsidy: str | SubsidyShares | None = "commercial_forest",
-                 subsidised: bool = True, layers: Sequence[LayerSpec] = (), quota_share: float = 0.0,
+                 loading: Loading | None = None, subsidy: str | SubsidyShares | None = None,
+                 subsidised: bool | None = None, layers: Sequence[LayerSpec] = (), quota_share: float = 0.0,
                  cover: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
                  parameter_set_size: int = 1, paths_years: tuple[int, int] | None = None,
                  return_periods: Sequence[float] | None = None,
@@ -520,7 +658,9 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     Parameters
     ----------
     losses : CoverLosses
-        Payouts per simulated year and event (:mod:`.covers`).
+        Payouts per simulated year and event (:mod:`.covers`). With ``losses.replicate`` (an index cover
+        whose expected sink is estimated from the sample) every jackknife replicate recomputes the
+        payouts with it, and the errors of the means are jackknife errors too.
     sum_insured_cny : float
         > 0; the denominator of the rate.
     area_ha : float
@@ -531,9 +671,11 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         Default: :func:`default_loading`.
     subsidy : str or SubsidyShares or None
         Subsidy scheme of ``insurance_defaults.yaml`` (``commercial_forest``, ``public_welfare_forest``,
-        ...), explicit shares, or None (the insured pays all).
-    subsidised : bool
-        Which regulatory rate-adjustment band applies.
+        ...), explicit shares, or None (the default: no subsidy, the insured pays all; carbon covers are
+        not in the central forest-insurance subsidy, see :data:`NO_CENTRAL_SUBSIDY_NOTE`).
+    subsidised : bool or None
+        Which regulatory rate-adjustment band applies; None (default): subsidised when some budget pays
+        part of the premium.
     layers, quota_share :
         Reinsurance programme.
     parameter_set_size, paths_years :
@@ -544,6 +686,8 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         VaR and TVaR errors count groups of ``parameter_set_size x years`` simulated years (a set's
         paths, each path's years) by their design effect. Without ``paths_years`` the years are taken
         as independent.
+    true_loss_tolerance_cny : float
+        Index covers: amounts at or below this count as no loss / no payout in the basis risk.
     """
     d = load_insurance_defaults()
     loading = loading or default_loading()
@@ -552,71 +696,88 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         raise InsuranceInputError(f"sum_insured_cny must be finite and > 0, got {sum_insured_cny!r}")
     if not (math.isfinite(float(area_ha)) and area_ha > 0):
         raise InsuranceInputError(f"area_ha must be finite and > 0, got {area_ha!r}")
+    c = _check_layers(tuple(layers), quota_share)
+    tol = float(true_loss_tolerance_cny)
     annual = losses.annual_payout_cny
     n = annual.size
     a = aal(annual)
+    level = d.capital_level
     # simulated years are path-major (sim_year = path * years + year): a path's years, and the paths of a
     # parameter set, are correlated; means take their error over path means (between sets), the other
-    # premium figures a jackknife over whole sets, and the quantile and tail errors count such groups
+    # figures a jackknife over whole sets, and the quantile and tail errors count such groups
     design = _Design(n, paths_years, parameter_set_size)
-    se, psd = design.mean_se(annual)
     group = paths_years[1] * max(int(parameter_set_size), 1) if paths_years is not None else 1
-    z = 1.959963984540054
+    reestimated = losses.replicate is not None and design.keep is not None
+    if losses.replicate is not None and paths_years is None:
+        raise InsuranceInputError("a cover that re-estimates terms on the sample needs paths_years")
 
-    def build(x: np.ndarray):
-        m = float(x.mean())
-        pr = risk_loaded_premium(x, loading)
-        return pr, gross_premium(m, max(pr.risk_load, 0.0), loading.fixed_costs_cny, loading.expense_ratio,
-                                 loading.profit_ratio)
+    # ---- jackknife: every scalar figure on each replicate (whole groups of parameter sets / paths left out)
+    err: dict[str, float | None] = {}
+    if design.keep is not None:
+        reps = [_sample_figures(subset_losses(losses, k), loading, tuple(layers), c, level, tol) for k in design.keep]
+        keys = list(reps[0])
+        ses = jackknife_se(np.array([[r.get(k, math.nan) for k in keys] for r in reps], dtype=np.float64))
+        err = {k: _se(v) for k, v in zip(keys, ses)}
 
-    prem, gp = build(annual)
+    def mean_err(key: str, per_year: np.ndarray) -> float | None:
+        return err.get(key) if reestimated else _se(design.mean_se(per_year)[0])
 
-    def figures(keep):
-        _, g = build(annual[keep])
-        return [g.risk_load, g.expected_loss + g.risk_load, g.gross, g.loss_ratio]
-
-    jk = design.jackknife(figures)
-    rl_se, rlp_se, g_se, lr_se = (None,) * 4 if jk is None else (_se(v) for v in jk)
+    prem, gp = _premium_of(annual, loading)
+    se_units, psd = design.mean_se(annual)
+    se = err.get("pure") if reestimated else se_units
+    t_mean = design.t if reestimated else design.mean_t
     t = design.t
     mu = float(area_ha) * MU_PER_HA
 
-    def ci(v, e):
-        return [v - t * e, v + t * e] if e is not None and t is not None else None
+    def ci(v, e, tq=t):
+        return [v - tq * e, v + tq * e] if e is not None and tq is not None and math.isfinite(e) else None
 
-    def scaled(e, d):
-        return e / d if e is not None else None
+    def scaled(e, dv):
+        return e / dv if e is not None else None
 
+    g_se = err.get("gross")
+    params = dict(prem.parameters)
+    if loading.method == "coc":
+        params["capital_mc_se_cny"] = err.get("capital")
     premium = {
         "pure_premium_cny": a.mean, "pure_premium_mc_se_cny": se,
-        "pure_premium_ci95_cny": [a.mean - z * se, a.mean + z * se],
+        "pure_premium_ci95_cny": ci(a.mean, se, t_mean),
         "pure_premium_iid_se_cny": a.se, "parameter_sd_cny": psd,
         "sd_annual_payout_cny": float(annual.std(ddof=1)) if n > 1 else 0.0,
-        "risk_load_cny": gp.risk_load, "risk_load_mc_se_cny": rl_se,
-        "risk_loaded_premium_cny": a.mean + gp.risk_load, "risk_loaded_premium_mc_se_cny": rlp_se,
-        "risk_loaded_premium_ci95_cny": ci(a.mean + gp.risk_load, rlp_se),
+        "risk_load_cny": gp.risk_load, "risk_load_mc_se_cny": err.get("risk_load"),
+        "risk_loaded_premium_cny": a.mean + gp.risk_load, "risk_loaded_premium_mc_se_cny": err.get("risk_loaded"),
+        "risk_loaded_premium_ci95_cny": ci(a.mean + gp.risk_load, err.get("risk_loaded")),
         "fixed_costs_cny": gp.fixed_costs, "expenses_cny": gp.variable_expenses, "profit_cny": gp.profit,
         "gross_premium_cny": gp.gross, "gross_premium_mc_se_cny": g_se, "gross_premium_ci95_cny": ci(gp.gross, g_se),
         "sum_insured_cny": si,
-        "pure_rate": a.mean / si, "pure_rate_mc_se": se / si,
+        "pure_rate": a.mean / si, "pure_rate_mc_se": scaled(se, si),
         "rate_on_sum_insured": gp.gross / si, "rate_on_sum_insured_mc_se": scaled(g_se, si),
         "premium_per_mu_cny": gp.gross / mu, "premium_per_mu_mc_se_cny": scaled(g_se, mu),
         "premium_per_ha_cny": gp.gross / float(area_ha), "premium_per_ha_mc_se_cny": scaled(g_se, float(area_ha)),
         "premium_per_tco2e_cny": gp.gross / insured_tco2e if insured_tco2e > 0 else None,
         "premium_per_tco2e_mc_se_cny": scaled(g_se, insured_tco2e) if insured_tco2e > 0 else None,
-        "expected_loss_ratio": gp.loss_ratio, "expected_loss_ratio_mc_se": lr_se,
-        "loading_parameters": dict(prem.parameters),
-        "mc_error_method": design.describe(),
+        "expected_loss_ratio": gp.loss_ratio, "expected_loss_ratio_mc_se": err.get("loss_ratio"),
+        "loading_parameters": params,
+        "capital_measure": capital_measure_text(level) if loading.method == "coc" else None,
+        "mc_error_method": design.describe() + (
+            "; the expected sink (the trigger) is re-estimated in every replicate, so the means' errors are "
+            "jackknife errors too" if reestimated else ""),
     }
     # ---- subsidy and rate band ------------------------------------------------------------------
     if subsidy is None:
         shares = SubsidyShares(0.0, 0.0, 0.0, 0.0, 1.0)
     else:
         shares = subsidy_shares(subsidy) if isinstance(subsidy, str) else subsidy
+    if subsidised is None:
+        subsidised = shares.insured < 1.0 - 1e-12
     split = split_premium(gp.gross, shares)
     sub = {"scheme": subsidy if isinstance(subsidy, str) else ("none" if subsidy is None else "custom"),
-           "shares": shares.as_dict(), "amounts_cny": dict(split.amounts), "public_share": split.public_share,
+           "shares": shares.as_dict(), "amounts_cny": dict(split.amounts),
+           "amounts_mc_se_cny": {b: None if g_se is None else g_se * v for b, v in shares.as_dict().items()},
+           "public_share": split.public_share,
            "central_rule": shares.rule,
-           "central_eligible": check_central_eligibility(shares) if shares.rule else None}
+           "central_eligible": check_central_eligibility(shares) if shares.rule else None,
+           "note": NO_CENTRAL_SUBSIDY_NOTE if subsidy is None else (CENTRAL_SCHEME_NOTE if shares.central > 0 else None)}
     base_rate = a.mean / (1.0 - loading.expense_ratio) / si
     if base_rate > 0 and gp.gross > 0:
         rb = check_rate_adjustment(gp.gross / si, base_rate, subsidised=subsidised)
@@ -634,36 +795,85 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     grid = _ep_grid(n, rps)
     so, sa = np.sort(occ), np.sort(annual)
     ep = pd.DataFrame({"return_period_years": grid, "exceedance_probability": 1.0 / grid,
-                       "oep_cny": [_var_sorted(so, 1 - 1 / t) for t in grid],
-                       "aep_cny": [_var_sorted(sa, 1 - 1 / t) for t in grid]})
-    risk = {"aal": {"mean_cny": a.mean, "se_cny": se, "ci_low_cny": a.mean - z * se,
-                    "ci_high_cny": a.mean + z * se, "n_years": n},
+                       "oep_cny": [_var_sorted(so, 1 - 1 / tt) for tt in grid],
+                       "aep_cny": [_var_sorted(sa, 1 - 1 / tt) for tt in grid]})
+    aal_ci = ci(a.mean, se, t_mean)
+    risk = {"aal": {"mean_cny": a.mean, "se_cny": se, "ci_low_cny": aal_ci[0] if aal_ci else None,
+                    "ci_high_cny": aal_ci[1] if aal_ci else None, "n_years": n},
             "prob_payout": float((annual > 0).mean()),
+            "prob_payout_mc_se": mean_err("prob_payout", (annual > 0).astype(np.float64)),
             "var_tvar": _records(var_tvar_table(annual, group_size=group)),
-            "pml": _records(pml_df[["basis", *[c for c in pml_df.columns if c != "basis"]]]),
+            "pml": _records(pml_df[["basis", *[col for col in pml_df.columns if col != "basis"]]]),
             "ep_curve": _records(ep)}
     # ---- reinsurance ------------------------------------------------------------------------------
-    layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), quota_share, loading, group,
-                                       d.capital_level, design)
+    layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), c, loading, group, level, design, err,
+                                       reestimated)
     br = None
-    if losses.true_loss_cny is not None:
-        br = _clean(basis_risk(annual, losses.true_loss_cny, true_loss_tolerance_cny).to_dict())
-        br["definition"] = ("true loss = agreed price x max(expected sink - true sink, 0) per policy year; "
-                            "payout on the measured index below the trigger")
-        if "true_sink_tco2e" in losses.index and "measured_sink_tco2e" in losses.index:
-            br["index_error_sd_tco2e"] = float(np.std(losses.index["measured_sink_tco2e"]
-                                                      - losses.index["true_sink_tco2e"]))
+    arrs = _index_arrays(losses)
+    if arrs is not None:
+        br = _basis_risk_block(losses, arrs, tol, err, design, reestimated)
     samples = {"annual_payout_cny": annual, "max_event_payout_cny": occ}
     if losses.true_loss_cny is not None:
         samples["true_loss_cny"] = losses.true_loss_cny
+    if losses.perfect_index_payout_cny is not None:
+        samples["perfect_index_payout_cny"] = losses.perfect_index_payout_cny
     samples.update({k: np.asarray(v) for k, v in losses.index.items()})
     exposure = {"area_ha": float(area_ha), "area_mu": mu, "insured_tco2e": float(insured_tco2e),
                 "sum_insured_cny": si, "sum_insured_per_mu_cny": si / mu}
     return Quote(provenance=_clean(dict(provenance or {})), cover=_clean(dict(cover or {})),
                  loading=loading.to_dict(), exposure=exposure, premium=_clean(premium), subsidy=_clean(sub),
-                 rate_band=_clean(band), risk=risk, aal_by_peril=_clean(list(aal_by_peril or [])),
+                 rate_band=_clean(band), risk=_clean(risk), aal_by_peril=_clean(list(aal_by_peril or [])),
                  aal_by_level=_clean(list(aal_by_level or [])), layers=layer_rows, capital=capital,
                  basis_risk=br, samples=samples)
+
+
+def _basis_risk_block(losses: CoverLosses, arrs, tol: float, err: Mapping[str, float | None], design: _Design,
+                      reestimated: bool) -> dict[str, Any]:
+    """Basis risk against the perfect-index payout, and the protection gap, with Monte Carlo errors."""
+    pay, perfect, true = arrs
+    br = basis_risk(pay, perfect, tol).to_dict()
+    gap = protection_gap(perfect, true, tol).to_dict()
+
+    def mean_err(key: str, per_year: np.ndarray) -> float | None:
+        return err.get(f"br_{key}") if reestimated else _se(design.mean_se(per_year)[0])
+
+    d = pay - perfect
+    rmse = br["rmse_cny"]
+    if reestimated:
+        rmse_se = err.get("br_rmse")
+    else:   # delta method: se(sqrt(m)) = se(m) / (2 sqrt(m)), m = mean(D^2); 0 when the index is perfect
+        m_se = _se(design.mean_se(d * d)[0])
+        rmse_se = (m_se / (2.0 * rmse) if rmse > 0 else 0.0) if m_se is not None else None
+    miss = ((perfect > tol) & (pay <= tol)).astype(np.float64)
+    extra = ((pay > tol) & (perfect <= tol)).astype(np.float64)
+    gap_y = np.maximum(true - perfect, 0.0)
+    by_design = ((true > tol) & (perfect <= tol)).astype(np.float64)
+    out = {
+        "reference": "perfect-index payout: the contract's trigger, limit and participation on the true sink",
+        "definition": ("basis risk = payout on the measured index - perfect-index payout, per policy year (index "
+                       "error only: zero for a perfect index); 'loss' = a year in which the perfect index pays. "
+                       "protection_gap = true loss - perfect-index payout, the loss the contract leaves uncovered "
+                       "by design (trigger retention, limit, participation); true loss = agreed price x "
+                       "max(expected sink - true sink, 0); the sink is before harvest"),
+        **br,
+        "correlation_mc_se": err.get("br_corr"),
+        "prob_loss_no_payout_mc_se": mean_err("p_miss", miss),
+        "prob_payout_no_loss_mc_se": mean_err("p_extra", extra),
+        "prob_no_payout_given_loss_mc_se": err.get("br_p_miss_given"),
+        "rmse_mc_se_cny": rmse_se,
+        "mean_difference_mc_se_cny": mean_err("mean_diff", d),
+        "protection_gap": {
+            **gap,
+            "mean_true_loss_mc_se_cny": mean_err("true", true),
+            "mean_perfect_index_payout_mc_se_cny": mean_err("perfect", perfect),
+            "mean_gap_mc_se_cny": mean_err("gap", gap_y),
+            "gap_share_of_true_loss_mc_se": err.get("br_gap_share"),
+            "prob_loss_no_payout_by_design_mc_se": mean_err("p_gap", by_design),
+        },
+    }
+    if "true_sink_tco2e" in losses.index and "measured_sink_tco2e" in losses.index:
+        out["index_error_sd_tco2e"] = float(np.std(losses.index["measured_sink_tco2e"] - losses.index["true_sink_tco2e"]))
+    return _clean(out)
 
 
 # =====================================================================================================
@@ -677,7 +887,7 @@ def _aal_row(x: np.ndarray, price: float, design: _Design, **labels) -> dict[str
 
 def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, params, *, paths: int = 2000,
           years: int = 1, seed: int = 2026, loading: Loading | None = None,
-          subsidy: str | SubsidyShares | None = "commercial_forest", subsidised: bool = True,
+          subsidy: str | SubsidyShares | None = None, subsidised: bool | None = None,
           layers: Sequence[LayerSpec] = (), quota_share: float = 0.0, account_level: str | None = "county",
           price_model_set=None, switches=None, workers: int = 1, chunk_paths: int | None = None,
           simulation=None, progress=None) -> Quote:
@@ -787,7 +997,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
             row["payout_aal_cny"] = float(x.mean()) if x is not None else 0.0
             row["payout_aal_se_cny"] = design.mean_se(x)[0] if x is not None else 0.0
     elif isinstance(cover, SinkIndexCover):
-        sink = res.paths_of("sink_tco2e")[..., 0]
+        # the sink before harvest: a clear-fell at the rotation age is no peril, so the index adds it back
+        sink = res.paths_of("sink_tco2e")[..., 0] + res.paths_of("harvest_tco2e")[..., 0]
         losses = sink_index_losses(sink, cover, seed=seed, path_ids=np.arange(paths))
         e = float(np.mean(losses.index["expected_sink_tco2e"]))
         insured = e

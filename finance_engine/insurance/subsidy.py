@@ -126,8 +126,13 @@ def split_premium(gross_premium_cny: float, shares: SubsidyShares | str = "comme
 def check_central_eligibility(shares: SubsidyShares, rule: str | None = None) -> bool:
     """Whether the local budgets pay enough for the central share of ``rule``.
 
-    ``rule`` defaults to ``shares.rule``. Returns True when the central share does not exceed the
-    rule's central share, or the named local budgets together pay at least the rule's minimum.
+    ``rule`` defaults to ``shares.rule``. Returns True when the central budget pays nothing, or when
+    the central share does not exceed the rule's central share **and** the named local budgets together
+    pay at least the rule's minimum.
+
+    The rules are those of the central premium subsidy of policy forest insurance on the replanting
+    cost (finance_practice.md §2.2); carbon covers are not known to qualify (the quote's default is no
+    subsidy, :data:`finance_engine.insurance.quote.NO_CENTRAL_SUBSIDY_NOTE`).
     """
     name = rule or shares.rule
     if name is None:

@@ -69,9 +69,33 @@ def _cover_value(v) -> str:
     return str(v)
 
 
+def _notes(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The quote with its basis-risk note carrying the protection gap, and the subsidy heading saying why
+    there is no subsidy by default (a quote stored before they were reported renders as it did)."""
+    br = d.get("basis_risk")
+    extra = []
+    gap = (br or {}).get("protection_gap")
+    if gap:
+        share = gap.get("gap_share_of_true_loss")
+        extra.append(f"Protection gap (uncovered by design): mean {gap['mean_gap_cny']:,.0f} CNY a year"
+                     + (f" ({100 * share:.0f} % of the mean true loss {gap['mean_true_loss_cny']:,.0f} CNY)"
+                        if share is not None else "")
+                     + f"; P(loss, no payout by design) {100 * gap['prob_loss_no_payout_by_design']:.1f} %.")
+    no_subsidy = (d.get("subsidy") or {}).get("note") and (d.get("subsidy") or {}).get("scheme") == "none"
+    if not (extra or no_subsidy):
+        return d
+    d = dict(d)
+    if extra and br is not None:
+        d["basis_risk"] = {**br, "definition": " ".join([str(br.get("definition") or "")] + extra)}
+    if no_subsidy:   # the heading names the scheme: say why there is none
+        d["subsidy"] = {**d["subsidy"], "scheme": "none: carbon covers are not in the central forest-insurance "
+                                                  "premium subsidy"}
+    return d
+
+
 def render_quote_slip(q, title_suffix: str | None = None) -> str:
     """The quote slip HTML (exceedance plot, premium build-up, subsidy split, PML, layer table, provenance)."""
-    d = _as_dict(q)
+    d = _notes(_as_dict(q))
     cover = d["cover"]
     title_suffix = title_suffix or cover.get("kind", "policy")
     pml = pd.DataFrame(d["risk"]["pml"])

@@ -92,7 +92,8 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @click.option("--perils", default=None, help="Covered perils, comma-separated (stock-loss; default: all).")
 @click.option("--deductible", default=None, help="Stock-loss deductible: 500t (tCO2e), 1% (of stock) or 20000 (CNY).")
 @click.option("--deductible-basis", type=click.Choice(["annual", "event"]), default="annual", show_default=True)
-@click.option("--limit", "limit", default=None, help="Annual limit in CNY (e.g. 5M; default: none / triggered sink value).")
+@click.option("--limit", "limit", default=None,
+              help="Annual limit in CNY (e.g. 5M, or unlimited; default: none, for sink-index the triggered sink value).")
 @click.option("--participation", type=FINITE, default=1.0, show_default=True)
 @click.option("--trigger", type=FINITE, default=None, help="Sink index trigger as a fraction of the expected sink (default 0.8).")
 @click.option("--expected-sink", type=FINITE, default=None, help="Expected sink, tCO2e/yr (default: the model mean).")
@@ -104,15 +105,19 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @click.option("--volume", type=FINITE, default=None, help="Price floor volume, tCO2e/yr (default: simulated credits issued).")
 @click.option("--price-model", default="cea", show_default=True, help="Price model for the floor.")
 @click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
-              help="Risk-load principle (default: coc, cost of capital on the 1-in-200 loss).")
+              help="Risk-load principle (default: coc, cost of capital on the 1-in-200 TVaR, for the policy and its "
+                   "layers alike).")
 @click.option("--lambda", "--loading-parameter", "loading_parameter", type=FINITE, default=None,
               help="Parameter of the principle: sd alpha, Wang lambda, PH rho or CoC rate.")
 @click.option("--expense-ratio", type=FINITE, default=None, help="Expense ratio (default 0.20).")
 @click.option("--profit-ratio", type=FINITE, default=None, help="Profit ratio (default 0.05).")
 @click.option("--fixed-costs", type=FINITE, default=0.0, show_default=True, help="Fixed costs, CNY/yr.")
-@click.option("--subsidy", default="commercial_forest", show_default=True,
-              help="Subsidy scheme (commercial_forest, public_welfare_forest, hebei_chestnut_2015) or none.")
-@click.option("--unsubsidised", is_flag=True, help="Check against the unsubsidised rate band [0.5, 1.5].")
+@click.option("--subsidy", default="none", show_default=True,
+              help="Subsidy scheme (commercial_forest, public_welfare_forest, hebei_chestnut_2015) or none. Carbon "
+                   "covers are not in the central forest-insurance subsidy (replanting-cost policy forest insurance).")
+@click.option("--subsidised/--unsubsidised", "subsidised", default=None,
+              help="Rate band to check: [0.75, 1.25] subsidised, [0.5, 1.5] other (default: subsidised when a "
+                   "budget pays part of the premium).")
 @click.option("--layer", "layer_specs", multiple=True, metavar="ATTACH:LIMIT",
               help="Reinsurance XoL layer in CNY (repeatable), e.g. --layer 2M:8M.")
 @click.option("--layer-basis", type=click.Choice(["occurrence", "aggregate"]), default="occurrence", show_default=True)
@@ -132,7 +137,7 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @format_option
 def quote(portfolio, parameters, cover, price, perils, deductible, deductible_basis, limit, participation, trigger,
           expected_sink, index_error, error_cv, strike, volume, price_model, loading, loading_parameter,
-          expense_ratio, profit_ratio, fixed_costs, subsidy, unsubsidised, layer_specs, layer_basis,
+          expense_ratio, profit_ratio, fixed_costs, subsidy, subsidised, layer_specs, layer_basis,
           reinstatements, reinstatement_pct, layer_share, quota_share, account_level, paths, years, seed, workers,
           output, force, fmt):
     """Price a forest-carbon insurance policy (and reinsurance layers) on the simulated portfolio.
@@ -191,7 +196,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
     note(f"quoting {cover} on {pf.n_parcels} parcels: {paths} paths x {years} year(s), seed {seed}")
     try:
         q = run_quote(c, pf, params, paths=paths, years=years, seed=seed, loading=ld,
-                      subsidy=None if subsidy.lower() == "none" else subsidy, subsidised=not unsubsidised,
+                      subsidy=None if subsidy.lower() == "none" else subsidy, subsidised=subsidised,
                       layers=layers, quota_share=quota_share, account_level=account_level, price_model_set=pms,
                       workers=workers, progress=ProgressBar("quoting"))
     except (InsuranceInputError, PriceModelError) as exc:
@@ -206,6 +211,10 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         echo_json(json.loads(q.to_json()))
         return
     _print_quote(q)
+
+
+def _se_text(se) -> str:
+    return "" if se is None else f" ± {se:,.0f} s.e."
 
 
 def _pct(v, digits: int = 2) -> str:
@@ -234,6 +243,13 @@ def _print_quote(q) -> None:
                    + ("within" if rb["within_band"] else f"OUTSIDE; the band allows at most {rb['rate_at_band_top']:.2%}"))
     s = q.subsidy
     click.echo("Subsidy (" + str(s["scheme"]) + "): " + ", ".join(f"{k} {v:,.0f}" for k, v in s["amounts_cny"].items()))
+    if s.get("note"):
+        click.echo(f"  note: {s['note']}")
+    if p.get("capital_measure"):
+        lp = p.get("loading_parameters") or {}
+        cap_se = lp.get("capital_mc_se_cny")
+        click.echo(f"Cost of capital on {p['capital_measure']}: capital {lp.get('capital', 0):,.0f} CNY"
+                   + (f" (MC s.e. {cap_se:,.0f})" if cap_se is not None else ""))
     click.echo("\nPML (CNY) with 95% CI (open: too few simulated years to bound that end):")
     click.echo(render_table(q.frame("risk.pml")[["basis", "return_period_years", "loss", "ci_low", "ci_high"]],
                             missing="open"))
@@ -249,18 +265,27 @@ def _print_quote(q) -> None:
         click.echo("\nReinsurance layers:")
         click.echo(render_table(q.frame("layers")[["layer", "expected_layer_loss_cny", "expected_layer_loss_se_cny",
                                                    "reinsurance_premium_cny", "rate_on_line", "multiple",
-                                                   "prob_attachment", "prob_exhaustion"]]))
+                                                   "prob_attachment", "prob_attachment_mc_se", "prob_exhaustion",
+                                                   "prob_exhaustion_mc_se"]]))
         c = q.capital
         click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} "
                    f"({interval_text(c['gross_capital_ci95_cny'])}) -> net {c['net_capital_cny']:,.0f} "
                    f"({interval_text(c['net_capital_ci95_cny'])}) CNY "
-                   f"(relief {c['capital_relief_cny']:,.0f}; cost of reinsurance {c['cost_of_reinsurance_cny']:,.0f})")
+                   f"(relief {c['capital_relief_cny']:,.0f}{_se_text(c.get('capital_relief_mc_se_cny'))}; cost of "
+                   f"reinsurance {c['cost_of_reinsurance_cny']:,.0f}{_se_text(c.get('cost_of_reinsurance_mc_se_cny'))})")
     if q.basis_risk:
         b = q.basis_risk
         corr = "-" if b["correlation"] is None else f"{b['correlation']:.3f}"
-        click.echo(f"\nBasis risk: corr(payout, true loss) {corr}; P(loss, no payout) "
-                   f"{b['prob_loss_no_payout']:.1%}; P(payout, no loss) {b['prob_payout_no_loss']:.1%}; "
-                   f"RMSE {b['rmse_cny']:,.0f} CNY")
+        click.echo(f"\nBasis risk (index error; payout vs the perfect-index payout): corr {corr}; P(perfect index "
+                   f"pays, index does not) {b['prob_loss_no_payout']:.1%}; P(index pays, perfect index does not) "
+                   f"{b['prob_payout_no_loss']:.1%}; RMSE {b['rmse_cny']:,.0f} CNY{_se_text(b.get('rmse_mc_se_cny'))}")
+        g = b.get("protection_gap")
+        if g:
+            share = "-" if g["gap_share_of_true_loss"] is None else f"{g['gap_share_of_true_loss']:.0%}"
+            click.echo(f"Protection gap (by design: trigger, limit, participation): mean {g['mean_gap_cny']:,.0f} CNY"
+                       f"{_se_text(g.get('mean_gap_mc_se_cny'))} = {share} of the true loss "
+                       f"{g['mean_true_loss_cny']:,.0f}; P(loss, no payout by design) "
+                       f"{g['prob_loss_no_payout_by_design']:.1%}")
     pv = q.provenance
     click.echo(f"\nmodel {pv['model_version']} ({pv['code_version']}), parameters sha256 {pv['parameter_sha256'][:12]}, "
                f"seed {pv['seed']}, {pv['paths']} paths x {pv['years']} year(s)")
