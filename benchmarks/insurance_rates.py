@@ -3,7 +3,7 @@
 Run ``python -m benchmarks.insurance_rates [--paths N] [--seed S] [--markdown]``. The published rates
 come from ``finance_engine/data/insurance_defaults.yaml`` (``published_rates``, from
 finance_practice.md §2); the model rates from :func:`finance_engine.insurance.quote` with the
-default parameter set, the default loadings (cost of capital on the 1-in-200 loss, 20 % expenses,
+default parameter set, the default loadings (cost of capital on the 1-in-200 TVaR less the mean, 20 % expenses,
 5 % profit) and, for comparison, the Wang transform with lambda = 0.3. One simulation run (one policy
 year per path) is shared by every cover, so the rows are on common random numbers.
 """
@@ -74,7 +74,7 @@ def _pct(v, digits: int = 2) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    lines = ["| Cover | Pure rate (± MC s.e.) | Gross rate, CoC on 1-in-200 | Gross rate, Wang 0.3 | P(payout) | SI per mu |",
+    lines = ["| Cover | Pure rate (± MC s.e.) | Gross rate, CoC on 1-in-200 TVaR | Gross rate, Wang 0.3 | P(payout) | SI per mu |",
              "|---|---|---|---|---|---|"]
     for r in df[df.kind.str.startswith("model")].itertuples():
         lines.append(f"| {r.case} | {_pct(r.pure_rate)} ± {_pct(r.pure_rate_se, 3)} | {_pct(r.gross_rate_coc)} | "

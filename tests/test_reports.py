@@ -37,10 +37,37 @@ def test_the_quote_slip_shows_levels_open_ends_and_the_premiums_errors(params):
     gp = q.to_dict()["premium"]
     assert f"{gp['gross_premium_cny']:,.0f} ± {gp['gross_premium_mc_se_cny']:,.0f}" in t
     assert "upfront_premium_cny" in t and "cost of capital on its TVaR" in t
+    d = q.to_dict()
+    lp, cap, risk = d["premium"]["loading_parameters"], d["capital"], d["risk"]
+    assert f"cost of capital on {d['premium']['capital_measure']} (CNY) {lp['capital']:,.0f} ± " \
+           f"{lp['capital_mc_se_cny']:,.0f}" in t  # the measure the load is charged on, with its error
+    assert f"{cap['capital_relief_cny']:,.0f} ± {cap['capital_relief_mc_se_cny']:,.0f}" in t
+    assert "prob_attachment_mc_se" in t and "prob_exhaustion_mc_se" in t
+    assert f"{100 * risk['prob_payout']:.1f}% ± {100 * risk['prob_payout_mc_se']:.1f}%" in t
+    assert d["subsidy"]["note"] in t and "amount_mc_se_cny" in t  # why no subsidy, and the amounts' errors
     # a parameter sd clipped at 0 (the estimate below zero) is not resolved, not zero
     d = q.to_dict()
     d["premium"]["parameter_sd_cny"] = 0.0
     assert "not resolved" in _text(render_quote_slip(d))
+
+
+def test_the_quote_slip_shows_basis_risk_against_the_perfect_index_and_the_protection_gap(params):
+    """A sink index's slip reports basis risk against the perfect-index payout and, apart, the protection gap,
+    each figure with its Monte Carlo error (the quote's own numbers)."""
+    from finance_engine.insurance import SinkIndexCover, quote
+    from finance_engine.reports.quote_slip import render_quote_slip
+    from models.portfolio import validate_frame
+
+    pf = validate_frame(make_frame(40, seed=1), params, source="slip")
+    q = quote(SinkIndexCover(60.0, 0.8, error="normal", error_cv=0.1), pf, params, paths=200, years=2, seed=3)
+    t = _text(render_quote_slip(q))
+    br = q.to_dict()["basis_risk"]
+    g = br["protection_gap"]
+    assert "payout on the measured index against the perfect-index payout" in t
+    assert f"RMSE of payout − perfect-index payout (CNY) {br['rmse_cny']:,.0f} ± {br['rmse_mc_se_cny']:,.0f}" in t
+    assert f"Mean gap (CNY a year) and its share of the true loss {g['mean_gap_cny']:,.0f} ± " \
+           f"{g['mean_gap_mc_se_cny']:,.0f} ({100 * g['gap_share_of_true_loss']:.0f}%)" in t
+    assert "None" not in t and "NaN" not in t
 
 
 def test_the_memo_checks_the_pledge_rate(params):

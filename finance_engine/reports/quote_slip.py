@@ -69,33 +69,9 @@ def _cover_value(v) -> str:
     return str(v)
 
 
-def _notes(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The quote with its basis-risk note carrying the protection gap, and the subsidy heading saying why
-    there is no subsidy by default (a quote stored before they were reported renders as it did)."""
-    br = d.get("basis_risk")
-    extra = []
-    gap = (br or {}).get("protection_gap")
-    if gap:
-        share = gap.get("gap_share_of_true_loss")
-        extra.append(f"Protection gap (uncovered by design): mean {gap['mean_gap_cny']:,.0f} CNY a year"
-                     + (f" ({100 * share:.0f} % of the mean true loss {gap['mean_true_loss_cny']:,.0f} CNY)"
-                        if share is not None else "")
-                     + f"; P(loss, no payout by design) {100 * gap['prob_loss_no_payout_by_design']:.1f} %.")
-    no_subsidy = (d.get("subsidy") or {}).get("note") and (d.get("subsidy") or {}).get("scheme") == "none"
-    if not (extra or no_subsidy):
-        return d
-    d = dict(d)
-    if extra and br is not None:
-        d["basis_risk"] = {**br, "definition": " ".join([str(br.get("definition") or "")] + extra)}
-    if no_subsidy:   # the heading names the scheme: say why there is none
-        d["subsidy"] = {**d["subsidy"], "scheme": "none: carbon covers are not in the central forest-insurance "
-                                                  "premium subsidy"}
-    return d
-
-
 def render_quote_slip(q, title_suffix: str | None = None) -> str:
     """The quote slip HTML (exceedance plot, premium build-up, subsidy split, PML, layer table, provenance)."""
-    d = _notes(_as_dict(q))
+    d = _as_dict(q)
     cover = d["cover"]
     title_suffix = title_suffix or cover.get("kind", "policy")
     pml = pd.DataFrame(d["risk"]["pml"])
@@ -105,12 +81,15 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
     sub = d["subsidy"]
     subsidy = pd.DataFrame({"payer": list(sub["shares"]), "share": list(sub["shares"].values()),
                             "amount_cny": [sub["amounts_cny"][k] for k in sub["shares"]]})
+    if sub.get("amounts_mc_se_cny"):  # a share of the gross premium: its error is the share of the premium's
+        subsidy["amount_mc_se_cny"] = [sub["amounts_mc_se_cny"].get(k) for k in sub["shares"]]
     layers = pd.DataFrame(d["layers"]) if d.get("layers") else None
     if layers is not None:  # rate on line is on the upfront premium; the multiple on the expected total
         layers = layers[[c for c in ("layer", "expected_layer_loss_cny", "reinsurance_premium_cny",
                                      "reinsurance_premium_mc_se_cny", "upfront_premium_cny", "rate_on_line",
                                      "multiple", "multiple_mc_se", "loading_method", "prob_attachment",
-                                     "prob_exhaustion") if c in layers.columns]]
+                                     "prob_attachment_mc_se", "prob_exhaustion", "prob_exhaustion_mc_se")
+                         if c in layers.columns]]
     by_peril = pd.DataFrame(d["aal_by_peril"]) if d.get("aal_by_peril") else None
     price_floor = cover.get("kind") == "price-floor"
     if by_peril is not None and price_floor and "covered" in by_peril.columns:
@@ -127,7 +106,8 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
         var_tvar=table_html(pd.DataFrame(d["risk"]["var_tvar"]), percent=("level",), missing="open"),
         subsidy=table_html(subsidy, percent=("share",)),
         layers=None if layers is None else table_html(layers, digits=0, decimals={"multiple": 2, "multiple_mc_se": 2},
-                                                      percent=("rate_on_line", "prob_attachment", "prob_exhaustion")),
+                                                      percent=("rate_on_line", "prob_attachment", "prob_attachment_mc_se",
+                                                               "prob_exhaustion", "prob_exhaustion_mc_se")),
         by_peril=None if by_peril is None else table_html(by_peril),
         by_level=None if by_level is None else table_html(by_level),
         provenance=d["provenance"],
