@@ -168,7 +168,20 @@ try {
   out.quoteSubsidy = await rows("#quote-subsidy");
   out.quoteEpDots = await page.$$eval("#chart-quote-ep circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
   out.slip = await download("#quote-slip", "slip");
+  out.quoteSubsidyNote = await text("#quote-subsidy-note");
+  out.quoteBasisHidden = await page.$eval("#quote-basis", (e) => e.hidden);
   await shot("quote-result");
+
+  // ---- insurer: a sink-index cover: basis risk and the protection gap ------------------------------
+  await page.getByLabel("保障类型").selectOption("sink-index");
+  await page.getByRole("button", { name: "报价", exact: true }).click();
+  await page.waitForFunction((first) => {
+    const f = window.__dashboard.finance;
+    return f.quote && f.quote.id !== first && !document.querySelector("#quote-basis").hidden &&
+      document.querySelector("#quote-id").textContent === f.quote.id;
+  }, out.quoteId);
+  out.sinkQuote = { id: await text("#quote-id"), request: await page.evaluate(() => window.__dashboard.finance.quoteRequest),
+                    basis: await kpis("#quote-basis-kpis"), kpis: await kpis("#quote-kpis") };
 
   // ---- English ----------------------------------------------------------------------------------
   await page.getByRole("button", { name: "切换到英文界面" }).click();

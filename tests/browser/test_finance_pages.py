@@ -201,7 +201,7 @@ def test_memo_download_is_the_api_memo(driven):
 
 def test_quote_page_shows_the_api_premium(driven):
     shown, _, insurer = driven
-    (post,) = _posts(shown, "/v1/quotes")
+    post = _posts(shown, "/v1/quotes")[0]  # the stock-loss quote (a sink index follows)
     sent = post["body"]
     assert sent["cover"] == {"kind": "stock-loss", "price_cny_per_tco2e": 60, "perils": PERILS,
                              "deductible": {"amount": DEDUCTIBLE, "unit": "cny", "basis": "annual"}}
@@ -233,6 +233,31 @@ def test_quote_page_shows_the_api_premium(driven):
     dots = sorted((d["prob"], d["loss"]) for d in shown["quoteEpDots"])
     assert len(ep) > 5 and [d[0] for d in dots] == pytest.approx([e[0] for e in ep], rel=1e-12)
     assert [d[1] for d in dots] == pytest.approx([e[1] for e in ep], rel=1e-12)
+
+
+def test_quote_page_shows_the_errors_the_subsidy_note_and_a_sink_indexs_basis_risk(driven):
+    """The gross premium and P(payout) carry their Monte Carlo errors, the subsidy split says why there is no
+    subsidy, a stock-loss quote shows no basis-risk block, and a sink index's block shows the API's basis risk
+    (against the perfect-index payout) and protection gap, each with its error."""
+    shown, _, insurer = driven
+    (post, _sink) = _posts(shown, "/v1/quotes")
+    q = insurer.post("/v1/quotes", json=post["body"]).json()["result"]
+    k = shown["quoteKpis"]
+    assert k["kpi_gross"]["sub"] == f"± {q['premium']['gross_premium_mc_se_cny']:,.0f}（蒙特卡洛标准误）"
+    assert k["kpi_p_payout"]["sub"] == f"± {100 * q['risk']['prob_payout_mc_se']:.2f} %（蒙特卡洛标准误）"
+    assert shown["quoteSubsidyNote"] == q["subsidy"]["note"] and shown["quoteBasisHidden"] is True
+    sink = shown["sinkQuote"]
+    assert sink["request"]["cover"]["kind"] == "sink-index"
+    r = insurer.post("/v1/quotes", json=sink["request"])
+    assert r.status_code == 201, r.text[:500]
+    br = r.json()["result"]["basis_risk"]
+    gap = br["protection_gap"]
+    b = {key: d["value"] for key, d in sink["basis"].items()}
+    for key, value in (("kpi_basis_rmse", br["rmse_cny"]), ("kpi_basis_miss", br["prob_loss_no_payout"]),
+                       ("kpi_basis_extra", br["prob_payout_no_loss"]), ("kpi_gap_mean", gap["mean_gap_cny"]),
+                       ("kpi_gap_share", gap["gap_share_of_true_loss"])):
+        assert b[key] == pytest.approx(value, rel=1e-12), key
+    assert sink["basis"]["kpi_gap_mean"]["sub"] == f"± {gap['mean_gap_mc_se_cny']:,.0f}（蒙特卡洛标准误）"
 
 
 def test_slip_download_and_english(driven):

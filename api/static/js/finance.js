@@ -369,15 +369,28 @@ function renderQuote(fin) {
   kpis($("#quote-kpis"), [
     ["kpi_pure", pr.pure_premium_cny, cny(pr.pure_premium_cny), t("pm_se", { se: cny(pr.pure_premium_mc_se_cny) })],
     ["kpi_pure_se", pr.pure_premium_mc_se_cny, cny(pr.pure_premium_mc_se_cny)],
-    ["kpi_gross", pr.gross_premium_cny, cny(pr.gross_premium_cny)],
+    ["kpi_gross", pr.gross_premium_cny, cny(pr.gross_premium_cny), seText(pr.gross_premium_mc_se_cny, cny)],
     ["kpi_rate", pr.rate_on_sum_insured, fmtPct(pr.rate_on_sum_insured, 3)],
     ["kpi_per_mu", pr.premium_per_mu_cny, fmt(pr.premium_per_mu_cny, 2)],
     ["kpi_per_ha", pr.premium_per_ha_cny, fmt(pr.premium_per_ha_cny, 2)],
     ["kpi_per_tco2e", pr.premium_per_tco2e_cny, fmt(pr.premium_per_tco2e_cny, 3)],
     ["kpi_loss_ratio", pr.expected_loss_ratio, fmtPct(pr.expected_loss_ratio, 1)],
     ["kpi_sum_insured", ex.sum_insured_cny, cny(ex.sum_insured_cny)],
-    ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2)],
+    ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2), seText(q.risk.prob_payout_mc_se, (x) => fmtPct(x, 2))],
   ]);
+  // a sink index: basis risk (the index's error: payout against the perfect-index payout) and, apart, the
+  // protection gap (what even a perfect index leaves unpaid by design), each with its Monte Carlo error
+  const br = q.basis_risk, gap = br?.protection_gap;
+  $("#quote-basis").hidden = !gap;
+  if (gap) {
+    kpis($("#quote-basis-kpis"), [
+      ["kpi_basis_rmse", br.rmse_cny, cny(br.rmse_cny), seText(br.rmse_mc_se_cny, cny)],
+      ["kpi_basis_miss", br.prob_loss_no_payout, fmtPct(br.prob_loss_no_payout, 2), seText(br.prob_loss_no_payout_mc_se, (x) => fmtPct(x, 2))],
+      ["kpi_basis_extra", br.prob_payout_no_loss, fmtPct(br.prob_payout_no_loss, 2), seText(br.prob_payout_no_loss_mc_se, (x) => fmtPct(x, 2))],
+      ["kpi_gap_mean", gap.mean_gap_cny, cny(gap.mean_gap_cny), seText(gap.mean_gap_mc_se_cny, cny)],
+      ["kpi_gap_share", gap.gap_share_of_true_loss, fmtPct(gap.gap_share_of_true_loss, 0), seText(gap.gap_share_of_true_loss_mc_se, (x) => fmtPct(x, 0))],
+    ]);
+  }
   const ep = (q.risk.ep_curve || []).filter((p) => p.exceedance_probability >= 0.005 && p.exceedance_probability < 1)
     .map((p) => ({ loss: p.aep_cny, prob: p.exceedance_probability }));
   exceedanceChart($("#chart-quote-ep"), { points: ep, title: t("chart_quote_ep"), xLabel: t("axis_payout"), yLabel: t("axis_prob") });
@@ -392,6 +405,12 @@ function renderQuote(fin) {
   table($("#quote-subsidy"), payers, [
     ["payer", "col_payer", (x) => t(`payer_${x}`), false], ["share", "col_share", pct(1)], ["amount", "col_amount", cny],
   ]);
+  $("#quote-subsidy-note").textContent = sub.note || "";  // why there is no subsidy, or the scheme's caveat
+}
+
+/** "± se (Monte Carlo s.e.)" of a figure's error, formatted as the figure; null without one. */
+function seText(se, format) {
+  return se === null || se === undefined ? null : t("pm_se", { se: format(se) });
 }
 
 async function priceQuote(e, state, fin) {
