@@ -99,31 +99,157 @@ def portfolio_error(exc) -> ApiProblem:
                       title="Invalid portfolio", errors=errs)
 
 
-def frame_from_upload(filename: str, data: bytes) -> pd.DataFrame:
-    """A raw table from uploaded bytes, read by :func:`models.portfolio.read_table` (by extension)."""
-    from models.portfolio import PortfolioError, read_table
+def _too_many_rows(name: str, limit: int, setting: str, *, field: str, found: int | None = None,
+                   what: str = "parcels", kind: str = "invalid-portfolio",
+                   title: str | None = "Invalid portfolio") -> ApiProblem:
+    """422 for an upload with more rows than ``limit`` (``found``: the count, when it is known)."""
+    count = f"{found:,} rows" if found is not None else f"more than {limit:,} rows"
+    reason = f"{name} has {count}: at most {limit:,} {what} are accepted ({setting})"
+    extra = {"rows": found} if found is not None else {}
+    return ApiProblem(422, reason, kind=kind, title=title, errors=[{"field": field, "reason": reason}], limit=limit,
+                      **extra)
+
+
+def _too_large_decoded(name: str, decoded: int, limit: int, *, field: str, kind: str = "invalid-portfolio",
+                       title: str | None = "Invalid portfolio") -> ApiProblem:
+    reason = (f"{name} declares {decoded:,} bytes once decompressed: at most {limit:,} are accepted "
+              "(CRE_MAX_UPLOAD_DECODED_BYTES)")
+    return ApiProblem(422, reason, kind=kind, title=title, errors=[{"field": field, "reason": reason}], limit=limit)
+
+
+def csv_rows_over(data: bytes, cap: int, *, count_blank: bool) -> bool:
+    """Whether a CSV holds more than ``cap`` data rows after its header (``count_blank``: blank lines count,
+    as the portfolio reader keeps them to number rows). Cheap: a count of line breaks bounds the rows; only
+    a file with more line breaks than ``cap`` is parsed (a quoted field may hold a line break), one record
+    at a time without keeping any."""
+    if data.count(b"\n") + data.count(b"\r") <= cap:  # (CRLF counts twice: still a bound)
+        return False
+    import csv
+
+    # any byte is one latin-1 character, and neither UTF-8 nor GB18030 uses the bytes of a line break, quote
+    # or comma inside a character: the records are those the reader will find
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="latin-1", newline="")
+    rows, header = 0, False
+    try:
+        for rec in csv.reader(text):
+            if not header:
+                header = bool(rec)  # blank lines before the header are skipped
+                continue
+            if rec or count_blank:
+                rows += 1
+                if rows > cap:
+                    return True
+    except csv.Error:  # (a field beyond the csv module's size limit): the line breaks' bound, which is over
+        return True
+    return False
+
+
+def parquet_footer(data: bytes) -> tuple[int, int] | None:
+    """(rows, bytes of column data once decompressed) that a Parquet file's footer declares, read without
+    decoding any data; None when there is no readable footer (the reader then reports the file)."""
+    try:
+        import pyarrow.parquet as pq
+
+        md = pq.ParquetFile(io.BytesIO(data)).metadata
+        return int(md.num_rows), sum(max(0, int(md.row_group(i).total_byte_size)) for i in range(md.num_row_groups))
+    except Exception:  # noqa: BLE001 - not Parquet: read_table reports it
+        return None
+
+
+def zip_decoded_bytes(data: bytes) -> int | None:
+    """The bytes an xlsx file's (zip) members declare once decompressed (Python's zip reader stops at the
+    declared size); None when it is not a zip archive (the reader then reports the file)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return sum(max(0, i.file_size) for i in z.infolist())
+    except Exception:  # noqa: BLE001 - not a zip archive: read_table reports it
+        return None
+
+
+def _read_xlsx(p: Path, max_rows: int) -> pd.DataFrame:
+    """:func:`models.portfolio.read_table`'s xlsx reading, at most ``max_rows + 1`` data rows deep (pandas reads
+    a sheet's every row however large its declared dimension; this stops at the limit)."""
+    from models.portfolio import _with_raw_header
+
+    df = pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object, nrows=max_rows + 1)
+    return _with_raw_header(df, pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object, header=None,
+                                              nrows=1))
+
+
+def _scrub(text: str, tmp: str, p: Path, name: str) -> str:
+    """``text`` (a reader's or a library's message) with the server's temporary file (its path, or its name
+    as :func:`models.portfolio.read_table` gives it) named as the upload, and no trace of the folder."""
+    return text.replace(str(p), name).replace(p.name, name).replace(tmp, "").replace(Path(tmp).name, "")
+
+
+def frame_from_upload(filename: str, data: bytes, *, max_rows: int | None = None,
+                      max_decoded_bytes: int | None = None, field: str = "body/file") -> pd.DataFrame:
+    """A raw table from uploaded bytes, read by :func:`models.portfolio.read_table` (by extension).
+
+    ``max_rows`` (``CRE_MAX_PARCELS``) is checked before the rows are read: a Parquet file's footer, a CSV's
+    records (:func:`csv_rows_over`), a JSON document's list; an xlsx sheet is read at most ``max_rows + 1`` rows
+    deep. ``max_decoded_bytes`` bounds what a Parquet or xlsx file declares it decompresses to. Both answer
+    422 naming ``field`` and the limit; nothing is decoded beyond them."""
+    from models.portfolio import PortfolioError, Problem, read_table
 
     name = Path(filename or "upload.csv").name
     suffix = Path(name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise ApiProblem(415, f"unsupported file type {suffix or '(none)'!r}; use .csv, .parquet, .xlsx, .geojson "
                               "or .json", kind="unsupported-media-type")
-    if suffix == ".json":
+
+    def over(found: int | None = None) -> ApiProblem:
+        return _too_many_rows(name, max_rows, "CRE_MAX_PARCELS", field=field, found=found)
+
+    if max_rows is not None and suffix in (".csv", ".txt") and csv_rows_over(data, max_rows, count_blank=True):
+        raise over()
+    if suffix in (".parquet", ".pq") and (footer := parquet_footer(data)) is not None:
+        if max_rows is not None and footer[0] > max_rows:
+            raise over(footer[0])
+        if max_decoded_bytes is not None and footer[1] > max_decoded_bytes:
+            raise _too_large_decoded(name, footer[1], max_decoded_bytes, field=field)
+    if suffix in (".xlsx", ".xlsm") and max_decoded_bytes is not None:
+        decoded = zip_decoded_bytes(data)
+        if decoded is not None and decoded > max_decoded_bytes:
+            raise _too_large_decoded(name, decoded, max_decoded_bytes, field=field)
+    if suffix == ".json" or (suffix == ".geojson" and max_rows is not None):
         try:
             doc = json.loads(data.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiProblem(422, f"not valid JSON: {exc}", kind="invalid-portfolio") from exc
+            if suffix == ".geojson":
+                doc = None  # read_table reports it as GeoJSON
+            else:
+                raise ApiProblem(422, f"not valid JSON: {exc}", kind="invalid-portfolio") from exc
         if isinstance(doc, list):
+            if max_rows is not None and len(doc) > max_rows:
+                raise over(len(doc))
             return frame_from_records(doc)
+        if isinstance(doc, dict) and isinstance(doc.get("features"), list) and max_rows is not None \
+                and len(doc["features"]) > max_rows:
+            raise over(len(doc["features"]))
+        del doc
     with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / f"upload{suffix}"
+        p = Path(tmp) / f"upload-{uuid.uuid4().hex}{suffix}"  # (a name no message holds by chance: see _scrub)
         p.write_bytes(data)
         try:
-            return read_table(p)
+            if suffix in (".xlsx", ".xlsm") and max_rows is not None:
+                try:
+                    df = _read_xlsx(p, max_rows)
+                except Exception as exc:  # as read_table reports a file it cannot read
+                    raise PortfolioError([Problem(name, None, None, None, f"cannot read {suffix} file: {exc}")]) \
+                        from exc
+            else:
+                df = read_table(p)
         except PortfolioError as exc:
-            for pr in exc.problems:  # do not leak the temporary path
+            for pr in exc.problems:  # the upload's name, never the server's temporary path
                 object.__setattr__(pr, "file", name)
+                object.__setattr__(pr, "reason", _scrub(str(pr.reason), tmp, p, name))
             raise portfolio_error(exc) from exc
+    if max_rows is not None and len(df) > max_rows:  # (a footer that understated its rows)
+        raise over(len(df) if suffix not in (".xlsx", ".xlsm") else None)
+    return df
 
 
 def frame_from_records(rows: list) -> pd.DataFrame:
@@ -137,8 +263,119 @@ def frame_from_records(rows: list) -> pd.DataFrame:
     return df
 
 
-def frame_from_geojson(doc: dict) -> pd.DataFrame:
-    return frame_from_upload("upload.geojson", json.dumps(doc).encode())
+def frame_from_geojson(doc: dict, **limits) -> pd.DataFrame:
+    """A raw table from a GeoJSON document sent as JSON (``limits``: see :func:`frame_from_upload`)."""
+    return frame_from_upload("upload.geojson", json.dumps(doc).encode(), **limits)
+
+
+# ---- event loss tables (layer pricing) ---------------------------------------------------------
+class LossTableError(ValueError):
+    """A loss table the engine refused, with where: the first bad row (1 = the table's first row), its column
+    and value; or a table over its row ``limit``. Picklable (it crosses from a compute worker)."""
+
+    def __init__(self, message: str, row: int | None = None, column: str | None = None, value: Any = None,
+                 limit: int | None = None):
+        super().__init__(message, row, column, value, limit)
+
+    message = property(lambda self: self.args[0])
+    row = property(lambda self: self.args[1])
+    column = property(lambda self: self.args[2])
+    value = property(lambda self: self.args[3])
+    limit = property(lambda self: self.args[4])
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_loss_table_rows(filename: str, data: bytes, *, max_rows: int, max_decoded_bytes: int,
+                          field: str = "body/file") -> None:
+    """An uploaded loss table's rows (and a Parquet file's decompressed size) within the limits, checked
+    before it is read (:func:`csv_rows_over`, :func:`parquet_footer`); 422 ``invalid-loss-table`` naming
+    ``field`` and the limit. A JSON file's rows are counted where it is parsed (:func:`task_price_layer`)."""
+    name = Path(filename or "elt.csv").name
+    suffix = Path(name).suffix.lower()
+    kw = {"field": field, "what": "rows", "kind": "invalid-loss-table", "title": None}
+    if suffix in (".csv", ".txt") and csv_rows_over(data, max_rows, count_blank=False):
+        raise _too_many_rows(name, max_rows, "CRE_LAYER_MAX_ROWS", **kw)
+    if suffix in (".parquet", ".pq") and (footer := parquet_footer(data)) is not None:
+        if footer[0] > max_rows:
+            raise _too_many_rows(name, max_rows, "CRE_LAYER_MAX_ROWS", found=footer[0], **kw)
+        if footer[1] > max_decoded_bytes:
+            raise _too_large_decoded(name, footer[1], max_decoded_bytes, field=field, kind="invalid-loss-table",
+                                     title=None)
+
+
+def first_bad_row(elt: pd.DataFrame, column: str, n_years: int) -> tuple[int, Any] | None:
+    """(row number from 1, value) of the first row of ``column`` that the engine's loss table rules refuse
+    (``finance_engine.insurance.tables.event_losses``: ``year`` an integer in [0, n_years), ``loss`` a finite
+    number >= 0, every column a number without gaps); None when none is found."""
+    if column not in elt.columns or len(elt) == 0:
+        return None
+    s = elt[column]
+    if pd.api.types.is_bool_dtype(s):
+        bad = np.ones(len(s), dtype=bool)
+    elif column not in ("year", "loss"):  # an event id: any value but a missing one
+        bad = s.isna().to_numpy()
+    else:
+        def rules(v: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore"):
+                out = np.isnan(v)
+                if column == "year":
+                    return out | (np.floor(v) != v) | (v < 0) | (v >= n_years)
+                return out | (v < 0) | np.isinf(v)
+
+        if pd.api.types.is_numeric_dtype(s):
+            bad = rules(s.to_numpy(dtype=np.float64, na_value=np.nan))
+        else:  # a text column: its first cell that is no number ("abc" among CSV text "5", "7")
+            bad = rules(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+            if not bad.any():  # all read as numbers: the first that is text ("5" among JSON numbers)
+                bad = ~s.map(lambda x: isinstance(x, (int, float, np.integer, np.floating))
+                             and not isinstance(x, (bool, np.bool_))).to_numpy(dtype=bool)
+    at = np.flatnonzero(bad)
+    if at.size == 0:
+        return None
+    return int(at[0]) + 1, json_safe(s.iloc[int(at[0])])
+
+
+def task_price_layer(filename: str, data: bytes, req: dict[str, Any], max_json_rows: int) -> dict[str, Any]:
+    """:func:`api.compute.task_layer` on an uploaded loss table (file bytes, or an inline request's JSON body
+    with its ``rows``), in a compute worker. A JSON table's rows are counted as soon as it is parsed
+    (``max_json_rows``); a table the engine refuses raises :class:`LossTableError` naming its first bad row."""
+    from api.compute import read_loss_table, records_frame, task_layer
+    from finance_engine.insurance import InsuranceInputError
+
+    rows = None
+    if Path(filename or "").suffix.lower() == ".json":
+        try:
+            doc = json.loads(data.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            doc = None  # task_layer reports it
+        if isinstance(doc, dict) and "rows" in doc:
+            doc = doc["rows"]
+        if isinstance(doc, list):
+            if len(doc) > max_json_rows:
+                raise LossTableError(f"the loss table has {len(doc):,} rows: at most {max_json_rows:,} rows of a "
+                                     "JSON table are accepted (CRE_LAYER_MAX_JSON_ROWS; send a CSV or Parquet file "
+                                     "for more)", limit=max_json_rows)
+            if all(isinstance(r, dict) for r in doc):
+                rows = doc
+        del doc
+    try:
+        if rows is not None:
+            return task_layer(filename, None, rows, req)
+        return task_layer(filename, data, None, req)
+    except InsuranceInputError as exc:
+        m = re.search(r"column '([^']+)'", str(exc))
+        where = None
+        if m:
+            try:
+                elt = records_frame(rows) if rows is not None else read_loss_table(filename, data)
+                where = first_bad_row(elt, m.group(1), int(req["n_years"]))
+            except Exception:  # noqa: BLE001 - the engine's own message is still the answer
+                where = None
+        if where is None:
+            raise
+        raise LossTableError(f"{exc}; first at row {where[0]}", where[0], m.group(1), where[1]) from None
 
 
 def validate(df: pd.DataFrame, params, source: str):
@@ -366,8 +603,9 @@ def run_out(run: SimulationRun) -> dict[str, Any]:
     }
 
 
-__all__ = ["SIMULATION_FIELDS", "ModelRegistry", "PortfolioCache", "audit", "audit_record", "cells",
-           "check_simulation_request", "clean", "count", "internal_job_problem", "frame_from_geojson", "frame_from_records",
-           "frame_from_upload", "get_owned", "job_problem", "new_id", "own_provenance", "page", "plausible_id",
-           "portfolio_summary", "records", "result_identity", "run_out", "run_simulation", "sha256_json",
-           "store_portfolio", "store_run", "validate"]
+__all__ = ["LossTableError", "ModelRegistry", "PortfolioCache", "SIMULATION_FIELDS", "audit", "audit_record",
+           "cells", "check_loss_table_rows", "check_simulation_request", "clean", "count", "csv_rows_over",
+           "first_bad_row", "frame_from_geojson", "frame_from_records", "frame_from_upload", "get_owned",
+           "internal_job_problem", "job_problem", "new_id", "own_provenance", "page", "parquet_footer",
+           "plausible_id", "portfolio_summary", "records", "result_identity", "run_out", "run_simulation",
+           "sha256_json", "store_portfolio", "store_run", "task_price_layer", "validate", "zip_decoded_bytes"]

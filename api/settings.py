@@ -82,6 +82,18 @@ class Settings:
     idempotency_ttl_s : float
         How long a stored ``Idempotency-Key`` answer is kept (seconds, default 24 h): older records
         are purged, and a key older than this starts afresh.
+    max_parcels : int
+        Most parcels (rows) of an uploaded portfolio, whatever its format (CSV, Parquet, xlsx, GeoJSON,
+        JSON): a file's row count is read before its rows are (a Parquet file's footer; a CSV's line
+        breaks; an xlsx sheet is read at most this many rows deep), so a larger one is refused unread.
+    max_upload_decoded_bytes : int
+        Most bytes a compressed upload (a Parquet file's column data, an xlsx file's members) may declare
+        once decompressed; a larger one is refused before it is decoded.
+    layer_max_rows : int
+        Most rows of an event loss table uploaded as CSV or Parquet for layer pricing.
+    layer_max_json_rows : int
+        Most rows of an event loss table sent as JSON (inline ``rows`` or a ``.json`` file): each row is
+        a Python object in the server (about 0.5 kB), five times what a CSV or Parquet row costs.
     """
 
     database_url: str = field(default_factory=default_database_url)
@@ -93,6 +105,7 @@ class Settings:
     rate_burst: float = 60.0
     job_workers: int = 1
     job_chunk_paths: int = 32
+    max_active_jobs_per_tenant: int = 20
     page_max: int = 500
     accounts_default_paths: int = 200
     log_level: str = "INFO"
@@ -101,11 +114,14 @@ class Settings:
     compute_warm: bool = False
     landscape_warm_paths: int = 0
     idempotency_ttl_s: float = 24 * 3600.0
+    max_parcels: int = 1_000_000
+    max_upload_decoded_bytes: int = 512 * 1024 * 1024
+    layer_max_rows: int = 1_000_000
+    layer_max_json_rows: int = 200_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Settings from environment variables (see ``docs/api.md``), then ``overrides``."""
-    max_active_jobs_per_tenant: int = 20
         env = os.environ if env is None else env
         base = cls()
         cells = dict(base.role_max_cells)
@@ -120,6 +136,8 @@ class Settings:
             rate_burst=_float(env, "CRE_RATE_BURST", base.rate_burst),
             job_workers=max(1, _int(env, "CRE_JOB_WORKERS", base.job_workers)),
             job_chunk_paths=max(1, _int(env, "CRE_JOB_CHUNK_PATHS", base.job_chunk_paths)),
+            max_active_jobs_per_tenant=max(1, _int(env, "CRE_MAX_ACTIVE_JOBS_PER_TENANT",
+                                                   base.max_active_jobs_per_tenant)),
             page_max=max(1, _int(env, "CRE_PAGE_MAX", base.page_max)),
             accounts_default_paths=max(1, _int(env, "CRE_ACCOUNTS_PATHS", base.accounts_default_paths)),
             log_level=env.get("CRE_LOG_LEVEL", base.log_level),
@@ -129,6 +147,10 @@ class Settings:
             compute_warm=env.get("CRE_COMPUTE_WARM", "1") not in ("0", "false", "no"),
             landscape_warm_paths=max(0, _int(env, "CRE_LANDSCAPE_WARM_PATHS", 10_000)),
             idempotency_ttl_s=max(60.0, _float(env, "CRE_IDEMPOTENCY_TTL_HOURS", base.idempotency_ttl_s / 3600) * 3600),
+            max_parcels=max(1, _int(env, "CRE_MAX_PARCELS", base.max_parcels)),
+            max_upload_decoded_bytes=max(1, _int(env, "CRE_MAX_UPLOAD_DECODED_BYTES", base.max_upload_decoded_bytes)),
+            layer_max_rows=max(1, _int(env, "CRE_LAYER_MAX_ROWS", base.layer_max_rows)),
+            layer_max_json_rows=max(1, _int(env, "CRE_LAYER_MAX_JSON_ROWS", base.layer_max_json_rows)),
         )
         return replace(s, **overrides) if overrides else s
 
@@ -136,6 +158,4 @@ class Settings:
         return replace(self, **changes)
 
 
-            max_active_jobs_per_tenant=max(1, _int(env, "CRE_MAX_ACTIVE_JOBS_PER_TENANT",
-                                                   base.max_active_jobs_per_tenant)),
 __all__ = ["ROLES", "Settings", "default_database_url"]

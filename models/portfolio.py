@@ -258,7 +258,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except PortfolioError:
         raise
     except Exception as exc:  # a corrupt file of a known type: report it as bad input, not a crash
-        raise PortfolioError([Problem(str(p), None, None, None, f"cannot read {suffix} file: {exc}")]) from exc
+        # the file's name, not its path (a library's message may quote it: the API reads uploads from a
+        # temporary path of the server's that no caller should see)
+        reason = str(exc).replace(str(p), p.name).replace(str(p.resolve()), p.name)
+        raise PortfolioError([Problem(str(p), None, None, None, f"cannot read {suffix} file: {reason}")]) from exc
     raise PortfolioError([Problem(str(p), None, None, None,
                                   f"unsupported file type {suffix!r}; use .csv, .parquet, .xlsx or .geojson")])
 

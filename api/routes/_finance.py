@@ -118,9 +118,20 @@ def artifact(s: Session, result_id: str, name: str) -> ResultArtifact | None:
     return s.get(ResultArtifact, (result_id, name))
 
 
+#: the policy of the HTML downloads (memo, quote slip, stress report): self-contained pages whose only
+#: resources are their inline <style> and their plots as data: PNGs; no script, frame, form or fetch
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+              "frame-ancestors 'none'")
+
+
 def download(content: bytes, media_type: str, filename: str) -> Response:
-    return Response(content, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    """A report as a download: ``Content-Disposition: attachment`` with its file name, ``nosniff`` (the
+    browser keeps the declared type) and, for HTML, :data:`REPORT_CSP` (opened in a browser anyway, a
+    report can run nothing and load nothing)."""
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"}
+    if media_type.split(";")[0].strip().lower() == "text/html":
+        headers["Content-Security-Policy"] = REPORT_CSP
+    return Response(content, media_type=media_type, headers=headers)
 
 
 def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow:
@@ -133,5 +144,5 @@ def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow
     return pf
 
 
-__all__ = ["CREATED", "HTML", "XLSX_TYPE", "artifact", "create_result", "download", "get_result",
+__all__ = ["CREATED", "HTML", "REPORT_CSP", "XLSX_TYPE", "artifact", "create_result", "download", "get_result",
            "list_results", "portfolio_of"]

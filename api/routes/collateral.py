@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref, task_collateral_memo
+from api.db.models import AuditRecord
 from api.finance import prepare_collateral, put_artifact
 from api.finance_schemas import CollateralRequest, FinanceResultOut
 from api.problems import ApiProblem
@@ -58,12 +60,17 @@ def get_valuation(valuation_id: str, who: Principal = Depends(lender), s: Sessio
 
 
 @router.get("/{valuation_id}/memo", response_class=HTMLResponse,
-            responses=HTML, summary="The HTML collateral memo (a download)")
+            responses={**HTML, 409: {"description": "the valuation is not reproduced by this code version, or it "
+                                                    "was job-sized (`memo-not-rendered`)"}},
+            summary="The HTML collateral memo (a download)")
 async def valuation_memo(valuation_id: str, request: Request, who: Principal = Depends(lender)):
     """The self-contained collateral memo (fan chart, by-year table, drivers, credit view). The memo
-    needs the value paths, which are not stored: the valuation is re-run with its stored request and
-    seed (the same numbers, checked against the stored result) and the memo is kept for later."""
+    needs the value paths, which are not stored: the first request re-runs the valuation in the compute
+    pool with its stored request and seed (the same numbers, checked against the stored result) and the
+    memo is kept for later; concurrent first requests share that one run. A valuation larger than
+    ``CRE_SYNC_MAX_CELLS`` (it ran as a job) is not re-run in a request: 409 ``memo-not-rendered``."""
     state = request.app.state
+    sync_max = state.settings.sync_max_cells
 
     def load():
         with state.db.session() as s:
@@ -71,22 +78,56 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
             a = artifact(s, row.id, "memo.html")
             if a is not None:
                 return row, None, a.content
-            return row, portfolio_of(s, who, row), None
+            pf = portfolio_of(s, who, row)
+            cells = _job_cells(s, row)
+            if cells is not None and cells > sync_max:
+                raise ApiProblem(
+                    409, f"the memo of a job-sized valuation ({cells:,} pledged parcel-path-years, over the "
+                         f"{sync_max:,} answered in a request: CRE_SYNC_MAX_CELLS) is not rendered in a request, which "
+                         "would re-run the whole valuation; it is kept only where its job rendered it. For a memo "
+                         "now, value the loan again with fewer paths (within CRE_SYNC_MAX_CELLS)",
+                    kind="memo-not-rendered", title="Memo not rendered", limit=sync_max, cells=cells)
+            return row, pf, None
 
     row, pf, content = await run_in_threadpool(load)
     if content is None:
-        html, again = await state.compute.run(task_collateral_memo, pf_ref(pf), row.request)
-        if _numbers(again) != _numbers(row.result):
-            raise ApiProblem(409, "this code version does not reproduce the stored valuation; the memo is not "
-                                  "rendered", kind="conflict")
-        content = html.encode("utf-8")
+        async def render() -> bool:
+            html, again = await state.compute.run(task_collateral_memo, pf_ref(pf), row.request)
+            if _numbers(again) != _numbers(row.result):
+                raise ApiProblem(409, "this code version does not reproduce the stored valuation; the memo is not "
+                                      "rendered", kind="conflict")
 
-        def save():
+            def save():
+                with state.db.session() as s:
+                    put_artifact(s, row.id, "memo.html", "text/html; charset=utf-8", html.encode("utf-8"))
+
+            await run_in_threadpool(save)
+            return True  # (the memo is in the database: the cache keeps only this mark, not the HTML)
+
+        # one run however many first requests arrive together (each then reads the stored memo)
+        await state.result_cache.single_flight(state.result_cache.key("collateral-memo", row.id), render)
+
+        def stored():
             with state.db.session() as s:
-                put_artifact(s, row.id, "memo.html", "text/html; charset=utf-8", content)
+                a = artifact(s, row.id, "memo.html")
+                if a is None:  # (a mark outlived its memo: never, artifacts are kept with their result)
+                    raise RuntimeError(f"the memo of {row.id} was rendered but is not stored")
+                return a.content
 
-        await run_in_threadpool(save)
+        content = await run_in_threadpool(stored)
     return download(content, "text/html; charset=utf-8", f"collateral-memo-{row.id}.html")
+
+
+def _job_cells(s, row) -> int | None:
+    """The pledged parcel-path-years of a valuation that ran as a job (its ``collateral.submit`` audit record
+    says); None for one answered in its request (it was within the limit then)."""
+    if not row.job_id:
+        return None
+    rec = s.scalar(select(AuditRecord).where(AuditRecord.tenant_id == row.tenant_id,
+                                             AuditRecord.action == "collateral.submit",
+                                             AuditRecord.resource_id == row.job_id).limit(1))
+    cells = (rec.detail or {}).get("cells") if rec is not None else None
+    return int(cells) if isinstance(cells, (int, float)) else None
 
 
 __all__ = ["router"]

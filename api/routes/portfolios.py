@@ -37,6 +37,7 @@ from api.services import (
     validate,
 )
 
+NAME_MAX = 200  # a portfolio's name: PortfolioJSON's max_length, the multipart form's too
 router = APIRouter(prefix="/v1/portfolios", tags=["portfolios"], responses=AUTH_PROBLEMS)
 REGION_RE = re.compile(REGION_PATTERN)  # the multipart form's region: PortfolioJSON's rule
 analyst = require_roles(*ANALYSTS)
@@ -49,7 +50,7 @@ _UPLOAD_SCHEMA = {
             "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "CSV, Parquet, xlsx, GeoJSON (.geojson/.json) or JSON records (.json)"},
-                "name": {"type": "string", "maxLength": 200},
+                "name": {"type": "string", "maxLength": NAME_MAX},
                 "region": {"type": "string", "pattern": REGION_PATTERN, "default": DEFAULT_REGION}}}},
         "application/json": {"schema": PortfolioJSON.model_json_schema()},
     },
@@ -69,6 +70,20 @@ def _check_region(state, region: str) -> None:
                          kind="validation-error", title="Invalid request",
                          errors=[{"field": "body/region", "value": region[:60],
                                   "reason": f"not a model of this server (known: {', '.join(known)}; GET /v1/models)"}])
+
+
+def _check_json_parcels(limit: int, doc: Any) -> None:
+    """A JSON upload's ``parcels`` (or GeoJSON features) beyond ``CRE_MAX_PARCELS``: 422 before they are
+    validated or copied."""
+    if not isinstance(doc, dict):
+        return
+    for field, rows in (("body/parcels", doc.get("parcels")),
+                        ("body/geojson/features", (doc.get("geojson") or {}).get("features")
+                         if isinstance(doc.get("geojson"), dict) else None)):
+        if isinstance(rows, list) and len(rows) > limit:
+            reason = f"{len(rows):,} parcels: at most {limit:,} are accepted (CRE_MAX_PARCELS)"
+            raise ApiProblem(422, reason, kind="invalid-portfolio", title="Invalid portfolio",
+                             errors=[{"field": field, "reason": reason}], limit=limit, rows=len(rows))
 
 
 async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
@@ -91,6 +106,9 @@ async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
             errs.append({"field": "body/name", "reason": "must be text, not a file"})
         elif raw_name and CONTROL_CHARS.search(raw_name):
             errs.append({"field": "body/name", "reason": CONTROL_REASON})
+        elif raw_name and len(raw_name) > NAME_MAX:  # as the JSON upload answers it (never cut silently)
+            errs.append({"field": "body/name", "value": raw_name[:60] + "...",
+                         "reason": f"String should have at most {NAME_MAX} characters"})
         if upload.filename and CONTROL_CHARS.search(upload.filename):
             errs.append({"field": "body/file", "reason": "the file name " + CONTROL_REASON})
         region = form.get("region") or DEFAULT_REGION
@@ -103,10 +121,12 @@ async def _parse_upload(request: Request) -> tuple[str, str, str, Any]:
                              title="Invalid request", errors=errs)
         _check_region(request.app.state, region)
         data = await upload.read()
-        name = str(raw_name or upload.filename or "portfolio")[:200]
+        # (without a name, the file's name names it, cut to fit: it is not a name the caller chose)
+        name = raw_name or str(upload.filename or "portfolio")[:NAME_MAX]
         return name, region, upload.filename or "upload", ("file", upload.filename or "upload.csv", data)
     if ctype in ("application/json", "application/geo+json") or ctype.endswith("+json"):
         doc = json_body(await request.body())
+        _check_json_parcels(request.app.state.settings.max_parcels, doc)
         try:
             req = PortfolioJSON.model_validate(doc)
         except Exception as exc:
@@ -131,15 +151,17 @@ async def create_portfolio(request: Request, who: Principal = Depends(analyst)):
     name, region, source, raw = await _parse_upload(request)
     state = request.app.state
 
+    limits = {"max_rows": state.settings.max_parcels, "max_decoded_bytes": state.settings.max_upload_decoded_bytes}
+
     def work():
         params = state.models.get(region)
         if raw[0] == "file":
-            df = frame_from_upload(raw[1], raw[2])
+            df = frame_from_upload(raw[1], raw[2], **limits)
             src = raw[1]
         elif raw[1].parcels is not None:
             df, src = frame_from_records(raw[1].parcels), "json"
         else:
-            df, src = frame_from_geojson(raw[1].geojson), "geojson"
+            df, src = frame_from_geojson(raw[1].geojson, **limits, field="body/geojson"), "geojson"
         pf = validate(df, params, source=str(src)[:300])
         with state.db.session() as s:
             row = store_portfolio(s, who, name, pf, params)

@@ -5,7 +5,6 @@ Roles: insurer and bureau (the roles that register policies)."""
 from __future__ import annotations
 
 import hashlib
-import json
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.compute import task_layer, task_quote_slip
+from api.compute import task_quote_slip
 from api.finance import INPUT_ERRORS, check_quote_inputs, layer_pricing_fields, prepare_quote, problem_from, \
     put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut, LayerPricingJSON, QuoteRequest
@@ -24,7 +23,7 @@ from api.routes._finance import CREATED, HTML, artifact, create_result, download
 from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging, encode
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
-from api.services import audit
+from api.services import LossTableError, audit, check_loss_table_rows, task_price_layer
 
 router = APIRouter(tags=["insurance"], responses=AUTH_PROBLEMS)
 underwriter = require_roles("insurer", "bureau")
@@ -113,8 +112,9 @@ def _invalid(errs: list[dict]) -> ApiProblem:
                       title="Invalid request", errors=errs)
 
 
-async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str, bytes | None]:
-    """(terms, filename, file bytes or None for inline rows)."""
+async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str, bytes, bool]:
+    """(terms without the rows, the table's file name or ``"inline"``, the file's bytes or the JSON body's,
+    whether the rows are inline)."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         try:
@@ -138,14 +138,29 @@ async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str,
         except ValidationError as exc:
             raise _invalid([{"field": "body/" + "/".join(str(x) for x in e["loc"]), "reason": e["msg"]}
                             for e in exc.errors()]) from exc
-        return terms, upload.filename or "elt.csv", await upload.read()
+        return terms, upload.filename or "elt.csv", await upload.read(), False
     if ctype == "application/json" or ctype.endswith("+json"):
-        doc = json_body(await request.body())
+        raw = await request.body()
+        doc = json_body(raw)
+        rows = doc.get("rows") if isinstance(doc, dict) else None
+        if isinstance(rows, list):  # counted before anything is copied: the terms are checked without them
+            limit = request.app.state.settings.layer_max_json_rows
+            if len(rows) > limit:
+                reason = (f"{len(rows):,} rows: at most {limit:,} rows are accepted inline "
+                          "(CRE_LAYER_MAX_JSON_ROWS; upload a CSV or Parquet file for more)")
+                raise ApiProblem(422, reason, kind="invalid-loss-table",
+                                 errors=[{"field": "body/rows", "reason": reason}], limit=limit, rows=len(rows))
+            bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+            if bad is not None:
+                raise _invalid([{"field": f"body/rows/{bad}", "reason": "Input should be a valid dictionary"}])
+            doc = {**doc, "rows": []}
         try:
-            return LayerPricingJSON.model_validate(doc), "inline", None
+            terms = LayerPricingJSON.model_validate(doc)
         except ValidationError as exc:
             raise _invalid([{"field": "body/" + "/".join(str(x) for x in e["loc"]), "reason": e["msg"]}
                             for e in exc.errors()]) from exc
+        # the body itself goes to the compute worker, which reads its rows (no copy of them is kept here)
+        return terms, "inline", raw, True
     raise ApiProblem(415, "send the loss table as multipart/form-data (field 'file') or application/json ('rows')",
                      kind="unsupported-media-type")
 
@@ -159,18 +174,31 @@ async def create_layer_price(request: Request, who: Principal = Depends(underwri
     (0..n_years-1), ``event_id``, ``loss``; or JSON ``rows``) with ``n_years``, ``attachment``,
     ``limit`` (omit: unlimited) and ``basis`` (occurrence or aggregate). Returns the pure premium, its
     standard error, the standard deviation, the probabilities of attachment and exhaustion
-    (``finance_engine.insurance.price_layer``). A bad table answers 422 naming the problem."""
-    terms, filename, data = await _parse_layer_request(request)
+    (``finance_engine.insurance.price_layer``). A bad table answers 422 naming the problem and its first
+    bad row. At most ``CRE_LAYER_MAX_ROWS`` rows of a CSV or Parquet file (counted before it is read) and
+    ``CRE_LAYER_MAX_JSON_ROWS`` rows of JSON (inline or a ``.json`` file)."""
+    terms, filename, data, inline = await _parse_layer_request(request)
     state = request.app.state
+    settings = state.settings
     rid = current_request_id()
-    table_sha = hashlib.sha256(data if data is not None else json.dumps(terms.rows, sort_keys=True,
-                                                                        default=str).encode()).hexdigest()
+    field = "body/rows" if inline else "body/file"
+    if not inline:
+        await run_in_threadpool(check_loss_table_rows, filename, data, max_rows=settings.layer_max_rows,
+                                max_decoded_bytes=settings.max_upload_decoded_bytes)
+    # the bytes as sent (the file, or the JSON body with the rows inline): nothing is serialised again
+    table_sha = hashlib.sha256(data).hexdigest()
     req = {**terms.model_dump(mode="json", exclude={"rows"}), "table_sha256": table_sha, "table_source": filename}
     try:
-        out = await state.compute.run(task_layer, filename, data, None if data is not None else terms.rows, req)
+        out = await state.compute.run(task_price_layer, "inline.json" if inline else filename, data, req,
+                                      settings.layer_max_json_rows)
     except INPUT_ERRORS as exc:
-        raise problem_from(exc, "invalid-loss-table", layer_pricing_fields("body/file" if data is not None
-                                                                          else "body/rows")) from exc
+        p = problem_from(exc, "invalid-loss-table", layer_pricing_fields(field))
+        if isinstance(exc, LossTableError):
+            if exc.row is not None and p.errors:  # the first bad row, as a portfolio's errors name theirs
+                p.errors[0].update(row=exc.row, column=exc.column, value=exc.value)
+            if exc.limit is not None:
+                p.extra["limit"] = exc.limit
+        raise p from exc
 
     def save():
         with state.db.session() as s:

@@ -80,3 +80,351 @@ def test_revoked_and_expired_keys_stop_working(limited):
     assert c.get("/v1/audit", headers=h2).status_code == 401
     with app.state.db.session() as s:
         assert s.get(ApiKey, row.id).secret_sha256 not in key  # only the hash is stored
+
+
+# ---- upload and download limits (SQLite and PostgreSQL) ----------------------------------------------------
+# The limits of what an upload may hold, counted before it is read: parcels of a portfolio file
+# (CRE_MAX_PARCELS), what a compressed file declares it decompresses to (CRE_MAX_UPLOAD_DECODED_BYTES),
+# rows of a layer-pricing loss table (CRE_LAYER_MAX_ROWS, CRE_LAYER_MAX_JSON_ROWS); upload errors that name the
+# upload, never the server's temporary path; a multipart name over 200 characters; the memo rendered once
+# however many first requests arrive together, and not in a request for a job-sized valuation; the
+# security headers of the HTML downloads.
+import asyncio  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import zipfile  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from api.compute import task_collateral_memo  # noqa: E402
+from tests.api.conftest import make_tenants, new_database, upload  # noqa: E402
+from tests.api.test_api_flows import assert_problem, wait_job  # noqa: E402
+from tests.conftest import make_frame  # noqa: E402
+
+CAP = 100  # parcels of a portfolio upload (CRE_MAX_PARCELS) in these tests
+LAYER_ROWS, LAYER_JSON_ROWS = 50, 20
+DECODED = 2_000_000
+SYNC = 20_000  # CRE_SYNC_MAX_CELLS: a 5-parcel valuation of 10 crediting years is at once up to 400 paths
+TERMS = {"amount_cny": 200_000.0, "term_years": 3, "interest_rate": 0.045, "crediting_horizon_years": 10}
+
+
+@pytest.fixture(scope="module")
+def lim(backend, tmp_path_factory, request):
+    """An app with small upload limits on a fresh database (SQLite and PostgreSQL), tenants a and b of every role."""
+    url = new_database(backend, tmp_path_factory, request)
+    app = create_app(test_settings(url, max_parcels=CAP, max_upload_decoded_bytes=DECODED,
+                                   layer_max_rows=LAYER_ROWS, layer_max_json_rows=LAYER_JSON_ROWS,
+                                   sync_max_cells=SYNC, compute_workers=1))
+    with TestClient(app) as c:
+        keys = make_tenants(app)
+        yield app, c, lambda role, t="a": {"Authorization": f"Bearer {keys[(role, t)]}"}
+
+
+def _parquet(df: pd.DataFrame, **kw) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False, **kw)
+    return buf.getvalue()
+
+
+def _xlsx(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_excel(buf, index=False)
+    return buf.getvalue()
+
+
+def _portfolio_count(c, h) -> int:
+    return c.get("/v1/portfolios", headers=h).json()["total"]
+
+
+def _post_file(c, h, filename: str, data: bytes, **form):
+    return c.post("/v1/portfolios", headers=h, files={"file": (filename, data, "application/octet-stream")},
+                  data=form)
+
+
+def _limit_problem(r, field: str, limit: int, kind: str = "invalid-portfolio") -> dict:
+    body = assert_problem(r, 422, kind)
+    assert body["limit"] == limit, body
+    assert [e["field"] for e in body["errors"]] == [field], body
+    assert f"{limit:,}" in body["errors"][0]["reason"]
+    return body
+
+
+def test_parquet_over_the_parcel_cap_is_refused_from_its_footer(lim, monkeypatch):
+    """One row repeated past the cap (a few kB of zstd Parquet) is refused from the file's footer: the rows
+    are never decoded (read_table is not called) and nothing is stored."""
+    import models.portfolio
+
+    app, c, h = lim
+    before = _portfolio_count(c, h("bank"))
+    one = make_frame(1)
+    big = pd.concat([one] * (CAP + 1), ignore_index=True)
+    data = _parquet(big, compression="zstd")
+
+    def never(*a, **k):
+        raise AssertionError("the rows were read")
+
+    with monkeypatch.context() as m:
+        m.setattr(models.portfolio, "read_table", never)
+        body = _limit_problem(_post_file(c, h("bank"), "big.parquet", data), "body/file", CAP)
+    assert body["rows"] == CAP + 1 and "big.parquet" in body["detail"] and "CRE_MAX_PARCELS" in body["detail"]
+    assert _portfolio_count(c, h("bank")) == before
+    # at the cap it is stored
+    ok = _post_file(c, h("bank"), "cap.parquet", _parquet(make_frame(CAP)))
+    assert ok.status_code == 201 and ok.json()["n_parcels"] == CAP
+
+
+def test_parquet_declaring_more_decoded_bytes_than_allowed_is_refused(lim):
+    app, c, h = lim
+    df = make_frame(3)
+    df["notes"] = [ch * (DECODED // 2) for ch in "xyz"]  # 3 MB of text, a few kB compressed
+    data = _parquet(df, compression="zstd")
+    assert len(data) < 100_000
+    body = _limit_problem(_post_file(c, h("bank"), "wide.parquet", data), "body/file", DECODED)
+    assert "CRE_MAX_UPLOAD_DECODED_BYTES" in body["detail"]
+
+
+@pytest.mark.parametrize("blank", [False, True])
+def test_csv_over_the_parcel_cap_is_refused(lim, blank):
+    app, c, h = lim
+    before = _portfolio_count(c, h("bank"))
+    if blank:  # blank lines are rows of the reader (it numbers rows by them): a file of line breaks is refused too
+        data = make_frame(3).to_csv(index=False).encode() + b"\n" * (50 * CAP)
+    else:
+        data = make_frame(CAP + 1).to_csv(index=False).encode()
+    _limit_problem(_post_file(c, h("bank"), "big.csv", data), "body/file", CAP)
+    assert _portfolio_count(c, h("bank")) == before
+    # CRLF line ends count twice in the cheap bound: a file at the cap is still accepted (parsed to count)
+    crlf = make_frame(CAP).to_csv(index=False, lineterminator="\r\n").encode()
+    assert _post_file(c, h("bank"), "cap.csv", crlf).status_code == 201
+
+
+def test_xlsx_over_the_parcel_cap_or_the_decoded_size_is_refused(lim):
+    app, c, h = lim
+    before = _portfolio_count(c, h("bank"))
+    _limit_problem(_post_file(c, h("bank"), "big.xlsx", _xlsx(make_frame(CAP + 5))), "body/file", CAP)
+    # a sheet of 3 rows padded with 3 MB of blanks between its elements (well-formed XML, a few kB deflated)
+    src, buf = zipfile.ZipFile(io.BytesIO(_xlsx(make_frame(3)))), io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            part = src.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                part = part.replace(b"<sheetData>", b"<sheetData>" + b" " * (3 * DECODED // 2))
+            z.writestr(info.filename, part)
+    data = buf.getvalue()
+    assert len(data) < 100_000 and sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist()) > DECODED
+    _limit_problem(_post_file(c, h("bank"), "wide.xlsx", data), "body/file", DECODED)
+    assert _portfolio_count(c, h("bank")) == before
+    ok = _post_file(c, h("bank"), "cap.xlsx", _xlsx(make_frame(CAP)))
+    assert ok.status_code == 201 and ok.json()["n_parcels"] == CAP
+
+
+def test_json_and_geojson_over_the_parcel_cap_are_refused(lim):
+    app, c, h = lim
+    before = _portfolio_count(c, h("bank"))
+    recs = json.loads(make_frame(CAP + 1).to_json(orient="records"))
+    _limit_problem(_post_file(c, h("bank"), "p.json", json.dumps(recs).encode()), "body/file", CAP)
+    _limit_problem(c.post("/v1/portfolios", headers=h("bank"), json={"name": "x", "parcels": recs}), "body/parcels", CAP)
+    gj = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [119.9, 28.4]}, "properties": r}
+        for r in recs]}
+    _limit_problem(_post_file(c, h("bank"), "p.geojson", json.dumps(gj).encode()), "body/file", CAP)
+    _limit_problem(c.post("/v1/portfolios", headers=h("bank"), json={"name": "x", "geojson": gj}),
+                   "body/geojson/features", CAP)
+    assert _portfolio_count(c, h("bank")) == before
+
+
+@pytest.mark.parametrize("name,data", [
+    ("broken.parquet", b"PAR1 not really parquet"),
+    ("broken.xlsx", b"PK\x03\x04 not a zip"),
+    ("notes.xlsx", None),  # a zip archive that is no workbook
+])
+def test_upload_errors_name_the_file_never_the_server_path(lim, name, data):
+    app, c, h = lim
+    if data is None:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("hello.txt", "hi")
+        data = buf.getvalue()
+    body = assert_problem(_post_file(c, h("bank"), name, data), 422, "invalid-portfolio")
+    text = json.dumps(body)
+    assert "/tmp" not in text and "tmp" not in text.replace(name, "") and "upload-" not in text, text
+    assert "upload." not in text, text
+    assert body["errors"][0]["reason"].startswith("cannot read ")
+    if name.endswith(".parquet"):  # pyarrow's message quotes the file: it is the upload's name
+        assert name in body["errors"][0]["reason"], body
+
+
+def test_multipart_name_over_200_characters_is_422_as_in_json(lim):
+    app, c, h = lim
+    before = _portfolio_count(c, h("bank"))
+    r = _post_file(c, h("bank"), "p.csv", make_frame(3).to_csv(index=False).encode(), name="n" * 201)
+    body = assert_problem(r, 422, "validation-error")
+    assert [e["field"] for e in body["errors"]] == ["body/name"] and "200" in body["errors"][0]["reason"]
+    js = c.post("/v1/portfolios", headers=h("bank"), json={"name": "n" * 201, "parcels": json.loads(
+        make_frame(3).to_json(orient="records"))})
+    assert [e["field"] for e in assert_problem(js, 422)["errors"]] == ["body/name"]
+    assert _portfolio_count(c, h("bank")) == before
+    ok = _post_file(c, h("bank"), "p.csv", make_frame(3).to_csv(index=False).encode(), name="n" * 200)
+    assert ok.status_code == 201 and ok.json()["name"] == "n" * 200
+
+
+# ---- layer pricing ----------------------------------------------------------------------------------------
+LAYER_TERMS = {"n_years": "100", "attachment": "1", "limit": "50"}
+
+
+def _elt(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"year": [i % 100 for i in range(n)], "event_id": list(range(n)), "loss": [5.0] * n})
+
+
+def _layer_count(c, h) -> int:
+    return c.get("/v1/layer-pricing", headers=h).json()["total"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_layer_table_over_its_row_cap_is_refused(lim, fmt):
+    app, c, h = lim
+    before = _layer_count(c, h("insurer"))
+    cap = LAYER_JSON_ROWS if fmt == "json" else LAYER_ROWS
+    big = _elt(cap + 1)
+    data = {"csv": lambda: big.to_csv(index=False).encode(), "parquet": lambda: _parquet(big),
+            "json": lambda: big.to_json(orient="records").encode()}[fmt]()
+    r = c.post("/v1/layer-pricing", headers=h("insurer"), files={"file": (f"elt.{fmt}", data, "text/plain")},
+               data=LAYER_TERMS)
+    body = _limit_problem(r, "body/file", cap, "invalid-loss-table")
+    assert ("CRE_LAYER_MAX_JSON_ROWS" if fmt == "json" else "CRE_LAYER_MAX_ROWS") in body["detail"]
+    assert _layer_count(c, h("insurer")) == before
+    at = _elt(cap)
+    data = {"csv": lambda: at.to_csv(index=False).encode(), "parquet": lambda: _parquet(at),
+            "json": lambda: at.to_json(orient="records").encode()}[fmt]()
+    ok = c.post("/v1/layer-pricing", headers=h("insurer"), files={"file": (f"elt.{fmt}", data, "text/plain")},
+                data=LAYER_TERMS)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["result"]["table"] == {"rows": cap, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_inline_layer_rows_over_their_cap_and_the_hash_of_the_body(lim):
+    app, c, h = lim
+    rows = json.loads(_elt(LAYER_JSON_ROWS + 1).to_json(orient="records"))
+    terms = {"n_years": 100, "attachment": 1, "limit": 50}
+    r = c.post("/v1/layer-pricing", headers=h("insurer"), json={"rows": rows, **terms})
+    assert _limit_problem(r, "body/rows", LAYER_JSON_ROWS, "invalid-loss-table")["rows"] == LAYER_JSON_ROWS + 1
+    raw = json.dumps({"rows": rows[:LAYER_JSON_ROWS], **terms}).encode()
+    ok = c.post("/v1/layer-pricing", headers={**h("insurer"), "Content-Type": "application/json"}, content=raw)
+    assert ok.status_code == 201, ok.text
+    got = ok.json()
+    assert got["result"]["table"]["rows"] == LAYER_JSON_ROWS
+    # the table's hash is of the bytes as sent (the body), not of a re-serialisation of its rows
+    assert got["audit"]["request"]["table_sha256"] == hashlib.sha256(raw).hexdigest()
+    bad = c.post("/v1/layer-pricing", headers=h("insurer"), json={"rows": [1, 2], **terms})
+    assert [e["field"] for e in assert_problem(bad, 422, "validation-error")["errors"]] == ["body/rows/0"]
+
+
+@pytest.mark.parametrize("table,column,row,value", [
+    ("year,event_id,loss\n0,1,5\n3,2,5\n50,3,5\n1,4,5\n60,5,5\n", "year", 3, 50),
+    ("year,event_id,loss\n0,1,5\n3,2,-2\n", "loss", 2, -2.0),
+    ("year,event_id,loss\n0,1,5\n3,2,abc\n", "loss", 2, "abc"),
+    ("year,event_id,loss\n0,1,5\n1.5,2,5\n", "year", 2, 1.5),
+])
+def test_layer_table_errors_name_the_first_bad_row(lim, table, column, row, value):
+    app, c, h = lim
+    r = c.post("/v1/layer-pricing", headers=h("insurer"), files={"file": ("elt.csv", table.encode(), "text/csv")},
+               data={"n_years": "10", "attachment": "0"})
+    body = assert_problem(r, 422, "invalid-loss-table")
+    e = body["errors"][0]
+    assert (e["field"], e["row"], e["column"], e["value"]) == ("body/file", row, column, value), body
+    assert f"first at row {row}" in e["reason"] and f"first at row {row}" in body["detail"]
+    # inline rows: the same row number (1 = rows[0])
+    rows = json.loads(pd.read_csv(io.StringIO(table)).to_json(orient="records"))
+    r = c.post("/v1/layer-pricing", headers=h("insurer"), json={"rows": rows, "n_years": 10, "attachment": 0})
+    e = assert_problem(r, 422, "invalid-loss-table")["errors"][0]
+    assert (e["field"], e["row"], e["column"]) == ("body/rows", row, column), e
+
+
+# ---- the collateral memo ------------------------------------------------------------------------------------
+def test_concurrent_first_memo_requests_share_one_run(lim):
+    app, c, h = lim
+    pid = upload(c, h("bank"), make_frame(5).to_csv(index=False).encode(), name="memo")
+    v = c.post("/v1/collateral-valuations", headers=h("bank"),
+               json={"portfolio_id": pid, "terms": TERMS, "paths": 64, "seed": 3, "sensitivities": False})
+    assert v.status_code == 201, v.text
+    vid = v.json()["id"]
+    pool = app.state.compute
+    real, runs, lock = pool.run, [], threading.Lock()
+
+    async def counting(fn, *args):
+        if fn is task_collateral_memo:
+            with lock:
+                runs.append(1)
+            await asyncio.sleep(0.5)  # every request arrives while the first one runs
+        return await real(fn, *args)
+
+    pool.run = counting
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(lambda _: c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), range(4)))
+    finally:
+        del pool.run
+    assert [r.status_code for r in got] == [200] * 4, [r.text[:300] for r in got]
+    assert len(runs) == 1
+    assert len({r.content for r in got}) == 1
+    assert c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")).content == got[0].content
+
+
+def test_memo_of_a_job_sized_valuation_is_not_rendered_in_a_request(lim):
+    app, c, h = lim
+    pid = upload(c, h("bank"), make_frame(5).to_csv(index=False).encode(), name="memo-job")
+    body = {"portfolio_id": pid, "terms": TERMS, "seed": 3, "sensitivities": False}
+    r = c.post("/v1/collateral-valuations", headers=h("bank"), json={**body, "paths": 500})  # 25,000 cells > SYNC
+    assert r.status_code == 202, r.text
+    job = wait_job(c, h("bank"), r.json()["id"], timeout=120)
+    assert job["status"] == "succeeded", job
+    vid = job["result_id"]
+    memo = assert_problem(c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), 409, "memo-not-rendered")
+    assert memo["cells"] == 5 * 500 * 10 and memo["limit"] == SYNC and "CRE_SYNC_MAX_CELLS" in memo["detail"]
+    # a small valuation run as a job (mode: job) is rendered in the request as before
+    r = c.post("/v1/collateral-valuations", headers=h("bank"), json={**body, "paths": 32, "mode": "job"})
+    job = wait_job(c, h("bank"), r.json()["id"], timeout=120)
+    assert c.get(f"/v1/collateral-valuations/{job['result_id']}/memo", headers=h("bank")).status_code == 200
+
+
+# ---- HTML downloads -------------------------------------------------------------------------------------------
+def _assert_download_headers(r, filename: str) -> None:
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "img-src data:" in csp and "style-src 'unsafe-inline'" in csp
+    assert "script-src" not in csp  # no script may run
+    assert r.headers["content-disposition"] == f'attachment; filename="{filename}"'
+    # the policy lets the report show what it has: its plots are data: PNGs, its styles inline, nothing else
+    assert "data:image/png;base64," in r.text and "<script" not in r.text.lower()
+    assert "src=\"http" not in r.text and "href=\"http" not in r.text
+
+
+def test_html_downloads_carry_nosniff_and_a_restrictive_csp(lim):
+    app, c, h = lim
+    pid = upload(c, h("bank"), make_frame(5).to_csv(index=False).encode(), name="dl")
+    v = c.post("/v1/collateral-valuations", headers=h("bank"),
+               json={"portfolio_id": pid, "terms": TERMS, "paths": 32, "seed": 5}).json()
+    _assert_download_headers(c.get(f"/v1/collateral-valuations/{v['id']}/memo", headers=h("bank")),
+                             f"collateral-memo-{v['id']}.html")
+    ipid = upload(c, h("insurer"), make_frame(5).to_csv(index=False).encode(), name="dl")
+    q = c.post("/v1/quotes", headers=h("insurer"), json={"portfolio_id": ipid, "paths": 50, "seed": 2, "cover": {
+        "kind": "stock-loss", "price_cny_per_tco2e": 60.0, "perils": ["fire"]}})
+    assert q.status_code == 201, q.text
+    _assert_download_headers(c.get(f"/v1/quotes/{q.json()['id']}/slip", headers=h("insurer")),
+                             f"quote-slip-{q.json()['id']}.html")
+    bpid = upload(c, h("bureau"), make_frame(5).to_csv(index=False).encode(), name="dl")
+    r = c.post("/v1/stress-tests", headers=h("bureau"), json={"portfolio_id": bpid, "scenarios": ["severe_fire_weather"],
+                                                             "years": 1, "paths": 8, "seed": 5, "accounts": False})
+    job = wait_job(c, h("bureau"), r.json()["id"], timeout=120)
+    assert job["status"] == "succeeded", job
+    sid = job["result_id"]
+    _assert_download_headers(c.get(f"/v1/stress-tests/{sid}/report", headers=h("bureau")),
+                             f"stress-report-{sid}.html")
+    wb = c.get(f"/v1/stress-tests/{sid}/workbook", headers=h("bureau"))
+    assert wb.status_code == 200 and wb.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in wb.headers
