@@ -255,11 +255,24 @@ def _valuation(ref: dict[str, Any], req: dict[str, Any], progress: Callable | No
         price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads(), progress=progress)
 
 
-def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = None, stop: Any = None) -> dict[str, Any]:
+def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = None, stop: Any = None,
+                    memo: bool = False) -> dict[str, Any]:
     """:func:`finance_engine.collateral.value_collateral` -> ``CollateralValuation.to_dict()`` (cleaned);
     ``progress``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress` (a valuation chooses its own
-    chunks: few large ones, since a small pledge's per-chunk work dominates; its drivers' reruns step it)."""
-    return clean(_valuation(ref, req, TaskProgress(progress, stop).chunks()).to_dict())
+    chunks: few large ones, since a small pledge's per-chunk work dominates; its drivers' reruns step it).
+
+    ``memo`` (a job): ``{"result": ..., "artifacts": {"memo.html": (media type, bytes)}}``, the memo rendered
+    from the valuation's own paths, which are not stored (a job-sized valuation's memo is never re-run in a
+    request)."""
+    track = TaskProgress(progress, stop)
+    v = _valuation(ref, req, track.chunks())
+    if not memo:
+        return clean(v.to_dict())
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    track.note("rendering the collateral memo")
+    html = render_collateral_memo(v, title_suffix=req.get("name") or "carbon-pledge loan")
+    return {"result": clean(v.to_dict()), "artifacts": {"memo.html": ("text/html; charset=utf-8", html.encode("utf-8"))}}
 
 
 def task_accounts(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,

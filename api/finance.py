@@ -41,6 +41,9 @@ TASKS = {"collateral": task_collateral, "quote": task_quote, "stress_test": task
 #: the kinds that run in the jobs' chunks (take ``chunk_paths``: a valuation chooses its own, few and large)
 PROGRESS_KINDS = ("collateral", "accounts", "quote", "stress_test")
 CHUNKED_KINDS = ("accounts", "quote", "stress_test")
+#: the kinds whose job task returns ``{"result", "artifacts"}``: reports rendered from what is not stored (the
+#: stress test's report, workbook and accounts; a valuation's memo, which needs its value paths)
+ARTIFACT_KINDS = ("stress_test", "collateral")
 ERROR_KINDS = {"collateral": "invalid-loan-terms", "quote": "invalid-cover", "stress_test": "invalid-stress-test",
                "accounts": "invalid-accounts-request"}
 ATTRIBUTION_RUNS = 9  # drivers switched off in turn by finance_engine.collateral._attribution (about)
@@ -573,6 +576,8 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
             channel = q if q is not None else (receiver if in_process else None)
             stop = ev if in_process else runner.compute.stop_flag()
             kw = {"chunk_paths": runner.settings.job_chunk_paths} if job.kind in CHUNKED_KINDS else {}
+            if job.kind == "collateral":
+                kw["memo"] = True
             task = functools.partial(task, progress=channel, stop=stop, **kw)
         fut = runner.compute.submit(task, pf_ref(pf), req)
         last_poll = 0.0
@@ -617,11 +622,11 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
         receiver.flush(force=True)
     q = None  # drop the proxy: its queue in the manager goes with it
     artifacts = {}
-    if job.kind == "stress_test":
+    if job.kind in ARTIFACT_KINDS:
         artifacts = out["artifacts"]
         out = out["result"]
-        if req.get("api_notes"):
-            out["notes"] = list(out.get("notes") or []) + list(req["api_notes"])
+    if job.kind == "stress_test" and req.get("api_notes"):
+        out["notes"] = list(out.get("notes") or []) + list(req["api_notes"])
     from api.jobs import mark_succeeded, save_job_result
 
     def save(s) -> None:  # the result, its reports, its audit record and the job's success in one transaction
@@ -638,7 +643,7 @@ def run_finance_job(runner, job: Job, ev, append) -> None:
     save_job_result(runner.db, job.id, save, runner._fail)
 
 
-__all__ = ["COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
+__all__ = ["ARTIFACT_KINDS", "COLLATERAL_FIELDS", "ERROR_KINDS", "KIND_PATH", "LOAN_TERMS", "PROBLEM_FIELDS", "QUOTE_FIELDS", "REPORTS",
            "CHUNKED_KINDS", "PROGRESS_KINDS", "STRESS_FIELDS", "TASKS", "TaskProgressReceiver", "check_collateral_inputs", "check_limit",
            "collateral_fields",
            "layer_pricing_fields", "loan_held_terms", "problem_fields",

@@ -65,10 +65,12 @@ def get_valuation(valuation_id: str, who: Principal = Depends(lender), s: Sessio
             summary="The HTML collateral memo (a download)")
 async def valuation_memo(valuation_id: str, request: Request, who: Principal = Depends(lender)):
     """The self-contained collateral memo (fan chart, by-year table, drivers, credit view). The memo
-    needs the value paths, which are not stored: the first request re-runs the valuation in the compute
+    needs the value paths, which are not stored: a valuation run as a job renders its memo in the job and
+    stores it; for one answered in its request, the first memo request re-runs the valuation in the compute
     pool with its stored request and seed (the same numbers, checked against the stored result) and the
     memo is kept for later; concurrent first requests share that one run. A valuation larger than
-    ``CRE_SYNC_MAX_CELLS`` (it ran as a job) is not re-run in a request: 409 ``memo-not-rendered``."""
+    ``CRE_SYNC_MAX_CELLS`` whose job stored no memo (made before jobs rendered them) is not re-run in a
+    request: 409 ``memo-not-rendered``."""
     state = request.app.state
     sync_max = state.settings.sync_max_cells
 
@@ -84,8 +86,9 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
                 raise ApiProblem(
                     409, f"the memo of a job-sized valuation ({cells:,} pledged parcel-path-years, over the "
                          f"{sync_max:,} answered in a request: CRE_SYNC_MAX_CELLS) is not rendered in a request, which "
-                         "would re-run the whole valuation; it is kept only where its job rendered it. For a memo "
-                         "now, value the loan again with fewer paths (within CRE_SYNC_MAX_CELLS)",
+                         "would re-run the whole valuation, and its job (made before jobs rendered memos) stored "
+                         "none. Value the loan again: a job renders its memo, or with fewer paths (within "
+                         "CRE_SYNC_MAX_CELLS) it is answered at once",
                     kind="memo-not-rendered", title="Memo not rendered", limit=sync_max, cells=cells)
             return row, pf, None
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -215,12 +215,17 @@ def delete_portfolio(portfolio_id: str,
                              {"id": i.id, "kind": i.kind, "path": f"/v1/{'loans' if i.kind == 'loan' else 'policies'}"
                                                                   f"/{i.id}"} for i in insts[:100]],
                          instrument_count=len(insts))
+    # conditional deletes: of concurrent deletes of one portfolio, one is 204 with its audit records, the others
+    # 404 (the first holds the rows until it commits; then they are gone)
     for inst in insts:
-        s.delete(inst)
+        if s.execute(delete(Instrument).where(Instrument.id == inst.id, Instrument.tenant_id == who.tenant_id)
+                     .execution_options(synchronize_session=False)).rowcount != 1:
+            raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
         audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,
               name=inst.name, terms=inst.terms)
-    s.flush()
-    s.delete(row)
+    if s.execute(delete(PortfolioRow).where(PortfolioRow.id == row.id, PortfolioRow.tenant_id == who.tenant_id)
+                 .execution_options(synchronize_session=False)).rowcount != 1:
+        raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
     audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(insts),
           deleted_instruments=[i.id for i in insts])
     return Response(status_code=204)

@@ -379,3 +379,21 @@ def test_concurrent_deletes_of_one_loan_answer_204_once_with_one_audit_record(en
         assert codes == [204, 404, 404, 404], codes
         audit = c.get(f"/v1/audit?resource_id={loan}", headers=h).json()["items"]
         assert [a["action"] for a in audit].count("loan.delete") == 1, audit
+
+
+def test_concurrent_deletes_of_one_portfolio_answer_204_once(env):
+    """Concurrent deletes of one portfolio (with a loan, cascading): one 204 with one ``portfolio.delete`` and
+    one ``loan.delete`` audit record, the others 404."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, h = env.client, env.h("bank")
+    pid = upload(c, h, csv_bytes(5))
+    loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h,
+                  json={"name": "L", "terms": {"amount_cny": 1e5, "term_years": 3, "rate": 0.04}}).json()["id"]
+    with ThreadPoolExecutor(4) as ex:
+        codes = sorted(ex.map(lambda _: c.delete(f"/v1/portfolios/{pid}?cascade=true", headers=h).status_code,
+                              range(4)))
+    assert codes == [204, 404, 404, 404], codes
+    for rid, action in ((pid, "portfolio.delete"), (loan, "loan.delete")):
+        audit = c.get(f"/v1/audit?resource_id={rid}", headers=h).json()["items"]
+        assert [a["action"] for a in audit].count(action) == 1, audit

@@ -373,21 +373,42 @@ def test_concurrent_first_memo_requests_share_one_run(lim):
     assert c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")).content == got[0].content
 
 
-def test_memo_of_a_job_sized_valuation_is_not_rendered_in_a_request(lim):
+def test_a_job_renders_its_memo_and_a_job_sized_one_is_never_rerun_in_a_request(lim):
+    """A valuation run as a job renders its memo in the job (from its own value paths) and stores it: the memo
+    request serves it without running anything, and it is the memo of the stored numbers. A job-sized
+    valuation whose job stored no memo (one made before jobs rendered them) answers 409 ``memo-not-rendered``
+    instead of re-running the whole valuation in a request."""
+    from api.db.models import ResultArtifact
+
     app, c, h = lim
     pid = upload(c, h("bank"), make_frame(5).to_csv(index=False).encode(), name="memo-job")
-    body = {"portfolio_id": pid, "terms": TERMS, "seed": 3, "sensitivities": False}
+    body = {"portfolio_id": pid, "terms": TERMS, "seed": 3, "sensitivities": False, "name": "memo job"}
     r = c.post("/v1/collateral-valuations", headers=h("bank"), json={**body, "paths": 500})  # 25,000 cells > SYNC
     assert r.status_code == 202, r.text
     job = wait_job(c, h("bank"), r.json()["id"], timeout=120)
     assert job["status"] == "succeeded", job
+    assert any("rendering the collateral memo" in line for line in job["log"]), job["log"]
     vid = job["result_id"]
-    memo = assert_problem(c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), 409, "memo-not-rendered")
-    assert memo["cells"] == 5 * 500 * 10 and memo["limit"] == SYNC and "CRE_SYNC_MAX_CELLS" in memo["detail"]
-    # a small valuation run as a job (mode: job) is rendered in the request as before
-    r = c.post("/v1/collateral-valuations", headers=h("bank"), json={**body, "paths": 32, "mode": "job"})
-    job = wait_job(c, h("bank"), r.json()["id"], timeout=120)
-    assert c.get(f"/v1/collateral-valuations/{job['result_id']}/memo", headers=h("bank")).status_code == 200
+    pool, runs = app.state.compute, []
+    real = pool.run
+
+    async def counting(fn, *args):
+        runs.append(fn)
+        return await real(fn, *args)
+    pool.run = counting
+    try:
+        memo = c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank"))
+    finally:
+        del pool.run
+    assert memo.status_code == 200 and runs == [], (memo.text[:300], runs)
+    stored = c.get(f"/v1/collateral-valuations/{vid}", headers=h("bank")).json()["result"]
+    assert f"{stored['value_today']['value_cny']:,.0f}" in memo.text and "memo job" in memo.text
+    # a job-sized valuation without a stored memo is not re-run in a request
+    with app.state.db.session() as s:
+        s.query(ResultArtifact).filter(ResultArtifact.result_id == vid).delete()
+    problem = assert_problem(c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), 409,
+                             "memo-not-rendered")
+    assert problem["cells"] == 5 * 500 * 10 and problem["limit"] == SYNC and "CRE_SYNC_MAX_CELLS" in problem["detail"]
 
 
 # ---- HTML downloads -------------------------------------------------------------------------------------------
