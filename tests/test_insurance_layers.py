@@ -136,6 +136,10 @@ def test_small_table_occurrence(small_elt):
     assert r.prob_exhaustion == pytest.approx(1 / 5)
     assert r.expected_events_in_layer == pytest.approx(3 / 5)
     assert r.pure_rate_on_line == pytest.approx(5.4 / 15)
+    # the mean's interval: Student's t over 5 years (2.776), never below 0
+    half = stats.t.ppf(0.975, 4) * math.sqrt(183.2 / 4) / math.sqrt(5)
+    assert r.expected_loss_ci() == pytest.approx((max(0.0, 5.4 - half), 5.4 + half))
+    assert r.expected_loss_ci()[0] == 0.0 and 5.4 - half < 0
 
 
 def test_small_table_aggregate_differs_on_the_many_event_year(small_elt):

@@ -203,13 +203,15 @@ class LayerResult:
         return self.upfront_premium / self.share / self.limit
 
     def expected_loss_ci(self, confidence: float = 0.95) -> tuple[float, float]:
-        """Normal-approximation confidence interval of ``expected_loss`` (CLT over i.i.d. years)."""
-        from scipy.stats import norm
+        """Confidence interval of ``expected_loss``: Student's t over the ``n_years`` i.i.d. years (the quote's
+        intervals use t likewise), its lower end at least 0 (a layer's loss is never negative, so neither is
+        its mean: a symmetric interval of a rare layer's mean reached below 0)."""
+        from scipy.stats import t as student_t
 
         if not 0 < confidence < 1:
             raise InsuranceInputError(f"confidence must be in (0, 1), got {confidence}")
-        z = float(norm.ppf(0.5 + confidence / 2))
-        return (self.expected_loss - z * self.expected_loss_se, self.expected_loss + z * self.expected_loss_se)
+        q = float(student_t.ppf(0.5 + confidence / 2, max(1, self.n_years - 1)))
+        return (max(0.0, self.expected_loss - q * self.expected_loss_se), self.expected_loss + q * self.expected_loss_se)
 
 
 # ---------------------------------------------------------------------------------------------------
