@@ -75,10 +75,21 @@ class SimulationSwitches:
             raise ValueError("antithetic variates need an even parameter_set_size")
 
     @property
+    def draws_parameters(self) -> bool:
+        """Whether any uncertain parameter is drawn per parameter set: ``parameter_uncertainty`` with at least
+        one of its parts (``growth_parameter_uncertainty``, ``peril_parameter_uncertainty``) on. With both parts
+        off the paths are those of ``parameter_uncertainty=False`` and the engine reports them as it reports
+        those: a parameter sd of 0 (not an estimate of sampling noise), quantile and tail errors of independent
+        paths (:attr:`correlated_set_size` 1)."""
+        return bool(self.parameter_uncertainty and (self.growth_parameter_uncertainty
+                                                    or self.peril_parameter_uncertainty))
+
+    @property
     def correlated_set_size(self) -> int:
-        """Paths that share a parameter draw: ``parameter_set_size`` with parameter uncertainty on, else 1
-        (the paths are then independent, and errors that count sets would only add noise)."""
-        return self.parameter_set_size if self.parameter_uncertainty else 1
+        """Paths that share a parameter draw: ``parameter_set_size`` when parameters are drawn
+        (:attr:`draws_parameters`), else 1 (the paths are then independent, and errors that count sets would
+        only add noise)."""
+        return self.parameter_set_size if self.draws_parameters else 1
 
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
@@ -95,6 +106,13 @@ class Modifiers:
     returning a scalar). ``growth``: 0-based year -> growth multiplier (drought years).
     ``forced_events``: 0-based year -> peril -> list of event dicts understood by that peril.
     ``climate_pathway``: name of the ``perils.climate`` pathway to use.
+
+    Multipliers are finite and at least 0 (0 switches a peril off, or stops growth for a year); perils are
+    named as :func:`models.perils.peril_classes` names them; years are whole numbers in [0, 200) (a year
+    beyond a run's horizon is never reached: a scenario may be longer than the run). :meth:`validate`
+    checks them; the engine does for every run (``simulate``), where a function multiplier is evaluated
+    once per run for each year of the horizon (:func:`finance_engine.simulation.config.modifiers_by_value`),
+    so any callable works (a lambda, a function redefined between runs) on every backend.
     """
 
     hazard: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +120,58 @@ class Modifiers:
     growth: dict[int, float] = field(default_factory=dict)
     forced_events: dict[int, dict[str, list[dict]]] = field(default_factory=dict)
     climate_pathway: str | None = None
+
+    def validate(self, years: int | None = None) -> None:
+        """``ValueError`` naming the field of the first multiplier that is not a finite number >= 0 (a function
+        multiplier is evaluated at each year ``0 .. years-1`` when ``years`` is given), of an unknown peril, or of
+        a year that is not a whole number in [0, 200)."""
+        from models.perils import peril_classes
+
+        known = list(peril_classes())
+        for kind in ("hazard", "severity"):
+            mods = getattr(self, kind)
+            if not isinstance(mods, dict):
+                raise ValueError(f"modifiers.{kind} must be a dict of peril -> multiplier, got {type(mods).__name__}")
+            for peril, v in mods.items():
+                if peril not in known:
+                    raise ValueError(f"modifiers.{kind}: unknown peril {peril!r}; known: {known}")
+                if callable(v):
+                    for y in range(int(years or 0)):
+                        _check_multiplier(f"modifiers.{kind}[{peril!r}] in year {y}", v(y))
+                else:
+                    _check_multiplier(f"modifiers.{kind}[{peril!r}]", v)
+        if not isinstance(self.growth, dict):
+            raise ValueError(f"modifiers.growth must be a dict of year -> multiplier, got {type(self.growth).__name__}")
+        for y, v in self.growth.items():
+            _check_year("modifiers.growth", y)
+            _check_multiplier(f"modifiers.growth[{y}]", v)
+        if not isinstance(self.forced_events, dict):
+            raise ValueError("modifiers.forced_events must be a dict of year -> peril -> list of events")
+        for y, by_peril in self.forced_events.items():
+            _check_year("modifiers.forced_events", y)
+            if not isinstance(by_peril, dict):
+                raise ValueError(f"modifiers.forced_events[{y}] must be a dict of peril -> list of events")
+            bad = [p for p in by_peril if p not in known]
+            if bad:
+                raise ValueError(f"modifiers.forced_events[{y}]: unknown peril(s) {bad}; known: {known}")
+        if self.climate_pathway is not None and not isinstance(self.climate_pathway, str):
+            raise ValueError(f"modifiers.climate_pathway must be a pathway name, got {self.climate_pathway!r}")
+
+
+#: modifier years lie in [0, MODIFIER_YEARS): the engine's longest horizon
+MODIFIER_YEARS = 200
+
+
+def _check_multiplier(name: str, v: Any) -> None:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def _check_year(name: str, y: Any) -> None:
+    if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)) or not 0 <= y < MODIFIER_YEARS:
+        raise ValueError(f"{name}: years are 0-based whole numbers in [0, {MODIFIER_YEARS}), got {y!r}")
 
 
 @dataclass(frozen=True)

@@ -475,8 +475,8 @@ def test_a_forked_pool_worker_uses_the_inherited_set_up_without_a_payload(portfo
 def test_streamed_fine_level_errors_equal_the_nested_decomposition(portfolio, params, monkeypatch, paths, set_size):
     """A level with too many groups to keep every path (moments streamed per 32-path block) reports the
     same mean, standard error and parameter sd as the same level with every path kept: the error counts
-    parameter sets, not paths, including a short last set (100 paths) and one path per set. Sets that
-    straddle blocks (3 paths) fall back to independent paths, with the parameter sd unknown."""
+    parameter sets, not paths, including a short last set (100 paths) and one path per set; sets that
+    straddle blocks (3 paths) too (tests/test_engine_review.py covers them further)."""
     import finance_engine.simulation.chunk as chunk_mod
     import finance_engine.simulation.engine as engine_mod
 
@@ -491,13 +491,8 @@ def test_streamed_fine_level_errors_equal_the_nested_decomposition(portfolio, pa
     assert np.isnan(b.get("p50", pd.Series([np.nan]))).all()  # no quantiles when streamed
     np.testing.assert_allclose(b["mean"], a["mean"], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(b["sd"], a["sd"], rtol=1e-7, atol=1e-6)
-    if set_size == 3:
-        n = paths
-        np.testing.assert_allclose(b["mc_se"], a["sd"] / np.sqrt(n), rtol=1e-7, atol=1e-6)
-        assert b["parameter_sd"].isna().all()
-    else:
-        np.testing.assert_allclose(b["mc_se"], a["mc_se"], rtol=1e-7, atol=1e-6)
-        np.testing.assert_allclose(b["parameter_sd"], a["parameter_sd"], rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(b["mc_se"], a["mc_se"], rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(b["parameter_sd"], a["parameter_sd"], rtol=1e-6, atol=1e-5)
     if set_size == 4:  # parameter uncertainty shows: the nested error exceeds the independent-path one somewhere
         assert (b["mc_se"] > b["sd"] / np.sqrt(paths) * 1.05).any()
     # the whole horizon (flows summed, stock at the end) is streamed the same way
@@ -505,8 +500,7 @@ def test_streamed_fine_level_errors_equal_the_nested_decomposition(portfolio, pa
     hb = streamed.horizon[streamed.horizon.level == "village"].reset_index(drop=True)
     assert list(ha.metric) == list(hb.metric) and len(hb) > 0
     np.testing.assert_allclose(hb["mean"], ha["mean"], rtol=1e-12, atol=1e-9)
-    if set_size != 3:
-        np.testing.assert_allclose(hb["mc_se"], ha["mc_se"], rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(hb["mc_se"], ha["mc_se"], rtol=1e-7, atol=1e-6)
     # the parcel level's streamed error is the same decomposition of the per-path parcel values
     ps = streamed.parcel_summary.set_index("parcel_id")
     assert (ps.filter(like="_mc_se") >= 0).all().all()

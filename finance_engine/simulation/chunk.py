@@ -86,24 +86,30 @@ class ChunkResult:
     path_stop: int
     per_path: dict[str, np.ndarray] | None    # level -> (n_metrics, years, n_paths, n_groups); None: written in place
     # level -> (n_blocks, 3, n_metrics, years, n_groups); "<level>:horizon" -> (n_blocks, 3, n_metrics, 1, n_groups)
+    # (5 rows instead of 3 when parameter sets straddle blocks: :func:`_block_sums`)
     block_moments: dict[str, np.ndarray]
-    parcel_moments: np.ndarray | None         # (n_blocks, 3, n_parcel_metrics, n_parcels)
+    parcel_moments: np.ndarray | None         # (n_blocks, 3 or 5, n_parcel_metrics, n_parcels)
     elt: dict[str, np.ndarray] | None
     initial_stock: dict[str, np.ndarray]      # level -> (n_groups,)
-    # the short last parameter set's sum and sum of squares (only in the chunk that holds it): key = level,
-    # or "parcel" for the parcel moments
+    # the short last parameter set's sum and sum of squares per path block of the chunk that holds some of it
+    # ((k, 2, ...), :func:`_short_set_sums`): key = level, or "parcel" for the parcel moments
     short_set: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _block_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray:
     """Moment sums of ``values`` (n_paths, ...) over each PATH_BLOCK of paths.
 
-    Per block: the sum, the sum of squares, and the sum of squared *set sums* over the block's complete
-    parameter sets (paths ``k*set_size .. (k+1)*set_size-1``; the nested design of
-    :class:`~models.dynamics.SimulationSwitches`), from which :func:`summarise_moments` gives the same
-    nested standard error and parameter sd as :func:`nested_moments` gives from every path. When
-    ``set_size`` does not divide PATH_BLOCK, sets straddle blocks and the third sum is NaN (paths are
-    then treated as independent).
+    Per block: the sum, the sum of squares, and the sum of squared *set sums* over the complete
+    parameter sets that lie wholly in the block (paths ``k*set_size .. (k+1)*set_size-1``; the nested
+    design of :class:`~models.dynamics.SimulationSwitches`), from which :func:`summarise_moments` gives
+    the same nested standard error and parameter sd as :func:`nested_moments` gives from every path.
+
+    When ``set_size`` does not divide PATH_BLOCK some sets straddle blocks (and chunks): each block then
+    also keeps the sum of its paths of the set that began in an earlier block (row 3, the *head*) and of
+    the set that begins in it and runs on past it (row 4, the *tail*; a set longer than a block that
+    covers it whole is its head). :func:`reduce_block_moments` joins those parts into the straddling sets'
+    sums in path order. Only complete sets count (the short last set has its own sums,
+    :func:`_short_set_sums`).
 
     Blocks are global (paths ``b*PATH_BLOCK .. (b+1)*PATH_BLOCK-1``); the chunk starts on a block
     boundary and only the run's last block may be short. Each block is reduced on its own, so its
@@ -111,30 +117,87 @@ def _block_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_siz
     """
     n = values.shape[0]
     bounds = list(range(0, n, PATH_BLOCK)) + [n]
-    out = np.empty((len(bounds) - 1, 3, *values.shape[1:]))
     m = int(set_size)
     nested = PATH_BLOCK % m == 0
+    out = np.empty((len(bounds) - 1, 3 if nested else 5, *values.shape[1:]))
     complete_end = (n_paths_total // m) * m - path_start  # chunk-relative end of the last complete set
     for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):  # loop over blocks, not paths
         rows = values[lo:hi]
         out[b, 0] = rows.sum(axis=0)
         out[b, 1] = (rows * rows).sum(axis=0)
-        if not nested:
-            out[b, 2] = np.nan
+        if nested:
+            k = max(0, min(hi, complete_end) - lo) // m  # complete sets in this block
+            sets = rows[:k * m].reshape(k, m, *values.shape[1:]).sum(axis=1)
+            out[b, 2] = (sets * sets).sum(axis=0)
             continue
-        k = max(0, min(hi, complete_end) - lo) // m  # complete sets in this block
-        sets = rows[:k * m].reshape(k, m, *values.shape[1:]).sum(axis=1)
+        end = max(lo, min(hi, complete_end))  # the block's paths that belong to complete sets: lo .. end-1
+        first = -(-(path_start + lo) // m) * m - path_start  # the first set that starts in the block or after
+        k = max(0, end - first) // m  # sets wholly in the block
+        sets = values[first:first + k * m].reshape(k, m, *values.shape[1:]).sum(axis=1)
         out[b, 2] = (sets * sets).sum(axis=0)
+        head_stop = min(first, end)
+        out[b, 3] = values[lo:head_stop].sum(axis=0) if head_stop > lo else 0.0
+        tail = first + k * m
+        out[b, 4] = values[tail:end].sum(axis=0) if end > tail else 0.0
     return out
 
 
+def reduce_block_moments(blocks: np.ndarray, n_paths_total: int, set_size: int) -> np.ndarray:
+    """The run's (3, ...) moment sums from every block's :func:`_block_sums` in path order.
+
+    The sums of the blocks are added in block order. With sets straddling blocks (``set_size`` not
+    dividing PATH_BLOCK) each straddling set's sum is its blocks' parts added in path order, and its
+    square joins the third sum; so the sums are the same whichever chunks the blocks ran in.
+    """
+    if blocks.shape[1] == 3:
+        return blocks.sum(axis=0)
+    m = int(set_size)
+    sums = blocks[:, :3].sum(axis=0)
+    complete = (n_paths_total // m) * m
+    q = np.zeros(blocks.shape[2:])
+    open_sum = None
+    for b in range(blocks.shape[0]):
+        lo = b * PATH_BLOCK
+        end = min(lo + PATH_BLOCK, complete)
+        if lo >= end:
+            break
+        first = -(-lo // m) * m
+        if first > lo:  # the head: the rest (or more) of the set that began in an earlier block
+            open_sum = open_sum + blocks[b, 3]
+            if first <= end:  # ... and ends in this block
+                q += open_sum * open_sum
+                open_sum = None
+        if first + max(0, end - first) // m * m < end:  # the tail: a set that begins here and runs on
+            open_sum = blocks[b, 4].copy()
+    sums[2] += q
+    return sums
+
+
 def _short_set_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray | None:
-    """Sum and sum of squares of the run's short last parameter set, if this chunk holds it (else None)."""
+    """Sum and sum of squares of this chunk's paths of the run's short last parameter set, one pair per path
+    block that holds some (k, 2, ...); None when the chunk holds none. A set that does not divide PATH_BLOCK
+    may straddle blocks and chunks: the run's short-set sums are the parts of every chunk, in path order,
+    added (:func:`reduce_short_sets`)."""
     first = (n_paths_total // set_size) * set_size  # the short set's first path
-    if first == n_paths_total or not path_start <= first < path_start + values.shape[0]:
+    n = values.shape[0]
+    lo = max(first - path_start, 0)
+    if first == n_paths_total or lo >= n:
         return None
-    rows = values[first - path_start:]
-    return np.stack([rows.sum(axis=0), (rows * rows).sum(axis=0)])
+    parts = []
+    while lo < n:
+        hi = min(n, (lo // PATH_BLOCK + 1) * PATH_BLOCK)  # to the end of the block (chunks start on one)
+        rows = values[lo:hi]
+        parts.append(np.stack([rows.sum(axis=0), (rows * rows).sum(axis=0)]))
+        lo = hi
+    return np.stack(parts)
+
+
+def reduce_short_sets(parts: list[np.ndarray]) -> np.ndarray | None:
+    """The short last set's (2, ...) sums from the chunks' :func:`_short_set_sums` in path order."""
+    if not parts:
+        return None
+    blocks = np.concatenate(parts, axis=0)
+    return blocks[0] if blocks.shape[0] == 1 else blocks.sum(axis=0)
 
 
 def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.carbon import CARBON_METHODS
@@ -19,6 +20,45 @@ DEFAULT_TAIL_LEVELS: tuple[float, ...] = (0.95, 0.99)
 # Levels with at most this many groups keep every path's value (quantiles, TVaR); finer levels
 # keep streaming moments (mean, standard error) only, so memory never grows with parcels x paths.
 MAX_GROUPS_FOR_QUANTILES = 200
+
+
+@dataclass(frozen=True)
+class YearValues:
+    """A multiplier given per 0-based year of a run: ``values[y]`` (what :func:`modifiers_by_value` makes of a
+    function multiplier). A value: compared, hashed and pickled by its numbers."""
+
+    values: tuple[Any, ...]
+
+    def __call__(self, y: int) -> Any:
+        return self.values[y]
+
+
+def is_value_object(v: Any) -> bool:
+    """A frozen dataclass instance (such as :class:`finance_engine.stress.scenarios.YearMultiplier`): compared
+    and pickled by its fields, so a run's set-up can be keyed by it."""
+    return dataclasses.is_dataclass(v) and not isinstance(v, type) and v.__dataclass_params__.frozen
+
+
+def modifiers_by_value(modifiers: Modifiers, years: int) -> Modifiers:
+    """``modifiers`` with every function multiplier that is not a value object (:func:`is_value_object`)
+    replaced by its values in years ``0 .. years-1`` (:class:`YearValues`).
+
+    The engine keys its set-ups (and ships its runs to worker processes) by the pickled config, and pickle
+    names a function by its qualified name, not its code: a function redefined between runs (a notebook
+    cell run again) would have reused the set-up built with the old one, and a lambda could not be sent at
+    all. Evaluated here, once per run, a multiplier is its numbers. The values are the function's own, so
+    the run's numbers are those of the function.
+    """
+    def by_value(mods: dict[str, Any]) -> dict[str, Any]:
+        return {p: (YearValues(tuple(v(y) for y in range(int(years))))
+                    if callable(v) and not is_value_object(v) else v) for p, v in mods.items()}
+
+    if not isinstance(modifiers, Modifiers):
+        raise ValueError(f"modifiers must be a models.dynamics.Modifiers, got {type(modifiers).__name__}")
+    if not any(callable(v) and not is_value_object(v)
+               for mods in (modifiers.hazard, modifiers.severity) if isinstance(mods, dict) for v in mods.values()):
+        return modifiers
+    return replace(modifiers, hazard=by_value(modifiers.hazard), severity=by_value(modifiers.severity))
 
 
 @dataclass(frozen=True)
@@ -84,3 +124,6 @@ class SimulationConfig:
                 raise ValueError(f"tail levels must lie in (0, 1), got {t}")
         if not 1900 <= self.start_year <= 2200:
             raise ValueError(f"start_year must lie in 1900-2200, got {self.start_year}")
+        if not isinstance(self.modifiers, Modifiers):
+            raise ValueError(f"modifiers must be a models.dynamics.Modifiers, got {type(self.modifiers).__name__}")
+        self.modifiers.validate(self.years)

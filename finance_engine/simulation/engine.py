@@ -15,6 +15,7 @@ import pickle
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from contextlib import contextmanager, nullcontext
@@ -23,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup, run_chunk
-from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig
+from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig, modifiers_by_value
 from finance_engine.simulation.result import ChunkStore, SimulationResult, assemble_result
 from models._lru import lru_get, lru_put
 from models.dynamics import Modifiers, SimulationSwitches
@@ -39,6 +40,17 @@ AUTO_MAX_CHUNK_ELEMENTS = 4_000_000
 AUTO_MIN_CHUNK_ELEMENTS = 1_000_000
 #: ... aiming at this many chunks per worker (progress steps, cancel points, load balance)
 AUTO_CHUNKS_PER_WORKER = 4
+#: a run with a ``progress`` or ``cancel`` callback and no chunk size given is cut into at least this many
+#: chunks where its paths allow (a run of 1-2 M path-parcels on one worker would otherwise be one chunk:
+#: progress 0, then 1) ...
+CALLBACK_MIN_CHUNKS = 4
+#: ... but not into chunks under this many (paths x parcels) elements: a chunk's fixed work, some 20-50 ms
+#: over 30 years (the more on threads, which contend for the GIL), would show. One loan (47 parcels x 10,000
+#: paths) stays one chunk per worker: on one thread 0.30 s in one chunk, 0.31-0.34 s in two, 0.35-0.38 s in
+#: four; on two threads 0.23-0.25 s in two chunks, 0.33-0.36 s in four (interleaved, best of 5-7).
+CALLBACK_MIN_CHUNK_ELEMENTS = 500_000
+#: how often (s) a run in this process polls its ``cancel`` callback inside a chunk, at most
+CANCEL_POLL_S = 0.01
 
 
 class SimulationCancelled(RuntimeError):
@@ -199,7 +211,7 @@ def _even_blocks(size: int, paths: int, cap: int) -> int:
     return _whole_blocks(-(-int(paths) // max(1, n_chunks)))
 
 
-def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1) -> int:
+def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1, *, min_chunks: int = 1) -> int:
     """Paths per chunk when the caller leaves it to the engine (``simulate(chunk_paths=None)``).
 
     Aims at ``AUTO_CHUNKS_PER_WORKER`` chunks per worker; makes chunks of at least
@@ -207,18 +219,27 @@ def auto_chunk_paths(paths: int, n_parcels: int, workers: int = 1) -> int:
     and of at most ``AUTO_MAX_CHUNK_ELEMENTS`` (the memory bound; a chunk is never under one path
     block). Rounded to whole path blocks and evened out across the chunks. The whole-city run
     (200,000 parcels) gets 32-path chunks, the 5,000-parcel demo a few hundred paths, a loan one
-    chunk per worker. Results never depend on the chunk size.
+    chunk per worker. ``min_chunks`` asks for at least that many chunks where the paths allow and each
+    keeps ``CALLBACK_MIN_CHUNK_ELEMENTS`` (``simulate`` asks for ``CALLBACK_MIN_CHUNKS`` when given a
+    progress or cancel callback: steps to report; a loan stays one chunk per worker, its chunk's fixed
+    work would show). Results never depend on the chunk size.
 
     Examples
     --------
     >>> auto_chunk_paths(1000, 200_000, workers=2), auto_chunk_paths(1000, 5_000), auto_chunk_paths(10_000, 47, 2)
     (32, 256, 5024)
+    >>> auto_chunk_paths(10_000, 200), auto_chunk_paths(10_000, 200, min_chunks=4)
+    (5024, 2528)
+    >>> auto_chunk_paths(10_000, 47, min_chunks=4)
+    10016
     """
     paths, n = max(1, int(paths)), max(1, int(n_parcels))
     workers = max(1, int(workers))
     size = -(-paths // (workers * AUTO_CHUNKS_PER_WORKER))
     size = max(size, -(-AUTO_MIN_CHUNK_ELEMENTS // n))
     size = min(size, -(-paths // workers))
+    if min_chunks > 1:
+        size = min(size, max(-(-paths // int(min_chunks)), -(-CALLBACK_MIN_CHUNK_ELEMENTS // n)))
     cap = max(PATH_BLOCK, AUTO_MAX_CHUNK_ELEMENTS // n // PATH_BLOCK * PATH_BLOCK)  # whole blocks, rounded down
     return _even_blocks(size, paths, cap)
 
@@ -289,7 +310,11 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         :class:`SimulationCancelled` to stop the run (as ``cancel`` does): the finance functions, which run
         the engine several times and take only a ``progress`` callback, are cancelled that way.
     cancel : callable, optional
-        Polled between chunks; when it returns True the run stops with :class:`SimulationCancelled`.
+        Polled between chunks (and, for chunks in this process or on threads, between simulated years);
+        when it returns True the run stops with :class:`SimulationCancelled`. Given ``progress`` or ``cancel``
+        and no ``chunk_paths``, the run is cut into at least ``CALLBACK_MIN_CHUNKS`` chunks where each keeps
+        half a million path-parcels (:func:`auto_chunk_paths`), so that a run long enough to watch has steps
+        to report.
     summarise : bool
         Compute the summary tables (set False when only the per-path arrays are wanted, e.g. by
         collateral valuation: the statistics of the finance result are computed there).
@@ -301,12 +326,16 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     SimulationResult
     """
     base = switches or SimulationSwitches()
+    if not isinstance(years, (int, np.integer)) or not 1 <= years <= 200:
+        raise ValueError(f"years must be a whole number in [1, 200], got {years!r}")
     config = SimulationConfig(
         years=int(years) if isinstance(years, (int, np.integer)) else years,
         paths=int(paths) if isinstance(paths, (int, np.integer)) else paths,
         seed=int(seed) if isinstance(seed, (int, np.integer)) else seed,
         levels=tuple(dict.fromkeys(levels)), carbon_method=carbon_method,
-        switches=base, modifiers=modifiers or Modifiers(), crediting=dict(crediting or {}),
+        # function multipliers as their values over the horizon: the set-up is keyed by value (config.py)
+        switches=base, modifiers=modifiers_by_value(modifiers or Modifiers(), int(years)),
+        crediting=dict(crediting or {}),
         loss_table_level=loss_table_level, scenario=scenario,
     )
     if start_year is not None:
@@ -317,7 +346,9 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     if portfolio.parameter_sha256 and portfolio.parameter_sha256 != model.sha256:
         raise ValueError("the portfolio was validated against a different parameter set")
     if chunk_paths is None:
-        chunk_paths = auto_chunk_paths(config.paths, portfolio.n_parcels, workers)
+        callbacks = progress is not None or cancel is not None  # steps to report, points to stop at
+        chunk_paths = auto_chunk_paths(config.paths, portfolio.n_parcels, workers,
+                                       min_chunks=CALLBACK_MIN_CHUNKS if callbacks else 1)
     if chunk_paths < 1:
         raise ValueError("chunk_paths must be >= 1")
     if workers < 1:
@@ -355,16 +386,44 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         _run_pool(workers, token, (model, portfolio, config), tasks, results, report, cancel)
         backend = f"processes({workers})"
     else:
-        for i, s, e in tasks:
-            if cancel is not None and cancel():
-                raise SimulationCancelled("simulation cancelled")
-            results[i] = run_chunk(setup, i, s, e, out=results.views(s, e))
-            report()
+        _run_local(setup, tasks, results, report, cancel)
         backend = "local"
     elapsed = time.perf_counter() - t0
     return assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
                            run_info={"backend": backend, "chunks": len(tasks), "elapsed_s": elapsed,
                                      "chunk_paths": tasks[0][2] - tasks[0][1], **setup.simulator.notes()})
+
+
+class _PolledCancel:
+    """``cancel`` polled inside a chunk (each simulated year), at most every ``CANCEL_POLL_S`` seconds; True
+    from the first True on."""
+
+    def __init__(self, cancel: Callable[[], bool]):
+        self.cancel, self.last, self.stopped = cancel, time.perf_counter(), False
+
+    def __call__(self) -> bool:
+        if not self.stopped:
+            now = time.perf_counter()
+            if now - self.last >= CANCEL_POLL_S:
+                self.last = now
+                self.stopped = bool(self.cancel())
+        return self.stopped
+
+
+def _run_local(setup: EngineSetup, tasks, results, report, cancel) -> None:
+    """Chunks one after another in this process; ``cancel`` is polled between chunks and inside each, so a
+    cancelled run stops at its next simulated year."""
+    polled = _PolledCancel(cancel) if cancel is not None else None
+    for i, s, e in tasks:
+        if cancel is not None and cancel():
+            raise SimulationCancelled("simulation cancelled")
+        try:
+            results[i] = run_chunk(setup, i, s, e, polled, out=results.views(s, e))
+        except InterruptedError:
+            if polled is not None and polled.stopped:
+                raise SimulationCancelled("simulation cancelled") from None
+            raise
+        report()
 
 
 _PAYLOADS: dict[str, bytes] = {}
@@ -472,6 +531,15 @@ def _run_threads(workers: int, setup: EngineSetup, tasks, results, report, cance
 
 
 def _run_pool(workers: int, token: str, payload: tuple, tasks, results, report, cancel) -> None:
+    """Chunks on a pool of worker processes started for the run.
+
+    Where the platform forks (Linux), the workers inherit this process's set-up and share its pages: the
+    city run on processes stays within its memory bound that way (docs/performance.md). Forking a process
+    that runs other threads copies every lock as it stood: Python re-creates a few of its own in the child
+    (the import lock, logging's), but a lock another thread held at that moment in a library or an object
+    the child goes on to use stays held there. A long-lived process with threads of its own (a service)
+    is better served by ``scheduler="threads"`` or ``"warm"`` (whose workers start from a fork server).
+    """
     ctx = multiprocessing.get_context()
     if ctx.get_start_method() == "fork" and token in _SETUP_CACHE:
         # forked workers inherit this process's set-up: send them only the config (no second
@@ -501,7 +569,12 @@ def _run_dask(scheduler: Any, workers: int, token: str, payload: tuple, tasks, r
         client, own_client = scheduler, False
     try:
         blob = client.scatter(pickle.dumps(payload), broadcast=True, hash=False)
-        futures = {client.submit(_chunk_task, token, blob, i, s, e, pure=False, key=f"crechunk-{token[:12]}-{i}"): i
+        # task keys unique to this run: runs on one client (from several threads, or one after another while
+        # the scheduler still holds a finished run's results) must never share a key, or one run is handed
+        # another's chunks (a key names a result on the cluster; the set-up token leaves out seed, paths and
+        # years). The readable prefix shows in the dashboard.
+        run_id = uuid.uuid4().hex
+        futures = {client.submit(_chunk_task, token, blob, i, s, e, pure=False, key=f"crechunk-{run_id}-{i}"): i
                    for i, s, e in tasks}
         ac = as_completed(list(futures))
         for f in ac:
@@ -521,6 +594,6 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-__all__ = ["AUTO_CHUNKS_PER_WORKER", "AUTO_MAX_CHUNK_ELEMENTS", "AUTO_MIN_CHUNK_ELEMENTS", "PARCEL_METRICS", "Progress",
-           "SimulationCancelled", "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "default_workers",
-           "simulate"]
+__all__ = ["AUTO_CHUNKS_PER_WORKER", "AUTO_MAX_CHUNK_ELEMENTS", "AUTO_MIN_CHUNK_ELEMENTS", "CALLBACK_MIN_CHUNKS",
+           "CALLBACK_MIN_CHUNK_ELEMENTS", "PARCEL_METRICS", "Progress", "SimulationCancelled", "auto_chunk_paths", "balanced_chunk_paths",
+           "chunk_ranges", "default_workers", "simulate"]

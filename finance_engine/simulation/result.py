@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finance_engine.simulation.chunk import PARCEL_METRICS, ChunkResult, EngineSetup
+from finance_engine.simulation.chunk import (PARCEL_METRICS, ChunkResult, EngineSetup, reduce_block_moments,
+                                             reduce_short_sets)
 from finance_engine.simulation.summary import (
     horizon_metric_names,
     horizon_per_path,
@@ -236,6 +237,8 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
     sim = setup.simulator
     metrics = setup.metrics
     sw = cfg.switches
+    # parameter sd only where some parameter is drawn per set (sw.draws_parameters): with every part of
+    # parameter uncertainty off the paths are those of parameter_uncertainty=False, and so is the report
     frames, hframes = [], []
     per_path: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
@@ -248,32 +251,37 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         if not summarise:
             continue
         frames.append(summarise_per_path(arr, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                         sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels))
+                                         sw.draws_parameters, cfg.quantiles, cfg.tail_levels))
         harr, hnames = horizon_per_path(arr, metrics)
         hdf = summarise_per_path(harr, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                 sw.parameter_uncertainty, cfg.quantiles, cfg.tail_levels)
+                                 sw.draws_parameters, cfg.quantiles, cfg.tail_levels)
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
-    short = {k: v for c in chunks for k, v in c.short_set.items()}  # at most one chunk holds the short set
+    # the short last set's parts (one chunk's, or, with sets straddling blocks, maybe two chunks'), in path order
+    short = {k: reduce_short_sets([c.short_set[k] for c in chunks if k in c.short_set])
+             for k in {k for c in chunks for k in c.short_set}}
+
+    def block_sums(parts: list[np.ndarray]) -> np.ndarray:
+        return reduce_block_moments(np.concatenate(parts, axis=0), cfg.paths, sw.parameter_set_size)
+
     for lv in setup.moment_levels:
-        blocks = np.concatenate([c.block_moments[lv] for c in chunks], axis=0)
-        sums = blocks.sum(axis=0)
+        sums = block_sums([c.block_moments[lv] for c in chunks])
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
         frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                        sw.parameter_uncertainty, short.get(lv)))
+                                        sw.draws_parameters, short.get(lv)))
         hkey = f"{lv}:horizon"
-        hsums = np.concatenate([c.block_moments[hkey] for c in chunks], axis=0).sum(axis=0)
+        hsums = block_sums([c.block_moments[hkey] for c in chunks])
         hdf = summarise_moments(hsums, cfg.paths, horizon_metric_names(metrics), lab, lv, cfg.start_year, sw.parameter_set_size,
-                                sw.parameter_uncertainty, short.get(hkey))
+                                sw.draws_parameters, short.get(hkey))
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     horizon = pd.concat(hframes, ignore_index=True) if hframes else pd.DataFrame()
 
     parcel_summary = None
     if "parcel" in cfg.levels:
-        blocks = np.concatenate([c.parcel_moments for c in chunks], axis=0)
-        mo = moments_from_sums(blocks.sum(axis=0), cfg.paths, sw.parameter_set_size,  # (3, parcel_metrics, parcels)
-                               sw.parameter_uncertainty, short.get("parcel"))
+        mo = moments_from_sums(block_sums([c.parcel_moments for c in chunks]), cfg.paths,  # (3, metrics, parcels)
+                               sw.parameter_set_size,
+                               sw.draws_parameters, short.get("parcel"))
         parcel_summary = pd.DataFrame({"parcel_id": setup.portfolio.parcel_id})
         for i, m in enumerate(PARCEL_METRICS):
             parcel_summary[f"{m}_mean"] = mo["mean"][i]
