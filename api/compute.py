@@ -284,7 +284,8 @@ def task_accounts(ref: dict[str, Any], req: dict[str, Any], progress: Any = None
 
     track = TaskProgress(progress, stop)
     acc = carbon_accounts(_portfolio(ref), _params(ref["region"]), sink_paths=req["paths"], seed=req["seed"],
-                          workers=task_threads(), chunk_paths=chunk_paths, progress=track.chunks())
+                          workers=task_threads(), chunk_paths=chunk_paths, progress=track.chunks(),
+                          scheduler="threads" if task_threads() > 1 else None)  # a worker has threads: no fork
     d = acc.to_dict()
     return clean({"provenance": d["provenance"], "units": d["units"], "sink_paths": req["paths"], "seed": req["seed"],
                   "rows": d["rows"]})

@@ -115,7 +115,8 @@ class CarbonAccounts:
 
 def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths: int = 1000,
                     seed: int = 20260101, workers: int = 1, chunk_paths: int | None = None,
-                    progress: Callable[[Progress], None] | None = None) -> CarbonAccounts:
+                    progress: Callable[[Progress], None] | None = None,
+                    scheduler: str | None = None) -> CarbonAccounts:
     """Today's carbon stock and the expected annual sink at the five account levels.
 
     Parameters
@@ -129,6 +130,10 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
     workers, chunk_paths : int
         Workers of that run and paths per chunk (default: the engine's choice); the numbers do not
         depend on them.
+    scheduler : str, optional
+        Where that run's chunks go when ``workers > 1`` (see :func:`~finance_engine.simulation.simulate`;
+        default processes; ``"threads"`` in a process that runs threads of its own, such as the service's
+        compute workers, which must not fork).
     progress : callable, optional
         Called with the sink run's :class:`~finance_engine.simulation.Progress` after each chunk
         (observation only: the numbers do not depend on it).
@@ -155,7 +160,7 @@ def carbon_accounts(portfolio: Portfolio, params: ModelParameters, *, sink_paths
     if sink_paths:
         res = simulate(portfolio, params, years=1, paths=sink_paths, seed=seed,
                        levels=("parcel", *levels_for_se), keep_paths=True, workers=workers,
-                       chunk_paths=chunk_paths, progress=progress)
+                       chunk_paths=chunk_paths, progress=progress, scheduler=scheduler)
         ps = res.parcel_summary.set_index("parcel_id").loc[portfolio.parcel_id]
         # mean_annual_sink over one year = stock change in that year (net of perils and mortality)
         parcel["expected_sink_tco2e_per_yr_kg"] = _to_kg(ps["mean_annual_sink_tco2e_mean"].to_numpy())

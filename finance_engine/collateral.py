@@ -635,7 +635,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout)
     set_size = base_sw.parameter_set_size
     q_set = base_sw.correlated_set_size  # the quantile and tail errors count sets that share a draw
-    mom = nested_moments(money.pv_total[:, None], set_size, base_sw.parameter_uncertainty)
+    mom = nested_moments(money.pv_total[:, None], set_size, base_sw.draws_parameters)
     v0 = float(mom["mean"][0])
     T = terms.term_years
 
@@ -645,8 +645,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     value_today = {
         "value_cny": v0,
         "mc_se_cny": float(mom["mc_se"][0]),
-        # None without parameter uncertainty (nothing drawn: not a clipped estimate of 0)
-        "parameter_sd_cny": float(mom["parameter_sd"][0]) if base_sw.parameter_uncertainty else None,
+        # None when no parameter is drawn (uncertainty off, or both its parts): not a clipped estimate of 0
+        "parameter_sd_cny": float(mom["parameter_sd"][0]) if base_sw.draws_parameters else None,
         "ci95_cny": [v0 - 1.96 * float(mom["mc_se"][0]), v0 + 1.96 * float(mom["mc_se"][0])],
         "pledged_parcels": pledged.n_parcels,
         "pledged_area_ha": float(pledged.area_ha.sum()),

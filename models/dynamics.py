@@ -98,6 +98,15 @@ class SimulationSwitches:
                        else ("__all_but__", *perils))
 
 
+def recorded_set_size(switches: dict) -> int:
+    """The paths that share a parameter draw in a run whose provenance recorded ``switches`` (the fields of
+    :class:`SimulationSwitches`): its ``parameter_set_size`` when parameters were drawn
+    (:attr:`SimulationSwitches.draws_parameters`), else 1 (the paths are independent)."""
+    drawn = bool(switches.get("parameter_uncertainty", False)) and bool(
+        switches.get("growth_parameter_uncertainty", True) or switches.get("peril_parameter_uncertainty", True))
+    return max(1, int(switches.get("parameter_set_size", 1))) if drawn else 1
+
+
 @dataclass(frozen=True)
 class Modifiers:
     """Scenario modifiers applied on top of the parameter file (see finance_engine.stress).
@@ -608,4 +617,4 @@ class ForestSimulator:
         return np.maximum(c, 0.0)
 
 __all__ = ["DEFAULT_START_YEAR", "ForestSimulator", "GroupSums", "Modifiers", "SimulationSwitches", "YearOutput",
-           "climate_pathways", "spread_draws"]
+           "climate_pathways", "recorded_set_size", "spread_draws"]

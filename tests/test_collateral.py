@@ -610,3 +610,17 @@ def test_a_valuations_progress_covers_its_drivers_and_can_stop_it(portfolio, par
             raise SimulationCancelled("asked to stop")
     with pytest.raises(SimulationCancelled):
         value_collateral(portfolio, params, terms, progress=stop_in_the_drivers, **kw)
+
+
+def test_a_valuation_with_no_parameter_drawn_reports_no_parameter_sd(portfolio, params):
+    """Parameter uncertainty on with both its parts off draws nothing: the valuation is that of uncertainty
+    off to the bit, and reports no parameter sd (None, not a spurious estimate)."""
+    terms = LoanTerms(amount_cny=50_000, term_years=3, interest_rate=0.04, crediting_horizon_years=6)
+    kw = dict(paths=128, seed=5, attribution=False, sensitivities=False)
+    parts_off = SimulationSwitches(growth_parameter_uncertainty=False, peril_parameter_uncertainty=False)
+    a = value_collateral(portfolio, params, terms, switches=parts_off, **kw).value_today
+    b = value_collateral(portfolio, params, terms, switches=SimulationSwitches(parameter_uncertainty=False),
+                         **kw).value_today
+    assert a["parameter_sd_cny"] is None and a == b
+    with_draws = value_collateral(portfolio, params, terms, **kw).value_today
+    assert with_draws["parameter_sd_cny"] is not None

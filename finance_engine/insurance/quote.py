@@ -83,6 +83,7 @@ import pandas as pd
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import jackknife_groups, jackknife_se, jackknife_t
+from models.dynamics import recorded_set_size
 
 from .basis_risk import basis_risk, protection_gap
 from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
@@ -953,7 +954,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
             "seed": seed, "paths": paths, "years": years, "portfolio": res.provenance["portfolio"],
             "insurance_defaults_sha256": _file_sha256(DEFAULTS_PATH),
             "method": "engine paths -> cover payouts per simulated year -> premium principles on the annual payouts"}
-    set_size = res.provenance["switches"]["parameter_set_size"] if res.provenance["switches"]["parameter_uncertainty"] else 1
+    set_size = recorded_set_size(res.provenance["switches"])
     design = _Design(n, (paths, years), set_size)
     # ground-up AAL by peril (tCO2e destroyed) and by account level
     unit_price = getattr(cover, "price_cny_per_tco2e", None) or cover.strike_cny_per_tco2e

@@ -34,6 +34,7 @@ import pandas as pd
 from finance_engine.mc_error import mean_se
 from finance_engine.stress.run import ScenarioRun
 from models.carbon import CreditingRules
+from models.dynamics import recorded_set_size
 from models.parameters import ModelParameters
 from models._yaml import load_yaml
 
@@ -223,7 +224,7 @@ def buffer_report(run: ScenarioRun, params: ModelParameters, years: int,
     b = params.file.crediting.buffer_fraction.value if buffer_fraction is None else float(buffer_fraction)
     rev, gross = reversals_and_credits(run, params, years)
     sw = run.result.provenance.get("switches", {})
-    set_size = int(sw.get("parameter_set_size", 1)) if sw.get("parameter_uncertainty", False) else 1
+    set_size = recorded_set_size(sw)
     ad = buffer_adequacy(rev, gross, b, set_size=set_size)
     nprt = nprt_natural_risk(run, years)
     total = float(nprt["score"].sum())

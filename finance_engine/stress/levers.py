@@ -245,7 +245,7 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
         run_params, landscape_area = a.landscape(portfolio, params)
         x = sink(pf, run_params)
         d = x - base
-        mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.parameter_uncertainty)
+        mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.draws_parameters)
         cost = a.cost_cny_per_ha_per_year * area * st.years
         added_ra = ra(x) - ra(base)
         rows.append({"action": a.name, "treated_area_ha": area, "landscape_host_area_changed_ha": landscape_area,

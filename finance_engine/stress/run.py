@@ -157,7 +157,7 @@ def metric_paths(run: ScenarioRun, level: str, years: int) -> dict[str, np.ndarr
 # ---------------------------------------------------------------------------------------------
 def _moments(x: np.ndarray, sw: SimulationSwitches) -> dict[str, np.ndarray]:
     """Mean, MC standard error and parameter sd over the path axis (axis 1 of (years, paths, groups))."""
-    return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.parameter_uncertainty)
+    return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.draws_parameters)
 
 
 def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], years: int, start_year: int,
@@ -326,7 +326,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                              ["shortfall"].mean() for v, k in zip(values, keep)])
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size,
-                             settings.switches.parameter_uncertainty)
+                             settings.switches.draws_parameters)
         shortfall = cv["shortfall"]                       # (T, paths)
         bal = balance_schedule(t2)[:t2.term_years]
         sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
