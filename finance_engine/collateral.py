@@ -176,13 +176,15 @@ def loss_factor(phys: "_Physical") -> np.ndarray:
 
 def _price_paths(pms: PriceModelSet, model: PriceModelParams, terms: "LoanTerms", ids: np.ndarray, years: int,
                  seed: int, factor: np.ndarray | None = None,
-                 volatility_factors: tuple[float, ...] = (1.0,)) -> list[np.ndarray]:
+                 volatility_factors: tuple[float, ...] = (1.0,), antithetic: bool = False) -> list[np.ndarray]:
     """Price paths (years+1, N) in CNY/tCO2e for the loan's credit type, scenario and correlation.
 
     One array per entry of ``volatility_factors``, each at that multiple of the volatility the price
-    runs at (the scenario's own, if it sets one, else the model's), from one set of draws.
+    runs at (the scenario's own, if it sets one, else the model's), from one set of draws; ``antithetic``:
+    paths ``2k`` and ``2k+1`` take opposite price shocks (:mod:`finance_engine.price`).
     """
-    kw = dict(common_factor=factor, factor_correlation=terms.price_loss_correlation if factor is not None else 0.0)
+    kw = dict(common_factor=factor, factor_correlation=terms.price_loss_correlation if factor is not None else 0.0,
+              antithetic=antithetic)
     if terms.price_scenario:
         out = simulate_scenario_paths_by_volatility(pms.scenario(terms.price_scenario), model, ids, years, seed,
                                                     volatility_factors, base_year=pms.base_year,
@@ -555,7 +557,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                      sensitivities: bool = True, price_model_set: PriceModelSet | None = None,
                      issuance_risk: IssuanceRisk | None = None, switches: SimulationSwitches | None = None,
                      workers: int = 1, chunk_paths: int | None = None, scheduler: str | None = None,
-                     progress: Callable[[Progress], None] | None = None) -> CollateralValuation:
+                     progress: Callable[[Progress], None] | None = None,
+                     antithetic_prices: bool | None = None) -> CollateralValuation:
     """Value the pledged carbon of a loan and its risk over the term.
 
     Parameters
@@ -582,6 +585,14 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         threads contend for the GIL, once the first warm run has started them; for a long-lived
         process valuing loan after loan, :mod:`finance_engine.simulation.warm_pool`; a script needs
         the ``if __name__ == "__main__":`` guard). Results do not depend on it.
+    antithetic_prices : bool, optional
+        Antithetic price paths: paths ``2k`` and ``2k+1`` take opposite price shocks (a variance reduction:
+        on the demo's largest pledge the value's Monte Carlo error is 8-12 % smaller, a fifth less variance,
+        and the price draws halve). Each pair lies in one parameter set, whose means the errors are computed
+        from, so the errors stay honest; the quantile and tail errors and the regressions' jackknife count
+        pairs at least. Default (None): on when ``switches.parameter_set_size`` is even (pairs nest in sets);
+        True with an odd set size is refused. Results depend on it (a path is not the same path with and
+        without it); the provenance records it.
     progress : callable, optional
         Called with the :class:`~finance_engine.simulation.Progress` of the valuation's engine runs as one
         (the valuation's and, with ``attribution``, each driver's rerun, weighted by their paths:
@@ -605,6 +616,13 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     base_sw = switches or SimulationSwitches()
     if scheduler not in (None, "threads", "warm"):
         raise LoanTermsError(f"scheduler must be None, 'threads' or 'warm', got {scheduler!r}")
+    even_sets = base_sw.parameter_set_size % 2 == 0
+    if antithetic_prices and not even_sets:
+        raise LoanTermsError(f"antithetic price paths need an even parameter_set_size (each pair in one set), got "
+                             f"{base_sw.parameter_set_size}")
+    anti = even_sets if antithetic_prices is None else bool(antithetic_prices)
+    # paths whose errors move together: a parameter set's, or at least an antithetic pair
+    corr_size = max(base_sw.correlated_set_size, 2 if anti else 1)
     n_attr = min(paths, attribution_paths or paths)
     # the engine runs: the valuation's, then the drivers' (one per peril -- known after the first run --,
     # growth and peril-parameter uncertainty, and the base at fewer paths if the drivers use fewer)
@@ -620,12 +638,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
 
     # the volatility sensitivities' prices come from the base paths' draws (one draw, three recursions)
     vol_cases = {"volatility x0.5": 0.5, "volatility x1.5": 1.5} if sensitivities else {}
-    prices, *vol_prices = _price_paths(pms, pmodel, terms, ids, H, seed, factor, (1.0, *vol_cases.values()))
+    prices, *vol_prices = _price_paths(pms, pmodel, terms, ids, H, seed, factor, (1.0, *vol_cases.values()), anti)
     issued = iss.realise(phys.credits, ids, seed)
     realised = issued.credits
     payout = _insurance_payout(phys, terms.insurance) if terms.insurance else None
-    # the regressions' jackknife groups: whole parameter sets (the paths of a set share their draws)
-    groups = jackknife_groups(ids, base_sw.correlated_set_size)
+    # the regressions' jackknife groups: whole parameter sets (the paths of a set share their draws), whole pairs
+    groups = jackknife_groups(ids, corr_size)
     position = _crediting_position(params, phys)
     # the valuation and its volatility sensitivities on the same paths: their regressions share the state
     money, *vol_money = _money_cases(realised, phys.stock, [prices, *vol_prices], terms, issued, groups, position)
@@ -634,7 +652,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         (1 + terms.discount_rate) ** -terms.liquidation_time_years
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout)
     set_size = base_sw.parameter_set_size
-    q_set = base_sw.correlated_set_size  # the quantile and tail errors count sets that share a draw
+    q_set = corr_size  # the quantile and tail errors count sets that share a draw (and antithetic pairs)
     mom = nested_moments(money.pv_total[:, None], set_size, base_sw.draws_parameters)
     v0 = float(mom["mean"][0])
     T = terms.term_years
@@ -791,7 +809,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     drivers = None
     if attribution:
         drivers = _attribution(pledged, params, terms, pms, iss, seed, n_attr, workers, chunk_paths, phys, paths,
-                               base_sw, scheduler, runs)
+                               base_sw, scheduler, runs, anti, corr_size)
     sens = None
     if sensitivities:
         rows = []
@@ -819,7 +837,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     provenance = {
         "model_version": MODEL_VERSION, "code_version": code_version(),
         **carried_provenance(phys.provenance),
-        "seed": seed, "paths": paths, "horizon_years": H,
+        "seed": seed, "paths": paths, "horizon_years": H, "antithetic_prices": anti,
         "price_model_sha256": pms.sha256, "issuance_risk_sha256": iss.sha256,
         "method": ("engine paths + issuance risk + OU-jump prices; value at t by least-squares regression on the "
                    "state at t (stock spline x price, pending credits, methodology regime)"),
@@ -833,9 +851,10 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
 
 
 def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths, base_phys, base_paths, base_sw,
-                 scheduler=None, runs: RunsProgress | None = None):
+                 scheduler=None, runs: RunsProgress | None = None, antithetic: bool = False, corr_size: int = 1):
     """Value and shortfall probability with each driver switched off in turn, on common random numbers
-    (``runs``: the valuation's progress, whose runs 1.. are this function's engine runs in turn)."""
+    (``runs``: the valuation's progress, whose runs 1.. are this function's engine runs in turn;
+    ``antithetic``: the valuation's price pairs; ``corr_size``: the paths whose errors move together)."""
     runs = runs or RunsProgress(None)
     run_no = iter(range(1, 1_000))
     ids = np.arange(n)
@@ -845,14 +864,14 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     factor = loss_factor(base_phys) if (terms.price_loss_correlation and n == base_paths) else None
 
     def prices(model, volatility_factor=1.0):
-        return _price_paths(pms, model, terms, ids, H, seed, factor, (volatility_factor,))[0]
+        return _price_paths(pms, model, terms, ids, H, seed, factor, (volatility_factor,), antithetic)[0]
 
     base_prices = prices(pmodel)
     haircut = pms.liquidity_haircut.draws(ids, seed)
     rf = (1 - haircut) * (1 - terms.liquidation_cost_fraction) * (1 + terms.discount_rate) ** -terms.liquidation_time_years
 
     set_size = base_sw.parameter_set_size
-    groups = jackknife_groups(ids, base_sw.correlated_set_size)
+    groups = jackknife_groups(ids, corr_size)
     below_rate = _below_any_rate(terms)
 
     def evaluate(phys, price_paths, issuance, insured=True):

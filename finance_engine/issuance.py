@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -153,11 +154,30 @@ class RealisedIssuance:
 def load_issuance_risk(path: str | Path | None = None, *, region: str = "lishui") -> IssuanceRisk:
     """Load and validate the issuance-risk file (default: the shipped one). Every value needs a ``source``
     listed under ``references`` of the region's parameter file and a confidence label (read, derived,
-    memory, assumption); ``delay_years`` is a whole number. Errors name the file and the field."""
+    memory, assumption); ``delay_years`` is a whole number. Errors name the file and the field.
+
+    The validated model is cached per process and reloaded when either file changes on disk (as the price
+    model is: a valuation that loads it itself spent 15-20 ms parsing the two YAML files)."""
+    from models.parameters import resolve_parameter_path
+
+    p = Path(path) if path else ISSUANCE_PATH
+    try:
+        stamp = (str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size, region,
+                 resolve_parameter_path(region).stat().st_mtime_ns)
+    except OSError:
+        return _load_issuance_risk(p, region)  # raises the readable error
+    return _load_issuance_risk_cached(stamp)
+
+
+@lru_cache(maxsize=16)
+def _load_issuance_risk_cached(stamp: tuple) -> IssuanceRisk:
+    return _load_issuance_risk(Path(stamp[0]), stamp[3])
+
+
+def _load_issuance_risk(p: Path, region: str) -> IssuanceRisk:
     from models.parameters import format_validation_error
     from finance_engine.price import reference_keys
 
-    p = Path(path) if path else ISSUANCE_PATH
     data, raw = read_data_file(p, "issuance-risk file")  # unreadable or bad YAML: DataFileError naming the file
     try:
         f = _IssuanceFile.model_validate(data)

@@ -255,7 +255,8 @@ def test_sensitivities_equal_their_explicit_revaluations(portfolio, params):
     for label, volf in (("volatility x0.5", 0.5), ("volatility x1.5", 1.5)):
         scen = dataclasses.replace(pms.scenario("price_crash"), volatility_per_sqrt_year=own * volf)
         pms_v = dataclasses.replace(pms, scenarios={**pms.scenarios, "price_crash": scen})
-        p = _price_paths(pms_v, pms.model(terms.price_model), terms, ids, 15, 5)[0]
+        p = _price_paths(pms_v, pms.model(terms.price_model), terms, ids, 15, 5,
+                         antithetic=v.provenance["antithetic_prices"])[0]
         explicit = _money(credits, stock, p, terms, issued)
         below = _credit_view(explicit.value_paths, terms, rf)["below"].any(axis=0)
         assert sens.loc[label, "value_cny"] == pytest.approx(explicit.pv_total.mean(), rel=1e-12)
@@ -624,3 +625,31 @@ def test_a_valuation_with_no_parameter_drawn_reports_no_parameter_sd(portfolio, 
     assert a["parameter_sd_cny"] is None and a == b
     with_draws = value_collateral(portfolio, params, terms, **kw).value_today
     assert with_draws["parameter_sd_cny"] is not None
+
+
+def test_antithetic_price_pairs_are_mirror_images_and_keep_the_errors_honest(portfolio, params):
+    """By default (an even parameter set size) paths 2k and 2k+1 take opposite price shocks: with a jump-free
+    model started at its long-run level, their log deviations are exact mirror images; the provenance says
+    so; an odd set size turns it off by default and refuses it asked for; and over seeds the value's reported
+    error matches its spread (each pair lies in one parameter set)."""
+    pms = load_price_model()
+    calm = PriceModelParams(long_run_price_cny_per_tco2e=60.0, mean_reversion_per_year=0.3,
+                            volatility_per_sqrt_year=0.25)
+    flat = dataclasses.replace(pms, models={"cea": calm}, start_price_cny_per_tco2e=60.0)
+    terms = LoanTerms(amount_cny=50_000, term_years=3, interest_rate=0.04, crediting_horizon_years=8)
+    kw = dict(paths=64, seed=2, attribution=False, sensitivities=False, price_model_set=flat)
+    v = value_collateral(portfolio, params, terms, **kw)
+    assert v.provenance["antithetic_prices"] is True
+    dev = np.log(v.paths["prices"][1:] / 60.0)
+    np.testing.assert_allclose(dev[:, 0::2], -dev[:, 1::2], rtol=1e-12, atol=1e-12)
+    odd = SimulationSwitches(parameter_set_size=3)
+    assert value_collateral(portfolio, params, terms, switches=odd, **kw).provenance["antithetic_prices"] is False
+    with pytest.raises(LoanTermsError, match="even parameter_set_size"):
+        value_collateral(portfolio, params, terms, switches=odd, antithetic_prices=True, **kw)
+    vals, ses = [], []
+    for seed in range(30):
+        vt = value_collateral(portfolio, params, terms, paths=128, seed=100 + seed, attribution=False,
+                              sensitivities=False).value_today
+        vals.append(vt["value_cny"])
+        ses.append(vt["mc_se_cny"])
+    assert 0.7 < np.std(vals, ddof=1) / np.mean(ses) < 1.4
