@@ -56,7 +56,7 @@ def model_rates(paths: int = 4000, seed: int = 2026, price_cny_per_tco2e: float 
         w = quote(cov, pf, params, simulation=run, account_level=None, loading=default_loading("wang", 0.3))
         p = q.premium
         rows.append({"case": label, "kind": "model " + cov.kind, "pure_rate": p["pure_rate"],
-                     "pure_rate_se": p["pure_premium_mc_se_cny"] / p["sum_insured_cny"],
+                     "pure_rate_se": p["pure_rate_mc_se"],  # of the ratio where the sum insured is estimated too
                      "gross_rate_coc": p["rate_on_sum_insured"], "gross_rate_wang": w.premium["rate_on_sum_insured"],
                      "prob_payout": q.risk["prob_payout"], "sum_insured_per_mu_cny": q.exposure["sum_insured_per_mu_cny"]})
     return pd.DataFrame(rows)

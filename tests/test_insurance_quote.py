@@ -392,3 +392,48 @@ def test_no_subsidy_by_default_and_explicit_schemes_still_apply():
                      loading=Loading("none", 0.0, 0.2, 0.0), subsidy="commercial_forest")
     assert e.subsidy["amounts_cny"]["central"] == pytest.approx(0.30 * e.premium["gross_premium_cny"])
     assert e.rate_band["subsidised"] is True and "replanting-cost" in e.subsidy["note"]
+
+
+def test_rates_on_a_sum_insured_estimated_from_the_paths_take_the_ratios_jackknife():
+    """When the sum insured is estimated from the same simulated years (a sink index's expected sink, a price
+    floor's simulated volume: ``exposure``), each replicate divides by its own: the rates' errors are the
+    jackknife of the ratios (here by hand), not the premium's error over a fixed sum insured."""
+    rng = np.random.default_rng(7)
+    paths, years, m = 200, 3, 4
+    x = _frailty_sample(rng, paths, years, m)
+    e, pr, fixed, tco2e = 0.2, 0.05, 3.0, 50.0
+
+    def exposure(sample):                          # a sum insured and tonnes that move with the sample
+        s = 1e4 + 40.0 * sample.annual_payout_cny.mean()
+        return s, s / 200.0
+    si = exposure(_cover(x))[0]
+    q = _quote(_cover(x), loading=Loading("sd", 0.1, e, pr, fixed), paths_years=(paths, years),
+               parameter_set_size=m, si=si, tco2e=si / 200.0, exposure=exposure)
+    p = q.premium
+
+    def gross(v):                                  # E + 0.1 sd, then expenses and profit
+        return (v.mean() + 0.1 * v.std(ddof=1) + fixed) / (1 - e - pr)
+    group = np.repeat((np.arange(paths) // m) % 10, years)
+    reps = []
+    for k in range(10):
+        v = x[group != k]
+        s = 1e4 + 40.0 * v.mean()
+        reps.append([v.mean() / s, gross(v) / s, gross(v) / (s / 200.0), gross(v)])
+    reps = np.array(reps)
+    se = np.sqrt(9 / 10 * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+    assert p["pure_rate_mc_se"] == pytest.approx(se[0], rel=1e-9)
+    assert p["rate_on_sum_insured_mc_se"] == pytest.approx(se[1], rel=1e-9)
+    assert p["premium_per_tco2e_mc_se_cny"] == pytest.approx(se[2], rel=1e-9)
+    assert p["gross_premium_mc_se_cny"] == pytest.approx(se[3], rel=1e-9)
+    assert p["rate_on_sum_insured_mc_se"] != pytest.approx(se[3] / si, rel=1e-3)  # not the fixed-SI division
+
+
+def test_tvar_errors_need_ten_tail_years():
+    """The VaR/TVaR table gives no TVaR error for a tail of fewer than ten simulated years (the asymptotic
+    error understated the spread there), and gives it from ten on."""
+    from finance_engine.insurance.risk_measures import var_tvar_table
+
+    x = np.random.default_rng(3).lognormal(0.0, 1.0, 1500)
+    t = var_tvar_table(x, levels=(0.99, 0.995)).set_index("level")
+    assert np.isfinite(t.loc[0.99, "tvar_se"]) and np.isnan(t.loc[0.995, "tvar_se"])  # 15 and 7.5 tail years
+    assert np.isfinite(t.loc[0.995, "tvar"])

@@ -279,3 +279,18 @@ def test_an_unlimited_sink_index_quote_round_trips(run, small_portfolio_module, 
     assert Quote.from_dict(d).cover_terms() == cov
     assert Quote.from_dict(d).cover_terms().limit_cny == math.inf
     assert d["premium"]["capital_measure"].startswith("TVaR")
+
+
+def test_a_sink_index_basis_risk_names_its_reference_the_perfect_index(params):
+    """The basis-risk block's reference is the perfect-index payout: its mean and the probability it pays are
+    named for it (the true loss is the protection gap's), and they equal the gap block's."""
+    from models.portfolio import validate_frame
+    from tests.conftest import make_frame
+
+    pf = validate_frame(make_frame(30, seed=1), params)
+    br = quote(SinkIndexCover(60.0, 0.8, error="normal", error_cv=0.1), pf, params, paths=128, years=2,
+               seed=4).basis_risk
+    assert "mean_true_loss_cny" not in br and "prob_loss" not in br
+    assert br["mean_perfect_index_payout_cny"] == pytest.approx(br["protection_gap"]["mean_perfect_index_payout_cny"])
+    assert br["mean_perfect_index_payout_cny"] < br["protection_gap"]["mean_true_loss_cny"]
+    assert 0 <= br["prob_perfect_index_pays"] <= 1

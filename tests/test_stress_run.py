@@ -85,7 +85,7 @@ def test_price_shock_scales_collateral_value_exactly_and_leaves_carbon_alone(pf,
     np.testing.assert_allclose(ratio, 0.5, rtol=1e-12)
     # insurance pays in tCO2e x agreed price: a market price shock changes nothing for the insurer
     assert a.insurer["expected_annual_gross_loss_cny"] == b.insurer["expected_annual_gross_loss_cny"]
-    assert a.budget["annual_premium_subsidy_cny"] == pytest.approx(3000 * 0.8)  # commercial forest: insured pays 20 %
+    assert a.budget["annual_premium_subsidy_cny"] == 0.0  # no scheme named: the insured pays the premium
 
 
 def test_instrument_figures_carry_their_monte_carlo_error(pf, params):
@@ -146,6 +146,8 @@ def test_the_budget_counts_its_cash_and_the_insurer_pays_for_its_stop_loss(pf, p
     from finance_engine.insurance import split_premium
 
     raw = _registry(pf).model_dump()
+    assert raw["policies"][0]["subsidy_scheme"] is None  # by default no budget pays (carbon covers: no scheme)
+    raw["policies"][0]["subsidy_scheme"] = "commercial_forest"  # a city treating it as policy forest insurance
     raw["insurer"]["stop_loss"] = {"attachment_cny": 500.0, "limit_cny": 20000.0, "annual_premium_cny": 700.0}
     st = StressSettings(years=6, paths=64, seed=5, levels=("portfolio",))  # credits issue at the first verification
     bound = bind_registry(parse_registry(raw), pf, params)
@@ -158,6 +160,10 @@ def test_the_budget_counts_its_cash_and_the_insurer_pays_for_its_stop_loss(pf, p
     assert b["annual_premium_subsidy_cny"] == pytest.approx(subsidy, rel=1e-12)
     assert b["expected_annual_buyback_cost_cny"] > 0
     assert b["expected_annual_total_cny"] == pytest.approx(subsidy + b["expected_annual_buyback_cost_cny"], rel=1e-12)
+    raw["policies"][0]["subsidy_scheme"] = None  # no scheme: the insured pays all, no budget a yuan of it
+    unsubsidised = evaluate_instruments(bind_registry(parse_registry(raw), pf, params), run, st,
+                                        price_floor_cny_per_tco2e=500.0).budget
+    assert unsubsidised["annual_premium_subsidy_cny"] == 0.0
     assert b["expected_annual_total_mc_se_cny"] == b["expected_annual_buyback_cost_mc_se_cny"]
     pay = out.insurer_annual_gross  # the one policy's payouts, (years, paths)
     assert pay.mean() > 0

@@ -75,7 +75,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -543,13 +543,20 @@ def _basis_scalars(arrs, tol: float) -> dict[str, float]:
 
 
 def _sample_figures(losses: CoverLosses, loading: Loading, layers: Sequence[LayerSpec], c: float, level: float,
-                    tol: float) -> dict[str, float]:
-    """Every scalar figure the quote gives a jackknife error, on one sample (a replicate)."""
+                    tol: float, exposure: Callable[[CoverLosses], tuple[float, float]] | None = None
+                    ) -> dict[str, float]:
+    """Every scalar figure the quote gives a jackknife error, on one sample (a replicate); with ``exposure``
+    (the sum insured and insured tonnes estimated from the sample), the rates on the sample's own."""
     x = losses.annual_payout_cny
     pr, g = _premium_of(x, loading)
     out = {"pure": float(x.mean()), "risk_load": g.risk_load, "risk_loaded": g.expected_loss + g.risk_load,
            "gross": g.gross, "loss_ratio": g.loss_ratio, "capital": pr.parameters.get("capital", math.nan),
            "prob_payout": float((x > 0).mean())}
+    if exposure is not None:
+        s, e = exposure(losses)
+        out.update({"pure_rate": float(x.mean()) / s if s > 0 else math.nan,
+                    "gross_rate": g.gross / s if s > 0 else math.nan,
+                    "gross_per_tco2e": g.gross / e if e > 0 else math.nan})
     arrs = _index_arrays(losses)
     if arrs is not None:
         out.update({f"br_{k}": v for k, v in _basis_scalars(arrs, tol).items()})
@@ -653,7 +660,8 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
                  parameter_set_size: int = 1, paths_years: tuple[int, int] | None = None,
                  return_periods: Sequence[float] | None = None,
                  aal_by_peril: list[dict] | None = None, aal_by_level: list[dict] | None = None,
-                 true_loss_tolerance_cny: float = 0.0) -> Quote:
+                 true_loss_tolerance_cny: float = 0.0,
+                 exposure: Callable[[CoverLosses], tuple[float, float]] | None = None) -> Quote:
     """Price a cover from its simulated payouts (engine-free; see the module docstring).
 
     Parameters
@@ -689,6 +697,12 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         as independent.
     true_loss_tolerance_cny : float
         Index covers: amounts at or below this count as no loss / no payout in the basis risk.
+    exposure : callable, optional
+        ``exposure(losses)`` -> (sum insured CNY, insured tCO2e) of a sample of ``losses``, when they are
+        estimated from the simulation (a sink index's expected sink, a price floor's simulated volume): the
+        rates (pure, gross, per tCO2e) then take their errors from the jackknife of the ratios, each
+        replicate on its own sum insured, instead of dividing the premium's error by a fixed one (which
+        overstated it up to 2x when premium and sum insured move together).
     """
     d = load_insurance_defaults()
     loading = loading or default_loading()
@@ -715,7 +729,8 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     # ---- jackknife: every scalar figure on each replicate (whole groups of parameter sets / paths left out)
     err: dict[str, float | None] = {}
     if design.keep is not None:
-        reps = [_sample_figures(subset_losses(losses, k), loading, tuple(layers), c, level, tol) for k in design.keep]
+        reps = [_sample_figures(subset_losses(losses, k), loading, tuple(layers), c, level, tol, exposure)
+                for k in design.keep]
         keys = list(reps[0])
         ses = jackknife_se(np.array([[r.get(k, math.nan) for k in keys] for r in reps], dtype=np.float64))
         err = {k: _se(v) for k, v in zip(keys, ses)}
@@ -736,6 +751,9 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     def scaled(e, dv):
         return e / dv if e is not None else None
 
+    # the rates' errors: of the ratios when the sum insured is estimated from the same paths (exposure)
+    ratio_errors = exposure is not None and "pure_rate" in err
+
     g_se = err.get("gross")
     params = dict(prem.parameters)
     if loading.method == "coc":
@@ -751,12 +769,14 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         "fixed_costs_cny": gp.fixed_costs, "expenses_cny": gp.variable_expenses, "profit_cny": gp.profit,
         "gross_premium_cny": gp.gross, "gross_premium_mc_se_cny": g_se, "gross_premium_ci95_cny": ci(gp.gross, g_se),
         "sum_insured_cny": si,
-        "pure_rate": a.mean / si, "pure_rate_mc_se": scaled(se, si),
-        "rate_on_sum_insured": gp.gross / si, "rate_on_sum_insured_mc_se": scaled(g_se, si),
+        "pure_rate": a.mean / si, "pure_rate_mc_se": err.get("pure_rate") if ratio_errors else scaled(se, si),
+        "rate_on_sum_insured": gp.gross / si,
+        "rate_on_sum_insured_mc_se": err.get("gross_rate") if ratio_errors else scaled(g_se, si),
         "premium_per_mu_cny": gp.gross / mu, "premium_per_mu_mc_se_cny": scaled(g_se, mu),
         "premium_per_ha_cny": gp.gross / float(area_ha), "premium_per_ha_mc_se_cny": scaled(g_se, float(area_ha)),
         "premium_per_tco2e_cny": gp.gross / insured_tco2e if insured_tco2e > 0 else None,
-        "premium_per_tco2e_mc_se_cny": scaled(g_se, insured_tco2e) if insured_tco2e > 0 else None,
+        "premium_per_tco2e_mc_se_cny": (err.get("gross_per_tco2e") if ratio_errors else scaled(g_se, insured_tco2e))
+        if insured_tco2e > 0 else None,
         "expected_loss_ratio": gp.loss_ratio, "expected_loss_ratio_mc_se": err.get("loss_ratio"),
         "loading_parameters": params,
         "capital_measure": capital_measure_text(level) if loading.method == "coc" else None,
@@ -833,6 +853,10 @@ def _basis_risk_block(losses: CoverLosses, arrs, tol: float, err: Mapping[str, f
     """Basis risk against the perfect-index payout, and the protection gap, with Monte Carlo errors."""
     pay, perfect, true = arrs
     br = basis_risk(pay, perfect, tol).to_dict()
+    # basis_risk's reference here is the perfect-index payout, not the true loss: its fields say so (the true
+    # loss is the protection gap's)
+    br["prob_perfect_index_pays"] = br.pop("prob_loss")
+    br["mean_perfect_index_payout_cny"] = br.pop("mean_true_loss_cny")
     gap = protection_gap(perfect, true, tol).to_dict()
 
     def mean_err(key: str, per_year: np.ndarray) -> float | None:
@@ -992,6 +1016,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         losses = stock_loss_losses(res.elt, n, cover, stock0)
         si = cover.sum_insured_cny(stock0)
         insured = stock0
+        exposure = None  # today's stock: known, not simulated
         pay_peril = losses.payout_by_peril()
         for row in by_peril:
             x = pay_peril.get(row["peril"])
@@ -1001,11 +1026,17 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         # the sink before harvest: a clear-fell at the rotation age is no peril, so the index adds it back
         sink = res.paths_of("sink_tco2e")[..., 0] + res.paths_of("harvest_tco2e")[..., 0]
         losses = sink_index_losses(sink, cover, seed=seed, path_ids=np.arange(paths))
-        e = float(np.mean(losses.index["expected_sink_tco2e"]))
-        insured = e
-        si = float(np.mean(losses.index["limit_cny"])) * cover.participation
-        if not math.isfinite(si):
-            si = cover.participation * cover.price_cny_per_tco2e * cover.trigger_fraction * e
+
+        def index_exposure(sample: CoverLosses) -> tuple[float, float]:
+            """The sum insured (the value of the triggered sink, or the limit) and the insured tonnes (the
+            expected sink) of a sample: estimated from it unless the cover fixes the expected sink."""
+            e_s = float(np.mean(sample.index["expected_sink_tco2e"]))
+            s_s = float(np.mean(sample.index["limit_cny"])) * cover.participation
+            if not math.isfinite(s_s):
+                s_s = cover.participation * cover.price_cny_per_tco2e * cover.trigger_fraction * e_s
+            return s_s, e_s
+        si, insured = index_exposure(losses)
+        exposure = index_exposure if cover.expected_sink_tco2e is None else None
     else:
         from finance_engine.price import simulate_price_paths
 
@@ -1014,14 +1045,19 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         vol = cover.volume_tco2e if cover.volume_tco2e is not None else res.paths_of("credits_issued_tco2e")[..., 0]
         # a model with several steps a year: the credits are sold at each policy year's end price
         losses = price_floor_losses(prices, vol, cover, steps_per_year=price_model.steps_per_year)
-        insured = float(np.mean(losses.index["volume_tco2e"]))
+        def floor_exposure(sample: CoverLosses) -> tuple[float, float]:
+            """The sum insured and the insured tonnes (the mean volume) of a sample of the floor's years."""
+            v_s = float(np.mean(sample.index["volume_tco2e"]))
+            return cover.participation * min(cover.limit_cny, cover.strike_cny_per_tco2e * v_s), v_s
+        si, insured = floor_exposure(losses)
         if insured <= 0:
             raise CoverError("volume_tco2e: the simulated credits issued are 0 in the policy years (crediting "
                              "issues later); give a fixed volume_tco2e or more years")
-        si = cover.participation * min(cover.limit_cny, cover.strike_cny_per_tco2e * insured)
+        # a simulated volume is estimated from the paths, as the premium is: the rates' errors see both
+        exposure = floor_exposure if cover.volume_tco2e is None else None
         prov["price_model_sha256"] = pms.sha256
         prov["price_model"] = cover.price_model
     return quote_losses(losses, sum_insured_cny=si, area_ha=area, insured_tco2e=insured, loading=loading,
                         subsidy=subsidy, subsidised=subsidised, layers=layers, quota_share=quota_share,
                         cover=cover.to_dict(), provenance=prov, parameter_set_size=set_size,
-                        paths_years=(paths, years), aal_by_peril=by_peril, aal_by_level=by_level)
+                        paths_years=(paths, years), aal_by_peril=by_peril, aal_by_level=by_level, exposure=exposure)

@@ -243,8 +243,12 @@ def var_tvar_table(losses, levels: Sequence[float] | None = None, group_size: in
     Returns a DataFrame with ``level``, ``var``, ``var_ci_low``, ``var_ci_high`` (the distribution-free
     interval at the data file's confidence), ``tvar`` and ``tvar_se`` (the tail mean's asymptotic standard
     error, :func:`finance_engine.mc_error.tail_mean_se`); both widened by their design effect over
-    ``group_size`` consecutive correlated years (see :func:`pml`).
+    ``group_size`` consecutive correlated years (see :func:`pml`). ``tvar_se`` is NaN for a tail of fewer than
+    ``MIN_TAIL_PATHS_FOR_SE`` (10) years, where the asymptotic error understates the spread (as in the
+    engine's summaries, :mod:`finance_engine.simulation.summary`).
     """
+    from finance_engine.simulation.summary import MIN_TAIL_PATHS_FOR_SE
+
     x = as_loss_array(losses, allow_negative=True)
     xs = np.sort(x)
     lv = load_insurance_defaults().var_levels if levels is None else tuple(levels)
@@ -252,6 +256,7 @@ def var_tvar_table(losses, levels: Sequence[float] | None = None, group_size: in
     rows = []
     for p in (_level(q, "levels") for q in lv):
         lo, hi, _, _ = order_statistic_ci(xs, p, c, x, group_size)
+        few = x.size * (1.0 - p) < MIN_TAIL_PATHS_FOR_SE
         rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p),
-                     tail_mean_se(x, p, upper=True, set_size=group_size)))
+                     math.nan if few else tail_mean_se(x, p, upper=True, set_size=group_size)))
     return pd.DataFrame(rows, columns=["level", "var", "var_ci_low", "var_ci_high", "tvar", "tvar_se"])

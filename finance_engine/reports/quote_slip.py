@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from finance_engine.reports.html import figure_to_data_uri, render, table_html
+from finance_engine.reports.html import figure_to_data_uri, fmt_number, render, table_html
 
 __all__ = ["exceedance_plot", "premium_buildup_plot", "render_quote_slip"]
 
@@ -69,6 +69,15 @@ def _cover_value(v) -> str:
     return str(v)
 
 
+def _var_tvar_frame(rows) -> pd.DataFrame:
+    """The VaR / TVaR table: a TVaR error the tail is too thin to give (fewer than 10 simulated years beyond
+    the level) reads "too few years", not an open interval end."""
+    df = pd.DataFrame(rows)
+    if "tvar_se" in df.columns:
+        df["tvar_se"] = ["too few years" if v is None or v != v else fmt_number(v, 0) for v in df["tvar_se"]]
+    return df
+
+
 def render_quote_slip(q, title_suffix: str | None = None) -> str:
     """The quote slip HTML (exceedance plot, premium build-up, subsidy split, PML, layer table, provenance)."""
     d = _as_dict(q)
@@ -103,7 +112,7 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
         cover_items=[(k, _cover_value(v)) for k, v in cover.items()],
         ep_plot=exceedance_plot(d), buildup_plot=premium_buildup_plot(d),
         pml=table_html(pml_wide, missing="open"),
-        var_tvar=table_html(pd.DataFrame(d["risk"]["var_tvar"]), percent=("level",), missing="open"),
+        var_tvar=table_html(_var_tvar_frame(d["risk"]["var_tvar"]), percent=("level",), missing="open"),
         subsidy=table_html(subsidy, percent=("share",)),
         layers=None if layers is None else table_html(layers, digits=0, decimals={"multiple": 2, "multiple_mc_se": 2},
                                                       percent=("rate_on_line", "prob_attachment", "prob_attachment_mc_se",

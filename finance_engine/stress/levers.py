@@ -56,7 +56,7 @@ class _Cover:
     annual_deductible_tco2e: float
     annual_limit_cny: float
     annual_premium_cny: float
-    subsidy_scheme: str = "commercial_forest"
+    subsidy_scheme: str | None = None  # None: no subsidy (as finance_engine.stress.registry.PolicyEntry)
 
 
 def _lever(name: str) -> float:

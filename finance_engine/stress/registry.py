@@ -15,7 +15,7 @@ A registry file (YAML or JSON)::
         annual_deductible_tco2e: 50
         annual_limit_cny: 500000
         annual_premium_cny: 9000
-        subsidy_scheme: commercial_forest   # a scheme of finance_engine/data/insurance_defaults.yaml
+        subsidy_scheme: commercial_forest   # a scheme of insurance_defaults.yaml (default none: the insured pays)
     insurer:
       capital_cny: 2000000
       quota_share_cession: 0.3
@@ -81,7 +81,9 @@ class PolicyEntry(_Strict):
     annual_deductible_tco2e: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     annual_limit_cny: float = Field(default=float("inf"), gt=0)
     annual_premium_cny: float = Field(ge=0, allow_inf_nan=False)
-    subsidy_scheme: str = "commercial_forest"
+    # None: no subsidy, the insured pays the premium (carbon covers are not in the central forest-insurance
+    # subsidy, which is for replanting-cost policy forest insurance: finance_engine.insurance's default too)
+    subsidy_scheme: str | None = None
 
     @field_validator("covered_perils")
     @classmethod
@@ -90,9 +92,11 @@ class PolicyEntry(_Strict):
 
     @field_validator("subsidy_scheme")
     @classmethod
-    def _known_scheme(cls, v: str) -> str:
+    def _known_scheme(cls, v: str | None) -> str | None:
         from finance_engine.insurance.subsidy import subsidy_shares
 
+        if v is None:
+            return v
         subsidy_shares(v)  # the scheme the premium will be split by (InsuranceInputError, a ValueError, if unknown)
         return v
 

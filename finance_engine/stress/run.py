@@ -35,7 +35,7 @@ import pandas as pd
 
 from finance_engine.collateral import _below_any_rate, _credit_view, _money, _with_jk, balance_schedule, crediting_position
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
-from finance_engine.insurance import layer_loss, split_premium
+from finance_engine.insurance import SubsidyShares, layer_loss, split_premium
 from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
 from finance_engine.mc_error import mean_se, quantile_ci
@@ -365,7 +365,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
     subsidy_total: dict[str, float] = {}
     for (pol, unit), pay_h in zip(policies, payouts):
         pay = pay_h[:years]
-        split = split_premium(pol.annual_premium_cny, pol.subsidy_scheme)
+        # no scheme: the insured pays the whole premium (no budget shares it)
+        split = split_premium(pol.annual_premium_cny, pol.subsidy_scheme or SubsidyShares(0.0, 0.0, 0.0, 0.0, 1.0))
         annual += pay
         public_payout += split.public_share * pay
         premium_total += pol.annual_premium_cny

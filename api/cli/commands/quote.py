@@ -254,7 +254,12 @@ def _print_quote(q) -> None:
     click.echo(render_table(q.frame("risk.pml")[["basis", "return_period_years", "loss", "ci_low", "ci_high"]],
                             missing="open"))
     click.echo("\nVaR / TVaR of the annual payout (CNY):")
-    click.echo(render_table(q.frame("risk.var_tvar"), missing="open"))
+    import pandas as pd
+
+    vt = q.frame("risk.var_tvar")
+    # an open interval end reads "open"; a TVaR error the tail is too thin to give, "too few years"
+    vt["tvar_se"] = [("too few years" if pd.isna(v) else f"{v:,.0f}") for v in vt["tvar_se"]]
+    click.echo(render_table(vt, missing="open"))
     if q.aal_by_peril:
         click.echo("\nAAL by peril (ground-up, destroyed stock at the agreed price):")
         click.echo(render_table(q.frame("aal_by_peril")))
