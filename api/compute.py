@@ -201,17 +201,20 @@ class TaskProgress:
         self.sink, self.on, self.t0 = progress_sink(channel), channel is not None, time.perf_counter()
         self.stop = stop
 
-    def check(self) -> None:
-        """Raise ``SimulationCancelled`` if the job was cancelled."""
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (an engine ``cancel`` callback: polled between simulated years)."""
         if self.stop is None:
-            return
+            return False
         try:
-            stopped = self.stop.is_set()
+            return bool(self.stop.is_set())
         except Exception:  # noqa: BLE001 - the flag is gone: the task runs to its end
             log.warning("a task's cancel flag failed; the task can no longer be stopped early", exc_info=True)
             self.stop = None
-            return
-        if stopped:
+            return False
+
+    def check(self) -> None:
+        """Raise ``SimulationCancelled`` if the job was cancelled."""
+        if self.cancelled():
             from finance_engine.simulation import SimulationCancelled
 
             raise SimulationCancelled("the job was cancelled")
@@ -244,7 +247,8 @@ def task_simulate(ref: dict[str, Any], req: dict[str, Any], chunk_paths: int | N
     return run_simulation(_portfolio(ref), _params(ref["region"]), req, chunk_paths=chunk_paths)
 
 
-def _valuation(ref: dict[str, Any], req: dict[str, Any], progress: Callable | None = None):
+def _valuation(ref: dict[str, Any], req: dict[str, Any], progress: Callable | None = None,
+               cancel: Callable[[], bool] | None = None):
     from finance_engine.collateral import value_collateral
 
     st = _state()
@@ -252,7 +256,8 @@ def _valuation(ref: dict[str, Any], req: dict[str, Any], progress: Callable | No
         _portfolio(ref), _params(ref["region"]), req["terms"], parcel_ids=req.get("parcel_ids"),
         project_id=req.get("project_id"), paths=req["paths"], seed=req["seed"], attribution=req["attribution"],
         attribution_paths=req.get("attribution_paths"), sensitivities=req["sensitivities"],
-        price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads(), progress=progress)
+        price_model_set=st["pms"], issuance_risk=st["iss"], workers=task_threads(), progress=progress,
+        cancel=cancel)
 
 
 def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = None, stop: Any = None,
@@ -265,14 +270,20 @@ def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = No
     from the valuation's own paths, which are not stored (a job-sized valuation's memo is never re-run in a
     request)."""
     track = TaskProgress(progress, stop)
-    v = _valuation(ref, req, track.chunks())
+    v = _valuation(ref, req, track.chunks(), track.cancelled if stop is not None else None)
     if not memo:
         return clean(v.to_dict())
     from finance_engine.reports.collateral_memo import render_collateral_memo
 
     track.note("rendering the collateral memo")
-    html = render_collateral_memo(v, title_suffix=req.get("name") or "carbon-pledge loan")
-    return {"result": clean(v.to_dict()), "artifacts": {"memo.html": ("text/html; charset=utf-8", html.encode("utf-8"))}}
+    result = clean(v.to_dict())
+    try:
+        html = render_collateral_memo(v, title_suffix=req.get("name") or "carbon-pledge loan")
+    except Exception:  # noqa: BLE001 - a report bug must not lose (or misname as bad input) a valuation
+        log.exception("the collateral memo could not be rendered; the valuation is kept without it")
+        track.note("the collateral memo could not be rendered (see the server log); the valuation is kept")
+        return {"result": result, "artifacts": {}}
+    return {"result": result, "artifacts": {"memo.html": ("text/html; charset=utf-8", html.encode("utf-8"))}}
 
 
 def task_accounts(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,

@@ -155,8 +155,11 @@ class ServiceMiddleware:
             await respond(problem_response(400, "Idempotency-Key must be 1-200 characters",
                                            kind="bad-idempotency-key", instance=scope.get("path")))
             return
-        api_key = _key_from_scope(scope)
-        principal = await anyio.to_thread.run_sync(self._principal, api_key) if api_key else None
+        # the caller the body check found (the app uses it too), else a lookup of our own
+        principal = (scope.get("state") or {}).get("principal")
+        if principal is None:
+            api_key = _key_from_scope(scope)
+            principal = await anyio.to_thread.run_sync(self._principal, api_key) if api_key else None
         if principal is None:  # let the app answer 401
             await self.app(scope, receive, send)
             return

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import Depends, Request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.db.models import ApiKey, Tenant, utcnow
@@ -73,7 +74,10 @@ def create_tenant(s: Session, name: str, role: str) -> Tenant:
         raise SecurityError(f"tenant {name!r} already exists")
     t = Tenant(id="ten_" + uuid.uuid4().hex[:16], name=name, role=role, created_at=utcnow())
     s.add(t)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:  # the same name created by another request at the same moment (the unique index)
+        raise SecurityError(f"tenant {name!r} already exists") from None
     return t
 
 

@@ -141,7 +141,8 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
                        switches: SimulationSwitches, workers: int, chunk_paths: int | None,
-                       scheduler: str | None = None, progress: Callable[[Progress], None] | None = None) -> _Physical:
+                       scheduler: str | None = None, progress: Callable[[Progress], None] | None = None,
+                       cancel: Callable[[], bool] | None = None) -> _Physical:
     if chunk_paths is None:
         if scheduler is None:  # a small loan runs faster as one chunk on one thread than on two
             workers = useful_threads(paths, pledged.n_parcels, workers)
@@ -150,7 +151,8 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
     # (or the warm pool's processes a long-lived caller asks for)
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
-                   summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None, progress=progress)
+                   summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None, progress=progress,
+                   cancel=cancel)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
@@ -558,7 +560,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                      issuance_risk: IssuanceRisk | None = None, switches: SimulationSwitches | None = None,
                      workers: int = 1, chunk_paths: int | None = None, scheduler: str | None = None,
                      progress: Callable[[Progress], None] | None = None,
-                     antithetic_prices: bool | None = None) -> CollateralValuation:
+                     antithetic_prices: bool | None = None,
+                     cancel: Callable[[], bool] | None = None) -> CollateralValuation:
     """Value the pledged carbon of a loan and its risk over the term.
 
     Parameters
@@ -599,6 +602,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         :class:`~finance_engine.simulation.RunsProgress`). It may raise
         :class:`~finance_engine.simulation.SimulationCancelled` to stop the valuation. Results do not
         depend on it.
+    cancel : callable, optional
+        Polled while the engine runs (between simulated years, as :func:`~finance_engine.simulation.simulate`
+        does): True stops the valuation with ``SimulationCancelled``, within its current engine run.
 
     Raises
     ------
@@ -628,7 +634,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # growth and peril-parameter uncertainty, and the base at fewer paths if the drivers use fewer)
     runs = RunsProgress(progress, weights=[paths] + ([n_attr] * (len(peril_classes()) + 2 + (n_attr != paths))
                                                      if attribution else []))
-    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0))
+    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0),
+                              cancel)
     if attribution:
         runs.plan([paths] + [n_attr] * (len(phys.losses) + 2 + (n_attr != paths)))
     ids = np.arange(paths)
@@ -809,7 +816,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     drivers = None
     if attribution:
         drivers = _attribution(pledged, params, terms, pms, iss, seed, n_attr, workers, chunk_paths, phys, paths,
-                               base_sw, scheduler, runs, anti, corr_size)
+                               base_sw, scheduler, runs, anti, corr_size, cancel)
     sens = None
     if sensitivities:
         rows = []
@@ -851,7 +858,8 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
 
 
 def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths, base_phys, base_paths, base_sw,
-                 scheduler=None, runs: RunsProgress | None = None, antithetic: bool = False, corr_size: int = 1):
+                 scheduler=None, runs: RunsProgress | None = None, antithetic: bool = False, corr_size: int = 1,
+                 cancel: Callable[[], bool] | None = None):
     """Value and shortfall probability with each driver switched off in turn, on common random numbers
     (``runs``: the valuation's progress, whose runs 1.. are this function's engine runs in turn;
     ``antithetic``: the valuation's price pairs; ``corr_size``: the paths whose errors move together)."""
@@ -901,7 +909,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
         base = base_phys
     else:
         base = _simulate_physical(pledged, params, H, n, seed, base_sw, workers, chunk_paths, scheduler,
-                                  runs.of(next(run_no)))
+                                  runs.of(next(run_no)), cancel)
     base_pp = evaluate(base, base_prices, iss)
     rows = [{**row("full model", base_pp), "value_effect_cny": 0.0, "value_effect_mc_se_cny": 0.0,
              "shortfall_effect": 0.0, "shortfall_effect_mc_se": 0.0}]
@@ -916,7 +924,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     cases.append(("peril-parameter uncertainty", dataclasses.replace(base_sw, peril_parameter_uncertainty=False), base_prices, iss))
     for label, sw, pp, issuance in cases:
         phys = base if sw is None else _simulate_physical(pledged, params, H, n, seed, sw, workers, chunk_paths,
-                                                          scheduler, runs.of(next(run_no)))
+                                                          scheduler, runs.of(next(run_no)), cancel)
         # value_effect > 0: the driver costs this much value; the errors are those of the paired (CRN) differences
         rows.append(row(f"without {label}", evaluate(phys, pp, issuance), base_pp))
     if terms.insurance is not None:

@@ -574,6 +574,7 @@ def test_runs_progress_weighs_runs_of_unequal_work():
     runs = RunsProgress(seen.append, weights=[4, 1, 1])
     runs.of(0)(Progress(2, 4, 1.0, 1.0))       # half the first run: 2 of 6 units of work
     assert (seen[-1].chunks_done, seen[-1].chunks_total) == (2, 6)  # 4 + 1 + 1 chunks
+    assert seen[-1].fraction == pytest.approx(2 / 6)  # the work's fraction, which the chunks' (1/3) equals here
     assert seen[-1].eta_s == pytest.approx(seen[-1].elapsed_s * (1 - 2 / 6) / (2 / 6))
     runs.of(0)(Progress(4, 4, 2.0, 0.0))
     runs.plan([4, 1, 1, 1])                      # a fourth run, learnt after the first
@@ -584,6 +585,9 @@ def test_runs_progress_weighs_runs_of_unequal_work():
     assert RunsProgress(None, 3).of(1) is None
     with pytest.raises(ValueError):
         RunsProgress(seen.append, weights=[1, 0])
+    runs_unequal = RunsProgress(seen.append, weights=[4, 1])
+    runs_unequal.of(0)(Progress(1, 1, 1.0, 0.0))  # a one-chunk run of 4/5 of the work: 1 of 2 chunks, 80 %
+    assert (seen[-1].chunks_done, seen[-1].chunks_total) == (1, 2) and seen[-1].fraction == pytest.approx(0.8)
 
 
 def test_a_valuations_progress_covers_its_drivers_and_can_stop_it(portfolio, params):
@@ -653,3 +657,22 @@ def test_antithetic_price_pairs_are_mirror_images_and_keep_the_errors_honest(por
         vals.append(vt["value_cny"])
         ses.append(vt["mc_se_cny"])
     assert 0.7 < np.std(vals, ddof=1) / np.mean(ses) < 1.4
+
+
+def test_a_valuation_polls_its_cancel_callback_within_its_engine_run(portfolio, params):
+    """``cancel`` reaches the engine: polled while the (single-chunk) valuation run simulates its years, True
+    stops it there with ``SimulationCancelled``; never True, the valuation is the plain one."""
+    from finance_engine.simulation import SimulationCancelled
+
+    terms = LoanTerms(amount_cny=50_000, term_years=3, interest_rate=0.04, crediting_horizon_years=12)
+    kw = dict(paths=2048, seed=5, attribution=False, sensitivities=False)
+    polls = []
+
+    def cancel_once_running():  # False before the run's one chunk starts, True when polled inside it
+        polls.append(1)
+        return len(polls) > 1
+    with pytest.raises(SimulationCancelled):
+        value_collateral(portfolio, params, terms, cancel=cancel_once_running, **kw)
+    assert len(polls) == 2  # the second poll, inside the run (one chunk of 12 years, polled every 10 ms)
+    assert value_collateral(portfolio, params, terms, cancel=lambda: False, **kw).to_dict() == \
+        value_collateral(portfolio, params, terms, **kw).to_dict()

@@ -437,3 +437,18 @@ def test_tvar_errors_need_ten_tail_years():
     t = var_tvar_table(x, levels=(0.99, 0.995)).set_index("level")
     assert np.isfinite(t.loc[0.99, "tvar_se"]) and np.isnan(t.loc[0.995, "tvar_se"])  # 15 and 7.5 tail years
     assert np.isfinite(t.loc[0.995, "tvar"])
+
+
+def test_a_replicate_whose_expected_sink_cannot_be_estimated_leaves_the_figures_without_error():
+    """A sink index re-estimates its expected sink in every jackknife replicate; when one group of paths holds
+    the whole positive sink, the replicate without it has none (CoverError): the quote still prices, and the
+    figures that needed the jackknife report no error instead of failing the quote."""
+    from finance_engine.insurance.covers import SinkIndexCover, sink_index_losses
+
+    sink = np.full((1, 40), -1.0)
+    sink[0, :4] = 200.0                                       # the first parameter set (jackknife group 0)
+    cover = SinkIndexCover(60.0, 0.8)
+    losses = sink_index_losses(sink, cover, seed=1, path_ids=np.arange(40))
+    q = _quote(losses, loading=Loading("sd", 0.1, 0.2, 0.05, 0.0), paths_years=(40, 1), parameter_set_size=4)
+    assert q.premium["gross_premium_cny"] > 0
+    assert q.premium["gross_premium_mc_se_cny"] is None and q.premium["risk_load_mc_se_cny"] is None

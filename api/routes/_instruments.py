@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.db.models import Instrument, PortfolioRow, utcnow
@@ -54,7 +55,10 @@ def build_router(kind: str, plural: str, create_model, roles: tuple[str, ...]) -
                          name=body.name, terms=body.terms.model_dump(mode="json"), created_by=who.key_id,
                          created_at=utcnow())
         s.add(row)
-        s.flush()
+        try:
+            s.flush()
+        except IntegrityError:  # the portfolio was deleted meanwhile (its delete held the row: see delete_portfolio)
+            raise ApiProblem(404, f"portfolio {portfolio_id!r} no longer exists", kind="not-found") from None
         audit(s, who, f"{kind}.create", kind, row.id, portfolio_id=pf.id, terms=row.terms)
         response.headers["Location"] = f"/v1/{plural}/{row.id}"
         return instrument_out(row)

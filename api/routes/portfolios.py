@@ -204,6 +204,9 @@ def delete_portfolio(portfolio_id: str,
     listing them: delete them first (each deletion is audited), or give ``cascade=true`` to delete
     them with it, each with its own audit record."""
     row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
+    # the portfolio row locked first (PostgreSQL; SQLite serialises writers): a loan being registered against it
+    # meanwhile waits for this delete, then finds no portfolio (404), and is never removed unaudited
+    s.execute(select(PortfolioRow.id).where(PortfolioRow.id == row.id).with_for_update())
     insts = s.scalars(select(Instrument).where(Instrument.tenant_id == who.tenant_id,
                                                Instrument.portfolio_id == row.id)
                       .order_by(Instrument.created_at, Instrument.id)).all()
@@ -215,19 +218,24 @@ def delete_portfolio(portfolio_id: str,
                              {"id": i.id, "kind": i.kind, "path": f"/v1/{'loans' if i.kind == 'loan' else 'policies'}"
                                                                   f"/{i.id}"} for i in insts[:100]],
                          instrument_count=len(insts))
-    # conditional deletes: of concurrent deletes of one portfolio, one is 204 with its audit records, the others
-    # 404 (the first holds the rows until it commits; then they are gone)
-    for inst in insts:
-        if s.execute(delete(Instrument).where(Instrument.id == inst.id, Instrument.tenant_id == who.tenant_id)
-                     .execution_options(synchronize_session=False)).rowcount != 1:
-            raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
+    # the instruments as they are now, in one DELETE ... RETURNING: one registered since the read above is among
+    # them (refused without cascade, audited with it), one deleted since by its own DELETE (audited there) is not
+    gone = s.execute(delete(Instrument).where(Instrument.tenant_id == who.tenant_id, Instrument.portfolio_id == row.id)
+                     .returning(Instrument.id, Instrument.kind, Instrument.name, Instrument.terms)
+                     .execution_options(synchronize_session=False)).all()
+    if gone and not cascade:  # registered between the read and the delete: as if it had been there (rolled back)
+        raise ApiProblem(409, f"portfolio {row.id} has {len(gone)} instrument(s) registered against it: delete them "
+                              "first, or DELETE with ?cascade=true", kind="portfolio-has-instruments",
+                         instrument_count=len(gone))
+    for inst in sorted(gone, key=lambda g: g.id):
         audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,
               name=inst.name, terms=inst.terms)
+    # conditional: of concurrent deletes of one portfolio, one is 204 with its audit records, the others 404
     if s.execute(delete(PortfolioRow).where(PortfolioRow.id == row.id, PortfolioRow.tenant_id == who.tenant_id)
                  .execution_options(synchronize_session=False)).rowcount != 1:
         raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
-    audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(insts),
-          deleted_instruments=[i.id for i in insts])
+    audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(gone),
+          deleted_instruments=sorted(g.id for g in gone))
     return Response(status_code=204)
 
 

@@ -141,7 +141,7 @@ async def _parse_layer_request(request: Request) -> tuple[LayerPricingJSON, str,
         return terms, upload.filename or "elt.csv", await upload.read(), False
     if ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
-        doc = json_body(raw)
+        doc = await run_in_threadpool(json_body, raw)  # tens of MB of JSON: parsed off the event loop
         rows = doc.get("rows") if isinstance(doc, dict) else None
         if isinstance(rows, list):  # counted before anything is copied: the terms are checked without them
             limit = request.app.state.settings.layer_max_json_rows

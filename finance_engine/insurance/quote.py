@@ -729,11 +729,16 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     # ---- jackknife: every scalar figure on each replicate (whole groups of parameter sets / paths left out)
     err: dict[str, float | None] = {}
     if design.keep is not None:
-        reps = [_sample_figures(subset_losses(losses, k), loading, tuple(layers), c, level, tol, exposure)
-                for k in design.keep]
-        keys = list(reps[0])
-        ses = jackknife_se(np.array([[r.get(k, math.nan) for k in keys] for r in reps], dtype=np.float64))
-        err = {k: _se(v) for k, v in zip(keys, ses)}
+        def replicate_figures(k) -> dict[str, float]:
+            try:
+                return _sample_figures(subset_losses(losses, k), loading, tuple(layers), c, level, tol, exposure)
+            except CoverError:  # a replicate whose sample-based terms cannot be estimated (an expected sink <= 0
+                return {}      # without some groups): the figures get no jackknife error, the quote still prices
+        reps = [replicate_figures(k) for k in design.keep]
+        keys = list(next((r for r in reps if r), {}))
+        if keys:
+            ses = jackknife_se(np.array([[r.get(k, math.nan) for k in keys] for r in reps], dtype=np.float64))
+            err = {k: _se(v) for k, v in zip(keys, ses)}
 
     def mean_err(key: str, per_year: np.ndarray) -> float | None:
         return err.get(key) if reestimated else _se(design.mean_se(per_year)[0])

@@ -59,15 +59,20 @@ class SimulationCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress of a run: chunks done out of total, elapsed and estimated remaining seconds."""
+    """Progress of a run: chunks done out of total, elapsed and estimated remaining seconds; ``work``: the
+    fraction of the work done where chunks are not of equal work (several runs of different sizes as one,
+    :class:`RunsProgress`), else None (the chunks' fraction is the work's)."""
 
     chunks_done: int
     chunks_total: int
     elapsed_s: float
     eta_s: float | None
+    work: float | None = None
 
     @property
     def fraction(self) -> float:
+        if self.work is not None:
+            return self.work
         return self.chunks_done / self.chunks_total if self.chunks_total else 1.0
 
 
@@ -78,8 +83,9 @@ class RunsProgress:
     ``weights``: each run's relative work (e.g. its paths; equal by default). Chunks are counted across
     the runs: a run that has reported counts its own chunks, one not yet reported counts those of the run
     reporting scaled by the weights (equal runs of ``n`` chunks: run ``k``'s chunk ``i`` is chunk
-    ``k * n + i`` of ``runs * n``). The ETA is the whole one's, from the weighted work done since the first
-    report. :meth:`plan` re-weighs the runs not yet started (a caller that learns how many there are as it
+    ``k * n + i`` of ``runs * n``). The reported ``fraction`` (``Progress.work``) and the ETA are the weighted
+    work's (a valuation of 512 paths before drivers' reruns at 128 is a third of the work, not a ninth), the
+    ETA from the time since the first report. :meth:`plan` re-weighs the runs not yet started (a caller that learns how many there are as it
     goes); a re-estimate may move the reported fraction back a little, which receivers ignore. ``sink``
     None: nothing is reported (``of`` gives None, so the engine does no extra work)."""
 
@@ -112,7 +118,7 @@ class RunsProgress:
             done = min(total, sum(chunks[:k]) + p.chunks_done)
             work = min(1.0, (sum(w[:k]) + w[k] * p.fraction) / sum(w))
             el = time.perf_counter() - self.t0
-            self.sink(Progress(done, total, el, el / work * (1.0 - work) if work > 0 else None))
+            self.sink(Progress(done, total, el, el / work * (1.0 - work) if work > 0 else None, work))
         return report
 
 

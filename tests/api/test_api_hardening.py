@@ -823,3 +823,24 @@ def test_a_tenant_may_have_only_so_many_jobs_queued_or_running(fresh):
     assert c.post("/v1/simulations", headers=e.h("bank", "b"), json=body(pb)).status_code == 202
     assert c.post(f"/v1/jobs/{jobs[0].json()['id']}/cancel", headers=e.h("bank")).status_code == 200
     assert c.post("/v1/simulations", headers=e.h("bank"), json=body(pa)).status_code == 202
+
+
+def test_a_memo_that_cannot_be_rendered_does_not_lose_the_valuation_of_its_job(fresh, monkeypatch):
+    """A collateral job renders its memo after the valuation; a rendering failure (a report bug) keeps the
+    valuation (the job succeeds, its log says the memo was not rendered) instead of failing the job as bad
+    loan terms."""
+    import finance_engine.reports.collateral_memo as memo_mod
+
+    def broken(*a, **k):
+        raise ValueError("Axis limits cannot be NaN or Inf")
+    monkeypatch.setattr(memo_mod, "render_collateral_memo", broken)
+    e = fresh()
+    c, h = e.client, e.h("bank")
+    pid = upload(c, h, csv_bytes(5))
+    r = c.post("/v1/collateral-valuations", headers=h, json={"portfolio_id": pid, "terms": TERMS, "paths": 32,
+                                                            "sensitivities": False, "mode": "job"})
+    assert r.status_code == 202, r.text
+    job = wait_job(c, h, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert any("memo could not be rendered" in line for line in job["log"]), job["log"]
+    assert c.get(f"/v1/collateral-valuations/{job['result_id']}", headers=h).status_code == 200

@@ -186,6 +186,33 @@ def test_parquet_declaring_more_decoded_bytes_than_allowed_is_refused(lim):
     assert "CRE_MAX_UPLOAD_DECODED_BYTES" in body["detail"]
 
 
+def test_parquet_whose_encoding_hides_its_decoded_size_is_refused_as_it_decodes(lim):
+    """The footer counts encoded pages: a column of one repeated value, dictionary-encoded, declares almost
+    nothing and decodes to megabytes. The upload is decoded batch by batch and refused once the decoded bytes
+    pass the limit (a 1,000,000 x 200 such table decoded to 1.6 GB)."""
+    app, c, h = lim
+    df = make_frame(3 * CAP // 4)
+    df["notes"] = "x" * 40_000  # the same long string in every row (3 MB decoded): a few kB on disk
+    data = _parquet(df, compression="zstd")
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(io.BytesIO(data)).metadata
+    assert sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) < DECODED  # the footer passes
+    body = _limit_problem(_post_file(c, h("bank"), "repeated.parquet", data), "body/file", DECODED)
+    assert "decodes to more than" in body["detail"]
+
+
+def test_csv_rows_are_counted_as_the_reader_counts_them(lim):
+    """The pre-count reads records as the portfolio reader does (spaces after a separator skipped), so a quoted
+    multi-line field after ", " is one row, not two: a file at the cap is accepted."""
+    app, c, h = lim
+    df = make_frame(CAP)
+    text = df.to_csv(index=False).splitlines()
+    lines = [text[0] + ",notes"] + [row + ', "line one\nline two"' for row in text[1:]]
+    r = _post_file(c, h("bank"), "notes.csv", ("\n".join(lines) + "\n").encode())
+    assert r.status_code == 201, r.text[:400]
+
+
 @pytest.mark.parametrize("blank", [False, True])
 def test_csv_over_the_parcel_cap_is_refused(lim, blank):
     app, c, h = lim
