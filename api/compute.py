@@ -696,14 +696,7 @@ class ComputePool:
                 except Exception:  # noqa: BLE001 - progress is observation only: jobs run without it
                     log.exception("could not start the progress manager; finance jobs report no progress")
                     self._manager_failed = True
-            m = self._manager
-        if m is None:
-            return None
-        try:
-            return m.Queue()
-        except Exception:  # noqa: BLE001 - e.g. the manager process was killed
-            log.warning("the progress manager does not answer; this job reports no progress", exc_info=True)
-            return None
+        return self._managed("Queue", "this job reports no progress")
 
     def stop_flag(self) -> Any:
         """A new cancel flag a task in a worker polls (:class:`TaskProgress`): a proxy of an event in this
@@ -711,14 +704,19 @@ class ComputePool:
         when the tasks run in-process or the manager is not running (the task then runs to its end)."""
         if self.workers <= 0:
             return None
+        return self._managed("Event", "this job cannot be stopped early")
+
+    def _managed(self, kind: str, without: str) -> Any:
+        """A new ``kind`` (``Queue``, ``Event``) of the running manager, or None (``without`` says what the job
+        then lacks, in the log)."""
         with self._manager_lock:
             m = self._manager
         if m is None:
             return None
         try:
-            return m.Event()
+            return getattr(m, kind)()
         except Exception:  # noqa: BLE001 - e.g. the manager process was killed
-            log.warning("the progress manager does not answer; this job cannot be stopped early", exc_info=True)
+            log.warning("the progress manager does not answer; %s", without, exc_info=True)
             return None
 
     def shutdown(self) -> None:
