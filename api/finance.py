@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.compute import (InlineScenarioError, ScenarioNameError, pf_ref, task_accounts, task_collateral, task_quote,
@@ -467,10 +468,15 @@ def store_result(s: Session, *, kind: str, tenant_id: str, key_id: str, pf: Port
 
 
 def put_artifact(s: Session, result_id: str, name: str, media_type: str, content: bytes) -> None:
+    """Keep a rendered report of a result, unless one is kept already: the first writer wins (another server
+    process rendering the same report at the same moment stores it first; its copy is as good)."""
     if s.get(ResultArtifact, (result_id, name)) is None:
-        s.add(ResultArtifact(result_id=result_id, name=name, media_type=media_type, content=content,
-                             created_at=utcnow()))
-        s.flush()
+        try:
+            with s.begin_nested():  # a savepoint: losing the race leaves the rest of the transaction intact
+                s.add(ResultArtifact(result_id=result_id, name=name, media_type=media_type, content=content,
+                                     created_at=utcnow()))
+        except IntegrityError:
+            log.info("report %s of %s was stored by another writer first", name, result_id)
 
 
 STRESS_BIG_TABLES = ("by_year", "horizon")

@@ -397,3 +397,26 @@ def test_concurrent_deletes_of_one_portfolio_answer_204_once(env):
     for rid, action in ((pid, "portfolio.delete"), (loan, "loan.delete")):
         audit = c.get(f"/v1/audit?resource_id={rid}", headers=h).json()["items"]
         assert [a["action"] for a in audit].count(action) == 1, audit
+
+
+def test_a_report_stored_by_another_writer_first_is_kept_not_a_failure(env, monkeypatch):
+    """Two server processes rendering the same report at once: the second ``put_artifact`` finds the row taken
+    (an IntegrityError at its insert), keeps the first writer's copy and leaves its own transaction usable."""
+    from api.db.models import FinanceResult, ResultArtifact
+    from api.finance import put_artifact
+
+    c, h = env.client, env.h("insurer")
+    pid = env.portfolios[("insurer", "a")]
+    qid = c.post("/v1/quotes", headers=h, json={"portfolio_id": pid, "paths": 32, "years": 1,
+                                                 "cover": {"kind": "stock-loss", "price_cny_per_tco2e": 60}}).json()["id"]
+    db = env.app.state.db
+    with db.session() as s:  # the first writer
+        put_artifact(s, qid, "race.html", "text/html", b"first")
+    with db.session() as s:  # the second: its check missed the first writer's row (it committed in between)
+        real_get = s.get
+        monkeypatch.setattr(s, "get", lambda model, key, *a, **k: None if model is ResultArtifact else
+                            real_get(model, key, *a, **k))
+        put_artifact(s, qid, "race.html", "text/html", b"second")
+        assert real_get(FinanceResult, qid) is not None  # the transaction goes on
+    with db.session() as s:
+        assert s.get(ResultArtifact, (qid, "race.html")).content == b"first"
