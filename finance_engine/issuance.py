@@ -158,15 +158,11 @@ def load_issuance_risk(path: str | Path | None = None, *, region: str = "lishui"
 
     The validated model is cached per process and reloaded when either file changes on disk (as the price
     model is: a valuation that loads it itself spent 15-20 ms parsing the two YAML files)."""
-    from models.parameters import resolve_parameter_path
+    from models.parameters import data_file_stamp
 
     p = Path(path) if path else ISSUANCE_PATH
-    try:
-        stamp = (str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size, region,
-                 resolve_parameter_path(region).stat().st_mtime_ns)
-    except OSError:
-        return _load_issuance_risk(p, region)  # raises the readable error
-    return _load_issuance_risk_cached(stamp)
+    stamp = data_file_stamp(p, region)
+    return _load_issuance_risk(p, region) if stamp is None else _load_issuance_risk_cached(stamp)  # (None: its error)
 
 
 @lru_cache(maxsize=16)

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scipy import optimize, stats
 from scipy.special import gammaln, logsumexp
 
-from models.parameters import format_validation_error, resolve_parameter_path
+from models.parameters import data_file_stamp, format_validation_error, resolve_parameter_path
 from models.rng import KeyedRandom
 from models._yaml import DataFileError, load_yaml, read_data_file
 
@@ -795,12 +795,8 @@ def load_price_model(path: str | Path | None = None, *, region: str = "lishui") 
     per process and reloaded when either file changes on disk.
     """
     p = Path(path) if path is not None else PRICE_MODEL_PATH
-    try:
-        stamp = (str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size, region,
-                 resolve_parameter_path(region).stat().st_mtime_ns)
-    except OSError:
-        return _load_price_model(p, region)  # raises the readable error
-    return _load_price_model_cached(stamp)
+    stamp = data_file_stamp(p, region)
+    return _load_price_model(p, region) if stamp is None else _load_price_model_cached(stamp)  # (None: its error)
 
 
 @lru_cache(maxsize=16)

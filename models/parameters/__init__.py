@@ -46,6 +46,17 @@ def resolve_parameter_path(region_or_path: str | Path = DEFAULT_REGION) -> Path:
     return candidate
 
 
+def data_file_stamp(path: Path, region: str) -> tuple | None:
+    """What a data file validated against a region's references depends on: the file (path, mtime, size), the
+    region and its parameter file's mtime; a cache keyed by it reloads when either file changes on disk. None
+    when a file cannot be read (the loader then reports it)."""
+    try:
+        return (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size, region,
+                resolve_parameter_path(region).stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
 def format_validation_error(path: Path | str, err: ValidationError, what: str = "parameter file",
                             strip_value_error: bool = False) -> str:
     """One line naming the file and the number of problems, then one line per field: ``loc: message``.
@@ -246,6 +257,7 @@ __all__ = [
     "SITE_CLASSES",
     "SpeciesTables",
     "available_regions",
+    "data_file_stamp",
     "format_validation_error",
     "load_parameters",
 ]
