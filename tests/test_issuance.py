@@ -96,3 +96,25 @@ def test_a_broken_issuance_file_names_the_file(tmp_path):
         load_issuance_risk(p)
     with pytest.raises(ValueError, match="missing.yaml"):
         load_issuance_risk(tmp_path / "missing.yaml")
+
+
+def test_the_issuance_model_is_cached_per_process_and_reloaded_when_its_file_changes(tmp_path):
+    """Loaded once per process (a valuation that loaded it itself parsed two YAML files each time), and loaded
+    again when the file changes on disk."""
+    import os
+
+    import yaml
+
+    from finance_engine.issuance import ISSUANCE_PATH
+
+    p = tmp_path / "issuance.yaml"
+    p.write_bytes(ISSUANCE_PATH.read_bytes())
+    first = load_issuance_risk(p)
+    assert load_issuance_risk(p) is first
+    data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    data["verification_failure_probability"]["value"] = 0.123
+    p.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a new stamp even within one clock tick
+    again = load_issuance_risk(p)
+    assert again is not first and again.verification_failure_probability == pytest.approx(0.123)
