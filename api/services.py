@@ -156,22 +156,43 @@ def parquet_footer(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+#: columns a Parquet upload may have (a portfolio has about twenty; each adds to a decoded batch's size)
+MAX_UPLOAD_COLUMNS = 1_000
+
+
 def read_parquet_bounded(data: bytes, max_decoded_bytes: int, name: str, field: str) -> pd.DataFrame:
     """A Parquet upload decoded batch by batch, stopping with a 422 once the decoded (Arrow) bytes pass
     ``max_decoded_bytes``: the footer's byte count is of *encoded* pages, which dictionary and run-length
     encoding make tiny (1,000,000 rows of 200 constant columns: a 0.9 MB file whose footer says 0.8 MB
     decodes to 1.6 GB), so only decoding bounds what decoding costs."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(io.BytesIO(data))
+    schema = pq.ParquetFile(io.BytesIO(data)).schema_arrow
+    if len(schema) > MAX_UPLOAD_COLUMNS:  # a batch's size grows with its columns: bound them before decoding one
+        reason = f"{name} has {len(schema):,} columns: at most {MAX_UPLOAD_COLUMNS:,} are read"
+        raise ApiProblem(422, reason, kind="invalid-portfolio", title="Invalid portfolio",
+                         errors=[{"field": field, "reason": reason}], limit=MAX_UPLOAD_COLUMNS)
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    # text columns stay dictionary-encoded while they are counted (one long string repeated in every row
+    # costs its length once): their dense size is the sum of their values' lengths, taken from the indices,
+    # so nothing larger than the file's own dictionary pages is built before the bound is checked
+    pf = pq.ParquetFile(io.BytesIO(data), read_dictionary=text)
     batches, total = [], 0
-    for batch in pf.iter_batches(batch_size=16_384):
-        total += batch.nbytes
+    for batch in pf.iter_batches(batch_size=4_096):
+        for i, col in enumerate(batch.columns):
+            if pa.types.is_dictionary(col.type) and batch.schema.field(i).name in text:
+                lengths = pc.binary_length(col.dictionary).fill_null(0)
+                total += int(pc.sum(pc.take(lengths, col.indices.fill_null(0))).as_py() or 0) + 4 * len(col)
+            else:
+                total += col.nbytes
         if total > max_decoded_bytes:
             raise _too_large_decoded(name, total, max_decoded_bytes, field=field, verb="decodes to more than")
         batches.append(batch)
-    return pa.Table.from_batches(batches, schema=pf.schema_arrow).to_pandas()
+    table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
+    return table.cast(schema).to_pandas()  # the text columns as the file declares them (decoded: within the bound)
 
 
 def zip_decoded_bytes(data: bytes) -> int | None:

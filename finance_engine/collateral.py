@@ -370,6 +370,23 @@ def _below_any_rate(terms: LoanTerms, scale: float = 1.0):
     return stat
 
 
+def _shortfall_mean(terms: LoanTerms, recovery_factor: np.ndarray, insurance_payout: np.ndarray | None = None):
+    """``stat(values, keep)`` for :func:`_replicate_se`: per replicate, the mean over its kept paths of the
+    shortfall summed over the term's years (:func:`_credit_view`'s, on the replicate's values)."""
+    T = terms.term_years
+    b = balance_schedule(terms)[:T]
+    other = terms.forest_right_mortgage_cny + terms.guarantee_cny
+    paid = None if insurance_payout is None else np.minimum(np.cumsum(insurance_payout[:T], axis=0), b[:, None])
+
+    def stat(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        recovery = values[:, 1:T + 1] * recovery_factor[None, None, :] + other     # (K, T, N)
+        if paid is not None:
+            recovery = recovery + paid[None]
+        s = np.maximum(b[None, :, None] - recovery, 0.0).sum(axis=1)                # (K, N)
+        return (s * keep).sum(axis=1) / keep.sum(axis=1)
+    return stat
+
+
 #: a quantile's jackknife error is used where each replicate has at least this many paths beyond it
 MIN_TAIL_PATHS_FOR_JACKKNIFE = 10
 #: the replicates' value quantiles are taken on float32 copies of about this many values at a time
@@ -889,14 +906,17 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
         payout = _insurance_payout(phys, terms.insurance) if (terms.insurance and insured) else None
         mm = _money(issued.credits, phys.stock, price_paths, terms, issued, groups, _crediting_position(params, phys))
         cvs = _credit_view(mm.value_paths, terms, rf, payout)
-        return mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0), mm
+        return (mm.pv_total, cvs["below"].any(axis=0).astype(float), cvs["shortfall"].sum(axis=0), mm,
+                _shortfall_mean(terms, rf, payout))
 
     def row(driver, per_path, base_per_path=None):
         """Means, and for a driver switched off the effects with the error of the paired difference (the
-        shortfall probability's at least its regressions' jackknife error: each arm refits its own)."""
-        v, b, s, mm = per_path
+        shortfall probability's at least its regressions' jackknife error: each arm refits its own; the expected
+        shortfall's at least its own, as it is read from the fitted values)."""
+        v, b, s, mm, shortfall_stat = per_path
         out = {"driver": driver, "value_cny": float(v.mean()), "p_value_below_balance_any_time": float(b.mean()),
-               "expected_shortfall_cny": float(s.mean()), "expected_shortfall_mc_se_cny": mean_se(s, set_size)}
+               "expected_shortfall_cny": float(s.mean()),
+               "expected_shortfall_mc_se_cny": _larger_error(mean_se(s, set_size), _replicate_se(mm, shortfall_stat))}
         if base_per_path is not None:
             out.update({"value_effect_cny": float(v.mean() - base_per_path[0].mean()),
                         "value_effect_mc_se_cny": mean_se(v - base_per_path[0], set_size),

@@ -676,3 +676,18 @@ def test_a_valuation_polls_its_cancel_callback_within_its_engine_run(portfolio, 
     assert len(polls) == 2  # the second poll, inside the run (one chunk of 12 years, polled every 10 ms)
     assert value_collateral(portfolio, params, terms, cancel=lambda: False, **kw).to_dict() == \
         value_collateral(portfolio, params, terms, **kw).to_dict()
+
+
+def test_a_drivers_expected_shortfall_error_includes_the_regressions(params):
+    """A driver row's expected shortfall is read from the regression-fitted values, so its error is at least the
+    regressions' delete-a-group jackknife error: it matches the spread over seeds (the paths' error alone was
+    half of it)."""
+    pf = validate_frame(make_frame(20, seed=8, species=["chinese_fir", "masson_pine"]), params)
+    terms = dict(amount_cny=400_000, term_years=5, interest_rate=0.045, crediting_horizon_years=15)
+    es, ses = [], []
+    for seed in range(16):
+        d = value_collateral(pf, params, terms, paths=256, seed=seed, attribution=True, attribution_paths=256,
+                             sensitivities=False).drivers.set_index("driver").loc["full model"]
+        es.append(d["expected_shortfall_cny"])
+        ses.append(d["expected_shortfall_mc_se_cny"])
+    assert 0.6 < np.std(es, ddof=1) / np.mean(ses) < 1.5

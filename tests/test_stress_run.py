@@ -515,3 +515,22 @@ def test_stress_progress_counts_chunks_across_the_runs(pf, params):
     plain = run_stress_test(pf, params, ["severe_fire_weather", "ice_storm_2008"], settings=st)
     assert json.dumps(r.to_dict()["horizon"], default=str) == json.dumps(plain.to_dict()["horizon"], default=str)
     assert r.portfolio.equals(plain.portfolio) and r.by_year.equals(plain.by_year)
+
+
+def test_the_compulsory_insurance_lever_is_subsidised_as_policy_insurance(pf, params):
+    """The lever's compulsory covers are policy insurance, split by the commercial-forest scheme (the budgets
+    pay 80 % of their premium), while the registry's own carbon policy names no scheme and gets none."""
+    from finance_engine.insurance import split_premium
+    from finance_engine.stress.levers import policy_levers
+
+    st = StressSettings(years=6, paths=64, seed=5, levels=("portfolio",))
+    bound = bind_registry(_registry(pf), pf, params)
+    run = run_scenario(bound.portfolio, params, load_scenario("baseline"), st, horizon_years=6,
+                       extra_levels=("project_id",))
+    rows = policy_levers(bound, run, [run], st).set_index("lever")
+    none, comp = rows.loc["none"], rows.loc["compulsory sink insurance"]
+    assert none["budget_expected_annual_cny"] == 0.0  # the registry's policy P: no scheme, no subsidy
+    premium = comp["insurer_annual_premium_cny"] - none["insurer_annual_premium_cny"]  # the compulsory covers'
+    assert premium > 0
+    subsidy = sum(v for k, v in split_premium(premium, "commercial_forest").amounts.items() if k != "insured")
+    assert comp["budget_expected_annual_cny"] == pytest.approx(subsidy, rel=1e-9)

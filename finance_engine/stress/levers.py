@@ -94,8 +94,10 @@ def policy_levers(bound: BoundRegistry, base_run: ScenarioRun, runs: Sequence[Sc
         unit = bound.unit_of_loan[ln.id]
         if unit in insured_units:
             continue
+        # a compulsory scheme is policy insurance: the lever subsidises it with the commercial-forest split (a
+        # registry's own carbon policies name their scheme, none by default)
         covers.append(_Cover(f"compulsory:{ln.id}", unit, perils, pms.start_price_cny_per_tco2e, 0.0,
-                             ln.terms.amount_cny, 0.0))
+                             ln.terms.amount_cny, 0.0, subsidy_scheme="commercial_forest"))
     # premiums priced on the baseline
     if covers:
         base_inst = evaluate_instruments(bound, base_run, settings, pms=pms, extra_policies=covers)

@@ -4,6 +4,7 @@ parcels x paths x years, expiring and revoked keys."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -200,6 +201,40 @@ def test_parquet_whose_encoding_hides_its_decoded_size_is_refused_as_it_decodes(
     assert sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) < DECODED  # the footer passes
     body = _limit_problem(_post_file(c, h("bank"), "repeated.parquet", data), "body/file", DECODED)
     assert "decodes to more than" in body["detail"]
+
+
+def test_parquet_text_columns_are_counted_before_they_are_decoded(tmp_path):
+    """A dictionary-encoded text column is counted from its dictionary and indices, before any batch is decoded:
+    16,000 rows of one 100 kB string (a 47 kB file) are refused without building their 1.6 GB; a file of more
+    than MAX_UPLOAD_COLUMNS columns is refused before a batch is read; an ordinary file reads as pandas reads it."""
+    import subprocess
+    import sys
+
+    from api.problems import ApiProblem
+    from api.services import MAX_UPLOAD_COLUMNS, read_parquet_bounded
+
+    path = tmp_path / "n.parquet"
+    pd.DataFrame({"a": range(16_000), "notes": ["x" * 100_000] * 16_000}).to_parquet(path, compression="zstd")
+    # read in a fresh process, whose peak memory is the reader's alone (decoding one batch first took 3.3 GB)
+    # (VmHWM: the new process's own peak; ru_maxrss would carry the forking parent's over exec)
+    code = ("import sys; from api.services import read_parquet_bounded; from api.problems import ApiProblem\n"
+            "try:\n    read_parquet_bounded(open(sys.argv[1], 'rb').read(), 512 * 2**20, 'n.parquet', 'body/file')\n"
+            "except ApiProblem as e:\n    print(e.detail)\n"
+            "print(next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[2])).stdout.splitlines()
+    assert "decodes to more than" in out[0] and int(out[-1]) < 700, out  # MiB: the interpreter and libraries
+    wide = io.BytesIO()
+    pd.DataFrame({f"c{i}": [0.0] for i in range(MAX_UPLOAD_COLUMNS + 1)}).to_parquet(wide)
+    with pytest.raises(ApiProblem, match="columns"):
+        read_parquet_bounded(wide.getvalue(), 512 * 2**20, "w.parquet", "body/file")
+    f = make_frame(40)
+    f["cat"] = pd.Categorical(["a", "b"] * 20)
+    f["s"] = [None if i == 3 else f"t{i}" for i in range(40)]
+    ok = io.BytesIO()
+    f.to_parquet(ok)
+    pd.testing.assert_frame_equal(read_parquet_bounded(ok.getvalue(), 2**20, "f.parquet", "body/file"),
+                                  pd.read_parquet(io.BytesIO(ok.getvalue())))
 
 
 def test_csv_rows_are_counted_as_the_reader_counts_them(lim):
