@@ -476,6 +476,10 @@ def put_artifact(s: Session, result_id: str, name: str, media_type: str, content
                 s.add(ResultArtifact(result_id=result_id, name=name, media_type=media_type, content=content,
                                      created_at=utcnow()))
         except IntegrityError:
+            taken = s.scalar(select(ResultArtifact.name).where(ResultArtifact.result_id == result_id,
+                                                               ResultArtifact.name == name))
+            if taken is None:  # not the race (e.g. the result was deleted meanwhile): an error, not a success
+                raise
             log.info("report %s of %s was stored by another writer first", name, result_id)
 
 

@@ -452,3 +452,15 @@ def test_a_replicate_whose_expected_sink_cannot_be_estimated_leaves_the_figures_
     q = _quote(losses, loading=Loading("sd", 0.1, 0.2, 0.05, 0.0), paths_years=(40, 1), parameter_set_size=4)
     assert q.premium["gross_premium_cny"] > 0
     assert q.premium["gross_premium_mc_se_cny"] is None and q.premium["risk_load_mc_se_cny"] is None
+
+
+def test_a_thin_tail_on_an_atom_keeps_the_count_based_error():
+    """Payouts capped at a limit put the 1-in-200 tail on an atom: its TVaR is the cap, whose error is that of
+    the count of years at the cap (the engine's rule), however few years the tail holds."""
+    from finance_engine.insurance.risk_measures import var_tvar_table
+
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random(1200) < 0.02, 100.0, rng.exponential(5.0, 1200).clip(max=50.0))  # ~24 years at the cap
+    t = var_tvar_table(x, levels=(0.995,)).set_index("level")
+    assert t.loc[0.995, "tvar"] == 100.0 and 1200 * 0.005 < 10  # a six-year tail on the atom
+    assert np.isfinite(t.loc[0.995, "tvar_se"]) and t.loc[0.995, "tvar_se"] >= 0.0

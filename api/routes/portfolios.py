@@ -226,6 +226,9 @@ def delete_portfolio(portfolio_id: str,
     if gone and not cascade:  # registered between the read and the delete: as if it had been there (rolled back)
         raise ApiProblem(409, f"portfolio {row.id} has {len(gone)} instrument(s) registered against it: delete them "
                               "first, or DELETE with ?cascade=true", kind="portfolio-has-instruments",
+                         instruments=[{"id": g.id, "kind": g.kind,
+                                       "path": f"/v1/{'loans' if g.kind == 'loan' else 'policies'}/{g.id}"}
+                                      for g in sorted(gone, key=lambda g: g.id)[:100]],
                          instrument_count=len(gone))
     for inst in sorted(gone, key=lambda g: g.id):
         audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,

@@ -243,11 +243,13 @@ def var_tvar_table(losses, levels: Sequence[float] | None = None, group_size: in
     Returns a DataFrame with ``level``, ``var``, ``var_ci_low``, ``var_ci_high`` (the distribution-free
     interval at the data file's confidence), ``tvar`` and ``tvar_se`` (the tail mean's asymptotic standard
     error, :func:`finance_engine.mc_error.tail_mean_se`); both widened by their design effect over
-    ``group_size`` consecutive correlated years (see :func:`pml`). ``tvar_se`` is NaN for a tail of fewer than
-    ``MIN_TAIL_PATHS_FOR_SE`` (10) years, where the asymptotic error understates the spread (as in the
-    engine's summaries, :mod:`finance_engine.simulation.summary`).
+    ``group_size`` consecutive correlated years (see :func:`pml`). As in the engine's summaries
+    (:func:`finance_engine.simulation.summary.tail_stats`), ``tvar_se`` is NaN for a tail of fewer than
+    ``MIN_TAIL_PATHS_FOR_SE`` (10) years (``ceil(n (1 - level))``), where the asymptotic error understates the
+    spread, unless the tail lies wholly on an atom (payouts capped at a limit), whose error is that of the count
+    of values on it (:func:`~finance_engine.simulation.summary.flat_tail_se`).
     """
-    from finance_engine.simulation.summary import MIN_TAIL_PATHS_FOR_SE
+    from finance_engine.simulation.summary import MIN_TAIL_PATHS_FOR_SE, flat_tail_se
 
     x = as_loss_array(losses, allow_negative=True)
     xs = np.sort(x)
@@ -256,7 +258,12 @@ def var_tvar_table(losses, levels: Sequence[float] | None = None, group_size: in
     rows = []
     for p in (_level(q, "levels") for q in lv):
         lo, hi, _, _ = order_statistic_ci(xs, p, c, x, group_size)
-        few = x.size * (1.0 - p) < MIN_TAIL_PATHS_FOR_SE
-        rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p),
-                     math.nan if few else tail_mean_se(x, p, upper=True, set_size=group_size)))
+        k = max(1, math.ceil(x.size * (1.0 - p) - 1e-9))
+        se = tail_mean_se(x, p, upper=True, set_size=group_size)
+        flat = float(flat_tail_se(xs, k, True, x, group_size)) if k > 1 else math.nan
+        if math.isfinite(flat):  # a tail on an atom: the count's error, however few
+            se = flat
+        elif k < MIN_TAIL_PATHS_FOR_SE:
+            se = math.nan
+        rows.append((p, _var_sorted(xs, p), lo, hi, _tvar_sorted(xs, p), se))
     return pd.DataFrame(rows, columns=["level", "var", "var_ci_low", "var_ci_high", "tvar", "tvar_se"])

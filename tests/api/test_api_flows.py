@@ -420,3 +420,8 @@ def test_a_report_stored_by_another_writer_first_is_kept_not_a_failure(env, monk
         assert real_get(FinanceResult, qid) is not None  # the transaction goes on
     with db.session() as s:
         assert s.get(ResultArtifact, (qid, "race.html")).content == b"first"
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):  # not the race (a result that does not exist): an error, not a success
+        with db.session() as s:
+            put_artifact(s, "qt_does_not_exist", "race.html", "text/html", b"x")
