@@ -335,13 +335,30 @@ def _credit_view(values: np.ndarray, terms: LoanTerms, recovery_factor: np.ndarr
     ltv = np.where(v > 0, bal / np.maximum(v, 1e-300), np.inf)
     calls = (ltv > terms.ltv_trigger) & (bal > 0)
     call_size = np.where(calls, np.maximum(bal - terms.pledge_rate * v, 0.0), 0.0)
-    # loss given default at year t on a forced sale, after other security
-    recovery = v * recovery_factor[None, :] + terms.forest_right_mortgage_cny + terms.guarantee_cny
-    if insurance_payout is not None:
-        recovery = recovery + np.minimum(np.cumsum(insurance_payout[:T], axis=0), bal)
-    shortfall = np.maximum(bal - recovery, 0.0)
+    shortfall = _forced_sale_shortfall(v, terms, recovery_factor, _received_payouts(insurance_payout, terms))
     return {"balance": b, "below": below, "ltv": ltv, "calls": calls, "call_size": call_size,
             "shortfall": shortfall}
+
+
+def _received_payouts(insurance_payout: np.ndarray | None, terms: LoanTerms) -> np.ndarray | None:
+    """An assigned policy's payouts received by the end of each year of the term, capped at the balance
+    outstanding (T, N); None without a policy."""
+    if insurance_payout is None:
+        return None
+    T = terms.term_years
+    return np.minimum(np.cumsum(insurance_payout[:T], axis=0), balance_schedule(terms)[:T][:, None])
+
+
+def _forced_sale_shortfall(v: np.ndarray, terms: LoanTerms, recovery_factor: np.ndarray,
+                           received: np.ndarray | None) -> np.ndarray:
+    """Loss given default at each year end of the term on a forced sale, after other security and the policy's
+    payouts received (:func:`_received_payouts`): ``v`` the values at the ends of years 1..T, shape
+    (..., T, N) (the paths', or each regression replicate's)."""
+    bal = balance_schedule(terms)[:terms.term_years][:, None]
+    recovery = v * recovery_factor + terms.forest_right_mortgage_cny + terms.guarantee_cny
+    if received is not None:
+        recovery = recovery + received
+    return np.maximum(bal - recovery, 0.0)
 
 
 def crediting_position(stock: np.ndarray, stock0: float | np.ndarray, params: ModelParameters | None,
@@ -374,15 +391,10 @@ def _shortfall_mean(terms: LoanTerms, recovery_factor: np.ndarray, insurance_pay
     """``stat(values, keep)`` for :func:`_replicate_se`: per replicate, the mean over its kept paths of the
     shortfall summed over the term's years (:func:`_credit_view`'s, on the replicate's values)."""
     T = terms.term_years
-    b = balance_schedule(terms)[:T]
-    other = terms.forest_right_mortgage_cny + terms.guarantee_cny
-    paid = None if insurance_payout is None else np.minimum(np.cumsum(insurance_payout[:T], axis=0), b[:, None])
+    received = _received_payouts(insurance_payout, terms)
 
     def stat(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        recovery = values[:, 1:T + 1] * recovery_factor[None, None, :] + other     # (K, T, N)
-        if paid is not None:
-            recovery = recovery + paid[None]
-        s = np.maximum(b[None, :, None] - recovery, 0.0).sum(axis=1)                # (K, N)
+        s = _forced_sale_shortfall(values[:, 1:T + 1], terms, recovery_factor, received).sum(axis=1)  # (K, N)
         return (s * keep).sum(axis=1) / keep.sum(axis=1)
     return stat
 
