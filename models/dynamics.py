@@ -21,7 +21,7 @@ Each can be switched off (``SimulationSwitches``) for closed-form checks and att
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -101,10 +101,12 @@ class SimulationSwitches:
 def recorded_set_size(switches: dict) -> int:
     """The paths that share a parameter draw in a run whose provenance recorded ``switches`` (the fields of
     :class:`SimulationSwitches`): its ``parameter_set_size`` when parameters were drawn
-    (:attr:`SimulationSwitches.draws_parameters`), else 1 (the paths are independent)."""
-    drawn = bool(switches.get("parameter_uncertainty", False)) and bool(
-        switches.get("growth_parameter_uncertainty", True) or switches.get("peril_parameter_uncertainty", True))
-    return max(1, int(switches.get("parameter_set_size", 1))) if drawn else 1
+    (:attr:`SimulationSwitches.draws_parameters`), else 1 (the paths are independent); a record without
+    them drew nothing."""
+    known = {f.name for f in fields(SimulationSwitches)}
+    recorded = {"parameter_uncertainty": False, "parameter_set_size": 1,
+                **{k: v for k, v in switches.items() if k in known}}
+    return SimulationSwitches(**recorded).correlated_set_size
 
 
 @dataclass(frozen=True)
