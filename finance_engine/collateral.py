@@ -38,6 +38,7 @@ Method
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -663,18 +664,24 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     # growth and peril-parameter uncertainty, and the base at fewer paths if the drivers use fewer)
     runs = RunsProgress(progress, weights=[paths] + ([n_attr] * (len(peril_classes()) + 2 + (n_attr != paths))
                                                      if attribution else []))
-    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0),
-                              cancel)
-    if attribution:
-        runs.plan([paths] + [n_attr] * (len(phys.losses) + 2 + (n_attr != paths)))
     ids = np.arange(paths)
     pmodel = pms.model(terms.price_model)
-
-    factor = loss_factor(phys) if terms.price_loss_correlation else None
-
     # the volatility sensitivities' prices come from the base paths' draws (one draw, three recursions)
     vol_cases = {"volatility x0.5": 0.5, "volatility x1.5": 1.5} if sensitivities else {}
-    prices, *vol_prices = _price_paths(pms, pmodel, terms, ids, H, seed, factor, (1.0, *vol_cases.values()), anti)
+    price_args = (pms, pmodel, terms, ids, H, seed)
+    with ThreadPoolExecutor(1, thread_name_prefix="collateral-prices") as side:
+        # prices not tied to the forest's losses do not wait for the engine: drawn beside it, they fill the
+        # time its threads wait on each other (numpy releases the GIL); a failure is raised below
+        early = (side.submit(_price_paths, *price_args, None, (1.0, *vol_cases.values()), anti)
+                 if not terms.price_loss_correlation else None)
+        phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler,
+                                  runs.of(0), cancel)
+        if early is not None:
+            prices, *vol_prices = early.result()
+        else:
+            prices, *vol_prices = _price_paths(*price_args, loss_factor(phys), (1.0, *vol_cases.values()), anti)
+    if attribution:
+        runs.plan([paths] + [n_attr] * (len(phys.losses) + 2 + (n_attr != paths)))
     issued = iss.realise(phys.credits, ids, seed)
     realised = issued.credits
     payout = _insurance_payout(phys, terms.insurance) if terms.insurance else None
