@@ -85,7 +85,10 @@ class CollateralRequest(Strict):
     parcel_ids: list[str] | None = Field(None, min_length=1, max_length=1_000_000,
                                          description="pledged parcels (default: the loan's, else the portfolio)")
     project_id: str | None = Field(None, min_length=1, max_length=200, description="pledge one project's parcels")
-    paths: int = Field(1000, ge=32, le=1_000_000)
+    # 4,096 by default: below about 1,100 paths the 1 % tail figures (the largest safe loan, VaR99, ES99) get no
+    # estimate of the value regression's error and are flagged not resolved; 4,096 paths take about 0.5 s
+    paths: int = Field(4096, ge=32, le=1_000_000, description="Monte Carlo paths (the 1 % tail figures need about "
+                                                            "1,100 to be resolved)")
     seed: int = Field(2026, ge=0, le=2**63 - 1)
     attribution: bool = Field(False, description="value drivers switched off in turn (about 9 more runs)")
     attribution_paths: int | None = Field(None, ge=32, le=1_000_000, description="paths of each attribution run "

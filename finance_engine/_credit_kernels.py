@@ -14,8 +14,11 @@ import numpy as np
 
 @nb.njit(cache=True, nogil=True)
 def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, recovery_factor, mortgage, guarantee,
-                          cum_payout, beta, practice_loan, by_year, by_replicate, ratio):
+                          cum_payout, beta, practice_loan, by_year, by_replicate, ratio, cash):
     """Counts and sums of the credit view of each replicate over the paths outside its group.
+
+    The arithmetic of ``finance_engine.collateral._credit_view`` (``_carried_balances``,
+    ``_forced_sale_shortfall``), in the same order.
 
     Parameters
     ----------
@@ -24,15 +27,16 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
     groups : int64 (N,)
         Each path's group; replicate ``k`` keeps the paths with ``groups != k``.
     balance : float64 (T,)
-        Balance outstanding during year ``t + 1``, CNY.
+        Scheduled balance outstanding during year ``t + 1``, CNY.
     ltv_trigger, pledge_rate : float
-        A top-up is called where ``balance > ltv_trigger * value`` (or the value is 0), of
-        ``balance - pledge_rate * value``.
+        A top-up is called where the path's balance ``B > ltv_trigger * value`` (or the value is 0), of
+        ``B - pledge_rate * value``; a met call is a prepayment: the path's later scheduled balances are
+        scaled by ``(B - call) / B``.
     recovery_factor : float64 (N,)
-        What a forced sale recovers per CNY of value, per path.
+        What a forced sale recovers per CNY of value still to be sold, per path.
     mortgage, guarantee : float
         The forest-right mortgage and the guarantee, CNY: a forced sale recovers
-        ``value * recovery_factor + mortgage + guarantee`` (added in that order).
+        ``cash + (value - cash) * recovery_factor + mortgage + guarantee`` (added in that order).
     cum_payout : float64 (T, N) or (0, 0)
         An assigned policy's payouts received by year ``t + 1``, capped at the balance (empty: none).
     beta : float64 (T,)
@@ -41,16 +45,20 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
         The practice loan (pledge rate times today's value) under replicate ``k``.
     by_year : float64 (3, K, T), out
         Paths with the value below the balance, paths with a call, the calls' sizes (CNY).
-    by_replicate : float64 (6, K), out
+    by_replicate : float64 (7, K), out
         Paths ever below the balance, paths with any call, calls, the calls' sizes (CNY), the
-        shortfalls on a forced sale (CNY), paths whose largest loan is below the practice loan.
+        shortfalls on a forced sale (CNY), paths whose largest loan is below the practice loan, the
+        paths' balances summed over the term (CNY, the simulated LGD's denominator).
     ratio : float64 (K, N), out
         Each path's smallest value-to-principal ratio over the term (the largest loan it carries);
         ``inf`` on the paths of the replicate's own group.
+    cash : float64 (T, N) or (0, 0)
+        The proceeds already received by the end of year ``t + 1`` (CNY; recovered at par; empty: none).
     """
     n_rep, n_t1, n_paths = values.shape
     n_years = n_t1 - 1
     has_payout = cum_payout.shape[0] > 0
+    has_cash = cash.shape[0] > 0
     by_year[:] = 0.0
     by_replicate[:] = 0.0
     for k in range(n_rep):
@@ -62,11 +70,14 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
             calls = 0
             size_sum = 0.0
             shortfall_sum = 0.0
+            balance_sum = 0.0
             smallest = np.inf
             rf = recovery_factor[n]
+            scale = 1.0
             for t in range(n_years):
                 v = np.float64(values[k, t + 1, n])
-                bal = balance[t]
+                bal = balance[t] * scale
+                balance_sum += bal
                 if v < bal:
                     by_year[0, k, t] += 1.0
                     below_any = True
@@ -76,7 +87,13 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
                     size = max(bal - pledge_rate * v, 0.0)
                     by_year[2, k, t] += size
                     size_sum += size
-                recovery = v * rf + mortgage + guarantee
+                    scale = scale * ((bal - size) / bal)
+                if has_cash:
+                    c = cash[t, n]
+                    recovery = c + (v - c) * rf
+                else:
+                    recovery = v * rf
+                recovery = recovery + mortgage + guarantee
                 if has_payout:
                     recovery += cum_payout[t, n]
                 shortfall_sum += max(bal - recovery, 0.0)
@@ -92,3 +109,4 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
             by_replicate[4, k] += shortfall_sum
             if smallest < practice_loan[k]:
                 by_replicate[5, k] += 1.0
+            by_replicate[6, k] += balance_sum

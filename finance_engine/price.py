@@ -178,6 +178,50 @@ def log_price_moments(params: PriceModelParams, start_price_cny_per_tco2e: float
     return mean, var
 
 
+def deviation_log_mean_exp(params: PriceModelParams, years: int, volatility_per_sqrt_year: float | None = None
+                           ) -> np.ndarray:
+    """``c(t) = ln E[exp(y_t - y_0 e^{-kappa t})]``: the log of the mean of ``exp`` of the OU-jump deviation's
+    random part, on the grid :func:`time_grid_years` ``(years, params.steps_per_year)``.
+
+    The diffusion part is normal with variance ``sigma^2 (1 - e^{-2 kappa t}) / (2 kappa)`` (the exact
+    recursion's: ``sum_j a^{2j} sigma^2 v`` over the steps is this at the grid times), so it adds
+    ``sigma^2 (1 - e^{-2 kappa t}) / (4 kappa)``. The jump part ``sum_i J_i e^{-kappa (t - tau_i)}`` over
+    a Poisson process of rate ``lambda`` is compound Poisson, whose log-MGF at 1 is (Campbell's theorem)
+    ``lambda int_0^t (E[exp(J e^{-kappa s})] - 1) ds`` with ``E[exp(J c)] = exp(m_J c + s_J^2 c^2 / 2)``;
+    the integral is taken by 20-point Gauss-Legendre on each step (its integrand is smooth: exact to
+    rounding). The mean price is ``E[P_t] = exp(ln P_med(t) + c(t))``, ``P_med`` the path without
+    shocks (the model's log mean less the jumps' drift; a scenario's curve times ``exp(y_0 e^{-kappa t})``).
+
+    Parameters
+    ----------
+    params : PriceModelParams
+    years : int
+    volatility_per_sqrt_year : float, optional
+        The diffusion volatility (1/sqrt(year)); default the model's (a scenario may set its own).
+
+    Returns
+    -------
+    ndarray, shape (years * steps_per_year + 1,)
+        Dimensionless (log scale); 0 at ``t = 0``.
+    """
+    sigma = params.volatility_per_sqrt_year if volatility_per_sqrt_year is None else float(volatility_per_sqrt_year)
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise PriceModelError(f"volatility_per_sqrt_year must be finite and >= 0, got {volatility_per_sqrt_year}")
+    t = time_grid_years(years, params.steps_per_year)
+    k, lam = params.mean_reversion_per_year, params.jump_intensity_per_year
+    g2 = -np.expm1(-2 * k * t) / (2 * k) if k > 0 else t.copy()
+    out = 0.5 * sigma * sigma * g2
+    if lam > 0 and t.size > 1:
+        m, sj = params.jump_mean_log, params.jump_sd_log
+        nodes, weights = np.polynomial.legendre.leggauss(20)
+        lo, hi = t[:-1, None], t[1:, None]
+        s = 0.5 * (hi - lo) * nodes[None, :] + 0.5 * (hi + lo)          # (steps, 20): time since the jump
+        c = np.exp(-k * s)
+        h = np.expm1(m * c + 0.5 * sj * sj * c * c)
+        out[1:] += lam * np.cumsum((0.5 * (hi - lo)[:, 0]) * (h * weights[None, :]).sum(axis=1))
+    return out
+
+
 def time_grid_years(years: int, steps_per_year: int = 1) -> np.ndarray:
     """Times (years from t = 0) of the columns returned by the simulators."""
     return np.arange(int(years) * int(steps_per_year) + 1) / float(steps_per_year)
@@ -1185,7 +1229,7 @@ __all__ = [
     "DATA_DIR", "LiquidityHaircut", "LocalCreditSpread", "POINT_KINDS", "PriceFitReport", "PriceModelError",
     "PriceModelParams", "PriceModelSet", "PriceScenario", "PriceShocks", "calibrate_price_model", "forced_sale_value",
     "load_price_model", "load_reference_prices", "local_credit_price", "log_price_moments",
-    "price_shocks", "reference_price_history", "simulate_price_paths", "simulate_price_paths_by_volatility",
+    "deviation_log_mean_exp", "price_shocks", "reference_price_history", "simulate_price_paths", "simulate_price_paths_by_volatility",
     "simulate_scenario_paths", "simulate_scenario_paths_by_volatility", "time_grid_years",
 ]
 

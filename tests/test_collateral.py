@@ -225,7 +225,7 @@ def test_price_scenario_and_loss_correlation(portfolio, params):
 def test_sensitivities_equal_their_explicit_revaluations(portfolio, params):
     """Level cases scale the base money (prices, flows, fits and values are linear in the price level);
     volatility cases re-run the recursion on the base draws. Both equal a revaluation from scratch."""
-    from finance_engine.collateral import _credit_view, _money, _price_paths
+    from finance_engine.collateral import _credit_view, _mean_holding_factor, _money, _price_paths
 
     pms = load_price_model()
     terms = LoanTerms(amount_cny=60_000, term_years=3, interest_rate=0.04, crediting_horizon_years=15,
@@ -255,10 +255,12 @@ def test_sensitivities_equal_their_explicit_revaluations(portfolio, params):
     for label, volf in (("volatility x0.5", 0.5), ("volatility x1.5", 1.5)):
         scen = dataclasses.replace(pms.scenario("price_crash"), volatility_per_sqrt_year=own * volf)
         pms_v = dataclasses.replace(pms, scenarios={**pms.scenarios, "price_crash": scen})
+        # each case at the base's mean price path: the explicit run times the mean-holding factor
+        hold = _mean_holding_factor(pms, pms.model(terms.price_model), terms, 15, volf)
         p = _price_paths(pms_v, pms.model(terms.price_model), terms, ids, 15, 5,
-                         antithetic=v.provenance["antithetic_prices"])[0]
+                         antithetic=v.provenance["antithetic_prices"], mean_shift=[hold])[0]
         explicit = _money(credits, stock, p, terms, issued)
-        below = _credit_view(explicit.value_paths, terms, rf)["below"].any(axis=0)
+        below = _credit_view(explicit.value_paths, terms, rf, None, explicit.received_paths)["below"].any(axis=0)
         assert sens.loc[label, "value_cny"] == pytest.approx(explicit.pv_total.mean(), rel=1e-12)
         assert sens.loc[label, "p_value_below_balance_any_time"] == pytest.approx(below.mean(), abs=1e-12)
         # the scenario's own volatility is what the case scales: the value moves

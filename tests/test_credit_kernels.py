@@ -8,17 +8,27 @@ import pytest
 from finance_engine._credit_kernels import replicate_credit_sums
 
 
-def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guarantee, cum_payout, beta, practice):
-    """The numpy definition (the arithmetic of the vectorised code the kernel replaced): each
-    replicate's credit view over the paths outside its group."""
+def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guarantee, cum_payout, beta, practice,
+               cash):
+    """The numpy definition: each replicate's credit view over the paths outside its group, a year at a
+    time, a met top-up call carried forward as a prepayment (the path's later balances scaled by the
+    principal left) and the cash already received recovered at par."""
     n_rep = values.shape[0]
     keep = groups[None, :] != np.arange(n_rep)[:, None]
     v = values[:, 1:].astype(float)
-    bal = balance[None, :, None]
+    n_years = v.shape[1]
+    scale = np.ones((n_rep, v.shape[2]))
+    bal = np.empty(v.shape)
+    calls = np.empty(v.shape, dtype=bool)
+    size = np.empty(v.shape)
+    for t in range(n_years):
+        bt = balance[t] * scale
+        c = ((v[:, t] <= 0) | (bt > trigger * v[:, t])) & (bt > 0)
+        st = np.where(c, np.maximum(bt - pledge_rate * v[:, t], 0.0), 0.0)
+        bal[:, t], calls[:, t], size[:, t] = bt, c, st
+        scale = np.where(c, scale * ((bt - st) / np.where(c, bt, 1.0)), scale)
     below = v < bal
-    calls = ((v <= 0) | (bal > trigger * v)) & (bal > 0)
-    size = np.where(calls, np.maximum(bal - pledge_rate * v, 0.0), 0.0)
-    recovery = v * rf + mortgage + guarantee
+    recovery = (v * rf if not cash.size else cash + (v - cash) * rf) + mortgage + guarantee
     if cum_payout.size:
         recovery += cum_payout
     shortfall = np.maximum(bal - recovery, 0.0)
@@ -29,12 +39,12 @@ def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guar
     n_calls = calls.sum(1)
     by_rep = np.stack([(below.any(1) & keep).sum(1), ((n_calls > 0) & keep).sum(1), (n_calls * keep).sum(1),
                        (size.sum(1) * keep).sum(1), (shortfall.sum(1) * keep).sum(1),
-                       ((ratio < practice[:, None]) & keep).sum(1)]).astype(float)
+                       ((ratio < practice[:, None]) & keep).sum(1), (bal.sum(1) * keep).sum(1)]).astype(float)
     return by_year, by_rep, np.where(keep, ratio, np.inf)
 
 
-@pytest.mark.parametrize("with_payout", [False, True])
-def test_replicate_credit_sums_match_their_numpy_definition(with_payout):
+@pytest.mark.parametrize("with_payout,with_cash", [(False, False), (True, False), (False, True), (True, True)])
+def test_replicate_credit_sums_match_their_numpy_definition(with_payout, with_cash):
     rng = np.random.default_rng(5)
     n_rep, n_years, n_paths = 6, 4, 900
     values = (rng.lognormal(0.0, 0.6, (n_rep, n_years + 1, n_paths)) * 100).astype(np.float32)
@@ -45,15 +55,51 @@ def test_replicate_credit_sums_match_their_numpy_definition(with_payout):
     rf = rng.uniform(0.5, 0.9, n_paths)
     cum_payout = (np.minimum(np.cumsum(rng.exponential(5.0, (n_years, n_paths)), axis=0), balance[:, None])
                   if with_payout else np.zeros((0, 0)))
+    # the cash received: at most the smallest replicate value of the path-year (the values include it)
+    cash = (values[:, 1:].min(axis=0).astype(float) * rng.uniform(0, 1, (n_years, n_paths))
+            if with_cash else np.zeros((0, 0)))
     practice = values[:, 0, 0].astype(float) * 0.6
-    want = _reference(values, groups, balance, 0.8, 0.6, rf, 7.0, 3.5, cum_payout, beta, practice)
-    by_year, by_rep, ratio = np.empty((3, n_rep, n_years)), np.empty((6, n_rep)), np.empty((n_rep, n_paths))
+    want = _reference(values, groups, balance, 0.8, 0.6, rf, 7.0, 3.5, cum_payout, beta, practice, cash)
+    by_year, by_rep, ratio = np.empty((3, n_rep, n_years)), np.empty((7, n_rep)), np.empty((n_rep, n_paths))
     replicate_credit_sums(values, groups, balance, 0.8, 0.6, rf, 7.0, 3.5, cum_payout, beta, practice, by_year,
-                          by_rep, ratio)
+                          by_rep, ratio, cash)
     np.testing.assert_allclose(by_year, want[0], rtol=1e-12)
     np.testing.assert_allclose(by_rep, want[1], rtol=1e-12)
     assert np.array_equal(ratio, want[2])
     assert by_year[1].sum() > 0 and by_rep[4].sum() > 0  # calls and shortfalls were exercised
+    # calls are carried forward: some path's balance fell below the schedule's
+    assert by_rep[6].sum() < (balance.sum() * (groups[None, :] != np.arange(n_rep)[:, None]).sum(1)).sum()
+
+
+def test_the_kernel_and_the_numpy_credit_view_agree_on_a_valuations_replicates():
+    """The compiled pass and the numpy credit view (_carried_balances, _forced_sale_shortfall, the
+    replicate statistics _shortfall_mean and _below_any_rate) give the same figures on one replicate's
+    values, cash received included."""
+    import finance_engine.collateral as col
+    from finance_engine.value_regression import jackknife_groups
+
+    rng = np.random.default_rng(9)
+    n, T, H = 800, 5, 12
+    terms = col.LoanTerms(amount_cny=60_000, term_years=T, interest_rate=0.04, crediting_horizon_years=H,
+                          amortisation="bullet", forest_right_mortgage_cny=5_000.0)
+    stock = np.cumsum(rng.lognormal(0.0, 0.3, (H, n)), axis=0) * 100
+    credits = np.diff(np.vstack([np.zeros(n), stock]), axis=0) * rng.uniform(0.5, 1.0, (H, n))
+    prices = rng.lognormal(np.log(50), 0.4, (H + 1, n))
+    money = col._money(credits, stock, prices, terms, groups=jackknife_groups(np.arange(n), 4))
+    rf = rng.uniform(0.6, 0.9, n)
+    beta = col.balance_schedule(terms.model_copy(update={"amount_cny": 1.0}))[:T]
+    jk = col._jackknife_figures(money, terms, rf, None, beta, (0.05,))
+    # the replicates' means of the numpy view's figures, and their jackknife errors
+    keep = money.groups[None, :] != np.arange(money.value_replicates.shape[0])[:, None]
+    below = col._below_any_rate(terms)(money.value_replicates, keep)
+    from finance_engine.value_regression import jackknife_se
+    assert jk["se"]["p_below_any"] == pytest.approx(float(jackknife_se(below)), rel=1e-9)
+    short = col._shortfall_mean(terms, rf, None, money.received_paths)(money.value_replicates, keep)
+    v = money.value_replicates[:, 1:T + 1].astype(float)
+    bal, _, _ = col._carried_balances(v, terms)
+    lgd = short * keep.sum(1) / (bal.sum(1) * keep).sum(1)
+    assert jk["se"]["sim_lgd"] == pytest.approx(float(jackknife_se(lgd)), rel=1e-9)
+    assert np.isfinite(jk["se"]["sim_lgd"]) and jk["se"]["sim_lgd"] > 0
 
 
 def test_kept_quantiles_are_each_replicates_quantiles():

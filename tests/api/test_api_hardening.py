@@ -462,7 +462,7 @@ def test_collateral_schema_bounds_are_the_engines():
     assert checked >= 15
     # the ones a client meets first, exactly as the engine has them
     assert bounds(api["borrower_pd"]) == ((0, True), (1, True))
-    assert bounds(api["discount_rate"])[0] == (-0.5, True)
+    assert bounds(api["discount_rate"])[0] == (0, False)
     assert bounds(api["liquidation_time_years"])[1] == (5, False)
     assert bounds(api["target_shortfall_probability"]) == ((0, True), (0.5, True))
     assert bounds(api["pledge_rate"])[0] == (0, True) and bounds(api["ltv_trigger"])[0] == (0, True)

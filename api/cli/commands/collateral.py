@@ -141,14 +141,29 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     click.echo(render_table(v.by_year[["year", "balance_cny", "value_p05_cny", "value_p50_cny", "value_p95_cny",
                                        "ltv_p95", "p_value_below_balance", "p_top_up_call"]]))
     r, s = v.risk, v.sizing
-    click.echo(f"\nP(value below balance at any time) {r['p_value_below_balance_any_time']:.2%} "
-               f"± {r['p_value_below_balance_any_time_mc_se']:.2%}; P(any top-up call) {r['p_any_top_up_call']:.2%} "
-               f"± {r['p_any_top_up_call_mc_se']:.2%}; collateral VaR95 {r['collateral_var95_cny']:,.0f} "
+    zb = r.get("zero_one_bounds_95") or {}
+
+    def prob(name: str) -> str:
+        """A probability with its error, or at exactly 0 or 1 (error 0) its rule-of-three 95 % bound."""
+        if name in zb:
+            lo, hi = zb[name]
+            return f"{r[name]:.2%} (95% bound {lo:.2%} - {hi:.2%}, rule of three)"
+        return f"{r[name]:.2%} ± {r[name + '_mc_se']:.2%}"
+
+    unresolved = set(r.get("not_resolved") or []) | set(s.get("not_resolved") or [])
+    mark = lambda name: " [unresolved]" if name in unresolved else ""  # noqa: E731
+    click.echo(f"\nP(value below balance at any time) {prob('p_value_below_balance_any_time')}; P(any top-up call) "
+               f"{prob('p_any_top_up_call')}; collateral VaR95 {r['collateral_var95_cny']:,.0f} "
                f"({interval_text(r['collateral_var95_ci95_cny'])}), ES99 {r['collateral_es99_cny']:,.0f} "
-               f"± {r['collateral_es99_mc_se_cny']:,.0f} CNY")
+               f"± {r['collateral_es99_mc_se_cny']:,.0f}{mark('collateral_es99_cny')} CNY (today's money: the "
+               "end-of-term value discounted)")
     click.echo(f"Largest loan for P(shortfall) <= {s['target_shortfall_probability']:.0%}: {s['max_loan_cny']:,.0f} CNY "
-               f"({interval_text(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}); requested loan "
-               f"{'within' if s['requested_loan_within_limit'] else 'ABOVE'} that limit")
+               f"({interval_text(s['max_loan_ci95_cny'])}; haircut {s['implied_haircut']:.0%}){mark('max_loan_cny')}; "
+               f"requested loan {'within' if s['requested_loan_within_limit'] else 'ABOVE'} that limit")
+    if unresolved:
+        need = max([x for x in (s.get("not_resolved_paths_needed"), r.get("not_resolved_paths_needed")) if x] or [0])
+        click.echo(f"UNRESOLVED: {', '.join(sorted(unresolved))}: {s.get('not_resolved_note') or r.get('not_resolved_note')}"
+                   + (f"; run --paths {need:,} or more" if need else ""))
     click.echo(f"LTV at origination {r['ltv_at_origination']:.0%} against the pledge rate {v.terms['pledge_rate']:.0%}"
                + (" -> ABOVE the pledge rate" if s["requested_ltv_exceeds_pledge_rate"] else ""))
     sec = v.security
@@ -157,7 +172,9 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     if v.credit:
         cr = v.credit
         click.echo(f"F-IRB LGD {cr['firb_lgd_carbon_as_other_physical']:.1%} (unsecured {cr['firb_lgd_unsecured']:.0%}), "
-                   f"EL {cr['expected_loss_cny']:,.0f} CNY, K {cr['irb_capital_k']:.2%}, RWA {cr['rwa_cny']:,.0f} CNY")
+                   f"EL {cr['expected_loss_cny']:,.0f} CNY, K {cr['irb_capital_k']:.2%} (effective maturity "
+                   f"{cr['maturity_years']:.2f} years), RWA {cr['rwa_cny']:,.0f} CNY; simulated forced-sale LGD "
+                   f"{cr['simulated_lgd_forced_sale']:.1%}")
     if v.drivers is not None:
         click.echo("\nWhat drives value down (each switched off in turn, common random numbers):")
         click.echo(render_table(v.drivers[["driver", "value_cny", "value_effect_cny", "value_effect_mc_se_cny",
