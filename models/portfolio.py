@@ -526,6 +526,9 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     for k, lv in enumerate(LEVELS, start=1):
         txt, blank = _text_column(df[lv])
         bad.add(k, lv, blank, f"{lv} is empty")
+        # "/" joins the levels into group labels (province/city/...): inside a name two groups could share one label
+        bad.add(k, lv, np.array(["/" in t for t in txt], dtype=bool),
+                f"{lv} contains '/', which separates the account levels in group labels: use another character")
         out[lv] = txt
 
     # numbers

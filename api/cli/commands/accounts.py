@@ -39,8 +39,10 @@ from models.portfolio import LEVELS
 def accounts(portfolio, parameters, level, paths, seed, output, force, fmt):
     """Carbon stock (tCO2e, by both methods) and expected annual sink, by account level.
 
-    Every level sums exactly from the villages up. The expected sink is simulated (one year, every
-    peril) and shown with its Monte Carlo standard error.
+    Every level sums exactly from the villages up; each row is named by its full path (province down to
+    its level). The expected sink is simulated (one year, every peril, the rotation harvest) and shown
+    with its parts (growth - mortality - loss - harvest), its Monte Carlo standard error and its
+    parameter sd with that sd's 95 % interval. These are stock changes, not creditable sinks.
 
     \b
     Examples:
@@ -66,18 +68,61 @@ def accounts(portfolio, parameters, level, paths, seed, output, force, fmt):
         echo_json(d)
         return
     t = acc.table if level == "all" else acc.level(level)
-    cols = ["level", *([] if level in ("portfolio",) else ([level] if level != "all" else list(LEVELS)))]
-    show = cols + [c for c in ("parcels", "area_ha", "stock_bef_tco2e", "stock_fang_tco2e",
-                               "potential_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr",
-                               "expected_sink_tco2e_per_yr_mc_se", "expected_sink_tco2e_per_yr_parameter_sd",
-                               "expected_loss_tco2e_per_yr", "expected_loss_tco2e_per_yr_mc_se",
-                               "expected_loss_tco2e_per_yr_parameter_sd") if c in t.columns]
-    click.echo(render_table(t[show]))
+    click.echo(render_table(account_rows(t, level)))
     p = acc.provenance
     click.echo(f"\nmodel {p['model_version']}; parameters {p['region']} {p['parameter_version']} "
                f"sha256 {p['parameter_sha256'][:12]}"
-               + (f"; sink from {p['paths']} paths, seed {p['seed']}, perils: {', '.join(p['perils'])}"
-                  if "paths" in p else ""))
+               + (f"; sink from {p['paths']} paths, seed {p['seed']}, perils: {', '.join(p['perils'])}, "
+                  f"carbon method {p['sink_carbon_method']}" if "paths" in p else ""))
+    click.echo(NOTES)
+    if p.get("stock_fang_fallback_species"):
+        click.echo(f"stock_fang: {', '.join(p['stock_fang_fallback_species'])} have no Fang function and are "
+                   f"converted by BEF (stock_fang_fallback_share: their share of the Fang stock).")
+
+
+#: what the terminal table's columns mean (the units of ``CarbonAccounts.units``, shortened)
+NOTES = ("\npotential_sink: the yield curves' net change without perils and without harvest. expected sink = "
+         "growth - mortality - loss - harvest (first year, Monte Carlo means). These are stock changes, not "
+         "creditable sinks: no baseline, leakage or buffer is applied.\n"
+         "mc_se: Monte Carlo standard error (more paths narrow it); parameter_sd: the spread from the uncertain "
+         "parameters (better data would narrow it) with its 95 % interval; not resolved: the spread is below the "
+         "Monte Carlo noise at these paths (its estimate fell below 0), the interval's upper end bounds it.")
+
+#: the account columns shown in the terminal, in order (a parameter sd with its interval, the Fang fallback as a share)
+SHOWN = ("parcels", "area_ha", "stock_bef_tco2e", "stock_fang_tco2e", "stock_fang_fallback_share",
+         "potential_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr", "expected_sink_tco2e_per_yr_mc_se",
+         "expected_sink_tco2e_per_yr_parameter_sd", "expected_growth_tco2e_per_yr",
+         "expected_mortality_tco2e_per_yr", "expected_loss_tco2e_per_yr", "expected_loss_tco2e_per_yr_mc_se",
+         "expected_loss_tco2e_per_yr_parameter_sd", "expected_harvest_tco2e_per_yr",
+         "expected_harvest_tco2e_per_yr_mc_se")
+
+
+def account_rows(t, level: str):
+    """The terminal table of accounts rows ``t`` shown at ``level``: each row named by its full path (every
+    parent level down to its own, so two townships of one name in different counties differ), a parameter sd
+    as ``sd [low, high]`` (its 95 % interval) or ``not resolved [0, high]``, the Fang fallback as a share."""
+    import pandas as pd
+
+    from finance_engine.reports.html import NOT_RESOLVED, fmt_number, parameter_sd_resolved
+
+    depth = len(LEVELS) if level == "all" else (0 if level == "portfolio" else LEVELS.index(level) + 1)
+    out = pd.DataFrame({"level": t["level"].to_numpy()})
+    for lv in LEVELS[:depth]:
+        out[lv] = t[lv].to_numpy()
+    for col in SHOWN:
+        if col not in t.columns:
+            continue
+        if col.endswith("_parameter_sd"):
+            se, lo, hi = t[col[:-len("parameter_sd")] + "mc_se"], t[f"{col}_ci95_low"], t[f"{col}_ci95_high"]
+            out[col] = [("-" if v != v else
+                          f"{fmt_number(v) if parameter_sd_resolved(v, e) else NOT_RESOLVED} "
+                          f"[{fmt_number(a)}, {fmt_number(b)}]")
+                         for v, e, a, b in zip(t[col], se, lo, hi)]
+        elif col == "stock_fang_fallback_share":
+            out[col] = [f"{v:.0%}" if v == v else "-" for v in t[col]]
+        else:
+            out[col] = t[col].to_numpy()
+    return out
 
 
 def _write(acc, out: OutputFile) -> None:
