@@ -95,7 +95,8 @@ class Problem:
     def __str__(self) -> str:
         where = self.file
         if self.row is not None:
-            where += f", row {self.row}"
+            # a data row, which a spreadsheet shows one row lower (under the header)
+            where += f", data row {self.row} (row {self.row + 1} counting the header)"
         if self.column is not None:
             where += f", column {self.column!r}"
         val = "" if self.value is None else f" (value {self.value!r})"
@@ -437,13 +438,22 @@ def _one_edit(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1:]
 
 
+#: words that only say what a column's number is (an id, a unit), dropped by hand-made headers
+_SUFFIX_WORDS = frozenset({"id", "m", "ha", "years", "yr", "m3", "per", "tc", "no"})
+
+
 def _looks_like(column: str, known: str) -> bool:
     """Whether ``column`` reads as a misspelling of ``known``: the same words spelt with other case or
     separators (``Elevation_M``, ``volume-m3-per-ha``), one word dropped from a longer name
-    (``volume_m3_ha``), or one word of four letters or more mistyped (``pest_contrl``). A known name with a
+    (``volume_m3_ha``), the name's first word alone where the rest is an id or unit (``project``, ``projects``,
+    ``elevation``), or one word of four letters or more mistyped (``pest_contrl``). A known name with a
     word changed or added (``elevation_min``, ``project_no``, ``pest_control_2023``) is a column of its own."""
     c, k = _tokens(column), _tokens(known)
     if "".join(c) == "".join(k):
+        return True
+    # a known name without its id or unit word, singular or plural (``project``, ``projects``, ``elevation``): a
+    # bare word is taken for the known column only when what it drops is such a suffix
+    if len(c) == 1 and len(k) >= 2 and c[0] in (k[0], k[0] + "s") and set(k[1:]) <= _SUFFIX_WORDS:
         return True
     if len(c) >= 2 and len(c) == len(k) - 1 and any(k[:i] + k[i + 1:] == c for i in range(len(k))):
         return True
@@ -486,7 +496,10 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
         raise PortfolioError([Problem(source, None, c, None, "column appears more than once") for c in repeated])
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise PortfolioError([Problem(source, None, c, None, "required column is missing") for c in missing])
+        found = {k: c for c, k in _misspelt_columns(df.columns)}
+        raise PortfolioError([Problem(source, None, c, None, "required column is missing"
+                                      + (f" (found {found[c]!r}: rename it {c!r})" if c in found else ""))
+                              for c in missing])
     misspelt = _misspelt_columns(df.columns)
     if misspelt:
         raise PortfolioError([Problem(source, None, c, None, f"unknown column, read as nothing: did you mean {k!r}? "

@@ -104,11 +104,11 @@ def test_validate_bad_file_lists_every_problem_on_stderr(capsys, bad_csv):
     lines = err.strip().splitlines()
     assert "Traceback" not in err
     assert lines[:4] == [
-        f"{bad_csv}, row 3, column 'species_group' (value 'banana'): unknown species group; known: "
+        f"{bad_csv}, data row 3 (row 4 counting the header), column 'species_group' (value 'banana'): unknown species group; known: "
         + lines[0].split("known: ")[1],
-        f"{bad_csv}, row 6, column 'area_ha' (value '-3'): area_ha must be positive (<= 1e6 ha)",
-        f"{bad_csv}, row 10, column 'latitude' (value 'north'): not a number",
-        f"{bad_csv}, row 12, column 'parcel_id' (value 'LS-000001'): duplicate parcel_id (first seen in row 1)",
+        f"{bad_csv}, data row 6 (row 7 counting the header), column 'area_ha' (value '-3'): area_ha must be positive (<= 1e6 ha)",
+        f"{bad_csv}, data row 10 (row 11 counting the header), column 'latitude' (value 'north'): not a number",
+        f"{bad_csv}, data row 12 (row 13 counting the header), column 'parcel_id' (value 'LS-000001'): duplicate parcel_id (first seen in row 1)",
     ]
     assert len(lines) == 5 and lines[4].startswith("carbon-risk: error: ") and "4 problem(s)" in lines[4]
 

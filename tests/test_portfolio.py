@@ -137,7 +137,7 @@ def test_every_bad_row_is_reported_in_row_order(tmp_path, params):
         load_portfolio(path, params)
     lines = str(ei.value).splitlines()
     assert lines[0] == "5 problem(s) in portfolio:" and len(lines) == 6
-    assert "row 4, column 'area_ha' (value '-1'): area_ha must be positive" in lines[3]
+    assert "data row 4 (row 5 counting the header), column 'area_ha' (value '-1'): area_ha must be positive" in lines[3]
 
 
 def test_problem_as_dict_is_json_ready():
@@ -298,6 +298,31 @@ def test_a_misspelt_optional_column_is_refused(params):
     own = _frame(4).assign(elevation_min=1.0, elevation_max=2.0, project_no="7", pest_control_2023="basic",
                            subproject_id="x", origin_cn="人工")
     validate_frame(own, params)
+
+
+@pytest.mark.parametrize("header, known", [("project", "project_id"), ("projects", "project_id"),
+                                           ("elevation", "elevation_m"), ("Volume", "volume_m3_per_ha")])
+def test_a_known_name_without_its_id_or_unit_word_is_refused(params, header, known):
+    """A header that drops a known name's id or unit word (``project`` for ``project_id``) was read as a column of
+    the user's own: the parcels lost their project (no pledge found) or took the default elevation."""
+    df = _frame(4).drop(columns=[known], errors="ignore").assign(**{header: "P1" if known == "project_id" else 500.0})
+    probs = _problems(lambda: validate_frame(df, params))
+    assert [(p.column, f"did you mean {known!r}" in p.reason) for p in probs] == [(header, True)]
+    # a word that is not an id or unit is a name of its own
+    validate_frame(_frame(4).assign(elevation_band="high", project_phase="2"), params)
+
+
+def test_a_missing_required_column_names_the_header_that_stands_for_it(params):
+    probs = _problems(lambda: validate_frame(_frame(4).rename(columns={"area_ha": "area", "age_years": "Age"}), params))
+    assert sorted(str(p.reason) for p in probs) == [
+        "required column is missing (found 'Age': rename it 'age_years')",
+        "required column is missing (found 'area': rename it 'area_ha')"]
+
+
+def test_a_problem_names_the_data_row_and_the_row_a_spreadsheet_shows():
+    from models.portfolio import Problem
+    assert str(Problem("p.xlsx", 3, "area_ha", -1, "area_ha must be positive")) == (
+        "p.xlsx, data row 3 (row 4 counting the header), column 'area_ha' (value -1): area_ha must be positive")
 
 
 def test_excel_numeric_ids_and_site_index(tmp_path, params):
