@@ -200,6 +200,7 @@ class TaskProgress:
     def __init__(self, channel: Any, stop: Any = None):
         self.sink, self.on, self.t0 = progress_sink(channel), channel is not None, time.perf_counter()
         self.stop = stop
+        self._lock = threading.Lock()  # a phase's heartbeat thread (:class:`StressPhases`) reports too
 
     def cancelled(self) -> bool:
         """Whether the job was cancelled (an engine ``cancel`` callback: polled between simulated years)."""
@@ -222,11 +223,17 @@ class TaskProgress:
     def __call__(self, fraction: float, message: str | None = None) -> None:
         self.check()
         el = time.perf_counter() - self.t0
-        self.sink(fraction, el * (1.0 - fraction) / fraction if fraction > 0 else None, message)
+        self.report(fraction, el * (1.0 - fraction) / fraction if fraction > 0 else None, message)
+
+    def report(self, fraction: float, eta_s: float | None, message: str | None = None) -> None:
+        """Report ``fraction`` with the caller's own ETA (no cancel check: see :meth:`check`)."""
+        with self._lock:
+            self.sink(fraction, eta_s, message)
 
     def note(self, message: str) -> None:
         self.check()
-        self.sink(None, None, message)
+        with self._lock:
+            self.sink(None, None, message)
 
     def chunks(self, start: float = 0.0, end: float = 1.0) -> Callable | None:
         """An engine ``progress`` callback whose run is the part ``start``..``end`` of the task (None when
@@ -417,17 +424,24 @@ def layer_result_dict(lay) -> dict[str, Any]:
 
 
 def task_layer(filename: str, data: bytes | None, rows: list | None, req: dict[str, Any]) -> dict[str, Any]:
-    """:func:`finance_engine.insurance.price_layer` on an uploaded event loss table."""
+    """:func:`finance_engine.insurance.price_layer` on an uploaded event loss table.
+
+    The engine's own table (columns ``path`` and ``sim_year``, as ``carbon-risk simulate --loss-table`` writes
+    it) is priced on its simulated year ``sim_year`` and its ``loss_tco2e``; a year column that cannot index
+    ``n_years`` simulated years (each path's own year, or event years all far below ``n_years``) is refused
+    (:func:`finance_engine.insurance.tables.check_year_index`)."""
     import pandas as pd
 
-    from finance_engine.insurance import price_layer
+    from finance_engine.insurance import elt_columns, price_layer
 
     elt = read_loss_table(filename, data) if data is not None else records_frame(rows or [])
     rein = req.get("reinstatements")
+    year_col, loss_col, engine = elt_columns(elt)
     lay = price_layer(elt, req["n_years"], req["attachment"], math.inf if req["limit"] is None else req["limit"],
                       req["basis"], None if rein is None else (rein, req.get("reinstatement_pct", 1.0)),
-                      share=req.get("share", 1.0))
-    return {**layer_result_dict(lay), "table": {"rows": int(len(elt)), "sha256": req.get("table_sha256")}}
+                      share=req.get("share", 1.0), year_col=year_col, loss_col=loss_col, check_year_spread=True)
+    return {**layer_result_dict(lay), "table": {"rows": int(len(elt)), "sha256": req.get("table_sha256")},
+            "columns": {"year": year_col, "event": "event_id", "loss": loss_col, "engine_table": engine}}
 
 
 class InlineScenarioError(ValueError):
@@ -512,14 +526,144 @@ def stress_inputs(req: dict[str, Any]):
     return scns, registry
 
 
+#: the measured cost of a stress task's phases (s), from which :class:`StressPhases` weighs them: the demo portfolio
+#: (5,000 parcels; 144 townships), 64 and 256 paths, 10 years, levels portfolio/county/township, a scenario and the
+#: baseline, all on one (busy, two-core) machine. Only their ratios matter: the runs' own measured time rescales
+#: the rest to the machine at hand. "cell": a parcel x path x year of an engine run, or a cell of the result's
+#: tables (the report, the workbook and the stored result grow with the tables, not with the paths).
+STRESS_COST = {
+    "run_s": 1.07, "run_s_per_cell": 3.85e-7,            # one engine run (the baseline's and each scenario's)
+    "accounts_s": 1.55, "accounts_s_per_cell": 5.16e-7,  # one scenario's accounts: a run at every level, its tree
+    "result_s_per_cell": 3.0e-6,                         # the result as JSON (to_dict, clean)
+    "report_s": 0.9,                                     # the HTML report
+    "workbook_s_per_cell": 4.5e-5,                       # the Excel workbook (openpyxl writes cell by cell)
+    "save_s_per_cell": 2.0e-6,                           # the job thread stores the result and its reports
+}
+#: how often (s) a phase without progress of its own reports its expected progress (:meth:`StressPhases.phase`)
+HEARTBEAT_S = 0.5
+
+
+def _stress_cells(pf, levels: tuple[str, ...], runs: int, horizon: int) -> int:
+    """The cells a stress result's tables are expected to have before it is run: a by-year and a horizon row per
+    run, group at the levels and metric (about 12: stock, sink, credits, losses by peril ...)."""
+    keys = {"province": ["province"], "city": ["province", "city"], "county": ["county"],
+            "township": ["county", "township"], "village": ["county", "township", "village"]}
+    groups = 0
+    for lv in levels:
+        cols = [c for c in keys.get(lv, []) if c in pf.frame.columns]
+        groups += 1 if not cols else len(pf.frame[cols].drop_duplicates())
+    return int(runs * groups * 12 * (28 * horizon + 32))
+
+
+class StressPhases:
+    """A stress task's progress as one fraction over its phases, each weighed by its expected time (s, from
+    :data:`STRESS_COST`), with :class:`~finance_engine.simulation.RunsProgress`: the engine runs (their own
+    chunks), the result as JSON, the HTML report, the Excel workbook, each scenario's accounts, and the job
+    thread's save of it all, which the task never reports done (so the task reports 1.0 never: the job's
+    success does). A phase without progress of its own (:meth:`phase`) reports the part its expected time says
+    is done every :data:`HEARTBEAT_S`, up to 90 % of the phase at its expected time and then ever more slowly,
+    so the fraction and the ETA move while it runs but never pass its end before it ends.
+
+    :meth:`rescale`, once the runs are done: their measured time over their expected time rescales the phases
+    still to come (the machine's speed), whose work is then known (the result's table cells); the result's
+    measured time rescales those that go cell by cell. The fraction reported never goes back."""
+
+    def __init__(self, track: "TaskProgress", weights: dict[str, float]):
+        from finance_engine.simulation import RunsProgress
+
+        self.track, self.weights = track, dict(weights)
+        self.names = list(self.weights)
+        self._lock = threading.Lock()
+        self._message: str | None = None
+        self._last = 0.0
+        sink = self._sink if (track.on or track.stop is not None) else None
+        self.runs = RunsProgress(sink, weights=self._w())
+
+    def _w(self) -> list[float]:
+        return [max(1e-3, float(self.weights[n])) for n in self.names]
+
+    def _sink(self, p) -> None:
+        # a rescale may move the fraction back a little: the task reports the highest so far (the job's
+        # progress never goes back)
+        self._last = max(self._last, p.fraction)
+        self.track.report(self._last, p.eta_s, self._message)
+
+    def rescale(self, weights: dict[str, float]) -> None:
+        self.weights.update(weights)
+        self.runs.plan(self._w())
+
+    def engine(self, name: str) -> Callable | None:
+        """The engine's ``progress`` callback of phase ``name``: its chunks, with their log line."""
+        report = self.runs.of(self.names.index(name))
+        if report is None:
+            return None
+
+        def on_progress(p) -> None:
+            self.track.check()
+            with self._lock:
+                self._message = chunks_line(p)
+                try:
+                    report(p)
+                finally:
+                    self._message = None
+        return on_progress
+
+    def done(self, name: str, message: str | None = None, elapsed_s: float = 0.0) -> None:
+        from finance_engine.simulation import Progress
+
+        report = self.runs.of(self.names.index(name))
+        if report is not None:
+            with self._lock:
+                self._message = message
+                try:
+                    report(Progress(1, 1, elapsed_s, 0.0, 1.0))
+                finally:
+                    self._message = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str, note: str | None = None, done: str | None = None) -> Iterator[None]:
+        """Run the body as phase ``name`` (``note``: its log line at the start; ``done``: with its last report)."""
+        from finance_engine.simulation import Progress
+
+        self.track.check()
+        if note:
+            self.track.note(note)
+        report = self.runs.of(self.names.index(name))
+        expected = max(1e-3, float(self.weights[name]))
+        t0 = time.perf_counter()
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                el = time.perf_counter() - t0
+                x = el / expected
+                within = 0.9 * x if x <= 1.0 else 0.9 + 0.09 * (1.0 - math.exp(1.0 - x))
+                with self._lock:
+                    if not stop.is_set():
+                        report(Progress(0, 1, el, None, within))
+
+        beater = threading.Thread(target=beat, name=f"progress-{name}", daemon=True) if report else None
+        if beater:
+            beater.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if beater:
+                beater.join()
+        self.done(name, done, time.perf_counter() - t0)
+
+
 def task_stress(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
                 chunk_paths: int | None = None, stop: Any = None) -> dict[str, Any]:
     """:func:`finance_engine.stress.run.run_stress_test`, its HTML report and Excel workbook, and the
     five-level accounts of each scenario (:func:`finance_engine.stress.accounts.scenario_accounts`).
 
-    ``progress``, ``chunk_paths``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress`. The scenario runs are the first part of the
-    reported fraction and the accounts (one run per scenario, over ``years`` instead of the engine
-    horizon) the rest, weighted by their years; the accounts advance it scenario by scenario."""
+    ``progress``, ``chunk_paths``, ``stop``: see :func:`progress_sink` and :class:`TaskProgress`. The reported
+    fraction covers every phase, each weighed by its measured cost (:class:`StressPhases`): the scenario runs
+    (by their chunks), the result, the report, the workbook (which on a large result takes longer than the
+    runs), each scenario's accounts (one run per scenario over ``years`` at every level, a third dearer than a
+    scenario run) and the save; it rises while each of them runs and reaches 1.0 only with the job's success."""
     from finance_engine.reports.stress_report import render_stress_report, write_stress_workbook
     from finance_engine.stress.accounts import scenario_accounts
     from finance_engine.stress.run import StressSettings, run_stress_test, stress_horizon
@@ -529,29 +673,69 @@ def task_stress(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
     st = StressSettings(years=req["years"], paths=req["paths"], seed=req["seed"], levels=tuple(req["levels"]))
     track = TaskProgress(progress, stop)
     horizon = stress_horizon(st.years, registry)
-    runs_share = horizon / (horizon + st.years) if req.get("accounts", True) else 1.0
+    with_accounts = req.get("accounts", True)
+    names = list(dict.fromkeys(["baseline", *(s.name for s in scns)]))  # the runs: the engine adds the baseline
+    c = STRESS_COST
+    work = len(pf) * st.paths
+
+    def later(cells: int, speed: float = 1.0, tables: float | None = None) -> dict[str, float]:
+        """The phases after the runs (s): ``speed``, the runs' measured time over their expected time; ``tables``,
+        the same of the result's JSON, which scales the other phases that go cell by cell (report, workbook, save)."""
+        tables = speed if tables is None else tables
+        w = {"result": c["result_s_per_cell"] * cells * speed, "report": c["report_s"] * tables,
+             "workbook": c["workbook_s_per_cell"] * cells * tables}
+        if with_accounts:
+            w.update({f"accounts:{n}": (c["accounts_s"] + c["accounts_s_per_cell"] * work * st.years) * speed
+                      for n in names})
+        w["save"] = c["save_s_per_cell"] * cells * tables
+        return w
+
+    def ratio(took: float, expected: float) -> float:
+        return min(3.0, max(1 / 3, took / expected)) if expected > 0 else 1.0
+
+    runs_s = len(names) * (c["run_s"] + c["run_s_per_cell"] * work * horizon)
+    phases = StressPhases(track, {"runs": runs_s, **later(_stress_cells(pf, st.levels, len(names), horizon))})
+    t0 = time.perf_counter()
     r = run_stress_test(pf, params, scns, registry=registry, settings=st, pms=pms, workers=1,
                         chunk_paths=chunk_paths, footprints=req.get("footprints", True),
-                        progress=track.note, on_progress=track.chunks(0.0, runs_share))
-    out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
-    out["artifacts"]["report.html"] = ("text/html; charset=utf-8",
-                                       render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())
-    with tempfile.TemporaryDirectory(prefix="cre-xlsx-") as d:
+                        progress=track.note, on_progress=phases.engine("runs"))
+    took = time.perf_counter() - t0
+    cells = sum(int(df.size) for df in r.tables().values())
+    speed = ratio(took, runs_s)
+    phases.rescale({"runs": took, **later(cells, speed)})
+    phases.done("runs")
+    t0 = time.perf_counter()
+    with phases.phase("result"):
+        out: dict[str, Any] = {"result": clean(r.to_dict()), "artifacts": {}}
+    phases.rescale({"result": time.perf_counter() - t0,
+                    **{k: v for k, v in later(cells, speed, ratio(time.perf_counter() - t0, c["result_s_per_cell"] * cells)).items()
+                       if k != "result"}})
+    with phases.phase("report", note="rendering the report"):
+        out["artifacts"]["report.html"] = (
+            "text/html; charset=utf-8", render_stress_report(r, title_suffix=req.get("name") or "stress test").encode())
+    with phases.phase("workbook", note="writing the Excel workbook"), \
+            tempfile.TemporaryDirectory(prefix="cre-xlsx-") as d:
         p = write_stress_workbook(r, Path(d) / "stress.xlsx")
         out["artifacts"]["report.xlsx"] = (
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", p.read_bytes())
-    if req.get("accounts", True):
+    if with_accounts:
         by_name = {s.name: s for s in scns}
         accounts = {}
-        names = list(r.scenarios["scenario"])
-        for i, name in enumerate(names):
+        run_names = list(r.scenarios["scenario"])
+        for i, name in enumerate(run_names):
             scn = by_name.get(name)
             if scn is None:  # the baseline the engine adds: the library's file, never a lookup by name
                 scn = load_library_scenario(name)
-            acc = scenario_accounts(pf, params, scn, st, pms=pms)
-            accounts[name] = {**clean(acc.to_dict()), "tree": clean(acc.tree())}
-            track(runs_share + (1.0 - runs_share) * (i + 1) / len(names), f"accounts {i + 1}/{len(names)} scenarios")
+            phase = f"accounts:{name}" if f"accounts:{name}" in phases.weights else None
+            with (phases.phase(phase, note=f"accounts of {name}", done=f"accounts {i + 1}/{len(run_names)} scenarios")
+                  if phase else contextlib.nullcontext()):
+                acc = scenario_accounts(pf, params, scn, st, pms=pms)
+                accounts[name] = {**clean(acc.to_dict()), "tree": clean(acc.tree())}
+            if phase is None:
+                track.note(f"accounts {i + 1}/{len(run_names)} scenarios")
         out["artifacts"]["accounts.json"] = ("application/json", json.dumps(accounts, allow_nan=False).encode())
+    track.check()
+    track.note("saving the result")
     return out
 
 
@@ -782,7 +966,8 @@ class ResultCache:
                 self._d.popitem(last=False)
 
 
-__all__ = ["ComputePool", "InlineScenarioError", "ResultCache", "ScenarioNameError", "TaskProgress", "chunks_line",
+__all__ = ["ComputePool", "InlineScenarioError", "ResultCache", "STRESS_COST", "ScenarioNameError", "StressPhases",
+           "TaskProgress", "chunks_line",
            "clean", "layer_result_dict", "library_scenario_path", "load_inline_scenario", "load_library_scenario",
            "pf_ref", "progress_sink", "quote_inputs", "read_loss_table", "stress_inputs", "task_accounts",
            "task_collateral", "task_collateral_memo", "task_layer", "task_quote", "task_quote_slip", "task_simulate",

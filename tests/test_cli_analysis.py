@@ -87,8 +87,10 @@ def test_demo_runs_small(capsys):
     assert main(["demo", "--paths", "32", "--years", "3", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "1. Measure" in out and "2. Risk" in out and "Provenance" in out
-    # every return-period loss carries its confidence interval, and the provenance names the model
-    assert out.count("year loss:") == 4 and out.count("95% CI") == 4
+    # every return-period loss carries its confidence interval, in tonnes and as a share of its year's opening
+    # stock, and the provenance names the model
+    lines = [ln for ln in out.splitlines() if "year loss:" in ln]
+    assert len(lines) == 4 and all(ln.count("95% CI") == 2 and "of its year's opening stock" in ln for ln in lines)
     assert "model 0." in out and "seed" in out and "paths 32" in out
 
 

@@ -66,7 +66,7 @@ def test_quote_table_json_and_slip(portfolio_csv, tmp_path, capsys):
     (["--cover", "sink-index", "--trigger", "3"], "trigger_fraction"),
     (["--loading", "sd", "--expense-ratio", "0.99"], "< 1"),
     (["--subsidy", "martian"], "subsidy scheme"),
-    (["--cover", "price-floor"], "credits issued are 0"),
+    (["--cover", "price-floor", "--years", "1"], "--years 1: a price floor on the simulated credits sees none"),
     (["-o", "x.pdf"], "unsupported file type"),
 ])
 def test_quote_bad_input_exits_2_with_one_line(portfolio_csv, args, msg, capsys):

@@ -31,15 +31,15 @@ from .covers import (CoverError, CoverLosses, Deductible, PriceFloorCover, SinkI
                      cover_from_dict, price_floor_losses, sink_index_losses, stock_loss_losses)
 from .quote import (LayerSpec, Loading, Quote, default_loading, layer_premium, quote, quote_losses,
                     risk_loaded_premium)
-from .tables import (EventLosses, InsuranceInputError, annual_aggregate, annual_max_occurrence, event_losses,
-                     year_loss_table)
+from .tables import (EventLosses, InsuranceInputError, YearIndexError, annual_aggregate, annual_max_occurrence,
+                     elt_columns, event_losses, year_loss_table)
 
 __all__ = [
     "BasisRisk", "CoverError", "CoverLosses", "Deductible", "LayerSpec", "Loading", "PriceFloorCover", "Quote",
     "SinkIndexCover", "StockLossCover", "basis_risk", "protection_gap", "ProtectionGap", "cover_from_dict", "default_loading", "layer_premium",
     "price_floor_losses",
     "quote", "quote_losses", "risk_loaded_premium", "sink_index_losses", "stock_loss_losses",
-    "AALResult", "CapitalResult", "EventLosses", "GrossPremium", "InsuranceDefaults", "InsuranceInputError",
+    "AALResult", "CapitalResult", "EventLosses", "YearIndexError", "elt_columns", "GrossPremium", "InsuranceDefaults", "InsuranceInputError",
     "LayerQuote", "LayerResult", "PremiumResult", "RateBandCheck", "Reinstatements", "SubsidyShares",
     "SubsidySplit", "aal", "annual_aggregate", "annual_max_occurrence", "check_central_eligibility",
     "check_rate_adjustment", "cost_of_capital_premium", "distortion_premium", "ep_curves", "event_losses",

@@ -330,8 +330,8 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
 
 def price_layer(elt: pd.DataFrame, n_years: int, attachment: float, limit: float, basis: Basis = "occurrence",
                 reinstatements=None, *, aggregate_deductible: float = 0.0, aggregate_limit: float = np.inf,
-                share: float = 1.0, year_col: str = "year", event_col: str | Sequence[str] = "event_id",
-                loss_col: str = "loss") -> LayerResult:
+                share: float = 1.0, year_col: str | None = None, event_col: str | Sequence[str] = "event_id",
+                loss_col: str | None = None, check_year_spread: bool = False) -> LayerResult:
     """Price an excess-of-loss layer on an event loss table.
 
     Parameters
@@ -356,7 +356,15 @@ def price_layer(elt: pd.DataFrame, n_years: int, attachment: float, limit: float
         Participation in (0, 1].
     year_col, event_col, loss_col : str
         Column names when the ELT uses others (e.g. ``"sim_year"``, ``("peril", "event")``,
-        ``"loss_tco2e"``).
+        ``"loss_tco2e"``). ``year_col`` and ``loss_col`` None: ``year`` and ``loss``, or for the engine's own
+        table (columns ``path`` and ``sim_year``) ``sim_year`` and ``loss_tco2e``
+        (:func:`~finance_engine.insurance.tables.elt_columns`). A year column that cannot index ``n_years``
+        simulated years (each path's own year, or event years all far below ``n_years``) is refused with
+        :class:`~finance_engine.insurance.tables.YearIndexError`; the second only with ``check_year_spread``
+        (a table a user brings: the CLI and the API ask for it; a hand-built table may put its events anywhere).
+    check_year_spread : bool
+        Refuse a table whose event years all lie far below ``n_years`` (``k`` event years in ``[0, M]``,
+        ``M + 1 <= n_years / 2`` and ``((M + 1) / n_years) ** k < 1e-9``).
 
     Returns
     -------
@@ -367,7 +375,8 @@ def price_layer(elt: pd.DataFrame, n_years: int, attachment: float, limit: float
     InsuranceInputError
         Naming the column or argument at fault.
     """
-    events = event_losses(elt, n_years, year_col=year_col, event_col=event_col, loss_col=loss_col)
+    events = event_losses(elt, n_years, year_col=year_col, event_col=event_col, loss_col=loss_col,
+                          check_year_spread=check_year_spread)
     return price_layer_events(events, attachment, limit, basis, reinstatements,
                               aggregate_deductible=aggregate_deductible, aggregate_limit=aggregate_limit,
                               share=share)

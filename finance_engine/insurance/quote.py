@@ -264,7 +264,10 @@ class Quote:
     cover, loading : dict
         The terms quoted.
     exposure : dict
-        Area (ha, mu), insured tonnes, sum insured (CNY).
+        Area (ha, mu), insured tonnes, sum insured (CNY); where the run estimates them
+        (``estimated_from_run``: a sink index's expected sink and its limit, the value of the triggered
+        sink; a price floor's simulated volume) with their jackknife errors ``insured_tco2e_mc_se`` and
+        ``sum_insured_mc_se_cny`` (None where they are fixed terms).
     premium : dict
         Pure premium with MC standard error and CI, risk load, expenses, profit, gross premium, rate on
         sum insured, per mu / ha / tCO2e, expected loss ratio.
@@ -554,7 +557,7 @@ def _sample_figures(losses: CoverLosses, loading: Loading, layers: Sequence[Laye
            "prob_payout": float((x > 0).mean())}
     if exposure is not None:
         s, e = exposure(losses)
-        out.update({"pure_rate": float(x.mean()) / s if s > 0 else math.nan,
+        out.update({"sum_insured": s, "insured": e, "pure_rate": float(x.mean()) / s if s > 0 else math.nan,
                     "gross_rate": g.gross / s if s > 0 else math.nan,
                     "gross_per_tco2e": g.gross / e if e > 0 else math.nan})
     arrs = _index_arrays(losses)
@@ -844,8 +847,13 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     if losses.perfect_index_payout_cny is not None:
         samples["perfect_index_payout_cny"] = losses.perfect_index_payout_cny
     samples.update({k: np.asarray(v) for k, v in losses.index.items()})
+    # an exposure estimated from the run (a sink index's expected sink, a price floor's simulated volume) has
+    # a jackknife error, as the rates do; a fixed one (today's stock, a given volume or expected sink) none
+    estimated = exposure is not None
     exposure = {"area_ha": float(area_ha), "area_mu": mu, "insured_tco2e": float(insured_tco2e),
-                "sum_insured_cny": si, "sum_insured_per_mu_cny": si / mu}
+                "insured_tco2e_mc_se": err.get("insured") if estimated else None,
+                "sum_insured_cny": si, "sum_insured_mc_se_cny": err.get("sum_insured") if estimated else None,
+                "sum_insured_per_mu_cny": si / mu, "estimated_from_run": estimated}
     return Quote(provenance=_clean(dict(provenance or {})), cover=_clean(dict(cover or {})),
                  loading=loading.to_dict(), exposure=exposure, premium=_clean(premium), subsidy=_clean(sub),
                  rate_band=_clean(band), risk=_clean(risk), aal_by_peril=_clean(list(aal_by_peril or [])),

@@ -17,6 +17,21 @@ An **event loss table** (ELT) is a DataFrame with one row per (simulation year, 
 Rows sharing the same (year, event id) are one event split over several rows (for example one
 row per group of parcels); their losses are **summed** before any per-event term is applied.
 
+**The engine's own table** (``SimulationResult.elt``, ``carbon-risk simulate --loss-table LEVEL``) has
+``path``, ``year`` (the year *within* the path, 0..Y-1), ``sim_year`` (``path * Y + year``), ``event_id``,
+``peril``, ``group`` and ``loss_tco2e``. It is recognised by its ``path`` and ``sim_year`` columns: unless
+told otherwise its simulated year is ``sim_year`` and its loss ``loss_tco2e`` (:func:`elt_columns`).
+
+**A year column that cannot index n_years simulated years** is refused (:class:`YearIndexError`, naming
+the column and why; :func:`check_year_index`): with a ``path`` column, a year index that appears in two
+paths is a year within a path (each path's years are simulated years of their own); for the engine's table,
+an ``n_years`` that is no whole number of its paths; and, for a table a user brings (``check_year_spread``,
+as ``carbon-risk price-layer`` and ``POST /v1/layer-pricing`` ask), whatever the columns, a table whose ``k`` distinct event years all lie in ``[0, M]`` with ``M + 1 <= n_years / 2`` and
+``((M + 1) / n_years) ** k < 1e-9`` -- under exchangeable simulated years the chance of that is below
+one in a billion, so ``n_years`` is not the number of years the table covers. A sparse catalogue (a few
+event years spread over ``[0, n_years)``) passes: with ``k`` events in uniformly spread years the check
+refuses less than once in a billion tables.
+
 The **year loss table** (period loss table in Oasis terms, peers.md §1) has one row per simulated
 year, zero years included::
 
@@ -30,6 +45,7 @@ Everything is vectorised: ``np.bincount`` for sums and counts, ``np.maximum.at``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,7 +54,11 @@ import pandas as pd
 
 __all__ = [
     "InsuranceInputError",
+    "YearIndexError",
     "EventLosses",
+    "ENGINE_ELT_COLUMNS",
+    "check_year_index",
+    "elt_columns",
     "event_losses",
     "year_loss_table",
     "annual_aggregate",
@@ -49,6 +69,106 @@ __all__ = [
 
 class InsuranceInputError(ValueError):
     """Bad input to the insurance maths (names the column or argument and the reason)."""
+
+
+class YearIndexError(InsuranceInputError):
+    """An ELT's year column cannot index ``n_years`` simulated years (:func:`check_year_index`).
+
+    ``column`` is the year column at fault; ``suggestion`` the table's simulated-year column when it has
+    one (the engine's ``sim_year``), else None."""
+
+    def __init__(self, message: str, column: str, suggestion: str | None = None):
+        super().__init__(message)
+        self.column = column
+        self.suggestion = suggestion
+
+    def __reduce__(self):  # picklable with its fields (it crosses from a compute worker)
+        return (type(self), (str(self), self.column, self.suggestion))
+
+
+#: the columns that mark the engine's own event loss table (``path``, and ``sim_year = path * years + year``)
+ENGINE_ELT_COLUMNS = ("path", "sim_year")
+#: below this chance (under exchangeable simulated years) a table's event years all lying early is refused
+YEAR_INDEX_P_MIN = 1e-9
+
+
+def elt_columns(elt: pd.DataFrame, year_col: str | None = None, loss_col: str | None = None
+                ) -> tuple[str, str, bool]:
+    """(year column, loss column, whether ``elt`` is the engine's own table) with the defaults filled in.
+
+    The engine's table (columns ``path`` and ``sim_year``: module docstring) defaults to ``sim_year`` and,
+    when it has no ``loss`` column, ``loss_tco2e``; any other table to ``year`` and ``loss``. A column named
+    by the caller is kept as it is (:func:`check_year_index` still refuses one that cannot index the years)."""
+    cols = set(elt.columns) if isinstance(elt, pd.DataFrame) else set()
+    engine = set(ENGINE_ELT_COLUMNS) <= cols
+    y = year_col if year_col is not None else ("sim_year" if engine else "year")
+    if loss_col is not None:
+        lc = loss_col
+    else:
+        lc = "loss_tco2e" if engine and "loss" not in cols and "loss_tco2e" in cols else "loss"
+    return y, lc, engine
+
+
+def _range_text(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def _chance_text(log_p: float) -> str:
+    """A tiny probability ``exp(log_p)`` as text (``1e-34``; ``1e-1234`` past the floats' range)."""
+    p = math.exp(log_p)
+    return f"{p:.1g}" if p > 0 else f"1e{log_p / math.log(10):.0f}"
+
+
+def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col: str, *,
+                     spread: bool = False) -> None:
+    """Refuse a year column that cannot index ``n_years`` simulated years (module docstring).
+
+    ``year`` is the column's values as validated integers in ``[0, n_years)``. Always: a year index shared by
+    two paths of a ``path`` column, and for the engine's table an ``n_years`` that is no whole number of its
+    paths. With ``spread`` (a table a user brings: ``price_layer(..., check_year_spread=True)``, as the CLI and
+    the API ask) also event years that all lie far below ``n_years`` (module docstring; off for the library's
+    own hand-built tables). Raises :class:`YearIndexError` naming the column, what it holds and, for a table
+    with one, the simulated-year column to use."""
+    if year.size == 0:
+        return
+    cols = set(elt.columns)
+    sim = "sim_year" if "sim_year" in cols and year_col != "sim_year" else None
+    if "path" in cols and year_col != "path":
+        path_codes, paths = pd.factorize(elt["path"], sort=False)
+        keys = np.unique(year * max(len(paths), 1) + path_codes.astype(np.int64))  # distinct (year, path) pairs
+        if keys.size > np.unique(year).size:  # some year index appears in two paths or more
+            use = (f"use the table's simulated-year column {sim!r} (path x years per path + year)" if sim else
+                   "number the simulated years path x years per path + year")
+            raise YearIndexError(
+                f"column {year_col!r} holds the year within each path ({_range_text(int(year.min()), int(year.max()))}"
+                f", repeated in {len(paths):,} paths of column 'path'), so it cannot index n_years={n_years:,} "
+                f"simulated years: each path's years are simulated years of their own; {use}", year_col, sim)
+    if year_col == "sim_year" and {"path", "year"} <= cols and year.size:
+        # the engine's table: sim_year = path * Y + year, so n_years must be a whole number of paths of Y years
+        p = pd.to_numeric(elt["path"], errors="coerce").to_numpy(dtype=np.float64)
+        w = pd.to_numeric(elt["year"], errors="coerce").to_numpy(dtype=np.float64)
+        on = p > 0
+        if on.any():
+            y_per = (year[on] - w[on]) / p[on]
+            if np.all(y_per == y_per[0]) and y_per[0] == int(y_per[0]) and y_per[0] >= 1:
+                yp = int(y_per[0])
+                n_paths = int(np.nanmax(p)) + 1
+                if n_years % yp:
+                    raise YearIndexError(
+                        f"n_years={n_years:,} is not a whole number of the table's paths of {yp} years (its column "
+                        f"'sim_year' is path x {yp} + year): its {n_paths:,} paths (0-{n_paths - 1}) cover "
+                        f"{n_paths * yp:,} simulated years", year_col)
+    if not spread:
+        return
+    k = np.unique(year).size
+    top = int(year.max()) + 1
+    if 2 * top <= n_years and k * math.log(top / n_years) < math.log(YEAR_INDEX_P_MIN):
+        hint = (f"; with a path column, the simulated year is {sim!r}" if sim else "")
+        raise YearIndexError(
+            f"column {year_col!r}: the table's {k:,} event years all lie in 0-{top - 1}, but n_years={n_years:,}: "
+            f"were the years of the table {n_years:,} exchangeable simulated years, that would happen with a chance "
+            f"of {_chance_text(k * math.log(top / n_years))}; n_years must be the number of simulated years the "
+            f"table covers (is it {top:,}? is the column each path's own year?){hint}", year_col, sim)
 
 
 @dataclass(frozen=True)
@@ -119,8 +239,9 @@ def _event_codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     return code
 
 
-def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str = "year",
-                 event_col: str | Sequence[str] = "event_id", loss_col: str = "loss") -> EventLosses:
+def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str | None = None,
+                 event_col: str | Sequence[str] = "event_id", loss_col: str | None = None,
+                 check_year_spread: bool = False) -> EventLosses:
     """Validate an ELT and return one loss per distinct (year, event).
 
     Parameters
@@ -130,7 +251,11 @@ def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str = "year",
     n_years : int
         Number of simulated years; every ``year`` must lie in ``[0, n_years)``.
     year_col, event_col, loss_col : str
-        Column names (``event_col`` may be a sequence of columns forming the event id).
+        Column names (``event_col`` may be a sequence of columns forming the event id); ``year_col`` and
+        ``loss_col`` None: ``year`` and ``loss``, or for the engine's own table ``sim_year`` and
+        ``loss_tco2e`` (:func:`elt_columns`).
+    check_year_spread : bool
+        Also refuse event years that all lie far below ``n_years`` (:func:`check_year_index`).
 
     Returns
     -------
@@ -140,11 +265,13 @@ def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str = "year",
     ------
     InsuranceInputError
         Naming the column or argument: missing column, non-numeric or NaN values, non-integer or
-        out-of-range year, negative or infinite loss, bad ``n_years``.
+        out-of-range year, negative or infinite loss, bad ``n_years``; :class:`YearIndexError` for a year
+        column that cannot index ``n_years`` simulated years (:func:`check_year_index`).
     """
     n_years = check_n_years(n_years)
     if not isinstance(elt, pd.DataFrame):
         raise InsuranceInputError(f"elt must be a pandas DataFrame, got {type(elt).__name__}")
+    year_col, loss_col, _ = elt_columns(elt, year_col, loss_col)
     ev_cols = [event_col] if isinstance(event_col, str) else list(event_col)
     missing = [c for c in [year_col, *ev_cols, loss_col] if c not in elt.columns]
     if missing:
@@ -165,6 +292,7 @@ def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str = "year",
             raise InsuranceInputError(f"column {loss_col!r} must be >= 0; {int((loss < 0).sum())} negative value(s)")
         if not np.isfinite(loss).all():
             raise InsuranceInputError(f"column {loss_col!r} must be finite")
+        check_year_index(elt, year, n_years, year_col, spread=check_year_spread)
     if year.size <= 1:
         return EventLosses(year.copy(), loss.copy(), n_years)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from finance_engine.reports.html import figure_to_data_uri, fmt_number, render, table_html
 
-__all__ = ["exceedance_plot", "premium_buildup_plot", "render_quote_slip"]
+__all__ = ["cover_items", "exceedance_plot", "premium_buildup_plot", "render_quote_slip"]
 
 
 def _as_dict(q) -> Mapping[str, Any]:
@@ -69,6 +69,46 @@ def _cover_value(v) -> str:
     return str(v)
 
 
+def _pm_text(v, se, digits: int = 0, unit: str = "") -> str:
+    out = fmt_number(v, digits)
+    if se is not None and se == se:
+        out += f" ± {fmt_number(se, digits)}"
+    return out + unit
+
+
+def cover_items(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The cover's terms as a reader writes them. A term the cover leaves to the run (a sink index's limit,
+    the value of the triggered sink, and its expected sink, which sets the trigger; a price floor's volume,
+    the simulated credits) shows the value the quote used, with its Monte Carlo error where the run estimated
+    it, never ``none`` (which would read as unlimited)."""
+    cover, e = d["cover"], d.get("exposure") or {}
+    kind = cover.get("kind")
+    part = cover.get("participation") or 1.0
+    si, si_se = e.get("sum_insured_cny"), e.get("sum_insured_mc_se_cny")
+    ins, ins_se = e.get("insured_tco2e"), e.get("insured_tco2e_mc_se")
+    from_run = ", estimated from the run (± Monte Carlo standard error)"
+    out = []
+    for k, v in cover.items():
+        text = None
+        if v is None and kind == "sink-index" and k == "limit_cny" and si is not None:
+            text = (_pm_text(si / part, None if si_se is None else si_se / part, unit=" CNY")
+                    + ": the value of the triggered sink (price x trigger x expected sink)"
+                    + (from_run if cover.get("expected_sink_tco2e") is None else ""))
+        elif v is None and kind == "sink-index" and k == "expected_sink_tco2e" and ins is not None:
+            trig = cover.get("trigger_fraction")
+            text = (_pm_text(ins, ins_se, unit=" tCO2e/yr") + ": the model's mean sink of the policy years" + from_run
+                    + (f"; the trigger is {fmt_number(trig * ins, 0)} tCO2e ({trig:.0%} of it)" if trig else ""))
+        elif v is None and kind == "price-floor" and k == "volume_tco2e" and ins is not None:
+            text = (_pm_text(ins, ins_se, unit=" tCO2e/yr") + ": the simulated credits issued, the mean of the "
+                    "policy years" + from_run)
+        elif kind == "sink-index" and k == "error" and v == "none":
+            text = "none (the index is the true sink)"
+        elif v is None:
+            text = "not set"
+        out.append((k, text if text is not None else _cover_value(v)))
+    return out
+
+
 def _var_tvar_frame(rows) -> pd.DataFrame:
     """The VaR / TVaR table: a TVaR error the tail is too thin to give (fewer than 10 simulated years beyond
     the level) reads "too few years", not an open interval end."""
@@ -109,7 +149,7 @@ def render_quote_slip(q, title_suffix: str | None = None) -> str:
     return render(
         "quote_slip.html", title=f"Quote slip — {title_suffix}", title_suffix=title_suffix, q=d,
         price_floor=price_floor,
-        cover_items=[(k, _cover_value(v)) for k, v in cover.items()],
+        cover_items=cover_items(d),
         ep_plot=exceedance_plot(d), buildup_plot=premium_buildup_plot(d),
         pml=table_html(pml_wide, missing="open"),
         var_tvar=table_html(_var_tvar_frame(d["risk"]["var_tvar"]), percent=("level",), missing="open"),

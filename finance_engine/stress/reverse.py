@@ -11,6 +11,18 @@ function of ``m`` -- monotone up to the coarse steps of path counts -- and a bra
 (:func:`scipy.optimize.brentq`, which falls back to bisection steps where the function is flat or
 stepped) finds the crossing. Price shocks reuse the engine run (only prices change).
 
+**Monte Carlo error of the root** (delta method). On a seed's paths the root ``m^`` solves
+``M^(m^) = threshold`` for the estimated metric ``M^``; across seeds ``M^(m) - M(m)`` has the metric's Monte
+Carlo standard error ``s(m)``, so to first order ``m^ - m = -(M^(m) - M(m)) / M'(m)`` and
+
+``se(m^) = s(m^) / |M'(m^)|``,
+
+with ``s(m^)`` the metric's own error at the root (each metric's, :func:`_metric_value`) and the slope a
+central difference of the same run's metric over ``m^ +- h``, ``h = max(10 xtol, 2 % of the bracket)``
+(two more evaluations; wide enough that a metric stepped by path counts is not read off one step). A slope of
+0 (the metric flat around the root) leaves the root without an error (None). The error is the search's
+Monte Carlo error, not the model's parameter uncertainty, and ignores the ``xtol`` tolerance (10^-3).
+
 Metrics (functions of a run's instruments and buffer, see :data:`METRICS`):
 
 * ``collateral_coverage``: portfolio collateral value / loan volume (crosses *below* a threshold, e.g. 1.0);
@@ -27,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy.optimize import brentq
 
+from finance_engine.mc_error import mean_se
 from finance_engine.price import load_price_model
 from finance_engine.stress.buffer import reversals_and_credits
 from finance_engine.stress.registry import Registry, bind_registry
@@ -58,10 +71,28 @@ class ReverseResult:
     metric_at_base: float
     evaluations: tuple[tuple[float, float], ...] = field(default=())
     converged: bool = True
+    #: the root's Monte Carlo standard error (delta method, module docstring); None where it has none
+    multiplier_mc_se: float | None = None
+    #: the metric's Monte Carlo standard error at the root, and its slope there (per unit of shock)
+    metric_mc_se_at_root: float | None = None
+    slope: float | None = None
+    #: how the root's error was found, or why there is none
+    error_method: str = ""
+
+    @property
+    def multiplier_ci95(self) -> tuple[float, float] | None:
+        """The root +- 1.96 standard errors (normal approximation of the delta method)."""
+        if self.multiplier_mc_se is None:
+            return None
+        return self.multiplier - 1.96 * self.multiplier_mc_se, self.multiplier + 1.96 * self.multiplier_mc_se
 
     def as_dict(self) -> dict[str, Any]:
+        ci = self.multiplier_ci95
         return {"shock": list(self.shock), "metric": self.metric, "threshold": self.threshold,
-                "multiplier": self.multiplier, "metric_at_base": self.metric_at_base,
+                "multiplier": self.multiplier, "multiplier_mc_se": self.multiplier_mc_se,
+                "multiplier_ci95": None if ci is None else list(ci),
+                "metric_mc_se_at_root": self.metric_mc_se_at_root, "slope": self.slope,
+                "error_method": self.error_method, "metric_at_base": self.metric_at_base,
                 "evaluations": [list(e) for e in self.evaluations], "converged": self.converged}
 
 
@@ -105,19 +136,59 @@ METRICS: dict[str, str] = {
 }
 
 
-def _metric_value(name: str, run: ScenarioRun, settings: StressSettings, bound, params, pms) -> float:
+def _metric_value(name: str, run: ScenarioRun, settings: StressSettings, bound, params, pms
+                  ) -> tuple[float, float | None]:
+    """The metric and its Monte Carlo standard error (None where it has none): the collateral coverage's own
+    (:func:`~finance_engine.stress.run.evaluate_instruments`); the 1-in-200 loss's from its 95 % interval's
+    half width / 1.96; the buffer's over parameter sets (a ratio of means by the delta method)."""
     if name == "collateral_coverage":
         inst = evaluate_instruments(bound, run, settings, pms=pms)
-        return float(inst.portfolio["collateral_coverage"])
+        return float(inst.portfolio["collateral_coverage"]), _finite_or_none(inst.portfolio.get("collateral_coverage_mc_se"))
     if name == "insured_loss_over_capital":
         inst = evaluate_instruments(bound, run, settings, pms=pms)
         cap = bound.registry.insurer.capital_cny
-        return float(inst.insurer["net_annual_loss_1_in_200_cny"] / cap)
+        lo, hi = (inst.insurer.get("net_annual_loss_1_in_200_ci95_low_cny"),
+                  inst.insurer.get("net_annual_loss_1_in_200_ci95_high_cny"))
+        se = (hi - lo) / (2 * 1.959964) / cap if _finite_or_none(lo) is not None and \
+            _finite_or_none(hi) is not None else None
+        return float(inst.insurer["net_annual_loss_1_in_200_cny"] / cap), se
     rev, gross = reversals_and_credits(run, params, settings.years)
     pool = params.file.crediting.buffer_fraction.value * gross
+    k = settings.switches.parameter_set_size
     if name == "buffer_use":
-        return float(rev.mean() / pool.mean()) if pool.mean() > 0 else float("inf")
-    return float((rev > pool).mean())
+        if not pool.mean() > 0:
+            return float("inf"), None
+        r = float(rev.mean() / pool.mean())
+        return r, _finite_or_none(mean_se((rev - r * pool) / pool.mean(), k))
+    hit = (rev > pool).astype(np.float64)
+    return float(hit.mean()), _finite_or_none(mean_se(hit, k))
+
+
+def _finite_or_none(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def root_error(value: Callable[[float], tuple[float, float | None]], m: float, lo: float, hi: float,
+               xtol: float = 1e-3) -> tuple[float | None, float | None, float | None, str]:
+    """(root's standard error, the metric's error at the root, the slope, how) by the delta method (module
+    docstring): ``value(m)`` -> (metric, its Monte Carlo error)."""
+    h = max(10 * xtol, 0.02 * (hi - lo))
+    a, b = max(lo, m - h), min(hi, m + h)
+    if not b > a:
+        return None, None, None, "no error: the bracket is too narrow for a slope"
+    _, se = value(m)
+    slope = (value(b)[0] - value(a)[0]) / (b - a)
+    how = (f"delta method: the metric's Monte Carlo error at the root over the absolute slope, a central "
+           f"difference over [{a:.4g}, {b:.4g}] on the same paths")
+    if se is None:
+        return None, None, slope, "no error: the metric has no Monte Carlo error at the root"
+    if not (np.isfinite(slope) and slope != 0):
+        return None, se, slope, "no error: the metric is flat around the root (slope 0)"
+    return se / abs(slope), se, slope, how
 
 
 def reverse_stress_test(portfolio: Portfolio, params: ModelParameters, *, shock: tuple[str, str | None],
@@ -161,13 +232,24 @@ def reverse_stress_test(portfolio: Portfolio, params: ModelParameters, *, shock:
             return run_scenario(run_pf, params, scn.scaled(kind, peril, m), st, horizon_years=H,
                                 extra_levels=levels, pms=pms, workers=workers)
 
+    cache: dict[float, tuple[float, float | None]] = {}
+
+    def value_se(m: float) -> tuple[float, float | None]:
+        m = float(m)
+        if m not in cache:
+            cache[m] = _metric_value(metric, make(m), st, bound, params, pms)
+        return cache[m]
+
     def value(m: float) -> float:
-        return _metric_value(metric, make(m), st, bound, params, pms)
+        return value_se(m)[0]
 
     m, evals = find_threshold(value, threshold, float(lo), float(hi), xtol=xtol)
     at_base = dict(evals).get(float(lo))
-    return ReverseResult((kind, peril), metric, float(threshold), m, at_base if at_base is not None else value(lo),
-                         tuple(evals))
+    base_value = at_base if at_base is not None else value(lo)
+    m_se, metric_se, slope, how = root_error(value_se, m, float(lo), float(hi), xtol)
+    return ReverseResult((kind, peril), metric, float(threshold), m, base_value, tuple(evals),
+                         multiplier_mc_se=m_se, metric_mc_se_at_root=metric_se, slope=slope, error_method=how)
 
 
-__all__ = ["METRICS", "ReverseResult", "ReverseStressError", "SHOCKS", "find_threshold", "reverse_stress_test"]
+__all__ = ["METRICS", "ReverseResult", "ReverseStressError", "SHOCKS", "find_threshold", "reverse_stress_test",
+           "root_error"]

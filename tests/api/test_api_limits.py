@@ -338,7 +338,9 @@ LAYER_TERMS = {"n_years": "100", "attachment": "1", "limit": "50"}
 
 
 def _elt(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"year": [i % 100 for i in range(n)], "event_id": list(range(n)), "loss": [5.0] * n})
+    # event years spread over the 100 simulated years (years 0..n-1 alone would be refused: a table whose event
+    # years all lie far below n_years cannot be a table of n_years simulated years)
+    return pd.DataFrame({"year": [(7 * i) % 100 for i in range(n)], "event_id": list(range(n)), "loss": [5.0] * n})
 
 
 def _layer_count(c, h) -> int:

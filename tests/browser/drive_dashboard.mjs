@@ -232,7 +232,7 @@ try {
         if (!last || last.value !== s.value || last.status !== s.status) r.progressSeen.push(s);
         if (["succeeded", "failed", "cancelled"].includes(s.status)) break;
       }
-      if (Date.now() - t0 > 90000) throw new Error(`the ${kind} run did not finish within 90 s`);
+      if (Date.now() - t0 > 180000) throw new Error(`the ${kind} run did not finish within 180 s`);
       await page.waitForTimeout(50);
     }
     r.jobId = await page.evaluate(() => window.__dashboard.job.id);

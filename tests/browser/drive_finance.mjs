@@ -54,6 +54,10 @@ async function signIn(key) {
   await page.getByLabel("API 密钥").fill(key);
   await page.keyboard.press("Enter");
   await page.waitForSelector("#app-view:not([hidden])");
+  await page.waitForFunction(() => window.__dashboard.runOptions);  // signed in: the landing page is chosen
+  const tabs = await page.$$eval("[role=tab]", (ts) => ts.filter((t) => t.getAttribute("aria-selected") === "true").map((t) => t.id));
+  out.landing = [...(out.landing || []), ...tabs];  // the role's own page: the bank's loan, the insurer's quote
+  await page.getByRole("tab", { name: "资产组合与地图" }).click();
   const label = await page.locator("#portfolio-select option", { hasText: opt.portfolio }).first().innerText();
   await page.getByLabel("选择资产组合").selectOption({ label });
   await page.waitForFunction((name) => {
@@ -87,6 +91,8 @@ try {
   await page.getByRole("button", { name: "估值", exact: true }).click();
   await page.waitForFunction(() => document.querySelector("#loan-amount-error").textContent !== "");
   out.loanAmountError = await text("#loan-amount-error");
+  out.loanAmountErrorParts = await page.$eval("#loan-amount-error", (p) => ({ lead: p.querySelector(".field-error-lead")?.textContent ?? null,
+    detail: [...p.querySelectorAll(".server-detail")].map((x) => ({ text: x.textContent, lang: x.lang })) }));
   out.loanAmountInvalid = await page.getAttribute("#loan-amount", "aria-invalid");
   out.loanOtherFieldErrors = await page.$$eval("#loan-form .field-error", (ps) => ps.filter((p) => p.id !== "loan-amount-error" && p.textContent).map((p) => p.id));
   out.loanAlert = await text("#loan-error");
@@ -169,6 +175,9 @@ try {
   out.quoteEpDots = await page.$$eval("#chart-quote-ep circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
   out.slip = await download("#quote-slip", "slip");
   out.quoteSubsidyNote = await text("#quote-subsidy-note");
+  out.quoteSubsidyNoteServer = await page.getAttribute("#quote-subsidy-note", "data-server");
+  out.quoteSubsidyNoteEn = await page.$$eval("#quote-subsidy-note .server-detail", (s) => s.map((x) => ({ text: x.textContent, lang: x.lang })));
+  out.quoteSubsidyCaption = await text("#quote-subsidy-cap");
   out.quoteBasisHidden = await page.$eval("#quote-basis", (e) => e.hidden);
   await shot("quote-result");
 

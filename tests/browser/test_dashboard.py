@@ -109,7 +109,7 @@ def driven(browser_driver, demo_server):
            "--scenario", SCENARIO, "--acc-paths", str(ACC_PATHS), "--acc-seed", str(ACC_SEED),
            "--acc-cancel-paths", str(ACC_CANCEL_PATHS),
            "--chromium", CHROMIUM]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=browser_driver.parent)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=browser_driver.parent)
     assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"

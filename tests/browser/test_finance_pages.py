@@ -66,6 +66,7 @@ def _posts(shown, path):
 def test_roles_see_their_pages(driven):
     shown, _, _ = driven
     assert "tab-loan" in shown["bankTabs"] and "tab-quote" not in shown["bankTabs"]
+    assert shown["landing"] == ["tab-loan", "tab-quote"]  # each role lands on its own page
     assert "tab-quote" in shown["insurerTabs"] and "tab-loan" not in shown["insurerTabs"]
     # no CDN, no tile server; the only console errors are the answers the page expects (the role
     # probes' 403 and the deliberate 422)
@@ -95,7 +96,9 @@ def test_bad_amount_is_shown_next_to_its_field(driven):
     assert bad["status"] == 422 and bad["body"]["terms"]["amount_cny"] == -5
     problem = bank.post("/v1/collateral-valuations", json=bad["body"]).json()
     reason = next(e["reason"] for e in problem["errors"] if e["field"].endswith("amount_cny"))
-    assert shown["loanAmountError"] == reason and shown["loanAmountInvalid"] == "true"
+    # a translated lead-in naming the field; the server's reason (English) on a line under it
+    assert shown["loanAmountErrorParts"] == {"lead": "贷款金额（元）：取值无效", "detail": [{"text": reason, "lang": "en"}]}
+    assert shown["loanAmountError"].split("\n") == ["贷款金额（元）：取值无效", reason] and shown["loanAmountInvalid"] == "true"
     assert shown["loanOtherFieldErrors"] == [] and shown["loanAmountErrorAfter"] == ""
     assert good["status"] == 201
 
@@ -161,6 +164,10 @@ def test_loan_page_shows_the_api_valuation(driven):
     # EL = PD x LGD x EAD (the Basel definition)
     assert cr["expected_loss_cny"] == pytest.approx(cr["pd"] * cr["firb_lgd_carbon_as_other_physical"] * AMOUNT)
     assert [r["case"]["value"] for r in shown["loanSens"]] == [s["case"] for s in v["sensitivities"]]
+    # the cases in Chinese ("price -50%" -> "价格 -50%", "volatility x1.5" -> "波动率 ×1.5")
+    zh = {"price -50%": "价格 -50%", "price -30%": "价格 -30%", "price +30%": "价格 +30%",
+          "volatility x0.5": "波动率 ×0.5", "volatility x1.5": "波动率 ×1.5"}
+    assert [r["case"]["text"] for r in shown["loanSens"]] == [zh[s["case"]] for s in v["sensitivities"]]
 
 
 def test_loan_page_reads_a_clipped_sd_as_not_resolved_and_an_absent_one_as_none(driven):
@@ -245,7 +252,13 @@ def test_quote_page_shows_the_errors_the_subsidy_note_and_a_sink_indexs_basis_ri
     k = shown["quoteKpis"]
     assert k["kpi_gross"]["sub"] == f"± {q['premium']['gross_premium_mc_se_cny']:,.0f}（蒙特卡洛标准误）"
     assert k["kpi_p_payout"]["sub"] == f"± {100 * q['risk']['prob_payout_mc_se']:.2f} %（蒙特卡洛标准误）"
-    assert shown["quoteSubsidyNote"] == q["subsidy"]["note"] and shown["quoteBasisHidden"] is True
+    # the engine's no-subsidy note in Chinese, its own words under it; the scheme "none" translated
+    note = q["subsidy"]["note"]
+    assert note.startswith("No premium subsidy by default") and shown["quoteSubsidyNoteServer"] == note
+    assert shown["quoteSubsidyNote"].startswith("默认不计保费补贴") and shown["quoteSubsidyNote"].endswith(note)
+    assert shown["quoteSubsidyNoteEn"] == [{"text": note, "lang": "en"}]
+    assert q["subsidy"]["scheme"] == "none" and shown["quoteSubsidyCaption"] == "保费补贴分担（方案：无补贴）"
+    assert shown["quoteBasisHidden"] is True
     sink = shown["sinkQuote"]
     assert sink["request"]["cover"]["kind"] == "sink-index"
     r = insurer.post("/v1/quotes", json=sink["request"])

@@ -128,7 +128,9 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 @click.option("--level", "account_level", type=click.Choice(AAL_LEVELS), default="county", show_default=True,
               help="Account level for the AAL table.")
 @click.option("--paths", type=click.IntRange(2, 1_000_000), default=2000, show_default=True)
-@click.option("--years", type=click.IntRange(1, 100), default=1, show_default=True, help="Policy years per path.")
+@click.option("--years", type=click.IntRange(1, 100), default=None,
+              help="Policy years per path [default: 1; a price floor on the simulated credits (no --volume): the "
+                   "crediting's monitoring period, 5 years, whose end issues the credits].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
@@ -156,6 +158,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
     from finance_engine.insurance.quote import quote as run_quote
     from finance_engine.price import PriceModelError, load_price_model
 
+    check_cover_options(click.get_current_context(), cover, index_error)
     try:
         pms = load_price_model()
         # a price floor's default strike is its own series' price today (a pilot ETS starts lower than the CEA)
@@ -190,6 +193,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         except InsuranceInputError as exc:
             raise CLIError(f"--subsidy: {exc} (or none)") from None
     params = load_model(parameters)
+    years = _policy_years(cover, volume, years, params)
     out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
                      inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
@@ -200,6 +204,10 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
                       layers=layers, quota_share=quota_share, account_level=account_level, price_model_set=pms,
                       workers=workers, progress=ProgressBar("quoting"))
     except (InsuranceInputError, PriceModelError) as exc:
+        if str(exc).startswith("volume_tco2e:"):  # the simulated credits: name the options that set them
+            raise CLIError(f"--volume: the simulated credits issued are 0 in the {years} policy year(s) of every "
+                           f"path; give a fixed --volume (tCO2e a year) or more --years (credits are issued at the "
+                           f"end of each {_monitoring_period(params)}-year monitoring period)") from exc
         raise CLIError(str(exc)) from exc
     except ValueError as exc:   # e.g. an unknown account level from the engine
         raise CLIError(str(exc)) from exc
@@ -213,6 +221,63 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
     _print_quote(q)
 
 
+#: the options of ``quote`` that apply to one cover only (the others apply to every cover: --price is the
+#: stock-loss and sink-index tonne's value and a price floor's default strike; --limit, --participation)
+COVER_OPTIONS = {
+    "stock-loss": ("perils", "deductible", "deductible_basis"),
+    "sink-index": ("trigger", "expected_sink", "index_error", "error_cv"),
+    "price-floor": ("strike", "volume", "price_model"),
+}
+
+
+def check_cover_options(ctx: click.Context, cover: str, index_error: str) -> None:
+    """Refuse an option given on the command line that the chosen cover does not use (it would be ignored
+    silently: ``--cover sink-index --deductible 5%``), naming the option and the cover, as the API refuses a
+    cover's unknown fields."""
+    from click.core import ParameterSource
+
+    def given(name: str) -> bool:
+        src = ctx.get_parameter_source(name)
+        return src is not None and src not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    flag = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params}
+    for other, names in COVER_OPTIONS.items():
+        if other == cover:
+            continue
+        bad = [flag[n] for n in names if given(n)]
+        if bad:
+            one = len(bad) == 1
+            raise CLIError(f"{', '.join(bad)}: {'does' if one else 'do'} not apply to --cover {cover} "
+                           f"({'it is a' if one else 'they are'} {other} term{'' if one else 's'}); leave "
+                           f"{'it' if one else 'them'} out")
+    if cover == "sink-index" and given("error_cv") and index_error == "none":
+        raise CLIError("--error-cv: the index has no measurement error (--index-error none); give --index-error "
+                       "normal or lognormal with it, or leave it out")
+
+
+def _monitoring_period(params) -> int:
+    return int(params.file.crediting.monitoring_period_years.value)
+
+
+def _policy_years(cover: str, volume, years: int | None, params) -> int:
+    """``--years``, or its default: 1, or for a price floor on the simulated credits (no ``--volume``) the
+    crediting's monitoring period, whose end issues the credits (a 1-year policy would see none). A price
+    floor on the simulated credits for fewer years than that is refused before the simulation, naming the
+    options."""
+    if cover != "price-floor" or volume is not None:
+        return 1 if years is None else years
+    period = _monitoring_period(params)
+    if years is None:
+        note(f"price floor on the simulated credits: --years defaults to {period}, the crediting's monitoring "
+             f"period (credits are issued at its end); give --volume for a fixed yearly volume")
+        return period
+    if years < period:
+        raise CLIError(f"--years {years}: a price floor on the simulated credits sees none in {years} policy "
+                       f"year(s) (credits are issued at the end of each {period}-year monitoring period); give "
+                       f"--years {period} or more, or a fixed --volume (tCO2e a year)")
+    return years
+
+
 def _se_text(se) -> str:
     return "" if se is None else f" ± {se:,.0f} s.e."
 
@@ -221,28 +286,58 @@ def _pct(v, digits: int = 2) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
+def _pm(v, se, fmt: str = ",.0f", unit: str = "") -> str:
+    """``value ± se`` (the Monte Carlo standard error; the value alone where there is none)."""
+    if v is None:
+        return "-"
+    if se is None or not math.isfinite(se):
+        return f"{v:{fmt}}{unit}"
+    return f"{v:{fmt}} ± {se:{fmt}}{unit}"
+
+
+def _pct_pm(v, se, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if se is None or not math.isfinite(se):
+        return f"{100 * v:.{digits}f}%"
+    return f"{100 * v:.{digits}f}% ± {100 * se:.{digits}f}%"
+
+
 def _print_quote(q) -> None:
     p, e = q.premium, q.exposure
     click.echo(f"Cover {q.cover['kind']}: area {e['area_ha']:,.1f} ha ({e['area_mu']:,.0f} mu), insured "
-               f"{e['insured_tco2e']:,.0f} tCO2e, sum insured {e['sum_insured_cny']:,.0f} CNY")
+               f"{_pm(e['insured_tco2e'], e.get('insured_tco2e_mc_se'))} tCO2e, sum insured "
+               f"{_pm(e['sum_insured_cny'], e.get('sum_insured_mc_se_cny'))} CNY"
+               + ("; estimated from the run" if e.get("estimated_from_run") else ""))
+    from finance_engine.reports.quote_slip import cover_items
+
+    for k, v in cover_items(q.to_dict()):  # the terms the run sets (a sink index's limit and expected sink)
+        if k in ("limit_cny", "expected_sink_tco2e", "volume_tco2e") and q.cover.get(k) is None:
+            click.echo(f"  {k}: {v}")
     from finance_engine.reports.html import fmt_parameter_sd
 
     psd = p.get("parameter_sd_cny")  # None: drawn without parameter uncertainty; a clipped 0 is "not resolved"
     psd_text = f", parameter sd {fmt_parameter_sd(psd, p['pure_premium_mc_se_cny'])}" if psd is not None else ""
     click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}{psd_text}); "
-               f"risk load ({q.loading['method']}) {p['risk_load_cny']:,.0f}; expenses {p['expenses_cny']:,.0f}; "
-               f"profit {p['profit_cny']:,.0f}")
-    click.echo(f"Gross premium {p['gross_premium_cny']:,.0f} CNY = {p['rate_on_sum_insured']:.2%} of sum insured "
-               f"(pure rate {p['pure_rate']:.2%}); {p['premium_per_mu_cny']:,.2f} CNY/mu, "
-               f"{p['premium_per_ha_cny']:,.2f} CNY/ha, "
-               + (f"{p['premium_per_tco2e_cny']:,.2f} CNY/tCO2e; " if p['premium_per_tco2e_cny'] is not None else "")
-               + f"expected loss ratio {_pct(p['expected_loss_ratio'], 0)}")
+               f"risk load ({q.loading['method']}) {_pm(p['risk_load_cny'], p.get('risk_load_mc_se_cny'))}; "
+               f"expenses {p['expenses_cny']:,.0f}; profit {p['profit_cny']:,.0f}")
+    click.echo(f"Gross premium {_pm(p['gross_premium_cny'], p.get('gross_premium_mc_se_cny'))} CNY = "
+               f"{_pct_pm(p['rate_on_sum_insured'], p.get('rate_on_sum_insured_mc_se'))} of sum insured "
+               f"(pure rate {_pct_pm(p['pure_rate'], p.get('pure_rate_mc_se'))}); "
+               f"{_pm(p['premium_per_mu_cny'], p.get('premium_per_mu_mc_se_cny'), ',.2f')} CNY/mu, "
+               f"{_pm(p['premium_per_ha_cny'], p.get('premium_per_ha_mc_se_cny'), ',.2f')} CNY/ha, "
+               + (f"{_pm(p['premium_per_tco2e_cny'], p.get('premium_per_tco2e_mc_se_cny'), ',.2f')} CNY/tCO2e; "
+                  if p['premium_per_tco2e_cny'] is not None else "")
+               + f"expected loss ratio {_pct_pm(p['expected_loss_ratio'], p.get('expected_loss_ratio_mc_se'), 0)}")
+    click.echo("(± Monte Carlo standard error)")
     rb = q.rate_band
     if rb.get("factor") is not None:
         click.echo(f"Rate-adjustment factor {rb['factor']:.2f} (band {rb['band'][0]}-{rb['band'][1]}): "
                    + ("within" if rb["within_band"] else f"OUTSIDE; the band allows at most {rb['rate_at_band_top']:.2%}"))
     s = q.subsidy
-    click.echo("Subsidy (" + str(s["scheme"]) + "): " + ", ".join(f"{k} {v:,.0f}" for k, v in s["amounts_cny"].items()))
+    sub_se = s.get("amounts_mc_se_cny") or {}
+    click.echo("Subsidy (" + str(s["scheme"]) + "): " + ", ".join(
+        f"{k} {_pm(v, sub_se.get(k) if v else None)}" for k, v in s["amounts_cny"].items()))
     if s.get("note"):
         click.echo(f"  note: {s['note']}")
     if p.get("capital_measure"):
@@ -267,11 +362,8 @@ def _print_quote(q) -> None:
         click.echo("\nAAL by account:")
         click.echo(render_table(q.frame("aal_by_level")[["group", "aal_tco2e", "aal_cny", "aal_se_cny"]]))
     if q.layers:
-        click.echo("\nReinsurance layers:")
-        click.echo(render_table(q.frame("layers")[["layer", "expected_layer_loss_cny", "expected_layer_loss_se_cny",
-                                                   "reinsurance_premium_cny", "rate_on_line", "multiple",
-                                                   "prob_attachment", "prob_attachment_mc_se", "prob_exhaustion",
-                                                   "prob_exhaustion_mc_se"]]))
+        click.echo("\nReinsurance layers (± Monte Carlo standard error):")
+        click.echo(render_table(_layers_table(q.frame("layers"))))
         c = q.capital
         click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} "
                    f"({interval_text(c['gross_capital_ci95_cny'])}) -> net {c['net_capital_cny']:,.0f} "
@@ -294,6 +386,26 @@ def _print_quote(q) -> None:
     pv = q.provenance
     click.echo(f"\nmodel {pv['model_version']} ({pv['code_version']}), parameters sha256 {pv['parameter_sha256'][:12]}, "
                f"seed {pv['seed']}, {pv['paths']} paths x {pv['years']} year(s)")
+
+
+def _layers_table(lay):
+    """The layers as text cells ``value ± s.e.``: expected layer loss, reinsurance premium, rate on line,
+    multiple, probabilities of attachment and exhaustion."""
+    import pandas as pd
+
+    def col(v, e, f):
+        return [f(a, None if b is None or (isinstance(b, float) and math.isnan(b)) else b)
+                for a, b in zip(lay[v], lay[e] if e in lay else [None] * len(lay))]
+
+    return pd.DataFrame({
+        "layer": lay["layer"],
+        "expected_loss_cny": col("expected_layer_loss_cny", "expected_layer_loss_se_cny", _pm),
+        "reinsurance_premium_cny": col("reinsurance_premium_cny", "reinsurance_premium_mc_se_cny", _pm),
+        "rate_on_line": col("rate_on_line", "rate_on_line_mc_se", _pct_pm),
+        "multiple": col("multiple", "multiple_mc_se", lambda a, b: _pm(a, b, ",.2f")),
+        "prob_attachment": col("prob_attachment", "prob_attachment_mc_se", _pct_pm),
+        "prob_exhaustion": col("prob_exhaustion", "prob_exhaustion_mc_se", _pct_pm),
+    })
 
 
 #: the quote workbook's column names with their units (the JSON keeps the library's names)
@@ -350,6 +462,11 @@ def _write(q, out: OutputFile) -> None:
 
 
 # =====================================================================================================
+def _prob_se(p: float, n: int) -> float:
+    """The binomial standard error of a probability estimated on ``n`` independent simulated years."""
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 1 else math.nan
+
+
 def _read_elt(path: str):
     import pandas as pd
 
@@ -392,45 +509,71 @@ def _read_elt(path: str):
 @click.option("--loading", type=click.Choice(["none", "sd", "wang", "ph", "coc"]), default=None,
               help="Risk-load principle for the technical premium (default: coc).")
 @click.option("--lambda", "--loading-parameter", "loading_parameter", type=FINITE, default=None)
-@click.option("--year-col", default="year", show_default=True)
+@click.option("--year-col", default=None,
+              help="Column of the simulated-year index [default: year; for the engine's own table (columns path "
+                   "and sim_year, from `simulate --loss-table`) sim_year].")
 @click.option("--event-col", default="event_id", show_default=True)
-@click.option("--loss-col", default="loss", show_default=True)
+@click.option("--loss-col", default=None,
+              help="Column of the loss [default: loss; for the engine's own table without a loss column, "
+                   "loss_tco2e].")
 @format_option
 def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements, reinstatement_pct, share, loading,
                     loading_parameter, year_col, event_col, loss_col, fmt):
     """Price an excess-of-loss layer on your own event loss table (columns year, event_id, loss).
 
+    The engine's own table (`carbon-risk simulate --loss-table portfolio -o DIR` writes
+    DIR/event_loss_table.csv, columns path, year, sim_year, event_id, loss_tco2e) is read as it is: its
+    simulated year is sim_year (= path x years + year), and --years is paths x years. A year column that
+    cannot index --years simulated years (a year within each path, or event years all far below --years)
+    is refused.
+
     \b
     Examples:
       carbon-risk price-layer elt.csv --years 10000 --attachment 2M --limit 8M
       carbon-risk price-layer elt.parquet --years 5000 --attachment 0 --limit 5M --basis aggregate --format json
-      carbon-risk price-layer engine_elt.csv --years 2000 --attachment 1e5 --limit 4e5 \\
-          --year-col sim_year --loss-col loss_tco2e
+      carbon-risk price-layer out/event_loss_table.csv --years 60000 --attachment 1e5 --limit 4e5
+          (the engine's table of 2,000 paths x 30 years: sim_year and loss_tco2e are its defaults)
     """
-    from finance_engine.insurance import InsuranceInputError, layer_quote, price_layer
+    from finance_engine.insurance import InsuranceInputError, YearIndexError, elt_columns, layer_quote, price_layer
     from finance_engine.insurance.quote import default_loading, layer_premium
 
     df = _read_elt(elt_file)
     a = parse_amount(attachment, "--attachment")
     lim = parse_amount(limit, "--limit")
     rein = (reinstatements, reinstatement_pct) if reinstatements is not None else None
+    year_used, loss_used, engine = elt_columns(df, year_col, loss_col)
+    if engine and (year_col is None or loss_col is None):
+        note(f"{elt_file}: the engine's event loss table (columns path and sim_year): simulated year "
+             f"{year_used!r}, loss {loss_used!r}")
     try:
-        lay = price_layer(df, n_years, a, lim, basis, rein, share=share, year_col=year_col, event_col=event_col,
-                          loss_col=loss_col)
+        lay = price_layer(df, n_years, a, lim, basis, rein, share=share, year_col=year_used, event_col=event_col,
+                          loss_col=loss_used, check_year_spread=True)
         ld = default_loading(loading, loading_parameter, expense_ratio=0.0, profit_ratio=0.0)
         prem = layer_premium(lay.annual_loss, ld)  # cost of capital on the layer's own TVaR, as quote's layers
         lq = layer_quote(lay, prem.premium)
+    except YearIndexError as exc:
+        text = str(exc).replace("n_years=", "--years ")
+        if exc.suggestion:
+            hint = f" (--year-col {exc.suggestion})"
+        elif text.startswith("--years"):
+            hint = ""
+        else:
+            hint = " (--year-col names the simulated-year column; --years the simulated years it covers)"
+        raise CLIError(f"{elt_file}: {text}{hint}") from exc
     except InsuranceInputError as exc:
         raise CLIError(f"{elt_file}: {exc}") from exc
     lo, hi = lay.expected_loss_ci()
+    p_att_se, p_exh_se = _prob_se(lay.prob_attachment, lay.n_years), _prob_se(lay.prob_exhaustion, lay.n_years)
     out = {
         "layer": {"attachment": a, "limit": lim, "basis": basis, "share": share,
                   "reinstatements": None if rein is None else {"count": rein[0], "premium_pct": rein[1]},
                   "aggregate_limit": lay.aggregate_limit},
+        "columns": {"year": year_used, "event": event_col, "loss": loss_used, "engine_table": engine},
         "n_years": lay.n_years, "events": int(len(df)),
         "pure_premium": lay.expected_loss, "pure_premium_se": lay.expected_loss_se, "pure_premium_ci95": [lo, hi],
         "sd_annual_loss": lay.sd_annual_loss, "prob_attachment": lay.prob_attachment,
-        "prob_exhaustion": lay.prob_exhaustion, "expected_events_in_layer": lay.expected_events_in_layer,
+        "prob_attachment_se": p_att_se, "prob_exhaustion": lay.prob_exhaustion, "prob_exhaustion_se": p_exh_se,
+        "expected_events_in_layer": lay.expected_events_in_layer,
         "upfront_pure_premium": lay.upfront_premium,
         "expected_reinstatement_premium": lay.expected_reinstatement_premium,
         "technical_premium": prem.premium, "loading": ld.to_dict(), "loading_parameters": dict(prem.parameters),
@@ -443,8 +586,11 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
     click.echo(f"Layer {lim:,.0f} xs {a:,.0f} ({basis}) on {elt_file}: {lay.n_years:,} years, {len(df):,} rows")
     click.echo(f"Pure premium {lay.expected_loss:,.2f} (s.e. {lay.expected_loss_se:,.2f}; 95% CI {lo:,.2f} - {hi:,.2f}); "
                f"sd {lay.sd_annual_loss:,.2f}")
-    click.echo(f"P(attachment) {lay.prob_attachment:.2%}; P(exhaustion) {lay.prob_exhaustion:.2%}; "
-               f"events in layer per year {lay.expected_events_in_layer:.4f}")
+    click.echo(f"P(attachment) {lay.prob_attachment:.2%} ± {p_att_se:.2%}; P(exhaustion) {lay.prob_exhaustion:.2%} "
+               f"± {p_exh_se:.2%}; events in layer per year {lay.expected_events_in_layer:.4f}")
+    click.echo("± and s.e.: the table's simulated years taken as independent (for the engine's table, a path's "
+               "years are correlated: the errors are lower bounds)" if engine else
+               "± and s.e.: the table's simulated years taken as independent")
     if rein is not None:
         click.echo(f"Upfront pure premium {lay.upfront_premium:,.2f} + expected reinstatement premium "
                    f"{lay.expected_reinstatement_premium:,.2f}")

@@ -179,9 +179,17 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     p = res.provenance
     click.echo(f"{pf.n_parcels:,} parcels, {paths} paths x {years} years, seed {seed} (common random numbers); "
                f"model {p['model_version']}, parameters {p['parameter_version']} sha256 {p['parameter_sha256'][:12]}")
-    click.echo(render_table(_headline(res.portfolio)))
+    on = bool(res.settings.switches.parameter_uncertainty)
+    head = _headline(res.portfolio, parameter_uncertainty=on)
+    click.echo(render_table(head))
     click.echo("value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' rows); "
-               "then, for carbon figures, the spread from the uncertain growth and peril parameters (param sd)")
+               "then, for carbon figures, the spread from the uncertain growth and peril parameters (param sd)"
+               if on else "value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' "
+               "rows); parameter uncertainty is off in this run, so there is no param sd")
+    if head.astype(str).apply(lambda c: c.str.contains(NOT_RESOLVED_TEXT, regex=False)).to_numpy().any():
+        from finance_engine.reports.html import NOT_RESOLVED_FOOTNOTE
+
+        click.echo(NOT_RESOLVED_FOOTNOTE)
     c = res.concentration[(res.concentration.level == "county") & (res.concentration["rank"] == 1)]
     if not c.empty:
         click.echo("\nCounty losing most per scenario:")
@@ -202,9 +210,30 @@ HEADLINE = ("cumulative_loss_tco2e", "cumulative_loss_tco2e_diff", "cumulative_c
             "budget_expected_annual_total_cny")
 
 
-def _headline(portfolio):
+#: how a parameter sd the paths do not resolve reads (as in the HTML report)
+NOT_RESOLVED_TEXT = "not resolved"
+
+
+def _param_sd_text(psd, mc_se) -> str:
+    """A parameter sd as the HTML report shows it (:func:`finance_engine.reports.html.fmt_parameter_sd`): ``not
+    resolved`` for a clipped 0 of a figure that varies, and for NaN (an unresolved sd the summaries leave
+    without a point estimate, beside its interval); else the number."""
+    import pandas as pd
+
+    from api.cli.tables import _fmt
+    from finance_engine.reports.html import parameter_sd_resolved
+
+    if psd is None or pd.isna(psd) or not parameter_sd_resolved(float(psd), None if mc_se is None or pd.isna(mc_se)
+                                                                else float(mc_se)):
+        return NOT_RESOLVED_TEXT
+    return _fmt(psd)
+
+
+def _headline(portfolio, parameter_uncertainty: bool = True):
     """One row per headline figure, one column per scenario: ``value ± standard error``, then ``param sd
-    ...`` where the figure has a parameter spread (the carbon figures and their values)."""
+    ...`` where the figure has a parameter spread (the carbon figures and their values): ``not resolved`` in the
+    cases the HTML report says so (a clipped 0, or NaN); none at all when the run has no parameter uncertainty
+    (the engine then fills the column with zeros)."""
     import pandas as pd
 
     from api.cli.tables import _fmt
@@ -216,10 +245,12 @@ def _headline(portfolio):
         se = f"{c[:-4]}_mc_se_cny" if c.endswith("_cny") else f"{c}_mc_se"
         label = c.replace("cumulative_", "").replace("_diff", " vs baseline")
         row = {"figure": label}
+        has_psd = parameter_uncertainty and f"{c}_parameter_sd" in portfolio
         for _, r in portfolio.iterrows():
-            v, e, psd = r[c], r.get(se), r.get(f"{c}_parameter_sd")
+            v, e = r[c], r.get(se)
             text = _fmt(v) if e is None or pd.isna(e) else f"{_fmt(v)} ± {_fmt(e)}"
-            row[r["scenario"]] = text if psd is None or pd.isna(psd) else f"{text}, param sd {_fmt(psd)}"
+            row[r["scenario"]] = f"{text}, param sd {_param_sd_text(r.get(f'{c}_parameter_sd'), e)}" if has_psd \
+                else text
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -341,8 +372,22 @@ def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, s
     if fmt == "json":
         echo_json(r.as_dict())
     else:
-        click.echo(f"{metric} crosses {threshold:g} at {shock} = {r.multiplier:.4g} "
+        click.echo(f"{metric} crosses {threshold:g} at {shock} = {_root_text(r)} "
                    f"(base value {r.metric_at_base:.4g}; {len(r.evaluations)} evaluations, seed {seed}, {paths} paths)")
+        click.echo(f"± Monte Carlo standard error of the root: {r.error_method}" if r.multiplier_mc_se is not None
+                   else f"the root has no Monte Carlo error: {r.error_method.removeprefix('no error: ')}")
+
+
+def _root_text(r) -> str:
+    """The root ``± s.e. (95% CI lo - hi)`` with the error's two significant digits setting the root's."""
+    se = r.multiplier_mc_se
+    if se is None:
+        return f"{r.multiplier:.4g}"
+    import math
+
+    d = max(0, 1 - int(math.floor(math.log10(se)))) if se > 0 else 4
+    lo, hi = r.multiplier_ci95
+    return f"{r.multiplier:.{d}f} ± {se:.{d}f} (95% CI {lo:.{d}f} - {hi:.{d}f})"
 
 
 def _check_shock(shock: str) -> tuple[str, str, str]:

@@ -94,3 +94,34 @@ export class Api {
     return { name, size: blob.size };
   }
 }
+
+/**
+ * A refused request as the page shows it: the page's own lead-in (translated), then each of the problem's
+ * errors (at most `max`) as a list item with `where(error)` (translated: the row, column or field) and the
+ * server's reason on a line of its own, marked as English (lang="en"); without errors, the server's detail.
+ * Returns the nodes to put in the message's element.
+ */
+export function problemNodes(err, lead, { max = 10, where = null } = {}) {
+  const span = (cls, text, en = false) => {
+    const s = document.createElement("span");
+    s.className = cls;
+    s.textContent = text;
+    if (en) s.lang = "en";
+    return s;
+  };
+  const out = [span("problem-lead", lead)];
+  const errs = err?.problem?.errors || [];
+  if (errs.length && where) {
+    const ul = document.createElement("ul");
+    ul.className = "problem-list";
+    for (const x of errs.slice(0, max)) {
+      const li = document.createElement("li");
+      li.append(span("problem-where", where(x)), span("server-detail", String(x.reason ?? ""), true));
+      ul.appendChild(li);
+    }
+    out.push(ul);
+  } else if (err?.problem && err.message) {
+    out.push(span("server-detail", err.message, true));
+  }
+  return out;
+}

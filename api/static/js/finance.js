@@ -5,7 +5,7 @@
 // page carries its exact value in a data-value attribute (the browser tests compare them with the API).
 
 import { ApiError } from "./api.js";
-import { fmt, fmtPct, paramSd, t } from "./i18n.js";
+import { caseLabel, driverLabel, fmt, fmtPct, getLang, paramSd, schemeName, subsidyNote, t } from "./i18n.js";
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -67,12 +67,28 @@ export function quoteRequest(portfolioId) {
 // shared: submit, poll a job, errors next to fields
 // ---------------------------------------------------------------------------------------------
 function clearErrors(prefix) {
-  document.querySelectorAll(`#${prefix}-form .field-error`).forEach((p) => { p.textContent = ""; });
+  document.querySelectorAll(`#${prefix}-form .field-error`).forEach((p) => { p.replaceChildren(); });
   document.querySelectorAll(`#${prefix}-form [aria-invalid]`).forEach((e) => e.removeAttribute("aria-invalid"));
   $(`#${prefix}-error`).textContent = "";
 }
 
-/** Puts each of a problem's errors next to the field it names; the rest (and the detail) in the form's alert. */
+/** The text of the label (or legend) of the input `id`, without its trailing colon. */
+function labelOf(id) {
+  const el = document.querySelector(`label[for="${id}"]`) || document.querySelector(`#${id} > legend`);
+  return el ? el.textContent.trim() : id;
+}
+
+/** A span of the server's own words (English): a second line under the page's lead-in. */
+function serverDetail(text) {
+  const s = document.createElement("span");
+  s.className = "server-detail";
+  s.lang = "en";
+  s.textContent = text;
+  return s;
+}
+
+/** Puts each of a problem's errors next to the field it names -- a translated lead-in naming the field, the
+ * server's reason (English) on a line under it --; the rest, and the detail, in the form's alert. */
 export function showProblem(prefix, fields, err) {
   const rest = [];
   const errs = err instanceof ApiError ? (err.problem?.errors || []) : [];
@@ -81,13 +97,26 @@ export function showProblem(prefix, fields, err) {
     const id = parts.map((p) => fields[p]).find(Boolean);
     if (id) {
       const p = $(`#${id}-error`);
-      p.textContent = p.textContent ? `${p.textContent}; ${e.reason}` : e.reason;
+      if (!p.querySelector(".field-error-lead")) {
+        const lead = document.createElement("span");
+        lead.className = "field-error-lead";
+        lead.textContent = t("field_invalid", { field: labelOf(id) });
+        p.appendChild(lead);
+      }
+      p.appendChild(serverDetail(e.reason));
       $(`#${id}`).setAttribute("aria-invalid", "true");
     } else {
       rest.push(`${e.field ?? ""}: ${e.reason}`);
     }
   }
-  $(`#${prefix}-error`).textContent = t("error", { detail: rest.length ? `${err.message} (${rest.join("; ")})` : err.message });
+  const alert = $(`#${prefix}-error`);
+  if (err instanceof ApiError) {
+    // the page's words first; the server's detail (and errors not next to a field) on a line of their own
+    alert.replaceChildren(document.createTextNode(t("error", { detail: t("request_rejected", { status: err.status }) })),
+      serverDetail(rest.length ? `${err.message} (${rest.join("; ")})` : err.message));
+  } else {
+    alert.textContent = t("error", { detail: err.message });
+  }
   const first = document.querySelector(`#${prefix}-form [aria-invalid="true"]`);
   if (first) first.focus();
 }
@@ -307,7 +336,7 @@ function renderLoan(fin) {
   $("#loan-drivers-card").hidden = !v.drivers;
   if (v.drivers) {
     table($("#loan-drivers"), v.drivers, [
-      ["driver", "col_driver", (x) => x, false],
+      ["driver", "col_driver", driverLabel, false],
       ["value_cny", "col_value", cny], ["value_effect_cny", "col_value_effect", cny],
       ["value_effect_mc_se_cny", "col_value_effect_se", cny],
       ["p_value_below_balance_any_time", "col_p_below_any", pct(1)], ["shortfall_effect", "col_shortfall_effect", pct(1)],
@@ -319,7 +348,7 @@ function renderLoan(fin) {
   $("#loan-sens-card").hidden = !v.sensitivities;
   if (v.sensitivities) {
     table($("#loan-sens"), v.sensitivities, [
-      ["case", "col_case", (x) => x, false], ["value_cny", "col_value", cny], ["change_cny", "col_change", cny],
+      ["case", "col_case", caseLabel, false], ["value_cny", "col_value", cny], ["change_cny", "col_change", cny],
       ["p_value_below_balance_any_time", "col_p_below_any", pct(1)],
     ]);
   }
@@ -400,12 +429,18 @@ function renderQuote(fin) {
     ["ci_high", "col_ci_high", (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x))],  // an open end
   ]);
   const sub = q.subsidy;
-  $("#quote-subsidy-cap").textContent = t("quote_subsidy", { scheme: sub.scheme });
+  $("#quote-subsidy-cap").textContent = t("quote_subsidy", { scheme: schemeName(sub.scheme) });
   const payers = Object.keys(sub.amounts_cny || {}).map((k) => ({ payer: k, share: sub.shares?.[k], amount: sub.amounts_cny[k] }));
   table($("#quote-subsidy"), payers, [
     ["payer", "col_payer", (x) => t(`payer_${x}`), false], ["share", "col_share", pct(1)], ["amount", "col_amount", cny],
   ]);
-  $("#quote-subsidy-note").textContent = sub.note || "";  // why there is no subsidy, or the scheme's caveat
+  // why there is no subsidy, or the scheme's caveat: the engine's two notes in the page's language (the server's
+  // English under it in Chinese), any other note as the server wrote it
+  const note = $("#quote-subsidy-note");
+  const known = sub.note ? subsidyNote(sub.note) : null;
+  note.dataset.server = sub.note || "";
+  note.replaceChildren(document.createTextNode(known ?? (sub.note || "")));
+  if (known && getLang() !== "en") note.appendChild(serverDetail(sub.note));
 }
 
 /** "± se (Monte Carlo s.e.)" of a figure's error, formatted as the figure; null without one. */

@@ -132,6 +132,32 @@ export const DICT = {
     col_pml: "PML（元）", col_ci_low: "95% 区间下限（元）", col_ci_high: "95% 区间上限（元）",
     quote_subsidy: "保费补贴分担（方案：{scheme}）", col_payer: "承担方", col_share: "比例", col_amount: "金额（元）",
     payer_central: "中央财政", payer_provincial: "省级财政", payer_city: "市级财政", payer_county: "县级财政", payer_insured: "投保人",
+    upload_problems: "文件有 {n} 个问题（以下列出前 {shown} 个）：", upload_problem_row: "第 {row} 行，列 {column}", upload_problem_col: "列 {column}",
+    upload_problem_field: "字段 {field}",
+    field_invalid: "{field}：取值无效", request_rejected: "请求被拒绝（HTTP {status}）。",
+    run_invalid: "运行请求被拒绝：{fields}", run_resumed: "已恢复正在运行的任务 {id}（页面重新加载前启动）。",
+    case_price: "价格 {pct}", case_vol: "波动率 ×{f}", driver_full: "完整模型", driver_without: "去掉{what}",
+    driver_price_volatility_and_jumps: "价格波动与跳跃", driver_issuance_risk: "签发风险", driver_growth_uncertainty: "生长不确定性",
+    driver_peril_parameter_uncertainty: "灾害参数不确定性", driver_assigned_insurance: "所附保险",
+    scheme_none: "无补贴", scheme_custom: "自定义", scheme_public_welfare_forest: "公益林方案", scheme_commercial_forest: "商品林方案",
+    scheme_hebei_chestnut_2015: "河北板栗 2015 方案",
+    subsidy_note_no_central: "默认不计保费补贴：中央财政森林保险保费补贴（商品林 30%、公益林 50%）适用于以再植成本为保险金额的政策性森林保险；此处报价的碳汇类保障（按碳价计的储量损失、碳汇指数、价格保底）不在其内，已公开的碳汇保险均由投保人（多为区县政府和国有林场）以地方财政支付。如需分担保费，请指定补贴方案。",
+    subsidy_note_central_scheme: "该方案的中央财政份额假定此保障可享受中央财政森林保险保费补贴；该补贴针对以再植成本为保险金额的政策性森林保险，目前未见碳汇保险获得该补贴的先例。",
+    scenarios: {
+      baseline: "基准（当前模型，不作改变）",
+      carbon_price_crash: "碳价暴跌：第 1 年下跌 50%，波动率 45%",
+      climate_trend_fire: "气候趋势火险：火灾危险度至 2050 年 ×1.3、至 2100 年 ×4（升温路径）",
+      ice_storm_2008: "第 2 年发生 2008 年型冰冻雪灾（龙泉、庆元、遂昌、景宁）",
+      perfect_storm: "完美风暴：极端火险年、冰冻雪灾、松材线虫病疫情、超强台风、碳价暴跌、气候升温",
+      pine_wilt_epidemic: "第 1 年起松材线虫病疫情（龙泉、庆元；小班感染率 ×2）",
+      severe_fire_weather: "第 1 年极端火险天气（天气因子 3，全市），第 1 年干旱",
+      super_typhoon: "第 1 年超强台风经过青田（强度 2.5），风暴强度 ×1.3",
+      transition_price_surge: "转型碳价飙升（NGFS 延迟转型路径）",
+    },
+    pathways: {
+      current: "当前气候（各乘数均为 1.0）",
+      warming: "高升温路径：火灾危险度至 2050 年 ×1.3、至 2100 年 ×3",
+    },
     species: {
       chinese_fir: "杉木", masson_pine: "马尾松", other_pines: "其他松类", cryptomeria: "柳杉",
       mixed_conifer: "针叶混交林", mixed_conifer_broadleaf: "针阔混交林", evergreen_broadleaf: "常绿阔叶林",
@@ -268,6 +294,32 @@ export const DICT = {
     col_pml: "PML (CNY)", col_ci_low: "95 % CI low (CNY)", col_ci_high: "95 % CI high (CNY)",
     quote_subsidy: "Premium subsidy split (scheme: {scheme})", col_payer: "Payer", col_share: "Share", col_amount: "Amount (CNY)",
     payer_central: "Central budget", payer_provincial: "Provincial budget", payer_city: "City budget", payer_county: "County budget", payer_insured: "Insured",
+    upload_problems: "The file has {n} problem(s) (the first {shown} below):", upload_problem_row: "Row {row}, column {column}", upload_problem_col: "Column {column}",
+    upload_problem_field: "Field {field}",
+    field_invalid: "{field}: invalid value", request_rejected: "The request was refused (HTTP {status}).",
+    run_invalid: "The run was refused: {fields}", run_resumed: "Resumed the running job {id} (started before the page was reloaded).",
+    case_price: "price {pct}", case_vol: "volatility ×{f}", driver_full: "full model", driver_without: "without {what}",
+    driver_price_volatility_and_jumps: "price volatility and jumps", driver_issuance_risk: "issuance risk", driver_growth_uncertainty: "growth uncertainty",
+    driver_peril_parameter_uncertainty: "peril-parameter uncertainty", driver_assigned_insurance: "assigned insurance",
+    scheme_none: "none", scheme_custom: "custom", scheme_public_welfare_forest: "public-welfare forest", scheme_commercial_forest: "commercial forest",
+    scheme_hebei_chestnut_2015: "Hebei chestnut 2015",
+    subsidy_note_no_central: "",
+    subsidy_note_central_scheme: "",
+    scenarios: {
+      baseline: "Baseline (today's model, nothing changed)",
+      carbon_price_crash: "Carbon price crash: -50 % in year 1, volatility 45 %",
+      climate_trend_fire: "Climate-trend fire: fire hazard ×1.3 by 2050, ×4 by 2100 (warming pathway)",
+      ice_storm_2008: "2008-like ice storm in year 2 (Longquan, Qingyuan, Suichang, Jingning)",
+      perfect_storm: "Perfect storm: fire-weather year, ice storm, pine wilt epidemic, super typhoon, price crash, warming",
+      pine_wilt_epidemic: "Pine wilt epidemic from year 1 (Longquan, Qingyuan; parcel infection ×2)",
+      severe_fire_weather: "Severe fire-weather year 1 (weather factor 3, city-wide), drought in year 1",
+      super_typhoon: "Super typhoon in year 1 over Qingtian (intensity 2.5), storm severity ×1.3",
+      transition_price_surge: "Transition price surge (NGFS Delayed Transition path)",
+    },
+    pathways: {
+      current: "Today's climate (every multiplier 1.0)",
+      warming: "High-warming pathway: fire hazard ×1.3 by 2050 and ×3 by 2100",
+    },
     species: {
       chinese_fir: "Chinese fir", masson_pine: "Masson pine", other_pines: "Other pines", cryptomeria: "Cryptomeria",
       mixed_conifer: "Mixed conifer", mixed_conifer_broadleaf: "Mixed conifer-broadleaf", evergreen_broadleaf: "Evergreen broadleaf",
@@ -303,6 +355,49 @@ export function t(key, vars = {}) {
 }
 
 export function speciesName(code) { return DICT[lang].species[code] ?? code; }
+
+/** A library stress scenario's title in the current language (its id, e.g. "super_typhoon"); null if unknown. */
+export function scenarioTitle(id) { return DICT[lang].scenarios[id] ?? null; }
+
+/** A climate pathway's title in the current language (its short id, e.g. "warming"); null if unknown. */
+export function pathwayTitle(id) { return DICT[lang].pathways[id] ?? null; }
+
+/** A loan valuation's price-sensitivity case ("price -50%", "volatility x1.5") in the current language. */
+export function caseLabel(label) {
+  const s = String(label ?? "");
+  let m = /^price ([+-]?\d+(?:\.\d+)?%)$/.exec(s);
+  if (m) return t("case_price", { pct: m[1] });
+  m = /^volatility x(\d+(?:\.\d+)?)$/.exec(s);
+  if (m) return t("case_vol", { f: m[1] });
+  return s;
+}
+
+/** A value driver's row ("full model", "without fire", "without issuance risk") in the current language. */
+export function driverLabel(label) {
+  const s = String(label ?? "");
+  if (s === "full model") return t("driver_full");
+  const m = /^without (.+)$/.exec(s);
+  if (!m) return s;
+  const slug = m[1].replace(/[^a-z0-9]+/g, "_");
+  const key = DICT.en[`peril_${slug}`] !== undefined ? `peril_${slug}` : DICT.en[`driver_${slug}`] !== undefined ? `driver_${slug}` : null;
+  return key ? t("driver_without", { what: t(key) }) : s;
+}
+
+/** A premium subsidy scheme's name in the current language ("none", "commercial_forest", ...). */
+export function schemeName(id) {
+  const key = `scheme_${id}`;
+  return DICT.en[key] !== undefined ? t(key) : String(id ?? "");
+}
+
+/** The quote's subsidy note in the current language: one of the engine's two notes, by its opening words;
+ * null when the note is another (show the server's text). */
+export function subsidyNote(note) {
+  const s = String(note ?? "");
+  const key = s.startsWith("No premium subsidy by default") ? "subsidy_note_no_central"
+    : s.startsWith("The scheme's central share assumes") ? "subsidy_note_central_scheme" : null;
+  if (!key) return null;
+  return DICT[lang][key] || s;  // English: the engine's own words
+}
 
 /** A place name in the current language: Chinese as in the data, in English "Longquan (龙泉市)". */
 export function placeName(name) {

@@ -1,7 +1,8 @@
 // A job of the API (GET /v1/jobs/{id}) as the dashboard shows it: poll it to its end, draw it in a progress
 // block (progress bar, percentage, status, ETA, log, error) and cancel it. The stress-test page and the
-// accounts page each have a block whose elements share a prefix: #{prefix}-progress, -pct, -status, -eta,
-// -log and -error.
+// accounts page each have a block, cloned from index.html's <template id="job-block-template"> into their
+// [data-job-block="prefix"] element (mountJobBlocks), whose elements then share the prefix: #{prefix}-progress,
+// -pct, -status, -eta, -log and -error. Active jobs of the key (activeJobs) let a reloaded page resume one.
 
 import { fmt, t } from "./i18n.js";
 
@@ -45,4 +46,27 @@ export function renderJobBlock(prefix, job) {
   $("log").textContent = (job.log || []).join("\n");
   $("error").textContent = job.status === "failed"
     ? t("job_failed", { error: job.error?.detail || job.error?.title || JSON.stringify(job.error) }) : "";
+}
+
+/** Clone the job-block template into every [data-job-block] element (once, before the page's strings are applied). */
+export function mountJobBlocks(root = document) {
+  const tpl = root.querySelector("#job-block-template");
+  for (const host of root.querySelectorAll("[data-job-block]")) {
+    if (host.childElementCount) continue;
+    const prefix = host.dataset.jobBlock;
+    const frag = tpl.content.cloneNode(true);
+    frag.querySelectorAll("[data-part]").forEach((el) => { el.id = `${prefix}-${el.dataset.part}`; });
+    frag.querySelectorAll("[data-for]").forEach((el) => { el.htmlFor = `${prefix}-${el.dataset.for}`; });
+    host.appendChild(frag);
+  }
+}
+
+/** The key's queued and running jobs of the given kinds, newest first (GET /v1/jobs?status=...). */
+export async function activeJobs(api, kinds, createdBy = null) {
+  const out = [];
+  for (const status of ["running", "queued"]) {
+    const page = await api.get("/v1/jobs", { status, limit: 100 });
+    out.push(...(page.items || []).filter((j) => kinds.includes(j.kind) && (!createdBy || j.created_by === createdBy)));
+  }
+  return out.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
 }

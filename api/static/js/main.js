@@ -2,14 +2,14 @@
 // results (charts, county table), five-level accounts (at once, or as a job when too large), report
 // downloads; value a loan and quote a cover (finance.js; the pages a key's role may use). All text via i18n.js.
 
-import { Api, ApiError, forgetKey, saveKey, savedKey } from "./api.js";
-import { applyI18n, fmt, fmtPct, getLang, paramSd, placeName, setLang, speciesName, t } from "./i18n.js";
+import { Api, ApiError, forgetKey, problemNodes, saveKey, savedKey } from "./api.js";
+import { applyI18n, fmt, fmtPct, getLang, paramSd, placeName, scenarioTitle, setLang, speciesName, t } from "./i18n.js";
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
 import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
 import { RUNNERS, SIM_ACCOUNT_COLUMNS, availableRunners } from "./runners.js";
 import { financeAccess, installFinance } from "./finance.js";
-import { cancelJob, pollJob, renderJobBlock } from "./jobs.js";
+import { TERMINAL, activeJobs, cancelJob, mountJobBlocks, pollJob, renderJobBlock } from "./jobs.js";
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -63,7 +63,19 @@ async function afterSignIn() {
   state.runnerKinds = availableRunners(state.openapi).filter((k) => k !== "stress" || state.access.stress);
   state.runner = RUNNERS[state.runnerKinds[0]];
   renderRunKinds();
+  if (!state.tabChosen) selectTab(landingTab());  // the role's own page (unless the user already chose one)
   await Promise.all([loadPortfolios(), loadRunOptions()]);
+  resumeRun().catch((err) => { $("#run-error").textContent = t("error", { detail: err.message }); });
+}
+
+/** The page a key lands on: the bureau (which may run stress tests) the portfolio and map; a bank key the loan
+ * valuation, an insurer key the quote (the roles are known by which lists the key may read: financeAccess). */
+function landingTab() {
+  const a = state.access || {};
+  if (a.stress) return "portfolio";
+  if (a.loan) return "loan";
+  if (a.quote) return "quote";
+  return "portfolio";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,7 +98,7 @@ function selectTab(name, focus = false) {
 }
 
 function installTabs() {
-  for (const n of TABS) $(`#tab-${n}`).addEventListener("click", () => selectTab(n));
+  for (const n of TABS) $(`#tab-${n}`).addEventListener("click", () => { state.tabChosen = true; selectTab(n); });
   $("#tabs").addEventListener("keydown", (e) => {
     const tabs = shownTabs();
     const cur = tabs.findIndex((n) => $(`#tab-${n}`).getAttribute("aria-selected") === "true");
@@ -95,7 +107,7 @@ function installTabs() {
     else if (e.key === "ArrowLeft") next = (cur + tabs.length - 1) % tabs.length;
     else if (e.key === "Home") next = 0;
     else if (e.key === "End") next = tabs.length - 1;
-    if (next !== null) { e.preventDefault(); selectTab(tabs[next], true); }
+    if (next !== null) { e.preventDefault(); state.tabChosen = true; selectTab(tabs[next], true); }
   });
 }
 
@@ -203,12 +215,15 @@ async function upload(e) {
     state.portfolio = null;
     await loadPortfolios(p.id);
   } catch (err) {
-    let detail = err.message;
-    const errs = err.problem?.errors;
-    if (errs?.length) {
-      detail += ": " + errs.slice(0, 5).map((x) => (x.row !== undefined ? `row ${x.row} ${x.column}: ${x.reason}` : `${x.field}: ${x.reason}`)).join("; ");
-    }
-    st.textContent = t("upload_errors", { detail });
+    // a translated lead-in with the rows and columns; the server's reasons (English) apart, in a second line each
+    const errs = err.problem?.errors || [];
+    const lead = t("upload_errors", { detail: errs.length
+      ? t("upload_problems", { n: fmt(errs.length), shown: fmt(Math.min(5, errs.length)) })
+      : err.problem ? t("request_rejected", { status: err.status ?? "?" }) : err.message });
+    st.replaceChildren(...problemNodes(err, lead, { max: 5, where: (x) => (
+      x.column !== undefined && x.column !== null
+        ? (x.row !== undefined && x.row !== null ? t("upload_problem_row", { row: x.row, column: x.column }) : t("upload_problem_col", { column: x.column }))
+        : t("upload_problem_field", { field: x.field ?? "" })) }));
   }
 }
 
@@ -248,6 +263,8 @@ function renderRunMode() {
   const roleOnly = onlySim && availableRunners(state.openapi).includes("stress");  // the endpoint exists, the role may not
   $("#run-mode-note").textContent = t(stress ? "run_note_stress" : roleOnly ? "run_sim_role" : onlySim ? "run_using_sim" : "run_note_sim");
   $("#run-scenario-label").textContent = t(stress ? "scenario" : "climate_pathway");
+  $("#run-resumed").hidden = !state.runResumed;
+  $("#run-resumed").textContent = state.runResumed ? t("run_resumed", { id: state.runResumed }) : "";
 }
 
 function setRunning(on) {
@@ -271,13 +288,99 @@ async function startRun(e) {
     const job = await runner.start(state.api, state.portfolio, form);
     state.job = job;
     state.jobRunner = runner;
+    state.runResumed = null;
+    renderRunMode();
+    rememberRunJob(job.id);
     renderJob(job);
     await poll(job.id);
   } catch (err) {
-    $("#run-error").textContent = t("error", { detail: problemText(err) });
+    showRunError(err);
   } finally {
     setRunning(false);
   }
+}
+
+// A reload keeps the run: the tab's last run job is kept in sessionStorage, and the server's list of the key's
+// queued and running jobs (GET /v1/jobs?status=) finds one started elsewhere or before the tab remembered it.
+const RUN_JOB_STORE = "cre.runJob";
+const RUN_KINDS = { stress_test: "stress", simulation: "simulation" };  // job kind -> runner
+
+function rememberRunJob(id) {
+  try { if (id) sessionStorage.setItem(RUN_JOB_STORE, id); else sessionStorage.removeItem(RUN_JOB_STORE); } catch { /* private mode */ }
+}
+
+function rememberedRunJob() {
+  try { return sessionStorage.getItem(RUN_JOB_STORE); } catch { return null; }
+}
+
+/** After sign-in: show the run this tab started before a reload (its progress, cancel and, at its end, its
+ * results), or else the key's newest queued or running run job. */
+async function resumeRun() {
+  const kinds = Object.keys(RUN_KINDS).filter((k) => (state.runnerKinds || []).includes(RUN_KINDS[k]));
+  let job = null;
+  const saved = rememberedRunJob();
+  if (saved) {
+    try { job = await state.api.get(`/v1/jobs/${saved}`); } catch { job = null; }
+    if (job && !kinds.includes(job.kind)) job = null;
+  }
+  if (!job || TERMINAL.includes(job.status)) {
+    const live = (await activeJobs(state.api, kinds, state.keyId))[0];
+    if (live) job = live;
+  }
+  if (!job || state.job) return;  // nothing to resume, or a run was started meanwhile
+  const kind = RUN_KINDS[job.kind];
+  const req = job.request || {};
+  if (req.portfolio_id && req.portfolio_id !== state.portfolio?.id && state.portfolios.some((p) => p.id === req.portfolio_id)) {
+    $("#portfolio-select").value = req.portfolio_id;
+    await choosePortfolio(req.portfolio_id);
+  }
+  if (state.runner.kind !== kind) {
+    state.runner = RUNNERS[kind];
+    $("#run-kind").value = kind;
+    await loadRunOptions();
+  }
+  // the form shows what the job runs
+  const option = kind === "stress" ? (req.scenarios?.[0] || "baseline") : (req.climate_pathway || "");
+  if ([...$("#run-scenario").options].some((o) => o.value === option)) $("#run-scenario").value = option;
+  for (const f of ["years", "paths", "seed"]) if (req[f] !== undefined && req[f] !== null) $(`#run-${f}`).value = req[f];
+  const active = !TERMINAL.includes(job.status);
+  state.job = job;
+  state.jobRunner = RUNNERS[kind];
+  state.runResumed = active ? job.id : null;
+  rememberRunJob(job.id);
+  renderRunMode();
+  renderJob(job);
+  if (active) selectTab("run");
+  setRunning(active);
+  try {
+    await poll(job.id, { show: active });  // a run that ended while the page reloaded: its results, on their tab
+  } catch (err) {
+    showRunError(err);
+  } finally {
+    setRunning(false);
+  }
+}
+
+// the run form's inputs by the last part of a problem's errors[].field
+const RUN_FIELDS = { years: "run-years", paths: "run-paths", seed: "run-seed", scenarios: "run-scenario",
+  climate_pathway: "run-scenario", portfolio_id: "portfolio-select" };
+
+/** A refused run: a translated lead-in naming the form's fields, the server's reasons (English) apart. */
+function showRunError(err) {
+  const errs = err.problem?.errors || [];
+  const names = errs.map((x) => fieldName(RUN_FIELDS, x.field ?? x.column)).filter(Boolean);
+  const lead = errs.length ? t("run_invalid", { fields: [...new Set(names)].join(getLang() === "zh" ? "、" : ", ") })
+    : t("error", { detail: err.problem ? t("request_rejected", { status: err.status ?? "?" }) : err.message });
+  $("#run-error").replaceChildren(...problemNodes(err, lead, {
+    where: (x) => t("field_invalid", { field: fieldName(RUN_FIELDS, x.field ?? x.column) }) }));
+}
+
+/** The label of the form input a problem's field path names (its last parts), else the path itself. */
+function fieldName(fields, path) {
+  const parts = String(path ?? "").split(/[/.]/).reverse();
+  const id = parts.map((p) => fields[p]).find(Boolean);
+  const label = id && document.querySelector(`label[for="${id}"]`);
+  return label ? label.textContent.trim() : String(path ?? "");
 }
 
 function problemText(err) {
@@ -285,14 +388,16 @@ function problemText(err) {
   return errs?.length ? `${err.message}: ${errs.map((x) => `${x.field ?? x.column}: ${x.reason}`).join("; ")}` : err.message;
 }
 
-async function poll(id) {
-  const job = await pollJob(state.api, id, { onJob: (j) => { state.job = j; renderJob(j); } });
+async function poll(id, { show = true } = {}) {
+  const job = await pollJob(state.api, id, { onJob: (j) => { if (state.job?.id === id) { state.job = j; renderJob(j); } } });
+  state.runResumed = null;
+  renderRunMode();
   if (job.status !== "succeeded") return;  // failed (its error shown) or cancelled
   state.view = await state.jobRunner.result(state.api, job, state.portfolio, state.parcels);
   resetAccounts("run");  // the accounts page shows the new run's accounts
   renderResults();
   paintMap();
-  selectTab("results", true);
+  if (show) selectTab("results", true);
 }
 
 async function cancelRun() {
@@ -302,7 +407,7 @@ async function cancelRun() {
   try {
     renderJob(await cancelJob(state.api, state.job.id));
   } catch (err) {
-    $("#run-error").textContent = t("error", { detail: problemText(err) });
+    showRunError(err);
   }
 }
 
@@ -646,7 +751,7 @@ function renderAccounts() {
   const fromRun = accountsSource()?.kind === "run";
   const spec = (fromRun && state.view.accountsColumns) || SIM_ACCOUNT_COLUMNS;
   $("#acc-help").textContent = fromRun && state.view?.kind === "stress"
-    ? t("accounts_help_stress", { scenario: state.view.scenario }) : t("accounts_help");
+    ? t("accounts_help_stress", { scenario: state.view.title || scenarioTitle(state.view.scenario) || state.view.scenario }) : t("accounts_help");
   const head = $("#accounts-table thead tr");
   head.replaceChildren();
   for (const [label, cls] of [["col_name", ""], ["col_level", ""], ...spec.map(([, l]) => [l, "num"])]) {
@@ -732,6 +837,7 @@ function renderLanguage() {
 // start
 // ---------------------------------------------------------------------------------------------
 function init() {
+  mountJobBlocks();  // the run's and the accounts' progress blocks, from one template
   state.map = new ParcelMap($("#map"), $("#map-legend"));
   finance = installFinance(state);
   installTabs();
@@ -746,12 +852,12 @@ function init() {
       err.textContent = "";
       $("#api-key").value = "";
       await afterSignIn();
-      $("#tab-portfolio").focus();
+      $(`#tab-${landingTab()}`).focus();
     } catch (ex) {
       err.textContent = ex.message;
     }
   });
-  $("#sign-out").addEventListener("click", () => { forgetKey(); window.location.reload(); });
+  $("#sign-out").addEventListener("click", () => { forgetKey(); rememberRunJob(null); window.location.reload(); });
   $("#portfolio-select").addEventListener("change", (e) => choosePortfolio(e.target.value));
   $("#upload-form").addEventListener("submit", upload);
   document.querySelectorAll('input[name="colour"]').forEach((r) => r.addEventListener("change", (e) => {

@@ -4,7 +4,16 @@
 //    se, perHaYr, share}], exceedance: [{loss, prob}], fan: [{year, p05, p10, p50, p90, p95}],
 //    townshipRisk: Map(township -> tCO2e/ha/yr), accountsPath, reports(openapi) -> [{id, path, file, ...}]}
 
-import { parameterUncertaintyOn } from "./i18n.js";
+import { parameterUncertaintyOn, pathwayTitle, scenarioTitle } from "./i18n.js";
+
+/** A scenario or pathway option: its title in the current language when the dictionary knows it, else its
+ * id and the start of the API's (English) description. */
+const optionLabel = (id, title, description) => () => {
+  const known = title(id);
+  if (known) return known;
+  const d = description || "";
+  return `${id}${d ? ` — ${d.slice(0, 70)}${d.length > 70 ? "…" : ""}` : ""}`;
+};
 
 const QUANTILES = [["p01", 0.01], ["p05", 0.05], ["p10", 0.10], ["p50", 0.50], ["p90", 0.90], ["p95", 0.95], ["p99", 0.99]];
 
@@ -73,7 +82,9 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
     if (a) townshipRisk.set(name, r.mean / a / years);
   }
   return {
-    kind: "simulation", id: sim.id, title: req.climate_pathway || "",
+    kind: "simulation", id: sim.id, pathway: req.climate_pathway || "",
+    // the pathway's title in the page's language (a getter: the language may change)
+    get title() { return this.pathway ? pathwayTitle(this.pathway) || this.pathway : ""; },
     settings: runSettings(req, years, sim.audit),
     // whether the run drew the uncertain parameters: without, its parameter sds are not shown (the engine's
     // zeros then mean "off", not "not resolved")
@@ -128,7 +139,7 @@ export const RUNNERS = {
       const paths = items.filter((s) => s.kind === "climate_pathway");
       return paths.map((s) => {
         const short = s.id.split(".").pop();
-        return { value: short, label: () => `${short} — ${s.description.slice(0, 70)}${s.description.length > 70 ? "…" : ""}` };
+        return { value: short, label: optionLabel(short, pathwayTitle, s.description) };
       });
     },
     async start(api, portfolio, form) {
@@ -186,7 +197,9 @@ export function stressView(st, tables, scenario, portfolio, parcels) {
       query: last === "accounts" ? { scenario, limit: 500 } : undefined };
   });
   return {
-    kind: "stress", id: st.id, scenario, title: meta.title || scenario,
+    kind: "stress", id: st.id, scenario, serverTitle: meta.title || scenario,
+    // the scenario's title in the page's language (the API's is English: kept for a scenario the page does not know)
+    get title() { return scenarioTitle(this.scenario) || this.serverTitle; },
     settings: runSettings(req, years, st.audit),
     paramOn: parameterUncertaintyOn(st.result?.provenance),
     kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se, pf.stock_end_tco2e?.parameter_sd],
@@ -211,8 +224,7 @@ RUNNERS.stress = {
     const items = await api.all("/v1/scenarios");
     return items.filter((s) => s.kind === "stress").map((s) => {
       const name = s.id.replace(/^stress\./, "");
-      const d = s.description || "";
-      return { value: name, label: () => `${name}${d ? ` — ${d.slice(0, 70)}${d.length > 70 ? "…" : ""}` : ""}` };
+      return { value: name, label: optionLabel(name, scenarioTitle, s.description) };
     });
   },
   async start(api, portfolio, form) {

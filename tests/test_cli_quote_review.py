@@ -1,0 +1,135 @@
+"""``carbon-risk quote`` after the user-flow review: the README's price floor runs, errors name the CLI's options,
+every premium figure shows its Monte Carlo error, and options the chosen cover does not use are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from api.cli import main
+from tests.conftest import make_frame
+
+
+@pytest.fixture(scope="module")
+def project_csv(tmp_path_factory):
+    """40 parcels, 20 of them in a crediting project (so credits are issued)."""
+    df = make_frame(40, seed=12)
+    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
+    p = tmp_path_factory.mktemp("qrev") / "parcels.csv"
+    df.to_csv(p, index=False)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def no_project_csv(tmp_path_factory):
+    """Parcels in no crediting project: no credits are ever issued."""
+    p = tmp_path_factory.mktemp("qrev0") / "parcels.csv"
+    make_frame(30, seed=4).to_csv(p, index=False)
+    return str(p)
+
+
+def _run(args, capsys):
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _error_lines(err: str) -> list[str]:
+    return [ln for ln in err.strip().splitlines() if ln.startswith("carbon-risk: error")]
+
+
+# ---- finding 2: the README's `carbon-risk quote --cover price-floor` ---------------------------------------
+def test_the_readme_price_floor_runs_over_the_monitoring_period(project_csv, capsys):
+    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--paths", "16", "--format", "json"],
+                          capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["provenance"]["years"] == 5 and d["exposure"]["insured_tco2e"] > 0
+    assert "--years defaults to 5, the crediting's monitoring period" in err
+    # a fixed volume needs no issuance: the default stays one policy year
+    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--volume", "100", "--paths", "8",
+                           "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["provenance"]["years"] == 1
+
+
+def test_a_price_floor_without_credits_names_the_cli_options(project_csv, no_project_csv, capsys):
+    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--years", "3", "--paths", "8"],
+                          capsys)
+    assert code == 2 and out == ""
+    (line,) = _error_lines(err)
+    assert "--years 3" in line and "--years 5 or more" in line and "--volume" in line and "volume_tco2e" not in line
+    # parcels in no project never issue credits: the engine's error comes back in the CLI's words
+    code, out, err = _run(["quote", "-p", no_project_csv, "--cover", "price-floor", "--paths", "8"], capsys)
+    assert code == 2 and out == ""
+    (line,) = _error_lines(err)
+    assert line.startswith("carbon-risk: error: --volume: the simulated credits issued are 0 in the 5 policy year(s)")
+    assert "--years" in line and "volume_tco2e" not in line
+
+
+# ---- finding 6: options the cover does not use ---------------------------------------------------------------
+@pytest.mark.parametrize("args, named, cover", [
+    (["--cover", "sink-index", "--deductible", "5%"], "--deductible", "sink-index"),
+    (["--cover", "sink-index", "--perils", "fire"], "--perils", "sink-index"),
+    (["--cover", "sink-index", "--deductible-basis", "event"], "--deductible-basis", "sink-index"),
+    (["--cover", "sink-index", "--strike", "50"], "--strike", "sink-index"),
+    (["--trigger", "0.5"], "--trigger", "stock-loss"),
+    (["--cover", "stock-loss", "--expected-sink", "100"], "--expected-sink", "stock-loss"),
+    (["--index-error", "normal"], "--index-error", "stock-loss"),
+    (["--volume", "100"], "--volume", "stock-loss"),
+    (["--price-model", "pilot_ets"], "--price-model", "stock-loss"),
+    (["--cover", "price-floor", "--volume", "100", "--trigger", "0.8"], "--trigger", "price-floor"),
+    (["--cover", "price-floor", "--volume", "100", "--perils", "fire"], "--perils", "price-floor"),
+    (["--cover", "sink-index", "--error-cv", "0.2"], "--error-cv", "--index-error none"),
+])
+def test_options_the_cover_does_not_use_are_refused(project_csv, args, named, cover, capsys):
+    code, out, err = _run(["quote", "-p", project_csv, "--paths", "8", *args], capsys)
+    assert code == 2 and out == ""
+    (line,) = _error_lines(err)
+    assert named in line and cover in line, line
+    assert "quoting" not in err  # refused before any simulation
+
+
+def test_several_foreign_options_are_named_together(project_csv, capsys):
+    code, _, err = _run(["quote", "-p", project_csv, "--cover", "sink-index", "--deductible", "5%", "--perils", "fire"],
+                        capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "--perils, --deductible: do not apply to --cover sink-index (they are stock-loss terms)" in line
+
+
+def test_the_covers_own_options_are_accepted(project_csv, capsys):
+    code, _, err = _run(["quote", "-p", project_csv, "--paths", "8", "--cover", "sink-index", "--trigger", "0.7",
+                         "--index-error", "normal", "--error-cv", "0.2", "--limit", "1M", "--participation", "0.9",
+                         "--format", "json"], capsys)
+    assert code == 0, err
+
+
+# ---- finding 3: every premium figure with its Monte Carlo error ------------------------------------------
+def test_the_text_quote_shows_the_premiums_errors(project_csv, capsys):
+    args = ["quote", "-p", project_csv, "--paths", "32", "--layer", "1k:19k", "--layer", "20k:100k"]
+    code, out, err = _run([*args, "--format", "json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    p = d["premium"]
+    code, text, _ = _run(args, capsys)
+    assert code == 0
+    lines = text.splitlines()
+    gross = next(ln for ln in lines if ln.startswith("Gross premium"))
+    assert f"Gross premium {p['gross_premium_cny']:,.0f} ± {p['gross_premium_mc_se_cny']:,.0f} CNY" in gross
+    assert f"{100 * p['rate_on_sum_insured']:.2f}% ± {100 * p['rate_on_sum_insured_mc_se']:.2f}% of sum insured" in gross
+    assert f"pure rate {100 * p['pure_rate']:.2f}% ± {100 * p['pure_rate_mc_se']:.2f}%" in gross
+    assert f"{p['premium_per_mu_cny']:,.2f} ± {p['premium_per_mu_mc_se_cny']:,.2f} CNY/mu" in gross
+    assert f"{p['premium_per_ha_cny']:,.2f} ± {p['premium_per_ha_mc_se_cny']:,.2f} CNY/ha" in gross
+    assert f"{p['premium_per_tco2e_cny']:,.2f} ± {p['premium_per_tco2e_mc_se_cny']:,.2f} CNY/tCO2e" in gross
+    pure = next(ln for ln in lines if ln.startswith("Pure premium"))
+    assert f"risk load (coc) {p['risk_load_cny']:,.0f} ± {p['risk_load_mc_se_cny']:,.0f}" in pure
+    # the layers: reinsurance premium and rate on line with their errors, as the JSON has them
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("Reinsurance layers"))
+    rows = lines[start + 3:start + 3 + len(d["layers"])]
+    for row, lay in zip(rows, d["layers"]):
+        assert f"{lay['reinsurance_premium_cny']:,.0f} ± {lay['reinsurance_premium_mc_se_cny']:,.0f}" in row, row
+        assert f"{100 * lay['rate_on_line']:.2f}% ± {100 * lay['rate_on_line_mc_se']:.2f}%" in row, row
+    assert len(re.findall("±", "\n".join(rows))) == 6 * len(d["layers"])
