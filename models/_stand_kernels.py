@@ -14,8 +14,11 @@ transcendental functions:
 3. :func:`_maturity` -- ``u' = 1 - (1 - u) exp(-k m)`` (formulas in :mod:`models.growth`);
 4. ``numpy.log``, ``*= c``, ``numpy.exp`` -- ``u'**c`` as ``exp(c log u')``;
 5. :func:`_finish` -- volume -> carbon (:mod:`models.carbon`), the bamboo step, background
-   mortality's flux (reported, not taken off: the curves are net of it), ageing, and the weighted
+   mortality's flux (reported, not taken off: the curves are net of it), and the weighted
    start-stock and gross-growth group sums.
+
+The stands age after the year's perils (:func:`age_stands`), not in the growth pass: a peril sees the
+age a stand had when the year began.
 
 Steps 1, 3 and 5 are made of small passes over the rows of a tile, written so the compiler
 vectorises them (zero-based loops over few arrays; see the note above :func:`_exponents`).
@@ -278,11 +281,16 @@ def _grow_bamboo(r0, r1, j0, jt, j1, n_tree, carbon, age, c0, c1, managed_now, b
 
 
 @nb.njit(cache=True, nogil=True)
-def _age(r0, r1, j0, j1, age):
-    """Every stand ages a year."""
+def age_stands(age):
+    """Every stand ages a year, in place: ``age += 1`` (float32, numpy's numbers).
+
+    The simulator calls it at the end of a year's perils, so growth and every peril of a year see
+    the stand's age at the start of the year (the portfolio's age in year 0), and a clear-fell
+    compares the age the stand has reached at the year's end with its rotation age.
+    """
     one32 = np.float32(1.0)
-    for i in range(r0, r1):
-        ag = age[i, j0:j1]
+    for i in range(age.shape[0]):
+        ag = age[i]
         for j in range(ag.size):
             ag[j] += one32
 
@@ -331,7 +339,7 @@ def _dense(r0, r1, j0, j1, c0, c1, carbon, growth_out, mortality_out):
 def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_pow, e, m,
             slope, intercept, ramp, fang, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
             with_mortality, group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
-    """The new carbon, ageing, and sums or dense outputs.
+    """The new carbon, and sums or dense outputs.
 
     The start carbon ``c0`` and the end point of gross growth ``c1`` (new carbon plus background
     mortality's flux) of each pair are kept in ``e`` and ``m``, which are spent once the new carbon is
@@ -345,7 +353,6 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
     if j1 > jt:
         _grow_bamboo(r0, r1, j0, jt, j1, nt, carbon, age, e, m, managed_now, bamboo_ceiling, bamboo_drift,
                      establishment, keep, with_mortality)
-    _age(r0, r1, j0, j1, age)
     if with_sums:
         _sums(r0, r1, j0, j1, e, m, group, weight, stock_sums, growth_sums)
     if with_dense:
@@ -367,7 +374,8 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
     u : (n_paths, n_tree) float64
         Relative maturity of the tree parcels (the first ``n_tree`` parcels), in place.
     age : (n_paths, n_parcels) float32, years
-        Stand age (negative while a destroyed stand waits for replanting: no growth); +1.
+        Stand age at the start of the year (negative while a destroyed stand waits for replanting: no
+        growth); read only (the simulator ages the stands after the year's perils, :func:`age_stands`).
     tree : TreeGrowth
         Per-parcel curves and per-path parameter multipliers of the tree parcels.
     noise_rows : (n_paths,) uint64 or empty
@@ -429,6 +437,24 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
                         go, mo, dense is not None)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fang_volume(c, slope, intercept, ramp):
+    """The volume (m3/ha) whose Fang carbon (:func:`_tree_carbon`, with its ramp) is ``c`` tC/ha.
+
+    Fang's carbon is continuous and rises with the volume: ``ramp c / c_ramp`` below the carbon
+    ``c_ramp = slope ramp + intercept`` of the ramp's end, ``(c - intercept) / slope`` above it. A
+    carbon no volume gives (at most 0, or below a positive intercept when there is no ramp) gives 0.
+    """
+    if not c > 0.0:
+        return 0.0
+    if ramp > 0.0:
+        c_ramp = slope * ramp + intercept
+        if c < c_ramp:
+            return ramp * (c / c_ramp)
+    v = (c - intercept) / slope
+    return v if v > 0.0 else 0.0
+
+
 @nb.njit(cache=True, nogil=True)
 def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope, intercept, ramp, fang,
                   path_pos, parcel_pos, keep, keep_pow, stand_replacing, replant_age, lost_out):
@@ -438,11 +464,22 @@ def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope
         j = parcel_pos[k]
         before = carbon[i, j]
         if j < nt:
-            uu = u[i, j] * keep_pow[k]
             if fang:
-                v = _asym(i, j, a_base, a_floor, a_mult, species) * uu ** shape[j]
-                after = _tree_carbon(v, slope[j], intercept[j], ramp, fang)
+                # the peril's fraction is of the carbon: keep (1 - f) of it and fall back to the
+                # maturity of the volume that holds it (Fang's intercept makes that share of the
+                # volume smaller than 1 - f); a carbon below that of zero volume cannot be kept
+                after = before * keep[k]
+                at_zero = _tree_carbon(0.0, slope[j], intercept[j], ramp, True)
+                if after <= at_zero:
+                    after = at_zero
+                    uu = 0.0
+                else:
+                    v = _fang_volume(after, slope[j], intercept[j], ramp)
+                    uu = (v / _asym(i, j, a_base, a_floor, a_mult, species)) ** (1.0 / shape[j])
+                    if uu > u[i, j]:  # rounding: a loss never raises the maturity
+                        uu = u[i, j]
             else:
+                uu = u[i, j] * keep_pow[k]
                 after = before * keep[k]  # BEF carbon is proportional to volume
             if stand_replacing[k]:
                 uu = 0.0
@@ -480,12 +517,18 @@ def _divide_by_shape(keep_pow, parcel_pos, shape):
 def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stand_replacing, replant_age):
     """Apply one peril's sparse losses to the stand state, in place; return the carbon lost (tC/ha).
 
-    A tree stand keeping a share ``s = 1 - f`` of its volume falls back in maturity,
-    ``u -> u s^(1/c)`` (so its volume ``A u^c`` becomes ``s`` times as large; Fang carbon is
-    recomputed from it, BEF carbon scales by ``s``); a bamboo stand keeps ``s`` of its carbon. A
-    stand-replacing loss then restarts the stand: age ``replant_age`` (minus the replanting delay),
-    maturity 0 (trees: the carbon of zero volume), or no carbon (bamboo, which regrows from its
-    rhizomes). ``s^(1/c)`` is computed by numpy's vectorised ``exp(log1p(-f) / c)``.
+    A peril's ``f`` is the share of the parcel's current carbon it destroys
+    (:class:`models.perils.base.PerilLosses`), so every stand keeps ``s = 1 - f`` of its carbon. A tree
+    stand falls back in maturity to the volume that holds it: under BEF, whose carbon is proportional
+    to volume, ``s`` of its volume, ``u -> u s^(1/c)`` (its volume ``A u^c`` becomes ``s`` times as
+    large; ``s^(1/c)`` by numpy's vectorised ``exp(log1p(-f) / c)``); under Fang the volume whose
+    carbon ``a V + b`` (with the ramp below ``ramp`` m3/ha) is ``s`` times the carbon before, ``u ->
+    (V / A)^(1/c)`` -- with the intercept a smaller share of the volume than ``s``, and removing ``f``
+    of the volume instead would take 10-15 % less carbon than the peril said (a carbon below that
+    of zero volume, possible only without a ramp, stops there). A bamboo stand keeps ``s`` of its
+    carbon. A stand-replacing loss then restarts the stand: age ``replant_age`` (the simulator passes
+    minus the replanting delay, less the year the stands age at the end of this one), maturity 0
+    (trees: the carbon of zero volume), or no carbon (bamboo, which regrows from its rhizomes).
     """
     pp = np.ascontiguousarray(path_pos, dtype=np.int64)
     qq = np.ascontiguousarray(parcel_pos, dtype=np.int64)

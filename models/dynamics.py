@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from models._stand_kernels import TreeGrowth, apply_losses, clear_fell, grow_year
+from models._stand_kernels import TreeGrowth, age_stands, apply_losses, clear_fell, grow_year
 from models.carbon import CarbonFactors, CarbonMethod, carbon_factors
 from models.growth import GrowthInputs, bamboo_step, grow_relative_maturity, resolve_growth
 from models.parameters import ModelParameters
@@ -470,7 +470,10 @@ class ForestSimulator:
             n_groups = int(group_sums.n_groups)
         no_rows = np.empty(0, dtype=np.uint64)
         keys = np.ascontiguousarray(rnd.parcel_keys, dtype=np.uint64)
-        replant_age = np.float32(-float(self._replant_delay))
+        # a destroyed stand waits ``replanting_delay_years`` full years without growth: it leaves the year of its
+        # loss at age -delay, so the loss sets -(delay + 1) and the year's end ages it (later perils of that year
+        # see a negative age, a stand with nothing standing)
+        replant_age = np.float32(-float(self._replant_delay + 1))
 
         for y in range(years):
             cal = self.start_year + y
@@ -515,6 +518,8 @@ class ForestSimulator:
                 lost = apply_losses(carbon, u, age, tree, pl.path_pos, pl.parcel_pos, pl.loss_fraction,
                                     pl.stand_replacing, replant_age)
                 losses.append((peril.name, pl, lost))
+                if pl.stand_replacing.any():
+                    self._stands_replaced(states, pl.path_pos[pl.stand_replacing], pl.parcel_pos[pl.stand_replacing])
                 if casc is not None and peril.name in casc.breakage_perils:
                     hit = np.clip(pl.loss_fraction, 0.0, 1.0) >= casc.damage_threshold.value
                     if hit.any():
@@ -523,12 +528,15 @@ class ForestSimulator:
             # windows as they stood when the year began
             for bp, bq in broken:
                 weakened_until[bp, bq] = y + window
+            # ---- the stands age a year: growth and every peril of the year saw the age at its start --------
+            age_stands(age)
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._clear_fells:
                 hp, hq, removed = clear_fell(age, self._rotation_threshold, carbon, u, self._carbon_at_zero)
                 if hp.size:
                     harvest = (hp, hq, removed)
+                    self._stands_replaced(states, hp, hq)
             out = YearOutput(year=y, calendar_year=cal, carbon_start_tc_per_ha=carbon_start,
                              carbon_end_tc_per_ha=carbon.copy() if dense else carbon,
                              growth_tc_per_ha=dense_out[0] if dense else None,
@@ -538,6 +546,11 @@ class ForestSimulator:
             if harvest is not None:
                 out.harvest = harvest
             yield out
+
+    def _stands_replaced(self, states: list, pp: np.ndarray, qq: np.ndarray) -> None:
+        """Tell every peril that the stands at (``pp``, ``qq``) were replaced (:meth:`Peril.stands_replaced`)."""
+        for peril, state in zip(self.perils, states):
+            peril.stands_replaced(state, pp, qq)
 
     # ------------------------------------------------------------------------------------------
     def parameter_random(self, rnd: KeyedRandom) -> KeyedRandom:

@@ -8,6 +8,15 @@ run, or the row order of the portfolio file, and why removing one parcel leaves 
 draws unchanged: parcels are keyed by a hash of their stable ``parcel_id``, paths by their global
 index, never by a position in an array.
 
+The draws are unchanged; a result can still depend on the other parcels where a process couples them.
+The one such process is pine wilt's epidemic beyond the region's landscape: pine hosts outside the
+shipped landscape (:mod:`models.perils.pine_wilt`) extend its grid with cells of their own, dilated
+around them, whose epidemic (driven by the region's, which it does not change) is the portfolio's own:
+removing such a host can remove extension cells its neighbours outside the landscape share, or change
+their infectivity (their hosts' pest control), and so change those neighbours' infections and losses.
+Parcels inside the landscape, and every other peril, keep their results (a run records its outside
+hosts in its ``model_notes``, ``pine_wilt_hosts_outside_landscape``).
+
 The streams are named (``"fire.hazard"``, ``"fire.damage"``, ...), so a peril's hazard and damage
 draws are independent by construction, and a new peril gets new streams without shifting old ones.
 """

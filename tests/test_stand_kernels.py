@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models._stand_kernels import TreeGrowth, apply_losses, clear_fell, grow_year
+from models._stand_kernels import TreeGrowth, age_stands, apply_losses, clear_fell, grow_year
 from models.carbon import CarbonFactors
 from models.growth import bamboo_step, grow_relative_maturity
 from models.rng import KeyedRandom
@@ -80,7 +80,9 @@ def _reference(s, rnd, year=3, fang=False, keep=0.99):
     flux = c1 * (1 - keep)
     if fang:
         flux[:, :N_TREE] = tf.tc_per_ha(v1) - tf.tc_per_ha(v1 * keep)
-    return dict(c1=c1 + flux, c2=c1, u2=u1, age=s["age"] + 1)
+    # the growth pass reads the age (a waiting stand does not grow) and leaves it: the simulator ages
+    # the stands after the year's perils (age_stands), which see the age at the start of the year
+    return dict(c1=c1 + flux, c2=c1, u2=u1, age=s["age"])
 
 
 @pytest.mark.parametrize("fang", [False, True])
@@ -131,27 +133,51 @@ def test_each_path_row_is_independent_of_the_block_it_is_computed_in():
 
 
 @pytest.mark.parametrize("fang", [False, True])
-def test_apply_losses_scales_volume_and_restarts_destroyed_stands(fang):
+def test_apply_losses_takes_the_stated_share_of_the_carbon_and_restarts_destroyed_stands(fang):
+    """A peril's fraction is of the carbon (PerilLosses): every stand keeps 1 - f of its carbon, under BEF
+    and Fang alike. The tree stand falls back to the maturity whose volume holds that carbon: under BEF
+    the share 1 - f of the volume, u (1 - f)^(1/c); under Fang the volume that inverts a V + b (with the
+    ramp below 10 m3/ha here), a larger share of the volume lost. A stand-replacing loss restarts it."""
     s = _state(6, seed=4, fang=fang)
     tf = CarbonFactors(s["slope"], s["intercept"], 10.0, "fang" if fang else "bef")
     if fang:
+        s["u"][4, 9] = 0.02  # a stand on the ramp: volume below 10 m3/ha
         s["carbon"][:, :N_TREE] = tf.tc_per_ha(s["asym"] * s["u"] ** s["shape"])
-    pp = np.array([0, 0, 1, 2, 3, 5, 5], dtype=np.int64)
-    qq = np.array([0, N_TREE + 1, 4, 7, N_TREE + 2, 3, 20], dtype=np.int64)
-    f = np.array([0.25, 0.5, 1.0, 0.9, 0.95, -0.1, 1.3])  # out-of-range fractions are clipped
-    rep = np.array([False, False, False, True, True, False, False])
+    pp = np.array([0, 0, 1, 2, 3, 5, 5, 4, 4], dtype=np.int64)
+    qq = np.array([0, N_TREE + 1, 4, 7, N_TREE + 2, 3, 20, 9, 11], dtype=np.int64)
+    f = np.array([0.25, 0.5, 1.0, 0.9, 0.95, -0.1, 1.3, 0.4, 0.97])  # out-of-range fractions are clipped
+    rep = np.array([False, False, False, True, True, False, False, False, False])
     carbon, u, age = s["carbon"].copy(), s["u"].copy(), s["age"].copy()
     lost = apply_losses(carbon, u, age, _tree(s, fang), pp, qq, f, rep, np.float32(-3.0))
     keep = 1 - np.clip(f, 0, 1)
     before = s["carbon"][pp, qq]
+    vol_before = s["asym"] * s["u"] ** s["shape"]
     for k, (i, j) in enumerate(zip(pp, qq)):
         if j < N_TREE:
-            u_exp = 0.0 if rep[k] else s["u"][i, j] * keep[k] ** (1 / s["shape"][j])
-            assert u[i, j] == pytest.approx(u_exp, rel=1e-13, abs=1e-15)
-            vol = s["asym"][i, j] * u_exp ** s["shape"][j]
             one = CarbonFactors(s["slope"][j:j + 1], s["intercept"][j:j + 1], 10.0, tf.method)
-            c_exp = float(one.tc_per_ha(np.array([vol]))[0])
-            assert carbon[i, j] == pytest.approx(c_exp, rel=1e-12, abs=1e-12)
+            if rep[k]:
+                assert u[i, j] == 0.0
+                assert carbon[i, j] == float(one.tc_per_ha(np.zeros(1))[0])
+                continue
+            # the stated share of the carbon is lost
+            assert carbon[i, j] == pytest.approx(before[k] * keep[k], rel=1e-14, abs=1e-15)
+            # and the stand's maturity holds the volume of that carbon
+            vol = s["asym"][i, j] * u[i, j] ** s["shape"][j]
+            assert float(one.tc_per_ha(np.array([vol]))[0]) == pytest.approx(carbon[i, j], rel=1e-12, abs=1e-12)
+            if not fang:
+                assert u[i, j] == pytest.approx(s["u"][i, j] * keep[k] ** (1 / s["shape"][j]), rel=1e-13, abs=1e-15)
+            elif keep[k] > 0:  # Fang, closed form: V' = ramp C'/C_ramp on the ramp, (C' - b)/a above it
+                a, b = s["slope"][j], s["intercept"][j]
+                c_new = before[k] * keep[k]
+                c_ramp = a * 10.0 + b
+                v_exp = 10.0 * c_new / c_ramp if c_new < c_ramp else (c_new - b) / a
+                assert vol == pytest.approx(v_exp, rel=1e-12)
+                # the intercept: the share of the volume kept is below the share of the carbon kept
+                # (on the ramp carbon is proportional to volume: the same share)
+                if vol_before[i, j] > 10.0 and keep[k] < 1.0:
+                    assert vol / vol_before[i, j] < keep[k]
+                else:
+                    assert vol / vol_before[i, j] == pytest.approx(keep[k], rel=1e-12)
         else:
             assert carbon[i, j] == (0.0 if rep[k] else before[k] * keep[k])
         assert age[i, j] == (-3.0 if rep[k] else s["age"][i, j])
@@ -159,6 +185,29 @@ def test_apply_losses_scales_volume_and_restarts_destroyed_stands(fang):
     untouched = np.ones(carbon.shape, bool)
     untouched[pp, qq] = False
     np.testing.assert_array_equal(carbon[untouched], s["carbon"][untouched])
+
+
+def test_fang_loss_without_a_ramp_stops_at_the_carbon_of_zero_volume():
+    """Without the ramp Fang's carbon of zero volume is its intercept: a loss cannot go below it."""
+    s = _state(2, seed=8, fang=True)
+    s["u"][:] = 0.5
+    tree = TreeGrowth(s["a_base"], s["a_floor"], s["k_base"], s["species"], s["a_mult"], s["k_mult"], s["shape"],
+                      s["slope"], s["intercept"], 0.0, True)
+    tf = CarbonFactors(s["slope"], s["intercept"], 0.0, "fang")
+    carbon = np.concatenate([tf.tc_per_ha(s["asym"] * s["u"] ** s["shape"]), s["carbon"][:, N_TREE:]], 1)
+    u, age = s["u"].copy(), s["age"].copy()
+    pp, qq = np.array([0, 1], dtype=np.int64), np.array([2, 5], dtype=np.int64)
+    before = carbon[pp, qq].copy()
+    lost = apply_losses(carbon, u, age, tree, pp, qq, np.array([0.2, 0.999]), np.zeros(2, bool), np.float32(-3))
+    assert lost[0] == pytest.approx(0.2 * before[0], rel=1e-14)
+    assert carbon[1, 5] == s["intercept"][5] and u[1, 5] == 0.0 and lost[1] == before[1] - s["intercept"][5]
+
+
+def test_age_stands_adds_a_year_to_every_stand():
+    age = np.random.default_rng(1).integers(-4, 90, (7, 13)).astype(np.float32)
+    want = age + np.float32(1.0)
+    age_stands(age)
+    np.testing.assert_array_equal(age, want)
 
 
 def test_tiling_does_not_change_any_number(monkeypatch):

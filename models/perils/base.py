@@ -45,7 +45,9 @@ class StandState:
         Current total (above + below ground) biomass carbon, tC/ha, as the simulator last computed it
         (after growth of this year, before this peril).
     age_years : ndarray
-        Stand age; negative while a destroyed stand waits to be replanted.
+        Stand age at the start of the simulated year (in year 0 the portfolio's stated age: the
+        stands age after the year's perils); negative while a destroyed stand waits to be replanted,
+        and for the rest of the year of its loss.
     weakened_until : ndarray of int16
         Last simulation year of the pair's cascade window after wind or ice breakage (dead fuel,
         weakened pines), -1 for none. The pair is weakened this year when ``weakened_until >= year``;
@@ -193,6 +195,14 @@ class Peril(ABC):
     @abstractmethod
     def step(self, ctx: YearContext, state: Any) -> PerilLosses:
         """Losses of this year. May update ``state`` in place."""
+
+    def stands_replaced(self, state: Any, path_pos: np.ndarray, parcel_pos: np.ndarray) -> None:
+        """The stands at (``path_pos``, ``parcel_pos``) (block positions) were replaced: destroyed by a
+        stand-replacing loss, or clear-felled at their rotation age, and replanted. The simulator calls
+        it on every peril's state right after the replacement, before any later peril of the year runs;
+        a peril whose per-path state belongs to the stand (pine wilt's infection) resets it there. Most
+        perils keep none: nothing to do."""
+        return None
 
     @classmethod
     def validate_params(cls, raw: dict[str, Any], model_file: Any) -> PerilParams:

@@ -67,7 +67,11 @@ the original pines still standing after ``n`` years is ``(1 - m)^n``; the loss o
 ``m`` times the pine share of the parcel's current carbon, ``s = s0 L / (s0 L + 1 - s0)`` with ``s0``
 the species' pine share and ``L`` the surviving pine fraction, so a mixed stand loses only pines.
 After ``outbreak_years`` the episode is over and the parcel is not infected again (survivors and
-regrowth are treated as non-host, e.g. replanted broadleaf).
+regrowth are treated as non-host, e.g. replanted broadleaf). A stand that is replaced -- clear-felled
+at its rotation age, or destroyed by a stand-replacing loss of any peril -- ends its episode at once
+(its infected pines are gone, so the outbreak does not go on killing the replanted seedlings), and the
+replant, the parcel's own species and so a host, is susceptible again as a stand never infected,
+once its age is above 0 (:meth:`PineWilt.stands_replaced`).
 
 State per (path, parcel) is kept only for host parcels: years since infection (int16, -1 while
 susceptible) and the surviving pine fraction (float32); per (path, cell) one infection flag, plus the
@@ -320,8 +324,9 @@ class PineWiltState:
         made without a horizon, or from the year a forced outbreak changes this run's epidemic);
         None while the block reads the shared landscape footprint (:meth:`PineWilt.footprint`).
     years_infected : ndarray of int16, shape (n_paths, n_hosts)
-        Mortality years already applied since infection; -1 while susceptible; ``outbreak_years``
-        once the episode is over.
+        Mortality years already applied since infection; -1 while susceptible (also once a replaced
+        stand's replant is, :meth:`PineWilt.stands_replaced`); ``outbreak_years`` once the episode is
+        over.
     pine_left : ndarray of float32, shape (n_paths, n_hosts)
         Share of the parcel's original pines still standing (1 until infected).
     cell_tracking : CellTracking or None
@@ -666,6 +671,9 @@ class PineWilt(Peril):
         is_tree = ~tables.is_bamboo[sp]
         host = is_tree & (pine_share > 0) & (alt > 0)
         self.host_idx = np.flatnonzero(host).astype(np.int64)
+        #: each parcel's host position (its column of the state's host arrays), -1 for a non-host
+        self._host_of_parcel = np.full(host.size, -1, dtype=np.int64)
+        self._host_of_parcel[self.host_idx] = np.arange(self.host_idx.size)
         control = np.array([model.file.management["pest_control"][lv].value for lv in MANAGEMENT_LEVELS])
         code = np.asarray(portfolio.pest_control_code, dtype=np.intp)[self.host_idx]
         self.pine_share = pine_share[self.host_idx]
@@ -1273,6 +1281,21 @@ class PineWilt(Peril):
             return PerilLosses.empty()
         z = np.zeros(pp.size, dtype=np.int64)
         return PerilLosses(pp, gq, loss, z, np.zeros(z.size, dtype=bool))
+
+    def stands_replaced(self, state: PineWiltState, path_pos: np.ndarray, parcel_pos: np.ndarray) -> None:
+        """A replaced host stand (clear-felled, or destroyed by a stand-replacing loss, and replanted)
+        ends its episode: its infected pines went with it, so no outbreak goes on killing the
+        seedlings. The replant is the parcel's species again, a host like a stand never infected:
+        susceptible (``years_infected`` -1, ``pine_left`` 1), and infected again only once its age is
+        above 0, as any host (:meth:`step`). The cell flags (the landscape's epidemic) are untouched."""
+        if self.n_hosts == 0 or len(path_pos) == 0:
+            return
+        q = self._host_of_parcel[np.asarray(parcel_pos, dtype=np.int64)]
+        host = q >= 0
+        if host.any():
+            pp, qq = np.asarray(path_pos, dtype=np.int64)[host], q[host]
+            state.years_infected[pp, qq] = -1
+            state.pine_left[pp, qq] = np.float32(1.0)
 
     def reference_step(self, ctx: YearContext, state: PineWiltState) -> PerilLosses:
         """The plain-numpy definition of :meth:`step` (the tests hold the compiled pass to it)."""
