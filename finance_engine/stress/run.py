@@ -28,16 +28,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from finance_engine.collateral import _below_any_rate, _credit_view, _money, _with_jk, balance_schedule, crediting_position
+from finance_engine.collateral import (_at_least, _below_any_rate, _credit_view, _insurance_payout,
+                                      _jackknife_figures, _money, _shortfall_mean, _spread_factors, _with_jk,
+                                      balance_schedule, crediting_position)
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
 from finance_engine.insurance import SubsidyShares, layer_loss, split_premium
 from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
+from finance_engine.loan_terms import effective_maturity_years
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import Progress, RunsProgress, simulate  # RunsProgress: re-exported
@@ -297,16 +301,25 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         credits = issued.credits
         stock = _unit_series(run, "stock_tco2e", unit)[:Hl]
         prices = run.prices[:, :Hl + 1].T.copy()
-        if terms.credit_type != "ccer":
-            prices = prices * pms.spreads[terms.credit_type].factors(ids, seed)[None, :]
+        # a local credit (碳普惠, 碳票) sells at the reference price times its spread factor F, drawn once per path
+        # and known to the lender: the value at t is F times the regression on the reference price
+        # (collateral._spread_regression), as value_collateral values it
+        spread = _spread_factors(pms, terms, ids, seed)
+        if spread is not None:
+            prices = prices * spread[None, :]
         if price_floor_cny_per_tco2e is not None:
             floored = np.maximum(prices, price_floor_cny_per_tco2e)
             gap = (floored - prices)[1:years + 1]
             buyback += gap * credits[:years]
+            if (floored > prices).any():
+                # the floored price max(F P, floor) is no longer F times the reference price: the value at t is
+                # regressed on the floored local price itself (the spread is not factored out); a floor below
+                # every price changes nothing
+                spread = None
             prices = floored
         stock0 = float(run.result.start_stock("project_id")[UNIT_PREFIX + unit])
         money = _money(credits, stock, prices, terms, issued, groups,
-                       crediting_position(stock, stock0, None, run.result.provenance))
+                       crediting_position(stock, stock0, None, run.result.provenance), spread)
         v0 = float(money.pv_total.mean())
         amount = terms.amount_cny
         if pledge_rate_cap is not None:
@@ -315,46 +328,63 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             loan_rows.append({"loan": ln.id, "unit": unit, "amount_cny": 0.0, "collateral_value_cny": v0})
             continue
         t2 = terms.model_copy(update={"amount_cny": amount})
+        T = t2.term_years
         rf = (1 - haircut) * (1 - t2.liquidation_cost_fraction) * (1 + t2.discount_rate) ** -t2.liquidation_time_years
-        # a policy on the pledged unit is assigned to the bank: its payouts go to the bank first
-        cv = _credit_view(money.value_paths, t2, rf, unit_payout.get(unit))
-        below_rate = _below_any_rate(t2)
-
-        def mean_short(values, keep, t2=t2, rf=rf, pay=unit_payout.get(unit)):
-            """Per replicate: the mean shortfall at default over its kept paths and the term's years."""
-            return np.array([_credit_view(v[:, k].astype(float), t2, rf[k], None if pay is None else pay[:, k])
-                             ["shortfall"].mean() for v, k in zip(values, keep)])
+        # the bank's policies: the registry's on the pledged unit are assigned to it (their payouts go to the bank
+        # first), and so is a policy in the loan's own terms (value_collateral's; not in the registry insurer's book)
+        payout = unit_payout.get(unit)
+        if terms.insurance is not None:
+            own = _insurance_payout(SimpleNamespace(
+                credits=credits, losses={p: _unit_series(run, f"loss_{p}_tco2e", unit)[:Hl]
+                                         for p in terms.insurance.covered_perils if p in perils}), terms.insurance)
+            payout = own if payout is None else payout + own
+        # cash already received into the supervised account is recovered at par, only the credits still to come
+        # are sold at the recovery factor; met top-up calls are carried forward on each path (collateral._credit_view)
+        cv = _credit_view(money.value_paths, t2, rf, payout, money.received_paths)
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size,
                              settings.switches.draws_parameters)
         shortfall = cv["shortfall"]                       # (T, paths)
-        bal = balance_schedule(t2)[:t2.term_years]
-        sim_lgd = float(shortfall.sum() / (bal.sum() * n)) if bal.sum() > 0 else 0.0
+        # the simulated LGD: the forced-sale shortfalls over the exposures at default, both summed over the term's
+        # years and the paths (each path's balance, its met top-up calls carried forward), as value_collateral;
+        # its error: the ratio's (delta method) and the regressions' jackknife (collateral._jackknife_figures)
+        bal_paths = cv["balance_paths"]
+        bal_sum = float(bal_paths.sum())
+        sim_lgd = float(shortfall.sum() / bal_sum) if bal_sum > 0 else 0.0
+        jk = _jackknife_figures(money, t2, rf, payout,
+                                balance_schedule(t2.model_copy(update={"amount_cny": 1.0}))[:T],
+                                (t2.target_shortfall_probability,))
+        lgd_terms = ((shortfall.sum(axis=0) - sim_lgd * bal_paths.sum(axis=0)) / (bal_sum / n) if bal_sum > 0
+                     else np.zeros(n))
+        # the shortfall at default in a year of the term: per replicate, collateral._shortfall_mean over the years
+        short_sum = _shortfall_mean(t2, rf, payout, money.received_paths)
+
+        def mean_short(values, keep, short_sum=short_sum, T=T):
+            return short_sum(values, keep) / T
         capped = amount < terms.amount_cny  # cut to the pledge cap x its estimated value
-        lgd_scale = 1.0 / (bal.sum()) if bal.sum() > 0 else 0.0
-        row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": t2.term_years,
+        row = {"loan": ln.id, "unit": unit, "amount_cny": amount, "term_years": T,
                "collateral_value_cny": v0, "collateral_value_mc_se_cny": float(mom["mc_se"][0]),
                # a capped loan has coverage 1 / cap by construction
                "coverage": v0 / amount, "coverage_mc_se": 0.0 if capped else float(mom["mc_se"][0]) / amount,
                # the errors of figures read from the values at t include the regression's (its jackknife)
                "p_value_below_balance_any_time": float(below_any.mean()),
-               "p_value_below_balance_any_time_mc_se": _with_jk(se(below_any), money, below_rate),
+               "p_value_below_balance_any_time_mc_se": _with_jk(se(below_any), money, _below_any_rate(t2)),
                "expected_shortfall_at_default_cny": float(shortfall.mean()),
                "expected_shortfall_at_default_mc_se_cny": _with_jk(se(shortfall.mean(axis=0)), money, mean_short),
                "simulated_lgd": sim_lgd,
-               "simulated_lgd_mc_se": _with_jk(se(shortfall.sum(axis=0) * lgd_scale), money,
-                                               lambda v, keep: mean_short(v, keep) * t2.term_years * lgd_scale)}
+               "simulated_lgd_mc_se": _at_least(se(lgd_terms), jk, "sim_lgd")}
         if t2.borrower_pd is not None:
-            m = min(max(float(t2.term_years), 1.0), 5.0)
+            m = float(effective_maturity_years(t2))  # of the repayment schedule (BCBS CRE32.46-47), as value_collateral
             lgd = float(foundation_lgd_star(amount, max(v0, 0.0) + t2.forest_right_mortgage_cny).lgd)
             k = float(irb_capital_requirement(t2.borrower_pd, lgd, m))
-            row.update({"pd": t2.borrower_pd, "firb_lgd": lgd,
+            row.update({"pd": t2.borrower_pd, "firb_lgd": lgd, "maturity_years": m,
                         "expected_loss_cny": float(expected_loss(t2.borrower_pd, lgd, amount)),
                         "expected_loss_simulated_cny": t2.borrower_pd * sim_lgd * amount,
                         "capital_k": k, "capital_cny": k * amount})
         loan_rows.append(row)
         loan_paths[ln.id] = {"pv": money.pv_total, "below_any": below_any, "value": money.value_paths,
-                             "balance": cv["balance"], "capped": capped}
+                             "balance": cv["balance"], "balance_paths": bal_paths, "received": money.received_paths,
+                             "capped": capped}
     loans = pd.DataFrame(loan_rows)
 
     # ---- policies, insurer, budgets ------------------------------------------------------------
