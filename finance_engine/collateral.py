@@ -673,6 +673,21 @@ def _larger_error(se: float, jackknife: float | None) -> float:
     return float(max(se, jackknife))
 
 
+def _simulated_lgd(cv: dict[str, Any], jk: dict | None, set_size: int) -> tuple[float, float]:
+    """The simulated forced-sale LGD of :func:`_credit_view`'s ``cv`` -- the shortfalls over the exposures at
+    default, both summed over the term's years and the paths (each path's balance, its met top-up calls carried
+    forward) -- and its error: the ratio's by the delta method over the paths (sets of ``set_size`` share a
+    draw), or the regressions' jackknife error (``jk``, :func:`_jackknife_figures`) where that is larger."""
+    shortfall, bal = cv["shortfall"], cv["balance_paths"]
+    n = shortfall.shape[-1]
+    bal_sum = float(bal.sum())
+    if bal_sum <= 0:
+        return 0.0, 0.0
+    lgd = float(shortfall.sum() / bal_sum)
+    terms = (shortfall.sum(axis=0) - lgd * bal.sum(axis=0)) / (bal_sum / n)
+    return lgd, _at_least(mean_se(terms, set_size), jk, "sim_lgd")
+
+
 def _at_least(se: float, jk: dict | None, name: str, index=()) -> float:
     """:func:`_larger_error` with the jackknife error of figure ``name`` of :func:`_jackknife_figures`."""
     return _larger_error(se, _jk_se(jk, name, index))
@@ -1091,15 +1106,13 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         lgd_unsecured = foundation_lgd_star(ead, 0.0).lgd
         # the loss on a forced sale over the exposure at default, both summed over the term's years and paths
         # (the paths' balances, with met top-up calls carried forward)
-        shortfall = cv["shortfall"]
-        bal_sum = float(cv["balance_paths"].sum())
-        sim_lgd = float(shortfall.sum() / bal_sum) if bal_sum > 0 else 0.0
+        sim_lgd, sim_lgd_se = _simulated_lgd(cv, jk, set_size)
         credit = {
             "pd": terms.borrower_pd, "ead_cny": ead, "maturity_years": m,
             "firb_lgd_carbon_as_other_physical": float(lgd_secured),
             "firb_lgd_unsecured": float(lgd_unsecured),
             "simulated_lgd_forced_sale": sim_lgd,
-            "simulated_lgd_forced_sale_mc_se": _jk_se(jk, "sim_lgd"),
+            "simulated_lgd_forced_sale_mc_se": sim_lgd_se,
             "expected_loss_cny": float(expected_loss(terms.borrower_pd, lgd_secured, ead)),
             "expected_loss_unsecured_cny": float(expected_loss(terms.borrower_pd, lgd_unsecured, ead)),
             "irb_capital_k": float(irb_capital_requirement(terms.borrower_pd, lgd_secured, m)),

@@ -383,3 +383,26 @@ def test_a_probability_estimated_at_zero_gets_a_rule_of_three_bound(portfolio, p
     assert v.risk["zero_one_bounds_95"]["p_value_below_balance_any_time"] == [0.0, 3 / 16]
     assert v.risk["zero_one_bounds_95"]["p_top_up_call_year_2"] == [0.0, 3 / 16]
     assert col._zero_one_bounds({"a": 1.0, "b": 0.5}, 300) == {"a": [0.99, 1.0]}
+
+
+def test_simulated_lgd_error_is_the_ratio_error_or_the_jackknife_whichever_is_larger():
+    """The simulated LGD is a ratio of sums over paths: its sampling error by the delta method over parameter sets
+    is a floor under the regressions' jackknife error (the stress test and the valuation share this helper)."""
+    from finance_engine.collateral import _simulated_lgd
+
+    rng = np.random.default_rng(5)
+    T, n, m = 3, 400, 4
+    short = np.maximum(rng.normal(50, 40, (T, n)), 0.0)
+    bal = np.full((T, n), 1000.0) * np.array([1.0, 0.7, 0.4])[:, None]
+    cv = {"shortfall": short, "balance_paths": bal}
+    lgd, se = _simulated_lgd(cv, None, m)
+    assert lgd == pytest.approx(short.sum() / bal.sum())
+    # by hand: the per-set sums of the linearised ratio
+    lin = (short.sum(axis=0) - lgd * bal.sum(axis=0)) / bal.sum(axis=0).mean()
+    sets = lin.reshape(-1, m).mean(axis=1)
+    assert se == pytest.approx(sets.std(ddof=1) / np.sqrt(sets.size), rel=1e-9)
+    big = {"se": {"sim_lgd": np.float64(10 * se)}}
+    assert _simulated_lgd(cv, big, m)[1] == pytest.approx(10 * se)
+    small = {"se": {"sim_lgd": np.float64(se / 10)}}
+    assert _simulated_lgd(cv, small, m)[1] == pytest.approx(se)
+    assert _simulated_lgd({"shortfall": short, "balance_paths": 0 * bal}, None, m) == (0.0, 0.0)

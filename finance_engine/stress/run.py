@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from finance_engine.collateral import (_at_least, _below_any_rate, _credit_view, _insurance_payout,
-                                      _jackknife_figures, _money, _shortfall_mean, _spread_factors, _with_jk,
+from finance_engine.collateral import (_below_any_rate, _credit_view, _insurance_payout, _jackknife_figures, _money,
+                                      _shortfall_mean, _simulated_lgd, _spread_factors, _with_jk,
                                       balance_schedule, crediting_position)
 from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capital_requirement
 from finance_engine.insurance import SubsidyShares, layer_loss, split_premium
@@ -345,17 +345,12 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size,
                              settings.switches.draws_parameters)
         shortfall = cv["shortfall"]                       # (T, paths)
-        # the simulated LGD: the forced-sale shortfalls over the exposures at default, both summed over the term's
-        # years and the paths (each path's balance, its met top-up calls carried forward), as value_collateral;
-        # its error: the ratio's (delta method) and the regressions' jackknife (collateral._jackknife_figures)
-        bal_paths = cv["balance_paths"]
-        bal_sum = float(bal_paths.sum())
-        sim_lgd = float(shortfall.sum() / bal_sum) if bal_sum > 0 else 0.0
+        # the simulated LGD and its error, as value_collateral (collateral._simulated_lgd: the paths' balances with
+        # met top-up calls carried forward; the ratio's error or the regressions' jackknife, the larger)
         jk = _jackknife_figures(money, t2, rf, payout,
                                 balance_schedule(t2.model_copy(update={"amount_cny": 1.0}))[:T],
                                 (t2.target_shortfall_probability,))
-        lgd_terms = ((shortfall.sum(axis=0) - sim_lgd * bal_paths.sum(axis=0)) / (bal_sum / n) if bal_sum > 0
-                     else np.zeros(n))
+        sim_lgd, sim_lgd_se = _simulated_lgd(cv, jk, set_size)
         # the shortfall at default in a year of the term: per replicate, collateral._shortfall_mean over the years
         short_sum = _shortfall_mean(t2, rf, payout, money.received_paths)
 
@@ -372,7 +367,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                "expected_shortfall_at_default_cny": float(shortfall.mean()),
                "expected_shortfall_at_default_mc_se_cny": _with_jk(se(shortfall.mean(axis=0)), money, mean_short),
                "simulated_lgd": sim_lgd,
-               "simulated_lgd_mc_se": _at_least(se(lgd_terms), jk, "sim_lgd")}
+               "simulated_lgd_mc_se": sim_lgd_se}
         if t2.borrower_pd is not None:
             m = float(effective_maturity_years(t2))  # of the repayment schedule (BCBS CRE32.46-47), as value_collateral
             lgd = float(foundation_lgd_star(amount, max(v0, 0.0) + t2.forest_right_mortgage_cny).lgd)
@@ -383,7 +378,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                         "capital_k": k, "capital_cny": k * amount})
         loan_rows.append(row)
         loan_paths[ln.id] = {"pv": money.pv_total, "below_any": below_any, "value": money.value_paths,
-                             "balance": cv["balance"], "balance_paths": bal_paths, "received": money.received_paths,
+                             "balance": cv["balance"], "balance_paths": cv["balance_paths"], "received": money.received_paths,
                              "capped": capped}
     loans = pd.DataFrame(loan_rows)
 

@@ -294,17 +294,13 @@ def _write(res, out: OutputFile, extra) -> None:
         payload = {**res.to_dict(), **{k: v.to_dict(orient="records") for k, v in extra.items()}}
         out.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
     elif out.suffix == ".xlsx":
-        import pandas as pd
-
         from finance_engine.reports.stress_report import write_stress_workbook
 
         prov = out.provenance(res.provenance)
 
         def workbook(p):
-            write_stress_workbook(res, p, extra)
             # the provenance sheet as every command writes it: the result's, and the command and its inputs
-            with pd.ExcelWriter(p, engine="openpyxl", mode="a", if_sheet_exists="replace") as xw:
-                provenance_frame(prov).to_excel(xw, sheet_name="provenance", index=False)
+            write_stress_workbook(res, p, extra, provenance=provenance_frame(prov))
 
         out.write(workbook)
     else:
