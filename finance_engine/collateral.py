@@ -38,7 +38,6 @@ Method
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -921,18 +920,12 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     vol_cases = {"volatility x0.5": 0.5, "volatility x1.5": 1.5} if sensitivities else {}
     price_args = (pms, pmodel, terms, ids, H, seed)
     shifts = [None] + [_mean_holding_factor(pms, pmodel, terms, H, f) for f in vol_cases.values()]
-    with ThreadPoolExecutor(1, thread_name_prefix="collateral-prices") as side:
-        # prices not tied to the forest's losses do not wait for the engine: drawn beside it, they fill the
-        # time its threads wait on each other (numpy releases the GIL); a failure is raised below
-        early = (side.submit(_price_paths, *price_args, None, (1.0, *vol_cases.values()), anti, shifts)
-                 if not terms.price_loss_correlation else None)
-        phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler,
-                                  runs.of(0), cancel)
-        if early is not None:
-            prices, *vol_prices = early.result()
-        else:
-            prices, *vol_prices = _price_paths(*price_args, loss_factor(phys, ids, seed), (1.0, *vol_cases.values()),
-                                               anti, shifts)
+    phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0),
+                              cancel)
+    # (drawing the prices on a thread beside the engine was measured twice and gained nothing: its two threads
+    # already take both cores; docs/performance.md)
+    factor = loss_factor(phys, ids, seed) if terms.price_loss_correlation else None
+    prices, *vol_prices = _price_paths(*price_args, factor, (1.0, *vol_cases.values()), anti, shifts)
     if attribution:
         runs.plan([paths] + [n_attr] * (len(phys.losses) + 2 + (n_attr != paths)))
     issued = iss.realise(phys.credits, ids, seed)
