@@ -429,7 +429,7 @@ class ForestSimulator:
         v0 = np.ascontiguousarray(g.initial_volume_m3_per_ha[:nt], dtype=np.float64)
         tree = TreeGrowth(
             a_base=np.ascontiguousarray(g.asymptote_m3_per_ha[:nt], dtype=np.float64),
-            # today's volume is observed: a drawn asymptote below it is raised to just above it
+            # today's volume is observed: the drawn multiplier scales the growth still to come above it (TreeGrowth)
             a_floor=v0 * 1.001,
             k_base=np.ascontiguousarray(g.rate_per_year[:nt], dtype=np.float64),
             species=np.ascontiguousarray(sp[:nt], dtype=np.intp),

@@ -33,7 +33,7 @@ def _state(n_paths, seed=0, fang=False):
         group=rng.integers(0, 6, N).astype(np.intp),
         weight=rng.uniform(1, 20, N),
     )
-    s["asym"] = np.maximum(s["a_base"] * s["a_mult"][:, s["species"]], s["a_floor"])
+    s["asym"] = s["a_floor"] + np.maximum(s["a_base"] - s["a_floor"], 0.0) * s["a_mult"][:, s["species"]]
     s["rate"] = s["k_base"] * s["k_mult"][:, s["species"]]
     # tree carbon consistent with maturity (BEF), as the simulator keeps it
     if not fang:
