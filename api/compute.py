@@ -285,7 +285,8 @@ def task_collateral(ref: dict[str, Any], req: dict[str, Any], progress: Any = No
     track.note("rendering the collateral memo")
     result = clean(v.to_dict())
     try:
-        html = render_collateral_memo(v, title_suffix=req.get("name") or "carbon-pledge loan")
+        html = render_collateral_memo(v, title_suffix=req.get("name") or "carbon-pledge loan",
+                                      attribution_paths=req.get("attribution_paths"))
     except Exception:  # noqa: BLE001 - a report bug must not lose (or misname as bad input) a valuation
         log.exception("the collateral memo could not be rendered; the valuation is kept without it")
         track.note("the collateral memo could not be rendered (see the server log); the valuation is kept")
@@ -317,7 +318,7 @@ def task_collateral_memo(ref: dict[str, Any], req: dict[str, Any]) -> tuple[str,
 
     v = _valuation(ref, req)
     name = req.get("name") or "carbon-pledge loan"
-    return render_collateral_memo(v, title_suffix=name), clean(v.to_dict())
+    return render_collateral_memo(v, title_suffix=name, attribution_paths=req.get("attribution_paths")), clean(v.to_dict())
 
 
 def loading_from(ld: dict[str, Any] | None):

@@ -285,3 +285,63 @@ def test_the_slip_reads_an_exact_zero_sd_as_zero(params):
     # no payout on any path: the premium does not vary, and its parameter sd is an exact 0
     d["premium"].update(parameter_sd_cny=0.0, pure_premium_mc_se_cny=0.0)
     assert f"{label} 0 " in _text(render_quote_slip(d))
+
+
+def test_the_memo_says_its_drivers_run_on_fewer_paths_than_the_headline(params):
+    """The drivers' table is its own engine run at attribution_paths (2,000 by default against the headline's
+    10,000 on the CLI): the memo says so beside it, with the full model's value and the headline's."""
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    v = _valuation(params, attribution=True, attribution_paths=32)
+    full = float(v.drivers.set_index("driver").at["full model", "value_cny"])
+    assert full != v.value_today["value_cny"]  # another run: the same model within noise, not the same number
+    t = _text(render_collateral_memo(v, attribution_paths=32))
+    i = t.index("What drives value down")
+    note = t[i:i + 900]
+    assert "Computed on fewer paths than the headline" in note
+    assert "its own engine run on 32 paths (attribution_paths) against the headline's 64" in note
+    assert f"({full:,.0f} CNY) is that smaller run's own valuation" in note
+    assert f"({v.value_today['value_cny']:,.0f} ± {v.value_today['mc_se_cny']:,.0f} CNY) within Monte Carlo noise" in note
+    assert note.index("Computed on fewer paths") < note.index("driver")  # next to (above) the table
+    # the caller that does not know the drivers' paths (the value tells the runs apart): fewer, the default named
+    t = _text(render_collateral_memo(v))
+    assert "Computed on fewer paths than the headline" in t and "attribution_paths; 2,000 by default" in t
+
+
+def test_the_memo_says_when_its_drivers_are_the_headlines_run(params):
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    v = _valuation(params, attribution=True, attribution_paths=64)
+    for kw in ({}, {"attribution_paths": 2000}):  # the CLI's 2,000 on a 64-path valuation: the same 64 paths
+        t = _text(render_collateral_memo(v, **kw))
+        assert "The drivers are computed on the headline's 64 paths" in t and "fewer paths than the headline" not in t
+
+
+def test_the_memo_by_year_table_reads_with_units_and_errors(params):
+    """The by-year table's headers are words with units, not the result's snake_case names, and each simulated
+    figure stands beside its Monte Carlo error; a probability of exactly 0 reads with its rule-of-three bound."""
+    import dataclasses
+
+    from finance_engine.reports.collateral_memo import by_year_table, render_collateral_memo
+
+    v = _valuation(params, attribution=False)
+    html = render_collateral_memo(v)
+    start = html.index("Value over the term")
+    table = html[start:html.index("</table>", start)]
+    heads = re.findall(r"<th>(.*?)</th>", table)
+    assert heads[:3] == ["Year of the loan", "Balance, schedule (CNY)",
+                         "Balance, mean of the paths (CNY; met top-up calls carried forward)"]
+    assert "Collateral value, mean ± s.e. (CNY)" in heads and "Value P5 (CNY; 95 % CI)" in heads
+    assert "P(value below balance) ± s.e." in heads and "Expected top-up ± s.e. (CNY)" in heads
+    assert not [h for h in heads if re.fullmatch(r"[a-z0-9_]+", h)], heads
+    df = by_year_table(v)
+    y1 = v.by_year.iloc[0]
+    assert df.iloc[0]["Collateral value, mean ± s.e. (CNY)"] == f"{y1.value_mean_cny:,.0f} ± {y1.value_mc_se_cny:,.0f}"
+    assert df.iloc[0]["Value P5 (CNY; 95 % CI)"] == (
+        f"{y1.value_p05_cny:,.0f} ({y1.value_p05_ci95_low_cny:,.0f} – {y1.value_p05_ci95_high_cny:,.0f})")
+    assert df.iloc[0]["Balance, schedule (CNY)"] == f"{y1.balance_cny:,.0f}"
+    # a probability of exactly 0 in year 1: its rule-of-three interval, not "± 0.0%"
+    by = v.by_year.copy()
+    by.loc[0, ["p_top_up_call", "p_top_up_call_mc_se"]] = 0.0
+    z = dataclasses.replace(v, by_year=by, risk={**v.risk, "zero_one_bounds_95": {"p_top_up_call_year_1": [0.0, 0.1875]}})
+    assert by_year_table(z).iloc[0]["P(top-up call) ± s.e."] == "0.0% (95 % bound 0.00% – 18.75%, rule of three)"

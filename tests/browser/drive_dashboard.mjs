@@ -248,7 +248,8 @@ try {
     r.kpis = await page.$$eval("#kpis .kpi", (ks) => ks.map((k) => ({ key: k.dataset.kpi, value: Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
       err: k.dataset.err === undefined ? null : JSON.parse(k.dataset.err), errText: k.querySelector(".kpi-err")?.textContent ?? null,
       psd: k.dataset.psd === undefined ? null : Number(k.dataset.psd), psdText: k.querySelector(".kpi-psd")?.textContent ?? null,
-      psdResolved: k.dataset.psdResolved ?? null, psdTitle: k.querySelector(".kpi-psd")?.title ?? null })));
+      psdResolved: k.dataset.psdResolved ?? null, psdTitle: k.querySelector(".kpi-psd")?.title ?? null,
+      psdCi: k.dataset.psdCi === undefined ? null : JSON.parse(k.dataset.psdCi) })));
     r.psdNote = await page.locator("#kpis-psd-note").isVisible() ? await text("#kpis-psd-note") : null;
     r.settingsText = await text("#result-settings");
     r.countyCaption = await text("#cap-county");
@@ -374,6 +375,7 @@ try {
   rewrite = (sim) => {
     const row = sim.horizon.find((h) => h.level === "portfolio" && h.metric === "stock_end_tco2e");
     row.parameter_sd = 0;
+    row.parameter_sd_ci95_low = 0;  // as the engine writes a clipped sd: its interval runs from 0
   };
   out.clippedRun = await runToEnd("simulation", null, "32");
   await shot("results-sd-not-resolved");

@@ -43,8 +43,18 @@ const text = (sel) => page.locator(sel).innerText();
 const loan = page.locator("#page-loan"), quote = page.locator("#page-quote");
 const kpis = (sel) => page.$$eval(`${sel} .kpi`, (ks) => Object.fromEntries(ks.map((k) => [k.dataset.kpi,
   { value: k.dataset.value === "" ? null : Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
-    sub: k.querySelector(".kpi-sub")?.textContent ?? null }])));
+    sub: k.querySelector(".kpi-sub")?.textContent ?? null, notResolved: k.dataset.notResolved === "true" }])));
 const kvs = (sel) => page.$$eval(`${sel} dd`, (ds) => Object.fromEntries(ds.map((d) => [d.dataset.key, d.dataset.value])));
+// a definition list with each <dd>'s text and not-resolved flag
+const kvFull = (sel) => page.$$eval(`${sel} dd`, (ds) => Object.fromEntries(ds.map((d) => [d.dataset.key,
+  { value: d.dataset.value === "" ? null : Number(d.dataset.value), text: d.textContent, notResolved: d.dataset.notResolved === "true" }])));
+// the not-resolved note and the rule-of-three note under the loan's KPIs
+const loanNotes = () => page.evaluate(() => {
+  const n = document.querySelector("#loan-unresolved"), z = document.querySelector("#loan-zero-one");
+  return { hidden: n.hidden, text: n.textContent, figures: JSON.parse(n.dataset.figures || "[]"),
+    pathsNeeded: n.dataset.pathsNeeded === "" ? null : Number(n.dataset.pathsNeeded), server: n.dataset.server,
+    zeroOneHidden: z.hidden, zeroOne: z.textContent };
+});
 const rows = (sel) => page.$$eval(`${sel} tbody tr`, (rs) => rs.map((r) => Object.fromEntries(
   [...r.children].map((c) => [c.dataset.col, { value: c.dataset.value, text: c.textContent }]))));
 
@@ -110,6 +120,10 @@ try {
   out.loanYears = await rows("#loan-years");
   out.loanSecurity = await kvs("#loan-security");
   out.loanCredit = await kvs("#loan-credit");
+  out.loanCreditFull = await kvFull("#loan-credit");
+  out.loanRisk = await kvFull("#loan-risk");
+  out.loanRiskBasis = { text: await text("#loan-risk-basis"), server: await page.getAttribute("#loan-risk-basis", "data-server") };
+  out.loanNotes = await loanNotes();
   out.loanSens = await rows("#loan-sens");
   out.loanFan = {
     bands: await page.locator("#chart-loan-fan polygon.band").count(),
@@ -146,11 +160,25 @@ try {
     await page.waitForFunction(() => document.querySelector("#loan-status").dataset.done === "true" &&
       !document.querySelector("#loan-results").hidden);
     rewrite = null;
-    return { kpis: await kpis("#loan-kpis"), shown: await page.evaluate(() => window.__dashboard.finance.loan.result.value_today) };
+    return { kpis: await kpis("#loan-kpis"), shown: await page.evaluate(() => window.__dashboard.finance.loan.result.value_today),
+      years: await rows("#loan-years"), notes: await loanNotes(), risk: await kvFull("#loan-risk"),
+      result: await page.evaluate(() => window.__dashboard.finance.loan.result) };
   }
   out.loanClipped = await rewritten((v) => { v.value_today.parameter_sd_cny = 0; });
   await shot("loan-sd-not-resolved");
   out.loanAbsent = await rewritten((v) => { v.value_today.parameter_sd_cny = null; v.sizing.max_loan_ci95_cny[1] = null; });
+  // a probability estimated at exactly 0 (its rule-of-three bound instead of "± 0.0 %"), and every tail figure
+  // resolved (no flag, no note)
+  out.loanZeroOne = await rewritten((v) => {
+    const n = v.provenance.paths / 4, b = [0, 3 / n];
+    v.risk.p_value_below_balance_any_time = 0; v.risk.p_value_below_balance_any_time_mc_se = 0;
+    v.by_year[0].p_value_below_balance = 0; v.by_year[0].p_value_below_balance_mc_se = 0;
+    v.risk.zero_one_bounds_95 = { p_value_below_balance_any_time: b, p_value_below_balance_year_1: b };
+    v.risk.not_resolved = []; v.risk.not_resolved_paths_needed = null; v.risk.not_resolved_note = null;
+    v.sizing.not_resolved = []; v.sizing.max_loan_resolved = true; v.sizing.not_resolved_paths_needed = null;
+    v.sizing.max_loan_paths_needed = null; v.sizing.not_resolved_note = null;
+  });
+  await shot("loan-zero-one");
 
   // ---- insurer: quote a stock-loss cover ------------------------------------------------------
   await page.getByRole("button", { name: "退出" }).click();

@@ -43,13 +43,32 @@ LEVELS = ("province", "city", "county", "township", "village")
 ACC_COLUMNS = [("parcels", 0, False), ("area_ha", 1, False), ("stock_bef_tco2e", 0, False),
                ("expected_sink_tco2e_per_yr", 0, False), ("expected_sink_tco2e_per_yr_mc_se", 0, False),
                ("expected_sink_tco2e_per_yr_parameter_sd", 0, True), ("expected_loss_tco2e_per_yr", 0, False),
-               ("expected_loss_tco2e_per_yr_mc_se", 0, False), ("expected_loss_tco2e_per_yr_parameter_sd", 0, True)]
+               ("expected_loss_tco2e_per_yr_mc_se", 0, False), ("expected_loss_tco2e_per_yr_parameter_sd", 0, True),
+               ("expected_harvest_tco2e_per_yr", 0, False), ("expected_harvest_tco2e_per_yr_mc_se", 0, False),
+               ("expected_harvest_tco2e_per_yr_parameter_sd", 0, True)]
+PSD_CI_NOTE = "方括号内为参数标准差的 95% 置信区间"  # the accounts' note when their sds carry their interval
 
 
 def _psd_text(psd: float, se) -> str:
     """What the page shows for a parameter sd (the reports' rule, finance_engine/reports/html.py): a 0 of a
     figure that varies (its Monte Carlo error above 0, or unknown) was clipped by the estimator."""
     return NOT_RESOLVED if psd == 0 and se != 0 else f"{psd:,.0f}"
+
+
+def _psd_cell(row: dict, col: str) -> str:
+    """An accounts cell of a parameter sd: the sd (or "not resolved") and, where the row carries it, the sd's own
+    95 % interval in brackets ("1,523 [1,016–2,485]", "未能分辨 [0–331]")."""
+    psd, se = row[col], row[col.replace("parameter_sd", "mc_se")]
+    base = NOT_RESOLVED if psd == 0 and se != 0 else _js_fmt(psd, 0)
+    lo, hi = row.get(f"{col}_ci95_low"), row.get(f"{col}_ci95_high")
+    return base if lo is None or hi is None else f"{base} [{_js_fmt(lo, 0)}–{_js_fmt(hi, 0)}]"
+
+
+def _psd_kpi(r: dict) -> str:
+    """A results KPI's parameter sd line, with the sd's 95 % interval where the summary row has one."""
+    base = f"参数标准差 {_psd_text(r['parameter_sd'], r['mc_se'])}"
+    lo, hi = r.get("parameter_sd_ci95_low"), r.get("parameter_sd_ci95_high")
+    return base if lo is None or hi is None else f"{base}（95% 区间 {_js_fmt(lo, 0)}–{_js_fmt(hi, 0)}）"
 
 
 def _js_fmt(x, digits: int) -> str:
@@ -79,10 +98,13 @@ def _check_accounts_table(shown_rows: list[dict], api_rows: list[dict]) -> int:
             cell, want = row["cells"][col], api[col]
             assert (None if cell["value"] == "" else float(cell["value"])) == want, (row["key"], col)
             if psd:
-                se = api[col.replace("parameter_sd", "mc_se")]
-                text = NOT_RESOLVED if want == 0 and se != 0 else _js_fmt(want, 0)
-                assert cell["text"] == text and cell["resolved"] == str(text != NOT_RESOLVED).lower(), (row["key"], col)
-                unresolved += text == NOT_RESOLVED
+                text = _psd_cell(api, col)
+                nr = text.startswith(NOT_RESOLVED)
+                assert cell["text"] == text and cell["resolved"] == str(not nr).lower(), (row["key"], col)
+                unresolved += nr
+                # a clipped sd's interval runs from 0 (to the bound the data can give)
+                if nr and api.get(f"{col}_ci95_low") is not None:
+                    assert api[f"{col}_ci95_low"] == 0, (row["key"], col)
             else:
                 assert cell["text"] == _js_fmt(want, digits) and cell["resolved"] is None, (row["key"], col)
     return unresolved
@@ -204,7 +226,9 @@ def _check_simulation_run(run, c):
         assert err[key]["errText"].startswith("± ")
         # and, apart, the spread from the uncertain parameters
         assert err[key]["psd"] == pytest.approx(port[metric]["parameter_sd"], rel=1e-12)
-        assert err[key]["psdText"] == f"参数标准差 {_psd_text(port[metric]['parameter_sd'], port[metric]['mc_se'])}"
+        assert err[key]["psdText"] == _psd_kpi(port[metric])
+        assert err[key]["psdCi"] == pytest.approx([port[metric]["parameter_sd_ci95_low"], port[metric]["parameter_sd_ci95_high"]],
+                                                  rel=1e-12)
     assert err["kpi_loss_p99"]["psd"] is None  # a quantile has its interval only
     lo, hi = err["kpi_loss_p99"]["err"]
     assert lo == pytest.approx(port["cumulative_loss_tco2e"]["p99_ci_low"], rel=1e-12)
@@ -297,25 +321,30 @@ def test_parameter_sds_clipped_at_zero_read_not_resolved(driven):
               for r in rows for depth, lv in enumerate(("province", "city", "county", "township", "village"))
               if r["level"] == lv}
     cells = shown["simAccountsPsd"]
-    assert len(cells) == 2 * len(by_key) > 0
+    assert len(cells) == 3 * len(by_key) > 0  # the sink's, the loss's and the harvest's
     unresolved = 0
     for cell in cells:
         api = by_key[cell["key"]]
         se_col = cell["col"].replace("parameter_sd", "mc_se")
         assert cell["value"] == pytest.approx(api[cell["col"]], rel=1e-12, abs=0)
         assert cell["se"] == pytest.approx(api[se_col], rel=1e-12, abs=0)
-        assert cell["text"] == _psd_text(api[cell["col"]], api[se_col]), cell
-        assert cell["resolved"] == str(cell["text"] != NOT_RESOLVED).lower()
-        unresolved += cell["text"] == NOT_RESOLVED
-    assert (shown["simAccountsPsdNote"] is not None) == (unresolved > 0)
+        assert cell["text"] == _psd_cell(api, cell["col"]), cell
+        nr = cell["text"].startswith(NOT_RESOLVED)
+        assert cell["resolved"] == str(not nr).lower()
+        unresolved += nr
+    note = shown["simAccountsPsdNote"] or ""
+    assert ("截断为 0" in note) == (unresolved > 0) and PSD_CI_NOTE in note
     # a KPI whose parameter sd the estimator clipped at 0: "not resolved", with the reports' footnote
     kpis = {k["key"]: k for k in shown["clippedRun"]["kpis"]}
     stock = kpis["kpi_stock_end"]
     assert stock["psd"] == 0 and stock["err"] > 0
-    assert stock["psdText"] == f"参数标准差 {NOT_RESOLVED}" and stock["psdResolved"] == "false"
+    lo, hi = stock["psdCi"]
+    assert lo == 0 and hi > 0  # not resolved: from 0 to the bound the data can give
+    assert stock["psdText"] == f"参数标准差 {NOT_RESOLVED}（95% 区间 0–{_js_fmt(hi, 0)}）" and stock["psdResolved"] == "false"
     assert "截断为 0" in stock["psdTitle"] and shown["clippedRun"]["psdNote"] == stock["psdTitle"]
     sink = kpis["kpi_sink"]
-    assert sink["psdText"] == f"参数标准差 {_psd_text(sink['psd'], sink['err'])}"
+    assert sink["psdText"] == _psd_kpi({"parameter_sd": sink["psd"], "mc_se": sink["err"],
+                                        "parameter_sd_ci95_low": sink["psdCi"][0], "parameter_sd_ci95_high": sink["psdCi"][1]})
     # a run without parameter uncertainty: its zeros are "off", so no parameter sd is shown at all
     off = shown["offRun"]
     assert off["error"] == "" and len(off["kpis"]) == 4
@@ -423,7 +452,7 @@ def test_portfolio_accounts_above_the_sync_limit_run_as_a_job(driven):
     assert acc["header"] == acc["syncHeader"]
     rows = _all(c, f"/v1/accounts/{acc['accountsId']}/rows", key="rows")
     unresolved = _check_accounts_table(acc["rows"], rows)
-    assert (acc["psdNote"] is not None) == (unresolved > 0)
+    assert ("截断为 0" in (acc["psdNote"] or "")) == (unresolved > 0) and PSD_CI_NOTE in (acc["psdNote"] or "")
 
 
 def test_portfolio_accounts_job_cancelled(driven):

@@ -172,7 +172,7 @@ def test_loan_page_shows_the_api_valuation(driven):
 
 def test_loan_page_reads_a_clipped_sd_as_not_resolved_and_an_absent_one_as_none(driven):
     shown, _, _ = driven
-    assert [p["status"] for p in shown["rewrittenPosts"]] == [201, 201]
+    assert [p["status"] for p in shown["rewrittenPosts"]] == [201, 201, 201]
     assert all(p["body"]["project_id"] == PROJECT for p in shown["rewrittenPosts"])
     clipped = shown["loanClipped"]
     assert clipped["shown"]["parameter_sd_cny"] == 0 and clipped["shown"]["mc_se_cny"] > 0
@@ -184,6 +184,76 @@ def test_loan_page_reads_a_clipped_sd_as_not_resolved_and_an_absent_one_as_none(
     assert absent["shown"]["parameter_sd_cny"] is None and "kpi_value_psd" not in absent["kpis"]
     high = absent["kpis"]["kpi_max_loan_ci95_high"]
     assert high["value"] is None and high["text"] == "无界"  # an open end: the paths cannot bound it
+
+
+def _loan_result(shown, bank):
+    sent = _posts(shown, "/v1/collateral-valuations")[1]["body"]
+    r = bank.post("/v1/collateral-valuations", json=sent)
+    assert r.status_code == 201, r.text[:500]
+    return r.json()["result"]
+
+
+def test_loan_page_flags_figures_the_paths_do_not_resolve(driven):
+    """At 200 paths the 1 % largest safe loan and the 1 % tail figures have no regression error of their own
+    (numbers version 5): the page flags each where it is shown and names the paths that would resolve them."""
+    shown, bank, _ = driven
+    v = _loan_result(shown, bank)
+    sz, risk = v["sizing"], v["risk"]
+    assert sz["max_loan_resolved"] is False and "max_loan_cny" in sz["not_resolved"]  # 200 paths: too few
+    k = shown["loanKpis"]
+    assert k["kpi_max_loan"]["notResolved"] is True
+    assert k["kpi_max_loan"]["sub"].endswith(f" · 未能分辨：约需 {sz['max_loan_paths_needed']:,} 条路径")
+    assert k["kpi_max_loan_ci95_low"]["notResolved"] and k["kpi_max_loan_ci95_high"]["notResolved"]
+    assert not k["kpi_value_today"]["notResolved"]
+    notes = shown["loanNotes"]
+    needed = max(x for x in (sz["not_resolved_paths_needed"], risk["not_resolved_paths_needed"]) if x is not None)
+    assert notes["hidden"] is False and notes["figures"] == sz["not_resolved"] + risk["not_resolved"]
+    assert notes["pathsNeeded"] == needed and notes["server"] == sz["not_resolved_note"]
+    assert notes["text"].startswith(f"在 {LOAN_PATHS} 条路径下未能分辨：最大安全贷款额、") and f"约 {needed:,} 条路径可分辨" in notes["text"]
+    # VaR and ES in today's money, with their errors; the unresolved ones flagged
+    shown_risk = shown["loanRisk"]
+    for pct in (95, 99):
+        var, (lo, hi) = risk[f"collateral_var{pct}_cny"], risk[f"collateral_var{pct}_ci95_cny"]
+        es, es_se = risk[f"collateral_es{pct}_cny"], risk[f"collateral_es{pct}_mc_se_cny"]
+        for key, field, text in ((f"rk_var{pct}", f"collateral_var{pct}_cny", f"{var:,.0f}（95% 区间 {lo:,.0f}–{hi:,.0f}）"),
+                                 (f"rk_es{pct}", f"collateral_es{pct}_cny", f"{es:,.0f} ± {es_se:,.0f}（蒙特卡洛标准误）")):
+            cell, flagged = shown_risk[key], field in risk["not_resolved"]
+            assert cell["value"] == pytest.approx(risk[field], rel=1e-12), key
+            assert cell["notResolved"] is flagged, key
+            assert cell["text"] == (f"{text}（未能分辨）" if flagged else text), key
+    assert shown["loanRiskBasis"]["server"] == risk["collateral_var_basis"] and "今日货币" in shown["loanRiskBasis"]["text"]
+    # the simulated LGD carries its Monte Carlo error
+    cr = v["credit"]
+    assert shown["loanCreditFull"]["cr_lgd_sim"]["text"] == (
+        f"{100 * cr['simulated_lgd_forced_sale']:.2f} % ± {100 * cr['simulated_lgd_forced_sale_mc_se']:.2f} %")
+    # the by-year table: the paths' mean balance (met calls carried forward) and each probability's error
+    # (a probability of exactly 0 or 1 with its rule-of-three interval instead)
+    bounds = risk["zero_one_bounds_95"]
+    for row, api in zip(shown["loanYears"], v["by_year"]):
+        assert float(row["balance_mean_cny"]["value"]) == pytest.approx(api["balance_mean_cny"], rel=1e-12)
+        for col in ("p_value_below_balance", "p_top_up_call"):
+            b = bounds.get(f"{col}_year_{api['year']}")
+            p = f"{100 * api[col]:.1f} %"
+            assert row[col]["text"] == (f"{p}（95% 区间 {100 * b[0]:.2f} %–{100 * b[1]:.2f} %）" if b else
+                                        f"{p} ± {100 * api[col + '_mc_se']:.1f} %"), (api["year"], col)
+
+
+def test_loan_page_shows_a_rule_of_three_bound_for_a_probability_of_zero(driven):
+    """A probability estimated at exactly 0 reads with its rule-of-three 95 % interval, not "± 0.0 %"; with every
+    figure resolved nothing is flagged."""
+    shown, _, _ = driven
+    z = shown["loanZeroOne"]
+    bound = z["result"]["risk"]["zero_one_bounds_95"]["p_value_below_balance_any_time"]
+    assert bound == pytest.approx([0, 3 / (LOAN_PATHS / 4)])
+    hi = f"{100 * bound[1]:.2f} %"
+    assert z["kpis"]["kpi_p_below_any"]["sub"] == f"估计值恰为 0.0 %：95% 区间 [0.00 %, {hi}]（三法则）"
+    assert "±" not in z["kpis"]["kpi_p_below_any"]["sub"]
+    assert z["years"][0]["p_value_below_balance"]["text"] == f"0.0 %（95% 区间 0.00 %–{hi}）"
+    assert z["notes"]["zeroOneHidden"] is False and "三法则" in z["notes"]["zeroOne"]
+    assert z["notes"]["hidden"] is True and z["notes"]["text"] == ""
+    assert not any(k["notResolved"] for k in z["kpis"].values())
+    assert not any(c["notResolved"] for c in z["risk"].values())
+    assert z["kpis"]["kpi_max_loan"]["sub"] == "目标不足概率 1.0 %"
 
 
 def test_a_big_valuation_runs_as_a_job(driven):
@@ -271,6 +341,23 @@ def test_quote_page_shows_the_errors_the_subsidy_note_and_a_sink_indexs_basis_ri
                        ("kpi_gap_share", gap["gap_share_of_true_loss"])):
         assert b[key] == pytest.approx(value, rel=1e-12), key
     assert sink["basis"]["kpi_gap_mean"]["sub"] == f"± {gap['mean_gap_mc_se_cny']:,.0f}（蒙特卡洛标准误）"
+    # the sink index's terms the run set: the effective limit (the triggered sink's value, price x trigger x
+    # expected sink) and the expected sink and trigger in tonnes, each with its Monte Carlo error
+    res = r.json()["result"]
+    ex, cover, k = res["exposure"], res["cover"], sink["kpis"]
+    assert ex["estimated_from_run"] is True and cover["limit_cny"] is None
+    part, trig = cover["participation"], cover["trigger_fraction"]
+    assert ex["sum_insured_cny"] == pytest.approx(cover["price_cny_per_tco2e"] * trig * ex["insured_tco2e"] * part, rel=1e-9)
+    assert k["kpi_eff_limit"]["value"] == pytest.approx(ex["sum_insured_cny"] / part, rel=1e-12)
+    assert k["kpi_eff_limit"]["sub"] == f"由本次模拟估计 ± {ex['sum_insured_mc_se_cny'] / part:,.0f}（蒙特卡洛标准误）"
+    assert k["kpi_expected_sink"]["value"] == pytest.approx(ex["insured_tco2e"], rel=1e-12)
+    assert k["kpi_expected_sink"]["sub"] == f"由本次模拟估计 ± {ex['insured_tco2e_mc_se']:,.0f}（蒙特卡洛标准误）"
+    assert k["kpi_trigger_t"]["value"] == pytest.approx(trig * ex["insured_tco2e"], rel=1e-12)
+    assert k["kpi_trigger_t"]["sub"] == f"± {trig * ex['insured_tco2e_mc_se']:,.0f}（蒙特卡洛标准误）"
+    assert k["kpi_sum_insured"]["sub"] == f"由本次模拟估计 ± {ex['sum_insured_mc_se_cny']:,.0f}（蒙特卡洛标准误）"
+    # a stock-loss cover's terms are fixed: no error, no sink-index tiles
+    stock = shown["quoteKpis"]
+    assert stock["kpi_sum_insured"]["sub"] is None and "kpi_eff_limit" not in stock and "kpi_expected_sink" not in stock
 
 
 def test_slip_download_and_english(driven):
@@ -281,6 +368,6 @@ def test_slip_download_and_english(driven):
     assert shown["tabsEnglish"][:2] == ["Portfolio & map", "Insurance quote"]
     assert shown["grossLabelEnglish"] == "Gross premium (CNY)"
     assert shown["quoteStatusEnglish"] == "Done."
-    assert len(shown["screenshots"]) == 5
+    assert len(shown["screenshots"]) == 6
     for p in shown["screenshots"]:
         assert Path(p).stat().st_size > 10_000

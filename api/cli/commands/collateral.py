@@ -40,6 +40,30 @@ def _load_terms_file(path: str) -> dict:
     return data
 
 
+#: the drivers' paths (value_collateral's attribution_paths: fewer than the headline's, each driver one more run);
+#: passed to the memo, which says so beside its drivers' table
+ATTRIBUTION_PATHS = 2000
+
+
+def _check_term_names(terms: dict, terms_file: str) -> None:
+    """Refuse a terms file's keys that are no loan term, naming each with the closest known one: a misspelt
+    ``interest_rat:`` read as a missing ``interest_rate`` (or a silently ignored optional term) before."""
+    import difflib
+
+    from finance_engine.loan_terms import LoanTerms
+
+    known = list(LoanTerms.model_fields)
+    unknown = [k for k in terms if k not in LoanTerms.model_fields]
+    if not unknown:
+        return
+    parts = []
+    for k in unknown:
+        close = difflib.get_close_matches(str(k), known, n=1, cutoff=0.6)
+        parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise CLIError(f"{terms_file}: unknown loan term{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; "
+                   f"the terms are {', '.join(known)}")
+
+
 @click.command("collateral")
 @portfolio_option
 @parameters_option
@@ -93,6 +117,8 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     if parcel_ids is not None and project_id is not None:
         raise CLIError("give --parcels or --project, not both (neither: the whole portfolio is pledged)")
     terms = _load_terms_file(terms_file) if terms_file else {}
+    if terms_file:
+        _check_term_names(terms, terms_file)
     terms.update({k: v for k, v in overrides.items() if v is not None})
     if insured_price is not None:
         block = terms.get("insurance")
@@ -112,7 +138,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
         raise CLIError(f"--parcels {parcel_ids!r}: names no parcel id")
     try:
         v = value_collateral(pf, params, loan, parcel_ids=ids, project_id=project_id, paths=paths, seed=seed,
-                             attribution=not no_attribution, workers=workers,
+                             attribution=not no_attribution, attribution_paths=ATTRIBUTION_PATHS, workers=workers,
                              progress=ProgressBar("valuing" if no_attribution else "valuing with drivers"))
     except LoanTermsError as exc:
         raise CLIError(str(exc)) from exc
@@ -176,7 +202,10 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
                    f"{cr['maturity_years']:.2f} years), RWA {cr['rwa_cny']:,.0f} CNY; simulated forced-sale LGD "
                    f"{cr['simulated_lgd_forced_sale']:.1%}")
     if v.drivers is not None:
-        click.echo("\nWhat drives value down (each switched off in turn, common random numbers):")
+        n_attr = min(paths, ATTRIBUTION_PATHS)
+        click.echo("\nWhat drives value down (each switched off in turn, common random numbers"
+                   + (f"; on {n_attr:,} paths, fewer than the headline's {paths:,}: the full model row is that run's own "
+                      "value and differs from the value today within Monte Carlo noise):" if n_attr < paths else "):"))
         click.echo(render_table(v.drivers[["driver", "value_cny", "value_effect_cny", "value_effect_mc_se_cny",
                                            "p_value_below_balance_any_time", "shortfall_effect_mc_se"]]))
     p = v.provenance
@@ -236,7 +265,8 @@ def _write(v, out: OutputFile, pledge: str = "carbon-pledge loan") -> None:
         # the memo names the pledge and the files it was made from (with their SHA-256), as the workbook does
         doc = out.provenance(v.provenance)
         inputs = "; ".join(f"{i['role']}: {i['path']} (sha256 {str(i['sha256'])[:12]})" for i in doc["inputs"])
-        out.write_text(render_collateral_memo(v, title_suffix=pledge, extra_provenance={"inputs": inputs}))
+        out.write_text(render_collateral_memo(v, title_suffix=pledge, extra_provenance={"inputs": inputs},
+                                              attribution_paths=ATTRIBUTION_PATHS))
 
 
 def _flat(d: dict) -> dict:

@@ -152,13 +152,15 @@ async function submit(api, prefix, path, body, onJob) {
 // ---------------------------------------------------------------------------------------------
 // rendering helpers
 // ---------------------------------------------------------------------------------------------
-/** KPI tiles: [key, value, text, sub-text?] each with its exact value in data-value. */
+/** KPI tiles: [key, value, text, sub-text?, flags?] each with its exact value in data-value; flags.notResolved
+ * marks a figure the run could not resolve (data-not-resolved, a flag style). */
 function kpis(box, items) {
   box.replaceChildren();
-  for (const [key, value, text, sub] of items) {
+  for (const [key, value, text, sub, flags] of items) {
     const d = document.createElement("div");
-    d.className = "kpi";
+    d.className = flags?.notResolved ? "kpi kpi-flag" : "kpi";
     d.dataset.kpi = key;
+    if (flags?.notResolved) d.dataset.notResolved = "true";
     d.dataset.value = value === null || value === undefined ? "" : String(value);
     const n = document.createElement("span");
     n.className = "kpi-value";
@@ -177,16 +179,18 @@ function kpis(box, items) {
   }
 }
 
-/** A definition list of [key, value, text] with data-key / data-value on each <dd>. */
+/** A definition list of [key, value, text, flags?] with data-key / data-value on each <dd> (flags.notResolved:
+ * data-not-resolved). */
 function kv(dl, items) {
   dl.replaceChildren();
-  for (const [key, value, text] of items) {
+  for (const [key, value, text, flags] of items) {
     const dt = document.createElement("dt");
     dt.textContent = t(key);
     const dd = document.createElement("dd");
     dd.dataset.key = key;
     dd.dataset.value = value === null || value === undefined ? "" : String(value);
     dd.textContent = text;
+    if (flags?.notResolved) { dd.dataset.notResolved = "true"; dd.classList.add("flag"); }
     dl.append(dt, dd);
   }
 }
@@ -259,6 +263,38 @@ function renderPledgeOptions(state) {
   if ([...sel.options].some((o) => o.value === cur)) sel.value = cur;
 }
 
+/** The figures of a valuation flagged not resolved (sizing first, then the tail), each {field, label}, and the
+ * paths that would resolve them all (null: fewer than 5 parameter sets, where the paths are not the remedy). */
+function unresolved(v) {
+  const sz = v.sizing || {}, risk = v.risk || {};
+  const label = (field) => {
+    const m = /^max_loan_by_target_cny\.(.+)$/.exec(field);
+    if (m) return t("nr_fig_max_loan_target", { p: fmtPct(Number(m[1]), 1) });
+    const key = `nr_fig_${field}`;
+    return t(key) === key ? field : t(key);
+  };
+  const figures = [...(sz.not_resolved || []), ...(risk.not_resolved || [])].map((field) => ({ field, label: label(field) }));
+  const needs = [sz.not_resolved_paths_needed, risk.not_resolved_paths_needed].filter((x) => Number.isFinite(x));
+  return { figures, needed: needs.length ? Math.max(...needs) : null };
+}
+
+/** A probability's sub-text: "± s.e.", or where it is exactly 0 or 1 its rule-of-three 95 % interval. */
+function probSub(p, se, bound) {
+  if (bound) return t("zero_one", { p: fmtPct(p, 1), lo: fmtPct(bound[0], 2), hi: fmtPct(bound[1], 2) });
+  return seText(se, (x) => fmtPct(x, 1));
+}
+
+/** A probability in a table cell: the value, and its rule-of-three interval where it is exactly 0 or 1. */
+function probCell(p, se, bound) {
+  if (bound) return t("zero_one_cell", { p: fmtPct(p, 1), lo: fmtPct(bound[0], 2), hi: fmtPct(bound[1], 2) });
+  return seCell(p, se, (x) => fmtPct(x, 1));
+}
+
+/** "value ± s.e." in a cell (the value alone where the result has no error). */
+function seCell(x, se, format) {
+  return se === null || se === undefined ? format(x) : `${format(x)} ± ${format(se)}`;
+}
+
 function renderLoan(fin) {
   const r = fin.loan;
   $("#loan-results").hidden = !r;
@@ -274,22 +310,61 @@ function renderLoan(fin) {
   const psd = paramSd(vt.parameter_sd_cny, { mcSe: vt.mc_se_cny });
   const [maxLo, maxHi] = sz.max_loan_ci95_cny || [null, null];
   const end = (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x));
+  // figures the run could not resolve (too few paths beyond the quantile for the value regression's own error):
+  // flagged where they are shown, with the paths that would resolve them
+  const nr = unresolved(v);
+  const maxNr = sz.max_loan_resolved === false;
+  const maxSub = [t("at_shortfall", { p: fmtPct(sz.target_shortfall_probability, 1) }),
+    ...(maxNr ? [Number.isFinite(sz.max_loan_paths_needed) ? t("nr_sub", { n: fmt(sz.max_loan_paths_needed) })
+      : t("nr_sub_sets")] : [])].join(" · ");
+  const flag = maxNr ? { notResolved: true } : null;
+  // a probability estimated at exactly 0 or 1: its rule-of-three 95 % interval, not "± 0.0 %"
+  const zo = { ...(risk.zero_one_bounds_95 || {}), ...(sz.zero_one_bounds_95 || {}) };
   kpis($("#loan-kpis"), [
     ["kpi_value_today", vt.value_cny, cny(vt.value_cny), t("pm_se", { se: cny(vt.mc_se_cny) })],
     ["kpi_value_se", vt.mc_se_cny, cny(vt.mc_se_cny)],
     ["kpi_ci95_low", vt.ci95_cny[0], cny(vt.ci95_cny[0])],
     ["kpi_ci95_high", vt.ci95_cny[1], cny(vt.ci95_cny[1])],
     ...(psd ? [["kpi_value_psd", psd.value, psd.text, psd.resolved ? null : t("psd_not_resolved_note")]] : []),
-    ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny),
-      t("at_shortfall", { p: fmtPct(sz.target_shortfall_probability, 1) })],
-    ...(sz.max_loan_ci95_cny ? [["kpi_max_loan_ci95_low", maxLo, end(maxLo)],
-      ["kpi_max_loan_ci95_high", maxHi, end(maxHi)]] : []),
+    ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny), maxSub, flag],
+    ...(sz.max_loan_ci95_cny ? [["kpi_max_loan_ci95_low", maxLo, end(maxLo), maxNr ? t("nr_flag") : null, flag],
+      ["kpi_max_loan_ci95_high", maxHi, end(maxHi), maxNr ? t("nr_flag") : null, flag]] : []),
     ["kpi_ltv0", risk.ltv_at_origination, fmtPct(risk.ltv_at_origination, 1)],
     ["kpi_p_below_any", risk.p_value_below_balance_any_time, fmtPct(risk.p_value_below_balance_any_time, 1),
-      t("pm_se", { se: fmtPct(risk.p_value_below_balance_any_time_mc_se, 1) })],
+      probSub(risk.p_value_below_balance_any_time, risk.p_value_below_balance_any_time_mc_se, zo.p_value_below_balance_any_time)],
+    ["kpi_p_any_call", risk.p_any_top_up_call, fmtPct(risk.p_any_top_up_call, 1),
+      probSub(risk.p_any_top_up_call, risk.p_any_top_up_call_mc_se, zo.p_any_top_up_call)],
+    ["kpi_p_short_practice", sz.p_shortfall_at_practice_loan, fmtPct(sz.p_shortfall_at_practice_loan, 1),
+      probSub(sz.p_shortfall_at_practice_loan, sz.p_shortfall_at_practice_loan_mc_se, zo.p_shortfall_at_practice_loan)],
     ["kpi_stock_today", vt.stock_today_tco2e, fmt(vt.stock_today_tco2e, 0)],
     ["kpi_amount", terms.amount_cny, cny(terms.amount_cny)],
   ]);
+  const note = $("#loan-unresolved");
+  note.hidden = !nr.figures.length;
+  note.textContent = !nr.figures.length ? "" : nr.needed
+    ? t("nr_note", { paths: fmt(v.provenance?.paths), figures: nr.figures.map((f) => f.label).join(t("list_sep")), n: fmt(nr.needed) })
+    : t("nr_note_sets", { figures: nr.figures.map((f) => f.label).join(t("list_sep")) });
+  note.dataset.figures = JSON.stringify(nr.figures.map((f) => f.field));
+  note.dataset.pathsNeeded = nr.needed === null ? "" : String(nr.needed);
+  note.dataset.server = risk.not_resolved_note || sz.not_resolved_note || "";
+  // VaR and ES in today's money (the end-of-term value discounted to today), each with its Monte Carlo error
+  const nrSet = new Set(nr.figures.map((f) => f.field));
+  const tail = (key, field, text) => [key, risk[field], nrSet.has(field) ? t("val_nr", { text }) : text,
+    nrSet.has(field) ? { notResolved: true } : null];
+  const varCi = (pct) => {
+    const x = risk[`collateral_var${pct}_cny`], ci = risk[`collateral_var${pct}_ci95_cny`] || [null, null];
+    return t("val_ci", { v: cny(x), lo: end(ci[0]), hi: end(ci[1]) });
+  };
+  const esSe = (pct) => t("val_se", { v: cny(risk[`collateral_es${pct}_cny`]), se: cny(risk[`collateral_es${pct}_mc_se_cny`]) });
+  kv($("#loan-risk"), [
+    tail("rk_var95", "collateral_var95_cny", varCi(95)), tail("rk_es95", "collateral_es95_cny", esSe(95)),
+    tail("rk_var99", "collateral_var99_cny", varCi(99)), tail("rk_es99", "collateral_es99_cny", esSe(99)),
+  ]);
+  const basis = $("#loan-risk-basis");
+  basis.textContent = t("risk_basis");
+  basis.dataset.server = risk.collateral_var_basis || "";
+  $("#loan-zero-one").hidden = !Object.keys(zo).length;
+  $("#loan-zero-one").textContent = Object.keys(zo).length ? t("zero_one_note") : "";
   const by = v.by_year || [];
   fanChart($("#chart-loan-fan"), {
     rows: by.map((y) => ({ year: y.year, p05: y.value_p05_cny, p50: y.value_p50_cny, p95: y.value_p95_cny, base: y.balance_cny })),
@@ -301,10 +376,12 @@ function renderLoan(fin) {
   });
   table($("#loan-years"), by, [
     ["year", "col_year", (x) => String(x)], ["balance_cny", "col_balance", cny],
+    ["balance_mean_cny", "col_balance_mean", cny],
     ["value_p05_cny", "col_value_p05", cny], ["value_p50_cny", "col_value_p50", cny], ["value_p95_cny", "col_value_p95", cny],
     ["ltv_p50", "col_ltv_p50", pct(1)], ["ltv_p95", "col_ltv_p95", pct(1)],
-    ["p_value_below_balance", "col_p_below", pct(1)], ["p_top_up_call", "col_p_call", pct(1)],
-    ["expected_top_up_cny", "col_top_up", cny],
+    ["p_value_below_balance", "col_p_below", (x, r) => probCell(x, r.p_value_below_balance_mc_se, zo[`p_value_below_balance_year_${r.year}`])],
+    ["p_top_up_call", "col_p_call", (x, r) => probCell(x, r.p_top_up_call_mc_se, zo[`p_top_up_call_year_${r.year}`])],
+    ["expected_top_up_cny", "col_top_up", (x, r) => seCell(x, r.expected_top_up_mc_se_cny, cny)],
   ]);
   const sec = v.security;
   kv($("#loan-security"), [
@@ -326,7 +403,7 @@ function renderLoan(fin) {
       ["cr_maturity", c.maturity_years, fmt(c.maturity_years, 1)],
       ["cr_lgd_secured", c.firb_lgd_carbon_as_other_physical, fmtPct(c.firb_lgd_carbon_as_other_physical, 1)],
       ["cr_lgd_unsecured", c.firb_lgd_unsecured, fmtPct(c.firb_lgd_unsecured, 1)],
-      ["cr_lgd_sim", c.simulated_lgd_forced_sale, fmtPct(c.simulated_lgd_forced_sale, 1)],
+      ["cr_lgd_sim", c.simulated_lgd_forced_sale, seCell(c.simulated_lgd_forced_sale, c.simulated_lgd_forced_sale_mc_se, (x) => fmtPct(x, 2))],
       ["cr_el", c.expected_loss_cny, cny(c.expected_loss_cny)],
       ["cr_el_unsecured", c.expected_loss_unsecured_cny, cny(c.expected_loss_unsecured_cny)],
       ["cr_k", c.irb_capital_k, fmtPct(c.irb_capital_k, 2)],
@@ -404,8 +481,10 @@ function renderQuote(fin) {
     ["kpi_per_ha", pr.premium_per_ha_cny, fmt(pr.premium_per_ha_cny, 2)],
     ["kpi_per_tco2e", pr.premium_per_tco2e_cny, fmt(pr.premium_per_tco2e_cny, 3)],
     ["kpi_loss_ratio", pr.expected_loss_ratio, fmtPct(pr.expected_loss_ratio, 1)],
-    ["kpi_sum_insured", ex.sum_insured_cny, cny(ex.sum_insured_cny)],
+    ["kpi_sum_insured", ex.sum_insured_cny, cny(ex.sum_insured_cny),
+      ex.sum_insured_mc_se_cny == null ? null : t("from_run", { se: cny(ex.sum_insured_mc_se_cny) })],
     ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2), seText(q.risk.prob_payout_mc_se, (x) => fmtPct(x, 2))],
+    ...sinkIndexTerms(q),
   ]);
   // a sink index: basis risk (the index's error: payout against the perfect-index payout) and, apart, the
   // protection gap (what even a perfect index leaves unpaid by design), each with its Monte Carlo error
@@ -441,6 +520,32 @@ function renderQuote(fin) {
   note.dataset.server = sub.note || "";
   note.replaceChildren(document.createTextNode(known ?? (sub.note || "")));
   if (known && getLang() !== "en") note.appendChild(serverDetail(sub.note));
+}
+
+/** A sink-index cover's terms the run set (the quote's exposure): its limit -- the value of the triggered sink,
+ * price x trigger x expected sink, unless the cover gave one --, the expected sink (tCO2e/yr) and the trigger in
+ * tonnes, each with its Monte Carlo (jackknife) error where the run estimated it. */
+function sinkIndexTerms(q) {
+  const cover = q.cover || {}, ex = q.exposure || {};
+  if (cover.kind !== "sink-index") return [];
+  const part = cover.participation || 1;
+  const est = (se, format) => (se === null || se === undefined ? null : t("from_run", { se: format(se) }));
+  const out = [];
+  if (cover.limit_cny === null || cover.limit_cny === undefined) {
+    const se = ex.sum_insured_mc_se_cny;
+    out.push(["kpi_eff_limit", ex.sum_insured_cny / part, cny(ex.sum_insured_cny / part), est(se == null ? null : se / part, cny)]);
+  } else if (Number.isFinite(cover.limit_cny)) {
+    out.push(["kpi_limit", cover.limit_cny, cny(cover.limit_cny)]);
+  }
+  const t1 = (x) => fmt(x, 0);
+  out.push(["kpi_expected_sink", ex.insured_tco2e, t1(ex.insured_tco2e), est(ex.insured_tco2e_mc_se, t1)]);
+  const trig = cover.trigger_fraction;
+  if (Number.isFinite(trig)) {
+    const se = ex.insured_tco2e_mc_se;
+    out.push(["kpi_trigger_t", trig * ex.insured_tco2e, t1(trig * ex.insured_tco2e),
+      se === null || se === undefined ? null : t("pm_se", { se: t1(trig * se) })]);
+  }
+  return out;
 }
 
 /** "± se (Monte Carlo s.e.)" of a figure's error, formatted as the figure; null without one. */

@@ -42,7 +42,7 @@ export const DICT = {
     county_table: "各县损失表", col_county: "县（市、区）", col_area: "面积（公顷）", col_loss: "期内损失均值（tCO₂e）",
     col_se: "蒙特卡洛标准误", col_loss_share: "占初始储量", col_p95: "95% 分位（tCO₂e）",
     col_loss_per_ha: "年均损失（tCO₂e/公顷）", col_diff: "较基准增加（tCO₂e）",
-    accounts_heading: "五级碳账户（省 → 市 → 县 → 乡镇 → 村）", accounts_help: "点击行首按钮或按回车展开/收起。数值为当前储量与首年预期碳汇、灾害损失。",
+    accounts_heading: "五级碳账户（省 → 市 → 县 → 乡镇 → 村）", accounts_help: "点击行首按钮或按回车展开/收起。数值为当前储量与首年预期碳汇、灾害损失和轮伐采伐（预期碳汇 = 生长 − 枯损 − 灾害损失 − 采伐；均为森林储量变化，不是可签发的碳汇）。",
     accounts_help_stress: "点击行首按钮或按回车展开/收起。数值为情景“{scenario}”在运行期内的蒙特卡洛均值：期初与期末储量、累计碳汇与损失，价值按情景均价计。",
     expand_all: "全部展开", collapse_all: "全部收起", loading_accounts: "正在计算碳账户…",
     col_name: "名称", col_level: "层级", col_parcels: "小班数", col_stock: "碳储量（tCO₂e）",
@@ -72,7 +72,7 @@ export const DICT = {
     col_base_loss: "基准损失（tCO₂e）", col_scn_loss: "情景损失（tCO₂e）", col_diff_se: "差值标准误",
     col_stock_start: "期初储量（tCO₂e）", col_stock_end: "期末储量（tCO₂e）", col_acc_sink_run: "期内碳汇（tCO₂e）",
     col_acc_loss_run: "期内损失（tCO₂e）", col_loss_value: "损失价值（元）", col_sink_se: "碳汇标准误（tCO₂e）", col_loss_se: "损失标准误（tCO₂e）",
-    col_sink_psd: "碳汇参数标准差（tCO₂e）", col_loss_psd: "损失参数标准差（tCO₂e）",
+    col_sink_psd: "碳汇参数标准差 [95% 区间]（tCO₂e）", col_loss_psd: "损失参数标准差 [95% 区间]（tCO₂e）",
     kpi_extra_loss: "较基准增加的损失（tCO₂e，± 配对标准误）",
     kpi_value_end: "期末碳储量价值（元，均值）", kpi_loss_value: "期内损失价值（元，均值）",
     dl_stress_report: "压力测试报告（HTML）", dl_stress_workbook: "压力测试工作簿（Excel）", dl_stress_accounts: "情景五级碳账户（JSON）",
@@ -141,6 +141,25 @@ export const DICT = {
     driver_peril_parameter_uncertainty: "灾害参数不确定性", driver_assigned_insurance: "所附保险",
     scheme_none: "无补贴", scheme_custom: "自定义", scheme_public_welfare_forest: "公益林方案", scheme_commercial_forest: "商品林方案",
     scheme_hebei_chestnut_2015: "河北板栗 2015 方案",
+    list_sep: "、", col_balance_mean: "平均贷款余额（元，已满足的补仓计入）",
+    psd_ci: "{sd} [{lo}–{hi}]", kpi_psd_ci: "参数标准差 {sd}（95% 区间 {lo}–{hi}）",
+    psd_ci_note: "方括号内为参数标准差的 95% 置信区间（方差分量的修正大样本区间；路径越多越窄）。“未能分辨”时区间从 0 到上界：这是数据能给出的全部信息。",
+    col_harvest: "预期年采伐（tCO₂e/年）", col_harvest_se: "采伐标准误（tCO₂e）", col_harvest_psd: "采伐参数标准差 [95% 区间]（tCO₂e）",
+    nr_flag: "未能分辨", nr_sub: "未能分辨：约需 {n} 条路径", nr_sub_sets: "未能分辨：参数组少于 5 组",
+    nr_note: "在 {paths} 条路径下未能分辨：{figures}。分位数以外的路径太少，无法估计价值回归自身的误差，这些数值的区间仅来自顺序统计量，偏窄。约 {n} 条路径可分辨（贷款页“蒙特卡洛路径数”）。",
+    nr_note_sets: "未能分辨：{figures}。本次运行的参数组少于 5 组，无法估计价值回归自身的误差，这些数值的区间仅来自顺序统计量，偏窄。请增加路径数。",
+    nr_fig_max_loan_cny: "最大安全贷款额", nr_fig_max_loan_target: "目标不足概率 {p} 时的最大安全贷款额",
+    nr_fig_collateral_var95_cny: "VaR 95%", nr_fig_collateral_es95_cny: "ES 95%",
+    nr_fig_collateral_var99_cny: "VaR 99%", nr_fig_collateral_es99_cny: "ES 99%",
+    zero_one: "估计值恰为 {p}：95% 区间 [{lo}, {hi}]（三法则）", zero_one_cell: "{p}（95% 区间 {lo}–{hi}）",
+    zero_one_note: "概率估计恰为 0 或 1 时，其标准误为 0、不说明任何问题：改示三法则 95% 区间 [0, 3/n] 或 [1 − 3/n, 1]（n 为参数组数）。",
+    kpi_p_any_call: "期内发生补仓的概率", kpi_p_short_practice: "按惯例贷款额（质押率 × 当前价值）的不足概率",
+    loan_risk: "质押品尾部风险（元，今日货币）",
+    rk_var95: "VaR 95%（元，今日货币）", rk_es95: "ES 95%（元，今日货币）", rk_var99: "VaR 99%（元，今日货币）", rk_es99: "ES 99%（元，今日货币）",
+    val_ci: "{v}（95% 区间 {lo}–{hi}）", val_se: "{v} ± {se}（蒙特卡洛标准误）", val_nr: "{text}（未能分辨）",
+    risk_basis: "VaR：当前价值减去期末价值（按贴现率折现到今天）的 5%（1%）分位数；ES：当前价值减去该分位数以下期末价值（折现后）的均值。两者均以今日货币计，与当前价值可比。",
+    kpi_eff_limit: "有效赔偿限额（元；触发碳汇的价值 = 价格 × 触发比例 × 预期碳汇）", kpi_expected_sink: "预期碳汇（tCO₂e/年，模型均值）",
+    kpi_trigger_t: "触发点（tCO₂e/年）", kpi_limit: "赔偿限额（元）", from_run: "由本次模拟估计 ± {se}（蒙特卡洛标准误）",
     subsidy_note_no_central: "默认不计保费补贴：中央财政森林保险保费补贴（商品林 30%、公益林 50%）适用于以再植成本为保险金额的政策性森林保险；此处报价的碳汇类保障（按碳价计的储量损失、碳汇指数、价格保底）不在其内，已公开的碳汇保险均由投保人（多为区县政府和国有林场）以地方财政支付。如需分担保费，请指定补贴方案。",
     subsidy_note_central_scheme: "该方案的中央财政份额假定此保障可享受中央财政森林保险保费补贴；该补贴针对以再植成本为保险金额的政策性森林保险，目前未见碳汇保险获得该补贴的先例。",
     scenarios: {
@@ -204,7 +223,7 @@ export const DICT = {
     county_table: "Losses by county", col_county: "County", col_area: "Area (ha)", col_loss: "Mean loss over the run (tCO₂e)",
     col_se: "Monte Carlo s.e.", col_loss_share: "Share of initial stock", col_p95: "95th percentile (tCO₂e)",
     col_loss_per_ha: "Annual loss (tCO₂e/ha)", col_diff: "Extra over baseline (tCO₂e)",
-    accounts_heading: "Five-level carbon accounts (province → city → county → township → village)", accounts_help: "Use the button at the start of a row (or Enter) to expand or collapse it. Figures: stock today, expected first-year sink and peril loss.",
+    accounts_heading: "Five-level carbon accounts (province → city → county → township → village)", accounts_help: "Use the button at the start of a row (or Enter) to expand or collapse it. Figures: stock today, expected first-year sink, peril loss and rotation harvest (expected sink = growth − mortality − loss − harvest; stock changes of the forest, not creditable sinks).",
     accounts_help_stress: "Use the button at the start of a row (or Enter) to expand or collapse it. Figures: Monte Carlo means of scenario \"{scenario}\" over the run: stock at start and end, sink and loss summed, values at the scenario's mean price.",
     expand_all: "Expand all", collapse_all: "Collapse all", loading_accounts: "Computing the accounts…",
     col_name: "Name", col_level: "Level", col_parcels: "Parcels", col_stock: "Stock (tCO₂e)",
@@ -234,7 +253,7 @@ export const DICT = {
     col_base_loss: "Baseline loss (tCO₂e)", col_scn_loss: "Scenario loss (tCO₂e)", col_diff_se: "s.e. of the difference",
     col_stock_start: "Stock at start (tCO₂e)", col_stock_end: "Stock at end (tCO₂e)", col_acc_sink_run: "Sink over the run (tCO₂e)",
     col_acc_loss_run: "Loss over the run (tCO₂e)", col_loss_value: "Loss value (CNY)", col_sink_se: "s.e. of the sink (tCO₂e)", col_loss_se: "s.e. of the loss (tCO₂e)",
-    col_sink_psd: "Parameter sd of the sink (tCO₂e)", col_loss_psd: "Parameter sd of the loss (tCO₂e)",
+    col_sink_psd: "Parameter sd of the sink [95 % CI] (tCO₂e)", col_loss_psd: "Parameter sd of the loss [95 % CI] (tCO₂e)",
     kpi_extra_loss: "Extra loss over the baseline (tCO₂e, ± paired s.e.)",
     kpi_value_end: "Stock value at the end (CNY, mean)", kpi_loss_value: "Loss value over the run (CNY, mean)",
     dl_stress_report: "Stress-test report (HTML)", dl_stress_workbook: "Stress-test workbook (Excel)", dl_stress_accounts: "Scenario five-level accounts (JSON)",
@@ -303,6 +322,25 @@ export const DICT = {
     driver_peril_parameter_uncertainty: "peril-parameter uncertainty", driver_assigned_insurance: "assigned insurance",
     scheme_none: "none", scheme_custom: "custom", scheme_public_welfare_forest: "public-welfare forest", scheme_commercial_forest: "commercial forest",
     scheme_hebei_chestnut_2015: "Hebei chestnut 2015",
+    list_sep: ", ", col_balance_mean: "Mean balance (CNY, met top-up calls carried forward)",
+    psd_ci: "{sd} [{lo}–{hi}]", kpi_psd_ci: "parameter sd {sd} (95 % CI {lo}–{hi})",
+    psd_ci_note: "In brackets: the parameter sd's 95 % confidence interval (modified large-sample interval of the variance component; more paths narrow it). Where it is not resolved, the interval runs from 0 to an upper bound: all the data can say.",
+    col_harvest: "Expected harvest (tCO₂e/yr)", col_harvest_se: "Harvest s.e. (tCO₂e)", col_harvest_psd: "Parameter sd of the harvest [95 % CI] (tCO₂e)",
+    nr_flag: "not resolved", nr_sub: "not resolved: needs about {n} paths", nr_sub_sets: "not resolved: fewer than 5 parameter sets",
+    nr_note: "Not resolved at {paths} paths: {figures}. Too few paths lie beyond the quantile for the value regression's own error: these figures' intervals are the order statistics' alone and too narrow. About {n} paths would resolve them (the loan form's Monte Carlo paths).",
+    nr_note_sets: "Not resolved: {figures}. The run has fewer than 5 parameter sets, so the value regression's own error is not estimated: these figures' intervals are the order statistics' alone and too narrow. Use more paths.",
+    nr_fig_max_loan_cny: "largest safe loan", nr_fig_max_loan_target: "largest safe loan at a target shortfall probability of {p}",
+    nr_fig_collateral_var95_cny: "VaR 95 %", nr_fig_collateral_es95_cny: "ES 95 %",
+    nr_fig_collateral_var99_cny: "VaR 99 %", nr_fig_collateral_es99_cny: "ES 99 %",
+    zero_one: "estimated at exactly {p}: 95 % interval [{lo}, {hi}] (rule of three)", zero_one_cell: "{p} (95 % CI {lo}–{hi})",
+    zero_one_note: "A probability estimated at exactly 0 or 1 has a standard error of 0, which says nothing: its rule-of-three 95 % interval [0, 3/n] or [1 − 3/n, 1] (n parameter sets) is shown instead.",
+    kpi_p_any_call: "P(any top-up call in the term)", kpi_p_short_practice: "P(shortfall) at the practice loan (pledge rate × value today)",
+    loan_risk: "Tail risk of the pledge (CNY, today's money)",
+    rk_var95: "VaR 95 % (CNY, today's money)", rk_es95: "ES 95 % (CNY, today's money)", rk_var99: "VaR 99 % (CNY, today's money)", rk_es99: "ES 99 % (CNY, today's money)",
+    val_ci: "{v} (95 % CI {lo}–{hi})", val_se: "{v} ± {se} (Monte Carlo s.e.)", val_nr: "{text} (not resolved)",
+    risk_basis: "VaR: today's value less the 5 % (1 %) quantile of the end-of-term value discounted to today at the discount rate; ES: today's value less the mean (discounted) end-of-term value below that quantile. Both in today's money, comparable with the value today.",
+    kpi_eff_limit: "Effective limit (CNY; the triggered sink's value = price × trigger × expected sink)", kpi_expected_sink: "Expected sink (tCO₂e/yr, the model's mean)",
+    kpi_trigger_t: "Trigger (tCO₂e/yr)", kpi_limit: "Limit (CNY)", from_run: "estimated from the run ± {se} (Monte Carlo s.e.)",
     subsidy_note_no_central: "",
     subsidy_note_central_scheme: "",
     scenarios: {
@@ -431,10 +469,17 @@ export function fmt(x, digits = 0) {
  * parameter uncertainty (`on` false) has none, nor has a figure whose sd is absent: null (show nothing).
  * Returns {value, resolved, text}.
  */
-export function paramSd(sd, { mcSe = null, on = true, digits = 0 } = {}) {
+export function paramSd(sd, { mcSe = null, on = true, digits = 0, ci = null } = {}) {
   if (on === false || sd === null || sd === undefined || !Number.isFinite(sd)) return null;
   const resolved = sd !== 0 || mcSe === 0;
-  return { value: sd, resolved, text: resolved ? fmt(sd, digits) : t("psd_not_resolved") };
+  const text = resolved ? fmt(sd, digits) : t("psd_not_resolved");
+  // the sd's own 95 % interval (summaries and accounts carry it; a clipped 0 reads "not resolved [0–high]")
+  const [lo, hi] = Array.isArray(ci) ? ci : [null, null];
+  const hasCi = Number.isFinite(lo) && Number.isFinite(hi);
+  const out = { value: sd, resolved, text, ci: hasCi ? [lo, hi] : null,
+    full: hasCi ? t("psd_ci", { sd: text, lo: fmt(lo, digits), hi: fmt(hi, digits) }) : text };
+  if (hasCi) out.kpiText = t("kpi_psd_ci", { sd: text, lo: fmt(lo, digits), hi: fmt(hi, digits) });
+  return out;
 }
 
 /** Whether a result's run drew the uncertain parameters: its provenance's switches say so (the engine's

@@ -426,7 +426,7 @@ function renderResults() {
   const k = $("#kpis");
   k.replaceChildren();
   let unresolved = false;
-  for (const [key, val, err, psd] of v.kpis) {
+  for (const [key, val, err, psd, psdInterval] of v.kpis) {
     const d = document.createElement("div");
     d.className = "kpi";
     d.dataset.kpi = key;
@@ -446,7 +446,7 @@ function renderResults() {
       e.textContent = Array.isArray(err) ? `95% CI ${end(err[0])} – ${end(err[1])}` : `± ${fmt(err)}`;
       d.append(e);
     }
-    const sd = paramSd(psd, { mcSe: Array.isArray(err) ? null : err, on: v.paramOn });
+    const sd = paramSd(psd, { mcSe: Array.isArray(err) ? null : err, on: v.paramOn, ci: psdInterval });
     if (sd) {
       // apart from the Monte Carlo error: the spread from the uncertain growth and peril parameters (a 0 the
       // estimator clipped reads "not resolved"; a run without parameter uncertainty shows none)
@@ -454,7 +454,8 @@ function renderResults() {
       d.dataset.psdResolved = String(sd.resolved);
       const ps = document.createElement("span");
       ps.className = "kpi-psd";
-      ps.textContent = t("kpi_psd", { sd: sd.text });
+      ps.textContent = sd.kpiText ?? t("kpi_psd", { sd: sd.text });
+      if (sd.ci) d.dataset.psdCi = JSON.stringify(sd.ci);
       if (!sd.resolved) { ps.title = t("psd_not_resolved_note"); unresolved = true; }
       d.append(ps);
     }
@@ -763,20 +764,24 @@ function renderAccounts() {
   }
   // a parameter sd column reads against the same figure's Monte Carlo error column (accounts always draw
   // the parameters: the service runs them with the engine's default switches)
-  let unresolved = false;
+  let unresolved = false, withCi = false;
   const cols = spec.map(([key, , digits, kind]) => {
     if (kind !== "psd") return { key, fmt: (v) => fmt(v, digits) };
     const se = key.replace(/parameter_sd$/, "mc_se");
+    // with the sd's own 95 % interval where the row carries it: "sd [low–high]", "not resolved [0–high]"
+    const ci = (row) => [row?.[`${key}_ci95_low`], row?.[`${key}_ci95_high`]];
     return { key, fmt: (v, row) => {
-      const sd = paramSd(v, { mcSe: row?.[se] ?? null, digits });
+      const sd = paramSd(v, { mcSe: row?.[se] ?? null, digits, ci: ci(row) });
       if (sd && !sd.resolved) unresolved = true;
-      return sd ? sd.text : fmt(v, digits);
+      if (sd?.ci) withCi = true;
+      return sd ? sd.full : fmt(v, digits);
     }, resolved: (v, row) => paramSd(v, { mcSe: row?.[se] ?? null })?.resolved };
   });
   state.tree = renderTree($("#accounts-table tbody"), buildTree(state.accounts, (spec.find(([k]) => /stock_(end|bef)/.test(k)) || spec[0])[0]),
     { columns: cols, t, place: placeName, openDepth: 2 });
-  $("#acc-psd-note").hidden = !unresolved;
-  $("#acc-psd-note").textContent = unresolved ? t("psd_not_resolved_note") : "";
+  const notes = [unresolved ? t("psd_not_resolved_note") : "", withCi ? t("psd_ci_note") : ""].filter(Boolean);
+  $("#acc-psd-note").hidden = !notes.length;
+  $("#acc-psd-note").textContent = notes.join(" ");
 }
 
 // ---------------------------------------------------------------------------------------------

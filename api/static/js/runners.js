@@ -25,12 +25,17 @@ export const SIM_ACCOUNT_COLUMNS = [["parcels", "col_parcels", 0], ["area_ha", "
   ["stock_bef_tco2e", "col_stock", 0], ["expected_sink_tco2e_per_yr", "col_sink", 0],
   ["expected_sink_tco2e_per_yr_mc_se", "col_sink_se", 0], ["expected_sink_tco2e_per_yr_parameter_sd", "col_sink_psd", 0, "psd"],
   ["expected_loss_tco2e_per_yr", "col_acc_loss", 0], ["expected_loss_tco2e_per_yr_mc_se", "col_loss_se", 0],
-  ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0, "psd"]];
+  ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0, "psd"],
+  ["expected_harvest_tco2e_per_yr", "col_harvest", 0], ["expected_harvest_tco2e_per_yr_mc_se", "col_harvest_se", 0],
+  ["expected_harvest_tco2e_per_yr_parameter_sd", "col_harvest_psd", 0, "psd"]];
 export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["loss", "col_scn_loss", 0],
   ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0], ["perHaYr", "col_loss_per_ha", 3]];
 export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 0], ["stock_end_tco2e", "col_stock_end", 0],
   ["sink_tco2e", "col_acc_sink_run", 0], ["sink_tco2e_mc_se", "col_sink_se", 0], ["loss_tco2e", "col_acc_loss_run", 0],
   ["loss_tco2e_mc_se", "col_loss_se", 0], ["loss_value_cny", "col_loss_value", 0]];
+
+/** A summary row's parameter sd interval [low, high] (null where the row has none). */
+const psdCi = (r) => (r && r.parameter_sd_ci95_low !== undefined ? [r.parameter_sd_ci95_low, r.parameter_sd_ci95_high] : null);
 
 /** The last part of a "province/city/county/..." group label. */
 export const leaf = (group) => String(group).split("/").pop();
@@ -91,9 +96,11 @@ export function simulationView(sim, stockRows, portfolio, parcels) {
     paramOn: parameterUncertaintyOn(sim.provenance),
     // each KPI with its Monte Carlo error (a standard error, or a quantile's [low, high] interval) and,
     // apart, the spread from the uncertain parameters (means only)
-    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se, pf("stock_end_tco2e").parameter_sd],
-      ["kpi_sink", pf("cumulative_sink_tco2e").mean, pf("cumulative_sink_tco2e").mc_se, pf("cumulative_sink_tco2e").parameter_sd],
-      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd], ["kpi_loss_p99", loss.p99, [loss.p99_ci_low, loss.p99_ci_high]]],
+    // and the parameter sd's own 95 % interval where the summary carries it
+    kpis: [["kpi_stock_end", pf("stock_end_tco2e").mean, pf("stock_end_tco2e").mc_se, pf("stock_end_tco2e").parameter_sd, psdCi(pf("stock_end_tco2e"))],
+      ["kpi_sink", pf("cumulative_sink_tco2e").mean, pf("cumulative_sink_tco2e").mc_se, pf("cumulative_sink_tco2e").parameter_sd,
+        psdCi(pf("cumulative_sink_tco2e"))],
+      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd, psdCi(loss)], ["kpi_loss_p99", loss.p99, [loss.p99_ci_low, loss.p99_ci_high]]],
     counties, exceedance, fan, fanKind: "fan", townshipRisk,
     countyColumns: SIM_COUNTY_COLUMNS,
     accountsPath: `/v1/simulations/${sim.id}/accounts`, accountsQuery: {}, accountsColumns: SIM_ACCOUNT_COLUMNS,
