@@ -18,24 +18,14 @@ from finance_engine.price import (
     log_price_moments,
     simulate_price_paths,
 )
-from models.dynamics import SimulationSwitches
-from models.portfolio import validate_frame
-from tests.conftest import make_frame
 
-CALM = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False,
-                          background_mortality=False, perils=())
-
-
-@pytest.fixture(scope="module")
-def portfolio(params):
-    return validate_frame(make_frame(30, seed=8, species=["chinese_fir", "masson_pine"]), params)
+from tests.test_collateral import CALM, portfolio  # noqa: F401 - the fixture, shared
+from tests.test_collateral import _flat_prices as _flat_cea
 
 
 def _flat_prices(price=60.0):
-    pms = load_price_model()
-    calm = PriceModelParams(long_run_price_cny_per_tco2e=price, mean_reversion_per_year=0.5,
-                            volatility_per_sqrt_year=0.0)
-    return dataclasses.replace(pms, models={"cea": calm}, start_price_cny_per_tco2e=price, start_prices={})
+    """test_collateral's flat CEA prices, with no series' own start price left to override ``price``."""
+    return dataclasses.replace(_flat_cea(price), start_prices={})
 
 
 # ---- 1. the local credit's spread factor is part of the state ---------------------------------------
