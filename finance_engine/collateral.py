@@ -621,12 +621,21 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
     # REPLICATE_BATCH_VALUES values), the paths of a replicate's group at +inf
     value_ps = (0.01, 0.05, 0.50, 0.95)
     vq = np.empty((n_groups, T, len(value_ps)))
+    ltv_q = np.empty((n_groups, T, 1))
     es = np.empty((n_groups, 2))                                                # ES95, ES99
     step = max(1, int(REPLICATE_BATCH_VALUES // max(T * g.size, 1)))
     for k0 in range(0, n_groups, step):
         ks = np.arange(k0, min(k0 + step, n_groups))
-        values = np.where((g[None, :] != ks[:, None])[:, None, :], reps[ks, 1:T + 1], np.float32(np.inf))
+        dropped = (g[None, :] == ks[:, None])[:, None, :]
+        rv = reps[ks, 1:T + 1]
+        values = np.where(dropped, np.float32(np.inf), rv)
         vq[ks] = _kept_quantiles(values, n_keep[ks], value_ps)                  # (batch, T, 4)
+        # the LTV as reported: each path's balance (its met top-up calls carried forward, on the replicate's
+        # values) over its value, the dropped group's paths at +inf
+        bal = _carried_balances(rv.astype(float), terms)[0]
+        with np.errstate(divide="ignore"):
+            ltv = np.where(rv > 0, bal / np.where(rv > 0, rv, 1.0), np.inf)
+        ltv_q[ks] = _kept_quantiles(np.where(dropped, np.inf, ltv), n_keep[ks], (0.95,))
     # the tail means over each replicate's kept paths in path order (a float32 sum's rounding depends on it);
     # VaR and ES measure the end-of-term value discounted to today (_end_of_term_risk)
     end_v = reps[:, T]
@@ -636,10 +645,9 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
         es[k] = [v0[k] - kept_end[kept_end <= vq[k, -1, i]].mean() * disc for i in (1, 0)]
     max_loan = _kept_quantiles(ratio, n_keep, sizing_targets)                  # (K, len(targets))
     figs["value_q"] = vq[:, :, 1:]                                              # (K, T, 3): p05, p50, p95
-    # the LTV's 95th percentile is the balance over the value's 5th (LTV falls as the value rises)
-    p05 = vq[:, :, 1]
-    with np.errstate(divide="ignore"):
-        figs["ltv_p95"] = np.where(p05 > 0, b[:T] / np.where(p05 > 0, p05, 1.0), np.inf)
+    # the LTV's 95th percentile over the paths' own ratios (with top-up calls carried forward the balance differs
+    # by path: the schedule over the value's 5th percentile is another figure)
+    figs["ltv_p95"] = ltv_q[:, :, 0]
     figs["var95"], figs["var99"] = v0 - vq[:, -1, 1] * disc, v0 - vq[:, -1, 0] * disc
     figs["es95"], figs["es99"] = es[:, 0], es[:, 1]
     for i in range(len(sizing_targets)):

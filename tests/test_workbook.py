@@ -34,3 +34,16 @@ def test_workbook_cells_read_back_as_written(tmp_path):
 def test_workbook_of_an_empty_table_has_its_header(tmp_path):
     p = write_workbook(tmp_path / "e.xlsx", {"empty": pd.DataFrame(columns=["a", "b"])})
     assert [list(r) for r in load_workbook(p)["empty"].iter_rows(values_only=True)] == [["a", "b"]]
+
+
+def test_nullable_columns_and_clashing_sheet_names(tmp_path):
+    """pandas' nullable integers and booleans with missing values, and two names alike in their first 31 characters
+    (the old writer took both; xlsxwriter refuses a repeated name)."""
+    df = pd.DataFrame({"n": pd.array([1, None, 3], dtype="Int64"), "b": pd.array([True, None, False], dtype="boolean"),
+                       "f": pd.array([1.5, None, 2.0], dtype="Float64")})
+    name = "x" * 31
+    p = write_workbook(tmp_path / "n.xlsx", {name + "_a": df, name + "_b": df, "X" * 31: df})
+    wb = load_workbook(p, read_only=True)
+    assert wb.sheetnames == [name, "x" * 29 + "~2", "X" * 29 + "~3"]
+    assert [list(r) for r in wb[name].iter_rows(values_only=True)] == [
+        ["n", "b", "f"], [1, True, 1.5], [None, None, None], [3, False, 2.0]]

@@ -119,24 +119,30 @@ def write_workbook(path: str | Path, sheets: Mapping[str, pd.DataFrame]) -> Path
 
     Written with xlsxwriter in its constant-memory mode, row by row: a city stress test's workbook (about a million
     cells) took openpyxl, cell by cell through pandas, about 45 us a cell; this writer about a third of that
-    (``docs/performance.md``). Sheet names are cut to Excel's 31 characters; NaN is an empty cell, an infinity
-    the text ``inf`` / ``-inf``.
+    (``docs/performance.md``). Sheet names are cut to Excel's 31 characters (``~2``, ``~3``... where two would
+    clash); NaN and pandas' missing values are empty cells, an infinity the text ``inf`` / ``-inf``.
     """
     import xlsxwriter
 
     p = Path(path)
     wb = xlsxwriter.Workbook(str(p), {"constant_memory": True})
     try:
+        used: set[str] = set()
         for name, df in sheets.items():
-            ws = wb.add_worksheet(str(name)[:31])
+            sheet, n = str(name)[:31], 1
+            while sheet.lower() in used:  # two names alike in their first 31 characters (Excel ignores case)
+                n += 1
+                sheet = f"{str(name)[:31 - len(str(n)) - 1]}~{n}"
+            used.add(sheet.lower())
+            ws = wb.add_worksheet(sheet)
             ws.write_row(0, 0, [str(c) for c in df.columns])
             # one Python list per column (numpy scalars to Python numbers at C speed), then the rows
             cols = []
             for c in df.columns:
                 col = df[c]
-                if col.dtype.kind in "iub":
+                if col.dtype.kind in "iub" and not col.hasnans:
                     cols.append(col.to_numpy().tolist())
-                elif col.dtype.kind == "f":
+                elif col.dtype.kind == "f" and isinstance(col.dtype, np.dtype):
                     x = col.to_numpy(dtype=float)
                     cols.append([_non_finite(v) if m else v for v, m in zip(x.tolist(), ~np.isfinite(x))]
                                 if not np.isfinite(x).all() else x.tolist())
