@@ -438,6 +438,17 @@ def _one_edit(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1:]
 
 
+#: the unit a renamed column must be in: a header without its unit word may hold another (an area in mu)
+_RENAME_UNITS = {"area_ha": "in hectares: 15 mu = 1 ha", "elevation_m": "in metres", "age_years": "in years",
+                 "volume_m3_per_ha": "in m3 per ha", "bamboo_carbon_tc_per_ha": "in tC per ha",
+                 "rotation_age_years": "in years"}
+
+
+def _rename_hint(known: str) -> str:
+    unit = _RENAME_UNITS.get(known)
+    return f"rename it {known!r}" + (f", {unit}" if unit else "")
+
+
 #: words that only say what a column's number is (an id, a unit), dropped by hand-made headers
 _SUFFIX_WORDS = frozenset({"id", "m", "ha", "years", "yr", "m3", "per", "tc", "no"})
 
@@ -498,12 +509,12 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     if missing:
         found = {k: c for c, k in _misspelt_columns(df.columns)}
         raise PortfolioError([Problem(source, None, c, None, "required column is missing"
-                                      + (f" (found {found[c]!r}: rename it {c!r})" if c in found else ""))
+                                      + (f" (found {found[c]!r}: {_rename_hint(c)})" if c in found else ""))
                               for c in missing])
     misspelt = _misspelt_columns(df.columns)
     if misspelt:
         raise PortfolioError([Problem(source, None, c, None, f"unknown column, read as nothing: did you mean {k!r}? "
-                                      f"(rename it, or give the column another name if it is your own)")
+                                      f"({_rename_hint(k)}, or give the column another name if it is your own)")
                               for c, k in misspelt])
     # rows blank in every cell (Excel's trailing formatted rows, blank lines) are not parcels; the others keep
     # their number in the file, so a problem's row is the file's data row (a CSV's line number less one)
@@ -539,10 +550,26 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     for k, lv in enumerate(LEVELS, start=1):
         txt, blank = _text_column(df[lv])
         bad.add(k, lv, blank, f"{lv} is empty")
-        # "/" joins the levels into group labels (province/city/...): inside a name two groups could share one label
-        bad.add(k, lv, np.array(["/" in t for t in txt], dtype=bool),
-                f"{lv} contains '/', which separates the account levels in group labels: use another character")
         out[lv] = txt
+    # "/" joins the levels into group labels (province/city/...), as the accounts name groups: a name holding one
+    # can make two groups share a label (county "A/B" and township "C" against county "A" and township "B/C").
+    # Only such a clash is refused, in every name with a "/" of the groups that share the label: a "/" that no other
+    # group's label repeats is kept (portfolios stored before this check stay valid)
+    slash = {lv: pd.Series(out[lv]).str.contains("/", regex=False).to_numpy() for lv in LEVELS}
+    if any(m.any() for m in slash.values()):
+        flagged = {lv: np.zeros(n, dtype=bool) for lv in LEVELS}
+        labels = None
+        for k, lv in enumerate(LEVELS, start=1):
+            labels = out[lv] if labels is None else labels + "/" + out[lv]
+            groups = pd.DataFrame({"label": labels, **{c: out[c] for c in LEVELS[:k]}}).drop_duplicates()
+            shared = groups.loc[groups["label"].duplicated(keep=False), "label"].to_numpy()
+            if shared.size:
+                clash = np.isin(labels, shared)
+                for up in LEVELS[:k]:
+                    flagged[up] |= clash & slash[up]
+        for k, lv in enumerate(LEVELS, start=1):
+            bad.add(k, lv, flagged[lv], f"{lv} contains '/', which separates the account levels, and so two groups "
+                                        f"share one label: use another character")
 
     # numbers
     def number(order: int, col: str, lo: float | None, hi: float | None, *, required: bool,

@@ -315,8 +315,8 @@ def test_a_known_name_without_its_id_or_unit_word_is_refused(params, header, kno
 def test_a_missing_required_column_names_the_header_that_stands_for_it(params):
     probs = _problems(lambda: validate_frame(_frame(4).rename(columns={"area_ha": "area", "age_years": "Age"}), params))
     assert sorted(str(p.reason) for p in probs) == [
-        "required column is missing (found 'Age': rename it 'age_years')",
-        "required column is missing (found 'area': rename it 'area_ha')"]
+        "required column is missing (found 'Age': rename it 'age_years', in years)",
+        "required column is missing (found 'area': rename it 'area_ha', in hectares: 15 mu = 1 ha)"]
 
 
 def test_a_problem_names_the_data_row_and_the_row_a_spreadsheet_shows():

@@ -15,14 +15,24 @@ from tests.conftest import make_frame
 def test_a_separator_in_a_level_name_is_a_422_naming_row_and_column(env):
     c, h = env.client, env.h("bureau")
     df = make_frame(12, seed=3)
+    # a township "甲镇/乙乡" whose label a township "乙乡" of a county "...甲镇" would repeat: only a clash is refused
     df.loc[4, "township"] = "甲镇/乙乡"
+    df.loc[5, ["county", "township"]] = [df.loc[4, "county"] + "/甲镇", "乙乡"]
     r = c.post("/v1/portfolios", headers=h, files={"file": ("slash.csv", df.to_csv(index=False).encode(), "text/csv")},
                data={"name": "slash"})
     body = assert_problem(r, 422, "invalid-portfolio")
-    assert [(e["row"], e["column"], e["value"]) for e in body["errors"]] == [(5, "township", "甲镇/乙乡")]
+    assert [(e["row"], e["column"], e["value"]) for e in body["errors"]] == [(5, "township", "甲镇/乙乡"),
+                                                                              (6, "county", df.loc[5, "county"])]
     assert "'/'" in body["errors"][0]["reason"]
     r = c.post("/v1/portfolios", headers=h, json={"name": "slash", "parcels": json.loads(df.to_json(orient="records"))})
-    assert [(e["row"], e["column"]) for e in assert_problem(r, 422, "invalid-portfolio")["errors"]] == [(5, "township")]
+    assert [(e["row"], e["column"]) for e in assert_problem(r, 422, "invalid-portfolio")["errors"]] == [
+        (5, "township"), (6, "county")]
+    # a "/" no other group's label repeats is a name like any other (portfolios stored before the check stay valid)
+    ok = make_frame(12, seed=3)
+    ok.loc[4, "village"] = "一村/二组"
+    r = c.post("/v1/portfolios", headers=h, files={"file": ("ok.csv", ok.to_csv(index=False).encode(), "text/csv")},
+               data={"name": "slash-ok"})
+    assert r.status_code == 201, r.text
 
 
 def test_accounts_rows_carry_the_sinks_parts_intervals_and_fallback(env):
