@@ -321,7 +321,8 @@ async function resumeRun() {
   const saved = rememberedRunJob();
   if (saved) {
     try { job = await state.api.get(`/v1/jobs/${saved}`); } catch { job = null; }
-    if (job && !kinds.includes(job.kind)) job = null;
+    // the tab's job, if this key started it (a tab signed in again with a colleague's key does not take theirs)
+    if (job && (!kinds.includes(job.kind) || (state.keyId && job.created_by && job.created_by !== state.keyId))) job = null;
   }
   if (!job || TERMINAL.includes(job.status)) {
     const live = (await activeJobs(state.api, kinds, state.keyId))[0];
