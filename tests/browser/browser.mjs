@@ -16,6 +16,17 @@ export function parseArgs(defaults, required) {
   return a;
 }
 
+/** Open the dashboard at ``base`` and sign in with ``key`` (the Chinese page's key field): resolves once the
+ * signed-in view shows and the page has loaded its run options (the role's landing page is then chosen). */
+export async function signIn(page, base, key) {
+  await page.goto(`${base}/ui`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.getByLabel("API 密钥").fill(key);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#app-view:not([hidden])");
+  await page.waitForFunction(() => window.__dashboard.runOptions);
+}
+
 export async function openBrowser(opt, out, log) {
   fs.mkdirSync(opt.out, { recursive: true });
   const userDir = fs.mkdtempSync(path.join(os.tmpdir(), "cre-chromium-"));

@@ -12,7 +12,7 @@
 //        [--portfolio "Lishui demo portfolio"] [--project LS-SC-P01] [--amount 600000] [--loan-paths 200] [--quote-paths 256]
 //        [--seed 7] [--chromium /usr/bin/chromium]
 
-import { openBrowser, parseArgs } from "./browser.mjs";
+import { openBrowser, parseArgs, signIn as signInAs } from "./browser.mjs";
 import path from "node:path";
 
 const opt = parseArgs({ portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
@@ -59,12 +59,7 @@ const rows = (sel) => page.$$eval(`${sel} tbody tr`, (rs) => rs.map((r) => Objec
   [...r.children].map((c) => [c.dataset.col, { value: c.dataset.value, text: c.textContent }]))));
 
 async function signIn(key) {
-  await page.goto(`${opt.base}/ui`);
-  await page.waitForSelector('body[data-ready="true"]');
-  await page.getByLabel("API 密钥").fill(key);
-  await page.keyboard.press("Enter");
-  await page.waitForSelector("#app-view:not([hidden])");
-  await page.waitForFunction(() => window.__dashboard.runOptions);  // signed in: the landing page is chosen
+  await signInAs(page, opt.base, key);  // signed in: the landing page is chosen
   const tabs = await page.$$eval("[role=tab]", (ts) => ts.filter((t) => t.getAttribute("aria-selected") === "true").map((t) => t.id));
   out.landing = [...(out.landing || []), ...tabs];  // the role's own page: the bank's loan, the insurer's quote
   await page.getByRole("tab", { name: "资产组合与地图" }).click();

@@ -10,7 +10,7 @@
 //   node drive_review.mjs --base http://127.0.0.1:PORT --bank-key cre_... --insurer-key cre_... --bureau-key cre_...
 //        --out DIR --bad-csv FILE [--scenario super_typhoon] [--chromium /usr/bin/chromium]
 
-import { openBrowser, parseArgs } from "./browser.mjs";
+import { openBrowser, parseArgs, signIn as signInAs } from "./browser.mjs";
 
 const opt = parseArgs({ scenario: "super_typhoon", "stress-paths": "64", "stress-years": "3", "sim-paths": "2048",
   "sim-years": "30" }, ["base", "bank-key", "insurer-key", "bureau-key", "out", "bad-csv"]);
@@ -21,12 +21,8 @@ const text = (sel) => page.locator(sel).innerText();
 const run = page.locator("#page-run");
 
 async function signIn(key) {
-  await page.goto(`${opt.base}/ui`);
-  await page.waitForSelector('body[data-ready="true"]');
-  await page.getByLabel("API 密钥").fill(key);
-  await page.keyboard.press("Enter");
-  await page.waitForSelector("#app-view:not([hidden])");
-  await page.waitForFunction(() => window.__dashboard.portfolio && window.__dashboard.runOptions);
+  await signInAs(page, opt.base, key);
+  await page.waitForFunction(() => window.__dashboard.portfolio);
 }
 
 async function signOut() {
