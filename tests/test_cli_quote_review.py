@@ -6,21 +6,10 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 
 from api.cli import main
 from tests.conftest import make_frame
-
-
-@pytest.fixture(scope="module")
-def project_csv(tmp_path_factory):
-    """40 parcels, 20 of them in a crediting project (so credits are issued)."""
-    df = make_frame(40, seed=12)
-    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
-    p = tmp_path_factory.mktemp("qrev") / "parcels.csv"
-    df.to_csv(p, index=False)
-    return str(p)
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +31,21 @@ def _error_lines(err: str) -> list[str]:
 
 
 # ---- finding 2: the README's `carbon-risk quote --cover price-floor` ---------------------------------------
-def test_the_readme_price_floor_runs_over_the_monitoring_period(project_csv, capsys):
-    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--paths", "16", "--format", "json"],
+def test_the_readme_price_floor_runs_over_the_monitoring_period(portfolio_csv, capsys):
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16", "--format", "json"],
                           capsys)
     assert code == 0, err
     d = json.loads(out)
     assert d["provenance"]["years"] == 5 and d["exposure"]["insured_tco2e"] > 0
     assert "--years defaults to 5, the crediting's monitoring period" in err
     # a fixed volume needs no issuance: the default stays one policy year
-    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--volume", "100", "--paths", "8",
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--volume", "100", "--paths", "8",
                            "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["provenance"]["years"] == 1
 
 
-def test_a_price_floor_without_credits_names_the_cli_options(project_csv, no_project_csv, capsys):
-    code, out, err = _run(["quote", "-p", project_csv, "--cover", "price-floor", "--years", "3", "--paths", "8"],
+def test_a_price_floor_without_credits_names_the_cli_options(portfolio_csv, no_project_csv, capsys):
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--years", "3", "--paths", "8"],
                           capsys)
     assert code == 2 and out == ""
     (line,) = _error_lines(err)
@@ -84,32 +73,32 @@ def test_a_price_floor_without_credits_names_the_cli_options(project_csv, no_pro
     (["--cover", "price-floor", "--volume", "100", "--perils", "fire"], "--perils", "price-floor"),
     (["--cover", "sink-index", "--error-cv", "0.2"], "--error-cv", "--index-error none"),
 ])
-def test_options_the_cover_does_not_use_are_refused(project_csv, args, named, cover, capsys):
-    code, out, err = _run(["quote", "-p", project_csv, "--paths", "8", *args], capsys)
+def test_options_the_cover_does_not_use_are_refused(portfolio_csv, args, named, cover, capsys):
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--paths", "8", *args], capsys)
     assert code == 2 and out == ""
     (line,) = _error_lines(err)
     assert named in line and cover in line, line
     assert "quoting" not in err  # refused before any simulation
 
 
-def test_several_foreign_options_are_named_together(project_csv, capsys):
-    code, _, err = _run(["quote", "-p", project_csv, "--cover", "sink-index", "--deductible", "5%", "--perils", "fire"],
+def test_several_foreign_options_are_named_together(portfolio_csv, capsys):
+    code, _, err = _run(["quote", "-p", portfolio_csv, "--cover", "sink-index", "--deductible", "5%", "--perils", "fire"],
                         capsys)
     assert code == 2
     (line,) = _error_lines(err)
     assert "--perils, --deductible: do not apply to --cover sink-index (they are stock-loss terms)" in line
 
 
-def test_the_covers_own_options_are_accepted(project_csv, capsys):
-    code, _, err = _run(["quote", "-p", project_csv, "--paths", "8", "--cover", "sink-index", "--trigger", "0.7",
+def test_the_covers_own_options_are_accepted(portfolio_csv, capsys):
+    code, _, err = _run(["quote", "-p", portfolio_csv, "--paths", "8", "--cover", "sink-index", "--trigger", "0.7",
                          "--index-error", "normal", "--error-cv", "0.2", "--limit", "1M", "--participation", "0.9",
                          "--format", "json"], capsys)
     assert code == 0, err
 
 
 # ---- finding 3: every premium figure with its Monte Carlo error ------------------------------------------
-def test_the_text_quote_shows_the_premiums_errors(project_csv, capsys):
-    args = ["quote", "-p", project_csv, "--paths", "32", "--layer", "1k:19k", "--layer", "20k:100k"]
+def test_the_text_quote_shows_the_premiums_errors(portfolio_csv, capsys):
+    args = ["quote", "-p", portfolio_csv, "--paths", "32", "--layer", "1k:19k", "--layer", "20k:100k"]
     code, out, err = _run([*args, "--format", "json"], capsys)
     assert code == 0, err
     d = json.loads(out)

@@ -8,21 +8,10 @@ import html as htmllib
 import json
 import re
 
-import numpy as np
 import pytest
 
 from api.cli import main
 from finance_engine.reports.quote_slip import cover_items, render_quote_slip
-from tests.conftest import make_frame
-
-
-@pytest.fixture(scope="module")
-def portfolio_csv(tmp_path_factory):
-    df = make_frame(40, seed=12)
-    df["project_id"] = np.where(np.arange(40) < 20, "PRJ-A", "")
-    p = tmp_path_factory.mktemp("slipc") / "parcels.csv"
-    df.to_csv(p, index=False)
-    return str(p)
 
 
 def _cover_rows(html: str) -> dict[str, str]:
