@@ -8,6 +8,7 @@ installs Chromium and the CJK fonts; without Chromium or Node the browser tests 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -41,6 +42,21 @@ def browser_driver() -> Path:
                            timeout=300)
         assert r.returncode == 0, f"npm ci in {HERE} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return HERE / "drive_dashboard.mjs"
+
+
+def run_driver(cmd: list[str], timeout: float, label: str) -> dict:
+    """Run a Node driver (``cmd``: ``node DRIVER.mjs ...``, run from this folder) and return the JSON document it
+    prints last (what the page showed), printing its screenshots' paths; fail with the driver's log if it failed,
+    printed nothing or reported an error."""
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
+    shown = json.loads(lines[-1])
+    for path in shown["screenshots"]:
+        print(f"{label} screenshot: {path}")
+    assert shown.get("error") is None, f"{shown['error']}\n--- driver log ---\n{r.stderr[-3000:]}"
+    return shown
 
 
 def DemoServer(tmp: Path) -> ServeProcess:

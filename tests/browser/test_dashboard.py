@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -29,7 +28,7 @@ import httpx
 import pytest
 
 from api.bootstrap import DEMO_PORTFOLIO_NAME, demo_key
-from tests.browser.conftest import ARTIFACTS, CHROMIUM
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, run_driver
 
 YEARS, PATHS, SEED = 3, 96, 7  # 3 chunks of 32 paths: progress has steps to show
 SCENARIO = "super_typhoon"  # the stress scenario of the main run (a forced typhoon over Qingtian)
@@ -131,14 +130,7 @@ def driven(browser_driver, demo_server):
            "--scenario", SCENARIO, "--acc-paths", str(ACC_PATHS), "--acc-seed", str(ACC_SEED),
            "--acc-cancel-paths", str(ACC_CANCEL_PATHS),
            "--chromium", CHROMIUM]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=browser_driver.parent)
-    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
-    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
-    shown = json.loads(lines[-1])
-    for path in shown["screenshots"]:
-        print(f"dashboard screenshot: {path}")
-    assert shown.get("error") is None, f"{shown['error']}\n--- driver log ---\n{r.stderr[-3000:]}"
+    shown = run_driver(cmd, 480, "dashboard")
     client = httpx.Client(base_url=demo_server.base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     try:
         yield shown, client, out_dir

@@ -6,8 +6,6 @@ while a run goes on resumes it (progress, Cancel, and at the end its results).""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import httpx
@@ -16,7 +14,7 @@ import pytest
 
 from api.bootstrap import demo_key
 from models.demo import demo_portfolio_path
-from tests.browser.conftest import ARTIFACTS, CHROMIUM
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, run_driver
 
 SCENARIO = "super_typhoon"
 SCENARIO_ZH = "第 1 年超强台风经过青田（强度 2.5），风暴强度 ×1.3"
@@ -31,14 +29,7 @@ def shown(browser_driver, demo_server, tmp_path_factory):
            "--bank-key", demo_key("bank")[1], "--insurer-key", demo_key("insurer")[1],
            "--bureau-key", demo_key("bureau")[1], "--out", str(out_dir), "--bad-csv", str(bad),
            "--scenario", SCENARIO, "--sim-paths", "2048", "--sim-years", "30", "--chromium", CHROMIUM]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=browser_driver.parent)
-    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
-    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
-    d = json.loads(lines[-1])
-    for path in d["screenshots"]:
-        print(f"review screenshot: {path}")
-    assert d.get("error") is None, f"{d['error']}\n--- driver log ---\n{r.stderr[-3000:]}"
+    d = run_driver(cmd, 420, "review")
     client = httpx.Client(base_url=demo_server.base, headers={"Authorization": f"Bearer {demo_key('bureau')[1]}"},
                           timeout=60)
     try:

@@ -13,9 +13,7 @@ the API's bytes. Screenshots go to ``tests/browser/artifacts/<time>-finance/`` (
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import httpx
 import pytest
 
 from api.bootstrap import DEMO_PORTFOLIO_NAME, demo_key
-from tests.browser.conftest import ARTIFACTS, CHROMIUM
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, run_driver
 
 PROJECT = "LS-SC-P01"  # a demo project of 30 parcels in Suichang
 LOAN_PATHS, QUOTE_PATHS, SEED = 200, 256, 7
@@ -42,14 +40,7 @@ def driven(browser_driver, demo_server):
            "--bank-key", bank, "--insurer-key", insurer, "--out", str(out_dir), "--portfolio", DEMO_PORTFOLIO_NAME,
            "--project", PROJECT, "--amount", f"{AMOUNT:.0f}", "--loan-paths", str(LOAN_PATHS), "--quote-paths", str(QUOTE_PATHS),
            "--seed", str(SEED), "--chromium", CHROMIUM]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=browser_driver.parent)
-    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr[-3000:]}"
-    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    assert lines, f"driver printed nothing:\n{r.stderr[-3000:]}"
-    shown = json.loads(lines[-1])
-    for path in shown["screenshots"]:
-        print(f"finance screenshot: {path}")
-    assert shown.get("error") is None, f"{shown['error']}\n--- driver log ---\n{r.stderr[-3000:]}"
+    shown = run_driver(cmd, 150, "finance")
     clients = [httpx.Client(base_url=demo_server.base, headers={"Authorization": f"Bearer {k}"}, timeout=120)
                for k in (bank, insurer)]
     try:
