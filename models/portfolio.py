@@ -450,7 +450,7 @@ def _rename_hint(known: str) -> str:
 
 
 #: words that only say what a column's number is (an id, a unit), dropped by hand-made headers
-_SUFFIX_WORDS = frozenset({"id", "m", "ha", "years", "yr", "m3", "per", "tc", "no"})
+_SUFFIX_WORDS = frozenset({"id", "m", "ha", "years", "m3", "per", "tc"})
 
 
 def _looks_like(column: str, known: str) -> bool:
