@@ -68,8 +68,11 @@ class TreeGrowth:
     the whole asymptote and raising a draw below today's volume to it censored the draws: a stand near its
     asymptote kept the draws above and lost the ones below, and its mean sink came out 2.9 times the curve's
     for a 60-year Chinese fir of site II. A young stand's asymptote is drawn almost as a whole, as before.)
-    Its rate is ``k_base[j] k_mult[i, species[j]]`` (1/yr): the multipliers are drawn per path and species
-    group, so the per-pair values are computed where they are used instead of being stored.
+    A stand replanted during the run (after a clear-fell or a stand-replacing loss: ``replanted[i, j]``)
+    has nothing observed: its asymptote is ``a_base[j] a_mult[i, species[j]]``, the bare site's curve with
+    the whole drawn multiplier. Its rate is ``k_base[j] k_mult[i, species[j]]`` (1/yr): the multipliers are
+    drawn per path and species group, so the per-pair values are computed where they are used instead of
+    being stored.
     """
 
     a_base: np.ndarray      # (n_tree,) m3/ha
@@ -84,18 +87,21 @@ class TreeGrowth:
     ramp: float             # m3/ha (Fang)
     fang: bool
 
-    def asymptote(self) -> np.ndarray:
-        """(n_paths, n_tree) asymptotes (m3/ha), as the kernels compute them."""
-        gap = np.maximum(self.a_base - self.a_floor, 0.0)
-        return self.a_floor[None, :] + gap[None, :] * self.a_mult[:, self.species]
+    def asymptote(self, replanted: np.ndarray | None = None) -> np.ndarray:
+        """(n_paths, n_tree) asymptotes (m3/ha), as the kernels compute them; ``replanted`` (n_paths,
+        n_tree) bool marks the stands replanted during the run (none when omitted)."""
+        floor = self.a_floor[None, :] if replanted is None else np.where(replanted, 0.0, self.a_floor[None, :])
+        gap = np.maximum(self.a_base[None, :] - floor, 0.0)
+        return floor + gap * self.a_mult[:, self.species]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _asym(i, j, a_base, a_floor, a_mult, species):
-    """The path's Chapman-Richards asymptote (m3/ha): today's volume plus the drawn growth still to come
-    (:class:`TreeGrowth`)."""
-    g = a_base[j] - a_floor[j]
-    return a_floor[j] + (g if g > 0.0 else 0.0) * a_mult[i, species[j]]
+def _asym(i, j, a_base, a_floor, a_mult, species, replanted):
+    """The path's Chapman-Richards asymptote (m3/ha): today's volume plus the drawn growth still to come,
+    or the bare site's drawn curve once the stand was replanted (:class:`TreeGrowth`)."""
+    f = 0.0 if replanted[i, j] else a_floor[j]
+    g = a_base[j] - f
+    return f + (g if g > 0.0 else 0.0) * a_mult[i, species[j]]
 
 
 # The passes below loop over zero-based slices of one row (``for j in range(x.size)``), never
@@ -155,7 +161,7 @@ def _maturity(r0, r1, j0, jt, u, e):
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
+def _grow_trees_wide(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                      slope, intercept, ramp, fang, keep, with_mortality):
     """:func:`_grow_trees` on wide rows: each row's arrays taken as views (they vectorise best)."""
     n = jt - j0
@@ -163,23 +169,22 @@ def _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u
     sl, ic = slope[j0:jt], intercept[j0:jt]
     for i in range(r0, r1):
         b = i - r0
-        g1, g2, up, am = c1[b, :n], c0[b, :n], u_pow[b, :n], a_mult[i]
+        g1, g2, up, am, rp = c1[b, :n], c0[b, :n], u_pow[b, :n], a_mult[i], replanted[i, j0:jt]
         for j in range(n):
-            g = ab[j] - af[j]  # the drawn asymptote: today's volume and the drawn growth to come (a gather)
-            g1[j] = af[j] + (g if g > 0.0 else 0.0) * am[sp[j]]
+            # the drawn asymptote: today's volume and the drawn growth to come, or a replant's whole curve
+            f = 0.0 if rp[j] else af[j]
+            g = ab[j] - f
+            g1[j] = f + (g if g > 0.0 else 0.0) * am[sp[j]]  # (a gather)
         # the curve's carbon into g2 (the new stock), gross growth's end point into g1
         if fang and with_mortality:
             for j in range(n):
-                a = g1[j]
-                v1 = (a if a >= af[j] else af[j]) * up[j]  # never below today's volume
+                v1 = g1[j] * up[j]
                 c = _tree_carbon(v1, sl[j], ic[j], ramp, True)
                 g2[j] = c
                 g1[j] = c + (c - _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True))
         else:
             for j in range(n):
-                a = g1[j]
-                v1 = (a if a >= af[j] else af[j]) * up[j]
-                g2[j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+                g2[j] = _tree_carbon(g1[j] * up[j], sl[j], ic[j], ramp, fang)
             if with_mortality:
                 for j in range(n):
                     g1[j] = g2[j] + g2[j] * (1.0 - keep)  # BEF carbon is proportional to volume
@@ -194,7 +199,7 @@ def _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees_narrow(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
+def _grow_trees_narrow(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                        slope, intercept, ramp, fang, keep, with_mortality):
     """:func:`_grow_trees_wide` for short rows (a loan's few parcels): the same arithmetic in the same
     order, indexing the tile's 2-D views instead of taking a view of each row, whose reference
@@ -208,21 +213,20 @@ def _grow_trees_narrow(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species,
     for i in range(r0, r1):
         b = i - r0
         for j in range(n):
-            g = ab[j] - af[j]  # the drawn asymptote: today's volume and the drawn growth to come (a gather)
-            c1[b, j] = af[j] + (g if g > 0.0 else 0.0) * a_mult[i, sp[j]]
+            # the drawn asymptote: today's volume and the drawn growth to come, or a replant's whole curve
+            f = 0.0 if replanted[i, j0 + j] else af[j]
+            g = ab[j] - f
+            c1[b, j] = f + (g if g > 0.0 else 0.0) * a_mult[i, sp[j]]
         # the curve's carbon into c0 (the new stock), gross growth's end point into c1
         if fang and with_mortality:
             for j in range(n):
-                a = c1[b, j]
-                v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]  # never below today's volume
+                v1 = c1[b, j] * u_pow[b, j]
                 c = _tree_carbon(v1, sl[j], ic[j], ramp, True)
                 c0[b, j] = c
                 c1[b, j] = c + (c - _tree_carbon(v1 * keep, sl[j], ic[j], ramp, True))
         else:
             for j in range(n):
-                a = c1[b, j]
-                v1 = (a if a >= af[j] else af[j]) * u_pow[b, j]
-                c0[b, j] = _tree_carbon(v1, sl[j], ic[j], ramp, fang)
+                c0[b, j] = _tree_carbon(c1[b, j] * u_pow[b, j], sl[j], ic[j], ramp, fang)
             if with_mortality:
                 for j in range(n):
                     c1[b, j] = c0[b, j] + c0[b, j] * (1.0 - keep)  # BEF carbon is proportional to volume
@@ -240,7 +244,7 @@ NARROW_ROW = 100
 
 
 @nb.njit(cache=True, nogil=True)
-def _grow_trees(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
+def _grow_trees(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                 slope, intercept, ramp, fang, keep, with_mortality):
     """Trees of a tile: volume ``A u^c`` -> carbon (:mod:`models.carbon`), and background mortality's flux.
 
@@ -251,10 +255,10 @@ def _grow_trees(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow,
     (:mod:`models.growth`). Two passes with the same arithmetic, chosen by the row width.
     """
     if jt - j0 < NARROW_ROW:
-        _grow_trees_narrow(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
+        _grow_trees_narrow(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                            slope, intercept, ramp, fang, keep, with_mortality)
     else:
-        _grow_trees_wide(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, c0, c1,
+        _grow_trees_wide(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, c0, c1,
                          slope, intercept, ramp, fang, keep, with_mortality)
 
 
@@ -344,7 +348,7 @@ def _dense(r0, r1, j0, j1, c0, c1, carbon, growth_out, mortality_out):
 
 
 @nb.njit(cache=True, nogil=True)
-def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_pow, e, m,
+def _finish(r0, r1, j0, j1, carbon, u, age, replanted, a_base, a_floor, a_mult, species, u_pow, e, m,
             slope, intercept, ramp, fang, managed_now, bamboo_ceiling, bamboo_drift, establishment, keep,
             with_mortality, group, weight, stock_sums, growth_sums, with_sums, growth_out, mortality_out, with_dense):
     """The new carbon, and sums or dense outputs.
@@ -356,7 +360,7 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
     nt = u.shape[1]
     jt = min(max(j0, nt), j1)  # tree columns j0..jt-1, bamboo jt..j1-1
     if jt > j0:
-        _grow_trees(r0, r1, j0, jt, carbon, a_base, a_floor, a_mult, species, u_pow, e, m, slope,
+        _grow_trees(r0, r1, j0, jt, carbon, replanted, a_base, a_floor, a_mult, species, u_pow, e, m, slope,
                     intercept, ramp, fang, keep, with_mortality)
     if j1 > jt:
         _grow_bamboo(r0, r1, j0, jt, j1, nt, carbon, age, e, m, managed_now, bamboo_ceiling, bamboo_drift,
@@ -367,7 +371,7 @@ def _finish(r0, r1, j0, j1, carbon, u, age, a_base, a_floor, a_mult, species, u_
         _dense(r0, r1, j0, j1, e, m, carbon, growth_out, mortality_out)
 
 
-def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
+def grow_year(carbon, u, age, replanted, tree, noise_rows, keys, noise_scale, noise_offset, m_path, bamboo,
               keep, sums, dense):
     """One year of growth for a block of paths, in place, with background mortality's flux.
 
@@ -384,6 +388,9 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
     age : (n_paths, n_parcels) float32, years
         Stand age at the start of the year (negative while a destroyed stand waits for replanting: no
         growth); read only (the simulator ages the stands after the year's perils, :func:`age_stands`).
+    replanted : (n_paths, n_tree) bool
+        The tree stands replanted during the run (:class:`TreeGrowth`: their asymptote is the bare
+        site's drawn curve); read only.
     tree : TreeGrowth
         Per-parcel curves and per-path parameter multipliers of the tree parcels.
     noise_rows : (n_paths,) uint64 or empty
@@ -439,8 +446,8 @@ def grow_year(carbon, u, age, tree, noise_rows, keys, noise_scale, noise_offset,
                     np.log(u[r0:r1, j0:jt], out=pt)
                     _scale_columns(pt, tree.shape[j0:jt])
                     np.exp(pt, out=pt)
-                _finish(r0, r1, j0, j1, carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, pt,
-                        eb, mb, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
+                _finish(r0, r1, j0, j1, carbon, u, age, replanted, tree.a_base, tree.a_floor, tree.a_mult,
+                        tree.species, pt, eb, mb, tree.slope, tree.intercept, tree.ramp, tree.fang, managed_now,
                         ceiling, b_drift, establishment, keep, keep < 1.0, group, weight, ss, gs, sums is not None,
                         go, mo, dense is not None)
 
@@ -464,7 +471,7 @@ def _fang_volume(c, slope, intercept, ramp):
 
 
 @nb.njit(cache=True, nogil=True)
-def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope, intercept, ramp, fang,
+def _apply_losses(carbon, u, age, replanted, a_base, a_floor, a_mult, species, shape, slope, intercept, ramp, fang,
                   path_pos, parcel_pos, keep, keep_pow, stand_replacing, replant_age, lost_out):
     nt = u.shape[1]
     for k in range(path_pos.size):
@@ -483,7 +490,7 @@ def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope
                     uu = 0.0
                 else:
                     v = _fang_volume(after, slope[j], intercept[j], ramp)
-                    uu = (v / _asym(i, j, a_base, a_floor, a_mult, species)) ** (1.0 / shape[j])
+                    uu = (v / _asym(i, j, a_base, a_floor, a_mult, species, replanted)) ** (1.0 / shape[j])
                     if uu > u[i, j]:  # rounding: a loss never raises the maturity
                         uu = u[i, j]
             else:
@@ -492,6 +499,7 @@ def _apply_losses(carbon, u, age, a_base, a_floor, a_mult, species, shape, slope
             if stand_replacing[k]:
                 uu = 0.0
                 after = _tree_carbon(0.0, slope[j], intercept[j], ramp, fang)
+                replanted[i, j] = True
             u[i, j] = uu
         else:
             after = 0.0 if stand_replacing[k] else before * keep[k]
@@ -522,7 +530,7 @@ def _divide_by_shape(keep_pow, parcel_pos, shape):
         keep_pow[k] = keep_pow[k] / shape[q if q < last else last]
 
 
-def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stand_replacing, replant_age):
+def apply_losses(carbon, u, age, replanted, tree, path_pos, parcel_pos, loss_fraction, stand_replacing, replant_age):
     """Apply one peril's sparse losses to the stand state, in place; return the carbon lost (tC/ha).
 
     A peril's ``f`` is the share of the parcel's current carbon it destroys
@@ -536,7 +544,8 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
     of zero volume, possible only without a ramp, stops there). A bamboo stand keeps ``s`` of its
     carbon. A stand-replacing loss then restarts the stand: age ``replant_age`` (the simulator passes
     minus the replanting delay, less the year the stands age at the end of this one), maturity 0
-    (trees: the carbon of zero volume), or no carbon (bamboo, which regrows from its rhizomes).
+    (trees: the carbon of zero volume, and ``replanted`` set: the seedlings grow toward the bare site's
+    drawn curve, :class:`TreeGrowth`), or no carbon (bamboo, which regrows from its rhizomes).
     """
     pp = np.ascontiguousarray(path_pos, dtype=np.int64)
     qq = np.ascontiguousarray(parcel_pos, dtype=np.int64)
@@ -551,14 +560,14 @@ def apply_losses(carbon, u, age, tree, path_pos, parcel_pos, loss_fraction, stan
             _divide_by_shape(keep_pow, qq, np.ascontiguousarray(tree.shape[:nt], dtype=np.float64))
         np.exp(keep_pow, out=keep_pow)
     lost = np.empty(m)
-    _apply_losses(carbon, u, age, tree.a_base, tree.a_floor, tree.a_mult, tree.species, tree.shape, tree.slope,
-                  tree.intercept, tree.ramp, tree.fang, pp, qq, keep, keep_pow,
+    _apply_losses(carbon, u, age, replanted, tree.a_base, tree.a_floor, tree.a_mult, tree.species, tree.shape,
+                  tree.slope, tree.intercept, tree.ramp, tree.fang, pp, qq, keep, keep_pow,
                   np.ascontiguousarray(stand_replacing, dtype=np.bool_), replant_age, lost)
     return lost
 
 
 @nb.njit(cache=True, nogil=True)
-def _clear_fell_rows(i0, age, rotation_age, carbon, u, carbon_at_zero, out_p, out_q, out_r, k):
+def _clear_fell_rows(i0, age, rotation_age, carbon, u, replanted, carbon_at_zero, out_p, out_q, out_r, k):
     """:func:`clear_fell`'s rows from ``i0``; stops before a row whose due stands would not fit (the
     outputs are never re-bound, and rows are indexed, not viewed, inside the loop: either costs
     reference counting on every row). Returns (the row to resume at, or ``n_paths``; the count)."""
@@ -580,28 +589,29 @@ def _clear_fell_rows(i0, age, rotation_age, carbon, u, carbon_at_zero, out_p, ou
                 out_r[k] = carbon[i, j] - carbon_at_zero[j]
                 carbon[i, j] = carbon_at_zero[j]
                 u[i, j] = 0.0
+                replanted[i, j] = True
                 age[i, j] = zero32
                 k += 1
     return n_paths, k
 
 
 @nb.njit(cache=True, nogil=True)
-def clear_fell(age, rotation_age, carbon, u, carbon_at_zero):
+def clear_fell(age, rotation_age, carbon, u, replanted, carbon_at_zero):
     """Clear-fell every tree stand at or past its rotation age and replant it at once, in place.
 
     Due pairs are ``np.nonzero(age[:, :n] >= rotation_age)`` (``n = rotation_age.size``; float32
     ``rotation_age`` is ``inf`` where a parcel is never clear-felled, compared in float32 as numpy
     does). Each due stand restarts: carbon ``carbon_at_zero[j]`` (the carbon of zero volume), maturity 0,
-    age 0. Returns ``(path, parcel, removed)`` in row-major order, ``removed = carbon before -
-    carbon_at_zero`` (tC/ha). Each row is first counted in a vectorised pass; only a row with a due
-    stand is walked again, so no (paths x parcels) mask is built.
+    age 0, ``replanted`` set (:class:`TreeGrowth`). Returns ``(path, parcel, removed)`` in row-major
+    order, ``removed = carbon before - carbon_at_zero`` (tC/ha). Each row is first counted in a
+    vectorised pass; only a row with a due stand is walked again, so no (paths x parcels) mask is built.
     """
     out_p = np.empty(64, dtype=np.int64)
     out_q = np.empty(64, dtype=np.int64)
     out_r = np.empty(64, dtype=np.float64)
     i, k = 0, 0
     while True:
-        i, k = _clear_fell_rows(i, age, rotation_age, carbon, u, carbon_at_zero, out_p, out_q, out_r, k)
+        i, k = _clear_fell_rows(i, age, rotation_age, carbon, u, replanted, carbon_at_zero, out_p, out_q, out_r, k)
         if i >= age.shape[0]:
             return out_p[:k], out_q[:k], out_r[:k]
         out_p, out_q, out_r = reserve_hits(out_p, out_q, out_r, k, rotation_age.size)

@@ -445,6 +445,9 @@ class ForestSimulator:
         u = np.ascontiguousarray(np.clip(v0[None, :] / asym, 0.0, 1.0 - 1e-12) ** (1.0 / shape[None, :]))
         age = np.empty((n_paths, n), dtype=np.float32)
         age[:] = self.portfolio.age_years[None, :]
+        # the tree stands replanted during the run, whose asymptote is the bare site's drawn curve: nothing of a
+        # replant is observed today (TreeGrowth); 1 byte a pair
+        replanted = np.zeros((n_paths, nt), dtype=np.bool_)
         carbon = np.empty((n_paths, n))
         carbon[:, :nt] = tf.tc_per_ha(asym * u ** shape[None, :]) if nt else 0.0
         carbon[:, nt:] = g.initial_bamboo_tc_per_ha[None, nt:]
@@ -496,7 +499,7 @@ class ForestSimulator:
             sums = None if dense else (group, weight, np.empty((n_paths, n_groups)), np.empty((n_paths, n_groups)))
             bamboo = (managed_now, ceiling_b, float(g.bamboo_rate_per_year), float(g.bamboo_drift_tc_per_ha_yr),
                       float(self._bamboo_establishment))
-            grow_year(carbon, u, age, tree, noise_rows, keys, float(2.0 * noise_half_width),
+            grow_year(carbon, u, age, replanted, tree, noise_rows, keys, float(2.0 * noise_half_width),
                       float(1.0 - noise_half_width), m_path, bamboo, float(keep), sums, dense_out)
             # ---- perils -----------------------------------------------------------------------
             stand = StandState(carbon_tc_per_ha=carbon, age_years=age, weakened_until=weakened_until, year=y,
@@ -515,7 +518,7 @@ class ForestSimulator:
                 if len(pl) == 0:
                     losses.append((peril.name, pl, np.empty(0)))
                     continue
-                lost = apply_losses(carbon, u, age, tree, pl.path_pos, pl.parcel_pos, pl.loss_fraction,
+                lost = apply_losses(carbon, u, age, replanted, tree, pl.path_pos, pl.parcel_pos, pl.loss_fraction,
                                     pl.stand_replacing, replant_age)
                 losses.append((peril.name, pl, lost))
                 if pl.stand_replacing.any():
@@ -533,7 +536,8 @@ class ForestSimulator:
             # ---- clear-fell at the rotation age, replant at once ---------------------------------
             harvest = None
             if self._clear_fells:
-                hp, hq, removed = clear_fell(age, self._rotation_threshold, carbon, u, self._carbon_at_zero)
+                hp, hq, removed = clear_fell(age, self._rotation_threshold, carbon, u, replanted,
+                                             self._carbon_at_zero)
                 if hp.size:
                     harvest = (hp, hq, removed)
                     self._stands_replaced(states, hp, hq)

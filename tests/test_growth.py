@@ -323,3 +323,25 @@ def test_drawn_asymptotes_leave_a_stands_mean_sink_on_its_curve(params, age):
         # the rate's draws add a curvature (Jensen) term of a few tenths of a per cent of the stock
         assert abs(sink.mean() - sink_det) < 4 * se + 0.005 * det_out[year].carbon_end_tc_per_ha[0, 0], (year, sink.mean(),
                                                                                                           sink_det, se)
+
+
+def test_a_replant_grows_toward_the_bare_sites_drawn_curve(params):
+    """A replanted stand has nothing observed: its asymptote is the bare site's curve with the whole drawn
+    multiplier, not its predecessor's measured volume plus the drawn growth to come. A 60-year Chinese fir
+    clear-felled at the end of the first year grows, path by path, as a bare stand of the same site planted
+    a year earlier: same curve, same parameter draws. Keeping the predecessor's asymptote understated the
+    replant's parameter spread. (A stand-replacing loss marks the replant the same way:
+    tests/test_stand_kernels.py.)"""
+    df = make_frame(2, species=["chinese_fir"])
+    df["age_years"], df["site_class"] = [60, 0], "II"
+    df["rotation_age_years"] = [61.0, np.nan]
+    pf = validate_frame(df, params)
+    off = dict(growth_shocks=False, parcel_noise=False, perils=(), background_mortality=False)
+    sim = ForestSimulator(params, pf, switches=SimulationSwitches(parameter_set_size=1,
+                                                                  peril_parameter_uncertainty=False, **off))
+    felled, bare = (int(np.flatnonzero(np.asarray(pf.parcel_id) == p)[0]) for p in ("T00000", "T00001"))
+    out = [y.carbon_end_tc_per_ha.copy() for y in sim.run(KeyedRandom(3, np.arange(2000), pf.keys), 26)]
+    # the felled stand at the end of year t + 1 is the bare stand at the end of year t, on every path
+    for t in (0, 9, 24):
+        np.testing.assert_allclose(out[t + 1][:, felled], out[t][:, bare], rtol=1e-12)
+    assert out[24][:, bare].std() > 8.0  # the whole multiplier's spread (cv of the asymptote) at 25 years

@@ -32,8 +32,12 @@ def _state(n_paths, seed=0, fang=False):
         ceiling=np.full(N_BAMBOO, 60.0),
         group=rng.integers(0, 6, N).astype(np.intp),
         weight=rng.uniform(1, 20, N),
+        replanted=rng.random((n_paths, N_TREE)) < 0.2,
     )
-    s["asym"] = s["a_floor"] + np.maximum(s["a_base"] - s["a_floor"], 0.0) * s["a_mult"][:, s["species"]]
+    # the asymptote as TreeGrowth defines it: today's volume plus the drawn growth still to come; a stand
+    # replanted during the run draws the bare site's whole curve
+    floor = np.where(s["replanted"], 0.0, s["a_floor"])
+    s["asym"] = floor + np.maximum(s["a_base"] - floor, 0.0) * s["a_mult"][:, s["species"]]
     s["rate"] = s["k_base"] * s["k_mult"][:, s["species"]]
     # tree carbon consistent with maturity (BEF), as the simulator keeps it
     if not fang:
@@ -53,8 +57,8 @@ def _run(s, rows, keys, fang=False, keep=0.99, dense=True, sums=True):
     growth, mort = (np.empty((n_paths, N)), np.empty((n_paths, N))) if dense else (np.empty((0, 0)),) * 2
     ss, gs = np.empty((n_paths, 6)), np.empty((n_paths, 6))
     hw = np.sqrt(3.0) * 0.1
-    grow_year(s["carbon"], s["u"], s["age"], _tree(s, fang, keep), rows, keys, 2 * hw, 1 - hw, s["m_path"],
-              (s["managed"], s["ceiling"], 0.3, 0.54, 2.0), keep,
+    grow_year(s["carbon"], s["u"], s["age"], s["replanted"], _tree(s, fang, keep), rows, keys, 2 * hw, 1 - hw,
+              s["m_path"], (s["managed"], s["ceiling"], 0.3, 0.54, 2.0), keep,
               (s["group"], s["weight"], ss, gs) if sums else None, (growth, mort) if dense else None)
     return s, growth, mort, ss, gs
 
@@ -139,16 +143,18 @@ def test_apply_losses_takes_the_stated_share_of_the_carbon_and_restarts_destroye
     the share 1 - f of the volume, u (1 - f)^(1/c); under Fang the volume that inverts a V + b (with the
     ramp below 10 m3/ha here), a larger share of the volume lost. A stand-replacing loss restarts it."""
     s = _state(6, seed=4, fang=fang)
+    s["replanted"][4, 9] = s["replanted"][5, 20] = True  # partial losses on replants: the bare site's curve
+    s["asym"] = _tree(s, fang).asymptote(s["replanted"])
     tf = CarbonFactors(s["slope"], s["intercept"], 10.0, "fang" if fang else "bef")
     if fang:
         s["u"][4, 9] = 0.02  # a stand on the ramp: volume below 10 m3/ha
-        s["carbon"][:, :N_TREE] = tf.tc_per_ha(s["asym"] * s["u"] ** s["shape"])
+    s["carbon"][:, :N_TREE] = tf.tc_per_ha(s["asym"] * s["u"] ** s["shape"])
     pp = np.array([0, 0, 1, 2, 3, 5, 5, 4, 4], dtype=np.int64)
     qq = np.array([0, N_TREE + 1, 4, 7, N_TREE + 2, 3, 20, 9, 11], dtype=np.int64)
     f = np.array([0.25, 0.5, 1.0, 0.9, 0.95, -0.1, 1.3, 0.4, 0.97])  # out-of-range fractions are clipped
     rep = np.array([False, False, False, True, True, False, False, False, False])
-    carbon, u, age = s["carbon"].copy(), s["u"].copy(), s["age"].copy()
-    lost = apply_losses(carbon, u, age, _tree(s, fang), pp, qq, f, rep, np.float32(-3.0))
+    carbon, u, age, replanted = s["carbon"].copy(), s["u"].copy(), s["age"].copy(), s["replanted"].copy()
+    lost = apply_losses(carbon, u, age, replanted, _tree(s, fang), pp, qq, f, rep, np.float32(-3.0))
     keep = 1 - np.clip(f, 0, 1)
     before = s["carbon"][pp, qq]
     vol_before = s["asym"] * s["u"] ** s["shape"]
@@ -156,7 +162,7 @@ def test_apply_losses_takes_the_stated_share_of_the_carbon_and_restarts_destroye
         if j < N_TREE:
             one = CarbonFactors(s["slope"][j:j + 1], s["intercept"][j:j + 1], 10.0, tf.method)
             if rep[k]:
-                assert u[i, j] == 0.0
+                assert u[i, j] == 0.0 and replanted[i, j]
                 assert carbon[i, j] == float(one.tc_per_ha(np.zeros(1))[0])
                 continue
             # the stated share of the carbon is lost
@@ -185,6 +191,10 @@ def test_apply_losses_takes_the_stated_share_of_the_carbon_and_restarts_destroye
     untouched = np.ones(carbon.shape, bool)
     untouched[pp, qq] = False
     np.testing.assert_array_equal(carbon[untouched], s["carbon"][untouched])
+    # a stand-replacing loss marks a tree stand replanted; nothing else changes the mark
+    want = s["replanted"].copy()
+    want[pp[rep & (qq < N_TREE)], qq[rep & (qq < N_TREE)]] = True
+    np.testing.assert_array_equal(replanted, want)
 
 
 def test_fang_loss_without_a_ramp_stops_at_the_carbon_of_zero_volume():
@@ -198,7 +208,8 @@ def test_fang_loss_without_a_ramp_stops_at_the_carbon_of_zero_volume():
     u, age = s["u"].copy(), s["age"].copy()
     pp, qq = np.array([0, 1], dtype=np.int64), np.array([2, 5], dtype=np.int64)
     before = carbon[pp, qq].copy()
-    lost = apply_losses(carbon, u, age, tree, pp, qq, np.array([0.2, 0.999]), np.zeros(2, bool), np.float32(-3))
+    lost = apply_losses(carbon, u, age, s["replanted"], tree, pp, qq, np.array([0.2, 0.999]), np.zeros(2, bool),
+                        np.float32(-3))
     assert lost[0] == pytest.approx(0.2 * before[0], rel=1e-14)
     assert carbon[1, 5] == s["intercept"][5] and u[1, 5] == 0.0 and lost[1] == before[1] - s["intercept"][5]
 
@@ -254,13 +265,17 @@ def test_clear_fell_equals_the_numpy_mask_and_restarts_the_due_stands():
     want_c[hp, hq] = at_zero[hq]
     removed -= want_c[hp, hq]
     want_age[hp, hq] = 0.0
-    got = clear_fell(age, threshold, carbon, u, at_zero)
+    replanted = rng.random((n_paths, n_tree)) < 0.1
+    want_replanted = replanted.copy()
+    want_replanted[hp, hq] = True
+    got = clear_fell(age, threshold, carbon, u, replanted, at_zero)
     assert got[0].dtype == got[1].dtype == np.int64 and hp.size > 64 and (hq == 7).sum() >= n_paths // 2
     for g, w in zip(got, (hp, hq, removed)):
         np.testing.assert_array_equal(g, w)
-    for g, w in ((age, want_age), (carbon, want_c), (u, want_u)):
+    for g, w in ((age, want_age), (carbon, want_c), (u, want_u), (replanted, want_replanted)):
         np.testing.assert_array_equal(g, w)
-    none = clear_fell(np.zeros((4, n_tree + n_bamboo), np.float32), threshold, carbon[:4], u[:4], at_zero)
+    none = clear_fell(np.zeros((4, n_tree + n_bamboo), np.float32), threshold, carbon[:4], u[:4], replanted[:4],
+                      at_zero)
     assert all(a.size == 0 for a in none)
 
 
@@ -277,8 +292,8 @@ def test_narrow_and_wide_tree_passes_give_the_same_numbers(fang, with_mortality,
     base = dict(carbon=rng.uniform(0, 80, (n_paths, n)),
                 u_pow=rng.uniform(0, 1, (r1 - r0, width)), c0=np.zeros((r1 - r0, width)),
                 c1=np.zeros((r1 - r0, width)))
-    const = (rng.uniform(100, 400, n), rng.uniform(0, 150, n), rng.lognormal(0, 0.2, (n_paths, 3)),
-             rng.integers(0, 3, n).astype(np.intp))
+    const = (rng.random((n_paths, n)) < 0.3, rng.uniform(100, 400, n), rng.uniform(0, 150, n),
+             rng.lognormal(0, 0.2, (n_paths, 3)), rng.integers(0, 3, n).astype(np.intp))
     tail = (rng.uniform(0.2, 0.6, n), rng.uniform(5, 20, n) if fang else np.zeros(n),
             10.0, fang, 0.99, with_mortality)
     out = []
