@@ -206,6 +206,11 @@ class SimulationRequest(Strict):
                                         description="a climate pathway of the model (default: the model's)")
     perils: list[Peril] | None = Field(None, description="perils to simulate (default: all; [] for none)")
     loss_table_level: Level | None = None
+    crediting_start_year: int | None = Field(None, ge=1900, le=2200, description="calendar year the projects began "
+                                             "crediting, at most the run's first year (default: that year); earlier: "
+                                             "fewer years of the crediting period left, verifications in their phase")
+    crediting_period_years: int | None = Field(None, ge=1, le=100, description="registered crediting period "
+                                               "(default: the model's; Lishui 40 years)")
     mode: Literal["auto", "job"] = Field("auto", description="auto: small runs answered at once, large ones "
                                                              "as a job; job: always a job")
 

@@ -576,9 +576,30 @@ SIMULATION_FIELDS = FieldMap(
               (r"loss.table", "body/loss_table_level")))
 
 
+#: a simulation request's crediting overrides (``simulate(crediting=...)``)
+SIMULATION_CREDITING = ("crediting_start_year", "crediting_period_years")
+
+
+def simulation_crediting(req: dict[str, Any]) -> dict[str, int]:
+    """The crediting overrides a simulation request sets."""
+    return {k: req[k] for k in SIMULATION_CREDITING if req.get(k) is not None}
+
+
 def check_simulation_request(params, req: dict[str, Any]) -> None:
     """What the engine would refuse at once, checked before a run is answered or queued (422
-    ``invalid-simulation``): the climate pathway must be one of the model's."""
+    ``invalid-simulation``): the climate pathway must be one of the model's; a crediting start year at
+    most the run's first year and a crediting period the model's crediting rules take."""
+    own = simulation_crediting(req)
+    if own:
+        from models.carbon import CreditingRules
+        from models.dynamics import DEFAULT_START_YEAR
+
+        try:
+            CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **own)
+        except ValueError as exc:
+            name = next((k for k in own if k in str(exc)), next(iter(own)))
+            raise ApiProblem(422, f"{name}: {exc}", kind="invalid-simulation", title="Invalid simulation",
+                             errors=[{"field": f"body/{name}", "value": own[name], "reason": str(exc)}]) from None
     pathway = req.get("climate_pathway")
     if pathway is None:
         return
@@ -603,6 +624,7 @@ def run_simulation(pf, params, req: dict[str, Any], *, chunk_paths: int | None =
     return simulate(pf, params, years=req["years"], paths=req["paths"], seed=req["seed"],
                     scenario=req.get("scenario", "baseline"), levels=req["levels"],
                     carbon_method=req.get("carbon_method", "bef"), switches=switches, modifiers=modifiers,
+                    crediting=simulation_crediting(req),
                     loss_table_level=req.get("loss_table_level"), chunk_paths=chunk_paths, workers=1,
                     progress=progress, cancel=cancel, keep_paths=False)
 

@@ -115,8 +115,16 @@ class CreditingRules:
     period with a net loss (a reversal) issues nothing, and its loss is carried forward as a deficit
     that later removals must make good before new credits are issued (the usual registry rule that
     reversals are compensated before further issuance). Verifications issue only within the
-    crediting period (``crediting_period_years`` from the start; None: no end): the MEE's 2023 CCER
-    rules give forestry projects 20 to 40 years.
+    crediting period (``crediting_period_years``; None: no end): the MEE's 2023 CCER rules give
+    forestry projects 20 to 40 years.
+
+    The crediting period and its monitoring periods count from the project's crediting start. By
+    default that is the run's start; a project that began crediting ``years_credited_before_start``
+    years before it (:meth:`from_parameters` takes its ``crediting_start_year``) has that many years
+    fewer left, and its verifications keep their phase (a project credited since 2023 with 5-year
+    periods verifies at the end of 2027, 2032, ...). The stock at its last verification is not known:
+    the first verification in the run credits the change since the run's start (the accrual before it
+    is left out, which errs low).
     """
 
     monitoring_period_years: int
@@ -124,9 +132,21 @@ class CreditingRules:
     leakage_fraction: float
     buffer_fraction: float
     crediting_period_years: int | None = None
+    years_credited_before_start: int = 0
+
+    #: the rules a caller may override (:meth:`from_parameters`); ``crediting_start_year`` is turned into
+    #: ``years_credited_before_start`` with the run's start year
+    OVERRIDES = ("monitoring_period_years", "baseline_removal_fraction", "leakage_fraction", "buffer_fraction",
+                 "crediting_period_years", "years_credited_before_start", "crediting_start_year")
 
     @classmethod
-    def from_parameters(cls, params: ModelParameters, **overrides: float) -> "CreditingRules":
+    def from_parameters(cls, params: ModelParameters, *, start_year: int | None = None,
+                        **overrides: float) -> "CreditingRules":
+        """The parameter file's crediting rules with ``overrides`` (None: keep the file's).
+
+        ``crediting_start_year`` (a calendar year, at most ``start_year``, the run's first year) sets
+        ``years_credited_before_start = start_year - crediting_start_year``.
+        """
         c = params.file.crediting
         vals = dict(
             monitoring_period_years=int(c.monitoring_period_years.value),
@@ -135,15 +155,34 @@ class CreditingRules:
             buffer_fraction=c.buffer_fraction.value,
             crediting_period_years=(None if c.crediting_period_years is None
                                     else int(c.crediting_period_years.value)),
+            years_credited_before_start=0,
         )
+        whole = ("crediting_period_years", "monitoring_period_years", "years_credited_before_start",
+                 "crediting_start_year")
+        start = None
         for k, v in overrides.items():
             if v is None:
                 continue
-            if k not in vals:
-                raise ValueError(f"unknown crediting rule {k!r}")
-            if k in ("crediting_period_years", "monitoring_period_years") and float(v) != int(float(v)):
+            if k not in cls.OVERRIDES:
+                raise ValueError(f"unknown crediting rule {k!r}; known: {', '.join(cls.OVERRIDES)}")
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{k} must be a number, got {v!r}") from None
+            if k in whole and fv != int(fv):
                 raise ValueError(f"{k} must be a whole number of years, got {v}")
-            vals[k] = int(v) if k == "crediting_period_years" else type(vals[k])(v)
+            if k == "crediting_start_year":
+                start = int(fv)
+            else:
+                vals[k] = int(fv) if k in whole else fv
+        if start is not None:
+            if start_year is None:
+                raise ValueError("crediting_start_year needs the run's start year")
+            if start > int(start_year):
+                raise ValueError(f"crediting_start_year {start} is after the run's start year {start_year}: a "
+                                 f"project that has not begun crediting is not modelled (its growth before the "
+                                 f"start would be credited)")
+            vals["years_credited_before_start"] = int(start_year) - start
         rules = cls(**vals)
         rules.validate()
         return rules
@@ -154,6 +193,12 @@ class CreditingRules:
         if self.crediting_period_years is not None and self.crediting_period_years < self.monitoring_period_years:
             raise ValueError(f"crediting_period_years must be >= monitoring_period_years "
                              f"({self.monitoring_period_years}), got {self.crediting_period_years}")
+        x = self.years_credited_before_start
+        if x < 0:
+            raise ValueError(f"years_credited_before_start must be >= 0, got {x}")
+        if self.crediting_period_years is not None and x >= self.crediting_period_years:
+            raise ValueError(f"the crediting period ({self.crediting_period_years} years) ended before the run's "
+                             f"start ({x} years credited before it): no verification would issue credits")
         for name in ("baseline_removal_fraction", "leakage_fraction", "buffer_fraction"):
             v = getattr(self, name)
             if not 0 <= v < 1:
@@ -162,11 +207,20 @@ class CreditingRules:
             raise ValueError("baseline_removal_fraction + leakage_fraction must be < 1")
 
     def is_issuance_year(self, year_index: np.ndarray | int) -> np.ndarray | bool:
-        """True at the end of a monitoring period (1-based year count divisible by the period) within the
-        crediting period."""
-        n = np.asarray(year_index) + 1
+        """True at the end of a monitoring period within the crediting period: the year's end, counted in
+        years since the crediting start (``year_index + 1 + years_credited_before_start``), is a
+        multiple of the monitoring period and at most the crediting period."""
+        n = np.asarray(year_index) + 1 + self.years_credited_before_start
         due = n % self.monitoring_period_years == 0
         return due if self.crediting_period_years is None else due & (n <= self.crediting_period_years)
+
+    def first_issuance_year(self) -> int | None:
+        """The run year (1-based: its end) of the first verification, None if none falls in the crediting period."""
+        p, x = self.monitoring_period_years, self.years_credited_before_start
+        n = (x // p + 1) * p  # the first period end after the run's start, counted from the crediting start
+        if self.crediting_period_years is not None and n > self.crediting_period_years:
+            return None
+        return n - x
 
     def issue(self, stock_change_tco2e: np.ndarray, deficit_tco2e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Credits issued for one monitoring period.

@@ -9,13 +9,23 @@ draws unchanged: parcels are keyed by a hash of their stable ``parcel_id``, path
 index, never by a position in an array.
 
 The draws are unchanged; a result can still depend on the other parcels where a process couples them.
-The one such process is pine wilt's epidemic beyond the region's landscape: pine hosts outside the
-shipped landscape (:mod:`models.perils.pine_wilt`) extend its grid with cells of their own, dilated
-around them, whose epidemic (driven by the region's, which it does not change) is the portfolio's own:
-removing such a host can remove extension cells its neighbours outside the landscape share, or change
-their infectivity (their hosts' pest control), and so change those neighbours' infections and losses.
-Parcels inside the landscape, and every other peril, keep their results (a run records its outside
-hosts in its ``model_notes``, ``pine_wilt_hosts_outside_landscape``).
+Two do:
+
+* Pine wilt's epidemic beyond the region's landscape. Pine hosts outside the shipped landscape
+  (:mod:`models.perils.pine_wilt`) extend its grid with cells of their own, dilated around them, whose
+  epidemic (driven by the region's, which it does not change) is the portfolio's own. Its cells are
+  coupled near and far: removing such a host can remove extension cells its neighbours share or change
+  their infectivity (their hosts' pest control), and the long-distance jump pressure of every cell of the
+  extended grid (jump rate x the infected cells' total infectivity / the grid's cell count,
+  :meth:`~models.perils.pine_wilt.PineWilt.cell_hazard`) counts all its cells, so removing a host in one
+  cluster beyond the landscape also changes pine wilt infections and losses in a distant cluster beyond
+  it. Parcels inside the landscape, which follow the region's own process, keep their pine wilt results,
+  and every other peril keeps every parcel's (a run records its outside hosts in its ``model_notes``,
+  ``pine_wilt_hosts_outside_landscape``).
+* Crediting. A parcel's credits are its share of its project's issuance, and the issuance is the
+  project's (its net change since the last verification, the buffer, a deficit carried forward):
+  removing a parcel changes the credits of the other parcels of its project (not those of other
+  projects; crediting changes no parcel's carbon or losses).
 
 The streams are named (``"fire.hazard"``, ``"fire.damage"``, ...), so a peril's hazard and damage
 draws are independent by construction, and a new peril gets new streams without shifting old ones.

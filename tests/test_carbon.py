@@ -155,6 +155,55 @@ class TestCrediting:
         sink = res.summary[(res.summary.metric == "sink_tco2e")].set_index("year")["mean"]
         assert (sink.loc[sink.index >= 40] > 0).all()
 
+    def test_a_project_credited_before_the_run_keeps_its_phase_and_has_fewer_years_left(self, params):
+        """A project crediting since 2019 (5-year periods, 40 years: to the end of 2058), in a run from 2026:
+        7 years are past, so its verifications fall at the ends of 2028, 2033, ... 2058 (run years 3, 8, ... 33),
+        and none after."""
+        rules = CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2019)
+        assert rules.years_credited_before_start == 7
+        years = np.flatnonzero(rules.is_issuance_year(np.arange(60))) + 1
+        assert list(years) == [3, 8, 13, 18, 23, 28, 33]
+        assert [2026 + y - 1 for y in years][-1] == 2019 + 40 - 1 and rules.first_issuance_year() == 3
+        # the same from the engine's override by name, and with a registered 20-year period (ends 2038)
+        short = CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2019,
+                                               crediting_period_years=20)
+        assert list(np.flatnonzero(short.is_issuance_year(np.arange(60))) + 1) == [3, 8, 13]
+        # a project whose last period ends before its first verification in the run: none, said so
+        tail = CreditingRules(5, 0.0, 0.0, 0.15, crediting_period_years=23, years_credited_before_start=21)
+        assert tail.first_issuance_year() is None and not tail.is_issuance_year(np.arange(60)).any()
+        assert CreditingRules.from_parameters(params).first_issuance_year() == 5
+        # starting in the run's year is the default
+        assert CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2026) == \
+            CreditingRules.from_parameters(params)
+        with pytest.raises(ValueError, match="after the run's start year"):
+            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2027)
+        with pytest.raises(ValueError, match="ended before the run's start"):
+            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=1980)
+        with pytest.raises(ValueError, match="needs the run's start year"):
+            CreditingRules.from_parameters(params, crediting_start_year=2020)
+        with pytest.raises(ValueError, match="whole number"):
+            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2020.5)
+
+    def test_the_engine_credits_a_project_from_its_crediting_start(self, params):
+        """simulate's crediting override: a project crediting since 2023 issues at the ends of 2027, 2032 and
+        2037 (its 5th, 10th and 15th years), and the provenance records the rules its consumers re-read."""
+        from finance_engine.simulation import simulate
+        from models.dynamics import SimulationSwitches
+        from models.portfolio import validate_frame
+        from tests.conftest import make_frame
+
+        pf = validate_frame(make_frame(6, seed=3, species=["chinese_fir"]).assign(age_years=5, project_id="P"), params)
+        sw = SimulationSwitches(parameter_uncertainty=False, growth_shocks=False, parcel_noise=False, perils=())
+        res = simulate(pf, params, years=12, paths=4, seed=1, switches=sw, levels=("portfolio",), start_year=2026,
+                       crediting={"crediting_start_year": 2023})
+        by = res.summary[(res.summary.metric == "credits_issued_tco2e")].set_index("calendar_year")["mean"]
+        assert list(by.index[by > 0]) == [2027, 2032, 2037]
+        # the first verification credits the change since the run's start only (2 years of 5): it errs low
+        assert 0.25 < by.loc[2027] / by.loc[2032] < 0.5
+        assert res.provenance["crediting"]["years_credited_before_start"] == 3
+        with pytest.raises(ValueError, match="crediting_start_year"):
+            simulate(pf, params, years=12, paths=4, seed=1, switches=sw, crediting={"crediting_start_year": 2030})
+
     def test_bad_rules_rejected(self, params):
         with pytest.raises(ValueError, match="buffer_fraction"):
             CreditingRules.from_parameters(params, buffer_fraction=1.2)

@@ -22,8 +22,8 @@ from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
 from api.security import ANALYSTS, Principal, require_roles
-from api.services import (SIMULATION_FIELDS, audit, cells, check_simulation_request, clean, count, get_owned, page,
-                          run_out, store_run)
+from api.services import (SIMULATION_CREDITING, SIMULATION_FIELDS, audit, cells, check_simulation_request, clean,
+                          count, get_owned, page, run_out, store_run)
 
 router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
 analyst = require_roles(*ANALYSTS)
@@ -42,6 +42,9 @@ async def create_simulation(body: SimulationRequest, request: Request, who: Prin
     of the job). Each role has a ceiling on parcels x paths x years (422 ``limit-exceeded``)."""
     state = request.app.state
     req = body.model_dump(mode="json")
+    for k in SIMULATION_CREDITING:  # unset: left out, so a request without them keeps its identity
+        if req.get(k) is None:
+            req.pop(k, None)
     rid = current_request_id()
 
     def prepare():
@@ -138,16 +141,20 @@ PARCEL_COLUMN_UNITS = {
 }
 
 
+#: a per-parcel column's statistic: its name's suffix -> what the unit says of it
+_PARCEL_STATISTICS = (("_mean", "mean over the paths"), ("_mc_se", "Monte Carlo standard error of the mean"),
+                      ("_parameter_sd_ci95_low", "parameter sd, 95 % interval low"),
+                      ("_parameter_sd_ci95_high", "parameter sd, 95 % interval high"),
+                      ("_parameter_sd", "parameter sd: the spread better data would narrow"))
+
+
 def _parcel_units(columns) -> dict[str, str]:
     out = {}
     for c in columns:
-        base = c[:-len("_mean")] if c.endswith("_mean") else c[:-len("_mc_se")] if c.endswith("_mc_se") else c
+        suffix, what = next(((s, w) for s, w in _PARCEL_STATISTICS if c.endswith(s)), ("", ""))
+        base = c[:-len(suffix)] if suffix else c
         unit = PARCEL_COLUMN_UNITS.get(base, "tCO2e" if base.endswith("_tco2e") else "")
-        if c.endswith("_mean"):
-            unit = f"{unit} (mean over the paths)"
-        elif c.endswith("_mc_se"):
-            unit = f"{unit} (Monte Carlo standard error of the mean)"
-        out[c] = unit
+        out[c] = f"{unit} ({what})" if what else unit
     return out
 
 

@@ -1,21 +1,24 @@
 """One chunk of paths: run the stand simulator and reduce it to what the run reports.
 
 A chunk is a contiguous range of global path indices made of whole ``PATH_BLOCK`` blocks. It
-returns, for the coarse levels, every path's value of every metric and year; for fine levels
-(many groups, or parcels) only sums and sums of squares per path block. Nothing it returns grows
-with parcels x paths, and nothing depends on which other paths share the chunk.
+returns, for the levels kept per path (:func:`plan_per_path`: at most ``MAX_GROUPS_FOR_QUANTILES``
+groups, within the run's per-path memory budget), every path's value of every metric and year; for
+the other levels (many groups, a budget exceeded, or parcels) only sums and sums of squares per path
+block. Nothing it returns grows with parcels x paths, and nothing depends on which other paths share
+the chunk.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from finance_engine.simulation._kernels import issuance_changes, issuance_shares
 from finance_engine.simulation.aggregate import Aggregator
-from finance_engine.simulation.config import MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, SimulationConfig
+from finance_engine.simulation.config import (MAX_GROUPS_FOR_QUANTILES, PATH_BLOCK, PER_PATH_BUDGET_BYTES,
+                                              SimulationConfig)
 from finance_engine.simulation.summary import horizon_per_path
 from models.carbon import CreditingRules
 from models.dynamics import ForestSimulator, GroupSums
@@ -43,6 +46,72 @@ def metric_names(peril_names: list[str]) -> tuple[str, ...]:
     return (*BASE_METRICS, *(f"loss_{p}_tco2e" for p in peril_names), *CREDIT_METRICS)
 
 
+def per_path_bytes(n_metrics: int, years: int, paths: int, n_groups: int) -> int:
+    """Bytes of one level's per-path values: a float64 (metrics, years, paths, groups) array.
+
+    >>> round(per_path_bytes(13, 30, 10_000, 144) / 2**30, 1)  # a city run's townships
+    4.2
+    """
+    return 8 * int(n_metrics) * int(years) * int(paths) * int(n_groups)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for a message: GiB to one decimal from 1 GiB, else MiB (KiB below 1 MiB)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    if n >= 10 * 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.0f} KiB"
+
+
+@dataclass(frozen=True)
+class PerPathPlan:
+    """Which levels of a run keep every path's values (quantiles, TVaR) and why the others do not.
+
+    ``levels``: kept per path, in the order asked; ``without``: level -> the reason it is summarised from
+    streamed moments only (``parcel`` never appears: parcels always are); ``nbytes``: the kept levels' per-path
+    arrays together; ``budget``: the budget they were admitted within (bytes)."""
+
+    levels: tuple[str, ...]
+    without: dict[str, str]
+    nbytes: int
+    budget: int
+
+
+def plan_per_path(levels: tuple[str, ...], n_groups: Mapping[str, int], n_metrics: int, years: int, paths: int,
+                  budget_bytes: int | None = None, max_groups: int | None = None) -> PerPathPlan:
+    """The levels a run keeps per path (:class:`PerPathPlan`).
+
+    Levels (``parcel`` aside) are admitted coarse to fine -- fewest groups first (the portfolio first), levels
+    of as many groups in the order asked -- while their per-path arrays (:func:`per_path_bytes`) stay within
+    ``budget_bytes`` together (default ``PER_PATH_BUDGET_BYTES``) and the level has at most ``max_groups``
+    groups (default ``MAX_GROUPS_FOR_QUANTILES``, read when called). Every other level is summarised from
+    streamed moments: mean, ``mc_se``, ``parameter_sd`` and its interval, no quantiles or TVaR.
+    """
+    budget = PER_PATH_BUDGET_BYTES if budget_bytes is None else int(budget_bytes)
+    cap = MAX_GROUPS_FOR_QUANTILES if max_groups is None else int(max_groups)
+    asked = [lv for lv in dict.fromkeys(levels) if lv != "parcel"]
+    kept: set[str] = set()
+    without: dict[str, str] = {}
+    total = 0
+    for lv in sorted(asked, key=lambda lv: n_groups[lv]):  # stable: ties keep the order asked
+        g = int(n_groups[lv])
+        need = per_path_bytes(n_metrics, years, paths, g)
+        if g > cap:
+            without[lv] = f"{g} groups, over {cap}"
+        elif total + need > budget:
+            with_coarser = f" with the {format_bytes(total)} of coarser levels" if total else ""
+            without[lv] = (f"per-path values would need {format_bytes(need)}, over the {format_bytes(budget)} "
+                           f"budget{with_coarser}")
+        else:
+            kept.add(lv)
+            total += need
+    return PerPathPlan(tuple(lv for lv in asked if lv in kept), {lv: without[lv] for lv in asked if lv in without},
+                       total, budget)
+
+
 @dataclass
 class EngineSetup:
     """What every chunk needs, built once per process from picklable inputs."""
@@ -62,17 +131,45 @@ class EngineSetup:
         if c.loss_table_level is not None:
             levels = tuple(dict.fromkeys((*levels, c.loss_table_level)))
         self.aggregator = Aggregator(self.portfolio, levels)
-        self.crediting = CreditingRules.from_parameters(self.params, **c.crediting)
+        self.crediting = CreditingRules.from_parameters(self.params, start_year=c.start_year, **c.crediting)
         co2 = self.params.file.carbon.co2_per_c.value
         self.weight = self.portfolio.area_ha * co2  # tC/ha -> tCO2e per parcel
         self.metrics = metric_names(self.simulator.peril_names)
-        self.summary_levels = tuple(lv for lv in c.levels if lv != "parcel"
-                                    and self.aggregator.groups[lv].n_groups <= MAX_GROUPS_FOR_QUANTILES)
-        self.moment_levels = tuple(lv for lv in c.levels if lv != "parcel" and lv not in self.summary_levels)
+        self._plan: tuple[Any, PerPathPlan] | None = None
         proj = self.aggregator.groups["project_id"]
         self.project_of_parcel = proj.parcel_group
         self.n_projects = proj.n_groups
         self.project_is_credited = np.array([str(lbl) != "" for lbl in proj.labels], dtype=float)
+
+    @property
+    def per_path_plan(self) -> PerPathPlan:
+        """The run's levels kept per path (:func:`plan_per_path`), from this set-up's config (the set-up is
+        shared by runs of other path counts and horizons: computed per config, not once)."""
+        c = self.config
+        key = (c.levels, c.years, c.paths, c.per_path_budget_bytes, MAX_GROUPS_FOR_QUANTILES)
+        if self._plan is None or self._plan[0] != key:
+            groups = {lv: self.aggregator.groups[lv].n_groups for lv in c.levels if lv != "parcel"}
+            self._plan = (key, plan_per_path(c.levels, groups, len(self.metrics), c.years, c.paths,
+                                             c.per_path_budget_bytes, MAX_GROUPS_FOR_QUANTILES))
+        return self._plan[1]
+
+    @property
+    def summary_levels(self) -> tuple[str, ...]:
+        """Levels whose every path's values are kept (quantiles, TVaR), in the order asked."""
+        return self.per_path_plan.levels
+
+    @property
+    def moment_levels(self) -> tuple[str, ...]:
+        """Levels (parcels aside) summarised from streamed moments only."""
+        kept = self.per_path_plan.levels
+        return tuple(lv for lv in self.config.levels if lv != "parcel" and lv not in kept)
+
+    @property
+    def streams_pairs(self) -> bool:
+        """Whether streamed moments also keep the antithetic pairs' squared sums (:func:`_pair_square_sums`):
+        with antithetic pairs inside parameter sets the parameter sd is decomposed on pair means."""
+        sw = self.config.switches
+        return bool(sw.antithetic and sw.draws_parameters)
 
     @property
     def peril_codes(self) -> dict[str, int]:
@@ -94,6 +191,9 @@ class ChunkResult:
     # the short last parameter set's sum and sum of squares per path block of the chunk that holds some of it
     # ((k, 2, ...), :func:`_short_set_sums`): key = level, or "parcel" for the parcel moments
     short_set: dict[str, np.ndarray] = field(default_factory=dict)
+    # with antithetic pairs (EngineSetup.streams_pairs): per path block, the sum of the complete sets' pairs'
+    # squared pair sums ((n_blocks, ...), :func:`_pair_square_sums`), keyed as block_moments (and "parcel")
+    pair_moments: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _block_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray:
@@ -140,6 +240,33 @@ def _block_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_siz
         tail = first + k * m
         out[b, 4] = values[tail:end].sum(axis=0) if end > tail else 0.0
     return out
+
+
+def _pair_square_sums(values: np.ndarray, path_start: int, n_paths_total: int, set_size: int) -> np.ndarray:
+    """Per PATH_BLOCK of ``values`` (n_paths, ...): the sum over the antithetic pairs (paths ``2j, 2j+1``) of
+    complete parameter sets in the block of the squared pair sum (n_blocks, ...).
+
+    With antithetic pairs inside the sets a pair's mirrored shocks cancel in its mean, so the paths of a set
+    are not exchangeable: the within-set spread that the parameter sd is measured against is that of the
+    pair means (:func:`finance_engine.simulation.summary.moments_from_sums`). Sets start on even paths and
+    blocks on multiples of PATH_BLOCK (even), so no pair straddles a block; the blocks' sums are added in
+    block order (:func:`reduce_pair_moments`)."""
+    n = values.shape[0]
+    bounds = list(range(0, n, PATH_BLOCK)) + [n]
+    complete_end = (n_paths_total // int(set_size)) * int(set_size) - path_start  # even: sets are of even size
+    out = np.zeros((len(bounds) - 1, *values.shape[1:]))
+    for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        end = min(hi, complete_end)
+        if end - lo >= 2:
+            k = (end - lo) // 2
+            pairs = values[lo:lo + 2 * k].reshape(k, 2, *values.shape[1:]).sum(axis=1)
+            out[b] = (pairs * pairs).sum(axis=0)
+    return out
+
+
+def reduce_pair_moments(blocks: np.ndarray) -> np.ndarray:
+    """The run's squared pair sums from every block's :func:`_pair_square_sums`, in block (path) order."""
+    return blocks.sum(axis=0)
 
 
 def reduce_block_moments(blocks: np.ndarray, n_paths_total: int, set_size: int) -> np.ndarray:
@@ -310,14 +437,18 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
     fill_stock(years - 1, sums_start, agg.sum_dense(stock))
 
     per_path = {lv: per_level[lv] for lv in setup.summary_levels}
-    block_moments, short_set = {}, {}
+    block_moments, short_set, pair_moments = {}, {}, {}
+    pairs = setup.streams_pairs
 
     def stream(key: str, values: np.ndarray) -> np.ndarray:
-        """Block sums of ``values`` (paths first); the short last set's sums go to ``short_set[key]``."""
+        """Block sums of ``values`` (paths first); the short last set's sums go to ``short_set[key]``, with
+        antithetic pairs the pairs' squared sums to ``pair_moments[key]``."""
         m = cfg.switches.parameter_set_size
         short = _short_set_sums(values, path_start, cfg.paths, m)
         if short is not None:
             short_set[key] = short
+        if pairs:
+            pair_moments[key] = _pair_square_sums(values, path_start, cfg.paths, m)
         return _block_sums(values, path_start, cfg.paths, m)
 
     for lv in setup.moment_levels:
@@ -335,7 +466,7 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
         elt = ({k: np.concatenate([p[k] for p in elt_parts]) for k in elt_parts[0]} if elt_parts
                else _empty_elt())
     return ChunkResult(index, path_start, path_stop, per_path, block_moments, parcel_moments, elt, initial_stock,
-                       short_set)
+                       short_set, pair_moments)
 
 
 def _empty_elt() -> dict[str, np.ndarray]:

@@ -8,13 +8,13 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from finance_engine.simulation.chunk import (PARCEL_METRICS, ChunkResult, EngineSetup, reduce_block_moments,
-                                             reduce_short_sets)
+                                             reduce_pair_moments, reduce_short_sets)
 from finance_engine.simulation.summary import (
     horizon_metric_names,
     horizon_per_path,
@@ -60,11 +60,16 @@ class SimulationResult:
         Names of the yearly metrics (all in tCO2e).
     summary : DataFrame
         One row per level, group, metric and year: mean, sd, ``mc_se`` (Monte Carlo standard error
-        of the mean), ``parameter_sd`` (parameter uncertainty), quantiles and TVaR.
+        of the mean), ``parameter_sd`` (parameter uncertainty) with its 95 % interval, quantiles and TVaR.
+        Levels not kept per path (more than ``MAX_GROUPS_FOR_QUANTILES`` groups, or beyond the run's per-path
+        memory budget: ``provenance["levels_without_quantiles"]`` says which and why) have no quantiles or
+        TVaR (NaN).
     horizon : DataFrame
         The same over the whole horizon (flows summed, stock at the end).
     parcel_summary : DataFrame or None
-        Per-parcel means and standard errors of horizon metrics (when ``parcel`` level asked).
+        Per parcel (when ``parcel`` level asked), for each horizon metric ``m`` of ``PARCEL_METRICS``:
+        ``{m}_mean``, ``{m}_mc_se`` (Monte Carlo error) and ``{m}_parameter_sd`` (parameter uncertainty)
+        with its 95 % interval ``{m}_parameter_sd_ci95_low`` / ``_high``.
     initial_stock : DataFrame
         Today's deterministic stock (tCO2e) by level and group.
     elt : DataFrame or None
@@ -197,7 +202,8 @@ class ChunkStore(dict):
         super().__init__()
         cfg = setup.config
         self._views: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-        # zero-filled: a chunk leaves the credit metrics of years without issuance at zero
+        # zero-filled: a chunk leaves the credit metrics of years without issuance at zero; only the levels the
+        # run's per-path budget admits (EngineSetup.per_path_plan)
         self.per_path = {lv: np.zeros((len(setup.metrics), cfg.years, cfg.paths,
                                        setup.aggregator.groups[lv].n_groups)) for lv in setup.summary_levels}
 
@@ -218,6 +224,9 @@ class ChunkStore(dict):
         super().__setitem__(index, chunk)
 
 
+#: the statistics of each horizon metric in a parcel summary (columns ``{metric}_{statistic}``)
+PARCEL_STATISTICS = ("mean", "mc_se", "parameter_sd", "parameter_sd_ci95_low", "parameter_sd_ci95_high")
+
 #: provenance a derived result (a valuation, a quote, a stress test) carries over from its engine run
 CARRIED_PROVENANCE = ("region", "parameter_version", "parameter_sha256", "parameter_variant", "perils",
                       "climate_pathway", "start_year", "carbon_method", "model_notes")
@@ -230,8 +239,14 @@ def carried_provenance(provenance: dict[str, Any], keys: tuple[str, ...] = CARRI
 
 
 def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int], *, keep_paths: bool,
-                    run_info: dict[str, Any], summarise: bool = True) -> SimulationResult:
-    """The run's result from its finished chunks (``store``, taken in ``chunk_order``, i.e. path order)."""
+                    run_info: dict[str, Any], summarise: bool = True,
+                    check: Callable[[], None] | None = None) -> SimulationResult:
+    """The run's result from its finished chunks (``store``, taken in ``chunk_order``, i.e. path order).
+
+    ``check`` is called before each level is summarised (and before the parcel summary and the loss table):
+    it may raise to stop (the engine's cancel, :class:`~finance_engine.simulation.SimulationCancelled`).
+    """
+    check = check or (lambda: None)
     chunks = [store[i] for i in chunk_order]
     cfg = setup.config
     sim = setup.simulator
@@ -250,11 +265,12 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
             per_path[lv] = arr
         if not summarise:
             continue
+        check()
         frames.append(summarise_per_path(arr, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                         sw.draws_parameters, cfg.quantiles, cfg.tail_levels))
+                                         sw.draws_parameters, cfg.quantiles, cfg.tail_levels, sw.antithetic))
         harr, hnames = horizon_per_path(arr, metrics)
         hdf = summarise_per_path(harr, hnames, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                 sw.draws_parameters, cfg.quantiles, cfg.tail_levels)
+                                 sw.draws_parameters, cfg.quantiles, cfg.tail_levels, sw.antithetic)
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
     # the short last set's parts (one chunk's, or, with sets straddling blocks, maybe two chunks'), in path order
     short = {k: reduce_short_sets([c.short_set[k] for c in chunks if k in c.short_set])
@@ -263,29 +279,40 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
     def block_sums(parts: list[np.ndarray]) -> np.ndarray:
         return reduce_block_moments(np.concatenate(parts, axis=0), cfg.paths, sw.parameter_set_size)
 
+    def pair_sums(key: str) -> np.ndarray | None:
+        """With antithetic pairs, the run's squared pair sums of ``key`` (the parameter sd's within-set spread)."""
+        if not setup.streams_pairs:
+            return None
+        return reduce_pair_moments(np.concatenate([c.pair_moments[key] for c in chunks], axis=0))
+
     for lv in setup.moment_levels:
+        check()
         sums = block_sums([c.block_moments[lv] for c in chunks])
         lab = setup.aggregator.groups[lv].labels
         labels[lv] = lab
         frames.append(summarise_moments(sums, cfg.paths, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
-                                        sw.draws_parameters, short.get(lv)))
+                                        sw.draws_parameters, short.get(lv), pair_sums(lv)))
         hkey = f"{lv}:horizon"
         hsums = block_sums([c.block_moments[hkey] for c in chunks])
-        hdf = summarise_moments(hsums, cfg.paths, horizon_metric_names(metrics), lab, lv, cfg.start_year, sw.parameter_set_size,
-                                sw.draws_parameters, short.get(hkey))
+        hdf = summarise_moments(hsums, cfg.paths, horizon_metric_names(metrics), lab, lv, cfg.start_year,
+                                sw.parameter_set_size, sw.draws_parameters, short.get(hkey), pair_sums(hkey))
         hframes.append(hdf.drop(columns=["year", "calendar_year"]))
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     horizon = pd.concat(hframes, ignore_index=True) if hframes else pd.DataFrame()
 
     parcel_summary = None
     if "parcel" in cfg.levels:
+        check()
         mo = moments_from_sums(block_sums([c.parcel_moments for c in chunks]), cfg.paths,  # (3, metrics, parcels)
                                sw.parameter_set_size,
-                               sw.draws_parameters, short.get("parcel"))
-        parcel_summary = pd.DataFrame({"parcel_id": setup.portfolio.parcel_id})
+                               sw.draws_parameters, short.get("parcel"), pair_sums("parcel"))
+        # both kinds of uncertainty, apart: the Monte Carlo error (more paths narrow it) and the parameter sd
+        # with its interval (better data would narrow it), as at every other level
+        cols: dict[str, Any] = {"parcel_id": setup.portfolio.parcel_id}
         for i, m in enumerate(PARCEL_METRICS):
-            parcel_summary[f"{m}_mean"] = mo["mean"][i]
-            parcel_summary[f"{m}_mc_se"] = mo["mc_se"][i]
+            for stat in PARCEL_STATISTICS:
+                cols[f"{m}_{stat}"] = mo[stat][i]
+        parcel_summary = pd.DataFrame(cols)
 
     init_rows = []
     for lv, vals in chunks[0].initial_stock.items():
@@ -301,6 +328,7 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
 
     elt = None
     if cfg.loss_table_level is not None:
+        check()
         parts = [c.elt for c in chunks if c.elt is not None]
         raw = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         code_to_name = {p.code: p.name for p in sim.perils}
@@ -340,6 +368,9 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
         "switches": switches_dict(sw),
         "crediting": dataclasses.asdict(setup.crediting),
         "levels": list(cfg.levels),
+        # levels summarised from streamed moments only (no quantiles or TVaR) and why: too many groups, or
+        # per-path values beyond the run's memory budget (EngineSetup.per_path_plan)
+        "levels_without_quantiles": dict(setup.per_path_plan.without),
         "portfolio": {"source": setup.portfolio.source, "parcels": setup.portfolio.n_parcels,
                       "area_ha": float(setup.portfolio.area_ha.sum())},
     }
@@ -348,4 +379,5 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
                             per_path=per_path, labels=labels, run_info=run_info)
 
 
-__all__ = ["ChunkStore", "SimulationResult", "assemble_result", "code_version", "nested_moments", "start_stock_of"]
+__all__ = ["ChunkStore", "PARCEL_STATISTICS", "SimulationResult", "assemble_result", "code_version", "nested_moments",
+           "start_stock_of"]

@@ -120,18 +120,22 @@ def _no_interval(shape: tuple, parameter_uncertainty: bool) -> dict[str, np.ndar
     return {"parameter_sd_ci95_low": v, "parameter_sd_ci95_high": v.copy()}
 
 
-def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) -> dict[str, np.ndarray]:
+def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool,
+                   antithetic: bool = False) -> dict[str, np.ndarray]:
     """Mean, sd, MC standard error and parameter sd along axis 0 of ``x`` (paths first).
 
     Sets are consecutive runs of ``set_size`` paths; a short last set is dropped from the variance
     decomposition but kept in the mean. The parameter sd comes with its 95 % interval
     (``parameter_sd_ci95_low``, ``parameter_sd_ci95_high``: :func:`parameter_sd_interval`; NaN with sets
     of one path or fewer than two sets; 0 to 0 without parameter uncertainty). The decomposition assumes the
-    paths of a set are exchangeable: with antithetic pairs inside the sets (``SimulationSwitches(antithetic=True)``,
-    off by default and not offered by the CLI or API) a pair's mirrored shocks cancel in the set mean but not in
-    the within-set mean square, which biases the parameter sd and its interval down (a review measured no
-    coverage at 250 sets of 4); the interval is also approximate for a skewed set effect (84-89 % coverage for a
-    zero-inflated loss whose set multiplier has a cv of 1).
+    paths of a set are exchangeable. With ``antithetic`` (pairs of paths ``2j, 2j+1`` inside the sets,
+    ``SimulationSwitches(antithetic=True)``, off by default and not offered by the CLI or API) they are not: a
+    pair's mirrored shocks cancel in the set mean but not in the within-set mean square taken over single
+    paths, which put the parameter sd at about half its value (428 against 896 in the engine audit). The
+    parameter sd and its interval are then decomposed on the pair means (sets of ``m / 2`` pair means; NaN for
+    sets of one pair, whose within-set spread is all antithetic); the mean, sd and MC standard error (from the
+    set means) are the same either way. The interval is also approximate for a skewed set effect (84-89 %
+    coverage for a zero-inflated loss whose set multiplier has a cv of 1).
     """
     n = x.shape[0]
     mean = x.mean(axis=0)
@@ -146,10 +150,23 @@ def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) ->
     sets = x[: g * m].reshape(g, m, *x.shape[1:])
     set_means = sets.mean(axis=1)
     var_b = set_means.var(axis=0, ddof=1)
-    msw = sets.var(axis=1, ddof=1).mean(axis=0)
-    msb = m * var_b
     se = np.sqrt(var_b / g)
-    if parameter_uncertainty:
+    if parameter_uncertainty and antithetic:
+        _check_antithetic(m)
+        k = m // 2  # pair means per set
+        if k < 2:  # one pair a set: no within-set spread that is not antithetic
+            psd = np.full(mean.shape, np.nan)
+            ci = _no_interval(np.shape(mean), True)
+        else:
+            pair_means = sets.reshape(g, k, 2, *x.shape[1:]).mean(axis=2)
+            msw = pair_means.var(axis=1, ddof=1).mean(axis=0)
+            msb = k * var_b
+            psd = np.sqrt(np.maximum(0.0, (msb - msw) / k))
+            low, high = parameter_sd_interval(msb, msw, g, k)
+            ci = {"parameter_sd_ci95_low": low, "parameter_sd_ci95_high": high}
+    elif parameter_uncertainty:
+        msw = sets.var(axis=1, ddof=1).mean(axis=0)
+        msb = m * var_b
         psd = np.sqrt(np.maximum(0.0, (msb - msw) / m))
         low, high = parameter_sd_interval(msb, msw, g, m)
         ci = {"parameter_sd_ci95_low": low, "parameter_sd_ci95_high": high}
@@ -157,6 +174,11 @@ def nested_moments(x: np.ndarray, set_size: int, parameter_uncertainty: bool) ->
         psd = np.zeros(mean.shape)
         ci = _no_interval(np.shape(mean), False)
     return {"mean": mean, "sd": sd, "mc_se": se, "parameter_sd": psd, **ci}
+
+
+def _check_antithetic(set_size: int) -> None:
+    if set_size % 2:
+        raise ValueError(f"antithetic pairs need an even parameter set size, got {set_size}")
 
 
 @functools.lru_cache(maxsize=256)  # the same few (paths, quantile) pairs for every metric, group and level
@@ -419,15 +441,17 @@ def _engine_moments(mo: dict[str, np.ndarray], n_paths: int, set_size: int,
 
 def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: np.ndarray, level: str,
                        start_year: int, set_size: int, parameter_uncertainty: bool,
-                       quantiles: tuple[float, ...], tail_levels: tuple[float, ...]) -> pd.DataFrame:
-    """Tidy summary of a (metrics, years, paths, groups) array: one row per metric, year and group."""
+                       quantiles: tuple[float, ...], tail_levels: tuple[float, ...],
+                       antithetic: bool = False) -> pd.DataFrame:
+    """Tidy summary of a (metrics, years, paths, groups) array: one row per metric, year and group
+    (``antithetic``: paths in antithetic pairs, :func:`nested_moments`)."""
     n_metrics, years, n_paths, n_groups = per_path.shape
     # one metric at a time: the sorts and deviations are temporaries of one metric's size, not the
     # whole array's (per-path arrays of a many-path run are the largest thing a run holds)
     columns: dict[str, np.ndarray] = {}
     for i, m in enumerate(metrics):
         x = np.moveaxis(per_path[i], 1, 0)  # (paths, years, groups)
-        one = {**_engine_moments(nested_moments(x, set_size, parameter_uncertainty), n_paths, set_size,
+        one = {**_engine_moments(nested_moments(x, set_size, parameter_uncertainty, antithetic), n_paths, set_size,
                                  parameter_uncertainty),
                **tail_stats(x, quantiles, tail_levels, np.array(is_upper_tail(m)),
                             set_size=set_size if parameter_uncertainty else 1)}
@@ -447,7 +471,8 @@ def summarise_per_path(per_path: np.ndarray, metrics: tuple[str, ...], labels: n
 
 
 def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_uncertainty: bool,
-                      short_set: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                      short_set: np.ndarray | None = None,
+                      pair_squares: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Mean, sd, MC standard error and parameter sd from streamed moment sums: :func:`nested_moments`'s numbers.
 
     ``sums`` is (3, ...): the sum, the sum of squares, and the sum of squared set sums over complete
@@ -459,6 +484,11 @@ def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_u
     ``(Q/m^2 - S^2/(g m^2)) / (g - 1)`` (``S`` the complete sets' sum, ``Q`` their squared set sums), the
     standard error its square root over ``g``, and the within-set mean square ``(S2 - Q/m) / (g (m - 1))``,
     as in the one-way random-effects decomposition of :func:`nested_moments`.
+
+    ``pair_squares`` (...): with antithetic pairs inside the sets, the sum over the complete sets' pairs of the
+    squared pair sum ``P`` (:func:`finance_engine.simulation.chunk._pair_square_sums`); the parameter sd is then
+    decomposed on the ``k = m / 2`` pair means of each set, as :func:`nested_moments` with ``antithetic``: their
+    within-set mean square is ``(P/4 - Q/(2m)) / (g (k - 1))`` (NaN for sets of one pair).
     """
     s1, s2, q = sums[0], sums[1], sums[2]
     n = n_paths
@@ -477,7 +507,17 @@ def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_u
     with np.errstate(invalid="ignore"):
         var_b = np.maximum((q / (m * m) - c1 * c1 / (g * m * m)) / (g - 1), 0.0)
         se = np.sqrt(var_b / g)
-        if parameter_uncertainty:
+        if parameter_uncertainty and pair_squares is not None:
+            _check_antithetic(m)
+            k = m // 2
+            if k < 2:  # one pair a set: no within-set spread that is not antithetic
+                psd = np.full(mean.shape, np.nan)
+                low, high = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
+            else:
+                msw = np.maximum(pair_squares / 4.0 - q / (2.0 * m), 0.0) / (g * (k - 1))
+                psd = np.sqrt(np.maximum(0.0, (k * var_b - msw) / k))
+                low, high = parameter_sd_interval(k * var_b, msw, g, k)
+        elif parameter_uncertainty:
             msw = np.maximum(c2 - q / m, 0.0) / (g * (m - 1))
             psd = np.sqrt(np.maximum(0.0, (m * var_b - msw) / m))
             low, high = parameter_sd_interval(m * var_b, msw, g, m)
@@ -495,14 +535,16 @@ def moments_from_sums(sums: np.ndarray, n_paths: int, set_size: int, parameter_u
 
 def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], labels: np.ndarray, level: str,
                       start_year: int, set_size: int = 1, parameter_uncertainty: bool = True,
-                      short_set: np.ndarray | None = None) -> pd.DataFrame:
+                      short_set: np.ndarray | None = None, pair_squares: np.ndarray | None = None) -> pd.DataFrame:
     """Mean, standard error and parameter sd (with its 95 % interval) from (3, metrics, years, groups) streamed sums.
 
-    Used for fine levels, where keeping every path would cost memory in proportion to groups x paths
-    (no quantiles there). The error counts parameter sets, not paths, as :func:`nested_moments` does
-    (:func:`moments_from_sums`).
+    Used for the levels a run does not keep per path -- more than ``MAX_GROUPS_FOR_QUANTILES`` groups, or
+    per-path values beyond the run's memory budget (:func:`finance_engine.simulation.chunk.plan_per_path`) --
+    where keeping every path would cost memory in proportion to groups x paths (no quantiles there). The
+    error counts parameter sets, not paths, as :func:`nested_moments` does (:func:`moments_from_sums`; with
+    antithetic pairs, ``pair_squares``).
     """
-    mo = moments_from_sums(sums, n_paths, set_size, parameter_uncertainty, short_set)
+    mo = moments_from_sums(sums, n_paths, set_size, parameter_uncertainty, short_set, pair_squares)
     mean = mo["mean"]
     n_metrics, years, n_groups = mean.shape
     idx_m, idx_y, idx_g = np.meshgrid(np.arange(n_metrics), np.arange(years), np.arange(n_groups), indexing="ij")

@@ -35,6 +35,12 @@ from api.cli.tables import render_table
 @click.option("--loss-table", "loss_table_level", type=click.Choice(LEVEL_CHOICES), default=None,
               help="Keep an event loss table at this level.")
 @click.option("--no-perils", is_flag=True, help="Growth only (no fire, pest, wind, ice, drought).")
+@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
+              help="Calendar year the projects began crediting, at most the run's first year (default: the run's "
+                   "first year). Earlier: fewer years of the crediting period left, verifications in their phase.")
+@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
+              help="Registered crediting period (default: the parameter file's; Lishui: 40, the longest the MEE's "
+                   "2023 CCER rules allow forestry).")
 @click.option("--output", "-o", type=click.Path(), default=None,
               help="Folder for the summary, horizon and initial-stock tables and provenance, the year loss table "
                    "when portfolio is among the --level(s) (the default) and the event loss table with "
@@ -44,7 +50,8 @@ from api.cli.tables import render_table
 @force_option
 @format_option
 def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, workers, chunk_paths, scheduler,
-                 levels, loss_table_level, no_perils, output, output_format, force, fmt):
+                 levels, loss_table_level, no_perils, crediting_start_year, crediting_period_years, output,
+                 output_format, force, fmt):
     """Simulate growth, perils, carbon and credits for every parcel and path.
 
     Prints the whole-horizon summary: mean, Monte Carlo standard error (more paths narrow it),
@@ -55,6 +62,7 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
       carbon-risk simulate --years 30 --paths 2000
       carbon-risk simulate --level portfolio --level county --loss-table county -o out/
       carbon-risk simulate --workers 2 --scheduler local-cluster
+      carbon-risk simulate --crediting-start-year 2021 --crediting-period-years 30
     """
     from finance_engine.simulation import simulate
     from models.dynamics import SimulationSwitches
@@ -64,13 +72,21 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
         if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     switches = SimulationSwitches(perils=()) if no_perils else SimulationSwitches()
+    crediting = {k: v for k, v in (("crediting_start_year", crediting_start_year),
+                                   ("crediting_period_years", crediting_period_years)) if v is not None}
     try:
         res = simulate(pf, params, years=years, paths=paths, seed=seed, levels=levels, carbon_method=carbon_method,
-                       switches=switches, loss_table_level=loss_table_level, chunk_paths=chunk_paths,
+                       switches=switches, crediting=crediting, loss_table_level=loss_table_level,
+                       chunk_paths=chunk_paths,
                        workers=workers, scheduler=scheduler, progress=ProgressBar("simulating"))
     except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+        msg = str(exc)
+        for key in crediting:  # the option's name, not the engine's
+            msg = msg.replace(key, "--" + key.replace("_", "-"))
+        raise CLIError(msg) from exc
     show_model_notes(res.provenance)
+    for line in quantile_notes(res.provenance):
+        note(line)
     if out_dir is not None:
         names = out_dir.write(lambda tmp: [f.name for f in res.write(tmp, output_format)])
         note(f"wrote {output}: " + ", ".join(names))
@@ -92,6 +108,19 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
     click.echo(f"\nmodel {p['model_version']} ({p['code_version']}), parameters {p['parameter_version']} "
                f"sha256 {p['parameter_sha256'][:12]}, seed {p['seed']}, {p['paths']} paths, "
                f"perils: {', '.join(p['perils']) or 'none'}; {res.run_info['elapsed_s']:.1f}s on {res.run_info['backend']}")
+
+
+def quantile_notes(provenance: dict) -> list[str]:
+    """One line per level the run summarised from streamed moments only (provenance
+    ``levels_without_quantiles``): why it has no quantiles or TVaR, and how to get them."""
+    out = []
+    for lv, why in (provenance.get("levels_without_quantiles") or {}).items():
+        how = ("a coarser --level" if "groups, over" in why
+               else "fewer --paths, a coarser --level, or a larger per-path budget (simulate(per_path_budget_mib=...) "
+                    "in Python)")
+        out.append(f"note: {lv}: no quantiles or TVaR ({why}); its mean, mc_se and parameter_sd are reported. "
+                   f"For quantiles: {how}")
+    return out
 
 
 #: the columns of the per-group tables: metric (and statistic) -> column
