@@ -242,7 +242,13 @@ class TaskProgress:
             return None
 
         def report(p) -> None:
-            self(start + (end - start) * p.fraction, chunks_line(p))
+            if p.chunks_done == p.chunks_total:
+                # the last chunk's line as a note, which the log keeps: as a progress message it was replaced
+                # by the task's next report (its next phase) when that came within the write interval
+                self(start + (end - start) * p.fraction)
+                self.note(chunks_line(p))
+            else:
+                self(start + (end - start) * p.fraction, chunks_line(p))
         return report
 
 
@@ -601,12 +607,17 @@ class StressPhases:
 
         def on_progress(p) -> None:
             self.track.check()
+            last = p.chunks_done == p.chunks_total
             with self._lock:
-                self._message = chunks_line(p)
+                # the last chunk's line goes as a note, which the log keeps: as the report's message it was
+                # replaced by the next phase's first report when that came within the write interval
+                self._message = None if last else chunks_line(p)
                 try:
                     report(p)
                 finally:
                     self._message = None
+            if last:
+                self.track.note(chunks_line(p))
         return on_progress
 
     def done(self, name: str, message: str | None = None, elapsed_s: float = 0.0) -> None:

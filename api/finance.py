@@ -194,11 +194,12 @@ def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) ->
 
 
 def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[str, Any] | None, parcel_ids,
-                            project_id) -> int:
+                            project_id, params=None) -> int:
     """What the engine would refuse, checked before any work (so a job is never accepted to fail):
     the engine's ``LoanTerms`` (bounds, term within the crediting horizon, LTV trigger at least the
-    pledge rate), the price model and scenario, and the pledged parcels. 422 ``invalid-loan-terms``; returns
-    the number of parcels pledged. ``loan``: the registered loan's terms, if any. Every problem is reported
+    pledge rate), the price model and scenario, the crediting start and period against the crediting rules of
+    ``params`` (the portfolio's parameter set, when given), and the pledged parcels. 422 ``invalid-loan-terms``;
+    returns the number of parcels pledged. ``loan``: the registered loan's terms, if any. Every problem is reported
     (with the value given), each at the field :func:`collateral_fields` names for it, as the engine's own
     errors are."""
     from pydantic import ValidationError
@@ -223,6 +224,18 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
     if lt is not None:
         errors += [{"field": fields.resolve(name), "value": getattr(lt, name), "reason": reason}
                    for name, reason in unknown_price_names(lt, _price_models())]
+    if lt is not None and params is not None:
+        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
+
+        try:
+            check_crediting_terms(lt, params)  # as the engine words it: "<term>: <reason>"
+        except LoanTermsError as exc:
+            found = fields.errors(str(exc))
+            for e in found:
+                name = e["field"].rsplit("/", 1)[-1]
+                if getattr(lt, name, None) is not None:
+                    e["value"] = getattr(lt, name)
+            errors += found
     pledged = pf.n_parcels
     if parcel_ids is not None or project_id is not None:
         df = pd.read_parquet(io.BytesIO(pf.data_parquet), columns=["parcel_id", "project_id"])
@@ -250,8 +263,10 @@ def _price_models():
     return load_price_model()
 
 
-def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[PortfolioRow, str | None, dict, int]:
-    """(portfolio row, loan id, engine request, cells) of a collateral request."""
+def prepare_collateral(s: Session, who: Principal, body, settings, models=None
+                       ) -> tuple[PortfolioRow, str | None, dict, int]:
+    """(portfolio row, loan id, engine request, cells) of a collateral request (``models``: the service's
+    :class:`~api.services.ModelRegistry`, for the portfolio's crediting rules)."""
     loan = _instrument(s, who, body.loan_id, "loan") if body.loan_id else None
     pf = _portfolio_for(s, who, body.portfolio_id, loan)
     overrides = body.terms.model_dump(mode="json") if body.terms is not None else {}
@@ -259,7 +274,8 @@ def prepare_collateral(s: Session, who: Principal, body, settings) -> tuple[Port
     parcel_ids, project_id = body.parcel_ids, body.project_id
     if parcel_ids is None and project_id is None and loan is not None and loan.terms.get("parcel_ids"):
         parcel_ids = list(loan.terms["parcel_ids"])
-    n = check_collateral_inputs(pf, terms, loan.terms if loan else None, parcel_ids, project_id)
+    n = check_collateral_inputs(pf, terms, loan.terms if loan else None, parcel_ids, project_id,
+                                models.get(pf.region) if models is not None else None)
     H = int(terms.get("crediting_horizon_years") or 30)
     cells = n * body.paths * H
     if body.attribution:

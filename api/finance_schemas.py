@@ -72,6 +72,8 @@ class CollateralTerms(Strict):
     price_scenario: _term("price_scenario", _NAME) = None
     price_loss_correlation: _term("price_loss_correlation") = None
     crediting_horizon_years: _term("crediting_horizon_years") = None
+    crediting_start_year: _term("crediting_start_year") = None
+    crediting_period_years: _term("crediting_period_years") = None
     target_shortfall_probability: _term("target_shortfall_probability") = None
     insurance: AssignedInsuranceIn | None = None
 

@@ -52,7 +52,9 @@ from finance_engine.loan_terms import (  # re-exported: the terms are part of th
     LoanTerms,
     LoanTermsError,
     balance_schedule,
+    check_crediting_terms,
     check_loan_terms,
+    crediting_overrides,
     effective_maturity_years,
     unknown_price_names,
 )
@@ -157,7 +159,9 @@ def select_pledged(portfolio: Portfolio, params: ModelParameters, parcel_ids=Non
 def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, paths: int, seed: int,
                        switches: SimulationSwitches, workers: int, chunk_paths: int | None,
                        scheduler: str | None = None, progress: Callable[[Progress], None] | None = None,
-                       cancel: Callable[[], bool] | None = None) -> _Physical:
+                       cancel: Callable[[], bool] | None = None, crediting: dict[str, int] | None = None) -> _Physical:
+    """The pledged parcels' engine run: credits, stock and losses per path (``crediting``: the loan's overrides of
+    the crediting rules, :func:`~finance_engine.loan_terms.crediting_overrides`)."""
     if chunk_paths is None:
         if scheduler is None:  # a small loan runs faster as one chunk on one thread than on two
             workers = useful_threads(paths, pledged.n_parcels, workers)
@@ -167,7 +171,7 @@ def _simulate_physical(pledged: Portfolio, params: ModelParameters, years: int, 
     res = simulate(pledged, params, years=years, paths=paths, seed=seed, levels=("portfolio",),
                    switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="collateral",
                    summarise=False, scheduler=(scheduler or "threads") if workers > 1 else None, progress=progress,
-                   cancel=cancel)
+                   cancel=cancel, crediting=crediting)
     credits = res.paths_of("credits_issued_tco2e")[..., 0]
     stock = res.paths_of("stock_tco2e")[..., 0]
     losses = {m[5:-6]: res.paths_of(m)[..., 0] for m in res.metrics
@@ -514,11 +518,13 @@ def _forced_sale_shortfall(v: np.ndarray, terms: LoanTerms, recovery_factor: np.
 def crediting_position(stock: np.ndarray, stock0: float | np.ndarray, params: ModelParameters | None,
                        provenance: dict[str, Any] | None = None) -> tuple[np.ndarray, int]:
     """A crediting unit's position at each year end (``CreditingRules.accrued_position``, under the
-    crediting rules the engine run recorded in its provenance, else the parameter file's) and the end
-    of the first monitoring period, after which it adds to the stock. For ``_money``."""
+    crediting rules the engine run recorded in its provenance, else the parameter file's) and the year
+    of the first verification (``CreditingRules.first_issuance_year``; past the horizon when none falls in
+    the crediting period), after which it adds to the stock. For ``_money``."""
     rules = (CreditingRules(**provenance["crediting"]) if provenance and "crediting" in provenance
              else CreditingRules.from_parameters(params))
-    return rules.accrued_position(stock, stock0), rules.monitoring_period_years
+    first = rules.first_issuance_year()
+    return rules.accrued_position(stock, stock0), (np.shape(stock)[0] + 1 if first is None else first)
 
 
 def _crediting_position(params: ModelParameters, phys: _Physical) -> tuple[np.ndarray, int]:
@@ -905,6 +911,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
                              f"got {attribution_paths!r}")
     iss = issuance_risk or load_issuance_risk()
     pledged = select_pledged(portfolio, params, parcel_ids, project_id)
+    check_crediting_terms(terms, params)
     H = terms.crediting_horizon_years
     base_sw = switches or SimulationSwitches()
     if scheduler not in (None, "threads", "warm"):
@@ -929,7 +936,7 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     price_args = (pms, pmodel, terms, ids, H, seed)
     shifts = [None] + [_mean_holding_factor(pms, pmodel, terms, H, f) for f in vol_cases.values()]
     phys = _simulate_physical(pledged, params, H, paths, seed, base_sw, workers, chunk_paths, scheduler, runs.of(0),
-                              cancel)
+                              cancel, crediting_overrides(terms))
     # (drawing the prices on a thread beside the engine was measured twice and gained nothing: its two threads
     # already take both cores; docs/performance.md)
     factor = loss_factor(phys, ids, seed) if terms.price_loss_correlation else None
@@ -952,7 +959,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
     cv = _credit_view(money.value_paths, terms, recovery_factor, payout, money.received_paths)
     set_size = base_sw.parameter_set_size
     q_set = corr_size  # the quantile and tail errors count sets that share a draw (and antithetic pairs)
-    mom = nested_moments(money.pv_total[:, None], set_size, base_sw.draws_parameters)
+    # with antithetic price pairs in the sets the parameter sd is split on the pair means (the mirrored price shocks
+    # cancel in a set's mean, not in the spread of its single paths: split on those it came out biased low)
+    mom = nested_moments(money.pv_total[:, None], set_size, base_sw.draws_parameters, antithetic=anti)
     v0 = float(mom["mean"][0])
     T = terms.term_years
 
@@ -966,6 +975,9 @@ def value_collateral(portfolio: Portfolio, params: ModelParameters, terms: LoanT
         "mc_se_cny": float(mom["mc_se"][0]),
         # None when no parameter is drawn (uncertainty off, or both its parts): not a clipped estimate of 0
         "parameter_sd_cny": float(mom["parameter_sd"][0]) if base_sw.draws_parameters else None,
+        # its 95 % interval from the same moments (None with the sd; 0 is its lower end where the sd is clipped at 0)
+        "parameter_sd_ci95_low_cny": float(mom["parameter_sd_ci95_low"][0]) if base_sw.draws_parameters else None,
+        "parameter_sd_ci95_high_cny": float(mom["parameter_sd_ci95_high"][0]) if base_sw.draws_parameters else None,
         "ci95_cny": [v0 - 1.96 * float(mom["mc_se"][0]), v0 + 1.96 * float(mom["mc_se"][0])],
         "pledged_parcels": pledged.n_parcels,
         "pledged_area_ha": float(pledged.area_ha.sum()),
@@ -1220,7 +1232,7 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
         base = base_phys
     else:
         base = _simulate_physical(pledged, params, H, n, seed, base_sw, workers, chunk_paths, scheduler,
-                                  runs.of(next(run_no)), cancel)
+                                  runs.of(next(run_no)), cancel, crediting_overrides(terms))
     # the price-loss correlation's factor ranks the losses of the drivers' own base run (at fewer paths than
     # the valuation's it had been dropped: the drivers' prices ignored the correlation)
     factor = loss_factor(base, ids, seed) if terms.price_loss_correlation else None
@@ -1247,7 +1259,8 @@ def _attribution(pledged, params, terms, pms, iss, seed, n, workers, chunk_paths
     cases.append(("peril-parameter uncertainty", dataclasses.replace(base_sw, peril_parameter_uncertainty=False), base_prices, iss))
     for label, sw, pp, issuance in cases:
         phys = base if sw is None else _simulate_physical(pledged, params, H, n, seed, sw, workers, chunk_paths,
-                                                          scheduler, runs.of(next(run_no)), cancel)
+                                                          scheduler, runs.of(next(run_no)), cancel,
+                                                          crediting_overrides(terms))
         # value_effect > 0: the driver costs this much value; the errors are those of the paired (CRN) differences
         rows.append(row(f"without {label}", evaluate(phys, pp, issuance), base_pp))
     if terms.insurance is not None:

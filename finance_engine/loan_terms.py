@@ -67,7 +67,15 @@ class LoanTerms(BaseModel):
     price_loss_correlation: float = Field(default=0.0, ge=-1, le=1, description="correlation of the price shock "
                                           "with the pledged forest's annual loss (stress scenarios)")
     crediting_horizon_years: int = Field(default=30, ge=1, le=100, description="years of credits valued; none is "
-                                         "issued after the parameter file's crediting period (Lishui: 40 years)")
+                                         "issued after the crediting period (the parameter file's, Lishui 40 "
+                                         "years, or crediting_period_years)")
+    crediting_start_year: int | None = Field(default=None, ge=1900, le=2200, description="calendar year the "
+                                             "pledged project began crediting, at most the valuation's first year "
+                                             "(None: that year); earlier: fewer years of its crediting period left "
+                                             "and its verifications in their phase")
+    crediting_period_years: int | None = Field(default=None, ge=1, le=100, description="the project's registered "
+                                               "crediting period in years (None: the parameter file's; the MEE's "
+                                               "2023 CCER rules allow forestry 20 to 40)")
     target_shortfall_probability: float = Field(default=0.01, gt=0, lt=0.5)
     insurance: AssignedInsurance | None = None
 
@@ -80,6 +88,32 @@ class LoanTerms(BaseModel):
             raise ValueError(f"ltv_trigger={self.ltv_trigger} is below the pledge_rate={self.pledge_rate}: "
                              "a new loan would be called at once")
         return self
+
+
+def crediting_overrides(terms: LoanTerms) -> dict[str, int]:
+    """The engine's crediting overrides (``simulate(crediting=...)``) the loan's terms set: its project's
+    crediting start year and registered crediting period, where given."""
+    return {k: getattr(terms, k) for k in ("crediting_start_year", "crediting_period_years")
+            if getattr(terms, k) is not None}
+
+
+def check_crediting_terms(terms: LoanTerms, params, start_year: int | None = None) -> None:
+    """Refuse a crediting start year or period the crediting rules of ``params`` (a
+    :class:`~models.parameters.ModelParameters`) cannot take -- a start after the valuation's first year
+    (``start_year``, default the engine's), a period that ended before it or is shorter than a monitoring
+    period -- with a :class:`LoanTermsError` that starts with the term's name."""
+    from models.carbon import CreditingRules
+    from models.dynamics import DEFAULT_START_YEAR
+
+    own = crediting_overrides(terms)
+    if not own:
+        return
+    try:
+        CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year,
+                                       **own)
+    except ValueError as exc:
+        name = next((k for k in own if k in str(exc)), next(iter(own)))
+        raise LoanTermsError(f"{name}: {exc}") from None
 
 
 def balance_schedule(terms: LoanTerms) -> np.ndarray:
@@ -168,5 +202,5 @@ def _readable(exc: Exception) -> str:
     return str(exc)
 
 
-__all__ = ["AssignedInsurance", "LoanTerms", "LoanTermsError", "balance_schedule", "check_loan_terms",
-           "effective_maturity_years", "scheduled_payments", "unknown_price_names"]
+__all__ = ["AssignedInsurance", "LoanTerms", "LoanTermsError", "balance_schedule", "check_crediting_terms",
+           "check_loan_terms", "crediting_overrides", "effective_maturity_years", "scheduled_payments", "unknown_price_names"]

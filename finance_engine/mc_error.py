@@ -83,8 +83,13 @@ def linear_quantiles(x: np.ndarray, ps, overwrite: bool = False, n_valid: int | 
     b = np.stack([above[int(i)] for i in prev], axis=-1)
     # numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on
     t = virtual - prev  # at the top a = b: numpy's other weight there makes no difference
-    d = b - a
-    return np.where(t >= 0.5, b - d * (1 - t), a + d * t)
+    with np.errstate(invalid="ignore"):  # inf - inf: two infinite neighbours (an LTV of a path worth nothing)
+        d = b - a
+        out = np.where(t >= 0.5, b - d * (1 - t), a + d * t)
+    # equal neighbours are the quantile exactly (a + 0 t for finite ones, as above; +inf for two infinite ones,
+    # where the interpolation gives NaN), and a point strictly short of an infinite upper neighbour is infinite
+    # (b - inf (1 - t) gives NaN from t = 0.5 on); finite data keep numpy's numbers bit for bit
+    return np.where(a == b, a, np.where(np.isposinf(b) & (t > 0), b, out))
 
 
 def mean_ses(per_path: np.ndarray, set_size: int = 1) -> np.ndarray:

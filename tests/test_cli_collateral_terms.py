@@ -57,5 +57,8 @@ def test_the_memo_and_the_text_say_the_drivers_run_on_fewer_paths(portfolio_csv,
                          "--project", "PRJ-A", "--paths", "2048", "-o", memo)
     assert code == 0, err
     assert "on 2,000 paths, fewer than the headline's 2,048: the full model row is that run's own value" in out
+    # the value's parameter sd with its 95 % interval in brackets
+    line = next(ln for ln in out.splitlines() if ln.startswith("Value today"))
+    assert re.search(r"parameter sd (not resolved|[\d,]+) \[[\d,]+–[\d,]+\]; 95% CI", line), line
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", memo.read_text(encoding="utf-8")))
     assert "its own engine run on 2,000 paths (attribution_paths) against the headline's 2,048" in text

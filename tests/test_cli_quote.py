@@ -1,6 +1,7 @@
 """``carbon-risk quote`` and ``carbon-risk price-layer``: outputs, exit codes, one-line errors."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ def test_quote_table_json_and_slip(portfolio_csv, tmp_path, capsys):
     # the pure premium's Monte Carlo error and, apart, its spread from the uncertain parameters
     line = next(ln for ln in out.splitlines() if ln.startswith("Pure premium"))
     assert "MC s.e." in line and "parameter sd" in line
+    assert re.search(r"parameter sd (not resolved|[\d,.]+) \[[\d,.]+–[\d,.]+\]\)", line), line  # its 95 % interval
     slip = tmp_path / "slip.html"
     code, out, err = _run(["quote", "-p", portfolio_csv, "--paths", "64", "--cover", "sink-index", "--price", "35",
                            "--index-error", "normal", "--loading", "wang", "--lambda", "0.3", "--format", "json",

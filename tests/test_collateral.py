@@ -52,8 +52,9 @@ def test_deterministic_value_equals_analytic_present_value(portfolio, params):
         pv += credits * 60.0 / 1.05**end
     assert v.value_today["value_cny"] == pytest.approx(pv, rel=1e-9)
     assert v.value_today["mc_se_cny"] == pytest.approx(0.0, abs=1e-6 * pv)
-    # nothing drawn: no parameter sd at all (None), not an estimate of 0
+    # nothing drawn: no parameter sd at all (None), not an estimate of 0, and no interval of it
     assert v.value_today["parameter_sd_cny"] is None
+    assert v.value_today["parameter_sd_ci95_low_cny"] is None and v.value_today["parameter_sd_ci95_high_cny"] is None
     # the yield curves are net of background mortality: reporting it leaves the credits, and so the value, as they are
     mort = value_collateral(portfolio, params, terms, paths=64, seed=3, attribution=False, sensitivities=False,
                             price_model_set=_flat_prices(60.0), issuance_risk=IssuanceRisk.none(),
@@ -629,8 +630,44 @@ def test_a_valuation_with_no_parameter_drawn_reports_no_parameter_sd(portfolio, 
     b = value_collateral(portfolio, params, terms, switches=SimulationSwitches(parameter_uncertainty=False),
                          **kw).value_today
     assert a["parameter_sd_cny"] is None and a == b
+    assert a["parameter_sd_ci95_low_cny"] is None and a["parameter_sd_ci95_high_cny"] is None
     with_draws = value_collateral(portfolio, params, terms, **kw).value_today
     assert with_draws["parameter_sd_cny"] is not None
+    assert with_draws["parameter_sd_ci95_low_cny"] <= with_draws["parameter_sd_cny"] \
+        <= with_draws["parameter_sd_ci95_high_cny"]
+
+
+def test_the_values_parameter_sd_carries_its_interval_from_the_same_moments(portfolio, params, monkeypatch):
+    """value_today.parameter_sd_ci95_low_cny / _high_cny: the MLS interval of the mean squares of the per-path
+    present values the value is the mean of (caught on their way to nested_moments), by hand: a wrong array or
+    swapped ends fail."""
+    import finance_engine.collateral as col
+    from finance_engine.simulation.summary import nested_moments, parameter_sd_interval
+
+    seen = []
+
+    def spy(x, set_size, parameter_uncertainty, antithetic=False):
+        seen.append((np.array(x, copy=True), set_size, parameter_uncertainty, antithetic))
+        return nested_moments(x, set_size, parameter_uncertainty, antithetic=antithetic)
+
+    monkeypatch.setattr(col, "nested_moments", spy)
+    terms = LoanTerms(amount_cny=50_000, term_years=3, interest_rate=0.04, crediting_horizon_years=6)
+    vt = value_collateral(portfolio, params, terms, paths=128, seed=5, attribution=False,
+                          sensitivities=False).value_today
+    pv, m, on, anti = next(s for s in seen if s[0].shape == (128, 1))
+    assert on and m > 1 and pv.mean() == pytest.approx(vt["value_cny"], rel=1e-12)  # the paths valued
+    # antithetic price pairs (the default with an even set size): the variance is split on the pair means,
+    # sets of m / 2 of them (a mirrored pair's price shocks cancel in a set's mean, not in single paths' spread)
+    assert anti and m % 2 == 0
+    units, k = pv[:, 0].reshape(-1, 2).mean(axis=1), m // 2
+    g = units.size // k
+    sets = units.reshape(g, k)
+    msb, msw = k * sets.mean(axis=1).var(ddof=1), sets.var(axis=1, ddof=1).mean()
+    lo, hi = (float(v) for v in parameter_sd_interval(np.array(msb), np.array(msw), g, k))
+    assert vt["parameter_sd_cny"] == pytest.approx(np.sqrt(max(0.0, (msb - msw) / k)), rel=1e-9, abs=1e-9)
+    assert vt["parameter_sd_ci95_low_cny"] == pytest.approx(lo, rel=1e-9, abs=1e-9)
+    assert vt["parameter_sd_ci95_high_cny"] == pytest.approx(hi, rel=1e-9)
+    assert 0 <= lo <= vt["parameter_sd_cny"] <= hi and lo < hi
 
 
 def test_antithetic_price_pairs_are_mirror_images_and_keep_the_errors_honest(portfolio, params):

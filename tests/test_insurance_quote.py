@@ -207,6 +207,43 @@ def test_pure_premium_error_over_path_means_when_a_paths_years_are_correlated():
     assert q.premium["parameter_sd_cny"] is None
 
 
+def test_the_pure_premiums_parameter_sd_carries_its_interval_from_the_path_means():
+    """premium.parameter_sd_ci95_low_cny / _high_cny: the MLS interval of the mean squares of the paths' mean annual
+    payouts over parameter sets, by hand (a wrong array or swapped ends fail); none without sets; 0 to 0 for a
+    premium that does not vary."""
+    from finance_engine.simulation.summary import parameter_sd_interval
+
+    rng = np.random.default_rng(11)
+    paths, years, m = 400, 3, 8
+    x = _frailty_sample(rng, paths, years, m)
+    p = _quote(_cover(x), loading=NONE, paths_years=(paths, years), parameter_set_size=m).premium
+    g = paths // m
+    sets = x.reshape(paths, years).mean(axis=1).reshape(g, m)  # path means, in their parameter sets
+    msb, msw = m * sets.mean(axis=1).var(ddof=1), sets.var(axis=1, ddof=1).mean()
+    lo, hi = (float(v) for v in parameter_sd_interval(np.array(msb), np.array(msw), g, m))
+    assert p["parameter_sd_cny"] == pytest.approx(math.sqrt(max(0.0, (msb - msw) / m)), rel=1e-12)
+    assert p["parameter_sd_ci95_low_cny"] == pytest.approx(lo, rel=1e-12)
+    assert p["parameter_sd_ci95_high_cny"] == pytest.approx(hi, rel=1e-12)
+    assert 0 < lo < p["parameter_sd_cny"] < hi  # a real spread (the sets' loss rates differ)
+    # the interval of the annual payouts' own years (not the path means) would differ
+    ys = x.reshape(g, m * years)
+    lo_y, _ = parameter_sd_interval(np.array(m * years * ys.mean(axis=1).var(ddof=1)),
+                                    np.array(ys.var(axis=1, ddof=1).mean()), g, m * years)
+    assert float(lo_y) != pytest.approx(lo, rel=1e-6)
+    # paths that share no parameter draw: no parameter sd, so no interval
+    one = _quote(_cover(x), loading=NONE, paths_years=(paths, years), parameter_set_size=1).premium
+    assert one["parameter_sd_cny"] is None
+    assert one["parameter_sd_ci95_low_cny"] is None and one["parameter_sd_ci95_high_cny"] is None
+    # years taken as independent (no paths_years): none either
+    iid = _quote(_cover(x), loading=NONE).premium
+    assert iid["parameter_sd_cny"] is None and iid["parameter_sd_ci95_high_cny"] is None
+    # no payout on any path: the premium does not vary, its sd and interval are exactly 0
+    zero = _quote(_cover(np.zeros(paths * years)), loading=NONE, paths_years=(paths, years),
+                  parameter_set_size=m).premium
+    assert (zero["parameter_sd_cny"], zero["parameter_sd_ci95_low_cny"], zero["parameter_sd_ci95_high_cny"]) == \
+           (0.0, 0.0, 0.0)
+
+
 # ---- finding 10: layer errors over parameter sets; payout AAL errors; price floor steps ------------
 def test_layer_loss_error_counts_parameter_sets():
     rng = np.random.default_rng(5)

@@ -224,6 +224,23 @@ def test_linear_quantiles_of_the_smallest_values_of_each_row():
     assert linear_quantiles(one, ps, n_valid=1).tolist() == [3.0] * len(ps)
 
 
+def test_a_quantile_between_two_infinite_values_is_infinite_without_a_warning():
+    """An LTV is +inf on a path worth nothing: a quantile that falls between two such paths, or short of one,
+    is +inf (numpy's interpolation gives NaN and warns "invalid value encountered in subtract"); finite ones
+    are unchanged."""
+    import warnings
+
+    from finance_engine.mc_error import linear_quantiles
+
+    x = np.array([0.5, 0.7, np.inf, np.inf, np.inf, 0.2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = linear_quantiles(x, (0.1, 0.5, 0.95))
+        padded = linear_quantiles(np.append(x, [np.inf] * 3), (0.5, 0.95), n_valid=6)
+    assert got[0] == np.quantile(x[np.isfinite(x)].tolist() + [np.inf] * 3, 0.1) and np.isinf(got[1:]).all()
+    assert np.isinf(padded).all()
+
+
 def test_mean_ses_is_mean_se_of_each_row():
     from finance_engine.mc_error import mean_se, mean_ses
 

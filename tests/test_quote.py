@@ -156,6 +156,22 @@ def test_stock_loss_quote_on_the_engine(run, small_portfolio_module, params_modu
     assert q.premium["pure_premium_cny"] == pytest.approx(60.0 * loss.mean(), rel=1e-9)
     assert sum(r["payout_aal_cny"] for r in q.aal_by_peril) == pytest.approx(q.premium["pure_premium_cny"])
     assert sum(r["aal_cny"] for r in q.aal_by_level) == pytest.approx(q.premium["pure_premium_cny"], rel=1e-9)
+    # the pure premium's parameter sd and its 95 % interval: of the paths' payouts over the run's parameter sets
+    from finance_engine.simulation.summary import nested_moments, parameter_sd_interval
+    from models.dynamics import recorded_set_size
+
+    m = recorded_set_size(run.provenance["switches"])
+    x = 60.0 * loss  # one year a path
+    g = x.size // m
+    sets = x[:g * m].reshape(g, m)
+    lo, hi = parameter_sd_interval(m * sets.mean(axis=1).var(ddof=1), sets.var(axis=1, ddof=1).mean(), g, m)
+    p = q.premium
+    assert m > 1 and p["parameter_sd_ci95_low_cny"] == pytest.approx(float(lo), rel=1e-9, abs=1e-9)
+    assert p["parameter_sd_ci95_high_cny"] == pytest.approx(float(hi), rel=1e-9)
+    mo = nested_moments(x[:, None], m, True)
+    assert p["parameter_sd_cny"] == pytest.approx(float(mo["parameter_sd"][0]), rel=1e-9, abs=1e-9)
+    assert 0 <= p["parameter_sd_ci95_low_cny"] <= p["parameter_sd_cny"] <= p["parameter_sd_ci95_high_cny"]
+    assert p["parameter_sd_ci95_low_cny"] < p["parameter_sd_ci95_high_cny"]
     stock0 = float(run.initial_stock.query("level == 'portfolio'").stock_tco2e.iloc[0])
     assert q.exposure["sum_insured_cny"] == pytest.approx(60.0 * stock0)
     assert {"model_version", "parameter_sha256", "seed", "paths", "insurance_defaults_sha256"} <= set(q.provenance)
@@ -201,6 +217,16 @@ def test_index_and_floor_quotes_on_the_engine(run, small_portfolio_module, param
     assert 0 < qf.premium["pure_rate"] < 1
     with pytest.raises(InsuranceInputError, match="credits issued are 0"):
         quote(PriceFloorCover(60.0), small_portfolio_module, params_module, simulation=run)
+
+
+def test_a_quote_without_parameter_uncertainty_has_no_parameter_sd_nor_interval(small_portfolio_module, params_module):
+    from models.dynamics import SimulationSwitches
+
+    q = quote(StockLossCover(60.0), small_portfolio_module, params_module, paths=32, seed=4,
+              switches=SimulationSwitches(parameter_uncertainty=False))
+    p = q.to_dict()["premium"]
+    assert p["parameter_sd_cny"] is None
+    assert p["parameter_sd_ci95_low_cny"] is None and p["parameter_sd_ci95_high_cny"] is None
 
 
 def test_quote_is_reproducible_and_block_split_invariant(small_portfolio_module, params_module):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from finance_engine.reports.html import fmt_significant
+from finance_engine.reports.html import fmt_parameter_sd, fmt_significant
 from tests.conftest import make_frame
 
 
@@ -45,6 +45,12 @@ def test_the_quote_slip_shows_levels_open_ends_and_the_premiums_errors(params):
     assert "prob_attachment_mc_se" in t and "prob_exhaustion_mc_se" in t
     assert f"{100 * risk['prob_payout']:.1f}% ± {100 * risk['prob_payout_mc_se']:.1f}%" in t
     assert d["subsidy"]["note"] in t and "amount_mc_se_cny" in t  # why no subsidy, and the amounts' errors
+    # the pure premium's parameter sd with its 95 % interval in brackets
+    p = d["premium"]
+    lo, hi = p["parameter_sd_ci95_low_cny"], p["parameter_sd_ci95_high_cny"]
+    assert 0 <= lo <= p["parameter_sd_cny"] <= hi
+    assert f"in brackets its 95 % interval): growth curves, peril rates and damage scales " \
+           f"{fmt_parameter_sd(p['parameter_sd_cny'], p['pure_premium_mc_se_cny'])} [{lo:,.0f}–{hi:,.0f}]" in t
     # a parameter sd clipped at 0 (the estimate below zero) is not resolved, not zero
     d = q.to_dict()
     d["premium"]["parameter_sd_cny"] = 0.0
@@ -113,6 +119,29 @@ def test_one_rule_reads_a_clipped_parameter_sd_as_not_resolved():
     assert fmt_parameter_sd(None, 3.0) == "-" and fmt_parameter_sd(float("nan"), 3.0) == "-"
 
 
+def test_a_parameter_sd_shows_its_interval_in_brackets_and_a_table_takes_its_columns_in():
+    import pandas as pd
+
+    from finance_engine.reports.html import fmt_parameter_sd, with_parameter_sd_text
+
+    assert fmt_parameter_sd(1234.4, 50.0, ci=(500.2, 2000.0)) == "1,234 [500–2,000]"
+    assert fmt_parameter_sd(0.0, 12.5, ci=(0.0, 80.0)) == "not resolved [0–80]"  # from 0 to an upper bound
+    assert fmt_parameter_sd(0.0, 12.5, note=True, ci=(0.0, 80.0)).startswith("not resolved [0–80] (0: the spread")
+    assert fmt_parameter_sd(0.0123, 0.5, digits=None, ci=(0.001, 0.04)) == "0.0123 [0.001–0.04]"
+    for none in (None, (None, None), (float("nan"), float("nan")), (1.0, None)):  # none computed: the sd alone
+        assert fmt_parameter_sd(5.0, 1.0, ci=none) == "5"
+    df = pd.DataFrame({"metric": ["a", "b"], "mc_se": [2.0, 3.0], "parameter_sd": [10.0, 0.0],
+                       "parameter_sd_ci95_low": [4.0, 0.0], "parameter_sd_ci95_high": [20.0, 7.5],
+                       "diff_mc_se": [0.0, 1.0], "diff_parameter_sd": [0.0, 1.0],
+                       "diff_parameter_sd_ci95_low": [0.0, 0.5], "diff_parameter_sd_ci95_high": [0.0, 2.0]})
+    out, unresolved = with_parameter_sd_text(df)
+    assert list(out.columns) == ["metric", "mc_se", "parameter_sd", "diff_mc_se", "diff_parameter_sd"]
+    assert list(out.parameter_sd) == ["10 [4–20]", "not resolved [0–8]"] and unresolved
+    assert list(out.diff_parameter_sd) == ["0 [0–0]", "1 [0–2]"]
+    off, _ = with_parameter_sd_text(df, on=False)  # no parameter uncertainty: neither the sds nor their intervals
+    assert list(off.columns) == ["metric", "mc_se", "diff_mc_se"]
+
+
 def _stress(params, **switches):
     from finance_engine.stress.registry import DEMO_REGISTRY_PATH, read_registry
     from finance_engine.stress.run import StressSettings, run_stress_test
@@ -149,10 +178,21 @@ def test_the_stress_report_says_a_clipped_parameter_sd_is_not_resolved(params):
     county = hz.index[(hz.level == "county") & (hz.metric == "cumulative_loss_tco2e") & (hz.mc_se > 0)][0]
     hz.loc[county, "parameter_sd"] = 0.0
     html = render_stress_report(dataclasses.replace(r, portfolio=port, horizon=hz))
-    assert _row(html, "stock_end_tco2e_parameter_sd") == ["not resolved"]
-    assert _row(html, "cumulative_loss_tco2e_parameter_sd") == ["5.00"]
-    # the baseline against itself: no difference on any path, an exact 0 (not "not resolved")
-    assert port.at[0, "stock_end_tco2e_diff_mc_se"] == 0 and _row(html, "stock_end_tco2e_diff_parameter_sd") == ["0"]
+
+    def ci(c):  # each sd's 95 % interval, in brackets after it (the engine's, as the table has it)
+        lo, hi = port.at[0, f"{c}_ci95_low"], port.at[0, f"{c}_ci95_high"]
+        assert 0 <= lo <= hi
+        return f" [{fmt_significant(lo)}–{fmt_significant(hi)}]"
+
+    assert _row(html, "stock_end_tco2e_parameter_sd") == ["not resolved" + ci("stock_end_tco2e_parameter_sd")]
+    assert _row(html, "cumulative_loss_tco2e_parameter_sd") == ["5.00" + ci("cumulative_loss_tco2e_parameter_sd")]
+    # the baseline against itself: no difference on any path, an exact 0 (not "not resolved"), its interval 0 to 0
+    assert port.at[0, "stock_end_tco2e_diff_mc_se"] == 0
+    assert _row(html, "stock_end_tco2e_diff_parameter_sd") == ["0 [0–0]"]
+    # the intervals are in the sd's cell, not rows of their own; the county table's too
+    assert "parameter_sd_ci95" not in html and "in brackets, its own 95 % interval" in _text(html)
+    c = hz.loc[county]
+    assert f"<td>not resolved [0–{c.parameter_sd_ci95_high:,.0f}]</td>" in html or c.parameter_sd_ci95_low > 0
     t = _text(html)
     assert t.count("not resolved") == 2 + 2  # one cell and its table's footnote, twice
     assert t.count("clipped at 0 (0: the spread across parameter sets is below the Monte Carlo noise") == 2
@@ -244,10 +284,23 @@ def test_the_memo_says_a_clipped_value_sd_is_not_resolved(params):
     from finance_engine.reports.collateral_memo import render_collateral_memo
 
     v = _valuation(params, attribution=False)
-    label = "Parameter uncertainty of the value (sd, CNY)"
-    t = _text(render_collateral_memo(dataclasses.replace(v, value_today={**v.value_today, "parameter_sd_cny": 0.0})))
-    assert (f"{label}: growth curves, peril rates and damage scales not resolved (0: the spread across parameter "
-            "sets is below the Monte Carlo noise at these paths)") in t
+    label = "Parameter uncertainty of the value (sd, CNY"
+    vt = {**v.value_today, "parameter_sd_cny": 0.0, "parameter_sd_ci95_low_cny": 0.0,
+          "parameter_sd_ci95_high_cny": 1234.4}
+    t = _text(render_collateral_memo(dataclasses.replace(v, value_today=vt)))
+    # with its 95 % interval: from 0 to an upper bound
+    assert (f"{label}; in brackets its 95 % interval): growth curves, peril rates and damage scales not resolved "
+            "[0–1,234] (0: the spread across parameter sets is below the Monte Carlo noise at these paths)") in t
+    # the valuation's own sd and interval, as computed (a memo stored without the interval shows the sd alone)
+    lo, hi, sd = (v.value_today[k] for k in ("parameter_sd_ci95_low_cny", "parameter_sd_ci95_high_cny",
+                                            "parameter_sd_cny"))
+    assert sd > 0 and 0 <= lo <= sd <= hi
+    t = _text(render_collateral_memo(v))
+    assert f"damage scales {sd:,.0f} [{lo:,.0f}–{hi:,.0f}]" in t
+    old = {k: x for k, x in v.value_today.items() if "ci95_low" not in k and "ci95_high" not in k}
+    t = _text(render_collateral_memo(dataclasses.replace(v, value_today=old)))
+    assert f"{label}): growth curves, peril rates and damage scales {sd:,.0f} " in t
+    assert f"{label}; in brackets" not in t
     t = _text(render_collateral_memo(dataclasses.replace(v, value_today={**v.value_today, "parameter_sd_cny": None})))
     assert label not in t and "not resolved" not in t  # no parameter uncertainty: no row, not "not resolved"
 
@@ -281,10 +334,12 @@ def test_the_slip_reads_an_exact_zero_sd_as_zero(params):
 
     pf = validate_frame(make_frame(60, seed=4), params, source="slip")
     d = quote(StockLossCover(60.0), pf, params, paths=64, seed=3).to_dict()
-    label = "Parameter uncertainty of the pure premium (sd, CNY): growth curves, peril rates and damage scales"
-    # no payout on any path: the premium does not vary, and its parameter sd is an exact 0
-    d["premium"].update(parameter_sd_cny=0.0, pure_premium_mc_se_cny=0.0)
-    assert f"{label} 0 " in _text(render_quote_slip(d))
+    label = "Parameter uncertainty of the pure premium (sd, CNY; in brackets its 95 % interval): growth curves, " \
+            "peril rates and damage scales"
+    # no payout on any path: the premium does not vary, and its parameter sd is an exact 0, its interval 0 to 0
+    d["premium"].update(parameter_sd_cny=0.0, pure_premium_mc_se_cny=0.0, parameter_sd_ci95_low_cny=0.0,
+                        parameter_sd_ci95_high_cny=0.0)
+    assert f"{label} 0 [0–0] " in _text(render_quote_slip(d))
 
 
 def test_the_memo_says_its_drivers_run_on_fewer_paths_than_the_headline(params):

@@ -56,6 +56,23 @@ def test_headline_says_not_resolved_and_nothing_without_parameter_uncertainty():
     assert not off.drop(columns="figure").apply(lambda c: c.str.contains("param sd")).to_numpy().any()
 
 
+def test_headline_gives_each_param_sd_its_interval():
+    """The portfolio table's <figure>_parameter_sd_ci95_low / _high follow the sd in brackets (as the accounts'
+    terminal table shows them); a result without them, or with an end not computed, shows the sd alone."""
+    pf = _portfolio(0.0, 25.0, 150.0, 50.0).assign(
+        cumulative_loss_tco2e_parameter_sd_ci95_low=[0.0, 60.0],
+        cumulative_loss_tco2e_parameter_sd_ci95_high=[80.0, math.nan],
+        cumulative_loss_tco2e_diff_parameter_sd_ci95_low=[0.0, 90.5],
+        cumulative_loss_tco2e_diff_parameter_sd_ci95_high=[0.0, 310.0])
+    h = _headline(pf).set_index("figure")
+    assert h.loc["loss_tco2e", "baseline"] == "100 ± 25.00, param sd not resolved [0, 80.00]"
+    assert h.loc["loss_tco2e", "ice"] == "900 ± 50.00, param sd 150"  # the upper end not computed
+    assert h.loc["loss_tco2e vs baseline", "baseline"] == "0 ± 0, param sd 0 [0, 0]"
+    assert h.loc["loss_tco2e vs baseline", "ice"] == "800 ± 40.00, param sd 150 [90.50, 310]"
+    off = _headline(pf, parameter_uncertainty=False)
+    assert not off.drop(columns="figure").apply(lambda c: c.str.contains(r"param sd|\[", regex=True)).to_numpy().any()
+
+
 def test_stress_cli_prints_not_resolved_and_its_footnote(tmp_path, capsys, monkeypatch):
     """End to end: the engine's clipped 0 (forced here for the baseline's loss) reads not resolved, with the
     report's footnote."""

@@ -493,8 +493,16 @@ def test_the_parameter_spread_is_its_own_line_beside_the_monte_carlo_error(pf, p
     row = on.portfolio.set_index("scenario").loc["severe_fire_weather"]
     assert row["stock_end_tco2e_parameter_sd"] == h.loc[("severe_fire_weather", "stock_end_tco2e"), "parameter_sd"]
     assert row["cumulative_loss_tco2e_diff_parameter_sd"] >= 0
+    # each parameter sd has its 95 % interval beside it, the summary row's from the horizon row's
+    for k in ("parameter_sd_ci95_low", "parameter_sd_ci95_high", "diff_parameter_sd_ci95_low",
+              "diff_parameter_sd_ci95_high"):
+        assert row[f"stock_end_tco2e_{k}"] == h.loc[("severe_fire_weather", "stock_end_tco2e"), k], k
+        assert row[f"cumulative_loss_tco2e_{k}"] == h.loc[("severe_fire_weather", "cumulative_loss_tco2e"), k], k
     # without parameter uncertainty every path is independent: no parameter spread at all
     assert (off.horizon.parameter_sd == 0).all() and (off.horizon.diff_parameter_sd == 0).all()
+    for table in (off.horizon, off.by_year, off.portfolio):  # and its interval is 0 to 0
+        ci = [c for c in table.columns if "parameter_sd_ci95" in c]
+        assert len(ci) == (4 if table is not off.portfolio else 4 * 7) and (table[ci] == 0).all().all()
     # and the provenance says so, so a reader tells these zeros from a clipped estimate
     assert on.provenance["switches"]["parameter_uncertainty"] is True
     assert off.provenance["switches"]["parameter_uncertainty"] is False
@@ -534,3 +542,70 @@ def test_the_compulsory_insurance_lever_is_subsidised_as_policy_insurance(pf, pa
     assert premium > 0
     subsidy = sum(v for k, v in split_premium(premium, "commercial_forest").amounts.items() if k != "insured")
     assert comp["budget_expected_annual_cny"] == pytest.approx(subsidy, rel=1e-9)
+
+
+def test_the_stress_tables_give_each_parameter_sd_its_interval_from_the_same_mean_squares(pf, params):
+    """compare_runs' parameter_sd_ci95_low / _high (and diff_...) are the MLS interval of the mean squares of the
+    scenario's per-path values (of the paired differences for diff_), computed here by hand: a wrong array or a
+    swapped end fails."""
+    from finance_engine.simulation.summary import parameter_sd_interval
+    from finance_engine.stress.run import compare_runs, metric_paths
+
+    st = StressSettings(years=3, paths=48, seed=5, levels=("portfolio", "county"))
+    sw = st.switches
+    m = sw.parameter_set_size
+    assert sw.draws_parameters and m > 1 and st.paths % m == 0
+    g = st.paths // m
+    base = run_scenario(pf, params, load_scenario("baseline"), st)
+    scen = run_scenario(pf, params, load_scenario("severe_fire_weather"), st)
+    by_year, horizon = compare_runs(base, scen, st.levels, st.years, st.start_year, sw)
+    cols = ("parameter_sd_ci95_low", "parameter_sd_ci95_high", "diff_parameter_sd_ci95_low",
+            "diff_parameter_sd_ci95_high")
+    for table in (by_year, horizon):
+        assert set(cols) <= set(table.columns)
+        for p in ("", "diff_"):  # low <= sd <= high, ends finite and at least 0
+            lo, sd, hi = (table[f"{p}parameter_sd{e}"].to_numpy() for e in ("_ci95_low", "", "_ci95_high"))
+            assert np.isfinite(lo).all() and np.isfinite(hi).all() and (lo >= 0).all()
+            assert (lo <= sd * (1 + 1e-12)).all() and (sd <= hi * (1 + 1e-12)).all()
+            assert (hi > lo).any()
+
+    def by_hand(x):
+        """The interval from the one-way mean squares of x (paths first) over sets of m consecutive paths."""
+        sets = x.reshape(g, m, *x.shape[1:])
+        msb = m * sets.mean(axis=1).var(axis=0, ddof=1)
+        msw = sets.var(axis=1, ddof=1).mean(axis=0)
+        return parameter_sd_interval(msb, msw, g, m)
+
+    for lv in st.levels:
+        xs = metric_paths(scen, lv, st.years)["loss_tco2e"]   # (years, paths, groups)
+        d = xs - metric_paths(base, lv, st.years)["loss_tco2e"]
+        rows = by_year[(by_year.level == lv) & (by_year.metric == "loss_tco2e")]  # year-major, then group
+        for x, p in ((xs, ""), (d, "diff_")):
+            lo, hi = by_hand(np.moveaxis(x, 1, 0))            # (years, groups)
+            np.testing.assert_allclose(rows[f"{p}parameter_sd_ci95_low"], lo.ravel(), rtol=1e-12, atol=0)
+            np.testing.assert_allclose(rows[f"{p}parameter_sd_ci95_high"], hi.ravel(), rtol=1e-12, atol=0)
+        h = horizon[(horizon.level == lv) & (horizon.metric == "cumulative_loss_tco2e")]
+        for x, p in ((xs.sum(axis=0), ""), (d.sum(axis=0), "diff_")):  # (paths, groups): summed over the years
+            lo, hi = by_hand(x)
+            assert (hi > lo).all()  # so a swapped pair cannot pass
+            np.testing.assert_allclose(h[f"{p}parameter_sd_ci95_low"], lo, rtol=1e-12, atol=0)
+            np.testing.assert_allclose(h[f"{p}parameter_sd_ci95_high"], hi, rtol=1e-12, atol=0)
+        s = metric_paths(scen, lv, st.years)["stock_tco2e"][-1]  # stock at the end
+        lo, hi = by_hand(s)
+        h = horizon[(horizon.level == lv) & (horizon.metric == "stock_end_tco2e")]
+        np.testing.assert_allclose(h.parameter_sd_ci95_low, lo, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(h.parameter_sd_ci95_high, hi, rtol=1e-12, atol=0)
+
+
+def test_a_stress_test_beyond_its_per_path_budget_is_refused_before_any_run(pf, params, monkeypatch):
+    """The stress test compares every path of its levels with the baseline's: a run whose per-path values would not
+    fit the stress budget (two runs held at once) is refused before the engine starts, naming the level and the
+    paths that would fit (it had failed after its baseline, with a KeyError in paths_of)."""
+    import finance_engine.stress.run as sr
+
+    started = []
+    monkeypatch.setattr(sr, "run_scenario", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(sr, "STRESS_PER_PATH_BUDGET_MIB", 0.05)
+    with pytest.raises(ValueError, match=r"the stress test needs every path's values at .*township.*Use at most"):
+        sr.run_stress_test(pf, params, ["ice_storm_2008"], settings=StressSettings(years=2, paths=256))
+    assert not started

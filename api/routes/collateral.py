@@ -29,6 +29,17 @@ def _numbers(d: dict) -> dict:
     return {**d, "provenance": prov}
 
 
+def _reproduces(stored, again) -> bool:
+    """Whether a re-run gives every figure the stored result holds: equal values wherever the stored result has
+    one (a field a later version added to the result, such as a parameter sd's interval or a new term at its
+    default, is new reporting, not a changed number)."""
+    if isinstance(stored, dict):
+        return isinstance(again, dict) and all(k in again and _reproduces(v, again[k]) for k, v in stored.items())
+    if isinstance(stored, list):
+        return isinstance(again, list) and len(stored) == len(again) and all(map(_reproduces, stored, again))
+    return stored == again
+
+
 @router.post("", status_code=201, response_model=FinanceResultOut, summary="Value a loan's pledged carbon",
              responses=CREATED)
 async def create_valuation(body: CollateralRequest, request: Request, who: Principal = Depends(lender)):
@@ -40,8 +51,8 @@ async def create_valuation(body: CollateralRequest, request: Request, who: Princ
     ``portfolio_id`` with ``terms``. Up to ``CRE_SYNC_MAX_CELLS`` pledged parcels x paths x crediting
     years the answer comes at once (201); larger ones, or ``mode: job``, become a job (202). Bad terms
     answer 422 naming the field."""
-    settings = request.app.state.settings
-    return await create_result(request, who, "collateral", lambda s: prepare_collateral(s, who, body, settings),
+    settings, models = request.app.state.settings, request.app.state.models
+    return await create_result(request, who, "collateral", lambda s: prepare_collateral(s, who, body, settings, models),
                                body.mode, what="pledged parcels x paths x crediting years")
 
 
@@ -96,7 +107,7 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
     if content is None:
         async def render() -> bool:
             html, again = await state.compute.run(task_collateral_memo, pf_ref(pf), row.request)
-            if _numbers(again) != _numbers(row.result):
+            if not _reproduces(_numbers(row.result), _numbers(again)):
                 raise ApiProblem(409, "this code version does not reproduce the stored valuation; the memo is not "
                                       "rendered", kind="conflict")
 

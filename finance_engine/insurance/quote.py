@@ -412,16 +412,28 @@ class _Design:
         ``paths_years``, else the path means in sets of ``set_size``. Kept apart on purpose: a single
         independent year gives 0 (as :func:`~finance_engine.insurance.risk_measures.aal`'s error and the
         quote's ``sd_annual_payout_cny``), a single path NaN (unknown); and the parameter sd comes too."""
+        se, psd, _ = self.mean_se_and_parameter_sd(x)
+        return se, psd
+
+    def mean_se_and_parameter_sd(self, x: np.ndarray
+                                 ) -> tuple[float, float | None, tuple[float | None, float | None]]:
+        """:meth:`mean_se` and the parameter sd's 95 % interval ``(low, high)`` from the same
+        :func:`~finance_engine.simulation.summary.nested_moments` of the path means (its
+        ``parameter_sd_ci95_low`` / ``_high``): ``(None, None)`` where the parameter sd is None, an end None
+        where it is not finite."""
         x = np.asarray(x, dtype=np.float64)
         if self.paths_years is None:
-            return (mean_se(x) if x.size > 1 else 0.0), None
+            return (mean_se(x) if x.size > 1 else 0.0), None, (None, None)
         pm = x.reshape(self.paths, self.years).mean(axis=1)
         se = mean_se(pm, self.set_size)
-        psd = None
+        psd, ci = None, (None, None)
         if self.set_size > 1:
-            sd = float(nested_moments(pm[:, None], self.set_size, True)["parameter_sd"][0])
+            mo = nested_moments(pm[:, None], self.set_size, True)
+            sd = float(mo["parameter_sd"][0])
             psd = sd if math.isfinite(sd) else None
-        return (se if math.isfinite(se) else math.nan), psd   # one path: unknown
+            if psd is not None:
+                ci = tuple(_se(mo[k][0]) for k in ("parameter_sd_ci95_low", "parameter_sd_ci95_high"))
+        return (se if math.isfinite(se) else math.nan), psd, ci   # one path: unknown
 
 
 
@@ -747,7 +759,7 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         return err.get(key) if reestimated else _se(design.mean_se(per_year)[0])
 
     prem, gp = _premium_of(annual, loading)
-    se_units, psd = design.mean_se(annual)
+    se_units, psd, (psd_low, psd_high) = design.mean_se_and_parameter_sd(annual)
     se = err.get("pure") if reestimated else se_units
     t_mean = design.t if reestimated else design.mean_t
     t = design.t
@@ -770,6 +782,8 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         "pure_premium_cny": a.mean, "pure_premium_mc_se_cny": se,
         "pure_premium_ci95_cny": ci(a.mean, se, t_mean),
         "pure_premium_iid_se_cny": a.se, "parameter_sd_cny": psd,
+        # its 95 % interval (None with the sd; 0 is its lower end where the sd is clipped at 0)
+        "parameter_sd_ci95_low_cny": psd_low, "parameter_sd_ci95_high_cny": psd_high,
         "sd_annual_payout_cny": float(annual.std(ddof=1)) if n > 1 else 0.0,
         "risk_load_cny": gp.risk_load, "risk_load_mc_se_cny": err.get("risk_load"),
         "risk_loaded_premium_cny": a.mean + gp.risk_load, "risk_loaded_premium_mc_se_cny": err.get("risk_loaded"),
@@ -978,6 +992,12 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     levels = ("portfolio",) + ((account_level,) if account_level and account_level != "portfolio" else ())
     res = simulation
     if res is None:
+        from finance_engine.simulation.engine import require_per_path
+
+        try:  # the quote reads every path of its levels (an account level beyond the per-path budget has none)
+            require_per_path(portfolio, params, levels, years, paths, switches=switches, what="the quote")
+        except ValueError as exc:
+            raise InsuranceInputError(str(exc)) from None
         res = simulate(portfolio, params, years=years, paths=paths, seed=seed, levels=levels,
                        loss_table_level="portfolio" if isinstance(cover, StockLossCover) else None,
                        switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote",

@@ -76,27 +76,54 @@ def parameter_sd_resolved(sd: Any, mc_se: Any = None) -> bool:
     return _finite(mc_se) and mc_se == 0
 
 
-def fmt_parameter_sd(sd: Any, mc_se: Any = None, digits: int | None = 0, note: bool = False) -> str:
+#: the suffixes of a parameter sd's 95 % interval columns (``<figure>_parameter_sd_ci95_low`` / ``_high``)
+PARAMETER_SD_CI_SUFFIXES = ("_ci95_low", "_ci95_high")
+
+
+def fmt_parameter_sd_interval(ci: Any, digits: int | None = 0) -> str:
+    """A parameter sd's 95 % interval ``(low, high)`` as the reports append it to the sd, `` [low–high]``
+    (as the dashboard's ``psd_ci``); empty where either end is missing or not finite (none was computed)."""
+    try:
+        low, high = ci
+    except (TypeError, ValueError):
+        return ""
+    low, high = (float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None for x in (low, high))
+    if not (_finite(low) and _finite(high)):
+        return ""
+    f = fmt_significant if digits is None else (lambda x: fmt_number(x, digits))
+    return f" [{f(low)}–{f(high)}]"
+
+
+def fmt_parameter_sd(sd: Any, mc_se: Any = None, digits: int | None = 0, note: bool = False, ci: Any = None) -> str:
     """A parameter sd as the reports show it: ``not resolved`` (with ``note``: and why) for a clipped 0
-    (:func:`parameter_sd_resolved`), else the number (``digits=None``: by its size, :func:`fmt_significant`).
-    The caller leaves out a run without parameter uncertainty (its sd is None)."""
+    (:func:`parameter_sd_resolved`), else the number (``digits=None``: by its size, :func:`fmt_significant`),
+    followed by its 95 % interval ``ci`` = ``(low, high)`` where given (:func:`fmt_parameter_sd_interval`: a
+    clipped 0 reads ``not resolved [0–high]``, the upper end bounding the spread). The caller leaves out a run
+    without parameter uncertainty (its sd is None)."""
+    interval = fmt_parameter_sd_interval(ci, digits)
     if not parameter_sd_resolved(sd, mc_se):
-        return f"{NOT_RESOLVED} ({NOT_RESOLVED_NOTE})" if note else NOT_RESOLVED
-    return fmt_significant(sd) if digits is None else fmt_number(sd, digits)
+        return f"{NOT_RESOLVED}{interval} ({NOT_RESOLVED_NOTE})" if note else f"{NOT_RESOLVED}{interval}"
+    return (fmt_significant(sd) if digits is None else fmt_number(sd, digits)) + interval
 
 
 def with_parameter_sd_text(df: pd.DataFrame, on: bool = True, digits: int | None = 0) -> tuple[pd.DataFrame, bool]:
     """``df`` with each ``*parameter_sd`` column as text (:func:`fmt_parameter_sd` against the column's Monte
-    Carlo error, the same name with ``mc_se``); with parameter uncertainty off (``on`` False) those columns
-    are left out (the engine fills them with zeros). Returns the table and whether a cell reads not resolved."""
+    Carlo error, the same name with ``mc_se``, and with its 95 % interval where the table has it: the columns
+    ``<column>_ci95_low`` / ``_high``, which the text takes in and which are then left out); with parameter
+    uncertainty off (``on`` False) those columns are left out, intervals and all (the engine fills them with
+    zeros). Returns the table and whether a cell reads not resolved."""
     cols = [c for c in df.columns if str(c).endswith("parameter_sd")]
+    ci_cols = {c: [f"{c}{s}" for s in PARAMETER_SD_CI_SUFFIXES] for c in cols
+               if all(f"{c}{s}" in df.columns for s in PARAMETER_SD_CI_SUFFIXES)}
+    dropped = [x for pair in ci_cols.values() for x in pair]
     if not on:
-        return df.drop(columns=cols), False
-    out, unresolved = df.copy(), False
+        return df.drop(columns=cols + dropped), False
+    out, unresolved = df.drop(columns=dropped), False
     for c in cols:
         se_col = str(c)[:-len("parameter_sd")] + "mc_se"
         se = df[se_col] if se_col in df.columns else pd.Series(None, index=df.index, dtype=object)
-        out[c] = [fmt_parameter_sd(v, e, digits) for v, e in zip(df[c], se)]
+        ci = zip(*(df[x] for x in ci_cols[c])) if c in ci_cols else (None for _ in range(len(df)))
+        out[c] = [fmt_parameter_sd(v, e, digits, ci=i) for v, e, i in zip(df[c], se, ci)]
         unresolved = unresolved or any(not parameter_sd_resolved(v, e) for v, e in zip(df[c], se))
     return out, unresolved
 
@@ -121,4 +148,5 @@ def render(template: str, **context: Any) -> str:
     _env.filters["pct"] = lambda v, d=1: "-" if v is None else f"{100 * v:.{d}f}%"
     _env.filters["end"] = lambda v, d=0: "open" if v is None or v != v else fmt_number(v, d)  # an interval's end
     _env.filters["psd"] = fmt_parameter_sd  # {{ sd | psd(mc_se, note=True) }}: a clipped 0 reads not resolved
+    _env.filters["psd_ci"] = fmt_parameter_sd_interval  # {{ (low, high) | psd_ci }}: " [low–high]", "" if none
     return _env.get_template(template).render(**context)

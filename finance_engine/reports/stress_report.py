@@ -55,15 +55,18 @@ def _by_metric(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
     """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
-    # every figure with its Monte Carlo error; a parameter sd clipped at 0 reads not resolved, and a run
-    # without parameter uncertainty shows none (the engine reports zeros for it)
+    # every figure with its Monte Carlo error; a parameter sd with its 95 % interval ("sd [low–high]"), a sd
+    # clipped at 0 reads not resolved, and a run without parameter uncertainty shows none (the engine reports
+    # zeros for it)
     on = bool(r.settings.switches.parameter_uncertainty)
     portfolio, port_unresolved = with_parameter_sd_text(r.portfolio, on=on, digits=None)
     county = r.horizon[(r.horizon.level == "county") & (r.horizon.metric.isin(
         ["cumulative_loss_tco2e", "cumulative_sink_tco2e", "cumulative_loss_value_cny"]))]
+    ci = [c for c in ("parameter_sd_ci95_low", "parameter_sd_ci95_high", "diff_parameter_sd_ci95_low",
+                      "diff_parameter_sd_ci95_high") if c in county.columns]  # a result stored before: without
     county, county_unresolved = with_parameter_sd_text(
         county[["scenario", "group", "metric", "mean", "mc_se", "parameter_sd", "diff_mean", "diff_mc_se",
-                "diff_parameter_sd"]], on=on)
+                "diff_parameter_sd", *ci]], on=on)
     return render(
         "stress_report.html", title=f"Stress test — {title_suffix}", title_suffix=title_suffix, r=r,
         parameter_uncertainty=on,

@@ -68,6 +68,12 @@ class LoanEntry(_Strict):
     def _one_target(self) -> "LoanEntry":
         if (self.project_id is None) == (self.parcel_ids is None):
             raise ValueError("give exactly one of project_id or parcel_ids")
+        own = [k for k in ("crediting_start_year", "crediting_period_years") if getattr(self.terms, k) is not None]
+        if own:
+            # the stress test values every loan on its city run's credits, issued under one set of rules
+            raise ValueError(f"terms.{own[0]}: the stress test credits every project under the parameter file's "
+                             f"crediting rules; value a loan with its own crediting start or period alone "
+                             f"(carbon-risk collateral)")
         return self
 
 

@@ -45,6 +45,7 @@ from finance_engine.loan_terms import effective_maturity_years
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import Progress, RunsProgress, simulate  # RunsProgress: re-exported
+from finance_engine.simulation.engine import require_per_path
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
                                               start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
@@ -61,6 +62,10 @@ REPORT_METRICS: tuple[str, ...] = ("stock_tco2e", "sink_tco2e", "credits_issued_
 VALUE_METRICS: dict[str, str] = {"stock_value_cny": "stock_tco2e", "credits_value_cny": "credits_issued_tco2e",
                                  "loss_value_cny": "loss_tco2e"}
 FOOTPRINT_PERILS: tuple[str, ...] = ("fire", "typhoon", "ice_storm")
+#: the per-path values (MiB) a stress test may hold: its baseline's and one scenario's, every path of each of its
+#: levels for the paired differences (the engine's own default budget, 768 MiB a run, would refuse the demo's
+#: township level at 1,000 paths over a 30-year loan horizon, which needs about 540 MiB a run)
+STRESS_PER_PATH_BUDGET_MIB = 4096
 MAX_FOOTPRINT_PATHS = 512
 
 
@@ -137,7 +142,8 @@ def run_scenario(portfolio: Portfolio, params: ModelParameters, scenario: Stress
                    scenario=scenario.name, levels=levels, carbon_method=settings.carbon_method,
                    switches=settings.switches, modifiers=scenario.modifiers(settings.start_year),
                    start_year=settings.start_year, loss_table_level=loss_table_level, workers=workers,
-                   chunk_paths=chunk_paths, progress=progress, keep_paths=True)
+                   chunk_paths=chunk_paths, progress=progress, keep_paths=True,
+                   per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB / 2)
     prices = scenario_prices(scenario, pms, settings.paths, H, settings.seed, start_year=settings.start_year,
                              model=settings.price_model)
     return ScenarioRun(scenario, res, prices, H)
@@ -159,8 +165,15 @@ def metric_paths(run: ScenarioRun, level: str, years: int) -> dict[str, np.ndarr
 # ---------------------------------------------------------------------------------------------
 # Paired comparison
 # ---------------------------------------------------------------------------------------------
+#: the parameter sd's interval as :func:`nested_moments` names it (the tables' columns), and the columns of the
+#: paired difference's
+_PSD_CI = ("parameter_sd_ci95_low", "parameter_sd_ci95_high")
+_DIFF_PSD_CI = ("diff_parameter_sd_ci95_low", "diff_parameter_sd_ci95_high")
+
+
 def _moments(x: np.ndarray, sw: SimulationSwitches) -> dict[str, np.ndarray]:
-    """Mean, MC standard error and parameter sd over the path axis (axis 1 of (years, paths, groups))."""
+    """Mean, MC standard error and parameter sd with its 95 % interval over the path axis (axis 1 of (years,
+    paths, groups))."""
     return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.draws_parameters)
 
 
@@ -168,12 +181,22 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                  switches: SimulationSwitches) -> tuple[pd.DataFrame, pd.DataFrame]:
     """By-year and whole-horizon tables of scenario, baseline and paired difference.
 
-    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, parameter_sd, p01, p05,
-    p50, p95, p99 (quantiles of the scenario's value over paths), baseline_mean, diff_mean, diff_mc_se,
-    diff_parameter_sd, diff_p05, diff_p95 (horizon only). ``mc_se`` is the Monte Carlo error of the mean
-    (more paths narrow it), ``parameter_sd`` the spread from the uncertain growth and peril parameters
-    (better data would narrow it); for the difference, how much the scenario's effect itself depends on them. Each quantile ``q`` has its 95 % order-statistic interval ``q_ci_low`` ..
-    ``q_ci_high``. Horizon: flows summed over the years, stock at the end.
+    Columns: scenario, level, group, metric, [year, calendar_year], mean, mc_se, parameter_sd,
+    parameter_sd_ci95_low, parameter_sd_ci95_high, p01, p05, p50, p95, p99 (quantiles of the scenario's value
+    over paths), baseline_mean, diff_mean, diff_mc_se, diff_parameter_sd, diff_parameter_sd_ci95_low,
+    diff_parameter_sd_ci95_high, diff_p05, diff_p95 (horizon only). ``mc_se`` is the Monte Carlo error of the
+    mean (more paths narrow it), ``parameter_sd`` the spread from the uncertain growth and peril parameters
+    (better data would narrow it); for the difference, how much the scenario's effect itself depends on them.
+    Each parameter sd comes with its 95 % interval ``*_ci95_low`` .. ``*_ci95_high``
+    (:func:`finance_engine.simulation.summary.parameter_sd_interval`, from the same mean squares: 0 to 0
+    without parameter uncertainty, NaN with fewer than two sets of at least two paths); a clipped 0 (*not
+    resolved*) has 0 as its lower end and the upper end bounds it. Each quantile ``q`` has its 95 %
+    order-statistic interval ``q_ci_low`` .. ``q_ci_high``. Horizon: flows summed over the years, stock at
+    the end.
+
+    The by-year table carries the intervals too: their 4 columns add 14 % to its 28 (a stress workbook's cells,
+    which the by-year sheet dominates, grow by about as much: 14 % on the demo portfolio's three levels), within
+    the 20 % the workbook's size was allowed to grow for them.
     """
     qs = (0.01, 0.05, 0.50, 0.95, 0.99)
     qnames = ("p01", "p05", "p50", "p95", "p99")
@@ -194,10 +217,12 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
                 "scenario": scen.scenario.name, "level": lv, "group": labels[gg.ravel()], "metric": m,
                 "year": yy.ravel() + 1, "calendar_year": start_year + yy.ravel(),
                 "mean": ms["mean"].ravel(), "mc_se": ms["mc_se"].ravel(), "parameter_sd": ms["parameter_sd"].ravel(),
+                **{k: ms[k].ravel() for k in _PSD_CI},
                 **{k: v.ravel() for k, v in qy.items()},
                 "baseline_mean": mb.ravel(),
                 "diff_mean": md["mean"].ravel(), "diff_mc_se": md["mc_se"].ravel(),
-                "diff_parameter_sd": md["parameter_sd"].ravel()}))
+                "diff_parameter_sd": md["parameter_sd"].ravel(),
+                **{c: md[k].ravel() for c, k in zip(_DIFF_PSD_CI, _PSD_CI)}}))
             if m.startswith("stock"):
                 hs, hb = xs[-1:], xb[-1:]
                 name = m.replace("stock_", "stock_end_")
@@ -209,9 +234,11 @@ def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], ye
             rows_h.append(pd.DataFrame({
                 "scenario": scen.scenario.name, "level": lv, "group": labels, "metric": name,
                 "mean": ms["mean"][0], "mc_se": ms["mc_se"][0], "parameter_sd": ms["parameter_sd"][0],
+                **{k: ms[k][0] for k in _PSD_CI},
                 **quantiles_with_ci(hs[0], qs, labels=qnames, set_size=m_set),  # each (group,)
                 "baseline_mean": hb.mean(axis=1)[0],
                 "diff_mean": md["mean"][0], "diff_mc_se": md["mc_se"][0], "diff_parameter_sd": md["parameter_sd"][0],
+                **{c: md[k][0] for c, k in zip(_DIFF_PSD_CI, _PSD_CI)},
                 **quantiles_with_ci(hd[0], (0.05, 0.95), labels=("diff_p05", "diff_p95"), set_size=m_set)}))
     return pd.concat(rows_y, ignore_index=True), pd.concat(rows_h, ignore_index=True)
 
@@ -657,9 +684,13 @@ def _portfolio_row(name: str, horizon: pd.DataFrame, inst: InstrumentOutcome | N
             row[m] = float(h.at[m, "mean"])
             row[f"{m}_mc_se"] = float(h.at[m, "mc_se"])
             row[f"{m}_parameter_sd"] = float(h.at[m, "parameter_sd"])
+            for k in _PSD_CI:
+                row[f"{m}_{k}"] = float(h.at[m, k])
             row[f"{m}_diff"] = float(h.at[m, "diff_mean"])
             row[f"{m}_diff_mc_se"] = float(h.at[m, "diff_mc_se"])
             row[f"{m}_diff_parameter_sd"] = float(h.at[m, "diff_parameter_sd"])
+            for k in _DIFF_PSD_CI:
+                row[f"{m}_{k}"] = float(h.at[m, k])
     if inst is not None:
         row.update({f"bank_{k}" if not k.startswith("bank") else k: v for k, v in inst.portfolio.items()})
         for k in ("expected_annual_gross_loss_cny", "expected_annual_gross_loss_mc_se_cny", "gross_loss_ratio",
@@ -744,6 +775,9 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     run_pf = bound.portfolio if bound is not None else portfolio
     H = stress_horizon(st.years, registry)
     extra = ("project_id",) if bound is not None else ()
+    # every path of every level is compared with the baseline's: refuse before any run what would not keep them
+    require_per_path(run_pf, params, ("portfolio", *st.levels, *extra), H, st.paths, switches=st.switches,
+                     per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB, runs=2, what="the stress test")
     notes: list[str] = []
     order = [base] + [s for s in wanted if s.sha256 != base.sha256 or s.name != base.name]
     runs = RunsProgress(on_progress, len(order))  # one engine run per entry (the baseline's is shared)

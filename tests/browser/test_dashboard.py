@@ -273,11 +273,20 @@ def _check_stress_run(run, c):
     psd = {k["key"]: k["psd"] for k in run["kpis"]}
     assert psd["kpi_stock_end"] == pytest.approx(port["stock_end_tco2e"]["parameter_sd"], rel=1e-12)
     assert psd["kpi_extra_loss"] == pytest.approx(port["cumulative_loss_tco2e"]["diff_parameter_sd"], rel=1e-12)
-    # each parameter sd by the reports' rule: a 0 the estimator clipped reads "not resolved"
+    # each parameter sd by the reports' rule: a 0 the estimator clipped reads "not resolved"; with its 95 %
+    # interval from the row (the extra loss: the paired difference's)
+    source = {"kpi_stock_end": ("stock_end_tco2e", ""), "kpi_loss": ("cumulative_loss_tco2e", ""),
+              "kpi_extra_loss": ("cumulative_loss_tco2e", "diff_"), "kpi_value_end": ("stock_end_value_cny", ""),
+              "kpi_loss_value": ("cumulative_loss_value_cny", "")}
     for k in run["kpis"]:
         if k["psd"] is not None:
-            assert k["psdText"] == f"参数标准差 {_psd_text(k['psd'], k['err'])}", k["key"]
-            assert k["psdResolved"] == str(k["psdText"] != f"参数标准差 {NOT_RESOLVED}").lower(), k["key"]
+            metric, pre = source[k["key"]]
+            row = port[metric]
+            lo, hi = row.get(f"{pre}parameter_sd_ci95_low"), row.get(f"{pre}parameter_sd_ci95_high")
+            base = f"参数标准差 {_psd_text(k['psd'], k['err'])}"
+            assert lo is not None and hi is not None, k["key"]
+            assert k["psdText"] == f"{base}（95% 区间 {_js_fmt(lo, 0)}–{_js_fmt(hi, 0)}）", k["key"]
+            assert k["psdResolved"] == str(_psd_text(k['psd'], k['err']) != NOT_RESOLVED).lower(), k["key"]
     assert kpi["kpi_value_end"] == pytest.approx(port["stock_end_value_cny"]["mean"], rel=1e-12)
     assert kpi["kpi_loss_value"] == pytest.approx(port["cumulative_loss_value_cny"]["mean"], rel=1e-12)
     # the super typhoon forces an event over Qingtian: the county with the largest extra loss

@@ -87,6 +87,11 @@ def _check_term_names(terms: dict, terms_file: str) -> None:
 @click.option("--insured-price", type=FINITE, default=None,
               help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock (with a --terms "
                    "file that has an insurance block, only its agreed price changes).")
+@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
+              help="Calendar year the pledged project began crediting (default: this year). Earlier: fewer years "
+                   "of its crediting period left, verifications in their phase.")
+@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
+              help="The project's registered crediting period (default: the parameter file's, Lishui 40).")
 @click.option("--parcels", "parcel_ids", default=None,
               help="Comma-separated pledged parcel ids. Without --parcels or --project the whole portfolio is pledged.")
 @click.option("--project", "project_id", default=None,
@@ -155,7 +160,9 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     from finance_engine.reports.html import fmt_parameter_sd
 
     psd = vt["parameter_sd_cny"]  # None: drawn without parameter uncertainty; a clipped 0 is "not resolved"
-    psd_text = "" if psd is None else f"parameter sd {fmt_parameter_sd(psd, vt['mc_se_cny'])}; "
+    # with its 95 % interval in brackets
+    psd_ci = (vt.get("parameter_sd_ci95_low_cny"), vt.get("parameter_sd_ci95_high_cny"))
+    psd_text = "" if psd is None else f"parameter sd {fmt_parameter_sd(psd, vt['mc_se_cny'], ci=psd_ci)}; "
     click.echo(f"Value today: {vt['value_cny']:,.0f} CNY  (MC s.e. {vt['mc_se_cny']:,.0f}; "
                f"{psd_text}95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
     c = vt["credits_over_horizon_tco2e"]

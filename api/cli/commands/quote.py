@@ -317,7 +317,10 @@ def _print_quote(q) -> None:
     from finance_engine.reports.html import fmt_parameter_sd
 
     psd = p.get("parameter_sd_cny")  # None: drawn without parameter uncertainty; a clipped 0 is "not resolved"
-    psd_text = f", parameter sd {fmt_parameter_sd(psd, p['pure_premium_mc_se_cny'])}" if psd is not None else ""
+    # with its 95 % interval in brackets (a quote stored before it was reported has none)
+    psd_ci = (p.get("parameter_sd_ci95_low_cny"), p.get("parameter_sd_ci95_high_cny"))
+    psd_text = (f", parameter sd {fmt_parameter_sd(psd, p['pure_premium_mc_se_cny'], ci=psd_ci)}"
+                if psd is not None else "")
     click.echo(f"Pure premium {p['pure_premium_cny']:,.0f} CNY (MC s.e. {p['pure_premium_mc_se_cny']:,.0f}{psd_text}); "
                f"risk load ({q.loading['method']}) {_pm(p['risk_load_cny'], p.get('risk_load_mc_se_cny'))}; "
                f"expenses {p['expenses_cny']:,.0f}; profit {p['profit_cny']:,.0f}")

@@ -183,7 +183,8 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
     head = _headline(res.portfolio, parameter_uncertainty=on)
     click.echo(render_table(head))
     click.echo("value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' rows); "
-               "then, for carbon figures, the spread from the uncertain growth and peril parameters (param sd)"
+               "then, for carbon figures, the spread from the uncertain growth and peril parameters (param sd, "
+               "with its 95 % interval in brackets)"
                if on else "value ± Monte Carlo standard error (of the paired per-path difference for 'vs baseline' "
                "rows); parameter uncertainty is off in this run, so there is no param sd")
     if head.astype(str).apply(lambda c: c.str.contains(NOT_RESOLVED_TEXT, regex=False)).to_numpy().any():
@@ -229,11 +230,23 @@ def _param_sd_text(psd, mc_se) -> str:
     return _fmt(psd)
 
 
+def _param_sd_interval_text(low, high) -> str:
+    """A parameter sd's 95 % interval as the accounts' terminal table shows it, `` [low, high]``; empty where an end
+    is missing (a result without it, or one not computable: fewer than two parameter sets)."""
+    import pandas as pd
+
+    from api.cli.tables import _fmt
+
+    if any(x is None or pd.isna(x) for x in (low, high)):
+        return ""
+    return f" [{_fmt(float(low))}, {_fmt(float(high))}]"
+
+
 def _headline(portfolio, parameter_uncertainty: bool = True):
     """One row per headline figure, one column per scenario: ``value ± standard error``, then ``param sd
-    ...`` where the figure has a parameter spread (the carbon figures and their values): ``not resolved`` in the
-    cases the HTML report says so (a clipped 0, or NaN); none at all when the run has no parameter uncertainty
-    (the engine then fills the column with zeros)."""
+    ... [low, high]`` (with its 95 % interval where the row has it) where the figure has a parameter spread (the
+    carbon figures and their values): ``not resolved`` in the cases the HTML report says so (a clipped 0, or
+    NaN); none at all when the run has no parameter uncertainty (the engine then fills the column with zeros)."""
     import pandas as pd
 
     from api.cli.tables import _fmt
@@ -249,8 +262,10 @@ def _headline(portfolio, parameter_uncertainty: bool = True):
         for _, r in portfolio.iterrows():
             v, e = r[c], r.get(se)
             text = _fmt(v) if e is None or pd.isna(e) else f"{_fmt(v)} ± {_fmt(e)}"
-            row[r["scenario"]] = f"{text}, param sd {_param_sd_text(r.get(f'{c}_parameter_sd'), e)}" if has_psd \
-                else text
+            if has_psd:
+                ci = _param_sd_interval_text(r.get(f"{c}_parameter_sd_ci95_low"), r.get(f"{c}_parameter_sd_ci95_high"))
+                text = f"{text}, param sd {_param_sd_text(r.get(f'{c}_parameter_sd'), e)}{ci}"
+            row[r["scenario"]] = text
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -307,7 +307,10 @@ function renderLoan(fin) {
     ha: fmt(vt.pledged_area_ha, 1), paths: fmt(v.provenance?.paths), seed: v.provenance?.seed });
   // the value's parameter sd (a 0 the estimator clipped reads "not resolved"; none without parameter
   // uncertainty) and the largest safe loan's 95 % interval (an open end: unbounded)
-  const psd = paramSd(vt.parameter_sd_cny, { mcSe: vt.mc_se_cny });
+  const psd = paramSd(vt.parameter_sd_cny, { mcSe: vt.mc_se_cny,
+    ci: [vt.parameter_sd_ci95_low_cny, vt.parameter_sd_ci95_high_cny] });
+  // its 95 % interval below the tile (a clipped 0: after the "not resolved" note, from 0 to an upper bound)
+  const psdCiSub = psd?.ci ? t("psd_ci_sub", { lo: cny(psd.ci[0]), hi: cny(psd.ci[1]) }) : null;
   const [maxLo, maxHi] = sz.max_loan_ci95_cny || [null, null];
   const end = (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x));
   // figures the run could not resolve (too few paths beyond the quantile for the value regression's own error):
@@ -325,7 +328,8 @@ function renderLoan(fin) {
     ["kpi_value_se", vt.mc_se_cny, cny(vt.mc_se_cny)],
     ["kpi_ci95_low", vt.ci95_cny[0], cny(vt.ci95_cny[0])],
     ["kpi_ci95_high", vt.ci95_cny[1], cny(vt.ci95_cny[1])],
-    ...(psd ? [["kpi_value_psd", psd.value, psd.text, psd.resolved ? null : t("psd_not_resolved_note")]] : []),
+    ...(psd ? [["kpi_value_psd", psd.value, psd.text,
+      [psd.resolved ? null : t("psd_not_resolved_note"), psdCiSub].filter(Boolean).join(" · ") || null]] : []),
     ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny), maxSub, flag],
     ...(sz.max_loan_ci95_cny ? [["kpi_max_loan_ci95_low", maxLo, end(maxLo), maxNr ? t("nr_flag") : null, flag],
       ["kpi_max_loan_ci95_high", maxHi, end(maxHi), maxNr ? t("nr_flag") : null, flag]] : []),

@@ -34,8 +34,10 @@ export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 
   ["sink_tco2e", "col_acc_sink_run", 0], ["sink_tco2e_mc_se", "col_sink_se", 0], ["loss_tco2e", "col_acc_loss_run", 0],
   ["loss_tco2e_mc_se", "col_loss_se", 0], ["loss_value_cny", "col_loss_value", 0]];
 
-/** A summary row's parameter sd interval [low, high] (null where the row has none). */
-const psdCi = (r) => (r && r.parameter_sd_ci95_low !== undefined ? [r.parameter_sd_ci95_low, r.parameter_sd_ci95_high] : null);
+/** A summary row's parameter sd interval [low, high] (null where the row has none); `prefix` "diff_": that of a
+ * stress horizon row's paired difference. */
+const psdCi = (r, prefix = "") => (r && r[`${prefix}parameter_sd_ci95_low`] !== undefined
+  ? [r[`${prefix}parameter_sd_ci95_low`], r[`${prefix}parameter_sd_ci95_high`]] : null);
 
 /** The last part of a "province/city/county/..." group label. */
 export const leaf = (group) => String(group).split("/").pop();
@@ -209,12 +211,15 @@ export function stressView(st, tables, scenario, portfolio, parcels) {
     get title() { return scenarioTitle(this.scenario) || this.serverTitle; },
     settings: runSettings(req, years, st.audit),
     paramOn: parameterUncertaintyOn(st.result?.provenance),
-    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se, pf.stock_end_tco2e?.parameter_sd],
-      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd],
-      ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se, loss.diff_parameter_sd],
-      ["kpi_value_end", pf.stock_end_value_cny?.mean, pf.stock_end_value_cny?.mc_se, pf.stock_end_value_cny?.parameter_sd],
+    // each parameter sd with its 95 % interval where the horizon row carries it (results stored before: none)
+    kpis: [["kpi_stock_end", pf.stock_end_tco2e?.mean, pf.stock_end_tco2e?.mc_se, pf.stock_end_tco2e?.parameter_sd,
+      psdCi(pf.stock_end_tco2e)],
+      ["kpi_loss", loss.mean, loss.mc_se, loss.parameter_sd, psdCi(loss)],
+      ["kpi_extra_loss", loss.diff_mean, loss.diff_mc_se, loss.diff_parameter_sd, psdCi(loss, "diff_")],
+      ["kpi_value_end", pf.stock_end_value_cny?.mean, pf.stock_end_value_cny?.mc_se, pf.stock_end_value_cny?.parameter_sd,
+        psdCi(pf.stock_end_value_cny)],
       ["kpi_loss_value", pf.cumulative_loss_value_cny?.mean, pf.cumulative_loss_value_cny?.mc_se,
-        pf.cumulative_loss_value_cny?.parameter_sd],
+        pf.cumulative_loss_value_cny?.parameter_sd, psdCi(pf.cumulative_loss_value_cny)],
     ].filter(([, v]) => Number.isFinite(v)),
     counties, exceedance, fan, fanKind: hasPct ? "value_fan" : "value_path", townshipRisk,
     countyColumns: STRESS_COUNTY_COLUMNS,

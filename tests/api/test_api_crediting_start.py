@@ -1,0 +1,68 @@
+"""A collateral request with the pledged project's crediting start year and period (SQLite and PostgreSQL)."""
+
+from tests.api.conftest import csv_bytes, upload
+from tests.api.test_api_flows import assert_problem
+
+TERMS = {"amount_cny": 100_000.0, "term_years": 3, "interest_rate": 0.04, "crediting_horizon_years": 10}
+
+
+def test_a_valuation_takes_the_projects_crediting_start_and_refuses_one_it_cannot(env):
+    c, h = env.client, env.h("bank")
+    pid = upload(c, h, csv_bytes(10))
+    cv = lambda terms: c.post("/v1/collateral-valuations", headers=h, json={  # noqa: E731
+        "portfolio_id": pid, "paths": 64, "sensitivities": False, "terms": {**TERMS, **terms}})
+    ok = cv({"crediting_start_year": 2019, "crediting_period_years": 20})
+    assert ok.status_code == 201, ok.text
+    body = ok.json()
+    assert body["result"]["terms"]["crediting_start_year"] == 2019
+    assert body["result"]["terms"]["crediting_period_years"] == 20
+    # refused before any work, at the term, with the value given: a start after the valuation's first year,
+    # a period that ended before it, and one shorter than a monitoring period
+    for bad, field in (({"crediting_start_year": 2031}, "crediting_start_year"),
+                       ({"crediting_start_year": 1980}, "crediting_start_year"),
+                       ({"crediting_period_years": 3}, "crediting_period_years")):
+        problem = assert_problem(cv(bad), 422)
+        assert [(e["field"], e.get("value")) for e in problem["errors"]] == \
+            [(f"body/terms/{field}", next(iter(bad.values())))], problem
+    # out of the schema's bounds: pydantic's own refusal
+    problem = assert_problem(cv({"crediting_start_year": 1800}), 422)
+    assert problem["errors"][0]["field"].endswith("crediting_start_year"), problem
+
+
+def test_a_simulation_takes_the_crediting_start_and_keeps_the_identity_of_a_request_without_it(env):
+    c, h = env.client, env.h("bureau")
+    pid = upload(c, h, csv_bytes(8, seed=3))
+    run = lambda **kw: c.post("/v1/simulations", headers=h, json={  # noqa: E731
+        "portfolio_id": pid, "years": 8, "paths": 32, "levels": ["portfolio"], **kw})
+    r = run(crediting_start_year=2023, crediting_period_years=10)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["provenance"]["crediting"]["years_credited_before_start"] == 3
+    assert out["provenance"]["crediting"]["crediting_period_years"] == 10
+    assert out["audit"]["request"]["crediting_start_year"] == 2023
+    # a request that does not set them records neither (its identity is what it was before they existed)
+    plain = run()
+    assert plain.status_code == 201, plain.text
+    assert "crediting_start_year" not in plain.json()["audit"]["request"]
+    assert plain.json()["provenance"]["crediting"]["years_credited_before_start"] == 0
+    problem = assert_problem(run(crediting_start_year=2031), 422)
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2031)]
+    problem = assert_problem(run(crediting_period_years=2), 422)
+    assert [e["field"] for e in problem["errors"]] == ["body/crediting_period_years"]
+
+
+def test_a_memo_rerun_reproduces_a_valuation_stored_before_fields_were_added():
+    """The memo's re-run is checked against the stored result on the stored result's own fields: a field a
+    later version adds (a new term at its default, a parameter sd's interval) does not make it a conflict;
+    a changed number or a missing figure does."""
+    from api.routes.collateral import _reproduces
+
+    stored = {"terms": {"amount_cny": 1e5}, "value_today": {"value_cny": 5.0, "parameter_sd_cny": 1.0},
+              "by_year": [{"year": 1, "ltv_p95": 0.5}]}
+    again = {"terms": {"amount_cny": 1e5, "crediting_start_year": None},
+             "value_today": {"value_cny": 5.0, "parameter_sd_cny": 1.0, "parameter_sd_ci95_low_cny": 0.5},
+             "by_year": [{"year": 1, "ltv_p95": 0.5, "ltv_p95_ci95_low": 0.4}]}
+    assert _reproduces(stored, again)
+    assert not _reproduces(stored, {**again, "value_today": {"value_cny": 5.5, "parameter_sd_cny": 1.0}})
+    assert not _reproduces(stored, {**again, "by_year": []})
+    assert not _reproduces(stored, {k: v for k, v in again.items() if k != "terms"})

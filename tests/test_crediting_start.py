@@ -1,0 +1,110 @@
+"""A project that began crediting before the run: its crediting start year and registered period, from the
+engine's override to a loan's terms, the CLI and the stress test's registry."""
+
+import json
+
+import numpy as np
+import pytest
+
+from finance_engine.collateral import (
+    LoanTerms,
+    LoanTermsError,
+    _simulate_physical,
+    crediting_position,
+    select_pledged,
+    value_collateral,
+)
+from finance_engine.loan_terms import check_crediting_terms, crediting_overrides
+from models.dynamics import SimulationSwitches
+from models.portfolio import validate_frame
+from tests.conftest import make_frame
+
+BASE = dict(amount_cny=100_000.0, term_years=3, interest_rate=0.04, crediting_horizon_years=20)
+
+
+@pytest.fixture(scope="module")
+def pledge(params):
+    pf = validate_frame(make_frame(8, seed=5, species=["chinese_fir"]).assign(age_years=8, project_id="P"), params)
+    return pf, select_pledged(pf, params, None, "P")
+
+
+def test_a_loans_credits_follow_its_projects_crediting_start_and_period(params, pledge):
+    """Crediting since 2019 for a registered 20 years (to the end of 2038), 5-year periods, valued from 2026:
+    verifications at the ends of 2028, 2033 and 2038 (run years 3, 8 and 13), none after; the value regression's
+    crediting position enters after the first of them."""
+    _, pledged = pledge
+    terms = LoanTerms(**BASE, crediting_start_year=2019, crediting_period_years=20)
+    assert crediting_overrides(terms) == {"crediting_start_year": 2019, "crediting_period_years": 20}
+    sw = SimulationSwitches(perils=())
+    phys = _simulate_physical(pledged, params, 20, 64, 3, sw, 1, None, crediting=crediting_overrides(terms))
+    issuing = np.flatnonzero((phys.credits > 0).any(axis=1)) + 1
+    assert list(issuing) == [3, 8, 13]
+    assert phys.provenance["crediting"]["years_credited_before_start"] == 7
+    _, first = crediting_position(phys.stock, phys.stock0, None, phys.provenance)
+    assert first == 3
+    # the default: from the run's start, the file's 40 years
+    plain = _simulate_physical(pledged, params, 20, 64, 3, sw, 1, None)
+    assert list(np.flatnonzero((plain.credits > 0).any(axis=1)) + 1) == [5, 10, 15, 20]
+    assert crediting_position(plain.stock, plain.stock0, None, plain.provenance)[1] == 5
+
+
+def test_fewer_years_left_value_less(params, pledge):
+    pf, _ = pledge
+    kw = dict(project_id="P", paths=256, seed=4, attribution=False, sensitivities=False)
+    full = value_collateral(pf, params, BASE, **kw)
+    short = value_collateral(pf, params, {**BASE, "crediting_start_year": 2014, "crediting_period_years": 20}, **kw)
+    assert short.terms["crediting_start_year"] == 2014
+    a, b = full.value_today, short.value_today
+    # 8 years of credits left (to 2033) against 20: far less value, beyond the errors
+    assert b["value_cny"] < a["value_cny"] - 4 * np.hypot(a["mc_se_cny"], b["mc_se_cny"])
+    assert b["credits_over_horizon_tco2e"]["mean"] < a["credits_over_horizon_tco2e"]["mean"]
+
+
+@pytest.mark.parametrize("bad,field", [({"crediting_start_year": 2030}, "crediting_start_year"),
+                                       ({"crediting_start_year": 1980}, "crediting_start_year"),
+                                       ({"crediting_period_years": 3}, "crediting_period_years")])
+def test_bad_crediting_terms_are_refused_before_any_run_naming_the_term(params, pledge, bad, field):
+    pf, _ = pledge
+    with pytest.raises(LoanTermsError, match=f"^{field}: "):
+        check_crediting_terms(LoanTerms(**BASE, **bad), params)
+    with pytest.raises(LoanTermsError, match=f"^{field}: "):
+        value_collateral(pf, params, {**BASE, **bad}, project_id="P", paths=64, attribution=False)
+
+
+def test_the_stress_registry_refuses_a_loan_with_its_own_crediting_rules():
+    from pydantic import ValidationError
+
+    from finance_engine.stress.registry import LoanEntry
+
+    LoanEntry(id="L1", project_id="P", terms=BASE)
+    with pytest.raises(ValidationError, match="terms.crediting_start_year: the stress test credits every project"):
+        LoanEntry(id="L1", project_id="P", terms={**BASE, "crediting_start_year": 2020})
+
+
+def _run(capsys, *argv):
+    from api.cli import main
+
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_options_set_the_crediting_start_and_period(portfolio_csv, capsys):
+    code, out, err = _run(capsys, "simulate", "-p", portfolio_csv, "--years", "8", "--paths", "32", "--level",
+                          "portfolio", "--crediting-start-year", "2023", "--crediting-period-years", "10",
+                          "--format", "json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["provenance"]["crediting"]["years_credited_before_start"] == 3
+    credits = {row["calendar_year"]: row["mean"] for row in d["summary"]
+               if row["metric"] == "credits_issued_tco2e" and row["level"] == "portfolio"}
+    # 2023-2032: verifications at the ends of 2027 and 2032, none after the period
+    assert [y for y, v in sorted(credits.items()) if v > 0] == [2027, 2032]
+    code, _, err = _run(capsys, "simulate", "-p", portfolio_csv, "--years", "8", "--paths", "32",
+                        "--crediting-start-year", "2031")
+    assert code != 0 and "--crediting-start-year 2031 is after the run's start year" in err
+    code, out, err = _run(capsys, "collateral", "-p", portfolio_csv, "--amount", "100000", "--term", "3", "--rate",
+                          "0.04", "--project", "PRJ-A", "--paths", "64", "--no-attribution",
+                          "--crediting-start-year", "2021", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["terms"]["crediting_start_year"] == 2021
