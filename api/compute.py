@@ -364,7 +364,9 @@ def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
               seed=req["seed"], loading=loading, subsidy=req.get("subsidy"), subsidised=req["subsidised"],
               layers=layers, quota_share=req["quota_share"], account_level=req.get("account_level"),
               price_model_set=_state()["pms"], workers=1, chunk_paths=chunk_paths,
-              progress=TaskProgress(progress, stop).chunks())
+              progress=TaskProgress(progress, stop).chunks(),
+              crediting={k: req[k] for k in ("crediting_start_year", "crediting_period_years")
+                         if req.get(k) is not None} or None)
     return clean(q.to_dict())
 
 

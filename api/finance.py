@@ -61,7 +61,8 @@ def code_version() -> str:
 
 # where the names in the engine's error messages live in each request (api.problems.FieldMap)
 #: the terms a collateral request takes from a registered loan: the engine's LoanTerms name -> the loan's name
-LOAN_TERMS = {"amount_cny": "amount_cny", "term_years": "term_years", "interest_rate": "rate"}
+LOAN_TERMS = {"amount_cny": "amount_cny", "term_years": "term_years", "interest_rate": "rate",
+              "crediting_start_year": "crediting_start_year", "crediting_period_years": "crediting_period_years"}
 
 
 def collateral_fields(from_loan: Iterable[str] = ()) -> FieldMap:
@@ -183,6 +184,9 @@ def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) ->
                                   "in whole years (override it in terms.term_years)", kind="invalid-loan-terms",
                              errors=[{"field": "loan/terms/term_years", "reason": "not a whole number of years"}])
         t.update(amount_cny=float(loan["amount_cny"]), term_years=int(term), interest_rate=float(loan["rate"]))
+        # the pledged project's crediting start and period, where the loan was registered with them
+        t.update({k: int(loan[k]) for k in ("crediting_start_year", "crediting_period_years")
+                  if loan.get(k) is not None})
     t.update({k: v for k, v in overrides.items() if v is not None})
     if isinstance(t.get("insurance"), dict):
         t["insurance"] = {k: v for k, v in t["insurance"].items() if v is not None}
@@ -224,17 +228,23 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
     if lt is not None:
         errors += [{"field": fields.resolve(name), "value": getattr(lt, name), "reason": reason}
                    for name, reason in unknown_price_names(lt, _price_models())]
-    if lt is not None and params is not None:
-        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
+    if params is not None:
+        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms, crediting_overrides
 
+        # the crediting start and period against the model's rules, also when another term was refused (every
+        # problem is reported); a value the schema refused was reported above
+        own = crediting_overrides(terms)
+        if lt is None:
+            own = {k: v for k, v in own.items() if isinstance(v, int) and not isinstance(v, bool)
+                   and not any(e["field"].endswith("/" + k) for e in errors)}
         try:
-            check_crediting_terms(lt, params)  # as the engine words it: "<term>: <reason>"
+            check_crediting_terms(own, params)  # as the engine words it: "<term>: <reason>"
         except LoanTermsError as exc:
             found = fields.errors(str(exc))
             for e in found:
                 name = e["field"].rsplit("/", 1)[-1]
-                if getattr(lt, name, None) is not None:
-                    e["value"] = getattr(lt, name)
+                if own.get(name) is not None:
+                    e["value"] = own[name]
             errors += found
     pledged = pf.n_parcels
     if parcel_ids is not None or project_id is not None:
@@ -351,6 +361,9 @@ def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str |
            "subsidised": body.subsidised, "layers": [l.model_dump(mode="json") for l in body.layers],
            "quota_share": body.quota_share, "account_level": body.account_level,
            "name": body.name or (pol.name if pol else "")}
+    # set only when given: a request without them keeps its identity
+    req.update({k: getattr(body, k) for k in ("crediting_start_year", "crediting_period_years")
+                if getattr(body, k) is not None})
     if pol is not None and pol.terms.get("parcel_ids"):
         raise ApiProblem(422, "the policy insures a subset of the portfolio's parcels; quotes price whole portfolios "
                               "(upload the insured parcels as their own portfolio)", kind="invalid-cover",
@@ -358,9 +371,10 @@ def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str |
     return pf, (pol.id if pol else None), req, pf.n_parcels * body.paths * body.years
 
 
-def check_quote_inputs(req: dict[str, Any]) -> None:
-    """Build the typed cover, loading, layers and subsidy now, so bad terms are a 422 before any work
-    (a job is never accepted to fail on them); each problem names its field."""
+def check_quote_inputs(req: dict[str, Any], params=None) -> None:
+    """Build the typed cover, loading, layers and subsidy now, and check the crediting start and period against
+    the crediting rules of ``params`` (the portfolio's model, when given), so bad terms are a 422 before any
+    work (a job is never accepted to fail on them); each problem names its field."""
     from api.compute import layer_from, loading_from
     from finance_engine.insurance import cover_from_dict
     from finance_engine.insurance.subsidy import subsidy_shares
@@ -387,6 +401,22 @@ def check_quote_inputs(req: dict[str, Any]) -> None:
                          f"body/layers/{i}"))
     if req.get("subsidy") is not None:
         attempt(lambda: subsidy_shares(req["subsidy"]), FieldMap({}, "body/subsidy"))
+    own = quote_crediting(req)
+    if own and params is not None:
+        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
+
+        try:
+            check_crediting_terms(own, params)
+        except LoanTermsError as exc:
+            name = str(exc).split(":", 1)[0]
+            raise ApiProblem(422, str(exc), kind="invalid-cover",
+                             errors=[{"field": f"body/{name}", "value": own.get(name),
+                                      "reason": str(exc).split(":", 1)[-1].strip()}]) from None
+
+
+def quote_crediting(req: dict[str, Any]) -> dict[str, int]:
+    """A quote request's crediting overrides (for a price floor on the simulated credits)."""
+    return {k: req[k] for k in ("crediting_start_year", "crediting_period_years") if req.get(k) is not None}
 
 
 # ---- stress -----------------------------------------------------------------------------------------
@@ -405,6 +435,10 @@ def registered_loans_registry(s: Session, who: Principal, pf: PortfolioRow) -> t
         if not ids:
             all_ids = all_ids or _parcel_ids_of(pf)
             ids = all_ids
+        own = [k for k in ("crediting_start_year", "crediting_period_years") if r.terms.get(k) is not None]
+        if own:
+            notes.append(f"loan {r.id}: its {' and '.join(own)} are not used here: the stress test credits every "
+                         f"project under the model's crediting rules")
         loans.append({"id": r.id, "parcel_ids": list(ids),
                       "terms": {"amount_cny": float(r.terms["amount_cny"]), "term_years": int(term),
                                 "interest_rate": float(r.terms["rate"])}})

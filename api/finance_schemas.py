@@ -174,6 +174,11 @@ class QuoteRequest(Strict):
     layers: list[LayerIn] = Field(default_factory=list, max_length=10)
     quota_share: float = Field(0.0, ge=0, lt=1)
     account_level: Level | None = "county"
+    crediting_start_year: int | None = Field(None, ge=1900, le=2200, description="a price floor on the simulated "
+                                             "credits: the year the projects began crediting, at most the run's "
+                                             "first year (default: that year)")
+    crediting_period_years: int | None = Field(None, ge=1, le=100, description="a price floor on the simulated "
+                                               "credits: the registered crediting period (default: the model's)")
     name: Text = NAME
     mode: Mode = "auto"
 

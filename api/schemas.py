@@ -139,6 +139,9 @@ class LoanTerms(Strict):
                                          description="pledged parcels (default: the whole portfolio)")
     borrower: Text | None = Field(None, max_length=200)
     currency: Literal["CNY"] = "CNY"
+    # the pledged project's crediting (finance_engine.loan_terms.LoanTerms): a valuation of the loan takes them
+    crediting_start_year: engine_field(EngineLoanTerms, "crediting_start_year") = None
+    crediting_period_years: engine_field(EngineLoanTerms, "crediting_period_years") = None
 
 
 class PolicyTerms(Strict):

@@ -299,7 +299,7 @@ def _money(phys_credits: np.ndarray, phys_stock: np.ndarray, prices: np.ndarray,
     year's. With ``groups`` (each path's jackknife group and their number,
     :func:`~finance_engine.value_regression.jackknife_groups`) the values under each delete-a-group
     refit come too. ``position``: the crediting position at each year end (shape (H+1, N),
-    ``CreditingRules.accrued_position``) and the end of the first monitoring period, after which it
+    ``CreditingRules.accrued_position``) and the run year of the first verification, after which it
     tells more than the stock (at the first verification itself it is a function of the stock: a
     deficit from the start). ``spread``: a local credit's spread factor ``F`` per path (shape (N,); the
     prices are the reference price times ``F``, :func:`_price_paths`), drawn once per path and known to

@@ -90,14 +90,18 @@ class LoanTerms(BaseModel):
         return self
 
 
-def crediting_overrides(terms: LoanTerms) -> dict[str, int]:
-    """The engine's crediting overrides (``simulate(crediting=...)``) the loan's terms set: its project's
-    crediting start year and registered crediting period, where given."""
-    return {k: getattr(terms, k) for k in ("crediting_start_year", "crediting_period_years")
-            if getattr(terms, k) is not None}
+#: the loan terms that set the engine's crediting rules (``simulate(crediting=...)``)
+CREDITING_TERMS = ("crediting_start_year", "crediting_period_years")
 
 
-def check_crediting_terms(terms: LoanTerms, params, start_year: int | None = None) -> None:
+def crediting_overrides(terms: LoanTerms | dict) -> dict[str, int]:
+    """The engine's crediting overrides (``simulate(crediting=...)``) the loan's terms set (a :class:`LoanTerms`
+    or a dict of terms): its project's crediting start year and registered crediting period, where given."""
+    get = terms.get if isinstance(terms, dict) else (lambda k: getattr(terms, k, None))
+    return {k: get(k) for k in CREDITING_TERMS if get(k) is not None}
+
+
+def check_crediting_terms(terms: LoanTerms | dict, params, start_year: int | None = None) -> None:
     """Refuse a crediting start year or period the crediting rules of ``params`` (a
     :class:`~models.parameters.ModelParameters`) cannot take -- a start after the valuation's first year
     (``start_year``, default the engine's), a period that ended before it or is shorter than a monitoring
@@ -112,8 +116,10 @@ def check_crediting_terms(terms: LoanTerms, params, start_year: int | None = Non
         CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year,
                                        **own)
     except ValueError as exc:
-        name = next((k for k in own if k in str(exc)), next(iter(own)))
-        raise LoanTermsError(f"{name}: {exc}") from None
+        msg = str(exc)
+        name = next((k for k in own if k in msg), next(iter(own)))
+        # "crediting_start_year: 2031 is after ..." (the rules' own message starts with the name)
+        raise LoanTermsError(f"{name}: {msg.removeprefix(name + ' ')}") from None
 
 
 def balance_schedule(terms: LoanTerms) -> np.ndarray:

@@ -175,6 +175,8 @@ class CreditingRules:
                 start = int(fv)
             else:
                 vals[k] = int(fv) if k in whole else fv
+        if start is not None and overrides.get("years_credited_before_start") is not None:
+            raise ValueError("give crediting_start_year or years_credited_before_start, not both")
         if start is not None:
             if start_year is None:
                 raise ValueError("crediting_start_year needs the run's start year")
@@ -197,8 +199,9 @@ class CreditingRules:
         if x < 0:
             raise ValueError(f"years_credited_before_start must be >= 0, got {x}")
         if self.crediting_period_years is not None and x >= self.crediting_period_years:
-            raise ValueError(f"the crediting period ({self.crediting_period_years} years) ended before the run's "
-                             f"start ({x} years credited before it): no verification would issue credits")
+            raise ValueError(f"the crediting period (crediting_period_years {self.crediting_period_years}) ended "
+                             f"before the run's start ({x} years credited before it, from crediting_start_year): "
+                             f"no verification would issue credits")
         for name in ("baseline_removal_fraction", "leakage_fraction", "buffer_fraction"):
             v = getattr(self, name)
             if not 0 <= v < 1:
@@ -207,19 +210,25 @@ class CreditingRules:
             raise ValueError("baseline_removal_fraction + leakage_fraction must be < 1")
 
     def is_issuance_year(self, year_index: np.ndarray | int) -> np.ndarray | bool:
-        """True at the end of a monitoring period within the crediting period: the year's end, counted in
-        years since the crediting start (``year_index + 1 + years_credited_before_start``), is a
-        multiple of the monitoring period and at most the crediting period."""
+        """True at the end of a monitoring period within the crediting period, and at the crediting period's
+        end: the year's end, counted in years since the crediting start (``year_index + 1 +
+        years_credited_before_start``), is a multiple of the monitoring period and at most the crediting
+        period, or is the crediting period's last year (a period that is not a whole number of monitoring
+        periods is verified to its end: its last monitoring period is shorter, and its removals are credited)."""
         n = np.asarray(year_index) + 1 + self.years_credited_before_start
         due = n % self.monitoring_period_years == 0
-        return due if self.crediting_period_years is None else due & (n <= self.crediting_period_years)
+        if self.crediting_period_years is None:
+            return due
+        return (due & (n <= self.crediting_period_years)) | (n == self.crediting_period_years)
 
     def first_issuance_year(self) -> int | None:
         """The run year (1-based: its end) of the first verification, None if none falls in the crediting period."""
         p, x = self.monitoring_period_years, self.years_credited_before_start
         n = (x // p + 1) * p  # the first period end after the run's start, counted from the crediting start
-        if self.crediting_period_years is not None and n > self.crediting_period_years:
-            return None
+        if self.crediting_period_years is not None:
+            if x >= self.crediting_period_years:
+                return None
+            n = min(n, self.crediting_period_years)  # the crediting period's end is verified too
         return n - x
 
     def issue(self, stock_change_tco2e: np.ndarray, deficit_tco2e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

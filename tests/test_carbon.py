@@ -168,9 +168,15 @@ class TestCrediting:
         short = CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2019,
                                                crediting_period_years=20)
         assert list(np.flatnonzero(short.is_issuance_year(np.arange(60))) + 1) == [3, 8, 13]
-        # a project whose last period ends before its first verification in the run: none, said so
+        # a period that is not a whole number of monitoring periods is verified to its end: 23 years with 21
+        # past verifies at the end of its 23rd year (run year 2), the shorter last period credited too
         tail = CreditingRules(5, 0.0, 0.0, 0.15, crediting_period_years=23, years_credited_before_start=21)
-        assert tail.first_issuance_year() is None and not tail.is_issuance_year(np.arange(60)).any()
+        assert tail.first_issuance_year() == 2 and list(np.flatnonzero(tail.is_issuance_year(np.arange(60))) + 1) == [2]
+        odd = CreditingRules.from_parameters(params, crediting_period_years=22)
+        assert list(np.flatnonzero(odd.is_issuance_year(np.arange(60))) + 1) == [5, 10, 15, 20, 22]
+        with pytest.raises(ValueError, match="not both"):
+            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2020,
+                                           years_credited_before_start=2)
         assert CreditingRules.from_parameters(params).first_issuance_year() == 5
         # starting in the run's year is the default
         assert CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2026) == \

@@ -37,7 +37,7 @@ def test_the_readme_price_floor_runs_over_the_monitoring_period(portfolio_csv, c
     assert code == 0, err
     d = json.loads(out)
     assert d["provenance"]["years"] == 5 and d["exposure"]["insured_tco2e"] > 0
-    assert "--years defaults to 5, the crediting's monitoring period" in err
+    assert "--years defaults to 5, the run year of the first verification" in err
     # a fixed volume needs no issuance: the default stays one policy year
     code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--volume", "100", "--paths", "8",
                            "--format", "json"], capsys)
@@ -122,3 +122,22 @@ def test_the_text_quote_shows_the_premiums_errors(portfolio_csv, capsys):
         assert f"{lay['reinsurance_premium_cny']:,.0f} ± {lay['reinsurance_premium_mc_se_cny']:,.0f}" in row, row
         assert f"{100 * lay['rate_on_line']:.2f}% ± {100 * lay['rate_on_line_mc_se']:.2f}%" in row, row
     assert len(re.findall("±", "\n".join(rows))) == 6 * len(d["layers"])
+
+
+def test_a_price_floor_follows_the_projects_crediting_start(portfolio_csv, capsys):
+    """Projects crediting since 2023 verify at the end of 2027, run year 2: the price floor's policy years default
+    to 2 and see credits there; fewer years are refused naming the first verification; a start after the run is
+    refused naming the option."""
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16",
+                           "--crediting-start-year", "2023", "--format", "json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["provenance"]["years"] == 2 and d["exposure"]["insured_tco2e"] > 0
+    assert d["provenance"]["crediting"]["years_credited_before_start"] == 3
+    assert "--years defaults to 2, the run year of the first verification" in err
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16", "--years", "1",
+                           "--crediting-start-year", "2023"], capsys)
+    assert code == 2 and "ends run year 2" in err and "--years 2 or more" in err
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16",
+                           "--crediting-start-year", "2031"], capsys)
+    assert code == 2 and "--crediting-start-year 2031 is after the run's start year" in err

@@ -58,6 +58,12 @@ def test_fewer_years_left_value_less(params, pledge):
     # 8 years of credits left (to 2033) against 20: far less value, beyond the errors
     assert b["value_cny"] < a["value_cny"] - 4 * np.hypot(a["mc_se_cny"], b["mc_se_cny"])
     assert b["credits_over_horizon_tco2e"]["mean"] < a["credits_over_horizon_tco2e"]["mean"]
+    # the valuation records the rules it ran under, and the memo says them
+    assert short.provenance["crediting"]["years_credited_before_start"] == 12
+    from finance_engine.reports.collateral_memo import render_collateral_memo
+
+    memo = render_collateral_memo(short)
+    assert "every 5 years from 2014; the crediting period of 20 years ends with 2033" in memo
 
 
 @pytest.mark.parametrize("bad,field", [({"crediting_start_year": 2030}, "crediting_start_year"),

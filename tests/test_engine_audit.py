@@ -18,14 +18,11 @@ from models.dynamics import SimulationSwitches
 from models.portfolio import validate_frame
 from tests.conftest import make_frame
 
+from tests.test_engine import portfolio  # noqa: E402,F401  (the engine tests' 120 parcels, half in one project)
+
 MOMENTS = ("mean", "mc_se", "parameter_sd", "parameter_sd_ci95_low", "parameter_sd_ci95_high")
 
 
-@pytest.fixture(scope="module")
-def portfolio(params):
-    df = make_frame(120, seed=5)
-    df["project_id"] = np.where(np.arange(120) % 2 == 0, "PRJ-1", "")
-    return validate_frame(df, params, source="audit-test")
 
 
 def _same_moments(got: pd.DataFrame, want: pd.DataFrame, keys: list[str]) -> None:

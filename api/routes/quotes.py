@@ -40,9 +40,11 @@ async def create_quote(body: QuoteRequest, request: Request, who: Principal = De
     ``portfolio_id`` with a ``cover``. Small requests (parcels x paths x years up to
     ``CRE_SYNC_MAX_CELLS``) answer at once (201), larger ones become a job (202)."""
 
+    models = request.app.state.models
+
     def prepare(s):
         out = prepare_quote(s, who, body)
-        check_quote_inputs(out[2])
+        check_quote_inputs(out[2], models.get(out[0].region))
         return out
 
     return await create_result(request, who, "quote", prepare, body.mode, what="parcels x paths x years")

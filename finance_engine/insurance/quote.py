@@ -942,7 +942,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
           subsidy: str | SubsidyShares | None = None, subsidised: bool | None = None,
           layers: Sequence[LayerSpec] = (), quota_share: float = 0.0, account_level: str | None = "county",
           price_model_set=None, switches=None, workers: int = 1, chunk_paths: int | None = None,
-          simulation=None, progress=None) -> Quote:
+          simulation=None, progress=None, crediting: dict | None = None) -> Quote:
     """Quote ``cover`` on ``portfolio``: simulate, compute payouts, price (module docstring).
 
     Parameters
@@ -961,6 +961,10 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     progress : callable, optional
         Called with the run's :class:`~finance_engine.simulation.Progress` after each chunk (observation
         only; not called when ``simulation`` is given).
+    crediting : dict, optional
+        The engine's crediting overrides (``crediting_start_year``, ``crediting_period_years``: a project that
+        began crediting before the run verifies in its phase), for a price floor on the simulated credits;
+        not with ``simulation`` (whose run recorded its own rules).
 
     Raises
     ------
@@ -990,6 +994,18 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         except ValueError as exc:
             raise CoverError(f"price_model: {exc}") from None
     levels = ("portfolio",) + ((account_level,) if account_level and account_level != "portfolio" else ())
+    if crediting:
+        if simulation is not None:
+            raise InsuranceInputError("crediting: give it to the simulation the quote reuses, not with it")
+        from models.carbon import CreditingRules
+        from models.dynamics import DEFAULT_START_YEAR
+
+        try:  # refused before the run, naming the rule
+            CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **crediting)
+        except ValueError as exc:
+            msg = str(exc)
+            name = next((k for k in crediting if k in msg), next(iter(crediting)))
+            raise InsuranceInputError(f"{name}: {msg.removeprefix(name + ' ')}") from None
     res = simulation
     if res is None:
         from finance_engine.simulation.engine import require_per_path
@@ -1001,7 +1017,7 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         res = simulate(portfolio, params, years=years, paths=paths, seed=seed, levels=levels,
                        loss_table_level="portfolio" if isinstance(cover, StockLossCover) else None,
                        switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote",
-                       progress=progress)
+                       progress=progress, crediting=crediting)
     paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
     n = paths * years
     stock0 = float(res.start_stock("portfolio").iloc[0])

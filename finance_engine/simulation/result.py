@@ -229,7 +229,7 @@ PARCEL_STATISTICS = ("mean", "mc_se", "parameter_sd", "parameter_sd_ci95_low", "
 
 #: provenance a derived result (a valuation, a quote, a stress test) carries over from its engine run
 CARRIED_PROVENANCE = ("region", "parameter_version", "parameter_sha256", "parameter_variant", "perils",
-                      "climate_pathway", "start_year", "carbon_method", "model_notes")
+                      "climate_pathway", "start_year", "carbon_method", "model_notes", "crediting")
 
 
 def carried_provenance(provenance: dict[str, Any], keys: tuple[str, ...] = CARRIED_PROVENANCE) -> dict[str, Any]:

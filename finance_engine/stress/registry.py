@@ -72,8 +72,8 @@ class LoanEntry(_Strict):
         if own:
             # the stress test values every loan on its city run's credits, issued under one set of rules
             raise ValueError(f"terms.{own[0]}: the stress test credits every project under the parameter file's "
-                             f"crediting rules; value a loan with its own crediting start or period alone "
-                             f"(carbon-risk collateral)")
+                             f"crediting rules; value a loan with its own crediting start or period on its own "
+                             f"(a collateral valuation)")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from tests.api.conftest import csv_bytes, upload
 from tests.api.test_api_flows import assert_problem
+from tests.conftest import make_frame
 
 TERMS = {"amount_cny": 100_000.0, "term_years": 3, "interest_rate": 0.04, "crediting_horizon_years": 10}
 
@@ -66,3 +67,39 @@ def test_a_memo_rerun_reproduces_a_valuation_stored_before_fields_were_added():
     assert not _reproduces(stored, {**again, "value_today": {"value_cny": 5.5, "parameter_sd_cny": 1.0}})
     assert not _reproduces(stored, {**again, "by_year": []})
     assert not _reproduces(stored, {k: v for k, v in again.items() if k != "terms"})
+
+
+def test_a_price_floor_quote_takes_the_projects_crediting_start(env):
+    c, h = env.client, env.h("insurer")
+    pid = upload(c, h, make_frame(8, seed=4).assign(project_id="P").to_csv(index=False).encode())  # credited
+    q = lambda **kw: c.post("/v1/quotes", headers=h, json={  # noqa: E731
+        "portfolio_id": pid, "paths": 32, "years": 2, "cover": {"kind": "price-floor", "strike_cny_per_tco2e": 60},
+        **kw})
+    ok = q(crediting_start_year=2023)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["result"]["provenance"]["crediting"]["years_credited_before_start"] == 3
+    problem = assert_problem(q(crediting_start_year=2031), 422)
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2031)]
+
+
+def test_a_registered_loan_holds_its_projects_crediting_start(env):
+    c, h = env.client, env.h("bank")
+    pid = upload(c, h, csv_bytes(10))
+    reg = lambda **kw: c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={  # noqa: E731
+        "terms": {"amount_cny": 1e5, "term_years": 3, "rate": 0.04, **kw}})
+    r = reg(crediting_start_year=2019, crediting_period_years=20)
+    assert r.status_code == 201, r.text
+    loan = r.json()["id"]
+    cv = c.post("/v1/collateral-valuations", headers=h, json={"loan_id": loan, "paths": 64, "sensitivities": False,
+                                                             "terms": {"crediting_horizon_years": 10}})
+    assert cv.status_code == 201, cv.text
+    terms = cv.json()["result"]["terms"]
+    assert (terms["crediting_start_year"], terms["crediting_period_years"]) == (2019, 20)
+    # the request's terms override the loan's; a loan's value the rules refuse is named as the loan's
+    over = c.post("/v1/collateral-valuations", headers=h, json={
+        "loan_id": loan, "paths": 64, "sensitivities": False,
+        "terms": {"crediting_horizon_years": 10, "crediting_start_year": 2024}})
+    assert over.status_code == 201 and over.json()["result"]["terms"]["crediting_start_year"] == 2024
+    late = reg(crediting_start_year=2031).json()["id"]
+    problem = assert_problem(c.post("/v1/collateral-valuations", headers=h, json={"loan_id": late, "paths": 64}), 422)
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("loan/terms/crediting_start_year", 2031)]

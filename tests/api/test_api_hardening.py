@@ -488,7 +488,8 @@ def _engine_type(field_info):
      {"agreed_price_cny_per_tco2e": "agreed_price_cny_per_tco2e", "annual_deductible_tco2e": "annual_deductible_tco2e",
       "annual_limit_cny": "annual_limit_cny"}),
     ("api.schemas.LoanTerms", "finance_engine.collateral.LoanTerms",  # a registered loan (api.finance.LOAN_TERMS)
-     {"amount_cny": "amount_cny", "term_years": "term_years", "rate": "interest_rate"}),
+     {"amount_cny": "amount_cny", "term_years": "term_years", "rate": "interest_rate",
+      "crediting_start_year": "crediting_start_year", "crediting_period_years": "crediting_period_years"}),
 ])
 def test_request_terms_carry_the_engines_fields(api_model, engine_model, names):
     """The request schemas' loan terms are the engine's fields (type and every constraint), not a copy that can

@@ -88,8 +88,8 @@ def _check_term_names(terms: dict, terms_file: str) -> None:
               help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock (with a --terms "
                    "file that has an insurance block, only its agreed price changes).")
 @click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-              help="Calendar year the pledged project began crediting (default: this year). Earlier: fewer years "
-                   "of its crediting period left, verifications in their phase.")
+              help="Calendar year the pledged project began crediting, at most the valuation's first year (2026; "
+                   "the default). Earlier: fewer years of its crediting period left, verifications in their phase.")
 @click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
               help="The project's registered crediting period (default: the parameter file's, Lishui 40).")
 @click.option("--parcels", "parcel_ids", default=None,
@@ -134,6 +134,7 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
             raise CLIError(f"missing loan term {req} (give {flag} or a --terms file)")
     params = load_model(parameters)
     loan = _check_terms(terms, terms_file)
+    _check_crediting(loan, params, terms_file, overrides)
     out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
                      inputs=[portfolio_input(portfolio), *parameter_inputs(params), ("terms file", terms_file)]) \
         if output else None
@@ -229,6 +230,21 @@ def _check_terms(terms: dict, terms_file: str | None):
         return check_loan_terms(terms)
     except LoanTermsError as exc:
         raise CLIError(f"{terms_file or 'loan terms'}: {exc}") from None
+
+
+def _check_crediting(loan, params, terms_file: str | None, overrides: dict) -> None:
+    """The crediting start year and period against the model's crediting rules, before any simulation: a bad one
+    is one line naming the option it came from (or the terms file's key), exit 2."""
+    from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
+
+    try:
+        check_crediting_terms(loan, params)
+    except LoanTermsError as exc:
+        msg = str(exc)
+        for key in ("crediting_start_year", "crediting_period_years"):
+            if overrides.get(key) is not None:  # given as an option: name the option
+                msg = msg.replace(key, "--" + key.replace("_", "-"))
+        raise CLIError(f"{terms_file or 'loan terms'}: {msg}") from None
 
 
 def _pledge_label(project_id: str | None, ids: list[str] | None, source: str) -> str:

@@ -132,6 +132,12 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
               help="Policy years per path [default: 1; a price floor on the simulated credits (no --volume): the "
                    "crediting's monitoring period, 5 years, whose end issues the credits].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
+@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
+              help="A price floor on the simulated credits: the calendar year the projects began crediting, at most "
+                   "the run's first year (2026, the default); earlier: verifications in their phase.")
+@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
+              help="A price floor on the simulated credits: the registered crediting period (default: the "
+                   "parameter file's, Lishui 40).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the quote: .html (quote slip), .xlsx (money columns in CNY, with a provenance sheet) or .json.")
@@ -140,8 +146,8 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
 def quote(portfolio, parameters, cover, price, perils, deductible, deductible_basis, limit, participation, trigger,
           expected_sink, index_error, error_cv, strike, volume, price_model, loading, loading_parameter,
           expense_ratio, profit_ratio, fixed_costs, subsidy, subsidised, layer_specs, layer_basis,
-          reinstatements, reinstatement_pct, layer_share, quota_share, account_level, paths, years, seed, workers,
-          output, force, fmt):
+          reinstatements, reinstatement_pct, layer_share, quota_share, account_level, paths, years, seed,
+          crediting_start_year, crediting_period_years, workers, output, force, fmt):
     """Price a forest-carbon insurance policy (and reinsurance layers) on the simulated portfolio.
 
     \b
@@ -193,7 +199,9 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         except InsuranceInputError as exc:
             raise CLIError(f"--subsidy: {exc} (or none)") from None
     params = load_model(parameters)
-    years = _policy_years(cover, volume, years, params)
+    crediting = {k: v for k, v in (("crediting_start_year", crediting_start_year),
+                                   ("crediting_period_years", crediting_period_years)) if v is not None}
+    years = _policy_years(cover, volume, years, params, crediting)
     out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
                      inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
@@ -202,7 +210,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         q = run_quote(c, pf, params, paths=paths, years=years, seed=seed, loading=ld,
                       subsidy=None if subsidy.lower() == "none" else subsidy, subsidised=subsidised,
                       layers=layers, quota_share=quota_share, account_level=account_level, price_model_set=pms,
-                      workers=workers, progress=ProgressBar("quoting"))
+                      workers=workers, progress=ProgressBar("quoting"), crediting=crediting or None)
     except (InsuranceInputError, PriceModelError) as exc:
         if str(exc).startswith("volume_tco2e:"):  # the simulated credits: name the options that set them
             raise CLIError(f"--volume: the simulated credits issued are 0 in the {years} policy year(s) of every "
@@ -259,22 +267,35 @@ def _monitoring_period(params) -> int:
     return int(params.file.crediting.monitoring_period_years.value)
 
 
-def _policy_years(cover: str, volume, years: int | None, params) -> int:
-    """``--years``, or its default: 1, or for a price floor on the simulated credits (no ``--volume``) the
-    crediting's monitoring period, whose end issues the credits (a 1-year policy would see none). A price
-    floor on the simulated credits for fewer years than that is refused before the simulation, naming the
-    options."""
+def _policy_years(cover: str, volume, years: int | None, params, crediting: dict | None = None) -> int:
+    """``--years``, or its default: 1, or for a price floor on the simulated credits (no ``--volume``) the run year
+    of the first verification (the crediting's monitoring period, or sooner for projects that began crediting
+    before the run: ``--crediting-start-year``), whose end issues the credits (a 1-year policy would see none). A
+    price floor on the simulated credits for fewer years than that is refused before the simulation, naming the
+    options; so is a crediting start or period the crediting rules cannot take."""
+    from models.carbon import CreditingRules
+    from models.dynamics import DEFAULT_START_YEAR
+
+    try:
+        rules = CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **(crediting or {}))
+    except ValueError as exc:
+        msg = str(exc)
+        for key in ("crediting_start_year", "crediting_period_years"):
+            msg = msg.replace(key, "--" + key.replace("_", "-"))
+        raise CLIError(msg) from None
     if cover != "price-floor" or volume is not None:
         return 1 if years is None else years
-    period = _monitoring_period(params)
+    first = rules.first_issuance_year() or rules.monitoring_period_years
+    period = rules.monitoring_period_years
     if years is None:
-        note(f"price floor on the simulated credits: --years defaults to {period}, the crediting's monitoring "
-             f"period (credits are issued at its end); give --volume for a fixed yearly volume")
-        return period
-    if years < period:
+        note(f"price floor on the simulated credits: --years defaults to {first}, the run year of the first "
+             f"verification (credits are issued at the end of each {period}-year monitoring period); give --volume "
+             f"for a fixed yearly volume")
+        return first
+    if years < first:
         raise CLIError(f"--years {years}: a price floor on the simulated credits sees none in {years} policy "
-                       f"year(s) (credits are issued at the end of each {period}-year monitoring period); give "
-                       f"--years {period} or more, or a fixed --volume (tCO2e a year)")
+                       f"year(s) (the first verification, which issues them, ends run year {first}; then every "
+                       f"{period} years); give --years {first} or more, or a fixed --volume (tCO2e a year)")
     return years
 
 

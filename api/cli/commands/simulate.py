@@ -81,8 +81,9 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
                        workers=workers, scheduler=scheduler, progress=ProgressBar("simulating"))
     except ValueError as exc:
         msg = str(exc)
-        for key in crediting:  # the option's name, not the engine's
-            msg = msg.replace(key, "--" + key.replace("_", "-"))
+        if crediting:  # the options' names, not the engine's
+            for key in ("crediting_start_year", "crediting_period_years"):
+                msg = msg.replace(key, "--" + key.replace("_", "-"))
         raise CLIError(msg) from exc
     show_model_notes(res.provenance)
     for line in quantile_notes(res.provenance):
