@@ -86,3 +86,37 @@ def test_every_string_exists_in_chinese_and_english():
         used |= set(re.findall(r'"((?:col|kpi|chart|dl|run|lv|st|axis|legend)_[a-z0-9_]+)"', text))
     missing = used - zh
     assert not missing, f"strings used but not in the dictionary: {missing}"
+
+
+def test_active_jobs_reads_every_page_of_the_keys_running_and_queued_jobs(tmp_path):
+    """The dashboard's job resume (jobs.js activeJobs) follows next_offset: a tenant allowed more active jobs than one
+    page of 100 (CRE_MAX_ACTIVE_JOBS_PER_TENANT) still finds its own, newest first (it read one page per status)."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    script = tmp_path / "active.mjs"
+    script.write_text("""
+import { activeJobs } from %s;
+const jobs = Array.from({ length: 230 }, (_, i) => ({ id: `j${i}`, kind: i %% 2 ? "stress_test" : "accounts",
+  created_by: i %% 5 ? "k1" : "k2", created_at: `2026-12-07T${String(10 + Math.floor(i / 60)).padStart(2, "0")}:${String(i %% 60).padStart(2, "0")}:00`,
+  status: i < 150 ? "running" : "queued" }));
+const seen = [];
+const api = { get: async (path, q) => {
+  seen.push([path, q.status, q.offset]);
+  const all = jobs.filter((j) => j.status === q.status);
+  return { items: all.slice(q.offset, q.offset + q.limit),
+           next_offset: q.offset + q.limit < all.length ? q.offset + q.limit : null };
+} };
+const got = await activeJobs(api, ["stress_test"], "k1");
+console.log(JSON.stringify({ ids: got.map((j) => j.id), seen }));
+""" % json.dumps((STATIC_DIR / "js" / "jobs.js").as_uri()))
+    r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    want = [f"j{i}" for i in sorted(range(230), key=lambda i: (10 + i // 60, i % 60), reverse=True)
+            if i % 2 and i % 5]
+    assert out["ids"] == want
+    assert [s[1:] for s in out["seen"]] == [["running", 0], ["running", 100], ["queued", 0]]

@@ -61,12 +61,16 @@ export function mountJobBlocks(root = document) {
   }
 }
 
-/** The key's queued and running jobs of the given kinds, newest first (GET /v1/jobs?status=...). */
+/** The key's queued and running jobs of the given kinds, newest first (GET /v1/jobs?status=..., every page:
+ * a tenant may have more active jobs than one page holds when CRE_MAX_ACTIVE_JOBS_PER_TENANT allows it). */
 export async function activeJobs(api, kinds, createdBy = null) {
   const out = [];
   for (const status of ["running", "queued"]) {
-    const page = await api.get("/v1/jobs", { status, limit: 100 });
-    out.push(...(page.items || []).filter((j) => kinds.includes(j.kind) && (!createdBy || j.created_by === createdBy)));
+    for (let offset = 0; offset !== null && offset !== undefined;) {
+      const page = await api.get("/v1/jobs", { status, limit: 100, offset });
+      out.push(...(page.items || []).filter((j) => kinds.includes(j.kind) && (!createdBy || j.created_by === createdBy)));
+      offset = page.next_offset;
+    }
   }
   return out.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
 }
