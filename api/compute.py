@@ -358,6 +358,7 @@ def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
     """:func:`finance_engine.insurance.quote` -> ``Quote.to_dict()`` (cleaned); ``progress``, ``chunk_paths``,
     ``stop``: see :func:`progress_sink` and :class:`TaskProgress`."""
     from finance_engine.insurance import quote
+    from finance_engine.loan_terms import crediting_overrides
 
     cover, loading, layers = quote_inputs(req)
     q = quote(cover, _portfolio(ref), _params(ref["region"]), paths=req["paths"], years=req["years"],
@@ -365,8 +366,7 @@ def task_quote(ref: dict[str, Any], req: dict[str, Any], progress: Any = None,
               layers=layers, quota_share=req["quota_share"], account_level=req.get("account_level"),
               price_model_set=_state()["pms"], workers=1, chunk_paths=chunk_paths,
               progress=TaskProgress(progress, stop).chunks(),
-              crediting={k: req[k] for k in ("crediting_start_year", "crediting_period_years")
-                         if req.get(k) is not None} or None)
+              crediting=crediting_overrides(req) or None)
     return clean(q.to_dict())
 
 

@@ -30,6 +30,7 @@ from api.problems import ApiProblem, FieldMap, engine_problem
 from api.security import Principal
 from api.services import (audit, audit_record, get_owned, internal_job_problem, job_problem, new_id, own_provenance,
                           sha256_json)
+from finance_engine.loan_terms import CREDITING_TERMS, crediting_overrides
 
 log = logging.getLogger("carbon_risk.api.finance")
 
@@ -62,7 +63,7 @@ def code_version() -> str:
 # where the names in the engine's error messages live in each request (api.problems.FieldMap)
 #: the terms a collateral request takes from a registered loan: the engine's LoanTerms name -> the loan's name
 LOAN_TERMS = {"amount_cny": "amount_cny", "term_years": "term_years", "interest_rate": "rate",
-              "crediting_start_year": "crediting_start_year", "crediting_period_years": "crediting_period_years"}
+              **{k: k for k in CREDITING_TERMS}}
 
 
 def collateral_fields(from_loan: Iterable[str] = ()) -> FieldMap:
@@ -185,8 +186,7 @@ def loan_engine_terms(loan: dict[str, Any] | None, overrides: dict[str, Any]) ->
                              errors=[{"field": "loan/terms/term_years", "reason": "not a whole number of years"}])
         t.update(amount_cny=float(loan["amount_cny"]), term_years=int(term), interest_rate=float(loan["rate"]))
         # the pledged project's crediting start and period, where the loan was registered with them
-        t.update({k: int(loan[k]) for k in ("crediting_start_year", "crediting_period_years")
-                  if loan.get(k) is not None})
+        t.update({k: int(v) for k, v in crediting_overrides(loan).items()})
     t.update({k: v for k, v in overrides.items() if v is not None})
     if isinstance(t.get("insurance"), dict):
         t["insurance"] = {k: v for k, v in t["insurance"].items() if v is not None}
@@ -229,7 +229,7 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
         errors += [{"field": fields.resolve(name), "value": getattr(lt, name), "reason": reason}
                    for name, reason in unknown_price_names(lt, _price_models())]
     if params is not None:
-        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms, crediting_overrides
+        from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
 
         # the crediting start and period against the model's rules, also when another term was refused (every
         # problem is reported); a value the schema refused was reported above
@@ -362,8 +362,7 @@ def prepare_quote(s: Session, who: Principal, body) -> tuple[PortfolioRow, str |
            "quota_share": body.quota_share, "account_level": body.account_level,
            "name": body.name or (pol.name if pol else "")}
     # set only when given: a request without them keeps its identity
-    req.update({k: getattr(body, k) for k in ("crediting_start_year", "crediting_period_years")
-                if getattr(body, k) is not None})
+    req.update(crediting_overrides({k: getattr(body, k) for k in CREDITING_TERMS}))
     if pol is not None and pol.terms.get("parcel_ids"):
         raise ApiProblem(422, "the policy insures a subset of the portfolio's parcels; quotes price whole portfolios "
                               "(upload the insured parcels as their own portfolio)", kind="invalid-cover",
@@ -401,7 +400,7 @@ def check_quote_inputs(req: dict[str, Any], params=None) -> None:
                          f"body/layers/{i}"))
     if req.get("subsidy") is not None:
         attempt(lambda: subsidy_shares(req["subsidy"]), FieldMap({}, "body/subsidy"))
-    own = quote_crediting(req)
+    own = crediting_overrides(req)
     if own and params is not None:
         from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
 
@@ -413,10 +412,6 @@ def check_quote_inputs(req: dict[str, Any], params=None) -> None:
                              errors=[{"field": f"body/{name}", "value": own.get(name),
                                       "reason": str(exc).split(":", 1)[-1].strip()}]) from None
 
-
-def quote_crediting(req: dict[str, Any]) -> dict[str, int]:
-    """A quote request's crediting overrides (for a price floor on the simulated credits)."""
-    return {k: req[k] for k in ("crediting_start_year", "crediting_period_years") if req.get(k) is not None}
 
 
 # ---- stress -----------------------------------------------------------------------------------------
@@ -435,7 +430,7 @@ def registered_loans_registry(s: Session, who: Principal, pf: PortfolioRow) -> t
         if not ids:
             all_ids = all_ids or _parcel_ids_of(pf)
             ids = all_ids
-        own = [k for k in ("crediting_start_year", "crediting_period_years") if r.terms.get(k) is not None]
+        own = list(crediting_overrides(r.terms))
         if own:
             notes.append(f"loan {r.id}: its {' and '.join(own)} are not used here: the stress test credits every "
                          f"project under the model's crediting rules")

@@ -30,6 +30,7 @@ from api.problems import ApiProblem, FieldMap, json_safe
 from api.schemas import ID_PATTERN
 from api.requestctx import current_request_id
 from api.security import Principal
+from finance_engine.loan_terms import CREDITING_TERMS, crediting_overrides
 
 UPLOAD_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".xlsx", ".xlsm", ".geojson", ".json")
 
@@ -576,13 +577,13 @@ SIMULATION_FIELDS = FieldMap(
               (r"loss.table", "body/loss_table_level")))
 
 
-#: a simulation request's crediting overrides (``simulate(crediting=...)``)
-SIMULATION_CREDITING = ("crediting_start_year", "crediting_period_years")
+#: a simulation request's crediting overrides (``simulate(crediting=...)``): the loan terms' names
+SIMULATION_CREDITING = CREDITING_TERMS
 
 
 def simulation_crediting(req: dict[str, Any]) -> dict[str, int]:
     """The crediting overrides a simulation request sets."""
-    return {k: req[k] for k in SIMULATION_CREDITING if req.get(k) is not None}
+    return crediting_overrides(req)
 
 
 def check_simulation_request(params, req: dict[str, Any]) -> None:

@@ -616,6 +616,38 @@ def _scheduler(ctx: Any, param: Any, value: str | None) -> str | None:
                              "address of a Dask scheduler, tcp://HOST:PORT", ctx=ctx, param=param)
 
 
+def crediting_options(prefix: str = "") -> Callable:
+    """--crediting-start-year and --crediting-period-years: a project that began crediting before the run (the
+    loan terms and engine overrides of the same names, ``finance_engine.loan_terms.CREDITING_TERMS``); ``prefix``
+    starts each help text (what the options are for)."""
+    def decorate(f: Callable) -> Callable:
+        f = click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
+                         help=f"{prefix}the registered crediting period (default: the parameter file's; Lishui 40, "
+                              "the longest the MEE's 2023 CCER rules allow forestry).")(f)
+        return click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
+                            help=f"{prefix}the calendar year the projects began crediting, at most the run's first "
+                                 "year (2026, the default); earlier: fewer years of the crediting period left, "
+                                 "verifications in their phase.")(f)
+    return decorate
+
+
+def crediting_from_options(start_year: int | None, period_years: int | None) -> dict[str, int]:
+    """The engine's crediting overrides the options set (none: empty)."""
+    from finance_engine.loan_terms import crediting_overrides
+
+    return crediting_overrides({"crediting_start_year": start_year, "crediting_period_years": period_years})
+
+
+def crediting_option_names(message: str, given: Iterable[str] | None = None) -> str:
+    """``message`` with the crediting terms' names as their options' (``--crediting-start-year``); ``given``: only
+    those names (the others came from elsewhere, a terms file)."""
+    from finance_engine.loan_terms import CREDITING_TERMS
+
+    for key in CREDITING_TERMS if given is None else given:
+        message = message.replace(key, "--" + key.replace("_", "-"))
+    return message
+
+
 def simulation_options(f: Callable) -> Callable:
     """--years --paths --seed --workers --chunk-paths --scheduler --carbon-method."""
     opts = [

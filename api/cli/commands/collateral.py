@@ -9,6 +9,8 @@ import click
 from api.cli.common import (
     FINITE,
     CLIError,
+    crediting_option_names,
+    crediting_options,
     OutputFile,
     ProgressBar,
     echo_json,
@@ -87,11 +89,7 @@ def _check_term_names(terms: dict, terms_file: str) -> None:
 @click.option("--insured-price", type=FINITE, default=None,
               help="Assign a sink-loss policy to the bank paying this CNY/tCO2e for destroyed stock (with a --terms "
                    "file that has an insurance block, only its agreed price changes).")
-@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-              help="Calendar year the pledged project began crediting, at most the valuation's first year (2026; "
-                   "the default). Earlier: fewer years of its crediting period left, verifications in their phase.")
-@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
-              help="The project's registered crediting period (default: the parameter file's, Lishui 40).")
+@crediting_options("The pledged project's crediting: ")
 @click.option("--parcels", "parcel_ids", default=None,
               help="Comma-separated pledged parcel ids. Without --parcels or --project the whole portfolio is pledged.")
 @click.option("--project", "project_id", default=None,
@@ -235,16 +233,14 @@ def _check_terms(terms: dict, terms_file: str | None):
 def _check_crediting(loan, params, terms_file: str | None, overrides: dict) -> None:
     """The crediting start year and period against the model's crediting rules, before any simulation: a bad one
     is one line naming the option it came from (or the terms file's key), exit 2."""
-    from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
+    from finance_engine.loan_terms import CREDITING_TERMS, LoanTermsError, check_crediting_terms
 
     try:
         check_crediting_terms(loan, params)
     except LoanTermsError as exc:
-        msg = str(exc)
-        for key in ("crediting_start_year", "crediting_period_years"):
-            if overrides.get(key) is not None:  # given as an option: name the option
-                msg = msg.replace(key, "--" + key.replace("_", "-"))
-        raise CLIError(f"{terms_file or 'loan terms'}: {msg}") from None
+        given = [k for k in CREDITING_TERMS if overrides.get(k) is not None]
+        # a term given as an option is named as the option; one from the terms file by its key there
+        raise CLIError(f"{terms_file or 'loan terms'}: {crediting_option_names(str(exc), given)}") from None
 
 
 def _pledge_label(project_id: str | None, ids: list[str] | None, source: str) -> str:

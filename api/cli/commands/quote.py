@@ -14,6 +14,9 @@ from api.cli.common import (
     FINITE,
     LEVEL_CHOICES,
     CLIError,
+    crediting_from_options,
+    crediting_option_names,
+    crediting_options,
     OutputFile,
     ProgressBar,
     echo_json,
@@ -132,12 +135,7 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
               help="Policy years per path [default: 1; a price floor on the simulated credits (no --volume): the "
                    "crediting's monitoring period, 5 years, whose end issues the credits].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
-@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-              help="A price floor on the simulated credits: the calendar year the projects began crediting, at most "
-                   "the run's first year (2026, the default); earlier: verifications in their phase.")
-@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
-              help="A price floor on the simulated credits: the registered crediting period (default: the "
-                   "parameter file's, Lishui 40).")
+@crediting_options("A price floor on the simulated credits: ")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the quote: .html (quote slip), .xlsx (money columns in CNY, with a provenance sheet) or .json.")
@@ -199,8 +197,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
         except InsuranceInputError as exc:
             raise CLIError(f"--subsidy: {exc} (or none)") from None
     params = load_model(parameters)
-    crediting = {k: v for k, v in (("crediting_start_year", crediting_start_year),
-                                   ("crediting_period_years", crediting_period_years)) if v is not None}
+    crediting = crediting_from_options(crediting_start_year, crediting_period_years)
     years = _policy_years(cover, volume, years, params, crediting)
     out = OutputFile(output, suffixes=(".html", ".htm", ".xlsx", ".json"), force=force,
                      inputs=[portfolio_input(portfolio), *parameter_inputs(params)]) if output else None
@@ -279,10 +276,7 @@ def _policy_years(cover: str, volume, years: int | None, params, crediting: dict
     try:
         rules = CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **(crediting or {}))
     except ValueError as exc:
-        msg = str(exc)
-        for key in ("crediting_start_year", "crediting_period_years"):
-            msg = msg.replace(key, "--" + key.replace("_", "-"))
-        raise CLIError(msg) from None
+        raise CLIError(crediting_option_names(str(exc))) from None
     if cover != "price-floor" or volume is not None:
         return 1 if years is None else years
     first = rules.first_issuance_year() or rules.monitoring_period_years

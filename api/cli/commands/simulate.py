@@ -9,6 +9,9 @@ from api.cli.common import (
     LEVEL_CHOICES,
     CLIError,
     OutputDir,
+    crediting_from_options,
+    crediting_option_names,
+    crediting_options,
     ProgressBar,
     echo_json,
     force_option,
@@ -35,12 +38,7 @@ from api.cli.tables import render_table
 @click.option("--loss-table", "loss_table_level", type=click.Choice(LEVEL_CHOICES), default=None,
               help="Keep an event loss table at this level.")
 @click.option("--no-perils", is_flag=True, help="Growth only (no fire, pest, wind, ice, drought).")
-@click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-              help="Calendar year the projects began crediting, at most the run's first year (default: the run's "
-                   "first year). Earlier: fewer years of the crediting period left, verifications in their phase.")
-@click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
-              help="Registered crediting period (default: the parameter file's; Lishui: 40, the longest the MEE's "
-                   "2023 CCER rules allow forestry).")
+@crediting_options()
 @click.option("--output", "-o", type=click.Path(), default=None,
               help="Folder for the summary, horizon and initial-stock tables and provenance, the year loss table "
                    "when portfolio is among the --level(s) (the default) and the event loss table with "
@@ -72,19 +70,14 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
         if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     switches = SimulationSwitches(perils=()) if no_perils else SimulationSwitches()
-    crediting = {k: v for k, v in (("crediting_start_year", crediting_start_year),
-                                   ("crediting_period_years", crediting_period_years)) if v is not None}
+    crediting = crediting_from_options(crediting_start_year, crediting_period_years)
     try:
         res = simulate(pf, params, years=years, paths=paths, seed=seed, levels=levels, carbon_method=carbon_method,
                        switches=switches, crediting=crediting, loss_table_level=loss_table_level,
                        chunk_paths=chunk_paths,
                        workers=workers, scheduler=scheduler, progress=ProgressBar("simulating"))
     except ValueError as exc:
-        msg = str(exc)
-        if crediting:  # the options' names, not the engine's
-            for key in ("crediting_start_year", "crediting_period_years"):
-                msg = msg.replace(key, "--" + key.replace("_", "-"))
-        raise CLIError(msg) from exc
+        raise CLIError(crediting_option_names(str(exc)) if crediting else str(exc)) from exc
     show_model_notes(res.provenance)
     for line in quantile_notes(res.provenance):
         note(line)
