@@ -176,14 +176,19 @@ def test_threaded_runs_lower_the_gil_switch_interval_and_restore_it(portfolio, p
 
     before = sys.getswitchinterval()
     assert before > THREADS_SWITCH_INTERVAL_S  # Python's default, 5 ms
-    during = []
+    during, counts = [], []
 
-    def progress(_):
+    def progress(p):
         during.append(sys.getswitchinterval())
+        counts.append((p.chunks_done, p.chunks_total))
 
     _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", progress=progress)
-    # (the first report comes before the chunks start)
-    assert set(during[1:]) == {THREADS_SWITCH_INTERVAL_S} and sys.getswitchinterval() == before
+    # (the first report comes before the chunks start; each chunk's report while the chunks run; the summary's
+    # reports and the last one come after them, on one thread, at the interpreter's own interval)
+    total = counts[0][1]
+    first = {c: during[counts.index((c, total))] for c in range(1, total)}
+    assert set(first.values()) == {THREADS_SWITCH_INTERVAL_S} and during[-1] == before
+    assert set(during) <= {before, THREADS_SWITCH_INTERVAL_S} and sys.getswitchinterval() == before
     # a cancelled run restores it too; one worker leaves it alone
     with pytest.raises(SimulationCancelled):
         _run(portfolio, params, chunk_paths=32, workers=2, scheduler="threads", cancel=lambda: True)
@@ -222,7 +227,9 @@ def test_threaded_runs_lower_the_gil_switch_interval_and_restore_it(portfolio, p
 def test_progress_and_cancel(portfolio, params):
     seen = []
     _run(portfolio, params, levels=("portfolio",), loss_table_level=None, chunk_paths=32, progress=seen.append)
-    assert [p.chunks_done for p in seen] == [0, 1, 2, 3]
+    # each chunk count in turn (the summary's parts are reported with all but the last chunk done), 100 % last
+    counts = [p.chunks_done for p in seen]
+    assert sorted(set(counts)) == [0, 1, 2, 3] and counts == sorted(counts) and counts.count(3) == 1
     assert seen[-1].fraction == 1.0 and seen[-1].eta_s == 0.0
     calls = {"n": 0}
 

@@ -251,7 +251,8 @@ def test_a_run_with_callbacks_reports_steps_and_is_the_same_run(small, params, m
     seen = []
     stepped = simulate(small, params, progress=seen.append, **kw)
     assert plain.run_info["chunks"] == 1 and stepped.run_info["chunks"] == 4
-    assert [p.chunks_done for p in seen] == [0, 1, 2, 3, 4]
+    counts = [p.chunks_done for p in seen]  # (the summary's parts are reported with 3 of 4 chunks done)
+    assert sorted(set(counts)) == [0, 1, 2, 3, 4] and counts == sorted(counts) and counts.count(4) == 1
     np.testing.assert_array_equal(plain.per_path["portfolio"], stepped.per_path["portfolio"])
     pd.testing.assert_frame_equal(plain.summary, stepped.summary, check_exact=True)
     pd.testing.assert_frame_equal(plain.parcel_summary, stepped.parcel_summary, check_exact=True)

@@ -363,13 +363,16 @@ class _Design:
     Simulated years are path-major (``sim_year = path * years + year``); a path's years are correlated
     and so are the paths of a parameter set. Means take their standard error over path means (between
     parameter sets when ``set_size > 1``); other figures a delete-a-group jackknife over groups of whole
-    parameter sets (whole paths when ``set_size == 1``; single years without ``paths_years``).
+    parameter sets (whole paths when ``set_size == 1``; single years without ``paths_years``). ``antithetic``:
+    the paths come in antithetic pairs ``2j, 2j+1`` inside the sets (the engine's ``antithetic`` switch): the
+    parameter sd is then decomposed on the pair means (:func:`nested_moments`).
     """
 
-    def __init__(self, n: int, paths_years: tuple[int, int] | None, set_size: int):
+    def __init__(self, n: int, paths_years: tuple[int, int] | None, set_size: int, antithetic: bool = False):
         self.n = int(n)
         self.paths_years = paths_years
         self.set_size = max(int(set_size), 1) if paths_years is not None else 1
+        self.antithetic = bool(antithetic) and self.set_size > 1 and self.set_size % 2 == 0
         if paths_years is not None:
             p, y = (int(v) for v in paths_years)
             if p * y != n:
@@ -428,7 +431,7 @@ class _Design:
         se = mean_se(pm, self.set_size)
         psd, ci = None, (None, None)
         if self.set_size > 1:
-            mo = nested_moments(pm[:, None], self.set_size, True)
+            mo = nested_moments(pm[:, None], self.set_size, True, self.antithetic)
             sd = float(mo["parameter_sd"][0])
             psd = sd if math.isfinite(sd) else None
             if psd is not None:
@@ -673,7 +676,7 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
                  subsidised: bool | None = None, layers: Sequence[LayerSpec] = (), quota_share: float = 0.0,
                  cover: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
                  parameter_set_size: int = 1, paths_years: tuple[int, int] | None = None,
-                 return_periods: Sequence[float] | None = None,
+                 antithetic: bool = False, return_periods: Sequence[float] | None = None,
                  aal_by_peril: list[dict] | None = None, aal_by_level: list[dict] | None = None,
                  true_loss_tolerance_cny: float = 0.0,
                  exposure: Callable[[CoverLosses], tuple[float, float]] | None = None) -> Quote:
@@ -710,6 +713,9 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
         VaR and TVaR errors count groups of ``parameter_set_size x years`` simulated years (a set's
         paths, each path's years) by their design effect. Without ``paths_years`` the years are taken
         as independent.
+    antithetic : bool
+        The paths come in antithetic pairs inside the parameter sets (the engine's ``antithetic`` switch): the
+        parameter sd is decomposed on the pair means.
     true_loss_tolerance_cny : float
         Index covers: amounts at or below this count as no loss / no payout in the basis risk.
     exposure : callable, optional
@@ -735,7 +741,7 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     # simulated years are path-major (sim_year = path * years + year): a path's years, and the paths of a
     # parameter set, are correlated; means take their error over path means (between sets), the other
     # figures a jackknife over whole sets, and the quantile and tail errors count such groups
-    design = _Design(n, paths_years, parameter_set_size)
+    design = _Design(n, paths_years, parameter_set_size, antithetic)
     group = paths_years[1] * max(int(parameter_set_size), 1) if paths_years is not None else 1
     reestimated = losses.replicate is not None and design.keep is not None
     if losses.replicate is not None and paths_years is None:
@@ -1017,7 +1023,15 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         res = simulate(portfolio, params, years=years, paths=paths, seed=seed, levels=levels,
                        loss_table_level="portfolio" if isinstance(cover, StockLossCover) else None,
                        switches=switches, workers=workers, chunk_paths=chunk_paths, scenario="insurance quote",
-                       progress=progress, crediting=crediting)
+                       progress=progress, crediting=crediting, summarise=False)  # the quote reads per-path values only
+    why = res.provenance.get("levels_without_quantiles", {}).get(account_level) if account_level else None
+    if why is not None and account_level not in res.per_path:
+        # a reused run that asked for the level but summarised it from streamed moments (over its per-path budget,
+        # or of too many groups): no AAL by account can be priced from it; refused rather than silently left out
+        raise InsuranceInputError(
+            f"account_level: the simulation kept no per-path values at the {account_level} level ({why}; it was "
+            "summarised from streamed moments only): use fewer paths, a coarser account_level or a larger "
+            "per_path_budget_mib, or account_level=None")
     paths, years, seed = res.provenance["paths"], res.provenance["years"], res.provenance["seed"]
     n = paths * years
     stock0 = float(res.start_stock("portfolio").iloc[0])
@@ -1028,7 +1042,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
             "insurance_defaults_sha256": _file_sha256(DEFAULTS_PATH),
             "method": "engine paths -> cover payouts per simulated year -> premium principles on the annual payouts"}
     set_size = recorded_set_size(res.provenance["switches"])
-    design = _Design(n, (paths, years), set_size)
+    antithetic = bool(res.provenance["switches"].get("antithetic", False))  # the engine's pairs 2j, 2j+1
+    design = _Design(n, (paths, years), set_size, antithetic)
     # ground-up AAL by peril (tCO2e destroyed) and by account level
     unit_price = getattr(cover, "price_cny_per_tco2e", None) or cover.strike_cny_per_tco2e
     covered = cover.perils if isinstance(cover, StockLossCover) else None
@@ -1109,4 +1124,4 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     return quote_losses(losses, sum_insured_cny=si, area_ha=area, insured_tco2e=insured, loading=loading,
                         subsidy=subsidy, subsidised=subsidised, layers=layers, quota_share=quota_share,
                         cover=cover.to_dict(), provenance=prov, parameter_set_size=set_size,
-                        paths_years=(paths, years), aal_by_peril=by_peril, aal_by_level=by_level, exposure=exposure)
+                        paths_years=(paths, years), antithetic=antithetic, aal_by_peril=by_peril, aal_by_level=by_level, exposure=exposure)

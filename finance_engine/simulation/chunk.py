@@ -66,6 +66,30 @@ def format_bytes(n: float) -> str:
     return f"{n / 2**10:.0f} KiB"
 
 
+#: the summary's working copies while it summarises a level kept per path (``summarise_per_path`` works metric by
+#: metric: a metric's sort, deviations, tail and set arrays; and the tables it builds), in units of one metric's
+#: per-path values: the extra peak of a whole run's summary (tracemalloc over ``assemble_result``; one level of 40
+#: groups; 1-30 years, 1,024-32,768 paths) was 4.9 with independent paths and 6.5-8.1 with parameter sets
+#: (``summarise_per_path`` alone: 4.7 and 5.4-6.2); a margin above it
+SUMMARY_TEMP_METRICS = 9
+
+
+def summary_transient_bytes(n_metrics: int, years: int, nbytes: int) -> int:
+    """The summary's transient memory for a level of ``nbytes`` per-path values (:func:`per_path_bytes`), beyond
+    them: the larger of its yearly tables' ``SUMMARY_TEMP_METRICS`` working copies of one metric, and its
+    horizon tables' (the whole-horizon array, one year's worth of every metric, with the same copies of one
+    metric's horizon values; a one-year run's horizon values are its yearly ones, no array). Levels are
+    summarised one after another, so a run's summary needs this for its largest kept level only.
+
+    >>> round(summary_transient_bytes(13, 30, 4.2 * 2**30) / 2**30, 1)  # a city run's townships
+    2.9
+    """
+    nbytes, years = int(nbytes), max(1, int(years))
+    yearly = SUMMARY_TEMP_METRICS * (nbytes // max(1, int(n_metrics)))
+    horizon = (nbytes + yearly) // years if years > 1 else 0
+    return max(yearly, horizon)
+
+
 @dataclass(frozen=True)
 class PerPathPlan:
     """Which levels of a run keep every path's values (quantiles, TVaR) and why the others do not.
@@ -84,11 +108,14 @@ def plan_per_path(levels: tuple[str, ...], n_groups: Mapping[str, int], n_metric
                   budget_bytes: int | None = None, max_groups: int | None = None) -> PerPathPlan:
     """The levels a run keeps per path (:class:`PerPathPlan`).
 
-    Levels (``parcel`` aside) are admitted coarse to fine -- fewest groups first (the portfolio first), levels
-    of as many groups in the order asked -- while their per-path arrays (:func:`per_path_bytes`) stay within
-    ``budget_bytes`` together (default ``PER_PATH_BUDGET_BYTES``) and the level has at most ``max_groups``
-    groups (default ``MAX_GROUPS_FOR_QUANTILES``, read when called). Every other level is summarised from
-    streamed moments: mean, ``mc_se``, ``parameter_sd`` and its interval, no quantiles or TVaR.
+    The ``portfolio`` level (one group) is always kept, whatever the budget: the loan, the quote and the year
+    loss table read its per-path values (its bytes count towards the budget the other levels share). The
+    other levels (``parcel`` aside) are admitted coarse to fine -- fewest groups first, levels of as many
+    groups in the order asked -- while their per-path arrays (:func:`per_path_bytes`), with the summary's
+    transient memory for the largest of them (:func:`summary_transient_bytes`), stay within ``budget_bytes``
+    together (default ``PER_PATH_BUDGET_BYTES``) and the level has at most ``max_groups`` groups (default
+    ``MAX_GROUPS_FOR_QUANTILES``, read when called). Every other level is summarised from streamed moments:
+    mean, ``mc_se``, ``parameter_sd`` and its interval, no quantiles or TVaR.
     """
     budget = PER_PATH_BUDGET_BYTES if budget_bytes is None else int(budget_bytes)
     cap = MAX_GROUPS_FOR_QUANTILES if max_groups is None else int(max_groups)
@@ -99,12 +126,16 @@ def plan_per_path(levels: tuple[str, ...], n_groups: Mapping[str, int], n_metric
     for lv in sorted(asked, key=lambda lv: n_groups[lv]):  # stable: ties keep the order asked
         g = int(n_groups[lv])
         need = per_path_bytes(n_metrics, years, paths, g)
-        if g > cap:
+        if lv == "portfolio":  # always kept (one group): what the loan, the quote and the loss table read
+            kept.add(lv)
+            total += need
+        elif g > cap:
             without[lv] = f"{g} groups, over {cap}"
-        elif total + need > budget:
+        elif total + need + summary_transient_bytes(n_metrics, years, need) > budget:
             with_coarser = f" with the {format_bytes(total)} of coarser levels" if total else ""
-            without[lv] = (f"per-path values would need {format_bytes(need)}, over the {format_bytes(budget)} "
-                           f"budget{with_coarser}")
+            temp = summary_transient_bytes(n_metrics, years, need)
+            without[lv] = (f"per-path values would need {format_bytes(need)} (and {format_bytes(temp)} while "
+                           f"summarised), over the {format_bytes(budget)} budget{with_coarser}")
         else:
             kept.add(lv)
             total += need

@@ -21,8 +21,12 @@ DEFAULT_TAIL_LEVELS: tuple[float, ...] = (0.95, 0.99)
 # keep streaming moments (mean, standard error) only, so memory never grows with parcels x paths.
 MAX_GROUPS_FOR_QUANTILES = 200
 #: Levels keep every path's value (float64, metrics x years x paths x groups) only within this many bytes
-#: together: admitted coarse to fine (fewest groups first, the portfolio first), a level that would take the
-#: total beyond it is summarised from streamed moments like a level of more than ``MAX_GROUPS_FOR_QUANTILES``
+#: together, with the summary's transient memory for the largest of them (its whole-horizon array and working
+#: copies of one metric: ``chunk.summary_transient_bytes``): the budget bounds the kept per-path arrays plus
+#: that peak of the summary, not the chunks' own state or the summary tables. The ``portfolio`` level (one group)
+#: is always kept, whatever the budget: the loan, the quote and the year loss table read it (its bytes count
+#: against the budget the other levels share; ``require_per_path`` follows the same rule). The other levels are
+#: admitted coarse to fine (fewest groups first); a level that would take the total beyond it is summarised from streamed moments like a level of more than ``MAX_GROUPS_FOR_QUANTILES``
 #: groups (mean, ``mc_se``, ``parameter_sd`` and its interval; no quantiles or TVaR), and the result's
 #: provenance says so (``levels_without_quantiles``). A city-scale township level (144 groups, 13 metrics,
 #: 30 years, 10,000 paths) would need 4.2 GiB against the engine's 2 GB peak-memory target; the demo's
@@ -96,8 +100,9 @@ class SimulationConfig:
     scenario : str
         A label recorded with the result.
     per_path_budget_mib : float or None
-        Memory (MiB) the levels' per-path values may take together (``None``: ``PER_PATH_BUDGET_BYTES``);
-        levels beyond it report moments only (:attr:`per_path_budget_bytes`).
+        Memory (MiB) the levels' per-path values may take together, with the summary's transient memory for the
+        largest (``None``: ``PER_PATH_BUDGET_BYTES``); levels beyond it report moments only
+        (:attr:`per_path_budget_bytes`). The ``portfolio`` level is kept whatever the budget.
     """
 
     years: int

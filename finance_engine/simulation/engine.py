@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from finance_engine.simulation.chunk import (BASE_METRICS, CREDIT_METRICS, PARCEL_METRICS, ChunkResult, EngineSetup,
-                                             PerPathPlan, format_bytes, per_path_bytes, plan_per_path, run_chunk)
+                                             PerPathPlan, format_bytes, per_path_bytes, plan_per_path, run_chunk,
+                                             summary_transient_bytes)
 from finance_engine.simulation.config import PATH_BLOCK, SimulationConfig, modifiers_by_value
 from finance_engine.simulation.result import ChunkStore, SimulationResult, assemble_result
 from models._lru import lru_get, lru_put
@@ -53,15 +54,26 @@ CALLBACK_MIN_CHUNKS = 4
 CALLBACK_MIN_CHUNK_ELEMENTS = 500_000
 #: how often (s) a run in this process polls its ``cancel`` callback inside a chunk, at most
 CANCEL_POLL_S = 0.01
-#: the summary's work for one per-path value (a metric-year-path-group of a level kept per path: sorting,
-#: quantiles with their intervals, TVaR with its error, moments), in parcel-path-years of simulation. Progress
-#: counts the summary as work still to do after the last chunk, so a run reports 100 % (and an ETA of 0) only
-#: once its result is ready. Measured on the 5,000-parcel demo (30 years; township, village and parcel levels;
-#: one worker on the 2-core machine): 500 paths 7.6 s of chunks (7.5e7 parcel-path-years), 6.0 s of summary
-#: (the townships' 2.9e7 values, yearly and horizon): 2.1 parcel-path-years a value; 1,000 paths 14.3 s and
-#: 10.2 s: 1.9. The moment levels' and parcels' summaries are a few per cent of it and not counted; small runs
-#: have a fixed summary cost of a few tenths of a second, which this leaves out.
-SUMMARY_WORK_PER_VALUE = 2.0
+#: the summary's time (s) for one per-path value (a metric-year-path-group of a level kept per path: sorting,
+#: quantiles with their intervals, TVaR with its error, moments), with independent paths ... Progress counts the
+#: summary as time still to do after the last chunk (:func:`summary_seconds`), so a run reports 100 % (and an
+#: ETA of 0) only once its result is ready; the chunks' remaining time comes from their observed rate, so the
+#: estimate holds for any portfolio shape (a summary share counted in simulation work, as before, was measured
+#: on the 5,000-parcel demo and said 0.8 % after the first of four chunks of 40 parcels, one a village, where
+#: 25 % of the time had passed). Measured with ``summarise_per_path`` alone on the 2-core machine: 42-43 ns a
+#: value (30 years; 2,048 paths x 40 groups, 1,000 x 144); in whole runs (the tables' assembly, the horizon
+#: arrays) the summary took about 1.4 times that, ...
+SUMMARY_S_PER_VALUE = 60e-9
+#: ... and with parameter sets (the nested decomposition and its intervals): 98-108 ns alone (512-4,096 paths
+#: x 40 groups, sets of 8), 120-145 ns in whole runs ...
+SUMMARY_S_PER_VALUE_SETS = 140e-9
+#: ... plus a fixed cost per metric and table (yearly, horizon) of a level kept per path: 0.6 ms with
+#: independent paths, 1.2-1.6 ms with parameter sets (64 paths, one group) ...
+SUMMARY_S_PER_TABLE_METRIC = 1.2e-3
+#: ... and per level summarised from streamed moments (its two tables; the parcels' table) and per run
+#: (the tables' assembly, provenance)
+SUMMARY_S_PER_MOMENT_LEVEL = 5e-3
+SUMMARY_S_FIXED = 0.02
 
 
 class SimulationCancelled(RuntimeError):
@@ -326,11 +338,14 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         ``workers`` processes), a ``tcp://host:port`` address of a Dask scheduler, or a
         ``distributed.Client``. Results are identical to a local run.
     progress : callable, optional
-        Called with a :class:`Progress` before the first chunk and after each; the last chunk's report comes
-        once the result is summarised (the summary is work of the run: the fraction before it leaves room
-        for it, :data:`SUMMARY_WORK_PER_VALUE`, and only that last report says 100 %, ETA 0). It may raise
-        :class:`SimulationCancelled` to stop the run (as ``cancel`` does): the finance functions, which run
-        the engine several times and take only a ``progress`` callback, are cancelled that way.
+        Called with a :class:`Progress` before the first chunk, after each, and before each part of the summary
+        (a level's tables, the parcels', the loss table: reported with the chunks done as all but the last);
+        the last chunk's report comes once the result is summarised. The fraction is the elapsed time's share
+        of the elapsed and estimated remaining time -- the chunks' at their observed rate, the summary's from
+        its measured cost a value (:func:`summary_seconds`) -- never lower than reported before, and only that
+        last report says 100 %, ETA 0. It may raise :class:`SimulationCancelled` to stop the run (as ``cancel``
+        does), in the summary too: the finance functions, which run the engine several times and take only a
+        ``progress`` callback, and the API's jobs are cancelled that way.
     cancel : callable, optional
         Polled between chunks (and, for chunks in this process or on threads, between simulated years, and
         between the levels of the summary); when it returns True the run stops with :class:`SimulationCancelled`.
@@ -343,9 +358,13 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     keep_paths : bool
         Keep the per-path arrays in the result (needed by collateral and insurance pricing).
     per_path_budget_mib : float, optional
-        Memory (MiB) the levels' per-path arrays may take together (default ``PER_PATH_BUDGET_BYTES``, 768 MiB):
-        levels are admitted coarse to fine while they fit and have at most ``MAX_GROUPS_FOR_QUANTILES`` groups;
-        the others are summarised from streamed moments (mean, ``mc_se``, ``parameter_sd``; no quantiles, TVaR
+        Memory (MiB) the levels' per-path arrays may take together with the summary's transient memory for the
+        largest of them (its whole-horizon array and working copies of one metric,
+        :func:`~finance_engine.simulation.chunk.summary_transient_bytes`; default ``PER_PATH_BUDGET_BYTES``,
+        768 MiB). The ``portfolio`` level (one group) is always kept per path, whatever the budget (the loan,
+        the quote and the year loss table read it; its bytes count against the budget); the other levels are
+        admitted coarse to fine while they fit and have at most ``MAX_GROUPS_FOR_QUANTILES`` groups; the
+        others are summarised from streamed moments (mean, ``mc_se``, ``parameter_sd``; no quantiles, TVaR
         or per-path array), as ``provenance["levels_without_quantiles"]`` records. A caller that needs per-path
         arrays at every level checks first with :func:`require_per_path`.
 
@@ -393,12 +412,16 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     setup = _get_setup(token, model, portfolio, config)  # validates perils and levels up front
     results = ChunkStore(setup)  # per-path arrays go into whole-run arrays as chunks finish
     n_tasks = len(tasks)
-    # the summary's work in chunks (the chunks share the simulation's work equally)
-    summary_chunks = n_tasks * summary_share(setup) if summarise else 0.0
+    # the summary's estimated time (s): time still to do after the last chunk
+    summary_s = summary_seconds(setup) if summarise else 0.0
+    state = {"fraction": 0.0, "summary_left": None}
 
     def report(final: bool = False) -> None:
-        """The chunks done so far, the summary counted as work still to do; the last chunk is reported (100 %,
-        ETA 0) only with ``final``, once the result is ready."""
+        """The chunks done so far, the summary counted as time still to do: the fraction is the elapsed time's
+        share of the elapsed and estimated remaining time (the chunks' at their observed rate, the summary's
+        :func:`summary_seconds`), never lower than reported before; the last chunk is reported (100 %, ETA 0)
+        only with ``final``, once the result is ready. While summarising, the chunks done are reported as all
+        but the last."""
         if progress is None:
             return
         done = len(results)
@@ -406,16 +429,41 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         if final:
             progress(Progress(n_tasks, n_tasks, el, 0.0))
             return
-        if done >= n_tasks:
-            return  # reported once summarised
-        total = n_tasks + summary_chunks
-        progress(Progress(done, n_tasks, el, el / done * (total - done) if done else None, done / total))
+        left = state["summary_left"]
+        if left is not None:  # summarising
+            done, eta = n_tasks - 1, max(left, 0.0)
+        elif done >= n_tasks:
+            return  # the summary reports next
+        elif done == 0:
+            progress(Progress(0, n_tasks, el, None, state["fraction"]))
+            return
+        else:
+            eta = el / done * (n_tasks - done) + summary_s
+        frac = min(max(state["fraction"], el / (el + eta) if el + eta > 0 else 0.0), 0.999)
+        state["fraction"] = frac
+        progress(Progress(max(done, 0), n_tasks, el, eta, frac))
 
     def check() -> None:
         if cancel is not None and cancel():
             raise SimulationCancelled("simulation cancelled")
 
-    # a threaded run lowers the GIL switch interval (_switch_interval) until it is summarised and reported
+    def summary_step(level: str | None = None) -> None:
+        """Before each part of the summary (a level, the parcels, the loss table): the cancel callback, and a
+        progress report (which may raise to stop the run, as the finance functions' callbacks do). ``level``:
+        the level kept per path about to be summarised, whose estimated time then counts as begun."""
+        check()
+        if progress is None:
+            return
+        if state["summary_left"] is None:
+            state["summary_done_s"] = 0.0
+        # the remaining estimate: the whole summary's less the parts begun, never below what is yet to come
+        state["summary_left"] = max(summary_s - state["summary_done_s"], SUMMARY_S_FIXED)
+        report()
+        if level is not None:
+            state["summary_done_s"] += summary_level_seconds(setup, level)
+
+    # a threaded run lowers the GIL switch interval (_switch_interval) for its chunks; the summary, on one
+    # thread, runs at the interpreter's own interval
     threaded = scheduler == "threads" and workers > 1
     with _switch_interval(THREADS_SWITCH_INTERVAL_S) if threaded else nullcontext():
         report()
@@ -437,24 +485,41 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
         else:
             _run_local(setup, tasks, results, report, cancel)
             backend = "local"
-        check()
-        # elapsed_s: the whole run, its summary included; chunks_s: the chunks alone
-        run_info = {"backend": backend, "chunks": len(tasks), "elapsed_s": 0.0, "chunks_s": time.perf_counter() - t0,
-                    "chunk_paths": tasks[0][2] - tasks[0][1], **setup.simulator.notes()}
-        res = assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
-                              run_info=run_info, check=check)
-        run_info["elapsed_s"] = time.perf_counter() - t0  # the summary included
-        report(final=True)
-        return res
+    check()
+    # elapsed_s: the whole run, its summary included; chunks_s: the chunks alone
+    run_info = {"backend": backend, "chunks": len(tasks), "elapsed_s": 0.0, "chunks_s": time.perf_counter() - t0,
+                "chunk_paths": tasks[0][2] - tasks[0][1], **setup.simulator.notes()}
+    res = assemble_result(setup, results, [i for i, _, _ in tasks], keep_paths=keep_paths, summarise=summarise,
+                          run_info=run_info, check=summary_step)
+    run_info["elapsed_s"] = time.perf_counter() - t0  # the summary included
+    report(final=True)
+    return res
 
 
-def summary_share(setup: EngineSetup) -> float:
-    """The summary's work as a share of the simulation's (for progress): :data:`SUMMARY_WORK_PER_VALUE` per
-    per-path value summarised (each level kept per path, yearly and over the horizon) against the run's
-    parcel-path-years."""
+def summary_seconds(setup: EngineSetup) -> float:
+    """The summary's estimated time (s, for progress): :data:`SUMMARY_S_PER_VALUE` (with parameter sets
+    :data:`SUMMARY_S_PER_VALUE_SETS`) per per-path value summarised (each level kept per path, yearly and over
+    the horizon), :data:`SUMMARY_S_PER_TABLE_METRIC` per metric of those tables, and the moment levels' and
+    the run's fixed costs."""
     cfg = setup.config
+    sw = cfg.switches
+    sets = sw.draws_parameters and sw.parameter_set_size > 1
     values = setup.per_path_plan.nbytes / 8 * (1.0 + 1.0 / cfg.years)
-    return SUMMARY_WORK_PER_VALUE * values / max(1, setup.portfolio.n_parcels * cfg.paths * cfg.years)
+    tables = 2 * len(setup.metrics) * len(setup.summary_levels)
+    moment_levels = len(setup.moment_levels) + ("parcel" in cfg.levels)
+    return ((SUMMARY_S_PER_VALUE_SETS if sets else SUMMARY_S_PER_VALUE) * values
+            + SUMMARY_S_PER_TABLE_METRIC * tables + SUMMARY_S_PER_MOMENT_LEVEL * moment_levels + SUMMARY_S_FIXED)
+
+
+def summary_level_seconds(setup: EngineSetup, level: str) -> float:
+    """The part of :func:`summary_seconds` for one level kept per path (done as that level is summarised)."""
+    cfg = setup.config
+    sw = cfg.switches
+    sets = sw.draws_parameters and sw.parameter_set_size > 1
+    g = setup.aggregator.groups[level].n_groups
+    values = per_path_bytes(len(setup.metrics), cfg.years, cfg.paths, g) / 8 * (1.0 + 1.0 / cfg.years)
+    return ((SUMMARY_S_PER_VALUE_SETS if sets else SUMMARY_S_PER_VALUE) * values
+            + SUMMARY_S_PER_TABLE_METRIC * 2 * len(setup.metrics))
 
 
 def _n_metrics(model: ModelParameters, switches: SimulationSwitches | None) -> int:
@@ -482,9 +547,11 @@ def require_per_path(portfolio: Portfolio, model: ModelParameters, levels: Itera
 
     For a caller that reads ``result.per_path`` (or ``paths_of``) at each level it asks for (a stress test's
     paired comparison): :func:`simulate` summarises a level beyond the per-path budget or of more than
-    ``MAX_GROUPS_FOR_QUANTILES`` groups from streamed moments and keeps no per-path array for it. ``runs``:
-    how many such runs the caller holds at once (their arrays share the budget). Cheap: counts groups and
-    perils, builds no simulator.
+    ``MAX_GROUPS_FOR_QUANTILES`` groups from streamed moments and keeps no per-path array for it. The same rule
+    as the run's (:func:`~finance_engine.simulation.chunk.plan_per_path`): the ``portfolio`` level is always
+    kept, whatever the budget; the others within it. ``parcel`` is refused: parcels never keep per-path arrays
+    (streamed moments only). ``runs``: how many such runs the caller holds at once (their arrays share the
+    budget). Cheap: counts groups and perils, builds no simulator.
 
     Returns
     -------
@@ -495,12 +562,15 @@ def require_per_path(portfolio: Portfolio, model: ModelParameters, levels: Itera
     ------
     ValueError
         Naming each level that would not be kept and why, and what would keep it (fewer paths: at most how
-        many; a coarser level; a larger ``per_path_budget_mib``).
+        many; a coarser level; a larger ``per_path_budget_mib``); or ``parcel`` among ``levels``.
     """
     from finance_engine.simulation.aggregate import Aggregator
     from finance_engine.simulation.config import PER_PATH_BUDGET_BYTES
 
     levels = tuple(dict.fromkeys(levels))
+    if "parcel" in levels:
+        raise ValueError(f"{what} needs every path's values at the parcel level, which a run never keeps (parcels "
+                         "are summarised from streamed moments only); use a coarser level (village, project_id ...)")
     budget = PER_PATH_BUDGET_BYTES if per_path_budget_mib is None else int(float(per_path_budget_mib) * 2**20)
     per_run = budget // max(1, int(runs))
     agg = Aggregator(portfolio, tuple(dict.fromkeys((*levels, "project_id"))))
@@ -514,7 +584,9 @@ def require_per_path(portfolio: Portfolio, model: ModelParameters, levels: Itera
         from finance_engine.simulation import chunk as chunk_mod
 
         if all(g <= chunk_mod.MAX_GROUPS_FOR_QUANTILES for g in groups.values()):
-            per_path = per_path_bytes(n_metrics, years, 1, sum(groups.values()))
+            # a path's values at every level, and the summary's transient memory for the largest one
+            per_path = per_path_bytes(n_metrics, years, 1, sum(groups.values())) + summary_transient_bytes(
+                n_metrics, years, per_path_bytes(n_metrics, years, 1, max(groups.values())))
             fit = per_run // max(per_path, 1)
             fix.append(f"at most {fit} paths" if fit >= 1 else "fewer paths")
         fix += ["coarser levels", f"a larger per-path budget (per_path_budget_mib, now {format_bytes(budget)}{share})"]
@@ -724,6 +796,6 @@ def default_workers() -> int:
 
 
 __all__ = ["AUTO_CHUNKS_PER_WORKER", "AUTO_MAX_CHUNK_ELEMENTS", "AUTO_MIN_CHUNK_ELEMENTS", "CALLBACK_MIN_CHUNKS",
-           "CALLBACK_MIN_CHUNK_ELEMENTS", "PARCEL_METRICS", "PerPathPlan", "Progress", "SUMMARY_WORK_PER_VALUE",
+           "CALLBACK_MIN_CHUNK_ELEMENTS", "PARCEL_METRICS", "PerPathPlan", "Progress", "SUMMARY_S_PER_VALUE",
            "SimulationCancelled", "auto_chunk_paths", "balanced_chunk_paths", "chunk_ranges", "default_workers",
            "per_path_bytes", "require_per_path", "simulate"]

@@ -240,13 +240,14 @@ def carried_provenance(provenance: dict[str, Any], keys: tuple[str, ...] = CARRI
 
 def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int], *, keep_paths: bool,
                     run_info: dict[str, Any], summarise: bool = True,
-                    check: Callable[[], None] | None = None) -> SimulationResult:
+                    check: Callable[..., None] | None = None) -> SimulationResult:
     """The run's result from its finished chunks (``store``, taken in ``chunk_order``, i.e. path order).
 
-    ``check`` is called before each level is summarised (and before the parcel summary and the loss table):
-    it may raise to stop (the engine's cancel, :class:`~finance_engine.simulation.SimulationCancelled`).
+    ``check`` is called before each level is summarised (and before the parcel summary and the loss table),
+    with the level's name for a level kept per path (``check(level)``), else with no argument: it may report
+    progress and raise to stop (the engine's cancel, :class:`~finance_engine.simulation.SimulationCancelled`).
     """
-    check = check or (lambda: None)
+    check = check or (lambda *_: None)
     chunks = [store[i] for i in chunk_order]
     cfg = setup.config
     sim = setup.simulator
@@ -265,7 +266,7 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
             per_path[lv] = arr
         if not summarise:
             continue
-        check()
+        check(lv)
         frames.append(summarise_per_path(arr, metrics, lab, lv, cfg.start_year, sw.parameter_set_size,
                                          sw.draws_parameters, cfg.quantiles, cfg.tail_levels, sw.antithetic))
         harr, hnames = horizon_per_path(arr, metrics)

@@ -566,8 +566,12 @@ def summarise_moments(sums: np.ndarray, n_paths: int, metrics: tuple[str, ...], 
 def horizon_per_path(per_path: np.ndarray, metrics: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Whole-horizon values per path: flows summed over years, the stock at the end.
 
-    Returns an array (metrics, 1, paths, groups) and the metric names (``cumulative_...``).
+    Returns an array (metrics, 1, paths, groups) and the metric names (``cumulative_...``). A one-year run's
+    horizon values are its yearly values: ``per_path`` itself is returned (no copy; the per-path budget counts
+    no horizon array for it, :func:`finance_engine.simulation.chunk.summary_transient_bytes`).
     """
+    if per_path.shape[1] == 1:
+        return per_path, horizon_metric_names(metrics)
     out = np.empty((len(metrics), 1, *per_path.shape[2:]))
     for i, m in enumerate(metrics):
         out[i, 0] = per_path[i, -1] if m == "stock_tco2e" else per_path[i].sum(axis=0)

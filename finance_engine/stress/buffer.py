@@ -163,6 +163,11 @@ def reversals_and_credits(run: ScenarioRun, params: ModelParameters, years: int)
     """
     res = run.result
     if "project_id" not in res.per_path:
+        why = res.provenance.get("levels_without_quantiles", {}).get("project_id")
+        if why is not None:  # asked for, but summarised from streamed moments: over the per-path budget
+            raise BufferInputError(f"the run kept no per-path values at the project_id level ({why}): it fell back "
+                                   "to streamed moments over the per-path memory budget; use fewer paths or a "
+                                   "larger per_path_budget_mib")
         raise BufferInputError("the run did not keep the project_id level; run it with extra_levels=('project_id',)")
     labels = np.asarray(res.labels["project_id"], dtype=str)
     credited = labels != ""

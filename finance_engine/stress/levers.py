@@ -236,7 +236,8 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
 
     def sink(pf: Portfolio, run_params: ModelParameters) -> np.ndarray:
         res = simulate(pf, run_params, years=st.years, paths=st.paths, seed=st.seed, levels=("portfolio",),
-                       switches=st.switches, modifiers=mods, start_year=st.start_year, workers=workers)
+                       switches=st.switches, modifiers=mods, start_year=st.start_year, workers=workers,
+                       summarise=False)  # the portfolio's per-path sink only
         return res.paths_of("sink_tco2e").sum(axis=0)[:, 0]
 
     base = sink(portfolio, params)
@@ -247,7 +248,8 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
         run_params, landscape_area = a.landscape(portfolio, params)
         x = sink(pf, run_params)
         d = x - base
-        mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.draws_parameters)
+        mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.draws_parameters,
+                             st.switches.antithetic)  # the engine's antithetic pairs: the sd on pair means
         cost = a.cost_cny_per_ha_per_year * area * st.years
         added_ra = ra(x) - ra(base)
         rows.append({"action": a.name, "treated_area_ha": area, "landscape_host_area_changed_ha": landscape_area,

@@ -143,7 +143,8 @@ def run_scenario(portfolio: Portfolio, params: ModelParameters, scenario: Stress
                    switches=settings.switches, modifiers=scenario.modifiers(settings.start_year),
                    start_year=settings.start_year, loss_table_level=loss_table_level, workers=workers,
                    chunk_paths=chunk_paths, progress=progress, keep_paths=True,
-                   per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB / 2)
+                   # the stress reads per-path arrays only (compare_runs, the loans, the buffer): no summary tables
+                   summarise=False, per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB / 2)
     prices = scenario_prices(scenario, pms, settings.paths, H, settings.seed, start_year=settings.start_year,
                              model=settings.price_model)
     return ScenarioRun(scenario, res, prices, H)
@@ -173,8 +174,9 @@ _DIFF_PSD_CI = ("diff_parameter_sd_ci95_low", "diff_parameter_sd_ci95_high")
 
 def _moments(x: np.ndarray, sw: SimulationSwitches) -> dict[str, np.ndarray]:
     """Mean, MC standard error and parameter sd with its 95 % interval over the path axis (axis 1 of (years,
-    paths, groups))."""
-    return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.draws_parameters)
+    paths, groups)); with antithetic pairs (the engine's paths ``2j, 2j+1``) the parameter sd is decomposed on
+    the pair means, as the engine's summary does (:func:`nested_moments`)."""
+    return nested_moments(np.moveaxis(x, 1, 0), sw.parameter_set_size, sw.draws_parameters, sw.antithetic)
 
 
 def compare_runs(base: ScenarioRun, scen: ScenarioRun, levels: Sequence[str], years: int, start_year: int,
@@ -370,7 +372,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         cv = _credit_view(money.value_paths, t2, rf, payout, money.received_paths)
         below_any = cv["below"].any(axis=0)
         mom = nested_moments(money.pv_total[:, None], settings.switches.parameter_set_size,
-                             settings.switches.draws_parameters)
+                             settings.switches.draws_parameters, settings.switches.antithetic)
         shortfall = cv["shortfall"]                       # (T, paths)
         # the simulated LGD and its error, as value_collateral (collateral._simulated_lgd: the paths' balances with
         # met top-up calls carried forward; the ratio's error or the regressions' jackknife, the larger)

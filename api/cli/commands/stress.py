@@ -276,22 +276,39 @@ def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
     extra = {}
     if not (levers or with_buffer):
         return extra
+    from finance_engine.simulation.engine import require_per_path
     from finance_engine.stress.registry import bind_registry
-    from finance_engine.stress.run import run_scenario
+    from finance_engine.stress.run import STRESS_PER_PATH_BUDGET_MIB, run_scenario
     from finance_engine.stress.scenarios import load_scenario
 
     bound = bind_registry(reg, pf, params) if reg is not None and reg.loans else None
     run_pf = bound.portfolio if bound is not None else pf
     H = max([st.years] + [ln.terms.crediting_horizon_years for ln in (reg.loans if bound else [])])
-    runs = [run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=("project_id",), workers=workers)
-            for s in [load_scenario("baseline"), *[s for s in scns if s.name != "baseline"]]]
+    order = [load_scenario("baseline"), *[s for s in scns if s.name != "baseline"]]
+    # the policy levers compare every scenario's run with the baseline's: all of them held at once; the buffer
+    # alone takes one run at a time (each run keeps its levels within half the stress budget, as the stress
+    # test's own runs: run_scenario)
+    together = len(order) if levers and bound is not None else 1
+    try:
+        require_per_path(run_pf, params, ("portfolio", *st.levels, "project_id"), H, st.paths, switches=st.switches,
+                         per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB, runs=max(2, together),
+                         what="the stress test's " + ("policy levers" if together > 1 else "buffer"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def run(s):
+        return run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=("project_id",), workers=workers)
+
+    runs = [run(s) for s in order] if together > 1 else None
     if with_buffer:
         from finance_engine.stress.buffer import buffer_report
 
         rows, scores = [], []
-        for r in runs:
+        for s in order:
+            r = runs[order.index(s)] if runs is not None else run(s)  # one at a time unless held for the levers
             b = buffer_report(r, params, st.years)
-            scores.append(b.pop("nprt_scores").assign(scenario=r.scenario.name))
+            del r
+            scores.append(b.pop("nprt_scores").assign(scenario=s.name))
             rows.append(b)
         extra["buffer"] = pd.DataFrame(rows)
         extra["nprt_scores"] = pd.concat(scores, ignore_index=True)
