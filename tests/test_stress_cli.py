@@ -55,3 +55,14 @@ def test_bad_scenario_is_exit_2_naming_the_field(tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text("name: y\nversion: '1'\nhazard: {fire: 2}\n", encoding="utf-8")
     assert main(["validate", str(good), "--kind", "scenario"]) == 0
+
+
+def test_policy_levers_with_the_baseline_alone(capsys):
+    """`stress -s baseline --levers --registry`: the policy levers compare the baseline with no other scenario (the
+    runs held for them were built only for two or more scenarios, and the baseline alone raised a TypeError)."""
+    rc = main(["stress", "-s", "baseline", "--levers", "--registry", "demo", "--years", "2", "--paths", "16",
+               "--format", "json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    d = json.loads(cap.out)
+    assert d["policy_levers"] and {r["scenario"] for r in d["policy_levers"]} == {"baseline"}

@@ -620,14 +620,17 @@ def crediting_options(prefix: str = "") -> Callable:
     """--crediting-start-year and --crediting-period-years: a project that began crediting before the run (the
     loan terms and engine overrides of the same names, ``finance_engine.loan_terms.CREDITING_TERMS``); ``prefix``
     starts each help text (what the options are for)."""
+    def text(rest: str) -> str:
+        return prefix + rest if prefix else rest[:1].upper() + rest[1:]
+
     def decorate(f: Callable) -> Callable:
         f = click.option("--crediting-period-years", type=click.IntRange(1, 100), default=None, metavar="YEARS",
-                         help=f"{prefix}the registered crediting period (default: the parameter file's; Lishui 40, "
-                              "the longest the MEE's 2023 CCER rules allow forestry).")(f)
+                         help=text("the registered crediting period, its end verified too (default: the parameter "
+                                   "file's; Lishui 40, the longest the MEE's 2023 CCER rules allow forestry)."))(f)
         return click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-                            help=f"{prefix}the calendar year the projects began crediting, at most the run's first "
-                                 "year (2026, the default); earlier: fewer years of the crediting period left, "
-                                 "verifications in their phase.")(f)
+                            help=text("the calendar year the projects began crediting, at most the run's first year "
+                                      "(2026, the default); earlier: fewer years of the crediting period left, "
+                                      "verifications in their phase."))(f)
     return decorate
 
 

@@ -132,8 +132,9 @@ def parse_layer(text: str, basis: str, reinstatements, pct: float, share: float)
               help="Account level for the AAL table.")
 @click.option("--paths", type=click.IntRange(2, 1_000_000), default=2000, show_default=True)
 @click.option("--years", type=click.IntRange(1, 100), default=None,
-              help="Policy years per path [default: 1; a price floor on the simulated credits (no --volume): the "
-                   "crediting's monitoring period, 5 years, whose end issues the credits].")
+              help="Policy years per path [default: 1; a price floor on the simulated credits (no --volume): the run "
+                   "year of the first verification, which issues the credits: the monitoring period, 5 years, or "
+                   "sooner with --crediting-start-year].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=2026, show_default=True)
 @crediting_options("A price floor on the simulated credits: ")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)

@@ -288,7 +288,8 @@ def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
     # the policy levers compare every scenario's run with the baseline's: all of them held at once; the buffer
     # alone takes one run at a time (each run keeps its levels within half the stress budget, as the stress
     # test's own runs: run_scenario)
-    together = len(order) if levers and bound is not None else 1
+    hold = levers and bound is not None
+    together = len(order) if hold else 1
     try:
         require_per_path(run_pf, params, ("portfolio", *st.levels, "project_id"), H, st.paths, switches=st.switches,
                          per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB, runs=max(2, together),
@@ -299,7 +300,7 @@ def _extras(res, pf, params, reg, st, scns, levers, with_buffer, workers):
     def run(s):
         return run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=("project_id",), workers=workers)
 
-    runs = [run(s) for s in order] if together > 1 else None
+    runs = [run(s) for s in order] if hold else None  # (the baseline alone too: policy_levers takes no others)
     if with_buffer:
         from finance_engine.stress.buffer import buffer_report
 
