@@ -204,7 +204,8 @@ def test_progress_reaches_one_only_once_the_result_is_summarised(portfolio, para
     assert len(during) >= 3 and all(p.chunks_done == 3 for p in during)
 
 
-def test_a_cancel_while_summarising_stops_the_run(portfolio, params, monkeypatch):
+def count_summaries(monkeypatch) -> dict:
+    """Count the engine's per-path summary tables as they are made: ``{"summarised": n}``, live."""
     state = {"summarised": 0}
     real = result_mod.summarise_per_path
 
@@ -213,6 +214,11 @@ def test_a_cancel_while_summarising_stops_the_run(portfolio, params, monkeypatch
         return real(*a, **kw)
 
     monkeypatch.setattr(result_mod, "summarise_per_path", summarise)
+    return state
+
+
+def test_a_cancel_while_summarising_stops_the_run(portfolio, params, monkeypatch):
+    state = count_summaries(monkeypatch)
     with pytest.raises(SimulationCancelled):
         simulate(portfolio, params, years=4, paths=64, seed=3, levels=("portfolio", "county", "village"),
                  cancel=lambda: state["summarised"] > 0)

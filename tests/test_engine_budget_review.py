@@ -14,7 +14,6 @@ import pytest
 
 import finance_engine.simulation.config as config_mod
 import finance_engine.simulation.engine as engine_mod
-import finance_engine.simulation.result as result_mod
 from finance_engine.simulation import SimulationCancelled, simulate
 from finance_engine.simulation.chunk import per_path_bytes, plan_per_path
 from finance_engine.simulation.engine import _n_metrics, require_per_path
@@ -24,6 +23,7 @@ from models.portfolio import validate_frame
 from tests.conftest import make_frame
 
 from tests.test_engine import portfolio  # noqa: E402,F401  (the engine tests' 120 parcels, half in one project)
+from tests.test_engine_audit import count_summaries  # noqa: E402
 
 
 # ---- 1. the portfolio level is always kept per path ---------------------------------------------------------
@@ -136,18 +136,12 @@ def test_progress_after_the_first_chunk_is_near_the_true_share_of_the_time(param
 
 # ---- 4. the summary is cancellable through progress ---------------------------------------------------------
 def test_a_progress_callback_raising_while_summarising_stops_the_run(portfolio, params, monkeypatch):
-    state = {"summarised": 0}
-    real = result_mod.summarise_per_path
-
-    def summarise(*a, **kw):
-        state["summarised"] += 1
-        return real(*a, **kw)
+    state = count_summaries(monkeypatch)
 
     def progress(p):  # a job cancelled once the summary has begun (the API's jobs and stress runs cancel so)
         if state["summarised"] > 0:
             raise SimulationCancelled("job cancelled")
 
-    monkeypatch.setattr(result_mod, "summarise_per_path", summarise)
     with pytest.raises(SimulationCancelled):
         simulate(portfolio, params, years=4, paths=256, seed=1, levels=("portfolio", "county", "township", "village"),
                  chunk_paths=64, progress=progress)
