@@ -440,7 +440,10 @@ def registered_loans_registry(s: Session, who: Principal, pf: PortfolioRow) -> t
     return loans, notes
 
 
-def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict, int]:
+def prepare_stress(s: Session, who: Principal, body, models=None, portfolios=None) -> tuple[PortfolioRow, dict, int]:
+    """(portfolio row, engine request, cells) of a stress request; with the service's ``models`` and ``portfolios``
+    (:class:`~api.services.ModelRegistry`, :class:`~api.services.PortfolioCache`) also what the stress test refuses
+    before its first run: per-path values of its levels beyond its budget (:func:`check_stress_per_path`)."""
     from api.compute import stress_inputs
 
     pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
@@ -473,9 +476,28 @@ def prepare_stress(s: Session, who: Principal, body) -> tuple[PortfolioRow, dict
     from finance_engine.stress.run import stress_horizon
 
     horizon = stress_horizon(body.years, reg)
+    if models is not None and portfolios is not None:
+        check_stress_per_path(pf, body, reg, horizon, models, portfolios)
     runs = 1 + len({sc.sha256 for sc in scns})
     cells = pf.n_parcels * body.paths * horizon * runs * (2 if body.accounts else 1)
     return pf, req, cells
+
+
+def check_stress_per_path(pf: PortfolioRow, body, reg, horizon: int, models, portfolios) -> None:
+    """422 ``invalid-stress-test`` at ``body/paths`` before a job is accepted, where the stress test would refuse
+    its run at once: every path of its levels (and ``project_id`` with loans or policies) for the baseline and a
+    scenario held together, beyond ``STRESS_PER_PATH_BUDGET_MIB`` (``require_per_path``)."""
+    from finance_engine.simulation.engine import require_per_path
+    from finance_engine.stress.run import STRESS_PER_PATH_BUDGET_MIB
+
+    params = models.get(pf.region)
+    extra = ("project_id",) if reg is not None and (reg.loans or reg.policies) else ()
+    try:
+        require_per_path(portfolios.get(pf, params), params, ("portfolio", *body.levels, *extra), horizon, body.paths,
+                         per_path_budget_mib=STRESS_PER_PATH_BUDGET_MIB, runs=2, what="the stress test")
+    except ValueError as exc:
+        raise ApiProblem(422, str(exc), kind="invalid-stress-test",
+                         errors=[{"field": "body/paths", "value": body.paths, "reason": str(exc)}]) from None
 
 
 def prepare_accounts(s: Session, who: Principal, body, settings) -> tuple[PortfolioRow, None, dict, int]:

@@ -35,8 +35,10 @@ async def create_stress_test(body: StressRequest, request: Request, who: Princip
     are valued under each scenario. Runs as a job (202) unless ``mode: auto`` and the test is small
     (parcels x paths x years x runs within ``CRE_SYNC_MAX_CELLS``). Bad scenarios answer 422 naming
     the scenario and field."""
+    state = request.app.state
     return await create_result(request, who, "stress_test", lambda s: (lambda pf, req, c: (pf, None, req, c))(
-        *prepare_stress(s, who, body)), body.mode, cache=False, what="parcels x paths x years x runs")
+        *prepare_stress(s, who, body, state.models, state.portfolios)), body.mode, cache=False,
+        what="parcels x paths x years x runs")
 
 
 @router.get("", response_model=Page[FinanceResultOut], summary="Your stress tests (newest first)")
