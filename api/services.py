@@ -596,11 +596,11 @@ def check_simulation_request(params, req: dict[str, Any]) -> None:
         from models.dynamics import DEFAULT_START_YEAR
 
         try:
-            CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **own)
-        except ValueError as exc:
-            name = next((k for k in own if k in str(exc)), next(iter(own)))
-            raise ApiProblem(422, f"{name}: {exc}", kind="invalid-simulation", title="Invalid simulation",
-                             errors=[{"field": f"body/{name}", "value": own[name], "reason": str(exc)}]) from None
+            CreditingRules.checked(params, start_year=DEFAULT_START_YEAR, **own)
+        except ValueError as exc:  # "<name>: <reason>"
+            name, reason = str(exc).split(": ", 1)
+            raise ApiProblem(422, str(exc), kind="invalid-simulation", title="Invalid simulation",
+                             errors=[{"field": f"body/{name}", "value": own[name], "reason": reason}]) from None
     pathway = req.get("climate_pathway")
     if pathway is None:
         return

@@ -113,13 +113,9 @@ def check_crediting_terms(terms: LoanTerms | dict, params, start_year: int | Non
     if not own:
         return
     try:
-        CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year,
-                                       **own)
-    except ValueError as exc:
-        msg = str(exc)
-        name = next((k for k in own if k in msg), next(iter(own)))
-        # "crediting_start_year: 2031 is after ..." (the rules' own message starts with the name)
-        raise LoanTermsError(f"{name}: {msg.removeprefix(name + ' ')}") from None
+        CreditingRules.checked(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year, **own)
+    except ValueError as exc:  # "crediting_start_year: 2031 is after ..."
+        raise LoanTermsError(str(exc)) from None
 
 
 def balance_schedule(terms: LoanTerms) -> np.ndarray:
@@ -208,5 +204,6 @@ def _readable(exc: Exception) -> str:
     return str(exc)
 
 
-__all__ = ["AssignedInsurance", "LoanTerms", "LoanTermsError", "balance_schedule", "check_crediting_terms",
-           "check_loan_terms", "crediting_overrides", "effective_maturity_years", "scheduled_payments", "unknown_price_names"]
+__all__ = ["CREDITING_TERMS", "AssignedInsurance", "LoanTerms", "LoanTermsError", "balance_schedule",
+           "check_crediting_terms", "check_loan_terms", "crediting_overrides", "effective_maturity_years",
+           "scheduled_payments", "unknown_price_names"]

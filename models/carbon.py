@@ -189,6 +189,21 @@ class CreditingRules:
         rules.validate()
         return rules
 
+    @classmethod
+    def checked(cls, params: ModelParameters, *, start_year: int | None = None, **overrides: float) -> "CreditingRules":
+        """:meth:`from_parameters`, whose refusal (a ``ValueError``) starts with the name of the override at fault
+        (``"crediting_start_year: 2031 is after the run's start year 2026 ..."``; the first override where the
+        reason names none), for callers that report it at that field."""
+        try:
+            return cls.from_parameters(params, start_year=start_year, **overrides)
+        except ValueError as exc:
+            msg = str(exc)
+            given = [k for k, v in overrides.items() if v is not None]
+            if not given:
+                raise
+            name = next((k for k in given if k in msg), given[0])
+            raise ValueError(f"{name}: {msg.removeprefix(name + ' ')}") from None
+
     def validate(self) -> None:
         if self.monitoring_period_years < 1:
             raise ValueError("monitoring_period_years must be >= 1")

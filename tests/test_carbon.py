@@ -190,6 +190,17 @@ class TestCrediting:
         with pytest.raises(ValueError, match="whole number"):
             CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2020.5)
 
+    def test_checked_rules_name_the_override_at_fault(self, params):
+        """One refusal for every caller that reports it at a field (loan terms, the quote, the API's requests)."""
+        with pytest.raises(ValueError, match=r"^crediting_start_year: 2031 is after the run's start year 2026"):
+            CreditingRules.checked(params, start_year=2026, crediting_start_year=2031)
+        with pytest.raises(ValueError, match=r"^crediting_period_years: must be >= monitoring_period_years"):
+            CreditingRules.checked(params, start_year=2026, crediting_period_years=3)
+        # a reason that names several overrides is reported at the first given of them
+        with pytest.raises(ValueError, match=r"^crediting_start_year: the crediting period"):
+            CreditingRules.checked(params, start_year=2026, crediting_start_year=1980, crediting_period_years=20)
+        assert CreditingRules.checked(params, start_year=2026) == CreditingRules.from_parameters(params)
+
     def test_the_engine_credits_a_project_from_its_crediting_start(self, params):
         """simulate's crediting override: a project crediting since 2023 issues at the ends of 2027, 2032 and
         2037 (its 5th, 10th and 15th years), and the provenance records the rules its consumers re-read."""

@@ -1007,11 +1007,9 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         from models.dynamics import DEFAULT_START_YEAR
 
         try:  # refused before the run, naming the rule
-            CreditingRules.from_parameters(params, start_year=DEFAULT_START_YEAR, **crediting)
+            CreditingRules.checked(params, start_year=DEFAULT_START_YEAR, **crediting)
         except ValueError as exc:
-            msg = str(exc)
-            name = next((k for k in crediting if k in msg), next(iter(crediting)))
-            raise InsuranceInputError(f"{name}: {msg.removeprefix(name + ' ')}") from None
+            raise InsuranceInputError(str(exc)) from None
     res = simulation
     if res is None:
         from finance_engine.simulation.engine import require_per_path
