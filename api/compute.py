@@ -421,10 +421,13 @@ def layer_result_dict(lay) -> dict[str, Any]:
     return clean({
         "basis": lay.basis, "attachment": lay.attachment, "limit": lay.limit,
         "aggregate_deductible": lay.aggregate_deductible, "aggregate_limit": lay.aggregate_limit,
-        "share": lay.share, "n_years": lay.n_years, "expected_loss": lay.expected_loss,
+        "share": lay.share, "n_years": lay.n_years, "years_per_block": lay.years_per_block,
+        "independent_units": lay.independent_units, "expected_loss": lay.expected_loss,
         "expected_loss_se": lay.expected_loss_se, "expected_loss_ci95": [lo, hi],
         "sd_annual_loss": lay.sd_annual_loss, "prob_attachment": lay.prob_attachment,
-        "prob_exhaustion": lay.prob_exhaustion, "expected_events_in_layer": lay.expected_events_in_layer,
+        "prob_attachment_se": lay.mean_se(lay.annual_loss > 0), "prob_exhaustion": lay.prob_exhaustion,
+        "prob_exhaustion_se": lay.mean_se(lay.annual_exhausted),
+        "expected_events_in_layer": lay.expected_events_in_layer,
         "reinstatements": None if lay.reinstatements is None else
         {"count": lay.reinstatements.count, "premium_pct": lay.reinstatements.premium_pct},
         "upfront_premium": lay.upfront_premium, "expected_reinstatement_premium": lay.expected_reinstatement_premium,

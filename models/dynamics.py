@@ -91,6 +91,14 @@ class SimulationSwitches:
         only add noise)."""
         return self.parameter_set_size if self.draws_parameters else 1
 
+    @property
+    def mc_block_size(self) -> int:
+        """Consecutive paths whose draws are not independent of one another, so that Monte Carlo errors must
+        count them as one block: a parameter set when parameters are drawn (:attr:`correlated_set_size`), else
+        an antithetic pair (``antithetic``), else one path. Blocks ``k`` hold paths ``k*b .. k*b+b-1``."""
+        m = self.correlated_set_size
+        return m if m > 1 else (2 if self.antithetic else 1)
+
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
         current = self.perils

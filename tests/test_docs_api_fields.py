@@ -42,6 +42,10 @@ FIELDS = [
     ("diff_parameter_sd_ci95_low", "finance_engine/stress/run.py"),
     ("diff_parameter_sd_ci95_high", "finance_engine/stress/run.py"),
     ("engine_table", "api/compute.py"),
+    ("prob_attachment_se", "api/compute.py"),
+    ("prob_exhaustion_se", "api/compute.py"),
+    ("years_per_block", "api/compute.py"),
+    ("independent_units", "api/compute.py"),
 ]
 
 

@@ -117,9 +117,10 @@ def test_cli_prices_the_engines_table_on_its_simulated_year(elt, tmp_path, capsy
     assert d["prob_attachment"] == pytest.approx(direct.prob_attachment)
     assert d["columns"] == {"year": "sim_year", "event": "event_id", "loss": "loss_tco2e", "engine_table": True}
     assert "the engine's event loss table" in err and "'sim_year'" in err
-    # probabilities carry their Monte Carlo error (the table's years taken as independent)
-    n, p = 160, direct.prob_attachment
-    assert d["prob_attachment_se"] == pytest.approx(np.sqrt(p * (1 - p) / n))
+    # probabilities carry their Monte Carlo error, counting the table's 16 paths of 10 correlated years
+    hit = (direct.annual_loss > 0).reshape(16, 10).mean(axis=1)
+    assert d["years_per_block"] == 10
+    assert d["prob_attachment_se"] == pytest.approx(hit.std(ddof=1) / np.sqrt(16))
     code, out, _ = _run(["price-layer", str(f), "--years", "160", "--attachment", "50", "--limit", "200"], capsys)
     assert code == 0 and "P(attachment)" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("P(attachment)"))

@@ -178,9 +178,10 @@ async def create_layer_price(request: Request, who: Principal = Depends(underwri
     ``limit`` (omit: unlimited) and ``basis`` (occurrence or aggregate). Returns the pure premium, its
     standard error, the standard deviation, the probabilities of attachment and exhaustion
     (``finance_engine.insurance.price_layer``). A bad table answers 422 naming the problem and its first
-    bad row. The engine's own table (columns ``path``, ``year``, ``sim_year``, ``event_id``, ``loss_tco2e``, as
-    ``carbon-risk simulate --loss-table`` writes it) is priced on its simulated year ``sim_year``
-    (``n_years`` = paths x years) and ``loss_tco2e``; the result's ``columns`` says which were used. A year
+    bad row. The engine's own table (columns ``path``, ``year``, ``sim_year``, ``mc_block``, ``event_id``,
+    ``loss_tco2e``, as ``carbon-risk simulate --loss-table`` writes it) is priced on its simulated year
+    ``sim_year`` (``n_years`` = paths x years) and ``loss_tco2e``, its errors counting blocks of correlated
+    years (``years_per_block``); the result's ``columns`` says which were used. A year
     column that cannot index ``n_years`` simulated years (a year shared by two paths, or event years all
     far below ``n_years``) answers 422 naming the column and why. At most ``CRE_LAYER_MAX_ROWS`` rows of a CSV or Parquet file (counted before it is read) and
     ``CRE_LAYER_MAX_JSON_ROWS`` rows of JSON (inline or a ``.json`` file)."""

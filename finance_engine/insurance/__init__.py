@@ -32,7 +32,7 @@ from .covers import (CoverError, CoverLosses, Deductible, PriceFloorCover, SinkI
 from .quote import (LayerSpec, Loading, Quote, default_loading, layer_premium, quote, quote_losses,
                     risk_loaded_premium)
 from .tables import (EventLosses, InsuranceInputError, YearIndexError, annual_aggregate, annual_max_occurrence,
-                     elt_columns, event_losses, year_loss_table)
+                     block_mean_se, elt_columns, event_losses, mc_block_years, year_loss_table)
 
 __all__ = [
     "BasisRisk", "CoverError", "CoverLosses", "Deductible", "LayerSpec", "Loading", "PriceFloorCover", "Quote",
@@ -41,10 +41,10 @@ __all__ = [
     "quote", "quote_losses", "risk_loaded_premium", "sink_index_losses", "stock_loss_losses",
     "AALResult", "CapitalResult", "EventLosses", "YearIndexError", "elt_columns", "GrossPremium", "InsuranceDefaults", "InsuranceInputError",
     "LayerQuote", "LayerResult", "PremiumResult", "RateBandCheck", "Reinstatements", "SubsidyShares",
-    "SubsidySplit", "aal", "annual_aggregate", "annual_max_occurrence", "check_central_eligibility",
+    "SubsidySplit", "aal", "annual_aggregate", "annual_max_occurrence", "block_mean_se", "check_central_eligibility",
     "check_rate_adjustment", "cost_of_capital_premium", "distortion_premium", "ep_curves", "event_losses",
     "exceedance_curve", "expected_value_premium", "gross_premium", "insurer_capital", "layer_loss",
-    "layer_quote", "load_insurance_defaults", "occurrence_layer_annual", "pml", "pml_table",
+    "layer_quote", "load_insurance_defaults", "mc_block_years", "occurrence_layer_annual", "pml", "pml_table",
     "price_annual_layer", "price_layer", "price_layer_events", "proportional_hazard_premium", "quantile_ci",
     "quota_share", "split_premium", "standard_deviation_premium", "subsidy_shares", "survival_function", "tvar",
     "var", "var_tvar_table", "variance_premium", "wang_transform_premium", "year_loss_table",

@@ -16,8 +16,12 @@ For attachment ``A`` (>= 0) and limit ``C`` (> 0, ``np.inf`` = unlimited) the la
 Outputs (:class:`LayerResult`), with ``N`` simulated years and ``X_y`` the annual ceded loss:
 
 * pure premium ``E[X] = mean_y X_y`` (the expected layer loss per year; for aggregate basis it is
-  the Monte Carlo estimate of ``int_A^{A+C} S(x) dx``), its Monte Carlo standard error
-  ``sd(X) / sqrt(N)`` (years are i.i.d.; ``sd`` with ``ddof=1``) and ``sd(X)``;
+  the Monte Carlo estimate of ``int_A^{A+C} S(x) dx``), its Monte Carlo standard error and ``sd(X)``
+  (``ddof=1``). The error is ``sd(X) / sqrt(N)`` for independent years; for the engine's own table, whose
+  years come in blocks of ``B`` correlated years (a path's years, the paths of a parameter set:
+  :attr:`EventLosses.years_per_block <finance_engine.insurance.tables.EventLosses>`), it is the sd of the
+  ``N / B`` block means over ``sqrt(N / B)`` (:func:`~finance_engine.insurance.tables.block_mean_se`), and
+  :meth:`LayerResult.mean_se` gives any other per-year figure's error (the probabilities') the same way;
 * probability of attachment ``P(X_y > 0)``;
 * probability of exhaustion: the share of years whose capacity is used up **and** the layer pays, so
   that ``P(exhaustion) <= P(attachment)`` always. With an annual aggregate limit (given, or ``(K+1) C``
@@ -65,7 +69,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .tables import EventLosses, InsuranceInputError, annual_aggregate, as_loss_array, event_losses
+from .tables import EventLosses, InsuranceInputError, annual_aggregate, as_loss_array, block_mean_se, event_losses
 
 __all__ = [
     "Reinstatements",
@@ -144,7 +148,8 @@ class LayerResult:
     expected_loss : float
         Pure premium: expected annual ceded loss ``E[X]``.
     expected_loss_se : float
-        Monte Carlo standard error of ``expected_loss`` (``sd_annual_loss / sqrt(n_years)``).
+        Monte Carlo standard error of ``expected_loss`` (``sd_annual_loss / sqrt(n_years)`` for independent
+        years; from the block means for blocks of ``years_per_block`` years: module docstring).
     sd_annual_loss : float
         Standard deviation of the annual ceded loss (ddof=1; 0 when ``n_years == 1``).
     prob_attachment, prob_exhaustion : float
@@ -166,6 +171,8 @@ class LayerResult:
     annual_events_in_layer : ndarray, shape (n_years,)
         Events of the year entering the layer (``expected_events_in_layer`` is its mean; not part of
         equality).
+    years_per_block : int
+        Consecutive simulated years forming one independent Monte Carlo block (1: independent years).
     """
 
     basis: str
@@ -188,6 +195,7 @@ class LayerResult:
     annual_reinstatement_factor: np.ndarray | None = field(default=None, repr=False, compare=False)
     annual_exhausted: np.ndarray | None = field(default=None, repr=False, compare=False)
     annual_events_in_layer: np.ndarray | None = field(default=None, repr=False, compare=False)
+    years_per_block: int = 1
 
     def __post_init__(self) -> None:
         if self.annual_reinstatement_factor is None:
@@ -202,15 +210,29 @@ class LayerResult:
         # divide in two steps: share x limit can underflow to 0 for a tiny (denormal) limit
         return self.upfront_premium / self.share / self.limit
 
+    @property
+    def independent_units(self) -> int:
+        """The independent units the errors count: blocks of ``years_per_block`` years when there are two or
+        more, else the years."""
+        g = self.n_years // max(self.years_per_block, 1)
+        return g if self.years_per_block > 1 and g >= 2 else self.n_years
+
+    def mean_se(self, per_year) -> float:
+        """Monte Carlo standard error of the mean of a per-simulated-year figure of this layer's years (e.g.
+        ``annual_loss > 0`` for ``prob_attachment``, ``annual_exhausted`` for ``prob_exhaustion``), counting
+        blocks of ``years_per_block`` years (:func:`~finance_engine.insurance.tables.block_mean_se`)."""
+        return block_mean_se(per_year, self.years_per_block)
+
     def expected_loss_ci(self, confidence: float = 0.95) -> tuple[float, float]:
-        """Confidence interval of ``expected_loss``: Student's t over the ``n_years`` i.i.d. years (the quote's
-        intervals use t likewise), its lower end at least 0 (a layer's loss is never negative, so neither is
-        its mean: a symmetric interval of a rare layer's mean reached below 0)."""
+        """Confidence interval of ``expected_loss``: Student's t over the independent units (the years, or
+        the blocks of ``years_per_block`` years; the quote's intervals use t likewise), its lower end at least
+        0 (a layer's loss is never negative, so neither is its mean: a symmetric interval of a rare layer's
+        mean reached below 0)."""
         from scipy.stats import t as student_t
 
         if not 0 < confidence < 1:
             raise InsuranceInputError(f"confidence must be in (0, 1), got {confidence}")
-        q = float(student_t.ppf(0.5 + confidence / 2, max(1, self.n_years - 1)))
+        q = float(student_t.ppf(0.5 + confidence / 2, max(1, self.independent_units - 1)))
         return (max(0.0, self.expected_loss - q * self.expected_loss_se), self.expected_loss + q * self.expected_loss_se)
 
 
@@ -233,11 +255,12 @@ def layer_loss(x, attachment: float, limit: float) -> np.ndarray:
     return np.minimum(np.maximum(np.asarray(x, dtype=np.float64) - a, 0.0), c)
 
 
-def _summary(annual: np.ndarray) -> tuple[float, float, float]:
+def _summary(annual: np.ndarray, years_per_block: int = 1) -> tuple[float, float, float]:
     n = annual.size
     mean = float(annual.mean())
     sd = float(annual.std(ddof=1)) if n > 1 else 0.0
-    return mean, sd / math.sqrt(n), sd
+    se = block_mean_se(annual, years_per_block) if n > 1 else 0.0
+    return mean, se, sd
 
 
 def occurrence_layer_annual(events: EventLosses, attachment: float, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,7 +328,7 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
         exhausted = x >= m if math.isfinite(m) else (n_ex > 0) & (x > 0)
         n_in = n_in.astype(np.float64)
 
-    mean, se, sd = _summary(x)
+    mean, se, sd = _summary(x, events.years_per_block)
     upfront = mean
     factor = np.zeros(x.size)
     if rein is not None and rein.count > 0:
@@ -324,7 +347,7 @@ def price_layer_events(events: EventLosses, attachment: float, limit: float, bas
         reinstatements=rein, upfront_premium=share * upfront,
         expected_reinstatement_premium=share * (mean - upfront), annual_loss=share * x,
         annual_reinstatement_factor=factor, annual_exhausted=np.asarray(exhausted, dtype=bool),
-        annual_events_in_layer=n_in,
+        annual_events_in_layer=n_in, years_per_block=events.years_per_block,
     )
 
 

@@ -505,7 +505,7 @@ def _programme(events: EventLosses, annual: np.ndarray, layers: Sequence[LayerSp
                level: float) -> _Programme:
     """The reinsurance programme on one sample: quota share first, per-event layers on the retained
     events, then annual-aggregate layers on what the per-event layers leave."""
-    retained = EventLosses(events.year, (1.0 - c) * events.loss, events.n_years)
+    retained = EventLosses(events.year, (1.0 - c) * events.loss, events.n_years, events.years_per_block)
     ceded, paid, occ = c * annual, np.zeros_like(annual), np.zeros_like(annual)
     tech = Loading(loading.method, loading.parameter, 0.0, 0.0)
     placed = []

@@ -204,7 +204,7 @@ def insurer_capital(elt: pd.DataFrame | EventLosses, n_years: int | None = None,
     paid = np.zeros_like(gross)
     upfront = 0.0
     if attachment is not None:
-        retained = EventLosses(ev.year, (1.0 - c) * ev.loss, ev.n_years)
+        retained = EventLosses(ev.year, (1.0 - c) * ev.loss, ev.n_years, ev.years_per_block)
         layer = price_layer_events(retained, attachment, limit, "occurrence", reinstatements,
                                    aggregate_deductible=aggregate_deductible, aggregate_limit=aggregate_limit,
                                    share=share)

@@ -18,9 +18,18 @@ Rows sharing the same (year, event id) are one event split over several rows (fo
 row per group of parcels); their losses are **summed** before any per-event term is applied.
 
 **The engine's own table** (``SimulationResult.elt``, ``carbon-risk simulate --loss-table LEVEL``) has
-``path``, ``year`` (the year *within* the path, 0..Y-1), ``sim_year`` (``path * Y + year``), ``event_id``,
-``peril``, ``group`` and ``loss_tco2e``. It is recognised by its ``path`` and ``sim_year`` columns: unless
-told otherwise its simulated year is ``sim_year`` and its loss ``loss_tco2e`` (:func:`elt_columns`).
+``path``, ``year`` (the year *within* the path, 0..Y-1), ``sim_year`` (``path * Y + year``), ``mc_block``,
+``event_id``, ``peril``, ``group`` and ``loss_tco2e``. It is recognised by its ``path`` and ``sim_year`` columns:
+unless told otherwise its simulated year is ``sim_year`` and its loss ``loss_tco2e`` (:func:`elt_columns`).
+
+**Monte Carlo blocks.** The simulated years of such a table are not independent: a path's years share its
+stands (a fire leaves less to burn next year), and the paths of a parameter set share a draw of the uncertain
+parameters (``mc_block`` = ``path // b``, ``b`` the run's ``SimulationSwitches.mc_block_size``: the parameter set,
+else an antithetic pair, else 1). :func:`event_losses` therefore records ``years_per_block`` (``Y x b``, read
+from the table by :func:`mc_block_years`; ``Y`` alone for a table with ``path`` but no ``mc_block``; 1 for any
+other table, whose years are taken as independent), and the layer's errors are those of block means
+(:func:`block_mean_se`). Blocks must be consecutive and whole: ``n_years`` a whole number of blocks, else the
+errors fall back to whole paths.
 
 **A year column that cannot index n_years simulated years** is refused (:class:`YearIndexError`, naming
 the column and why; :func:`check_year_index`): with a ``path`` column, a year index that appears in two
@@ -58,6 +67,8 @@ __all__ = [
     "EventLosses",
     "ENGINE_ELT_COLUMNS",
     "check_year_index",
+    "mc_block_years",
+    "block_mean_se",
     "elt_columns",
     "event_losses",
     "year_loss_table",
@@ -120,8 +131,9 @@ def _chance_text(log_p: float) -> str:
 
 
 def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col: str, *,
-                     spread: bool = False) -> None:
-    """Refuse a year column that cannot index ``n_years`` simulated years (module docstring).
+                     spread: bool = False) -> int | None:
+    """Refuse a year column that cannot index ``n_years`` simulated years (module docstring); return the
+    engine's table's years per path (``sim_year = path x Y + year``: ``Y``), or None for any other table.
 
     ``year`` is the column's values as validated integers in ``[0, n_years)``. Always: a year index shared by
     two paths of a ``path`` column, and for the engine's table an ``n_years`` that is no whole number of its
@@ -130,7 +142,8 @@ def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col
     own hand-built tables). Raises :class:`YearIndexError` naming the column, what it holds and, for a table
     with one, the simulated-year column to use."""
     if year.size == 0:
-        return
+        return None
+    years_per_path = None
     cols = set(elt.columns)
     sim = "sim_year" if "sim_year" in cols and year_col != "sim_year" else None
     if "path" in cols and year_col != "path":
@@ -158,8 +171,11 @@ def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col
                         f"n_years={n_years:,} is not a whole number of the table's paths of {yp} years (its column "
                         f"'sim_year' is path x {yp} + year): its {n_paths:,} paths (0-{n_paths - 1}) cover "
                         f"{n_paths * yp:,} simulated years", year_col)
+                years_per_path = yp
+        elif np.all(p == 0) and np.array_equal(w, year.astype(np.float64)):
+            years_per_path = n_years  # every event on path 0: one path of n_years years, as far as it shows
     if not spread:
-        return
+        return years_per_path
     k = np.unique(year).size
     top = int(year.max()) + 1
     if 2 * top <= n_years and k * math.log(top / n_years) < math.log(YEAR_INDEX_P_MIN):
@@ -169,6 +185,61 @@ def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col
             f"were the years of the table {n_years:,} exchangeable simulated years, that would happen with a chance "
             f"of {_chance_text(k * math.log(top / n_years))}; n_years must be the number of simulated years the "
             f"table covers (is it {top:,}? is the column each path's own year?){hint}", year_col, sim)
+    return years_per_path
+
+
+def mc_block_years(elt: pd.DataFrame, years_per_path: int | None, n_years: int) -> int:
+    """Simulated years per Monte Carlo block of an event loss table (module docstring, *Monte Carlo blocks*).
+
+    ``years_per_path`` is :func:`check_year_index`'s ``Y`` (None: not the engine's table, 1 returned). With an
+    ``mc_block`` column, the block size ``b`` (paths) is the one that makes ``mc_block == path // b`` on every
+    row; rows that leave it open (events in few blocks) take the largest such ``b``, capped at the table's paths
+    (coarser blocks are still independent of each other when they are whole runs of the true ones, and the
+    cap is reached only by tables with events in one block). A table whose ``mc_block`` no ``b`` explains is
+    refused (:class:`InsuranceInputError` naming the column). ``Y x b`` is returned when ``n_years`` is a whole
+    number of such blocks, else ``Y`` (whole paths)."""
+    if years_per_path is None:
+        return 1
+    if "mc_block" not in elt.columns or n_years % years_per_path:
+        return years_per_path
+    n_paths = n_years // years_per_path
+    path = _numeric_column(elt, "path").astype(np.int64, copy=False)
+    block = _numeric_column(elt, "mc_block")
+    if block.dtype.kind == "f" and not np.all(np.floor(block) == block):
+        raise InsuranceInputError("column 'mc_block' must hold whole numbers (the engine's path // block size)")
+    block = block.astype(np.int64, copy=False)
+    if (block < 0).any() or (block > path).any():
+        raise InsuranceInputError("column 'mc_block' must lie in 0..path (the engine's path // block size); "
+                                  f"{int(((block < 0) | (block > path)).sum())} row(s) do not")
+    # block == path // b  <=>  block * b <= path < (block + 1) * b  <=>  path // (block + 1) < b <= path / block
+    lo = int((path // (block + 1)).max()) + 1 if path.size else 1
+    pos = block > 0
+    hi = int((path[pos] // block[pos]).min()) if pos.any() else n_paths
+    hi = min(hi, n_paths)
+    if lo > hi:
+        raise InsuranceInputError(
+            "column 'mc_block' is not path // b for any block size b (the engine writes the paths sharing a "
+            "parameter draw or an antithetic pair as consecutive blocks); drop the column to take whole paths "
+            "as the independent units")
+    b = hi
+    return years_per_path * b if n_paths % b == 0 else years_per_path
+
+
+def block_mean_se(values: np.ndarray, years_per_block: int = 1) -> float:
+    """Standard error of the mean of per-simulated-year ``values`` whose consecutive runs of ``years_per_block``
+    years are independent blocks (module docstring): the sd of the block means over the square root of their
+    number (Student's t on ``blocks - 1`` degrees of freedom for an interval). With one block, or blocks of one
+    year, the years are taken as independent (``sd / sqrt(n)``); NaN for fewer than two years."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = x.size
+    if n < 2:
+        return math.nan
+    b = max(int(years_per_block), 1)
+    g = n // b
+    if b == 1 or g < 2:
+        return float(x.std(ddof=1) / math.sqrt(n))
+    means = x[: g * b].reshape(g, b).mean(axis=1)
+    return float(means.std(ddof=1) / math.sqrt(g))
 
 
 @dataclass(frozen=True)
@@ -183,11 +254,15 @@ class EventLosses:
         Loss of each event (>= 0), summed over rows of the same event.
     n_years : int
         Number of simulated years (the denominator of every annual average).
+    years_per_block : int
+        Consecutive simulated years that form one independent Monte Carlo block (module docstring): the
+        engine's table's paths of a parameter set (or pair, or one path); 1 for independent years.
     """
 
     year: np.ndarray
     loss: np.ndarray
     n_years: int
+    years_per_block: int = 1
 
     @property
     def n_events(self) -> int:
@@ -292,9 +367,12 @@ def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str | None = None
             raise InsuranceInputError(f"column {loss_col!r} must be >= 0; {int((loss < 0).sum())} negative value(s)")
         if not np.isfinite(loss).all():
             raise InsuranceInputError(f"column {loss_col!r} must be finite")
-        check_year_index(elt, year, n_years, year_col, spread=check_year_spread)
+        yp = check_year_index(elt, year, n_years, year_col, spread=check_year_spread)
+        block = mc_block_years(elt, yp, n_years)
+    else:
+        block = 1
     if year.size <= 1:
-        return EventLosses(year.copy(), loss.copy(), n_years)
+        return EventLosses(year.copy(), loss.copy(), n_years, block)
 
     ev = _event_codes(elt, ev_cols)
     card = int(ev.max()) + 1
@@ -306,8 +384,8 @@ def event_losses(elt: pd.DataFrame, n_years: int, *, year_col: str | None = None
         key, year, loss = key[order], year[order], loss[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     if starts.size == key.size:        # no duplicates: one row per event already
-        return EventLosses(np.ascontiguousarray(year), np.ascontiguousarray(loss), n_years)
-    return EventLosses(year[starts], np.add.reduceat(loss, starts), n_years)
+        return EventLosses(np.ascontiguousarray(year), np.ascontiguousarray(loss), n_years, block)
+    return EventLosses(year[starts], np.add.reduceat(loss, starts), n_years, block)
 
 
 def annual_aggregate(events: EventLosses, values: np.ndarray | None = None) -> np.ndarray:

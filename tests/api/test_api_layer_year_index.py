@@ -31,6 +31,11 @@ def test_the_engines_table_is_priced_on_its_simulated_year(env):
     assert got["expected_loss"] == pytest.approx(direct.expected_loss)
     assert got["prob_attachment"] == pytest.approx(direct.prob_attachment)
     assert got["columns"] == {"year": "sim_year", "event": "event_id", "loss": "loss_tco2e", "engine_table": True}
+    # its errors count whole paths (10 years each; the table has no mc_block column), the probabilities' too
+    assert got["years_per_block"] == 10 and got["independent_units"] == 16
+    assert got["expected_loss_se"] == pytest.approx(direct.expected_loss_se)
+    assert got["prob_attachment_se"] == pytest.approx(direct.mean_se(direct.annual_loss > 0))
+    assert got["prob_exhaustion_se"] == pytest.approx(direct.mean_se(direct.annual_exhausted))
 
 
 def test_a_table_of_each_paths_own_years_is_422_naming_the_column(env):

@@ -481,11 +481,6 @@ def _write(q, out: OutputFile) -> None:
 
 
 # =====================================================================================================
-def _prob_se(p: float, n: int) -> float:
-    """The binomial standard error of a probability estimated on ``n`` independent simulated years."""
-    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 1 else math.nan
-
-
 def _read_elt(path: str):
     import pandas as pd
 
@@ -582,13 +577,13 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
     except InsuranceInputError as exc:
         raise CLIError(f"{elt_file}: {exc}") from exc
     lo, hi = lay.expected_loss_ci()
-    p_att_se, p_exh_se = _prob_se(lay.prob_attachment, lay.n_years), _prob_se(lay.prob_exhaustion, lay.n_years)
+    p_att_se, p_exh_se = lay.mean_se(lay.annual_loss > 0), lay.mean_se(lay.annual_exhausted)
     out = {
         "layer": {"attachment": a, "limit": lim, "basis": basis, "share": share,
                   "reinstatements": None if rein is None else {"count": rein[0], "premium_pct": rein[1]},
                   "aggregate_limit": lay.aggregate_limit},
         "columns": {"year": year_used, "event": event_col, "loss": loss_used, "engine_table": engine},
-        "n_years": lay.n_years, "events": int(len(df)),
+        "n_years": lay.n_years, "years_per_block": lay.years_per_block, "events": int(len(df)),
         "pure_premium": lay.expected_loss, "pure_premium_se": lay.expected_loss_se, "pure_premium_ci95": [lo, hi],
         "sd_annual_loss": lay.sd_annual_loss, "prob_attachment": lay.prob_attachment,
         "prob_attachment_se": p_att_se, "prob_exhaustion": lay.prob_exhaustion, "prob_exhaustion_se": p_exh_se,
@@ -607,9 +602,14 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
                f"sd {lay.sd_annual_loss:,.2f}")
     click.echo(f"P(attachment) {lay.prob_attachment:.2%} ± {p_att_se:.2%}; P(exhaustion) {lay.prob_exhaustion:.2%} "
                f"± {p_exh_se:.2%}; events in layer per year {lay.expected_events_in_layer:.4f}")
-    click.echo("± and s.e.: the table's simulated years taken as independent (for the engine's table, a path's "
-               "years are correlated: the errors are lower bounds)" if engine else
-               "± and s.e.: the table's simulated years taken as independent")
+    if lay.independent_units < lay.n_years:
+        click.echo(f"± and s.e.: from {lay.independent_units:,} independent blocks of {lay.years_per_block:,} "
+                   "simulated years (a path's years, and the paths sharing a parameter draw, are correlated)")
+    elif engine:
+        click.echo("± and s.e.: the table's simulated years taken as independent (fewer than two independent "
+                   "blocks of paths to count: the errors are lower bounds)")
+    else:
+        click.echo("± and s.e.: the table's simulated years taken as independent")
     if rein is not None:
         click.echo(f"Upfront pure premium {lay.upfront_premium:,.2f} + expected reinstatement premium "
                    f"{lay.expected_reinstatement_premium:,.2f}")
