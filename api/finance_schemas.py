@@ -175,8 +175,8 @@ class QuoteRequest(Strict):
     quota_share: float = Field(0.0, ge=0, lt=1)
     account_level: Level | None = "county"
     crediting_start_year: int | None = Field(None, ge=1900, le=2200, description="a price floor on the simulated "
-                                             "credits: the year the projects began crediting, at most the run's "
-                                             "first year (default: that year)")
+                                             "credits: the year the projects began (or begin) crediting (default: "
+                                             "the run's first year)")
     crediting_period_years: int | None = Field(None, ge=1, le=100, description="a price floor on the simulated "
                                                "credits: the registered crediting period (default: the model's)")
     name: Text = NAME

@@ -210,8 +210,10 @@ class SimulationRequest(Strict):
     perils: list[Peril] | None = Field(None, description="perils to simulate (default: all; [] for none)")
     loss_table_level: Level | None = None
     crediting_start_year: int | None = Field(None, ge=1900, le=2200, description="calendar year the projects began "
-                                             "crediting, at most the run's first year (default: that year); earlier: "
-                                             "fewer years of the crediting period left, verifications in their phase")
+                                             "(or begin) crediting (default: the run's first year); earlier: fewer "
+                                             "years of the crediting period left, verifications in their phase; "
+                                             "later (at most 50 years on): nothing credited before it, the first "
+                                             "verification counting from the stock then")
     crediting_period_years: int | None = Field(None, ge=1, le=100, description="registered crediting period "
                                                "(default: the model's; Lishui 40 years)")
     mode: Literal["auto", "job"] = Field("auto", description="auto: small runs answered at once, large ones "

@@ -519,12 +519,17 @@ def crediting_position(stock: np.ndarray, stock0: float | np.ndarray, params: Mo
                        provenance: dict[str, Any] | None = None) -> tuple[np.ndarray, int]:
     """A crediting unit's position at each year end (``CreditingRules.accrued_position``, under the
     crediting rules the engine run recorded in its provenance, else the parameter file's) and the year
-    of the first verification (``CreditingRules.first_issuance_year``; past the horizon when none falls in
-    the crediting period), after which it adds to the stock. For ``_money``."""
+    after which it adds to the stock: the first verification (``CreditingRules.first_issuance_year``; past the
+    horizon when none falls in the crediting period), or a later crediting start (the run year it ends: the
+    position then counts from that year's stock, which the stock at ``t`` alone does not tell). For
+    ``_money``."""
     rules = (CreditingRules(**provenance["crediting"]) if provenance and "crediting" in provenance
              else CreditingRules.from_parameters(params))
     first = rules.first_issuance_year()
-    return rules.accrued_position(stock, stock0), (np.shape(stock)[0] + 1 if first is None else first)
+    first = np.shape(stock)[0] + 1 if first is None else first
+    if rules.years_credited_before_start < 0:
+        first = min(first, -rules.years_credited_before_start)
+    return rules.accrued_position(stock, stock0), first
 
 
 def _crediting_position(params: ModelParameters, phys: _Physical) -> tuple[np.ndarray, int]:

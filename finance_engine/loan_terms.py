@@ -70,9 +70,11 @@ class LoanTerms(BaseModel):
                                          "issued after the crediting period (the parameter file's, Lishui 40 "
                                          "years, or crediting_period_years)")
     crediting_start_year: int | None = Field(default=None, ge=1900, le=2200, description="calendar year the "
-                                             "pledged project began crediting, at most the valuation's first year "
-                                             "(None: that year); earlier: fewer years of its crediting period left "
-                                             "and its verifications in their phase")
+                                             "pledged project began (or begins) crediting (None: the valuation's "
+                                             "first year); earlier: fewer years of its crediting period left and "
+                                             "its verifications in their phase; later (a project being registered, "
+                                             "at most 50 years on): nothing credited before it, its first "
+                                             "verification counting from the stock then")
     crediting_period_years: int | None = Field(default=None, ge=1, le=100, description="the project's registered "
                                                "crediting period in years (None: the parameter file's; the MEE's "
                                                "2023 CCER rules allow forestry 20 to 40)")
@@ -114,7 +116,7 @@ def check_crediting_terms(terms: LoanTerms | dict, params, start_year: int | Non
         return
     try:
         CreditingRules.checked(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year, **own)
-    except ValueError as exc:  # "crediting_start_year: 2031 is after ..."
+    except ValueError as exc:  # "crediting_period_years: the crediting period ... ended before the run's start"
         raise LoanTermsError(str(exc)) from None
 
 

@@ -25,6 +25,9 @@ from models.parameters import ModelParameters
 
 CarbonMethod = Literal["bef", "fang"]
 CARBON_METHODS: tuple[str, ...] = ("bef", "fang")
+#: the latest crediting start accepted, in years after the run's start: a bound on the input, no rule's figure
+#: (a start beyond a run's horizon credits nothing in it)
+MAX_YEARS_TO_CREDITING_START = 50
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,11 @@ class CreditingRules:
     fewer left, and its verifications keep their phase (a project credited since 2023 with 5-year
     periods verifies at the end of 2027, 2032, ...). The stock at its last verification is not known:
     the first verification in the run credits the change since the run's start (the accrual before it
-    is left out, which errs low).
+    is left out, which errs low). A project that begins crediting later (a negative
+    ``years_credited_before_start``: ``crediting_start_year`` after the run's first year, a forest
+    pledged while its project is being registered) credits nothing before its start: its first
+    verification credits the change since the stock at the crediting start (:meth:`is_crediting_start`),
+    so growth before it is never credited and losses before it are no reversals.
     """
 
     monitoring_period_years: int
@@ -144,8 +151,8 @@ class CreditingRules:
                         **overrides: float) -> "CreditingRules":
         """The parameter file's crediting rules with ``overrides`` (None: keep the file's).
 
-        ``crediting_start_year`` (a calendar year, at most ``start_year``, the run's first year) sets
-        ``years_credited_before_start = start_year - crediting_start_year``.
+        ``crediting_start_year`` (a calendar year; after ``start_year``, the run's first year, for a project
+        that begins crediting later) sets ``years_credited_before_start = start_year - crediting_start_year``.
         """
         c = params.file.crediting
         vals = dict(
@@ -180,10 +187,6 @@ class CreditingRules:
         if start is not None:
             if start_year is None:
                 raise ValueError("crediting_start_year needs the run's start year")
-            if start > int(start_year):
-                raise ValueError(f"crediting_start_year {start} is after the run's start year {start_year}: a "
-                                 f"project that has not begun crediting is not modelled (its growth before the "
-                                 f"start would be credited)")
             vals["years_credited_before_start"] = int(start_year) - start
         rules = cls(**vals)
         rules.validate()
@@ -192,7 +195,7 @@ class CreditingRules:
     @classmethod
     def checked(cls, params: ModelParameters, *, start_year: int | None = None, **overrides: float) -> "CreditingRules":
         """:meth:`from_parameters`, whose refusal (a ``ValueError``) starts with the name of the override at fault
-        (``"crediting_start_year: 2031 is after the run's start year 2026 ..."``; the first override where the
+        (``"crediting_start_year: the crediting start is 60 years after the run's start ..."``; the first override where the
         reason names none), for callers that report it at that field."""
         try:
             return cls.from_parameters(params, start_year=start_year, **overrides)
@@ -211,8 +214,9 @@ class CreditingRules:
             raise ValueError(f"crediting_period_years must be >= monitoring_period_years "
                              f"({self.monitoring_period_years}), got {self.crediting_period_years}")
         x = self.years_credited_before_start
-        if x < 0:
-            raise ValueError(f"years_credited_before_start must be >= 0, got {x}")
+        if x < -MAX_YEARS_TO_CREDITING_START:
+            raise ValueError(f"the crediting start is {-x} years after the run's start (crediting_start_year); at "
+                             f"most {MAX_YEARS_TO_CREDITING_START} are modelled")
         if self.crediting_period_years is not None and x >= self.crediting_period_years:
             raise ValueError(f"the crediting period (crediting_period_years {self.crediting_period_years}) ended "
                              f"before the run's start ({x} years credited before it, from crediting_start_year): "
@@ -231,15 +235,22 @@ class CreditingRules:
         period, or is the crediting period's last year (a period that is not a whole number of monitoring
         periods is verified to its end: its last monitoring period is shorter, and its removals are credited)."""
         n = np.asarray(year_index) + 1 + self.years_credited_before_start
-        due = n % self.monitoring_period_years == 0
+        due = (n > 0) & (n % self.monitoring_period_years == 0)  # none before a later crediting start
         if self.crediting_period_years is None:
             return due
         return (due & (n <= self.crediting_period_years)) | (n == self.crediting_period_years)
 
+    def is_crediting_start(self, year_index: np.ndarray | int) -> np.ndarray | bool:
+        """True at the end of the run year after which a later crediting start falls (``year_index + 1 +
+        years_credited_before_start == 0``): the stock then is what the first verification's change counts from
+        (never for a project crediting since the run's start or before it, whose count starts at the run's start)."""
+        return np.asarray(year_index) + 1 + self.years_credited_before_start == 0
+
     def first_issuance_year(self) -> int | None:
         """The run year (1-based: its end) of the first verification, None if none falls in the crediting period."""
         p, x = self.monitoring_period_years, self.years_credited_before_start
-        n = (x // p + 1) * p  # the first period end after the run's start, counted from the crediting start
+        # the first period end after the run's start (or after a later crediting start), from the crediting start
+        n = (max(x, 0) // p + 1) * p
         if self.crediting_period_years is not None:
             if x >= self.crediting_period_years:
                 return None
@@ -292,9 +303,13 @@ class CreditingRules:
         out = np.zeros((years + 1, n))
         last = np.broadcast_to(np.asarray(stock0_tco2e, dtype=np.float64), (n,)).copy()
         deficit = np.zeros(n)
+        started = self.years_credited_before_start >= 0
         for y in range(years):  # loop over years, vectorised over paths
+            if self.is_crediting_start(y):  # a later crediting start: nothing before it accrues
+                last = stock[y].copy()
+                started = True
             if self.is_issuance_year(y):  # this year's verification has issued what was creditable
                 deficit = self.issue(stock[y] - last, deficit)[2]
                 last = stock[y].copy()
-            out[y + 1] = stock[y] - last - deficit
+            out[y + 1] = stock[y] - last - deficit if started else 0.0
         return out

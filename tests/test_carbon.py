@@ -181,8 +181,20 @@ class TestCrediting:
         # starting in the run's year is the default
         assert CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2026) == \
             CreditingRules.from_parameters(params)
-        with pytest.raises(ValueError, match="after the run's start year"):
-            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2027)
+        # a later start: verifications a monitoring period after it, none before; the stock at its start counts
+        later = CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2028)
+        assert later.years_credited_before_start == -2 and later.first_issuance_year() == 7
+        assert list(np.flatnonzero(later.is_issuance_year(np.arange(60))) + 1) == [7, 12, 17, 22, 27, 32, 37, 42]
+        assert list(np.flatnonzero(later.is_crediting_start(np.arange(60))) + 1) == [2]
+        stock = np.array([[5.0], [9.0], [12.0], [10.0], [14.0], [15.0], [18.0], [20.0]])  # ends of years 1..8
+        pos = later.accrued_position(stock, 0.0)[:, 0]
+        # 0 before the start (end of year 2); then the change since the stock then (9), less nothing issued;
+        # after the verification at the end of year 7, the change since its stock (18)
+        np.testing.assert_allclose(pos, [0, 0, 0, 3, 1, 5, 6, 0, 2])
+        assert CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2076) \
+            .first_issuance_year() == 55
+        with pytest.raises(ValueError, match="51 years after the run's start"):
+            CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=2077)
         with pytest.raises(ValueError, match="ended before the run's start"):
             CreditingRules.from_parameters(params, start_year=2026, crediting_start_year=1980)
         with pytest.raises(ValueError, match="needs the run's start year"):
@@ -192,8 +204,8 @@ class TestCrediting:
 
     def test_checked_rules_name_the_override_at_fault(self, params):
         """One refusal for every caller that reports it at a field (loan terms, the quote, the API's requests)."""
-        with pytest.raises(ValueError, match=r"^crediting_start_year: 2031 is after the run's start year 2026"):
-            CreditingRules.checked(params, start_year=2026, crediting_start_year=2031)
+        with pytest.raises(ValueError, match=r"^crediting_start_year: the crediting start is 60 years after the run's"):
+            CreditingRules.checked(params, start_year=2026, crediting_start_year=2086)
         with pytest.raises(ValueError, match=r"^crediting_period_years: must be >= monitoring_period_years"):
             CreditingRules.checked(params, start_year=2026, crediting_period_years=3)
         # a reason that names several overrides is reported at the first given of them
@@ -219,7 +231,7 @@ class TestCrediting:
         assert 0.25 < by.loc[2027] / by.loc[2032] < 0.5
         assert res.provenance["crediting"]["years_credited_before_start"] == 3
         with pytest.raises(ValueError, match="crediting_start_year"):
-            simulate(pf, params, years=12, paths=4, seed=1, switches=sw, crediting={"crediting_start_year": 2030})
+            simulate(pf, params, years=12, paths=4, seed=1, switches=sw, crediting={"crediting_start_year": 2090})
 
     def test_bad_rules_rejected(self, params):
         with pytest.raises(ValueError, match="buffer_fraction"):

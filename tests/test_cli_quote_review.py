@@ -139,5 +139,11 @@ def test_a_price_floor_follows_the_projects_crediting_start(portfolio_csv, capsy
                            "--crediting-start-year", "2023"], capsys)
     assert code == 2 and "ends run year 2" in err and "--years 2 or more" in err
     code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16",
-                           "--crediting-start-year", "2031"], capsys)
-    assert code == 2 and "--crediting-start-year 2031 is after the run's start year" in err
+                           "--crediting-start-year", "2090"], capsys)
+    assert code == 2 and "--crediting-start-year" in err and "64 years after the run's start" in err
+    # a later start: the price floor covers the years to the first verification, a monitoring period after it
+    code, out, err = _run(["quote", "-p", portfolio_csv, "--cover", "price-floor", "--paths", "16",
+                           "--crediting-start-year", "2028", "--format", "json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["provenance"]["years"] == 7 and d["provenance"]["crediting"]["years_credited_before_start"] == -2

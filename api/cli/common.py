@@ -628,9 +628,10 @@ def crediting_options(prefix: str = "") -> Callable:
                          help=text("the registered crediting period, its end verified too (default: the parameter "
                                    "file's; Lishui 40, the longest the MEE's 2023 CCER rules allow forestry)."))(f)
         return click.option("--crediting-start-year", type=click.IntRange(1900, 2200), default=None, metavar="YEAR",
-                            help=text("the calendar year the projects began crediting, at most the run's first year "
-                                      "(2026, the default); earlier: fewer years of the crediting period left, "
-                                      "verifications in their phase."))(f)
+                            help=text("the calendar year the projects began (or begin) crediting (default: the run's first "
+                                      "year, 2026); earlier: fewer years of the crediting period left, verifications "
+                                      "in their phase; later (at most 50 years): nothing credited before it, the "
+                                      "first verification counting from the stock then."))(f)
     return decorate
 
 

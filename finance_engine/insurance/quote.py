@@ -969,7 +969,8 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
         only; not called when ``simulation`` is given).
     crediting : dict, optional
         The engine's crediting overrides (``crediting_start_year``, ``crediting_period_years``: a project that
-        began crediting before the run verifies in its phase), for a price floor on the simulated credits;
+        began crediting before the run verifies in its phase; one beginning later verifies first a monitoring
+        period after its start), for a price floor on the simulated credits;
         not with ``simulation`` (whose run recorded its own rules).
 
     Raises

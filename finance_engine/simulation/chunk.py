@@ -449,6 +449,11 @@ def run_chunk(setup: EngineSetup, index: int, path_start: int, path_stop: int,
             fill_stock(y - 1, sums_start, start_now)
             sums_start = start_now
         # ---- crediting at the end of each monitoring period --------------------------------
+        if setup.crediting.is_crediting_start(y):
+            # a project that begins crediting after the run's start: its first verification counts from the
+            # stock now (growth before it is not credited, losses before it are no reversals)
+            np.multiply(carbon, w, out=last_issue_stock)
+            deficit[:] = 0.0
         if setup.crediting.is_issuance_year(y):
             issuance_changes(carbon, w, last_issue_stock, setup.project_of_parcel, proj_change, proj_gain)
             issued, buffer, deficit = setup.crediting.issue(proj_change, deficit)

@@ -315,7 +315,8 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
     crediting : dict, optional
         Overrides of the parameter file's crediting rules (:attr:`models.carbon.CreditingRules.OVERRIDES`):
         ``crediting_start_year`` for a project that began crediting before ``start_year`` (fewer years
-        left, verifications in their phase), ``crediting_period_years``, ``buffer_fraction``, ...
+        left, verifications in their phase) or begins after it (nothing credited before its start, the first
+        verification counting from the stock then), ``crediting_period_years``, ``buffer_fraction``, ...
     loss_table_level : str, optional
         Keep an event loss table summed at this level (``"portfolio"``: one row per event).
     chunk_paths : int, optional

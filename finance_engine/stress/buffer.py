@@ -178,6 +178,8 @@ def reversals_and_credits(run: ScenarioRun, params: ModelParameters, years: int)
     rev = np.zeros(stock.shape[1])
     prev = np.broadcast_to(s0, stock.shape[1:])
     for y in range(years):
+        if rules.is_crediting_start(y):  # a later crediting start: losses before it are no reversals
+            prev = stock[y]
         if rules.is_issuance_year(y):
             rev += np.maximum(prev - stock[y], 0.0).sum(axis=1)
             prev = stock[y]

@@ -17,9 +17,9 @@ def test_a_valuation_takes_the_projects_crediting_start_and_refuses_one_it_canno
     body = ok.json()
     assert body["result"]["terms"]["crediting_start_year"] == 2019
     assert body["result"]["terms"]["crediting_period_years"] == 20
-    # refused before any work, at the term, with the value given: a start after the valuation's first year,
-    # a period that ended before it, and one shorter than a monitoring period
-    for bad, field in (({"crediting_start_year": 2031}, "crediting_start_year"),
+    # refused before any work, at the term, with the value given: a start more than 50 years after the
+    # valuation's first year, a period that ended before it, and one shorter than a monitoring period
+    for bad, field in (({"crediting_start_year": 2081}, "crediting_start_year"),
                        ({"crediting_start_year": 1980}, "crediting_start_year"),
                        ({"crediting_period_years": 3}, "crediting_period_years")):
         problem = assert_problem(cv(bad), 422)
@@ -46,8 +46,8 @@ def test_a_simulation_takes_the_crediting_start_and_keeps_the_identity_of_a_requ
     assert plain.status_code == 201, plain.text
     assert "crediting_start_year" not in plain.json()["audit"]["request"]
     assert plain.json()["provenance"]["crediting"]["years_credited_before_start"] == 0
-    problem = assert_problem(run(crediting_start_year=2031), 422)
-    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2031)]
+    problem = assert_problem(run(crediting_start_year=2081), 422)
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2081)]
     problem = assert_problem(run(crediting_period_years=2), 422)
     assert [e["field"] for e in problem["errors"]] == ["body/crediting_period_years"]
 
@@ -78,8 +78,8 @@ def test_a_price_floor_quote_takes_the_projects_crediting_start(env):
     ok = q(crediting_start_year=2023)
     assert ok.status_code == 201, ok.text
     assert ok.json()["result"]["provenance"]["crediting"]["years_credited_before_start"] == 3
-    problem = assert_problem(q(crediting_start_year=2031), 422)
-    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2031)]
+    problem = assert_problem(q(crediting_start_year=2081), 422)
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2081)]
 
 
 def test_a_registered_loan_holds_its_projects_crediting_start(env):
@@ -100,6 +100,6 @@ def test_a_registered_loan_holds_its_projects_crediting_start(env):
         "loan_id": loan, "paths": 64, "sensitivities": False,
         "terms": {"crediting_horizon_years": 10, "crediting_start_year": 2024}})
     assert over.status_code == 201 and over.json()["result"]["terms"]["crediting_start_year"] == 2024
-    late = reg(crediting_start_year=2031).json()["id"]
+    late = reg(crediting_start_year=2081).json()["id"]
     problem = assert_problem(c.post("/v1/collateral-valuations", headers=h, json={"loan_id": late, "paths": 64}), 422)
-    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("loan/terms/crediting_start_year", 2031)]
+    assert [(e["field"], e["value"]) for e in problem["errors"]] == [("loan/terms/crediting_start_year", 2081)]
