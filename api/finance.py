@@ -401,6 +401,13 @@ def check_quote_inputs(req: dict[str, Any], params=None) -> None:
     if req.get("subsidy") is not None:
         attempt(lambda: subsidy_shares(req["subsidy"]), FieldMap({}, "body/subsidy"))
     own = crediting_overrides(req)
+    if own and not (cover.get("kind") == "price-floor" and cover.get("volume_tco2e") is None):
+        what = ("a price floor on a fixed volume_tco2e pays on the price alone" if cover.get("kind") == "price-floor"
+                else f"a {cover.get('kind')} cover pays on the stock and the sink")
+        raise ApiProblem(422, f"{', '.join(own)}: the crediting rules apply to a price floor on the simulated credits "
+                              f"only; {what}", kind="invalid-cover",
+                         errors=[{"field": f"body/{k}", "value": v, "reason": f"not used by this cover: {what}"}
+                                 for k, v in own.items()])
     if own and params is not None:
         from finance_engine.loan_terms import LoanTermsError, check_crediting_terms
 

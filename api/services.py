@@ -588,8 +588,8 @@ def simulation_crediting(req: dict[str, Any]) -> dict[str, int]:
 
 def check_simulation_request(params, req: dict[str, Any]) -> None:
     """What the engine would refuse at once, checked before a run is answered or queued (422
-    ``invalid-simulation``): the climate pathway must be one of the model's; a crediting start year at
-    most the run's first year and a crediting period the model's crediting rules take."""
+    ``invalid-simulation``): the climate pathway must be one of the model's; a crediting start year and period
+    the model's crediting rules take (:meth:`models.carbon.CreditingRules.checked`)."""
     own = simulation_crediting(req)
     if own:
         from models.carbon import CreditingRules

@@ -147,3 +147,25 @@ def test_a_price_floor_follows_the_projects_crediting_start(portfolio_csv, capsy
     assert code == 0, err
     d = json.loads(out)
     assert d["provenance"]["years"] == 7 and d["provenance"]["crediting"]["years_credited_before_start"] == -2
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--cover", "stock-loss"], "--crediting-start-year: does not apply to --cover stock-loss"),
+    (["--cover", "sink-index"], "--crediting-start-year: does not apply to --cover sink-index"),
+    (["--cover", "price-floor", "--volume", "1000"], "a price floor on a fixed --volume pays on the price alone"),
+])
+def test_crediting_options_a_cover_cannot_use_are_refused(portfolio_csv, capsys, args, msg):
+    """The crediting rules change only a price floor on the simulated credits; given with another cover they
+    were accepted and ignored."""
+    code, _, err = _run(["quote", "-p", portfolio_csv, "--paths", "16", *args, "--crediting-start-year", "2020"],
+                        capsys)
+    assert code == 2 and msg in err
+
+
+def test_the_engines_quote_refuses_crediting_for_a_cover_it_cannot_change(params):
+    from finance_engine.insurance import InsuranceInputError, PriceFloorCover, StockLossCover, quote
+    from finance_engine.insurance.quote import crediting_applies
+
+    assert crediting_applies(PriceFloorCover(60.0)) and not crediting_applies(PriceFloorCover(60.0, volume_tco2e=1e3))
+    with pytest.raises(InsuranceInputError, match="^crediting: crediting_start_year only apply to a price floor"):
+        quote(StockLossCover(60.0), None, params, paths=8, crediting={"crediting_start_year": 2020})

@@ -99,7 +99,7 @@ from scipy import stats
 from .subsidy import SubsidyShares, check_central_eligibility, check_rate_adjustment, split_premium, subsidy_shares
 from .tables import InsuranceInputError, annual_max_occurrence
 
-__all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium",
+__all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium", "crediting_applies",
            "layer_premium", "default_loading", "capital_measure_text", "NO_CENTRAL_SUBSIDY_NOTE"]
 
 #: Unit conversion: 1 hectare = 15 mu (亩).
@@ -943,6 +943,19 @@ def _aal_row(x: np.ndarray, price: float, design: _Design, **labels) -> dict[str
     return {**labels, "aal_tco2e": m, "aal_se_tco2e": se, "aal_cny": m * price, "aal_se_cny": se * price}
 
 
+def crediting_applies(cover) -> bool:
+    """Whether the crediting rules change what ``cover`` pays: only a price floor on the simulated credits issued
+    (:class:`~finance_engine.insurance.covers.PriceFloorCover` without ``volume_tco2e``); a stock-loss or sink-index
+    cover pays on the stock and the sink, a price floor on a fixed volume on the price alone."""
+    return isinstance(cover, PriceFloorCover) and cover.volume_tco2e is None
+
+
+def _kind(cover) -> str:
+    if isinstance(cover, PriceFloorCover):
+        return "price floor on a fixed volume_tco2e"
+    return "sink-index cover" if isinstance(cover, SinkIndexCover) else "stock-loss cover"
+
+
 def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, params, *, paths: int = 2000,
           years: int = 1, seed: int = 2026, loading: Loading | None = None,
           subsidy: str | SubsidyShares | None = None, subsidised: bool | None = None,
@@ -1004,6 +1017,9 @@ def quote(cover: StockLossCover | SinkIndexCover | PriceFloorCover, portfolio, p
     if crediting:
         if simulation is not None:
             raise InsuranceInputError("crediting: give it to the simulation the quote reuses, not with it")
+        if not crediting_applies(cover):
+            raise InsuranceInputError(f"crediting: {', '.join(k for k in crediting)} only apply to a price floor on "
+                                      f"the simulated credits (no volume_tco2e); a {_kind(cover)} cannot use them")
         from models.carbon import CreditingRules
         from models.dynamics import DEFAULT_START_YEAR
 

@@ -80,6 +80,10 @@ def test_a_price_floor_quote_takes_the_projects_crediting_start(env):
     assert ok.json()["result"]["provenance"]["crediting"]["years_credited_before_start"] == 3
     problem = assert_problem(q(crediting_start_year=2081), 422)
     assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2081)]
+    # a cover the crediting rules cannot change refuses them, naming the field (they were accepted and ignored)
+    for cover in ({"kind": "stock-loss"}, {"kind": "price-floor", "strike_cny_per_tco2e": 60, "volume_tco2e": 1e3}):
+        problem = assert_problem(q(crediting_start_year=2023, cover=cover), 422, "invalid-cover")
+        assert [(e["field"], e["value"]) for e in problem["errors"]] == [("body/crediting_start_year", 2023)]
 
 
 def test_a_registered_loan_holds_its_projects_crediting_start(env):

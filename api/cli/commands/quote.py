@@ -232,7 +232,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
 COVER_OPTIONS = {
     "stock-loss": ("perils", "deductible", "deductible_basis"),
     "sink-index": ("trigger", "expected_sink", "index_error", "error_cv"),
-    "price-floor": ("strike", "volume", "price_model"),
+    "price-floor": ("strike", "volume", "price_model", "crediting_start_year", "crediting_period_years"),
 }
 
 
@@ -256,6 +256,11 @@ def check_cover_options(ctx: click.Context, cover: str, index_error: str) -> Non
             raise CLIError(f"{', '.join(bad)}: {'does' if one else 'do'} not apply to --cover {cover} "
                            f"({'it is a' if one else 'they are'} {other} term{'' if one else 's'}); leave "
                            f"{'it' if one else 'them'} out")
+    crediting = [flag[n] for n in ("crediting_start_year", "crediting_period_years") if given(n)]
+    if cover == "price-floor" and crediting and given("volume"):
+        raise CLIError(f"{', '.join(crediting)}: a price floor on a fixed --volume pays on the price alone; the "
+                       f"crediting rules apply to the simulated credits (leave out --volume, or the crediting "
+                       f"options)")
     if cover == "sink-index" and given("error_cv") and index_error == "none":
         raise CLIError("--error-cv: the index has no measurement error (--index-error none); give --index-error "
                        "normal or lognormal with it, or leave it out")
