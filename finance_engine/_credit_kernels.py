@@ -26,12 +26,14 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
         Replicate ``k``'s collateral value (CNY) at the end of year ``t`` (row 0 is today).
     groups : int64 (N,)
         Each path's group; replicate ``k`` keeps the paths with ``groups != k``.
-    balance : float64 (T,)
-        Scheduled balance outstanding during year ``t + 1``, CNY.
+    balance : float64 (T + 1,)
+        Scheduled balance at the end of years 0..T (``balance[t]`` is outstanding during year ``t + 1``,
+        ``balance[t + 1]`` is left after its instalment), CNY.
     ltv_trigger, pledge_rate : float
-        A top-up is called where the path's balance ``B > ltv_trigger * value`` (or the value is 0), of
-        ``B - pledge_rate * value``; a met call is a prepayment: the path's later scheduled balances are
-        scaled by ``(B - call) / B``.
+        A top-up is called at the end of year ``t + 1`` where the path's balance left after that day's
+        instalment ``A > ltv_trigger * value`` (or the value is 0 with a balance left), of
+        ``A - pledge_rate * value``; a met call is a prepayment: the path's later scheduled balances are
+        scaled by ``(A - call) / A``.
     recovery_factor : float64 (N,)
         What a forced sale recovers per CNY of value still to be sold, per path.
     mortgage, guarantee : float
@@ -77,17 +79,18 @@ def replicate_credit_sums(values, groups, balance, ltv_trigger, pledge_rate, rec
             for t in range(n_years):
                 v = np.float64(values[k, t + 1, n])
                 bal = balance[t] * scale
+                after = balance[t + 1] * scale
                 balance_sum += bal
                 if v < bal:
                     by_year[0, k, t] += 1.0
                     below_any = True
-                if bal > 0 and (v <= 0 or bal > ltv_trigger * v):
+                if after > 0 and (v <= 0 or after > ltv_trigger * v):
                     calls += 1
                     by_year[1, k, t] += 1.0
-                    size = max(bal - pledge_rate * v, 0.0)
+                    size = max(after - pledge_rate * v, 0.0)
                     by_year[2, k, t] += size
                     size_sum += size
-                    scale = scale * ((bal - size) / bal)
+                    scale = scale * ((after - size) / after)
                 if has_cash:
                     c = cash[t, n]
                     recovery = c + (v - c) * rf

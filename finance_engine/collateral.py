@@ -454,29 +454,37 @@ def _carried_balances(v: np.ndarray, terms: LoanTerms) -> tuple[np.ndarray, np.n
     calls and their sizes (CNY), for the values ``v`` at the ends of years 1..T (shape (..., T, N): the
     paths', or each regression replicate's).
 
-    A call is made where the balance ``B_t`` exceeds ``ltv_trigger`` times the value (or the value is 0), of
-    ``B_t - pledge_rate V_t``: the borrower's prepayment, which brings the LTV back to the pledge rate.
-    Reading a met call as a prepayment of principal that re-amortises the rest over the same term, the
-    later scheduled balances are scaled by the fraction of the principal left, ``s <- s (B_t - call) / B_t``
-    (``s`` starts at 1): the same deficiency is not called again every year. (Before, every year used the
-    schedule's balance: on a flat-price pledge whose value fell once, a 5-year bullet loan was called in
-    2 years for 747,644 CNY where one call of 394,192 restores it.) A loop over the term's years, vectorised
-    over the paths (and replicates); the compiled :func:`finance_engine._credit_kernels.replicate_credit_sums`
-    does the same arithmetic in the same order."""
-    sched = balance_schedule(terms)[:terms.term_years]
+    The balance outstanding during year ``t`` is ``s B_{t-1}`` (the schedule's ``B``, ``s`` the fraction of the
+    principal left after earlier calls, 1 at first): what a default in the year leaves owed, and the balance
+    the year's LTV, value-below-balance and forced-sale shortfall use. The call is checked at the year's end
+    on a borrower who pays that day's instalment: where the balance left after it, ``A_t = s B_t``, exceeds
+    ``ltv_trigger`` times the value (or the value is 0 with a balance left), of ``A_t - pledge_rate V_t``: the
+    prepayment that brings the LTV after the instalment back to the pledge rate. (The balance before the
+    instalment had sized the calls as if the day's instalment were not paid, then had it paid on top: on the
+    README's 1.5 M CNY, 3-year project loan the expected top-ups were 1,091,619 CNY where 612,702 restore the
+    pledge rate, and a flat-price annuity called in year 1 at an LTV after the instalment of 0.73, under the
+    0.8 trigger, left the LTV at 0.41, not the pledge rate's 0.6; review.) A loan repaid at the year's end (the
+    term's last year) has no call. A met call is a prepayment of principal that re-amortises the rest over the
+    same term: ``s <- s (A_t - call) / A_t``, so the same deficiency is not called again every year. (Before
+    that, every year used the schedule's balance: on a flat-price pledge whose value fell once, a 5-year
+    bullet loan was called in 2 years for 747,644 CNY where one call of 394,192 restores it.) A loop over the
+    term's years, vectorised over the paths (and replicates); the compiled
+    :func:`finance_engine._credit_kernels.replicate_credit_sums` does the same arithmetic in the same order."""
+    sched = balance_schedule(terms)[:terms.term_years + 1]
     trigger, pledge = float(terms.ltv_trigger), float(terms.pledge_rate)
     scale = np.ones(v.shape[:-2] + v.shape[-1:])
     bal = np.empty(v.shape)
     calls = np.empty(v.shape, dtype=bool)
     size = np.empty(v.shape)
-    for t in range(sched.size):
+    for t in range(terms.term_years):
         vt = v[..., t, :]
-        bt = sched[t] * scale
-        c = (bt > 0) & ((vt <= 0) | (bt > trigger * vt))
-        st = np.where(c, np.maximum(bt - pledge * vt, 0.0), 0.0)
+        bt = sched[t] * scale           # outstanding during the year
+        at = sched[t + 1] * scale       # left after the instalment at its end
+        c = (at > 0) & ((vt <= 0) | (at > trigger * vt))
+        st = np.where(c, np.maximum(at - pledge * vt, 0.0), 0.0)
         bal[..., t, :], calls[..., t, :], size[..., t, :] = bt, c, st
         with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(c, scale * ((bt - st) / np.where(c, bt, 1.0)), scale)
+            scale = np.where(c, scale * ((at - st) / np.where(c, at, 1.0)), scale)
     return bal, calls, size
 
 
@@ -612,7 +620,7 @@ def _jackknife_figures(money: _Money, terms: LoanTerms, recovery_factor: np.ndar
     # one compiled pass over the replicates' values: the counts and sums of their credit views
     by_year, by_rep = np.empty((3, n_groups, T)), np.empty((7, n_groups))
     ratio = np.empty((n_groups, g.size))
-    replicate_credit_sums(reps, g, np.ascontiguousarray(b[:T], dtype=float), float(terms.ltv_trigger),
+    replicate_credit_sums(reps, g, np.ascontiguousarray(b[:T + 1], dtype=float), float(terms.ltv_trigger),
                           float(terms.pledge_rate), np.ascontiguousarray(recovery_factor, dtype=float),
                           float(terms.forest_right_mortgage_cny), float(terms.guarantee_cny), cum_payout,
                           np.ascontiguousarray(beta, dtype=float), v0 * terms.pledge_rate, by_year, by_rep, ratio,

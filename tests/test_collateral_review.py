@@ -131,7 +131,8 @@ def test_a_pledge_whose_flows_have_all_arrived_is_worth_its_cash_in_a_forced_sal
 def test_a_met_call_is_a_prepayment_carried_forward():
     """Bullet loan of 100, pledge rate 0.6, trigger 0.8, the value 100 every year: one call of 40 at the
     end of year 1 (LTV back to 0.6), then the balance is 60 and nothing more is called. An annuity's later
-    balances are its schedule's times the principal left."""
+    balances are its schedule's times the principal left; its calls are checked on the balance left after the
+    year-end instalment."""
     bullet = LoanTerms(amount_cny=100.0, term_years=4, interest_rate=0.05, amortisation="bullet")
     v = np.full((4, 1), 100.0)
     bal, calls, size = col._carried_balances(v, bullet)
@@ -139,13 +140,18 @@ def test_a_met_call_is_a_prepayment_carried_forward():
     np.testing.assert_allclose(size[:, 0], [40.0, 0, 0, 0])
     np.testing.assert_allclose(bal[:, 0], [100.0, 60.0, 60.0, 60.0])
     annuity = bullet.model_copy(update={"amortisation": "annuity"})
-    sched = balance_schedule(annuity)[:4]
-    v = np.array([[sched[0] / 0.9], [1e9], [sched[2] * 0.6 / 0.85], [1e9]])    # called in years 1 and 3
+    sched = balance_schedule(annuity)                                           # ends of years 0..4
+    s1 = 0.6 / 0.9                                                              # the principal left after call 1
+    # LTV after the instalment 0.9 at the end of year 1 and 0.85 at the end of year 3: called in years 1 and 3
+    v = np.array([[sched[1] / 0.9], [1e9], [sched[3] * s1 / 0.85], [1e9]])
     bal, calls, size = col._carried_balances(v, annuity)
-    s1 = 0.6 * v[0, 0] / sched[0]                                               # the principal left after call 1
-    np.testing.assert_allclose(bal[:, 0], [sched[0], sched[1] * s1, sched[2] * s1,
-                                           sched[3] * s1 * (0.6 * v[2, 0] / (sched[2] * s1))], rtol=1e-13)
+    np.testing.assert_allclose(size[:, 0], [sched[1] - 0.6 * v[0, 0], 0, sched[3] * s1 - 0.6 * v[2, 0], 0],
+                               rtol=1e-13)
+    np.testing.assert_allclose(bal[:, 0], [sched[0], sched[1] * s1, sched[2] * s1, sched[3] * s1 * (0.6 / 0.85)],
+                               rtol=1e-13)
     assert calls[:, 0].tolist() == [True, False, True, False]
+    # however low the value, nothing is called at the term's end: the loan is repaid that day
+    assert not col._carried_balances(np.full((4, 1), 1.0), annuity)[1][-1, 0]
 
 
 def test_one_deficiency_is_called_once_in_a_valuation(portfolio, params):
@@ -162,7 +168,7 @@ def test_one_deficiency_is_called_once_in_a_valuation(portfolio, params):
     # by hand, path by path
     for n in range(3):
         b, calls, total = 0.9 * v0, 0, 0.0
-        for t in range(5):
+        for t in range(4):  # a bullet loan's balance left after the year's end, but for the last (repaid)
             if b > 0.8 * vals[t, n]:
                 calls += 1
                 total += b - 0.6 * vals[t, n]

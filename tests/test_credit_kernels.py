@@ -11,8 +11,10 @@ from finance_engine._credit_kernels import replicate_credit_sums
 def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guarantee, cum_payout, beta, practice,
                cash):
     """The numpy definition: each replicate's credit view over the paths outside its group, a year at a
-    time, a met top-up call carried forward as a prepayment (the path's later balances scaled by the
-    principal left) and the cash already received recovered at par."""
+    time, a top-up call checked on the balance left after the year-end instalment (``balance[t + 1]``; the
+    year's own figures on ``balance[t]``, outstanding during it), a met call carried forward as a prepayment
+    (the path's later balances scaled by the principal left) and the cash already received recovered at
+    par."""
     n_rep = values.shape[0]
     keep = groups[None, :] != np.arange(n_rep)[:, None]
     v = values[:, 1:].astype(float)
@@ -22,11 +24,11 @@ def _reference(values, groups, balance, trigger, pledge_rate, rf, mortgage, guar
     calls = np.empty(v.shape, dtype=bool)
     size = np.empty(v.shape)
     for t in range(n_years):
-        bt = balance[t] * scale
-        c = ((v[:, t] <= 0) | (bt > trigger * v[:, t])) & (bt > 0)
-        st = np.where(c, np.maximum(bt - pledge_rate * v[:, t], 0.0), 0.0)
+        bt, at = balance[t] * scale, balance[t + 1] * scale
+        c = ((v[:, t] <= 0) | (at > trigger * v[:, t])) & (at > 0)
+        st = np.where(c, np.maximum(at - pledge_rate * v[:, t], 0.0), 0.0)
         bal[:, t], calls[:, t], size[:, t] = bt, c, st
-        scale = np.where(c, scale * ((bt - st) / np.where(c, bt, 1.0)), scale)
+        scale = np.where(c, scale * ((at - st) / np.where(c, at, 1.0)), scale)
     below = v < bal
     recovery = (v * rf if not cash.size else cash + (v - cash) * rf) + mortgage + guarantee
     if cum_payout.size:
@@ -50,10 +52,10 @@ def test_replicate_credit_sums_match_their_numpy_definition(with_payout, with_ca
     values = (rng.lognormal(0.0, 0.6, (n_rep, n_years + 1, n_paths)) * 100).astype(np.float32)
     values[:, 1:][rng.random((n_rep, n_years, n_paths)) < 0.05] = 0.0  # worthless pledges call a top-up
     groups = (np.arange(n_paths) // 3) % n_rep
-    balance = np.array([120.0, 90.0, 60.0, 0.0])    # a repaid year calls nothing
+    balance = np.array([120.0, 90.0, 60.0, 0.0, 0.0])  # repaid at the end of year 3: no call then, nor after
     beta = np.array([1.0, 0.75, 0.5, 0.0])          # nor bounds the largest loan
     rf = rng.uniform(0.5, 0.9, n_paths)
-    cum_payout = (np.minimum(np.cumsum(rng.exponential(5.0, (n_years, n_paths)), axis=0), balance[:, None])
+    cum_payout = (np.minimum(np.cumsum(rng.exponential(5.0, (n_years, n_paths)), axis=0), balance[:n_years, None])
                   if with_payout else np.zeros((0, 0)))
     # the cash received: at most the smallest replicate value of the path-year (the values include it)
     cash = (values[:, 1:].min(axis=0).astype(float) * rng.uniform(0, 1, (n_years, n_paths))
@@ -69,6 +71,7 @@ def test_replicate_credit_sums_match_their_numpy_definition(with_payout, with_ca
     assert by_year[1].sum() > 0 and by_rep[4].sum() > 0  # calls and shortfalls were exercised
     # calls are carried forward: some path's balance fell below the schedule's
     assert by_rep[6].sum() < (balance.sum() * (groups[None, :] != np.arange(n_rep)[:, None]).sum(1)).sum()
+    assert by_year[1][:, 2:].sum() == 0  # no call in the year the loan is repaid, nor after
 
 
 def test_the_kernel_and_the_numpy_credit_view_agree_on_a_valuations_replicates():
