@@ -77,8 +77,8 @@ def test_the_block_size_is_read_from_the_rows():
     # events in a few blocks leave b open: the coarsest consistent b (a whole number of the paths)
     few = df[df.path.isin([0, 1, 5])]                              # blocks 0, 0, 2: b in [2, 2]
     assert mc_block_years(few, 3, 36) == 6
-    first = df[df.path.isin([0, 1])]                               # block 0 only: b in [2, 12] -> 12, one block
-    assert mc_block_years(first, 3, 36) == 36
+    first = df[df.path.isin([0, 1])]                   # block 0 only: b in [2, 12] -> 6, the largest of 2 blocks
+    assert mc_block_years(first, 3, 36) == 18
     # a block size that does not divide the paths: whole paths
     odd = df[df.path.isin([0, 4, 5, 9])].assign(mc_block=lambda d: d.path // 5)   # b = 5; 12 paths
     assert mc_block_years(odd, 3, 36) == 3

@@ -193,11 +193,11 @@ def mc_block_years(elt: pd.DataFrame, years_per_path: int | None, n_years: int) 
 
     ``years_per_path`` is :func:`check_year_index`'s ``Y`` (None: not the engine's table, 1 returned). With an
     ``mc_block`` column, the block size ``b`` (paths) is the one that makes ``mc_block == path // b`` on every
-    row; rows that leave it open (events in few blocks) take the largest such ``b``, capped at the table's paths
-    (coarser blocks are still independent of each other when they are whole runs of the true ones, and the
-    cap is reached only by tables with events in one block). A table whose ``mc_block`` no ``b`` explains is
-    refused (:class:`InsuranceInputError` naming the column). ``Y x b`` is returned when ``n_years`` is a whole
-    number of such blocks, else ``Y`` (whole paths)."""
+    row; rows that leave it open (events in few blocks) take the largest such ``b`` that leaves two blocks or more
+    (coarser blocks are still independent of each other when they are whole runs of the true ones; with events
+    in one block only, ``b`` is half the paths). A table whose ``mc_block`` no ``b`` explains is refused
+    (:class:`InsuranceInputError` naming the column). ``Y x b`` is returned when ``n_years`` is a whole number of
+    such blocks, else ``Y`` (whole paths)."""
     if years_per_path is None:
         return 1
     if "mc_block" not in elt.columns or n_years % years_per_path:
@@ -215,14 +215,13 @@ def mc_block_years(elt: pd.DataFrame, years_per_path: int | None, n_years: int) 
     lo = int((path // (block + 1)).max()) + 1 if path.size else 1
     pos = block > 0
     hi = int((path[pos] // block[pos]).min()) if pos.any() else n_paths
-    hi = min(hi, n_paths)
     if lo > hi:
         raise InsuranceInputError(
             "column 'mc_block' is not path // b for any block size b (the engine writes the paths sharing a "
             "parameter draw or an antithetic pair as consecutive blocks); drop the column to take whole paths "
             "as the independent units")
-    b = hi
-    return years_per_path * b if n_paths % b == 0 else years_per_path
+    b = min(hi, n_paths // 2)  # at least two blocks: one block has no spread to estimate an error from
+    return years_per_path * b if b >= lo and n_paths % b == 0 else years_per_path
 
 
 def block_mean_se(values: np.ndarray, years_per_block: int = 1) -> float:
