@@ -15,6 +15,21 @@ plantation), ``elevation_m`` (default 300), ``fire_protection`` and ``pest_contr
 enhanced, default basic), ``project_id`` (default empty), ``rotation_age_years`` (trees: clear-fell
 and replant at this age; empty: never clear-felled).
 Species may be given by id (``chinese_fir``), Chinese name (``杉木``) or any alias in the parameter file.
+``site_class`` is a class I-V, a whole number 1-5, or a site index of ``SITE_INDEX_MIN_M``-``SITE_INDEX_MAX_M`` m
+(6-40; a fraction such as 2.5 is refused, not read as a 2.5 m site index).
+
+Workbooks
+---------
+An xlsx file's first sheet is read, unless it holds none of the required columns (a title or read-me sheet)
+and exactly one other sheet holds them all: that sheet is read instead, with a warning (:func:`read_xlsx`). In a
+workbook of several sheets every problem names the sheet read; a sheet without the columns is reported with the
+workbook's other sheets, and which of them hold every column.
+
+Warnings
+--------
+What the validator accepts but the user should look at is in :attr:`Portfolio.warnings`, as :class:`Problem`
+objects (file, row, column, value, reason) like the errors: a measured ``volume_m3_per_ha`` of 0 on an established
+stand (read as bare land), and the sheet read from a workbook when it is not the first.
 """
 
 from __future__ import annotations
@@ -70,6 +85,14 @@ _ROMAN = {"I": 0, "II": 1, "III": 2, "IV": 3, "V": 4, "1": 0, "2": 1, "3": 2, "4
 # Site index (dominant height in m at base age 20) -> site class. Thresholds are an assumption
 # (typical Chinese fir site-index tables run 8-22 m); calibrate per species when data allow.
 SITE_INDEX_THRESHOLDS_M: tuple[float, ...] = (18.0, 16.0, 14.0, 12.0)
+# The plausible range of a site index (m at base age 20). The floor is an assumption: the reference sheet
+# (shared/reference/domain_parameters.md §2) gives no site-index range, only the height model's form; the typical
+# Chinese fir site-index tables the thresholds above assume run 8-22 m, and the poorest index classes of the
+# southern pine and broadleaf tables reach about 6 m (memory). A number below 6 is no stand's dominant height at
+# 20 years but a mistyped class (2.5, 0.5), which would otherwise be read silently as class V. The ceiling (40 m)
+# is that of versions before the floor.
+SITE_INDEX_MIN_M = 6.0
+SITE_INDEX_MAX_M = 40.0
 # China's mainland bounding box (degrees); a coarse plausibility check, not a border test.
 CHINA_LAT = (18.0, 53.6)
 CHINA_LON = (73.5, 135.1)
@@ -234,6 +257,84 @@ def _polygon_centroid(rings: list) -> tuple[float, float, float]:
     return mx / area, my / area, area
 
 
+def _header_names(header: pd.DataFrame) -> set[str]:
+    """A sheet's header (its first row, read with ``header=None``) as the validator reads column names."""
+    if len(header) == 0:
+        return set()
+    return {str(v).strip().lstrip("\ufeff") for v in header.iloc[0].tolist() if not pd.isna(v)}
+
+
+def read_xlsx(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+    """The parcel table of an xlsx workbook (no validation), at most ``nrows`` data rows deep.
+
+    The first sheet is read, as before, unless it holds none of the required columns (a title, read-me or
+    summary sheet) and exactly one other sheet holds them all: that sheet is then read, and a note says so
+    (:attr:`Portfolio.warnings`). A first sheet with some of the columns is the table meant, and is read (its
+    missing columns are reported). Which sheet was read and the workbook's sheets travel in the frame's
+    ``attrs`` (``excel_sheet``, ``excel_sheets``, ``excel_complete_sheets``: the sheets other than the one read
+    whose header holds every required column), so that :func:`validate_frame` names them in its problems.
+    """
+    required = set(REQUIRED_COLUMNS)
+    with pd.ExcelFile(path, engine="openpyxl") as xl:
+        names = [str(n) for n in xl.sheet_names]
+        headers = {names[0]: pd.read_excel(xl, sheet_name=xl.sheet_names[0], header=None, nrows=1, dtype=object)}
+        if len(names) > 1:  # only a workbook of several sheets reads its other headers
+            for raw_name, name in zip(xl.sheet_names[1:], names[1:]):
+                try:
+                    headers[name] = pd.read_excel(xl, sheet_name=raw_name, header=None, nrows=1, dtype=object)
+                except Exception:  # noqa: BLE001 - a sheet that is no table (a chart sheet): no header
+                    headers[name] = pd.DataFrame()
+        complete = [n for n in names[1:] if required <= _header_names(headers[n])]
+        chosen = names[0]
+        note = None
+        if not (_header_names(headers[names[0]]) & required) and len(complete) == 1:
+            chosen = complete[0]
+            others = [n for n in names if n != chosen]
+            note = (f"read sheet {chosen!r}, the workbook's only sheet with the portfolio's columns: the first sheet "
+                    f"{names[0]!r} has none of them (sheets not read: {', '.join(repr(n) for n in others)})")
+        raw_chosen = xl.sheet_names[names.index(chosen)]
+        df = _with_raw_header(pd.read_excel(xl, sheet_name=raw_chosen, dtype=object, nrows=nrows), headers[chosen])
+    df.attrs["excel_sheet"] = chosen
+    df.attrs["excel_sheets"] = names
+    df.attrs["excel_complete_sheets"] = [n for n in complete if n != chosen]
+    if note:
+        df.attrs["excel_note"] = note
+    return df
+
+
+def _sheet_source(df: pd.DataFrame, source: str) -> str:
+    """``source`` naming the sheet read when the frame came from a workbook of several sheets."""
+    sheets = df.attrs.get("excel_sheets") or []
+    return f"{source} (sheet {df.attrs['excel_sheet']!r})" if len(sheets) > 1 else source
+
+
+def _missing_columns_context(df: pd.DataFrame, source: str) -> list[Problem]:
+    """For a workbook's sheet without the required columns: which sheet was read and what the others hold."""
+    sheets = df.attrs.get("excel_sheets") or []
+    if not sheets:
+        return []
+    read = df.attrs["excel_sheet"]
+    others = [n for n in sheets if n != read]
+    complete = df.attrs.get("excel_complete_sheets") or []
+    if not others:  # the sheet is named only where it has none of the columns: a title row above the header?
+        if set(df.columns) & set(REQUIRED_COLUMNS):
+            return []
+        return [Problem(source, None, None, None, f"sheet {read!r}, the workbook's only sheet, has none of the "
+                                                  f"required columns: the header must be the sheet's first row")]
+    where = "the workbook's first sheet" if read == sheets[0] else "the sheet chosen"
+    head = f"sheet {read!r} ({where}) was read and lacks required columns (the header must be its first row)"
+    listed = ", ".join(repr(n) for n in others)
+    if len(complete) == 1:
+        tail = (f"; sheet {complete[0]!r} has every required column: make it the first sheet (or delete the others) "
+                f"to read it. Other sheets: {listed}")
+    elif complete:
+        tail = (f"; sheets {', '.join(repr(n) for n in complete)} each have every required column: make the one "
+                f"to read the first sheet. Other sheets: {listed}")
+    else:
+        tail = f"; no other sheet has them all either (other sheets: {listed})"
+    return [Problem(source, None, None, None, head + tail)]
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a portfolio file into a raw DataFrame (no validation).
 
@@ -251,9 +352,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(p)
         if suffix in (".xlsx", ".xlsm"):
-            df = pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object)
-            return _with_raw_header(df, pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object,
-                                                      header=None, nrows=1))
+            return read_xlsx(p)
         if suffix in (".geojson", ".json"):
             return _read_geojson(p)
     except PortfolioError:
@@ -343,8 +442,10 @@ def _number_column(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _site_codes(txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Site class codes 0-4 from I-V, 1-5 or a site index in metres; ``(code, bad_reason)``.
 
-    An integral number 1-5 (``2``, ``2.0``) is a class; any other positive number up to 40 is a
-    site index (dominant height at base age 20), mapped by ``SITE_INDEX_THRESHOLDS_M``.
+    An integral number 1-5 (``2``, ``2.0``) is a class; any other number from ``SITE_INDEX_MIN_M`` to
+    ``SITE_INDEX_MAX_M`` is a site index (dominant height at base age 20), mapped by
+    ``SITE_INDEX_THRESHOLDS_M``. A number below the floor that is not a whole class (``2.5``, ``0.5``) is
+    refused: it is neither a class nor any stand's site index (it was read as class V before).
     """
     n = len(txt)
     reason = np.full(n, None, dtype=object)
@@ -357,13 +458,58 @@ def _site_codes(txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     as_class = todo & np.isin(si, (1.0, 2.0, 3.0, 4.0, 5.0))
     code[as_class] = si[as_class] - 1
     is_si = todo & ~notnum & ~as_class
-    out_of_range = is_si & ~((si > 0) & (si <= 40))
-    reason[out_of_range] = "site index must lie in (0, 40] m"
+    accepted = (f"a class I-V (or a whole number 1-5), or a site index of {SITE_INDEX_MIN_M:g}-{SITE_INDEX_MAX_M:g} m "
+                f"(dominant height at base age 20)")
+    too_low = is_si & (si > 0) & (si < SITE_INDEX_MIN_M)
+    reason[too_low] = (f"neither a site class nor a plausible site index (no stand is under {SITE_INDEX_MIN_M:g} m "
+                       f"tall at 20 years); site_class takes {accepted}")
+    outside = is_si & ~too_low & ~((si >= SITE_INDEX_MIN_M) & (si <= SITE_INDEX_MAX_M))
+    reason[outside] = (f"site index must lie in [{SITE_INDEX_MIN_M:g}, {SITE_INDEX_MAX_M:g}] m (dominant height at "
+                       f"base age 20), or give a class I-V (or a whole number 1-5)")
+    out_of_range = too_low | outside
     ok_si = is_si & ~out_of_range
     # thresholds descend: count how many a site index falls below
     thr = np.asarray(SITE_INDEX_THRESHOLDS_M)
     code[ok_si] = (si[ok_si, None] < thr[None, :]).sum(axis=1)
     return code, reason
+
+
+def _zero_volume_on_established_stand(params: ModelParameters, vol: np.ndarray, age: np.ndarray, site: np.ndarray,
+                                      sp_code: np.ndarray, checkable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tree rows whose measured volume is 0 though the stand is established, and a warning for each.
+
+    A measured volume is the stand's stock today whatever its age (models/growth.py::resolve_growth: a 0 gives no
+    carbon and, as the asymptote is only rescaled by a positive measurement, regrowth from bare land on the site's
+    curve, as after a clear-fell), so 0 is legitimate for a felled stand and is not refused. It is inconsistent
+    with the stated age once the stand is established: here, once the site's yield curve at that age holds the
+    parameter file's ``carbon.fang_min_volume_m3_per_ha`` (30 m3/ha, the volume of an "established stand" on which
+    Fang's biomass functions are fitted), i.e. past age 5-12 years for Chinese fir by site class and 8-29 for the
+    other tree groups (lishui.yaml's growth curves). A younger stand may hold next to nothing, and is not warned of.
+    An Excel blank saved as 0 is the usual cause."""
+    from models.growth import chapman_richards_volume
+
+    n = vol.size
+    reason = np.full(n, None, dtype=object)
+    zero = checkable & (vol == 0.0)
+    if not zero.any():
+        return zero, reason
+    t = params.tables
+    i = np.flatnonzero(zero)
+    sc, st = sp_code[i], site[i].astype(np.intp)
+    curve = chapman_richards_volume(age[i], t.asymptote_m3_per_ha[sc, st], t.growth_rate_per_year[sc],
+                                    t.growth_shape[sc])
+    established = params.file.carbon.fang_min_volume_m3_per_ha.value
+    hit = np.isfinite(curve) & (curve >= established)
+    mask = np.zeros(n, dtype=bool)
+    mask[i[hit]] = True
+    ids = params.species_ids
+    reason[i[hit]] = [
+        f"a measured volume of 0 on a {a:g}-year-old {ids[c]} stand, whose site class {SITE_CLASSES[k]} yield curve "
+        f"holds {v:.0f} m3/ha at that age: the stand is read as bare land (no carbon today, regrowing from 0 as if "
+        f"just replanted). Leave the cell empty to use the curve's volume, or if the stand was clear-felled give its "
+        f"age since replanting"
+        for a, c, k, v in zip(age[i[hit]], sc[hit], st[hit], curve[hit])]
+    return mask, reason
 
 
 class _Problems:
@@ -499,6 +645,9 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     are vectorised column operations (a 200,000-parcel table validates in about a second).
     """
     df = df.copy()
+    # a workbook of several sheets: every problem names the sheet read; how the sheet was chosen is a warning
+    source = _sheet_source(df, source)
+    read_notes = [Problem(source, None, None, None, df.attrs["excel_note"])] if df.attrs.get("excel_note") else []
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     if len(df) == 0 and len(df.columns) == 0:
         raise PortfolioError([Problem(source, None, None, None, "portfolio has no parcels (the table is empty)")])
@@ -508,9 +657,10 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         found = {k: c for c, k in _misspelt_columns(df.columns)}
-        raise PortfolioError([Problem(source, None, c, None, "required column is missing"
-                                      + (f" (found {found[c]!r}: {_rename_hint(c)})" if c in found else ""))
-                              for c in missing])
+        raise PortfolioError(_missing_columns_context(df, source)
+                             + [Problem(source, None, c, None, "required column is missing"
+                                        + (f" (found {found[c]!r}: {_rename_hint(c)})" if c in found else ""))
+                                for c in missing])
     misspelt = _misspelt_columns(df.columns)
     if misspelt:
         raise PortfolioError([Problem(source, None, c, None, f"unknown column, read as nothing: did you mean {k!r}? "
@@ -533,6 +683,7 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     tables = params.tables
     n = len(df)
     bad = _Problems(df, source, row_numbers)
+    warned = _Problems(df, source, row_numbers)  # accepted, but worth the user's look: Portfolio.warnings
     out: dict[str, Any] = {}
 
     # identifiers and levels
@@ -629,6 +780,8 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
     bad.add(12, "volume_m3_per_ha", vol_ok & is_bamboo,
             "bamboo is modelled per hectare of carbon: use bamboo_carbon_tc_per_ha")
     out["volume_m3_per_ha"] = np.where(is_bamboo, np.nan, vol)
+    warned.add(12, "volume_m3_per_ha", *_zero_volume_on_established_stand(
+        params, vol, age, site, sp_code, is_tree & ~np.isnan(site) & np.isfinite(age)))
     bc, bc_ok = number(13, "bamboo_carbon_tc_per_ha", 0.0, 300.0, required=False,
                        reason="bamboo_carbon_tc_per_ha must lie in [0, 300]")
     bad.add(13, "bamboo_carbon_tc_per_ha", bc_ok & is_tree, "only bamboo parcels take bamboo_carbon_tc_per_ha")
@@ -659,7 +812,8 @@ def validate_frame(df: pd.DataFrame, params: ModelParameters, source: str = "<ta
 
     if bad:
         raise PortfolioError(bad.problems())
-    return Portfolio.from_columns({k: out[k] for k in _CANONICAL_COLUMNS}, params, source=source)
+    notes = [*read_notes, *(warned.problems() if warned else [])]
+    return Portfolio.from_columns({k: out[k] for k in _CANONICAL_COLUMNS}, params, source=source, warnings=notes)
 
 
 def load_portfolio(path: str | Path, params: ModelParameters) -> "Portfolio":
@@ -684,10 +838,15 @@ class Portfolio:
     n_tree: int
     source: str = "<table>"
     parameter_sha256: str = ""
+    #: what validation noticed but accepted (:class:`Problem` objects: file, row, column, value, reason), for the
+    #: caller to show: a measured volume of 0 on an established stand, the workbook sheet read. Empty for a
+    #: portfolio built by :meth:`from_columns`, :meth:`select` or :meth:`subset`.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_columns(cls, cols: dict[str, list[Any]], params: ModelParameters, source: str = "<table>") -> "Portfolio":
+    def from_columns(cls, cols: dict[str, list[Any]], params: ModelParameters, source: str = "<table>",
+                     warnings: Iterable[Problem] = ()) -> "Portfolio":
         frame = pd.DataFrame(cols)
         species_code = frame["species_group"].map(params.species_index).to_numpy(np.int16)
         is_bamboo = params.tables.is_bamboo[species_code]
@@ -706,7 +865,7 @@ class Portfolio:
         for a in (species_code, site_code):
             a.setflags(write=False)
         return cls(frame=frame, species_code=species_code, site_code=site_code, n_tree=n_tree,
-                   source=source, parameter_sha256=params.sha256)
+                   source=source, parameter_sha256=params.sha256, warnings=tuple(warnings))
 
     # ---- basic columns --------------------------------------------------------------------
     def __len__(self) -> int:
