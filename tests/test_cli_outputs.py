@@ -50,12 +50,26 @@ def region_copy(tmp_path: Path) -> tuple[Path, Path]:
 SIM = ["simulate", "--years", "2", "--paths", "32", "--loss-table", "portfolio"]
 
 
-def test_simulate_output_folder_holds_only_the_last_runs_files(portfolio_csv, tmp_path, capsys):
+def test_simulate_output_folder_holds_only_the_last_runs_files(portfolio_csv, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out)[0] == 0
     assert {"summary.csv", "provenance.json"} <= {p.name for p in out.iterdir()}
-    # a folder of a previous run is replaced without --force, and keeps no file of the old run
-    assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out, "--output-format", "parquet")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a folder of a previous run is refused without --force (as -o refuses an existing file), before any
+    # simulation, and is left as it was: re-running with another portfolio threw the earlier run away
+    import finance_engine.simulation.engine as engine
+
+    def refuse(*a, **k):
+        raise RuntimeError("a simulation started")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_get_setup", refuse)
+        code, _, err = run(capsys, *SIM, "-p", portfolio_csv, "-o", out, "--output-format", "parquet")
+    line = one_error_line(err)
+    assert code == 2 and "previous carbon-risk run's files" in line and "--force" in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # with --force it is replaced as a whole, and keeps no file of the old run
+    assert run(capsys, *SIM, "-p", portfolio_csv, "-o", out, "--output-format", "parquet", "--force")[0] == 0
     names = {p.name for p in out.iterdir()}
     assert "summary.parquet" in names and not any(n.endswith(".csv") for n in names), names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # no temporary folder left

@@ -177,3 +177,25 @@ def test_a_parcel_table_on_the_first_sheet_is_read_as_before(tmp_path, params):
     pf = load_portfolio(tmp_path / "w.xlsx", params)
     pd.testing.assert_frame_equal(pf.frame, validate_frame(df, params).frame)
     assert pf.warnings == ()
+
+
+# the CLI shows the warnings: `validate` all of them (and in its JSON), every analysis command the first few
+def test_the_cli_shows_portfolio_warnings(tmp_path, capsys):
+    import json
+
+    from api.cli import main
+
+    df = _frame(6).astype(object)
+    df["age_years"] = 22
+    df["volume_m3_per_ha"] = 0
+    f = tmp_path / "zeros.csv"
+    df.to_csv(f, index=False)
+    assert main(["validate", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 6 and "column 'volume_m3_per_ha'" in err and str(f) in err
+    assert main(["validate", str(f), "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["valid"] and [w["row"] for w in got["warnings"]] == [1, 2, 3, 4, 5, 6]
+    assert main(["accounts", "-p", str(f), "--level", "county"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 4 and "... and 3 more; run `carbon-risk validate" in err

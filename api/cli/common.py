@@ -389,12 +389,14 @@ def _inside(child: str | Path, folder: Path) -> bool:
 class OutputDir:
     """A folder a command fills with one run's files (``simulate -o DIR``), checked before the run.
 
-    A new or empty folder, or one holding only a previous carbon-risk run's files, is fine: :meth:`write`
-    fills a temporary sibling folder and swaps it into place, so the folder holds one run's files and a
-    failed write leaves the old ones. Any other folder needs ``force``, and then only the run's files in
-    it are replaced (written beside, then renamed over; an earlier run's tables this run does not write
-    are removed): the folder's other files and subfolders are kept. A folder holding one of the command's
-    inputs (or the current directory) is refused even with ``force``.
+    A new or empty folder is fine. A folder holding only a previous carbon-risk run's files needs ``force``
+    (as ``-o`` replaces an existing file only with ``--force``: re-running a command with another portfolio
+    threw away the earlier run): :meth:`write` then fills a temporary sibling folder and swaps it into place,
+    so the folder holds one run's files and a failed write leaves the old ones. Any other non-empty folder
+    needs ``force`` too, and then only the run's files in it are replaced (written beside, then renamed over;
+    an earlier run's tables this run does not write are removed): the folder's other files and subfolders
+    are kept. A folder holding one of the command's inputs (or the current directory) is refused even with
+    ``force``.
     """
 
     def __init__(self, path: str | Path, *, force: bool, inputs: Inputs = (), option: str = "--output"):
@@ -416,9 +418,12 @@ class OutputDir:
         while not anc.exists():
             anc = anc.parent
         _check_folder(anc, option, given)
-        if self.path.is_dir() and any(self.path.iterdir()) and not force and not _is_previous_run(self.path):
+        if self.path.is_dir() and any(self.path.iterdir()) and not force:
             names = sorted(e.name for e in self.path.iterdir())
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            if _is_previous_run(self.path):
+                raise CLIError(f"{option} {given}: the folder holds a previous carbon-risk run's files ({shown}); "
+                               "give --force to replace them with this run's, or name a new folder")
             raise CLIError(f"{option} {given}: the folder is not empty and does not hold only a previous carbon-risk "
                            f"run's files ({shown}); give --force to write the run's files into it (its other files "
                            "are kept), or name a new folder")
@@ -494,12 +499,30 @@ def load_portfolio_or_demo(path: str | None, params):
 
         path = str(demo_portfolio_path())
     try:
-        return load_portfolio(path, params)
+        pf = load_portfolio(path, params)
     except PortfolioError as exc:
         first = exc.problems[0]
         more = f" (and {len(exc.problems) - 1} more problem(s); run `carbon-risk validate {path}` for all)" \
             if len(exc.problems) > 1 else ""
         raise CLIError(f"{first}{more}") from exc
+    show_portfolio_warnings(pf, path)
+    return pf
+
+
+#: portfolio warnings an analysis command prints before pointing to ``validate`` for the rest
+MAX_PORTFOLIO_WARNINGS_SHOWN = 3
+
+
+def show_portfolio_warnings(pf, path: str, limit: int | None = MAX_PORTFOLIO_WARNINGS_SHOWN) -> None:
+    """A validated portfolio's warnings (``Portfolio.warnings``: accepted, but likely a mistake) on stderr, each
+    naming file, row, column and reason; at most ``limit`` of them (None: all) and then how many more."""
+    warnings = tuple(getattr(pf, "warnings", ()) or ())
+    shown = warnings if limit is None else warnings[:limit]
+    for w in shown:
+        click.echo(f"warning: {w}", err=True)
+    if len(warnings) > len(shown):
+        click.echo(f"warning: ... and {len(warnings) - len(shown)} more; run `carbon-risk validate {path}` for all",
+                   err=True)
 
 
 def portfolio_option(f: Callable) -> Callable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -28,7 +29,7 @@ from api.cli.common import (
     provenance_frame,
     show_model_notes,
 )
-from api.cli.tables import interval_text, render_table
+from api.cli.tables import interval_text, probability_text, render_table
 from models._yaml import DataFileError, read_data_file
 
 
@@ -165,22 +166,23 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     click.echo(f"Value today: {vt['value_cny']:,.0f} CNY  (MC s.e. {vt['mc_se_cny']:,.0f}; "
                f"{psd_text}95% CI {vt['ci95_cny'][0]:,.0f} - {vt['ci95_cny'][1]:,.0f})")
     c = vt["credits_over_horizon_tco2e"]
-    click.echo(f"Credits over {v.provenance['horizon_years']} years: mean {c['mean']:,.0f} ± {c['mc_se']:,.0f}; "
+    click.echo(f"{_credits_heading(v.provenance)}: mean {c['mean']:,.0f} ± {c['mc_se']:,.0f}; "
                + " / ".join(f"P{k} {c[f'p{k}']:,.0f} ({interval_text(c[f'p{k}_ci95'])})" for k in (10, 50, 90))
                + f" tCO2e; price today {vt['price_today_cny_per_tco2e']:.1f} CNY/t; "
                f"practice appraisal (expected sink x price) {vt['appraisal_practice_cny']:,.0f} CNY")
-    click.echo("\nOver the term:")
-    click.echo(render_table(v.by_year[["year", "balance_cny", "value_p05_cny", "value_p50_cny", "value_p95_cny",
-                                       "ltv_p95", "p_value_below_balance", "p_top_up_call"]]))
     r, s = v.risk, v.sizing
     zb = r.get("zero_one_bounds_95") or {}
+    value_table, balance_table = by_year_tables(v.by_year, zb)
+    click.echo("\nCollateral value over the term (CNY; the mean ± its Monte Carlo s.e., each quantile with its 95% CI):")
+    click.echo(render_table(value_table, missing="open"))
+    click.echo("\nBalance and calls over the term: the probabilities compare each path's value with that path's "
+               "balance after its met top-up calls (their mean: balance_mean_paths_cny); balance_schedule_cny is the "
+               "loan schedule's without calls (± Monte Carlo s.e.; at exactly 0 or 1 the rule-of-three 95% bound):")
+    click.echo(render_table(balance_table, missing="open"))
 
     def prob(name: str) -> str:
         """A probability with its error, or at exactly 0 or 1 (error 0) its rule-of-three 95 % bound."""
-        if name in zb:
-            lo, hi = zb[name]
-            return f"{r[name]:.2%} (95% bound {lo:.2%} - {hi:.2%}, rule of three)"
-        return f"{r[name]:.2%} ± {r[name + '_mc_se']:.2%}"
+        return probability_text(r[name], r.get(name + "_mc_se"), zb.get(name))
 
     unresolved = set(r.get("not_resolved") or []) | set(s.get("not_resolved") or [])
     mark = lambda name: " [unresolved]" if name in unresolved else ""  # noqa: E731
@@ -217,6 +219,80 @@ def collateral(portfolio, parameters, terms_file, parcel_ids, project_id, paths,
     p = v.provenance
     click.echo(f"\nmodel {p['model_version']} ({p['code_version']}), parameters sha256 {p['parameter_sha256'][:12]}, "
                f"seed {p['seed']}, {p['paths']} paths")
+
+
+def _credits_heading(prov: dict) -> str:
+    """What the credits figure counts: the credits issued within the valuation horizon (calendar years), and
+    where the pledged project's crediting period starts after the horizon's first year or ends before its last,
+    the years whose removals are credited (none after the crediting period: ``Credits over 30 years`` read as 30
+    years of credits for a project whose crediting ended after 13)."""
+    h = int(prov["horizon_years"])
+    start = prov.get("start_year")
+    cr = prov.get("crediting") or {}
+    if start is None:
+        return f"Credits issued over the {h}-year valuation horizon"
+    start, end = int(start), int(start) + h - 1
+    head = f"Credits issued over the {h}-year valuation horizon {start}-{end}"
+    cs = start - int(cr.get("years_credited_before_start") or 0)
+    period = cr.get("crediting_period_years")
+    ce = cs + int(period) - 1 if period else None
+    if cs <= start and (ce is None or ce >= end):
+        return head + " (all of it in the crediting period)"
+    first, last = max(cs, start), end if ce is None else min(ce, end)
+    period_text = f"crediting period {cs}-{ce}" if ce is not None else f"crediting from {cs}"
+    if last < first:
+        return head + f" (no removals credited in it: {period_text})"
+    return (head + f", for the removals of {first}-{last} ({last - first + 1} years; {period_text}: nothing is "
+            "credited outside it)")
+
+
+def _cell(x):
+    """A by-year number, None where missing (NaN)."""
+    return None if x is None or x != x else float(x)
+
+
+def _with_ci(x, lo, hi, fmt: str = ",.0f") -> str:
+    """``x (lo - hi)``, an open end (too few paths to bound that quantile) ``open``."""
+    end = (lambda e: "open" if e is None or not math.isfinite(e) else f"{e:{fmt}}")
+    return f"{x:{fmt}} ({end(_cell(lo))} - {end(_cell(hi))})"
+
+
+def by_year_tables(by_year, zero_one: dict):
+    """The by-year figures as the terminal shows them, each beside its Monte Carlo error as the memo and the API
+    give them (``CollateralValuation.by_year``): the value's mean ± s.e. and its quantiles with their 95 % CIs;
+    then the balance (the schedule's and the paths' mean after met top-up calls, which the probabilities compare
+    against), the LTV P95 with its CI and the probabilities ± s.e. (at exactly 0 or 1 the rule-of-three bound of
+    ``zero_one``, the result's ``risk.zero_one_bounds_95``)."""
+    import pandas as pd
+
+    value_rows, balance_rows = [], []
+    for _, r in by_year.iterrows():
+        y = int(r["year"])
+        se = _cell(r.get("value_mc_se_cny"))
+        value_rows.append({
+            "year": y,
+            "value_mean_cny ± s.e.": f"{r['value_mean_cny']:,.0f}" + ("" if se is None else f" ± {se:,.0f}"),
+            **{f"value_{name}_cny (95% CI)": _with_ci(r[f"value_{q}_cny"], r.get(f"value_{q}_ci95_low_cny"),
+                                                      r.get(f"value_{q}_ci95_high_cny"))
+               for q, name in (("p05", "p05"), ("p50", "p50"), ("p95", "p95"))}})
+        mean_bal = _cell(r.get("balance_mean_cny"))
+        ltv_lo, ltv_hi = r.get("ltv_p95_ci95_low"), r.get("ltv_p95_ci95_high")
+        top_se = _cell(r.get("expected_top_up_mc_se_cny"))
+        balance_rows.append({
+            "year": y,
+            "balance_schedule_cny": float(r["balance_cny"]),
+            "balance_mean_paths_cny": mean_bal,
+            "ltv_p95 (95% CI)": (_with_ci(r["ltv_p95"], ltv_lo, ltv_hi, ".3f") if _cell(ltv_lo) is not None
+                                 or _cell(ltv_hi) is not None else f"{r['ltv_p95']:.3f}"),
+            **{f"{col} ± s.e.": probability_text(r[col], _cell(r.get(f"{col}_mc_se")), zero_one.get(f"{col}_year_{y}"))
+               for col in ("p_value_below_balance", "p_top_up_call")},
+            "expected_top_up_cny ± s.e.": f"{r['expected_top_up_cny']:,.0f}"
+                                          + ("" if top_se is None else f" ± {top_se:,.0f}"),
+        })
+    balance = pd.DataFrame(balance_rows)
+    if balance["balance_mean_paths_cny"].isna().all():  # a result without it (the schedule is then the paths')
+        balance = balance.drop(columns=["balance_mean_paths_cny"])
+    return pd.DataFrame(value_rows), balance
 
 
 def _check_terms(terms: dict, terms_file: str | None):

@@ -22,6 +22,7 @@ from api.cli.common import (
     parameter_inputs,
     parameters_option,
     provenance_frame,
+    show_portfolio_warnings,
 )
 
 WRITABLE_SUFFIXES = (".csv", ".parquet", ".xlsx", ".geojson")
@@ -197,8 +198,10 @@ def _validate_portfolio(file: str, parameters: str | None, fmt: str) -> None:
     if fmt == "json":
         echo_json({"file": file, "kind": "portfolio", "valid": True, "parcels": pf.n_parcels, "area_ha": area,
                    "species_counts": {str(k): int(v) for k, v in counts.items()},
-                   "parameter_sha256": pf.parameter_sha256})
+                   "parameter_sha256": pf.parameter_sha256,
+                   "warnings": [w.as_dict() for w in pf.warnings]})
     else:
+        show_portfolio_warnings(pf, file, limit=None)
         species = ", ".join(f"{k} {v}" for k, v in counts.items())
         click.echo(f"{file}: OK, {pf.n_parcels:,} parcels, {area:,.1f} ha; species: {species}")
 

@@ -33,7 +33,7 @@ from api.cli.common import (
     provenance_frame,
     show_model_notes,
 )
-from api.cli.tables import interval_text, render_table
+from api.cli.tables import interval_text, probability_text, render_table, zero_one_bound
 
 #: account levels of the AAL table
 AAL_LEVELS = LEVEL_CHOICES
@@ -152,7 +152,7 @@ def quote(portfolio, parameters, cover, price, perils, deductible, deductible_ba
     \b
     Examples:
       carbon-risk quote                                   # stock-loss cover, all perils, 60 CNY/t
-      carbon-risk quote --perils fire,pine_wilt --deductible 1% --limit 20M --layer 2M:8M
+      carbon-risk quote --perils typhoon,ice_storm --deductible 0.1% --limit 20M --layer 2M:8M
       carbon-risk quote --cover sink-index --price 35 --trigger 0.8 --index-error normal --error-cv 0.1
       carbon-risk quote --cover price-floor --strike 55 --volume 100000 --loading wang --lambda 0.3
       carbon-risk quote --format json -o slip.html
@@ -354,6 +354,14 @@ def _print_quote(q) -> None:
                   if p['premium_per_tco2e_cny'] is not None else "")
                + f"expected loss ratio {_pct_pm(p['expected_loss_ratio'], p.get('expected_loss_ratio_mc_se'), 0)}")
     click.echo("(± Monte Carlo standard error)")
+    units = _quote_units(q)
+    r = q.risk
+    pp = r.get("prob_payout")
+    if pp is not None:
+        click.echo(f"P(payout in a policy year) "
+                   f"{probability_text(pp, r.get('prob_payout_mc_se'), zero_one_bound(pp, units))}")
+    if pp == 0 and not p["pure_premium_cny"]:
+        click.echo("NO EXPECTED LOSS: " + _nothing_paid_text(q))
     rb = q.rate_band
     if rb.get("factor") is not None:
         click.echo(f"Rate-adjustment factor {rb['factor']:.2f} (band {rb['band'][0]}-{rb['band'][1]}): "
@@ -387,7 +395,7 @@ def _print_quote(q) -> None:
         click.echo(render_table(q.frame("aal_by_level")[["group", "aal_tco2e", "aal_cny", "aal_se_cny"]]))
     if q.layers:
         click.echo("\nReinsurance layers (± Monte Carlo standard error):")
-        click.echo(render_table(_layers_table(q.frame("layers"))))
+        click.echo(render_table(_layers_table(q.frame("layers"), units)))
         c = q.capital
         click.echo(f"1-in-200 capital gross {c['gross_capital_cny']:,.0f} "
                    f"({interval_text(c['gross_capital_ci95_cny'])}) -> net {c['net_capital_cny']:,.0f} "
@@ -412,14 +420,54 @@ def _print_quote(q) -> None:
                f"seed {pv['seed']}, {pv['paths']} paths x {pv['years']} year(s)")
 
 
-def _layers_table(lay):
+def _quote_units(q) -> int:
+    """The independent units a quote's probabilities count (its parameter sets: the CLI runs the engine's default
+    switches, whose paths share a parameter draw in sets; finance_engine.insurance.quote's ``_Design``), for the
+    rule-of-three interval of a probability estimated at exactly 0 or 1."""
+    from models.dynamics import SimulationSwitches
+
+    return max(int(q.provenance["paths"]) // SimulationSwitches().correlated_set_size, 1)
+
+
+def _nothing_paid_text(q) -> str:
+    """Why a quote's expected loss is 0: the cover paid nothing in any simulated year (said plainly, with the
+    likely cause: a deductible above every year's covered loss, or no covered loss at all)."""
+    pv = q.provenance
+    n = int(pv["paths"]) * int(pv["years"])
+    head = (f"the cover pays nothing in any of the {n:,} simulated policy years ({pv['paths']:,} paths x "
+            f"{pv['years']} year(s)): its expected loss, and with it the pure premium and the risk load, is 0")
+    if q.cover.get("kind") != "stock-loss":
+        return head + " (the trigger or strike is never reached); change the terms or run more paths"
+    if not q.cover.get("limit_cny") or not q.cover.get("participation"):
+        return head + " (its limit or participation is 0)"
+    covered = [r for r in (q.aal_by_peril or []) if r.get("covered")]
+    ground_up = sum(float(r.get("aal_cny") or 0.0) for r in covered)
+    names = ", ".join(r["peril"] for r in covered) or "the covered perils"
+    d = q.cover.get("deductible") or {}
+    if ground_up > 0 and d.get("amount"):
+        unit = {"stock_fraction": "of the insured stock", "tco2e": "tCO2e", "cny": "CNY"}.get(d.get("unit"), "")
+        amount = (f"{100 * d['amount']:g}% {unit}" if d.get("unit") == "stock_fraction"
+                  else f"{d['amount']:,.0f} {unit}")
+        return (head + f": the {d.get('basis', 'annual')} deductible ({amount}) exceeds every simulated year's "
+                f"covered loss ({names}: ground-up expected loss {ground_up:,.0f} CNY a year); lower the deductible, "
+                "cover more perils or run more paths")
+    if ground_up == 0:
+        return head + f": {names} destroyed no insured stock in any simulated year; cover more perils or run more paths"
+    return head
+
+
+def _layers_table(lay, units: int = 1):
     """The layers as text cells ``value ± s.e.``: expected layer loss, reinsurance premium, rate on line,
-    multiple, probabilities of attachment and exhaustion."""
+    multiple, probabilities of attachment and exhaustion (at exactly 0 or 1 with the rule-of-three 95 % interval
+    over ``units`` independent units instead of a zero error)."""
     import pandas as pd
 
     def col(v, e, f):
         return [f(a, None if b is None or (isinstance(b, float) and math.isnan(b)) else b)
                 for a, b in zip(lay[v], lay[e] if e in lay else [None] * len(lay))]
+
+    def prob(a, b):
+        return probability_text(a, b, zero_one_bound(a, units))
 
     return pd.DataFrame({
         "layer": lay["layer"],
@@ -427,8 +475,8 @@ def _layers_table(lay):
         "reinsurance_premium_cny": col("reinsurance_premium_cny", "reinsurance_premium_mc_se_cny", _pm),
         "rate_on_line": col("rate_on_line", "rate_on_line_mc_se", _pct_pm),
         "multiple": col("multiple", "multiple_mc_se", lambda a, b: _pm(a, b, ",.2f")),
-        "prob_attachment": col("prob_attachment", "prob_attachment_mc_se", _pct_pm),
-        "prob_exhaustion": col("prob_exhaustion", "prob_exhaustion_mc_se", _pct_pm),
+        "prob_attachment": col("prob_attachment", "prob_attachment_mc_se", prob),
+        "prob_exhaustion": col("prob_exhaustion", "prob_exhaustion_mc_se", prob),
     })
 
 
@@ -514,6 +562,69 @@ def _read_elt(path: str):
     return df
 
 
+#: the engine's per-value rules on an event loss table's column (finance_engine.insurance.tables): a message's
+#: start -> which of the column's values break it (``s`` the column as read, ``num`` its values as numbers)
+_ELT_RULES = (
+    # (a column of booleans is read as no numbers at all: every value breaks it)
+    (re.compile(r"column '(?P<col>.+?)' must be numeric"), lambda s, num, n: s.notna() & num.isna()),
+    (re.compile(r"column '(?P<col>.+?)' has \d+ missing \(NaN\) value"), lambda s, num, n: s.isna()),
+    (re.compile(r"column '(?P<col>.+?)' has missing event ids"), lambda s, num, n: s.isna()),
+    (re.compile(r"column '(?P<col>.+?)' must hold integer year indices"),
+     lambda s, num, n: num.notna() & (num != num.round())),
+    (re.compile(r"column '(?P<col>.+?)' must lie in \[0, n_years"), lambda s, num, n: (num < 0) | (num >= n)),
+    (re.compile(r"column '(?P<col>.+?)' must be >= 0"), lambda s, num, n: num < 0),
+    (re.compile(r"column '(?P<col>.+?)' must be finite"), lambda s, num, n: num.isin([math.inf, -math.inf])),
+)
+
+
+def _file_rows(path: str, n: int) -> list[int]:
+    """The file's data-row number (1 = the first row under the header, blank lines counted, as a portfolio's
+    problems count them) of each of the ``n`` rows read: a CSV's blank lines are skipped by the reader; other
+    files' rows are taken as read."""
+    rows = list(range(1, n + 1))
+    if Path(path).suffix.lower() != ".csv":
+        return rows
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return rows
+    start = next((i for i, ln in enumerate(lines) if ln.strip()), 0)  # the header
+    data = [i - start for i, ln in enumerate(lines) if i > start and ln.strip()]
+    return data[:n] if len(data) >= n else rows
+
+
+def _elt_error(path: str, df, message: str, n_years: int) -> str:
+    """The engine's refusal of an event loss table as one line naming the first bad row (1 = the first data row
+    under the header), the column and its value, where the rule is one on single values; else the file and the
+    engine's message."""
+    import numpy as np
+    import pandas as pd
+
+    for rule, bad_of in _ELT_RULES:
+        m = rule.match(message)
+        if m is None or m.group("col") not in df.columns:
+            continue
+        s = df[m.group("col")]
+        if isinstance(s, pd.DataFrame):  # a column name given twice
+            break
+        num = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_bool_dtype(s) else \
+            pd.Series(np.nan, index=s.index)
+        bad = np.flatnonzero(np.asarray(bad_of(s, num, n_years), dtype=bool))
+        if not bad.size:
+            break
+        i = int(bad[0])
+        row = _file_rows(path, len(df))[i]
+        v = s.iloc[i]
+        v = v.item() if hasattr(v, "item") else v
+        value = "empty" if v is None or (isinstance(v, float) and v != v) else repr(v)
+        counted = re.search(r"\d+ (negative value|missing|row)", message) is not None  # the engine's own count
+        more = f" ({bad.size:,} rows break it; this is the first)" if bad.size > 1 and not counted else ""
+        return (f"{path}, data row {row} (row {row + 1} counting the header), column {m.group('col')!r} "
+                f"(value {value}): {message}{more}")
+    return f"{path}: {message}"
+
+
 @click.command("price-layer")
 @click.argument("elt_file", metavar="ELT", type=click.Path(dir_okay=True))
 @click.option("--years", "n_years", type=click.IntRange(1, None), required=True,
@@ -580,9 +691,12 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
             hint = " (--year-col names the simulated-year column; --years the simulated years it covers)"
         raise CLIError(f"{elt_file}: {text}{hint}") from exc
     except InsuranceInputError as exc:
-        raise CLIError(f"{elt_file}: {exc}") from exc
+        raise CLIError(_elt_error(elt_file, df, str(exc), n_years)) from exc
     lo, hi = lay.expected_loss_ci()
     p_att_se, p_exh_se = lay.mean_se(lay.annual_loss > 0), lay.mean_se(lay.annual_exhausted)
+    # a probability estimated at exactly 0 or 1: its rule-of-three 95 % interval over the independent units
+    zero_one = {k: zero_one_bound(v, lay.independent_units)
+                for k, v in (("prob_attachment", lay.prob_attachment), ("prob_exhaustion", lay.prob_exhaustion))}
     out = {
         "layer": {"attachment": a, "limit": lim, "basis": basis, "share": share,
                   "reinstatements": None if rein is None else {"count": rein[0], "premium_pct": rein[1]},
@@ -605,8 +719,9 @@ def price_layer_cmd(elt_file, n_years, attachment, limit, basis, reinstatements,
     click.echo(f"Layer {lim:,.0f} xs {a:,.0f} ({basis}) on {elt_file}: {lay.n_years:,} years, {len(df):,} rows")
     click.echo(f"Pure premium {lay.expected_loss:,.2f} (s.e. {lay.expected_loss_se:,.2f}; 95% CI {lo:,.2f} - {hi:,.2f}); "
                f"sd {lay.sd_annual_loss:,.2f}")
-    click.echo(f"P(attachment) {lay.prob_attachment:.2%} ± {p_att_se:.2%}; P(exhaustion) {lay.prob_exhaustion:.2%} "
-               f"± {p_exh_se:.2%}; events in layer per year {lay.expected_events_in_layer:.4f}")
+    click.echo(f"P(attachment) {probability_text(lay.prob_attachment, p_att_se, zero_one['prob_attachment'])}; "
+               f"P(exhaustion) {probability_text(lay.prob_exhaustion, p_exh_se, zero_one['prob_exhaustion'])}; "
+               f"events in layer per year {lay.expected_events_in_layer:.4f}")
     if lay.independent_units < lay.n_years:
         click.echo(f"± and s.e.: from {lay.independent_units:,} independent blocks of {lay.years_per_block:,} "
                    "simulated years (a path's years, and the paths sharing a parameter draw, are correlated)")

@@ -26,7 +26,7 @@ from api.cli.common import (
     show_model_notes,
     simulation_options,
 )
-from api.cli.tables import render_table
+from api.cli.tables import render_table, with_parameter_sd_cells
 
 
 @click.command("simulate")
@@ -42,8 +42,8 @@ from api.cli.tables import render_table
 @click.option("--output", "-o", type=click.Path(), default=None,
               help="Folder for the summary, horizon and initial-stock tables and provenance, the year loss table "
                    "when portfolio is among the --level(s) (the default) and the event loss table with "
-                   "--loss-table. It then holds this run's files only: a folder of a previous run is replaced; "
-                   "any other non-empty folder needs --force.")
+                   "--loss-table. A new or empty folder is written; a non-empty one only with --force: a folder of a "
+                   "previous run's files is then replaced by this run's, any other keeps its own files beside them.")
 @click.option("--output-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @force_option
 @format_option
@@ -53,12 +53,17 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
     """Simulate growth, perils, carbon and credits for every parcel and path.
 
     Prints the whole-horizon summary: mean, Monte Carlo standard error (more paths narrow it),
-    parameter standard deviation (better data would narrow it), P5/P50/P95 and TVaR95.
+    parameter standard deviation with its 95 % interval (better data would narrow it; "not resolved"
+    where it is below the Monte Carlo noise at these paths), P5/P50/P95 and TVaR95.
+
+    -o DIR writes into a new or empty folder; a folder that already holds files (a previous run's
+    too) is written only with --force.
 
     \b
     Examples:
       carbon-risk simulate --years 30 --paths 2000
       carbon-risk simulate --level portfolio --level county --loss-table county -o out/
+      carbon-risk simulate --paths 2000 -o out/ --force      # replace out/'s previous run
       carbon-risk simulate --workers 2 --scheduler local-cluster
       carbon-risk simulate --crediting-start-year 2021 --crediting-period-years 30
     """
@@ -88,12 +93,20 @@ def simulate_cmd(portfolio, parameters, years, paths, seed, carbon_method, worke
         echo_json(res.to_dict())
         return
     h = res.horizon
-    cols = ["level", "group", "metric", "mean", "mc_se", "parameter_sd", "p05", "p50", "p95", "tvar95", "tvar95_se"]
+    cols = ["level", "group", "metric", "mean", "mc_se", "parameter_sd", "parameter_sd_ci95_low",
+            "parameter_sd_ci95_high", "p05", "p50", "p95", "tvar95", "tvar95_se"]
     click.echo(f"Whole horizon ({years} years, {paths} paths), tCO2e:")
     full = "portfolio" if "portfolio" in levels else levels[0]
-    click.echo(render_table(h.loc[h.level == full, [c for c in cols if c in h.columns]]))
+    # the parameter sd with its 95 % interval, a clipped 0 "not resolved" (README §5), as accounts and stress print it
+    drawn = switches.draws_parameters
+    shown = with_parameter_sd_cells(h.loc[h.level == full, [c for c in cols if c in h.columns]], drawn)
+    click.echo(render_table(shown.drop(columns=[c for c in ("parameter_sd_ci95_low", "parameter_sd_ci95_high")
+                                                if c in shown.columns])))
     click.echo("mc_se / tvar95_se: Monte Carlo standard errors; each percentile's 95% interval is in the "
-               "pNN_ci_low / pNN_ci_high columns of --format json and --output")
+               "pNN_ci_low / pNN_ci_high columns of --format json and --output"
+               + ("; parameter_sd: the spread from the uncertain parameters (better data would narrow it) with its "
+                  "95% interval; not resolved: the spread is below the Monte Carlo noise at these paths (its "
+                  "estimate fell below 0), the interval's upper end bounds it" if drawn else ""))
     for lv in dict.fromkeys(levels):
         if lv != full:
             click.echo(f"\nBy {lv} (mean over paths, tCO2e; every statistic of every level: --format json or -o DIR):")
