@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 from annotated_types import Le
-from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticUndefined
 
 from finance_engine.loan_terms import LoanTerms as EngineLoanTerms
@@ -163,14 +164,27 @@ class PolicyTerms(Strict):
             raise ValueError("perils must not repeat")
         return v
 
-    @model_validator(mode="after")
-    def _limits(self) -> "PolicyTerms":
-        limit = self.limit_cny if self.limit_cny is not None else self.sum_insured_cny
-        if limit > self.sum_insured_cny:
-            raise ValueError("limit_cny must not exceed sum_insured_cny")
-        if self.deductible_cny >= limit:
-            raise ValueError("deductible_cny must be below the limit")
-        return self
+    # the bounds between the amounts, each checked on the field it names (body/terms/<field>), against the fields
+    # declared before it that are valid (a bad sum insured is named on its own)
+    @field_validator("deductible_cny")
+    @classmethod
+    def _deductible_below_sum_insured(cls, v: float, info: ValidationInfo) -> float:
+        si = info.data.get("sum_insured_cny")
+        if si is not None and v >= si:  # the limit is at most the sum insured: no limit can lie above it
+            raise ValueError(f"deductible_cny must be below sum_insured_cny ({si:g}), the largest limit")
+        return v
+
+    @field_validator("limit_cny")
+    @classmethod
+    def _limit_within_sum_insured(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is None:  # the sum insured
+            return v
+        si, ded = info.data.get("sum_insured_cny"), info.data.get("deductible_cny")
+        if si is not None and v > si:
+            raise ValueError(f"limit_cny must not exceed sum_insured_cny ({si:g})")
+        if ded is not None and ded >= v:
+            raise ValueError(f"limit_cny must be above deductible_cny ({ded:g})")
+        return v
 
 
 class LoanCreate(Strict):

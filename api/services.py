@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.db.models import AuditRecord, PortfolioRow, SimulationRun, utcnow
+from api.db.models import AuditRecord, FinanceResult, PortfolioRow, ResultArtifact, RetainedPortfolio, SimulationRun, utcnow
 from api.jsonable import clean
 from api.problems import ApiProblem, FieldMap, json_safe
 from api.schemas import ID_PATTERN
@@ -53,6 +53,41 @@ def page(items: list, total: int, limit: int, offset: int, provenance: dict[str,
     if provenance is not None:
         out["provenance"] = provenance
     return out
+
+
+#: at most this many valid values are listed in a filter's error (a village level may have thousands of groups)
+FILTER_VALUES_LISTED = 50
+
+
+def filter_problem(param: str, value: Any, valid, what: str, hint: str = "") -> ApiProblem:
+    """422 ``validation-error`` naming ``query/<param>`` for a filter value no row can have: its reason and
+    ``allowed`` list the valid values (sorted; the first :data:`FILTER_VALUES_LISTED`, with ``allowed_count``)."""
+    allowed = sorted({str(v) for v in valid if v is not None})
+    shown = ", ".join(allowed[:FILTER_VALUES_LISTED]) + (
+        f", ... ({len(allowed):,} in all)" if len(allowed) > FILTER_VALUES_LISTED else "")
+    reason = (f"no {what} {value!r}: " + (f"valid values are {shown}" if allowed else "there are none")
+              + (f"; {hint}" if hint else ""))
+    return ApiProblem(422, f"{param}: {reason}", kind="validation-error", title="Invalid request",
+                      errors=[{"field": f"query/{param}", "value": value, "reason": reason,
+                               "allowed": allowed[:FILTER_VALUES_LISTED], "allowed_count": len(allowed)}])
+
+
+def check_filters(rows: list[dict[str, Any]], filters: dict[str, Any], what: str, *, column=None,
+                  hints: dict[str, str] | None = None) -> None:
+    """Each given filter value (``{param: value}``, None: not given) is one the rows hold in the column of that
+    name (``column``: param -> column where they differ), else :func:`filter_problem`. Rows without the column at
+    all answer that the table has no such column. Nothing is checked on no rows (no value is known)."""
+    for param, want in filters.items():
+        if want is None or not rows:
+            continue
+        col = (column or {}).get(param, param)
+        values = {r.get(col) for r in rows if col in r}
+        if not values:
+            raise ApiProblem(422, f"{param}: {what} has no {col!r} column to filter on", kind="validation-error",
+                             title="Invalid request", errors=[{"field": f"query/{param}", "value": want,
+                                                               "reason": f"{what} has no {col!r} column"}])
+        if want not in values:
+            raise filter_problem(param, want, values, f"{col} in {what}", (hints or {}).get(param, ""))
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -353,36 +388,99 @@ def check_loss_table_rows(filename: str, data: bytes, *, max_rows: int, max_deco
                                      title=None)
 
 
-def first_bad_row(elt: pd.DataFrame, column: str, n_years: int) -> tuple[int, Any] | None:
-    """(row number from 1, value) of the first row of ``column`` that the engine's loss table rules refuse
-    (``finance_engine.insurance.tables.event_losses``: ``year`` an integer in [0, n_years), ``loss`` a finite
-    number >= 0, every column a number without gaps); None when none is found."""
-    if column not in elt.columns or len(elt) == 0:
+def results_needing_data(s: Session, tenant_id: str, portfolio_id: str, data_sha256: str) -> list[str]:
+    """Ids of the stored results that still need the portfolio's data to be rendered: collateral valuations of
+    that data whose memo is not stored yet (the memo re-runs the valuation, since its value paths are not kept)."""
+    memo = select(ResultArtifact.result_id).where(ResultArtifact.result_id == FinanceResult.id,
+                                                  ResultArtifact.name == "memo.html")
+    return list(s.scalars(select(FinanceResult.id).where(
+        FinanceResult.tenant_id == tenant_id, FinanceResult.kind == "collateral",
+        FinanceResult.portfolio_id == portfolio_id, FinanceResult.portfolio_sha256 == data_sha256,
+        ~memo.exists()).order_by(FinanceResult.id)))
+
+
+def retain_portfolio_data(s: Session, row: PortfolioRow, needed: bool = False) -> list[str]:
+    """Before ``row`` is deleted: keep its data (:class:`RetainedPortfolio`) when stored results still need it
+    (:func:`results_needing_data`); returns their ids (none: nothing is kept). ``needed``: keep it anyway (a
+    result about to be stored needs it)."""
+    need = results_needing_data(s, row.tenant_id, row.id, row.data_sha256)
+    if (need or needed) and s.get(RetainedPortfolio, row.id) is None:
+        s.add(RetainedPortfolio(id=row.id, tenant_id=row.tenant_id, source=row.source, region=row.region,
+                                data_sha256=row.data_sha256, data_parquet=row.data_parquet))
+        s.flush()
+    return need
+
+
+def release_portfolio_data(s: Session, tenant_id: str, portfolio_id: str) -> bool:
+    """Drop a deleted portfolio's retained data once no stored result needs it any more (the last memo that
+    needed it is stored); True when it was dropped."""
+    kept = s.get(RetainedPortfolio, portfolio_id)
+    if kept is None or kept.tenant_id != tenant_id or results_needing_data(s, tenant_id, portfolio_id,
+                                                                           kept.data_sha256):
+        return False
+    s.delete(kept)
+    s.flush()
+    return True
+
+
+#: the engine's loss-table rules (``finance_engine.insurance.tables``), by the words of its message -> the rule
+LOSS_TABLE_RULES = (("must be numeric", "numeric"), ("missing (NaN)", "missing"), ("missing event ids", "missing"),
+                    ("must hold integer", "integer"), ("must hold whole numbers", "integer"),
+                    ("must lie in [0, n_years", "year-range"), ("must lie in 0..path", "block-range"),
+                    ("must be >= 0", "negative"), ("must be finite", "finite"))
+
+
+def loss_table_rule(message: str) -> str | None:
+    """The rule of the engine's loss-table message (:data:`LOSS_TABLE_RULES`); None for one that is not about a
+    value of a row (a missing column, the year index's spread, ...)."""
+    return next((rule for words, rule in LOSS_TABLE_RULES if words in message), None)
+
+
+def first_bad_row(elt: pd.DataFrame, column: str, n_years: int, rule: str | None = None) -> tuple[int, Any] | None:
+    """(row number from 1, value) of the first row of ``column`` that breaks ``rule``, the engine's loss-table
+    rule it reported (:func:`loss_table_rule`; ``finance_engine.insurance.tables.event_losses``: ``numeric``
+    every cell a number, ``missing`` no gap, ``integer`` whole numbers, ``year-range`` in [0, n_years),
+    ``block-range`` ``mc_block`` in 0..path, ``negative`` >= 0, ``finite``); None when no row breaks it, or
+    for no rule (a message about no single row). A row breaking another rule is not the one reported: a loss
+    column of 100, -5, abc "must be numeric" at row 3 (abc), not at row 2 (-5)."""
+    if rule is None or column not in elt.columns or len(elt) == 0:
         return None
     s = elt[column]
-    if pd.api.types.is_bool_dtype(s):
-        bad = np.ones(len(s), dtype=bool)
-    elif column not in ("year", "loss"):  # an event id: any value but a missing one
-        bad = s.isna().to_numpy()
+    text = not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+    missing = s.isna().to_numpy(dtype=bool)
+    if rule == "numeric":
+        if pd.api.types.is_bool_dtype(s):
+            bad = np.ones(len(s), dtype=bool)
+        else:  # a cell that is there and no number ("abc" among CSV text "5", "7")
+            parsed = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(parsed) & ~missing
+            if not bad.any():  # all read as numbers: the first that is text ("5" among JSON numbers) or a bool
+                bad = ~missing & ~s.map(lambda x: isinstance(x, (int, float, np.integer, np.floating))
+                                        and not isinstance(x, (bool, np.bool_))).to_numpy(dtype=bool)
+    elif rule == "missing":
+        bad = missing
     else:
-        def rules(v: np.ndarray) -> np.ndarray:
-            with np.errstate(invalid="ignore"):
-                out = np.isnan(v)
-                if column == "year":
-                    return out | (np.floor(v) != v) | (v < 0) | (v >= n_years)
-                return out | (v < 0) | np.isinf(v)
-
-        if pd.api.types.is_numeric_dtype(s):
-            bad = rules(s.to_numpy(dtype=np.float64, na_value=np.nan))
-        else:  # a text column: its first cell that is no number ("abc" among CSV text "5", "7")
-            bad = rules(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
-            if not bad.any():  # all read as numbers: the first that is text ("5" among JSON numbers)
-                bad = ~s.map(lambda x: isinstance(x, (int, float, np.integer, np.floating))
-                             and not isinstance(x, (bool, np.bool_))).to_numpy(dtype=bool)
+        v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if text else \
+            s.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            if rule == "integer":
+                bad = np.isfinite(v) & (np.floor(v) != v)
+            elif rule == "year-range":
+                bad = (v < 0) | (v >= n_years)
+            elif rule == "negative":
+                bad = v < 0
+            elif rule == "finite":
+                bad = np.isinf(v)
+            elif rule == "block-range" and "path" in elt.columns:
+                path = pd.to_numeric(elt["path"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                bad = (v < 0) | (v > path)
+            else:
+                return None
     at = np.flatnonzero(bad)
     if at.size == 0:
         return None
-    return int(at[0]) + 1, json_safe(s.iloc[int(at[0])])
+    cell = s.iloc[int(at[0])]
+    return int(at[0]) + 1, None if missing[int(at[0])] else json_safe(cell)  # a gap: null
 
 
 def task_price_layer(filename: str, data: bytes, req: dict[str, Any], max_json_rows: int) -> dict[str, Any]:
@@ -414,11 +512,12 @@ def task_price_layer(filename: str, data: bytes, req: dict[str, Any], max_json_r
         return task_layer(filename, data, None, req)
     except InsuranceInputError as exc:
         m = re.search(r"column '([^']+)'", str(exc))
+        rule = loss_table_rule(str(exc))
         where = None
-        if m:
+        if m and rule is not None:
             try:
                 elt = records_frame(rows) if rows is not None else read_loss_table(filename, data)
-                where = first_bad_row(elt, m.group(1), int(req["n_years"]))
+                where = first_bad_row(elt, m.group(1), int(req["n_years"]), rule)
             except Exception:  # noqa: BLE001 - the engine's own message is still the answer
                 where = None
         if where is None:
@@ -674,8 +773,9 @@ def run_out(run: SimulationRun) -> dict[str, Any]:
 
 
 __all__ = ["LossTableError", "ModelRegistry", "PortfolioCache", "SIMULATION_FIELDS", "audit", "audit_record",
-           "cells", "check_loss_table_rows", "check_simulation_request", "clean", "count", "csv_rows_over",
-           "first_bad_row", "frame_from_geojson", "frame_from_records", "frame_from_upload", "get_owned",
+           "cells", "check_filters", "check_loss_table_rows", "check_simulation_request", "clean", "count", "csv_rows_over",
+           "filter_problem", "first_bad_row", "loss_table_rule", "frame_from_geojson", "frame_from_records", "frame_from_upload", "get_owned",
            "internal_job_problem", "job_problem", "new_id", "own_provenance", "page", "parquet_footer",
-           "plausible_id", "portfolio_summary", "records", "result_identity", "run_out", "run_simulation",
+           "plausible_id", "portfolio_summary", "records", "release_portfolio_data", "result_identity",
+           "results_needing_data", "retain_portfolio_data", "run_out", "run_simulation",
            "sha256_json", "store_portfolio", "store_run", "task_price_layer", "validate", "zip_decoded_bytes"]

@@ -75,6 +75,21 @@ class PortfolioRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class RetainedPortfolio(Base):
+    """The data of a deleted portfolio that a stored result still needs to be rendered: a collateral valuation
+    whose memo (rendered from the value paths, which are not stored, by re-running the valuation on this data)
+    was not rendered yet. Written by the portfolio's delete, removed once no result needs it; never listed."""
+
+    __tablename__ = "retained_portfolios"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the deleted portfolio's id
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(300))
+    region: Mapped[str] = mapped_column(String(60))
+    data_sha256: Mapped[str] = mapped_column(String(64))
+    data_parquet: Mapped[bytes] = mapped_column(LargeBinary)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Instrument(Base):
     """A loan or an insurance policy registered against a portfolio (terms as validated JSON)."""
 
@@ -197,4 +212,4 @@ class AuditRecord(Base):
 
 
 __all__ = ["ApiKey", "AuditRecord", "Base", "FinanceResult", "IdempotencyRecord", "Instrument", "Job", "PortfolioRow",
-           "ResultArtifact", "SimulationRun", "Tenant", "utcnow"]
+           "ResultArtifact", "RetainedPortfolio", "SimulationRun", "Tenant", "utcnow"]

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref
-from api.db.models import FinanceResult, PortfolioRow, ResultArtifact
+from api.db.models import FinanceResult, PortfolioRow, ResultArtifact, RetainedPortfolio
 from api.finance import ERROR_KINDS, INPUT_ERRORS, KIND_PATH, TASKS, check_limit, code_version, problem_fields, \
     problem_from, put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut
@@ -22,7 +22,7 @@ from api.routes.common import encode
 from api.routes.jobs import job_out
 from api.schemas import JobOut
 from api.security import Principal
-from api.services import audit, count, get_owned, page
+from api.services import audit, count, get_owned, page, retain_portfolio_data
 
 CREATED = {201: {"description": "Finished at once; the stored result",
                  "headers": {"Location": {"schema": {"type": "string"}}}},
@@ -83,6 +83,13 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
 
     def save():
         with state.db.session() as s:
+            if kind == "collateral" and pf is not None:
+                # a valuation's memo re-runs it on its portfolio's data: a delete of the portfolio that commits
+                # while this result is saved keeps the data for it (the shared lock orders the two; SQLite
+                # serialises writers)
+                if s.scalar(select(PortfolioRow.id).where(PortfolioRow.id == pf.id)
+                            .with_for_update(read=True)) is None:
+                    retain_portfolio_data(s, pf, needed=True)
             row = store_result(s, kind=kind, tenant_id=who.tenant_id, key_id=who.key_id, pf=pf,
                                instrument_id=inst_id, req=req, result=out, job_id=None, request_id=rid)
             for name, (media, content) in artifacts.items():
@@ -134,9 +141,12 @@ def download(content: bytes, media_type: str, filename: str) -> Response:
     return Response(content, media_type=media_type, headers=headers)
 
 
-def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow:
-    """The stored result's portfolio, unchanged since the result (a rerun must see the same data)."""
+def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow | RetainedPortfolio:
+    """The stored result's portfolio data, unchanged since the result (a rerun must see the same data): the
+    portfolio, or once it is deleted the data its delete kept for the result (:func:`api.services.retain_portfolio_data`)."""
     pf = s.get(PortfolioRow, row.portfolio_id) if row.portfolio_id else None
+    if pf is None or pf.tenant_id != who.tenant_id:
+        pf = s.get(RetainedPortfolio, row.portfolio_id) if row.portfolio_id else None
     if pf is None or pf.tenant_id != who.tenant_id:
         raise ApiProblem(404, f"the portfolio {row.portfolio_id!r} of this result was deleted", kind="not-found")
     if pf.data_sha256 != row.portfolio_sha256:

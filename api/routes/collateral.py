@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref, task_collateral_memo
-from api.db.models import AuditRecord
+from api.db.models import AuditRecord, RetainedPortfolio
 from api.finance import prepare_collateral, put_artifact
 from api.finance_schemas import CollateralRequest, FinanceResultOut
 from api.problems import ApiProblem
@@ -18,6 +18,7 @@ from api.routes._finance import CREATED, HTML, artifact, create_result, download
 from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
+from api.services import release_portfolio_data
 
 router = APIRouter(prefix="/v1/collateral-valuations", tags=["collateral"], responses=AUTH_PROBLEMS)
 lender = require_roles("bank", "bureau")
@@ -79,7 +80,8 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
     needs the value paths, which are not stored: a valuation run as a job renders its memo in the job and
     stores it; for one answered in its request, the first memo request re-runs the valuation in the compute
     pool with its stored request and seed (the same numbers, checked against the stored result) and the
-    memo is kept for later; concurrent first requests share that one run. A valuation larger than
+    memo is kept for later; concurrent first requests share that one run. Deleting the portfolio keeps the data
+    this re-run needs until the memo is stored. A valuation larger than
     ``CRE_SYNC_MAX_CELLS`` whose job stored no memo (made before jobs rendered them) is not re-run in a
     request: 409 ``memo-not-rendered``."""
     state = request.app.state
@@ -114,6 +116,8 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
             def save():
                 with state.db.session() as s:
                     put_artifact(s, row.id, "memo.html", "text/html; charset=utf-8", html.encode("utf-8"))
+                    if isinstance(pf, RetainedPortfolio):  # a deleted portfolio's data, kept for memos like this
+                        release_portfolio_data(s, row.tenant_id, pf.id)
 
             await run_in_threadpool(save)
             return True  # (the memo is in the database: the cache keeps only this mark, not the HTML)

@@ -33,6 +33,7 @@ from api.services import (
     get_owned,
     page,
     records,
+    retain_portfolio_data,
     store_portfolio,
     validate,
 )
@@ -199,7 +200,10 @@ def delete_portfolio(portfolio_id: str,
                      cascade: bool = Query(False, description="also delete the loans and policies registered "
                                                               "against it (each gets an audit record)"),
                      who: Principal = Depends(analyst), s: Session = DB_SESSION):
-    """Deletes the portfolio; stored results (simulations, valuations, quotes, stress tests) are kept.
+    """Deletes the portfolio; stored results (simulations, valuations, quotes, stress tests) are kept, and so
+    is what they still need: the portfolio's data is kept apart (never listed) while a collateral valuation of
+    it has no rendered memo yet, so that memo can still be rendered, and dropped once it is (the audit record's
+    ``data_kept_for`` names those valuations).
     While loans or policies are registered against it the answer is 409 ``portfolio-has-instruments``
     listing them: delete them first (each deletion is audited), or give ``cascade=true`` to delete
     them with it, each with its own audit record."""
@@ -233,12 +237,15 @@ def delete_portfolio(portfolio_id: str,
     for inst in sorted(gone, key=lambda g: g.id):
         audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,
               name=inst.name, terms=inst.terms)
+    # the results are kept, and so is what they still need of the portfolio: the data of a valuation whose memo
+    # is not rendered yet (its memo re-runs the valuation), kept apart and dropped once the memos are stored
+    kept_for = retain_portfolio_data(s, row)
     # conditional: of concurrent deletes of one portfolio, one is 204 with its audit records, the others 404
     if s.execute(delete(PortfolioRow).where(PortfolioRow.id == row.id, PortfolioRow.tenant_id == who.tenant_id)
                  .execution_options(synchronize_session=False)).rowcount != 1:
         raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
     audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(gone),
-          deleted_instruments=sorted(g.id for g in gone))
+          deleted_instruments=sorted(g.id for g in gone), data_kept_for=kept_for[:100])
     return Response(status_code=204)
 
 

@@ -22,7 +22,8 @@ from api.routes.jobs import job_out
 from api.routes.portfolios import accounts_response
 from api.schemas import ID_PATTERN, AccountLevel, AccountsOut, JobOut, Level, Page, SimulationOut, SimulationRequest
 from api.security import ANALYSTS, Principal, require_roles
-from api.services import (SIMULATION_CREDITING, SIMULATION_FIELDS, audit, cells, check_simulation_request, clean,
+from api.services import (SIMULATION_CREDITING, SIMULATION_FIELDS, audit, cells, check_filters,
+                          check_simulation_request, clean,
                           count, get_owned, page, run_out, store_run)
 
 router = APIRouter(prefix="/v1/simulations", tags=["simulations"], responses=AUTH_PROBLEMS)
@@ -106,12 +107,19 @@ def get_simulation(simulation_id: str, who: Principal = Depends(analyst), s: Ses
 
 
 @router.get("/{simulation_id}/summary", response_model=Page[dict[str, Any]],
-            summary="Yearly summary rows (filter by level, group, metric, year; paged)")
+            summary="Yearly summary rows (filter by level, group, metric, year or calendar year; paged)")
 def simulation_summary(simulation_id: str, level: Level | None = None,
                        group: str | None = Query(None, max_length=300),
                        metric: str | None = Query(None, max_length=60),
-                       year: int | None = Query(None, ge=0, le=199), paging: Paging = Depends(),
+                       year: int | None = Query(None, description="the 0-based year index of the run (0 = its first "
+                                                                  "year, up to years - 1)"),
+                       calendar_year: int | None = Query(None, description="the calendar year (the rows' "
+                                                                           "calendar_year: the run's start year + year)"),
+                       paging: Paging = Depends(),
                        who: Principal = Depends(analyst), s: Session = DB_SESSION):
+    """The run's yearly rows. A filter value no row of the run can have answers 422 naming ``query/<param>``
+    with the valid values (``level``: the run's levels; ``group``: the level's groups; ``metric``: the yearly
+    metrics; ``year``: the 0-based year index, 0 .. years - 1; ``calendar_year``: the run's calendar years)."""
     run = get_owned(s, SimulationRun, simulation_id, who, "simulation")
     if level == "parcel":  # parcels have horizon results only, not yearly rows
         raise ApiProblem(422, f"parcel results are not yearly summary rows: GET /v1/simulations/{run.id}/parcels",
@@ -119,16 +127,51 @@ def simulation_summary(simulation_id: str, level: Level | None = None,
                          errors=[{"field": "query/level", "value": level,
                                   "reason": f"use /v1/simulations/{run.id}/parcels for parcel results"}])
     rows = run.result.get("summary", [])
+    _check_year(run, rows, year, calendar_year)
+    horizon = {r.get("metric") for r in run.result.get("horizon", [])}
+    yearly = {r.get("metric") for r in rows}
+    hint = (f"{metric!r} is a whole-horizon figure: GET /v1/simulations/{run.id} has it under 'horizon'"
+            if metric in horizon - yearly else "")
+    check_filters(rows, {"level": level}, "the run's yearly rows")
     if level is not None:
         rows = [r for r in rows if r.get("level") == level]
+    check_filters(rows, {"group": group}, f"the run's {level} rows" if level else "the run's yearly rows")
+    check_filters(rows, {"metric": metric}, "the run's yearly rows", hints={"metric": hint})
     if group is not None:
         rows = [r for r in rows if r.get("group") == group]
     if metric is not None:
         rows = [r for r in rows if r.get("metric") == metric]
     if year is not None:
         rows = [r for r in rows if r.get("year") == year]
+    if calendar_year is not None:
+        rows = [r for r in rows if r.get("calendar_year") == calendar_year]
     return page(rows[paging.offset:paging.offset + paging.limit], len(rows), paging.limit, paging.offset,
                 run.result.get("provenance", {}))
+
+
+def _check_year(run: SimulationRun, rows: list[dict[str, Any]], year: int | None, calendar_year: int | None) -> None:
+    """``year`` (0-based index) and ``calendar_year`` within the run's years, else 422 naming the parameter with
+    the run's range in both forms."""
+    if year is None and calendar_year is None:
+        return
+    n = int(run.request.get("years") or 0) or (max((int(r["year"]) for r in rows), default=-1) + 1)
+    start = (run.result.get("provenance") or {}).get("start_year")
+    if start is None:
+        start = next((int(r["calendar_year"]) - int(r["year"]) for r in rows
+                      if r.get("calendar_year") is not None and r.get("year") is not None), None)
+    span = (f"the run's {n} years are year 0 .. {n - 1}"
+            + (f", calendar years {start} .. {start + n - 1}" if start is not None else ""))
+    if year is not None and not 0 <= year < n:
+        hint = (f" (for calendar year {year} use calendar_year={year}, or year={year - start})"
+                if start is not None and start <= year < start + n else "")
+        reason = f"year is the 0-based year index of the run: {span}{hint}"
+        raise ApiProblem(422, f"year: {reason}", kind="validation-error", title="Invalid request",
+                         errors=[{"field": "query/year", "value": year, "reason": reason, "min": 0, "max": n - 1}])
+    if calendar_year is not None and start is not None and not start <= calendar_year < start + n:
+        reason = f"calendar_year is a calendar year of the run: {span}"
+        raise ApiProblem(422, f"calendar_year: {reason}", kind="validation-error", title="Invalid request",
+                         errors=[{"field": "query/calendar_year", "value": calendar_year, "reason": reason,
+                                  "min": start, "max": start + n - 1}])
 
 
 PARCEL_COLUMN_UNITS = {

@@ -18,7 +18,7 @@ from api.routes._finance import CREATED, HTML, XLSX_TYPE, artifact, create_resul
 from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, AccountLevel, Page
 from api.security import Principal, require_roles
-from api.services import page
+from api.services import check_filters, page
 
 router = APIRouter(prefix="/v1/stress-tests", tags=["stress tests"], responses=AUTH_PROBLEMS)
 bureau = require_roles("bureau")
@@ -59,8 +59,11 @@ def get_stress_test(stress_test_id: str, who: Principal = Depends(bureau), s: Se
 def stress_table(stress_test_id: str, table: TABLES, scenario: str | None = Query(None, max_length=120),
                  level: str | None = Query(None, max_length=40), metric: str | None = Query(None, max_length=80),
                  paging: Paging = Depends(), who: Principal = Depends(bureau), s: Session = DB_SESSION):
+    """The table's rows, filtered by ``scenario``, ``level`` and ``metric``: a value none of the table's rows holds
+    (or a filter on a column the table has not) answers 422 naming ``query/<param>`` with the valid values."""
     result = get_result(s, who, "stress_test", stress_test_id).result
     rows = result.get(table) or []
+    check_filters(rows, {"scenario": scenario, "level": level, "metric": metric}, f"the {table} table")
     for key, want in (("scenario", scenario), ("level", level), ("metric", metric)):
         if want is not None:
             rows = [r for r in rows if r.get(key) == want]
