@@ -244,13 +244,12 @@ def zip_decoded_bytes(data: bytes) -> int | None:
 
 
 def _read_xlsx(p: Path, max_rows: int) -> pd.DataFrame:
-    """:func:`models.portfolio.read_table`'s xlsx reading, at most ``max_rows + 1`` data rows deep (pandas reads
-    a sheet's every row however large its declared dimension; this stops at the limit)."""
-    from models.portfolio import _with_raw_header
+    """:func:`models.portfolio.read_xlsx` (the parcel sheet of a workbook, named in its problems), at most
+    ``max_rows + 1`` data rows deep (pandas reads a sheet's every row however large its declared dimension; this
+    stops at the limit)."""
+    from models.portfolio import read_xlsx
 
-    df = pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object, nrows=max_rows + 1)
-    return _with_raw_header(df, pd.read_excel(p, sheet_name=0, engine="openpyxl", dtype=object, header=None,
-                                              nrows=1))
+    return read_xlsx(p, nrows=max_rows + 1)
 
 
 def _scrub(text: str, tmp: str, p: Path, name: str) -> str:
@@ -544,7 +543,15 @@ def portfolio_summary(pf) -> dict[str, Any]:
         "species_groups": {k: {"parcels": int(r["size"]), "area_ha": float(r["sum"])}
                            for k, r in by_species.iterrows()},
         "mean_age_years": float(f["age_years"].mean()),
+        # accepted, but likely a mistake (a measured volume of 0 on an established stand, a parcel sheet found
+        # behind a title sheet): each naming file, row, column, value and reason, the first MAX_WARNINGS_SHOWN
+        "warnings": [w.as_dict() for w in tuple(getattr(pf, "warnings", ()))[:MAX_WARNINGS_SHOWN]],
+        "warnings_count": len(getattr(pf, "warnings", ())),
     })
+
+
+#: the portfolio warnings an upload's summary lists (``warnings_count`` counts them all)
+MAX_WARNINGS_SHOWN = 50
 
 
 def store_portfolio(s: Session, who: Principal, name: str, pf, params) -> PortfolioRow:

@@ -46,6 +46,7 @@ FIELDS = [
     ("prob_exhaustion_se", "api/compute.py"),
     ("years_per_block", "api/compute.py"),
     ("independent_units", "api/compute.py"),
+    ("warnings_count", "api/services.py"),
 ]
 
 
