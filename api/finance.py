@@ -437,13 +437,12 @@ def registered_loans_registry(s: Session, who: Principal, pf: PortfolioRow) -> t
         if not ids:
             all_ids = all_ids or _parcel_ids_of(pf)
             ids = all_ids
-        own = list(crediting_overrides(r.terms))
-        if own:
-            notes.append(f"loan {r.id}: its {' and '.join(own)} are not used here: the stress test credits every "
-                         f"project under the model's crediting rules")
+        # the pledged project's own crediting start and period: its credits from its stock under them
+        # (finance_engine.stress.run.loan_crediting_rules)
+        own = {k: int(v) for k, v in crediting_overrides(r.terms).items()}
         loans.append({"id": r.id, "parcel_ids": list(ids),
                       "terms": {"amount_cny": float(r.terms["amount_cny"]), "term_years": int(term),
-                                "interest_rate": float(r.terms["rate"])}})
+                                "interest_rate": float(r.terms["rate"]), **own}})
     return loans, notes
 
 
@@ -483,6 +482,16 @@ def prepare_stress(s: Session, who: Principal, body, models=None, portfolios=Non
     from finance_engine.stress.run import stress_horizon
 
     horizon = stress_horizon(body.years, reg)
+    if models is not None and reg is not None:
+        from finance_engine.stress.registry import RegistryError, check_loan_crediting
+
+        params = models.get(pf.region)
+        for i, ln in enumerate(reg.loans):  # a loan's own crediting start and period, as the run will check them
+            try:
+                check_loan_crediting(f"registry.loans.{i}.terms", ln.terms, params)
+            except RegistryError as exc:
+                raise ApiProblem(422, f"loan {ln.id}: {exc}", kind="invalid-stress-test",
+                                 errors=[{"field": f"body/registry/loans/{i}/terms", "reason": str(exc)}]) from None
     if models is not None and portfolios is not None:
         check_stress_per_path(pf, body, reg, horizon, models, portfolios)
     runs = 1 + len({sc.sha256 for sc in scns})

@@ -280,6 +280,66 @@ class CreditingRules:
         buffer = creditable * self.buffer_fraction
         return creditable - buffer, buffer, new_deficit
 
+    def issue_from_stock(self, stock_tco2e: np.ndarray, stock0_tco2e: float | np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Credits issued and buffer withheld at each year end by one crediting unit, from its stock alone.
+
+        The engine issues per project from its parcels' changes (their gains summed for the baseline and leakage
+        shares); without those shares (both 0, as in the Lishui parameter file) a verification's credits depend
+        only on the unit's stock change since the last verification and the carried deficit, so a unit's stock
+        paths give them under other rules than the run's (a loan's own crediting start or period, valued on a
+        stress run). The same rules as the engine: verifications at :meth:`is_issuance_year`, a later crediting
+        start's stock as the first one's base (:meth:`is_crediting_start`), :meth:`issue`.
+
+        Parameters
+        ----------
+        stock_tco2e : ndarray, shape (years, n)
+            The unit's stock at the end of each year (row ``y``: end of year ``y + 1``), tCO2e.
+        stock0_tco2e : float or ndarray of shape (n,)
+            Its stock at the start.
+
+        Returns
+        -------
+        issued, buffer : ndarray, shape (years, n)
+
+        Raises
+        ------
+        ValueError
+            With a baseline or leakage share: they apply to the parcels' gains, which a unit's stock does not tell.
+        """
+        if self.baseline_removal_fraction or self.leakage_fraction:
+            raise ValueError("credits from a unit's stock need baseline_removal_fraction and leakage_fraction 0 "
+                             "(they apply to the sum of its parcels' gains, which its stock does not tell)")
+        stock = np.asarray(stock_tco2e, dtype=np.float64)
+        years, n = stock.shape
+        issued, buffer = np.zeros((years, n)), np.zeros((years, n))
+        last = np.broadcast_to(np.asarray(stock0_tco2e, dtype=np.float64), (n,)).copy()
+        deficit = np.zeros(n)
+        for y in range(years):  # loop over years, vectorised over paths
+            if self.is_crediting_start(y):
+                last = stock[y].copy()
+            if self.is_issuance_year(y):
+                issued[y], buffer[y], deficit = self.issue(stock[y] - last, deficit)
+                last = stock[y].copy()
+        return issued, buffer
+
+    def with_overrides(self, start_year: int, **overrides: int | None) -> "CreditingRules":
+        """These rules with a crediting unit's own ``crediting_start_year`` (a calendar year, ``start_year`` the
+        run's first) and ``crediting_period_years`` (None: keep), validated."""
+        vals = {f: getattr(self, f) for f in ("monitoring_period_years", "baseline_removal_fraction",
+                                               "leakage_fraction", "buffer_fraction", "crediting_period_years",
+                                               "years_credited_before_start")}
+        unknown = set(overrides) - {"crediting_start_year", "crediting_period_years"}
+        if unknown:
+            raise ValueError(f"unknown crediting override(s) {sorted(unknown)}")
+        if overrides.get("crediting_start_year") is not None:
+            vals["years_credited_before_start"] = int(start_year) - int(overrides["crediting_start_year"])
+        if overrides.get("crediting_period_years") is not None:
+            vals["crediting_period_years"] = int(overrides["crediting_period_years"])
+        rules = CreditingRules(**vals)
+        rules.validate()
+        return rules
+
     def accrued_position(self, stock_tco2e: np.ndarray, stock0_tco2e: float | np.ndarray) -> np.ndarray:
         """The position the next verification starts from, at the end of each year (after that year's
         verification, if it has one): the stock change since the last verification (since the start

@@ -68,12 +68,6 @@ class LoanEntry(_Strict):
     def _one_target(self) -> "LoanEntry":
         if (self.project_id is None) == (self.parcel_ids is None):
             raise ValueError("give exactly one of project_id or parcel_ids")
-        own = [k for k in ("crediting_start_year", "crediting_period_years") if getattr(self.terms, k) is not None]
-        if own:
-            # the stress test values every loan on its city run's credits, issued under one set of rules
-            raise ValueError(f"terms.{own[0]}: the stress test credits every project under the parameter file's "
-                             f"crediting rules; value a loan with its own crediting start or period on its own "
-                             f"(a collateral valuation)")
         return self
 
 
@@ -190,6 +184,28 @@ class BoundRegistry:
         return sorted(self.unit_parcels)
 
 
+def check_loan_crediting(where: str, terms: LoanTerms, params: ModelParameters) -> None:
+    """A loan's own crediting start or period, valued on the stress run's stock paths
+    (``finance_engine.stress.run.loan_crediting_rules``): the rules must take them, and the parameter file must
+    have no baseline or leakage share (with one, a unit's credits depend on its parcels' gains, which the run's
+    per-unit stock does not tell: :meth:`models.carbon.CreditingRules.issue_from_stock`)."""
+    from finance_engine.loan_terms import LoanTermsError, check_crediting_terms, crediting_overrides
+
+    own = crediting_overrides(terms)
+    if not own:
+        return
+    try:
+        check_crediting_terms(terms, params)
+    except LoanTermsError as exc:
+        raise RegistryError(f"{where}.{exc}") from None
+    c = params.file.crediting
+    if c.baseline_removal_fraction.value or c.leakage_fraction.value:
+        raise RegistryError(f"{where}.{next(iter(own))}: a loan's own crediting rules are valued from its unit's stock, "
+                            f"which needs a parameter file without baseline and leakage shares (this one has "
+                            f"{c.baseline_removal_fraction.value} and {c.leakage_fraction.value}); value the loan "
+                            f"on its own (a collateral valuation)")
+
+
 def bind_registry(registry: Registry, portfolio: Portfolio, params: ModelParameters) -> BoundRegistry:
     """Resolve each instrument's parcels and relabel the units as projects of the run portfolio."""
     ids = portfolio.parcel_id
@@ -219,6 +235,7 @@ def bind_registry(registry: Registry, portfolio: Portfolio, params: ModelParamet
 
     for i, ln in enumerate(registry.loans):
         unit_of_loan[ln.id] = unit_for(f"loans.{i}", ln.id, parcels_of(f"loans.{i}", ln.project_id, ln.parcel_ids))
+        check_loan_crediting(f"loans.{i}.terms", ln.terms, params)
     for i, pol in enumerate(registry.policies):
         if pol.loan is not None:
             unit_of_policy[pol.id] = unit_of_loan[pol.loan]

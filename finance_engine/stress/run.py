@@ -41,7 +41,7 @@ from finance_engine.credit import expected_loss, foundation_lgd_star, irb_capita
 from finance_engine.insurance import SubsidyShares, layer_loss, split_premium
 from finance_engine.insurance.risk_measures import var
 from finance_engine.issuance import IssuanceRisk, load_issuance_risk
-from finance_engine.loan_terms import effective_maturity_years
+from finance_engine.loan_terms import crediting_overrides, effective_maturity_years
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.price import PriceModelSet, load_price_model, simulate_price_paths, simulate_scenario_paths
 from finance_engine.simulation import Progress, RunsProgress, simulate  # RunsProgress: re-exported
@@ -53,6 +53,7 @@ from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry,
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from finance_engine.value_regression import jackknife_groups
 from models import MODEL_VERSION
+from models.carbon import CreditingRules
 from models.dynamics import DEFAULT_START_YEAR, ForestSimulator, SimulationSwitches
 from models.parameters import ModelParameters
 from models.portfolio import Portfolio
@@ -261,6 +262,23 @@ class InstrumentOutcome:
     insurer_annual_gross: np.ndarray | None = field(default=None, repr=False)  # (years, paths)
 
 
+def crediting_record(rules: CreditingRules) -> dict[str, Any]:
+    """``rules`` as a run's provenance records them (``provenance["crediting"]``)."""
+    return {f: getattr(rules, f) for f in ("monitoring_period_years", "baseline_removal_fraction", "leakage_fraction",
+                                           "buffer_fraction", "crediting_period_years", "years_credited_before_start")}
+
+
+def loan_crediting_rules(run: ScenarioRun, terms) -> CreditingRules | None:
+    """A loan's own crediting rules on a stress run: the run's (its provenance's) with the loan's
+    ``crediting_start_year`` / ``crediting_period_years`` (:meth:`~models.carbon.CreditingRules.with_overrides`);
+    None when the loan sets neither (the run's credits are its own)."""
+    own = crediting_overrides(terms)
+    if not own:
+        return None
+    prov = run.result.provenance
+    return CreditingRules(**prov["crediting"]).with_overrides(int(prov["start_year"]), **own)
+
+
 def _unit_series(run: ScenarioRun, metric: str, unit: str) -> np.ndarray:
     labels = list(run.result.labels["project_id"])
     g = labels.index(UNIT_PREFIX + unit)
@@ -326,9 +344,17 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
         unit = bound.unit_of_loan[ln.id]
         terms = ln.terms
         Hl = min(terms.crediting_horizon_years, H)
-        issued = iss.realise(_unit_series(run, "credits_issued_tco2e", unit)[:Hl], ids, seed)
-        credits = issued.credits
         stock = _unit_series(run, "stock_tco2e", unit)[:Hl]
+        stock0 = float(run.result.start_stock("project_id")[UNIT_PREFIX + unit])
+        rules = loan_crediting_rules(run, terms)
+        if rules is None:  # the run's rules: its own credits
+            raw = _unit_series(run, "credits_issued_tco2e", unit)[:Hl]
+            position_rules = run.result.provenance
+        else:  # the loan's own crediting start or period: the unit's credits from its stock under them
+            raw = rules.issue_from_stock(stock, stock0)[0]
+            position_rules = {"crediting": crediting_record(rules)}
+        issued = iss.realise(raw, ids, seed)
+        credits = issued.credits
         prices = run.prices[:, :Hl + 1].T.copy()
         # a local credit (碳普惠, 碳票) sells at the reference price times its spread factor F, drawn once per path
         # and known to the lender: the value at t is F times the regression on the reference price
@@ -346,9 +372,8 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
                 # every price changes nothing
                 spread = None
             prices = floored
-        stock0 = float(run.result.start_stock("project_id")[UNIT_PREFIX + unit])
         money = _money(credits, stock, prices, terms, issued, groups,
-                       crediting_position(stock, stock0, None, run.result.provenance), spread)
+                       crediting_position(stock, stock0, None, position_rules), spread)
         v0 = float(money.pv_total.mean())
         amount = terms.amount_cny
         if pledge_rate_cap is not None:

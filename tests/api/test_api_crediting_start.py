@@ -107,3 +107,30 @@ def test_a_registered_loan_holds_its_projects_crediting_start(env):
     late = reg(crediting_start_year=2081).json()["id"]
     problem = assert_problem(c.post("/v1/collateral-valuations", headers=h, json={"loan_id": late, "paths": 64}), 422)
     assert [(e["field"], e["value"]) for e in problem["errors"]] == [("loan/terms/crediting_start_year", 2081)]
+
+
+def test_a_stress_test_values_registered_loans_under_their_crediting_rules(env):
+    """A registered loan's crediting start and period go with it into a stress test (they were noted and ignored);
+    one the crediting rules refuse is a 422 at the request, before any job."""
+    c, h = env.client, env.h("bureau")
+    pid = upload(c, h, make_frame(12, seed=6).assign(project_id="P").to_csv(index=False).encode())
+    stress = lambda: c.post("/v1/stress-tests", headers=h, json={  # noqa: E731
+        "portfolio_id": pid, "scenarios": ["carbon_price_crash"], "years": 2, "paths": 16, "seed": 8, "mode": "auto",
+        "use_registered_loans": True, "accounts": False, "footprints": False})
+    loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={
+        "terms": {"amount_cny": 1e5, "term_years": 2, "rate": 0.05, "crediting_start_year": 2019,
+                  "crediting_period_years": 20}})
+    assert loan.status_code == 201, loan.text
+    r = stress()
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["audit"]["request"]["api_notes"] == []
+    terms = body["audit"]["request"]["registry"]["loans"][0]["terms"]
+    assert (terms["crediting_start_year"], terms["crediting_period_years"]) == (2019, 20)
+    assert body["result"]["loans"][0]["collateral_value_cny"] > 0
+    late = c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={
+        "terms": {"amount_cny": 1e5, "term_years": 2, "rate": 0.05, "crediting_start_year": 2081}})
+    assert late.status_code == 201, late.text
+    problem = assert_problem(stress(), 422, "invalid-stress-test")
+    assert problem["errors"][0]["field"] == "body/registry/loans/1/terms"
+    assert f"loan {late.json()['id']}" in problem["detail"] and "crediting_start_year" in problem["detail"]
