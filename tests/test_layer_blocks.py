@@ -79,9 +79,18 @@ def test_the_block_size_is_read_from_the_rows():
     assert mc_block_years(few, 3, 36) == 6
     first = df[df.path.isin([0, 1])]                   # block 0 only: b in [2, 12] -> 6, the largest of 2 blocks
     assert mc_block_years(first, 3, 36) == 18
-    # a block size that does not divide the paths: whole paths
+    # a block size that does not divide the paths: blocks of 5 paths, the last one short (2 paths)
     odd = df[df.path.isin([0, 4, 5, 9])].assign(mc_block=lambda d: d.path // 5)   # b = 5; 12 paths
-    assert mc_block_years(odd, 3, 36) == 3
+    assert mc_block_years(odd, 3, 36) == 15
+    # the engine writes its block size: nothing is left to the rows (events on paths 0 and 5 of blocks of 4 leave
+    # b in [3, 5] open)
+    sparse = df[df.path.isin([0, 5])].assign(mc_block=lambda d: d.path // 4)
+    assert mc_block_years(sparse, 3, 36) == 15                                    # read off the rows: 5
+    assert mc_block_years(sparse.assign(mc_block_paths=4), 3, 36) == 12         # as the engine wrote it: 4
+    with pytest.raises(InsuranceInputError, match=r"column 'mc_block' is not path // mc_block_paths \(2\)"):
+        mc_block_years(sparse.assign(mc_block_paths=2), 3, 36)
+    with pytest.raises(InsuranceInputError, match="column 'mc_block_paths' must hold one whole number"):
+        mc_block_years(sparse.assign(mc_block_paths=np.where(sparse.path == 0, 4, 2)), 3, 36)
     # not the engine's table
     assert mc_block_years(df, None, 36) == 1
 
@@ -114,6 +123,26 @@ def test_block_mean_se_matches_the_spread_of_repeated_tables():
     assert np.mean(iid2) / np.var(est, ddof=1) < 0.6
 
 
+def test_a_short_last_block_counts_as_a_block():
+    """Closed form (the ratio estimator over unequal blocks, Cochran 1977 §6.8): 401 paths in sets of 4 leave a last
+    set of one path; the error counts 101 blocks, not 401 independent paths (which understated it by about half)."""
+    rng = np.random.default_rng(3)
+    years, paths = 5, 401
+    set_level = np.repeat(rng.exponential(100.0, 101), 4)[:paths]
+    loss = set_level * rng.uniform(0.8, 1.2, paths)
+    lay = price_layer(path_level_elt(loss, years, block_paths=4), paths * years, 0.0, np.inf, "aggregate")
+    assert lay.years_per_block == 20 and lay.independent_units == 101
+    x = np.repeat(loss, years)
+    sums = np.array([x[k * 20:(k + 1) * 20].sum() for k in range(101)])
+    sizes = np.array([min(20, x.size - k * 20) for k in range(101)], dtype=float)
+    want = np.sqrt(((sums - x.mean() * sizes) ** 2).sum() / (101 * 100 * (x.size / 101) ** 2))
+    assert lay.expected_loss_se == pytest.approx(want, rel=1e-12)
+    assert lay.expected_loss_se > 1.5 * block_mean_se(x, years)                 # whole paths: far too small
+    # equal blocks: the same formula is the sd of the block means over sqrt(G)
+    y = x[:400]
+    assert block_mean_se(y, 20) == pytest.approx(y.reshape(20, 20).mean(axis=1).std(ddof=1) / np.sqrt(20), rel=1e-12)
+
+
 @pytest.mark.parametrize("switches,block", [
     (SimulationSwitches(), 4),
     (SimulationSwitches(parameter_set_size=8), 8),
@@ -136,6 +165,7 @@ def engine_table(tmp_path_factory):
 def test_the_engines_table_carries_its_blocks_and_price_layer_counts_them(engine_table, capsys):
     elt = pd.read_csv(engine_table)
     assert (elt["mc_block"] == elt["path"] // SimulationSwitches().mc_block_size).all()
+    assert (elt["mc_block_paths"] == SimulationSwitches().mc_block_size).all()
     capsys.readouterr()
     args = ["price-layer", str(engine_table), "--years", "240", "--attachment", "0", "--limit", "inf",
             "--basis", "aggregate"]

@@ -214,7 +214,7 @@ class LayerResult:
     def independent_units(self) -> int:
         """The independent units the errors count: blocks of ``years_per_block`` years when there are two or
         more, else the years."""
-        g = self.n_years // max(self.years_per_block, 1)
+        g = -(-self.n_years // max(self.years_per_block, 1))  # the last block may be short
         return g if self.years_per_block > 1 and g >= 2 else self.n_years
 
     def mean_se(self, per_year) -> float:

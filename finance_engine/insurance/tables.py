@@ -19,17 +19,17 @@ row per group of parcels); their losses are **summed** before any per-event term
 
 **The engine's own table** (``SimulationResult.elt``, ``carbon-risk simulate --loss-table LEVEL``) has
 ``path``, ``year`` (the year *within* the path, 0..Y-1), ``sim_year`` (``path * Y + year``), ``mc_block``,
-``event_id``, ``peril``, ``group`` and ``loss_tco2e``. It is recognised by its ``path`` and ``sim_year`` columns:
+``mc_block_paths``, ``event_id``, ``peril``, ``group`` and ``loss_tco2e``. It is recognised by its ``path`` and ``sim_year`` columns:
 unless told otherwise its simulated year is ``sim_year`` and its loss ``loss_tco2e`` (:func:`elt_columns`).
 
 **Monte Carlo blocks.** The simulated years of such a table are not independent: a path's years share its
 stands (a fire leaves less to burn next year), and the paths of a parameter set share a draw of the uncertain
-parameters (``mc_block`` = ``path // b``, ``b`` the run's ``SimulationSwitches.mc_block_size``: the parameter set,
-else an antithetic pair, else 1). :func:`event_losses` therefore records ``years_per_block`` (``Y x b``, read
-from the table by :func:`mc_block_years`; ``Y`` alone for a table with ``path`` but no ``mc_block``; 1 for any
-other table, whose years are taken as independent), and the layer's errors are those of block means
-(:func:`block_mean_se`). Blocks must be consecutive and whole: ``n_years`` a whole number of blocks, else the
-errors fall back to whole paths.
+parameters (``mc_block`` = ``path // b``, ``b`` = ``mc_block_paths``, the run's ``SimulationSwitches.mc_block_size``:
+the parameter set, else an antithetic pair, else 1). :func:`event_losses` therefore records ``years_per_block``
+(``Y x b``, read from the table by :func:`mc_block_years`; ``Y`` alone for a table with ``path`` but neither block
+column; 1 for any other table, whose years are taken as independent), and the layer's errors are those of the
+blocks (:func:`block_mean_se`; the last block is short when the paths are no whole number of blocks, as a run's
+last parameter set is).
 
 **A year column that cannot index n_years simulated years** is refused (:class:`YearIndexError`, naming
 the column and why; :func:`check_year_index`): with a ``path`` column, a year index that appears in two
@@ -191,26 +191,36 @@ def check_year_index(elt: pd.DataFrame, year: np.ndarray, n_years: int, year_col
 def mc_block_years(elt: pd.DataFrame, years_per_path: int | None, n_years: int) -> int:
     """Simulated years per Monte Carlo block of an event loss table (module docstring, *Monte Carlo blocks*).
 
-    ``years_per_path`` is :func:`check_year_index`'s ``Y`` (None: not the engine's table, 1 returned). With an
-    ``mc_block`` column, the block size ``b`` (paths) is the one that makes ``mc_block == path // b`` on every
-    row; rows that leave it open (events in few blocks) take the largest such ``b`` that leaves two blocks or more
-    (coarser blocks are still independent of each other when they are whole runs of the true ones; with events
-    in one block only, ``b`` is half the paths). A table whose ``mc_block`` no ``b`` explains is refused
-    (:class:`InsuranceInputError` naming the column). ``Y x b`` is returned when ``n_years`` is a whole number of
-    such blocks, else ``Y`` (whole paths)."""
+    ``years_per_path`` is :func:`check_year_index`'s ``Y`` (None: not the engine's table, 1 returned). The block
+    size ``b`` (paths) is the table's ``mc_block_paths`` (one whole number >= 1 on every row, and ``mc_block ==
+    path // b`` where the table has ``mc_block``). A table with ``mc_block`` alone (written before
+    ``mc_block_paths``) takes the largest ``b`` with ``mc_block == path // b`` on every row that leaves two blocks
+    or more (coarser blocks are still independent of each other when they are whole runs of the true ones; the
+    rows of a sparse table may leave that open). A table whose block columns contradict themselves is refused
+    (:class:`InsuranceInputError` naming the column). Returns ``Y x b``; ``Y`` (whole paths) without either
+    column."""
     if years_per_path is None:
         return 1
-    if "mc_block" not in elt.columns or n_years % years_per_path:
+    cols = set(elt.columns)
+    if not cols & {"mc_block", "mc_block_paths"} or n_years % years_per_path:
         return years_per_path
     n_paths = n_years // years_per_path
     path = _numeric_column(elt, "path").astype(np.int64, copy=False)
-    block = _numeric_column(elt, "mc_block")
-    if block.dtype.kind == "f" and not np.all(np.floor(block) == block):
-        raise InsuranceInputError("column 'mc_block' must hold whole numbers (the engine's path // block size)")
-    block = block.astype(np.int64, copy=False)
-    if (block < 0).any() or (block > path).any():
-        raise InsuranceInputError("column 'mc_block' must lie in 0..path (the engine's path // block size); "
-                                  f"{int(((block < 0) | (block > path)).sum())} row(s) do not")
+    block = None
+    if "mc_block" in cols:
+        block = _whole_column(elt, "mc_block")
+        if (block < 0).any() or (block > path).any():
+            raise InsuranceInputError("column 'mc_block' must lie in 0..path (the engine's path // mc_block_paths); "
+                                      f"{int(((block < 0) | (block > path)).sum())} row(s) do not")
+    if "mc_block_paths" in cols:
+        sizes = np.unique(_whole_column(elt, "mc_block_paths"))
+        if sizes.size != 1 or sizes[0] < 1:
+            raise InsuranceInputError(f"column 'mc_block_paths' must hold one whole number >= 1 on every row (the "
+                                      f"run's paths per Monte Carlo block), got {sizes[:5].tolist()}")
+        b = int(sizes[0])
+        if block is not None and not np.array_equal(block, path // b):
+            raise InsuranceInputError(f"column 'mc_block' is not path // mc_block_paths ({b}) on every row")
+        return years_per_path * min(b, max(n_paths, 1))
     # block == path // b  <=>  block * b <= path < (block + 1) * b  <=>  path // (block + 1) < b <= path / block
     lo = int((path // (block + 1)).max()) + 1 if path.size else 1
     pos = block > 0
@@ -220,25 +230,39 @@ def mc_block_years(elt: pd.DataFrame, years_per_path: int | None, n_years: int) 
             "column 'mc_block' is not path // b for any block size b (the engine writes the paths sharing a "
             "parameter draw or an antithetic pair as consecutive blocks); drop the column to take whole paths "
             "as the independent units")
-    b = min(hi, n_paths // 2)  # at least two blocks: one block has no spread to estimate an error from
-    return years_per_path * b if b >= lo and n_paths % b == 0 else years_per_path
+    b = min(hi, max(n_paths // 2, 1))  # at least two blocks: one block has no spread to estimate an error from
+    return years_per_path * b if b >= lo else years_per_path
+
+
+def _whole_column(elt: pd.DataFrame, col: str) -> np.ndarray:
+    x = _numeric_column(elt, col)
+    if x.dtype.kind == "f" and not np.all(np.floor(x) == x):
+        raise InsuranceInputError(f"column {col!r} must hold whole numbers")
+    return x.astype(np.int64, copy=False)
 
 
 def block_mean_se(values: np.ndarray, years_per_block: int = 1) -> float:
     """Standard error of the mean of per-simulated-year ``values`` whose consecutive runs of ``years_per_block``
-    years are independent blocks (module docstring): the sd of the block means over the square root of their
-    number (Student's t on ``blocks - 1`` degrees of freedom for an interval). With one block, or blocks of one
-    year, the years are taken as independent (``sd / sqrt(n)``); NaN for fewer than two years."""
+    years are independent blocks (module docstring), the last one short when ``n`` is no whole number of them: the
+    ratio estimator's ``sqrt(sum_k (S_k - xbar n_k)^2 / (G (G - 1) nbar^2))`` over the ``G`` blocks' sums ``S_k``
+    and sizes ``n_k`` (``nbar = n / G``; Cochran 1977, *Sampling Techniques*, §6.8 and §9.5), which for equal blocks
+    is the sd of the block means over ``sqrt(G)`` (Student's t on ``G - 1`` degrees of freedom for an interval).
+    With one block, or blocks of one year, the years are taken as independent (``sd / sqrt(n)``); NaN for fewer
+    than two years."""
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     n = x.size
     if n < 2:
         return math.nan
     b = max(int(years_per_block), 1)
-    g = n // b
+    g = -(-n // b)  # blocks, the last one short when b does not divide n
     if b == 1 or g < 2:
         return float(x.std(ddof=1) / math.sqrt(n))
-    means = x[: g * b].reshape(g, b).mean(axis=1)
-    return float(means.std(ddof=1) / math.sqrt(g))
+    if n % b == 0:
+        return float(x.reshape(g, b).mean(axis=1).std(ddof=1) / math.sqrt(g))
+    sums = np.add.reduceat(x, np.arange(0, n, b))
+    sizes = np.diff(np.r_[np.arange(0, n, b), n]).astype(np.float64)
+    xbar = x.mean()
+    return float(math.sqrt(((sums - xbar * sizes) ** 2).sum() / (g * (g - 1) * (n / g) ** 2)))
 
 
 @dataclass(frozen=True)

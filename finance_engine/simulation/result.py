@@ -74,8 +74,9 @@ class SimulationResult:
         Today's deterministic stock (tCO2e) by level and group.
     elt : DataFrame or None
         Event loss table: ``path``, ``year``, ``sim_year`` (= path * years + year), ``mc_block`` (= path //
-        ``switches.mc_block_size``: the paths sharing a parameter draw or an antithetic pair, whose years are
-        not independent), ``event_id``, ``peril``, ``group`` (at ``loss_table_level``), ``loss_tco2e``.
+        ``mc_block_paths``: the paths sharing a parameter draw or an antithetic pair, whose years are not
+        independent), ``mc_block_paths`` (``switches.mc_block_size``, the same on every row), ``event_id``,
+        ``peril``, ``group`` (at ``loss_table_level``), ``loss_tco2e``.
     per_path : dict
         level -> array (metric, year, path, group), kept when asked (collateral and insurance use it).
     labels : dict
@@ -345,7 +346,8 @@ def assemble_result(setup: EngineSetup, store: ChunkStore, chunk_order: list[int
             "path": path, "year": year, "sim_year": path * cfg.years + year,
             # the block of paths whose draws are not independent (a parameter set, an antithetic pair): errors
             # of figures priced on this table count blocks (finance_engine.insurance.tables.mc_block_years)
-            "mc_block": path // sw.mc_block_size, "event_id": event_id,
+            "mc_block": path // sw.mc_block_size, "mc_block_paths": np.full(path.size, sw.mc_block_size, np.int64),
+            "event_id": event_id,
             "peril": pd.Categorical([code_to_name.get(int(c), str(c)) for c in pc]) if pc.size else
             pd.Categorical([]),
             "group": setup.aggregator.groups[cfg.loss_table_level].labels[raw["group"][order]],
