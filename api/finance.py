@@ -238,7 +238,8 @@ def check_collateral_inputs(pf: PortfolioRow, terms: dict[str, Any], loan: dict[
             own = {k: v for k, v in own.items() if isinstance(v, int) and not isinstance(v, bool)
                    and not any(e["field"].endswith("/" + k) for e in errors)}
         try:
-            check_crediting_terms(own, params)  # as the engine words it: "<term>: <reason>"
+            # as the engine words it: "<term>: <reason>"; the horizon where the terms were valid
+            check_crediting_terms(own, params, horizon_years=None if lt is None else lt.crediting_horizon_years)
         except LoanTermsError as exc:
             found = fields.errors(str(exc))
             for e in found:

@@ -103,21 +103,36 @@ def crediting_overrides(terms: LoanTerms | dict) -> dict[str, int]:
     return {k: get(k) for k in CREDITING_TERMS if get(k) is not None}
 
 
-def check_crediting_terms(terms: LoanTerms | dict, params, start_year: int | None = None) -> None:
+def check_crediting_terms(terms: LoanTerms | dict, params, start_year: int | None = None,
+                          horizon_years: int | None = None) -> None:
     """Refuse a crediting start year or period the crediting rules of ``params`` (a
-    :class:`~models.parameters.ModelParameters`) cannot take -- a start after the valuation's first year
-    (``start_year``, default the engine's), a period that ended before it or is shorter than a monitoring
-    period -- with a :class:`LoanTermsError` that starts with the term's name."""
+    :class:`~models.parameters.ModelParameters`) cannot take -- a start more than
+    :data:`~models.carbon.MAX_YEARS_TO_CREDITING_START` years after the valuation's first year (``start_year``,
+    default the engine's), a period that ended before it or is shorter than a monitoring period -- or, given the
+    valuation's crediting horizon (``horizon_years``, else the terms' ``crediting_horizon_years`` where they have
+    one), whose first verification falls after it (nothing would be credited: a value of 0) -- with a
+    :class:`LoanTermsError` that starts with the term's name."""
     from models.carbon import CreditingRules
     from models.dynamics import DEFAULT_START_YEAR
 
     own = crediting_overrides(terms)
     if not own:
         return
+    start = DEFAULT_START_YEAR if start_year is None else int(start_year)
     try:
-        CreditingRules.checked(params, start_year=DEFAULT_START_YEAR if start_year is None else start_year, **own)
+        rules = CreditingRules.checked(params, start_year=start, **own)
     except ValueError as exc:  # "crediting_period_years: the crediting period ... ended before the run's start"
         raise LoanTermsError(str(exc)) from None
+    if horizon_years is None:
+        horizon_years = terms.get("crediting_horizon_years") if isinstance(terms, dict) else \
+            getattr(terms, "crediting_horizon_years", None)
+    first = rules.first_issuance_year()
+    if horizon_years is not None and first is not None and first > int(horizon_years):
+        name = "crediting_start_year" if "crediting_start_year" in own else next(iter(own))
+        raise LoanTermsError(
+            f"{name}: the first verification, at the end of {start + first - 1}, falls after the "
+            f"{int(horizon_years)}-year crediting horizon ({start}-{start + int(horizon_years) - 1}): nothing would be "
+            f"credited in the valuation; lengthen crediting_horizon_years or value the loan nearer its crediting start")
 
 
 def balance_schedule(terms: LoanTerms) -> np.ndarray:

@@ -194,3 +194,24 @@ def test_the_buffer_counts_no_reversal_before_a_later_crediting_start():
 
     rev, gross = reversals_and_credits(SimpleNamespace(result=Result()), None, 8)
     assert rev.tolist() == [1.0] and gross.tolist() == [0.0]
+
+
+def test_a_crediting_start_whose_first_verification_is_beyond_the_horizon_is_refused(params, pledge):
+    """A start in 2071 valued over 30 years (2026-2055) credits nothing: its value was a silent 0 (an LTV of
+    infinity, a call on every path); it is refused naming the term, as are the registry's loans."""
+    from finance_engine.stress.registry import RegistryError, bind_registry, parse_registry
+
+    pf, _ = pledge
+    late = {**BASE, "crediting_horizon_years": 30, "crediting_start_year": 2071}
+    with pytest.raises(LoanTermsError, match=r"^crediting_start_year: the first verification, at the end of 2075, "
+                                             r"falls after the 30-year crediting horizon \(2026-2055\)"):
+        check_crediting_terms(LoanTerms(**late), params)
+    with pytest.raises(LoanTermsError, match="^crediting_start_year: the first verification"):
+        value_collateral(pf, params, late, project_id="P", paths=64, attribution=False)
+    # the last start whose first verification is inside the horizon: the end of 2055 (a start in 2051)
+    check_crediting_terms(LoanTerms(**{**late, "crediting_start_year": 2051}), params)
+    with pytest.raises(LoanTermsError):
+        check_crediting_terms(LoanTerms(**{**late, "crediting_start_year": 2052}), params)
+    reg = parse_registry({"loans": [{"id": "L", "project_id": "P", "terms": {**late, "term_years": 3}}]})
+    with pytest.raises(RegistryError, match=r"^loans.0.terms.crediting_start_year: the first verification"):
+        bind_registry(reg, pf, params)

@@ -18,8 +18,10 @@ def test_a_valuation_takes_the_projects_crediting_start_and_refuses_one_it_canno
     assert body["result"]["terms"]["crediting_start_year"] == 2019
     assert body["result"]["terms"]["crediting_period_years"] == 20
     # refused before any work, at the term, with the value given: a start more than 50 years after the
-    # valuation's first year, a period that ended before it, and one shorter than a monitoring period
+    # valuation's first year, one whose first verification falls after the crediting horizon, a period that ended
+    # before it, and one shorter than a monitoring period
     for bad, field in (({"crediting_start_year": 2081}, "crediting_start_year"),
+                       ({"crediting_start_year": 2071}, "crediting_start_year"),
                        ({"crediting_start_year": 1980}, "crediting_start_year"),
                        ({"crediting_period_years": 3}, "crediting_period_years")):
         problem = assert_problem(cv(bad), 422)
