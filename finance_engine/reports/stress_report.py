@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from finance_engine.reports.html import (NOT_RESOLVED_FOOTNOTE, figure_to_data_uri, render, table_html,
-                                         with_parameter_sd_text)
+from finance_engine.reports.html import (NOT_RESOLVED_FOOTNOTE, figure_to_data_uri, fmt_significant, render,
+                                         table_html, with_parameter_sd_text)
+from finance_engine.stress.buffer import BUFFER_NOTE, buffer_display_table
 
 # Romanised names of Lishui's nine counties for plot labels (the plotting fonts may lack CJK glyphs;
 # the tables keep the Chinese names).
@@ -53,6 +54,14 @@ def _by_metric(df: pd.DataFrame) -> pd.DataFrame:
     return df.set_index("scenario").T.rename_axis(index="metric", columns=None).reset_index()
 
 
+def _extra_table(name: str, df: pd.DataFrame) -> str:
+    """An extra table (buffer, levers) as HTML; the buffer's quantiles with their 95 % intervals, or not resolved
+    and the paths that would resolve them (:func:`finance_engine.stress.buffer.buffer_display_table`)."""
+    if name == "buffer":
+        return table_html(buffer_display_table(df, fmt=fmt_significant), digits=None)
+    return table_html(df, digits=None)
+
+
 def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: Mapping[str, pd.DataFrame] | None = None) -> str:
     """HTML report of a :class:`finance_engine.stress.run.StressResult` (works offline)."""
     # every figure with its Monte Carlo error; a parameter sd with its 95 % interval ("sd [low–high]"), a sd
@@ -81,7 +90,8 @@ def render_stress_report(r, title_suffix: str = "Lishui forest carbon", extra: M
         insurer=None if r.insurer.empty else table_html(_by_metric(r.insurer), digits=None),
         budget=None if r.budget.empty else table_html(_by_metric(r.budget.drop(columns=["note"])), digits=None),
         budget_note=None if r.budget.empty else str(r.budget["note"].iloc[0]),
-        extra={k: table_html(v, digits=None) for k, v in (extra or {}).items()}, notes=r.notes,
+        extra={k: _extra_table(k, v) for k, v in (extra or {}).items()},
+        extra_notes={k: BUFFER_NOTE for k in (extra or {}) if k == "buffer"}, notes=r.notes,
         provenance={k: v for k, v in r.provenance.items()})
 
 

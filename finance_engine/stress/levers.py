@@ -172,14 +172,20 @@ class ManagementAction:
         return m
 
     def landscape(self, portfolio: Portfolio, params: ModelParameters) -> tuple[ModelParameters, float]:
-        """Parameters for the changed portfolio's runs, and the region's host area whose pest control changed (ha).
+        """Parameters for the changed portfolio's runs, and the region's host area whose pest control changed (ha):
+        the host area the action moves between pest-control levels in the pine wilt landscape.
 
         Pine wilt spreads over the region's landscape, whose cells' infectivity follows the pest control
         of the region's pines. A ``pest_control`` action moves the treated parcels' host area in the
         landscape to the new level (:func:`models.perils.pine_wilt.with_pest_control`), so that it slows
         the spread between cells as well as the treated parcels' infection: all of it in the bureau's
         city-wide test (the portfolio is the region's registry), the portfolio's own share of its cells
-        otherwise. Other actions run on ``params`` as they are.
+        otherwise. Other actions run on ``params`` as they are, and move no host area: the landscape keeps
+        each cell's host area by pest-control level, which sets the cell's infectivity, and a species
+        conversion changes neither (a stand converted to ``mixed_conifer_broadleaf``, pine share 0.3, stays a
+        host at its pest-control level: the landscape the converted registry would give is the one the file
+        holds). The conversion's own effect, the treated stands' lower pine share, is in the parcels' runs
+        (:func:`pine_host_change`).
         """
         if self.pest_control is None:
             return params, 0.0
@@ -219,13 +225,47 @@ class ManagementAction:
             float(portfolio.area_ha[m].sum())
 
 
+def _pine_hosts(portfolio: Portfolio, params: ModelParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Per parcel: whether pine wilt counts it as a host (a tree species with a pine share above 0 below the
+    altitude limit, as :class:`models.perils.pine_wilt.PineWilt` selects them; none when pine wilt is off), and its
+    species' pine share."""
+    t = params.tables
+    sp = np.asarray(portfolio.species_code, dtype=np.intp)
+    share = np.asarray(t.pine_share, dtype=float)[sp]
+    block = params.perils.get("pine_wilt")
+    if block is None or not block.enabled:
+        return np.zeros(sp.size, dtype=bool), share
+    limit, taper = block.altitude_limit_m.value, block.altitude_taper_m.value
+    elev = np.asarray(portfolio.elevation_m, dtype=float)
+    below = (limit - elev > 0) if taper > 0 else (elev < limit)
+    return ~np.asarray(t.is_bamboo, dtype=bool)[sp] & (share > 0) & below, share
+
+
+def pine_host_change(portfolio: Portfolio, changed: Portfolio, params: ModelParameters,
+                     treated: np.ndarray) -> tuple[float, float]:
+    """What an action does to the treated parcels' pine wilt hosts: the treated host area (ha, the parcels pine
+    wilt counts as hosts before the action) and the pine-host area it removes (ha of pure pine: each treated
+    parcel's area times the fall of its pine share, a host before or after; a conversion of Masson pine, share
+    1, to mixed conifer-broadleaf, share 0.3, removes 0.7 of each host hectare)."""
+    host0, share0 = _pine_hosts(portfolio, params)
+    host1, share1 = _pine_hosts(changed, params)
+    area = np.asarray(portfolio.area_ha, dtype=float)
+    m = np.asarray(treated, dtype=bool)
+    before = np.where(host0, share0, 0.0)
+    after = np.where(host1, share1, 0.0)
+    return float(area[m & host0].sum()), float((area * (before - after))[m].sum())
+
+
 def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Sequence[ManagementAction],
                       settings: StressSettings | None = None, *, scenario=None, workers: int = 1) -> pd.DataFrame:
     """Effect of each action on the horizon sink and its risk, and its cost per added tCO2e.
 
-    Columns: action, treated_area_ha, landscape_host_area_changed_ha (the region's pine host area
-    whose pest control the action changes, so that it also slows pine wilt's spread between cells;
-    see :meth:`ManagementAction.landscape`), cost_cny, sink_mean_tco2e (baseline management and with the
+    Columns: action, treated_area_ha, pine_host_area_treated_ha (the treated area pine wilt counts as its
+    hosts), pine_host_area_removed_ha (ha of pure pine the action removes from the treated parcels: their area
+    times the fall of their pine share; :func:`pine_host_change`), landscape_host_area_changed_ha (the region's
+    pine host area whose *pest control* the action changes in the pine wilt landscape, so that it also slows
+    the spread between cells; 0 for a species conversion, which leaves the landscape as it is, and for fire
+    protection; see :meth:`ManagementAction.landscape`), cost_cny, sink_mean_tco2e (baseline management and with the
     action), added_mean_sink_tco2e and its paired MC standard error, added_risk_adjusted_sink_tco2e
     (mean - k sd), added_p05_sink_tco2e, cost_per_added_tco2e (of the risk-adjusted sink; inf when
     nothing is added), rank (cheapest first).
@@ -246,13 +286,15 @@ def management_levers(portfolio: Portfolio, params: ModelParameters, actions: Se
     for a in actions:
         pf, area = a.apply(portfolio, params)
         run_params, landscape_area = a.landscape(portfolio, params)
+        host_treated, host_removed = pine_host_change(portfolio, pf, params, a.treated(portfolio))
         x = sink(pf, run_params)
         d = x - base
         mom = nested_moments(d[:, None], st.switches.parameter_set_size, st.switches.draws_parameters,
                              st.switches.antithetic)  # the engine's antithetic pairs: the sd on pair means
         cost = a.cost_cny_per_ha_per_year * area * st.years
         added_ra = ra(x) - ra(base)
-        rows.append({"action": a.name, "treated_area_ha": area, "landscape_host_area_changed_ha": landscape_area,
+        rows.append({"action": a.name, "treated_area_ha": area, "pine_host_area_treated_ha": host_treated,
+                     "pine_host_area_removed_ha": host_removed, "landscape_host_area_changed_ha": landscape_area,
                      "cost_cny": cost,
                      "sink_mean_baseline_tco2e": float(base.mean()), "sink_mean_tco2e": float(x.mean()),
                      "added_mean_sink_tco2e": float(d.mean()), "added_mean_sink_mc_se": float(mom["mc_se"][0]),
@@ -282,10 +324,11 @@ def default_management_actions(portfolio: Portfolio | None = None) -> list[Manag
                          cost_cny_per_ha_per_year=float(c["enhanced_fire_protection"]["value"])),
         ManagementAction("enhanced pest control on pines", species=("masson_pine", "other_pines"),
                          pest_control="enhanced", cost_cny_per_ha_per_year=float(c["enhanced_pest_control"]["value"])),
-        ManagementAction("convert Masson pine to mixed broadleaf", species=("masson_pine",),
+        ManagementAction("convert Masson pine to mixed conifer-broadleaf", species=("masson_pine",),
                          species_to="mixed_conifer_broadleaf",
                          cost_cny_per_ha_per_year=float(c["pine_conversion"]["value"])),
     ]
 
 
-__all__ = ["LeverError", "ManagementAction", "default_management_actions", "management_levers", "policy_levers"]
+__all__ = ["LeverError", "ManagementAction", "default_management_actions", "management_levers", "pine_host_change",
+           "policy_levers"]

@@ -49,6 +49,7 @@ from finance_engine.simulation.engine import require_per_path
 from finance_engine.simulation.result import (CARRIED_PROVENANCE, SimulationResult, carried_provenance, code_version,
                                               start_stock_of, switches_dict)
 from finance_engine.simulation.summary import nested_moments, quantiles_with_ci
+from finance_engine.stress.areas import forced_area_notes
 from finance_engine.stress.registry import UNIT_PREFIX, BoundRegistry, Registry, RegistryError, bind_registry
 from finance_engine.stress.scenarios import StressScenario, load_scenario
 from finance_engine.value_regression import jackknife_groups
@@ -812,7 +813,6 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
     base_run = run_scenario(run_pf, params, base, st, horizon_years=H, extra_levels=extra, pms=pms, workers=workers,
                             chunk_paths=chunk_paths, progress=runs.of(0))
     ys, hs, prow, loans, pols, insr, bud, fps, meta = [], [], [], [], [], [], [], [], []
-    counties = set(run_pf.frame["county"])
     for k, s in enumerate(order):
         say(f"scenario {s.name}")
         run = base_run if s is base else run_scenario(run_pf, params, s, st, horizon_years=H, extra_levels=extra,
@@ -833,10 +833,8 @@ def run_stress_test(portfolio: Portfolio, params: ModelParameters, scenarios: It
             if footprints and registry.loans:
                 fps.append(pledged_footprints(bound, params, s, st, workers=workers))
         prow.append(_portfolio_row(s.name, hz, inst))
-        for _, peril, ev in s.forced_events:
-            missing = [c for c in ev.get("counties", []) if c not in counties]
-            if missing:
-                notes.append(f"{s.name}: forced {peril} names counties not in the portfolio (hit nothing): {missing}")
+        # the areas a forced event names that hold no parcel: a county the portfolio lacks, or a misspelt one
+        notes += forced_area_notes(s, run_pf, params, H)
         notes += timing_notes(s, st.years, H)
         d = s.describe()
         meta.append({"scenario": s.name, "version": s.version, "title": s.title, "sha256": s.sha256,

@@ -112,12 +112,21 @@ def _scenario_inputs(scns) -> list[tuple[str, str]]:
     return [(f"scenario file of {s.name}", f) for s in scns for f, _ in s.files]
 
 
-def _warn_timing(scns, years: int, reg) -> list[str]:
-    """What the scenarios' timing leaves out (finance_engine.stress.run.timing_notes), said before the run;
+def _warn_timing(scns, years: int, reg, pf=None, params=None) -> list[str]:
+    """What the scenarios' timing leaves out (finance_engine.stress.run.timing_notes) and, given the portfolio
+    and the parameters, the areas their forced events name that hold no parcel of it (a county it lacks, a name
+    that is no county of the region: finance_engine.stress.areas.forced_area_notes), said before the run;
     returns the notes said, which the result repeats."""
     from finance_engine.stress.run import stress_horizon, timing_notes
 
-    said = [n for s in scns for n in timing_notes(s, years, stress_horizon(years, reg))]
+    H = stress_horizon(years, reg)
+    said = []
+    for s in scns:
+        if pf is not None and params is not None:
+            from finance_engine.stress.areas import forced_area_notes
+
+            said += forced_area_notes(s, pf, params, H)
+        said += timing_notes(s, years, H)
     for n in said:
         note(f"warning: {n}")
     return said
@@ -162,7 +171,7 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
                              ("registry", _registry_path(registry_file)), *_scenario_inputs(scns)]) if output else None
     pf = load_portfolio_or_demo(portfolio, params)
     _bind(reg, pf, params, registry_file)
-    said = _warn_timing(scns, years, reg)
+    _warn_timing(scns, years, reg, pf, params)  # the result's notes repeat them, under the tables
     lv = tuple(dict.fromkeys(("portfolio", *levels, "county", "township")))
     st = StressSettings(years=years, paths=paths, seed=seed, levels=lv)
     bar = ProgressBar("stress test")  # the baseline's and every scenario's runs as one bar
@@ -198,10 +207,27 @@ def stress(ctx, portfolio, parameters, registry_file, years, paths, seed, worker
                                    "extra_loss_share_of_stock"]]))
     for k, v in extra.items():
         click.echo(f"\n{k}:")
-        click.echo(render_table(v))
-    for n in res.notes:
-        if n not in said:
-            note(n)
+        if k == "buffer":
+            from finance_engine.stress.buffer import BUFFER_NOTE
+
+            click.echo(render_table(_buffer_table(v)))
+            click.echo(BUFFER_NOTE)
+        else:
+            click.echo(render_table(v))
+    if res.notes:  # with the tables: a forced event that hit nothing reads beside its zero effect
+        click.echo("\nNotes:")
+        for n in res.notes:
+            click.echo(f"- {n}")
+
+
+def _buffer_table(df):
+    """The buffer-adequacy table as the terminal shows it (:func:`finance_engine.stress.buffer.buffer_display_table`:
+    each buffer quantile with its 95 % interval, or not resolved and the paths that would resolve it; the JSON and
+    the workbook keep every field)."""
+    from api.cli.tables import _fmt
+    from finance_engine.stress.buffer import buffer_display_table
+
+    return buffer_display_table(df, fmt=_fmt)
 
 
 #: the headline figures of a stress test, each shown with its Monte Carlo standard error
@@ -391,7 +417,7 @@ def reverse(portfolio, parameters, registry_file, years, paths, seed, workers, s
     params = load_model(parameters)
     pf = load_portfolio_or_demo(portfolio, params)
     _bind(reg, pf, params, registry_file)
-    _warn_timing([base], years, reg)
+    _warn_timing([base], years, reg, pf, params)
     try:
         r = reverse_stress_test(pf, params, shock=(kind, peril or None), metric=metric, threshold=threshold, lo=lo,
                                 hi=hi, base=base, registry=reg, settings=StressSettings(years=years, paths=paths, seed=seed),
@@ -453,11 +479,34 @@ def validate_scenario_file(file: str, fmt: str) -> None:
             for ln in lines:
                 click.echo(ln, err=True)
         raise CLIError(f"{file}: the scenario file is not valid") from exc
+    warnings = _scenario_area_warnings(s)
     if fmt == "json":
-        echo_json({"file": file, "kind": "scenario", "valid": True, **s.describe()})
+        echo_json({"file": file, "kind": "scenario", "valid": True, **s.describe(), "warnings": warnings})
     else:
         click.echo(f"{file}: OK, scenario {s.name} {s.version}, {len(s.forced_events)} forced event(s), "
                    f"sha256 {s.sha256[:12]}")
+        for w in warnings:
+            note(f"warning: {file}: {w}")
+
+
+def _scenario_area_warnings(s) -> list[str]:
+    """The names ``s``'s forced events give that are no county or township of the model's region (the parameter
+    file of ``--parameters``, else the default region's: its pine wilt landscape's labels, read with the file in
+    about 0.6 s; :func:`finance_engine.stress.areas.scenario_area_warnings`). A valid scenario may name a county a
+    portfolio lacks (it then hits nothing there); a name that is in no portfolio of the region is most likely
+    misspelt. A parameter file that cannot be read leaves the names unchecked (its own validation says why)."""
+    if not any(ev.get("counties") or ev.get("townships") for _, _, ev in s.forced_events):
+        return []
+    from finance_engine.stress.areas import scenario_area_warnings
+    from models.parameters import DEFAULT_REGION, ParameterError, load_parameters
+
+    ctx = click.get_current_context(silent=True)
+    ref = (ctx.params.get("parameters") if ctx is not None else None) or DEFAULT_REGION
+    try:
+        params = load_parameters(ref)
+    except (ParameterError, OSError, ValueError):
+        return []
+    return scenario_area_warnings(s, params)
 
 
 COMMANDS = [stress]
