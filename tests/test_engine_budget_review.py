@@ -273,3 +273,26 @@ def test_stress_runs_and_the_quote_skip_the_summary(portfolio, params, monkeypat
     monkeypatch.setattr(sim_pkg, "simulate", lambda *a, **k: asked.append(k.get("summarise", True)) or real(*a, **k))
     quote(StockLossCover(60.0), portfolio, params, paths=32, years=1, seed=1)
     assert asked == [False]
+
+
+def test_the_quote_counts_antithetic_pairs_as_units_without_parameter_sets():
+    """Antithetic paths without parameter draws: the independent units are the pairs (a jackknife deleting single
+    paths split them, and the mean's error over single paths overstated it by the pairs' negative correlation);
+    there is no parameter sd. Closed form: the error of the mean is the sd of the pair means over sqrt(pairs)."""
+    from finance_engine.insurance.quote import _Design
+
+    rng = np.random.default_rng(9)
+    u = rng.normal(size=32)
+    x = np.empty(64)
+    x[0::2], x[1::2] = 10 + u, 10 - u + 0.1 * rng.normal(size=32)        # mirrored pairs
+    d = _Design(64, (64, 1), 1, antithetic=True)
+    assert d.block == 2 and d.n_groups >= 2
+    se, psd, _ = d.mean_se_and_parameter_sd(x)
+    pairs = x.reshape(32, 2).mean(axis=1)
+    assert se == pytest.approx(pairs.std(ddof=1) / np.sqrt(32), rel=1e-12)
+    assert psd is None
+    assert se < 0.2 * (x.std(ddof=1) / np.sqrt(64))                       # far below the single paths' error
+    assert "antithetic pairs" in d.describe()
+    assert all(k[0::2].tolist() == k[1::2].tolist() for k in d.keep)     # a replicate deletes whole pairs
+    plain = _Design(64, (64, 1), 1)
+    assert plain.block == 1 and plain.mean_se_and_parameter_sd(x)[0] == pytest.approx(x.std(ddof=1) / 8)

@@ -365,7 +365,9 @@ class _Design:
     parameter sets when ``set_size > 1``); other figures a delete-a-group jackknife over groups of whole
     parameter sets (whole paths when ``set_size == 1``; single years without ``paths_years``). ``antithetic``:
     the paths come in antithetic pairs ``2j, 2j+1`` inside the sets (the engine's ``antithetic`` switch): the
-    parameter sd is then decomposed on the pair means (:func:`nested_moments`).
+    parameter sd is then decomposed on the pair means (:func:`nested_moments`); without parameter sets the pairs
+    are the independent units (``block`` 2: a jackknife deleting single paths split them, overstating the errors
+    by the pairs' negative correlation), and there is no parameter sd.
     """
 
     def __init__(self, n: int, paths_years: tuple[int, int] | None, set_size: int, antithetic: bool = False):
@@ -373,6 +375,9 @@ class _Design:
         self.paths_years = paths_years
         self.set_size = max(int(set_size), 1) if paths_years is not None else 1
         self.antithetic = bool(antithetic) and self.set_size > 1 and self.set_size % 2 == 0
+        # the independent units' paths: a parameter set, else an antithetic pair, else a path
+        # (models.dynamics.SimulationSwitches.mc_block_size)
+        self.block = self.set_size if self.set_size > 1 else (2 if antithetic and paths_years is not None else 1)
         if paths_years is not None:
             p, y = (int(v) for v in paths_years)
             if p * y != n:
@@ -380,7 +385,7 @@ class _Design:
             self.paths, self.years = p, y
         else:
             self.paths, self.years = self.n, 1
-        g, k = jackknife_groups(np.arange(self.paths), self.set_size)
+        g, k = jackknife_groups(np.arange(self.paths), self.block)
         self.n_groups = k
         if g is None:
             self.keep = None
@@ -389,7 +394,8 @@ class _Design:
             self.keep = [year_group != j for j in range(k)]
 
     def describe(self) -> str:
-        unit = "parameter sets" if self.set_size > 1 else "paths" if self.paths_years is not None else "years"
+        unit = ("parameter sets" if self.set_size > 1 else "antithetic pairs of paths" if self.block > 1
+                else "paths" if self.paths_years is not None else "years")
         text = f"means and probabilities: sd of {unit} / sqrt(count), 95 % CI with Student's t"
         if self.keep is None:
             return text + "; other figures: too few groups for a jackknife error"
@@ -405,7 +411,7 @@ class _Design:
     def mean_t(self) -> float | None:
         """Student's t for a 95 % interval of a mean from its error over ``units`` independent units (years
         without ``paths_years``, else complete parameter sets or paths): ``units - 1`` degrees of freedom."""
-        units = self.n if self.paths_years is None else self.paths // self.set_size
+        units = self.n if self.paths_years is None else self.paths // self.block
         return float(stats.t.ppf(0.975, units - 1)) if units >= 2 else None
 
     def mean_se(self, x: np.ndarray) -> tuple[float, float | None]:
@@ -428,7 +434,7 @@ class _Design:
         if self.paths_years is None:
             return (mean_se(x) if x.size > 1 else 0.0), None, (None, None)
         pm = x.reshape(self.paths, self.years).mean(axis=1)
-        se = mean_se(pm, self.set_size)
+        se = mean_se(pm, self.block)
         psd, ci = None, (None, None)
         if self.set_size > 1:
             mo = nested_moments(pm[:, None], self.set_size, True, self.antithetic)
@@ -742,7 +748,7 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
     # parameter set, are correlated; means take their error over path means (between sets), the other
     # figures a jackknife over whole sets, and the quantile and tail errors count such groups
     design = _Design(n, paths_years, parameter_set_size, antithetic)
-    group = paths_years[1] * max(int(parameter_set_size), 1) if paths_years is not None else 1
+    group = paths_years[1] * design.block if paths_years is not None else 1
     reestimated = losses.replicate is not None and design.keep is not None
     if losses.replicate is not None and paths_years is None:
         raise InsuranceInputError("a cover that re-estimates terms on the sample needs paths_years")
