@@ -456,6 +456,7 @@ def prepare_stress(s: Session, who: Principal, body, models=None, portfolios=Non
     pf = get_owned(s, PortfolioRow, body.portfolio_id, who, "portfolio")
     registry = dict(body.registry) if body.registry else None
     notes: list[str] = []
+    n_own = len((registry or {}).get("loans") or [])  # the body's own loans; registered ones follow them
     if body.use_registered_loans:
         loans, notes = registered_loans_registry(s, who, pf)
         if loans:
@@ -488,11 +489,22 @@ def prepare_stress(s: Session, who: Principal, body, models=None, portfolios=Non
 
         params = models.get(pf.region)
         for i, ln in enumerate(reg.loans):  # a loan's own crediting start and period, as the run will check them
-            try:
-                check_loan_crediting(f"registry.loans.{i}.terms", ln.terms, params)
+            if i < n_own:  # the body's own loan: named at its place in the body
+                try:
+                    check_loan_crediting(f"registry.loans.{i}.terms", ln.terms, params)
+                except RegistryError as exc:
+                    raise ApiProblem(422, f"loan {ln.id}: {exc}", kind="invalid-stress-test",
+                                     errors=[{"field": f"body/registry/loans/{i}/terms", "reason": str(exc)}]) from None
+                continue
+            try:  # a registered loan (use_registered_loans): not in the body, named by its resource and term
+                check_loan_crediting("terms", ln.terms, params)
             except RegistryError as exc:
-                raise ApiProblem(422, f"loan {ln.id}: {exc}", kind="invalid-stress-test",
-                                 errors=[{"field": f"body/registry/loans/{i}/terms", "reason": str(exc)}]) from None
+                name, _, reason = str(exc).removeprefix("terms.").partition(":")
+                held = LOAN_TERMS.get(name, name)
+                raise ApiProblem(422, f"registered loan {ln.id} (/v1/loans/{ln.id}): terms.{held}: {reason.strip()}",
+                                 kind="invalid-stress-test",
+                                 errors=[{"field": f"loan/{ln.id}/terms/{held}", "value": getattr(ln.terms, name, None),
+                                          "reason": reason.strip()}]) from None
     if models is not None and portfolios is not None:
         check_stress_per_path(pf, body, reg, horizon, models, portfolios)
     runs = 1 + len({sc.sha256 for sc in scns})

@@ -16,12 +16,13 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from api.db.models import AuditRecord, FinanceResult, PortfolioRow, ResultArtifact, RetainedPortfolio, SimulationRun, utcnow
@@ -387,39 +388,122 @@ def check_loss_table_rows(filename: str, data: bytes, *, max_rows: int, max_deco
                                      title=None)
 
 
-def results_needing_data(s: Session, tenant_id: str, portfolio_id: str, data_sha256: str) -> list[str]:
+#: the artifact that marks a valuation whose memo this code cannot render: its re-run did not reproduce the stored
+#: numbers (409 ``conflict``); such a valuation needs no portfolio data kept for it (:func:`results_needing_data`)
+MEMO_REFUSED = "memo.refused"
+
+
+def job_cells(s: Session, tenant_id: str, job_id: str | None) -> int | None:
+    """The pledged parcel-path-years of a valuation that ran as the job ``job_id`` (its ``collateral.submit``
+    audit record says); None for one answered in its request (it was within the limit then)."""
+    if not job_id:
+        return None
+    rec = s.scalar(select(AuditRecord).where(AuditRecord.tenant_id == tenant_id,
+                                             AuditRecord.action == "collateral.submit",
+                                             AuditRecord.resource_id == job_id).limit(1))
+    cells = (rec.detail or {}).get("cells") if rec is not None else None
+    return int(cells) if isinstance(cells, (int, float)) else None
+
+
+def results_needing_data(s: Session, tenant_id: str, portfolio_id: str, data_sha256: str, sync_max: int) -> list[str]:
     """Ids of the stored results that still need the portfolio's data to be rendered: collateral valuations of
-    that data whose memo is not stored yet (the memo re-runs the valuation, since its value paths are not kept)."""
-    memo = select(ResultArtifact.result_id).where(ResultArtifact.result_id == FinanceResult.id,
-                                                  ResultArtifact.name == "memo.html")
-    return list(s.scalars(select(FinanceResult.id).where(
+    that data whose memo is not stored yet and can still be rendered in a request (the memo re-runs the valuation,
+    since its value paths are not kept). Not those whose memo never will be: a job-sized valuation (over
+    ``sync_max`` cells, :func:`job_cells`) whose job stored no memo (409 ``memo-not-rendered``), or one whose
+    re-run did not reproduce it (:data:`MEMO_REFUSED`)."""
+    done = select(ResultArtifact.result_id).where(ResultArtifact.result_id == FinanceResult.id,
+                                                  ResultArtifact.name.in_(("memo.html", MEMO_REFUSED)))
+    rows = s.execute(select(FinanceResult.id, FinanceResult.job_id).where(
         FinanceResult.tenant_id == tenant_id, FinanceResult.kind == "collateral",
         FinanceResult.portfolio_id == portfolio_id, FinanceResult.portfolio_sha256 == data_sha256,
-        ~memo.exists()).order_by(FinanceResult.id)))
+        ~done.exists()).order_by(FinanceResult.id)).all()
+    out = []
+    for rid, job_id in rows:
+        cells = job_cells(s, tenant_id, job_id)
+        if cells is None or cells <= sync_max:
+            out.append(rid)
+    return out
 
 
-def retain_portfolio_data(s: Session, row: PortfolioRow, needed: bool = False) -> list[str]:
-    """Before ``row`` is deleted: keep its data (:class:`RetainedPortfolio`) when stored results still need it
-    (:func:`results_needing_data`); returns their ids (none: nothing is kept). ``needed``: keep it anyway (a
-    result about to be stored needs it)."""
-    need = results_needing_data(s, row.tenant_id, row.id, row.data_sha256)
-    if (need or needed) and s.get(RetainedPortfolio, row.id) is None:
-        s.add(RetainedPortfolio(id=row.id, tenant_id=row.tenant_id, source=row.source, region=row.region,
-                                data_sha256=row.data_sha256, data_parquet=row.data_parquet))
-        s.flush()
-    return need
+def _insert_ignore(s: Session, values: dict[str, Any]) -> None:
+    """INSERT the retained row unless one with its id is there (committed meanwhile by a concurrent save or delete:
+    PostgreSQL waits for it, then does nothing; SQLite's writers are serialised)."""
+    dialect = s.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        s.execute(insert(RetainedPortfolio).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+        return
+    from sqlalchemy import insert as plain_insert
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with s.begin_nested():  # a savepoint: losing the race leaves the rest of the transaction intact
+            s.execute(plain_insert(RetainedPortfolio).values(**values))
+    except IntegrityError:
+        if s.get(RetainedPortfolio, values["id"], populate_existing=True) is None:
+            raise
 
 
-def release_portfolio_data(s: Session, tenant_id: str, portfolio_id: str) -> bool:
-    """Drop a deleted portfolio's retained data once no stored result needs it any more (the last memo that
-    needed it is stored); True when it was dropped."""
-    kept = s.get(RetainedPortfolio, portfolio_id)
-    if kept is None or kept.tenant_id != tenant_id or results_needing_data(s, tenant_id, portfolio_id,
-                                                                           kept.data_sha256):
+def retain_portfolio_data(s: Session, row: PortfolioRow, *, sync_max: int, days: float,
+                          now: datetime | None = None) -> tuple[list[str], datetime | None]:
+    """Before ``row`` is deleted (or once a result was stored after it was): keep its data
+    (:class:`RetainedPortfolio`) for ``days`` when stored results still need it (:func:`results_needing_data`).
+    Returns (their ids, until when the data is kept); ([], None): nothing is kept (nothing needs it, or
+    ``days`` is 0). Idempotent: of concurrent calls for one portfolio one row is written, and the first expiry
+    stands."""
+    need = results_needing_data(s, row.tenant_id, row.id, row.data_sha256, sync_max)
+    if not need or days <= 0:
+        return [], None
+    now = now or utcnow()
+    _insert_ignore(s, dict(id=row.id, tenant_id=row.tenant_id, source=row.source, region=row.region,
+                           data_sha256=row.data_sha256, data_parquet=row.data_parquet, deleted_at=now,
+                           expires_at=now + timedelta(days=days)))
+    kept = s.get(RetainedPortfolio, row.id, populate_existing=True)
+    return need, kept.expires_at if kept is not None else None
+
+
+def _drop_retained(s: Session, kept_id: str, tenant_id: str, key_id: str, reason: str, *extra) -> bool:
+    """Delete one retained row (conditional: of concurrent drops one is audited) with its audit record."""
+    if s.execute(delete(RetainedPortfolio).where(RetainedPortfolio.id == kept_id, *extra)
+                 .execution_options(synchronize_session=False)).rowcount != 1:
         return False
-    s.delete(kept)
-    s.flush()
+    audit_record(s, tenant_id, key_id, "portfolio.data_dropped", "portfolio", kept_id, reason=reason)
     return True
+
+
+def release_portfolio_data(s: Session, tenant_id: str, portfolio_id: str, sync_max: int, *, key_id: str = "-",
+                           reason: str = "no memo left to render") -> bool:
+    """Drop a deleted portfolio's retained data once no stored result needs it any more (the last memo that
+    needed it is stored, or can no longer be rendered); True when it was dropped (audited:
+    ``portfolio.data_dropped``)."""
+    kept = s.get(RetainedPortfolio, portfolio_id, populate_existing=True)
+    if kept is None or kept.tenant_id != tenant_id or results_needing_data(s, tenant_id, portfolio_id,
+                                                                           kept.data_sha256, sync_max):
+        return False
+    return _drop_retained(s, portfolio_id, tenant_id, key_id, reason)
+
+
+def purge_retained_data(s: Session, now: datetime | None = None, *, ids: list[str] | None = None,
+                        key_id: str = "-") -> list[dict[str, Any]]:
+    """Drop the retained data of deleted portfolios that expired (``expires_at`` passed), or with ``ids`` those
+    portfolios' whatever their expiry (an administrator's purge); each drop is audited in the portfolio's
+    tenant (``portfolio.data_dropped``). Returns what was dropped: ``{portfolio_id, tenant_id, expires_at}``."""
+    now = now or utcnow()
+    q = select(RetainedPortfolio.id, RetainedPortfolio.tenant_id, RetainedPortfolio.expires_at)
+    q = q.where(RetainedPortfolio.id.in_(list(ids))) if ids is not None else q.where(RetainedPortfolio.expires_at <= now)
+    out = []
+    for pid, tenant_id, expires_at in s.execute(q.order_by(RetainedPortfolio.id)).all():
+        if ids is not None:
+            done = _drop_retained(s, pid, tenant_id, key_id, "purged by an administrator")
+        else:
+            done = _drop_retained(s, pid, tenant_id, key_id, f"expired on {expires_at.isoformat()}",
+                                  RetainedPortfolio.expires_at <= now)
+        if done:
+            out.append({"portfolio_id": pid, "tenant_id": tenant_id, "expires_at": expires_at.isoformat()})
+    return out
 
 
 #: the engine's loss-table rules (``finance_engine.insurance.tables``), by the words of its message -> the rule
@@ -783,6 +867,7 @@ __all__ = ["LossTableError", "ModelRegistry", "PortfolioCache", "SIMULATION_FIEL
            "cells", "check_filters", "check_loss_table_rows", "check_simulation_request", "clean", "count", "csv_rows_over",
            "filter_problem", "first_bad_row", "loss_table_rule", "frame_from_geojson", "frame_from_records", "frame_from_upload", "get_owned",
            "internal_job_problem", "job_problem", "new_id", "own_provenance", "page", "parquet_footer",
-           "plausible_id", "portfolio_summary", "records", "release_portfolio_data", "result_identity",
-           "results_needing_data", "retain_portfolio_data", "run_out", "run_simulation",
+           "plausible_id", "portfolio_summary", "purge_retained_data", "records", "release_portfolio_data",
+           "result_identity", "results_needing_data", "retain_portfolio_data", "MEMO_REFUSED", "job_cells", "run_out",
+           "run_simulation",
            "sha256_json", "store_portfolio", "store_run", "task_price_layer", "validate", "zip_decoded_bytes"]

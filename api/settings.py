@@ -94,6 +94,10 @@ class Settings:
     layer_max_json_rows : int
         Most rows of an event loss table sent as JSON (inline ``rows`` or a ``.json`` file): each row is
         a Python object in the server (about 0.5 kB), five times what a CSV or Parquet row costs.
+    retained_data_days : float
+        How long a deleted portfolio's data is kept for the memos of its valuations that are not rendered
+        yet (days, default 30; ``CRE_RETAINED_DATA_DAYS``): after that it is purged, and those memos answer
+        404. 0 keeps nothing: a delete removes the data at once.
     """
 
     database_url: str = field(default_factory=default_database_url)
@@ -118,6 +122,7 @@ class Settings:
     max_upload_decoded_bytes: int = 512 * 1024 * 1024
     layer_max_rows: int = 1_000_000
     layer_max_json_rows: int = 200_000
+    retained_data_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -151,6 +156,7 @@ class Settings:
             max_upload_decoded_bytes=max(1, _int(env, "CRE_MAX_UPLOAD_DECODED_BYTES", base.max_upload_decoded_bytes)),
             layer_max_rows=max(1, _int(env, "CRE_LAYER_MAX_ROWS", base.layer_max_rows)),
             layer_max_json_rows=max(1, _int(env, "CRE_LAYER_MAX_JSON_ROWS", base.layer_max_json_rows)),
+            retained_data_days=min(36_500.0, max(0.0, _float(env, "CRE_RETAINED_DATA_DAYS", base.retained_data_days))),
         )
         return replace(s, **overrides) if overrides else s
 

@@ -78,7 +78,9 @@ class PortfolioRow(Base):
 class RetainedPortfolio(Base):
     """The data of a deleted portfolio that a stored result still needs to be rendered: a collateral valuation
     whose memo (rendered from the value paths, which are not stored, by re-running the valuation on this data)
-    was not rendered yet. Written by the portfolio's delete, removed once no result needs it; never listed."""
+    was not rendered yet and still can be (:func:`api.services.results_needing_data`). Written by the
+    portfolio's delete, removed once no result needs it or at ``expires_at`` (``CRE_RETAINED_DATA_DAYS`` after
+    the delete: :func:`api.services.purge_retained_data`); never listed."""
 
     __tablename__ = "retained_portfolios"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the deleted portfolio's id
@@ -88,6 +90,7 @@ class RetainedPortfolio(Base):
     data_sha256: Mapped[str] = mapped_column(String(64))
     data_parquet: Mapped[bytes] = mapped_column(LargeBinary)
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Instrument(Base):

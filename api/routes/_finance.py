@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref
-from api.db.models import FinanceResult, PortfolioRow, ResultArtifact, RetainedPortfolio
+from api.db.models import FinanceResult, PortfolioRow, ResultArtifact, RetainedPortfolio, utcnow
 from api.finance import ERROR_KINDS, INPUT_ERRORS, KIND_PATH, TASKS, check_limit, code_version, problem_fields, \
     problem_from, put_artifact, result_out, store_result
 from api.finance_schemas import FinanceResultOut
@@ -83,15 +83,10 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
 
     def save():
         with state.db.session() as s:
-            if kind == "collateral" and pf is not None:
-                # a valuation's memo re-runs it on its portfolio's data: a delete of the portfolio that commits
-                # while this result is saved keeps the data for it (the shared lock orders the two; SQLite
-                # serialises writers)
-                if s.scalar(select(PortfolioRow.id).where(PortfolioRow.id == pf.id)
-                            .with_for_update(read=True)) is None:
-                    retain_portfolio_data(s, pf, needed=True)
             row = store_result(s, kind=kind, tenant_id=who.tenant_id, key_id=who.key_id, pf=pf,
                                instrument_id=inst_id, req=req, result=out, job_id=None, request_id=rid)
+            if kind == "collateral" and pf is not None:
+                keep_data_for(s, state.settings, who, pf)
             for name, (media, content) in artifacts.items():
                 put_artifact(s, row.id, name, media, content)
             audit(s, who, f"{kind}.create", kind, row.id, request_sha256=row.request_sha256,
@@ -101,6 +96,22 @@ async def create_result(request: Request, who: Principal, kind: str, prepare: Ca
     body = await run_in_threadpool(save)
     return JSONResponse(encode(FinanceResultOut, body), status_code=201,
                         headers={"Location": f"/v1/{KIND_PATH[kind]}/{body['id']}"})
+
+
+def keep_data_for(s: Session, settings, who: Principal, pf: PortfolioRow) -> None:
+    """After a valuation of ``pf`` is inserted (in ``s``'s transaction, not committed): its memo re-runs it on its
+    portfolio's data, so a delete of the portfolio that committed before this transaction can see the result
+    must keep the data for it. The insert comes first: on SQLite it takes the write lock (pysqlite begins the
+    transaction at the first write, and ignores FOR SHARE), so a delete either committed before it (the portfolio
+    is gone here: the data is kept now) or waits for this commit (and sees the result: the delete keeps it); on
+    PostgreSQL the shared lock waits for a delete holding the row, and a delete after it waits for this commit."""
+    if s.scalar(select(PortfolioRow.id).where(PortfolioRow.id == pf.id).with_for_update(read=True)) is not None:
+        return
+    kept_for, until = retain_portfolio_data(s, pf, sync_max=settings.sync_max_cells, days=settings.retained_data_days)
+    if kept_for:
+        audit(s, who, "portfolio.data_kept", "portfolio", pf.id, data_kept_for=kept_for[:100],
+              data_kept_until=until.isoformat() if until else None,
+              reason="a valuation of the portfolio was stored as it was deleted")
 
 
 def list_results(s: Session, who: Principal, kind: str, portfolio_id: str | None, paging) -> dict[str, Any]:
@@ -147,12 +158,17 @@ def portfolio_of(s: Session, who: Principal, row: FinanceResult) -> PortfolioRow
     pf = s.get(PortfolioRow, row.portfolio_id) if row.portfolio_id else None
     if pf is None or pf.tenant_id != who.tenant_id:
         pf = s.get(RetainedPortfolio, row.portfolio_id) if row.portfolio_id else None
+        if pf is not None and pf.expires_at <= utcnow():  # (purged at the next delete, memo request or admin purge)
+            pf = None
     if pf is None or pf.tenant_id != who.tenant_id:
-        raise ApiProblem(404, f"the portfolio {row.portfolio_id!r} of this result was deleted", kind="not-found")
+        raise ApiProblem(404, f"the portfolio {row.portfolio_id!r} of this result was deleted (a deleted portfolio's "
+                              "data is kept only for the memos of its valuations, for CRE_RETAINED_DATA_DAYS)",
+                         kind="not-found")
     if pf.data_sha256 != row.portfolio_sha256:
         raise ApiProblem(409, "the result's portfolio data changed", kind="conflict")
     return pf
 
 
 __all__ = ["CREATED", "HTML", "REPORT_CSP", "XLSX_TYPE", "artifact", "create_result", "download", "get_result",
+           "keep_data_for",
            "list_results", "portfolio_of"]

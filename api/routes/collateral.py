@@ -3,22 +3,23 @@ HTML collateral memo. Roles: bank and bureau (the roles that register loans)."""
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.compute import pf_ref, task_collateral_memo
-from api.db.models import AuditRecord, RetainedPortfolio
-from api.finance import prepare_collateral, put_artifact
+from api.db.models import RetainedPortfolio, utcnow
+from api.finance import code_version, prepare_collateral, put_artifact
 from api.finance_schemas import CollateralRequest, FinanceResultOut
 from api.problems import ApiProblem
 from api.routes._finance import CREATED, HTML, artifact, create_result, download, get_result, list_results, portfolio_of
 from api.routes.common import AUTH_PROBLEMS, DB_SESSION, Paging
 from api.schemas import ID_PATTERN, Page
 from api.security import Principal, require_roles
-from api.services import release_portfolio_data
+from api.services import MEMO_REFUSED, job_cells, purge_retained_data, release_portfolio_data
 
 router = APIRouter(prefix="/v1/collateral-valuations", tags=["collateral"], responses=AUTH_PROBLEMS)
 lender = require_roles("bank", "bureau")
@@ -81,35 +82,58 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
     stores it; for one answered in its request, the first memo request re-runs the valuation in the compute
     pool with its stored request and seed (the same numbers, checked against the stored result) and the
     memo is kept for later; concurrent first requests share that one run. Deleting the portfolio keeps the data
-    this re-run needs until the memo is stored. A valuation larger than
+    this re-run needs until the memo is stored, for at most ``CRE_RETAINED_DATA_DAYS`` (then 404; expired data
+    is purged at each memo request). A valuation larger than
     ``CRE_SYNC_MAX_CELLS`` whose job stored no memo (made before jobs rendered them) is not re-run in a
     request: 409 ``memo-not-rendered``."""
     state = request.app.state
     sync_max = state.settings.sync_max_cells
+
+    def purge():  # expired data of deleted portfolios goes first (its own transaction: kept whatever this answers)
+        with state.db.session() as s:
+            purge_retained_data(s)  # (audited in each tenant as the server's, key "-")
 
     def load():
         with state.db.session() as s:
             row = get_result(s, who, "collateral", valuation_id)
             a = artifact(s, row.id, "memo.html")
             if a is not None:
-                return row, None, a.content
+                return row, None, a.content, None
             pf = portfolio_of(s, who, row)
-            cells = _job_cells(s, row)
+            cells = job_cells(s, row.tenant_id, row.job_id)
             if cells is not None and cells > sync_max:
-                raise ApiProblem(
+                return row, pf, None, ApiProblem(
                     409, f"the memo of a job-sized valuation ({cells:,} pledged parcel-path-years, over the "
                          f"{sync_max:,} answered in a request: CRE_SYNC_MAX_CELLS) is not rendered in a request, which "
                          "would re-run the whole valuation, and its job (made before jobs rendered memos) stored "
                          "none. Value the loan again: a job renders its memo, or with fewer paths (within "
                          "CRE_SYNC_MAX_CELLS) it is answered at once",
                     kind="memo-not-rendered", title="Memo not rendered", limit=sync_max, cells=cells)
-            return row, pf, None
+            return row, pf, None, None
 
-    row, pf, content = await run_in_threadpool(load)
+    def release(pf, reason: str) -> None:
+        """A deleted portfolio's data kept for memos like this one: dropped once none is left to render."""
+        if isinstance(pf, RetainedPortfolio):
+            with state.db.session() as s:
+                release_portfolio_data(s, row.tenant_id, pf.id, sync_max, key_id=who.key_id, reason=reason)
+
+    await run_in_threadpool(purge)
+    row, pf, content, refused = await run_in_threadpool(load)
+    if refused is not None:  # never rendered in a request: no data is kept for it
+        await run_in_threadpool(release, pf, "no memo left to render")
+        raise refused
     if content is None:
         async def render() -> bool:
             html, again = await state.compute.run(task_collateral_memo, pf_ref(pf), row.request)
             if not _reproduces(_numbers(row.result), _numbers(again)):
+                def refuse():  # marked, so no deleted portfolio's data is kept for this memo
+                    with state.db.session() as s:
+                        put_artifact(s, row.id, MEMO_REFUSED, "application/json", json.dumps(
+                            {"code_version": code_version(), "at": utcnow().isoformat(),
+                             "reason": "the re-run did not reproduce the stored valuation"}).encode("utf-8"))
+                    release(pf, "the memo cannot be rendered: this code version does not reproduce the valuation")
+
+                await run_in_threadpool(refuse)
                 raise ApiProblem(409, "this code version does not reproduce the stored valuation; the memo is not "
                                       "rendered", kind="conflict")
 
@@ -117,7 +141,8 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
                 with state.db.session() as s:
                     put_artifact(s, row.id, "memo.html", "text/html; charset=utf-8", html.encode("utf-8"))
                     if isinstance(pf, RetainedPortfolio):  # a deleted portfolio's data, kept for memos like this
-                        release_portfolio_data(s, row.tenant_id, pf.id)
+                        release_portfolio_data(s, row.tenant_id, pf.id, sync_max, key_id=who.key_id,
+                                               reason="the memos it was kept for are rendered")
 
             await run_in_threadpool(save)
             return True  # (the memo is in the database: the cache keeps only this mark, not the HTML)
@@ -134,18 +159,6 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
 
         content = await run_in_threadpool(stored)
     return download(content, "text/html; charset=utf-8", f"collateral-memo-{row.id}.html")
-
-
-def _job_cells(s, row) -> int | None:
-    """The pledged parcel-path-years of a valuation that ran as a job (its ``collateral.submit`` audit record
-    says); None for one answered in its request (it was within the limit then)."""
-    if not row.job_id:
-        return None
-    rec = s.scalar(select(AuditRecord).where(AuditRecord.tenant_id == row.tenant_id,
-                                             AuditRecord.action == "collateral.submit",
-                                             AuditRecord.resource_id == row.job_id).limit(1))
-    cells = (rec.detail or {}).get("cells") if rec is not None else None
-    return int(cells) if isinstance(cells, (int, float)) else None
 
 
 __all__ = ["router"]

@@ -32,6 +32,7 @@ from api.services import (
     frame_from_upload,
     get_owned,
     page,
+    purge_retained_data,
     records,
     retain_portfolio_data,
     store_portfolio,
@@ -196,17 +197,23 @@ def get_portfolio(portfolio_id: str, request: Request, paging: Paging = Depends(
 @router.delete("/{portfolio_id}", status_code=204,
                summary="Delete a portfolio (its results are kept; 409 while loans or policies are registered "
                        "against it, unless cascade=true)")
-def delete_portfolio(portfolio_id: str,
+def delete_portfolio(portfolio_id: str, request: Request,
                      cascade: bool = Query(False, description="also delete the loans and policies registered "
                                                               "against it (each gets an audit record)"),
                      who: Principal = Depends(analyst), s: Session = DB_SESSION):
     """Deletes the portfolio; stored results (simulations, valuations, quotes, stress tests) are kept, and so
-    is what they still need: the portfolio's data is kept apart (never listed) while a collateral valuation of
-    it has no rendered memo yet, so that memo can still be rendered, and dropped once it is (the audit record's
-    ``data_kept_for`` names those valuations).
+    is what they still need: the portfolio's data is kept apart (never listed, never usable for new work) while
+    a collateral valuation of it has a memo not rendered yet that a request can still render, so that memo can
+    be, for at most ``CRE_RETAINED_DATA_DAYS`` days (default 30; 0 keeps nothing); it is dropped once those memos
+    are stored (or can no longer be rendered), and purged when it expires. The answer stays 204 with no body:
+    the ``portfolio.delete`` audit record says what was kept, ``data_kept_for`` (those valuations) and
+    ``data_kept_until`` (null: nothing was kept), and a ``portfolio.data_dropped`` record says when it went.
     While loans or policies are registered against it the answer is 409 ``portfolio-has-instruments``
     listing them: delete them first (each deletion is audited), or give ``cascade=true`` to delete
     them with it, each with its own audit record."""
+    settings = request.app.state.settings
+    with request.app.state.db.session() as purging:  # expired data of deleted portfolios (committed whatever follows)
+        purge_retained_data(purging)  # (audited in each tenant as the server's, key "-")
     row = get_owned(s, PortfolioRow, portfolio_id, who, "portfolio")
     # the portfolio row locked first (PostgreSQL; SQLite serialises writers): a loan being registered against it
     # meanwhile waits for this delete, then finds no portfolio (404), and is never removed unaudited
@@ -238,14 +245,17 @@ def delete_portfolio(portfolio_id: str,
         audit(s, who, f"{inst.kind}.delete", inst.kind, inst.id, portfolio_id=row.id, cascade_from=row.id,
               name=inst.name, terms=inst.terms)
     # the results are kept, and so is what they still need of the portfolio: the data of a valuation whose memo
-    # is not rendered yet (its memo re-runs the valuation), kept apart and dropped once the memos are stored
-    kept_for = retain_portfolio_data(s, row)
+    # is not rendered yet and can be (its memo re-runs the valuation), kept apart until the memos are stored or
+    # the data expires
+    kept_for, kept_until = retain_portfolio_data(s, row, sync_max=settings.sync_max_cells,
+                                                 days=settings.retained_data_days)
     # conditional: of concurrent deletes of one portfolio, one is 204 with its audit records, the others 404
     if s.execute(delete(PortfolioRow).where(PortfolioRow.id == row.id, PortfolioRow.tenant_id == who.tenant_id)
                  .execution_options(synchronize_session=False)).rowcount != 1:
         raise ApiProblem(404, f"no portfolio {portfolio_id!r}", kind="not-found")
     audit(s, who, "portfolio.delete", "portfolio", portfolio_id, cascade=bool(gone),
-          deleted_instruments=sorted(g.id for g in gone), data_kept_for=kept_for[:100])
+          deleted_instruments=sorted(g.id for g in gone), data_kept_for=kept_for[:100],
+          data_kept_until=kept_until.isoformat() if kept_until else None)
     return Response(status_code=204)
 
 

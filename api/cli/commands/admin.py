@@ -1,4 +1,5 @@
-"""``carbon-risk admin``: tenants and API keys of the HTTP service."""
+"""``carbon-risk admin``: tenants and API keys of the HTTP service, and the data deleted portfolios left
+for the memos of their valuations."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ db_option = click.option("--database-url", default=None, metavar="URL",
 
 @click.group("admin")
 def admin_cmd():
-    """Manage tenants and API keys.
+    """Manage tenants and API keys, and the data kept of deleted portfolios.
 
     \b
     Examples:
@@ -38,6 +39,8 @@ def admin_cmd():
       carbon-risk admin key create --tenant "Lishui Rural Bank" --expires-days 90
       carbon-risk admin key revoke 3f9a0c1d2e4b
       carbon-risk admin tenant list
+      carbon-risk admin retained list
+      carbon-risk admin retained purge
     """
 
 
@@ -142,6 +145,64 @@ def key_revoke(key_id, database_url):
     except SecurityError as exc:
         raise CLIError(str(exc)) from exc
     click.echo(f"revoked key {key_id}")
+
+
+@admin_cmd.group("retained")
+def retained_grp():
+    """The data of deleted portfolios kept for the memos of their valuations not rendered yet (for
+    CRE_RETAINED_DATA_DAYS after the delete; the server purges what expired at each portfolio delete and memo
+    request)."""
+
+
+@retained_grp.command("list")
+@db_option
+@format_option
+def retained_list(database_url, fmt):
+    """List the kept data: portfolio id, tenant, deleted and expiry times, size."""
+    import pandas as pd
+    from sqlalchemy import func, select
+
+    from api.db.models import RetainedPortfolio, Tenant
+
+    db = _db(database_url)
+    with db.session() as s:
+        rows = [{"portfolio_id": r.id, "tenant": name, "deleted_at": r.deleted_at.isoformat(),
+                 "expires_at": r.expires_at.isoformat(), "bytes": size}
+                for r, name, size in s.execute(
+                    select(RetainedPortfolio, Tenant.name, func.length(RetainedPortfolio.data_parquet))
+                    .join(Tenant, Tenant.id == RetainedPortfolio.tenant_id)
+                    .order_by(RetainedPortfolio.expires_at, RetainedPortfolio.id)).all()]
+    if fmt == "json":
+        echo_json(rows)
+    elif not rows:
+        click.echo("no data of deleted portfolios is kept")
+    else:
+        click.echo(render_table(pd.DataFrame(rows)))
+
+
+@retained_grp.command("purge")
+@click.argument("portfolio_ids", nargs=-1)
+@db_option
+@format_option
+def retained_purge(portfolio_ids, database_url, fmt):
+    """Drop the kept data that expired; with PORTFOLIO_IDS, those portfolios' now, whatever their expiry (their
+    valuations' memos not rendered yet then answer 404). Each drop is audited in its tenant
+    (portfolio.data_dropped)."""
+    from api.services import purge_retained_data
+
+    db = _db(database_url)
+    with db.session() as s:
+        gone = purge_retained_data(s, ids=list(portfolio_ids) if portfolio_ids else None)
+    missing = sorted(set(portfolio_ids) - {g["portfolio_id"] for g in gone})
+    if fmt == "json":
+        echo_json({"purged": gone, "not_kept": missing})
+    else:
+        for g in gone:
+            click.echo(f"purged the data of deleted portfolio {g['portfolio_id']} (kept until {g['expires_at']})")
+        if not gone:
+            click.echo("nothing to purge")
+    if missing:
+        raise CLIError(f"no data is kept of {len(missing)} of the portfolios named: {', '.join(missing[:10])}")
 
 
 COMMANDS = [admin_cmd]
