@@ -182,7 +182,10 @@ def progress_sink(channel: Any) -> Callable[..., None]:
 
 
 def chunks_line(p) -> str:
-    """The log line of an engine :class:`~finance_engine.simulation.Progress` (simulation and finance jobs)."""
+    """The log line of an engine :class:`~finance_engine.simulation.Progress` (simulation and finance jobs); while
+    the run summarises its results (``summarising``), a line of its own (it had repeated the last chunk line)."""
+    if getattr(p, "summarising", False):
+        return f"progress {p.chunks_done}/{p.chunks_total} chunks: summarising the results"
     return f"progress {p.chunks_done}/{p.chunks_total} chunks"
 
 

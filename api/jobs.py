@@ -58,7 +58,11 @@ def _stamp(msg: str) -> str:
 
 
 def _append(job: Job, msg: str) -> None:
+    """Add ``msg`` to the job's log, stamped, unless the last line says the same (a progress message repeated
+    between reports, e.g. each part of a run's summary, is one line)."""
     lines = list(job.log or [])
+    if lines and lines[-1].split(" ", 1)[-1] == msg:
+        return
     lines.append(_stamp(msg))
     job.log = lines[-MAX_LOG_LINES:]
 

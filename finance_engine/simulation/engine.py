@@ -84,13 +84,15 @@ class SimulationCancelled(RuntimeError):
 class Progress:
     """Progress of a run: chunks done out of total, elapsed and estimated remaining seconds; ``work``: the
     fraction of the work done where chunks are not of equal work (several runs of different sizes as one,
-    :class:`RunsProgress`), else None (the chunks' fraction is the work's)."""
+    :class:`RunsProgress`), else None (the chunks' fraction is the work's); ``summarising``: every chunk is
+    simulated and the run is summarising its results (reported as all chunks but the last until it is done)."""
 
     chunks_done: int
     chunks_total: int
     elapsed_s: float
     eta_s: float | None
     work: float | None = None
+    summarising: bool = False
 
     @property
     def fraction(self) -> float:
@@ -141,7 +143,8 @@ class RunsProgress:
             done = min(total, sum(chunks[:k]) + p.chunks_done)
             work = min(1.0, (sum(w[:k]) + w[k] * p.fraction) / sum(w))
             el = time.perf_counter() - self.t0
-            self.sink(Progress(done, total, el, el / work * (1.0 - work) if work > 0 else None, work))
+            self.sink(Progress(done, total, el, el / work * (1.0 - work) if work > 0 else None, work,
+                               summarising=p.summarising))
         return report
 
 
@@ -442,7 +445,7 @@ def simulate(portfolio: Portfolio, model: ModelParameters, years: int, paths: in
             eta = el / done * (n_tasks - done) + summary_s
         frac = min(max(state["fraction"], el / (el + eta) if el + eta > 0 else 0.0), 0.999)
         state["fraction"] = frac
-        progress(Progress(max(done, 0), n_tasks, el, eta, frac))
+        progress(Progress(max(done, 0), n_tasks, el, eta, frac, summarising=left is not None))
 
     def check() -> None:
         if cancel is not None and cancel():
