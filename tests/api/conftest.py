@@ -111,6 +111,19 @@ def backend(request):
 
 
 @pytest.fixture(scope="module")
+def two_tenants(backend, tmp_path_factory, request):
+    """An app on a fresh database (SQLite and PostgreSQL) with tenants a and b of every role, one compute worker and
+    no portfolio: ``(app, client, headers(role, tenant="a"))``."""
+    from fastapi.testclient import TestClient
+
+    url = new_database(backend, tmp_path_factory, request)
+    app = create_app(test_settings(url, sync_max_cells=2_000_000, compute_workers=1))
+    with TestClient(app) as c:
+        keys = make_tenants(app)
+        yield app, c, lambda role, t="a": {"Authorization": f"Bearer {keys[(role, t)]}"}
+
+
+@pytest.fixture(scope="module")
 def env(backend, tmp_path_factory, request):
     """An in-process app (TestClient) on a fresh database with tenants a and b of every role and a
     50-parcel portfolio for each analyst tenant."""

@@ -7,31 +7,20 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
-from api.app import create_app
 from api.db.models import PortfolioRow
-from tests.api.conftest import make_tenants, new_database, test_settings, upload
+from tests.api.conftest import upload
 from tests.api.test_api_flows import assert_problem
 from tests.conftest import make_frame
 
 TERMS = {"amount_cny": 200_000.0, "term_years": 3, "interest_rate": 0.045, "crediting_horizon_years": 10}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request):
-    return request.param
-
-
 @pytest.fixture(scope="module")
-def rv(backend, tmp_path_factory, request):
-    """An app on a fresh database (SQLite and PostgreSQL), tenants a and b of every role."""
-    url = new_database(backend, tmp_path_factory, request)
-    app = create_app(test_settings(url, sync_max_cells=2_000_000, compute_workers=1))
-    with TestClient(app) as c:
-        keys = make_tenants(app)
-        yield app, c, lambda role, t="a": {"Authorization": f"Bearer {keys[(role, t)]}"}
+def rv(two_tenants):
+    """The conftest's app with tenants a and b of every role (SQLite and PostgreSQL)."""
+    return two_tenants
 
 
 def _retained(app, pid) -> bool:

@@ -90,10 +90,15 @@ def tenant_list(database_url, fmt):
             active = sum(1 for k in keys if k.revoked_at is None and (k.expires_at is None or k.expires_at > now))
             rows.append({"id": t.id, "name": t.name, "role": t.role, "active_keys": active,
                          "created_at": t.created_at.isoformat()})
+    _echo_rows(rows, fmt, "no tenants")
+
+
+def _echo_rows(rows: list[dict], fmt: str, empty: str) -> None:
+    """A listing as JSON, or as a table (``empty`` when there is nothing to list)."""
     if fmt == "json":
         echo_json(rows)
     elif not rows:
-        click.echo("no tenants")
+        click.echo(empty)
     else:
         click.echo(render_table(pd.DataFrame(rows)))
 
@@ -172,12 +177,7 @@ def retained_list(database_url, fmt):
                     select(RetainedPortfolio, Tenant.name, func.length(RetainedPortfolio.data_parquet))
                     .join(Tenant, Tenant.id == RetainedPortfolio.tenant_id)
                     .order_by(RetainedPortfolio.expires_at, RetainedPortfolio.id)).all()]
-    if fmt == "json":
-        echo_json(rows)
-    elif not rows:
-        click.echo("no data of deleted portfolios is kept")
-    else:
-        click.echo(render_table(pd.DataFrame(rows)))
+    _echo_rows(rows, fmt, "no data of deleted portfolios is kept")
 
 
 @retained_grp.command("purge")
