@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from finance_engine.mc_error import CONFIDENCE, mean_se, order_statistic_ci
-from finance_engine.simulation.summary import quantile_design_effect
+from finance_engine.simulation.summary import quantile_design_effect, widened_ranks
 from finance_engine.stress.run import ScenarioRun
 from models.carbon import CreditingRules
 from models.dynamics import recorded_set_size
@@ -157,9 +157,7 @@ def _upper_and_lower_ok(ns: np.ndarray, p: float, deff: float, confidence: float
     alpha = 1.0 - confidence
     r = stats.binom.ppf(alpha / 2, ns, p)
     s = stats.binom.ppf(1 - alpha / 2, ns, p) + 1
-    if deff > 1.0:  # as finance_engine.simulation.summary.widened_ranks
-        w, c = np.sqrt(deff), ns * p
-        r, s = np.floor(c - (c - r) * w), np.ceil(c + (s - c) * w)
+    r, s = widened_ranks(ns, p, r, s, deff)  # the engine's widening, for every n at once
     return (r >= 1) & (s <= ns)
 
 
