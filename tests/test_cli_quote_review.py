@@ -170,3 +170,19 @@ def test_the_engines_quote_refuses_crediting_for_a_cover_it_cannot_change(params
     assert crediting_applies(PriceFloorCover(60.0)) and not crediting_applies(PriceFloorCover(60.0, volume_tco2e=1e3))
     with pytest.raises(InsuranceInputError, match="^crediting: crediting_start_year only apply to a price floor"):
         quote(StockLossCover(60.0), None, params, paths=8, crediting={"crediting_start_year": 2020})
+
+
+def test_a_quote_that_pays_nothing_says_why_in_its_json_and_slip(portfolio_csv, params, tmp_path):
+    """A deductible above every year's covered loss: every figure is 0, and the quote says why (risk.no_payout_note,
+    which the CLI, the API's JSON and the slip carry); a quote that pays has no note."""
+    from finance_engine.insurance import Deductible, StockLossCover, quote
+    from finance_engine.reports.quote_slip import render_quote_slip
+    from models.portfolio import load_portfolio
+
+    pf = load_portfolio(portfolio_csv, params)
+    q = quote(StockLossCover(60.0, deductible=Deductible(1e12, "cny", "annual")), pf, params, paths=16, years=1, seed=3)
+    assert q.premium["pure_premium_cny"] == 0 and q.risk["prob_payout"] == 0
+    note = q.risk["no_payout_note"]
+    assert "16 simulated policy years (16 paths x 1 year(s))" in note and "annual deductible" in note
+    assert "No expected loss:" in render_quote_slip(q) and "exceeds every simulated year" in render_quote_slip(q)
+    assert quote(StockLossCover(60.0), pf, params, paths=16, years=1, seed=3).risk["no_payout_note"] is None

@@ -47,6 +47,7 @@ FIELDS = [
     ("years_per_block", "api/compute.py"),
     ("independent_units", "api/compute.py"),
     ("warnings_count", "api/services.py"),
+    ("no_payout_note", "finance_engine/insurance/quote.py"),
 ]
 
 

@@ -100,6 +100,7 @@ from .subsidy import SubsidyShares, check_central_eligibility, check_rate_adjust
 from .tables import InsuranceInputError, annual_max_occurrence
 
 __all__ = ["MU_PER_HA", "Loading", "LayerSpec", "Quote", "quote", "quote_losses", "risk_loaded_premium", "crediting_applies",
+           "nothing_paid_note",
            "layer_premium", "default_loading", "capital_measure_text", "NO_CENTRAL_SUBSIDY_NOTE"]
 
 #: Unit conversion: 1 hectare = 15 mu (亩).
@@ -859,7 +860,10 @@ def quote_losses(losses: CoverLosses, *, sum_insured_cny: float, area_ha: float,
             "prob_payout_mc_se": mean_err("prob_payout", (annual > 0).astype(np.float64)),
             "var_tvar": _records(var_tvar_table(annual, group_size=group)),
             "pml": _records(pml_df[["basis", *[col for col in pml_df.columns if col != "basis"]]]),
-            "ep_curve": _records(ep)}
+            "ep_curve": _records(ep),
+            # a cover that pays nothing in any simulated year says why (its figures are all 0)
+            "no_payout_note": (nothing_paid_note(cover or {}, n, paths_years, aal_by_peril or [])
+                               if not (annual > 0).any() else None)}
     # ---- reinsurance ------------------------------------------------------------------------------
     layer_rows, capital = _reinsurance(losses.events, annual, tuple(layers), c, loading, group, level, design, err,
                                        reestimated)
@@ -947,6 +951,35 @@ def _aal_row(x: np.ndarray, price: float, design: _Design, **labels) -> dict[str
     m = float(np.mean(x))
     se, _ = design.mean_se(x)
     return {**labels, "aal_tco2e": m, "aal_se_tco2e": se, "aal_cny": m * price, "aal_se_cny": se * price}
+
+
+def nothing_paid_note(cover: Mapping[str, Any], n_years: int, paths_years: tuple[int, int] | None,
+                      aal_by_peril: Sequence[Mapping[str, Any]]) -> str:
+    """Why a quote's expected loss is 0: the cover (``Quote.cover``) paid nothing in any of its ``n_years``
+    simulated years, said plainly with the likely cause -- a deductible above every year's covered loss, no
+    covered loss at all, a limit or participation of 0, a trigger or strike never reached (``risk.no_payout_note``,
+    which the CLI, the slip and the dashboard show)."""
+    where = (f" ({paths_years[0]:,} paths x {paths_years[1]} year(s))" if paths_years is not None else "")
+    head = (f"the cover pays nothing in any of the {n_years:,} simulated policy years{where}: its expected loss, "
+            f"and with it the pure premium and the risk load, is 0")
+    if cover.get("kind") not in (None, "stock-loss"):
+        return head + " (the trigger or strike is never reached); change the terms or run more paths"
+    if not cover.get("limit_cny") or not cover.get("participation"):
+        return head + " (its limit or participation is 0)"
+    covered = [r for r in aal_by_peril if r.get("covered")]
+    ground_up = sum(float(r.get("aal_cny") or 0.0) for r in covered)
+    names = ", ".join(str(r["peril"]) for r in covered) or "the covered perils"
+    d = cover.get("deductible") or {}
+    if ground_up > 0 and d.get("amount"):
+        unit = {"stock_fraction": "of the insured stock", "tco2e": "tCO2e", "cny": "CNY"}.get(d.get("unit"), "")
+        amount = (f"{100 * d['amount']:g}% {unit}" if d.get("unit") == "stock_fraction"
+                  else f"{d['amount']:,.0f} {unit}")
+        return (head + f": the {d.get('basis', 'annual')} deductible ({amount}) exceeds every simulated year's "
+                f"covered loss ({names}: ground-up expected loss {ground_up:,.0f} CNY a year); lower the deductible, "
+                "cover more perils or run more paths")
+    if ground_up == 0:
+        return head + f": {names} destroyed no insured stock in any simulated year; cover more perils or run more paths"
+    return head
 
 
 def crediting_applies(cover) -> bool:

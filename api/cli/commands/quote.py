@@ -360,8 +360,8 @@ def _print_quote(q) -> None:
     if pp is not None:
         click.echo(f"P(payout in a policy year) "
                    f"{probability_text(pp, r.get('prob_payout_mc_se'), zero_one_bound(pp, units))}")
-    if pp == 0 and not p["pure_premium_cny"]:
-        click.echo("NO EXPECTED LOSS: " + _nothing_paid_text(q))
+    if r.get("no_payout_note"):
+        click.echo("NO EXPECTED LOSS: " + r["no_payout_note"])
     rb = q.rate_band
     if rb.get("factor") is not None:
         click.echo(f"Rate-adjustment factor {rb['factor']:.2f} (band {rb['band'][0]}-{rb['band'][1]}): "
@@ -427,33 +427,6 @@ def _quote_units(q) -> int:
     from models.dynamics import SimulationSwitches
 
     return max(int(q.provenance["paths"]) // SimulationSwitches().correlated_set_size, 1)
-
-
-def _nothing_paid_text(q) -> str:
-    """Why a quote's expected loss is 0: the cover paid nothing in any simulated year (said plainly, with the
-    likely cause: a deductible above every year's covered loss, or no covered loss at all)."""
-    pv = q.provenance
-    n = int(pv["paths"]) * int(pv["years"])
-    head = (f"the cover pays nothing in any of the {n:,} simulated policy years ({pv['paths']:,} paths x "
-            f"{pv['years']} year(s)): its expected loss, and with it the pure premium and the risk load, is 0")
-    if q.cover.get("kind") != "stock-loss":
-        return head + " (the trigger or strike is never reached); change the terms or run more paths"
-    if not q.cover.get("limit_cny") or not q.cover.get("participation"):
-        return head + " (its limit or participation is 0)"
-    covered = [r for r in (q.aal_by_peril or []) if r.get("covered")]
-    ground_up = sum(float(r.get("aal_cny") or 0.0) for r in covered)
-    names = ", ".join(r["peril"] for r in covered) or "the covered perils"
-    d = q.cover.get("deductible") or {}
-    if ground_up > 0 and d.get("amount"):
-        unit = {"stock_fraction": "of the insured stock", "tco2e": "tCO2e", "cny": "CNY"}.get(d.get("unit"), "")
-        amount = (f"{100 * d['amount']:g}% {unit}" if d.get("unit") == "stock_fraction"
-                  else f"{d['amount']:,.0f} {unit}")
-        return (head + f": the {d.get('basis', 'annual')} deductible ({amount}) exceeds every simulated year's "
-                f"covered loss ({names}: ground-up expected loss {ground_up:,.0f} CNY a year); lower the deductible, "
-                "cover more perils or run more paths")
-    if ground_up == 0:
-        return head + f": {names} destroyed no insured stock in any simulated year; cover more perils or run more paths"
-    return head
 
 
 def _layers_table(lay, units: int = 1):
