@@ -73,3 +73,41 @@ export async function openBrowser(opt, out, log) {
   }
   return { ctx, page, shot, close };
 }
+
+/** The page `sel` (a tabpanel) as a 390 px wide phone shows it: the document's width, each card that is wider
+ * than its box (a card that scrolls sideways, .table-scroll, may be), each chart's tick labels in CSS px (its
+ * viewBox scaled to the screen) and the most lines any body cell of a sideways-scrolling table wraps to. Sets the
+ * viewport to 390 x 900 (a full-page screenshot `shot(name)` there, if given) and back to `restore` after; waits for
+ * the charts to be drawn again at each width. */
+export async function measureNarrow(page, sel, { shot = null, name = "narrow", restore = { width: 1400, height: 1000 } } = {}) {
+  await page.setViewportSize({ width: 390, height: 900 });
+  await page.waitForTimeout(400);  // the charts' ResizeObserver draws them again
+  const m = await page.evaluate((sel) => {
+    const root = document.querySelector(sel);
+    const shown = (e) => e.getClientRects().length > 0;
+    const cards = [...root.querySelectorAll(".card")].filter(shown).filter((c) => !c.classList.contains("table-scroll"))
+      .filter((c) => c.scrollWidth > c.clientWidth + 1 || c.getBoundingClientRect().right > 390.5)
+      .map((c) => ({ id: c.id || c.querySelector("[id]")?.id || c.className, scroll: c.scrollWidth, client: c.clientWidth,
+        right: c.getBoundingClientRect().right }));
+    const charts = [...root.querySelectorAll("svg[role=img]")].filter(shown).map((s) => {
+      const scale = s.getBoundingClientRect().width / s.viewBox.baseVal.width;
+      const tick = s.querySelector("text.tick");
+      return { id: s.id, scale, tickPx: tick ? parseFloat(getComputedStyle(tick).fontSize) * scale : null,
+        viewBoxWidth: s.viewBox.baseVal.width };
+    });
+    const tables = [...root.querySelectorAll(".table-scroll table.data")].filter(shown).map((t) => {
+      let lines = 0;
+      for (const c of t.querySelectorAll("tbody th, tbody td")) {
+        const cs = getComputedStyle(c);
+        const lh = parseFloat(cs.lineHeight) || 1.5 * parseFloat(cs.fontSize);
+        lines = Math.max(lines, Math.round((c.clientHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom)) / lh));
+      }
+      return { id: t.id, lines };
+    });
+    return { docWidth: document.documentElement.scrollWidth, cards, charts, tables };
+  }, sel);
+  if (shot) await shot(name);
+  await page.setViewportSize(restore);
+  await page.waitForTimeout(300);
+  return m;
+}

@@ -19,7 +19,7 @@
 // follow with the API's result rewritten on its way to the page: a parameter sd clipped at 0, and a run
 // without parameter uncertainty (the engine's zeros then mean "off").
 
-import { openBrowser, parseArgs } from "./browser.mjs";
+import { measureNarrow, openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
 
 const opt = parseArgs({ years: "3", paths: "32", seed: "7", portfolio: "Lishui demo portfolio",
@@ -274,6 +274,41 @@ try {
   const main = await runToEnd(out.mainKind, out.mainKind === "stress" ? opt.scenario : null);
   out.runs = [main];
   await shot(`results-${main.kind}`);
+  // the charts' descriptions (in the page's language, numbers formatted, errors and baselines listed)
+  out.chartDescs = await page.$$eval("#page-results svg[role=img] desc", (ds) => Object.fromEntries(ds.map((d) => [d.parentNode.id, d.textContent])));
+  // the results on a 390 px phone: no wider than the screen, charts legible, table cells on one line
+  out.resultsNarrow = await measureNarrow(page, "#page-results", { shot, name: "results-390" });
+
+  // the run form at 1280 px: the run type's select as wide as its longest option
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.getByRole("tab", { name: "压力测试" }).click();
+  out.runKindFit = await page.evaluate(() => {
+    const s = document.querySelector("#run-kind");
+    const probe = document.createElement("span");
+    probe.style.cssText = `position:absolute;visibility:hidden;white-space:nowrap;font:${getComputedStyle(s).font}`;
+    probe.textContent = [...s.options].map((o) => o.text).sort((a, b) => b.length - a.length)[0] || "";
+    document.body.appendChild(probe);
+    const textWidth = probe.getBoundingClientRect().width;
+    probe.remove();
+    return { textWidth, selectWidth: s.getBoundingClientRect().width, visible: s.getClientRects().length > 0 };
+  });
+  await page.setViewportSize({ width: 1400, height: 1000 });
+
+  // a run the API refuses (422: too many paths x years for the per-path budget): the last run's "100 % · done"
+  // must not stay in the progress block
+  {
+    const years = await run.getByLabel("模拟年数").inputValue();
+    out.refusedRun = { before: { pct: await text("#run-pct"), status: await text("#run-status") } };
+    await run.getByLabel("模拟年数").fill("100");
+    await run.getByLabel("蒙特卡洛路径数").fill("100000");
+    await page.getByRole("button", { name: "开始运行" }).click();
+    await page.waitForFunction(() => document.querySelector("#run-error").textContent !== "");
+    Object.assign(out.refusedRun, { pct: await text("#run-pct"), status: await text("#run-status"), eta: await text("#run-eta"),
+      progress: Number(await page.getAttribute("#run-progress", "value")), error: await text("#run-error"),
+      startEnabled: await page.locator("#run-start").isEnabled() });
+    await shot("run-refused");
+    await run.getByLabel("模拟年数").fill(years);
+  }
 
   // risk colouring on the map now that a run exists
   await page.getByRole("tab", { name: "资产组合与地图" }).click();
@@ -290,6 +325,7 @@ try {
   await page.waitForFunction(() => window.__dashboard.accounts && document.querySelectorAll("#accounts-table tbody tr").length > 0);
   out.accountsQuery = await page.evaluate(() => window.__dashboard.accountsFor);
   out.accountsHeader = await page.$$eval("#accounts-table thead th", (ths) => ths.map((t) => t.textContent));
+  if (main.kind === "stress") out.stressAccounts = await accountsTable();  // every row, every cell
   const stockCol = main.kind === "stress" ? "stock_end_tco2e" : "stock_bef_tco2e";
   const visible = () => page.$$eval("#accounts-table tbody tr", (rs) => rs.filter((r) => !r.hidden).map((r) => r.dataset.level));
   out.accountsRowsTotal = await page.locator("#accounts-table tbody tr").count();

@@ -12,12 +12,14 @@
 //        [--portfolio "Lishui demo portfolio"] [--project LS-SC-P01] [--amount 600000] [--loan-paths 200] [--quote-paths 256]
 //        [--seed 7] [--chromium /usr/bin/chromium]
 
-import { openBrowser, parseArgs, signIn as signInAs } from "./browser.mjs";
+import { measureNarrow, openBrowser, parseArgs, signIn as signInAs } from "./browser.mjs";
 import path from "node:path";
 
 const opt = parseArgs({ portfolio: "Lishui demo portfolio", project: "LS-SC-P01",
     "loan-paths": "200", amount: "600000", "quote-paths": "256", seed: "7" }, ["base", "bank-key", "insurer-key", "out"]);
-const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [], rewrittenPosts: [] };
+const out = { screenshots: [], consoleErrors: [], failedRequests: [], posts: [], rewrittenPosts: [], extraPosts: [] };
+let extra = null;  // a label: the requests sent meanwhile go to out.extraPosts (the checks added later: a term of 40,
+// the cancelled jobs, the value drivers), not to out.posts, whose order the first checks read
 let rewrite = null;  // (result) => void: rewrites the API's valuation on its way to the page (then not in `posts`)
 const rewrittenRequests = new Set();
 const log = (...m) => process.stderr.write(`[drive-finance] ${m.join(" ")}\n`);
@@ -26,8 +28,9 @@ const { page, shot, close } = await openBrowser(opt, out, log);
 page.on("response", (r) => {
   const req = r.request();
   if (req.method() === "POST" && /\/v1\/(collateral-valuations|quotes)$/.test(new URL(r.url()).pathname)) {
-    (rewrittenRequests.has(req) ? out.rewrittenPosts : out.posts).push({ path: new URL(r.url()).pathname, status: r.status(),
-      body: JSON.parse(req.postData() || "null") });
+    const rec = { path: new URL(r.url()).pathname, status: r.status(), body: JSON.parse(req.postData() || "null") };
+    if (extra) out.extraPosts.push({ ...rec, label: extra });
+    else (rewrittenRequests.has(req) ? out.rewrittenPosts : out.posts).push(rec);
   }
 });
 await page.route("**/v1/collateral-valuations", async (route) => {
@@ -40,6 +43,9 @@ await page.route("**/v1/collateral-valuations", async (route) => {
 });
 
 const text = (sel) => page.locator(sel).innerText();
+// a step the review added, run so that a page without its element records the error and the drive goes on (each
+// test then fails on its own finding)
+const attempt = async (fn) => { try { return await fn(); } catch (e) { return { error: String(e && e.message || e) }; } };
 const loan = page.locator("#page-loan"), quote = page.locator("#page-quote");
 const kpis = (sel) => page.$$eval(`${sel} .kpi`, (ks) => Object.fromEntries(ks.map((k) => [k.dataset.kpi,
   { value: k.dataset.value === "" ? null : Number(k.dataset.value), text: k.querySelector(".kpi-value").textContent,
@@ -103,6 +109,18 @@ try {
   out.loanAlert = await text("#loan-error");
   await shot("loan-bad-amount");
 
+  // a term beyond the crediting horizon: the reason next to the term, the alert not repeating it (no raw path)
+  extra = "term40";
+  await page.getByLabel("贷款金额（元）").fill(opt.amount);
+  await page.getByLabel("期限（年）").fill("40");
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  await page.waitForFunction(() => document.querySelector("#loan-term-error").textContent !== "");
+  out.loanTerm40 = { field: await text("#loan-term-error"), alert: await text("#loan-error"),
+    invalid: await page.getAttribute("#loan-term", "aria-invalid") };
+  await page.getByLabel("期限（年）").fill("3");
+  await page.getByLabel("贷款金额（元）").fill("-5");
+  extra = null;
+
   await page.getByLabel("贷款金额（元）").fill(opt.amount);
   await page.getByRole("button", { name: "估值", exact: true }).click();
   await page.waitForFunction(() => {
@@ -119,6 +137,12 @@ try {
   out.loanRisk = await kvFull("#loan-risk");
   out.loanRiskBasis = { text: await text("#loan-risk-basis"), server: await page.getAttribute("#loan-risk-basis", "data-server") };
   out.loanNotes = await loanNotes();
+  out.loanLimit = await attempt(() => page.$eval("#loan-limit", (n) => ({ hidden: n.hidden, text: n.textContent, role: n.getAttribute("role"),
+    within: n.dataset.withinLimit, exceeds: n.dataset.exceedsPledgeRate })));
+  out.loanTargets = await kvFull("#loan-targets");
+  out.loanTargetLabels = await page.$$eval("#loan-targets dt", (ds) => ds.map((d) => d.textContent));
+  out.loanBelowDesc = await page.$eval("#chart-loan-below desc", (d) => d.textContent);
+  out.loanFanDesc = await page.$eval("#chart-loan-fan desc", (d) => d.textContent);
   out.loanSens = await rows("#loan-sens");
   out.loanFan = {
     bands: await page.locator("#chart-loan-fan polygon.band").count(),
@@ -142,7 +166,28 @@ try {
     id: await text("#loan-id"), job: await page.evaluate(() => window.__dashboard.finance.loanJob),
     status: await text("#loan-status"), progressVisible: await page.locator("#loan-progress").isVisible(),
     value: Number(await page.getAttribute('#loan-kpis .kpi[data-kpi="kpi_value_today"]', "data-value")),
+    cancelHiddenAfter: (await page.locator("#loan-cancel").count()) === 1 && await page.locator("#loan-cancel").isHidden(),
   };
+  // a new result: the memo downloaded for the previous one is no longer named under it
+  out.loanDlStatusAfterNew = await text("#loan-dl-status");
+
+  // a bigger job, cancelled with its Cancel button: the job ends cancelled, the previous result stays
+  extra = "loan-cancel";
+  await loan.getByLabel("蒙特卡洛路径数").fill("512");
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  out.loanCancel = await attempt(async () => {
+    await page.locator("#loan-cancel").waitFor({ state: "visible", timeout: 10000 });
+    const c = { enabledWhileRunning: await page.locator("#loan-cancel").isEnabled() };
+    await page.locator("#loan-cancel").click();
+    await page.waitForFunction(() => document.querySelector("#loan-status").dataset.status === "cancelled", null, { timeout: 60000 });
+    return Object.assign(c, { job: await page.evaluate(() => window.__dashboard.finance.loanJob.id), status: await text("#loan-status"),
+      alert: await text("#loan-error"), cancelHidden: await page.locator("#loan-cancel").isHidden(), shownId: await text("#loan-id"),
+      resultsShown: await page.locator("#loan-results").isVisible() });
+  });
+  // without a Cancel button the job runs on: wait for it, so that the next valuation starts afresh
+  await page.waitForFunction(() => !document.querySelector("#loan-submit").disabled, null, { timeout: 90000 });
+  await shot("loan-job-cancelled");
+  extra = null;
 
   // the project loan again, its answer rewritten on the way to the page: how the page reads a parameter sd
   // the estimator clipped at 0, and one that is absent (a run without parameter uncertainty) with the
@@ -172,8 +217,22 @@ try {
     v.risk.not_resolved = []; v.risk.not_resolved_paths_needed = null; v.risk.not_resolved_note = null;
     v.sizing.not_resolved = []; v.sizing.max_loan_resolved = true; v.sizing.not_resolved_paths_needed = null;
     v.sizing.max_loan_paths_needed = null; v.sizing.not_resolved_note = null;
+    v.sizing.requested_loan_within_limit = true; v.sizing.requested_ltv_exceeds_pledge_rate = false;
   });
+  out.loanZeroOne.limit = await attempt(() => page.$eval("#loan-limit", (n) => ({ hidden: n.hidden, text: n.textContent })));
   await shot("loan-zero-one");
+
+  // the value drivers and price sensitivities, each figure with its error; then the page on a 390 px phone
+  extra = "drivers";
+  await page.getByLabel("计算价值驱动因素（约多 9 次运行）").check();
+  await page.getByRole("button", { name: "估值", exact: true }).click();
+  await page.waitForFunction(() => document.querySelector("#loan-status").dataset.done === "true" &&
+    !document.querySelector("#loan-drivers-card").hidden);
+  extra = null;
+  out.loanDrivers = { id: await text("#loan-id"), rows: await rows("#loan-drivers"), sens: await rows("#loan-sens"),
+    years: await rows("#loan-years"), result: await page.evaluate(() => window.__dashboard.finance.loan.result) };
+  out.loanNarrow = await measureNarrow(page, "#page-loan", { shot, name: "loan-390" });
+  await page.getByLabel("计算价值驱动因素（约多 9 次运行）").uncheck();
 
   // ---- insurer: quote a stock-loss cover ------------------------------------------------------
   await page.getByRole("button", { name: "退出" }).click();
@@ -202,7 +261,27 @@ try {
   out.quoteSubsidyNoteEn = await page.$$eval("#quote-subsidy-note .server-detail", (s) => s.map((x) => ({ text: x.textContent, lang: x.lang })));
   out.quoteSubsidyCaption = await text("#quote-subsidy-cap");
   out.quoteBasisHidden = await page.$eval("#quote-basis", (e) => e.hidden);
+  out.quotePmlText = await page.$$eval("#quote-pml tbody tr", (rs) => rs.map((r) => r.children[0].textContent));
+  out.quoteEpAnchor = await page.$$eval("#chart-quote-ep circle.anchor", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
+  out.quoteEpDesc = await page.$eval("#chart-quote-ep desc", (d) => d.textContent);
+  out.quoteDlStatus = await text("#quote-dl-status");
   await shot("quote-result");
+
+  // a big quote runs as a job: cancelled with its Cancel button, the stock-loss quote stays
+  extra = "quote-cancel";
+  await quote.getByLabel("蒙特卡洛路径数").fill("20000");
+  await page.getByRole("button", { name: "报价", exact: true }).click();
+  out.quoteCancel = await attempt(async () => {
+    await page.locator("#quote-cancel").waitFor({ state: "visible", timeout: 10000 });
+    await page.locator("#quote-cancel").click();
+    await page.waitForFunction(() => document.querySelector("#quote-status").dataset.status === "cancelled", null, { timeout: 60000 });
+    return { job: await page.evaluate(() => window.__dashboard.finance.quoteJob.id), status: await text("#quote-status"),
+      alert: await text("#quote-error"), cancelHidden: await page.locator("#quote-cancel").isHidden(), shownId: await text("#quote-id"),
+      dlStatus: await text("#quote-dl-status") };
+  });
+  await page.waitForFunction(() => !document.querySelector("#quote-submit").disabled, null, { timeout: 120000 });
+  extra = null;
+  await quote.getByLabel("蒙特卡洛路径数").fill(opt["quote-paths"]);
 
   // ---- insurer: a sink-index cover: basis risk and the protection gap ------------------------------
   await page.getByLabel("保障类型").selectOption("sink-index");
@@ -213,7 +292,12 @@ try {
       document.querySelector("#quote-id").textContent === f.quote.id;
   }, out.quoteId);
   out.sinkQuote = { id: await text("#quote-id"), request: await page.evaluate(() => window.__dashboard.finance.quoteRequest),
-                    basis: await kpis("#quote-basis-kpis"), kpis: await kpis("#quote-kpis") };
+                    basis: await kpis("#quote-basis-kpis"), kpis: await kpis("#quote-kpis"),
+                    dots: await page.$$eval("#chart-quote-ep circle.dot", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) }))),
+                    anchor: await page.$$eval("#chart-quote-ep circle.anchor", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) }))),
+                    desc: await page.$eval("#chart-quote-ep desc", (d) => d.textContent),
+                    dlStatus: await text("#quote-dl-status") };
+  out.quoteNarrow = await measureNarrow(page, "#page-quote", { shot, name: "quote-390" });
 
   // ---- English ----------------------------------------------------------------------------------
   await page.getByRole("button", { name: "切换到英文界面" }).click();
@@ -221,6 +305,8 @@ try {
   out.quoteHeadingEnglish = await text("#page-quote > .card > h2");
   out.grossLabelEnglish = await text('#quote-kpis .kpi[data-kpi="kpi_gross"] .kpi-label');
   out.quoteStatusEnglish = await text("#quote-status");
+  out.quoteEpDescEnglish = await page.$eval("#chart-quote-ep desc", (d) => d.textContent);
+  out.quotePmlEnglish = await page.$$eval("#quote-pml tbody tr", (rs) => rs.map((r) => r.children[0].textContent));
   await shot("quote-result-english");
 } catch (e) {
   out.error = String(e && e.stack || e);

@@ -154,7 +154,7 @@ def test_sign_in_portfolio_and_map(driven):
     # no CDN, no tile server: every request went to the server under test
     assert shown["failedRequests"] == []
     # the only failed responses: the bad key (401) and the accounts asked at once but too large (422)
-    refused = re.compile(r"status of 422\b.*\[.*/v1/(portfolios|simulations)/[^/]+/accounts\?")
+    refused = re.compile(r"status of 422\b.*\[.*(/v1/(portfolios|simulations)/[^/]+/accounts\?|/v1/stress-tests\])")
     assert [e for e in shown["consoleErrors"] if "status of 401" not in e and not refused.search(e)] == []
 
 
@@ -250,6 +250,15 @@ def _check_stress_run(run, c):
     port = {r["metric"]: r for r in table("horizon", level="portfolio")}
     rows = run["countyRows"]
     assert {r["county"] for r in rows} == set(county) and len(rows) == 9
+    # the baseline's loss with its own Monte Carlo s.e. (the baseline scenario's rows), every error with its unit
+    base = {r["group"].split("/")[-1]: r for r in _all(c, f"/v1/stress-tests/{sid}/tables/horizon", scenario="baseline",
+                                                       level="county", metric="cumulative_loss_tco2e")}
+    assert run["countyHeader"] == ["县（市、区）", "面积（公顷）", "基准损失（tCO₂e）", "基准损失标准误（tCO₂e）", "情景损失（tCO₂e）",
+                                   "蒙特卡洛标准误（tCO₂e）", "较基准增加（tCO₂e）", "差值标准误（tCO₂e）", "年均损失（tCO₂e/公顷）"]
+    for r in rows:
+        assert r["baseSe"] == pytest.approx(base[r["county"]]["mc_se"], rel=1e-12)
+        assert r["baseSe_text"] == _js_fmt(base[r["county"]]["mc_se"], 0)
+        assert r["base"] == pytest.approx(base[r["county"]]["mean"], rel=1e-12)
     for r in rows:
         api = county[r["county"]]
         assert (r["loss"], r["se"], r["base"], r["diff"], r["diffSe"]) == pytest.approx(
@@ -509,3 +518,59 @@ def test_simulation_accounts_refused_at_once_run_as_a_job(driven):
     _check_accounts_table(ref["rows"], rows)
     # and they are the run's accounts: what the simulation's own accounts endpoint answers
     assert rows == _all(c, f"/v1/simulations/{sim_id}/accounts", key="rows")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the dashboard review's findings: narrow screens, the run form, a refused run, the charts' descriptions, errors
+# ---------------------------------------------------------------------------------------------------------------
+def test_results_fit_a_390_px_screen(driven):
+    """At 390 px the results page was 567 px wide (the county table outside a scrolling box, the grid's 1fr column
+    growing to it) and the charts' labels were scaled to about 5 px."""
+    m = driven[0]["resultsNarrow"]
+    assert m["docWidth"] <= 390 and m["cards"] == []
+    assert len(m["charts"]) >= 3 and all(c["tickPx"] >= 10 for c in m["charts"]), m["charts"]
+    assert all(c["viewBoxWidth"] < 640 for c in m["charts"])  # drawn in their own width
+    assert [t["id"] for t in m["tables"]] == ["county-table"] and m["tables"][0]["lines"] == 1
+
+
+def test_the_run_type_select_shows_its_longest_option(driven):
+    fit = driven[0]["runKindFit"]
+    assert fit["visible"] and fit["selectWidth"] >= fit["textWidth"] + 20, fit  # text, padding and the arrow
+
+
+def test_a_refused_run_resets_the_progress_block(driven):
+    r = driven[0]["refusedRun"]
+    assert r["before"] == {"pct": "100 %", "status": "已完成"}
+    assert r["error"].startswith("运行请求被拒绝") or r["error"].startswith("出错")
+    assert (r["pct"], r["status"], r["eta"], r["progress"]) == ("0 %", "—", "—", 0) and r["startEnabled"]
+
+
+def test_chart_descriptions_are_in_the_pages_language(driven):
+    """Each chart's <desc> (what a screen reader reads) is Chinese on the Chinese page, with formatted numbers; the
+    bar chart's lists each county's ± 2 s.e. and baseline, as docs/dashboard.md says."""
+    shown, _, _ = driven
+    d = shown["chartDescs"]
+    run = shown["runs"][0]
+    assert d["chart-county"].startswith("误差线：± 2 个蒙特卡洛标准误；")
+    for r in run["countyRows"]:
+        assert f"{r['name']}：{_js_fmt(r['loss'], 0)} ± {_js_fmt(2 * r['se'], 0)}，基准 {_js_fmt(r['base'], 0)}" in d["chart-county"]
+    assert d["chart-exceed"].startswith("P(损失 > ") and "loss" not in d["chart-exceed"]
+    assert d["chart-fan"].startswith("各年：中位数（5%–95% 分位）；") and "，基准 " in d["chart-fan"]
+    for text in d.values():
+        assert not re.search(r"\d\.\d{4,}", text), text  # no 16-digit numbers
+
+
+def test_stress_accounts_show_the_end_stock_and_loss_value_errors(driven):
+    shown, c, _ = driven
+    main = shown["runs"][0]
+    if main["kind"] != "stress":
+        pytest.skip("no stress test endpoint")
+    rows = _all(c, f"/v1/stress-tests/{main['resultId']}/accounts", key="rows", scenario=SCENARIO)
+    by_key = {"/".join(str(r[lv] or "") for lv in LEVELS[:LEVELS.index(r["level"]) + 1]): r
+              for r in rows if r["level"] in LEVELS}
+    assert "期末储量标准误（tCO₂e）" in shown["accountsHeader"] and "损失价值标准误上界（元）" in shown["accountsHeader"]
+    assert len(shown["stressAccounts"]) == len(by_key)
+    for row in shown["stressAccounts"]:
+        api = by_key[row["key"]]
+        for col in ("stock_end_tco2e_mc_se", "loss_value_cny_mc_se_max"):
+            assert float(row["cells"][col]["value"]) == api[col] and row["cells"][col]["text"] == _js_fmt(api[col], 0)

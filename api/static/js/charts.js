@@ -1,7 +1,40 @@
 // Hand-written SVG charts (no library, no network): a bar chart with error bars, an exceedance curve
-// and a fan chart. Each draws into an <svg role="img"> with a <title> and a <desc> listing its data.
+// and a fan chart. Each draws into an <svg role="img"> with a <title> and a <desc> listing its data in the
+// page's language (numbers formatted, errors and baselines included). On a narrow screen a chart is drawn
+// in a viewBox as wide as the chart is on screen (so its 11-12 px labels stay 11-12 px, not scaled down to
+// 5 px), and drawn again when its width changes (a ResizeObserver; a chart drawn on a hidden tab is drawn
+// again when the tab shows).
+
+import { fmt, fmtPct, t } from "./i18n.js";
 
 const NS = "http://www.w3.org/2000/svg";
+const FULL_W = 640;  // the viewBox width on a wide screen (scaled to fit)
+const NARROW_BELOW = 560;  // a chart narrower than this on screen is drawn in its own width (at least 300)
+
+/** The viewBox width to draw `svg` in: its width on screen when narrow, else FULL_W (hidden: FULL_W). */
+export function chartWidth(svg) {
+  const w = svg.getBoundingClientRect ? svg.getBoundingClientRect().width : 0;
+  return w > 0 && w < NARROW_BELOW ? Math.max(300, Math.round(w)) : FULL_W;
+}
+
+let observer = null;
+/** Remember how `svg` was drawn, draw it, and draw it again whenever its width on screen calls for another
+ * viewBox width. */
+function draw(svg, paint) {
+  svg.__chartPaint = paint;
+  paint();
+  if (typeof ResizeObserver === "undefined") return;
+  observer ??= new ResizeObserver((entries) => {
+    for (const e of entries) {
+      const s = e.target;
+      if (s.__chartPaint && chartWidth(s) !== s.__chartW) s.__chartPaint();
+    }
+  });
+  if (!svg.__chartObserved) { observer.observe(svg); svg.__chartObserved = true; }
+}
+
+/** A number for a chart's description: whole numbers from 100 up, else 2 significant decimals. */
+const num = (v) => (Number.isFinite(v) ? fmt(v, Math.abs(v) >= 100 || v === 0 ? 0 : 2) : "—");
 
 export function el(name, attrs = {}, parent = null) {
   const e = document.createElementNS(NS, name);
@@ -32,6 +65,7 @@ export function shortNum(v) {
 
 function frame(svg, title, desc, W, H) {
   svg.replaceChildren();
+  svg.__chartW = W;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");
   const tid = `${svg.id}-title`;
@@ -53,11 +87,27 @@ function axisLabel(svg, text, x, y, rotate = false) {
  * With `baseline` (one value per label) a dark tick marks each label's baseline value.
  * @param {{labels: string[], values: number[], errors?: number[], baseline?: number[], title: string, xLabel: string}} d
  * `minMax` is the least upper end of the axis (so that all-zero probabilities still get a readable scale).
+ * `format` formats a value (and its error bar's half width) for the description; `errorLabel` says what the error
+ * bars are (e.g. "± 2 Monte Carlo s.e."), named in the description.
  */
-export function barChart(svg, { labels, values, errors = [], baseline = null, baselineLabel = "", title, xLabel, minMax = 1e-9 }) {
-  const W = 640, rowH = 26, top = 12, left = 190, right = 24, bottom = 48;
+export function barChart(svg, d) {
+  draw(svg, () => paintBars(svg, d));
+}
+
+function paintBars(svg, { labels, values, errors = [], baseline = null, baselineLabel = "", title, xLabel, minMax = 1e-9,
+  format = num, errorLabel = "" }) {
+  const W = chartWidth(svg), rowH = 26, top = 12, left = Math.min(190, Math.round(W * 0.36)), right = 24;
+  // narrow: the baseline's legend on a row of its own under the axis title (beside it, they overlap)
+  const legendRow = !!baseline && W < FULL_W;
+  const bottom = legendRow ? 66 : 48;
   const H = top + bottom + rowH * labels.length;
-  frame(svg, title, labels.map((l, i) => `${l}: ${shortNum(values[i])}`).join("; "), W, H);
+  const items = labels.map((l, i) => {
+    const e = errors[i], b = baseline?.[i];
+    return t("desc_bar", { label: l, v: format(values[i]) }) + (e > 0 ? t("desc_err", { e: format(e) }) : "") +
+      (Number.isFinite(b) ? t("desc_base", { name: baselineLabel, b: format(b) }) : "");
+  });
+  const lead = errors.some((e) => e > 0) && errorLabel ? [t("desc_errors", { what: errorLabel })] : [];
+  frame(svg, title, [...lead, ...items].join(t("desc_sep")), W, H);
   const hi = Math.max(minMax, ...values.map((v, i) => v + (errors[i] || 0)), ...(baseline || []).filter(Number.isFinite));
   const lo = Math.min(0, ...values.map((v, i) => v - (errors[i] || 0)));
   const ticks = niceTicks(lo, hi, 5);
@@ -88,23 +138,36 @@ export function barChart(svg, { labels, values, errors = [], baseline = null, ba
       el("line", { x1: X(v + e), x2: X(v + e), y1: ey - 5, y2: ey + 5, class: "errbar" }, svg);
     }
   });
-  axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
+  axisLabel(svg, xLabel, (left + W - right) / 2, H - (legendRow ? 28 : 10));
   if (baseline) {
-    const lx = W - right - 150;
+    const lx = legendRow ? left : W - right - 150;
     el("line", { x1: lx, x2: lx, y1: H - 18, y2: H - 4, class: "base-mark" }, svg);
     el("text", { x: lx + 6, y: H - 7, class: "tick" }, svg).textContent = baselineLabel;
   }
 }
 
 /**
- * Exceedance curve: loss on x, probability of exceeding it on y (log scale 0.001-1).
+ * Exceedance curve: loss on x, probability of exceeding it on y (log scale 0.005-1).
+ * `what` ("loss" or "payout") names the amount in the description; `start` ({prob, label}), where given, is the
+ * probability that the amount exceeds 0 (an insurance quote's P(payout)): the curve starts there, at 0, with an
+ * open marker (circle.anchor), and the description says so.
  * @param {{points: {loss: number, prob: number}[], title: string, xLabel: string, yLabel: string}} d
  */
-export function exceedanceChart(svg, { points, title, xLabel, yLabel }) {
-  const W = 640, H = 320, left = 70, right = 24, top = 14, bottom = 48;
+export function exceedanceChart(svg, d) {
+  draw(svg, () => paintExceedance(svg, d));
+}
+
+const probText = (p) => fmtPct(p, p < 0.01 ? 2 : 1);
+
+function paintExceedance(svg, { points, title, xLabel, yLabel, what = "loss", start = null, format = (v) => fmt(v, 0) }) {
+  const W = chartWidth(svg), H = 320, left = W < FULL_W ? 58 : 70, right = 24, top = 14, bottom = 48;
   const pts = points.filter((p) => Number.isFinite(p.loss) && p.prob > 0).sort((a, b) => a.loss - b.loss);
-  frame(svg, title, pts.map((p) => `P(loss > ${shortNum(p.loss)}) = ${p.prob}`).join("; "), W, H);
-  if (!pts.length) return;
+  const anchor = start && start.prob > 0 ? { loss: 0, prob: start.prob } : null;
+  const key = what === "payout" ? "desc_exceed_payout" : "desc_exceed_loss";
+  frame(svg, title, [...(anchor ? [t(key, { x: format(0), p: probText(anchor.prob) })] : []),
+    ...pts.map((p) => t(key, { x: format(p.loss), p: probText(p.prob) }))].join(t("desc_sep")), W, H);
+  if (!pts.length && !anchor) return;
+  if (anchor) pts.unshift(anchor);
   const ticks = niceTicks(Math.min(0, pts[0].loss), pts[pts.length - 1].loss, 5);
   const x0 = ticks[0], x1 = ticks[ticks.length - 1];
   const X = (v) => left + ((v - x0) / (x1 - x0 || 1)) * (W - left - right);
@@ -122,8 +185,10 @@ export function exceedanceChart(svg, { points, title, xLabel, yLabel }) {
   }
   el("polyline", { points: pts.map((p) => `${X(p.loss)},${Y(p.prob)}`).join(" "), class: "line" }, svg);
   for (const p of pts) {
-    const c = el("circle", { cx: X(p.loss), cy: Y(p.prob), r: 4, class: "dot", "data-prob": String(p.prob), "data-loss": String(p.loss) }, svg);
-    el("title", {}, c).textContent = `P > ${shortNum(p.loss)}: ${(p.prob * 100).toFixed(1)} %`;
+    const first = p === anchor;
+    const c = el("circle", { cx: X(p.loss), cy: Y(p.prob), r: 4, class: first ? "anchor" : "dot", "data-prob": String(p.prob),
+      "data-loss": String(p.loss) }, svg);
+    el("title", {}, c).textContent = first && start.label ? `${start.label}: ${probText(p.prob)}` : t(key, { x: format(p.loss), p: probText(p.prob) });
   }
   axisLabel(svg, xLabel, (left + W - right) / 2, H - 10);
   axisLabel(svg, yLabel, 16, (top + H - bottom) / 2, true);
@@ -134,9 +199,15 @@ export function exceedanceChart(svg, { points, title, xLabel, yLabel }) {
  * line, and a dashed `base` line when the rows have one (a stress test's baseline).
  * @param {{rows: {year: number, p05: number, p10?: number, p50: number, p90?: number, p95: number, base?: number}[]}} d
  */
-export function fanChart(svg, { rows, title, xLabel, yLabel, baselineLabel = "" }) {
-  const W = 640, H = 320, left = 70, right = 24, top = 14, bottom = 48;
-  frame(svg, title, rows.map((r) => `${r.year}: ${shortNum(r.p50)} (${shortNum(r.p05)}-${shortNum(r.p95)})`).join("; "), W, H);
+export function fanChart(svg, d) {
+  draw(svg, () => paintFan(svg, d));
+}
+
+function paintFan(svg, { rows, title, xLabel, yLabel, baselineLabel = "", format = (v) => fmt(v, 0), bandLabel = "" }) {
+  const W = chartWidth(svg), H = 320, left = W < FULL_W ? 58 : 70, right = 24, top = 14, bottom = 48;
+  const items = rows.map((r) => t("desc_fan", { year: r.year, p50: format(r.p50), lo: format(r.p05), hi: format(r.p95) }) +
+    (Number.isFinite(r.base) ? t("desc_base", { name: baselineLabel, b: format(r.base) }) : ""));
+  frame(svg, title, [...(bandLabel ? [bandLabel] : []), ...items].join(t("desc_sep")), W, H);
   if (!rows.length) return;
   const bases = rows.map((r) => r.base).filter(Number.isFinite);
   const lo = Math.min(...rows.map((r) => r.p05), ...bases), hi = Math.max(...rows.map((r) => r.p95), ...bases);
@@ -152,7 +223,7 @@ export function fanChart(svg, { rows, title, xLabel, yLabel, baselineLabel = "" 
     el("line", { x1: left, x2: W - right, y1: Y(tk), y2: Y(tk) }, g);
     el("text", { x: left - 6, y: Y(tk) + 4, "text-anchor": "end", class: "tick" }, svg).textContent = shortNum(tk);
   }
-  const step = Math.max(1, Math.ceil(rows.length / 10));
+  const step = Math.max(1, Math.ceil(rows.length / (W < FULL_W ? 6 : 10)));
   rows.forEach((r, i) => {
     if (i % step === 0 || i === rows.length - 1) {
       el("text", { x: X(r.year), y: H - bottom + 16, "text-anchor": "middle", class: "tick" }, svg).textContent = String(r.year);

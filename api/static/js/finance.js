@@ -7,6 +7,7 @@
 import { ApiError } from "./api.js";
 import { caseLabel, driverLabel, fmt, fmtPct, getLang, paramSd, schemeName, subsidyNote, t } from "./i18n.js";
 import { barChart, exceedanceChart, fanChart } from "./charts.js";
+import { cancelJob } from "./jobs.js";
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 400;
@@ -111,9 +112,12 @@ export function showProblem(prefix, fields, err) {
   }
   const alert = $(`#${prefix}-error`);
   if (err instanceof ApiError) {
-    // the page's words first; the server's detail (and errors not next to a field) on a line of their own
-    alert.replaceChildren(document.createTextNode(t("error", { detail: t("request_rejected", { status: err.status }) })),
-      serverDetail(rest.length ? `${err.message} (${rest.join("; ")})` : err.message));
+    // the page's words first; the server's detail (and errors not next to a field) on a line of their own. Where
+    // every error is shown next to its field, the alert says so and repeats none of them (the server's detail
+    // then only restates them, with raw request paths such as body/terms/term_years)
+    const lead = document.createTextNode(t("error", { detail: t("request_rejected", { status: err.status }) }));
+    if (errs.length && !rest.length) alert.replaceChildren(lead, document.createTextNode(` ${t("fields_marked")}`));
+    else alert.replaceChildren(lead, serverDetail(rest.length ? rest.join("; ") : err.message));
   } else {
     alert.textContent = t("error", { detail: err.message });
   }
@@ -121,15 +125,45 @@ export function showProblem(prefix, fields, err) {
   if (first) first.focus();
 }
 
-/** POST, then for a 202 job poll it to the end; returns the finance result (FinanceResultOut). */
+/** A finance job the user cancelled (its Cancel button): no new result, the previous one stays. */
+class JobCancelled extends Error {
+  constructor(job) { super(t("fin_cancelled")); this.job = job; }
+}
+
+/** POST, then for a 202 job poll it to the end, with a Cancel button (POST /v1/jobs/{id}/cancel) while it runs;
+ * returns the finance result (FinanceResultOut). */
 async function submit(api, prefix, path, body, onJob) {
   const bar = $(`#${prefix}-progress`);
   const status = $(`#${prefix}-status`);
   status.textContent = t("fin_computing");
   delete status.dataset.done;
+  delete status.dataset.status;
   const { status: code, body: out } = await api.post(path, body);
   if (code !== 202) return out;
   bar.hidden = false;
+  bar.value = 0;
+  const cancel = $(`#${prefix}-cancel`);
+  cancel.hidden = false;
+  cancel.disabled = false;
+  cancel.onclick = async () => {
+    cancel.disabled = true;
+    status.textContent = t("cancelling");
+    try {
+      await cancelJob(api, out.id);
+    } catch (err) {
+      $(`#${prefix}-error`).textContent = t("error", { detail: err.message });  // e.g. 409: it had ended meanwhile
+    }
+  };
+  try {
+    return await pollFinanceJob(api, out, bar, status, onJob);
+  } finally {
+    cancel.hidden = true;
+    cancel.disabled = true;
+    cancel.onclick = null;
+  }
+}
+
+async function pollFinanceJob(api, out, bar, status, onJob) {
   for (;;) {
     const job = await api.get(`/v1/jobs/${out.id}`);
     onJob(job);
@@ -142,9 +176,8 @@ async function submit(api, prefix, path, body, onJob) {
       const detail = t("job_failed", { error: job.error.detail || job.error.title });
       throw new ApiError(job.error.status || 500, { ...job.error, detail });
     }
-    if (job.status === "failed" || job.status === "cancelled") {
-      throw new Error(t("job_failed", { error: t(`st_${job.status}`) }));
-    }
+    if (job.status === "cancelled") throw new JobCancelled(job);
+    if (job.status === "failed") throw new Error(t("job_failed", { error: t(`st_${job.status}`) }));
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
 }
@@ -180,12 +213,12 @@ function kpis(box, items) {
 }
 
 /** A definition list of [key, value, text, flags?] with data-key / data-value on each <dd> (flags.notResolved:
- * data-not-resolved). */
+ * data-not-resolved; label: the <dt>'s text where it is not t(key)). */
 function kv(dl, items) {
   dl.replaceChildren();
-  for (const [key, value, text, flags] of items) {
+  for (const [key, value, text, flags, label] of items) {
     const dt = document.createElement("dt");
-    dt.textContent = t(key);
+    dt.textContent = label ?? t(key);
     const dd = document.createElement("dd");
     dd.dataset.key = key;
     dd.dataset.value = value === null || value === undefined ? "" : String(value);
@@ -279,15 +312,45 @@ function unresolved(v) {
 }
 
 /** A probability's sub-text: "± s.e.", or where it is exactly 0 or 1 its rule-of-three 95 % interval. */
-function probSub(p, se, bound) {
-  if (bound) return t("zero_one", { p: fmtPct(p, 1), lo: fmtPct(bound[0], 2), hi: fmtPct(bound[1], 2) });
-  return seText(se, (x) => fmtPct(x, 1));
+function probSub(p, se, bound, digits = 1) {
+  if (bound) return t("zero_one", { p: fmtPct(p, digits), lo: fmtPct(bound[0], 2), hi: fmtPct(bound[1], 2) });
+  return seText(se, (x) => fmtPct(x, digits));
 }
 
 /** A probability in a table cell: the value, and its rule-of-three interval where it is exactly 0 or 1. */
 function probCell(p, se, bound) {
   if (bound) return t("zero_one_cell", { p: fmtPct(p, 1), lo: fmtPct(bound[0], 2), hi: fmtPct(bound[1], 2) });
   return seCell(p, se, (x) => fmtPct(x, 1));
+}
+
+/** "value [low–high]": a figure with its 95 % interval in a cell (an open end: unbounded; no interval: the value). */
+function ciCell(x, lo, hi, format) {
+  if ((lo === null || lo === undefined) && (hi === null || hi === undefined)) return format(x);
+  const end = (e) => (e === null || e === undefined ? t("ci_unbounded") : format(e));
+  return t("ci_cell", { v: format(x), lo: end(lo), hi: end(hi) });
+}
+
+/** The paths that share a parameter draw in the service's runs (the engine's default parameter_set_size): a
+ * probability over `paths` counts paths / SET_SIZE independent units. */
+const SET_SIZE = 4;
+
+/** The rule-of-three 95 % interval of a probability estimated at exactly 0 or 1 over `units` independent units
+ * ([0, 3/n] or [1 - 3/n, 1], as the engine's finance_engine.collateral._zero_one_bounds); null otherwise. */
+export function zeroOneBound(p, units) {
+  const n = Math.max(1, Math.floor(units || 1));
+  const b = Math.min(3 / n, 1);
+  if (p === 0) return [0, b];
+  if (p === 1) return [1 - b, 1];
+  return null;
+}
+
+/** The independent units of a loan valuation's probabilities at `paths` paths: from the result's own rule-of-three
+ * bounds where it has one (3 / n), else paths / SET_SIZE. */
+function loanUnits(v, paths) {
+  const own = Object.values({ ...(v.risk?.zero_one_bounds_95 || {}), ...(v.sizing?.zero_one_bounds_95 || {}) })[0];
+  const width = own ? own[1] - own[0] : null;
+  const setSize = width > 0 && width < 1 && v.provenance?.paths ? v.provenance.paths / Math.round(3 / width) : SET_SIZE;
+  return Math.max(1, Math.floor(paths / Math.max(1, setSize)));
 }
 
 /** "value ± s.e." in a cell (the value alone where the result has no error). */
@@ -333,16 +396,48 @@ function renderLoan(fin) {
     ["kpi_max_loan", sz.max_loan_cny, cny(sz.max_loan_cny), maxSub, flag],
     ...(sz.max_loan_ci95_cny ? [["kpi_max_loan_ci95_low", maxLo, end(maxLo), maxNr ? t("nr_flag") : null, flag],
       ["kpi_max_loan_ci95_high", maxHi, end(maxHi), maxNr ? t("nr_flag") : null, flag]] : []),
-    ["kpi_ltv0", risk.ltv_at_origination, fmtPct(risk.ltv_at_origination, 1)],
+    // the LTV at origination is the amount over the value today: its 95 % interval is the amount over the value's
+    ["kpi_ltv0", risk.ltv_at_origination, fmtPct(risk.ltv_at_origination, 1),
+      vt.ci95_cny?.[0] > 0 && vt.ci95_cny?.[1] > 0 ? t("psd_ci_sub", { lo: fmtPct(terms.amount_cny / vt.ci95_cny[1], 1),
+        hi: fmtPct(terms.amount_cny / vt.ci95_cny[0], 1) }) : null],
     ["kpi_p_below_any", risk.p_value_below_balance_any_time, fmtPct(risk.p_value_below_balance_any_time, 1),
       probSub(risk.p_value_below_balance_any_time, risk.p_value_below_balance_any_time_mc_se, zo.p_value_below_balance_any_time)],
     ["kpi_p_any_call", risk.p_any_top_up_call, fmtPct(risk.p_any_top_up_call, 1),
       probSub(risk.p_any_top_up_call, risk.p_any_top_up_call_mc_se, zo.p_any_top_up_call)],
+    // the practice loan (pledge rate x value today): its error is the value's, times the pledge rate
+    ...(Number.isFinite(sz.practice_loan_cny) ? [["kpi_practice_loan", sz.practice_loan_cny, cny(sz.practice_loan_cny),
+      t("practice_sub", { se: cny(terms.pledge_rate * vt.mc_se_cny), rate: fmtPct(terms.pledge_rate, 0) })]] : []),
     ["kpi_p_short_practice", sz.p_shortfall_at_practice_loan, fmtPct(sz.p_shortfall_at_practice_loan, 1),
       probSub(sz.p_shortfall_at_practice_loan, sz.p_shortfall_at_practice_loan_mc_se, zo.p_shortfall_at_practice_loan)],
     ["kpi_stock_today", vt.stock_today_tco2e, fmt(vt.stock_today_tco2e, 0)],
     ["kpi_amount", terms.amount_cny, cny(terms.amount_cny)],
   ]);
+  // the requested loan against the largest safe loan and the practice loan (pledge rate x value today)
+  const limit = $("#loan-limit");
+  const over = [];
+  if (sz.requested_loan_within_limit === false) {
+    over.push(t("loan_over_limit", { amount: cny(terms.amount_cny), max: cny(sz.max_loan_cny),
+      p: fmtPct(sz.target_shortfall_probability, 1), lo: end(maxLo), hi: end(maxHi) }));
+    if (maxNr) over.push(t("loan_over_limit_nr"));
+  }
+  if (sz.requested_ltv_exceeds_pledge_rate === true) {
+    over.push(t("loan_over_pledge", { practice: cny(sz.practice_loan_cny), rate: fmtPct(terms.pledge_rate, 0),
+      ltv: fmtPct(risk.ltv_at_origination, 1) }));
+  }
+  limit.hidden = !over.length;
+  limit.textContent = over.join(" ");
+  limit.dataset.withinLimit = String(sz.requested_loan_within_limit);
+  limit.dataset.exceedsPledgeRate = String(sz.requested_ltv_exceeds_pledge_rate);
+  // the largest safe loan at each target shortfall probability, with its 95 % interval (flagged where not resolved)
+  const targets = Object.keys(sz.max_loan_by_target_cny || {}).sort((a, b) => Number(a) - Number(b));
+  $("#loan-targets-box").hidden = !targets.length;
+  kv($("#loan-targets"), targets.map((k) => {
+    const x = sz.max_loan_by_target_cny[k], ci = sz.max_loan_by_target_ci95_cny?.[k] || [null, null];
+    const text = t("val_ci", { v: cny(x), lo: end(ci[0]), hi: end(ci[1]) });
+    const unres = (sz.not_resolved || []).includes(`max_loan_by_target_cny.${k}`);
+    return [`target_${k}`, x, unres ? t("val_nr", { text }) : text, unres ? { notResolved: true } : null,
+      t("target_p", { p: fmtPct(Number(k), 1) })];
+  }));
   const note = $("#loan-unresolved");
   note.hidden = !nr.figures.length;
   note.textContent = !nr.figures.length ? "" : nr.needed
@@ -373,16 +468,20 @@ function renderLoan(fin) {
   fanChart($("#chart-loan-fan"), {
     rows: by.map((y) => ({ year: y.year, p05: y.value_p05_cny, p50: y.value_p50_cny, p95: y.value_p95_cny, base: y.balance_cny })),
     title: t("chart_loan_fan"), xLabel: t("axis_loan_year"), yLabel: t("axis_value"), baselineLabel: t("legend_balance"),
+    bandLabel: t("desc_fan_pct"),
   });
   barChart($("#chart-loan-below"), {
     labels: by.map((y) => t("year_n", { n: y.year })), values: by.map((y) => 100 * y.p_value_below_balance),
-    title: t("chart_loan_below"), xLabel: t("axis_pct"), minMax: 5,
+    errors: by.map((y) => 200 * (y.p_value_below_balance_mc_se || 0)), errorLabel: t("err_2se"),
+    title: t("chart_loan_below"), xLabel: t("axis_pct"), minMax: 5, format: (x) => `${fmt(x, 1)} %`,
   });
   table($("#loan-years"), by, [
     ["year", "col_year", (x) => String(x)], ["balance_cny", "col_balance", cny],
     ["balance_mean_cny", "col_balance_mean", cny],
-    ["value_p05_cny", "col_value_p05", cny], ["value_p50_cny", "col_value_p50", cny], ["value_p95_cny", "col_value_p95", cny],
-    ["ltv_p50", "col_ltv_p50", pct(1)], ["ltv_p95", "col_ltv_p95", pct(1)],
+    // each percentile with its 95 % interval (order statistics; an open end: unbounded)
+    ...["p05", "p50", "p95"].map((q) => [`value_${q}_cny`, `col_value_${q}`,
+      (x, r) => ciCell(x, r[`value_${q}_ci95_low_cny`], r[`value_${q}_ci95_high_cny`], cny)]),
+    ["ltv_p50", "col_ltv_p50", pct(1)], ["ltv_p95", "col_ltv_p95", (x, r) => ciCell(x, r.ltv_p95_ci95_low, r.ltv_p95_ci95_high, pct(1))],
     ["p_value_below_balance", "col_p_below", (x, r) => probCell(x, r.p_value_below_balance_mc_se, zo[`p_value_below_balance_year_${r.year}`])],
     ["p_top_up_call", "col_p_call", (x, r) => probCell(x, r.p_top_up_call_mc_se, zo[`p_top_up_call_year_${r.year}`])],
     ["expected_top_up_cny", "col_top_up", (x, r) => seCell(x, r.expected_top_up_mc_se_cny, cny)],
@@ -416,21 +515,30 @@ function renderLoan(fin) {
   }
   $("#loan-drivers-card").hidden = !v.drivers;
   if (v.drivers) {
+    // the full model's row (on the valuation's own paths) with its own errors; a row with a driver switched off
+    // with the errors of its paired changes (the API gives those, not the row's own)
+    const own = (r) => r.driver === "full model" && r.paths === v.provenance?.paths;
+    const below = (x, r) => probCell(x, own(r) ? risk.p_value_below_balance_any_time_mc_se : null,
+      own(r) ? zo.p_value_below_balance_any_time : zeroOneBound(x, loanUnits(v, r.paths || v.provenance?.paths)));
     table($("#loan-drivers"), v.drivers, [
       ["driver", "col_driver", driverLabel, false],
-      ["value_cny", "col_value", cny], ["value_effect_cny", "col_value_effect", cny],
-      ["value_effect_mc_se_cny", "col_value_effect_se", cny],
-      ["p_value_below_balance_any_time", "col_p_below_any", pct(1)], ["shortfall_effect", "col_shortfall_effect", pct(1)],
-      ["shortfall_effect_mc_se", "col_shortfall_effect_se", pct(2)],
-      ["expected_shortfall_cny", "col_exp_shortfall", cny],
-      ["expected_shortfall_mc_se_cny", "col_exp_shortfall_se", cny],
+      ["value_cny", "col_value", (x, r) => seCell(x, own(r) ? vt.mc_se_cny : null, cny)],
+      ["value_effect_cny", "col_value_effect", (x, r) => seCell(x, r.value_effect_mc_se_cny, cny)],
+      ["p_value_below_balance_any_time", "col_p_below_any", below],
+      ["shortfall_effect", "col_shortfall_effect", (x, r) => seCell(x, r.shortfall_effect_mc_se, (y) => fmtPct(y, 1))],
+      ["expected_shortfall_cny", "col_exp_shortfall", (x, r) => seCell(x, r.expected_shortfall_mc_se_cny, cny)],
     ]);
   }
   $("#loan-sens-card").hidden = !v.sensitivities;
   if (v.sensitivities) {
+    // each case's change with the error of its paired difference, and its probability with its error (at exactly
+    // 0 or 1 its rule-of-three interval)
+    const units = loanUnits(v, v.provenance?.paths);
     table($("#loan-sens"), v.sensitivities, [
-      ["case", "col_case", caseLabel, false], ["value_cny", "col_value", cny], ["change_cny", "col_change", cny],
-      ["p_value_below_balance_any_time", "col_p_below_any", pct(1)],
+      ["case", "col_case", caseLabel, false], ["value_cny", "col_value", cny],
+      ["change_cny", "col_change", (x, r) => seCell(x, r.change_mc_se_cny, cny)],
+      ["p_value_below_balance_any_time", "col_p_below_any",
+        (x, r) => probCell(x, r.p_value_below_balance_any_time_mc_se, zeroOneBound(x, units))],
     ]);
   }
 }
@@ -444,12 +552,18 @@ async function valueLoan(e, state, fin) {
   try {
     fin.loanRequest = loanRequest(state.portfolio.id);
     fin.loan = await submit(state.api, "loan", "/v1/collateral-valuations", fin.loanRequest, (job) => { fin.loanJob = job; });
+    $("#loan-dl-status").textContent = "";  // the last download was of the previous result
     $("#loan-status").textContent = t("fin_done");
     $("#loan-status").dataset.done = "true";
     renderLoan(fin);
   } catch (err) {
-    $("#loan-status").textContent = "";
-    showProblem("loan", LOAN_FIELDS, err);
+    if (err instanceof JobCancelled) {
+      $("#loan-status").textContent = t("fin_cancelled");
+      $("#loan-status").dataset.status = "cancelled";
+    } else {
+      $("#loan-status").textContent = "";
+      showProblem("loan", LOAN_FIELDS, err);
+    }
   } finally {
     $("#loan-submit").disabled = false;
   }
@@ -476,18 +590,28 @@ function renderQuote(fin) {
   $("#quote-settings").textContent = t("quote_settings", {
     kind: t(q.cover?.kind === "sink-index" ? "cover_sink_index" : "cover_stock_loss"),
     ha: fmt(ex.area_ha, 1), si: cny(ex.sum_insured_cny), paths: fmt(q.provenance?.paths), seed: q.provenance?.seed });
+  // the pure premium's parameter sd (a 0 the estimator clipped reads "not resolved"), with its 95 % interval
+  const psd = paramSd(pr.parameter_sd_cny, { mcSe: pr.pure_premium_mc_se_cny,
+    ci: [pr.parameter_sd_ci95_low_cny, pr.parameter_sd_ci95_high_cny] });
+  const psdCiSub = psd?.ci ? t("psd_ci_sub", { lo: cny(psd.ci[0]), hi: cny(psd.ci[1]) }) : null;
+  // probabilities over the quote's independent units (parameter sets): at exactly 0 or 1 the rule-of-three interval
+  const units = Math.floor((q.provenance?.paths || 1) / SET_SIZE);
+  const prob = (p, se) => probSub(p, se, zeroOneBound(p, units), 2);
+  const f2 = (x) => fmt(x, 2), f3 = (x) => fmt(x, 3);
   kpis($("#quote-kpis"), [
     ["kpi_pure", pr.pure_premium_cny, cny(pr.pure_premium_cny), t("pm_se", { se: cny(pr.pure_premium_mc_se_cny) })],
     ["kpi_pure_se", pr.pure_premium_mc_se_cny, cny(pr.pure_premium_mc_se_cny)],
+    ...(psd ? [["kpi_pure_psd", psd.value, psd.text,
+      [psd.resolved ? null : t("psd_not_resolved_note"), psdCiSub].filter(Boolean).join(" · ") || null]] : []),
     ["kpi_gross", pr.gross_premium_cny, cny(pr.gross_premium_cny), seText(pr.gross_premium_mc_se_cny, cny)],
-    ["kpi_rate", pr.rate_on_sum_insured, fmtPct(pr.rate_on_sum_insured, 3)],
-    ["kpi_per_mu", pr.premium_per_mu_cny, fmt(pr.premium_per_mu_cny, 2)],
-    ["kpi_per_ha", pr.premium_per_ha_cny, fmt(pr.premium_per_ha_cny, 2)],
-    ["kpi_per_tco2e", pr.premium_per_tco2e_cny, fmt(pr.premium_per_tco2e_cny, 3)],
-    ["kpi_loss_ratio", pr.expected_loss_ratio, fmtPct(pr.expected_loss_ratio, 1)],
+    ["kpi_rate", pr.rate_on_sum_insured, fmtPct(pr.rate_on_sum_insured, 3), seText(pr.rate_on_sum_insured_mc_se, (x) => fmtPct(x, 3))],
+    ["kpi_per_mu", pr.premium_per_mu_cny, f2(pr.premium_per_mu_cny), seText(pr.premium_per_mu_mc_se_cny, f2)],
+    ["kpi_per_ha", pr.premium_per_ha_cny, f2(pr.premium_per_ha_cny), seText(pr.premium_per_ha_mc_se_cny, f2)],
+    ["kpi_per_tco2e", pr.premium_per_tco2e_cny, f3(pr.premium_per_tco2e_cny), seText(pr.premium_per_tco2e_mc_se_cny, f3)],
+    ["kpi_loss_ratio", pr.expected_loss_ratio, fmtPct(pr.expected_loss_ratio, 1), seText(pr.expected_loss_ratio_mc_se, (x) => fmtPct(x, 1))],
     ["kpi_sum_insured", ex.sum_insured_cny, cny(ex.sum_insured_cny),
       ex.sum_insured_mc_se_cny == null ? null : t("from_run", { se: cny(ex.sum_insured_mc_se_cny) })],
-    ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2), seText(q.risk.prob_payout_mc_se, (x) => fmtPct(x, 2))],
+    ["kpi_p_payout", q.risk.prob_payout, fmtPct(q.risk.prob_payout, 2), prob(q.risk.prob_payout, q.risk.prob_payout_mc_se)],
     ...sinkIndexTerms(q),
   ]);
   // a sink index: basis risk (the index's error: payout against the perfect-index payout) and, apart, the
@@ -497,17 +621,20 @@ function renderQuote(fin) {
   if (gap) {
     kpis($("#quote-basis-kpis"), [
       ["kpi_basis_rmse", br.rmse_cny, cny(br.rmse_cny), seText(br.rmse_mc_se_cny, cny)],
-      ["kpi_basis_miss", br.prob_loss_no_payout, fmtPct(br.prob_loss_no_payout, 2), seText(br.prob_loss_no_payout_mc_se, (x) => fmtPct(x, 2))],
-      ["kpi_basis_extra", br.prob_payout_no_loss, fmtPct(br.prob_payout_no_loss, 2), seText(br.prob_payout_no_loss_mc_se, (x) => fmtPct(x, 2))],
+      ["kpi_basis_miss", br.prob_loss_no_payout, fmtPct(br.prob_loss_no_payout, 2), prob(br.prob_loss_no_payout, br.prob_loss_no_payout_mc_se)],
+      ["kpi_basis_extra", br.prob_payout_no_loss, fmtPct(br.prob_payout_no_loss, 2), prob(br.prob_payout_no_loss, br.prob_payout_no_loss_mc_se)],
       ["kpi_gap_mean", gap.mean_gap_cny, cny(gap.mean_gap_cny), seText(gap.mean_gap_mc_se_cny, cny)],
       ["kpi_gap_share", gap.gap_share_of_true_loss, fmtPct(gap.gap_share_of_true_loss, 0), seText(gap.gap_share_of_true_loss_mc_se, (x) => fmtPct(x, 0))],
     ]);
   }
-  const ep = (q.risk.ep_curve || []).filter((p) => p.exceedance_probability >= 0.005 && p.exceedance_probability < 1)
+  // the exceedance curve of the payout: only the grid points with a payout (a point of payout 0 is below
+  // P(payout) by definition), from P(payout) at 0
+  const ep = (q.risk.ep_curve || []).filter((p) => p.exceedance_probability >= 0.005 && p.exceedance_probability < 1 && p.aep_cny > 0)
     .map((p) => ({ loss: p.aep_cny, prob: p.exceedance_probability }));
-  exceedanceChart($("#chart-quote-ep"), { points: ep, title: t("chart_quote_ep"), xLabel: t("axis_payout"), yLabel: t("axis_prob") });
+  exceedanceChart($("#chart-quote-ep"), { points: ep, title: t("chart_quote_ep"), xLabel: t("axis_payout"), yLabel: t("axis_prob"),
+    what: "payout", start: { prob: q.risk.prob_payout, label: t("legend_p_payout") } });
   table($("#quote-pml"), q.risk.pml || [], [
-    ["basis", "col_basis", (x) => x, false], ["return_period_years", "col_return_period", (x) => fmt(x, 0)],
+    ["basis", "col_basis", (x) => (t(`pml_${x}`) === `pml_${x}` ? x : t(`pml_${x}`)), false], ["return_period_years", "col_return_period", (x) => fmt(x, 0)],
     ["loss", "col_pml", cny], ["ci_low", "col_ci_low", cny],
     ["ci_high", "col_ci_high", (x) => (x === null || x === undefined ? t("ci_unbounded") : cny(x))],  // an open end
   ]);
@@ -515,7 +642,8 @@ function renderQuote(fin) {
   $("#quote-subsidy-cap").textContent = t("quote_subsidy", { scheme: schemeName(sub.scheme) });
   const payers = Object.keys(sub.amounts_cny || {}).map((k) => ({ payer: k, share: sub.shares?.[k], amount: sub.amounts_cny[k] }));
   table($("#quote-subsidy"), payers, [
-    ["payer", "col_payer", (x) => t(`payer_${x}`), false], ["share", "col_share", pct(1)], ["amount", "col_amount", cny],
+    ["payer", "col_payer", (x) => t(`payer_${x}`), false], ["share", "col_share", pct(1)],
+    ["amount", "col_amount", (x, r) => seCell(x, sub.amounts_mc_se_cny?.[r.payer], cny)],
   ]);
   // why there is no subsidy, or the scheme's caveat: the engine's two notes in the page's language (the server's
   // English under it in Chinese), any other note as the server wrote it
@@ -566,12 +694,18 @@ async function priceQuote(e, state, fin) {
   try {
     fin.quoteRequest = quoteRequest(state.portfolio.id);
     fin.quote = await submit(state.api, "quote", "/v1/quotes", fin.quoteRequest, (job) => { fin.quoteJob = job; });
+    $("#quote-dl-status").textContent = "";  // the last download was of the previous result
     $("#quote-status").textContent = t("fin_done");
     $("#quote-status").dataset.done = "true";
     renderQuote(fin);
   } catch (err) {
-    $("#quote-status").textContent = "";
-    showProblem("quote", QUOTE_FIELDS, err);
+    if (err instanceof JobCancelled) {
+      $("#quote-status").textContent = t("fin_cancelled");
+      $("#quote-status").dataset.status = "cancelled";
+    } else {
+      $("#quote-status").textContent = "";
+      showProblem("quote", QUOTE_FIELDS, err);
+    }
   } finally {
     $("#quote-submit").disabled = false;
   }
@@ -608,12 +742,16 @@ export function installFinance(state) {
     /** The chosen portfolio (or its parcels) changed: results of another portfolio no longer apply. */
     portfolioChanged() {
       document.querySelectorAll(".fin-portfolio-name").forEach((s) => { s.textContent = state.portfolio?.name || "—"; });
-      if (fin.loan && fin.loan.portfolio_id !== state.portfolio?.id) { fin.loan = null; renderLoan(fin); }
-      if (fin.quote && fin.quote.portfolio_id !== state.portfolio?.id) { fin.quote = null; renderQuote(fin); }
+      if (fin.loan && fin.loan.portfolio_id !== state.portfolio?.id) { fin.loan = null; renderLoan(fin); $("#loan-dl-status").textContent = ""; }
+      if (fin.quote && fin.quote.portfolio_id !== state.portfolio?.id) { fin.quote = null; renderQuote(fin); $("#quote-dl-status").textContent = ""; }
       renderPledgeOptions(state);
     },
     render() {
-      for (const p of ["loan", "quote"]) if ($(`#${p}-status`).dataset.done) $(`#${p}-status`).textContent = t("fin_done");
+      for (const p of ["loan", "quote"]) {
+        const st = $(`#${p}-status`);
+        if (st.dataset.status === "cancelled") st.textContent = t("fin_cancelled");
+        else if (st.dataset.done) st.textContent = t("fin_done");
+      }
       document.querySelectorAll(".fin-portfolio-name").forEach((s) => { s.textContent = state.portfolio?.name || "—"; });
       renderPledgeOptions(state);
       renderLoan(fin);

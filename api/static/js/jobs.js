@@ -48,6 +48,21 @@ export function renderJobBlock(prefix, job) {
     ? t("job_failed", { error: job.error?.detail || job.error?.title || JSON.stringify(job.error) }) : "";
 }
 
+/** Empty the progress block whose elements start with `prefix` (0 %, no status, ETA, log or error): a run the
+ * API refused has no job, and the previous run's "100 % · done" must not read as this run's. */
+export function resetJobBlock(prefix) {
+  const $ = (s) => document.querySelector(`#${prefix}-${s}`);
+  $("progress").value = 0;
+  $("progress").setAttribute("aria-valuetext", "0 %");
+  $("pct").textContent = "0 %";
+  $("status").textContent = "—";
+  delete $("status").dataset.status;
+  delete $("status").dataset.job;
+  $("eta").textContent = "—";
+  $("log").textContent = "";
+  $("error").textContent = "";
+}
+
 /** Clone the job-block template into every [data-job-block] element (once, before the page's strings are applied). */
 export function mountJobBlocks(root = document) {
   const tpl = root.querySelector("#job-block-template");

@@ -9,7 +9,7 @@ import { ParcelMap } from "./map.js";
 import { buildTree, renderTree } from "./accounts.js";
 import { RUNNERS, SIM_ACCOUNT_COLUMNS, availableRunners } from "./runners.js";
 import { financeAccess, installFinance } from "./finance.js";
-import { TERMINAL, activeJobs, cancelJob, mountJobBlocks, pollJob, renderJobBlock } from "./jobs.js";
+import { TERMINAL, activeJobs, cancelJob, mountJobBlocks, pollJob, renderJobBlock, resetJobBlock } from "./jobs.js";
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -283,9 +283,11 @@ async function startRun(e) {
   };
   $("#run-error").textContent = "";
   setRunning(true);
+  let started = false;
   try {
     const runner = state.runner;
     const job = await runner.start(state.api, state.portfolio, form);
+    started = true;
     state.job = job;
     state.jobRunner = runner;
     state.runResumed = null;
@@ -294,6 +296,12 @@ async function startRun(e) {
     renderJob(job);
     await poll(job.id);
   } catch (err) {
+    if (!started) {
+      // refused (422): no job runs, so the previous run's progress block ("100 % · done") no longer applies
+      state.job = null;
+      rememberRunJob(null);
+      resetJobBlock("run");
+    }
     showRunError(err);
   } finally {
     setRunning(false);
@@ -475,6 +483,7 @@ function renderResults() {
     labels: rows.map((r) => placeName(r.county)), values: rows.map((r) => r.loss), errors: rows.map((r) => 2 * (r.se || 0)),
     baseline: stress ? rows.map((r) => r.base) : null, baselineLabel: t("legend_baseline"),
     title: t(stress ? "chart_county_stress" : "chart_county"), xLabel: t("axis_loss"),
+    format: (x) => fmt(x, 0), errorLabel: t("err_2se"),
   });
   const hasExceed = v.exceedance.length > 0;
   $("#chart-exceed").toggleAttribute("hidden", !hasExceed);  // an SVG element has no .hidden property
@@ -484,7 +493,8 @@ function renderResults() {
   const fanTitle = t({ fan: "chart_fan", value_fan: "chart_value_fan", value_path: "chart_value_path" }[v.fanKind]);
   $("#cap-fan").textContent = fanTitle;
   fanChart($("#chart-fan"), { rows: v.fan, title: fanTitle, xLabel: t("axis_year"),
-    yLabel: t(v.fanKind === "fan" ? "axis_stock" : "axis_value"), baselineLabel: t("legend_baseline") });
+    yLabel: t(v.fanKind === "fan" ? "axis_stock" : "axis_value"), baselineLabel: t("legend_baseline"),
+    bandLabel: t(v.fanKind === "value_path" ? "desc_fan_se" : "desc_fan_pct") });
   const head = $("#county-table thead tr");
   head.replaceChildren();
   const th0 = document.createElement("th");

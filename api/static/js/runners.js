@@ -28,11 +28,17 @@ export const SIM_ACCOUNT_COLUMNS = [["parcels", "col_parcels", 0], ["area_ha", "
   ["expected_loss_tco2e_per_yr_parameter_sd", "col_loss_psd", 0, "psd"],
   ["expected_harvest_tco2e_per_yr", "col_harvest", 0], ["expected_harvest_tco2e_per_yr_mc_se", "col_harvest_se", 0],
   ["expected_harvest_tco2e_per_yr_parameter_sd", "col_harvest_psd", 0, "psd"]];
-export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["loss", "col_scn_loss", 0],
-  ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0], ["perHaYr", "col_loss_per_ha", 3]];
+// a stress test's county table: the baseline's loss with its own s.e. (the baseline scenario's horizon rows), the
+// scenario's with its s.e., and their paired difference with its s.e.
+export const STRESS_COUNTY_COLUMNS = [["area", "col_area", 1], ["base", "col_base_loss", 0], ["baseSe", "col_base_se", 0],
+  ["loss", "col_scn_loss", 0], ["se", "col_se", 0], ["diff", "col_diff", 0], ["diffSe", "col_diff_se", 0],
+  ["perHaYr", "col_loss_per_ha", 3]];
+// a stress test's accounts: each simulated figure with its s.e. (the loss value's: an upper bound, *_mc_se_max)
 export const STRESS_ACCOUNT_COLUMNS = [["stock_start_tco2e", "col_stock_start", 0], ["stock_end_tco2e", "col_stock_end", 0],
+  ["stock_end_tco2e_mc_se", "col_stock_end_se", 0],
   ["sink_tco2e", "col_acc_sink_run", 0], ["sink_tco2e_mc_se", "col_sink_se", 0], ["loss_tco2e", "col_acc_loss_run", 0],
-  ["loss_tco2e_mc_se", "col_loss_se", 0], ["loss_value_cny", "col_loss_value", 0]];
+  ["loss_tco2e_mc_se", "col_loss_se", 0], ["loss_value_cny", "col_loss_value", 0],
+  ["loss_value_cny_mc_se_max", "col_loss_value_se", 0]];
 
 /** A summary row's parameter sd interval [low, high] (null where the row has none); `prefix` "diff_": that of a
  * stress horizon row's paired difference. */
@@ -174,13 +180,15 @@ export const RUNNERS = {
 export function stressView(st, tables, scenario, portfolio, parcels) {
   const req = st.audit?.request || {};
   const years = Number(req.years) || 1;
-  const { county, portfolioRows, township, valueByYear } = tables;
+  const { county, portfolioRows, township, valueByYear, baselineCounty = [] } = tables;
+  const baseSe = new Map(baselineCounty.map((r) => [r.group, r.mc_se]));
   const countyArea = areaBy(parcels, "county");
   const summaryCounties = portfolio?.summary?.counties || {};
   const counties = county.map((r) => {
     const name = leaf(r.group);
     const area = countyArea.get(name) ?? summaryCounties[name]?.area_ha ?? null;
-    return { county: name, group: r.group, area, loss: r.mean, se: r.mc_se, base: r.baseline_mean, diff: r.diff_mean,
+    return { county: name, group: r.group, area, loss: r.mean, se: r.mc_se, base: r.baseline_mean,
+      baseSe: baseSe.get(r.group) ?? (scenario === "baseline" ? r.mc_se : null), diff: r.diff_mean,
       diffSe: r.diff_mc_se, perHaYr: area ? r.mean / area / years : null };
   }).sort((a, b) => b.loss - a.loss);
   const pf = Object.fromEntries(portfolioRows.map((r) => [r.metric, r]));
@@ -251,11 +259,13 @@ RUNNERS.stress = {
     const st = await api.get(`/v1/jobs/${job.id}/result`);
     const scenario = job.request?.scenarios?.[0] || "baseline";
     const tbl = (table, q) => api.all(`/v1/stress-tests/${st.id}/tables/${table}`, { scenario, ...q });
-    const [county, portfolioRows, township, valueByYear] = await Promise.all([
+    const [county, portfolioRows, township, valueByYear, baselineCounty] = await Promise.all([
       tbl("horizon", { level: "county", metric: "cumulative_loss_tco2e" }), tbl("horizon", { level: "portfolio" }),
       tbl("horizon", { level: "township", metric: "cumulative_loss_tco2e" }),
-      tbl("by_year", { level: "portfolio", metric: "stock_value_cny" })]);
-    return stressView(st, { county, portfolioRows, township, valueByYear }, scenario, portfolio, parcels);
+      tbl("by_year", { level: "portfolio", metric: "stock_value_cny" }),
+      // the baseline's own county rows: its loss's Monte Carlo s.e. (the scenario's rows carry its mean only)
+      scenario === "baseline" ? [] : tbl("horizon", { level: "county", metric: "cumulative_loss_tco2e", scenario: "baseline" })]);
+    return stressView(st, { county, portfolioRows, township, valueByYear, baselineCounty }, scenario, portfolio, parcels);
   },
 };
 
