@@ -265,6 +265,7 @@ try {
   out.quoteEpAnchor = await page.$$eval("#chart-quote-ep circle.anchor", (ds) => ds.map((d) => ({ prob: Number(d.dataset.prob), loss: Number(d.dataset.loss) })));
   out.quoteEpDesc = await page.$eval("#chart-quote-ep desc", (d) => d.textContent);
   out.quoteDlStatus = await text("#quote-dl-status");
+  out.quoteNoPayFirst = await page.$eval("#quote-nopay-note", (e) => e.hidden);
   await shot("quote-result");
 
   // a big quote runs as a job: cancelled with its Cancel button, the stock-loss quote stays
@@ -282,6 +283,20 @@ try {
   await page.waitForFunction(() => !document.querySelector("#quote-submit").disabled, null, { timeout: 120000 });
   extra = null;
   await quote.getByLabel("蒙特卡洛路径数").fill(opt["quote-paths"]);
+
+  // a deductible above every year's covered loss: the cover pays nothing, and the page says why
+  extra = "quote-nopay";
+  const payingId = await text("#quote-id");
+  await page.getByLabel("年免赔额（元）").fill("1000000000000");
+  await page.getByRole("button", { name: "报价", exact: true }).click();
+  await page.waitForFunction((first) => {
+    const f = window.__dashboard.finance;
+    return f.quote && f.quote.id !== first && document.querySelector("#quote-id").textContent === f.quote.id;
+  }, payingId);
+  out.noPay = { hidden: await page.$eval("#quote-nopay-note", (e) => e.hidden), text: await text("#quote-nopay-note"),
+                server: await page.evaluate(() => window.__dashboard.finance.quote.result.risk.no_payout_note) };
+  extra = null;
+  await page.getByLabel("年免赔额（元）").fill("20000");
 
   // ---- insurer: a sink-index cover: basis risk and the protection gap ------------------------------
   await page.getByLabel("保障类型").selectOption("sink-index");

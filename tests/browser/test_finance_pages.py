@@ -572,6 +572,17 @@ def test_a_new_result_clears_the_download_line(driven):
     assert shown["sinkQuote"]["dlStatus"] == ""
 
 
+def test_a_quote_that_pays_nothing_says_why(driven):
+    """A deductible above every year's covered loss: the page says the cover pays nothing, with the server's reason
+    (risk.no_payout_note); a quote that pays shows no such line."""
+    shown, _, _ = driven
+    assert shown["quoteNoPayFirst"] is True
+    nopay = shown["noPay"]
+    assert nopay["server"] and "deductible" in nopay["server"]
+    assert nopay["hidden"] is False
+    assert nopay["text"].startswith("无预期损失：") and nopay["server"] in nopay["text"]
+
+
 @pytest.mark.parametrize("page", ["loanNarrow", "quoteNarrow"])
 def test_the_finance_pages_fit_a_390_px_screen(driven, page):
     """At 390 px: the page no wider than the screen, no card wider than its box, chart labels at least 10 px (the

@@ -590,6 +590,10 @@ function renderQuote(fin) {
   $("#quote-settings").textContent = t("quote_settings", {
     kind: t(q.cover?.kind === "sink-index" ? "cover_sink_index" : "cover_stock_loss"),
     ha: fmt(ex.area_ha, 1), si: cny(ex.sum_insured_cny), paths: fmt(q.provenance?.paths), seed: q.provenance?.seed });
+  // a cover that pays nothing in any simulated year: why (the server's words: risk.no_payout_note)
+  const nopay = $("#quote-nopay-note"), why = q.risk?.no_payout_note;
+  nopay.hidden = !why;
+  nopay.replaceChildren(...(why ? [document.createTextNode(t("quote_no_payout")), serverDetail(why)] : []));
   // the pure premium's parameter sd (a 0 the estimator clipped reads "not resolved"), with its 95 % interval
   const psd = paramSd(pr.parameter_sd_cny, { mcSe: pr.pure_premium_mc_se_cny,
     ci: [pr.parameter_sd_ci95_low_cny, pr.parameter_sd_ci95_high_cny] });
