@@ -106,6 +106,16 @@ class SimulationSwitches:
                        else ("__all_but__", *perils))
 
 
+def recorded_block_size(switches: dict) -> int:
+    """The paths of one independent Monte Carlo block in a run whose provenance recorded ``switches``
+    (:attr:`SimulationSwitches.mc_block_size`: a parameter set, else an antithetic pair, else one path); a record
+    without them drew nothing and paired nothing (1)."""
+    known = {f.name for f in fields(SimulationSwitches)}
+    recorded = {"parameter_uncertainty": False, "parameter_set_size": 1,
+                **{k: v for k, v in switches.items() if k in known}}
+    return SimulationSwitches(**recorded).mc_block_size
+
+
 def recorded_set_size(switches: dict) -> int:
     """The paths that share a parameter draw in a run whose provenance recorded ``switches`` (the fields of
     :class:`SimulationSwitches`): its ``parameter_set_size`` when parameters were drawn

@@ -151,7 +151,12 @@ def test_a_short_last_block_counts_as_a_block():
     (SimulationSwitches(growth_parameter_uncertainty=False, peril_parameter_uncertainty=False), 1),
 ])
 def test_mc_block_size(switches, block):
+    from finance_engine.simulation.result import switches_dict
+    from models.dynamics import recorded_block_size
+
     assert switches.mc_block_size == block
+    assert recorded_block_size(switches_dict(switches)) == block       # as a run's provenance records it
+    assert recorded_block_size({}) == 1
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +171,9 @@ def test_the_engines_table_carries_its_blocks_and_price_layer_counts_them(engine
     elt = pd.read_csv(engine_table)
     assert (elt["mc_block"] == elt["path"] // SimulationSwitches().mc_block_size).all()
     assert (elt["mc_block_paths"] == SimulationSwitches().mc_block_size).all()
+    # the year loss table beside it names the same blocks, for every path-year
+    ylt = pd.read_csv(engine_table.parent / "year_loss_table.csv")
+    assert len(ylt) == 240 and (ylt["mc_block"] == ylt["path"] // 4).all() and (ylt["mc_block_paths"] == 4).all()
     capsys.readouterr()
     args = ["price-layer", str(engine_table), "--years", "240", "--attachment", "0", "--limit", "inf",
             "--basis", "aggregate"]

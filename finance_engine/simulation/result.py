@@ -24,6 +24,7 @@ from finance_engine.simulation.summary import (
     summarise_per_path,
 )
 from models import MODEL_VERSION
+from models.dynamics import recorded_block_size
 
 
 @lru_cache(maxsize=1)
@@ -117,14 +118,17 @@ class SimulationResult:
         return self.per_path[level][self.metrics.index(metric)]
 
     def year_loss_table(self, level: str = "portfolio") -> pd.DataFrame:
-        """Year loss table: one row per path and year (and group), total and per-peril losses."""
+        """Year loss table: one row per path and year (and group), total and per-peril losses; ``mc_block`` and
+        ``mc_block_paths`` as in the event loss table (the paths whose years are not independent of each other)."""
         arr = self.per_path.get(level)
         if arr is None:
             raise KeyError(f"per-path values of level {level!r} were not kept")
         years, paths, groups = arr.shape[1:]
         y, p, g = np.meshgrid(np.arange(years), np.arange(paths), np.arange(groups), indexing="ij")
+        b = recorded_block_size(self.provenance.get("switches") or {})
         df = pd.DataFrame({"path": p.ravel(), "year": y.ravel(),
-                           "sim_year": (p * years + y).ravel(), "group": self.labels[level][g.ravel()]})
+                           "sim_year": (p * years + y).ravel(), "mc_block": (p // b).ravel(),
+                           "mc_block_paths": np.full(p.size, b, np.int64), "group": self.labels[level][g.ravel()]})
         for m in self.metrics:
             if m.startswith("loss"):
                 df[m] = arr[self.metrics.index(m)].ravel()
