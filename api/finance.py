@@ -475,8 +475,13 @@ def prepare_stress(s: Session, who: Principal, body, models=None, portfolios=Non
                 for i, it in enumerate(items):
                     bad = [p for p in (it.parcel_ids or []) if p not in known]
                     if bad or (it.project_id is not None and it.project_id not in projects):
-                        raise ValueError(f"registry.{kind}.{i}: " + (f"parcels not in the portfolio: {bad[:10]}" if bad
-                                                                     else f"project {it.project_id!r} has no parcels"))
+                        why = (f"parcels not in the portfolio: {bad[:10]}" if bad
+                               else f"project {it.project_id!r} has no parcels")
+                        if kind == "loans" and i >= n_own:  # a registered loan: not in the body, named by its resource
+                            raise ApiProblem(422, f"registered loan {it.id} (/v1/loans/{it.id}): {why}",
+                                             kind="invalid-stress-test",
+                                             errors=[{"field": f"loan/{it.id}/parcel_ids", "reason": why}])
+                        raise ValueError(f"registry.{kind}.{i}: {why}")
     except (InlineScenarioError, ScenarioNameError) as exc:
         raise problem_from(exc, "invalid-scenario", STRESS_FIELDS) from exc
     except INPUT_ERRORS as exc:

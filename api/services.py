@@ -465,12 +465,15 @@ def retain_portfolio_data(s: Session, row: PortfolioRow, *, sync_max: int, days:
     return need, kept.expires_at if kept is not None else None
 
 
-def _drop_retained(s: Session, kept_id: str, tenant_id: str, key_id: str, reason: str, *extra) -> bool:
-    """Delete one retained row (conditional: of concurrent drops one is audited) with its audit record."""
+def _drop_retained(s: Session, kept_id: str, tenant_id: str, key_id: str, reason: str, *extra,
+                   request_id: str | None = None) -> bool:
+    """Delete one retained row (conditional: of concurrent drops one is audited) with its audit record
+    (``request_id``: :func:`audit_record`'s)."""
     if s.execute(delete(RetainedPortfolio).where(RetainedPortfolio.id == kept_id, *extra)
                  .execution_options(synchronize_session=False)).rowcount != 1:
         return False
-    audit_record(s, tenant_id, key_id, "portfolio.data_dropped", "portfolio", kept_id, reason=reason)
+    audit_record(s, tenant_id, key_id, "portfolio.data_dropped", "portfolio", kept_id, request_id=request_id,
+                 reason=reason)
     return True
 
 
@@ -496,11 +499,12 @@ def purge_retained_data(s: Session, now: datetime | None = None, *, ids: list[st
     q = q.where(RetainedPortfolio.id.in_(list(ids))) if ids is not None else q.where(RetainedPortfolio.expires_at <= now)
     out = []
     for pid, tenant_id, expires_at in s.execute(q.order_by(RetainedPortfolio.id)).all():
+        # the server's own doing, maybe in another tenant's request: no request id of that request in this record
         if ids is not None:
-            done = _drop_retained(s, pid, tenant_id, key_id, "purged by an administrator")
+            done = _drop_retained(s, pid, tenant_id, key_id, "purged by an administrator", request_id="-")
         else:
             done = _drop_retained(s, pid, tenant_id, key_id, f"expired on {expires_at.isoformat()}",
-                                  RetainedPortfolio.expires_at <= now)
+                                  RetainedPortfolio.expires_at <= now, request_id="-")
         if done:
             out.append({"portfolio_id": pid, "tenant_id": tenant_id, "expires_at": expires_at.isoformat()})
     return out
@@ -719,13 +723,15 @@ def audit(s: Session, who: Principal, action: str, resource_type: str, resource_
     audit_record(s, who.tenant_id, who.key_id, action, resource_type, resource_id, **detail)
 
 
-def audit_record(s: Session, tenant_id: str, key_id: str, action: str, resource_type: str, resource_id: str, /,
-                 **detail: Any) -> None:
+def audit_record(s: Session, tenant_id: str, key_id: str, action: str, resource_type: str, resource_id: str, /, *,
+                 request_id: str | None = None, **detail: Any) -> None:
     """An audit record in the session's transaction (a job records its result as the key that submitted it,
-    with the request id of the submitting request, which the job's thread carries)."""
+    with the request id of the submitting request, which the job's thread carries). ``request_id``: the record's
+    own (``"-"`` for what the server does of itself in another tenant's request, such as a purge), default the
+    current request's."""
+    rid = request_id if request_id is not None else (current_request_id() or "-")
     s.add(AuditRecord(tenant_id=tenant_id, key_id=key_id, action=action, resource_type=resource_type,
-                      resource_id=resource_id, detail=clean(detail), request_id=current_request_id() or "-",
-                      at=utcnow()))
+                      resource_id=resource_id, detail=clean(detail), request_id=rid, at=utcnow()))
 
 
 # ---- jobs ------------------------------------------------------------------------------------

@@ -186,3 +186,9 @@ def test_a_quote_that_pays_nothing_says_why_in_its_json_and_slip(portfolio_csv, 
     assert "16 simulated policy years (16 paths x 1 year(s))" in note and "annual deductible" in note
     assert "No expected loss:" in render_quote_slip(q) and "exceeds every simulated year" in render_quote_slip(q)
     assert quote(StockLossCover(60.0), pf, params, paths=16, years=1, seed=3).risk["no_payout_note"] is None
+    # without terms no cause is made up; a limit of 0 is named
+    from finance_engine.insurance.quote import nothing_paid_note
+
+    assert nothing_paid_note({}, 200, None, []).endswith("is 0")
+    assert nothing_paid_note({"kind": "stock-loss", "limit_cny": 0, "participation": 1}, 200, None, []).endswith(
+        "(its limit or participation is 0)")

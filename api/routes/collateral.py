@@ -99,9 +99,12 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
             a = artifact(s, row.id, "memo.html")
             if a is not None:
                 return row, None, a.content, None
-            pf = portfolio_of(s, who, row)
             cells = job_cells(s, row.tenant_id, row.job_id)
-            if cells is not None and cells > sync_max:
+            if cells is not None and cells > sync_max:  # refused whether or not its portfolio is still there
+                try:
+                    pf = portfolio_of(s, who, row)
+                except ApiProblem:  # deleted: no data is kept for a memo a request cannot render
+                    pf = None
                 return row, pf, None, ApiProblem(
                     409, f"the memo of a job-sized valuation ({cells:,} pledged parcel-path-years, over the "
                          f"{sync_max:,} answered in a request: CRE_SYNC_MAX_CELLS) is not rendered in a request, which "
@@ -109,7 +112,7 @@ async def valuation_memo(valuation_id: str, request: Request, who: Principal = D
                          "none. Value the loan again: a job renders its memo, or with fewer paths (within "
                          "CRE_SYNC_MAX_CELLS) it is answered at once",
                     kind="memo-not-rendered", title="Memo not rendered", limit=sync_max, cells=cells)
-            return row, pf, None, None
+            return row, portfolio_of(s, who, row), None, None
 
     def release(pf, reason: str) -> None:
         """A deleted portfolio's data kept for memos like this one: dropped once none is left to render."""

@@ -962,9 +962,12 @@ def nothing_paid_note(cover: Mapping[str, Any], n_years: int, paths_years: tuple
     where = (f" ({paths_years[0]:,} paths x {paths_years[1]} year(s))" if paths_years is not None else "")
     head = (f"the cover pays nothing in any of the {n_years:,} simulated policy years{where}: its expected loss, "
             f"and with it the pure premium and the risk load, is 0")
-    if cover.get("kind") not in (None, "stock-loss"):
+    kind = cover.get("kind")
+    if kind is None:  # no terms to tell the cause by (quote_losses without a cover)
+        return head
+    if kind != "stock-loss":
         return head + " (the trigger or strike is never reached); change the terms or run more paths"
-    if not cover.get("limit_cny") or not cover.get("participation"):
+    if cover.get("limit_cny") == 0 or cover.get("participation") == 0:
         return head + " (its limit or participation is 0)"
     covered = [r for r in aal_by_peril if r.get("covered")]
     ground_up = sum(float(r.get("aal_cny") or 0.0) for r in covered)

@@ -139,3 +139,22 @@ def test_a_stress_test_values_registered_loans_under_their_crediting_rules(env):
     assert [(e["field"], e["value"]) for e in problem["errors"]] == [
         (f"loan/{late_id}/terms/crediting_start_year", 2081)]
     assert f"loan {late_id}" in problem["detail"] and "crediting_start_year" in problem["detail"]
+
+
+def test_a_registered_loan_whose_parcels_are_gone_is_named_by_its_resource(env):
+    """The registered loans follow the body's own in the stress request: one whose parcels the portfolio no longer
+    has is named at ``loan/<id>/parcel_ids``, not at an index of a list the body does not have."""
+    from api.db.models import Instrument
+
+    c, h = env.client, env.h("bureau")
+    pid = upload(c, h, make_frame(6, seed=8).to_csv(index=False).encode())
+    loan = c.post(f"/v1/portfolios/{pid}/loans", headers=h, json={
+        "terms": {"amount_cny": 1e5, "term_years": 2, "rate": 0.05, "parcel_ids": ["T00000"]}}).json()["id"]
+    with env.app.state.db.session() as s:  # as if the parcel had left the portfolio since
+        row = s.get(Instrument, loan)
+        row.terms = {**row.terms, "parcel_ids": ["GONE-1"]}
+    r = c.post("/v1/stress-tests", headers=h, json={
+        "portfolio_id": pid, "scenarios": ["carbon_price_crash"], "years": 2, "paths": 16, "mode": "auto",
+        "use_registered_loans": True, "accounts": False, "footprints": False})
+    problem = assert_problem(r, 422, "invalid-stress-test")
+    assert problem["errors"][0]["field"] == f"loan/{loan}/parcel_ids" and "GONE-1" in problem["detail"]

@@ -121,8 +121,8 @@ def test_a_job_sized_valuation_whose_job_stored_no_memo_keeps_no_data(rt, settin
     rec = _delete(c, h("bank"), pid)
     assert rec["data_kept_for"] == [] and rec["data_kept_until"] is None
     assert _kept(app, pid) is None
-    # the memo answers what it always did for such a valuation
-    assert_problem(c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), 404)
+    # the memo answers what docs/api.md says of such a valuation, portfolio or not: 409 memo-not-rendered
+    assert_problem(c.get(f"/v1/collateral-valuations/{vid}/memo", headers=h("bank")), 409, "memo-not-rendered")
 
 
 def _tamper(app, vid):
@@ -180,6 +180,11 @@ def test_retained_data_expires_and_is_purged(rt):
     _delete(c, h("bank"), _portfolio(c, h("bank")))
     assert _kept(app, third) is None
     (rec,) = _audit(c, h("bank", "b"), "portfolio.data_dropped", third)
+    # the server's own doing in tenant a's request: tenant b's record carries no request id of tenant a's
+    with app.state.db.session() as s:
+        rids = s.scalars(select(AuditRecord.request_id).where(AuditRecord.action == "portfolio.data_dropped",
+                                                               AuditRecord.resource_id == third)).all()
+    assert rids == ["-"]
 
 
 def test_expired_data_is_not_used_before_it_is_purged(rt):

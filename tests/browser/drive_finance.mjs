@@ -278,7 +278,7 @@ try {
     await page.waitForFunction(() => document.querySelector("#quote-status").dataset.status === "cancelled", null, { timeout: 60000 });
     return { job: await page.evaluate(() => window.__dashboard.finance.quoteJob.id), status: await text("#quote-status"),
       alert: await text("#quote-error"), cancelHidden: await page.locator("#quote-cancel").isHidden(), shownId: await text("#quote-id"),
-      dlStatus: await text("#quote-dl-status") };
+      dlStatus: await text("#quote-dl-status"), focus: await page.evaluate(() => document.activeElement?.id || null) };
   });
   await page.waitForFunction(() => !document.querySelector("#quote-submit").disabled, null, { timeout: 120000 });
   extra = null;
@@ -294,7 +294,10 @@ try {
     return f.quote && f.quote.id !== first && document.querySelector("#quote-id").textContent === f.quote.id;
   }, payingId);
   out.noPay = { hidden: await page.$eval("#quote-nopay-note", (e) => e.hidden), text: await text("#quote-nopay-note"),
-                server: await page.evaluate(() => window.__dashboard.finance.quote.result.risk.no_payout_note) };
+                server: await page.evaluate(() => window.__dashboard.finance.quote.result.risk.no_payout_note),
+                circles: await page.$$eval("#chart-quote-ep circle", (cs) => cs.length),
+                polylines: await page.$$eval("#chart-quote-ep polyline", (ls) => ls.length),
+                desc: await page.$eval("#chart-quote-ep desc", (d) => d.textContent) };
   extra = null;
   await page.getByLabel("年免赔额（元）").fill("20000");
 

@@ -403,6 +403,7 @@ def test_loan_and_quote_jobs_can_be_cancelled(driven):
     assert job["status"] == "cancelled" and job["kind"] == "quote"
     assert q["status"].startswith("任务已取消") and q["alert"] == "" and q["cancelHidden"] is True
     assert q["shownId"] == shown["quoteId"]
+    assert q["focus"] == "quote-status"  # the pressed Cancel went away: the keyboard's focus is on how the job ended
 
 
 def test_a_field_error_is_not_repeated_in_the_alert(driven):
@@ -424,7 +425,7 @@ def test_loan_warns_when_the_request_exceeds_the_safe_loan(driven):
     sz, risk = v["sizing"], v["risk"]
     assert sz["requested_loan_within_limit"] is False and sz["requested_ltv_exceeds_pledge_rate"] is True
     lim = shown["loanLimit"]
-    assert lim["hidden"] is False and lim["role"] == "alert"
+    assert lim["hidden"] is False and lim["role"] == "status"  # a standing notice of the result, not an urgent event
     assert (lim["within"], lim["exceeds"]) == ("false", "true")
     lo, hi = sz["max_loan_ci95_cny"]
     assert lim["text"] == (
@@ -581,6 +582,8 @@ def test_a_quote_that_pays_nothing_says_why(driven):
     assert nopay["server"] and "deductible" in nopay["server"]
     assert nopay["hidden"] is False
     assert nopay["text"].startswith("无预期损失：") and nopay["server"] in nopay["text"]
+    # nothing pays: no curve and no marker drawn (a point below the axis' floor is never drawn)
+    assert nopay["circles"] == 0 and nopay["polylines"] == 0
 
 
 @pytest.mark.parametrize("page", ["loanNarrow", "quoteNarrow"])

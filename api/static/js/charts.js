@@ -158,6 +158,8 @@ export function exceedanceChart(svg, d) {
 }
 
 const probText = (p) => fmtPct(p, p < 0.01 ? 2 : 1);
+/** the exceedance chart's lowest probability (its log axis' floor) */
+const PROB_FLOOR = 0.005;
 
 function paintExceedance(svg, { points, title, xLabel, yLabel, what = "loss", start = null, format = (v) => fmt(v, 0) }) {
   const W = chartWidth(svg), H = 320, left = W < FULL_W ? 58 : 70, right = 24, top = 14, bottom = 48;
@@ -166,13 +168,17 @@ function paintExceedance(svg, { points, title, xLabel, yLabel, what = "loss", st
   const key = what === "payout" ? "desc_exceed_payout" : "desc_exceed_loss";
   frame(svg, title, [...(anchor ? [t(key, { x: format(0), p: probText(anchor.prob) })] : []),
     ...pts.map((p) => t(key, { x: format(p.loss), p: probText(p.prob) }))].join(t("desc_sep")), W, H);
-  if (!pts.length && !anchor) return;
-  if (anchor) pts.unshift(anchor);
+  // the axis runs down to PROB_FLOOR: what lies below it is in the description, not drawn (a rare payout's start
+  // point had fallen below the axis, its marker clipped and its line entering from under the frame)
+  const shown = pts.filter((p) => p.prob >= PROB_FLOOR);
+  if (anchor && anchor.prob >= PROB_FLOOR) shown.unshift(anchor);
+  if (!shown.length) return;
+  pts.splice(0, pts.length, ...shown);
   const ticks = niceTicks(Math.min(0, pts[0].loss), pts[pts.length - 1].loss, 5);
   const x0 = ticks[0], x1 = ticks[ticks.length - 1];
   const X = (v) => left + ((v - x0) / (x1 - x0 || 1)) * (W - left - right);
-  const yTicks = [1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005];
-  const ymin = Math.log10(0.005);
+  const yTicks = [1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, PROB_FLOOR];
+  const ymin = Math.log10(PROB_FLOOR);
   const Y = (p) => top + (Math.log10(p) / ymin) * (H - top - bottom);
   const g = el("g", { class: "grid" }, svg);
   for (const tk of ticks) {

@@ -145,21 +145,30 @@ async function submit(api, prefix, path, body, onJob) {
   const cancel = $(`#${prefix}-cancel`);
   cancel.hidden = false;
   cancel.disabled = false;
+  let pressed = false;  // by the keyboard or the pointer: the focus it had goes to the status line afterwards
   cancel.onclick = async () => {
-    cancel.disabled = true;
+    pressed = document.activeElement === cancel;
+    cancel.disabled = true;  // (a disabled button loses the focus: the flag remembers it)
     status.textContent = t("cancelling");
     try {
       await cancelJob(api, out.id);
     } catch (err) {
-      $(`#${prefix}-error`).textContent = t("error", { detail: err.message });  // e.g. 409: it had ended meanwhile
+      // a 409: the job had ended meanwhile, and the poll shows how (its result, or its failure); anything else is news
+      if (err?.status !== 409) $(`#${prefix}-error`).textContent = t("error", { detail: err.message });
     }
   };
   try {
     return await pollFinanceJob(api, out, bar, status, onJob);
   } finally {
+    // the keyboard's focus on the Cancel button that now goes: to the status line, which says how the job ended
+    const refocus = pressed || document.activeElement === cancel;
     cancel.hidden = true;
     cancel.disabled = true;
     cancel.onclick = null;
+    if (refocus) {
+      status.tabIndex = -1;
+      status.focus();
+    }
   }
 }
 

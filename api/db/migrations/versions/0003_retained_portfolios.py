@@ -1,5 +1,4 @@
-"""The data of deleted portfolios that stored results still need (a collateral memo not rendered yet), each
-kept until its ``expires_at``.
+"""The data of deleted portfolios that stored results still need (a collateral memo not rendered yet).
 
 Revision ID: 0003
 Revises: 0002
@@ -24,17 +23,14 @@ def upgrade() -> None:
     sa.Column('data_sha256', sa.String(length=64), nullable=False),
     sa.Column('data_parquet', sa.LargeBinary(), nullable=False),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('retained_portfolios', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_retained_portfolios_tenant_id'), ['tenant_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_retained_portfolios_expires_at'), ['expires_at'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('retained_portfolios', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_retained_portfolios_expires_at'))
         batch_op.drop_index(batch_op.f('ix_retained_portfolios_tenant_id'))
     op.drop_table('retained_portfolios')
