@@ -132,6 +132,19 @@ class JobCancelled extends Error {
 
 /** POST, then for a 202 job poll it to the end, with a Cancel button (POST /v1/jobs/{id}/cancel) while it runs;
  * returns the finance result (FinanceResultOut). */
+/** A valuation's or quote's failure on its page: a cancelled job says so; anything else is a problem shown next to
+ * the fields it names (showProblem). */
+function showFailure(prefix, fields, err) {
+  const status = $(`#${prefix}-status`);
+  if (err instanceof JobCancelled) {
+    status.textContent = t("fin_cancelled");
+    status.dataset.status = "cancelled";
+  } else {
+    status.textContent = "";
+    showProblem(prefix, fields, err);
+  }
+}
+
 async function submit(api, prefix, path, body, onJob) {
   const bar = $(`#${prefix}-progress`);
   const status = $(`#${prefix}-status`);
@@ -566,13 +579,7 @@ async function valueLoan(e, state, fin) {
     $("#loan-status").dataset.done = "true";
     renderLoan(fin);
   } catch (err) {
-    if (err instanceof JobCancelled) {
-      $("#loan-status").textContent = t("fin_cancelled");
-      $("#loan-status").dataset.status = "cancelled";
-    } else {
-      $("#loan-status").textContent = "";
-      showProblem("loan", LOAN_FIELDS, err);
-    }
+    showFailure("loan", LOAN_FIELDS, err);
   } finally {
     $("#loan-submit").disabled = false;
   }
@@ -712,13 +719,7 @@ async function priceQuote(e, state, fin) {
     $("#quote-status").dataset.done = "true";
     renderQuote(fin);
   } catch (err) {
-    if (err instanceof JobCancelled) {
-      $("#quote-status").textContent = t("fin_cancelled");
-      $("#quote-status").dataset.status = "cancelled";
-    } else {
-      $("#quote-status").textContent = "";
-      showProblem("quote", QUOTE_FIELDS, err);
-    }
+    showFailure("quote", QUOTE_FIELDS, err);
   } finally {
     $("#quote-submit").disabled = false;
   }
