@@ -16,6 +16,7 @@ Bamboo is modelled directly in tC/ha (see :mod:`models.growth`), so its carbon n
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -311,24 +312,35 @@ class CreditingRules:
             raise ValueError("credits from a unit's stock need baseline_removal_fraction and leakage_fraction 0 "
                              "(they apply to the sum of its parcels' gains, which its stock does not tell)")
         stock = np.asarray(stock_tco2e, dtype=np.float64)
+        issued, buffer = np.zeros(stock.shape), np.zeros(stock.shape)
+        for y, iss, buf, _ in self._verifications(stock, stock0_tco2e):
+            if iss is not None:
+                issued[y], buffer[y] = iss, buf
+        return issued, buffer
+
+    def _verifications(self, stock: np.ndarray, stock0_tco2e: float | np.ndarray):
+        """The crediting rules run over a unit's stock at each year end (``stock``, (years, n)), a year at a time
+        vectorised over the paths: ``(y, issued, buffer, position)`` per year -- the verification's credits and
+        buffer (None in a year without one), and the position the next verification starts from after it (None
+        before a later crediting start)."""
         years, n = stock.shape
-        issued, buffer = np.zeros((years, n)), np.zeros((years, n))
         last = np.broadcast_to(np.asarray(stock0_tco2e, dtype=np.float64), (n,)).copy()
         deficit = np.zeros(n)
-        for y in range(years):  # loop over years, vectorised over paths
-            if self.is_crediting_start(y):
+        started = self.years_credited_before_start >= 0
+        for y in range(years):
+            issued = buffer = None
+            if self.is_crediting_start(y):  # a later crediting start: the first verification counts from here
                 last = stock[y].copy()
-            if self.is_issuance_year(y):
-                issued[y], buffer[y], deficit = self.issue(stock[y] - last, deficit)
+                started = True
+            if self.is_issuance_year(y):  # this year's verification issues what is creditable
+                issued, buffer, deficit = self.issue(stock[y] - last, deficit)
                 last = stock[y].copy()
-        return issued, buffer
+            yield y, issued, buffer, (stock[y] - last - deficit if started else None)
 
     def with_overrides(self, start_year: int, **overrides: int | None) -> "CreditingRules":
         """These rules with a crediting unit's own ``crediting_start_year`` (a calendar year, ``start_year`` the
         run's first) and ``crediting_period_years`` (None: keep), validated."""
-        vals = {f: getattr(self, f) for f in ("monitoring_period_years", "baseline_removal_fraction",
-                                               "leakage_fraction", "buffer_fraction", "crediting_period_years",
-                                               "years_credited_before_start")}
+        vals = dataclasses.asdict(self)
         unknown = set(overrides) - {"crediting_start_year", "crediting_period_years"}
         if unknown:
             raise ValueError(f"unknown crediting override(s) {sorted(unknown)}")
@@ -359,17 +371,8 @@ class CreditingRules:
             Row ``t``: the position at the end of year ``t`` (row 0: the start, 0).
         """
         stock = np.asarray(stock_tco2e, dtype=np.float64)
-        years, n = stock.shape
-        out = np.zeros((years + 1, n))
-        last = np.broadcast_to(np.asarray(stock0_tco2e, dtype=np.float64), (n,)).copy()
-        deficit = np.zeros(n)
-        started = self.years_credited_before_start >= 0
-        for y in range(years):  # loop over years, vectorised over paths
-            if self.is_crediting_start(y):  # a later crediting start: nothing before it accrues
-                last = stock[y].copy()
-                started = True
-            if self.is_issuance_year(y):  # this year's verification has issued what was creditable
-                deficit = self.issue(stock[y] - last, deficit)[2]
-                last = stock[y].copy()
-            out[y + 1] = stock[y] - last - deficit if started else 0.0
+        out = np.zeros((stock.shape[0] + 1, stock.shape[1]))
+        for y, _, _, position in self._verifications(stock, stock0_tco2e):
+            if position is not None:  # nothing accrues before a later crediting start
+                out[y + 1] = position
         return out

@@ -26,6 +26,7 @@ the cost, as what the subsidies bought, and not added to it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -263,12 +264,6 @@ class InstrumentOutcome:
     insurer_annual_gross: np.ndarray | None = field(default=None, repr=False)  # (years, paths)
 
 
-def crediting_record(rules: CreditingRules) -> dict[str, Any]:
-    """``rules`` as a run's provenance records them (``provenance["crediting"]``)."""
-    return {f: getattr(rules, f) for f in ("monitoring_period_years", "baseline_removal_fraction", "leakage_fraction",
-                                           "buffer_fraction", "crediting_period_years", "years_credited_before_start")}
-
-
 def loan_crediting_rules(run: ScenarioRun, terms) -> CreditingRules | None:
     """A loan's own crediting rules on a stress run: the run's (its provenance's) with the loan's
     ``crediting_start_year`` / ``crediting_period_years`` (:meth:`~models.carbon.CreditingRules.with_overrides`);
@@ -353,7 +348,7 @@ def evaluate_instruments(bound: BoundRegistry, run: ScenarioRun, settings: Stres
             position_rules = run.result.provenance
         else:  # the loan's own crediting start or period: the unit's credits from its stock under them
             raw = rules.issue_from_stock(stock, stock0)[0]
-            position_rules = {"crediting": crediting_record(rules)}
+            position_rules = {"crediting": dataclasses.asdict(rules)}  # as a run's provenance records its rules
         issued = iss.realise(raw, ids, seed)
         credits = issued.credits
         prices = run.prices[:, :Hl + 1].T.copy()
