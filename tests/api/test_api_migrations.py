@@ -52,3 +52,36 @@ def test_a_database_at_0003_is_upgraded_and_its_kept_copies_expire(backend, tmp_
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM retained_portfolios")).scalar() == 2
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_development_database_whose_0003_had_the_expiry_is_upgraded(backend, tmp_path_factory, request):
+    """A database migrated by a development build whose 0003 already added ``expires_at`` (never released): 0004
+    keeps the column and its copies' expiries, and adds only what is missing."""
+    from alembic import command
+
+    url = new_database(backend, tmp_path_factory, request)
+    engine = make_engine(url)
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    expires = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE retained_portfolios ADD COLUMN expires_at TIMESTAMP WITH TIME ZONE"
+                             if backend == "postgres" else "ALTER TABLE retained_portfolios ADD COLUMN expires_at DATETIME"))
+        conn.execute(sa.text("INSERT INTO tenants (id, name, role, created_at) VALUES ('t1', 'a', 'bank', :at)"),
+                     {"at": expires})
+        conn.execute(sa.text("INSERT INTO retained_portfolios (id, tenant_id, source, region, data_sha256, data_parquet,"
+                             " deleted_at, expires_at) VALUES ('pf1', 't1', 's.csv', 'lishui', :h, :d, :at, :ex)"),
+                     {"h": "0" * 64, "d": b"x", "at": expires - timedelta(days=7), "ex": expires})
+    upgrade_head(engine)
+    assert migration_status(engine)[0] == "0004"
+    from sqlalchemy.orm import Session
+
+    from api.db.models import RetainedPortfolio
+
+    with Session(engine) as s:
+        assert s.get(RetainedPortfolio, "pf1").expires_at == expires
+    assert "ix_retained_portfolios_expires_at" in {i["name"] for i in sa.inspect(engine).get_indexes("retained_portfolios")}
+    engine.dispose()
