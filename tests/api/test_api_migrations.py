@@ -12,18 +12,25 @@ from api.db.session import alembic_config, make_engine, migration_status, upgrad
 from tests.api.conftest import new_database
 
 
+def _at_0003(backend, tmp_path_factory, request):
+    """A fresh database migrated to revision 0003: ``(engine, alembic config)``."""
+    from alembic import command
+
+    engine = make_engine(new_database(backend, tmp_path_factory, request))
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    return engine, cfg
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_database_at_0003_is_upgraded_and_its_kept_copies_expire(backend, tmp_path_factory, request):
     from alembic import command
 
     from api.db.models import RetainedPortfolio, Tenant
 
-    url = new_database(backend, tmp_path_factory, request)
-    engine = make_engine(url)
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
+    engine, cfg = _at_0003(backend, tmp_path_factory, request)
     deleted = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
     with engine.begin() as conn:  # a copy kept by the code of revision 0003 (no expiry)
         conn.execute(sa.text("INSERT INTO tenants (id, name, role, created_at) VALUES ('t1', 'a', 'bank', :at)"),
@@ -58,14 +65,7 @@ def test_a_database_at_0003_is_upgraded_and_its_kept_copies_expire(backend, tmp_
 def test_a_development_database_whose_0003_had_the_expiry_is_upgraded(backend, tmp_path_factory, request):
     """A database migrated by a development build whose 0003 already added ``expires_at`` (never released): 0004
     keeps the column and its copies' expiries, and adds only what is missing."""
-    from alembic import command
-
-    url = new_database(backend, tmp_path_factory, request)
-    engine = make_engine(url)
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
+    engine, _ = _at_0003(backend, tmp_path_factory, request)
     expires = datetime(2027, 1, 1, tzinfo=timezone.utc)
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE retained_portfolios ADD COLUMN expires_at TIMESTAMP WITH TIME ZONE"
