@@ -96,14 +96,20 @@ class SimulationSwitches:
         """Consecutive paths whose draws are not independent of one another, so that Monte Carlo errors must
         count them as one block: a parameter set when parameters are drawn (:attr:`correlated_set_size`), else
         an antithetic pair (``antithetic``), else one path. Blocks ``k`` hold paths ``k*b .. k*b+b-1``."""
-        m = self.correlated_set_size
-        return m if m > 1 else (2 if self.antithetic else 1)
+        return mc_block_paths(self.correlated_set_size, self.antithetic)
 
     def without(self, *perils: str) -> "SimulationSwitches":
         """The same switches with some perils turned off."""
         current = self.perils
         return replace(self, perils=tuple(p for p in (current or ()) if p not in perils) if current is not None
                        else ("__all_but__", *perils))
+
+
+def mc_block_paths(correlated_set_size: int, antithetic: bool) -> int:
+    """The paths of one independent Monte Carlo block: the paths sharing a parameter draw (``correlated_set_size``
+    above 1), else an antithetic pair, else one path (:attr:`SimulationSwitches.mc_block_size`)."""
+    m = max(int(correlated_set_size), 1)
+    return m if m > 1 else (2 if antithetic else 1)
 
 
 def recorded_block_size(switches: dict) -> int:

@@ -83,7 +83,7 @@ import pandas as pd
 from finance_engine.mc_error import mean_se, quantile_ci
 from finance_engine.simulation.summary import nested_moments
 from finance_engine.value_regression import jackknife_groups, jackknife_se, jackknife_t
-from models.dynamics import recorded_set_size
+from models.dynamics import mc_block_paths, recorded_set_size
 
 from .basis_risk import basis_risk, protection_gap
 from .covers import (CoverLosses, PriceFloorCover, SinkIndexCover, StockLossCover, cover_from_dict,
@@ -378,7 +378,7 @@ class _Design:
         self.antithetic = bool(antithetic) and self.set_size > 1 and self.set_size % 2 == 0
         # the independent units' paths: a parameter set, else an antithetic pair, else a path
         # (models.dynamics.SimulationSwitches.mc_block_size)
-        self.block = self.set_size if self.set_size > 1 else (2 if antithetic and paths_years is not None else 1)
+        self.block = mc_block_paths(self.set_size, bool(antithetic) and paths_years is not None)
         if paths_years is not None:
             p, y = (int(v) for v in paths_years)
             if p * y != n:
